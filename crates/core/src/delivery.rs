@@ -1,0 +1,244 @@
+//! Deliveries (one event to one hook) and their attempts.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeliveryId, EventId, HookId, TenantId};
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    /// Queued, not yet attempted.
+    Pending,
+    /// Attempted, failed, and scheduled again.
+    Retrying,
+    /// The receiver answered 2xx.
+    Succeeded,
+    /// Gave up: a permanent failure or the schedule ran out.
+    Failed,
+    /// Not sent: the hook was deleted, disabled, inactive or unverified.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// Whether nothing more will happen to it without a retry or replay.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Why an attempt failed, as API.md names the classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The name did not resolve.
+    Dns,
+    /// The connection was refused or reset.
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// No answer within the timeout.
+    Timeout,
+    /// A 4xx other than 408 and 429.
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    /// 429 Too Many Requests (and 408, which means the same to us: try later).
+    #[serde(rename = "http_429")]
+    Http429,
+    /// A 5xx.
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    /// A 3xx; redirects are never followed.
+    Redirect,
+    /// The address is one hooks may not reach.
+    SsrfBlocked,
+    /// Credentials could not be obtained (the OAuth token endpoint failed).
+    Auth,
+}
+
+impl ErrorClass {
+    /// The name API.md uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::Http4xx => "http_4xx",
+            Self::Http429 => "http_429",
+            Self::Http5xx => "http_5xx",
+            Self::Redirect => "redirect",
+            Self::SsrfBlocked => "ssrf_blocked",
+            Self::Auth => "auth",
+        }
+    }
+}
+
+/// The most of a response body kept on an attempt.
+pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
+
+/// One try at sending a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt of this delivery, counting every retry and replay.
+    pub attempt: u32,
+    /// When it started.
+    pub at: DateTime<Utc>,
+    /// How long it took, to the end of the response or the error.
+    pub duration_ms: u64,
+    /// The response status, when one came.
+    pub status_code: Option<u16>,
+    /// Why it failed, when it did.
+    pub error_class: Option<ErrorClass>,
+    /// The first 2 KiB of the response body (or the error, when there was no response).
+    pub response_excerpt: Option<String>,
+}
+
+/// Cuts `text` to at most [`RESPONSE_EXCERPT_BYTES`] on a character boundary.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= RESPONSE_EXCERPT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = RESPONSE_EXCERPT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// One event on its way to one hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Also the `webhook-id`.
+    pub id: DeliveryId,
+    /// The hook's tenant.
+    pub tenant: TenantId,
+    /// The hook.
+    pub hook_id: HookId,
+    /// The event.
+    pub event_id: EventId,
+    /// The event's type.
+    pub event_type: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due, while `RETRYING` or `PENDING`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled or failed without an attempt.
+    pub note: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// A new delivery, queued now.
+    pub fn pending(
+        id: DeliveryId,
+        tenant: TenantId,
+        hook_id: HookId,
+        event_id: EventId,
+        event_type: String,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            tenant,
+            hook_id,
+            event_id,
+            event_type,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_at: Some(now),
+            note: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The latest attempt.
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// Applies an update as every store must: append the attempt, set the status.
+    pub fn apply(&mut self, u: &DeliveryUpdate) {
+        if let Some(a) = &u.attempt {
+            let mut a = a.clone();
+            a.attempt = self.attempts.len() as u32 + 1;
+            self.attempts.push(a);
+        }
+        self.status = u.status;
+        self.next_attempt_at = u.next_attempt_at;
+        if u.note.is_some() {
+            self.note.clone_from(&u.note);
+        }
+        self.updated_at = u.at;
+    }
+}
+
+/// What a stage records about a delivery: an attempt and/or a new status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryUpdate {
+    /// The delivery, as created by ingest (it is recreated from these if missing).
+    pub delivery: DeliveryKey,
+    /// The attempt made, if one was.
+    pub attempt: Option<Attempt>,
+    /// The new status.
+    pub status: DeliveryStatus,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled or failed.
+    pub note: Option<String>,
+    /// When this happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything needed to find a delivery, or recreate it if its record is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The hook.
+    pub hook_id: HookId,
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The event.
+    pub event_id: EventId,
+    /// The event's type.
+    pub event_type: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_cuts_on_a_char_boundary() {
+        let s = "é".repeat(2000);
+        let e = excerpt(&s);
+        assert!(e.len() <= RESPONSE_EXCERPT_BYTES);
+        assert!(e.len() >= RESPONSE_EXCERPT_BYTES - 1);
+    }
+
+    #[test]
+    fn error_classes_serialise_as_api_md_names() {
+        for c in [
+            ErrorClass::Dns,
+            ErrorClass::Connect,
+            ErrorClass::Tls,
+            ErrorClass::Timeout,
+            ErrorClass::Http4xx,
+            ErrorClass::Http429,
+            ErrorClass::Http5xx,
+            ErrorClass::Redirect,
+            ErrorClass::SsrfBlocked,
+            ErrorClass::Auth,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The EventBridge-shaped envelope every receiver gets (HYPR's shape), and what a
+//! producer puts on the bus.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ids::{EventId, TenantId};
+
+/// The most one event may weigh on the bus, as on EventBridge (256 KiB per entry).
+/// The emulator does not enforce it, so our code does.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// An event as it sits on the bus and as the receiver gets it: all nine EventBridge fields.
+///
+/// `detail` is kept as raw JSON so the producer's fields reach the receiver in their
+/// order and spelling; only `tenant` and `site` are read from it, for routing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Envelope format version; EventBridge writes `"0"`.
+    pub version: String,
+    /// The event id, assigned by the bus.
+    pub id: EventId,
+    /// The event type hooks match against.
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    /// Who produced it, e.g. `idp.login`.
+    pub source: String,
+    /// The AWS account of the bus. Filled from configuration when the bus left it out
+    /// (the emulator does); never required when parsing.
+    #[serde(default)]
+    pub account: String,
+    /// When it happened, second precision as EventBridge writes it.
+    #[serde(with = "bus_time")]
+    pub time: DateTime<Utc>,
+    /// The region of the bus.
+    #[serde(default)]
+    pub region: String,
+    /// ARNs or other resource names the event concerns.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// The producer's payload, with `tenant` and, optionally, `site`.
+    pub detail: Box<RawValue>,
+}
+
+/// The routing fields read from `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Routing {
+    /// Whose event it is; only that tenant's hooks can match it.
+    pub tenant: TenantId,
+    /// The site it happened in, for hooks scoped to sites.
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+/// Why an envelope could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not an EventBridge envelope.
+    #[error("not an event envelope: {0}")]
+    Shape(#[source] serde_json::Error),
+    /// `detail.tenant` missing or invalid.
+    #[error("detail has no valid tenant: {0}")]
+    Routing(#[source] serde_json::Error),
+}
+
+impl Envelope {
+    /// Parses an envelope as the bus delivered it, filling a missing `account` and `region`.
+    pub fn from_bus_json(
+        bytes: &str,
+        default_account: &str,
+        default_region: &str,
+    ) -> Result<Self, EnvelopeError> {
+        let mut env: Envelope = serde_json::from_str(bytes).map_err(EnvelopeError::Shape)?;
+        if env.account.is_empty() {
+            default_account.clone_into(&mut env.account);
+        }
+        if env.region.is_empty() {
+            default_region.clone_into(&mut env.region);
+        }
+        Ok(env)
+    }
+
+    /// `tenant` and `site` from `detail`.
+    pub fn routing(&self) -> Result<Routing, EnvelopeError> {
+        serde_json::from_str(self.detail.get()).map_err(EnvelopeError::Routing)
+    }
+
+    /// The exact bytes a receiver gets and the signature covers.
+    pub fn to_body(&self) -> String {
+        // Serialising plain strings, a timestamp and raw JSON cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What a producer publishes; the bus turns it into an [`Envelope`].
+#[derive(Debug, Clone)]
+pub struct BusEntry {
+    /// The event type.
+    pub detail_type: String,
+    /// The producer.
+    pub source: String,
+    /// When it happened; the bus uses its own clock when absent.
+    pub time: Option<DateTime<Utc>>,
+    /// Resources the event concerns.
+    pub resources: Vec<String>,
+    /// The payload, a JSON object including `tenant`.
+    pub detail: Box<RawValue>,
+}
+
+impl BusEntry {
+    /// The envelope the bus would deliver for this entry.
+    pub fn into_envelope(
+        self,
+        id: EventId,
+        account: &str,
+        region: &str,
+        now: DateTime<Utc>,
+    ) -> Envelope {
+        Envelope {
+            version: "0".to_owned(),
+            id,
+            detail_type: self.detail_type,
+            source: self.source,
+            account: account.to_owned(),
+            time: self.time.unwrap_or(now),
+            region: region.to_owned(),
+            resources: self.resources,
+            detail: self.detail,
+        }
+    }
+
+    /// The size EventBridge charges against its 256 KiB limit: detail-type, source,
+    /// detail, resources and time, as UTF-8.
+    pub fn size(&self) -> usize {
+        self.detail_type.len()
+            + self.source.len()
+            + self.detail.get().len()
+            + self.resources.iter().map(String::len).sum::<usize>()
+            + if self.time.is_some() { 14 } else { 0 }
+    }
+}
+
+/// Serde for EventBridge's time format: RFC 3339, UTC, whole seconds.
+pub mod bus_time {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `2026-11-22T10:00:00Z`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    /// Reads any RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYPR: &str = r#"{"version":"0","id":"e0932981-65a5-1344-f27e-bcc395837a59","detail-type":"log","source":"hypr_event_hooks","account":"527127228484","time":"2024-07-23T16:01:04Z","region":"us-east-1","resources":[],"detail":{"tenant":"mytenant","data":{"z":1,"a":2}}}"#;
+
+    #[test]
+    fn hypr_envelope_round_trips_byte_for_byte() {
+        let env = Envelope::from_bus_json(HYPR, "x", "y").unwrap();
+        assert_eq!(env.to_body(), HYPR);
+        assert_eq!(env.routing().unwrap().tenant.as_str(), "mytenant");
+    }
+
+    #[test]
+    fn missing_account_and_region_are_filled() {
+        let no_account = HYPR
+            .replace(r#""account":"527127228484","#, "")
+            .replace(r#""region":"us-east-1","#, "");
+        let env = Envelope::from_bus_json(&no_account, "123456789012", "eu-west-1").unwrap();
+        assert_eq!(env.account, "123456789012");
+        assert_eq!(env.region, "eu-west-1");
+        assert!(env.to_body().contains(r#""account":"123456789012""#));
+    }
+
+    #[test]
+    fn detail_without_tenant_is_a_routing_error() {
+        let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, ""), "a", "r")
+            .unwrap();
+        assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))));
+    }
+
+    #[test]
+    fn not_an_envelope_is_a_shape_error() {
+        assert!(matches!(
+            Envelope::from_bus_json("{\"hello\":1}", "a", "r"),
+            Err(EnvelopeError::Shape(_))
+        ));
+    }
+}

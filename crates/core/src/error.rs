@@ -1,0 +1,47 @@
+//! The error every port returns.
+
+/// A boxed cause from a backend (SQLite, an AWS SDK call), kept as a source, never
+/// flattened into a string.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a port operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another hook of the tenant has this name.
+    #[error("a hook with this name already exists")]
+    NameTaken,
+    /// The stored version is not the one the write expected.
+    #[error("the hook was changed by someone else; read it again and retry")]
+    VersionConflict,
+    /// A pagination cursor that this store did not issue.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// Larger than the backend accepts.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Stored data that does not parse: a bug or tampering, never a client's fault.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, throttling, a service error).
+    #[error("backend error in {operation}")]
+    Backend {
+        /// What we were doing, e.g. `dynamodb.PutItem`.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps a backend error with the operation it came from.
+    pub fn backend(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            operation,
+            source: source.into(),
+        }
+    }
+}
+
+/// Results of port operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

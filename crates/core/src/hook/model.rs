@@ -1,0 +1,330 @@
+//! The stored hook: its configuration (no secret values), its state, and its secrets
+//! sealed by the backend's key.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HookId, HookName, TenantId};
+use crate::pattern::EventTypePattern;
+use crate::secret::{Secret, SigningSecret};
+
+use super::state::HookState;
+
+/// Longest accepted URL.
+pub const MAX_URL_LEN: usize = 2048;
+/// Most patterns a hook may list.
+pub const MAX_EVENT_TYPES: usize = 50;
+/// Most extra headers a hook may send.
+pub const MAX_HEADERS: usize = 20;
+
+/// The HTTP method a hook's requests use; the envelope is the body for every method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// The default.
+    #[default]
+    Post,
+    /// Replace semantics.
+    Put,
+    /// Patch semantics.
+    Patch,
+    /// Some receivers take events on GET (HYPR offers it); the body is still sent.
+    Get,
+    /// For receivers that treat events as removals.
+    Delete,
+}
+
+impl HttpMethod {
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Get => "GET",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// The method used to fetch an OAuth token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TokenMethod {
+    /// Form-encoded body, as RFC 6749 says.
+    #[default]
+    Post,
+    /// Parameters in the query string, for token endpoints that want it.
+    Get,
+}
+
+/// Names of the auth types, as API.md spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthType {
+    /// No credentials.
+    None,
+    /// `Authorization: Basic`.
+    Basic,
+    /// `Authorization: Bearer <key_value>`.
+    ApiKey,
+    /// A custom header name and secret value (UniFi's).
+    Header,
+    /// A token from an OAuth 2.0 token endpoint.
+    OauthClientCredentials,
+}
+
+/// A parameter sent to an OAuth token endpoint. `value` is absent when `secret`: the
+/// value then lives in the sealed secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamConfig {
+    /// The parameter name.
+    pub key: String,
+    /// The value, when not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether the value is write-only.
+    pub secret: bool,
+}
+
+/// OAuth client-credentials settings, without the client secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthConfig {
+    /// Where tokens come from.
+    pub token_url: String,
+    /// The client id.
+    pub client_id: String,
+    /// How the token request is made.
+    pub http_method: TokenMethod,
+    /// Extra headers on the token request.
+    #[serde(default)]
+    pub header_params: Vec<ParamConfig>,
+    /// Extra query parameters on the token request.
+    #[serde(default)]
+    pub query_params: Vec<ParamConfig>,
+    /// Extra form fields on the token request.
+    #[serde(default)]
+    pub body_params: Vec<ParamConfig>,
+}
+
+/// How requests authenticate, without secret values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthConfig {
+    /// No credentials.
+    #[default]
+    None,
+    /// Basic auth; the password is sealed.
+    Basic {
+        /// The user name.
+        username: String,
+    },
+    /// A bearer key; the value is sealed.
+    ApiKey {
+        /// A label for the key, never sent.
+        key_name: String,
+    },
+    /// A custom header; the value is sealed.
+    Header {
+        /// The header name.
+        name: String,
+    },
+    /// OAuth client credentials; the client secret is sealed.
+    OauthClientCredentials(OAuthConfig),
+}
+
+impl AuthConfig {
+    /// The type name.
+    pub fn auth_type(&self) -> AuthType {
+        match self {
+            Self::None => AuthType::None,
+            Self::Basic { .. } => AuthType::Basic,
+            Self::ApiKey { .. } => AuthType::ApiKey,
+            Self::Header { .. } => AuthType::Header,
+            Self::OauthClientCredentials(_) => AuthType::OauthClientCredentials,
+        }
+    }
+}
+
+/// An extra request header; `value` is absent when `secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderConfig {
+    /// The header name as given.
+    pub name: String,
+    /// The value, when not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether the value is write-only.
+    pub secret: bool,
+}
+
+/// Signature headers a hook's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SignatureFormat {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`: always sent.
+    #[serde(rename = "standard-webhooks")]
+    StandardWebhooks,
+    /// `X-Keycloak-Signature`, for receivers written for Keycloak webhooks.
+    #[serde(rename = "keycloak")]
+    Keycloak,
+}
+
+/// The ownership challenge settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationConfig {
+    /// Whether deliveries wait for a passed challenge.
+    pub required: bool,
+    /// The header carrying the challenge value.
+    pub header: String,
+}
+
+/// The default challenge header (UniFi's).
+pub const DEFAULT_CHALLENGE_HEADER: &str = "x-uid-challenge";
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            required: false,
+            header: DEFAULT_CHALLENGE_HEADER.to_owned(),
+        }
+    }
+}
+
+/// What a tenant configured, without any secret value. Stored in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookConfig {
+    /// Unique in the tenant, immutable.
+    pub name: HookName,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where requests go.
+    pub url: String,
+    /// The request method.
+    pub method: HttpMethod,
+    /// Which event types it receives.
+    pub event_types: Vec<EventTypePattern>,
+    /// Which sites' events it receives; empty is the whole workspace.
+    pub sites: Vec<String>,
+    /// Whether the tenant wants deliveries.
+    pub enabled: bool,
+    /// Request authentication.
+    pub auth: AuthConfig,
+    /// Extra request headers.
+    pub headers: Vec<HeaderConfig>,
+    /// Signature headers in addition to Standard Webhooks.
+    pub signature_formats: Vec<SignatureFormat>,
+    /// The ownership challenge.
+    pub verification: VerificationConfig,
+}
+
+impl HookConfig {
+    /// Whether this hook wants an event of this type from this site.
+    pub fn wants(&self, event_type: &str, site: Option<&str>) -> bool {
+        let site_ok =
+            self.sites.is_empty() || site.is_some_and(|s| self.sites.iter().any(|x| x == s));
+        site_ok && crate::pattern::any_matches(&self.event_types, event_type)
+    }
+}
+
+/// A previous signing secret that still signs until `until` (24 h after a rotation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiringSecret {
+    /// The old secret.
+    pub secret: SigningSecret,
+    /// When it stops signing.
+    pub until: DateTime<Utc>,
+}
+
+/// Every secret value of a hook. Only ever stored sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookSecrets {
+    /// The signing secret.
+    pub signing: SigningSecret,
+    /// Secrets replaced by rotation that still sign for a while.
+    #[serde(default)]
+    pub retiring: Vec<RetiringSecret>,
+    /// The auth secret: BASIC password, API_KEY key value, HEADER value or OAuth client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Secret>,
+    /// Secret OAuth parameters, by `"{header|query|body}_params.{key}"`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Secret>,
+    /// Secret header values, by lowercased header name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl HookSecrets {
+    /// Secrets that sign at `now`: the current one first, then retiring ones still valid.
+    pub fn signing_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
+        std::iter::once(&self.signing).chain(
+            self.retiring
+                .iter()
+                .filter(move |r| r.until > now)
+                .map(|r| &r.secret),
+        )
+    }
+
+    /// Every secret value, for tests and scanners that prove none leaks.
+    pub fn all_values(&self) -> Vec<&str> {
+        let mut v = vec![self.signing.expose()];
+        v.extend(self.retiring.iter().map(|r| r.secret.expose()));
+        v.extend(self.auth.iter().map(Secret::expose));
+        v.extend(self.params.values().map(Secret::expose));
+        v.extend(self.headers.values().map(Secret::expose));
+        v
+    }
+}
+
+/// [`HookSecrets`] encrypted by the backend's key (KMS on AWS, a local key file on the
+/// embedded backend). Opaque to everything but the sealer that made it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecrets(#[serde(with = "b64")] pub Vec<u8>);
+
+impl std::fmt::Debug for SealedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSecrets({} bytes)", self.0.len())
+    }
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A hook as stored: configuration, state and sealed secrets, with its optimistic-locking
+/// `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// The id.
+    pub id: HookId,
+    /// The owning tenant.
+    pub tenant: TenantId,
+    /// What the tenant configured.
+    pub config: HookConfig,
+    /// What the platform knows about it.
+    pub state: HookState,
+    /// The secrets, sealed.
+    pub sealed: SealedSecrets,
+    /// The token subject that created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Incremented on every write; a write naming an older version loses.
+    pub version: u64,
+}

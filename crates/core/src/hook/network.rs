@@ -1,0 +1,182 @@
+//! Which addresses a hook may reach. Pure classification; the outbound client applies it
+//! to every address it connects to, and the API to IP literals at create time.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A CIDR block, `10.0.0.0/8` or `fd00::/8`.
+pub type Network = ipnet::IpNet;
+
+/// The deployment's outbound rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    /// Whether plain `http` URLs are accepted (local stacks only, by default).
+    pub allow_http: bool,
+    /// Blocks that are reachable even though they are private (e.g. `127.0.0.0/8` locally).
+    pub allowed_networks: Vec<Network>,
+}
+
+/// Whether an address may be connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressVerdict {
+    /// Public, or in the allow-list.
+    Allowed,
+    /// In a block that must not be reached; the name of the block.
+    Blocked(&'static str),
+}
+
+impl NetworkPolicy {
+    /// The policy of `make run`: `http` and loopback allowed, so local receivers work.
+    pub fn local() -> Self {
+        Self {
+            allow_http: true,
+            allowed_networks: vec![
+                Network::from_str("127.0.0.0/8").unwrap_or_else(|_| unreachable!()),
+                Network::from_str("::1/128").unwrap_or_else(|_| unreachable!()),
+            ],
+        }
+    }
+
+    /// Classifies one resolved address.
+    pub fn check(&self, ip: IpAddr) -> AddressVerdict {
+        let ip = canonical(ip);
+        if self.allowed_networks.iter().any(|n| n.contains(&ip)) {
+            return AddressVerdict::Allowed;
+        }
+        match special_block(ip) {
+            Some(block) => AddressVerdict::Blocked(block),
+            None => AddressVerdict::Allowed,
+        }
+    }
+}
+
+/// IPv6 forms that carry an IPv4 address are judged as that IPv4 address, so
+/// `::ffff:169.254.169.254` is the metadata service, not a public v6 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            // IPv4-compatible (deprecated) ::a.b.c.d, but not :: or ::1.
+            if s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1) {
+                return IpAddr::V4(embedded_v4(&v6, 12));
+            }
+            // NAT64 well-known prefix 64:ff9b::/96.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return IpAddr::V4(embedded_v4(&v6, 12));
+            }
+            // 6to4 2002:a.b.c.d::/48.
+            if s[0] == 0x2002 {
+                return IpAddr::V4(embedded_v4(&v6, 2));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+fn embedded_v4(v6: &Ipv6Addr, at: usize) -> Ipv4Addr {
+    let o = v6.octets();
+    Ipv4Addr::new(o[at], o[at + 1], o[at + 2], o[at + 3])
+}
+
+fn special_block(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            Some(match o {
+                [0, ..] => "unspecified (0.0.0.0/8)",
+                [10, ..] => "private (10.0.0.0/8)",
+                [100, b, ..] if (64..128).contains(&b) => "carrier-grade NAT (100.64.0.0/10)",
+                [127, ..] => "loopback (127.0.0.0/8)",
+                [169, 254, ..] => "link-local (169.254.0.0/16)",
+                [172, b, ..] if (16..32).contains(&b) => "private (172.16.0.0/12)",
+                [192, 0, 0, _] => "IETF protocol assignments (192.0.0.0/24)",
+                [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "documentation",
+                [192, 168, ..] => "private (192.168.0.0/16)",
+                [198, b, ..] if b == 18 || b == 19 => "benchmarking (198.18.0.0/15)",
+                [a, ..] if a >= 224 => "multicast or reserved (224.0.0.0/3)",
+                _ => return None,
+            })
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(if v6.is_unspecified() {
+                "unspecified (::)"
+            } else if v6.is_loopback() {
+                "loopback (::1)"
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                "unique-local (fc00::/7)"
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                "link-local (fe80::/10)"
+            } else if s[0] & 0xff00 == 0xff00 {
+                "multicast (ff00::/8)"
+            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+                "documentation (2001:db8::/32)"
+            } else if s[0] == 0x0100 && s[1..4] == [0, 0, 0] {
+                "discard-only (100::/64)"
+            } else {
+                return None;
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(p: &NetworkPolicy, ip: &str) -> bool {
+        matches!(p.check(ip.parse().unwrap()), AddressVerdict::Blocked(_))
+    }
+
+    #[test]
+    fn default_policy_blocks_every_private_block() {
+        let p = NetworkPolicy::default();
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+        ] {
+            assert!(blocked(&p, ip), "{ip} should be blocked");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!blocked(&p, ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn local_policy_allows_loopback_only() {
+        let p = NetworkPolicy::local();
+        assert!(!blocked(&p, "127.0.0.1"));
+        assert!(!blocked(&p, "127.5.5.5"));
+        assert!(!blocked(&p, "::ffff:127.0.0.1"));
+        assert!(!blocked(&p, "::1"));
+        assert!(blocked(&p, "10.0.0.1"));
+        assert!(blocked(&p, "169.254.169.254"));
+    }
+}

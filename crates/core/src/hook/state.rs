@@ -1,0 +1,160 @@
+//! What the platform knows about a hook, in HYPR's words: connection state (can it
+//! authenticate and has it proven ownership) and destination state (are deliveries sent).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::model::HookConfig;
+
+/// The hook's ability to authenticate and prove ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionState {
+    /// Just created; the verifier has not looked at it yet.
+    Creating,
+    /// Fetching a token or running the challenge.
+    Authorizing,
+    /// Credentials work and ownership (when required) is proven.
+    Authorized,
+    /// The token endpoint refused, or the challenge failed.
+    Deauthorized,
+    /// Changed; the verifier has not looked at the change yet.
+    Updating,
+    /// Credentials being withdrawn.
+    Deauthorizing,
+    /// Being deleted.
+    Deleting,
+}
+
+/// Whether deliveries are being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DestinationState {
+    /// Deliveries are sent.
+    Active,
+    /// Deliveries are not sent (disabled by the tenant or by the failure rule).
+    Inactive,
+}
+
+/// The ownership challenge's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerificationStatus {
+    /// Never challenged.
+    Unverified,
+    /// A challenge is queued or running.
+    Pending,
+    /// The endpoint answered the challenge.
+    Verified,
+    /// The endpoint did not answer it right; `last_error` says why.
+    Failed,
+}
+
+/// The ownership challenge's outcome so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationState {
+    /// Where it stands.
+    pub status: VerificationStatus,
+    /// When it last passed.
+    #[serde(default)]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Why it last failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Delivery health, kept so a persistently failing hook can be disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Health {
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the current run of failures began.
+    #[serde(default)]
+    pub failing_since: Option<DateTime<Utc>>,
+    /// When a delivery last succeeded.
+    #[serde(default)]
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Whether the `hook.failing` warning went out for the current run of failures.
+    #[serde(default)]
+    pub warned: bool,
+}
+
+/// The platform's view of a hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookState {
+    /// Authentication and ownership.
+    pub connection_state: ConnectionState,
+    /// Whether deliveries are sent.
+    pub destination_state: DestinationState,
+    /// Why the destination is inactive.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// The ownership challenge.
+    pub verification: VerificationState,
+    /// Delivery health.
+    #[serde(default)]
+    pub health: Health,
+}
+
+impl HookState {
+    /// The state of a hook just created with `config`.
+    pub fn new_for(config: &HookConfig) -> Self {
+        Self {
+            connection_state: ConnectionState::Creating,
+            destination_state: if config.enabled {
+                DestinationState::Active
+            } else {
+                DestinationState::Inactive
+            },
+            disabled_reason: (!config.enabled).then(|| "disabled by the tenant".to_owned()),
+            verification: VerificationState {
+                status: if config.verification.required {
+                    VerificationStatus::Pending
+                } else {
+                    VerificationStatus::Unverified
+                },
+                verified_at: None,
+                last_error: None,
+            },
+            health: Health::default(),
+        }
+    }
+}
+
+/// Why a delivery to a hook is not sent; recorded on the delivery as `CANCELLED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Undeliverable {
+    /// The hook was deleted.
+    #[error("hook deleted")]
+    Deleted,
+    /// The tenant disabled it.
+    #[error("hook disabled")]
+    Disabled,
+    /// Disabled by the failure rule, or otherwise inactive.
+    #[error("hook inactive")]
+    Inactive,
+    /// It requires verification and has not passed it.
+    #[error("hook not verified")]
+    NotVerified,
+}
+
+impl super::model::Hook {
+    /// Whether a delivery may be sent to this hook now, and why not.
+    pub fn deliverable(&self) -> Result<(), Undeliverable> {
+        if self.state.connection_state == ConnectionState::Deleting {
+            return Err(Undeliverable::Deleted);
+        }
+        if !self.config.enabled {
+            return Err(Undeliverable::Disabled);
+        }
+        if self.state.destination_state == DestinationState::Inactive {
+            return Err(Undeliverable::Inactive);
+        }
+        if self.config.verification.required
+            && self.state.verification.status != VerificationStatus::Verified
+        {
+            return Err(Undeliverable::NotVerified);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! Typed identifiers. A function never takes a bare `String` id.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} must be {rule}")]
+pub struct InvalidId {
+    kind: &'static str,
+    rule: &'static str,
+}
+
+/// ULIDs that increase within a process even inside one millisecond, so "newest first"
+/// and "creation order" hold for everything made here.
+fn monotonic_ulid() -> Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut g = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The generator only fails when 2^80 ids were made in one millisecond.
+    g.get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| Ulid::new())
+}
+
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Ulid);
+
+        impl $name {
+            /// A new id, time-ordered: ids made later in this process sort later, even
+            /// within one millisecond.
+            pub fn generate() -> Self {
+                Self(monotonic_ulid())
+            }
+
+            /// The id for a given instant and entropy; used to build key ranges for time windows.
+            pub fn from_parts(timestamp_ms: u64, random: u128) -> Self {
+                Self(Ulid::from_parts(timestamp_ms, random))
+            }
+
+            /// Milliseconds since the Unix epoch encoded in the id.
+            pub fn timestamp_ms(&self) -> u64 {
+                self.0.timestamp_ms()
+            }
+
+            /// The smallest id of the given millisecond.
+            pub fn min_at(timestamp_ms: u64) -> Self {
+                Self(Ulid::from_parts(timestamp_ms, 0))
+            }
+
+            /// The largest id of the given millisecond.
+            pub fn max_at(timestamp_ms: u64) -> Self {
+                Self(Ulid::from_parts(timestamp_ms, u128::MAX))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Ulid::from_string(s)
+                    .map(Self)
+                    .map_err(|_| InvalidId { kind: $kind, rule: "a 26-character ULID" })
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+ulid_id!(
+    /// A hook's id: a ULID, assigned at creation.
+    HookId,
+    "hook id"
+);
+ulid_id!(
+    /// A delivery's id: a ULID, so a time window of deliveries is a key range. It is also
+    /// the `webhook-id` the receiver sees, stable across retries.
+    DeliveryId,
+    "delivery id"
+);
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $rule:literal, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidId { kind: $kind, rule: $rule })
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+string_id!(
+    /// A tenant: the customer workspace a token acts for. Every read and write is scoped to one.
+    TenantId,
+    "tenant",
+    "1-64 characters of [A-Za-z0-9._-]",
+    |s| (1..=64).contains(&s.len()) && s.chars().all(is_name_char)
+);
+string_id!(
+    /// A hook's name: unique in its tenant and immutable after creation (HYPR's rule).
+    HookName,
+    "name",
+    "1-64 characters of [A-Za-z0-9._-]",
+    |s| (1..=64).contains(&s.len()) && s.chars().all(is_name_char)
+);
+string_id!(
+    /// An event's id as it sat on the bus (EventBridge assigns UUIDs; producers putting events
+    /// directly may bring their own).
+    EventId,
+    "event id",
+    "1-128 printable ASCII characters without '#'",
+    |s| (1..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_graphic() && c != '#')
+);
+
+impl EventId {
+    /// A new random id in the form EventBridge uses (a UUID v4).
+    pub fn generate() -> Self {
+        let b: [u8; 16] = rand::random();
+        let mut s = String::with_capacity(36);
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                s.push('-');
+            }
+            // Version 4 and the RFC 4122 variant bits.
+            let byte = match i {
+                6 => (byte & 0x0f) | 0x40,
+                8 => (byte & 0x3f) | 0x80,
+                _ => *byte,
+            };
+            s.push_str(&format!("{byte:02x}"));
+        }
+        Self(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_rejects_key_separator_and_empty() {
+        assert!("acme".parse::<TenantId>().is_ok());
+        assert!("ac#me".parse::<TenantId>().is_err());
+        assert!("".parse::<TenantId>().is_err());
+        assert!("a".repeat(65).parse::<TenantId>().is_err());
+    }
+
+    #[test]
+    fn delivery_ids_sort_by_time() {
+        let early = DeliveryId::from_parts(1_000, 5);
+        let late = DeliveryId::from_parts(2_000, 1);
+        assert!(early < late);
+        assert!(DeliveryId::min_at(2_000) <= late && late <= DeliveryId::max_at(2_000));
+        assert_eq!(early.to_string().parse::<DeliveryId>().unwrap(), early);
+    }
+
+    #[test]
+    fn generated_event_ids_are_uuid_v4() {
+        let id = EventId::generate();
+        let s = id.as_str();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+        assert!(s.parse::<EventId>().is_ok());
+    }
+}

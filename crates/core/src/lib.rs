@@ -1,0 +1,23 @@
+//! The Hookbridge domain, free of I/O.
+//!
+//! Everything here is a value, a pure decision or a port (a trait the two backends
+//! implement). Nothing here touches the network, the disk, a clock of its own or an
+//! async runtime: callers pass `now` in, so every decision is testable as a function.
+
+pub mod delivery;
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod hook;
+pub mod ids;
+pub mod message;
+pub mod outcome;
+pub mod pattern;
+pub mod ports;
+pub mod retry;
+pub mod secret;
+pub mod signing;
+pub mod topology;
+pub mod validation;
+
+pub use error::{Error, Result};

@@ -1,0 +1,49 @@
+//! The ports: what the stages need from storage, queues, the bus and the key, each with
+//! exactly two real implementations (`hookbridge-aws`, `hookbridge-embedded`) proven
+//! alike by one contract suite.
+
+mod bus;
+mod queue;
+mod sealer;
+mod store;
+
+pub use bus::{Bus, Rule, RulePattern, SourceMatch};
+pub use queue::{
+    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt,
+    ReceivedMessage,
+};
+pub use sealer::Sealer;
+pub use store::{
+    Claim, DeliveryStore, EventStore, HookStore, IdempotencyStore, Page, StoredResponse, Window,
+};
+
+use std::sync::Arc;
+
+/// Every port of one backend, wired together.
+#[derive(Clone)]
+pub struct Backend {
+    /// Hooks.
+    pub hooks: Arc<dyn HookStore>,
+    /// Deliveries and attempts.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// Envelopes kept for replay.
+    pub events: Arc<dyn EventStore>,
+    /// Publish de-duplication.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The bus products publish to.
+    pub bus: Arc<dyn Bus>,
+    /// Product events matched to hooks.
+    pub ingest_queue: Arc<dyn Queue>,
+    /// Deliveries to send.
+    pub delivery_queue: Arc<dyn Queue>,
+    /// Lifecycle events for the verifier.
+    pub verify_queue: Arc<dyn Queue>,
+    /// Encrypts hook secrets at rest.
+    pub sealer: Arc<dyn Sealer>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}

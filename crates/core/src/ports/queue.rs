@@ -1,0 +1,106 @@
+//! A durable queue with SQS's semantics: batches, delay, visibility timeout, receive
+//! count, and a dead-letter queue after too many receives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// The most messages one send, receive or delete call handles (SQS's batch limit).
+pub const MAX_BATCH: usize = 10;
+
+/// The three queues the stages consume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueRole {
+    /// Product events from the bus, for matching.
+    Ingest,
+    /// Deliveries to send.
+    Delivery,
+    /// Lifecycle events for the verifier.
+    Verify,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The body.
+    pub body: String,
+    /// How long before it may be received (at most 15 minutes, as on SQS).
+    pub delay: Duration,
+}
+
+impl OutgoingMessage {
+    /// A message receivable at once.
+    pub fn now(body: String) -> Self {
+        Self {
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The handle that acknowledges or postpones one receipt of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(pub String);
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The message id, stable across receives.
+    pub id: String,
+    /// The body.
+    pub body: String,
+    /// This receipt's handle.
+    pub receipt: Receipt,
+    /// How many times it has been received, this time included (1 the first time).
+    pub receive_count: u32,
+}
+
+/// How many messages a queue holds, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Receivable now.
+    pub visible: u64,
+    /// Received and not yet acknowledged or returned.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    /// Every message the queue holds.
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// The longest send delay, as on SQS.
+pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// A durable queue.
+///
+/// A message received and neither acknowledged nor postponed comes back after the
+/// visibility timeout with a higher receive count. Received once more after the
+/// queue's maximum receive count, it moves to the dead-letter queue instead.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// The queue's name.
+    fn name(&self) -> &str;
+
+    /// Sends messages, in batches of [`MAX_BATCH`]. All are sent or an error is returned.
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()>;
+
+    /// Receives up to `max` (≤ [`MAX_BATCH`]) messages, waiting up to `wait` for the first.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
+
+    /// Deletes received messages. A stale receipt (the message was received again since)
+    /// is ignored, as on SQS.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<()>;
+
+    /// Makes a received message receivable again after `delay` (0 = at once).
+    async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
+
+    /// How many messages it holds.
+    async fn depth(&self) -> Result<QueueDepth>;
+}

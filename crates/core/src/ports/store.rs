@@ -1,0 +1,151 @@
+//! Storage ports: hooks, deliveries, events kept for replay, and publish idempotency.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::Result;
+use crate::delivery::{Delivery, DeliveryUpdate};
+use crate::envelope::Envelope;
+use crate::hook::Hook;
+use crate::ids::{DeliveryId, EventId, HookId, TenantId};
+
+/// One page of a listing and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Opaque; pass it back for the next page. `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A time window `[since, until)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Inclusive start.
+    pub since: DateTime<Utc>,
+    /// Exclusive end.
+    pub until: DateTime<Utc>,
+}
+
+impl Window {
+    /// Whether `t` is inside.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.since <= t && t < self.until
+    }
+}
+
+/// Hooks, with names unique per tenant and optimistic locking.
+#[async_trait]
+pub trait HookStore: Send + Sync {
+    /// Stores a new hook and claims its name in the same transaction.
+    /// [`crate::Error::NameTaken`] if the tenant has a hook of that name.
+    async fn create(&self, hook: &Hook) -> Result<()>;
+
+    /// A hook of the tenant; `None` if absent or another tenant's.
+    async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>>;
+
+    /// Several hooks at once (the worker's batch), in any order; missing ones are left out.
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>>;
+
+    /// A page of the tenant's hooks, oldest first.
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Hook>>;
+
+    /// Every hook of the tenant, for matching an event.
+    async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>>;
+
+    /// Replaces a hook if its stored version is `expected_version`; `hook.version` is the
+    /// new version. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
+    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()>;
+
+    /// Deletes a hook and frees its name. Whether it existed.
+    async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool>;
+}
+
+/// Deliveries and their attempts, keyed by hook and time-ordered delivery id.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records new deliveries (ingest's `PENDING` records). Existing ones are left as they are,
+    /// so a redelivered ingest message does not reset progress.
+    async fn insert(&self, deliveries: &[Delivery]) -> Result<()>;
+
+    /// Applies updates (see [`Delivery::apply`]); a delivery whose record is missing is
+    /// recreated from the update's key.
+    async fn record(&self, updates: &[DeliveryUpdate]) -> Result<()>;
+
+    /// One delivery of a hook.
+    async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>>;
+
+    /// The hook's deliveries created in `window`, newest first.
+    async fn list(
+        &self,
+        hook_id: HookId,
+        window: Window,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>>;
+}
+
+/// Envelopes kept for replay and for delivery detail.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores envelopes of a tenant until `expires_at`. Storing an id again is a no-op.
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        envelopes: &[Envelope],
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// One envelope; `None` if absent, expired or another tenant's.
+    async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>>;
+}
+
+/// The answer stored for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// The result of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now ours.
+    Claimed,
+    /// Someone used it already.
+    Existing {
+        /// Their request's fingerprint.
+        fingerprint: String,
+        /// Their answer, once they finished.
+        response: Option<StoredResponse>,
+    },
+}
+
+/// Publish de-duplication by `Idempotency-Key`.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` for a request with `fingerprint` until `expires_at`, unless a claim that
+    /// has not expired exists.
+    async fn claim(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Claim>;
+
+    /// Stores the answer for a claimed key.
+    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse)
+    -> Result<()>;
+
+    /// Gives a claim up (the request failed), so a retry can proceed.
+    async fn release(&self, tenant: &TenantId, key: &str) -> Result<()>;
+}

@@ -1,0 +1,169 @@
+//! Secret values: they print as `[redacted]` and compare in constant time.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// A secret string: an auth password, an API key, a header value marked secret.
+///
+/// `Debug` and `Display` never show the value, so a secret that reaches a log line or an
+/// error message by accident shows as `[redacted]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that must put it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Secret {}
+
+/// The prefix Standard Webhooks gives signing secrets.
+pub const SIGNING_SECRET_PREFIX: &str = "whsec_";
+/// Fewer random bytes than this would make the HMAC key guessable.
+pub const SIGNING_SECRET_MIN_BYTES: usize = 24;
+/// Standard Webhooks allows up to 64 bytes.
+pub const SIGNING_SECRET_MAX_BYTES: usize = 64;
+/// What we generate: the HMAC-SHA256 block-size sweet spot recommended by Standard Webhooks.
+const GENERATED_SECRET_BYTES: usize = 32;
+
+/// A hook's signing secret, `whsec_` + base64 of 24–64 bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SigningSecret {
+    text: Secret,
+    key: Vec<u8>,
+}
+
+/// Why a signing secret was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSigningSecret {
+    /// No `whsec_` prefix.
+    #[error("must start with \"whsec_\"")]
+    Prefix,
+    /// The rest is not standard base64.
+    #[error("must be \"whsec_\" followed by standard base64")]
+    Base64,
+    /// Too short or too long.
+    #[error("must encode between 24 and 64 bytes, found {0}")]
+    Length(usize),
+}
+
+impl SigningSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Self {
+        let mut key = vec![0u8; GENERATED_SECRET_BYTES];
+        rand::fill(&mut key[..]);
+        let text = format!("{SIGNING_SECRET_PREFIX}{}", STANDARD.encode(&key));
+        Self {
+            text: Secret::new(text),
+            key,
+        }
+    }
+
+    /// Parses `whsec_<base64>`.
+    pub fn parse(text: &str) -> Result<Self, InvalidSigningSecret> {
+        let b64 = text
+            .strip_prefix(SIGNING_SECRET_PREFIX)
+            .ok_or(InvalidSigningSecret::Prefix)?;
+        let key = STANDARD
+            .decode(b64)
+            .map_err(|_| InvalidSigningSecret::Base64)?;
+        if !(SIGNING_SECRET_MIN_BYTES..=SIGNING_SECRET_MAX_BYTES).contains(&key.len()) {
+            return Err(InvalidSigningSecret::Length(key.len()));
+        }
+        Ok(Self {
+            text: Secret::new(text),
+            key,
+        })
+    }
+
+    /// The HMAC key bytes.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The `whsec_…` text, for the create and rotate responses only.
+    pub fn expose(&self) -> &str {
+        self.text.expose()
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret([redacted])")
+    }
+}
+
+impl TryFrom<String> for SigningSecret {
+    type Error = InvalidSigningSecret;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<SigningSecret> for String {
+    fn from(s: SigningSecret) -> Self {
+        s.text.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        let g = SigningSecret::generate();
+        assert!(!format!("{g:?}").contains(&g.expose()[6..]));
+    }
+
+    #[test]
+    fn generated_secret_round_trips() {
+        let g = SigningSecret::generate();
+        let parsed = SigningSecret::parse(g.expose()).unwrap();
+        assert_eq!(parsed.key(), g.key());
+        assert_eq!(parsed.key().len(), 32);
+    }
+
+    #[test]
+    fn parse_rejects_bad_secrets() {
+        assert_eq!(
+            SigningSecret::parse("abc"),
+            Err(InvalidSigningSecret::Prefix)
+        );
+        assert_eq!(
+            SigningSecret::parse("whsec_!!!"),
+            Err(InvalidSigningSecret::Base64)
+        );
+        assert_eq!(
+            SigningSecret::parse("whsec_AAAA"),
+            Err(InvalidSigningSecret::Length(3))
+        );
+    }
+}

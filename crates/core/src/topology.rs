@@ -1,0 +1,99 @@
+//! The resources the platform runs on, named and configured once: `hookbridge init`
+//! creates them on either backend, and a test holds `template.yaml` to the same names and
+//! settings.
+
+use std::time::Duration;
+
+use crate::message::{PLATFORM_SOURCE, event_type};
+use crate::ports::{Rule, RulePattern, SourceMatch};
+
+/// A queue and its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// The queue's name.
+    pub name: String,
+    /// The dead-letter queue's name.
+    pub dlq: String,
+    /// How long a received message stays invisible before it is handed out again.
+    pub visibility_timeout: Duration,
+    /// Receives after which the next receive moves the message to the DLQ.
+    pub max_receive_count: u32,
+}
+
+/// How long queues and DLQs keep messages: the SQS maximum, so nothing expires unread
+/// while someone investigates a DLQ.
+pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// Every named resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The DynamoDB table.
+    pub table: String,
+    /// The event bus.
+    pub bus: String,
+    /// Product events from the bus.
+    pub ingest: QueueSpec,
+    /// Deliveries.
+    pub delivery: QueueSpec,
+    /// Lifecycle events for the verifier.
+    pub verify: QueueSpec,
+}
+
+impl Topology {
+    /// The resources of a stack whose names start with `prefix` (default `hookbridge`).
+    pub fn named(prefix: &str) -> Self {
+        let q = |role: &str, visibility_secs: u64, max_receive_count: u32| QueueSpec {
+            name: format!("{prefix}-{role}"),
+            dlq: format!("{prefix}-{role}-dlq"),
+            visibility_timeout: Duration::from_secs(visibility_secs),
+            max_receive_count,
+        };
+        Self {
+            table: format!("{prefix}-table"),
+            bus: format!("{prefix}-bus"),
+            // Six times the function timeouts (AWS's advice for SQS event sources), so a
+            // slow batch is never handed to a second invocation while the first still runs.
+            ingest: q("ingest", 180, 5),
+            // The worker's retries use the receive count as the attempt number; twelve
+            // leaves room for the eight scheduled attempts plus a few crashed invocations.
+            delivery: q("delivery", 180, 12),
+            verify: q("verify", 180, 5),
+        }
+    }
+
+    /// The bus rules: product events to the ingest queue, lifecycle events to the verify queue.
+    pub fn rules(&self) -> Vec<Rule> {
+        vec![
+            Rule {
+                name: format!("{}-product-events", self.bus),
+                pattern: RulePattern {
+                    source: SourceMatch::AnythingBut(PLATFORM_SOURCE.to_owned()),
+                    detail_types: Vec::new(),
+                },
+                target_queue: self.ingest.name.clone(),
+            },
+            Rule {
+                name: format!("{}-hook-lifecycle", self.bus),
+                pattern: RulePattern {
+                    source: SourceMatch::Exactly(PLATFORM_SOURCE.to_owned()),
+                    detail_types: event_type::VERIFIER_TRIGGERS
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
+                },
+                target_queue: self.verify.name.clone(),
+            },
+        ]
+    }
+
+    /// The three queues.
+    pub fn queues(&self) -> [&QueueSpec; 3] {
+        [&self.ingest, &self.delivery, &self.verify]
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::named("hookbridge")
+    }
+}

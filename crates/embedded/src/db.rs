@@ -1,0 +1,193 @@
+//! The SQLite database: one writer connection, a few readers (WAL lets them run beside
+//! the writer), every call on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hookbridge_core::{Error, Result};
+use rusqlite::Connection;
+use tokio::sync::Notify;
+
+use crate::error::InitError;
+
+/// Readers beside the one writer: enough for the API's reads and the worker's batch reads
+/// to proceed while a write commits.
+const READERS: usize = 4;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS hooks (
+    tenant  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+-- The name guard: names are unique per tenant.
+CREATE UNIQUE INDEX IF NOT EXISTS hooks_name ON hooks (tenant, name);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    hook_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (hook_id, id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS events (
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status      INTEGER,
+    body        TEXT,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS queues (
+    name          TEXT PRIMARY KEY,
+    visibility_ms INTEGER NOT NULL,
+    max_receive   INTEGER NOT NULL,
+    dlq           TEXT
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    sent_at       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
+CREATE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
+
+CREATE TABLE IF NOT EXISTS rules (
+    name    TEXT PRIMARY KEY,
+    pattern TEXT NOT NULL,
+    target  TEXT NOT NULL
+);
+"#;
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    // WAL: readers never block the writer. NORMAL sync in WAL mode survives a process
+    // crash (SIGKILL) without losing committed work; only an OS crash or power loss can
+    // take the last transactions, which is the trade-off SQLite documents for WAL.
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(c)
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves SQLite itself consistent (the transaction
+    // rolls back when dropped), so the connection is safe to keep using.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Db {
+    /// Opens (creating if needed) the database and its schema.
+    pub fn open(path: &Path) -> Result<Self, InitError> {
+        let err = |source| InitError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(e.to_string()),
+                ))
+            })?;
+        }
+        let writer = connect(path).map_err(err)?;
+        writer.execute_batch(SCHEMA).map_err(err)?;
+        let readers = (0..READERS)
+            .map(|_| connect(path).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                wakers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer connection, off the async threads.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner.writer)))
+            .await
+            .map_err(|e| Error::backend("sqlite.write", e))?
+    }
+
+    /// Runs `f` on a reader connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            f(&lock(&inner.readers[i]))
+        })
+        .await
+        .map_err(|e| Error::backend("sqlite.read", e))?
+    }
+
+    /// The notifier woken whenever a message may have become receivable on `queue`.
+    pub(crate) fn waker(&self, queue: &str) -> Arc<Notify> {
+        let mut w = self
+            .inner
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.entry(queue.to_owned()).or_default().clone()
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit every time column uses.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,177 @@
+//! Deliveries in SQLite, keyed by hook and delivery id (a ULID, so a time window is a
+//! key range), with their attempts inline.
+
+use async_trait::async_trait;
+use chrono::Duration;
+use hookbridge_core::delivery::{Delivery, DeliveryUpdate};
+use hookbridge_core::ids::{DeliveryId, HookId};
+use hookbridge_core::ports::{DeliveryStore, Page, Window};
+use hookbridge_core::{Error, Result};
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::{Db, now_ms};
+use crate::error::sql;
+
+/// How long deliveries are kept after their last change.
+pub(crate) const RETENTION_DAYS: i64 = 14;
+
+pub(crate) struct SqliteDeliveryStore {
+    db: Db,
+}
+
+impl SqliteDeliveryStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn from_doc(doc: &str) -> Result<Delivery> {
+    serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("delivery: {e}")))
+}
+
+fn to_doc(d: &Delivery) -> Result<String> {
+    serde_json::to_string(d).map_err(|e| Error::backend("deliveries.encode", e))
+}
+
+fn expiry(d: &Delivery) -> i64 {
+    (d.updated_at + Duration::days(RETENTION_DAYS)).timestamp_millis()
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteDeliveryStore {
+    async fn insert(&self, deliveries: &[Delivery]) -> Result<()> {
+        let rows = deliveries
+            .iter()
+            .map(|d| {
+                Ok((
+                    d.hook_id.to_string(),
+                    d.id.to_string(),
+                    to_doc(d)?,
+                    expiry(d),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .write(move |c| {
+                let tx = c.transaction().map_err(sql("deliveries.insert"))?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .map_err(sql("deliveries.insert"))?;
+                    for (h, id, doc, exp) in &rows {
+                        stmt.execute(params![h, id, doc, exp]).map_err(sql("deliveries.insert"))?;
+                    }
+                }
+                tx.commit().map_err(sql("deliveries.insert"))
+            })
+            .await
+    }
+
+    async fn record(&self, updates: &[DeliveryUpdate]) -> Result<()> {
+        let updates = updates.to_vec();
+        self.db
+            .write(move |c| {
+                let tx = c.transaction().map_err(sql("deliveries.record"))?;
+                for u in &updates {
+                    let k = &u.delivery;
+                    let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
+                    let existing: Option<String> = tx
+                        .query_row(
+                            "SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2",
+                            [&h, &id],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql("deliveries.record"))?;
+                    let mut d = match existing {
+                        Some(doc) => from_doc(&doc)?,
+                        None => Delivery::pending(
+                            k.delivery_id,
+                            k.tenant.clone(),
+                            k.hook_id,
+                            k.event_id.clone(),
+                            k.event_type.clone(),
+                            u.at,
+                        ),
+                    };
+                    d.apply(u);
+                    tx.execute(
+                        "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(hook_id, id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+                        params![h, id, to_doc(&d)?, expiry(&d)],
+                    )
+                    .map_err(sql("deliveries.record"))?;
+                }
+                tx.commit().map_err(sql("deliveries.record"))
+            })
+            .await
+    }
+
+    async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>> {
+        let (h, id) = (hook_id.to_string(), id.to_string());
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2 AND expires_at > ?3",
+                    params![h, id, now_ms()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("deliveries.get"))
+            })
+            .await?;
+        doc.as_deref().map(from_doc).transpose()
+    }
+
+    async fn list(
+        &self,
+        hook_id: HookId,
+        window: Window,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>> {
+        let lo = DeliveryId::min_at(window.since.timestamp_millis().max(0) as u64).to_string();
+        // Ids of the window's last millisecond sort below `min_at(until)`.
+        let mut hi = DeliveryId::min_at(window.until.timestamp_millis().max(0) as u64).to_string();
+        if let Some(c) = cursor {
+            let after = c
+                .parse::<DeliveryId>()
+                .map_err(|_| Error::InvalidCursor)?
+                .to_string();
+            hi = hi.min(after);
+        }
+        let h = hook_id.to_string();
+        let limit = limit.max(1);
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM deliveries
+                         WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
+                         ORDER BY id DESC LIMIT ?5",
+                    )
+                    .map_err(sql("deliveries.list"))?;
+                stmt.query_map(params![h, lo, hi, now_ms(), limit as i64 + 1], |r| r.get(0))
+                    .map_err(sql("deliveries.list"))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(sql("deliveries.list"))
+            })
+            .await?;
+        let mut items = docs
+            .iter()
+            .map(|d| from_doc(d))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}

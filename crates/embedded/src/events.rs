@@ -1,0 +1,74 @@
+//! Envelopes kept for replay and delivery detail.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookbridge_core::envelope::Envelope;
+use hookbridge_core::ids::{EventId, TenantId};
+use hookbridge_core::ports::EventStore;
+use hookbridge_core::{Error, Result};
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::{Db, now_ms};
+use crate::error::sql;
+
+pub(crate) struct SqliteEventStore {
+    db: Db,
+}
+
+impl SqliteEventStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        envelopes: &[Envelope],
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let tenant = tenant.to_string();
+        let rows: Vec<(String, String)> = envelopes
+            .iter()
+            .map(|e| (e.id.to_string(), e.to_body()))
+            .collect();
+        let exp = expires_at.timestamp_millis();
+        self.db
+            .write(move |c| {
+                let tx = c.transaction().map_err(sql("events.put"))?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .map_err(sql("events.put"))?;
+                    for (id, doc) in &rows {
+                        stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
+                    }
+                }
+                tx.commit().map_err(sql("events.put"))
+            })
+            .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT doc FROM events WHERE tenant = ?1 AND id = ?2 AND expires_at > ?3",
+                    params![tenant, id, now_ms()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("events.get"))
+            })
+            .await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::Corrupt(format!("event: {e}"))))
+            .transpose()
+    }
+}

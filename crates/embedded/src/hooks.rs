@@ -1,0 +1,212 @@
+//! Hooks in SQLite: the whole hook as JSON (its secrets sealed), with the name unique per
+//! tenant by index and the version checked on every replace.
+
+use async_trait::async_trait;
+use hookbridge_core::hook::Hook;
+use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ports::{HookStore, Page};
+use hookbridge_core::{Error, Result};
+use rusqlite::{ErrorCode, OptionalExtension, params};
+
+use crate::db::Db;
+use crate::error::sql;
+
+pub(crate) struct SqliteHookStore {
+    db: Db,
+}
+
+impl SqliteHookStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn to_doc(hook: &Hook) -> Result<String> {
+    serde_json::to_string(hook).map_err(|e| Error::backend("hooks.encode", e))
+}
+
+fn from_doc(doc: &str) -> Result<Hook> {
+    serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("hook: {e}")))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+#[async_trait]
+impl HookStore for SqliteHookStore {
+    async fn create(&self, hook: &Hook) -> Result<()> {
+        let doc = to_doc(hook)?;
+        let (tenant, id, name, version) = (
+            hook.tenant.to_string(),
+            hook.id.to_string(),
+            hook.config.name.to_string(),
+            hook.version,
+        );
+        self.db
+            .write(move |c| {
+                match c.execute(
+                    "INSERT INTO hooks (tenant, id, name, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![tenant, id, name, version as i64, doc],
+                ) {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_unique_violation(&e) => Err(Error::NameTaken),
+                    Err(e) => Err(sql("hooks.create")(e)),
+                }
+            })
+            .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2",
+                    [tenant, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("hooks.get"))
+            })
+            .await?;
+        doc.as_deref().map(from_doc).transpose()
+    }
+
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>> {
+        let keys: Vec<(String, String)> = keys
+            .iter()
+            .map(|(t, h)| (t.to_string(), h.to_string()))
+            .collect();
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2")
+                    .map_err(sql("hooks.get_many"))?;
+                let mut out = Vec::with_capacity(keys.len());
+                for (t, h) in &keys {
+                    if let Some(d) = stmt
+                        .query_row([t, h], |r| r.get(0))
+                        .optional()
+                        .map_err(sql("hooks.get_many"))?
+                    {
+                        out.push(d);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        docs.iter().map(|d| from_doc(d)).collect()
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Hook>> {
+        let after = match cursor {
+            Some(c) => c
+                .parse::<HookId>()
+                .map_err(|_| Error::InvalidCursor)?
+                .to_string(),
+            None => String::new(),
+        };
+        let tenant = tenant.to_string();
+        let limit = limit.max(1);
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM hooks WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    )
+                    .map_err(sql("hooks.list"))?;
+                stmt.query_map(params![tenant, after, limit as i64 + 1], |r| r.get(0))
+                    .map_err(sql("hooks.list"))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(sql("hooks.list"))
+            })
+            .await?;
+        let mut items = docs
+            .iter()
+            .map(|d| from_doc(d))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|h| h.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
+        let tenant = tenant.to_string();
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 ORDER BY id")
+                    .map_err(sql("hooks.list_all"))?;
+                stmt.query_map([tenant], |r| r.get(0))
+                    .map_err(sql("hooks.list_all"))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(sql("hooks.list_all"))
+            })
+            .await?;
+        docs.iter().map(|d| from_doc(d)).collect()
+    }
+
+    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()> {
+        let doc = to_doc(hook)?;
+        let (tenant, id, version) = (hook.tenant.to_string(), hook.id.to_string(), hook.version);
+        let changed = self
+            .db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE hooks SET doc = ?1, version = ?2 WHERE tenant = ?3 AND id = ?4 AND version = ?5",
+                    params![doc, version as i64, tenant, id, expected_version as i64],
+                )
+                .map_err(sql("hooks.replace"))
+            })
+            .await?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(Error::VersionConflict)
+        }
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let n = self
+            .db
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM hooks WHERE tenant = ?1 AND id = ?2",
+                    [tenant, id],
+                )
+                .map_err(sql("hooks.delete"))
+            })
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+/// Every column of a hook's row, joined as text.
+pub(crate) async fn raw(db: &Db, tenant: &TenantId, id: HookId) -> Result<String> {
+    let (tenant, id) = (tenant.to_string(), id.to_string());
+    db.read(move |c| {
+        c.query_row(
+            "SELECT tenant || '|' || id || '|' || name || '|' || version || '|' || doc FROM hooks
+             WHERE tenant = ?1 AND id = ?2",
+            [tenant, id],
+            |r| r.get(0),
+        )
+        .map_err(sql("hooks.raw"))
+    })
+    .await
+}

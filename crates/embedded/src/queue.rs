@@ -1,0 +1,317 @@
+//! Durable queues with SQS's semantics, on the `messages` table.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hookbridge_core::ports::{
+    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage,
+};
+use hookbridge_core::topology::QueueSpec;
+use hookbridge_core::{Error, Result};
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::{Db, now_ms};
+use crate::error::sql;
+
+/// Creates a queue and its DLQ, or updates their settings.
+pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
+    let spec = spec.clone();
+    db.write(move |c| {
+        let tx = c.transaction().map_err(sql("queues.create"))?;
+        tx.execute(
+            "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, 0, NULL)
+             ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms",
+            params![spec.dlq, spec.visibility_timeout.as_millis() as i64],
+        )
+        .map_err(sql("queues.create"))?;
+        tx.execute(
+            "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms,
+                 max_receive = excluded.max_receive, dlq = excluded.dlq",
+            params![
+                spec.name,
+                spec.visibility_timeout.as_millis() as i64,
+                spec.max_receive_count,
+                spec.dlq
+            ],
+        )
+        .map_err(sql("queues.create"))?;
+        tx.commit().map_err(sql("queues.create"))
+    })
+    .await
+}
+
+/// Inserts messages into a queue inside an open transaction (shared with the bus, which
+/// routes an event to its queues in the same transaction that accepts it).
+pub(crate) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &str,
+    messages: impl IntoIterator<Item = (String, Duration)>,
+) -> Result<()> {
+    let now = now_ms();
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        )
+        .map_err(sql("messages.insert"))?;
+    for (body, delay) in messages {
+        let id = ulid::Ulid::new().to_string();
+        stmt.execute(params![
+            queue,
+            id,
+            body,
+            now + delay.as_millis() as i64,
+            now
+        ])
+        .map_err(sql("messages.insert"))?;
+    }
+    Ok(())
+}
+
+/// One queue of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedQueue {
+    db: Db,
+    name: String,
+}
+
+impl EmbeddedQueue {
+    /// A handle to the queue `name` (created by `init`).
+    pub fn new(db: Db, name: &str) -> Self {
+        Self {
+            db,
+            name: name.to_owned(),
+        }
+    }
+
+    fn wake(&self) {
+        self.db.waker(&self.name).notify_waiters();
+    }
+}
+
+struct Settings {
+    visibility_ms: i64,
+    max_receive: u32,
+    dlq: Option<String>,
+}
+
+fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
+    c.query_row(
+        "SELECT visibility_ms, max_receive, dlq FROM queues WHERE name = ?1",
+        [queue],
+        |r| {
+            Ok(Settings {
+                visibility_ms: r.get(0)?,
+                max_receive: r.get(1)?,
+                dlq: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql("queues.get"))?
+    .ok_or_else(|| {
+        Error::backend(
+            "queues.get",
+            format!("queue {queue} does not exist; run `hookbridge init`"),
+        )
+    })
+}
+
+/// Hands out up to `max` visible messages, moving those received too often to the DLQ.
+/// Returns the messages and, when none was visible, when the next one becomes visible.
+fn take(
+    c: &mut rusqlite::Connection,
+    queue: &str,
+    max: usize,
+) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
+    let tx = c.transaction().map_err(sql("messages.receive"))?;
+    let s = settings(&tx, queue)?;
+    let now = now_ms();
+    let mut out = Vec::new();
+    let mut dead = 0u32;
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT seq, id, body, receive_count FROM messages
+                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+            )
+            .map_err(sql("messages.receive"))?;
+        let rows = select
+            .query_map(params![queue, now, max as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                ))
+            })
+            .map_err(sql("messages.receive"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql("messages.receive"))?;
+        for (seq, id, body, count) in rows {
+            match &s.dlq {
+                // As on SQS: received maxReceiveCount times, the next receive moves it.
+                Some(dlq) if s.max_receive > 0 && count >= s.max_receive => {
+                    tx.execute(
+                        "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL
+                         WHERE seq = ?3",
+                        params![dlq, now, seq],
+                    )
+                    .map_err(sql("messages.dead_letter"))?;
+                    dead += 1;
+                }
+                _ => {
+                    let receipt = format!("{seq}.{}", ulid::Ulid::new());
+                    tx.execute(
+                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2
+                         WHERE seq = ?3",
+                        params![now + s.visibility_ms, receipt, seq],
+                    )
+                    .map_err(sql("messages.receive"))?;
+                    out.push(ReceivedMessage {
+                        id,
+                        body,
+                        receipt: Receipt(receipt),
+                        receive_count: count + 1,
+                    });
+                }
+            }
+        }
+    }
+    let next = if out.is_empty() {
+        tx.query_row(
+            "SELECT MIN(visible_at) FROM messages WHERE queue = ?1",
+            [queue],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map_err(sql("messages.receive"))?
+    } else {
+        None
+    };
+    tx.commit().map_err(sql("messages.receive"))?;
+    if dead > 0 {
+        tracing::warn!(
+            queue,
+            count = dead,
+            "messages moved to the dead-letter queue"
+        );
+    }
+    Ok((out, next))
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
+        if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
+            return Err(Error::TooLarge(
+                "a send delay is longer than 15 minutes".to_owned(),
+            ));
+        }
+        let queue = self.name.clone();
+        let batch: Vec<(String, Duration)> =
+            messages.iter().map(|m| (m.body.clone(), m.delay)).collect();
+        self.db
+            .write(move |c| {
+                let tx = c.transaction().map_err(sql("messages.send"))?;
+                insert(&tx, &queue, batch)?;
+                tx.commit().map_err(sql("messages.send"))
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let max = max.clamp(1, MAX_BATCH);
+        let deadline = tokio::time::Instant::now() + wait;
+        let waker = self.db.waker(&self.name);
+        loop {
+            // Register for a wake-up before looking, so a send between the look and the
+            // wait is not missed.
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let queue = self.name.clone();
+            let (got, next_visible) = self.db.write(move |c| take(c, &queue, max)).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let until_visible = next_visible
+                .map(|at| Duration::from_millis((at - now_ms()).max(1) as u64))
+                .unwrap_or(Duration::MAX);
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(until_visible.min(deadline - now)) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
+        let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
+        self.db
+            .write(move |c| {
+                let tx = c.transaction().map_err(sql("messages.delete"))?;
+                {
+                    let mut del = tx
+                        .prepare_cached("DELETE FROM messages WHERE receipt = ?1")
+                        .map_err(sql("messages.delete"))?;
+                    for r in &receipts {
+                        del.execute([r]).map_err(sql("messages.delete"))?;
+                    }
+                }
+                tx.commit().map_err(sql("messages.delete"))
+            })
+            .await
+    }
+
+    async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        let receipt = receipt.0.clone();
+        let delay_ms = delay.as_millis() as i64;
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE messages SET visible_at = ?1 WHERE receipt = ?2",
+                    params![now_ms() + delay_ms, receipt],
+                )
+                .map_err(sql("messages.change_visibility"))
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let queue = self.name.clone();
+        self.db
+            .read(move |c| {
+                let now = now_ms();
+                c.query_row(
+                    "SELECT
+                        COALESCE(SUM(visible_at <= ?2), 0),
+                        COALESCE(SUM(visible_at > ?2 AND receipt IS NOT NULL), 0),
+                        COALESCE(SUM(visible_at > ?2 AND receipt IS NULL), 0)
+                     FROM messages WHERE queue = ?1",
+                    params![queue, now],
+                    |r| {
+                        Ok(QueueDepth {
+                            visible: r.get(0)?,
+                            in_flight: r.get(1)?,
+                            delayed: r.get(2)?,
+                        })
+                    },
+                )
+                .map_err(sql("messages.depth"))
+            })
+            .await
+    }
+}

@@ -1,0 +1,11 @@
+//! Test support shared by the backend contract suite, the handler tests and the e2e suite.
+//!
+//! Nothing here stands in for a real component: harnesses open real SQLite files (and,
+//! for AWS, a real emulator process), and receivers are real HTTP servers on 127.0.0.1.
+
+pub mod contract;
+pub mod harness;
+pub mod receiver;
+
+pub use harness::{EmbeddedHarness, Harness};
+pub use receiver::{Received, Receiver, Reply};
