@@ -141,6 +141,30 @@ impl BusEntry {
     }
 }
 
+/// Removes insignificant whitespace from valid JSON text, keeping every key in its place
+/// and every string byte for byte (re-encoding through a map would sort the keys).
+pub fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Serde for EventBridge's time format: RFC 3339, UTC, whole seconds.
 pub mod bus_time {
     use super::*;
@@ -189,6 +213,14 @@ mod tests {
         let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, ""), "a", "r")
             .unwrap();
         assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))));
+    }
+
+    #[test]
+    fn compact_json_keeps_order_and_strings() {
+        assert_eq!(
+            compact_json("{ \"z\" : 1,\n \"a\": [1, 2], \"s\": \"a b \\\" c\" }"),
+            "{\"z\":1,\"a\":[1,2],\"s\":\"a b \\\" c\"}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod pattern;
 pub mod ports;
 pub mod retry;
 pub mod secret;
+pub mod settings;
 pub mod signing;
 pub mod topology;
 pub mod validation;

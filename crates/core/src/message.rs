@@ -19,10 +19,17 @@ pub enum DeliveryTask {
     V1 {
         /// Which delivery.
         delivery: DeliveryKey,
-        /// The envelope, exactly the bytes to send and sign.
-        body: String,
+        /// The envelope, exactly the bytes to send and sign; left out when larger than
+        /// [`INLINE_BODY_MAX`], in which case the worker reads it from the event store
+        /// (one read per event, not per hook, when one event fans out widely).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
     },
 }
+
+/// Envelopes up to this size ride inside the delivery message. Larger ones would make a
+/// fan-out to thousands of hooks copy the event thousands of times through the queue.
+pub const INLINE_BODY_MAX: usize = 16 * 1024;
 
 impl DeliveryTask {
     /// The body text for the queue.

@@ -133,7 +133,7 @@ fn take(
     {
         let mut select = tx
             .prepare_cached(
-                "SELECT seq, id, body, receive_count FROM messages
+                "SELECT seq, id, body, receive_count, sent_at FROM messages
                  WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
             )
             .map_err(sql("messages.receive"))?;
@@ -144,12 +144,13 @@ fn take(
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, u32>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(sql("messages.receive"))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql("messages.receive"))?;
-        for (seq, id, body, count) in rows {
+        for (seq, id, body, count, sent_at) in rows {
             match &s.dlq {
                 // As on SQS: received maxReceiveCount times, the next receive moves it.
                 Some(dlq) if s.max_receive > 0 && count >= s.max_receive => {
@@ -174,6 +175,8 @@ fn take(
                         body,
                         receipt: Receipt(receipt),
                         receive_count: count + 1,
+                        sent_at: chrono::DateTime::from_timestamp_millis(sent_at)
+                            .unwrap_or_default(),
                     });
                 }
             }

@@ -89,6 +89,9 @@ pub struct HookState {
     /// Why the destination is inactive.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// Why the connection is `DEAUTHORIZED` (the token endpoint's answer).
+    #[serde(default)]
+    pub connection_error: Option<String>,
     /// The ownership challenge.
     pub verification: VerificationState,
     /// Delivery health.
@@ -107,6 +110,7 @@ impl HookState {
                 DestinationState::Inactive
             },
             disabled_reason: (!config.enabled).then(|| "disabled by the tenant".to_owned()),
+            connection_error: None,
             verification: VerificationState {
                 status: if config.verification.required {
                     VerificationStatus::Pending

@@ -9,8 +9,8 @@ mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
 pub use queue::{
-    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt,
-    ReceivedMessage,
+    BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole,
+    Receipt, ReceivedMessage,
 };
 pub use sealer::Sealer;
 pub use store::{

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::Result;
 
@@ -55,6 +56,17 @@ pub struct ReceivedMessage {
     pub receipt: Receipt,
     /// How many times it has been received, this time included (1 the first time).
     pub receive_count: u32,
+    /// When it was first sent; the same on every receive.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// What a stage reports after handling a batch: the messages that failed, by id. The
+/// rest are deleted (by Lambda's event source mapping, or by the local runner); the
+/// failed ones come back after their visibility timeout (or the delay the stage set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Ids of the messages that were not handled.
+    pub failed: Vec<String>,
 }
 
 /// How many messages a queue holds, by state.

@@ -1,0 +1,249 @@
+//! The `hookbridge` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use hookbridge_core::settings::{Defaults, Settings};
+use subscription_api::{Claims, JwtKey, mint_token};
+
+use crate::{BackendChoice, RunningStack, StackOptions};
+
+/// Hookbridge: deliver your product's events to your customers' endpoints, signed, at
+/// least once.
+#[derive(Debug, Parser)]
+#[command(name = "hookbridge", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which backend.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BackendKind {
+    /// SQLite on this machine.
+    Embedded,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and every stage on this machine.
+    Serve {
+        /// The backend.
+        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        backend: BackendKind,
+        /// The SQLite database (embedded backend).
+        #[arg(
+            long,
+            default_value = ".hookbridge/hookbridge.db",
+            env = "HOOKBRIDGE_DATABASE"
+        )]
+        database: PathBuf,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:3000", env = "HOOKBRIDGE_LISTEN")]
+        listen: SocketAddr,
+        /// Concurrent consumers of the delivery queue.
+        #[arg(long, default_value_t = 4, env = "HOOKBRIDGE_DELIVERY_POLLERS")]
+        delivery_pollers: usize,
+    },
+    /// Create the backend's resources (idempotent).
+    Init {
+        /// The backend.
+        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        backend: BackendKind,
+        /// The SQLite database (embedded backend).
+        #[arg(
+            long,
+            default_value = ".hookbridge/hookbridge.db",
+            env = "HOOKBRIDGE_DATABASE"
+        )]
+        database: PathBuf,
+    },
+    /// Run a receiver on this machine that prints deliveries and checks their signatures.
+    Receive {
+        /// Where it listens.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The hook's signing secret (`whsec_…`), to verify signatures.
+        #[arg(long, env = "HOOKBRIDGE_RECEIVER_SECRET")]
+        secret: Option<String>,
+    },
+    /// Print an API token signed with the configured key.
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// Scopes (repeat the flag); all three by default.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The subject recorded as `created_by`.
+        #[arg(long, default_value = "local-operator")]
+        sub: String,
+        /// Lifetime, e.g. 1h, 30d.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+    },
+}
+
+fn settings() -> anyhow::Result<Settings> {
+    Ok(Settings::from_lookup(
+        |k| std::env::var(k).ok(),
+        &Defaults::local(),
+    )?)
+}
+
+fn ttl(text: &str) -> anyhow::Result<Duration> {
+    let parsed = match text.strip_suffix('d') {
+        Some(d) => d
+            .parse::<u64>()
+            .ok()
+            .map(|d| Duration::from_secs(d * 86_400)),
+        None => hookbridge_core::retry::parse_duration(text),
+    };
+    parsed.with_context(|| format!("--ttl {text:?} is not a duration like 1h or 30d"))
+}
+
+/// Mints a token.
+pub fn token(
+    settings: &Settings,
+    tenant: &str,
+    scopes: &[String],
+    sub: &str,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    tenant
+        .parse::<hookbridge_core::ids::TenantId>()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let scope = if scopes.is_empty() {
+        "hooks:read hooks:write events:publish".to_owned()
+    } else {
+        scopes.join(" ")
+    };
+    let exp = chrono::Utc::now().timestamp() as u64 + ttl.as_secs();
+    let claims = Claims {
+        sub: sub.to_owned(),
+        tenant: tenant.to_owned(),
+        scope,
+        exp: Some(exp),
+    };
+    Ok(mint_token(
+        &JwtKey::new(settings.jwt_secret.expose()),
+        &claims,
+    )?)
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token {
+            tenant,
+            scopes,
+            sub,
+            ttl: t,
+        } => {
+            println!("{}", token(&settings()?, &tenant, &scopes, &sub, ttl(&t)?)?);
+            Ok(())
+        }
+        Command::Receive { listen, secret } => {
+            let secret = secret
+                .map(|s| hookbridge_core::secret::SigningSecret::parse(&s))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+            crate::receive::run(listen, secret).await
+        }
+        Command::Init {
+            backend: BackendKind::Embedded,
+            database,
+        } => {
+            let s = settings()?;
+            crate::stack::open_backend(
+                &BackendChoice::Embedded {
+                    database: database.clone(),
+                },
+                &s,
+            )
+            .await?;
+            eprintln!(
+                "hookbridge: initialised the embedded backend at {}",
+                database.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            backend: BackendKind::Embedded,
+            database,
+            listen,
+            delivery_pollers,
+        } => {
+            let s = settings()?;
+            let demo = token(
+                &s,
+                "demo",
+                &[],
+                "local-operator",
+                Duration::from_secs(30 * 86_400),
+            )?;
+            let stack = RunningStack::start(StackOptions {
+                settings: s,
+                backend: BackendChoice::Embedded {
+                    database: database.clone(),
+                },
+                listen,
+                delivery_pollers,
+            })
+            .await?;
+            banner(stack.addr(), &demo, &database.display().to_string());
+            shutdown_signal().await;
+            eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued");
+            stack.shutdown().await;
+            eprintln!("hookbridge: stopped");
+            Ok(())
+        }
+    }
+}
+
+fn banner(addr: SocketAddr, token: &str, database: &str) {
+    eprintln!(
+        r#"
+  Hookbridge is running (embedded backend, data in {database})
+
+  API        http://{addr}/v1   (health: http://{addr}/v1/health)
+  Token      tenant "demo", all scopes, valid 30 days:
+
+  export HB_TOKEN={token}
+
+  Try it (see README.md, "Five minutes with Hookbridge"):
+
+  curl -s -X POST http://{addr}/v1/hooks -H "Authorization: Bearer $HB_TOKEN" \
+       -H 'Content-Type: application/json' \
+       -d '{{"name":"my-first-hook","url":"http://127.0.0.1:9000/hook","event_types":["user.*"]}}'
+
+  Ctrl-C stops it; nothing queued is lost.
+"#
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

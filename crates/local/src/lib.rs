@@ -1,0 +1,11 @@
+//! The local runner: the same stage code the Lambda functions run, wired to either
+//! backend on one machine. It serves the API router on 127.0.0.1 and drives the three
+//! queue consumers the way Lambda's event source mappings do (batches of up to ten,
+//! partial batch failures, delete on success).
+
+pub mod cli;
+mod consumer;
+mod receive;
+mod stack;
+
+pub use stack::{BackendChoice, RunningStack, StackOptions, StartError};

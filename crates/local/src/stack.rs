@@ -1,0 +1,218 @@
+//! The whole platform in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use delivery_worker::{Worker, WorkerSettings};
+use hookbridge_core::ports::Backend;
+use hookbridge_core::settings::Settings;
+use hookbridge_embedded::EmbeddedConfig;
+use hookbridge_outbound::{Outbound, OutboundSettings};
+use ingest::{Ingest, IngestSettings};
+use subscription_api::{Api, ApiSettings, JwtKey};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use verifier::Verifier;
+
+use crate::consumer::drive;
+
+/// Which backend to run on.
+#[derive(Debug, Clone)]
+pub enum BackendChoice {
+    /// SQLite at this path (the key file beside it).
+    Embedded {
+        /// The database file.
+        database: PathBuf,
+    },
+}
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The deployment settings.
+    pub settings: Settings,
+    /// The backend.
+    pub backend: BackendChoice,
+    /// Where the API listens (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Concurrent consumers of the delivery queue (each sends up to ten requests at once).
+    pub delivery_pollers: usize,
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The backend could not be opened or initialised.
+    #[error("cannot open the embedded backend: {0}")]
+    Embedded(#[from] hookbridge_embedded::InitError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Outbound(#[from] hookbridge_outbound::BuildError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running stack. [`RunningStack::shutdown`] stops it cleanly.
+pub struct RunningStack {
+    addr: SocketAddr,
+    backend: Backend,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for RunningStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningStack")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the backend's resources if missing and returns its ports.
+pub async fn open_backend(
+    choice: &BackendChoice,
+    settings: &Settings,
+) -> Result<Backend, StartError> {
+    match choice {
+        BackendChoice::Embedded { database } => {
+            let mut cfg = EmbeddedConfig::at(database);
+            cfg.topology = settings.topology.clone();
+            cfg.account = settings.account.clone();
+            cfg.region = settings.region.clone();
+            Ok(hookbridge_embedded::init(&cfg).await?)
+        }
+    }
+}
+
+impl RunningStack {
+    /// Starts the API and the three consumers.
+    pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
+        let s = &opts.settings;
+        let backend = open_backend(&opts.backend, s).await?;
+        let outbound = Outbound::new(OutboundSettings {
+            timeout: s.request_timeout,
+            network: s.network.clone(),
+        })?;
+        let api = Api::new(
+            backend.clone(),
+            ApiSettings {
+                jwt: JwtKey::new(s.jwt_secret.expose()),
+                network: s.network.clone(),
+                event_retention: s.event_retention,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let mut api_stop = stopped.clone();
+        tasks.spawn(async move {
+            let app = subscription_api::router(api);
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+
+        let ingest = Arc::new(Ingest {
+            backend: backend.clone(),
+            settings: IngestSettings {
+                account: s.account.clone(),
+                region: s.region.clone(),
+                event_retention: s.event_retention,
+            },
+        });
+        let worker = Arc::new(Worker {
+            backend: backend.clone(),
+            outbound: outbound.clone(),
+            settings: WorkerSettings {
+                schedule: s.schedule.clone(),
+                disable_rule: s.disable_rule,
+            },
+        });
+        let verifier = Arc::new(Verifier {
+            backend: backend.clone(),
+            outbound,
+            account: s.account.clone(),
+            region: s.region.clone(),
+        });
+
+        for _ in 0..2 {
+            let (q, st, deps) = (
+                backend.ingest_queue.clone(),
+                stopped.clone(),
+                ingest.clone(),
+            );
+            tasks.spawn(drive(q, st, move |batch| {
+                let deps = deps.clone();
+                async move { ingest::handle(&deps, &batch).await }
+            }));
+        }
+        for _ in 0..opts.delivery_pollers.max(1) {
+            let (q, st, deps) = (
+                backend.delivery_queue.clone(),
+                stopped.clone(),
+                worker.clone(),
+            );
+            tasks.spawn(drive(q, st, move |batch| {
+                let deps = deps.clone();
+                async move { delivery_worker::handle(&deps, &batch).await }
+            }));
+        }
+        {
+            let (q, st, deps) = (
+                backend.verify_queue.clone(),
+                stopped.clone(),
+                verifier.clone(),
+            );
+            tasks.spawn(drive(q, st, move |batch| {
+                let deps = deps.clone();
+                async move { verifier::handle(&deps, &batch).await }
+            }));
+        }
+        tracing::info!(%addr, "hookbridge is serving");
+        Ok(Self {
+            addr,
+            backend,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The backend's ports (tests inspect queues and stores through them).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Stops receiving, lets batches in progress finish (what is not finished stays
+    /// queued), and stops the API once its requests are answered.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,251 @@
+//! Request authentication, and OAuth client-credentials tokens cached until shortly
+//! before they expire.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hookbridge_core::delivery::{ErrorClass, excerpt};
+use hookbridge_core::hook::{AuthConfig, HookSecrets, OAuthConfig, ParamConfig, TokenMethod};
+use hookbridge_core::ids::HookId;
+use hookbridge_core::secret::Secret;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::Outbound;
+use crate::classify::{describe, error_class};
+
+/// How long a token without `expires_in` is kept.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// Tokens are renewed this long before they expire (or at 90 % of a shorter lifetime),
+/// so a request never leaves with a token that dies in flight.
+const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+
+/// Why a token could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The token request got no response.
+    #[error("token request failed ({}): {detail}", class.as_str())]
+    Request {
+        /// Why.
+        class: ErrorClass,
+        /// The innermost cause.
+        detail: String,
+    },
+    /// The token endpoint answered, but not with a token.
+    #[error("token endpoint answered {status}: {body}")]
+    Rejected {
+        /// Its status.
+        status: u16,
+        /// The start of its body.
+        body: String,
+    },
+}
+
+#[derive(Clone)]
+struct Token {
+    value: Secret,
+    renew_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
+/// OAuth tokens per hook and credentials, shared by every delivery of the process. One
+/// fetch at a time per hook: a batch of deliveries to one hook waits for one token.
+#[derive(Clone, Default)]
+pub struct TokenCache {
+    slots: Arc<Mutex<HashMap<u64, Slot>>>,
+    fetches: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("fetches", &self.fetches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// How many tokens were fetched from token endpoints so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self, key: u64) -> Slot {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.entry(key).or_default().clone()
+    }
+}
+
+/// A token is cached per hook and per credentials: changing the client secret or the
+/// token URL starts afresh. The hash never leaves the process.
+fn cache_key(hook: HookId, oauth: &OAuthConfig, secrets: &HookSecrets) -> u64 {
+    let mut h = DefaultHasher::new();
+    hook.hash(&mut h);
+    oauth.token_url.hash(&mut h);
+    oauth.client_id.hash(&mut h);
+    secrets.auth.as_ref().map(Secret::expose).hash(&mut h);
+    for (k, v) in &secrets.params {
+        (k, v.expose()).hash(&mut h);
+    }
+    for p in oauth
+        .header_params
+        .iter()
+        .chain(&oauth.query_params)
+        .chain(&oauth.body_params)
+    {
+        (&p.key, &p.value).hash(&mut h);
+    }
+    h.finish()
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+fn param_values<'a>(
+    group: &'a str,
+    params: &'a [ParamConfig],
+    secrets: &'a HookSecrets,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    params.iter().filter_map(move |p| {
+        let value = match &p.value {
+            Some(v) => v.as_str(),
+            None => secrets.params.get(&format!("{group}.{}", p.key))?.expose(),
+        };
+        Some((p.key.as_str(), value))
+    })
+}
+
+impl Outbound {
+    /// A token for the hook, from the cache or fetched now. `renew` drops a cached one first
+    /// (after the receiver answered 401 to it).
+    pub async fn oauth_token(
+        &self,
+        hook: HookId,
+        oauth: &OAuthConfig,
+        secrets: &HookSecrets,
+        renew: bool,
+    ) -> Result<Secret, TokenError> {
+        let slot = self.tokens.slot(cache_key(hook, oauth, secrets));
+        let mut cached = slot.lock().await;
+        if !renew && let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            return Ok(t.value.clone());
+        }
+        let fetched = self.fetch_token(oauth, secrets).await;
+        self.tokens.fetches.fetch_add(1, Ordering::Relaxed);
+        let (value, lifetime) = fetched?;
+        let margin = REFRESH_MARGIN.min(lifetime / 10);
+        *cached = Some(Token {
+            value: value.clone(),
+            renew_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
+        Ok(value)
+    }
+
+    async fn fetch_token(
+        &self,
+        oauth: &OAuthConfig,
+        secrets: &HookSecrets,
+    ) -> Result<(Secret, Duration), TokenError> {
+        let mut url = url::Url::parse(&oauth.token_url).map_err(|e| TokenError::Request {
+            class: ErrorClass::Connect,
+            detail: e.to_string(),
+        })?;
+        crate::resolver::check_literal(&self.settings.network, &url).map_err(|b| {
+            TokenError::Request {
+                class: ErrorClass::SsrfBlocked,
+                detail: b.to_string(),
+            }
+        })?;
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        form.retain(|(k, _)| !oauth.body_params.iter().any(|p| p.key == *k));
+        form.extend(param_values("body_params", &oauth.body_params, secrets));
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in param_values("query_params", &oauth.query_params, secrets) {
+                q.append_pair(k, v);
+            }
+            if oauth.http_method == TokenMethod::Get {
+                for (k, v) in &form {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let client_secret = secrets
+            .auth
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
+        let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
+        let mut req = match oauth.http_method {
+            TokenMethod::Post => self.client.post(url).form(&form),
+            TokenMethod::Get => self.client.get(url),
+        }
+        .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+        .header(http::header::ACCEPT, "application/json");
+        for (k, v) in param_values("header_params", &oauth.header_params, secrets) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| TokenError::Request {
+            class: error_class(&e),
+            detail: describe(&e),
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| TokenError::Request {
+            class: error_class(&e),
+            detail: describe(&e),
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(TokenError::Rejected {
+                status,
+                body: excerpt(&body),
+            });
+        }
+        let parsed: TokenResponse =
+            serde_json::from_str(&body).map_err(|_| TokenError::Rejected {
+                status,
+                body: "response has no access_token".to_owned(),
+            })?;
+        let lifetime = parsed
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        Ok((Secret::new(parsed.access_token), lifetime))
+    }
+}
+
+/// The `Authorization` (or custom) header for the non-OAuth auth types.
+pub(crate) fn static_auth_header(
+    auth: &AuthConfig,
+    secrets: &HookSecrets,
+) -> Option<(String, String)> {
+    let secret = secrets
+        .auth
+        .as_ref()
+        .map(Secret::expose)
+        .unwrap_or_default();
+    match auth {
+        AuthConfig::None | AuthConfig::OauthClientCredentials(_) => None,
+        AuthConfig::Basic { username } => Some((
+            "authorization".to_owned(),
+            format!("Basic {}", STANDARD.encode(format!("{username}:{secret}"))),
+        )),
+        AuthConfig::ApiKey { .. } => Some(("authorization".to_owned(), format!("Bearer {secret}"))),
+        AuthConfig::Header { name } => Some((name.clone(), secret.to_owned())),
+    }
+}

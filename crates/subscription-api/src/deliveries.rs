@@ -1,0 +1,98 @@
+//! What a hook processed: `events?hours=N` (HYPR's Read) and one delivery in detail.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{Duration, Utc};
+use hookbridge_core::ids::DeliveryId;
+use hookbridge_core::ports::Window;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::auth::{Caller, Scope};
+use crate::dto::{DeliveryDetailOut, DeliveryOut};
+use crate::error::ApiError;
+use crate::hooks::{limit, load};
+
+/// The longest look-back, HYPR's 24 hours.
+pub const MAX_HOURS: i64 = 24;
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 500;
+
+/// Query of `GET /v1/hooks/{id}/events`.
+#[derive(Debug, Deserialize)]
+pub struct ReadQuery {
+    hours: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/hooks/{id}/events?hours=N`: deliveries of the last N hours, newest first.
+pub async fn list(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::HooksRead)?;
+    let hours = match q.hours.as_deref() {
+        None => MAX_HOURS,
+        Some(h) => match h.parse::<i64>() {
+            Ok(n) if (1..=MAX_HOURS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::field(
+                    "hours",
+                    format!("must be an integer from 1 to {MAX_HOURS}"),
+                ));
+            }
+        },
+    };
+    let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let hook = load(&api, &caller, &id).await?;
+    let now = Utc::now();
+    // The window ends a moment after now, so a delivery created in this millisecond is in it.
+    let window = Window {
+        since: now - Duration::hours(hours),
+        until: now + Duration::milliseconds(1),
+    };
+    let page = api
+        .backend()
+        .deliveries
+        .list(hook.id, window, limit, q.cursor.as_deref())
+        .await?;
+    let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
+    Ok(Json(
+        json!({ "deliveries": deliveries, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// `GET /v1/hooks/{id}/deliveries/{delivery_id}`: the delivery, its envelope, every attempt.
+pub async fn get(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<DeliveryDetailOut>, ApiError> {
+    caller.require(Scope::HooksRead)?;
+    let hook = load(&api, &caller, &id).await?;
+    let delivery_id: DeliveryId = delivery_id
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such delivery"))?;
+    let delivery = api
+        .backend()
+        .deliveries
+        .get(hook.id, delivery_id)
+        .await?
+        .filter(|d| d.tenant == caller.tenant)
+        .ok_or(ApiError::NotFound("no such delivery"))?;
+    let envelope = api
+        .backend()
+        .events
+        .get(&caller.tenant, &delivery.event_id)
+        .await?
+        .and_then(|e| serde_json::value::RawValue::from_string(e.to_body()).ok());
+    Ok(Json(DeliveryDetailOut {
+        delivery: (&delivery).into(),
+        envelope,
+        attempt_log: delivery.attempts.clone(),
+    }))
+}

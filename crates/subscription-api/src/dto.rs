@@ -1,0 +1,190 @@
+//! API shapes, named by direction and kept apart from storage: what a client reads.
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::delivery::{Attempt, Delivery, DeliveryStatus, ErrorClass};
+use hookbridge_core::hook::{
+    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod,
+    SignatureFormat, VerificationStatus,
+};
+use hookbridge_core::ids::{DeliveryId, EventId, HookId};
+use hookbridge_core::pattern::EventTypePattern;
+use serde::{Deserialize, Serialize};
+
+/// `verification` as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationOut {
+    /// Whether deliveries wait for the challenge.
+    pub required: bool,
+    /// The challenge header.
+    pub header: String,
+    /// Where the challenge stands.
+    pub status: VerificationStatus,
+    /// When it last passed.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Why it last failed.
+    pub last_error: Option<String>,
+}
+
+/// A hook as read. Secret values are absent; `secret` is present only in the create
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookOut {
+    /// The id.
+    pub id: HookId,
+    /// The name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Where requests go.
+    pub url: String,
+    /// The method.
+    pub method: HttpMethod,
+    /// The patterns.
+    pub event_types: Vec<EventTypePattern>,
+    /// The sites.
+    pub sites: Vec<String>,
+    /// Whether the tenant wants deliveries.
+    pub enabled: bool,
+    /// Auth without secret values.
+    pub auth: AuthConfig,
+    /// Extra headers; secret values absent.
+    pub headers: Vec<HeaderConfig>,
+    /// Signature formats.
+    pub signature_formats: Vec<SignatureFormat>,
+    /// Verification settings and state.
+    pub verification: VerificationOut,
+    /// HYPR's connection state.
+    pub connection_state: ConnectionState,
+    /// HYPR's destination state.
+    pub destination_state: DestinationState,
+    /// Why the destination is inactive.
+    pub disabled_reason: Option<String>,
+    /// Delivery health.
+    pub health: HealthOut,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// For optimistic locking.
+    pub version: u64,
+    /// The signing secret: in the create response only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// `health` as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthOut {
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the current failures began.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// When a delivery last succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Health> for HealthOut {
+    fn from(h: &Health) -> Self {
+        Self {
+            consecutive_failures: h.consecutive_failures,
+            failing_since: h.failing_since,
+            last_success_at: h.last_success_at,
+        }
+    }
+}
+
+impl From<&Hook> for HookOut {
+    fn from(h: &Hook) -> Self {
+        let c = &h.config;
+        Self {
+            id: h.id,
+            name: c.name.to_string(),
+            description: c.description.clone(),
+            url: c.url.clone(),
+            method: c.method,
+            event_types: c.event_types.clone(),
+            sites: c.sites.clone(),
+            enabled: c.enabled,
+            auth: c.auth.clone(),
+            headers: c.headers.clone(),
+            signature_formats: c.signature_formats.clone(),
+            verification: VerificationOut {
+                required: c.verification.required,
+                header: c.verification.header.clone(),
+                status: h.state.verification.status,
+                verified_at: h.state.verification.verified_at,
+                last_error: h.state.verification.last_error.clone(),
+            },
+            connection_state: h.state.connection_state,
+            destination_state: h.state.destination_state,
+            disabled_reason: h.state.disabled_reason.clone(),
+            health: (&h.state.health).into(),
+            created_by: h.created_by.clone(),
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+            version: h.version,
+            secret: None,
+        }
+    }
+}
+
+/// A delivery as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryOut {
+    /// The id (also `webhook-id`).
+    pub delivery_id: DeliveryId,
+    /// The event.
+    pub event_id: EventId,
+    /// The event type.
+    pub event_type: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The last response status.
+    pub last_status_code: Option<u16>,
+    /// The last error class.
+    pub last_error_class: Option<ErrorClass>,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled or failed without an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Delivery> for DeliveryOut {
+    fn from(d: &Delivery) -> Self {
+        let last = d.last_attempt();
+        Self {
+            delivery_id: d.id,
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            status: d.status,
+            attempts: d.attempts.len() as u32,
+            last_status_code: last.and_then(|a| a.status_code),
+            last_error_class: last.and_then(|a| a.error_class),
+            next_attempt_at: d.next_attempt_at,
+            reason: d.note.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// A delivery with its envelope and every attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryDetailOut {
+    /// The summary.
+    #[serde(flatten)]
+    pub delivery: DeliveryOut,
+    /// The envelope as sent (byte for byte), while it is kept.
+    pub envelope: Option<Box<serde_json::value::RawValue>>,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<Attempt>,
+}

@@ -1,0 +1,160 @@
+//! Every error the API answers with, turned into `application/problem+json` (RFC 9457)
+//! in one place. A 500 logs its cause and echoes nothing of it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hookbridge_core::validation::FieldError;
+use serde::Serialize;
+
+/// An API error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Invalid input, with the fields at fault.
+    #[error("{detail}")]
+    Invalid {
+        /// A sentence about the whole request.
+        detail: String,
+        /// Each bad field.
+        errors: Vec<FieldError>,
+    },
+    /// No or bad token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid token without the scope.
+    #[error("this call needs the {0} scope")]
+    Forbidden(&'static str),
+    /// Absent, or another tenant's.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The route exists for other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Name taken, name changed, version conflict, key reuse.
+    #[error("{0}")]
+    Conflict(String),
+    /// Body too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not JSON.
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// A backend failure: logged, never echoed.
+    #[error("internal error")]
+    Internal(#[source] hookbridge_core::Error),
+}
+
+impl ApiError {
+    /// A 400 about one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            detail: "the request is invalid".to_owned(),
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+
+    /// A 400 about several fields.
+    pub fn fields(errors: Vec<FieldError>) -> Self {
+        Self::Invalid {
+            detail: "the request is invalid".to_owned(),
+            errors,
+        }
+    }
+
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid-request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The problem document.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: format!("https://hookbridge.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                Self::Invalid { errors, .. } => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<hookbridge_core::Error> for ApiError {
+    fn from(e: hookbridge_core::Error) -> Self {
+        use hookbridge_core::Error as E;
+        match e {
+            E::NameTaken => {
+                Self::Conflict("a hook with this name already exists in the tenant".to_owned())
+            }
+            E::VersionConflict => Self::Conflict(
+                "the hook was changed since it was read; read it again and retry".to_owned(),
+            ),
+            E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
+            E::TooLarge(what) => Self::TooLarge(what),
+            other => Self::Internal(other),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// The fields at fault, for validation errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = %e, cause = ?std::error::Error::source(e), "request failed");
+        }
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,297 @@
+//! `/v1/hooks`: create (one or many), list, get, replace, delete.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use hookbridge_core::hook::{
+    ConnectionState, DestinationState, Health, Hook, HookDraft, HookState, ValidationContext,
+    VerificationStatus,
+};
+use hookbridge_core::ids::HookId;
+use hookbridge_core::message::event_type;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, Scope};
+use crate::body::{JsonBody, from_value, parse};
+use crate::dto::HookOut;
+use crate::error::ApiError;
+use crate::{Api, lifecycle};
+
+/// Most hooks one create call may carry.
+pub const MAX_BULK: usize = 100;
+/// Default and largest page sizes for listing.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 100;
+
+/// Parses a hook id from the path; a malformed id is simply a hook that does not exist.
+pub(crate) fn hook_id(raw: &str) -> Result<HookId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("no such hook"))
+}
+
+/// The caller's hook, or 404 (whether absent or another tenant's).
+pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hook, ApiError> {
+    let id = hook_id(raw_id)?;
+    api.backend()
+        .hooks
+        .get(&caller.tenant, id)
+        .await?
+        .filter(|h| h.state.connection_state != ConnectionState::Deleting)
+        .ok_or(ApiError::NotFound("no such hook"))
+}
+
+/// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
+pub async fn create(
+    State(api): State<Api>,
+    caller: Caller,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    match parse::<Value>(&bytes)? {
+        Value::Array(items) => {
+            if items.is_empty() || items.len() > MAX_BULK {
+                return Err(ApiError::field(
+                    "body",
+                    format!("must hold 1-{MAX_BULK} hooks"),
+                ));
+            }
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                results.push(match create_one(&api, &caller, item, "").await {
+                    Ok(out) => json!({ "status": 201, "hook": out }),
+                    Err(e) => {
+                        let p = e.problem();
+                        json!({ "status": p.status, "error": p })
+                    }
+                });
+            }
+            Ok(Json(json!({ "results": results })).into_response())
+        }
+        item @ Value::Object(_) => {
+            let out = create_one(&api, &caller, item, "").await?;
+            let location = format!("/v1/hooks/{}", out.id);
+            Ok((
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                Json(out),
+            )
+                .into_response())
+        }
+        _ => Err(ApiError::field(
+            "body",
+            "must be a hook object or an array of hooks",
+        )),
+    }
+}
+
+async fn create_one(
+    api: &Api,
+    caller: &Caller,
+    item: Value,
+    at: &str,
+) -> Result<HookOut, ApiError> {
+    let draft: HookDraft = from_value(item, at)?;
+    let now = Utc::now();
+    let ctx = ValidationContext {
+        network: &api.settings().network,
+        now,
+    };
+    let (config, secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
+    let sealed = api.backend().sealer.seal(&secrets).await?;
+    let hook = Hook {
+        id: HookId::generate(),
+        tenant: caller.tenant.clone(),
+        state: HookState::new_for(&config),
+        config,
+        sealed,
+        created_by: caller.sub.clone(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    api.backend().hooks.create(&hook).await?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
+    lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
+    let mut out = HookOut::from(&hook);
+    out.secret = Some(secrets.signing.expose().to_owned());
+    Ok(out)
+}
+
+/// Query of `GET /v1/hooks`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses a `limit` query parameter.
+pub(crate) fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::field(
+                "limit",
+                format!("must be an integer from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// `GET /v1/hooks?limit=&cursor=`.
+pub async fn list(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::HooksRead)?;
+    let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let page = api
+        .backend()
+        .hooks
+        .list(&caller.tenant, limit, q.cursor.as_deref())
+        .await?;
+    let hooks: Vec<HookOut> = page
+        .items
+        .iter()
+        .filter(|h| h.state.connection_state != ConnectionState::Deleting)
+        .map(HookOut::from)
+        .collect();
+    Ok(Json(
+        json!({ "hooks": hooks, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// `GET /v1/hooks/{id}`.
+pub async fn get(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<HookOut>, ApiError> {
+    caller.require(Scope::HooksRead)?;
+    Ok(Json(HookOut::from(&load(&api, &caller, &id).await?)))
+}
+
+/// `PUT /v1/hooks/{id}`: replaces the mutable fields; secrets left out keep their values.
+pub async fn replace(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(bytes): JsonBody,
+) -> Result<Json<HookOut>, ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let value: Value = parse(&bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::field("body", "must be a hook object"));
+    }
+    let draft: HookDraft = from_value(value, "")?;
+    let existing = load(&api, &caller, &id).await?;
+    if let Some(name) = &draft.name
+        && name != existing.config.name.as_str()
+    {
+        return Err(ApiError::Conflict(
+            "a hook's name cannot be changed".to_owned(),
+        ));
+    }
+    let expected = match (draft.version, if_match(&headers)?) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::field(
+                "version",
+                "differs from the If-Match header",
+            ));
+        }
+        (v, m) => v.or(m),
+    };
+    if let Some(v) = expected
+        && v != existing.version
+    {
+        return Err(ApiError::Conflict(format!(
+            "the hook is at version {}, not {v}; read it again and retry",
+            existing.version
+        )));
+    }
+    let old_secrets = api.backend().sealer.open(&existing.sealed).await?;
+    let now = Utc::now();
+    let ctx = ValidationContext {
+        network: &api.settings().network,
+        now,
+    };
+    let (config, secrets) = draft
+        .validate(ctx, Some((&existing.config, &old_secrets)))
+        .map_err(ApiError::fields)?;
+
+    let mut state = existing.state.clone();
+    state.connection_state = ConnectionState::Updating;
+    // Replacing a hook is how its owner re-enables it after the failure rule disabled it.
+    if config.enabled {
+        if state.destination_state == DestinationState::Inactive {
+            state.health = Health::default();
+        }
+        state.destination_state = DestinationState::Active;
+        state.disabled_reason = None;
+    } else {
+        state.destination_state = DestinationState::Inactive;
+        state.disabled_reason = Some("disabled by the tenant".to_owned());
+    }
+    let url_changed = config.url != existing.config.url;
+    let newly_required = config.verification.required && !existing.config.verification.required;
+    if config.verification.required && (url_changed || newly_required) {
+        state.verification.status = VerificationStatus::Pending;
+        state.verification.verified_at = None;
+        state.verification.last_error = None;
+    } else if !config.verification.required
+        && state.verification.status == VerificationStatus::Pending
+    {
+        state.verification.status = VerificationStatus::Unverified;
+    }
+    let sealed = if secrets == old_secrets {
+        existing.sealed.clone()
+    } else {
+        api.backend().sealer.seal(&secrets).await?
+    };
+    let hook = Hook {
+        config,
+        state,
+        sealed,
+        updated_at: now,
+        version: existing.version + 1,
+        ..existing.clone()
+    };
+    api.backend().hooks.replace(&hook, existing.version).await?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
+    lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
+    Ok(Json(HookOut::from(&hook)))
+}
+
+/// The version in an `If-Match` header (`"3"` or `3`).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::field("If-Match", "must be the hook's version")),
+    }
+}
+
+/// `DELETE /v1/hooks/{id}`: nothing more is delivered to it.
+pub async fn delete(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let hook = load(&api, &caller, &id).await?;
+    if !api.backend().hooks.delete(&caller.tenant, hook.id).await? {
+        return Err(ApiError::NotFound("no such hook"));
+    }
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");
+    lifecycle::emit(&api, event_type::HOOK_DELETED, &hook, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}

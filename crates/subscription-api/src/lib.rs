@@ -1,0 +1,126 @@
+//! The subscription API: one axum router for hooks, deliveries and publishing, the same
+//! under `lambda_http` on AWS and on 127.0.0.1 locally.
+
+mod auth;
+mod body;
+mod deliveries;
+mod dto;
+mod error;
+mod events;
+mod hooks;
+mod lifecycle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use hookbridge_core::hook::NetworkPolicy;
+use hookbridge_core::ports::Backend;
+
+pub use auth::{Claims, JwtKey, Scope, mint_token};
+pub use dto::{DeliveryOut, HookOut};
+pub use error::ApiError;
+
+/// What the API needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The HS256 key tokens are signed with.
+    pub jwt: JwtKey,
+    /// Which hook URLs are acceptable.
+    pub network: NetworkPolicy,
+    /// How long envelopes are kept for replay and delivery detail.
+    pub event_retention: Duration,
+}
+
+/// The router's state: the backend's ports and the settings.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<ApiInner>,
+}
+
+struct ApiInner {
+    backend: Backend,
+    settings: ApiSettings,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// The API over a backend.
+    pub fn new(backend: Backend, settings: ApiSettings) -> Self {
+        Self {
+            inner: Arc::new(ApiInner { backend, settings }),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    pub(crate) fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+}
+
+/// The whole API.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/hooks", post(hooks::create).get(hooks::list))
+        .route(
+            "/v1/hooks/{id}",
+            get(hooks::get).put(hooks::replace).delete(hooks::delete),
+        )
+        .route("/v1/hooks/{id}/events", get(deliveries::list))
+        .route(
+            "/v1/hooks/{id}/deliveries/{delivery_id}",
+            get(deliveries::get),
+        )
+        .route("/v1/events", post(events::publish))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(api)
+}
+
+/// One log line per request: method, route, status, duration. Never the body or headers,
+/// which may carry secrets.
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        %method,
+        route,
+        status = resp.status().as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

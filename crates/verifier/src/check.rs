@@ -1,0 +1,116 @@
+//! The two checks and how their findings change a hook.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, VerificationStatus};
+use hookbridge_core::message::event_type;
+
+use crate::Verifier;
+
+/// A fresh, unguessable challenge value (256 random bits).
+pub fn challenge_value() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the checks found; `None` where a check did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// The ownership challenge: passed, or why not.
+    pub challenge: Option<Result<(), String>>,
+    /// The OAuth token fetch: worked, or the token endpoint's error.
+    pub token: Option<Result<(), String>>,
+}
+
+/// Runs the checks the hook needs.
+pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Findings {
+    let cfg = &hook.config;
+    let wants_challenge = force_challenge
+        || (cfg.verification.required
+            && hook.state.verification.status != VerificationStatus::Verified);
+    let challenge = if wants_challenge {
+        let value = challenge_value();
+        let r = v
+            .outbound
+            .challenge(&cfg.url, &cfg.verification.header, &value)
+            .await
+            .map_err(|e| e.to_string());
+        tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, passed = r.is_ok(), "ownership challenge");
+        Some(r)
+    } else {
+        None
+    };
+    let token = match &cfg.auth {
+        AuthConfig::OauthClientCredentials(oauth) => {
+            let r = match v.backend.sealer.open(&hook.sealed).await {
+                Ok(secrets) => v
+                    .outbound
+                    .oauth_token(hook.id, oauth, &secrets, true)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot open the hook's secrets: {e}")),
+            };
+            tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
+            Some(r)
+        }
+        _ => None,
+    };
+    Findings { challenge, token }
+}
+
+impl Findings {
+    /// Writes the findings into the hook's state; returns the events to publish.
+    pub fn apply(
+        &self,
+        hook: &mut Hook,
+        now: DateTime<Utc>,
+    ) -> Vec<(&'static str, Option<String>)> {
+        let mut events = Vec::new();
+        let v = &mut hook.state.verification;
+        match &self.challenge {
+            Some(Ok(())) => {
+                v.status = VerificationStatus::Verified;
+                v.verified_at = Some(now);
+                v.last_error = None;
+                events.push((event_type::HOOK_VERIFIED, None));
+            }
+            Some(Err(why)) => {
+                v.status = VerificationStatus::Failed;
+                v.last_error = Some(why.clone());
+                events.push((event_type::HOOK_VERIFICATION_FAILED, Some(why.clone())));
+            }
+            None => {}
+        }
+        let ownership_ok =
+            !hook.config.verification.required || v.status == VerificationStatus::Verified;
+        let token_ok = !matches!(self.token, Some(Err(_)));
+        hook.state.connection_error = match &self.token {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        };
+        let was = hook.state.connection_state;
+        hook.state.connection_state = if ownership_ok && token_ok {
+            ConnectionState::Authorized
+        } else {
+            ConnectionState::Deauthorized
+        };
+        match (hook.state.connection_state, &self.token) {
+            (ConnectionState::Authorized, _) if was != ConnectionState::Authorized => {
+                events.push((event_type::HOOK_AUTHORIZED, None));
+            }
+            (ConnectionState::Deauthorized, Some(Err(why))) => {
+                events.push((event_type::HOOK_DEAUTHORIZED, Some(why.clone())));
+            }
+            (ConnectionState::Deauthorized, _) => {
+                events.push((
+                    event_type::HOOK_DEAUTHORIZED,
+                    Some("ownership not verified".to_owned()),
+                ));
+            }
+            _ => {}
+        }
+        events
+    }
+}

@@ -1,0 +1,161 @@
+//! Publish → match → signed delivery → read back.
+
+use std::time::Duration;
+
+use hookbridge_core::secret::SigningSecret;
+use hookbridge_core::signing::verify_standard;
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually};
+use hookbridge_testkit::Receiver;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded() {
+    let stack = TestStack::start().await;
+    let receiver = Receiver::start().await;
+    let token = stack.token("acme", ALL_SCOPES);
+    let hook = stack
+        .create_hook(
+            &token,
+            &json!({"name": "siem", "url": receiver.url("/hooks"), "event_types": ["user.*"]}),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().unwrap();
+    let secret = SigningSecret::parse(hook["secret"].as_str().unwrap()).unwrap();
+
+    // Exact bytes, so the producer's key order (not sorted) can be checked on arrival.
+    let published = stack
+        .post_raw(
+            "/v1/events",
+            &token,
+            r#"{"detail-type": "user.session.start", "source": "idp.login", "site": "hq",
+                "detail": {"user": "ada", "z": 1, "a": [1, 2]}}"#,
+        )
+        .await;
+    assert_eq!(published.status, 202, "{}", published.body);
+    let ids = [published.body["events"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()];
+
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "one delivery");
+    let req = &got[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.uri.path(), "/hooks");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    let body = std::str::from_utf8(&req.body).unwrap();
+    // The envelope: all nine fields, the producer's detail in its own order, tenant and site added.
+    let env = req.json();
+    assert_eq!(env["id"], ids[0]);
+    assert_eq!(env["version"], "0");
+    assert_eq!(env["detail-type"], "user.session.start");
+    assert_eq!(env["source"], "idp.login");
+    for field in ["account", "time", "region", "resources"] {
+        assert!(!env[field].is_null(), "{field} missing");
+    }
+    assert!(
+        body.contains(r#""detail":{"tenant":"acme","site":"hq","user":"ada","z":1,"a":[1,2]}"#),
+        "{body}"
+    );
+
+    let msg_id = req.header("webhook-id").unwrap();
+    let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();
+    let sig = req.header("webhook-signature").unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        verify_standard(&secret, msg_id, ts, sig, &req.body, now),
+        Ok(())
+    );
+
+    let delivery = eventually(WAIT, || async {
+        let list = stack.deliveries(&token, hook_id, 1).await;
+        list.into_iter().find(|d| d["status"] == "SUCCEEDED")
+    })
+    .await
+    .expect("the delivery reads back SUCCEEDED");
+    assert_eq!(delivery["delivery_id"], msg_id);
+    assert_eq!(delivery["event_id"], ids[0]);
+    assert_eq!(delivery["event_type"], "user.session.start");
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["last_status_code"], 200);
+
+    let detail = stack
+        .get(&format!("/v1/hooks/{hook_id}/deliveries/{msg_id}"), &token)
+        .await;
+    assert_eq!(detail.status, 200);
+    assert_eq!(detail.body["envelope"], env);
+    assert_eq!(detail.body["attempt_log"][0]["status_code"], 200);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_whose_event_types_do_not_match_receives_nothing() {
+    let stack = TestStack::start().await;
+    let matching = Receiver::start().await;
+    let other = Receiver::start().await;
+    let token = stack.token("acme", ALL_SCOPES);
+    stack
+        .create_hook(
+            &token,
+            &json!({"name": "admins", "url": matching.url("/"), "event_types": ["admin.CLIENT-*"]}),
+        )
+        .await;
+    let silent = stack
+        .create_hook(
+            &token,
+            &json!({"name": "logins", "url": other.url("/"), "event_types": ["access.*"]}),
+        )
+        .await;
+    stack
+        .publish(
+            &token,
+            &json!([{"detail-type": "admin.CLIENT-CREATE", "source": "kc", "detail": {}}]),
+        )
+        .await;
+    assert_eq!(matching.wait_for(1, WAIT).await.len(), 1);
+    // Give a wrong delivery every chance to happen before asserting it did not.
+    let list = eventually(Duration::from_secs(2), || async { None::<()> }).await;
+    assert!(list.is_none());
+    assert!(
+        other.received().is_empty(),
+        "the non-matching hook received something"
+    );
+    assert!(
+        stack
+            .deliveries(&token, silent["id"].as_str().unwrap(), 1)
+            .await
+            .is_empty()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_scoped_hooks_receive_only_their_sites() {
+    let stack = TestStack::start().await;
+    let r = Receiver::start().await;
+    let token = stack.token("acme", ALL_SCOPES);
+    stack
+        .create_hook(
+            &token,
+            &json!({"name": "hq-only", "url": r.url("/"), "sites": ["hq"]}),
+        )
+        .await;
+    stack
+        .publish(
+            &token,
+            &json!([
+                {"detail-type": "user.login", "source": "idp", "site": "branch", "detail": {"n": 1}},
+                {"detail-type": "user.login", "source": "idp", "detail": {"n": 2}},
+                {"detail-type": "user.login", "source": "idp", "site": "hq", "detail": {"n": 3}}
+            ]),
+        )
+        .await;
+    let got = r.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = if got.len() == 1 { r.received() } else { got };
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["detail"]["n"], 3);
+    stack.shutdown().await;
+}

@@ -1,0 +1,60 @@
+//! Tenants never see or receive each other's data.
+
+use std::time::Duration;
+
+use hookbridge_e2e::{ALL_SCOPES, TestStack};
+use hookbridge_testkit::Receiver;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_hook_receives_nothing_and_reads_as_404() {
+    let stack = TestStack::start().await;
+    let mine = Receiver::start().await;
+    let theirs = Receiver::start().await;
+    let a = stack.token("tenant-a", ALL_SCOPES);
+    let b = stack.token("tenant-b", ALL_SCOPES);
+    stack
+        .create_hook(&a, &json!({"name": "a-hook", "url": mine.url("/")}))
+        .await;
+    let b_hook = stack
+        .create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")}))
+        .await;
+    let b_id = b_hook["id"].as_str().unwrap();
+
+    stack
+        .publish(
+            &a,
+            &json!({"detail-type": "user.login", "source": "idp", "detail": {}}),
+        )
+        .await;
+    assert_eq!(mine.wait_for(1, Duration::from_secs(20)).await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        theirs.received().is_empty(),
+        "tenant B received tenant A's event"
+    );
+
+    for path in [
+        format!("/v1/hooks/{b_id}"),
+        format!("/v1/hooks/{b_id}/events?hours=1"),
+    ] {
+        let r = stack.get(&path, &a).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+    }
+    let listed = stack.get("/v1/hooks", &a).await;
+    assert_eq!(listed.body["hooks"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["hooks"][0]["name"], "a-hook");
+
+    // A publish claiming another tenant in detail is refused.
+    let forged = stack
+        .post(
+            "/v1/events",
+            &a,
+            &json!({"detail-type": "x", "source": "idp", "detail": {"tenant": "tenant-b"}}),
+        )
+        .await;
+    assert_eq!(forged.status, 400);
+    assert_eq!(forged.body["errors"][0]["field"], "detail.tenant");
+    stack.shutdown().await;
+}

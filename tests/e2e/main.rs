@@ -1,0 +1,7 @@
+//! The end-to-end suite: the whole stack in-process, real receivers on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod e2e_delivery;
+mod e2e_poison;
+mod e2e_tenancy;

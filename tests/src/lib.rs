@@ -1,0 +1,241 @@
+//! Helpers for the end-to-end suite: a whole stack on a fresh backend, an API client,
+//! and polling for eventual outcomes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookbridge_core::ports::Queue;
+use hookbridge_core::settings::{Defaults, Settings};
+use hookbridge_embedded::{Db, EmbeddedQueue};
+use hookbridge_local::{BackendChoice, RunningStack, StackOptions};
+use reqwest::StatusCode;
+use serde_json::Value;
+use subscription_api::{Claims, JwtKey, mint_token};
+
+/// Every scope.
+pub const ALL_SCOPES: &str = "hooks:read hooks:write events:publish";
+
+/// A running stack on a fresh embedded backend, with an API client.
+pub struct TestStack {
+    stack: Option<RunningStack>,
+    settings: Settings,
+    database: std::path::PathBuf,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestStack")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response: status and JSON body (or `Null`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body as JSON (`Null` if empty or not JSON).
+    pub body: Value,
+}
+
+impl TestStack {
+    /// A stack with the local defaults.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A stack with these environment-style settings over the local defaults.
+    pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let settings = Settings::from_lookup(
+            |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+            &Defaults::local(),
+        )
+        .expect("settings");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = dir.path().join("hookbridge.db");
+        let mut s = Self {
+            stack: None,
+            settings,
+            database,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        s.boot().await;
+        s
+    }
+
+    async fn boot(&mut self) {
+        let stack = RunningStack::start(StackOptions {
+            settings: self.settings.clone(),
+            backend: BackendChoice::Embedded {
+                database: self.database.clone(),
+            },
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            delivery_pollers: 2,
+        })
+        .await
+        .expect("start stack");
+        self.base = format!("http://{}", stack.addr());
+        self.stack = Some(stack);
+    }
+
+    /// Stops the stack cleanly and starts it again on the same data.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.stack.take() {
+            s.shutdown().await;
+        }
+        self.boot().await;
+    }
+
+    /// The running stack.
+    pub fn stack(&self) -> &RunningStack {
+        self.stack.as_ref().expect("running")
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A queue by name, e.g. a DLQ.
+    pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        Arc::new(EmbeddedQueue::new(
+            Db::open(&self.database).expect("open db"),
+            name,
+        ))
+    }
+
+    /// A token for `tenant` with `scope` (space separated).
+    pub fn token(&self, tenant: &str, scope: &str) -> String {
+        let claims = Claims {
+            sub: format!("{tenant}-tester"),
+            tenant: tenant.to_owned(),
+            scope: scope.to_owned(),
+            exp: Some(chrono::Utc::now().timestamp() as u64 + 3600),
+        };
+        mint_token(&JwtKey::new(self.settings.jwt_secret.expose()), &claims).expect("token")
+    }
+
+    /// Calls the API.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("API call");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `POST` a raw body (exact bytes) as JSON.
+    pub async fn post_raw(&self, path: &str, token: &str, body: &str) -> Answer {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("API call");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `GET` with a token.
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    /// `POST` JSON with a token.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Creates a hook, asserting `201`; returns the hook as created (with its secret).
+    pub async fn create_hook(&self, token: &str, hook: &Value) -> Value {
+        let a = self.post("/v1/hooks", token, hook).await;
+        assert_eq!(a.status, StatusCode::CREATED, "create hook: {}", a.body);
+        a.body
+    }
+
+    /// Publishes events, asserting `202`; returns their ids.
+    pub async fn publish(&self, token: &str, events: &Value) -> Vec<String> {
+        let a = self.post("/v1/events", token, events).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "publish: {}", a.body);
+        a.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    /// The hook's deliveries of the last `hours`.
+    pub async fn deliveries(&self, token: &str, hook_id: &str, hours: u32) -> Vec<Value> {
+        let a = self
+            .get(&format!("/v1/hooks/{hook_id}/events?hours={hours}"), token)
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "read events: {}", a.body);
+        a.body["deliveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Stops the stack.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stack.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
