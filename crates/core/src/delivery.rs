@@ -75,6 +75,10 @@ impl ErrorClass {
     }
 }
 
+/// How long a delivery and its attempts are kept after their last change (at least the
+/// 7 days a tenant may want to look back, with room for a retry schedule to finish).
+pub const DELIVERY_RETENTION_DAYS: i64 = 14;
+
 /// The most of a response body kept on an attempt.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
 

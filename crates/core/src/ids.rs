@@ -16,7 +16,7 @@ pub struct InvalidId {
 
 /// ULIDs that increase within a process even inside one millisecond, so "newest first"
 /// and "creation order" hold for everything made here.
-fn monotonic_ulid() -> Ulid {
+pub fn monotonic_ulid() -> Ulid {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
     let mut g = GENERATOR
         .lock()

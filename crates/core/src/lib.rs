@@ -4,6 +4,7 @@
 //! implement). Nothing here touches the network, the disk, a clock of its own or an
 //! async runtime: callers pass `now` in, so every decision is testable as a function.
 
+pub mod aead;
 pub mod delivery;
 pub mod envelope;
 pub mod error;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::Duration;
-use hookbridge_core::delivery::{Delivery, DeliveryUpdate};
+use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId};
 use hookbridge_core::ports::{DeliveryStore, Page, Window};
 use hookbridge_core::{Error, Result};
@@ -11,9 +11,6 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
-
-/// How long deliveries are kept after their last change.
-pub(crate) const RETENTION_DAYS: i64 = 14;
 
 pub(crate) struct SqliteDeliveryStore {
     db: Db,
@@ -34,7 +31,7 @@ fn to_doc(d: &Delivery) -> Result<String> {
 }
 
 fn expiry(d: &Delivery) -> i64 {
-    (d.updated_at + Duration::days(RETENTION_DAYS)).timestamp_millis()
+    (d.updated_at + Duration::days(DELIVERY_RETENTION_DAYS)).timestamp_millis()
 }
 
 #[async_trait]

@@ -3,9 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use async_trait::async_trait;
+use hookbridge_core::aead::{self, KEY_LEN};
 use hookbridge_core::hook::{HookSecrets, SealedSecrets};
 use hookbridge_core::ports::Sealer;
 use hookbridge_core::{Error, Result};
@@ -14,13 +13,13 @@ use crate::error::InitError;
 
 /// The format byte in front of every sealed blob, so the format can change later.
 const FORMAT_V1: u8 = 1;
-const NONCE_LEN: usize = 12;
-const KEY_LEN: usize = 32;
+/// Bound into every blob, so a blob from another purpose never opens as hook secrets.
+const AAD: &[u8] = b"hookbridge hook secrets v1";
 
 /// Seals with a 256-bit key read from a file that only its owner can read.
 #[derive(Clone)]
 pub struct LocalKeySealer {
-    cipher: Aes256Gcm,
+    key: [u8; KEY_LEN],
 }
 
 impl std::fmt::Debug for LocalKeySealer {
@@ -37,15 +36,11 @@ impl LocalKeySealer {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        if bytes.len() != KEY_LEN {
-            return Err(err(format!(
-                "expected {KEY_LEN} bytes, found {}",
-                bytes.len()
-            )));
-        }
-        Ok(Self {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
-        })
+        let key: [u8; KEY_LEN] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| err(format!("expected {KEY_LEN} bytes, found {}", bytes.len())))?;
+        Ok(Self { key })
     }
 
     /// Loads the key file, creating it with a fresh random key and mode 0600 if missing.
@@ -79,26 +74,20 @@ impl LocalKeySealer {
 impl Sealer for LocalKeySealer {
     async fn seal(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
         let plain = serde_json::to_vec(secrets).map_err(|e| Error::backend("sealer.encode", e))?;
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
-            .map_err(|_| Error::backend("sealer.encrypt", "AES-GCM encryption failed"))?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        let mut out = vec![FORMAT_V1];
+        out.extend(aead::seal(&self.key, AAD, &plain));
         Ok(SealedSecrets(out))
     }
 
     async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
-        let b = &sealed.0;
-        if b.len() < 1 + NONCE_LEN || b[0] != FORMAT_V1 {
+        let (format, body) = sealed
+            .0
+            .split_first()
+            .ok_or_else(|| Error::Corrupt("sealed secrets: empty".to_owned()))?;
+        if *format != FORMAT_V1 {
             return Err(Error::Corrupt("sealed secrets: unknown format".to_owned()));
         }
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(&b[1..1 + NONCE_LEN]), &b[1 + NONCE_LEN..])
+        let plain = aead::open(&self.key, AAD, body)
             .map_err(|_| Error::Corrupt("sealed secrets: not sealed by this key".to_owned()))?;
         serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("sealed secrets: {e}")))
     }

@@ -4,10 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use hookbridge_aws::{Clients, Resources, SqsQueue};
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{Backend, Queue, Rule};
 use hookbridge_core::topology::QueueSpec;
+use hookbridge_core::topology::Topology;
 use hookbridge_embedded::{Db, EmbeddedBus, EmbeddedConfig, EmbeddedQueue};
+
+use crate::emulator::Emulator;
 
 /// A backend under test.
 #[async_trait]
@@ -97,5 +101,100 @@ impl Harness for EmbeddedHarness {
         hookbridge_embedded::raw_hook(&self.db, tenant, id)
             .await
             .expect("raw hook")
+    }
+}
+
+/// The AWS backend on the emulator, with resources of its own (a unique name prefix).
+#[derive(Debug)]
+pub struct AwsHarness {
+    backend: Backend,
+    clients: Clients,
+    resources: Resources,
+    topology: Topology,
+}
+
+impl AwsHarness {
+    /// Fresh resources on the shared emulator.
+    pub async fn start() -> Self {
+        let emulator = Emulator::shared();
+        let clients = Clients::new(&emulator.sdk_config().await);
+        let prefix = format!(
+            "t{}",
+            hookbridge_core::ids::DeliveryId::generate()
+                .to_string()
+                .to_lowercase()
+        );
+        let topology = Topology::named(&prefix);
+        let resources = hookbridge_aws::init::create(&clients, &topology)
+            .await
+            .expect("create resources");
+        let backend = hookbridge_aws::backend(&clients, &resources);
+        Self {
+            backend,
+            clients,
+            resources,
+            topology,
+        }
+    }
+
+    /// The SDK clients.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// The created resources.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// The names they were created from.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+}
+
+#[async_trait]
+impl Harness for AwsHarness {
+    fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    fn unique(&self, what: &str) -> String {
+        format!(
+            "t-{what}-{}",
+            hookbridge_core::ids::DeliveryId::generate()
+                .to_string()
+                .to_lowercase()
+        )
+    }
+
+    async fn queue(&self, spec: &QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+        let url = hookbridge_aws::init::create_queue(&self.clients, spec)
+            .await
+            .expect("create queue");
+        let dlq = hookbridge_aws::init::queue_url(&self.clients, &spec.dlq)
+            .await
+            .expect("dlq url");
+        (
+            Arc::new(SqsQueue::new(self.clients.sqs.clone(), url)),
+            Arc::new(SqsQueue::new(self.clients.sqs.clone(), dlq)),
+        )
+    }
+
+    async fn rule(&self, rule: &Rule) {
+        let url = hookbridge_aws::init::queue_url(&self.clients, &rule.target_queue)
+            .await
+            .expect("target queue");
+        hookbridge_aws::init::put_rule(&self.clients, &self.resources.bus, rule, &url)
+            .await
+            .expect("put rule");
+    }
+
+    async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {
+        let table =
+            hookbridge_aws::Table::new(self.clients.dynamodb.clone(), self.resources.table.clone());
+        hookbridge_aws::raw_hook_item(&table, tenant, id)
+            .await
+            .expect("raw item")
     }
 }

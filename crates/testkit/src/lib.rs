@@ -4,8 +4,10 @@
 //! for AWS, a real emulator process), and receivers are real HTTP servers on 127.0.0.1.
 
 pub mod contract;
+pub mod emulator;
 pub mod harness;
 pub mod receiver;
 
-pub use harness::{EmbeddedHarness, Harness};
+pub use emulator::Emulator;
+pub use harness::{AwsHarness, EmbeddedHarness, Harness};
 pub use receiver::{Received, Receiver, Reply};

@@ -1,0 +1,252 @@
+//! Deliveries on DynamoDB as an append-only log: ingest writes the delivery item, every
+//! later change (an attempt, a status) is a new item under it, and reads fold them.
+//!
+//! Appending instead of updating in place means a whole batch of attempts is one
+//! BatchWriteItem (25 items a request) rather than one UpdateItem per delivery, and a
+//! redelivered ingest message rewriting its delivery items cannot undo progress.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Duration, Utc};
+use hookbridge_core::delivery::Attempt;
+use hookbridge_core::delivery::{
+    DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate,
+};
+use hookbridge_core::ids::{DeliveryId, HookId, monotonic_ulid};
+use hookbridge_core::ports::{DeliveryStore, Page, Window};
+use hookbridge_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::dynamo::Table;
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, n, s, to_doc};
+
+/// Items read per query page while folding a listing.
+const QUERY_PAGE: i32 = 200;
+
+/// A change to a delivery, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct UpdateDoc {
+    delivery: DeliveryKey,
+    attempt: Option<Attempt>,
+    status: DeliveryStatus,
+    next_attempt_at: Option<DateTime<Utc>>,
+    note: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl From<&DeliveryUpdate> for UpdateDoc {
+    fn from(u: &DeliveryUpdate) -> Self {
+        Self {
+            delivery: u.delivery.clone(),
+            attempt: u.attempt.clone(),
+            status: u.status,
+            next_attempt_at: u.next_attempt_at,
+            note: u.note.clone(),
+            at: u.at,
+        }
+    }
+}
+
+impl From<UpdateDoc> for DeliveryUpdate {
+    fn from(u: UpdateDoc) -> Self {
+        Self {
+            delivery: u.delivery,
+            attempt: u.attempt,
+            status: u.status,
+            next_attempt_at: u.next_attempt_at,
+            note: u.note,
+            at: u.at,
+        }
+    }
+}
+
+pub(crate) struct DynamoDeliveryStore {
+    table: Table,
+}
+
+impl DynamoDeliveryStore {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+}
+
+fn expiry(at: DateTime<Utc>) -> AttributeValue {
+    n((at + Duration::days(DELIVERY_RETENTION_DAYS)).timestamp())
+}
+
+/// The delivery id an item belongs to (`D#{id}` or `D#{id}#U#…`).
+fn delivery_of(item: &Item) -> Result<DeliveryId> {
+    let sk = get_s(item, SK)?;
+    sk.get(2..28)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| Error::Corrupt(format!("delivery item with sort key {sk}")))
+}
+
+fn is_update(item: &Item) -> bool {
+    get_s(item, SK).is_ok_and(|sk| sk.len() > 28)
+}
+
+/// Folds one delivery's items (in ascending key order) into the delivery.
+fn fold(items: &[Item]) -> Result<Option<Delivery>> {
+    let mut delivery: Option<Delivery> = None;
+    for item in items {
+        if is_update(item) {
+            let u: DeliveryUpdate = doc::<UpdateDoc>(item, "delivery update")?.into();
+            let d = delivery.get_or_insert_with(|| {
+                let k = &u.delivery;
+                Delivery::pending(
+                    k.delivery_id,
+                    k.tenant.clone(),
+                    k.hook_id,
+                    k.event_id.clone(),
+                    k.event_type.clone(),
+                    u.at,
+                )
+            });
+            d.apply(&u);
+        } else {
+            let base: Delivery = doc(item, "delivery")?;
+            // The delivery item comes first in key order; updates already folded (only
+            // when it was rewritten after them) are kept.
+            delivery = Some(match delivery.take() {
+                None => base,
+                Some(mut d) => {
+                    d.created_at = base.created_at;
+                    d
+                }
+            });
+        }
+    }
+    Ok(delivery)
+}
+
+#[async_trait]
+impl DeliveryStore for DynamoDeliveryStore {
+    async fn insert(&self, deliveries: &[Delivery]) -> Result<()> {
+        let items = deliveries
+            .iter()
+            .map(|d| {
+                let mut item = key(hook_pk(&d.hook_id), format!("D#{}", d.id));
+                item.insert(DOC.to_owned(), to_doc(d)?);
+                item.insert(EXPIRES_AT.to_owned(), expiry(d.updated_at));
+                Ok(item)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.table.put_all(items).await
+    }
+
+    async fn record(&self, updates: &[DeliveryUpdate]) -> Result<()> {
+        let items = updates
+            .iter()
+            .map(|u| {
+                let k = &u.delivery;
+                let mut item = key(
+                    hook_pk(&k.hook_id),
+                    format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()),
+                );
+                item.insert(DOC.to_owned(), to_doc(&UpdateDoc::from(u))?);
+                item.insert(EXPIRES_AT.to_owned(), expiry(u.at));
+                Ok(item)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.table.put_all(items).await
+    }
+
+    async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>> {
+        let now = Utc::now().timestamp();
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
+                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
+                .expression_attribute_values(":d", s(format!("D#{id}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            items.extend(page.items().iter().filter(|i| !expired(i, now)).cloned());
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        fold(&items)
+    }
+
+    async fn list(
+        &self,
+        hook_id: HookId,
+        window: Window,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>> {
+        let lo = DeliveryId::min_at(window.since.timestamp_millis().max(0) as u64);
+        let mut hi = DeliveryId::min_at(window.until.timestamp_millis().max(0) as u64);
+        if let Some(c) = cursor {
+            hi = hi.min(c.parse::<DeliveryId>().map_err(|_| Error::InvalidCursor)?);
+        }
+        let limit = limit.max(1);
+        let now = Utc::now().timestamp();
+        // Newest first: each delivery's items arrive together, its updates (newest first)
+        // before the delivery item.
+        let mut groups: Vec<(DeliveryId, Vec<Item>)> = Vec::new();
+        let mut start: Option<Item> = None;
+        'pages: loop {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
+                .expression_attribute_values(":lo", s(format!("D#{lo}")))
+                .expression_attribute_values(":hi", s(format!("D#{hi}")))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .limit(QUERY_PAGE)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            for item in page.items() {
+                let id = delivery_of(item)?;
+                if id >= hi || expired(item, now) {
+                    continue;
+                }
+                match groups.last_mut() {
+                    Some((last, items)) if *last == id => items.push(item.clone()),
+                    _ => {
+                        if groups.len() == limit + 1 {
+                            break 'pages;
+                        }
+                        groups.push((id, vec![item.clone()]));
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        let more = groups.len() > limit;
+        groups.truncate(limit);
+        let mut out = Vec::with_capacity(groups.len());
+        for (_, mut items) in groups {
+            items.reverse();
+            if let Some(d) = fold(&items)? {
+                out.push(d);
+            }
+        }
+        let next_cursor = more.then(|| out.last().map(|d| d.id.to_string())).flatten();
+        Ok(Page {
+            items: out,
+            next_cursor,
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! Shared DynamoDB mechanics: batch writes chunked at 25 with `UnprocessedItems` retried,
+//! and paginated queries.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use hookbridge_core::{Error, Result};
+
+use crate::keys::Item;
+
+/// BatchWriteItem's limit.
+const BATCH_WRITE_MAX: usize = 25;
+/// Rounds of `UnprocessedItems` retries before giving up (with backoff, about 6 s in all).
+const UNPROCESSED_ROUNDS: u32 = 8;
+
+/// The table and its client.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub(crate) client: Client,
+    pub(crate) name: String,
+}
+
+impl Table {
+    /// A table handle.
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// Puts items, 25 per request, retrying whatever DynamoDB leaves unprocessed.
+    pub(crate) async fn put_all(&self, items: Vec<Item>) -> Result<()> {
+        let mut chunks: Vec<Vec<WriteRequest>> = Vec::new();
+        for chunk in items.chunks(BATCH_WRITE_MAX) {
+            let reqs = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(|e| Error::backend("dynamodb.BatchWriteItem", e))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            chunks.push(reqs);
+        }
+        let results =
+            futures::future::join_all(chunks.into_iter().map(|c| self.write_chunk(c))).await;
+        results.into_iter().collect()
+    }
+
+    async fn write_chunk(&self, mut pending: Vec<WriteRequest>) -> Result<()> {
+        for round in 0..UNPROCESSED_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << round.min(6))).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.name, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.BatchWriteItem", e))?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.name))
+                .unwrap_or_default();
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::backend(
+                "dynamodb.BatchWriteItem",
+                format!("{} items stayed unprocessed", pending.len()),
+            ))
+        }
+    }
+}

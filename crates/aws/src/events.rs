@@ -1,0 +1,60 @@
+//! Envelopes kept for replay, one item each.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookbridge_core::envelope::Envelope;
+use hookbridge_core::ids::{EventId, TenantId};
+use hookbridge_core::ports::EventStore;
+use hookbridge_core::{Error, Result};
+
+use crate::dynamo::Table;
+use crate::keys::{DOC, EXPIRES_AT, expired, get_s, key, n, s, tenant_pk};
+
+pub(crate) struct DynamoEventStore {
+    table: Table,
+}
+
+impl DynamoEventStore {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        envelopes: &[Envelope],
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let items = envelopes
+            .iter()
+            .map(|e| {
+                let mut item = key(tenant_pk(tenant), format!("E#{}", e.id));
+                item.insert(DOC.to_owned(), s(e.to_body()));
+                item.insert(EXPIRES_AT.to_owned(), n(expires_at.timestamp()));
+                item
+            })
+            .collect();
+        self.table.put_all(items).await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(tenant_pk(tenant), format!("E#{id}"))))
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        let Some(item) = out.item.filter(|i| !expired(i, Utc::now().timestamp())) else {
+            return Ok(None);
+        };
+        serde_json::from_str(get_s(&item, DOC)?)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("event: {e}")))
+    }
+}

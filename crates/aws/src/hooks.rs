@@ -1,0 +1,296 @@
+//! Hooks on DynamoDB: the hook item and its name guard written in one transaction, the
+//! version checked on every replace.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem};
+use hookbridge_core::hook::Hook;
+use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ports::{HookStore, Page};
+use hookbridge_core::{Error, Result};
+
+use crate::dynamo::Table;
+use crate::keys::{DOC, Item, VERSION, doc, key, n, s, tenant_pk, to_doc};
+
+/// BatchGetItem's limit.
+const BATCH_GET_MAX: usize = 100;
+
+pub(crate) struct DynamoHookStore {
+    table: Table,
+}
+
+impl DynamoHookStore {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+}
+
+fn hook_key(tenant: &TenantId, id: HookId) -> Item {
+    key(tenant_pk(tenant), format!("H#{id}"))
+}
+
+fn guard_key(tenant: &TenantId, name: &str) -> Item {
+    key(tenant_pk(tenant), format!("N#{name}"))
+}
+
+fn hook_item(hook: &Hook) -> Result<Item> {
+    let mut item = hook_key(&hook.tenant, hook.id);
+    item.insert(DOC.to_owned(), to_doc(hook)?);
+    item.insert(VERSION.to_owned(), n(hook.version));
+    Ok(item)
+}
+
+fn build_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend("dynamodb.build", e)
+}
+
+/// Which of a cancelled transaction's items failed their condition.
+fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>> {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl HookStore for DynamoHookStore {
+    async fn create(&self, hook: &Hook) -> Result<()> {
+        let mut guard = guard_key(&hook.tenant, hook.config.name.as_str());
+        guard.insert("hook_id".to_owned(), s(hook.id.to_string()));
+        let put_hook = Put::builder()
+            .table_name(&self.table.name)
+            .set_item(Some(hook_item(hook)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(build_err)?;
+        let put_guard = Put::builder()
+            .table_name(&self.table.name)
+            .set_item(Some(guard))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(build_err)?;
+        let r = self
+            .table
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_hook).build())
+            .transact_items(TransactWriteItem::builder().put(put_guard).build())
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => match failed_conditions(&e) {
+                Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
+                Some(failed) if failed.first() == Some(&true) => {
+                    Err(Error::Corrupt("hook id collision".to_owned()))
+                }
+                _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
+            },
+        }
+    }
+
+    async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(hook_key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        out.item.as_ref().map(|i| doc(i, "hook")).transpose()
+    }
+
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>> {
+        let mut hooks = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending: Vec<Item> = chunk.iter().map(|(t, h)| hook_key(t, *h)).collect();
+            let mut round = 0u32;
+            while !pending.is_empty() {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(50 << round.min(6))).await;
+                }
+                round += 1;
+                if round > 8 {
+                    return Err(Error::backend(
+                        "dynamodb.BatchGetItem",
+                        "keys stayed unprocessed",
+                    ));
+                }
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_err)?;
+                let out = self
+                    .table
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table.name, ka)
+                    .send()
+                    .await
+                    .map_err(|e| Error::backend("dynamodb.BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table.name))
+                    .unwrap_or_default()
+                {
+                    hooks.push(doc(&item, "hook")?);
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut m| m.remove(&self.table.name))
+                    .map(|ka| ka.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(hooks)
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Hook>> {
+        let start = match cursor {
+            Some(c) => Some(c.parse::<HookId>().map_err(|_| Error::InvalidCursor)?),
+            None => None,
+        };
+        let limit = limit.max(1);
+        let mut items = self.query_hooks(tenant, start, Some(limit + 1)).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|h| h.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
+        self.query_hooks(tenant, None, None).await
+    }
+
+    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()> {
+        let r = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(hook_item(hook)?))
+            .condition_expression("#v = :expected")
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(Error::VersionConflict)
+            }
+            Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
+        }
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {
+        let Some(hook) = self.get(tenant, id).await? else {
+            return Ok(false);
+        };
+        let del_hook = Delete::builder()
+            .table_name(&self.table.name)
+            .set_key(Some(hook_key(tenant, id)))
+            .condition_expression("attribute_exists(PK)")
+            .build()
+            .map_err(build_err)?;
+        let del_guard = Delete::builder()
+            .table_name(&self.table.name)
+            .set_key(Some(guard_key(tenant, hook.config.name.as_str())))
+            .build()
+            .map_err(build_err)?;
+        let r = self
+            .table
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(del_hook).build())
+            .transact_items(TransactWriteItem::builder().delete(del_guard).build())
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.first() == Some(&true)) => Ok(false),
+            Err(e) => Err(Error::backend("dynamodb.TransactWriteItems", e)),
+        }
+    }
+}
+
+impl DynamoHookStore {
+    /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).
+    async fn query_hooks(
+        &self,
+        tenant: &TenantId,
+        start: Option<HookId>,
+        max: Option<usize>,
+    ) -> Result<Vec<Hook>> {
+        let mut out = Vec::new();
+        let mut exclusive_start: Option<Item> = start.map(|h| hook_key(tenant, h));
+        loop {
+            let left = max.map(|m| m.saturating_sub(out.len()));
+            if left == Some(0) {
+                return Ok(out);
+            }
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :h)")
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":h", s("H#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(exclusive_start.take())
+                .limit(left.unwrap_or(1000).min(1000) as i32)
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            for item in page.items() {
+                out.push(doc(item, "hook")?);
+            }
+            match page.last_evaluated_key {
+                Some(k) => exclusive_start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// The raw item of a hook, for tests proving no secret is stored in clear.
+pub async fn raw_hook_item(table: &Table, tenant: &TenantId, id: HookId) -> Result<String> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .set_key(Some(hook_key(tenant, id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+    let item: HashMap<String, _> = out.item.unwrap_or_default();
+    let mut parts: Vec<String> = item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    parts.sort();
+    Ok(parts.join("|"))
+}

@@ -1,0 +1,362 @@
+//! Creating the template's resources (for `hookbridge init --backend aws` and tests), and
+//! finding them again (for `hookbridge serve --backend aws`). Every step is idempotent.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    ScalarAttributeType, SseSpecification, TimeToLiveSpecification,
+};
+use aws_sdk_eventbridge::types::{RuleState, Target};
+use aws_sdk_sqs::types::QueueAttributeName;
+use hookbridge_core::topology::{QUEUE_RETENTION, QueueSpec, Topology};
+use hookbridge_core::{Error, Result};
+use serde_json::json;
+
+use crate::Clients;
+use crate::keys::{EXPIRES_AT, PK, SK};
+
+/// Where the created resources are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// The table's name.
+    pub table: String,
+    /// The bus's name.
+    pub bus: String,
+    /// The ingest queue's URL.
+    pub ingest_queue_url: String,
+    /// The delivery queue's URL.
+    pub delivery_queue_url: String,
+    /// The verify queue's URL.
+    pub verify_queue_url: String,
+    /// The KMS key's alias.
+    pub kms_key: String,
+}
+
+/// The alias of the key that seals hook secrets.
+pub fn key_alias(topology: &Topology) -> String {
+    format!(
+        "alias/{}-secrets",
+        topology.table.trim_end_matches("-table")
+    )
+}
+
+fn build<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
+    Error::backend("init.build", e)
+}
+
+/// Creates every resource of `topology` that does not exist yet.
+pub async fn create(clients: &Clients, topology: &Topology) -> Result<Resources> {
+    create_table(clients, &topology.table).await?;
+    let mut urls = HashMap::new();
+    for q in topology.queues() {
+        urls.insert(q.name.clone(), create_queue(clients, q).await?);
+    }
+    create_bus(clients, &topology.bus).await?;
+    for rule in topology.rules() {
+        let url = urls.get(&rule.target_queue).ok_or_else(|| {
+            Error::backend(
+                "init",
+                format!("rule targets unknown queue {}", rule.target_queue),
+            )
+        })?;
+        put_rule(clients, &topology.bus, &rule, url).await?;
+    }
+    let kms_key = create_key(clients, &key_alias(topology)).await?;
+    let url = |q: &QueueSpec| urls.get(&q.name).cloned().unwrap_or_default();
+    Ok(Resources {
+        table: topology.table.clone(),
+        bus: topology.bus.clone(),
+        ingest_queue_url: url(&topology.ingest),
+        delivery_queue_url: url(&topology.delivery),
+        verify_queue_url: url(&topology.verify),
+        kms_key,
+    })
+}
+
+/// Finds the resources of `topology` without creating anything.
+pub async fn find(clients: &Clients, topology: &Topology) -> Result<Resources> {
+    Ok(Resources {
+        table: topology.table.clone(),
+        bus: topology.bus.clone(),
+        ingest_queue_url: queue_url(clients, &topology.ingest.name).await?,
+        delivery_queue_url: queue_url(clients, &topology.delivery.name).await?,
+        verify_queue_url: queue_url(clients, &topology.verify.name).await?,
+        kms_key: key_alias(topology),
+    })
+}
+
+/// A queue's URL by name.
+pub async fn queue_url(clients: &Clients, name: &str) -> Result<String> {
+    clients
+        .sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| Error::backend("sqs.GetQueueUrl", e))?
+        .queue_url
+        .ok_or_else(|| Error::backend("sqs.GetQueueUrl", format!("no URL for queue {name}")))
+}
+
+async fn create_table(clients: &Clients, name: &str) -> Result<()> {
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build)
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .map_err(build)
+    };
+    let r = clients
+        .dynamodb
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .sse_specification(SseSpecification::builder().enabled(true).build())
+        .send()
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::backend("dynamodb.CreateTable", e)),
+    }
+    clients
+        .dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(EXPIRES_AT)
+                .enabled(true)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| Error::backend("dynamodb.UpdateTimeToLive", e))?;
+    clients
+        .dynamodb
+        .update_continuous_backups()
+        .table_name(name)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| Error::backend("dynamodb.UpdateContinuousBackups", e))?;
+    Ok(())
+}
+
+async fn queue_arn(clients: &Clients, url: &str) -> Result<String> {
+    clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| Error::backend("sqs.GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| Error::backend("sqs.GetQueueAttributes", "no QueueArn"))
+}
+
+async fn ensure_queue(
+    clients: &Clients,
+    name: &str,
+    attrs: HashMap<QueueAttributeName, String>,
+) -> Result<String> {
+    let r = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attrs.clone()))
+        .send()
+        .await;
+    match r {
+        Ok(out) => out
+            .queue_url
+            .ok_or_else(|| Error::backend("sqs.CreateQueue", "no queue URL")),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_name_exists()) =>
+        {
+            let url = queue_url(clients, name).await?;
+            clients
+                .sqs
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attrs))
+                .send()
+                .await
+                .map_err(|e| Error::backend("sqs.SetQueueAttributes", e))?;
+            Ok(url)
+        }
+        Err(e) => Err(Error::backend("sqs.CreateQueue", e)),
+    }
+}
+
+/// Creates a queue and its DLQ (with the redrive policy), returning the queue's URL.
+pub async fn create_queue(clients: &Clients, q: &QueueSpec) -> Result<String> {
+    let retention = QUEUE_RETENTION.as_secs().to_string();
+    let dlq_url = ensure_queue(
+        clients,
+        &q.dlq,
+        HashMap::from([
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                retention.clone(),
+            ),
+            (QueueAttributeName::SqsManagedSseEnabled, "true".to_owned()),
+        ]),
+    )
+    .await?;
+    let dlq_arn = queue_arn(clients, &dlq_url).await?;
+    let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count })
+        .to_string();
+    ensure_queue(
+        clients,
+        &q.name,
+        HashMap::from([
+            (
+                QueueAttributeName::VisibilityTimeout,
+                q.visibility_timeout.as_secs().max(1).to_string(),
+            ),
+            (QueueAttributeName::MessageRetentionPeriod, retention),
+            (QueueAttributeName::RedrivePolicy, redrive),
+            (QueueAttributeName::SqsManagedSseEnabled, "true".to_owned()),
+        ]),
+    )
+    .await
+}
+
+async fn create_bus(clients: &Clients, name: &str) -> Result<()> {
+    match clients
+        .eventbridge
+        .create_event_bus()
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::backend("eventbridge.CreateEventBus", e)),
+    }
+}
+
+/// Adds a rule sending matching events to a queue, with the queue policy AWS requires
+/// (the emulator does not check it).
+pub async fn put_rule(
+    clients: &Clients,
+    bus: &str,
+    rule: &hookbridge_core::ports::Rule,
+    queue_url: &str,
+) -> Result<()> {
+    let rule_arn = clients
+        .eventbridge
+        .put_rule()
+        .name(&rule.name)
+        .event_bus_name(bus)
+        .event_pattern(rule.pattern.to_event_pattern())
+        .state(RuleState::Enabled)
+        .send()
+        .await
+        .map_err(|e| Error::backend("eventbridge.PutRule", e))?
+        .rule_arn
+        .unwrap_or_default();
+    let arn = queue_arn(clients, queue_url).await?;
+    let out = clients
+        .eventbridge
+        .put_targets()
+        .rule(&rule.name)
+        .event_bus_name(bus)
+        .targets(
+            Target::builder()
+                .id("queue")
+                .arn(&arn)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| Error::backend("eventbridge.PutTargets", e))?;
+    if out.failed_entry_count > 0 {
+        return Err(Error::backend(
+            "eventbridge.PutTargets",
+            "the queue target was refused",
+        ));
+    }
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": format!("{}-to-queue", rule.name),
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": arn,
+            "Condition": { "ArnEquals": { "aws:SourceArn": rule_arn } }
+        }]
+    });
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| Error::backend("sqs.SetQueueAttributes", e))?;
+    Ok(())
+}
+
+async fn create_key(clients: &Clients, alias: &str) -> Result<String> {
+    match clients.kms.describe_key().key_id(alias).send().await {
+        Ok(_) => return Ok(alias.to_owned()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) => {}
+        Err(e) => return Err(Error::backend("kms.DescribeKey", e)),
+    }
+    let key_id = clients
+        .kms
+        .create_key()
+        .description("Hookbridge: seals hook secrets (envelope encryption)")
+        .send()
+        .await
+        .map_err(|e| Error::backend("kms.CreateKey", e))?
+        .key_metadata
+        .map(|m| m.key_id)
+        .ok_or_else(|| Error::backend("kms.CreateKey", "no key id"))?;
+    clients
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| Error::backend("kms.CreateAlias", e))?;
+    Ok(alias.to_owned())
+}

@@ -1,0 +1,101 @@
+//! The AWS backend: every port on DynamoDB (one table), SQS, EventBridge and KMS through
+//! the AWS SDK. The endpoint is overridden only by the SDK's standard `AWS_ENDPOINT_URL`,
+//! so the same code runs in a real account and against the emulator.
+
+mod config;
+mod deliveries;
+mod dynamo;
+mod eventbridge;
+mod events;
+mod hooks;
+mod idempotency;
+pub mod init;
+mod keys;
+mod kms;
+pub mod lambda;
+mod sqs;
+
+use std::sync::Arc;
+
+use hookbridge_core::ports::Backend;
+
+pub use config::Config;
+pub use dynamo::Table;
+pub use eventbridge::EventBridgeBus;
+pub use hooks::raw_hook_item;
+pub use init::Resources;
+pub use kms::KmsSealer;
+pub use sqs::SqsQueue;
+
+/// The SDK clients, built once per process (per Lambda cold start) and shared.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// DynamoDB.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// EventBridge.
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    /// KMS.
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl Clients {
+    /// Clients from an SDK configuration.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+            kms: aws_sdk_kms::Client::new(sdk),
+        }
+    }
+
+    /// Clients from the environment's standard AWS configuration (region, credentials,
+    /// `AWS_ENDPOINT_URL`).
+    pub async fn from_env() -> Self {
+        Self::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    }
+}
+
+/// The ports over these resources.
+pub fn backend(clients: &Clients, r: &Resources) -> Backend {
+    let table = Table::new(clients.dynamodb.clone(), r.table.clone());
+    Backend {
+        hooks: Arc::new(hooks::DynamoHookStore::new(table.clone())),
+        deliveries: Arc::new(deliveries::DynamoDeliveryStore::new(table.clone())),
+        events: Arc::new(events::DynamoEventStore::new(table.clone())),
+        idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table)),
+        bus: Arc::new(EventBridgeBus::new(
+            clients.eventbridge.clone(),
+            r.bus.clone(),
+        )),
+        ingest_queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            r.ingest_queue_url.clone(),
+        )),
+        delivery_queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            r.delivery_queue_url.clone(),
+        )),
+        verify_queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            r.verify_queue_url.clone(),
+        )),
+        sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
+    }
+}
+
+impl Config {
+    /// The resources this configuration names.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            table: self.table.clone(),
+            bus: self.bus.clone(),
+            ingest_queue_url: self.ingest_queue_url.clone(),
+            delivery_queue_url: self.delivery_queue_url.clone(),
+            verify_queue_url: self.verify_queue_url.clone(),
+            kms_key: self.kms_key.clone(),
+        }
+    }
+}
