@@ -16,10 +16,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded()
     let receiver = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
     let hook = stack
-        .create_hook(
-            &token,
-            &json!({"name": "siem", "url": receiver.url("/hooks"), "event_types": ["user.*"]}),
-        )
+        .create_hook(&token, &json!({"name": "siem", "url": receiver.url("/hooks"), "event_types": ["user.*"]}))
         .await;
     let hook_id = hook["id"].as_str().unwrap();
     let secret = SigningSecret::parse(hook["secret"].as_str().unwrap()).unwrap();
@@ -34,10 +31,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded()
         )
         .await;
     assert_eq!(published.status, 202, "{}", published.body);
-    let ids = [published.body["events"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()];
+    let ids = [published.body["events"][0]["id"].as_str().unwrap().to_owned()];
 
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got.len(), 1, "one delivery");
@@ -55,19 +49,13 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded()
     for field in ["account", "time", "region", "resources"] {
         assert!(!env[field].is_null(), "{field} missing");
     }
-    assert!(
-        body.contains(r#""detail":{"tenant":"acme","site":"hq","user":"ada","z":1,"a":[1,2]}"#),
-        "{body}"
-    );
+    assert!(body.contains(r#""detail":{"tenant":"acme","site":"hq","user":"ada","z":1,"a":[1,2]}"#), "{body}");
 
     let msg_id = req.header("webhook-id").unwrap();
     let ts: i64 = req.header("webhook-timestamp").unwrap().parse().unwrap();
     let sig = req.header("webhook-signature").unwrap();
     let now = chrono::Utc::now().timestamp();
-    assert_eq!(
-        verify_standard(&secret, msg_id, ts, sig, &req.body, now),
-        Ok(())
-    );
+    assert_eq!(verify_standard(&secret, msg_id, ts, sig, &req.body, now), Ok(()));
 
     let delivery = eventually(WAIT, || async {
         let list = stack.deliveries(&token, hook_id, 1).await;
@@ -81,9 +69,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded()
     assert_eq!(delivery["attempts"], 1);
     assert_eq!(delivery["last_status_code"], 200);
 
-    let detail = stack
-        .get(&format!("/v1/hooks/{hook_id}/deliveries/{msg_id}"), &token)
-        .await;
+    let detail = stack.get(&format!("/v1/hooks/{hook_id}/deliveries/{msg_id}"), &token).await;
     assert_eq!(detail.status, 200);
     assert_eq!(detail.body["envelope"], env);
     assert_eq!(detail.body["attempt_log"][0]["status_code"], 200);
@@ -97,37 +83,17 @@ async fn a_hook_whose_event_types_do_not_match_receives_nothing() {
     let other = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
     stack
-        .create_hook(
-            &token,
-            &json!({"name": "admins", "url": matching.url("/"), "event_types": ["admin.CLIENT-*"]}),
-        )
+        .create_hook(&token, &json!({"name": "admins", "url": matching.url("/"), "event_types": ["admin.CLIENT-*"]}))
         .await;
-    let silent = stack
-        .create_hook(
-            &token,
-            &json!({"name": "logins", "url": other.url("/"), "event_types": ["access.*"]}),
-        )
-        .await;
-    stack
-        .publish(
-            &token,
-            &json!([{"detail-type": "admin.CLIENT-CREATE", "source": "kc", "detail": {}}]),
-        )
-        .await;
+    let silent =
+        stack.create_hook(&token, &json!({"name": "logins", "url": other.url("/"), "event_types": ["access.*"]})).await;
+    stack.publish(&token, &json!([{"detail-type": "admin.CLIENT-CREATE", "source": "kc", "detail": {}}])).await;
     assert_eq!(matching.wait_for(1, WAIT).await.len(), 1);
     // Give a wrong delivery every chance to happen before asserting it did not.
     let list = eventually(Duration::from_secs(2), || async { None::<()> }).await;
     assert!(list.is_none());
-    assert!(
-        other.received().is_empty(),
-        "the non-matching hook received something"
-    );
-    assert!(
-        stack
-            .deliveries(&token, silent["id"].as_str().unwrap(), 1)
-            .await
-            .is_empty()
-    );
+    assert!(other.received().is_empty(), "the non-matching hook received something");
+    assert!(stack.deliveries(&token, silent["id"].as_str().unwrap(), 1).await.is_empty());
     stack.shutdown().await;
 }
 
@@ -136,12 +102,7 @@ async fn site_scoped_hooks_receive_only_their_sites() {
     let stack = TestStack::start().await;
     let r = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
-    stack
-        .create_hook(
-            &token,
-            &json!({"name": "hq-only", "url": r.url("/"), "sites": ["hq"]}),
-        )
-        .await;
+    stack.create_hook(&token, &json!({"name": "hq-only", "url": r.url("/"), "sites": ["hq"]})).await;
     stack
         .publish(
             &token,

@@ -7,10 +7,7 @@ use hookbridge_core::ports::{OutgoingMessage, Queue};
 use hookbridge_e2e::{TestStack, eventually};
 
 async fn dead_letters_garbage(stack: &TestStack, queue: &dyn Queue, dlq_name: &str) {
-    queue
-        .send_batch(&[OutgoingMessage::now("this is not json".to_owned())])
-        .await
-        .unwrap();
+    queue.send_batch(&[OutgoingMessage::now("this is not json".to_owned())]).await.unwrap();
     let dlq = stack.queue(dlq_name);
     let dead = eventually(Duration::from_secs(30), || async {
         let got = dlq.receive(10, Duration::from_millis(200)).await.unwrap();
@@ -19,11 +16,7 @@ async fn dead_letters_garbage(stack: &TestStack, queue: &dyn Queue, dlq_name: &s
     .await
     .expect("the malformed message reaches the DLQ");
     assert_eq!(dead[0].body, "this is not json");
-    assert_eq!(
-        queue.depth().await.unwrap().total(),
-        0,
-        "nothing left behind"
-    );
+    assert_eq!(queue.depth().await.unwrap().total(), 0, "nothing left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,31 +13,16 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404() {
     let theirs = Receiver::start().await;
     let a = stack.token("tenant-a", ALL_SCOPES);
     let b = stack.token("tenant-b", ALL_SCOPES);
-    stack
-        .create_hook(&a, &json!({"name": "a-hook", "url": mine.url("/")}))
-        .await;
-    let b_hook = stack
-        .create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")}))
-        .await;
+    stack.create_hook(&a, &json!({"name": "a-hook", "url": mine.url("/")})).await;
+    let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
     let b_id = b_hook["id"].as_str().unwrap();
 
-    stack
-        .publish(
-            &a,
-            &json!({"detail-type": "user.login", "source": "idp", "detail": {}}),
-        )
-        .await;
+    stack.publish(&a, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
     assert_eq!(mine.wait_for(1, Duration::from_secs(20)).await.len(), 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        theirs.received().is_empty(),
-        "tenant B received tenant A's event"
-    );
+    assert!(theirs.received().is_empty(), "tenant B received tenant A's event");
 
-    for path in [
-        format!("/v1/hooks/{b_id}"),
-        format!("/v1/hooks/{b_id}/events?hours=1"),
-    ] {
+    for path in [format!("/v1/hooks/{b_id}"), format!("/v1/hooks/{b_id}/events?hours=1")] {
         let r = stack.get(&path, &a).await;
         assert_eq!(r.status, 404, "{path}: {}", r.body);
         assert_eq!(r.headers["content-type"], "application/problem+json");
@@ -48,11 +33,7 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404() {
 
     // A publish claiming another tenant in detail is refused.
     let forged = stack
-        .post(
-            "/v1/events",
-            &a,
-            &json!({"detail-type": "x", "source": "idp", "detail": {"tenant": "tenant-b"}}),
-        )
+        .post("/v1/events", &a, &json!({"detail-type": "x", "source": "idp", "detail": {"tenant": "tenant-b"}}))
         .await;
     assert_eq!(forged.status, 400);
     assert_eq!(forged.body["errors"][0]["field"], "detail.tenant");

@@ -28,9 +28,7 @@ pub struct TestStack {
 
 impl std::fmt::Debug for TestStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestStack")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
+        f.debug_struct("TestStack").field("base", &self.base).finish_non_exhaustive()
     }
 }
 
@@ -53,25 +51,14 @@ impl TestStack {
 
     /// A stack with these environment-style settings over the local defaults.
     pub async fn start_with(vars: &[(&str, &str)]) -> Self {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let settings = Settings::from_lookup(
-            |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
-            &Defaults::local(),
-        )
-        .expect("settings");
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let settings =
+            Settings::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()), &Defaults::local())
+                .expect("settings");
         let dir = tempfile::tempdir().expect("temp dir");
         let database = dir.path().join("hookbridge.db");
-        let mut s = Self {
-            stack: None,
-            settings,
-            database,
-            base: String::new(),
-            http: reqwest::Client::new(),
-            _dir: dir,
-        };
+        let mut s =
+            Self { stack: None, settings, database, base: String::new(), http: reqwest::Client::new(), _dir: dir };
         s.boot().await;
         s
     }
@@ -79,9 +66,7 @@ impl TestStack {
     async fn boot(&mut self) {
         let stack = RunningStack::start(StackOptions {
             settings: self.settings.clone(),
-            backend: BackendChoice::Embedded {
-                database: self.database.clone(),
-            },
+            backend: BackendChoice::Embedded { database: self.database.clone() },
             listen: "127.0.0.1:0".parse().expect("addr"),
             delivery_pollers: 2,
         })
@@ -111,10 +96,7 @@ impl TestStack {
 
     /// A queue by name, e.g. a DLQ.
     pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
-        Arc::new(EmbeddedQueue::new(
-            Db::open(&self.database).expect("open db"),
-            name,
-        ))
+        Arc::new(EmbeddedQueue::new(Db::open(&self.database).expect("open db"), name))
     }
 
     /// A token for `tenant` with `scope` (space separated).
@@ -129,13 +111,7 @@ impl TestStack {
     }
 
     /// Calls the API.
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Answer {
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -148,11 +124,7 @@ impl TestStack {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
     }
 
     /// `POST` a raw body (exact bytes) as JSON.
@@ -169,11 +141,7 @@ impl TestStack {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
     }
 
     /// `GET` with a token.
@@ -197,19 +165,12 @@ impl TestStack {
     pub async fn publish(&self, token: &str, events: &Value) -> Vec<String> {
         let a = self.post("/v1/events", token, events).await;
         assert_eq!(a.status, StatusCode::ACCEPTED, "publish: {}", a.body);
-        a.body["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["id"].as_str().expect("id").to_owned())
-            .collect()
+        a.body["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect()
     }
 
     /// The hook's deliveries of the last `hours`.
     pub async fn deliveries(&self, token: &str, hook_id: &str, hours: u32) -> Vec<Value> {
-        let a = self
-            .get(&format!("/v1/hooks/{hook_id}/events?hours={hours}"), token)
-            .await;
+        let a = self.get(&format!("/v1/hooks/{hook_id}/events?hours={hours}"), token).await;
         assert_eq!(a.status, StatusCode::OK, "read events: {}", a.body);
         a.body["deliveries"].as_array().cloned().unwrap_or_default()
     }

@@ -45,12 +45,10 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let settings = Settings::from_lookup(&get, &Defaults::cloud())?;
         let required = |variable: &'static str| {
-            get(variable)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| SettingsError {
-                    variable,
-                    message: "is required (template.yaml sets it for every function)".to_owned(),
-                })
+            get(variable).filter(|v| !v.trim().is_empty()).ok_or_else(|| SettingsError {
+                variable,
+                message: "is required (template.yaml sets it for every function)".to_owned(),
+            })
         };
         Ok(Self {
             table: required(TABLE)?,
@@ -80,11 +78,8 @@ mod tests {
             (KMS_KEY, "alias/k"),
         ];
         let lookup = |skip: &str| {
-            let vars: Vec<(String, String)> = all
-                .iter()
-                .filter(|(k, _)| *k != skip)
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
+            let vars: Vec<(String, String)> =
+                all.iter().filter(|(k, _)| *k != skip).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
             move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         };
         assert!(Config::from_lookup(lookup("none")).is_ok());

@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
 use hookbridge_core::delivery::Attempt;
-use hookbridge_core::delivery::{
-    DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate,
-};
+use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId, monotonic_ulid};
 use hookbridge_core::ports::{DeliveryStore, Page, Window};
 use hookbridge_core::{Error, Result};
@@ -140,10 +138,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .iter()
             .map(|u| {
                 let k = &u.delivery;
-                let mut item = key(
-                    hook_pk(&k.hook_id),
-                    format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()),
-                );
+                let mut item = key(hook_pk(&k.hook_id), format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()));
                 item.insert(DOC.to_owned(), to_doc(&UpdateDoc::from(u))?);
                 item.insert(EXPIRES_AT.to_owned(), expiry(u.at));
                 Ok(item)
@@ -244,9 +239,6 @@ impl DeliveryStore for DynamoDeliveryStore {
             }
         }
         let next_cursor = more.then(|| out.last().map(|d| d.id.to_string())).flatten();
-        Ok(Page {
-            items: out,
-            next_cursor,
-        })
+        Ok(Page { items: out, next_cursor })
     }
 }

@@ -24,10 +24,7 @@ pub struct Table {
 impl Table {
     /// A table handle.
     pub fn new(client: Client, name: impl Into<String>) -> Self {
-        Self {
-            client,
-            name: name.into(),
-        }
+        Self { client, name: name.into() }
     }
 
     /// Puts items, 25 per request, retrying whatever DynamoDB leaves unprocessed.
@@ -46,8 +43,7 @@ impl Table {
                 .collect::<Result<Vec<_>>>()?;
             chunks.push(reqs);
         }
-        let results =
-            futures::future::join_all(chunks.into_iter().map(|c| self.write_chunk(c))).await;
+        let results = futures::future::join_all(chunks.into_iter().map(|c| self.write_chunk(c))).await;
         results.into_iter().collect()
     }
 
@@ -66,18 +62,12 @@ impl Table {
                 .send()
                 .await
                 .map_err(|e| Error::backend("dynamodb.BatchWriteItem", e))?;
-            pending = out
-                .unprocessed_items
-                .and_then(|mut m| m.remove(&self.name))
-                .unwrap_or_default();
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.name)).unwrap_or_default();
         }
         if pending.is_empty() {
             Ok(())
         } else {
-            Err(Error::backend(
-                "dynamodb.BatchWriteItem",
-                format!("{} items stayed unprocessed", pending.len()),
-            ))
+            Err(Error::backend("dynamodb.BatchWriteItem", format!("{} items stayed unprocessed", pending.len())))
         }
     }
 }

@@ -25,10 +25,7 @@ pub struct EventBridgeBus {
 impl EventBridgeBus {
     /// The bus named (or with the ARN) `bus`.
     pub fn new(client: Client, bus: impl Into<String>) -> Self {
-        Self {
-            client,
-            bus: bus.into(),
-        }
+        Self { client, bus: bus.into() }
     }
 
     fn entry(&self, e: &BusEntry) -> PutEventsRequestEntry {
@@ -55,33 +52,22 @@ impl EventBridgeBus {
             let out = self
                 .client
                 .put_events()
-                .set_entries(Some(
-                    pending.iter().map(|i| self.entry(&chunk[*i])).collect(),
-                ))
+                .set_entries(Some(pending.iter().map(|i| self.entry(&chunk[*i])).collect()))
                 .send()
                 .await
                 .map_err(|e| Error::backend("eventbridge.PutEvents", e))?;
             for (i, result) in pending.iter().zip(out.entries()) {
                 match (result.event_id(), result.error_code()) {
                     (Some(id), None) => {
-                        ids[*i] = Some(
-                            id.parse()
-                                .map_err(|e| Error::backend("eventbridge.PutEvents", e))?,
-                        );
+                        ids[*i] = Some(id.parse().map_err(|e| Error::backend("eventbridge.PutEvents", e))?);
                     }
                     (_, code) => {
                         let code = code.unwrap_or("unknown");
                         // Malformed entries never succeed; only transient failures are retried.
-                        if code.contains("Malformed")
-                            || code.contains("Validation")
-                            || code.contains("Invalid")
-                        {
+                        if code.contains("Malformed") || code.contains("Validation") || code.contains("Invalid") {
                             return Err(Error::backend(
                                 "eventbridge.PutEvents",
-                                format!(
-                                    "entry refused: {code}: {}",
-                                    result.error_message().unwrap_or("")
-                                ),
+                                format!("entry refused: {code}: {}", result.error_message().unwrap_or("")),
                             ));
                         }
                         tracing::warn!(code, "an event was refused by the bus; retrying it");
@@ -90,14 +76,7 @@ impl EventBridgeBus {
             }
         }
         ids.into_iter()
-            .map(|id| {
-                id.ok_or_else(|| {
-                    Error::backend(
-                        "eventbridge.PutEvents",
-                        "an event was refused on every retry",
-                    )
-                })
-            })
+            .map(|id| id.ok_or_else(|| Error::backend("eventbridge.PutEvents", "an event was refused on every retry")))
             .collect()
     }
 }

@@ -22,12 +22,7 @@ impl DynamoEventStore {
 
 #[async_trait]
 impl EventStore for DynamoEventStore {
-    async fn put(
-        &self,
-        tenant: &TenantId,
-        envelopes: &[Envelope],
-        expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()> {
         let items = envelopes
             .iter()
             .map(|e| {
@@ -53,8 +48,6 @@ impl EventStore for DynamoEventStore {
         let Some(item) = out.item.filter(|i| !expired(i, Utc::now().timestamp())) else {
             return Ok(None);
         };
-        serde_json::from_str(get_s(&item, DOC)?)
-            .map(Some)
-            .map_err(|e| Error::Corrupt(format!("event: {e}")))
+        serde_json::from_str(get_s(&item, DOC)?).map(Some).map_err(|e| Error::Corrupt(format!("event: {e}")))
     }
 }

@@ -51,12 +51,9 @@ fn build_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
 /// Which of a cancelled transaction's items failed their condition.
 fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>> {
     match e.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(
-            c.cancellation_reasons()
-                .iter()
-                .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                .collect(),
-        ),
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())
+        }
         _ => None,
     }
 }
@@ -90,9 +87,7 @@ impl HookStore for DynamoHookStore {
             Ok(_) => Ok(()),
             Err(e) => match failed_conditions(&e) {
                 Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
-                Some(failed) if failed.first() == Some(&true) => {
-                    Err(Error::Corrupt("hook id collision".to_owned()))
-                }
+                Some(failed) if failed.first() == Some(&true) => Err(Error::Corrupt("hook id collision".to_owned())),
                 _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
             },
         }
@@ -123,10 +118,7 @@ impl HookStore for DynamoHookStore {
                 }
                 round += 1;
                 if round > 8 {
-                    return Err(Error::backend(
-                        "dynamodb.BatchGetItem",
-                        "keys stayed unprocessed",
-                    ));
+                    return Err(Error::backend("dynamodb.BatchGetItem", "keys stayed unprocessed"));
                 }
                 let ka = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
@@ -141,11 +133,7 @@ impl HookStore for DynamoHookStore {
                     .send()
                     .await
                     .map_err(|e| Error::backend("dynamodb.BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table.name))
-                    .unwrap_or_default()
-                {
+                for item in out.responses.and_then(|mut r| r.remove(&self.table.name)).unwrap_or_default() {
                     hooks.push(doc(&item, "hook")?);
                 }
                 pending = out
@@ -158,12 +146,7 @@ impl HookStore for DynamoHookStore {
         Ok(hooks)
     }
 
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Hook>> {
+    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
         let start = match cursor {
             Some(c) => Some(c.parse::<HookId>().map_err(|_| Error::InvalidCursor)?),
             None => None,
@@ -197,10 +180,7 @@ impl HookStore for DynamoHookStore {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 Err(Error::VersionConflict)
             }
             Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
@@ -240,12 +220,7 @@ impl HookStore for DynamoHookStore {
 
 impl DynamoHookStore {
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).
-    async fn query_hooks(
-        &self,
-        tenant: &TenantId,
-        start: Option<HookId>,
-        max: Option<usize>,
-    ) -> Result<Vec<Hook>> {
+    async fn query_hooks(&self, tenant: &TenantId, start: Option<HookId>, max: Option<usize>) -> Result<Vec<Hook>> {
         let mut out = Vec::new();
         let mut exclusive_start: Option<Item> = start.map(|h| hook_key(tenant, h));
         loop {

@@ -50,10 +50,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .await;
         match r {
             Ok(_) => Ok(Claim::Claimed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 let out = self
                     .table
                     .client
@@ -69,16 +66,10 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                     return Box::pin(self.claim(tenant, k, fingerprint, now, expires_at)).await;
                 };
                 let response = match (get_n(&existing, "status"), get_s(&existing, "body")) {
-                    (Some(status), Ok(body)) => Some(StoredResponse {
-                        status: status as u16,
-                        body: body.to_owned(),
-                    }),
+                    (Some(status), Ok(body)) => Some(StoredResponse { status: status as u16, body: body.to_owned() }),
                     _ => None,
                 };
-                Ok(Claim::Existing {
-                    fingerprint: get_s(&existing, "fingerprint")?.to_owned(),
-                    response,
-                })
+                Ok(Claim::Existing { fingerprint: get_s(&existing, "fingerprint")?.to_owned(), response })
             }
             Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
         }
@@ -114,12 +105,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(Error::backend("dynamodb.DeleteItem", e)),
         }
     }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    ScalarAttributeType, SseSpecification, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
+    SseSpecification, TimeToLiveSpecification,
 };
 use aws_sdk_eventbridge::types::{RuleState, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -35,10 +35,7 @@ pub struct Resources {
 
 /// The alias of the key that seals hook secrets.
 pub fn key_alias(topology: &Topology) -> String {
-    format!(
-        "alias/{}-secrets",
-        topology.table.trim_end_matches("-table")
-    )
+    format!("alias/{}-secrets", topology.table.trim_end_matches("-table"))
 }
 
 fn build<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
@@ -54,12 +51,9 @@ pub async fn create(clients: &Clients, topology: &Topology) -> Result<Resources>
     }
     create_bus(clients, &topology.bus).await?;
     for rule in topology.rules() {
-        let url = urls.get(&rule.target_queue).ok_or_else(|| {
-            Error::backend(
-                "init",
-                format!("rule targets unknown queue {}", rule.target_queue),
-            )
-        })?;
+        let url = urls
+            .get(&rule.target_queue)
+            .ok_or_else(|| Error::backend("init", format!("rule targets unknown queue {}", rule.target_queue)))?;
         put_rule(clients, &topology.bus, &rule, url).await?;
     }
     let kms_key = create_key(clients, &key_alias(topology)).await?;
@@ -101,19 +95,9 @@ pub async fn queue_url(clients: &Clients, name: &str) -> Result<String> {
 
 async fn create_table(clients: &Clients, name: &str) -> Result<()> {
     let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(build)
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().map_err(build)
     };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .map_err(build)
-    };
+    let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(build);
     let r = clients
         .dynamodb
         .create_table()
@@ -128,10 +112,7 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         .await;
     match r {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
             return Ok(());
         }
         Err(e) => return Err(Error::backend("dynamodb.CreateTable", e)),
@@ -141,11 +122,7 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name(EXPIRES_AT)
-                .enabled(true)
-                .build()
-                .map_err(build)?,
+            TimeToLiveSpecification::builder().attribute_name(EXPIRES_AT).enabled(true).build().map_err(build)?,
         )
         .send()
         .await
@@ -155,10 +132,7 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         .update_continuous_backups()
         .table_name(name)
         .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .map_err(build)?,
+            PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(true).build().map_err(build)?,
         )
         .send()
         .await
@@ -180,26 +154,11 @@ async fn queue_arn(clients: &Clients, url: &str) -> Result<String> {
         .ok_or_else(|| Error::backend("sqs.GetQueueAttributes", "no QueueArn"))
 }
 
-async fn ensure_queue(
-    clients: &Clients,
-    name: &str,
-    attrs: HashMap<QueueAttributeName, String>,
-) -> Result<String> {
-    let r = clients
-        .sqs
-        .create_queue()
-        .queue_name(name)
-        .set_attributes(Some(attrs.clone()))
-        .send()
-        .await;
+async fn ensure_queue(clients: &Clients, name: &str, attrs: HashMap<QueueAttributeName, String>) -> Result<String> {
+    let r = clients.sqs.create_queue().queue_name(name).set_attributes(Some(attrs.clone())).send().await;
     match r {
-        Ok(out) => out
-            .queue_url
-            .ok_or_else(|| Error::backend("sqs.CreateQueue", "no queue URL")),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_queue_name_exists()) =>
-        {
+        Ok(out) => out.queue_url.ok_or_else(|| Error::backend("sqs.CreateQueue", "no queue URL")),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_name_exists()) => {
             let url = queue_url(clients, name).await?;
             clients
                 .sqs
@@ -222,25 +181,18 @@ pub async fn create_queue(clients: &Clients, q: &QueueSpec) -> Result<String> {
         clients,
         &q.dlq,
         HashMap::from([
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                retention.clone(),
-            ),
+            (QueueAttributeName::MessageRetentionPeriod, retention.clone()),
             (QueueAttributeName::SqsManagedSseEnabled, "true".to_owned()),
         ]),
     )
     .await?;
     let dlq_arn = queue_arn(clients, &dlq_url).await?;
-    let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count })
-        .to_string();
+    let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count }).to_string();
     ensure_queue(
         clients,
         &q.name,
         HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                q.visibility_timeout.as_secs().max(1).to_string(),
-            ),
+            (QueueAttributeName::VisibilityTimeout, q.visibility_timeout.as_secs().max(1).to_string()),
             (QueueAttributeName::MessageRetentionPeriod, retention),
             (QueueAttributeName::RedrivePolicy, redrive),
             (QueueAttributeName::SqsManagedSseEnabled, "true".to_owned()),
@@ -250,20 +202,9 @@ pub async fn create_queue(clients: &Clients, q: &QueueSpec) -> Result<String> {
 }
 
 async fn create_bus(clients: &Clients, name: &str) -> Result<()> {
-    match clients
-        .eventbridge
-        .create_event_bus()
-        .name(name)
-        .send()
-        .await
-    {
+    match clients.eventbridge.create_event_bus().name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_already_exists_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => Ok(()),
         Err(e) => Err(Error::backend("eventbridge.CreateEventBus", e)),
     }
 }
@@ -294,21 +235,12 @@ pub async fn put_rule(
         .put_targets()
         .rule(&rule.name)
         .event_bus_name(bus)
-        .targets(
-            Target::builder()
-                .id("queue")
-                .arn(&arn)
-                .build()
-                .map_err(build)?,
-        )
+        .targets(Target::builder().id("queue").arn(&arn).build().map_err(build)?)
         .send()
         .await
         .map_err(|e| Error::backend("eventbridge.PutTargets", e))?;
     if out.failed_entry_count > 0 {
-        return Err(Error::backend(
-            "eventbridge.PutTargets",
-            "the queue target was refused",
-        ));
+        return Err(Error::backend("eventbridge.PutTargets", "the queue target was refused"));
     }
     let policy = json!({
         "Version": "2012-10-17",
@@ -335,9 +267,7 @@ pub async fn put_rule(
 async fn create_key(clients: &Clients, alias: &str) -> Result<String> {
     match clients.kms.describe_key().key_id(alias).send().await {
         Ok(_) => return Ok(alias.to_owned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_not_found_exception()) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
         Err(e) => return Err(Error::backend("kms.DescribeKey", e)),
     }
     let key_id = clients

@@ -53,9 +53,7 @@ pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
 
 /// A number attribute of an item, if present.
 pub(crate) fn get_n(item: &Item, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
 }
 
 /// Whether the item's TTL has passed.
@@ -70,9 +68,7 @@ pub(crate) fn doc<T: serde::de::DeserializeOwned>(item: &Item, what: &str) -> Re
 
 /// JSON for a document attribute.
 pub(crate) fn to_doc<T: serde::Serialize>(value: &T) -> Result<AttributeValue> {
-    serde_json::to_string(value)
-        .map(AttributeValue::S)
-        .map_err(|e| Error::backend("dynamodb.encode", e))
+    serde_json::to_string(value).map(AttributeValue::S).map_err(|e| Error::backend("dynamodb.encode", e))
 }
 
 pub(crate) fn tenant_pk(tenant: &impl std::fmt::Display) -> String {

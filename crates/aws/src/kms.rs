@@ -43,29 +43,19 @@ pub struct KmsSealer {
 
 impl std::fmt::Debug for KmsSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsSealer")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("KmsSealer").field("key_id", &self.key_id).finish_non_exhaustive()
     }
 }
 
 impl KmsSealer {
     /// A sealer using the KMS key `key_id` (id, ARN or `alias/…`).
     pub fn new(client: Client, key_id: impl Into<String>) -> Self {
-        Self {
-            client,
-            key_id: key_id.into(),
-            current: Mutex::new(None),
-            opened: Mutex::new(HashMap::new()),
-        }
+        Self { client, key_id: key_id.into(), current: Mutex::new(None), opened: Mutex::new(HashMap::new()) }
     }
 
     async fn data_key(&self) -> Result<([u8; KEY_LEN], Vec<u8>)> {
         {
-            let cur = self
-                .current
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(k) = cur.as_ref().filter(|k| k.made.elapsed() < DATA_KEY_REUSE) {
                 return Ok((k.plain, k.blob.clone()));
             }
@@ -83,31 +73,18 @@ impl KmsSealer {
             .plaintext()
             .map(Blob::as_ref)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                Error::backend("kms.GenerateDataKey", "no 256-bit plaintext key returned")
-            })?;
+            .ok_or_else(|| Error::backend("kms.GenerateDataKey", "no 256-bit plaintext key returned"))?;
         let blob = out
             .ciphertext_blob()
             .map(|b| b.as_ref().to_vec())
             .ok_or_else(|| Error::backend("kms.GenerateDataKey", "no ciphertext returned"))?;
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(DataKey {
-            plain,
-            blob: blob.clone(),
-            made: Instant::now(),
-        });
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(DataKey { plain, blob: blob.clone(), made: Instant::now() });
         Ok((plain, blob))
     }
 
     async fn open_key(&self, blob: &[u8]) -> Result<[u8; KEY_LEN]> {
-        if let Some(k) = self
-            .opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(blob)
-        {
+        if let Some(k) = self.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(blob) {
             return Ok(*k);
         }
         let out = self
@@ -123,13 +100,8 @@ impl KmsSealer {
             .plaintext()
             .map(Blob::as_ref)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                Error::Corrupt("sealed secrets: KMS returned no 256-bit key".to_owned())
-            })?;
-        let mut cache = self
-            .opened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .ok_or_else(|| Error::Corrupt("sealed secrets: KMS returned no 256-bit key".to_owned()))?;
+        let mut cache = self.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
@@ -143,8 +115,8 @@ impl Sealer for KmsSealer {
     async fn seal(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
         let plain = serde_json::to_vec(secrets).map_err(|e| Error::backend("sealer.encode", e))?;
         let (key, blob) = self.data_key().await?;
-        let blob_len = u16::try_from(blob.len())
-            .map_err(|_| Error::backend("kms.GenerateDataKey", "data key blob too long"))?;
+        let blob_len =
+            u16::try_from(blob.len()).map_err(|_| Error::backend("kms.GenerateDataKey", "data key blob too long"))?;
         let mut out = vec![FORMAT_KMS_V1];
         out.extend_from_slice(&blob_len.to_be_bytes());
         out.extend_from_slice(&blob);

@@ -7,16 +7,12 @@ use hookbridge_core::ports::{BatchOutcome, Receipt, ReceivedMessage};
 /// A record Lambda handed over without an id or receipt handle: it can be neither
 /// reported nor deleted, so the whole batch must fail rather than acknowledge it unread.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "an SQS record has no messageId or receiptHandle; failing the whole batch so nothing is acknowledged unread"
-)]
+#[error("an SQS record has no messageId or receiptHandle; failing the whole batch so nothing is acknowledged unread")]
 pub struct UnidentifiedRecord;
 
 fn record(m: SqsMessage) -> Result<ReceivedMessage, UnidentifiedRecord> {
     let attr = |k: &str| m.attributes.get(k).cloned();
-    let receive_count = attr("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let receive_count = attr("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
     let sent_at = attr("SentTimestamp")
         .and_then(|v| v.parse::<i64>().ok())
         .and_then(DateTime::<Utc>::from_timestamp_millis)

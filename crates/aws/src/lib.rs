@@ -66,22 +66,10 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         deliveries: Arc::new(deliveries::DynamoDeliveryStore::new(table.clone())),
         events: Arc::new(events::DynamoEventStore::new(table.clone())),
         idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table)),
-        bus: Arc::new(EventBridgeBus::new(
-            clients.eventbridge.clone(),
-            r.bus.clone(),
-        )),
-        ingest_queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            r.ingest_queue_url.clone(),
-        )),
-        delivery_queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            r.delivery_queue_url.clone(),
-        )),
-        verify_queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            r.verify_queue_url.clone(),
-        )),
+        bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
+        ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),
+        delivery_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.delivery_queue_url.clone())),
+        verify_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.verify_queue_url.clone())),
         sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
     }
 }

@@ -5,13 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Utc};
-use hookbridge_core::ports::{
-    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage,
-};
+use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::{Error, Result};
 
 /// Rounds of retrying entries SQS refused in a batch.
@@ -52,17 +49,10 @@ impl Queue for SqsQueue {
 
     async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
         if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
-            return Err(Error::TooLarge(
-                "a send delay is longer than 15 minutes".to_owned(),
-            ));
+            return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
         }
-        let chunks = messages
-            .chunks(MAX_BATCH)
-            .map(|chunk| self.send_chunk(chunk));
-        futures::future::join_all(chunks)
-            .await
-            .into_iter()
-            .collect()
+        let chunks = messages.chunks(MAX_BATCH).map(|chunk| self.send_chunk(chunk));
+        futures::future::join_all(chunks).await.into_iter().collect()
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
@@ -77,12 +67,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| Error::backend("sqs.ReceiveMessage", e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(received)
-            .collect())
+        Ok(out.messages.unwrap_or_default().into_iter().filter_map(received).collect())
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
@@ -109,11 +94,7 @@ impl Queue for SqsQueue {
             for f in out.failed() {
                 // A stale receipt: the message was received again since; its new receiver
                 // owns it now, as on SQS.
-                tracing::warn!(
-                    queue = self.name,
-                    code = f.code(),
-                    "delete refused for one message"
-                );
+                tracing::warn!(queue = self.name, code = f.code(), "delete refused for one message");
             }
         }
         Ok(())
@@ -178,35 +159,24 @@ impl SqsQueue {
                 .send()
                 .await
                 .map_err(|e| Error::backend("sqs.SendMessageBatch", e))?;
-            let failed: Vec<(String, bool)> = out
-                .failed()
-                .iter()
-                .map(|f| (f.id().to_owned(), f.sender_fault()))
-                .collect();
+            let failed: Vec<(String, bool)> =
+                out.failed().iter().map(|f| (f.id().to_owned(), f.sender_fault())).collect();
             if let Some((_, _)) = failed.iter().find(|(_, sender_fault)| *sender_fault) {
-                return Err(Error::backend(
-                    "sqs.SendMessageBatch",
-                    "a message was refused as invalid",
-                ));
+                return Err(Error::backend("sqs.SendMessageBatch", "a message was refused as invalid"));
             }
             pending.retain(|(i, _)| failed.iter().any(|(id, _)| *id == i.to_string()));
             if pending.is_empty() {
                 return Ok(());
             }
         }
-        Err(Error::backend(
-            "sqs.SendMessageBatch",
-            format!("{} messages could not be sent", pending.len()),
-        ))
+        Err(Error::backend("sqs.SendMessageBatch", format!("{} messages could not be sent", pending.len())))
     }
 }
 
 fn received(m: aws_sdk_sqs::types::Message) -> Option<ReceivedMessage> {
     let attrs = m.attributes.unwrap_or_default();
-    let receive_count = attrs
-        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let receive_count =
+        attrs.get(&MessageSystemAttributeName::ApproximateReceiveCount).and_then(|v| v.parse().ok()).unwrap_or(1);
     let sent_at = attrs
         .get(&MessageSystemAttributeName::SentTimestamp)
         .and_then(|v| v.parse::<i64>().ok())

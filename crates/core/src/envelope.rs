@@ -66,11 +66,7 @@ pub enum EnvelopeError {
 
 impl Envelope {
     /// Parses an envelope as the bus delivered it, filling a missing `account` and `region`.
-    pub fn from_bus_json(
-        bytes: &str,
-        default_account: &str,
-        default_region: &str,
-    ) -> Result<Self, EnvelopeError> {
+    pub fn from_bus_json(bytes: &str, default_account: &str, default_region: &str) -> Result<Self, EnvelopeError> {
         let mut env: Envelope = serde_json::from_str(bytes).map_err(EnvelopeError::Shape)?;
         if env.account.is_empty() {
             default_account.clone_into(&mut env.account);
@@ -110,13 +106,7 @@ pub struct BusEntry {
 
 impl BusEntry {
     /// The envelope the bus would deliver for this entry.
-    pub fn into_envelope(
-        self,
-        id: EventId,
-        account: &str,
-        region: &str,
-        now: DateTime<Utc>,
-    ) -> Envelope {
+    pub fn into_envelope(self, id: EventId, account: &str, region: &str, now: DateTime<Utc>) -> Envelope {
         Envelope {
             version: "0".to_owned(),
             id,
@@ -178,9 +168,7 @@ pub mod bus_time {
     /// Reads any RFC 3339 time.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
     }
 }
 
@@ -199,9 +187,7 @@ mod tests {
 
     #[test]
     fn missing_account_and_region_are_filled() {
-        let no_account = HYPR
-            .replace(r#""account":"527127228484","#, "")
-            .replace(r#""region":"us-east-1","#, "");
+        let no_account = HYPR.replace(r#""account":"527127228484","#, "").replace(r#""region":"us-east-1","#, "");
         let env = Envelope::from_bus_json(&no_account, "123456789012", "eu-west-1").unwrap();
         assert_eq!(env.account, "123456789012");
         assert_eq!(env.region, "eu-west-1");
@@ -210,8 +196,7 @@ mod tests {
 
     #[test]
     fn detail_without_tenant_is_a_routing_error() {
-        let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, ""), "a", "r")
-            .unwrap();
+        let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, ""), "a", "r").unwrap();
         assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))));
     }
 
@@ -225,9 +210,6 @@ mod tests {
 
     #[test]
     fn not_an_envelope_is_a_shape_error() {
-        assert!(matches!(
-            Envelope::from_bus_json("{\"hello\":1}", "a", "r"),
-            Err(EnvelopeError::Shape(_))
-        ));
+        assert!(matches!(Envelope::from_bus_json("{\"hello\":1}", "a", "r"), Err(EnvelopeError::Shape(_))));
     }
 }

@@ -36,10 +36,7 @@ pub enum Error {
 impl Error {
     /// Wraps a backend error with the operation it came from.
     pub fn backend(operation: &'static str, source: impl Into<BoxError>) -> Self {
-        Self::Backend {
-            operation,
-            source: source.into(),
-        }
+        Self::Backend { operation, source: source.into() }
     }
 }
 

@@ -21,10 +21,7 @@ impl Default for DisableRule {
     /// overnight outage never disables a hook, short enough that a dead endpoint stops
     /// costing requests within the retry schedule of its first events.
     fn default() -> Self {
-        Self {
-            failing_for: Duration::from_secs(24 * 60 * 60),
-            min_failures: 10,
-        }
+        Self { failing_for: Duration::from_secs(24 * 60 * 60), min_failures: 10 }
     }
 }
 
@@ -47,16 +44,11 @@ impl DisableRule {
         let since = *h.failing_since.get_or_insert(now);
         let failing = (now - since).to_std().unwrap_or(Duration::ZERO);
         let disable = failing >= self.failing_for && h.consecutive_failures >= self.min_failures;
-        let warn_due = failing >= self.failing_for / 2
-            && h.consecutive_failures >= self.min_failures.div_ceil(2);
+        let warn_due = failing >= self.failing_for / 2 && h.consecutive_failures >= self.min_failures.div_ceil(2);
         // The warning always precedes the disable, even when both are reached at once.
         let warn = !h.warned && (warn_due || disable);
         h.warned |= warn;
-        AfterFailure {
-            health: h,
-            warn,
-            disable,
-        }
+        AfterFailure { health: h, warn, disable }
     }
 }
 
@@ -68,20 +60,13 @@ pub const LAST_SUCCESS_RESOLUTION: Duration = Duration::from_secs(60);
 /// (a healthy hook whose `last_success_at` is recent), keeping the happy path to one
 /// write per attempt.
 pub fn after_success(health: &Health, now: DateTime<Utc>) -> Option<Health> {
-    let healthy =
-        health.consecutive_failures == 0 && health.failing_since.is_none() && !health.warned;
-    let fresh = health
-        .last_success_at
-        .is_some_and(|t| (now - t).to_std().unwrap_or(Duration::ZERO) < LAST_SUCCESS_RESOLUTION);
+    let healthy = health.consecutive_failures == 0 && health.failing_since.is_none() && !health.warned;
+    let fresh =
+        health.last_success_at.is_some_and(|t| (now - t).to_std().unwrap_or(Duration::ZERO) < LAST_SUCCESS_RESOLUTION);
     if healthy && fresh {
         return None;
     }
-    Some(Health {
-        consecutive_failures: 0,
-        failing_since: None,
-        last_success_at: Some(now),
-        warned: false,
-    })
+    Some(Health { consecutive_failures: 0, failing_since: None, last_success_at: Some(now), warned: false })
 }
 
 #[cfg(test)]
@@ -94,10 +79,7 @@ mod tests {
 
     #[test]
     fn disables_only_after_both_time_and_count() {
-        let rule = DisableRule {
-            failing_for: Duration::from_secs(100),
-            min_failures: 4,
-        };
+        let rule = DisableRule { failing_for: Duration::from_secs(100), min_failures: 4 };
         let mut h = Health::default();
         let mut events = Vec::new();
         for (i, t) in [0, 10, 20, 30, 60, 200].into_iter().enumerate() {
@@ -123,10 +105,7 @@ mod tests {
 
     #[test]
     fn warning_precedes_disable_when_reached_together() {
-        let rule = DisableRule {
-            failing_for: Duration::from_secs(10),
-            min_failures: 2,
-        };
+        let rule = DisableRule { failing_for: Duration::from_secs(10), min_failures: 2 };
         let h = rule.after_failure(&Health::default(), at(0)).health;
         let r = rule.after_failure(&h, at(20));
         assert!(r.warn && r.disable);
@@ -148,13 +127,8 @@ mod tests {
         let first = after_success(&Health::default(), at(0)).unwrap();
         assert_eq!(first.last_success_at, Some(at(0)));
         assert_eq!(after_success(&first, at(30)), None);
-        assert_eq!(
-            after_success(&first, at(61)).unwrap().last_success_at,
-            Some(at(61))
-        );
-        let failing = DisableRule::default()
-            .after_failure(&Health::default(), at(0))
-            .health;
+        assert_eq!(after_success(&first, at(61)).unwrap().last_success_at, Some(at(61)));
+        let failing = DisableRule::default().after_failure(&Health::default(), at(0)).health;
         let healed = after_success(&failing, at(5)).unwrap();
         assert_eq!(healed.consecutive_failures, 0);
         assert_eq!(healed.failing_since, None);

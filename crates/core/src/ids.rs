@@ -18,13 +18,9 @@ pub struct InvalidId {
 /// and "creation order" hold for everything made here.
 pub fn monotonic_ulid() -> Ulid {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
-    let mut g = GENERATOR
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut g = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The generator only fails when 2^80 ids were made in one millisecond.
-    g.get_or_insert_with(ulid::Generator::new)
-        .generate()
-        .unwrap_or_else(|_| Ulid::new())
+    g.get_or_insert_with(ulid::Generator::new).generate().unwrap_or_else(|_| Ulid::new())
 }
 
 macro_rules! ulid_id {

@@ -70,8 +70,7 @@ pub mod event_type {
     pub const HOOK_TEST: &str = "hook.test";
 
     /// The lifecycle events the verifier acts on (the verify queue's rule).
-    pub const VERIFIER_TRIGGERS: &[&str] =
-        &[HOOK_CREATED, HOOK_UPDATED, HOOK_VERIFICATION_REQUESTED];
+    pub const VERIFIER_TRIGGERS: &[&str] = &[HOOK_CREATED, HOOK_UPDATED, HOOK_VERIFICATION_REQUESTED];
 }
 
 /// The `detail` of the platform's own events.

@@ -49,9 +49,7 @@ pub fn classify(sent: Sent) -> Disposition {
             _ => Disposition::Retryable(ErrorClass::Http5xx),
         },
         Sent::NoResponse(class) => match class {
-            ErrorClass::SsrfBlocked | ErrorClass::Redirect | ErrorClass::Http4xx => {
-                Disposition::Permanent(class)
-            }
+            ErrorClass::SsrfBlocked | ErrorClass::Redirect | ErrorClass::Http4xx => Disposition::Permanent(class),
             ErrorClass::Dns
             | ErrorClass::Connect
             | ErrorClass::Tls
@@ -114,10 +112,7 @@ mod tests {
     use super::*;
 
     fn status(s: u16) -> Sent {
-        Sent::Response {
-            status: s,
-            retry_after: None,
-        }
+        Sent::Response { status: s, retry_after: None }
     }
 
     #[test]
@@ -130,56 +125,32 @@ mod tests {
     #[test]
     fn redirects_fail_without_retry() {
         for s in [301, 302, 307, 308] {
-            assert_eq!(
-                classify(status(s)),
-                Disposition::Permanent(ErrorClass::Redirect)
-            );
+            assert_eq!(classify(status(s)), Disposition::Permanent(ErrorClass::Redirect));
         }
     }
 
     #[test]
     fn throttling_and_server_errors_retry() {
-        assert_eq!(
-            classify(status(408)),
-            Disposition::Retryable(ErrorClass::Http429)
-        );
-        assert_eq!(
-            classify(status(429)),
-            Disposition::Retryable(ErrorClass::Http429)
-        );
+        assert_eq!(classify(status(408)), Disposition::Retryable(ErrorClass::Http429));
+        assert_eq!(classify(status(429)), Disposition::Retryable(ErrorClass::Http429));
         for s in [500, 502, 503, 504, 599] {
-            assert_eq!(
-                classify(status(s)),
-                Disposition::Retryable(ErrorClass::Http5xx)
-            );
+            assert_eq!(classify(status(s)), Disposition::Retryable(ErrorClass::Http5xx));
         }
     }
 
     #[test]
     fn other_4xx_fail_at_once_and_410_disables() {
         for s in [400, 401, 403, 404, 409, 413, 422] {
-            assert_eq!(
-                classify(status(s)),
-                Disposition::Permanent(ErrorClass::Http4xx)
-            );
+            assert_eq!(classify(status(s)), Disposition::Permanent(ErrorClass::Http4xx));
         }
         assert_eq!(classify(status(410)), Disposition::Gone);
-        assert_eq!(
-            decide(status(410), 1, &RetrySchedule::default(), 0.0),
-            Decision::FailedAndDisable
-        );
+        assert_eq!(decide(status(410), 1, &RetrySchedule::default(), 0.0), Decision::FailedAndDisable);
         assert_eq!(error_class(status(410)), Some(ErrorClass::Http4xx));
     }
 
     #[test]
     fn network_failures_retry_and_blocked_addresses_do_not() {
-        for c in [
-            ErrorClass::Dns,
-            ErrorClass::Connect,
-            ErrorClass::Tls,
-            ErrorClass::Timeout,
-            ErrorClass::Auth,
-        ] {
+        for c in [ErrorClass::Dns, ErrorClass::Connect, ErrorClass::Tls, ErrorClass::Timeout, ErrorClass::Auth] {
             assert_eq!(classify(Sent::NoResponse(c)), Disposition::Retryable(c));
         }
         assert_eq!(
@@ -192,35 +163,17 @@ mod tests {
     fn schedule_runs_out_into_exhausted_failure() {
         let s = RetrySchedule::parse("1s,2s").unwrap();
         let fail = status(503);
-        assert_eq!(
-            decide(fail, 1, &s, 0.0),
-            Decision::RetryIn(Duration::from_secs(1))
-        );
-        assert_eq!(
-            decide(fail, 2, &s, 0.0),
-            Decision::RetryIn(Duration::from_secs(2))
-        );
-        assert_eq!(
-            decide(fail, 3, &s, 0.0),
-            Decision::Failed { exhausted: true }
-        );
-        assert_eq!(
-            decide(status(400), 1, &s, 0.0),
-            Decision::Failed { exhausted: false }
-        );
+        assert_eq!(decide(fail, 1, &s, 0.0), Decision::RetryIn(Duration::from_secs(1)));
+        assert_eq!(decide(fail, 2, &s, 0.0), Decision::RetryIn(Duration::from_secs(2)));
+        assert_eq!(decide(fail, 3, &s, 0.0), Decision::Failed { exhausted: true });
+        assert_eq!(decide(status(400), 1, &s, 0.0), Decision::Failed { exhausted: false });
         assert_eq!(decide(status(204), 3, &s, 0.0), Decision::Succeeded);
     }
 
     #[test]
     fn retry_after_is_honoured_through_decide() {
         let s = RetrySchedule::parse("10s").unwrap();
-        let sent = Sent::Response {
-            status: 429,
-            retry_after: Some(Duration::from_secs(15)),
-        };
-        assert_eq!(
-            decide(sent, 1, &s, 0.7),
-            Decision::RetryIn(Duration::from_secs(15))
-        );
+        let sent = Sent::Response { status: 429, retry_after: Some(Duration::from_secs(15)) };
+        assert_eq!(decide(sent, 1, &s, 0.7), Decision::RetryIn(Duration::from_secs(15)));
     }
 }

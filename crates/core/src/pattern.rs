@@ -96,9 +96,7 @@ impl Serialize for EventTypePattern {
 
 impl<'de> Deserialize<'de> for EventTypePattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -167,10 +165,7 @@ mod tests {
     #[test]
     fn invalid_patterns() {
         assert_eq!("".parse::<EventTypePattern>(), Err(InvalidPattern::Length));
-        assert_eq!(
-            "a b".parse::<EventTypePattern>(),
-            Err(InvalidPattern::Character)
-        );
+        assert_eq!("a b".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
         assert!("x".repeat(129).parse::<EventTypePattern>().is_err());
     }
 }

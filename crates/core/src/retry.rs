@@ -27,27 +27,17 @@ impl Default for RetrySchedule {
         const MIN: u64 = 60;
         const HOUR: u64 = 60 * MIN;
         Self {
-            delays: [
-                5,
-                5 * MIN,
-                30 * MIN,
-                2 * HOUR,
-                5 * HOUR,
-                10 * HOUR,
-                10 * HOUR,
-            ]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect(),
+            delays: [5, 5 * MIN, 30 * MIN, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
         }
     }
 }
 
 /// Why a schedule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "retry schedule must be a comma-separated list of durations like 5s,5m,2h, each at most 12h: {0}"
-)]
+#[error("retry schedule must be a comma-separated list of durations like 5s,5m,2h, each at most 12h: {0}")]
 pub struct InvalidSchedule(String);
 
 impl RetrySchedule {
@@ -87,12 +77,7 @@ impl RetrySchedule {
     /// from the receiver replaces the jittered delay but is held within
     /// [scheduled, 2 × scheduled]: a receiver may slow us down, not stall a delivery for
     /// days or make us hammer it.
-    pub fn delay_after(
-        &self,
-        attempt: u32,
-        jitter: f64,
-        retry_after: Option<Duration>,
-    ) -> Option<Duration> {
+    pub fn delay_after(&self, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
         let base = *self.delays.get(attempt.checked_sub(1)? as usize)?;
         let delay = match retry_after {
             Some(ra) => ra.clamp(base, base.saturating_mul(2)),
@@ -124,9 +109,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
     (at - now).to_std().ok().or(Some(Duration::ZERO))
 }
 
@@ -139,10 +122,7 @@ mod tests {
         let s = RetrySchedule::default();
         assert_eq!(s.max_attempts(), 8);
         assert_eq!(s.delay_after(1, 0.0, None), Some(Duration::from_secs(5)));
-        assert_eq!(
-            s.delay_after(7, 0.0, None),
-            Some(Duration::from_secs(36_000))
-        );
+        assert_eq!(s.delay_after(7, 0.0, None), Some(Duration::from_secs(36_000)));
         assert_eq!(s.delay_after(8, 0.0, None), None);
         assert_eq!(s.delay_after(0, 0.0, None), None);
     }
@@ -159,22 +139,10 @@ mod tests {
     fn retries_429_no_sooner_than_retry_after_and_no_later_than_twice_the_schedule() {
         let s = RetrySchedule::default();
         let five_min = Duration::from_secs(300);
-        assert_eq!(
-            s.delay_after(2, 0.0, Some(Duration::from_secs(400))),
-            Some(Duration::from_secs(400))
-        );
-        assert_eq!(
-            s.delay_after(2, 0.0, Some(Duration::from_secs(1))),
-            Some(five_min)
-        );
-        assert_eq!(
-            s.delay_after(2, 0.0, Some(Duration::from_secs(99_999))),
-            Some(five_min * 2)
-        );
-        assert_eq!(
-            s.delay_after(7, 0.0, Some(Duration::from_secs(99_999))),
-            Some(MAX_QUEUE_DELAY)
-        );
+        assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(400))), Some(Duration::from_secs(400)));
+        assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(1))), Some(five_min));
+        assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(99_999))), Some(five_min * 2));
+        assert_eq!(s.delay_after(7, 0.0, Some(Duration::from_secs(99_999))), Some(MAX_QUEUE_DELAY));
     }
 
     #[test]
@@ -182,12 +150,7 @@ mod tests {
         let s = RetrySchedule::parse("100ms, 2s,1m,1h").unwrap();
         assert_eq!(
             s.delays(),
-            &[
-                Duration::from_millis(100),
-                Duration::from_secs(2),
-                Duration::from_secs(60),
-                Duration::from_secs(3600)
-            ]
+            &[Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(60), Duration::from_secs(3600)]
         );
         assert!(RetrySchedule::parse("5x").is_err());
         assert!(RetrySchedule::parse("13h").is_err());
@@ -196,21 +159,10 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

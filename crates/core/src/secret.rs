@@ -78,27 +78,17 @@ impl SigningSecret {
         let mut key = vec![0u8; GENERATED_SECRET_BYTES];
         rand::fill(&mut key[..]);
         let text = format!("{SIGNING_SECRET_PREFIX}{}", STANDARD.encode(&key));
-        Self {
-            text: Secret::new(text),
-            key,
-        }
+        Self { text: Secret::new(text), key }
     }
 
     /// Parses `whsec_<base64>`.
     pub fn parse(text: &str) -> Result<Self, InvalidSigningSecret> {
-        let b64 = text
-            .strip_prefix(SIGNING_SECRET_PREFIX)
-            .ok_or(InvalidSigningSecret::Prefix)?;
-        let key = STANDARD
-            .decode(b64)
-            .map_err(|_| InvalidSigningSecret::Base64)?;
+        let b64 = text.strip_prefix(SIGNING_SECRET_PREFIX).ok_or(InvalidSigningSecret::Prefix)?;
+        let key = STANDARD.decode(b64).map_err(|_| InvalidSigningSecret::Base64)?;
         if !(SIGNING_SECRET_MIN_BYTES..=SIGNING_SECRET_MAX_BYTES).contains(&key.len()) {
             return Err(InvalidSigningSecret::Length(key.len()));
         }
-        Ok(Self {
-            text: Secret::new(text),
-            key,
-        })
+        Ok(Self { text: Secret::new(text), key })
     }
 
     /// The HMAC key bytes.
@@ -153,17 +143,8 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_secrets() {
-        assert_eq!(
-            SigningSecret::parse("abc"),
-            Err(InvalidSigningSecret::Prefix)
-        );
-        assert_eq!(
-            SigningSecret::parse("whsec_!!!"),
-            Err(InvalidSigningSecret::Base64)
-        );
-        assert_eq!(
-            SigningSecret::parse("whsec_AAAA"),
-            Err(InvalidSigningSecret::Length(3))
-        );
+        assert_eq!(SigningSecret::parse("abc"), Err(InvalidSigningSecret::Prefix));
+        assert_eq!(SigningSecret::parse("whsec_!!!"), Err(InvalidSigningSecret::Base64));
+        assert_eq!(SigningSecret::parse("whsec_AAAA"), Err(InvalidSigningSecret::Length(3)));
     }
 }

@@ -59,18 +59,12 @@ pub struct Defaults {
 impl Defaults {
     /// The local runner: `local-dev-secret`, plain http and loopback allowed.
     pub fn local() -> Self {
-        Self {
-            jwt_secret: Some("local-dev-secret"),
-            network: NetworkPolicy::local(),
-        }
+        Self { jwt_secret: Some("local-dev-secret"), network: NetworkPolicy::local() }
     }
 
     /// A cloud deployment: the JWT secret is required and nothing private is reachable.
     pub fn cloud() -> Self {
-        Self {
-            jwt_secret: None,
-            network: NetworkPolicy::default(),
-        }
+        Self { jwt_secret: None, network: NetworkPolicy::default() }
     }
 }
 
@@ -100,10 +94,7 @@ pub struct Settings {
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
     let text = text.trim();
     let parsed = match text.strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .ok()
-            .map(|d| Duration::from_secs(d * 86_400)),
+        Some(days) => days.parse::<u64>().ok().map(|d| Duration::from_secs(d * 86_400)),
         None => parse_duration(text),
     };
     parsed.ok_or_else(|| SettingsError {
@@ -114,10 +105,7 @@ fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
 
 impl Settings {
     /// Reads settings through `get` (normally `std::env::var`).
-    pub fn from_lookup(
-        get: impl Fn(&str) -> Option<String>,
-        defaults: &Defaults,
-    ) -> Result<Self, SettingsError> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, defaults: &Defaults) -> Result<Self, SettingsError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let jwt_secret = match (var(JWT_SECRET), defaults.jwt_secret) {
             (Some(s), _) => Secret::new(s),
@@ -125,7 +113,9 @@ impl Settings {
             (None, None) => {
                 return Err(SettingsError {
                     variable: JWT_SECRET,
-                    message: "is required: set it to the key your API tokens are signed with (at least 32 random bytes)".to_owned(),
+                    message:
+                        "is required: set it to the key your API tokens are signed with (at least 32 random bytes)"
+                            .to_owned(),
                 });
             }
         };
@@ -133,10 +123,7 @@ impl Settings {
         if let Some(v) = var(VISIBILITY_TIMEOUT) {
             let d = duration(VISIBILITY_TIMEOUT, &v)?;
             if d < Duration::from_secs(1) {
-                return Err(SettingsError {
-                    variable: VISIBILITY_TIMEOUT,
-                    message: "must be at least 1s".to_owned(),
-                });
+                return Err(SettingsError { variable: VISIBILITY_TIMEOUT, message: "must be at least 1s".to_owned() });
             }
             topology.ingest.visibility_timeout = d;
             topology.delivery.visibility_timeout = d;
@@ -169,10 +156,8 @@ impl Settings {
                 .collect::<Result<_, _>>()?;
         }
         let schedule = match var(RETRY_SCHEDULE) {
-            Some(v) => RetrySchedule::parse(&v).map_err(|e| SettingsError {
-                variable: RETRY_SCHEDULE,
-                message: e.to_string(),
-            })?,
+            Some(v) => RetrySchedule::parse(&v)
+                .map_err(|e| SettingsError { variable: RETRY_SCHEDULE, message: e.to_string() })?,
             None => RetrySchedule::default(),
         };
         if schedule.max_attempts() >= topology.delivery.max_receive_count {
@@ -224,10 +209,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |k| m.get(k).cloned()
     }
 
@@ -283,10 +265,7 @@ mod tests {
 
     impl Defaults {
         fn clone_with_secret(&self) -> Self {
-            Self {
-                jwt_secret: Some("x"),
-                ..self.clone()
-            }
+            Self { jwt_secret: Some("x"), ..self.clone() }
         }
     }
 }

@@ -32,12 +32,7 @@ fn mac(key: &[u8]) -> HmacSha256 {
 }
 
 /// One Standard Webhooks signature, `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>`.
-pub fn standard_signature(
-    secret: &SigningSecret,
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
+pub fn standard_signature(secret: &SigningSecret, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut m = mac(secret.key());
     m.update(msg_id.as_bytes());
     m.update(b".");
@@ -55,11 +50,7 @@ pub fn standard_signature_header<'a>(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    secrets
-        .into_iter()
-        .map(|s| standard_signature(s, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    secrets.into_iter().map(|s| standard_signature(s, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// Keycloak's signature: lowercase hex HMAC-SHA256 of the body, keyed (as Keycloak keys
@@ -99,11 +90,7 @@ pub fn verify_standard(
         .split(' ')
         .filter(|s| s.starts_with("v1,"))
         .any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())));
-    if found {
-        Ok(())
-    } else {
-        Err(VerifyError::Signature)
-    }
+    if found { Ok(()) } else { Err(VerifyError::Signature) }
 }
 
 #[cfg(test)]
@@ -121,41 +108,17 @@ mod tests {
     #[test]
     fn published_vector_signs() {
         let s = SigningSecret::parse(VECTOR_SECRET).unwrap();
-        assert_eq!(
-            standard_signature(&s, VECTOR_ID, VECTOR_TS, VECTOR_BODY.as_bytes()),
-            VECTOR_SIG
-        );
+        assert_eq!(standard_signature(&s, VECTOR_ID, VECTOR_TS, VECTOR_BODY.as_bytes()), VECTOR_SIG);
     }
 
     #[test]
     fn published_vector_verifies_and_tampering_fails() {
         let s = SigningSecret::parse(VECTOR_SECRET).unwrap();
-        let ok = verify_standard(
-            &s,
-            VECTOR_ID,
-            VECTOR_TS,
-            VECTOR_SIG,
-            VECTOR_BODY.as_bytes(),
-            VECTOR_TS + 10,
-        );
+        let ok = verify_standard(&s, VECTOR_ID, VECTOR_TS, VECTOR_SIG, VECTOR_BODY.as_bytes(), VECTOR_TS + 10);
         assert_eq!(ok, Ok(()));
-        let tampered = verify_standard(
-            &s,
-            VECTOR_ID,
-            VECTOR_TS,
-            VECTOR_SIG,
-            b"{\"test\": 1}",
-            VECTOR_TS,
-        );
+        let tampered = verify_standard(&s, VECTOR_ID, VECTOR_TS, VECTOR_SIG, b"{\"test\": 1}", VECTOR_TS);
         assert_eq!(tampered, Err(VerifyError::Signature));
-        let stale = verify_standard(
-            &s,
-            VECTOR_ID,
-            VECTOR_TS,
-            VECTOR_SIG,
-            VECTOR_BODY.as_bytes(),
-            VECTOR_TS + 301,
-        );
+        let stale = verify_standard(&s, VECTOR_ID, VECTOR_TS, VECTOR_SIG, VECTOR_BODY.as_bytes(), VECTOR_TS + 301);
         assert_eq!(stale, Err(VerifyError::Timestamp));
     }
 
@@ -165,19 +128,10 @@ mod tests {
         let new = SigningSecret::generate();
         let header = standard_signature_header([&new, &old], "id", 10, b"body");
         assert_eq!(header.split(' ').count(), 2);
-        assert_eq!(
-            verify_standard(&old, "id", 10, &header, b"body", 10),
-            Ok(())
-        );
-        assert_eq!(
-            verify_standard(&new, "id", 10, &header, b"body", 10),
-            Ok(())
-        );
+        assert_eq!(verify_standard(&old, "id", 10, &header, b"body", 10), Ok(()));
+        assert_eq!(verify_standard(&new, "id", 10, &header, b"body", 10), Ok(()));
         let other = SigningSecret::generate();
-        assert_eq!(
-            verify_standard(&other, "id", 10, &header, b"body", 10),
-            Err(VerifyError::Signature)
-        );
+        assert_eq!(verify_standard(&other, "id", 10, &header, b"body", 10), Err(VerifyError::Signature));
     }
 
     #[test]
@@ -190,6 +144,5 @@ mod tests {
         assert_eq!(sig, KEYCLOAK_EXPECTED);
     }
 
-    const KEYCLOAK_EXPECTED: &str =
-        "45ec03b2b33403c8043a90de06bedad0827183927115fd7e448ef97eeb13c5be";
+    const KEYCLOAK_EXPECTED: &str = "45ec03b2b33403c8043a90de06bedad0827183927115fd7e448ef97eeb13c5be";
 }

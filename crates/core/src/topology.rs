@@ -76,10 +76,7 @@ impl Topology {
                 name: format!("{}-hook-lifecycle", self.bus),
                 pattern: RulePattern {
                     source: SourceMatch::Exactly(PLATFORM_SOURCE.to_owned()),
-                    detail_types: event_type::VERIFIER_TRIGGERS
-                        .iter()
-                        .map(|s| (*s).to_owned())
-                        .collect(),
+                    detail_types: event_type::VERIFIER_TRIGGERS.iter().map(|s| (*s).to_owned()).collect(),
                 },
                 target_queue: self.verify.name.clone(),
             },

@@ -38,9 +38,7 @@ pub async fn handle(worker: &Worker, messages: &[ReceivedMessage]) -> BatchOutco
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "cannot load what the batch needs; it will be retried");
-            return BatchOutcome {
-                failed: messages.iter().map(|m| m.id.clone()).collect(),
-            };
+            return BatchOutcome { failed: messages.iter().map(|m| m.id.clone()).collect() };
         }
     };
     let done = send::send_all(worker, jobs).await;

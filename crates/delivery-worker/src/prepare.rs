@@ -19,11 +19,7 @@ pub(crate) enum Job<'a> {
     /// Not a delivery task: fail it until the DLQ takes it.
     Poison(&'a ReceivedMessage),
     /// Record `CANCELLED` and acknowledge.
-    Cancel {
-        message: &'a ReceivedMessage,
-        key: DeliveryKey,
-        reason: String,
-    },
+    Cancel { message: &'a ReceivedMessage, key: DeliveryKey, reason: String },
     /// Send it.
     Send(Box<Ready<'a>>),
 }
@@ -40,26 +36,19 @@ pub(crate) struct Ready<'a> {
 /// A parsed delivery task: which delivery, and its envelope when it rode in the message.
 type Task = (DeliveryKey, Option<String>);
 
-pub(crate) async fn prepare<'a>(
-    w: &Worker,
-    messages: &'a [ReceivedMessage],
-) -> hookbridge_core::Result<Vec<Job<'a>>> {
+pub(crate) async fn prepare<'a>(w: &Worker, messages: &'a [ReceivedMessage]) -> hookbridge_core::Result<Vec<Job<'a>>> {
     let tasks: Vec<(&ReceivedMessage, Option<Task>)> = messages
         .iter()
         .map(|m| {
-            let task = serde_json::from_str::<DeliveryTask>(&m.body)
-                .ok()
-                .map(|t| match t {
-                    DeliveryTask::V1 { delivery, body } => (delivery, body),
-                });
+            let task = serde_json::from_str::<DeliveryTask>(&m.body).ok().map(|t| match t {
+                DeliveryTask::V1 { delivery, body } => (delivery, body),
+            });
             (m, task)
         })
         .collect();
 
-    let mut wanted: Vec<(TenantId, HookId)> = tasks
-        .iter()
-        .filter_map(|(_, t)| t.as_ref().map(|(k, _)| (k.tenant.clone(), k.hook_id)))
-        .collect();
+    let mut wanted: Vec<(TenantId, HookId)> =
+        tasks.iter().filter_map(|(_, t)| t.as_ref().map(|(k, _)| (k.tenant.clone(), k.hook_id))).collect();
     wanted.sort();
     wanted.dedup();
     let mut hooks: HashMap<HookId, (Arc<Hook>, Option<Arc<HookSecrets>>)> = HashMap::new();
@@ -72,34 +61,18 @@ pub(crate) async fn prepare<'a>(
     for (message, task) in tasks {
         let Some((key, body)) = task else {
             tracing::error!(message_id = %message.id, "not a delivery task; it will reach the dead-letter queue");
-            if let Err(e) = w
-                .backend
-                .delivery_queue
-                .retry_after(&message.receipt, Duration::ZERO)
-                .await
-            {
+            if let Err(e) = w.backend.delivery_queue.retry_after(&message.receipt, Duration::ZERO).await {
                 tracing::warn!(message_id = %message.id, error = %e, "could not return a malformed message early");
             }
             jobs.push(Job::Poison(message));
             continue;
         };
-        let Some((hook, secrets)) = hooks
-            .get_mut(&key.hook_id)
-            .filter(|(h, _)| h.tenant == key.tenant)
-        else {
-            jobs.push(Job::Cancel {
-                message,
-                key,
-                reason: Undeliverable::Deleted.to_string(),
-            });
+        let Some((hook, secrets)) = hooks.get_mut(&key.hook_id).filter(|(h, _)| h.tenant == key.tenant) else {
+            jobs.push(Job::Cancel { message, key, reason: Undeliverable::Deleted.to_string() });
             continue;
         };
         if let Err(why) = hook.deliverable() {
-            jobs.push(Job::Cancel {
-                message,
-                key,
-                reason: why.to_string(),
-            });
+            jobs.push(Job::Cancel { message, key, reason: why.to_string() });
             continue;
         }
         let secrets = match secrets {
@@ -121,23 +94,13 @@ pub(crate) async fn prepare<'a>(
                         b
                     }
                     None => {
-                        jobs.push(Job::Cancel {
-                            message,
-                            key,
-                            reason: "event no longer kept".to_owned(),
-                        });
+                        jobs.push(Job::Cancel { message, key, reason: "event no longer kept".to_owned() });
                         continue;
                     }
                 },
             },
         };
-        jobs.push(Job::Send(Box::new(Ready {
-            message,
-            key,
-            hook: hook.clone(),
-            secrets,
-            body,
-        })));
+        jobs.push(Job::Send(Box::new(Ready { message, key, hook: hook.clone(), secrets, body })));
     }
     Ok(jobs)
 }

@@ -46,11 +46,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
     for d in done {
         match d {
             Done::Skipped(Job::Poison(m)) => outcome.failed.push(m.id.clone()),
-            Done::Skipped(Job::Cancel {
-                message,
-                key,
-                reason,
-            }) => {
+            Done::Skipped(Job::Cancel { message, key, reason }) => {
                 all_ids.push(message.id.clone());
                 tracing::info!(hook_id = %key.hook_id, delivery_id = %key.delivery_id, tenant = %key.tenant, reason, "delivery cancelled");
                 updates.push(DeliveryUpdate {
@@ -96,11 +92,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
                     outcome = ?status,
                     "delivery attempted"
                 );
-                signals
-                    .entry(ready.hook.id)
-                    .or_insert_with(|| (ready.hook.clone(), Vec::new()))
-                    .1
-                    .push(signal);
+                signals.entry(ready.hook.id).or_insert_with(|| (ready.hook.clone(), Vec::new())).1.push(signal);
                 updates.push(DeliveryUpdate {
                     delivery: ready.key.clone(),
                     attempt: Some(report.attempt),
@@ -123,13 +115,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
     }
 
     let q = &w.backend.delivery_queue;
-    for (r, res) in join_all(
-        retries
-            .iter()
-            .map(|(r, d)| async move { (r, q.retry_after(r, *d).await) }),
-    )
-    .await
-    {
+    for (r, res) in join_all(retries.iter().map(|(r, d)| async move { (r, q.retry_after(r, *d).await) })).await {
         if let Err(e) = res {
             // It still comes back, after the queue's visibility timeout instead.
             tracing::warn!(receipt = %r.0, error = %e, "could not schedule a retry");
@@ -138,14 +124,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
 
     let mut events: Vec<BusEntry> = exhausted
         .into_iter()
-        .map(|(hook, delivery_id, why)| {
-            platform_event(
-                event_type::DELIVERY_EXHAUSTED,
-                &hook,
-                Some(delivery_id),
-                why,
-            )
-        })
+        .map(|(hook, delivery_id, why)| platform_event(event_type::DELIVERY_EXHAUSTED, &hook, Some(delivery_id), why))
         .collect();
     for (_, (hook, sig)) in signals {
         events.extend(update_health(w, hook, &sig, now).await);
@@ -158,12 +137,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
     outcome
 }
 
-fn platform_event(
-    kind: &str,
-    hook: &Hook,
-    delivery_id: Option<DeliveryId>,
-    reason: String,
-) -> BusEntry {
+fn platform_event(kind: &str, hook: &Hook, delivery_id: Option<DeliveryId>, reason: String) -> BusEntry {
     let detail = PlatformDetail {
         tenant: hook.tenant.clone(),
         hook_id: hook.id,
@@ -176,8 +150,7 @@ fn platform_event(
         source: PLATFORM_SOURCE.to_owned(),
         time: None,
         resources: Vec::new(),
-        detail: serde_json::value::to_raw_value(&detail)
-            .unwrap_or_else(|_| unreachable!("ids and strings serialise")),
+        detail: serde_json::value::to_raw_value(&detail).unwrap_or_else(|_| unreachable!("ids and strings serialise")),
     }
 }
 
@@ -206,10 +179,7 @@ fn apply(w: &Worker, start: &Health, signals: &[Signal]) -> Option<HealthChange>
                 } else if r.disable {
                     disable = Some(format!(
                         "failing since {} ({} failed attempts in a row)",
-                        r.health
-                            .failing_since
-                            .map(|t| t.to_rfc3339())
-                            .unwrap_or_default(),
+                        r.health.failing_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
                         r.health.consecutive_failures
                     ));
                 }
@@ -218,21 +188,12 @@ fn apply(w: &Worker, start: &Health, signals: &[Signal]) -> Option<HealthChange>
             }
         }
     }
-    changed.then_some(HealthChange {
-        health: h,
-        warn,
-        disable,
-    })
+    changed.then_some(HealthChange { health: h, warn, disable })
 }
 
 /// Writes the hook's new health (and disables it when the rule says so), retrying on a
 /// concurrent change. A healthy hook's success changes nothing and costs nothing.
-async fn update_health(
-    w: &Worker,
-    prepared: Arc<Hook>,
-    signals: &[Signal],
-    now: DateTime<Utc>,
-) -> Vec<BusEntry> {
+async fn update_health(w: &Worker, prepared: Arc<Hook>, signals: &[Signal], now: DateTime<Utc>) -> Vec<BusEntry> {
     let mut hook = (*prepared).clone();
     for _ in 0..5 {
         let Some(change) = apply(w, &hook.state.health, signals) else {
@@ -241,9 +202,7 @@ async fn update_health(
         let expected = hook.version;
         let mut next = hook.clone();
         next.state.health = change.health;
-        let disabling = change
-            .disable
-            .filter(|_| next.state.destination_state == DestinationState::Active);
+        let disabling = change.disable.filter(|_| next.state.destination_state == DestinationState::Active);
         if let Some(reason) = &disabling {
             next.state.destination_state = DestinationState::Inactive;
             next.state.disabled_reason = Some(reason.clone());
@@ -254,39 +213,24 @@ async fn update_health(
             Ok(()) => {
                 let mut events = Vec::new();
                 if change.warn {
-                    let reason = format!(
-                        "{} failed attempts in a row",
-                        next.state.health.consecutive_failures
-                    );
+                    let reason = format!("{} failed attempts in a row", next.state.health.consecutive_failures);
                     tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook failing");
-                    events.push(platform_event(
-                        event_type::HOOK_FAILING,
-                        &next,
-                        None,
-                        reason,
-                    ));
+                    events.push(platform_event(event_type::HOOK_FAILING, &next, None, reason));
                 }
                 if let Some(reason) = disabling {
                     tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook disabled");
-                    events.push(platform_event(
-                        event_type::HOOK_DISABLED,
-                        &next,
-                        None,
-                        reason,
-                    ));
+                    events.push(platform_event(event_type::HOOK_DISABLED, &next, None, reason));
                 }
                 return events;
             }
-            Err(hookbridge_core::Error::VersionConflict) => {
-                match w.backend.hooks.get(&hook.tenant, hook.id).await {
-                    Ok(Some(fresh)) => hook = fresh,
-                    Ok(None) => return Vec::new(),
-                    Err(e) => {
-                        tracing::warn!(hook_id = %hook.id, error = %e, "could not re-read the hook to record its health");
-                        return Vec::new();
-                    }
+            Err(hookbridge_core::Error::VersionConflict) => match w.backend.hooks.get(&hook.tenant, hook.id).await {
+                Ok(Some(fresh)) => hook = fresh,
+                Ok(None) => return Vec::new(),
+                Err(e) => {
+                    tracing::warn!(hook_id = %hook.id, error = %e, "could not re-read the hook to record its health");
+                    return Vec::new();
                 }
-            }
+            },
             Err(e) => {
                 tracing::warn!(hook_id = %hook.id, error = %e, "could not record the hook's health");
                 return Vec::new();

@@ -12,10 +12,7 @@ pub(crate) enum Done<'a> {
     /// Untouched jobs that needed no request.
     Skipped(Job<'a>),
     /// A request was made.
-    Attempted {
-        ready: Box<Ready<'a>>,
-        report: AttemptReport,
-    },
+    Attempted { ready: Box<Ready<'a>>, report: AttemptReport },
 }
 
 pub(crate) async fn send_all<'a>(w: &Worker, jobs: Vec<Job<'a>>) -> Vec<Done<'a>> {

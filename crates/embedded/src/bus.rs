@@ -18,11 +18,7 @@ use crate::queue;
 
 /// Stores a rule (replacing one of the same name).
 pub(crate) async fn put_rule(db: &Db, rule: &Rule) -> Result<()> {
-    let (name, pattern, target) = (
-        rule.name.clone(),
-        rule.pattern.to_event_pattern(),
-        rule.target_queue.clone(),
-    );
+    let (name, pattern, target) = (rule.name.clone(), rule.pattern.to_event_pattern(), rule.target_queue.clone());
     db.write(move |c| {
         c.execute(
             "INSERT INTO rules (name, pattern, target) VALUES (?1, ?2, ?3)
@@ -43,17 +39,10 @@ fn parse_pattern(text: &str) -> Option<RulePattern> {
         obj => SourceMatch::AnythingBut(obj.get("anything-but")?.as_str()?.to_owned()),
     };
     let detail_types = match v.get("detail-type") {
-        Some(list) => list
-            .as_array()?
-            .iter()
-            .filter_map(|d| d.as_str().map(str::to_owned))
-            .collect(),
+        Some(list) => list.as_array()?.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect(),
         None => Vec::new(),
     };
-    Some(RulePattern {
-        source,
-        detail_types,
-    })
+    Some(RulePattern { source, detail_types })
 }
 
 /// The embedded bus.
@@ -67,11 +56,7 @@ pub struct EmbeddedBus {
 impl EmbeddedBus {
     /// A bus writing `account` and `region` into envelopes.
     pub fn new(db: Db, account: &str, region: &str) -> Self {
-        Self {
-            db,
-            account: account.to_owned(),
-            region: region.to_owned(),
-        }
+        Self { db, account: account.to_owned(), region: region.to_owned() }
     }
 
     /// Adds a rule, as `init` does for the platform's rules; tests add their own to watch
@@ -96,27 +81,21 @@ impl Bus for EmbeddedBus {
             .map(|e| e.into_envelope(EventId::generate(), &self.account, &self.region, now))
             .collect();
         let ids: Vec<EventId> = envelopes.iter().map(|e| e.id.clone()).collect();
-        let routed: Vec<(String, String, String)> = envelopes
-            .iter()
-            .map(|e| (e.source.clone(), e.detail_type.clone(), e.to_body()))
-            .collect();
+        let routed: Vec<(String, String, String)> =
+            envelopes.iter().map(|e| (e.source.clone(), e.detail_type.clone(), e.to_body())).collect();
         let queues = self.db.clone();
         let targets = self
             .db
             .write(move |c| {
                 let tx = c.transaction().map_err(sql("bus.publish"))?;
                 let rules: Vec<(RulePattern, String)> = {
-                    let mut stmt = tx
-                        .prepare_cached("SELECT pattern, target FROM rules")
-                        .map_err(sql("bus.rules"))?;
+                    let mut stmt = tx.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
                     let rows = stmt
                         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                         .map_err(sql("bus.rules"))?
                         .collect::<rusqlite::Result<Vec<_>>>()
                         .map_err(sql("bus.rules"))?;
-                    rows.into_iter()
-                        .filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t)))
-                        .collect()
+                    rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
                 };
                 let mut touched = Vec::new();
                 for (source, detail_type, body) in routed {
@@ -145,10 +124,7 @@ mod tests {
     #[test]
     fn stored_patterns_read_back() {
         for p in hookbridge_core::topology::Topology::default().rules() {
-            assert_eq!(
-                parse_pattern(&p.pattern.to_event_pattern()),
-                Some(p.pattern)
-            );
+            assert_eq!(parse_pattern(&p.pattern.to_event_pattern()), Some(p.pattern));
         }
     }
 }

@@ -121,10 +121,7 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 impl Db {
     /// Opens (creating if needed) the database and its schema.
     pub fn open(path: &Path) -> Result<Self, InitError> {
-        let err = |source| InitError::Database {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| InitError::Database { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 err(rusqlite::Error::SqliteFailure(
@@ -135,10 +132,8 @@ impl Db {
         }
         let writer = connect(path).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
-        let readers = (0..READERS)
-            .map(|_| connect(path).map(Mutex::new))
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(err)?;
+        let readers =
+            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
@@ -178,11 +173,7 @@ impl Db {
 
     /// The notifier woken whenever a message may have become receivable on `queue`.
     pub(crate) fn waker(&self, queue: &str) -> Arc<Notify> {
-        let mut w = self
-            .inner
-            .wakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = self.inner.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.entry(queue.to_owned()).or_default().clone()
     }
 }

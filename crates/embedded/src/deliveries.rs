@@ -39,14 +39,7 @@ impl DeliveryStore for SqliteDeliveryStore {
     async fn insert(&self, deliveries: &[Delivery]) -> Result<()> {
         let rows = deliveries
             .iter()
-            .map(|d| {
-                Ok((
-                    d.hook_id.to_string(),
-                    d.id.to_string(),
-                    to_doc(d)?,
-                    expiry(d),
-                ))
-            })
+            .map(|d| Ok((d.hook_id.to_string(), d.id.to_string(), to_doc(d)?, expiry(d))))
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |c| {
@@ -76,11 +69,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                     let k = &u.delivery;
                     let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
                     let existing: Option<String> = tx
-                        .query_row(
-                            "SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2",
-                            [&h, &id],
-                            |r| r.get(0),
-                        )
+                        .query_row("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2", [&h, &id], |r| r.get(0))
                         .optional()
                         .map_err(sql("deliveries.record"))?;
                     let mut d = match existing {
@@ -135,10 +124,7 @@ impl DeliveryStore for SqliteDeliveryStore {
         // Ids of the window's last millisecond sort below `min_at(until)`.
         let mut hi = DeliveryId::min_at(window.until.timestamp_millis().max(0) as u64).to_string();
         if let Some(c) = cursor {
-            let after = c
-                .parse::<DeliveryId>()
-                .map_err(|_| Error::InvalidCursor)?
-                .to_string();
+            let after = c.parse::<DeliveryId>().map_err(|_| Error::InvalidCursor)?.to_string();
             hi = hi.min(after);
         }
         let h = hook_id.to_string();
@@ -159,10 +145,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                     .map_err(sql("deliveries.list"))
             })
             .await?;
-        let mut items = docs
-            .iter()
-            .map(|d| from_doc(d))
-            .collect::<Result<Vec<_>>>()?;
+        let mut items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|d| d.id.to_string())

@@ -28,8 +28,6 @@ pub enum InitError {
 }
 
 /// Maps SQLite errors into the port error, naming the operation.
-pub(crate) fn sql(
-    operation: &'static str,
-) -> impl FnOnce(rusqlite::Error) -> hookbridge_core::Error {
+pub(crate) fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> hookbridge_core::Error {
     move |e| hookbridge_core::Error::backend(operation, e)
 }

@@ -23,17 +23,9 @@ impl SqliteEventStore {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn put(
-        &self,
-        tenant: &TenantId,
-        envelopes: &[Envelope],
-        expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()> {
         let tenant = tenant.to_string();
-        let rows: Vec<(String, String)> = envelopes
-            .iter()
-            .map(|e| (e.id.to_string(), e.to_body()))
-            .collect();
+        let rows: Vec<(String, String)> = envelopes.iter().map(|e| (e.id.to_string(), e.to_body())).collect();
         let exp = expires_at.timestamp_millis();
         self.db
             .write(move |c| {
@@ -68,7 +60,6 @@ impl EventStore for SqliteEventStore {
                 .map_err(sql("events.get"))
             })
             .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::Corrupt(format!("event: {e}"))))
-            .transpose()
+        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::Corrupt(format!("event: {e}")))).transpose()
     }
 }

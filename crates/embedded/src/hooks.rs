@@ -37,12 +37,8 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 impl HookStore for SqliteHookStore {
     async fn create(&self, hook: &Hook) -> Result<()> {
         let doc = to_doc(hook)?;
-        let (tenant, id, name, version) = (
-            hook.tenant.to_string(),
-            hook.id.to_string(),
-            hook.config.name.to_string(),
-            hook.version,
-        );
+        let (tenant, id, name, version) =
+            (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.version);
         self.db
             .write(move |c| {
                 match c.execute(
@@ -62,23 +58,16 @@ impl HookStore for SqliteHookStore {
         let doc: Option<String> = self
             .db
             .read(move |c| {
-                c.query_row(
-                    "SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2",
-                    [tenant, id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql("hooks.get"))
+                c.query_row("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2", [tenant, id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql("hooks.get"))
             })
             .await?;
         doc.as_deref().map(from_doc).transpose()
     }
 
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>> {
-        let keys: Vec<(String, String)> = keys
-            .iter()
-            .map(|(t, h)| (t.to_string(), h.to_string()))
-            .collect();
+        let keys: Vec<(String, String)> = keys.iter().map(|(t, h)| (t.to_string(), h.to_string())).collect();
         let docs: Vec<String> = self
             .db
             .read(move |c| {
@@ -87,11 +76,7 @@ impl HookStore for SqliteHookStore {
                     .map_err(sql("hooks.get_many"))?;
                 let mut out = Vec::with_capacity(keys.len());
                 for (t, h) in &keys {
-                    if let Some(d) = stmt
-                        .query_row([t, h], |r| r.get(0))
-                        .optional()
-                        .map_err(sql("hooks.get_many"))?
-                    {
+                    if let Some(d) = stmt.query_row([t, h], |r| r.get(0)).optional().map_err(sql("hooks.get_many"))? {
                         out.push(d);
                     }
                 }
@@ -101,17 +86,9 @@ impl HookStore for SqliteHookStore {
         docs.iter().map(|d| from_doc(d)).collect()
     }
 
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Hook>> {
+    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
         let after = match cursor {
-            Some(c) => c
-                .parse::<HookId>()
-                .map_err(|_| Error::InvalidCursor)?
-                .to_string(),
+            Some(c) => c.parse::<HookId>().map_err(|_| Error::InvalidCursor)?.to_string(),
             None => String::new(),
         };
         let tenant = tenant.to_string();
@@ -120,9 +97,7 @@ impl HookStore for SqliteHookStore {
             .db
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT doc FROM hooks WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                    )
+                    .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
                     .map_err(sql("hooks.list"))?;
                 stmt.query_map(params![tenant, after, limit as i64 + 1], |r| r.get(0))
                     .map_err(sql("hooks.list"))?
@@ -130,10 +105,7 @@ impl HookStore for SqliteHookStore {
                     .map_err(sql("hooks.list"))
             })
             .await?;
-        let mut items = docs
-            .iter()
-            .map(|d| from_doc(d))
-            .collect::<Result<Vec<_>>>()?;
+        let mut items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|h| h.id.to_string())
@@ -173,11 +145,7 @@ impl HookStore for SqliteHookStore {
                 .map_err(sql("hooks.replace"))
             })
             .await?;
-        if changed == 1 {
-            Ok(())
-        } else {
-            Err(Error::VersionConflict)
-        }
+        if changed == 1 { Ok(()) } else { Err(Error::VersionConflict) }
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {
@@ -185,11 +153,7 @@ impl HookStore for SqliteHookStore {
         let n = self
             .db
             .write(move |c| {
-                c.execute(
-                    "DELETE FROM hooks WHERE tenant = ?1 AND id = ?2",
-                    [tenant, id],
-                )
-                .map_err(sql("hooks.delete"))
+                c.execute("DELETE FROM hooks WHERE tenant = ?1 AND id = ?2", [tenant, id]).map_err(sql("hooks.delete"))
             })
             .await?;
         Ok(n == 1)

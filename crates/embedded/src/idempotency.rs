@@ -67,18 +67,8 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .await
     }
 
-    async fn complete(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-        response: &StoredResponse,
-    ) -> Result<()> {
-        let (tenant, key, status, body) = (
-            tenant.to_string(),
-            key.to_owned(),
-            response.status,
-            response.body.clone(),
-        );
+    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse) -> Result<()> {
+        let (tenant, key, status, body) = (tenant.to_string(), key.to_owned(), response.status, response.body.clone());
         self.db
             .write(move |c| {
                 c.execute(
@@ -95,12 +85,9 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let (tenant, key) = (tenant.to_string(), key.to_owned());
         self.db
             .write(move |c| {
-                c.execute(
-                    "DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND status IS NULL",
-                    [tenant, key],
-                )
-                .map(|_| ())
-                .map_err(sql("idempotency.release"))
+                c.execute("DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND status IS NULL", [tenant, key])
+                    .map(|_| ())
+                    .map_err(sql("idempotency.release"))
             })
             .await
     }

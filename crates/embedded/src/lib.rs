@@ -82,22 +82,14 @@ pub fn open(config: &EmbeddedConfig) -> Result<Backend, InitError> {
     open_with(db, config, sealer)
 }
 
-fn open_with(
-    db: Db,
-    config: &EmbeddedConfig,
-    sealer: LocalKeySealer,
-) -> Result<Backend, InitError> {
+fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<Backend, InitError> {
     let t = &config.topology;
     Ok(Backend {
         hooks: Arc::new(hooks::SqliteHookStore::new(db.clone())),
         deliveries: Arc::new(deliveries::SqliteDeliveryStore::new(db.clone())),
         events: Arc::new(events::SqliteEventStore::new(db.clone())),
         idempotency: Arc::new(idempotency::SqliteIdempotencyStore::new(db.clone())),
-        bus: Arc::new(EmbeddedBus::new(
-            db.clone(),
-            &config.account,
-            &config.region,
-        )),
+        bus: Arc::new(EmbeddedBus::new(db.clone(), &config.account, &config.region)),
         ingest_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.ingest.name)),
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),
         verify_queue: Arc::new(EmbeddedQueue::new(db, &t.verify.name)),
@@ -106,10 +98,7 @@ fn open_with(
 }
 
 /// Creates a queue and its DLQ with these settings (or updates them).
-pub async fn create_queue(
-    db: &Db,
-    spec: &hookbridge_core::topology::QueueSpec,
-) -> hookbridge_core::Result<()> {
+pub async fn create_queue(db: &Db, spec: &hookbridge_core::topology::QueueSpec) -> hookbridge_core::Result<()> {
     queue::create(db, spec).await
 }
 

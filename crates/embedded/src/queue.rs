@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hookbridge_core::ports::{
-    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage,
-};
+use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
@@ -28,12 +26,7 @@ pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
             "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms,
                  max_receive = excluded.max_receive, dlq = excluded.dlq",
-            params![
-                spec.name,
-                spec.visibility_timeout.as_millis() as i64,
-                spec.max_receive_count,
-                spec.dlq
-            ],
+            params![spec.name, spec.visibility_timeout.as_millis() as i64, spec.max_receive_count, spec.dlq],
         )
         .map_err(sql("queues.create"))?;
         tx.commit().map_err(sql("queues.create"))
@@ -57,14 +50,7 @@ pub(crate) fn insert(
         .map_err(sql("messages.insert"))?;
     for (body, delay) in messages {
         let id = ulid::Ulid::new().to_string();
-        stmt.execute(params![
-            queue,
-            id,
-            body,
-            now + delay.as_millis() as i64,
-            now
-        ])
-        .map_err(sql("messages.insert"))?;
+        stmt.execute(params![queue, id, body, now + delay.as_millis() as i64, now]).map_err(sql("messages.insert"))?;
     }
     Ok(())
 }
@@ -79,10 +65,7 @@ pub struct EmbeddedQueue {
 impl EmbeddedQueue {
     /// A handle to the queue `name` (created by `init`).
     pub fn new(db: Db, name: &str) -> Self {
-        Self {
-            db,
-            name: name.to_owned(),
-        }
+        Self { db, name: name.to_owned() }
     }
 
     fn wake(&self) {
@@ -97,34 +80,17 @@ struct Settings {
 }
 
 fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
-    c.query_row(
-        "SELECT visibility_ms, max_receive, dlq FROM queues WHERE name = ?1",
-        [queue],
-        |r| {
-            Ok(Settings {
-                visibility_ms: r.get(0)?,
-                max_receive: r.get(1)?,
-                dlq: r.get(2)?,
-            })
-        },
-    )
+    c.query_row("SELECT visibility_ms, max_receive, dlq FROM queues WHERE name = ?1", [queue], |r| {
+        Ok(Settings { visibility_ms: r.get(0)?, max_receive: r.get(1)?, dlq: r.get(2)? })
+    })
     .optional()
     .map_err(sql("queues.get"))?
-    .ok_or_else(|| {
-        Error::backend(
-            "queues.get",
-            format!("queue {queue} does not exist; run `hookbridge init`"),
-        )
-    })
+    .ok_or_else(|| Error::backend("queues.get", format!("queue {queue} does not exist; run `hookbridge init`")))
 }
 
 /// Hands out up to `max` visible messages, moving those received too often to the DLQ.
 /// Returns the messages and, when none was visible, when the next one becomes visible.
-fn take(
-    c: &mut rusqlite::Connection,
-    queue: &str,
-    max: usize,
-) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
+fn take(c: &mut rusqlite::Connection, queue: &str, max: usize) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
     let tx = c.transaction().map_err(sql("messages.receive"))?;
     let s = settings(&tx, queue)?;
     let now = now_ms();
@@ -175,30 +141,21 @@ fn take(
                         body,
                         receipt: Receipt(receipt),
                         receive_count: count + 1,
-                        sent_at: chrono::DateTime::from_timestamp_millis(sent_at)
-                            .unwrap_or_default(),
+                        sent_at: chrono::DateTime::from_timestamp_millis(sent_at).unwrap_or_default(),
                     });
                 }
             }
         }
     }
     let next = if out.is_empty() {
-        tx.query_row(
-            "SELECT MIN(visible_at) FROM messages WHERE queue = ?1",
-            [queue],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .map_err(sql("messages.receive"))?
+        tx.query_row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1", [queue], |r| r.get::<_, Option<i64>>(0))
+            .map_err(sql("messages.receive"))?
     } else {
         None
     };
     tx.commit().map_err(sql("messages.receive"))?;
     if dead > 0 {
-        tracing::warn!(
-            queue,
-            count = dead,
-            "messages moved to the dead-letter queue"
-        );
+        tracing::warn!(queue, count = dead, "messages moved to the dead-letter queue");
     }
     Ok((out, next))
 }
@@ -211,13 +168,10 @@ impl Queue for EmbeddedQueue {
 
     async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
         if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
-            return Err(Error::TooLarge(
-                "a send delay is longer than 15 minutes".to_owned(),
-            ));
+            return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
         }
         let queue = self.name.clone();
-        let batch: Vec<(String, Duration)> =
-            messages.iter().map(|m| (m.body.clone(), m.delay)).collect();
+        let batch: Vec<(String, Duration)> = messages.iter().map(|m| (m.body.clone(), m.delay)).collect();
         self.db
             .write(move |c| {
                 let tx = c.transaction().map_err(sql("messages.send"))?;
@@ -249,9 +203,8 @@ impl Queue for EmbeddedQueue {
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            let until_visible = next_visible
-                .map(|at| Duration::from_millis((at - now_ms()).max(1) as u64))
-                .unwrap_or(Duration::MAX);
+            let until_visible =
+                next_visible.map(|at| Duration::from_millis((at - now_ms()).max(1) as u64)).unwrap_or(Duration::MAX);
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep(until_visible.min(deadline - now)) => {}
@@ -265,9 +218,8 @@ impl Queue for EmbeddedQueue {
             .write(move |c| {
                 let tx = c.transaction().map_err(sql("messages.delete"))?;
                 {
-                    let mut del = tx
-                        .prepare_cached("DELETE FROM messages WHERE receipt = ?1")
-                        .map_err(sql("messages.delete"))?;
+                    let mut del =
+                        tx.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
                     for r in &receipts {
                         del.execute([r]).map_err(sql("messages.delete"))?;
                     }
@@ -305,13 +257,7 @@ impl Queue for EmbeddedQueue {
                         COALESCE(SUM(visible_at > ?2 AND receipt IS NULL), 0)
                      FROM messages WHERE queue = ?1",
                     params![queue, now],
-                    |r| {
-                        Ok(QueueDepth {
-                            visible: r.get(0)?,
-                            in_flight: r.get(1)?,
-                            delayed: r.get(2)?,
-                        })
-                    },
+                    |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)?, delayed: r.get(2)? }),
                 )
                 .map_err(sql("messages.depth"))
             })

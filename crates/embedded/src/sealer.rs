@@ -31,25 +31,17 @@ impl std::fmt::Debug for LocalKeySealer {
 impl LocalKeySealer {
     /// Loads the key file.
     pub fn load(path: &Path) -> Result<Self, InitError> {
-        let err = |reason: String| InitError::KeyFile {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let err = |reason: String| InitError::KeyFile { path: path.to_path_buf(), reason };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let key: [u8; KEY_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| err(format!("expected {KEY_LEN} bytes, found {}", bytes.len())))?;
+        let key: [u8; KEY_LEN] =
+            bytes.as_slice().try_into().map_err(|_| err(format!("expected {KEY_LEN} bytes, found {}", bytes.len())))?;
         Ok(Self { key })
     }
 
     /// Loads the key file, creating it with a fresh random key and mode 0600 if missing.
     pub fn load_or_create(path: &Path) -> Result<Self, InitError> {
         if !path.exists() {
-            let err = |e: std::io::Error| InitError::KeyFile {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            };
+            let err = |e: std::io::Error| InitError::KeyFile { path: path.to_path_buf(), reason: e.to_string() };
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
@@ -80,10 +72,8 @@ impl Sealer for LocalKeySealer {
     }
 
     async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
-        let (format, body) = sealed
-            .0
-            .split_first()
-            .ok_or_else(|| Error::Corrupt("sealed secrets: empty".to_owned()))?;
+        let (format, body) =
+            sealed.0.split_first().ok_or_else(|| Error::Corrupt("sealed secrets: empty".to_owned()))?;
         if *format != FORMAT_V1 {
             return Err(Error::Corrupt("sealed secrets: unknown format".to_owned()));
         }

@@ -18,12 +18,7 @@ async fn queued_and_in_flight_messages_survive_a_restart() {
     {
         let backend = hookbridge_embedded::init(&config).await.unwrap();
         let q = backend.delivery_queue.clone();
-        q.send_batch(&[
-            OutgoingMessage::now("first".into()),
-            OutgoingMessage::now("second".into()),
-        ])
-        .await
-        .unwrap();
+        q.send_batch(&[OutgoingMessage::now("first".into()), OutgoingMessage::now("second".into())]).await.unwrap();
         let got = q.receive(1, Duration::from_secs(1)).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "first");
@@ -41,10 +36,7 @@ async fn queued_and_in_flight_messages_survive_a_restart() {
     }
     bodies.sort();
     // The one in flight comes back once its visibility timeout passes, counted twice.
-    assert_eq!(
-        bodies,
-        vec![("first".to_owned(), 2), ("second".to_owned(), 1)]
-    );
+    assert_eq!(bodies, vec![("first".to_owned(), 2), ("second".to_owned(), 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,14 +53,8 @@ async fn the_dead_letter_queue_is_durable_too() {
         let db = Db::open(&path).unwrap();
         create_queue(&db, &spec).await.unwrap();
         let q = EmbeddedQueue::new(db, "q");
-        q.send_batch(&[OutgoingMessage::now("poison".into())])
-            .await
-            .unwrap();
-        let m = q
-            .receive(1, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .remove(0);
+        q.send_batch(&[OutgoingMessage::now("poison".into())]).await.unwrap();
+        let m = q.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
         q.retry_after(&m.receipt, Duration::ZERO).await.unwrap();
         assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
     }

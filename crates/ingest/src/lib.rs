@@ -44,11 +44,7 @@ pub struct Ingest {
 /// handled: the ULID's time is the message's send time, its randomness a hash of the
 /// event and hook ids.
 pub fn delivery_id(sent_at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
-    let digest = Sha256::new()
-        .chain_update(event_id)
-        .chain_update([0u8])
-        .chain_update(hook.to_string())
-        .finalize();
+    let digest = Sha256::new().chain_update(event_id).chain_update([0u8]).chain_update(hook.to_string()).finalize();
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
     DeliveryId::from_parts(sent_at_ms, u128::from_be_bytes(random))
@@ -66,21 +62,15 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
     for m in messages {
-        let parsed =
-            Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
-                .and_then(|envelope| envelope.routing().map(|r| (envelope, r)));
+        let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
+            .and_then(|envelope| envelope.routing().map(|r| (envelope, r)));
         match parsed {
-            Ok((envelope, routing)) => {
-                by_tenant
-                    .entry(routing.tenant.clone())
-                    .or_default()
-                    .push(Parsed {
-                        message: m,
-                        envelope,
-                        tenant: routing.tenant,
-                        site: routing.site,
-                    })
-            }
+            Ok((envelope, routing)) => by_tenant.entry(routing.tenant.clone()).or_default().push(Parsed {
+                message: m,
+                envelope,
+                tenant: routing.tenant,
+                site: routing.site,
+            }),
             Err(e) => {
                 // Never acknowledged unread: it fails until the queue moves it to the DLQ.
                 tracing::error!(message_id = %m.id, error = %e, "malformed event; it will reach the dead-letter queue");
@@ -92,9 +82,7 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     for (tenant, events) in by_tenant {
         if let Err(e) = ingest_tenant(deps, &tenant, &events).await {
             tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
-            outcome
-                .failed
-                .extend(events.iter().map(|p| p.message.id.clone()));
+            outcome.failed.extend(events.iter().map(|p| p.message.id.clone()));
         }
     }
     outcome
@@ -103,21 +91,12 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
 /// Returns a message that can never succeed to the queue at once, so it reaches the DLQ
 /// after its few receives instead of waiting out a visibility timeout each time.
 async fn poison(deps: &Ingest, m: &ReceivedMessage) {
-    if let Err(e) = deps
-        .backend
-        .ingest_queue
-        .retry_after(&m.receipt, Duration::ZERO)
-        .await
-    {
+    if let Err(e) = deps.backend.ingest_queue.retry_after(&m.receipt, Duration::ZERO).await {
         tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
     }
 }
 
-async fn ingest_tenant(
-    deps: &Ingest,
-    tenant: &TenantId,
-    events: &[Parsed<'_>],
-) -> hookbridge_core::Result<()> {
+async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
     let b = &deps.backend;
     let hooks = b.hooks.list_all(tenant).await?;
     let now = Utc::now();
@@ -127,9 +106,7 @@ async fn ingest_tenant(
     for p in events {
         let body = p.envelope.to_body();
         let sent_ms = p.message.sent_at.timestamp_millis().max(0) as u64;
-        let wanted = hooks
-            .iter()
-            .filter(|h| h.config.wants(&p.envelope.detail_type, p.site.as_deref()));
+        let wanted = hooks.iter().filter(|h| h.config.wants(&p.envelope.detail_type, p.site.as_deref()));
         for hook in wanted {
             let key = DeliveryKey {
                 tenant: p.tenant.clone(),
@@ -149,13 +126,7 @@ async fn ingest_tenant(
             match deliverable(hook) {
                 Ok(()) => {
                     let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
-                    tasks.push(OutgoingMessage::now(
-                        DeliveryTask::V1 {
-                            delivery: key,
-                            body: inline,
-                        }
-                        .to_json(),
-                    ));
+                    tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
                 }
                 Err(reason) => cancelled.push(DeliveryUpdate {
                     delivery: key,
@@ -170,8 +141,7 @@ async fn ingest_tenant(
         }
     }
     let envelopes: Vec<Envelope> = events.iter().map(|p| p.envelope.clone()).collect();
-    let retention = chrono::Duration::from_std(deps.settings.event_retention)
-        .unwrap_or(chrono::Duration::days(14));
+    let retention = chrono::Duration::from_std(deps.settings.event_retention).unwrap_or(chrono::Duration::days(14));
     b.events.put(tenant, &envelopes, now + retention).await?;
     b.deliveries.insert(&pending).await?;
     if !cancelled.is_empty() {

@@ -26,6 +26,19 @@ pub struct Cli {
 pub enum BackendKind {
     /// SQLite on this machine.
     Embedded,
+    /// DynamoDB, SQS, EventBridge and KMS (an account, or the emulator via AWS_ENDPOINT_URL).
+    Aws,
+}
+
+impl BackendKind {
+    async fn choice(self, database: PathBuf) -> BackendChoice {
+        match self {
+            Self::Embedded => BackendChoice::Embedded { database },
+            Self::Aws => {
+                BackendChoice::Aws { sdk: aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await }
+            }
+        }
+    }
 }
 
 /// Subcommands.
@@ -37,11 +50,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
         backend: BackendKind,
         /// The SQLite database (embedded backend).
-        #[arg(
-            long,
-            default_value = ".hookbridge/hookbridge.db",
-            env = "HOOKBRIDGE_DATABASE"
-        )]
+        #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
         database: PathBuf,
         /// Where the API listens.
         #[arg(long, default_value = "127.0.0.1:3000", env = "HOOKBRIDGE_LISTEN")]
@@ -56,11 +65,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
         backend: BackendKind,
         /// The SQLite database (embedded backend).
-        #[arg(
-            long,
-            default_value = ".hookbridge/hookbridge.db",
-            env = "HOOKBRIDGE_DATABASE"
-        )]
+        #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
         database: PathBuf,
     },
     /// Run a receiver on this machine that prints deliveries and checks their signatures.
@@ -90,61 +95,30 @@ pub enum Command {
 }
 
 fn settings() -> anyhow::Result<Settings> {
-    Ok(Settings::from_lookup(
-        |k| std::env::var(k).ok(),
-        &Defaults::local(),
-    )?)
+    Ok(Settings::from_lookup(|k| std::env::var(k).ok(), &Defaults::local())?)
 }
 
 fn ttl(text: &str) -> anyhow::Result<Duration> {
     let parsed = match text.strip_suffix('d') {
-        Some(d) => d
-            .parse::<u64>()
-            .ok()
-            .map(|d| Duration::from_secs(d * 86_400)),
+        Some(d) => d.parse::<u64>().ok().map(|d| Duration::from_secs(d * 86_400)),
         None => hookbridge_core::retry::parse_duration(text),
     };
     parsed.with_context(|| format!("--ttl {text:?} is not a duration like 1h or 30d"))
 }
 
 /// Mints a token.
-pub fn token(
-    settings: &Settings,
-    tenant: &str,
-    scopes: &[String],
-    sub: &str,
-    ttl: Duration,
-) -> anyhow::Result<String> {
-    tenant
-        .parse::<hookbridge_core::ids::TenantId>()
-        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let scope = if scopes.is_empty() {
-        "hooks:read hooks:write events:publish".to_owned()
-    } else {
-        scopes.join(" ")
-    };
+pub fn token(settings: &Settings, tenant: &str, scopes: &[String], sub: &str, ttl: Duration) -> anyhow::Result<String> {
+    tenant.parse::<hookbridge_core::ids::TenantId>().map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let scope = if scopes.is_empty() { "hooks:read hooks:write events:publish".to_owned() } else { scopes.join(" ") };
     let exp = chrono::Utc::now().timestamp() as u64 + ttl.as_secs();
-    let claims = Claims {
-        sub: sub.to_owned(),
-        tenant: tenant.to_owned(),
-        scope,
-        exp: Some(exp),
-    };
-    Ok(mint_token(
-        &JwtKey::new(settings.jwt_secret.expose()),
-        &claims,
-    )?)
+    let claims = Claims { sub: sub.to_owned(), tenant: tenant.to_owned(), scope, exp: Some(exp) };
+    Ok(mint_token(&JwtKey::new(settings.jwt_secret.expose()), &claims)?)
 }
 
 /// Runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Token {
-            tenant,
-            scopes,
-            sub,
-            ttl: t,
-        } => {
+        Command::Token { tenant, scopes, sub, ttl: t } => {
             println!("{}", token(&settings()?, &tenant, &scopes, &sub, ttl(&t)?)?);
             Ok(())
         }
@@ -155,48 +129,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
             crate::receive::run(listen, secret).await
         }
-        Command::Init {
-            backend: BackendKind::Embedded,
-            database,
-        } => {
+        Command::Init { backend, database } => {
             let s = settings()?;
-            crate::stack::open_backend(
-                &BackendChoice::Embedded {
-                    database: database.clone(),
-                },
-                &s,
-            )
-            .await?;
-            eprintln!(
-                "hookbridge: initialised the embedded backend at {}",
-                database.display()
-            );
+            crate::stack::open_backend(&backend.choice(database.clone()).await, &s, true).await?;
+            match backend {
+                BackendKind::Embedded => {
+                    eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
+                }
+                BackendKind::Aws => eprintln!(
+                    "hookbridge: table {}, bus {}, queues {}, {}, {} (each with its DLQ), rules and KMS key are ready",
+                    s.topology.table,
+                    s.topology.bus,
+                    s.topology.ingest.name,
+                    s.topology.delivery.name,
+                    s.topology.verify.name
+                ),
+            }
             Ok(())
         }
-        Command::Serve {
-            backend: BackendKind::Embedded,
-            database,
-            listen,
-            delivery_pollers,
-        } => {
+        Command::Serve { backend, database, listen, delivery_pollers } => {
             let s = settings()?;
-            let demo = token(
-                &s,
-                "demo",
-                &[],
-                "local-operator",
-                Duration::from_secs(30 * 86_400),
-            )?;
+            let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?;
+            let place = match backend {
+                BackendKind::Embedded => format!("embedded backend, data in {}", database.display()),
+                BackendKind::Aws => format!(
+                    "AWS backend at {}",
+                    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the account's endpoints".to_owned())
+                ),
+            };
             let stack = RunningStack::start(StackOptions {
                 settings: s,
-                backend: BackendChoice::Embedded {
-                    database: database.clone(),
-                },
+                backend: backend.choice(database).await,
                 listen,
                 delivery_pollers,
             })
             .await?;
-            banner(stack.addr(), &demo, &database.display().to_string());
+            banner(stack.addr(), &demo, &place);
             shutdown_signal().await;
             eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued");
             stack.shutdown().await;
@@ -206,10 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn banner(addr: SocketAddr, token: &str, database: &str) {
+fn banner(addr: SocketAddr, token: &str, backend: &str) {
     eprintln!(
         r#"
-  Hookbridge is running (embedded backend, data in {database})
+  Hookbridge is running ({backend})
 
   API        http://{addr}/v1   (health: http://{addr}/v1/health)
   Token      tenant "demo", all scopes, valid 30 days:

@@ -14,11 +14,8 @@ const POLL_WAIT: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` turns true; a batch in progress is finished first.
-pub(crate) async fn drive<F, Fut>(
-    queue: Arc<dyn Queue>,
-    mut stop: watch::Receiver<bool>,
-    handler: F,
-) where
+pub(crate) async fn drive<F, Fut>(queue: Arc<dyn Queue>, mut stop: watch::Receiver<bool>, handler: F)
+where
     F: Fn(Vec<ReceivedMessage>) -> Fut,
     Fut: Future<Output = BatchOutcome>,
 {
@@ -37,16 +34,11 @@ pub(crate) async fn drive<F, Fut>(
         if batch.is_empty() {
             continue;
         }
-        let receipts: Vec<(String, hookbridge_core::ports::Receipt)> = batch
-            .iter()
-            .map(|m| (m.id.clone(), m.receipt.clone()))
-            .collect();
+        let receipts: Vec<(String, hookbridge_core::ports::Receipt)> =
+            batch.iter().map(|m| (m.id.clone(), m.receipt.clone())).collect();
         let outcome = handler(batch).await;
-        let done: Vec<_> = receipts
-            .into_iter()
-            .filter(|(id, _)| !outcome.failed.contains(id))
-            .map(|(_, r)| r)
-            .collect();
+        let done: Vec<_> =
+            receipts.into_iter().filter(|(id, _)| !outcome.failed.contains(id)).map(|(_, r)| r).collect();
         if !done.is_empty()
             && let Err(e) = queue.ack(&done).await
         {

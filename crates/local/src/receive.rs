@@ -16,50 +16,36 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 /// Serves until Ctrl-C, answering 200 to deliveries and the ownership challenge.
 pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!(
-        "hookbridge receive: listening on http://{}/ (Ctrl-C stops)",
-        listener.local_addr()?
-    );
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let secret = secret.clone();
-            async move {
-                if let Some(challenge) =
-                    headers.get("x-uid-challenge").and_then(|v| v.to_str().ok())
-                {
-                    println!("ownership challenge {method} {uri}: answering");
-                    return (
-                        StatusCode::OK,
-                        axum::Json(serde_json::json!({ "verification": challenge })),
-                    )
-                        .into_response();
-                }
-                let id = header(&headers, HEADER_ID);
-                let verdict = match (&secret, header(&headers, HEADER_TIMESTAMP).parse::<i64>()) {
-                    (Some(s), Ok(ts)) => {
-                        match verify_standard(
-                            s,
-                            id,
-                            ts,
-                            header(&headers, HEADER_SIGNATURE),
-                            &body,
-                            chrono::Utc::now().timestamp(),
-                        ) {
-                            Ok(()) => "signature valid".to_owned(),
-                            Err(e) => format!("SIGNATURE INVALID: {e}"),
-                        }
-                    }
-                    (Some(_), Err(_)) => "no webhook-timestamp".to_owned(),
-                    (None, _) => "signature not checked (pass --secret)".to_owned(),
-                };
-                println!(
-                    "{method} {uri}  webhook-id={id}  {verdict}\n{}\n",
-                    String::from_utf8_lossy(&body)
-                );
-                (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
+    eprintln!("hookbridge receive: listening on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let secret = secret.clone();
+        async move {
+            if let Some(challenge) = headers.get("x-uid-challenge").and_then(|v| v.to_str().ok()) {
+                println!("ownership challenge {method} {uri}: answering");
+                return (StatusCode::OK, axum::Json(serde_json::json!({ "verification": challenge }))).into_response();
             }
-        },
-    );
+            let id = header(&headers, HEADER_ID);
+            let verdict = match (&secret, header(&headers, HEADER_TIMESTAMP).parse::<i64>()) {
+                (Some(s), Ok(ts)) => {
+                    match verify_standard(
+                        s,
+                        id,
+                        ts,
+                        header(&headers, HEADER_SIGNATURE),
+                        &body,
+                        chrono::Utc::now().timestamp(),
+                    ) {
+                        Ok(()) => "signature valid".to_owned(),
+                        Err(e) => format!("SIGNATURE INVALID: {e}"),
+                    }
+                }
+                (Some(_), Err(_)) => "no webhook-timestamp".to_owned(),
+                (None, _) => "signature not checked (pass --secret)".to_owned(),
+            };
+            println!("{method} {uri}  webhook-id={id}  {verdict}\n{}\n", String::from_utf8_lossy(&body));
+            (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

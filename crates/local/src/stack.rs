@@ -25,6 +25,12 @@ pub enum BackendChoice {
         /// The database file.
         database: PathBuf,
     },
+    /// DynamoDB, SQS, EventBridge and KMS, in an account or the emulator; the resources
+    /// must exist (`hookbridge init --backend aws`).
+    Aws {
+        /// The SDK configuration (region, credentials, endpoint).
+        sdk: aws_config::SdkConfig,
+    },
 }
 
 /// How to run the stack.
@@ -46,6 +52,9 @@ pub enum StartError {
     /// The backend could not be opened or initialised.
     #[error("cannot open the embedded backend: {0}")]
     Embedded(#[from] hookbridge_embedded::InitError),
+    /// The AWS resources could not be found or created.
+    #[error("cannot use the AWS resources ({0}); run `hookbridge init --backend aws` first")]
+    Aws(#[source] hookbridge_core::Error),
     /// The HTTP client could not be built.
     #[error(transparent)]
     Outbound(#[from] hookbridge_outbound::BuildError),
@@ -70,17 +79,13 @@ pub struct RunningStack {
 
 impl std::fmt::Debug for RunningStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningStack")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("RunningStack").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
-/// Creates the backend's resources if missing and returns its ports.
-pub async fn open_backend(
-    choice: &BackendChoice,
-    settings: &Settings,
-) -> Result<Backend, StartError> {
+/// Opens the backend: the embedded one is created if missing (it is this machine's own);
+/// AWS resources must exist, or are created first when `create` is set.
+pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: bool) -> Result<Backend, StartError> {
     match choice {
         BackendChoice::Embedded { database } => {
             let mut cfg = EmbeddedConfig::at(database);
@@ -89,6 +94,16 @@ pub async fn open_backend(
             cfg.region = settings.region.clone();
             Ok(hookbridge_embedded::init(&cfg).await?)
         }
+        BackendChoice::Aws { sdk } => {
+            let clients = hookbridge_aws::Clients::new(sdk);
+            let resources = if create {
+                hookbridge_aws::init::create(&clients, &settings.topology).await
+            } else {
+                hookbridge_aws::init::find(&clients, &settings.topology).await
+            }
+            .map_err(StartError::Aws)?;
+            Ok(hookbridge_aws::backend(&clients, &resources))
+        }
     }
 }
 
@@ -96,11 +111,8 @@ impl RunningStack {
     /// Starts the API and the three consumers.
     pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
         let s = &opts.settings;
-        let backend = open_backend(&opts.backend, s).await?;
-        let outbound = Outbound::new(OutboundSettings {
-            timeout: s.request_timeout,
-            network: s.network.clone(),
-        })?;
+        let backend = open_backend(&opts.backend, s, false).await?;
+        let outbound = Outbound::new(OutboundSettings { timeout: s.request_timeout, network: s.network.clone() })?;
         let api = Api::new(
             backend.clone(),
             ApiSettings {
@@ -111,14 +123,8 @@ impl RunningStack {
         );
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
-            .map_err(|source| StartError::Listen {
-                addr: opts.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
+            .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: opts.listen, source })?;
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -145,10 +151,7 @@ impl RunningStack {
         let worker = Arc::new(Worker {
             backend: backend.clone(),
             outbound: outbound.clone(),
-            settings: WorkerSettings {
-                schedule: s.schedule.clone(),
-                disable_rule: s.disable_rule,
-            },
+            settings: WorkerSettings { schedule: s.schedule.clone(), disable_rule: s.disable_rule },
         });
         let verifier = Arc::new(Verifier {
             backend: backend.clone(),
@@ -158,45 +161,28 @@ impl RunningStack {
         });
 
         for _ in 0..2 {
-            let (q, st, deps) = (
-                backend.ingest_queue.clone(),
-                stopped.clone(),
-                ingest.clone(),
-            );
+            let (q, st, deps) = (backend.ingest_queue.clone(), stopped.clone(), ingest.clone());
             tasks.spawn(drive(q, st, move |batch| {
                 let deps = deps.clone();
                 async move { ingest::handle(&deps, &batch).await }
             }));
         }
         for _ in 0..opts.delivery_pollers.max(1) {
-            let (q, st, deps) = (
-                backend.delivery_queue.clone(),
-                stopped.clone(),
-                worker.clone(),
-            );
+            let (q, st, deps) = (backend.delivery_queue.clone(), stopped.clone(), worker.clone());
             tasks.spawn(drive(q, st, move |batch| {
                 let deps = deps.clone();
                 async move { delivery_worker::handle(&deps, &batch).await }
             }));
         }
         {
-            let (q, st, deps) = (
-                backend.verify_queue.clone(),
-                stopped.clone(),
-                verifier.clone(),
-            );
+            let (q, st, deps) = (backend.verify_queue.clone(), stopped.clone(), verifier.clone());
             tasks.spawn(drive(q, st, move |batch| {
                 let deps = deps.clone();
                 async move { verifier::handle(&deps, &batch).await }
             }));
         }
         tracing::info!(%addr, "hookbridge is serving");
-        Ok(Self {
-            addr,
-            backend,
-            stop,
-            tasks,
-        })
+        Ok(Self { addr, backend, stop, tasks })
     }
 
     /// Where the API listens.

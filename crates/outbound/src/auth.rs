@@ -64,9 +64,7 @@ pub struct TokenCache {
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache")
-            .field("fetches", &self.fetches())
-            .finish_non_exhaustive()
+        f.debug_struct("TokenCache").field("fetches", &self.fetches()).finish_non_exhaustive()
     }
 }
 
@@ -77,10 +75,7 @@ impl TokenCache {
     }
 
     fn slot(&self, key: u64) -> Slot {
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         slots.entry(key).or_default().clone()
     }
 }
@@ -96,12 +91,7 @@ fn cache_key(hook: HookId, oauth: &OAuthConfig, secrets: &HookSecrets) -> u64 {
     for (k, v) in &secrets.params {
         (k, v.expose()).hash(&mut h);
     }
-    for p in oauth
-        .header_params
-        .iter()
-        .chain(&oauth.query_params)
-        .chain(&oauth.body_params)
-    {
+    for p in oauth.header_params.iter().chain(&oauth.query_params).chain(&oauth.body_params) {
         (&p.key, &p.value).hash(&mut h);
     }
     h.finish()
@@ -147,28 +137,15 @@ impl Outbound {
         self.tokens.fetches.fetch_add(1, Ordering::Relaxed);
         let (value, lifetime) = fetched?;
         let margin = REFRESH_MARGIN.min(lifetime / 10);
-        *cached = Some(Token {
-            value: value.clone(),
-            renew_at: Instant::now() + lifetime.saturating_sub(margin),
-        });
+        *cached = Some(Token { value: value.clone(), renew_at: Instant::now() + lifetime.saturating_sub(margin) });
         Ok(value)
     }
 
-    async fn fetch_token(
-        &self,
-        oauth: &OAuthConfig,
-        secrets: &HookSecrets,
-    ) -> Result<(Secret, Duration), TokenError> {
-        let mut url = url::Url::parse(&oauth.token_url).map_err(|e| TokenError::Request {
-            class: ErrorClass::Connect,
-            detail: e.to_string(),
-        })?;
-        crate::resolver::check_literal(&self.settings.network, &url).map_err(|b| {
-            TokenError::Request {
-                class: ErrorClass::SsrfBlocked,
-                detail: b.to_string(),
-            }
-        })?;
+    async fn fetch_token(&self, oauth: &OAuthConfig, secrets: &HookSecrets) -> Result<(Secret, Duration), TokenError> {
+        let mut url = url::Url::parse(&oauth.token_url)
+            .map_err(|e| TokenError::Request { class: ErrorClass::Connect, detail: e.to_string() })?;
+        crate::resolver::check_literal(&self.settings.network, &url)
+            .map_err(|b| TokenError::Request { class: ErrorClass::SsrfBlocked, detail: b.to_string() })?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         form.retain(|(k, _)| !oauth.body_params.iter().any(|p| p.key == *k));
         form.extend(param_values("body_params", &oauth.body_params, secrets));
@@ -186,11 +163,7 @@ impl Outbound {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        let client_secret = secrets
-            .auth
-            .as_ref()
-            .map(Secret::expose)
-            .unwrap_or_default();
+        let client_secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
         let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
         let mut req = match oauth.http_method {
             TokenMethod::Post => self.client.post(url).form(&form),
@@ -201,50 +174,29 @@ impl Outbound {
         for (k, v) in param_values("header_params", &oauth.header_params, secrets) {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| TokenError::Request {
-            class: error_class(&e),
-            detail: describe(&e),
-        })?;
+        let resp =
+            req.send().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| TokenError::Request {
-            class: error_class(&e),
-            detail: describe(&e),
-        })?;
+        let body =
+            resp.text().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
         if !(200..300).contains(&status) {
-            return Err(TokenError::Rejected {
-                status,
-                body: excerpt(&body),
-            });
+            return Err(TokenError::Rejected { status, body: excerpt(&body) });
         }
-        let parsed: TokenResponse =
-            serde_json::from_str(&body).map_err(|_| TokenError::Rejected {
-                status,
-                body: "response has no access_token".to_owned(),
-            })?;
-        let lifetime = parsed
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let parsed: TokenResponse = serde_json::from_str(&body)
+            .map_err(|_| TokenError::Rejected { status, body: "response has no access_token".to_owned() })?;
+        let lifetime = parsed.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
         Ok((Secret::new(parsed.access_token), lifetime))
     }
 }
 
 /// The `Authorization` (or custom) header for the non-OAuth auth types.
-pub(crate) fn static_auth_header(
-    auth: &AuthConfig,
-    secrets: &HookSecrets,
-) -> Option<(String, String)> {
-    let secret = secrets
-        .auth
-        .as_ref()
-        .map(Secret::expose)
-        .unwrap_or_default();
+pub(crate) fn static_auth_header(auth: &AuthConfig, secrets: &HookSecrets) -> Option<(String, String)> {
+    let secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
     match auth {
         AuthConfig::None | AuthConfig::OauthClientCredentials(_) => None,
-        AuthConfig::Basic { username } => Some((
-            "authorization".to_owned(),
-            format!("Basic {}", STANDARD.encode(format!("{username}:{secret}"))),
-        )),
+        AuthConfig::Basic { username } => {
+            Some(("authorization".to_owned(), format!("Basic {}", STANDARD.encode(format!("{username}:{secret}")))))
+        }
         AuthConfig::ApiKey { .. } => Some(("authorization".to_owned(), format!("Bearer {secret}"))),
         AuthConfig::Header { name } => Some((name.clone(), secret.to_owned())),
     }

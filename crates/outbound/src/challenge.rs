@@ -30,22 +30,11 @@ pub enum ChallengeError {
 
 impl Outbound {
     /// Runs the challenge against `url`, sending `value` in `header`.
-    pub async fn challenge(
-        &self,
-        url: &str,
-        header: &str,
-        value: &str,
-    ) -> Result<(), ChallengeError> {
-        let parsed = url::Url::parse(url).map_err(|e| ChallengeError::NoResponse {
-            class: "connect",
-            detail: e.to_string(),
-        })?;
-        crate::resolver::check_literal(&self.settings.network, &parsed).map_err(|b| {
-            ChallengeError::NoResponse {
-                class: "ssrf_blocked",
-                detail: b.to_string(),
-            }
-        })?;
+    pub async fn challenge(&self, url: &str, header: &str, value: &str) -> Result<(), ChallengeError> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| ChallengeError::NoResponse { class: "connect", detail: e.to_string() })?;
+        crate::resolver::check_literal(&self.settings.network, &parsed)
+            .map_err(|b| ChallengeError::NoResponse { class: "ssrf_blocked", detail: b.to_string() })?;
         let resp = self
             .client
             .get(parsed)
@@ -53,29 +42,24 @@ impl Outbound {
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| ChallengeError::NoResponse {
-                class: error_class(&e).as_str(),
-                detail: describe(&e),
-            })?;
+            .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(ChallengeError::Status(status));
         }
-        let body = resp.text().await.map_err(|e| ChallengeError::NoResponse {
-            class: error_class(&e).as_str(),
-            detail: describe(&e),
-        })?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
         let json: serde_json::Value = serde_json::from_str(&body)
             .map_err(|_| ChallengeError::NotJson(excerpt(&body).chars().take(200).collect()))?;
-        let exact = json.as_object().is_some_and(|o| {
-            o.len() == 1 && o.get("verification").and_then(|v| v.as_str()) == Some(value)
-        });
+        let exact = json
+            .as_object()
+            .is_some_and(|o| o.len() == 1 && o.get("verification").and_then(|v| v.as_str()) == Some(value));
         if exact {
             Ok(())
         } else {
-            Err(ChallengeError::WrongValue(
-                excerpt(&json.to_string()).chars().take(200).collect(),
-            ))
+            Err(ChallengeError::WrongValue(excerpt(&json.to_string()).chars().take(200).collect()))
         }
     }
 }

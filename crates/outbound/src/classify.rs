@@ -23,10 +23,7 @@ pub(crate) fn error_class(e: &reqwest::Error) -> ErrorClass {
             return ErrorClass::Tls;
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
+            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
                 return ErrorClass::Tls;
             }
             if io.kind() == std::io::ErrorKind::TimedOut {

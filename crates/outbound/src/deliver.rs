@@ -77,21 +77,11 @@ impl Outbound {
         let url = match url::Url::parse(&cfg.url) {
             Ok(u) => u,
             Err(e) => {
-                return AttemptReport::failed(
-                    ErrorClass::Connect,
-                    at,
-                    started,
-                    format!("invalid url: {e}"),
-                );
+                return AttemptReport::failed(ErrorClass::Connect, at, started, format!("invalid url: {e}"));
             }
         };
         if let Err(blocked) = crate::resolver::check_literal(&self.settings.network, &url) {
-            return AttemptReport::failed(
-                ErrorClass::SsrfBlocked,
-                at,
-                started,
-                blocked.to_string(),
-            );
+            return AttemptReport::failed(ErrorClass::SsrfBlocked, at, started, blocked.to_string());
         }
         if url.scheme() == "http" && !self.settings.network.allow_http {
             return AttemptReport::failed(
@@ -122,12 +112,7 @@ impl Outbound {
             let resp = match self.send_once(&req, &url, &auth).await {
                 Ok(r) => r,
                 Err(e) => {
-                    return AttemptReport::failed(
-                        classify::error_class(&e),
-                        at,
-                        started,
-                        describe(&e),
-                    );
+                    return AttemptReport::failed(classify::error_class(&e), at, started, describe(&e));
                 }
             };
             let status = resp.status().as_u16();
@@ -154,15 +139,7 @@ impl Outbound {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, Utc::now()));
             let text = read_excerpt(resp).await;
-            return AttemptReport::new(
-                Sent::Response {
-                    status,
-                    retry_after,
-                },
-                at,
-                started,
-                Some(text),
-            );
+            return AttemptReport::new(Sent::Response { status, retry_after }, at, started, Some(text));
         }
     }
 
@@ -173,8 +150,7 @@ impl Outbound {
         auth: &AuthHeader,
     ) -> reqwest::Result<reqwest::Response> {
         let cfg = &req.hook.config;
-        let method = reqwest::Method::from_bytes(cfg.method.as_str().as_bytes())
-            .unwrap_or(reqwest::Method::POST);
+        let method = reqwest::Method::from_bytes(cfg.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
         let id = req.delivery_id.to_string();
         // Signed at send time, so a retry carries a fresh timestamp within the receiver's tolerance.
         let now = Utc::now();
@@ -187,18 +163,10 @@ impl Outbound {
             .header(signing::HEADER_TIMESTAMP, now.timestamp())
             .header(
                 signing::HEADER_SIGNATURE,
-                signing::standard_signature_header(
-                    req.secrets.signing_at(now),
-                    &id,
-                    now.timestamp(),
-                    body,
-                ),
+                signing::standard_signature_header(req.secrets.signing_at(now), &id, now.timestamp(), body),
             );
         if cfg.signature_formats.contains(&SignatureFormat::Keycloak) {
-            r = r.header(
-                signing::HEADER_KEYCLOAK,
-                signing::keycloak_signature(&req.secrets.signing, body),
-            );
+            r = r.header(signing::HEADER_KEYCLOAK, signing::keycloak_signature(&req.secrets.signing, body));
         }
         for h in &cfg.headers {
             let value = match &h.value {
@@ -213,10 +181,7 @@ impl Outbound {
         r = match auth {
             AuthHeader::None => r,
             AuthHeader::Static(k, v) => r.header(k.as_str(), v.as_str()),
-            AuthHeader::Bearer(t) => r.header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", t.expose()),
-            ),
+            AuthHeader::Bearer(t) => r.header(http::header::AUTHORIZATION, format!("Bearer {}", t.expose())),
         };
         r.body(req.body.to_owned()).send().await
     }

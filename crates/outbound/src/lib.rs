@@ -33,10 +33,7 @@ pub struct OutboundSettings {
 
 impl Default for OutboundSettings {
     fn default() -> Self {
-        Self {
-            timeout: DEFAULT_TIMEOUT,
-            network: NetworkPolicy::default(),
-        }
+        Self { timeout: DEFAULT_TIMEOUT, network: NetworkPolicy::default() }
     }
 }
 
@@ -56,9 +53,7 @@ pub struct Outbound {
 
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbound")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("Outbound").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -76,11 +71,7 @@ impl Outbound {
             .user_agent(concat!("Hookbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(BuildError)?;
-        Ok(Self {
-            client,
-            settings: Arc::new(settings),
-            tokens: TokenCache::default(),
-        })
+        Ok(Self { client, settings: Arc::new(settings), tokens: TokenCache::default() })
     }
 
     /// The settings it was built with.

@@ -42,14 +42,10 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|source| Unresolved {
-                    host: host.clone(),
-                    source,
-                })?
+                .map_err(|source| Unresolved { host: host.clone(), source })?
                 .collect();
-            let (allowed, blocked): (Vec<_>, Vec<_>) = found
-                .into_iter()
-                .partition(|a| policy.check(a.ip()) == AddressVerdict::Allowed);
+            let (allowed, blocked): (Vec<_>, Vec<_>) =
+                found.into_iter().partition(|a| policy.check(a.ip()) == AddressVerdict::Allowed);
             if allowed.is_empty() {
                 let block = blocked
                     .first()
@@ -58,9 +54,7 @@ impl Resolve for GuardedResolver {
                         AddressVerdict::Allowed => None,
                     })
                     .unwrap_or("no address");
-                return Err(
-                    Box::new(Blocked { host, block }) as Box<dyn std::error::Error + Send + Sync>
-                );
+                return Err(Box::new(Blocked { host, block }) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -75,10 +69,9 @@ pub(crate) fn check_literal(policy: &NetworkPolicy, url: &url::Url) -> Result<()
         _ => None,
     };
     match ip.map(|ip| policy.check(ip)) {
-        Some(AddressVerdict::Blocked(block)) => Err(Blocked {
-            host: url.host_str().unwrap_or_default().to_owned(),
-            block,
-        }),
+        Some(AddressVerdict::Blocked(block)) => {
+            Err(Blocked { host: url.host_str().unwrap_or_default().to_owned(), block })
+        }
         _ => Ok(()),
     }
 }

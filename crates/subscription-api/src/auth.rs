@@ -70,11 +70,7 @@ impl Scope {
 
 /// Signs a token (for `hookbridge token` and tests).
 pub fn mint_token(key: &JwtKey, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(&key.0),
-    )
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&key.0))
 }
 
 /// The authenticated caller of a request.
@@ -90,11 +86,7 @@ pub struct Caller {
 impl Caller {
     /// `403` unless the token has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.iter().any(|s| s == scope.as_str()) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(scope.as_str()))
-        }
+        if self.scopes.iter().any(|s| s == scope.as_str()) { Ok(()) } else { Err(ApiError::Forbidden(scope.as_str())) }
     }
 }
 
@@ -103,46 +95,33 @@ fn verify(key: &JwtKey, token: &str) -> Result<Claims, ApiError> {
     v.required_spec_claims.clear();
     v.leeway = LEEWAY_SECS;
     v.validate_aud = false;
-    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.0), &v)
-        .map(|d| d.claims)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                ApiError::Unauthorized("the token has expired")
-            }
-            _ => ApiError::Unauthorized("the token is not valid"),
-        })
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.0), &v).map(|d| d.claims).map_err(|e| match e
+        .kind()
+    {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::Unauthorized("the token has expired"),
+        _ => ApiError::Unauthorized("the token is not valid"),
+    })
 }
 
 impl FromRequestParts<Api> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
-        let header =
-            parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .ok_or(ApiError::Unauthorized(
-                    "missing Authorization: Bearer <token>",
-                ))?;
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <token>"))?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header must be Bearer <token>",
-            ))?;
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .ok_or(ApiError::Unauthorized("the Authorization header must be Bearer <token>"))?;
         let claims = verify(&api.settings().jwt, token.trim())?;
-        let tenant = claims.tenant.parse().map_err(|_| {
-            ApiError::Unauthorized("the token's tenant claim is not a valid tenant")
-        })?;
-        Ok(Self {
-            tenant,
-            sub: claims.sub,
-            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-        })
+        let tenant = claims
+            .tenant
+            .parse()
+            .map_err(|_| ApiError::Unauthorized("the token's tenant claim is not a valid tenant"))?;
+        Ok(Self { tenant, sub: claims.sub, scopes: claims.scope.split_whitespace().map(str::to_owned).collect() })
     }
 }
 
@@ -151,12 +130,7 @@ mod tests {
     use super::*;
 
     fn claims(exp: Option<u64>) -> Claims {
-        Claims {
-            sub: "u".into(),
-            tenant: "acme".into(),
-            scope: "hooks:read".into(),
-            exp,
-        }
+        Claims { sub: "u".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp }
     }
 
     #[test]
@@ -168,10 +142,7 @@ mod tests {
         let no_exp = mint_token(&key, &claims(None)).unwrap();
         assert!(verify(&key, &no_exp).is_ok());
         let expired = mint_token(&key, &claims(Some(now - 3600))).unwrap();
-        assert!(matches!(
-            verify(&key, &expired),
-            Err(ApiError::Unauthorized("the token has expired"))
-        ));
+        assert!(matches!(verify(&key, &expired), Err(ApiError::Unauthorized("the token has expired"))));
         let wrong_key = mint_token(&JwtKey::new("k2"), &claims(None)).unwrap();
         assert!(verify(&key, &wrong_key).is_err());
         let mut forged = good.clone();

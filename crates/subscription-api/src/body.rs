@@ -22,25 +22,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                ct.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_some_and(|ct| {
-                ct == "application/json"
-                    || (ct.starts_with("application/") && ct.ends_with("+json"))
-            });
+            .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .is_some_and(|ct| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")));
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
-            .map_err(|_| {
-                ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"))
-            })?;
+            .map_err(|_| ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes")))?;
         Ok(Self(bytes))
     }
 }
@@ -53,8 +42,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let field = if path == "." { "body".to_owned() } else { path };
         ApiError::field(field, e.inner().to_string())
     })?;
-    de.end()
-        .map_err(|e| ApiError::field("body", e.to_string()))?;
+    de.end().map_err(|e| ApiError::field("body", e.to_string()))?;
     Ok(value)
 }
 

@@ -40,10 +40,7 @@ pub async fn list(
         Some(h) => match h.parse::<i64>() {
             Ok(n) if (1..=MAX_HOURS).contains(&n) => n,
             _ => {
-                return Err(ApiError::field(
-                    "hours",
-                    format!("must be an integer from 1 to {MAX_HOURS}"),
-                ));
+                return Err(ApiError::field("hours", format!("must be an integer from 1 to {MAX_HOURS}")));
             }
         },
     };
@@ -51,19 +48,10 @@ pub async fn list(
     let hook = load(&api, &caller, &id).await?;
     let now = Utc::now();
     // The window ends a moment after now, so a delivery created in this millisecond is in it.
-    let window = Window {
-        since: now - Duration::hours(hours),
-        until: now + Duration::milliseconds(1),
-    };
-    let page = api
-        .backend()
-        .deliveries
-        .list(hook.id, window, limit, q.cursor.as_deref())
-        .await?;
+    let window = Window { since: now - Duration::hours(hours), until: now + Duration::milliseconds(1) };
+    let page = api.backend().deliveries.list(hook.id, window, limit, q.cursor.as_deref()).await?;
     let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
-    Ok(Json(
-        json!({ "deliveries": deliveries, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))
 }
 
 /// `GET /v1/hooks/{id}/deliveries/{delivery_id}`: the delivery, its envelope, every attempt.
@@ -74,9 +62,7 @@ pub async fn get(
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
     caller.require(Scope::HooksRead)?;
     let hook = load(&api, &caller, &id).await?;
-    let delivery_id: DeliveryId = delivery_id
-        .parse()
-        .map_err(|_| ApiError::NotFound("no such delivery"))?;
+    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
     let delivery = api
         .backend()
         .deliveries
@@ -90,9 +76,5 @@ pub async fn get(
         .get(&caller.tenant, &delivery.event_id)
         .await?
         .and_then(|e| serde_json::value::RawValue::from_string(e.to_body()).ok());
-    Ok(Json(DeliveryDetailOut {
-        delivery: (&delivery).into(),
-        envelope,
-        attempt_log: delivery.attempts.clone(),
-    }))
+    Ok(Json(DeliveryDetailOut { delivery: (&delivery).into(), envelope, attempt_log: delivery.attempts.clone() }))
 }

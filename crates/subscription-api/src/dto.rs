@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use hookbridge_core::delivery::{Attempt, Delivery, DeliveryStatus, ErrorClass};
 use hookbridge_core::hook::{
-    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod,
-    SignatureFormat, VerificationStatus,
+    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod, SignatureFormat,
+    VerificationStatus,
 };
 use hookbridge_core::ids::{DeliveryId, EventId, HookId};
 use hookbridge_core::pattern::EventTypePattern;

@@ -46,18 +46,12 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 about one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            detail: "the request is invalid".to_owned(),
-            errors: vec![FieldError::new(field, message)],
-        }
+        Self::Invalid { detail: "the request is invalid".to_owned(), errors: vec![FieldError::new(field, message)] }
     }
 
     /// A 400 about several fields.
     pub fn fields(errors: Vec<FieldError>) -> Self {
-        Self::Invalid {
-            detail: "the request is invalid".to_owned(),
-            errors,
-        }
+        Self::Invalid { detail: "the request is invalid".to_owned(), errors }
     }
 
     /// Its HTTP status.
@@ -109,12 +103,10 @@ impl From<hookbridge_core::Error> for ApiError {
     fn from(e: hookbridge_core::Error) -> Self {
         use hookbridge_core::Error as E;
         match e {
-            E::NameTaken => {
-                Self::Conflict("a hook with this name already exists in the tenant".to_owned())
+            E::NameTaken => Self::Conflict("a hook with this name already exists in the tenant".to_owned()),
+            E::VersionConflict => {
+                Self::Conflict("the hook was changed since it was read; read it again and retry".to_owned())
             }
-            E::VersionConflict => Self::Conflict(
-                "the hook was changed since it was read; read it again and retry".to_owned(),
-            ),
             E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
             E::TooLarge(what) => Self::TooLarge(what),
             other => Self::Internal(other),
@@ -147,13 +139,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -58,18 +58,12 @@ fn split(bytes: &[u8]) -> Result<Vec<Box<RawValue>>, ApiError> {
         Some(b'[') => serde_json::from_slice::<Vec<Box<RawValue>>>(bytes),
         Some(b'{') => serde_json::from_slice::<Box<RawValue>>(bytes).map(|one| vec![one]),
         _ => {
-            return Err(ApiError::field(
-                "body",
-                "must be an event object or an array of events",
-            ));
+            return Err(ApiError::field("body", "must be an event object or an array of events"));
         }
     };
     let events = parsed.map_err(|e| ApiError::field("body", e.to_string()))?;
     if events.is_empty() || events.len() > MAX_EVENTS {
-        return Err(ApiError::field(
-            "body",
-            format!("must hold 1-{MAX_EVENTS} events"),
-        ));
+        return Err(ApiError::field("body", format!("must hold 1-{MAX_EVENTS} events")));
     }
     Ok(events)
 }
@@ -108,11 +102,7 @@ fn route_detail(
     RawValue::from_string(out).unwrap_or_else(|_| detail.to_owned())
 }
 
-fn validate(
-    raw: &RawValue,
-    index: Option<usize>,
-    tenant: &TenantId,
-) -> Result<Accepted, Vec<FieldError>> {
+fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) -> Result<Accepted, Vec<FieldError>> {
     let at = |f: &str| match index {
         Some(i) => format!("[{i}].{f}"),
         None => f.to_owned(),
@@ -121,11 +111,7 @@ fn validate(
     let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         vec![FieldError::new(
-            if path == "." {
-                at("").trim_end_matches('.').to_owned()
-            } else {
-                at(&path)
-            },
+            if path == "." { at("").trim_end_matches('.').to_owned() } else { at(&path) },
             e.inner().to_string(),
         )]
     })?;
@@ -143,10 +129,7 @@ fn validate(
     };
     let source = match ev.source {
         Some(s) if s == PLATFORM_SOURCE || s.starts_with("aws.") => {
-            e.push(
-                at("source"),
-                "is reserved; use your product's own source name",
-            );
+            e.push(at("source"), "is reserved; use your product's own source name");
             String::new()
         }
         Some(s) if printable(&s, 256) => s,
@@ -192,10 +175,7 @@ fn validate(
                     None => false,
                     Some(Value::String(t)) if t == tenant.as_str() => true,
                     Some(_) => {
-                        e.push(
-                            at("detail.tenant"),
-                            "must be left out or equal the token's tenant",
-                        );
+                        e.push(at("detail.tenant"), "must be left out or equal the token's tenant");
                         true
                     }
                 };
@@ -211,13 +191,7 @@ fn validate(
                         true
                     }
                 };
-                Some(route_detail(
-                    d,
-                    tenant,
-                    ev.site.as_deref(),
-                    has_tenant,
-                    has_site,
-                ))
+                Some(route_detail(d, tenant, ev.site.as_deref(), has_tenant, has_site))
             }
             _ => {
                 e.push(at("detail"), "must be a JSON object");
@@ -226,26 +200,14 @@ fn validate(
         },
     };
     e.finish(())?;
-    let entry = BusEntry {
-        detail_type,
-        source,
-        time,
-        resources,
-        detail: detail.unwrap_or_else(|| raw.to_owned()),
-    };
+    let entry = BusEntry { detail_type, source, time, resources, detail: detail.unwrap_or_else(|| raw.to_owned()) };
     if entry.size() > MAX_EVENT_BYTES {
         return Err(vec![FieldError::new(
             at("detail"),
-            format!(
-                "the event is {} bytes; at most {MAX_EVENT_BYTES} are accepted",
-                entry.size()
-            ),
+            format!("the event is {} bytes; at most {MAX_EVENT_BYTES} are accepted", entry.size()),
         )]);
     }
-    Ok(Accepted {
-        entry,
-        producer_id: ev.id,
-    })
+    Ok(Accepted { entry, producer_id: ev.id })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -253,10 +215,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         None => Ok(None),
         Some(v) => match v.to_str() {
             Ok(k) if printable(k, MAX_KEY_LEN) => Ok(Some(format!("key:{k}"))),
-            _ => Err(ApiError::field(
-                "Idempotency-Key",
-                format!("must be 1-{MAX_KEY_LEN} printable characters"),
-            )),
+            _ => Err(ApiError::field("Idempotency-Key", format!("must be 1-{MAX_KEY_LEN} printable characters"))),
         },
     }
 }
@@ -288,35 +247,18 @@ pub async fn publish(
     let store = &api.backend().idempotency;
     let fingerprint = hex::encode(Sha256::digest(&bytes));
     if let Some(k) = &key {
-        match store
-            .claim(
-                &caller.tenant,
-                k,
-                &fingerprint,
-                now,
-                now + IDEMPOTENCY_WINDOW,
-            )
-            .await?
-        {
+        match store.claim(&caller.tenant, k, &fingerprint, now, now + IDEMPOTENCY_WINDOW).await? {
             Claim::Claimed => {}
-            Claim::Existing {
-                fingerprint: fp,
-                response: Some(r),
-            } if fp == fingerprint => {
+            Claim::Existing { fingerprint: fp, response: Some(r) } if fp == fingerprint => {
                 return Ok(replayed(r));
             }
-            Claim::Existing {
-                response: Some(_), ..
-            } => {
+            Claim::Existing { response: Some(_), .. } => {
                 return Err(ApiError::Conflict(
-                    "this Idempotency-Key was used for a different request in the last 24 hours"
-                        .to_owned(),
+                    "this Idempotency-Key was used for a different request in the last 24 hours".to_owned(),
                 ));
             }
             Claim::Existing { response: None, .. } => {
-                return Err(ApiError::Conflict(
-                    "a request with this Idempotency-Key is still in progress".to_owned(),
-                ));
+                return Err(ApiError::Conflict("a request with this Idempotency-Key is still in progress".to_owned()));
             }
         }
     }
@@ -324,10 +266,7 @@ pub async fn publish(
     let result = publish_events(&api, &caller.tenant, accepted, now).await;
     match (&key, &result) {
         (Some(k), Ok(body)) => {
-            let stored = StoredResponse {
-                status: 202,
-                body: body.to_string(),
-            };
+            let stored = StoredResponse { status: 202, body: body.to_string() };
             if let Err(e) = store.complete(&caller.tenant, k, &stored).await {
                 tracing::error!(error = %e, "could not store the idempotent answer");
             }
@@ -343,12 +282,8 @@ pub async fn publish(
 fn replayed(r: StoredResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::ACCEPTED);
     let mut resp = (status, r.body).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     resp
 }
 
@@ -367,21 +302,14 @@ async fn publish_events(
     for (i, a) in events.into_iter().enumerate() {
         if let Some(pid) = &a.producer_id {
             let k = format!("event:{pid}");
-            match store
-                .claim(tenant, &k, pid, now, now + IDEMPOTENCY_WINDOW)
-                .await?
-            {
+            match store.claim(tenant, &k, pid, now, now + IDEMPOTENCY_WINDOW).await? {
                 Claim::Claimed => claimed.push((i, k)),
-                Claim::Existing {
-                    response: Some(r), ..
-                } => {
+                Claim::Existing { response: Some(r), .. } => {
                     ids.push(r.body.parse().ok());
                     continue;
                 }
                 Claim::Existing { response: None, .. } => {
-                    return Err(ApiError::Conflict(format!(
-                        "event {pid} is being published by another request"
-                    )));
+                    return Err(ApiError::Conflict(format!("event {pid} is being published by another request")));
                 }
             }
         }
@@ -389,11 +317,7 @@ async fn publish_events(
         to_publish.push((i, a.entry));
     }
     let positions: Vec<usize> = to_publish.iter().map(|(i, _)| *i).collect();
-    let published = api
-        .backend()
-        .bus
-        .publish(to_publish.into_iter().map(|(_, e)| e).collect())
-        .await;
+    let published = api.backend().bus.publish(to_publish.into_iter().map(|(_, e)| e).collect()).await;
     let published = match published {
         Ok(p) => p,
         Err(e) => {
@@ -405,10 +329,7 @@ async fn publish_events(
     };
     for (pos, id) in positions.iter().zip(published) {
         if let Some((_, k)) = claimed.iter().find(|(i, _)| i == pos) {
-            let r = StoredResponse {
-                status: 202,
-                body: id.to_string(),
-            };
+            let r = StoredResponse { status: 202, body: id.to_string() };
             if let Err(e) = store.complete(tenant, k, &r).await {
                 tracing::error!(error = %e, "could not remember a producer's event id");
             }
@@ -435,14 +356,8 @@ mod tests {
             route_detail(&raw(r#"{"z":1,"a":{"b":2}}"#), &t, None, false, false).get(),
             r#"{"tenant":"acme","z":1,"a":{"b":2}}"#
         );
-        assert_eq!(
-            route_detail(&raw("{ }"), &t, Some("s1"), false, false).get(),
-            r#"{"tenant":"acme","site":"s1"}"#
-        );
-        assert_eq!(
-            route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, true, false).get(),
-            r#"{"tenant":"acme"}"#
-        );
+        assert_eq!(route_detail(&raw("{ }"), &t, Some("s1"), false, false).get(), r#"{"tenant":"acme","site":"s1"}"#);
+        assert_eq!(route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, true, false).get(), r#"{"tenant":"acme"}"#);
     }
 
     #[test]

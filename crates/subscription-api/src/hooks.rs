@@ -6,8 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use hookbridge_core::hook::{
-    ConnectionState, DestinationState, Health, Hook, HookDraft, HookState, ValidationContext,
-    VerificationStatus,
+    ConnectionState, DestinationState, Health, Hook, HookDraft, HookState, ValidationContext, VerificationStatus,
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
@@ -43,19 +42,12 @@ pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hoo
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
-pub async fn create(
-    State(api): State<Api>,
-    caller: Caller,
-    JsonBody(bytes): JsonBody,
-) -> Result<Response, ApiError> {
+pub async fn create(State(api): State<Api>, caller: Caller, JsonBody(bytes): JsonBody) -> Result<Response, ApiError> {
     caller.require(Scope::HooksWrite)?;
     match parse::<Value>(&bytes)? {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BULK {
-                return Err(ApiError::field(
-                    "body",
-                    format!("must hold 1-{MAX_BULK} hooks"),
-                ));
+                return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
             }
             let mut results = Vec::with_capacity(items.len());
             for item in items {
@@ -72,32 +64,16 @@ pub async fn create(
         item @ Value::Object(_) => {
             let out = create_one(&api, &caller, item, "").await?;
             let location = format!("/v1/hooks/{}", out.id);
-            Ok((
-                StatusCode::CREATED,
-                [(header::LOCATION, location)],
-                Json(out),
-            )
-                .into_response())
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(out)).into_response())
         }
-        _ => Err(ApiError::field(
-            "body",
-            "must be a hook object or an array of hooks",
-        )),
+        _ => Err(ApiError::field("body", "must be a hook object or an array of hooks")),
     }
 }
 
-async fn create_one(
-    api: &Api,
-    caller: &Caller,
-    item: Value,
-    at: &str,
-) -> Result<HookOut, ApiError> {
+async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
     let draft: HookDraft = from_value(item, at)?;
     let now = Utc::now();
-    let ctx = ValidationContext {
-        network: &api.settings().network,
-        now,
-    };
+    let ctx = ValidationContext { network: &api.settings().network, now };
     let (config, secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
     let sealed = api.backend().sealer.seal(&secrets).await?;
     let hook = Hook {
@@ -132,44 +108,27 @@ pub(crate) fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usi
         None => Ok(default),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::field(
-                "limit",
-                format!("must be an integer from 1 to {max}"),
-            )),
+            _ => Err(ApiError::field("limit", format!("must be an integer from 1 to {max}"))),
         },
     }
 }
 
 /// `GET /v1/hooks?limit=&cursor=`.
-pub async fn list(
-    State(api): State<Api>,
-    caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::HooksRead)?;
     let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
-    let page = api
-        .backend()
-        .hooks
-        .list(&caller.tenant, limit, q.cursor.as_deref())
-        .await?;
+    let page = api.backend().hooks.list(&caller.tenant, limit, q.cursor.as_deref()).await?;
     let hooks: Vec<HookOut> = page
         .items
         .iter()
         .filter(|h| h.state.connection_state != ConnectionState::Deleting)
         .map(HookOut::from)
         .collect();
-    Ok(Json(
-        json!({ "hooks": hooks, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(json!({ "hooks": hooks, "next_cursor": page.next_cursor })))
 }
 
 /// `GET /v1/hooks/{id}`.
-pub async fn get(
-    State(api): State<Api>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<HookOut>, ApiError> {
+pub async fn get(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<Json<HookOut>, ApiError> {
     caller.require(Scope::HooksRead)?;
     Ok(Json(HookOut::from(&load(&api, &caller, &id).await?)))
 }
@@ -192,16 +151,11 @@ pub async fn replace(
     if let Some(name) = &draft.name
         && name != existing.config.name.as_str()
     {
-        return Err(ApiError::Conflict(
-            "a hook's name cannot be changed".to_owned(),
-        ));
+        return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
     }
     let expected = match (draft.version, if_match(&headers)?) {
         (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::field(
-                "version",
-                "differs from the If-Match header",
-            ));
+            return Err(ApiError::field("version", "differs from the If-Match header"));
         }
         (v, m) => v.or(m),
     };
@@ -215,13 +169,8 @@ pub async fn replace(
     }
     let old_secrets = api.backend().sealer.open(&existing.sealed).await?;
     let now = Utc::now();
-    let ctx = ValidationContext {
-        network: &api.settings().network,
-        now,
-    };
-    let (config, secrets) = draft
-        .validate(ctx, Some((&existing.config, &old_secrets)))
-        .map_err(ApiError::fields)?;
+    let ctx = ValidationContext { network: &api.settings().network, now };
+    let (config, secrets) = draft.validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
 
     let mut state = existing.state.clone();
     state.connection_state = ConnectionState::Updating;
@@ -242,24 +191,12 @@ pub async fn replace(
         state.verification.status = VerificationStatus::Pending;
         state.verification.verified_at = None;
         state.verification.last_error = None;
-    } else if !config.verification.required
-        && state.verification.status == VerificationStatus::Pending
-    {
+    } else if !config.verification.required && state.verification.status == VerificationStatus::Pending {
         state.verification.status = VerificationStatus::Unverified;
     }
-    let sealed = if secrets == old_secrets {
-        existing.sealed.clone()
-    } else {
-        api.backend().sealer.seal(&secrets).await?
-    };
-    let hook = Hook {
-        config,
-        state,
-        sealed,
-        updated_at: now,
-        version: existing.version + 1,
-        ..existing.clone()
-    };
+    let sealed =
+        if secrets == old_secrets { existing.sealed.clone() } else { api.backend().sealer.seal(&secrets).await? };
+    let hook = Hook { config, state, sealed, updated_at: now, version: existing.version + 1, ..existing.clone() };
     api.backend().hooks.replace(&hook, existing.version).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
     lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
@@ -281,11 +218,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `DELETE /v1/hooks/{id}`: nothing more is delivered to it.
-pub async fn delete(
-    State(api): State<Api>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require(Scope::HooksWrite)?;
     let hook = load(&api, &caller, &id).await?;
     if !api.backend().hooks.delete(&caller.tenant, hook.id).await? {

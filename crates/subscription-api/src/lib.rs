@@ -46,18 +46,14 @@ struct ApiInner {
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("settings", &self.inner.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("Api").field("settings", &self.inner.settings).finish_non_exhaustive()
     }
 }
 
 impl Api {
     /// The API over a backend.
     pub fn new(backend: Backend, settings: ApiSettings) -> Self {
-        Self {
-            inner: Arc::new(ApiInner { backend, settings }),
-        }
+        Self { inner: Arc::new(ApiInner { backend, settings }) }
     }
 
     pub(crate) fn backend(&self) -> &Backend {
@@ -74,15 +70,9 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/hooks", post(hooks::create).get(hooks::list))
-        .route(
-            "/v1/hooks/{id}",
-            get(hooks::get).put(hooks::replace).delete(hooks::delete),
-        )
+        .route("/v1/hooks/{id}", get(hooks::get).put(hooks::replace).delete(hooks::delete))
         .route("/v1/hooks/{id}/events", get(deliveries::list))
-        .route(
-            "/v1/hooks/{id}/deliveries/{delivery_id}",
-            get(deliveries::get),
-        )
+        .route("/v1/hooks/{id}/deliveries/{delivery_id}", get(deliveries::get))
         .route("/v1/events", post(events::publish))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -92,10 +82,7 @@ pub fn router(api: Api) -> Router {
 
 /// One log line per request: method, route, status, duration. Never the body or headers,
 /// which may carry secrets.
-async fn log_request(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let method = req.method().clone();
     let route = req
         .extensions()

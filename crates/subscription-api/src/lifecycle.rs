@@ -35,12 +35,7 @@ fn empty_object() -> Box<RawValue> {
 /// failure must not undo or fail the request: it is logged, and `POST /verify`
 /// re-triggers the verifier.
 pub async fn emit(api: &Api, event_type: &str, hook: &Hook, reason: Option<String>) {
-    if let Err(e) = api
-        .backend()
-        .bus
-        .publish(vec![entry(event_type, hook, reason)])
-        .await
-    {
+    if let Err(e) = api.backend().bus.publish(vec![entry(event_type, hook, reason)]).await {
         tracing::error!(
             error = %e,
             event_type,

@@ -7,17 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::Error;
-use hookbridge_core::delivery::{
-    Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass,
-};
+use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass};
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{
-    Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, ValidationContext,
-};
+use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, ValidationContext};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
-use hookbridge_core::ports::{
-    Claim, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window,
-};
+use hookbridge_core::ports::{Claim, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window};
 use hookbridge_core::secret::Secret;
 use hookbridge_core::topology::QueueSpec;
 use serde_json::value::RawValue;
@@ -84,18 +78,11 @@ async fn test_queue(
 }
 
 fn msgs(bodies: &[&str]) -> Vec<OutgoingMessage> {
-    bodies
-        .iter()
-        .map(|b| OutgoingMessage::now((*b).to_owned()))
-        .collect()
+    bodies.iter().map(|b| OutgoingMessage::now((*b).to_owned())).collect()
 }
 
 /// Receives until `n` messages arrived or `timeout` passed.
-async fn receive_n(
-    q: &dyn Queue,
-    n: usize,
-    timeout: Duration,
-) -> Vec<hookbridge_core::ports::ReceivedMessage> {
+async fn receive_n(q: &dyn Queue, n: usize, timeout: Duration) -> Vec<hookbridge_core::ports::ReceivedMessage> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut got = Vec::new();
     while got.len() < n && tokio::time::Instant::now() < deadline {
@@ -116,12 +103,7 @@ pub async fn queue_send_receive_ack(h: &dyn Harness) {
     assert_eq!(q.depth().await.expect("depth").in_flight, 3);
     let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
     q.ack(&receipts).await.expect("ack");
-    assert!(
-        q.receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty()
-    );
+    assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty());
     assert_eq!(q.depth().await.expect("depth").total(), 0);
 }
 
@@ -129,10 +111,7 @@ pub async fn queue_send_receive_ack(h: &dyn Harness) {
 pub async fn queue_batches_larger_than_ten(h: &dyn Harness) {
     let (q, _) = test_queue(h, 30, 5).await;
     let bodies: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
-    let out: Vec<_> = bodies
-        .iter()
-        .map(|b| OutgoingMessage::now(b.clone()))
-        .collect();
+    let out: Vec<_> = bodies.iter().map(|b| OutgoingMessage::now(b.clone())).collect();
     q.send_batch(&out).await.expect("send 25");
     let got = receive_n(q.as_ref(), 25, 20 * SECOND).await;
     let mut seen: Vec<_> = got.iter().map(|m| m.body.clone()).collect();
@@ -145,19 +124,8 @@ pub async fn queue_batches_larger_than_ten(h: &dyn Harness) {
 /// A delayed message is not receivable before its delay.
 pub async fn queue_delay_holds_messages_back(h: &dyn Harness) {
     let (q, _) = test_queue(h, 30, 5).await;
-    q.send_batch(&[OutgoingMessage {
-        body: "later".into(),
-        delay: 2 * SECOND,
-    }])
-    .await
-    .expect("send");
-    assert!(
-        q.receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty(),
-        "delivered before its delay"
-    );
+    q.send_batch(&[OutgoingMessage { body: "later".into(), delay: 2 * SECOND }]).await.expect("send");
+    assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "delivered before its delay");
     assert_eq!(q.depth().await.expect("depth").delayed, 1);
     let got = receive_n(q.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(got.len(), 1);
@@ -170,13 +138,7 @@ pub async fn queue_visibility_timeout_redelivers_with_higher_count(h: &dyn Harne
     q.send_batch(&msgs(&["x"])).await.expect("send");
     let first = receive_n(q.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(first[0].receive_count, 1);
-    assert!(
-        q.receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty(),
-        "visible while in flight"
-    );
+    assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "visible while in flight");
     let again = receive_n(q.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, first[0].id);
@@ -188,21 +150,11 @@ pub async fn queue_retry_after_postpones_and_zero_redelivers_at_once(h: &dyn Har
     let (q, _) = test_queue(h, 60, 10).await;
     q.send_batch(&msgs(&["r"])).await.expect("send");
     let m = receive_n(q.as_ref(), 1, 10 * SECOND).await.remove(0);
-    q.retry_after(&m.receipt, Duration::ZERO)
-        .await
-        .expect("retry now");
+    q.retry_after(&m.receipt, Duration::ZERO).await.expect("retry now");
     let m2 = receive_n(q.as_ref(), 1, 5 * SECOND).await.remove(0);
     assert_eq!(m2.receive_count, 2);
-    q.retry_after(&m2.receipt, 2 * SECOND)
-        .await
-        .expect("retry later");
-    assert!(
-        q.receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty(),
-        "redelivered before its delay"
-    );
+    q.retry_after(&m2.receipt, 2 * SECOND).await.expect("retry later");
+    assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "redelivered before its delay");
     let m3 = receive_n(q.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(m3.len(), 1);
     assert_eq!(m3[0].receive_count, 3);
@@ -215,14 +167,9 @@ pub async fn queue_dead_letters_after_max_receives(h: &dyn Harness) {
     for n in 1..=2 {
         let m = receive_n(q.as_ref(), 1, 5 * SECOND).await.remove(0);
         assert_eq!(m.receive_count, n);
-        q.retry_after(&m.receipt, Duration::ZERO)
-            .await
-            .expect("return");
+        q.retry_after(&m.receipt, Duration::ZERO).await.expect("return");
     }
-    assert!(
-        q.receive(10, SECOND).await.expect("receive").is_empty(),
-        "received a third time"
-    );
+    assert!(q.receive(10, SECOND).await.expect("receive").is_empty(), "received a third time");
     let dead = receive_n(dlq.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, "poison");
@@ -238,11 +185,7 @@ pub async fn queue_long_poll_returns_a_message_sent_while_waiting(h: &dyn Harnes
     });
     let got = q.receive(10, 5 * SECOND).await.expect("receive");
     send.await.expect("sender");
-    let got = if got.is_empty() {
-        receive_n(q.as_ref(), 1, 5 * SECOND).await
-    } else {
-        got
-    };
+    let got = if got.is_empty() { receive_n(q.as_ref(), 1, 5 * SECOND).await } else { got };
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "late");
 }
@@ -264,10 +207,7 @@ pub async fn bus_routes_product_and_lifecycle_events_by_rule(h: &dyn Harness) {
     let source = h.unique("src");
     h.rule(&Rule {
         name: h.unique("r1"),
-        pattern: RulePattern {
-            source: SourceMatch::Exactly(source.clone()),
-            detail_types: vec![],
-        },
+        pattern: RulePattern { source: SourceMatch::Exactly(source.clone()), detail_types: vec![] },
         target_queue: product_q.name().to_owned(),
     })
     .await;
@@ -312,10 +252,7 @@ pub async fn bus_refuses_events_over_256_kib(h: &dyn Harness) {
     let err = h
         .backend()
         .bus
-        .publish(vec![
-            entry("p", "t", r#"{"tenant":"acme"}"#),
-            entry("p", "t", &big),
-        ])
+        .publish(vec![entry("p", "t", r#"{"tenant":"acme"}"#), entry("p", "t", &big)])
         .await
         .expect_err("too large");
     assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
@@ -331,15 +268,8 @@ pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, H
         "headers": [{"name": "X-Hidden", "value": format!("hv-{name}-secret"), "secret": true}],
     }))
     .expect("draft");
-    let (config, secrets) = draft
-        .validate(
-            ValidationContext {
-                network: &policy,
-                now: Utc::now(),
-            },
-            None,
-        )
-        .expect("valid");
+    let (config, secrets) =
+        draft.validate(ValidationContext { network: &policy, now: Utc::now() }, None).expect("valid");
     let sealed = h.backend().sealer.seal(&secrets).await.expect("seal");
     let now = Utc::now();
     let hook = Hook {
@@ -362,28 +292,12 @@ pub async fn hooks_create_get_and_tenant_isolation(h: &dyn Harness) {
     let (hook, secrets) = make_hook(h, &t, "one").await;
     let store = &h.backend().hooks;
     store.create(&hook).await.expect("create");
-    let got = store
-        .get(&hook.tenant, hook.id)
-        .await
-        .expect("get")
-        .expect("present");
+    let got = store.get(&hook.tenant, hook.id).await.expect("get").expect("present");
     assert_eq!(got, hook);
     let opened = h.backend().sealer.open(&got.sealed).await.expect("open");
     assert_eq!(opened, secrets);
-    assert_eq!(
-        store
-            .get(&tenant("someone-else"), hook.id)
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        store
-            .get(&hook.tenant, HookId::generate())
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(store.get(&tenant("someone-else"), hook.id).await.expect("get"), None);
+    assert_eq!(store.get(&hook.tenant, HookId::generate()).await.expect("get"), None);
 }
 
 /// Two hooks of a tenant cannot share a name; another tenant can use it; delete frees it.
@@ -396,10 +310,7 @@ pub async fn hooks_names_are_unique_per_tenant_and_freed_by_delete(h: &dyn Harne
     assert!(matches!(store.create(&b).await, Err(Error::NameTaken)));
     let other_tenant = h.unique("tenant");
     let (c, _) = make_hook(h, &other_tenant, "same").await;
-    store
-        .create(&c)
-        .await
-        .expect("other tenant may use the name");
+    store.create(&c).await.expect("other tenant may use the name");
 
     // Racing creates of one name: exactly one wins.
     let racers: Vec<Hook> = {
@@ -410,17 +321,8 @@ pub async fn hooks_names_are_unique_per_tenant_and_freed_by_delete(h: &dyn Harne
         v
     };
     let results = futures_join(racers.iter().map(|r| store.create(r))).await;
-    assert_eq!(
-        results.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results
-            .iter()
-            .filter(|r| r.is_err())
-            .all(|r| matches!(r, Err(Error::NameTaken)))
-    );
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(Error::NameTaken))));
 
     assert!(store.delete(&a.tenant, a.id).await.expect("delete"));
     assert!(!store.delete(&a.tenant, a.id).await.expect("delete again"));
@@ -448,11 +350,7 @@ async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> 
                     }
                 }
             }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
+            if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
         })
         .await;
         results.into_iter().flatten().collect::<Vec<_>>()
@@ -474,22 +372,12 @@ pub async fn hooks_replace_checks_the_version(h: &dyn Harness) {
     let mut stale = hook.clone();
     stale.config.description = Some("stale".into());
     stale.version = 2;
-    assert!(matches!(
-        store.replace(&stale, 1).await,
-        Err(Error::VersionConflict)
-    ));
-    let got = store
-        .get(&hook.tenant, hook.id)
-        .await
-        .expect("get")
-        .expect("present");
+    assert!(matches!(store.replace(&stale, 1).await, Err(Error::VersionConflict)));
+    let got = store.get(&hook.tenant, hook.id).await.expect("get").expect("present");
     assert_eq!(got.config.description.as_deref(), Some("second"));
     assert_eq!(got.version, 2);
     store.delete(&hook.tenant, hook.id).await.expect("delete");
-    assert!(
-        matches!(store.replace(&v2, 2).await, Err(Error::VersionConflict)),
-        "replace after delete"
-    );
+    assert!(matches!(store.replace(&v2, 2).await, Err(Error::VersionConflict)), "replace after delete");
 }
 
 /// Listing pages through every hook once, oldest first; a foreign cursor is refused.
@@ -505,10 +393,7 @@ pub async fn hooks_list_paginates_in_creation_order(h: &dyn Harness) {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = store
-            .list(&tenant(&t), 2, cursor.as_deref())
-            .await
-            .expect("list");
+        let page = store.list(&tenant(&t), 2, cursor.as_deref()).await.expect("list");
         assert!(page.items.len() <= 2);
         seen.extend(page.items.iter().map(|h| h.id));
         match page.next_cursor {
@@ -518,10 +403,7 @@ pub async fn hooks_list_paginates_in_creation_order(h: &dyn Harness) {
     }
     assert_eq!(seen, ids);
     assert_eq!(store.list_all(&tenant(&t)).await.expect("all").len(), 5);
-    assert!(matches!(
-        store.list(&tenant(&t), 2, Some("not-a-cursor")).await,
-        Err(Error::InvalidCursor)
-    ));
+    assert!(matches!(store.list(&tenant(&t), 2, Some("not-a-cursor")).await, Err(Error::InvalidCursor)));
 }
 
 /// `get_many` returns the hooks that exist and skips the rest.
@@ -533,18 +415,11 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
     store.create(&a).await.expect("a");
     store.create(&b).await.expect("b");
     let mut got = store
-        .get_many(&[
-            (a.tenant.clone(), a.id),
-            (b.tenant.clone(), b.id),
-            (a.tenant.clone(), HookId::generate()),
-        ])
+        .get_many(&[(a.tenant.clone(), a.id), (b.tenant.clone(), b.id), (a.tenant.clone(), HookId::generate())])
         .await
         .expect("get many");
     got.sort_by_key(|h| h.id);
-    assert_eq!(
-        got.iter().map(|h| h.id).collect::<Vec<_>>(),
-        vec![a.id, b.id]
-    );
+    assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), vec![a.id, b.id]);
 }
 
 /// The stored form of a hook holds no secret value in clear.
@@ -553,10 +428,7 @@ pub async fn hooks_store_no_secret_in_clear(h: &dyn Harness) {
     let (hook, secrets) = make_hook(h, &t, "secretive").await;
     h.backend().hooks.create(&hook).await.expect("create");
     let raw = h.raw_hook(&hook.tenant, hook.id).await;
-    assert!(
-        raw.contains("secretive"),
-        "raw item should be the hook: {raw}"
-    );
+    assert!(raw.contains("secretive"), "raw item should be the hook: {raw}");
     for s in secrets.all_values() {
         assert!(!raw.contains(s), "secret stored in clear");
         // Nor the base64 body of the signing secret.
@@ -594,18 +466,8 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
     let hook = HookId::generate();
     let store = &h.backend().deliveries;
     let k = key(&t, hook, DeliveryId::generate());
-    let d = Delivery::pending(
-        k.delivery_id,
-        t.clone(),
-        hook,
-        k.event_id.clone(),
-        k.event_type.clone(),
-        Utc::now(),
-    );
-    store
-        .insert(std::slice::from_ref(&d))
-        .await
-        .expect("insert");
+    let d = Delivery::pending(k.delivery_id, t.clone(), hook, k.event_id.clone(), k.event_type.clone(), Utc::now());
+    store.insert(std::slice::from_ref(&d)).await.expect("insert");
     assert_eq!(store.get(hook, d.id).await.expect("get"), Some(d.clone()));
 
     let next = Utc::now() + chrono::Duration::seconds(5);
@@ -632,24 +494,15 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
         .await
         .expect("record 2");
     // A redelivered ingest message inserting again changes nothing.
-    store
-        .insert(std::slice::from_ref(&d))
-        .await
-        .expect("insert again");
+    store.insert(std::slice::from_ref(&d)).await.expect("insert again");
 
     let got = store.get(hook, d.id).await.expect("get").expect("present");
     assert_eq!(got.status, DeliveryStatus::Succeeded);
-    assert_eq!(
-        got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
+    assert_eq!(got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(got.attempts[0].status_code, Some(503));
     assert_eq!(got.attempts[1].status_code, Some(200));
     assert_eq!(got.next_attempt_at, None);
-    assert_eq!(
-        store.get(HookId::generate(), d.id).await.expect("get"),
-        None
-    );
+    assert_eq!(store.get(HookId::generate(), d.id).await.expect("get"), None);
 }
 
 /// A window returns only its deliveries, newest first, page by page.
@@ -660,35 +513,19 @@ pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn 
     let now = Utc::now();
     let at = |hours_ago: i64| -> (DeliveryId, DateTime<Utc>) {
         let when = now - chrono::Duration::hours(hours_ago);
-        (
-            DeliveryId::from_parts(when.timestamp_millis() as u64, rand_u128()),
-            when,
-        )
+        (DeliveryId::from_parts(when.timestamp_millis() as u64, rand_u128()), when)
     };
     let mut made = Vec::new();
     for hours_ago in [30, 20, 5, 3, 2, 1] {
         let (id, when) = at(hours_ago);
-        made.push(Delivery::pending(
-            id,
-            t.clone(),
-            hook,
-            EventId::generate(),
-            "e".into(),
-            when,
-        ));
+        made.push(Delivery::pending(id, t.clone(), hook, EventId::generate(), "e".into(), when));
     }
     store.insert(&made).await.expect("insert");
-    let window = Window {
-        since: now - chrono::Duration::hours(24),
-        until: now + chrono::Duration::seconds(1),
-    };
+    let window = Window { since: now - chrono::Duration::hours(24), until: now + chrono::Duration::seconds(1) };
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .list(hook, window, 2, cursor.as_deref())
-            .await
-            .expect("list");
+        let page = store.list(hook, window, 2, cursor.as_deref()).await.expect("list");
         seen.extend(page.items.iter().map(|d| d.id));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -697,33 +534,15 @@ pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn 
     }
     let mut expected: Vec<_> = made[1..].iter().map(|d| d.id).collect();
     expected.reverse();
-    assert_eq!(
-        seen, expected,
-        "the 30-hour-old delivery is outside; newest first"
-    );
-    let narrow = Window {
-        since: now - chrono::Duration::hours(4),
-        until: now - chrono::Duration::minutes(90),
-    };
+    assert_eq!(seen, expected, "the 30-hour-old delivery is outside; newest first");
+    let narrow = Window { since: now - chrono::Duration::hours(4), until: now - chrono::Duration::minutes(90) };
     let page = store.list(hook, narrow, 10, None).await.expect("narrow");
-    assert_eq!(
-        page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
-        vec![made[4].id, made[3].id]
-    );
-    assert!(matches!(
-        store.list(hook, window, 2, Some("garbage")).await,
-        Err(Error::InvalidCursor)
-    ));
+    assert_eq!(page.items.iter().map(|d| d.id).collect::<Vec<_>>(), vec![made[4].id, made[3].id]);
+    assert!(matches!(store.list(hook, window, 2, Some("garbage")).await, Err(Error::InvalidCursor)));
 }
 
 fn rand_u128() -> u128 {
-    u128::from_le_bytes(
-        *DeliveryId::generate()
-            .to_string()
-            .as_bytes()
-            .first_chunk::<16>()
-            .expect("16 bytes"),
-    )
+    u128::from_le_bytes(*DeliveryId::generate().to_string().as_bytes().first_chunk::<16>().expect("16 bytes"))
 }
 
 /// Recording against a missing delivery recreates it rather than losing the attempt.
@@ -743,11 +562,7 @@ pub async fn deliveries_record_recreates_a_missing_delivery(h: &dyn Harness) {
         }])
         .await
         .expect("record");
-    let got = store
-        .get(hook, k.delivery_id)
-        .await
-        .expect("get")
-        .expect("recreated");
+    let got = store.get(hook, k.delivery_id).await.expect("get").expect("recreated");
     assert_eq!(got.status, DeliveryStatus::Succeeded);
     assert_eq!(got.event_id, k.event_id);
     assert_eq!(got.attempts.len(), 1);
@@ -762,38 +577,14 @@ pub async fn events_put_get_and_isolation(h: &dyn Harness) {
     );
     let env = Envelope::from_bus_json(&body, "x", "y").expect("envelope");
     let store = &h.backend().events;
-    store
-        .put(
-            &t,
-            std::slice::from_ref(&env),
-            Utc::now() + chrono::Duration::days(1),
-        )
-        .await
-        .expect("put");
+    store.put(&t, std::slice::from_ref(&env), Utc::now() + chrono::Duration::days(1)).await.expect("put");
     let got = store.get(&t, &env.id).await.expect("get").expect("present");
     assert_eq!(got.to_body(), body);
-    assert!(
-        store
-            .get(&tenant("other"), &env.id)
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(store.get(&tenant("other"), &env.id).await.expect("get").is_none());
 
-    let old = Envelope::from_bus_json(&body.replace(env.id.as_str(), "expired-event"), "x", "y")
-        .expect("envelope");
-    store
-        .put(
-            &t,
-            std::slice::from_ref(&old),
-            Utc::now() - chrono::Duration::seconds(1),
-        )
-        .await
-        .expect("put expired");
-    assert!(
-        store.get(&t, &old.id).await.expect("get").is_none(),
-        "expired items are filtered on read"
-    );
+    let old = Envelope::from_bus_json(&body.replace(env.id.as_str(), "expired-event"), "x", "y").expect("envelope");
+    store.put(&t, std::slice::from_ref(&old), Utc::now() - chrono::Duration::seconds(1)).await.expect("put expired");
+    assert!(store.get(&t, &old.id).await.expect("get").is_none(), "expired items are filtered on read");
 }
 
 /// A key is claimed once; repeats see the first answer; a released key is free again.
@@ -802,58 +593,24 @@ pub async fn idempotency_claims_completes_and_releases(h: &dyn Harness) {
     let store = &h.backend().idempotency;
     let now = Utc::now();
     let day = now + chrono::Duration::hours(24);
+    assert_eq!(store.claim(&t, "k1", "fp", now, day).await.expect("claim"), Claim::Claimed);
     assert_eq!(
         store.claim(&t, "k1", "fp", now, day).await.expect("claim"),
-        Claim::Claimed
+        Claim::Existing { fingerprint: "fp".into(), response: None }
     );
-    assert_eq!(
-        store.claim(&t, "k1", "fp", now, day).await.expect("claim"),
-        Claim::Existing {
-            fingerprint: "fp".into(),
-            response: None
-        }
-    );
-    let resp = StoredResponse {
-        status: 202,
-        body: r#"{"events":[]}"#.into(),
-    };
+    let resp = StoredResponse { status: 202, body: r#"{"events":[]}"#.into() };
     store.complete(&t, "k1", &resp).await.expect("complete");
     assert_eq!(
-        store
-            .claim(&t, "k1", "other", now, day)
-            .await
-            .expect("claim"),
-        Claim::Existing {
-            fingerprint: "fp".into(),
-            response: Some(resp)
-        }
+        store.claim(&t, "k1", "other", now, day).await.expect("claim"),
+        Claim::Existing { fingerprint: "fp".into(), response: Some(resp) }
     );
-    assert_eq!(
-        store
-            .claim(&tenant("other"), "k1", "fp", now, day)
-            .await
-            .expect("claim"),
-        Claim::Claimed
-    );
+    assert_eq!(store.claim(&tenant("other"), "k1", "fp", now, day).await.expect("claim"), Claim::Claimed);
 
-    assert_eq!(
-        store.claim(&t, "k2", "fp", now, day).await.expect("claim"),
-        Claim::Claimed
-    );
+    assert_eq!(store.claim(&t, "k2", "fp", now, day).await.expect("claim"), Claim::Claimed);
     store.release(&t, "k2").await.expect("release");
-    assert_eq!(
-        store.claim(&t, "k2", "fp", now, day).await.expect("claim"),
-        Claim::Claimed
-    );
+    assert_eq!(store.claim(&t, "k2", "fp", now, day).await.expect("claim"), Claim::Claimed);
 
     let past = now - chrono::Duration::seconds(1);
-    assert_eq!(
-        store.claim(&t, "k3", "fp", now, past).await.expect("claim"),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim(&t, "k3", "fp", now, day).await.expect("claim"),
-        Claim::Claimed,
-        "expired claims are free"
-    );
+    assert_eq!(store.claim(&t, "k3", "fp", now, past).await.expect("claim"), Claim::Claimed);
+    assert_eq!(store.claim(&t, "k3", "fp", now, day).await.expect("claim"), Claim::Claimed, "expired claims are free");
 }

@@ -25,10 +25,7 @@ fn moto_server() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl Emulator {
@@ -48,40 +45,26 @@ impl Emulator {
             server = server.display(),
             pid = std::process::id()
         );
-        let process = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the emulator");
+        let process =
+            Command::new("bash").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("start the emulator");
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                    .is_ok()
-                    && {
-                        let mut buf = [0u8; 12];
-                        s.read_exact(&mut buf).is_ok()
-                            && buf.starts_with(b"HTTP/1.")
-                            && &buf[9..12] == b"200"
-                    }
+                s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_ok() && {
+                    let mut buf = [0u8; 12];
+                    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200"
+                }
             });
             if ok {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the emulator did not start within 60 s"
-            );
+            assert!(std::time::Instant::now() < deadline, "the emulator did not start within 60 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self {
-            endpoint,
-            _process: process,
-        }
+        Self { endpoint, _process: process }
     }
 
     /// The emulator shared by every test of this process.
@@ -100,13 +83,7 @@ impl Emulator {
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "test",
-                "test",
-                None,
-                None,
-                "hookbridge-tests",
-            ))
+            .credentials_provider(Credentials::new("test", "test", None, None, "hookbridge-tests"))
             .load()
             .await
     }

@@ -48,18 +48,10 @@ impl EmbeddedHarness {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = EmbeddedConfig::at(dir.path().join("hookbridge.db"));
-        let backend = hookbridge_embedded::init(&config)
-            .await
-            .expect("init embedded backend");
+        let backend = hookbridge_embedded::init(&config).await.expect("init embedded backend");
         let db = Db::open(&config.database).expect("open database");
         let bus = EmbeddedBus::new(db.clone(), &config.account, &config.region);
-        Self {
-            backend,
-            db,
-            bus,
-            config,
-            _dir: dir,
-        }
+        Self { backend, db, bus, config, _dir: dir }
     }
 
     /// The configuration it was opened with.
@@ -75,18 +67,11 @@ impl Harness for EmbeddedHarness {
     }
 
     fn unique(&self, what: &str) -> String {
-        format!(
-            "t-{what}-{}",
-            hookbridge_core::ids::DeliveryId::generate()
-                .to_string()
-                .to_lowercase()
-        )
+        format!("t-{what}-{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase())
     }
 
     async fn queue(&self, spec: &QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
-        hookbridge_embedded::create_queue(&self.db, spec)
-            .await
-            .expect("create queue");
+        hookbridge_embedded::create_queue(&self.db, spec).await.expect("create queue");
         (
             Arc::new(EmbeddedQueue::new(self.db.clone(), &spec.name)),
             Arc::new(EmbeddedQueue::new(self.db.clone(), &spec.dlq)),
@@ -98,9 +83,7 @@ impl Harness for EmbeddedHarness {
     }
 
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {
-        hookbridge_embedded::raw_hook(&self.db, tenant, id)
-            .await
-            .expect("raw hook")
+        hookbridge_embedded::raw_hook(&self.db, tenant, id).await.expect("raw hook")
     }
 }
 
@@ -118,23 +101,11 @@ impl AwsHarness {
     pub async fn start() -> Self {
         let emulator = Emulator::shared();
         let clients = Clients::new(&emulator.sdk_config().await);
-        let prefix = format!(
-            "t{}",
-            hookbridge_core::ids::DeliveryId::generate()
-                .to_string()
-                .to_lowercase()
-        );
+        let prefix = format!("t{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
         let topology = Topology::named(&prefix);
-        let resources = hookbridge_aws::init::create(&clients, &topology)
-            .await
-            .expect("create resources");
+        let resources = hookbridge_aws::init::create(&clients, &topology).await.expect("create resources");
         let backend = hookbridge_aws::backend(&clients, &resources);
-        Self {
-            backend,
-            clients,
-            resources,
-            topology,
-        }
+        Self { backend, clients, resources, topology }
     }
 
     /// The SDK clients.
@@ -160,41 +131,22 @@ impl Harness for AwsHarness {
     }
 
     fn unique(&self, what: &str) -> String {
-        format!(
-            "t-{what}-{}",
-            hookbridge_core::ids::DeliveryId::generate()
-                .to_string()
-                .to_lowercase()
-        )
+        format!("t-{what}-{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase())
     }
 
     async fn queue(&self, spec: &QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
-        let url = hookbridge_aws::init::create_queue(&self.clients, spec)
-            .await
-            .expect("create queue");
-        let dlq = hookbridge_aws::init::queue_url(&self.clients, &spec.dlq)
-            .await
-            .expect("dlq url");
-        (
-            Arc::new(SqsQueue::new(self.clients.sqs.clone(), url)),
-            Arc::new(SqsQueue::new(self.clients.sqs.clone(), dlq)),
-        )
+        let url = hookbridge_aws::init::create_queue(&self.clients, spec).await.expect("create queue");
+        let dlq = hookbridge_aws::init::queue_url(&self.clients, &spec.dlq).await.expect("dlq url");
+        (Arc::new(SqsQueue::new(self.clients.sqs.clone(), url)), Arc::new(SqsQueue::new(self.clients.sqs.clone(), dlq)))
     }
 
     async fn rule(&self, rule: &Rule) {
-        let url = hookbridge_aws::init::queue_url(&self.clients, &rule.target_queue)
-            .await
-            .expect("target queue");
-        hookbridge_aws::init::put_rule(&self.clients, &self.resources.bus, rule, &url)
-            .await
-            .expect("put rule");
+        let url = hookbridge_aws::init::queue_url(&self.clients, &rule.target_queue).await.expect("target queue");
+        hookbridge_aws::init::put_rule(&self.clients, &self.resources.bus, rule, &url).await.expect("put rule");
     }
 
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {
-        let table =
-            hookbridge_aws::Table::new(self.clients.dynamodb.clone(), self.resources.table.clone());
-        hookbridge_aws::raw_hook_item(&table, tenant, id)
-            .await
-            .expect("raw item")
+        let table = hookbridge_aws::Table::new(self.clients.dynamodb.clone(), self.resources.table.clone());
+        hookbridge_aws::raw_hook_item(&table, tenant, id).await.expect("raw item")
     }
 }

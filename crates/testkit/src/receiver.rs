@@ -61,22 +61,12 @@ pub enum Reply {
 impl Reply {
     /// A plain status with an empty body.
     pub fn status(status: u16) -> Self {
-        Self::Status {
-            status,
-            body: String::new(),
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-        }
+        Self::Status { status, body: String::new(), headers: Vec::new(), delay: Duration::ZERO }
     }
 
     /// A status with a body.
     pub fn body(status: u16, body: impl Into<String>) -> Self {
-        Self::Status {
-            status,
-            body: body.into(),
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-        }
+        Self::Status { status, body: body.into(), headers: Vec::new(), delay: Duration::ZERO }
     }
 
     /// Adds a response header.
@@ -117,9 +107,7 @@ pub struct Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("addr", &self.addr)
-            .finish()
+        f.debug_struct("Receiver").field("addr", &self.addr).finish()
     }
 }
 
@@ -137,36 +125,16 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let reply = {
-        let mut inner = shared
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.received.push(Received {
-            method,
-            uri,
-            headers: headers.clone(),
-            body,
-        });
-        inner
-            .script
-            .pop_front()
-            .or_else(|| inner.default.clone())
-            .unwrap_or_else(|| Reply::status(200))
+        let mut inner = shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.received.push(Received { method, uri, headers: headers.clone(), body });
+        inner.script.pop_front().or_else(|| inner.default.clone()).unwrap_or_else(|| Reply::status(200))
     };
     shared.arrived.notify_waiters();
     match reply {
-        Reply::Status {
-            status,
-            body,
-            headers: extra,
-            delay,
-        } => {
+        Reply::Status { status, body, headers: extra, delay } => {
             tokio::time::sleep(delay).await;
-            let mut resp = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body,
-            )
-                .into_response();
+            let mut resp =
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body).into_response();
             for (k, v) in extra {
                 if let (Ok(k), Ok(v)) = (k.parse::<axum::http::HeaderName>(), v.parse()) {
                     resp.headers_mut().insert(k, v);
@@ -175,10 +143,7 @@ async fn handle(
             resp
         }
         Reply::EchoChallenge { header } => {
-            let value = headers
-                .get(&header)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+            let value = headers.get(&header).and_then(|v| v.to_str().ok()).unwrap_or_default();
             axum::Json(serde_json::json!({ "verification": value })).into_response()
         }
     }
@@ -187,17 +152,10 @@ async fn handle(
 impl Receiver {
     /// Starts a receiver on a free port of 127.0.0.1 answering 200 to everything.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::default()),
-            arrived: Notify::new(),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
+        let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), arrived: Notify::new() });
+        let app = axum::Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -216,31 +174,19 @@ impl Receiver {
 
     /// Queues replies for the next requests, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        let mut inner = self
-            .shared
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.script.extend(replies);
     }
 
     /// The reply once the script is used up.
     pub fn always(&self, reply: Reply) {
-        let mut inner = self
-            .shared
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.default = Some(reply);
     }
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        let inner = self
-            .shared
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self.shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.received.clone()
     }
 

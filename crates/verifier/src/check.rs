@@ -27,15 +27,10 @@ pub struct Findings {
 pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Findings {
     let cfg = &hook.config;
     let wants_challenge = force_challenge
-        || (cfg.verification.required
-            && hook.state.verification.status != VerificationStatus::Verified);
+        || (cfg.verification.required && hook.state.verification.status != VerificationStatus::Verified);
     let challenge = if wants_challenge {
         let value = challenge_value();
-        let r = v
-            .outbound
-            .challenge(&cfg.url, &cfg.verification.header, &value)
-            .await
-            .map_err(|e| e.to_string());
+        let r = v.outbound.challenge(&cfg.url, &cfg.verification.header, &value).await.map_err(|e| e.to_string());
         tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, passed = r.is_ok(), "ownership challenge");
         Some(r)
     } else {
@@ -44,12 +39,9 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
     let token = match &cfg.auth {
         AuthConfig::OauthClientCredentials(oauth) => {
             let r = match v.backend.sealer.open(&hook.sealed).await {
-                Ok(secrets) => v
-                    .outbound
-                    .oauth_token(hook.id, oauth, &secrets, true)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
+                Ok(secrets) => {
+                    v.outbound.oauth_token(hook.id, oauth, &secrets, true).await.map(|_| ()).map_err(|e| e.to_string())
+                }
                 Err(e) => Err(format!("cannot open the hook's secrets: {e}")),
             };
             tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
@@ -62,11 +54,7 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
 
 impl Findings {
     /// Writes the findings into the hook's state; returns the events to publish.
-    pub fn apply(
-        &self,
-        hook: &mut Hook,
-        now: DateTime<Utc>,
-    ) -> Vec<(&'static str, Option<String>)> {
+    pub fn apply(&self, hook: &mut Hook, now: DateTime<Utc>) -> Vec<(&'static str, Option<String>)> {
         let mut events = Vec::new();
         let v = &mut hook.state.verification;
         match &self.challenge {
@@ -83,19 +71,15 @@ impl Findings {
             }
             None => {}
         }
-        let ownership_ok =
-            !hook.config.verification.required || v.status == VerificationStatus::Verified;
+        let ownership_ok = !hook.config.verification.required || v.status == VerificationStatus::Verified;
         let token_ok = !matches!(self.token, Some(Err(_)));
         hook.state.connection_error = match &self.token {
             Some(Err(why)) => Some(why.clone()),
             _ => None,
         };
         let was = hook.state.connection_state;
-        hook.state.connection_state = if ownership_ok && token_ok {
-            ConnectionState::Authorized
-        } else {
-            ConnectionState::Deauthorized
-        };
+        hook.state.connection_state =
+            if ownership_ok && token_ok { ConnectionState::Authorized } else { ConnectionState::Deauthorized };
         match (hook.state.connection_state, &self.token) {
             (ConnectionState::Authorized, _) if was != ConnectionState::Authorized => {
                 events.push((event_type::HOOK_AUTHORIZED, None));
@@ -104,10 +88,7 @@ impl Findings {
                 events.push((event_type::HOOK_DEAUTHORIZED, Some(why.clone())));
             }
             (ConnectionState::Deauthorized, _) => {
-                events.push((
-                    event_type::HOOK_DEAUTHORIZED,
-                    Some("ownership not verified".to_owned()),
-                ));
+                events.push((event_type::HOOK_DEAUTHORIZED, Some("ownership not verified".to_owned())));
             }
             _ => {}
         }

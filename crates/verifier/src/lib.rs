@@ -36,19 +36,10 @@ pub async fn handle(v: &Verifier, messages: &[ReceivedMessage]) -> BatchOutcome 
     for m in messages {
         let parsed = Envelope::from_bus_json(&m.body, &v.account, &v.region)
             .ok()
-            .and_then(|e| {
-                serde_json::from_str::<PlatformDetail>(e.detail.get())
-                    .ok()
-                    .map(|d| (e.detail_type, d))
-            });
+            .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
         let Some((kind, detail)) = parsed else {
             tracing::error!(message_id = %m.id, "not a lifecycle event; it will reach the dead-letter queue");
-            if let Err(e) = v
-                .backend
-                .verify_queue
-                .retry_after(&m.receipt, Duration::ZERO)
-                .await
-            {
+            if let Err(e) = v.backend.verify_queue.retry_after(&m.receipt, Duration::ZERO).await {
                 tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
             }
             outcome.failed.push(m.id.clone());
@@ -71,11 +62,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
         return Ok(());
     }
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
-    let Some(hook) = set_state(v, hook, |h| {
-        h.state.connection_state = ConnectionState::Authorizing
-    })
-    .await?
-    else {
+    let Some(hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
         return Ok(());
     };
     let findings = check::run(v, &hook, force_challenge).await;
@@ -93,10 +80,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
     if let Some(hook) = stored
         && !events.is_empty()
     {
-        let entries: Vec<BusEntry> = events
-            .into_iter()
-            .map(|(kind, reason)| entry(kind, &hook, reason))
-            .collect();
+        let entries: Vec<BusEntry> = events.into_iter().map(|(kind, reason)| entry(kind, &hook, reason)).collect();
         if let Err(e) = v.backend.bus.publish(entries).await {
             tracing::error!(hook_id = %hook.id, error = %e, "could not publish verification events");
         }
@@ -122,12 +106,10 @@ async fn set_state(
         next.updated_at = Utc::now();
         match v.backend.hooks.replace(&next, expected).await {
             Ok(()) => return Ok(Some(next)),
-            Err(hookbridge_core::Error::VersionConflict) => {
-                match v.backend.hooks.get(&hook.tenant, hook.id).await? {
-                    Some(fresh) => hook = fresh,
-                    None => return Ok(None),
-                }
-            }
+            Err(hookbridge_core::Error::VersionConflict) => match v.backend.hooks.get(&hook.tenant, hook.id).await? {
+                Some(fresh) => hook = fresh,
+                None => return Ok(None),
+            },
             Err(e) => return Err(e),
         }
     }
@@ -147,7 +129,6 @@ fn entry(kind: &'static str, hook: &Hook, reason: Option<String>) -> BusEntry {
         source: PLATFORM_SOURCE.to_owned(),
         time: None,
         resources: Vec::new(),
-        detail: serde_json::value::to_raw_value(&detail)
-            .unwrap_or_else(|_| unreachable!("ids and strings serialise")),
+        detail: serde_json::value::to_raw_value(&detail).unwrap_or_else(|_| unreachable!("ids and strings serialise")),
     }
 }

@@ -211,10 +211,7 @@ impl HookDraft {
         if let Some(d) = &self.description
             && d.chars().count() > MAX_DESCRIPTION_LEN
         {
-            e.push(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
-            );
+            e.push("description", format!("must be at most {MAX_DESCRIPTION_LEN} characters"));
         }
 
         let url = match &self.url {
@@ -244,10 +241,7 @@ impl HookDraft {
             None => vec![EventTypePattern::any()],
             Some(list) => {
                 if list.is_empty() || list.len() > MAX_EVENT_TYPES {
-                    e.push(
-                        "event_types",
-                        format!("must list 1-{MAX_EVENT_TYPES} patterns"),
-                    );
+                    e.push("event_types", format!("must list 1-{MAX_EVENT_TYPES} patterns"));
                 }
                 let mut out: Vec<EventTypePattern> = Vec::with_capacity(list.len());
                 for (i, p) in list.iter().enumerate() {
@@ -267,10 +261,7 @@ impl HookDraft {
         }
         for (i, s) in sites.iter().enumerate() {
             if s.is_empty() || s.len() > MAX_SITE_LEN || s.chars().any(char::is_control) {
-                e.push(
-                    format!("sites[{i}]"),
-                    format!("must be 1-{MAX_SITE_LEN} printable characters"),
-                );
+                e.push(format!("sites[{i}]"), format!("must be 1-{MAX_SITE_LEN} printable characters"));
             }
         }
 
@@ -278,8 +269,7 @@ impl HookDraft {
         let old_auth = existing.map(|(c, s)| (&c.auth, s));
         let (auth, auth_secret, params) = check_auth(self.auth, ctx.network, old_auth, &mut e);
 
-        let (headers, header_secrets) =
-            check_headers(self.headers.unwrap_or_default(), &auth, old_secrets, &mut e);
+        let (headers, header_secrets) = check_headers(self.headers.unwrap_or_default(), &auth, old_secrets, &mut e);
 
         let (signing, retiring) = match (self.secret, old_secrets) {
             (Some(s), _) => match SigningSecret::parse(&s) {
@@ -294,12 +284,7 @@ impl HookDraft {
         };
 
         let mut signature_formats = vec![SignatureFormat::StandardWebhooks];
-        for (i, f) in self
-            .signature_formats
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (i, f) in self.signature_formats.unwrap_or_default().iter().enumerate() {
             match f.as_str() {
                 "standard-webhooks" => {}
                 "keycloak" => {
@@ -307,10 +292,7 @@ impl HookDraft {
                         signature_formats.push(SignatureFormat::Keycloak);
                     }
                 }
-                _ => e.push(
-                    format!("signature_formats[{i}]"),
-                    "must be \"standard-webhooks\" or \"keycloak\"",
-                ),
+                _ => e.push(format!("signature_formats[{i}]"), "must be \"standard-webhooks\" or \"keycloak\""),
             }
         }
 
@@ -326,10 +308,7 @@ impl HookDraft {
                         h.to_ascii_lowercase()
                     }
                 };
-                VerificationConfig {
-                    required: v.required.unwrap_or(false),
-                    header,
-                }
+                VerificationConfig { required: v.required.unwrap_or(false), header }
             }
         };
 
@@ -349,13 +328,7 @@ impl HookDraft {
                     signature_formats,
                     verification,
                 },
-                HookSecrets {
-                    signing,
-                    retiring,
-                    auth: auth_secret,
-                    params,
-                    headers: header_secrets,
-                },
+                HookSecrets { signing, retiring, auth: auth_secret, params, headers: header_secrets },
             )),
             _ => Err(e.into_vec()),
         }
@@ -416,10 +389,7 @@ fn check_url(raw: &str, policy: &NetworkPolicy, field: &str, e: &mut Errors) -> 
 
 /// RFC 9110 token characters.
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 256
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Visible ASCII, spaces and tabs; no line breaks that could split a header.
@@ -445,10 +415,7 @@ fn check_auth(
         Some("HEADER") => AuthType::Header,
         Some("OAUTH_CLIENT_CREDENTIALS") => AuthType::OauthClientCredentials,
         Some(_) => {
-            e.push(
-                "auth.type",
-                "must be one of NONE, BASIC, API_KEY, HEADER, OAUTH_CLIENT_CREDENTIALS",
-            );
+            e.push("auth.type", "must be one of NONE, BASIC, API_KEY, HEADER, OAUTH_CLIENT_CREDENTIALS");
             return (AuthConfig::None, None, BTreeMap::new());
         }
         None => {
@@ -465,62 +432,26 @@ fn check_auth(
         ("key_value", d.key_value.is_some(), &[AuthType::ApiKey]),
         ("name", d.name.is_some(), &[AuthType::Header]),
         ("value", d.value.is_some(), &[AuthType::Header]),
-        (
-            "token_url",
-            d.token_url.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "client_id",
-            d.client_id.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "client_secret",
-            d.client_secret.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "http_method",
-            d.http_method.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "header_params",
-            d.header_params.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "query_params",
-            d.query_params.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
-        (
-            "body_params",
-            d.body_params.is_some(),
-            &[AuthType::OauthClientCredentials],
-        ),
+        ("token_url", d.token_url.is_some(), &[AuthType::OauthClientCredentials]),
+        ("client_id", d.client_id.is_some(), &[AuthType::OauthClientCredentials]),
+        ("client_secret", d.client_secret.is_some(), &[AuthType::OauthClientCredentials]),
+        ("http_method", d.http_method.is_some(), &[AuthType::OauthClientCredentials]),
+        ("header_params", d.header_params.is_some(), &[AuthType::OauthClientCredentials]),
+        ("query_params", d.query_params.is_some(), &[AuthType::OauthClientCredentials]),
+        ("body_params", d.body_params.is_some(), &[AuthType::OauthClientCredentials]),
     ];
     for (field, is_set, types) in present {
         if is_set && !types.contains(&ty) {
-            e.push(
-                format!("auth.{field}"),
-                format!("does not apply to auth type {}", type_name(ty)),
-            );
+            e.push(format!("auth.{field}"), format!("does not apply to auth type {}", type_name(ty)));
         }
     }
 
     // A replace keeps the stored auth secret when the type is unchanged and the value left out.
-    let kept = old
-        .filter(|(cfg, _)| cfg.auth_type() == ty)
-        .and_then(|(_, s)| s.auth.clone());
+    let kept = old.filter(|(cfg, _)| cfg.auth_type() == ty).and_then(|(_, s)| s.auth.clone());
     let secret = |value: Option<String>, field: &str, e: &mut Errors| -> Option<Secret> {
         match value {
             Some(v) if v.is_empty() || !is_header_value(&v) => {
-                e.push(
-                    format!("auth.{field}"),
-                    format!("must be 1-{MAX_VALUE_LEN} printable characters"),
-                );
+                e.push(format!("auth.{field}"), format!("must be 1-{MAX_VALUE_LEN} printable characters"));
                 None
             }
             Some(v) => Some(Secret::new(v)),
@@ -536,10 +467,7 @@ fn check_auth(
         match value {
             Some(v) if !v.is_empty() && is_header_value(&v) && v.len() <= 256 => v,
             Some(_) => {
-                e.push(
-                    format!("auth.{field}"),
-                    "must be 1-256 printable characters",
-                );
+                e.push(format!("auth.{field}"), "must be 1-256 printable characters");
                 String::new()
             }
             None => {
@@ -594,12 +522,9 @@ fn check_auth(
             };
             let old_params = old.map(|(_, s)| &s.params);
             let mut params = BTreeMap::new();
-            let header_params =
-                check_params(d.header_params, "header_params", old_params, &mut params, e);
-            let query_params =
-                check_params(d.query_params, "query_params", old_params, &mut params, e);
-            let body_params =
-                check_params(d.body_params, "body_params", old_params, &mut params, e);
+            let header_params = check_params(d.header_params, "header_params", old_params, &mut params, e);
+            let query_params = check_params(d.query_params, "query_params", old_params, &mut params, e);
+            let body_params = check_params(d.body_params, "body_params", old_params, &mut params, e);
             (
                 AuthConfig::OauthClientCredentials(OAuthConfig {
                     token_url,
@@ -635,10 +560,7 @@ fn check_params(
 ) -> Vec<ParamConfig> {
     let list = list.unwrap_or_default();
     if list.len() > MAX_PARAMS {
-        e.push(
-            format!("auth.{group}"),
-            format!("must list at most {MAX_PARAMS} parameters"),
-        );
+        e.push(format!("auth.{group}"), format!("must list at most {MAX_PARAMS} parameters"));
     }
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.into_iter().enumerate() {
@@ -658,20 +580,13 @@ fn check_params(
         let slot = format!("{group}.{key}");
         match p.value {
             Some(v) if !is_header_value(&v) => {
-                e.push(
-                    format!("{at}.value"),
-                    format!("must be at most {MAX_VALUE_LEN} printable characters"),
-                );
+                e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
             }
             Some(v) if is_secret => {
                 secrets.insert(slot, Secret::new(v));
             }
             Some(v) => {
-                out.push(ParamConfig {
-                    key,
-                    value: Some(v),
-                    secret: false,
-                });
+                out.push(ParamConfig { key, value: Some(v), secret: false });
                 continue;
             }
             None if is_secret => match old.and_then(|o| o.get(&slot)) {
@@ -682,11 +597,7 @@ fn check_params(
             },
             None => e.push(format!("{at}.value"), "is required"),
         }
-        out.push(ParamConfig {
-            key,
-            value: None,
-            secret: is_secret,
-        });
+        out.push(ParamConfig { key, value: None, secret: is_secret });
     }
     out
 }
@@ -698,10 +609,7 @@ fn check_headers(
     e: &mut Errors,
 ) -> (Vec<HeaderConfig>, BTreeMap<String, Secret>) {
     if list.len() > MAX_HEADERS {
-        e.push(
-            "headers",
-            format!("must list at most {MAX_HEADERS} headers"),
-        );
+        e.push("headers", format!("must list at most {MAX_HEADERS} headers"));
     }
     let mut out: Vec<HeaderConfig> = Vec::with_capacity(list.len());
     let mut secrets = BTreeMap::new();
@@ -715,13 +623,8 @@ fn check_headers(
             }
         };
         let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str())
-            || (lower == "authorization" && *auth != AuthConfig::None)
-        {
-            e.push(
-                format!("{at}.name"),
-                "is set by the platform and cannot be used",
-            );
+        if RESERVED_HEADERS.contains(&lower.as_str()) || (lower == "authorization" && *auth != AuthConfig::None) {
+            e.push(format!("{at}.name"), "is set by the platform and cannot be used");
             continue;
         }
         if let AuthConfig::Header { name: auth_name } = auth
@@ -737,32 +640,17 @@ fn check_headers(
         let is_secret = h.secret.unwrap_or(false);
         match h.value {
             Some(v) if !is_header_value(&v) => {
-                e.push(
-                    format!("{at}.value"),
-                    format!("must be at most {MAX_VALUE_LEN} printable characters"),
-                );
+                e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
             }
             Some(v) if is_secret => {
                 secrets.insert(lower, Secret::new(v));
-                out.push(HeaderConfig {
-                    name,
-                    value: None,
-                    secret: true,
-                });
+                out.push(HeaderConfig { name, value: None, secret: true });
             }
-            Some(v) => out.push(HeaderConfig {
-                name,
-                value: Some(v),
-                secret: false,
-            }),
+            Some(v) => out.push(HeaderConfig { name, value: Some(v), secret: false }),
             None if is_secret => match old.and_then(|o| o.headers.get(&lower)) {
                 Some(kept) => {
                     secrets.insert(lower, kept.clone());
-                    out.push(HeaderConfig {
-                        name,
-                        value: None,
-                        secret: true,
-                    });
+                    out.push(HeaderConfig { name, value: None, secret: true });
                 }
                 None => e.push(format!("{at}.value"), "is required"),
             },
@@ -781,33 +669,21 @@ mod tests {
     }
 
     fn ctx(policy: &NetworkPolicy) -> ValidationContext<'_> {
-        ValidationContext {
-            network: policy,
-            now: Utc::now(),
-        }
+        ValidationContext { network: policy, now: Utc::now() }
     }
 
     fn fields(r: Result<(HookConfig, HookSecrets), Vec<FieldError>>) -> Vec<String> {
-        r.err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| f.field)
-            .collect()
+        r.err().unwrap_or_default().into_iter().map(|f| f.field).collect()
     }
 
     #[test]
     fn minimal_hook_gets_defaults_and_a_secret() {
         let p = NetworkPolicy::default();
-        let (cfg, sec) = draft(r#"{"name":"siem","url":"https://example.com/h"}"#)
-            .validate(ctx(&p), None)
-            .unwrap();
+        let (cfg, sec) = draft(r#"{"name":"siem","url":"https://example.com/h"}"#).validate(ctx(&p), None).unwrap();
         assert_eq!(cfg.method, HttpMethod::Post);
         assert_eq!(cfg.event_types, vec![EventTypePattern::any()]);
         assert!(cfg.enabled);
-        assert_eq!(
-            cfg.signature_formats,
-            vec![SignatureFormat::StandardWebhooks]
-        );
+        assert_eq!(cfg.signature_formats, vec![SignatureFormat::StandardWebhooks]);
         assert_eq!(cfg.verification.header, "x-uid-challenge");
         assert!(sec.signing.expose().starts_with("whsec_"));
     }
@@ -854,11 +730,7 @@ mod tests {
             assert_eq!(fields(r), vec!["url"], "{url}");
         }
         let local = NetworkPolicy::local();
-        assert!(
-            draft(r#"{"name":"a","url":"http://127.0.0.1:9/"}"#)
-                .validate(ctx(&local), None)
-                .is_ok()
-        );
+        assert!(draft(r#"{"name":"a","url":"http://127.0.0.1:9/"}"#).validate(ctx(&local), None).is_ok());
     }
 
     #[test]
@@ -872,9 +744,7 @@ mod tests {
         )
         .validate(ctx(&p), None)
         .unwrap();
-        let AuthConfig::OauthClientCredentials(o) = &cfg.auth else {
-            panic!("oauth expected")
-        };
+        let AuthConfig::OauthClientCredentials(o) = &cfg.auth else { panic!("oauth expected") };
         assert_eq!(o.query_params[0].value.as_deref(), Some("api"));
         assert_eq!(o.header_params[0].value, None);
         assert_eq!(sec.auth.as_ref().map(Secret::expose), Some("s3cr3t"));
@@ -903,9 +773,8 @@ mod tests {
         assert_eq!(sec2.headers["x-s"].expose(), "sv");
         assert_eq!(sec2.signing, sec.signing);
 
-        let changed_type =
-            draft(r#"{"url":"https://r.example/","auth":{"type":"BASIC","username":"u"}}"#)
-                .validate(ctx(&p), Some((&cfg, &sec)));
+        let changed_type = draft(r#"{"url":"https://r.example/","auth":{"type":"BASIC","username":"u"}}"#)
+            .validate(ctx(&p), Some((&cfg, &sec)));
         assert_eq!(fields(changed_type), vec!["auth.password"]);
     }
 

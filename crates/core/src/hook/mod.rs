@@ -6,16 +6,13 @@ mod model;
 mod network;
 mod state;
 
-pub use draft::{
-    AuthDraft, HeaderDraft, HookDraft, ParamDraft, ValidationContext, VerificationDraft,
-};
+pub use draft::{AuthDraft, HeaderDraft, HookDraft, ParamDraft, ValidationContext, VerificationDraft};
 pub use model::{
-    AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES,
-    MAX_HEADERS, MAX_URL_LEN, OAuthConfig, ParamConfig, RetiringSecret, SealedSecrets,
-    SignatureFormat, TokenMethod, VerificationConfig,
+    AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,
+    MAX_URL_LEN, OAuthConfig, ParamConfig, RetiringSecret, SealedSecrets, SignatureFormat, TokenMethod,
+    VerificationConfig,
 };
 pub use network::{AddressVerdict, Network, NetworkPolicy};
 pub use state::{
-    ConnectionState, DestinationState, Health, HookState, Undeliverable, VerificationState,
-    VerificationStatus,
+    ConnectionState, DestinationState, Health, HookState, Undeliverable, VerificationState, VerificationStatus,
 };

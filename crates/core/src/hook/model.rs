@@ -185,10 +185,7 @@ pub const DEFAULT_CHALLENGE_HEADER: &str = "x-uid-challenge";
 
 impl Default for VerificationConfig {
     fn default() -> Self {
-        Self {
-            required: false,
-            header: DEFAULT_CHALLENGE_HEADER.to_owned(),
-        }
+        Self { required: false, header: DEFAULT_CHALLENGE_HEADER.to_owned() }
     }
 }
 
@@ -223,8 +220,7 @@ pub struct HookConfig {
 impl HookConfig {
     /// Whether this hook wants an event of this type from this site.
     pub fn wants(&self, event_type: &str, site: Option<&str>) -> bool {
-        let site_ok =
-            self.sites.is_empty() || site.is_some_and(|s| self.sites.iter().any(|x| x == s));
+        let site_ok = self.sites.is_empty() || site.is_some_and(|s| self.sites.iter().any(|x| x == s));
         site_ok && crate::pattern::any_matches(&self.event_types, event_type)
     }
 }
@@ -260,12 +256,7 @@ pub struct HookSecrets {
 impl HookSecrets {
     /// Secrets that sign at `now`: the current one first, then retiring ones still valid.
     pub fn signing_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
-        std::iter::once(&self.signing).chain(
-            self.retiring
-                .iter()
-                .filter(move |r| r.until > now)
-                .map(|r| &r.secret),
-        )
+        std::iter::once(&self.signing).chain(self.retiring.iter().filter(move |r| r.until > now).map(|r| &r.secret))
     }
 
     /// Every secret value, for tests and scanners that prove none leaks.

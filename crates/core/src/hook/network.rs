@@ -159,12 +159,7 @@ mod tests {
         ] {
             assert!(blocked(&p, ip), "{ip} should be blocked");
         }
-        for ip in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
             assert!(!blocked(&p, ip), "{ip} should be allowed");
         }
     }

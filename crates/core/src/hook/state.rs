@@ -104,11 +104,7 @@ impl HookState {
     pub fn new_for(config: &HookConfig) -> Self {
         Self {
             connection_state: ConnectionState::Creating,
-            destination_state: if config.enabled {
-                DestinationState::Active
-            } else {
-                DestinationState::Inactive
-            },
+            destination_state: if config.enabled { DestinationState::Active } else { DestinationState::Inactive },
             disabled_reason: (!config.enabled).then(|| "disabled by the tenant".to_owned()),
             connection_error: None,
             verification: VerificationState {
@@ -154,9 +150,7 @@ impl super::model::Hook {
         if self.state.destination_state == DestinationState::Inactive {
             return Err(Undeliverable::Inactive);
         }
-        if self.config.verification.required
-            && self.state.verification.status != VerificationStatus::Verified
-        {
+        if self.config.verification.required && self.state.verification.status != VerificationStatus::Verified {
             return Err(Undeliverable::NotVerified);
         }
         Ok(())

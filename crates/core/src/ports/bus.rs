@@ -32,8 +32,7 @@ impl RulePattern {
             SourceMatch::Exactly(s) => s == source,
             SourceMatch::AnythingBut(s) => s != source,
         };
-        source_ok
-            && (self.detail_types.is_empty() || self.detail_types.iter().any(|d| d == detail_type))
+        source_ok && (self.detail_types.is_empty() || self.detail_types.iter().any(|d| d == detail_type))
     }
 
     /// The EventBridge event pattern JSON.
@@ -76,10 +75,7 @@ mod tests {
 
     #[test]
     fn patterns_match_like_eventbridge() {
-        let product = RulePattern {
-            source: SourceMatch::AnythingBut("hookbridge".into()),
-            detail_types: vec![],
-        };
+        let product = RulePattern { source: SourceMatch::AnythingBut("hookbridge".into()), detail_types: vec![] };
         assert!(product.matches("idp.login", "user.session.start"));
         assert!(!product.matches("hookbridge", "hook.created"));
         let lifecycle = RulePattern {
@@ -88,13 +84,7 @@ mod tests {
         };
         assert!(lifecycle.matches("hookbridge", "hook.created"));
         assert!(!lifecycle.matches("hookbridge", "hook.disabled"));
-        assert_eq!(
-            product.to_event_pattern(),
-            r#"{"source":[{"anything-but":"hookbridge"}]}"#
-        );
-        assert_eq!(
-            lifecycle.to_event_pattern(),
-            r#"{"detail-type":["hook.created"],"source":["hookbridge"]}"#
-        );
+        assert_eq!(product.to_event_pattern(), r#"{"source":[{"anything-but":"hookbridge"}]}"#);
+        assert_eq!(lifecycle.to_event_pattern(), r#"{"detail-type":["hook.created"],"source":["hookbridge"]}"#);
     }
 }

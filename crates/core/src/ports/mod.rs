@@ -9,13 +9,10 @@ mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
 pub use queue::{
-    BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole,
-    Receipt, ReceivedMessage,
+    BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
 };
 pub use sealer::Sealer;
-pub use store::{
-    Claim, DeliveryStore, EventStore, HookStore, IdempotencyStore, Page, StoredResponse, Window,
-};
+pub use store::{Claim, DeliveryStore, EventStore, HookStore, IdempotencyStore, Page, StoredResponse, Window};
 
 use std::sync::Arc;
 

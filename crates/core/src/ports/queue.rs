@@ -34,10 +34,7 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// A message receivable at once.
     pub fn now(body: String) -> Self {
-        Self {
-            body,
-            delay: Duration::ZERO,
-        }
+        Self { body, delay: Duration::ZERO }
     }
 }
 

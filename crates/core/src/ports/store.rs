@@ -48,12 +48,7 @@ pub trait HookStore: Send + Sync {
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>>;
 
     /// A page of the tenant's hooks, oldest first.
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Hook>>;
+    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>>;
 
     /// Every hook of the tenant, for matching an event.
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>>;
@@ -81,25 +76,15 @@ pub trait DeliveryStore: Send + Sync {
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>>;
 
     /// The hook's deliveries created in `window`, newest first.
-    async fn list(
-        &self,
-        hook_id: HookId,
-        window: Window,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<Page<Delivery>>;
+    async fn list(&self, hook_id: HookId, window: Window, limit: usize, cursor: Option<&str>)
+    -> Result<Page<Delivery>>;
 }
 
 /// Envelopes kept for replay and for delivery detail.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Stores envelopes of a tenant until `expires_at`. Storing an id again is a no-op.
-    async fn put(
-        &self,
-        tenant: &TenantId,
-        envelopes: &[Envelope],
-        expires_at: DateTime<Utc>,
-    ) -> Result<()>;
+    async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()>;
 
     /// One envelope; `None` if absent, expired or another tenant's.
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>>;
@@ -143,8 +128,7 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<Claim>;
 
     /// Stores the answer for a claimed key.
-    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse)
-    -> Result<()>;
+    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse) -> Result<()>;
 
     /// Gives a claim up (the request failed), so a retry can proceed.
     async fn release(&self, tenant: &TenantId, key: &str) -> Result<()>;
