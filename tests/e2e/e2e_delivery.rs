@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::signing::verify_standard;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
 use hookbridge_testkit::Receiver;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded() {
-    let stack = TestStack::start().await;
+on_both_backends! {
+async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
     let receiver = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
     let hook = stack
@@ -75,10 +75,11 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded()
     assert_eq!(detail.body["attempt_log"][0]["status_code"], 200);
     stack.shutdown().await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hook_whose_event_types_do_not_match_receives_nothing() {
-    let stack = TestStack::start().await;
+on_both_backends! {
+async fn a_hook_whose_event_types_do_not_match_receives_nothing(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
     let matching = Receiver::start().await;
     let other = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
@@ -96,10 +97,11 @@ async fn a_hook_whose_event_types_do_not_match_receives_nothing() {
     assert!(stack.deliveries(&token, silent["id"].as_str().unwrap(), 1).await.is_empty());
     stack.shutdown().await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn site_scoped_hooks_receive_only_their_sites() {
-    let stack = TestStack::start().await;
+on_both_backends! {
+async fn site_scoped_hooks_receive_only_their_sites(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
     let r = Receiver::start().await;
     let token = stack.token("acme", ALL_SCOPES);
     stack.create_hook(&token, &json!({"name": "hq-only", "url": r.url("/"), "sites": ["hq"]})).await;
@@ -119,4 +121,5 @@ async fn site_scoped_hooks_receive_only_their_sites() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["detail"]["n"], 3);
     stack.shutdown().await;
+}
 }

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use hookbridge_e2e::{ALL_SCOPES, TestStack};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, on_both_backends};
 use hookbridge_testkit::Receiver;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_hook_receives_nothing_and_reads_as_404() {
-    let stack = TestStack::start().await;
+on_both_backends! {
+async fn another_tenants_hook_receives_nothing_and_reads_as_404(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
     let mine = Receiver::start().await;
     let theirs = Receiver::start().await;
     let a = stack.token("tenant-a", ALL_SCOPES);
@@ -38,4 +38,5 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404() {
     assert_eq!(forged.status, 400);
     assert_eq!(forged.body["errors"][0]["field"], "detail.tenant");
     stack.shutdown().await;
+}
 }

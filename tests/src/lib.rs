@@ -8,7 +8,8 @@ use std::time::Duration;
 use hookbridge_core::ports::Queue;
 use hookbridge_core::settings::{Defaults, Settings};
 use hookbridge_embedded::{Db, EmbeddedQueue};
-use hookbridge_local::{BackendChoice, RunningStack, StackOptions};
+use hookbridge_local::{BackendChoice, RunningStack, StackOptions, open_backend};
+use hookbridge_testkit::Emulator;
 use reqwest::StatusCode;
 use serde_json::Value;
 use subscription_api::{Claims, JwtKey, mint_token};
@@ -16,11 +17,46 @@ use subscription_api::{Claims, JwtKey, mint_token};
 /// Every scope.
 pub const ALL_SCOPES: &str = "hooks:read hooks:write events:publish";
 
-/// A running stack on a fresh embedded backend, with an API client.
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// SQLite in a temporary directory.
+    Embedded,
+    /// The AWS services on the emulator, with resources of the test's own.
+    Aws,
+}
+
+/// Generates the test `$name` twice, as `$name::embedded` and `$name::aws`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($flavor:ident: Flavor) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($flavor: $crate::Flavor) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                run($crate::Flavor::Embedded).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn aws() {
+                run($crate::Flavor::Aws).await
+            }
+        }
+    };
+}
+
+/// A running stack on a fresh backend, with an API client.
 pub struct TestStack {
+    flavor: Flavor,
     stack: Option<RunningStack>,
     settings: Settings,
     database: std::path::PathBuf,
+    sdk: Option<aws_config::SdkConfig>,
     base: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -45,20 +81,42 @@ pub struct Answer {
 
 impl TestStack {
     /// A stack with the local defaults.
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
+    pub async fn start(flavor: Flavor) -> Self {
+        Self::start_with(flavor, &[]).await
     }
 
     /// A stack with these environment-style settings over the local defaults.
-    pub async fn start_with(vars: &[(&str, &str)]) -> Self {
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    pub async fn start_with(flavor: Flavor, vars: &[(&str, &str)]) -> Self {
+        let mut vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if flavor == Flavor::Aws {
+            let prefix = format!("e{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
+            vars.push(("HOOKBRIDGE_PREFIX".to_owned(), prefix));
+        }
         let settings =
             Settings::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()), &Defaults::local())
                 .expect("settings");
         let dir = tempfile::tempdir().expect("temp dir");
         let database = dir.path().join("hookbridge.db");
-        let mut s =
-            Self { stack: None, settings, database, base: String::new(), http: reqwest::Client::new(), _dir: dir };
+        let sdk = match flavor {
+            Flavor::Embedded => None,
+            Flavor::Aws => {
+                let sdk = Emulator::shared().sdk_config().await;
+                open_backend(&BackendChoice::Aws { sdk: sdk.clone() }, &settings, true)
+                    .await
+                    .expect("create resources");
+                Some(sdk)
+            }
+        };
+        let mut s = Self {
+            flavor,
+            stack: None,
+            settings,
+            database,
+            sdk,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
         s.boot().await;
         s
     }
@@ -66,7 +124,10 @@ impl TestStack {
     async fn boot(&mut self) {
         let stack = RunningStack::start(StackOptions {
             settings: self.settings.clone(),
-            backend: BackendChoice::Embedded { database: self.database.clone() },
+            backend: match &self.sdk {
+                None => BackendChoice::Embedded { database: self.database.clone() },
+                Some(sdk) => BackendChoice::Aws { sdk: sdk.clone() },
+            },
             listen: "127.0.0.1:0".parse().expect("addr"),
             delivery_pollers: 2,
         })
@@ -94,9 +155,21 @@ impl TestStack {
         &self.settings
     }
 
+    /// Which backend it runs on.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
     /// A queue by name, e.g. a DLQ.
-    pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
-        Arc::new(EmbeddedQueue::new(Db::open(&self.database).expect("open db"), name))
+    pub async fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        match &self.sdk {
+            None => Arc::new(EmbeddedQueue::new(Db::open(&self.database).expect("open db"), name)),
+            Some(sdk) => {
+                let clients = hookbridge_aws::Clients::new(sdk);
+                let url = hookbridge_aws::init::queue_url(&clients, name).await.expect("queue url");
+                Arc::new(hookbridge_aws::SqsQueue::new(clients.sqs.clone(), url))
+            }
+        }
     }
 
     /// A token for `tenant` with `scope` (space separated).

@@ -68,6 +68,13 @@ impl Envelope {
     /// Parses an envelope as the bus delivered it, filling a missing `account` and `region`.
     pub fn from_bus_json(bytes: &str, default_account: &str, default_region: &str) -> Result<Self, EnvelopeError> {
         let mut env: Envelope = serde_json::from_str(bytes).map_err(EnvelopeError::Shape)?;
+        // Buses differ in how they space the JSON they hand on (the emulator's EventBridge
+        // writes `", "` and `": "`); receivers get one canonical, compact form whichever
+        // bus carried the event, and the producer's key order is kept.
+        let compact = compact_json(env.detail.get());
+        if compact.len() != env.detail.get().len() {
+            env.detail = RawValue::from_string(compact).map_err(EnvelopeError::Shape)?;
+        }
         if env.account.is_empty() {
             default_account.clone_into(&mut env.account);
         }
@@ -198,6 +205,16 @@ mod tests {
     fn detail_without_tenant_is_a_routing_error() {
         let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, ""), "a", "r").unwrap();
         assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))));
+    }
+
+    #[test]
+    fn detail_spacing_from_the_bus_is_canonicalised() {
+        let spaced = HYPR.replace(
+            r#"{"tenant":"mytenant","data":{"z":1,"a":2}}"#,
+            r#"{"tenant": "mytenant", "data": {"z": 1, "a": 2}}"#,
+        );
+        assert_ne!(spaced, HYPR);
+        assert_eq!(Envelope::from_bus_json(&spaced, "x", "y").unwrap().to_body(), HYPR);
     }
 
     #[test]

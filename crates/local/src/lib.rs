@@ -8,4 +8,4 @@ mod consumer;
 mod receive;
 mod stack;
 
-pub use stack::{BackendChoice, RunningStack, StackOptions, StartError};
+pub use stack::{BackendChoice, RunningStack, StackOptions, StartError, open_backend};
