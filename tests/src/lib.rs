@@ -101,7 +101,7 @@ impl TestStack {
             Flavor::Embedded => None,
             Flavor::Aws => {
                 let sdk = Emulator::shared().sdk_config().await;
-                open_backend(&BackendChoice::Aws { sdk: sdk.clone() }, &settings, true)
+                open_backend(&BackendChoice::Aws { sdk: Box::new(sdk.clone()) }, &settings, true)
                     .await
                     .expect("create resources");
                 Some(sdk)
@@ -126,7 +126,7 @@ impl TestStack {
             settings: self.settings.clone(),
             backend: match &self.sdk {
                 None => BackendChoice::Embedded { database: self.database.clone() },
-                Some(sdk) => BackendChoice::Aws { sdk: sdk.clone() },
+                Some(sdk) => BackendChoice::Aws { sdk: Box::new(sdk.clone()) },
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
             delivery_pollers: 2,

@@ -1,8 +1,11 @@
 //! Between Lambda's SQS events and the stages: records in, partial batch failures out.
 
+use std::future::Future;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use hookbridge_core::ports::{BatchOutcome, Receipt, ReceivedMessage};
+use lambda_runtime::{LambdaEvent, service_fn};
 
 /// A record Lambda handed over without an id or receipt handle: it can be neither
 /// reported nor deleted, so the whole batch must fail rather than acknowledge it unread.
@@ -44,4 +47,27 @@ pub fn response(outcome: BatchOutcome) -> SqsBatchResponse {
         })
         .collect();
     r
+}
+
+/// Handles one invocation: the event's records to `handle`, its outcome back as partial
+/// batch failures. Exposed apart from [`run_sqs`] so tests drive it with sample events.
+pub async fn invoke<F, Fut>(event: SqsEvent, handle: F) -> Result<SqsBatchResponse, UnidentifiedRecord>
+where
+    F: FnOnce(Vec<ReceivedMessage>) -> Fut,
+    Fut: Future<Output = BatchOutcome>,
+{
+    Ok(response(handle(records(event)?).await))
+}
+
+/// Runs an SQS-triggered function (`FunctionResponseTypes: [ReportBatchItemFailures]`).
+pub async fn run_sqs<F, Fut>(handle: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Vec<ReceivedMessage>) -> Fut,
+    Fut: Future<Output = BatchOutcome>,
+{
+    let handle = &handle;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        invoke(event.payload, handle).await.map_err(lambda_runtime::Error::from)
+    }))
+    .await
 }

@@ -14,6 +14,7 @@ mod keys;
 mod kms;
 pub mod lambda;
 mod sqs;
+pub mod telemetry;
 
 use std::sync::Arc;
 

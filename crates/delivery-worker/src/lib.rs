@@ -21,6 +21,13 @@ pub struct WorkerSettings {
     pub disable_rule: DisableRule,
 }
 
+impl WorkerSettings {
+    /// The worker's part of the deployment settings.
+    pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
+        Self { schedule: s.schedule.clone(), disable_rule: s.disable_rule }
+    }
+}
+
 /// The worker's dependencies.
 #[derive(Debug, Clone)]
 pub struct Worker {

@@ -31,6 +31,13 @@ pub struct IngestSettings {
     pub event_retention: Duration,
 }
 
+impl IngestSettings {
+    /// Ingest's part of the deployment settings.
+    pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
+        Self { account: s.account.clone(), region: s.region.clone(), event_retention: s.event_retention }
+    }
+}
+
 /// The ingest stage's dependencies.
 #[derive(Debug, Clone)]
 pub struct Ingest {

@@ -34,9 +34,9 @@ impl BackendKind {
     async fn choice(self, database: PathBuf) -> BackendChoice {
         match self {
             Self::Embedded => BackendChoice::Embedded { database },
-            Self::Aws => {
-                BackendChoice::Aws { sdk: aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await }
-            }
+            Self::Aws => BackendChoice::Aws {
+                sdk: Box::new(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
+            },
         }
     }
 }

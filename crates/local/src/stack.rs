@@ -10,7 +10,7 @@ use hookbridge_core::settings::Settings;
 use hookbridge_embedded::EmbeddedConfig;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use ingest::{Ingest, IngestSettings};
-use subscription_api::{Api, ApiSettings, JwtKey};
+use subscription_api::{Api, ApiSettings};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use verifier::Verifier;
@@ -29,7 +29,7 @@ pub enum BackendChoice {
     /// must exist (`hookbridge init --backend aws`).
     Aws {
         /// The SDK configuration (region, credentials, endpoint).
-        sdk: aws_config::SdkConfig,
+        sdk: Box<aws_config::SdkConfig>,
     },
 }
 
@@ -112,15 +112,8 @@ impl RunningStack {
     pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
         let s = &opts.settings;
         let backend = open_backend(&opts.backend, s, false).await?;
-        let outbound = Outbound::new(OutboundSettings { timeout: s.request_timeout, network: s.network.clone() })?;
-        let api = Api::new(
-            backend.clone(),
-            ApiSettings {
-                jwt: JwtKey::new(s.jwt_secret.expose()),
-                network: s.network.clone(),
-                event_retention: s.event_retention,
-            },
-        );
+        let outbound = Outbound::new(OutboundSettings::from_settings(s))?;
+        let api = Api::new(backend.clone(), ApiSettings::from_settings(s));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
@@ -140,18 +133,11 @@ impl RunningStack {
             }
         });
 
-        let ingest = Arc::new(Ingest {
-            backend: backend.clone(),
-            settings: IngestSettings {
-                account: s.account.clone(),
-                region: s.region.clone(),
-                event_retention: s.event_retention,
-            },
-        });
+        let ingest = Arc::new(Ingest { backend: backend.clone(), settings: IngestSettings::from_settings(s) });
         let worker = Arc::new(Worker {
             backend: backend.clone(),
             outbound: outbound.clone(),
-            settings: WorkerSettings { schedule: s.schedule.clone(), disable_rule: s.disable_rule },
+            settings: WorkerSettings::from_settings(s),
         });
         let verifier = Arc::new(Verifier {
             backend: backend.clone(),

@@ -37,6 +37,13 @@ impl Default for OutboundSettings {
     }
 }
 
+impl OutboundSettings {
+    /// The outbound part of the deployment settings.
+    pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
+        Self { timeout: s.request_timeout, network: s.network.clone() }
+    }
+}
+
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]

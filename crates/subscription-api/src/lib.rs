@@ -33,6 +33,13 @@ pub struct ApiSettings {
     pub event_retention: Duration,
 }
 
+impl ApiSettings {
+    /// The API's part of the deployment settings.
+    pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
+        Self { jwt: JwtKey::new(s.jwt_secret.expose()), network: s.network.clone(), event_retention: s.event_retention }
+    }
+}
+
 /// The router's state: the backend's ports and the settings.
 #[derive(Clone)]
 pub struct Api {

@@ -5,6 +5,7 @@
 
 pub mod contract;
 pub mod emulator;
+pub mod events;
 pub mod harness;
 pub mod receiver;
 

@@ -1,0 +1,18 @@
+use hookbridge_aws::{Clients, Config};
+use ingest::{Ingest, IngestSettings};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    hookbridge_aws::telemetry::init();
+    let config = Config::from_env()?;
+    let clients = Clients::from_env().await;
+    let deps = Ingest {
+        backend: hookbridge_aws::backend(&clients, &config.resources()),
+        settings: IngestSettings::from_settings(&config.settings),
+    };
+    hookbridge_aws::lambda::run_sqs(|records| {
+        let deps = &deps;
+        async move { ingest::handle(deps, &records).await }
+    })
+    .await
+}

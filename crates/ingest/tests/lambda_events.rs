@@ -1,0 +1,41 @@
+//! The ingest function on its sample event (`events/ingest-batch.json`), as Lambda would
+//! invoke it, over the AWS backend on the emulator.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use hookbridge_core::ports::Window;
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, Harness, events};
+use ingest::{Ingest, IngestSettings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_batch_records_deliveries_and_fails_only_the_malformed_record() {
+    let h = AwsHarness::start().await;
+    let (hook, _) = make_hook(&h, "demo", "everything").await;
+    h.backend().hooks.create(&hook).await.unwrap();
+    let deps = Ingest {
+        backend: h.backend().clone(),
+        settings: IngestSettings {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            event_retention: Duration::from_secs(86_400),
+        },
+    };
+    let event: SqsEvent = serde_json::from_str(&events::load("ingest-batch")).unwrap();
+    let resp = hookbridge_aws::lambda::invoke(event, |records| async move { ingest::handle(&deps, &records).await })
+        .await
+        .unwrap();
+    let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["4f3a1b2c-0003-4d5e-8f90-0000000000a3"]);
+
+    let window = Window { since: chrono::Utc::now() - chrono::Duration::days(3650), until: chrono::Utc::now() };
+    let page = h.backend().deliveries.list(hook.id, window, 10, None).await.unwrap();
+    assert_eq!(page.items.len(), 2, "one delivery per valid event");
+    let tasks = h.backend().delivery_queue.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(tasks.len(), 2);
+    // The record without an account (as the emulator delivers) gets the configured one.
+    assert!(tasks.iter().all(|t| t.body.contains(r#"\"account\":\"123456789012\""#)), "{tasks:?}");
+}

@@ -1,0 +1,21 @@
+use hookbridge_aws::{Clients, Config};
+use hookbridge_outbound::{Outbound, OutboundSettings};
+use verifier::Verifier;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    hookbridge_aws::telemetry::init();
+    let config = Config::from_env()?;
+    let clients = Clients::from_env().await;
+    let verifier = Verifier {
+        backend: hookbridge_aws::backend(&clients, &config.resources()),
+        outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
+        account: config.settings.account.clone(),
+        region: config.settings.region.clone(),
+    };
+    hookbridge_aws::lambda::run_sqs(|records| {
+        let deps = &verifier;
+        async move { verifier::handle(deps, &records).await }
+    })
+    .await
+}

@@ -1,0 +1,44 @@
+//! The verifier on its sample event (`events/verifier-batch.json`), as Lambda would invoke
+//! it, over the AWS backend on the emulator, challenging a real receiver.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use hookbridge_core::hook::{ConnectionState, NetworkPolicy, VerificationStatus};
+use hookbridge_outbound::{Outbound, OutboundSettings};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply, events};
+use verifier::Verifier;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
+    let h = AwsHarness::start().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let (mut hook, _) = make_hook(&h, "demo", "to-verify").await;
+    hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    hook.config.url = receiver.url("/hook");
+    hook.config.verification.required = true;
+    h.backend().hooks.create(&hook).await.unwrap();
+    let v = Verifier {
+        backend: h.backend().clone(),
+        outbound: Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+            .unwrap(),
+        account: "123456789012".into(),
+        region: "us-east-1".into(),
+    };
+    let event: SqsEvent = serde_json::from_str(&events::load("verifier-batch")).unwrap();
+    let resp = hookbridge_aws::lambda::invoke(event, |records| async move { verifier::handle(&v, &records).await })
+        .await
+        .unwrap();
+    let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["2a3b4c5d-0002-4e6f-8a9b-0000000000c2"]);
+    let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.verification.status, VerificationStatus::Verified);
+    assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
+    let challenge = &receiver.received()[0];
+    assert_eq!(challenge.method, "GET");
+    assert!(challenge.header("x-uid-challenge").is_some_and(|v| v.len() >= 32));
+}

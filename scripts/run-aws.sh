@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make run-aws`: the AWS emulator on 127.0.0.1:4566, the template's resources created in it,
+# and `hookbridge serve --backend aws` on top. Ctrl-C stops everything this started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .hookbridge
+port=${HOOKBRIDGE_EMULATOR_PORT:-4566}
+# In its own session, so Ctrl-C reaches `hookbridge serve` first and the emulator outlives
+# its graceful stop; the trap stops the emulator afterwards.
+setsid .venv/bin/moto_server -H 127.0.0.1 -p "$port" > .hookbridge/emulator.log 2>&1 &
+emulator=$!
+trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/moto-api/" > /dev/null 2>&1 && break
+    kill -0 "$emulator" 2>/dev/null || { echo "the emulator failed to start; see .hookbridge/emulator.log" >&2; exit 1; }
+    sleep 0.2
+done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+./target/debug/hookbridge init --backend aws
+./target/debug/hookbridge serve --backend aws
