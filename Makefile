@@ -7,7 +7,7 @@ VENV := .venv
 MOTO := $(VENV)/bin/moto_server
 MOTO_VERSION := 5.2.5
 
-.PHONY: run run-aws test fmt-check clippy core-deps unit
+.PHONY: run run-aws test fmt-check clippy core-deps template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -20,7 +20,7 @@ run-aws: $(MOTO)
 	./scripts/run-aws.sh
 
 ## test: formatting, lints, the core's dependency rule, and every test (both backends)
-test: fmt-check clippy core-deps unit
+test: fmt-check clippy core-deps template-lint unit
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -30,6 +30,9 @@ clippy:
 
 core-deps:
 	./scripts/check-core-deps.sh
+
+template-lint: $(MOTO)
+	$(VENV)/bin/cfn-lint template.yaml
 
 unit: $(MOTO)
 	$(CARGO) test --workspace

@@ -2,7 +2,7 @@
 //! the AWS SDK. The endpoint is overridden only by the SDK's standard `AWS_ENDPOINT_URL`,
 //! so the same code runs in a real account and against the emulator.
 
-mod config;
+pub mod config;
 mod deliveries;
 mod dynamo;
 mod eventbridge;
@@ -13,6 +13,7 @@ pub mod init;
 mod keys;
 mod kms;
 pub mod lambda;
+mod requests;
 mod sqs;
 pub mod telemetry;
 
@@ -26,6 +27,7 @@ pub use eventbridge::EventBridgeBus;
 pub use hooks::raw_hook_item;
 pub use init::Resources;
 pub use kms::KmsSealer;
+pub use requests::RequestCounter;
 pub use sqs::SqsQueue;
 
 /// The SDK clients, built once per process (per Lambda cold start) and shared.

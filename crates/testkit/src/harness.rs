@@ -99,8 +99,17 @@ pub struct AwsHarness {
 impl AwsHarness {
     /// Fresh resources on the shared emulator.
     pub async fn start() -> Self {
+        Self::start_counted(None).await
+    }
+
+    /// Fresh resources whose every AWS request `counter` counts (when given).
+    pub async fn start_counted(counter: Option<&hookbridge_aws::RequestCounter>) -> Self {
         let emulator = Emulator::shared();
-        let clients = Clients::new(&emulator.sdk_config().await);
+        let sdk = emulator.sdk_config().await;
+        let clients = match counter {
+            Some(c) => Clients::counted(&sdk, c),
+            None => Clients::new(&sdk),
+        };
         let prefix = format!("t{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
         let topology = Topology::named(&prefix);
         let resources = hookbridge_aws::init::create(&clients, &topology).await.expect("create resources");

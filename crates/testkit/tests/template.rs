@@ -1,0 +1,193 @@
+//! `template.yaml` and `hookbridge init --backend aws` describe the same resources: both are
+//! held here to the one source of truth, `Topology`, and init's result on the emulator is
+//! compared with the template's settings.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use hookbridge_core::topology::{QUEUE_RETENTION, Topology};
+use hookbridge_testkit::Emulator;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The template as JSON, decoded by cfn-lint's own loader (it knows CloudFormation's tags).
+fn template() -> Value {
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg("-c")
+        .arg("import json,sys\nfrom cfnlint.decode import decode\nt,m=decode(sys.argv[1])\nassert not m, m\nprint(json.dumps(t, default=str))")
+        .arg(root().join("template.yaml"))
+        .output()
+        .expect("run the template decoder from .venv (make test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `{"Fn::Sub": "${Prefix}-x"}` with the prefix substituted; plain strings as they are.
+fn name(v: &Value, prefix: &str) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other["Fn::Sub"].as_str().unwrap().replace("${Prefix}", prefix),
+    }
+}
+
+fn resources_of_type<'a>(t: &'a Value, ty: &str) -> Vec<(&'a String, &'a Value)> {
+    t["Resources"].as_object().unwrap().iter().filter(|(_, r)| r["Type"] == ty).collect()
+}
+
+fn queue_named<'a>(t: &'a Value, queue: &str, prefix: &str) -> (&'a String, &'a Value) {
+    resources_of_type(t, "AWS::SQS::Queue")
+        .into_iter()
+        .find(|(_, r)| name(&r["Properties"]["QueueName"], prefix) == queue)
+        .unwrap_or_else(|| panic!("template has no queue {queue}"))
+}
+
+#[test]
+fn template_names_and_settings_match_the_topology_init_creates() {
+    let t = template();
+    let prefix = t["Parameters"]["Prefix"]["Default"].as_str().unwrap();
+    let topo = Topology::named(prefix);
+
+    let table = &resources_of_type(&t, "AWS::DynamoDB::Table")[0].1["Properties"];
+    assert_eq!(name(&table["TableName"], prefix), topo.table);
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(table["TimeToLiveSpecification"], json!({"AttributeName": "expires_at", "Enabled": true}));
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    assert_eq!(
+        table["KeySchema"],
+        json!([{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}])
+    );
+
+    let bus = &resources_of_type(&t, "AWS::Events::EventBus")[0].1["Properties"];
+    assert_eq!(name(&bus["Name"], prefix), topo.bus);
+
+    for q in topo.queues() {
+        let (_, queue) = queue_named(&t, &q.name, prefix);
+        let p = &queue["Properties"];
+        assert_eq!(p["VisibilityTimeout"], q.visibility_timeout.as_secs(), "{}", q.name);
+        assert_eq!(p["MessageRetentionPeriod"], QUEUE_RETENTION.as_secs(), "{}", q.name);
+        assert_eq!(p["SqsManagedSseEnabled"], true);
+        assert_eq!(p["RedrivePolicy"]["maxReceiveCount"], q.max_receive_count, "{}", q.name);
+        let dlq_id = p["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0].as_str().unwrap();
+        let dlq = &t["Resources"][dlq_id]["Properties"];
+        assert_eq!(name(&dlq["QueueName"], prefix), q.dlq);
+        assert_eq!(dlq["MessageRetentionPeriod"], QUEUE_RETENTION.as_secs());
+        // Every DLQ has an alarm.
+        let alarmed = resources_of_type(&t, "AWS::CloudWatch::Alarm")
+            .iter()
+            .any(|(_, a)| a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] == dlq_id);
+        assert!(alarmed, "no alarm on {}", q.dlq);
+    }
+
+    for rule in topo.rules() {
+        let (_, r) = resources_of_type(&t, "AWS::Events::Rule")
+            .into_iter()
+            .find(|(_, r)| name(&r["Properties"]["Name"], prefix) == rule.name)
+            .unwrap_or_else(|| panic!("template has no rule {}", rule.name));
+        let p = &r["Properties"];
+        let expected: Value = serde_json::from_str(&rule.pattern.to_event_pattern()).unwrap();
+        assert_eq!(p["EventPattern"], expected, "{}", rule.name);
+        let target = p["Targets"][0]["Arn"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert_eq!(name(&t["Resources"][target]["Properties"]["QueueName"], prefix), rule.target_queue);
+        // AWS requires a queue policy letting the rule send; the emulator does not check it.
+        let allowed = resources_of_type(&t, "AWS::SQS::QueuePolicy").iter().any(|(_, pol)| {
+            pol["Properties"]["Queues"][0]["Ref"] == target
+                && pol["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+                    ["Fn::GetAtt"][0]
+                    .is_string()
+        });
+        assert!(allowed, "no queue policy lets {} send to {target}", rule.name);
+    }
+
+    let alias = &resources_of_type(&t, "AWS::KMS::Alias")[0].1["Properties"]["AliasName"];
+    assert_eq!(name(alias, prefix), hookbridge_aws::init::key_alias(&topo));
+}
+
+#[test]
+fn functions_are_wired_as_designed_with_least_privilege() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["Tracing"], "Active");
+    let env = globals["Environment"]["Variables"].as_object().unwrap();
+    for var in [
+        hookbridge_aws::config::TABLE,
+        hookbridge_aws::config::BUS,
+        hookbridge_aws::config::INGEST_QUEUE_URL,
+        hookbridge_aws::config::DELIVERY_QUEUE_URL,
+        hookbridge_aws::config::VERIFY_QUEUE_URL,
+        hookbridge_aws::config::KMS_KEY,
+        hookbridge_core::settings::JWT_SECRET,
+        hookbridge_core::settings::RETRY_SCHEDULE,
+    ] {
+        assert!(env.contains_key(var), "functions lack {var}, which Config::from_env requires");
+    }
+    let timeout = globals["Timeout"].as_u64().unwrap();
+    let functions: HashMap<&str, &str> = HashMap::from([
+        ("SubscriptionApiFunction", "subscription-api"),
+        ("IngestFunction", "ingest"),
+        ("DeliveryWorkerFunction", "delivery-worker"),
+        ("VerifierFunction", "verifier"),
+    ]);
+    for (id, f) in resources_of_type(&t, "AWS::Serverless::Function") {
+        let bin = functions.get(id.as_str()).unwrap_or_else(|| panic!("unexpected function {id}"));
+        let p = &f["Properties"];
+        assert_eq!(p["CodeUri"], format!("target/lambda/{bin}/"));
+        for (_, ev) in p["Events"].as_object().unwrap() {
+            if ev["Type"] == "SQS" {
+                assert_eq!(ev["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
+                let queue = ev["Properties"]["Queue"]["Fn::GetAtt"][0].as_str().unwrap();
+                let vis = t["Resources"][queue]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
+                let fn_timeout = p["Timeout"].as_u64().unwrap_or(timeout);
+                assert!(vis >= 6 * fn_timeout, "{queue}'s visibility timeout is under six times {id}'s timeout");
+            }
+        }
+        for st in p["Policies"][0]["Statement"].as_array().unwrap() {
+            let text = st.to_string();
+            assert!(!text.contains("\"*\"") && !text.contains(":*\""), "{id} has a wildcard: {text}");
+        }
+    }
+    assert_eq!(resources_of_type(&t, "AWS::Serverless::Function").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_on_the_emulator_creates_what_the_template_declares() {
+    let t = template();
+    let prefix = format!("tpl{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
+    let topo = Topology::named(&prefix);
+    let clients = hookbridge_aws::Clients::new(&Emulator::shared().sdk_config().await);
+    let created = hookbridge_aws::init::create(&clients, &topo).await.unwrap();
+    // Idempotent: a second run finds everything and changes nothing.
+    assert_eq!(hookbridge_aws::init::create(&clients, &topo).await.unwrap(), created);
+    for q in topo.queues() {
+        let (_, declared) = queue_named(&t, &q.name, &prefix);
+        let url = hookbridge_aws::init::queue_url(&clients, &q.name).await.unwrap();
+        let attrs = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let attrs = attrs.attributes.unwrap();
+        let get = |a: QueueAttributeName| attrs.get(&a).cloned().unwrap_or_default();
+        assert_eq!(get(QueueAttributeName::VisibilityTimeout), declared["Properties"]["VisibilityTimeout"].to_string());
+        assert_eq!(
+            get(QueueAttributeName::MessageRetentionPeriod),
+            declared["Properties"]["MessageRetentionPeriod"].to_string()
+        );
+        let redrive: Value = serde_json::from_str(&get(QueueAttributeName::RedrivePolicy)).unwrap();
+        assert_eq!(
+            redrive["maxReceiveCount"].to_string(),
+            declared["Properties"]["RedrivePolicy"]["maxReceiveCount"].to_string()
+        );
+        assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(&format!(":{}", q.dlq)));
+    }
+}
