@@ -51,14 +51,7 @@ impl Rig {
         hook.config.url = receiver.url("/");
         h.backend().hooks.create(&hook).await.unwrap();
         let key = JwtKey::new("k");
-        let api = Api::new(
-            h.backend().clone(),
-            ApiSettings {
-                jwt: key.clone(),
-                network: NetworkPolicy::local(),
-                event_retention: Duration::from_secs(3600),
-            },
-        );
+        let api = Api::new(h.backend().clone(), ApiSettings::local(key.clone(), NetworkPolicy::local()));
         let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp: None };
         let token = mint_token(&key, &claims).unwrap();
         let ingest = Ingest {

@@ -172,6 +172,58 @@ impl TestStack {
         }
     }
 
+    /// A queue receiving every event on the bus whose source is `source` (e.g. the
+    /// platform's own operational events), as a customer's EventBridge rule would.
+    pub async fn watch_bus(&self, source: &str) -> Arc<dyn Queue> {
+        let name = format!("w{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
+        let spec = hookbridge_core::topology::QueueSpec {
+            dlq: format!("{name}-dlq"),
+            name: name.clone(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        let rule = hookbridge_core::ports::Rule {
+            name: format!("{name}-rule"),
+            pattern: hookbridge_core::ports::RulePattern {
+                source: hookbridge_core::ports::SourceMatch::Exactly(source.to_owned()),
+                detail_types: Vec::new(),
+            },
+            target_queue: name.clone(),
+        };
+        match &self.sdk {
+            None => {
+                let db = Db::open(&self.database).expect("open db");
+                hookbridge_embedded::create_queue(&db, &spec).await.expect("create queue");
+                let bus = hookbridge_embedded::EmbeddedBus::new(db, &self.settings.account, &self.settings.region);
+                bus.put_rule(&rule).await.expect("put rule");
+            }
+            Some(sdk) => {
+                let clients = hookbridge_aws::Clients::new(sdk);
+                let url = hookbridge_aws::init::create_queue(&clients, &spec).await.expect("create queue");
+                hookbridge_aws::init::put_rule(&clients, &self.settings.topology.bus, &rule, &url)
+                    .await
+                    .expect("put rule");
+            }
+        }
+        self.queue(&name).await
+    }
+
+    /// Waits for bus events on a watch queue until one of each `types` arrived (or timeout);
+    /// returns every envelope seen, parsed.
+    pub async fn bus_events(&self, queue: &dyn Queue, types: &[&str], timeout: Duration) -> Vec<Value> {
+        let mut seen: Vec<Value> = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline
+            && !types.iter().all(|t| seen.iter().any(|e| e["detail-type"] == *t))
+        {
+            for m in queue.receive(10, Duration::from_millis(500)).await.expect("receive") {
+                seen.push(serde_json::from_str(&m.body).unwrap_or(Value::Null));
+                queue.ack(&[m.receipt]).await.expect("ack");
+            }
+        }
+        seen
+    }
+
     /// A token for `tenant` with `scope` (space separated).
     pub fn token(&self, tenant: &str, scope: &str) -> String {
         let claims = Claims {
@@ -215,6 +267,35 @@ impl TestStack {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    /// `PUT` JSON with a token.
+    pub async fn put(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.call("PUT", path, Some(token), Some(body)).await
+    }
+
+    /// `DELETE` with a token.
+    pub async fn delete(&self, path: &str, token: &str) -> Answer {
+        self.call("DELETE", path, Some(token), None).await
+    }
+
+    /// A raw request: any method, headers and body bytes.
+    pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("API call");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    /// The API's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// `GET` with a token.

@@ -14,7 +14,7 @@ use hookbridge_core::ports::{HookStore, Page};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, Item, VERSION, doc, key, n, s, tenant_pk, to_doc};
+use crate::keys::{DOC, Item, REVISION, doc, key, n, s, tenant_pk, to_doc};
 
 /// BatchGetItem's limit.
 const BATCH_GET_MAX: usize = 100;
@@ -40,7 +40,7 @@ fn guard_key(tenant: &TenantId, name: &str) -> Item {
 fn hook_item(hook: &Hook) -> Result<Item> {
     let mut item = hook_key(&hook.tenant, hook.id);
     item.insert(DOC.to_owned(), to_doc(hook)?);
-    item.insert(VERSION.to_owned(), n(hook.version));
+    item.insert(REVISION.to_owned(), n(hook.revision));
     Ok(item)
 }
 
@@ -166,7 +166,7 @@ impl HookStore for DynamoHookStore {
         self.query_hooks(tenant, None, None).await
     }
 
-    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()> {
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
         let r = self
             .table
             .client
@@ -174,8 +174,8 @@ impl HookStore for DynamoHookStore {
             .table_name(&self.table.name)
             .set_item(Some(hook_item(hook)?))
             .condition_expression("#v = :expected")
-            .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":expected", n(expected_version))
+            .expression_attribute_names("#v", REVISION)
+            .expression_attribute_values(":expected", n(expected_revision))
             .send()
             .await;
         match r {

@@ -24,8 +24,8 @@ pub const SK: &str = "SK";
 pub const EXPIRES_AT: &str = "expires_at";
 /// The item's JSON document.
 pub const DOC: &str = "doc";
-/// The hook's version, for conditional writes.
-pub const VERSION: &str = "version";
+/// The hook's revision, for conditional writes.
+pub const REVISION: &str = "revision";
 
 /// An item.
 pub type Item = HashMap<String, AttributeValue>;

@@ -199,7 +199,7 @@ async fn update_health(w: &Worker, prepared: Arc<Hook>, signals: &[Signal], now:
         let Some(change) = apply(w, &hook.state.health, signals) else {
             return Vec::new();
         };
-        let expected = hook.version;
+        let expected = hook.revision;
         let mut next = hook.clone();
         next.state.health = change.health;
         let disabling = change.disable.filter(|_| next.state.destination_state == DestinationState::Active);
@@ -207,7 +207,7 @@ async fn update_health(w: &Worker, prepared: Arc<Hook>, signals: &[Signal], now:
             next.state.destination_state = DestinationState::Inactive;
             next.state.disabled_reason = Some(reason.clone());
         }
-        next.version += 1;
+        next.revision += 1;
         next.updated_at = now;
         match w.backend.hooks.replace(&next, expected).await {
             Ok(()) => {

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     tenant  TEXT NOT NULL,
     id      TEXT NOT NULL,
     name    TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
     doc     TEXT NOT NULL,
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;

@@ -37,13 +37,13 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 impl HookStore for SqliteHookStore {
     async fn create(&self, hook: &Hook) -> Result<()> {
         let doc = to_doc(hook)?;
-        let (tenant, id, name, version) =
-            (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.version);
+        let (tenant, id, name, revision) =
+            (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.revision);
         self.db
             .write(move |c| {
                 match c.execute(
-                    "INSERT INTO hooks (tenant, id, name, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![tenant, id, name, version as i64, doc],
+                    "INSERT INTO hooks (tenant, id, name, revision, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![tenant, id, name, revision as i64, doc],
                 ) {
                     Ok(_) => Ok(()),
                     Err(e) if is_unique_violation(&e) => Err(Error::NameTaken),
@@ -132,15 +132,15 @@ impl HookStore for SqliteHookStore {
         docs.iter().map(|d| from_doc(d)).collect()
     }
 
-    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()> {
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
         let doc = to_doc(hook)?;
-        let (tenant, id, version) = (hook.tenant.to_string(), hook.id.to_string(), hook.version);
+        let (tenant, id, revision) = (hook.tenant.to_string(), hook.id.to_string(), hook.revision);
         let changed = self
             .db
             .write(move |c| {
                 c.execute(
-                    "UPDATE hooks SET doc = ?1, version = ?2 WHERE tenant = ?3 AND id = ?4 AND version = ?5",
-                    params![doc, version as i64, tenant, id, expected_version as i64],
+                    "UPDATE hooks SET doc = ?1, revision = ?2 WHERE tenant = ?3 AND id = ?4 AND revision = ?5",
+                    params![doc, revision as i64, tenant, id, expected_revision as i64],
                 )
                 .map_err(sql("hooks.replace"))
             })
@@ -165,7 +165,7 @@ pub(crate) async fn raw(db: &Db, tenant: &TenantId, id: HookId) -> Result<String
     let (tenant, id) = (tenant.to_string(), id.to_string());
     db.read(move |c| {
         c.query_row(
-            "SELECT tenant || '|' || id || '|' || name || '|' || version || '|' || doc FROM hooks
+            "SELECT tenant || '|' || id || '|' || name || '|' || revision || '|' || doc FROM hooks
              WHERE tenant = ?1 AND id = ?2",
             [tenant, id],
             |r| r.get(0),

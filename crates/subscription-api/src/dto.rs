@@ -25,6 +25,18 @@ pub struct VerificationOut {
     pub last_error: Option<String>,
 }
 
+impl From<&Hook> for VerificationOut {
+    fn from(h: &Hook) -> Self {
+        Self {
+            required: h.config.verification.required,
+            header: h.config.verification.header.clone(),
+            status: h.state.verification.status,
+            verified_at: h.state.verification.verified_at,
+            last_error: h.state.verification.last_error.clone(),
+        }
+    }
+}
+
 /// A hook as read. Secret values are absent; `secret` is present only in the create
 /// response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +71,8 @@ pub struct HookOut {
     pub destination_state: DestinationState,
     /// Why the destination is inactive.
     pub disabled_reason: Option<String>,
+    /// Why the connection is `DEAUTHORIZED` (the token endpoint's answer).
+    pub connection_error: Option<String>,
     /// Delivery health.
     pub health: HealthOut,
     /// Who created it.
@@ -110,16 +124,11 @@ impl From<&Hook> for HookOut {
             auth: c.auth.clone(),
             headers: c.headers.clone(),
             signature_formats: c.signature_formats.clone(),
-            verification: VerificationOut {
-                required: c.verification.required,
-                header: c.verification.header.clone(),
-                status: h.state.verification.status,
-                verified_at: h.state.verification.verified_at,
-                last_error: h.state.verification.last_error.clone(),
-            },
+            verification: VerificationOut::from(h),
             connection_state: h.state.connection_state,
             destination_state: h.state.destination_state,
             disabled_reason: h.state.disabled_reason.clone(),
+            connection_error: h.state.connection_error.clone(),
             health: (&h.state.health).into(),
             created_by: h.created_by.clone(),
             created_at: h.created_at,

@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use hookbridge_core::hook::{
-    ConnectionState, DestinationState, Health, Hook, HookDraft, HookState, ValidationContext, VerificationStatus,
+    ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, ValidationContext,
+    VerificationStatus,
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
@@ -86,6 +87,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
         created_at: now,
         updated_at: now,
         version: 1,
+        revision: 1,
     };
     api.backend().hooks.create(&hook).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
@@ -147,31 +149,41 @@ pub async fn replace(
         return Err(ApiError::field("body", "must be a hook object"));
     }
     let draft: HookDraft = from_value(value, "")?;
-    let existing = load(&api, &caller, &id).await?;
-    if let Some(name) = &draft.name
-        && name != existing.config.name.as_str()
-    {
-        return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
-    }
     let expected = match (draft.version, if_match(&headers)?) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::field("version", "differs from the If-Match header"));
         }
         (v, m) => v.or(m),
     };
-    if let Some(v) = expected
-        && v != existing.version
-    {
-        return Err(ApiError::Conflict(format!(
-            "the hook is at version {}, not {v}; read it again and retry",
-            existing.version
-        )));
+    let mut stored = None;
+    for _ in 0..UPDATE_ROUNDS {
+        let existing = load(&api, &caller, &id).await?;
+        if let Some(name) = &draft.name
+            && name != existing.config.name.as_str()
+        {
+            return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
+        }
+        let old_secrets = api.backend().sealer.open(&existing.sealed).await?;
+        let ctx = ValidationContext { network: &api.settings().network, now: Utc::now() };
+        let (config, secrets) =
+            draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
+        let state = replaced_state(&existing, &config);
+        let sealed =
+            if secrets == old_secrets { existing.sealed.clone() } else { api.backend().sealer.seal(&secrets).await? };
+        let next = Hook { config, state, sealed, ..existing.clone() };
+        stored = commit(&api, &existing, next, Edit::Config { expected_version: expected }).await?;
+        if stored.is_some() {
+            break;
+        }
     }
-    let old_secrets = api.backend().sealer.open(&existing.sealed).await?;
-    let now = Utc::now();
-    let ctx = ValidationContext { network: &api.settings().network, now };
-    let (config, secrets) = draft.validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
+    let hook = stored.ok_or_else(kept_changing)?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
+    lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
+    Ok(Json(HookOut::from(&hook)))
+}
 
+/// The state after the tenant replaced the configuration with `config`.
+fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     let mut state = existing.state.clone();
     state.connection_state = ConnectionState::Updating;
     // Replacing a hook is how its owner re-enables it after the failure rule disabled it.
@@ -194,13 +206,53 @@ pub async fn replace(
     } else if !config.verification.required && state.verification.status == VerificationStatus::Pending {
         state.verification.status = VerificationStatus::Unverified;
     }
-    let sealed =
-        if secrets == old_secrets { existing.sealed.clone() } else { api.backend().sealer.seal(&secrets).await? };
-    let hook = Hook { config, state, sealed, updated_at: now, version: existing.version + 1, ..existing.clone() };
-    api.backend().hooks.replace(&hook, existing.version).await?;
-    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
-    lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
-    Ok(Json(HookOut::from(&hook)))
+    state
+}
+
+/// What kind of write [`update`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Edit {
+    /// A change of the tenant's configuration: bumps the visible `version`, and fails with
+    /// 409 when the client's expected version is not the stored one.
+    Config {
+        /// The version the client read, if it asked for optimistic locking.
+        expected_version: Option<u64>,
+    },
+    /// A change of the hook's state only (verification requested, deleting).
+    State,
+}
+
+/// Most rounds of re-reading when the platform keeps changing the hook underneath.
+pub(crate) const UPDATE_ROUNDS: usize = 5;
+
+/// Stores `next` as the successor of `existing`, conditionally on the revision read.
+/// `Ok(None)` when the platform changed the hook meanwhile (the verifier recording a check,
+/// the worker recording health): the caller reads again and re-applies its change, so a
+/// tenant's write neither clobbers platform state nor fails because of it.
+pub(crate) async fn commit(api: &Api, existing: &Hook, mut next: Hook, edit: Edit) -> Result<Option<Hook>, ApiError> {
+    if let Edit::Config { expected_version: Some(v) } = edit
+        && v != existing.version
+    {
+        return Err(ApiError::Conflict(format!(
+            "the hook is at version {}, not {v}; read it again and retry",
+            existing.version
+        )));
+    }
+    next.revision = existing.revision + 1;
+    next.updated_at = Utc::now();
+    if let Edit::Config { .. } = edit {
+        next.version = existing.version + 1;
+    }
+    match api.backend().hooks.replace(&next, existing.revision).await {
+        Ok(()) => Ok(Some(next)),
+        Err(hookbridge_core::Error::VersionConflict) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer when the hook changed on every round.
+pub(crate) fn kept_changing() -> ApiError {
+    ApiError::Conflict("the hook kept changing while it was written; retry".to_owned())
 }
 
 /// The version in an `If-Match` header (`"3"` or `3`).
@@ -218,9 +270,22 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `DELETE /v1/hooks/{id}`: nothing more is delivered to it.
+///
+/// The hook passes through `DELETING` first: a worker that read it a moment earlier finds
+/// it so when it looks again, and from then on nothing is sent to it.
 pub async fn delete(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require(Scope::HooksWrite)?;
-    let hook = load(&api, &caller, &id).await?;
+    let mut stored = None;
+    for _ in 0..UPDATE_ROUNDS {
+        let existing = load(&api, &caller, &id).await?;
+        let mut next = existing.clone();
+        next.state.connection_state = ConnectionState::Deleting;
+        stored = commit(&api, &existing, next, Edit::State).await?;
+        if stored.is_some() {
+            break;
+        }
+    }
+    let hook = stored.ok_or_else(kept_changing)?;
     if !api.backend().hooks.delete(&caller.tenant, hook.id).await? {
         return Err(ApiError::NotFound("no such hook"));
     }

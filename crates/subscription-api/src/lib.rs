@@ -1,6 +1,7 @@
 //! The subscription API: one axum router for hooks, deliveries and publishing, the same
 //! under `lambda_http` on AWS and on 127.0.0.1 locally.
 
+mod actions;
 mod auth;
 mod body;
 mod deliveries;
@@ -9,6 +10,7 @@ mod error;
 mod events;
 mod hooks;
 mod lifecycle;
+mod redeliver;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +33,34 @@ pub struct ApiSettings {
     pub network: NetworkPolicy,
     /// How long envelopes are kept for replay and delivery detail.
     pub event_retention: Duration,
+    /// The `account` of envelopes the API makes itself (test events).
+    pub account: String,
+    /// The `region` of envelopes the API makes itself.
+    pub region: String,
 }
 
 impl ApiSettings {
     /// The API's part of the deployment settings.
     pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
-        Self { jwt: JwtKey::new(s.jwt_secret.expose()), network: s.network.clone(), event_retention: s.event_retention }
+        Self {
+            jwt: JwtKey::new(s.jwt_secret.expose()),
+            network: s.network.clone(),
+            event_retention: s.event_retention,
+            account: s.account.clone(),
+            region: s.region.clone(),
+        }
+    }
+
+    /// Settings for a local or test deployment: this key, this network policy, defaults
+    /// for the rest.
+    pub fn local(jwt: JwtKey, network: NetworkPolicy) -> Self {
+        Self {
+            jwt,
+            network,
+            event_retention: Duration::from_secs(14 * 86_400),
+            account: "000000000000".to_owned(),
+            region: "local".to_owned(),
+        }
     }
 }
 
@@ -78,8 +102,13 @@ pub fn router(api: Api) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/hooks", post(hooks::create).get(hooks::list))
         .route("/v1/hooks/{id}", get(hooks::get).put(hooks::replace).delete(hooks::delete))
+        .route("/v1/hooks/{id}/verify", post(actions::verify))
+        .route("/v1/hooks/{id}/secret/rotate", post(actions::rotate_secret))
+        .route("/v1/hooks/{id}/test", post(actions::test_event))
         .route("/v1/hooks/{id}/events", get(deliveries::list))
         .route("/v1/hooks/{id}/deliveries/{delivery_id}", get(deliveries::get))
+        .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
+        .route("/v1/hooks/{id}/replay", post(redeliver::replay))
         .route("/v1/events", post(events::publish))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::time::Duration;
-
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_testkit::{AwsHarness, Harness, events};
 use http_body_util::BodyExt;
@@ -22,14 +20,8 @@ async fn invoke(api: &Api, name: &str) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_request_gets_its_answer() {
     let h = AwsHarness::start().await;
-    let api = Api::new(
-        h.backend().clone(),
-        ApiSettings {
-            jwt: JwtKey::new("local-dev-secret"),
-            network: NetworkPolicy::default(),
-            event_retention: Duration::from_secs(86_400),
-        },
-    );
+    let api =
+        Api::new(h.backend().clone(), ApiSettings::local(JwtKey::new("local-dev-secret"), NetworkPolicy::default()));
     let (status, body) = invoke(&api, "subscription-api-health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 

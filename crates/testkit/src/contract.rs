@@ -282,6 +282,7 @@ pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, H
         created_at: now,
         updated_at: now,
         version: 1,
+        revision: 1,
     };
     (hook, secrets)
 }
@@ -359,7 +360,7 @@ async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> 
     out
 }
 
-/// A replace naming the stored version wins; one naming an older version loses.
+/// A replace naming the stored revision wins; one naming an older revision loses.
 pub async fn hooks_replace_checks_the_version(h: &dyn Harness) {
     let t = h.unique("tenant");
     let store = &h.backend().hooks;
@@ -367,15 +368,15 @@ pub async fn hooks_replace_checks_the_version(h: &dyn Harness) {
     store.create(&hook).await.expect("create");
     let mut v2 = hook.clone();
     v2.config.description = Some("second".into());
-    v2.version = 2;
-    store.replace(&v2, 1).await.expect("replace v1 -> v2");
+    v2.revision = 2;
+    store.replace(&v2, 1).await.expect("replace revision 1 -> 2");
     let mut stale = hook.clone();
     stale.config.description = Some("stale".into());
-    stale.version = 2;
+    stale.revision = 2;
     assert!(matches!(store.replace(&stale, 1).await, Err(Error::VersionConflict)));
     let got = store.get(&hook.tenant, hook.id).await.expect("get").expect("present");
     assert_eq!(got.config.description.as_deref(), Some("second"));
-    assert_eq!(got.version, 2);
+    assert_eq!(got.revision, 2);
     store.delete(&hook.tenant, hook.id).await.expect("delete");
     assert!(matches!(store.replace(&v2, 2).await, Err(Error::VersionConflict)), "replace after delete");
 }

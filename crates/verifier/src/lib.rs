@@ -96,13 +96,13 @@ async fn set_state(
     mut change: impl FnMut(&mut Hook),
 ) -> hookbridge_core::Result<Option<Hook>> {
     for _ in 0..5 {
-        let expected = hook.version;
+        let expected = hook.revision;
         let mut next = hook.clone();
         change(&mut next);
         if next == hook {
             return Ok(Some(hook));
         }
-        next.version += 1;
+        next.revision += 1;
         next.updated_at = Utc::now();
         match v.backend.hooks.replace(&next, expected).await {
             Ok(()) => return Ok(Some(next)),

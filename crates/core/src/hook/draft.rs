@@ -47,7 +47,7 @@ const RESERVED_HEADERS: &[&str] = &[
 /// Fields are loose (`Option<String>`) so validation, not the JSON parser, names what is
 /// wrong. Read-only fields of a hook as read are accepted and ignored, so a client can
 /// `GET`, edit and `PUT` the same document.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookDraft {
     /// See API.md.
@@ -85,6 +85,8 @@ pub struct HookDraft {
     /// Read-only; ignored.
     pub disabled_reason: Option<IgnoredAny>,
     /// Read-only; ignored.
+    pub connection_error: Option<IgnoredAny>,
+    /// Read-only; ignored.
     pub health: Option<IgnoredAny>,
     /// Read-only; ignored.
     pub created_by: Option<IgnoredAny>,
@@ -95,7 +97,7 @@ pub struct HookDraft {
 }
 
 /// `auth` as written; which fields apply depends on `type`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthDraft {
     /// `NONE`, `BASIC`, `API_KEY`, `HEADER`, `OAUTH_CLIENT_CREDENTIALS`.
@@ -130,7 +132,7 @@ pub struct AuthDraft {
 }
 
 /// An OAuth parameter as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamDraft {
     /// The name.
@@ -142,7 +144,7 @@ pub struct ParamDraft {
 }
 
 /// An extra header as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderDraft {
     /// The header name.
@@ -154,7 +156,7 @@ pub struct HeaderDraft {
 }
 
 /// `verification` as written; the read-only status fields are accepted and ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerificationDraft {
     /// Whether deliveries wait for the challenge.

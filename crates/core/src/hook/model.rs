@@ -316,6 +316,11 @@ pub struct Hook {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-    /// Incremented on every write; a write naming an older version loses.
+    /// The configuration's version, for clients' optimistic locking (`If-Match`, `version`):
+    /// incremented when the tenant changes the hook, not when the platform records state.
     pub version: u64,
+    /// The stored item's revision, incremented on every write (by the tenant or by the
+    /// platform); every store write is conditional on it.
+    #[serde(default)]
+    pub revision: u64,
 }

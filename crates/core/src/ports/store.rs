@@ -53,9 +53,9 @@ pub trait HookStore: Send + Sync {
     /// Every hook of the tenant, for matching an event.
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>>;
 
-    /// Replaces a hook if its stored version is `expected_version`; `hook.version` is the
-    /// new version. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
-    async fn replace(&self, hook: &Hook, expected_version: u64) -> Result<()>;
+    /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
+    /// new revision. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()>;
 
     /// Deletes a hook and frees its name. Whether it existed.
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool>;

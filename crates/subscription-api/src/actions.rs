@@ -1,0 +1,143 @@
+//! Actions on one hook: run the ownership challenge, rotate its signing secret, send it a
+//! test event.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{Duration, Utc};
+use hookbridge_core::delivery::{Delivery, DeliveryKey};
+use hookbridge_core::envelope::BusEntry;
+use hookbridge_core::hook::{RetiringSecret, VerificationStatus};
+use hookbridge_core::ids::{DeliveryId, EventId};
+use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX, PLATFORM_SOURCE, event_type};
+use hookbridge_core::ports::OutgoingMessage;
+use hookbridge_core::secret::SigningSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, Scope};
+use crate::body::parse;
+use crate::dto::VerificationOut;
+use crate::error::ApiError;
+use crate::hooks::{Edit, UPDATE_ROUNDS, commit, kept_changing, load};
+use crate::{Api, lifecycle};
+
+/// How long a rotated-out secret keeps signing, so receivers can switch without a gap.
+pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
+
+/// `POST /v1/hooks/{id}/verify`: queues the ownership challenge; the result shows in
+/// `verification` once the verifier has run it.
+pub async fn verify(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<VerificationOut>), ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let mut stored = None;
+    for _ in 0..UPDATE_ROUNDS {
+        let existing = load(&api, &caller, &id).await?;
+        let mut next = existing.clone();
+        next.state.verification.status = VerificationStatus::Pending;
+        next.state.verification.last_error = None;
+        stored = commit(&api, &existing, next, Edit::State).await?;
+        if stored.is_some() {
+            break;
+        }
+    }
+    let hook = stored.ok_or_else(kept_changing)?;
+    lifecycle::emit(&api, event_type::HOOK_VERIFICATION_REQUESTED, &hook, None).await;
+    let out = VerificationOut::from(&hook);
+    Ok((StatusCode::ACCEPTED, Json(out)))
+}
+
+/// Body of a rotation: a new secret of the caller's choosing, or none to have one made.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateIn {
+    secret: Option<String>,
+}
+
+/// `POST /v1/hooks/{id}/secret/rotate`: a new signing secret; the old one also signs for
+/// 24 hours.
+pub async fn rotate_secret(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    // The body is optional: empty asks for a generated secret.
+    let wanted: RotateIn = if body.iter().all(u8::is_ascii_whitespace) { RotateIn::default() } else { parse(&body)? };
+    let new = match wanted.secret {
+        Some(s) => SigningSecret::parse(&s).map_err(|e| ApiError::field("secret", e.to_string()))?,
+        None => SigningSecret::generate(),
+    };
+    let now = Utc::now();
+    let mut stored = None;
+    for _ in 0..UPDATE_ROUNDS {
+        let existing = load(&api, &caller, &id).await?;
+        let mut secrets = api.backend().sealer.open(&existing.sealed).await?;
+        secrets.retiring.retain(|r| r.until > now);
+        let old = std::mem::replace(&mut secrets.signing, new.clone());
+        secrets.retiring.push(RetiringSecret { secret: old, until: now + ROTATION_OVERLAP });
+        let mut next = existing.clone();
+        next.sealed = api.backend().sealer.seal(&secrets).await?;
+        stored = commit(&api, &existing, next, Edit::Config { expected_version: None }).await?;
+        if stored.is_some() {
+            break;
+        }
+    }
+    let hook = stored.ok_or_else(kept_changing)?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "signing secret rotated");
+    Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": now + ROTATION_OVERLAP })))
+}
+
+/// `POST /v1/hooks/{id}/test`: a `hook.test` event to this hook only.
+pub async fn test_event(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let hook = load(&api, &caller, &id).await?;
+    let now = Utc::now();
+    let detail = json!({
+        "tenant": hook.tenant,
+        "hook_id": hook.id,
+        "message": "A test event from Hookbridge: this hook is set up and reachable.",
+    });
+    let entry = BusEntry {
+        detail_type: event_type::HOOK_TEST.to_owned(),
+        source: PLATFORM_SOURCE.to_owned(),
+        time: Some(now),
+        resources: Vec::new(),
+        detail: serde_json::value::to_raw_value(&detail)
+            .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("encode", e)))?,
+    };
+    let settings = api.settings();
+    let envelope = entry.into_envelope(EventId::generate(), &settings.account, &settings.region, now);
+    let key = DeliveryKey {
+        tenant: hook.tenant.clone(),
+        hook_id: hook.id,
+        delivery_id: DeliveryId::generate(),
+        event_id: envelope.id.clone(),
+        event_type: envelope.detail_type.clone(),
+    };
+    let retention = Duration::from_std(settings.event_retention).unwrap_or(Duration::days(14));
+    let b = api.backend();
+    b.events.put(&hook.tenant, std::slice::from_ref(&envelope), now + retention).await?;
+    b.deliveries
+        .insert(&[Delivery::pending(
+            key.delivery_id,
+            key.tenant.clone(),
+            key.hook_id,
+            key.event_id.clone(),
+            key.event_type.clone(),
+            now,
+        )])
+        .await?;
+    let body = envelope.to_body();
+    let task = DeliveryTask::V1 { delivery: key.clone(), body: (body.len() <= INLINE_BODY_MAX).then_some(body) };
+    b.delivery_queue.send_batch(&[OutgoingMessage::now(task.to_json())]).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": key.delivery_id, "event_id": key.event_id }))))
+}

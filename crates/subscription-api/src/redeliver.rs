@@ -1,0 +1,179 @@
+//! Sending deliveries again: one (`retry`) or a time window (`replay`). A re-send is a new
+//! round of the same delivery: same `webhook-id`, the full retry schedule again.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::hook::Hook;
+use hookbridge_core::ids::{DeliveryId, EventId};
+use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX};
+use hookbridge_core::ports::{OutgoingMessage, Window};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::auth::{Caller, Scope};
+use crate::body::{JsonBody, parse};
+use crate::error::ApiError;
+use crate::hooks::load;
+
+/// Most deliveries one replay re-sends; a larger window is refused with a hint to narrow it.
+pub const MAX_REPLAY: usize = 10_000;
+/// Deliveries are kept this long, so a replay cannot reach further back.
+const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIVERY_RETENTION_DAYS);
+
+/// Records the deliveries as `PENDING` again and queues them, oldest first. Deliveries whose
+/// event is no longer kept are skipped. Returns how many were queued.
+async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> Result<usize, ApiError> {
+    let b = api.backend();
+    let now = Utc::now();
+    let mut bodies: HashMap<EventId, Option<String>> = HashMap::new();
+    let mut updates = Vec::new();
+    let mut tasks = Vec::new();
+    for d in deliveries {
+        if !bodies.contains_key(&d.event_id) {
+            let env = b.events.get(&hook.tenant, &d.event_id).await?;
+            bodies.insert(d.event_id.clone(), env.map(|e| e.to_body()));
+        }
+        let Some(Some(body)) = bodies.get(&d.event_id) else { continue };
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: d.id,
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+        };
+        updates.push(DeliveryUpdate {
+            delivery: key.clone(),
+            attempt: None,
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(now),
+            note: Some(note.to_owned()),
+            at: now,
+        });
+        let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
+        tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
+    }
+    b.deliveries.record(&updates).await?;
+    b.delivery_queue.send_batch(&tasks).await?;
+    Ok(tasks.len())
+}
+
+/// `POST /v1/hooks/{id}/deliveries/{delivery_id}/retry`: sent again now.
+pub async fn retry(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let hook = load(&api, &caller, &id).await?;
+    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
+    let delivery = api
+        .backend()
+        .deliveries
+        .get(hook.id, delivery_id)
+        .await?
+        .filter(|d| d.tenant == caller.tenant)
+        .ok_or(ApiError::NotFound("no such delivery"))?;
+    if resend(&api, &hook, std::slice::from_ref(&delivery), "retry requested").await? == 0 {
+        return Err(ApiError::Conflict(
+            "the delivery's event is no longer kept, so it cannot be sent again".to_owned(),
+        ));
+    }
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, delivery_id = %delivery.id, "delivery retried");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": delivery.id }))))
+}
+
+/// Which deliveries a replay re-sends.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StatusFilter {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The body of `POST /v1/hooks/{id}/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayIn {
+    since: Option<String>,
+    until: Option<String>,
+    status: Option<StatusFilter>,
+}
+
+fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| ApiError::field(field, "must be an RFC 3339 time"))
+    })
+    .transpose()
+}
+
+fn statuses(filter: Option<StatusFilter>) -> Result<Option<Vec<DeliveryStatus>>, ApiError> {
+    let names = match filter {
+        None => vec!["FAILED".to_owned()],
+        Some(StatusFilter::One(s)) if s == "ALL" => return Ok(None),
+        Some(StatusFilter::One(s)) => vec![s],
+        Some(StatusFilter::Many(v)) if !v.is_empty() => v,
+        Some(StatusFilter::Many(_)) => return Err(ApiError::field("status", "must list at least one status")),
+    };
+    names
+        .iter()
+        .map(|n| {
+            serde_json::from_value(Value::String(n.clone())).map_err(|_| {
+                ApiError::field(
+                    "status",
+                    "must be ALL or one or more of PENDING, RETRYING, SUCCEEDED, FAILED, CANCELLED",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `POST /v1/hooks/{id}/replay`: re-sends the window's deliveries, oldest first.
+pub async fn replay(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::HooksWrite)?;
+    let body: ReplayIn = parse(&bytes)?;
+    let now = Utc::now();
+    let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
+    let until = time("until", body.until.as_deref())?.unwrap_or(now);
+    if since >= until {
+        return Err(ApiError::field("until", "must be later than since"));
+    }
+    if since < now - MAX_REPLAY_AGE {
+        return Err(ApiError::field("since", format!("must be within the last {} days", MAX_REPLAY_AGE.num_days())));
+    }
+    let wanted = statuses(body.status)?;
+    let hook = load(&api, &caller, &id).await?;
+    let mut picked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = api.backend().deliveries.list(hook.id, Window { since, until }, 500, cursor.as_deref()).await?;
+        picked.extend(page.items.into_iter().filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.status))));
+        if picked.len() > MAX_REPLAY {
+            return Err(ApiError::field(
+                "since",
+                format!("the window holds more than {MAX_REPLAY} deliveries; narrow it"),
+            ));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    picked.reverse();
+    let count = resend(&api, &hook, &picked, "replayed").await?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, count, "deliveries replayed");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "count": count }))))
+}
