@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
-MOTO := $(VENV)/bin/moto_server
-MOTO_VERSION := 5.2.5
+# Stamped with the requirements file, so a changed pin reinstalls.
+PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut -c1-12)
 
 .PHONY: run run-aws test fmt-check clippy core-deps template-lint unit
 
@@ -15,7 +15,7 @@ run:
 	./target/debug/hookbridge serve
 
 ## run-aws: the same on the AWS backend, against the emulator on 127.0.0.1:4566
-run-aws: $(MOTO)
+run-aws: $(PYTOOLS)
 	$(CARGO) build -p hookbridge-local --bin hookbridge
 	./scripts/run-aws.sh
 
@@ -31,13 +31,15 @@ clippy:
 core-deps:
 	./scripts/check-core-deps.sh
 
-template-lint: $(MOTO)
+template-lint: $(PYTOOLS)
 	$(VENV)/bin/cfn-lint template.yaml
 
-unit: $(MOTO)
+unit: $(PYTOOLS)
 	$(CARGO) test --workspace
 
-# The emulator (and cfn-lint, which it brings), pinned, in the project's own venv.
-$(MOTO):
+# The emulator (with cfn-lint, which it brings) and the OpenAPI validator, pinned, in the
+# project's own venv.
+$(PYTOOLS): scripts/requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@

@@ -1,5 +1,7 @@
-//! Helpers for the end-to-end suite: a whole stack on a fresh backend, an API client,
-//! and polling for eventual outcomes.
+//! Helpers for the end-to-end suite: a whole stack on a fresh backend, an API client that
+//! checks every answer against the OpenAPI document, and polling for eventual outcomes.
+
+pub mod openapi;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -237,36 +239,26 @@ impl TestStack {
 
     /// Calls the API.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.expect("API call");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        checked(req, method, path).await
     }
 
     /// `POST` a raw body (exact bytes) as JSON.
     pub async fn post_raw(&self, path: &str, token: &str, body: &str) -> Answer {
-        let resp = self
+        let req = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("API call");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+            .body(body.to_owned());
+        checked(req, "POST", path).await
     }
 
     /// `PUT` JSON with a token.
@@ -281,16 +273,12 @@ impl TestStack {
 
     /// A raw request: any method, headers and body bytes.
     pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.expect("API call");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        checked(req, method, path).await
     }
 
     /// The API's base URL.
@@ -335,6 +323,19 @@ impl TestStack {
             s.shutdown().await;
         }
     }
+}
+
+/// Sends a request and asserts the answer conforms to the OpenAPI document.
+async fn checked(req: reqwest::RequestBuilder, method: &str, path: &str) -> Answer {
+    let resp = req.send().await.expect("API call");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    if let Err(why) = openapi::Spec::get().check(method, path, status.as_u16(), content_type, &text) {
+        panic!("the answer does not conform to openapi.json: {why}");
+    }
+    Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

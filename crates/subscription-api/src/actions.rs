@@ -15,8 +15,8 @@ use hookbridge_core::secret::SigningSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Caller, Scope};
-use crate::body::parse;
+use crate::auth::Writer;
+use crate::body::{OptionalJsonBody, parse};
 use crate::dto::VerificationOut;
 use crate::error::ApiError;
 use crate::hooks::{Edit, UPDATE_ROUNDS, commit, kept_changing, load};
@@ -29,10 +29,9 @@ pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
 /// `verification` once the verifier has run it.
 pub async fn verify(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<VerificationOut>), ApiError> {
-    caller.require(Scope::HooksWrite)?;
     let mut stored = None;
     for _ in 0..UPDATE_ROUNDS {
         let existing = load(&api, &caller, &id).await?;
@@ -61,13 +60,15 @@ struct RotateIn {
 /// 24 hours.
 pub async fn rotate_secret(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::HooksWrite)?;
-    // The body is optional: empty asks for a generated secret.
-    let wanted: RotateIn = if body.iter().all(u8::is_ascii_whitespace) { RotateIn::default() } else { parse(&body)? };
+    // The body is optional: none asks for a generated secret.
+    let wanted: RotateIn = match body {
+        Some(b) => parse(&b)?,
+        None => RotateIn::default(),
+    };
     let new = match wanted.secret {
         Some(s) => SigningSecret::parse(&s).map_err(|e| ApiError::field("secret", e.to_string()))?,
         None => SigningSecret::generate(),
@@ -95,10 +96,9 @@ pub async fn rotate_secret(
 /// `POST /v1/hooks/{id}/test`: a `hook.test` event to this hook only.
 pub async fn test_event(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Scope::HooksWrite)?;
     let hook = load(&api, &caller, &id).await?;
     let now = Utc::now();
     let detail = json!({

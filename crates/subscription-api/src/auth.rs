@@ -34,7 +34,8 @@ impl fmt::Debug for JwtKey {
 /// The claims a token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// Who is calling; recorded as `created_by`.
+    /// Who is calling; recorded as `created_by` (`unknown` when the token names no one).
+    #[serde(default = "unknown_subject")]
     pub sub: String,
     /// Whose data it may see.
     pub tenant: String,
@@ -44,6 +45,10 @@ pub struct Claims {
     /// Expiry, unix seconds; honoured when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+}
+
+fn unknown_subject() -> String {
+    "unknown".to_owned()
 }
 
 /// A permission a call needs.
@@ -124,6 +129,42 @@ impl FromRequestParts<Api> for Caller {
         Ok(Self { tenant, sub: claims.sub, scopes: claims.scope.split_whitespace().map(str::to_owned).collect() })
     }
 }
+
+/// Extractors that authenticate and check one scope, before the body is read: a caller
+/// without the scope gets `403` whatever the body holds.
+macro_rules! scoped {
+    ($(#[$doc:meta])* $name:ident, $scope:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<Api> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+                let caller = Caller::from_request_parts(parts, api).await?;
+                caller.require($scope)?;
+                Ok(Self(caller))
+            }
+        }
+    };
+}
+
+scoped!(
+    /// A caller with `hooks:read`.
+    Reader,
+    Scope::HooksRead
+);
+scoped!(
+    /// A caller with `hooks:write`.
+    Writer,
+    Scope::HooksWrite
+);
+scoped!(
+    /// A caller with `events:publish`.
+    Publisher,
+    Scope::EventsPublish
+);
 
 #[cfg(test)]
 mod tests {

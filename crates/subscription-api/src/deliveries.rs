@@ -1,7 +1,7 @@
 //! What a hook processed: `events?hours=N` (HYPR's Read) and one delivery in detail.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{Duration, Utc};
 use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::ports::Window;
@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::{Caller, Scope};
+use crate::auth::Reader;
+use crate::body::ApiQuery;
 use crate::dto::{DeliveryDetailOut, DeliveryOut};
 use crate::error::ApiError;
 use crate::hooks::{limit, load};
@@ -30,11 +31,10 @@ pub struct ReadQuery {
 /// `GET /v1/hooks/{id}/events?hours=N`: deliveries of the last N hours, newest first.
 pub async fn list(
     State(api): State<Api>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(id): Path<String>,
-    Query(q): Query<ReadQuery>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::HooksRead)?;
     let hours = match q.hours.as_deref() {
         None => MAX_HOURS,
         Some(h) => match h.parse::<i64>() {
@@ -57,10 +57,9 @@ pub async fn list(
 /// `GET /v1/hooks/{id}/deliveries/{delivery_id}`: the delivery, its envelope, every attempt.
 pub async fn get(
     State(api): State<Api>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
-    caller.require(Scope::HooksRead)?;
     let hook = load(&api, &caller, &id).await?;
     let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
     let delivery = api

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::Api;
-use crate::auth::{Caller, Scope};
+use crate::auth::Publisher;
 use crate::body::JsonBody;
 use crate::error::ApiError;
 
@@ -223,11 +223,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `POST /v1/events`.
 pub async fn publish(
     State(api): State<Api>,
-    caller: Caller,
+    Publisher(caller): Publisher,
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
     let raw = split(&bytes)?;
     let indexed = raw.len() > 1 || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');

@@ -1,7 +1,7 @@
 //! `/v1/hooks`: create (one or many), list, get, replace, delete.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -14,8 +14,8 @@ use hookbridge_core::message::event_type;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Caller, Scope};
-use crate::body::{JsonBody, from_value, parse};
+use crate::auth::{Caller, Reader, Writer};
+use crate::body::{ApiQuery, JsonBody, from_value, parse};
 use crate::dto::HookOut;
 use crate::error::ApiError;
 use crate::{Api, lifecycle};
@@ -43,8 +43,11 @@ pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hoo
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
-pub async fn create(State(api): State<Api>, caller: Caller, JsonBody(bytes): JsonBody) -> Result<Response, ApiError> {
-    caller.require(Scope::HooksWrite)?;
+pub async fn create(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
     match parse::<Value>(&bytes)? {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BULK {
@@ -116,8 +119,11 @@ pub(crate) fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usi
 }
 
 /// `GET /v1/hooks?limit=&cursor=`.
-pub async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::HooksRead)?;
+pub async fn list(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let page = api.backend().hooks.list(&caller.tenant, limit, q.cursor.as_deref()).await?;
     let hooks: Vec<HookOut> = page
@@ -130,20 +136,22 @@ pub async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQu
 }
 
 /// `GET /v1/hooks/{id}`.
-pub async fn get(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<Json<HookOut>, ApiError> {
-    caller.require(Scope::HooksRead)?;
+pub async fn get(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    Path(id): Path<String>,
+) -> Result<Json<HookOut>, ApiError> {
     Ok(Json(HookOut::from(&load(&api, &caller, &id).await?)))
 }
 
 /// `PUT /v1/hooks/{id}`: replaces the mutable fields; secrets left out keep their values.
 pub async fn replace(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Json<HookOut>, ApiError> {
-    caller.require(Scope::HooksWrite)?;
     let value: Value = parse(&bytes)?;
     if !value.is_object() {
         return Err(ApiError::field("body", "must be a hook object"));
@@ -273,8 +281,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 ///
 /// The hook passes through `DELETING` first: a worker that read it a moment earlier finds
 /// it so when it looks again, and from then on nothing is sent to it.
-pub async fn delete(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    caller.require(Scope::HooksWrite)?;
+pub async fn delete(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let mut stored = None;
     for _ in 0..UPDATE_ROUNDS {
         let existing = load(&api, &caller, &id).await?;

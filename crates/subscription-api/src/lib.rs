@@ -100,6 +100,7 @@ impl Api {
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/hooks", post(hooks::create).get(hooks::list))
         .route("/v1/hooks/{id}", get(hooks::get).put(hooks::replace).delete(hooks::delete))
         .route("/v1/hooks/{id}/verify", post(actions::verify))
@@ -138,6 +139,13 @@ async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) 
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The OpenAPI 3.1 document of this API, as committed in `openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn not_found() -> ApiError {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::{Caller, Scope};
+use crate::auth::Writer;
 use crate::body::{JsonBody, parse};
 use crate::error::ApiError;
 use crate::hooks::load;
@@ -66,10 +66,9 @@ async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> 
 /// `POST /v1/hooks/{id}/deliveries/{delivery_id}/retry`: sent again now.
 pub async fn retry(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Scope::HooksWrite)?;
     let hook = load(&api, &caller, &id).await?;
     let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
     let delivery = api
@@ -139,11 +138,10 @@ fn statuses(filter: Option<StatusFilter>) -> Result<Option<Vec<DeliveryStatus>>,
 /// `POST /v1/hooks/{id}/replay`: re-sends the window's deliveries, oldest first.
 pub async fn replay(
     State(api): State<Api>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
     JsonBody(bytes): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Scope::HooksWrite)?;
     let body: ReplayIn = parse(&bytes)?;
     let now = Utc::now();
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
