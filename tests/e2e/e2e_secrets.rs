@@ -1,0 +1,129 @@
+//! Secrets stay secret: no value a tenant gave as secret (nor the signing secret after the
+//! create response) appears in any response, log line or bus event of a full run.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually};
+use hookbridge_testkit::{Receiver, Reply};
+use serde_json::{Value, json};
+
+/// Every log line written on this thread, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn full_run(flavor: Flavor) {
+    let logs = Captured::default();
+    let subscriber =
+        tracing_subscriber::fmt().json().with_max_level(tracing::Level::TRACE).with_writer(logs.clone()).finish();
+    // A current-thread runtime runs every task of the stack on this thread, so this
+    // thread's subscriber sees every log line.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let stack = TestStack::start(flavor).await;
+    let watch = stack.watch_bus("hookbridge").await;
+    let r = Receiver::start().await;
+    let idp = Receiver::start().await;
+    idp.always(Reply::body(200, r#"{"access_token":"tok-s3cret-access","expires_in":600}"#));
+    let t = stack.token("acme", ALL_SCOPES);
+
+    let secret_values = [
+        "pw-s3cret-basic",
+        "key-s3cret-apikey",
+        "hdr-s3cret-auth",
+        "cs-s3cret-oauth",
+        "param-s3cret-oauth",
+        "xh-s3cret-header",
+    ];
+    let hooks = [
+        json!({"name": "basic", "url": r.url("/1"), "auth": {"type": "BASIC", "username": "u", "password": secret_values[0]}}),
+        json!({"name": "apikey", "url": r.url("/2"), "auth": {"type": "API_KEY", "key_name": "k", "key_value": secret_values[1]}}),
+        json!({"name": "header", "url": r.url("/3"), "auth": {"type": "HEADER", "name": "X-T", "value": secret_values[2]},
+               "headers": [{"name": "X-Hidden", "value": secret_values[5], "secret": true}]}),
+        json!({"name": "oauth", "url": r.url("/4"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/t"),
+               "client_id": "c", "client_secret": secret_values[3],
+               "body_params": [{"key": "p", "value": secret_values[4], "secret": true}]}}),
+    ];
+    let mut all_secrets: Vec<String> = secret_values.iter().map(|s| (*s).to_owned()).collect();
+    all_secrets.push("tok-s3cret-access".to_owned());
+    let mut responses: Vec<Value> = Vec::new();
+    let mut ids = Vec::new();
+    for h in &hooks {
+        let created = stack.create_hook(&t, h).await;
+        let signing = created["secret"].as_str().unwrap().to_owned();
+        all_secrets.push(signing.trim_start_matches("whsec_").to_owned());
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        let mut without = created.clone();
+        without.as_object_mut().unwrap().remove("secret");
+        responses.push(without);
+    }
+    for id in &ids {
+        let path = format!("/v1/hooks/{id}");
+        let doc = stack.get(&path, &t).await.body;
+        responses.push(stack.put(&path, &t, &doc).await.body);
+        let rotated = stack.call("POST", &format!("{path}/secret/rotate"), Some(&t), None).await.body;
+        all_secrets.push(rotated["secret"].as_str().unwrap().trim_start_matches("whsec_").to_owned());
+        responses.push(stack.get(&path, &t).await.body);
+    }
+    responses.push(stack.get("/v1/hooks", &t).await.body);
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
+    r.wait_for(4, Duration::from_secs(30)).await;
+    for id in &ids {
+        let list = eventually(Duration::from_secs(30), || async {
+            let l = stack.deliveries(&t, id, 1).await;
+            l.iter().any(|d| d["status"] == "SUCCEEDED").then_some(l)
+        })
+        .await
+        .expect("delivered");
+        let did = list[0]["delivery_id"].as_str().unwrap();
+        responses.push(stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &t).await.body);
+        responses.push(Value::Array(list));
+    }
+    let bus = stack.bus_events(watch.as_ref(), &["hook.created", "hook.updated"], Duration::from_secs(10)).await;
+    stack.shutdown().await;
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.lines().count() > 50, "the run was logged ({} lines)", logs.lines().count());
+    // The capture sees the stages' own lines (so a leak there would be seen too).
+    for line in ["hook created", "events ingested", "delivery attempted", "signing secret rotated"] {
+        assert!(logs.contains(line), "the captured logs lack {line:?}");
+    }
+    let answers = serde_json::to_string(&responses).unwrap();
+    let events = serde_json::to_string(&bus).unwrap();
+    for secret in &all_secrets {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the logs: {secret}");
+        assert!(!answers.contains(secret.as_str()), "a secret reached a response: {secret}");
+        assert!(!events.contains(secret.as_str()), "a secret reached the bus: {secret}");
+    }
+    // The receivers did get them, where they belong.
+    let got = r.received();
+    assert!(got.iter().any(|g| g.header("x-hidden") == Some(secret_values[5])));
+}
+
+#[test]
+fn no_secret_in_responses_logs_or_bus_events_on_the_embedded_backend() {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(full_run(Flavor::Embedded));
+}
+
+#[test]
+fn no_secret_in_responses_logs_or_bus_events_on_the_aws_backend() {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(full_run(Flavor::Aws));
+}

@@ -1,0 +1,168 @@
+//! The verifier: ownership challenges and OAuth authorization, seen through the API in
+//! HYPR's state names.
+
+use std::time::Duration;
+
+use hookbridge_core::settings;
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_testkit::{Receiver, Reply};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const HYPR_CONNECTION_STATES: [&str; 7] =
+    ["CREATING", "AUTHORIZING", "AUTHORIZED", "DEAUTHORIZED", "UPDATING", "DEAUTHORIZING", "DELETING"];
+
+/// Polls the hook until `done`, checking every state seen is one of HYPR's names.
+async fn watch(stack: &TestStack, t: &str, id: &str, done: impl Fn(&Value) -> bool) -> (Value, Vec<String>) {
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let h = stack.get(&format!("/v1/hooks/{id}"), t).await.body;
+        let state = h["connection_state"].as_str().unwrap_or("?").to_owned();
+        assert!(HYPR_CONNECTION_STATES.contains(&state.as_str()), "{state} is not a HYPR connection state");
+        assert!(["ACTIVE", "INACTIVE"].contains(&h["destination_state"].as_str().unwrap_or("?")));
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        if done(&h) {
+            return (h, seen);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hook never reached the expected state: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn required_hook(stack: &TestStack, t: &str, name: &str, url: &str) -> Value {
+    let h = stack.create_hook(t, &json!({"name": name, "url": url, "verification": {"required": true}})).await;
+    assert_eq!(h["verification"]["status"], "PENDING");
+    assert_eq!(h["connection_state"], "CREATING");
+    h
+}
+
+on_both_backends! {
+async fn an_endpoint_answering_the_challenge_is_verified_and_receives_events(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let watch_bus = stack.watch_bus("hookbridge").await;
+    let r = Receiver::start().await;
+    r.script([Reply::EchoChallenge { header: "x-okta-verification-challenge".into() }]);
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack
+        .create_hook(&t, &json!({"name": "okta-style", "url": r.url("/hook"),
+            "verification": {"required": true, "header": "X-Okta-Verification-Challenge"}}))
+        .await;
+    let id = h["id"].as_str().unwrap();
+    let (hook, seen) = watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
+    assert_eq!(hook["connection_state"], "AUTHORIZED");
+    assert_eq!(seen.last().map(String::as_str), Some("AUTHORIZED"), "{seen:?}");
+    let challenge = &r.received()[0];
+    assert_eq!(challenge.method, "GET");
+    assert!(challenge.header("x-okta-verification-challenge").is_some());
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    let got = r.wait_for(2, WAIT).await;
+    assert_eq!(got[1].method, "POST");
+    let events = stack.bus_events(watch_bus.as_ref(), &["hook.verified", "hook.authorized"], WAIT).await;
+    assert!(events.iter().any(|e| e["detail-type"] == "hook.verified" && e["detail"]["hook_id"] == id));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn wrong_answers_fail_verification_with_the_reason_and_nothing_is_delivered(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[(settings::REQUEST_TIMEOUT, "1s")]).await;
+    let watch_bus = stack.watch_bus("hookbridge").await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let cases = [
+        ("wrong-value", Reply::body(200, r#"{"verification":"not-the-value"}"#), "wrong answer"),
+        ("html", Reply::body(200, "<html><body>hello</body></html>").with_header("content-type", "text/html"), "not JSON"),
+        ("server-error", Reply::status(500), "status 500"),
+        ("too-slow", Reply::status(200).after(Duration::from_secs(3)), "timeout"),
+    ];
+    let mut receivers = Vec::new();
+    for (name, reply, reason) in cases {
+        let r = Receiver::start().await;
+        r.always(reply);
+        let h = required_hook(&stack, &t, name, &r.url("/")).await;
+        receivers.push((r, h["id"].as_str().unwrap().to_owned(), reason));
+    }
+    for (_, id, reason) in &receivers {
+        let (hook, _) = watch(&stack, &t, id, |h| h["verification"]["status"] == "FAILED").await;
+        let why = hook["verification"]["last_error"].as_str().unwrap();
+        assert!(why.contains(reason), "{id}: {why:?} should say {reason:?}");
+        assert_eq!(hook["connection_state"], "DEAUTHORIZED");
+    }
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    for (r, id, _) in &receivers {
+        let cancelled = eventually(WAIT, || async {
+            stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "CANCELLED")
+        })
+        .await
+        .expect("the event is recorded as cancelled");
+        assert_eq!(cancelled["reason"], "hook not verified");
+        assert!(r.received().iter().all(|g| g.method == "GET"), "an unverified hook received an event");
+    }
+    let events = stack.bus_events(watch_bus.as_ref(), &["hook.verification.failed", "hook.deauthorized"], WAIT).await;
+    assert!(events.iter().any(|e| e["detail-type"] == "hook.verification.failed" && e["detail"]["reason"].is_string()));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_new_url_sends_the_hook_back_to_pending_and_re_verifies(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let first = Receiver::start().await;
+    first.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let second = Receiver::start().await;
+    second.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = required_hook(&stack, &t, "moving", &first.url("/")).await;
+    let id = h["id"].as_str().unwrap();
+    watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
+    let moved = stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"url": second.url("/"), "verification": {"required": true}})).await;
+    assert_eq!(moved.status, 200);
+    assert_eq!(moved.body["verification"]["status"], "PENDING");
+    assert_eq!(moved.body["connection_state"], "UPDATING");
+    let (hook, _) = watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED" && h["connection_state"] == "AUTHORIZED").await;
+    assert_eq!(hook["url"], second.url("/"));
+    assert_eq!(second.received().len(), 1, "the new URL was challenged");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_blocked_address_fails_the_challenge(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[(settings::ALLOWED_NETWORKS, "")]).await;
+    let r = Receiver::start().await;
+    r.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = required_hook(&stack, &t, "sneaky", &format!("http://localhost:{}/", r.addr().port())).await;
+    let (hook, _) = watch(&stack, &t, h["id"].as_str().unwrap(), |h| h["verification"]["status"] == "FAILED").await;
+    assert!(hook["verification"]["last_error"].as_str().unwrap().contains("ssrf_blocked"), "{hook}");
+    assert!(r.received().is_empty());
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn oauth_credentials_are_authorized_or_deauthorized_with_the_token_endpoints_answer(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let watch_bus = stack.watch_bus("hookbridge").await;
+    let good_idp = Receiver::start().await;
+    good_idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
+    let bad_idp = Receiver::start().await;
+    bad_idp.always(Reply::body(401, r#"{"error":"invalid_client"}"#));
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let oauth = |idp: &Receiver| json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
+    let good = stack.create_hook(&t, &json!({"name": "good", "url": r.url("/"), "auth": oauth(&good_idp)})).await;
+    let bad = stack.create_hook(&t, &json!({"name": "bad", "url": r.url("/"), "auth": oauth(&bad_idp)})).await;
+    let (g, _) = watch(&stack, &t, good["id"].as_str().unwrap(), |h| h["connection_state"] == "AUTHORIZED").await;
+    assert!(g["connection_error"].is_null());
+    let (b, _) = watch(&stack, &t, bad["id"].as_str().unwrap(), |h| h["connection_state"] == "DEAUTHORIZED").await;
+    let why = b["connection_error"].as_str().unwrap();
+    assert!(why.contains("401") && why.contains("invalid_client"), "{why}");
+    let events = stack.bus_events(watch_bus.as_ref(), &["hook.authorized", "hook.deauthorized"], WAIT).await;
+    assert!(events.iter().any(|e| e["detail-type"] == "hook.deauthorized" && e["detail"]["hook_id"] == bad["id"]));
+    assert!(events.iter().any(|e| e["detail-type"] == "hook.authorized" && e["detail"]["hook_id"] == good["id"]));
+    stack.shutdown().await;
+}
+}
