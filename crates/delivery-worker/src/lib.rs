@@ -3,6 +3,7 @@
 //! be sent), [`send`] (every request of the batch concurrently), [`record`] (one store
 //! write for the whole batch, hook health, retries, operational events).
 
+pub mod metrics;
 mod prepare;
 mod record;
 mod send;
@@ -19,12 +20,15 @@ pub struct WorkerSettings {
     pub schedule: RetrySchedule,
     /// When a failing hook is warned about and disabled.
     pub disable_rule: DisableRule,
+    /// Write delivery metrics to stdout as CloudWatch Embedded Metric Format (the Lambda
+    /// function does; the local runner does not).
+    pub emf_metrics: bool,
 }
 
 impl WorkerSettings {
     /// The worker's part of the deployment settings.
     pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
-        Self { schedule: s.schedule.clone(), disable_rule: s.disable_rule }
+        Self { schedule: s.schedule.clone(), disable_rule: s.disable_rule, emf_metrics: false }
     }
 }
 

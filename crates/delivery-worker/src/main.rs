@@ -10,7 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let worker = Worker {
         backend: hookbridge_aws::backend(&clients, &config.resources()),
         outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
-        settings: WorkerSettings::from_settings(&config.settings),
+        settings: WorkerSettings { emf_metrics: true, ..WorkerSettings::from_settings(&config.settings) },
     };
     hookbridge_aws::lambda::run_sqs(|records| {
         let deps = &worker;

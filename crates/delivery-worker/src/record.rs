@@ -42,12 +42,14 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
     let mut signals: HashMap<_, (Arc<Hook>, Vec<Signal>)> = HashMap::new();
     let mut exhausted: Vec<(Arc<Hook>, DeliveryId, String)> = Vec::new();
     let mut all_ids = Vec::with_capacity(done.len());
+    let mut metrics = crate::metrics::BatchMetrics::default();
 
     for d in done {
         match d {
             Done::Skipped(Job::Poison(m)) => outcome.failed.push(m.id.clone()),
             Done::Skipped(Job::Cancel { message, key, reason }) => {
                 all_ids.push(message.id.clone());
+                metrics.cancelled += 1;
                 tracing::info!(hook_id = %key.hook_id, delivery_id = %key.delivery_id, tenant = %key.tenant, reason, "delivery cancelled");
                 updates.push(DeliveryUpdate {
                     delivery: key,
@@ -64,6 +66,12 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
                 all_ids.push(m.id.clone());
                 let at = report.attempt.at;
                 let decision = decide(report.sent, m.receive_count, &w.settings.schedule, jitter());
+                metrics.latencies_ms.push(report.attempt.duration_ms);
+                match decision {
+                    Decision::Succeeded => metrics.succeeded += 1,
+                    Decision::RetryIn(_) => metrics.retried += 1,
+                    Decision::Failed { .. } | Decision::FailedAndDisable => metrics.failed += 1,
+                }
                 let (status, next, signal) = match decision {
                     Decision::Succeeded => (DeliveryStatus::Succeeded, None, Signal::Success(at)),
                     Decision::RetryIn(delay) => {
@@ -112,6 +120,13 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
         outcome.failed.sort();
         outcome.failed.dedup();
         return outcome;
+    }
+
+    if w.settings.emf_metrics
+        && let Some(doc) = metrics.to_emf("delivery-worker", now.timestamp_millis())
+    {
+        // Lambda hands stdout to CloudWatch Logs, which extracts the metrics from this line.
+        println!("{doc}");
     }
 
     let q = &w.backend.delivery_queue;

@@ -2,6 +2,7 @@
 //! receiver (at most the timeout), not the sum of them.
 
 use futures::future::join_all;
+use tracing::Instrument;
 use hookbridge_outbound::{AttemptReport, DeliveryRequest};
 
 use crate::Worker;
@@ -19,6 +20,13 @@ pub(crate) async fn send_all<'a>(w: &Worker, jobs: Vec<Job<'a>>) -> Vec<Done<'a>
     join_all(jobs.into_iter().map(|job| async move {
         match job {
             Job::Send(ready) => {
+                // Every line logged while sending (the client's included) carries the ids.
+                let span = tracing::info_span!(
+                    "delivery",
+                    tenant = %ready.key.tenant,
+                    hook_id = %ready.key.hook_id,
+                    delivery_id = %ready.key.delivery_id
+                );
                 let report = w
                     .outbound
                     .deliver(DeliveryRequest {
@@ -27,6 +35,7 @@ pub(crate) async fn send_all<'a>(w: &Worker, jobs: Vec<Job<'a>>) -> Vec<Done<'a>
                         delivery_id: ready.key.delivery_id,
                         body: &ready.body,
                     })
+                    .instrument(span)
                     .await;
                 Done::Attempted { ready, report }
             }

@@ -19,6 +19,7 @@ use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX};
 use hookbridge_core::ports::{Backend, BatchOutcome, OutgoingMessage, ReceivedMessage};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 /// What ingest needs besides the ports.
 #[derive(Debug, Clone)]
@@ -87,7 +88,8 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
         }
     }
     for (tenant, events) in by_tenant {
-        if let Err(e) = ingest_tenant(deps, &tenant, &events).await {
+        let span = tracing::info_span!("ingest", tenant = %tenant);
+        if let Err(e) = ingest_tenant(deps, &tenant, &events).instrument(span).await {
             tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
             outcome.failed.extend(events.iter().map(|p| p.message.id.clone()));
         }

@@ -14,6 +14,7 @@ use hookbridge_core::hook::{ConnectionState, Hook};
 use hookbridge_core::message::{PLATFORM_SOURCE, PlatformDetail, event_type};
 use hookbridge_core::ports::{Backend, BatchOutcome, ReceivedMessage};
 use hookbridge_outbound::Outbound;
+use tracing::Instrument;
 
 pub use check::{Findings, challenge_value};
 
@@ -45,7 +46,8 @@ pub async fn handle(v: &Verifier, messages: &[ReceivedMessage]) -> BatchOutcome 
             outcome.failed.push(m.id.clone());
             continue;
         };
-        if let Err(e) = verify(v, &kind, &detail).await {
+        let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
+        if let Err(e) = verify(v, &kind, &detail).instrument(span).await {
             tracing::error!(hook_id = %detail.hook_id, tenant = %detail.tenant, error = %e, "verification failed to run; it will be retried");
             outcome.failed.push(m.id.clone());
         }

@@ -1,0 +1,77 @@
+//! Delivery metrics as CloudWatch Embedded Metric Format: one JSON log line per batch that
+//! CloudWatch turns into metrics, with no SDK call and no extra request.
+
+use serde_json::{Value, json};
+
+/// The metrics namespace (the template's delivery-failures alarm watches it).
+pub const NAMESPACE: &str = "Hookbridge";
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchMetrics {
+    /// Attempts answered 2xx.
+    pub succeeded: u64,
+    /// Deliveries that failed for good (permanent failure or schedule exhausted).
+    pub failed: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Deliveries not sent (hook deleted, disabled, unverified).
+    pub cancelled: u64,
+    /// Each attempt's duration, in milliseconds.
+    pub latencies_ms: Vec<u64>,
+}
+
+impl BatchMetrics {
+    /// The EMF document, or `None` when the batch did nothing worth a line.
+    pub fn to_emf(&self, function: &str, timestamp_ms: i64) -> Option<Value> {
+        if self.succeeded + self.failed + self.retried + self.cancelled == 0 {
+            return None;
+        }
+        Some(json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Function"]],
+                    "Metrics": [
+                        {"Name": "DeliveriesSucceeded", "Unit": "Count"},
+                        {"Name": "DeliveriesFailed", "Unit": "Count"},
+                        {"Name": "DeliveriesRetried", "Unit": "Count"},
+                        {"Name": "DeliveriesCancelled", "Unit": "Count"},
+                        {"Name": "DeliveryLatency", "Unit": "Milliseconds"}
+                    ]
+                }]
+            },
+            "Function": function,
+            "DeliveriesSucceeded": self.succeeded,
+            "DeliveriesFailed": self.failed,
+            "DeliveriesRetried": self.retried,
+            "DeliveriesCancelled": self.cancelled,
+            "DeliveryLatency": self.latencies_ms,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_names_every_metric_it_carries() {
+        let m = BatchMetrics { succeeded: 2, failed: 1, retried: 0, cancelled: 0, latencies_ms: vec![12, 30, 7] };
+        let doc = m.to_emf("delivery-worker", 1_700_000_000_000).unwrap();
+        let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        for name in &declared {
+            assert!(!doc[*name].is_null(), "{name} declared but not set");
+        }
+        assert_eq!(doc["DeliveriesFailed"], 1);
+        assert_eq!(doc["DeliveryLatency"], json!([12, 30, 7]));
+        assert_eq!(doc["Function"], "delivery-worker");
+        assert_eq!(BatchMetrics::default().to_emf("f", 0), None);
+    }
+}
