@@ -6,8 +6,10 @@ CARGO ?= cargo
 VENV := .venv
 # Stamped with the requirements file, so a changed pin reinstalls.
 PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut -c1-12)
+CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
+SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws test fmt-check clippy core-deps template-lint unit
+.PHONY: run run-aws test lint build deploy bench fmt-check clippy core-deps template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -20,7 +22,25 @@ run-aws: $(PYTOOLS)
 	./scripts/run-aws.sh
 
 ## test: formatting, lints, the core's dependency rule, and every test (both backends)
-test: fmt-check clippy core-deps template-lint unit
+test: lint core-deps unit
+
+## lint: rustfmt, clippy (warnings are errors) and cfn-lint on template.yaml
+lint: fmt-check clippy template-lint
+
+## build: the four Lambda functions (release, arm64 where possible) under target/lambda/
+build: $(CARGO_LAMBDA)
+	./scripts/build-lambdas.sh
+
+## bench: measure throughput, latency, CPU, memory, AWS requests and cost, fan-out and the
+## Lambda binaries; writes BENCHMARKS.md (release builds; no test asserts a time)
+bench: $(PYTOOLS)
+	$(CARGO) build --release -p hookbridge-local -p subscription-api -p ingest -p delivery-worker -p verifier -p hookbridge-bench
+	./target/release/hookbridge-bench run $(BENCH_ARGS)
+
+## deploy: build, then `sam deploy --guided` of template.yaml with those binaries
+deploy: build $(SAM)
+	$(SAM) deploy --guided --template-file template.yaml --capabilities CAPABILITY_IAM \
+		--parameter-overrides Architecture=$$(cat target/lambda/.architecture)
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -43,3 +63,12 @@ $(PYTOOLS): scripts/requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(CARGO_LAMBDA): scripts/requirements-build.txt
+	python3 -m venv .venv-build
+	.venv-build/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-build.txt
+	rm -f .venv-build/.installed-* && touch $@
+
+$(SAM): scripts/requirements-deploy.txt
+	python3 -m venv .venv-sam
+	.venv-sam/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-deploy.txt

@@ -24,7 +24,7 @@ use hookbridge_core::ports::Backend;
 pub use config::Config;
 pub use dynamo::Table;
 pub use eventbridge::EventBridgeBus;
-pub use hooks::raw_hook_item;
+pub use hooks::{bulk_load_hooks, raw_hook_item};
 pub use init::Resources;
 pub use kms::KmsSealer;
 pub use requests::RequestCounter;

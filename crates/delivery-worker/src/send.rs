@@ -2,8 +2,8 @@
 //! receiver (at most the timeout), not the sum of them.
 
 use futures::future::join_all;
-use tracing::Instrument;
 use hookbridge_outbound::{AttemptReport, DeliveryRequest};
+use tracing::Instrument;
 
 use crate::Worker;
 use crate::prepare::{Job, Ready};

@@ -1,0 +1,252 @@
+//! The embedded backend end to end: `hookbridge serve` and a receiver, each in its own
+//! process, and a load generator publishing through the API.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use subscription_api::{Claims, JwtKey, mint_token};
+
+use crate::proc;
+use crate::receiver::now_ns;
+
+/// The running processes.
+pub struct Rig {
+    serve: Child,
+    receiver: Child,
+    api: String,
+    recv: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.receiver.kill();
+        let _ = self.serve.wait();
+        let _ = self.receiver.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn token(tenant: &str) -> anyhow::Result<String> {
+    let claims = Claims {
+        sub: "bench".into(),
+        tenant: tenant.into(),
+        scope: "hooks:read hooks:write events:publish".into(),
+        exp: None,
+    };
+    Ok(mint_token(&JwtKey::new("local-dev-secret"), &claims)?)
+}
+
+/// What the embedded run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub saturation_1: f64,
+    pub saturation_10: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub latency_events: usize,
+    pub cpu_us_per_delivery: f64,
+    pub peak_rss_mb: f64,
+    pub deliveries_measured: u64,
+}
+
+impl Rig {
+    /// Starts `bin_dir/hookbridge serve` on a fresh database and a receiver process.
+    pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (api_port, recv_port) = (free_port()?, free_port()?);
+        let receiver = Command::new(std::env::current_exe()?)
+            .args(["receiver", "--listen", &format!("127.0.0.1:{recv_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let serve = Command::new(bin_dir.join("hookbridge"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{api_port}")])
+            .arg("--database")
+            .arg(dir.path().join("hb.db"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let rig = Self {
+            serve,
+            receiver,
+            api: format!("http://127.0.0.1:{api_port}"),
+            recv: format!("http://127.0.0.1:{recv_port}"),
+            http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rig.http.get(format!("{}/v1/health", rig.api)).send().await.is_err()
+            || rig.http.get(format!("{}/stats", rig.recv)).send().await.is_err()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "hookbridge serve or the receiver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(rig)
+    }
+
+    /// The receiver's URL for hooks.
+    pub fn receiver_url(&self) -> String {
+        format!("{}/hook", self.recv)
+    }
+
+    async fn stats(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/stats", self.recv)).send().await?.json().await?)
+    }
+
+    async fn reset(&self) -> anyhow::Result<()> {
+        self.http.post(format!("{}/reset", self.recv)).send().await?;
+        Ok(())
+    }
+
+    async fn create_hooks(&self, tenant: &str, n: usize) -> anyhow::Result<()> {
+        let t = token(tenant)?;
+        for i in 0..n {
+            let r = self
+                .http
+                .post(format!("{}/v1/hooks", self.api))
+                .bearer_auth(&t)
+                .json(&json!({"name": format!("h{i}"), "url": self.receiver_url()}))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 201, "create hook: {}", r.text().await?);
+        }
+        Ok(())
+    }
+
+    async fn wait_for(&self, n: u64, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stats().await?;
+            if s["count"].as_u64().unwrap_or(0) >= n {
+                return Ok(s);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "only {} of {n} deliveries arrived", s["count"]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes `events` events (ten per call, a few calls in flight) to a tenant with
+    /// `hooks` hooks; returns deliveries per second and the platform's CPU per delivery.
+    pub async fn saturation(&self, hooks: usize, events: usize) -> anyhow::Result<(f64, f64, u64)> {
+        let tenant = format!("sat{hooks}");
+        self.create_hooks(&tenant, hooks).await?;
+        // Let the verifier finish with the new hooks before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.reset().await?;
+        let t = token(&tenant)?;
+        let pid = self.serve.id();
+        let cpu0 = proc::cpu_time(pid)?;
+        let start = now_ns();
+        let calls = events.div_ceil(10);
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..calls)
+            .map(|c| {
+                let t = t.clone();
+                async move {
+                    let batch: Vec<Value> = (0..10)
+                        .map(|i| json!({"detail-type": "bench.load", "source": "bench", "detail": {"n": c * 10 + i}}))
+                        .collect();
+                    let r =
+                        self.http.post(format!("{}/v1/events", self.api)).bearer_auth(&t).json(&batch).send().await?;
+                    anyhow::ensure!(r.status() == 202, "publish: {}", r.status());
+                    Ok(())
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let expected = (calls * 10 * hooks) as u64;
+        let s = self.wait_for(expected, Duration::from_secs(300)).await?;
+        // Let the last batch's attempts be recorded before reading the CPU counter.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cpu = proc::cpu_time(pid)? - cpu0;
+        let elapsed_ns = s["last_arrival_ns"].as_u64().unwrap_or(start).saturating_sub(start).max(1);
+        let rate = expected as f64 / (elapsed_ns as f64 / 1e9);
+        Ok((rate, cpu.as_secs_f64() * 1e6 / expected as f64, expected))
+    }
+
+    /// Publishes one event at a time at `rate` per second for `seconds`; returns the
+    /// publish-to-receive latencies in milliseconds, sorted.
+    pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
+        let tenant = "latency";
+        self.create_hooks(tenant, 1).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.reset().await?;
+        let t = token(tenant)?;
+        let total = (rate * seconds) as usize;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut inflight = Vec::with_capacity(total);
+        for n in 0..total {
+            tick.tick().await;
+            let (http, api, t) = (self.http.clone(), self.api.clone(), t.clone());
+            inflight.push(tokio::spawn(async move {
+                let ev =
+                    json!({"detail-type": "bench.latency", "source": "bench", "detail": {"sent_ns": now_ns(), "n": n}});
+                http.post(format!("{api}/v1/events"))
+                    .bearer_auth(&t)
+                    .json(&ev)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }));
+        }
+        for f in inflight {
+            let status = f.await??;
+            anyhow::ensure!(status == 202, "publish answered {status}");
+        }
+        let s = self.wait_for(total as u64, Duration::from_secs(120)).await?;
+        let mut ms: Vec<f64> = s["latencies_ns"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
+            .unwrap_or_default();
+        ms.sort_by(f64::total_cmp);
+        Ok(ms)
+    }
+
+    /// Peak resident memory of `hookbridge serve`, in MiB.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        Ok(proc::peak_rss(self.serve.id())? as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// The `q`-quantile of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs every embedded scenario.
+pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
+    let rig = Rig::start(bin_dir).await?;
+    let n = if quick { 2_000 } else { 20_000 };
+    let (sat1, cpu1, d1) = rig.saturation(1, n).await?;
+    let (sat10, cpu10, d10) = rig.saturation(10, n / 10).await?;
+    let lat = rig.latency(200, if quick { 3 } else { 10 }).await?;
+    let cpu = (cpu1 * d1 as f64 + cpu10 * d10 as f64) / (d1 + d10) as f64;
+    Ok(Figures {
+        saturation_1: sat1,
+        saturation_10: sat10,
+        p50_ms: quantile(&lat, 0.50),
+        p95_ms: quantile(&lat, 0.95),
+        p99_ms: quantile(&lat, 0.99),
+        latency_events: lat.len(),
+        cpu_us_per_delivery: cpu,
+        peak_rss_mb: rig.peak_rss_mb()?,
+        deliveries_measured: d1 + d10,
+    })
+}

@@ -1,0 +1,97 @@
+//! One event matched against 10,000 hooks of a tenant, on each backend: how long ingest
+//! takes and, on AWS, which requests it makes.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hookbridge_aws::RequestCounter;
+use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, ValidationContext};
+use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ports::{Backend, Receipt, ReceivedMessage};
+use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
+use ingest::{Ingest, IngestSettings};
+
+/// One backend's result.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub hooks: usize,
+    pub ingest: Duration,
+    pub requests: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+async fn hooks(backend: &Backend, tenant: &TenantId, n: usize) -> anyhow::Result<Vec<Hook>> {
+    let draft: HookDraft =
+        serde_json::from_value(serde_json::json!({"name": "x", "url": "https://receiver.example/h"}))?;
+    let policy = NetworkPolicy::default();
+    let (config, secrets) = draft
+        .validate(ValidationContext { network: &policy, now: Utc::now() }, None)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let sealed = backend.sealer.seal(&secrets).await?;
+    let now = Utc::now();
+    Ok((0..n)
+        .map(|i| {
+            let mut config = config.clone();
+            config.name = format!("fan-{i}").parse().unwrap_or_else(|_| config.name.clone());
+            Hook {
+                id: HookId::generate(),
+                tenant: tenant.clone(),
+                state: HookState::new_for(&config),
+                config,
+                sealed: sealed.clone(),
+                created_by: "bench".into(),
+                created_at: now,
+                updated_at: now,
+                version: 1,
+                revision: 1,
+            }
+        })
+        .collect())
+}
+
+fn message(tenant: &TenantId) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-00000000f00d","detail-type":"user.login","source":"idp","account":"1","time":"2026-11-23T10:00:00Z","region":"r","resources":[],"detail":{{"tenant":"{tenant}","n":1}}}}"#
+    );
+    ReceivedMessage { id: "m1".into(), body, receipt: Receipt("r1".into()), receive_count: 1, sent_at: Utc::now() }
+}
+
+async fn measure(backend: &Backend, tenant: &TenantId) -> anyhow::Result<Duration> {
+    let deps = Ingest {
+        backend: backend.clone(),
+        settings: IngestSettings {
+            account: "1".into(),
+            region: "r".into(),
+            event_retention: Duration::from_secs(3600),
+        },
+    };
+    let started = Instant::now();
+    let out = ingest::handle(&deps, &[message(tenant)]).await;
+    anyhow::ensure!(out.failed.is_empty(), "ingest failed");
+    Ok(started.elapsed())
+}
+
+/// On the embedded backend.
+pub async fn embedded(n: usize) -> anyhow::Result<Figures> {
+    let h = EmbeddedHarness::start().await;
+    let tenant: TenantId = "fanout".parse()?;
+    for hook in hooks(h.backend(), &tenant, n).await? {
+        h.backend().hooks.create(&hook).await?;
+    }
+    let ingest = measure(h.backend(), &tenant).await?;
+    let queued = h.backend().delivery_queue.depth().await?.total();
+    anyhow::ensure!(queued as usize == n, "{queued} deliveries queued, not {n}");
+    Ok(Figures { hooks: n, ingest, requests: None })
+}
+
+/// On the AWS backend (the emulator): its time is the emulator's, so the requests matter more.
+pub async fn aws(n: usize) -> anyhow::Result<Figures> {
+    let counter = RequestCounter::default();
+    let h = AwsHarness::start_counted(Some(&counter)).await;
+    let tenant: TenantId = "fanout".parse()?;
+    let table = hookbridge_aws::Table::new(h.clients().dynamodb.clone(), h.resources().table.clone());
+    hookbridge_aws::bulk_load_hooks(&table, &hooks(h.backend(), &tenant, n).await?).await?;
+    counter.reset();
+    let ingest = measure(h.backend(), &tenant).await?;
+    let requests = counter.snapshot().into_iter().map(|((s, o), c)| (format!("{s}.{o}"), c)).collect();
+    Ok(Figures { hooks: n, ingest, requests: Some(requests) })
+}

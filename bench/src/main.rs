@@ -1,0 +1,74 @@
+//! `make bench`: measures Hookbridge and writes the results into BENCHMARKS.md.
+
+mod aws;
+mod embedded;
+mod fanout;
+mod floor;
+mod proc;
+mod receiver;
+mod report;
+mod startup;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hookbridge-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every benchmark and write BENCHMARKS.md.
+    Run {
+        /// Where the release binaries are (`hookbridge` and the four functions).
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Where `make build` puts the Lambda bootstraps.
+        #[arg(long, default_value = "target/lambda")]
+        lambda_dir: PathBuf,
+        /// The report to update.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Smaller volumes, for a smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The receiver process the embedded run delivers to.
+    Receiver {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Receiver { listen } => receiver::run(listen).await,
+        Command::Run { bin_dir, lambda_dir, out, quick } => {
+            let mut r = report::Results::default();
+            eprintln!("bench: embedded backend, end to end");
+            r.embedded = Some(embedded::run(&bin_dir, quick).await?);
+            eprintln!("bench: the floor");
+            let rig = embedded::Rig::start(&bin_dir).await?;
+            r.floor_cpu_us =
+                Some(floor::cpu_us_per_request(&rig.receiver_url(), if quick { 2_000 } else { 20_000 }, 40).await?);
+            drop(rig);
+            eprintln!("bench: AWS backend on the emulator");
+            r.aws = Some(aws::run(if quick { 3 } else { 10 }).await?);
+            eprintln!("bench: fan-out");
+            let n = if quick { 1_000 } else { 10_000 };
+            r.fanout.push(("embedded", fanout::embedded(n).await?));
+            r.fanout.push(("aws (emulator)", fanout::aws(n).await?));
+            eprintln!("bench: Lambda binaries");
+            r.binaries = startup::run(&bin_dir, &lambda_dir).await?;
+            let table = report::write(&out, &r)?;
+            println!("{table}");
+            Ok(())
+        }
+    }
+}

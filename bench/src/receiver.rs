@@ -1,0 +1,66 @@
+//! A fast receiver, run as its own process so its CPU is not counted as the platform's.
+//! It answers 200 at once and records, per request, the time from the `sent_ns` the load
+//! generator put in the event to its arrival.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Stats {
+    count: u64,
+    latencies_ns: Vec<u64>,
+    last_arrival_ns: u64,
+}
+
+/// Nanoseconds since the Unix epoch (the clock both processes share).
+pub fn now_ns() -> u64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64
+}
+
+async fn receive(State(s): State<Arc<Mutex<Stats>>>, body: Bytes) -> &'static str {
+    let arrived = now_ns();
+    // Only the events of the latency run carry a send time; parse just enough to find it.
+    let sent = find_sent_ns(&body);
+    let mut st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    st.count += 1;
+    st.last_arrival_ns = arrived;
+    if let Some(sent) = sent {
+        st.latencies_ns.push(arrived.saturating_sub(sent));
+    }
+    ""
+}
+
+fn find_sent_ns(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find("\"sent_ns\":")? + "\"sent_ns\":".len();
+    text[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+async fn stats(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
+    let st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Json(json!({ "count": st.count, "last_arrival_ns": st.last_arrival_ns, "latencies_ns": st.latencies_ns }))
+}
+
+async fn reset(State(s): State<Arc<Mutex<Stats>>>) -> &'static str {
+    *s.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stats::default();
+    ""
+}
+
+/// Serves until killed.
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let state = Arc::new(Mutex::new(Stats::default()));
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .route("/stats", get(stats))
+        .route("/reset", post(reset))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The results table, written between markers in BENCHMARKS.md (the rest of the file is
+//! prose kept by hand).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{aws, embedded, fanout, startup};
+
+const START: &str = "<!-- results:start -->";
+const END: &str = "<!-- results:end -->";
+
+/// Everything one run measured; `None` where a part was skipped.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub embedded: Option<embedded::Figures>,
+    pub floor_cpu_us: Option<f64>,
+    pub aws: Option<aws::Figures>,
+    pub fanout: Vec<(&'static str, fanout::Figures)>,
+    pub binaries: Vec<startup::Binary>,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned())))
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} memory")
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The markdown of the results.
+pub fn render(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{START}");
+    let _ = writeln!(s, "## Latest results\n");
+    let _ = writeln!(
+        s,
+        "Machine: {}. Commit `{}`, {}, `make bench`.\n",
+        machine(),
+        commit(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    if let Some(e) = &r.embedded {
+        let _ = writeln!(s, "### Embedded backend, end to end\n");
+        let _ = writeln!(s, "| figure | Hookbridge | target | Svix (reference) |\n| --- | --- | --- | --- |");
+        let _ = writeln!(s, "| deliveries/s at saturation, 1 hook | {:.0} | ≥ 2,000 | 306 |", e.saturation_1);
+        let _ = writeln!(s, "| deliveries/s at saturation, 10 hooks | {:.0} | | |", e.saturation_10);
+        let _ = writeln!(
+            s,
+            "| publish → receive at 200 events/s, p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | p99 ≤ 20 ms | 7.3 / – / 64 ms |",
+            e.p50_ms, e.p95_ms, e.p99_ms
+        );
+        let _ = writeln!(
+            s,
+            "| CPU per delivery, `hookbridge serve` (SQLite included) | {:.0} µs | ≤ 250 µs | 2,500 µs + 1,850 (Postgres) + 280 (Redis) |",
+            e.cpu_us_per_delivery
+        );
+        if let Some(f) = r.floor_cpu_us {
+            let _ = writeln!(
+                s,
+                "| the floor: a bare client signing and POSTing the same body | {f:.0} µs | | |\n| Hookbridge ÷ floor | {:.1}× | | |",
+                e.cpu_us_per_delivery / f
+            );
+        }
+        let _ = writeln!(s, "| peak RSS | {:.1} MiB | ≤ 50 MB | 44–70 MB |\n", e.peak_rss_mb);
+        let _ = writeln!(
+            s,
+            "{} deliveries in the saturation runs; {} latency samples.\n",
+            e.deliveries_measured, e.latency_events
+        );
+    }
+    if let Some(a) = &r.aws {
+        let _ = writeln!(s, "### AWS backend: requests per delivery (our code)\n");
+        let _ = writeln!(s, "| operation | happy path | every delivery retried once |\n| --- | --- | --- |");
+        let ops: BTreeSet<&String> = a.happy.keys().chain(a.with_retry.keys()).collect();
+        let (mut t1, mut t2) = (0.0, 0.0);
+        for op in ops {
+            let (h, w) = (a.happy.get(op).copied().unwrap_or(0.0), a.with_retry.get(op).copied().unwrap_or(0.0));
+            t1 += h;
+            t2 += w;
+            let _ = writeln!(s, "| `{op}` | {h:.2} | {w:.2} |");
+        }
+        let _ = writeln!(s, "| **total** | **{t1:.2}** | **{t2:.2}** |\n");
+        let _ = writeln!(
+            s,
+            "Stage code's own CPU per delivery (publish + ingest + worker, emulator excluded): {:.0} µs.\n",
+            a.stage_cpu_us
+        );
+        let _ = writeln!(s, "### Cost per million deliveries\n");
+        let _ = writeln!(s, "| item | per delivery | unit price | per million deliveries |\n| --- | --- | --- | --- |");
+        let mut total = 0.0;
+        for l in aws::cost_model(a) {
+            let per_million = l.per_delivery * l.unit_price * 1e6;
+            total += per_million;
+            let _ = writeln!(s, "| {} | {:.4} | ${:.10} | ${per_million:.3} |", l.item, l.per_delivery, l.unit_price);
+        }
+        let _ = writeln!(s, "| **total** | | | **${total:.2}** |\n");
+        let _ = writeln!(s, "Prices: {}.\n", aws::price::AS_OF);
+    }
+    if !r.fanout.is_empty() {
+        let _ = writeln!(s, "### Fan-out: one event, 10,000 hooks of a tenant\n");
+        let _ = writeln!(s, "| backend | hooks | ingest time | requests |\n| --- | --- | --- | --- |");
+        for (backend, f) in &r.fanout {
+            let req = f.requests.as_ref().map_or("–".to_owned(), |m| {
+                let total: u64 = m.values().sum();
+                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                format!("{total} ({})", parts.join(", "))
+            });
+            let _ = writeln!(s, "| {backend} | {} | {:.2} s | {req} |", f.hooks, f.ingest.as_secs_f64());
+        }
+        let _ = writeln!(s);
+    }
+    if !r.binaries.is_empty() {
+        let _ = writeln!(s, "### Lambda binaries\n");
+        let _ = writeln!(
+            s,
+            "| function | release binary (this machine) | `make build` bootstrap | start → first poll (median of 7) |\n| --- | --- | --- | --- |"
+        );
+        for b in &r.binaries {
+            let lambda =
+                b.lambda.as_ref().map_or("not built".to_owned(), |(arch, bytes)| format!("{} ({arch})", mb(*bytes)));
+            let _ = writeln!(s, "| `{}` | {} | {lambda} | {:.1} ms |", b.name, mb(b.native_bytes), b.start_ms);
+        }
+        let _ = writeln!(s, "\nTargets: ≤ 8 MB and ≤ 20 ms each.\n");
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
+
+/// Replaces the results section of `path` (or appends one).
+pub fn write(path: &Path, r: &Results) -> anyhow::Result<String> {
+    let rendered = render(r);
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_owned());
+    let new = match (old.find(START), old.find(END)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], rendered.trim_end(), &old[b + END.len()..]),
+        _ => format!("{}\n{rendered}", old.trim_end()),
+    };
+    std::fs::write(path, new)?;
+    Ok(rendered)
+}

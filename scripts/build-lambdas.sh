@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make build`: the four Lambda functions as `bootstrap` binaries under target/lambda/<fn>/,
+# for arm64 (Graviton) when this toolchain can target it, x86_64 otherwise. The chosen
+# architecture is written to target/lambda/.architecture for `make deploy`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv-build/bin:$PATH"
+if rustup target add aarch64-unknown-linux-gnu > /dev/null 2>&1; then
+    arch=arm64
+    flag=--arm64
+else
+    echo "hookbridge: no aarch64 target for this toolchain; building x86_64 (deploy with Architecture=x86_64)" >&2
+    arch=x86_64
+    flag=--x86-64
+fi
+cargo lambda build --release "$flag" \
+    --package subscription-api --package ingest --package delivery-worker --package verifier
+mkdir -p target/lambda
+echo "$arch" > target/lambda/.architecture
+for f in subscription-api ingest delivery-worker verifier; do
+    printf '%-18s %s %9d bytes\n' "$f" "$arch" "$(stat -c %s "target/lambda/$f/bootstrap")"
+done

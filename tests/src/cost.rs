@@ -1,0 +1,181 @@
+//! The AWS request count of deliveries, by stage, on the AWS backend with an SDK
+//! interceptor: shared by the e2e test that pins the numbers and the benchmark that
+//! reports them. Lambda's SQS event source mappings receive and delete messages themselves,
+//! so those calls are made here through clients that are not counted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use delivery_worker::{Worker, WorkerSettings};
+use hookbridge_aws::RequestCounter;
+use hookbridge_core::hook::NetworkPolicy;
+use hookbridge_core::ports::{Queue, ReceivedMessage};
+use hookbridge_core::retry::RetrySchedule;
+use hookbridge_outbound::{Outbound, OutboundSettings};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply};
+use ingest::{Ingest, IngestSettings};
+use subscription_api::{Api, ApiSettings, Claims, JwtKey, mint_token, router};
+use tower::ServiceExt;
+
+/// Requests by `Service.Operation`.
+pub type Counts = BTreeMap<String, u64>;
+
+/// Counts from pairs, for assertions.
+pub fn counts_of(pairs: &[(&str, u64)]) -> Counts {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+async fn drain(q: &dyn Queue, n: usize) -> Vec<ReceivedMessage> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        got.extend(q.receive(10, Duration::from_secs(1)).await.expect("receive"));
+    }
+    got
+}
+
+/// CPU time this process has used (user + system), from /proc (USER_HZ ticks).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    Duration::from_millis((f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10)
+}
+
+/// The requests of one round, by stage.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// CPU spent in the stages themselves (the API call, ingest, the worker), not in what
+    /// the event source mapping would do (receives, deletes).
+    pub stage_cpu: Duration,
+    /// `POST /v1/events` of ten events.
+    pub publish: Counts,
+    /// Ingest of the ten as one batch.
+    pub ingest: Counts,
+    /// The worker's batches until all ten were delivered.
+    pub worker: Counts,
+}
+
+/// One tenant with one hook on fresh AWS resources, every request counted.
+pub struct CostRig {
+    counter: RequestCounter,
+    harness: AwsHarness,
+    receiver: Receiver,
+    api: Api,
+    token: String,
+    ingest: Ingest,
+    worker: Worker,
+}
+
+impl std::fmt::Debug for CostRig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CostRig").finish_non_exhaustive()
+    }
+}
+
+impl CostRig {
+    /// The rig, with a retry schedule of one second.
+    pub async fn new() -> Self {
+        let counter = RequestCounter::default();
+        let harness = AwsHarness::start_counted(Some(&counter)).await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&harness, "acme", "costed").await;
+        hook.config.url = receiver.url("/");
+        harness.backend().hooks.create(&hook).await.expect("create hook");
+        let key = JwtKey::new("k");
+        let api = Api::new(harness.backend().clone(), ApiSettings::local(key.clone(), NetworkPolicy::local()));
+        let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp: None };
+        let token = mint_token(&key, &claims).expect("token");
+        let ingest = Ingest {
+            backend: harness.backend().clone(),
+            settings: IngestSettings {
+                account: "1".into(),
+                region: "r".into(),
+                event_retention: Duration::from_secs(3600),
+            },
+        };
+        let worker = Worker {
+            backend: harness.backend().clone(),
+            outbound: Outbound::new(OutboundSettings {
+                timeout: Duration::from_secs(5),
+                network: NetworkPolicy::local(),
+            })
+            .expect("client"),
+            settings: WorkerSettings {
+                schedule: RetrySchedule::parse("1s").expect("schedule"),
+                ..WorkerSettings::default()
+            },
+        };
+        Self { counter, harness, receiver, api, token, ingest, worker }
+    }
+
+    fn take(&self) -> Counts {
+        let c = self.counter.snapshot().into_iter().map(|((svc, op), n)| (format!("{svc}.{op}"), n)).collect();
+        self.counter.reset();
+        c
+    }
+
+    /// Publishes ten events in one call and takes them through ingest and the worker, as
+    /// one batch each (or more worker batches, when `fail_first` makes every first attempt
+    /// answer 503 and be retried).
+    pub async fn round(&self, fail_first: bool) -> Round {
+        let events: Vec<_> = (0..10)
+            .map(|i| serde_json::json!({"detail-type": "user.login", "source": "idp", "detail": {"n": i}}))
+            .collect();
+        self.counter.reset();
+        let mut stage_cpu = Duration::ZERO;
+        let cpu0 = cpu_time();
+        let req = axum::http::Request::post("/v1/events")
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&events).expect("json")))
+            .expect("request");
+        let status = router(self.api.clone()).oneshot(req).await.expect("router").status();
+        assert_eq!(status, 202);
+        stage_cpu += cpu_time() - cpu0;
+        let publish = self.take();
+
+        let b = self.harness.backend();
+        let batch = drain(b.ingest_queue.as_ref(), 10).await;
+        assert_eq!(batch.len(), 10);
+        self.counter.reset();
+        let cpu0 = cpu_time();
+        assert!(ingest::handle(&self.ingest, &batch).await.failed.is_empty());
+        stage_cpu += cpu_time() - cpu0;
+        let ingested = self.take();
+
+        if fail_first {
+            self.receiver.script((0..10).map(|_| Reply::status(503)));
+        }
+        let before = self.receiver.received().len();
+        let mut worker = Counts::new();
+        let mut delivered = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while delivered < 10 && tokio::time::Instant::now() < deadline {
+            let tasks = drain(b.delivery_queue.as_ref(), 10 - delivered).await;
+            self.counter.reset();
+            let cpu0 = cpu_time();
+            let outcome = delivery_worker::handle(&self.worker, &tasks).await;
+            stage_cpu += cpu_time() - cpu0;
+            for (k, v) in self.take() {
+                *worker.entry(k).or_default() += v;
+            }
+            delivered += tasks.len() - outcome.failed.len();
+            // What Lambda's event source mapping does with the successes.
+            let done: Vec<_> =
+                tasks.iter().filter(|t| !outcome.failed.contains(&t.id)).map(|t| t.receipt.clone()).collect();
+            b.delivery_queue.ack(&done).await.expect("ack");
+            self.counter.reset();
+        }
+        assert_eq!(delivered, 10, "all ten delivered");
+        assert!(self.receiver.received().len() >= before + 10);
+        Round { stage_cpu, publish, ingest: ingested, worker }
+    }
+
+    /// The harness (for CPU measurements around the stages).
+    pub fn harness(&self) -> &AwsHarness {
+        &self.harness
+    }
+}
