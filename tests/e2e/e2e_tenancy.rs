@@ -40,3 +40,50 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404(flavor: Flavor) 
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn every_call_with_one_tenants_token_on_anothers_hook_is_404(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let theirs = Receiver::start().await;
+    let a = stack.token("tenant-a", ALL_SCOPES);
+    let b = stack.token("tenant-b", ALL_SCOPES);
+    let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
+    let id = b_hook["id"].as_str().unwrap();
+    stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    theirs.wait_for(1, Duration::from_secs(20)).await;
+    let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
+        stack.deliveries(&b, id, 1).await.into_iter().next()
+    })
+    .await
+    .expect("B's delivery");
+    let did = delivery["delivery_id"].as_str().unwrap();
+
+    let hook_doc = json!({"url": "https://evil.example/"});
+    let replay = json!({"since": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()});
+    let calls: Vec<(&str, String, Option<&serde_json::Value>)> = vec![
+        ("GET", format!("/v1/hooks/{id}"), None),
+        ("PUT", format!("/v1/hooks/{id}"), Some(&hook_doc)),
+        ("DELETE", format!("/v1/hooks/{id}"), None),
+        ("POST", format!("/v1/hooks/{id}/verify"), None),
+        ("POST", format!("/v1/hooks/{id}/secret/rotate"), None),
+        ("POST", format!("/v1/hooks/{id}/test"), None),
+        ("GET", format!("/v1/hooks/{id}/events?hours=24"), None),
+        ("GET", format!("/v1/hooks/{id}/deliveries/{did}"), None),
+        ("POST", format!("/v1/hooks/{id}/deliveries/{did}/retry"), None),
+        ("POST", format!("/v1/hooks/{id}/replay"), Some(&replay)),
+    ];
+    for (method, path, body) in &calls {
+        let r = stack.call(method, path, Some(&a), *body).await;
+        assert_eq!(r.status, 404, "{method} {path} with another tenant's token: {}", r.body);
+    }
+    // B's hook is untouched and received nothing more.
+    let still = stack.get(&format!("/v1/hooks/{id}"), &b).await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.body["version"], 1);
+    assert_eq!(still.body["url"], theirs.url("/"));
+    stack.publish(&a, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(theirs.received().len(), 1, "tenant A's calls and events reached tenant B's hook");
+    stack.shutdown().await;
+}
+}
