@@ -17,6 +17,10 @@ pub struct Figures {
     pub hooks: usize,
     pub ingest: Duration,
     pub requests: Option<std::collections::BTreeMap<String, u64>>,
+    /// For the emulator: the requests the same code makes for 10,000 hooks, derived from the
+    /// measured run (every count is linear in the hooks: 25 per write batch, 10 per send
+    /// batch, 1 MB query pages).
+    pub requests_at_10k: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 async fn hooks(backend: &Backend, tenant: &TenantId, n: usize) -> anyhow::Result<Vec<Hook>> {
@@ -80,7 +84,7 @@ pub async fn embedded(n: usize) -> anyhow::Result<Figures> {
     let ingest = measure(h.backend(), &tenant).await?;
     let queued = h.backend().delivery_queue.depth().await?.total();
     anyhow::ensure!(queued as usize == n, "{queued} deliveries queued, not {n}");
-    Ok(Figures { hooks: n, ingest, requests: None })
+    Ok(Figures { hooks: n, ingest, requests: None, requests_at_10k: None })
 }
 
 /// On the AWS backend (the emulator): its time is the emulator's, so the requests matter more.
@@ -92,6 +96,14 @@ pub async fn aws(n: usize) -> anyhow::Result<Figures> {
     hookbridge_aws::bulk_load_hooks(&table, &hooks(h.backend(), &tenant, n).await?).await?;
     counter.reset();
     let ingest = measure(h.backend(), &tenant).await?;
-    let requests = counter.snapshot().into_iter().map(|((s, o), c)| (format!("{s}.{o}"), c)).collect();
-    Ok(Figures { hooks: n, ingest, requests: Some(requests) })
+    let requests: std::collections::BTreeMap<String, u64> =
+        counter.snapshot().into_iter().map(|((s, o), c)| (format!("{s}.{o}"), c)).collect();
+    // Batch writes carry 25 items (the event and the n deliveries), sends 10 messages, and a
+    // hooks query returns up to 1 MB a page.
+    let at_10k = std::collections::BTreeMap::from([
+        ("DynamoDB.BatchWriteItem".to_owned(), 1 + 10_000u64.div_ceil(25)),
+        ("DynamoDB.Query".to_owned(), requests.get("DynamoDB.Query").copied().unwrap_or(1) * 10_000 / n as u64),
+        ("SQS.SendMessageBatch".to_owned(), 10_000u64.div_ceil(10)),
+    ]);
+    Ok(Figures { hooks: n, ingest, requests: Some(requests), requests_at_10k: Some(at_10k) })
 }

@@ -61,9 +61,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench: AWS backend on the emulator");
             r.aws = Some(aws::run(if quick { 3 } else { 10 }).await?);
             eprintln!("bench: fan-out");
-            let n = if quick { 1_000 } else { 10_000 };
-            r.fanout.push(("embedded", fanout::embedded(n).await?));
-            r.fanout.push(("aws (emulator)", fanout::aws(n).await?));
+            r.fanout.push(("embedded", fanout::embedded(if quick { 1_000 } else { 10_000 }).await?));
+            r.fanout.push(("aws (emulator)", fanout::aws(1_000).await?));
             eprintln!("bench: Lambda binaries");
             r.binaries = startup::run(&bin_dir, &lambda_dir).await?;
             let table = report::write(&out, &r)?;

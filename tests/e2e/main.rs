@@ -5,9 +5,9 @@
 mod e2e_api;
 mod e2e_cost;
 mod e2e_delivery;
+mod e2e_faults;
 mod e2e_openapi;
 mod e2e_poison;
-mod e2e_secrets;
 mod e2e_semantics;
 mod e2e_tenancy;
 mod e2e_verifier;

@@ -59,6 +59,7 @@ pub struct TestStack {
     stack: Option<RunningStack>,
     settings: Settings,
     database: std::path::PathBuf,
+    max_bytes: Option<u64>,
     sdk: Option<aws_config::SdkConfig>,
     base: String,
     http: reqwest::Client,
@@ -115,6 +116,7 @@ impl TestStack {
             stack: None,
             settings,
             database,
+            max_bytes: None,
             sdk,
             base: String::new(),
             http: reqwest::Client::new(),
@@ -128,7 +130,7 @@ impl TestStack {
         let stack = RunningStack::start(StackOptions {
             settings: self.settings.clone(),
             backend: match &self.sdk {
-                None => BackendChoice::Embedded { database: self.database.clone() },
+                None => BackendChoice::Embedded { database: self.database.clone(), max_bytes: self.max_bytes },
                 Some(sdk) => BackendChoice::Aws { sdk: Box::new(sdk.clone()) },
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -138,6 +140,12 @@ impl TestStack {
         .expect("start stack");
         self.base = format!("http://{}", stack.addr());
         self.stack = Some(stack);
+    }
+
+    /// Restarts the (embedded) stack on the same data with the database capped at `max_bytes`.
+    pub async fn restart_capped(&mut self, max_bytes: Option<u64>) {
+        self.max_bytes = max_bytes;
+        self.restart().await;
     }
 
     /// Stops the stack cleanly and starts it again on the same data.
@@ -156,6 +164,11 @@ impl TestStack {
     /// The settings it runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The embedded backend's database file.
+    pub fn database_path(&self) -> &std::path::Path {
+        &self.database
     }
 
     /// Which backend it runs on.

@@ -19,6 +19,10 @@ pub enum Error {
     /// Larger than the backend accepts.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// The store has no room left (the disk, or the database's configured size): nothing
+    /// was written, and the caller must say so rather than carry on.
+    #[error("storage is full")]
+    StorageFull,
     /// Stored data that does not parse: a bug or tampering, never a client's fault.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

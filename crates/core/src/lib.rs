@@ -15,6 +15,7 @@ pub mod message;
 pub mod outcome;
 pub mod pattern;
 pub mod ports;
+pub mod properties;
 pub mod retry;
 pub mod secret;
 pub mod settings;

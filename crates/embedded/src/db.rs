@@ -100,8 +100,12 @@ impl std::fmt::Debug for Db {
     }
 }
 
-fn connect(path: &Path) -> rusqlite::Result<Connection> {
+fn connect(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
+    if let Some(max) = max_bytes {
+        let page: u64 = c.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        c.pragma_update(None, "max_page_count", (max / page.max(512)).max(1))?;
+    }
     // WAL: readers never block the writer. NORMAL sync in WAL mode survives a process
     // crash (SIGKILL) without losing committed work; only an OS crash or power loss can
     // take the last transactions, which is the trade-off SQLite documents for WAL.
@@ -121,6 +125,12 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 impl Db {
     /// Opens (creating if needed) the database and its schema.
     pub fn open(path: &Path) -> Result<Self, InitError> {
+        Self::open_capped(path, None)
+    }
+
+    /// Opens the database, refusing to grow it beyond `max_bytes` (writes then fail with
+    /// [`hookbridge_core::Error::StorageFull`] instead of filling the disk).
+    pub fn open_capped(path: &Path, max_bytes: Option<u64>) -> Result<Self, InitError> {
         let err = |source| InitError::Database { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -130,10 +140,12 @@ impl Db {
                 ))
             })?;
         }
-        let writer = connect(path).map_err(err)?;
+        let writer = connect(path, max_bytes).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
-        let readers =
-            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
+        let readers = (0..READERS)
+            .map(|_| connect(path, max_bytes).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),

@@ -27,7 +27,14 @@ pub enum InitError {
     Port(#[from] hookbridge_core::Error),
 }
 
-/// Maps SQLite errors into the port error, naming the operation.
+/// Maps SQLite errors into the port error, naming the operation. A full disk (or the
+/// database's size cap) is its own error, so the API can answer 503 and say why.
 pub(crate) fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> hookbridge_core::Error {
-    move |e| hookbridge_core::Error::backend(operation, e)
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            tracing::error!(operation, "the database is full: nothing more can be written");
+            hookbridge_core::Error::StorageFull
+        }
+        _ => hookbridge_core::Error::backend(operation, e),
+    }
 }

@@ -42,6 +42,8 @@ pub struct EmbeddedConfig {
     pub account: String,
     /// The `region` written into envelopes.
     pub region: String,
+    /// The most the database may grow to, in bytes (`None`: the disk's room).
+    pub max_bytes: Option<u64>,
 }
 
 impl EmbeddedConfig {
@@ -56,6 +58,7 @@ impl EmbeddedConfig {
             topology: Topology::default(),
             account: "000000000000".to_owned(),
             region: "local".to_owned(),
+            max_bytes: None,
         }
     }
 }
@@ -63,7 +66,7 @@ impl EmbeddedConfig {
 /// Creates what the backend needs (schema, queues with their DLQs, bus rules, the key
 /// file with mode 0600) if missing, and returns the wired ports. Safe to run on every start.
 pub async fn init(config: &EmbeddedConfig) -> Result<Backend, InitError> {
-    let db = Db::open(&config.database)?;
+    let db = Db::open_capped(&config.database, config.max_bytes)?;
     let t = &config.topology;
     for q in t.queues() {
         queue::create(&db, q).await?;
@@ -77,7 +80,7 @@ pub async fn init(config: &EmbeddedConfig) -> Result<Backend, InitError> {
 
 /// Opens an initialised backend without creating anything.
 pub fn open(config: &EmbeddedConfig) -> Result<Backend, InitError> {
-    let db = Db::open(&config.database)?;
+    let db = Db::open_capped(&config.database, config.max_bytes)?;
     let sealer = LocalKeySealer::load(&config.key_file)?;
     open_with(db, config, sealer)
 }

@@ -30,10 +30,20 @@ pub enum BackendKind {
     Aws,
 }
 
+/// Parses a size like `512MB`, `2GB` or a number of bytes.
+fn size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
+        .iter()
+        .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
+        .unwrap_or((t, 1));
+    num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("{text:?} is not a size like 512MB or 2GB"))
+}
+
 impl BackendKind {
-    async fn choice(self, database: PathBuf) -> BackendChoice {
+    async fn choice(self, database: PathBuf, max_bytes: Option<u64>) -> BackendChoice {
         match self {
-            Self::Embedded => BackendChoice::Embedded { database },
+            Self::Embedded => BackendChoice::Embedded { database, max_bytes },
             Self::Aws => BackendChoice::Aws {
                 sdk: Box::new(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
             },
@@ -58,6 +68,10 @@ pub enum Command {
         /// Concurrent consumers of the delivery queue.
         #[arg(long, default_value_t = 4, env = "HOOKBRIDGE_DELIVERY_POLLERS")]
         delivery_pollers: usize,
+        /// The most the database may grow to (e.g. 2GB); when full, the API answers 503 and
+        /// nothing is accepted, rather than the disk filling up.
+        #[arg(long, value_parser = size, env = "HOOKBRIDGE_DATABASE_MAX_SIZE")]
+        database_max_size: Option<u64>,
     },
     /// Create the backend's resources (idempotent).
     Init {
@@ -131,7 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Init { backend, database } => {
             let s = settings()?;
-            crate::stack::open_backend(&backend.choice(database.clone()).await, &s, true).await?;
+            crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, true).await?;
             match backend {
                 BackendKind::Embedded => {
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
@@ -147,7 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { backend, database, listen, delivery_pollers } => {
+        Command::Serve { backend, database, listen, delivery_pollers, database_max_size } => {
             let s = settings()?;
             let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?;
             let place = match backend {
@@ -159,7 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let stack = RunningStack::start(StackOptions {
                 settings: s,
-                backend: backend.choice(database).await,
+                backend: backend.choice(database, database_max_size).await,
                 listen,
                 delivery_pollers,
             })

@@ -24,6 +24,8 @@ pub enum BackendChoice {
     Embedded {
         /// The database file.
         database: PathBuf,
+        /// The most the database may grow to, in bytes.
+        max_bytes: Option<u64>,
     },
     /// DynamoDB, SQS, EventBridge and KMS, in an account or the emulator; the resources
     /// must exist (`hookbridge init --backend aws`).
@@ -87,8 +89,9 @@ impl std::fmt::Debug for RunningStack {
 /// AWS resources must exist, or are created first when `create` is set.
 pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: bool) -> Result<Backend, StartError> {
     match choice {
-        BackendChoice::Embedded { database } => {
+        BackendChoice::Embedded { database, max_bytes } => {
             let mut cfg = EmbeddedConfig::at(database);
+            cfg.max_bytes = *max_bytes;
             cfg.topology = settings.topology.clone();
             cfg.account = settings.account.clone();
             cfg.region = settings.region.clone();

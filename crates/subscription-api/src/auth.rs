@@ -95,7 +95,8 @@ impl Caller {
     }
 }
 
-fn verify(key: &JwtKey, token: &str) -> Result<Claims, ApiError> {
+/// Checks a bearer token: signature, algorithm and expiry.
+pub fn verify_token(key: &JwtKey, token: &str) -> Result<Claims, ApiError> {
     let mut v = Validation::new(Algorithm::HS256);
     v.required_spec_claims.clear();
     v.leeway = LEEWAY_SECS;
@@ -121,7 +122,7 @@ impl FromRequestParts<Api> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthorized("the Authorization header must be Bearer <token>"))?;
-        let claims = verify(&api.settings().jwt, token.trim())?;
+        let claims = verify_token(&api.settings().jwt, token.trim())?;
         let tenant = claims
             .tenant
             .parse()
@@ -179,16 +180,16 @@ mod tests {
         let key = JwtKey::new("k1");
         let now = chrono::Utc::now().timestamp() as u64;
         let good = mint_token(&key, &claims(Some(now + 60))).unwrap();
-        assert_eq!(verify(&key, &good).unwrap().tenant, "acme");
+        assert_eq!(verify_token(&key, &good).unwrap().tenant, "acme");
         let no_exp = mint_token(&key, &claims(None)).unwrap();
-        assert!(verify(&key, &no_exp).is_ok());
+        assert!(verify_token(&key, &no_exp).is_ok());
         let expired = mint_token(&key, &claims(Some(now - 3600))).unwrap();
-        assert!(matches!(verify(&key, &expired), Err(ApiError::Unauthorized("the token has expired"))));
+        assert!(matches!(verify_token(&key, &expired), Err(ApiError::Unauthorized("the token has expired"))));
         let wrong_key = mint_token(&JwtKey::new("k2"), &claims(None)).unwrap();
-        assert!(verify(&key, &wrong_key).is_err());
+        assert!(verify_token(&key, &wrong_key).is_err());
         let mut forged = good.clone();
         forged.replace_range(forged.len() - 4.., "AAAA");
-        assert!(verify(&key, &forged).is_err());
-        assert!(verify(&key, "not.a.jwt").is_err());
+        assert!(verify_token(&key, &forged).is_err());
+        assert!(verify_token(&key, "not.a.jwt").is_err());
     }
 }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// Not JSON.
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The store is full: nothing was accepted; retry later.
+    #[error("storage is full; nothing was accepted, retry later")]
+    Unavailable,
     /// A backend failure: logged, never echoed.
     #[error("internal error")]
     Internal(#[source] hookbridge_core::Error),
@@ -65,6 +68,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +83,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -109,6 +114,7 @@ impl From<hookbridge_core::Error> for ApiError {
             }
             E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
             E::TooLarge(what) => Self::TooLarge(what),
+            E::StorageFull => Self::Unavailable,
             other => Self::Internal(other),
         }
     }
@@ -140,6 +146,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (status, body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(detail = %self, "request refused: storage is full");
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

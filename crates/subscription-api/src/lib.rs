@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod hooks;
 mod lifecycle;
+pub mod properties;
 mod redeliver;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::routing::{get, post};
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_core::ports::Backend;
 
-pub use auth::{Claims, JwtKey, Scope, mint_token};
+pub use auth::{Claims, JwtKey, Scope, mint_token, verify_token};
 pub use dto::{DeliveryOut, HookOut};
 pub use error::ApiError;
 

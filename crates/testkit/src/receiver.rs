@@ -152,7 +152,17 @@ async fn handle(
 impl Receiver {
     /// Starts a receiver on a free port of 127.0.0.1 answering 200 to everything.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        Self::start_on("127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// A free port of 127.0.0.1 with nothing listening on it (yet).
+    pub fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+    }
+
+    /// Starts a receiver on `addr` (e.g. one a hook already points at).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), arrived: Notify::new() });
         let app = axum::Router::new().fallback(handle).with_state(shared.clone());
