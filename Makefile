@@ -9,7 +9,7 @@ PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut
 CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
 SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws test lint build deploy bench fmt-check clippy core-deps template-lint unit
+.PHONY: run run-aws test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy core-deps template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -36,6 +36,21 @@ build: $(CARGO_LAMBDA)
 bench: $(PYTOOLS)
 	$(CARGO) build --release -p hookbridge-local -p subscription-api -p ingest -p delivery-worker -p verifier -p hookbridge-bench
 	./target/release/hookbridge-bench run $(BENCH_ARGS)
+
+## fuzz: each cargo-fuzz target (envelopes, patterns, hook validation, tokens) for FUZZ_SECONDS
+fuzz: .tools/bin/cargo-fuzz
+	./scripts/fuzz.sh
+
+## fuzz-api: schemathesis against every operation of the OpenAPI document (no 5xx, all conform)
+fuzz-api: $(PYTOOLS) $(VENV)/bin/schemathesis
+	$(CARGO) build -p hookbridge-local --bin hookbridge
+	./scripts/fuzz-api.sh
+
+## reliability: the fault, load and isolation tests of RELIABILITY.md (also part of make test)
+reliability: $(PYTOOLS)
+	$(CARGO) test -p hookbridge-local --test crash -- --nocapture
+	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_semantics::private --nocapture
+	$(CARGO) test -p hookbridge-e2e --test secrets
 
 ## deploy: build, then `sam deploy --guided` of template.yaml with those binaries
 deploy: build $(SAM)
@@ -72,3 +87,9 @@ $(CARGO_LAMBDA): scripts/requirements-build.txt
 $(SAM): scripts/requirements-deploy.txt
 	python3 -m venv .venv-sam
 	.venv-sam/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-deploy.txt
+
+.tools/bin/cargo-fuzz:
+	$(CARGO) install --locked --root .tools cargo-fuzz@0.13.2
+
+$(VENV)/bin/schemathesis: scripts/requirements-fuzz.txt $(PYTOOLS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-fuzz.txt

@@ -144,5 +144,29 @@ mod tests {
         assert_eq!(sig, KEYCLOAK_EXPECTED);
     }
 
+    proptest::proptest! {
+        /// For any body, id and time the signature verifies, and any change to one byte of
+        /// the body, to the id or to the timestamp breaks it.
+        #[test]
+        fn any_body_and_id_sign_and_verify(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            id in "[ -~]{1,64}",
+            ts in 0i64..4_000_000_000,
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let s = SigningSecret::generate();
+            let header = standard_signature_header([&s], &id, ts, &body);
+            proptest::prop_assert_eq!(verify_standard(&s, &id, ts, &header, &body, ts), Ok(()));
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                tampered[flip.index(body.len())] ^= 0x01;
+                proptest::prop_assert_eq!(verify_standard(&s, &id, ts, &header, &tampered, ts), Err(VerifyError::Signature));
+            }
+            let other_id = format!("{id}x");
+            proptest::prop_assert_eq!(verify_standard(&s, &other_id, ts, &header, &body, ts), Err(VerifyError::Signature));
+            proptest::prop_assert_eq!(verify_standard(&s, &id, ts + 1, &header, &body, ts), Err(VerifyError::Signature));
+        }
+    }
+
     const KEYCLOAK_EXPECTED: &str = "45ec03b2b33403c8043a90de06bedad0827183927115fd7e448ef97eeb13c5be";
 }

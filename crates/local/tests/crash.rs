@@ -126,3 +126,85 @@ async fn sigkill_mid_batch_on_the_aws_backend_loses_nothing() {
     assert!(init.wait().unwrap().success(), "hookbridge init --backend aws failed");
     killed_mid_batch_and_restarted(vec!["--backend".into(), "aws".into()], env, 20).await;
 }
+
+#[test]
+fn a_database_path_that_cannot_be_written_stops_serve_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"a file where a directory should be").unwrap();
+    let db = blocker.join("hb.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started on a database it cannot write");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&db.display().to_string()), "the error does not name the file: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulator_restarted_while_idle_fails_loudly_then_recovers_after_init() {
+    let emulator = Emulator::start();
+    let port = emulator.port();
+    let mut env: Vec<(String, String)> = emulator.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    env.push(("HOOKBRIDGE_VISIBILITY_TIMEOUT".into(), "2s".into()));
+    let init = |env: &[(String, String)]| {
+        let mut i = hookbridge(&["init", "--backend", "aws"], env);
+        assert!(i.wait().unwrap().success(), "hookbridge init --backend aws failed");
+    };
+    init(&env);
+    let http = reqwest::Client::new();
+    let r = Receiver::start().await;
+    let api_port = Receiver::free_addr().port();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let mut serve = hookbridge(&["serve", "--backend", "aws", "--listen", &format!("127.0.0.1:{api_port}")], &env);
+    healthy(&http, &base).await;
+    let token = mint_token(
+        &JwtKey::new("local-dev-secret"),
+        &Claims { sub: "ops".into(), tenant: "acme".into(), scope: "hooks:write events:publish".into(), exp: None },
+    )
+    .unwrap();
+    let create = |url: String| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            http.post(format!("{base}/v1/hooks"))
+                .bearer_auth(&token)
+                .json(&json!({"name": "after", "url": url}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let publish = || {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            http.post(format!("{base}/v1/events"))
+                .bearer_auth(&token)
+                .json(&json!({"detail-type": "user.login", "source": "idp", "detail": {}}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(create(r.url("/")).await.status(), 201);
+    assert_eq!(publish().await.status(), 202);
+    r.wait_for(1, Duration::from_secs(30)).await;
+
+    // Restarted while idle: every resource and hook is gone.
+    emulator.stop();
+    let emulator = Emulator::start_on(port);
+    let refused = publish().await;
+    assert_eq!(refused.status(), 500, "a publish that cannot reach the bus must fail, not be accepted");
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+
+    // Recovery: the resources are created again, and the stack carries on by itself.
+    init(&env);
+    assert_eq!(create(r.url("/again")).await.status(), 201);
+    assert_eq!(publish().await.status(), 202);
+    let got = r.wait_for(2, Duration::from_secs(60)).await;
+    assert!(got.iter().any(|g| g.uri.path() == "/again"), "no delivery after recovery");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    emulator.stop();
+}

@@ -29,18 +29,22 @@ fn free_port() -> u16 {
 }
 
 impl Emulator {
-    /// Starts an emulator and waits until it answers.
+    /// Starts an emulator on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts an emulator on `port` (e.g. again, after [`Emulator::stop`]).
+    pub fn start_on(port: u16) -> Self {
         let server = moto_server();
         assert!(
             server.exists(),
             "{} not found: run `make test` (it installs the emulator into .venv) or set HOOKBRIDGE_MOTO_SERVER",
             server.display()
         );
-        let port = free_port();
         // A watchdog shell stops the emulator when this test process ends, however it ends.
         let script = format!(
-            "{server} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null' EXIT; \
+            "{server} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null' EXIT TERM; \
              while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
             server = server.display(),
             pid = std::process::id()
@@ -65,6 +69,24 @@ impl Emulator {
             std::thread::sleep(Duration::from_millis(100));
         }
         Self { endpoint, _process: process }
+    }
+
+    /// Stops it (all its state is gone) and waits until it has.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg(self._process.id().to_string()).status();
+        let _ = self._process.wait();
+        let port: u16 = self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
     /// The emulator shared by every test of this process.
