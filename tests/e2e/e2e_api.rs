@@ -332,7 +332,18 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
     let eleven: Vec<Value> = (0..11).map(|_| json!({"detail-type": "x", "source": "p", "detail": {}})).collect();
     assert_eq!(problem_fields(&stack.post("/v1/events", &t, &Value::Array(eleven)).await.body), ["body"]);
     let big = json!({"detail-type": "x", "source": "p", "detail": {"pad": "x".repeat(256 * 1024)}});
-    assert_eq!(problem_fields(&stack.post("/v1/events", &t, &big).await.body), ["detail"]);
+    let too_big = stack.post("/v1/events", &t, &big).await;
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    assert!(too_big.body["detail"].as_str().unwrap().contains("262144"));
+    let doubled = stack
+        .post_raw("/v1/events", &t, r#"{"detail-type": "x", "source": "p", "detail": {"tenant": "other", "tenant": "acme"}}"#)
+        .await;
+    assert_eq!(problem_fields(&doubled.body), ["detail"], "a detail ingest could not route is refused");
+    let twice = stack.post("/v1/events", &t, &json!([
+        {"id": "dup", "detail-type": "x", "source": "p", "detail": {}},
+        {"id": "dup", "detail-type": "x", "source": "p", "detail": {}}
+    ])).await;
+    assert_eq!(problem_fields(&twice.body), ["[1].id"]);
     let bad = stack.post("/v1/events", &t, &json!([{"source": "p", "detail": []}])).await;
     assert_eq!(problem_fields(&bad.body), ["[0].detail-type", "[0].detail"]);
 

@@ -103,16 +103,8 @@ fn fold(items: &[Item]) -> Result<Option<Delivery>> {
             });
             d.apply(&u);
         } else {
-            let base: Delivery = doc(item, "delivery")?;
-            // The delivery item comes first in key order; updates already folded (only
-            // when it was rewritten after them) are kept.
-            delivery = Some(match delivery.take() {
-                None => base,
-                Some(mut d) => {
-                    d.created_at = base.created_at;
-                    d
-                }
-            });
+            // The delivery item sorts before its updates, so it comes first.
+            delivery = Some(doc(item, "delivery")?);
         }
     }
     Ok(delivery)

@@ -13,20 +13,31 @@ use lambda_runtime::{LambdaEvent, service_fn};
 #[error("an SQS record has no messageId or receiptHandle; failing the whole batch so nothing is acknowledged unread")]
 pub struct UnidentifiedRecord;
 
+/// A received message from its SQS parts (as the SQS API or a Lambda event gives them);
+/// `None` without an id or receipt handle, when it can be neither reported nor deleted.
+pub(crate) fn received(
+    id: Option<String>,
+    receipt: Option<String>,
+    body: Option<String>,
+    receive_count: Option<&str>,
+    sent_timestamp: Option<&str>,
+) -> Option<ReceivedMessage> {
+    Some(ReceivedMessage {
+        id: id?,
+        receipt: Receipt(receipt?),
+        body: body.unwrap_or_default(),
+        receive_count: receive_count.and_then(|v| v.parse().ok()).unwrap_or(1),
+        sent_at: sent_timestamp
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now),
+    })
+}
+
 fn record(m: SqsMessage) -> Result<ReceivedMessage, UnidentifiedRecord> {
     let attr = |k: &str| m.attributes.get(k).cloned();
-    let receive_count = attr("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let sent_at = attr("SentTimestamp")
-        .and_then(|v| v.parse::<i64>().ok())
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-        .unwrap_or_else(Utc::now);
-    Ok(ReceivedMessage {
-        id: m.message_id.ok_or(UnidentifiedRecord)?,
-        receipt: Receipt(m.receipt_handle.ok_or(UnidentifiedRecord)?),
-        body: m.body.unwrap_or_default(),
-        receive_count,
-        sent_at,
-    })
+    let (count, sent) = (attr("ApproximateReceiveCount"), attr("SentTimestamp"));
+    received(m.message_id, m.receipt_handle, m.body, count.as_deref(), sent.as_deref()).ok_or(UnidentifiedRecord)
 }
 
 /// The records of an SQS event.

@@ -7,7 +7,6 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use chrono::{DateTime, Utc};
 use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::{Error, Result};
 
@@ -175,18 +174,17 @@ impl SqsQueue {
 
 fn received(m: aws_sdk_sqs::types::Message) -> Option<ReceivedMessage> {
     let attrs = m.attributes.unwrap_or_default();
-    let receive_count =
-        attrs.get(&MessageSystemAttributeName::ApproximateReceiveCount).and_then(|v| v.parse().ok()).unwrap_or(1);
-    let sent_at = attrs
-        .get(&MessageSystemAttributeName::SentTimestamp)
-        .and_then(|v| v.parse::<i64>().ok())
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-        .unwrap_or_else(Utc::now);
-    Some(ReceivedMessage {
-        id: m.message_id?,
-        body: m.body.unwrap_or_default(),
-        receipt: Receipt(m.receipt_handle?),
-        receive_count,
-        sent_at,
-    })
+    let get = |a: MessageSystemAttributeName| attrs.get(&a).map(String::as_str);
+    let got = crate::lambda::received(
+        m.message_id,
+        m.receipt_handle,
+        m.body,
+        get(MessageSystemAttributeName::ApproximateReceiveCount),
+        get(MessageSystemAttributeName::SentTimestamp),
+    );
+    if got.is_none() {
+        // SQS always sends both; without them the message can be neither handled nor deleted.
+        tracing::error!("SQS returned a message without an id or receipt handle; it will come back");
+    }
+    got
 }

@@ -73,6 +73,25 @@ pub mod event_type {
     pub const VERIFIER_TRIGGERS: &[&str] = &[HOOK_CREATED, HOOK_UPDATED, HOOK_VERIFICATION_REQUESTED];
 }
 
+impl PlatformDetail {
+    /// The bus entry for an event of `kind` with this detail (source `hookbridge`).
+    pub fn bus_entry(&self, kind: &str) -> crate::envelope::BusEntry {
+        crate::envelope::BusEntry {
+            detail_type: kind.to_owned(),
+            source: PLATFORM_SOURCE.to_owned(),
+            time: None,
+            resources: Vec::new(),
+            // Ids, a number and strings always serialise.
+            detail: serde_json::value::to_raw_value(self).unwrap_or_else(|_| unreachable!("ids and strings serialise")),
+        }
+    }
+
+    /// The detail of an event about `hook`.
+    pub fn about(hook: &crate::hook::Hook, delivery_id: Option<DeliveryId>, reason: Option<String>) -> Self {
+        Self { tenant: hook.tenant.clone(), hook_id: hook.id, hook_version: Some(hook.version), delivery_id, reason }
+    }
+}
+
 /// The `detail` of the platform's own events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformDetail {
@@ -80,7 +99,7 @@ pub struct PlatformDetail {
     pub tenant: TenantId,
     /// The hook.
     pub hook_id: HookId,
-    /// The hook's version when the event was emitted, so the verifier can skip stale work.
+    /// The hook's version when the event was emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_version: Option<u64>,
     /// The delivery, for delivery events.

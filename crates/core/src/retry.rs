@@ -87,8 +87,10 @@ impl RetrySchedule {
     }
 }
 
-/// `250ms`, `5s`, `5m`, `2h`, or bare seconds.
+/// `250ms`, `5s`, `5m`, `2h`, `14d`, or bare seconds; `None` for anything else, or for a
+/// value too large to represent.
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
@@ -99,6 +101,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
         "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
         _ => return None,
     })
 }

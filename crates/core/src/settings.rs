@@ -92,12 +92,7 @@ pub struct Settings {
 }
 
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
-    let text = text.trim();
-    let parsed = match text.strip_suffix('d') {
-        Some(days) => days.parse::<u64>().ok().map(|d| Duration::from_secs(d * 86_400)),
-        None => parse_duration(text),
-    };
-    parsed.ok_or_else(|| SettingsError {
+    parse_duration(text).ok_or_else(|| SettingsError {
         variable: var,
         message: format!("{text:?} is not a duration like 500ms, 10s, 5m, 2h or 14d"),
     })

@@ -33,6 +33,9 @@ pub(crate) struct Ready<'a> {
     pub(crate) body: Arc<str>,
 }
 
+/// A hook's opened secrets, or `Err` when they cannot be opened.
+type Opened = Result<Arc<HookSecrets>, ()>;
+
 /// A parsed delivery task: which delivery, and its envelope when it rode in the message.
 type Task = (DeliveryKey, Option<String>);
 
@@ -51,7 +54,9 @@ pub(crate) async fn prepare<'a>(w: &Worker, messages: &'a [ReceivedMessage]) -> 
         tasks.iter().filter_map(|(_, t)| t.as_ref().map(|(k, _)| (k.tenant.clone(), k.hook_id))).collect();
     wanted.sort();
     wanted.dedup();
-    let mut hooks: HashMap<HookId, (Arc<Hook>, Option<Arc<HookSecrets>>)> = HashMap::new();
+    // Each hook's secrets are opened once per batch; `Err` when they cannot be (a blob this
+    // key did not seal), which cancels that hook's deliveries and no others.
+    let mut hooks: HashMap<HookId, (Arc<Hook>, Option<Opened>)> = HashMap::new();
     for h in w.backend.hooks.get_many(&wanted).await? {
         hooks.insert(h.id, (Arc::new(h), None));
     }
@@ -75,12 +80,21 @@ pub(crate) async fn prepare<'a>(w: &Worker, messages: &'a [ReceivedMessage]) -> 
             jobs.push(Job::Cancel { message, key, reason: why.to_string() });
             continue;
         }
+        if secrets.is_none() {
+            *secrets = Some(match w.backend.sealer.open(&hook.sealed).await {
+                Ok(s) => Ok(Arc::new(s)),
+                Err(hookbridge_core::Error::Corrupt(why)) => {
+                    tracing::error!(hook_id = %hook.id, tenant = %hook.tenant, why, "the hook's secrets cannot be opened");
+                    Err(())
+                }
+                Err(e) => return Err(e),
+            });
+        }
         let secrets = match secrets {
-            Some(s) => s.clone(),
-            None => {
-                let opened = Arc::new(w.backend.sealer.open(&hook.sealed).await?);
-                *secrets = Some(opened.clone());
-                opened
+            Some(Ok(s)) => s.clone(),
+            _ => {
+                jobs.push(Job::Cancel { message, key, reason: "the hook's secrets cannot be opened".to_owned() });
+                continue;
             }
         };
         let body: Arc<str> = match body {

@@ -13,7 +13,7 @@ use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::after_success;
 use hookbridge_core::hook::{DestinationState, Health, Hook};
 use hookbridge_core::ids::DeliveryId;
-use hookbridge_core::message::{PLATFORM_SOURCE, PlatformDetail, event_type};
+use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::outcome::{Decision, decide};
 use hookbridge_core::ports::{BatchOutcome, Receipt};
 
@@ -153,20 +153,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
 }
 
 fn platform_event(kind: &str, hook: &Hook, delivery_id: Option<DeliveryId>, reason: String) -> BusEntry {
-    let detail = PlatformDetail {
-        tenant: hook.tenant.clone(),
-        hook_id: hook.id,
-        hook_version: Some(hook.version),
-        delivery_id,
-        reason: Some(reason),
-    };
-    BusEntry {
-        detail_type: kind.to_owned(),
-        source: PLATFORM_SOURCE.to_owned(),
-        time: None,
-        resources: Vec::new(),
-        detail: serde_json::value::to_raw_value(&detail).unwrap_or_else(|_| unreachable!("ids and strings serialise")),
-    }
+    PlatformDetail::about(hook, delivery_id, Some(reason)).bus_entry(kind)
 }
 
 struct HealthChange {

@@ -113,11 +113,8 @@ fn settings() -> anyhow::Result<Settings> {
 }
 
 fn ttl(text: &str) -> anyhow::Result<Duration> {
-    let parsed = match text.strip_suffix('d') {
-        Some(d) => d.parse::<u64>().ok().map(|d| Duration::from_secs(d * 86_400)),
-        None => hookbridge_core::retry::parse_duration(text),
-    };
-    parsed.with_context(|| format!("--ttl {text:?} is not a duration like 1h or 30d"))
+    hookbridge_core::retry::parse_duration(text)
+        .with_context(|| format!("--ttl {text:?} is not a duration like 1h or 30d"))
 }
 
 /// Mints a token.

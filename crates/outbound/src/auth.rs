@@ -21,6 +21,11 @@ use crate::classify::{describe, error_class};
 
 /// How long a token without `expires_in` is kept.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a token is kept, whatever `expires_in` says: an endpoint's mistake (or
+/// hostility) cannot pin a token for years.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most of a token response read.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Tokens are renewed this long before they expire (or at 90 % of a shorter lifetime),
 /// so a request never leaves with a token that dies in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
@@ -101,7 +106,24 @@ fn cache_key(hook: HookId, oauth: &OAuthConfig, secrets: &HookSecrets) -> u64 {
 struct TokenResponse {
     access_token: String,
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<ExpiresIn>,
+}
+
+/// `expires_in` as a number, or as a string some identity providers send.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExpiresIn {
+    Seconds(u64),
+    Text(String),
+}
+
+impl ExpiresIn {
+    fn seconds(&self) -> Option<u64> {
+        match self {
+            Self::Seconds(s) => Some(*s),
+            Self::Text(t) => t.trim().parse().ok(),
+        }
+    }
 }
 
 fn param_values<'a>(
@@ -177,14 +199,19 @@ impl Outbound {
         let resp =
             req.send().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
         let status = resp.status().as_u16();
-        let body =
-            resp.text().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
+        let body = crate::deliver::read_capped(resp, MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
         if !(200..300).contains(&status) {
             return Err(TokenError::Rejected { status, body: excerpt(&body) });
         }
         let parsed: TokenResponse = serde_json::from_str(&body)
             .map_err(|_| TokenError::Rejected { status, body: "response has no access_token".to_owned() })?;
-        let lifetime = parsed.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let lifetime = parsed
+            .expires_in
+            .and_then(|e| e.seconds())
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs)
+            .min(MAX_TOKEN_LIFETIME);
         Ok((Secret::new(parsed.access_token), lifetime))
     }
 }

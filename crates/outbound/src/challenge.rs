@@ -28,6 +28,9 @@ pub enum ChallengeError {
     WrongValue(String),
 }
 
+/// The most of a challenge answer read.
+const MAX_CHALLENGE_ANSWER: usize = 16 * 1024;
+
 impl Outbound {
     /// Runs the challenge against `url`, sending `value` in `header`.
     pub async fn challenge(&self, url: &str, header: &str, value: &str) -> Result<(), ChallengeError> {
@@ -47,8 +50,8 @@ impl Outbound {
         if !(200..300).contains(&status) {
             return Err(ChallengeError::Status(status));
         }
-        let body = resp
-            .text()
+        // The answer is a short JSON object; nothing longer is read.
+        let body = crate::deliver::read_capped(resp, MAX_CHALLENGE_ANSWER)
             .await
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
         let json: serde_json::Value = serde_json::from_str(&body)

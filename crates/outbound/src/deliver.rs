@@ -187,16 +187,22 @@ impl Outbound {
     }
 }
 
-/// Reads at most [`RESPONSE_EXCERPT_BYTES`] of the body and drops the rest unread, so a
-/// receiver answering with megabytes costs us nothing.
-async fn read_excerpt(mut resp: reqwest::Response) -> String {
+/// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint
+/// answering with megabytes costs us nothing.
+pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqwest::Result<String> {
     let mut buf: Vec<u8> = Vec::new();
-    while buf.len() < RESPONSE_EXCERPT_BYTES {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
+    while buf.len() < max {
+        match resp.chunk().await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => break,
         }
     }
-    buf.truncate(RESPONSE_EXCERPT_BYTES);
-    excerpt(&String::from_utf8_lossy(&buf))
+    buf.truncate(max);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The start of a response body for the attempt record (a body cut short by an error is
+/// recorded as far as it came, or not at all).
+async fn read_excerpt(resp: reqwest::Response) -> String {
+    excerpt(&read_capped(resp, RESPONSE_EXCERPT_BYTES).await.unwrap_or_default())
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
-use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES, compact_json};
+use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES, Routing, compact_json};
 use hookbridge_core::ids::{EventId, TenantId};
 use hookbridge_core::message::PLATFORM_SOURCE;
 use hookbridge_core::ports::{Claim, StoredResponse};
@@ -200,13 +200,13 @@ fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) -> Result<A
         },
     };
     e.finish(())?;
-    let entry = BusEntry { detail_type, source, time, resources, detail: detail.unwrap_or_else(|| raw.to_owned()) };
-    if entry.size() > MAX_EVENT_BYTES {
-        return Err(vec![FieldError::new(
-            at("detail"),
-            format!("the event is {} bytes; at most {MAX_EVENT_BYTES} are accepted", entry.size()),
-        )]);
+    let detail = detail.unwrap_or_else(|| raw.to_owned());
+    // The very parser ingest routes with: what it cannot route (a duplicated `tenant`, say)
+    // is refused here, not accepted and dead-lettered later.
+    if let Err(why) = serde_json::from_str::<Routing>(detail.get()) {
+        return Err(vec![FieldError::new(at("detail"), format!("cannot be routed: {why}"))]);
     }
+    let entry = BusEntry { detail_type, source, time, resources, detail };
     Ok(Accepted { entry, producer_id: ev.id })
 }
 
@@ -232,11 +232,31 @@ pub async fn publish(
     let indexed = raw.len() > 1 || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut accepted = Vec::with_capacity(raw.len());
     let mut errors = Vec::new();
+    let mut oversized = None;
     for (i, r) in raw.iter().enumerate() {
         match validate(r, indexed.then_some(i), &caller.tenant) {
+            Ok(a) if a.entry.size() > MAX_EVENT_BYTES => {
+                let which = if indexed { format!("event [{i}]") } else { "the event".to_owned() };
+                oversized = Some(ApiError::TooLarge(format!(
+                    "{which} is {} bytes; the bus takes at most {MAX_EVENT_BYTES} per event",
+                    a.entry.size()
+                )));
+            }
             Ok(a) => accepted.push(a),
             Err(e) => errors.extend(e),
         }
+    }
+    let mut seen_ids = std::collections::HashSet::new();
+    for (i, a) in accepted.iter().enumerate() {
+        if let Some(pid) = &a.producer_id
+            && !seen_ids.insert(pid.clone())
+        {
+            let at = if indexed { format!("[{i}].id") } else { "id".to_owned() };
+            errors.push(FieldError::new(at, "is given to another event of this request"));
+        }
+    }
+    if let Some(big) = oversized {
+        return Err(big);
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -295,9 +315,30 @@ async fn publish_events(
     now: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
     let store = &api.backend().idempotency;
+    let mut claimed: Vec<(usize, String)> = Vec::new();
+    let outcome = claim_and_publish(api, tenant, events, now, &mut claimed).await;
+    if outcome.is_err() {
+        // Whatever went wrong, the producer ids this request claimed are free again, so a
+        // retry can publish them.
+        for (_, k) in &claimed {
+            if let Err(e) = store.release(tenant, k).await {
+                tracing::error!(error = %e, "could not release a producer's event id");
+            }
+        }
+    }
+    outcome
+}
+
+async fn claim_and_publish(
+    api: &Api,
+    tenant: &TenantId,
+    events: Vec<Accepted>,
+    now: DateTime<Utc>,
+    claimed: &mut Vec<(usize, String)>,
+) -> Result<Value, ApiError> {
+    let store = &api.backend().idempotency;
     let mut ids: Vec<Option<EventId>> = Vec::with_capacity(events.len());
     let mut to_publish = Vec::new();
-    let mut claimed: Vec<(usize, String)> = Vec::new();
     for (i, a) in events.into_iter().enumerate() {
         if let Some(pid) = &a.producer_id {
             let k = format!("event:{pid}");
@@ -316,16 +357,7 @@ async fn publish_events(
         to_publish.push((i, a.entry));
     }
     let positions: Vec<usize> = to_publish.iter().map(|(i, _)| *i).collect();
-    let published = api.backend().bus.publish(to_publish.into_iter().map(|(_, e)| e).collect()).await;
-    let published = match published {
-        Ok(p) => p,
-        Err(e) => {
-            for (_, k) in &claimed {
-                let _ = store.release(tenant, k).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let published = api.backend().bus.publish(to_publish.into_iter().map(|(_, e)| e).collect()).await?;
     for (pos, id) in positions.iter().zip(published) {
         if let Some((_, k)) = claimed.iter().find(|(i, _)| i == pos) {
             let r = StoredResponse { status: 202, body: id.to_string() };

@@ -33,13 +33,16 @@ pub(crate) fn hook_id(raw: &str) -> Result<HookId, ApiError> {
 
 /// The caller's hook, or 404 (whether absent or another tenant's).
 pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hook, ApiError> {
-    let id = hook_id(raw_id)?;
-    api.backend()
-        .hooks
-        .get(&caller.tenant, id)
+    load_any(api, caller, raw_id)
         .await?
         .filter(|h| h.state.connection_state != ConnectionState::Deleting)
         .ok_or(ApiError::NotFound("no such hook"))
+}
+
+/// The caller's hook, including one left `DELETING` by an interrupted delete.
+async fn load_any(api: &Api, caller: &Caller, raw_id: &str) -> Result<Option<Hook>, ApiError> {
+    let id = hook_id(raw_id)?;
+    Ok(api.backend().hooks.get(&caller.tenant, id).await?)
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
@@ -58,6 +61,9 @@ pub async fn create(
                 results.push(match create_one(&api, &caller, item, "").await {
                     Ok(out) => json!({ "status": 201, "hook": out }),
                     Err(e) => {
+                        if let ApiError::Internal(cause) = &e {
+                            tracing::error!(error = %cause, "creating one hook of a bulk request failed");
+                        }
                         let p = e.problem();
                         json!({ "status": p.status, "error": p })
                     }
@@ -288,7 +294,12 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mut stored = None;
     for _ in 0..UPDATE_ROUNDS {
-        let existing = load(&api, &caller, &id).await?;
+        let existing = load_any(&api, &caller, &id).await?.ok_or(ApiError::NotFound("no such hook"))?;
+        // A delete interrupted after marking the hook finishes now.
+        if existing.state.connection_state == ConnectionState::Deleting {
+            stored = Some(existing);
+            break;
+        }
         let mut next = existing.clone();
         next.state.connection_state = ConnectionState::Deleting;
         stored = commit(&api, &existing, next, Edit::State).await?;

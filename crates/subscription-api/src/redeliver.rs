@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
+use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, EventId};
@@ -26,19 +27,32 @@ pub const MAX_REPLAY: usize = 10_000;
 /// Deliveries are kept this long, so a replay cannot reach further back.
 const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIVERY_RETENTION_DAYS);
 
-/// Records the deliveries as `PENDING` again and queues them, oldest first. Deliveries whose
-/// event is no longer kept are skipped. Returns how many were queued.
+/// Reads the events' envelopes, a few at a time (a replay may span thousands of events).
+const EVENT_READS_IN_FLIGHT: usize = 16;
+
+/// Queues the deliveries again, oldest first, then records them as `PENDING`. Sending
+/// first means a failure cannot leave a delivery `PENDING` with nothing queued for it (the
+/// worker records the outcome of whatever was sent). Deliveries whose event is no longer
+/// kept are skipped. Returns how many were queued.
 async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> Result<usize, ApiError> {
     let b = api.backend();
     let now = Utc::now();
-    let mut bodies: HashMap<EventId, Option<String>> = HashMap::new();
+    let mut wanted: Vec<EventId> = deliveries.iter().map(|d| d.event_id.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
+    let tenant = &hook.tenant;
+    let read: Vec<(EventId, Option<String>)> = futures::stream::iter(wanted)
+        .map(|id: EventId| async move {
+            let env = b.events.get(tenant, &id).await?;
+            Ok::<_, hookbridge_core::Error>((id, env.map(|e| e.to_body())))
+        })
+        .buffer_unordered(EVENT_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let bodies: HashMap<EventId, Option<String>> = read.into_iter().collect();
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
     for d in deliveries {
-        if !bodies.contains_key(&d.event_id) {
-            let env = b.events.get(&hook.tenant, &d.event_id).await?;
-            bodies.insert(d.event_id.clone(), env.map(|e| e.to_body()));
-        }
         let Some(Some(body)) = bodies.get(&d.event_id) else { continue };
         let key = DeliveryKey {
             tenant: hook.tenant.clone(),
@@ -58,8 +72,8 @@ async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> 
         let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
         tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
     }
-    b.deliveries.record(&updates).await?;
     b.delivery_queue.send_batch(&tasks).await?;
+    b.deliveries.record(&updates).await?;
     Ok(tasks.len())
 }
 
@@ -78,6 +92,12 @@ pub async fn retry(
         .await?
         .filter(|d| d.tenant == caller.tenant)
         .ok_or(ApiError::NotFound("no such delivery"))?;
+    if !delivery.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "the delivery is {:?} and will be attempted again anyway; retry a finished one",
+            delivery.status
+        )));
+    }
     if resend(&api, &hook, std::slice::from_ref(&delivery), "retry requested").await? == 0 {
         return Err(ApiError::Conflict(
             "the delivery's event is no longer kept, so it cannot be sent again".to_owned(),
@@ -149,16 +169,20 @@ pub async fn replay(
     if since >= until {
         return Err(ApiError::field("until", "must be later than since"));
     }
-    if since < now - MAX_REPLAY_AGE {
-        return Err(ApiError::field("since", format!("must be within the last {} days", MAX_REPLAY_AGE.num_days())));
-    }
+    // Nothing older than the retention is kept, so an earlier `since` means "all of it".
+    let since = since.max(now - MAX_REPLAY_AGE);
     let wanted = statuses(body.status)?;
     let hook = load(&api, &caller, &id).await?;
     let mut picked = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = api.backend().deliveries.list(hook.id, Window { since, until }, 500, cursor.as_deref()).await?;
-        picked.extend(page.items.into_iter().filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.status))));
+        // Deliveries still under way are left to their own schedule, whatever the filter.
+        picked.extend(
+            page.items
+                .into_iter()
+                .filter(|d| d.status.is_final() && wanted.as_ref().is_none_or(|w| w.contains(&d.status))),
+        );
         if picked.len() > MAX_REPLAY {
             return Err(ApiError::field(
                 "since",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{ConnectionState, Hook};
-use hookbridge_core::message::{PLATFORM_SOURCE, PlatformDetail, event_type};
+use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::ports::{Backend, BatchOutcome, ReceivedMessage};
 use hookbridge_outbound::Outbound;
 use tracing::Instrument;
@@ -33,26 +33,32 @@ pub struct Verifier {
 
 /// Handles a batch from the verify queue.
 pub async fn handle(v: &Verifier, messages: &[ReceivedMessage]) -> BatchOutcome {
-    let mut outcome = BatchOutcome::default();
-    for m in messages {
-        let parsed = Envelope::from_bus_json(&m.body, &v.account, &v.region)
-            .ok()
-            .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
-        let Some((kind, detail)) = parsed else {
-            tracing::error!(message_id = %m.id, "not a lifecycle event; it will reach the dead-letter queue");
-            if let Err(e) = v.backend.verify_queue.retry_after(&m.receipt, Duration::ZERO).await {
-                tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
-            }
-            outcome.failed.push(m.id.clone());
-            continue;
-        };
-        let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
-        if let Err(e) = verify(v, &kind, &detail).instrument(span).await {
+    // Each message may wait on a slow endpoint (challenge) and token endpoint: handle them
+    // all at once, so a batch takes as long as its slowest check, not the sum of them.
+    let failed = futures::future::join_all(messages.iter().map(|m| handle_one(v, m))).await;
+    BatchOutcome { failed: failed.into_iter().flatten().collect() }
+}
+
+/// Handles one message; the message id when it failed.
+async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
+    let parsed = Envelope::from_bus_json(&m.body, &v.account, &v.region)
+        .ok()
+        .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
+    let Some((kind, detail)) = parsed else {
+        tracing::error!(message_id = %m.id, "not a lifecycle event; it will reach the dead-letter queue");
+        if let Err(e) = v.backend.verify_queue.retry_after(&m.receipt, Duration::ZERO).await {
+            tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
+        }
+        return Some(m.id.clone());
+    };
+    let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
+    match verify(v, &kind, &detail).instrument(span).await {
+        Ok(()) => None,
+        Err(e) => {
             tracing::error!(hook_id = %detail.hook_id, tenant = %detail.tenant, error = %e, "verification failed to run; it will be retried");
-            outcome.failed.push(m.id.clone());
+            Some(m.id.clone())
         }
     }
-    outcome
 }
 
 /// Runs what the hook needs and records the outcome.
@@ -82,7 +88,10 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
     if let Some(hook) = stored
         && !events.is_empty()
     {
-        let entries: Vec<BusEntry> = events.into_iter().map(|(kind, reason)| entry(kind, &hook, reason)).collect();
+        let entries: Vec<BusEntry> = events
+            .into_iter()
+            .map(|(kind, reason)| PlatformDetail::about(&hook, None, reason).bus_entry(kind))
+            .collect();
         if let Err(e) = v.backend.bus.publish(entries).await {
             tracing::error!(hook_id = %hook.id, error = %e, "could not publish verification events");
         }
@@ -116,21 +125,4 @@ async fn set_state(
         }
     }
     Err(hookbridge_core::Error::VersionConflict)
-}
-
-fn entry(kind: &'static str, hook: &Hook, reason: Option<String>) -> BusEntry {
-    let detail = PlatformDetail {
-        tenant: hook.tenant.clone(),
-        hook_id: hook.id,
-        hook_version: Some(hook.version),
-        delivery_id: None,
-        reason,
-    };
-    BusEntry {
-        detail_type: kind.to_owned(),
-        source: PLATFORM_SOURCE.to_owned(),
-        time: None,
-        resources: Vec::new(),
-        detail: serde_json::value::to_raw_value(&detail).unwrap_or_else(|_| unreachable!("ids and strings serialise")),
-    }
 }

@@ -150,9 +150,61 @@ impl super::model::Hook {
         if self.state.destination_state == DestinationState::Inactive {
             return Err(Undeliverable::Inactive);
         }
-        if self.config.verification.required && self.state.verification.status != VerificationStatus::Verified {
+        // A verified endpoint stays deliverable while a re-check it did not ask for runs
+        // (`POST /verify`); a new URL clears `verified_at`, so it waits for its own proof.
+        let v = &self.state.verification;
+        let proven = v.status == VerificationStatus::Verified
+            || (v.status == VerificationStatus::Pending && v.verified_at.is_some());
+        if self.config.verification.required && !proven {
             return Err(Undeliverable::NotVerified);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::{HookDraft, NetworkPolicy, ValidationContext};
+
+    fn required_hook() -> super::super::model::Hook {
+        let draft: HookDraft =
+            serde_json::from_str(r#"{"name":"v","url":"https://r.example/","verification":{"required":true}}"#)
+                .unwrap();
+        let policy = NetworkPolicy::default();
+        let (config, _) =
+            draft.validate(ValidationContext { network: &policy, now: chrono::Utc::now() }, None).unwrap();
+        let now = chrono::Utc::now();
+        super::super::model::Hook {
+            id: crate::ids::HookId::generate(),
+            tenant: "t".parse().unwrap(),
+            state: HookState::new_for(&config),
+            config,
+            sealed: super::super::model::SealedSecrets(vec![]),
+            created_by: "x".into(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn an_unproven_endpoint_gets_nothing_and_a_recheck_of_a_proven_one_does_not_stop_it() {
+        let mut h = required_hook();
+        assert_eq!(h.deliverable(), Err(Undeliverable::NotVerified));
+        h.state.verification.status = VerificationStatus::Verified;
+        h.state.verification.verified_at = Some(chrono::Utc::now());
+        assert_eq!(h.deliverable(), Ok(()));
+        // POST /verify on a verified hook: still deliverable while the check runs.
+        h.state.verification.status = VerificationStatus::Pending;
+        assert_eq!(h.deliverable(), Ok(()));
+        // The check failed: stopped.
+        h.state.verification.status = VerificationStatus::Failed;
+        assert_eq!(h.deliverable(), Err(Undeliverable::NotVerified));
+        // A new URL clears the proof.
+        h.state.verification.status = VerificationStatus::Pending;
+        h.state.verification.verified_at = None;
+        assert_eq!(h.deliverable(), Err(Undeliverable::NotVerified));
     }
 }

@@ -1,0 +1,46 @@
+//! The embedded backend's key file: created by `init` readable by its owner only, and the
+//! only key that opens what it sealed.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use hookbridge_core::hook::HookSecrets;
+use hookbridge_core::ports::Sealer;
+use hookbridge_core::secret::{Secret, SigningSecret};
+use hookbridge_embedded::{EmbeddedConfig, LocalKeySealer};
+
+fn secrets() -> HookSecrets {
+    HookSecrets {
+        signing: SigningSecret::generate(),
+        retiring: Vec::new(),
+        auth: Some(Secret::new("p4ssw0rd-in-the-clear?")),
+        params: Default::default(),
+        headers: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn init_creates_an_owner_only_key_that_alone_opens_what_it_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let backend = hookbridge_embedded::init(&config).await.unwrap();
+    let meta = std::fs::metadata(&config.key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the key file must be readable by its owner only");
+    }
+    assert_eq!(meta.len(), 32);
+
+    let s = secrets();
+    let sealed = backend.sealer.seal(&s).await.unwrap();
+    assert!(!String::from_utf8_lossy(&sealed.0).contains("p4ssw0rd"));
+    assert_eq!(backend.sealer.open(&sealed).await.unwrap(), s);
+
+    // Another key (another deployment's file) cannot open it.
+    let other = LocalKeySealer::load_or_create(&dir.path().join("other.key")).unwrap();
+    assert!(matches!(other.open(&sealed).await, Err(hookbridge_core::Error::Corrupt(_))));
+
+    // A second init keeps the key: what was sealed stays readable.
+    let again = hookbridge_embedded::init(&config).await.unwrap();
+    assert_eq!(again.sealer.open(&sealed).await.unwrap(), s);
+}
