@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make fuzz-api`: schemathesis generates requests for every operation of the published
 # OpenAPI document against a running `hookbridge serve` (embedded backend), checking that
-# nothing answers 5xx and every answer conforms to the document.
+# nothing answers 5xx, every answer conforms to the document (status, content type,
+# headers, schema), and schema-violating requests are refused. Its positive-data heuristic
+# is left out: it flags rules JSON Schema cannot state (`until` after `since`, a `site`
+# agreeing with `detail.site`, a BASIC username without ':'), which are 400s by design.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -16,7 +19,7 @@ done
 token=$(./target/debug/hookbridge token --tenant fuzz)
 .venv/bin/schemathesis run "http://127.0.0.1:$port/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks all \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,unsupported_method,ignored_auth \
     --max-examples "${FUZZ_API_EXAMPLES:-100}" \
     --workers 2 \
     "$@"
