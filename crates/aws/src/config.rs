@@ -3,6 +3,8 @@
 
 use hookbridge_core::settings::{Defaults, Settings, SettingsError};
 
+use crate::init::Resources;
+
 /// `HOOKBRIDGE_TABLE`: the DynamoDB table.
 pub const TABLE: &str = "HOOKBRIDGE_TABLE";
 /// `HOOKBRIDGE_BUS`: the EventBridge bus (name or ARN).
@@ -21,18 +23,8 @@ pub const KMS_KEY: &str = "HOOKBRIDGE_KMS_KEY";
 pub struct Config {
     /// Deployment settings shared with the embedded backend.
     pub settings: Settings,
-    /// The table.
-    pub table: String,
-    /// The bus.
-    pub bus: String,
-    /// The ingest queue's URL.
-    pub ingest_queue_url: String,
-    /// The delivery queue's URL.
-    pub delivery_queue_url: String,
-    /// The verify queue's URL.
-    pub verify_queue_url: String,
-    /// The KMS key.
-    pub kms_key: String,
+    /// The resources the functions use.
+    pub resources: Resources,
 }
 
 impl Config {
@@ -50,15 +42,15 @@ impl Config {
                 message: "is required (template.yaml sets it for every function)".to_owned(),
             })
         };
-        Ok(Self {
+        let resources = Resources {
             table: required(TABLE)?,
             bus: required(BUS)?,
             ingest_queue_url: required(INGEST_QUEUE_URL)?,
             delivery_queue_url: required(DELIVERY_QUEUE_URL)?,
             verify_queue_url: required(VERIFY_QUEUE_URL)?,
             kms_key: required(KMS_KEY)?,
-            settings,
-        })
+        };
+        Ok(Self { settings, resources })
     }
 }
 

@@ -92,14 +92,7 @@ fn fold(items: &[Item]) -> Result<Option<Delivery>> {
             let u: DeliveryUpdate = doc::<UpdateDoc>(item, "delivery update")?.into();
             let d = delivery.get_or_insert_with(|| {
                 let k = &u.delivery;
-                Delivery::pending(
-                    k.delivery_id,
-                    k.tenant.clone(),
-                    k.hook_id,
-                    k.event_id.clone(),
-                    k.event_type.clone(),
-                    u.at,
-                )
+                Delivery::pending_for(k, u.at)
             });
             d.apply(&u);
         } else {
@@ -221,8 +214,6 @@ impl DeliveryStore for DynamoDeliveryStore {
                 None => break,
             }
         }
-        let more = groups.len() > limit;
-        groups.truncate(limit);
         let mut out = Vec::with_capacity(groups.len());
         for (_, mut items) in groups {
             items.reverse();
@@ -230,7 +221,6 @@ impl DeliveryStore for DynamoDeliveryStore {
                 out.push(d);
             }
         }
-        let next_cursor = more.then(|| out.last().map(|d| d.id.to_string())).flatten();
-        Ok(Page { items: out, next_cursor })
+        Ok(Page::cut(out, limit, |d| d.id.to_string()))
     }
 }

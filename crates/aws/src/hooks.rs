@@ -37,6 +37,13 @@ fn guard_key(tenant: &TenantId, name: &str) -> Item {
     key(tenant_pk(tenant), format!("N#{name}"))
 }
 
+/// The item claiming a hook's name in its tenant.
+fn guard_item(hook: &Hook) -> Item {
+    let mut guard = guard_key(&hook.tenant, hook.config.name.as_str());
+    guard.insert("hook_id".to_owned(), s(hook.id.to_string()));
+    guard
+}
+
 fn hook_item(hook: &Hook) -> Result<Item> {
     let mut item = hook_key(&hook.tenant, hook.id);
     item.insert(DOC.to_owned(), to_doc(hook)?);
@@ -61,8 +68,7 @@ fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>>
 #[async_trait]
 impl HookStore for DynamoHookStore {
     async fn create(&self, hook: &Hook) -> Result<()> {
-        let mut guard = guard_key(&hook.tenant, hook.config.name.as_str());
-        guard.insert("hook_id".to_owned(), s(hook.id.to_string()));
+        let guard = guard_item(hook);
         let put_hook = Put::builder()
             .table_name(&self.table.name)
             .set_item(Some(hook_item(hook)?))
@@ -152,14 +158,8 @@ impl HookStore for DynamoHookStore {
             None => None,
         };
         let limit = limit.max(1);
-        let mut items = self.query_hooks(tenant, start, Some(limit + 1)).await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|h| h.id.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = self.query_hooks(tenant, start, Some(limit + 1)).await?;
+        Ok(Page::cut(items, limit, |x| x.id.to_string()))
     }
 
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
@@ -277,9 +277,7 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
     let mut items = Vec::with_capacity(hooks.len() * 2);
     for h in hooks {
         items.push(hook_item(h)?);
-        let mut guard = guard_key(&h.tenant, h.config.name.as_str());
-        guard.insert("hook_id".to_owned(), s(h.id.to_string()));
-        items.push(guard);
+        items.push(guard_item(h));
     }
     table.put_all(items).await
 }

@@ -76,17 +76,3 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
     }
 }
-
-impl Config {
-    /// The resources this configuration names.
-    pub fn resources(&self) -> Resources {
-        Resources {
-            table: self.table.clone(),
-            bus: self.bus.clone(),
-            ingest_queue_url: self.ingest_queue_url.clone(),
-            delivery_queue_url: self.delivery_queue_url.clone(),
-            verify_queue_url: self.verify_queue_url.clone(),
-            kms_key: self.kms_key.clone(),
-        }
-    }
-}

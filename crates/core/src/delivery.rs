@@ -163,6 +163,18 @@ impl Delivery {
         }
     }
 
+    /// A new delivery for `key`, queued now.
+    pub fn pending_for(key: &DeliveryKey, now: DateTime<Utc>) -> Self {
+        Self::pending(
+            key.delivery_id,
+            key.tenant.clone(),
+            key.hook_id,
+            key.event_id.clone(),
+            key.event_type.clone(),
+            now,
+        )
+    }
+
     /// The latest attempt.
     pub fn last_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()
@@ -199,6 +211,20 @@ pub struct DeliveryUpdate {
     pub note: Option<String>,
     /// When this happened.
     pub at: DateTime<Utc>,
+}
+
+impl DeliveryUpdate {
+    /// The delivery was not sent, for `reason`.
+    pub fn cancelled(delivery: DeliveryKey, reason: String, at: DateTime<Utc>) -> Self {
+        Self {
+            delivery,
+            attempt: None,
+            status: DeliveryStatus::Cancelled,
+            next_attempt_at: None,
+            note: Some(reason),
+            at,
+        }
+    }
 }
 
 /// Everything needed to find a delivery, or recreate it if its record is missing.

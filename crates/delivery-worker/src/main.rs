@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let worker = Worker {
-        backend: hookbridge_aws::backend(&clients, &config.resources()),
+        backend: hookbridge_aws::backend(&clients, &config.resources),
         outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
         settings: WorkerSettings { emf_metrics: true, ..WorkerSettings::from_settings(&config.settings) },
     };

@@ -51,14 +51,7 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
                 all_ids.push(message.id.clone());
                 metrics.cancelled += 1;
                 tracing::info!(hook_id = %key.hook_id, delivery_id = %key.delivery_id, tenant = %key.tenant, reason, "delivery cancelled");
-                updates.push(DeliveryUpdate {
-                    delivery: key,
-                    attempt: None,
-                    status: DeliveryStatus::Cancelled,
-                    next_attempt_at: None,
-                    note: Some(reason),
-                    at: now,
-                });
+                updates.push(DeliveryUpdate::cancelled(key, reason, now));
             }
             Done::Skipped(Job::Send(_)) => unreachable!("every send job is attempted"),
             Done::Attempted { ready, report } => {

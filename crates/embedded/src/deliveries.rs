@@ -74,14 +74,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                         .map_err(sql("deliveries.record"))?;
                     let mut d = match existing {
                         Some(doc) => from_doc(&doc)?,
-                        None => Delivery::pending(
-                            k.delivery_id,
-                            k.tenant.clone(),
-                            k.hook_id,
-                            k.event_id.clone(),
-                            k.event_type.clone(),
-                            u.at,
-                        ),
+                        None => Delivery::pending_for(k, u.at),
                     };
                     d.apply(u);
                     tx.execute(
@@ -145,13 +138,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                     .map_err(sql("deliveries.list"))
             })
             .await?;
-        let mut items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|d| d.id.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
+        Ok(Page::cut(items, limit, |x| x.id.to_string()))
     }
 }

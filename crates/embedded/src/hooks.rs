@@ -105,14 +105,8 @@ impl HookStore for SqliteHookStore {
                     .map_err(sql("hooks.list"))
             })
             .await?;
-        let mut items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|h| h.id.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
+        Ok(Page::cut(items, limit, |x| x.id.to_string()))
     }
 
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>> {

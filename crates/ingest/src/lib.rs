@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryUpdate};
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
@@ -124,27 +124,13 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
                 event_id: p.envelope.id.clone(),
                 event_type: p.envelope.detail_type.clone(),
             };
-            let delivery = Delivery::pending(
-                key.delivery_id,
-                key.tenant.clone(),
-                hook.id,
-                key.event_id.clone(),
-                key.event_type.clone(),
-                now,
-            );
+            let delivery = Delivery::pending_for(&key, now);
             match deliverable(hook) {
                 Ok(()) => {
                     let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
                     tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
                 }
-                Err(reason) => cancelled.push(DeliveryUpdate {
-                    delivery: key,
-                    attempt: None,
-                    status: DeliveryStatus::Cancelled,
-                    next_attempt_at: None,
-                    note: Some(reason),
-                    at: now,
-                }),
+                Err(reason) => cancelled.push(DeliveryUpdate::cancelled(key, reason, now)),
             }
             pending.push(delivery);
         }

@@ -7,7 +7,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let deps = Ingest {
-        backend: hookbridge_aws::backend(&clients, &config.resources()),
+        backend: hookbridge_aws::backend(&clients, &config.resources),
         settings: IngestSettings::from_settings(&config.settings),
     };
     hookbridge_aws::lambda::run_sqs(|records| {

@@ -72,7 +72,6 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
     serve.kill().unwrap();
     serve.wait().unwrap();
     let before_restart = r.received().len();
-    assert!(before_restart < events, "everything arrived before the kill; the test proves nothing");
 
     let mut serve = hookbridge(&args, &env);
     healthy(&http, &base).await;
@@ -91,6 +90,13 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
     }
     serve.kill().unwrap();
     serve.wait().unwrap();
+    // The receiver holds every request 150 ms and the kill came right after the first
+    // arrivals, so some deliveries were in flight and unrecorded: they must have been sent
+    // again after the restart (or not yet sent at all before it).
+    assert!(
+        before_restart < events || r.received().len() > events,
+        "nothing was interrupted by the kill; the test proves nothing"
+    );
     let delivered: BTreeSet<u64> = ids.keys().map(|n| *n as usize).map(|n| n as u64).collect();
     let published: BTreeSet<u64> = published.into_iter().map(|n| n as u64).collect();
     assert_eq!(delivered, published, "events lost across the crash");

@@ -126,16 +126,7 @@ pub async fn test_event(
     let retention = Duration::from_std(settings.event_retention).unwrap_or(Duration::days(14));
     let b = api.backend();
     b.events.put(&hook.tenant, std::slice::from_ref(&envelope), now + retention).await?;
-    b.deliveries
-        .insert(&[Delivery::pending(
-            key.delivery_id,
-            key.tenant.clone(),
-            key.hook_id,
-            key.event_id.clone(),
-            key.event_type.clone(),
-            now,
-        )])
-        .await?;
+    b.deliveries.insert(&[Delivery::pending_for(&key, now)]).await?;
     let body = envelope.to_body();
     let task = DeliveryTask::V1 { delivery: key.clone(), body: (body.len() <= INLINE_BODY_MAX).then_some(body) };
     b.delivery_queue.send_batch(&[OutgoingMessage::now(task.to_json())]).await?;

@@ -3,13 +3,15 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{Duration, Utc};
+use hookbridge_core::delivery::Delivery;
+use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::ports::Window;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::Reader;
+use crate::auth::{Caller, Reader};
 use crate::body::ApiQuery;
 use crate::dto::{DeliveryDetailOut, DeliveryOut};
 use crate::error::ApiError;
@@ -54,13 +56,15 @@ pub async fn list(
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))
 }
 
-/// `GET /v1/hooks/{id}/deliveries/{delivery_id}`: the delivery, its envelope, every attempt.
-pub async fn get(
-    State(api): State<Api>,
-    Reader(caller): Reader,
-    Path((id, delivery_id)): Path<(String, String)>,
-) -> Result<Json<DeliveryDetailOut>, ApiError> {
-    let hook = load(&api, &caller, &id).await?;
+/// The caller's hook and one of its deliveries, or 404 (absent, malformed, another
+/// tenant's).
+pub(crate) async fn load_delivery(
+    api: &Api,
+    caller: &Caller,
+    hook_id: &str,
+    delivery_id: &str,
+) -> Result<(Hook, Delivery), ApiError> {
+    let hook = load(api, caller, hook_id).await?;
     let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
     let delivery = api
         .backend()
@@ -69,6 +73,16 @@ pub async fn get(
         .await?
         .filter(|d| d.tenant == caller.tenant)
         .ok_or(ApiError::NotFound("no such delivery"))?;
+    Ok((hook, delivery))
+}
+
+/// `GET /v1/hooks/{id}/deliveries/{delivery_id}`: the delivery, its envelope, every attempt.
+pub async fn get(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<DeliveryDetailOut>, ApiError> {
+    let (_, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
     let envelope = api
         .backend()
         .events

@@ -7,6 +7,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let api =
-        Api::new(hookbridge_aws::backend(&clients, &config.resources()), ApiSettings::from_settings(&config.settings));
+        Api::new(hookbridge_aws::backend(&clients, &config.resources), ApiSettings::from_settings(&config.settings));
     lambda_http::run(router(api)).await
 }

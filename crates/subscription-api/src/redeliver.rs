@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::hook::Hook;
-use hookbridge_core::ids::{DeliveryId, EventId};
+use hookbridge_core::ids::EventId;
 use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX};
 use hookbridge_core::ports::{OutgoingMessage, Window};
 use serde::Deserialize;
@@ -83,15 +83,7 @@ pub async fn retry(
     Writer(caller): Writer,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let hook = load(&api, &caller, &id).await?;
-    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
-    let delivery = api
-        .backend()
-        .deliveries
-        .get(hook.id, delivery_id)
-        .await?
-        .filter(|d| d.tenant == caller.tenant)
-        .ok_or(ApiError::NotFound("no such delivery"))?;
+    let (hook, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
     if !delivery.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the delivery is {:?} and will be attempted again anyway; retry a finished one",
