@@ -166,11 +166,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let lo = DeliveryId::min_at(window.since.timestamp_millis().max(0) as u64);
-        let mut hi = DeliveryId::min_at(window.until.timestamp_millis().max(0) as u64);
-        if let Some(c) = cursor {
-            hi = hi.min(c.parse::<DeliveryId>().map_err(|_| Error::InvalidCursor)?);
-        }
+        let (lo, hi) = window.id_range(cursor)?;
         let limit = limit.max(1);
         let now = Utc::now().timestamp();
         // Newest first: each delivery's items arrive together, its updates (newest first)

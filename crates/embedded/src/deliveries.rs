@@ -113,13 +113,8 @@ impl DeliveryStore for SqliteDeliveryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let lo = DeliveryId::min_at(window.since.timestamp_millis().max(0) as u64).to_string();
-        // Ids of the window's last millisecond sort below `min_at(until)`.
-        let mut hi = DeliveryId::min_at(window.until.timestamp_millis().max(0) as u64).to_string();
-        if let Some(c) = cursor {
-            let after = c.parse::<DeliveryId>().map_err(|_| Error::InvalidCursor)?.to_string();
-            hi = hi.min(after);
-        }
+        let (lo, hi) = window.id_range(cursor)?;
+        let (lo, hi) = (lo.to_string(), hi.to_string());
         let h = hook_id.to_string();
         let limit = limit.max(1);
         let docs: Vec<String> = self

@@ -42,6 +42,19 @@ pub struct Window {
 }
 
 impl Window {
+    /// The delivery ids `[lo, hi)` of the page of this window that a listing newest first
+    /// reads next: ids created in the window, below `cursor` (the last id of the previous
+    /// page) when there is one. Ids of the window's last millisecond sort below
+    /// `min_at(until)`, so the upper bound is exclusive.
+    pub fn id_range(&self, cursor: Option<&str>) -> Result<(DeliveryId, DeliveryId)> {
+        let lo = DeliveryId::min_at(self.since.timestamp_millis().max(0) as u64);
+        let mut hi = DeliveryId::min_at(self.until.timestamp_millis().max(0) as u64);
+        if let Some(c) = cursor {
+            hi = hi.min(c.parse::<DeliveryId>().map_err(|_| crate::Error::InvalidCursor)?);
+        }
+        Ok((lo, hi))
+    }
+
     /// Whether `t` is inside.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.since <= t && t < self.until
