@@ -22,10 +22,31 @@ fn is_json(req: &Request) -> bool {
         .is_some_and(|ct| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")))
 }
 
+/// How much of an oversized body is read (and dropped) before answering 413, so a client
+/// still sending gets the answer instead of a connection reset mid-upload. Beyond this the
+/// connection is cut.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
 async fn read(req: Request) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes")))
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY_BYTES {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes")));
+    }
+    Ok(buf.into())
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
