@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use subscription_api::{Claims, JwtKey, mint_token};
 
-use crate::proc;
 use crate::receiver::now_ns;
+use hookbridge_e2e::proc;
 
 /// The running processes.
 pub struct Rig {

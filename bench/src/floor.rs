@@ -7,7 +7,7 @@ use futures::StreamExt;
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::signing;
 
-use crate::proc;
+use hookbridge_e2e::proc;
 
 /// CPU per request of signing and POSTing `n` envelopes, `concurrency` at a time, in µs.
 pub async fn cpu_us_per_request(receiver_url: &str, n: usize, concurrency: usize) -> anyhow::Result<f64> {

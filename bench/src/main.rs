@@ -4,7 +4,6 @@ mod aws;
 mod embedded;
 mod fanout;
 mod floor;
-mod proc;
 mod receiver;
 mod report;
 mod startup;

@@ -36,12 +36,9 @@ async fn drain(q: &dyn Queue, n: usize) -> Vec<ReceivedMessage> {
     got
 }
 
-/// CPU time this process has used (user + system), from /proc (USER_HZ ticks).
+/// CPU time this process has used so far.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<u64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
-    Duration::from_millis((f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10)
+    crate::proc::cpu_time(crate::proc::me()).unwrap_or_default()
 }
 
 /// The requests of one round, by stage.

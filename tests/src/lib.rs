@@ -3,6 +3,7 @@
 
 pub mod cost;
 pub mod openapi;
+pub mod proc;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -82,12 +82,10 @@ impl HookStore for DynamoHookStore {
             .build()
             .map_err(build_err)?;
         let r = self
-            .table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_hook).build())
-            .transact_items(TransactWriteItem::builder().put(put_guard).build())
-            .send()
+            .transact([
+                TransactWriteItem::builder().put(put_hook).build(),
+                TransactWriteItem::builder().put(put_guard).build(),
+            ])
             .await;
         match r {
             Ok(_) => Ok(()),
@@ -203,12 +201,10 @@ impl HookStore for DynamoHookStore {
             .build()
             .map_err(build_err)?;
         let r = self
-            .table
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(del_hook).build())
-            .transact_items(TransactWriteItem::builder().delete(del_guard).build())
-            .send()
+            .transact([
+                TransactWriteItem::builder().delete(del_hook).build(),
+                TransactWriteItem::builder().delete(del_guard).build(),
+            ])
             .await;
         match r {
             Ok(_) => Ok(true),
@@ -219,6 +215,11 @@ impl HookStore for DynamoHookStore {
 }
 
 impl DynamoHookStore {
+    /// Writes a hook and its name guard together, or neither.
+    async fn transact(&self, items: [TransactWriteItem; 2]) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.table.client.transact_write_items().set_transact_items(Some(items.into())).send().await.map(|_| ())
+    }
+
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).
     async fn query_hooks(&self, tenant: &TenantId, start: Option<HookId>, max: Option<usize>) -> Result<Vec<Hook>> {
         let mut out = Vec::new();

@@ -63,12 +63,12 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
 
 /// Runs what the hook needs and records the outcome.
 async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core::Result<()> {
-    let Some(hook) = v.backend.hooks.get(&d.tenant, d.hook_id).await? else {
-        return Ok(()); // Deleted since: nothing to verify.
-    };
     if !event_type::VERIFIER_TRIGGERS.contains(&kind) {
         return Ok(());
     }
+    let Some(hook) = v.backend.hooks.get(&d.tenant, d.hook_id).await? else {
+        return Ok(()); // Deleted since: nothing to verify.
+    };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
     let Some(hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
         return Ok(());

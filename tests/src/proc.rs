@@ -1,4 +1,5 @@
-//! Reading a process's CPU time and peak memory from /proc.
+//! Reading a process's CPU time and peak memory from /proc (the cost rig and the
+//! benchmark harness measure with it).
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use std::time::Duration;
 const TICKS_PER_SECOND: u64 = 100;
 
 /// User + system CPU time a process has used.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) are space separated;
     // utime and stime are fields 14 and 15 of the whole line.
@@ -18,7 +19,7 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 }
 
 /// Peak resident memory (VmHWM), in bytes.
-pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+pub fn peak_rss(pid: u32) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
