@@ -13,6 +13,8 @@ pub const BUS: &str = "HOOKBRIDGE_BUS";
 pub const INGEST_QUEUE_URL: &str = "HOOKBRIDGE_INGEST_QUEUE_URL";
 /// `HOOKBRIDGE_DELIVERY_QUEUE_URL`: the delivery queue.
 pub const DELIVERY_QUEUE_URL: &str = "HOOKBRIDGE_DELIVERY_QUEUE_URL";
+/// `HOOKBRIDGE_SLOW_QUEUE_URL`: the delivery queue's slow lane.
+pub const SLOW_QUEUE_URL: &str = "HOOKBRIDGE_SLOW_QUEUE_URL";
 /// `HOOKBRIDGE_VERIFY_QUEUE_URL`: the verify queue.
 pub const VERIFY_QUEUE_URL: &str = "HOOKBRIDGE_VERIFY_QUEUE_URL";
 /// `HOOKBRIDGE_KMS_KEY`: the KMS key sealing hook secrets (id, ARN or alias).
@@ -47,6 +49,7 @@ impl Config {
             bus: required(BUS)?,
             ingest_queue_url: required(INGEST_QUEUE_URL)?,
             delivery_queue_url: required(DELIVERY_QUEUE_URL)?,
+            slow_queue_url: required(SLOW_QUEUE_URL)?,
             verify_queue_url: required(VERIFY_QUEUE_URL)?,
             kms_key: required(KMS_KEY)?,
         };
@@ -66,6 +69,7 @@ mod tests {
             (BUS, "b"),
             (INGEST_QUEUE_URL, "i"),
             (DELIVERY_QUEUE_URL, "d"),
+            (SLOW_QUEUE_URL, "s"),
             (VERIFY_QUEUE_URL, "v"),
             (KMS_KEY, "alias/k"),
         ];

@@ -29,6 +29,8 @@ struct UpdateDoc {
     status: DeliveryStatus,
     next_attempt_at: Option<DateTime<Utc>>,
     note: Option<String>,
+    #[serde(default)]
+    round: u32,
     at: DateTime<Utc>,
 }
 
@@ -40,6 +42,7 @@ impl From<&DeliveryUpdate> for UpdateDoc {
             status: u.status,
             next_attempt_at: u.next_attempt_at,
             note: u.note.clone(),
+            round: u.round,
             at: u.at,
         }
     }
@@ -53,6 +56,7 @@ impl From<UpdateDoc> for DeliveryUpdate {
             status: u.status,
             next_attempt_at: u.next_attempt_at,
             note: u.note,
+            round: u.round,
             at: u.at,
         }
     }

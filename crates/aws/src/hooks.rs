@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{HookStore, Page};
@@ -35,6 +35,28 @@ fn hook_key(tenant: &TenantId, id: HookId) -> Item {
 
 fn guard_key(tenant: &TenantId, name: &str) -> Item {
     key(tenant_pk(tenant), format!("N#{name}"))
+}
+
+/// The item counting a tenant's hooks, so the quota is checked in the create
+/// transaction rather than by counting (a query per create, racing with other creates).
+fn counter_key(tenant: &TenantId) -> Item {
+    key(tenant_pk(tenant), "C#hooks".to_owned())
+}
+
+/// The counter's attribute.
+const HOOK_COUNT: &str = "hooks";
+
+fn count_by(table: &str, tenant: &TenantId, by: i64, max: Option<u32>) -> Result<TransactWriteItem> {
+    let mut u = Update::builder()
+        .table_name(table)
+        .set_key(Some(counter_key(tenant)))
+        .update_expression("ADD #c :by")
+        .expression_attribute_names("#c", HOOK_COUNT)
+        .expression_attribute_values(":by", n(by));
+    if let Some(max) = max {
+        u = u.condition_expression("attribute_not_exists(#c) OR #c < :max").expression_attribute_values(":max", n(max));
+    }
+    Ok(TransactWriteItem::builder().update(u.build().map_err(build_err)?).build())
 }
 
 /// The item claiming a hook's name in its tenant.
@@ -67,7 +89,7 @@ fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>>
 
 #[async_trait]
 impl HookStore for DynamoHookStore {
-    async fn create(&self, hook: &Hook) -> Result<()> {
+    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()> {
         let guard = guard_item(hook);
         let put_hook = Put::builder()
             .table_name(&self.table.name)
@@ -82,15 +104,17 @@ impl HookStore for DynamoHookStore {
             .build()
             .map_err(build_err)?;
         let r = self
-            .transact([
+            .transact(vec![
                 TransactWriteItem::builder().put(put_hook).build(),
                 TransactWriteItem::builder().put(put_guard).build(),
+                count_by(&self.table.name, &hook.tenant, 1, Some(max_hooks))?,
             ])
             .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) => match failed_conditions(&e) {
                 Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
+                Some(failed) if failed.get(2) == Some(&true) => Err(Error::QuotaReached { limit: max_hooks }),
                 Some(failed) if failed.first() == Some(&true) => Err(Error::Corrupt("hook id collision".to_owned())),
                 _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
             },
@@ -201,9 +225,10 @@ impl HookStore for DynamoHookStore {
             .build()
             .map_err(build_err)?;
         let r = self
-            .transact([
+            .transact(vec![
                 TransactWriteItem::builder().delete(del_hook).build(),
                 TransactWriteItem::builder().delete(del_guard).build(),
+                count_by(&self.table.name, tenant, -1, None)?,
             ])
             .await;
         match r {
@@ -215,9 +240,9 @@ impl HookStore for DynamoHookStore {
 }
 
 impl DynamoHookStore {
-    /// Writes a hook and its name guard together, or neither.
-    async fn transact(&self, items: [TransactWriteItem; 2]) -> Result<(), SdkError<TransactWriteItemsError>> {
-        self.table.client.transact_write_items().set_transact_items(Some(items.into())).send().await.map(|_| ())
+    /// Writes a hook, its name guard and the tenant's hook count together, or none.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.table.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
     }
 
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).

@@ -25,8 +25,10 @@ pub struct Resources {
     pub bus: String,
     /// The ingest queue's URL.
     pub ingest_queue_url: String,
-    /// The delivery queue's URL.
+    /// The delivery queue's URL (the fast lane).
     pub delivery_queue_url: String,
+    /// The slow lane's URL.
+    pub slow_queue_url: String,
     /// The verify queue's URL.
     pub verify_queue_url: String,
     /// The KMS key's alias.
@@ -63,6 +65,7 @@ pub async fn create(clients: &Clients, topology: &Topology) -> Result<Resources>
         bus: topology.bus.clone(),
         ingest_queue_url: url(&topology.ingest),
         delivery_queue_url: url(&topology.delivery),
+        slow_queue_url: url(&topology.delivery_slow),
         verify_queue_url: url(&topology.verify),
         kms_key,
     })
@@ -75,6 +78,7 @@ pub async fn find(clients: &Clients, topology: &Topology) -> Result<Resources> {
         bus: topology.bus.clone(),
         ingest_queue_url: queue_url(clients, &topology.ingest.name).await?,
         delivery_queue_url: queue_url(clients, &topology.delivery.name).await?,
+        slow_queue_url: queue_url(clients, &topology.delivery_slow.name).await?,
         verify_queue_url: queue_url(clients, &topology.verify.name).await?,
         kms_key: key_alias(topology),
     })

@@ -5,10 +5,12 @@
 //! | --------------- | ------------- | -------------------------- |
 //! | hook            | `T#{tenant}`  | `H#{hook_id}`              |
 //! | hook name guard | `T#{tenant}`  | `N#{name}`                 |
+//! | hook count      | `T#{tenant}`  | `C#hooks`                  |
 //! | delivery        | `H#{hook_id}` | `D#{delivery_id}`          |
 //! | delivery update | `H#{hook_id}` | `D#{delivery_id}#U#{ulid}` |
 //! | event           | `T#{tenant}`  | `E#{event_id}`             |
 //! | idempotency key | `T#{tenant}`  | `I#{key}`                  |
+//! | rate state      | `R#{key}`     | `R`                        |
 
 use std::collections::HashMap;
 

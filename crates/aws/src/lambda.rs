@@ -40,9 +40,33 @@ fn record(m: SqsMessage) -> Result<ReceivedMessage, UnidentifiedRecord> {
     received(m.message_id, m.receipt_handle, m.body, count.as_deref(), sent.as_deref()).ok_or(UnidentifiedRecord)
 }
 
+/// The records of one invocation, and the queue they came from.
+#[derive(Debug, Clone)]
+pub struct SqsBatch {
+    /// The messages.
+    pub messages: Vec<ReceivedMessage>,
+    /// The name of the queue they came from (the end of the records' `eventSourceARN`),
+    /// for a function triggered by more than one queue.
+    pub queue: Option<String>,
+}
+
 /// The records of an SQS event.
-pub fn records(event: SqsEvent) -> Result<Vec<ReceivedMessage>, UnidentifiedRecord> {
-    event.records.into_iter().map(record).collect()
+pub fn records(event: SqsEvent) -> Result<SqsBatch, UnidentifiedRecord> {
+    let queue = event
+        .records
+        .first()
+        .and_then(|r| r.event_source_arn.as_deref())
+        .and_then(|arn| arn.rsplit(':').next())
+        .map(str::to_owned);
+    let messages = event.records.into_iter().map(record).collect::<Result<_, _>>()?;
+    Ok(SqsBatch { messages, queue })
+}
+
+/// When an invocation must have answered, from its context's deadline (milliseconds
+/// since the Unix epoch), as an instant on tokio's clock.
+pub fn deadline(deadline_ms: u64) -> tokio::time::Instant {
+    let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+    tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 /// The partial-batch response for a stage's outcome.
@@ -60,25 +84,31 @@ pub fn response(outcome: BatchOutcome) -> SqsBatchResponse {
     r
 }
 
-/// Handles one invocation: the event's records to `handle`, its outcome back as partial
-/// batch failures. Exposed apart from [`run_sqs`] so tests drive it with sample events.
-pub async fn invoke<F, Fut>(event: SqsEvent, handle: F) -> Result<SqsBatchResponse, UnidentifiedRecord>
+/// Handles one invocation: the event's records to `handle` with the invocation's
+/// deadline, its outcome back as partial batch failures. Exposed apart from [`run_sqs`]
+/// so tests drive it with sample events.
+pub async fn invoke<F, Fut>(
+    event: SqsEvent,
+    deadline: tokio::time::Instant,
+    handle: F,
+) -> Result<SqsBatchResponse, UnidentifiedRecord>
 where
-    F: FnOnce(Vec<ReceivedMessage>) -> Fut,
+    F: FnOnce(SqsBatch, tokio::time::Instant) -> Fut,
     Fut: Future<Output = BatchOutcome>,
 {
-    Ok(response(handle(records(event)?).await))
+    Ok(response(handle(records(event)?, deadline).await))
 }
 
 /// Runs an SQS-triggered function (`FunctionResponseTypes: [ReportBatchItemFailures]`).
 pub async fn run_sqs<F, Fut>(handle: F) -> Result<(), lambda_runtime::Error>
 where
-    F: Fn(Vec<ReceivedMessage>) -> Fut,
+    F: Fn(SqsBatch, tokio::time::Instant) -> Fut,
     Fut: Future<Output = BatchOutcome>,
 {
     let handle = &handle;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        invoke(event.payload, handle).await.map_err(lambda_runtime::Error::from)
+        let deadline = deadline(event.context.deadline);
+        invoke(event.payload, deadline, handle).await.map_err(lambda_runtime::Error::from)
     }))
     .await
 }

@@ -13,6 +13,7 @@ pub mod init;
 mod keys;
 mod kms;
 pub mod lambda;
+mod limiter;
 mod requests;
 mod sqs;
 pub mod telemetry;
@@ -68,10 +69,12 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         hooks: Arc::new(hooks::DynamoHookStore::new(table.clone())),
         deliveries: Arc::new(deliveries::DynamoDeliveryStore::new(table.clone())),
         events: Arc::new(events::DynamoEventStore::new(table.clone())),
-        idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table)),
+        idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table.clone())),
+        limiter: Arc::new(limiter::DynamoRateLimiter::new(table)),
         bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
         ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),
         delivery_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.delivery_queue_url.clone())),
+        slow_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.slow_queue_url.clone())),
         verify_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.verify_queue_url.clone())),
         sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
     }

@@ -132,6 +132,9 @@ pub struct Delivery {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why it was cancelled or failed without an attempt.
     pub note: Option<String>,
+    /// How many times it was sent again by request (retry, replay); see [`Delivery::apply`].
+    #[serde(default)]
+    pub round: u32,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -158,6 +161,7 @@ impl Delivery {
             attempts: Vec::new(),
             next_attempt_at: Some(now),
             note: None,
+            round: 0,
             created_at: now,
             updated_at: now,
         }
@@ -180,13 +184,29 @@ impl Delivery {
         self.attempts.last()
     }
 
-    /// Applies an update as every store must: append the attempt, set the status.
+    /// Applies an update as every store must: append the attempt, and set the status
+    /// unless the update belongs to an older round than the delivery is in.
+    ///
+    /// Rounds make the outcome independent of the order in which two processes' writes
+    /// land: the API's `PENDING` for round 2 and the worker's `SUCCEEDED` for round 2 fold
+    /// to `SUCCEEDED` whichever is stored last, and nothing from round 1 can overwrite
+    /// round 2.
     pub fn apply(&mut self, u: &DeliveryUpdate) {
         if let Some(a) = &u.attempt {
             let mut a = a.clone();
             a.attempt = self.attempts.len() as u32 + 1;
             self.attempts.push(a);
         }
+        if u.round < self.round {
+            self.updated_at = self.updated_at.max(u.at);
+            return;
+        }
+        if u.round == self.round && u.status == DeliveryStatus::Pending && self.status != DeliveryStatus::Pending {
+            // The request that opened this round, stored after the worker already recorded
+            // what the round's attempt did.
+            return;
+        }
+        self.round = u.round;
         self.status = u.status;
         self.next_attempt_at = u.next_attempt_at;
         if u.note.is_some() {
@@ -209,19 +229,22 @@ pub struct DeliveryUpdate {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why it was cancelled or failed.
     pub note: Option<String>,
+    /// The round it belongs to (see [`Delivery::apply`]).
+    pub round: u32,
     /// When this happened.
     pub at: DateTime<Utc>,
 }
 
 impl DeliveryUpdate {
     /// The delivery was not sent, for `reason`.
-    pub fn cancelled(delivery: DeliveryKey, reason: String, at: DateTime<Utc>) -> Self {
+    pub fn cancelled(delivery: DeliveryKey, round: u32, reason: String, at: DateTime<Utc>) -> Self {
         Self {
             delivery,
             attempt: None,
             status: DeliveryStatus::Cancelled,
             next_attempt_at: None,
             note: Some(reason),
+            round,
             at,
         }
     }
@@ -245,6 +268,65 @@ pub struct DeliveryKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> DeliveryKey {
+        DeliveryKey {
+            tenant: "t".parse().unwrap(),
+            hook_id: HookId::generate(),
+            delivery_id: DeliveryId::generate(),
+            event_id: "e".parse().unwrap(),
+            event_type: "x".into(),
+        }
+    }
+
+    fn update(k: &DeliveryKey, status: DeliveryStatus, round: u32, attempt: bool) -> DeliveryUpdate {
+        let now = Utc::now();
+        DeliveryUpdate {
+            delivery: k.clone(),
+            attempt: attempt.then_some(Attempt {
+                attempt: 0,
+                at: now,
+                duration_ms: 1,
+                status_code: Some(200),
+                error_class: None,
+                response_excerpt: None,
+            }),
+            status,
+            next_attempt_at: None,
+            note: None,
+            round,
+            at: now,
+        }
+    }
+
+    #[test]
+    fn a_resend_recorded_after_its_own_outcome_does_not_reopen_the_delivery() {
+        let k = key();
+        let requeued = update(&k, DeliveryStatus::Pending, 1, false);
+        let succeeded = update(&k, DeliveryStatus::Succeeded, 1, true);
+        for order in [[&requeued, &succeeded], [&succeeded, &requeued]] {
+            let mut d = Delivery::pending_for(&k, Utc::now());
+            d.apply(&update(&k, DeliveryStatus::Failed, 0, true));
+            for u in order {
+                d.apply(u);
+            }
+            assert_eq!(d.status, DeliveryStatus::Succeeded);
+            assert_eq!(d.round, 1);
+            assert_eq!(d.attempts.len(), 2);
+        }
+    }
+
+    #[test]
+    fn an_older_round_never_overwrites_a_newer_one() {
+        let k = key();
+        let mut d = Delivery::pending_for(&k, Utc::now());
+        d.apply(&update(&k, DeliveryStatus::Pending, 2, false));
+        d.apply(&update(&k, DeliveryStatus::Failed, 1, true));
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        assert_eq!(d.attempts.len(), 1, "the attempt is kept");
+        d.apply(&update(&k, DeliveryStatus::Succeeded, 2, true));
+        assert_eq!(d.status, DeliveryStatus::Succeeded);
+    }
 
     #[test]
     fn excerpt_cuts_on_a_char_boundary() {

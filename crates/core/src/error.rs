@@ -13,6 +13,12 @@ pub enum Error {
     /// The stored version is not the one the write expected.
     #[error("the hook was changed by someone else; read it again and retry")]
     VersionConflict,
+    /// The tenant has as many hooks as it may.
+    #[error("the tenant has {limit} hooks, the most it may have")]
+    QuotaReached {
+        /// The limit.
+        limit: u32,
+    },
     /// A pagination cursor that this store did not issue.
     #[error("invalid cursor")]
     InvalidCursor,

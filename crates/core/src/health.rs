@@ -1,11 +1,15 @@
-//! The auto-disable rule: a hook that keeps failing stops receiving deliveries, with a
-//! warning first, so its owner hears about it before events start being cancelled.
+//! A hook's delivery health: the auto-disable rule (a hook that keeps failing stops
+//! receiving deliveries, with a warning first, so its owner hears about it before events
+//! start being cancelled), its circuit breaker and its lane, folded from what its
+//! attempts said.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::circuit::{Reachability, Transition};
 use crate::hook::Health;
+use crate::outcome::{Disposition, Sent, classify};
 
 /// When a failing hook is warned about and then disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +70,109 @@ pub fn after_success(health: &Health, now: DateTime<Utc>) -> Option<Health> {
     if healthy && fresh {
         return None;
     }
-    Some(Health { consecutive_failures: 0, failing_since: None, last_success_at: Some(now), warned: false })
+    Some(Health {
+        consecutive_failures: 0,
+        failing_since: None,
+        last_success_at: Some(now),
+        warned: false,
+        ..health.clone()
+    })
+}
+
+/// How long a hook that kept a request waiting past the fast lane's patience stays in
+/// the slow lane. Renewed while it stays slow; long enough that a slow endpoint is not
+/// tried on the fast lane again and again, short enough that a recovered one returns soon.
+pub const SLOW_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// What one request told about its hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// An attempt ended with `sent`.
+    Attempt {
+        /// When it started.
+        started: DateTime<Utc>,
+        /// When it ended.
+        ended: DateTime<Utc>,
+        /// What came back.
+        sent: Sent,
+        /// It outlived the fast lane's patience (it is then slow, whatever it answered).
+        slow: bool,
+    },
+    /// A fast-lane request was given up after the patience and moved to the slow lane. It
+    /// says the endpoint is slow, not that it is down: the slow lane's full timeout decides that.
+    Abandoned {
+        /// When it was given up.
+        at: DateTime<Utc>,
+    },
+}
+
+/// A hook's health after some observations, and what to tell the tenant about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChange {
+    /// The new health.
+    pub health: Health,
+    /// Emit `hook.failing`.
+    pub warn: bool,
+    /// Disable the hook, for this reason.
+    pub disable: Option<String>,
+    /// The circuit opened or closed.
+    pub circuit: Option<Transition>,
+}
+
+/// Folds observations into a hook's health; `None` when nothing worth a write changed
+/// (a healthy hook's recent success, most of all).
+pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation]) -> Option<HealthChange> {
+    let mut h = start.clone();
+    let (mut changed, mut warn, mut disable, mut circuit) = (false, false, None, None);
+    let mut slow_at = None;
+    for o in observations {
+        match *o {
+            Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
+            Observation::Attempt { started, ended, sent, slow } => {
+                if slow {
+                    slow_at = slow_at.max(Some(ended));
+                }
+                if let Some((c, t)) = h.circuit.after(Reachability::of(sent), started, ended) {
+                    h.circuit = c;
+                    circuit = t.or(circuit);
+                    changed = true;
+                }
+                match classify(sent) {
+                    Disposition::Delivered => {
+                        if let Some(next) = after_success(&h, ended) {
+                            h = next;
+                            changed = true;
+                        }
+                    }
+                    d => {
+                        let r = rule.after_failure(&h, ended);
+                        warn |= r.warn;
+                        if d == Disposition::Gone {
+                            disable = Some("the endpoint answered 410 Gone".to_owned());
+                        } else if r.disable {
+                            disable = Some(format!(
+                                "failing since {} ({} failed attempts in a row)",
+                                r.health.failing_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                                r.health.consecutive_failures
+                            ));
+                        }
+                        h = r.health;
+                        changed = true;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(at) = slow_at {
+        let until = at + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
+        // Renewed only when half of it has passed: one write per five minutes at most.
+        let renew_after = until - chrono::Duration::from_std(SLOW_FOR / 2).unwrap_or_default();
+        if h.slow_until.is_none_or(|t| t < renew_after) {
+            h.slow_until = Some(until);
+            changed = true;
+        }
+    }
+    changed.then_some(HealthChange { health: h, warn, disable, circuit })
 }
 
 #[cfg(test)]
@@ -133,5 +239,47 @@ mod tests {
         assert_eq!(healed.consecutive_failures, 0);
         assert_eq!(healed.failing_since, None);
         assert_eq!(healed.last_success_at, Some(at(5)));
+    }
+
+    fn attempt(t: i64, status: Option<u16>) -> Observation {
+        let sent = match status {
+            Some(status) => Sent::Response { status, retry_after: None },
+            None => Sent::NoResponse(crate::delivery::ErrorClass::Timeout),
+        };
+        Observation::Attempt { started: at(t), ended: at(t), sent, slow: false }
+    }
+
+    #[test]
+    fn timeouts_open_the_circuit_and_count_toward_disabling() {
+        let rule = DisableRule::default();
+        let obs: Vec<_> = (0..5).map(|t| attempt(t, None)).collect();
+        let c = observe(&rule, &Health::default(), &obs).unwrap();
+        assert_eq!(c.circuit, Some(Transition::Opened));
+        assert_eq!(c.health.consecutive_failures, 5);
+        assert_eq!(c.health.lane(at(6)), crate::hook::Lane::Slow);
+        let closed = observe(&rule, &c.health, &[attempt(100, Some(204))]).unwrap();
+        assert_eq!(closed.circuit, Some(Transition::Closed));
+        assert_eq!(closed.health.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn an_abandoned_request_makes_the_hook_slow_for_a_while_and_nothing_else() {
+        let c = observe(&DisableRule::default(), &Health::default(), &[Observation::Abandoned { at: at(0) }]).unwrap();
+        assert_eq!(c.health.consecutive_failures, 0);
+        assert!(c.health.circuit.is_closed());
+        assert_eq!(c.health.lane(at(599)), crate::hook::Lane::Slow);
+        assert_eq!(c.health.lane(at(600)), crate::hook::Lane::Fast);
+        // Renewing a fresh mark is not worth a write.
+        assert_eq!(observe(&DisableRule::default(), &c.health, &[Observation::Abandoned { at: at(10) }]), None);
+        assert!(observe(&DisableRule::default(), &c.health, &[Observation::Abandoned { at: at(400) }]).is_some());
+    }
+
+    #[test]
+    fn a_4xx_is_a_failure_for_the_disable_rule_but_the_endpoint_is_up() {
+        let c = observe(&DisableRule::default(), &Health::default(), &[attempt(0, Some(400))]).unwrap();
+        assert_eq!(c.health.consecutive_failures, 1);
+        assert_eq!(c.health.circuit.down_streak, 0);
+        let gone = observe(&DisableRule::default(), &Health::default(), &[attempt(0, Some(410))]).unwrap();
+        assert!(gone.disable.is_some());
     }
 }

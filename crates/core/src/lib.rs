@@ -5,6 +5,7 @@
 //! async runtime: callers pass `now` in, so every decision is testable as a function.
 
 pub mod aead;
+pub mod circuit;
 pub mod delivery;
 pub mod envelope;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod outcome;
 pub mod pattern;
 pub mod ports;
 pub mod properties;
+pub mod rate;
 pub mod retry;
 pub mod secret;
 pub mod settings;

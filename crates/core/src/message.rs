@@ -4,38 +4,116 @@
 //! worker that meets a tag it does not know fails the record, which then reaches the DLQ
 //! instead of being acknowledged unread.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::delivery::DeliveryKey;
 use crate::ids::{DeliveryId, HookId, TenantId};
 
-/// A message on the delivery queue: everything the worker needs, so the hot path reads
-/// no event from the table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum DeliveryTask {
-    /// The first format.
+/// The tag of the current delivery task format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TaskFormat {
+    /// The current format.
+    #[default]
+    #[serde(rename = "delivery.v2")]
+    V2,
+}
+
+/// A message on a delivery lane: one delivery on its way, everything the worker needs so
+/// the hot path reads no event from the table. `{"type": "delivery.v2", …}`.
+///
+/// A plain struct with its tag as a field rather than a tagged enum: serde reads tagged
+/// enums through a buffer, which cannot carry the envelope as raw JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    /// The format tag; a worker that meets a tag it does not know fails the message, which
+    /// then reaches the DLQ instead of being acknowledged unread.
+    #[serde(rename = "type")]
+    pub format: TaskFormat,
+    /// Which delivery.
+    pub delivery: DeliveryKey,
+    /// How many times the delivery was sent again by request (retry, replay); the
+    /// delivery's record keeps only the newest round's status.
+    #[serde(default)]
+    pub round: u32,
+    /// Attempts made in this round. The message carries it, so a redelivery, a deferral
+    /// or a throttle is never mistaken for an attempt.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Not to be sent before this time (a retry's delay, an open circuit, a rate-limit
+    /// slot). A message that arrives earlier is handed back with the rest of the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// `not_before` is a slot reserved under the hook's rate limit: at that time the
+    /// delivery goes without reserving again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slot: bool,
+    /// The envelope, exactly the bytes to send and sign; left out when larger than
+    /// [`INLINE_BODY_MAX`], in which case the worker reads it from the event store (one
+    /// read per event, not per hook, when one event fans out widely).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<Box<RawValue>>,
+}
+
+/// The first format, `{"type": "delivery.v1", "delivery": …, "body": "<envelope>"}`: the
+/// envelope as a string, attempts counted by receives. Still read, so messages queued
+/// before an upgrade are delivered after it.
+#[derive(Deserialize)]
+struct TaskV1 {
+    #[serde(rename = "type")]
+    _format: V1,
+    delivery: DeliveryKey,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+enum V1 {
     #[serde(rename = "delivery.v1")]
-    V1 {
-        /// Which delivery.
-        delivery: DeliveryKey,
-        /// The envelope, exactly the bytes to send and sign; left out when larger than
-        /// [`INLINE_BODY_MAX`], in which case the worker reads it from the event store
-        /// (one read per event, not per hook, when one event fans out widely).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        body: Option<String>,
-    },
+    V1,
 }
 
 /// Envelopes up to this size ride inside the delivery message. Larger ones would make a
 /// fan-out to thousands of hooks copy the event thousands of times through the queue.
 pub const INLINE_BODY_MAX: usize = 16 * 1024;
 
-impl DeliveryTask {
-    /// The body text for the queue.
+impl Task {
+    /// A task that has made no attempt in `round`, carrying `body` when it is small.
+    pub fn new(delivery: DeliveryKey, round: u32, body: &str) -> Self {
+        let envelope = if body.len() <= INLINE_BODY_MAX { RawValue::from_string(body.to_owned()).ok() } else { None };
+        Self { format: TaskFormat::V2, delivery, round, attempt: 0, not_before: None, slot: false, envelope }
+    }
+
+    /// Reads a message body: `None` when it is not a delivery task. A `delivery.v1`
+    /// message counts its attempts by receives, as that format did.
+    pub fn parse(body: &str, receive_count: u32) -> Option<Self> {
+        if let Ok(t) = serde_json::from_str::<Task>(body) {
+            return Some(t);
+        }
+        let v1: TaskV1 = serde_json::from_str(body).ok()?;
+        Some(Self {
+            format: TaskFormat::V2,
+            delivery: v1.delivery,
+            round: 0,
+            attempt: receive_count.saturating_sub(1),
+            not_before: None,
+            slot: false,
+            envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
+        })
+    }
+
+    /// The message body.
     pub fn to_json(&self) -> String {
-        // A struct of strings always serialises.
+        // Ids, numbers, a timestamp and raw JSON always serialise.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The message that sends this task, delayed until `not_before` (at most
+    /// [`crate::ports::MAX_SEND_DELAY`]: a longer wait takes more than one hop).
+    pub fn message(&self, now: DateTime<Utc>) -> crate::ports::OutgoingMessage {
+        let wait = self.not_before.and_then(|t| (t - now).to_std().ok()).unwrap_or_default();
+        crate::ports::OutgoingMessage { body: self.to_json(), delay: wait.min(crate::ports::MAX_SEND_DELAY) }
     }
 }
 
@@ -62,6 +140,10 @@ pub mod event_type {
     pub const HOOK_DEAUTHORIZED: &str = "hook.deauthorized";
     /// A hook has been failing for a while and will be disabled if it goes on.
     pub const HOOK_FAILING: &str = "hook.failing";
+    /// A hook's circuit opened: its endpoint is down and deliveries wait for a probe.
+    pub const HOOK_CIRCUIT_OPENED: &str = "hook.circuit.opened";
+    /// A hook's circuit closed: its endpoint answered again.
+    pub const HOOK_CIRCUIT_CLOSED: &str = "hook.circuit.closed";
     /// A hook was disabled by the failure rule or by a 410.
     pub const HOOK_DISABLED: &str = "hook.disabled";
     /// A delivery ran out of attempts.
@@ -108,4 +190,53 @@ pub struct PlatformDetail {
     /// A human-readable reason, for failures and disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> DeliveryKey {
+        DeliveryKey {
+            tenant: "acme".parse().unwrap(),
+            hook_id: HookId::generate(),
+            delivery_id: DeliveryId::generate(),
+            event_id: "e-1".parse().unwrap(),
+            event_type: "user.login".into(),
+        }
+    }
+
+    #[test]
+    fn the_envelope_rides_as_json_byte_for_byte() {
+        let body = r#"{"version":"0","id":"e-1","detail":{"b":1, "a":"x"}}"#;
+        let mut t = Task::new(key(), 2, body);
+        t.attempt = 3;
+        let json = t.to_json();
+        assert!(json.starts_with(r#"{"type":"delivery.v2","#), "{json}");
+        assert!(json.contains(body), "the envelope is embedded as JSON, not as a string: {json}");
+        let back = Task::parse(&json, 7).unwrap();
+        assert_eq!(back.envelope.unwrap().get(), body);
+        assert_eq!((back.round, back.attempt), (2, 3), "attempts come from the task, not the receive count");
+    }
+
+    #[test]
+    fn a_v1_message_is_still_read_and_counts_attempts_by_receives() {
+        let k = key();
+        let v1 = serde_json::json!({"type": "delivery.v1", "delivery": k, "body": "{\"id\":\"e-1\"}"}).to_string();
+        let t = Task::parse(&v1, 3).unwrap();
+        assert_eq!(t.attempt, 2);
+        assert_eq!(t.envelope.unwrap().get(), r#"{"id":"e-1"}"#);
+        assert!(Task::parse(r#"{"type":"delivery.v9","delivery":{}}"#, 1).is_none());
+        assert!(Task::parse("not json", 1).is_none());
+    }
+
+    #[test]
+    fn a_long_wait_is_sent_as_one_hop_of_at_most_fifteen_minutes() {
+        let now = Utc::now();
+        let mut t = Task::new(key(), 0, "{}");
+        t.not_before = Some(now + chrono::Duration::hours(5));
+        assert_eq!(t.message(now).delay, crate::ports::MAX_SEND_DELAY);
+        t.not_before = Some(now - chrono::Duration::seconds(5));
+        assert_eq!(t.message(now).delay, std::time::Duration::ZERO);
+    }
 }

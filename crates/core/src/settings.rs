@@ -34,6 +34,17 @@ pub const DISABLE_AFTER: &str = "HOOKBRIDGE_DISABLE_AFTER";
 pub const DISABLE_MIN_FAILURES: &str = "HOOKBRIDGE_DISABLE_MIN_FAILURES";
 /// `HOOKBRIDGE_EVENT_RETENTION`: how long envelopes are kept for replay (default `14d`).
 pub const EVENT_RETENTION: &str = "HOOKBRIDGE_EVENT_RETENTION";
+/// `HOOKBRIDGE_FAST_LANE_PATIENCE`: how long a fast-lane request may wait for an answer
+/// before its hook moves to the slow lane (default `2s`).
+pub const FAST_LANE_PATIENCE: &str = "HOOKBRIDGE_FAST_LANE_PATIENCE";
+/// `HOOKBRIDGE_MAX_HOOKS_PER_TENANT`: the most hooks one tenant may have (default `1000`).
+pub const MAX_HOOKS_PER_TENANT: &str = "HOOKBRIDGE_MAX_HOOKS_PER_TENANT";
+/// `HOOKBRIDGE_TENANT_PUBLISH_RATE`: events a second one tenant may publish through the
+/// API (default `1000`).
+pub const TENANT_PUBLISH_RATE: &str = "HOOKBRIDGE_TENANT_PUBLISH_RATE";
+/// `HOOKBRIDGE_TENANT_PUBLISH_BURST`: events a tenant may publish at once above that rate
+/// (default `5000`).
+pub const TENANT_PUBLISH_BURST: &str = "HOOKBRIDGE_TENANT_PUBLISH_BURST";
 /// `HOOKBRIDGE_VISIBILITY_TIMEOUT`: override of every queue's visibility timeout (tests use short ones).
 pub const VISIBILITY_TIMEOUT: &str = "HOOKBRIDGE_VISIBILITY_TIMEOUT";
 
@@ -89,6 +100,38 @@ pub struct Settings {
     pub disable_rule: DisableRule,
     /// How long envelopes are kept.
     pub event_retention: Duration,
+    /// How long a fast-lane request may wait before its hook moves to the slow lane.
+    pub fast_lane_patience: Duration,
+    /// Tenant limits.
+    pub quotas: Quotas,
+}
+
+/// What one tenant may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Hooks per tenant.
+    pub max_hooks: u32,
+    /// Events a second through `POST /v1/events`.
+    pub publish_rate: crate::rate::Rate,
+    /// Events above the rate a tenant may publish at once.
+    pub publish_burst: u32,
+}
+
+impl Default for Quotas {
+    /// A thousand hooks (far above what any seed product's customers configure) and a
+    /// thousand events a second with a burst of five thousand: generous for any one
+    /// tenant, and well inside what one ingest consumer handles, so no tenant can queue
+    /// up work that delays the others.
+    fn default() -> Self {
+        Self { max_hooks: 1000, publish_rate: crate::rate::Rate::per_second(1000), publish_burst: 5000 }
+    }
+}
+
+fn whole(var: &'static str, text: &str, min: u32) -> Result<u32, SettingsError> {
+    text.trim().parse::<u32>().ok().filter(|n| *n >= min).ok_or_else(|| SettingsError {
+        variable: var,
+        message: format!("{text:?} is not a whole number of at least {min}"),
+    })
 }
 
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
@@ -122,6 +165,7 @@ impl Settings {
             }
             topology.ingest.visibility_timeout = d;
             topology.delivery.visibility_timeout = d;
+            topology.delivery_slow.visibility_timeout = d;
             topology.verify.visibility_timeout = d;
         }
         let mut network = defaults.network.clone();
@@ -155,17 +199,6 @@ impl Settings {
                 .map_err(|e| SettingsError { variable: RETRY_SCHEDULE, message: e.to_string() })?,
             None => RetrySchedule::default(),
         };
-        if schedule.max_attempts() >= topology.delivery.max_receive_count {
-            return Err(SettingsError {
-                variable: RETRY_SCHEDULE,
-                message: format!(
-                    "has {} attempts; the delivery queue dead-letters after {} receives, so use at most {} delays",
-                    schedule.max_attempts(),
-                    topology.delivery.max_receive_count,
-                    topology.delivery.max_receive_count - 2
-                ),
-            });
-        }
         let mut disable_rule = DisableRule::default();
         if let Some(v) = var(DISABLE_AFTER) {
             disable_rule.failing_for = duration(DISABLE_AFTER, &v)?;
@@ -184,6 +217,20 @@ impl Settings {
             Some(v) => duration(EVENT_RETENTION, &v)?,
             None => Duration::from_secs(14 * 86_400),
         };
+        let fast_lane_patience = match var(FAST_LANE_PATIENCE) {
+            Some(v) => duration(FAST_LANE_PATIENCE, &v)?,
+            None => Duration::from_secs(2),
+        };
+        let mut quotas = Quotas::default();
+        if let Some(v) = var(MAX_HOOKS_PER_TENANT) {
+            quotas.max_hooks = whole(MAX_HOOKS_PER_TENANT, &v, 1)?;
+        }
+        if let Some(v) = var(TENANT_PUBLISH_RATE) {
+            quotas.publish_rate = crate::rate::Rate::per_second(whole(TENANT_PUBLISH_RATE, &v, 1)?);
+        }
+        if let Some(v) = var(TENANT_PUBLISH_BURST) {
+            quotas.publish_burst = whole(TENANT_PUBLISH_BURST, &v, 1)?;
+        }
         Ok(Self {
             topology,
             jwt_secret,
@@ -194,6 +241,8 @@ impl Settings {
             schedule,
             disable_rule,
             event_retention,
+            fast_lane_patience,
+            quotas,
         })
     }
 }
@@ -231,7 +280,9 @@ mod tests {
             (ALLOWED_NETWORKS, "10.0.0.0/99"),
             (ALLOW_HTTP, "maybe"),
             (DISABLE_MIN_FAILURES, "-1"),
-            (RETRY_SCHEDULE, "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
+            (FAST_LANE_PATIENCE, "quick"),
+            (MAX_HOOKS_PER_TENANT, "0"),
+            (TENANT_PUBLISH_RATE, "lots"),
         ] {
             let e = Settings::from_lookup(lookup(&[(var, value)]), &Defaults::local()).unwrap_err();
             assert_eq!(e.variable, var, "{value}");

@@ -33,8 +33,10 @@ pub struct Topology {
     pub bus: String,
     /// Product events from the bus.
     pub ingest: QueueSpec,
-    /// Deliveries.
+    /// Deliveries: the fast lane.
     pub delivery: QueueSpec,
+    /// Deliveries to endpoints that were slow or down lately: the slow lane.
+    pub delivery_slow: QueueSpec,
     /// Lifecycle events for the verifier.
     pub verify: QueueSpec,
 }
@@ -54,9 +56,10 @@ impl Topology {
             // Six times the function timeouts (AWS's advice for SQS event sources), so a
             // slow batch is never handed to a second invocation while the first still runs.
             ingest: q("ingest", 180, 5),
-            // The worker's retries use the receive count as the attempt number; twelve
-            // leaves room for the eight scheduled attempts plus a few crashed invocations.
+            // Tasks count their own attempts, so a message is received about once; twelve
+            // still covers `delivery.v1` messages, which counted attempts by receives.
             delivery: q("delivery", 180, 12),
+            delivery_slow: q("delivery-slow", 180, 12),
             verify: q("verify", 180, 5),
         }
     }
@@ -83,9 +86,9 @@ impl Topology {
         ]
     }
 
-    /// The three queues.
-    pub fn queues(&self) -> [&QueueSpec; 3] {
-        [&self.ingest, &self.delivery, &self.verify]
+    /// The four queues.
+    pub fn queues(&self) -> [&QueueSpec; 4] {
+        [&self.ingest, &self.delivery, &self.delivery_slow, &self.verify]
     }
 }
 

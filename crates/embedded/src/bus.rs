@@ -9,7 +9,7 @@ use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, Rule, RulePattern, SourceMatch};
 use hookbridge_core::{Error, Result};
-use rusqlite::params;
+use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
 use crate::db::Db;
@@ -87,7 +87,7 @@ impl Bus for EmbeddedBus {
         let targets = self
             .db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("bus.publish"))?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("bus.publish"))?;
                 let rules: Vec<(RulePattern, String)> = {
                     let mut stmt = tx.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
                     let rows = stmt

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS queues (
     name          TEXT PRIMARY KEY,
     visibility_ms INTEGER NOT NULL,
     max_receive   INTEGER NOT NULL,
-    dlq           TEXT
+    dlq           TEXT,
+    max_in_flight INTEGER NOT NULL DEFAULT 120000
 );
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -69,10 +70,17 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at    INTEGER NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt       TEXT,
-    sent_at       INTEGER NOT NULL
+    sent_at       INTEGER NOT NULL,
+    received_at   INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
 CREATE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
+
+-- Rate state: when the key's next unit may go, in microseconds since the epoch.
+CREATE TABLE IF NOT EXISTS rates (
+    key     TEXT PRIMARY KEY,
+    next_us INTEGER NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rules (
     name    TEXT PRIMARY KEY,
@@ -116,6 +124,20 @@ fn connect(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Connection> 
     Ok(c)
 }
 
+/// Columns added since the first release, for databases created before them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("queues", "max_in_flight", "INTEGER NOT NULL DEFAULT 120000"), ("messages", "received_at", "INTEGER")];
+
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let mut stmt = c.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
+        if !stmt.exists([column])? {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock leaves SQLite itself consistent (the transaction
     // rolls back when dropped), so the connection is safe to keep using.
@@ -142,6 +164,7 @@ impl Db {
         }
         let writer = connect(path, max_bytes).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&writer).map_err(err)?;
         let readers = (0..READERS)
             .map(|_| connect(path, max_bytes).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()

@@ -7,7 +7,7 @@ use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryUpdat
 use hookbridge_core::ids::{DeliveryId, HookId};
 use hookbridge_core::ports::{DeliveryStore, Page, Window};
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -43,7 +43,8 @@ impl DeliveryStore for SqliteDeliveryStore {
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("deliveries.insert"))?;
+                let tx =
+                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("deliveries.insert"))?;
                 {
                     let mut stmt = tx
                         .prepare_cached(
@@ -64,7 +65,8 @@ impl DeliveryStore for SqliteDeliveryStore {
         let updates = updates.to_vec();
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("deliveries.record"))?;
+                let tx =
+                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("deliveries.record"))?;
                 for u in &updates {
                     let k = &u.delivery;
                     let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());

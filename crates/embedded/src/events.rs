@@ -6,7 +6,7 @@ use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ids::{EventId, TenantId};
 use hookbridge_core::ports::EventStore;
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -29,7 +29,7 @@ impl EventStore for SqliteEventStore {
         let exp = expires_at.timestamp_millis();
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("events.put"))?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("events.put"))?;
                 {
                     let mut stmt = tx
                         .prepare_cached(

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use hookbridge_core::Result;
 use hookbridge_core::ids::TenantId;
 use hookbridge_core::ports::{Claim, IdempotencyStore, StoredResponse};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::db::Db;
 use crate::error::sql;
@@ -34,7 +34,8 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let (now, exp) = (now.timestamp_millis(), expires_at.timestamp_millis());
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("idempotency.claim"))?;
+                let tx =
+                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("idempotency.claim"))?;
                 let existing = tx
                     .query_row(
                         "SELECT fingerprint, status, body FROM idempotency

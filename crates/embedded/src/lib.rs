@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod hooks;
 mod idempotency;
+mod limiter;
 mod queue;
 mod sealer;
 
@@ -95,7 +96,9 @@ fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<
         bus: Arc::new(EmbeddedBus::new(db.clone(), &config.account, &config.region)),
         ingest_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.ingest.name)),
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),
-        verify_queue: Arc::new(EmbeddedQueue::new(db, &t.verify.name)),
+        slow_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery_slow.name)),
+        verify_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.verify.name)),
+        limiter: Arc::new(limiter::SqliteRateLimiter::new(db)),
         sealer: Arc::new(sealer),
     })
 }

@@ -1,12 +1,13 @@
 //! Durable queues with SQS's semantics, on the `messages` table.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -15,7 +16,7 @@ use crate::error::sql;
 pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
     let spec = spec.clone();
     db.write(move |c| {
-        let tx = c.transaction().map_err(sql("queues.create"))?;
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("queues.create"))?;
         tx.execute(
             "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, 0, NULL)
              ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms",
@@ -55,17 +56,68 @@ pub(crate) fn insert(
     Ok(())
 }
 
+/// The longest a received message can be kept invisible, counted from its receive, as
+/// on SQS (whose `ChangeMessageVisibility` refuses more).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// How often the in-flight count is read again: counting is a range scan, too dear for
+/// every receive, and SQS's own count is approximate too.
+const IN_FLIGHT_RECOUNT: Duration = Duration::from_secs(1);
+
 /// One queue of the embedded backend.
 #[derive(Debug, Clone)]
 pub struct EmbeddedQueue {
     db: Db,
     name: String,
+    in_flight: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl EmbeddedQueue {
     /// A handle to the queue `name` (created by `init`).
     pub fn new(db: Db, name: &str) -> Self {
-        Self { db, name: name.to_owned() }
+        Self { db, name: name.to_owned(), in_flight: Arc::default() }
+    }
+
+    /// Sets how many received, unacknowledged messages the queue allows before it refuses
+    /// receives (120,000 by default, SQS's limit for a standard queue). Tests lower it to
+    /// prove that nothing waits in flight.
+    pub async fn set_max_in_flight(&self, max: u32) -> Result<()> {
+        let name = self.name.clone();
+        self.db
+            .write(move |c| {
+                c.execute("UPDATE queues SET max_in_flight = ?1 WHERE name = ?2", params![max, name])
+                    .map_err(sql("queues.update"))
+            })
+            .await?;
+        *self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        Ok(())
+    }
+
+    /// Whether the queue holds as many messages in flight as it allows, as of at most
+    /// [`IN_FLIGHT_RECOUNT`] ago.
+    async fn over_limit(&self) -> Result<bool> {
+        let cached = *self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, over)) = cached.filter(|(at, _)| at.elapsed() < IN_FLIGHT_RECOUNT) {
+            return Ok(over);
+        }
+        let queue = self.name.clone();
+        let over = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM messages
+                             WHERE queue = ?1 AND visible_at > ?2 AND receipt IS NOT NULL)
+                          >= (SELECT max_in_flight FROM queues WHERE name = ?1)",
+                    params![queue, now_ms()],
+                    |r| r.get::<_, Option<bool>>(0),
+                )
+                .map_err(sql("messages.in_flight"))
+            })
+            .await?
+            .unwrap_or(false);
+        *self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), over));
+        Ok(over)
     }
 
     fn wake(&self) {
@@ -91,7 +143,7 @@ fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
 /// Hands out up to `max` visible messages, moving those received too often to the DLQ.
 /// Returns the messages and, when none was visible, when the next one becomes visible.
 fn take(c: &mut rusqlite::Connection, queue: &str, max: usize) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
-    let tx = c.transaction().map_err(sql("messages.receive"))?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.receive"))?;
     let s = settings(&tx, queue)?;
     let now = now_ms();
     let mut out = Vec::new();
@@ -131,9 +183,10 @@ fn take(c: &mut rusqlite::Connection, queue: &str, max: usize) -> Result<(Vec<Re
                 _ => {
                     let receipt = format!("{seq}.{}", ulid::Ulid::new());
                     tx.execute(
-                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2
+                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2,
+                             received_at = ?4
                          WHERE seq = ?3",
-                        params![now + s.visibility_ms, receipt, seq],
+                        params![now + s.visibility_ms, receipt, seq, now],
                     )
                     .map_err(sql("messages.receive"))?;
                     out.push(ReceivedMessage {
@@ -174,7 +227,7 @@ impl Queue for EmbeddedQueue {
         let batch: Vec<(String, Duration)> = messages.iter().map(|m| (m.body.clone(), m.delay)).collect();
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("messages.send"))?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.send"))?;
                 insert(&tx, &queue, batch)?;
                 tx.commit().map_err(sql("messages.send"))
             })
@@ -187,6 +240,14 @@ impl Queue for EmbeddedQueue {
         let max = max.clamp(1, MAX_BATCH);
         let deadline = tokio::time::Instant::now() + wait;
         let waker = self.db.waker(&self.name);
+        if self.over_limit().await? {
+            // As SQS answers `OverLimit`: nothing more is handed out until some in-flight
+            // messages are deleted or become visible again.
+            return Err(Error::backend(
+                "messages.receive",
+                format!("queue {} has as many messages in flight as it allows (OverLimit)", self.name),
+            ));
+        }
         loop {
             // Register for a wake-up before looking, so a send between the look and the
             // wait is not missed.
@@ -216,7 +277,7 @@ impl Queue for EmbeddedQueue {
         let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
         self.db
             .write(move |c| {
-                let tx = c.transaction().map_err(sql("messages.delete"))?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.delete"))?;
                 {
                     let mut del =
                         tx.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
@@ -231,14 +292,22 @@ impl Queue for EmbeddedQueue {
 
     async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
         let receipt = receipt.0.clone();
-        let delay_ms = delay.as_millis() as i64;
+        let delay_ms = delay.as_millis().min(i64::MAX as u128) as i64;
         self.db
             .write(move |c| {
-                c.execute(
-                    "UPDATE messages SET visible_at = ?1 WHERE receipt = ?2",
-                    params![now_ms() + delay_ms, receipt],
-                )
-                .map_err(sql("messages.change_visibility"))
+                let now = now_ms();
+                let received: Option<Option<i64>> = c
+                    .query_row("SELECT received_at FROM messages WHERE receipt = ?1", [&receipt], |r| r.get(0))
+                    .optional()
+                    .map_err(sql("messages.change_visibility"))?;
+                let since = now - received.flatten().unwrap_or(now);
+                if delay_ms.saturating_add(since) > MAX_VISIBILITY.as_millis() as i64 {
+                    return Err(Error::TooLarge(
+                        "a visibility timeout may not reach more than 12 hours past the message's receive".to_owned(),
+                    ));
+                }
+                c.execute("UPDATE messages SET visible_at = ?1 WHERE receipt = ?2", params![now + delay_ms, receipt])
+                    .map_err(sql("messages.change_visibility"))
             })
             .await?;
         self.wake();

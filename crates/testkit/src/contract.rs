@@ -42,7 +42,10 @@ macro_rules! contract_tests {
             deliveries_list_a_time_window_newest_first_with_pagination,
             deliveries_record_recreates_a_missing_delivery,
             events_put_get_and_isolation,
-            idempotency_claims_completes_and_releases
+            idempotency_claims_completes_and_releases,
+            hooks_create_stops_at_the_tenant_quota,
+            deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome,
+            limiter_paces_and_admits_across_handles
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -57,6 +60,8 @@ macro_rules! contract_tests {
 }
 
 const SECOND: Duration = Duration::from_secs(1);
+/// A hook quota no contract case reaches.
+const ANY: u32 = 1000;
 
 fn tenant(s: &str) -> TenantId {
     s.parse().expect("tenant")
@@ -292,7 +297,7 @@ pub async fn hooks_create_get_and_tenant_isolation(h: &dyn Harness) {
     let t = h.unique("tenant");
     let (hook, secrets) = make_hook(h, &t, "one").await;
     let store = &h.backend().hooks;
-    store.create(&hook).await.expect("create");
+    store.create(&hook, ANY).await.expect("create");
     let got = store.get(&hook.tenant, hook.id).await.expect("get").expect("present");
     assert_eq!(got, hook);
     let opened = h.backend().sealer.open(&got.sealed).await.expect("open");
@@ -307,11 +312,11 @@ pub async fn hooks_names_are_unique_per_tenant_and_freed_by_delete(h: &dyn Harne
     let store = &h.backend().hooks;
     let (a, _) = make_hook(h, &t, "same").await;
     let (b, _) = make_hook(h, &t, "same").await;
-    store.create(&a).await.expect("first");
-    assert!(matches!(store.create(&b).await, Err(Error::NameTaken)));
+    store.create(&a, ANY).await.expect("first");
+    assert!(matches!(store.create(&b, ANY).await, Err(Error::NameTaken)));
     let other_tenant = h.unique("tenant");
     let (c, _) = make_hook(h, &other_tenant, "same").await;
-    store.create(&c).await.expect("other tenant may use the name");
+    store.create(&c, ANY).await.expect("other tenant may use the name");
 
     // Racing creates of one name: exactly one wins.
     let racers: Vec<Hook> = {
@@ -321,14 +326,14 @@ pub async fn hooks_names_are_unique_per_tenant_and_freed_by_delete(h: &dyn Harne
         }
         v
     };
-    let results = futures_join(racers.iter().map(|r| store.create(r))).await;
+    let results = futures_join(racers.iter().map(|r| store.create(r, ANY))).await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(Error::NameTaken))));
 
     assert!(store.delete(&a.tenant, a.id).await.expect("delete"));
     assert!(!store.delete(&a.tenant, a.id).await.expect("delete again"));
     assert_eq!(store.get(&a.tenant, a.id).await.expect("get"), None);
-    store.create(&b).await.expect("name is free again");
+    store.create(&b, ANY).await.expect("name is free again");
 }
 
 async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
@@ -365,7 +370,7 @@ pub async fn hooks_replace_checks_the_version(h: &dyn Harness) {
     let t = h.unique("tenant");
     let store = &h.backend().hooks;
     let (hook, _) = make_hook(h, &t, "versioned").await;
-    store.create(&hook).await.expect("create");
+    store.create(&hook, ANY).await.expect("create");
     let mut v2 = hook.clone();
     v2.config.description = Some("second".into());
     v2.revision = 2;
@@ -388,7 +393,7 @@ pub async fn hooks_list_paginates_in_creation_order(h: &dyn Harness) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let (hook, _) = make_hook(h, &t, &format!("h{i}")).await;
-        store.create(&hook).await.expect("create");
+        store.create(&hook, ANY).await.expect("create");
         ids.push(hook.id);
     }
     let mut seen = Vec::new();
@@ -413,8 +418,8 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
     let store = &h.backend().hooks;
     let (a, _) = make_hook(h, &t, "a").await;
     let (b, _) = make_hook(h, &t, "b").await;
-    store.create(&a).await.expect("a");
-    store.create(&b).await.expect("b");
+    store.create(&a, ANY).await.expect("a");
+    store.create(&b, ANY).await.expect("b");
     let mut got = store
         .get_many(&[(a.tenant.clone(), a.id), (b.tenant.clone(), b.id), (a.tenant.clone(), HookId::generate())])
         .await
@@ -427,7 +432,7 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
 pub async fn hooks_store_no_secret_in_clear(h: &dyn Harness) {
     let t = h.unique("tenant");
     let (hook, secrets) = make_hook(h, &t, "secretive").await;
-    h.backend().hooks.create(&hook).await.expect("create");
+    h.backend().hooks.create(&hook, ANY).await.expect("create");
     let raw = h.raw_hook(&hook.tenant, hook.id).await;
     assert!(raw.contains("secretive"), "raw item should be the hook: {raw}");
     for s in secrets.all_values() {
@@ -479,6 +484,7 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
             status: DeliveryStatus::Retrying,
             next_attempt_at: Some(next),
             note: None,
+            round: 0,
             at: Utc::now(),
         }])
         .await
@@ -490,6 +496,7 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
             status: DeliveryStatus::Succeeded,
             next_attempt_at: None,
             note: None,
+            round: 0,
             at: Utc::now(),
         }])
         .await
@@ -559,6 +566,7 @@ pub async fn deliveries_record_recreates_a_missing_delivery(h: &dyn Harness) {
             status: DeliveryStatus::Succeeded,
             next_attempt_at: None,
             note: None,
+            round: 0,
             at: Utc::now(),
         }])
         .await
@@ -614,4 +622,81 @@ pub async fn idempotency_claims_completes_and_releases(h: &dyn Harness) {
     let past = now - chrono::Duration::seconds(1);
     assert_eq!(store.claim(&t, "k3", "fp", now, past).await.expect("claim"), Claim::Claimed);
     assert_eq!(store.claim(&t, "k3", "fp", now, day).await.expect("claim"), Claim::Claimed, "expired claims are free");
+}
+
+/// A tenant cannot have more hooks than its quota; deleting one makes room again.
+pub async fn hooks_create_stops_at_the_tenant_quota(h: &dyn Harness) {
+    let t = h.unique("tenant");
+    let store = &h.backend().hooks;
+    let (a, _) = make_hook(h, &t, "a").await;
+    let (b, _) = make_hook(h, &t, "b").await;
+    let (c, _) = make_hook(h, &t, "c").await;
+    store.create(&a, 2).await.expect("a");
+    store.create(&b, 2).await.expect("b");
+    assert!(matches!(store.create(&c, 2).await, Err(Error::QuotaReached { limit: 2 })));
+    assert_eq!(store.get(&c.tenant, c.id).await.expect("get"), None, "nothing of a refused hook is stored");
+    let (other, _) = make_hook(h, &h.unique("tenant"), "c").await;
+    store.create(&other, 2).await.expect("another tenant has its own quota");
+    assert!(store.delete(&a.tenant, a.id).await.expect("delete"));
+    store.create(&c, 2).await.expect("room after a delete");
+}
+
+/// The API opens a new round (`PENDING`) and the worker records the round's outcome; the
+/// delivery reads as the outcome whichever of the two writes is stored last.
+pub async fn deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome(h: &dyn Harness) {
+    let t = tenant(&h.unique("tenant"));
+    let hook = HookId::generate();
+    let store = &h.backend().deliveries;
+    let k = key(&t, hook, DeliveryId::generate());
+    let d = Delivery::pending(k.delivery_id, t.clone(), hook, k.event_id.clone(), k.event_type.clone(), Utc::now());
+    store.insert(std::slice::from_ref(&d)).await.expect("insert");
+    let update = |status, round, code: Option<u16>| DeliveryUpdate {
+        delivery: k.clone(),
+        attempt: code.map(attempt),
+        status,
+        next_attempt_at: None,
+        note: None,
+        round,
+        at: Utc::now(),
+    };
+    store.record(&[update(DeliveryStatus::Failed, 0, Some(400))]).await.expect("round 0 fails");
+    // The worker's outcome of round 1 lands first, the API's PENDING for round 1 after it.
+    store.record(&[update(DeliveryStatus::Succeeded, 1, Some(200))]).await.expect("round 1 succeeds");
+    store.record(&[update(DeliveryStatus::Pending, 1, None)]).await.expect("round 1 opened, late");
+    let got = store.get(hook, d.id).await.expect("get").expect("present");
+    assert_eq!(got.status, DeliveryStatus::Succeeded);
+    assert_eq!(got.round, 1);
+    assert_eq!(got.attempts.len(), 2);
+    // A straggler from round 0 cannot undo round 1 either.
+    store.record(&[update(DeliveryStatus::Failed, 0, Some(500))]).await.expect("straggler");
+    let got = store.get(hook, d.id).await.expect("get").expect("present");
+    assert_eq!(got.status, DeliveryStatus::Succeeded);
+    assert_eq!(got.attempts.len(), 3);
+}
+
+/// Paced slots follow each other at the rate whoever reserves them; admission refuses
+/// beyond the burst and says how long to wait.
+pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
+    use hookbridge_core::ports::Admission;
+    use hookbridge_core::rate::Rate;
+    let limiter = &h.backend().limiter;
+    let key = h.unique("hook");
+    // Rate state is kept to the microsecond.
+    let now = hookbridge_core::rate::from_micros(hookbridge_core::rate::micros(Utc::now()));
+    let rate = Rate::per_second(10);
+    let first = limiter.pace(&key, rate, 3, now).await.expect("pace");
+    assert_eq!(first, now, "an idle key starts now");
+    let second = limiter.pace(&key, rate, 2, now).await.expect("pace");
+    assert_eq!((second - first).num_milliseconds(), 300, "after the three slots reserved before");
+    let later = now + chrono::Duration::seconds(60);
+    assert_eq!(limiter.pace(&key, rate, 1, later).await.expect("pace"), later, "idle time is not banked");
+
+    let tenant_key = h.unique("tenant");
+    assert_eq!(limiter.admit(&tenant_key, rate, 5, 5, now).await.expect("admit"), Admission::Admitted);
+    match limiter.admit(&tenant_key, rate, 5, 1, now).await.expect("admit") {
+        Admission::RetryAfter(wait) => assert_eq!(wait, Duration::from_millis(100)),
+        Admission::Admitted => panic!("the burst is used up"),
+    }
+    let soon = now + chrono::Duration::milliseconds(100);
+    assert_eq!(limiter.admit(&tenant_key, rate, 5, 1, soon).await.expect("admit"), Admission::Admitted);
 }

@@ -74,6 +74,8 @@ pub struct HookDraft {
     pub signature_formats: Option<Vec<String>>,
     /// See API.md.
     pub verification: Option<VerificationDraft>,
+    /// `{"per_second": N}`: at most N deliveries a second; `null` or absent for none.
+    pub rate_limit: Option<RateLimitDraft>,
     /// The version a replace expects to overwrite (optimistic locking).
     pub version: Option<u64>,
     /// Read-only; ignored.
@@ -95,6 +97,18 @@ pub struct HookDraft {
     /// Read-only; ignored.
     pub updated_at: Option<IgnoredAny>,
 }
+
+/// `rate_limit` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDraft {
+    /// Deliveries a second, 1 to [`MAX_RATE_LIMIT`].
+    pub per_second: Option<u64>,
+}
+
+/// The highest per-hook rate limit: above it a limit protects no receiver, and each
+/// delivery would cost a rate-state write for nothing.
+pub const MAX_RATE_LIMIT: u64 = 1000;
 
 /// `auth` as written; which fields apply depends on `type`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -314,6 +328,15 @@ impl HookDraft {
             }
         };
 
+        let rate_limit = match self.rate_limit.map(|r| r.per_second) {
+            None => None,
+            Some(Some(n)) if (1..=MAX_RATE_LIMIT).contains(&n) => Some(RateLimit { per_second: n as u32 }),
+            Some(_) => {
+                e.push("rate_limit.per_second", format!("must be a whole number from 1 to {MAX_RATE_LIMIT}"));
+                None
+            }
+        };
+
         let _ = ctx.now;
         match (e.is_empty(), name, url, signing) {
             (true, Some(name), Some(url), Some(signing)) => Ok((
@@ -329,6 +352,7 @@ impl HookDraft {
                     headers,
                     signature_formats,
                     verification,
+                    rate_limit,
                 },
                 HookSecrets { signing, retiring, auth: auth_secret, params, headers: header_secrets },
             )),

@@ -5,14 +5,18 @@ mod draft;
 mod model;
 mod network;
 mod state;
+mod update;
 
-pub use draft::{AuthDraft, HeaderDraft, HookDraft, ParamDraft, ValidationContext, VerificationDraft};
+pub use draft::{
+    AuthDraft, HeaderDraft, HookDraft, MAX_RATE_LIMIT, ParamDraft, RateLimitDraft, ValidationContext, VerificationDraft,
+};
 pub use model::{
     AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,
-    MAX_URL_LEN, OAuthConfig, ParamConfig, RetiringSecret, SealedSecrets, SignatureFormat, TokenMethod,
+    MAX_URL_LEN, OAuthConfig, ParamConfig, RateLimit, RetiringSecret, SealedSecrets, SignatureFormat, TokenMethod,
     VerificationConfig,
 };
 pub use network::{AddressVerdict, Network, NetworkPolicy};
 pub use state::{
-    ConnectionState, DestinationState, Health, HookState, Undeliverable, VerificationState, VerificationStatus,
+    ConnectionState, DestinationState, Health, HookState, Lane, Undeliverable, VerificationState, VerificationStatus,
 };
+pub use update::{Modified, UPDATE_ROUNDS, modify};

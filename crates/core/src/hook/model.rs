@@ -215,6 +215,17 @@ pub struct HookConfig {
     pub signature_formats: Vec<SignatureFormat>,
     /// The ownership challenge.
     pub verification: VerificationConfig,
+    /// The most deliveries a second this hook's receiver gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-hook delivery rate limit: the receiver never gets more than `per_second`
+/// deliveries a second; the rest wait their turn, none is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Deliveries a second.
+    pub per_second: u32,
 }
 
 impl HookConfig {

@@ -77,6 +77,32 @@ pub struct Health {
     /// Whether the `hook.failing` warning went out for the current run of failures.
     #[serde(default)]
     pub warned: bool,
+    /// The circuit breaker.
+    #[serde(default)]
+    pub circuit: crate::circuit::Circuit,
+    /// Until when its deliveries take the slow lane (it kept a request waiting longer than
+    /// the fast lane's patience).
+    #[serde(default)]
+    pub slow_until: Option<DateTime<Utc>>,
+}
+
+/// The two delivery lanes: the fast one for endpoints that answer promptly, the slow one
+/// for endpoints that recently did not, so a slow or dead endpoint never holds up anyone
+/// else's deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Endpoints that answer within the fast lane's patience.
+    Fast,
+    /// Endpoints that were slow lately, or whose circuit is not closed.
+    Slow,
+}
+
+impl Health {
+    /// The lane its deliveries take at `now`.
+    pub fn lane(&self, now: DateTime<Utc>) -> Lane {
+        if !self.circuit.is_closed() || self.slow_until.is_some_and(|t| t > now) { Lane::Slow } else { Lane::Fast }
+    }
 }
 
 /// The platform's view of a hook.

@@ -3,11 +3,13 @@
 //! alike by one contract suite.
 
 mod bus;
+mod limiter;
 mod queue;
 mod sealer;
 mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
+pub use limiter::{Admission, RateLimiter};
 pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
 };
@@ -31,12 +33,26 @@ pub struct Backend {
     pub bus: Arc<dyn Bus>,
     /// Product events matched to hooks.
     pub ingest_queue: Arc<dyn Queue>,
-    /// Deliveries to send.
+    /// Deliveries to send: the fast lane.
     pub delivery_queue: Arc<dyn Queue>,
+    /// Deliveries to endpoints that were slow or down lately: the slow lane.
+    pub slow_queue: Arc<dyn Queue>,
     /// Lifecycle events for the verifier.
     pub verify_queue: Arc<dyn Queue>,
     /// Encrypts hook secrets at rest.
     pub sealer: Arc<dyn Sealer>,
+    /// Delivery pace and publish rates.
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+impl Backend {
+    /// The queue of a delivery lane.
+    pub fn lane(&self, lane: crate::hook::Lane) -> &Arc<dyn Queue> {
+        match lane {
+            crate::hook::Lane::Fast => &self.delivery_queue,
+            crate::hook::Lane::Slow => &self.slow_queue,
+        }
+    }
 }
 
 impl std::fmt::Debug for Backend {

@@ -112,4 +112,13 @@ pub trait Queue: Send + Sync {
 
     /// How many messages it holds.
     async fn depth(&self) -> Result<QueueDepth>;
+
+    /// Hands a message that can never succeed (it does not parse) back at once, so it
+    /// reaches the dead-letter queue after its few receives instead of waiting out a
+    /// visibility timeout each time. It is never acknowledged unread.
+    async fn reject(&self, message: &ReceivedMessage) {
+        if let Err(e) = self.retry_after(&message.receipt, Duration::ZERO).await {
+            tracing::warn!(queue = self.name(), message_id = %message.id, error = %e, "could not return a malformed message early");
+        }
+    }
 }

@@ -65,8 +65,9 @@ impl Window {
 #[async_trait]
 pub trait HookStore: Send + Sync {
     /// Stores a new hook and claims its name in the same transaction.
-    /// [`crate::Error::NameTaken`] if the tenant has a hook of that name.
-    async fn create(&self, hook: &Hook) -> Result<()>;
+    /// [`crate::Error::NameTaken`] if the tenant has a hook of that name,
+    /// [`crate::Error::QuotaReached`] if it has `max_hooks` hooks already.
+    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()>;
 
     /// A hook of the tenant; `None` if absent or another tenant's.
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>>;

@@ -1,0 +1,125 @@
+//! Rate state on DynamoDB: one item per key, changed by conditional writes so every
+//! Lambda instance shares it. The last value this process saw is tried first, so a key
+//! used mostly by one instance costs one write per reservation; a stale guess costs a
+//! consistent read and another write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookbridge_core::ports::{Admission, RateLimiter};
+use hookbridge_core::rate::{self, Rate, from_micros, micros};
+use hookbridge_core::{Error, Result};
+
+use crate::dynamo::Table;
+use crate::keys::{Item, get_n, key, n};
+
+/// The state's attribute: when the key's next unit may go, in microseconds.
+const NEXT: &str = "next_us";
+/// Conditional writes tried before giving up on a contended key.
+const ROUNDS: u32 = 8;
+
+pub(crate) struct DynamoRateLimiter {
+    table: Table,
+    /// The state each key had when this process last wrote or read it.
+    seen: Mutex<HashMap<String, Option<i64>>>,
+}
+
+impl DynamoRateLimiter {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table, seen: Mutex::new(HashMap::new()) }
+    }
+
+    fn item_key(key_name: &str) -> Item {
+        key(format!("R#{key_name}"), "R".to_owned())
+    }
+
+    async fn read(&self, key_name: &str) -> Result<Option<i64>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(Self::item_key(key_name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_n(i, NEXT)))
+    }
+
+    /// Writes `new` if the stored state is still `old`; whether it was.
+    async fn swap(&self, key_name: &str, old: Option<i64>, new: i64) -> Result<bool> {
+        let mut req = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(Self::item_key(key_name)))
+            .update_expression("SET #n = :new")
+            .expression_attribute_names("#n", NEXT)
+            .expression_attribute_values(":new", n(new));
+        req = match old {
+            None => req.condition_expression("attribute_not_exists(#n)"),
+            Some(o) => req.condition_expression("#n = :old").expression_attribute_values(":old", n(o)),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(Error::backend("dynamodb.UpdateItem", e)),
+        }
+    }
+
+    /// Applies `step` to the key's state until a conditional write lands (or `step`
+    /// declines to write), and returns what it computed.
+    async fn update<T>(&self, key_name: &str, step: impl Fn(Option<i64>) -> (Option<i64>, T)) -> Result<T> {
+        let guess = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key_name).copied();
+        let mut current = match guess {
+            Some(g) => g,
+            None => self.read(key_name).await?,
+        };
+        for round in 0..ROUNDS {
+            let (store, out) = step(current);
+            let Some(new) = store else {
+                return Ok(out);
+            };
+            if self.swap(key_name, current, new).await? {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key_name.to_owned(), Some(new));
+                return Ok(out);
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(5 << round.min(5))).await;
+            }
+            current = self.read(key_name).await?;
+        }
+        Err(Error::backend("dynamodb.UpdateItem", format!("rate state of {key_name} kept changing underneath")))
+    }
+}
+
+#[async_trait]
+impl RateLimiter for DynamoRateLimiter {
+    async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let now = micros(now);
+        let first = self
+            .update(key, |next| {
+                let (first, new) = rate::pace(next, now, rate, count);
+                (Some(new), first)
+            })
+            .await?;
+        Ok(from_micros(first))
+    }
+
+    async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission> {
+        let now = micros(now);
+        self.update(key, |next| match rate::admit(next, now, rate, burst, count) {
+            Ok(new) => (Some(new), Admission::Admitted),
+            Err(wait) => (None, Admission::RetryAfter(wait)),
+        })
+        .await
+    }
+}

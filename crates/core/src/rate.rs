@@ -1,0 +1,87 @@
+//! Rates as virtual schedules (the generic cell rate algorithm): a key's state is one
+//! number, the time its next unit may go. Pacing hands out slots and never refuses;
+//! admission refuses what would run ahead of the rate by more than a burst.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// `per_second` units a second, evenly spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    per_second: u32,
+}
+
+impl Rate {
+    /// A rate of `per_second` (at least 1).
+    pub fn per_second(per_second: u32) -> Self {
+        Self { per_second: per_second.max(1) }
+    }
+
+    /// Units a second.
+    pub fn get(self) -> u32 {
+        self.per_second
+    }
+
+    /// The time between two units, in microseconds (precise enough for 1,000,000 a second).
+    pub fn interval_us(self) -> i64 {
+        1_000_000 / i64::from(self.per_second)
+    }
+}
+
+/// Microseconds since the Unix epoch, the unit rate state is kept in.
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The time of a microsecond count.
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// Reserves `count` consecutive slots after `next` (the stored state; `None` for a key
+/// never used): returns the first slot and the new state. Slot `i` is `first + i ×
+/// interval`. An idle key starts at `now`: unused time is not banked, so a burst never
+/// exceeds the rate.
+pub fn pace(next: Option<i64>, now: i64, rate: Rate, count: u32) -> (i64, i64) {
+    let first = next.map_or(now, |n| n.max(now));
+    (first, first + rate.interval_us() * i64::from(count))
+}
+
+/// Admits `count` units under `rate`, letting the key run up to `burst` units ahead:
+/// `Ok(new state)`, or `Err(wait)` with how long until they would be admitted (the state
+/// is then unchanged).
+pub fn admit(next: Option<i64>, now: i64, rate: Rate, burst: u32, count: u32) -> Result<i64, Duration> {
+    let (_, new) = pace(next, now, rate, count);
+    let allowed = now + rate.interval_us() * i64::from(burst.max(count));
+    if new <= allowed { Ok(new) } else { Err(Duration::from_micros((new - allowed).unsigned_abs())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_spaces_slots_evenly_and_does_not_bank_idle_time() {
+        let r = Rate::per_second(4);
+        assert_eq!(pace(None, 1_000_000, r, 3), (1_000_000, 1_750_000));
+        assert_eq!(pace(Some(1_750_000), 1_000_000, r, 1), (1_750_000, 2_000_000));
+        // Idle since long ago: starts now, no burst of saved-up slots.
+        assert_eq!(pace(Some(10), 5_000_000, r, 2), (5_000_000, 5_500_000));
+    }
+
+    #[test]
+    fn admission_allows_a_burst_then_refuses_with_the_wait() {
+        let r = Rate::per_second(10);
+        let mut next = None;
+        for _ in 0..20 {
+            next = Some(admit(next, 0, r, 20, 1).unwrap());
+        }
+        let wait = admit(next, 0, r, 20, 1).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100));
+        // A tenth of a second later there is room for one more.
+        assert!(admit(next, 100_000, r, 20, 1).is_ok());
+        // A call larger than the burst is judged as a burst of its own size.
+        assert!(admit(None, 0, r, 5, 10).is_ok());
+    }
+}
