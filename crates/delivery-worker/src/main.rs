@@ -1,5 +1,6 @@
-use delivery_worker::{Worker, WorkerSettings};
+use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
 use hookbridge_aws::{Clients, Config};
+use hookbridge_core::hook::Lane;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 
 #[tokio::main]
@@ -7,14 +8,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     hookbridge_aws::telemetry::init();
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
-    let worker = Worker {
-        backend: hookbridge_aws::backend(&clients, &config.resources),
-        outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
-        settings: WorkerSettings { emf_metrics: true, ..WorkerSettings::from_settings(&config.settings) },
-    };
-    hookbridge_aws::lambda::run_sqs(|records| {
-        let deps = &worker;
-        async move { delivery_worker::handle(deps, &records).await }
+    let worker = Worker::new(
+        WorkerPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
+        Outbound::new(OutboundSettings::from_settings(&config.settings))?,
+        WorkerSettings { emf_metrics: true, ..WorkerSettings::from_settings(&config.settings) },
+    );
+    let slow_queue = config.resources.slow_queue_url.rsplit('/').next().unwrap_or_default().to_owned();
+    hookbridge_aws::lambda::run_sqs(|batch, deadline| {
+        let worker = &worker;
+        let lane = if batch.queue.as_deref() == Some(slow_queue.as_str()) { Lane::Slow } else { Lane::Fast };
+        async move {
+            let ctx = BatchContext { lane, deadline: Some(deadline), settle: None };
+            delivery_worker::handle(worker, &batch.messages, ctx).await
+        }
     })
     .await
 }

@@ -17,6 +17,10 @@ pub struct BatchMetrics {
     pub retried: u64,
     /// Deliveries not sent (hook deleted, disabled, unverified).
     pub cancelled: u64,
+    /// Deliveries handed back to wait (an open circuit, a rate limit, an early retry).
+    pub deferred: u64,
+    /// Fast-lane requests given up after the patience and sent again on the slow lane.
+    pub moved: u64,
     /// Each attempt's duration, in milliseconds.
     pub latencies_ms: Vec<u64>,
 }
@@ -24,7 +28,7 @@ pub struct BatchMetrics {
 impl BatchMetrics {
     /// The EMF document, or `None` when the batch did nothing worth a line.
     pub fn to_emf(&self, function: &str, timestamp_ms: i64) -> Option<Value> {
-        if self.succeeded + self.failed + self.retried + self.cancelled == 0 {
+        if self.succeeded + self.failed + self.retried + self.cancelled + self.deferred + self.moved == 0 {
             return None;
         }
         Some(json!({
@@ -38,6 +42,8 @@ impl BatchMetrics {
                         {"Name": "DeliveriesFailed", "Unit": "Count"},
                         {"Name": "DeliveriesRetried", "Unit": "Count"},
                         {"Name": "DeliveriesCancelled", "Unit": "Count"},
+                        {"Name": "DeliveriesDeferred", "Unit": "Count"},
+                        {"Name": "DeliveriesMovedToSlowLane", "Unit": "Count"},
                         {"Name": "DeliveryLatency", "Unit": "Milliseconds"}
                     ]
                 }]
@@ -47,6 +53,8 @@ impl BatchMetrics {
             "DeliveriesFailed": self.failed,
             "DeliveriesRetried": self.retried,
             "DeliveriesCancelled": self.cancelled,
+            "DeliveriesDeferred": self.deferred,
+            "DeliveriesMovedToSlowLane": self.moved,
             "DeliveryLatency": self.latencies_ms,
         }))
     }
@@ -58,7 +66,7 @@ mod tests {
 
     #[test]
     fn emf_document_names_every_metric_it_carries() {
-        let m = BatchMetrics { succeeded: 2, failed: 1, retried: 0, cancelled: 0, latencies_ms: vec![12, 30, 7] };
+        let m = BatchMetrics { succeeded: 2, failed: 1, latencies_ms: vec![12, 30, 7], ..BatchMetrics::default() };
         let doc = m.to_emf("delivery-worker", 1_700_000_000_000).unwrap();
         let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()

@@ -1,120 +1,364 @@
-//! Phase one: turn messages into jobs. Loads each distinct hook once (one batch read),
-//! opens its secrets once, and reads an envelope from the event store only when it was
-//! too large to ride in the message.
+//! Phase one: for each message, decide whether it is sent now and, if not, what becomes
+//! of it. Loads each distinct hook once (one batch read), opens its secrets once, and
+//! reads an envelope from the event store only when it was too large to ride in the
+//! message. Every "not now" is handed back to the queue as a new message, never counted
+//! as an attempt and never held in flight.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookbridge_core::delivery::DeliveryKey;
-use hookbridge_core::hook::{Hook, HookSecrets, Undeliverable};
+use chrono::{DateTime, Utc};
+use hookbridge_core::circuit::Gate;
+use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
-use hookbridge_core::message::DeliveryTask;
+use hookbridge_core::message::Task;
 use hookbridge_core::ports::ReceivedMessage;
+use hookbridge_core::rate::Rate;
 
-use crate::Worker;
+use crate::local::InFlight;
+use crate::record::Done;
+use crate::{BatchContext, FAST_LANE_HOOK_CAP, SLOW_LANE_HOOK_CAP, Worker};
+
+/// A message that arrives this early is sent anyway: queues deliver late, never early,
+/// and a hop for a few milliseconds costs more than it saves.
+const EARLY_OK: chrono::Duration = chrono::Duration::milliseconds(50);
+/// Time left over after the longest request, before a Lambda invocation's deadline, for
+/// recording the results.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+/// A rate-limit slot this close is waited for in place rather than handed back.
+const PACE_IN_PLACE: chrono::Duration = chrono::Duration::milliseconds(250);
+/// The most a wave of deferred deliveries is spread over, so they do not all come back
+/// in the same instant.
+const MAX_SPREAD: Duration = Duration::from_secs(60);
 
 /// What to do with one message.
-pub(crate) enum Job<'a> {
-    /// Not a delivery task: fail it until the DLQ takes it.
-    Poison(&'a ReceivedMessage),
-    /// Record `CANCELLED` and acknowledge.
-    Cancel { message: &'a ReceivedMessage, key: DeliveryKey, reason: String },
+pub(crate) enum Plan<'a> {
+    /// Decided without a request.
+    Done(Done<'a>),
     /// Send it.
     Send(Box<Ready<'a>>),
 }
 
-/// A delivery ready to send.
+/// A delivery about to be sent.
 pub(crate) struct Ready<'a> {
     pub(crate) message: &'a ReceivedMessage,
-    pub(crate) key: DeliveryKey,
+    pub(crate) task: Task,
     pub(crate) hook: Arc<Hook>,
     pub(crate) secrets: Arc<HookSecrets>,
     pub(crate) body: Arc<str>,
+    /// It is the probe of a half-open circuit.
+    pub(crate) probe: bool,
+    /// Its rate-limit slot, when it is a little ahead.
+    pub(crate) at: Option<DateTime<Utc>>,
+    /// Its place among the hook's in-flight requests.
+    pub(crate) _place: InFlight,
 }
 
-/// A hook's opened secrets, or `Err` when they cannot be opened.
-type Opened = Result<Arc<HookSecrets>, ()>;
+/// A message that passed the checks that need no I/O.
+struct Candidate<'a> {
+    message: &'a ReceivedMessage,
+    task: Task,
+    hook: Arc<Hook>,
+    probe: bool,
+    place: InFlight,
+}
 
-/// A parsed delivery task: which delivery, and its envelope when it rode in the message.
-type Task = (DeliveryKey, Option<String>);
+/// Uniform in [0, 1).
+fn unit() -> f64 {
+    rand::random::<f64>()
+}
 
-pub(crate) async fn prepare<'a>(w: &Worker, messages: &'a [ReceivedMessage]) -> hookbridge_core::Result<Vec<Job<'a>>> {
-    let tasks: Vec<(&ReceivedMessage, Option<Task>)> = messages
-        .iter()
-        .map(|m| {
-            let task = serde_json::from_str::<DeliveryTask>(&m.body).ok().map(|t| match t {
-                DeliveryTask::V1 { delivery, body } => (delivery, body),
-            });
-            (m, task)
-        })
-        .collect();
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str) -> Plan<'a> {
+    Plan::Done(Done::Requeue { message, task, lane, why })
+}
+
+fn deferred(mut task: Task, until: DateTime<Utc>) -> Task {
+    task.not_before = Some(until);
+    task.slot = false;
+    task
+}
+
+pub(crate) async fn prepare<'a>(
+    w: &Worker,
+    messages: &'a [ReceivedMessage],
+    ctx: &BatchContext<'_>,
+) -> hookbridge_core::Result<Vec<Plan<'a>>> {
+    let now = Utc::now();
+    let tasks: Vec<(&ReceivedMessage, Option<Task>)> =
+        messages.iter().map(|m| (m, Task::parse(&m.body, m.receive_count))).collect();
 
     let mut wanted: Vec<(TenantId, HookId)> =
-        tasks.iter().filter_map(|(_, t)| t.as_ref().map(|(k, _)| (k.tenant.clone(), k.hook_id))).collect();
+        tasks.iter().filter_map(|(_, t)| t.as_ref().map(|t| (t.delivery.tenant.clone(), t.delivery.hook_id))).collect();
     wanted.sort();
     wanted.dedup();
-    // Each hook's secrets are opened once per batch; `Err` when they cannot be (a blob this
-    // key did not seal), which cancels that hook's deliveries and no others.
-    let mut hooks: HashMap<HookId, (Arc<Hook>, Option<Opened>)> = HashMap::new();
-    for h in w.backend.hooks.get_many(&wanted).await? {
-        hooks.insert(h.id, (Arc::new(h), None));
-    }
+    let hooks: HashMap<HookId, Arc<Hook>> =
+        w.ports.hooks.get_many(&wanted).await?.into_iter().map(|h| (h.id, Arc::new(h))).collect();
 
-    let mut bodies: HashMap<EventId, Arc<str>> = HashMap::new();
-    let mut jobs = Vec::with_capacity(tasks.len());
+    let mut plans = Vec::with_capacity(tasks.len());
+    let mut candidates = Vec::new();
     for (message, task) in tasks {
-        let Some((key, body)) = task else {
-            tracing::error!(message_id = %message.id, "not a delivery task; it will reach the dead-letter queue");
-            if let Err(e) = w.backend.delivery_queue.retry_after(&message.receipt, Duration::ZERO).await {
-                tracing::warn!(message_id = %message.id, error = %e, "could not return a malformed message early");
+        let Some(task) = task else {
+            plans.push(Plan::Done(Done::Poison(message)));
+            continue;
+        };
+        match check(w, ctx, now, message, task, &hooks) {
+            Ok(c) => candidates.push(c),
+            Err(plan) => plans.push(*plan),
+        }
+    }
+    let candidates = claim_probes(w, now, candidates, &mut plans).await;
+    let candidates = pace(w, now, candidates, &mut plans).await?;
+    plans.extend(load(w, candidates).await?);
+    Ok(plans)
+}
+
+/// The decisions that need no I/O, in the order that costs least: a deleted or disabled
+/// hook, a message early for its time, the wrong lane, an open circuit, the deadline,
+/// the hook's in-flight limit.
+fn check<'a>(
+    w: &Worker,
+    ctx: &BatchContext<'_>,
+    now: DateTime<Utc>,
+    message: &'a ReceivedMessage,
+    task: Task,
+    hooks: &HashMap<HookId, Arc<Hook>>,
+) -> Result<Candidate<'a>, Box<Plan<'a>>> {
+    let key = &task.delivery;
+    let Some(hook) = hooks.get(&key.hook_id).filter(|h| h.tenant == key.tenant) else {
+        return Err(Box::new(Plan::Done(Done::Cancel { message, task, reason: Undeliverable::Deleted.to_string() })));
+    };
+    if let Err(why) = hook.deliverable() {
+        return Err(Box::new(Plan::Done(Done::Cancel { message, task, reason: why.to_string() })));
+    }
+    let health = &hook.state.health;
+    let lane = if w.local.is_slow(hook.id, now) { Lane::Slow } else { health.lane(now) };
+    if let Some(t) = task.not_before.filter(|t| *t > now + EARLY_OK) {
+        let why = if task.slot { "waiting for its rate-limit slot" } else { "not due yet" };
+        return Err(Box::new(hand_back(message, deferred_keep_slot(task, t), lane, why)));
+    }
+    if ctx.lane == Lane::Fast && lane == Lane::Slow {
+        return Err(Box::new(hand_back(message, task, Lane::Slow, "its endpoint was slow or down lately")));
+    }
+    let mut probe = false;
+    match health.circuit.gate(now, w.settings.timeout) {
+        Gate::Send => {}
+        Gate::Probe => probe = true,
+        Gate::WaitUntil(t) => {
+            // Spread over part of the cool-down, so the wave of waiting deliveries does not
+            // all come back in the same instant as the probe.
+            let spread = Duration::from_millis(health.circuit.cooldown_ms / 2).min(MAX_SPREAD).mul_f64(unit());
+            return Err(Box::new(hand_back(
+                message,
+                deferred(task, later(t, spread)),
+                Lane::Slow,
+                "its circuit is open",
+            )));
+        }
+    }
+    let budget = w.settings.budget(ctx.lane);
+    if let Some(deadline) = ctx.deadline
+        && tokio::time::Instant::now() + budget + DEADLINE_MARGIN > deadline
+    {
+        return Err(Box::new(hand_back(message, task, ctx.lane, "too little time left in this invocation")));
+    }
+    let cap = match ctx.lane {
+        Lane::Fast => FAST_LANE_HOOK_CAP,
+        Lane::Slow => SLOW_LANE_HOOK_CAP,
+    };
+    let Some(place) = w.local.acquire(hook.id, ctx.lane, cap) else {
+        return Err(Box::new(match ctx.lane {
+            Lane::Fast => hand_back(message, task, Lane::Slow, "its hook has as many requests in flight as it may"),
+            // About when one of the hook's requests will have ended.
+            Lane::Slow => {
+                let until = later(now, budget.mul_f64(0.5 + unit()));
+                hand_back(
+                    message,
+                    deferred(task, until),
+                    Lane::Slow,
+                    "its hook has as many requests in flight as it may",
+                )
             }
-            jobs.push(Job::Poison(message));
-            continue;
-        };
-        let Some((hook, secrets)) = hooks.get_mut(&key.hook_id).filter(|(h, _)| h.tenant == key.tenant) else {
-            jobs.push(Job::Cancel { message, key, reason: Undeliverable::Deleted.to_string() });
-            continue;
-        };
-        if let Err(why) = hook.deliverable() {
-            jobs.push(Job::Cancel { message, key, reason: why.to_string() });
+        }));
+    };
+    Ok(Candidate { message, task, hook: hook.clone(), probe, place })
+}
+
+/// A task held until `until`, keeping a rate-limit slot it has.
+fn deferred_keep_slot(mut task: Task, until: DateTime<Utc>) -> Task {
+    task.not_before = Some(until);
+    task
+}
+
+/// Lets one delivery per half-open circuit through as its probe: the first claims it with
+/// a conditional write; whoever loses (here or in another process) waits for the probe.
+async fn claim_probes<'a>(
+    w: &Worker,
+    now: DateTime<Utc>,
+    candidates: Vec<Candidate<'a>>,
+    plans: &mut Vec<Plan<'a>>,
+) -> Vec<Candidate<'a>> {
+    let mut claimed: HashMap<HookId, bool> = HashMap::new();
+    let mut out = Vec::with_capacity(candidates.len());
+    for mut c in candidates {
+        if !c.probe {
+            out.push(c);
             continue;
         }
-        if secrets.is_none() {
-            *secrets = Some(match w.backend.sealer.open(&hook.sealed).await {
-                Ok(s) => Ok(Arc::new(s)),
-                Err(hookbridge_core::Error::Corrupt(why)) => {
-                    tracing::error!(hook_id = %hook.id, tenant = %hook.tenant, why, "the hook's secrets cannot be opened");
-                    Err(())
-                }
-                Err(e) => return Err(e),
-            });
-        }
-        let secrets = match secrets {
-            Some(Ok(s)) => s.clone(),
-            _ => {
-                jobs.push(Job::Cancel { message, key, reason: "the hook's secrets cannot be opened".to_owned() });
-                continue;
+        let won = match claimed.get(&c.hook.id) {
+            Some(_) => false,
+            None => {
+                let won = claim(w, &c.hook, now).await;
+                claimed.insert(c.hook.id, won);
+                won
             }
         };
-        let body: Arc<str> = match body {
-            Some(b) => b.into(),
-            None => match bodies.get(&key.event_id) {
-                Some(b) => b.clone(),
-                None => match w.backend.events.get(&key.tenant, &key.event_id).await? {
-                    Some(env) => {
-                        let b: Arc<str> = env.to_body().into();
-                        bodies.insert(key.event_id.clone(), b.clone());
+        if won {
+            tracing::info!(hook_id = %c.hook.id, tenant = %c.hook.tenant, "circuit half-open: sending a probe");
+            c.probe = true;
+            out.push(c);
+        } else {
+            let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
+            plans.push(hand_back(c.message, deferred(c.task, until), Lane::Slow, "its circuit's probe is under way"));
+        }
+    }
+    out
+}
+
+/// Claims the probe of `hook`'s circuit; whether this process got it.
+async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> bool {
+    let timeout = w.settings.timeout;
+    let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |h| {
+        Ok::<_, hookbridge_core::Error>(match h.state.health.circuit.gate(now, timeout) {
+            Gate::Probe => {
+                let mut next = h.clone();
+                next.state.health.circuit = h.state.health.circuit.claimed(now);
+                Some((next, ()))
+            }
+            Gate::Send | Gate::WaitUntil(_) => None,
+        })
+    })
+    .await;
+    match r {
+        Ok(Modified::Written(..)) => true,
+        // Closed meanwhile (another probe succeeded): send as usual.
+        Ok(Modified::Unchanged(h)) => h.state.health.circuit.is_closed(),
+        Ok(Modified::Deleted) => false,
+        Err(e) => {
+            tracing::warn!(hook_id = %hook.id, error = %e, "could not claim the circuit's probe");
+            false
+        }
+    }
+}
+
+/// Reserves rate-limit slots for hooks that have a limit: one reservation per hook per
+/// batch. A delivery whose slot lies further ahead is handed back to go at its slot.
+async fn pace<'a>(
+    w: &Worker,
+    now: DateTime<Utc>,
+    candidates: Vec<Candidate<'a>>,
+    plans: &mut Vec<Plan<'a>>,
+) -> hookbridge_core::Result<Vec<(Candidate<'a>, Option<DateTime<Utc>>)>> {
+    let mut wanting: HashMap<HookId, (Rate, u32)> = HashMap::new();
+    let needs_slot =
+        |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && !(c.task.slot && c.task.not_before.is_some());
+    for c in candidates.iter().filter(|c| needs_slot(c)) {
+        if let Some(limit) = c.hook.config.rate_limit {
+            wanting.entry(c.hook.id).or_insert((Rate::per_second(limit.per_second), 0)).1 += 1;
+        }
+    }
+    let mut next_slot: HashMap<HookId, (DateTime<Utc>, Rate)> = HashMap::new();
+    for (hook, (rate, count)) in wanting {
+        let first = w.ports.limiter.pace(&format!("hook:{hook}"), rate, count, now).await?;
+        next_slot.insert(hook, (first, rate));
+    }
+    let mut out = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let slot = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
+            Some((slot, rate)) => {
+                let mine = *slot;
+                *slot = mine + chrono::Duration::microseconds(rate.interval_us());
+                Some(mine)
+            }
+            None => c.task.not_before.filter(|_| c.task.slot),
+        };
+        match slot {
+            Some(at) if at > now + PACE_IN_PLACE => {
+                let mut task = c.task;
+                task.not_before = Some(at);
+                task.slot = true;
+                let lane = c.hook.state.health.lane(now);
+                plans.push(hand_back(c.message, task, lane, "waiting for its rate-limit slot"));
+            }
+            at => out.push((c, at.filter(|t| *t > now))),
+        }
+    }
+    Ok(out)
+}
+
+/// Opens each hook's secrets once and finds each envelope; a hook whose secrets cannot be
+/// opened, or an event no longer kept, cancels only its own deliveries.
+async fn load<'a>(
+    w: &Worker,
+    candidates: Vec<(Candidate<'a>, Option<DateTime<Utc>>)>,
+) -> hookbridge_core::Result<Vec<Plan<'a>>> {
+    let mut secrets: HashMap<HookId, Option<Arc<HookSecrets>>> = HashMap::new();
+    let mut bodies: HashMap<EventId, Option<Arc<str>>> = HashMap::new();
+    let mut plans = Vec::with_capacity(candidates.len());
+    for (c, at) in candidates {
+        let opened = match secrets.get(&c.hook.id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = match w.ports.sealer.open(&c.hook.sealed).await {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(hookbridge_core::Error::Corrupt(why)) => {
+                        tracing::error!(hook_id = %c.hook.id, tenant = %c.hook.tenant, why, "the hook's secrets cannot be opened");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                secrets.insert(c.hook.id, s.clone());
+                s
+            }
+        };
+        let Some(opened) = opened else {
+            let reason = "the hook's secrets cannot be opened".to_owned();
+            plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+            continue;
+        };
+        let body: Option<Arc<str>> = match &c.task.envelope {
+            Some(e) => Some(e.get().into()),
+            None => {
+                let id = &c.task.delivery.event_id;
+                match bodies.get(id) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = w.ports.events.get(&c.task.delivery.tenant, id).await?.map(|env| env.to_body().into());
+                        bodies.insert(id.clone(), b.clone());
                         b
                     }
-                    None => {
-                        jobs.push(Job::Cancel { message, key, reason: "event no longer kept".to_owned() });
-                        continue;
-                    }
-                },
-            },
+                }
+            }
         };
-        jobs.push(Job::Send(Box::new(Ready { message, key, hook: hook.clone(), secrets, body })));
+        let Some(body) = body else {
+            let reason = "event no longer kept".to_owned();
+            plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+            continue;
+        };
+        plans.push(Plan::Send(Box::new(Ready {
+            message: c.message,
+            task: c.task,
+            hook: c.hook,
+            secrets: opened,
+            body,
+            probe: c.probe,
+            at,
+            _place: c.place,
+        })));
     }
-    Ok(jobs)
+    Ok(plans)
 }

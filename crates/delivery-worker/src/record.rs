@@ -1,32 +1,47 @@
-//! Phase three: what each attempt means, written down. One store call records every
-//! delivery of the batch; retries are handed to the queue; a hook's health is written
-//! only when it changes; operational events go to the bus.
+//! Phase three: what each message came to, written down. For a long-running consumer
+//! (the local runner) results are written as they arrive: whatever is waiting when a write
+//! ends goes into the next one, so a busy worker writes in batches, an idle one at once,
+//! and no message waits for the batch's slowest request to be settled. A Lambda
+//! invocation's messages are deleted by the event source mapping only when it returns, so
+//! there the whole batch is written together, in the fewest requests.
+//!
+//! For each group: one store call records every attempt and status; follow-up messages
+//! (retries, deferrals, moves to the slow lane) are sent to their lanes; each hook's
+//! health is written when it changes; operational events go to the bus; and, for a
+//! long-running consumer, the group's messages are settled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::join_all;
+use hookbridge_core::circuit::Reachability;
 use hookbridge_core::delivery::{DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::envelope::BusEntry;
-use hookbridge_core::health::after_success;
-use hookbridge_core::hook::{DestinationState, Health, Hook};
-use hookbridge_core::ids::DeliveryId;
-use hookbridge_core::message::{PlatformDetail, event_type};
+use hookbridge_core::health::Observation;
+use hookbridge_core::hook::{Hook, Lane};
+use hookbridge_core::ids::HookId;
+use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, decide};
-use hookbridge_core::ports::{BatchOutcome, Receipt};
+use hookbridge_core::ports::{BatchOutcome, OutgoingMessage, Receipt, ReceivedMessage};
+use hookbridge_outbound::AttemptReport;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::Worker;
-use crate::prepare::Job;
-use crate::send::Done;
+use crate::prepare::Ready;
+use crate::{BatchContext, Worker};
 
-/// What one attempt tells about its hook's health.
-#[derive(Debug, Clone, Copy)]
-enum Signal {
-    Success(DateTime<Utc>),
-    Failure(DateTime<Utc>),
-    Gone(DateTime<Utc>),
+/// Results written in one group at most: one `BatchWriteItem` takes 25 items.
+const GROUP_MAX: usize = 25;
+
+/// What became of one message.
+pub(crate) enum Done<'a> {
+    /// Not a delivery task: failed until the dead-letter queue takes it.
+    Poison(&'a ReceivedMessage),
+    /// Not sent, for good: recorded `CANCELLED`.
+    Cancel { message: &'a ReceivedMessage, task: Task, reason: String },
+    /// Not sent now: handed back to `lane` as a new message (its wait in the task).
+    Requeue { message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str },
+    /// Sent.
+    Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool },
 }
 
 /// Uniform in [-1, 1], for the schedule's jitter.
@@ -34,85 +49,112 @@ fn jitter() -> f64 {
     rand::random::<f64>() * 2.0 - 1.0
 }
 
-pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
-    let now = Utc::now();
+/// Records results until every sender is done; returns the messages that must come back.
+pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: UnboundedReceiver<Done<'_>>) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
-    let mut updates = Vec::with_capacity(done.len());
-    let mut retries: Vec<(Receipt, Duration)> = Vec::new();
-    let mut signals: HashMap<_, (Arc<Hook>, Vec<Signal>)> = HashMap::new();
-    let mut exhausted: Vec<(Arc<Hook>, DeliveryId, String)> = Vec::new();
-    let mut all_ids = Vec::with_capacity(done.len());
+    if ctx.settle.is_none() {
+        let mut all = Vec::new();
+        while let Some(d) = results.recv().await {
+            all.push(d);
+        }
+        while !all.is_empty() {
+            let rest = all.split_off(all.len().min(GROUP_MAX));
+            outcome.failed.extend(flush(w, ctx, std::mem::replace(&mut all, rest)).await);
+        }
+        return outcome;
+    }
+    while let Some(first) = results.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match results.try_recv() {
+                Ok(d) => group.push(d),
+                Err(_) => break,
+            }
+        }
+        outcome.failed.extend(flush(w, ctx, group).await);
+    }
+    outcome
+}
+
+/// A follow-up message and the message it replaces.
+struct FollowUp<'a> {
+    replaces: &'a ReceivedMessage,
+    message: OutgoingMessage,
+}
+
+/// Writes one group; returns the ids of the messages that must come back.
+async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<String> {
+    let now = Utc::now();
+    let mut failed: Vec<&ReceivedMessage> = Vec::new();
+    let mut handled: Vec<&ReceivedMessage> = Vec::new();
+    let mut updates = Vec::new();
+    let mut follow_ups: HashMap<Lane, Vec<FollowUp<'_>>> = HashMap::new();
+    let mut observed: HashMap<HookId, (Arc<Hook>, Vec<Observation>)> = HashMap::new();
+    let mut events: Vec<BusEntry> = Vec::new();
     let mut metrics = crate::metrics::BatchMetrics::default();
 
-    for d in done {
+    for d in &group {
         match d {
-            Done::Skipped(Job::Poison(m)) => outcome.failed.push(m.id.clone()),
-            Done::Skipped(Job::Cancel { message, key, reason }) => {
-                all_ids.push(message.id.clone());
-                metrics.cancelled += 1;
-                tracing::info!(hook_id = %key.hook_id, delivery_id = %key.delivery_id, tenant = %key.tenant, reason, "delivery cancelled");
-                updates.push(DeliveryUpdate::cancelled(key, reason, now));
+            Done::Poison(m) => {
+                tracing::error!(message_id = %m.id, "not a delivery task; it will reach the dead-letter queue");
+                w.ports.lane(ctx.lane).reject(m).await;
+                failed.push(m);
             }
-            Done::Skipped(Job::Send(_)) => unreachable!("every send job is attempted"),
-            Done::Attempted { ready, report } => {
-                let m = ready.message;
-                all_ids.push(m.id.clone());
-                let at = report.attempt.at;
-                let decision = decide(report.sent, m.receive_count, &w.settings.schedule, jitter());
-                metrics.latencies_ms.push(report.attempt.duration_ms);
-                match decision {
-                    Decision::Succeeded => metrics.succeeded += 1,
-                    Decision::RetryIn(_) => metrics.retried += 1,
-                    Decision::Failed { .. } | Decision::FailedAndDisable => metrics.failed += 1,
+            Done::Cancel { message, task, reason } => {
+                let k = &task.delivery;
+                tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
+                metrics.cancelled += 1;
+                updates.push(DeliveryUpdate::cancelled(k.clone(), task.round, reason.clone(), now));
+                handled.push(message);
+            }
+            Done::Requeue { message, task, lane, why } => {
+                let k = &task.delivery;
+                tracing::debug!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, lane = ?lane, why, "delivery handed back");
+                metrics.deferred += 1;
+                follow_ups.entry(*lane).or_default().push(FollowUp { replaces: message, message: task.message(now) });
+            }
+            Done::Attempted { ready, report, abandoned, slow } => {
+                let (update, follow_up) = attempted(w, ready, report, *abandoned, now, &mut events, &mut metrics);
+                updates.push(update);
+                match follow_up {
+                    Some((lane, msg)) => {
+                        follow_ups.entry(lane).or_default().push(FollowUp { replaces: ready.message, message: msg })
+                    }
+                    None => handled.push(ready.message),
                 }
-                let (status, next, signal) = match decision {
-                    Decision::Succeeded => (DeliveryStatus::Succeeded, None, Signal::Success(at)),
-                    Decision::RetryIn(delay) => {
-                        retries.push((m.receipt.clone(), delay));
-                        outcome.failed.push(m.id.clone());
-                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                        (DeliveryStatus::Retrying, Some(next), Signal::Failure(at))
-                    }
-                    Decision::Failed { exhausted: ran_out } => {
-                        if ran_out {
-                            let why = format!("gave up after {} attempts", m.receive_count);
-                            exhausted.push((ready.hook.clone(), ready.key.delivery_id, why));
-                        }
-                        (DeliveryStatus::Failed, None, Signal::Failure(at))
-                    }
-                    Decision::FailedAndDisable => (DeliveryStatus::Failed, None, Signal::Gone(at)),
+                let observation = if *abandoned {
+                    Observation::Abandoned { at: now }
+                } else {
+                    let started = report.attempt.at;
+                    let ended = started + chrono::Duration::milliseconds(report.attempt.duration_ms as i64);
+                    Observation::Attempt { started, ended, sent: report.sent, slow: *slow }
                 };
-                tracing::info!(
-                    hook_id = %ready.key.hook_id,
-                    delivery_id = %ready.key.delivery_id,
-                    tenant = %ready.key.tenant,
-                    attempt = m.receive_count,
-                    status_code = report.attempt.status_code,
-                    error_class = report.attempt.error_class.map(|c| c.as_str()),
-                    duration_ms = report.attempt.duration_ms,
-                    outcome = ?status,
-                    "delivery attempted"
-                );
-                signals.entry(ready.hook.id).or_insert_with(|| (ready.hook.clone(), Vec::new())).1.push(signal);
-                updates.push(DeliveryUpdate {
-                    delivery: ready.key.clone(),
-                    attempt: Some(report.attempt),
-                    status,
-                    next_attempt_at: next,
-                    note: None,
-                    at: now,
-                });
+                observed.entry(ready.hook.id).or_insert_with(|| (ready.hook.clone(), Vec::new())).1.push(observation);
             }
         }
     }
 
-    if let Err(e) = w.backend.deliveries.record(&updates).await {
-        // Nothing is acknowledged: the batch comes back and is sent again (at least once).
-        tracing::error!(error = %e, "cannot record the batch's attempts; it will be retried");
-        outcome.failed.extend(all_ids);
-        outcome.failed.sort();
-        outcome.failed.dedup();
-        return outcome;
+    if !updates.is_empty()
+        && let Err(e) = w.ports.deliveries.record(&updates).await
+    {
+        // Nothing is settled: the group's messages come back and are handled again (at
+        // least once); their follow-ups are not sent, or they would be doubled.
+        tracing::error!(error = %e, "cannot record the attempts; the messages will be retried");
+        let all: Vec<&ReceivedMessage> = group.iter().filter_map(message_of).collect();
+        settle(ctx, Vec::new(), all.len()).await;
+        return all.into_iter().map(|m| m.id.clone()).collect();
+    }
+
+    for (lane, items) in follow_ups {
+        let messages: Vec<OutgoingMessage> = items.iter().map(|f| f.message.clone()).collect();
+        match w.ports.lane(lane).send_batch(&messages).await {
+            Ok(()) => handled.extend(items.iter().map(|f| f.replaces)),
+            Err(e) => {
+                // The originals come back after their visibility timeout instead.
+                tracing::error!(error = %e, lane = ?lane, "could not hand messages back to the queue");
+                failed.extend(items.iter().map(|f| f.replaces));
+            }
+        }
     }
 
     if w.settings.emf_metrics
@@ -122,116 +164,118 @@ pub(crate) async fn record(w: &Worker, done: Vec<Done<'_>>) -> BatchOutcome {
         println!("{doc}");
     }
 
-    let q = &w.backend.delivery_queue;
-    for (r, res) in join_all(retries.iter().map(|(r, d)| async move { (r, q.retry_after(r, *d).await) })).await {
-        if let Err(e) = res {
-            // It still comes back, after the queue's visibility timeout instead.
-            tracing::warn!(receipt = %r.0, error = %e, "could not schedule a retry");
-        }
-    }
-
-    let mut events: Vec<BusEntry> = exhausted
-        .into_iter()
-        .map(|(hook, delivery_id, why)| platform_event(event_type::DELIVERY_EXHAUSTED, &hook, Some(delivery_id), why))
-        .collect();
-    for (_, (hook, sig)) in signals {
-        events.extend(update_health(w, hook, &sig, now).await);
+    for (_, (hook, obs)) in observed {
+        events.extend(crate::health::record(w, hook, &obs, now).await);
     }
     if !events.is_empty()
-        && let Err(e) = w.backend.bus.publish(events).await
+        && let Err(e) = w.ports.bus.publish(events).await
     {
         tracing::error!(error = %e, "could not publish operational events");
     }
-    outcome
+
+    let count = handled.len() + failed.len();
+    settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
+    failed.into_iter().map(|m| m.id.clone()).collect()
 }
 
-fn platform_event(kind: &str, hook: &Hook, delivery_id: Option<DeliveryId>, reason: String) -> BusEntry {
-    PlatformDetail::about(hook, delivery_id, Some(reason)).bus_entry(kind)
-}
-
-struct HealthChange {
-    health: Health,
-    warn: bool,
-    disable: Option<String>,
-}
-
-fn apply(w: &Worker, start: &Health, signals: &[Signal]) -> Option<HealthChange> {
-    let mut h = start.clone();
-    let (mut changed, mut warn, mut disable) = (false, false, None);
-    for s in signals {
-        match *s {
-            Signal::Success(at) => {
-                if let Some(next) = after_success(&h, at) {
-                    h = next;
-                    changed = true;
-                }
-            }
-            Signal::Failure(at) | Signal::Gone(at) => {
-                let r = w.settings.disable_rule.after_failure(&h, at);
-                warn |= r.warn;
-                if matches!(s, Signal::Gone(_)) {
-                    disable = Some("the endpoint answered 410 Gone".to_owned());
-                } else if r.disable {
-                    disable = Some(format!(
-                        "failing since {} ({} failed attempts in a row)",
-                        r.health.failing_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                        r.health.consecutive_failures
-                    ));
-                }
-                h = r.health;
-                changed = true;
-            }
-        }
+async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {
+    if let Some(s) = ctx.settle {
+        s.settled(done, count).await;
     }
-    changed.then_some(HealthChange { health: h, warn, disable })
 }
 
-/// Writes the hook's new health (and disables it when the rule says so), retrying on a
-/// concurrent change. A healthy hook's success changes nothing and costs nothing.
-async fn update_health(w: &Worker, prepared: Arc<Hook>, signals: &[Signal], now: DateTime<Utc>) -> Vec<BusEntry> {
-    let mut hook = (*prepared).clone();
-    for _ in 0..5 {
-        let Some(change) = apply(w, &hook.state.health, signals) else {
-            return Vec::new();
-        };
-        let expected = hook.revision;
-        let mut next = hook.clone();
-        next.state.health = change.health;
-        let disabling = change.disable.filter(|_| next.state.destination_state == DestinationState::Active);
-        if let Some(reason) = &disabling {
-            next.state.destination_state = DestinationState::Inactive;
-            next.state.disabled_reason = Some(reason.clone());
-        }
-        next.revision += 1;
-        next.updated_at = now;
-        match w.backend.hooks.replace(&next, expected).await {
-            Ok(()) => {
-                let mut events = Vec::new();
-                if change.warn {
-                    let reason = format!("{} failed attempts in a row", next.state.health.consecutive_failures);
-                    tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook failing");
-                    events.push(platform_event(event_type::HOOK_FAILING, &next, None, reason));
-                }
-                if let Some(reason) = disabling {
-                    tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook disabled");
-                    events.push(platform_event(event_type::HOOK_DISABLED, &next, None, reason));
-                }
-                return events;
-            }
-            Err(hookbridge_core::Error::VersionConflict) => match w.backend.hooks.get(&hook.tenant, hook.id).await {
-                Ok(Some(fresh)) => hook = fresh,
-                Ok(None) => return Vec::new(),
-                Err(e) => {
-                    tracing::warn!(hook_id = %hook.id, error = %e, "could not re-read the hook to record its health");
-                    return Vec::new();
-                }
-            },
-            Err(e) => {
-                tracing::warn!(hook_id = %hook.id, error = %e, "could not record the hook's health");
-                return Vec::new();
-            }
-        }
+fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
+    match d {
+        Done::Poison(m) => Some(m),
+        Done::Cancel { message, .. } | Done::Requeue { message, .. } => Some(message),
+        Done::Attempted { ready, .. } => Some(ready.message),
     }
-    tracing::warn!(hook_id = %hook.id, "hook health not recorded: it kept changing underneath");
-    Vec::new()
+}
+
+/// The record of one attempt and the message that carries the delivery on, if any.
+fn attempted(
+    w: &Worker,
+    ready: &Ready<'_>,
+    report: &AttemptReport,
+    abandoned: bool,
+    now: DateTime<Utc>,
+    events: &mut Vec<BusEntry>,
+    metrics: &mut crate::metrics::BatchMetrics,
+) -> (DeliveryUpdate, Option<(Lane, OutgoingMessage)>) {
+    let task = &ready.task;
+    let k = &task.delivery;
+    metrics.latencies_ms.push(report.attempt.duration_ms);
+    let mut attempt = report.attempt.clone();
+    let (status, next_at, follow_up) = if abandoned {
+        // The same attempt number again, at once, with the slow lane's whole timeout: the
+        // receiver may have got this request, but giving up on it was ours, not its fault.
+        metrics.moved += 1;
+        attempt.response_excerpt = Some(format!(
+            "no answer within the fast lane's {} ms; sent again at once on the slow lane",
+            w.settings.patience.as_millis()
+        ));
+        let mut next = task.clone();
+        next.not_before = None;
+        next.slot = false;
+        (DeliveryStatus::Retrying, Some(now), Some((Lane::Slow, next.message(now))))
+    } else {
+        let number = task.attempt + 1;
+        match decide(report.sent, number, &w.settings.schedule, jitter()) {
+            Decision::Succeeded => {
+                metrics.succeeded += 1;
+                (DeliveryStatus::Succeeded, None, None)
+            }
+            Decision::RetryIn(delay) => {
+                metrics.retried += 1;
+                let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                let mut next = task.clone();
+                next.attempt = number;
+                next.not_before = Some(at);
+                next.slot = false;
+                let lane = if Reachability::of(report.sent) == Reachability::Down {
+                    Lane::Slow
+                } else {
+                    ready.hook.state.health.lane(now)
+                };
+                (DeliveryStatus::Retrying, Some(at), Some((lane, next.message(now))))
+            }
+            Decision::Failed { exhausted } => {
+                metrics.failed += 1;
+                if exhausted {
+                    let why = format!("gave up after {number} attempts");
+                    events.push(
+                        PlatformDetail::about(&ready.hook, Some(k.delivery_id), Some(why))
+                            .bus_entry(event_type::DELIVERY_EXHAUSTED),
+                    );
+                }
+                (DeliveryStatus::Failed, None, None)
+            }
+            Decision::FailedAndDisable => {
+                metrics.failed += 1;
+                (DeliveryStatus::Failed, None, None)
+            }
+        }
+    };
+    tracing::info!(
+        hook_id = %k.hook_id,
+        delivery_id = %k.delivery_id,
+        tenant = %k.tenant,
+        attempt = task.attempt + 1,
+        probe = ready.probe,
+        status_code = report.attempt.status_code,
+        error_class = report.attempt.error_class.map(|c| c.as_str()),
+        duration_ms = report.attempt.duration_ms,
+        outcome = ?status,
+        "delivery attempted"
+    );
+    let update = DeliveryUpdate {
+        delivery: k.clone(),
+        attempt: Some(attempt),
+        status,
+        next_attempt_at: next_at,
+        note: None,
+        round: task.round,
+        at: now,
+    };
+    (update, follow_up)
 }

@@ -1,46 +1,73 @@
-//! Phase two: every request of the batch at once. The batch takes as long as its slowest
-//! receiver (at most the timeout), not the sum of them.
+//! Phase two: every request of the batch at once, each within its lane's budget, each
+//! result handed to the recorder the moment it is known. A fast-lane request that
+//! outlives the patience is given up and its hook moved to the slow lane, so a slow
+//! endpoint holds a fast-lane place for no longer than that.
 
+use chrono::Utc;
 use futures::future::join_all;
-use hookbridge_outbound::{AttemptReport, DeliveryRequest};
+use hookbridge_core::delivery::ErrorClass;
+use hookbridge_core::health::SLOW_FOR;
+use hookbridge_core::hook::Lane;
+use hookbridge_core::outcome::Sent;
+use hookbridge_outbound::DeliveryRequest;
+use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
 use crate::Worker;
-use crate::prepare::{Job, Ready};
+use crate::prepare::{Plan, Ready};
+use crate::record::Done;
 
-/// A job after the send phase.
-pub(crate) enum Done<'a> {
-    /// Untouched jobs that needed no request.
-    Skipped(Job<'a>),
-    /// A request was made.
-    Attempted { ready: Box<Ready<'a>>, report: AttemptReport },
-}
-
-pub(crate) async fn send_all<'a>(w: &Worker, jobs: Vec<Job<'a>>) -> Vec<Done<'a>> {
-    join_all(jobs.into_iter().map(|job| async move {
-        match job {
-            Job::Send(ready) => {
-                // Every line logged while sending (the client's included) carries the ids.
-                let span = tracing::info_span!(
-                    "delivery",
-                    tenant = %ready.key.tenant,
-                    hook_id = %ready.key.hook_id,
-                    delivery_id = %ready.key.delivery_id
-                );
-                let report = w
-                    .outbound
-                    .deliver(DeliveryRequest {
-                        hook: &ready.hook,
-                        secrets: &ready.secrets,
-                        delivery_id: ready.key.delivery_id,
-                        body: &ready.body,
-                    })
-                    .instrument(span)
-                    .await;
-                Done::Attempted { ready, report }
+pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, results: UnboundedSender<Done<'a>>) {
+    let mut sends = Vec::new();
+    for plan in plans {
+        match plan {
+            // Decided already: recorded with the first results.
+            Plan::Done(done) => {
+                let _ = results.send(done);
             }
-            other => Done::Skipped(other),
+            Plan::Send(ready) => sends.push(ready),
+        }
+    }
+    join_all(sends.into_iter().map(|ready| {
+        let results = results.clone();
+        async move {
+            let done = send(w, ready, lane).await;
+            // The recorder outlives every send (both run to completion in `handle`).
+            let _ = results.send(done);
         }
     }))
-    .await
+    .await;
+}
+
+async fn send<'a>(w: &Worker, ready: Box<Ready<'a>>, lane: Lane) -> Done<'a> {
+    if let Some(at) = ready.at
+        && let Ok(wait) = (at - Utc::now()).to_std()
+    {
+        tokio::time::sleep(wait).await;
+    }
+    // Every line logged while sending (the client's included) carries the ids.
+    let span = tracing::info_span!(
+        "delivery",
+        tenant = %ready.task.delivery.tenant,
+        hook_id = %ready.task.delivery.hook_id,
+        delivery_id = %ready.task.delivery.delivery_id
+    );
+    let budget = w.settings.budget(lane);
+    let req = DeliveryRequest {
+        hook: &ready.hook,
+        secrets: &ready.secrets,
+        delivery_id: ready.task.delivery.delivery_id,
+        body: &ready.body,
+    };
+    let report = w.outbound.deliver_within(req, budget).instrument(span).await;
+    let timed_out = report.sent == Sent::NoResponse(ErrorClass::Timeout);
+    // Given up for the lane's sake, not the endpoint's: the slow lane tries again at once
+    // with the whole timeout.
+    let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
+    let slow = abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64;
+    if slow {
+        let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
+        w.local.mark_slow(ready.hook.id, until);
+    }
+    Done::Attempted { ready, report, abandoned, slow }
 }

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use delivery_worker::{Worker, WorkerSettings};
+use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
 use hookbridge_core::delivery::DeliveryStatus;
+use hookbridge_core::hook::Lane;
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
@@ -20,21 +21,20 @@ async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
     let (mut hook, _) = make_hook(&h, "demo", "sample").await;
     hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
     hook.config.url = receiver.url("/hook");
-    h.backend().hooks.create(&hook).await.unwrap();
-    let worker = Worker {
-        backend: h.backend().clone(),
-        outbound: Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-            .unwrap(),
-        settings: WorkerSettings::default(),
-    };
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let worker = Worker::new(
+        WorkerPorts::of(h.backend()),
+        Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
+        WorkerSettings::default(),
+    );
     let event: SqsEvent = serde_json::from_str(&events::load("delivery-worker-batch")).unwrap();
-    let resp =
-        hookbridge_aws::lambda::invoke(
-            event,
-            |records| async move { delivery_worker::handle(&worker, &records).await },
-        )
-        .await
-        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, deadline| async move {
+        let ctx = BatchContext { lane: Lane::Fast, deadline: Some(deadline), settle: None };
+        delivery_worker::handle(&worker, &batch.messages, ctx).await
+    })
+    .await
+    .unwrap();
     let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["7c1d2e3f-0003-4a5b-9c8d-0000000000b3"]);
 
@@ -47,4 +47,47 @@ async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
     let d = h.backend().deliveries.get(hook.id, ids[0].parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Succeeded);
     assert_eq!(d.attempts.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_near_its_deadline_hands_its_deliveries_back_unattempted() {
+    let h = AwsHarness::start().await;
+    let receiver = Receiver::start().await;
+    let (mut hook, _) = make_hook(&h, "demo", "sample").await;
+    hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    hook.config.url = receiver.url("/hook");
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let worker = Worker::new(
+        WorkerPorts::of(h.backend()),
+        Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
+        WorkerSettings::default(),
+    );
+    let event: SqsEvent = serde_json::from_str(&events::load("delivery-worker-batch")).unwrap();
+    // One second left: less than a fast-lane request may take plus the time to record it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, deadline| async move {
+        let ctx = BatchContext { lane: Lane::Fast, deadline: Some(deadline), settle: None };
+        delivery_worker::handle(&worker, &batch.messages, ctx).await
+    })
+    .await
+    .unwrap();
+    let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["7c1d2e3f-0003-4a5b-9c8d-0000000000b3"], "only the malformed record fails");
+    assert!(receiver.received().is_empty(), "no request was started");
+    let d = h.backend().deliveries.get(hook.id, "01KAKSAMP4E00000000DE11V01".parse().unwrap()).await.unwrap();
+    assert!(d.is_none_or(|d| d.attempts.is_empty()), "nothing was recorded as an attempt");
+    // Both deliveries are back on the queue, as not yet attempted.
+    let mut back = Vec::new();
+    for _ in 0..10 {
+        back.extend(h.backend().delivery_queue.receive(10, Duration::from_secs(1)).await.unwrap());
+        if back.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(back.len(), 2);
+    for m in &back {
+        let task = hookbridge_core::message::Task::parse(&m.body, m.receive_count).unwrap();
+        assert_eq!(task.attempt, 0, "handing back is not an attempt");
+        assert!(task.envelope.is_some());
+    }
 }

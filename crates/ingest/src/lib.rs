@@ -1,25 +1,39 @@
 //! The ingest stage. For each event from the ingest queue: find the tenant's hooks that
 //! want it, record one delivery per hook, keep the envelope for replay, and enqueue the
-//! deliveries that may be sent. Hooks that may not receive it now (disabled, inactive,
-//! unverified) get a `CANCELLED` delivery with the reason, so a replay after re-enabling
-//! recovers it.
+//! deliveries that may be sent, each on its hook's lane. Hooks that may not receive it
+//! now (disabled, inactive, unverified) get a `CANCELLED` delivery with the reason, so a
+//! replay after re-enabling recovers it.
 //!
-//! Idempotent per ingest message: delivery ids are derived from the message's send time
-//! and the (event, hook) pair, so a redelivered message records the same deliveries and
-//! the receiver sees the same `webhook-id` on any duplicate.
+//! Idempotent per event: delivery ids are derived from the event and the hook, so a
+//! redelivered ingest message, or the same event delivered twice by the bus, records the
+//! same deliveries and the receiver sees the same `webhook-id` on any duplicate.
+//!
+//! A large fan-out is written and enqueued in chunks of [`CHUNK`], so ingest's memory per
+//! batch stays bounded whatever the number of matching hooks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryUpdate};
 use hookbridge_core::envelope::Envelope;
-use hookbridge_core::hook::Hook;
+use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
-use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX};
-use hookbridge_core::ports::{Backend, BatchOutcome, OutgoingMessage, ReceivedMessage};
+use hookbridge_core::message::Task;
+use hookbridge_core::ports::{Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Queue, ReceivedMessage};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
+
+/// Deliveries written and enqueued at a time: 500 tasks of at most 16 KiB each keep a
+/// batch within about 8 MB however widely one event fans out.
+pub const CHUNK: usize = 500;
+
+/// How far an event's own `time` may be from the moment ingest handles it and still date
+/// its deliveries. The bus sets it, and a duplicate of the event carries the same one, so
+/// duplicates get the same delivery ids; a producer's far-off `time` would misplace the
+/// delivery in "the last N hours", so then the time the bus handed it on is used.
+pub const EVENT_TIME_TRUSTED: chrono::Duration = chrono::Duration::hours(1);
 
 /// What ingest needs besides the ports.
 #[derive(Debug, Clone)]
@@ -39,29 +53,72 @@ impl IngestSettings {
     }
 }
 
+/// The ports ingest uses, and no others.
+#[derive(Clone)]
+pub struct IngestPorts {
+    /// The tenant's hooks, read per batch.
+    pub hooks: Arc<dyn HookStore>,
+    /// New deliveries.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// Envelopes kept for replay.
+    pub events: Arc<dyn EventStore>,
+    /// Where its events come from (to reject malformed ones).
+    pub ingest: Arc<dyn Queue>,
+    /// The fast delivery lane.
+    pub fast: Arc<dyn Queue>,
+    /// The slow delivery lane.
+    pub slow: Arc<dyn Queue>,
+}
+
+impl IngestPorts {
+    /// Ingest's ports of a backend.
+    pub fn of(b: &Backend) -> Self {
+        Self {
+            hooks: b.hooks.clone(),
+            deliveries: b.deliveries.clone(),
+            events: b.events.clone(),
+            ingest: b.ingest_queue.clone(),
+            fast: b.delivery_queue.clone(),
+            slow: b.slow_queue.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for IngestPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestPorts").finish_non_exhaustive()
+    }
+}
+
 /// The ingest stage's dependencies.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     /// The ports.
-    pub backend: Backend,
+    pub ports: IngestPorts,
     /// Settings.
     pub settings: IngestSettings,
 }
 
-/// The delivery id of `event` to `hook`, the same whenever this ingest message is
-/// handled: the ULID's time is the message's send time, its randomness a hash of the
-/// event and hook ids.
-pub fn delivery_id(sent_at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
+/// The delivery id of `event_id` to `hook`, the same whenever the event is handled: the
+/// ULID's time is `at_ms`, its randomness a hash of the event and hook ids.
+pub fn delivery_id(at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
     let digest = Sha256::new().chain_update(event_id).chain_update([0u8]).chain_update(hook.to_string()).finalize();
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
-    DeliveryId::from_parts(sent_at_ms, u128::from_be_bytes(random))
+    DeliveryId::from_parts(at_ms, u128::from_be_bytes(random))
+}
+
+/// The time an event's delivery ids carry: its own `time` when that is near `now` (always,
+/// for events the bus timed), else when the bus handed it on.
+pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let t = envelope.time;
+    let at = if (t - now).abs() <= EVENT_TIME_TRUSTED { t } else { sent_at };
+    at.timestamp_millis().max(0) as u64
 }
 
 struct Parsed<'a> {
     message: &'a ReceivedMessage,
     envelope: Envelope,
-    tenant: TenantId,
     site: Option<String>,
 }
 
@@ -73,16 +130,13 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
         let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
             .and_then(|envelope| envelope.routing().map(|r| (envelope, r)));
         match parsed {
-            Ok((envelope, routing)) => by_tenant.entry(routing.tenant.clone()).or_default().push(Parsed {
-                message: m,
-                envelope,
-                tenant: routing.tenant,
-                site: routing.site,
-            }),
+            Ok((envelope, routing)) => {
+                by_tenant.entry(routing.tenant).or_default().push(Parsed { message: m, envelope, site: routing.site })
+            }
             Err(e) => {
                 // Never acknowledged unread: it fails until the queue moves it to the DLQ.
                 tracing::error!(message_id = %m.id, error = %e, "malformed event; it will reach the dead-letter queue");
-                poison(deps, m).await;
+                deps.ports.ingest.reject(m).await;
                 outcome.failed.push(m.id.clone());
             }
         }
@@ -97,57 +151,84 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     outcome
 }
 
-/// Returns a message that can never succeed to the queue at once, so it reaches the DLQ
-/// after its few receives instead of waiting out a visibility timeout each time.
-async fn poison(deps: &Ingest, m: &ReceivedMessage) {
-    if let Err(e) = deps.backend.ingest_queue.retry_after(&m.receipt, Duration::ZERO).await {
-        tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
+/// Deliveries on their way to the store and the lanes, written a chunk at a time.
+#[derive(Default)]
+struct Chunk {
+    pending: Vec<Delivery>,
+    cancelled: Vec<DeliveryUpdate>,
+    fast: Vec<hookbridge_core::ports::OutgoingMessage>,
+    slow: Vec<hookbridge_core::ports::OutgoingMessage>,
+    sent: usize,
+    cancelled_total: usize,
+}
+
+impl Chunk {
+    async fn flush(&mut self, p: &IngestPorts) -> hookbridge_core::Result<()> {
+        if !self.pending.is_empty() {
+            p.deliveries.insert(&self.pending).await?;
+        }
+        if !self.cancelled.is_empty() {
+            p.deliveries.record(&self.cancelled).await?;
+        }
+        if !self.fast.is_empty() {
+            p.fast.send_batch(&self.fast).await?;
+        }
+        if !self.slow.is_empty() {
+            p.slow.send_batch(&self.slow).await?;
+        }
+        self.sent += self.fast.len() + self.slow.len();
+        self.cancelled_total += self.cancelled.len();
+        self.pending.clear();
+        self.cancelled.clear();
+        self.fast.clear();
+        self.slow.clear();
+        Ok(())
     }
 }
 
 async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
-    let b = &deps.backend;
-    let hooks = b.hooks.list_all(tenant).await?;
+    let p = &deps.ports;
+    let hooks = p.hooks.list_all(tenant).await?;
     let now = Utc::now();
-    let mut pending = Vec::new();
-    let mut cancelled = Vec::new();
-    let mut tasks = Vec::new();
-    for p in events {
-        let body = p.envelope.to_body();
-        let sent_ms = p.message.sent_at.timestamp_millis().max(0) as u64;
-        let wanted = hooks.iter().filter(|h| h.config.wants(&p.envelope.detail_type, p.site.as_deref()));
+    let envelopes: Vec<Envelope> = events.iter().map(|e| e.envelope.clone()).collect();
+    let retention = chrono::Duration::from_std(deps.settings.event_retention).unwrap_or(chrono::Duration::days(14));
+    // Kept before any delivery is enqueued: a worker reading a large envelope finds it.
+    p.events.put(tenant, &envelopes, now + retention).await?;
+    let mut chunk = Chunk::default();
+    for e in events {
+        let body = e.envelope.to_body();
+        let at = dated(&e.envelope, e.message.sent_at, now);
+        let wanted = hooks.iter().filter(|h| h.config.wants(&e.envelope.detail_type, e.site.as_deref()));
         for hook in wanted {
             let key = DeliveryKey {
-                tenant: p.tenant.clone(),
+                tenant: tenant.clone(),
                 hook_id: hook.id,
-                delivery_id: delivery_id(sent_ms, p.envelope.id.as_str(), hook.id),
-                event_id: p.envelope.id.clone(),
-                event_type: p.envelope.detail_type.clone(),
+                delivery_id: delivery_id(at, e.envelope.id.as_str(), hook.id),
+                event_id: e.envelope.id.clone(),
+                event_type: e.envelope.detail_type.clone(),
             };
-            let delivery = Delivery::pending_for(&key, now);
+            chunk.pending.push(Delivery::pending_for(&key, now));
             match deliverable(hook) {
                 Ok(()) => {
-                    let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
-                    tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
+                    let message = Task::new(key, 0, &body).message(now);
+                    match hook.state.health.lane(now) {
+                        Lane::Fast => chunk.fast.push(message),
+                        Lane::Slow => chunk.slow.push(message),
+                    }
                 }
-                Err(reason) => cancelled.push(DeliveryUpdate::cancelled(key, reason, now)),
+                Err(reason) => chunk.cancelled.push(DeliveryUpdate::cancelled(key, 0, reason, now)),
             }
-            pending.push(delivery);
+            if chunk.pending.len() >= CHUNK {
+                chunk.flush(p).await?;
+            }
         }
     }
-    let envelopes: Vec<Envelope> = events.iter().map(|p| p.envelope.clone()).collect();
-    let retention = chrono::Duration::from_std(deps.settings.event_retention).unwrap_or(chrono::Duration::days(14));
-    b.events.put(tenant, &envelopes, now + retention).await?;
-    b.deliveries.insert(&pending).await?;
-    if !cancelled.is_empty() {
-        b.deliveries.record(&cancelled).await?;
-    }
-    b.delivery_queue.send_batch(&tasks).await?;
+    chunk.flush(p).await?;
     tracing::info!(
         tenant = %tenant,
         events = events.len(),
-        deliveries = tasks.len(),
-        cancelled = cancelled.len(),
+        deliveries = chunk.sent,
+        cancelled = chunk.cancelled_total,
         "events ingested"
     );
     Ok(())

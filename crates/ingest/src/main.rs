@@ -1,5 +1,5 @@
 use hookbridge_aws::{Clients, Config};
-use ingest::{Ingest, IngestSettings};
+use ingest::{Ingest, IngestPorts, IngestSettings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -7,12 +7,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let deps = Ingest {
-        backend: hookbridge_aws::backend(&clients, &config.resources),
+        ports: IngestPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
         settings: IngestSettings::from_settings(&config.settings),
     };
-    hookbridge_aws::lambda::run_sqs(|records| {
+    hookbridge_aws::lambda::run_sqs(|records, _deadline| {
         let deps = &deps;
-        async move { ingest::handle(deps, &records).await }
+        async move { ingest::handle(deps, &records.messages).await }
     })
     .await
 }

@@ -65,9 +65,9 @@ pub enum Command {
         /// Where the API listens.
         #[arg(long, default_value = "127.0.0.1:3000", env = "HOOKBRIDGE_LISTEN")]
         listen: SocketAddr,
-        /// Concurrent consumers of the delivery queue.
-        #[arg(long, default_value_t = 4, env = "HOOKBRIDGE_DELIVERY_POLLERS")]
-        delivery_pollers: usize,
+        /// Deliveries in progress at once on the fast lane (a quarter as many on the slow one).
+        #[arg(long, default_value_t = crate::stack::DEFAULT_DELIVERY_CONCURRENCY, env = "HOOKBRIDGE_DELIVERY_CONCURRENCY")]
+        delivery_concurrency: usize,
         /// The most the database may grow to (e.g. 2GB); when full, the API answers 503 and
         /// nothing is accepted, rather than the disk filling up.
         #[arg(long, value_parser = size, env = "HOOKBRIDGE_DATABASE_MAX_SIZE")]
@@ -158,7 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { backend, database, listen, delivery_pollers, database_max_size } => {
+        Command::Serve { backend, database, listen, delivery_concurrency, database_max_size } => {
             let s = settings()?;
             let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?;
             let place = match backend {
@@ -172,7 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings: s,
                 backend: backend.choice(database, database_max_size).await,
                 listen,
-                delivery_pollers,
+                delivery_concurrency,
             })
             .await?;
             banner(stack.addr(), &demo, &place);

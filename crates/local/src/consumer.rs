@@ -5,13 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookbridge_core::ports::{BatchOutcome, MAX_BATCH, Queue, ReceivedMessage};
-use tokio::sync::watch;
+use delivery_worker::{BatchContext, Settle, Worker};
+use hookbridge_core::hook::Lane;
+use hookbridge_core::ports::{BatchOutcome, MAX_BATCH, Queue, Receipt, ReceivedMessage};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 /// How long one receive waits for messages. Short, so a shutdown is never kept waiting.
 const POLL_WAIT: Duration = Duration::from_secs(1);
 /// The pause after the queue itself failed, so a broken backend is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Receive loops per delivery lane: two, so one waiting on a long poll or a slow commit
+/// never leaves the lane idle.
+const RECEIVERS: usize = 2;
 
 /// Runs until `stop` turns true; a batch in progress is finished first.
 pub(crate) async fn drive<F, Fut>(queue: Arc<dyn Queue>, mut stop: watch::Receiver<bool>, handler: F)
@@ -46,4 +52,86 @@ where
             tracing::error!(queue = queue.name(), error = %e, "delete failed; the batch will be handled again");
         }
     }
+}
+
+/// Deletes settled messages and gives their places back, as the worker tells of them.
+struct Settler {
+    queue: Arc<dyn Queue>,
+    places: Arc<Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Settle for Settler {
+    async fn settled(&self, done: Vec<Receipt>, count: usize) {
+        if !done.is_empty()
+            && let Err(e) = self.queue.ack(&done).await
+        {
+            // Not deleted means delivered again later: at least once, never lost.
+            tracing::error!(queue = self.queue.name(), error = %e, "delete failed; the messages will be handled again");
+        }
+        self.places.add_permits(count);
+    }
+}
+
+/// One delivery lane driven into the worker as a stream rather than batch by batch: up to
+/// `concurrency` messages are in the worker's hands at once, and each place is given back
+/// the moment its message is settled, so one slow request never holds up the next
+/// receive. Runs until `stop` turns true; messages in progress are finished first.
+pub(crate) async fn pump(
+    queue: Arc<dyn Queue>,
+    stop: watch::Receiver<bool>,
+    worker: Arc<Worker>,
+    lane: Lane,
+    concurrency: usize,
+) {
+    let places = Arc::new(Semaphore::new(concurrency.max(1)));
+    let settler = Arc::new(Settler { queue: queue.clone(), places: places.clone() });
+    let mut batches = JoinSet::new();
+    let mut receivers = JoinSet::new();
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ReceivedMessage>>();
+    for _ in 0..RECEIVERS {
+        let (queue, places, batch_tx, mut stop) = (queue.clone(), places.clone(), batch_tx.clone(), stop.clone());
+        receivers.spawn(async move {
+            while !*stop.borrow() {
+                let first = tokio::select! {
+                    p = places.clone().acquire_owned() => p,
+                    _ = stop.changed() => break,
+                };
+                let Ok(first) = first else { break };
+                first.forget();
+                let mut n = 1;
+                while n < MAX_BATCH && places.try_acquire().map(|p| p.forget()).is_ok() {
+                    n += 1;
+                }
+                match queue.receive(n, POLL_WAIT).await {
+                    Ok(batch) => {
+                        places.add_permits(n - batch.len());
+                        if !batch.is_empty() && batch_tx.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        places.add_permits(n);
+                        tracing::error!(queue = queue.name(), error = %e, "receive failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(batch_tx);
+    // Every batch runs on its own; the loop ends when the receivers have stopped.
+    while let Some(batch) = batch_rx.recv().await {
+        let (worker, settler) = (worker.clone(), settler.clone());
+        batches.spawn(async move {
+            let ctx = BatchContext { lane, deadline: None, settle: Some(settler.as_ref()) };
+            delivery_worker::handle(&worker, &batch, ctx).await;
+        });
+        while batches.try_join_next().is_some() {}
+    }
+    while receivers.join_next().await.is_some() {}
+    while batches.join_next().await.is_some() {}
 }

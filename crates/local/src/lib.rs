@@ -8,4 +8,4 @@ mod consumer;
 mod receive;
 mod stack;
 
-pub use stack::{BackendChoice, RunningStack, StackOptions, StartError, open_backend};
+pub use stack::{BackendChoice, DEFAULT_DELIVERY_CONCURRENCY, RunningStack, StackOptions, StartError, open_backend};

@@ -4,18 +4,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use delivery_worker::{Worker, WorkerSettings};
+use delivery_worker::{Worker, WorkerPorts, WorkerSettings};
+use hookbridge_core::hook::Lane;
 use hookbridge_core::ports::Backend;
 use hookbridge_core::settings::Settings;
 use hookbridge_embedded::EmbeddedConfig;
 use hookbridge_outbound::{Outbound, OutboundSettings};
-use ingest::{Ingest, IngestSettings};
+use ingest::{Ingest, IngestPorts, IngestSettings};
 use subscription_api::{Api, ApiSettings};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use verifier::Verifier;
+use verifier::{Verifier, VerifierPorts};
 
-use crate::consumer::drive;
+use crate::consumer::{drive, pump};
 
 /// Which backend to run on.
 #[derive(Debug, Clone)]
@@ -44,9 +45,14 @@ pub struct StackOptions {
     pub backend: BackendChoice,
     /// Where the API listens (port 0 picks a free one).
     pub listen: SocketAddr,
-    /// Concurrent consumers of the delivery queue (each sends up to ten requests at once).
-    pub delivery_pollers: usize,
+    /// Deliveries in progress at once on the fast lane (and a quarter as many on the slow
+    /// lane).
+    pub delivery_concurrency: usize,
 }
+
+/// The default of [`StackOptions::delivery_concurrency`]: outbound requests are cheap to
+/// keep waiting, and a dying hook may hold only a few of them for a moment.
+pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 256;
 
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
@@ -136,14 +142,11 @@ impl RunningStack {
             }
         });
 
-        let ingest = Arc::new(Ingest { backend: backend.clone(), settings: IngestSettings::from_settings(s) });
-        let worker = Arc::new(Worker {
-            backend: backend.clone(),
-            outbound: outbound.clone(),
-            settings: WorkerSettings::from_settings(s),
-        });
+        let ingest = Arc::new(Ingest { ports: IngestPorts::of(&backend), settings: IngestSettings::from_settings(s) });
+        let worker =
+            Arc::new(Worker::new(WorkerPorts::of(&backend), outbound.clone(), WorkerSettings::from_settings(s)));
         let verifier = Arc::new(Verifier {
-            backend: backend.clone(),
+            ports: VerifierPorts::of(&backend),
             outbound,
             account: s.account.clone(),
             region: s.region.clone(),
@@ -156,13 +159,9 @@ impl RunningStack {
                 async move { ingest::handle(&deps, &batch).await }
             }));
         }
-        for _ in 0..opts.delivery_pollers.max(1) {
-            let (q, st, deps) = (backend.delivery_queue.clone(), stopped.clone(), worker.clone());
-            tasks.spawn(drive(q, st, move |batch| {
-                let deps = deps.clone();
-                async move { delivery_worker::handle(&deps, &batch).await }
-            }));
-        }
+        let fast = opts.delivery_concurrency.max(1);
+        tasks.spawn(pump(backend.delivery_queue.clone(), stopped.clone(), worker.clone(), Lane::Fast, fast));
+        tasks.spawn(pump(backend.slow_queue.clone(), stopped.clone(), worker, Lane::Slow, fast.div_ceil(4)));
         {
             let (q, st, deps) = (backend.verify_queue.clone(), stopped.clone(), verifier.clone());
             tasks.spawn(drive(q, st, move |batch| {

@@ -29,6 +29,11 @@ const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Tokens are renewed this long before they expire (or at 90 % of a shorter lifetime),
 /// so a request never leaves with a token that dies in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// How long a failed token fetch is remembered: deliveries to the hook in the meantime
+/// fail at once with the same error instead of each waiting on the token endpoint.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(10);
+/// The longest one token fetch may take, waiting for another delivery's fetch included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a token could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,16 +56,21 @@ pub enum TokenError {
     },
 }
 
+/// What a hook's slot holds.
 #[derive(Clone)]
-struct Token {
-    value: Secret,
-    renew_at: Instant,
+enum Cached {
+    /// A token, good until `renew_at`.
+    Token { value: Secret, renew_at: Instant },
+    /// The last fetch failed; its error stands until `until`.
+    Failed { error: TokenError, until: Instant },
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 /// OAuth tokens per hook and credentials, shared by every delivery of the process. One
-/// fetch at a time per hook: a batch of deliveries to one hook waits for one token.
+/// fetch at a time per hook: a batch of deliveries to one hook waits for one token, never
+/// longer than [`FETCH_TIMEOUT`], and a failure is remembered for [`FAILURE_MEMORY`]. Each
+/// hook has its own lock, so a hanging token endpoint holds up only its own hook.
 #[derive(Clone, Default)]
 pub struct TokenCache {
     slots: Arc<Mutex<HashMap<u64, Slot>>>,
@@ -150,17 +160,36 @@ impl Outbound {
         secrets: &HookSecrets,
         renew: bool,
     ) -> Result<Secret, TokenError> {
+        let budget = FETCH_TIMEOUT.min(self.settings.timeout);
+        let timed_out = |what: &str| TokenError::Request {
+            class: ErrorClass::Timeout,
+            detail: format!("{what} took longer than {} ms", budget.as_millis()),
+        };
         let slot = self.tokens.slot(cache_key(hook, oauth, secrets));
-        let mut cached = slot.lock().await;
-        if !renew && let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
-            return Ok(t.value.clone());
+        let mut cached =
+            tokio::time::timeout(budget, slot.lock()).await.map_err(|_| timed_out("another delivery's token fetch"))?;
+        let now = Instant::now();
+        match cached.as_ref() {
+            Some(Cached::Token { value, renew_at }) if !renew && now < *renew_at => return Ok(value.clone()),
+            Some(Cached::Failed { error, until }) if now < *until => return Err(error.clone()),
+            _ => {}
         }
-        let fetched = self.fetch_token(oauth, secrets).await;
+        let fetched = tokio::time::timeout(budget, self.fetch_token(oauth, secrets))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("the token fetch")));
         self.tokens.fetches.fetch_add(1, Ordering::Relaxed);
-        let (value, lifetime) = fetched?;
-        let margin = REFRESH_MARGIN.min(lifetime / 10);
-        *cached = Some(Token { value: value.clone(), renew_at: Instant::now() + lifetime.saturating_sub(margin) });
-        Ok(value)
+        match fetched {
+            Ok((value, lifetime)) => {
+                let margin = REFRESH_MARGIN.min(lifetime / 10);
+                let renew_at = Instant::now() + lifetime.saturating_sub(margin);
+                *cached = Some(Cached::Token { value: value.clone(), renew_at });
+                Ok(value)
+            }
+            Err(error) => {
+                *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
+                Err(error)
+            }
+        }
     }
 
     async fn fetch_token(&self, oauth: &OAuthConfig, secrets: &HookSecrets) -> Result<(Secret, Duration), TokenError> {

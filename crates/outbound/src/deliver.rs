@@ -69,6 +69,23 @@ enum AuthHeader {
 }
 
 impl Outbound {
+    /// Sends one attempt within `budget`, everything included: the token fetch, the
+    /// request, a refresh after a 401 and the request again. What is not done by then is a
+    /// `timeout`, so a delivery never takes longer than its lane allows.
+    pub async fn deliver_within(&self, req: DeliveryRequest<'_>, budget: std::time::Duration) -> AttemptReport {
+        let at = Utc::now();
+        let started = Instant::now();
+        match tokio::time::timeout(budget, self.deliver(req)).await {
+            Ok(report) => report,
+            Err(_) => AttemptReport::failed(
+                ErrorClass::Timeout,
+                at,
+                started,
+                format!("no answer within {} ms", budget.as_millis()),
+            ),
+        }
+    }
+
     /// Sends one attempt. Never fails: every failure is an outcome to record.
     pub async fn deliver(&self, req: DeliveryRequest<'_>) -> AttemptReport {
         let at = Utc::now();

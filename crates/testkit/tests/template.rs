@@ -121,6 +121,7 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         hookbridge_aws::config::BUS,
         hookbridge_aws::config::INGEST_QUEUE_URL,
         hookbridge_aws::config::DELIVERY_QUEUE_URL,
+        hookbridge_aws::config::SLOW_QUEUE_URL,
         hookbridge_aws::config::VERIFY_QUEUE_URL,
         hookbridge_aws::config::KMS_KEY,
         hookbridge_core::settings::JWT_SECRET,

@@ -38,7 +38,7 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
     };
     let token = match &cfg.auth {
         AuthConfig::OauthClientCredentials(oauth) => {
-            let r = match v.backend.sealer.open(&hook.sealed).await {
+            let r = match v.ports.sealer.open(&hook.sealed).await {
                 Ok(secrets) => {
                     v.outbound.oauth_token(hook.id, oauth, &secrets, true).await.map(|_| ()).map_err(|e| e.to_string())
                 }

@@ -6,23 +6,49 @@
 
 mod check;
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::hook::{ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
-use hookbridge_core::ports::{Backend, BatchOutcome, ReceivedMessage};
+use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookStore, Queue, ReceivedMessage, Sealer};
 use hookbridge_outbound::Outbound;
 use tracing::Instrument;
 
 pub use check::{Findings, challenge_value};
 
+/// The ports the verifier uses, and no others.
+#[derive(Clone)]
+pub struct VerifierPorts {
+    /// Hooks: read, and their connection state written.
+    pub hooks: Arc<dyn HookStore>,
+    /// Opens hook secrets (OAuth client secrets).
+    pub sealer: Arc<dyn Sealer>,
+    /// Verification outcomes as operational events.
+    pub bus: Arc<dyn Bus>,
+    /// Where its lifecycle events come from (to reject malformed ones).
+    pub verify: Arc<dyn Queue>,
+}
+
+impl VerifierPorts {
+    /// The verifier's ports of a backend.
+    pub fn of(b: &Backend) -> Self {
+        Self { hooks: b.hooks.clone(), sealer: b.sealer.clone(), bus: b.bus.clone(), verify: b.verify_queue.clone() }
+    }
+}
+
+impl std::fmt::Debug for VerifierPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierPorts").finish_non_exhaustive()
+    }
+}
+
 /// The verifier's dependencies.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     /// The ports.
-    pub backend: Backend,
+    pub ports: VerifierPorts,
     /// The HTTP client (same SSRF guard and no-redirect rule as deliveries).
     pub outbound: Outbound,
     /// The `account` filled into envelopes that lack one.
@@ -46,9 +72,7 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
         .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
     let Some((kind, detail)) = parsed else {
         tracing::error!(message_id = %m.id, "not a lifecycle event; it will reach the dead-letter queue");
-        if let Err(e) = v.backend.verify_queue.retry_after(&m.receipt, Duration::ZERO).await {
-            tracing::warn!(message_id = %m.id, error = %e, "could not return a malformed message early");
-        }
+        v.ports.verify.reject(m).await;
         return Some(m.id.clone());
     };
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
@@ -66,7 +90,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
     if !event_type::VERIFIER_TRIGGERS.contains(&kind) {
         return Ok(());
     }
-    let Some(hook) = v.backend.hooks.get(&d.tenant, d.hook_id).await? else {
+    let Some(hook) = v.ports.hooks.get(&d.tenant, d.hook_id).await? else {
         return Ok(()); // Deleted since: nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
@@ -92,7 +116,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
             .into_iter()
             .map(|(kind, reason)| PlatformDetail::about(&hook, None, reason).bus_entry(kind))
             .collect();
-        if let Err(e) = v.backend.bus.publish(entries).await {
+        if let Err(e) = v.ports.bus.publish(entries).await {
             tracing::error!(hook_id = %hook.id, error = %e, "could not publish verification events");
         }
     }
@@ -103,26 +127,18 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
 /// `None` if the hook was deleted meanwhile.
 async fn set_state(
     v: &Verifier,
-    mut hook: Hook,
+    hook: Hook,
     mut change: impl FnMut(&mut Hook),
 ) -> hookbridge_core::Result<Option<Hook>> {
-    for _ in 0..5 {
-        let expected = hook.revision;
-        let mut next = hook.clone();
+    let r = modify(v.ports.hooks.as_ref(), hook, UPDATE_ROUNDS, |h| {
+        let mut next = h.clone();
         change(&mut next);
-        if next == hook {
-            return Ok(Some(hook));
-        }
-        next.revision += 1;
         next.updated_at = Utc::now();
-        match v.backend.hooks.replace(&next, expected).await {
-            Ok(()) => return Ok(Some(next)),
-            Err(hookbridge_core::Error::VersionConflict) => match v.backend.hooks.get(&hook.tenant, hook.id).await? {
-                Some(fresh) => hook = fresh,
-                None => return Ok(None),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Err(hookbridge_core::Error::VersionConflict)
+        Ok::<_, hookbridge_core::Error>((next.config != h.config || next.state != h.state).then_some((next, ())))
+    })
+    .await?;
+    Ok(match r {
+        Modified::Written(h, ()) | Modified::Unchanged(h) => Some(h),
+        Modified::Deleted => None,
+    })
 }

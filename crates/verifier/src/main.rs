@@ -1,6 +1,6 @@
 use hookbridge_aws::{Clients, Config};
 use hookbridge_outbound::{Outbound, OutboundSettings};
-use verifier::Verifier;
+use verifier::{Verifier, VerifierPorts};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -8,14 +8,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let verifier = Verifier {
-        backend: hookbridge_aws::backend(&clients, &config.resources),
+        ports: VerifierPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
         outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
         account: config.settings.account.clone(),
         region: config.settings.region.clone(),
     };
-    hookbridge_aws::lambda::run_sqs(|records| {
+    hookbridge_aws::lambda::run_sqs(|records, _deadline| {
         let deps = &verifier;
-        async move { verifier::handle(deps, &records).await }
+        async move { verifier::handle(deps, &records.messages).await }
     })
     .await
 }

@@ -10,7 +10,7 @@ use hookbridge_core::hook::{ConnectionState, NetworkPolicy, VerificationStatus};
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply, events};
-use verifier::Verifier;
+use verifier::{Verifier, VerifierPorts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
@@ -21,18 +21,21 @@ async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
     hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
     hook.config.url = receiver.url("/hook");
     hook.config.verification.required = true;
-    h.backend().hooks.create(&hook).await.unwrap();
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
     let v = Verifier {
-        backend: h.backend().clone(),
+        ports: VerifierPorts::of(h.backend()),
         outbound: Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
             .unwrap(),
         account: "123456789012".into(),
         region: "us-east-1".into(),
     };
     let event: SqsEvent = serde_json::from_str(&events::load("verifier-batch")).unwrap();
-    let resp = hookbridge_aws::lambda::invoke(event, |records| async move { verifier::handle(&v, &records).await })
-        .await
-        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, _| async move {
+        verifier::handle(&v, &batch.messages).await
+    })
+    .await
+    .unwrap();
     let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["2a3b4c5d-0002-4e6f-8a9b-0000000000c2"]);
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();

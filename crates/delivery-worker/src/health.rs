@@ -1,0 +1,70 @@
+//! A hook's health after a group of results: failures counted toward the disable rule,
+//! the circuit opened or closed, the slow-lane mark renewed. Written only when it changes,
+//! so a healthy hook's deliveries cost no hook write.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::circuit::Transition;
+use hookbridge_core::envelope::BusEntry;
+use hookbridge_core::health::{HealthChange, Observation, observe};
+use hookbridge_core::hook::{DestinationState, Hook, Modified, UPDATE_ROUNDS, modify};
+use hookbridge_core::message::{PlatformDetail, event_type};
+
+use crate::Worker;
+
+/// Writes the hook's new health (and disables it when the rule says so); returns the
+/// operational events the change calls for.
+pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now: DateTime<Utc>) -> Vec<BusEntry> {
+    let rule = w.settings.disable_rule;
+    let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |h| {
+        Ok::<_, hookbridge_core::Error>(observe(&rule, &h.state.health, obs).map(|change| {
+            let mut next = h.clone();
+            next.state.health = change.health.clone();
+            let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
+            if let Some(reason) = &disabling {
+                next.state.destination_state = DestinationState::Inactive;
+                next.state.disabled_reason = Some(reason.clone());
+            }
+            next.updated_at = now;
+            (next, (change, disabling))
+        }))
+    })
+    .await;
+    let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {
+        Ok(Modified::Written(next, (change, disabling))) => (next, change, disabling),
+        Ok(Modified::Unchanged(_) | Modified::Deleted) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not record the hook's health");
+            return Vec::new();
+        }
+    };
+    let event = |kind: &str, reason: String| PlatformDetail::about(&next, None, Some(reason)).bus_entry(kind);
+    let mut events = Vec::new();
+    if change.warn {
+        let reason = format!("{} failed attempts in a row", next.state.health.consecutive_failures);
+        tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook failing");
+        events.push(event(event_type::HOOK_FAILING, reason));
+    }
+    match change.circuit {
+        Some(Transition::Opened) => {
+            let c = &next.state.health.circuit;
+            let reason = format!(
+                "the endpoint is down; next probe at {}",
+                c.next_probe_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+            tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "circuit opened");
+            events.push(event(event_type::HOOK_CIRCUIT_OPENED, reason));
+        }
+        Some(Transition::Closed) => {
+            tracing::info!(hook_id = %next.id, tenant = %next.tenant, "circuit closed");
+            events.push(event(event_type::HOOK_CIRCUIT_CLOSED, "the endpoint answered again".to_owned()));
+        }
+        None => {}
+    }
+    if let Some(reason) = disabling {
+        tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook disabled");
+        events.push(event(event_type::HOOK_DISABLED, reason));
+    }
+    events
+}

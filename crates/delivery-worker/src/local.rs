@@ -1,0 +1,114 @@
+//! What one worker process knows before the table does: how many requests each hook has
+//! in flight here, and which hooks it just found slow. Both are acted on at once; the
+//! slow mark also reaches the table (and so other processes and ingest) with the hook's
+//! next health write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::hook::Lane;
+use hookbridge_core::ids::HookId;
+
+#[derive(Debug, Default)]
+struct Entry {
+    fast: u32,
+    slow: u32,
+    slow_until: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    fn idle(&self, now: DateTime<Utc>) -> bool {
+        self.fast == 0 && self.slow == 0 && self.slow_until.is_none_or(|t| t <= now)
+    }
+}
+
+/// Per-hook state of this process.
+#[derive(Debug, Default)]
+pub(crate) struct Local {
+    hooks: Mutex<HashMap<HookId, Entry>>,
+}
+
+impl Local {
+    fn lock(&self) -> MutexGuard<'_, HashMap<HookId, Entry>> {
+        self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this process found the hook slow and the mark has not run out.
+    pub(crate) fn is_slow(&self, hook: HookId, now: DateTime<Utc>) -> bool {
+        self.lock().get(&hook).and_then(|e| e.slow_until).is_some_and(|t| t > now)
+    }
+
+    /// Sends the hook's deliveries to the slow lane until `until`.
+    pub(crate) fn mark_slow(&self, hook: HookId, until: DateTime<Utc>) {
+        let mut hooks = self.lock();
+        let e = hooks.entry(hook).or_default();
+        e.slow_until = e.slow_until.max(Some(until));
+    }
+
+    /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
+    pub(crate) fn acquire(self: &Arc<Self>, hook: HookId, lane: Lane, cap: u32) -> Option<InFlight> {
+        let mut hooks = self.lock();
+        let e = hooks.entry(hook).or_default();
+        let n = match lane {
+            Lane::Fast => &mut e.fast,
+            Lane::Slow => &mut e.slow,
+        };
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { local: self.clone(), hook, lane })
+    }
+}
+
+/// One request's place among its hook's in-flight requests; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    local: Arc<Local>,
+    hook: HookId,
+    lane: Lane,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut hooks = self.local.lock();
+        if let Some(e) = hooks.get_mut(&self.hook) {
+            match self.lane {
+                Lane::Fast => e.fast = e.fast.saturating_sub(1),
+                Lane::Slow => e.slow = e.slow.saturating_sub(1),
+            }
+            if e.idle(Utc::now()) {
+                hooks.remove(&self.hook);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_capped_per_hook_and_lane_and_given_back() {
+        let local = Arc::new(Local::default());
+        let (a, b) = (HookId::generate(), HookId::generate());
+        let held: Vec<_> = (0..2).map(|_| local.acquire(a, Lane::Fast, 2).unwrap()).collect();
+        assert!(local.acquire(a, Lane::Fast, 2).is_none());
+        assert!(local.acquire(a, Lane::Slow, 2).is_some(), "the other lane counts apart");
+        assert!(local.acquire(b, Lane::Fast, 2).is_some(), "other hooks are not affected");
+        drop(held);
+        assert!(local.acquire(a, Lane::Fast, 2).is_some());
+        assert!(local.lock().len() <= 2, "idle hooks are forgotten");
+    }
+
+    #[test]
+    fn slow_marks_run_out() {
+        let local = Local::default();
+        let h = HookId::generate();
+        let now = Utc::now();
+        local.mark_slow(h, now + chrono::Duration::seconds(10));
+        assert!(local.is_slow(h, now));
+        assert!(!local.is_slow(h, now + chrono::Duration::seconds(10)));
+    }
+}
