@@ -9,7 +9,7 @@ use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, Validatio
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{Backend, Receipt, ReceivedMessage};
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
-use ingest::{Ingest, IngestSettings};
+use ingest::{Ingest, IngestPorts, IngestSettings};
 
 /// One backend's result.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ fn message(tenant: &TenantId) -> ReceivedMessage {
 
 async fn measure(backend: &Backend, tenant: &TenantId) -> anyhow::Result<Duration> {
     let deps = Ingest {
-        backend: backend.clone(),
+        ports: IngestPorts::of(backend),
         settings: IngestSettings {
             account: "1".into(),
             region: "r".into(),
@@ -79,7 +79,7 @@ pub async fn embedded(n: usize) -> anyhow::Result<Figures> {
     let h = EmbeddedHarness::start().await;
     let tenant: TenantId = "fanout".parse()?;
     for hook in hooks(h.backend(), &tenant, n).await? {
-        h.backend().hooks.create(&hook).await?;
+        h.backend().hooks.create(&hook, u32::MAX).await?;
     }
     let ingest = measure(h.backend(), &tenant).await?;
     let queued = h.backend().delivery_queue.depth().await?.total();

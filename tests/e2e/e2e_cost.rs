@@ -8,8 +8,12 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
     let rig = CostRig::new().await;
 
     // A cold worker opens the hook's secrets once (KMS) and records the hook's first success.
+    // The first publish reads the tenant's rate state, then leases from it.
     let r = rig.round(false).await;
-    assert_eq!(r.publish, counts_of(&[("EventBridge.PutEvents", 1)]));
+    assert_eq!(
+        r.publish,
+        counts_of(&[("DynamoDB.GetItem", 1), ("DynamoDB.UpdateItem", 1), ("EventBridge.PutEvents", 1)])
+    );
     assert_eq!(
         r.ingest,
         counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 2), ("SQS.SendMessageBatch", 1)])
@@ -24,9 +28,11 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
         ])
     );
 
-    // Warm: one publish, four ingest requests and two worker requests for ten deliveries.
+    // Warm: one publish (and one lease of the tenant's publish rate, which a call pays at
+    // most once a second or once per 50 events), four ingest requests and two worker
+    // requests for ten deliveries.
     let r = rig.round(false).await;
-    assert_eq!(r.publish, counts_of(&[("EventBridge.PutEvents", 1)]));
+    assert_eq!(r.publish, counts_of(&[("DynamoDB.UpdateItem", 1), ("EventBridge.PutEvents", 1)]));
     assert_eq!(
         r.ingest,
         counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 2), ("SQS.SendMessageBatch", 1)])
@@ -35,19 +41,20 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_costs_one_visibility_change_per_delivery_and_batched_writes() {
+async fn a_retry_costs_a_tenth_of_a_send_per_delivery_and_batched_writes() {
     let rig = CostRig::new().await;
     rig.round(false).await;
     let r = rig.round(true).await;
-    // Two worker batches: the failing one (ten visibility changes, one attempt write, one
-    // health write) and the retry (one hook read, one attempt write, one health write).
+    // Two worker batches: the failing one (one hook read, one attempt write, one health
+    // write, and the ten retries sent back delayed in one batch, never held in flight) and
+    // the retry (one hook read, one attempt write, one health write).
     assert_eq!(
         r.worker,
         counts_of(&[
             ("DynamoDB.BatchGetItem", 2),
             ("DynamoDB.BatchWriteItem", 2),
             ("DynamoDB.PutItem", 2),
-            ("SQS.ChangeMessageVisibility", 10),
+            ("SQS.SendMessageBatch", 1),
         ])
     );
 }

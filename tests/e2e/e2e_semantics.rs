@@ -317,7 +317,7 @@ async fn plant_hook(stack: &TestStack, tenant: &str, name: &str, url: &str) -> H
         version: 1,
         revision: 1,
     };
-    b.hooks.create(&hook).await.unwrap();
+    b.hooks.create(&hook, 1000).await.unwrap();
     hook
 }
 

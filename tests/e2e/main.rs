@@ -6,6 +6,7 @@ mod e2e_api;
 mod e2e_cost;
 mod e2e_delivery;
 mod e2e_faults;
+mod e2e_isolation;
 mod e2e_openapi;
 mod e2e_poison;
 mod e2e_semantics;

@@ -135,7 +135,7 @@ impl TestStack {
                 Some(sdk) => BackendChoice::Aws { sdk: Box::new(sdk.clone()) },
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
-            delivery_pollers: 2,
+            delivery_concurrency: hookbridge_local::DEFAULT_DELIVERY_CONCURRENCY,
         })
         .await
         .expect("start stack");

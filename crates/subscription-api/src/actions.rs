@@ -9,8 +9,7 @@ use hookbridge_core::delivery::{Delivery, DeliveryKey};
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::hook::{RetiringSecret, VerificationStatus};
 use hookbridge_core::ids::{DeliveryId, EventId};
-use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX, PLATFORM_SOURCE, event_type};
-use hookbridge_core::ports::OutgoingMessage;
+use hookbridge_core::message::{PLATFORM_SOURCE, Task, event_type};
 use hookbridge_core::secret::SigningSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -127,8 +126,7 @@ pub async fn test_event(
     let b = api.backend();
     b.events.put(&hook.tenant, std::slice::from_ref(&envelope), now + retention).await?;
     b.deliveries.insert(&[Delivery::pending_for(&key, now)]).await?;
-    let body = envelope.to_body();
-    let task = DeliveryTask::V1 { delivery: key.clone(), body: (body.len() <= INLINE_BODY_MAX).then_some(body) };
-    b.delivery_queue.send_batch(&[OutgoingMessage::now(task.to_json())]).await?;
+    let task = Task::new(key.clone(), 0, &envelope.to_body());
+    b.lane(hook.state.health.lane(now)).send_batch(&[task.message(now)]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": key.delivery_id, "event_id": key.event_id }))))
 }

@@ -1,10 +1,11 @@
 //! API shapes, named by direction and kept apart from storage: what a client reads.
 
 use chrono::{DateTime, Utc};
+use hookbridge_core::circuit::CircuitState;
 use hookbridge_core::delivery::{Attempt, Delivery, DeliveryStatus, ErrorClass};
 use hookbridge_core::hook::{
-    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod, SignatureFormat,
-    VerificationStatus,
+    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod, Lane, RateLimit,
+    SignatureFormat, VerificationStatus,
 };
 use hookbridge_core::ids::{DeliveryId, EventId, HookId};
 use hookbridge_core::pattern::EventTypePattern;
@@ -65,6 +66,8 @@ pub struct HookOut {
     pub signature_formats: Vec<SignatureFormat>,
     /// Verification settings and state.
     pub verification: VerificationOut,
+    /// The most deliveries a second the receiver gets, if limited.
+    pub rate_limit: Option<RateLimit>,
     /// HYPR's connection state.
     pub connection_state: ConnectionState,
     /// HYPR's destination state.
@@ -97,14 +100,32 @@ pub struct HealthOut {
     pub failing_since: Option<DateTime<Utc>>,
     /// When a delivery last succeeded.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The circuit breaker.
+    pub circuit: CircuitOut,
+    /// Which delivery lane its deliveries take now.
+    pub lane: Lane,
+}
+
+/// `health.circuit` as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitOut {
+    /// `closed`, `open` or `half_open`.
+    pub state: CircuitState,
+    /// When it opened, while not closed.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When the next probe may go (open) or went (half-open).
+    pub next_probe_at: Option<DateTime<Utc>>,
 }
 
 impl From<&Health> for HealthOut {
     fn from(h: &Health) -> Self {
+        let c = &h.circuit;
         Self {
             consecutive_failures: h.consecutive_failures,
             failing_since: h.failing_since,
             last_success_at: h.last_success_at,
+            circuit: CircuitOut { state: c.state, opened_at: c.opened_at, next_probe_at: c.next_probe_at },
+            lane: h.lane(Utc::now()),
         }
     }
 }
@@ -125,6 +146,7 @@ impl From<&Hook> for HookOut {
             headers: c.headers.clone(),
             signature_formats: c.signature_formats.clone(),
             verification: VerificationOut::from(h),
+            rate_limit: c.rate_limit,
             connection_state: h.state.connection_state,
             destination_state: h.state.destination_state,
             disabled_reason: h.state.disabled_reason.clone(),

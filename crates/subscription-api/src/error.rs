@@ -35,6 +35,24 @@ pub enum ApiError {
     /// Body too large.
     #[error("{0}")]
     TooLarge(String),
+    /// A tenant quota is reached (hooks per tenant).
+    #[error("{detail}")]
+    QuotaReached {
+        /// What the limit is and how to raise it.
+        detail: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// The tenant publishes faster than it may; retry after the wait.
+    #[error("the tenant publishes more than {rate} events a second (burst {burst}); retry after {retry_after_secs} s")]
+    Throttled {
+        /// The rate.
+        rate: u32,
+        /// The burst.
+        burst: u32,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// Not JSON.
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
@@ -67,6 +85,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::QuotaReached { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,6 +102,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too-large",
+            Self::QuotaReached { .. } => "quota-reached",
+            Self::Throttled { .. } => "throttled",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -100,6 +122,11 @@ impl ApiError {
                 Self::Invalid { errors, .. } => errors.clone(),
                 _ => Vec::new(),
             },
+            limit: match self {
+                Self::QuotaReached { limit, .. } => Some(*limit),
+                Self::Throttled { rate, .. } => Some(*rate),
+                _ => None,
+            },
         }
     }
 }
@@ -115,6 +142,13 @@ impl From<hookbridge_core::Error> for ApiError {
             E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
             E::TooLarge(what) => Self::TooLarge(what),
             E::StorageFull => Self::Unavailable,
+            E::QuotaReached { limit } => Self::QuotaReached {
+                detail: format!(
+                    "the tenant has {limit} hooks, the most it may have; delete one, or raise \
+                     HOOKBRIDGE_MAX_HOOKS_PER_TENANT"
+                ),
+                limit,
+            },
             other => Self::Internal(other),
         }
     }
@@ -135,6 +169,9 @@ pub struct Problem {
     /// The fields at fault, for validation errors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The limit reached, for `quota-reached` (hooks) and `throttled` (events a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 impl IntoResponse for ApiError {
@@ -149,6 +186,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(detail = %self, "request refused: storage is full");
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        if let Self::Throttled { retry_after_secs, .. } = &self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

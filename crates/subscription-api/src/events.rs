@@ -263,6 +263,7 @@ pub async fn publish(
     }
 
     let now = Utc::now();
+    throttle(&api, &caller.tenant, accepted.len(), now).await?;
     let store = &api.backend().idempotency;
     let fingerprint = hex::encode(Sha256::digest(&bytes));
     if let Some(k) = &key {
@@ -291,11 +292,31 @@ pub async fn publish(
             }
         }
         (Some(k), Err(_)) => {
-            let _ = store.release(&caller.tenant, k).await;
+            if let Err(e) = store.release(&caller.tenant, k).await {
+                tracing::error!(error = %e, "could not release an Idempotency-Key after a failed publish");
+            }
         }
         (None, _) => {}
     }
     Ok((StatusCode::ACCEPTED, Json(result?)).into_response())
+}
+
+/// Holds a tenant to its publish rate: every event through the API counts, so no one
+/// tenant can queue more work for ingest than ingest clears, which is what would delay
+/// everyone else's events.
+async fn throttle(api: &Api, tenant: &TenantId, events: usize, now: DateTime<Utc>) -> Result<(), ApiError> {
+    let q = api.settings().quotas;
+    match api.meter().take(api.backend().limiter.as_ref(), q, tenant, events as u32, now).await? {
+        None => Ok(()),
+        Some(wait) => {
+            tracing::info!(tenant = %tenant, events, "publish throttled");
+            Err(ApiError::Throttled {
+                rate: q.publish_rate.get(),
+                burst: q.publish_burst,
+                retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+            })
+        }
+    }
 }
 
 fn replayed(r: StoredResponse) -> Response {

@@ -98,7 +98,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
         version: 1,
         revision: 1,
     };
-    api.backend().hooks.create(&hook).await?;
+    api.backend().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
     let mut out = HookOut::from(&hook);

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod hooks;
 mod lifecycle;
+pub mod meter;
 pub mod properties;
 mod redeliver;
 
@@ -38,6 +39,8 @@ pub struct ApiSettings {
     pub account: String,
     /// The `region` of envelopes the API makes itself.
     pub region: String,
+    /// What one tenant may use.
+    pub quotas: hookbridge_core::settings::Quotas,
 }
 
 impl ApiSettings {
@@ -49,6 +52,7 @@ impl ApiSettings {
             event_retention: s.event_retention,
             account: s.account.clone(),
             region: s.region.clone(),
+            quotas: s.quotas,
         }
     }
 
@@ -61,6 +65,7 @@ impl ApiSettings {
             event_retention: Duration::from_secs(14 * 86_400),
             account: "000000000000".to_owned(),
             region: "local".to_owned(),
+            quotas: hookbridge_core::settings::Quotas::default(),
         }
     }
 }
@@ -74,6 +79,7 @@ pub struct Api {
 struct ApiInner {
     backend: Backend,
     settings: ApiSettings,
+    meter: meter::Meter,
 }
 
 impl std::fmt::Debug for Api {
@@ -85,7 +91,7 @@ impl std::fmt::Debug for Api {
 impl Api {
     /// The API over a backend.
     pub fn new(backend: Backend, settings: ApiSettings) -> Self {
-        Self { inner: Arc::new(ApiInner { backend, settings }) }
+        Self { inner: Arc::new(ApiInner { backend, settings, meter: meter::Meter::default() }) }
     }
 
     pub(crate) fn backend(&self) -> &Backend {
@@ -94,6 +100,10 @@ impl Api {
 
     pub(crate) fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    pub(crate) fn meter(&self) -> &meter::Meter {
+        &self.inner.meter
     }
 }
 

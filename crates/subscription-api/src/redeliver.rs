@@ -11,8 +11,8 @@ use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
-use hookbridge_core::message::{DeliveryTask, INLINE_BODY_MAX};
-use hookbridge_core::ports::{OutgoingMessage, Window};
+use hookbridge_core::message::Task;
+use hookbridge_core::ports::Window;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -30,9 +30,10 @@ const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIV
 /// Reads the events' envelopes, a few at a time (a replay may span thousands of events).
 const EVENT_READS_IN_FLIGHT: usize = 16;
 
-/// Queues the deliveries again, oldest first, then records them as `PENDING`. Sending
-/// first means a failure cannot leave a delivery `PENDING` with nothing queued for it (the
-/// worker records the outcome of whatever was sent). Deliveries whose event is no longer
+/// Queues the deliveries again as a new round, oldest first, then records them as
+/// `PENDING`. Sending first means a failure cannot leave a delivery `PENDING` with nothing
+/// queued for it; the round means the worker's outcome stands even when it is stored
+/// before this `PENDING` (see [`Delivery::apply`]). Deliveries whose event is no longer
 /// kept are skipped. Returns how many were queued.
 async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> Result<usize, ApiError> {
     let b = api.backend();
@@ -61,18 +62,19 @@ async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> 
             event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
         };
+        let round = d.round + 1;
         updates.push(DeliveryUpdate {
             delivery: key.clone(),
             attempt: None,
             status: DeliveryStatus::Pending,
             next_attempt_at: Some(now),
             note: Some(note.to_owned()),
+            round,
             at: now,
         });
-        let inline = (body.len() <= INLINE_BODY_MAX).then(|| body.clone());
-        tasks.push(OutgoingMessage::now(DeliveryTask::V1 { delivery: key, body: inline }.to_json()));
+        tasks.push(Task::new(key, round, body).message(now));
     }
-    b.delivery_queue.send_batch(&tasks).await?;
+    b.lane(hook.state.health.lane(now)).send_batch(&tasks).await?;
     b.deliveries.record(&updates).await?;
     Ok(tasks.len())
 }

@@ -11,4 +11,4 @@ pub mod receiver;
 
 pub use emulator::Emulator;
 pub use harness::{AwsHarness, EmbeddedHarness, Harness};
-pub use receiver::{Received, Receiver, Reply};
+pub use receiver::{BlackHole, Received, Receiver, Reply};

@@ -23,6 +23,8 @@ pub struct Received {
     pub headers: HeaderMap,
     /// The body, byte for byte.
     pub body: Bytes,
+    /// When it arrived.
+    pub at: tokio::time::Instant,
 }
 
 impl Received {
@@ -126,7 +128,7 @@ async fn handle(
 ) -> Response {
     let reply = {
         let mut inner = shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.received.push(Received { method, uri, headers: headers.clone(), body });
+        inner.received.push(Received { method, uri, headers: headers.clone(), body, at: tokio::time::Instant::now() });
         inner.script.pop_front().or_else(|| inner.default.clone()).unwrap_or_else(|| Reply::status(200))
     };
     shared.arrived.notify_waiters();
@@ -200,6 +202,11 @@ impl Receiver {
         inner.received.clone()
     }
 
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<tokio::time::Instant> {
+        self.received().iter().map(|r| r.at).collect()
+    }
+
     /// Waits until at least `n` requests arrived or `timeout` passed; returns all received.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -213,5 +220,54 @@ impl Receiver {
             }
             let _ = tokio::time::timeout_at(deadline, arrived).await;
         }
+    }
+}
+
+/// An endpoint that accepts TCP connections and never answers: the worst a receiver can
+/// do, short of being unreachable. Every connection it took is closed when it is dropped.
+pub struct BlackHole {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for BlackHole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlackHole").field("addr", &self.addr).finish()
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl BlackHole {
+    /// Starts one on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind black hole");
+        let addr = listener.local_addr().expect("black hole address");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            // Held, never read or written, until the task is aborted.
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                held.push(stream);
+            }
+        });
+        Self { addr, accepted, task }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// How many connections it has taken.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -1,0 +1,233 @@
+//! Isolation: one hook's slow, dead or throttled endpoint, or one tenant's flood, costs
+//! nothing to anyone else; limits per hook and per tenant hold. Asserted by order and
+//! completion, never by a wall-clock number.
+
+use std::time::Duration;
+
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, on_both_backends};
+use hookbridge_testkit::{BlackHole, Receiver, Reply};
+use serde_json::{Value, json};
+
+/// Long enough that no request to a black hole can end by timing out while a test runs:
+/// whatever the healthy tenant gets, it gets before the dead endpoint's first timeout.
+const LONG_TIMEOUT: &str = "120s";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn event(tenant_mark: &str, n: usize) -> Value {
+    json!({"detail-type": "user.login", "source": "idp", "detail": {"who": tenant_mark, "n": n}})
+}
+
+async fn hook_health(stack: &TestStack, token: &str, id: &str) -> Value {
+    stack.get(&format!("/v1/hooks/{id}"), token).await.body["health"].clone()
+}
+
+on_both_backends! {
+async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT)]).await;
+    // Full size on the embedded backend; the emulator is slow, so a small flood there.
+    let (flood, healthy) = match flavor {
+        Flavor::Embedded => (500, 50),
+        Flavor::Aws => (40, 8),
+    };
+    let hole = BlackHole::start().await;
+    let calm_receiver = Receiver::start().await;
+    let noisy = stack.token("noisy", ALL_SCOPES);
+    let calm = stack.token("calm", ALL_SCOPES);
+    let dead = stack.create_hook(&noisy, &json!({"name": "dead", "url": hole.url("/")})).await;
+    let dead_id = dead["id"].as_str().unwrap().to_owned();
+    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+
+    // The flood first, then the healthy tenant's events while the flood is in the queues.
+    for chunk in (0..flood).collect::<Vec<_>>().chunks(10) {
+        let batch: Vec<Value> = chunk.iter().map(|n| event("noisy", *n)).collect();
+        stack.publish(&noisy, &json!(batch)).await;
+    }
+    for n in 0..healthy {
+        stack.publish(&calm, &event("calm", n)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = calm_receiver.wait_for(healthy, WAIT).await;
+    assert_eq!(got.len(), healthy, "every healthy delivery arrived");
+    assert!(hole.accepted() > 0, "the dead endpoint was tried");
+
+    // Order: everything healthy arrived while no request to the black hole had yet run
+    // out its timeout, so none of it waited behind the dead endpoint.
+    let dead_deliveries = stack.deliveries(&noisy, &dead_id, 1).await;
+    let long = Duration::from_secs(120).as_millis() as u64;
+    for d in &dead_deliveries {
+        let detail = stack.get(&format!("/v1/hooks/{dead_id}/deliveries/{}", d["delivery_id"].as_str().unwrap()), &noisy).await;
+        for a in detail.body["attempt_log"].as_array().unwrap() {
+            assert!(a["duration_ms"].as_u64().unwrap() < long, "a request to the black hole timed out first: {a}");
+        }
+    }
+    // The dead hook was moved out of the fast lane.
+    assert_eq!(hook_health(&stack, &noisy, &dead_id).await["lane"], "slow");
+    // Closing the black hole ends its requests, so the stack stops at once.
+    drop(hole);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spending_attempts(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;
+    let r = Receiver::start().await;
+    r.always(Reply::status(503));
+    let t = stack.token("acme", ALL_SCOPES);
+    let bus = stack.watch_bus("hookbridge").await;
+    let h = stack.create_hook(&t, &json!({"name": "down", "url": r.url("/")})).await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    let events: Vec<Value> = (0..10).map(|n| event("acme", n)).collect();
+    stack.publish(&t, &json!(events)).await;
+
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], WAIT).await;
+    let opened = seen.iter().find(|e| e["detail-type"] == "hook.circuit.opened").expect("hook.circuit.opened");
+    assert_eq!(opened["detail"]["hook_id"], id.as_str());
+    let health = hook_health(&stack, &t, &id).await;
+    assert_eq!(health["circuit"]["state"], "open", "{health}");
+    assert!(health["circuit"]["opened_at"].is_string() && health["circuit"]["next_probe_at"].is_string());
+    assert_eq!(health["lane"], "slow");
+
+    // While it is open, the deliveries wait as delayed messages, not in flight (a message
+    // is in flight only for the moment it takes to hand it back).
+    let topology = stack.settings().topology.clone();
+    let (fast, slow) = (stack.queue(&topology.delivery.name).await, stack.queue(&topology.delivery_slow.name).await);
+    let idle = eventually(Duration::from_secs(10), || async {
+        let (f, s) = (fast.depth().await.unwrap(), slow.depth().await.unwrap());
+        (f.in_flight + s.in_flight == 0 && f.total() + s.total() > 0).then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "waiting deliveries are held in flight");
+
+    // Eight attempts a second apart would have failed every delivery for good by now; the
+    // open circuit kept them waiting without spending their attempts.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ds = stack.deliveries(&t, &id, 1).await;
+    assert_eq!(ds.len(), 10);
+    assert!(ds.iter().all(|d| d["status"] != "FAILED"), "a delivery ran out of attempts: {ds:?}");
+    let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts as usize, r.received().len(), "every request is an attempt and nothing else is");
+    assert!(attempts < 30, "{attempts} attempts: deferrals spent attempts");
+
+    // The endpoint recovers: a probe closes the circuit and every delivery gets through.
+    r.always(Reply::status(200));
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], WAIT).await;
+    assert!(seen.iter().any(|e| e["detail-type"] == "hook.circuit.closed"));
+    let all_done = eventually(WAIT, || async {
+        let ds = stack.deliveries(&t, &id, 1).await;
+        ds.iter().all(|d| d["status"] == "SUCCEEDED").then_some(ds)
+    })
+    .await;
+    assert!(all_done.is_some(), "every delivery succeeded after the circuit closed");
+    assert_eq!(hook_health(&stack, &t, &id).await["circuit"]["state"], "closed");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let (rate, n) = match flavor {
+        Flavor::Embedded => (10, 40),
+        // SQS delays count whole seconds: a low rate, a few events.
+        Flavor::Aws => (2, 8),
+    };
+    let r = Receiver::start().await;
+    let other = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    stack.create_hook(&t, &json!({"name": "paced", "url": r.url("/"), "rate_limit": {"per_second": rate}})).await;
+    stack.create_hook(&t, &json!({"name": "free", "url": other.url("/")})).await;
+    let events: Vec<Value> = (0..n).map(|i| event("acme", i)).collect();
+    for chunk in events.chunks(10) {
+        stack.publish(&t, &json!(chunk)).await;
+    }
+    // The unlimited hook of the same tenant is not held back by its neighbour's limit.
+    assert_eq!(other.wait_for(n, WAIT).await.len(), n);
+    let got = r.wait_for(n, WAIT).await;
+    assert_eq!(got.len(), n, "nothing is dropped");
+    let mut at: Vec<tokio::time::Instant> = r.arrivals();
+    at.sort();
+    // In no second did the receiver get more than the rate (one more for a window that
+    // straddles two slots' rounding).
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| **t < *start + Duration::from_secs(1)).count();
+        assert!(within <= rate + 1, "{within} deliveries within one second at a limit of {rate}");
+    }
+    let spread = at[n - 1] - at[0];
+    assert!(spread >= Duration::from_millis(((n - 1 - rate) * 1000 / rate) as u64), "{n} deliveries in {spread:?}");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_tenant_at_its_hook_quota_gets_422_naming_the_limit(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_MAX_HOOKS_PER_TENANT", "2")]).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let other = stack.token("other", ALL_SCOPES);
+    let url = "http://127.0.0.1:9/";
+    let first = stack.create_hook(&t, &json!({"name": "one", "url": url})).await;
+    stack.create_hook(&t, &json!({"name": "two", "url": url})).await;
+    let third = stack.post("/v1/hooks", &t, &json!({"name": "three", "url": url})).await;
+    assert_eq!(third.status, 422, "{}", third.body);
+    assert_eq!(third.headers["content-type"], "application/problem+json");
+    assert_eq!(third.body["type"], "https://hookbridge.dev/problems/quota-reached");
+    assert_eq!(third.body["limit"], 2);
+    assert!(third.body["detail"].as_str().unwrap().contains("HOOKBRIDGE_MAX_HOOKS_PER_TENANT"));
+    // In a bulk create, the item over the quota fails alone.
+    let bulk = stack.post("/v1/hooks", &other, &json!([
+        {"name": "a", "url": url}, {"name": "b", "url": url}, {"name": "c", "url": url}
+    ])).await;
+    let statuses: Vec<_> = bulk.body["results"].as_array().unwrap().iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, [json!(201), json!(201), json!(422)]);
+    // Deleting one makes room.
+    let del = stack.delete(&format!("/v1/hooks/{}", first["id"].as_str().unwrap()), &t).await;
+    assert_eq!(del.status, 204);
+    stack.create_hook(&t, &json!({"name": "three", "url": url})).await;
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of_it_is_published(flavor: Flavor) {
+    let stack = TestStack::start_with(
+        flavor,
+        &[("HOOKBRIDGE_TENANT_PUBLISH_RATE", "2"), ("HOOKBRIDGE_TENANT_PUBLISH_BURST", "5")],
+    )
+    .await;
+    let r = Receiver::start().await;
+    let t = stack.token("flood", ALL_SCOPES);
+    let quiet = stack.token("quiet", ALL_SCOPES);
+    let h = stack.create_hook(&t, &json!({"name": "h", "url": r.url("/")})).await;
+    let mut accepted = 0;
+    let mut refused = None;
+    for n in 0..20 {
+        let a = stack.post("/v1/events", &t, &event("flood", n)).await;
+        match a.status.as_u16() {
+            202 => accepted += 1,
+            429 => {
+                refused = Some(a);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", a.body),
+        }
+    }
+    let refused = refused.expect("the tenant was throttled");
+    assert!(accepted >= 5, "the burst was allowed: {accepted}");
+    assert_eq!(refused.body["type"], "https://hookbridge.dev/problems/throttled");
+    assert_eq!(refused.body["limit"], 2);
+    let wait: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1);
+    // Another tenant publishes as usual.
+    let other = stack.post("/v1/events", &quiet, &event("quiet", 0)).await;
+    assert_eq!(other.status, 202);
+    // What was refused was not published: exactly the accepted events are delivered.
+    assert_eq!(r.wait_for(accepted, WAIT).await.len(), accepted);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ds = stack.deliveries(&t, h["id"].as_str().unwrap(), 1).await;
+    assert_eq!(ds.len(), accepted);
+    // After the wait, the tenant may publish again.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(stack.post("/v1/events", &t, &event("flood", 99)).await.status, 202);
+    stack.shutdown().await;
+}
+}
