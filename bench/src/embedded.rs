@@ -35,7 +35,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn token(tenant: &str) -> anyhow::Result<String> {
+pub fn token(tenant: &str) -> anyhow::Result<String> {
     let claims = Claims {
         sub: "bench".into(),
         tenant: tenant.into(),
@@ -100,13 +100,42 @@ impl Rig {
         format!("{}/hook", self.recv)
     }
 
-    async fn stats(&self) -> anyhow::Result<Value> {
+    pub async fn stats(&self) -> anyhow::Result<Value> {
         Ok(self.http.get(format!("{}/stats", self.recv)).send().await?.json().await?)
     }
 
-    async fn reset(&self) -> anyhow::Result<()> {
+    pub async fn reset(&self) -> anyhow::Result<()> {
         self.http.post(format!("{}/reset", self.recv)).send().await?;
         Ok(())
+    }
+
+    /// Creates a hook for `tenant` from `hook` (a JSON object).
+    pub async fn create_hook(&self, tenant: &str, hook: &Value) -> anyhow::Result<()> {
+        let r = self.http.post(format!("{}/v1/hooks", self.api)).bearer_auth(token(tenant)?).json(hook).send().await?;
+        anyhow::ensure!(r.status() == 201, "create hook: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// Publishes `events` (an event or an array) for `tenant`, waiting out any `429`, so
+    /// nothing the load generator means to send is dropped.
+    pub async fn publish(&self, tenant_token: &str, events: &Value) -> anyhow::Result<()> {
+        loop {
+            let r =
+                self.http.post(format!("{}/v1/events", self.api)).bearer_auth(tenant_token).json(events).send().await?;
+            match r.status().as_u16() {
+                202 => return Ok(()),
+                429 => {
+                    let wait = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                other => anyhow::bail!("publish answered {other}: {}", r.text().await?),
+            }
+        }
     }
 
     async fn create_hooks(&self, tenant: &str, n: usize) -> anyhow::Result<()> {
@@ -124,7 +153,7 @@ impl Rig {
         Ok(())
     }
 
-    async fn wait_for(&self, n: u64, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_for(&self, n: u64, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.stats().await?;

@@ -4,6 +4,7 @@ mod aws;
 mod embedded;
 mod fanout;
 mod floor;
+mod noisy;
 mod receiver;
 mod report;
 mod startup;
@@ -37,6 +38,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the noisy-neighbour and rate-limit runs, printed (BENCHMARKS.md is left alone).
+    Noisy {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Flood sizes.
+        #[arg(long, value_delimiter = ',', default_value = "200,2000,20000")]
+        floods: Vec<usize>,
+    },
     /// The receiver process the embedded run delivers to.
     Receiver {
         #[arg(long)]
@@ -48,10 +58,23 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Receiver { listen } => receiver::run(listen).await,
+        Command::Noisy { bin_dir, floods } => {
+            let r = report::Results {
+                noisy: noisy::run(&bin_dir, &floods).await?,
+                rate: Some(noisy::rate_limit(&bin_dir, 50, 1_000).await?),
+                ..report::Results::default()
+            };
+            println!("{}", report::render(&r));
+            Ok(())
+        }
         Command::Run { bin_dir, lambda_dir, out, quick } => {
             let mut r = report::Results::default();
             eprintln!("bench: embedded backend, end to end");
             r.embedded = Some(embedded::run(&bin_dir, quick).await?);
+            eprintln!("bench: noisy neighbour");
+            r.noisy = noisy::run(&bin_dir, if quick { &[200] } else { &[200, 2_000, 20_000] }).await?;
+            eprintln!("bench: per-hook rate limit");
+            r.rate = Some(noisy::rate_limit(&bin_dir, 50, if quick { 300 } else { 1_000 }).await?);
             eprintln!("bench: the floor");
             let rig = embedded::Rig::start(&bin_dir).await?;
             r.floor_cpu_us =

@@ -16,6 +16,7 @@ struct Stats {
     count: u64,
     latencies_ns: Vec<u64>,
     last_arrival_ns: u64,
+    arrivals_ns: Vec<u64>,
 }
 
 /// Nanoseconds since the Unix epoch (the clock both processes share).
@@ -30,6 +31,7 @@ async fn receive(State(s): State<Arc<Mutex<Stats>>>, body: Bytes) -> &'static st
     let mut st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     st.count += 1;
     st.last_arrival_ns = arrived;
+    st.arrivals_ns.push(arrived);
     if let Some(sent) = sent {
         st.latencies_ns.push(arrived.saturating_sub(sent));
     }
@@ -44,7 +46,12 @@ fn find_sent_ns(body: &[u8]) -> Option<u64> {
 
 async fn stats(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
     let st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(json!({ "count": st.count, "last_arrival_ns": st.last_arrival_ns, "latencies_ns": st.latencies_ns }))
+    Json(json!({
+        "count": st.count,
+        "last_arrival_ns": st.last_arrival_ns,
+        "latencies_ns": st.latencies_ns,
+        "arrivals_ns": st.arrivals_ns,
+    }))
 }
 
 async fn reset(State(s): State<Arc<Mutex<Stats>>>) -> &'static str {

@@ -231,3 +231,31 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn a_failing_token_endpoint_is_asked_once_not_once_per_delivery(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let idp = Receiver::start().await;
+    idp.always(Reply::status(500));
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack
+        .create_hook(&t, &json!({"name": "oauth", "url": r.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+            "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"}}))
+        .await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    let events: Vec<Value> = (0..10).map(|n| event("acme", n)).collect();
+    stack.publish(&t, &json!(events)).await;
+    let failed = eventually(WAIT, || async {
+        let ds = stack.deliveries(&t, &id, 1).await;
+        (ds.len() == 10 && ds.iter().all(|d| d["last_error_class"] == "auth")).then_some(ds)
+    })
+    .await;
+    assert!(failed.is_some(), "every delivery's attempt failed on the token");
+    assert!(r.received().is_empty(), "nothing was sent without a token");
+    // The verifier's check and the deliveries share one remembered failure: two fetches at
+    // most (one may fall just after the failure is forgotten), not one per delivery.
+    assert!(idp.received().len() <= 2, "{} token requests for ten deliveries", idp.received().len());
+    stack.shutdown().await;
+}
+}

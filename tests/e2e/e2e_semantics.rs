@@ -350,3 +350,30 @@ async fn private_and_metadata_addresses_are_blocked_and_recorded(flavor: Flavor)
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn a_401_after_a_slow_token_fetch_stays_within_one_attempt_budget(flavor: Flavor) {
+    // A request may take a second in all: a token fetch, the request, a refresh after a
+    // 401 and the request again, each well under a second, must not add up to more.
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_REQUEST_TIMEOUT", "1s")]).await;
+    let idp = Receiver::start().await;
+    idp.always(Reply::body(200, r#"{"access_token":"tok","expires_in":3600}"#).after(Duration::from_millis(600)));
+    let r = Receiver::start().await;
+    r.always(Reply::status(401).after(Duration::from_millis(600)));
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack
+        .create_hook(
+            &t,
+            &json!({"name": "slow-oauth", "url": r.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+                "token_url": idp.url("/token"), "client_id": "cid", "client_secret": "csecret"}}),
+        )
+        .await;
+    let id = h["id"].as_str().unwrap();
+    stack.publish(&t, &event(1)).await;
+    let d = delivery_where(&stack, &t, id, |d| d["attempts"].as_u64() >= Some(1)).await.expect("attempted");
+    // Over budget: a timeout to retry, not the 401 that four steps in a row would have ended on.
+    assert_eq!(d["last_error_class"], "timeout", "{d}");
+    assert_ne!(d["status"], "FAILED");
+    stack.shutdown().await;
+}
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use futures::StreamExt;
 use hookbridge_core::{Error, Result};
 
 use crate::keys::Item;
@@ -43,7 +44,9 @@ impl Table {
                 .collect::<Result<Vec<_>>>()?;
             chunks.push(reqs);
         }
-        let results = futures::future::join_all(chunks.into_iter().map(|c| self.write_chunk(c))).await;
+        let writes: Vec<_> = chunks.into_iter().map(|c| self.write_chunk(c)).collect();
+        let results: Vec<Result<()>> =
+            futures::stream::iter(writes).buffer_unordered(crate::REQUESTS_IN_FLIGHT).collect().await;
         results.into_iter().collect()
     }
 

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::primitives::DateTime as AwsTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use futures::StreamExt;
 use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, MAX_BATCH};
@@ -90,9 +91,13 @@ impl Bus for EventBridgeBus {
                 big.size()
             )));
         }
-        let chunks = entries.chunks(MAX_BATCH).map(|c| self.put_chunk(c));
+        // In order (ids answer entries one for one), a bounded number at a time.
+        // Futures start when polled, so making them all first starts none of them.
+        let puts: Vec<_> = entries.chunks(MAX_BATCH).map(|c| self.put_chunk(c)).collect();
+        let chunks: Vec<Result<Vec<EventId>>> =
+            futures::stream::iter(puts).buffered(crate::REQUESTS_IN_FLIGHT).collect().await;
         let mut ids = Vec::with_capacity(entries.len());
-        for r in futures::future::join_all(chunks).await {
+        for r in chunks {
             ids.extend(r?);
         }
         Ok(ids)

@@ -31,6 +31,11 @@ pub use kms::KmsSealer;
 pub use requests::RequestCounter;
 pub use sqs::SqsQueue;
 
+/// The most requests one call (a large send, a batch write, a publish) keeps under way at
+/// once. Sending every chunk at once made a 10,000-delivery replay open about 1,000
+/// connections (Lambda allows 1,024 open files); eight keep such a send to a few seconds.
+pub const REQUESTS_IN_FLIGHT: usize = 8;
+
 /// The SDK clients, built once per process (per Lambda cold start) and shared.
 #[derive(Debug, Clone)]
 pub struct Clients {

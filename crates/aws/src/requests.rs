@@ -2,16 +2,20 @@
 //! interceptor: the measure behind the cost model (requests per delivery).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
-/// Counts every request sent (retries included), by `(service, operation)`.
+/// Counts every request sent (retries included), by `(service, operation)`, and the most
+/// that were under way at once.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
 }
 
 impl RequestCounter {
@@ -23,12 +27,39 @@ impl RequestCounter {
     /// Forgets the counts so far.
     pub fn reset(&self) {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.most_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The most requests that were under way at once since the last reset.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::Relaxed)
     }
 }
 
 impl Intercept for RequestCounter {
     fn name(&self) -> &'static str {
         "hookbridge.RequestCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn read_before_transmit(

@@ -7,6 +7,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
+use futures::StreamExt;
 use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::{Error, Result};
 
@@ -50,8 +51,11 @@ impl Queue for SqsQueue {
         if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
             return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
         }
-        let chunks = messages.chunks(MAX_BATCH).map(|chunk| self.send_chunk(chunk));
-        futures::future::join_all(chunks).await.into_iter().collect()
+        // Futures start when polled, so making them all first starts none of them.
+        let sends: Vec<_> = messages.chunks(MAX_BATCH).map(|chunk| self.send_chunk(chunk)).collect();
+        let sent: Vec<Result<()>> =
+            futures::stream::iter(sends).buffer_unordered(crate::REQUESTS_IN_FLIGHT).collect().await;
+        sent.into_iter().collect()
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -35,9 +35,13 @@ impl Default for RetrySchedule {
     }
 }
 
+/// The most delays a schedule may have: eleven attempts already span days at the
+/// default's later delays; more would only keep a dead endpoint busy.
+pub const MAX_DELAYS: usize = 10;
+
 /// Why a schedule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("retry schedule must be a comma-separated list of durations like 5s,5m,2h, each at most 12h: {0}")]
+#[error("retry schedule must be a comma-separated list of at most 10 durations like 5s,5m,2h, each at most 12h: {0}")]
 pub struct InvalidSchedule(String);
 
 impl RetrySchedule {
@@ -45,6 +49,9 @@ impl RetrySchedule {
     pub fn new(delays: Vec<Duration>) -> Result<Self, InvalidSchedule> {
         if delays.iter().any(|d| *d > MAX_QUEUE_DELAY) {
             return Err(InvalidSchedule("a delay is longer than 12h".to_owned()));
+        }
+        if delays.len() > MAX_DELAYS {
+            return Err(InvalidSchedule(format!("{} delays", delays.len())));
         }
         Ok(Self { delays })
     }

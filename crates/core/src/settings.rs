@@ -280,6 +280,7 @@ mod tests {
             (ALLOWED_NETWORKS, "10.0.0.0/99"),
             (ALLOW_HTTP, "maybe"),
             (DISABLE_MIN_FAILURES, "-1"),
+            (RETRY_SCHEDULE, "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
             (TENANT_PUBLISH_RATE, "lots"),

@@ -192,3 +192,29 @@ async fn init_on_the_emulator_creates_what_the_template_declares() {
         assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(&format!(":{}", q.dlq)));
     }
 }
+
+#[test]
+fn sample_events_name_the_queues_their_function_reads() {
+    let topo = Topology::named("hookbridge");
+    let reads: HashMap<&str, Vec<&str>> = HashMap::from([
+        ("ingest", vec![topo.ingest.name.as_str()]),
+        ("delivery-worker", vec![topo.delivery.name.as_str(), topo.delivery_slow.name.as_str()]),
+        ("verifier", vec![topo.verify.name.as_str()]),
+    ]);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("events")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some((function, queues)) = reads.iter().find(|(f, _)| file.starts_with(&format!("{f}-"))) else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for record in event["Records"].as_array().unwrap() {
+            let arn = record["eventSourceARN"].as_str().unwrap();
+            let queue = arn.rsplit(':').next().unwrap();
+            assert!(queues.contains(&queue), "{file}: {function} reads {queues:?}, not {queue}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} records checked");
+}

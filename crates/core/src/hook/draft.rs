@@ -151,8 +151,10 @@ pub struct AuthDraft {
 pub struct ParamDraft {
     /// The name.
     pub key: Option<String>,
-    /// The value; may be left out on replace to keep a secret value.
-    pub value: Option<String>,
+    /// The value; may be left out on replace to keep a secret value (`Some(None)` is an
+    /// explicit `null`, which is refused: a value is a string or absent).
+    #[serde(default, deserialize_with = "present")]
+    pub value: Option<Option<String>>,
     /// Whether the value is write-only.
     pub secret: Option<bool>,
 }
@@ -163,10 +165,18 @@ pub struct ParamDraft {
 pub struct HeaderDraft {
     /// The header name.
     pub name: Option<String>,
-    /// The value; may be left out on replace to keep a secret value.
-    pub value: Option<String>,
+    /// The value; may be left out on replace to keep a secret value (`Some(None)` is an
+    /// explicit `null`, which is refused: a value is a string or absent).
+    #[serde(default, deserialize_with = "present")]
+    pub value: Option<Option<String>>,
     /// Whether the value is write-only.
     pub secret: Option<bool>,
+}
+
+/// Tells a field that is present (even as `null`) from one left out, which `Option` alone
+/// cannot: left out is `None` (through `default`), `null` is `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `verification` as written; the read-only status fields are accepted and ignored.
@@ -320,6 +330,8 @@ impl HookDraft {
                     Some(h) => {
                         if !is_header_name(&h) {
                             e.push("verification.header", "must be a valid HTTP header name");
+                        } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                            e.push("verification.header", "is a header the platform sets itself; choose another");
                         }
                         h.to_ascii_lowercase()
                     }
@@ -591,7 +603,14 @@ fn check_params(
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.into_iter().enumerate() {
         let at = format!("auth.{group}[{i}]");
+        // Header parameters are sent as headers of the token request, so their keys must
+        // be header names, or every token fetch would fail after the hook was accepted.
         let key = match p.key {
+            Some(k) if group == "header_params" && is_header_name(&k) && k.len() <= 256 => k,
+            Some(_) if group == "header_params" => {
+                e.push(format!("{at}.key"), "must be a valid HTTP header name of at most 256 characters");
+                continue;
+            }
             Some(k) if !k.is_empty() && is_header_value(&k) && k.len() <= 256 => k,
             _ => {
                 e.push(format!("{at}.key"), "must be 1-256 printable characters");
@@ -604,7 +623,15 @@ fn check_params(
         }
         let is_secret = p.secret.unwrap_or(false);
         let slot = format!("{group}.{key}");
-        match p.value {
+        let value = match p.value {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                e.push(format!("{at}.value"), "must be a string, or left out to keep a stored secret value");
+                continue;
+            }
+        };
+        match value {
             Some(v) if !is_header_value(&v) => {
                 e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
             }
@@ -664,7 +691,15 @@ fn check_headers(
             continue;
         }
         let is_secret = h.secret.unwrap_or(false);
-        match h.value {
+        let value = match h.value {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                e.push(format!("{at}.value"), "must be a string, or left out to keep a stored secret value");
+                continue;
+            }
+        };
+        match value {
             Some(v) if !is_header_value(&v) => {
                 e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
             }
@@ -813,5 +848,44 @@ mod tests {
         assert!(ok.is_ok());
         let bad: Result<HookDraft, _> = serde_json::from_str(r#"{"name":"a","colour":"red"}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn oauth_header_param_keys_must_be_header_names() {
+        let policy = NetworkPolicy::default();
+        let bad = draft(
+            r#"{"name":"o","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"c","client_secret":"s",
+                "header_params":[{"key":"X Tenant","value":"a"},{"key":"ok-name","value":"b"}],
+                "query_params":[{"key":"a b","value":"fine in a query"}]}}"#,
+        );
+        assert_eq!(fields(bad.validate(ctx(&policy), None)), ["auth.header_params[0].key"]);
+    }
+
+    #[test]
+    fn the_challenge_header_may_not_be_one_the_platform_sets() {
+        let policy = NetworkPolicy::default();
+        for h in ["Host", "content-length", "webhook-signature", "X-Keycloak-Signature"] {
+            let d = draft(&format!(r#"{{"name":"v","url":"https://r.example/","verification":{{"header":"{h}"}}}}"#));
+            assert_eq!(fields(d.validate(ctx(&policy), None)), ["verification.header"], "{h}");
+        }
+        let ok = draft(r#"{"name":"v","url":"https://r.example/","verification":{"header":"X-Challenge"}}"#);
+        assert!(ok.validate(ctx(&policy), None).is_ok());
+    }
+
+    #[test]
+    fn an_explicit_null_value_is_refused_and_left_out_keeps_a_stored_secret() {
+        let policy = NetworkPolicy::default();
+        let null = draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","value":null}]}"#);
+        assert_eq!(fields(null.validate(ctx(&policy), None)), ["headers[0].value"]);
+        let null_secret =
+            draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","value":null,"secret":true}]}"#);
+        assert_eq!(fields(null_secret.validate(ctx(&policy), None)), ["headers[0].value"]);
+        let first =
+            draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","value":"v","secret":true}]}"#);
+        let (cfg, stored) = first.validate(ctx(&policy), None).unwrap();
+        let kept = draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","secret":true}]}"#);
+        let (_, secrets) = kept.validate(ctx(&policy), Some((&cfg, &stored))).unwrap();
+        assert_eq!(secrets.headers.get("x-a").map(|s| s.expose().to_owned()), Some("v".to_owned()));
     }
 }

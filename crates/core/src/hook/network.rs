@@ -61,6 +61,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let s = v6.segments();
+            // IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765).
+            if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return IpAddr::V4(embedded_v4(&v6, 12));
+            }
             // IPv4-compatible (deprecated) ::a.b.c.d, but not :: or ::1.
             if s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1) {
                 return IpAddr::V4(embedded_v4(&v6, 12));
@@ -97,6 +101,7 @@ fn special_block(ip: IpAddr) -> Option<&'static str> {
                 [172, b, ..] if (16..32).contains(&b) => "private (172.16.0.0/12)",
                 [192, 0, 0, _] => "IETF protocol assignments (192.0.0.0/24)",
                 [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "documentation",
+                [192, 88, 99, _] => "6to4 relay anycast (192.88.99.0/24)",
                 [192, 168, ..] => "private (192.168.0.0/16)",
                 [198, b, ..] if b == 18 || b == 19 => "benchmarking (198.18.0.0/15)",
                 [a, ..] if a >= 224 => "multicast or reserved (224.0.0.0/3)",
@@ -113,6 +118,12 @@ fn special_block(ip: IpAddr) -> Option<&'static str> {
                 "unique-local (fc00::/7)"
             } else if s[0] & 0xffc0 == 0xfe80 {
                 "link-local (fe80::/10)"
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                "site-local (fec0::/10)"
+            } else if s[..3] == [0x64, 0xff9b, 0x0001] {
+                // A local-use NAT64 prefix translates to whatever IPv4 the operator's
+                // network chooses, private addresses included.
+                "local-use NAT64 (64:ff9b:1::/48)"
             } else if s[0] & 0xff00 == 0xff00 {
                 "multicast (ff00::/8)"
             } else if s[0] == 0x2001 && s[1] == 0x0db8 {
@@ -156,10 +167,18 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a00:1",
             "2002:7f00:1::",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::8.8.8.8",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "fec0::1",
+            "feff::1",
+            "192.88.99.1",
+            "2002:c058:6301::",
         ] {
             assert!(blocked(&p, ip), "{ip} should be blocked");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "::ffff:0:8.8.8.8"] {
             assert!(!blocked(&p, ip), "{ip} should be allowed");
         }
     }

@@ -1,0 +1,173 @@
+//! Noisy neighbour: a healthy tenant's latency alone, and beside another tenant flooding a
+//! hook whose endpoint accepts connections and never answers (the scenario Svix stalls
+//! on); and a rate-limited hook's measured rate.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::embedded::{Rig, quantile, token};
+use crate::receiver::now_ns;
+
+/// One healthy tenant's latencies, next to a flood of `flood` events (0: alone).
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub flood: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub healthy_events: usize,
+    pub delivered: usize,
+    pub flood_seconds: f64,
+}
+
+/// The healthy tenant publishes one event every 50 ms, as in Svix's run.
+const CALM_EVERY: Duration = Duration::from_millis(50);
+/// And keeps publishing this long after the flood was published.
+const AFTER_FLOOD: Duration = Duration::from_secs(5);
+
+/// An endpoint that accepts TCP connections and never answers.
+async fn black_hole() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    Ok((url, task))
+}
+
+async fn scenario(bin_dir: &Path, flood: usize) -> anyhow::Result<Figures> {
+    let rig = Arc::new(Rig::start(bin_dir).await?);
+    let (hole, hole_task) = black_hole().await?;
+    rig.create_hook("calm", &json!({"name": "fine", "url": rig.receiver_url()})).await?;
+    rig.create_hook("noisy", &json!({"name": "dead", "url": hole})).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.reset().await?;
+    let (calm, noisy) = (token("calm")?, token("noisy")?);
+    let flood_done = Arc::new(AtomicBool::new(flood == 0));
+
+    let started = Instant::now();
+    let flooding = {
+        let (rig, done) = (rig.clone(), flood_done.clone());
+        tokio::spawn(async move {
+            let r = futures::stream::iter(0..flood.div_ceil(10))
+                .map(|c| {
+                    let (rig, noisy) = (rig.clone(), noisy.clone());
+                    async move {
+                        let batch: Vec<Value> = (0..10)
+                            .map(|i| json!({"detail-type": "bench.flood", "source": "bench", "detail": {"n": c * 10 + i}}))
+                            .collect();
+                        rig.publish(&noisy, &json!(batch)).await
+                    }
+                })
+                .buffer_unordered(4)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<()>>>();
+            done.store(true, Ordering::Relaxed);
+            r.map(|_| started.elapsed())
+        })
+    };
+    // The healthy tenant: one event every 50 ms, at least 200, until a while after the
+    // flood was published.
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(CALM_EVERY);
+    let mut done_at: Option<Instant> = None;
+    let mut publishing = Vec::new();
+    loop {
+        tick.tick().await;
+        if done_at.is_none() && flood_done.load(Ordering::Relaxed) {
+            done_at = Some(Instant::now());
+        }
+        if sent >= 200 && done_at.is_some_and(|d| d.elapsed() >= AFTER_FLOOD) {
+            break;
+        }
+        let (rig, calm) = (rig.clone(), calm.clone());
+        let ev = json!({"detail-type": "bench.calm", "source": "bench", "detail": {"sent_ns": now_ns(), "n": sent}});
+        publishing.push(tokio::spawn(async move { rig.publish(&calm, &ev).await }));
+        sent += 1;
+    }
+    for p in publishing {
+        p.await??;
+    }
+    let flood_took = flooding.await??;
+    let stats = rig.wait_for(sent as u64, Duration::from_secs(120)).await?;
+    let mut ms: Vec<f64> = stats["latencies_ns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
+        .unwrap_or_default();
+    ms.sort_by(f64::total_cmp);
+    hole_task.abort();
+    Ok(Figures {
+        flood,
+        p50_ms: quantile(&ms, 0.50),
+        p99_ms: quantile(&ms, 0.99),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
+        healthy_events: sent,
+        delivered: ms.len(),
+        flood_seconds: flood_took.as_secs_f64(),
+    })
+}
+
+/// The healthy tenant alone, then beside each flood; a fresh platform for each.
+pub async fn run(bin_dir: &Path, floods: &[usize]) -> anyhow::Result<Vec<Figures>> {
+    let mut out = vec![scenario(bin_dir, 0).await?];
+    for &f in floods {
+        eprintln!("bench: noisy neighbour, {f} events to a black hole");
+        out.push(scenario(bin_dir, f).await?);
+    }
+    Ok(out)
+}
+
+/// A rate-limited hook's measured rate.
+#[derive(Debug, Clone)]
+pub struct RateFigures {
+    pub limit: u32,
+    pub events: usize,
+    /// Deliveries a second over each whole 10 s window, lowest and highest.
+    pub per_10s: (f64, f64),
+    /// The most deliveries that arrived within any one second.
+    pub max_in_1s: usize,
+}
+
+/// Publishes `events` at once to a hook limited to `limit` a second and reads the arrival times.
+pub async fn rate_limit(bin_dir: &Path, limit: u32, events: usize) -> anyhow::Result<RateFigures> {
+    let rig = Rig::start(bin_dir).await?;
+    rig.create_hook("paced", &json!({"name": "paced", "url": rig.receiver_url(), "rate_limit": {"per_second": limit}}))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.reset().await?;
+    let t = token("paced")?;
+    for c in 0..events.div_ceil(10) {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"detail-type": "bench.paced", "source": "bench", "detail": {"n": c * 10 + i}}))
+            .collect();
+        rig.publish(&t, &json!(batch)).await?;
+    }
+    let timeout = Duration::from_secs(events as u64 / u64::from(limit) + 60);
+    let stats = rig.wait_for(events as u64, timeout).await?;
+    let mut at: Vec<u64> =
+        stats["arrivals_ns"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    at.sort_unstable();
+    let second = 1_000_000_000u64;
+    let max_in_1s =
+        (0..at.len()).map(|i| at[i..].iter().take_while(|t| **t < at[i] + second).count()).max().unwrap_or(0);
+    let mut windows = Vec::new();
+    let mut start = at.first().copied().unwrap_or(0);
+    while start + 10 * second <= at.last().copied().unwrap_or(0) {
+        let n = at.iter().filter(|t| **t >= start && **t < start + 10 * second).count();
+        windows.push(n as f64 / 10.0);
+        start += 10 * second;
+    }
+    let lo = windows.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = windows.iter().copied().fold(0.0, f64::max);
+    Ok(RateFigures { limit, events, per_10s: (lo, hi), max_in_1s })
+}

@@ -1,0 +1,68 @@
+//! The same event put on the ingest queue twice (EventBridge may deliver an event more
+//! than once) is one delivery per hook, with one `webhook-id`, on both backends.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_core::message::Task;
+use hookbridge_core::ports::{Receipt, ReceivedMessage, Window};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
+use ingest::{Ingest, IngestPorts, IngestSettings};
+
+async fn a_duplicate_from_the_bus_keeps_its_delivery_ids(h: &dyn Harness) {
+    let tenant = h.unique("tenant");
+    let (hook, _) = make_hook(h, &tenant, "dup").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let deps = Ingest {
+        ports: IngestPorts::of(h.backend()),
+        settings: IngestSettings {
+            account: "1".into(),
+            region: "r".into(),
+            event_retention: Duration::from_secs(3600),
+        },
+    };
+    let time = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-00000000d0b1","detail-type":"user.login","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#
+    );
+    // Two copies of one event: two messages, sent a second apart.
+    let copy = |id: &str, sent_ago: i64| ReceivedMessage {
+        id: id.into(),
+        body: body.clone(),
+        receipt: Receipt(format!("r-{id}")),
+        receive_count: 1,
+        sent_at: Utc::now() - chrono::Duration::seconds(sent_ago),
+    };
+    assert!(ingest::handle(&deps, &[copy("m1", 2)]).await.failed.is_empty());
+    assert!(ingest::handle(&deps, &[copy("m2", 1)]).await.failed.is_empty());
+
+    let window =
+        Window { since: Utc::now() - chrono::Duration::hours(1), until: Utc::now() + chrono::Duration::hours(1) };
+    let page = h.backend().deliveries.list(hook.id, window, 10, None).await.unwrap();
+    assert_eq!(page.items.len(), 1, "one delivery for one event");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        for m in h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap() {
+            ids.push(Task::parse(&m.body, m.receive_count).unwrap().delivery.delivery_id);
+        }
+        if ids.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(ids.len(), 2, "each copy is sent (at least once)");
+    assert_eq!(ids[0], ids[1], "with the same webhook-id");
+    assert_eq!(ids[0], page.items[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_from_the_bus_keeps_its_delivery_ids_embedded() {
+    a_duplicate_from_the_bus_keeps_its_delivery_ids(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_from_the_bus_keeps_its_delivery_ids_aws() {
+    a_duplicate_from_the_bus_keeps_its_delivery_ids(&AwsHarness::start().await).await;
+}
