@@ -150,6 +150,9 @@ impl SqsQueue {
                         .id(i.to_string())
                         .message_body(&m.body)
                         .delay_seconds(whole_seconds(m.delay))
+                        // On a standard queue, the group makes it a fair queue: a group
+                        // with a backlog does not delay other groups' messages.
+                        .set_message_group_id(m.group.clone())
                         .build()
                         .map_err(|e| Error::backend("sqs.SendMessageBatch", e))
                 })

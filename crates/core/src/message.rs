@@ -113,7 +113,12 @@ impl Task {
     /// [`crate::ports::MAX_SEND_DELAY`]: a longer wait takes more than one hop).
     pub fn message(&self, now: DateTime<Utc>) -> crate::ports::OutgoingMessage {
         let wait = self.not_before.and_then(|t| (t - now).to_std().ok()).unwrap_or_default();
-        crate::ports::OutgoingMessage { body: self.to_json(), delay: wait.min(crate::ports::MAX_SEND_DELAY) }
+        crate::ports::OutgoingMessage {
+            body: self.to_json(),
+            delay: wait.min(crate::ports::MAX_SEND_DELAY),
+            // Per hook: a hook with a backlog does not hold back other hooks' deliveries.
+            group: Some(self.delivery.hook_id.to_string()),
+        }
     }
 }
 

@@ -1,13 +1,11 @@
 //! The in-process bus: an event is accepted and routed to its rules' queues in one
 //! transaction, so a published event is never lost between the bus and the queue.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
 use hookbridge_core::ids::EventId;
-use hookbridge_core::ports::{Bus, Rule, RulePattern, SourceMatch};
+use hookbridge_core::ports::{Bus, OutgoingMessage, Rule, RulePattern, SourceMatch};
 use hookbridge_core::{Error, Result};
 use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
@@ -81,8 +79,15 @@ impl Bus for EmbeddedBus {
             .map(|e| e.into_envelope(EventId::generate(), &self.account, &self.region, now))
             .collect();
         let ids: Vec<EventId> = envelopes.iter().map(|e| e.id.clone()).collect();
-        let routed: Vec<(String, String, String)> =
-            envelopes.iter().map(|e| (e.source.clone(), e.detail_type.clone(), e.to_body())).collect();
+        // Each event in its tenant's group, so one tenant's backlog in a queue does not hold
+        // back the others' events.
+        let routed: Vec<(String, String, String, Option<String>)> = envelopes
+            .iter()
+            .map(|e| {
+                let tenant = e.routing().ok().map(|r| r.tenant.to_string());
+                (e.source.clone(), e.detail_type.clone(), e.to_body(), tenant)
+            })
+            .collect();
         let queues = self.db.clone();
         let targets = self
             .db
@@ -98,10 +103,11 @@ impl Bus for EmbeddedBus {
                     rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
                 };
                 let mut touched = Vec::new();
-                for (source, detail_type, body) in routed {
+                for (source, detail_type, body, tenant) in routed {
                     for (pattern, target) in &rules {
                         if pattern.matches(&source, &detail_type) {
-                            queue::insert(&tx, target, [(body.clone(), Duration::ZERO)])?;
+                            let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
+                            queue::insert(&tx, target, [m])?;
                             touched.push(target.clone());
                         }
                     }

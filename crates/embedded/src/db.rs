@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS messages (
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt       TEXT,
     sent_at       INTEGER NOT NULL,
-    received_at   INTEGER
+    received_at   INTEGER,
+    grp           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
 CREATE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
@@ -125,8 +126,17 @@ fn connect(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Connection> 
 }
 
 /// Columns added since the first release, for databases created before them.
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("queues", "max_in_flight", "INTEGER NOT NULL DEFAULT 120000"), ("messages", "received_at", "INTEGER")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("queues", "max_in_flight", "INTEGER NOT NULL DEFAULT 120000"),
+    ("messages", "received_at", "INTEGER"),
+    ("messages", "grp", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// Indexes on added columns, created once the columns exist.
+const ADDED_INDEXES: &str = "
+-- Each group's oldest visible message, for receives that serve groups in turn.
+CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, seq);
+";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
     for (table, column, decl) in ADDED_COLUMNS {
@@ -135,7 +145,7 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
             c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    Ok(())
+    c.execute_batch(ADDED_INDEXES)
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {

@@ -40,20 +40,97 @@ pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
 pub(crate) fn insert(
     tx: &rusqlite::Transaction<'_>,
     queue: &str,
-    messages: impl IntoIterator<Item = (String, Duration)>,
+    messages: impl IntoIterator<Item = OutgoingMessage>,
 ) -> Result<()> {
     let now = now_ms();
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
         )
         .map_err(sql("messages.insert"))?;
-    for (body, delay) in messages {
+    for m in messages {
         let id = ulid::Ulid::new().to_string();
-        stmt.execute(params![queue, id, body, now + delay.as_millis() as i64, now]).map_err(sql("messages.insert"))?;
+        let grp = m.group.unwrap_or_default();
+        stmt.execute(params![queue, id, m.body, now + m.delay.as_millis() as i64, now, grp])
+            .map_err(sql("messages.insert"))?;
     }
     Ok(())
+}
+
+/// Groups looked at per receive, taking turns. Enough that a handful of busy groups are
+/// all served at every receive; bounded so that many idle groups cost a receive little.
+const GROUP_PROBES: usize = 32;
+
+/// A candidate row: seq, id, body, receive count, sent at.
+type Row = (i64, String, String, u32, i64);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// Up to `max` visible messages, fairly: first the oldest visible message of each group in
+/// turn (from after `cursor`, the last group served), then, if there is room, the oldest
+/// visible messages of any group. A group with a backlog therefore gets one place per
+/// receive like any other, and a lone group still gets whole batches.
+fn candidates(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &str,
+    now: i64,
+    max: usize,
+    cursor: &mut Option<String>,
+) -> rusqlite::Result<Vec<Row>> {
+    let mut chosen: Vec<Row> = Vec::with_capacity(max);
+    let mut probed = std::collections::HashSet::new();
+    let mut after = cursor.clone();
+    let mut wrapped = false;
+    let mut next_from =
+        tx.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 AND grp > ?2 ORDER BY grp LIMIT 1")?;
+    let mut first = tx.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 ORDER BY grp LIMIT 1")?;
+    let mut head = tx.prepare_cached(
+        "SELECT seq, id, body, receive_count, sent_at FROM messages
+         WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY visible_at, seq LIMIT 1",
+    )?;
+    while chosen.len() < max && probed.len() < GROUP_PROBES {
+        let next: Option<String> = match &after {
+            Some(a) => next_from.query_row(params![queue, a], |r| r.get(0)).optional()?,
+            None => first.query_row([queue], |r| r.get(0)).optional()?,
+        };
+        let Some(g) = next else {
+            if wrapped || after.is_none() {
+                break;
+            }
+            wrapped = true;
+            after = None;
+            continue;
+        };
+        if !probed.insert(g.clone()) {
+            break;
+        }
+        if let Some(r) = head.query_row(params![queue, g, now], row).optional()? {
+            chosen.push(r);
+        }
+        after = Some(g);
+    }
+    *cursor = after;
+    if chosen.len() < max {
+        let mut oldest = tx.prepare_cached(
+            "SELECT seq, id, body, receive_count, sent_at FROM messages
+             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
+        )?;
+        let rows = oldest
+            .query_map(params![queue, now, (max + chosen.len()) as i64], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for r in rows {
+            if chosen.len() >= max {
+                break;
+            }
+            if !chosen.iter().any(|c| c.0 == r.0) {
+                chosen.push(r);
+            }
+        }
+    }
+    Ok(chosen)
 }
 
 /// The longest a received message can be kept invisible, counted from its receive, as
@@ -70,12 +147,14 @@ pub struct EmbeddedQueue {
     db: Db,
     name: String,
     in_flight: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
+    /// The group served last, so the next receive starts after it.
+    cursor: Arc<Mutex<Option<String>>>,
 }
 
 impl EmbeddedQueue {
     /// A handle to the queue `name` (created by `init`).
     pub fn new(db: Db, name: &str) -> Self {
-        Self { db, name: name.to_owned(), in_flight: Arc::default() }
+        Self { db, name: name.to_owned(), in_flight: Arc::default(), cursor: Arc::default() }
     }
 
     /// Sets how many received, unacknowledged messages the queue allows before it refuses
@@ -142,32 +221,19 @@ fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
 
 /// Hands out up to `max` visible messages, moving those received too often to the DLQ.
 /// Returns the messages and, when none was visible, when the next one becomes visible.
-fn take(c: &mut rusqlite::Connection, queue: &str, max: usize) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
+fn take(
+    c: &mut rusqlite::Connection,
+    queue: &str,
+    max: usize,
+    cursor: &mut Option<String>,
+) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.receive"))?;
     let s = settings(&tx, queue)?;
     let now = now_ms();
     let mut out = Vec::new();
     let mut dead = 0u32;
     {
-        let mut select = tx
-            .prepare_cached(
-                "SELECT seq, id, body, receive_count, sent_at FROM messages
-                 WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
-            )
-            .map_err(sql("messages.receive"))?;
-        let rows = select
-            .query_map(params![queue, now, max as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })
-            .map_err(sql("messages.receive"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(sql("messages.receive"))?;
+        let rows = candidates(&tx, queue, now, max, cursor).map_err(sql("messages.receive"))?;
         for (seq, id, body, count, sent_at) in rows {
             match &s.dlq {
                 // As on SQS: received maxReceiveCount times, the next receive moves it.
@@ -224,7 +290,7 @@ impl Queue for EmbeddedQueue {
             return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
         }
         let queue = self.name.clone();
-        let batch: Vec<(String, Duration)> = messages.iter().map(|m| (m.body.clone(), m.delay)).collect();
+        let batch: Vec<OutgoingMessage> = messages.to_vec();
         self.db
             .write(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.send"))?;
@@ -256,7 +322,14 @@ impl Queue for EmbeddedQueue {
             notified.as_mut().enable();
 
             let queue = self.name.clone();
-            let (got, next_visible) = self.db.write(move |c| take(c, &queue, max)).await?;
+            let cursor = self.cursor.clone();
+            let (got, next_visible) = self
+                .db
+                .write(move |c| {
+                    let mut cursor = cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    take(c, &queue, max, &mut cursor)
+                })
+                .await?;
             if !got.is_empty() {
                 return Ok(got);
             }

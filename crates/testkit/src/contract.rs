@@ -129,7 +129,7 @@ pub async fn queue_batches_larger_than_ten(h: &dyn Harness) {
 /// A delayed message is not receivable before its delay.
 pub async fn queue_delay_holds_messages_back(h: &dyn Harness) {
     let (q, _) = test_queue(h, 30, 5).await;
-    q.send_batch(&[OutgoingMessage { body: "later".into(), delay: 2 * SECOND }]).await.expect("send");
+    q.send_batch(&[OutgoingMessage { delay: 2 * SECOND, ..OutgoingMessage::now("later".into()) }]).await.expect("send");
     assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "delivered before its delay");
     assert_eq!(q.depth().await.expect("depth").delayed, 1);
     let got = receive_n(q.as_ref(), 1, 10 * SECOND).await;

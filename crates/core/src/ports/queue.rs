@@ -29,12 +29,21 @@ pub struct OutgoingMessage {
     pub body: String,
     /// How long before it may be received (at most 15 minutes, as on SQS).
     pub delay: Duration,
+    /// Whose message it is (a hook, a tenant), for fairness: a group with a backlog does
+    /// not hold back other groups' messages (SQS fair queues' `MessageGroupId`).
+    pub group: Option<String>,
 }
 
 impl OutgoingMessage {
-    /// A message receivable at once.
+    /// A message receivable at once, in no group.
     pub fn now(body: String) -> Self {
-        Self { body, delay: Duration::ZERO }
+        Self { body, delay: Duration::ZERO, group: None }
+    }
+
+    /// The message, in `group`.
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
     }
 }
 
@@ -101,6 +110,8 @@ pub trait Queue: Send + Sync {
     async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()>;
 
     /// Receives up to `max` (≤ [`MAX_BATCH`]) messages, waiting up to `wait` for the first.
+    /// Groups are served in turn, so one group's backlog never holds back the others'
+    /// messages; within a group, oldest first.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
 
     /// Deletes received messages. A stale receipt (the message was received again since)
