@@ -9,7 +9,7 @@ PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut
 CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
 SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy core-deps template-lint unit
+.PHONY: run run-aws test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -21,8 +21,8 @@ run-aws: $(PYTOOLS)
 	$(CARGO) build -p hookbridge-local --bin hookbridge
 	./scripts/run-aws.sh
 
-## test: formatting, lints, the core's dependency rule, and every test (both backends)
-test: lint core-deps unit
+## test: formatting, lints, the layering rules, and every test (both backends)
+test: lint layering unit
 
 ## lint: rustfmt, clippy (warnings are errors) and cfn-lint on template.yaml
 lint: fmt-check clippy template-lint
@@ -63,8 +63,12 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-core-deps:
+## layering: the core without I/O, the backends apart, stages reaching a backend only from
+## main.rs; and the check's own test on a workspace that breaks every rule
+layering:
 	./scripts/check-core-deps.sh
+	python3 scripts/check-layering.py .
+	./scripts/check-layering-fails.sh
 
 template-lint: $(PYTOOLS)
 	$(VENV)/bin/cfn-lint template.yaml

@@ -27,9 +27,8 @@ async fn hooks(backend: &Backend, tenant: &TenantId, n: usize) -> anyhow::Result
     let draft: HookDraft =
         serde_json::from_value(serde_json::json!({"name": "x", "url": "https://receiver.example/h"}))?;
     let policy = NetworkPolicy::default();
-    let (config, secrets) = draft
-        .validate(ValidationContext { network: &policy, now: Utc::now() }, None)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (config, secrets) =
+        draft.validate(ValidationContext { network: &policy }, None).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let sealed = backend.sealer.seal(&secrets).await?;
     let now = Utc::now();
     Ok((0..n)

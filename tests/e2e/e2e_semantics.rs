@@ -301,8 +301,7 @@ async fn plant_hook(stack: &TestStack, tenant: &str, name: &str, url: &str) -> H
         allow_http: true,
         allowed_networks: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
     };
-    let (config, secrets) =
-        draft.validate(ValidationContext { network: &open, now: chrono::Utc::now() }, None).unwrap();
+    let (config, secrets) = draft.validate(ValidationContext { network: &open }, None).unwrap();
     let b = stack.stack().backend();
     let now = chrono::Utc::now();
     let hook = Hook {

@@ -82,7 +82,10 @@ impl CostRig {
         hook.config.url = receiver.url("/");
         harness.backend().hooks.create(&hook, 1000).await.expect("create hook");
         let key = JwtKey::new("k");
-        let api = Api::new(harness.backend().clone(), ApiSettings::local(key.clone(), NetworkPolicy::local()));
+        let api = Api::new(
+            subscription_api::ApiPorts::of(harness.backend()),
+            ApiSettings::local(key.clone(), NetworkPolicy::local()),
+        );
         let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp: None };
         let token = mint_token(&key, &claims).expect("token");
         let ingest = Ingest {

@@ -81,7 +81,7 @@ fn delivery_of(item: &Item) -> Result<DeliveryId> {
     let sk = get_s(item, SK)?;
     sk.get(2..28)
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| Error::Corrupt(format!("delivery item with sort key {sk}")))
+        .ok_or_else(|| Error::corrupt("a delivery item", format!("sort key {sk} names no delivery")))
 }
 
 fn is_update(item: &Item) -> bool {

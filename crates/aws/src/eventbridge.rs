@@ -8,7 +8,7 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::primitives::DateTime as AwsTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use futures::StreamExt;
-use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
+use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, MAX_BATCH};
 use hookbridge_core::{Error, Result};
@@ -85,12 +85,7 @@ impl EventBridgeBus {
 #[async_trait]
 impl Bus for EventBridgeBus {
     async fn publish(&self, entries: Vec<BusEntry>) -> Result<Vec<EventId>> {
-        if let Some(big) = entries.iter().find(|e| e.size() > MAX_EVENT_BYTES) {
-            return Err(Error::TooLarge(format!(
-                "an event is {} bytes; the bus takes at most {MAX_EVENT_BYTES}",
-                big.size()
-            )));
-        }
+        entries.iter().try_for_each(BusEntry::fits)?;
         // In order (ids answer entries one for one), a bounded number at a time.
         // Futures start when polled, so making them all first starts none of them.
         let puts: Vec<_> = entries.chunks(MAX_BATCH).map(|c| self.put_chunk(c)).collect();

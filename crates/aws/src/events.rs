@@ -48,6 +48,6 @@ impl EventStore for DynamoEventStore {
         let Some(item) = out.item.filter(|i| !expired(i, Utc::now().timestamp())) else {
             return Ok(None);
         };
-        serde_json::from_str(get_s(&item, DOC)?).map(Some).map_err(|e| Error::Corrupt(format!("event: {e}")))
+        serde_json::from_str(get_s(&item, DOC)?).map(Some).map_err(|e| Error::corrupt("an event", e))
     }
 }

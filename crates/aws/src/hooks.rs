@@ -115,7 +115,9 @@ impl HookStore for DynamoHookStore {
             Err(e) => match failed_conditions(&e) {
                 Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
                 Some(failed) if failed.get(2) == Some(&true) => Err(Error::QuotaReached { limit: max_hooks }),
-                Some(failed) if failed.first() == Some(&true) => Err(Error::Corrupt("hook id collision".to_owned())),
+                Some(failed) if failed.first() == Some(&true) => {
+                    Err(Error::corrupt_as("a hook id (it collided with a stored one)"))
+                }
                 _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
             },
         }

@@ -50,7 +50,7 @@ pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
-        .ok_or_else(|| Error::Corrupt(format!("item has no string attribute {name}")))
+        .ok_or_else(|| Error::corrupt("an item", format!("no string attribute {name}")))
 }
 
 /// A number attribute of an item, if present.
@@ -64,8 +64,8 @@ pub(crate) fn expired(item: &Item, now_secs: i64) -> bool {
 }
 
 /// The item's JSON document, parsed.
-pub(crate) fn doc<T: serde::de::DeserializeOwned>(item: &Item, what: &str) -> Result<T> {
-    serde_json::from_str(get_s(item, DOC)?).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+pub(crate) fn doc<T: serde::de::DeserializeOwned>(item: &Item, what: &'static str) -> Result<T> {
+    serde_json::from_str(get_s(item, DOC)?).map_err(|e| Error::corrupt(what, e))
 }
 
 /// JSON for a document attribute.

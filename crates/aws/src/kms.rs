@@ -100,7 +100,7 @@ impl KmsSealer {
             .plaintext()
             .map(Blob::as_ref)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| Error::Corrupt("sealed secrets: KMS returned no 256-bit key".to_owned()))?;
+            .ok_or_else(|| Error::corrupt("sealed secrets", "KMS returned no 256-bit key"))?;
         let mut cache = self.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_MAX {
             cache.clear();
@@ -125,7 +125,7 @@ impl Sealer for KmsSealer {
     }
 
     async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
-        let corrupt = || Error::Corrupt("sealed secrets: not a KMS-sealed blob".to_owned());
+        let corrupt = || Error::corrupt("sealed secrets", "not a KMS-sealed blob");
         let b = &sealed.0;
         if b.first() != Some(&FORMAT_KMS_V1) || b.len() < 3 {
             return Err(corrupt());
@@ -135,6 +135,6 @@ impl Sealer for KmsSealer {
         let body = b.get(3 + len..).ok_or_else(corrupt)?;
         let key = self.open_key(blob).await?;
         let plain = aead::open(&key, AAD, body).map_err(|_| corrupt())?;
-        serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("sealed secrets: {e}")))
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
     }
 }

@@ -8,9 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use hookbridge_core::ports::{Admission, RateLimiter};
-use hookbridge_core::rate::{self, Rate, from_micros, micros};
+use hookbridge_core::ports::{RateLimiter, Step};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
@@ -71,26 +69,26 @@ impl DynamoRateLimiter {
             Err(e) => Err(Error::backend("dynamodb.UpdateItem", e)),
         }
     }
+}
 
-    /// Applies `step` to the key's state until a conditional write lands (or `step`
-    /// declines to write), and returns what it computed.
-    async fn update<T>(&self, key_name: &str, step: impl Fn(Option<i64>) -> (Option<i64>, T)) -> Result<T> {
+#[async_trait]
+impl RateLimiter for DynamoRateLimiter {
+    async fn update(&self, key_name: &str, step: Step) -> Result<Option<i64>> {
         let guess = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key_name).copied();
         let mut current = match guess {
             Some(g) => g,
             None => self.read(key_name).await?,
         };
         for round in 0..ROUNDS {
-            let (store, out) = step(current);
-            let Some(new) = store else {
-                return Ok(out);
+            let Some(new) = step(current) else {
+                return Ok(current);
             };
             if self.swap(key_name, current, new).await? {
                 self.seen
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(key_name.to_owned(), Some(new));
-                return Ok(out);
+                return Ok(current);
             }
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(5 << round.min(5))).await;
@@ -98,28 +96,5 @@ impl DynamoRateLimiter {
             current = self.read(key_name).await?;
         }
         Err(Error::backend("dynamodb.UpdateItem", format!("rate state of {key_name} kept changing underneath")))
-    }
-}
-
-#[async_trait]
-impl RateLimiter for DynamoRateLimiter {
-    async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-        let now = micros(now);
-        let first = self
-            .update(key, |next| {
-                let (first, new) = rate::pace(next, now, rate, count);
-                (Some(new), first)
-            })
-            .await?;
-        Ok(from_micros(first))
-    }
-
-    async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission> {
-        let now = micros(now);
-        self.update(key, |next| match rate::admit(next, now, rate, burst, count) {
-            Ok(new) => (Some(new), Admission::Admitted),
-            Err(wait) => (None, Admission::RetryAfter(wait)),
-        })
-        .await
     }
 }

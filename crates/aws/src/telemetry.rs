@@ -1,14 +1,88 @@
-//! Logs as JSON lines for CloudWatch: one object per event, with the fields each stage
-//! attaches and those of the span it runs in (tenant, hook_id, delivery_id), so every line
-//! about a delivery names it. `RUST_LOG` filters (default `info`).
+//! Logs, set up once for every binary: JSON lines where a machine reads them (Lambda's
+//! CloudWatch, a file, a pipe), readable coloured lines on a terminal, the same fields
+//! either way: those each stage attaches and those of the span it runs in (tenant,
+//! hook_id, delivery_id), so every line about a delivery names it. `RUST_LOG` filters
+//! (default `info`); `HOOKBRIDGE_LOG_FORMAT=json|pretty` overrides the choice.
 
-/// Installs the JSON subscriber; call once at the top of `main`.
-pub fn init() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+use std::io::IsTerminal;
+
+use hookbridge_core::settings::SettingsError;
+
+/// `HOOKBRIDGE_LOG_FORMAT`: `json` or `pretty` (default: `pretty` on a terminal, else `json`).
+pub const LOG_FORMAT: &str = "HOOKBRIDGE_LOG_FORMAT";
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output: Lambda hands it to CloudWatch Logs.
+    Stdout,
+    /// Standard error: the `hookbridge` command, whose standard output is for the user.
+    Stderr,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object a line.
+    Json,
+    /// One readable, coloured line an event.
+    Pretty,
+}
+
+impl Format {
+    /// The format `HOOKBRIDGE_LOG_FORMAT` names, or the default for an output that is (or
+    /// is not) a terminal.
+    pub fn choose(variable: Option<&str>, terminal: bool) -> Result<Self, SettingsError> {
+        match variable.map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(if terminal { Self::Pretty } else { Self::Json }),
+            Some("json") => Ok(Self::Json),
+            Some("pretty") => Ok(Self::Pretty),
+            Some(other) => {
+                Err(SettingsError { variable: LOG_FORMAT, message: format!("{other:?} is not json or pretty") })
+            }
+        }
+    }
+}
+
+/// Installs the subscriber; call once at the top of `main`.
+pub fn init(output: Output) -> Result<(), SettingsError> {
+    let terminal = match output {
+        Output::Stdout => std::io::stdout().is_terminal(),
+        Output::Stderr => std::io::stderr().is_terminal(),
+    };
+    let format = Format::choose(std::env::var(LOG_FORMAT).ok().as_deref(), terminal)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // `try_init`: a second call (tests) keeps the first subscriber.
+    let _ = match (format, output) {
+        (Format::Json, Output::Stdout) => {
+            builder.json().with_ansi(false).with_current_span(true).with_span_list(false).try_init()
+        }
+        (Format::Json, Output::Stderr) => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        (Format::Pretty, Output::Stdout) => builder.with_ansi(terminal).with_target(false).try_init(),
+        (Format::Pretty, Output::Stderr) => {
+            builder.with_ansi(terminal).with_target(false).with_writer(std::io::stderr).try_init()
+        }
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_for_machines_pretty_for_people_and_the_variable_decides() {
+        assert_eq!(Format::choose(None, false).unwrap(), Format::Json);
+        assert_eq!(Format::choose(None, true).unwrap(), Format::Pretty);
+        assert_eq!(Format::choose(Some("json"), true).unwrap(), Format::Json);
+        assert_eq!(Format::choose(Some("pretty"), false).unwrap(), Format::Pretty);
+        assert_eq!(Format::choose(Some("xml"), false).unwrap_err().variable, LOG_FORMAT);
+    }
 }

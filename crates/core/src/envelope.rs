@@ -127,6 +127,18 @@ impl BusEntry {
         }
     }
 
+    /// `Err(TooLarge)`, saying how large it is, when it weighs more than the bus takes
+    /// ([`MAX_EVENT_BYTES`]); both buses and the API check with this one rule.
+    pub fn fits(&self) -> crate::Result<()> {
+        let size = self.size();
+        if size > MAX_EVENT_BYTES {
+            return Err(crate::Error::TooLarge(format!(
+                "{size} bytes; the bus takes at most {MAX_EVENT_BYTES} per event"
+            )));
+        }
+        Ok(())
+    }
+
     /// The size EventBridge charges against its 256 KiB limit: detail-type, source,
     /// detail, resources and time, as UTF-8.
     pub fn size(&self) -> usize {

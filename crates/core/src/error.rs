@@ -30,8 +30,14 @@ pub enum Error {
     #[error("storage is full")]
     StorageFull,
     /// Stored data that does not parse: a bug or tampering, never a client's fault.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt: {what}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it could not be, when a parser or decrypter said.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The backend failed (I/O, throttling, a service error).
     #[error("backend error in {operation}")]
     Backend {
@@ -44,6 +50,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Stored `what` does not parse, for the reason `source` gives.
+    pub fn corrupt(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Corrupt { what, source: Some(source.into()) }
+    }
+
+    /// Stored `what` is not what it should be (no parser to blame).
+    pub fn corrupt_as(what: &'static str) -> Self {
+        Self::Corrupt { what, source: None }
+    }
+
     /// Wraps a backend error with the operation it came from.
     pub fn backend(operation: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Backend { operation, source: source.into() }

@@ -42,7 +42,7 @@ pub fn pattern(pattern: &str, text: &str) {
 pub fn hook_validation(json: &[u8]) {
     let Ok(draft) = serde_json::from_slice::<HookDraft>(json) else { return };
     let policy = NetworkPolicy::local();
-    let ctx = ValidationContext { network: &policy, now: chrono::Utc::now() };
+    let ctx = ValidationContext { network: &policy };
     let Ok((config, secrets)) = draft.validate(ctx, None) else { return };
     let stored = serde_json::to_string(&config).unwrap_or_else(|e| panic!("config does not serialise: {e}"));
     let back: crate::hook::HookConfig =

@@ -17,18 +17,18 @@ use crate::Worker;
 /// operational events the change calls for.
 pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now: DateTime<Utc>) -> Vec<BusEntry> {
     let rule = w.settings.disable_rule;
-    let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |h| {
-        Ok::<_, hookbridge_core::Error>(observe(&rule, &h.state.health, obs).map(|change| {
-            let mut next = h.clone();
-            next.state.health = change.health.clone();
+    let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
+        let changed = observe(&rule, &h.state.health, obs).map(|change| {
+            h.state.health = change.health.clone();
             let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
             if let Some(reason) = &disabling {
-                next.state.destination_state = DestinationState::Inactive;
-                next.state.disabled_reason = Some(reason.clone());
+                h.state.destination_state = DestinationState::Inactive;
+                h.state.disabled_reason = Some(reason.clone());
             }
-            next.updated_at = now;
-            (next, (change, disabling))
-        }))
+            h.updated_at = now;
+            (h, (change, disabling))
+        });
+        std::future::ready(Ok::<_, hookbridge_core::Error>(changed))
     })
     .await;
     let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use hookbridge_core::health::DisableRule;
 use hookbridge_core::hook::Lane;
 use hookbridge_core::ports::{
-    Backend, BatchOutcome, Bus, DeliveryStore, EventStore, HookStore, Queue, RateLimiter, Receipt, ReceivedMessage,
-    Sealer,
+    Backend, BatchOutcome, Bus, DeliveryStore, EventStore, HookStore, Lanes, RateLimiter, Receipt, ReceivedMessage,
+    Resource, Sealer,
 };
 use hookbridge_core::retry::RetrySchedule;
 use hookbridge_outbound::Outbound;
@@ -39,10 +39,8 @@ pub struct WorkerPorts {
     pub deliveries: Arc<dyn DeliveryStore>,
     /// Envelopes too large to ride in the message.
     pub events: Arc<dyn EventStore>,
-    /// The fast lane.
-    pub fast: Arc<dyn Queue>,
-    /// The slow lane.
-    pub slow: Arc<dyn Queue>,
+    /// The delivery lanes: where its messages come from, and where what waits goes back.
+    pub lanes: Lanes,
     /// Operational events.
     pub bus: Arc<dyn Bus>,
     /// Opens hook secrets.
@@ -52,25 +50,20 @@ pub struct WorkerPorts {
 }
 
 impl WorkerPorts {
+    /// What these ports reach (the template's permissions for the function are held to it).
+    pub const RESOURCES: &'static [Resource] =
+        &[Resource::Table, Resource::Bus, Resource::DeliveryQueue, Resource::SlowQueue, Resource::Key];
+
     /// The worker's ports of a backend.
     pub fn of(b: &Backend) -> Self {
         Self {
             hooks: b.hooks.clone(),
             deliveries: b.deliveries.clone(),
             events: b.events.clone(),
-            fast: b.delivery_queue.clone(),
-            slow: b.slow_queue.clone(),
+            lanes: b.lanes(),
             bus: b.bus.clone(),
             sealer: b.sealer.clone(),
             limiter: b.limiter.clone(),
-        }
-    }
-
-    /// A lane's queue.
-    pub fn lane(&self, lane: Lane) -> &Arc<dyn Queue> {
-        match lane {
-            Lane::Fast => &self.fast,
-            Lane::Slow => &self.slow,
         }
     }
 }
@@ -143,11 +136,11 @@ impl WorkerSettings {
 /// The worker's dependencies.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    /// The ports.
+    /// What it reads and writes.
     pub ports: WorkerPorts,
-    /// The HTTP client.
+    /// The HTTP client deliveries are sent with.
     pub outbound: Outbound,
-    /// Settings.
+    /// Schedule, disable rule, lane budgets.
     pub settings: WorkerSettings,
     /// What this process knows that the table does not yet: requests in flight per hook,
     /// hooks just found slow.

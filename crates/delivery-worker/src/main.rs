@@ -5,7 +5,7 @@ use hookbridge_outbound::{Outbound, OutboundSettings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hookbridge_aws::telemetry::init();
+    hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let worker = Worker::new(

@@ -232,12 +232,11 @@ async fn claim_probes<'a>(
 /// Claims the probe of `hook`'s circuit; whether this process got it.
 async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> bool {
     let timeout = w.settings.timeout;
-    let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |h| {
+    let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
         Ok::<_, hookbridge_core::Error>(match h.state.health.circuit.gate(now, timeout) {
             Gate::Probe => {
-                let mut next = h.clone();
-                next.state.health.circuit = h.state.health.circuit.claimed(now);
-                Some((next, ()))
+                h.state.health.circuit = h.state.health.circuit.claimed(now);
+                Some((h, ()))
             }
             Gate::Send | Gate::WaitUntil(_) => None,
         })
@@ -315,7 +314,8 @@ async fn load<'a>(
             None => {
                 let s = match w.ports.sealer.open(&c.hook.sealed).await {
                     Ok(s) => Some(Arc::new(s)),
-                    Err(hookbridge_core::Error::Corrupt(why)) => {
+                    Err(e @ hookbridge_core::Error::Corrupt { .. }) => {
+                        let why = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
                         tracing::error!(hook_id = %c.hook.id, tenant = %c.hook.tenant, why, "the hook's secrets cannot be opened");
                         None
                     }

@@ -97,7 +97,7 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
         match d {
             Done::Poison(m) => {
                 tracing::error!(message_id = %m.id, "not a delivery task; it will reach the dead-letter queue");
-                w.ports.lane(ctx.lane).reject(m).await;
+                w.ports.lanes.get(ctx.lane).reject(m).await;
                 failed.push(m);
             }
             Done::Cancel { message, task, reason } => {
@@ -147,7 +147,7 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
 
     for (lane, items) in follow_ups {
         let messages: Vec<OutgoingMessage> = items.iter().map(|f| f.message.clone()).collect();
-        match w.ports.lane(lane).send_batch(&messages).await {
+        match w.ports.lanes.get(lane).send_batch(&messages).await {
             Ok(()) => handled.extend(items.iter().map(|f| f.replaces)),
             Err(e) => {
                 // The originals come back after their visibility timeout instead.

@@ -8,14 +8,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
 use hookbridge_core::delivery::DeliveryStatus;
-use hookbridge_core::hook::Lane;
-use hookbridge_core::hook::NetworkPolicy;
+use hookbridge_core::hook::{Hook, Lane, NetworkPolicy};
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, events};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
+/// The sample event's hook, pointing at a real receiver, and a worker over the emulator.
+async fn sample() -> (AwsHarness, Receiver, Hook, Worker, SqsEvent) {
     let h = AwsHarness::start().await;
     let receiver = Receiver::start().await;
     let (mut hook, _) = make_hook(&h, "demo", "sample").await;
@@ -28,6 +27,12 @@ async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
         WorkerSettings::default(),
     );
     let event: SqsEvent = serde_json::from_str(&events::load("delivery-worker-batch")).unwrap();
+    (h, receiver, hook, worker, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
+    let (h, receiver, hook, worker, event) = sample().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, deadline| async move {
         let ctx = BatchContext { lane: Lane::Fast, deadline: Some(deadline), settle: None };
@@ -51,18 +56,7 @@ async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_near_its_deadline_hands_its_deliveries_back_unattempted() {
-    let h = AwsHarness::start().await;
-    let receiver = Receiver::start().await;
-    let (mut hook, _) = make_hook(&h, "demo", "sample").await;
-    hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
-    hook.config.url = receiver.url("/hook");
-    h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let worker = Worker::new(
-        WorkerPorts::of(h.backend()),
-        Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
-        WorkerSettings::default(),
-    );
-    let event: SqsEvent = serde_json::from_str(&events::load("delivery-worker-batch")).unwrap();
+    let (h, receiver, hook, worker, event) = sample().await;
     // One second left: less than a fast-lane request may take plus the time to record it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, deadline| async move {

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
+use hookbridge_core::Result;
+use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, OutgoingMessage, Rule, RulePattern, SourceMatch};
-use hookbridge_core::{Error, Result};
 use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
@@ -67,12 +67,7 @@ impl EmbeddedBus {
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, entries: Vec<BusEntry>) -> Result<Vec<EventId>> {
-        if let Some(big) = entries.iter().find(|e| e.size() > MAX_EVENT_BYTES) {
-            return Err(Error::TooLarge(format!(
-                "an event is {} bytes; the bus takes at most {MAX_EVENT_BYTES}",
-                big.size()
-            )));
-        }
+        entries.iter().try_for_each(BusEntry::fits)?;
         let now = Utc::now();
         let envelopes: Vec<_> = entries
             .into_iter()

@@ -23,7 +23,7 @@ impl SqliteDeliveryStore {
 }
 
 fn from_doc(doc: &str) -> Result<Delivery> {
-    serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("delivery: {e}")))
+    serde_json::from_str(doc).map_err(|e| Error::corrupt("a delivery", e))
 }
 
 fn to_doc(d: &Delivery) -> Result<String> {

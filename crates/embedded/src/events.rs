@@ -60,6 +60,6 @@ impl EventStore for SqliteEventStore {
                 .map_err(sql("events.get"))
             })
             .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::Corrupt(format!("event: {e}")))).transpose()
+        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::corrupt("an event", e))).transpose()
     }
 }

@@ -26,7 +26,7 @@ fn to_doc(hook: &Hook) -> Result<String> {
 }
 
 fn from_doc(doc: &str) -> Result<Hook> {
-    serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("hook: {e}")))
+    serde_json::from_str(doc).map_err(|e| Error::corrupt("a hook", e))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

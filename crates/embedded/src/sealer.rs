@@ -72,13 +72,12 @@ impl Sealer for LocalKeySealer {
     }
 
     async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
-        let (format, body) =
-            sealed.0.split_first().ok_or_else(|| Error::Corrupt("sealed secrets: empty".to_owned()))?;
+        let (format, body) = sealed.0.split_first().ok_or_else(|| Error::corrupt("sealed secrets", "empty"))?;
         if *format != FORMAT_V1 {
-            return Err(Error::Corrupt("sealed secrets: unknown format".to_owned()));
+            return Err(Error::corrupt("sealed secrets", "unknown format"));
         }
-        let plain = aead::open(&self.key, AAD, body)
-            .map_err(|_| Error::Corrupt("sealed secrets: not sealed by this key".to_owned()))?;
-        serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("sealed secrets: {e}")))
+        let plain =
+            aead::open(&self.key, AAD, body).map_err(|_| Error::corrupt("sealed secrets", "not sealed by this key"))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
     }
 }

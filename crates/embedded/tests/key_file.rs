@@ -38,7 +38,7 @@ async fn init_creates_an_owner_only_key_that_alone_opens_what_it_sealed() {
 
     // Another key (another deployment's file) cannot open it.
     let other = LocalKeySealer::load_or_create(&dir.path().join("other.key")).unwrap();
-    assert!(matches!(other.open(&sealed).await, Err(hookbridge_core::Error::Corrupt(_))));
+    assert!(matches!(other.open(&sealed).await, Err(hookbridge_core::Error::Corrupt { .. })));
 
     // A second init keeps the key: what was sealed stays readable.
     let again = hookbridge_embedded::init(&config).await.unwrap();

@@ -21,7 +21,9 @@ use hookbridge_core::envelope::Envelope;
 use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::Task;
-use hookbridge_core::ports::{Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Queue, ReceivedMessage};
+use hookbridge_core::ports::{
+    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, Resource,
+};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -64,13 +66,15 @@ pub struct IngestPorts {
     pub events: Arc<dyn EventStore>,
     /// Where its events come from (to reject malformed ones).
     pub ingest: Arc<dyn Queue>,
-    /// The fast delivery lane.
-    pub fast: Arc<dyn Queue>,
-    /// The slow delivery lane.
-    pub slow: Arc<dyn Queue>,
+    /// Where deliveries go.
+    pub lanes: Lanes,
 }
 
 impl IngestPorts {
+    /// What these ports reach (the template's permissions for the function are held to it).
+    pub const RESOURCES: &'static [Resource] =
+        &[Resource::Table, Resource::IngestQueue, Resource::DeliveryQueue, Resource::SlowQueue];
+
     /// Ingest's ports of a backend.
     pub fn of(b: &Backend) -> Self {
         Self {
@@ -78,8 +82,7 @@ impl IngestPorts {
             deliveries: b.deliveries.clone(),
             events: b.events.clone(),
             ingest: b.ingest_queue.clone(),
-            fast: b.delivery_queue.clone(),
-            slow: b.slow_queue.clone(),
+            lanes: b.lanes(),
         }
     }
 }
@@ -93,9 +96,9 @@ impl std::fmt::Debug for IngestPorts {
 /// The ingest stage's dependencies.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    /// The ports.
+    /// What it reads and writes.
     pub ports: IngestPorts,
-    /// Settings.
+    /// What it fills into envelopes and how long it keeps them.
     pub settings: IngestSettings,
 }
 
@@ -171,10 +174,10 @@ impl Chunk {
             p.deliveries.record(&self.cancelled).await?;
         }
         if !self.fast.is_empty() {
-            p.fast.send_batch(&self.fast).await?;
+            p.lanes.fast.send_batch(&self.fast).await?;
         }
         if !self.slow.is_empty() {
-            p.slow.send_batch(&self.slow).await?;
+            p.lanes.slow.send_batch(&self.slow).await?;
         }
         self.sent += self.fast.len() + self.slow.len();
         self.cancelled_total += self.cancelled.len();

@@ -3,7 +3,7 @@ use ingest::{Ingest, IngestPorts, IngestSettings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hookbridge_aws::telemetry::init();
+    hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let deps = Ingest {

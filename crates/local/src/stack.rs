@@ -11,7 +11,7 @@ use hookbridge_core::settings::Settings;
 use hookbridge_embedded::EmbeddedConfig;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use ingest::{Ingest, IngestPorts, IngestSettings};
-use subscription_api::{Api, ApiSettings};
+use subscription_api::{Api, ApiPorts, ApiSettings};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use verifier::{Verifier, VerifierPorts};
@@ -122,7 +122,7 @@ impl RunningStack {
         let s = &opts.settings;
         let backend = open_backend(&opts.backend, s, false).await?;
         let outbound = Outbound::new(OutboundSettings::from_settings(s))?;
-        let api = Api::new(backend.clone(), ApiSettings::from_settings(s));
+        let api = Api::new(ApiPorts::of(&backend), ApiSettings::from_settings(s));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Listen { addr: opts.listen, source })?;

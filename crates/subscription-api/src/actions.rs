@@ -18,7 +18,7 @@ use crate::auth::Writer;
 use crate::body::{OptionalJsonBody, parse};
 use crate::dto::VerificationOut;
 use crate::error::ApiError;
-use crate::hooks::{Edit, UPDATE_ROUNDS, commit, kept_changing, load};
+use crate::hooks::{Edit, load, update};
 use crate::{Api, lifecycle};
 
 /// How long a rotated-out secret keeps signing, so receivers can switch without a gap.
@@ -31,18 +31,12 @@ pub async fn verify(
     Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<VerificationOut>), ApiError> {
-    let mut stored = None;
-    for _ in 0..UPDATE_ROUNDS {
-        let existing = load(&api, &caller, &id).await?;
-        let mut next = existing.clone();
-        next.state.verification.status = VerificationStatus::Pending;
-        next.state.verification.last_error = None;
-        stored = commit(&api, &existing, next, Edit::State).await?;
-        if stored.is_some() {
-            break;
-        }
-    }
-    let hook = stored.ok_or_else(kept_changing)?;
+    let (hook, ()) = update(&api, &caller, &id, Edit::State, |mut h| async move {
+        h.state.verification.status = VerificationStatus::Pending;
+        h.state.verification.last_error = None;
+        Ok((h, ()))
+    })
+    .await?;
     lifecycle::emit(&api, event_type::HOOK_VERIFICATION_REQUESTED, &hook, None).await;
     let out = VerificationOut::from(&hook);
     Ok((StatusCode::ACCEPTED, Json(out)))
@@ -73,21 +67,17 @@ pub async fn rotate_secret(
         None => SigningSecret::generate(),
     };
     let now = Utc::now();
-    let mut stored = None;
-    for _ in 0..UPDATE_ROUNDS {
-        let existing = load(&api, &caller, &id).await?;
-        let mut secrets = api.backend().sealer.open(&existing.sealed).await?;
+    let (api2, new2) = (&api, &new);
+    let (hook, ()) = update(&api, &caller, &id, Edit::Config { expected_version: None }, |mut h| async move {
+        let sealer = &api2.ports().sealer;
+        let mut secrets = sealer.open(&h.sealed).await?;
         secrets.retiring.retain(|r| r.until > now);
-        let old = std::mem::replace(&mut secrets.signing, new.clone());
+        let old = std::mem::replace(&mut secrets.signing, new2.clone());
         secrets.retiring.push(RetiringSecret { secret: old, until: now + ROTATION_OVERLAP });
-        let mut next = existing.clone();
-        next.sealed = api.backend().sealer.seal(&secrets).await?;
-        stored = commit(&api, &existing, next, Edit::Config { expected_version: None }).await?;
-        if stored.is_some() {
-            break;
-        }
-    }
-    let hook = stored.ok_or_else(kept_changing)?;
+        h.sealed = sealer.seal(&secrets).await?;
+        Ok((h, ()))
+    })
+    .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "signing secret rotated");
     Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": now + ROTATION_OVERLAP })))
 }
@@ -123,10 +113,10 @@ pub async fn test_event(
         event_type: envelope.detail_type.clone(),
     };
     let retention = Duration::from_std(settings.event_retention).unwrap_or(Duration::days(14));
-    let b = api.backend();
+    let b = api.ports();
     b.events.put(&hook.tenant, std::slice::from_ref(&envelope), now + retention).await?;
     b.deliveries.insert(&[Delivery::pending_for(&key, now)]).await?;
     let task = Task::new(key.clone(), 0, &envelope.to_body());
-    b.lane(hook.state.health.lane(now)).send_batch(&[task.message(now)]).await?;
+    b.lanes.get(hook.state.health.lane(now)).send_batch(&[task.message(now)]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": key.delivery_id, "event_id": key.event_id }))))
 }

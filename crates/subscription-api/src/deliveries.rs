@@ -51,7 +51,7 @@ pub async fn list(
     let now = Utc::now();
     // The window ends a moment after now, so a delivery created in this millisecond is in it.
     let window = Window { since: now - Duration::hours(hours), until: now + Duration::milliseconds(1) };
-    let page = api.backend().deliveries.list(hook.id, window, limit, q.cursor.as_deref()).await?;
+    let page = api.ports().deliveries.list(hook.id, window, limit, q.cursor.as_deref()).await?;
     let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))
 }
@@ -67,7 +67,7 @@ pub(crate) async fn load_delivery(
     let hook = load(api, caller, hook_id).await?;
     let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("no such delivery"))?;
     let delivery = api
-        .backend()
+        .ports()
         .deliveries
         .get(hook.id, delivery_id)
         .await?
@@ -84,7 +84,7 @@ pub async fn get(
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
     let (_, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
     let envelope = api
-        .backend()
+        .ports()
         .events
         .get(&caller.tenant, &delivery.event_id)
         .await?

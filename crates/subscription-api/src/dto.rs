@@ -42,19 +42,19 @@ impl From<&Hook> for VerificationOut {
 /// response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookOut {
-    /// The id.
+    /// The hook's id, in its URL.
     pub id: HookId,
-    /// The name.
+    /// Unique in the tenant, and never changes.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
     /// Where requests go.
     pub url: String,
-    /// The method.
+    /// The method requests use (the envelope is the body for every one).
     pub method: HttpMethod,
-    /// The patterns.
+    /// The glob patterns event types are matched against.
     pub event_types: Vec<EventTypePattern>,
-    /// The sites.
+    /// The sites whose events it wants; empty for the whole workspace.
     pub sites: Vec<String>,
     /// Whether the tenant wants deliveries.
     pub enabled: bool,
@@ -80,11 +80,11 @@ pub struct HookOut {
     pub health: HealthOut,
     /// Who created it.
     pub created_by: String,
-    /// When.
+    /// When it was created.
     pub created_at: DateTime<Utc>,
-    /// Last change.
+    /// When it last changed, by the tenant or the platform.
     pub updated_at: DateTime<Utc>,
-    /// For optimistic locking.
+    /// Changes when the tenant changes it; sent back (or as `If-Match`) to lock a replace.
     pub version: u64,
     /// The signing secret: in the create response only.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use hookbridge_core::hook::{
-    ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, ValidationContext,
-    VerificationStatus,
+    ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, Modified, UPDATE_ROUNDS,
+    ValidationContext, VerificationStatus, modify,
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
@@ -42,7 +42,7 @@ pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hoo
 /// The caller's hook, including one left `DELETING` by an interrupted delete.
 async fn load_any(api: &Api, caller: &Caller, raw_id: &str) -> Result<Option<Hook>, ApiError> {
     let id = hook_id(raw_id)?;
-    Ok(api.backend().hooks.get(&caller.tenant, id).await?)
+    Ok(api.ports().hooks.get(&caller.tenant, id).await?)
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
@@ -83,9 +83,9 @@ pub async fn create(
 async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
     let draft: HookDraft = from_value(item, at)?;
     let now = Utc::now();
-    let ctx = ValidationContext { network: &api.settings().network, now };
+    let ctx = ValidationContext { network: &api.settings().network };
     let (config, secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
-    let sealed = api.backend().sealer.seal(&secrets).await?;
+    let sealed = api.ports().sealer.seal(&secrets).await?;
     let hook = Hook {
         id: HookId::generate(),
         tenant: caller.tenant.clone(),
@@ -98,7 +98,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
         version: 1,
         revision: 1,
     };
-    api.backend().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
+    api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
     let mut out = HookOut::from(&hook);
@@ -131,7 +131,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
-    let page = api.backend().hooks.list(&caller.tenant, limit, q.cursor.as_deref()).await?;
+    let page = api.ports().hooks.list(&caller.tenant, limit, q.cursor.as_deref()).await?;
     let hooks: Vec<HookOut> = page
         .items
         .iter()
@@ -169,28 +169,23 @@ pub async fn replace(
         }
         (v, m) => v.or(m),
     };
-    let mut stored = None;
-    for _ in 0..UPDATE_ROUNDS {
-        let existing = load(&api, &caller, &id).await?;
+    let (api2, draft) = (&api, &draft);
+    let (hook, ()) = update(&api, &caller, &id, Edit::Config { expected_version: expected }, |existing| async move {
         if let Some(name) = &draft.name
             && name != existing.config.name.as_str()
         {
             return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
         }
-        let old_secrets = api.backend().sealer.open(&existing.sealed).await?;
-        let ctx = ValidationContext { network: &api.settings().network, now: Utc::now() };
+        let sealer = &api2.ports().sealer;
+        let old_secrets = sealer.open(&existing.sealed).await?;
+        let ctx = ValidationContext { network: &api2.settings().network };
         let (config, secrets) =
             draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
         let state = replaced_state(&existing, &config);
-        let sealed =
-            if secrets == old_secrets { existing.sealed.clone() } else { api.backend().sealer.seal(&secrets).await? };
-        let next = Hook { config, state, sealed, ..existing.clone() };
-        stored = commit(&api, &existing, next, Edit::Config { expected_version: expected }).await?;
-        if stored.is_some() {
-            break;
-        }
-    }
-    let hook = stored.ok_or_else(kept_changing)?;
+        let sealed = if secrets == old_secrets { existing.sealed.clone() } else { sealer.seal(&secrets).await? };
+        Ok((Hook { config, state, sealed, ..existing }, ()))
+    })
+    .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
     lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
     Ok(Json(HookOut::from(&hook)))
@@ -236,37 +231,51 @@ pub(crate) enum Edit {
     State,
 }
 
-/// Most rounds of re-reading when the platform keeps changing the hook underneath.
-pub(crate) const UPDATE_ROUNDS: usize = 5;
-
-/// Stores `next` as the successor of `existing`, conditionally on the revision read.
-/// `Ok(None)` when the platform changed the hook meanwhile (the verifier recording a check,
-/// the worker recording health): the caller reads again and re-applies its change, so a
-/// tenant's write neither clobbers platform state nor fails because of it.
-pub(crate) async fn commit(api: &Api, existing: &Hook, mut next: Hook, edit: Edit) -> Result<Option<Hook>, ApiError> {
-    if let Edit::Config { expected_version: Some(v) } = edit
-        && v != existing.version
-    {
-        return Err(ApiError::Conflict(format!(
-            "the hook is at version {}, not {v}; read it again and retry",
-            existing.version
-        )));
+/// Changes the caller's hook with `change`, which gets the hook as stored and returns its
+/// successor and a value; re-applied on the hook as stored again when the platform changed
+/// it meanwhile (the verifier recording a check, the worker recording health), so a
+/// tenant's write neither clobbers platform state nor fails because of it. A tenant's
+/// edit ([`Edit::Config`]) bumps `version` and is `409` when the client expected another;
+/// a hook being deleted is `404`.
+pub(crate) async fn update<T, F, Fut>(
+    api: &Api,
+    caller: &Caller,
+    raw_id: &str,
+    edit: Edit,
+    mut change: F,
+) -> Result<(Hook, T), ApiError>
+where
+    F: FnMut(Hook) -> Fut,
+    Fut: Future<Output = Result<(Hook, T), ApiError>>,
+{
+    let existing = load(api, caller, raw_id).await?;
+    let r = modify(api.ports().hooks.as_ref(), existing, UPDATE_ROUNDS, |stored: Hook| {
+        let changed = change(stored.clone());
+        async move {
+            if stored.state.connection_state == ConnectionState::Deleting {
+                return Err(ApiError::NotFound("no such hook"));
+            }
+            if let Edit::Config { expected_version: Some(v) } = edit
+                && v != stored.version
+            {
+                return Err(ApiError::Conflict(format!(
+                    "the hook is at version {}, not {v}; read it again and retry",
+                    stored.version
+                )));
+            }
+            let (mut next, value) = changed.await?;
+            next.updated_at = Utc::now();
+            if let Edit::Config { .. } = edit {
+                next.version = stored.version + 1;
+            }
+            Ok(Some((next, value)))
+        }
+    })
+    .await?;
+    match r {
+        Modified::Written(hook, value) => Ok((hook, value)),
+        Modified::Unchanged(_) | Modified::Deleted => Err(ApiError::NotFound("no such hook")),
     }
-    next.revision = existing.revision + 1;
-    next.updated_at = Utc::now();
-    if let Edit::Config { .. } = edit {
-        next.version = existing.version + 1;
-    }
-    match api.backend().hooks.replace(&next, existing.revision).await {
-        Ok(()) => Ok(Some(next)),
-        Err(hookbridge_core::Error::VersionConflict) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The answer when the hook changed on every round.
-pub(crate) fn kept_changing() -> ApiError {
-    ApiError::Conflict("the hook kept changing while it was written; retry".to_owned())
 }
 
 /// The version in an `If-Match` header (`"3"` or `3`).
@@ -292,23 +301,19 @@ pub async fn delete(
     Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut stored = None;
-    for _ in 0..UPDATE_ROUNDS {
-        let existing = load_any(&api, &caller, &id).await?.ok_or(ApiError::NotFound("no such hook"))?;
-        // A delete interrupted after marking the hook finishes now.
-        if existing.state.connection_state == ConnectionState::Deleting {
-            stored = Some(existing);
-            break;
-        }
-        let mut next = existing.clone();
-        next.state.connection_state = ConnectionState::Deleting;
-        stored = commit(&api, &existing, next, Edit::State).await?;
-        if stored.is_some() {
-            break;
-        }
-    }
-    let hook = stored.ok_or_else(kept_changing)?;
-    if !api.backend().hooks.delete(&caller.tenant, hook.id).await? {
+    let existing = load_any(&api, &caller, &id).await?.ok_or(ApiError::NotFound("no such hook"))?;
+    // A delete interrupted after marking the hook finishes now.
+    let hook = if existing.state.connection_state == ConnectionState::Deleting {
+        existing
+    } else {
+        update(&api, &caller, &id, Edit::State, |mut h| async move {
+            h.state.connection_state = ConnectionState::Deleting;
+            Ok((h, ()))
+        })
+        .await?
+        .0
+    };
+    if !api.ports().hooks.delete(&caller.tenant, hook.id).await? {
         return Err(ApiError::NotFound("no such hook"));
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");

@@ -20,7 +20,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use hookbridge_core::hook::NetworkPolicy;
-use hookbridge_core::ports::Backend;
+use hookbridge_core::ports::{
+    Backend, Bus, DeliveryStore, EventStore, HookStore, IdempotencyStore, Lanes, RateLimiter, Resource, Sealer,
+};
 
 pub use auth::{Claims, JwtKey, Scope, mint_token, verify_token};
 pub use dto::{DeliveryOut, HookOut};
@@ -70,14 +72,61 @@ impl ApiSettings {
     }
 }
 
-/// The router's state: the backend's ports and the settings.
+/// The ports the API uses, and no others.
+#[derive(Clone)]
+pub struct ApiPorts {
+    /// Hooks.
+    pub hooks: Arc<dyn HookStore>,
+    /// Deliveries, read and re-sent.
+    pub deliveries: Arc<dyn DeliveryStore>,
+    /// Envelopes, for delivery detail, replay and test events.
+    pub events: Arc<dyn EventStore>,
+    /// Publish de-duplication.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Where published events and lifecycle events go.
+    pub bus: Arc<dyn Bus>,
+    /// Where test events, retries and replays go, on the hook's lane.
+    pub lanes: Lanes,
+    /// Seals and opens hook secrets.
+    pub sealer: Arc<dyn Sealer>,
+    /// Tenants' publish rates.
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+impl ApiPorts {
+    /// What these ports reach (the template's permissions for the function are held to it).
+    pub const RESOURCES: &'static [Resource] =
+        &[Resource::Table, Resource::Bus, Resource::DeliveryQueue, Resource::SlowQueue, Resource::Key];
+
+    /// The API's ports of a backend.
+    pub fn of(b: &Backend) -> Self {
+        Self {
+            hooks: b.hooks.clone(),
+            deliveries: b.deliveries.clone(),
+            events: b.events.clone(),
+            idempotency: b.idempotency.clone(),
+            bus: b.bus.clone(),
+            lanes: b.lanes(),
+            sealer: b.sealer.clone(),
+            limiter: b.limiter.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiPorts").finish_non_exhaustive()
+    }
+}
+
+/// The router's state: the ports and the settings.
 #[derive(Clone)]
 pub struct Api {
     inner: Arc<ApiInner>,
 }
 
 struct ApiInner {
-    backend: Backend,
+    ports: ApiPorts,
     settings: ApiSettings,
     meter: meter::Meter,
 }
@@ -89,13 +138,13 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// The API over a backend.
-    pub fn new(backend: Backend, settings: ApiSettings) -> Self {
-        Self { inner: Arc::new(ApiInner { backend, settings, meter: meter::Meter::default() }) }
+    /// The API over a backend's ports.
+    pub fn new(ports: ApiPorts, settings: ApiSettings) -> Self {
+        Self { inner: Arc::new(ApiInner { ports, settings, meter: meter::Meter::default() }) }
     }
 
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.inner.backend
+    pub(crate) fn ports(&self) -> &ApiPorts {
+        &self.inner.ports
     }
 
     pub(crate) fn settings(&self) -> &ApiSettings {

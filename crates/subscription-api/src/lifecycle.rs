@@ -11,7 +11,7 @@ use crate::Api;
 /// re-triggers the verifier.
 pub async fn emit(api: &Api, event_type: &str, hook: &Hook, reason: Option<String>) {
     let entry = PlatformDetail::about(hook, None, reason).bus_entry(event_type);
-    if let Err(e) = api.backend().bus.publish(vec![entry]).await {
+    if let Err(e) = api.ports().bus.publish(vec![entry]).await {
         tracing::error!(
             error = %e,
             event_type,

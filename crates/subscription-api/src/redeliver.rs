@@ -36,7 +36,7 @@ const EVENT_READS_IN_FLIGHT: usize = 16;
 /// before this `PENDING` (see [`Delivery::apply`]). Deliveries whose event is no longer
 /// kept are skipped. Returns how many were queued.
 async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> Result<usize, ApiError> {
-    let b = api.backend();
+    let b = api.ports();
     let now = Utc::now();
     let mut wanted: Vec<EventId> = deliveries.iter().map(|d| d.event_id.clone()).collect();
     wanted.sort();
@@ -74,7 +74,7 @@ async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> 
         });
         tasks.push(Task::new(key, round, body).message(now));
     }
-    b.lane(hook.state.health.lane(now)).send_batch(&tasks).await?;
+    b.lanes.get(hook.state.health.lane(now)).send_batch(&tasks).await?;
     b.deliveries.record(&updates).await?;
     Ok(tasks.len())
 }
@@ -170,7 +170,7 @@ pub async fn replay(
     let mut picked = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = api.backend().deliveries.list(hook.id, Window { since, until }, 500, cursor.as_deref()).await?;
+        let page = api.ports().deliveries.list(hook.id, Window { since, until }, 500, cursor.as_deref()).await?;
         // Deliveries still under way are left to their own schedule, whatever the filter.
         picked.extend(
             page.items

@@ -20,8 +20,10 @@ async fn invoke(api: &Api, name: &str) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_request_gets_its_answer() {
     let h = AwsHarness::start().await;
-    let api =
-        Api::new(h.backend().clone(), ApiSettings::local(JwtKey::new("local-dev-secret"), NetworkPolicy::default()));
+    let api = Api::new(
+        subscription_api::ApiPorts::of(h.backend()),
+        ApiSettings::local(JwtKey::new("local-dev-secret"), NetworkPolicy::default()),
+    );
     let (status, body) = invoke(&api, "subscription-api-health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 

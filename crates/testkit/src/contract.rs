@@ -273,8 +273,7 @@ pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, H
         "headers": [{"name": "X-Hidden", "value": format!("hv-{name}-secret"), "secret": true}],
     }))
     .expect("draft");
-    let (config, secrets) =
-        draft.validate(ValidationContext { network: &policy, now: Utc::now() }, None).expect("valid");
+    let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).expect("valid");
     let sealed = h.backend().sealer.seal(&secrets).await.expect("seal");
     let now = Utc::now();
     let hook = Hook {

@@ -218,3 +218,44 @@ fn sample_events_name_the_queues_their_function_reads() {
     }
     assert!(checked >= 8, "only {checked} records checked");
 }
+
+/// The resources a function's policy statements name, as the ports see them.
+fn policy_resources(t: &Value, function: &str) -> std::collections::BTreeSet<hookbridge_core::ports::Resource> {
+    use hookbridge_core::ports::Resource;
+    let logical = |id: &str| match id {
+        "Table" => Resource::Table,
+        "Bus" => Resource::Bus,
+        "IngestQueue" => Resource::IngestQueue,
+        "DeliveryQueue" => Resource::DeliveryQueue,
+        "SlowDeliveryQueue" => Resource::SlowQueue,
+        "VerifyQueue" => Resource::VerifyQueue,
+        "SecretsKey" => Resource::Key,
+        other => panic!("{function}'s policy names {other}, which no port stands for"),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for st in t["Resources"][function]["Properties"]["Policies"][0]["Statement"].as_array().unwrap() {
+        let targets = match &st["Resource"] {
+            Value::Array(a) => a.clone(),
+            one => vec![one.clone()],
+        };
+        for r in targets {
+            let id = r["Fn::GetAtt"][0].as_str().or_else(|| r["Ref"].as_str()).unwrap();
+            out.insert(logical(id));
+        }
+    }
+    out
+}
+
+#[test]
+fn each_functions_permissions_are_exactly_what_its_ports_reach() {
+    let t = template();
+    for (function, resources) in [
+        ("SubscriptionApiFunction", subscription_api::ApiPorts::RESOURCES),
+        ("IngestFunction", ingest::IngestPorts::RESOURCES),
+        ("DeliveryWorkerFunction", delivery_worker::WorkerPorts::RESOURCES),
+        ("VerifierFunction", verifier::VerifierPorts::RESOURCES),
+    ] {
+        let declared: std::collections::BTreeSet<_> = resources.iter().copied().collect();
+        assert_eq!(policy_resources(&t, function), declared, "{function}");
+    }
+}

@@ -12,7 +12,7 @@ use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
-use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookStore, Queue, ReceivedMessage, Sealer};
+use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookStore, Queue, ReceivedMessage, Resource, Sealer};
 use hookbridge_outbound::Outbound;
 use tracing::Instrument;
 
@@ -32,6 +32,9 @@ pub struct VerifierPorts {
 }
 
 impl VerifierPorts {
+    /// What these ports reach (the template's permissions for the function are held to it).
+    pub const RESOURCES: &'static [Resource] = &[Resource::Table, Resource::Bus, Resource::VerifyQueue, Resource::Key];
+
     /// The verifier's ports of a backend.
     pub fn of(b: &Backend) -> Self {
         Self { hooks: b.hooks.clone(), sealer: b.sealer.clone(), bus: b.bus.clone(), verify: b.verify_queue.clone() }
@@ -47,7 +50,7 @@ impl std::fmt::Debug for VerifierPorts {
 /// The verifier's dependencies.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    /// The ports.
+    /// What it reads and writes.
     pub ports: VerifierPorts,
     /// The HTTP client (same SSRF guard and no-redirect rule as deliveries).
     pub outbound: Outbound,
@@ -130,11 +133,12 @@ async fn set_state(
     hook: Hook,
     mut change: impl FnMut(&mut Hook),
 ) -> hookbridge_core::Result<Option<Hook>> {
-    let r = modify(v.ports.hooks.as_ref(), hook, UPDATE_ROUNDS, |h| {
+    let r = modify(v.ports.hooks.as_ref(), hook, UPDATE_ROUNDS, |h: Hook| {
         let mut next = h.clone();
         change(&mut next);
         next.updated_at = Utc::now();
-        Ok::<_, hookbridge_core::Error>((next.config != h.config || next.state != h.state).then_some((next, ())))
+        let changed = (next.config != h.config || next.state != h.state).then_some((next, ()));
+        std::future::ready(Ok::<_, hookbridge_core::Error>(changed))
     })
     .await?;
     Ok(match r {

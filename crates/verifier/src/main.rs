@@ -4,7 +4,7 @@ use verifier::{Verifier, VerifierPorts};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hookbridge_aws::telemetry::init();
+    hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
     let clients = Clients::from_env().await;
     let verifier = Verifier {

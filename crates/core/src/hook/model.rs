@@ -311,7 +311,7 @@ mod b64 {
 /// `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hook {
-    /// The id.
+    /// The hook's id: a ULID made at create.
     pub id: HookId,
     /// The owning tenant.
     pub tenant: TenantId,

@@ -198,8 +198,7 @@ mod tests {
             serde_json::from_str(r#"{"name":"v","url":"https://r.example/","verification":{"required":true}}"#)
                 .unwrap();
         let policy = NetworkPolicy::default();
-        let (config, _) =
-            draft.validate(ValidationContext { network: &policy, now: chrono::Utc::now() }, None).unwrap();
+        let (config, _) = draft.validate(ValidationContext { network: &policy }, None).unwrap();
         let now = chrono::Utc::now();
         super::super::model::Hook {
             id: crate::ids::HookId::generate(),

@@ -26,21 +26,24 @@ pub enum Modified<T> {
 /// revision is still the one read; on a conflict reads the hook again and re-applies the
 /// change, at most `rounds` times ([`Error::VersionConflict`] after that).
 ///
-/// `change` sees the hook as stored and returns the successor with a value for the
-/// caller, or `None` when there is nothing to write, or an error to stop with. The
-/// successor's revision is set here.
-pub async fn modify<T, E>(
+/// `change` gets (a copy of) the hook as stored and returns the successor with a value
+/// for the caller, or `None` when there is nothing to write, or an error to stop with; it
+/// may await (to open or seal secrets). The successor's revision is set here; everything
+/// else about it (`version`, `updated_at`) is the caller's to decide.
+pub async fn modify<T, E, F, Fut>(
     store: &dyn HookStore,
     first: Hook,
     rounds: u32,
-    mut change: impl FnMut(&Hook) -> Result<Option<(Hook, T)>, E>,
+    mut change: F,
 ) -> Result<Modified<T>, E>
 where
     E: From<Error>,
+    F: FnMut(Hook) -> Fut,
+    Fut: Future<Output = Result<Option<(Hook, T)>, E>>,
 {
     let mut current = first;
     for _ in 0..rounds.max(1) {
-        let Some((mut next, value)) = change(&current)? else {
+        let Some((mut next, value)) = change(current.clone()).await? else {
             return Ok(Modified::Unchanged(current));
         };
         next.revision = current.revision + 1;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::Result;
-use crate::rate::Rate;
+use crate::rate::{self, Rate, from_micros, micros};
 
 /// Whether units were admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +18,39 @@ pub enum Admission {
     RetryAfter(Duration),
 }
 
-/// Rate state per key (`hook:{id}`, `tenant:{id}`).
+/// A change to a key's state: given the state (`None` for a key never used), the state to
+/// store, or `None` to leave it as it is. A pure function, so a backend may apply it again
+/// to a fresher state.
+pub type Step = std::sync::Arc<dyn Fn(Option<i64>) -> Option<i64> + Send + Sync>;
+
+/// Rate state per key (`hook:{id}`, `publish:{tenant}`): the time, in microseconds since
+/// the epoch, its next unit may go. A backend stores it; the arithmetic is
+/// [`crate::rate`]'s, here once for both backends.
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
+    /// Applies `step` to `key`'s state and stores what it returns, as one atomic change
+    /// (re-applied on the fresh state if another process changed it meanwhile); returns the
+    /// state the applied `step` saw.
+    async fn update(&self, key: &str, step: Step) -> Result<Option<i64>>;
+
     /// Reserves `count` consecutive slots under `rate` for `key` and returns the first;
     /// slot `i` is `first + i / rate`. Never refuses: a busy key's slots lie in the future.
-    async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>>;
+    async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let now = micros(now);
+        let seen =
+            self.update(key, std::sync::Arc::new(move |next| Some(rate::pace(next, now, rate, count).1))).await?;
+        Ok(from_micros(rate::pace(seen, now, rate, count).0))
+    }
 
     /// Admits `count` units under `rate` with room for a burst of `burst`, or says how long
     /// to wait; a refusal uses nothing up.
-    async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission>;
+    async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission> {
+        let now = micros(now);
+        let seen =
+            self.update(key, std::sync::Arc::new(move |next| rate::admit(next, now, rate, burst, count).ok())).await?;
+        Ok(match rate::admit(seen, now, rate, burst, count) {
+            Ok(_) => Admission::Admitted,
+            Err(wait) => Admission::RetryAfter(wait),
+        })
+    }
 }

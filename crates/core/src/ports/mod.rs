@@ -9,7 +9,7 @@ mod sealer;
 mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
-pub use limiter::{Admission, RateLimiter};
+pub use limiter::{Admission, RateLimiter, Step};
 pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
 };
@@ -17,6 +17,26 @@ pub use sealer::Sealer;
 pub use store::{Claim, DeliveryStore, EventStore, HookStore, IdempotencyStore, Page, StoredResponse, Window};
 
 use std::sync::Arc;
+
+/// A deployed resource a stage's ports reach. Each stage lists its own, next to its ports,
+/// and a test holds each function's permissions in `template.yaml` to that list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// The table: hooks, deliveries, events, idempotency keys, rate state.
+    Table,
+    /// The event bus.
+    Bus,
+    /// The ingest queue.
+    IngestQueue,
+    /// The fast delivery lane.
+    DeliveryQueue,
+    /// The slow delivery lane.
+    SlowQueue,
+    /// The verify queue.
+    VerifyQueue,
+    /// The key that seals hook secrets.
+    Key,
+}
 
 /// Every port of one backend, wired together.
 #[derive(Clone)]
@@ -52,6 +72,36 @@ impl Backend {
             crate::hook::Lane::Fast => &self.delivery_queue,
             crate::hook::Lane::Slow => &self.slow_queue,
         }
+    }
+
+    /// The two delivery lanes.
+    pub fn lanes(&self) -> Lanes {
+        Lanes { fast: self.delivery_queue.clone(), slow: self.slow_queue.clone() }
+    }
+}
+
+/// The two delivery lanes' queues, for the stages that send deliveries.
+#[derive(Clone)]
+pub struct Lanes {
+    /// The fast lane.
+    pub fast: Arc<dyn Queue>,
+    /// The slow lane.
+    pub slow: Arc<dyn Queue>,
+}
+
+impl Lanes {
+    /// A lane's queue.
+    pub fn get(&self, lane: crate::hook::Lane) -> &Arc<dyn Queue> {
+        match lane {
+            crate::hook::Lane::Fast => &self.fast,
+            crate::hook::Lane::Slow => &self.slow,
+        }
+    }
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lanes").field("fast", &self.fast.name()).field("slow", &self.slow.name()).finish()
     }
 }
 

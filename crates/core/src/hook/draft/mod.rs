@@ -1,10 +1,6 @@
 //! The hook as a client writes it, and its validation into a [`HookConfig`] and
 //! [`HookSecrets`]. Every field error is collected and named by its path.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -14,7 +10,15 @@ use crate::secret::{Secret, SigningSecret};
 use crate::validation::{Errors, FieldError};
 
 use super::model::*;
-use super::network::{AddressVerdict, NetworkPolicy};
+use super::network::NetworkPolicy;
+
+mod auth;
+mod headers;
+mod url;
+
+use auth::check_auth;
+use headers::{check_headers, is_header_name};
+use url::check_url;
 
 /// Longest description.
 const MAX_DESCRIPTION_LEN: usize = 1024;
@@ -23,12 +27,12 @@ const MAX_SITES: usize = 100;
 /// Longest site id.
 const MAX_SITE_LEN: usize = 128;
 /// Longest header value or parameter value.
-const MAX_VALUE_LEN: usize = 4096;
+pub(super) const MAX_VALUE_LEN: usize = 4096;
 /// Most parameters in each OAuth parameter list.
-const MAX_PARAMS: usize = 20;
+pub(super) const MAX_PARAMS: usize = 20;
 
 /// Headers the platform sets itself; a hook may not override them.
-const RESERVED_HEADERS: &[&str] = &[
+pub(super) const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "content-type",
@@ -50,29 +54,29 @@ const RESERVED_HEADERS: &[&str] = &[
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookDraft {
-    /// See API.md.
+    /// Unique in the tenant, 1-64 of `[A-Za-z0-9._-]`; required on create, immutable after.
     pub name: Option<String>,
-    /// See API.md.
+    /// Free text, at most 1024 characters.
     pub description: Option<String>,
-    /// See API.md.
+    /// Where requests go: absolute, `https` unless the deployment allows `http`, at most 2048 characters.
     pub url: Option<String>,
-    /// See API.md.
+    /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE`.
     pub method: Option<String>,
-    /// See API.md.
+    /// Glob patterns over the event type; `["*"]` when absent.
     pub event_types: Option<Vec<String>>,
-    /// See API.md.
+    /// Sites whose events it wants; empty or absent is the whole workspace.
     pub sites: Option<Vec<String>>,
-    /// See API.md.
+    /// Whether deliveries are wanted; `true` when absent.
     pub enabled: Option<bool>,
-    /// See API.md.
+    /// How requests authenticate; `NONE` when absent.
     pub auth: Option<AuthDraft>,
-    /// See API.md.
+    /// Extra request headers, secret ones write-only.
     pub headers: Option<Vec<HeaderDraft>>,
-    /// See API.md.
+    /// The signing secret (`whsec_…`); generated on create when absent, kept on replace.
     pub secret: Option<String>,
-    /// See API.md.
+    /// Signature headers besides Standard Webhooks (`keycloak`).
     pub signature_formats: Option<Vec<String>>,
-    /// See API.md.
+    /// The ownership challenge.
     pub verification: Option<VerificationDraft>,
     /// `{"per_second": N}`: at most N deliveries a second; `null` or absent for none.
     pub rate_limit: Option<RateLimitDraft>,
@@ -129,19 +133,19 @@ pub struct AuthDraft {
     pub name: Option<String>,
     /// HEADER, write-only.
     pub value: Option<String>,
-    /// OAuth.
+    /// OAUTH_CLIENT_CREDENTIALS: where tokens come from.
     pub token_url: Option<String>,
-    /// OAuth.
+    /// OAUTH_CLIENT_CREDENTIALS: the client id, sent with the secret as Basic auth.
     pub client_id: Option<String>,
     /// OAuth, write-only.
     pub client_secret: Option<String>,
     /// OAuth token request method.
     pub http_method: Option<String>,
-    /// OAuth.
+    /// OAUTH_CLIENT_CREDENTIALS: extra headers of the token request.
     pub header_params: Option<Vec<ParamDraft>>,
-    /// OAuth.
+    /// OAUTH_CLIENT_CREDENTIALS: extra query parameters of the token request.
     pub query_params: Option<Vec<ParamDraft>>,
-    /// OAuth.
+    /// OAUTH_CLIENT_CREDENTIALS: extra form fields of the token request.
     pub body_params: Option<Vec<ParamDraft>>,
 }
 
@@ -149,7 +153,7 @@ pub struct AuthDraft {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamDraft {
-    /// The name.
+    /// The parameter's name (a header name, for `header_params`).
     pub key: Option<String>,
     /// The value; may be left out on replace to keep a secret value (`Some(None)` is an
     /// explicit `null`, which is refused: a value is a string or absent).
@@ -179,6 +183,39 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A header's or OAuth parameter's value, as validated.
+pub(super) enum Written {
+    /// Stored and returned in clear.
+    Plain(String),
+    /// Sealed, write-only: newly given, or kept from the hook being replaced.
+    Secret(Secret),
+}
+
+/// Reads the `value` of a header or parameter at `at`: a string (a secret one when
+/// `secret`), or left out to keep the stored secret `old`; `None` (with the error pushed)
+/// when it is `null`, not a printable header value, or missing with nothing to keep.
+pub(super) fn written(
+    value: Option<Option<String>>,
+    secret: bool,
+    old: Option<&Secret>,
+    at: &str,
+    e: &mut Errors,
+) -> Option<Written> {
+    match value {
+        Some(None) => e.push(format!("{at}.value"), "must be a string, or left out to keep a stored secret value"),
+        Some(Some(v)) if !headers::is_header_value(&v) => {
+            e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"))
+        }
+        Some(Some(v)) if secret => return Some(Written::Secret(Secret::new(v))),
+        Some(Some(v)) => return Some(Written::Plain(v)),
+        None => match old.filter(|_| secret) {
+            Some(kept) => return Some(Written::Secret(kept.clone())),
+            None => e.push(format!("{at}.value"), "is required"),
+        },
+    }
+    None
+}
+
 /// `verification` as written; the read-only status fields are accepted and ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,8 +237,6 @@ pub struct VerificationDraft {
 pub struct ValidationContext<'a> {
     /// Which URLs are acceptable.
     pub network: &'a NetworkPolicy,
-    /// The time, for secrets' timestamps.
-    pub now: DateTime<Utc>,
 }
 
 /// The hook being replaced, whose secret values a replace may keep.
@@ -349,7 +384,6 @@ impl HookDraft {
             }
         };
 
-        let _ = ctx.now;
         match (e.is_empty(), name, url, signing) {
             (true, Some(name), Some(url), Some(signing)) => Ok((
                 HookConfig {
@@ -373,354 +407,6 @@ impl HookDraft {
     }
 }
 
-/// Checks an outbound URL: absolute, `https` (or `http` where allowed), no credentials,
-/// and no IP literal in a blocked block. Names are checked again at connect time.
-fn check_url(raw: &str, policy: &NetworkPolicy, field: &str, e: &mut Errors) -> Option<String> {
-    if raw.len() > MAX_URL_LEN {
-        e.push(field, format!("must be at most {MAX_URL_LEN} characters"));
-        return None;
-    }
-    let url = match url::Url::parse(raw) {
-        Ok(u) => u,
-        Err(err) => {
-            e.push(field, format!("must be an absolute URL: {err}"));
-            return None;
-        }
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if policy.allow_http => {}
-        "http" => {
-            e.push(field, "must use https");
-            return None;
-        }
-        _ => {
-            e.push(field, "must be an https URL");
-            return None;
-        }
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        e.push(field, "must not carry credentials; use auth instead");
-        return None;
-    }
-    if url.fragment().is_some() {
-        e.push(field, "must not have a fragment");
-        return None;
-    }
-    let ip: Option<IpAddr> = match url.host() {
-        Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-        Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-        Some(url::Host::Domain(_)) => None,
-        None => {
-            e.push(field, "must have a host");
-            return None;
-        }
-    };
-    if let Some(ip) = ip
-        && let AddressVerdict::Blocked(block) = policy.check(ip)
-    {
-        e.push(field, format!("must not point at a {block} address"));
-        return None;
-    }
-    Some(url.to_string())
-}
-
-/// RFC 9110 token characters.
-fn is_header_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Visible ASCII, spaces and tabs; no line breaks that could split a header.
-fn is_header_value(s: &str) -> bool {
-    s.len() <= MAX_VALUE_LEN && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
-type AuthParts = (AuthConfig, Option<Secret>, BTreeMap<String, Secret>);
-
-fn check_auth(
-    draft: Option<AuthDraft>,
-    policy: &NetworkPolicy,
-    old: Option<(&AuthConfig, &HookSecrets)>,
-    e: &mut Errors,
-) -> AuthParts {
-    let Some(d) = draft else {
-        return (AuthConfig::None, None, BTreeMap::new());
-    };
-    let ty = match d.auth_type.as_deref() {
-        Some("NONE") => AuthType::None,
-        Some("BASIC") => AuthType::Basic,
-        Some("API_KEY") => AuthType::ApiKey,
-        Some("HEADER") => AuthType::Header,
-        Some("OAUTH_CLIENT_CREDENTIALS") => AuthType::OauthClientCredentials,
-        Some(_) => {
-            e.push("auth.type", "must be one of NONE, BASIC, API_KEY, HEADER, OAUTH_CLIENT_CREDENTIALS");
-            return (AuthConfig::None, None, BTreeMap::new());
-        }
-        None => {
-            e.push("auth.type", "is required");
-            return (AuthConfig::None, None, BTreeMap::new());
-        }
-    };
-
-    // Fields that belong to another type are refused rather than silently dropped.
-    let present: [(&str, bool, &[AuthType]); 13] = [
-        ("username", d.username.is_some(), &[AuthType::Basic]),
-        ("password", d.password.is_some(), &[AuthType::Basic]),
-        ("key_name", d.key_name.is_some(), &[AuthType::ApiKey]),
-        ("key_value", d.key_value.is_some(), &[AuthType::ApiKey]),
-        ("name", d.name.is_some(), &[AuthType::Header]),
-        ("value", d.value.is_some(), &[AuthType::Header]),
-        ("token_url", d.token_url.is_some(), &[AuthType::OauthClientCredentials]),
-        ("client_id", d.client_id.is_some(), &[AuthType::OauthClientCredentials]),
-        ("client_secret", d.client_secret.is_some(), &[AuthType::OauthClientCredentials]),
-        ("http_method", d.http_method.is_some(), &[AuthType::OauthClientCredentials]),
-        ("header_params", d.header_params.is_some(), &[AuthType::OauthClientCredentials]),
-        ("query_params", d.query_params.is_some(), &[AuthType::OauthClientCredentials]),
-        ("body_params", d.body_params.is_some(), &[AuthType::OauthClientCredentials]),
-    ];
-    for (field, is_set, types) in present {
-        if is_set && !types.contains(&ty) {
-            e.push(format!("auth.{field}"), format!("does not apply to auth type {}", type_name(ty)));
-        }
-    }
-
-    // A replace keeps the stored auth secret when the type is unchanged and the value left out.
-    let kept = old.filter(|(cfg, _)| cfg.auth_type() == ty).and_then(|(_, s)| s.auth.clone());
-    let secret = |value: Option<String>, field: &str, e: &mut Errors| -> Option<Secret> {
-        match value {
-            Some(v) if v.is_empty() || !is_header_value(&v) => {
-                e.push(format!("auth.{field}"), format!("must be 1-{MAX_VALUE_LEN} printable characters"));
-                None
-            }
-            Some(v) => Some(Secret::new(v)),
-            None => {
-                if kept.is_none() {
-                    e.push(format!("auth.{field}"), "is required");
-                }
-                kept.clone()
-            }
-        }
-    };
-    let required = |value: Option<String>, field: &str, e: &mut Errors| -> String {
-        match value {
-            Some(v) if !v.is_empty() && is_header_value(&v) && v.len() <= 256 => v,
-            Some(_) => {
-                e.push(format!("auth.{field}"), "must be 1-256 printable characters");
-                String::new()
-            }
-            None => {
-                e.push(format!("auth.{field}"), "is required");
-                String::new()
-            }
-        }
-    };
-
-    match ty {
-        AuthType::None => (AuthConfig::None, None, BTreeMap::new()),
-        AuthType::Basic => {
-            let username = required(d.username, "username", e);
-            if username.contains(':') {
-                e.push("auth.username", "must not contain ':'");
-            }
-            let password = secret(d.password, "password", e);
-            (AuthConfig::Basic { username }, password, BTreeMap::new())
-        }
-        AuthType::ApiKey => {
-            let key_name = required(d.key_name, "key_name", e);
-            let key_value = secret(d.key_value, "key_value", e);
-            (AuthConfig::ApiKey { key_name }, key_value, BTreeMap::new())
-        }
-        AuthType::Header => {
-            let name = required(d.name, "name", e);
-            if !name.is_empty() && !is_header_name(&name) {
-                e.push("auth.name", "must be a valid HTTP header name");
-            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                e.push("auth.name", "is set by the platform and cannot be used");
-            }
-            let value = secret(d.value, "value", e);
-            (AuthConfig::Header { name }, value, BTreeMap::new())
-        }
-        AuthType::OauthClientCredentials => {
-            let token_url = match d.token_url {
-                Some(u) => check_url(&u, policy, "auth.token_url", e).unwrap_or_default(),
-                None => {
-                    e.push("auth.token_url", "is required");
-                    String::new()
-                }
-            };
-            let client_id = required(d.client_id, "client_id", e);
-            let client_secret = secret(d.client_secret, "client_secret", e);
-            let http_method = match d.http_method.as_deref() {
-                None | Some("POST") => TokenMethod::Post,
-                Some("GET") => TokenMethod::Get,
-                Some(_) => {
-                    e.push("auth.http_method", "must be POST or GET");
-                    TokenMethod::Post
-                }
-            };
-            let old_params = old.map(|(_, s)| &s.params);
-            let mut params = BTreeMap::new();
-            let header_params = check_params(d.header_params, "header_params", old_params, &mut params, e);
-            let query_params = check_params(d.query_params, "query_params", old_params, &mut params, e);
-            let body_params = check_params(d.body_params, "body_params", old_params, &mut params, e);
-            (
-                AuthConfig::OauthClientCredentials(OAuthConfig {
-                    token_url,
-                    client_id,
-                    http_method,
-                    header_params,
-                    query_params,
-                    body_params,
-                }),
-                client_secret,
-                params,
-            )
-        }
-    }
-}
-
-fn type_name(t: AuthType) -> &'static str {
-    match t {
-        AuthType::None => "NONE",
-        AuthType::Basic => "BASIC",
-        AuthType::ApiKey => "API_KEY",
-        AuthType::Header => "HEADER",
-        AuthType::OauthClientCredentials => "OAUTH_CLIENT_CREDENTIALS",
-    }
-}
-
-fn check_params(
-    list: Option<Vec<ParamDraft>>,
-    group: &str,
-    old: Option<&BTreeMap<String, Secret>>,
-    secrets: &mut BTreeMap<String, Secret>,
-    e: &mut Errors,
-) -> Vec<ParamConfig> {
-    let list = list.unwrap_or_default();
-    if list.len() > MAX_PARAMS {
-        e.push(format!("auth.{group}"), format!("must list at most {MAX_PARAMS} parameters"));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, p) in list.into_iter().enumerate() {
-        let at = format!("auth.{group}[{i}]");
-        // Header parameters are sent as headers of the token request, so their keys must
-        // be header names, or every token fetch would fail after the hook was accepted.
-        let key = match p.key {
-            Some(k) if group == "header_params" && is_header_name(&k) && k.len() <= 256 => k,
-            Some(_) if group == "header_params" => {
-                e.push(format!("{at}.key"), "must be a valid HTTP header name of at most 256 characters");
-                continue;
-            }
-            Some(k) if !k.is_empty() && is_header_value(&k) && k.len() <= 256 => k,
-            _ => {
-                e.push(format!("{at}.key"), "must be 1-256 printable characters");
-                continue;
-            }
-        };
-        if out.iter().any(|o: &ParamConfig| o.key == key) {
-            e.push(format!("{at}.key"), "is listed twice");
-            continue;
-        }
-        let is_secret = p.secret.unwrap_or(false);
-        let slot = format!("{group}.{key}");
-        let value = match p.value {
-            None => None,
-            Some(Some(v)) => Some(v),
-            Some(None) => {
-                e.push(format!("{at}.value"), "must be a string, or left out to keep a stored secret value");
-                continue;
-            }
-        };
-        match value {
-            Some(v) if !is_header_value(&v) => {
-                e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
-            }
-            Some(v) if is_secret => {
-                secrets.insert(slot, Secret::new(v));
-            }
-            Some(v) => {
-                out.push(ParamConfig { key, value: Some(v), secret: false });
-                continue;
-            }
-            None if is_secret => match old.and_then(|o| o.get(&slot)) {
-                Some(kept) => {
-                    secrets.insert(slot, kept.clone());
-                }
-                None => e.push(format!("{at}.value"), "is required"),
-            },
-            None => e.push(format!("{at}.value"), "is required"),
-        }
-        out.push(ParamConfig { key, value: None, secret: is_secret });
-    }
-    out
-}
-
-fn check_headers(
-    list: Vec<HeaderDraft>,
-    auth: &AuthConfig,
-    old: Option<&HookSecrets>,
-    e: &mut Errors,
-) -> (Vec<HeaderConfig>, BTreeMap<String, Secret>) {
-    if list.len() > MAX_HEADERS {
-        e.push("headers", format!("must list at most {MAX_HEADERS} headers"));
-    }
-    let mut out: Vec<HeaderConfig> = Vec::with_capacity(list.len());
-    let mut secrets = BTreeMap::new();
-    for (i, h) in list.into_iter().enumerate() {
-        let at = format!("headers[{i}]");
-        let name = match h.name {
-            Some(n) if is_header_name(&n) => n,
-            _ => {
-                e.push(format!("{at}.name"), "must be a valid HTTP header name");
-                continue;
-            }
-        };
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) || (lower == "authorization" && *auth != AuthConfig::None) {
-            e.push(format!("{at}.name"), "is set by the platform and cannot be used");
-            continue;
-        }
-        if let AuthConfig::Header { name: auth_name } = auth
-            && auth_name.eq_ignore_ascii_case(&name)
-        {
-            e.push(format!("{at}.name"), "is already the auth header");
-            continue;
-        }
-        if out.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
-            e.push(format!("{at}.name"), "is listed twice");
-            continue;
-        }
-        let is_secret = h.secret.unwrap_or(false);
-        let value = match h.value {
-            None => None,
-            Some(Some(v)) => Some(v),
-            Some(None) => {
-                e.push(format!("{at}.value"), "must be a string, or left out to keep a stored secret value");
-                continue;
-            }
-        };
-        match value {
-            Some(v) if !is_header_value(&v) => {
-                e.push(format!("{at}.value"), format!("must be at most {MAX_VALUE_LEN} printable characters"));
-            }
-            Some(v) if is_secret => {
-                secrets.insert(lower, Secret::new(v));
-                out.push(HeaderConfig { name, value: None, secret: true });
-            }
-            Some(v) => out.push(HeaderConfig { name, value: Some(v), secret: false }),
-            None if is_secret => match old.and_then(|o| o.headers.get(&lower)) {
-                Some(kept) => {
-                    secrets.insert(lower, kept.clone());
-                    out.push(HeaderConfig { name, value: None, secret: true });
-                }
-                None => e.push(format!("{at}.value"), "is required"),
-            },
-            None => e.push(format!("{at}.value"), "is required"),
-        }
-    }
-    (out, secrets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,7 +416,7 @@ mod tests {
     }
 
     fn ctx(policy: &NetworkPolicy) -> ValidationContext<'_> {
-        ValidationContext { network: policy, now: Utc::now() }
+        ValidationContext { network: policy }
     }
 
     fn fields(r: Result<(HookConfig, HookSecrets), Vec<FieldError>>) -> Vec<String> {

@@ -1,0 +1,264 @@
+//! A request body into bus entries: each event validated, every field at fault named, and
+//! `detail` read once — for its routing keys — then compacted with the tenant (and site)
+//! written in front, every other byte as the producer wrote it.
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::envelope::{BusEntry, compact_json};
+use hookbridge_core::ids::TenantId;
+use hookbridge_core::message::PLATFORM_SOURCE;
+use hookbridge_core::validation::{Errors, FieldError};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+/// Most events in one call, as PutEvents takes.
+pub const MAX_EVENTS: usize = 10;
+
+/// One event as a producer writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    #[serde(rename = "detail-type")]
+    detail_type: Option<String>,
+    source: Option<String>,
+    detail: Option<Box<RawValue>>,
+    site: Option<String>,
+    id: Option<String>,
+    time: Option<String>,
+    resources: Option<Vec<String>>,
+}
+
+/// The routing keys of a `detail`, read without building the rest of it. Parsed as ingest
+/// parses routing (`hookbridge_core::envelope::Routing`): a `detail` that is not an object,
+/// or names `tenant` twice, fails here, at the API, not later in ingest.
+#[derive(Deserialize)]
+struct RoutingKeys<'a> {
+    #[serde(borrow, default)]
+    tenant: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    site: Option<&'a RawValue>,
+}
+
+/// A validated event: the bus entry and the producer's id, if any.
+pub(crate) struct Accepted {
+    /// What goes on the bus.
+    pub(crate) entry: BusEntry,
+    /// The producer's `id`: a 24-hour de-duplication key for this event.
+    pub(crate) producer_id: Option<String>,
+}
+
+/// Whether `s` is 1 to `max` bytes without control characters.
+pub(crate) fn printable(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.chars().all(|c| !c.is_control())
+}
+
+/// Splits the body into its events without re-encoding them (their `detail` must reach
+/// receivers byte for byte); whether it was an array (field names then say `[i].`).
+pub(crate) fn split(bytes: &[u8]) -> Result<(Vec<Box<RawValue>>, bool), ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let (parsed, array) = match first {
+        Some(b'[') => (serde_json::from_slice::<Vec<Box<RawValue>>>(bytes), true),
+        Some(b'{') => (serde_json::from_slice::<Box<RawValue>>(bytes).map(|one| vec![one]), false),
+        _ => {
+            return Err(ApiError::field("body", "must be an event object or an array of events"));
+        }
+    };
+    let events = parsed.map_err(|e| ApiError::field("body", e.to_string()))?;
+    if events.is_empty() || events.len() > MAX_EVENTS {
+        return Err(ApiError::field("body", format!("must hold 1-{MAX_EVENTS} events")));
+    }
+    Ok((events, array))
+}
+
+/// Writes `tenant` (and `site`) at the front of the producer's `detail`, compacted as the
+/// bus would store it so both backends deliver the same bytes, every other byte kept.
+pub(crate) fn route_detail(
+    detail: &RawValue,
+    tenant: &TenantId,
+    site: Option<&str>,
+    keys: (bool, bool),
+) -> Box<RawValue> {
+    let (has_tenant, has_site) = keys;
+    let compact = compact_json(detail.get());
+    let text = compact.as_str();
+    let inner = text.strip_prefix('{').unwrap_or(text);
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push('{');
+    let mut added = false;
+    if !has_tenant {
+        out.push_str(&format!("\"tenant\":{}", Value::String(tenant.to_string())));
+        added = true;
+    }
+    if let (Some(site), false) = (site, has_site) {
+        if added {
+            out.push(',');
+        }
+        out.push_str(&format!("\"site\":{}", Value::String(site.to_owned())));
+        added = true;
+    }
+    if added && !inner.starts_with('}') {
+        out.push(',');
+    }
+    out.push_str(inner);
+    RawValue::from_string(out).unwrap_or_else(|_| detail.to_owned())
+}
+
+/// Checks `detail` and makes its routed form; the errors name `detail.*` under `at`.
+fn detail(
+    raw: &RawValue,
+    tenant: &TenantId,
+    site: Option<&str>,
+    at: &dyn Fn(&str) -> String,
+    e: &mut Errors,
+) -> Option<Box<RawValue>> {
+    // A struct also reads from an array, by position: only an object will do.
+    if !raw.get().trim_start().starts_with('{') {
+        e.push(at("detail"), "must be a JSON object");
+        return None;
+    }
+    let keys: RoutingKeys<'_> = match serde_json::from_str(raw.get()) {
+        Ok(k) => k,
+        Err(why) => {
+            e.push(at("detail"), format!("cannot be routed: {why}"));
+            return None;
+        }
+    };
+    let has_tenant = match keys.tenant.map(|t| serde_json::from_str::<String>(t.get())) {
+        None => false,
+        Some(Ok(t)) if t == tenant.as_str() => true,
+        Some(_) => {
+            e.push(at("detail.tenant"), "must be left out or equal the token's tenant");
+            true
+        }
+    };
+    let has_site = match (keys.site.map(|s| serde_json::from_str::<String>(s.get())), site) {
+        (None, _) => false,
+        (Some(Ok(a)), Some(b)) if a != b => {
+            e.push(at("detail.site"), "differs from site");
+            true
+        }
+        (Some(Ok(_)), _) => true,
+        (Some(Err(_)), _) => {
+            e.push(at("detail.site"), "must be a string");
+            true
+        }
+    };
+    Some(route_detail(raw, tenant, site, (has_tenant, has_site)))
+}
+
+/// Validates one event (`index` when the body was an array) for `tenant`.
+pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) -> Result<Accepted, Vec<FieldError>> {
+    let at = |f: &str| match index {
+        Some(i) => format!("[{i}].{f}"),
+        None => f.to_owned(),
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        vec![FieldError::new(
+            if path == "." { at("").trim_end_matches('.').to_owned() } else { at(&path) },
+            e.inner().to_string(),
+        )]
+    })?;
+    let mut e = Errors::default();
+    let detail_type = match ev.detail_type {
+        Some(d) if printable(&d, 128) => d,
+        Some(_) => {
+            e.push(at("detail-type"), "must be 1-128 printable characters");
+            String::new()
+        }
+        None => {
+            e.push(at("detail-type"), "is required");
+            String::new()
+        }
+    };
+    let source = match ev.source {
+        Some(s) if s == PLATFORM_SOURCE || s.starts_with("aws.") => {
+            e.push(at("source"), "is reserved; use your product's own source name");
+            String::new()
+        }
+        Some(s) if printable(&s, 256) => s,
+        Some(_) => {
+            e.push(at("source"), "must be 1-256 printable characters");
+            String::new()
+        }
+        None => {
+            e.push(at("source"), "is required");
+            String::new()
+        }
+    };
+    if let Some(site) = &ev.site
+        && !printable(site, 128)
+    {
+        e.push(at("site"), "must be 1-128 printable characters");
+    }
+    let time = match ev.time.as_deref().map(DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(t)) => Some(t.with_timezone(&Utc)),
+        Some(Err(_)) => {
+            e.push(at("time"), "must be an RFC 3339 time");
+            None
+        }
+    };
+    let resources = ev.resources.unwrap_or_default();
+    if resources.len() > 10 || resources.iter().any(|r| !printable(r, 2048)) {
+        e.push(at("resources"), "must list at most 10 non-empty strings");
+    }
+    if let Some(id) = &ev.id
+        && !printable(id, 128)
+    {
+        e.push(at("id"), "must be 1-128 printable characters");
+    }
+    let detail = match &ev.detail {
+        None => {
+            e.push(at("detail"), "is required");
+            None
+        }
+        Some(d) => detail(d, tenant, ev.site.as_deref(), &at, &mut e),
+    };
+    e.finish(())?;
+    let detail = detail.unwrap_or_else(|| raw.to_owned());
+    let entry = BusEntry { detail_type, source, time, resources, detail };
+    Ok(Accepted { entry, producer_id: ev.id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn tenant_and_site_are_prepended_without_touching_the_rest() {
+        let t: TenantId = "acme".parse().unwrap();
+        assert_eq!(
+            route_detail(&raw(r#"{"z":1,"a":{"b":2}}"#), &t, None, (false, false)).get(),
+            r#"{"tenant":"acme","z":1,"a":{"b":2}}"#
+        );
+        assert_eq!(route_detail(&raw("{ }"), &t, Some("s1"), (false, false)).get(), r#"{"tenant":"acme","site":"s1"}"#);
+        assert_eq!(route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, (true, false)).get(), r#"{"tenant":"acme"}"#);
+    }
+
+    #[test]
+    fn foreign_tenant_and_reserved_source_are_refused() {
+        let t: TenantId = "acme".parse().unwrap();
+        let r = raw(r#"{"detail-type":"x","source":"hookbridge","detail":{"tenant":"evil"}}"#);
+        let errs = validate(&r, None, &t).err().unwrap();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["source", "detail.tenant"]);
+    }
+
+    #[test]
+    fn a_detail_that_could_not_be_routed_is_refused_at_once() {
+        let t: TenantId = "acme".parse().unwrap();
+        for detail in [r#"{"tenant":"acme","tenant":"acme"}"#, "[1]", r#""text""#] {
+            let r = raw(&format!(r#"{{"detail-type":"x","source":"s","detail":{detail}}}"#));
+            let errs = validate(&r, None, &t).err().unwrap_or_else(|| panic!("{detail} accepted"));
+            assert_eq!(errs[0].field, "detail", "{detail}");
+        }
+    }
+}

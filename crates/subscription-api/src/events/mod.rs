@@ -1,0 +1,165 @@
+//! `POST /v1/events`: producers publish onto the bus; the tenant comes from the token.
+//! [`input`] turns the body into bus entries, [`once`] keeps repeats from publishing
+//! twice, and this module puts them together: validate, hold the tenant to its rate,
+//! claim, publish, answer.
+
+mod input;
+mod once;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use hookbridge_core::ids::{EventId, TenantId};
+use hookbridge_core::ports::{Claim, StoredResponse};
+use hookbridge_core::validation::FieldError;
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::auth::Publisher;
+use crate::body::JsonBody;
+use crate::error::ApiError;
+use input::Accepted;
+use once::Once;
+
+/// `POST /v1/events`.
+pub async fn publish(
+    State(api): State<Api>,
+    Publisher(caller): Publisher,
+    headers: HeaderMap,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = Once::of_request(&headers)?;
+    let accepted = accept(&bytes, &caller.tenant)?;
+    let now = Utc::now();
+    throttle(&api, &caller.tenant, accepted.len(), now).await?;
+    let store = api.ports().idempotency.as_ref();
+    let fingerprint = once::fingerprint(&bytes);
+    if let Some(r) = &request
+        && let Some(answer) =
+            once::settle_request_claim(r.claim(store, &caller.tenant, &fingerprint, now).await?, &fingerprint)?
+    {
+        return Ok(answer);
+    }
+    let result = publish_events(&api, &caller.tenant, accepted, now).await;
+    if let Some(r) = &request {
+        match &result {
+            Ok(body) => r.complete(store, &caller.tenant, StoredResponse { status: 202, body: body.to_string() }).await,
+            Err(_) => r.release(store, &caller.tenant).await,
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(result?)).into_response())
+}
+
+/// Every event of the body validated for `tenant`: the bus entries, or every field at
+/// fault (`413` first, for an event over the bus's limit).
+fn accept(bytes: &[u8], tenant: &TenantId) -> Result<Vec<Accepted>, ApiError> {
+    let (raw, array) = input::split(bytes)?;
+    let mut accepted = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        match input::validate(r, array.then_some(i), tenant) {
+            Ok(a) => {
+                if let Err(hookbridge_core::Error::TooLarge(why)) = a.entry.fits() {
+                    let which = if array { format!("event [{i}]") } else { "the event".to_owned() };
+                    return Err(ApiError::TooLarge(format!("{which} is {why}")));
+                }
+                accepted.push(a);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut seen_ids = std::collections::HashSet::new();
+    for (i, a) in accepted.iter().enumerate() {
+        if let Some(pid) = &a.producer_id
+            && !seen_ids.insert(pid.clone())
+        {
+            let at = if array { format!("[{i}].id") } else { "id".to_owned() };
+            errors.push(FieldError::new(at, "is given to another event of this request"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    Ok(accepted)
+}
+
+/// Holds a tenant to its publish rate: every event through the API counts, so no one
+/// tenant can queue more work for ingest than ingest clears, which is what would delay
+/// everyone else's events.
+async fn throttle(api: &Api, tenant: &TenantId, events: usize, now: DateTime<Utc>) -> Result<(), ApiError> {
+    let q = api.settings().quotas;
+    match api.meter().take(api.ports().limiter.as_ref(), q, tenant, events as u32, now).await? {
+        None => Ok(()),
+        Some(wait) => {
+            tracing::info!(tenant = %tenant, events, "publish throttled");
+            Err(ApiError::Throttled {
+                rate: q.publish_rate.get(),
+                burst: q.publish_burst,
+                retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+            })
+        }
+    }
+}
+
+/// Publishes the events, skipping those whose producer id was already published in the
+/// last 24 hours (answering with the id they got then).
+async fn publish_events(
+    api: &Api,
+    tenant: &TenantId,
+    events: Vec<Accepted>,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
+    let store = api.ports().idempotency.as_ref();
+    let mut claimed: Vec<(usize, Once)> = Vec::new();
+    let outcome = claim_and_publish(api, tenant, events, now, &mut claimed).await;
+    if outcome.is_err() {
+        // Whatever went wrong, the producer ids this request claimed are free again, so a
+        // retry can publish them.
+        for (_, c) in &claimed {
+            c.release(store, tenant).await;
+        }
+    }
+    outcome
+}
+
+async fn claim_and_publish(
+    api: &Api,
+    tenant: &TenantId,
+    events: Vec<Accepted>,
+    now: DateTime<Utc>,
+    claimed: &mut Vec<(usize, Once)>,
+) -> Result<Value, ApiError> {
+    let store = api.ports().idempotency.as_ref();
+    let mut ids: Vec<Option<EventId>> = Vec::with_capacity(events.len());
+    let mut to_publish = Vec::new();
+    for (i, a) in events.into_iter().enumerate() {
+        if let Some(pid) = &a.producer_id {
+            let c = Once::Event(pid.clone());
+            match c.claim(store, tenant, pid, now).await? {
+                Claim::Claimed => claimed.push((i, c)),
+                Claim::Existing { response: Some(r), .. } => {
+                    ids.push(r.body.parse().ok());
+                    continue;
+                }
+                Claim::Existing { response: None, .. } => {
+                    return Err(ApiError::Conflict(format!("event {pid} is being published by another request")));
+                }
+            }
+        }
+        ids.push(None);
+        to_publish.push((i, a.entry));
+    }
+    let positions: Vec<usize> = to_publish.iter().map(|(i, _)| *i).collect();
+    let published = api.ports().bus.publish(to_publish.into_iter().map(|(_, e)| e).collect()).await?;
+    for (pos, id) in positions.iter().zip(published) {
+        if let Some((_, c)) = claimed.iter().find(|(i, _)| i == pos) {
+            c.complete(store, tenant, StoredResponse { status: 202, body: id.to_string() }).await;
+        }
+        ids[*pos] = Some(id);
+    }
+    tracing::info!(tenant = %tenant, count = ids.len(), "events published");
+    let events: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
+    Ok(json!({ "events": events }))
+}

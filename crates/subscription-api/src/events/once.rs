@@ -1,0 +1,109 @@
+//! Publishing safely more than once, two ways, both remembered for 24 hours per tenant:
+//! an `Idempotency-Key` covers a whole request (its first answer is replayed), a
+//! producer's event `id` covers one event (it is published once; a repeat gets the id the
+//! first publish got). Both are claims in the one idempotency store, told apart by kind.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use hookbridge_core::ids::TenantId;
+use hookbridge_core::ports::{Claim, IdempotencyStore, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use super::input::printable;
+use crate::error::ApiError;
+
+/// How long an idempotency key (or a producer's event id) is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+const MAX_KEY_LEN: usize = 255;
+
+/// What a claim covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Once {
+    /// A whole request, by its `Idempotency-Key` header.
+    Request(String),
+    /// One event, by the producer's `id`.
+    Event(String),
+}
+
+impl Once {
+    /// The key in the store: the kind first, so a request key can never collide with an
+    /// event id.
+    fn key(&self) -> String {
+        match self {
+            Self::Request(k) => format!("key:{k}"),
+            Self::Event(id) => format!("event:{id}"),
+        }
+    }
+
+    /// The `Idempotency-Key` header, if the request has one.
+    pub(crate) fn of_request(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        match headers.get("idempotency-key") {
+            None => Ok(None),
+            Some(v) => match v.to_str() {
+                Ok(k) if printable(k, MAX_KEY_LEN) => Ok(Some(Self::Request(k.to_owned()))),
+                _ => Err(ApiError::field("Idempotency-Key", format!("must be 1-{MAX_KEY_LEN} printable characters"))),
+            },
+        }
+    }
+
+    /// Claims it for `fingerprint` (the request's bytes, or the event id itself).
+    pub(crate) async fn claim(
+        &self,
+        store: &dyn IdempotencyStore,
+        tenant: &TenantId,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, ApiError> {
+        Ok(store.claim(tenant, &self.key(), fingerprint, now, now + IDEMPOTENCY_WINDOW).await?)
+    }
+
+    /// Stores the answer the claim's holder gave; a failure is logged (the claim then
+    /// expires unanswered, and a repeat publishes again: at least once).
+    pub(crate) async fn complete(&self, store: &dyn IdempotencyStore, tenant: &TenantId, answer: StoredResponse) {
+        if let Err(e) = store.complete(tenant, &self.key(), &answer).await {
+            tracing::error!(error = %e, kind = ?self.kind(), "could not store the answer to an idempotency claim");
+        }
+    }
+
+    /// Gives the claim up after a failure, so a retry can proceed.
+    pub(crate) async fn release(&self, store: &dyn IdempotencyStore, tenant: &TenantId) {
+        if let Err(e) = store.release(tenant, &self.key()).await {
+            tracing::error!(error = %e, kind = ?self.kind(), "could not release an idempotency claim");
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "request",
+            Self::Event(_) => "event",
+        }
+    }
+}
+
+/// The request's fingerprint: a hash of its exact bytes.
+pub(crate) fn fingerprint(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// What an `Idempotency-Key` claim says to do: go on, or answer now.
+pub(crate) fn settle_request_claim(claim: Claim, fingerprint: &str) -> Result<Option<Response>, ApiError> {
+    match claim {
+        Claim::Claimed => Ok(None),
+        Claim::Existing { fingerprint: fp, response: Some(r) } if fp == fingerprint => Ok(Some(replayed(r))),
+        Claim::Existing { response: Some(_), .. } => Err(ApiError::Conflict(
+            "this Idempotency-Key was used for a different request in the last 24 hours".to_owned(),
+        )),
+        Claim::Existing { response: None, .. } => {
+            Err(ApiError::Conflict("a request with this Idempotency-Key is still in progress".to_owned()))
+        }
+    }
+}
+
+fn replayed(r: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut resp = (status, r.body).into_response();
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}
