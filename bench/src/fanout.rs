@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hookbridge_aws::RequestCounter;
-use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, ValidationContext};
+use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, SecretsOwner, ValidationContext};
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{Backend, Receipt, ReceivedMessage};
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
@@ -29,26 +29,28 @@ async fn hooks(backend: &Backend, tenant: &TenantId, n: usize) -> anyhow::Result
     let policy = NetworkPolicy::default();
     let (config, secrets) =
         draft.validate(ValidationContext { network: &policy }, None).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let sealed = backend.sealer.seal(&secrets).await?;
     let now = Utc::now();
-    Ok((0..n)
-        .map(|i| {
-            let mut config = config.clone();
-            config.name = format!("fan-{i}").parse().unwrap_or_else(|_| config.name.clone());
-            Hook {
-                id: HookId::generate(),
-                tenant: tenant.clone(),
-                state: HookState::new_for(&config),
-                config,
-                sealed: sealed.clone(),
-                created_by: "bench".into(),
-                created_at: now,
-                updated_at: now,
-                version: 1,
-                revision: 1,
-            }
-        })
-        .collect())
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut config = config.clone();
+        config.name = format!("fan-{i}").parse().unwrap_or_else(|_| config.name.clone());
+        let id = HookId::generate();
+        // Each blob is bound to its hook, so each hook's secrets are sealed on their own.
+        let sealed = backend.sealer.seal(SecretsOwner { tenant, hook: id }, &secrets).await?;
+        out.push(Hook {
+            id,
+            tenant: tenant.clone(),
+            state: HookState::new_for(&config),
+            config,
+            sealed,
+            created_by: "bench".into(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            revision: 1,
+        });
+    }
+    Ok(out)
 }
 
 fn message(tenant: &TenantId) -> ReceivedMessage {

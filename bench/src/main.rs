@@ -7,6 +7,7 @@ mod floor;
 mod noisy;
 mod receiver;
 mod report;
+mod retention;
 mod startup;
 
 use std::net::SocketAddr;
@@ -47,6 +48,15 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "200,2000,20000")]
         floods: Vec<usize>,
     },
+    /// Only the embedded database's size under traffic with retention, printed.
+    Retention {
+        /// Events an hour.
+        #[arg(long, default_value_t = 500)]
+        per_hour: usize,
+        /// Simulated weeks.
+        #[arg(long, default_value_t = 4)]
+        weeks: u32,
+    },
     /// The receiver process the embedded run delivers to.
     Receiver {
         #[arg(long)]
@@ -58,6 +68,14 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Receiver { listen } => receiver::run(listen).await,
+        Command::Retention { per_hour, weeks } => {
+            let r = report::Results {
+                retention: Some(retention::run(per_hour, weeks).await?),
+                ..report::Results::default()
+            };
+            println!("{}", report::render(&r));
+            Ok(())
+        }
         Command::Noisy { bin_dir, floods } => {
             let r = report::Results {
                 noisy: noisy::run(&bin_dir, &floods).await?,
@@ -85,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench: fan-out");
             r.fanout.push(("embedded", fanout::embedded(if quick { 1_000 } else { 10_000 }).await?));
             r.fanout.push(("aws (emulator)", fanout::aws(1_000).await?));
+            eprintln!("bench: embedded database size with retention");
+            r.retention = Some(retention::run(if quick { 50 } else { 500 }, if quick { 3 } else { 4 }).await?);
             eprintln!("bench: Lambda binaries");
             r.binaries = startup::run(&bin_dir, &lambda_dir).await?;
             let table = report::write(&out, &r)?;

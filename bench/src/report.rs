@@ -20,6 +20,7 @@ pub struct Results {
     pub binaries: Vec<startup::Binary>,
     pub noisy: Vec<noisy::Figures>,
     pub rate: Option<noisy::RateFigures>,
+    pub retention: Option<crate::retention::Figures>,
 }
 
 /// Where the Svix figures come from.
@@ -183,6 +184,24 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\nThe emulator's SQS slows with queue depth (LOCAL-AWS.md), so 10,000 queued deliveries cannot be timed there; the AWS row is measured at 1,000 hooks and its requests derived for 10,000 from the same code path.\n"
+        );
+    }
+    if let Some(ret) = &r.retention {
+        let _ = writeln!(s, "### Embedded database size with retention enforced\n");
+        let _ = writeln!(
+            s,
+            "{} events an hour, each with one delivery and one idempotency key, written for {} simulated weeks; envelopes and deliveries are kept 14 days, keys 24 hours, and the sweep runs every simulated hour ({} rows deleted in all).\n",
+            ret.per_hour,
+            ret.weekly_bytes.len(),
+            ret.swept
+        );
+        let _ = writeln!(s, "| after week | database file |\n| --- | --- |");
+        for (week, bytes) in &ret.weekly_bytes {
+            let _ = writeln!(s, "| {week} | {} |", mb(*bytes));
+        }
+        let _ = writeln!(
+            s,
+            "\nThe file grows for one retention period, then stays flat: SQLite reuses the pages the sweep frees. Its size is about retention × traffic.\n"
         );
     }
     if !r.binaries.is_empty() {

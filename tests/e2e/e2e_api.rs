@@ -414,8 +414,8 @@ async fn scopes_and_tokens_are_enforced(flavor: Flavor) {
     assert_eq!(forbidden.status, 403);
     assert!(forbidden.body["detail"].as_str().unwrap().contains("hooks:write"));
 
-    let key = subscription_api::JwtKey::new(stack.settings().jwt_secret.expose());
-    let claims = |exp: u64| subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: ALL_SCOPES.into(), exp: Some(exp) };
+    let key = subscription_api::JwtKey::new(stack.settings().tokens.hs256.as_ref().unwrap().expose());
+    let claims = |exp: u64| subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: ALL_SCOPES.into(), exp };
     let expired = subscription_api::mint_token(&key, &claims(1_000_000)).unwrap();
     let wrong_key = subscription_api::mint_token(&subscription_api::JwtKey::new("not-the-key"), &claims(4_000_000_000)).unwrap();
     let mut forged = reader.clone();
@@ -428,7 +428,13 @@ async fn scopes_and_tokens_are_enforced(flavor: Flavor) {
         e.encode(serde_json::to_vec(&c).unwrap())
     };
     forged = forged.replace(&payload, &admin);
-    for (what, token) in [("expired", expired.as_str()), ("wrong key", &wrong_key), ("forged", &forged), ("garbage", "abc")] {
+    // A token that never expires is refused: a leaked one would be good for ever.
+    let no_exp = {
+        let c = json!({"sub": "s", "tenant": "acme", "scope": ALL_SCOPES});
+        let k = stack.settings().tokens.hs256.as_ref().unwrap().expose().to_owned();
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &jsonwebtoken::EncodingKey::from_secret(k.as_bytes())).unwrap()
+    };
+    for (what, token) in [("expired", expired.as_str()), ("wrong key", &wrong_key), ("forged", &forged), ("garbage", "abc"), ("no exp", &no_exp)] {
         let a = stack.get("/v1/hooks", token).await;
         assert_eq!(a.status, 401, "{what}");
         assert_eq!(a.headers["www-authenticate"], "Bearer");

@@ -60,8 +60,10 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
             assert!(a["duration_ms"].as_u64().unwrap() < long, "a request to the black hole timed out first: {a}");
         }
     }
-    // The dead hook was moved out of the fast lane.
-    assert_eq!(hook_health(&stack, &noisy, &dead_id).await["lane"], "slow");
+    // The dead hook is moved out of the fast lane once its first requests outwait the lane's
+    // patience (which may be after the healthy deliveries all arrived).
+    let moved = eventually(WAIT, || async { (hook_health(&stack, &noisy, &dead_id).await["lane"] == "slow").then_some(()) });
+    assert!(moved.await.is_some(), "the dead hook stayed in the fast lane");
     // Closing the black hole ends its requests, so the stack stops at once.
     drop(hole);
     stack.shutdown().await;

@@ -304,12 +304,15 @@ async fn plant_hook(stack: &TestStack, tenant: &str, name: &str, url: &str) -> H
     let (config, secrets) = draft.validate(ValidationContext { network: &open }, None).unwrap();
     let b = stack.stack().backend();
     let now = chrono::Utc::now();
+    let (id, tenant) = (hookbridge_core::ids::HookId::generate(), tenant.parse().unwrap());
+    let sealed =
+        b.sealer.seal(hookbridge_core::hook::SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.unwrap();
     let hook = Hook {
-        id: hookbridge_core::ids::HookId::generate(),
-        tenant: tenant.parse().unwrap(),
+        id,
+        tenant,
         state: HookState::new_for(&config),
         config,
-        sealed: b.sealer.seal(&secrets).await.unwrap(),
+        sealed,
         created_by: "planted".into(),
         created_at: now,
         updated_at: now,

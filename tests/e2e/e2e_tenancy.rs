@@ -43,7 +43,18 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404(flavor: Flavor) 
 
 on_both_backends! {
 async fn every_call_with_one_tenants_token_on_anothers_hook_is_404(flavor: Flavor) {
-    let stack = TestStack::start(flavor).await;
+    every_call_on_anothers_hook_is_404(TestStack::start(flavor).await).await;
+}
+}
+
+on_both_backends! {
+async fn every_call_with_one_tenants_oidc_token_on_anothers_hook_is_404(flavor: Flavor) {
+    every_call_on_anothers_hook_is_404(TestStack::start_oidc(flavor).await).await;
+}
+}
+
+/// The matrix: every call on tenant B's hook with tenant A's token (of the stack's kind).
+async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
     let theirs = Receiver::start().await;
     let a = stack.token("tenant-a", ALL_SCOPES);
     let b = stack.token("tenant-b", ALL_SCOPES);
@@ -85,5 +96,4 @@ async fn every_call_with_one_tenants_token_on_anothers_hook_is_404(flavor: Flavo
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(theirs.received().len(), 1, "tenant A's calls and events reached tenant B's hook");
     stack.shutdown().await;
-}
 }

@@ -1,6 +1,7 @@
 //! Secrets stay secret: no value a tenant gave as secret (nor the signing secret after the
-//! create response) appears in any response, log line (at every level, every crate) or bus
-//! event of a full run on each backend.
+//! create response, nor the caller's bearer token) appears in any response, log line (at
+//! every level, every crate) or bus event of a full run on each backend, with HS256 tokens
+//! and with tokens from an OpenID Connect issuer.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -33,10 +34,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-async fn full_run(flavor: Flavor, logs: Captured) {
+async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
     logs.0.lock().unwrap().clear();
 
-    let stack = TestStack::start(flavor).await;
+    let stack = if oidc { TestStack::start_oidc(flavor).await } else { TestStack::start(flavor).await };
     let watch = stack.watch_bus("hookbridge").await;
     let r = Receiver::start().await;
     let idp = Receiver::start().await;
@@ -62,6 +63,8 @@ async fn full_run(flavor: Flavor, logs: Captured) {
     ];
     let mut all_secrets: Vec<String> = secret_values.iter().map(|s| (*s).to_owned()).collect();
     all_secrets.push("tok-s3cret-access".to_owned());
+    // The caller's bearer token is a credential too: its signature never appears anywhere.
+    all_secrets.push(t.rsplit('.').next().unwrap().to_owned());
     let mut responses: Vec<Value> = Vec::new();
     let mut ids = Vec::new();
     for h in &hooks {
@@ -119,12 +122,15 @@ async fn full_run(flavor: Flavor, logs: Captured) {
 /// One test (and its own binary), so the process-wide subscriber sees every line of the
 /// run and nothing from other tests.
 #[test]
-fn no_secret_in_responses_logs_or_bus_events_on_either_backend() {
+fn no_secret_in_responses_logs_or_bus_events_on_either_backend_with_either_kind_of_token() {
     let logs = Captured::default();
     let subscriber =
         tracing_subscriber::fmt().json().with_max_level(tracing::Level::TRACE).with_writer(logs.clone()).finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this process");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(full_run(Flavor::Embedded, logs.clone()));
-    rt.block_on(full_run(Flavor::Aws, logs));
+    for (flavor, oidc) in
+        [(Flavor::Embedded, false), (Flavor::Aws, false), (Flavor::Embedded, true), (Flavor::Aws, true)]
+    {
+        rt.block_on(full_run(flavor, oidc, logs.clone()));
+    }
 }

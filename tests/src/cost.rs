@@ -81,12 +81,13 @@ impl CostRig {
         let (mut hook, _) = make_hook(&harness, "acme", "costed").await;
         hook.config.url = receiver.url("/");
         harness.backend().hooks.create(&hook, 1000).await.expect("create hook");
-        let key = JwtKey::new("k");
+        let key = JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET);
         let api = Api::new(
             subscription_api::ApiPorts::of(harness.backend()),
             ApiSettings::local(key.clone(), NetworkPolicy::local()),
         );
-        let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp: None };
+        let claims =
+            Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp: u64::MAX / 2 };
         let token = mint_token(&key, &claims).expect("token");
         let ingest = Ingest {
             ports: IngestPorts::of(harness.backend()),

@@ -13,7 +13,7 @@ use hookbridge_core::ports::Queue;
 use hookbridge_core::settings::{Defaults, Settings};
 use hookbridge_embedded::{Db, EmbeddedQueue};
 use hookbridge_local::{BackendChoice, RunningStack, StackOptions, open_backend};
-use hookbridge_testkit::Emulator;
+use hookbridge_testkit::{Emulator, IdentityProvider};
 use reqwest::StatusCode;
 use serde_json::Value;
 use subscription_api::{Claims, JwtKey, mint_token};
@@ -64,8 +64,13 @@ pub struct TestStack {
     sdk: Option<aws_config::SdkConfig>,
     base: String,
     http: reqwest::Client,
+    /// The identity provider whose tokens [`TestStack::token`] mints, when it has one.
+    idp: Option<Arc<IdentityProvider>>,
     _dir: tempfile::TempDir,
 }
+
+/// The audience OIDC test stacks require.
+pub const OIDC_AUDIENCE: &str = "https://api.hookbridge.test";
 
 impl std::fmt::Debug for TestStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +93,25 @@ impl TestStack {
     /// A stack with the local defaults.
     pub async fn start(flavor: Flavor) -> Self {
         Self::start_with(flavor, &[]).await
+    }
+
+    /// A stack that trusts tokens from a fresh identity provider on 127.0.0.1 (issuer and
+    /// audience set), whose RS256 tokens [`TestStack::token`] then mints.
+    pub async fn start_oidc(flavor: Flavor) -> Self {
+        let idp = Arc::new(IdentityProvider::start().await);
+        let issuer = idp.issuer().to_owned();
+        let mut s = Self::start_with(
+            flavor,
+            &[("HOOKBRIDGE_JWT_ISSUER", issuer.as_str()), ("HOOKBRIDGE_JWT_AUDIENCE", OIDC_AUDIENCE)],
+        )
+        .await;
+        s.idp = Some(idp);
+        s
+    }
+
+    /// The identity provider of a stack started with [`TestStack::start_oidc`].
+    pub fn idp(&self) -> &IdentityProvider {
+        self.idp.as_deref().expect("an OIDC test stack")
     }
 
     /// A stack with these environment-style settings over the local defaults.
@@ -121,6 +145,7 @@ impl TestStack {
             sdk,
             base: String::new(),
             http: reqwest::Client::new(),
+            idp: None,
             _dir: dir,
         };
         s.boot().await;
@@ -155,6 +180,26 @@ impl TestStack {
             s.shutdown().await;
         }
         self.boot().await;
+    }
+
+    /// `secrets` sealed in the format from before blobs were bound to their hook, by this
+    /// stack's key, as an older version stored them.
+    pub async fn seal_unbound(
+        &self,
+        secrets: &hookbridge_core::hook::HookSecrets,
+    ) -> hookbridge_core::hook::SealedSecrets {
+        match &self.sdk {
+            None => {
+                let key = hookbridge_embedded::EmbeddedConfig::at(&self.database).key_file;
+                hookbridge_embedded::LocalKeySealer::load(&key).expect("key file").seal_unbound(secrets).expect("seal")
+            }
+            Some(sdk) => {
+                let clients = hookbridge_aws::Clients::new(sdk);
+                let found = hookbridge_aws::init::find(&clients, &self.settings.topology).await.expect("resources");
+                let sealer = hookbridge_aws::KmsSealer::new(clients.kms.clone(), found.kms_key);
+                sealer.seal_unbound(secrets).await.expect("seal")
+            }
+        }
     }
 
     /// The running stack.
@@ -241,15 +286,24 @@ impl TestStack {
         seen
     }
 
-    /// A token for `tenant` with `scope` (space separated).
+    /// A token for `tenant` with `scope` (space separated): HS256 with the stack's key, or
+    /// RS256 from its identity provider when it has one.
     pub fn token(&self, tenant: &str, scope: &str) -> String {
+        if let Some(idp) = &self.idp {
+            let claims = serde_json::json!({
+                "sub": format!("{tenant}-tester"), "tenant": tenant, "scope": scope, "aud": OIDC_AUDIENCE,
+                "exp": chrono::Utc::now().timestamp() + 3600,
+            });
+            return idp.sign("rsa-1", &claims);
+        }
         let claims = Claims {
             sub: format!("{tenant}-tester"),
             tenant: tenant.to_owned(),
             scope: scope.to_owned(),
-            exp: Some(chrono::Utc::now().timestamp() as u64 + 3600),
+            exp: chrono::Utc::now().timestamp() as u64 + 3600,
         };
-        mint_token(&JwtKey::new(self.settings.jwt_secret.expose()), &claims).expect("token")
+        let key = self.settings.tokens.hs256.as_ref().expect("the test stack signs HS256 tokens");
+        mint_token(&JwtKey::new(key.expose()), &claims).expect("token")
     }
 
     /// Calls the API.

@@ -42,6 +42,9 @@ impl EventStore for DynamoEventStore {
             .get_item()
             .table_name(&self.table.name)
             .set_key(Some(key(tenant_pk(tenant), format!("E#{id}"))))
+            // The worker reads it right after ingest wrote it: an eventually consistent read
+            // could miss it and cancel the delivery.
+            .consistent_read(true)
             .send()
             .await
             .map_err(|e| Error::backend("dynamodb.GetItem", e))?;

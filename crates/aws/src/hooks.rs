@@ -14,7 +14,7 @@ use hookbridge_core::ports::{HookStore, Page};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, Item, REVISION, doc, key, n, s, tenant_pk, to_doc};
+use crate::keys::{DOC, Item, PK, REVISION, SK, doc, get_s, key, n, s, tenant_pk, to_doc};
 
 /// BatchGetItem's limit.
 const BATCH_GET_MAX: usize = 100;
@@ -238,6 +238,37 @@ impl HookStore for DynamoHookStore {
             Err(e) if failed_conditions(&e).is_some_and(|f| f.first() == Some(&true)) => Ok(false),
             Err(e) => Err(Error::backend("dynamodb.TransactWriteItems", e)),
         }
+    }
+
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Hook>> {
+        // The cursor is the last key the scan evaluated, which may be any item's.
+        let start = match cursor {
+            Some(c) => {
+                let (pk, sk) = c.split_once('\n').ok_or(Error::InvalidCursor)?;
+                Some(key(pk.to_owned(), sk.to_owned()))
+            }
+            None => None,
+        };
+        let page = self
+            .table
+            .client
+            .scan()
+            .table_name(&self.table.name)
+            .filter_expression("begins_with(PK, :t) AND begins_with(SK, :h)")
+            .expression_attribute_values(":t", s("T#"))
+            .expression_attribute_values(":h", s("H#"))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.Scan", e))?;
+        let items = page.items().iter().map(|item| doc(item, "hook")).collect::<Result<Vec<Hook>>>()?;
+        let next_cursor = match &page.last_evaluated_key {
+            Some(k) => Some(format!("{}\n{}", get_s(k, PK)?, get_s(k, SK)?)),
+            None => None,
+        };
+        Ok(Page { items, next_cursor })
     }
 }
 

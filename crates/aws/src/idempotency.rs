@@ -75,17 +75,25 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         }
     }
 
-    async fn complete(&self, tenant: &TenantId, k: &str, response: &StoredResponse) -> Result<()> {
+    async fn complete(
+        &self,
+        tenant: &TenantId,
+        k: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         self.table
             .client
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(item_key(tenant, k)))
-            .update_expression("SET #s = :s, #b = :b")
+            .update_expression("SET #s = :s, #b = :b, #e = :e")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#b", "body")
+            .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_values(":s", n(response.status))
             .expression_attribute_values(":b", s(response.body.clone()))
+            .expression_attribute_values(":e", n(expires_at.timestamp()))
             .send()
             .await
             .map(|_| ())

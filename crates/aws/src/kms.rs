@@ -12,14 +12,20 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use hookbridge_core::aead::{self, KEY_LEN};
-use hookbridge_core::hook::{HookSecrets, SealedSecrets};
+use hookbridge_core::hook::{HookSecrets, SealedSecrets, SecretsOwner};
 use hookbridge_core::ports::Sealer;
 use hookbridge_core::{Error, Result};
 
-/// The format byte of KMS-sealed blobs.
-const FORMAT_KMS_V1: u8 = 2;
-/// Bound into every blob and into the KMS encryption context.
-const AAD: &[u8] = b"hookbridge hook secrets v1";
+/// The format byte of KMS-sealed blobs from before secrets were bound to their hook: they
+/// open for any hook until `hookbridge migrate` re-seals them.
+const FORMAT_KMS_UNBOUND: u8 = 2;
+/// What unbound blobs were bound to: only their purpose.
+const UNBOUND_AAD: &[u8] = b"hookbridge hook secrets v1";
+/// The format byte of KMS-sealed blobs bound to their hook ([`SecretsOwner::associated_data`]
+/// is the AEAD data of the local encryption). The KMS encryption context names only the
+/// purpose: data keys are shared by many hooks so that writes do not each cost a KMS call,
+/// and the binding to the hook is the local encryption's.
+const FORMAT_KMS_BOUND: u8 = 4;
 const CONTEXT_KEY: &str = "purpose";
 const CONTEXT_VALUE: &str = "hookbridge-hook-secrets";
 /// How long one data key seals new secrets before a fresh one is asked for.
@@ -110,31 +116,53 @@ impl KmsSealer {
     }
 }
 
-#[async_trait]
-impl Sealer for KmsSealer {
-    async fn seal(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
+impl KmsSealer {
+    async fn seal_as(&self, format: u8, aad: &[u8], secrets: &HookSecrets) -> Result<SealedSecrets> {
         let plain = serde_json::to_vec(secrets).map_err(|e| Error::backend("sealer.encode", e))?;
         let (key, blob) = self.data_key().await?;
         let blob_len =
             u16::try_from(blob.len()).map_err(|_| Error::backend("kms.GenerateDataKey", "data key blob too long"))?;
-        let mut out = vec![FORMAT_KMS_V1];
+        let mut out = vec![format];
         out.extend_from_slice(&blob_len.to_be_bytes());
         out.extend_from_slice(&blob);
-        out.extend(aead::seal(&key, AAD, &plain));
+        out.extend(aead::seal(&key, aad, &plain));
         Ok(SealedSecrets(out))
     }
 
-    async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
-        let corrupt = || Error::corrupt("sealed secrets", "not a KMS-sealed blob");
+    /// Seals in the format before secrets were bound to their hook. Kept only so the
+    /// migration that re-seals such blobs can be tested.
+    #[doc(hidden)]
+    pub async fn seal_unbound(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
+        self.seal_as(FORMAT_KMS_UNBOUND, UNBOUND_AAD, secrets).await
+    }
+}
+
+#[async_trait]
+impl Sealer for KmsSealer {
+    async fn seal(&self, owner: SecretsOwner<'_>, secrets: &HookSecrets) -> Result<SealedSecrets> {
+        self.seal_as(FORMAT_KMS_BOUND, &owner.associated_data(), secrets).await
+    }
+
+    async fn open(&self, owner: SecretsOwner<'_>, sealed: &SealedSecrets) -> Result<HookSecrets> {
+        let corrupt = || Error::corrupt("sealed secrets", "not a KMS-sealed blob of this hook");
         let b = &sealed.0;
-        if b.first() != Some(&FORMAT_KMS_V1) || b.len() < 3 {
+        let aad = match b.first() {
+            Some(&FORMAT_KMS_BOUND) => owner.associated_data(),
+            Some(&FORMAT_KMS_UNBOUND) => UNBOUND_AAD.to_vec(),
+            _ => return Err(corrupt()),
+        };
+        if b.len() < 3 {
             return Err(corrupt());
         }
         let len = u16::from_be_bytes([b[1], b[2]]) as usize;
         let blob = b.get(3..3 + len).ok_or_else(corrupt)?;
         let body = b.get(3 + len..).ok_or_else(corrupt)?;
         let key = self.open_key(blob).await?;
-        let plain = aead::open(&key, AAD, body).map_err(|_| corrupt())?;
+        let plain = aead::open(&key, &aad, body).map_err(|_| corrupt())?;
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
+    }
+
+    fn is_current(&self, sealed: &SealedSecrets) -> bool {
+        sealed.0.first() == Some(&FORMAT_KMS_BOUND)
     }
 }

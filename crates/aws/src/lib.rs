@@ -17,6 +17,7 @@ mod limiter;
 mod requests;
 mod sqs;
 pub mod telemetry;
+mod token_key;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use init::Resources;
 pub use kms::KmsSealer;
 pub use requests::RequestCounter;
 pub use sqs::SqsQueue;
+pub use token_key::{REREAD_AFTER, SecretsManagerKey};
 
 /// The most requests one call (a large send, a batch write, a publish) keeps under way at
 /// once. Sending every chunk at once made a 10,000-delivery replay open about 1,000
@@ -47,6 +49,8 @@ pub struct Clients {
     pub eventbridge: aws_sdk_eventbridge::Client,
     /// KMS.
     pub kms: aws_sdk_kms::Client,
+    /// Secrets Manager (the API's token key).
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
 }
 
 impl Clients {
@@ -57,6 +61,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(sdk),
             eventbridge: aws_sdk_eventbridge::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
         }
     }
 

@@ -16,6 +16,7 @@ pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
+    eventually_consistent: Arc<Mutex<Vec<String>>>,
 }
 
 impl RequestCounter {
@@ -28,6 +29,12 @@ impl RequestCounter {
     pub fn reset(&self) {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         self.most_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The DynamoDB reads sent without `ConsistentRead` (by operation), ever. Every stage
+    /// reads what another stage just wrote, so there should be none.
+    pub fn eventually_consistent_reads(&self) -> Vec<String> {
+        self.eventually_consistent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The most requests that were under way at once since the last reset.
@@ -64,7 +71,7 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
@@ -72,6 +79,15 @@ impl Intercept for RequestCounter {
             .load::<Metadata>()
             .map(|m| (m.service().to_owned(), m.name().to_owned()))
             .unwrap_or_else(|| ("unknown".to_owned(), "unknown".to_owned()));
+        if matches!(operation.as_str(), "GetItem" | "BatchGetItem" | "Query" | "Scan") {
+            let body = context.request().body().bytes().unwrap_or_default();
+            if !String::from_utf8_lossy(body).contains("\"ConsistentRead\":true") {
+                self.eventually_consistent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(operation.clone());
+            }
+        }
         *self
             .counts
             .lock()
@@ -97,6 +113,9 @@ impl crate::Clients {
             ),
             kms: aws_sdk_kms::Client::from_conf(
                 aws_sdk_kms::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+            ),
+            secretsmanager: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(sdk).interceptor(counter.clone()).build(),
             ),
         }
     }

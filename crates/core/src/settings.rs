@@ -12,8 +12,27 @@ use crate::retry::{RetrySchedule, parse_duration};
 use crate::secret::Secret;
 use crate::topology::Topology;
 
-/// `HOOKBRIDGE_JWT_SECRET`: the HS256 key API tokens are signed with.
+/// `HOOKBRIDGE_JWT_SECRET`: the HS256 key API tokens are signed with (at least 32 bytes).
 pub const JWT_SECRET: &str = "HOOKBRIDGE_JWT_SECRET";
+/// `HOOKBRIDGE_JWT_SECRET_NAME`: the Secrets Manager secret holding that key, read by the
+/// API at cold start (and again every few minutes) instead of from its environment.
+pub const JWT_SECRET_NAME: &str = "HOOKBRIDGE_JWT_SECRET_NAME";
+/// `HOOKBRIDGE_JWT_ISSUER`: the OpenID Connect issuer whose RS256/ES256/EdDSA tokens the API
+/// accepts (the token's `iss`; its discovery document names the JWKS).
+pub const JWT_ISSUER: &str = "HOOKBRIDGE_JWT_ISSUER";
+/// `HOOKBRIDGE_JWKS_URL`: the issuer's JWKS, when it is not to be discovered.
+pub const JWKS_URL: &str = "HOOKBRIDGE_JWKS_URL";
+/// `HOOKBRIDGE_JWT_AUDIENCE`: the `aud` an issuer's tokens must carry (unchecked when unset).
+pub const JWT_AUDIENCE: &str = "HOOKBRIDGE_JWT_AUDIENCE";
+/// `HOOKBRIDGE_TENANT_CLAIM`: the claim naming the caller's tenant (default `tenant`).
+pub const TENANT_CLAIM: &str = "HOOKBRIDGE_TENANT_CLAIM";
+
+/// The shortest HS256 key accepted: RFC 7518 asks for a key at least as long as the hash.
+pub const MIN_HS256_KEY_BYTES: usize = 32;
+
+/// The key `make run` signs its tokens with when none is set: on a loopback address only;
+/// `hookbridge serve` on any other address refuses to start with it.
+pub const LOCAL_DEV_SECRET: &str = "hookbridge-local-development-key-not-for-production";
 /// `HOOKBRIDGE_PREFIX`: the prefix of every resource name (default `hookbridge`).
 pub const PREFIX: &str = "HOOKBRIDGE_PREFIX";
 /// `HOOKBRIDGE_ACCOUNT`: the `account` written into envelopes that lack one.
@@ -61,21 +80,65 @@ pub struct SettingsError {
 /// Defaults that differ between the local runner and a cloud deployment.
 #[derive(Debug, Clone)]
 pub struct Defaults {
-    /// Used when `HOOKBRIDGE_JWT_SECRET` is unset; `None` makes it required.
+    /// Used when no token key or issuer is set; `None` leaves the API without one (the
+    /// API then refuses to start, naming the variables; the other stages need none).
     pub jwt_secret: Option<&'static str>,
     /// The outbound policy when neither network variable is set.
     pub network: NetworkPolicy,
 }
 
 impl Defaults {
-    /// The local runner: `local-dev-secret`, plain http and loopback allowed.
+    /// The local runner: [`LOCAL_DEV_SECRET`], plain http and loopback allowed.
     pub fn local() -> Self {
-        Self { jwt_secret: Some("local-dev-secret"), network: NetworkPolicy::local() }
+        Self { jwt_secret: Some(LOCAL_DEV_SECRET), network: NetworkPolicy::local() }
     }
 
-    /// A cloud deployment: the JWT secret is required and nothing private is reachable.
+    /// A cloud deployment: no token key unless configured, and nothing private reachable.
     pub fn cloud() -> Self {
         Self { jwt_secret: None, network: NetworkPolicy::default() }
+    }
+}
+
+/// The claim naming the caller's tenant unless [`TENANT_CLAIM`] says otherwise.
+pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
+
+/// How the API checks tokens.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The HS256 key, given directly.
+    pub hs256: Option<Secret>,
+    /// The Secrets Manager secret holding the HS256 key.
+    pub hs256_secret_name: Option<String>,
+    /// The OpenID Connect issuer.
+    pub issuer: Option<String>,
+    /// The issuer's JWKS, when not discovered.
+    pub jwks_url: Option<String>,
+    /// The audience an issuer's tokens must name.
+    pub audience: Option<String>,
+    /// The claim naming the tenant.
+    pub tenant_claim: String,
+    /// The HS256 key is the local default, not one the deployment chose.
+    pub default_key: bool,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            hs256: None,
+            hs256_secret_name: None,
+            issuer: None,
+            jwks_url: None,
+            audience: None,
+            tenant_claim: DEFAULT_TENANT_CLAIM.to_owned(),
+            default_key: false,
+        }
+    }
+}
+
+impl TokenSettings {
+    /// Whether any way of checking a token is configured.
+    pub fn any(&self) -> bool {
+        self.hs256.is_some() || self.hs256_secret_name.is_some() || self.issuer.is_some()
     }
 }
 
@@ -84,8 +147,11 @@ impl Defaults {
 pub struct Settings {
     /// Names of the resources.
     pub topology: Topology,
-    /// The API's token key.
-    pub jwt_secret: Secret,
+    /// How the API checks tokens.
+    pub tokens: TokenSettings,
+    /// The allow-list of private networks is the default one (loopback, locally), not one
+    /// the deployment chose.
+    pub default_network: bool,
     /// `account` for envelopes.
     pub account: String,
     /// `region` for envelopes.
@@ -142,21 +208,75 @@ fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
 }
 
 impl Settings {
+    /// Refuses what is fine on a developer's machine but open to anyone on a network: the
+    /// built-in token key (anyone who reads the README can mint a token for any tenant) and
+    /// the default loopback allow-list (a hook to `http://127.0.0.1:…` reaches the host).
+    /// `Err` names the variable to set.
+    pub fn check_exposure(&self, listen: std::net::SocketAddr) -> Result<(), SettingsError> {
+        if listen.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.tokens.default_key {
+            return Err(SettingsError {
+                variable: JWT_SECRET,
+                message: format!(
+                    "must be set to serve on {listen}: the built-in development key would let anyone mint tokens for any tenant; set it to 32+ random bytes (or set {JWT_ISSUER})"
+                ),
+            });
+        }
+        if self.default_network {
+            return Err(SettingsError {
+                variable: ALLOWED_NETWORKS,
+                message: format!(
+                    "must be set to serve on {listen}: the default allows hooks to reach this host's loopback addresses; set it to the private networks hooks may reach (empty for none)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads settings through `get` (normally `std::env::var`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, defaults: &Defaults) -> Result<Self, SettingsError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let jwt_secret = match (var(JWT_SECRET), defaults.jwt_secret) {
-            (Some(s), _) => Secret::new(s),
-            (None, Some(d)) => Secret::new(d),
-            (None, None) => {
-                return Err(SettingsError {
-                    variable: JWT_SECRET,
-                    message:
-                        "is required: set it to the key your API tokens are signed with (at least 32 random bytes)"
-                            .to_owned(),
-                });
-            }
+        let mut tokens = TokenSettings {
+            hs256: var(JWT_SECRET).map(Secret::new),
+            hs256_secret_name: var(JWT_SECRET_NAME),
+            issuer: var(JWT_ISSUER).map(|i| i.trim().trim_end_matches('/').to_owned()),
+            jwks_url: var(JWKS_URL),
+            audience: var(JWT_AUDIENCE),
+            tenant_claim: var(TENANT_CLAIM).unwrap_or_else(|| DEFAULT_TENANT_CLAIM.to_owned()),
+            default_key: false,
         };
+        if let Some(k) = &tokens.hs256
+            && k.expose().len() < MIN_HS256_KEY_BYTES
+        {
+            return Err(SettingsError {
+                variable: JWT_SECRET,
+                message: format!(
+                    "is {} bytes; an HS256 key must be at least {MIN_HS256_KEY_BYTES} (e.g. `openssl rand -base64 48`)",
+                    k.expose().len()
+                ),
+            });
+        }
+        for (variable, value) in [(JWT_ISSUER, &tokens.issuer), (JWKS_URL, &tokens.jwks_url)] {
+            if let Some(v) = value
+                && url::Url::parse(v).ok().is_none_or(|u| !matches!(u.scheme(), "https" | "http"))
+            {
+                return Err(SettingsError { variable, message: format!("{v:?} is not an http(s) URL") });
+            }
+        }
+        if tokens.jwks_url.is_some() && tokens.issuer.is_none() {
+            return Err(SettingsError {
+                variable: JWT_ISSUER,
+                message: format!("is required with {JWKS_URL}: tokens are checked against their issuer"),
+            });
+        }
+        if !tokens.any()
+            && let Some(d) = defaults.jwt_secret
+        {
+            tokens.hs256 = Some(Secret::new(d));
+            tokens.default_key = true;
+        }
         let mut topology = Topology::named(var(PREFIX).as_deref().unwrap_or("hookbridge"));
         if let Some(v) = var(VISIBILITY_TIMEOUT) {
             let d = duration(VISIBILITY_TIMEOUT, &v)?;
@@ -181,6 +301,7 @@ impl Settings {
                 }
             };
         }
+        let default_network = get(ALLOWED_NETWORKS).is_none();
         if let Some(v) = get(ALLOWED_NETWORKS) {
             network.allowed_networks = v
                 .split(',')
@@ -233,7 +354,8 @@ impl Settings {
         }
         Ok(Self {
             topology,
-            jwt_secret,
+            tokens,
+            default_network,
             account: var(ACCOUNT).unwrap_or_else(|| "000000000000".to_owned()),
             region: var(REGION).unwrap_or_else(|| "local".to_owned()),
             network,
@@ -257,19 +379,74 @@ mod tests {
         move |k| m.get(k).cloned()
     }
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
-    fn cloud_requires_the_jwt_secret_and_names_it() {
-        let e = Settings::from_lookup(lookup(&[]), &Defaults::cloud()).unwrap_err();
+    fn cloud_has_no_key_unless_one_is_given_and_a_short_key_is_refused() {
+        let s = Settings::from_lookup(lookup(&[]), &Defaults::cloud()).unwrap();
+        assert!(!s.tokens.any(), "the stages other than the API need no key");
+        let s = Settings::from_lookup(lookup(&[(JWT_SECRET, KEY)]), &Defaults::cloud()).unwrap();
+        assert!(s.tokens.hs256.is_some() && !s.tokens.default_key);
+        let e = Settings::from_lookup(lookup(&[(JWT_SECRET, "too-short")]), &Defaults::cloud()).unwrap_err();
         assert_eq!(e.variable, JWT_SECRET);
-        assert!(Settings::from_lookup(lookup(&[(JWT_SECRET, "k")]), &Defaults::cloud()).is_ok());
+        assert!(e.message.contains("at least 32"), "{}", e.message);
     }
 
     #[test]
-    fn local_defaults_allow_loopback_and_http() {
+    fn oidc_settings_are_read_and_checked() {
+        let s = Settings::from_lookup(
+            lookup(&[
+                (JWT_ISSUER, "https://idp.example/realms/acme/"),
+                (JWT_AUDIENCE, "hookbridge"),
+                (TENANT_CLAIM, "org"),
+            ]),
+            &Defaults::local(),
+        )
+        .unwrap();
+        assert_eq!(s.tokens.issuer.as_deref(), Some("https://idp.example/realms/acme"));
+        assert_eq!(s.tokens.tenant_claim, "org");
+        assert!(s.tokens.hs256.is_none(), "no default key once an issuer is configured");
+        assert_eq!(
+            Settings::from_lookup(lookup(&[(JWT_ISSUER, "idp")]), &Defaults::local()).unwrap_err().variable,
+            JWT_ISSUER
+        );
+        assert_eq!(
+            Settings::from_lookup(lookup(&[(JWKS_URL, "https://idp.example/jwks")]), &Defaults::local())
+                .unwrap_err()
+                .variable,
+            JWT_ISSUER
+        );
+    }
+
+    #[test]
+    fn local_defaults_allow_loopback_and_http_and_say_they_are_defaults() {
         let s = Settings::from_lookup(lookup(&[]), &Defaults::local()).unwrap();
         assert!(s.network.allow_http);
-        assert_eq!(s.jwt_secret.expose(), "local-dev-secret");
+        assert_eq!(s.tokens.hs256.as_ref().map(|k| k.expose()), Some(LOCAL_DEV_SECRET));
+        assert!(s.tokens.default_key && s.default_network);
+        assert!(LOCAL_DEV_SECRET.len() >= MIN_HS256_KEY_BYTES);
         assert_eq!(s.schedule, RetrySchedule::default());
+        let s = Settings::from_lookup(lookup(&[(ALLOWED_NETWORKS, "")]), &Defaults::local()).unwrap();
+        assert!(!s.default_network, "an empty allow-list is a choice too");
+    }
+
+    #[test]
+    fn serving_beyond_loopback_needs_a_real_key_and_an_explicit_allow_list() {
+        let public: std::net::SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        let local = Settings::from_lookup(lookup(&[]), &Defaults::local()).unwrap();
+        assert!(local.check_exposure("127.0.0.1:3000".parse().unwrap()).is_ok(), "make run needs nothing set");
+        assert_eq!(local.check_exposure(public).unwrap_err().variable, JWT_SECRET);
+        let keyed = Settings::from_lookup(lookup(&[(JWT_SECRET, KEY)]), &Defaults::local()).unwrap();
+        assert_eq!(keyed.check_exposure(public).unwrap_err().variable, ALLOWED_NETWORKS);
+        let ready =
+            Settings::from_lookup(lookup(&[(JWT_SECRET, KEY), (ALLOWED_NETWORKS, "")]), &Defaults::local()).unwrap();
+        assert!(ready.check_exposure(public).is_ok());
+        let oidc = Settings::from_lookup(
+            lookup(&[(JWT_ISSUER, "https://idp.example"), (ALLOWED_NETWORKS, "10.0.0.0/8")]),
+            &Defaults::local(),
+        )
+        .unwrap();
+        assert!(oidc.check_exposure(public).is_ok());
     }
 
     #[test]
@@ -312,7 +489,7 @@ mod tests {
 
     impl Defaults {
         fn clone_with_secret(&self) -> Self {
-            Self { jwt_secret: Some("x"), ..self.clone() }
+            Self { jwt_secret: Some(KEY), ..self.clone() }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Gate;
-use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, UPDATE_ROUNDS, Undeliverable, modify};
+use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::Task;
 use hookbridge_core::ports::ReceivedMessage;
@@ -312,7 +312,7 @@ async fn load<'a>(
         let opened = match secrets.get(&c.hook.id) {
             Some(s) => s.clone(),
             None => {
-                let s = match w.ports.sealer.open(&c.hook.sealed).await {
+                let s = match w.ports.sealer.open(SecretsOwner::of(&c.hook), &c.hook.sealed).await {
                     Ok(s) => Some(Arc::new(s)),
                     Err(e @ hookbridge_core::Error::Corrupt { .. }) => {
                         let why = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();

@@ -10,15 +10,15 @@ use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
 use hookbridge_core::delivery::DeliveryStatus;
 use hookbridge_core::hook::{Hook, Lane, NetworkPolicy};
 use hookbridge_outbound::{Outbound, OutboundSettings};
-use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::contract::make_hook_as;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, events};
 
 /// The sample event's hook, pointing at a real receiver, and a worker over the emulator.
 async fn sample() -> (AwsHarness, Receiver, Hook, Worker, SqsEvent) {
     let h = AwsHarness::start().await;
     let receiver = Receiver::start().await;
-    let (mut hook, _) = make_hook(&h, "demo", "sample").await;
-    hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    let id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    let (mut hook, _) = make_hook_as(&h, "demo", "sample", id).await;
     hook.config.url = receiver.url("/hook");
     h.backend().hooks.create(&hook, 1000).await.unwrap();
     let worker = Worker::new(

@@ -136,6 +136,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 const ADDED_INDEXES: &str = "
 -- Each group's oldest visible message, for receives that serve groups in turn.
 CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, seq);
+-- What the retention sweep deletes, found without scanning the tables.
+CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
+CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 ";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {

@@ -160,6 +160,28 @@ impl HookStore for SqliteHookStore {
             .await?;
         Ok(n == 1)
     }
+
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Hook>> {
+        let (tenant, id) = match cursor {
+            Some(c) => c.split_once('\n').map(|(t, i)| (t.to_owned(), i.to_owned())).ok_or(Error::InvalidCursor)?,
+            None => (String::new(), String::new()),
+        };
+        let limit = limit.max(1);
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM hooks WHERE (tenant, id) > (?1, ?2) ORDER BY tenant, id LIMIT ?3")
+                    .map_err(sql("hooks.scan"))?;
+                stmt.query_map(params![tenant, id, limit as i64 + 1], |r| r.get(0))
+                    .map_err(sql("hooks.scan"))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(sql("hooks.scan"))
+            })
+            .await?;
+        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
+        Ok(Page::cut(items, limit, |x| format!("{}\n{}", x.tenant, x.id)))
+    }
 }
 
 /// Every column of a hook's row, joined as text.

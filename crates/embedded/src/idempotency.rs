@@ -68,13 +68,20 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .await
     }
 
-    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse) -> Result<()> {
+    async fn complete(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         let (tenant, key, status, body) = (tenant.to_string(), key.to_owned(), response.status, response.body.clone());
+        let expires = expires_at.timestamp_millis();
         self.db
             .write(move |c| {
                 c.execute(
-                    "UPDATE idempotency SET status = ?1, body = ?2 WHERE tenant = ?3 AND key = ?4",
-                    params![status, body, tenant, key],
+                    "UPDATE idempotency SET status = ?1, body = ?2, expires_at = ?5 WHERE tenant = ?3 AND key = ?4",
+                    params![status, body, tenant, key, expires],
                 )
                 .map(|_| ())
                 .map_err(sql("idempotency.complete"))

@@ -16,6 +16,7 @@ mod hooks;
 mod idempotency;
 mod limiter;
 mod queue;
+pub mod retention;
 mod sealer;
 
 use std::path::{Path, PathBuf};

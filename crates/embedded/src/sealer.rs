@@ -5,16 +5,19 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use hookbridge_core::aead::{self, KEY_LEN};
-use hookbridge_core::hook::{HookSecrets, SealedSecrets};
+use hookbridge_core::hook::{HookSecrets, SealedSecrets, SecretsOwner};
 use hookbridge_core::ports::Sealer;
 use hookbridge_core::{Error, Result};
 
 use crate::error::InitError;
 
-/// The format byte in front of every sealed blob, so the format can change later.
-const FORMAT_V1: u8 = 1;
-/// Bound into every blob, so a blob from another purpose never opens as hook secrets.
-const AAD: &[u8] = b"hookbridge hook secrets v1";
+/// The format byte of blobs sealed before secrets were bound to their hook: they open for
+/// any hook until `hookbridge migrate` re-seals them.
+const FORMAT_UNBOUND: u8 = 1;
+/// What unbound blobs were bound to: only their purpose.
+const UNBOUND_AAD: &[u8] = b"hookbridge hook secrets v1";
+/// The format byte of blobs bound to their hook ([`SecretsOwner::associated_data`]).
+const FORMAT_BOUND: u8 = 3;
 
 /// Seals with a 256-bit key read from a file that only its owner can read.
 #[derive(Clone)]
@@ -62,22 +65,40 @@ impl LocalKeySealer {
     }
 }
 
+impl LocalKeySealer {
+    /// Seals in the format before secrets were bound to their hook. Kept only so the
+    /// migration that re-seals such blobs can be tested.
+    #[doc(hidden)]
+    pub fn seal_unbound(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
+        let plain = serde_json::to_vec(secrets).map_err(|e| Error::backend("sealer.encode", e))?;
+        let mut out = vec![FORMAT_UNBOUND];
+        out.extend(aead::seal(&self.key, UNBOUND_AAD, &plain));
+        Ok(SealedSecrets(out))
+    }
+}
+
 #[async_trait]
 impl Sealer for LocalKeySealer {
-    async fn seal(&self, secrets: &HookSecrets) -> Result<SealedSecrets> {
+    async fn seal(&self, owner: SecretsOwner<'_>, secrets: &HookSecrets) -> Result<SealedSecrets> {
         let plain = serde_json::to_vec(secrets).map_err(|e| Error::backend("sealer.encode", e))?;
-        let mut out = vec![FORMAT_V1];
-        out.extend(aead::seal(&self.key, AAD, &plain));
+        let mut out = vec![FORMAT_BOUND];
+        out.extend(aead::seal(&self.key, &owner.associated_data(), &plain));
         Ok(SealedSecrets(out))
     }
 
-    async fn open(&self, sealed: &SealedSecrets) -> Result<HookSecrets> {
+    async fn open(&self, owner: SecretsOwner<'_>, sealed: &SealedSecrets) -> Result<HookSecrets> {
         let (format, body) = sealed.0.split_first().ok_or_else(|| Error::corrupt("sealed secrets", "empty"))?;
-        if *format != FORMAT_V1 {
-            return Err(Error::corrupt("sealed secrets", "unknown format"));
-        }
-        let plain =
-            aead::open(&self.key, AAD, body).map_err(|_| Error::corrupt("sealed secrets", "not sealed by this key"))?;
+        let aad = match *format {
+            FORMAT_BOUND => owner.associated_data(),
+            FORMAT_UNBOUND => UNBOUND_AAD.to_vec(),
+            _ => return Err(Error::corrupt("sealed secrets", "unknown format")),
+        };
+        let plain = aead::open(&self.key, &aad, body)
+            .map_err(|_| Error::corrupt("sealed secrets", "not sealed by this key for this hook"))?;
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
+    }
+
+    fn is_current(&self, sealed: &SealedSecrets) -> bool {
+        sealed.0.first() == Some(&FORMAT_BOUND)
     }
 }

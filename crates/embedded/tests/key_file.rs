@@ -32,15 +32,17 @@ async fn init_creates_an_owner_only_key_that_alone_opens_what_it_sealed() {
     assert_eq!(meta.len(), 32);
 
     let s = secrets();
-    let sealed = backend.sealer.seal(&s).await.unwrap();
+    let tenant: hookbridge_core::ids::TenantId = "acme".parse().unwrap();
+    let owner = hookbridge_core::hook::SecretsOwner { tenant: &tenant, hook: hookbridge_core::ids::HookId::generate() };
+    let sealed = backend.sealer.seal(owner, &s).await.unwrap();
     assert!(!String::from_utf8_lossy(&sealed.0).contains("p4ssw0rd"));
-    assert_eq!(backend.sealer.open(&sealed).await.unwrap(), s);
+    assert_eq!(backend.sealer.open(owner, &sealed).await.unwrap(), s);
 
     // Another key (another deployment's file) cannot open it.
     let other = LocalKeySealer::load_or_create(&dir.path().join("other.key")).unwrap();
-    assert!(matches!(other.open(&sealed).await, Err(hookbridge_core::Error::Corrupt { .. })));
+    assert!(matches!(other.open(owner, &sealed).await, Err(hookbridge_core::Error::Corrupt { .. })));
 
     // A second init keeps the key: what was sealed stays readable.
     let again = hookbridge_embedded::init(&config).await.unwrap();
-    assert_eq!(again.sealer.open(&sealed).await.unwrap(), s);
+    assert_eq!(again.sealer.open(owner, &sealed).await.unwrap(), s);
 }

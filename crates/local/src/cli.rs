@@ -82,6 +82,16 @@ pub enum Command {
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
         database: PathBuf,
     },
+    /// Bring stored data up to the current formats (idempotent; `init` does it too): today,
+    /// re-seal hook secrets so each blob is bound to its hook.
+    Migrate {
+        /// The backend.
+        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        backend: BackendKind,
+        /// The SQLite database (embedded backend).
+        #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
+        database: PathBuf,
+    },
     /// Run a receiver on this machine that prints deliveries and checks their signatures.
     Receive {
         /// Where it listens.
@@ -122,8 +132,14 @@ pub fn token(settings: &Settings, tenant: &str, scopes: &[String], sub: &str, tt
     tenant.parse::<hookbridge_core::ids::TenantId>().map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     let scope = if scopes.is_empty() { "hooks:read hooks:write events:publish".to_owned() } else { scopes.join(" ") };
     let exp = chrono::Utc::now().timestamp() as u64 + ttl.as_secs();
-    let claims = Claims { sub: sub.to_owned(), tenant: tenant.to_owned(), scope, exp: Some(exp) };
-    Ok(mint_token(&JwtKey::new(settings.jwt_secret.expose()), &claims)?)
+    let claims = Claims { sub: sub.to_owned(), tenant: tenant.to_owned(), scope, exp };
+    let key = settings.tokens.hs256.as_ref().with_context(|| {
+        format!(
+            "`hookbridge token` signs HS256 tokens with {}; set it (an issuer's tokens come from the issuer)",
+            hookbridge_core::settings::JWT_SECRET
+        )
+    })?;
+    Ok(mint_token(&JwtKey::new(key.expose()), &claims)?)
 }
 
 /// Runs the command.
@@ -140,9 +156,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
             crate::receive::run(listen, secret).await
         }
+        Command::Migrate { backend, database } => {
+            let s = settings()?;
+            let b = crate::stack::open_backend(&backend.choice(database, None).await, &s, false).await?;
+            let m = crate::migrate::reseal_secrets(&b).await?;
+            eprintln!("hookbridge: {} hooks read, {} re-sealed bound to their hook", m.hooks, m.resealed);
+            Ok(())
+        }
         Command::Init { backend, database } => {
             let s = settings()?;
-            crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, true).await?;
+            let b = crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, true).await?;
+            let m = crate::migrate::reseal_secrets(&b).await?;
+            if m.resealed > 0 {
+                eprintln!("hookbridge: re-sealed the secrets of {} hooks, bound to their hook", m.resealed);
+            }
             match backend {
                 BackendKind::Embedded => {
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
@@ -160,7 +187,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { backend, database, listen, delivery_concurrency, database_max_size } => {
             let s = settings()?;
-            let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?;
+            s.check_exposure(listen)?;
+            // With only an issuer configured, tokens come from the issuer: there is none to print.
+            let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400)).ok();
             let place = match backend {
                 BackendKind::Embedded => format!("embedded backend, data in {}", database.display()),
                 BackendKind::Aws => format!(
@@ -175,7 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 delivery_concurrency,
             })
             .await?;
-            banner(stack.addr(), &demo, &place);
+            banner(stack.addr(), demo.as_deref(), &place);
             shutdown_signal().await;
             eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued");
             stack.shutdown().await;
@@ -185,15 +214,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn banner(addr: SocketAddr, token: &str, backend: &str) {
+fn banner(addr: SocketAddr, token: Option<&str>, backend: &str) {
+    let token = match token {
+        Some(t) => format!("Token      tenant \"demo\", all scopes, valid 30 days:\n\n  export HB_TOKEN={t}"),
+        None => "Tokens     from your OpenID Connect issuer (HOOKBRIDGE_JWT_ISSUER): export HB_TOKEN=<one of them>"
+            .to_owned(),
+    };
     eprintln!(
         r#"
   Hookbridge is running ({backend})
 
   API        http://{addr}/v1   (health: http://{addr}/v1/health)
-  Token      tenant "demo", all scopes, valid 30 days:
-
-  export HB_TOKEN={token}
+  {token}
 
   Try it (see README.md, "Five minutes with Hookbridge"):
 

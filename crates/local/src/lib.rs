@@ -5,6 +5,7 @@
 
 pub mod cli;
 mod consumer;
+pub mod migrate;
 mod receive;
 mod stack;
 

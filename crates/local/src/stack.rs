@@ -11,7 +11,7 @@ use hookbridge_core::settings::Settings;
 use hookbridge_embedded::EmbeddedConfig;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use ingest::{Ingest, IngestPorts, IngestSettings};
-use subscription_api::{Api, ApiPorts, ApiSettings};
+use subscription_api::{Api, ApiPorts, ApiSettings, Tokens};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use verifier::{Verifier, VerifierPorts};
@@ -66,6 +66,17 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Outbound(#[from] hookbridge_outbound::BuildError),
+    /// Tokens could not be checked as configured.
+    #[error(transparent)]
+    Tokens(#[from] subscription_api::TokensError),
+    /// A Secrets Manager key without AWS.
+    #[error(
+        "HOOKBRIDGE_JWT_SECRET_NAME names a Secrets Manager secret, which only the AWS backend reads; set HOOKBRIDGE_JWT_SECRET instead"
+    )]
+    SecretNameOffAws,
+    /// Stored data could not be brought up to the current formats.
+    #[error("cannot migrate the stored hooks: {0}")]
+    Migrate(#[source] hookbridge_core::Error),
     /// The API address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -121,8 +132,21 @@ impl RunningStack {
     pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
         let s = &opts.settings;
         let backend = open_backend(&opts.backend, s, false).await?;
+        // The embedded backend is this machine's own: nobody else runs `hookbridge migrate` for it.
+        if let BackendChoice::Embedded { .. } = &opts.backend {
+            crate::migrate::reseal_secrets(&backend).await.map_err(StartError::Migrate)?;
+        }
         let outbound = Outbound::new(OutboundSettings::from_settings(s))?;
-        let api = Api::new(ApiPorts::of(&backend), ApiSettings::from_settings(s));
+        let key = match (&opts.backend, &s.tokens.hs256_secret_name) {
+            (BackendChoice::Aws { sdk }, Some(name)) => {
+                Some(Arc::new(hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::new(sdk), name))
+                    as Arc<dyn hookbridge_core::ports::KeySource>)
+            }
+            (BackendChoice::Embedded { .. }, Some(_)) => return Err(StartError::SecretNameOffAws),
+            (_, None) => None,
+        };
+        let tokens = Tokens::from_settings(&s.tokens, key, &outbound)?;
+        let api = Api::new(ApiPorts::of(&backend), ApiSettings::from_settings(s, tokens));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
@@ -168,6 +192,11 @@ impl RunningStack {
                 let deps = deps.clone();
                 async move { verifier::handle(&deps, &batch).await }
             }));
+        }
+        // On AWS, DynamoDB's TTL and SQS's retention delete what expired; here, a sweeper does.
+        if let BackendChoice::Embedded { database, max_bytes } = &opts.backend {
+            let db = hookbridge_embedded::Db::open_capped(database, *max_bytes)?;
+            tasks.spawn(hookbridge_embedded::retention::run(db, stopped.clone()));
         }
         tracing::info!(%addr, "hookbridge is serving");
         Ok(Self { addr, backend, stop, tasks })

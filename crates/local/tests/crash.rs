@@ -46,9 +46,13 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
 
     let mut serve = hookbridge(&args, &env);
     healthy(&http, &base).await;
-    let claims =
-        Claims { sub: "crash".into(), tenant: "acme".into(), scope: "hooks:write events:publish".into(), exp: None };
-    let token = mint_token(&JwtKey::new("local-dev-secret"), &claims).unwrap();
+    let claims = Claims {
+        sub: "crash".into(),
+        tenant: "acme".into(),
+        scope: "hooks:write events:publish".into(),
+        exp: u64::MAX / 2,
+    };
+    let token = mint_token(&JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), &claims).unwrap();
     let hook = http
         .post(format!("{base}/v1/hooks"))
         .bearer_auth(&token)
@@ -167,8 +171,13 @@ async fn an_emulator_restarted_while_idle_fails_loudly_then_recovers_after_init(
     let mut serve = hookbridge(&["serve", "--backend", "aws", "--listen", &format!("127.0.0.1:{api_port}")], &env);
     healthy(&http, &base).await;
     let token = mint_token(
-        &JwtKey::new("local-dev-secret"),
-        &Claims { sub: "ops".into(), tenant: "acme".into(), scope: "hooks:write events:publish".into(), exp: None },
+        &JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
+        &Claims {
+            sub: "ops".into(),
+            tenant: "acme".into(),
+            scope: "hooks:write events:publish".into(),
+            exp: u64::MAX / 2,
+        },
     )
     .unwrap();
     let create = |url: String| {

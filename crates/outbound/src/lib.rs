@@ -7,6 +7,7 @@ mod auth;
 mod challenge;
 mod classify;
 mod deliver;
+mod fetch;
 mod resolver;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use hookbridge_core::hook::NetworkPolicy;
 pub use auth::{TokenCache, TokenError};
 pub use challenge::ChallengeError;
 pub use deliver::{AttemptReport, DeliveryRequest};
+pub use fetch::FetchError;
 
 /// The default request timeout: long enough for a slow receiver, short enough that one
 /// dead endpoint does not hold a worker batch for long.

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use hookbridge_core::delivery::{Delivery, DeliveryKey};
 use hookbridge_core::envelope::BusEntry;
-use hookbridge_core::hook::{RetiringSecret, VerificationStatus};
+use hookbridge_core::hook::{SecretsOwner, VerificationStatus};
 use hookbridge_core::ids::{DeliveryId, EventId};
 use hookbridge_core::message::{PLATFORM_SOURCE, Task, event_type};
 use hookbridge_core::secret::SigningSecret;
@@ -70,11 +70,9 @@ pub async fn rotate_secret(
     let (api2, new2) = (&api, &new);
     let (hook, ()) = update(&api, &caller, &id, Edit::Config { expected_version: None }, |mut h| async move {
         let sealer = &api2.ports().sealer;
-        let mut secrets = sealer.open(&h.sealed).await?;
-        secrets.retiring.retain(|r| r.until > now);
-        let old = std::mem::replace(&mut secrets.signing, new2.clone());
-        secrets.retiring.push(RetiringSecret { secret: old, until: now + ROTATION_OVERLAP });
-        h.sealed = sealer.seal(&secrets).await?;
+        let mut secrets = sealer.open(SecretsOwner::of(&h), &h.sealed).await?;
+        secrets.rotate(new2.clone(), now + ROTATION_OVERLAP, now);
+        h.sealed = sealer.seal(SecretsOwner::of(&h), &secrets).await?;
         Ok((h, ()))
     })
     .await?;

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use hookbridge_core::hook::{
-    ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, Modified, UPDATE_ROUNDS,
-    ValidationContext, VerificationStatus, modify,
+    ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, Modified, SecretsOwner,
+    UPDATE_ROUNDS, ValidationContext, VerificationStatus, modify,
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
@@ -85,9 +85,11 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
     let now = Utc::now();
     let ctx = ValidationContext { network: &api.settings().network };
     let (config, secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
-    let sealed = api.ports().sealer.seal(&secrets).await?;
+    let id = HookId::generate();
+    let owner = SecretsOwner { tenant: &caller.tenant, hook: id };
+    let sealed = api.ports().sealer.seal(owner, &secrets).await?;
     let hook = Hook {
-        id: HookId::generate(),
+        id,
         tenant: caller.tenant.clone(),
         state: HookState::new_for(&config),
         config,
@@ -98,6 +100,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
         version: 1,
         revision: 1,
     };
+    hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
     api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
@@ -177,13 +180,17 @@ pub async fn replace(
             return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
         }
         let sealer = &api2.ports().sealer;
-        let old_secrets = sealer.open(&existing.sealed).await?;
+        let owner = SecretsOwner::of(&existing);
+        let old_secrets = sealer.open(owner, &existing.sealed).await?;
         let ctx = ValidationContext { network: &api2.settings().network };
         let (config, secrets) =
             draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
         let state = replaced_state(&existing, &config);
-        let sealed = if secrets == old_secrets { existing.sealed.clone() } else { sealer.seal(&secrets).await? };
-        Ok((Hook { config, state, sealed, ..existing }, ()))
+        let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
+        let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
+        let hook = Hook { config, state, sealed, ..existing };
+        hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
+        Ok((hook, ()))
     })
     .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");

@@ -24,15 +24,16 @@ use hookbridge_core::ports::{
     Backend, Bus, DeliveryStore, EventStore, HookStore, IdempotencyStore, Lanes, RateLimiter, Resource, Sealer,
 };
 
-pub use auth::{Claims, JwtKey, Scope, mint_token, verify_token};
+pub use auth::{Claims, JwtKey, REFRESH_AT_MOST_EVERY, Scope, Tokens, TokensError, mint_token};
 pub use dto::{DeliveryOut, HookOut};
 pub use error::ApiError;
+pub use events::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
 
 /// What the API needs to know about the deployment.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// The HS256 key tokens are signed with.
-    pub jwt: JwtKey,
+    /// What tokens are checked with.
+    pub tokens: Tokens,
     /// Which hook URLs are acceptable.
     pub network: NetworkPolicy,
     /// How long envelopes are kept for replay and delivery detail.
@@ -46,10 +47,10 @@ pub struct ApiSettings {
 }
 
 impl ApiSettings {
-    /// The API's part of the deployment settings.
-    pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
+    /// The API's part of the deployment settings, checking tokens with `tokens`.
+    pub fn from_settings(s: &hookbridge_core::settings::Settings, tokens: Tokens) -> Self {
         Self {
-            jwt: JwtKey::new(s.jwt_secret.expose()),
+            tokens,
             network: s.network.clone(),
             event_retention: s.event_retention,
             account: s.account.clone(),
@@ -62,7 +63,7 @@ impl ApiSettings {
     /// for the rest.
     pub fn local(jwt: JwtKey, network: NetworkPolicy) -> Self {
         Self {
-            jwt,
+            tokens: Tokens::hs256(jwt),
             network,
             event_retention: Duration::from_secs(14 * 86_400),
             account: "000000000000".to_owned(),
@@ -95,8 +96,14 @@ pub struct ApiPorts {
 
 impl ApiPorts {
     /// What these ports reach (the template's permissions for the function are held to it).
-    pub const RESOURCES: &'static [Resource] =
-        &[Resource::Table, Resource::Bus, Resource::DeliveryQueue, Resource::SlowQueue, Resource::Key];
+    pub const RESOURCES: &'static [Resource] = &[
+        Resource::Table,
+        Resource::Bus,
+        Resource::DeliveryQueue,
+        Resource::SlowQueue,
+        Resource::Key,
+        Resource::TokenKey,
+    ];
 
     /// The API's ports of a backend.
     pub fn of(b: &Backend) -> Self {

@@ -22,7 +22,7 @@ async fn every_sample_request_gets_its_answer() {
     let h = AwsHarness::start().await;
     let api = Api::new(
         subscription_api::ApiPorts::of(h.backend()),
-        ApiSettings::local(JwtKey::new("local-dev-secret"), NetworkPolicy::default()),
+        ApiSettings::local(JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), NetworkPolicy::default()),
     );
     let (status, body) = invoke(&api, "subscription-api-health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
@@ -46,6 +46,38 @@ async fn every_sample_request_gets_its_answer() {
     assert_eq!(status, 400);
     let fields: Vec<_> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["name", "url"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let clients = hookbridge_aws::Clients::new(&hookbridge_testkit::Emulator::shared().sdk_config().await);
+    let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
+    let first = "the-first-key-0123456789abcdef0123456789";
+    let second = "the-second-key-0123456789abcdef0123456789";
+    let missing = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name);
+    assert!(hookbridge_core::ports::KeySource::key(&missing).await.is_err(), "a missing secret is an error");
+    clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
+    let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
+        .reread_after(Duration::from_millis(200));
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
+    let token = |key: &str| {
+        let exp = chrono::Utc::now().timestamp() as u64 + 600;
+        let claims =
+            subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
+        subscription_api::mint_token(&JwtKey::new(key), &claims).unwrap()
+    };
+    assert!(tokens.check(&token(first)).await.is_ok());
+    assert!(tokens.check(&token(second)).await.is_err());
+
+    clients.secretsmanager.put_secret_value().secret_id(&name).secret_string(second).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tokens.check(&token(second)).await.is_ok(), "the rotated key is picked up");
+    assert!(tokens.check(&token(first)).await.is_err(), "the old key no longer signs");
 }
 
 #[test]

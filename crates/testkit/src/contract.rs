@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use hookbridge_core::Error;
 use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass};
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, ValidationContext};
+use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SecretsOwner, ValidationContext};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
 use hookbridge_core::ports::{Claim, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window};
 use hookbridge_core::secret::Secret;
@@ -45,7 +45,9 @@ macro_rules! contract_tests {
             idempotency_claims_completes_and_releases,
             hooks_create_stops_at_the_tenant_quota,
             deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome,
-            limiter_paces_and_admits_across_handles
+            limiter_paces_and_admits_across_handles,
+            sealed_secrets_open_only_for_their_hook,
+            hooks_scan_pages_through_every_tenant
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -265,6 +267,11 @@ pub async fn bus_refuses_events_over_256_kib(h: &dyn Harness) {
 
 /// A hook for store tests, with its secrets sealed by the backend.
 pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, HookSecrets) {
+    make_hook_as(h, tenant_id, name, HookId::generate()).await
+}
+
+/// The same, with the id `id` (its secrets are sealed for it: a blob is bound to its hook).
+pub async fn make_hook_as(h: &dyn Harness, tenant_id: &str, name: &str, id: HookId) -> (Hook, HookSecrets) {
     let policy = NetworkPolicy::local();
     let draft: HookDraft = serde_json::from_value(serde_json::json!({
         "name": name,
@@ -274,11 +281,12 @@ pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, H
     }))
     .expect("draft");
     let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).expect("valid");
-    let sealed = h.backend().sealer.seal(&secrets).await.expect("seal");
+    let tenant = tenant(tenant_id);
+    let sealed = h.backend().sealer.seal(SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.expect("seal");
     let now = Utc::now();
     let hook = Hook {
-        id: HookId::generate(),
-        tenant: tenant(tenant_id),
+        id,
+        tenant,
         state: HookState::new_for(&config),
         config,
         sealed,
@@ -299,7 +307,7 @@ pub async fn hooks_create_get_and_tenant_isolation(h: &dyn Harness) {
     store.create(&hook, ANY).await.expect("create");
     let got = store.get(&hook.tenant, hook.id).await.expect("get").expect("present");
     assert_eq!(got, hook);
-    let opened = h.backend().sealer.open(&got.sealed).await.expect("open");
+    let opened = h.backend().sealer.open(SecretsOwner::of(&got), &got.sealed).await.expect("open");
     assert_eq!(opened, secrets);
     assert_eq!(store.get(&tenant("someone-else"), hook.id).await.expect("get"), None);
     assert_eq!(store.get(&hook.tenant, HookId::generate()).await.expect("get"), None);
@@ -607,10 +615,10 @@ pub async fn idempotency_claims_completes_and_releases(h: &dyn Harness) {
         Claim::Existing { fingerprint: "fp".into(), response: None }
     );
     let resp = StoredResponse { status: 202, body: r#"{"events":[]}"#.into() };
-    store.complete(&t, "k1", &resp).await.expect("complete");
+    store.complete(&t, "k1", &resp, day).await.expect("complete");
     assert_eq!(
         store.claim(&t, "k1", "other", now, day).await.expect("claim"),
-        Claim::Existing { fingerprint: "fp".into(), response: Some(resp) }
+        Claim::Existing { fingerprint: "fp".into(), response: Some(resp.clone()) }
     );
     assert_eq!(store.claim(&tenant("other"), "k1", "fp", now, day).await.expect("claim"), Claim::Claimed);
 
@@ -621,6 +629,17 @@ pub async fn idempotency_claims_completes_and_releases(h: &dyn Harness) {
     let past = now - chrono::Duration::seconds(1);
     assert_eq!(store.claim(&t, "k3", "fp", now, past).await.expect("claim"), Claim::Claimed);
     assert_eq!(store.claim(&t, "k3", "fp", now, day).await.expect("claim"), Claim::Claimed, "expired claims are free");
+
+    // A short claim, once answered, lives as long as its answer is kept.
+    let soon = now + chrono::Duration::seconds(60);
+    assert_eq!(store.claim(&t, "k4", "fp", now, soon).await.expect("claim"), Claim::Claimed);
+    store.complete(&t, "k4", &resp, day).await.expect("complete");
+    let later = now + chrono::Duration::seconds(120);
+    assert_eq!(
+        store.claim(&t, "k4", "fp", later, day).await.expect("claim"),
+        Claim::Existing { fingerprint: "fp".into(), response: Some(resp) },
+        "the answer outlives the claim's own expiry"
+    );
 }
 
 /// A tenant cannot have more hooks than its quota; deleting one makes room again.
@@ -698,4 +717,50 @@ pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     }
     let soon = now + chrono::Duration::milliseconds(100);
     assert_eq!(limiter.admit(&tenant_key, rate, 5, 1, soon).await.expect("admit"), Admission::Admitted);
+}
+
+/// A blob opens only for the hook it was sealed for: copied into another hook's item (even
+/// one of the same tenant), it is refused as corrupt. Blobs of the older, unbound format
+/// still open until they are re-sealed.
+pub async fn sealed_secrets_open_only_for_their_hook(h: &dyn Harness) {
+    let t = h.unique("tenant");
+    let (a, secrets) = make_hook(h, &t, "a").await;
+    let (b, _) = make_hook(h, &t, "b").await;
+    let (c, _) = make_hook(h, &h.unique("tenant"), "c").await;
+    let sealer = &h.backend().sealer;
+    assert!(sealer.is_current(&a.sealed));
+    assert_eq!(sealer.open(SecretsOwner::of(&a), &a.sealed).await.expect("open"), secrets);
+    for other in [&b, &c] {
+        let moved = sealer.open(SecretsOwner::of(other), &a.sealed).await;
+        assert!(matches!(moved, Err(Error::Corrupt { .. })), "a's blob opened for {}: {moved:?}", other.config.name);
+    }
+    let old = h.seal_unbound(&secrets).await;
+    assert!(!sealer.is_current(&old));
+    assert_eq!(sealer.open(SecretsOwner::of(&b), &old).await.expect("an unbound blob opens"), secrets);
+}
+
+/// A scan reads every tenant's hooks, a page at a time, each once.
+pub async fn hooks_scan_pages_through_every_tenant(h: &dyn Harness) {
+    let store = &h.backend().hooks;
+    let mut mine = std::collections::BTreeSet::new();
+    for t in [h.unique("tenant"), h.unique("tenant")] {
+        for n in 0..3 {
+            let (hook, _) = make_hook(h, &t, &format!("s{n}")).await;
+            store.create(&hook, ANY).await.expect("create");
+            mine.insert(hook.id);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.scan(cursor.as_deref(), 2).await.expect("scan");
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|x| x.id).filter(|id| mine.contains(id)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, mine.into_iter().collect::<Vec<_>>(), "each hook once");
 }

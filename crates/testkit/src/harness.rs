@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hookbridge_aws::{Clients, Resources, SqsQueue};
+use hookbridge_core::hook::{HookSecrets, SealedSecrets};
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{Backend, Queue, Rule};
 use hookbridge_core::topology::QueueSpec;
@@ -31,6 +32,10 @@ pub trait Harness: Send + Sync {
     /// The hook exactly as the backend stored it (a row or an item, as text), for proving
     /// that no secret is stored in clear.
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String;
+
+    /// `secrets` sealed in the format from before blobs were bound to their hook, as a
+    /// store written by an older version holds them.
+    async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets;
 }
 
 /// The embedded backend on a fresh database in a temporary directory.
@@ -84,6 +89,11 @@ impl Harness for EmbeddedHarness {
 
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {
         hookbridge_embedded::raw_hook(&self.db, tenant, id).await.expect("raw hook")
+    }
+
+    async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets {
+        let sealer = hookbridge_embedded::LocalKeySealer::load(&self.config.key_file).expect("key file");
+        sealer.seal_unbound(secrets).expect("seal")
     }
 }
 
@@ -157,5 +167,10 @@ impl Harness for AwsHarness {
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {
         let table = hookbridge_aws::Table::new(self.clients.dynamodb.clone(), self.resources.table.clone());
         hookbridge_aws::raw_hook_item(&table, tenant, id).await.expect("raw item")
+    }
+
+    async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets {
+        let sealer = hookbridge_aws::KmsSealer::new(self.clients.kms.clone(), self.resources.kms_key.clone());
+        sealer.seal_unbound(secrets).await.expect("seal")
     }
 }

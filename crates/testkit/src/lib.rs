@@ -7,8 +7,10 @@ pub mod contract;
 pub mod emulator;
 pub mod events;
 pub mod harness;
+pub mod oidc;
 pub mod receiver;
 
 pub use emulator::Emulator;
 pub use harness::{AwsHarness, EmbeddedHarness, Harness};
+pub use oidc::{IdentityProvider, KeyKind};
 pub use receiver::{BlackHole, Received, Receiver, Reply};

@@ -124,11 +124,11 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         hookbridge_aws::config::SLOW_QUEUE_URL,
         hookbridge_aws::config::VERIFY_QUEUE_URL,
         hookbridge_aws::config::KMS_KEY,
-        hookbridge_core::settings::JWT_SECRET,
         hookbridge_core::settings::RETRY_SCHEDULE,
     ] {
         assert!(env.contains_key(var), "functions lack {var}, which Config::from_env requires");
     }
+    assert!(!t.to_string().contains("resolve:secretsmanager"), "a secret is resolved into some environment");
     let timeout = globals["Timeout"].as_u64().unwrap();
     let functions: HashMap<&str, &str> = HashMap::from([
         ("SubscriptionApiFunction", "subscription-api"),
@@ -140,7 +140,7 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         let bin = functions.get(id.as_str()).unwrap_or_else(|| panic!("unexpected function {id}"));
         let p = &f["Properties"];
         assert_eq!(p["CodeUri"], format!("target/lambda/{bin}/"));
-        for (_, ev) in p["Events"].as_object().unwrap() {
+        for (_, ev) in p["Events"].as_object().into_iter().flatten() {
             if ev["Type"] == "SQS" {
                 assert_eq!(ev["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
                 let queue = ev["Properties"]["Queue"]["Fn::GetAtt"][0].as_str().unwrap();
@@ -155,6 +155,56 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         }
     }
     assert_eq!(resources_of_type(&t, "AWS::Serverless::Function").len(), 4);
+}
+
+#[test]
+fn only_the_api_knows_how_tokens_are_checked_and_no_key_sits_in_any_environment() {
+    use hookbridge_core::settings::{JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, JWT_SECRET_NAME, TENANT_CLAIM};
+    let t = template();
+    let globals = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap();
+    for (id, f) in resources_of_type(&t, "AWS::Serverless::Function") {
+        let own = f["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        let env: Vec<&String> = globals.keys().chain(own.keys()).collect();
+        // GetFunctionConfiguration shows the environment: a key there is a key anyone may read.
+        assert!(!env.iter().any(|k| *k == JWT_SECRET), "{id} has the token key in its environment");
+        let knows = [JWT_SECRET_NAME, JWT_ISSUER, JWT_AUDIENCE, TENANT_CLAIM].map(|v| env.iter().any(|k| *k == v));
+        let api = id == "SubscriptionApiFunction";
+        assert_eq!(knows, [api; 4], "{id}: token settings belong to the API alone");
+        let reads_secret = f["Properties"]["Policies"][0]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st["Action"].to_string().contains("secretsmanager:GetSecretValue"));
+        assert_eq!(reads_secret, api, "{id}: only the API may read the token key");
+    }
+}
+
+#[test]
+fn the_jwt_authorizer_guards_every_route_but_health_when_an_issuer_and_audience_are_set() {
+    let t = template();
+    let cond = &t["Conditions"]["HasJwtAuthorizer"]["Fn::And"];
+    assert_eq!(cond[0]["Fn::Not"][0]["Fn::Equals"][0]["Ref"], "JwtIssuer");
+    assert_eq!(cond[1]["Fn::Not"][0]["Fn::Equals"][0]["Ref"], "JwtAudience");
+    let authorizer = &t["Resources"]["ApiJwtAuthorizer"];
+    assert_eq!(authorizer["Condition"], "HasJwtAuthorizer");
+    let jwt = &authorizer["Properties"]["JwtConfiguration"];
+    assert_eq!(
+        (jwt["Issuer"]["Ref"].as_str(), jwt["Audience"][0]["Ref"].as_str()),
+        (Some("JwtIssuer"), Some("JwtAudience"))
+    );
+    let routes = resources_of_type(&t, "AWS::ApiGatewayV2::Route");
+    assert_eq!(routes.len(), 2);
+    for (_, r) in routes {
+        let p = &r["Properties"];
+        match p["RouteKey"].as_str().unwrap() {
+            "GET /v1/health" => assert_eq!(p["AuthorizationType"], "NONE"),
+            "ANY /{proxy+}" => {
+                assert_eq!(p["AuthorizationType"]["Fn::If"], json!(["HasJwtAuthorizer", "JWT", "NONE"]));
+                assert_eq!(p["AuthorizerId"]["Fn::If"][1]["Ref"], "ApiJwtAuthorizer");
+            }
+            other => panic!("unexpected route {other}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +280,7 @@ fn policy_resources(t: &Value, function: &str) -> std::collections::BTreeSet<hoo
         "SlowDeliveryQueue" => Resource::SlowQueue,
         "VerifyQueue" => Resource::VerifyQueue,
         "SecretsKey" => Resource::Key,
+        "TokenKeySecret" => Resource::TokenKey,
         other => panic!("{function}'s policy names {other}, which no port stands for"),
     };
     let mut out = std::collections::BTreeSet::new();
@@ -239,7 +290,13 @@ fn policy_resources(t: &Value, function: &str) -> std::collections::BTreeSet<hoo
             one => vec![one.clone()],
         };
         for r in targets {
-            let id = r["Fn::GetAtt"][0].as_str().or_else(|| r["Ref"].as_str()).unwrap();
+            // The token key's secret is named by a parameter, so its ARN is built with Fn::Sub.
+            let secret = r["Fn::Sub"].as_str().is_some_and(|a| a.contains(":secretsmanager:"));
+            let id = if secret {
+                "TokenKeySecret"
+            } else {
+                r["Fn::GetAtt"][0].as_str().or_else(|| r["Ref"].as_str()).unwrap()
+            };
             out.insert(logical(id));
         }
     }

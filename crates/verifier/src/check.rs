@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, VerificationStatus};
+use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, SecretsOwner, VerificationStatus};
 use hookbridge_core::message::event_type;
 
 use crate::Verifier;
@@ -38,7 +38,7 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
     };
     let token = match &cfg.auth {
         AuthConfig::OauthClientCredentials(oauth) => {
-            let r = match v.ports.sealer.open(&hook.sealed).await {
+            let r = match v.ports.sealer.open(SecretsOwner::of(hook), &hook.sealed).await {
                 Ok(secrets) => {
                     v.outbound.oauth_token(hook.id, oauth, &secrets, true).await.map(|_| ()).map_err(|e| e.to_string())
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use hookbridge_core::hook::{ConnectionState, NetworkPolicy, VerificationStatus};
 use hookbridge_outbound::{Outbound, OutboundSettings};
-use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::contract::make_hook_as;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply, events};
 use verifier::{Verifier, VerifierPorts};
 
@@ -17,8 +17,8 @@ async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
     let h = AwsHarness::start().await;
     let receiver = Receiver::start().await;
     receiver.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
-    let (mut hook, _) = make_hook(&h, "demo", "to-verify").await;
-    hook.id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    let id = "01KAKSAMP4E000000000H00K01".parse().unwrap();
+    let (mut hook, _) = make_hook_as(&h, "demo", "to-verify", id).await;
     hook.config.url = receiver.url("/hook");
     hook.config.verification.required = true;
     h.backend().hooks.create(&hook, 1000).await.unwrap();

@@ -236,6 +236,15 @@ impl HookConfig {
     }
 }
 
+/// The most a hook may take stored (its document, secrets sealed): DynamoDB's item limit
+/// is 400 KB, and the item has a few attributes beside the document. Both backends hold
+/// hooks to it, so a hook one accepts the other does too.
+pub const MAX_STORED_HOOK_BYTES: usize = 350 * 1024;
+
+/// The most rotated-out secrets that keep signing at once: a rotation beyond them drops
+/// the oldest, so neither the stored item nor the signature header grows with rotations.
+pub const MAX_RETIRING_SECRETS: usize = 4;
+
 /// A previous signing secret that still signs until `until` (24 h after a rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiringSecret {
@@ -265,6 +274,16 @@ pub struct HookSecrets {
 }
 
 impl HookSecrets {
+    /// Makes `new` the signing secret; the one it replaces keeps signing until `until`.
+    /// Expired retiring secrets are dropped, and the oldest beyond [`MAX_RETIRING_SECRETS`].
+    pub fn rotate(&mut self, new: SigningSecret, until: DateTime<Utc>, now: DateTime<Utc>) {
+        self.retiring.retain(|r| r.until > now);
+        let old = std::mem::replace(&mut self.signing, new);
+        self.retiring.push(RetiringSecret { secret: old, until });
+        let over = self.retiring.len().saturating_sub(MAX_RETIRING_SECRETS);
+        self.retiring.drain(..over);
+    }
+
     /// Secrets that sign at `now`: the current one first, then retiring ones still valid.
     pub fn signing_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &SigningSecret> {
         std::iter::once(&self.signing).chain(self.retiring.iter().filter(move |r| r.until > now).map(|r| &r.secret))
@@ -289,6 +308,34 @@ pub struct SealedSecrets(#[serde(with = "b64")] pub Vec<u8>);
 impl std::fmt::Debug for SealedSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SealedSecrets({} bytes)", self.0.len())
+    }
+}
+
+/// The hook whose secrets a sealed blob holds. Sealers bind it into the blob (AEAD
+/// associated data), so a blob copied into another hook's item does not open there.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretsOwner<'a> {
+    /// The hook's tenant.
+    pub tenant: &'a TenantId,
+    /// The hook.
+    pub hook: HookId,
+}
+
+impl<'a> SecretsOwner<'a> {
+    /// The owner of `hook`'s secrets.
+    pub fn of(hook: &'a Hook) -> Self {
+        Self { tenant: &hook.tenant, hook: hook.id }
+    }
+
+    /// The associated data bound into the blob: purpose, format, tenant and hook, each
+    /// length-prefixed so no two owners share one.
+    pub fn associated_data(&self) -> Vec<u8> {
+        let mut out = b"hookbridge hook secrets v2".to_vec();
+        for part in [self.tenant.as_str().as_bytes(), self.hook.to_string().as_bytes()] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
     }
 }
 
@@ -334,4 +381,60 @@ pub struct Hook {
     /// platform); every store write is conditional on it.
     #[serde(default)]
     pub revision: u64,
+}
+
+impl Hook {
+    /// Its stored size in bytes: the document a store writes.
+    pub fn stored_size(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+
+    /// Whether it fits [`MAX_STORED_HOOK_BYTES`]; the error says by how much it does not.
+    pub fn check_stored_size(&self) -> Result<(), crate::validation::FieldError> {
+        let size = self.stored_size();
+        if size <= MAX_STORED_HOOK_BYTES {
+            return Ok(());
+        }
+        Err(crate::validation::FieldError::new(
+            "body",
+            format!(
+                "the hook takes {} KiB stored, secrets sealed; at most {} KiB: use fewer or shorter headers, parameters and event types",
+                size.div_ceil(1024),
+                MAX_STORED_HOOK_BYTES / 1024
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotations_keep_at_most_four_retiring_secrets_and_drop_expired_ones() {
+        let now = Utc::now();
+        let first = SigningSecret::generate();
+        let mut s = HookSecrets {
+            signing: first.clone(),
+            retiring: Vec::new(),
+            auth: None,
+            params: BTreeMap::new(),
+            headers: BTreeMap::new(),
+        };
+        let mut all = vec![first];
+        for _ in 0..10 {
+            let next = SigningSecret::generate();
+            all.push(next.clone());
+            s.rotate(next, now + chrono::Duration::hours(24), now);
+        }
+        assert_eq!(s.retiring.len(), MAX_RETIRING_SECRETS);
+        let signing: Vec<&SigningSecret> = s.signing_at(now).collect();
+        assert_eq!(signing.len(), 1 + MAX_RETIRING_SECRETS);
+        assert_eq!(signing[0], &all[10]);
+        assert!(s.retiring.iter().all(|r| all[6..10].contains(&r.secret)), "the newest rotated-out ones are kept");
+
+        let later = now + chrono::Duration::hours(25);
+        s.rotate(SigningSecret::generate(), later + chrono::Duration::hours(24), later);
+        assert_eq!(s.retiring.len(), 1, "the expired ones were dropped");
+    }
 }

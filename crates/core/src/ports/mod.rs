@@ -3,12 +3,14 @@
 //! alike by one contract suite.
 
 mod bus;
+mod key;
 mod limiter;
 mod queue;
 mod sealer;
 mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
+pub use key::KeySource;
 pub use limiter::{Admission, RateLimiter, Step};
 pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
@@ -36,6 +38,8 @@ pub enum Resource {
     VerifyQueue,
     /// The key that seals hook secrets.
     Key,
+    /// The secret holding the HS256 key API tokens are signed with.
+    TokenKey,
 }
 
 /// Every port of one backend, wired together.

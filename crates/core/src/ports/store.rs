@@ -87,6 +87,11 @@ pub trait HookStore: Send + Sync {
 
     /// Deletes a hook and frees its name. Whether it existed.
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool>;
+
+    /// A page of up to `limit` hooks of every tenant, in no meaningful order, for
+    /// maintenance (re-sealing secrets after a format change). Not for requests: it reads
+    /// the whole store.
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Hook>>;
 }
 
 /// Deliveries and their attempts, keyed by hook and time-ordered delivery id.
@@ -155,8 +160,15 @@ pub trait IdempotencyStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<Claim>;
 
-    /// Stores the answer for a claimed key.
-    async fn complete(&self, tenant: &TenantId, key: &str, response: &StoredResponse) -> Result<()>;
+    /// Stores the answer for a claimed key, remembered until `expires_at` (a claim is made
+    /// to expire soon, so one a crash left unanswered does not block its key for long).
+    async fn complete(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Gives a claim up (the request failed), so a retry can proceed.
     async fn release(&self, tenant: &TenantId, key: &str) -> Result<()>;

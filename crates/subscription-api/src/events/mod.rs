@@ -6,6 +6,8 @@
 mod input;
 mod once;
 
+pub use once::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -15,6 +15,9 @@ use crate::error::ApiError;
 
 /// How long an idempotency key (or a producer's event id) is remembered.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+/// How long a claim holds its key before it is answered: a request that crashed after
+/// claiming (and never completed or released) blocks the key this long, not a whole day.
+pub const CLAIM_PENDING_FOR: Duration = Duration::minutes(5);
 const MAX_KEY_LEN: usize = 255;
 
 /// What a claim covers.
@@ -55,13 +58,14 @@ impl Once {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<Claim, ApiError> {
-        Ok(store.claim(tenant, &self.key(), fingerprint, now, now + IDEMPOTENCY_WINDOW).await?)
+        Ok(store.claim(tenant, &self.key(), fingerprint, now, now + CLAIM_PENDING_FOR).await?)
     }
 
     /// Stores the answer the claim's holder gave; a failure is logged (the claim then
     /// expires unanswered, and a repeat publishes again: at least once).
     pub(crate) async fn complete(&self, store: &dyn IdempotencyStore, tenant: &TenantId, answer: StoredResponse) {
-        if let Err(e) = store.complete(tenant, &self.key(), &answer).await {
+        let until = Utc::now() + IDEMPOTENCY_WINDOW;
+        if let Err(e) = store.complete(tenant, &self.key(), &answer, until).await {
             tracing::error!(error = %e, kind = ?self.kind(), "could not store the answer to an idempotency claim");
         }
     }
@@ -106,4 +110,10 @@ fn replayed(r: StoredResponse) -> Response {
     resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     resp
+}
+
+/// The stored key of an `Idempotency-Key` header's claim (for tests that plant one, as a
+/// request that crashed would have left it).
+pub fn request_claim_key(header: &str) -> String {
+    Once::Request(header.to_owned()).key()
 }

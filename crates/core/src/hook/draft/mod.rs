@@ -18,7 +18,7 @@ mod url;
 
 use auth::check_auth;
 use headers::{check_headers, is_header_name};
-use url::check_url;
+use url::{check_url, host_of};
 
 /// Longest description.
 const MAX_DESCRIPTION_LEN: usize = 1024;
@@ -246,11 +246,57 @@ impl HookDraft {
     /// Validates a create (`existing` = `None`) or a replace of `existing`.
     ///
     /// On replace, `name` may be left out (it cannot change; the caller answers `409` if a
-    /// different one is given), and every secret value left out keeps its stored value.
+    /// different one is given), and every secret value left out keeps its stored value —
+    /// unless the replace moves the hook's `url` or its `auth.token_url` to another host:
+    /// stored credentials were given for the old host and do not follow the hook, so each
+    /// one must be given again (an error names each that is not).
     pub fn validate(
         self,
         ctx: ValidationContext<'_>,
         existing: Existing<'_>,
+    ) -> Result<(HookConfig, HookSecrets), Vec<FieldError>> {
+        let Some(moved) = existing.and_then(|(cfg, _)| self.moves(cfg)) else {
+            return self.check(ctx, existing, existing);
+        };
+        let lenient = self.clone().check(ctx, existing, existing).err().unwrap_or_default();
+        self.check(ctx, existing, None).map_err(|errors| {
+            // What fails only because stored values are not kept is a credential to resend.
+            errors
+                .into_iter()
+                .map(|f| {
+                    if lenient.contains(&f) {
+                        f
+                    } else {
+                        FieldError::new(
+                            f.field,
+                            format!("must be given again: {moved}, and stored credentials do not follow it"),
+                        )
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// How a replace moves the hook to another host, if it does.
+    fn moves(&self, old: &HookConfig) -> Option<String> {
+        let moved = |what: &str, from: &str, to: &str| match (host_of(from), host_of(to)) {
+            (Some(a), Some(b)) if a != b => Some(format!("{what} moves from {a} to {b}")),
+            _ => None,
+        };
+        let url = self.url.as_deref().and_then(|to| moved("the hook", &old.url, to));
+        let token_url = match (&old.auth, self.auth.as_ref().and_then(|a| a.token_url.as_deref())) {
+            (AuthConfig::OauthClientCredentials(o), Some(to)) => moved("the token endpoint", &o.token_url, to),
+            _ => None,
+        };
+        url.or(token_url)
+    }
+
+    /// Validates, keeping the secret values of `keep` that are left out.
+    fn check(
+        self,
+        ctx: ValidationContext<'_>,
+        existing: Existing<'_>,
+        keep: Existing<'_>,
     ) -> Result<(HookConfig, HookSecrets), Vec<FieldError>> {
         let mut e = Errors::default();
 
@@ -326,13 +372,14 @@ impl HookDraft {
             }
         }
 
-        let old_secrets = existing.map(|(_, s)| s);
-        let old_auth = existing.map(|(c, s)| (&c.auth, s));
+        let old_auth = keep.map(|(c, s)| (&c.auth, s));
         let (auth, auth_secret, params) = check_auth(self.auth, ctx.network, old_auth, &mut e);
 
-        let (headers, header_secrets) = check_headers(self.headers.unwrap_or_default(), &auth, old_secrets, &mut e);
+        let (headers, header_secrets) =
+            check_headers(self.headers.unwrap_or_default(), &auth, keep.map(|(_, s)| s), &mut e);
 
-        let (signing, retiring) = match (self.secret, old_secrets) {
+        // The signing secret stays wherever the hook goes: it is never sent, only used to sign.
+        let (signing, retiring) = match (self.secret, existing.map(|(_, s)| s)) {
             (Some(s), _) => match SigningSecret::parse(&s) {
                 Ok(s) => (Some(s), Vec::new()),
                 Err(err) => {
@@ -510,7 +557,7 @@ mod tests {
         .validate(ctx(&p), None)
         .unwrap();
         let (cfg2, sec2) = draft(
-            r#"{"url":"https://r2.example/","auth":{"type":"HEADER","name":"X-Auth"},
+            r#"{"url":"https://r.example/v2/hooks","auth":{"type":"HEADER","name":"X-Auth"},
                 "headers":[{"name":"X-S","secret":true}]}"#,
         )
         .validate(ctx(&p), Some((&cfg, &sec)))
@@ -573,5 +620,45 @@ mod tests {
         let kept = draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","secret":true}]}"#);
         let (_, secrets) = kept.validate(ctx(&policy), Some((&cfg, &stored))).unwrap();
         assert_eq!(secrets.headers.get("x-a").map(|s| s.expose().to_owned()), Some("v".to_owned()));
+    }
+
+    #[test]
+    fn a_replace_to_another_host_must_resend_every_stored_credential() {
+        let p = NetworkPolicy::default();
+        let (cfg, sec) = draft(
+            r#"{"name":"h","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"c","client_secret":"cs",
+                "body_params":[{"key":"aud","value":"a","secret":true}]},
+                "headers":[{"name":"X-S","value":"sv","secret":true}]}"#,
+        )
+        .validate(ctx(&p), None)
+        .unwrap();
+        let moved = |json: &str| draft(json).validate(ctx(&p), Some((&cfg, &sec)));
+        let body = |url: &str, token_url: &str| {
+            format!(
+                r#"{{"url":"{url}","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS","token_url":"{token_url}","client_id":"c",
+                    "body_params":[{{"key":"aud","secret":true}}]}},"headers":[{{"name":"X-S","secret":true}}]}}"#
+            )
+        };
+        let expected = ["auth.client_secret", "auth.body_params[0].value", "headers[0].value"];
+        for (url, token_url, says) in [
+            ("https://evil.example/", "https://idp.example/token", "evil.example"),
+            ("https://r.example/", "https://evil.example/token", "token endpoint"),
+        ] {
+            let errors = moved(&body(url, token_url)).unwrap_err();
+            let fields: Vec<&str> = errors.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(fields, expected, "{url} {token_url}");
+            assert!(errors.iter().all(|f| f.message.contains("given again") && f.message.contains(says)), "{errors:?}");
+        }
+        // Same hosts: everything is kept. Moved with every credential given: accepted.
+        assert!(moved(&body("https://r.example/other", "https://idp.example/t2")).is_ok());
+        let resent = moved(
+            r#"{"url":"https://new.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS","token_url":"https://idp.example/token",
+                "client_id":"c","client_secret":"cs2","body_params":[{"key":"aud","value":"a2","secret":true}]},
+                "headers":[{"name":"X-S","value":"sv2","secret":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!((resent.1.auth.unwrap().expose(), resent.1.headers["x-s"].expose()), ("cs2", "sv2"));
+        assert_eq!(resent.1.signing, sec.signing, "the signing secret is not a credential for the host");
     }
 }

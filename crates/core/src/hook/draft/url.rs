@@ -58,3 +58,8 @@ pub(super) fn check_url(raw: &str, policy: &NetworkPolicy, field: &str, e: &mut 
     }
     Some(url.to_string())
 }
+
+/// The host of a URL, lower-cased; `None` when it does not parse or has none.
+pub(super) fn host_of(raw: &str) -> Option<String> {
+    url::Url::parse(raw).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+}

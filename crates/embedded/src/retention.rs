@@ -1,0 +1,120 @@
+//! Retention on the embedded backend: what DynamoDB's TTL and SQS's retention period do on
+//! AWS. Expired deliveries, envelopes and idempotency keys, messages (dead letters
+//! included) older than SQS keeps them, and rate state nobody used for an hour are deleted,
+//! a batch at a time so the writer is never held for long. The database's size is then
+//! bounded by retention × traffic: SQLite reuses the freed pages.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::Result;
+use hookbridge_core::topology::QUEUE_RETENTION;
+use rusqlite::params;
+
+use crate::db::Db;
+use crate::error::sql;
+
+/// How often the stack sweeps.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement: small enough that other writes wait only briefly.
+const BATCH: i64 = 2000;
+/// Rate state unused this long is forgotten (a limiter starts afresh, which is safe).
+const RATE_STATE_KEPT: Duration = Duration::from_secs(3600);
+
+/// What one sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Deliveries past their retention.
+    pub deliveries: usize,
+    /// Envelopes past the replay window.
+    pub events: usize,
+    /// Idempotency keys and event-id claims past their window.
+    pub idempotency_keys: usize,
+    /// Queue messages (dead letters included) older than SQS keeps them.
+    pub messages: usize,
+    /// Idle rate-limiter state.
+    pub rates: usize,
+}
+
+impl Swept {
+    /// Rows deleted in all.
+    pub fn total(&self) -> usize {
+        self.deliveries + self.events + self.idempotency_keys + self.messages + self.rates
+    }
+}
+
+/// Deletes everything expired at `now`.
+pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
+    let ms = now.timestamp_millis();
+    let old_messages = ms - QUEUE_RETENTION.as_millis() as i64;
+    let idle_rates = now.timestamp_micros() - RATE_STATE_KEPT.as_micros() as i64;
+    Ok(Swept {
+        deliveries: drain(
+            db,
+            "DELETE FROM deliveries WHERE (hook_id, id) IN
+               (SELECT hook_id, id FROM deliveries WHERE expires_at <= ?1 LIMIT ?2)",
+            ms,
+        )
+        .await?,
+        events: drain(
+            db,
+            "DELETE FROM events WHERE (tenant, id) IN (SELECT tenant, id FROM events WHERE expires_at <= ?1 LIMIT ?2)",
+            ms,
+        )
+        .await?,
+        idempotency_keys: drain(
+            db,
+            "DELETE FROM idempotency WHERE (tenant, key) IN
+               (SELECT tenant, key FROM idempotency WHERE expires_at <= ?1 LIMIT ?2)",
+            ms,
+        )
+        .await?,
+        messages: drain(
+            db,
+            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE sent_at <= ?1 LIMIT ?2)",
+            old_messages,
+        )
+        .await?,
+        rates: drain(
+            db,
+            "DELETE FROM rates WHERE key IN (SELECT key FROM rates WHERE next_us <= ?1 LIMIT ?2)",
+            idle_rates,
+        )
+        .await?,
+    })
+}
+
+/// Runs `statement` (bound to the cut-off and the batch size) until it deletes nothing.
+async fn drain(db: &Db, statement: &'static str, cutoff: i64) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let n = db.write(move |c| c.execute(statement, params![cutoff, BATCH]).map_err(sql("retention.sweep"))).await?;
+        total += n;
+        if (n as i64) < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sweeps every [`SWEEP_EVERY`] until `stop` says so. A failed sweep is logged and tried
+/// again next time.
+pub async fn run(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match sweep(&db, Utc::now()).await {
+            Ok(s) if s.total() > 0 => tracing::info!(
+                deliveries = s.deliveries,
+                events = s.events,
+                idempotency_keys = s.idempotency_keys,
+                messages = s.messages,
+                rates = s.rates,
+                "expired data deleted"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the retention sweep failed; trying again later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `hookbridge serve` refuses, before it opens anything, a configuration that would leave an
+//! instance open by accident, and says which variable to set.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::process::Command;
+
+const KEY: &str = "an-operator-chosen-key-of-at-least-32-bytes";
+
+/// Runs `hookbridge serve` with only `env` among Hookbridge's variables; returns whether it
+/// failed and what it wrote to stderr. It must fail: a refusal never reaches the listener.
+fn refused(listen: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookbridge"));
+    cmd.args(["serve", "--listen", listen, "--database"]).arg(dir.path().join("hb.db"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HOOKBRIDGE_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
+    assert!(!out.status.success(), "serve {listen} with {env:?} started");
+    assert!(!dir.path().join("hb.db").exists(), "a refused start opened the database");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_public_address_with_the_development_key_is_refused_naming_the_variable() {
+    let err = refused("0.0.0.0:0", &[]);
+    assert!(err.contains("HOOKBRIDGE_JWT_SECRET"), "{err}");
+    assert!(err.contains("HOOKBRIDGE_JWT_ISSUER"), "the OIDC way is offered too: {err}");
+}
+
+#[test]
+fn a_public_address_with_the_loopback_allow_list_is_refused_naming_the_variable() {
+    let err = refused("0.0.0.0:0", &[("HOOKBRIDGE_JWT_SECRET", KEY)]);
+    assert!(err.contains("HOOKBRIDGE_ALLOWED_NETWORKS"), "{err}");
+}
+
+#[test]
+fn a_short_hs256_key_is_refused_at_start_up_naming_the_variable() {
+    let err = refused("127.0.0.1:0", &[("HOOKBRIDGE_JWT_SECRET", "sixteen-byte-key")]);
+    assert!(err.contains("HOOKBRIDGE_JWT_SECRET") && err.contains("32"), "{err}");
+}
+
+#[test]
+fn an_issuer_that_is_not_a_url_is_refused_naming_the_variable() {
+    let err = refused("127.0.0.1:0", &[("HOOKBRIDGE_JWT_ISSUER", "keycloak")]);
+    assert!(err.contains("HOOKBRIDGE_JWT_ISSUER"), "{err}");
+}

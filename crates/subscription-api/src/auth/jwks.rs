@@ -1,0 +1,125 @@
+//! An OpenID Connect issuer's signing keys: found through its discovery document (or a
+//! configured JWKS URL), fetched through the same guarded client as deliveries, cached, and
+//! fetched again when a token names a key not seen yet (a rotation) — at most once every
+//! [`REFRESH_AT_MOST_EVERY`], so a stream of tokens with made-up key ids cannot make the
+//! API hammer the issuer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hookbridge_outbound::Outbound;
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use tokio::sync::RwLock;
+use tokio::time::Instant;
+
+/// The shortest time between two fetches of the keys.
+pub const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+/// Keys are fetched again this long after the last fetch even if every token's key is
+/// known, so a key the issuer withdrew stops being accepted.
+pub const KEYS_KEPT_FOR: Duration = Duration::from_secs(60 * 60);
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Jwk>,
+    /// Keys without a `kid`, tried in turn.
+    unnamed: Vec<Jwk>,
+    jwks_url: Option<String>,
+    fetched_at: Option<Instant>,
+}
+
+/// One issuer's keys.
+pub(super) struct Issuer {
+    pub(super) issuer: String,
+    pub(super) audience: Option<String>,
+    jwks_url: Option<String>,
+    outbound: Outbound,
+    cache: RwLock<Cache>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// Why no key could be had for a token.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum KeyMissing {
+    /// The issuer does not (or no longer) publish it.
+    #[error("no key {0:?} in the issuer's JWKS")]
+    Unknown(String),
+    /// The issuer's documents could not be read.
+    #[error(transparent)]
+    Fetch(#[from] hookbridge_outbound::FetchError),
+    /// They were read but are not what OpenID Connect says.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl Issuer {
+    pub(super) fn new(issuer: String, jwks_url: Option<String>, audience: Option<String>, outbound: Outbound) -> Self {
+        Self { issuer, audience, jwks_url, outbound, cache: RwLock::default() }
+    }
+
+    /// The key for `kid` (or the issuer's only keys, when the token names none).
+    pub(super) async fn key(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, KeyMissing> {
+        {
+            let cache = self.cache.read().await;
+            let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < KEYS_KEPT_FOR);
+            if fresh && let Some(found) = lookup(&cache, kid) {
+                return found;
+            }
+        }
+        let mut cache = self.cache.write().await;
+        // Another request may have fetched while this one waited for the lock.
+        let recent = cache.fetched_at.is_some_and(|t| t.elapsed() < REFRESH_AT_MOST_EVERY);
+        if !recent {
+            self.fetch(&mut cache).await?;
+        }
+        lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
+    }
+
+    async fn fetch(&self, cache: &mut Cache) -> Result<(), KeyMissing> {
+        let url = match (&self.jwks_url, &cache.jwks_url) {
+            (Some(u), _) | (None, Some(u)) => u.clone(),
+            (None, None) => {
+                let doc = self.outbound.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+                let u = doc["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| KeyMissing::Malformed("the discovery document has no jwks_uri".to_owned()))?
+                    .to_owned();
+                cache.jwks_url = Some(u.clone());
+                u
+            }
+        };
+        let set: JwkSet = serde_json::from_value(self.outbound.get_json(&url).await?)
+            .map_err(|e| KeyMissing::Malformed(format!("the JWKS does not parse: {e}")))?;
+        cache.keys.clear();
+        cache.unnamed.clear();
+        for k in set.keys {
+            match k.common.key_id.clone() {
+                Some(kid) => {
+                    cache.keys.insert(kid, k);
+                }
+                None => cache.unnamed.push(k),
+            }
+        }
+        cache.fetched_at = Some(Instant::now());
+        tracing::info!(issuer = %self.issuer, keys = cache.keys.len() + cache.unnamed.len(), "issuer keys fetched");
+        Ok(())
+    }
+}
+
+fn decoding(jwk: &Jwk) -> Result<DecodingKey, KeyMissing> {
+    DecodingKey::from_jwk(jwk).map_err(|e| KeyMissing::Malformed(format!("a JWKS key cannot be used: {e}")))
+}
+
+/// The keys the cache holds for `kid`; `None` when it holds none (fetch and look again).
+fn lookup(cache: &Cache, kid: Option<&str>) -> Option<Result<Vec<DecodingKey>, KeyMissing>> {
+    match kid {
+        Some(k) => cache.keys.get(k).map(|jwk| decoding(jwk).map(|d| vec![d])),
+        None if cache.unnamed.is_empty() && cache.keys.is_empty() => None,
+        None => Some(cache.unnamed.iter().chain(cache.keys.values()).map(decoding).collect()),
+    }
+}

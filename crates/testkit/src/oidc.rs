@@ -1,0 +1,213 @@
+//! A real OpenID Connect issuer on 127.0.0.1 for tests: a discovery document, a JWKS, and
+//! RS256, ES256 and EdDSA keys generated when it starts, which it signs tokens with. Keys can be
+//! added (a rotation, under a new `kid`) and withdrawn while it runs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::KeyPair as _;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// The algorithms the issuer can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA 2048, RS256.
+    Rs256,
+    /// P-256, ES256.
+    Es256,
+    /// Ed25519, EdDSA.
+    EdDsa,
+}
+
+struct Key {
+    kid: String,
+    alg: Algorithm,
+    signing: EncodingKey,
+    jwk: Value,
+    /// Whether the JWKS lists it.
+    published: bool,
+}
+
+struct Shared {
+    issuer: String,
+    keys: Mutex<Vec<Key>>,
+    jwks_fetches: AtomicUsize,
+}
+
+/// A running issuer. Stops when dropped.
+pub struct IdentityProvider {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for IdentityProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityProvider").field("addr", &self.addr).finish()
+    }
+}
+
+impl Drop for IdentityProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The contents of a DER TLV and what follows it.
+fn der(b: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = b[0];
+    let (len, head) = match b[1] {
+        l if l < 0x80 => (usize::from(l), 2),
+        l => {
+            let n = usize::from(l & 0x7f);
+            (b[2..2 + n].iter().fold(0usize, |acc, x| (acc << 8) | usize::from(*x)), 2 + n)
+        }
+    };
+    (tag, &b[head..head + len], &b[head + len..])
+}
+
+/// The RSAPrivateKey (PKCS #1) inside a PrivateKeyInfo (PKCS #8), which is what
+/// `jsonwebtoken` signs with.
+fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
+    let (_, info, _) = der(pkcs8);
+    let (_, _version, rest) = der(info);
+    let (_, _algorithm, rest) = der(rest);
+    let (tag, key, _) = der(rest);
+    assert_eq!(tag, 0x04, "PKCS #8 holds the key in an OCTET STRING");
+    key.to_vec()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn generate(kind: KeyKind, kid: &str) -> Key {
+    match kind {
+        KeyKind::Rs256 => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key");
+            let pkcs8 = pair.as_der().expect("PKCS #8");
+            let public = pair.public_key();
+            Key {
+                kid: kid.to_owned(),
+                alg: Algorithm::RS256,
+                signing: EncodingKey::from_rsa_der(&pkcs1_of(pkcs8.as_ref())),
+                jwk: json!({
+                    "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                    "n": b64(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64(public.exponent().big_endian_without_leading_zero()),
+                }),
+                published: true,
+            }
+        }
+        KeyKind::Es256 => {
+            let pair =
+                aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .expect("a P-256 key");
+            let pkcs8 = pair.to_pkcs8v1().expect("PKCS #8");
+            // Uncompressed point: 0x04, then x and y, 32 bytes each.
+            let point = pair.public_key().as_ref();
+            Key {
+                kid: kid.to_owned(),
+                alg: Algorithm::ES256,
+                signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                jwk: json!({
+                    "kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
+                    "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+                }),
+                published: true,
+            }
+        }
+        KeyKind::EdDsa => {
+            let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().expect("an Ed25519 key");
+            let pkcs8 = pair.to_pkcs8().expect("PKCS #8");
+            Key {
+                kid: kid.to_owned(),
+                alg: Algorithm::EdDSA,
+                signing: EncodingKey::from_ed_der(pkcs8.as_ref()),
+                jwk: json!({
+                    "kty": "OKP", "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "kid": kid,
+                    "x": b64(pair.public_key().as_ref()),
+                }),
+                published: true,
+            }
+        }
+    }
+}
+
+async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer) }))
+}
+
+async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
+    s.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+    let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Json(json!({ "keys": keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect::<Vec<_>>() }))
+}
+
+impl IdentityProvider {
+    /// An issuer with one RS256 key (`rsa-1`), one ES256 key (`ec-1`) and one EdDSA key
+    /// (`ed-1`).
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+        let addr = listener.local_addr().expect("issuer address");
+        let issuer = format!("http://{addr}");
+        let keys =
+            vec![generate(KeyKind::Rs256, "rsa-1"), generate(KeyKind::Es256, "ec-1"), generate(KeyKind::EdDsa, "ed-1")];
+        let shared = Arc::new(Shared { issuer, keys: Mutex::new(keys), jwks_fetches: AtomicUsize::new(0) });
+        let app = axum::Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    /// Its issuer identifier (also its base URL).
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Publishes a new key under `kid` (a rotation).
+    pub fn add_key(&self, kind: KeyKind, kid: &str) {
+        let key = generate(kind, kid);
+        self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key);
+    }
+
+    /// Stops publishing the key `kid` (it keeps signing with it, as a stolen key would).
+    pub fn withdraw_key(&self, kid: &str) {
+        let mut keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in keys.iter_mut().filter(|k| k.kid == kid) {
+            k.published = false;
+        }
+    }
+
+    /// How many times its JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::Relaxed)
+    }
+
+    /// A token signed with the key `kid`, carrying `claims` (and this issuer's `iss` unless
+    /// the claims give one).
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = keys.iter().find(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"));
+        let mut claims = claims.clone();
+        if claims.get("iss").is_none() {
+            claims["iss"] = json!(self.shared.issuer);
+        }
+        let mut header = Header::new(key.alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, &key.signing).expect("sign a token")
+    }
+}

@@ -1,0 +1,163 @@
+//! Tokens from a real OpenID Connect issuer on 127.0.0.1 (RS256, ES256 and EdDSA keys the
+//! test generates): accepted when every claim is right, refused with `401` and a reason when
+//! one is not, a rotated key picked up by its new `kid`, and made-up `kid`s unable to make
+//! the API hammer the issuer.
+
+use hookbridge_e2e::{ALL_SCOPES, OIDC_AUDIENCE, TestStack, on_both_backends};
+use hookbridge_testkit::{IdentityProvider, KeyKind, Receiver};
+use serde_json::{Value, json};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Claims a correct token for `tenant` carries.
+fn claims(tenant: &str) -> Value {
+    json!({"sub": "alice", "tenant": tenant, "scope": ALL_SCOPES, "aud": OIDC_AUDIENCE, "exp": now() + 600})
+}
+
+fn with(mut c: Value, key: &str, value: Value) -> Value {
+    c[key] = value;
+    c
+}
+
+fn without(mut c: Value, key: &str) -> Value {
+    c.as_object_mut().unwrap().remove(key);
+    c
+}
+
+on_both_backends! {
+async fn rs256_es256_and_eddsa_tokens_work_and_a_rotated_key_is_fetched_by_its_new_kid(flavor: Flavor) {
+    let stack = TestStack::start_oidc(flavor).await;
+    let idp = stack.idp();
+    let r = Receiver::start().await;
+    for kid in ["rsa-1", "ec-1", "ed-1"] {
+        let t = idp.sign(kid, &claims("acme"));
+        let created = stack.post("/v1/hooks", &t, &json!({"name": kid, "url": r.url("/")})).await;
+        assert_eq!(created.status, 201, "{kid}: {}", created.body);
+    }
+    let listed = stack.get("/v1/hooks", &idp.sign("ec-1", &claims("acme"))).await;
+    assert_eq!(listed.body["hooks"].as_array().unwrap().len(), 3);
+    let fetched = idp.jwks_fetches();
+    assert_eq!(fetched, 1, "the keys were fetched once and cached");
+
+    // The issuer rotates: a new key under a new kid, the old one withdrawn.
+    tokio::time::sleep(subscription_api::REFRESH_AT_MOST_EVERY).await;
+    idp.add_key(KeyKind::Es256, "ec-2");
+    idp.withdraw_key("ec-1");
+    let rotated = stack.get("/v1/hooks", &idp.sign("ec-2", &claims("acme"))).await;
+    assert_eq!(rotated.status, 200, "a token under the new kid: {}", rotated.body);
+    assert_eq!(idp.jwks_fetches(), fetched + 1, "one fetch for the unknown kid");
+    let old = stack.get("/v1/hooks", &idp.sign("ec-1", &claims("acme"))).await;
+    assert_eq!(old.status, 401, "a withdrawn key no longer signs: {}", old.body);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn an_issuer_token_with_any_claim_wrong_is_401_with_the_reason(flavor: Flavor) {
+    let stack = TestStack::start_oidc(flavor).await;
+    let idp = stack.idp();
+    let good = claims("acme");
+    assert_eq!(stack.get("/v1/hooks", &idp.sign("rsa-1", &good)).await.status, 200);
+
+    let other = IdentityProvider::start().await;
+    let local_key = hookbridge_core::settings::LOCAL_DEV_SECRET;
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &with(good.clone(), "iss", json!(idp.issuer())),
+        &jsonwebtoken::EncodingKey::from_secret(local_key.as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("another audience", idp.sign("rsa-1", &with(good.clone(), "aud", json!("someone-else"))), "audience"),
+        ("no audience", idp.sign("rsa-1", &without(good.clone(), "aud")), "audience"),
+        ("another issuer's iss", idp.sign("rsa-1", &with(good.clone(), "iss", json!("https://elsewhere.example"))), "issuer"),
+        ("signed by another issuer", other.sign("rsa-1", &with(good.clone(), "iss", json!(idp.issuer()))), "key"),
+        ("no exp", idp.sign("ec-1", &without(good.clone(), "exp")), "expiry"),
+        ("expired", idp.sign("ec-1", &with(good.clone(), "exp", json!(now() - 3600))), "expired"),
+        ("not yet valid", idp.sign("ed-1", &with(good.clone(), "nbf", json!(now() + 600))), "nbf"),
+        ("no tenant", idp.sign("rsa-1", &without(good.clone(), "tenant")), "tenant"),
+        ("HS256 with the development key", hs256, "HS256"),
+    ];
+    for (what, token, reason) in &cases {
+        let a = stack.get("/v1/hooks", token).await;
+        assert_eq!(a.status, 401, "{what}: {}", a.body);
+        assert_eq!(a.headers["content-type"], "application/problem+json", "{what}");
+        let detail = a.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{what}: the reason {detail:?} does not say {reason:?}");
+    }
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn tokens_under_made_up_kids_cannot_make_the_api_hammer_the_issuer(flavor: Flavor) {
+    let stack = TestStack::start_oidc(flavor).await;
+    let idp = stack.idp();
+    assert_eq!(stack.get("/v1/hooks", &idp.sign("rsa-1", &claims("acme"))).await.status, 200);
+    // A key the issuer never published (an attacker's), under kids it never used.
+    for n in 0..20 {
+        idp.add_key(KeyKind::Rs256, &format!("rogue-{n}"));
+        idp.withdraw_key(&format!("rogue-{n}"));
+    }
+    let before = idp.jwks_fetches();
+    let calls = (0..20).map(|n| {
+        let t = idp.sign(&format!("rogue-{n}"), &claims("acme"));
+        let stack = &stack;
+        async move { stack.get("/v1/hooks", &t).await.status }
+    });
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status, 401);
+    }
+    assert!(
+        idp.jwks_fetches() - before <= 1,
+        "{} fetches for 20 unknown kids within the refresh interval",
+        idp.jwks_fetches() - before
+    );
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn the_tenant_claim_is_configurable_and_scopes_may_come_as_scp(flavor: Flavor) {
+    let idp = IdentityProvider::start().await;
+    let stack = TestStack::start_with(
+        flavor,
+        &[("HOOKBRIDGE_JWT_ISSUER", idp.issuer()), ("HOOKBRIDGE_TENANT_CLAIM", "org_id")],
+    )
+    .await;
+    let r = Receiver::start().await;
+    let base = json!({"sub": "svc", "exp": now() + 600, "org_id": "acme"});
+    let writer = idp.sign("rsa-1", &with(base.clone(), "scp", json!(["hooks:read", "hooks:write"])));
+    let created = stack.post("/v1/hooks", &writer, &json!({"name": "h", "url": r.url("/")})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let reader = idp.sign("rsa-1", &with(base.clone(), "scp", json!(["hooks:read"])));
+    assert_eq!(stack.get("/v1/hooks", &reader).await.body["hooks"].as_array().unwrap().len(), 1);
+    let elsewhere = with(with(base.clone(), "org_id", json!("globex")), "scp", json!(["hooks:read"]));
+    let theirs = stack.get("/v1/hooks", &idp.sign("rsa-1", &elsewhere)).await;
+    assert_eq!(theirs.body["hooks"].as_array().unwrap().len(), 0, "the hook is acme's, by org_id");
+    let denied = stack.post("/v1/hooks", &reader, &json!({"name": "h2", "url": r.url("/")})).await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    // No audience is configured: none is required.
+    let tenant_claim = idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600, "scope": ALL_SCOPES}));
+    assert_eq!(stack.get("/v1/hooks", &tenant_claim).await.status, 401, "the tenant is read from org_id only");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn an_issuer_on_a_network_hooks_may_not_reach_is_not_fetched(flavor: Flavor) {
+    let idp = IdentityProvider::start().await;
+    let stack = TestStack::start_with(
+        flavor,
+        &[("HOOKBRIDGE_JWT_ISSUER", idp.issuer()), ("HOOKBRIDGE_ALLOWED_NETWORKS", "")],
+    )
+    .await;
+    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600}))).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(idp.jwks_fetches(), 0, "the guarded client refused the loopback issuer");
+    stack.shutdown().await;
+}
+}

@@ -1,0 +1,245 @@
+//! Stored trust stays where it was given: sealed secrets open only for their own hook (and
+//! older blobs are re-sealed so), a hook moved to another host must be given its credentials
+//! again, and the limits of what is stored (a hook's size, rotated-out secrets, unanswered
+//! idempotency claims) are clear errors or bounded, alike on both backends.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hookbridge_core::hook::{Hook, SecretsOwner};
+use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_testkit::Receiver;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn basic(password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("u:{password}")))
+}
+
+async fn stored(stack: &TestStack, tenant: &str, id: &str) -> Hook {
+    let tenant: TenantId = tenant.parse().unwrap();
+    let id: HookId = id.parse().unwrap();
+    stack.stack().backend().hooks.get(&tenant, id).await.unwrap().expect("stored hook")
+}
+
+/// Changes the stored hook with `change`, as someone with write access to the table could
+/// (again if a stage changed it meanwhile, as the verifier does after a create).
+async fn overwrite(stack: &TestStack, tenant: &str, id: &str, change: impl Fn(&mut Hook)) {
+    for _ in 0..20 {
+        let mut hook = stored(stack, tenant, id).await;
+        let expected = hook.revision;
+        change(&mut hook);
+        hook.revision += 1;
+        match stack.stack().backend().hooks.replace(&hook, expected).await {
+            Ok(()) => return,
+            Err(hookbridge_core::Error::VersionConflict) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the hook kept changing");
+}
+
+async fn status_of(stack: &TestStack, t: &str, hook: &str, want: &str) -> Value {
+    eventually(WAIT, || async { stack.deliveries(t, hook, 1).await.into_iter().find(|d| d["status"] == want) })
+        .await
+        .unwrap_or_else(|| panic!("no {want} delivery for {hook}"))
+}
+
+on_both_backends! {
+async fn a_sealed_blob_copied_to_another_hook_does_not_open_there(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let (ra, rb) = (Receiver::start().await, Receiver::start().await);
+    let t = stack.token("acme", ALL_SCOPES);
+    let auth = |pw: &str| json!({"type": "BASIC", "username": "u", "password": pw});
+    let a = stack.create_hook(&t, &json!({"name": "a", "url": ra.url("/"), "auth": auth("pw-a")})).await;
+    let b = stack.create_hook(&t, &json!({"name": "b", "url": rb.url("/"), "auth": auth("pw-b")})).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+
+    // B's item gets A's sealed secrets: were they not bound to A, B would send A's password.
+    let a_sealed = stored(&stack, "acme", a_id).await.sealed;
+    overwrite(&stack, "acme", b_id, |b| b.sealed = a_sealed.clone()).await;
+
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    assert_eq!(ra.wait_for(1, WAIT).await[0].header("authorization"), Some(basic("pw-a").as_str()));
+    let cancelled = status_of(&stack, &t, b_id, "CANCELLED").await;
+    assert_eq!(cancelled["reason"], "the hook's secrets cannot be opened");
+    assert!(rb.received().is_empty(), "B sent something with secrets that are not its own");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migration(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let created = stack
+        .create_hook(&t, &json!({"name": "old", "url": r.url("/"), "auth": {"type": "BASIC", "username": "u", "password": "pw-old"}}))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let b = stack.stack().backend().clone();
+    let hook = stored(&stack, "acme", id).await;
+    let secrets = b.sealer.open(SecretsOwner::of(&hook), &hook.sealed).await.unwrap();
+    let unbound = stack.seal_unbound(&secrets).await;
+    overwrite(&stack, "acme", id, |h| h.sealed = unbound.clone()).await;
+    assert!(!b.sealer.is_current(&stored(&stack, "acme", id).await.sealed));
+
+    // Until migrated, the old blob still opens: nothing stops delivering on upgrade.
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
+    assert_eq!(r.wait_for(1, WAIT).await[0].header("authorization"), Some(basic("pw-old").as_str()));
+
+    let done = hookbridge_local::migrate::reseal_secrets(&b).await.unwrap();
+    assert_eq!(done.resealed, 1, "{done:?}");
+    let after = stored(&stack, "acme", id).await;
+    assert!(b.sealer.is_current(&after.sealed), "re-sealed bound to the hook");
+    assert_eq!(b.sealer.open(SecretsOwner::of(&after), &after.sealed).await.unwrap(), secrets);
+    assert_eq!(hookbridge_local::migrate::reseal_secrets(&b).await.unwrap().resealed, 0, "idempotent");
+
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 2}})).await;
+    assert_eq!(r.wait_for(2, WAIT).await[1].header("authorization"), Some(basic("pw-old").as_str()));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_put_moving_the_hook_to_another_host_must_carry_its_credentials_again(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let created = stack
+        .create_hook(
+            &t,
+            &json!({"name": "h", "url": r.url("/a"), "auth": {"type": "BASIC", "username": "u", "password": "pw-1"},
+                    "headers": [{"name": "X-Key", "value": "hv-1", "secret": true}]}),
+        )
+        .await;
+    let path = format!("/v1/hooks/{}", created["id"].as_str().unwrap());
+    let without = |url: String| {
+        json!({"url": url, "auth": {"type": "BASIC", "username": "u"}, "headers": [{"name": "X-Key", "secret": true}]})
+    };
+    // Another host (localhost is 127.0.0.1, yet another host by name): both credentials named.
+    let elsewhere = r.url("/b").replace("127.0.0.1", "localhost");
+    let moved = stack.put(&path, &t, &without(elsewhere.clone())).await;
+    assert_eq!(moved.status, 400, "{}", moved.body);
+    let fields: Vec<&str> = moved.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["auth.password", "headers[0].value"]);
+    assert!(moved.body["errors"][0]["message"].as_str().unwrap().contains("given again"), "{}", moved.body);
+    assert_eq!(stack.get(&path, &t).await.body["url"], r.url("/a"), "nothing changed");
+
+    // The same host, another path: the stored credentials are kept.
+    assert_eq!(stack.put(&path, &t, &without(r.url("/c"))).await.status, 200);
+    // Another host with every credential given: accepted, and those are what is sent.
+    let mut full = without(elsewhere);
+    full["auth"]["password"] = json!("pw-2");
+    full["headers"][0]["value"] = json!("hv-2");
+    assert_eq!(stack.put(&path, &t, &full).await.status, 200);
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    let got = r.wait_for(1, WAIT).await;
+    assert_eq!((got[0].header("authorization"), got[0].header("x-key")), (Some(basic("pw-2").as_str()), Some("hv-2")));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_hook_too_large_to_store_is_the_same_400_on_both_backends(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let value = "v".repeat(4000);
+    let params: Vec<Value> =
+        (0..20).map(|i| json!({"key": format!("p{i}"), "value": value, "secret": true})).collect();
+    let headers: Vec<Value> = (0..20).map(|i| json!({"name": format!("X-H{i}"), "value": value})).collect();
+    let hook = json!({
+        "name": "huge", "url": "https://receiver.example/", "headers": headers,
+        "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": "https://idp.example/token", "client_id": "c",
+                 "client_secret": "s", "header_params": params, "query_params": params, "body_params": params},
+    });
+    let a = stack.post("/v1/hooks", &t, &hook).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.body["errors"][0]["field"], "body");
+    let message = a.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("at most 350 KiB"), "{message}");
+    assert_eq!(stack.get("/v1/hooks", &t).await.body["hooks"].as_array().unwrap().len(), 0);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn rotated_out_secrets_are_bounded(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let id = stack.create_hook(&t, &json!({"name": "h", "url": r.url("/")})).await["id"].as_str().unwrap().to_owned();
+    for _ in 0..8 {
+        let rotated = stack.call("POST", &format!("/v1/hooks/{id}/secret/rotate"), Some(&t), None).await;
+        assert_eq!(rotated.status, 200);
+    }
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    let got = r.wait_for(1, WAIT).await;
+    let signatures = got[0].header("webhook-signature").unwrap().split_whitespace().count();
+    assert_eq!(signatures, 1 + hookbridge_core::hook::MAX_RETIRING_SECRETS, "the current secret and the newest retiring ones");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn an_idempotency_claim_a_crash_left_unanswered_frees_its_key_within_minutes(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let store = stack.stack().backend().idempotency.clone();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let pending = subscription_api::CLAIM_PENDING_FOR;
+    let now = chrono::Utc::now();
+    // Two requests that claimed their key and crashed: one just now, one long enough ago.
+    for (key, at) in [("recent", now - chrono::Duration::minutes(1)), ("stale", now - pending - chrono::Duration::minutes(1))] {
+        let claimed = store.claim(&tenant, &subscription_api::request_claim_key(key), "fp", at, at + pending).await.unwrap();
+        assert_eq!(claimed, hookbridge_core::ports::Claim::Claimed);
+    }
+    let publish = |key: &'static str| {
+        let req = reqwest::Client::new()
+            .post(format!("{}/v1/events", stack.base_url()))
+            .bearer_auth(&t)
+            .header("idempotency-key", key)
+            .json(&json!({"detail-type": "user.login", "source": "idp", "detail": {}}));
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.headers().get("idempotent-replayed").is_some())
+        }
+    };
+    assert_eq!(publish("recent").await, (409, false), "a claim still in progress holds its key");
+    assert_eq!(publish("stale").await, (202, false), "a crashed claim's key is free again");
+    assert_eq!(publish("stale").await, (202, true), "and its answer is the one remembered now");
+    stack.shutdown().await;
+}
+}
+
+/// The embedded stack sweeps what expired as it runs (DynamoDB's TTL and SQS's retention do
+/// it on AWS, where reads also skip expired items; see the contract cases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_stack_sweeps_expired_data_while_it_runs() {
+    let mut stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
+    let path = stack.database_path().to_path_buf();
+    let rows = |sql: &str| {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    {
+        let c = rusqlite::Connection::open(stack.database_path()).unwrap();
+        c.execute("INSERT INTO events (tenant, id, doc, expires_at) VALUES ('acme', 'gone', '{}', 1)", []).unwrap();
+        c.execute(
+            "INSERT INTO idempotency (tenant, key, fingerprint, expires_at) VALUES ('acme', 'gone', 'fp', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    stack.restart().await;
+    let swept = eventually(WAIT, || async {
+        (rows("SELECT COUNT(*) FROM events WHERE id = 'gone'") == 0
+            && rows("SELECT COUNT(*) FROM idempotency WHERE key = 'gone'") == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "the expired rows are still there");
+    stack.shutdown().await;
+}
