@@ -74,6 +74,10 @@ impl Rig {
             .arg("--database")
             .arg(dir.path().join("hb.db"))
             .env("RUST_LOG", "info")
+            // The runs measure delivery, not the publish limiter: its default (1,000 events
+            // a second per tenant) would throttle the load generator.
+            .env("HOOKBRIDGE_TENANT_PUBLISH_RATE", "1000000")
+            .env("HOOKBRIDGE_TENANT_PUBLISH_BURST", "1000000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;

@@ -69,6 +69,10 @@ pub fn render(r: &Results) -> String {
     );
     if let Some(e) = &r.embedded {
         let _ = writeln!(s, "### Embedded backend, end to end\n");
+        let _ = writeln!(
+            s,
+            "`hookbridge serve` (release) with the tenant publish limit lifted, so the load generator, not the limiter, sets the pace.\n"
+        );
         let _ = writeln!(s, "| figure | Hookbridge | target | Svix |\n| --- | --- | --- | --- |");
         let _ = writeln!(s, "| deliveries/s at saturation, 1 hook | {:.0} | ≥ 2,000 | 779 |", e.saturation_1);
         let _ = writeln!(s, "| deliveries/s at saturation, 10 hooks | {:.0} | | |", e.saturation_10);

@@ -26,7 +26,11 @@ async fn it_is_served_and_names_exactly_the_routes_the_service_has() {
     let t = stack.token("acme", ALL_SCOPES);
     let id = "01KAKSAMP4E000000000H00K01";
     for (template, item) in Spec::get().doc()["paths"].as_object().unwrap() {
-        let path = template.replace("{id}", id).replace("{delivery_id}", id);
+        let path = template
+            .replace("{id}", id)
+            .replace("{delivery_id}", id)
+            .replace("{realm}", "acme")
+            .replace("{name}", "user.login");
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             let documented = item.get(method.to_lowercase()).is_some();
             let a = stack.raw(method, &path, &[("authorization", &format!("Bearer {t}"))], Vec::new()).await;

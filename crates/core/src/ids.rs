@@ -51,6 +51,13 @@ macro_rules! ulid_id {
                 Self(Ulid::from_parts(timestamp_ms, 0))
             }
 
+            /// The id's low 63 bits as a positive integer, for APIs whose ids are 64-bit
+            /// integers (ExtremeCloud IQ's). They are random bits, or a count within one
+            /// millisecond, so two of a tenant's ids share them only by a 2^-63 chance.
+            pub fn low_bits(&self) -> i64 {
+                (self.0.0 & u128::from(i64::MAX as u64)) as i64
+            }
+
             /// The largest id of the given millisecond.
             pub fn max_at(timestamp_ms: u64) -> Self {
                 Self(Ulid::from_parts(timestamp_ms, u128::MAX))

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod message;
 pub mod outcome;
 pub mod pattern;
+pub mod payload;
 pub mod ports;
 pub mod properties;
 pub mod rate;

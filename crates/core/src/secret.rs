@@ -50,7 +50,14 @@ pub const SIGNING_SECRET_MAX_BYTES: usize = 64;
 /// What we generate: the HMAC-SHA256 block-size sweet spot recommended by Standard Webhooks.
 const GENERATED_SECRET_BYTES: usize = 32;
 
-/// A hook's signing secret, `whsec_` + base64 of 24–64 bytes.
+/// The shortest secret a client may choose itself on the Keycloak and ExtremeCloud IQ
+/// routes (their own documents show 8- and 9-character examples).
+pub const CLIENT_SECRET_MIN_LEN: usize = 8;
+/// The longest such secret.
+pub const CLIENT_SECRET_MAX_LEN: usize = 256;
+
+/// A hook's signing secret: `whsec_` + base64 of 24–64 bytes (Standard Webhooks), or a
+/// secret a Keycloak or ExtremeCloud IQ client chose itself, whose key is its text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SigningSecret {
@@ -70,6 +77,9 @@ pub enum InvalidSigningSecret {
     /// Too short or too long.
     #[error("must encode between 24 and 64 bytes, found {0}")]
     Length(usize),
+    /// A client-chosen secret too short or too long, or not printable.
+    #[error("must be {CLIENT_SECRET_MIN_LEN}-{CLIENT_SECRET_MAX_LEN} printable characters")]
+    ClientSecret,
 }
 
 impl SigningSecret {
@@ -89,6 +99,16 @@ impl SigningSecret {
             return Err(InvalidSigningSecret::Length(key.len()));
         }
         Ok(Self { text: Secret::new(text), key })
+    }
+
+    /// A secret a client chose (Keycloak's and ExtremeCloud IQ's APIs take any text): its
+    /// HMAC key is its text as UTF-8 bytes, as those clients' receivers compute it.
+    pub fn client_chosen(text: &str) -> Result<Self, InvalidSigningSecret> {
+        let printable = text.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+        if !(CLIENT_SECRET_MIN_LEN..=CLIENT_SECRET_MAX_LEN).contains(&text.len()) || !printable {
+            return Err(InvalidSigningSecret::ClientSecret);
+        }
+        Ok(Self { text: Secret::new(text), key: text.as_bytes().to_vec() })
     }
 
     /// The HMAC key bytes.
@@ -111,7 +131,8 @@ impl fmt::Debug for SigningSecret {
 impl TryFrom<String> for SigningSecret {
     type Error = InvalidSigningSecret;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        // Stored secrets are either kind; only a `whsec_` one that parses is Standard Webhooks'.
+        Self::parse(&s).or_else(|e| Self::client_chosen(&s).map_err(|_| e))
     }
 }
 
@@ -131,6 +152,17 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         let g = SigningSecret::generate();
         assert!(!format!("{g:?}").contains(&g.expose()[6..]));
+    }
+
+    #[test]
+    fn a_client_chosen_secret_keys_with_its_text_and_round_trips_through_storage() {
+        let s = SigningSecret::client_chosen("ofj09saP4").unwrap();
+        assert_eq!(s.key(), b"ofj09saP4");
+        let stored: String = s.clone().into();
+        assert_eq!(SigningSecret::try_from(stored).unwrap(), s);
+        assert!(SigningSecret::client_chosen("short").is_err());
+        assert!(SigningSecret::client_chosen("tab\tinside").is_err());
+        assert!(SigningSecret::client_chosen(&"x".repeat(257)).is_err());
     }
 
     #[test]

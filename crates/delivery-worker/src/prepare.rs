@@ -349,6 +349,17 @@ async fn load<'a>(
             plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
             continue;
         };
+        // The hook's payload format: the envelope itself (shared by every hook of the
+        // event), or its detail made into a body of this hook's own.
+        let body: Arc<str> = match hookbridge_core::payload::render(c.hook.config.payload, &body) {
+            Ok(std::borrow::Cow::Borrowed(_)) => body,
+            Ok(std::borrow::Cow::Owned(own)) => own.into(),
+            Err(e) => {
+                let reason = format!("the event cannot be sent as {}: {e}", c.hook.config.payload.as_str());
+                plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+                continue;
+            }
+        };
         plans.push(Plan::Send(Box::new(Ready {
             message: c.message,
             task: c.task,

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::CircuitState;
 use hookbridge_core::delivery::{Attempt, Delivery, DeliveryStatus, ErrorClass};
 use hookbridge_core::hook::{
-    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod, Lane, RateLimit,
-    SignatureFormat, VerificationStatus,
+    AuthConfig, ConnectionState, DestinationState, HeaderConfig, Health, Hook, HttpMethod, Lane, PayloadFormat,
+    RateLimit, SignatureFormat, VerificationStatus,
 };
 use hookbridge_core::ids::{DeliveryId, EventId, HookId};
 use hookbridge_core::pattern::EventTypePattern;
@@ -68,6 +68,8 @@ pub struct HookOut {
     pub verification: VerificationOut,
     /// The most deliveries a second the receiver gets, if limited.
     pub rate_limit: Option<RateLimit>,
+    /// What a delivery's body is.
+    pub payload: PayloadFormat,
     /// HYPR's connection state.
     pub connection_state: ConnectionState,
     /// HYPR's destination state.
@@ -147,6 +149,7 @@ impl From<&Hook> for HookOut {
             signature_formats: c.signature_formats.clone(),
             verification: VerificationOut::from(h),
             rate_limit: c.rate_limit,
+            payload: c.payload,
             connection_state: h.state.connection_state,
             destination_state: h.state.destination_state,
             disabled_reason: h.state.disabled_reason.clone(),

@@ -5,12 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use hookbridge_core::hook::HookSecrets;
 use hookbridge_core::hook::{
     ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, Modified, SecretsOwner,
     UPDATE_ROUNDS, ValidationContext, VerificationStatus, modify,
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
+use hookbridge_core::secret::SigningSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -82,9 +84,26 @@ pub async fn create(
 
 async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
     let draft: HookDraft = from_value(item, at)?;
+    let (hook, secrets) = create_hook(api, caller, draft, None).await?;
+    let mut out = HookOut::from(&hook);
+    out.secret = Some(secrets.signing.expose().to_owned());
+    Ok(out)
+}
+
+/// Validates and stores a new hook of the caller's, signing with `signing` when given (a
+/// secret a compatibility route's client chose) instead of the draft's or a generated one.
+pub(crate) async fn create_hook(
+    api: &Api,
+    caller: &Caller,
+    draft: HookDraft,
+    signing: Option<SigningSecret>,
+) -> Result<(Hook, HookSecrets), ApiError> {
     let now = Utc::now();
     let ctx = ValidationContext { network: &api.settings().network };
-    let (config, secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
+    let (config, mut secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
+    if let Some(s) = signing {
+        secrets.signing = s;
+    }
     let id = HookId::generate();
     let owner = SecretsOwner { tenant: &caller.tenant, hook: id };
     let sealed = api.ports().sealer.seal(owner, &secrets).await?;
@@ -104,9 +123,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
     api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
-    let mut out = HookOut::from(&hook);
-    out.secret = Some(secrets.signing.expose().to_owned());
-    Ok(out)
+    Ok((hook, secrets))
 }
 
 /// Query of `GET /v1/hooks`.
@@ -172,8 +189,22 @@ pub async fn replace(
         }
         (v, m) => v.or(m),
     };
-    let (api2, draft) = (&api, &draft);
-    let (hook, ()) = update(&api, &caller, &id, Edit::Config { expected_version: expected }, |existing| async move {
+    let hook = replace_hook(&api, &caller, &id, draft, None, expected).await?;
+    Ok(Json(HookOut::from(&hook)))
+}
+
+/// Replaces the caller's hook's configuration with `draft` (secrets left out kept), and
+/// its signing secret with `signing` when given.
+pub(crate) async fn replace_hook(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    draft: HookDraft,
+    signing: Option<SigningSecret>,
+    expected: Option<u64>,
+) -> Result<Hook, ApiError> {
+    let (api2, draft, signing) = (api, &draft, &signing);
+    let (hook, ()) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
         if let Some(name) = &draft.name
             && name != existing.config.name.as_str()
         {
@@ -183,8 +214,12 @@ pub async fn replace(
         let owner = SecretsOwner::of(&existing);
         let old_secrets = sealer.open(owner, &existing.sealed).await?;
         let ctx = ValidationContext { network: &api2.settings().network };
-        let (config, secrets) =
+        let (config, mut secrets) =
             draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
+        if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
+            secrets.signing = s.clone();
+            secrets.retiring.clear();
+        }
         let state = replaced_state(&existing, &config);
         let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
         let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
@@ -194,8 +229,8 @@ pub async fn replace(
     })
     .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
-    lifecycle::emit(&api, event_type::HOOK_UPDATED, &hook, None).await;
-    Ok(Json(HookOut::from(&hook)))
+    lifecycle::emit(api, event_type::HOOK_UPDATED, &hook, None).await;
+    Ok(hook)
 }
 
 /// The state after the tenant replaced the configuration with `config`.
@@ -308,12 +343,18 @@ pub async fn delete(
     Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let existing = load_any(&api, &caller, &id).await?.ok_or(ApiError::NotFound("no such hook"))?;
+    delete_hook(&api, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the caller's hook.
+pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let existing = load_any(api, caller, id).await?.ok_or(ApiError::NotFound("no such hook"))?;
     // A delete interrupted after marking the hook finishes now.
     let hook = if existing.state.connection_state == ConnectionState::Deleting {
         existing
     } else {
-        update(&api, &caller, &id, Edit::State, |mut h| async move {
+        update(api, caller, id, Edit::State, |mut h| async move {
             h.state.connection_state = ConnectionState::Deleting;
             Ok((h, ()))
         })
@@ -324,6 +365,6 @@ pub async fn delete(
         return Err(ApiError::NotFound("no such hook"));
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");
-    lifecycle::emit(&api, event_type::HOOK_DELETED, &hook, None).await;
-    Ok(StatusCode::NO_CONTENT)
+    lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 mod actions;
 mod auth;
 mod body;
+pub mod compat;
 mod deliveries;
 mod dto;
 mod error;
@@ -178,6 +179,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
         .route("/v1/hooks/{id}/replay", post(redeliver::replay))
         .route("/v1/events", post(events::publish))
+        .merge(compat::keycloak::routes())
+        .merge(compat::xiq::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))

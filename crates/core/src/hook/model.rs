@@ -171,6 +171,35 @@ pub enum SignatureFormat {
     Keycloak,
 }
 
+/// What a delivery's body is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// The whole envelope, EventBridge's shape (HYPR's).
+    #[default]
+    Envelope,
+    /// The event's `detail` alone, as its producer published it (Keycloak's, UniFi's).
+    Detail,
+    /// The `detail` in a one-element array (ExtremeCloud IQ's log records).
+    DetailArray,
+}
+
+impl PayloadFormat {
+    /// Whether it is the default.
+    pub fn is_envelope(&self) -> bool {
+        *self == Self::Envelope
+    }
+
+    /// Its name in the API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Envelope => "envelope",
+            Self::Detail => "detail",
+            Self::DetailArray => "detail_array",
+        }
+    }
+}
+
 /// The ownership challenge settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationConfig {
@@ -218,6 +247,9 @@ pub struct HookConfig {
     /// The most deliveries a second this hook's receiver gets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// What the body of its deliveries is.
+    #[serde(default, skip_serializing_if = "PayloadFormat::is_envelope")]
+    pub payload: PayloadFormat,
 }
 
 /// A per-hook delivery rate limit: the receiver never gets more than `per_second`

@@ -80,6 +80,8 @@ pub struct HookDraft {
     pub verification: Option<VerificationDraft>,
     /// `{"per_second": N}`: at most N deliveries a second; `null` or absent for none.
     pub rate_limit: Option<RateLimitDraft>,
+    /// `envelope` (default), `detail` or `detail_array`: what a delivery's body is.
+    pub payload: Option<String>,
     /// The version a replace expects to overwrite (optimistic locking).
     pub version: Option<u64>,
     /// Read-only; ignored.
@@ -431,6 +433,16 @@ impl HookDraft {
             }
         };
 
+        let payload = match self.payload.as_deref() {
+            None | Some("envelope") => PayloadFormat::Envelope,
+            Some("detail") => PayloadFormat::Detail,
+            Some("detail_array") => PayloadFormat::DetailArray,
+            Some(_) => {
+                e.push("payload", "must be \"envelope\", \"detail\" or \"detail_array\"");
+                PayloadFormat::Envelope
+            }
+        };
+
         match (e.is_empty(), name, url, signing) {
             (true, Some(name), Some(url), Some(signing)) => Ok((
                 HookConfig {
@@ -446,6 +458,7 @@ impl HookDraft {
                     signature_formats,
                     verification,
                     rate_limit,
+                    payload,
                 },
                 HookSecrets { signing, retiring, auth: auth_secret, params, headers: header_secrets },
             )),

@@ -1,0 +1,190 @@
+//! Keycloak (Phase Two)'s webhooks API: `/auth/realms/{realm}/webhooks…`, and the same under
+//! `/realms/…` as newer Keycloak serves it without `/auth`.
+//!
+//! `{realm}` is the token's tenant (any other realm is `404`); `hooks:read` stands for
+//! `view-events` and `hooks:write` for `manage-events`. A webhook is a hook: created with
+//! the client's own secret as its signing key, the event's `detail` as the body and
+//! `X-Keycloak-Signature` beside Standard Webhooks' headers. Listing shows every hook of
+//! the tenant; an update changes only the fields a webhook has (`enabled`, `url`,
+//! `secret`, `eventTypes`) and keeps the rest. Errors are `{"error": "…"}` with the status.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hookbridge_core::hook::{ConnectionState, Hook};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, Scope};
+use crate::body::parse;
+use crate::dto::HookOut;
+use crate::error::ApiError;
+use crate::hooks::{create_hook, delete_hook, load, replace_hook};
+use crate::{Api, Router};
+
+/// The routes, under both prefixes.
+pub fn routes() -> Router<Api> {
+    let mut r = Router::new();
+    for prefix in ["/auth/realms", "/realms"] {
+        r = r
+            .route(&format!("{prefix}/{{realm}}/webhooks"), get(list).post(create))
+            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}"), get(read).put(update).delete(remove));
+    }
+    r
+}
+
+/// A webhook as Keycloak clients send it; `id`, `createdBy`, `createdAt` and anything else
+/// are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookIn {
+    enabled: Option<Value>,
+    url: Option<String>,
+    secret: Option<String>,
+    event_types: Option<Vec<String>>,
+}
+
+/// A webhook as Keycloak returns it: never its secret.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookOut {
+    id: String,
+    enabled: bool,
+    url: String,
+    event_types: Vec<String>,
+    created_by: String,
+    created_at: String,
+}
+
+impl From<&Hook> for WebhookOut {
+    fn from(h: &Hook) -> Self {
+        Self {
+            id: h.id.to_string(),
+            enabled: h.config.enabled,
+            url: h.config.url.clone(),
+            event_types: h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect(),
+            created_by: h.created_by.clone(),
+            created_at: h.created_at.to_rfc3339(),
+        }
+    }
+}
+
+/// An error as Keycloak clients read it.
+struct KeycloakError(ApiError);
+
+impl From<ApiError> for KeycloakError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for KeycloakError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self.0 {
+            tracing::error!(error = %e, "keycloak webhooks request failed");
+        }
+        (self.0.status(), Json(json!({ "error": super::message(&self.0) }))).into_response()
+    }
+}
+
+type Answer = Result<Response, KeycloakError>;
+
+/// The caller, with `scope`, acting in its own realm.
+fn authorised(caller: Result<Caller, ApiError>, scope: Scope, realm: &str) -> Result<Caller, ApiError> {
+    let caller = caller?;
+    caller.require(scope)?;
+    if realm != caller.tenant.as_str() {
+        return Err(ApiError::NotFound("no such realm"));
+    }
+    Ok(caller)
+}
+
+/// `enabled` as `true`/`false` or the strings `"true"`/`"false"`, as Keycloak's own
+/// examples write it.
+fn enabled(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::field("enabled", "must be true or false")),
+    }
+}
+
+async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(realm): Path<String>) -> Answer {
+    let caller = authorised(caller, Scope::HooksRead, &realm)?;
+    let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
+    let out: Vec<WebhookOut> =
+        hooks.iter().filter(|h| h.state.connection_state != ConnectionState::Deleting).map(WebhookOut::from).collect();
+    Ok(Json(out).into_response())
+}
+
+async fn create(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    Path(realm): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    let w: WebhookIn = parse(&body)?;
+    let signing = super::client_secret(w.secret.as_deref())?;
+    let draft = super::draft(json!({
+        "name": super::generated_name("keycloak"),
+        "url": w.url,
+        "enabled": enabled(w.enabled.as_ref())?.unwrap_or(true),
+        "event_types": w.event_types.unwrap_or_else(|| vec!["*".to_owned()]),
+        "payload": "detail",
+        "signature_formats": ["keycloak"],
+    }))?;
+    let (hook, _) = create_hook(&api, &caller, draft, signing).await?;
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), hook.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+async fn read(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    Path((realm, id)): Path<(String, String)>,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksRead, &realm)?;
+    Ok(Json(WebhookOut::from(&load(&api, &caller, &id).await?)).into_response())
+}
+
+async fn update(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    Path((realm, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    let w: WebhookIn = parse(&body)?;
+    let signing = super::client_secret(w.secret.as_deref())?;
+    // The hook as it is, with the webhook's fields changed: everything else is kept.
+    let mut doc = serde_json::to_value(HookOut::from(&load(&api, &caller, &id).await?))
+        .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("keycloak.encode", e)))?;
+    if let Some(url) = w.url {
+        doc["url"] = json!(url);
+    }
+    if let Some(e) = enabled(w.enabled.as_ref())? {
+        doc["enabled"] = json!(e);
+    }
+    if let Some(types) = w.event_types {
+        doc["event_types"] = json!(types);
+    }
+    replace_hook(&api, &caller, &id, super::draft(doc)?, signing, None).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    Path((realm, id)): Path<(String, String)>,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    delete_hook(&api, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,38 @@
+//! Other products' subscription APIs over the same hooks, so a team moving off one of them
+//! changes only a base URL: Keycloak (Phase Two)'s webhooks and ExtremeCloud IQ's webhook
+//! subscriptions. Each is a thin adapter: it reads and writes hooks through the same code
+//! as `/v1/hooks`, with that product's field names, status codes and error bodies.
+
+pub mod keycloak;
+pub mod xiq;
+
+use hookbridge_core::hook::HookDraft;
+use hookbridge_core::secret::SigningSecret;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A hook name no client chose: `{prefix}-` and a fresh ULID, lower-cased.
+fn generated_name(prefix: &str) -> String {
+    format!("{prefix}-{}", hookbridge_core::ids::HookId::generate().to_string().to_lowercase())
+}
+
+/// A draft from a JSON document built by an adapter.
+fn draft(doc: Value) -> Result<HookDraft, ApiError> {
+    serde_json::from_value(doc).map_err(|e| ApiError::field("body", e.to_string()))
+}
+
+/// The client's own signing secret, checked.
+fn client_secret(secret: Option<&str>) -> Result<Option<SigningSecret>, ApiError> {
+    secret.map(|s| SigningSecret::client_chosen(s).map_err(|e| ApiError::field("secret", e.to_string()))).transpose()
+}
+
+/// One line saying what is wrong, for products whose errors are a message, not a list.
+fn message(e: &ApiError) -> String {
+    let p = e.problem();
+    if p.errors.is_empty() {
+        return p.detail;
+    }
+    let fields: Vec<String> = p.errors.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+    fields.join("; ")
+}

@@ -1,0 +1,208 @@
+//! ExtremeCloud IQ's webhook subscriptions: `POST /subscriptions/webhook` with an array of
+//! `{application, url, secret, message_type}`, `GET` the list, `DELETE …/{id}`.
+//!
+//! A subscription is a hook named `xiq-…` (the listing shows only those), its
+//! `application` kept as the hook's description, its `message_type` the one event type it
+//! matches, its deliveries the event's record in an array (`detail_array`), as XIQ sends
+//! its log records. Ids are 64-bit integers, as XIQ's SDKs expect: the low bits of the
+//! hook's id. XIQ's published SDK calls `secret` "the basic auth secret for the webhook
+//! endpoint" without saying how it is sent; we sign each delivery with it (Standard
+//! Webhooks, keyed with the secret's text) rather than guess a username. Status codes are
+//! XIQ's: `202` for create and delete, `200` for the list; errors are
+//! `{"error_code", "error_message"}`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use hookbridge_core::hook::{ConnectionState, Hook};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{Caller, Scope};
+use crate::body::parse;
+use crate::error::ApiError;
+use crate::hooks::{create_hook, delete_hook};
+use crate::{Api, Router};
+
+/// The message types XIQ's webhooks offer.
+pub const MESSAGE_TYPES: [&str; 9] = [
+    "LOCATION_AP_CENTRIC",
+    "LOCATION_CLIENT_CENTRIC",
+    "AUDIT_LOG_ALL",
+    "GDPR_LOG_ALL",
+    "CREDENTIAL_LOG_ALL",
+    "ACCOUNTING_LOG_ALL",
+    "AUTHENTICATION_LOG_ALL",
+    "EMAIL_LOG_ALL",
+    "SMS_LOG_ALL",
+];
+/// The prefix of a subscription's hook name.
+const PREFIX: &str = "xiq";
+/// Most subscriptions one request may create.
+const MAX_BATCH: usize = 100;
+/// Longest `application` name.
+const MAX_APPLICATION_LEN: usize = 255;
+
+/// The routes.
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/subscriptions/webhook", get(list).post(create))
+        .route("/subscriptions/webhook/{id}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscriptionIn {
+    application: Option<String>,
+    url: Option<String>,
+    secret: Option<String>,
+    message_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SubscriptionOut {
+    id: i64,
+    create_time: String,
+    update_time: String,
+    application: String,
+    url: String,
+    message_type: String,
+    status: &'static str,
+}
+
+impl From<&Hook> for SubscriptionOut {
+    fn from(h: &Hook) -> Self {
+        Self {
+            id: h.id.low_bits(),
+            create_time: h.created_at.to_rfc3339(),
+            update_time: h.updated_at.to_rfc3339(),
+            application: h.config.description.clone().unwrap_or_default(),
+            url: h.config.url.clone(),
+            message_type: h.config.event_types.first().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            status: if h.config.enabled { "ENABLED" } else { "DISABLED" },
+        }
+    }
+}
+
+fn is_subscription(h: &Hook) -> bool {
+    h.config.name.as_str().starts_with(&format!("{PREFIX}-")) && h.state.connection_state != ConnectionState::Deleting
+}
+
+/// An error as XIQ clients read it.
+struct XiqError(ApiError);
+
+impl From<ApiError> for XiqError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for XiqError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self.0 {
+            tracing::error!(error = %e, "xiq subscriptions request failed");
+        }
+        let code = self.0.problem().kind.rsplit('/').next().unwrap_or("error").replace('-', "_").to_ascii_uppercase();
+        (self.0.status(), Json(json!({ "error_code": code, "error_message": super::message(&self.0) }))).into_response()
+    }
+}
+
+type Answer = Result<Response, XiqError>;
+
+fn authorised(caller: Result<Caller, ApiError>, scope: Scope) -> Result<Caller, ApiError> {
+    let caller = caller?;
+    caller.require(scope)?;
+    Ok(caller)
+}
+
+async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>) -> Answer {
+    let caller = authorised(caller, Scope::HooksRead)?;
+    let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
+    let out: Vec<SubscriptionOut> = hooks.iter().filter(|h| is_subscription(h)).map(SubscriptionOut::from).collect();
+    Ok(Json(out).into_response())
+}
+
+/// Checks one subscription of the array at `[i]`.
+fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
+    let at = |f: &str| format!("[{i}].{f}");
+    match s.application.as_deref() {
+        Some(a) if !a.trim().is_empty() && a.len() <= MAX_APPLICATION_LEN && !a.chars().any(char::is_control) => {}
+        _ => {
+            return Err(ApiError::field(
+                at("application"),
+                format!("must be 1-{MAX_APPLICATION_LEN} printable characters"),
+            ));
+        }
+    }
+    match s.message_type.as_deref() {
+        Some(t) if MESSAGE_TYPES.contains(&t) => Ok(()),
+        _ => Err(ApiError::field(at("message_type"), format!("must be one of {}", MESSAGE_TYPES.join(", ")))),
+    }
+}
+
+async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Bytes) -> Answer {
+    let caller = authorised(caller, Scope::HooksWrite)?;
+    let items: Vec<SubscriptionIn> = parse(&body)?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
+    }
+    let mut drafts = Vec::with_capacity(items.len());
+    for (i, s) in items.iter().enumerate() {
+        check(i, s)?;
+        let signing = super::client_secret(s.secret.as_deref())
+            .map_err(|_| ApiError::field(format!("[{i}].secret"), "must be 8-256 printable characters"))?;
+        let draft = super::draft(json!({
+            "name": super::generated_name(PREFIX),
+            "description": s.application,
+            "url": s.url,
+            "event_types": [s.message_type],
+            "payload": "detail_array",
+        }))?;
+        drafts.push((draft, signing));
+    }
+    // All or nothing: a subscription that cannot be created undoes the ones before it.
+    let mut created: Vec<Hook> = Vec::with_capacity(drafts.len());
+    for (i, (draft, signing)) in drafts.into_iter().enumerate() {
+        match create_hook(&api, &caller, draft, signing).await {
+            Ok((hook, _)) => created.push(hook),
+            Err(e) => {
+                for h in &created {
+                    if let Err(undo) = delete_hook(&api, &caller, &h.id.to_string()).await {
+                        tracing::error!(hook_id = %h.id, error = %super::message(&undo), "could not undo a subscription");
+                    }
+                }
+                return Err(at_index(i, e).into());
+            }
+        }
+    }
+    let out: Vec<SubscriptionOut> = created.iter().map(SubscriptionOut::from).collect();
+    Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+}
+
+/// The error of the `i`-th subscription, its fields prefixed with `[i].`.
+fn at_index(i: usize, e: ApiError) -> ApiError {
+    match e {
+        ApiError::Invalid { detail, errors } => ApiError::Invalid {
+            detail,
+            errors: errors
+                .into_iter()
+                .map(|f| hookbridge_core::validation::FieldError::new(format!("[{i}].{}", f.field), f.message))
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+async fn remove(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(id): Path<String>) -> Answer {
+    let caller = authorised(caller, Scope::HooksWrite)?;
+    let wanted: i64 = id.parse().map_err(|_| ApiError::NotFound("no such subscription"))?;
+    let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
+    let hook = hooks
+        .iter()
+        .find(|h| is_subscription(h) && h.id.low_bits() == wanted)
+        .ok_or(ApiError::NotFound("no such subscription"))?;
+    delete_hook(&api, &caller, &hook.id.to_string()).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}

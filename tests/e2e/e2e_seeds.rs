@@ -1,0 +1,190 @@
+//! The seeds' own APIs and payloads: requests copied verbatim from the Keycloak (Phase Two)
+//! and ExtremeCloud IQ documents (`tests/fixtures/seeds/`) answer as those products do, and
+//! events reach a real receiver in each product's format, with a signature it verifies
+//! using only the secret it chose.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, on_both_backends};
+use hookbridge_testkit::{Received, Receiver};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/seeds").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Whether a Standard Webhooks signature of `got` verifies with `key`, computed here from
+/// the specification, not with the platform's code.
+fn standard_signature_verifies(got: &Received, key: &[u8]) -> bool {
+    let (id, ts) = (got.header("webhook-id").unwrap(), got.header("webhook-timestamp").unwrap());
+    let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", &got.body].concat();
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(key, &signed)));
+    got.header("webhook-signature").unwrap().split_whitespace().any(|s| s == expected)
+}
+
+/// `method path` with a raw JSON body, as a client of another product would send it (the
+/// answer is checked against the OpenAPI document like every other).
+async fn send(
+    stack: &TestStack,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    let a = stack.raw(method, path, &headers, body.unwrap_or_default().as_bytes().to_vec()).await;
+    (a.status.as_u16(), a.body, a.headers)
+}
+
+on_both_backends! {
+async fn keycloak_clients_work_unchanged(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+
+    // The document's example, verbatim, on both path styles.
+    for prefix in ["/auth/realms/test", "/realms/test"] {
+        let (status, body, headers) = send(&stack, "POST", &format!("{prefix}/webhooks"), &t, Some(&fixture("keycloak-create-webhook.json"))).await;
+        assert_eq!(status, 201, "{prefix}: {body}");
+        let location = headers["location"].to_str().unwrap().to_owned();
+        assert!(location.contains(&format!("{prefix}/webhooks/")), "{location}");
+        let (status, one, _) = send(&stack, "GET", location.trim_start_matches(stack.base_url()), &t, None).await;
+        assert_eq!(status, 200);
+        // Stored normalised, as every hook URL is (the root path spelled out).
+        assert_eq!(one["url"], "https://exxxxxxxxxxxxxx.m.pipedream.net/");
+        assert_eq!((one["enabled"].clone(), one["eventTypes"].clone()), (json!(true), json!(["*"])));
+        assert_eq!(one["createdBy"], "test-tester");
+        assert!(one["id"].is_string() && one["createdAt"].is_string());
+        assert!(one.get("secret").is_none(), "the secret is never sent on reads: {one}");
+    }
+    let (status, list, _) = send(&stack, "GET", "/auth/realms/test/webhooks", &t, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains("A3jt6D8lz"));
+
+    // The webhook object, verbatim (its id, createdBy and createdAt ignored), as an update.
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let object = fixture("keycloak-webhook-object.json");
+    let (status, _, _) = send(&stack, "PUT", &format!("/auth/realms/test/webhooks/{id}"), &t, Some(&object)).await;
+    assert_eq!(status, 204);
+    let (_, updated, _) = send(&stack, "GET", &format!("/auth/realms/test/webhooks/{id}"), &t, None).await;
+    assert_eq!((updated["id"].as_str(), updated["url"].as_str()), (Some(id.as_str()), Some("https://example.com/some/webhook")));
+
+    // Another realm is another tenant's: 404, with Keycloak's error body.
+    let (status, err, _) = send(&stack, "GET", "/auth/realms/master/webhooks", &t, None).await;
+    assert_eq!(status, 404);
+    assert!(err["error"].is_string(), "{err}");
+    let reader = stack.token("test", "hooks:read");
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &reader, Some(&fixture("keycloak-create-webhook.json"))).await;
+    assert_eq!(status, 403, "view-events alone cannot create: {err}");
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","secret":"short"}"#)).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("secret"), "{err}");
+
+    // Delivery: the example pointed at a real receiver; the event itself as the body,
+    // signed with the secret the client chose.
+    let doc = fixture("keycloak-create-webhook.json").replace("https://exxxxxxxxxxxxxx.m.pipedream.net", &r.url("/kc"));
+    assert_eq!(send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc)).await.0, 201);
+    let event = json!({"type": "access.LOGIN", "realmId": "test", "clientId": "account", "userId": "u-1", "ipAddress": "203.0.113.7", "details": {"username": "ada"}});
+    stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": event})).await;
+    let got = r.wait_for(1, WAIT).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body, event, "the event as submitted, nothing added");
+    let expected = hex::encode(hmac_sha256(b"A3jt6D8lz", &got[0].body));
+    assert_eq!(got[0].header("x-keycloak-signature"), Some(expected.as_str()));
+
+    // Delete: 204, then 404.
+    assert_eq!(send(&stack, "DELETE", &format!("/realms/test/webhooks/{id}"), &t, None).await.0, 204);
+    assert_eq!(send(&stack, "GET", &format!("/realms/test/webhooks/{id}"), &t, None).await.0, 404);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+
+    // The document's example, verbatim: the created subscriptions come back with ids.
+    let (status, created, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(&fixture("xiq-create-subscription.json"))).await;
+    assert_eq!(status, 202, "{created}");
+    let sub = &created[0];
+    assert!(sub["id"].is_i64(), "{sub}");
+    assert_eq!((sub["application"].as_str(), sub["message_type"].as_str()), (Some("example-app-audits"), Some("AUDIT_LOG_ALL")));
+    assert!(sub.get("secret").is_none());
+    let (status, list, _) = send(&stack, "GET", "/subscriptions/webhook", &t, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], sub["id"]);
+    assert!(!list.to_string().contains("00000000\""), "the secret is never listed");
+
+    // A bad message type names the item and field; nothing of the request is created.
+    let bad = r#"[{"application":"a","url":"https://x.example/","message_type":"AUDIT_LOG_ALL"},{"application":"b","url":"https://y.example/","message_type":"NOPE"}]"#;
+    let (status, err, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(bad)).await;
+    assert_eq!(status, 400);
+    assert!(err["error_message"].as_str().unwrap().contains("[1].message_type"), "{err}");
+    assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
+
+    // Delivery: the example pointed at a real receiver; the log record as XIQ sends it,
+    // signed with the subscription's secret.
+    let doc = fixture("xiq-create-subscription.json").replace("https://webhook-endpoint-example-audits", &r.url("/xiq"));
+    let (_, mine, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(&doc)).await;
+    let records: Value = serde_json::from_str(&fixture("xiq-user-logged-in.json")).unwrap();
+    stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": records[0]})).await;
+    stack.publish(&t, &json!({"detail-type": "SMS_LOG_ALL", "source": "xiq", "detail": records[0]})).await;
+    let got = r.wait_for(1, WAIT).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body, records, "the record in an array, as XIQ sends it");
+    assert!(standard_signature_verifies(&got[0], b"00000000"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.received().len(), 1, "only the subscribed message type");
+
+    // Delete by the numeric id: 202, and it is gone.
+    let id = mine[0]["id"].as_i64().unwrap();
+    assert_eq!(send(&stack, "DELETE", &format!("/subscriptions/webhook/{id}"), &t, None).await.0, 202);
+    assert_eq!(send(&stack, "DELETE", &format!("/subscriptions/webhook/{id}"), &t, None).await.0, 404);
+    assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn unifi_and_hypr_events_arrive_in_their_own_shapes(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    stack.create_hook(&t, &json!({"name": "unifi", "url": r.url("/unifi"), "event_types": ["user.session.*"], "payload": "detail"})).await;
+    let hypr = stack.create_hook(&t, &json!({"name": "hypr", "url": r.url("/hypr"), "event_types": ["log"]})).await;
+    assert_eq!(hypr["payload"], "envelope", "the default");
+    let unifi: Value = serde_json::from_str(&fixture("unifi-event.json")).unwrap();
+    stack.publish(&t, &json!({"detail-type": "user.session.start", "source": "uid", "detail": unifi})).await;
+    stack.publish(&t, &json!({"detail-type": "log", "source": "hypr_event_hooks", "detail": {"data": {"eventName": "FIDO2_DEVICE_REG"}}})).await;
+    let got = r.wait_for(2, WAIT).await;
+    let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&at("/unifi").body).unwrap(), unifi, "UniFi's event as it is");
+    let envelope: Value = serde_json::from_slice(&at("/hypr").body).unwrap();
+    assert_eq!((envelope["detail-type"].as_str(), envelope["source"].as_str()), (Some("log"), Some("hypr_event_hooks")));
+    assert_eq!(envelope["detail"]["data"]["eventName"], "FIDO2_DEVICE_REG");
+    for g in &got {
+        assert!(g.header("webhook-signature").is_some(), "every format is signed");
+    }
+    stack.shutdown().await;
+}
+}
