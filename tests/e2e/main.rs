@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 mod e2e_api;
+mod e2e_catalog;
 mod e2e_cost;
 mod e2e_delivery;
 mod e2e_faults;

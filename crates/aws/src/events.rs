@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hookbridge_core::catalog::SeenMemo;
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ids::{EventId, TenantId};
 use hookbridge_core::ports::EventStore;
@@ -12,18 +13,20 @@ use crate::keys::{DOC, EXPIRES_AT, expired, get_s, key, n, s, tenant_pk};
 
 pub(crate) struct DynamoEventStore {
     table: Table,
+    seen: SeenMemo,
 }
 
 impl DynamoEventStore {
     pub(crate) fn new(table: Table) -> Self {
-        Self { table }
+        Self { table, seen: SeenMemo::default() }
     }
 }
 
 #[async_trait]
 impl EventStore for DynamoEventStore {
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()> {
-        let items = envelopes
+        let now = Utc::now();
+        let mut items: Vec<_> = envelopes
             .iter()
             .map(|e| {
                 let mut item = key(tenant_pk(tenant), format!("E#{}", e.id));
@@ -32,6 +35,10 @@ impl EventStore for DynamoEventStore {
                 item
             })
             .collect();
+        // Types seen, in the same batch write: no request of their own.
+        for name in self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now) {
+            items.push(crate::event_types::seen_item(tenant, &name, now));
+        }
         self.table.put_all(items).await
     }
 

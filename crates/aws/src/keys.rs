@@ -11,6 +11,8 @@
 //! | event           | `T#{tenant}`  | `E#{event_id}`             |
 //! | idempotency key | `T#{tenant}`  | `I#{key}`                  |
 //! | rate state      | `R#{key}`     | `R`                        |
+//! | declared type   | `T#{tenant}`  | `Y#{event_type}`           |
+//! | seen type       | `T#{tenant}`  | `S#{event_type}`           |
 
 use std::collections::HashMap;
 

@@ -5,6 +5,7 @@
 pub mod config;
 mod deliveries;
 mod dynamo;
+mod event_types;
 mod eventbridge;
 mod events;
 mod hooks;
@@ -80,6 +81,7 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         deliveries: Arc::new(deliveries::DynamoDeliveryStore::new(table.clone())),
         events: Arc::new(events::DynamoEventStore::new(table.clone())),
         idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table.clone())),
+        event_types: Arc::new(event_types::DynamoEventTypeStore::new(table.clone())),
         limiter: Arc::new(limiter::DynamoRateLimiter::new(table)),
         bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
         ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),

@@ -5,6 +5,7 @@
 //! async runtime: callers pass `now` in, so every decision is testable as a function.
 
 pub mod aead;
+pub mod catalog;
 pub mod circuit;
 pub mod delivery;
 pub mod envelope;

@@ -38,7 +38,7 @@ pub fn render(format: PayloadFormat, envelope: &str) -> Result<Cow<'_, str>, Pay
 }
 
 /// `detail` (a JSON object) without [`ROUTING_KEYS`], the rest as it was.
-fn without_routing_keys(detail: &RawValue) -> Result<String, PayloadError> {
+pub fn without_routing_keys(detail: &RawValue) -> Result<String, PayloadError> {
     let mut de = serde_json::Deserializer::from_str(detail.get());
     let entries = de.deserialize_map(Entries).map_err(|e| PayloadError(e.to_string()))?;
     let mut out = String::with_capacity(detail.get().len());

@@ -83,6 +83,20 @@ CREATE TABLE IF NOT EXISTS rates (
     next_us INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Event types a tenant declared (the declaration as JSON), and those seen lately.
+CREATE TABLE IF NOT EXISTS event_types (
+    tenant TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    doc    TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_types (
+    tenant    TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS rules (
     name    TEXT PRIMARY KEY,
     pattern TEXT NOT NULL,

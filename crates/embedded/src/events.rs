@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hookbridge_core::catalog::SeenMemo;
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ids::{EventId, TenantId};
 use hookbridge_core::ports::EventStore;
@@ -13,20 +14,24 @@ use crate::error::sql;
 
 pub(crate) struct SqliteEventStore {
     db: Db,
+    seen: SeenMemo,
 }
 
 impl SqliteEventStore {
     pub(crate) fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, seen: SeenMemo::default() }
     }
 }
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()> {
+        let now = Utc::now();
+        let seen = self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now);
         let tenant = tenant.to_string();
         let rows: Vec<(String, String)> = envelopes.iter().map(|e| (e.id.to_string(), e.to_body())).collect();
         let exp = expires_at.timestamp_millis();
+        let at = now.timestamp_millis();
         self.db
             .write(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("events.put"))?;
@@ -39,6 +44,15 @@ impl EventStore for SqliteEventStore {
                         .map_err(sql("events.put"))?;
                     for (id, doc) in &rows {
                         stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
+                    }
+                    let mut seen_stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO seen_types (tenant, name, last_seen) VALUES (?1, ?2, ?3)
+                             ON CONFLICT(tenant, name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                        )
+                        .map_err(sql("events.put"))?;
+                    for name in &seen {
+                        seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
                     }
                 }
                 tx.commit().map_err(sql("events.put"))

@@ -11,6 +11,7 @@ mod bus;
 mod db;
 mod deliveries;
 mod error;
+mod event_types;
 mod events;
 mod hooks;
 mod idempotency;
@@ -94,6 +95,7 @@ fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<
         deliveries: Arc::new(deliveries::SqliteDeliveryStore::new(db.clone())),
         events: Arc::new(events::SqliteEventStore::new(db.clone())),
         idempotency: Arc::new(idempotency::SqliteIdempotencyStore::new(db.clone())),
+        event_types: Arc::new(event_types::SqliteEventTypeStore::new(db.clone())),
         bus: Arc::new(EmbeddedBus::new(db.clone(), &config.account, &config.region)),
         ingest_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.ingest.name)),
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::Result;
+use hookbridge_core::catalog::SEEN_FOR;
 use hookbridge_core::topology::QUEUE_RETENTION;
 use rusqlite::params;
 
@@ -34,12 +35,14 @@ pub struct Swept {
     pub messages: usize,
     /// Idle rate-limiter state.
     pub rates: usize,
+    /// Event types not seen for 30 days.
+    pub seen_types: usize,
 }
 
 impl Swept {
     /// Rows deleted in all.
     pub fn total(&self) -> usize {
-        self.deliveries + self.events + self.idempotency_keys + self.messages + self.rates
+        self.deliveries + self.events + self.idempotency_keys + self.messages + self.rates + self.seen_types
     }
 }
 
@@ -81,6 +84,13 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
             idle_rates,
         )
         .await?,
+        seen_types: drain(
+            db,
+            "DELETE FROM seen_types WHERE (tenant, name) IN
+               (SELECT tenant, name FROM seen_types WHERE last_seen <= ?1 LIMIT ?2)",
+            (now - SEEN_FOR).timestamp_millis(),
+        )
+        .await?,
     })
 }
 
@@ -107,6 +117,7 @@ pub async fn run(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
                 idempotency_keys = s.idempotency_keys,
                 messages = s.messages,
                 rates = s.rates,
+                seen_types = s.seen_types,
                 "expired data deleted"
             ),
             Ok(_) => {}

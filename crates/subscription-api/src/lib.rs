@@ -4,6 +4,7 @@
 mod actions;
 mod auth;
 mod body;
+mod catalog;
 pub mod compat;
 mod deliveries;
 mod dto;
@@ -22,7 +23,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_core::ports::{
-    Backend, Bus, DeliveryStore, EventStore, HookStore, IdempotencyStore, Lanes, RateLimiter, Resource, Sealer,
+    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, RateLimiter, Resource,
+    Sealer,
 };
 
 pub use auth::{Claims, JwtKey, REFRESH_AT_MOST_EVERY, Scope, Tokens, TokensError, mint_token};
@@ -85,6 +87,8 @@ pub struct ApiPorts {
     pub events: Arc<dyn EventStore>,
     /// Publish de-duplication.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Declared and seen event types.
+    pub event_types: Arc<dyn EventTypeStore>,
     /// Where published events and lifecycle events go.
     pub bus: Arc<dyn Bus>,
     /// Where test events, retries and replays go, on the hook's lane.
@@ -113,6 +117,7 @@ impl ApiPorts {
             deliveries: b.deliveries.clone(),
             events: b.events.clone(),
             idempotency: b.idempotency.clone(),
+            event_types: b.event_types.clone(),
             bus: b.bus.clone(),
             lanes: b.lanes(),
             sealer: b.sealer.clone(),
@@ -137,6 +142,7 @@ struct ApiInner {
     ports: ApiPorts,
     settings: ApiSettings,
     meter: meter::Meter,
+    schemas: catalog::Schemas,
 }
 
 impl std::fmt::Debug for Api {
@@ -148,7 +154,14 @@ impl std::fmt::Debug for Api {
 impl Api {
     /// The API over a backend's ports.
     pub fn new(ports: ApiPorts, settings: ApiSettings) -> Self {
-        Self { inner: Arc::new(ApiInner { ports, settings, meter: meter::Meter::default() }) }
+        Self {
+            inner: Arc::new(ApiInner {
+                ports,
+                settings,
+                meter: meter::Meter::default(),
+                schemas: catalog::Schemas::default(),
+            }),
+        }
     }
 
     pub(crate) fn ports(&self) -> &ApiPorts {
@@ -161,6 +174,10 @@ impl Api {
 
     pub(crate) fn meter(&self) -> &meter::Meter {
         &self.inner.meter
+    }
+
+    pub(crate) fn schemas(&self) -> &catalog::Schemas {
+        &self.inner.schemas
     }
 }
 
@@ -179,6 +196,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
         .route("/v1/hooks/{id}/replay", post(redeliver::replay))
         .route("/v1/events", post(events::publish))
+        .route("/v1/event-types", get(catalog::list))
+        .route("/v1/event-types/match", get(catalog::matching))
+        .route("/v1/event-types/catalogs", get(catalog::catalogs))
+        .route("/v1/event-types/catalogs/{catalog}", post(catalog::load_catalog))
+        .route("/v1/event-types/{name}", axum::routing::put(catalog::declare).delete(catalog::undeclare))
         .merge(compat::keycloak::routes())
         .merge(compat::xiq::routes())
         .fallback(not_found)

@@ -47,7 +47,8 @@ macro_rules! contract_tests {
             deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome,
             limiter_paces_and_admits_across_handles,
             sealed_secrets_open_only_for_their_hook,
-            hooks_scan_pages_through_every_tenant
+            hooks_scan_pages_through_every_tenant,
+            event_types_are_declared_and_seen_per_tenant
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -763,4 +764,39 @@ pub async fn hooks_scan_pages_through_every_tenant(h: &dyn Harness) {
     }
     seen.sort();
     assert_eq!(seen, mine.into_iter().collect::<Vec<_>>(), "each hook once");
+}
+
+/// Declarations read back per tenant, replaced, forgotten; an envelope kept marks its type
+/// seen (for that tenant only).
+pub async fn event_types_are_declared_and_seen_per_tenant(h: &dyn Harness) {
+    use hookbridge_core::catalog::DeclaredType;
+    let (t, other) = (tenant(&h.unique("tenant")), tenant(&h.unique("tenant")));
+    let store = &h.backend().event_types;
+    let now = Utc::now();
+    let declared = |name: &str, description: &str| DeclaredType {
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        schema: Some(serde_json::json!({"type": "object", "required": ["user"]})),
+        updated_at: now,
+    };
+    store.declare(&t, &declared("user.login", "in")).await.expect("declare");
+    store.declare(&t, &declared("admin.USER-CREATE", "created")).await.expect("declare");
+    store.declare(&t, &declared("user.login", "signed in")).await.expect("re-declare");
+    let got = store.declared(&t).await.expect("declared");
+    assert_eq!(got, vec![declared("admin.USER-CREATE", "created"), declared("user.login", "signed in")]);
+    assert!(store.declared(&other).await.expect("declared").is_empty());
+    assert!(store.undeclare(&t, "admin.USER-CREATE").await.expect("undeclare"));
+    assert!(!store.undeclare(&t, "admin.USER-CREATE").await.expect("undeclare"), "already gone");
+    assert_eq!(store.declared(&t).await.expect("declared").len(), 1);
+
+    let body = format!(
+        r#"{{"version":"0","id":"{}","detail-type":"device.registered","source":"idp","account":"1","time":"2026-11-22T10:00:00Z","region":"r","resources":[],"detail":{{"tenant":"{t}"}}}}"#,
+        EventId::generate()
+    );
+    let env = Envelope::from_bus_json(&body, "x", "y").expect("envelope");
+    h.backend().events.put(&t, std::slice::from_ref(&env), now + chrono::Duration::days(1)).await.expect("put");
+    let seen = store.seen(&t, now - chrono::Duration::minutes(1)).await.expect("seen");
+    assert_eq!(seen.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["device.registered"]);
+    assert!(store.seen(&other, now - chrono::Duration::minutes(1)).await.expect("seen").is_empty());
+    assert!(store.seen(&t, now + chrono::Duration::hours(1)).await.expect("seen").is_empty(), "not seen since then");
 }

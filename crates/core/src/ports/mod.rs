@@ -16,7 +16,9 @@ pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
 };
 pub use sealer::Sealer;
-pub use store::{Claim, DeliveryStore, EventStore, HookStore, IdempotencyStore, Page, StoredResponse, Window};
+pub use store::{
+    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Page, StoredResponse, Window,
+};
 
 use std::sync::Arc;
 
@@ -53,6 +55,8 @@ pub struct Backend {
     pub events: Arc<dyn EventStore>,
     /// Publish de-duplication.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Declared and seen event types.
+    pub event_types: Arc<dyn EventTypeStore>,
     /// The bus products publish to.
     pub bus: Arc<dyn Bus>,
     /// Product events matched to hooks.

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::Result;
+use crate::catalog::DeclaredType;
 use crate::delivery::{Delivery, DeliveryUpdate};
 use crate::envelope::Envelope;
 use crate::hook::Hook;
@@ -117,6 +118,7 @@ pub trait DeliveryStore: Send + Sync {
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Stores envelopes of a tenant until `expires_at`. Storing an id again is a no-op.
+    /// Their event types are recorded as seen in the same write (see [`EventTypeStore`]).
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()>;
 
     /// One envelope; `None` if absent, expired or another tenant's.
@@ -172,4 +174,21 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Gives a claim up (the request failed), so a retry can proceed.
     async fn release(&self, tenant: &TenantId, key: &str) -> Result<()>;
+}
+
+/// A tenant's event types: those it declared, and those seen lately (recorded as events are
+/// kept, by [`EventStore::put`], at most about once an hour per type and process).
+#[async_trait]
+pub trait EventTypeStore: Send + Sync {
+    /// Declares a type, or replaces its declaration.
+    async fn declare(&self, tenant: &TenantId, declared: &DeclaredType) -> Result<()>;
+
+    /// Forgets a declaration; whether there was one.
+    async fn undeclare(&self, tenant: &TenantId, name: &str) -> Result<bool>;
+
+    /// The tenant's declared types.
+    async fn declared(&self, tenant: &TenantId) -> Result<Vec<DeclaredType>>;
+
+    /// The tenant's types seen since `since`, with when each was last seen.
+    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;
 }

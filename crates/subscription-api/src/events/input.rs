@@ -47,6 +47,8 @@ pub(crate) struct Accepted {
     pub(crate) entry: BusEntry,
     /// The producer's `id`: a 24-hour de-duplication key for this event.
     pub(crate) producer_id: Option<String>,
+    /// Its place in the request's array, when the body was one.
+    pub(crate) index: Option<usize>,
 }
 
 /// Whether `s` is 1 to `max` bytes without control characters.
@@ -221,7 +223,7 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     e.finish(())?;
     let detail = detail.unwrap_or_else(|| raw.to_owned());
     let entry = BusEntry { detail_type, source, time, resources, detail };
-    Ok(Accepted { entry, producer_id: ev.id })
+    Ok(Accepted { entry, producer_id: ev.id, index })
 }
 
 #[cfg(test)]

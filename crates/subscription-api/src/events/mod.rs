@@ -34,6 +34,9 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let request = Once::of_request(&headers)?;
     let accepted = accept(&bytes, &caller.tenant)?;
+    let typed: Vec<_> =
+        accepted.iter().map(|a| (a.index, a.entry.detail_type.as_str(), a.entry.detail.as_ref())).collect();
+    api.schemas().check(&api, &caller.tenant, &typed).await?;
     let now = Utc::now();
     throttle(&api, &caller.tenant, accepted.len(), now).await?;
     let store = api.ports().idempotency.as_ref();

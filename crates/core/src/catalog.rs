@@ -1,0 +1,132 @@
+//! A tenant's event types: those it declared (a description, optionally a JSON Schema its
+//! events must satisfy) and those seen on the bus lately. Consoles list them and preview
+//! which a hook's patterns match; publishing checks an event against its declared schema.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long a type stays known after its last event.
+pub const SEEN_FOR: Duration = Duration::days(30);
+/// The most types a tenant may declare.
+pub const MAX_DECLARED: usize = 500;
+/// The largest schema accepted, as JSON text.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// The longest description.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// The longest event type name, as the bus allows (`detail-type`).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A type the tenant declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredType {
+    /// The event type (`detail-type`).
+    pub name: String,
+    /// What it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema (2020-12) every published `detail` of this type must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// When it was last declared.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A type the platform knows of for a tenant: declared, seen, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownType {
+    /// The event type.
+    pub name: String,
+    /// Its declaration, if the tenant made one.
+    pub declared: Option<DeclaredType>,
+    /// When an event of it last went through, if within [`SEEN_FOR`].
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Why a type name was refused.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("must be 1-{MAX_NAME_LEN} characters"));
+    }
+    if name.contains('*') || !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces or `*`".to_owned());
+    }
+    Ok(())
+}
+
+/// Declared and seen types merged by name, sorted by name.
+pub fn merge(declared: Vec<DeclaredType>, seen: Vec<(String, DateTime<Utc>)>) -> Vec<KnownType> {
+    let mut by_name: std::collections::BTreeMap<String, KnownType> = std::collections::BTreeMap::new();
+    for d in declared {
+        by_name.insert(d.name.clone(), KnownType { name: d.name.clone(), declared: Some(d), last_seen: None });
+    }
+    for (name, at) in seen {
+        let entry = by_name.entry(name.clone()).or_insert_with(|| KnownType { name, declared: None, last_seen: None });
+        entry.last_seen = entry.last_seen.max(Some(at));
+    }
+    by_name.into_values().collect()
+}
+
+/// How often one process records a type as seen again: the last-seen time is then at most
+/// this stale, and an event store pays one small write per type and hour, not per event.
+pub const SEEN_REFRESH: Duration = Duration::hours(1);
+
+/// The types this process recorded as seen lately, by tenant.
+#[derive(Debug, Default)]
+pub struct SeenMemo(std::sync::Mutex<std::collections::HashMap<(String, String), DateTime<Utc>>>);
+
+/// Entries kept before the memo starts over (a flood of distinct types cannot grow it).
+const SEEN_MEMO_MAX: usize = 100_000;
+
+impl SeenMemo {
+    /// Of `types` (of `tenant`'s events kept at `now`), those to record as seen now; they
+    /// are then not due again for [`SEEN_REFRESH`].
+    pub fn due<'a>(&self, tenant: &str, types: impl IntoIterator<Item = &'a str>, now: DateTime<Utc>) -> Vec<String> {
+        let mut memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() > SEEN_MEMO_MAX {
+            memo.clear();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for t in types {
+            let key = (tenant.to_owned(), t.to_owned());
+            if memo.get(&key).is_none_or(|at| now - *at >= SEEN_REFRESH) && !out.iter().any(|o| o == t) {
+                memo.insert(key, now);
+                out.push(t.to_owned());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_event_types_not_patterns() {
+        assert!(check_name("admin.USER-CREATE").is_ok());
+        assert!(check_name("access.*").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn a_type_is_due_once_an_hour_per_tenant() {
+        let memo = SeenMemo::default();
+        let now = Utc::now();
+        assert_eq!(memo.due("acme", ["a", "b", "a"], now), ["a", "b"]);
+        assert!(memo.due("acme", ["a"], now + Duration::minutes(59)).is_empty());
+        assert_eq!(memo.due("globex", ["a"], now), ["a"]);
+        assert_eq!(memo.due("acme", ["a"], now + SEEN_REFRESH), ["a"]);
+    }
+
+    #[test]
+    fn declared_and_seen_merge_by_name() {
+        let now = Utc::now();
+        let d = DeclaredType { name: "b".into(), description: Some("B".into()), schema: None, updated_at: now };
+        let merged = merge(vec![d.clone()], vec![("a".into(), now), ("b".into(), now)]);
+        assert_eq!(merged.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((merged[0].declared.is_none(), merged[1].declared.as_ref()), (true, Some(&d)));
+        assert_eq!(merged[1].last_seen, Some(now));
+    }
+}

@@ -1,0 +1,327 @@
+//! `/v1/event-types`: the tenant's known event types (declared, and seen in the last 30
+//! days), declaring one (with an optional JSON Schema its events must satisfy), which known
+//! types a pattern matches, and the seed products' catalogs, loaded with one call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use hookbridge_core::catalog::{self, DeclaredType, KnownType};
+use hookbridge_core::ids::TenantId;
+use hookbridge_core::pattern::EventTypePattern;
+use hookbridge_core::validation::FieldError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::auth::{Reader, Writer};
+use crate::body::{ApiQuery, JsonBody, parse};
+use crate::error::ApiError;
+
+/// The catalogs shipped with the platform: the seed products' event types.
+const CATALOGS: [(&str, &str); 4] = [
+    ("keycloak", include_str!("../catalogs/keycloak.json")),
+    ("extremecloud-iq", include_str!("../catalogs/extremecloud-iq.json")),
+    ("unifi", include_str!("../catalogs/unifi.json")),
+    ("hypr", include_str!("../catalogs/hypr.json")),
+];
+
+/// How long a process trusts the declared schemas it read (a declaration made through
+/// another process applies within this).
+pub const SCHEMAS_KEPT_FOR: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+struct Catalog {
+    description: String,
+    types: Vec<CatalogType>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CatalogType {
+    name: String,
+    description: String,
+}
+
+fn catalog(name: &str) -> Option<Catalog> {
+    CATALOGS.iter().find(|(n, _)| *n == name).and_then(|(_, text)| serde_json::from_str(text).ok())
+}
+
+/// A known type as the API shows it.
+#[derive(Debug, Serialize)]
+struct TypeOut {
+    name: String,
+    declared: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<Value>,
+    last_seen_at: Option<String>,
+}
+
+impl From<KnownType> for TypeOut {
+    fn from(k: KnownType) -> Self {
+        let declared = k.declared.is_some();
+        let (description, schema) = k.declared.map(|d| (d.description, d.schema)).unwrap_or_default();
+        Self { declared, name: k.name, description, schema, last_seen_at: k.last_seen.map(|t| t.to_rfc3339()) }
+    }
+}
+
+async fn known(api: &Api, tenant: &TenantId) -> Result<Vec<KnownType>, ApiError> {
+    let store = &api.ports().event_types;
+    let declared = store.declared(tenant).await?;
+    let seen = store.seen(tenant, Utc::now() - catalog::SEEN_FOR).await?;
+    Ok(catalog::merge(declared, seen))
+}
+
+/// `GET /v1/event-types`.
+pub async fn list(State(api): State<Api>, Reader(caller): Reader) -> Result<Json<Value>, ApiError> {
+    let types: Vec<TypeOut> = known(&api, &caller.tenant).await?.into_iter().map(TypeOut::from).collect();
+    Ok(Json(json!({ "event_types": types })))
+}
+
+/// `PUT /v1/event-types/{name}` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeclareIn {
+    description: Option<String>,
+    schema: Option<Value>,
+}
+
+/// `PUT /v1/event-types/{name}`: declares it (or replaces the declaration).
+pub async fn declare(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    Path(name): Path<String>,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    catalog::check_name(&name).map_err(|m| ApiError::field("name", m))?;
+    let d: DeclareIn = parse(&bytes)?;
+    let mut errors = Vec::new();
+    if d.description.as_ref().is_some_and(|t| t.chars().count() > catalog::MAX_DESCRIPTION_LEN) {
+        errors.push(FieldError::new(
+            "description",
+            format!("must be at most {} characters", catalog::MAX_DESCRIPTION_LEN),
+        ));
+    }
+    if let Some(schema) = &d.schema {
+        if schema.to_string().len() > catalog::MAX_SCHEMA_BYTES {
+            errors.push(FieldError::new("schema", format!("must be at most {} bytes", catalog::MAX_SCHEMA_BYTES)));
+        } else if let Err(e) = compile(schema) {
+            errors.push(FieldError::new("schema", format!("is not a valid JSON Schema (2020-12): {e}")));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    let store = &api.ports().event_types;
+    let declared = store.declared(&caller.tenant).await?;
+    if declared.len() >= catalog::MAX_DECLARED && !declared.iter().any(|t| t.name == name) {
+        return Err(declared_quota());
+    }
+    let t = DeclaredType { name, description: d.description, schema: d.schema, updated_at: Utc::now() };
+    store.declare(&caller.tenant, &t).await?;
+    api.schemas().forget(&caller.tenant);
+    tracing::info!(tenant = %caller.tenant, event_type = %t.name, "event type declared");
+    let out = TypeOut::from(KnownType { name: t.name.clone(), declared: Some(t), last_seen: None });
+    Ok((StatusCode::OK, Json(out)).into_response())
+}
+
+/// `DELETE /v1/event-types/{name}`: forgets the declaration (a type seen lately stays known).
+pub async fn undeclare(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
+        return Err(ApiError::NotFound("no such declared event type"));
+    }
+    api.schemas().forget(&caller.tenant);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /v1/event-types/match`.
+#[derive(Debug, Deserialize)]
+pub struct MatchQuery {
+    pattern: Option<String>,
+}
+
+/// `GET /v1/event-types/match?pattern=…`: which known types a hook's pattern would match.
+pub async fn matching(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    ApiQuery(q): ApiQuery<MatchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let raw = q.pattern.ok_or_else(|| ApiError::field("pattern", "is required"))?;
+    let pattern: EventTypePattern =
+        raw.parse().map_err(|e: hookbridge_core::pattern::InvalidPattern| ApiError::field("pattern", e.to_string()))?;
+    let matches: Vec<String> =
+        known(&api, &caller.tenant).await?.into_iter().map(|k| k.name).filter(|n| pattern.matches(n)).collect();
+    Ok(Json(json!({ "pattern": raw, "matches": matches })))
+}
+
+/// `GET /v1/event-types/catalogs`: the catalogs that can be loaded.
+pub async fn catalogs(Reader(_caller): Reader) -> Json<Value> {
+    let list: Vec<Value> = CATALOGS
+        .iter()
+        .filter_map(|(name, _)| {
+            catalog(name).map(|c| json!({"name": name, "description": c.description, "types": c.types.len()}))
+        })
+        .collect();
+    Json(json!({ "catalogs": list }))
+}
+
+/// `POST /v1/event-types/catalogs/{catalog}`: declares the catalog's types the tenant has
+/// not declared yet (its own declarations are kept).
+pub async fn load_catalog(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let c = catalog(&name).ok_or(ApiError::NotFound("no such catalog"))?;
+    let store = &api.ports().event_types;
+    let existing = store.declared(&caller.tenant).await?;
+    let new: Vec<&CatalogType> = c.types.iter().filter(|t| !existing.iter().any(|e| e.name == t.name)).collect();
+    if existing.len() + new.len() > catalog::MAX_DECLARED {
+        return Err(declared_quota());
+    }
+    let now = Utc::now();
+    for t in &new {
+        let d = DeclaredType {
+            name: t.name.clone(),
+            description: Some(t.description.clone()),
+            schema: None,
+            updated_at: now,
+        };
+        store.declare(&caller.tenant, &d).await?;
+    }
+    api.schemas().forget(&caller.tenant);
+    tracing::info!(tenant = %caller.tenant, catalog = %name, declared = new.len(), "catalog loaded");
+    Ok(Json(json!({ "catalog": name, "declared": new.len(), "already_declared": c.types.len() - new.len() })))
+}
+
+fn declared_quota() -> ApiError {
+    ApiError::QuotaReached {
+        detail: format!("a tenant may declare at most {} event types", catalog::MAX_DECLARED),
+        limit: catalog::MAX_DECLARED as u32,
+    }
+}
+
+fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options().with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())
+}
+
+type Validators = Arc<HashMap<String, Arc<jsonschema::Validator>>>;
+
+/// The declared schemas of each tenant, as compiled validators, kept for
+/// [`SCHEMAS_KEPT_FOR`] so a publish costs no read in the steady state.
+#[derive(Default)]
+pub(crate) struct Schemas(Mutex<HashMap<TenantId, (Instant, Validators)>>);
+
+impl Schemas {
+    fn forget(&self, tenant: &TenantId) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant);
+    }
+
+    async fn of(&self, api: &Api, tenant: &TenantId) -> Result<Validators, ApiError> {
+        if let Some((at, v)) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant)
+            && at.elapsed() < SCHEMAS_KEPT_FOR
+        {
+            return Ok(v.clone());
+        }
+        let mut compiled = HashMap::new();
+        for d in api.ports().event_types.declared(tenant).await? {
+            if let Some(schema) = &d.schema {
+                // Schemas were checked when declared; one that no longer compiles checks nothing.
+                match compile(schema) {
+                    Ok(v) => {
+                        compiled.insert(d.name.clone(), Arc::new(v));
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, event_type = %d.name, error = %e, "a declared schema does not compile")
+                    }
+                }
+            }
+        }
+        let v: Validators = Arc::new(compiled);
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.clone(), (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// Checks each event's `detail` (without the routing keys) against its type's declared
+    /// schema; every failure names the path in the request, e.g. `[2].detail.user.id`.
+    pub(crate) async fn check(
+        &self,
+        api: &Api,
+        tenant: &TenantId,
+        events: &[(Option<usize>, &str, &serde_json::value::RawValue)],
+    ) -> Result<(), ApiError> {
+        let validators = self.of(api, tenant).await?;
+        if validators.is_empty() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for (index, detail_type, detail) in events {
+            let Some(v) = validators.get(*detail_type) else { continue };
+            let detail = hookbridge_core::payload::without_routing_keys(detail)
+                .ok()
+                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                .unwrap_or(Value::Null);
+            for e in v.iter_errors(&detail) {
+                let prefix = index.map(|i| format!("[{i}].")).unwrap_or_default();
+                errors.push(FieldError::new(
+                    format!("{prefix}detail{}", dotted(&e.instance_path().to_string())),
+                    e.to_string(),
+                ));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::fields(errors)) }
+    }
+}
+
+/// A JSON Pointer (`/user/ids/0`) as the API names fields (`.user.ids[0]`).
+fn dotted(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|seg| seg.replace("~1", "/").replace("~0", "~"))
+        .map(|seg| {
+            if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                format!("[{seg}]")
+            } else {
+                format!(".{seg}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_catalog_parses_and_names_valid_types() {
+        for (name, _) in CATALOGS {
+            let c = catalog(name).unwrap_or_else(|| panic!("{name} does not parse"));
+            assert!(!c.types.is_empty());
+            for t in c.types {
+                assert!(catalog::check_name(&t.name).is_ok(), "{name}: {}", t.name);
+            }
+        }
+    }
+
+    #[test]
+    fn pointers_read_as_field_paths() {
+        assert_eq!(dotted(""), "");
+        assert_eq!(dotted("/user/ids/0"), ".user.ids[0]");
+        assert_eq!(dotted("/a~1b"), ".a/b");
+    }
+}

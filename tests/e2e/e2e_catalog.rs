@@ -1,0 +1,88 @@
+//! The event-type catalog: declared types (with a schema publishing is held to), types seen
+//! on the bus, a pattern's live preview, and the seed products' catalogs loaded in one call.
+
+use std::time::Duration;
+
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use serde_json::{Value, json};
+
+fn names(list: &Value) -> Vec<String> {
+    list["event_types"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+}
+
+on_both_backends! {
+async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let schema = json!({"type": "object", "required": ["user"], "properties": {"user": {"type": "object",
+        "required": ["id"], "properties": {"id": {"type": "string"}}}}});
+    let put = stack.put("/v1/event-types/user.login", &t, &json!({"description": "A user signed in", "schema": schema})).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!((put.body["declared"].as_bool(), put.body["schema"].clone()), (Some(true), schema.clone()));
+
+    // Conforming events pass (the routing keys the platform adds are not the producer's).
+    let ok = json!({"detail-type": "user.login", "source": "idp", "detail": {"user": {"id": "u-1"}}});
+    assert_eq!(stack.post("/v1/events", &t, &ok).await.status, 202);
+    let bad = json!([ok, {"detail-type": "user.login", "source": "idp", "detail": {"user": {"id": 7}}},
+                     {"detail-type": "other", "source": "idp", "detail": {}}]);
+    let refused = stack.post("/v1/events", &t, &bad).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["field"], "[1].detail.user.id");
+    let missing = stack.post("/v1/events", &t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.body["errors"][0]["field"], "detail");
+
+    // A schema that is not one is refused, naming the field; another tenant is unaffected.
+    let invalid = stack.put("/v1/event-types/x", &t, &json!({"schema": {"type": 12}})).await;
+    assert_eq!((invalid.status.as_u16(), invalid.body["errors"][0]["field"].as_str()), (400, Some("schema")));
+    let other = stack.token("globex", ALL_SCOPES);
+    assert_eq!(stack.post("/v1/events", &other, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await.status, 202);
+
+    // Forgotten, the schema no longer applies.
+    assert_eq!(stack.delete("/v1/event-types/user.login", &t).await.status, 204);
+    assert_eq!(stack.delete("/v1/event-types/user.login", &t).await.status, 404);
+    assert_eq!(stack.post("/v1/events", &t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await.status, 202);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn seen_types_catalogs_and_the_pattern_preview(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    stack.publish(&t, &json!({"detail-type": "device.registered", "source": "mdm", "detail": {}})).await;
+    let seen = eventually(Duration::from_secs(20), || async {
+        let list = stack.get("/v1/event-types", &t).await.body;
+        names(&list).contains(&"device.registered".to_owned()).then_some(list)
+    })
+    .await
+    .expect("the published type is seen");
+    let entry = seen["event_types"].as_array().unwrap().iter().find(|e| e["name"] == "device.registered").unwrap();
+    assert_eq!(entry["declared"], false);
+    assert!(entry["last_seen_at"].is_string());
+    assert!(names(&stack.get("/v1/event-types", &stack.token("globex", ALL_SCOPES)).await.body).is_empty());
+
+    let catalogs = stack.get("/v1/event-types/catalogs", &t).await.body;
+    let offered: Vec<&str> = catalogs["catalogs"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["keycloak", "extremecloud-iq", "unifi", "hypr"]);
+    let loaded = stack.post("/v1/event-types/catalogs/keycloak", &t, &json!({})).await;
+    assert_eq!(loaded.status, 200, "{}", loaded.body);
+    let declared = loaded.body["declared"].as_u64().unwrap();
+    assert!(declared > 20);
+    let again = stack.post("/v1/event-types/catalogs/keycloak", &t, &json!({})).await;
+    assert_eq!((again.body["declared"].as_u64(), again.body["already_declared"].as_u64()), (Some(0), Some(declared)));
+    assert_eq!(stack.post("/v1/event-types/catalogs/nope", &t, &json!({})).await.status, 404);
+    assert_eq!(stack.post("/v1/event-types/catalogs/extremecloud-iq", &t, &json!({})).await.body["declared"], 9);
+
+    // The preview: Keycloak's own wildcard examples, against everything known.
+    let m = stack.get("/v1/event-types/match?pattern=admin.CLIENT-*", &t).await.body;
+    assert_eq!(m["matches"], json!(["admin.CLIENT-CREATE", "admin.CLIENT-DELETE", "admin.CLIENT-UPDATE"]));
+    let m = stack.get("/v1/event-types/match?pattern=*_LOG_ALL", &t).await.body;
+    assert_eq!(m["matches"].as_array().unwrap().len(), 7);
+    let m = stack.get("/v1/event-types/match?pattern=device.*", &t).await.body;
+    assert_eq!(m["matches"], json!(["device.registered"]));
+    let bad = stack.get("/v1/event-types/match?pattern=a%20b", &t).await;
+    assert_eq!((bad.status.as_u16(), bad.body["errors"][0]["field"].as_str()), (400, Some("pattern")));
+    stack.shutdown().await;
+}
+}
