@@ -9,7 +9,7 @@ PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut
 CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
 SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
+.PHONY: run run-aws run-lambda test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -21,10 +21,16 @@ run-aws: $(PYTOOLS)
 	$(CARGO) build -p hookbridge-local --bin hookbridge
 	./scripts/run-aws.sh
 
+## run-lambda: the four compiled function binaries as Lambda runs them (a local Runtime
+## API, SQS event sources, an HTTP API front) against the emulator, on 127.0.0.1:3000
+run-lambda: $(PYTOOLS)
+	$(CARGO) build -p subscription-api -p ingest -p delivery-worker -p verifier -p hookbridge-testkit --bins
+	./target/debug/hookbridge-lambda --listen 127.0.0.1:3000
+
 ## test: formatting, lints, the layering rules, and every test (both backends)
 test: lint layering unit
 
-## lint: rustfmt, clippy (warnings are errors) and cfn-lint on template.yaml
+## lint: rustfmt, clippy (warnings are errors), cfn-lint and `sam validate --lint` on template.yaml
 lint: fmt-check clippy template-lint
 
 ## build: the four Lambda functions (release, arm64 where possible) under target/lambda/
@@ -52,9 +58,10 @@ reliability: $(PYTOOLS)
 	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_semantics::private --nocapture
 	$(CARGO) test -p hookbridge-e2e --test secrets
 
-## deploy: build, then `sam deploy --guided` of template.yaml with those binaries
+## deploy: build, then `sam deploy --guided` of those binaries (the .aws-sam/build layout
+## `make build` writes, as `sam build` would)
 deploy: build $(SAM)
-	$(SAM) deploy --guided --template-file template.yaml --capabilities CAPABILITY_IAM \
+	$(SAM) deploy --guided --capabilities CAPABILITY_IAM \
 		--parameter-overrides Architecture=$$(cat target/lambda/.architecture)
 
 fmt-check:
@@ -70,10 +77,12 @@ layering:
 	python3 scripts/check-layering.py .
 	./scripts/check-layering-fails.sh
 
-template-lint: $(PYTOOLS)
+template-lint: $(PYTOOLS) $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --template template.yaml --region us-east-1
 
 unit: $(PYTOOLS)
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 # The emulator (with cfn-lint, which it brings) and the OpenAPI validator, pinned, in the

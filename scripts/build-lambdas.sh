@@ -20,3 +20,5 @@ echo "$arch" > target/lambda/.architecture
 for f in subscription-api ingest delivery-worker verifier; do
     printf '%-18s %s %9d bytes\n' "$f" "$arch" "$(stat -c %s "target/lambda/$f/bootstrap")"
 done
+# The same layout `sam build` makes, so `sam deploy` finds the functions either way.
+python3 scripts/sam-build-layout.py

@@ -27,6 +27,8 @@ pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 /// Every named resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// The prefix every name starts with: the stack's name in metrics and tags.
+    pub prefix: String,
     /// The DynamoDB table.
     pub table: String,
     /// The event bus.
@@ -51,6 +53,7 @@ impl Topology {
             max_receive_count,
         };
         Self {
+            prefix: prefix.to_owned(),
             table: format!("{prefix}-table"),
             bus: format!("{prefix}-bus"),
             // Six times the function timeouts (AWS's advice for SQS event sources), so a

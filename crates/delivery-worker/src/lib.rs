@@ -93,9 +93,9 @@ pub struct WorkerSettings {
     pub patience: Duration,
     /// How long a slow-lane request may take, token fetch included.
     pub timeout: Duration,
-    /// Write delivery metrics to stdout as CloudWatch Embedded Metric Format (the Lambda
-    /// function does; the local runner does not).
-    pub emf_metrics: bool,
+    /// Write delivery metrics to stdout as CloudWatch Embedded Metric Format, with this
+    /// stack's prefix as a dimension (the Lambda function does; the local runner does not).
+    pub emf_stack: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -107,7 +107,7 @@ impl Default for WorkerSettings {
             disable_rule: DisableRule::default(),
             patience: Duration::from_secs(2),
             timeout: hookbridge_outbound::DEFAULT_TIMEOUT,
-            emf_metrics: false,
+            emf_stack: None,
         }
     }
 }
@@ -120,7 +120,7 @@ impl WorkerSettings {
             disable_rule: s.disable_rule,
             patience: s.fast_lane_patience.min(s.request_timeout),
             timeout: s.request_timeout,
-            emf_metrics: false,
+            emf_stack: None,
         }
     }
 

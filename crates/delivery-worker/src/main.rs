@@ -11,7 +11,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let worker = Worker::new(
         WorkerPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
         Outbound::new(OutboundSettings::from_settings(&config.settings))?,
-        WorkerSettings { emf_metrics: true, ..WorkerSettings::from_settings(&config.settings) },
+        WorkerSettings {
+            emf_stack: Some(config.settings.topology.prefix.clone()),
+            ..WorkerSettings::from_settings(&config.settings)
+        },
     );
     let slow_queue = config.resources.slow_queue_url.rsplit('/').next().unwrap_or_default().to_owned();
     hookbridge_aws::lambda::run_sqs(|batch, deadline| {

@@ -27,7 +27,9 @@ pub struct BatchMetrics {
 
 impl BatchMetrics {
     /// The EMF document, or `None` when the batch did nothing worth a line.
-    pub fn to_emf(&self, function: &str, timestamp_ms: i64) -> Option<Value> {
+    /// `stack` (the resource prefix) is a dimension, so two stacks in one account keep
+    /// apart metrics and alarms.
+    pub fn to_emf(&self, stack: &str, function: &str, timestamp_ms: i64) -> Option<Value> {
         if self.succeeded + self.failed + self.retried + self.cancelled + self.deferred + self.moved == 0 {
             return None;
         }
@@ -36,7 +38,7 @@ impl BatchMetrics {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Function"]],
+                    "Dimensions": [["Stack", "Function"]],
                     "Metrics": [
                         {"Name": "DeliveriesSucceeded", "Unit": "Count"},
                         {"Name": "DeliveriesFailed", "Unit": "Count"},
@@ -48,6 +50,7 @@ impl BatchMetrics {
                     ]
                 }]
             },
+            "Stack": stack,
             "Function": function,
             "DeliveriesSucceeded": self.succeeded,
             "DeliveriesFailed": self.failed,
@@ -67,7 +70,7 @@ mod tests {
     #[test]
     fn emf_document_names_every_metric_it_carries() {
         let m = BatchMetrics { succeeded: 2, failed: 1, latencies_ms: vec![12, 30, 7], ..BatchMetrics::default() };
-        let doc = m.to_emf("delivery-worker", 1_700_000_000_000).unwrap();
+        let doc = m.to_emf("hb-prod", "delivery-worker", 1_700_000_000_000).unwrap();
         let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()
@@ -79,7 +82,8 @@ mod tests {
         }
         assert_eq!(doc["DeliveriesFailed"], 1);
         assert_eq!(doc["DeliveryLatency"], json!([12, 30, 7]));
-        assert_eq!(doc["Function"], "delivery-worker");
-        assert_eq!(BatchMetrics::default().to_emf("f", 0), None);
+        assert_eq!((doc["Stack"].as_str(), doc["Function"].as_str()), (Some("hb-prod"), Some("delivery-worker")));
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Stack", "Function"]]));
+        assert_eq!(BatchMetrics::default().to_emf("s", "f", 0), None);
     }
 }

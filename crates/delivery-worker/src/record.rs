@@ -157,8 +157,8 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
         }
     }
 
-    if w.settings.emf_metrics
-        && let Some(doc) = metrics.to_emf("delivery-worker", now.timestamp_millis())
+    if let Some(stack) = &w.settings.emf_stack
+        && let Some(doc) = metrics.to_emf(stack, "delivery-worker", now.timestamp_millis())
     {
         // Lambda hands stdout to CloudWatch Logs, which extracts the metrics from this line.
         println!("{doc}");

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod emulator;
 pub mod events;
 pub mod harness;
+pub mod lambda;
 pub mod oidc;
 pub mod receiver;
 

@@ -139,10 +139,21 @@ fn functions_are_wired_as_designed_with_least_privilege() {
     for (id, f) in resources_of_type(&t, "AWS::Serverless::Function") {
         let bin = functions.get(id.as_str()).unwrap_or_else(|| panic!("unexpected function {id}"));
         let p = &f["Properties"];
-        assert_eq!(p["CodeUri"], format!("target/lambda/{bin}/"));
+        // `sam build` builds it from the workspace; `make build` fills the same .aws-sam layout.
+        assert_eq!(p["CodeUri"], ".");
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], *bin, "{id}");
+        let log_group =
+            p["LoggingConfig"]["LogGroup"]["Ref"].as_str().unwrap_or_else(|| panic!("{id} has no log group"));
+        assert_eq!(t["Resources"][log_group]["Properties"]["RetentionInDays"]["Ref"], "LogRetentionDays", "{id}");
         for (_, ev) in p["Events"].as_object().into_iter().flatten() {
             if ev["Type"] == "SQS" {
                 assert_eq!(ev["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
+                // A flood never scales a consumer into the account's whole concurrency.
+                assert!(
+                    ev["Properties"]["ScalingConfig"]["MaximumConcurrency"]["Ref"].is_string(),
+                    "{id} is unbounded"
+                );
                 let queue = ev["Properties"]["Queue"]["Fn::GetAtt"][0].as_str().unwrap();
                 let vis = t["Resources"][queue]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
                 let fn_timeout = p["Timeout"].as_u64().unwrap_or(timeout);
@@ -290,6 +301,8 @@ fn policy_resources(t: &Value, function: &str) -> std::collections::BTreeSet<hoo
             one => vec![one.clone()],
         };
         for r in targets {
+            // An adopted table or key: the created one is the If's first branch.
+            let r = if r["Fn::If"].is_array() { r["Fn::If"][1].clone() } else { r };
             // The token key's secret is named by a parameter, so its ARN is built with Fn::Sub.
             let secret = r["Fn::Sub"].as_str().is_some_and(|a| a.contains(":secretsmanager:"));
             let id = if secret {
@@ -315,4 +328,115 @@ fn each_functions_permissions_are_exactly_what_its_ports_reach() {
         let declared: std::collections::BTreeSet<_> = resources.iter().copied().collect();
         assert_eq!(policy_resources(&t, function), declared, "{function}");
     }
+}
+
+#[test]
+fn every_alarm_reaches_someone_and_every_failure_mode_has_one() {
+    let t = template();
+    let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
+    let topic = json!([{"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}]);
+    for (id, a) in &alarms {
+        assert_eq!(a["Properties"]["AlarmActions"], topic, "{id} notifies nobody");
+        assert_eq!(a["Properties"]["OKActions"], topic, "{id}");
+    }
+    let watched = |namespace: &str, metric: &str, dimension: &str| -> Vec<String> {
+        alarms
+            .iter()
+            .filter(|(_, a)| a["Properties"]["Namespace"] == namespace && a["Properties"]["MetricName"] == metric)
+            .flat_map(|(_, a)| a["Properties"]["Dimensions"].as_array().cloned().unwrap_or_default())
+            .filter(|d| d["Name"] == dimension)
+            .map(|d| d["Value"].to_string())
+            .collect()
+    };
+    for f in resources_of_type(&t, "AWS::Serverless::Function").iter().map(|(id, _)| id.as_str()) {
+        let r = json!({"Ref": f}).to_string();
+        assert!(watched("AWS/Lambda", "Errors", "FunctionName").contains(&r), "no errors alarm on {f}");
+        assert!(watched("AWS/Lambda", "Throttles", "FunctionName").contains(&r), "no throttles alarm on {f}");
+    }
+    let ages = watched("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName");
+    for q in ["IngestQueue", "DeliveryQueue"] {
+        assert!(ages.iter().any(|v| v.contains(q)), "no age alarm on {q}");
+    }
+    assert_eq!(watched("AWS/Events", "FailedInvocations", "RuleName").len(), 2);
+    assert_eq!(watched("AWS/ApiGateway", "5xx", "ApiId").len(), 1);
+    let emf = watched("Hookbridge", "DeliveriesFailed", "Stack");
+    assert_eq!(emf, [json!({"Ref": "Prefix"}).to_string()], "two stacks in one account would share the alarm");
+    // Rules retry, then keep what they could not deliver.
+    for (id, r) in resources_of_type(&t, "AWS::Events::Rule") {
+        let target = &r["Properties"]["Targets"][0];
+        assert_eq!(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0], "RuleDeadLetterQueue", "{id}");
+        assert!(target["RetryPolicy"]["MaximumRetryAttempts"].as_u64().unwrap() > 0, "{id}");
+    }
+}
+
+#[test]
+fn logs_expire_parameters_cannot_break_a_stack_and_a_failed_create_can_be_retried() {
+    let t = template();
+    for (id, g) in resources_of_type(&t, "AWS::Logs::LogGroup") {
+        assert_eq!(g["Properties"]["RetentionInDays"]["Ref"], "LogRetentionDays", "{id}");
+    }
+    let stage = &resources_of_type(&t, "AWS::ApiGatewayV2::Stage")[0].1["Properties"]["AccessLogSettings"];
+    let format = stage["Format"].as_str().unwrap();
+    assert!(serde_json::from_str::<Value>(format).is_ok(), "access logs are JSON lines");
+    assert!(!format.contains("authorization") && !format.contains("$context.requestBody"));
+    for (name, p) in t["Parameters"].as_object().unwrap() {
+        let constrained = p.get("AllowedPattern").is_some()
+            || p.get("AllowedValues").is_some()
+            || (p["Type"] == "Number" && p.get("MinValue").is_some() && p.get("MaxValue").is_some());
+        assert!(constrained, "parameter {name} takes any value");
+    }
+    for id in ["Table", "SecretsKey"] {
+        let r = &t["Resources"][id];
+        assert_eq!(r["DeletionPolicy"], "RetainExceptOnCreate", "{id}");
+        assert!(r["Condition"].is_string(), "{id} cannot be adopted from an earlier stack");
+    }
+    let outputs = t["Outputs"].as_object().unwrap();
+    for o in [
+        "IngestDeadLetterQueueArn",
+        "DeliveryDeadLetterQueueArn",
+        "SlowDeliveryDeadLetterQueueArn",
+        "VerifyDeadLetterQueueArn",
+        "RuleDeadLetterQueueArn",
+        "TableName",
+        "SecretsKeyArn",
+        "EgressIps",
+    ] {
+        assert!(outputs.contains_key(o), "no output {o}");
+    }
+    // Static egress: only the functions that call receivers go into the VPC.
+    for (id, f) in resources_of_type(&t, "AWS::Serverless::Function") {
+        let in_vpc = f["Properties"]["VpcConfig"]["Fn::If"][0] == "UseStaticEgress";
+        assert_eq!(in_vpc, id == "DeliveryWorkerFunction" || id == "VerifierFunction", "{id}");
+    }
+}
+
+#[test]
+fn make_builds_bootstraps_are_laid_out_as_sam_build_lays_them_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::copy(root().join("scripts/sam-build-layout.py"), dir.path().join("scripts/sam-build-layout.py")).unwrap();
+    std::fs::copy(root().join("template.yaml"), dir.path().join("template.yaml")).unwrap();
+    let functions = [
+        ("SubscriptionApiFunction", "subscription-api"),
+        ("IngestFunction", "ingest"),
+        ("DeliveryWorkerFunction", "delivery-worker"),
+        ("VerifierFunction", "verifier"),
+    ];
+    for (_, bin) in functions {
+        let d = dir.path().join("target/lambda").join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("bootstrap"), bin).unwrap();
+    }
+    let out =
+        std::process::Command::new("python3").arg(dir.path().join("scripts/sam-build-layout.py")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built = std::fs::read_to_string(dir.path().join(".aws-sam/build/template.yaml")).unwrap();
+    for (logical, bin) in functions {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".aws-sam/build").join(logical).join("bootstrap")).unwrap(),
+            bin
+        );
+        assert_eq!(built.matches(&format!("CodeUri: {logical}\n")).count(), 1, "{logical}");
+    }
+    assert!(!built.contains("CodeUri: .\n"));
 }

@@ -1,0 +1,149 @@
+//! The four compiled function binaries run as Lambda runs them (Runtime API, SQS event
+//! sources with partial batch failures, an HTTP API front), against the emulator: create a
+//! hook that must be verified, publish, receive a signed delivery, read it back, retry it.
+//! The worker's EMF lines are parsed and checked. Its own binary: it owns the processes.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use hookbridge_e2e::eventually;
+use hookbridge_testkit::lambda::{LambdaOptions, LambdaStack};
+use hookbridge_testkit::{Receiver, Reply};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
+    let mut opts = LambdaOptions::local();
+    opts.env.push(("HOOKBRIDGE_RETRY_SCHEDULE".into(), "1s".into()));
+    let stack = LambdaStack::start(opts).await.unwrap();
+    let claims = subscription_api::Claims {
+        sub: "lambda-tester".into(),
+        tenant: "acme".into(),
+        scope: "hooks:read hooks:write events:publish".into(),
+        exp: chrono::Utc::now().timestamp() as u64 + 3600,
+    };
+    let token = subscription_api::mint_token(&subscription_api::JwtKey::new(stack.token_key()), &claims).unwrap();
+    let api = Client { base: format!("http://{}", stack.addr()), token, http: reqwest::Client::new() };
+
+    // Through the HTTP front: health, then a hook that must pass the ownership challenge.
+    let health = reqwest::get(format!("{}/v1/health", api.base)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let r = Receiver::start().await;
+    r.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let (status, hook) = api
+        .call(
+            "POST",
+            "/v1/hooks",
+            Some(json!({"name": "lambda", "url": r.url("/hook"), "verification": {"required": true}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+
+    // The verifier (fed by the bus's lifecycle rule) challenges the endpoint.
+    let verified = eventually(WAIT, || async {
+        let (_, h) = api.call("GET", &format!("/v1/hooks/{id}"), None).await;
+        (h["verification"]["status"] == "VERIFIED").then_some(h)
+    })
+    .await;
+    assert!(verified.is_some(), "the hook was never verified");
+    assert!(r.received().iter().any(|g| g.method == "GET" && g.header("x-uid-challenge").is_some()));
+
+    // Publish; ingest (fed by the product rule) matches; the worker delivers, signed.
+    let (status, published) = api
+        .call(
+            "POST",
+            "/v1/events",
+            Some(json!({"detail-type": "user.login", "source": "idp", "detail": {"user": "ada"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{published}");
+    let got = eventually(WAIT, || async {
+        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
+        (!posts.is_empty()).then_some(posts)
+    })
+    .await
+    .expect("the delivery arrived");
+    let d = &got[0];
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let signed = [
+        d.header("webhook-id").unwrap().as_bytes(),
+        b".",
+        d.header("webhook-timestamp").unwrap().as_bytes(),
+        b".",
+        &d.body,
+    ]
+    .concat();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(&signed);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert!(d.header("webhook-signature").unwrap().split_whitespace().any(|s| s == expected), "the signature verifies");
+    assert_eq!(d.json()["detail"]["user"], "ada");
+
+    // Read back, then retry: the same webhook-id arrives again.
+    let delivery = eventually(WAIT, || async {
+        let (_, page) = api.call("GET", &format!("/v1/hooks/{id}/events?hours=1"), None).await;
+        page["deliveries"].as_array().and_then(|l| l.iter().find(|x| x["status"] == "SUCCEEDED").cloned())
+    })
+    .await
+    .expect("the delivery reads back SUCCEEDED");
+    let did = delivery["delivery_id"].as_str().unwrap();
+    let (status, _) = api.call("POST", &format!("/v1/hooks/{id}/deliveries/{did}/retry"), None).await;
+    assert_eq!(status, 202);
+    let again = eventually(WAIT, || async {
+        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
+        (posts.len() >= 2).then_some(posts)
+    })
+    .await
+    .expect("the retry arrived");
+    assert_eq!(again[1].header("webhook-id"), d.header("webhook-id"));
+
+    // The worker's metrics, as CloudWatch would read them from its log lines.
+    let worker = stack.function("delivery-worker").unwrap();
+    let emf = eventually(Duration::from_secs(10), || async {
+        let lines: Vec<Value> = worker
+            .output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .expect("the worker wrote EMF lines");
+    let succeeded: u64 = emf.iter().filter_map(|m| m["DeliveriesSucceeded"].as_u64()).sum();
+    assert!(succeeded >= 2, "{emf:?}");
+    for m in &emf {
+        assert_eq!(m["Stack"], stack.prefix());
+        assert_eq!(m["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Hookbridge");
+    }
+    for f in hookbridge_testkit::lambda::FUNCTIONS {
+        assert!(stack.function(f).unwrap().init_errors().is_empty(), "{f} failed to start");
+    }
+}
