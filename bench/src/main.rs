@@ -48,6 +48,12 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "200,2000,20000")]
         floods: Vec<usize>,
     },
+    /// Only the embedded end-to-end and noisy-neighbour runs, printed.
+    Embedded {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+    },
     /// Only the embedded database's size under traffic with retention, printed.
     Retention {
         /// Events an hour.
@@ -68,6 +74,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Receiver { listen } => receiver::run(listen).await,
+        Command::Embedded { bin_dir } => {
+            let r = report::Results {
+                embedded: Some(embedded::run(&bin_dir, false).await?),
+                noisy: noisy::run(&bin_dir, &[2_000, 20_000]).await?,
+                ..report::Results::default()
+            };
+            println!("{}", report::render(&r));
+            Ok(())
+        }
         Command::Retention { per_hour, weeks } => {
             let r = report::Results {
                 retention: Some(retention::run(per_hour, weeks).await?),
