@@ -9,7 +9,7 @@ PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut
 CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
 SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws run-lambda test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
+.PHONY: run run-aws run-lambda browser test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -77,11 +77,15 @@ layering:
 	python3 scripts/check-layering.py .
 	./scripts/check-layering-fails.sh
 
+## browser: Debian's chromium and chromium-driver, for the console's browser tests
+browser:
+	./scripts/install-browser.sh
+
 template-lint: $(PYTOOLS) $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --template template.yaml --region us-east-1
 
-unit: $(PYTOOLS)
+unit: $(PYTOOLS) browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end suite: a whole stack on a fresh backend, an API client that
 //! checks every answer against the OpenAPI document, and polling for eventual outcomes.
 
+pub mod browser;
 pub mod cost;
 pub mod openapi;
 pub mod proc;

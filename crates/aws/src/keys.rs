@@ -13,6 +13,8 @@
 //! | rate state      | `R#{key}`     | `R`                        |
 //! | declared type   | `T#{tenant}`  | `Y#{event_type}`           |
 //! | seen type       | `T#{tenant}`  | `S#{event_type}`           |
+//! | portal link     | `P#{sha256}`  | `L`                        |
+//! | console session | `P#{sha256}`  | `S`                        |
 
 use std::collections::HashMap;
 

@@ -15,6 +15,7 @@ mod keys;
 mod kms;
 pub mod lambda;
 mod limiter;
+mod portal;
 mod requests;
 mod sqs;
 pub mod telemetry;
@@ -82,6 +83,7 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         events: Arc::new(events::DynamoEventStore::new(table.clone())),
         idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table.clone())),
         event_types: Arc::new(event_types::DynamoEventTypeStore::new(table.clone())),
+        portal: Arc::new(portal::DynamoPortalStore::new(table.clone())),
         limiter: Arc::new(limiter::DynamoRateLimiter::new(table)),
         bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
         ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),

@@ -17,6 +17,7 @@ pub mod message;
 pub mod outcome;
 pub mod pattern;
 pub mod payload;
+pub mod portal;
 pub mod ports;
 pub mod properties;
 pub mod rate;

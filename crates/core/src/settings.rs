@@ -26,6 +26,12 @@ pub const JWKS_URL: &str = "HOOKBRIDGE_JWKS_URL";
 pub const JWT_AUDIENCE: &str = "HOOKBRIDGE_JWT_AUDIENCE";
 /// `HOOKBRIDGE_TENANT_CLAIM`: the claim naming the caller's tenant (default `tenant`).
 pub const TENANT_CLAIM: &str = "HOOKBRIDGE_TENANT_CLAIM";
+/// `HOOKBRIDGE_CONSOLE_CLIENT_ID`: the OpenID Connect client the console signs people in
+/// with (authorization code with PKCE), when an issuer is configured.
+pub const CONSOLE_CLIENT_ID: &str = "HOOKBRIDGE_CONSOLE_CLIENT_ID";
+/// `HOOKBRIDGE_PUBLIC_URL`: the API's public base URL (for portal links and the console's
+/// sign-in redirect), when the request's own `Host` is not it (behind a proxy).
+pub const PUBLIC_URL: &str = "HOOKBRIDGE_PUBLIC_URL";
 
 /// The shortest HS256 key accepted: RFC 7518 asks for a key at least as long as the hash.
 pub const MIN_HS256_KEY_BYTES: usize = 32;
@@ -149,6 +155,10 @@ pub struct Settings {
     pub topology: Topology,
     /// How the API checks tokens.
     pub tokens: TokenSettings,
+    /// The console's OpenID Connect client, if it signs people in through the issuer.
+    pub console_client_id: Option<String>,
+    /// The API's public base URL, if set.
+    pub public_url: Option<String>,
     /// The allow-list of private networks is the default one (loopback, locally), not one
     /// the deployment chose.
     pub default_network: bool,
@@ -355,6 +365,8 @@ impl Settings {
         Ok(Self {
             topology,
             tokens,
+            console_client_id: var(CONSOLE_CLIENT_ID),
+            public_url: var(PUBLIC_URL).map(|u| u.trim_end_matches('/').to_owned()),
             default_network,
             account: var(ACCOUNT).unwrap_or_else(|| "000000000000".to_owned()),
             region: var(REGION).unwrap_or_else(|| "local".to_owned()),

@@ -97,6 +97,15 @@ CREATE TABLE IF NOT EXISTS seen_types (
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
 
+-- Portal links and console sessions, by the hash of their secret.
+CREATE TABLE IF NOT EXISTS portal (
+    kind       TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, hash)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS rules (
     name    TEXT PRIMARY KEY,
     pattern TEXT NOT NULL,

@@ -16,6 +16,7 @@ mod events;
 mod hooks;
 mod idempotency;
 mod limiter;
+mod portal;
 mod queue;
 pub mod retention;
 mod sealer;
@@ -96,6 +97,7 @@ fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<
         events: Arc::new(events::SqliteEventStore::new(db.clone())),
         idempotency: Arc::new(idempotency::SqliteIdempotencyStore::new(db.clone())),
         event_types: Arc::new(event_types::SqliteEventTypeStore::new(db.clone())),
+        portal: Arc::new(portal::SqlitePortalStore::new(db.clone())),
         bus: Arc::new(EmbeddedBus::new(db.clone(), &config.account, &config.region)),
         ingest_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.ingest.name)),
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),

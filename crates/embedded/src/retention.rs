@@ -37,12 +37,20 @@ pub struct Swept {
     pub rates: usize,
     /// Event types not seen for 30 days.
     pub seen_types: usize,
+    /// Portal links and console sessions past their expiry.
+    pub portal: usize,
 }
 
 impl Swept {
     /// Rows deleted in all.
     pub fn total(&self) -> usize {
-        self.deliveries + self.events + self.idempotency_keys + self.messages + self.rates + self.seen_types
+        self.deliveries
+            + self.events
+            + self.idempotency_keys
+            + self.messages
+            + self.rates
+            + self.seen_types
+            + self.portal
     }
 }
 
@@ -89,6 +97,12 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
             "DELETE FROM seen_types WHERE (tenant, name) IN
                (SELECT tenant, name FROM seen_types WHERE last_seen <= ?1 LIMIT ?2)",
             (now - SEEN_FOR).timestamp_millis(),
+        )
+        .await?,
+        portal: drain(
+            db,
+            "DELETE FROM portal WHERE (kind, hash) IN (SELECT kind, hash FROM portal WHERE expires_at <= ?1 LIMIT ?2)",
+            ms,
         )
         .await?,
     })

@@ -68,7 +68,10 @@ async fn a_sweep_deletes_what_expired_and_keeps_the_rest() {
 
     let db = Db::open(&config.database).unwrap();
     let swept = sweep(&db, now).await.unwrap();
-    assert_eq!(swept, Swept { deliveries: 1, events: 1, idempotency_keys: 1, messages: 1, rates: 1, seen_types: 0 });
+    assert_eq!(
+        swept,
+        Swept { deliveries: 1, events: 1, idempotency_keys: 1, messages: 1, rates: 1, seen_types: 0, portal: 0 }
+    );
     for table in ["deliveries", "events", "idempotency", "messages", "rates"] {
         assert_eq!(count(&config.database, table), 1, "{table}: the one still kept remains");
     }

@@ -32,6 +32,16 @@ const MAX_DOCUMENT: usize = 256 * 1024;
 impl Outbound {
     /// `GET`s `url` and parses its body as JSON.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
+        self.fetch_json(url, None).await
+    }
+
+    /// `POST`s `form` (URL-encoded) to `url` and parses the answer as JSON (an OAuth token
+    /// endpoint exchanging an authorization code).
+    pub async fn post_form_json(&self, url: &str, form: &[(&str, &str)]) -> Result<serde_json::Value, FetchError> {
+        self.fetch_json(url, Some(form)).await
+    }
+
+    async fn fetch_json(&self, url: &str, form: Option<&[(&str, &str)]>) -> Result<serde_json::Value, FetchError> {
         let refused = |why: String| FetchError::Refused { url: url.to_owned(), why };
         let failed = |why: String| FetchError::Failed { url: url.to_owned(), why };
         let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
@@ -39,13 +49,18 @@ impl Outbound {
             return Err(refused("plain http is not allowed in this deployment".to_owned()));
         }
         crate::resolver::check_literal(&self.settings.network, &parsed).map_err(|b| refused(b.to_string()))?;
-        let resp = self
-            .client
-            .get(parsed)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| failed(describe(&e)))?;
+        let req = match form {
+            None => self.client.get(parsed),
+            Some(f) => {
+                let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish();
+                self.client
+                    .post(parsed)
+                    .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+        };
+        let resp =
+            req.header(http::header::ACCEPT, "application/json").send().await.map_err(|e| failed(describe(&e)))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(failed(format!("answered {status}")));

@@ -44,7 +44,15 @@ pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hoo
 /// The caller's hook, including one left `DELETING` by an interrupted delete.
 async fn load_any(api: &Api, caller: &Caller, raw_id: &str) -> Result<Option<Hook>, ApiError> {
     let id = hook_id(raw_id)?;
-    Ok(api.ports().hooks.get(&caller.tenant, id).await?)
+    Ok(api.ports().hooks.get(&caller.tenant, id).await?.filter(|h| caller.sees(h)))
+}
+
+/// `400` unless `config` stays within the sites a site-held caller (a portal session) may use.
+fn within_sites(caller: &Caller, config: &HookConfig) -> Result<(), ApiError> {
+    if caller.sites.is_empty() || (!config.sites.is_empty() && config.sites.iter().all(|s| caller.sites.contains(s))) {
+        return Ok(());
+    }
+    Err(ApiError::field("sites", format!("must list only some of these sites: {}", caller.sites.join(", "))))
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
@@ -101,6 +109,7 @@ pub(crate) async fn create_hook(
     let now = Utc::now();
     let ctx = ValidationContext { network: &api.settings().network };
     let (config, mut secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
+    within_sites(caller, &config)?;
     if let Some(s) = signing {
         secrets.signing = s;
     }
@@ -155,7 +164,7 @@ pub async fn list(
     let hooks: Vec<HookOut> = page
         .items
         .iter()
-        .filter(|h| h.state.connection_state != ConnectionState::Deleting)
+        .filter(|h| h.state.connection_state != ConnectionState::Deleting && caller.sees(h))
         .map(HookOut::from)
         .collect();
     Ok(Json(json!({ "hooks": hooks, "next_cursor": page.next_cursor })))
@@ -216,6 +225,7 @@ pub(crate) async fn replace_hook(
         let ctx = ValidationContext { network: &api2.settings().network };
         let (config, mut secrets) =
             draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
+        within_sites(caller, &config)?;
         if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
             secrets.signing = s.clone();
             secrets.retiring.clear();

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod catalog;
 pub mod compat;
+pub mod console;
 mod deliveries;
 mod dto;
 mod error;
@@ -13,6 +14,7 @@ mod events;
 mod hooks;
 mod lifecycle;
 pub mod meter;
+mod portal;
 pub mod properties;
 mod redeliver;
 
@@ -23,8 +25,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_core::ports::{
-    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, RateLimiter, Resource,
-    Sealer,
+    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, PortalStore,
+    RateLimiter, Resource, Sealer,
 };
 
 pub use auth::{Claims, JwtKey, REFRESH_AT_MOST_EVERY, Scope, Tokens, TokensError, mint_token};
@@ -47,6 +49,10 @@ pub struct ApiSettings {
     pub region: String,
     /// What one tenant may use.
     pub quotas: hookbridge_core::settings::Quotas,
+    /// The console's OpenID Connect client, when it signs people in through the issuer.
+    pub console_client_id: Option<String>,
+    /// The API's public base URL, when requests' own `Host` is not it.
+    pub public_url: Option<String>,
 }
 
 impl ApiSettings {
@@ -59,6 +65,8 @@ impl ApiSettings {
             account: s.account.clone(),
             region: s.region.clone(),
             quotas: s.quotas,
+            console_client_id: s.console_client_id.clone(),
+            public_url: s.public_url.clone(),
         }
     }
 
@@ -72,6 +80,8 @@ impl ApiSettings {
             account: "000000000000".to_owned(),
             region: "local".to_owned(),
             quotas: hookbridge_core::settings::Quotas::default(),
+            console_client_id: None,
+            public_url: None,
         }
     }
 }
@@ -97,6 +107,8 @@ pub struct ApiPorts {
     pub sealer: Arc<dyn Sealer>,
     /// Tenants' publish rates.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Portal links and console sessions.
+    pub portal: Arc<dyn PortalStore>,
 }
 
 impl ApiPorts {
@@ -118,6 +130,7 @@ impl ApiPorts {
             events: b.events.clone(),
             idempotency: b.idempotency.clone(),
             event_types: b.event_types.clone(),
+            portal: b.portal.clone(),
             bus: b.bus.clone(),
             lanes: b.lanes(),
             sealer: b.sealer.clone(),
@@ -183,6 +196,11 @@ impl Api {
 
 /// The whole API.
 pub fn router(api: Api) -> Router {
+    Router::new().merge(console::routes().with_state(api.clone())).merge(api_router(api))
+}
+
+/// The API's own routes (what the console calls in-process).
+pub(crate) fn api_router(api: Api) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(openapi))
@@ -196,6 +214,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
         .route("/v1/hooks/{id}/replay", post(redeliver::replay))
         .route("/v1/events", post(events::publish))
+        .route("/v1/portal/sessions", post(portal::create))
         .route("/v1/event-types", get(catalog::list))
         .route("/v1/event-types/match", get(catalog::matching))
         .route("/v1/event-types/catalogs", get(catalog::catalogs))

@@ -48,7 +48,8 @@ macro_rules! contract_tests {
             limiter_paces_and_admits_across_handles,
             sealed_secrets_open_only_for_their_hook,
             hooks_scan_pages_through_every_tenant,
-            event_types_are_declared_and_seen_per_tenant
+            event_types_are_declared_and_seen_per_tenant,
+            portal_links_open_once_and_sessions_expire
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -799,4 +800,42 @@ pub async fn event_types_are_declared_and_seen_per_tenant(h: &dyn Harness) {
     assert_eq!(seen.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["device.registered"]);
     assert!(store.seen(&other, now - chrono::Duration::minutes(1)).await.expect("seen").is_empty());
     assert!(store.seen(&t, now + chrono::Duration::hours(1)).await.expect("seen").is_empty(), "not seen since then");
+}
+
+/// A portal link opens once, before it expires; a session reads back until it expires or
+/// is ended.
+pub async fn portal_links_open_once_and_sessions_expire(h: &dyn Harness) {
+    use hookbridge_core::portal::{PortalGrant, fresh_code, hashed};
+    let store = &h.backend().portal;
+    let now = Utc::now();
+    let grant = PortalGrant {
+        tenant: tenant(&h.unique("tenant")),
+        sites: vec!["hq".into()],
+        read_only: true,
+        expires_at: now + chrono::Duration::minutes(5),
+    };
+    let code = hashed(&fresh_code());
+    store.put_link(&code, &grant).await.expect("put link");
+    let (a, b) = futures_join([store.redeem_link(&code, now), store.redeem_link(&code, now)].into_iter())
+        .await
+        .into_iter()
+        .fold((0, 0), |(some, none), r| match r.expect("redeem") {
+            Some(g) => {
+                assert_eq!(g, grant);
+                (some + 1, none)
+            }
+            None => (some, none + 1),
+        });
+    assert_eq!((a, b), (1, 1), "exactly one of two racing redeemers gets it");
+    let stale = hashed(&fresh_code());
+    store.put_link(&stale, &grant).await.expect("put link");
+    assert_eq!(store.redeem_link(&stale, now + chrono::Duration::minutes(6)).await.expect("redeem"), None, "expired");
+    assert_eq!(store.redeem_link(&hashed("never-made"), now).await.expect("redeem"), None);
+
+    let session = hashed(&fresh_code());
+    store.put_session(&session, &grant).await.expect("put session");
+    assert_eq!(store.session(&session, now).await.expect("session"), Some(grant.clone()));
+    assert_eq!(store.session(&session, now + chrono::Duration::minutes(6)).await.expect("session"), None);
+    store.end_session(&session).await.expect("end");
+    assert_eq!(store.session(&session, now).await.expect("session"), None);
 }

@@ -41,6 +41,10 @@ struct Shared {
     issuer: String,
     keys: Mutex<Vec<Key>>,
     jwks_fetches: AtomicUsize,
+    /// Who "signs in" at the authorization endpoint: the claims of the tokens it issues.
+    user: Mutex<Value>,
+    /// Codes given out, with the PKCE challenge and redirect each must be redeemed with.
+    codes: Mutex<Vec<(String, String, String)>>,
 }
 
 /// A running issuer. Stops when dropped.
@@ -144,7 +148,73 @@ fn generate(kind: KeyKind, kid: &str) -> Key {
 }
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({ "issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer) }))
+    Json(json!({
+        "issuer": s.issuer,
+        "jwks_uri": format!("{}/jwks", s.issuer),
+        "authorization_endpoint": format!("{}/authorize", s.issuer),
+        "token_endpoint": format!("{}/token", s.issuer),
+    }))
+}
+
+/// The authorization endpoint: the user is taken to be signed in already, so it sends the
+/// browser straight back with a code (bound to the PKCE challenge and the redirect).
+async fn authorize(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (Some(redirect), Some(state), Some(challenge)) =
+        (q.get("redirect_uri"), q.get("state"), q.get("code_challenge"))
+    else {
+        return (axum::http::StatusCode::BAD_REQUEST, "redirect_uri, state and code_challenge are required")
+            .into_response();
+    };
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256")
+        || q.get("response_type").map(String::as_str) != Some("code")
+    {
+        return (axum::http::StatusCode::BAD_REQUEST, "S256 and response_type=code only").into_response();
+    }
+    let code = format!("code-{}", s.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len());
+    s.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+        code.clone(),
+        challenge.clone(),
+        redirect.clone(),
+    ));
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    axum::response::Redirect::to(&format!("{redirect}{sep}code={code}&state={state}")).into_response()
+}
+
+/// The token endpoint: a code, once, for an access token — if the verifier hashes to the
+/// challenge and the redirect is the one the code was given for.
+async fn token(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use sha2::Digest as _;
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let taken = {
+        let mut codes = s.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = codes.iter().position(|(c, _, _)| *c == field("code"));
+        found.map(|i| codes.remove(i))
+    };
+    let Some((_, challenge, redirect)) = taken else {
+        return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
+    };
+    let hashed = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(field("code_verifier").as_bytes()));
+    if hashed != challenge || field("redirect_uri") != redirect || field("grant_type") != "authorization_code" {
+        return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
+    }
+    let mut claims = s.user.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    claims["iss"] = json!(s.issuer);
+    let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(key) = keys.iter().find(|k| k.published) else {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no key").into_response();
+    };
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    match jsonwebtoken::encode(&header, &claims, &key.signing) {
+        Ok(t) => Json(json!({"access_token": t, "token_type": "Bearer", "expires_in": 3600})).into_response(),
+        Err(_) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "cannot sign").into_response(),
+    }
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -162,10 +232,18 @@ impl IdentityProvider {
         let issuer = format!("http://{addr}");
         let keys =
             vec![generate(KeyKind::Rs256, "rsa-1"), generate(KeyKind::Es256, "ec-1"), generate(KeyKind::EdDsa, "ed-1")];
-        let shared = Arc::new(Shared { issuer, keys: Mutex::new(keys), jwks_fetches: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            issuer,
+            keys: Mutex::new(keys),
+            jwks_fetches: AtomicUsize::new(0),
+            user: Mutex::new(json!({})),
+            codes: Mutex::new(Vec::new()),
+        });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", axum::routing::post(token))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -190,6 +268,11 @@ impl IdentityProvider {
         for k in keys.iter_mut().filter(|k| k.kid == kid) {
             k.published = false;
         }
+    }
+
+    /// The claims of the access tokens its authorization-code flow issues (who signs in).
+    pub fn sign_in_as(&self, claims: Value) {
+        *self.shared.user.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = claims;
     }
 
     /// How many times its JWKS was fetched.

@@ -191,7 +191,7 @@ fn only_the_api_knows_how_tokens_are_checked_and_no_key_sits_in_any_environment(
 }
 
 #[test]
-fn the_jwt_authorizer_guards_every_route_but_health_when_an_issuer_and_audience_are_set() {
+fn the_jwt_authorizer_guards_every_route_but_health_and_the_console_when_an_issuer_and_audience_are_set() {
     let t = template();
     let cond = &t["Conditions"]["HasJwtAuthorizer"]["Fn::And"];
     assert_eq!(cond[0]["Fn::Not"][0]["Fn::Equals"][0]["Ref"], "JwtIssuer");
@@ -204,11 +204,12 @@ fn the_jwt_authorizer_guards_every_route_but_health_when_an_issuer_and_audience_
         (Some("JwtIssuer"), Some("JwtAudience"))
     );
     let routes = resources_of_type(&t, "AWS::ApiGatewayV2::Route");
-    assert_eq!(routes.len(), 2);
+    assert_eq!(routes.len(), 4);
     for (_, r) in routes {
         let p = &r["Properties"];
         match p["RouteKey"].as_str().unwrap() {
-            "GET /v1/health" => assert_eq!(p["AuthorizationType"], "NONE"),
+            // The console's pages check their own session cookie.
+            "GET /v1/health" | "GET /console" | "ANY /console/{proxy+}" => assert_eq!(p["AuthorizationType"], "NONE"),
             "ANY /{proxy+}" => {
                 assert_eq!(p["AuthorizationType"]["Fn::If"], json!(["HasJwtAuthorizer", "JWT", "NONE"]));
                 assert_eq!(p["AuthorizerId"]["Fn::If"][1]["Ref"], "ApiJwtAuthorizer");

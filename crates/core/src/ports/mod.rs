@@ -17,7 +17,8 @@ pub use queue::{
 };
 pub use sealer::Sealer;
 pub use store::{
-    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Page, StoredResponse, Window,
+    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Page, PortalStore, StoredResponse,
+    Window,
 };
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Backend {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Declared and seen event types.
     pub event_types: Arc<dyn EventTypeStore>,
+    /// Portal links and console sessions.
+    pub portal: Arc<dyn PortalStore>,
     /// The bus products publish to.
     pub bus: Arc<dyn Bus>,
     /// Product events matched to hooks.

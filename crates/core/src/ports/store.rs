@@ -9,6 +9,7 @@ use crate::delivery::{Delivery, DeliveryUpdate};
 use crate::envelope::Envelope;
 use crate::hook::Hook;
 use crate::ids::{DeliveryId, EventId, HookId, TenantId};
+use crate::portal::PortalGrant;
 
 /// One page of a listing and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,4 +192,24 @@ pub trait EventTypeStore: Send + Sync {
 
     /// The tenant's types seen since `since`, with when each was last seen.
     async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;
+}
+
+/// Portal links and the console sessions they open, by the hash of their secret.
+#[async_trait]
+pub trait PortalStore: Send + Sync {
+    /// Stores a link until its grant expires.
+    async fn put_link(&self, code_hash: &str, grant: &PortalGrant) -> Result<()>;
+
+    /// Takes a link: its grant, once, if it has not expired by `now`; `None` if it was
+    /// taken already, expired or never made.
+    async fn redeem_link(&self, code_hash: &str, now: DateTime<Utc>) -> Result<Option<PortalGrant>>;
+
+    /// Stores a session until its grant expires.
+    async fn put_session(&self, id_hash: &str, grant: &PortalGrant) -> Result<()>;
+
+    /// A session's grant, if it has not expired by `now`.
+    async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<PortalGrant>>;
+
+    /// Ends a session.
+    async fn end_session(&self, id_hash: &str) -> Result<()>;
 }

@@ -80,6 +80,27 @@ impl Issuer {
         lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
     }
 
+    /// The issuer's authorization and token endpoints, from its discovery document.
+    pub(super) async fn login_endpoints(&self) -> Result<(String, String), KeyMissing> {
+        let doc = self.outbound.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+        let field = |name: &str| {
+            doc[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| KeyMissing::Malformed(format!("the discovery document has no {name}")))
+        };
+        Ok((field("authorization_endpoint")?, field("token_endpoint")?))
+    }
+
+    /// Exchanges an authorization code at the token endpoint; the access token.
+    pub(super) async fn exchange(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<String, KeyMissing> {
+        let doc = self.outbound.post_form_json(token_endpoint, form).await?;
+        doc["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| KeyMissing::Malformed("the token endpoint returned no access_token".to_owned()))
+    }
+
     async fn fetch(&self, cache: &mut Cache) -> Result<(), KeyMissing> {
         let url = match (&self.jwks_url, &cache.jwks_url) {
             (Some(u), _) | (None, Some(u)) => u.clone(),

@@ -27,6 +27,8 @@ pub enum Scope {
     HooksWrite,
     /// Publish events.
     EventsPublish,
+    /// Make portal links for the tenant's customers.
+    PortalCreate,
 }
 
 impl Scope {
@@ -36,6 +38,7 @@ impl Scope {
             Self::HooksRead => "hooks:read",
             Self::HooksWrite => "hooks:write",
             Self::EventsPublish => "events:publish",
+            Self::PortalCreate => "portal:create",
         }
     }
 }
@@ -48,9 +51,24 @@ pub struct Caller {
     /// The subject, for `created_by`.
     pub sub: String,
     pub(crate) scopes: Vec<String>,
+    /// When not empty, the caller (a portal session) sees only hooks scoped to these
+    /// sites, and may only make such hooks.
+    pub(crate) sites: Vec<String>,
 }
 
+/// A caller the console authenticated itself (a portal session, or a token in its session
+/// cookie), handed to the API's handlers in-process. Only the console can set it: a
+/// request extension cannot come from the network.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsoleCaller(pub(crate) Caller);
+
 impl Caller {
+    /// Whether the caller may see `hook` (always, unless it is held to some sites).
+    pub(crate) fn sees(&self, hook: &hookbridge_core::hook::Hook) -> bool {
+        self.sites.is_empty()
+            || (!hook.config.sites.is_empty() && hook.config.sites.iter().all(|s| self.sites.contains(s)))
+    }
+
     /// `403` unless the token has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.iter().any(|s| s == scope.as_str()) { Ok(()) } else { Err(ApiError::Forbidden(scope.as_str())) }
@@ -61,6 +79,9 @@ impl FromRequestParts<Api> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        if let Some(ConsoleCaller(c)) = parts.extensions.get::<ConsoleCaller>() {
+            return Ok(c.clone());
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -108,4 +129,9 @@ scoped!(
     /// A caller with `events:publish`.
     Publisher,
     Scope::EventsPublish
+);
+scoped!(
+    /// A caller with `portal:create`.
+    PortalMaker,
+    Scope::PortalCreate
 );

@@ -69,6 +69,23 @@ impl Tokens {
         Ok(Self { hs256, issuer, tenant_claim: t.tenant_claim.as_str().into() })
     }
 
+    /// Whether tokens may come from an issuer.
+    pub fn has_issuer(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    /// The issuer's authorization and token endpoints (for the console's sign-in).
+    pub async fn login_endpoints(&self) -> Result<(String, String), String> {
+        let issuer = self.issuer.as_ref().ok_or("no issuer is configured")?;
+        issuer.login_endpoints().await.map_err(|e| e.to_string())
+    }
+
+    /// Exchanges an authorization code at `token_endpoint` for the issuer's access token.
+    pub async fn exchange_code(&self, token_endpoint: &str, form: &[(&str, &str)]) -> Result<String, String> {
+        let issuer = self.issuer.as_ref().ok_or("no issuer is configured")?;
+        issuer.exchange(token_endpoint, form).await.map_err(|e| e.to_string())
+    }
+
     /// Checks a token and says who calls.
     pub async fn check(&self, token: &str) -> Result<Caller, ApiError> {
         let header =
@@ -133,7 +150,7 @@ impl Tokens {
             (None, Some(Value::Array(list))) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             _ => Vec::new(),
         };
-        Ok(Caller { tenant, sub, scopes })
+        Ok(Caller { tenant, sub, scopes, sites: Vec::new() })
     }
 }
 

@@ -117,8 +117,11 @@ fn enabled(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
 async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(realm): Path<String>) -> Answer {
     let caller = authorised(caller, Scope::HooksRead, &realm)?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
-    let out: Vec<WebhookOut> =
-        hooks.iter().filter(|h| h.state.connection_state != ConnectionState::Deleting).map(WebhookOut::from).collect();
+    let out: Vec<WebhookOut> = hooks
+        .iter()
+        .filter(|h| h.state.connection_state != ConnectionState::Deleting && caller.sees(h))
+        .map(WebhookOut::from)
+        .collect();
     Ok(Json(out).into_response())
 }
 

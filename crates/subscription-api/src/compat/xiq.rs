@@ -120,7 +120,8 @@ fn authorised(caller: Result<Caller, ApiError>, scope: Scope) -> Result<Caller, 
 async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>) -> Answer {
     let caller = authorised(caller, Scope::HooksRead)?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
-    let out: Vec<SubscriptionOut> = hooks.iter().filter(|h| is_subscription(h)).map(SubscriptionOut::from).collect();
+    let out: Vec<SubscriptionOut> =
+        hooks.iter().filter(|h| is_subscription(h) && caller.sees(h)).map(SubscriptionOut::from).collect();
     Ok(Json(out).into_response())
 }
 

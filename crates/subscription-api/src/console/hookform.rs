@@ -1,0 +1,397 @@
+//! New and Edit: every field of a hook, named by its API path so the API's field errors
+//! show beside the input they name. Secret values are never shown; left blank on Edit,
+//! they keep their stored value.
+
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::call::call;
+use super::layout::{notice, page, st};
+use super::pages::{Posted, refused, secret_page};
+use super::session::Session;
+use super::{form, html, see_other};
+use crate::Api;
+
+const AUTH_TYPES: [(&str, &str); 5] = [
+    ("NONE", "None"),
+    ("BASIC", "Basic (username and password)"),
+    ("API_KEY", "API key (sent as a bearer token)"),
+    ("HEADER", "Custom header"),
+    ("OAUTH_CLIENT_CREDENTIALS", "OAuth client credentials"),
+];
+const METHODS: [&str; 5] = ["POST", "PUT", "PATCH", "GET", "DELETE"];
+const PAYLOADS: [(&str, &str); 3] = [
+    ("envelope", "The whole envelope (EventBridge's shape)"),
+    ("detail", "The event's detail alone"),
+    ("detail_array", "The detail in a one-element array"),
+];
+const PARAM_LISTS: [(&str, &str); 3] = [
+    ("header_params", "Header parameters"),
+    ("query_params", "Query-string parameters"),
+    ("body_params", "Body parameters"),
+];
+
+/// The auth fields each type takes.
+fn auth_fields(ty: &str) -> &'static [&'static str] {
+    match ty {
+        "BASIC" => &["username", "password"],
+        "API_KEY" => &["key_name", "key_value"],
+        "HEADER" => &["name", "value"],
+        "OAUTH_CLIENT_CREDENTIALS" => {
+            &["token_url", "client_id", "client_secret", "http_method", "header_params", "query_params", "body_params"]
+        }
+        _ => &[],
+    }
+}
+
+fn lines(v: &str) -> Vec<String> {
+    v.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// The API document of a submitted form.
+fn document(fields: &[(String, String)]) -> Value {
+    let get = |k: &str| form::value(fields, k).unwrap_or("");
+    let mut doc = json!({});
+    for key in ["name", "description", "url", "method", "payload"] {
+        if !get(key).is_empty() || key == "description" {
+            doc[key] = json!(get(key));
+        }
+    }
+    doc["enabled"] = json!(form::value(fields, "enabled").is_some());
+    // None listed: every event (the API's default).
+    let types = lines(get("event_types"));
+    doc["event_types"] = if types.is_empty() { json!(["*"]) } else { json!(types) };
+    doc["sites"] = json!(if get("scope") == "sites" { lines(get("sites")) } else { Vec::new() });
+    let ty = if get("auth.type").is_empty() { "NONE" } else { get("auth.type") };
+    doc["auth"] = json!({"type": ty});
+    let allowed = auth_fields(ty);
+    for (k, v) in fields {
+        if let Some(rest) = k.strip_prefix("auth.") {
+            let top = rest.split(['.', '[']).next().unwrap_or("");
+            if allowed.contains(&top) && !v.is_empty() {
+                let value = if rest.ends_with(".secret") { json!(true) } else { json!(v) };
+                form::set(&mut doc, k, value);
+            }
+        } else if k.starts_with("headers[") && !v.is_empty() {
+            let value = if k.ends_with(".secret") { json!(true) } else { json!(v) };
+            form::set(&mut doc, k, value);
+        }
+    }
+    doc["verification"] = json!({"required": form::value(fields, "verification.required").is_some()});
+    if !get("verification.header").is_empty() {
+        doc["verification"]["header"] = json!(get("verification.header").to_ascii_lowercase());
+    }
+    let keycloak = fields.iter().any(|(k, v)| k == "signature_formats" && v == "keycloak");
+    doc["signature_formats"] = json!(if keycloak { vec!["keycloak"] } else { Vec::new() });
+    doc["rate_limit"] = match get("rate_limit.per_second").trim().parse::<u64>() {
+        Ok(n) => json!({"per_second": n}),
+        Err(_) if get("rate_limit.per_second").trim().is_empty() => Value::Null,
+        // Not a number: let the API say so, naming the field.
+        Err(_) => json!({"per_second": get("rate_limit.per_second")}),
+    };
+    form::compact(&mut doc);
+    // compact drops an empty sites or event-types list as a blank row would; they mean "all".
+    if doc.get("sites").is_none() {
+        doc["sites"] = json!([]);
+    }
+    doc
+}
+
+/// The errors of one field.
+fn errors_at<'a>(errors: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    errors.iter().filter(|(f, _)| f == name).map(|(_, m)| m.as_str()).collect()
+}
+
+fn error_id(name: &str) -> String {
+    format!("err-{}", name.replace(['.', '[', ']'], "-"))
+}
+
+/// A labelled input.
+fn field(label: &str, name: &str, hint: Option<&str>, errors: &[(String, String)], input: Markup) -> Markup {
+    let errs = errors_at(errors, name);
+    html! {
+        div class=(if errs.is_empty() { "field" } else { "field invalid" }) {
+            label for=(name) { (label) }
+            (input)
+            @if let Some(h) = hint { p.hint { (h) } }
+            @for e in &errs { p.error id=(error_id(name)) { (e) } }
+        }
+    }
+}
+
+fn text(name: &str, value: &str, errors: &[(String, String)], attrs: &str) -> Markup {
+    let invalid = !errors_at(errors, name).is_empty();
+    let (kind, placeholder) = match attrs {
+        "secret" => ("password", "••••"),
+        "secret-kept" => ("password", "leave blank to keep"),
+        "url" => ("url", "https://"),
+        _ => ("text", ""),
+    };
+    html! {
+        input id=(name) name=(name) type=(kind) value=(value) placeholder=(placeholder) autocomplete="off"
+            aria-invalid=[invalid.then_some("true")] aria-describedby=[invalid.then(|| error_id(name))];
+    }
+}
+
+fn rows_of(doc: &Value, path: &[&str]) -> Vec<Value> {
+    let mut at = doc;
+    for p in path {
+        at = &at[*p];
+    }
+    at.as_array().cloned().unwrap_or_default()
+}
+
+fn kv_rows(prefix: &str, rows: &[Value], spare: usize, errors: &[(String, String)], key: &str, edit: bool) -> Markup {
+    let n = rows.len() + spare;
+    html! {
+        div.rows data-rows=(prefix) {
+            @for i in 0..n {
+                @let row = rows.get(i).cloned().unwrap_or(Value::Null);
+                @let secret = row["secret"] == true;
+                div.row {
+                    (field(if key == "name" { "Name" } else { "Key" }, &format!("{prefix}[{i}].{key}"), None, errors,
+                        text(&format!("{prefix}[{i}].{key}"), st(&row, key), errors, "")))
+                    (field("Value", &format!("{prefix}[{i}].value"), None, errors,
+                        text(&format!("{prefix}[{i}].value"), st(&row, "value"), errors, if secret && edit { "secret-kept" } else { "" })))
+                    label.check { input type="checkbox" name=(format!("{prefix}[{i}].secret")) value="true" checked[secret]; " Secret" }
+                }
+            }
+            button.add type="button" data-add-row=(prefix) { "Add a row" }
+        }
+    }
+}
+
+/// The form, filled from `doc` (the hook as read, or as just submitted).
+fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)], edit: bool) -> Markup {
+    let auth = &doc["auth"];
+    let ty = auth["type"].as_str().unwrap_or("NONE");
+    let sites: Vec<&str> = doc["sites"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let types: Vec<&str> = doc["event_types"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let unplaced: Vec<&(String, String)> = errors
+        .iter()
+        .filter(|(f, _)| !f.starts_with("auth.") && !f.starts_with("headers[") && !FIELDS.contains(&f.as_str()))
+        .collect();
+    let secret_hint = if edit { "secret-kept" } else { "secret" };
+    html! {
+        @if !errors.is_empty() { (notice("error", "Some fields need attention; each says why below.")) }
+        @for (f, m) in &unplaced { (notice("error", &format!("{f}: {m}"))) }
+        form.hook method="post" action=(action) novalidate {
+            input type="hidden" name="_csrf" value=(s.csrf());
+            fieldset { legend { "Hook" }
+                (field("Name", "name", Some(if edit { "A hook's name cannot change." } else { "Letters, digits, '.', '_' and '-'; unique among your hooks." }), errors, html! {
+                    input #name name="name" type="text" value=(st(doc, "name")) readonly[edit] required autocomplete="off";
+                }))
+                (field("Description", "description", None, errors, text("description", st(doc, "description"), errors, "")))
+                (field("Endpoint URL", "url", Some("Where events are sent (https)."), errors, text("url", st(doc, "url"), errors, "url")))
+                (field("HTTP method", "method", None, errors, html! {
+                    select #method name="method" { @for m in METHODS { option value=(m) selected[st(doc, "method") == m || (m == "POST" && st(doc, "method").is_empty())] { (m) } } }
+                }))
+                div.field { label.check { input type="checkbox" name="enabled" value="true" checked[doc["enabled"] != false]; " Enabled: deliver events to it" } }
+                (field("Payload", "payload", None, errors, html! {
+                    select #payload name="payload" { @for (v, l) in PAYLOADS { option value=(v) selected[st(doc, "payload") == v] { (l) } } }
+                }))
+            }
+            fieldset { legend { "Applies to" }
+                label.check { input type="radio" name="scope" value="workspace" checked[sites.is_empty()]; " The entire workspace" }
+                label.check { input type="radio" name="scope" value="sites" checked[!sites.is_empty()]; " Specific sites" }
+                (field("Sites (one per line)", "sites", None, errors, html! {
+                    textarea #sites name="sites" rows="3" { (sites.join("\n")) }
+                }))
+            }
+            fieldset { legend { "Event subscriptions" }
+                (field("Event types (one pattern per line)", "event_types", Some("'*' matches any run of characters: user.* or admin.CLIENT-*. Empty means every event."), errors, html! {
+                    textarea #event_types name="event_types" rows="4" data-preview="preview" { (types.join("\n")) }
+                }))
+                div #preview.preview aria-live="polite" { span.muted { "The known event types your patterns match show here." } }
+            }
+            fieldset { legend { "Authentication" }
+                (field("Type", "auth.type", None, errors, html! {
+                    select id="auth.type" name="auth.type" data-auth-select="" {
+                        @for (v, l) in AUTH_TYPES { option value=(v) selected[ty == v] { (l) } }
+                    }
+                }))
+                div data-auth="BASIC" {
+                    (field("Username", "auth.username", None, errors, text("auth.username", st(auth, "username"), errors, "")))
+                    (field("Password", "auth.password", None, errors, text("auth.password", "", errors, secret_hint)))
+                }
+                div data-auth="API_KEY" {
+                    (field("Key name", "auth.key_name", Some("A label for you; never sent."), errors, text("auth.key_name", st(auth, "key_name"), errors, "")))
+                    (field("Key value", "auth.key_value", None, errors, text("auth.key_value", "", errors, secret_hint)))
+                }
+                div data-auth="HEADER" {
+                    (field("Header name", "auth.name", Some("The authorization header's name, e.g. X-Api-Key."), errors, text("auth.name", st(auth, "name"), errors, "")))
+                    (field("Header value", "auth.value", None, errors, text("auth.value", "", errors, secret_hint)))
+                }
+                div data-auth="OAUTH_CLIENT_CREDENTIALS" {
+                    (field("Authorization endpoint", "auth.token_url", None, errors, text("auth.token_url", st(auth, "token_url"), errors, "url")))
+                    (field("Client ID", "auth.client_id", None, errors, text("auth.client_id", st(auth, "client_id"), errors, "")))
+                    (field("Client secret", "auth.client_secret", None, errors, text("auth.client_secret", "", errors, secret_hint)))
+                    (field("Token request method", "auth.http_method", None, errors, html! {
+                        select id="auth.http_method" name="auth.http_method" { @for m in ["POST", "GET"] { option value=(m) selected[st(auth, "http_method") == m] { (m) } } }
+                    }))
+                    @for (list, label) in PARAM_LISTS {
+                        h3 { (label) }
+                        (kv_rows(&format!("auth.{list}"), &rows_of(doc, &["auth", list]), 1, errors, "key", edit))
+                    }
+                }
+            }
+            fieldset { legend { "Extra headers" }
+                (kv_rows("headers", &rows_of(doc, &["headers"]), 1, errors, "name", edit))
+            }
+            fieldset { legend { "Ownership and signatures" }
+                div.field { label.check { input type="checkbox" name="verification.required" value="true" checked[doc["verification"]["required"] == true]; " Deliver only after the endpoint answers the ownership challenge" } }
+                (field("Challenge header", "verification.header", None, errors, text("verification.header", doc["verification"]["header"].as_str().unwrap_or("x-uid-challenge"), errors, "")))
+                div.field { label.check { input type="checkbox" name="signature_formats" value="keycloak" checked[doc["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak"))]; " Also sign with X-Keycloak-Signature" } }
+                (field("Rate limit (deliveries a second)", "rate_limit.per_second", Some("Empty for none."), errors,
+                    text("rate_limit.per_second", &doc["rate_limit"]["per_second"].as_u64().map(|n| n.to_string()).unwrap_or_default(), errors, "")))
+            }
+            div.buttons {
+                button.primary type="submit" { @if edit { "Save" } @else { "Create hook" } }
+                " "
+                a.button href=(if edit { action.trim_end_matches("/edit").to_owned() } else { "/console/hooks".to_owned() }) { "Cancel" }
+            }
+        }
+    }
+}
+
+/// Fields the form has inputs for (others' errors show at the top).
+const FIELDS: [&str; 13] = [
+    "name",
+    "description",
+    "url",
+    "method",
+    "payload",
+    "sites",
+    "event_types",
+    "verification.header",
+    "rate_limit.per_second",
+    "enabled",
+    "verification.required",
+    "signature_formats",
+    "version",
+];
+
+/// `GET /console/hooks/new`.
+pub async fn new_form(s: Session) -> Response {
+    let doc = json!({"enabled": true, "method": "POST", "payload": "envelope", "auth": {"type": "NONE"}});
+    html(
+        StatusCode::OK,
+        page("New hook", Some(&s), html! { h1 { "New hook" } (hook_form(&s, "/console/hooks/new", &doc, &[], false)) }),
+    )
+}
+
+/// `POST /console/hooks/new`.
+pub async fn create(State(api): State<Api>, Posted(s, fields): Posted) -> Response {
+    let doc = document(&fields);
+    let a = call(&api, &s.caller, Method::POST, "/v1/hooks", Some(&doc)).await;
+    if a.status == StatusCode::BAD_REQUEST
+        || a.status == StatusCode::CONFLICT
+        || a.status == StatusCode::UNPROCESSABLE_ENTITY
+    {
+        let mut errors = a.field_errors();
+        if errors.is_empty() {
+            errors.push(("name".to_owned(), a.detail()));
+        }
+        return html(
+            a.status,
+            page(
+                "New hook",
+                Some(&s),
+                html! { h1 { "New hook" } (hook_form(&s, "/console/hooks/new", &doc, &errors, false)) },
+            ),
+        );
+    }
+    if !a.ok() {
+        return refused(&s, "New hook", &a);
+    }
+    secret_page(
+        &s,
+        st(&a.body, "id"),
+        "Hook created",
+        st(&a.body, "secret"),
+        "Deliveries to it are signed with this secret (Standard Webhooks).",
+    )
+}
+
+/// `GET /console/hooks/{id}/edit`.
+pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String>) -> Response {
+    let a = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}"), None).await;
+    if !a.ok() {
+        return refused(&s, "Edit hook", &a);
+    }
+    let action = format!("/console/hooks/{id}/edit");
+    html(
+        StatusCode::OK,
+        page(
+            "Edit hook",
+            Some(&s),
+            html! { h1 { "Edit " (st(&a.body, "name")) } (hook_form(&s, &action, &a.body, &[], true)) },
+        ),
+    )
+}
+
+/// `POST /console/hooks/{id}/edit`.
+pub async fn replace(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
+    let doc = document(&fields);
+    let a = call(&api, &s.caller, Method::PUT, &format!("/v1/hooks/{id}"), Some(&doc)).await;
+    if a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::CONFLICT {
+        let mut errors = a.field_errors();
+        if errors.is_empty() {
+            errors.push(("version".to_owned(), a.detail()));
+        }
+        let action = format!("/console/hooks/{id}/edit");
+        return html(
+            a.status,
+            page(
+                "Edit hook",
+                Some(&s),
+                html! { h1 { "Edit " (st(&doc, "name")) } (hook_form(&s, &action, &doc, &errors, true)) },
+            ),
+        );
+    }
+    if !a.ok() {
+        return refused(&s, "Edit hook", &a);
+    }
+    see_other(&format!("/console/hooks/{id}?done=saved"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_form_becomes_the_apis_document_with_only_the_chosen_auth_types_fields() {
+        let doc = document(&f(&[
+            ("name", "h"),
+            ("url", "https://r.example/"),
+            ("enabled", "true"),
+            ("event_types", "user.*\n\n admin.CLIENT-*\n"),
+            ("scope", "workspace"),
+            ("sites", "ignored"),
+            ("auth.type", "BASIC"),
+            ("auth.username", "u"),
+            ("auth.password", "p"),
+            ("auth.key_value", "from another type"),
+            ("headers[0].name", "X-A"),
+            ("headers[0].value", "1"),
+            ("headers[0].secret", "true"),
+            ("headers[1].name", ""),
+            ("headers[1].value", ""),
+            ("rate_limit.per_second", "5"),
+        ]));
+        assert_eq!(doc["auth"], json!({"type": "BASIC", "username": "u", "password": "p"}));
+        assert_eq!(doc["event_types"], json!(["user.*", "admin.CLIENT-*"]));
+        assert_eq!(doc["sites"], json!([]));
+        assert_eq!(doc["headers"], json!([{"name": "X-A", "value": "1", "secret": true}]));
+        assert_eq!((doc["enabled"].clone(), doc["rate_limit"].clone()), (json!(true), json!({"per_second": 5})));
+        let off = document(&f(&[("name", "h"), ("scope", "sites"), ("sites", "hq\nlab")]));
+        assert_eq!((off["enabled"].clone(), off["sites"].clone()), (json!(false), json!(["hq", "lab"])));
+    }
+}

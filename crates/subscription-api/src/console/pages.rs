@@ -1,0 +1,634 @@
+//! The hooks table, a hook's page with its actions, Read (what it processed) and one
+//! delivery.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawQuery, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::call::{Answer, call};
+use super::layout::{action, badge, notice, page, st, time};
+use super::session::Session;
+use super::{form, html, see_other};
+use crate::Api;
+
+impl FromRequestParts<Api> for Session {
+    /// No session: the sign-in page.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Response> {
+        Session::of(api, &parts.headers).await.ok_or_else(|| see_other("/console/login"))
+    }
+}
+
+/// A posted form: the session and the form's fields, its CSRF token checked.
+pub struct Posted(pub Session, pub Vec<(String, String)>);
+
+impl FromRequest<Api> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, api: &Api) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let s = Session::from_request_parts(&mut parts, api).await?;
+        let body =
+            Bytes::from_request(Request::from_parts(parts, body), api).await.map_err(IntoResponse::into_response)?;
+        let fields = form::parse(&body);
+        if !s.csrf_ok(form::value(&fields, "_csrf")) {
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                page(
+                    "Forbidden",
+                    Some(&s),
+                    notice(
+                        "error",
+                        "This form has expired or did not come from this console; go back, reload and try again.",
+                    ),
+                ),
+            ));
+        }
+        Ok(Self(s, fields))
+    }
+}
+
+/// What the API refused, as a page.
+pub(super) fn refused(s: &Session, what: &str, a: &Answer) -> Response {
+    let status = StatusCode::from_u16(a.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let errors = a.field_errors();
+    html(
+        status,
+        page(
+            what,
+            Some(s),
+            html! {
+                h1 { (what) }
+                (notice("error", &a.detail()))
+                @if !errors.is_empty() {
+                    ul.errors { @for (f, m) in &errors { li { code { (f) } " " (m) } } }
+                }
+                p { a href="/console/hooks" { "Back to the hooks" } }
+            },
+        ),
+    )
+}
+
+/// `GET /console`.
+pub async fn home(State(api): State<Api>, headers: HeaderMap) -> Response {
+    match Session::of(&api, &headers).await {
+        Some(_) => see_other("/console/hooks"),
+        None => see_other("/console/login"),
+    }
+}
+
+/// Filters of the hooks table.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListFilter {
+    name: Option<String>,
+    state: Option<String>,
+}
+
+fn auth_type(h: &Value) -> &str {
+    h["auth"]["type"].as_str().unwrap_or("NONE")
+}
+
+fn health_cell(h: &Value) -> Markup {
+    let health = &h["health"];
+    let circuit = health["circuit"]["state"].as_str().unwrap_or("closed");
+    let failures = health["consecutive_failures"].as_u64().unwrap_or(0);
+    html! {
+        (badge(circuit))
+        @if health["lane"] == "slow" { " " (badge("slow")) }
+        @if failures > 0 { " " span.muted { (failures) " failing" } }
+    }
+}
+
+/// `GET /console/hooks`: the hooks table.
+pub async fn list(State(api): State<Api>, s: Session, Query(f): Query<ListFilter>) -> Response {
+    let mut hooks: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!(
+                "/v1/hooks?limit=100&cursor={}",
+                url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+            ),
+            None => "/v1/hooks?limit=100".to_owned(),
+        };
+        let a = call(&api, &s.caller, Method::GET, &path, None).await;
+        if !a.ok() {
+            return refused(&s, "Hooks", &a);
+        }
+        hooks.extend(a.body["hooks"].as_array().cloned().unwrap_or_default());
+        match a.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let total = hooks.len();
+    let name = f.name.clone().unwrap_or_default().to_lowercase();
+    let state = f.state.clone().unwrap_or_default();
+    hooks.retain(|h| {
+        (name.is_empty() || st(h, "name").to_lowercase().contains(&name))
+            && (state.is_empty() || st(h, "destination_state") == state || st(h, "connection_state") == state)
+    });
+    let states = ["ACTIVE", "INACTIVE", "AUTHORIZED", "AUTHORIZING", "CREATING", "DEAUTHORIZED", "UPDATING"];
+    html(
+        StatusCode::OK,
+        page(
+            "Hooks",
+            Some(&s),
+            html! {
+                div.title-row {
+                    h1 { "Hooks" }
+                    @if s.can_write() { a.button.primary href="/console/hooks/new" { "New hook" } }
+                }
+                @if total == 0 {
+                    section.card.empty {
+                        h2 { "No hooks yet" }
+                        p { "A hook sends your events to an HTTPS endpoint. Create one, point it at your receiver, and publish an event to see it arrive." }
+                        @if s.can_write() { a.button.primary href="/console/hooks/new" { "Create your first hook" } }
+                    }
+                } @else {
+                    form.filters method="get" action="/console/hooks" role="search" {
+                        label { "Name " input type="search" name="name" value=(f.name.clone().unwrap_or_default()) placeholder="Filter by name"; }
+                        label { "State "
+                            select name="state" {
+                                option value="" { "Any" }
+                                @for st in states { option value=(st) selected[state == st] { (st) } }
+                            }
+                        }
+                        button type="submit" { "Filter" }
+                    }
+                    @if hooks.is_empty() {
+                        p.muted { "No hook matches. " a href="/console/hooks" { "Clear the filters" } }
+                    } @else {
+                        div.table-wrap {
+                            table {
+                                caption.visually-hidden { "Hooks" }
+                                thead { tr {
+                                    th scope="col" { "Name" } th scope="col" { "Event types" } th scope="col" { "Endpoint" }
+                                    th scope="col" { "Auth" } th scope="col" { "Method" } th scope="col" { "Connection" }
+                                    th scope="col" { "Destination" } th scope="col" { "Health" }
+                                } }
+                                tbody {
+                                    @for h in &hooks {
+                                        tr {
+                                            td data-label="Name" { a href=(format!("/console/hooks/{}", st(h, "id"))) { (st(h, "name")) } }
+                                            td data-label="Event types" { @for p in h["event_types"].as_array().into_iter().flatten() { code { (p.as_str().unwrap_or("")) } " " } }
+                                            td.url data-label="Endpoint" { (st(h, "url")) }
+                                            td data-label="Auth" { (auth_type(h)) }
+                                            td data-label="Method" { (st(h, "method")) }
+                                            td data-label="Connection" { (badge(st(h, "connection_state"))) }
+                                            td data-label="Destination" { (badge(st(h, "destination_state"))) }
+                                            td data-label="Health" { (health_cell(h)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        p.muted { (hooks.len()) " of " (total) " hooks" }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+async fn load_hook(api: &Api, s: &Session, id: &str) -> Result<Value, Response> {
+    let a = call(api, &s.caller, Method::GET, &format!("/v1/hooks/{id}"), None).await;
+    if a.ok() { Ok(a.body) } else { Err(refused(s, "Hook", &a)) }
+}
+
+/// Notices a hook's page shows after an action (`?done=…`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+/// `GET /console/hooks/{id}`: the hook, its state and its actions.
+pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Query(d): Query<Done>) -> Response {
+    let h = match load_hook(&api, &s, &id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let v = &h["verification"];
+    let base = format!("/console/hooks/{id}");
+    let done = match d.done.as_deref() {
+        Some("verify") => {
+            Some("The ownership challenge is on its way; its outcome shows below in a moment (reload to see it).")
+        }
+        Some("enabled") => Some("Enabled: deliveries resume."),
+        Some("disabled") => Some("Disabled: its events are recorded as cancelled until it is enabled again."),
+        Some("saved") => Some("Saved."),
+        Some("replay") => Some("Replay queued."),
+        _ => None,
+    };
+    html(
+        StatusCode::OK,
+        page(
+            st(&h, "name"),
+            Some(&s),
+            html! {
+                p.crumbs { a href="/console/hooks" { "Hooks" } " / " (st(&h, "name")) }
+                div.title-row {
+                    h1 { (st(&h, "name")) }
+                    div.actions {
+                        a.button href=(format!("{base}/read")) { "Read" }
+                        @if s.can_write() {
+                            a.button href=(format!("{base}/edit")) { "Edit" }
+                            (action(&s, &format!("{base}/verify"), "Verify", ""))
+                            (action(&s, &format!("{base}/test"), "Send test", ""))
+                            (action(&s, &format!("{base}/rotate"), "Rotate secret", ""))
+                            form.inline method="post" action=(format!("{base}/enabled")) {
+                                input type="hidden" name="_csrf" value=(s.csrf());
+                                @if h["enabled"] == true {
+                                    input type="hidden" name="enabled" value="false";
+                                    button type="submit" { "Disable" }
+                                } @else {
+                                    input type="hidden" name="enabled" value="true";
+                                    button.primary type="submit" { "Enable" }
+                                }
+                            }
+                            a.button.danger href=(format!("{base}/delete")) { "Delete" }
+                        }
+                    }
+                }
+                @if let Some(t) = done { (notice("ok", t)) }
+                @if let Some(r) = h["disabled_reason"].as_str() { (notice("error", &format!("Inactive: {r}"))) }
+                section.card {
+                    dl.grid {
+                        dt { "Endpoint" } dd.url { (st(&h, "method")) " " (st(&h, "url")) }
+                        dt { "Event types" } dd { @for p in h["event_types"].as_array().into_iter().flatten() { code { (p.as_str().unwrap_or("")) } " " } }
+                        dt { "Applies to" } dd {
+                            @if h["sites"].as_array().is_none_or(|a| a.is_empty()) { "The whole workspace" }
+                            @else { "Sites: " @for site in h["sites"].as_array().into_iter().flatten() { code { (site.as_str().unwrap_or("")) } " " } }
+                        }
+                        dt { "Auth" } dd { (auth_type(&h)) }
+                        dt { "Payload" } dd { (st(&h, "payload")) }
+                        dt { "Connection" } dd { (badge(st(&h, "connection_state")))
+                            @if let Some(e) = h["connection_error"].as_str() { " " span.muted { (e) } } }
+                        dt { "Destination" } dd { (badge(st(&h, "destination_state"))) }
+                        dt { "Health" } dd { (health_cell(&h))
+                            @if h["health"]["circuit"]["state"] == "open" { " next probe " (time(&h["health"]["circuit"]["next_probe_at"])) } }
+                        dt { "Ownership" } dd {
+                            (badge(st(v, "status")))
+                            @if v["required"] == true { " " span.muted { "required before delivery" } }
+                            @if let Some(e) = v["last_error"].as_str() { p.reason { "Why: " (e) } }
+                            @if !v["verified_at"].is_null() { " " (time(&v["verified_at"])) }
+                        }
+                        dt { "Rate limit" } dd { @match h["rate_limit"]["per_second"].as_u64() { Some(n) => { (n) " a second" }, None => { "none" } } }
+                        dt { "Created" } dd { (time(&h["created_at"])) " by " (st(&h, "created_by")) }
+                        dt { "Updated" } dd { (time(&h["updated_at"])) " · version " (h["version"]) }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// `POST /console/hooks/{id}/verify`.
+pub async fn verify(State(api): State<Api>, Path(id): Path<String>, Posted(s, _): Posted) -> Response {
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/verify"), None).await;
+    if !a.ok() {
+        return refused(&s, "Verify", &a);
+    }
+    see_other(&format!("/console/hooks/{id}?done=verify"))
+}
+
+/// `POST /console/hooks/{id}/test`: a test event; its delivery's page shows the result.
+pub async fn test(State(api): State<Api>, Path(id): Path<String>, Posted(s, _): Posted) -> Response {
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/test"), None).await;
+    if !a.ok() {
+        return refused(&s, "Send test", &a);
+    }
+    see_other(&format!("/console/hooks/{id}/deliveries/{}", s_of(&a.body, "delivery_id")))
+}
+
+fn s_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
+/// The signing secret, shown once.
+pub(super) fn secret_page(s: &Session, id: &str, title: &str, secret: &str, note: &str) -> Response {
+    html(
+        StatusCode::OK,
+        page(
+            title,
+            Some(s),
+            html! {
+                h1 { (title) }
+                section.card {
+                    p { (note) }
+                    label for="secret" { "Signing secret" }
+                    input #secret.secret type="text" readonly value=(secret) aria-describedby="secret-hint";
+                    p #secret-hint.hint { "Shown once. Store it where your receiver verifies signatures; it cannot be read again." }
+                    p { a.button.primary href=(format!("/console/hooks/{id}")) { "Done" } }
+                }
+            },
+        ),
+    )
+}
+
+/// `POST /console/hooks/{id}/rotate`.
+pub async fn rotate(State(api): State<Api>, Path(id): Path<String>, Posted(s, _): Posted) -> Response {
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/secret/rotate"), None).await;
+    if !a.ok() {
+        return refused(&s, "Rotate secret", &a);
+    }
+    let note = format!(
+        "The previous secret keeps signing too until {}, so receivers can switch without a gap.",
+        s_of(&a.body, "previous_valid_until")
+    );
+    secret_page(&s, &id, "Secret rotated", s_of(&a.body, "secret"), &note)
+}
+
+/// `POST /console/hooks/{id}/enabled`.
+pub async fn set_enabled(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
+    let enabled = form::value(&fields, "enabled") == Some("true");
+    let mut h = match load_hook(&api, &s, &id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    h["enabled"] = json!(enabled);
+    let a = call(&api, &s.caller, Method::PUT, &format!("/v1/hooks/{id}"), Some(&h)).await;
+    if !a.ok() {
+        return refused(&s, if enabled { "Enable" } else { "Disable" }, &a);
+    }
+    see_other(&format!("/console/hooks/{id}?done={}", if enabled { "enabled" } else { "disabled" }))
+}
+
+/// `GET /console/hooks/{id}/delete`: are you sure?
+pub async fn delete_confirm(State(api): State<Api>, s: Session, Path(id): Path<String>) -> Response {
+    let h = match load_hook(&api, &s, &id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    html(
+        StatusCode::OK,
+        page(
+            "Delete hook",
+            Some(&s),
+            html! {
+                h1 { "Delete " (st(&h, "name")) "?" }
+                section.card {
+                    p { "Nothing more is delivered to " code { (st(&h, "url")) } ". Its delivery history goes too. This cannot be undone." }
+                    form method="post" action=(format!("/console/hooks/{id}/delete")) {
+                        input type="hidden" name="_csrf" value=(s.csrf());
+                        button.danger type="submit" { "Delete the hook" }
+                        " "
+                        a.button href=(format!("/console/hooks/{id}")) { "Keep it" }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// `POST /console/hooks/{id}/delete`.
+pub async fn delete(State(api): State<Api>, Path(id): Path<String>, Posted(s, _): Posted) -> Response {
+    let a = call(&api, &s.caller, Method::DELETE, &format!("/v1/hooks/{id}"), None).await;
+    if !a.ok() {
+        return refused(&s, "Delete hook", &a);
+    }
+    see_other("/console/hooks")
+}
+
+/// `GET /console/hooks/{id}/read?hours=N`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadQuery {
+    hours: Option<u32>,
+}
+
+/// `GET /console/hooks/{id}/read`: what the hook processed in the last N ≤ 24 hours.
+pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Query(q): Query<ReadQuery>) -> Response {
+    let h = match load_hook(&api, &s, &id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let hours = q.hours.unwrap_or(24).clamp(1, 24);
+    let a = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}/events?hours={hours}&limit=100"), None).await;
+    if !a.ok() {
+        return refused(&s, "Read", &a);
+    }
+    let deliveries = a.body["deliveries"].as_array().cloned().unwrap_or_default();
+    let base = format!("/console/hooks/{id}");
+    html(
+        StatusCode::OK,
+        page(
+            "Read",
+            Some(&s),
+            html! {
+                p.crumbs { a href="/console/hooks" { "Hooks" } " / " a href=(base) { (st(&h, "name")) } " / Read" }
+                div.title-row {
+                    h1 { "Read: " (st(&h, "name")) }
+                    form.filters method="get" action=(format!("{base}/read")) {
+                        label { "Last "
+                            select name="hours" { @for n in [1u32, 2, 4, 8, 12, 24] { option value=(n) selected[n == hours] { (n) " h" } } }
+                        }
+                        button type="submit" { "Read" }
+                    }
+                }
+                @if deliveries.is_empty() {
+                    section.card.empty {
+                        h2 { "Nothing in the last " (hours) " hours" }
+                        p { "Events this hook matches show here as they are delivered. Publish one, or send a test from the hook's page." }
+                    }
+                } @else {
+                    div.table-wrap { table {
+                        caption.visually-hidden { "Deliveries" }
+                        thead { tr { th scope="col" { "Delivery" } th scope="col" { "Event type" } th scope="col" { "Status" }
+                            th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { "Created" } th scope="col" { "Updated" } } }
+                        tbody { @for d in &deliveries { tr {
+                            td data-label="Delivery" { a href=(format!("{base}/deliveries/{}", st(d, "delivery_id"))) { code { (st(d, "delivery_id")) } } }
+                            td data-label="Event type" { code { (st(d, "event_type")) } }
+                            td data-label="Status" { (badge(st(d, "status"))) @if let Some(r) = d["reason"].as_str() { " " span.muted { (r) } } }
+                            td data-label="Attempts" { (d["attempts"]) }
+                            td data-label="Last answer" {
+                                @if let Some(c) = d["last_status_code"].as_u64() { (c) }
+                                @if let Some(e) = d["last_error_class"].as_str() { " " code { (e) } }
+                            }
+                            td data-label="Created" { (time(&d["created_at"])) }
+                            td data-label="Updated" { (time(&d["updated_at"])) }
+                        } } }
+                    } }
+                }
+                @if s.can_write() {
+                    section.card {
+                        h2 { "Replay a window" }
+                        form.replay method="post" action=(format!("{base}/replay")) {
+                            input type="hidden" name="_csrf" value=(s.csrf());
+                            label { "Since (UTC) " input type="datetime-local" name="since" required; }
+                            label { "Until (UTC, optional) " input type="datetime-local" name="until"; }
+                            fieldset { legend { "Only deliveries that" }
+                                @for st in ["FAILED", "CANCELLED", "SUCCEEDED"] {
+                                    label.check { input type="checkbox" name="status" value=(st) checked[st != "SUCCEEDED"]; " " (st) }
+                                }
+                            }
+                            button type="submit" { "Replay" }
+                        }
+                    }
+                }
+            },
+        ),
+    )
+}
+
+/// `POST /console/hooks/{id}/replay`.
+pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
+    let as_utc =
+        |v: &str| if v.is_empty() { None } else { Some(format!("{}{}Z", v, if v.len() == 16 { ":00" } else { "" })) };
+    let mut doc = json!({});
+    if let Some(since) = form::value(&fields, "since").and_then(as_utc) {
+        doc["since"] = json!(since);
+    }
+    if let Some(until) = form::value(&fields, "until").and_then(as_utc) {
+        doc["until"] = json!(until);
+    }
+    let statuses: Vec<&str> = fields.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
+    if !statuses.is_empty() {
+        doc["status"] = json!(statuses);
+    }
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc)).await;
+    if !a.ok() {
+        return refused(&s, "Replay", &a);
+    }
+    see_other(&format!("/console/hooks/{id}?done=replay"))
+}
+
+/// What the receiver was sent, reconstructed from the hook (secret values masked).
+fn headers_sent(h: &Value, d: &Value) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("webhook-id".to_owned(), st(d, "delivery_id").to_owned()),
+        ("webhook-timestamp".to_owned(), "the attempt's time, in seconds".to_owned()),
+        ("webhook-signature".to_owned(), "v1,•••• (HMAC-SHA256 with the signing secret)".to_owned()),
+    ];
+    if h["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak")) {
+        out.push(("x-keycloak-signature".to_owned(), "•••• (hex HMAC-SHA256 of the body)".to_owned()));
+    }
+    match auth_type(h) {
+        "BASIC" => out.push(("authorization".to_owned(), format!("Basic {}:••••", st(&h["auth"], "username")))),
+        "API_KEY" | "OAUTH_CLIENT_CREDENTIALS" => out.push(("authorization".to_owned(), "Bearer ••••".to_owned())),
+        "HEADER" => out.push((st(&h["auth"], "name").to_ascii_lowercase(), "••••".to_owned())),
+        _ => {}
+    }
+    for x in h["headers"].as_array().into_iter().flatten() {
+        let value = if x["secret"] == true { "••••".to_owned() } else { st(x, "value").to_owned() };
+        out.push((st(x, "name").to_ascii_lowercase(), value));
+    }
+    out
+}
+
+/// `GET /console/hooks/{id}/deliveries/{delivery_id}`: one delivery, every attempt.
+pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<(String, String)>) -> Response {
+    let h = match load_hook(&api, &s, &id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let a = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}/deliveries/{did}"), None).await;
+    if !a.ok() {
+        return refused(&s, "Delivery", &a);
+    }
+    let d = &a.body;
+    let pending = matches!(st(d, "status"), "PENDING");
+    let base = format!("/console/hooks/{id}");
+    let mut resp = html(
+        StatusCode::OK,
+        page(
+            "Delivery",
+            Some(&s),
+            html! {
+                p.crumbs { a href="/console/hooks" { "Hooks" } " / " a href=(base) { (st(&h, "name")) } " / " a href=(format!("{base}/read")) { "Read" } " / delivery" }
+                div.title-row {
+                    h1 { "Delivery " code { (st(d, "delivery_id")) } }
+                    @if s.can_write() { (action(&s, &format!("{base}/deliveries/{did}/retry"), "Retry", "primary")) }
+                }
+                section.card {
+                    dl.grid {
+                        dt { "Status" } dd #delivery-status { (badge(st(d, "status"))) @if let Some(r) = d["reason"].as_str() { " " (r) } @if pending { " " span.muted { "(refreshing…)" } } }
+                        dt { "Event" } dd { code { (st(d, "event_type")) } " " span.muted { (st(d, "event_id")) } }
+                        dt { "Attempts" } dd { (d["attempts"]) }
+                        @if !d["next_attempt_at"].is_null() { dt { "Next attempt" } dd { (time(&d["next_attempt_at"])) } }
+                        dt { "Created" } dd { (time(&d["created_at"])) }
+                    }
+                }
+                section.card {
+                    h2 { "Request" }
+                    p { code { (st(&h, "method")) " " (st(&h, "url")) } }
+                    table.kv { tbody { @for (k, v) in headers_sent(&h, d) { tr { th scope="row" { code { (k) } } td { code { (v) } } } } } }
+                    @if !d["envelope"].is_null() {
+                        details { summary { "Body" } pre { (serde_json::to_string_pretty(&d["envelope"]).unwrap_or_default()) } }
+                    }
+                }
+                section.card {
+                    h2 { "Attempts" }
+                    @if d["attempt_log"].as_array().is_none_or(|a| a.is_empty()) {
+                        p.muted { "Not attempted yet." }
+                    } @else {
+                        div.table-wrap { table {
+                            thead { tr { th scope="col" { "#" } th scope="col" { "At" } th scope="col" { "Took" } th scope="col" { "Status" } th scope="col" { "Error" } th scope="col" { "Response" } } }
+                            tbody { @for at in d["attempt_log"].as_array().into_iter().flatten() { tr.attempt {
+                                td data-label="#" { (at["attempt"]) }
+                                td data-label="At" { (time(&at["at"])) }
+                                td data-label="Took" { (at["duration_ms"]) " ms" }
+                                td data-label="Status" { @if let Some(c) = at["status_code"].as_u64() { (c) } @else { "—" } }
+                                td data-label="Error" { @if let Some(e) = at["error_class"].as_str() { code { (e) } } }
+                                td data-label="Response" { @if let Some(r) = at["response_excerpt"].as_str() { pre.excerpt { (r) } } }
+                            } } }
+                        } }
+                    }
+                }
+            },
+        ),
+    );
+    if pending {
+        // No script needed: the page reloads itself until the first attempt is recorded.
+        resp.headers_mut().insert("refresh", axum::http::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// `POST …/deliveries/{delivery_id}/retry`.
+pub async fn retry(State(api): State<Api>, Path((id, did)): Path<(String, String)>, Posted(s, _): Posted) -> Response {
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/deliveries/{did}/retry"), None).await;
+    if !a.ok() {
+        return refused(&s, "Retry", &a);
+    }
+    see_other(&format!("/console/hooks/{id}/deliveries/{did}"))
+}
+
+/// `GET /console/preview?pattern=…&pattern=…`: the known event types any pattern matches
+/// (JSON, for the form's live preview).
+pub async fn preview(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let Some(s) = Session::of(&api, &headers).await else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let mut matches: Vec<String> = Vec::new();
+    let mut errors: Vec<Value> = Vec::new();
+    let patterns: Vec<String> = form::parse(q.unwrap_or_default().as_bytes())
+        .into_iter()
+        .filter(|(k, _)| k == "pattern")
+        .map(|(_, v)| v)
+        .collect();
+    for p in patterns.iter().filter(|p| !p.trim().is_empty()).take(50) {
+        let path = format!(
+            "/v1/event-types/match?pattern={}",
+            url::form_urlencoded::byte_serialize(p.trim().as_bytes()).collect::<String>()
+        );
+        let a = call(&api, &s.caller, Method::GET, &path, None).await;
+        if a.ok() {
+            for m in a.body["matches"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !matches.iter().any(|x| x == m) {
+                    matches.push(m.to_owned());
+                }
+            }
+        } else {
+            errors.push(json!({"pattern": p, "message": a.field_errors().first().map(|e| e.1.clone()).unwrap_or_else(|| a.detail())}));
+        }
+    }
+    matches.sort();
+    axum::Json(json!({"matches": matches, "errors": errors})).into_response()
+}

@@ -1,0 +1,161 @@
+//! Who is signed in to the console. The session is a cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` except over plain http to a loopback address) holding either the caller's own
+//! API token (pasted, or got from the issuer with the authorization-code flow and PKCE) or
+//! the id of a portal session kept server-side. Every state-changing form carries a CSRF
+//! token derived from the cookie, which a page on another site cannot read.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use chrono::Utc;
+use hookbridge_core::portal::{PortalGrant, hashed};
+use sha2::{Digest, Sha256};
+
+use crate::Api;
+use crate::auth::{Caller, Scope};
+
+/// The session cookie.
+pub const COOKIE: &str = "hb_session";
+/// The longest a token session lasts, whatever the token's own expiry.
+const TOKEN_SESSION_SECS: i64 = 12 * 3600;
+
+/// A signed-in console user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who the API sees.
+    pub caller: Caller,
+    /// The cookie's value.
+    pub cookie: String,
+}
+
+impl Session {
+    /// The session of a request, if it has a valid one.
+    pub async fn of(api: &Api, headers: &HeaderMap) -> Option<Self> {
+        let cookie = cookie(headers, COOKIE)?;
+        let caller = if let Some(token) = cookie.strip_prefix("t.") {
+            api.settings().tokens.check(token).await.ok()?
+        } else if let Some(id) = cookie.strip_prefix("p.") {
+            let grant = api.ports().portal.session(&hashed(id), Utc::now()).await.ok()??;
+            portal_caller(&grant)
+        } else {
+            return None;
+        };
+        Some(Self { caller, cookie })
+    }
+
+    /// The CSRF token its forms carry.
+    pub fn csrf(&self) -> String {
+        csrf_of(&self.cookie)
+    }
+
+    /// Whether a submitted form's token is this session's.
+    pub fn csrf_ok(&self, submitted: Option<&str>) -> bool {
+        submitted.is_some_and(|s| constant_time_eq(s.as_bytes(), self.csrf().as_bytes()))
+    }
+
+    /// Whether it may change things (the API refuses otherwise anyway).
+    pub fn can_write(&self) -> bool {
+        self.caller.require(Scope::HooksWrite).is_ok()
+    }
+}
+
+/// The caller a portal grant stands for.
+pub fn portal_caller(grant: &PortalGrant) -> Caller {
+    let mut scopes = vec![Scope::HooksRead.as_str().to_owned()];
+    if !grant.read_only {
+        scopes.push(Scope::HooksWrite.as_str().to_owned());
+    }
+    Caller { tenant: grant.tenant.clone(), sub: "portal".to_owned(), scopes, sites: grant.sites.clone() }
+}
+
+fn csrf_of(cookie: &str) -> String {
+    let digest = Sha256::digest(format!("hookbridge console csrf\0{cookie}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A cookie's value.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether the request came over plain http to a loopback address (the only place a
+/// cookie may go without `Secure`).
+fn loopback_http(headers: &HeaderMap) -> bool {
+    let forwarded_https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name =
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    !forwarded_https && matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// The `Set-Cookie` of a session cookie with this value, for `max_age` seconds (0 clears it).
+pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64, same_site: &str) -> HeaderValue {
+    let secure = if loopback_http(headers) { "" } else { "; Secure" };
+    let text = format!("{name}={value}; Path=/console; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hb_session=; Path=/console; Max-Age=0"))
+}
+
+/// How long a session on `caller`'s token may last: until the token expires, at most 12 h.
+pub fn token_session_secs(exp: Option<i64>) -> i64 {
+    exp.map_or(TOKEN_SESSION_SECS, |e| (e - Utc::now().timestamp()).clamp(0, TOKEN_SESSION_SECS))
+}
+
+/// The public base URL of the API, as the browser reaches it.
+pub fn origin(api: &Api, headers: &HeaderMap) -> String {
+    if let Some(u) = &api.settings().public_url {
+        return u.clone();
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    let scheme = if loopback_http(headers) { "http" } else { "https" };
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(host: &str, proto: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("x")));
+        if let Some(p) = proto {
+            h.insert("x-forwarded-proto", HeaderValue::from_str(p).unwrap_or(HeaderValue::from_static("x")));
+        }
+        h
+    }
+
+    #[test]
+    fn the_cookie_is_secure_except_over_loopback_http() {
+        let c =
+            |h: &HeaderMap| set_cookie(h, COOKIE, "v", 60, "Strict").to_str().map(str::to_owned).unwrap_or_default();
+        assert!(!c(&headers("127.0.0.1:3000", None)).contains("Secure"));
+        assert!(!c(&headers("localhost:3000", None)).contains("Secure"));
+        assert!(c(&headers("api.example.com", None)).contains("; Secure"));
+        assert!(c(&headers("127.0.0.1:3000", Some("https"))).contains("; Secure"));
+        let text = c(&headers("api.example.com", None));
+        assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict") && text.contains("Path=/console"));
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_one_cookie() {
+        assert_eq!(csrf_of("t.a"), csrf_of("t.a"));
+        assert_ne!(csrf_of("t.a"), csrf_of("t.b"));
+        assert!(constant_time_eq(b"ab", b"ab") && !constant_time_eq(b"ab", b"ac") && !constant_time_eq(b"a", b"ab"));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; hb_session=t.x.y.z; b=2"));
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("t.x.y.z"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! Signing in and out: a pasted token, the issuer's authorization-code flow with PKCE, or a
+//! portal link.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use hookbridge_core::portal::{SESSION_LASTS, fresh_code, hashed};
+use maud::{Markup, html};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::layout::{notice, page};
+use super::session::{COOKIE, Session, cookie, origin, set_cookie, token_session_secs};
+use super::{form, html, see_other};
+use crate::Api;
+
+/// The cookie that carries the authorization-code flow's state and PKCE verifier.
+const FLOW_COOKIE: &str = "hb_signin";
+
+fn login_markup(api: &Api, error: Option<&str>) -> Markup {
+    let oidc = api.settings().tokens.has_issuer() && api.settings().console_client_id.is_some();
+    page(
+        "Sign in",
+        None,
+        html! {
+            section.card.narrow {
+                h1 { "Sign in" }
+                @if let Some(e) = error { (notice("error", e)) }
+                @if oidc {
+                    p { a.button.primary href="/console/login/oidc" { "Sign in with your identity provider" } }
+                    p.muted { "Or paste an API token:" }
+                }
+                form method="post" action="/console/login" {
+                    label for="token" { "API token" }
+                    textarea #token name="token" rows="4" required autocomplete="off" spellcheck="false" placeholder="eyJ…" {}
+                    p.hint { "A token with " code { "hooks:read" } " (and " code { "hooks:write" } " to make changes). "
+                        "Locally, " code { "make run" } " prints one." }
+                    button.primary type="submit" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// `GET /console/login`.
+pub async fn login_page(State(api): State<Api>) -> Response {
+    html(StatusCode::OK, login_markup(&api, None))
+}
+
+/// The expiry of a (checked) token, read from its payload.
+fn token_exp(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let json: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    json["exp"].as_i64()
+}
+
+/// A page that goes on to `to` by itself: the session cookie is `SameSite=Strict`, so it is
+/// not sent on the rest of a redirect chain that began on another site (the issuer's sign-in
+/// page, the product that handed out a portal link); a fresh navigation from here sends it.
+fn continue_to(to: &str, set: axum::http::HeaderValue) -> Response {
+    let body = html! {
+        (maud::DOCTYPE)
+        html lang="en" { head {
+            meta charset="utf-8";
+            meta http-equiv="refresh" content=(format!("0; url={to}"));
+            title { "Signed in · Hookbridge" }
+            link rel="stylesheet" href="/console/assets/console.css";
+        } body { main #main { section.card.narrow { h1 { "Signed in" } p { a.button.primary href=(to) { "Continue" } } } } } }
+    };
+    let mut resp = html(StatusCode::OK, body);
+    resp.headers_mut().append(header::SET_COOKIE, set);
+    resp
+}
+
+/// `POST /console/login`: a pasted token.
+pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let fields = form::parse(&body);
+    let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
+    match api.settings().tokens.check(&token).await {
+        Ok(caller) => {
+            tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
+            let secs = token_session_secs(token_exp(&token));
+            let mut resp = see_other("/console/hooks");
+            resp.headers_mut()
+                .append(header::SET_COOKIE, set_cookie(&headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+            resp
+        }
+        Err(e) => html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(&e.to_string()))),
+    }
+}
+
+/// `POST /console/logout`.
+pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let fields = form::parse(&body);
+    if let Some(s) = Session::of(&api, &headers).await {
+        if !s.csrf_ok(form::value(&fields, "_csrf")) {
+            return html(
+                StatusCode::FORBIDDEN,
+                page("Forbidden", None, notice("error", "The form has expired; go back and try again.")),
+            );
+        }
+        if let Some(id) = s.cookie.strip_prefix("p.")
+            && let Err(e) = api.ports().portal.end_session(&hashed(id)).await
+        {
+            tracing::warn!(error = %e, "could not end a portal session");
+        }
+    }
+    let mut resp = see_other("/console/login");
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, COOKIE, "", 0, "Strict"));
+    resp
+}
+
+fn challenge_of(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// `GET /console/login/oidc`: to the issuer's sign-in page, with PKCE.
+pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let Some(client_id) = api.settings().console_client_id.clone() else {
+        return html(
+            StatusCode::NOT_FOUND,
+            login_markup(&api, Some("Sign-in through an identity provider is not configured.")),
+        );
+    };
+    let (authorize, _) = match api.settings().tokens.login_endpoints().await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "the issuer's endpoints could not be read");
+            return html(
+                StatusCode::BAD_GATEWAY,
+                login_markup(&api, Some("The identity provider cannot be reached now.")),
+            );
+        }
+    };
+    let (state, verifier) = (fresh_code(), fresh_code());
+    let redirect = format!("{}/console/callback", origin(&api, &headers));
+    let Ok(mut url) = url::Url::parse(&authorize) else {
+        return html(
+            StatusCode::BAD_GATEWAY,
+            login_markup(&api, Some("The identity provider's sign-in URL is not valid.")),
+        );
+    };
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("scope", "openid")
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &challenge_of(&verifier))
+        .append_pair("code_challenge_method", "S256");
+    let mut resp = see_other(url.as_str());
+    // Lax: the issuer sends the browser back with a top-level GET, which must carry it.
+    resp.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(&headers, FLOW_COOKIE, &format!("{state}.{verifier}"), 600, "Lax"));
+    resp
+}
+
+/// The issuer's answer.
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /console/callback`: the code exchanged (with the verifier) for the issuer's token.
+pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb): Query<Callback>) -> Response {
+    let fail = |msg: &str| html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(msg)));
+    if let Some(e) = cb.error {
+        return fail(&format!("The identity provider refused: {e}"));
+    }
+    let flow = cookie(&headers, FLOW_COOKIE).unwrap_or_default();
+    let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, flow.split_once('.')) else {
+        return fail("The sign-in was not started here, or took too long; try again.");
+    };
+    if state != expected {
+        return fail("The sign-in was not started here; try again.");
+    }
+    let (Some(client_id), Ok((_, token_endpoint))) =
+        (api.settings().console_client_id.clone(), api.settings().tokens.login_endpoints().await)
+    else {
+        return fail("The identity provider cannot be reached now.");
+    };
+    let redirect = format!("{}/console/callback", origin(&api, &headers));
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier),
+    ];
+    let token = match api.settings().tokens.exchange_code(&token_endpoint, &form).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "the authorization code could not be exchanged");
+            return fail("The identity provider did not give a token.");
+        }
+    };
+    if let Err(e) = api.settings().tokens.check(&token).await {
+        return fail(&e.to_string());
+    }
+    let secs = token_session_secs(token_exp(&token));
+    let mut resp = continue_to("/console/hooks", set_cookie(&headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, FLOW_COOKIE, "", 0, "Lax"));
+    resp
+}
+
+/// `GET /console/portal/{code}`: a portal link, opened once.
+pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+    let now = Utc::now();
+    let grant = match api.ports().portal.redeem_link(&hashed(&code), now).await {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            return html(
+                StatusCode::GONE,
+                page(
+                    "Link expired",
+                    None,
+                    html! { section.card.narrow {
+                        h1 { "This link has expired" }
+                        p { "A portal link opens once, within minutes of being made. Ask for a new one where you got this one." }
+                    } },
+                ),
+            );
+        }
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
+    let mut grant = grant;
+    grant.expires_at = now + SESSION_LASTS;
+    let id = fresh_code();
+    if let Err(e) = api.ports().portal.put_session(&hashed(&id), &grant).await {
+        return crate::error::ApiError::from(e).into_response();
+    }
+    tracing::info!(tenant = %grant.tenant, read_only = grant.read_only, "portal session opened");
+    continue_to(
+        "/console/hooks",
+        set_cookie(&headers, COOKIE, &format!("p.{id}"), SESSION_LASTS.num_seconds(), "Strict"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pkce_challenge_is_the_verifiers_s256() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            challenge_of("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `POST /v1/portal/sessions`: a single-use link, valid for minutes, that opens the console
+//! for the caller's tenant (optionally held to some sites, optionally read-only) without any
+//! other login — what a SaaS product hands its own customers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, Utc};
+use hookbridge_core::portal::{LINK_VALID_AT_MOST, LINK_VALID_FOR, PortalGrant, fresh_code, hashed};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Api;
+use crate::auth::PortalMaker;
+use crate::body::{JsonBody, parse};
+use crate::error::ApiError;
+
+/// The request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalIn {
+    sites: Option<Vec<String>>,
+    read_only: Option<bool>,
+    expires_in: Option<i64>,
+}
+
+/// `POST /v1/portal/sessions` (scope `portal:create`).
+pub async fn create(
+    State(api): State<Api>,
+    PortalMaker(caller): PortalMaker,
+    headers: HeaderMap,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    let p: PortalIn = if bytes.is_empty() { PortalIn::default() } else { parse(&bytes)? };
+    let ttl = match p.expires_in {
+        None => LINK_VALID_FOR,
+        Some(n) if (30..=LINK_VALID_AT_MOST.num_seconds()).contains(&n) => Duration::seconds(n),
+        Some(_) => {
+            return Err(ApiError::field(
+                "expires_in",
+                format!("must be 30 to {} seconds", LINK_VALID_AT_MOST.num_seconds()),
+            ));
+        }
+    };
+    let sites = p.sites.unwrap_or_default();
+    if sites.iter().any(|s| s.is_empty() || s.len() > 128 || s.chars().any(char::is_control)) {
+        return Err(ApiError::field("sites", "must be 1-128 characters each, without control characters"));
+    }
+    let expires_at = Utc::now() + ttl;
+    let grant =
+        PortalGrant { tenant: caller.tenant.clone(), sites, read_only: p.read_only.unwrap_or(false), expires_at };
+    let code = fresh_code();
+    api.ports().portal.put_link(&hashed(&code), &grant).await?;
+    tracing::info!(tenant = %caller.tenant, sub = %caller.sub, read_only = grant.read_only, "portal link made");
+    let url = format!("{}/console/portal/{code}", crate::console::origin(&api, &headers));
+    Ok((StatusCode::CREATED, Json(json!({ "url": url, "expires_at": expires_at }))).into_response())
+}

@@ -1,0 +1,362 @@
+//! The console in a real headless Chromium: sign in, create a hook of each auth type
+//! against a real receiver, verify it, send a test, publish and read the delivery with its
+//! attempts, retry it, rotate the secret, disable and enable, delete; a read-only session;
+//! the phone width; portal links (once, expiring, one tenant); forged forms refused; and a smoke pass on the AWS
+//! backend. Its own binary: it owns the browser. With `HOOKBRIDGE_SCREENSHOTS=docs/console`
+//! it saves the screenshots the README shows.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use hookbridge_e2e::browser::Browser;
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack};
+use hookbridge_testkit::{Receiver, Reply};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn sign_in(b: &Browser, token: &str) {
+    b.goto("/console").await;
+    assert_eq!(b.path().await, "/console/login");
+    b.fill("token", token).await;
+    b.press("Sign in").await;
+    b.find("h1").await;
+    assert_eq!(b.path().await, "/console/hooks");
+}
+
+/// Fills the New hook form and submits it; the page it lands on.
+async fn create_hook(b: &Browser, name: &str, url: &str, auth: &[(&str, &str)]) {
+    b.goto("/console/hooks/new").await;
+    b.fill("name", name).await;
+    b.fill("url", url).await;
+    b.fill("event_types", "user.*\naccess.*").await;
+    for (field, value) in auth {
+        if *field == "auth.type" {
+            b.choose(field, value).await;
+        } else {
+            b.fill(field, value).await;
+        }
+    }
+    b.press("Create hook").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_runs_every_hook_screen_in_a_browser() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let r = Receiver::start().await;
+    r.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let idp = Receiver::start().await;
+    idp.always(Reply::body(200, r#"{"access_token":"tok-from-idp","expires_in":600}"#));
+    // Known event types for the live preview.
+    assert_eq!(stack.post("/v1/event-types/catalogs/keycloak", &t, &json!({})).await.status, 200);
+
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto("/console/hooks").await;
+    assert_eq!(b.path().await, "/console/login", "signed out: to the sign-in page");
+    b.screenshot("sign-in").await;
+    b.fill("token", "not-a-token").await;
+    b.press("Sign in").await;
+    assert!(b.text().await.contains("not valid"), "a bad token says so");
+    sign_in(&b, &t).await;
+    assert!(b.text().await.contains("No hooks yet"), "the empty state says what to do");
+    b.screenshot("hooks-empty").await;
+
+    // A field the API refuses is shown at the field it names.
+    create_hook(&b, "bad one", "ftp://nowhere", &[]).await;
+    let errors = b.all(".field.invalid").await;
+    assert!(errors.len() >= 2, "name and url are both marked");
+    assert!(b.find("#err-url").await.text().await.unwrap().contains("http"));
+    b.screenshot("new-hook-errors").await;
+
+    // One hook of each auth type, against the real receiver.
+    let hooks: [(&str, Vec<(&str, String)>); 5] = [
+        ("none", vec![]),
+        (
+            "basic",
+            vec![("auth.type", "BASIC".into()), ("auth.username", "ada".into()), ("auth.password", "pw-1".into())],
+        ),
+        (
+            "apikey",
+            vec![("auth.type", "API_KEY".into()), ("auth.key_name", "main".into()), ("auth.key_value", "key-1".into())],
+        ),
+        (
+            "header",
+            vec![("auth.type", "HEADER".into()), ("auth.name", "X-Auth-Token".into()), ("auth.value", "hdr-1".into())],
+        ),
+        (
+            "oauth",
+            vec![
+                ("auth.type", "OAUTH_CLIENT_CREDENTIALS".into()),
+                ("auth.token_url", idp.url("/token")),
+                ("auth.client_id", "cid".into()),
+                ("auth.client_secret", "cs-1".into()),
+            ],
+        ),
+    ];
+    for (name, auth) in &hooks {
+        let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if *name == "header" {
+            // The live preview, before submitting: Keycloak's access.* types are known.
+            b.goto("/console/hooks/new").await;
+            b.fill("event_types", "access.LOGIN*").await;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let preview = b.find("#preview").await.text().await.unwrap();
+            assert!(preview.contains("access.LOGIN") && preview.contains("access.LOGIN_ERROR"), "{preview}");
+            b.screenshot("new-hook").await;
+        }
+        create_hook(&b, name, &r.url(&format!("/{name}")), &auth).await;
+        assert!(b.text().await.contains("Hook created"), "{name}: {}", b.text().await);
+        let secret = b.find("#secret").await.prop("value").await.unwrap().unwrap_or_default();
+        assert!(secret.starts_with("whsec_"), "the secret is shown once");
+        if *name == "none" {
+            b.screenshot("secret").await;
+        }
+    }
+    b.goto("/console/hooks").await;
+    assert_eq!(b.all("tbody tr").await.len(), 5);
+    let table = b.text().await;
+    for auth in ["NONE", "BASIC", "API_KEY", "HEADER", "OAUTH_CLIENT_CREDENTIALS"] {
+        assert!(table.contains(auth), "the table shows {auth}");
+    }
+    b.screenshot("hooks").await;
+    b.goto("/console/hooks?name=bas").await;
+    assert_eq!(b.all("tbody tr").await.len(), 1, "filtered by name");
+
+    // The basic hook's page: Verify, then Send test.
+    b.goto("/console/hooks").await;
+    b.click("a[href^='/console/hooks/0'], a[href^='/console/hooks/1']").await;
+    let hooks_list = stack.get("/v1/hooks", &t).await.body;
+    let basic_id = hooks_list["hooks"].as_array().unwrap().iter().find(|h| h["name"] == "basic").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    b.press("Verify").await;
+    assert!(b.text().await.contains("ownership challenge is on its way"));
+    b.until("VERIFIED", |t| t.contains("VERIFIED")).await;
+    b.screenshot("hook").await;
+    b.press("Send test").await;
+    b.until("the test's attempt", |t| t.contains("SUCCEEDED")).await;
+    let page = b.text().await;
+    assert!(page.contains("authorization") && page.contains("Basic ada:••••"), "the headers sent, secrets masked");
+    assert!(page.contains("webhook-signature"));
+    assert_eq!(b.all("tr.attempt").await.len(), 1);
+    b.screenshot("test-delivery").await;
+    let got = r.wait_for(2, WAIT).await;
+    assert!(got.iter().any(|g| g.header("authorization").is_some_and(|a| a.starts_with("Basic "))));
+
+    // A published event, under Read with its attempt; then retried from its page.
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"user": "ada"}})).await;
+    b.goto(&format!("/console/hooks/{basic_id}/read")).await;
+    b.until("the delivery under Read", |t| t.contains("user.login") && t.contains("SUCCEEDED")).await;
+    b.screenshot("read").await;
+    let link = b.all("td a[href*='/deliveries/']").await;
+    let mut opened = false;
+    for l in link {
+        if l.text().await.is_ok() {
+            let href = l.attr("href").await.unwrap().unwrap();
+            let d = stack.get(&format!("/v1{}", href.trim_start_matches("/console")), &t).await;
+            if d.body["event_type"] == "user.login" {
+                b.goto(&href).await;
+                opened = true;
+                break;
+            }
+        }
+    }
+    assert!(opened, "the published event's delivery is listed");
+    let before = r.received().len();
+    b.press("Retry").await;
+    b.until("the retry's attempt", |t| t.matches("200").count() >= 2).await;
+    assert!(r.received().len() > before, "the receiver got it again");
+
+    // Rotate: the new secret, once.
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    b.press("Rotate secret").await;
+    assert!(b.find("#secret").await.prop("value").await.unwrap().unwrap_or_default().starts_with("whsec_"));
+    assert!(b.text().await.contains("keeps signing too until"));
+
+    // Disable, enable; edit keeps the stored password (left blank).
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    b.press("Disable").await;
+    assert!(b.text().await.contains("INACTIVE"));
+    b.press("Enable").await;
+    assert!(b.text().await.contains("Enabled: deliveries resume"));
+    b.goto(&format!("/console/hooks/{basic_id}/edit")).await;
+    assert_eq!(
+        b.find("#name").await.attr("readonly").await.unwrap().as_deref(),
+        Some("true"),
+        "the name cannot change"
+    );
+    b.fill("description", "forwards sign-ins").await;
+    b.press("Save").await;
+    assert!(b.text().await.contains("Saved."), "{}", b.text().await);
+    b.screenshot("edit-saved").await;
+
+    // Delete, confirmed.
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    b.press("Delete").await;
+    assert!(b.text().await.contains("This cannot be undone"));
+    b.screenshot("delete").await;
+    b.press("Delete the hook").await;
+    assert_eq!(b.path().await, "/console/hooks");
+    assert_eq!(b.all("tbody tr").await.len(), 4);
+    assert_eq!(stack.get(&format!("/v1/hooks/{basic_id}"), &t).await.status, 404);
+
+    // The phone width: still every column, as cards.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto("/console/hooks").await;
+    b.screenshot("hooks-phone").await;
+    b.close().await;
+
+    // A read-only session sees no controls that change anything.
+    let reader = Browser::start(stack.base_url(), 1280, 1000).await;
+    sign_in(&reader, &stack.token("acme", "hooks:read")).await;
+    let text = reader.text().await;
+    assert!(text.contains("read-only") && !text.contains("New hook"));
+    let any = stack.get("/v1/hooks", &t).await.body["hooks"][0]["id"].as_str().unwrap().to_owned();
+    reader.goto(&format!("/console/hooks/{any}")).await;
+    assert!(reader.all("form[action$='/verify']").await.is_empty() && !reader.text().await.contains("Edit"));
+    reader.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let hq = stack.create_hook(&t, &json!({"name": "hq-hook", "url": r.url("/hq"), "sites": ["hq"]})).await;
+    stack.create_hook(&t, &json!({"name": "lab-hook", "url": r.url("/lab"), "sites": ["lab"]})).await;
+    let other =
+        stack.create_hook(&stack.token("globex", ALL_SCOPES), &json!({"name": "theirs", "url": r.url("/g")})).await;
+
+    // Only a token with portal:create may make links.
+    let plain = stack.post("/v1/portal/sessions", &t, &json!({})).await;
+    assert_eq!(plain.status, 403);
+    let maker = stack.token("acme", "portal:create");
+    let link = stack.post("/v1/portal/sessions", &maker, &json!({"sites": ["hq"]})).await;
+    assert_eq!(link.status, 201, "{}", link.body);
+    let url = link.body["url"].as_str().unwrap().to_owned();
+    let path = url.trim_start_matches(stack.base_url()).to_owned();
+    assert!(path.starts_with("/console/portal/"), "{url}");
+
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto(&path).await;
+    b.find("h1").await;
+    b.until("the hooks page", |t| t.contains("hq-hook")).await;
+    let text = b.text().await;
+    assert!(text.contains("hq-hook") && !text.contains("lab-hook") && !text.contains("theirs"), "{text}");
+    b.screenshot("portal").await;
+    // Another tenant's hook, and a hook of another site, are not there.
+    for id in [other["id"].as_str().unwrap(), hq["id"].as_str().unwrap()] {
+        b.goto(&format!("/console/hooks/{id}")).await;
+        let page = b.text().await;
+        if id == hq["id"] {
+            assert!(page.contains("hq-hook"));
+        } else {
+            assert!(page.contains("no such hook"), "{page}");
+        }
+    }
+    // A hook made here must keep to the session's sites.
+    b.goto("/console/hooks/new").await;
+    b.fill("name", "outside").await;
+    b.fill("url", &r.url("/o")).await;
+    b.press("Create hook").await;
+    assert!(b.find("#err-sites").await.text().await.unwrap().contains("hq"));
+    b.close().await;
+
+    // Once: the same link again is gone.
+    let again = Browser::start(stack.base_url(), 1280, 1000).await;
+    again.goto(&path).await;
+    assert!(again.text().await.contains("This link has expired"));
+    // An expired one too.
+    let short = stack.post("/v1/portal/sessions", &maker, &json!({"expires_in": 30, "read_only": true})).await;
+    let code = short.body["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let grant = hookbridge_core::portal::PortalGrant {
+        tenant: "acme".parse().unwrap(),
+        sites: Vec::new(),
+        read_only: true,
+        expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+    };
+    let stale = hookbridge_core::portal::fresh_code();
+    stack.stack().backend().portal.put_link(&hookbridge_core::portal::hashed(&stale), &grant).await.unwrap();
+    again.goto(&format!("/console/portal/{stale}")).await;
+    assert!(again.text().await.contains("This link has expired"));
+    // The read-only one works once, read-only.
+    again.goto(&format!("/console/portal/{code}")).await;
+    again.until("the hooks page", |t| t.contains("read-only")).await;
+    assert!(!again.text().await.contains("New hook"));
+    again.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let r = Receiver::start().await;
+    let hook = stack.create_hook(&t, &json!({"name": "kept", "url": r.url("/kept")})).await;
+    let id = hook["id"].as_str().unwrap();
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+
+    // No session: every console page sends you to sign in.
+    b.goto(&format!("/console/hooks/{id}")).await;
+    assert_eq!(b.path().await, "/console/login");
+
+    sign_in(&b, &t).await;
+    b.goto(&format!("/console/hooks/{id}/delete")).await;
+    // What a page on another site would post: the right form, a token it cannot know.
+    b.run("document.querySelectorAll('input[name=\"_csrf\"]').forEach(i => i.value = 'forged');").await;
+    b.press("Delete the hook").await;
+    assert!(b.text().await.contains("did not come from this console"), "{}", b.text().await);
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}"), &t).await.status, 200, "the hook is still there");
+    b.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_works_on_the_aws_backend_too() {
+    let stack = TestStack::start(Flavor::Aws).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let r = Receiver::start().await;
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    sign_in(&b, &t).await;
+    create_hook(&b, "smoke", &r.url("/smoke"), &[]).await;
+    assert!(b.text().await.contains("Hook created"));
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    r.wait_for(1, WAIT).await;
+    let id = stack.get("/v1/hooks", &t).await.body["hooks"][0]["id"].as_str().unwrap().to_owned();
+    b.goto(&format!("/console/hooks/{id}/read")).await;
+    b.until("the delivery under Read", |t| t.contains("SUCCEEDED")).await;
+    b.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce() {
+    let idp = hookbridge_testkit::IdentityProvider::start().await;
+    idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": "hooks:read", "aud": "hookbridge-api",
+                          "exp": chrono::Utc::now().timestamp() + 3600}));
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[
+            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
+            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
+        ],
+    )
+    .await;
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto("/console/login").await;
+    b.press("Sign in with your identity provider").await;
+    b.until("signed in through the issuer", |t| t.contains("acme") && t.contains("No hooks yet")).await;
+    assert_eq!(b.path().await, "/console/hooks");
+    assert!(b.text().await.contains("read-only"), "the issuer's token carried hooks:read only");
+    // A code is good once: replaying the callback does not sign anyone in.
+    b.goto("/console/callback?code=code-0&state=forged").await;
+    assert!(b.text().await.contains("not started here"));
+    b.close().await;
+    stack.shutdown().await;
+}
