@@ -248,6 +248,46 @@ impl Rig {
         Ok(ms)
     }
 
+    /// `GET` an API path as `tenant_token`.
+    pub async fn get(&self, tenant_token: &str, path: &str) -> anyhow::Result<Value> {
+        let r = self.http.get(format!("{}{path}", self.api)).bearer_auth(tenant_token).send().await?;
+        anyhow::ensure!(r.status() == 200, "GET {path}: {}", r.text().await?);
+        Ok(r.json().await?)
+    }
+
+    /// `POST` to an API path; the answer's body (any 2xx).
+    pub async fn post(&self, tenant_token: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let r = self.http.post(format!("{}{path}", self.api)).bearer_auth(tenant_token).json(body).send().await?;
+        anyhow::ensure!(r.status().is_success(), "POST {path}: {}", r.text().await?);
+        Ok(r.json().await?)
+    }
+
+    /// `PUT` to an API path.
+    pub async fn put(&self, tenant_token: &str, path: &str, body: &Value) -> anyhow::Result<()> {
+        let r = self.http.put(format!("{}{path}", self.api)).bearer_auth(tenant_token).json(body).send().await?;
+        anyhow::ensure!(r.status() == 200, "PUT {path}: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// How many deliveries a hook has in the last 24 hours.
+    pub async fn count_deliveries(&self, tenant_token: &str, hook_id: &str) -> anyhow::Result<usize> {
+        let mut n = 0;
+        let mut cursor = String::new();
+        loop {
+            let page = self.get(tenant_token, &format!("/v1/hooks/{hook_id}/events?limit=500{cursor}")).await?;
+            n += page["deliveries"].as_array().map_or(0, Vec::len);
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.serve.id()
+    }
+
     /// Peak resident memory of `hookbridge serve`, in MiB.
     pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
         Ok(proc::peak_rss(self.serve.id())? as f64 / (1024.0 * 1024.0))

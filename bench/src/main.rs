@@ -6,6 +6,7 @@ mod fanout;
 mod floor;
 mod noisy;
 mod receiver;
+mod replay;
 mod report;
 mod retention;
 mod startup;
@@ -63,6 +64,15 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         weeks: u32,
     },
+    /// Only the replay of many deliveries on the embedded backend, printed.
+    Replay {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Deliveries to replay.
+        #[arg(long, default_value_t = 100_000)]
+        deliveries: usize,
+    },
     /// The receiver process the embedded run delivers to.
     Receiver {
         #[arg(long)]
@@ -86,6 +96,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Retention { per_hour, weeks } => {
             let r = report::Results {
                 retention: Some(retention::run(per_hour, weeks).await?),
+                ..report::Results::default()
+            };
+            println!("{}", report::render(&r));
+            Ok(())
+        }
+        Command::Replay { bin_dir, deliveries } => {
+            let r = report::Results {
+                replay: Some(replay::run(&bin_dir, deliveries).await?),
                 ..report::Results::default()
             };
             println!("{}", report::render(&r));
@@ -118,6 +136,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench: fan-out");
             r.fanout.push(("embedded", fanout::embedded(if quick { 1_000 } else { 10_000 }).await?));
             r.fanout.push(("aws (emulator)", fanout::aws(1_000).await?));
+            eprintln!("bench: replay");
+            r.replay = Some(replay::run(&bin_dir, if quick { 5_000 } else { 100_000 }).await?);
             eprintln!("bench: embedded database size with retention");
             r.retention = Some(retention::run(if quick { 50 } else { 500 }, if quick { 3 } else { 4 }).await?);
             eprintln!("bench: Lambda binaries");

@@ -21,6 +21,7 @@ pub struct Results {
     pub noisy: Vec<noisy::Figures>,
     pub rate: Option<noisy::RateFigures>,
     pub retention: Option<crate::retention::Figures>,
+    pub replay: Option<crate::replay::Figures>,
 }
 
 /// Where the Svix figures come from.
@@ -188,6 +189,27 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\nThe emulator's SQS slows with queue depth (LOCAL-AWS.md), so 10,000 queued deliveries cannot be timed there; the AWS row is measured at 1,000 hooks and its requests derived for 10,000 from the same code path.\n"
+        );
+    }
+    if let Some(rp) = &r.replay {
+        let _ = writeln!(s, "### Replay as a job (embedded)\n");
+        let _ = writeln!(
+            s,
+            "One `POST /v1/hooks/{{id}}/replay` over {} deliveries recorded while the hook was disabled; the job re-sends them 500 at a time.\n",
+            rp.deliveries
+        );
+        let _ = writeln!(s, "| | |\n| --- | --- |");
+        let _ = writeln!(s, "| every delivery queued again (job `SUCCEEDED`) | {:.1} s |", rp.job_secs);
+        let _ = writeln!(
+            s,
+            "| every delivery received | {:.1} s ({:.0}/s) |",
+            rp.delivered_secs,
+            rp.deliveries as f64 / rp.delivered_secs
+        );
+        let _ = writeln!(
+            s,
+            "| server peak memory, before → after the replay | {:.0} → {:.0} MiB |\n",
+            rp.peak_rss_before_mb, rp.peak_rss_after_mb
         );
     }
     if let Some(ret) = &r.retention {

@@ -11,6 +11,7 @@ mod e2e_identity;
 mod e2e_isolation;
 mod e2e_openapi;
 mod e2e_poison;
+mod e2e_replay;
 mod e2e_seeds;
 mod e2e_semantics;
 mod e2e_tenancy;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use hookbridge_core::delivery::Attempt;
 use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId, monotonic_ulid};
-use hookbridge_core::ports::{DeliveryStore, Page, Window};
+use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -167,14 +167,19 @@ impl DeliveryStore for DynamoDeliveryStore {
         &self,
         hook_id: HookId,
         window: Window,
+        order: Order,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let (lo, hi) = window.id_range(cursor)?;
+        let (lo, hi) = match order {
+            Order::NewestFirst => window.id_range(cursor)?,
+            Order::OldestFirst => window.id_range_oldest_first(cursor)?,
+        };
+        let newest_first = order == Order::NewestFirst;
         let limit = limit.max(1);
         let now = Utc::now().timestamp();
-        // Newest first: each delivery's items arrive together, its updates (newest first)
-        // before the delivery item.
+        // Each delivery's items arrive together: newest first, its updates (newest first)
+        // before the delivery item; oldest first, the delivery item before its updates.
         let mut groups: Vec<(DeliveryId, Vec<Item>)> = Vec::new();
         let mut start: Option<Item> = None;
         'pages: loop {
@@ -187,7 +192,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
                 .expression_attribute_values(":lo", s(format!("D#{lo}")))
                 .expression_attribute_values(":hi", s(format!("D#{hi}")))
-                .scan_index_forward(false)
+                .scan_index_forward(!newest_first)
                 .consistent_read(true)
                 .limit(QUERY_PAGE)
                 .set_exclusive_start_key(start.take())
@@ -196,7 +201,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .map_err(|e| Error::backend("dynamodb.Query", e))?;
             for item in page.items() {
                 let id = delivery_of(item)?;
-                if id >= hi || expired(item, now) {
+                if id >= hi || id < lo || expired(item, now) {
                     continue;
                 }
                 match groups.last_mut() {
@@ -216,7 +221,9 @@ impl DeliveryStore for DynamoDeliveryStore {
         }
         let mut out = Vec::with_capacity(groups.len());
         for (_, mut items) in groups {
-            items.reverse();
+            if newest_first {
+                items.reverse();
+            }
             if let Some(d) = fold(&items)? {
                 out.push(d);
             }

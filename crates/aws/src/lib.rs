@@ -16,6 +16,7 @@ mod kms;
 pub mod lambda;
 mod limiter;
 mod portal;
+mod replays;
 mod requests;
 mod sqs;
 pub mod telemetry;
@@ -84,6 +85,7 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table.clone())),
         event_types: Arc::new(event_types::DynamoEventTypeStore::new(table.clone())),
         portal: Arc::new(portal::DynamoPortalStore::new(table.clone())),
+        replays: Arc::new(replays::DynamoReplayStore::new(table.clone())),
         limiter: Arc::new(limiter::DynamoRateLimiter::new(table)),
         bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
         ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),

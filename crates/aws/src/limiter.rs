@@ -16,8 +16,10 @@ use crate::keys::{Item, get_n, key, n};
 
 /// The state's attribute: when the key's next unit may go, in microseconds.
 const NEXT: &str = "next_us";
-/// Conditional writes tried before giving up on a contended key.
-const ROUNDS: u32 = 8;
+/// Conditional writes tried before giving up on a contended key. Many API instances
+/// publishing for one tenant at once contend on its key; with jittered waits between
+/// rounds they spread out instead of colliding again.
+const ROUNDS: u32 = 16;
 
 pub(crate) struct DynamoRateLimiter {
     table: Table,
@@ -90,9 +92,9 @@ impl RateLimiter for DynamoRateLimiter {
                     .insert(key_name.to_owned(), Some(new));
                 return Ok(current);
             }
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(5 << round.min(5))).await;
-            }
+            // Full jitter: contenders that collided wait different times.
+            let ceiling = 5u64 << round.min(5);
+            tokio::time::sleep(Duration::from_millis(rand::random_range(0..=ceiling))).await;
             current = self.read(key_name).await?;
         }
         Err(Error::backend("dynamodb.UpdateItem", format!("rate state of {key_name} kept changing underneath")))

@@ -58,6 +58,11 @@ macro_rules! ulid_id {
                 (self.0.0 & u128::from(i64::MAX as u64)) as i64
             }
 
+            /// The smallest id above this one.
+            pub fn successor(&self) -> Self {
+                Self(Ulid(self.0.0.saturating_add(1)))
+            }
+
             /// The largest id of the given millisecond.
             pub fn max_at(timestamp_ms: u64) -> Self {
                 Self(Ulid::from_parts(timestamp_ms, u128::MAX))
@@ -104,6 +109,12 @@ ulid_id!(
     /// the `webhook-id` the receiver sees, stable across retries.
     DeliveryId,
     "delivery id"
+);
+
+ulid_id!(
+    /// A replay job's id: a ULID, assigned when the replay is asked for.
+    ReplayId,
+    "replay id"
 );
 
 macro_rules! string_id {

@@ -21,6 +21,7 @@ pub mod portal;
 pub mod ports;
 pub mod properties;
 pub mod rate;
+pub mod replay;
 pub mod retry;
 pub mod secret;
 pub mod settings;

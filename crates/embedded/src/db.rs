@@ -106,6 +106,16 @@ CREATE TABLE IF NOT EXISTS portal (
     PRIMARY KEY (kind, hash)
 ) WITHOUT ROWID;
 
+-- Replay jobs; `step` is what a save checks.
+CREATE TABLE IF NOT EXISTS replays (
+    hook_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    step       INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (hook_id, id)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS rules (
     name    TEXT PRIMARY KEY,
     pattern TEXT NOT NULL,

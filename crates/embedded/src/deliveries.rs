@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::Duration;
 use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId};
-use hookbridge_core::ports::{DeliveryStore, Page, Window};
+use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -112,10 +112,14 @@ impl DeliveryStore for SqliteDeliveryStore {
         &self,
         hook_id: HookId,
         window: Window,
+        order: Order,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let (lo, hi) = window.id_range(cursor)?;
+        let (lo, hi) = match order {
+            Order::NewestFirst => window.id_range(cursor)?,
+            Order::OldestFirst => window.id_range_oldest_first(cursor)?,
+        };
         let (lo, hi) = (lo.to_string(), hi.to_string());
         let h = hook_id.to_string();
         let limit = limit.max(1);
@@ -123,11 +127,18 @@ impl DeliveryStore for SqliteDeliveryStore {
             .db
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT doc FROM deliveries
-                         WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
-                         ORDER BY id DESC LIMIT ?5",
-                    )
+                    .prepare_cached(match order {
+                        Order::NewestFirst => {
+                            "SELECT doc FROM deliveries
+                             WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
+                             ORDER BY id DESC LIMIT ?5"
+                        }
+                        Order::OldestFirst => {
+                            "SELECT doc FROM deliveries
+                             WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
+                             ORDER BY id ASC LIMIT ?5"
+                        }
+                    })
                     .map_err(sql("deliveries.list"))?;
                 stmt.query_map(params![h, lo, hi, now_ms(), limit as i64 + 1], |r| r.get(0))
                     .map_err(sql("deliveries.list"))?

@@ -18,6 +18,7 @@ mod idempotency;
 mod limiter;
 mod portal;
 mod queue;
+mod replays;
 pub mod retention;
 mod sealer;
 
@@ -98,6 +99,7 @@ fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<
         idempotency: Arc::new(idempotency::SqliteIdempotencyStore::new(db.clone())),
         event_types: Arc::new(event_types::SqliteEventTypeStore::new(db.clone())),
         portal: Arc::new(portal::SqlitePortalStore::new(db.clone())),
+        replays: Arc::new(replays::SqliteReplayStore::new(db.clone())),
         bus: Arc::new(EmbeddedBus::new(db.clone(), &config.account, &config.region)),
         ingest_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.ingest.name)),
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),

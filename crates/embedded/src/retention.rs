@@ -39,6 +39,8 @@ pub struct Swept {
     pub seen_types: usize,
     /// Portal links and console sessions past their expiry.
     pub portal: usize,
+    /// Replay jobs past the time they stay readable.
+    pub replays: usize,
 }
 
 impl Swept {
@@ -51,6 +53,7 @@ impl Swept {
             + self.rates
             + self.seen_types
             + self.portal
+            + self.replays
     }
 }
 
@@ -102,6 +105,12 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
         portal: drain(
             db,
             "DELETE FROM portal WHERE (kind, hash) IN (SELECT kind, hash FROM portal WHERE expires_at <= ?1 LIMIT ?2)",
+            ms,
+        )
+        .await?,
+        replays: drain(
+            db,
+            "DELETE FROM replays WHERE (hook_id, id) IN (SELECT hook_id, id FROM replays WHERE expires_at <= ?1 LIMIT ?2)",
             ms,
         )
         .await?,

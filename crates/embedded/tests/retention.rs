@@ -60,6 +60,13 @@ async fn a_sweep_deletes_what_expired_and_keeps_the_rest() {
             )
             .unwrap();
         }
+        for (id, exp) in [("j-old", ms - 1), ("j-kept", ms + 86_400_000)] {
+            c.execute(
+                "INSERT INTO replays (hook_id, id, step, doc, expires_at) VALUES ('h', ?1, 0, '{}', ?2)",
+                rusqlite::params![id, exp],
+            )
+            .unwrap();
+        }
         let us = now.timestamp_micros();
         for (key, next) in [("r-idle", us - 2 * 3_600_000_000), ("r-busy", us + 1_000_000)] {
             c.execute("INSERT INTO rates (key, next_us) VALUES (?1, ?2)", rusqlite::params![key, next]).unwrap();
@@ -70,9 +77,18 @@ async fn a_sweep_deletes_what_expired_and_keeps_the_rest() {
     let swept = sweep(&db, now).await.unwrap();
     assert_eq!(
         swept,
-        Swept { deliveries: 1, events: 1, idempotency_keys: 1, messages: 1, rates: 1, seen_types: 0, portal: 0 }
+        Swept {
+            deliveries: 1,
+            events: 1,
+            idempotency_keys: 1,
+            messages: 1,
+            rates: 1,
+            seen_types: 0,
+            portal: 0,
+            replays: 1
+        }
     );
-    for table in ["deliveries", "events", "idempotency", "messages", "rates"] {
+    for table in ["deliveries", "events", "idempotency", "messages", "rates", "replays"] {
         assert_eq!(count(&config.database, table), 1, "{table}: the one still kept remains");
     }
     assert!(backend.events.get(&tenant, &kept.id).await.unwrap().is_some());

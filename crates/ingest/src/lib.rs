@@ -10,6 +10,12 @@
 //!
 //! A large fan-out is written and enqueued in chunks of [`CHUNK`], so ingest's memory per
 //! batch stays bounded whatever the number of matching hooks.
+//!
+//! The ingest queue also carries replay jobs' pokes: each makes ingest re-send one page of
+//! the job's window ([`replay`]), so a replay of any size runs without an API request
+//! held open, and resumes where it was after a crash.
+
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,8 +28,9 @@ use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::Task;
 use hookbridge_core::ports::{
-    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, Resource,
+    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, ReplayStore, Resource,
 };
+use hookbridge_core::replay::ReplayPoke;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -64,8 +71,10 @@ pub struct IngestPorts {
     pub deliveries: Arc<dyn DeliveryStore>,
     /// Envelopes kept for replay.
     pub events: Arc<dyn EventStore>,
-    /// Where its events come from (to reject malformed ones).
+    /// Where its events come from (to reject malformed ones), and replay pokes go.
     pub ingest: Arc<dyn Queue>,
+    /// Replay jobs.
+    pub replays: Arc<dyn ReplayStore>,
     /// Where deliveries go.
     pub lanes: Lanes,
 }
@@ -82,7 +91,23 @@ impl IngestPorts {
             deliveries: b.deliveries.clone(),
             events: b.events.clone(),
             ingest: b.ingest_queue.clone(),
+            replays: b.replays.clone(),
             lanes: b.lanes(),
+        }
+    }
+}
+
+impl IngestPorts {
+    /// What a replay job's page uses.
+    pub fn job_ports(&self) -> replay::JobPorts<'_> {
+        replay::JobPorts {
+            hooks: self.hooks.as_ref(),
+            deliveries: self.deliveries.as_ref(),
+            events: self.events.as_ref(),
+            replays: self.replays.as_ref(),
+            ingest: self.ingest.as_ref(),
+            lanes: &self.lanes,
+            page: hookbridge_core::replay::PAGE,
         }
     }
 }
@@ -130,6 +155,14 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
     for m in messages {
+        if let Some(poked) = ReplayPoke::parse(&m.body) {
+            let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
+            if let Err(e) = replay::step(deps.ports.job_ports(), &poked, Utc::now()).instrument(span).await {
+                tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
+                outcome.failed.push(m.id.clone());
+            }
+            continue;
+        }
         let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
             .and_then(|envelope| envelope.routing().map(|r| (envelope, r)));
         match parsed {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookbridge_core::message::Task;
-use hookbridge_core::ports::{Receipt, ReceivedMessage, Window};
+use hookbridge_core::ports::{Order, Receipt, ReceivedMessage, Window};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
 use ingest::{Ingest, IngestPorts, IngestSettings};
@@ -41,7 +41,7 @@ async fn a_duplicate_from_the_bus_keeps_its_delivery_ids(h: &dyn Harness) {
 
     let window =
         Window { since: Utc::now() - chrono::Duration::hours(1), until: Utc::now() + chrono::Duration::hours(1) };
-    let page = h.backend().deliveries.list(hook.id, window, 10, None).await.unwrap();
+    let page = h.backend().deliveries.list(hook.id, window, Order::NewestFirst, 10, None).await.unwrap();
     assert_eq!(page.items.len(), 1, "one delivery for one event");
     let mut ids = Vec::new();
     for _ in 0..20 {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use hookbridge_core::ports::Window;
+use hookbridge_core::ports::{Order, Window};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, Harness, events};
 use ingest::{Ingest, IngestPorts, IngestSettings};
@@ -35,7 +35,7 @@ async fn sample_batch_records_deliveries_and_fails_only_the_malformed_record() {
     assert_eq!(failed, ["4f3a1b2c-0003-4d5e-8f90-0000000000a3"]);
 
     let window = Window { since: chrono::Utc::now() - chrono::Duration::days(3650), until: chrono::Utc::now() };
-    let page = h.backend().deliveries.list(hook.id, window, 10, None).await.unwrap();
+    let page = h.backend().deliveries.list(hook.id, window, Order::NewestFirst, 10, None).await.unwrap();
     assert_eq!(page.items.len(), 2, "one delivery per valid event");
     let tasks = h.backend().delivery_queue.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(tasks.len(), 2);

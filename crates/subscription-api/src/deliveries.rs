@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use hookbridge_core::delivery::Delivery;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::DeliveryId;
-use hookbridge_core::ports::Window;
+use hookbridge_core::ports::{Order, Window};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -51,7 +51,7 @@ pub async fn list(
     let now = Utc::now();
     // The window ends a moment after now, so a delivery created in this millisecond is in it.
     let window = Window { since: now - Duration::hours(hours), until: now + Duration::milliseconds(1) };
-    let page = api.ports().deliveries.list(hook.id, window, limit, q.cursor.as_deref()).await?;
+    let page = api.ports().deliveries.list(hook.id, window, Order::NewestFirst, limit, q.cursor.as_deref()).await?;
     let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))
 }

@@ -25,8 +25,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_core::ports::{
-    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, PortalStore,
-    RateLimiter, Resource, Sealer,
+    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, PortalStore, Queue,
+    RateLimiter, ReplayStore, Resource, Sealer,
 };
 
 pub use auth::{Claims, JwtKey, REFRESH_AT_MOST_EVERY, Scope, Tokens, TokensError, mint_token};
@@ -109,6 +109,10 @@ pub struct ApiPorts {
     pub limiter: Arc<dyn RateLimiter>,
     /// Portal links and console sessions.
     pub portal: Arc<dyn PortalStore>,
+    /// Replay jobs.
+    pub replays: Arc<dyn ReplayStore>,
+    /// Where replay jobs are poked (ingest works through them).
+    pub ingest: Arc<dyn Queue>,
 }
 
 impl ApiPorts {
@@ -116,6 +120,7 @@ impl ApiPorts {
     pub const RESOURCES: &'static [Resource] = &[
         Resource::Table,
         Resource::Bus,
+        Resource::IngestQueue,
         Resource::DeliveryQueue,
         Resource::SlowQueue,
         Resource::Key,
@@ -131,6 +136,8 @@ impl ApiPorts {
             idempotency: b.idempotency.clone(),
             event_types: b.event_types.clone(),
             portal: b.portal.clone(),
+            replays: b.replays.clone(),
+            ingest: b.ingest_queue.clone(),
             bus: b.bus.clone(),
             lanes: b.lanes(),
             sealer: b.sealer.clone(),
@@ -213,6 +220,8 @@ pub(crate) fn api_router(api: Api) -> Router {
         .route("/v1/hooks/{id}/deliveries/{delivery_id}", get(deliveries::get))
         .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
         .route("/v1/hooks/{id}/replay", post(redeliver::replay))
+        .route("/v1/hooks/{id}/replays/{replay_id}", get(redeliver::replay_job))
+        .route("/v1/hooks/{id}/replays/{replay_id}/cancel", post(redeliver::cancel))
         .route("/v1/events", post(events::publish))
         .route("/v1/portal/sessions", post(portal::create))
         .route("/v1/event-types", get(catalog::list))

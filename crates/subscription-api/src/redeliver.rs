@@ -1,83 +1,26 @@
-//! Sending deliveries again: one (`retry`) or a time window (`replay`). A re-send is a new
-//! round of the same delivery: same `webhook-id`, the full retry schedule again.
-
-use std::collections::HashMap;
+//! Sending deliveries again: one (`retry`, at once) or a time window (`replay`, as a job
+//! that ingest works through a page at a time; see `hookbridge_core::replay`). A re-send
+//! is a new round of the same delivery: same `webhook-id`, the full retry schedule again.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use futures::{StreamExt, TryStreamExt};
-use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::delivery::DeliveryStatus;
 use hookbridge_core::hook::Hook;
-use hookbridge_core::ids::EventId;
-use hookbridge_core::message::Task;
-use hookbridge_core::ports::Window;
+use hookbridge_core::ids::ReplayId;
+use hookbridge_core::replay::{ReplayJob, ReplayState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::Writer;
+use crate::auth::{Caller, Reader, Writer};
 use crate::body::{JsonBody, parse};
 use crate::error::ApiError;
 use crate::hooks::load;
 
-/// Most deliveries one replay re-sends; a larger window is refused with a hint to narrow it.
-pub const MAX_REPLAY: usize = 10_000;
 /// Deliveries are kept this long, so a replay cannot reach further back.
 const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIVERY_RETENTION_DAYS);
-
-/// Reads the events' envelopes, a few at a time (a replay may span thousands of events).
-const EVENT_READS_IN_FLIGHT: usize = 16;
-
-/// Queues the deliveries again as a new round, oldest first, then records them as
-/// `PENDING`. Sending first means a failure cannot leave a delivery `PENDING` with nothing
-/// queued for it; the round means the worker's outcome stands even when it is stored
-/// before this `PENDING` (see [`Delivery::apply`]). Deliveries whose event is no longer
-/// kept are skipped. Returns how many were queued.
-async fn resend(api: &Api, hook: &Hook, deliveries: &[Delivery], note: &str) -> Result<usize, ApiError> {
-    let b = api.ports();
-    let now = Utc::now();
-    let mut wanted: Vec<EventId> = deliveries.iter().map(|d| d.event_id.clone()).collect();
-    wanted.sort();
-    wanted.dedup();
-    let tenant = &hook.tenant;
-    let read: Vec<(EventId, Option<String>)> = futures::stream::iter(wanted)
-        .map(|id: EventId| async move {
-            let env = b.events.get(tenant, &id).await?;
-            Ok::<_, hookbridge_core::Error>((id, env.map(|e| e.to_body())))
-        })
-        .buffer_unordered(EVENT_READS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let bodies: HashMap<EventId, Option<String>> = read.into_iter().collect();
-    let mut updates = Vec::new();
-    let mut tasks = Vec::new();
-    for d in deliveries {
-        let Some(Some(body)) = bodies.get(&d.event_id) else { continue };
-        let key = DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: d.id,
-            event_id: d.event_id.clone(),
-            event_type: d.event_type.clone(),
-        };
-        let round = d.round + 1;
-        updates.push(DeliveryUpdate {
-            delivery: key.clone(),
-            attempt: None,
-            status: DeliveryStatus::Pending,
-            next_attempt_at: Some(now),
-            note: Some(note.to_owned()),
-            round,
-            at: now,
-        });
-        tasks.push(Task::new(key, round, body).message(now));
-    }
-    b.lanes.get(hook.state.health.lane(now)).send_batch(&tasks).await?;
-    b.deliveries.record(&updates).await?;
-    Ok(tasks.len())
-}
 
 /// `POST /v1/hooks/{id}/deliveries/{delivery_id}/retry`: sent again now.
 pub async fn retry(
@@ -92,7 +35,17 @@ pub async fn retry(
             delivery.status
         )));
     }
-    if resend(&api, &hook, std::slice::from_ref(&delivery), "retry requested").await? == 0 {
+    let p = api.ports();
+    let resent = ingest::replay::resend(
+        p.events.as_ref(),
+        p.deliveries.as_ref(),
+        &p.lanes,
+        &hook,
+        std::slice::from_ref(&delivery),
+        "retry requested",
+    )
+    .await?;
+    if resent.queued == 0 {
         return Err(ApiError::Conflict(
             "the delivery's event is no longer kept, so it cannot be sent again".to_owned(),
         ));
@@ -149,13 +102,31 @@ fn statuses(filter: Option<StatusFilter>) -> Result<Option<Vec<DeliveryStatus>>,
         .map(Some)
 }
 
-/// `POST /v1/hooks/{id}/replay`: re-sends the window's deliveries, oldest first.
+/// A job as the API shows it.
+fn job_out(job: &ReplayJob) -> Value {
+    json!({
+        "id": job.id,
+        "hook_id": job.hook_id,
+        "state": job.state,
+        "since": job.since,
+        "until": job.until,
+        "status": job.statuses.as_ref().map_or_else(|| json!("ALL"), |s| json!(s)),
+        "queued": job.queued,
+        "skipped": job.skipped,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+    })
+}
+
+/// `POST /v1/hooks/{id}/replay`: starts a job that re-sends the window's finished
+/// deliveries, oldest first, and answers at once with it.
 pub async fn replay(
     State(api): State<Api>,
     Writer(caller): Writer,
     Path(id): Path<String>,
     JsonBody(bytes): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, [(axum::http::HeaderName, String); 1], Json<Value>), ApiError> {
     let body: ReplayIn = parse(&bytes)?;
     let now = Utc::now();
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
@@ -167,29 +138,51 @@ pub async fn replay(
     let since = since.max(now - MAX_REPLAY_AGE);
     let wanted = statuses(body.status)?;
     let hook = load(&api, &caller, &id).await?;
-    let mut picked = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = api.ports().deliveries.list(hook.id, Window { since, until }, 500, cursor.as_deref()).await?;
-        // Deliveries still under way are left to their own schedule, whatever the filter.
-        picked.extend(
-            page.items
-                .into_iter()
-                .filter(|d| d.status.is_final() && wanted.as_ref().is_none_or(|w| w.contains(&d.status))),
-        );
-        if picked.len() > MAX_REPLAY {
-            return Err(ApiError::field(
-                "since",
-                format!("the window holds more than {MAX_REPLAY} deliveries; narrow it"),
-            ));
+    let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
+    let p = api.ports();
+    p.replays.create(&job).await?;
+    ingest::replay::poke(p.ingest.as_ref(), &job).await?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay started");
+    let location = format!("/v1/hooks/{}/replays/{}", hook.id, job.id);
+    Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job_out(&job))))
+}
+
+async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Result<(Hook, ReplayJob), ApiError> {
+    let hook = load(api, caller, id).await?;
+    let replay_id: ReplayId = replay_id.parse().map_err(|_| ApiError::NotFound("no such replay"))?;
+    let job = api.ports().replays.get(hook.id, replay_id).await?.ok_or(ApiError::NotFound("no such replay"))?;
+    Ok((hook, job))
+}
+
+/// `GET /v1/hooks/{id}/replays/{replay_id}`: where a replay is.
+pub async fn replay_job(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    Path((id, replay_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, job) = load_job(&api, &caller, &id, &replay_id).await?;
+    Ok(Json(job_out(&job)))
+}
+
+/// `POST /v1/hooks/{id}/replays/{replay_id}/cancel`: stops a running replay after the page
+/// under way; what it re-sent stays sent. Cancelling a stopped one changes nothing.
+pub async fn cancel(
+    State(api): State<Api>,
+    Writer(caller): Writer,
+    Path((id, replay_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (hook, mut job) = load_job(&api, &caller, &id, &replay_id).await?;
+    // A page may be saved between the read and the save; read again and retry.
+    for _ in 0..10 {
+        if job.state.is_final() {
+            return Ok(Json(job_out(&job)));
         }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
+        let cancelled = job.stopped(ReplayState::Cancelled, Utc::now());
+        if api.ports().replays.save(&cancelled, job.step).await? {
+            tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay cancelled");
+            return Ok(Json(job_out(&cancelled)));
         }
+        job = load_job(&api, &caller, &id, &replay_id).await?.1;
     }
-    picked.reverse();
-    let count = resend(&api, &hook, &picked, "replayed").await?;
-    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, count, "deliveries replayed");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "count": count }))))
+    Err(ApiError::Conflict("the replay kept moving; try cancelling again".to_owned()))
 }

@@ -11,7 +11,9 @@ use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, 
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SecretsOwner, ValidationContext};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
-use hookbridge_core::ports::{Claim, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window};
+use hookbridge_core::ports::{
+    Claim, Order, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window,
+};
 use hookbridge_core::secret::Secret;
 use hookbridge_core::topology::QueueSpec;
 use serde_json::value::RawValue;
@@ -49,7 +51,8 @@ macro_rules! contract_tests {
             sealed_secrets_open_only_for_their_hook,
             hooks_scan_pages_through_every_tenant,
             event_types_are_declared_and_seen_per_tenant,
-            portal_links_open_once_and_sessions_expire
+            portal_links_open_once_and_sessions_expire,
+            replay_jobs_save_only_from_the_step_they_read
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -522,7 +525,7 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
     assert_eq!(store.get(HookId::generate(), d.id).await.expect("get"), None);
 }
 
-/// A window returns only its deliveries, newest first, page by page.
+/// A window returns only its deliveries, newest first (or oldest first), page by page.
 pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn Harness) {
     let t = tenant(&h.unique("tenant"));
     let hook = HookId::generate();
@@ -542,7 +545,7 @@ pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn 
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list(hook, window, 2, cursor.as_deref()).await.expect("list");
+        let page = store.list(hook, window, Order::NewestFirst, 2, cursor.as_deref()).await.expect("list");
         seen.extend(page.items.iter().map(|d| d.id));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -553,9 +556,38 @@ pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn 
     expected.reverse();
     assert_eq!(seen, expected, "the 30-hour-old delivery is outside; newest first");
     let narrow = Window { since: now - chrono::Duration::hours(4), until: now - chrono::Duration::minutes(90) };
-    let page = store.list(hook, narrow, 10, None).await.expect("narrow");
+    let page = store.list(hook, narrow, Order::NewestFirst, 10, None).await.expect("narrow");
     assert_eq!(page.items.iter().map(|d| d.id).collect::<Vec<_>>(), vec![made[4].id, made[3].id]);
-    assert!(matches!(store.list(hook, window, 2, Some("garbage")).await, Err(Error::InvalidCursor)));
+    assert!(matches!(
+        store.list(hook, window, Order::NewestFirst, 2, Some("garbage")).await,
+        Err(Error::InvalidCursor)
+    ));
+
+    // Oldest first, with an update on one of them (its items fold the same either way).
+    let k = DeliveryKey {
+        tenant: t.clone(),
+        hook_id: hook,
+        delivery_id: made[3].id,
+        event_id: made[3].event_id.clone(),
+        event_type: "e".into(),
+    };
+    store.record(&[DeliveryUpdate::cancelled(k, 0, "why".into(), now)]).await.expect("record");
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list(hook, window, Order::OldestFirst, 2, cursor.as_deref()).await.expect("list");
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|d| (d.id, d.status)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<_> = made[1..]
+        .iter()
+        .map(|d| (d.id, if d.id == made[3].id { DeliveryStatus::Cancelled } else { DeliveryStatus::Pending }))
+        .collect();
+    assert_eq!(seen, expected, "oldest first, each delivery once, folded with its updates");
 }
 
 fn rand_u128() -> u128 {
@@ -838,4 +870,26 @@ pub async fn portal_links_open_once_and_sessions_expire(h: &dyn Harness) {
     assert_eq!(store.session(&session, now + chrono::Duration::minutes(6)).await.expect("session"), None);
     store.end_session(&session).await.expect("end");
     assert_eq!(store.session(&session, now).await.expect("session"), None);
+}
+
+/// A replay job reads back as saved; a save names the step it read, so of two saves from
+/// the same read only the first lands.
+pub async fn replay_jobs_save_only_from_the_step_they_read(h: &dyn Harness) {
+    use hookbridge_core::replay::{ReplayJob, ReplayState};
+    let store = &h.backend().replays;
+    let now = Utc::now();
+    let hook = HookId::generate();
+    let job = ReplayJob::new(tenant(&h.unique("tenant")), hook, now - chrono::Duration::hours(1), now, None, now);
+    store.create(&job).await.expect("create");
+    assert_eq!(store.get(hook, job.id).await.expect("get"), Some(job.clone()));
+    assert_eq!(store.get(HookId::generate(), job.id).await.expect("get"), None, "only under its hook");
+
+    let page = job.advanced(Some("01KA".into()), 3, 1, now);
+    let cancelled = job.stopped(ReplayState::Cancelled, now);
+    assert!(store.save(&page, job.step).await.expect("save"));
+    assert!(!store.save(&cancelled, job.step).await.expect("save"), "read before the page was saved");
+    assert_eq!(store.get(hook, job.id).await.expect("get"), Some(page.clone()));
+    let cancelled = page.stopped(ReplayState::Cancelled, now);
+    assert!(store.save(&cancelled, page.step).await.expect("save"));
+    assert_eq!(store.get(hook, job.id).await.expect("get").map(|j| j.state), Some(ReplayState::Cancelled));
 }

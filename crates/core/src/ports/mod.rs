@@ -17,8 +17,8 @@ pub use queue::{
 };
 pub use sealer::Sealer;
 pub use store::{
-    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Page, PortalStore, StoredResponse,
-    Window,
+    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Order, Page, PortalStore,
+    ReplayStore, StoredResponse, Window,
 };
 
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub struct Backend {
     pub event_types: Arc<dyn EventTypeStore>,
     /// Portal links and console sessions.
     pub portal: Arc<dyn PortalStore>,
+    /// Replay jobs.
+    pub replays: Arc<dyn ReplayStore>,
     /// The bus products publish to.
     pub bus: Arc<dyn Bus>,
     /// Product events matched to hooks.

@@ -8,8 +8,9 @@ use crate::catalog::DeclaredType;
 use crate::delivery::{Delivery, DeliveryUpdate};
 use crate::envelope::Envelope;
 use crate::hook::Hook;
-use crate::ids::{DeliveryId, EventId, HookId, TenantId};
+use crate::ids::{DeliveryId, EventId, HookId, ReplayId, TenantId};
 use crate::portal::PortalGrant;
+use crate::replay::ReplayJob;
 
 /// One page of a listing and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +58,33 @@ impl Window {
         Ok((lo, hi))
     }
 
+    /// The delivery ids `[lo, hi)` of the page of this window that a listing oldest first
+    /// reads next: ids created in the window, above `cursor` (the last id of the previous
+    /// page) when there is one.
+    pub fn id_range_oldest_first(&self, cursor: Option<&str>) -> Result<(DeliveryId, DeliveryId)> {
+        let mut lo = DeliveryId::min_at(self.since.timestamp_millis().max(0) as u64);
+        let hi = DeliveryId::min_at(self.until.timestamp_millis().max(0) as u64);
+        if let Some(c) = cursor {
+            let after = c.parse::<DeliveryId>().map_err(|_| crate::Error::InvalidCursor)?;
+            lo = lo.max(after.successor());
+        }
+        Ok((lo, hi))
+    }
+
     /// Whether `t` is inside.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.since <= t && t < self.until
     }
+}
+
+/// Which end of a window a listing starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Newest first (what Read shows).
+    #[default]
+    NewestFirst,
+    /// Oldest first (how a replay re-sends).
+    OldestFirst,
 }
 
 /// Hooks, with names unique per tenant and optimistic locking.
@@ -110,9 +134,15 @@ pub trait DeliveryStore: Send + Sync {
     /// One delivery of a hook.
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>>;
 
-    /// The hook's deliveries created in `window`, newest first.
-    async fn list(&self, hook_id: HookId, window: Window, limit: usize, cursor: Option<&str>)
-    -> Result<Page<Delivery>>;
+    /// The hook's deliveries created in `window`, in `order`.
+    async fn list(
+        &self,
+        hook_id: HookId,
+        window: Window,
+        order: Order,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>>;
 }
 
 /// Envelopes kept for replay and for delivery detail.
@@ -212,4 +242,18 @@ pub trait PortalStore: Send + Sync {
 
     /// Ends a session.
     async fn end_session(&self, id_hash: &str) -> Result<()>;
+}
+
+/// Replay jobs, by hook.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Stores a new job (kept until [`ReplayJob::expires_at`]).
+    async fn create(&self, job: &ReplayJob) -> Result<()>;
+
+    /// A job of a hook.
+    async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>>;
+
+    /// Stores `job` if the stored one is still at step `read_step` (the step it was read
+    /// at); `false`, and nothing written, if someone saved it since.
+    async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool>;
 }

@@ -223,7 +223,9 @@ pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
         Some("enabled") => Some("Enabled: deliveries resume."),
         Some("disabled") => Some("Disabled: its events are recorded as cancelled until it is enabled again."),
         Some("saved") => Some("Saved."),
-        Some("replay") => Some("Replay queued."),
+        Some("replay") => Some(
+            "Replay started: it works through the window in the background, and Read shows each delivery as it goes again.",
+        ),
         _ => None,
     };
     html(

@@ -1,0 +1,84 @@
+//! A replay of 100,000 deliveries on the embedded backend: the events are published while
+//! the hook is disabled (so each is recorded `CANCELLED`, nothing sent), the hook is
+//! enabled, and one replay job re-sends them all. Times the job (every delivery queued
+//! again) and the deliveries (every one received), and the server's peak memory before
+//! and after.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::embedded::{Rig, token};
+use hookbridge_e2e::proc;
+
+/// What the replay run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub deliveries: u64,
+    pub job_secs: f64,
+    pub delivered_secs: f64,
+    pub peak_rss_before_mb: f64,
+    pub peak_rss_after_mb: f64,
+}
+
+pub async fn run(bin_dir: &Path, n: usize) -> anyhow::Result<Figures> {
+    let rig = Rig::start(bin_dir).await?;
+    let tenant = "replay";
+    let t = token(tenant)?;
+    rig.create_hook(tenant, &json!({"name": "later", "url": rig.receiver_url(), "enabled": false})).await?;
+    let hooks = rig.get(&t, "/v1/hooks").await?;
+    let id = hooks["hooks"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter((0..n).step_by(10))
+        .map(|from| {
+            let t = t.clone();
+            let rig = &rig;
+            async move {
+                let batch: Vec<Value> = (from..from + 10)
+                    .map(|i| json!({"detail-type": "bench.replay", "source": "bench", "detail": {"n": i}}))
+                    .collect();
+                rig.publish(&t, &json!(batch)).await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    // Wait until ingest has recorded every one.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while rig.count_deliveries(&t, &id).await? < n {
+        anyhow::ensure!(Instant::now() < deadline, "ingest did not record {n} deliveries");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let peak_rss_before_mb = rig.peak_rss_mb()?;
+    let mut doc = rig.get(&t, &format!("/v1/hooks/{id}")).await?;
+    doc["enabled"] = json!(true);
+    rig.put(&t, &format!("/v1/hooks/{id}"), &doc).await?;
+    rig.reset().await?;
+
+    let start = Instant::now();
+    let job = rig
+        .post(&t, &format!("/v1/hooks/{id}/replay"), &json!({"since": since.to_rfc3339(), "status": "CANCELLED"}))
+        .await?;
+    let location = format!("/v1/hooks/{id}/replays/{}", job["id"].as_str().unwrap_or_default());
+    let job_secs = loop {
+        let j = rig.get(&t, &location).await?;
+        if j["state"] != "RUNNING" {
+            anyhow::ensure!(j["state"] == "SUCCEEDED" && j["queued"] == json!(n), "replay ended as {j}");
+            break start.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "the replay did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    rig.wait_for(n as u64, Duration::from_secs(900)).await?;
+    let delivered_secs = start.elapsed().as_secs_f64();
+    Ok(Figures {
+        deliveries: n as u64,
+        job_secs,
+        delivered_secs,
+        peak_rss_before_mb,
+        peak_rss_after_mb: proc::peak_rss(rig.pid())? as f64 / (1024.0 * 1024.0),
+    })
+}

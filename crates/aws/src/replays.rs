@@ -1,0 +1,84 @@
+//! Replay jobs, beside the hook's deliveries (`H#{hook}`/`R#{id}`), deleted by TTL once
+//! they stop being readable. A save is a put conditioned on the step it read.
+
+use async_trait::async_trait;
+use hookbridge_core::ids::{HookId, ReplayId};
+use hookbridge_core::ports::ReplayStore;
+use hookbridge_core::replay::ReplayJob;
+use hookbridge_core::{Error, Result};
+
+use crate::dynamo::Table;
+use crate::keys::{DOC, EXPIRES_AT, Item, doc, hook_pk, key, n, to_doc};
+
+const STEP: &str = "step";
+
+fn item_key(hook_id: HookId, id: ReplayId) -> Item {
+    key(hook_pk(&hook_id), format!("R#{id}"))
+}
+
+fn item(job: &ReplayJob) -> Result<Item> {
+    let mut item = item_key(job.hook_id, job.id);
+    item.insert(DOC.to_owned(), to_doc(job)?);
+    item.insert(STEP.to_owned(), n(job.step as i64));
+    item.insert(EXPIRES_AT.to_owned(), n(job.expires_at().timestamp()));
+    Ok(item)
+}
+
+pub(crate) struct DynamoReplayStore {
+    table: Table,
+}
+
+impl DynamoReplayStore {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait]
+impl ReplayStore for DynamoReplayStore {
+    async fn create(&self, job: &ReplayJob) -> Result<()> {
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item(job)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::backend("dynamodb.PutItem", e))
+    }
+
+    async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(item_key(hook_id, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        out.item.map(|i| doc(&i, "a replay job")).transpose()
+    }
+
+    async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {
+        let put = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item(job)?))
+            .condition_expression("#step = :read")
+            .expression_attribute_names("#step", STEP)
+            .expression_attribute_values(":read", n(read_step as i64))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Replay jobs: re-sending a window of a hook's deliveries, however many, without holding
+//! an API request open. The request stores a job and puts a [`ReplayPoke`] on the ingest
+//! queue; ingest then works through the window a page at a time, oldest first, saving the
+//! job's cursor after each page and poking itself for the next.
+//!
+//! The job record is the state machine; a poke only says "do the next page". Each page is
+//! saved with a check that no one else saved it first (`step`), and the next poke is sent
+//! only after that save, before the current one is acknowledged. So a crash at any point
+//! leaves either the current poke to come back (and the job resumes from its saved
+//! cursor) or two pokes of which the second to save gives way; either way every matching
+//! delivery is re-sent at least once, as everything the platform sends is.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::{Delivery, DeliveryStatus};
+use crate::ids::{HookId, ReplayId, TenantId};
+
+/// Deliveries read per page of a job.
+pub const PAGE: usize = 500;
+/// How long a job stays readable after it was asked for.
+pub const JOB_KEPT: Duration = Duration::days(7);
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReplayState {
+    /// Pages are still being re-sent.
+    Running,
+    /// Every matching delivery of the window was re-sent.
+    Succeeded,
+    /// Cancelled by request; what was re-sent before stays sent.
+    Cancelled,
+    /// The hook was deleted while it ran.
+    Failed,
+}
+
+impl ReplayState {
+    /// Whether the job will do no more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// A replay job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayJob {
+    /// Its id.
+    pub id: ReplayId,
+    /// Whose hook.
+    pub tenant: TenantId,
+    /// Which hook.
+    pub hook_id: HookId,
+    /// The window's inclusive start.
+    pub since: DateTime<Utc>,
+    /// The window's exclusive end.
+    pub until: DateTime<Utc>,
+    /// Which statuses it re-sends; `None` for all (deliveries under way are always left
+    /// to their own schedule).
+    pub statuses: Option<Vec<DeliveryStatus>>,
+    /// Where it is.
+    pub state: ReplayState,
+    /// The last delivery id handled, once a page is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Pages saved so far; a save names the step it read, so two workers cannot both save
+    /// the same page.
+    pub step: u64,
+    /// Deliveries re-sent.
+    pub queued: u64,
+    /// Matching deliveries whose event is no longer kept, so they could not be re-sent.
+    pub skipped: u64,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+    /// When it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl ReplayJob {
+    /// A new running job.
+    pub fn new(
+        tenant: TenantId,
+        hook_id: HookId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        statuses: Option<Vec<DeliveryStatus>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ReplayId::generate(),
+            tenant,
+            hook_id,
+            since,
+            until,
+            statuses,
+            state: ReplayState::Running,
+            cursor: None,
+            step: 0,
+            queued: 0,
+            skipped: 0,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Whether the job re-sends `d`: finished deliveries of the statuses it asks for.
+    pub fn wants(&self, d: &Delivery) -> bool {
+        d.status.is_final() && self.statuses.as_ref().is_none_or(|w| w.contains(&d.status))
+    }
+
+    /// The job after one more page: `next` is where the following page starts, `None`
+    /// when the window is done.
+    pub fn advanced(&self, next: Option<String>, queued: u64, skipped: u64, now: DateTime<Utc>) -> Self {
+        let mut job = self.clone();
+        job.step += 1;
+        job.queued += queued;
+        job.skipped += skipped;
+        job.updated_at = now;
+        if next.is_none() {
+            job.state = ReplayState::Succeeded;
+            job.finished_at = Some(now);
+        }
+        job.cursor = next;
+        job
+    }
+
+    /// The job stopped in `state` (cancelled, or failed).
+    pub fn stopped(&self, state: ReplayState, now: DateTime<Utc>) -> Self {
+        let mut job = self.clone();
+        job.step += 1;
+        job.state = state;
+        job.updated_at = now;
+        job.finished_at = Some(now);
+        job
+    }
+
+    /// When its record may be dropped.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.created_at + JOB_KEPT
+    }
+}
+
+/// The message on the ingest queue that makes ingest do a job's next page:
+/// `{"type": "replay.v1", "tenant": …, "hook_id": …, "replay_id": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayPoke {
+    /// Always `replay.v1`.
+    #[serde(rename = "type")]
+    pub format: PokeFormat,
+    /// Whose hook.
+    pub tenant: TenantId,
+    /// Which hook.
+    pub hook_id: HookId,
+    /// Which job.
+    pub replay_id: ReplayId,
+}
+
+/// The tag of [`ReplayPoke`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PokeFormat {
+    /// The only format.
+    #[serde(rename = "replay.v1")]
+    V1,
+}
+
+impl ReplayPoke {
+    /// The poke for `job`.
+    pub fn of(job: &ReplayJob) -> Self {
+        Self { format: PokeFormat::V1, tenant: job.tenant.clone(), hook_id: job.hook_id, replay_id: job.id }
+    }
+
+    /// The message body.
+    pub fn to_body(&self) -> String {
+        // A struct of strings always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A poke, if `body` is one. Events from the bus never carry a top-level `type`.
+    pub fn parse(body: &str) -> Option<Self> {
+        if !body.contains("\"replay.v1\"") {
+            return None;
+        }
+        serde_json::from_str(body).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> ReplayJob {
+        let now = Utc::now();
+        ReplayJob::new("acme".parse().unwrap(), HookId::generate(), now - Duration::hours(1), now, None, now)
+    }
+
+    #[test]
+    fn a_job_counts_its_pages_and_ends_when_the_window_does() {
+        let j = job();
+        let a = j.advanced(Some("01J".into()), 3, 1, Utc::now());
+        assert_eq!((a.step, a.queued, a.skipped, a.state), (1, 3, 1, ReplayState::Running));
+        let b = a.advanced(None, 2, 0, Utc::now());
+        assert_eq!((b.step, b.queued, b.state), (2, 5, ReplayState::Succeeded));
+        assert!(b.finished_at.is_some() && b.cursor.is_none());
+        let c = a.stopped(ReplayState::Cancelled, Utc::now());
+        assert_eq!((c.step, c.queued, c.state), (2, 3, ReplayState::Cancelled));
+    }
+
+    #[test]
+    fn a_poke_round_trips_and_an_event_is_not_one() {
+        let j = job();
+        let poke = ReplayPoke::of(&j);
+        assert_eq!(ReplayPoke::parse(&poke.to_body()), Some(poke));
+        let event = r#"{"version":"0","id":"1","detail-type":"replay.v1","source":"x","detail":{}}"#;
+        assert_eq!(ReplayPoke::parse(event), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! Replay jobs, one row each, saved with a check on the step they were read at.
+
+use async_trait::async_trait;
+use hookbridge_core::ids::{HookId, ReplayId};
+use hookbridge_core::ports::ReplayStore;
+use hookbridge_core::replay::ReplayJob;
+use hookbridge_core::{Error, Result};
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::Db;
+use crate::error::sql;
+
+pub(crate) struct SqliteReplayStore {
+    db: Db,
+}
+
+impl SqliteReplayStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn encode(job: &ReplayJob) -> Result<String> {
+    serde_json::to_string(job).map_err(|e| Error::backend("replays.encode", e))
+}
+
+#[async_trait]
+impl ReplayStore for SqliteReplayStore {
+    async fn create(&self, job: &ReplayJob) -> Result<()> {
+        let doc = encode(job)?;
+        let (h, id, step, exp) =
+            (job.hook_id.to_string(), job.id.to_string(), job.step as i64, job.expires_at().timestamp_millis());
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO replays (hook_id, id, step, doc, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![h, id, step, doc, exp],
+                )
+                .map(|_| ())
+                .map_err(sql("replays.create"))
+            })
+            .await
+    }
+
+    async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>> {
+        let (h, id) = (hook_id.to_string(), id.to_string());
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT doc FROM replays WHERE hook_id = ?1 AND id = ?2", params![h, id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql("replays.get"))
+            })
+            .await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::corrupt("a replay job", e))).transpose()
+    }
+
+    async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {
+        let doc = encode(job)?;
+        let (h, id, step) = (job.hook_id.to_string(), job.id.to_string(), job.step as i64);
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE replays SET doc = ?3, step = ?4 WHERE hook_id = ?1 AND id = ?2 AND step = ?5",
+                    params![h, id, doc, step, read_step as i64],
+                )
+                .map(|n| n == 1)
+                .map_err(sql("replays.save"))
+            })
+            .await
+    }
+}

@@ -1,0 +1,160 @@
+//! Re-sending deliveries: one (a retry, from the API) or a replay job's window a page at a
+//! time (from a [`ReplayPoke`] on the ingest queue). A re-send is a new round of the same
+//! delivery: same `webhook-id`, the full retry schedule again.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use hookbridge_core::Result;
+use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::hook::Hook;
+use hookbridge_core::ids::EventId;
+use hookbridge_core::message::Task;
+use hookbridge_core::ports::{
+    DeliveryStore, EventStore, HookStore, Lanes, Order, OutgoingMessage, Queue, ReplayStore, Window,
+};
+#[cfg(doc)]
+use hookbridge_core::replay::PAGE;
+use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
+
+/// Reads the events' envelopes, a few at a time (a page may span hundreds of events).
+const EVENT_READS_IN_FLIGHT: usize = 16;
+
+/// What a re-send did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resent {
+    /// Deliveries queued again.
+    pub queued: u64,
+    /// Deliveries whose event is no longer kept, so they could not be.
+    pub skipped: u64,
+}
+
+/// Queues the deliveries again as a new round, in the order given, then records them as
+/// `PENDING`. Sending first means a failure cannot leave a delivery `PENDING` with nothing
+/// queued for it; the round means the worker's outcome stands even when it is stored
+/// before this `PENDING` (see [`Delivery::apply`]). Deliveries whose event is no longer
+/// kept are skipped.
+pub async fn resend(
+    events: &dyn EventStore,
+    store: &dyn DeliveryStore,
+    lanes: &Lanes,
+    hook: &Hook,
+    deliveries: &[Delivery],
+    note: &str,
+) -> Result<Resent> {
+    let now = Utc::now();
+    let mut wanted: Vec<EventId> = deliveries.iter().map(|d| d.event_id.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
+    let tenant = &hook.tenant;
+    let read: Vec<(EventId, Option<String>)> = futures::stream::iter(wanted)
+        .map(|id: EventId| async move {
+            let env = events.get(tenant, &id).await?;
+            Ok::<_, hookbridge_core::Error>((id, env.map(|e| e.to_body())))
+        })
+        .buffer_unordered(EVENT_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let bodies: HashMap<EventId, Option<String>> = read.into_iter().collect();
+    let mut updates = Vec::new();
+    let mut tasks = Vec::new();
+    for d in deliveries {
+        let Some(Some(body)) = bodies.get(&d.event_id) else { continue };
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: d.id,
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+        };
+        let round = d.round + 1;
+        updates.push(DeliveryUpdate {
+            delivery: key.clone(),
+            attempt: None,
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(now),
+            note: Some(note.to_owned()),
+            round,
+            at: now,
+        });
+        tasks.push(Task::new(key, round, body).message(now));
+    }
+    if !tasks.is_empty() {
+        lanes.get(hook.state.health.lane(now)).send_batch(&tasks).await?;
+        store.record(&updates).await?;
+    }
+    let queued = tasks.len() as u64;
+    Ok(Resent { queued, skipped: deliveries.len() as u64 - queued })
+}
+
+/// What a replay job's page needs.
+#[derive(Clone, Copy)]
+pub struct JobPorts<'a> {
+    /// The hook, re-read each page (it may be deleted, or change lanes).
+    pub hooks: &'a dyn HookStore,
+    /// The window's deliveries.
+    pub deliveries: &'a dyn DeliveryStore,
+    /// Their envelopes.
+    pub events: &'a dyn EventStore,
+    /// The jobs.
+    pub replays: &'a dyn ReplayStore,
+    /// Where the next poke goes.
+    pub ingest: &'a dyn Queue,
+    /// Where re-sent deliveries go.
+    pub lanes: &'a Lanes,
+    /// Deliveries read per page ([`PAGE`]; tests use fewer).
+    pub page: usize,
+}
+
+impl std::fmt::Debug for JobPorts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobPorts").finish_non_exhaustive()
+    }
+}
+
+/// Puts the poke that makes ingest do `job`'s next page.
+pub async fn poke(ingest: &dyn Queue, job: &ReplayJob) -> Result<()> {
+    let message = OutgoingMessage::now(ReplayPoke::of(job).to_body()).in_group(job.tenant.to_string());
+    ingest.send_batch(std::slice::from_ref(&message)).await
+}
+
+/// Does one page of the poked job: re-sends the page's matching deliveries, saves the
+/// job's progress, and pokes again unless the job is done. A poke for a job that has
+/// stopped (or is unknown, or whose page someone else saved first) does nothing.
+pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Result<()> {
+    let Some(job) = p.replays.get(poked.hook_id, poked.replay_id).await? else {
+        tracing::warn!(replay_id = %poked.replay_id, "poke for an unknown replay job; dropped");
+        return Ok(());
+    };
+    if job.state.is_final() || job.tenant != poked.tenant {
+        return Ok(());
+    }
+    let Some(hook) = p.hooks.get(&job.tenant, job.hook_id).await? else {
+        p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await?;
+        tracing::info!(replay_id = %job.id, "replay stopped: the hook was deleted");
+        return Ok(());
+    };
+    let window = Window { since: job.since, until: job.until };
+    let page = p.deliveries.list(job.hook_id, window, Order::OldestFirst, p.page, job.cursor.as_deref()).await?;
+    // The cursor moves past what was read, matching or not.
+    let next = page.next_cursor;
+    let picked: Vec<Delivery> = page.items.into_iter().filter(|d| job.wants(d)).collect();
+    let resent = resend(p.events, p.deliveries, p.lanes, &hook, &picked, "replayed").await?;
+    let saved = job.advanced(next, resent.queued, resent.skipped, now);
+    if !p.replays.save(&saved, job.step).await? {
+        // Cancelled, or a second poke (after a crash) saved this page first: it goes on.
+        tracing::info!(replay_id = %job.id, "replay page saved elsewhere; this poke stops here");
+        return Ok(());
+    }
+    tracing::info!(
+        tenant = %job.tenant, hook_id = %job.hook_id, replay_id = %job.id,
+        step = saved.step, queued = saved.queued, state = ?saved.state, "replay page done"
+    );
+    if saved.state == ReplayState::Running {
+        // Only after the save: a crash before this line brings the current poke back,
+        // and it carries on from the saved cursor.
+        poke(p.ingest, &saved).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! A replay job on both backends: it works through its window a page at a time, oldest
+//! first; a poke that comes back after a crash carries on from the saved page instead of
+//! starting over; two pokes in flight merge back into one; a cancelled job and a deleted
+//! hook stop it.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_core::delivery::{Delivery, DeliveryStatus};
+use hookbridge_core::envelope::Envelope;
+use hookbridge_core::hook::Hook;
+use hookbridge_core::ids::{DeliveryId, EventId, TenantId};
+use hookbridge_core::message::Task;
+use hookbridge_core::ports::{Queue, Receipt, ReceivedMessage};
+use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
+use ingest::{Ingest, IngestPorts, IngestSettings};
+
+fn deps(h: &dyn Harness) -> Ingest {
+    Ingest {
+        ports: IngestPorts::of(h.backend()),
+        settings: IngestSettings {
+            account: "1".into(),
+            region: "r".into(),
+            event_retention: Duration::from_secs(3600),
+        },
+    }
+}
+
+/// `n` finished deliveries of `hook`, a millisecond apart, with their events kept.
+async fn seed(h: &dyn Harness, hook: &Hook, n: usize) -> Vec<Delivery> {
+    let b = h.backend();
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    let mut envelopes = Vec::new();
+    let mut deliveries = Vec::new();
+    for i in 0..n {
+        let id = EventId::generate();
+        let body = format!(
+            r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{}","n":{i}}}}}"#,
+            start.format("%Y-%m-%dT%H:%M:%SZ"),
+            hook.tenant
+        );
+        envelopes.push(Envelope::from_bus_json(&body, "1", "r").unwrap());
+        let at = start + chrono::Duration::milliseconds(i as i64);
+        let delivery_id = DeliveryId::from_parts(at.timestamp_millis() as u64, i as u128 + 1);
+        let mut d = Delivery::pending(delivery_id, hook.tenant.clone(), hook.id, id, "user.login".into(), at);
+        d.status = if i % 2 == 0 { DeliveryStatus::Failed } else { DeliveryStatus::Succeeded };
+        deliveries.push(d);
+    }
+    for chunk in envelopes.chunks(100) {
+        b.events.put(&hook.tenant, chunk, Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+    }
+    for chunk in deliveries.chunks(100) {
+        b.deliveries.insert(chunk).await.unwrap();
+    }
+    deliveries
+}
+
+/// A small page, so three pages stay quick on the emulator.
+const PAGE: usize = 50;
+
+/// Handles `messages` as ingest does, with [`PAGE`]-sized pages: pokes do a page each.
+async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) {
+    for m in messages {
+        let poked = ReplayPoke::parse(&m.body).expect("a poke");
+        let ports = ingest::replay::JobPorts { page: PAGE, ..deps.ports.job_ports() };
+        ingest::replay::step(ports, &poked, Utc::now()).await.unwrap();
+    }
+}
+
+fn message(body: String, id: &str) -> ReceivedMessage {
+    ReceivedMessage { id: id.into(), body, receipt: Receipt(format!("r-{id}")), receive_count: 1, sent_at: Utc::now() }
+}
+
+/// The delivery ids on the fast lane, in the order they were queued.
+async fn queued(q: &dyn Queue, expected: usize) -> Vec<DeliveryId> {
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let got = q.receive(10, Duration::from_millis(200)).await.unwrap();
+        if got.is_empty() && ids.len() >= expected {
+            break;
+        }
+        for m in &got {
+            ids.push(Task::parse(&m.body, m.receive_count).unwrap().delivery.delivery_id);
+        }
+        q.ack(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    }
+    ids
+}
+
+async fn pokes(q: &dyn Queue) -> Vec<ReceivedMessage> {
+    let got = q.receive(10, Duration::from_millis(500)).await.unwrap();
+    q.ack(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    got
+}
+
+/// `ordered`: whether the queue hands messages back in the order sent (the embedded one
+/// does; SQS does not promise it).
+async fn a_replay_resumes_from_its_saved_page_after_a_crash(h: &dyn Harness, ordered: bool) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "replayed").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let n = 2 * PAGE + 10;
+    let seeded = seed(h, &hook, n).await;
+    let ids: Vec<DeliveryId> = seeded.iter().map(|d| d.id).collect();
+    let deps = deps(h);
+    let b = h.backend();
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    let poke = message(ReplayPoke::of(&job).to_body(), "first");
+
+    handle(&deps, std::slice::from_ref(&poke)).await;
+    let after_one = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((after_one.step, after_one.queued, after_one.state), (1, PAGE as u64, ReplayState::Running));
+    // The process died before acknowledging: the same poke comes back. It does the next
+    // page, not the first again.
+    handle(&deps, std::slice::from_ref(&poke)).await;
+    let after_two = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((after_two.step, after_two.queued), (2, 2 * PAGE as u64));
+
+    // Each handled poke sent the next one: two are in flight, and they merge back into one.
+    let mut handled = 0;
+    for _ in 0..10 {
+        let next = pokes(b.ingest_queue.as_ref()).await;
+        if next.is_empty() {
+            break;
+        }
+        handled += next.len();
+        handle(&deps, &next).await;
+    }
+    assert_eq!(handled, 2, "the two pokes from the first two pages, and none after the last");
+    let done = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.queued, done.skipped), (ReplayState::Succeeded, n as u64, 0));
+    assert!(done.finished_at.is_some());
+
+    let sent = queued(b.delivery_queue.as_ref(), n).await;
+    assert_eq!(sent.len(), n, "every delivery once");
+    let distinct: BTreeSet<_> = sent.iter().collect();
+    assert!(distinct.len() == n && distinct == ids.iter().collect(), "each seeded delivery, once");
+    assert!(!ordered || sent == ids, "oldest first");
+    let d = b.deliveries.get(hook.id, ids[0]).await.unwrap().unwrap();
+    assert_eq!((d.status, d.round), (DeliveryStatus::Pending, 1), "a new round of the same delivery");
+
+    // A FAILED-only job over the same window re-sends half.
+    let failed = ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, Some(vec![DeliveryStatus::Failed]), now);
+    b.replays.create(&failed).await.unwrap();
+    // The first replay made them all PENDING; settle them as they were.
+    let settle: Vec<_> = seeded
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut u = hookbridge_core::delivery::DeliveryUpdate::cancelled(
+                hookbridge_core::delivery::DeliveryKey {
+                    tenant: tenant.clone(),
+                    hook_id: hook.id,
+                    delivery_id: d.id,
+                    event_id: d.event_id.clone(),
+                    event_type: "user.login".into(),
+                },
+                1,
+                "settled".into(),
+                Utc::now(),
+            );
+            u.status = if i % 2 == 0 { DeliveryStatus::Failed } else { DeliveryStatus::Succeeded };
+            u
+        })
+        .collect();
+    for chunk in settle.chunks(100) {
+        b.deliveries.record(chunk).await.unwrap();
+    }
+    let mut next = vec![message(ReplayPoke::of(&failed).to_body(), "failed-only")];
+    while !next.is_empty() {
+        handle(&deps, &next).await;
+        next = pokes(b.ingest_queue.as_ref()).await;
+    }
+    let done = b.replays.get(hook.id, failed.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.queued), (ReplayState::Succeeded, n.div_ceil(2) as u64));
+    assert_eq!(queued(b.delivery_queue.as_ref(), n.div_ceil(2)).await.len(), n.div_ceil(2));
+}
+
+async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "stopped").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    seed(h, &hook, 10).await;
+    let deps = deps(h);
+    let b = h.backend();
+    let now = Utc::now();
+
+    let job = ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
+    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "c")]).await;
+    assert_eq!(b.replays.get(hook.id, job.id).await.unwrap().unwrap().queued, 0, "nothing re-sent once cancelled");
+    assert!(b.delivery_queue.receive(10, Duration::from_millis(300)).await.unwrap().is_empty());
+
+    let orphan = ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now);
+    b.replays.create(&orphan).await.unwrap();
+    assert!(b.hooks.delete(&tenant, hook.id).await.unwrap());
+    handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "d")]).await;
+    assert_eq!(b.replays.get(hook.id, orphan.id).await.unwrap().unwrap().state, ReplayState::Failed);
+    assert!(pokes(b.ingest_queue.as_ref()).await.is_empty(), "a stopped job pokes no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_resumes_from_its_saved_page_after_a_crash_embedded() {
+    a_replay_resumes_from_its_saved_page_after_a_crash(&EmbeddedHarness::start().await, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_resumes_from_its_saved_page_after_a_crash_aws() {
+    a_replay_resumes_from_its_saved_page_after_a_crash(&AwsHarness::start().await, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay_embedded() {
+    a_cancelled_job_and_a_deleted_hook_stop_a_replay(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay_aws() {
+    a_cancelled_job_and_a_deleted_hook_stop_a_replay(&AwsHarness::start().await).await;
+}
