@@ -93,6 +93,8 @@ pub struct CostLine {
 /// one matching hook each, at the template's 256 MB.
 pub fn cost_model(f: &Figures) -> Vec<CostLine> {
     let op = |name: &str| f.happy.get(name).copied().unwrap_or(0.0);
+    // Ten events per PutEvents request, when the API publishes through the bus.
+    let bus_events = op("EventBridge.PutEvents") * 10.0;
     let ddb_writes_items = 3.0; // per delivery: the envelope, the delivery, the attempt (≤ 1 KiB each)
     let invocations = 0.3; // API, ingest and worker, ten deliveries per invocation
     // Billed duration per invocation: measured CPU, plus a generous allowance for waiting on
@@ -115,13 +117,14 @@ pub fn cost_model(f: &Figures) -> Vec<CostLine> {
             unit_price: price::LAMBDA_GB_SECOND_ARM,
         },
         CostLine {
-            item: "EventBridge events (1 per event)".into(),
-            per_delivery: op("EventBridge.PutEvents") * 10.0,
+            item: "EventBridge events (none: the API puts events on the ingest queue)".into(),
+            per_delivery: bus_events,
             unit_price: price::EVENTBRIDGE_EVENT,
         },
         CostLine {
-            item: "SQS requests (EventBridge→ingest 1, our sends, event-source receives and deletes 0.4)".into(),
-            per_delivery: 1.0 + op("SQS.SendMessageBatch") + op("SQS.ChangeMessageVisibility") + 0.4,
+            item: "SQS requests (our sends, event-source receives and deletes 0.4)".into(),
+            // Each event the bus hands to the ingest queue is one SendMessage.
+            per_delivery: bus_events + op("SQS.SendMessageBatch") + op("SQS.ChangeMessageVisibility") + 0.4,
             unit_price: price::SQS_REQUEST,
         },
         CostLine {
@@ -135,4 +138,14 @@ pub fn cost_model(f: &Figures) -> Vec<CostLine> {
             unit_price: price::DDB_READ_UNIT,
         },
     ]
+}
+
+/// The same million deliveries when a producer on AWS puts its events on the bus itself:
+/// no HTTP API request, API invocation or API send to the ingest queue (one of each per
+/// ten events), but an EventBridge event and the bus's SendMessage to the ingest queue per
+/// event.
+pub fn cost_via_bus(f: &Figures) -> f64 {
+    let total: f64 = cost_model(f).iter().map(|l| l.per_delivery * l.unit_price).sum();
+    let api = 0.1 * (price::HTTP_API_REQUEST + price::LAMBDA_REQUEST + price::SQS_REQUEST);
+    (total - api + price::EVENTBRIDGE_EVENT + price::SQS_REQUEST) * 1e6
 }

@@ -169,6 +169,11 @@ pub fn render(r: &Results) -> String {
             let _ = writeln!(s, "| {} | {:.4} | ${:.10} | ${per_million:.3} |", l.item, l.per_delivery, l.unit_price);
         }
         let _ = writeln!(s, "| **total** | | | **${total:.2}** |\n");
+        let _ = writeln!(
+            s,
+            "Events put on the bus by a producer on AWS instead (no HTTP API or API function; one EventBridge event and one SQS request each): **${:.2}** per million deliveries.\n",
+            aws::cost_via_bus(a)
+        );
         let _ = writeln!(s, "Prices: {}.\n", aws::price::AS_OF);
     }
     if !r.fanout.is_empty() {

@@ -466,3 +466,32 @@ async fn hook_lifecycle_events_reach_the_bus(flavor: Flavor) {
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn published_events_go_straight_to_ingest_unless_large_or_the_bus_is_asked_for(flavor: Flavor) {
+    use hookbridge_core::settings::PUBLISH_TO;
+    let small = json!({"detail-type": "small.one", "source": "shop", "detail": {"n": 1}});
+    let large = json!({"detail-type": "large.one", "source": "shop", "detail": {"pad": "x".repeat(100 * 1024)}});
+    for (via, expect_small_on_bus) in [("queue", false), ("bus", true)] {
+        let stack = TestStack::start_with(flavor, &[(PUBLISH_TO, via)]).await;
+        let watch = stack.watch_bus("shop").await;
+        let r = Receiver::start().await;
+        let t = stack.token("acme", ALL_SCOPES);
+        stack.create_hook(&t, &json!({"name": "all", "url": r.url("/")})).await;
+        stack.publish(&t, &small).await;
+        stack.publish(&t, &large).await;
+        let got = r.wait_for(2, WAIT).await;
+        let mut types: Vec<String> = got.iter().map(|g| g.json()["detail-type"].as_str().unwrap().to_owned()).collect();
+        types.sort();
+        assert_eq!(types, ["large.one", "small.one"], "{via}: both delivered");
+        assert!(got.iter().all(|g| g.json()["account"].is_string() && g.json()["region"].is_string()));
+        // What the account's own rules see: the large event always, the small one only
+        // when the deployment publishes through the bus.
+        let seen = stack.bus_events(watch.as_ref(), &["large.one", "small.one"], Duration::from_secs(3)).await;
+        let on_bus: Vec<&str> = seen.iter().filter_map(|e| e["detail-type"].as_str()).collect();
+        assert!(on_bus.contains(&"large.one"), "{via}: {on_bus:?}");
+        assert_eq!(on_bus.contains(&"small.one"), expect_small_on_bus, "{via}: {on_bus:?}");
+        stack.shutdown().await;
+    }
+}
+}

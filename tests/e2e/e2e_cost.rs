@@ -18,7 +18,7 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
             ("DynamoDB.GetItem", 1),
             ("DynamoDB.Query", 1),
             ("DynamoDB.UpdateItem", 1),
-            ("EventBridge.PutEvents", 1)
+            ("SQS.SendMessageBatch", 1)
         ])
     );
     assert_eq!(
@@ -39,7 +39,7 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
     // most once a second or once per 50 events), four ingest requests and two worker
     // requests for ten deliveries.
     let r = rig.round(false).await;
-    assert_eq!(r.publish, counts_of(&[("DynamoDB.UpdateItem", 1), ("EventBridge.PutEvents", 1)]));
+    assert_eq!(r.publish, counts_of(&[("DynamoDB.UpdateItem", 1), ("SQS.SendMessageBatch", 1)]));
     assert_eq!(
         r.ingest,
         counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 2), ("SQS.SendMessageBatch", 1)])

@@ -52,7 +52,7 @@ impl Queue for SqsQueue {
             return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
         }
         // Futures start when polled, so making them all first starts none of them.
-        let sends: Vec<_> = messages.chunks(MAX_BATCH).map(|chunk| self.send_chunk(chunk)).collect();
+        let sends: Vec<_> = batches(messages).into_iter().map(|chunk| self.send_chunk(chunk)).collect();
         let sent: Vec<Result<()>> =
             futures::stream::iter(sends).buffer_unordered(crate::REQUESTS_IN_FLIGHT).collect().await;
         sent.into_iter().collect()
@@ -136,6 +136,29 @@ impl Queue for SqsQueue {
     }
 }
 
+/// The most bytes of message bodies one `SendMessageBatch` carries (SQS's limit is 256 KiB
+/// for the whole request; the rest is left for the request's own fields).
+const BATCH_BYTES: usize = 240 * 1024;
+
+/// `messages` in batches of at most ten and [`BATCH_BYTES`]; a message larger than that
+/// goes alone (SQS then judges it).
+fn batches(messages: &[OutgoingMessage]) -> Vec<&[OutgoingMessage]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        let full = i - start == MAX_BATCH || (i > start && bytes + m.body.len() > BATCH_BYTES);
+        if full {
+            out.push(&messages[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += m.body.len();
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
 impl SqsQueue {
     async fn send_chunk(&self, chunk: &[OutgoingMessage]) -> Result<()> {
         let mut pending: Vec<(usize, &OutgoingMessage)> = chunk.iter().enumerate().collect();
@@ -194,4 +217,24 @@ fn received(m: aws_sdk_sqs::types::Message) -> Option<ReceivedMessage> {
         tracing::error!("SQS returned a message without an id or receipt handle; it will come back");
     }
     got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(messages: &[OutgoingMessage]) -> Vec<usize> {
+        batches(messages).iter().map(|b| b.len()).collect()
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_messages_and_240_kib() {
+        let small: Vec<_> = (0..23).map(|_| OutgoingMessage::now("x".repeat(100))).collect();
+        assert_eq!(sizes(&small), [10, 10, 3]);
+        let big: Vec<_> = (0..7).map(|_| OutgoingMessage::now("x".repeat(64 * 1024))).collect();
+        assert_eq!(sizes(&big), [3, 3, 1]);
+        let huge = vec![OutgoingMessage::now("x".repeat(300 * 1024)), OutgoingMessage::now("y".into())];
+        assert_eq!(sizes(&huge), [1, 1]);
+        assert!(batches(&[]).is_empty());
+    }
 }

@@ -64,6 +64,11 @@ pub enum EnvelopeError {
     Routing(#[source] serde_json::Error),
 }
 
+/// The largest event (as the bus measures it, [`BusEntry::size`]) the API puts straight on
+/// the ingest queue; larger ones go through the bus, which takes up to 256 KiB, so a batch
+/// of them never exceeds what one SQS request carries.
+pub const DIRECT_MAX_BYTES: usize = 64 * 1024;
+
 impl Envelope {
     /// Parses an envelope as the bus delivered it, filling a missing `account` and `region`.
     pub fn from_bus_json(bytes: &str, default_account: &str, default_region: &str) -> Result<Self, EnvelopeError> {

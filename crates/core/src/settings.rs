@@ -33,6 +33,22 @@ pub const CONSOLE_CLIENT_ID: &str = "HOOKBRIDGE_CONSOLE_CLIENT_ID";
 /// sign-in redirect), when the request's own `Host` is not it (behind a proxy).
 pub const PUBLIC_URL: &str = "HOOKBRIDGE_PUBLIC_URL";
 
+/// `HOOKBRIDGE_PUBLISH_TO`: where `POST /v1/events` puts events — `queue` (default: straight
+/// onto the ingest queue) or `bus` (through the event bus, where the deployment's own rules
+/// see them too, for one more bus event each).
+pub const PUBLISH_TO: &str = "HOOKBRIDGE_PUBLISH_TO";
+
+/// Where events published through the API go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishTo {
+    /// Straight onto the ingest queue, as the bus's rule would put them; events larger
+    /// than [`crate::envelope::DIRECT_MAX_BYTES`] still go through the bus.
+    #[default]
+    Queue,
+    /// Through the bus.
+    Bus,
+}
+
 /// The shortest HS256 key accepted: RFC 7518 asks for a key at least as long as the hash.
 pub const MIN_HS256_KEY_BYTES: usize = 32;
 
@@ -180,6 +196,8 @@ pub struct Settings {
     pub fast_lane_patience: Duration,
     /// Tenant limits.
     pub quotas: Quotas,
+    /// Where events published through the API go.
+    pub publish_to: PublishTo,
 }
 
 /// What one tenant may use.
@@ -362,9 +380,17 @@ impl Settings {
         if let Some(v) = var(TENANT_PUBLISH_BURST) {
             quotas.publish_burst = whole(TENANT_PUBLISH_BURST, &v, 1)?;
         }
+        let publish_to = match var(PUBLISH_TO).as_deref().map(str::trim) {
+            None | Some("queue") => PublishTo::Queue,
+            Some("bus") => PublishTo::Bus,
+            Some(other) => {
+                return Err(SettingsError { variable: PUBLISH_TO, message: format!("{other:?} is not queue or bus") });
+            }
+        };
         Ok(Self {
             topology,
             tokens,
+            publish_to,
             console_client_id: var(CONSOLE_CLIENT_ID),
             public_url: var(PUBLIC_URL).map(|u| u.trim_end_matches('/').to_owned()),
             default_network,
@@ -392,6 +418,16 @@ mod tests {
     }
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn events_go_straight_to_the_ingest_queue_unless_the_bus_is_asked_for() {
+        let s = Settings::from_lookup(lookup(&[]), &Defaults::cloud()).unwrap();
+        assert_eq!(s.publish_to, PublishTo::Queue);
+        let s = Settings::from_lookup(lookup(&[(PUBLISH_TO, "bus")]), &Defaults::cloud()).unwrap();
+        assert_eq!(s.publish_to, PublishTo::Bus);
+        let e = Settings::from_lookup(lookup(&[(PUBLISH_TO, "sqs")]), &Defaults::cloud()).unwrap_err();
+        assert_eq!(e.variable, PUBLISH_TO);
+    }
 
     #[test]
     fn cloud_has_no_key_unless_one_is_given_and_a_short_key_is_refused() {

@@ -53,6 +53,8 @@ pub struct ApiSettings {
     pub console_client_id: Option<String>,
     /// The API's public base URL, when requests' own `Host` is not it.
     pub public_url: Option<String>,
+    /// Where published events go.
+    pub publish_to: hookbridge_core::settings::PublishTo,
 }
 
 impl ApiSettings {
@@ -67,6 +69,7 @@ impl ApiSettings {
             quotas: s.quotas,
             console_client_id: s.console_client_id.clone(),
             public_url: s.public_url.clone(),
+            publish_to: s.publish_to,
         }
     }
 
@@ -82,6 +85,7 @@ impl ApiSettings {
             quotas: hookbridge_core::settings::Quotas::default(),
             console_client_id: None,
             public_url: None,
+            publish_to: hookbridge_core::settings::PublishTo::Queue,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! `POST /v1/events`: producers publish onto the bus; the tenant comes from the token.
+//! `POST /v1/events`: producers publish events; the tenant comes from the token.
 //! [`input`] turns the body into bus entries, [`once`] keeps repeats from publishing
 //! twice, and this module puts them together: validate, hold the tenant to its rate,
-//! claim, publish, answer.
+//! claim, publish, answer. Publishing puts each event straight on the ingest queue as the
+//! bus's rule would have (unless the deployment asks for the bus, or the event is large);
+//! docs/decisions/0019 has the arithmetic.
 
 mod input;
 mod once;
@@ -13,8 +15,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use hookbridge_core::envelope::{BusEntry, DIRECT_MAX_BYTES};
 use hookbridge_core::ids::{EventId, TenantId};
-use hookbridge_core::ports::{Claim, StoredResponse};
+use hookbridge_core::ports::{Claim, OutgoingMessage, StoredResponse};
+use hookbridge_core::settings::PublishTo;
 use hookbridge_core::validation::FieldError;
 use serde_json::{Value, json};
 
@@ -157,7 +161,7 @@ async fn claim_and_publish(
         to_publish.push((i, a.entry));
     }
     let positions: Vec<usize> = to_publish.iter().map(|(i, _)| *i).collect();
-    let published = api.ports().bus.publish(to_publish.into_iter().map(|(_, e)| e).collect()).await?;
+    let published = put(api, tenant, to_publish.into_iter().map(|(_, e)| e).collect(), now).await?;
     for (pos, id) in positions.iter().zip(published) {
         if let Some((_, c)) = claimed.iter().find(|(i, _)| i == pos) {
             c.complete(store, tenant, StoredResponse { status: 202, body: id.to_string() }).await;
@@ -167,4 +171,43 @@ async fn claim_and_publish(
     tracing::info!(tenant = %tenant, count = ids.len(), "events published");
     let events: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "events": events }))
+}
+
+/// Puts the entries where ingest reads them; their event ids, in order. Small events go
+/// straight onto the ingest queue (in the tenant's group, as the bus's rule puts them),
+/// larger ones and all of them when the deployment asks for it through the bus.
+async fn put(
+    api: &Api,
+    tenant: &TenantId,
+    entries: Vec<BusEntry>,
+    now: DateTime<Utc>,
+) -> Result<Vec<EventId>, ApiError> {
+    let ports = api.ports();
+    let settings = api.settings();
+    if settings.publish_to == PublishTo::Bus {
+        return Ok(ports.bus.publish(entries).await?);
+    }
+    let mut ids: Vec<Option<EventId>> = vec![None; entries.len()];
+    let mut direct = Vec::new();
+    let (mut large, mut large_at) = (Vec::new(), Vec::new());
+    for (i, entry) in entries.into_iter().enumerate() {
+        if entry.size() > DIRECT_MAX_BYTES {
+            large.push(entry);
+            large_at.push(i);
+            continue;
+        }
+        let envelope = entry.into_envelope(EventId::generate(), &settings.account, &settings.region, now);
+        ids[i] = Some(envelope.id.clone());
+        direct.push(OutgoingMessage::now(envelope.to_body()).in_group(tenant.to_string()));
+    }
+    if !direct.is_empty() {
+        ports.ingest.send_batch(&direct).await?;
+    }
+    if !large.is_empty() {
+        for (i, id) in large_at.into_iter().zip(ports.bus.publish(large).await?) {
+            ids[i] = Some(id);
+        }
+    }
+    // Every position was filled above: a direct id, or one the bus returned per entry.
+    Ok(ids.into_iter().flatten().collect())
 }
