@@ -21,6 +21,24 @@ use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, 
 /// Items read per query page while folding a listing.
 const QUERY_PAGE: i32 = 200;
 
+/// Partitions one hook's deliveries are spread over. DynamoDB takes at most 1,000 write
+/// units a second in one partition; a delivery writes two items on the happy path (the
+/// delivery, its attempt), so 10,000 deliveries a second to one hook are 20,000 units:
+/// 32 partitions keep each at about 625, with room for retries.
+pub(crate) const SHARDS: u128 = 32;
+
+/// The partition of a delivery: `H#{hook}#{n}`, `n` from the id's random bits (a hash of
+/// the event and the hook for ingest's ids), so a hook's deliveries spread evenly.
+fn shard_pk(hook: HookId, id: DeliveryId) -> String {
+    format!("{}#{}", hook_pk(&hook), id.random_bits() % SHARDS)
+}
+
+/// Every partition a hook's deliveries may be in: its shards, and `H#{hook}` itself, where
+/// deliveries written before the shards were (kept up to 14 days) still are.
+fn all_pks(hook: HookId) -> Vec<String> {
+    (0..SHARDS).map(|n| format!("{}#{n}", hook_pk(&hook))).chain([hook_pk(&hook)]).collect()
+}
+
 /// A change to a delivery, as stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct UpdateDoc {
@@ -113,7 +131,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         let items = deliveries
             .iter()
             .map(|d| {
-                let mut item = key(hook_pk(&d.hook_id), format!("D#{}", d.id));
+                let mut item = key(shard_pk(d.hook_id, d.id), format!("D#{}", d.id));
                 item.insert(DOC.to_owned(), to_doc(d)?);
                 item.insert(EXPIRES_AT.to_owned(), expiry(d.updated_at));
                 Ok(item)
@@ -127,7 +145,8 @@ impl DeliveryStore for DynamoDeliveryStore {
             .iter()
             .map(|u| {
                 let k = &u.delivery;
-                let mut item = key(hook_pk(&k.hook_id), format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()));
+                let mut item =
+                    key(shard_pk(k.hook_id, k.delivery_id), format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()));
                 item.insert(DOC.to_owned(), to_doc(&UpdateDoc::from(u))?);
                 item.insert(EXPIRES_AT.to_owned(), expiry(u.at));
                 Ok(item)
@@ -137,29 +156,10 @@ impl DeliveryStore for DynamoDeliveryStore {
     }
 
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>> {
-        let now = Utc::now().timestamp();
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
-                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
-                .expression_attribute_values(":d", s(format!("D#{id}")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            items.extend(page.items().iter().filter(|i| !expired(i, now)).cloned());
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
+        let (a, b) = futures::join!(self.items_of(shard_pk(hook_id, id), id), self.items_of(hook_pk(&hook_id), id));
+        let mut items = a?;
+        items.extend(b?);
+        sort_by_sk(&mut items);
         fold(&items)
     }
 
@@ -177,9 +177,73 @@ impl DeliveryStore for DynamoDeliveryStore {
         };
         let newest_first = order == Order::NewestFirst;
         let limit = limit.max(1);
+        // Each partition's first `limit + 1` deliveries in order hold the whole answer's.
+        let reads = all_pks(hook_id).into_iter().map(|pk| self.groups_of(pk, lo, hi, newest_first, limit + 1));
+        let mut merged: std::collections::BTreeMap<DeliveryId, Vec<Item>> = std::collections::BTreeMap::new();
+        for partition in futures::future::join_all(reads).await {
+            for (id, items) in partition? {
+                merged.entry(id).or_default().extend(items);
+            }
+        }
+        let ordered: Box<dyn Iterator<Item = (DeliveryId, Vec<Item>)>> =
+            if newest_first { Box::new(merged.into_iter().rev()) } else { Box::new(merged.into_iter()) };
+        let mut out = Vec::with_capacity(limit + 1);
+        for (_, mut items) in ordered.take(limit + 1) {
+            sort_by_sk(&mut items);
+            if let Some(d) = fold(&items)? {
+                out.push(d);
+            }
+        }
+        Ok(Page::cut(out, limit, |d| d.id.to_string()))
+    }
+}
+
+/// A delivery's items in the order they were written: the delivery item, then its
+/// updates (their sort keys end in time-ordered ULIDs).
+fn sort_by_sk(items: &mut [Item]) {
+    items.sort_by(|a, b| get_s(a, SK).unwrap_or_default().cmp(get_s(b, SK).unwrap_or_default()));
+}
+
+impl DynamoDeliveryStore {
+    /// Every unexpired item of one delivery in one partition.
+    async fn items_of(&self, pk: String, id: DeliveryId) -> Result<Vec<Item>> {
         let now = Utc::now().timestamp();
-        // Each delivery's items arrive together: newest first, its updates (newest first)
-        // before the delivery item; oldest first, the delivery item before its updates.
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":d", s(format!("D#{id}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            items.extend(page.items().iter().filter(|i| !expired(i, now)).cloned());
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// The first `max` deliveries of one partition with ids in `[lo, hi)`, in order, each
+    /// with its items.
+    async fn groups_of(
+        &self,
+        pk: String,
+        lo: DeliveryId,
+        hi: DeliveryId,
+        newest_first: bool,
+        max: usize,
+    ) -> Result<Vec<(DeliveryId, Vec<Item>)>> {
+        let now = Utc::now().timestamp();
+        // Each delivery's items arrive together, in sort-key order either way.
         let mut groups: Vec<(DeliveryId, Vec<Item>)> = Vec::new();
         let mut start: Option<Item> = None;
         'pages: loop {
@@ -189,7 +253,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 .query()
                 .table_name(&self.table.name)
                 .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
+                .expression_attribute_values(":pk", s(pk.clone()))
                 .expression_attribute_values(":lo", s(format!("D#{lo}")))
                 .expression_attribute_values(":hi", s(format!("D#{hi}")))
                 .scan_index_forward(!newest_first)
@@ -207,7 +271,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                 match groups.last_mut() {
                     Some((last, items)) if *last == id => items.push(item.clone()),
                     _ => {
-                        if groups.len() == limit + 1 {
+                        if groups.len() == max {
                             break 'pages;
                         }
                         groups.push((id, vec![item.clone()]));
@@ -219,15 +283,6 @@ impl DeliveryStore for DynamoDeliveryStore {
                 None => break,
             }
         }
-        let mut out = Vec::with_capacity(groups.len());
-        for (_, mut items) in groups {
-            if newest_first {
-                items.reverse();
-            }
-            if let Some(d) = fold(&items)? {
-                out.push(d);
-            }
-        }
-        Ok(Page::cut(out, limit, |d| d.id.to_string()))
+        Ok(groups)
     }
 }

@@ -6,8 +6,9 @@
 //! | hook            | `T#{tenant}`  | `H#{hook_id}`              |
 //! | hook name guard | `T#{tenant}`  | `N#{name}`                 |
 //! | hook count      | `T#{tenant}`  | `C#hooks`                  |
-//! | delivery        | `H#{hook_id}` | `D#{delivery_id}`          |
-//! | delivery update | `H#{hook_id}` | `D#{delivery_id}#U#{ulid}` |
+//! | delivery        | `H#{hook_id}#{shard}` | `D#{delivery_id}`  |
+//! | delivery update | `H#{hook_id}#{shard}` | `D#{delivery_id}#U#{ulid}` |
+//! | replay job      | `H#{hook_id}` | `R#{replay_id}`            |
 //! | event           | `T#{tenant}`  | `E#{event_id}`             |
 //! | idempotency key | `T#{tenant}`  | `I#{key}`                  |
 //! | rate state      | `R#{key}`     | `R`                        |
@@ -15,6 +16,10 @@
 //! | seen type       | `T#{tenant}`  | `S#{event_type}`           |
 //! | portal link     | `P#{sha256}`  | `L`                        |
 //! | console session | `P#{sha256}`  | `S`                        |
+//!
+//! A hook's deliveries spread over 32 shards (`{shard}` from the delivery id's random
+//! bits) so one busy hook never meets DynamoDB's per-partition write limit; deliveries
+//! written before sharding stay under `H#{hook_id}` until they expire, and reads include it.
 
 use std::collections::HashMap;
 

@@ -58,6 +58,11 @@ macro_rules! ulid_id {
                 (self.0.0 & u128::from(i64::MAX as u64)) as i64
             }
 
+            /// The id's 80 random bits (for a ULID made from a hash, that hash's bits).
+            pub fn random_bits(&self) -> u128 {
+                self.0.random()
+            }
+
             /// The smallest id above this one.
             pub fn successor(&self) -> Self {
                 Self(Ulid(self.0.0.saturating_add(1)))

@@ -28,3 +28,106 @@ async fn every_read_is_strongly_consistent() {
     assert!(reads > 20, "the cases read ({reads} reads)");
     assert_eq!(counter.eventually_consistent_reads(), Vec::<String>::new());
 }
+
+/// One hook's deliveries spread over its partitions (so a busy hook stays under DynamoDB's
+/// per-partition write limit), and Read still returns them in time order; a delivery
+/// written before the shards existed, under the hook's own partition, still reads, with an
+/// update written after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hooks_deliveries_spread_over_partitions_and_older_unsharded_ones_still_read() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chrono::Utc;
+    use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+    use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
+    use hookbridge_core::ports::{Order, Window};
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let store = &h.backend().deliveries;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let hook = HookId::generate();
+    let now = Utc::now();
+    let made: Vec<Delivery> = (0..64)
+        .map(|i| {
+            let at = now - chrono::Duration::milliseconds(64 - i);
+            // Random bits as ingest's ids have (a hash); a UUID's will do.
+            let random = u128::from_str_radix(&EventId::generate().as_str().replace('-', ""), 16).unwrap();
+            let id = DeliveryId::from_parts(at.timestamp_millis() as u64, random);
+            Delivery::pending(id, tenant.clone(), hook, EventId::generate(), "e".into(), at)
+        })
+        .collect();
+    store.insert(&made).await.unwrap();
+
+    // Written before sharding: the delivery item under `H#{hook}`.
+    let old_at = now - chrono::Duration::hours(1);
+    let old = Delivery::pending(
+        DeliveryId::from_parts(old_at.timestamp_millis() as u64, 42),
+        tenant.clone(),
+        hook,
+        EventId::generate(),
+        "e".into(),
+        old_at,
+    );
+    h.clients()
+        .dynamodb
+        .put_item()
+        .table_name(&h.resources().table)
+        .item("PK", AttributeValue::S(format!("H#{hook}")))
+        .item("SK", AttributeValue::S(format!("D#{}", old.id)))
+        .item("doc", AttributeValue::S(serde_json::to_string(&old).unwrap()))
+        .item("expires_at", AttributeValue::N((now.timestamp() + 86_400).to_string()))
+        .send()
+        .await
+        .unwrap();
+    let key = DeliveryKey {
+        tenant: tenant.clone(),
+        hook_id: hook,
+        delivery_id: old.id,
+        event_id: old.event_id.clone(),
+        event_type: "e".into(),
+    };
+    store.record(&[DeliveryUpdate::cancelled(key, 0, "late".into(), now)]).await.unwrap();
+
+    let window = Window { since: now - chrono::Duration::hours(2), until: now + chrono::Duration::seconds(1) };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list(hook, window, Order::NewestFirst, 10, cursor.as_deref()).await.unwrap();
+        seen.extend(page.items.iter().map(|d| (d.id, d.status)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<_> = made.iter().map(|d| (d.id, DeliveryStatus::Pending)).collect();
+    expected.push((old.id, DeliveryStatus::Cancelled));
+    expected.sort_by_key(|e| std::cmp::Reverse(e.0));
+    assert!(seen == expected, "every delivery once, newest first, the old one folded with its update");
+    assert_eq!(store.get(hook, old.id).await.unwrap().map(|d| d.status), Some(DeliveryStatus::Cancelled));
+    assert_eq!(store.get(hook, made[5].id).await.unwrap().map(|d| d.id), Some(made[5].id));
+
+    // Where the items are: the new deliveries in many of the hook's partitions.
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut start = None;
+    loop {
+        let out = h
+            .clients()
+            .dynamodb
+            .scan()
+            .table_name(&h.resources().table)
+            .filter_expression("begins_with(PK, :h)")
+            .expression_attribute_values(":h", AttributeValue::S(format!("H#{hook}#")))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in out.items() {
+            partitions.insert(item["PK"].as_s().unwrap().clone());
+        }
+        match out.last_evaluated_key {
+            Some(k) => start = Some(k),
+            None => break,
+        }
+    }
+    assert!(partitions.len() >= 20, "64 deliveries over {} partitions", partitions.len());
+}
