@@ -141,7 +141,11 @@ pub async fn replay(
     let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
     let p = api.ports();
     p.replays.create(&job).await?;
-    ingest::replay::poke(p.ingest.as_ref(), &job).await?;
+    if let Err(e) = ingest::replay::poke(p.ingest.as_ref(), &job).await {
+        // Nothing will work on it: it must not read as running. The caller may ask again.
+        let _ = p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await;
+        return Err(e.into());
+    }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay started");
     let location = format!("/v1/hooks/{}/replays/{}", hook.id, job.id);
     Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job_out(&job))))
