@@ -171,10 +171,7 @@ impl DeliveryStore for DynamoDeliveryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let (lo, hi) = match order {
-            Order::NewestFirst => window.id_range(cursor)?,
-            Order::OldestFirst => window.id_range_oldest_first(cursor)?,
-        };
+        let (lo, hi) = window.id_range_in(order, cursor)?;
         let newest_first = order == Order::NewestFirst;
         let limit = limit.max(1);
         // Each partition's first `limit + 1` deliveries in order hold the whole answer's.
@@ -208,28 +205,9 @@ impl DynamoDeliveryStore {
     /// Every unexpired item of one delivery in one partition.
     async fn items_of(&self, pk: String, id: DeliveryId) -> Result<Vec<Item>> {
         let now = Utc::now().timestamp();
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":d", s(format!("D#{id}")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            items.extend(page.items().iter().filter(|i| !expired(i, now)).cloned());
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(items),
-            }
-        }
+        let mut items = self.table.query_prefix(pk, format!("D#{id}")).await?;
+        items.retain(|i| !expired(i, now));
+        Ok(items)
     }
 
     /// The first `max` deliveries of one partition with ids in `[lo, hi)`, in order, each

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures::StreamExt;
 use hookbridge_core::{Error, Result};
 
-use crate::keys::Item;
+use crate::keys::{Item, s};
 
 /// BatchWriteItem's limit.
 const BATCH_WRITE_MAX: usize = 25;
@@ -26,6 +26,32 @@ impl Table {
     /// A table handle.
     pub fn new(client: Client, name: impl Into<String>) -> Self {
         Self { client, name: name.into() }
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`, all pages, read
+    /// consistently.
+    pub(crate) async fn query_prefix(&self, pk: String, prefix: String) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":p", s(prefix.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Puts items, 25 per request, retrying whatever DynamoDB leaves unprocessed.

@@ -10,7 +10,7 @@ use hookbridge_core::ports::EventTypeStore;
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, s, tenant_pk, to_doc};
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, tenant_pk, to_doc};
 
 const DECLARED: &str = "Y#";
 const SEEN: &str = "S#";
@@ -35,28 +35,7 @@ impl DynamoEventTypeStore {
 
     /// Every item of the tenant whose sort key starts with `prefix`.
     async fn query(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<Item>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":p", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        self.table.query_prefix(tenant_pk(tenant), prefix.to_owned()).await
     }
 }
 

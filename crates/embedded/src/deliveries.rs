@@ -116,10 +116,7 @@ impl DeliveryStore for SqliteDeliveryStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
-        let (lo, hi) = match order {
-            Order::NewestFirst => window.id_range(cursor)?,
-            Order::OldestFirst => window.id_range_oldest_first(cursor)?,
-        };
+        let (lo, hi) = window.id_range_in(order, cursor)?;
         let (lo, hi) = (lo.to_string(), hi.to_string());
         let h = hook_id.to_string();
         let limit = limit.max(1);

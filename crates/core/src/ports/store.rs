@@ -71,6 +71,14 @@ impl Window {
         Ok((lo, hi))
     }
 
+    /// The id range of the next page of a listing in `order`.
+    pub fn id_range_in(&self, order: Order, cursor: Option<&str>) -> Result<(DeliveryId, DeliveryId)> {
+        match order {
+            Order::NewestFirst => self.id_range(cursor),
+            Order::OldestFirst => self.id_range_oldest_first(cursor),
+        }
+    }
+
     /// Whether `t` is inside.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.since <= t && t < self.until
