@@ -4,13 +4,14 @@
 use hookbridge_e2e::cost::{CostRig, counts_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
+async fn ten_events_to_one_hook_cost_five_requests_and_ten_write_units_in_the_steady_state() {
     let rig = CostRig::new().await;
 
     // A cold worker opens the hook's secrets once (KMS) and records the hook's first success.
     // The first publish reads the tenant's rate state, then leases from it, and reads the
-    // tenant's declared event types (kept for 10 s). Ingest records the types it saw in the
-    // batch write that keeps the envelopes: no request of its own.
+    // tenant's declared event types (kept for 10 s). Ingest records the type it saw (once
+    // an hour) and writes nothing else: each delivery is written by the worker's record of
+    // its attempt, which keeps the envelope with it (decision 0021).
     let r = rig.round(false).await;
     assert_eq!(
         r.publish,
@@ -23,7 +24,7 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
     );
     assert_eq!(
         r.ingest,
-        counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 2), ("SQS.SendMessageBatch", 1)])
+        counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 1), ("SQS.SendMessageBatch", 1)])
     );
     assert_eq!(
         r.worker,
@@ -36,15 +37,17 @@ async fn ten_events_to_one_hook_cost_seven_requests_in_the_steady_state() {
     );
 
     // Warm: one publish (and one lease of the tenant's publish rate, which a call pays at
-    // most once a second or once per 50 events), four ingest requests and two worker
+    // most once a second or once per 50 events), two ingest requests and two worker
     // requests for ten deliveries.
     let r = rig.round(false).await;
     assert_eq!(r.publish, counts_of(&[("DynamoDB.UpdateItem", 1), ("SQS.SendMessageBatch", 1)]));
-    assert_eq!(
-        r.ingest,
-        counts_of(&[("DynamoDB.Query", 1), ("DynamoDB.BatchWriteItem", 2), ("SQS.SendMessageBatch", 1)])
-    );
+    assert_eq!(r.ingest, counts_of(&[("DynamoDB.Query", 1), ("SQS.SendMessageBatch", 1)]));
     assert_eq!(r.worker, counts_of(&[("DynamoDB.BatchGetItem", 1), ("DynamoDB.BatchWriteItem", 1)]));
+
+    // What those writes hold: one item per delivery, each within one write unit (1 KiB).
+    let sizes = rig.delivery_items().await;
+    assert_eq!(sizes.len(), 20, "one item for each of the twenty deliveries");
+    assert!(sizes.iter().all(|s| *s <= 1024), "each a single write unit: {sizes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

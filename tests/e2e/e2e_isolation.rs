@@ -137,12 +137,23 @@ async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor
     let r = Receiver::start().await;
     let other = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
-    stack.create_hook(&t, &json!({"name": "paced", "url": r.url("/"), "rate_limit": {"per_second": rate}})).await;
+    let paced =
+        stack.create_hook(&t, &json!({"name": "paced", "url": r.url("/"), "rate_limit": {"per_second": rate}})).await;
+    let paced = paced["id"].as_str().unwrap().to_owned();
     stack.create_hook(&t, &json!({"name": "free", "url": other.url("/")})).await;
     let events: Vec<Value> = (0..n).map(|i| event("acme", i)).collect();
     for chunk in events.chunks(10) {
         stack.publish(&t, &json!(chunk)).await;
     }
+    // Deliveries waiting for their slots are listed already: ingest wrote none of them,
+    // but the worker records each one it hands back to wait as PENDING (decision 0021).
+    let listed = eventually(WAIT, || async {
+        let ds = stack.deliveries(&t, &paced, 1).await;
+        (ds.len() == n).then_some(ds)
+    })
+    .await
+    .expect("every paced delivery listed");
+    assert!(listed.iter().any(|d| d["status"] == "PENDING"), "none listed while waiting: {listed:?}");
     // The unlimited hook of the same tenant is not held back by its neighbour's limit.
     assert_eq!(other.wait_for(n, WAIT).await.len(), n);
     let got = r.wait_for(n, WAIT).await;

@@ -64,6 +64,7 @@ pub struct CostRig {
     token: String,
     ingest: Ingest,
     worker: Worker,
+    hook_id: hookbridge_core::ids::HookId,
 }
 
 impl std::fmt::Debug for CostRig {
@@ -103,7 +104,7 @@ impl CostRig {
                 .expect("client"),
             WorkerSettings { schedule: RetrySchedule::parse("1s").expect("schedule"), ..WorkerSettings::default() },
         );
-        Self { counter, harness, receiver, api, token, ingest, worker }
+        Self { counter, harness, receiver, api, token, ingest, worker, hook_id: hook.id }
     }
 
     fn take(&self) -> Counts {
@@ -181,6 +182,47 @@ impl CostRig {
         }
         assert_eq!(self.receiver.received().len(), target, "all ten delivered; worker requests so far: {worker:?}");
         Round { stage_cpu, publish, ingest: ingested, worker }
+    }
+
+    /// The size of every item stored under the hook's deliveries, as DynamoDB counts it
+    /// for write units (attribute names and values; a number counted by its digits, which
+    /// is never less than DynamoDB's count).
+    pub async fn delivery_items(&self) -> Vec<usize> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut sizes = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .harness
+                .clients()
+                .dynamodb
+                .scan()
+                .table_name(&self.harness.resources().table)
+                .filter_expression("begins_with(PK, :h)")
+                .expression_attribute_values(":h", AttributeValue::S(format!("H#{}", self.hook_id)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            for item in out.items() {
+                let size = item
+                    .iter()
+                    .map(|(name, v)| {
+                        name.len()
+                            + match v {
+                                AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                                _ => 0,
+                            }
+                    })
+                    .sum();
+                sizes.push(size);
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        sizes
     }
 
     /// The harness (for CPU measurements around the stages).

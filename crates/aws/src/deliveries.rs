@@ -1,5 +1,9 @@
-//! Deliveries on DynamoDB as an append-only log: ingest writes the delivery item, every
-//! later change (an attempt, a status) is a new item under it, and reads fold them.
+//! Deliveries on DynamoDB as an append-only log: every change (an attempt, a status) is a
+//! new item under the delivery, and reads fold them. A delivery ingest queued without
+//! writing it down (decision 0021) begins with its first change, which carries what the
+//! delivery item would have (its creation time, the envelope when it is kept here): a
+//! delivery sent once and answered is one item, one write. Deliveries written before that
+//! (and ones the API creates) begin with a delivery item, which sorts before its changes.
 //!
 //! Appending instead of updating in place means a whole batch of attempts is one
 //! BatchWriteItem (25 items a request) rather than one UpdateItem per delivery, and a
@@ -9,7 +13,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
 use hookbridge_core::delivery::Attempt;
-use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::delivery::{
+    DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, Opening,
+};
 use hookbridge_core::ids::{DeliveryId, HookId, monotonic_ulid};
 use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
@@ -18,13 +24,16 @@ use serde::{Deserialize, Serialize};
 use crate::dynamo::Table;
 use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, n, s, to_doc};
 
+/// The attribute holding an envelope kept with its delivery.
+const ENVELOPE: &str = "envelope";
+
 /// Items read per query page while folding a listing.
 const QUERY_PAGE: i32 = 200;
 
 /// Partitions one hook's deliveries are spread over. DynamoDB takes at most 1,000 write
-/// units a second in one partition; a delivery writes two items on the happy path (the
-/// delivery, its attempt), so 10,000 deliveries a second to one hook are 20,000 units:
-/// 32 partitions keep each at about 625, with room for retries.
+/// units a second in one partition; a delivery writes one item on the happy path (its
+/// first attempt, decision 0021) and one more per retry, so 10,000 deliveries a second to
+/// one hook are 10,000–20,000 units: 32 partitions keep each at 313–625.
 pub(crate) const SHARDS: u128 = 32;
 
 /// The partition of a delivery: `H#{hook}#{n}`, `n` from the id's random bits (a hash of
@@ -45,11 +54,16 @@ struct UpdateDoc {
     delivery: DeliveryKey,
     attempt: Option<Attempt>,
     status: DeliveryStatus,
+    // Absent rather than null: a first record should fit one write unit with its envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     note: Option<String>,
     #[serde(default)]
     round: u32,
     at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opening: Option<Opening>,
 }
 
 impl From<&DeliveryUpdate> for UpdateDoc {
@@ -62,6 +76,7 @@ impl From<&DeliveryUpdate> for UpdateDoc {
             note: u.note.clone(),
             round: u.round,
             at: u.at,
+            opening: u.opening.clone(),
         }
     }
 }
@@ -76,6 +91,7 @@ impl From<UpdateDoc> for DeliveryUpdate {
             note: u.note,
             round: u.round,
             at: u.at,
+            opening: u.opening,
         }
     }
 }
@@ -111,11 +127,11 @@ fn fold(items: &[Item]) -> Result<Option<Delivery>> {
     let mut delivery: Option<Delivery> = None;
     for item in items {
         if is_update(item) {
-            let u: DeliveryUpdate = doc::<UpdateDoc>(item, "delivery update")?.into();
-            let d = delivery.get_or_insert_with(|| {
-                let k = &u.delivery;
-                Delivery::pending_for(k, u.at)
-            });
+            let mut u: DeliveryUpdate = doc::<UpdateDoc>(item, "delivery update")?.into();
+            if let (Some(o), Some(AttributeValue::S(kept))) = (u.opening.as_mut(), item.get(ENVELOPE)) {
+                o.envelope = Some(kept.clone());
+            }
+            let d = delivery.get_or_insert_with(|| Delivery::opened_by(&u));
             d.apply(&u);
         } else {
             // The delivery item sorts before its updates, so it comes first.
@@ -147,7 +163,13 @@ impl DeliveryStore for DynamoDeliveryStore {
                 let k = &u.delivery;
                 let mut item =
                     key(shard_pk(k.hook_id, k.delivery_id), format!("D#{}#U#{}", k.delivery_id, monotonic_ulid()));
-                item.insert(DOC.to_owned(), to_doc(&UpdateDoc::from(u))?);
+                let mut stored = UpdateDoc::from(u);
+                // An attribute of its own, not a string inside the document, where every
+                // quote would be escaped: the item stays within one write unit longer.
+                if let Some(envelope) = stored.opening.as_mut().and_then(|o| o.envelope.take()) {
+                    item.insert(ENVELOPE.to_owned(), s(envelope));
+                }
+                item.insert(DOC.to_owned(), to_doc(&stored)?);
                 item.insert(EXPIRES_AT.to_owned(), expiry(u.at));
                 Ok(item)
             })

@@ -1,4 +1,5 @@
-//! Envelopes kept for replay, one item each.
+//! Envelopes kept in the event store (large ones, and ones several hooks share), one item
+//! each; and the event types seen.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,6 +39,20 @@ impl EventStore for DynamoEventStore {
         // Types seen, in the same batch write: no request of their own.
         for name in self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now) {
             items.push(crate::event_types::seen_item(tenant, &name, now));
+        }
+        self.table.put_all(items).await
+    }
+
+    async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
+        let now = Utc::now();
+        let items: Vec<_> = self
+            .seen
+            .due(tenant.as_str(), types.iter().copied(), now)
+            .iter()
+            .map(|name| crate::event_types::seen_item(tenant, name, now))
+            .collect();
+        if items.is_empty() {
+            return Ok(());
         }
         self.table.put_all(items).await
     }

@@ -139,6 +139,10 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The envelope, when it is kept with the delivery instead of in the event store
+    /// (decision 0021); never shown as a delivery's field, only as its envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
 }
 
 impl Delivery {
@@ -164,7 +168,15 @@ impl Delivery {
             round: 0,
             created_at: now,
             updated_at: now,
+            envelope: None,
         }
+    }
+
+    /// The delivery `u` is the first record of (no record of it exists): created when its
+    /// opening says, else when `u` happened, and not yet changed by `u`.
+    pub fn opened_by(u: &DeliveryUpdate) -> Self {
+        let created_at = u.opening.as_ref().map_or(u.at, |o| o.created_at);
+        Self::pending_for(&u.delivery, created_at)
     }
 
     /// A new delivery for `key`, queued now.
@@ -192,6 +204,11 @@ impl Delivery {
     /// to `SUCCEEDED` whichever is stored last, and nothing from round 1 can overwrite
     /// round 2.
     pub fn apply(&mut self, u: &DeliveryUpdate) {
+        if self.envelope.is_none()
+            && let Some(envelope) = u.opening.as_ref().and_then(|o| o.envelope.as_ref())
+        {
+            self.envelope = Some(envelope.clone());
+        }
         if let Some(a) = &u.attempt {
             let mut a = a.clone();
             a.attempt = self.attempts.len() as u32 + 1;
@@ -233,6 +250,19 @@ pub struct DeliveryUpdate {
     pub round: u32,
     /// When this happened.
     pub at: DateTime<Utc>,
+    /// Set on the first record of a delivery ingest queued without recording it.
+    pub opening: Option<Opening>,
+}
+
+/// What the first record of a delivery carries when ingest queued the delivery without
+/// writing it down (decision 0021): with it, that record alone is the whole delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    /// When ingest queued it: the delivery's `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// The envelope, when it is kept with the delivery rather than in the event store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
 }
 
 impl DeliveryUpdate {
@@ -246,6 +276,7 @@ impl DeliveryUpdate {
             note: Some(reason),
             round,
             at,
+            opening: None,
         }
     }
 }
@@ -296,6 +327,7 @@ mod tests {
             note: None,
             round,
             at: now,
+            opening: None,
         }
     }
 

@@ -54,6 +54,21 @@ pub struct Task {
     /// read per event, not per hook, when one event fans out widely).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope: Option<Box<RawValue>>,
+    /// Set while nothing is recorded of the delivery: ingest queues a delivery without
+    /// writing it down, and the worker's first record of it makes it (decision 0021).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<Unrecorded>,
+}
+
+/// What the first record of a delivery ingest did not write down needs from its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrecorded {
+    /// When ingest queued it.
+    pub created_at: DateTime<Utc>,
+    /// The envelope is kept nowhere else (the event went to this hook alone), so the first
+    /// record keeps it with the delivery for Read, retry and replay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_envelope: bool,
 }
 
 /// The first format, `{"type": "delivery.v1", "delivery": …, "body": "<envelope>"}`: the
@@ -82,7 +97,33 @@ impl Task {
     /// A task that has made no attempt in `round`, carrying `body` when it is small.
     pub fn new(delivery: DeliveryKey, round: u32, body: &str) -> Self {
         let envelope = if body.len() <= INLINE_BODY_MAX { RawValue::from_string(body.to_owned()).ok() } else { None };
-        Self { format: TaskFormat::V2, delivery, round, attempt: 0, not_before: None, slot: false, envelope }
+        Self {
+            format: TaskFormat::V2,
+            delivery,
+            round,
+            attempt: 0,
+            not_before: None,
+            slot: false,
+            envelope,
+            unrecorded: None,
+        }
+    }
+
+    /// The same task, queued at `created_at` with nothing recorded of its delivery; the
+    /// envelope is to be kept with the delivery when `keep_envelope` (and it rides here).
+    pub fn unrecorded(mut self, created_at: DateTime<Utc>, keep_envelope: bool) -> Self {
+        let keep_envelope = keep_envelope && self.envelope.is_some();
+        self.unrecorded = Some(Unrecorded { created_at, keep_envelope });
+        self
+    }
+
+    /// What this task's next record carries to make the delivery, if nothing is recorded
+    /// of it yet.
+    pub fn opening(&self) -> Option<crate::delivery::Opening> {
+        self.unrecorded.map(|u| crate::delivery::Opening {
+            created_at: u.created_at,
+            envelope: if u.keep_envelope { self.envelope.as_ref().map(|e| e.get().to_owned()) } else { None },
+        })
     }
 
     /// Reads a message body: `None` when it is not a delivery task. A `delivery.v1`
@@ -100,6 +141,7 @@ impl Task {
             not_before: None,
             slot: false,
             envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
+            unrecorded: None,
         })
     }
 

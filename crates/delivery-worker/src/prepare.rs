@@ -74,7 +74,7 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str) -> Plan<'a> {
-    Plan::Done(Done::Requeue { message, task, lane, why })
+    Plan::Done(Done::Requeue { message, task: Box::new(task), lane, why })
 }
 
 fn deferred(mut task: Task, until: DateTime<Utc>) -> Task {
@@ -130,10 +130,14 @@ fn check<'a>(
 ) -> Result<Candidate<'a>, Box<Plan<'a>>> {
     let key = &task.delivery;
     let Some(hook) = hooks.get(&key.hook_id).filter(|h| h.tenant == key.tenant) else {
-        return Err(Box::new(Plan::Done(Done::Cancel { message, task, reason: Undeliverable::Deleted.to_string() })));
+        return Err(Box::new(Plan::Done(Done::Cancel {
+            message,
+            task: Box::new(task),
+            reason: Undeliverable::Deleted.to_string(),
+        })));
     };
     if let Err(why) = hook.deliverable() {
-        return Err(Box::new(Plan::Done(Done::Cancel { message, task, reason: why.to_string() })));
+        return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason: why.to_string() })));
     }
     let health = &hook.state.health;
     let lane = if w.local.is_slow(hook.id, now) { Lane::Slow } else { health.lane(now) };
@@ -327,7 +331,7 @@ async fn load<'a>(
         };
         let Some(opened) = opened else {
             let reason = "the hook's secrets cannot be opened".to_owned();
-            plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+            plans.push(Plan::Done(Done::Cancel { message: c.message, task: Box::new(c.task), reason }));
             continue;
         };
         let body: Option<Arc<str>> = match &c.task.envelope {
@@ -346,7 +350,7 @@ async fn load<'a>(
         };
         let Some(body) = body else {
             let reason = "event no longer kept".to_owned();
-            plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+            plans.push(Plan::Done(Done::Cancel { message: c.message, task: Box::new(c.task), reason }));
             continue;
         };
         // The hook's payload format: the envelope itself (shared by every hook of the
@@ -356,7 +360,7 @@ async fn load<'a>(
             Ok(std::borrow::Cow::Owned(own)) => own.into(),
             Err(e) => {
                 let reason = format!("the event cannot be sent as {}: {e}", c.hook.config.payload.as_str());
-                plans.push(Plan::Done(Done::Cancel { message: c.message, task: c.task, reason }));
+                plans.push(Plan::Done(Done::Cancel { message: c.message, task: Box::new(c.task), reason }));
                 continue;
             }
         };

@@ -37,9 +37,9 @@ pub(crate) enum Done<'a> {
     /// Not a delivery task: failed until the dead-letter queue takes it.
     Poison(&'a ReceivedMessage),
     /// Not sent, for good: recorded `CANCELLED`.
-    Cancel { message: &'a ReceivedMessage, task: Task, reason: String },
+    Cancel { message: &'a ReceivedMessage, task: Box<Task>, reason: String },
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
-    Requeue { message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str },
+    Requeue { message: &'a ReceivedMessage, task: Box<Task>, lane: Lane, why: &'static str },
     /// Sent.
     Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool },
 }
@@ -104,14 +104,23 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 let k = &task.delivery;
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
                 metrics.cancelled += 1;
-                updates.push(DeliveryUpdate::cancelled(k.clone(), task.round, reason.clone(), now));
+                let mut update = DeliveryUpdate::cancelled(k.clone(), task.round, reason.clone(), now);
+                update.opening = task.opening();
+                updates.push(update);
                 handled.push(message);
             }
             Done::Requeue { message, task, lane, why } => {
                 let k = &task.delivery;
                 tracing::debug!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, lane = ?lane, why, "delivery handed back");
                 metrics.deferred += 1;
-                follow_ups.entry(*lane).or_default().push(FollowUp { replaces: message, message: task.message(now) });
+                if let Some(update) = waiting(task, now) {
+                    // Read shows it while it waits; its later records need no opening.
+                    updates.push(update);
+                }
+                follow_ups
+                    .entry(*lane)
+                    .or_default()
+                    .push(FollowUp { replaces: message, message: recorded(task).message(now) });
             }
             Done::Attempted { ready, report, abandoned, slow } => {
                 let (update, follow_up) = attempted(w, ready, report, *abandoned, now, &mut events, &mut metrics);
@@ -192,6 +201,27 @@ fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
     }
 }
 
+/// The `PENDING` record that makes a delivery nothing was recorded of yet, when its first
+/// handling hands it back to wait (a rate-limit slot, an open circuit, the in-flight cap).
+fn waiting(task: &Task, now: DateTime<Utc>) -> Option<DeliveryUpdate> {
+    let opening = task.opening()?;
+    Some(DeliveryUpdate {
+        delivery: task.delivery.clone(),
+        attempt: None,
+        status: DeliveryStatus::Pending,
+        next_attempt_at: task.not_before.or(Some(now)),
+        note: None,
+        round: task.round,
+        at: now,
+        opening: Some(opening),
+    })
+}
+
+/// `task` carried on after this group's records: they made its delivery, if it was not.
+fn recorded(task: &Task) -> Task {
+    Task { unrecorded: None, ..task.clone() }
+}
+
 /// The record of one attempt and the message that carries the delivery on, if any.
 fn attempted(
     w: &Worker,
@@ -214,7 +244,7 @@ fn attempted(
             "no answer within the fast lane's {} ms; sent again at once on the slow lane",
             w.settings.patience.as_millis()
         ));
-        let mut next = task.clone();
+        let mut next = recorded(task);
         next.not_before = None;
         next.slot = false;
         (DeliveryStatus::Retrying, Some(now), Some((Lane::Slow, next.message(now))))
@@ -228,7 +258,7 @@ fn attempted(
             Decision::RetryIn(delay) => {
                 metrics.retried += 1;
                 let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                let mut next = task.clone();
+                let mut next = recorded(task);
                 next.attempt = number;
                 next.not_before = Some(at);
                 next.slot = false;
@@ -276,6 +306,7 @@ fn attempted(
         note: None,
         round: task.round,
         at: now,
+        opening: task.opening(),
     };
     (update, follow_up)
 }

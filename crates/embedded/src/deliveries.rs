@@ -71,19 +71,20 @@ impl DeliveryStore for SqliteDeliveryStore {
                     let k = &u.delivery;
                     let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
                     let existing: Option<String> = tx
-                        .query_row("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2", [&h, &id], |r| r.get(0))
-                        .optional()
+                        .prepare_cached("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2")
+                        .and_then(|mut stmt| stmt.query_row([&h, &id], |r| r.get(0)).optional())
                         .map_err(sql("deliveries.record"))?;
                     let mut d = match existing {
                         Some(doc) => from_doc(&doc)?,
-                        None => Delivery::pending_for(k, u.at),
+                        None => Delivery::opened_by(u),
                     };
                     d.apply(u);
-                    tx.execute(
+                    let doc = to_doc(&d)?;
+                    tx.prepare_cached(
                         "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT(hook_id, id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
-                        params![h, id, to_doc(&d)?, expiry(&d)],
                     )
+                    .and_then(|mut stmt| stmt.execute(params![h, id, doc, expiry(&d)]))
                     .map_err(sql("deliveries.record"))?;
                 }
                 tx.commit().map_err(sql("deliveries.record"))

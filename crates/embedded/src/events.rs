@@ -1,4 +1,5 @@
-//! Envelopes kept for replay and delivery detail.
+//! Envelopes kept in the event store (large ones, and ones several hooks share), and the
+//! event types seen.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,6 +12,10 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
+
+/// Records an event type as seen at a time.
+const SEEN_UPSERT: &str = "INSERT INTO seen_types (tenant, name, last_seen) VALUES (?1, ?2, ?3)
+     ON CONFLICT(tenant, name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)";
 
 pub(crate) struct SqliteEventStore {
     db: Db,
@@ -45,17 +50,33 @@ impl EventStore for SqliteEventStore {
                     for (id, doc) in &rows {
                         stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
                     }
-                    let mut seen_stmt = tx
-                        .prepare_cached(
-                            "INSERT INTO seen_types (tenant, name, last_seen) VALUES (?1, ?2, ?3)
-                             ON CONFLICT(tenant, name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                        )
-                        .map_err(sql("events.put"))?;
+                    let mut seen_stmt = tx.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
                     for name in &seen {
                         seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
                     }
                 }
                 tx.commit().map_err(sql("events.put"))
+            })
+            .await
+    }
+
+    async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
+        let now = Utc::now();
+        let seen = self.seen.due(tenant.as_str(), types.iter().copied(), now);
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let (tenant, at) = (tenant.to_string(), now.timestamp_millis());
+        self.db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("events.seen"))?;
+                {
+                    let mut stmt = tx.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
+                    for name in &seen {
+                        stmt.execute(params![tenant, name, at]).map_err(sql("events.seen"))?;
+                    }
+                }
+                tx.commit().map_err(sql("events.seen"))
             })
             .await
     }

@@ -1,8 +1,12 @@
 //! The ingest stage. For each event from the ingest queue: find the tenant's hooks that
-//! want it, record one delivery per hook, keep the envelope for replay, and enqueue the
-//! deliveries that may be sent, each on its hook's lane. Hooks that may not receive it
-//! now (disabled, inactive, unverified) get a `CANCELLED` delivery with the reason, so a
-//! replay after re-enabling recovers it.
+//! want it and enqueue one delivery per hook that may be sent, each on its hook's lane.
+//! Hooks that may not receive it now (disabled, inactive, unverified) get a `CANCELLED`
+//! delivery with the reason, so a replay after re-enabling recovers it.
+//!
+//! A delivery it enqueues is not written down here: the worker's first record of it
+//! makes it, and keeps the envelope with it when the event went to that hook alone, so a
+//! delivery sent once costs one write (decision 0021). Envelopes several hooks share, and
+//! ones too large to ride in a message, are kept once in the event store instead.
 //!
 //! Idempotent per event: delivery ids are derived from the event and the hook, so a
 //! redelivered ingest message, or the same event delivered twice by the bus, records the
@@ -22,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryUpdate};
+use hookbridge_core::delivery::{DeliveryKey, DeliveryUpdate, Opening};
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
-use hookbridge_core::message::Task;
+use hookbridge_core::message::{INLINE_BODY_MAX, Task};
 use hookbridge_core::ports::{
     Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, ReplayStore, Resource,
 };
@@ -190,7 +194,6 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
 /// Deliveries on their way to the store and the lanes, written a chunk at a time.
 #[derive(Default)]
 struct Chunk {
-    pending: Vec<Delivery>,
     cancelled: Vec<DeliveryUpdate>,
     fast: Vec<hookbridge_core::ports::OutgoingMessage>,
     slow: Vec<hookbridge_core::ports::OutgoingMessage>,
@@ -199,10 +202,11 @@ struct Chunk {
 }
 
 impl Chunk {
+    fn len(&self) -> usize {
+        self.cancelled.len() + self.fast.len() + self.slow.len()
+    }
+
     async fn flush(&mut self, p: &IngestPorts) -> hookbridge_core::Result<()> {
-        if !self.pending.is_empty() {
-            p.deliveries.insert(&self.pending).await?;
-        }
         if !self.cancelled.is_empty() {
             p.deliveries.record(&self.cancelled).await?;
         }
@@ -214,7 +218,6 @@ impl Chunk {
         }
         self.sent += self.fast.len() + self.slow.len();
         self.cancelled_total += self.cancelled.len();
-        self.pending.clear();
         self.cancelled.clear();
         self.fast.clear();
         self.slow.clear();
@@ -222,19 +225,40 @@ impl Chunk {
     }
 }
 
+/// Whether an event's envelope is kept in the event store rather than with its delivery:
+/// when several hooks share it (one copy, not one per delivery), or when it is too large
+/// to ride in the delivery's message (the worker reads it from the store).
+fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
+    hooks > 1 || envelope_len > INLINE_BODY_MAX
+}
+
 async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
     let p = &deps.ports;
     let hooks = p.hooks.list_all(tenant).await?;
     let now = Utc::now();
-    let envelopes: Vec<Envelope> = events.iter().map(|e| e.envelope.clone()).collect();
+    let routed: Vec<(&Parsed<'_>, String, Vec<&Hook>)> = events
+        .iter()
+        .map(|e| {
+            let wanted = hooks.iter().filter(|h| h.config.wants(&e.envelope.detail_type, e.site.as_deref())).collect();
+            (e, e.envelope.to_body(), wanted)
+        })
+        .collect();
     let retention = chrono::Duration::from_std(deps.settings.event_retention).unwrap_or(chrono::Duration::days(14));
     // Kept before any delivery is enqueued: a worker reading a large envelope finds it.
-    p.events.put(tenant, &envelopes, now + retention).await?;
+    let apart: Vec<Envelope> = routed
+        .iter()
+        .filter(|(_, body, wanted)| kept_apart(body.len(), wanted.len()))
+        .map(|(e, _, _)| e.envelope.clone())
+        .collect();
+    if !apart.is_empty() {
+        p.events.put(tenant, &apart, now + retention).await?;
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.envelope.detail_type.as_str()).collect();
+    p.events.record_seen(tenant, &types).await?;
     let mut chunk = Chunk::default();
-    for e in events {
-        let body = e.envelope.to_body();
+    for (e, body, wanted) in &routed {
         let at = dated(&e.envelope, e.message.sent_at, now);
-        let wanted = hooks.iter().filter(|h| h.config.wants(&e.envelope.detail_type, e.site.as_deref()));
+        let with_delivery = !kept_apart(body.len(), wanted.len());
         for hook in wanted {
             let key = DeliveryKey {
                 tenant: tenant.clone(),
@@ -243,18 +267,22 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
                 event_id: e.envelope.id.clone(),
                 event_type: e.envelope.detail_type.clone(),
             };
-            chunk.pending.push(Delivery::pending_for(&key, now));
             match deliverable(hook) {
                 Ok(()) => {
-                    let message = Task::new(key, 0, &body).message(now);
+                    // Nothing is written for it here: the worker's first record makes it.
+                    let message = Task::new(key, 0, body).unrecorded(now, with_delivery).message(now);
                     match hook.state.health.lane(now) {
                         Lane::Fast => chunk.fast.push(message),
                         Lane::Slow => chunk.slow.push(message),
                     }
                 }
-                Err(reason) => chunk.cancelled.push(DeliveryUpdate::cancelled(key, 0, reason, now)),
+                Err(reason) => {
+                    let mut update = DeliveryUpdate::cancelled(key, 0, reason, now);
+                    update.opening = Some(Opening { created_at: now, envelope: with_delivery.then(|| body.clone()) });
+                    chunk.cancelled.push(update);
+                }
             }
-            if chunk.pending.len() >= CHUNK {
+            if chunk.len() >= CHUNK {
                 chunk.flush(p).await?;
             }
         }

@@ -44,7 +44,9 @@ pub async fn resend(
     note: &str,
 ) -> Result<Resent> {
     let now = Utc::now();
-    let mut wanted: Vec<EventId> = deliveries.iter().map(|d| d.event_id.clone()).collect();
+    // Most deliveries keep their envelope; the rest are read from the event store.
+    let mut wanted: Vec<EventId> =
+        deliveries.iter().filter(|d| d.envelope.is_none()).map(|d| d.event_id.clone()).collect();
     wanted.sort();
     wanted.dedup();
     let tenant = &hook.tenant;
@@ -60,7 +62,11 @@ pub async fn resend(
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
     for d in deliveries {
-        let Some(Some(body)) = bodies.get(&d.event_id) else { continue };
+        let body = match (&d.envelope, bodies.get(&d.event_id)) {
+            (Some(kept), _) => kept,
+            (None, Some(Some(read))) => read,
+            (None, _) => continue,
+        };
         let key = DeliveryKey {
             tenant: hook.tenant.clone(),
             hook_id: hook.id,
@@ -77,6 +83,7 @@ pub async fn resend(
             note: Some(note.to_owned()),
             round,
             at: now,
+            opening: None,
         });
         tasks.push(Task::new(key, round, body).message(now));
     }

@@ -49,7 +49,7 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
     let claims = Claims {
         sub: "crash".into(),
         tenant: "acme".into(),
-        scope: "hooks:write events:publish".into(),
+        scope: "hooks:read hooks:write events:publish".into(),
         exp: u64::MAX / 2,
     };
     let token = mint_token(&JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), &claims).unwrap();
@@ -61,6 +61,7 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
         .await
         .unwrap();
     assert_eq!(hook.status(), 201);
+    let hook_id = hook.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let mut published = BTreeSet::new();
     for call in 0..events / 10 {
         let batch: Vec<_> = (0..10)
@@ -92,6 +93,29 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every delivery is written down once it is answered, the ones the kill interrupted
+    // included (ingest writes none; each is made by the worker's record of its attempt).
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    while tokio::time::Instant::now() < deadline {
+        statuses.clear();
+        let page: serde_json::Value = http
+            .get(format!("{base}/v1/hooks/{hook_id}/events?limit=500"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for d in page["deliveries"].as_array().unwrap() {
+            *statuses.entry(d["status"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        if statuses.get("SUCCEEDED") == Some(&events) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(statuses, BTreeMap::from([("SUCCEEDED".to_owned(), events)]), "every delivery recorded, once");
     serve.kill().unwrap();
     serve.wait().unwrap();
     // The receiver holds every request 150 ms and the kill came right after the first

@@ -83,11 +83,10 @@ pub async fn get(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
     let (_, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
-    let envelope = api
-        .ports()
-        .events
-        .get(&caller.tenant, &delivery.event_id)
-        .await?
-        .and_then(|e| serde_json::value::RawValue::from_string(e.to_body()).ok());
+    let body = match &delivery.envelope {
+        Some(kept) => Some(kept.clone()),
+        None => api.ports().events.get(&caller.tenant, &delivery.event_id).await?.map(|e| e.to_body()),
+    };
+    let envelope = body.and_then(|b| serde_json::value::RawValue::from_string(b).ok());
     Ok(Json(DeliveryDetailOut { delivery: (&delivery).into(), envelope, attempt_log: delivery.attempts.clone() }))
 }

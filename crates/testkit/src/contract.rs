@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::Error;
-use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass};
+use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass, Opening};
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SecretsOwner, ValidationContext};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
@@ -43,6 +43,7 @@ macro_rules! contract_tests {
             deliveries_insert_record_and_get,
             deliveries_list_a_time_window_newest_first_with_pagination,
             deliveries_record_recreates_a_missing_delivery,
+            deliveries_an_opening_record_is_the_whole_delivery,
             events_put_get_and_isolation,
             idempotency_claims_completes_and_releases,
             hooks_create_stops_at_the_tenant_quota,
@@ -498,6 +499,7 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
             note: None,
             round: 0,
             at: Utc::now(),
+            opening: None,
         }])
         .await
         .expect("record 1");
@@ -510,6 +512,7 @@ pub async fn deliveries_insert_record_and_get(h: &dyn Harness) {
             note: None,
             round: 0,
             at: Utc::now(),
+            opening: None,
         }])
         .await
         .expect("record 2");
@@ -609,6 +612,7 @@ pub async fn deliveries_record_recreates_a_missing_delivery(h: &dyn Harness) {
             note: None,
             round: 0,
             at: Utc::now(),
+            opening: None,
         }])
         .await
         .expect("record");
@@ -616,6 +620,56 @@ pub async fn deliveries_record_recreates_a_missing_delivery(h: &dyn Harness) {
     assert_eq!(got.status, DeliveryStatus::Succeeded);
     assert_eq!(got.event_id, k.event_id);
     assert_eq!(got.attempts.len(), 1);
+}
+
+/// The first record of a delivery ingest queued without writing down (decision 0021)
+/// makes the whole delivery: dated when ingest queued it, with its envelope, and later
+/// records change its status without losing either.
+pub async fn deliveries_an_opening_record_is_the_whole_delivery(h: &dyn Harness) {
+    let t = tenant(&h.unique("tenant"));
+    let hook = HookId::generate();
+    let k = key(&t, hook, DeliveryId::generate());
+    let store = &h.backend().deliveries;
+    let queued = Utc::now() - chrono::Duration::seconds(30);
+    let envelope = format!(r#"{{"version":"0","id":"{}","detail":{{"tenant":"{t}"}}}}"#, k.event_id);
+    let record = |status, code: Option<u16>, opening: Option<Opening>| DeliveryUpdate {
+        delivery: k.clone(),
+        attempt: code.map(attempt),
+        status,
+        next_attempt_at: None,
+        note: None,
+        round: 0,
+        at: Utc::now(),
+        opening,
+    };
+    let opening = Opening { created_at: queued, envelope: Some(envelope.clone()) };
+    store.record(&[record(DeliveryStatus::Retrying, Some(503), Some(opening.clone()))]).await.expect("first record");
+    let got = store.get(hook, k.delivery_id).await.expect("get").expect("opened");
+    assert_eq!(got.status, DeliveryStatus::Retrying);
+    assert_eq!(got.created_at.timestamp_millis(), queued.timestamp_millis(), "dated when ingest queued it");
+    assert_eq!(got.envelope.as_deref(), Some(envelope.as_str()));
+    assert_eq!(got.attempts.len(), 1);
+
+    // The retry's record carries no opening; the same opening again (a redelivered first
+    // message) adds its attempt and changes nothing else.
+    store.record(&[record(DeliveryStatus::Retrying, Some(503), Some(opening))]).await.expect("again");
+    store.record(&[record(DeliveryStatus::Succeeded, Some(200), None)]).await.expect("retry");
+    let got = store.get(hook, k.delivery_id).await.expect("get").expect("present");
+    assert_eq!(got.status, DeliveryStatus::Succeeded);
+    assert_eq!(got.attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(), [Some(503), Some(503), Some(200)]);
+    assert_eq!(got.created_at.timestamp_millis(), queued.timestamp_millis());
+    assert_eq!(got.envelope.as_deref(), Some(envelope.as_str()), "kept through later records");
+    let listed = store
+        .list(
+            hook,
+            Window { since: queued - chrono::Duration::minutes(1), until: Utc::now() },
+            Order::NewestFirst,
+            10,
+            None,
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.items, vec![got], "a listing folds it the same way");
 }
 
 /// Envelopes read back byte for byte, only for their tenant, and not after they expire.
@@ -710,6 +764,7 @@ pub async fn deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome(h: 
         note: None,
         round,
         at: Utc::now(),
+        opening: None,
     };
     store.record(&[update(DeliveryStatus::Failed, 0, Some(400))]).await.expect("round 0 fails");
     // The worker's outcome of round 1 lands first, the API's PENDING for round 1 after it.

@@ -162,6 +162,10 @@ pub trait EventStore: Send + Sync {
 
     /// One envelope; `None` if absent, expired or another tenant's.
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>>;
+
+    /// Records event types of a tenant's events as seen without keeping their envelopes
+    /// (ingest keeps most envelopes with their deliveries); a write only when one is due.
+    async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()>;
 }
 
 /// The answer stored for an idempotency key.

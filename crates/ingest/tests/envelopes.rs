@@ -1,0 +1,105 @@
+//! Where ingest keeps an event's envelope (decision 0021), on both backends: with the
+//! delivery when the event goes to one hook, so its first record is the only write; once
+//! in the event store when hooks share it or it is too large to ride in a message.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_core::message::{INLINE_BODY_MAX, Task};
+use hookbridge_core::ports::{Order, Receipt, ReceivedMessage, Window};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
+use ingest::{Ingest, IngestPorts, IngestSettings};
+
+fn event(tenant: &str, id: &str, detail_type: &str, pad: usize) -> ReceivedMessage {
+    let time = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        r#"{{"version":"0","id":"{id}","detail-type":"{detail_type}","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}","pad":"{}"}}}}"#,
+        "x".repeat(pad)
+    );
+    ReceivedMessage {
+        id: format!("m-{id}"),
+        body,
+        receipt: Receipt(format!("r-{id}")),
+        receive_count: 1,
+        sent_at: Utc::now(),
+    }
+}
+
+async fn tasks(h: &dyn Harness, n: usize) -> Vec<Task> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        for m in h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap() {
+            got.push(Task::parse(&m.body, m.receive_count).unwrap());
+        }
+        if got.len() >= n {
+            break;
+        }
+    }
+    got
+}
+
+async fn envelopes_are_kept_once(h: &dyn Harness) {
+    let tenant = h.unique("tenant");
+    let (mut one, _) = make_hook(h, &tenant, "logins").await;
+    one.config.event_types = vec!["user.login".parse().unwrap()];
+    let (mut two, _) = make_hook(h, &tenant, "everything").await;
+    two.config.event_types = vec!["*".parse().unwrap()];
+    for hook in [&one, &two] {
+        h.backend().hooks.create(hook, 1000).await.unwrap();
+    }
+    let deps = Ingest {
+        ports: IngestPorts::of(h.backend()),
+        settings: IngestSettings {
+            account: "1".into(),
+            region: "r".into(),
+            event_retention: Duration::from_secs(3600),
+        },
+    };
+    let alone = event(&tenant, "00000000-0000-4000-8000-0000000000a1", "user.created", 10);
+    let shared = event(&tenant, "00000000-0000-4000-8000-0000000000a2", "user.login", 10);
+    let large = event(&tenant, "00000000-0000-4000-8000-0000000000a3", "user.created", INLINE_BODY_MAX);
+    assert!(ingest::handle(&deps, &[alone, shared, large]).await.failed.is_empty());
+
+    let events = &h.backend().events;
+    let t: hookbridge_core::ids::TenantId = tenant.parse().unwrap();
+    let t = &t;
+    let kept = |id: &'static str| async move { events.get(t, &id.parse().unwrap()).await.unwrap().is_some() };
+    assert!(!kept("00000000-0000-4000-8000-0000000000a1").await, "one hook: kept with its delivery instead");
+    assert!(kept("00000000-0000-4000-8000-0000000000a2").await, "two hooks share it: kept once, apart");
+    assert!(kept("00000000-0000-4000-8000-0000000000a3").await, "too large to ride in the message: kept apart");
+
+    let mut got = tasks(h, 4).await;
+    got.sort_by_key(|t| t.delivery.event_id.to_string());
+    let summary: Vec<(String, bool, bool)> = got
+        .iter()
+        .map(|t| {
+            let opening = t.opening().expect("every delivery queued unrecorded");
+            (t.delivery.event_id.to_string(), opening.envelope.is_some(), t.envelope.is_some())
+        })
+        .collect();
+    let a = |n: &str| format!("00000000-0000-4000-8000-0000000000{n}");
+    assert_eq!(
+        summary,
+        [(a("a1"), true, true), (a("a2"), false, true), (a("a2"), false, true), (a("a3"), false, false)],
+        "(event, envelope kept with the delivery, envelope in the message)"
+    );
+    let window =
+        Window { since: Utc::now() - chrono::Duration::hours(1), until: Utc::now() + chrono::Duration::hours(1) };
+    for hook in [&one, &two] {
+        let page = h.backend().deliveries.list(hook.id, window, Order::NewestFirst, 10, None).await.unwrap();
+        assert!(page.items.is_empty(), "nothing written per delivery before the worker's first record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_are_kept_once_embedded() {
+    envelopes_are_kept_once(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_are_kept_once_aws() {
+    envelopes_are_kept_once(&AwsHarness::start().await).await;
+}
