@@ -26,15 +26,15 @@ impl RateLimiter for SqliteRateLimiter {
             .write(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("rates.update"))?;
                 let seen: Option<i64> = tx
-                    .query_row("SELECT next_us FROM rates WHERE key = ?1", [&key], |r| r.get(0))
-                    .optional()
+                    .prepare_cached("SELECT next_us FROM rates WHERE key = ?1")
+                    .and_then(|mut stmt| stmt.query_row([&key], |r| r.get(0)).optional())
                     .map_err(sql("rates.update"))?;
                 if let Some(n) = step(seen) {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO rates (key, next_us) VALUES (?1, ?2)
                          ON CONFLICT(key) DO UPDATE SET next_us = excluded.next_us",
-                        params![key, n],
                     )
+                    .and_then(|mut stmt| stmt.execute(params![key, n]))
                     .map_err(sql("rates.update"))?;
                 }
                 tx.commit().map_err(sql("rates.update"))?;

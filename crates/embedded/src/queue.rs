@@ -211,12 +211,15 @@ struct Settings {
 }
 
 fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
-    c.query_row("SELECT visibility_ms, max_receive, dlq FROM queues WHERE name = ?1", [queue], |r| {
-        Ok(Settings { visibility_ms: r.get(0)?, max_receive: r.get(1)?, dlq: r.get(2)? })
-    })
-    .optional()
-    .map_err(sql("queues.get"))?
-    .ok_or_else(|| Error::backend("queues.get", format!("queue {queue} does not exist; run `hookbridge init`")))
+    c.prepare_cached("SELECT visibility_ms, max_receive, dlq FROM queues WHERE name = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([queue], |r| {
+                Ok(Settings { visibility_ms: r.get(0)?, max_receive: r.get(1)?, dlq: r.get(2)? })
+            })
+        })
+        .optional()
+        .map_err(sql("queues.get"))?
+        .ok_or_else(|| Error::backend("queues.get", format!("queue {queue} does not exist; run `hookbridge init`")))
 }
 
 /// Hands out up to `max` visible messages, moving those received too often to the DLQ.
@@ -238,22 +241,22 @@ fn take(
             match &s.dlq {
                 // As on SQS: received maxReceiveCount times, the next receive moves it.
                 Some(dlq) if s.max_receive > 0 && count >= s.max_receive => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL
                          WHERE seq = ?3",
-                        params![dlq, now, seq],
                     )
+                    .and_then(|mut stmt| stmt.execute(params![dlq, now, seq]))
                     .map_err(sql("messages.dead_letter"))?;
                     dead += 1;
                 }
                 _ => {
                     let receipt = format!("{seq}.{}", ulid::Ulid::new());
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2,
                              received_at = ?4
                          WHERE seq = ?3",
-                        params![now + s.visibility_ms, receipt, seq, now],
                     )
+                    .and_then(|mut stmt| stmt.execute(params![now + s.visibility_ms, receipt, seq, now]))
                     .map_err(sql("messages.receive"))?;
                     out.push(ReceivedMessage {
                         id,
@@ -267,7 +270,8 @@ fn take(
         }
     }
     let next = if out.is_empty() {
-        tx.query_row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1", [queue], |r| r.get::<_, Option<i64>>(0))
+        tx.prepare_cached("SELECT MIN(visible_at) FROM messages WHERE queue = ?1")
+            .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, Option<i64>>(0)))
             .map_err(sql("messages.receive"))?
     } else {
         None
