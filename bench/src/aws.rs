@@ -15,6 +15,11 @@ pub struct Figures {
     pub with_retry: BTreeMap<String, f64>,
     /// The stages' CPU per delivery (publish, ingest, worker; the emulator excluded), in µs.
     pub stage_cpu_us: f64,
+    /// DynamoDB write units of the items stored under the hook's deliveries, per delivery
+    /// of the happy path (each item's size rounded up to whole KiB).
+    pub delivery_write_units: f64,
+    /// The largest such item, in bytes.
+    pub largest_item: usize,
 }
 
 fn per_delivery(rounds: &[Counts], deliveries: f64) -> BTreeMap<String, f64> {
@@ -48,6 +53,11 @@ pub async fn run(rounds: usize) -> anyhow::Result<Figures> {
         cpu += r.stage_cpu;
         happy.push(merge(&r));
     }
+    // Sized before any retry adds its items: the warm round's deliveries and the rounds'.
+    let sizes = rig.delivery_items().await;
+    let units: usize = sizes.iter().map(|b| b.div_ceil(1024)).sum();
+    let delivery_write_units = units as f64 / ((rounds + 1) * 10) as f64;
+    let largest_item = sizes.iter().copied().max().unwrap_or(0);
     let mut retried = Vec::new();
     for _ in 0..rounds.min(3) {
         retried.push(merge(&rig.round(true).await));
@@ -57,6 +67,8 @@ pub async fn run(rounds: usize) -> anyhow::Result<Figures> {
         happy: per_delivery(&happy, n),
         with_retry: per_delivery(&retried, (rounds.min(3) * 10) as f64),
         stage_cpu_us: cpu.as_secs_f64() * 1e6 / n,
+        delivery_write_units,
+        largest_item,
     })
 }
 
@@ -89,21 +101,54 @@ pub struct CostLine {
     pub unit_price: f64,
 }
 
-/// The cost of a million deliveries of small events (≤ 1 KiB), published ten per API call,
-/// one matching hook each, at the template's 256 MB.
-pub fn cost_model(f: &Figures) -> Vec<CostLine> {
+/// How events reach the platform, for the cost model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishing {
+    /// `POST /v1/events` with ten events per call (what the rig measures).
+    TenPerCall,
+    /// `POST /v1/events` with one event per call.
+    OnePerCall,
+    /// A producer on AWS puts them on the bus itself.
+    ProducerOnTheBus,
+}
+
+impl Publishing {
+    /// How it reads in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::TenPerCall => "through the API, ten events per call",
+            Self::OnePerCall => "through the API, one event per call",
+            Self::ProducerOnTheBus => "put on the bus by a producer on AWS",
+        }
+    }
+}
+
+/// The cost of a million deliveries of small events (an item per delivery within one write
+/// unit: a `detail` of up to about 200 bytes), one matching hook each, published as
+/// `how`, at the template's 256 MB. Counts come from the measured happy path (ten events
+/// per API call); the other two shapes change only what publishing costs.
+pub fn cost_model(f: &Figures, how: Publishing) -> Vec<CostLine> {
     let op = |name: &str| f.happy.get(name).copied().unwrap_or(0.0);
-    // Ten events per PutEvents request, when the API publishes through the bus.
-    let bus_events = op("EventBridge.PutEvents") * 10.0;
-    let ddb_writes_items = 3.0; // per delivery: the envelope, the delivery, the attempt (≤ 1 KiB each)
-    let invocations = 0.3; // API, ingest and worker, ten deliveries per invocation
+    // Per delivery: API calls (one HTTP request, one API invocation, one send to the ingest
+    // queue each), and events the bus carries (each also a SendMessage to the ingest queue).
+    let (calls, bus_events) = match how {
+        Publishing::TenPerCall => (0.1, op("EventBridge.PutEvents") * 10.0),
+        Publishing::OnePerCall => (1.0, 0.0),
+        Publishing::ProducerOnTheBus => (0.0, 1.0),
+    };
+    let invocations = calls + 0.2; // API; ingest and worker, ten deliveries per invocation
     // Billed duration per invocation: measured CPU, plus a generous allowance for waiting on
     // AWS (three sequential calls of ~10 ms) and on a receiver answering within ~50 ms.
     let seconds_per_invocation = f.stage_cpu_us * 10.0 / 3.0 / 1e6 + 0.080;
+    // The API's sends to the ingest queue were measured at ten events per call.
+    let ingest_sends = calls;
+    let other_sends = op("SQS.SendMessageBatch") - 0.1 + op("SQS.ChangeMessageVisibility");
+    // Item writes, plus the single-item writes (the publish rate's lease, hook health).
+    let write_units = f.delivery_write_units + op("DynamoDB.UpdateItem") + op("DynamoDB.PutItem");
     vec![
         CostLine {
-            item: "HTTP API requests (1 per 10 events)".into(),
-            per_delivery: 0.1,
+            item: format!("HTTP API requests ({calls} per delivery)"),
+            per_delivery: calls,
             unit_price: price::HTTP_API_REQUEST,
         },
         CostLine {
@@ -112,24 +157,28 @@ pub fn cost_model(f: &Figures) -> Vec<CostLine> {
             unit_price: price::LAMBDA_REQUEST,
         },
         CostLine {
-            item: format!("Lambda GB-s (0.25 GB × {seconds_per_invocation:.3} s × {invocations} invocations)"),
+            item: format!("Lambda GB-s (0.25 GB × {seconds_per_invocation:.3} s × {invocations:.1} invocations)"),
             per_delivery: 0.25 * seconds_per_invocation * invocations,
             unit_price: price::LAMBDA_GB_SECOND_ARM,
         },
         CostLine {
-            item: "EventBridge events (none: the API puts events on the ingest queue)".into(),
+            item: "EventBridge events (the API puts its events on the ingest queue)".into(),
             per_delivery: bus_events,
             unit_price: price::EVENTBRIDGE_EVENT,
         },
         CostLine {
-            item: "SQS requests (our sends, event-source receives and deletes 0.4)".into(),
+            item: "SQS requests (sends; event-source receives and deletes 0.4)".into(),
             // Each event the bus hands to the ingest queue is one SendMessage.
-            per_delivery: bus_events + op("SQS.SendMessageBatch") + op("SQS.ChangeMessageVisibility") + 0.4,
+            per_delivery: bus_events + ingest_sends + other_sends + 0.4,
             unit_price: price::SQS_REQUEST,
         },
         CostLine {
-            item: "DynamoDB write units (envelope, delivery, attempt)".into(),
-            per_delivery: ddb_writes_items,
+            item: format!(
+                "DynamoDB write units (the delivery's one item, {:.2}; rate lease and health {:.2})",
+                f.delivery_write_units,
+                write_units - f.delivery_write_units
+            ),
+            per_delivery: write_units,
             unit_price: price::DDB_WRITE_UNIT,
         },
         CostLine {
@@ -140,12 +189,7 @@ pub fn cost_model(f: &Figures) -> Vec<CostLine> {
     ]
 }
 
-/// The same million deliveries when a producer on AWS puts its events on the bus itself:
-/// no HTTP API request, API invocation or API send to the ingest queue (one of each per
-/// ten events), but an EventBridge event and the bus's SendMessage to the ingest queue per
-/// event.
-pub fn cost_via_bus(f: &Figures) -> f64 {
-    let total: f64 = cost_model(f).iter().map(|l| l.per_delivery * l.unit_price).sum();
-    let api = 0.1 * (price::HTTP_API_REQUEST + price::LAMBDA_REQUEST + price::SQS_REQUEST);
-    (total - api + price::EVENTBRIDGE_EVENT + price::SQS_REQUEST) * 1e6
+/// The total of [`cost_model`], per million deliveries.
+pub fn cost_per_million(f: &Figures, how: Publishing) -> f64 {
+    cost_model(f, how).iter().map(|l| l.per_delivery * l.unit_price).sum::<f64>() * 1e6
 }

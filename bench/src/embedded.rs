@@ -54,6 +54,9 @@ pub struct Figures {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub latency_events: usize,
+    /// Publish → receive latencies at 200 and 1,000 events a second, sorted (ms).
+    pub latency_200: Vec<f64>,
+    pub latency_1000: Vec<f64>,
     pub cpu_us_per_delivery: f64,
     pub peak_rss_mb: f64,
     pub deliveries_measured: u64,
@@ -212,7 +215,9 @@ impl Rig {
     /// Publishes one event at a time at `rate` per second for `seconds`; returns the
     /// publish-to-receive latencies in milliseconds, sorted.
     pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
-        let tenant = "latency";
+        // A tenant of its own per run: one hook, so one delivery per event.
+        let tenant = format!("latency-{rate}");
+        let tenant = tenant.as_str();
         self.create_hooks(tenant, 1).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.reset().await?;
@@ -310,6 +315,7 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
     let (sat1, cpu1, d1) = rig.saturation(1, n).await?;
     let (sat10, cpu10, d10) = rig.saturation(10, n / 10).await?;
     let lat = rig.latency(200, if quick { 3 } else { 10 }).await?;
+    let lat_1000 = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
     let cpu = (cpu1 * d1 as f64 + cpu10 * d10 as f64) / (d1 + d10) as f64;
     Ok(Figures {
         saturation_1: sat1,
@@ -317,7 +323,9 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
         p50_ms: quantile(&lat, 0.50),
         p95_ms: quantile(&lat, 0.95),
         p99_ms: quantile(&lat, 0.99),
-        latency_events: lat.len(),
+        latency_200: lat.clone(),
+        latency_events: lat.len() + lat_1000.len(),
+        latency_1000: lat_1000,
         cpu_us_per_delivery: cpu,
         peak_rss_mb: rig.peak_rss_mb()?,
         deliveries_measured: d1 + d10,

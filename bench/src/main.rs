@@ -5,6 +5,7 @@ mod embedded;
 mod fanout;
 mod floor;
 mod noisy;
+mod plot;
 mod receiver;
 mod replay;
 mod report;

@@ -79,8 +79,16 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "| deliveries/s at saturation, 10 hooks | {:.0} | | |", e.saturation_10);
         let _ = writeln!(
             s,
-            "| publish → receive at 200 events/s, p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | p99 ≤ 20 ms | 2.4 / – / 6.0 ms |",
+            "| publish → receive at 200 events/s, p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | p99 ≤ 3 ms | 2.4 / – / 6.0 ms |",
             e.p50_ms, e.p95_ms, e.p99_ms
+        );
+        let q = |p| embedded::quantile(&e.latency_1000, p);
+        let _ = writeln!(
+            s,
+            "| publish → receive at 1,000 events/s, p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | | |",
+            q(0.50),
+            q(0.95),
+            q(0.99)
         );
         let _ = writeln!(
             s,
@@ -100,6 +108,7 @@ pub fn render(r: &Results) -> String {
             "{} deliveries in the saturation runs; {} latency samples. Svix: {SVIX}.\n",
             e.deliveries_measured, e.latency_events
         );
+        let _ = writeln!(s, "![Publish → receive latency, embedded, at 200 and 1,000 events/s]({LATENCY_PLOT})\n");
     }
     if let Some(alone) = r.noisy.first() {
         let _ = writeln!(s, "### Noisy neighbour (embedded backend)\n");
@@ -161,18 +170,26 @@ pub fn render(r: &Results) -> String {
             a.stage_cpu_us
         );
         let _ = writeln!(s, "### Cost per million deliveries\n");
+        let _ = writeln!(
+            s,
+            "Each delivery of the happy path is one stored item of at most {} bytes here: {:.2} write units per delivery.\n",
+            a.largest_item, a.delivery_write_units
+        );
         let _ = writeln!(s, "| item | per delivery | unit price | per million deliveries |\n| --- | --- | --- | --- |");
         let mut total = 0.0;
-        for l in aws::cost_model(a) {
+        for l in aws::cost_model(a, aws::Publishing::TenPerCall) {
             let per_million = l.per_delivery * l.unit_price * 1e6;
             total += per_million;
             let _ = writeln!(s, "| {} | {:.4} | ${:.10} | ${per_million:.3} |", l.item, l.per_delivery, l.unit_price);
         }
         let _ = writeln!(s, "| **total** | | | **${total:.2}** |\n");
+        let _ = writeln!(s, "| events | per million deliveries |\n| --- | --- |");
+        for how in [aws::Publishing::TenPerCall, aws::Publishing::OnePerCall, aws::Publishing::ProducerOnTheBus] {
+            let _ = writeln!(s, "| {} | ${:.2} |", how.label(), aws::cost_per_million(a, how));
+        }
         let _ = writeln!(
             s,
-            "Events put on the bus by a producer on AWS instead (no HTTP API or API function; one EventBridge event and one SQS request each): **${:.2}** per million deliveries.\n",
-            aws::cost_via_bus(a)
+            "\nOne event per call pays API Gateway's $1.00 and a Lambda request per event; a producer on the bus pays EventBridge's $1.00 and the bus's SendMessage to the ingest queue per event. EventBridge API destinations costs $1.20 on that same bus path ($1.00 of it the event).\n"
         );
         let _ = writeln!(s, "Prices: {}.\n", aws::price::AS_OF);
     }
@@ -252,8 +269,22 @@ pub fn render(r: &Results) -> String {
     s
 }
 
-/// Replaces the results section of `path` (or appends one).
+/// The latency plot, beside the report.
+const LATENCY_PLOT: &str = "BENCHMARKS-latency.svg";
+
+/// Replaces the results section of `path` (or appends one), and draws the plots beside it.
 pub fn write(path: &Path, r: &Results) -> anyhow::Result<String> {
+    if let Some(e) = &r.embedded {
+        let series = [
+            crate::plot::Series { label: "200 events/s".into(), sorted_ms: &e.latency_200 },
+            crate::plot::Series { label: "1,000 events/s".into(), sorted_ms: &e.latency_1000 },
+        ];
+        crate::plot::latency_cdf(
+            &path.with_file_name(LATENCY_PLOT),
+            "Embedded: publish → receive, one event per call",
+            &series,
+        )?;
+    }
     let rendered = render(r);
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_owned());
     let new = match (old.find(START), old.find(END)) {

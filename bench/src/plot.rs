@@ -1,0 +1,60 @@
+//! The plots `make bench` draws beside BENCHMARKS.md, as SVG: where a distribution says
+//! more than three percentiles.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One line of a distribution plot: its label and its sorted samples (ms).
+pub struct Series<'a> {
+    /// What it is, for the legend.
+    pub label: String,
+    /// The samples, sorted ascending.
+    pub sorted_ms: &'a [f64],
+}
+
+const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), BLACK];
+
+/// Draws the latency distribution of each series (share of deliveries received within
+/// x ms) to `path`, the x axis cut at the largest series' 99.9th percentile.
+pub fn latency_cdf(path: &Path, title: &str, series: &[Series<'_>]) -> anyhow::Result<()> {
+    let x_max = series
+        .iter()
+        .filter(|s| !s.sorted_ms.is_empty())
+        .map(|s| crate::embedded::quantile(s.sorted_ms, 0.999))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+        .map_err(draw)?;
+    chart.configure_mesh().x_desc("publish → receive (ms)").y_desc("deliveries received (%)").draw().map_err(draw)?;
+    for (i, s) in series.iter().enumerate() {
+        let n = s.sorted_ms.len().max(1) as f64;
+        let colour = COLOURS[i % COLOURS.len()];
+        let points = s.sorted_ms.iter().enumerate().map(|(k, ms)| (ms.min(x_max), (k + 1) as f64 * 100.0 / n));
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(draw)?
+            .label(s.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw)?;
+    root.present().map_err(draw)?;
+    Ok(())
+}
+
+fn draw(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow::anyhow!("drawing a plot: {e:?}")
+}
