@@ -16,14 +16,6 @@ use crate::error::InitError;
 /// to proceed while a write commits.
 const READERS: usize = 4;
 
-/// How often the checkpointer moves the write-ahead log into the database. SQLite's own
-/// automatic checkpoint runs inside whichever commit crosses 1,000 pages of log, holding
-/// the one writer for the milliseconds it takes to copy and sync them: every write queued
-/// behind it waits, which was the long tail of publish → receive. Checkpointing from a
-/// connection of its own (passive: it never blocks the writer or a reader) keeps that work
-/// off the delivery path.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS hooks (
     tenant  TEXT NOT NULL,
@@ -193,24 +185,6 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch(ADDED_INDEXES)
 }
 
-/// Checkpoints the log every [`CHECKPOINT_EVERY`] on a thread of its own until the
-/// database is dropped; `false` if the thread cannot be started. A failed checkpoint is
-/// retried at the next tick: the log is only longer meanwhile, never lost.
-fn checkpoint_in_the_background(c: Connection, db: std::sync::Weak<Inner>) -> bool {
-    let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
-        while db.strong_count() > 0 {
-            std::thread::sleep(CHECKPOINT_EVERY);
-            if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "checkpoint failed; trying again");
-            }
-        }
-    });
-    if let Err(e) = &spawned {
-        tracing::error!(error = %e, "cannot start the checkpointer");
-    }
-    spawned.is_ok()
-}
-
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock leaves SQLite itself consistent (the transaction
     // rolls back when dropped), so the connection is safe to keep using.
@@ -238,24 +212,18 @@ impl Db {
         let writer = connect(path, max_bytes).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
         migrate(&writer).map_err(err)?;
-        // The checkpointer's job (see `CHECKPOINT_EVERY`), not the writer's commits'.
-        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
-        let checkpointer = connect(path, max_bytes).map_err(err)?;
         let readers = (0..READERS)
             .map(|_| connect(path, max_bytes).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(err)?;
-        let inner = Arc::new(Inner {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-            wakers: Mutex::new(HashMap::new()),
-        });
-        if !checkpoint_in_the_background(checkpointer, Arc::downgrade(&inner)) {
-            // No thread: the commits checkpoint as SQLite does by default.
-            lock(&inner.writer).pragma_update(None, "wal_autocheckpoint", 1000).map_err(err)?;
-        }
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                wakers: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// Runs `f` on the writer connection, off the async threads.
@@ -312,44 +280,4 @@ impl Db {
 /// Milliseconds since the Unix epoch, the unit every time column uses.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
-
-    use rusqlite::params;
-
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_log_reaches_the_database_without_a_commit_doing_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hb.db");
-        let db = Db::open(&path).unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
-        // 2 MB: half of what would make a commit checkpoint by SQLite's default.
-        db.write(|c| {
-            let tx = c.transaction().map_err(|e| Error::backend("test", e))?;
-            for i in 0..2_000 {
-                tx.execute(
-                    "INSERT INTO events (tenant, id, doc, expires_at) VALUES ('t', ?1, ?2, 0)",
-                    params![i.to_string(), "x".repeat(1_000)],
-                )
-                .map_err(|e| Error::backend("test", e))?;
-            }
-            tx.commit().map_err(|e| Error::backend("test", e))
-        })
-        .await
-        .unwrap();
-        let moved = async {
-            loop {
-                if std::fs::metadata(&path).unwrap().len() >= before + 2_000_000 {
-                    return;
-                }
-                tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
-            }
-        };
-        tokio::time::timeout(CHECKPOINT_EVERY * 20, moved).await.expect("the checkpointer moved the log in");
-    }
 }
