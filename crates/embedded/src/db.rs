@@ -253,23 +253,6 @@ impl Db {
         .map_err(|e| Error::backend("sqlite.read", e))?
     }
 
-    /// Runs `f`, a read of a few rows by key, on a reader connection: on the calling thread
-    /// when a reader is free, else as [`Db::read`]. Handing a read of microseconds to the
-    /// blocking pool costs two thread wake-ups, more than the read; a read that may scan
-    /// or return many rows must use [`Db::read`], or it would hold up the async thread.
-    pub async fn read_by_key<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        for r in &self.inner.readers {
-            if let Ok(c) = r.try_lock() {
-                return f(&c);
-            }
-        }
-        self.read(f).await
-    }
-
     /// The notifier woken whenever a message may have become receivable on `queue`.
     pub(crate) fn waker(&self, queue: &str) -> Arc<Notify> {
         let mut w = self.inner.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

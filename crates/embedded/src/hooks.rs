@@ -65,9 +65,9 @@ impl HookStore for SqliteHookStore {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let doc: Option<String> = self
             .db
-            .read_by_key(move |c| {
-                c.prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2")
-                    .and_then(|mut stmt| stmt.query_row([tenant, id], |r| r.get(0)).optional())
+            .read(move |c| {
+                c.query_row("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2", [tenant, id], |r| r.get(0))
+                    .optional()
                     .map_err(sql("hooks.get"))
             })
             .await?;
@@ -78,8 +78,7 @@ impl HookStore for SqliteHookStore {
         let keys: Vec<(String, String)> = keys.iter().map(|(t, h)| (t.to_string(), h.to_string())).collect();
         let docs: Vec<String> = self
             .db
-            // A worker batch's hooks: ten at most.
-            .read_by_key(move |c| {
+            .read(move |c| {
                 let mut stmt = c
                     .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2")
                     .map_err(sql("hooks.get_many"))?;
