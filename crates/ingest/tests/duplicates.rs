@@ -3,28 +3,20 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use hookbridge_core::delivery::DeliveryUpdate;
-use hookbridge_core::message::Task;
 use hookbridge_core::ports::{Order, Receipt, ReceivedMessage, Window};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
-use ingest::{Ingest, IngestPorts, IngestSettings};
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
 async fn a_duplicate_from_the_bus_keeps_its_delivery_ids(h: &dyn Harness) {
     let tenant = h.unique("tenant");
     let (hook, _) = make_hook(h, &tenant, "dup").await;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let deps = Ingest {
-        ports: IngestPorts::of(h.backend()),
-        settings: IngestSettings {
-            account: "1".into(),
-            region: "r".into(),
-            event_retention: Duration::from_secs(3600),
-        },
-    };
+    let deps = common::deps(h);
     let time = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let body = format!(
         r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-00000000d0b1","detail-type":"user.login","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#
@@ -42,15 +34,7 @@ async fn a_duplicate_from_the_bus_keeps_its_delivery_ids(h: &dyn Harness) {
 
     let window =
         Window { since: Utc::now() - chrono::Duration::hours(1), until: Utc::now() + chrono::Duration::hours(1) };
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        for m in h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap() {
-            tasks.push(Task::parse(&m.body, m.receive_count).unwrap());
-        }
-        if tasks.len() >= 2 {
-            break;
-        }
-    }
+    let tasks = common::queued_tasks(h, 2).await;
     assert_eq!(tasks.len(), 2, "each copy is sent (at least once)");
     assert_eq!(tasks[0].delivery.delivery_id, tasks[1].delivery.delivery_id, "with the same webhook-id");
 

@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::time::Duration;
-
 use chrono::Utc;
-use hookbridge_core::message::{INLINE_BODY_MAX, Task};
+use hookbridge_core::message::INLINE_BODY_MAX;
 use hookbridge_core::ports::{Order, Receipt, ReceivedMessage, Window};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
-use ingest::{Ingest, IngestPorts, IngestSettings};
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
 fn event(tenant: &str, id: &str, detail_type: &str, pad: usize) -> ReceivedMessage {
     let time = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
@@ -28,19 +28,6 @@ fn event(tenant: &str, id: &str, detail_type: &str, pad: usize) -> ReceivedMessa
     }
 }
 
-async fn tasks(h: &dyn Harness, n: usize) -> Vec<Task> {
-    let mut got = Vec::new();
-    for _ in 0..20 {
-        for m in h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap() {
-            got.push(Task::parse(&m.body, m.receive_count).unwrap());
-        }
-        if got.len() >= n {
-            break;
-        }
-    }
-    got
-}
-
 async fn envelopes_are_kept_once(h: &dyn Harness) {
     let tenant = h.unique("tenant");
     let (mut one, _) = make_hook(h, &tenant, "logins").await;
@@ -50,14 +37,7 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     for hook in [&one, &two] {
         h.backend().hooks.create(hook, 1000).await.unwrap();
     }
-    let deps = Ingest {
-        ports: IngestPorts::of(h.backend()),
-        settings: IngestSettings {
-            account: "1".into(),
-            region: "r".into(),
-            event_retention: Duration::from_secs(3600),
-        },
-    };
+    let deps = common::deps(h);
     let alone = event(&tenant, "00000000-0000-4000-8000-0000000000a1", "user.created", 10);
     let shared = event(&tenant, "00000000-0000-4000-8000-0000000000a2", "user.login", 10);
     let large = event(&tenant, "00000000-0000-4000-8000-0000000000a3", "user.created", INLINE_BODY_MAX);
@@ -71,7 +51,7 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     assert!(kept("00000000-0000-4000-8000-0000000000a2").await, "two hooks share it: kept once, apart");
     assert!(kept("00000000-0000-4000-8000-0000000000a3").await, "too large to ride in the message: kept apart");
 
-    let mut got = tasks(h, 4).await;
+    let mut got = common::queued_tasks(h, 4).await;
     got.sort_by_key(|t| t.delivery.event_id.to_string());
     let summary: Vec<(String, bool, bool)> = got
         .iter()

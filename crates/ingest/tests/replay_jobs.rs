@@ -18,18 +18,10 @@ use hookbridge_core::ports::{Queue, Receipt, ReceivedMessage};
 use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
-use ingest::{Ingest, IngestPorts, IngestSettings};
+use ingest::Ingest;
 
-fn deps(h: &dyn Harness) -> Ingest {
-    Ingest {
-        ports: IngestPorts::of(h.backend()),
-        settings: IngestSettings {
-            account: "1".into(),
-            region: "r".into(),
-            event_retention: Duration::from_secs(3600),
-        },
-    }
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
 /// `n` finished deliveries of `hook`, a millisecond apart, with their events kept.
 async fn seed(h: &dyn Harness, hook: &Hook, n: usize) -> Vec<Delivery> {
@@ -107,7 +99,7 @@ async fn a_replay_resumes_from_its_saved_page_after_a_crash(h: &dyn Harness, ord
     let n = 2 * PAGE + 10;
     let seeded = seed(h, &hook, n).await;
     let ids: Vec<DeliveryId> = seeded.iter().map(|d| d.id).collect();
-    let deps = deps(h);
+    let deps = common::deps(h);
     let b = h.backend();
     let now = Utc::now();
     let job = ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
@@ -188,7 +180,7 @@ async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay(h: &dyn Harness) {
     let (hook, _) = make_hook(h, tenant.as_str(), "stopped").await;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
     seed(h, &hook, 10).await;
-    let deps = deps(h);
+    let deps = common::deps(h);
     let b = h.backend();
     let now = Utc::now();
 

@@ -1,0 +1,33 @@
+//! What the ingest tests share: ingest over a harness's backend, and the tasks it queued.
+
+use std::time::Duration;
+
+use hookbridge_core::message::Task;
+use hookbridge_testkit::Harness;
+use ingest::{Ingest, IngestPorts, IngestSettings};
+
+/// Ingest over `h`'s backend, keeping envelopes an hour.
+pub fn deps(h: &dyn Harness) -> Ingest {
+    Ingest {
+        ports: IngestPorts::of(h.backend()),
+        settings: IngestSettings {
+            account: "1".into(),
+            region: "r".into(),
+            event_retention: Duration::from_secs(3600),
+        },
+    }
+}
+
+/// Up to `n` tasks from the fast delivery lane, waiting up to ten seconds for them.
+pub async fn queued_tasks(h: &dyn Harness, n: usize) -> Vec<Task> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        for m in h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.expect("receive") {
+            got.push(Task::parse(&m.body, m.receive_count).expect("a delivery task"));
+        }
+        if got.len() >= n {
+            break;
+        }
+    }
+    got
+}
