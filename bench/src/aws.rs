@@ -20,7 +20,12 @@ pub struct Figures {
     pub delivery_write_units: f64,
     /// The largest such item, in bytes.
     pub largest_item: usize,
+    /// The API's sends to the ingest queue per delivery (at [`EVENTS_PER_CALL`]).
+    pub api_sends: f64,
 }
+
+/// Events the rig publishes per API call.
+const EVENTS_PER_CALL: f64 = 10.0;
 
 fn per_delivery(rounds: &[Counts], deliveries: f64) -> BTreeMap<String, f64> {
     let mut sum: BTreeMap<String, f64> = BTreeMap::new();
@@ -48,9 +53,11 @@ pub async fn run(rounds: usize) -> anyhow::Result<Figures> {
     rig.round(false).await; // warm: KMS data key, the hook's first success
     let mut happy = Vec::new();
     let mut cpu = std::time::Duration::ZERO;
+    let mut api_sends = 0;
     for _ in 0..rounds {
         let r = rig.round(false).await;
         cpu += r.stage_cpu;
+        api_sends += r.publish.get("SQS.SendMessageBatch").copied().unwrap_or(0);
         happy.push(merge(&r));
     }
     // Sized before any retry adds its items: the warm round's deliveries and the rounds'.
@@ -69,6 +76,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<Figures> {
         stage_cpu_us: cpu.as_secs_f64() * 1e6 / n,
         delivery_write_units,
         largest_item,
+        api_sends: api_sends as f64 / n,
     })
 }
 
@@ -132,7 +140,7 @@ pub fn cost_model(f: &Figures, how: Publishing) -> Vec<CostLine> {
     // Per delivery: API calls (one HTTP request, one API invocation, one send to the ingest
     // queue each), and events the bus carries (each also a SendMessage to the ingest queue).
     let (calls, bus_events) = match how {
-        Publishing::TenPerCall => (0.1, op("EventBridge.PutEvents") * 10.0),
+        Publishing::TenPerCall => (1.0 / EVENTS_PER_CALL, op("EventBridge.PutEvents") * EVENTS_PER_CALL),
         Publishing::OnePerCall => (1.0, 0.0),
         Publishing::ProducerOnTheBus => (0.0, 1.0),
     };
@@ -140,9 +148,9 @@ pub fn cost_model(f: &Figures, how: Publishing) -> Vec<CostLine> {
     // Billed duration per invocation: measured CPU, plus a generous allowance for waiting on
     // AWS (three sequential calls of ~10 ms) and on a receiver answering within ~50 ms.
     let seconds_per_invocation = f.stage_cpu_us * 10.0 / 3.0 / 1e6 + 0.080;
-    // The API's sends to the ingest queue were measured at ten events per call.
-    let ingest_sends = calls;
-    let other_sends = op("SQS.SendMessageBatch") - 0.1 + op("SQS.ChangeMessageVisibility");
+    // The API's sends to the ingest queue, measured per call; the stages' own sends.
+    let ingest_sends = calls * f.api_sends * EVENTS_PER_CALL;
+    let other_sends = op("SQS.SendMessageBatch") - f.api_sends + op("SQS.ChangeMessageVisibility");
     // Item writes, plus the single-item writes (the publish rate's lease, hook health).
     let write_units = f.delivery_write_units + op("DynamoDB.UpdateItem") + op("DynamoDB.PutItem");
     vec![
