@@ -1,10 +1,11 @@
 //! What one worker process knows before the table does: how many requests each hook has
-//! in flight here, and which hooks it just found slow. Both are acted on at once; the
+//! in flight here, how long they have taken lately, and which hooks it just found slow. Both are acted on at once; the
 //! slow mark also reaches the table (and so other processes and ingest) with the hook's
 //! next health write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::hook::Lane;
@@ -15,6 +16,8 @@ struct Entry {
     fast: u32,
     slow: u32,
     slow_until: Option<DateTime<Utc>>,
+    /// A moving average of the hook's recent request times, in milliseconds.
+    typical_ms: Option<f64>,
 }
 
 impl Entry {
@@ -44,6 +47,21 @@ impl Local {
         let mut hooks = self.lock();
         let e = hooks.entry(hook).or_default();
         e.slow_until = e.slow_until.max(Some(until));
+    }
+
+    /// Notes how long a request to `hook` took.
+    pub(crate) fn took(&self, hook: HookId, d: Duration) {
+        // Kept only while the hook has requests here: the estimate is for the moments a
+        // hook's places are all taken, which is when it has.
+        if let Some(e) = self.lock().get_mut(&hook) {
+            let ms = d.as_secs_f64() * 1e3;
+            e.typical_ms = Some(e.typical_ms.map_or(ms, |t| t + (ms - t) * 0.2));
+        }
+    }
+
+    /// How long the hook's requests have taken lately, if this process has seen some.
+    pub(crate) fn typical(&self, hook: HookId) -> Option<Duration> {
+        self.lock().get(&hook).and_then(|e| e.typical_ms).map(|ms| Duration::from_secs_f64(ms / 1e3))
     }
 
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
@@ -100,6 +118,24 @@ mod tests {
         drop(held);
         assert!(local.acquire(a, Lane::Fast, 2).is_some());
         assert!(local.lock().len() <= 2, "idle hooks are forgotten");
+    }
+
+    #[test]
+    fn request_times_are_averaged_while_the_hook_has_requests() {
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        local.took(h, Duration::from_millis(100));
+        assert_eq!(local.typical(h), None, "nothing is kept for a hook with no requests here");
+        let place = local.acquire(h, Lane::Fast, 1).unwrap();
+        local.took(h, Duration::from_millis(100));
+        assert_eq!(local.typical(h), Some(Duration::from_millis(100)));
+        for _ in 0..50 {
+            local.took(h, Duration::from_millis(10));
+        }
+        let t = local.typical(h).unwrap();
+        assert!(t < Duration::from_millis(11) && t >= Duration::from_millis(10), "follows the recent ones: {t:?}");
+        drop(place);
+        assert_eq!(local.typical(h), None, "forgotten with the idle hook");
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn check<'a>(
             Lane::Fast => hand_back(message, task, Lane::Slow, "its hook has as many requests in flight as it may"),
             // About when one of the hook's requests will have ended.
             Lane::Slow => {
-                let until = later(now, budget.mul_f64(0.5 + unit()));
+                let until = later(now, place_free_in(w.local.typical(hook.id), budget).mul_f64(0.5 + unit()));
                 hand_back(
                     message,
                     deferred(task, until),
@@ -190,6 +190,17 @@ fn check<'a>(
         }));
     };
     Ok(Candidate { message, task, hook: hook.clone(), probe, place })
+}
+
+/// The least wait for a place among a hook's slow-lane requests. It keeps the deliveries
+/// waiting for places from coming back many times a second when the hook is fast.
+const MIN_PLACE_WAIT: Duration = Duration::from_millis(100);
+
+/// About how long until one of a hook's requests ends, from how long they took lately:
+/// four of them, so a full lane has ended some. A hook with nothing measured here (or one
+/// that times out) waits the lane's whole budget, as its requests may.
+fn place_free_in(typical: Option<Duration>, budget: Duration) -> Duration {
+    typical.map_or(budget, |t| (t * 4).clamp(MIN_PLACE_WAIT.min(budget), budget))
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.
@@ -376,4 +387,19 @@ async fn load<'a>(
         })));
     }
     Ok(plans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_hook_waits_for_a_place_about_its_request_time_not_the_timeout() {
+        let budget = Duration::from_secs(10);
+        assert_eq!(place_free_in(None, budget), budget, "nothing measured: the whole budget");
+        assert_eq!(place_free_in(Some(Duration::from_millis(5)), budget), MIN_PLACE_WAIT);
+        assert_eq!(place_free_in(Some(Duration::from_millis(300)), budget), Duration::from_millis(1_200));
+        assert_eq!(place_free_in(Some(Duration::from_secs(10)), budget), budget, "a black hole waits it all");
+        assert_eq!(place_free_in(Some(Duration::from_millis(5)), Duration::from_millis(50)), Duration::from_millis(50));
+    }
 }

@@ -3,6 +3,8 @@
 //! outlives the patience is given up and its hook moved to the slow lane, so a slow
 //! endpoint holds a fast-lane place for no longer than that.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use futures::future::join_all;
 use hookbridge_core::delivery::ErrorClass;
@@ -65,6 +67,7 @@ async fn send<'a>(w: &Worker, ready: Box<Ready<'a>>, lane: Lane) -> Done<'a> {
     // with the whole timeout.
     let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
     let slow = abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64;
+    w.local.took(ready.hook.id, Duration::from_millis(report.attempt.duration_ms));
     if slow {
         let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
         w.local.mark_slow(ready.hook.id, until);
