@@ -7,7 +7,7 @@ use hookbridge_core::Result;
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, OutgoingMessage, Rule, RulePattern, SourceMatch};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 use serde_json::Value;
 
 use crate::db::Db;
@@ -87,9 +87,8 @@ impl Bus for EmbeddedBus {
         let targets = self
             .db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("bus.publish"))?;
                 let rules: Vec<(RulePattern, String)> = {
-                    let mut stmt = tx.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
+                    let mut stmt = c.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
                     let rows = stmt
                         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                         .map_err(sql("bus.rules"))?
@@ -102,12 +101,11 @@ impl Bus for EmbeddedBus {
                     for (pattern, target) in &rules {
                         if pattern.matches(&source, &detail_type) {
                             let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
-                            queue::insert(&tx, target, [m])?;
+                            queue::insert(c, target, [m])?;
                             touched.push(target.clone());
                         }
                     }
                 }
-                tx.commit().map_err(sql("bus.publish"))?;
                 Ok(touched)
             })
             .await?;

@@ -1,9 +1,12 @@
-//! The SQLite database: one writer connection, a few readers (WAL lets them run beside
-//! the writer), every call on tokio's blocking pool.
+//! The SQLite database: one writer connection on a thread of its own, which commits the
+//! writes waiting for it together (group commit), and a few readers on tokio's blocking
+//! pool (WAL lets them run beside the writer).
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hookbridge_core::{Error, Result};
@@ -15,6 +18,13 @@ use crate::error::InitError;
 /// Readers beside the one writer: enough for the API's reads and the worker's batch reads
 /// to proceed while a write commits.
 const READERS: usize = 4;
+
+/// The most writes one commit carries: enough to fold a busy moment's writes into one
+/// commit, few enough that the first of them does not wait long for the last.
+const GROUP_MAX: usize = 16;
+
+/// The least time between two background checkpoints.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS hooks (
@@ -130,7 +140,7 @@ pub struct Db {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
+    writes: Sender<Box<dyn Write>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -216,9 +226,22 @@ impl Db {
             .map(|_| connect(path, max_bytes).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(err)?;
+        let checkpointer = connect(path, max_bytes).map_err(err)?;
+        let (writes, queued) = std::sync::mpsc::channel();
+        let (kick, kicked) = std::sync::mpsc::sync_channel(1);
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.to_owned()).spawn(run).map(drop).map_err(|e| {
+                err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot start the {name} thread: {e}")),
+                ))
+            })
+        };
+        spawn("sqlite-checkpointer", Box::new(move || checkpoint_behind(&checkpointer, &kicked)))?;
+        spawn("sqlite-writer", Box::new(move || write_groups(writer, &queued, &kick)))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writes,
                 readers,
                 next_reader: AtomicUsize::new(0),
                 wakers: Mutex::new(HashMap::new()),
@@ -226,16 +249,21 @@ impl Db {
         })
     }
 
-    /// Runs `f` on the writer connection, off the async threads.
+    /// Runs `f` on the writer connection, on the writer's thread, and answers once the
+    /// commit that carries it is done. `f` is atomic: an `Err` (or a panic) undoes what it
+    /// wrote and nothing else. It shares its commit with other writes, so it must not
+    /// begin or end a transaction itself; a savepoint is what it may open.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&mut lock(&inner.writer)))
-            .await
-            .map_err(|e| Error::backend("sqlite.write", e))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.inner
+            .writes
+            .send(Box::new(Job { f, answer }))
+            .map_err(|_| Error::backend("sqlite.write", "the writer thread has stopped"))?;
+        answered.await.map_err(|_| Error::backend("sqlite.write", "the writer thread stopped before answering"))?
     }
 
     /// Runs `f` on a reader connection.
@@ -258,6 +286,161 @@ impl Db {
         let mut w = self.inner.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.entry(queue.to_owned()).or_default().clone()
     }
+}
+
+/// A write waiting for the writer thread.
+trait Write: Send {
+    /// Runs the write; the reply answers its caller once its commit is known.
+    fn run(self: Box<Self>, c: &mut Connection) -> (Outcome, Reply);
+    /// Answers the caller without running the write.
+    fn refuse(self: Box<Self>, e: Error);
+}
+
+/// How a write went, before its commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Wrote,
+    Failed,
+    /// Failed for want of space (the disk, or the database's size cap).
+    Full,
+}
+
+/// Answers a write's caller: with its own result, or with why the commit carrying it was
+/// lost.
+type Reply = Box<dyn FnOnce(Option<Error>) + Send>;
+
+struct Job<F, T> {
+    f: F,
+    answer: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Write for Job<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, c: &mut Connection) -> (Outcome, Reply) {
+        let Job { f, answer } = *self;
+        let out = catch_unwind(AssertUnwindSafe(|| f(c)))
+            .unwrap_or_else(|_| Err(Error::backend("sqlite.write", "the write panicked")));
+        let outcome = match &out {
+            Ok(_) => Outcome::Wrote,
+            Err(Error::StorageFull) => Outcome::Full,
+            Err(_) => Outcome::Failed,
+        };
+        let reply: Reply = Box::new(move |lost| {
+            let out = match lost {
+                Some(e) if outcome == Outcome::Wrote => Err(e),
+                _ => out,
+            };
+            // The caller may have gone (its request was cancelled); the write stands.
+            let _ = answer.send(out);
+        });
+        (outcome, reply)
+    }
+
+    fn refuse(self: Box<Self>, e: Error) {
+        let _ = self.answer.send(Err(e));
+    }
+}
+
+/// The writer thread: takes the writes waiting, runs them in one transaction, each in a
+/// savepoint of its own, and commits once for all. One commit for many writes is what
+/// lets a busy moment cost one trip to the log instead of one per write; a write alone
+/// is committed at once, so a quiet moment waits for nothing.
+fn write_groups(mut c: Connection, queued: &Receiver<Box<dyn Write>>, checkpointer: &SyncSender<()>) {
+    while let Ok(first) = queued.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match queued.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut c, group);
+        // Full means a kick is already waiting: the checkpointer will see this commit.
+        let _ = checkpointer.try_send(());
+    }
+}
+
+/// The checkpointer thread: copies committed pages from the log into the database while
+/// the writer goes on, so the writer's own checkpoint (SQLite's, when the log reaches
+/// 1,000 pages) finds little left to copy. That checkpoint must stay on the writer: only
+/// a checkpoint with nothing written after it lets the next write start the log over.
+/// Left to the writer alone, copying 1,000 pages held up every write behind it for a few
+/// milliseconds, several times a second: the p99 of publish → receive (BENCHMARKS.md).
+fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>) {
+    while kicked.recv().is_ok() {
+        // PASSIVE never waits for, or holds up, the writer or the readers.
+        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "a background checkpoint failed; the writer's own will copy the pages");
+        }
+        // Copying a page once per pause rather than once per commit that touched it.
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
+fn commit_group(c: &mut Connection, group: Vec<Box<dyn Write>>) {
+    let mut ran: Vec<Reply> = Vec::with_capacity(group.len());
+    for write in group {
+        if c.is_autocommit()
+            && let Err(e) = run(c, "BEGIN IMMEDIATE")
+        {
+            write.refuse(lost(&e));
+            continue;
+        }
+        if let Err(e) = run(c, "SAVEPOINT write") {
+            write.refuse(lost(&e));
+            continue;
+        }
+        let (outcome, reply) = write.run(c);
+        let ended = if outcome == Outcome::Wrote {
+            run(c, "RELEASE write")
+        } else {
+            run(c, "ROLLBACK TO write").and_then(|()| run(c, "RELEASE write"))
+        };
+        if c.is_autocommit() || ended.is_err() {
+            // SQLite undid the whole transaction (a full disk, an I/O error), or this
+            // write could not be undone alone: the writes before it in the group are lost
+            // with it. The next write begins a transaction anew.
+            let _ = run(c, "ROLLBACK");
+            let code = if outcome == Outcome::Full { rusqlite::ffi::SQLITE_FULL } else { rusqlite::ffi::SQLITE_IOERR };
+            let e = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                Some("the transaction was rolled back by a failed write beside this one".to_owned()),
+            );
+            for r in ran.drain(..) {
+                r(Some(lost(&e)));
+            }
+            reply(Some(lost(&e)));
+            continue;
+        }
+        ran.push(reply);
+    }
+    if c.is_autocommit() {
+        return;
+    }
+    match run(c, "COMMIT") {
+        Ok(()) => ran.into_iter().for_each(|r| r(None)),
+        Err(e) => {
+            let _ = run(c, "ROLLBACK");
+            ran.into_iter().for_each(|r| r(Some(lost(&e))));
+        }
+    }
+}
+
+/// Runs one of the writer's own statements, prepared once.
+fn run(c: &Connection, statement: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(statement)?.execute([]).map(|_| ())
+}
+
+/// The error a write gets when the commit that carried it did not happen.
+fn lost(e: &rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        tracing::error!("the database is full: nothing more can be written");
+        return Error::StorageFull;
+    }
+    Error::backend("sqlite.commit", e.to_string())
 }
 
 /// Milliseconds since the Unix epoch, the unit every time column uses.
@@ -286,20 +469,90 @@ mod tests {
         // 40 MB in 400 commits, one after another: ten times what the log may hold.
         for n in 0..400 {
             db.write(move |c| {
-                let tx = c.transaction().map_err(|e| Error::backend("test", e))?;
                 for i in 0..100 {
-                    tx.execute(
+                    c.execute(
                         "INSERT INTO events (tenant, id, doc, expires_at) VALUES ('t', ?1, ?2, 0)",
                         params![format!("{n}-{i}"), "x".repeat(1_000)],
                     )
                     .map_err(|e| Error::backend("test", e))?;
                 }
-                tx.commit().map_err(|e| Error::backend("test", e))
+                Ok(())
             })
             .await
             .unwrap();
         }
         let wal = std::fs::metadata(dir.path().join("hb.db-wal")).map(|m| m.len()).unwrap_or(0);
         assert!(wal < 8_000_000, "the write-ahead log grew to {wal} bytes");
+    }
+
+    fn insert_event(c: &Connection, id: &str, size: usize) -> Result<()> {
+        c.execute(
+            "INSERT INTO events (tenant, id, doc, expires_at) VALUES ('t', ?1, ?2, 0)",
+            params![id, "x".repeat(size)],
+        )
+        .map(|_| ())
+        .map_err(crate::error::sql("test.insert"))
+    }
+
+    fn stored_ids(path: &Path) -> std::collections::BTreeSet<String> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c.prepare("SELECT id FROM events").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// Writes sent together share commits; each still stands or falls alone, and each
+    /// caller hears its own outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open(&path).unwrap();
+        let writes = (0..300).map(|i| {
+            let db = db.clone();
+            async move {
+                db.write(move |c| {
+                    insert_event(c, &format!("{i:03}"), 10)?;
+                    match i % 6 {
+                        0 => Err(Error::backend("test", "refused after writing")),
+                        3 => panic!("a write that panics after writing"),
+                        _ => Ok(i),
+                    }
+                })
+                .await
+            }
+        });
+        let outcomes = futures::future::join_all(writes).await;
+        let mut expected = std::collections::BTreeSet::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match (i % 6, outcome) {
+                (0 | 3, Err(_)) => {}
+                (0 | 3, Ok(_)) => panic!("write {i} failed yet was answered Ok"),
+                (_, Ok(n)) => {
+                    assert_eq!(n, i, "each caller gets its own answer");
+                    expected.insert(format!("{i:03}"));
+                }
+                (_, Err(e)) => panic!("write {i} should have succeeded: {e}"),
+            }
+        }
+        assert_eq!(stored_ids(&path), expected, "exactly the writes answered Ok are stored");
+    }
+
+    /// A full database can undo a whole shared transaction; then every write in it is
+    /// answered with an error, and none answered Ok is missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_database_answers_every_write_truthfully() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open_capped(&path, Some(400_000)).unwrap();
+        let writes = (0..200).map(|i| {
+            let db = db.clone();
+            async move { db.write(move |c| insert_event(c, &format!("{i:03}"), 8_000)).await }
+        });
+        let outcomes = futures::future::join_all(writes).await;
+        let ok: std::collections::BTreeSet<String> =
+            outcomes.iter().enumerate().filter(|(_, o)| o.is_ok()).map(|(i, _)| format!("{i:03}")).collect();
+        assert!(outcomes.iter().any(|o| matches!(o, Err(Error::StorageFull))), "the cap was reached and said so");
+        assert!(!ok.is_empty(), "writes before the cap succeeded");
+        assert_eq!(stored_ids(&path), ok, "exactly the writes answered Ok are stored");
     }
 }

@@ -7,7 +7,7 @@ use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryUpdat
 use hookbridge_core::ids::{DeliveryId, HookId};
 use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -43,10 +43,8 @@ impl DeliveryStore for SqliteDeliveryStore {
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |c| {
-                let tx =
-                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("deliveries.insert"))?;
                 {
-                    let mut stmt = tx
+                    let mut stmt = c
                         .prepare_cached(
                             "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
                              ON CONFLICT DO NOTHING",
@@ -56,7 +54,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                         stmt.execute(params![h, id, doc, exp]).map_err(sql("deliveries.insert"))?;
                     }
                 }
-                tx.commit().map_err(sql("deliveries.insert"))
+                Ok(())
             })
             .await
     }
@@ -65,12 +63,10 @@ impl DeliveryStore for SqliteDeliveryStore {
         let updates = updates.to_vec();
         self.db
             .write(move |c| {
-                let tx =
-                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("deliveries.record"))?;
                 for u in &updates {
                     let k = &u.delivery;
                     let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
-                    let existing: Option<String> = tx
+                    let existing: Option<String> = c
                         .prepare_cached("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2")
                         .and_then(|mut stmt| stmt.query_row([&h, &id], |r| r.get(0)).optional())
                         .map_err(sql("deliveries.record"))?;
@@ -80,14 +76,14 @@ impl DeliveryStore for SqliteDeliveryStore {
                     };
                     d.apply(u);
                     let doc = to_doc(&d)?;
-                    tx.prepare_cached(
+                    c.prepare_cached(
                         "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT(hook_id, id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
                     )
                     .and_then(|mut stmt| stmt.execute(params![h, id, doc, expiry(&d)]))
                     .map_err(sql("deliveries.record"))?;
                 }
-                tx.commit().map_err(sql("deliveries.record"))
+                Ok(())
             })
             .await
     }

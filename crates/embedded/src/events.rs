@@ -8,7 +8,7 @@ use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ids::{EventId, TenantId};
 use hookbridge_core::ports::EventStore;
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -39,9 +39,8 @@ impl EventStore for SqliteEventStore {
         let at = now.timestamp_millis();
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("events.put"))?;
                 {
-                    let mut stmt = tx
+                    let mut stmt = c
                         .prepare_cached(
                             "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
                              ON CONFLICT DO NOTHING",
@@ -50,12 +49,12 @@ impl EventStore for SqliteEventStore {
                     for (id, doc) in &rows {
                         stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
                     }
-                    let mut seen_stmt = tx.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
+                    let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
                     for name in &seen {
                         seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
                     }
                 }
-                tx.commit().map_err(sql("events.put"))
+                Ok(())
             })
             .await
     }
@@ -69,14 +68,13 @@ impl EventStore for SqliteEventStore {
         let (tenant, at) = (tenant.to_string(), now.timestamp_millis());
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("events.seen"))?;
                 {
-                    let mut stmt = tx.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
+                    let mut stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
                     for name in &seen {
                         stmt.execute(params![tenant, name, at]).map_err(sql("events.seen"))?;
                     }
                 }
-                tx.commit().map_err(sql("events.seen"))
+                Ok(())
             })
             .await
     }

@@ -6,7 +6,7 @@ use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::ports::{HookStore, Page};
 use hookbridge_core::{Error, Result};
-use rusqlite::{ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{ErrorCode, OptionalExtension, params};
 
 use crate::db::Db;
 use crate::error::sql;
@@ -41,14 +41,13 @@ impl HookStore for SqliteHookStore {
             (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.revision);
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("hooks.create"))?;
-                let count: i64 = tx
+                let count: i64 = c
                     .query_row("SELECT COUNT(*) FROM hooks WHERE tenant = ?1", [&tenant], |r| r.get(0))
                     .map_err(sql("hooks.create"))?;
                 if count >= i64::from(max_hooks) {
                     return Err(Error::QuotaReached { limit: max_hooks });
                 }
-                match tx.execute(
+                match c.execute(
                     "INSERT INTO hooks (tenant, id, name, revision, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![tenant, id, name, revision as i64, doc],
                 ) {
@@ -56,7 +55,7 @@ impl HookStore for SqliteHookStore {
                     Err(e) if is_unique_violation(&e) => return Err(Error::NameTaken),
                     Err(e) => return Err(sql("hooks.create")(e)),
                 }
-                tx.commit().map_err(sql("hooks.create"))
+                Ok(())
             })
             .await
     }

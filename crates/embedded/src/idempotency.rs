@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use hookbridge_core::Result;
 use hookbridge_core::ids::TenantId;
 use hookbridge_core::ports::{Claim, IdempotencyStore, StoredResponse};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::Db;
 use crate::error::sql;
@@ -34,9 +34,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let (now, exp) = (now.timestamp_millis(), expires_at.timestamp_millis());
         self.db
             .write(move |c| {
-                let tx =
-                    c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("idempotency.claim"))?;
-                let existing = tx
+                let existing = c
                     .query_row(
                         "SELECT fingerprint, status, body FROM idempotency
                          WHERE tenant = ?1 AND key = ?2 AND expires_at > ?3",
@@ -51,7 +49,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
                         response: status.zip(body).map(|(status, body)| StoredResponse { status, body }),
                     },
                     None => {
-                        tx.execute(
+                        c.execute(
                             "INSERT INTO idempotency (tenant, key, fingerprint, status, body, expires_at)
                              VALUES (?1, ?2, ?3, NULL, NULL, ?4)
                              ON CONFLICT(tenant, key) DO UPDATE SET fingerprint = excluded.fingerprint,
@@ -62,7 +60,6 @@ impl IdempotencyStore for SqliteIdempotencyStore {
                         Claim::Claimed
                     }
                 };
-                tx.commit().map_err(sql("idempotency.claim"))?;
                 Ok(claim)
             })
             .await

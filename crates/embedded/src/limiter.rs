@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use hookbridge_core::Result;
 use hookbridge_core::ports::{RateLimiter, Step};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::Db;
 use crate::error::sql;
@@ -24,20 +24,18 @@ impl RateLimiter for SqliteRateLimiter {
         let key = key.to_owned();
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("rates.update"))?;
-                let seen: Option<i64> = tx
+                let seen: Option<i64> = c
                     .prepare_cached("SELECT next_us FROM rates WHERE key = ?1")
                     .and_then(|mut stmt| stmt.query_row([&key], |r| r.get(0)).optional())
                     .map_err(sql("rates.update"))?;
                 if let Some(n) = step(seen) {
-                    tx.prepare_cached(
+                    c.prepare_cached(
                         "INSERT INTO rates (key, next_us) VALUES (?1, ?2)
                          ON CONFLICT(key) DO UPDATE SET next_us = excluded.next_us",
                     )
                     .and_then(|mut stmt| stmt.execute(params![key, n]))
                     .map_err(sql("rates.update"))?;
                 }
-                tx.commit().map_err(sql("rates.update"))?;
                 Ok(seen)
             })
             .await

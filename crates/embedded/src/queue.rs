@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::{Error, Result};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::{Db, now_ms};
 use crate::error::sql;
@@ -16,21 +16,20 @@ use crate::error::sql;
 pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
     let spec = spec.clone();
     db.write(move |c| {
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("queues.create"))?;
-        tx.execute(
+        c.execute(
             "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, 0, NULL)
              ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms",
             params![spec.dlq, spec.visibility_timeout.as_millis() as i64],
         )
         .map_err(sql("queues.create"))?;
-        tx.execute(
+        c.execute(
             "INSERT INTO queues (name, visibility_ms, max_receive, dlq) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET visibility_ms = excluded.visibility_ms,
                  max_receive = excluded.max_receive, dlq = excluded.dlq",
             params![spec.name, spec.visibility_timeout.as_millis() as i64, spec.max_receive_count, spec.dlq],
         )
         .map_err(sql("queues.create"))?;
-        tx.commit().map_err(sql("queues.create"))
+        Ok(())
     })
     .await
 }
@@ -38,12 +37,12 @@ pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
 /// Inserts messages into a queue inside an open transaction (shared with the bus, which
 /// routes an event to its queues in the same transaction that accepts it).
 pub(crate) fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    c: &rusqlite::Connection,
     queue: &str,
     messages: impl IntoIterator<Item = OutgoingMessage>,
 ) -> Result<()> {
     let now = now_ms();
-    let mut stmt = tx
+    let mut stmt = c
         .prepare_cached(
             "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp)
              VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
@@ -74,7 +73,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 /// visible messages of any group. A group with a backlog therefore gets one place per
 /// receive like any other, and a lone group still gets whole batches.
 fn candidates(
-    tx: &rusqlite::Transaction<'_>,
+    c: &rusqlite::Connection,
     queue: &str,
     now: i64,
     max: usize,
@@ -85,9 +84,9 @@ fn candidates(
     let mut after = cursor.clone();
     let mut wrapped = false;
     let mut next_from =
-        tx.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 AND grp > ?2 ORDER BY grp LIMIT 1")?;
-    let mut first = tx.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 ORDER BY grp LIMIT 1")?;
-    let mut head = tx.prepare_cached(
+        c.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 AND grp > ?2 ORDER BY grp LIMIT 1")?;
+    let mut first = c.prepare_cached("SELECT grp FROM messages WHERE queue = ?1 ORDER BY grp LIMIT 1")?;
+    let mut head = c.prepare_cached(
         "SELECT seq, id, body, receive_count, sent_at FROM messages
          WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY visible_at, seq LIMIT 1",
     )?;
@@ -114,7 +113,7 @@ fn candidates(
     }
     *cursor = after;
     if chosen.len() < max {
-        let mut oldest = tx.prepare_cached(
+        let mut oldest = c.prepare_cached(
             "SELECT seq, id, body, receive_count, sent_at FROM messages
              WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
         )?;
@@ -230,18 +229,17 @@ fn take(
     max: usize,
     cursor: &mut Option<String>,
 ) -> Result<(Vec<ReceivedMessage>, Option<i64>)> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.receive"))?;
-    let s = settings(&tx, queue)?;
+    let s = settings(c, queue)?;
     let now = now_ms();
     let mut out = Vec::new();
     let mut dead = 0u32;
     {
-        let rows = candidates(&tx, queue, now, max, cursor).map_err(sql("messages.receive"))?;
+        let rows = candidates(c, queue, now, max, cursor).map_err(sql("messages.receive"))?;
         for (seq, id, body, count, sent_at) in rows {
             match &s.dlq {
                 // As on SQS: received maxReceiveCount times, the next receive moves it.
                 Some(dlq) if s.max_receive > 0 && count >= s.max_receive => {
-                    tx.prepare_cached(
+                    c.prepare_cached(
                         "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL
                          WHERE seq = ?3",
                     )
@@ -251,7 +249,7 @@ fn take(
                 }
                 _ => {
                     let receipt = format!("{seq}.{}", ulid::Ulid::new());
-                    tx.prepare_cached(
+                    c.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2,
                              received_at = ?4
                          WHERE seq = ?3",
@@ -270,13 +268,12 @@ fn take(
         }
     }
     let next = if out.is_empty() {
-        tx.prepare_cached("SELECT MIN(visible_at) FROM messages WHERE queue = ?1")
+        c.prepare_cached("SELECT MIN(visible_at) FROM messages WHERE queue = ?1")
             .and_then(|mut stmt| stmt.query_row([queue], |r| r.get::<_, Option<i64>>(0)))
             .map_err(sql("messages.receive"))?
     } else {
         None
     };
-    tx.commit().map_err(sql("messages.receive"))?;
     if dead > 0 {
         tracing::warn!(queue, count = dead, "messages moved to the dead-letter queue");
     }
@@ -297,9 +294,8 @@ impl Queue for EmbeddedQueue {
         let batch: Vec<OutgoingMessage> = messages.to_vec();
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.send"))?;
-                insert(&tx, &queue, batch)?;
-                tx.commit().map_err(sql("messages.send"))
+                insert(c, &queue, batch)?;
+                Ok(())
             })
             .await?;
         self.wake();
@@ -354,15 +350,14 @@ impl Queue for EmbeddedQueue {
         let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
         self.db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("messages.delete"))?;
                 {
                     let mut del =
-                        tx.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
+                        c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
                     for r in &receipts {
                         del.execute([r]).map_err(sql("messages.delete"))?;
                     }
                 }
-                tx.commit().map_err(sql("messages.delete"))
+                Ok(())
             })
             .await
     }
