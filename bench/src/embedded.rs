@@ -62,6 +62,15 @@ pub struct Figures {
     pub deliveries_measured: u64,
 }
 
+/// Where `hookbridge serve`'s log goes: nowhere, unless `HOOKBRIDGE_BENCH_SERVE_LOG` names
+/// a file (appended to), for finding out why a run went slow.
+fn serve_log() -> anyhow::Result<Stdio> {
+    Ok(match std::env::var_os("HOOKBRIDGE_BENCH_SERVE_LOG") {
+        Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path)?.into(),
+        None => Stdio::null(),
+    })
+}
+
 impl Rig {
     /// Starts `bin_dir/hookbridge serve` on a fresh database and a receiver process.
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
@@ -82,7 +91,7 @@ impl Rig {
             .env("HOOKBRIDGE_TENANT_PUBLISH_RATE", "1000000")
             .env("HOOKBRIDGE_TENANT_PUBLISH_BURST", "1000000")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(serve_log()?)
             .spawn()?;
         let rig = Self {
             serve,
