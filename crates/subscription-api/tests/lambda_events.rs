@@ -1,5 +1,6 @@
-//! The API function on its sample API Gateway (HTTP API, payload 2.0) events, as
-//! `lambda_http` would hand them to the router, over the AWS backend on the emulator.
+//! The API function on its sample API Gateway (HTTP API, payload 2.0) and function URL
+//! events, as `lambda_http` would hand them to the router, over the AWS backend on the
+//! emulator.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -39,6 +40,12 @@ async fn every_sample_request_gets_its_answer() {
     assert!(body["hooks"][0].get("secret").is_none());
 
     let (status, body) = invoke(&api, "subscription-api-publish-event").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+
+    // The same publish through the function's URL (template parameter ApiFunctionUrl),
+    // whose events are payload 2.0 without API Gateway's account or authorizer.
+    let (status, body) = invoke(&api, "subscription-api-publish-event-function-url").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["events"].as_array().unwrap().len(), 1);
 

@@ -255,6 +255,39 @@ async fn init_on_the_emulator_creates_what_the_template_declares() {
     }
 }
 
+/// The function URL is opt-in, public only because the API checks tokens itself, and
+/// reaches the API function alone.
+#[test]
+fn the_api_function_url_is_opt_in_and_reaches_the_api_alone() {
+    let t = template();
+    let param = &t["Parameters"]["ApiFunctionUrl"];
+    assert_eq!((param["Default"].as_str(), &param["AllowedValues"]), (Some("false"), &json!(["true", "false"])));
+    assert_eq!(t["Conditions"]["HasApiFunctionUrl"]["Fn::Equals"], json!([{"Ref": "ApiFunctionUrl"}, "true"]));
+    let urls = resources_of_type(&t, "AWS::Lambda::Url");
+    assert_eq!(urls.len(), 1, "one function URL");
+    let (_, url) = urls[0];
+    assert_eq!(url["Condition"], "HasApiFunctionUrl");
+    assert_eq!(url["Properties"]["AuthType"], "NONE");
+    assert_eq!(url["Properties"]["TargetFunctionArn"]["Fn::GetAtt"][0], "SubscriptionApiFunction");
+    let public: Vec<_> = resources_of_type(&t, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(_, p)| p["Properties"]["Principal"] == "*")
+        .collect();
+    let mut actions: Vec<&str> = public.iter().map(|(_, p)| p["Properties"]["Action"].as_str().unwrap()).collect();
+    actions.sort_unstable();
+    assert_eq!(actions, ["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"]);
+    for (id, p) in public {
+        assert_eq!(p["Condition"], "HasApiFunctionUrl", "{id}");
+        assert_eq!(p["Properties"]["FunctionName"]["Ref"], "SubscriptionApiFunction", "{id}");
+        let props = &p["Properties"];
+        assert!(
+            props["FunctionUrlAuthType"] == "NONE" || props["InvokedViaFunctionUrl"] == true,
+            "{id} grants more than calls through the URL"
+        );
+    }
+    assert_eq!(t["Outputs"]["FunctionUrl"]["Condition"], "HasApiFunctionUrl");
+}
+
 #[test]
 fn sample_events_name_the_queues_their_function_reads() {
     let topo = Topology::named("hookbridge");
