@@ -116,6 +116,9 @@ pub enum Publishing {
     TenPerCall,
     /// `POST /v1/events` with one event per call.
     OnePerCall,
+    /// `POST /v1/events` with one event per call, to the API function's URL (no API
+    /// Gateway request; template parameter `ApiFunctionUrl`).
+    OnePerCallFunctionUrl,
     /// A producer on AWS puts them on the bus itself.
     ProducerOnTheBus,
 }
@@ -126,6 +129,7 @@ impl Publishing {
         match self {
             Self::TenPerCall => "through the API, ten events per call",
             Self::OnePerCall => "through the API, one event per call",
+            Self::OnePerCallFunctionUrl => "through the API's function URL, one event per call",
             Self::ProducerOnTheBus => "put on the bus by a producer on AWS",
         }
     }
@@ -141,9 +145,11 @@ pub fn cost_model(f: &Figures, how: Publishing) -> Vec<CostLine> {
     // queue each), and events the bus carries (each also a SendMessage to the ingest queue).
     let (calls, bus_events) = match how {
         Publishing::TenPerCall => (1.0 / EVENTS_PER_CALL, op("EventBridge.PutEvents") * EVENTS_PER_CALL),
-        Publishing::OnePerCall => (1.0, 0.0),
+        Publishing::OnePerCall | Publishing::OnePerCallFunctionUrl => (1.0, 0.0),
         Publishing::ProducerOnTheBus => (0.0, 1.0),
     };
+    // A function URL costs nothing beyond the function's own request.
+    let gateway_requests = if how == Publishing::OnePerCallFunctionUrl { 0.0 } else { calls };
     let invocations = calls + 0.2; // API; ingest and worker, ten deliveries per invocation
     // Billed duration per invocation: measured CPU, plus a generous allowance for waiting on
     // AWS (three sequential calls of ~10 ms) and on a receiver answering within ~50 ms.
@@ -155,8 +161,8 @@ pub fn cost_model(f: &Figures, how: Publishing) -> Vec<CostLine> {
     let write_units = f.delivery_write_units + op("DynamoDB.UpdateItem") + op("DynamoDB.PutItem");
     vec![
         CostLine {
-            item: format!("HTTP API requests ({calls} per delivery)"),
-            per_delivery: calls,
+            item: format!("HTTP API requests ({gateway_requests} per delivery)"),
+            per_delivery: gateway_requests,
             unit_price: price::HTTP_API_REQUEST,
         },
         CostLine {

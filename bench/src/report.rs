@@ -184,12 +184,17 @@ pub fn render(r: &Results) -> String {
         }
         let _ = writeln!(s, "| **total** | | | **${total:.2}** |\n");
         let _ = writeln!(s, "| events | per million deliveries |\n| --- | --- |");
-        for how in [aws::Publishing::TenPerCall, aws::Publishing::OnePerCall, aws::Publishing::ProducerOnTheBus] {
+        for how in [
+            aws::Publishing::TenPerCall,
+            aws::Publishing::OnePerCall,
+            aws::Publishing::OnePerCallFunctionUrl,
+            aws::Publishing::ProducerOnTheBus,
+        ] {
             let _ = writeln!(s, "| {} | ${:.2} |", how.label(), aws::cost_per_million(a, how));
         }
         let _ = writeln!(
             s,
-            "\nOne event per call pays API Gateway's $1.00 and a Lambda request per event; a producer on the bus pays EventBridge's $1.00 and the bus's SendMessage to the ingest queue per event. EventBridge API destinations costs $1.20 on that same bus path ($1.00 of it the event).\n"
+            "\nOne event per call pays API Gateway's $1.00 and a Lambda request per event; the function URL takes away the $1.00. A producer on the bus pays EventBridge's $1.00 and the bus's SendMessage to the ingest queue per event. EventBridge API destinations costs $1.20 on that same bus path ($1.00 of it the event). Why neither one event per call nor the bus can reach $1.20: docs/decisions/0023.\n"
         );
         let _ = writeln!(s, "Prices: {}.\n", aws::price::AS_OF);
     }
