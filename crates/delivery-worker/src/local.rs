@@ -1,7 +1,7 @@
 //! What one worker process knows before the table does: how many requests each hook has
-//! in flight here, how long they have taken lately, and which hooks it just found slow. Both are acted on at once; the
-//! slow mark also reaches the table (and so other processes and ingest) with the hook's
-//! next health write.
+//! in flight here, how long they have taken lately, and which hooks it just found slow.
+//! All are acted on at once; the slow mark also reaches the table (and so other processes
+//! and ingest) with the hook's next health write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
