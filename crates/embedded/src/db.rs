@@ -404,15 +404,16 @@ fn commit_group(c: &mut Connection, group: Vec<Box<dyn Write>>) {
             // write could not be undone alone: the writes before it in the group are lost
             // with it. The next write begins a transaction anew.
             let _ = run(c, "ROLLBACK");
-            let code = if outcome == Outcome::Full { rusqlite::ffi::SQLITE_FULL } else { rusqlite::ffi::SQLITE_IOERR };
-            let e = rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(code),
-                Some("the transaction was rolled back by a failed write beside this one".to_owned()),
-            );
+            let undone = || match outcome {
+                Outcome::Full => Error::StorageFull,
+                _ => {
+                    Error::backend("sqlite.commit", "the transaction was rolled back by a failed write beside this one")
+                }
+            };
             for r in ran.drain(..) {
-                r(Some(lost(&e)));
+                r(Some(undone()));
             }
-            reply(Some(lost(&e)));
+            reply(Some(undone()));
             continue;
         }
         ran.push(reply);

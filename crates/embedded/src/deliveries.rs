@@ -43,16 +43,14 @@ impl DeliveryStore for SqliteDeliveryStore {
             .collect::<Result<Vec<_>>>()?;
         self.db
             .write(move |c| {
-                {
-                    let mut stmt = c
-                        .prepare_cached(
-                            "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .map_err(sql("deliveries.insert"))?;
-                    for (h, id, doc, exp) in &rows {
-                        stmt.execute(params![h, id, doc, exp]).map_err(sql("deliveries.insert"))?;
-                    }
+                let mut stmt = c
+                    .prepare_cached(
+                        "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(sql("deliveries.insert"))?;
+                for (h, id, doc, exp) in &rows {
+                    stmt.execute(params![h, id, doc, exp]).map_err(sql("deliveries.insert"))?;
                 }
                 Ok(())
             })

@@ -39,20 +39,18 @@ impl EventStore for SqliteEventStore {
         let at = now.timestamp_millis();
         self.db
             .write(move |c| {
-                {
-                    let mut stmt = c
-                        .prepare_cached(
-                            "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .map_err(sql("events.put"))?;
-                    for (id, doc) in &rows {
-                        stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
-                    }
-                    let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
-                    for name in &seen {
-                        seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
-                    }
+                let mut stmt = c
+                    .prepare_cached(
+                        "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(sql("events.put"))?;
+                for (id, doc) in &rows {
+                    stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
+                }
+                let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
+                for name in &seen {
+                    seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
                 }
                 Ok(())
             })
@@ -68,11 +66,9 @@ impl EventStore for SqliteEventStore {
         let (tenant, at) = (tenant.to_string(), now.timestamp_millis());
         self.db
             .write(move |c| {
-                {
-                    let mut stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
-                    for name in &seen {
-                        stmt.execute(params![tenant, name, at]).map_err(sql("events.seen"))?;
-                    }
+                let mut stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
+                for name in &seen {
+                    stmt.execute(params![tenant, name, at]).map_err(sql("events.seen"))?;
                 }
                 Ok(())
             })

@@ -350,12 +350,10 @@ impl Queue for EmbeddedQueue {
         let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
         self.db
             .write(move |c| {
-                {
-                    let mut del =
-                        c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
-                    for r in &receipts {
-                        del.execute([r]).map_err(sql("messages.delete"))?;
-                    }
+                let mut del =
+                    c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
+                for r in &receipts {
+                    del.execute([r]).map_err(sql("messages.delete"))?;
                 }
                 Ok(())
             })
