@@ -74,6 +74,15 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         deliveries: usize,
     },
+    /// Only the fan-out of one event to many hooks, on both backends, printed.
+    Fanout {
+        /// Hooks on the embedded backend.
+        #[arg(long, default_value_t = 10_000)]
+        embedded: usize,
+        /// Hooks on the AWS backend (the emulator).
+        #[arg(long, default_value_t = 10_000)]
+        aws: usize,
+    },
     /// The receiver process the embedded run delivers to.
     Receiver {
         #[arg(long)]
@@ -110,6 +119,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
+        Command::Fanout { embedded, aws } => {
+            let r = report::Results {
+                fanout: vec![
+                    ("embedded", fanout::embedded(embedded).await?),
+                    ("aws (emulator)", fanout::aws(aws).await?),
+                ],
+                ..report::Results::default()
+            };
+            println!("{}", report::render(&r));
+            Ok(())
+        }
         Command::Noisy { bin_dir, floods } => {
             let r = report::Results {
                 noisy: noisy::run(&bin_dir, &floods).await?,
@@ -136,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
             r.aws = Some(aws::run(if quick { 3 } else { 10 }).await?);
             eprintln!("bench: fan-out");
             r.fanout.push(("embedded", fanout::embedded(if quick { 1_000 } else { 10_000 }).await?));
-            r.fanout.push(("aws (emulator)", fanout::aws(1_000).await?));
+            r.fanout.push(("aws (emulator)", fanout::aws(if quick { 1_000 } else { 10_000 }).await?));
             eprintln!("bench: replay");
             r.replay = Some(replay::run(&bin_dir, if quick { 5_000 } else { 100_000 }).await?);
             eprintln!("bench: embedded database size with retention");
