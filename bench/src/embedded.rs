@@ -58,6 +58,12 @@ pub struct Figures {
     pub latency_200: Vec<f64>,
     pub latency_1000: Vec<f64>,
     pub cpu_us_per_delivery: f64,
+    /// The server's threads' context switches per delivery in the saturation runs: the
+    /// hand-offs between threads that the CPU figure pays for.
+    pub context_switches_per_delivery: f64,
+    /// KiB `hookbridge serve` wrote per delivery at 200 and 1,000 events a second: SQLite's
+    /// log, mostly (the HTTP answers and requests and the log lines are a few KiB of it).
+    pub kib_written_per_delivery: (f64, f64),
     pub peak_rss_mb: f64,
     pub deliveries_measured: u64,
 }
@@ -182,8 +188,9 @@ impl Rig {
     }
 
     /// Publishes `events` events (ten per call, a few calls in flight) to a tenant with
-    /// `hooks` hooks; returns deliveries per second and the platform's CPU per delivery.
-    pub async fn saturation(&self, hooks: usize, events: usize) -> anyhow::Result<(f64, f64, u64)> {
+    /// `hooks` hooks; returns deliveries per second, the platform's CPU per delivery, the
+    /// deliveries and the server's context switches per delivery.
+    pub async fn saturation(&self, hooks: usize, events: usize) -> anyhow::Result<(f64, f64, u64, f64)> {
         let tenant = format!("sat{hooks}");
         self.create_hooks(&tenant, hooks).await?;
         // Let the verifier finish with the new hooks before measuring.
@@ -192,6 +199,7 @@ impl Rig {
         let t = token(&tenant)?;
         let pid = self.serve.id();
         let cpu0 = proc::cpu_time(pid)?;
+        let switches0 = proc::context_switches(pid)?;
         let start = now_ns();
         let calls = events.div_ceil(10);
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..calls)
@@ -216,14 +224,16 @@ impl Rig {
         // Let the last batch's attempts be recorded before reading the CPU counter.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let cpu = proc::cpu_time(pid)? - cpu0;
+        let switches = proc::context_switches(pid)?.saturating_sub(switches0);
         let elapsed_ns = s["last_arrival_ns"].as_u64().unwrap_or(start).saturating_sub(start).max(1);
         let rate = expected as f64 / (elapsed_ns as f64 / 1e9);
-        Ok((rate, cpu.as_secs_f64() * 1e6 / expected as f64, expected))
+        Ok((rate, cpu.as_secs_f64() * 1e6 / expected as f64, expected, switches as f64 / expected as f64))
     }
 
     /// Publishes one event at a time at `rate` per second for `seconds`; returns the
-    /// publish-to-receive latencies in milliseconds, sorted.
-    pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<Vec<f64>> {
+    /// publish-to-receive latencies in milliseconds, sorted, and the KiB the server wrote
+    /// per delivery.
+    pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<(Vec<f64>, f64)> {
         // A tenant of its own per run: one hook, so one delivery per event.
         let tenant = format!("latency-{rate}");
         let tenant = tenant.as_str();
@@ -232,6 +242,7 @@ impl Rig {
         self.reset().await?;
         let t = token(tenant)?;
         let total = (rate * seconds) as usize;
+        let written0 = proc::bytes_written(self.serve.id())?;
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut inflight = Vec::with_capacity(total);
@@ -254,12 +265,15 @@ impl Rig {
             anyhow::ensure!(status == 202, "publish answered {status}");
         }
         let s = self.wait_for(total as u64, Duration::from_secs(120)).await?;
+        // Let the last attempts be recorded and their messages deleted.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let written = proc::bytes_written(self.serve.id())?.saturating_sub(written0);
         let mut ms: Vec<f64> = s["latencies_ns"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
             .unwrap_or_default();
         ms.sort_by(f64::total_cmp);
-        Ok(ms)
+        Ok((ms, written as f64 / 1024.0 / total as f64))
     }
 
     /// `GET` an API path as `tenant_token`.
@@ -321,11 +335,12 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
     let rig = Rig::start(bin_dir).await?;
     let n = if quick { 2_000 } else { 20_000 };
-    let (sat1, cpu1, d1) = rig.saturation(1, n).await?;
-    let (sat10, cpu10, d10) = rig.saturation(10, n / 10).await?;
-    let lat = rig.latency(200, if quick { 3 } else { 10 }).await?;
-    let lat_1000 = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
+    let (sat1, cpu1, d1, sw1) = rig.saturation(1, n).await?;
+    let (sat10, cpu10, d10, sw10) = rig.saturation(10, n / 10).await?;
+    let (lat, kib_200) = rig.latency(200, if quick { 3 } else { 10 }).await?;
+    let (lat_1000, kib_1000) = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
     let cpu = (cpu1 * d1 as f64 + cpu10 * d10 as f64) / (d1 + d10) as f64;
+    let switches = (sw1 * d1 as f64 + sw10 * d10 as f64) / (d1 + d10) as f64;
     Ok(Figures {
         saturation_1: sat1,
         saturation_10: sat10,
@@ -336,6 +351,8 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
         latency_events: lat.len() + lat_1000.len(),
         latency_1000: lat_1000,
         cpu_us_per_delivery: cpu,
+        context_switches_per_delivery: switches,
+        kib_written_per_delivery: (kib_200, kib_1000),
         peak_rss_mb: rig.peak_rss_mb()?,
         deliveries_measured: d1 + d10,
     })

@@ -102,6 +102,16 @@ pub fn render(r: &Results) -> String {
                 e.cpu_us_per_delivery / f
             );
         }
+        let _ = writeln!(
+            s,
+            "| context switches per delivery, threads of `hookbridge serve` | {:.1} | | |",
+            e.context_switches_per_delivery
+        );
+        let _ = writeln!(
+            s,
+            "| written per delivery at 200 / 1,000 events/s (SQLite's log, mostly) | {:.0} / {:.0} KiB | | |",
+            e.kib_written_per_delivery.0, e.kib_written_per_delivery.1
+        );
         let _ = writeln!(s, "| peak RSS | {:.1} MiB | ≤ 50 MB | 44.6–52.6 MB |\n", e.peak_rss_mb);
         let _ = writeln!(
             s,
