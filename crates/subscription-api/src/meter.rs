@@ -4,7 +4,7 @@
 //! per [`LEASE_DIVISOR`]th of a second of its rate, not per call.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +30,11 @@ struct Lease {
 #[derive(Debug, Default)]
 pub(crate) struct Meter {
     leases: Mutex<HashMap<TenantId, Lease>>,
+    /// One renewal at a time per tenant. Without it every call that found the lease spent
+    /// took a lease of its own, and all but the last were dropped: a tenant publishing
+    /// with many calls in flight had its burst spent on leases no call used, and was
+    /// answered `429` well under its rate.
+    renewing: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Meter {
@@ -46,6 +51,39 @@ impl Meter {
         if self.take_leased(tenant, events) {
             return Ok(None);
         }
+        let gate = self.gate(tenant);
+        let renewed = async {
+            let _turn = gate.lock().await;
+            // Another call may have renewed the lease while this one waited its turn.
+            if self.take_leased(tenant, events) {
+                return Ok(None);
+            }
+            self.renew(limiter, quotas, tenant, events, now).await
+        }
+        .await;
+        let mut gates = self.renewing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Arc::strong_count(&gate) == 2 {
+            // No other call holds this tenant's gate: forget it, as leases are forgotten.
+            gates.remove(tenant);
+        }
+        renewed
+    }
+
+    fn gate(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.renewing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates.entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Leases more of the tenant's rate and takes `events` from it; what is left of the
+    /// lease before (fewer than `events`) is kept.
+    async fn renew(
+        &self,
+        limiter: &dyn RateLimiter,
+        quotas: Quotas,
+        tenant: &TenantId,
+        events: u32,
+        now: DateTime<Utc>,
+    ) -> hookbridge_core::Result<Option<Duration>> {
         let key = format!("publish:{tenant}");
         let lease = (quotas.publish_rate.get() / LEASE_DIVISOR).max(events);
         let (rate, burst) = (quotas.publish_rate, quotas.publish_burst);
@@ -59,7 +97,11 @@ impl Meter {
             Admission::RetryAfter(wait) => return Ok(Some(wait)),
         };
         let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases.insert(tenant.clone(), Lease { left: got - events, until: Instant::now() + LEASE_LIFETIME });
+        let until = Instant::now() + LEASE_LIFETIME;
+        let lease = leases.entry(tenant.clone()).or_insert(Lease { left: 0, until });
+        // Renewed leases live as long as a fresh one, leftovers included: the leftover is
+        // less than one call's events, not a saved-up burst.
+        *lease = Lease { left: lease.left + got - events, until };
         Ok(None)
     }
 
@@ -74,5 +116,51 @@ impl Meter {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::rate::Rate;
+    use hookbridge_testkit::{EmbeddedHarness, Harness};
+
+    use super::*;
+
+    fn quotas(rate: u32, burst: u32) -> Quotas {
+        Quotas { publish_rate: Rate::per_second(rate), publish_burst: burst, ..Quotas::default() }
+    }
+
+    /// Many calls in flight when the lease runs out renew it once, not once each: every
+    /// event within the burst is admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_in_flight_together_share_one_renewal_and_stay_within_the_burst() {
+        let h = EmbeddedHarness::start().await;
+        let limiter = h.backend().limiter.clone();
+        let meter = Arc::new(Meter::default());
+        let tenant: TenantId = "busy".parse().unwrap();
+        let now = Utc::now();
+        // A lease is 5 events; 100 may go at once.
+        let q = quotas(100, 100);
+        let calls: Vec<_> = (0..60)
+            .map(|_| {
+                let (meter, limiter, tenant) = (meter.clone(), limiter.clone(), tenant.clone());
+                tokio::spawn(async move { meter.take(limiter.as_ref(), q, &tenant, 1, now).await.unwrap() })
+            })
+            .collect();
+        let mut refused = 0;
+        for c in calls {
+            refused += usize::from(c.await.unwrap().is_some());
+        }
+        assert_eq!(refused, 0, "60 events within a burst of 100 were refused");
+
+        // And the burst still holds: of 100 more at the same instant, the 40 left go.
+        let mut admitted = 0;
+        for _ in 0..100 {
+            admitted += usize::from(meter.take(limiter.as_ref(), q, &tenant, 1, now).await.unwrap().is_none());
+        }
+        assert_eq!(admitted, 40, "admitted beyond the first 60");
+        assert!(meter.renewing.lock().unwrap().is_empty(), "a tenant's gate outlived its renewals");
     }
 }
