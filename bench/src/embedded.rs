@@ -45,6 +45,17 @@ pub fn token(tenant: &str) -> anyhow::Result<String> {
     Ok(mint_token(&JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), &claims)?)
 }
 
+/// One steady-rate run.
+pub struct Latency {
+    /// Publish → receive, in milliseconds, sorted.
+    pub received: Vec<f64>,
+    /// Publish → the API's `202`, in milliseconds, sorted: the part of the above spent
+    /// before ingest and the worker start.
+    pub answered: Vec<f64>,
+    /// KiB the server wrote per delivery.
+    pub kib_written: f64,
+}
+
 /// What the embedded run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
@@ -57,6 +68,9 @@ pub struct Figures {
     /// Publish → receive latencies at 200 and 1,000 events a second, sorted (ms).
     pub latency_200: Vec<f64>,
     pub latency_1000: Vec<f64>,
+    /// Publish → `202` at 200 and 1,000 events a second (ms, sorted).
+    pub answered_200: Vec<f64>,
+    pub answered_1000: Vec<f64>,
     pub cpu_us_per_delivery: f64,
     /// The server's threads' context switches per delivery in the saturation runs: the
     /// hand-offs between threads that the CPU figure pays for.
@@ -230,10 +244,8 @@ impl Rig {
         Ok((rate, cpu.as_secs_f64() * 1e6 / expected as f64, expected, switches as f64 / expected as f64))
     }
 
-    /// Publishes one event at a time at `rate` per second for `seconds`; returns the
-    /// publish-to-receive latencies in milliseconds, sorted, and the KiB the server wrote
-    /// per delivery.
-    pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<(Vec<f64>, f64)> {
+    /// Publishes one event at a time at `rate` per second for `seconds`.
+    pub async fn latency(&self, rate: u32, seconds: u32) -> anyhow::Result<Latency> {
         // A tenant of its own per run: one hook, so one delivery per event.
         let tenant = format!("latency-{rate}");
         let tenant = tenant.as_str();
@@ -250,20 +262,21 @@ impl Rig {
             tick.tick().await;
             let (http, api, t) = (self.http.clone(), self.api.clone(), t.clone());
             inflight.push(tokio::spawn(async move {
+                let sent = now_ns();
                 let ev =
-                    json!({"detail-type": "bench.latency", "source": "bench", "detail": {"sent_ns": now_ns(), "n": n}});
-                http.post(format!("{api}/v1/events"))
-                    .bearer_auth(&t)
-                    .json(&ev)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
+                    json!({"detail-type": "bench.latency", "source": "bench", "detail": {"sent_ns": sent, "n": n}});
+                let status =
+                    http.post(format!("{api}/v1/events")).bearer_auth(&t).json(&ev).send().await?.status().as_u16();
+                anyhow::Ok((status, now_ns().saturating_sub(sent) as f64 / 1e6))
             }));
         }
+        let mut answered = Vec::with_capacity(total);
         for f in inflight {
-            let status = f.await??;
+            let (status, ms) = f.await??;
             anyhow::ensure!(status == 202, "publish answered {status}");
+            answered.push(ms);
         }
+        answered.sort_by(f64::total_cmp);
         let s = self.wait_for(total as u64, Duration::from_secs(120)).await?;
         // Let the last attempts be recorded and their messages deleted.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -273,7 +286,7 @@ impl Rig {
             .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
             .unwrap_or_default();
         ms.sort_by(f64::total_cmp);
-        Ok((ms, written as f64 / 1024.0 / total as f64))
+        Ok(Latency { received: ms, answered, kib_written: written as f64 / 1024.0 / total as f64 })
     }
 
     /// `GET` an API path as `tenant_token`.
@@ -337,8 +350,9 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
     let n = if quick { 2_000 } else { 20_000 };
     let (sat1, cpu1, d1, sw1) = rig.saturation(1, n).await?;
     let (sat10, cpu10, d10, sw10) = rig.saturation(10, n / 10).await?;
-    let (lat, kib_200) = rig.latency(200, if quick { 3 } else { 10 }).await?;
-    let (lat_1000, kib_1000) = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
+    let at_200 = rig.latency(200, if quick { 3 } else { 10 }).await?;
+    let at_1000 = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
+    let (lat, lat_1000) = (at_200.received, at_1000.received);
     let cpu = (cpu1 * d1 as f64 + cpu10 * d10 as f64) / (d1 + d10) as f64;
     let switches = (sw1 * d1 as f64 + sw10 * d10 as f64) / (d1 + d10) as f64;
     Ok(Figures {
@@ -352,7 +366,9 @@ pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
         latency_1000: lat_1000,
         cpu_us_per_delivery: cpu,
         context_switches_per_delivery: switches,
-        kib_written_per_delivery: (kib_200, kib_1000),
+        kib_written_per_delivery: (at_200.kib_written, at_1000.kib_written),
+        answered_200: at_200.answered,
+        answered_1000: at_1000.answered,
         peak_rss_mb: rig.peak_rss_mb()?,
         deliveries_measured: d1 + d10,
     })

@@ -90,6 +90,16 @@ pub fn render(r: &Results) -> String {
             q(0.95),
             q(0.99)
         );
+        for (rate, answered) in [("200", &e.answered_200), ("1,000", &e.answered_1000)] {
+            let a = |p| embedded::quantile(answered, p);
+            let _ = writeln!(
+                s,
+                "| publish → `202` at {rate} events/s, p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms | | |",
+                a(0.50),
+                a(0.95),
+                a(0.99)
+            );
+        }
         let _ = writeln!(
             s,
             "| CPU per delivery, `hookbridge serve` (SQLite included) | {:.0} µs | ≤ 250 µs | 2,365 µs (svix + Postgres + Redis) |",
