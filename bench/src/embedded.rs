@@ -49,8 +49,8 @@ pub fn token(tenant: &str) -> anyhow::Result<String> {
 pub struct Latency {
     /// Publish → receive, in milliseconds, sorted.
     pub received: Vec<f64>,
-    /// Publish → the API's `202`, in milliseconds, sorted: the part of the above spent
-    /// before ingest and the worker start.
+    /// Publish → the API's `202`, in milliseconds, sorted: the API's share of the above
+    /// (it answers once the event is in the ingest queue).
     pub answered: Vec<f64>,
     /// KiB the server wrote per delivery.
     pub kib_written: f64,
