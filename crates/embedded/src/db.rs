@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS messages (
     grp           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
+CREATE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
 
 -- Rate state: when the key's next unit may go, in microseconds since the epoch.
 CREATE TABLE IF NOT EXISTS rates (
@@ -174,11 +175,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("messages", "grp", "TEXT NOT NULL DEFAULT ''"),
 ];
 
-/// Indexes on added columns, created once the columns exist, and indexes since dropped.
+/// Indexes on added columns, created once the columns exist.
 const ADDED_INDEXES: &str = "
--- A receipt names its message's seq, so a delete finds the row by its key: an index on
--- receipts was one more tree to change on every send, receive and delete.
-DROP INDEX IF EXISTS messages_receipt;
 -- Each group's oldest visible message, for receives that serve groups in turn.
 CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, seq);
 -- What the retention sweep deletes, found without scanning the tables.

@@ -221,12 +221,6 @@ fn settings(c: &rusqlite::Connection, queue: &str) -> Result<Settings> {
         .ok_or_else(|| Error::backend("queues.get", format!("queue {queue} does not exist; run `hookbridge init`")))
 }
 
-/// The message a receipt was handed out for: receipts are `{seq}.{ulid}`, so the row is
-/// found by its key and the receipt itself only checked.
-fn seq_of(receipt: &str) -> Option<i64> {
-    receipt.split_once('.').and_then(|(seq, _)| seq.parse().ok())
-}
-
 /// Hands out up to `max` visible messages, moving those received too often to the DLQ.
 /// Returns the messages and, when none was visible, when the next one becomes visible.
 fn take(
@@ -353,16 +347,13 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
-        // A receipt that names no message deletes nothing, as SQS ignores a receipt
-        // whose message is already gone.
-        let receipts: Vec<(i64, String)> = receipts.iter().filter_map(|r| Some((seq_of(&r.0)?, r.0.clone()))).collect();
+        let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
         self.db
             .write(move |c| {
-                let mut del = c
-                    .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2")
-                    .map_err(sql("messages.delete"))?;
-                for (seq, r) in &receipts {
-                    del.execute(params![seq, r]).map_err(sql("messages.delete"))?;
+                let mut del =
+                    c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
+                for r in &receipts {
+                    del.execute([r]).map_err(sql("messages.delete"))?;
                 }
                 Ok(())
             })
@@ -371,17 +362,12 @@ impl Queue for EmbeddedQueue {
 
     async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
         let receipt = receipt.0.clone();
-        let seq = seq_of(&receipt).unwrap_or(0);
         let delay_ms = delay.as_millis().min(i64::MAX as u128) as i64;
         self.db
             .write(move |c| {
                 let now = now_ms();
                 let received: Option<Option<i64>> = c
-                    .query_row(
-                        "SELECT received_at FROM messages WHERE seq = ?1 AND receipt = ?2",
-                        params![seq, receipt],
-                        |r| r.get(0),
-                    )
+                    .query_row("SELECT received_at FROM messages WHERE receipt = ?1", [&receipt], |r| r.get(0))
                     .optional()
                     .map_err(sql("messages.change_visibility"))?;
                 let since = now - received.flatten().unwrap_or(now);
@@ -390,11 +376,8 @@ impl Queue for EmbeddedQueue {
                         "a visibility timeout may not reach more than 12 hours past the message's receive".to_owned(),
                     ));
                 }
-                c.execute(
-                    "UPDATE messages SET visible_at = ?1 WHERE seq = ?2 AND receipt = ?3",
-                    params![now + delay_ms, seq, receipt],
-                )
-                .map_err(sql("messages.change_visibility"))
+                c.execute("UPDATE messages SET visible_at = ?1 WHERE receipt = ?2", params![now + delay_ms, receipt])
+                    .map_err(sql("messages.change_visibility"))
             })
             .await?;
         self.wake();
