@@ -183,6 +183,16 @@ impl TestStack {
         self.boot().await;
     }
 
+    /// Stops the stack, waits `pause`, and starts it again on the same data: a worker held
+    /// up while messages came due.
+    pub async fn pause(&mut self, pause: Duration) {
+        if let Some(s) = self.stack.take() {
+            s.shutdown().await;
+        }
+        tokio::time::sleep(pause).await;
+        self.boot().await;
+    }
+
     /// `secrets` sealed in the format from before blobs were bound to their hook, by this
     /// stack's key, as an older version stored them.
     pub async fn seal_unbound(

@@ -28,6 +28,12 @@ const EARLY_OK: chrono::Duration = chrono::Duration::milliseconds(50);
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// A rate-limit slot this close is waited for in place rather than handed back.
 const PACE_IN_PLACE: chrono::Duration = chrono::Duration::milliseconds(250);
+/// A rate-limit slot further in the past than this is void, and its delivery takes a new
+/// one. Queues bring a waiting delivery back after its slot, SQS up to a second after (it
+/// counts delays in whole seconds); one that comes back later than that was held up (a
+/// busy or stopped worker), and sending every such delivery at once would spend together
+/// the slots that passed while nothing was sent, a burst over the hook's rate.
+const SLOT_KEPT_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// The most a wave of deferred deliveries is spread over, so they do not all come back
 /// in the same instant.
 const MAX_SPREAD: Duration = Duration::from_secs(60);
@@ -270,7 +276,8 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> bool {
 }
 
 /// Reserves rate-limit slots for hooks that have a limit: one reservation per hook per
-/// batch. A delivery whose slot lies further ahead is handed back to go at its slot.
+/// batch. A delivery whose slot lies further ahead is handed back to go at its slot; one
+/// that comes back more than [`SLOT_KEPT_FOR`] after its slot takes a new one.
 async fn pace<'a>(
     w: &Worker,
     now: DateTime<Utc>,
@@ -278,8 +285,8 @@ async fn pace<'a>(
     plans: &mut Vec<Plan<'a>>,
 ) -> hookbridge_core::Result<Vec<(Candidate<'a>, Option<DateTime<Utc>>)>> {
     let mut wanting: HashMap<HookId, (Rate, u32)> = HashMap::new();
-    let needs_slot =
-        |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && !(c.task.slot && c.task.not_before.is_some());
+    let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
+    let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();
     for c in candidates.iter().filter(|c| needs_slot(c)) {
         if let Some(limit) = c.hook.config.rate_limit {
             wanting.entry(c.hook.id).or_insert((Rate::per_second(limit.per_second), 0)).1 += 1;
@@ -298,7 +305,7 @@ async fn pace<'a>(
                 *slot = mine + chrono::Duration::microseconds(rate.interval_us());
                 Some(mine)
             }
-            None => c.task.not_before.filter(|_| c.task.slot),
+            None => held(&c),
         };
         match slot {
             Some(at) if at > now + PACE_IN_PLACE => {
