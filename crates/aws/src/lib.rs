@@ -93,5 +93,7 @@ pub fn backend(clients: &Clients, r: &Resources) -> Backend {
         slow_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.slow_queue_url.clone())),
         verify_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.verify_queue_url.clone())),
         sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
+        // DynamoDB and SQS share no transaction: the worker writes in turn.
+        settlement: None,
     }
 }

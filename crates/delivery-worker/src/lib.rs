@@ -25,7 +25,7 @@ use hookbridge_core::health::DisableRule;
 use hookbridge_core::hook::Lane;
 use hookbridge_core::ports::{
     Backend, BatchOutcome, Bus, DeliveryStore, EventStore, HookStore, Lanes, RateLimiter, Receipt, ReceivedMessage,
-    Resource, Sealer,
+    Resource, Sealer, Settlement,
 };
 use hookbridge_core::retry::RetrySchedule;
 use hookbridge_outbound::Outbound;
@@ -47,6 +47,8 @@ pub struct WorkerPorts {
     pub sealer: Arc<dyn Sealer>,
     /// Per-hook delivery pace.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Records, follow-ups and deletions in one write, where the backend has it.
+    pub settlement: Option<Arc<dyn Settlement>>,
 }
 
 impl WorkerPorts {
@@ -64,6 +66,7 @@ impl WorkerPorts {
             bus: b.bus.clone(),
             sealer: b.sealer.clone(),
             limiter: b.limiter.clone(),
+            settlement: b.settlement.clone(),
         }
     }
 }

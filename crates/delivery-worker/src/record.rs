@@ -8,7 +8,10 @@
 //! For each group: one store call records every attempt and status; follow-up messages
 //! (retries, deferrals, moves to the slow lane) are sent to their lanes; each hook's
 //! health is written when it changes; operational events go to the bus; and, for a
-//! long-running consumer, the group's messages are settled.
+//! long-running consumer, the group's messages are settled. Where the backend has a
+//! [`Settlement`](hookbridge_core::ports::Settlement) (the embedded one), a long-running
+//! consumer writes the records, the follow-ups and the deletions as one, after the health
+//! and the events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, decide};
-use hookbridge_core::ports::{BatchOutcome, OutgoingMessage, Receipt, ReceivedMessage};
+use hookbridge_core::ports::{BatchOutcome, OutgoingMessage, Receipt, ReceivedMessage, Settled};
 use hookbridge_outbound::AttemptReport;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -143,6 +146,26 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
         }
     }
 
+    let count = group.len();
+    if let Some(together) = w.ports.settlement.as_ref().filter(|_| ctx.settle.is_some()) {
+        // Health and operational events first: they tell of requests already made, and if
+        // the write below fails the messages come back to be handled again.
+        report(w, observed, events, &metrics, now).await;
+        let sends: Vec<(&str, Vec<OutgoingMessage>)> = follow_ups
+            .iter()
+            .map(|(lane, items)| (w.ports.lanes.get(*lane).name(), items.iter().map(|f| f.message.clone()).collect()))
+            .collect();
+        handled.extend(follow_ups.values().flatten().map(|f| f.replaces));
+        let acks: Vec<Receipt> = handled.iter().map(|m| m.receipt.clone()).collect();
+        let settled = Settled { updates: &updates, sends: &sends, acks: &acks };
+        if let Err(e) = together.settle(settled).await {
+            tracing::error!(error = %e, "cannot record the attempts; the messages will be retried");
+            failed.append(&mut handled);
+        }
+        settle(ctx, Vec::new(), count).await;
+        return failed.into_iter().map(|m| m.id.clone()).collect();
+    }
+
     if !updates.is_empty()
         && let Err(e) = w.ports.deliveries.record(&updates).await
     {
@@ -166,13 +189,25 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
         }
     }
 
+    report(w, observed, events, &metrics, now).await;
+    settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
+    failed.into_iter().map(|m| m.id.clone()).collect()
+}
+
+/// The group's metrics line, each hook's health, and the operational events.
+async fn report(
+    w: &Worker,
+    observed: HashMap<HookId, (Arc<Hook>, Vec<Observation>)>,
+    mut events: Vec<BusEntry>,
+    metrics: &crate::metrics::BatchMetrics,
+    now: DateTime<Utc>,
+) {
     if let Some(stack) = &w.settings.emf_stack
         && let Some(doc) = metrics.to_emf(stack, "delivery-worker", now.timestamp_millis())
     {
         // Lambda hands stdout to CloudWatch Logs, which extracts the metrics from this line.
         println!("{doc}");
     }
-
     for (_, (hook, obs)) in observed {
         events.extend(crate::health::record(w, hook, &obs, now).await);
     }
@@ -181,10 +216,6 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
     {
         tracing::error!(error = %e, "could not publish operational events");
     }
-
-    let count = handled.len() + failed.len();
-    settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
-    failed.into_iter().map(|m| m.id.clone()).collect()
 }
 
 async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {

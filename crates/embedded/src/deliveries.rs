@@ -34,6 +34,32 @@ fn expiry(d: &Delivery) -> i64 {
     (d.updated_at + Duration::days(DELIVERY_RETENTION_DAYS)).timestamp_millis()
 }
 
+/// Applies `updates` inside an open transaction (shared with a settlement's sends and
+/// deletions).
+pub(crate) fn record_in(c: &rusqlite::Connection, updates: &[DeliveryUpdate]) -> Result<()> {
+    for u in updates {
+        let k = &u.delivery;
+        let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
+        let existing: Option<String> = c
+            .prepare_cached("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2")
+            .and_then(|mut stmt| stmt.query_row([&h, &id], |r| r.get(0)).optional())
+            .map_err(sql("deliveries.record"))?;
+        let mut d = match existing {
+            Some(doc) => from_doc(&doc)?,
+            None => Delivery::opened_by(u),
+        };
+        d.apply(u);
+        let doc = to_doc(&d)?;
+        c.prepare_cached(
+            "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(hook_id, id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+        )
+        .and_then(|mut stmt| stmt.execute(params![h, id, doc, expiry(&d)]))
+        .map_err(sql("deliveries.record"))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DeliveryStore for SqliteDeliveryStore {
     async fn insert(&self, deliveries: &[Delivery]) -> Result<()> {
@@ -59,31 +85,7 @@ impl DeliveryStore for SqliteDeliveryStore {
 
     async fn record(&self, updates: &[DeliveryUpdate]) -> Result<()> {
         let updates = updates.to_vec();
-        self.db
-            .write(move |c| {
-                for u in &updates {
-                    let k = &u.delivery;
-                    let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
-                    let existing: Option<String> = c
-                        .prepare_cached("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2")
-                        .and_then(|mut stmt| stmt.query_row([&h, &id], |r| r.get(0)).optional())
-                        .map_err(sql("deliveries.record"))?;
-                    let mut d = match existing {
-                        Some(doc) => from_doc(&doc)?,
-                        None => Delivery::opened_by(u),
-                    };
-                    d.apply(u);
-                    let doc = to_doc(&d)?;
-                    c.prepare_cached(
-                        "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(hook_id, id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![h, id, doc, expiry(&d)]))
-                    .map_err(sql("deliveries.record"))?;
-                }
-                Ok(())
-            })
-            .await
+        self.db.write(move |c| record_in(c, &updates)).await
     }
 
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>> {

@@ -21,6 +21,7 @@ mod queue;
 mod replays;
 pub mod retention;
 mod sealer;
+mod settlement;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,8 +106,9 @@ fn open_with(db: Db, config: &EmbeddedConfig, sealer: LocalKeySealer) -> Result<
         delivery_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery.name)),
         slow_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.delivery_slow.name)),
         verify_queue: Arc::new(EmbeddedQueue::new(db.clone(), &t.verify.name)),
-        limiter: Arc::new(limiter::SqliteRateLimiter::new(db)),
+        limiter: Arc::new(limiter::SqliteRateLimiter::new(db.clone())),
         sealer: Arc::new(sealer),
+        settlement: Some(Arc::new(settlement::SqliteSettlement::new(db))),
     })
 }
 

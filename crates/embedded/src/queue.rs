@@ -57,6 +57,15 @@ pub(crate) fn insert(
     Ok(())
 }
 
+/// Deletes received messages inside an open transaction; a stale receipt deletes nothing.
+pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<()> {
+    let mut del = c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
+    for r in receipts {
+        del.execute([&r.0]).map_err(sql("messages.delete"))?;
+    }
+    Ok(())
+}
+
 /// Groups looked at per receive, taking turns. Enough that a handful of busy groups are
 /// all served at every receive; bounded so that many idle groups cost a receive little.
 const GROUP_PROBES: usize = 32;
@@ -347,17 +356,8 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
-        let receipts: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
-        self.db
-            .write(move |c| {
-                let mut del =
-                    c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
-                for r in &receipts {
-                    del.execute([r]).map_err(sql("messages.delete"))?;
-                }
-                Ok(())
-            })
-            .await
+        let receipts = receipts.to_vec();
+        self.db.write(move |c| delete(c, &receipts)).await
     }
 
     async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {

@@ -7,6 +7,7 @@ mod key;
 mod limiter;
 mod queue;
 mod sealer;
+mod settlement;
 mod store;
 
 pub use bus::{Bus, Rule, RulePattern, SourceMatch};
@@ -16,6 +17,7 @@ pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
 };
 pub use sealer::Sealer;
+pub use settlement::{Settled, Settlement};
 pub use store::{
     Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Order, Page, PortalStore,
     ReplayStore, StoredResponse, Window,
@@ -76,6 +78,8 @@ pub struct Backend {
     pub sealer: Arc<dyn Sealer>,
     /// Delivery pace and publish rates.
     pub limiter: Arc<dyn RateLimiter>,
+    /// A group's records, sends and deletions in one transaction, where the backend can.
+    pub settlement: Option<Arc<dyn Settlement>>,
 }
 
 impl Backend {

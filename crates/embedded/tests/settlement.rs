@@ -1,0 +1,75 @@
+//! A worker group's records, follow-ups and deletions are written as one: all or none.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_core::delivery::{DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::ids::{DeliveryId, EventId, HookId};
+use hookbridge_core::ports::{Backend, OutgoingMessage, Queue, QueueDepth, Settled};
+use hookbridge_embedded::EmbeddedConfig;
+
+fn cancelled(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryUpdate {
+    let key = DeliveryKey {
+        tenant: "acme".parse().unwrap(),
+        hook_id,
+        delivery_id,
+        event_id: EventId::generate(),
+        event_type: "user.login".into(),
+    };
+    DeliveryUpdate::cancelled(key, 0, "settled by the test".into(), Utc::now())
+}
+
+async fn depth(q: &dyn Queue) -> QueueDepth {
+    q.depth().await.unwrap()
+}
+
+/// A backend with one message received from the fast lane, and its receipt.
+async fn one_received(config: &EmbeddedConfig) -> (Backend, hookbridge_core::ports::Receipt) {
+    let b = hookbridge_embedded::init(config).await.unwrap();
+    b.delivery_queue.send_batch(&[OutgoingMessage::now("task".into())]).await.unwrap();
+    let m = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
+    (b, m.receipt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_records_sends_and_deletes_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let (b, receipt) = one_received(&config).await;
+    let (hook, delivery) = (HookId::generate(), DeliveryId::generate());
+    let sends = [(b.slow_queue.name(), vec![OutgoingMessage::now("carried on".into())])];
+    let settled = Settled { updates: &[cancelled(hook, delivery)], sends: &sends, acks: &[receipt] };
+    b.settlement.as_ref().unwrap().settle(settled).await.unwrap();
+
+    let d = b.deliveries.get(hook, delivery).await.unwrap().expect("recorded");
+    assert_eq!(d.status, DeliveryStatus::Cancelled);
+    let carried = b.slow_queue.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(carried.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["carried on"]);
+    assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_that_fails_writes_nothing_and_the_message_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let (b, receipt) = one_received(&config).await;
+    let (hook, good, bad) = (HookId::generate(), DeliveryId::generate(), DeliveryId::generate());
+    // A stored record that cannot be read makes its update fail.
+    rusqlite::Connection::open(&config.database)
+        .unwrap()
+        .execute(
+            "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, 'not json', ?3)",
+            rusqlite::params![hook.to_string(), bad.to_string(), i64::MAX],
+        )
+        .unwrap();
+    let sends = [(b.slow_queue.name(), vec![OutgoingMessage::now("carried on".into())])];
+    let updates = [cancelled(hook, good), cancelled(hook, bad)];
+    let settled = Settled { updates: &updates, sends: &sends, acks: &[receipt] };
+    assert!(b.settlement.as_ref().unwrap().settle(settled).await.is_err());
+
+    assert!(b.deliveries.get(hook, good).await.unwrap().is_none(), "the good record was written");
+    assert_eq!(depth(b.slow_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+    assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 1, delayed: 0 });
+}
