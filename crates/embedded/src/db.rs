@@ -85,7 +85,9 @@ CREATE TABLE IF NOT EXISTS messages (
     grp           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at, seq);
-CREATE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
+-- Only received messages have a receipt: sending a message changes no page
+-- of this index, and it stays as small as what is in flight.
+CREATE INDEX IF NOT EXISTS messages_held ON messages (receipt) WHERE receipt IS NOT NULL;
 
 -- Rate state: when the key's next unit may go, in microseconds since the epoch.
 CREATE TABLE IF NOT EXISTS rates (
@@ -183,6 +185,8 @@ CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, s
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+-- Replaced by messages_held, which leaves out the messages not received.
+DROP INDEX IF EXISTS messages_receipt;
 ";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
@@ -484,6 +488,34 @@ mod tests {
         }
         let wal = std::fs::metadata(dir.path().join("hb.db-wal")).map(|m| m.len()).unwrap_or(0);
         assert!(wal < 8_000_000, "the write-ahead log grew to {wal} bytes");
+    }
+
+    /// A database from before the receipt index was partial: opening it replaces the full
+    /// index, and the queries by receipt use the partial one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_receipt_index_is_replaced_by_the_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        drop(Db::open(&path).unwrap());
+        let indexes = || {
+            let c = Connection::open(&path).unwrap();
+            let mut stmt = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().collect::<rusqlite::Result<Vec<_>>>().unwrap()
+        };
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("DROP INDEX messages_held; CREATE INDEX messages_receipt ON messages (receipt);").unwrap();
+        }
+        assert!(indexes().contains(&"messages_receipt".to_owned()));
+        drop(Db::open(&path).unwrap());
+        assert_eq!(indexes(), ["messages_group", "messages_held", "messages_visible"]);
+        let c = Connection::open(&path).unwrap();
+        let plan: String = c
+            .query_row("EXPLAIN QUERY PLAN DELETE FROM messages WHERE receipt = ?1", ["r"], |r| r.get(3))
+            .unwrap();
+        assert!(plan.contains("messages_held"), "{plan}");
     }
 
     fn insert_event(c: &Connection, id: &str, size: usize) -> Result<()> {
