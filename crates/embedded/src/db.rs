@@ -512,9 +512,8 @@ mod tests {
         drop(Db::open(&path).unwrap());
         assert_eq!(indexes(), ["messages_group", "messages_held", "messages_visible"]);
         let c = Connection::open(&path).unwrap();
-        let plan: String = c
-            .query_row("EXPLAIN QUERY PLAN DELETE FROM messages WHERE receipt = ?1", ["r"], |r| r.get(3))
-            .unwrap();
+        let plan: String =
+            c.query_row("EXPLAIN QUERY PLAN DELETE FROM messages WHERE receipt = ?1", ["r"], |r| r.get(3)).unwrap();
         assert!(plan.contains("messages_held"), "{plan}");
     }
 

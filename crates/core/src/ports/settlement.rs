@@ -20,11 +20,10 @@ pub struct Settled<'a> {
 }
 
 /// Records, sends and deletes a group's outcome as one: all of it or none. Only a backend
-/// whose store and queues share one database has it (the embedded one): there it saves
-/// two of a delivery's commits, and the order of the three writes no longer matters,
-/// because no crash can fall between them. Elsewhere the worker writes them in turn —
-/// records, then sends, then deletes — so a crash between them repeats work, never
-/// loses it.
+/// whose store and queues share one database has it (the embedded one): there no crash
+/// can fall between the three writes, so none can leave a retry beside the message it
+/// replaces (docs/decisions/0024). Elsewhere the worker writes them in turn — records,
+/// then sends, then deletes — so a crash between them repeats work, never loses it.
 #[async_trait]
 pub trait Settlement: Send + Sync {
     /// Writes `settled`; on an error nothing of it was written.
