@@ -177,10 +177,7 @@ impl TestStack {
 
     /// Stops the stack cleanly and starts it again on the same data.
     pub async fn restart(&mut self) {
-        if let Some(s) = self.stack.take() {
-            s.shutdown().await;
-        }
-        self.boot().await;
+        self.pause(Duration::ZERO).await;
     }
 
     /// Stops the stack, waits `pause`, and starts it again on the same data: a worker held

@@ -151,14 +151,19 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
         // Health and operational events first: they tell of requests already made, and if
         // the write below fails the messages come back to be handled again.
         report(w, observed, events, &metrics, now).await;
-        let sends: Vec<(&str, Vec<OutgoingMessage>)> = follow_ups
-            .iter()
-            .map(|(lane, items)| (w.ports.lanes.get(*lane).name(), items.iter().map(|f| f.message.clone()).collect()))
-            .collect();
-        handled.extend(follow_ups.values().flatten().map(|f| f.replaces));
+        let mut sends: Vec<(&str, Vec<OutgoingMessage>)> = Vec::with_capacity(follow_ups.len());
+        for (lane, items) in follow_ups {
+            let messages = items.into_iter().map(|f| {
+                handled.push(f.replaces);
+                f.message
+            });
+            sends.push((w.ports.lanes.get(lane).name(), messages.collect()));
+        }
         let acks: Vec<Receipt> = handled.iter().map(|m| m.receipt.clone()).collect();
         let settled = Settled { updates: &updates, sends: &sends, acks: &acks };
-        if let Err(e) = together.settle(settled).await {
+        // A group of poison messages alone has nothing to write.
+        let nothing = updates.is_empty() && acks.is_empty();
+        if !nothing && let Err(e) = together.settle(settled).await {
             tracing::error!(error = %e, "cannot record the attempts; the messages will be retried");
             failed.append(&mut handled);
         }
