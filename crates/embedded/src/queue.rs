@@ -122,17 +122,11 @@ fn candidates(
     }
     *cursor = after;
     if chosen.len() < max {
-        let mut oldest = c.prepare_cached(
-            "SELECT seq, id, body, receive_count, sent_at FROM messages
-             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3",
-        )?;
-        let rows = oldest
-            .query_map(params![queue, now, (max + chosen.len()) as i64], row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for r in rows {
-            if chosen.len() >= max {
-                break;
-            }
+        let mut oldest = c.prepare_cached(OLDEST_VISIBLE)?;
+        let mut rows = oldest.query(params![queue, now])?;
+        while chosen.len() < max {
+            let Some(r) = rows.next()? else { break };
+            let r = row(r)?;
             if !chosen.iter().any(|c| c.0 == r.0) {
                 chosen.push(r);
             }
@@ -140,6 +134,14 @@ fn candidates(
     }
     Ok(chosen)
 }
+
+/// The oldest visible messages of a queue. Its `LIMIT` is written out, not bound: SQLite's
+/// planner reads a bound limit's value, so a statement whose limit is bound again is
+/// compiled again at its next step, which was every receive. Twice a batch is as many as
+/// a receive can need (up to a batch of them are already chosen, and are skipped).
+const OLDEST_VISIBLE: &str = "SELECT seq, id, body, receive_count, sent_at FROM messages
+     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT 20";
+const _: () = assert!(2 * MAX_BATCH <= 20);
 
 /// The longest a received message can be kept invisible, counted from its receive, as
 /// on SQS (whose `ChangeMessageVisibility` refuses more).
@@ -401,5 +403,50 @@ impl Queue for EmbeddedQueue {
                 .map_err(sql("messages.depth"))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// Receives of different sizes, some finding a message already chosen, run the
+    /// oldest-visible query with the statement compiled once.
+    #[tokio::test]
+    async fn receives_of_any_size_never_compile_the_oldest_visible_query_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let spec = QueueSpec {
+            name: "q".into(),
+            dlq: "q-dlq".into(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        create(&db, &spec).await.unwrap();
+        let q = EmbeddedQueue::new(db.clone(), "q");
+        let messages: Vec<OutgoingMessage> = (0..40)
+            .map(|i| OutgoingMessage {
+                body: format!("m{i}"),
+                delay: Duration::ZERO,
+                group: Some(format!("g{}", i % 3)),
+            })
+            .collect();
+        q.send_batch(&messages).await.unwrap();
+        let mut got = 0;
+        for max in [1, 4, 10, 2, 7, 10] {
+            got += q.receive(max, Duration::ZERO).await.unwrap().len();
+        }
+        assert_eq!(got, 34);
+        let compiled_again = db
+            .write(|c| {
+                Ok(c.prepare_cached(OLDEST_VISIBLE).map_err(sql("test"))?.get_status(StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(compiled_again, 0);
     }
 }
