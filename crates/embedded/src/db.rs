@@ -30,7 +30,7 @@ const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(2
 /// (SQLite's default is 1,000). That checkpoint syncs the database file, which writes back
 /// every page the background checkpoints have copied since the last one; a hot page (the
 /// queue's) is then written back once per checkpoint however often it changed. At 1,000
-/// pages that was several times a second under load, and about a twentieth of the CPU.
+/// pages that was several times a second under load, and about 7 % of the CPU.
 /// 10,000 pages (40 MB of log at most, started over after each checkpoint) makes it every
 /// few seconds.
 const LOG_CHECKPOINT_PAGES: i64 = 10_000;
@@ -480,7 +480,7 @@ mod tests {
 
     /// A write that changes many pages keeps its savepoint's journal in memory: with
     /// SQLite's default it spilled into a temporary file past 64 KiB, created, written and
-    /// deleted by most busy commits (about a tenth of the platform's CPU at saturation).
+    /// deleted by most busy commits (about an eighth of the server's CPU at saturation).
     #[tokio::test]
     async fn a_large_write_journals_its_savepoint_in_memory_not_in_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -515,11 +515,11 @@ mod tests {
         assert_eq!(open_temp_files, 0);
     }
 
-    /// SQLite's own checkpoint, run by the commit that crosses [`LOG_CHECKPOINT_PAGES`] of log, is what
-    /// lets the next writer start the log over. A checkpointer on a connection of its own
-    /// was tried (BENCHMARKS.md, "What the figures changed"): passive checkpoints never start
-    /// the log over (it reached 4 GB in a 100,000-delivery replay), and ones that do held
-    /// up the writer longer than the commits' own.
+    /// SQLite's own checkpoint, run by the commit that crosses [`LOG_CHECKPOINT_PAGES`] of
+    /// log, is what lets the next writer start the log over. A checkpointer on a connection
+    /// of its own was tried (BENCHMARKS.md, "What the figures changed"): passive checkpoints
+    /// never start the log over (it reached 4 GB in a 100,000-delivery replay), and ones
+    /// that do held up the writer longer than the commits' own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_starts_over_under_steady_writes() {
         let dir = tempfile::tempdir().unwrap();

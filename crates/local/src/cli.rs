@@ -69,7 +69,8 @@ pub enum Command {
         #[arg(long, default_value_t = crate::stack::DEFAULT_DELIVERY_CONCURRENCY, env = "HOOKBRIDGE_DELIVERY_CONCURRENCY")]
         delivery_concurrency: usize,
         /// The most the database may grow to (e.g. 2GB); when full, the API answers 503 and
-        /// nothing is accepted, rather than the disk filling up.
+        /// nothing is accepted, rather than the disk filling up. Its log beside it can take
+        /// up to about 40 MB more.
         #[arg(long, value_parser = size, env = "HOOKBRIDGE_DATABASE_MAX_SIZE")]
         database_max_size: Option<u64>,
     },
