@@ -486,18 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("hb.db")).unwrap();
         // 2 MB committed first: a savepoint journals only pages that existed before it.
-        db.write(|c| {
-            for i in 0..2_000 {
-                c.execute(
-                    "INSERT INTO events (tenant, id, doc, expires_at) VALUES ('t', ?1, ?2, 0)",
-                    params![format!("{i:05}"), "x".repeat(1_000)],
-                )
-                .map_err(|e| Error::backend("test", e))?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
+        db.write(|c| (0..2_000).try_for_each(|i| insert_event(c, &format!("{i:05}"), 1_000))).await.unwrap();
         let open_temp_files = db
             .write(|c| {
                 c.execute("UPDATE events SET doc = ?1", ["y".repeat(1_000)]).map_err(|e| Error::backend("test", e))?;
@@ -527,18 +516,7 @@ mod tests {
         let db = Db::open(&path).unwrap();
         // 120 MB in 1,200 commits, one after another: three times what the log may hold.
         for n in 0..1_200 {
-            db.write(move |c| {
-                for i in 0..100 {
-                    c.execute(
-                        "INSERT INTO events (tenant, id, doc, expires_at) VALUES ('t', ?1, ?2, 0)",
-                        params![format!("{n}-{i}"), "x".repeat(1_000)],
-                    )
-                    .map_err(|e| Error::backend("test", e))?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+            db.write(move |c| (0..100).try_for_each(|i| insert_event(c, &format!("{n}-{i}"), 1_000))).await.unwrap();
         }
         let wal = std::fs::metadata(dir.path().join("hb.db-wal")).map(|m| m.len()).unwrap_or(0);
         // A log that never started over would hold all 120 MB. One that does holds its
