@@ -97,11 +97,11 @@ impl Bus for EmbeddedBus {
                     rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
                 };
                 let mut touched = Vec::new();
-                for (source, detail_type, body, tenant) in routed {
+                for (source, detail_type, body, tenant) in &routed {
                     for (pattern, target) in &rules {
-                        if pattern.matches(&source, &detail_type) {
+                        if pattern.matches(source, detail_type) {
                             let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
-                            queue::insert(c, target, [m])?;
+                            queue::insert(c, target, &[m])?;
                             touched.push(target.clone());
                         }
                     }

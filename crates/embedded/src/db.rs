@@ -174,11 +174,11 @@ fn connect(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Connection> 
     // take the last transactions, which is the trade-off SQLite documents for WAL.
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
-    // Every write runs in a savepoint of its own (`commit_group`), and a savepoint keeps
-    // the pages it changes in a statement journal so that it can be undone alone. Left to
+    // A savepoint (a write may open one) and a statement that may fail halfway keep the
+    // pages they change in a statement journal so that they can be undone alone. Left to
     // SQLite's default that journal spills into a temporary file past 64 KiB: a file
-    // created, written and deleted in most busy commits, for data no crash ever needs
-    // (the log is what recovery reads). In memory it is a copy of each page changed.
+    // created, written and deleted, for data no crash ever needs (the log is what
+    // recovery reads). In memory it is a copy of each page changed.
     c.pragma_update(None, "temp_store", "MEMORY")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -273,15 +273,19 @@ impl Db {
     /// commit that carries it is done. `f` is atomic: an `Err` (or a panic) undoes what it
     /// wrote and nothing else. It shares its commit with other writes, so it must not
     /// begin or end a transaction itself; a savepoint is what it may open.
+    ///
+    /// `f` may run more than once: when another write in its commit fails, the commit is
+    /// undone and run again without that one (`commit_group`). So it is an `Fn`, and what
+    /// it does outside the database must bear repeating.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: Fn(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.inner
             .writes
-            .send(Box::new(Job { f, answer }))
+            .send(Box::new(Job { f, out: None, answer }))
             .map_err(|_| Error::backend("sqlite.write", "the writer thread has stopped"))?;
         answered.await.map_err(|_| Error::backend("sqlite.write", "the writer thread stopped before answering"))?
     }
@@ -310,10 +314,11 @@ impl Db {
 
 /// A write waiting for the writer thread.
 trait Write: Send {
-    /// Runs the write; the reply answers its caller once its commit is known.
-    fn run(self: Box<Self>, c: &mut Connection) -> (Outcome, Reply);
-    /// Answers the caller without running the write.
-    fn refuse(self: Box<Self>, e: Error);
+    /// Runs the write in the open transaction and keeps its result for [`Write::answer`].
+    fn run(&mut self, c: &mut Connection) -> Outcome;
+    /// Answers the caller: with its last run's result, or with why the commit carrying
+    /// it was lost.
+    fn answer(self: Box<Self>, lost: Option<Error>);
 }
 
 /// How a write went, before its commit.
@@ -321,46 +326,35 @@ trait Write: Send {
 enum Outcome {
     Wrote,
     Failed,
-    /// Failed for want of space (the disk, or the database's size cap).
-    Full,
 }
-
-/// Answers a write's caller: with its own result, or with why the commit carrying it was
-/// lost.
-type Reply = Box<dyn FnOnce(Option<Error>) + Send>;
 
 struct Job<F, T> {
     f: F,
+    out: Option<Result<T>>,
     answer: tokio::sync::oneshot::Sender<Result<T>>,
 }
 
 impl<F, T> Write for Job<F, T>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    F: Fn(&mut Connection) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, c: &mut Connection) -> (Outcome, Reply) {
-        let Job { f, answer } = *self;
-        let out = catch_unwind(AssertUnwindSafe(|| f(c)))
+    fn run(&mut self, c: &mut Connection) -> Outcome {
+        let out = catch_unwind(AssertUnwindSafe(|| (self.f)(c)))
             .unwrap_or_else(|_| Err(Error::backend("sqlite.write", "the write panicked")));
-        let outcome = match &out {
-            Ok(_) => Outcome::Wrote,
-            Err(Error::StorageFull) => Outcome::Full,
-            Err(_) => Outcome::Failed,
-        };
-        let reply: Reply = Box::new(move |lost| {
-            let out = match lost {
-                Some(e) if outcome == Outcome::Wrote => Err(e),
-                _ => out,
-            };
-            // The caller may have gone (its request was cancelled); the write stands.
-            let _ = answer.send(out);
-        });
-        (outcome, reply)
+        let outcome = if out.is_ok() { Outcome::Wrote } else { Outcome::Failed };
+        self.out = Some(out);
+        outcome
     }
 
-    fn refuse(self: Box<Self>, e: Error) {
-        let _ = self.answer.send(Err(e));
+    fn answer(self: Box<Self>, lost: Option<Error>) {
+        let out = match (lost, self.out) {
+            (None, Some(out)) | (Some(_), Some(out @ Err(_))) => out,
+            (Some(e), _) => Err(e),
+            (None, None) => Err(Error::backend("sqlite.write", "the write never ran")),
+        };
+        // The caller may have gone (its request was cancelled); the write stands.
+        let _ = self.answer.send(out);
     }
 }
 
@@ -401,53 +395,48 @@ fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>) {
     }
 }
 
-fn commit_group(c: &mut Connection, group: Vec<Box<dyn Write>>) {
-    let mut ran: Vec<Reply> = Vec::with_capacity(group.len());
-    for write in group {
-        if c.is_autocommit()
-            && let Err(e) = run(c, "BEGIN IMMEDIATE")
-        {
-            write.refuse(lost(&e));
-            continue;
+/// Runs a group's writes in one transaction and commits them together.
+///
+/// A write that fails must undo only itself. Each write used to run in a savepoint of its
+/// own for that, and a savepoint copies every page it changes into its journal: about a
+/// tenth of the writer's time (BENCHMARKS.md), paid by every write for the rare one that
+/// fails. Now the writes run bare; when one fails, the transaction is rolled back, the
+/// failed write is answered with its error, and the others run again without it.
+fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>) {
+    'run: while !group.is_empty() {
+        if let Err(e) = run(c, "BEGIN IMMEDIATE") {
+            group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+            return;
         }
-        if let Err(e) = run(c, "SAVEPOINT write") {
-            write.refuse(lost(&e));
-            continue;
-        }
-        let (outcome, reply) = write.run(c);
-        let ended = if outcome == Outcome::Wrote {
-            run(c, "RELEASE write")
-        } else {
-            run(c, "ROLLBACK TO write").and_then(|()| run(c, "RELEASE write"))
-        };
-        if c.is_autocommit() || ended.is_err() {
-            // SQLite undid the whole transaction (a full disk, an I/O error), or this
-            // write could not be undone alone: the writes before it in the group are lost
-            // with it. The next write begins a transaction anew.
-            let _ = run(c, "ROLLBACK");
-            let undone = || match outcome {
-                Outcome::Full => Error::StorageFull,
-                _ => {
-                    Error::backend("sqlite.commit", "the transaction was rolled back by a failed write beside this one")
-                }
-            };
-            for r in ran.drain(..) {
-                r(Some(undone()));
+        for i in 0..group.len() {
+            let outcome = group[i].run(c);
+            // SQLite rolls a transaction back itself after some errors (a full disk, an I/O
+            // error), even under a write that swallowed the error and answered Ok.
+            let undone = c.is_autocommit();
+            if outcome == Outcome::Wrote && !undone {
+                continue;
             }
-            reply(Some(undone()));
-            continue;
+            if !undone {
+                let _ = run(c, "ROLLBACK");
+            }
+            let failed = group.remove(i);
+            match outcome {
+                Outcome::Failed => failed.answer(None),
+                Outcome::Wrote => failed.answer(Some(Error::backend(
+                    "sqlite.commit",
+                    "SQLite rolled the transaction back under this write",
+                ))),
+            }
+            continue 'run;
         }
-        ran.push(reply);
-    }
-    if c.is_autocommit() {
+        match run(c, "COMMIT") {
+            Ok(()) => group.into_iter().for_each(|w| w.answer(None)),
+            Err(e) => {
+                let _ = run(c, "ROLLBACK");
+                group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+            }
+        }
         return;
-    }
-    match run(c, "COMMIT") {
-        Ok(()) => ran.into_iter().for_each(|r| r(None)),
-        Err(e) => {
-            let _ = run(c, "ROLLBACK");
-            ran.into_iter().for_each(|r| r(Some(lost(&e))));
-        }
     }
 }
 
@@ -478,9 +467,10 @@ mod tests {
 
     use super::*;
 
-    /// A write that changes many pages keeps its savepoint's journal in memory: with
+    /// A write that changes many pages in a savepoint keeps its journal in memory: with
     /// SQLite's default it spilled into a temporary file past 64 KiB, created, written and
-    /// deleted by most busy commits (about an eighth of the server's CPU at saturation).
+    /// deleted by most busy commits when every write ran in a savepoint (about an eighth of
+    /// the server's CPU at saturation).
     #[tokio::test]
     async fn a_large_write_journals_its_savepoint_in_memory_not_in_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -489,14 +479,16 @@ mod tests {
         db.write(|c| (0..2_000).try_for_each(|i| insert_event(c, &format!("{i:05}"), 1_000))).await.unwrap();
         let open_temp_files = db
             .write(|c| {
-                c.execute("UPDATE events SET doc = ?1", ["y".repeat(1_000)]).map_err(|e| Error::backend("test", e))?;
+                c.execute_batch("SAVEPOINT large").map_err(crate::error::sql("test"))?;
+                c.execute("UPDATE events SET doc = ?1", ["y".repeat(1_000)]).map_err(crate::error::sql("test"))?;
                 // SQLite's temporary files are named `etilqs_…` and unlinked once open;
-                // the journal of the write's savepoint would be open here, before the commit.
+                // the savepoint's journal would be open here, before its release.
                 let open = std::fs::read_dir("/proc/self/fd")
                     .map_err(|e| Error::backend("test", e))?
                     .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
                     .filter(|target| target.to_string_lossy().contains("etilqs_"))
                     .count();
+                c.execute_batch("RELEASE large").map_err(crate::error::sql("test"))?;
                 Ok(open)
             })
             .await

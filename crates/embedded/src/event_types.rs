@@ -44,7 +44,7 @@ impl EventTypeStore for SqliteEventTypeStore {
         let n = self
             .db
             .write(move |c| {
-                c.execute("DELETE FROM event_types WHERE tenant = ?1 AND name = ?2", [tenant, name])
+                c.execute("DELETE FROM event_types WHERE tenant = ?1 AND name = ?2", [&tenant, &name])
                     .map_err(sql("event_types.undeclare"))
             })
             .await?;

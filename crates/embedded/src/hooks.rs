@@ -154,7 +154,8 @@ impl HookStore for SqliteHookStore {
         let n = self
             .db
             .write(move |c| {
-                c.execute("DELETE FROM hooks WHERE tenant = ?1 AND id = ?2", [tenant, id]).map_err(sql("hooks.delete"))
+                c.execute("DELETE FROM hooks WHERE tenant = ?1 AND id = ?2", [&tenant, &id])
+                    .map_err(sql("hooks.delete"))
             })
             .await?;
         Ok(n == 1)

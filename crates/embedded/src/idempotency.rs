@@ -90,7 +90,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let (tenant, key) = (tenant.to_string(), key.to_owned());
         self.db
             .write(move |c| {
-                c.execute("DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND status IS NULL", [tenant, key])
+                c.execute("DELETE FROM idempotency WHERE tenant = ?1 AND key = ?2 AND status IS NULL", [&tenant, &key])
                     .map(|_| ())
                     .map_err(sql("idempotency.release"))
             })

@@ -36,11 +36,7 @@ pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
 
 /// Inserts messages into a queue inside an open transaction (shared with the bus, which
 /// routes an event to its queues in the same transaction that accepts it).
-pub(crate) fn insert(
-    c: &rusqlite::Connection,
-    queue: &str,
-    messages: impl IntoIterator<Item = OutgoingMessage>,
-) -> Result<()> {
+pub(crate) fn insert(c: &rusqlite::Connection, queue: &str, messages: &[OutgoingMessage]) -> Result<()> {
     let now = now_ms();
     let mut stmt = c
         .prepare_cached(
@@ -50,7 +46,7 @@ pub(crate) fn insert(
         .map_err(sql("messages.insert"))?;
     for m in messages {
         let id = ulid::Ulid::new().to_string();
-        let grp = m.group.unwrap_or_default();
+        let grp = m.group.as_deref().unwrap_or_default();
         stmt.execute(params![queue, id, m.body, now + m.delay.as_millis() as i64, now, grp])
             .map_err(sql("messages.insert"))?;
     }
@@ -305,7 +301,7 @@ impl Queue for EmbeddedQueue {
         let batch: Vec<OutgoingMessage> = messages.to_vec();
         self.db
             .write(move |c| {
-                insert(c, &queue, batch)?;
+                insert(c, &queue, &batch)?;
                 Ok(())
             })
             .await?;

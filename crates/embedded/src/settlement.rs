@@ -32,8 +32,8 @@ impl Settlement for SqliteSettlement {
         self.db
             .write(move |c| {
                 deliveries::record_in(c, &updates)?;
-                for (q, messages) in sends {
-                    queue::insert(c, &q, messages)?;
+                for (q, messages) in &sends {
+                    queue::insert(c, q, messages)?;
                 }
                 queue::delete(c, &acks)
             })
