@@ -596,6 +596,44 @@ mod tests {
         assert_eq!(stored_ids(&path), expected, "exactly the writes answered Ok are stored");
     }
 
+    /// SQLite can undo the whole transaction under a write that then answers Ok (a full
+    /// disk does, when the write swallows the error). That write is answered with an
+    /// error, and the others in its group still commit. A write that ends the transaction
+    /// itself stands in for SQLite here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_transaction_was_undone_under_it_is_not_answered_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open(&path).unwrap();
+        let writes = (0..100).map(|i| {
+            let db = db.clone();
+            async move {
+                db.write(move |c| {
+                    insert_event(c, &format!("{i:03}"), 10)?;
+                    if i % 10 == 0 {
+                        c.execute_batch("ROLLBACK").map_err(crate::error::sql("test"))?;
+                    }
+                    Ok(i)
+                })
+                .await
+            }
+        });
+        let outcomes = futures::future::join_all(writes).await;
+        let mut expected = std::collections::BTreeSet::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(_) if i % 10 == 0 => panic!("write {i} was undone yet answered Ok"),
+                Ok(n) => {
+                    assert_eq!(n, i);
+                    expected.insert(format!("{i:03}"));
+                }
+                Err(e) if i % 10 != 0 => panic!("write {i} should have succeeded: {e}"),
+                Err(_) => {}
+            }
+        }
+        assert_eq!(stored_ids(&path), expected, "exactly the writes answered Ok are stored");
+    }
+
     /// A full database can undo a whole shared transaction; then every write in it is
     /// answered with an error, and none answered Ok is missing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
