@@ -559,6 +559,34 @@ mod tests {
         stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
+    /// Sends `n` writes at once, the `i`th being `write(i)`, and returns their answers in
+    /// order: writes sent together share commits.
+    async fn write_all<W>(db: &Db, n: usize, write: impl Fn(usize) -> W) -> Vec<Result<usize>>
+    where
+        W: Fn(&mut Connection) -> Result<usize> + Send + 'static,
+    {
+        futures::future::join_all((0..n).map(|i| db.write(write(i)))).await
+    }
+
+    /// Holds the answers of [`write_all`] to the contract: the writes `refused` names are
+    /// answered with an error, every other one with its own result, and exactly the writes
+    /// answered Ok are stored.
+    fn assert_answered_truthfully(path: &Path, outcomes: Vec<Result<usize>>, refused: impl Fn(usize) -> bool) {
+        let mut expected = std::collections::BTreeSet::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match (refused(i), outcome) {
+                (true, Err(_)) => {}
+                (true, Ok(_)) => panic!("write {i} failed or was undone, yet was answered Ok"),
+                (false, Ok(n)) => {
+                    assert_eq!(n, i, "each caller gets its own answer");
+                    expected.insert(format!("{i:03}"));
+                }
+                (false, Err(e)) => panic!("write {i} should have succeeded: {e}"),
+            }
+        }
+        assert_eq!(stored_ids(path), expected, "exactly the writes answered Ok are stored");
+    }
+
     /// Writes sent together share commits; each still stands or falls alone, and each
     /// caller hears its own outcome.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,34 +594,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hb.db");
         let db = Db::open(&path).unwrap();
-        let writes = (0..300).map(|i| {
-            let db = db.clone();
-            async move {
-                db.write(move |c| {
-                    insert_event(c, &format!("{i:03}"), 10)?;
-                    match i % 6 {
-                        0 => Err(Error::backend("test", "refused after writing")),
-                        3 => panic!("a write that panics after writing"),
-                        _ => Ok(i),
-                    }
-                })
-                .await
-            }
-        });
-        let outcomes = futures::future::join_all(writes).await;
-        let mut expected = std::collections::BTreeSet::new();
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            match (i % 6, outcome) {
-                (0 | 3, Err(_)) => {}
-                (0 | 3, Ok(_)) => panic!("write {i} failed yet was answered Ok"),
-                (_, Ok(n)) => {
-                    assert_eq!(n, i, "each caller gets its own answer");
-                    expected.insert(format!("{i:03}"));
+        let outcomes = write_all(&db, 300, |i| {
+            move |c: &mut Connection| {
+                insert_event(c, &format!("{i:03}"), 10)?;
+                match i % 6 {
+                    0 => Err(Error::backend("test", "refused after writing")),
+                    3 => panic!("a write that panics after writing"),
+                    _ => Ok(i),
                 }
-                (_, Err(e)) => panic!("write {i} should have succeeded: {e}"),
             }
-        }
-        assert_eq!(stored_ids(&path), expected, "exactly the writes answered Ok are stored");
+        })
+        .await;
+        assert_answered_truthfully(&path, outcomes, |i| i % 6 == 0 || i % 6 == 3);
     }
 
     /// SQLite can undo the whole transaction under a write that then answers Ok (a full
@@ -605,33 +617,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hb.db");
         let db = Db::open(&path).unwrap();
-        let writes = (0..100).map(|i| {
-            let db = db.clone();
-            async move {
-                db.write(move |c| {
-                    insert_event(c, &format!("{i:03}"), 10)?;
-                    if i % 10 == 0 {
-                        c.execute_batch("ROLLBACK").map_err(crate::error::sql("test"))?;
-                    }
-                    Ok(i)
-                })
-                .await
-            }
-        });
-        let outcomes = futures::future::join_all(writes).await;
-        let mut expected = std::collections::BTreeSet::new();
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            match outcome {
-                Ok(_) if i % 10 == 0 => panic!("write {i} was undone yet answered Ok"),
-                Ok(n) => {
-                    assert_eq!(n, i);
-                    expected.insert(format!("{i:03}"));
+        let outcomes = write_all(&db, 100, |i| {
+            move |c: &mut Connection| {
+                insert_event(c, &format!("{i:03}"), 10)?;
+                if i % 10 == 0 {
+                    c.execute_batch("ROLLBACK").map_err(crate::error::sql("test"))?;
                 }
-                Err(e) if i % 10 != 0 => panic!("write {i} should have succeeded: {e}"),
-                Err(_) => {}
+                Ok(i)
             }
-        }
-        assert_eq!(stored_ids(&path), expected, "exactly the writes answered Ok are stored");
+        })
+        .await;
+        assert_answered_truthfully(&path, outcomes, |i| i % 10 == 0);
     }
 
     /// A full database can undo a whole shared transaction; then every write in it is
