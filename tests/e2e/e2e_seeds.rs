@@ -176,8 +176,8 @@ async fn unifi_and_hypr_events_arrive_in_their_own_shapes(flavor: Flavor) {
     let unifi: Value = serde_json::from_str(&fixture("unifi-event.json")).unwrap();
     stack.publish(&t, &json!({"detail-type": "user.session.start", "source": "uid", "detail": unifi})).await;
     stack.publish(&t, &json!({"detail-type": "log", "source": "hypr_event_hooks", "detail": {"data": {"eventName": "FIDO2_DEVICE_REG"}}})).await;
-    let got = r.wait_for(2, WAIT).await;
-    let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap();
+    let got = r.wait_for_paths(&["/unifi", "/hypr"], WAIT).await;
+    let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap_or_else(|| panic!("nothing at {p}"));
     assert_eq!(serde_json::from_slice::<Value>(&at("/unifi").body).unwrap(), unifi, "UniFi's event as it is");
     let envelope: Value = serde_json::from_slice(&at("/hypr").body).unwrap();
     assert_eq!((envelope["detail-type"].as_str(), envelope["source"].as_str()), (Some("log"), Some("hypr_event_hooks")));

@@ -209,13 +209,27 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived or `timeout` passed; returns all received.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, |got| got.len() >= n).await
+    }
+
+    /// Waits until a request arrived at each of `paths` or `timeout` passed; returns all
+    /// received. Delivery is at least once (the emulator's SQS can hand one message to two
+    /// receivers), so a test expecting one delivery per path waits for the paths, not for
+    /// a count that a duplicate would reach early.
+    pub async fn wait_for_paths(&self, paths: &[&str], timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, |got| paths.iter().all(|p| got.iter().any(|g| g.uri.path() == *p))).await
+    }
+
+    /// Waits until `done` holds for everything received or `timeout` passed; returns all
+    /// received.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let arrived = self.shared.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let got = self.received();
-            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+            if done(&got) || tokio::time::Instant::now() >= deadline {
                 return got;
             }
             let _ = tokio::time::timeout_at(deadline, arrived).await;
