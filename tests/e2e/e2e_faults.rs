@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hookbridge_core::settings;
-use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, on_both_backends};
-use hookbridge_testkit::{Received, Receiver, Reply};
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, numbers, on_both_backends};
+use hookbridge_testkit::{Receiver, Reply};
 use serde_json::json;
 
 on_both_backends! {
@@ -27,11 +27,8 @@ async fn a_receiver_that_is_down_then_back_gets_everything_on_the_schedule(flavo
     .expect("all five retrying after connection failures");
     // Back.
     let r = Receiver::start_on(addr).await;
-    let arrived = |got: &[Received]| -> BTreeSet<u64> {
-        got.iter().filter_map(|g| g.json()["detail"]["n"].as_u64()).collect()
-    };
-    let got = r.wait_until(Duration::from_secs(30), |got| arrived(got).len() >= 5).await;
-    let ns = arrived(&got);
+    let got = r.wait_until(Duration::from_secs(30), |got| numbers(got).len() >= 5).await;
+    let ns = numbers(&got);
     assert_eq!(ns, (0..5).collect(), "every event arrived");
     let done = eventually(Duration::from_secs(20), || async {
         let list = stack.deliveries(&t, id, 1).await;

@@ -8,7 +8,7 @@ use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, Validatio
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::settings;
 use hookbridge_core::signing::keycloak_signature;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, numbers, on_both_backends};
 use hookbridge_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
 
@@ -21,11 +21,6 @@ fn event(n: u32) -> Value {
 /// The paths requests arrived at, for a failure message.
 fn paths(got: &[Received]) -> String {
     got.iter().map(|g| g.uri.path()).collect::<Vec<_>>().join(", ")
-}
-
-/// The event numbers that arrived, each once however often it was sent.
-fn numbers(got: &[Received]) -> std::collections::BTreeSet<u64> {
-    got.iter().filter_map(|g| g.json()["detail"]["n"].as_u64()).collect()
 }
 
 /// The requests carrying event number `n`, in the order they arrived.

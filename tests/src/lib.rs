@@ -415,6 +415,12 @@ async fn checked(req: reqwest::RequestBuilder, method: &str, path: &str) -> Answ
     Answer { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
 }
 
+/// The `detail.n` of every event that arrived, each once however often it was sent:
+/// delivery is at least once, so a test counts events, not requests.
+pub fn numbers(got: &[hookbridge_testkit::Received]) -> std::collections::BTreeSet<u64> {
+    got.iter().filter_map(|g| g.json()["detail"]["n"].as_u64()).collect()
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
