@@ -70,7 +70,7 @@ pub enum Command {
         delivery_concurrency: usize,
         /// The most the database may grow to (e.g. 2GB); when full, the API answers 503 and
         /// nothing is accepted, rather than the disk filling up. Its log beside it can take
-        /// up to about 40 MB more.
+        /// up to about 20 MB more (40 MB for a database created with 4 KiB pages).
         #[arg(long, value_parser = size, env = "HOOKBRIDGE_DATABASE_MAX_SIZE")]
         database_max_size: Option<u64>,
     },
