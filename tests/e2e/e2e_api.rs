@@ -364,7 +364,7 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
     assert_eq!(p1, p2, "a producer's id makes the event idempotent");
 
     // Deliveries, not requests, are counted: a delivery may arrive twice (at least once),
-    // always with its own webhook-id, while a repeat that published would add new ones.
+    // with the same webhook-id each time, while a repeat that published would add new ones.
     let deliveries = |got: &[Received]| -> std::collections::BTreeSet<String> {
         got.iter().filter_map(|g| g.header("webhook-id").map(str::to_owned)).collect()
     };
