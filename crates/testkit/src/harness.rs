@@ -38,6 +38,29 @@ pub trait Harness: Send + Sync {
     async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets;
 }
 
+/// The database file's name in the harness's temporary directory.
+const DATABASE: &str = "hookbridge.db";
+
+/// The tables whose shape has changed, as the first releases created them.
+const OLDER_TABLES: &str = "
+PRAGMA page_size = 4096;
+CREATE TABLE hooks (
+    tenant  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE TABLE deliveries (
+    hook_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (hook_id, id)
+) WITHOUT ROWID;
+";
+
 /// The embedded backend on a fresh database in a temporary directory.
 #[derive(Debug)]
 pub struct EmbeddedHarness {
@@ -51,8 +74,22 @@ pub struct EmbeddedHarness {
 impl EmbeddedHarness {
     /// A fresh, initialised embedded backend.
     pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir")).await
+    }
+
+    /// An initialised embedded backend on a database made as they were before 2026-12-01
+    /// (4 KiB pages; hooks and deliveries in WITHOUT ROWID tables), which a newer version
+    /// opens and uses as it is.
+    pub async fn start_on_an_older_database() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = EmbeddedConfig::at(dir.path().join("hookbridge.db"));
+        rusqlite::Connection::open(dir.path().join(DATABASE))
+            .and_then(|c| c.execute_batch(OLDER_TABLES))
+            .expect("create the older tables");
+        Self::start_in(dir).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir) -> Self {
+        let config = EmbeddedConfig::at(dir.path().join(DATABASE));
         let backend = hookbridge_embedded::init(&config).await.expect("init embedded backend");
         let db = Db::open(&config.database).expect("open database");
         let bus = EmbeddedBus::new(db.clone(), &config.account, &config.region);
