@@ -262,7 +262,7 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "### Embedded database size with retention enforced\n");
         let _ = writeln!(
             s,
-            "{} events an hour, each with one delivery and one idempotency key, written for {} simulated weeks; envelopes and deliveries are kept 14 days, keys 24 hours, and the sweep runs every simulated hour ({} rows deleted in all).\n",
+            "{} events an hour, each with one idempotency key and one delivery recorded as the worker records it (its first attempt, its envelope inline), written for {} simulated weeks; deliveries are kept 14 days, keys 24 hours, and the sweep runs every simulated hour ({} rows deleted in all).\n",
             ret.per_hour,
             ret.weekly_bytes.len(),
             ret.swept

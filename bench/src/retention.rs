@@ -1,9 +1,11 @@
 //! The embedded database's size under steady traffic with retention enforced: simulated
-//! days of events, deliveries and idempotency keys written through the ports, the sweep run
-//! every simulated hour. The size should grow for one retention period and then stay flat.
+//! days of deliveries and idempotency keys written through the ports as the API and the
+//! worker write them (each delivery recorded with its first attempt and, as every envelope
+//! under 16 KiB is, its envelope inline), the sweep run every simulated hour. The size
+//! should grow for one retention period and then stay flat.
 
 use chrono::{DateTime, Duration, Utc};
-use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery};
+use hookbridge_core::delivery::{Attempt, DeliveryKey, DeliveryStatus, DeliveryUpdate, Opening};
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_embedded::EmbeddedConfig;
@@ -47,28 +49,38 @@ pub async fn run(per_hour: usize, weeks: u32) -> anyhow::Result<Figures> {
     let mut out = Figures { per_hour, weekly_bytes: Vec::new(), swept: 0 };
     for hour in 0..(weeks as i64 * 7 * 24) {
         let t = start + Duration::hours(hour);
-        let mut envelopes = Vec::with_capacity(per_hour);
         let mut deliveries = Vec::with_capacity(per_hour);
         for _ in 0..per_hour {
             n += 1;
             let e = envelope(&tenant, n, t)?;
-            deliveries.push(Delivery::pending(
-                DeliveryId::generate(),
-                tenant.clone(),
-                hook,
-                e.id.clone(),
-                "user.login".into(),
-                t,
-            ));
+            deliveries.push(DeliveryUpdate {
+                delivery: DeliveryKey {
+                    tenant: tenant.clone(),
+                    hook_id: hook,
+                    delivery_id: DeliveryId::generate(),
+                    event_id: e.id.clone(),
+                    event_type: "user.login".into(),
+                },
+                attempt: Some(Attempt {
+                    attempt: 1,
+                    at: t,
+                    duration_ms: 12,
+                    status_code: Some(200),
+                    error_class: None,
+                    response_excerpt: Some("{}".into()),
+                }),
+                status: DeliveryStatus::Succeeded,
+                next_attempt_at: None,
+                note: None,
+                round: 0,
+                at: t,
+                opening: Some(Opening { created_at: t, envelope: Some(e.to_body()) }),
+            });
             let key = format!("event:{}", e.id);
             backend.idempotency.claim(&tenant, &key, "fp", t, t + Duration::hours(24)).await?;
-            envelopes.push(e);
-        }
-        for chunk in envelopes.chunks(500) {
-            backend.events.put(&tenant, chunk, t + Duration::days(DELIVERY_RETENTION_DAYS)).await?;
         }
         for chunk in deliveries.chunks(500) {
-            backend.deliveries.insert(chunk).await?;
+            backend.deliveries.record(chunk).await?;
         }
         out.swept += sweep(&db, t).await?.total();
         if (hour + 1) % (7 * 24) == 0 {
