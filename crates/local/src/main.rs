@@ -1,7 +1,9 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stderr)?;
-    hookbridge_local::cli::run(hookbridge_local::cli::Cli::parse()).await
+fn main() -> anyhow::Result<()> {
+    let cli = hookbridge_local::cli::Cli::parse();
+    hookbridge_local::runtime::for_command(&cli)?.block_on(async {
+        hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stderr)?;
+        hookbridge_local::cli::run(cli).await
+    })
 }
