@@ -77,7 +77,7 @@ impl EmbeddedHarness {
         Self::start_in(tempfile::tempdir().expect("temp dir")).await
     }
 
-    /// An initialised embedded backend on a database made as they were before 2026-12-01
+    /// An initialised embedded backend on a database made as the first releases made them
     /// (4 KiB pages; hooks and deliveries in WITHOUT ROWID tables), which a newer version
     /// opens and uses as it is.
     pub async fn start_on_an_older_database() -> Self {
