@@ -7,7 +7,6 @@ pub mod cli;
 mod consumer;
 pub mod migrate;
 mod receive;
-pub mod runtime;
 mod stack;
 
 pub use stack::{BackendChoice, DEFAULT_DELIVERY_CONCURRENCY, RunningStack, StackOptions, StartError, open_backend};
