@@ -49,7 +49,7 @@ const SCHEMA: &str = r#"
 -- delivery's JSON is about 1 KB, and a WITHOUT ROWID table (a b-tree of whole rows) keeps
 -- at most a quarter of a page of a row in place (488 bytes at 2 KiB pages), spilling the
 -- rest to an overflow page of its own, mostly empty. A rowid table keeps a row of up to
--- the whole page in place, and finds it by key through its primary-key index. Databases
+-- nearly the whole page in place, and finds it by key through its primary-key index. Databases
 -- created before keep the kind of table they were created with; the SQL is the same.
 CREATE TABLE IF NOT EXISTS hooks (
     tenant  TEXT NOT NULL,
@@ -560,8 +560,8 @@ mod tests {
 
     /// A hook's and a delivery's JSON (about 1 KB each) are kept in place in their table's
     /// pages: in a WITHOUT ROWID table every such row took an overflow page of its own,
-    /// mostly empty, so a delivery took about 2.3 KB of file instead of about 1 KB, and
-    /// reading one took two pages.
+    /// mostly empty, so a delivery took about 2.4 KB of file instead of 1.1 KB, and reading
+    /// one took two pages.
     #[tokio::test]
     async fn rows_of_about_a_kilobyte_take_no_overflow_page() {
         let dir = tempfile::tempdir().unwrap();
