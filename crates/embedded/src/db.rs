@@ -49,8 +49,9 @@ const SCHEMA: &str = r#"
 -- delivery's JSON is about 1 KB, and a WITHOUT ROWID table (a b-tree of whole rows) keeps
 -- at most a quarter of a page of a row in place (488 bytes at 2 KiB pages), spilling the
 -- rest to an overflow page of its own, mostly empty. A rowid table keeps a row of up to
--- nearly the whole page in place, and finds it by key through its primary-key index. Databases
--- created before keep the kind of table they were created with; the SQL is the same.
+-- nearly the whole page in place, and finds it by key through its primary-key index.
+-- Databases created before keep the kind of table they were created with; the SQL is the
+-- same for both.
 CREATE TABLE IF NOT EXISTS hooks (
     tenant  TEXT NOT NULL,
     id      TEXT NOT NULL,
