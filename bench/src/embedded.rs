@@ -189,12 +189,13 @@ impl Rig {
         Ok(())
     }
 
+    /// Waits until the receiver has had `n` deliveries; returns its full stats.
     pub async fn wait_for(&self, n: u64, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let s = self.stats().await?;
+            let s: Value = self.http.get(format!("{}/count", self.recv)).send().await?.json().await?;
             if s["count"].as_u64().unwrap_or(0) >= n {
-                return Ok(s);
+                return self.stats().await;
             }
             anyhow::ensure!(Instant::now() < deadline, "only {} of {n} deliveries arrived", s["count"]);
             tokio::time::sleep(Duration::from_millis(50)).await;

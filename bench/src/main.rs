@@ -73,6 +73,9 @@ enum Command {
         /// Deliveries to replay.
         #[arg(long, default_value_t = 100_000)]
         deliveries: usize,
+        /// Also draw the replay's course (SVG) here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Only the fan-out of one event to many hooks, on both backends, printed.
     Fanout {
@@ -111,11 +114,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
-        Command::Replay { bin_dir, deliveries } => {
-            let r = report::Results {
-                replay: Some(replay::run(&bin_dir, deliveries).await?),
-                ..report::Results::default()
-            };
+        Command::Replay { bin_dir, deliveries, plot } => {
+            let figures = replay::run(&bin_dir, deliveries).await?;
+            if let Some(path) = plot {
+                report::replay_plot(&path, &figures)?;
+            }
+            let r = report::Results { replay: Some(figures), ..report::Results::default() };
             println!("{}", report::render(&r));
             Ok(())
         }

@@ -1,5 +1,5 @@
 //! The plots `make bench` draws beside BENCHMARKS.md, as SVG: where a distribution says
-//! more than three percentiles.
+//! more than three percentiles, and where a run's course says more than its end.
 
 use std::path::Path;
 
@@ -55,6 +55,75 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[Series<'_>]) -> anyhow::R
     Ok(())
 }
 
+/// One line of a plot over time: its label and its points (seconds, count), in order.
+pub struct Line {
+    /// What it is, for the legend.
+    pub label: String,
+    /// (seconds since the start, count then).
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws counts over time to `path`: the slope of each line is its rate, so a stall or a
+/// slowdown shows where it happened.
+pub fn over_time(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> anyhow::Result<()> {
+    let last = |f: fn(&(f64, f64)) -> f64| lines.iter().flat_map(|l| l.points.iter().map(f)).fold(1.0_f64, f64::max);
+    let (x_max, y_max) = (last(|p| p.0) * 1.05, last(|p| p.1) * 1.05);
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(draw)?;
+    chart.configure_mesh().x_desc("seconds since the request").y_desc(y_desc).draw().map_err(draw)?;
+    for (i, l) in lines.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(l.points.iter().copied(), colour.stroke_width(2)))
+            .map_err(draw)?
+            .label(l.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw)?;
+    root.present().map_err(draw)?;
+    Ok(())
+}
+
+/// The running count of `sorted` instants, read every `step` seconds: a line of a few
+/// hundred points for any number of instants.
+pub fn cumulative(sorted: &[f64], step: f64) -> Vec<(f64, f64)> {
+    let Some(&end) = sorted.last() else { return Vec::new() };
+    let mut points = vec![(0.0, 0.0)];
+    let mut seen = 0;
+    let mut t = step;
+    while t < end + step {
+        seen += sorted[seen..].partition_point(|&s| s <= t);
+        points.push((t, seen as f64));
+        t += step;
+    }
+    points
+}
+
 fn draw(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow::anyhow!("drawing a plot: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_count_is_read_at_each_step() {
+        let points = cumulative(&[0.1, 0.2, 0.3, 1.0], 0.25);
+        assert_eq!(points, [(0.0, 0.0), (0.25, 2.0), (0.5, 3.0), (0.75, 3.0), (1.0, 4.0)]);
+        assert!(cumulative(&[], 0.25).is_empty());
+    }
 }

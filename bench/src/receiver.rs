@@ -54,6 +54,14 @@ async fn stats(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
     }))
 }
 
+/// The count alone: what a wait polls, twenty times a second. The full stats grow with
+/// every delivery (about a megabyte by the end of a saturation run), and encoding and
+/// parsing them at each poll loaded the machine beside the server being measured.
+async fn count(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
+    let st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Json(json!({ "count": st.count, "last_arrival_ns": st.last_arrival_ns }))
+}
+
 async fn reset(State(s): State<Arc<Mutex<Stats>>>) -> &'static str {
     *s.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stats::default();
     ""
@@ -65,6 +73,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/hook", post(receive))
         .route("/stats", get(stats))
+        .route("/count", get(count))
         .route("/reset", post(reset))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;

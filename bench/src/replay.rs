@@ -2,7 +2,7 @@
 //! the hook is disabled (so each is recorded `CANCELLED`, nothing sent), the hook is
 //! enabled, and one replay job re-sends them all. Times the job (every delivery queued
 //! again) and the deliveries (every one received), and the server's peak memory before
-//! and after.
+//! and after; keeps both counts over time for the plot.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,6 +21,10 @@ pub struct Figures {
     pub delivered_secs: f64,
     pub peak_rss_before_mb: f64,
     pub peak_rss_after_mb: f64,
+    /// The job's `queued` count as it was read (every 100 ms), by seconds since the request.
+    pub queued_over_time: Vec<(f64, u64)>,
+    /// When each delivery arrived, in seconds since the request, in order.
+    pub received_at_secs: Vec<f64>,
 }
 
 pub async fn run(bin_dir: &Path, n: usize) -> anyhow::Result<Figures> {
@@ -59,12 +63,15 @@ pub async fn run(bin_dir: &Path, n: usize) -> anyhow::Result<Figures> {
     rig.reset().await?;
 
     let start = Instant::now();
+    let start_ns = crate::receiver::now_ns();
     let job = rig
         .post(&t, &format!("/v1/hooks/{id}/replay"), &json!({"since": since.to_rfc3339(), "status": "CANCELLED"}))
         .await?;
     let location = format!("/v1/hooks/{id}/replays/{}", job["id"].as_str().unwrap_or_default());
+    let mut queued_over_time = Vec::new();
     let job_secs = loop {
         let j = rig.get(&t, &location).await?;
+        queued_over_time.push((start.elapsed().as_secs_f64(), j["queued"].as_u64().unwrap_or(0)));
         if j["state"] != "RUNNING" {
             anyhow::ensure!(j["state"] == "SUCCEEDED" && j["queued"] == json!(n), "replay ended as {j}");
             break start.elapsed().as_secs_f64();
@@ -72,13 +79,20 @@ pub async fn run(bin_dir: &Path, n: usize) -> anyhow::Result<Figures> {
         anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "the replay did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    rig.wait_for(n as u64, Duration::from_secs(900)).await?;
+    let stats = rig.wait_for(n as u64, Duration::from_secs(900)).await?;
     let delivered_secs = start.elapsed().as_secs_f64();
+    let mut received_at_secs: Vec<f64> = stats["arrivals_ns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns.saturating_sub(start_ns) as f64 / 1e9).collect())
+        .unwrap_or_default();
+    received_at_secs.sort_by(f64::total_cmp);
     Ok(Figures {
         deliveries: n as u64,
         job_secs,
         delivered_secs,
         peak_rss_before_mb,
         peak_rss_after_mb: proc::peak_rss(rig.pid())? as f64 / (1024.0 * 1024.0),
+        queued_over_time,
+        received_at_secs,
     })
 }

@@ -257,6 +257,11 @@ pub fn render(r: &Results) -> String {
             "| server peak memory, before → after the replay | {:.0} → {:.0} MiB |\n",
             rp.peak_rss_before_mb, rp.peak_rss_after_mb
         );
+        let _ = writeln!(
+            s,
+            "![Replay of {} deliveries: queued by the job and received, over time]({REPLAY_PLOT})\n",
+            rp.deliveries
+        );
     }
     if let Some(ret) = &r.retention {
         let _ = writeln!(s, "### Embedded database size with retention enforced\n");
@@ -296,8 +301,35 @@ pub fn render(r: &Results) -> String {
 /// The latency plot, beside the report.
 const LATENCY_PLOT: &str = "BENCHMARKS-latency.svg";
 
+/// The replay's course, beside the report.
+const REPLAY_PLOT: &str = "BENCHMARKS-replay.svg";
+
+/// Draws the replay's course to `path`: how many deliveries the job had queued, and how
+/// many the endpoint had received, second by second.
+pub fn replay_plot(path: &Path, rp: &crate::replay::Figures) -> anyhow::Result<()> {
+    let lines = [
+        crate::plot::Line {
+            label: "queued by the job".into(),
+            points: rp.queued_over_time.iter().map(|&(t, n)| (t, n as f64)).collect(),
+        },
+        crate::plot::Line {
+            label: "received by the endpoint".into(),
+            points: crate::plot::cumulative(&rp.received_at_secs, 0.25),
+        },
+    ];
+    crate::plot::over_time(
+        path,
+        &format!("Embedded: one replay job over {} deliveries", rp.deliveries),
+        "deliveries",
+        &lines,
+    )
+}
+
 /// Replaces the results section of `path` (or appends one), and draws the plots beside it.
 pub fn write(path: &Path, r: &Results) -> anyhow::Result<String> {
+    if let Some(rp) = &r.replay {
+        replay_plot(&path.with_file_name(REPLAY_PLOT), rp)?;
+    }
     if let Some(e) = &r.embedded {
         let series = [
             crate::plot::Series { label: "200 events/s".into(), sorted_ms: &e.latency_200 },
