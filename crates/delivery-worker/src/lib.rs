@@ -85,6 +85,14 @@ pub const FAST_LANE_HOOK_CAP: u32 = 96;
 /// The same on the slow lane, where requests may wait the whole timeout.
 pub const SLOW_LANE_HOOK_CAP: u32 = 8;
 
+/// A lane's per-hook cap.
+pub(crate) fn hook_cap(lane: Lane) -> u32 {
+    match lane {
+        Lane::Fast => FAST_LANE_HOOK_CAP,
+        Lane::Slow => SLOW_LANE_HOOK_CAP,
+    }
+}
+
 /// What the worker needs besides the ports.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -208,4 +216,99 @@ pub async fn handle(worker: &Worker, messages: &[ReceivedMessage], ctx: BatchCon
     let recording = record::run(worker, &ctx, rx);
     let ((), outcome) = tokio::join!(sending, recording);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use chrono::Utc;
+    use hookbridge_core::delivery::DeliveryKey;
+    use hookbridge_core::hook::{Hook, NetworkPolicy};
+    use hookbridge_core::ids::{DeliveryId, EventId};
+    use hookbridge_core::message::Task;
+    use hookbridge_outbound::OutboundSettings;
+    use hookbridge_testkit::contract::make_hook;
+    use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver};
+
+    use super::*;
+    use crate::local::InFlight;
+
+    /// A worker over the embedded backend, and a hook of it sending to a real receiver whose
+    /// fast-lane places are all taken, by requests that took `took` each.
+    async fn busy_hook(took: Option<Duration>) -> (EmbeddedHarness, Receiver, Hook, Worker, Vec<InFlight>) {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "busy").await;
+        hook.config.url = receiver.url("/hook");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = Worker::new(
+            WorkerPorts::of(h.backend()),
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap(),
+            WorkerSettings::default(),
+        );
+        let held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
+            .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
+            .collect();
+        if let Some(t) = took {
+            worker.local.took(hook.id, t);
+        }
+        (h, receiver, hook, worker, held)
+    }
+
+    /// One delivery of `hook`, as the fast lane hands it to the worker.
+    async fn a_delivery(h: &EmbeddedHarness, hook: &Hook) -> Vec<ReceivedMessage> {
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::generate(),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[Task::new(key, 0, body).message(Utc::now())]).await.unwrap();
+        fast.receive(10, Duration::from_secs(5)).await.unwrap()
+    }
+
+    async fn on_the_slow_lane(h: &EmbeddedHarness) -> usize {
+        h.backend().lanes().slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
+    }
+
+    /// A busy fast hook's overflow waits for one of the hook's places as they are given
+    /// back, rather than going on to the slow lane, where it waited for one of eight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fast_hook_at_its_cap_gets_the_next_place_given_back() {
+        let (h, receiver, hook, worker, mut held) = busy_hook(Some(Duration::from_millis(5))).await;
+        let messages = a_delivery(&h, &hook).await;
+        let give_back_one = async {
+            // Once the delivery waits for a place (or, if it never does, after a while).
+            let waits = async {
+                while !worker.local.is_waited_on(hook.id) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), waits).await;
+            held.pop();
+        };
+        let (outcome, ()) = tokio::join!(handle(&worker, &messages, BatchContext::lane(Lane::Fast)), give_back_one);
+        assert!(outcome.failed.is_empty());
+        assert_eq!(receiver.received().len(), 1, "sent on the fast lane");
+        assert_eq!(on_the_slow_lane(&h).await, 0);
+    }
+
+    /// No place given back within the wait: the delivery goes on to the slow lane, as does
+    /// one whose hook has no request time measured here (it may be a black hole).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_at_its_cap_with_no_place_given_back_or_no_request_time_goes_to_the_slow_lane() {
+        for took in [Some(Duration::from_millis(5)), None, Some(Duration::from_millis(200))] {
+            let (h, receiver, hook, worker, _held) = busy_hook(took).await;
+            let messages = a_delivery(&h, &hook).await;
+            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+            assert!(outcome.failed.is_empty());
+            assert!(receiver.received().is_empty(), "{took:?}: nothing sent");
+            assert_eq!(on_the_slow_lane(&h).await, 1, "{took:?}: handed on to the slow lane");
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookbridge_core::hook::Lane;
 use hookbridge_core::ids::HookId;
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -18,11 +19,17 @@ struct Entry {
     slow_until: Option<DateTime<Utc>>,
     /// A moving average of the hook's recent request times, in milliseconds.
     typical_ms: Option<f64>,
+    /// Told each time one of the hook's places is given back; whoever waits for a place
+    /// holds a clone.
+    freed: Arc<Notify>,
 }
 
 impl Entry {
     fn idle(&self, now: DateTime<Utc>) -> bool {
-        self.fast == 0 && self.slow == 0 && self.slow_until.is_none_or(|t| t <= now)
+        self.fast == 0
+            && self.slow == 0
+            && self.slow_until.is_none_or(|t| t <= now)
+            && Arc::strong_count(&self.freed) == 1
     }
 }
 
@@ -78,6 +85,50 @@ impl Local {
         *n += 1;
         Some(InFlight { local: self.clone(), hook, lane })
     }
+
+    /// A place for one more request to `hook` on `lane`, waited for up to `within` while
+    /// the hook's requests end; `None` when none was given back in time.
+    pub(crate) async fn wait_for_place(
+        self: &Arc<Self>,
+        hook: HookId,
+        lane: Lane,
+        cap: u32,
+        within: Duration,
+    ) -> Option<InFlight> {
+        let deadline = tokio::time::Instant::now() + within;
+        let place = loop {
+            // A clone of the entry's notifier also keeps the entry while it is waited on.
+            let freed = self.lock().entry(hook).or_default().freed.clone();
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            // Listening before looking, so a place given back in between is not missed.
+            notified.as_mut().enable();
+            if let Some(place) = self.acquire(hook, lane, cap) {
+                break Some(place);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break None;
+            }
+        };
+        if place.is_none() {
+            self.forget_if_idle(hook);
+        }
+        place
+    }
+
+    /// Whether a delivery waits for one of the hook's places.
+    #[cfg(test)]
+    pub(crate) fn is_waited_on(&self, hook: HookId) -> bool {
+        self.lock().get(&hook).is_some_and(|e| Arc::strong_count(&e.freed) > 1)
+    }
+
+    /// Forgets the hook when nothing of it is left here.
+    fn forget_if_idle(&self, hook: HookId) {
+        let mut hooks = self.lock();
+        if hooks.get(&hook).is_some_and(|e| e.idle(Utc::now())) {
+            hooks.remove(&hook);
+        }
+    }
 }
 
 /// One request's place among its hook's in-flight requests; given back when dropped.
@@ -96,6 +147,7 @@ impl Drop for InFlight {
                 Lane::Fast => e.fast = e.fast.saturating_sub(1),
                 Lane::Slow => e.slow = e.slow.saturating_sub(1),
             }
+            e.freed.notify_one();
             if e.idle(Utc::now()) {
                 hooks.remove(&self.hook);
             }
@@ -136,6 +188,35 @@ mod tests {
         assert!(t < Duration::from_millis(11) && t >= Duration::from_millis(10), "follows the recent ones: {t:?}");
         drop(place);
         assert_eq!(local.typical(h), None, "forgotten with the idle hook");
+    }
+
+    #[tokio::test]
+    async fn a_place_given_back_goes_to_whoever_waits_for_one() {
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        let mut held: Vec<_> = (0..2).map(|_| local.acquire(h, Lane::Fast, 2).unwrap()).collect();
+        let waiting = {
+            let local = local.clone();
+            tokio::spawn(async move { local.wait_for_place(h, Lane::Fast, 2, Duration::from_secs(30)).await })
+        };
+        while !local.is_waited_on(h) {
+            tokio::task::yield_now().await;
+        }
+        held.pop();
+        let place = waiting.await.unwrap();
+        assert!(place.is_some(), "the place given back was taken");
+        assert!(local.acquire(h, Lane::Fast, 2).is_none(), "the cap still holds");
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_place_ends_empty_when_none_is_given_back() {
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        let held = local.acquire(h, Lane::Fast, 1).unwrap();
+        assert!(local.wait_for_place(h, Lane::Fast, 1, Duration::from_millis(20)).await.is_none());
+        drop(held);
+        assert!(local.lock().is_empty(), "the hook is forgotten once nothing of it is left");
+        assert!(local.wait_for_place(h, Lane::Fast, 1, Duration::from_millis(20)).await.is_some(), "free at once");
     }
 
     #[test]

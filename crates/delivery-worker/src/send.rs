@@ -15,9 +15,9 @@ use hookbridge_outbound::DeliveryRequest;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-use crate::Worker;
-use crate::prepare::{Plan, Ready};
+use crate::prepare::{PLACE_IN_PLACE, Place, Plan, Ready};
 use crate::record::Done;
+use crate::{Worker, hook_cap};
 
 pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, results: UnboundedSender<Done<'a>>) {
     let mut sends = Vec::new();
@@ -41,7 +41,17 @@ pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, r
     .await;
 }
 
-async fn send<'a>(w: &Worker, ready: Box<Ready<'a>>, lane: Lane) -> Done<'a> {
+async fn send<'a>(w: &Worker, mut ready: Box<Ready<'a>>, lane: Lane) -> Done<'a> {
+    if matches!(ready.place, Place::Awaited) {
+        match w.local.wait_for_place(ready.hook.id, lane, hook_cap(lane), PLACE_IN_PLACE).await {
+            Some(place) => ready.place = Place::Held(place),
+            None => {
+                let Ready { message, task, .. } = *ready;
+                let why = "its hook has as many requests in flight as it may";
+                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why };
+            }
+        }
+    }
     if let Some(at) = ready.at
         && let Ok(wait) = (at - Utc::now()).to_std()
     {
