@@ -38,9 +38,11 @@ const SLOT_KEPT_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// fast-lane requests, and so the longest request time (a quarter of it) of a hook whose
 /// deliveries wait so. A busy fast hook gives places back every few milliseconds; sent on
 /// to the slow lane instead, its overflow waited there for one of eight places, in steps of
-/// 100 ms, and a replay of 20,000 deliveries took 25 s to arrive where 3 s queued them.
+/// 100 ms, and a replay of 20,000 deliveries took 24 s to arrive where 3 s queued them.
 /// A hook with no request time measured here (a black hole, at first) is never waited for.
 pub(crate) const PLACE_IN_PLACE: Duration = Duration::from_millis(100);
+/// Why a delivery over its hook's cap is handed on or back.
+pub(crate) const AT_CAP: &str = "its hook has as many requests in flight as it may";
 /// The most a wave of deferred deliveries is spread over, so they do not all come back
 /// in the same instant.
 const MAX_SPREAD: Duration = Duration::from_secs(60);
@@ -196,16 +198,11 @@ fn check<'a>(
             return Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Awaited });
         }
         return Err(Box::new(match ctx.lane {
-            Lane::Fast => hand_back(message, task, Lane::Slow, "its hook has as many requests in flight as it may"),
+            Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP),
             // About when one of the hook's requests will have ended.
             Lane::Slow => {
                 let until = later(now, place_free_in(w.local.typical(hook.id), budget).mul_f64(0.5 + unit()));
-                hand_back(
-                    message,
-                    deferred(task, until),
-                    Lane::Slow,
-                    "its hook has as many requests in flight as it may",
-                )
+                hand_back(message, deferred(task, until), Lane::Slow, AT_CAP)
             }
         }));
     };

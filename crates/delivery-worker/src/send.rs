@@ -1,7 +1,8 @@
 //! Phase two: every request of the batch at once, each within its lane's budget, each
 //! result handed to the recorder the moment it is known. A fast-lane request that
 //! outlives the patience is given up and its hook moved to the slow lane, so a slow
-//! endpoint holds a fast-lane place for no longer than that.
+//! endpoint holds a fast-lane place for no longer than that. A delivery of a fast hook
+//! whose places were all taken waits here, briefly, for one; the others do not wait.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use hookbridge_outbound::DeliveryRequest;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-use crate::prepare::{PLACE_IN_PLACE, Place, Plan, Ready};
+use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready};
 use crate::record::Done;
 use crate::{Worker, hook_cap};
 
@@ -47,8 +48,7 @@ async fn send<'a>(w: &Worker, mut ready: Box<Ready<'a>>, lane: Lane) -> Done<'a>
             Some(place) => ready.place = Place::Held(place),
             None => {
                 let Ready { message, task, .. } = *ready;
-                let why = "its hook has as many requests in flight as it may";
-                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why };
+                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why: AT_CAP };
             }
         }
     }
