@@ -305,7 +305,7 @@ const LATENCY_PLOT: &str = "BENCHMARKS-latency.svg";
 const REPLAY_PLOT: &str = "BENCHMARKS-replay.svg";
 
 /// Draws the replay's course to `path`: how many deliveries the job had queued, and how
-/// many the endpoint had received, second by second.
+/// many the endpoint had received, over time.
 pub fn replay_plot(path: &Path, rp: &crate::replay::Figures) -> anyhow::Result<()> {
     let lines = [
         crate::plot::Line {
