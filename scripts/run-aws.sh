@@ -7,7 +7,8 @@ mkdir -p .hookbridge
 port=${HOOKBRIDGE_EMULATOR_PORT:-4566}
 # In its own session, so Ctrl-C reaches `hookbridge serve` first and the emulator outlives
 # its graceful stop; the trap stops the emulator afterwards.
-setsid .venv/bin/moto_server -H 127.0.0.1 -p "$port" > .hookbridge/emulator.log 2>&1 &
+# scripts/emulator.py is moto_server with its DynamoDB transactions made atomic.
+setsid .venv/bin/python3 scripts/emulator.py -H 127.0.0.1 -p "$port" > .hookbridge/emulator.log 2>&1 &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

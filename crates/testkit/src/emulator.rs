@@ -1,4 +1,5 @@
-//! The AWS emulator (`moto_server` from `.venv`, installed by the Makefile), one per test
+//! The AWS emulator (moto from `.venv`, installed by the Makefile, started through
+//! `scripts/emulator.py`, which makes its DynamoDB transactions atomic), one per test
 //! process on a free port, stopped when the process ends.
 
 use std::path::PathBuf;
@@ -16,12 +17,14 @@ pub struct Emulator {
     _process: Child,
 }
 
-/// Where `moto_server` is: `HOOKBRIDGE_MOTO_SERVER`, or the workspace's `.venv`.
-fn moto_server() -> PathBuf {
+/// The command that runs the emulator: `HOOKBRIDGE_MOTO_SERVER` (a `moto_server`), or the
+/// workspace's `scripts/emulator.py` on its `.venv`'s Python.
+fn moto_server() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("HOOKBRIDGE_MOTO_SERVER") {
-        return PathBuf::from(p);
+        return vec![PathBuf::from(p)];
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    vec![root.join(".venv/bin/python3"), root.join("scripts/emulator.py")]
 }
 
 fn free_port() -> u16 {
@@ -37,16 +40,18 @@ impl Emulator {
     /// Starts an emulator on `port` (e.g. again, after [`Emulator::stop`]).
     pub fn start_on(port: u16) -> Self {
         let server = moto_server();
-        assert!(
-            server.exists(),
-            "{} not found: run `make test` (it installs the emulator into .venv) or set HOOKBRIDGE_MOTO_SERVER",
-            server.display()
-        );
+        for part in &server {
+            assert!(
+                part.exists(),
+                "{} not found: run `make test` (it installs the emulator into .venv) or set HOOKBRIDGE_MOTO_SERVER",
+                part.display()
+            );
+        }
+        let server = server.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
         // A watchdog shell stops the emulator when this test process ends, however it ends.
         let script = format!(
             "{server} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null' EXIT TERM; \
              while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
-            server = server.display(),
             pid = std::process::id()
         );
         // Nothing in the product purges a queue; the bench's fan-out empties its delivery
