@@ -24,42 +24,23 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[Series<'_>]) -> anyhow::R
         .map(|s| crate::embedded::quantile(s.sorted_ms, 0.999))
         .fold(1.0_f64, f64::max)
         * 1.1;
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
-        .map_err(draw)?;
-    chart.configure_mesh().x_desc("publish → receive (ms)").y_desc("deliveries received (%)").draw().map_err(draw)?;
-    for (i, s) in series.iter().enumerate() {
-        let n = s.sorted_ms.len().max(1) as f64;
-        let colour = COLOURS[i % COLOURS.len()];
-        let points = s.sorted_ms.iter().enumerate().map(|(k, ms)| (ms.min(x_max), (k + 1) as f64 * 100.0 / n));
-        chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-            .map_err(draw)?
-            .label(s.label.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw)?;
-    root.present().map_err(draw)?;
-    Ok(())
+    let lines: Vec<Line> = series
+        .iter()
+        .map(|s| {
+            let n = s.sorted_ms.len().max(1) as f64;
+            let points =
+                s.sorted_ms.iter().enumerate().map(|(k, ms)| (ms.min(x_max), (k + 1) as f64 * 100.0 / n)).collect();
+            Line { label: s.label.clone(), points }
+        })
+        .collect();
+    draw_lines(path, title, ("publish → receive (ms)", x_max), ("deliveries received (%)", 100.0), &lines)
 }
 
-/// One line of a plot over time: its label and its points (seconds, count), in order.
+/// One line of a plot: its label and its points, in order.
 pub struct Line {
     /// What it is, for the legend.
     pub label: String,
-    /// (seconds since the start, count then).
+    /// (x, y), e.g. (seconds since the start, count then).
     pub points: Vec<(f64, f64)>,
 }
 
@@ -68,6 +49,11 @@ pub struct Line {
 pub fn over_time(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> anyhow::Result<()> {
     let last = |f: fn(&(f64, f64)) -> f64| lines.iter().flat_map(|l| l.points.iter().map(f)).fold(1.0_f64, f64::max);
     let (x_max, y_max) = (last(|p| p.0) * 1.05, last(|p| p.1) * 1.05);
+    draw_lines(path, title, ("seconds since the request", x_max), (y_desc, y_max), lines)
+}
+
+/// Draws `lines` to `path` on axes from 0 to each maximum, with a legend.
+fn draw_lines(path: &Path, title: &str, x: (&str, f64), y: (&str, f64), lines: &[Line]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(draw)?;
     let mut chart = ChartBuilder::on(&root)
@@ -75,9 +61,9 @@ pub fn over_time(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> anyh
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(72)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .build_cartesian_2d(0.0..x.1, 0.0..y.1)
         .map_err(draw)?;
-    chart.configure_mesh().x_desc("seconds since the request").y_desc(y_desc).draw().map_err(draw)?;
+    chart.configure_mesh().x_desc(x.0).y_desc(y.0).draw().map_err(draw)?;
     for (i, l) in lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         chart
