@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
@@ -58,6 +58,10 @@ pub enum Reply {
         /// The challenge header.
         header: String,
     },
+    /// Holds the request open, answering nothing, until the receiver is dropped; then
+    /// answers 503. An endpoint that goes dark mid-stream, whose held requests end when the
+    /// test does (a delayed [`Reply::Status`] would outlive the receiver).
+    Hold,
 }
 
 impl Reply {
@@ -98,6 +102,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     arrived: Notify,
+    /// Ends with the receiver: its sender is the receiver's.
+    open: watch::Receiver<()>,
 }
 
 /// A running receiver. Stops when dropped.
@@ -105,6 +111,8 @@ pub struct Receiver {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Dropped with the receiver, which ends every held request.
+    _open: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -148,6 +156,11 @@ async fn handle(
             let value = headers.get(&header).and_then(|v| v.to_str().ok()).unwrap_or_default();
             axum::Json(serde_json::json!({ "verification": value })).into_response()
         }
+        Reply::Hold => {
+            // Nothing is ever sent on it: this ends only when the sender is dropped.
+            let _ = shared.open.clone().changed().await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
 }
 
@@ -166,12 +179,13 @@ impl Receiver {
     pub async fn start_on(addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), arrived: Notify::new() });
+        let (open_tx, open) = watch::channel(());
+        let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), arrived: Notify::new(), open });
         let app = axum::Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, shared, task }
+        Self { addr, shared, task, _open: open_tx }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -283,5 +297,30 @@ impl BlackHole {
     /// How many connections it has taken.
     pub fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_request_is_answered_only_when_its_receiver_is_dropped() {
+        let r = Receiver::start().await;
+        r.script([Reply::status(204)]);
+        r.always(Reply::Hold);
+        let client = reqwest::Client::new();
+        let first = client.post(r.url("/a")).send().await.expect("first request");
+        assert_eq!(first.status(), 204, "the script comes first");
+
+        let held = tokio::spawn(client.post(r.url("/b")).send());
+        assert_eq!(r.wait_for(2, Duration::from_secs(10)).await.len(), 2, "the held request arrived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!held.is_finished(), "a held request was answered while its receiver ran");
+
+        drop(r);
+        let answer = tokio::time::timeout(Duration::from_secs(10), held).await;
+        let answer = answer.expect("held past the drop").expect("task").expect("an answer");
+        assert_eq!(answer.status(), 503);
     }
 }
