@@ -71,6 +71,76 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
 }
 }
 
+/// A hook that answered fast goes dark with a flood behind it. A fast hook's deliveries
+/// over its fast-lane cap wait in the worker's hands for its places (decision 0012); this
+/// one's must not keep the runner's places while no place comes back. They are not waited
+/// for once it has not answered for 25 ms, and a wait begun ends within 100 ms, so another
+/// tenant's deliveries all arrive while the dark hook holds every place it may, still on
+/// the fast lane (its patience outlasts the test), none of its requests given up. With
+/// neither bound the waiting deliveries kept the runner's places until the patience and
+/// this failed. Embedded only: the wait needs a hook's whole fast-lane cap in flight in
+/// one process, which a Lambda invocation's batch never reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "100s")],
+    )
+    .await;
+    // More than the runner's places (256) besides the hook's own, so that waiting without
+    // a bound would take every one of them.
+    let (answered, flood, healthy) = (100, 600, 50);
+    let cap = delivery_worker::FAST_LANE_HOOK_CAP as usize;
+    let dark_receiver = Receiver::start().await;
+    // The first request is held, so the hook has one in flight from then on, and the
+    // worker keeps what it learns of the hook's request times (it forgets an idle hook's).
+    dark_receiver.script(std::iter::once(Reply::Hold).chain(vec![Reply::status(200); answered]));
+    dark_receiver.always(Reply::Hold);
+    let calm_receiver = Receiver::start().await;
+    let noisy = stack.token("noisy", ALL_SCOPES);
+    let calm = stack.token("calm", ALL_SCOPES);
+    let dark = stack.create_hook(&noisy, &json!({"name": "dark", "url": dark_receiver.url("/")})).await;
+    let dark_id = dark["id"].as_str().unwrap().to_owned();
+    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+    let publish_noisy = |range: std::ops::Range<usize>| {
+        let (stack, noisy) = (&stack, &noisy);
+        async move {
+            for chunk in range.collect::<Vec<_>>().chunks(10) {
+                let batch: Vec<Value> = chunk.iter().map(|n| event("noisy", *n)).collect();
+                stack.publish(noisy, &json!(batch)).await;
+            }
+        }
+    };
+
+    publish_noisy(0..1).await;
+    assert_eq!(dark_receiver.wait_for(1, WAIT).await.len(), 1, "the dark hook's first request");
+    // Then it answers fast, ten at a time so that a busy machine does not make its
+    // requests slow, and the worker knows it as fast; then it goes dark.
+    for start in (1..=answered).step_by(10) {
+        publish_noisy(start..start + 10).await;
+        assert_eq!(dark_receiver.wait_for(start + 10, WAIT).await.len(), start + 10);
+    }
+    // The flood: its places all taken, the rest of it waits for them in the worker's hands
+    // (and, after the wait, on the slow lane).
+    publish_noisy(answered + 1..flood).await;
+    let got = dark_receiver.wait_for(answered + cap, WAIT).await;
+    assert!(got.len() >= answered + cap, "the dark hook's places were not all taken: {} requests", got.len());
+
+    for n in 0..healthy {
+        stack.publish(&calm, &event("calm", n)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = calm_receiver.wait_until(WAIT, |got| numbers(got).len() >= healthy).await;
+    assert_eq!(numbers(&got), (0..healthy as u64).collect(), "every healthy delivery arrived");
+    // Order: the dark hook still held its places and had given none up, so the healthy
+    // deliveries did not wait for its requests to end.
+    let health = hook_health(&stack, &noisy, &dark_id).await;
+    assert_eq!(health["lane"], "fast", "a request to the dark hook was given up first: {health}");
+    // Dropping the receiver answers its held requests, so the stack stops at once.
+    drop(dark_receiver);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spending_attempts(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;

@@ -235,8 +235,8 @@ mod tests {
     use crate::local::InFlight;
 
     /// A worker over the embedded backend, and a hook of it sending to a real receiver whose
-    /// fast-lane places are all taken, by requests that took `took` each.
-    async fn busy_hook(took: Option<Duration>) -> (EmbeddedHarness, Receiver, Hook, Worker, Vec<InFlight>) {
+    /// fast-lane places are all taken.
+    async fn busy_hook() -> (EmbeddedHarness, Receiver, Hook, Worker, Vec<InFlight>) {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
         let (mut hook, _) = make_hook(&h, "acme", "busy").await;
@@ -251,9 +251,6 @@ mod tests {
         let held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
             .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
             .collect();
-        if let Some(t) = took {
-            worker.local.took(hook.id, t);
-        }
         (h, receiver, hook, worker, held)
     }
 
@@ -280,12 +277,15 @@ mod tests {
     /// back, rather than going on to the slow lane, where it waited for one of eight.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fast_hook_at_its_cap_gets_the_next_place_given_back() {
-        let (h, receiver, hook, worker, mut held) = busy_hook(Some(Duration::from_millis(5))).await;
+        let (h, receiver, hook, worker, mut held) = busy_hook().await;
         let messages = a_delivery(&h, &hook).await;
+        worker.local.took(hook.id, Duration::from_millis(5));
         let give_back_one = async {
-            // Once the delivery waits for a place (or, if it never does, after a while).
+            // Once the delivery waits for a place (or, if it never does, after a while),
+            // the hook answering every millisecond meanwhile, as a busy fast hook does.
             let waits = async {
                 while !worker.local.is_waited_on(hook.id) {
+                    worker.local.took(hook.id, Duration::from_millis(5));
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             };
@@ -298,13 +298,39 @@ mod tests {
         assert_eq!(on_the_slow_lane(&h).await, 0);
     }
 
+    /// A fast hook that has not answered for a quarter of the wait may have gone dark: its
+    /// overflow goes on to the slow lane at once, even though a place would be given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fast_hook_gone_quiet_is_not_waited_for() {
+        let (h, receiver, hook, worker, mut held) = busy_hook().await;
+        let messages = a_delivery(&h, &hook).await;
+        worker.local.took(hook.id, Duration::from_millis(5));
+        tokio::time::sleep(prepare::PLACE_IN_PLACE).await;
+        let give_back_one = async {
+            let waits = async {
+                while !worker.local.is_waited_on(hook.id) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), waits).await;
+            held.pop();
+        };
+        let (outcome, ()) = tokio::join!(handle(&worker, &messages, BatchContext::lane(Lane::Fast)), give_back_one);
+        assert!(outcome.failed.is_empty());
+        assert!(receiver.received().is_empty(), "waited for a place and sent");
+        assert_eq!(on_the_slow_lane(&h).await, 1, "handed on to the slow lane");
+    }
+
     /// No place given back within the wait: the delivery goes on to the slow lane, as does
     /// one whose hook has no request time measured here (it may be a black hole).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hook_at_its_cap_with_no_place_given_back_or_no_request_time_goes_to_the_slow_lane() {
         for took in [Some(Duration::from_millis(5)), None, Some(Duration::from_millis(200))] {
-            let (h, receiver, hook, worker, _held) = busy_hook(took).await;
+            let (h, receiver, hook, worker, _held) = busy_hook().await;
             let messages = a_delivery(&h, &hook).await;
+            if let Some(t) = took {
+                worker.local.took(hook.id, t);
+            }
             let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
             assert!(outcome.failed.is_empty());
             assert!(receiver.received().is_empty(), "{took:?}: nothing sent");

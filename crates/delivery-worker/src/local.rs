@@ -19,6 +19,8 @@ struct Entry {
     slow_until: Option<DateTime<Utc>>,
     /// A moving average of the hook's recent request times, in milliseconds.
     typical_ms: Option<f64>,
+    /// When the last of them ended.
+    last_ended: Option<tokio::time::Instant>,
     /// Told each time one of the hook's places is given back; whoever waits for a place
     /// holds a clone.
     freed: Arc<Notify>,
@@ -63,12 +65,25 @@ impl Local {
         if let Some(e) = self.lock().get_mut(&hook) {
             let ms = d.as_secs_f64() * 1e3;
             e.typical_ms = Some(e.typical_ms.map_or(ms, |t| t + (ms - t) * 0.2));
+            e.last_ended = Some(tokio::time::Instant::now());
         }
     }
 
     /// How long the hook's requests have taken lately, if this process has seen some.
+    #[cfg(test)]
     pub(crate) fn typical(&self, hook: HookId) -> Option<Duration> {
         self.lock().get(&hook).and_then(|e| e.typical_ms).map(|ms| Duration::from_secs_f64(ms / 1e3))
+    }
+
+    /// How long until one of the hook's requests ends, as far as this process can tell:
+    /// how long they took lately, or how long since one last ended when that is longer.
+    /// A hook that stops answering stops looking fast at once, not when its first
+    /// unanswered request reaches the patience.
+    pub(crate) fn pace(&self, hook: HookId) -> Option<Duration> {
+        let hooks = self.lock();
+        let e = hooks.get(&hook)?;
+        let typical = Duration::from_secs_f64(e.typical_ms? / 1e3);
+        Some(e.last_ended.map_or(typical, |t| typical.max(t.elapsed())))
     }
 
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
@@ -188,6 +203,21 @@ mod tests {
         assert!(t < Duration::from_millis(11) && t >= Duration::from_millis(10), "follows the recent ones: {t:?}");
         drop(place);
         assert_eq!(local.typical(h), None, "forgotten with the idle hook");
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_stops_answering_stops_looking_fast() {
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        let _place = local.acquire(h, Lane::Fast, 1).unwrap();
+        assert_eq!(local.pace(h), None, "nothing measured yet");
+        local.took(h, Duration::from_millis(2));
+        assert!(local.pace(h).unwrap() < Duration::from_millis(200), "fast while it answers");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(local.typical(h), Some(Duration::from_millis(2)), "the average is the same");
+        assert!(local.pace(h).unwrap() >= Duration::from_millis(300), "slow once silent: {:?}", local.pace(h));
+        local.took(h, Duration::from_millis(2));
+        assert!(local.pace(h).unwrap() < Duration::from_millis(200), "fast again once it answers");
     }
 
     #[tokio::test]

@@ -39,7 +39,8 @@ const SLOT_KEPT_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// deliveries wait so. A busy fast hook gives places back every few milliseconds; sent on
 /// to the slow lane instead, its overflow waited there for one of eight places, in steps of
 /// 100 ms, and a replay of 20,000 deliveries took 24 s to arrive where 3 s queued them.
-/// A hook with no request time measured here (a black hole, at first) is never waited for.
+/// A hook with no request time measured here (a black hole, at first) is never waited for,
+/// nor one that has not answered for a quarter of this.
 pub(crate) const PLACE_IN_PLACE: Duration = Duration::from_millis(100);
 /// Why a delivery over its hook's cap is handed on or back.
 pub(crate) const AT_CAP: &str = "its hook has as many requests in flight as it may";
@@ -194,14 +195,14 @@ fn check<'a>(
         return Err(Box::new(hand_back(message, task, ctx.lane, "too little time left in this invocation")));
     }
     let Some(place) = w.local.acquire(hook.id, ctx.lane, hook_cap(ctx.lane)) else {
-        if ctx.lane == Lane::Fast && waits_in_place(hook, w.local.typical(hook.id)) {
+        if ctx.lane == Lane::Fast && waits_in_place(hook, w.local.pace(hook.id)) {
             return Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Awaited });
         }
         return Err(Box::new(match ctx.lane {
             Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP),
             // About when one of the hook's requests will have ended.
             Lane::Slow => {
-                let until = later(now, place_free_in(w.local.typical(hook.id), budget).mul_f64(0.5 + unit()));
+                let until = later(now, place_free_in(w.local.pace(hook.id), budget).mul_f64(0.5 + unit()));
                 hand_back(message, deferred(task, until), Lane::Slow, AT_CAP)
             }
         }));
@@ -211,21 +212,25 @@ fn check<'a>(
 
 /// Whether a delivery that finds its hook's fast-lane places all taken waits for one in
 /// place: when the hook's requests lately took at most a quarter of [`PLACE_IN_PLACE`]
-/// here, so one ends well within it, and the hook has no rate limit (whose slot, taken
-/// for the delivery, a wait in vain would waste).
-fn waits_in_place(hook: &Hook, typical: Option<Duration>) -> bool {
-    hook.config.rate_limit.is_none() && typical.is_some_and(|t| t * 4 <= PLACE_IN_PLACE)
+/// here and one ended no longer ago than that (its pace, `Local::pace`), so one ends well
+/// within the wait, and the hook has no rate limit (whose slot, taken for the delivery, a
+/// wait in vain would waste). A fast hook that stops answering is waited for no more once
+/// it has not answered for a quarter of the wait.
+fn waits_in_place(hook: &Hook, pace: Option<Duration>) -> bool {
+    hook.config.rate_limit.is_none() && pace.is_some_and(|t| t * 4 <= PLACE_IN_PLACE)
 }
 
 /// The least wait for a place among a hook's slow-lane requests. It keeps the deliveries
 /// waiting for places from coming back many times a second when the hook is fast.
 const MIN_PLACE_WAIT: Duration = Duration::from_millis(100);
 
-/// About how long until one of a hook's requests ends, from how long they took lately:
-/// four of them, so a full lane has ended some. A hook with nothing measured here (or one
-/// that times out) waits the lane's whole budget, as its requests may.
-fn place_free_in(typical: Option<Duration>, budget: Duration) -> Duration {
-    typical.map_or(budget, |t| (t * 4).clamp(MIN_PLACE_WAIT.min(budget), budget))
+/// About how long until one of a hook's requests ends, from its pace (how long they took
+/// lately, or how long since one ended when that is longer): four of them, so a full lane
+/// has ended some. A hook with nothing measured here (or one that times out) waits the
+/// lane's whole budget, as its requests may. A hook that stops answering is waited for
+/// longer each time its deliveries come back, not every 100 ms until a request ends.
+fn place_free_in(pace: Option<Duration>, budget: Duration) -> Duration {
+    pace.map_or(budget, |t| (t * 4).clamp(MIN_PLACE_WAIT.min(budget), budget))
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.
