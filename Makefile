@@ -52,11 +52,19 @@ fuzz-api: $(PYTOOLS) $(VENV)/bin/schemathesis
 	$(CARGO) build -p hookbridge-local --bin hookbridge
 	./scripts/fuzz-api.sh
 
-## reliability: the fault, load and isolation tests of RELIABILITY.md (also part of make test)
+## reliability: the suites RELIABILITY.md cites, and only those (all also part of make test)
 reliability: $(PYTOOLS)
-	$(CARGO) test -p hookbridge-local --test crash -- --nocapture
-	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_semantics::private --nocapture
+	$(CARGO) test -p hookbridge-local --test crash --test refusals -- --nocapture
+	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_isolation \
+		e2e_identity e2e_replay e2e_trust e2e_semantics e2e_api --nocapture
 	$(CARGO) test -p hookbridge-e2e --test secrets
+	$(CARGO) test -p delivery-worker --test lambda_events
+	$(CARGO) test -p subscription-api --test lambda_events
+	$(CARGO) test -p ingest --test duplicates --test envelopes --test replay_jobs
+	$(CARGO) test -p hookbridge-embedded --lib --test retention --test sqs_limits
+	$(CARGO) test -p hookbridge-testkit --test bounded_requests --test template --test contract_embedded \
+		--test contract_embedded_older --test contract_aws
+	$(CARGO) test -p hookbridge-core --lib properties
 
 ## deploy: build, then `sam deploy --guided` of those binaries (the .aws-sam/build layout
 ## `make build` writes, as `sam build` would)
