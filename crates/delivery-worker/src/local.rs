@@ -17,10 +17,9 @@ struct Entry {
     fast: u32,
     slow: u32,
     slow_until: Option<DateTime<Utc>>,
-    /// A moving average of the hook's recent request times, in milliseconds.
-    typical_ms: Option<f64>,
-    /// When the last of them ended.
-    last_ended: Option<tokio::time::Instant>,
+    /// A moving average of the hook's recent request times, in milliseconds, and when the
+    /// last of them ended.
+    lately: Option<(f64, tokio::time::Instant)>,
     /// Told each time one of the hook's places is given back; whoever waits for a place
     /// holds a clone.
     freed: Arc<Notify>,
@@ -64,15 +63,15 @@ impl Local {
         // hook's places are all taken, which is when it has.
         if let Some(e) = self.lock().get_mut(&hook) {
             let ms = d.as_secs_f64() * 1e3;
-            e.typical_ms = Some(e.typical_ms.map_or(ms, |t| t + (ms - t) * 0.2));
-            e.last_ended = Some(tokio::time::Instant::now());
+            let typical = e.lately.map_or(ms, |(t, _)| t + (ms - t) * 0.2);
+            e.lately = Some((typical, tokio::time::Instant::now()));
         }
     }
 
     /// How long the hook's requests have taken lately, if this process has seen some.
     #[cfg(test)]
     pub(crate) fn typical(&self, hook: HookId) -> Option<Duration> {
-        self.lock().get(&hook).and_then(|e| e.typical_ms).map(|ms| Duration::from_secs_f64(ms / 1e3))
+        self.lock().get(&hook).and_then(|e| e.lately).map(|(ms, _)| Duration::from_secs_f64(ms / 1e3))
     }
 
     /// How long until one of the hook's requests ends, as far as this process can tell:
@@ -80,10 +79,8 @@ impl Local {
     /// A hook that stops answering stops looking fast at once, not when its first
     /// unanswered request reaches the patience.
     pub(crate) fn pace(&self, hook: HookId) -> Option<Duration> {
-        let hooks = self.lock();
-        let e = hooks.get(&hook)?;
-        let typical = Duration::from_secs_f64(e.typical_ms? / 1e3);
-        Some(e.last_ended.map_or(typical, |t| typical.max(t.elapsed())))
+        let (ms, last_ended) = self.lock().get(&hook)?.lately?;
+        Some(Duration::from_secs_f64(ms / 1e3).max(last_ended.elapsed()))
     }
 
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
