@@ -22,11 +22,29 @@ async fn hook_health(stack: &TestStack, token: &str, id: &str) -> Value {
     stack.get(&format!("/v1/hooks/{id}"), token).await.body["health"].clone()
 }
 
+/// Tenant `noisy`'s events numbered `range`, ten per call.
+async fn publish_noisy(stack: &TestStack, noisy: &str, range: std::ops::Range<usize>) {
+    for chunk in range.collect::<Vec<_>>().chunks(10) {
+        let batch: Vec<Value> = chunk.iter().map(|n| event("noisy", *n)).collect();
+        stack.publish(noisy, &json!(batch)).await;
+    }
+}
+
+/// Tenant `calm` publishes `healthy` events, one every 20 ms, and every one arrives.
+async fn calm_gets_everything(stack: &TestStack, calm: &str, receiver: &Receiver, healthy: usize) {
+    for n in 0..healthy {
+        stack.publish(calm, &event("calm", n)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = receiver.wait_until(WAIT, |got| numbers(got).len() >= healthy).await;
+    assert_eq!(numbers(&got), (0..healthy as u64).collect(), "every healthy delivery arrived");
+}
+
 on_both_backends! {
 async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT)]).await;
     // Full size on the embedded backend; the emulator is slow, so a small flood there.
-    let (flood, healthy) = match flavor {
+    let (flooded, healthy) = match flavor {
         Flavor::Embedded => (500, 50),
         Flavor::Aws => (40, 8),
     };
@@ -39,16 +57,8 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
     stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
 
     // The flood first, then the healthy tenant's events while the flood is in the queues.
-    for chunk in (0..flood).collect::<Vec<_>>().chunks(10) {
-        let batch: Vec<Value> = chunk.iter().map(|n| event("noisy", *n)).collect();
-        stack.publish(&noisy, &json!(batch)).await;
-    }
-    for n in 0..healthy {
-        stack.publish(&calm, &event("calm", n)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let got = calm_receiver.wait_until(WAIT, |got| numbers(got).len() >= healthy).await;
-    assert_eq!(numbers(&got), (0..healthy as u64).collect(), "every healthy delivery arrived");
+    publish_noisy(&stack, &noisy, 0..flooded).await;
+    calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
     assert!(hole.accepted() > 0, "the dead endpoint was tried");
 
     // Order: everything healthy arrived while no request to the black hole had yet run
@@ -89,7 +99,7 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
     .await;
     // More than the runner's places (256) besides the hook's own, so that waiting without
     // a bound would take every one of them.
-    let (answered, flood, healthy) = (100, 600, 50);
+    let (answered, flooded, healthy) = (100, 600, 50);
     let cap = delivery_worker::FAST_LANE_HOOK_CAP as usize;
     let dark_receiver = Receiver::start().await;
     // The first request is held, so the hook has one in flight from then on, and the
@@ -102,36 +112,22 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
     let dark = stack.create_hook(&noisy, &json!({"name": "dark", "url": dark_receiver.url("/")})).await;
     let dark_id = dark["id"].as_str().unwrap().to_owned();
     stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
-    let publish_noisy = |range: std::ops::Range<usize>| {
-        let (stack, noisy) = (&stack, &noisy);
-        async move {
-            for chunk in range.collect::<Vec<_>>().chunks(10) {
-                let batch: Vec<Value> = chunk.iter().map(|n| event("noisy", *n)).collect();
-                stack.publish(noisy, &json!(batch)).await;
-            }
-        }
-    };
 
-    publish_noisy(0..1).await;
+    publish_noisy(&stack, &noisy, 0..1).await;
     assert_eq!(dark_receiver.wait_for(1, WAIT).await.len(), 1, "the dark hook's first request");
     // Then it answers fast, ten at a time so that a busy machine does not make its
     // requests slow, and the worker knows it as fast; then it goes dark.
     for start in (1..=answered).step_by(10) {
-        publish_noisy(start..start + 10).await;
+        publish_noisy(&stack, &noisy, start..start + 10).await;
         assert_eq!(dark_receiver.wait_for(start + 10, WAIT).await.len(), start + 10);
     }
     // The flood: its places all taken, the rest of it waits for them in the worker's hands
     // (and, after the wait, on the slow lane).
-    publish_noisy(answered + 1..flood).await;
+    publish_noisy(&stack, &noisy, answered + 1..flooded).await;
     let got = dark_receiver.wait_for(answered + cap, WAIT).await;
     assert!(got.len() >= answered + cap, "the dark hook's places were not all taken: {} requests", got.len());
 
-    for n in 0..healthy {
-        stack.publish(&calm, &event("calm", n)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let got = calm_receiver.wait_until(WAIT, |got| numbers(got).len() >= healthy).await;
-    assert_eq!(numbers(&got), (0..healthy as u64).collect(), "every healthy delivery arrived");
+    calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
     // Order: the dark hook still held its places and had given none up, so the healthy
     // deliveries did not wait for its requests to end.
     let health = hook_health(&stack, &noisy, &dark_id).await;
