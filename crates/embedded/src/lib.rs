@@ -72,7 +72,13 @@ impl EmbeddedConfig {
 /// Creates what the backend needs (schema, queues with their DLQs, bus rules, the key
 /// file with mode 0600) if missing, and returns the wired ports. Safe to run on every start.
 pub async fn init(config: &EmbeddedConfig) -> Result<Backend, InitError> {
-    let db = Db::open_capped(&config.database, config.max_bytes)?;
+    init_on(Db::open_capped(&config.database, config.max_bytes)?, config).await
+}
+
+/// [`init`] on the database already open at `config.database`, for a process that does
+/// more on the file than the ports do (the retention sweep): it must share the one
+/// writer, since a second one would take SQLite's write lock from under the first.
+pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitError> {
     let t = &config.topology;
     for q in t.queues() {
         queue::create(&db, q).await?;

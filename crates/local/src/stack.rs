@@ -105,6 +105,16 @@ impl std::fmt::Debug for RunningStack {
 /// Opens the backend: the embedded one is created if missing (it is this machine's own);
 /// AWS resources must exist, or are created first when `create` is set.
 pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: bool) -> Result<Backend, StartError> {
+    Ok(open(choice, settings, create).await?.0)
+}
+
+/// [`open_backend`], and for the embedded backend the database it is on, so that the
+/// retention sweep writes through the same one writer as everything else.
+async fn open(
+    choice: &BackendChoice,
+    settings: &Settings,
+    create: bool,
+) -> Result<(Backend, Option<hookbridge_embedded::Db>), StartError> {
     match choice {
         BackendChoice::Embedded { database, max_bytes } => {
             let mut cfg = EmbeddedConfig::at(database);
@@ -112,7 +122,8 @@ pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: b
             cfg.topology = settings.topology.clone();
             cfg.account = settings.account.clone();
             cfg.region = settings.region.clone();
-            Ok(hookbridge_embedded::init(&cfg).await?)
+            let db = hookbridge_embedded::Db::open_capped(database, *max_bytes)?;
+            Ok((hookbridge_embedded::init_on(db.clone(), &cfg).await?, Some(db)))
         }
         BackendChoice::Aws { sdk } => {
             let clients = hookbridge_aws::Clients::new(sdk);
@@ -122,7 +133,7 @@ pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: b
                 hookbridge_aws::init::find(&clients, &settings.topology).await
             }
             .map_err(StartError::Aws)?;
-            Ok(hookbridge_aws::backend(&clients, &resources))
+            Ok((hookbridge_aws::backend(&clients, &resources), None))
         }
     }
 }
@@ -131,7 +142,7 @@ impl RunningStack {
     /// Starts the API and the three consumers.
     pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
         let s = &opts.settings;
-        let backend = open_backend(&opts.backend, s, false).await?;
+        let (backend, database) = open(&opts.backend, s, false).await?;
         // The embedded backend is this machine's own: nobody else runs `hookbridge migrate` for it.
         if let BackendChoice::Embedded { .. } = &opts.backend {
             crate::migrate::reseal_secrets(&backend).await.map_err(StartError::Migrate)?;
@@ -194,8 +205,7 @@ impl RunningStack {
             }));
         }
         // On AWS, DynamoDB's TTL and SQS's retention delete what expired; here, a sweeper does.
-        if let BackendChoice::Embedded { database, max_bytes } = &opts.backend {
-            let db = hookbridge_embedded::Db::open_capped(database, *max_bytes)?;
+        if let Some(db) = database {
             tasks.spawn(hookbridge_embedded::retention::run(db, stopped.clone()));
         }
         tracing::info!(%addr, "hookbridge is serving");
