@@ -56,6 +56,19 @@ enum Command {
         #[arg(long, default_value = "target/release")]
         bin_dir: PathBuf,
     },
+    /// Only publish → receive and publish → `202` at fixed rates on the embedded backend,
+    /// printed as quantiles: the quick way to compare two binaries' tails.
+    Latency {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Events a second, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "200,1000")]
+        rates: Vec<u32>,
+        /// Seconds each rate runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Only the embedded database's size under traffic with retention, printed.
     Retention {
         /// Events an hour.
@@ -104,6 +117,21 @@ async fn main() -> anyhow::Result<()> {
                 ..report::Results::default()
             };
             println!("{}", report::render(&r));
+            Ok(())
+        }
+        Command::Latency { bin_dir, rates, seconds } => {
+            let rig = embedded::Rig::start(&bin_dir).await?;
+            for rate in rates {
+                let l = rig.latency(rate, seconds).await?;
+                let q =
+                    |v: &[f64]| [0.5, 0.95, 0.99, 1.0].map(|q| format!("{:.1}", embedded::quantile(v, q))).join(" / ");
+                println!(
+                    "{rate}/s: receive p50/p95/p99/max {} ms; 202 {} ms; {:.0} KiB written per delivery",
+                    q(&l.received),
+                    q(&l.answered),
+                    l.kib_written
+                );
+            }
             Ok(())
         }
         Command::Retention { per_hour, weeks } => {
