@@ -57,6 +57,16 @@ impl Swept {
     }
 }
 
+/// Messages older than SQS keeps them, looked for among the oldest only. `messages` has no
+/// index on `sent_at` (one would be a page more written by every send and delete), and
+/// looking for expired rows among all of them read the whole queue, bodies included,
+/// every sweep, while the writer waited: a backlog or a full dead-letter queue made that
+/// hundreds of megabytes a minute. Messages are numbered in the order they are sent, so
+/// the oldest batch by number holds every expired one there is (a batch of them at most
+/// per statement; `drain` comes back for more).
+const EXPIRED_MESSAGES: &str = "DELETE FROM messages WHERE seq IN
+    (SELECT seq FROM (SELECT seq, sent_at FROM messages ORDER BY seq LIMIT ?2) WHERE sent_at <= ?1)";
+
 /// Deletes everything expired at `now`.
 pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
     let ms = now.timestamp_millis();
@@ -83,12 +93,7 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
             ms,
         )
         .await?,
-        messages: drain(
-            db,
-            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE sent_at <= ?1 LIMIT ?2)",
-            old_messages,
-        )
-        .await?,
+        messages: drain(db, EXPIRED_MESSAGES, old_messages).await?,
         rates: drain(
             db,
             "DELETE FROM rates WHERE key IN (SELECT key FROM rates WHERE next_us <= ?1 LIMIT ?2)",
@@ -150,5 +155,39 @@ pub async fn run(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::ports::OutgoingMessage;
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// With a long queue and nothing in it expired, the sweep reads a batch of messages,
+    /// not the whole queue.
+    #[tokio::test]
+    async fn looking_for_expired_messages_reads_a_batch_not_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let queued = 3 * BATCH as usize;
+        let messages: Vec<OutgoingMessage> = (0..queued)
+            .map(|i| OutgoingMessage { body: format!("m{i}"), delay: Duration::ZERO, group: None })
+            .collect();
+        db.write(move |c| crate::queue::insert(c, "q", &messages)).await.unwrap();
+        let cutoff = Utc::now().timestamp_millis() - QUEUE_RETENTION.as_millis() as i64;
+        let (deleted, scanned) = db
+            .write(move |c| {
+                let mut stmt = c.prepare(EXPIRED_MESSAGES).map_err(sql("test"))?;
+                let n = stmt.execute(params![cutoff, BATCH]).map_err(sql("test"))?;
+                Ok((n, stmt.get_status(StatementStatus::FullscanStep)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(deleted, 0);
+        assert!(scanned <= BATCH as i32, "read {scanned} of {queued} queued messages");
     }
 }

@@ -116,3 +116,29 @@ async fn a_sweep_deletes_in_batches_until_nothing_expired_is_left() {
     assert_eq!(swept.deliveries, 5000);
     assert_eq!(count(&config.database, "deliveries"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_messages_go_in_batches_and_the_newer_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    hookbridge_embedded::init(&config).await.unwrap();
+    let now = Utc::now();
+    let expired = (now - Duration::from_std(QUEUE_RETENTION).unwrap() - Duration::hours(1)).timestamp_millis();
+    {
+        let mut c = rusqlite::Connection::open(&config.database).unwrap();
+        let tx = c.transaction().unwrap();
+        // Sent in order: 4,500 before the retention period began, then 10 within it.
+        for i in 0..4510 {
+            let sent_at = if i < 4500 { expired + i } else { now.timestamp_millis() };
+            tx.execute(
+                "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at) VALUES ('q', ?1, 'x', 0, 0, ?2)",
+                rusqlite::params![format!("m{i}"), sent_at],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let swept = sweep(&Db::open(&config.database).unwrap(), now).await.unwrap();
+    assert_eq!(swept.messages, 4500);
+    assert_eq!(count(&config.database, "messages"), 10);
+}
