@@ -90,8 +90,9 @@ impl EmbeddedHarness {
 
     async fn start_in(dir: tempfile::TempDir) -> Self {
         let config = EmbeddedConfig::at(dir.path().join(DATABASE));
-        let backend = hookbridge_embedded::init(&config).await.expect("init embedded backend");
+        // One writer per file, as `hookbridge serve` has: the harness's own writes share it.
         let db = Db::open(&config.database).expect("open database");
+        let backend = hookbridge_embedded::init_on(db.clone(), &config).await.expect("init embedded backend");
         let bus = EmbeddedBus::new(db.clone(), &config.account, &config.region);
         Self { backend, db, bus, config, _dir: dir }
     }
