@@ -65,6 +65,17 @@ enum Cached {
     Failed { error: TokenError, until: Instant },
 }
 
+impl Cached {
+    /// Whether it is still of use at `now`: a token before its renewal, a failure while it
+    /// is remembered.
+    fn live(&self, now: Instant) -> bool {
+        match self {
+            Self::Token { renew_at, .. } => now < *renew_at,
+            Self::Failed { until, .. } => now < *until,
+        }
+    }
+}
+
 type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 /// OAuth tokens per hook and credentials, shared by every delivery of the process. One
@@ -91,6 +102,17 @@ impl TokenCache {
 
     fn slot(&self, key: u64) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = slots.get(&key) {
+            return slot.clone();
+        }
+        // A new hook or new credentials: the moment to forget the slots of no more use (a
+        // deleted hook's, old credentials', any past its token or its failure), so that
+        // the cache holds what is live, not every key the process ever saw. A slot in use
+        // (held, or locked by a fetch) stays.
+        let now = Instant::now();
+        slots.retain(|_, s| {
+            Arc::strong_count(s) > 1 || s.try_lock().map_or(true, |c| c.as_ref().is_some_and(|c| c.live(now)))
+        });
         slots.entry(key).or_default().clone()
     }
 }
@@ -255,5 +277,43 @@ pub(crate) fn static_auth_header(auth: &AuthConfig, secrets: &HookSecrets) -> Op
         }
         AuthConfig::ApiKey { .. } => Some(("authorization".to_owned(), format!("Bearer {secret}"))),
         AuthConfig::Header { name } => Some((name.clone(), secret.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    fn keys(cache: &TokenCache) -> Vec<u64> {
+        let mut k: Vec<u64> = cache.slots.lock().unwrap().keys().copied().collect();
+        k.sort_unstable();
+        k
+    }
+
+    /// Slots of hooks that stopped sending (deleted, or their credentials changed) do not
+    /// pile up: a new key clears those whose token or failure is past, and keeps the rest.
+    #[tokio::test]
+    async fn a_new_key_clears_the_slots_of_no_more_use() {
+        let cache = TokenCache::default();
+        let token = |renew_at| Cached::Token { value: Secret::new("t"), renew_at };
+        let failed = |until| Cached::Failed { error: TokenError::Rejected { status: 500, body: String::new() }, until };
+        let hour = Duration::from_secs(3600);
+        *cache.slot(1).lock().await = Some(token(Instant::now() + hour));
+        *cache.slot(2).lock().await = Some(token(Instant::now() + hour));
+        *cache.slot(3).lock().await = Some(failed(Instant::now() + FAILURE_MEMORY));
+        let held = cache.slot(4); // a fetch in progress: nothing cached yet
+        drop(cache.slot(5)); // a fetch given up before it cached anything
+        assert_eq!(keys(&cache), [1, 2, 3, 4, 5], "a live slot was cleared");
+
+        *cache.slot(1).lock().await = Some(token(Instant::now())); // due for renewal
+        drop(cache.slot(6));
+        assert_eq!(keys(&cache), [2, 3, 4, 6], "the expired token or the empty slot was kept");
+
+        *cache.slot(3).lock().await = Some(failed(Instant::now()));
+        drop(held);
+        drop(cache.slot(7));
+        assert_eq!(keys(&cache), [2, 7], "a failure past its memory or an empty slot was kept");
     }
 }
