@@ -53,6 +53,11 @@ impl Local {
     /// Sends the hook's deliveries to the slow lane until `until`.
     pub(crate) fn mark_slow(&self, hook: HookId, until: DateTime<Utc>) {
         let mut hooks = self.lock();
+        // A mark outlives the hook's last request, so an entry whose mark ran out while
+        // the hook had no traffic here was never forgotten (a deleted or quiet hook's).
+        // Marks are what leave such entries, so a mark is when to clear them.
+        let now = Utc::now();
+        hooks.retain(|_, e| !e.idle(now));
         let e = hooks.entry(hook).or_default();
         e.slow_until = e.slow_until.max(Some(until));
     }
@@ -254,5 +259,23 @@ mod tests {
         local.mark_slow(h, now + chrono::Duration::seconds(10));
         assert!(local.is_slow(h, now));
         assert!(!local.is_slow(h, now + chrono::Duration::seconds(10)));
+    }
+
+    /// A hook marked slow whose traffic here then stopped (deleted, disabled, quiet) is not
+    /// kept for the life of the process once its mark has run out.
+    #[test]
+    fn run_out_marks_of_hooks_without_requests_are_forgotten() {
+        let local = Arc::new(Local::default());
+        let (quiet, busy, next) = (HookId::generate(), HookId::generate(), HookId::generate());
+        let ran_out = Utc::now() - chrono::Duration::seconds(1);
+        local.mark_slow(quiet, ran_out);
+        let _place = local.acquire(busy, Lane::Slow, 1).unwrap();
+        local.mark_slow(busy, ran_out);
+        local.mark_slow(next, Utc::now() + chrono::Duration::minutes(10));
+        let mut kept: Vec<HookId> = local.lock().keys().copied().collect();
+        kept.sort_unstable();
+        let mut want = vec![busy, next];
+        want.sort_unstable();
+        assert_eq!(kept, want, "a quiet hook's run-out mark was kept, or a live entry dropped");
     }
 }
