@@ -1,5 +1,6 @@
-//! The bus on EventBridge: PutEvents in batches of 10, entries that fail retried, 256 KiB
-//! per event enforced here (the emulator does not).
+//! The bus on EventBridge: PutEvents in requests of at most 10 entries and 256 KiB,
+//! entries that fail retried, 256 KiB per event enforced here (the emulator enforces
+//! neither limit).
 
 use std::time::Duration;
 
@@ -8,13 +9,34 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::primitives::DateTime as AwsTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use futures::StreamExt;
-use hookbridge_core::envelope::BusEntry;
+use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
 use hookbridge_core::ids::EventId;
 use hookbridge_core::ports::{Bus, MAX_BATCH};
 use hookbridge_core::{Error, Result};
 
 /// Rounds of retrying entries EventBridge refused (throttling, internal failures).
 const PUT_ROUNDS: u32 = 4;
+
+/// The entries of each `PutEvents` request, in order: at most [`MAX_BATCH`] entries and,
+/// as EventBridge measures them ([`BusEntry::size`]), at most 256 KiB together, the limit
+/// on the whole request and not only on each entry. Ten entries of 70 KiB are valid one by
+/// one and refused as one request.
+fn requests(entries: &[BusEntry]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let size = e.size();
+        if i > start && (i - start == MAX_BATCH || bytes + size > MAX_EVENT_BYTES) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < entries.len() {
+        out.push(start..entries.len());
+    }
+    out
+}
 
 /// A custom event bus.
 #[derive(Debug, Clone)]
@@ -88,7 +110,7 @@ impl Bus for EventBridgeBus {
         entries.iter().try_for_each(BusEntry::fits)?;
         // In order (ids answer entries one for one), a bounded number at a time.
         // Futures start when polled, so making them all first starts none of them.
-        let puts: Vec<_> = entries.chunks(MAX_BATCH).map(|c| self.put_chunk(c)).collect();
+        let puts: Vec<_> = requests(&entries).into_iter().map(|r| self.put_chunk(&entries[r])).collect();
         let chunks: Vec<Result<Vec<EventId>>> =
             futures::stream::iter(puts).buffered(crate::REQUESTS_IN_FLIGHT).collect().await;
         let mut ids = Vec::with_capacity(entries.len());
@@ -96,5 +118,45 @@ impl Bus for EventBridgeBus {
             ids.extend(r?);
         }
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn entry(detail_bytes: usize) -> BusEntry {
+        let detail = format!(r#"{{"tenant":"t","x":"{}"}}"#, "a".repeat(detail_bytes.saturating_sub(24)));
+        BusEntry {
+            detail_type: "t".into(),
+            source: "s".into(),
+            time: None,
+            resources: vec![],
+            detail: RawValue::from_string(detail).unwrap(),
+        }
+    }
+
+    #[test]
+    fn requests_hold_ten_entries_at_most() {
+        let small: Vec<_> = (0..25).map(|_| entry(100)).collect();
+        assert_eq!(requests(&small), [0..10, 10..20, 20..25]);
+        assert!(requests(&[]).is_empty());
+    }
+
+    #[test]
+    fn requests_hold_256_kib_at_most_in_order() {
+        let kib = 1024;
+        let sizes = [70 * kib, 70 * kib, 70 * kib, 70 * kib, 200 * kib, 56 * kib - 2, MAX_EVENT_BYTES - 2, 10];
+        let entries: Vec<_> = sizes.iter().map(|s| entry(*s)).collect();
+        let ranges = requests(&entries);
+        assert_eq!(ranges, [0..3, 3..4, 4..6, 6..7, 7..8]);
+        for r in ranges {
+            let bytes: usize = entries[r.clone()].iter().map(BusEntry::size).sum();
+            assert!(bytes <= MAX_EVENT_BYTES, "{r:?} weighs {bytes}");
+        }
     }
 }
