@@ -234,10 +234,16 @@ fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
 
 async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
     let p = &deps.ports;
+    // A queue's at-least-once delivery can put two copies of one event in one batch. Once
+    // is enough (the copies' deliveries would share their ids anyway), and DynamoDB
+    // refuses a batch write that names one envelope twice.
+    let mut seen = std::collections::HashSet::new();
+    let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
     let hooks = p.hooks.list_all(tenant).await?;
     let now = Utc::now();
     let routed: Vec<(&Parsed<'_>, String, Vec<&Hook>)> = events
         .iter()
+        .copied()
         .map(|e| {
             let wanted = hooks.iter().filter(|h| h.config.wants(&e.envelope.detail_type, e.site.as_deref())).collect();
             (e, e.envelope.to_body(), wanted)

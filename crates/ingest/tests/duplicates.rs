@@ -59,3 +59,49 @@ async fn a_duplicate_from_the_bus_keeps_its_delivery_ids_embedded() {
 async fn a_duplicate_from_the_bus_keeps_its_delivery_ids_aws() {
     a_duplicate_from_the_bus_keeps_its_delivery_ids(&AwsHarness::start().await).await;
 }
+
+/// Two copies of one event in the same batch (a queue's at-least-once delivery can put
+/// both in one receive): ingested once, one delivery per hook, not one per copy. With two
+/// hooks the envelope is also stored apart, and DynamoDB documents a batch write that
+/// names one item twice as a `ValidationException`.
+async fn two_copies_in_one_batch_are_ingested_once(h: &dyn Harness) {
+    let tenant = h.unique("tenant");
+    let (a, _) = make_hook(h, &tenant, "dup-a").await;
+    let (b, _) = make_hook(h, &tenant, "dup-b").await;
+    for hook in [&a, &b] {
+        h.backend().hooks.create(hook, 1000).await.unwrap();
+    }
+    let deps = common::deps(h);
+    let time = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-00000000d0b2","detail-type":"user.login","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#
+    );
+    let copy = |id: &str| ReceivedMessage {
+        id: id.into(),
+        body: body.clone(),
+        receipt: Receipt(format!("r-{id}")),
+        receive_count: 1,
+        sent_at: Utc::now(),
+    };
+    let out = ingest::handle(&deps, &[copy("m1"), copy("m2")]).await;
+    assert!(out.failed.is_empty(), "failed: {:?}", out.failed);
+
+    let tasks = common::queued_tasks(h, 2).await;
+    let more = h.backend().delivery_queue.receive(10, std::time::Duration::from_millis(500)).await.unwrap();
+    assert_eq!(tasks.len() + more.len(), 2, "one delivery per hook, not one per copy");
+    let mut hooks: Vec<_> = tasks.iter().map(|t| t.delivery.hook_id).collect();
+    hooks.sort_unstable();
+    let mut want = vec![a.id, b.id];
+    want.sort_unstable();
+    assert_eq!(hooks, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_in_one_batch_are_ingested_once_embedded() {
+    two_copies_in_one_batch_are_ingested_once(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_in_one_batch_are_ingested_once_aws() {
+    two_copies_in_one_batch_are_ingested_once(&AwsHarness::start().await).await;
+}
