@@ -77,6 +77,29 @@ fn build_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::backend("dynamodb.build", e)
 }
 
+/// Runs of a transaction cancelled only by contention. Every create and delete of a
+/// tenant's hooks updates the tenant's hook count, so two at once cancel each other
+/// (`TransactionConflict`), which the SDK does not retry.
+const TRANSACT_ROUNDS: u32 = 6;
+
+/// Whether a cancelled transaction may succeed when run again: every item's condition held,
+/// and some item lost to another transaction or to throttling.
+fn only_contended(e: &SdkError<TransactWriteItemsError>) -> bool {
+    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
+        return false;
+    };
+    let codes: Vec<&str> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+    contended(&codes)
+}
+
+/// [`only_contended`] on the cancellation reasons' codes, one per item ("None": that item
+/// was not the cause).
+fn contended(codes: &[&str]) -> bool {
+    let transient =
+        |code: &str| matches!(code, "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded");
+    codes.iter().any(|c| transient(c)) && codes.iter().all(|c| *c == "None" || transient(c))
+}
+
 /// Which of a cancelled transaction's items failed their condition.
 fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>> {
     match e.as_service_error() {
@@ -275,7 +298,19 @@ impl HookStore for DynamoHookStore {
 impl DynamoHookStore {
     /// Writes a hook, its name guard and the tenant's hook count together, or none.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
-        self.table.client.transact_write_items().set_transact_items(Some(items)).send().await.map(|_| ())
+        let mut round = 0;
+        loop {
+            let r = self.table.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            match r {
+                Err(e) if only_contended(&e) && round + 1 < TRANSACT_ROUNDS => {
+                    round += 1;
+                    // Full jitter: calls that collided wait different times.
+                    let ceiling = 10u64 << round;
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=ceiling))).await;
+                }
+                r => return r.map(|_| ()),
+            }
+        }
     }
 
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).
@@ -339,4 +374,19 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
         items.push(guard_item(h));
     }
     table.put_all(items).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contended;
+
+    #[test]
+    fn a_transaction_is_run_again_only_when_it_lost_to_contention() {
+        assert!(contended(&["None", "None", "TransactionConflict"]), "two creates in one tenant");
+        assert!(contended(&["ThrottlingError", "None", "None"]));
+        assert!(!contended(&["None", "ConditionalCheckFailed", "TransactionConflict"]), "the name is taken");
+        assert!(!contended(&["None", "None", "ConditionalCheckFailed"]), "the quota is reached");
+        assert!(!contended(&["ValidationError", "None", "None"]));
+        assert!(!contended(&["None", "None", "None"]));
+    }
 }
