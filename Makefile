@@ -54,7 +54,7 @@ fuzz-api: $(PYTOOLS) $(VENV)/bin/schemathesis
 
 ## reliability: the suites RELIABILITY.md cites, and only those (all also part of make test)
 reliability: $(PYTOOLS)
-	$(CARGO) test -p hookbridge-local --test crash --test refusals -- --nocapture
+	$(CARGO) test -p hookbridge-local --test crash --test refusals --test one_writer -- --nocapture
 	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_isolation \
 		e2e_identity e2e_replay e2e_trust e2e_semantics e2e_api --nocapture
 	$(CARGO) test -p hookbridge-e2e --test secrets
@@ -65,6 +65,7 @@ reliability: $(PYTOOLS)
 	$(CARGO) test -p hookbridge-testkit --test bounded_requests --test template --test contract_embedded \
 		--test contract_embedded_older --test contract_aws
 	$(CARGO) test -p hookbridge-core --lib properties
+	$(CARGO) test -p hookbridge-aws -p hookbridge-outbound -p delivery-worker --lib
 
 ## deploy: build, then `sam deploy --guided` of those binaries (the .aws-sam/build layout
 ## `make build` writes, as `sam build` would)
