@@ -183,6 +183,16 @@ fn check_params(
         // Header parameters are sent as headers of the token request, so their keys must
         // be header names, or every token fetch would fail after the hook was accepted.
         let key = match p.key {
+            // The token request's own headers (its Basic authorization, its framing) are
+            // the platform's: a parameter of the same name would be sent beside them.
+            Some(k)
+                if group == "header_params"
+                    && (RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str())
+                        || k.eq_ignore_ascii_case("authorization")) =>
+            {
+                e.push(format!("{at}.key"), "is set by the platform and cannot be used");
+                continue;
+            }
             Some(k) if group == "header_params" && is_header_name(&k) && k.len() <= 256 => k,
             Some(_) if group == "header_params" => {
                 e.push(format!("{at}.key"), "must be a valid HTTP header name of at most 256 characters");

@@ -609,6 +609,21 @@ mod tests {
     }
 
     #[test]
+    fn oauth_header_params_may_not_be_the_token_requests_own_headers() {
+        let policy = NetworkPolicy::default();
+        let bad = draft(
+            r#"{"name":"o","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"c","client_secret":"s",
+                "header_params":[{"key":"authorization","value":"a"},{"key":"Host","value":"b"},
+                    {"key":"Content-Length","value":"1"},{"key":"X-Api-Key","value":"fine"}]}}"#,
+        );
+        assert_eq!(
+            fields(bad.validate(ctx(&policy), None)),
+            ["auth.header_params[0].key", "auth.header_params[1].key", "auth.header_params[2].key"]
+        );
+    }
+
+    #[test]
     fn the_challenge_header_may_not_be_one_the_platform_sets() {
         let policy = NetworkPolicy::default();
         for h in ["Host", "content-length", "webhook-signature", "X-Keycloak-Signature"] {
