@@ -217,8 +217,8 @@ impl Outbound {
     async fn fetch_token(&self, oauth: &OAuthConfig, secrets: &HookSecrets) -> Result<(Secret, Duration), TokenError> {
         let mut url = url::Url::parse(&oauth.token_url)
             .map_err(|e| TokenError::Request { class: ErrorClass::Connect, detail: e.to_string() })?;
-        crate::resolver::check_literal(&self.settings.network, &url)
-            .map_err(|b| TokenError::Request { class: ErrorClass::SsrfBlocked, detail: b.to_string() })?;
+        crate::resolver::check_target(&self.settings.network, &url)
+            .map_err(|r| TokenError::Request { class: ErrorClass::SsrfBlocked, detail: r.to_string() })?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         form.retain(|(k, _)| !oauth.body_params.iter().any(|p| p.key == *k));
         form.extend(param_values("body_params", &oauth.body_params, secrets));
@@ -290,6 +290,34 @@ mod tests {
         let mut k: Vec<u64> = cache.slots.lock().unwrap().keys().copied().collect();
         k.sort_unstable();
         k
+    }
+
+    /// A token URL stored as `http` is not fetched once the deployment allows only `https`
+    /// (the client secret would cross the network in the clear); nothing is sent.
+    #[tokio::test]
+    async fn a_stored_http_token_url_is_refused_where_http_is_not_allowed() {
+        let outbound = Outbound::new(crate::OutboundSettings::default()).unwrap();
+        let oauth = OAuthConfig {
+            token_url: "http://idp.example/token".into(),
+            client_id: "c".into(),
+            http_method: TokenMethod::Post,
+            header_params: vec![],
+            query_params: vec![],
+            body_params: vec![],
+        };
+        let secrets = HookSecrets {
+            signing: hookbridge_core::secret::SigningSecret::generate(),
+            retiring: vec![],
+            auth: Some(Secret::new("client-secret")),
+            params: Default::default(),
+            headers: Default::default(),
+        };
+        let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, false).await.unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Request { class: ErrorClass::SsrfBlocked, detail } if detail.contains("plain http")),
+            "{err:?}"
+        );
+        assert_eq!(outbound.tokens.fetches(), 1, "the refusal is the fetch's outcome");
     }
 
     /// Slots of hooks that stopped sending (deleted, or their credentials changed) do not

@@ -36,8 +36,8 @@ impl Outbound {
     pub async fn challenge(&self, url: &str, header: &str, value: &str) -> Result<(), ChallengeError> {
         let parsed =
             url::Url::parse(url).map_err(|e| ChallengeError::NoResponse { class: "connect", detail: e.to_string() })?;
-        crate::resolver::check_literal(&self.settings.network, &parsed)
-            .map_err(|b| ChallengeError::NoResponse { class: "ssrf_blocked", detail: b.to_string() })?;
+        crate::resolver::check_target(&self.settings.network, &parsed)
+            .map_err(|r| ChallengeError::NoResponse { class: "ssrf_blocked", detail: r.to_string() })?;
         let resp = self
             .client
             .get(parsed)
@@ -64,5 +64,24 @@ impl Outbound {
         } else {
             Err(ChallengeError::WrongValue(excerpt(&json.to_string()).chars().take(200).collect()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    /// A challenge to a stored `http` URL is not sent where the deployment allows only
+    /// `https`.
+    #[tokio::test]
+    async fn a_stored_http_url_is_not_challenged_where_http_is_not_allowed() {
+        let outbound = Outbound::new(crate::OutboundSettings::default()).unwrap();
+        let err = outbound.challenge("http://receiver.example/hook", "x-challenge", "v").await.unwrap_err();
+        assert!(
+            matches!(&err, ChallengeError::NoResponse { class: "ssrf_blocked", detail } if detail.contains("plain http")),
+            "{err:?}"
+        );
     }
 }

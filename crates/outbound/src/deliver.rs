@@ -97,16 +97,8 @@ impl Outbound {
                 return AttemptReport::failed(ErrorClass::Connect, at, started, format!("invalid url: {e}"));
             }
         };
-        if let Err(blocked) = crate::resolver::check_literal(&self.settings.network, &url) {
-            return AttemptReport::failed(ErrorClass::SsrfBlocked, at, started, blocked.to_string());
-        }
-        if url.scheme() == "http" && !self.settings.network.allow_http {
-            return AttemptReport::failed(
-                ErrorClass::SsrfBlocked,
-                at,
-                started,
-                "plain http is not allowed in this deployment".to_owned(),
-            );
+        if let Err(refused) = crate::resolver::check_target(&self.settings.network, &url) {
+            return AttemptReport::failed(ErrorClass::SsrfBlocked, at, started, refused.to_string());
         }
 
         let oauth = match &cfg.auth {

@@ -45,10 +45,7 @@ impl Outbound {
         let refused = |why: String| FetchError::Refused { url: url.to_owned(), why };
         let failed = |why: String| FetchError::Failed { url: url.to_owned(), why };
         let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
-        if parsed.scheme() == "http" && !self.settings.network.allow_http {
-            return Err(refused("plain http is not allowed in this deployment".to_owned()));
-        }
-        crate::resolver::check_literal(&self.settings.network, &parsed).map_err(|b| refused(b.to_string()))?;
+        crate::resolver::check_target(&self.settings.network, &parsed).map_err(|r| refused(r.to_string()))?;
         let req = match form {
             None => self.client.get(parsed),
             Some(f) => {

@@ -61,8 +61,31 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// Why a URL is not sent to, before any connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// `http` where the deployment allows only `https`.
+    #[error("plain http is not allowed in this deployment")]
+    PlainHttp,
+    /// An IP-literal host in a forbidden block.
+    #[error(transparent)]
+    Blocked(#[from] Blocked),
+}
+
+/// Checks what can be checked of a URL before connecting: its scheme against the
+/// deployment's policy, and an IP-literal host (which the client connects to without
+/// resolving). Every outbound request (deliveries, token fetches, challenges, key fetches)
+/// goes through it at send time, so a stored URL the policy no longer allows is not sent to.
+pub(crate) fn check_target(policy: &NetworkPolicy, url: &url::Url) -> Result<(), Refused> {
+    check_literal(policy, url)?;
+    if url.scheme() == "http" && !policy.allow_http {
+        return Err(Refused::PlainHttp);
+    }
+    Ok(())
+}
+
 /// Checks an IP-literal host (which the client connects to without resolving).
-pub(crate) fn check_literal(policy: &NetworkPolicy, url: &url::Url) -> Result<(), Blocked> {
+fn check_literal(policy: &NetworkPolicy, url: &url::Url) -> Result<(), Blocked> {
     let ip: Option<IpAddr> = match url.host() {
         Some(url::Host::Ipv4(v4)) => Some(v4.into()),
         Some(url::Host::Ipv6(v6)) => Some(v6.into()),
@@ -73,5 +96,23 @@ pub(crate) fn check_literal(policy: &NetworkPolicy, url: &url::Url) -> Result<()
             Err(Blocked { host: url.host_str().unwrap_or_default().to_owned(), block })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    #[test]
+    fn a_target_is_checked_for_its_scheme_and_its_literal_address() {
+        let https_only = NetworkPolicy::default();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        assert!(check_target(&https_only, &url("https://receiver.example/")).is_ok());
+        assert!(matches!(check_target(&https_only, &url("http://receiver.example/")), Err(Refused::PlainHttp)));
+        assert!(matches!(check_target(&https_only, &url("https://169.254.169.254/")), Err(Refused::Blocked(_))));
+        let local = NetworkPolicy::local();
+        assert!(check_target(&local, &url("http://127.0.0.1:9000/")).is_ok());
     }
 }
