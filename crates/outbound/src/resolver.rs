@@ -44,6 +44,11 @@ impl Resolve for GuardedResolver {
                 .await
                 .map_err(|source| Unresolved { host: host.clone(), source })?
                 .collect();
+            if found.is_empty() {
+                // A name with no address is a DNS failure (retried), not a refused address.
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+                return Err(Box::new(Unresolved { host, source }) as Box<dyn std::error::Error + Send + Sync>);
+            }
             let (allowed, blocked): (Vec<_>, Vec<_>) =
                 found.into_iter().partition(|a| policy.check(a.ip()) == AddressVerdict::Allowed);
             if allowed.is_empty() {
@@ -53,7 +58,7 @@ impl Resolve for GuardedResolver {
                         AddressVerdict::Blocked(b) => Some(b),
                         AddressVerdict::Allowed => None,
                     })
-                    .unwrap_or("no address");
+                    .unwrap_or("none allowed");
                 return Err(Box::new(Blocked { host, block }) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
