@@ -59,10 +59,22 @@ fn slot<'a>(at: &'a mut Value, step: &Step) -> &'a mut Value {
     }
 }
 
-/// Sets `value` at `path` in `doc`, making the objects and arrays on the way.
+/// The most rows a form's list may have: more than any list of a hook (its sites, 100).
+const MAX_ROWS: usize = 100;
+
+/// Sets `value` at `path` in `doc`, making the objects and arrays on the way. A path the
+/// console's forms never make (a row past [`MAX_ROWS`], a list inside a list) is left out:
+/// the array up to a posted index is made whole, so `headers[99999999999]` would have
+/// filled the memory of the process from a single field.
 pub fn set(doc: &mut Value, path: &str, value: Value) {
+    let steps = steps(path);
+    let indexes: Vec<usize> =
+        steps.iter().filter_map(|s| if let Step::Index(i) = s { Some(*i) } else { None }).collect();
+    if indexes.len() > 1 || indexes.iter().any(|i| *i >= MAX_ROWS) {
+        return;
+    }
     let mut at = doc;
-    for step in steps(path) {
+    for step in steps {
         at = slot(at, &step);
     }
     *at = value;
@@ -111,6 +123,19 @@ mod tests {
             json!({"name": "h", "auth": {"type": "BASIC", "body_params": [{"key": "k"}]},
                    "headers": [{"name": "X-A", "secret": true}, {"name": "X-B"}]})
         );
+    }
+
+    #[test]
+    fn paths_no_form_makes_are_left_out() {
+        let mut doc = json!({});
+        // Checked one by one, so that a regression fails here before the largest index
+        // is tried.
+        for path in ["headers[100].name", "headers[1][99].name", "headers[18446744073709551615].name"] {
+            set(&mut doc, path, json!("X"));
+            assert_eq!(doc, json!({}), "{path} was set");
+        }
+        set(&mut doc, "headers[99].name", json!("X"));
+        assert_eq!(doc["headers"].as_array().map(Vec::len), Some(100));
     }
 
     #[test]
