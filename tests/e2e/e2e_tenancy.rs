@@ -71,6 +71,10 @@ async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
 
     let hook_doc = json!({"url": "https://evil.example/"});
     let replay = json!({"since": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()});
+    // B's own replay job, for the calls that name a job.
+    let job = stack.call("POST", &format!("/v1/hooks/{id}/replay"), Some(&b), Some(&replay)).await;
+    assert_eq!(job.status, 202, "{}", job.body);
+    let rid = job.body["id"].as_str().unwrap().to_owned();
     let calls: Vec<(&str, String, Option<&serde_json::Value>)> = vec![
         ("GET", format!("/v1/hooks/{id}"), None),
         ("PUT", format!("/v1/hooks/{id}"), Some(&hook_doc)),
@@ -82,6 +86,8 @@ async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
         ("GET", format!("/v1/hooks/{id}/deliveries/{did}"), None),
         ("POST", format!("/v1/hooks/{id}/deliveries/{did}/retry"), None),
         ("POST", format!("/v1/hooks/{id}/replay"), Some(&replay)),
+        ("GET", format!("/v1/hooks/{id}/replays/{rid}"), None),
+        ("POST", format!("/v1/hooks/{id}/replays/{rid}/cancel"), None),
     ];
     for (method, path, body) in &calls {
         let r = stack.call(method, path, Some(&a), *body).await;
