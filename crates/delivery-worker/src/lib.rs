@@ -229,7 +229,7 @@ mod tests {
     use hookbridge_core::message::Task;
     use hookbridge_outbound::OutboundSettings;
     use hookbridge_testkit::contract::make_hook;
-    use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver};
+    use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness, Receiver};
 
     use super::*;
     use crate::local::InFlight;
@@ -271,6 +271,59 @@ mod tests {
 
     async fn on_the_slow_lane(h: &EmbeddedHarness) -> usize {
         h.backend().lanes().slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
+    }
+
+    /// A hook whose secrets the key service will not open this time holds back only its
+    /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
+    /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough
+    /// receives its companions went to the dead-letter queue with it.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_whose_secrets_cannot_be_opened_now_holds_back_only_its_own_deliveries() {
+        let h = AwsHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut good, _) = make_hook(&h, "acme", "good").await;
+        good.config.url = receiver.url("/good");
+        let (mut bad, _) = make_hook(&h, "globex", "bad").await;
+        bad.config.url = receiver.url("/bad");
+        // The sealed blob is [format, data key's length (2 bytes), the data key as KMS
+        // encrypted it, ...]; the emulator's encrypted key starts with its key's id. Another
+        // id names no key: Decrypt is refused, as when a key is disabled or access revoked.
+        bad.sealed.0[3] = b'z';
+        for hook in [&good, &bad] {
+            h.backend().hooks.create(hook, 1000).await.unwrap();
+        }
+        let worker = Worker::new(
+            WorkerPorts::of(h.backend()),
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap(),
+            WorkerSettings::default(),
+        );
+        let fast = &h.backend().lanes().fast;
+        let tasks: Vec<_> = [&good, &bad]
+            .iter()
+            .map(|hook| {
+                let key = DeliveryKey {
+                    tenant: hook.tenant.clone(),
+                    hook_id: hook.id,
+                    delivery_id: DeliveryId::generate(),
+                    event_id: EventId::generate(),
+                    event_type: "user.login".into(),
+                };
+                Task::new(key, 0, r#"{"id":"e1","detail-type":"user.login","detail":{}}"#).message(Utc::now())
+            })
+            .collect();
+        fast.send_batch(&tasks).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let bad_message = messages.iter().find(|m| m.body.contains(&bad.id.to_string())).unwrap().id.clone();
+
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert_eq!(outcome.failed, [bad_message], "only the hook whose secrets did not open comes back");
+        let got = receiver.received();
+        assert_eq!(got.len(), 1, "the other tenant's delivery was sent");
+        assert_eq!(got[0].uri.path(), "/good");
     }
 
     /// A busy fast hook's overflow waits for one of the hook's places as they are given

@@ -4,7 +4,7 @@
 //! message. Every "not now" is handed back to the queue as a new message, never counted
 //! as an attempt and never held in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,8 +136,8 @@ pub(crate) async fn prepare<'a>(
         }
     }
     let candidates = claim_probes(w, now, candidates, &mut plans).await;
-    let candidates = pace(w, now, candidates, &mut plans).await?;
-    plans.extend(load(w, candidates).await?);
+    let candidates = pace(w, now, candidates, &mut plans).await;
+    plans.extend(load(w, candidates).await);
     Ok(plans)
 }
 
@@ -307,7 +307,7 @@ async fn pace<'a>(
     now: DateTime<Utc>,
     candidates: Vec<Candidate<'a>>,
     plans: &mut Vec<Plan<'a>>,
-) -> hookbridge_core::Result<Vec<(Candidate<'a>, Option<DateTime<Utc>>)>> {
+) -> Vec<(Candidate<'a>, Option<DateTime<Utc>>)> {
     let mut wanting: HashMap<HookId, (Rate, u32)> = HashMap::new();
     let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
     let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();
@@ -317,12 +317,24 @@ async fn pace<'a>(
         }
     }
     let mut next_slot: HashMap<HookId, (DateTime<Utc>, Rate)> = HashMap::new();
+    let mut unpaced: HashSet<HookId> = HashSet::new();
     for (hook, (rate, count)) in wanting {
-        let first = w.ports.limiter.pace(&format!("hook:{hook}"), rate, count, now).await?;
-        next_slot.insert(hook, (first, rate));
+        match w.ports.limiter.pace(&format!("hook:{hook}"), rate, count, now).await {
+            Ok(first) => {
+                next_slot.insert(hook, (first, rate));
+            }
+            Err(e) => {
+                tracing::error!(hook_id = %hook, error = %e, "cannot reserve the hook's rate-limit slots; its deliveries will be retried");
+                unpaced.insert(hook);
+            }
+        }
     }
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
+        if unpaced.contains(&c.hook.id) && needs_slot(&c) {
+            plans.push(Plan::Done(Done::Later(c.message)));
+            continue;
+        }
         let slot = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
             Some((slot, rate)) => {
                 let mine = *slot;
@@ -342,16 +354,25 @@ async fn pace<'a>(
             at => out.push((c, at.filter(|t| *t > now))),
         }
     }
-    Ok(out)
+    out
+}
+
+/// A hook's secrets as `load` found them.
+#[derive(Clone)]
+enum Opened {
+    Yes(Arc<HookSecrets>),
+    /// They will never open (a damaged or misplaced blob): its deliveries are cancelled.
+    Never,
+    /// They could not be opened this time (the key service failed or refused): its
+    /// deliveries come back later.
+    NotNow,
 }
 
 /// Opens each hook's secrets once and finds each envelope; a hook whose secrets cannot be
-/// opened, or an event no longer kept, cancels only its own deliveries.
-async fn load<'a>(
-    w: &Worker,
-    candidates: Vec<(Candidate<'a>, Option<DateTime<Utc>>)>,
-) -> hookbridge_core::Result<Vec<Plan<'a>>> {
-    let mut secrets: HashMap<HookId, Option<Arc<HookSecrets>>> = HashMap::new();
+/// opened, or an event no longer kept, cancels only its own deliveries, and one whose
+/// secrets or envelope cannot be had this time holds back only its own.
+async fn load<'a>(w: &Worker, candidates: Vec<(Candidate<'a>, Option<DateTime<Utc>>)>) -> Vec<Plan<'a>> {
+    let mut secrets: HashMap<HookId, Opened> = HashMap::new();
     let mut bodies: HashMap<EventId, Option<Arc<str>>> = HashMap::new();
     let mut plans = Vec::with_capacity(candidates.len());
     for (c, at) in candidates {
@@ -359,22 +380,32 @@ async fn load<'a>(
             Some(s) => s.clone(),
             None => {
                 let s = match w.ports.sealer.open(SecretsOwner::of(&c.hook), &c.hook.sealed).await {
-                    Ok(s) => Some(Arc::new(s)),
+                    Ok(s) => Opened::Yes(Arc::new(s)),
                     Err(e @ hookbridge_core::Error::Corrupt { .. }) => {
                         let why = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
                         tracing::error!(hook_id = %c.hook.id, tenant = %c.hook.tenant, why, "the hook's secrets cannot be opened");
-                        None
+                        Opened::Never
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(hook_id = %c.hook.id, tenant = %c.hook.tenant, error = %e, "cannot open the hook's secrets now; its deliveries will be retried");
+                        Opened::NotNow
+                    }
                 };
                 secrets.insert(c.hook.id, s.clone());
                 s
             }
         };
-        let Some(opened) = opened else {
-            let reason = "the hook's secrets cannot be opened".to_owned();
-            plans.push(Plan::Done(Done::Cancel { message: c.message, task: Box::new(c.task), reason }));
-            continue;
+        let opened = match opened {
+            Opened::Yes(s) => s,
+            Opened::Never => {
+                let reason = "the hook's secrets cannot be opened".to_owned();
+                plans.push(Plan::Done(Done::Cancel { message: c.message, task: Box::new(c.task), reason }));
+                continue;
+            }
+            Opened::NotNow => {
+                plans.push(Plan::Done(Done::Later(c.message)));
+                continue;
+            }
         };
         let body: Option<Arc<str>> = match &c.task.envelope {
             Some(e) => Some(e.get().into()),
@@ -382,11 +413,18 @@ async fn load<'a>(
                 let id = &c.task.delivery.event_id;
                 match bodies.get(id) {
                     Some(b) => b.clone(),
-                    None => {
-                        let b = w.ports.events.get(&c.task.delivery.tenant, id).await?.map(|env| env.to_body().into());
-                        bodies.insert(id.clone(), b.clone());
-                        b
-                    }
+                    None => match w.ports.events.get(&c.task.delivery.tenant, id).await {
+                        Ok(found) => {
+                            let b: Option<Arc<str>> = found.map(|env| env.to_body().into());
+                            bodies.insert(id.clone(), b.clone());
+                            b
+                        }
+                        Err(e) => {
+                            tracing::error!(hook_id = %c.hook.id, event_id = %id, error = %e, "cannot read the delivery's envelope now; it will be retried");
+                            plans.push(Plan::Done(Done::Later(c.message)));
+                            continue;
+                        }
+                    },
                 }
             }
         };
@@ -417,7 +455,7 @@ async fn load<'a>(
             place: c.place,
         })));
     }
-    Ok(plans)
+    plans
 }
 
 #[cfg(test)]

@@ -39,6 +39,10 @@ const GROUP_MAX: usize = 25;
 pub(crate) enum Done<'a> {
     /// Not a delivery task: failed until the dead-letter queue takes it.
     Poison(&'a ReceivedMessage),
+    /// Not handled now: something its hook needs (its secrets, its rate state, its
+    /// envelope) could not be had for a reason that may pass. Left to come back on the
+    /// queue's schedule, alone: the batch's other deliveries go on.
+    Later(&'a ReceivedMessage),
     /// Not sent, for good: recorded `CANCELLED`.
     Cancel { message: &'a ReceivedMessage, task: Box<Task>, reason: String },
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
@@ -103,6 +107,7 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 w.ports.lanes.get(ctx.lane).reject(m).await;
                 failed.push(m);
             }
+            Done::Later(m) => failed.push(m),
             Done::Cancel { message, task, reason } => {
                 let k = &task.delivery;
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
@@ -231,7 +236,7 @@ async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {
 
 fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
     match d {
-        Done::Poison(m) => Some(m),
+        Done::Poison(m) | Done::Later(m) => Some(m),
         Done::Cancel { message, .. } | Done::Requeue { message, .. } => Some(message),
         Done::Attempted { ready, .. } => Some(ready.message),
     }
