@@ -65,7 +65,7 @@ reliability: $(PYTOOLS)
 	$(CARGO) test -p hookbridge-testkit --test bounded_requests --test template --test contract_embedded \
 		--test contract_embedded_older --test contract_aws
 	$(CARGO) test -p hookbridge-core --lib properties
-	$(CARGO) test -p hookbridge-aws -p hookbridge-outbound -p delivery-worker --lib
+	$(CARGO) test -p hookbridge-aws -p hookbridge-outbound -p delivery-worker -p subscription-api -p hookbridge-core --lib
 
 ## deploy: build, then `sam deploy --guided` of those binaries (the .aws-sam/build layout
 ## `make build` writes, as `sam build` would)
