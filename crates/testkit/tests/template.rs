@@ -474,3 +474,30 @@ fn make_builds_bootstraps_are_laid_out_as_sam_build_lays_them_out() {
     }
     assert!(!built.contains("CodeUri: .\n"));
 }
+
+/// A request's timeout (or the fast lane's patience) longer than a worker invocation can
+/// give it would have every delivery that needs it handed back unattempted, for ever: the
+/// template takes none over 25 s (the worker's 30 s, less its 2 s margin and its own work).
+#[test]
+fn request_timeouts_fit_in_one_worker_invocation() {
+    let t = template();
+    let worker = &t["Resources"]["DeliveryWorkerFunction"]["Properties"];
+    let timeout = worker.get("Timeout").unwrap_or(&t["Globals"]["Function"]["Timeout"]);
+    assert_eq!(timeout, 30, "the worker's timeout changed: change the parameters' limit with it");
+    for name in ["RequestTimeout", "FastLanePatience"] {
+        let pattern = t["Parameters"][name]["AllowedPattern"].as_str().unwrap().to_owned();
+        let check = |value: &str| {
+            let out = std::process::Command::new(root().join(".venv/bin/python"))
+                .args(["-c", "import re,sys; print(bool(re.fullmatch(sys.argv[1], sys.argv[2])))", &pattern, value])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "True"
+        };
+        for ok in ["10s", "2s", "25s", "1500ms", "25000ms", "1ms"] {
+            assert!(check(ok), "{name} refuses {ok}");
+        }
+        for too_long in ["26s", "28s", "30s", "1m", "25001ms", "99999ms", "0s", "0ms", "10"] {
+            assert!(!check(too_long), "{name} takes {too_long}");
+        }
+    }
+}
