@@ -234,28 +234,16 @@ mod tests {
     use super::*;
     use crate::local::InFlight;
 
-    /// A worker over the embedded backend, and a hook of it sending to a real receiver whose
-    /// fast-lane places are all taken.
-    async fn busy_hook() -> (EmbeddedHarness, Receiver, Hook, Worker, Vec<InFlight>) {
-        let h = EmbeddedHarness::start().await;
-        let receiver = Receiver::start().await;
-        let (mut hook, _) = make_hook(&h, "acme", "busy").await;
-        hook.config.url = receiver.url("/hook");
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
-        let worker = Worker::new(
-            WorkerPorts::of(h.backend()),
+    /// A worker over `backend`, sending to local receivers.
+    fn worker_on(backend: &hookbridge_core::ports::Backend) -> Worker {
+        let outbound =
             Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-                .unwrap(),
-            WorkerSettings::default(),
-        );
-        let held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
-            .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
-            .collect();
-        (h, receiver, hook, worker, held)
+                .unwrap();
+        Worker::new(WorkerPorts::of(backend), outbound, WorkerSettings::default())
     }
 
-    /// One delivery of `hook`, as the fast lane hands it to the worker.
-    async fn a_delivery(h: &EmbeddedHarness, hook: &Hook) -> Vec<ReceivedMessage> {
+    /// A delivery task of `hook`, as ingest enqueues it.
+    fn task_of(hook: &Hook) -> hookbridge_core::ports::OutgoingMessage {
         let key = DeliveryKey {
             tenant: hook.tenant.clone(),
             hook_id: hook.id,
@@ -264,8 +252,28 @@ mod tests {
             event_type: "user.login".into(),
         };
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        Task::new(key, 0, body).message(Utc::now())
+    }
+
+    /// A worker over the embedded backend, and a hook of it sending to a real receiver whose
+    /// fast-lane places are all taken.
+    async fn busy_hook() -> (EmbeddedHarness, Receiver, Hook, Worker, Vec<InFlight>) {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "busy").await;
+        hook.config.url = receiver.url("/hook");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = worker_on(h.backend());
+        let held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
+            .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
+            .collect();
+        (h, receiver, hook, worker, held)
+    }
+
+    /// One delivery of `hook`, as the fast lane hands it to the worker.
+    async fn a_delivery(h: &EmbeddedHarness, hook: &Hook) -> Vec<ReceivedMessage> {
         let fast = &h.backend().lanes().fast;
-        fast.send_batch(&[Task::new(key, 0, body).message(Utc::now())]).await.unwrap();
+        fast.send_batch(&[task_of(hook)]).await.unwrap();
         fast.receive(10, Duration::from_secs(5)).await.unwrap()
     }
 
@@ -292,27 +300,9 @@ mod tests {
         for hook in [&good, &bad] {
             h.backend().hooks.create(hook, 1000).await.unwrap();
         }
-        let worker = Worker::new(
-            WorkerPorts::of(h.backend()),
-            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-                .unwrap(),
-            WorkerSettings::default(),
-        );
+        let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
-        let tasks: Vec<_> = [&good, &bad]
-            .iter()
-            .map(|hook| {
-                let key = DeliveryKey {
-                    tenant: hook.tenant.clone(),
-                    hook_id: hook.id,
-                    delivery_id: DeliveryId::generate(),
-                    event_id: EventId::generate(),
-                    event_type: "user.login".into(),
-                };
-                Task::new(key, 0, r#"{"id":"e1","detail-type":"user.login","detail":{}}"#).message(Utc::now())
-            })
-            .collect();
-        fast.send_batch(&tasks).await.unwrap();
+        fast.send_batch(&[task_of(&good), task_of(&bad)]).await.unwrap();
         let mut messages = Vec::new();
         while messages.len() < 2 {
             messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
