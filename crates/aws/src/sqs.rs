@@ -1,5 +1,6 @@
 //! Queues on SQS.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -7,11 +8,11 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use futures::StreamExt;
-use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
+use futures::{FutureExt, StreamExt};
+use hookbridge_core::ports::{MAX_BATCH, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent};
 use hookbridge_core::{Error, Result};
 
-/// Rounds of retrying entries SQS refused in a batch.
+/// Rounds of sending (or deleting) the entries of a batch that SQS failed on its side.
 const SEND_ROUNDS: u32 = 4;
 
 /// One SQS queue.
@@ -47,15 +48,31 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
-        if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
-            return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
-        }
+    async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
         // Futures start when polled, so making them all first starts none of them.
-        let sends: Vec<_> = batches(messages).into_iter().map(|chunk| self.send_chunk(chunk)).collect();
-        let sent: Vec<Result<()>> =
+        let sends: Vec<_> = batches(messages)
+            .into_iter()
+            .map(|range| {
+                let start = range.start;
+                self.send_chunk(&messages[range]).map(move |r| (start, r))
+            })
+            .collect();
+        let sent: Vec<(usize, Result<(), Unsent>)> =
             futures::stream::iter(sends).buffer_unordered(crate::REQUESTS_IN_FLIGHT).collect().await;
-        sent.into_iter().collect()
+        let mut unsent: Option<Unsent> = None;
+        for (start, r) in sent {
+            if let Err(u) = r {
+                let all = unsent.get_or_insert(Unsent { indices: Vec::new(), error: u.error });
+                all.indices.extend(u.indices.into_iter().map(|i| start + i));
+            }
+        }
+        match unsent {
+            None => Ok(()),
+            Some(mut u) => {
+                u.indices.sort_unstable();
+                Err(u)
+            }
+        }
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
@@ -75,30 +92,7 @@ impl Queue for SqsQueue {
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
         for chunk in receipts.chunks(MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&r.0)
-                        .build()
-                        .map_err(|e| Error::backend("sqs.DeleteMessageBatch", e))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let out = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| Error::backend("sqs.DeleteMessageBatch", e))?;
-            for f in out.failed() {
-                // A stale receipt: the message was received again since; its new receiver
-                // owns it now, as on SQS.
-                tracing::warn!(queue = self.name, code = f.code(), "delete refused for one message");
-            }
+            self.delete_chunk(chunk).await?;
         }
         Ok(())
     }
@@ -140,35 +134,38 @@ impl Queue for SqsQueue {
 /// for the whole request; the rest is left for the request's own fields).
 const BATCH_BYTES: usize = 240 * 1024;
 
-/// `messages` in batches of at most ten and [`BATCH_BYTES`]; a message larger than that
-/// goes alone (SQS then judges it).
-fn batches(messages: &[OutgoingMessage]) -> Vec<&[OutgoingMessage]> {
+/// `messages` in batches of at most ten and [`BATCH_BYTES`], as ranges of indices; a
+/// message larger than that goes alone (SQS then judges it).
+fn batches(messages: &[OutgoingMessage]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, m) in messages.iter().enumerate() {
         let full = i - start == MAX_BATCH || (i > start && bytes + m.body.len() > BATCH_BYTES);
         if full {
-            out.push(&messages[start..i]);
+            out.push(start..i);
             (start, bytes) = (i, 0);
         }
         bytes += m.body.len();
     }
     if start < messages.len() {
-        out.push(&messages[start..]);
+        out.push(start..messages.len());
     }
     out
 }
 
 impl SqsQueue {
-    async fn send_chunk(&self, chunk: &[OutgoingMessage]) -> Result<()> {
-        let mut pending: Vec<(usize, &OutgoingMessage)> = chunk.iter().enumerate().collect();
+    /// Sends one batch, sending again what SQS failed to take for a reason of its own; what
+    /// it refuses as invalid (a delay over 15 minutes, say) is not sent again. The error
+    /// names the indices, within `chunk`, that were not sent.
+    async fn send_chunk(&self, chunk: &[OutgoingMessage]) -> Result<(), Unsent> {
+        let mut pending: Vec<usize> = (0..chunk.len()).collect();
+        let mut refused: Option<Unsent> = None;
         for round in 0..SEND_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << round)).await;
-            }
+            pause_before(round).await;
             let entries = pending
                 .iter()
-                .map(|(i, m)| {
+                .map(|&i| {
+                    let m = &chunk[i];
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(&m.body)
@@ -177,29 +174,107 @@ impl SqsQueue {
                         // with a backlog does not delay other groups' messages.
                         .set_message_group_id(m.group.clone())
                         .build()
-                        .map_err(|e| Error::backend("sqs.SendMessageBatch", e))
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>();
+            let out = match entries {
+                Ok(entries) => {
+                    self.client.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await
+                }
+                Err(e) => return Err(not_sent(pending, refused, Error::backend("sqs.SendMessageBatch", e))),
+            };
+            let out = match out {
+                Ok(out) => out,
+                // The SDK has already retried what is worth retrying.
+                Err(e) => return Err(not_sent(pending, refused, Error::backend("sqs.SendMessageBatch", e))),
+            };
+            let mut again = Vec::new();
+            for f in out.failed() {
+                let Some(i) = f.id().parse::<usize>().ok().filter(|i| pending.contains(i)) else {
+                    continue;
+                };
+                if f.sender_fault() {
+                    let why = format!("refused: {} {}", f.code(), f.message().unwrap_or_default());
+                    let r = refused.get_or_insert_with(|| Unsent {
+                        indices: Vec::new(),
+                        error: Error::backend("sqs.SendMessageBatch", why),
+                    });
+                    r.indices.push(i);
+                } else {
+                    again.push(i);
+                }
+            }
+            pending = again;
+            if pending.is_empty() {
+                return refused.map_or(Ok(()), |mut r| {
+                    r.indices.sort_unstable();
+                    Err(r)
+                });
+            }
+        }
+        let error = Error::backend("sqs.SendMessageBatch", format!("{} messages could not be sent", pending.len()));
+        Err(not_sent(pending, refused, error))
+    }
+}
+
+impl SqsQueue {
+    /// Deletes one batch, deleting again what SQS failed to for a reason of its own. A
+    /// receipt it refuses as invalid is not tried again; a stale one (the message was
+    /// received again since) is no failure at all: SQS answers success and keeps the
+    /// message for its new receiver.
+    async fn delete_chunk(&self, chunk: &[Receipt]) -> Result<()> {
+        let mut pending: Vec<usize> = (0..chunk.len()).collect();
+        for round in 0..SEND_ROUNDS {
+            pause_before(round).await;
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&chunk[i].0).build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::backend("sqs.DeleteMessageBatch", e))?;
             let out = self
                 .client
-                .send_message_batch()
+                .delete_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| Error::backend("sqs.SendMessageBatch", e))?;
-            let failed: Vec<(String, bool)> =
-                out.failed().iter().map(|f| (f.id().to_owned(), f.sender_fault())).collect();
-            if let Some((_, _)) = failed.iter().find(|(_, sender_fault)| *sender_fault) {
-                return Err(Error::backend("sqs.SendMessageBatch", "a message was refused as invalid"));
+                .map_err(|e| Error::backend("sqs.DeleteMessageBatch", e))?;
+            let mut again = Vec::new();
+            for f in out.failed() {
+                if f.sender_fault() {
+                    tracing::warn!(
+                        queue = self.name,
+                        code = f.code(),
+                        "delete refused for one message; it will come back"
+                    );
+                } else if let Some(i) = f.id().parse::<usize>().ok().filter(|i| pending.contains(i)) {
+                    again.push(i);
+                }
             }
-            pending.retain(|(i, _)| failed.iter().any(|(id, _)| *id == i.to_string()));
+            pending = again;
             if pending.is_empty() {
                 return Ok(());
             }
         }
-        Err(Error::backend("sqs.SendMessageBatch", format!("{} messages could not be sent", pending.len())))
+        // They come back after their visibility timeout and are handled again.
+        Err(Error::backend("sqs.DeleteMessageBatch", format!("{} messages could not be deleted", pending.len())))
     }
+}
+
+/// Waits before a batch's next round of retries: none before the first.
+async fn pause_before(round: u32) {
+    if round > 0 {
+        tokio::time::sleep(Duration::from_millis(100 << round)).await;
+    }
+}
+
+/// `pending` and `refused` together, as one [`Unsent`]; `error` is why `pending` were not.
+fn not_sent(pending: Vec<usize>, refused: Option<Unsent>, error: Error) -> Unsent {
+    let mut u = refused.unwrap_or(Unsent { indices: Vec::new(), error });
+    u.indices.extend(pending);
+    u.indices.sort_unstable();
+    u
 }
 
 fn received(m: aws_sdk_sqs::types::Message) -> Option<ReceivedMessage> {

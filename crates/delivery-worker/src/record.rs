@@ -189,13 +189,18 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
 
     for (lane, items) in follow_ups {
         let messages: Vec<OutgoingMessage> = items.iter().map(|f| f.message.clone()).collect();
-        match w.ports.lanes.get(lane).send_batch(&messages).await {
-            Ok(()) => handled.extend(items.iter().map(|f| f.replaces)),
-            Err(e) => {
-                // The originals come back after their visibility timeout instead.
-                tracing::error!(error = %e, lane = ?lane, "could not hand messages back to the queue");
-                failed.extend(items.iter().map(|f| f.replaces));
+        let unsent = match w.ports.lanes.get(lane).send_each(&messages).await {
+            Ok(()) => Vec::new(),
+            Err(unsent) => {
+                // Those originals come back after their visibility timeout instead. Only
+                // those: an original whose follow-up was sent must go, or its delivery
+                // would go on in two chains.
+                tracing::error!(error = %unsent.error, lane = ?lane, count = unsent.indices.len(), "could not hand messages back to the queue");
+                unsent.indices
             }
+        };
+        for (i, f) in items.iter().enumerate() {
+            if unsent.binary_search(&i).is_ok() { failed.push(f.replaces) } else { handled.push(f.replaces) }
         }
     }
 

@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hookbridge_core::ports::{MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage};
+use hookbridge_core::ports::{
+    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent,
+};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
@@ -293,20 +295,20 @@ impl Queue for EmbeddedQueue {
         &self.name
     }
 
-    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
-        if messages.iter().any(|m| m.delay > MAX_SEND_DELAY) {
-            return Err(Error::TooLarge("a send delay is longer than 15 minutes".to_owned()));
+    async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
+        let (valid, refused): (Vec<usize>, Vec<usize>) =
+            (0..messages.len()).partition(|&i| messages[i].delay <= MAX_SEND_DELAY);
+        let too_long = || Error::TooLarge("a send delay is longer than 15 minutes".to_owned());
+        if !valid.is_empty() {
+            let queue = self.name.clone();
+            let batch: Vec<OutgoingMessage> = valid.iter().map(|&i| messages[i].clone()).collect();
+            // One transaction: the valid messages are all sent or none is.
+            if let Err(error) = self.db.write(move |c| insert(c, &queue, &batch)).await {
+                return Err(Unsent { indices: (0..messages.len()).collect(), error });
+            }
+            self.wake();
         }
-        let queue = self.name.clone();
-        let batch: Vec<OutgoingMessage> = messages.to_vec();
-        self.db
-            .write(move |c| {
-                insert(c, &queue, &batch)?;
-                Ok(())
-            })
-            .await?;
-        self.wake();
-        Ok(())
+        if refused.is_empty() { Ok(()) } else { Err(Unsent { indices: refused, error: too_long() }) }
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -27,6 +27,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@cases $start;
             queue_send_receive_ack,
             queue_batches_larger_than_ten,
+            queue_send_each_names_the_messages_not_sent,
             queue_delay_holds_messages_back,
             queue_visibility_timeout_redelivers_with_higher_count,
             queue_retry_after_postpones_and_zero_redelivers_at_once,
@@ -132,6 +133,26 @@ pub async fn queue_batches_larger_than_ten(h: &dyn Harness) {
     seen.dedup();
     assert_eq!(seen.len(), 25);
     assert!(got.iter().all(|m| bodies.contains(&m.body)));
+}
+
+/// Messages are judged one by one: two with a delay over 15 minutes, in two batches, are
+/// named as not sent, and the other ten arrive.
+pub async fn queue_send_each_names_the_messages_not_sent(h: &dyn Harness) {
+    let (q, _) = test_queue(h, 30, 5).await;
+    let too_long = hookbridge_core::ports::MAX_SEND_DELAY + Duration::from_millis(1);
+    let out: Vec<OutgoingMessage> = (0..12)
+        .map(|i| {
+            let m = OutgoingMessage::now(format!("m{i}"));
+            if i == 3 || i == 11 { OutgoingMessage { delay: too_long, ..m } } else { m }
+        })
+        .collect();
+    let unsent = q.send_each(&out).await.expect_err("two cannot be sent");
+    assert_eq!(unsent.indices, [3, 11]);
+    let got = receive_n(q.as_ref(), 10, 20 * SECOND).await;
+    let mut seen: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["m0", "m1", "m10", "m2", "m4", "m5", "m6", "m7", "m8", "m9"]);
+    assert_eq!(q.depth().await.expect("depth").total(), 10, "nothing else was queued");
 }
 
 /// A delayed message is not receivable before its delay.

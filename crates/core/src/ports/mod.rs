@@ -15,6 +15,7 @@ pub use key::KeySource;
 pub use limiter::{Admission, RateLimiter, Step};
 pub use queue::{
     BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
+    Unsent,
 };
 pub use sealer::Sealer;
 pub use settlement::{Settled, Settlement};

@@ -93,6 +93,16 @@ impl QueueDepth {
     }
 }
 
+/// The messages of one send that were not sent: their places in the slice given, and why.
+/// The others were sent.
+#[derive(Debug)]
+pub struct Unsent {
+    /// Indices into the messages given, ascending.
+    pub indices: Vec<usize>,
+    /// Why: the first error met.
+    pub error: crate::Error,
+}
+
 /// The longest send delay, as on SQS.
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(15 * 60);
 
@@ -106,8 +116,16 @@ pub trait Queue: Send + Sync {
     /// The queue's name.
     fn name(&self) -> &str;
 
-    /// Sends messages, in batches of [`MAX_BATCH`]. All are sent or an error is returned.
-    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()>;
+    /// Sends messages, in batches of [`MAX_BATCH`]. All are sent or an error is returned;
+    /// after an error some may have been sent all the same ([`Queue::send_each`] says which).
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<()> {
+        self.send_each(messages).await.map_err(|unsent| unsent.error)
+    }
+
+    /// Sends messages, each judged alone (a delay over [`MAX_SEND_DELAY`] refuses only its
+    /// message), and says which were not sent. A caller that hands work on in these
+    /// messages needs this: where one of ten could not be sent, the other nine were.
+    async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent>;
 
     /// Receives up to `max` (≤ [`MAX_BATCH`]) messages, waiting up to `wait` for the first.
     /// Groups are served in turn, so one group's backlog never holds back the others'
