@@ -74,6 +74,8 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     .await;
     assert!(verified.is_some(), "the hook was never verified");
     assert!(r.received().iter().any(|g| g.method == "GET" && g.header("x-uid-challenge").is_some()));
+    // The first delivery is refused once, so the worker schedules a retry.
+    r.script([Reply::status(500)]);
 
     // Publish; ingest (fed by the product rule) matches; the worker delivers, signed.
     let (status, published) = api
@@ -106,6 +108,15 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     assert!(d.header("webhook-signature").unwrap().split_whitespace().any(|s| s == expected), "the signature verifies");
     assert_eq!(d.json()["detail"]["user"], "ada");
 
+    // Refused, then retried by the worker on its schedule, under the same webhook-id.
+    let retried = eventually(WAIT, || async {
+        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
+        (posts.len() >= 2).then_some(posts)
+    })
+    .await
+    .expect("the worker retried");
+    assert_eq!(retried[1].header("webhook-id"), d.header("webhook-id"));
+
     // Read back, then retry: the same webhook-id arrives again.
     let delivery = eventually(WAIT, || async {
         let (_, page) = api.call("GET", &format!("/v1/hooks/{id}/events?hours=1"), None).await;
@@ -118,11 +129,35 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     assert_eq!(status, 202);
     let again = eventually(WAIT, || async {
         let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
-        (posts.len() >= 2).then_some(posts)
+        (posts.len() >= 3).then_some(posts)
     })
     .await
     .expect("the retry arrived");
-    assert_eq!(again[1].header("webhook-id"), d.header("webhook-id"));
+    assert_eq!(again[2].header("webhook-id"), d.header("webhook-id"));
+
+    // A replay job: the API starts it, ingest works through it page by page.
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, job) =
+        api.call("POST", &format!("/v1/hooks/{id}/replay"), Some(json!({"since": since, "status": "ALL"}))).await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let finished = eventually(WAIT, || async {
+        let (_, j) = api.call("GET", &format!("/v1/hooks/{id}/replays/{job_id}"), None).await;
+        (j["state"] != "RUNNING").then_some(j)
+    })
+    .await
+    .expect("the replay job finished");
+    assert_eq!(finished["state"], "SUCCEEDED", "{finished}");
+    assert_eq!(finished["queued"], 1, "{finished}");
+    let replayed = eventually(WAIT, || async {
+        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
+        (posts.len() >= 4).then_some(posts)
+    })
+    .await
+    .expect("the replayed delivery arrived");
+    assert_eq!(replayed[3].header("webhook-id"), d.header("webhook-id"));
+    let (status, _) = api.call("DELETE", &format!("/v1/hooks/{id}"), None).await;
+    assert_eq!(status, 204);
 
     // The worker's metrics, as CloudWatch would read them from its log lines.
     let worker = stack.function("delivery-worker").unwrap();
@@ -145,5 +180,21 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     }
     for f in hookbridge_testkit::lambda::FUNCTIONS {
         assert!(stack.function(f).unwrap().init_errors().is_empty(), "{f} failed to start");
+    }
+
+    // Everything above worked on an emulator that enforces no IAM; on AWS each function may
+    // do only what the template grants it.
+    let template = hookbridge_testkit::template::load();
+    for (f, logical_id) in [
+        ("subscription-api", "SubscriptionApiFunction"),
+        ("ingest", "IngestFunction"),
+        ("delivery-worker", "DeliveryWorkerFunction"),
+        ("verifier", "VerifierFunction"),
+    ] {
+        let granted = hookbridge_testkit::template::policy_actions(&template, logical_id);
+        let used = stack.aws_actions(f).unwrap();
+        assert!(!used.is_empty(), "{f} made no AWS request through its pass-through");
+        let refused: Vec<_> = used.difference(&granted).collect();
+        assert!(refused.is_empty(), "{f} needs {refused:?}, which template.yaml does not grant it");
     }
 }

@@ -10,6 +10,7 @@ pub mod harness;
 pub mod lambda;
 pub mod oidc;
 pub mod receiver;
+pub mod template;
 
 pub use emulator::Emulator;
 pub use harness::{AwsHarness, EmbeddedHarness, Harness};

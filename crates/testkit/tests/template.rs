@@ -5,28 +5,13 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookbridge_core::topology::{QUEUE_RETENTION, Topology};
 use hookbridge_testkit::Emulator;
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The template as JSON, decoded by cfn-lint's own loader (it knows CloudFormation's tags).
-fn template() -> Value {
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg("-c")
-        .arg("import json,sys\nfrom cfnlint.decode import decode\nt,m=decode(sys.argv[1])\nassert not m, m\nprint(json.dumps(t, default=str))")
-        .arg(root().join("template.yaml"))
-        .output()
-        .expect("run the template decoder from .venv (make test installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use hookbridge_testkit::template::{load as template, root};
 
 /// `{"Fn::Sub": "${Prefix}-x"}` with the prefix substituted; plain strings as they are.
 fn name(v: &Value, prefix: &str) -> String {

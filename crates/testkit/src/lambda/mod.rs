@@ -5,6 +5,7 @@
 //! their `main.rs`, their configuration from the environment, the SQS batch adapter, the
 //! EMF output.
 
+pub mod calls;
 pub mod gateway;
 pub mod runtime;
 pub mod sqs;
@@ -73,6 +74,7 @@ pub enum LambdaError {
 pub struct LambdaStack {
     addr: SocketAddr,
     functions: Vec<Arc<Function>>,
+    calls: Vec<(&'static str, calls::Calls)>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     token_key: String,
@@ -159,18 +161,40 @@ impl LambdaStack {
         let mut api_env = env.clone();
         api_env.push(("HOOKBRIDGE_JWT_SECRET_NAME".to_owned(), secret_name));
 
-        let bin = |name: &str| -> PathBuf { opts.bin_dir.join(name) };
-        let start = |name: &'static str, env: Vec<(String, String)>, instances: usize, timeout: u64| {
-            let path = bin(name);
-            async move { Function::start(name, &path, &env, instances, Duration::from_secs(timeout)).await.map(Arc::new) }
+        // Each function reaches the emulator through its own pass-through, which notes the
+        // IAM actions it needed.
+        let mut tasks = Vec::new();
+        let mut calls = Vec::new();
+        let through_pass = |name: &'static str, mut env: Vec<(String, String)>| {
+            let endpoint = emulator.endpoint().to_owned();
+            async move {
+                let (addr, seen, task) = calls::start(&endpoint).await?;
+                for (k, v) in &mut env {
+                    if k == "AWS_ENDPOINT_URL" {
+                        *v = format!("http://{addr}");
+                    }
+                }
+                Ok::<_, std::io::Error>((env, (name, seen), task))
+            }
         };
-        let api = start("subscription-api", api_env, 2, 29).await?;
-        let ingest = start("ingest", env.clone(), 1, 30).await?;
-        let worker = start("delivery-worker", env.clone(), 2, 30).await?;
-        let verifier = start("verifier", env, 1, 30).await?;
+        let bin = |name: &str| -> PathBuf { opts.bin_dir.join(name) };
+        let mut functions = Vec::new();
+        for (name, env, instances, timeout) in [
+            ("subscription-api", api_env, 2, 29),
+            ("ingest", env.clone(), 1, 30),
+            ("delivery-worker", env.clone(), 2, 30),
+            ("verifier", env, 1, 30),
+        ] {
+            let (env, seen, task) = through_pass(name, env).await?;
+            calls.push(seen);
+            tasks.push(task);
+            functions.push(Arc::new(
+                Function::start(name, &bin(name), &env, instances, Duration::from_secs(timeout)).await?,
+            ));
+        }
+        let [api, ingest, worker, verifier] = [0, 1, 2, 3].map(|i| functions[i].clone());
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
         let arn = |url: &str| {
             let name = url.rsplit('/').next().unwrap_or_default();
             format!("arn:aws:sqs:us-east-1:123456789012:{name}")
@@ -189,15 +213,7 @@ impl LambdaStack {
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
-        Ok(Self {
-            addr,
-            functions: vec![api, ingest, worker, verifier],
-            stop,
-            tasks,
-            token_key,
-            prefix: opts.prefix,
-            clients,
-        })
+        Ok(Self { addr, functions, calls, stop, tasks, token_key, prefix: opts.prefix, clients })
     }
 
     /// Where the HTTP API front listens.
@@ -223,6 +239,11 @@ impl LambdaStack {
     /// A function by name.
     pub fn function(&self, name: &str) -> Option<&Arc<Function>> {
         self.functions.iter().find(|f| f.name() == name)
+    }
+
+    /// The IAM actions a function's requests to AWS needed so far (`dynamodb:GetItem`).
+    pub fn aws_actions(&self, name: &str) -> Option<std::collections::BTreeSet<String>> {
+        self.calls.iter().find(|(n, _)| *n == name).map(|(_, c)| c.actions())
     }
 
     /// The binary a function runs, in `bin_dir`.
