@@ -62,15 +62,20 @@ fn slot<'a>(at: &'a mut Value, step: &Step) -> &'a mut Value {
 /// The most rows a form's list may have: more than any list of a hook (its sites, 100).
 const MAX_ROWS: usize = 100;
 
+/// The most steps of a path a form makes: `auth.body_params[0].key` has four.
+const MAX_STEPS: usize = 6;
+
 /// Sets `value` at `path` in `doc`, making the objects and arrays on the way. A path the
-/// console's forms never make (a row past [`MAX_ROWS`], a list inside a list) is left out:
-/// the array up to a posted index is made whole, so `headers[99999999999]` would have
-/// filled the memory of the process from a single field.
+/// console's forms never make (a row past [`MAX_ROWS`], a list inside a list, more than
+/// [`MAX_STEPS`] steps) is left out: the array up to a posted index is made whole, so
+/// `headers[99999999999]` would have filled the memory of the process from a single field,
+/// and the document is walked recursively, so `headers[0].a.a.a…` 300,000 deep would have
+/// overflowed the stack and aborted the process.
 pub fn set(doc: &mut Value, path: &str, value: Value) {
     let steps = steps(path);
     let indexes: Vec<usize> =
         steps.iter().filter_map(|s| if let Step::Index(i) = s { Some(*i) } else { None }).collect();
-    if indexes.len() > 1 || indexes.iter().any(|i| *i >= MAX_ROWS) {
+    if steps.len() > MAX_STEPS || indexes.len() > 1 || indexes.iter().any(|i| *i >= MAX_ROWS) {
         return;
     }
     let mut at = doc;
@@ -130,7 +135,8 @@ mod tests {
         let mut doc = json!({});
         // Checked one by one, so that a regression fails here before the largest index
         // is tried.
-        for path in ["headers[100].name", "headers[1][99].name", "headers[18446744073709551615].name"] {
+        let deep = format!("headers[0].name{}", ".a".repeat(300_000));
+        for path in ["headers[100].name", "headers[1][99].name", "headers[18446744073709551615].name", &deep] {
             set(&mut doc, path, json!("X"));
             assert_eq!(doc, json!({}), "{path} was set");
         }
