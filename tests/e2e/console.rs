@@ -1,7 +1,7 @@
 //! The console in a real headless Chromium: sign in, create a hook of each auth type
 //! against a real receiver, verify it, send a test, publish and read the delivery with its
 //! attempts, retry it, rotate the secret, disable and enable, delete; a read-only session;
-//! the phone width; portal links (once, expiring, one tenant); forged forms refused; and a smoke pass on the AWS
+//! the phone width; portal links (once, expiring, one tenant); forged forms and sign-ins posted from another origin refused; and a smoke pass on the AWS
 //! backend. Its own binary: it owns the browser. With `HOOKBRIDGE_SCREENSHOTS=docs/console`
 //! it saves the screenshots the README shows.
 
@@ -293,13 +293,29 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
+async fn forms_posted_from_elsewhere_change_nothing() {
     let stack = TestStack::start(Flavor::Embedded).await;
     let t = stack.token("acme", ALL_SCOPES);
     let r = Receiver::start().await;
     let hook = stack.create_hook(&t, &json!({"name": "kept", "url": r.url("/kept")})).await;
     let id = hook["id"].as_str().unwrap();
     let b = Browser::start(stack.base_url(), 1280, 1000).await;
+
+    // A page on another origin posting its own token to the sign-in form (login CSRF):
+    // the browser would have been working in that tenant without knowing it.
+    let elsewhere = Receiver::start().await;
+    let theirs = stack.token("mallory", ALL_SCOPES);
+    let form = format!(
+        r#"<!doctype html><form method="post" action="{}/console/login"><input name="token" value="{theirs}"></form><script>document.forms[0].submit()</script>"#,
+        stack.base_url()
+    );
+    elsewhere.always(Reply::body(200, form).with_header("content-type", "text/html"));
+    b.visit(&elsewhere.url("/")).await;
+    // The other page has no header; the console's answer has.
+    b.find("header.top").await;
+    assert!(b.text().await.contains("Sign in from the console's own sign-in page"), "{}", b.text().await);
+    b.goto("/console/hooks").await;
+    assert_eq!(b.path().await, "/console/login", "not signed in by the other page");
 
     // No session: every console page sends you to sign in.
     b.goto(&format!("/console/hooks/{id}")).await;

@@ -76,6 +76,11 @@ impl Browser {
         self.client.goto(&format!("{}{path}", self.base)).await.expect("navigate");
     }
 
+    /// Goes to `url`, anywhere (another origin's page).
+    pub async fn visit(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
     /// The current path (and query).
     pub async fn path(&self) -> String {
         let url = self.client.current_url().await.expect("url");

@@ -104,6 +104,23 @@ pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64, sa
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hb_session=; Path=/console; Max-Age=0"))
 }
 
+/// Whether a form was posted from a page of another origin. The browser says so itself in
+/// `Sec-Fetch-Site` (every current browser sends it); an older one sends `Origin` on a
+/// post, compared here with the host the request was made to. Neither sent (a script, not
+/// a browser): not from a page at all.
+pub fn from_another_origin(headers: &HeaderMap) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        // `none`: typed in or bookmarked, which no other page can cause.
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// How long a session on `caller`'s token may last: until the token expires, at most 12 h.
 pub fn token_session_secs(exp: Option<i64>) -> i64 {
     exp.map_or(TOKEN_SESSION_SECS, |e| (e - Utc::now().timestamp()).clamp(0, TOKEN_SESSION_SECS))
@@ -142,6 +159,25 @@ mod tests {
         assert!(c(&headers("127.0.0.1:3000", Some("https"))).contains("; Secure"));
         let text = c(&headers("api.example.com", None));
         assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict") && text.contains("Path=/console"));
+    }
+
+    #[test]
+    fn a_post_from_a_page_of_another_origin_is_known() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = headers("console.example.com", None);
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            from_another_origin(&h)
+        };
+        assert!(!with(&[]), "a script, not a page");
+        assert!(!with(&[("sec-fetch-site", "same-origin")]));
+        assert!(!with(&[("sec-fetch-site", "none")]));
+        assert!(with(&[("sec-fetch-site", "cross-site")]));
+        assert!(with(&[("sec-fetch-site", "same-site")]), "a sibling subdomain is another origin");
+        assert!(!with(&[("origin", "https://console.example.com")]));
+        assert!(with(&[("origin", "https://evil.example")]));
+        assert!(with(&[("origin", "null")]));
     }
 
     #[test]

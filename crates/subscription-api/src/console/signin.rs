@@ -77,6 +77,16 @@ fn continue_to(to: &str, set: axum::http::HeaderValue) -> Response {
 
 /// `POST /console/login`: a pasted token.
 pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if super::session::from_another_origin(&headers) {
+        // Login CSRF: a page elsewhere posting its own token would sign this browser in to
+        // another tenant, where what the user then types (a receiver's credentials) is
+        // theirs to read.
+        tracing::warn!("console sign-in posted from another origin; refused");
+        return html(
+            StatusCode::FORBIDDEN,
+            page("Forbidden", None, notice("error", "Sign in from the console's own sign-in page.")),
+        );
+    }
     let fields = form::parse(&body);
     let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
     match api.settings().tokens.check(&token).await {
