@@ -1,5 +1,6 @@
 //! Replay jobs, beside the hook's deliveries (`H#{hook}`/`R#{id}`), deleted by TTL once
-//! they stop being readable. A save is a put conditioned on the step it read.
+//! they stop being readable. A save is a put conditioned on the step it read (or on the
+//! stored job being the one it writes: a request sent again is the same save).
 
 use async_trait::async_trait;
 use hookbridge_core::ids::{HookId, ReplayId};
@@ -37,12 +38,17 @@ impl DynamoReplayStore {
 #[async_trait]
 impl ReplayStore for DynamoReplayStore {
     async fn create(&self, job: &ReplayJob) -> Result<()> {
+        let item = item(job)?;
+        let written = item.get(DOC).cloned().ok_or_else(|| Error::corrupt_as("a replay job's document"))?;
+        // Or this very job, when the SDK sends the request again after a lost answer.
         self.table
             .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(item(job)?))
-            .condition_expression("attribute_not_exists(PK)")
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK) OR #doc = :doc")
+            .expression_attribute_names("#doc", DOC)
+            .expression_attribute_values(":doc", written)
             .send()
             .await
             .map(|_| ())
@@ -64,15 +70,22 @@ impl ReplayStore for DynamoReplayStore {
     }
 
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {
+        let item = item(job)?;
+        let written = item.get(DOC).cloned().ok_or_else(|| Error::corrupt_as("a replay job's document"))?;
+        // Or the very document this writes: the SDK sends a request again when its answer
+        // was lost, and the first may have been applied. Without this, that save would
+        // read as someone else's, and the poke that made it would stop the job for good.
         let put = self
             .table
             .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(item(job)?))
-            .condition_expression("#step = :read")
+            .set_item(Some(item))
+            .condition_expression("#step = :read OR #doc = :doc")
             .expression_attribute_names("#step", STEP)
+            .expression_attribute_names("#doc", DOC)
             .expression_attribute_values(":read", n(read_step as i64))
+            .expression_attribute_values(":doc", written)
             .send()
             .await;
         match put {

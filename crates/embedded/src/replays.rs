@@ -32,12 +32,16 @@ impl ReplayStore for SqliteReplayStore {
             (job.hook_id.to_string(), job.id.to_string(), job.step as i64, job.expires_at().timestamp_millis());
         self.db
             .write(move |c| {
-                c.execute(
-                    "INSERT INTO replays (hook_id, id, step, doc, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![h, id, step, doc, exp],
-                )
-                .map(|_| ())
-                .map_err(sql("replays.create"))
+                // The same job created again is the same create, as on DynamoDB; another
+                // job under its id is refused.
+                let n = c
+                    .execute(
+                        "INSERT INTO replays (hook_id, id, step, doc, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (hook_id, id) DO UPDATE SET doc = excluded.doc WHERE replays.doc = excluded.doc",
+                        params![h, id, step, doc, exp],
+                    )
+                    .map_err(sql("replays.create"))?;
+                if n == 1 { Ok(()) } else { Err(Error::backend("replays.create", "a replay job with this id exists")) }
             })
             .await
     }
@@ -61,7 +65,9 @@ impl ReplayStore for SqliteReplayStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "UPDATE replays SET doc = ?3, step = ?4 WHERE hook_id = ?1 AND id = ?2 AND step = ?5",
+                    // Or the very document it writes: a save sent again is the same save.
+                    "UPDATE replays SET doc = ?3, step = ?4
+                     WHERE hook_id = ?1 AND id = ?2 AND (step = ?5 OR doc = ?3)",
                     params![h, id, doc, step, read_step as i64],
                 )
                 .map(|n| n == 1)

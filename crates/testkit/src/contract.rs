@@ -54,7 +54,7 @@ macro_rules! contract_tests {
             hooks_scan_pages_through_every_tenant,
             event_types_are_declared_and_seen_per_tenant,
             portal_links_open_once_and_sessions_expire,
-            replay_jobs_save_only_from_the_step_they_read
+            replay_jobs_save_only_from_the_step_they_read_or_again_the_same
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -950,19 +950,26 @@ pub async fn portal_links_open_once_and_sessions_expire(h: &dyn Harness) {
 
 /// A replay job reads back as saved; a save names the step it read, so of two saves from
 /// the same read only the first lands.
-pub async fn replay_jobs_save_only_from_the_step_they_read(h: &dyn Harness) {
+pub async fn replay_jobs_save_only_from_the_step_they_read_or_again_the_same(h: &dyn Harness) {
     use hookbridge_core::replay::{ReplayJob, ReplayState};
     let store = &h.backend().replays;
     let now = Utc::now();
     let hook = HookId::generate();
     let job = ReplayJob::new(tenant(&h.unique("tenant")), hook, now - chrono::Duration::hours(1), now, None, now);
     store.create(&job).await.expect("create");
+    // A request sent again after its answer was lost (the SDK does) is the same create.
+    store.create(&job).await.expect("the same create again");
+    let other = ReplayJob { statuses: Some(Vec::new()), ..job.clone() };
+    assert!(store.create(&other).await.is_err(), "another job under its id");
     assert_eq!(store.get(hook, job.id).await.expect("get"), Some(job.clone()));
     assert_eq!(store.get(HookId::generate(), job.id).await.expect("get"), None, "only under its hook");
 
     let page = job.advanced(Some("01KA".into()), 3, 1, now);
     let cancelled = job.stopped(ReplayState::Cancelled, now);
     assert!(store.save(&page, job.step).await.expect("save"));
+    // The same save again: it is this save (a poke that read it as someone else's would
+    // stop, and with it the job, for good).
+    assert!(store.save(&page, job.step).await.expect("the same save again"));
     assert!(!store.save(&cancelled, job.step).await.expect("save"), "read before the page was saved");
     assert_eq!(store.get(hook, job.id).await.expect("get"), Some(page.clone()));
     let cancelled = page.stopped(ReplayState::Cancelled, now);

@@ -266,6 +266,8 @@ pub trait ReplayStore: Send + Sync {
     async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>>;
 
     /// Stores `job` if the stored one is still at step `read_step` (the step it was read
-    /// at); `false`, and nothing written, if someone saved it since.
+    /// at); `false`, and nothing written, if someone saved it since. The same save made
+    /// again (a request sent again after its answer was lost) is `true`: the stored job is
+    /// already `job`.
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool>;
 }
