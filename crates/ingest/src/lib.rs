@@ -140,11 +140,13 @@ pub fn delivery_id(at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
     DeliveryId::from_parts(at_ms, u128::from_be_bytes(random))
 }
 
-/// The time an event's delivery ids carry: its own `time` when that is near `now` (always,
-/// for events the bus timed), else when the bus handed it on.
-pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+/// The time an event's delivery ids carry: its own `time` when that is near `sent_at`, when
+/// the bus handed it on (always, for events the bus timed), else `sent_at`. Both are the
+/// same on every receive of the message, so a message handled again (after a failure, an
+/// hour later) makes the same ids; judged against the time of handling, it did not.
+pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>) -> u64 {
     let t = envelope.time;
-    let at = if (t - now).abs() <= EVENT_TIME_TRUSTED { t } else { sent_at };
+    let at = if (t - sent_at).abs() <= EVENT_TIME_TRUSTED { t } else { sent_at };
     at.timestamp_millis().max(0) as u64
 }
 
@@ -263,7 +265,7 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     p.events.record_seen(tenant, &types).await?;
     let mut chunk = Chunk::default();
     for (e, body, wanted) in &routed {
-        let at = dated(&e.envelope, e.message.sent_at, now);
+        let at = dated(&e.envelope, e.message.sent_at);
         let with_delivery = !kept_apart(body.len(), wanted.len());
         for hook in wanted {
             let key = DeliveryKey {

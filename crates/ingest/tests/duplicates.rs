@@ -60,6 +60,38 @@ async fn a_duplicate_from_the_bus_keeps_its_delivery_ids_aws() {
     a_duplicate_from_the_bus_keeps_its_delivery_ids(&AwsHarness::start().await).await;
 }
 
+/// A message handled again long after it was sent (its first handling failed part-way,
+/// or it sat in a backlog) makes the delivery ids it made the first time, though its event's
+/// `time` is by then over an hour old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_handled_again_an_hour_on_keeps_its_delivery_ids() {
+    let h = EmbeddedHarness::start().await;
+    let tenant = h.unique("tenant");
+    let (hook, _) = make_hook(&h, &tenant, "late").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let deps = common::deps(&h);
+    // Just under the hour the event's own time is trusted for, when first handled.
+    let time = (Utc::now() - chrono::Duration::hours(1) + chrono::Duration::seconds(3)).format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-00000000d0b3","detail-type":"user.login","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#
+    );
+    let sent = ReceivedMessage {
+        id: "m1".into(),
+        body,
+        receipt: Receipt("r-1".into()),
+        receive_count: 1,
+        sent_at: Utc::now(),
+    };
+    assert!(ingest::handle(&deps, std::slice::from_ref(&sent)).await.failed.is_empty());
+    // Handled again once the event's time is past the hour.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let again = ReceivedMessage { receive_count: 2, receipt: Receipt("r-2".into()), ..sent };
+    assert!(ingest::handle(&deps, &[again]).await.failed.is_empty());
+    let tasks = common::queued_tasks(&h, 2).await;
+    assert_eq!(tasks.len(), 2, "queued at each handling");
+    assert_eq!(tasks[0].delivery.delivery_id, tasks[1].delivery.delivery_id, "with the same webhook-id");
+}
+
 /// Two copies of one event in the same batch (a queue's at-least-once delivery can put
 /// both in one receive): ingested once, one delivery per hook, not one per copy. With two
 /// hooks the envelope is also stored apart, and DynamoDB documents a batch write that
