@@ -93,8 +93,8 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
     if !event_type::VERIFIER_TRIGGERS.contains(&kind) {
         return Ok(());
     }
-    let Some(hook) = v.ports.hooks.get(&d.tenant, d.hook_id).await? else {
-        return Ok(()); // Deleted since: nothing to verify.
+    let Some(hook) = v.ports.hooks.get(&d.tenant, d.hook_id).await?.filter(|h| !being_deleted(h)) else {
+        return Ok(()); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
     let Some(hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
@@ -126,6 +126,11 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
     Ok(())
 }
 
+/// A delete marked the hook and did not finish (or has not yet): it is as good as gone.
+fn being_deleted(h: &Hook) -> bool {
+    h.state.connection_state == ConnectionState::Deleting
+}
+
 /// Applies `change` to the stored hook and writes it, re-reading on a concurrent change.
 /// `None` if the hook was deleted meanwhile.
 async fn set_state(
@@ -134,6 +139,10 @@ async fn set_state(
     mut change: impl FnMut(&mut Hook),
 ) -> hookbridge_core::Result<Option<Hook>> {
     let r = modify(v.ports.hooks.as_ref(), hook, UPDATE_ROUNDS, |h: Hook| {
+        if being_deleted(&h) {
+            // A delete began meanwhile; its end must not find the hook deliverable again.
+            return std::future::ready(Ok(None));
+        }
         let mut next = h.clone();
         change(&mut next);
         next.updated_at = Utc::now();
@@ -142,7 +151,8 @@ async fn set_state(
     })
     .await?;
     Ok(match r {
-        Modified::Written(h, ()) | Modified::Unchanged(h) => Some(h),
+        Modified::Written(h, ()) => Some(h),
+        Modified::Unchanged(h) => (!being_deleted(&h)).then_some(h),
         Modified::Deleted => None,
     })
 }
