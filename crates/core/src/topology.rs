@@ -43,6 +43,9 @@ pub struct Topology {
     pub verify: QueueSpec,
 }
 
+/// How many times an ingest message is received before it goes to the dead-letter queue.
+pub const INGEST_RECEIVES: u32 = 5;
+
 impl Topology {
     /// The resources of a stack whose names start with `prefix` (default `hookbridge`).
     pub fn named(prefix: &str) -> Self {
@@ -58,7 +61,7 @@ impl Topology {
             bus: format!("{prefix}-bus"),
             // Six times the function timeouts (AWS's advice for SQS event sources), so a
             // slow batch is never handed to a second invocation while the first still runs.
-            ingest: q("ingest", 180, 5),
+            ingest: q("ingest", 180, INGEST_RECEIVES),
             // Tasks count their own attempts, so a message is received about once; twelve
             // still covers `delivery.v1` messages, which counted attempts by receives.
             delivery: q("delivery", 180, 12),

@@ -35,6 +35,7 @@ use hookbridge_core::ports::{
     Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, ReplayStore, Resource,
 };
 use hookbridge_core::replay::ReplayPoke;
+use hookbridge_core::topology::INGEST_RECEIVES;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -163,8 +164,18 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     for m in messages {
         if let Some(poked) = ReplayPoke::parse(&m.body) {
             let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
-            if let Err(e) = replay::step(deps.ports.job_ports(), &poked, Utc::now()).instrument(span).await {
-                tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
+            if let Err(e) = replay::step(deps.ports.job_ports(), &poked, Utc::now()).instrument(span.clone()).await {
+                if m.receive_count >= INGEST_RECEIVES {
+                    // The poke goes to the dead-letter queue now; the job must not read
+                    // RUNNING for ever with nothing left to move it.
+                    tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed for the last time; the job has failed");
+                    let given_up = replay::give_up(deps.ports.job_ports(), &poked, Utc::now()).instrument(span).await;
+                    if let Err(e) = given_up {
+                        tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
+                    }
+                } else {
+                    tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
+                }
                 outcome.failed.push(m.id.clone());
             }
             continue;

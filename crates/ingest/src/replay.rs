@@ -120,6 +120,39 @@ impl std::fmt::Debug for JobPorts<'_> {
     }
 }
 
+/// Counts a page re-sent while the job was cancelled: the cancel was saved over the step
+/// the page read, so the page's save lost, but its deliveries went all the same and
+/// `queued` says what was re-sent. A page saved by another poke is counted there already.
+pub async fn count_after_cancel(
+    replays: &dyn ReplayStore,
+    read: &ReplayJob,
+    resent: Resent,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(stored) = replays.get(read.hook_id, read.id).await? else { return Ok(()) };
+    let cancelled_over_this_page =
+        stored.state == ReplayState::Cancelled && stored.step == read.step + 1 && stored.cursor == read.cursor;
+    if !cancelled_over_this_page || resent == Resent::default() {
+        return Ok(());
+    }
+    let mut counted = stored.clone();
+    counted.step += 1;
+    counted.queued += resent.queued;
+    counted.skipped += resent.skipped;
+    counted.updated_at = now;
+    // Lost again only to a later save of the cancelled job, which nothing makes.
+    replays.save(&counted, stored.step).await.map(|_| ())
+}
+
+/// Marks the poked job `FAILED`: its page failed on every receive the queue allows.
+pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Result<()> {
+    let Some(job) = p.replays.get(poked.hook_id, poked.replay_id).await? else { return Ok(()) };
+    if job.state.is_final() || job.tenant != poked.tenant {
+        return Ok(());
+    }
+    p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await.map(|_| ())
+}
+
 /// Puts the poke that makes ingest do `job`'s next page.
 pub async fn poke(ingest: &dyn Queue, job: &ReplayJob) -> Result<()> {
     let message = OutgoingMessage::now(ReplayPoke::of(job).to_body()).in_group(job.tenant.to_string());
@@ -152,6 +185,7 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
     if !p.replays.save(&saved, job.step).await? {
         // Cancelled, or a second poke (after a crash) saved this page first: it goes on.
         tracing::info!(replay_id = %job.id, "replay page saved elsewhere; this poke stops here");
+        count_after_cancel(p.replays, &job, resent, now).await?;
         return Ok(());
     }
     tracing::info!(

@@ -1,7 +1,8 @@
 //! A replay job on both backends: it works through its window a page at a time, oldest
 //! first; a poke that comes back after a crash carries on from the saved page instead of
 //! starting over; two pokes in flight merge back into one; a cancelled job and a deleted
-//! hook stop it.
+//! hook stop it; a page failing on every receive fails it; a page re-sent while the job
+//! was cancelled is counted.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -197,6 +198,78 @@ async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay(h: &dyn Harness) {
     handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "d")]).await;
     assert_eq!(b.replays.get(hook.id, orphan.id).await.unwrap().unwrap().state, ReplayState::Failed);
     assert!(pokes(b.ingest_queue.as_ref()).await.is_empty(), "a stopped job pokes no more");
+}
+
+/// A page that fails on every receive (here a saved cursor no store can read) fails the job
+/// on the last receive the queue allows, instead of leaving it `RUNNING` for ever once its
+/// poke is in the dead-letter queue.
+async fn a_page_failing_on_every_receive_fails_its_job(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "failing").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let deps = common::deps(h);
+    let b = h.backend();
+    let now = Utc::now();
+    let mut job = ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
+    job.cursor = Some("not-a-cursor".into());
+    b.replays.create(&job).await.unwrap();
+    let poke = |receive_count| ReceivedMessage { receive_count, ..message(ReplayPoke::of(&job).to_body(), "p") };
+
+    assert_eq!(ingest::handle(&deps, &[poke(1)]).await.failed, ["p"]);
+    assert_eq!(b.replays.get(hook.id, job.id).await.unwrap().unwrap().state, ReplayState::Running, "tried again");
+    let last = hookbridge_core::topology::INGEST_RECEIVES;
+    assert_eq!(ingest::handle(&deps, &[poke(last)]).await.failed, ["p"]);
+    let failed = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, ReplayState::Failed);
+    assert!(failed.finished_at.is_some());
+}
+
+/// A page re-sent while the job was being cancelled: its save loses to the cancel, but its
+/// deliveries went, and `queued` (re-sent so far) counts them. A page another poke saved
+/// is not counted twice.
+async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
+    use ingest::replay::{Resent, count_after_cancel};
+    let b = h.backend();
+    let now = Utc::now();
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let job = ReplayJob::new(tenant.clone(), hook_id(), now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
+    let page = Resent { queued: 3, skipped: 1 };
+    count_after_cancel(b.replays.as_ref(), &job, page, now).await.unwrap();
+    let counted = b.replays.get(job.hook_id, job.id).await.unwrap().unwrap();
+    assert_eq!((counted.state, counted.queued, counted.skipped), (ReplayState::Cancelled, 3, 1));
+
+    let other = ReplayJob::new(tenant, hook_id(), job.since, job.until, None, now);
+    b.replays.create(&other).await.unwrap();
+    let by_another_poke = other.advanced(Some("01KA".into()), 3, 1, now);
+    assert!(b.replays.save(&by_another_poke, other.step).await.unwrap());
+    count_after_cancel(b.replays.as_ref(), &other, page, now).await.unwrap();
+    assert_eq!(b.replays.get(other.hook_id, other.id).await.unwrap().unwrap(), by_another_poke);
+}
+
+fn hook_id() -> hookbridge_core::ids::HookId {
+    hookbridge_core::ids::HookId::generate()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_failing_on_every_receive_fails_its_job_embedded() {
+    a_page_failing_on_every_receive_fails_its_job(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_failing_on_every_receive_fails_its_job_aws() {
+    a_page_failing_on_every_receive_fails_its_job(&AwsHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resent_while_its_job_was_cancelled_is_counted_embedded() {
+    a_page_resent_while_its_job_was_cancelled_is_counted(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resent_while_its_job_was_cancelled_is_counted_aws() {
+    a_page_resent_while_its_job_was_cancelled_is_counted(&AwsHarness::start().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
