@@ -97,6 +97,12 @@ impl Task {
     /// A task that has made no attempt in `round`, carrying `body` when it is small.
     pub fn new(delivery: DeliveryKey, round: u32, body: &str) -> Self {
         let envelope = if body.len() <= INLINE_BODY_MAX { RawValue::from_string(body.to_owned()).ok() } else { None };
+        Self { envelope, ..Self::by_reference(delivery, round) }
+    }
+
+    /// A task that has made no attempt in `round`, whose envelope the worker reads from the
+    /// event store (it is larger than [`INLINE_BODY_MAX`]).
+    pub fn by_reference(delivery: DeliveryKey, round: u32) -> Self {
         Self {
             format: TaskFormat::V2,
             delivery,
@@ -104,7 +110,7 @@ impl Task {
             attempt: 0,
             not_before: None,
             slot: false,
-            envelope,
+            envelope: None,
             unrecorded: None,
         }
     }

@@ -10,7 +10,7 @@ use hookbridge_core::Result;
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
-use hookbridge_core::message::Task;
+use hookbridge_core::message::{INLINE_BODY_MAX, Task};
 use hookbridge_core::ports::{
     DeliveryStore, EventStore, HookStore, Lanes, Order, OutgoingMessage, Queue, ReplayStore, Window,
 };
@@ -20,6 +20,14 @@ use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
 
 /// Reads the events' envelopes, a few at a time (a page may span hundreds of events).
 const EVENT_READS_IN_FLIGHT: usize = 16;
+
+/// An event still kept, as a re-send needs it.
+enum Kept {
+    /// Small enough to ride in the task.
+    Inline(String),
+    /// Read from the event store by the worker.
+    Apart,
+}
 
 /// What a re-send did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,21 +58,28 @@ pub async fn resend(
     wanted.sort();
     wanted.dedup();
     let tenant = &hook.tenant;
-    let read: Vec<(EventId, Option<String>)> = futures::stream::iter(wanted)
+    // Only a small envelope is kept once read: the task carries it. A larger one was read
+    // only to learn the event is still kept (the worker reads it again), and a page of
+    // 500 events of 256 KiB held at once would be 125 MB in a 256 MB function.
+    let read: Vec<(EventId, Option<Kept>)> = futures::stream::iter(wanted)
         .map(|id: EventId| async move {
             let env = events.get(tenant, &id).await?;
-            Ok::<_, hookbridge_core::Error>((id, env.map(|e| e.to_body())))
+            let kept = env
+                .map(|e| e.to_body())
+                .map(|b| if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart });
+            Ok::<_, hookbridge_core::Error>((id, kept))
         })
         .buffer_unordered(EVENT_READS_IN_FLIGHT)
         .try_collect()
         .await?;
-    let bodies: HashMap<EventId, Option<String>> = read.into_iter().collect();
+    let bodies: HashMap<EventId, Option<Kept>> = read.into_iter().collect();
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
     for d in deliveries {
         let body = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => kept,
-            (None, Some(Some(read))) => read,
+            (Some(kept), _) => Some(kept.as_str()),
+            (None, Some(Some(Kept::Inline(read)))) => Some(read.as_str()),
+            (None, Some(Some(Kept::Apart))) => None,
             (None, _) => continue,
         };
         let key = DeliveryKey {
@@ -85,7 +100,11 @@ pub async fn resend(
             at: now,
             opening: None,
         });
-        tasks.push(Task::new(key, round, body).message(now));
+        let task = match body {
+            Some(body) => Task::new(key, round, body),
+            None => Task::by_reference(key, round),
+        };
+        tasks.push(task.message(now));
     }
     if !tasks.is_empty() {
         lanes.get(hook.state.health.lane(now)).send_batch(&tasks).await?;

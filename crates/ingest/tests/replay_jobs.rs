@@ -248,6 +248,47 @@ async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     assert_eq!(b.replays.get(other.hook_id, other.id).await.unwrap().unwrap(), by_another_poke);
 }
 
+/// A delivery whose event is too large to ride in its task is re-sent by reference (the
+/// worker reads the event from the store), and counted as queued, not skipped.
+async fn a_large_event_is_replayed_by_reference(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "large").await;
+    let b = h.backend();
+    b.hooks.create(&hook, 1000).await.unwrap();
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let id = EventId::generate();
+    let body = format!(
+        r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{tenant}","pad":"{}"}}}}"#,
+        at.format("%Y-%m-%dT%H:%M:%SZ"),
+        "x".repeat(hookbridge_core::message::INLINE_BODY_MAX)
+    );
+    b.events
+        .put(&tenant, &[Envelope::from_bus_json(&body, "1", "r").unwrap()], Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let mut d = Delivery::pending(DeliveryId::generate(), tenant.clone(), hook.id, id, "user.login".into(), at);
+    d.status = DeliveryStatus::Failed;
+    b.deliveries.insert(&[d]).await.unwrap();
+    let job = ReplayJob::new(tenant, hook.id, at - chrono::Duration::minutes(1), Utc::now(), None, Utc::now());
+    b.replays.create(&job).await.unwrap();
+    handle(&common::deps(h), &[message(ReplayPoke::of(&job).to_body(), "big")]).await;
+    let done = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.queued, done.skipped), (ReplayState::Succeeded, 1, 0));
+    let tasks = common::queued_tasks(h, 1).await;
+    assert_eq!(tasks.len(), 1);
+    assert!(tasks[0].envelope.is_none(), "the worker reads it from the event store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_event_is_replayed_by_reference_embedded() {
+    a_large_event_is_replayed_by_reference(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_event_is_replayed_by_reference_aws() {
+    a_large_event_is_replayed_by_reference(&AwsHarness::start().await).await;
+}
+
 fn hook_id() -> hookbridge_core::ids::HookId {
     hookbridge_core::ids::HookId::generate()
 }
