@@ -90,8 +90,18 @@ async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migr
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
     assert_eq!(r.wait_for(1, WAIT).await[0].header("authorization"), Some(basic("pw-old").as_str()));
 
+    // Another hook's old blob, damaged: it can never be opened, and must not stop the rest.
+    let other = stack.create_hook(&t, &json!({"name": "damaged", "url": r.url("/d")})).await;
+    let other_id = other["id"].as_str().unwrap();
+    let mut damaged = unbound.clone();
+    if let Some(last) = damaged.0.last_mut() {
+        *last ^= 1;
+    }
+    overwrite(&stack, "acme", other_id, |h| h.sealed = damaged.clone()).await;
+
     let done = hookbridge_local::migrate::reseal_secrets(&b).await.unwrap();
-    assert_eq!(done.resealed, 1, "{done:?}");
+    assert_eq!((done.resealed, done.unopened), (1, 1), "{done:?}");
+    assert_eq!(stored(&stack, "acme", other_id).await.sealed, damaged, "left as it was");
     let after = stored(&stack, "acme", id).await;
     assert!(b.sealer.is_current(&after.sealed), "re-sealed bound to the hook");
     assert_eq!(b.sealer.open(SecretsOwner::of(&after), &after.sealed).await.unwrap(), secrets);

@@ -37,7 +37,8 @@ fn size(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
         .unwrap_or((t, 1));
-    num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("{text:?} is not a size like 512MB or 2GB"))
+    let not_a_size = || format!("{text:?} is not a size like 512MB or 2GB");
+    num.trim().parse::<u64>().map_err(|_| not_a_size())?.checked_mul(mult).ok_or_else(not_a_size)
 }
 
 impl BackendKind {
@@ -161,7 +162,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings()?;
             let b = crate::stack::open_backend(&backend.choice(database, None).await, &s, false).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;
-            eprintln!("hookbridge: {} hooks read, {} re-sealed bound to their hook", m.hooks, m.resealed);
+            eprintln!(
+                "hookbridge: {} hooks read, {} re-sealed bound to their hook, {} whose secrets cannot be opened left as they are",
+                m.hooks, m.resealed, m.unopened
+            );
             Ok(())
         }
         Command::Init { backend, database } => {
@@ -257,5 +261,20 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_as_bytes_and_too_large_ones_are_refused() {
+        assert_eq!(size("512MB"), Ok(512 << 20));
+        assert_eq!(size(" 2GB "), Ok(2 << 30));
+        assert_eq!(size("4096"), Ok(4096));
+        assert!(size("lots").is_err());
+        // 2^34 GB is 2^64 bytes: it wrapped to a cap of 0 before.
+        assert!(size("17179869184GB").is_err());
     }
 }

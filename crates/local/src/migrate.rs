@@ -18,6 +18,9 @@ pub struct Migrated {
     pub hooks: usize,
     /// Hooks whose secrets were re-sealed, bound to them.
     pub resealed: usize,
+    /// Hooks whose old secrets could not be opened, left as they are (their deliveries are
+    /// cancelled, "the hook's secrets cannot be opened", until new ones are set).
+    pub unopened: usize,
 }
 
 /// Re-seals, bound to their hook, the secrets of every hook still sealed in the unbound
@@ -29,8 +32,17 @@ pub async fn reseal_secrets(b: &Backend) -> Result<Migrated> {
         let page = b.hooks.scan(cursor.as_deref(), PAGE).await?;
         for hook in page.items {
             done.hooks += 1;
-            if reseal_one(b, hook).await? {
-                done.resealed += 1;
+            let (tenant, id) = (hook.tenant.clone(), hook.id);
+            match reseal_one(b, hook).await {
+                Ok(true) => done.resealed += 1,
+                Ok(false) => {}
+                // One hook's blob that will never open must not stop the others' migration,
+                // nor `hookbridge serve`, which migrates as it starts.
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::error!(tenant = %tenant, hook_id = %id, error = %e, "cannot open this hook's secrets to re-seal them; left as they are");
+                    done.unopened += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
         match page.next_cursor {
