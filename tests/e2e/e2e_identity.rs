@@ -55,6 +55,24 @@ async fn rs256_es256_and_eddsa_tokens_work_and_a_rotated_key_is_fetched_by_its_n
 }
 
 on_both_backends! {
+async fn a_token_naming_no_key_is_tried_against_each_of_the_issuers_keys(flavor: Flavor) {
+    let stack = TestStack::start_oidc(flavor).await;
+    let idp = stack.idp();
+    // The issuer publishes RSA, EC and Ed25519 keys; whichever is tried first, a key of
+    // another kind must not end the search.
+    for kid in ["rsa-1", "ec-1", "ed-1"] {
+        let listed = stack.get("/v1/hooks", &idp.sign_unnamed(kid, &claims("acme"))).await;
+        assert_eq!(listed.status, 200, "{kid}: {}", listed.body);
+    }
+    let forged = with(claims("acme"), "tenant", json!("other"));
+    let mut token = idp.sign_unnamed("ec-1", &forged);
+    token.replace_range(token.len() - 4.., "AAAA");
+    assert_eq!(stack.get("/v1/hooks", &token).await.status, 401, "signed by none of them");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn an_issuer_token_with_any_claim_wrong_is_401_with_the_reason(flavor: Flavor) {
     let stack = TestStack::start_oidc(flavor).await;
     let idp = stack.idp();
@@ -160,4 +178,46 @@ async fn an_issuer_on_a_network_hooks_may_not_reach_is_not_fetched(flavor: Flavo
     assert_eq!(idp.jwks_fetches(), 0, "the guarded client refused the loopback issuer");
     stack.shutdown().await;
 }
+}
+
+/// Fetching the issuer's keys (a token under a kid not seen yet) does not hold up tokens
+/// under keys already known, however slow the issuer; and an issuer that fails is asked
+/// no more often than one that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_or_failing_issuer_holds_up_only_tokens_under_new_keys() {
+    let stack = TestStack::start_oidc(hookbridge_e2e::Flavor::Embedded).await;
+    let idp = stack.idp();
+    let known = idp.sign("rsa-1", &claims("acme"));
+    assert_eq!(stack.get("/v1/hooks", &known).await.status, 200);
+    idp.add_key(KeyKind::Rs256, "rogue");
+    idp.withdraw_key("rogue");
+    let rogue = idp.sign("rogue", &claims("acme"));
+
+    tokio::time::sleep(subscription_api::REFRESH_AT_MOST_EVERY).await;
+    idp.answer_keys_after(std::time::Duration::from_secs(5));
+    let fetches = idp.jwks_fetches();
+    let slow = {
+        let (base, rogue) = (stack.base_url().to_owned(), rogue.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new().get(format!("{base}/v1/hooks")).bearer_auth(rogue).send().await.unwrap().status()
+        })
+    };
+    while idp.jwks_fetches() == fetches {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The fetch is under way: a token under a known key is answered meanwhile.
+    assert_eq!(stack.get("/v1/hooks", &known).await.status, 200);
+    assert!(!slow.is_finished(), "answered only after the issuer's keys came");
+    assert_eq!(slow.await.unwrap(), 401);
+
+    tokio::time::sleep(subscription_api::REFRESH_AT_MOST_EVERY).await;
+    idp.answer_keys_after(std::time::Duration::ZERO);
+    idp.fail_keys(true);
+    let before = idp.jwks_fetches();
+    for _ in 0..5 {
+        assert_eq!(stack.get("/v1/hooks", &rogue).await.status, 401);
+    }
+    assert_eq!(idp.jwks_fetches() - before, 1, "a failed fetch is not tried again at once");
+    assert_eq!(stack.get("/v1/hooks", &known).await.status, 200, "known keys still work");
+    stack.shutdown().await;
 }

@@ -56,9 +56,10 @@ pub enum ApiError {
     /// Not JSON.
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
-    /// The store is full: nothing was accepted; retry later.
-    #[error("storage is full; nothing was accepted, retry later")]
-    Unavailable,
+    /// Nothing can be done now, for this reason (the store is full, the token key cannot be
+    /// read); nothing was accepted; retry later.
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// A backend failure: logged, never echoed.
     #[error("internal error")]
     Internal(#[source] hookbridge_core::Error),
@@ -88,7 +89,7 @@ impl ApiError {
             Self::QuotaReached { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,7 +106,7 @@ impl ApiError {
             Self::QuotaReached { .. } => "quota-reached",
             Self::Throttled { .. } => "throttled",
             Self::UnsupportedMediaType => "unsupported-media-type",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -141,7 +142,7 @@ impl From<hookbridge_core::Error> for ApiError {
             }
             E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
             E::TooLarge(what) => Self::TooLarge(what),
-            E::StorageFull => Self::Unavailable,
+            E::StorageFull => Self::Unavailable("storage is full; nothing was accepted, retry later"),
             E::QuotaReached { limit } => Self::QuotaReached {
                 detail: format!(
                     "the tenant has {limit} hooks, the most it may have; delete one, or raise \
@@ -184,7 +185,7 @@ impl IntoResponse for ApiError {
         let mut resp = (status, body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(detail = %self, "request refused: storage is full");
+            tracing::error!(detail = %self, "request refused: unavailable");
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
         if let Self::Throttled { retry_after_secs, .. } = &self

@@ -66,11 +66,26 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
     let second = "the-second-key-0123456789abcdef0123456789";
     let missing = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name);
     assert!(hookbridge_core::ports::KeySource::key(&missing).await.is_err(), "a missing secret is an error");
+    // A key that cannot be read is the platform's trouble, not the caller's: 503, not a
+    // 401 that would send the client for a new token.
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    let unreadable = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(missing)), &outbound).unwrap();
+    let any = subscription_api::mint_token(
+        &JwtKey::new(first),
+        &subscription_api::Claims {
+            sub: "s".into(),
+            tenant: "acme".into(),
+            scope: "hooks:read".into(),
+            exp: chrono::Utc::now().timestamp() as u64 + 600,
+        },
+    )
+    .unwrap();
+    let refused = unreadable.check(&any).await.unwrap_err();
+    assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
     clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
     let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
         .reread_after(Duration::from_millis(200));
-    let settings = hookbridge_core::settings::TokenSettings::default();
-    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
     let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
     let token = |key: &str| {
         let exp = chrono::Utc::now().timestamp() as u64 + 600;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair as _;
@@ -41,6 +42,8 @@ struct Shared {
     issuer: String,
     keys: Mutex<Vec<Key>>,
     jwks_fetches: AtomicUsize,
+    /// How the key set is answered: after this long, and with a 500 when failing.
+    jwks_answer: Mutex<(Duration, bool)>,
     /// Who "signs in" at the authorization endpoint: the claims of the tokens it issues.
     user: Mutex<Value>,
     /// Codes given out, with the PKCE challenge and redirect each must be redeemed with.
@@ -217,10 +220,17 @@ async fn token(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> axum::r
     }
 }
 
-async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
+async fn jwks(State(s): State<Arc<Shared>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     s.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+    let (delay, failing) = *s.jwks_answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::time::sleep(delay).await;
+    if failing {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(json!({ "keys": keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect::<Vec<_>>() }))
+        .into_response()
 }
 
 impl IdentityProvider {
@@ -236,6 +246,7 @@ impl IdentityProvider {
             issuer,
             keys: Mutex::new(keys),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_answer: Mutex::new((Duration::ZERO, false)),
             user: Mutex::new(json!({})),
             codes: Mutex::new(Vec::new()),
         });
@@ -275,7 +286,17 @@ impl IdentityProvider {
         *self.shared.user.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = claims;
     }
 
-    /// How many times its JWKS was fetched.
+    /// Answers the key set after `delay` from now on (a slow issuer).
+    pub fn answer_keys_after(&self, delay: Duration) {
+        self.shared.jwks_answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = delay;
+    }
+
+    /// Answers the key set with a 500 from now on, or again with the keys.
+    pub fn fail_keys(&self, failing: bool) {
+        self.shared.jwks_answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = failing;
+    }
+
+    /// How many times the key set was asked for.
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::Relaxed)
     }
@@ -283,6 +304,15 @@ impl IdentityProvider {
     /// A token signed with the key `kid`, carrying `claims` (and this issuer's `iss` unless
     /// the claims give one).
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        self.sign_as(kid, claims, true)
+    }
+
+    /// The same, its header naming no key (issuers with one key often leave `kid` out).
+    pub fn sign_unnamed(&self, kid: &str, claims: &Value) -> String {
+        self.sign_as(kid, claims, false)
+    }
+
+    fn sign_as(&self, kid: &str, claims: &Value, named: bool) -> String {
         let keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.iter().find(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"));
         let mut claims = claims.clone();
@@ -290,7 +320,7 @@ impl IdentityProvider {
             claims["iss"] = json!(self.shared.issuer);
         }
         let mut header = Header::new(key.alg);
-        header.kid = Some(kid.to_owned());
+        header.kid = named.then(|| kid.to_owned());
         jsonwebtoken::encode(&header, &claims, &key.signing).expect("sign a token")
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hookbridge_outbound::Outbound;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 /// The shortest time between two fetches of the keys.
@@ -35,6 +35,9 @@ pub(super) struct Issuer {
     jwks_url: Option<String>,
     outbound: Outbound,
     cache: RwLock<Cache>,
+    /// When the keys were last fetched or tried; held while they are, so only one fetch
+    /// runs.
+    fetching: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -59,7 +62,7 @@ pub(super) enum KeyMissing {
 
 impl Issuer {
     pub(super) fn new(issuer: String, jwks_url: Option<String>, audience: Option<String>, outbound: Outbound) -> Self {
-        Self { issuer, audience, jwks_url, outbound, cache: RwLock::default() }
+        Self { issuer, audience, jwks_url, outbound, cache: RwLock::default(), fetching: Mutex::new(None) }
     }
 
     /// The key for `kid` (or the issuer's only keys, when the token names none).
@@ -71,12 +74,22 @@ impl Issuer {
                 return found;
             }
         }
-        let mut cache = self.cache.write().await;
-        // Another request may have fetched while this one waited for the lock.
-        let recent = cache.fetched_at.is_some_and(|t| t.elapsed() < REFRESH_AT_MOST_EVERY);
-        if !recent {
-            self.fetch(&mut cache).await?;
+        {
+            // One fetch at a time; the cache stays readable meanwhile, so tokens under known
+            // keys are not held up by an issuer that is slow to answer.
+            let mut last_try = self.fetching.lock().await;
+            // Another request may have fetched (or tried to) while this one waited; a
+            // failed try counts too, or an issuer that is down would be asked on every
+            // token.
+            let recent = last_try.is_some_and(|t| t.elapsed() < REFRESH_AT_MOST_EVERY);
+            if !recent {
+                *last_try = Some(Instant::now());
+                let jwks_url = self.cache.read().await.jwks_url.clone();
+                let fetched = self.fetch(jwks_url).await?;
+                *self.cache.write().await = fetched;
+            }
         }
+        let cache = self.cache.read().await;
         lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
     }
 
@@ -101,23 +114,23 @@ impl Issuer {
             .ok_or_else(|| KeyMissing::Malformed("the token endpoint returned no access_token".to_owned()))
     }
 
-    async fn fetch(&self, cache: &mut Cache) -> Result<(), KeyMissing> {
-        let url = match (&self.jwks_url, &cache.jwks_url) {
-            (Some(u), _) | (None, Some(u)) => u.clone(),
+    /// The issuer's keys, read afresh (its discovery document too, the first time, when no
+    /// JWKS URL is configured).
+    async fn fetch(&self, known_url: Option<String>) -> Result<Cache, KeyMissing> {
+        let url = match (&self.jwks_url, known_url) {
+            (Some(u), _) => u.clone(),
+            (None, Some(u)) => u,
             (None, None) => {
                 let doc = self.outbound.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
-                let u = doc["jwks_uri"]
+                doc["jwks_uri"]
                     .as_str()
                     .ok_or_else(|| KeyMissing::Malformed("the discovery document has no jwks_uri".to_owned()))?
-                    .to_owned();
-                cache.jwks_url = Some(u.clone());
-                u
+                    .to_owned()
             }
         };
         let set: JwkSet = serde_json::from_value(self.outbound.get_json(&url).await?)
             .map_err(|e| KeyMissing::Malformed(format!("the JWKS does not parse: {e}")))?;
-        cache.keys.clear();
-        cache.unnamed.clear();
+        let mut cache = Cache { jwks_url: Some(url), ..Cache::default() };
         for k in set.keys {
             match k.common.key_id.clone() {
                 Some(kid) => {
@@ -128,7 +141,7 @@ impl Issuer {
         }
         cache.fetched_at = Some(Instant::now());
         tracing::info!(issuer = %self.issuer, keys = cache.keys.len() + cache.unnamed.len(), "issuer keys fetched");
-        Ok(())
+        Ok(cache)
     }
 }
 
@@ -141,6 +154,16 @@ fn lookup(cache: &Cache, kid: Option<&str>) -> Option<Result<Vec<DecodingKey>, K
     match kid {
         Some(k) => cache.keys.get(k).map(|jwk| decoding(jwk).map(|d| vec![d])),
         None if cache.unnamed.is_empty() && cache.keys.is_empty() => None,
-        None => Some(cache.unnamed.iter().chain(cache.keys.values()).map(decoding).collect()),
+        // Keys this library cannot use are passed over, so one odd key in the set does
+        // not stop every token naming no key.
+        None => {
+            let usable: Vec<DecodingKey> =
+                cache.unnamed.iter().chain(cache.keys.values()).filter_map(|k| decoding(k).ok()).collect();
+            Some(if usable.is_empty() {
+                Err(KeyMissing::Malformed("no key in the issuer's JWKS can be used".to_owned()))
+            } else {
+                Ok(usable)
+            })
+        }
     }
 }

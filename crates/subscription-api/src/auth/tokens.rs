@@ -94,8 +94,9 @@ impl Tokens {
             Algorithm::HS256 => {
                 let source = self.hs256.as_ref().ok_or(ApiError::Unauthorized("HS256 tokens are not accepted here"))?;
                 let key = source.key().await.map_err(|e| {
+                    // Not the caller's fault: a 401 would tell a client to get a new token.
                     tracing::error!(error = %e, "the HS256 key could not be read");
-                    ApiError::Unauthorized("the token cannot be checked now; try again")
+                    ApiError::Unavailable("the token cannot be checked now; nothing was done, retry later")
                 })?;
                 let mut v = validation(Algorithm::HS256);
                 v.validate_aud = false;
@@ -170,7 +171,11 @@ fn decode(token: &str, keys: &[DecodingKey], v: &Validation) -> Result<Map<Strin
             Ok(d) => return Ok(d.claims),
             Err(e) => {
                 last = match e.kind() {
-                    ErrorKind::InvalidSignature => continue,
+                    // Not this key (or not a key of the token's kind: a token naming no
+                    // key is tried against each of the issuer's, RSA, EC and Ed25519).
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                        continue;
+                    }
                     ErrorKind::ExpiredSignature => ApiError::Unauthorized("the token has expired"),
                     ErrorKind::ImmatureSignature => ApiError::Unauthorized("the token is not valid yet (nbf)"),
                     ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
