@@ -373,6 +373,12 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     // A code is good once: replaying the callback does not sign anyone in.
     b.goto("/console/callback?code=code-0&state=forged").await;
     assert!(b.text().await.contains("not started here"));
+    // The issuer's error code is shown; words of someone else's choosing are not.
+    b.goto("/console/callback?error=access_denied").await;
+    assert!(b.text().await.contains("refused the sign-in (access_denied)"), "{}", b.text().await);
+    b.goto("/console/callback?error=Your+account+is+locked%2C+call+0800+123").await;
+    let text = b.text().await;
+    assert!(text.contains("refused the sign-in.") && !text.contains("locked"), "{text}");
     b.close().await;
     stack.shutdown().await;
 }

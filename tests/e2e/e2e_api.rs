@@ -501,3 +501,20 @@ async fn published_events_go_straight_to_ingest_unless_large_or_the_bus_is_asked
     }
 }
 }
+
+/// `POST /v1/portal/sessions` takes no body at all (every field is optional, as the OpenAPI
+/// document says), and no more sites than a hook may have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
+    let stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
+    let maker = stack.token("acme", "portal:create");
+    let bare =
+        stack.raw("POST", "/v1/portal/sessions", &[("authorization", &format!("Bearer {maker}"))], Vec::new()).await;
+    assert_eq!(bare.status, 201, "{}", bare.body);
+    let sites: Vec<String> = (0..101).map(|i| format!("site-{i}")).collect();
+    let many = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": sites })).await;
+    assert_eq!(many.status, 400, "{}", many.body);
+    assert_eq!(problem_fields(&many.body), ["sites"]);
+    assert_eq!(stack.post("/v1/portal/sessions", &maker, &json!({ "sites": &sites[..100] })).await.status, 201);
+    stack.shutdown().await;
+}

@@ -7,13 +7,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
+use hookbridge_core::hook::MAX_SITES;
 use hookbridge_core::portal::{LINK_VALID_AT_MOST, LINK_VALID_FOR, PortalGrant, fresh_code, hashed};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::Api;
 use crate::auth::PortalMaker;
-use crate::body::{JsonBody, parse};
+use crate::body::{OptionalJsonBody, parse};
 use crate::error::ApiError;
 
 /// The request.
@@ -30,9 +31,12 @@ pub async fn create(
     State(api): State<Api>,
     PortalMaker(caller): PortalMaker,
     headers: HeaderMap,
-    JsonBody(bytes): JsonBody,
+    OptionalJsonBody(bytes): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    let p: PortalIn = if bytes.is_empty() { PortalIn::default() } else { parse(&bytes)? };
+    let p: PortalIn = match bytes {
+        None => PortalIn::default(),
+        Some(b) => parse(&b)?,
+    };
     let ttl = match p.expires_in {
         None => LINK_VALID_FOR,
         Some(n) if (30..=LINK_VALID_AT_MOST.num_seconds()).contains(&n) => Duration::seconds(n),
@@ -44,6 +48,10 @@ pub async fn create(
         }
     };
     let sites = p.sites.unwrap_or_default();
+    if sites.len() > MAX_SITES {
+        // Each page of the console shows them.
+        return Err(ApiError::field("sites", format!("must list at most {MAX_SITES} sites, as a hook may")));
+    }
     if sites.iter().any(|s| s.is_empty() || s.len() > 128 || s.chars().any(char::is_control)) {
         return Err(ApiError::field("sites", "must be 1-128 characters each, without control characters"));
     }

@@ -180,7 +180,15 @@ pub struct Callback {
 pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb): Query<Callback>) -> Response {
     let fail = |msg: &str| html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(msg)));
     if let Some(e) = cb.error {
-        return fail(&format!("The identity provider refused: {e}"));
+        // Anyone can link here with an `error` of their own ("your account is locked, call
+        // …"): only an OAuth error code (RFC 6749: `access_denied`) is shown on this page.
+        tracing::info!(error = %e, "the identity provider's sign-in ended with an error");
+        let code = (e.len() <= 64 && !e.is_empty() && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .then_some(e.as_str());
+        return fail(&match code {
+            Some(code) => format!("The identity provider refused the sign-in ({code})."),
+            None => "The identity provider refused the sign-in.".to_owned(),
+        });
     }
     let flow = cookie(&headers, FLOW_COOKIE).unwrap_or_default();
     let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, flow.split_once('.')) else {

@@ -23,7 +23,8 @@ use url::{check_url, host_of};
 /// Longest description.
 const MAX_DESCRIPTION_LEN: usize = 1024;
 /// Most sites a hook may list.
-const MAX_SITES: usize = 100;
+/// The most sites a hook (or a portal link) may be held to.
+pub const MAX_SITES: usize = 100;
 /// Longest site id.
 const MAX_SITE_LEN: usize = 128;
 /// Longest header value or parameter value.
