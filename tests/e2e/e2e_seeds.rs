@@ -188,3 +188,26 @@ async fn unifi_and_hypr_events_arrive_in_their_own_shapes(flavor: Flavor) {
     stack.shutdown().await;
 }
 }
+
+/// The other products' endpoints read bodies as the API does: the caller is checked before
+/// the body is read (an anonymous 2.5 MB post is `401`, not a `413` after reading it), and
+/// the cap is the API's 3 MiB, answered in the product's own error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_endpoints_check_the_caller_first_and_cap_bodies_as_the_api_does() {
+    let stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
+    let t = stack.token("test", ALL_SCOPES);
+    let padded = |bytes: usize| format!(r#"{{"url":"https://x.example/","pad":"{}"}}"#, "x".repeat(bytes));
+    let big = padded(2_500_000);
+    for path in ["/realms/test/webhooks", "/subscriptions/webhook"] {
+        let (status, _, _) = send(&stack, "POST", path, "not-a-token", Some(&big)).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&padded(3_200_000))).await;
+    assert_eq!(status, 413);
+    assert!(err["error"].as_str().is_some_and(|e| e.contains("larger than")), "{err}");
+    // Under the cap (and over axum's default 2 MB), the body is read: fields Keycloak's
+    // webhooks do not have are ignored, as before.
+    let (status, _, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&big)).await;
+    assert_eq!(status, 201);
+    stack.shutdown().await;
+}

@@ -28,8 +28,13 @@ fn is_json(req: &Request) -> bool {
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 async fn read(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    read_body(req.into_body()).await
+}
+
+/// A body read whole, up to [`MAX_BODY_BYTES`] (413 past it). For handlers that take the
+/// body unread, so the caller is checked before anything is read from it.
+pub async fn read_body(mut body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let mut body = req.into_body();
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {

@@ -9,7 +9,7 @@
 //! `secret`, `eventTypes`) and keeps the rest. Errors are `{"error": "…"}` with the status.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
-use crate::body::parse;
+use crate::body::{parse, read_body};
 use crate::dto::HookOut;
 use crate::error::ApiError;
 use crate::hooks::{create_hook, delete_hook, load, replace_hook};
@@ -130,10 +130,10 @@ async fn create(
     caller: Result<Caller, ApiError>,
     Path(realm): Path<String>,
     OriginalUri(uri): OriginalUri,
-    body: Bytes,
+    body: Body,
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite, &realm)?;
-    let w: WebhookIn = parse(&body)?;
+    let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
     let draft = super::draft(json!({
         "name": super::generated_name("keycloak"),
@@ -161,10 +161,10 @@ async fn update(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
     Path((realm, id)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite, &realm)?;
-    let w: WebhookIn = parse(&body)?;
+    let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
     // The hook as it is, with the webhook's fields changed: everything else is kept.
     let mut doc = serde_json::to_value(HookOut::from(&load(&api, &caller, &id).await?))

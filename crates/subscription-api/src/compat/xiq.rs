@@ -12,7 +12,7 @@
 //! `{"error_code", "error_message"}`.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{Caller, Scope};
-use crate::body::parse;
+use crate::body::{parse, read_body};
 use crate::error::ApiError;
 use crate::hooks::{create_hook, delete_hook};
 use crate::{Api, Router};
@@ -143,9 +143,9 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
     }
 }
 
-async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Bytes) -> Answer {
+async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Body) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
-    let items: Vec<SubscriptionIn> = parse(&body)?;
+    let items: Vec<SubscriptionIn> = parse(&read_body(body).await?)?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
     }
