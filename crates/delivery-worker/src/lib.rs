@@ -212,7 +212,7 @@ pub async fn handle(worker: &Worker, messages: &[ReceivedMessage], ctx: BatchCon
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let sending = send::send_all(worker, plans, ctx.lane, tx);
+    let sending = send::send_all(worker, plans, ctx.lane, ctx.deadline, tx);
     let recording = record::run(worker, &ctx, rx);
     let ((), outcome) = tokio::join!(sending, recording);
     outcome
@@ -379,5 +379,34 @@ mod tests {
             assert!(receiver.received().is_empty(), "{took:?}: nothing sent");
             assert_eq!(on_the_slow_lane(&h).await, 1, "{took:?}: handed on to the slow lane");
         }
+    }
+
+    /// The deadline is asked again just before each request: a delivery that waited in the
+    /// worker's hands (here for its rate-limit slot, 200 ms on) until too little of the
+    /// invocation was left is handed back unsent, not started to outlive the invocation,
+    /// which would bring the whole batch back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_that_waited_past_the_time_left_is_handed_back_unsent() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "paced").await;
+        hook.config.url = receiver.url("/paced");
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 5 });
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&hook), task_of(&hook)]).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        // Room for a request now, gone 150 ms on.
+        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(150);
+        let ctx = BatchContext { deadline: Some(tokio::time::Instant::now() + left), ..BatchContext::lane(Lane::Fast) };
+        let outcome = handle(&worker, &messages, ctx).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(receiver.received().len(), 1, "only the delivery whose slot was now was sent");
+        let back = fast.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(back.len(), 1, "the other was handed back to its lane");
     }
 }

@@ -25,7 +25,7 @@ use crate::{BatchContext, Worker, hook_cap};
 const EARLY_OK: chrono::Duration = chrono::Duration::milliseconds(50);
 /// Time left over after the longest request, before a Lambda invocation's deadline, for
 /// recording the results.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// A rate-limit slot this close is waited for in place rather than handed back.
 const PACE_IN_PLACE: chrono::Duration = chrono::Duration::milliseconds(250);
 /// A rate-limit slot further in the past than this is void, and its delivery takes a new
@@ -141,6 +141,18 @@ pub(crate) async fn prepare<'a>(
     Ok(plans)
 }
 
+/// Why a delivery is handed back unsent near the end of an invocation.
+pub(crate) const TOO_LATE: &str = "too little time left in this invocation";
+
+/// Whether a request of up to `budget` started now could not end, and be recorded, before
+/// the invocation's `deadline`. Asked when the batch is planned, and again just before
+/// each request: what comes between (claiming a probe, pacing, opening secrets, reading
+/// the envelope, waiting for a place or a rate-limit slot) takes time too, and a request
+/// that outlives the invocation brings the whole batch back.
+pub(crate) fn too_late(deadline: Option<tokio::time::Instant>, budget: Duration) -> bool {
+    deadline.is_some_and(|d| tokio::time::Instant::now() + budget + DEADLINE_MARGIN > d)
+}
+
 /// The decisions that need no I/O, in the order that costs least: a deleted or disabled
 /// hook, a message early for its time, the wrong lane, an open circuit, the deadline,
 /// the hook's in-flight limit.
@@ -189,10 +201,8 @@ fn check<'a>(
         }
     }
     let budget = w.settings.budget(ctx.lane);
-    if let Some(deadline) = ctx.deadline
-        && tokio::time::Instant::now() + budget + DEADLINE_MARGIN > deadline
-    {
-        return Err(Box::new(hand_back(message, task, ctx.lane, "too little time left in this invocation")));
+    if too_late(ctx.deadline, budget) {
+        return Err(Box::new(hand_back(message, task, ctx.lane, TOO_LATE)));
     }
     let Some(place) = w.local.acquire(hook.id, ctx.lane, hook_cap(ctx.lane)) else {
         if ctx.lane == Lane::Fast && waits_in_place(hook, w.local.pace(hook.id)) {

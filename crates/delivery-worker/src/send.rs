@@ -16,11 +16,17 @@ use hookbridge_outbound::DeliveryRequest;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready};
+use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, too_late};
 use crate::record::Done;
 use crate::{Worker, hook_cap};
 
-pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, results: UnboundedSender<Done<'a>>) {
+pub(crate) async fn send_all<'a>(
+    w: &Worker,
+    plans: Vec<Plan<'a>>,
+    lane: Lane,
+    deadline: Option<tokio::time::Instant>,
+    results: UnboundedSender<Done<'a>>,
+) {
     let mut sends = Vec::new();
     for plan in plans {
         match plan {
@@ -34,7 +40,7 @@ pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, r
     join_all(sends.into_iter().map(|ready| {
         let results = results.clone();
         async move {
-            let done = send(w, ready, lane).await;
+            let done = send(w, ready, lane, deadline).await;
             // The recorder outlives every send (both run to completion in `handle`).
             let _ = results.send(done);
         }
@@ -42,7 +48,12 @@ pub(crate) async fn send_all<'a>(w: &Worker, plans: Vec<Plan<'a>>, lane: Lane, r
     .await;
 }
 
-async fn send<'a>(w: &Worker, mut ready: Box<Ready<'a>>, lane: Lane) -> Done<'a> {
+async fn send<'a>(
+    w: &Worker,
+    mut ready: Box<Ready<'a>>,
+    lane: Lane,
+    deadline: Option<tokio::time::Instant>,
+) -> Done<'a> {
     if matches!(ready.place, Place::Awaited) {
         match w.local.wait_for_place(ready.hook.id, lane, hook_cap(lane), PLACE_IN_PLACE).await {
             Some(place) => ready.place = Place::Held(place),
@@ -57,6 +68,12 @@ async fn send<'a>(w: &Worker, mut ready: Box<Ready<'a>>, lane: Lane) -> Done<'a>
     {
         tokio::time::sleep(wait).await;
     }
+    let budget = w.settings.budget(lane);
+    if too_late(deadline, budget) {
+        // The waits above took the time: handed back as planning would have, unsent.
+        let Ready { message, task, .. } = *ready;
+        return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE };
+    }
     // Every line logged while sending (the client's included) carries the ids.
     let span = tracing::info_span!(
         "delivery",
@@ -64,7 +81,6 @@ async fn send<'a>(w: &Worker, mut ready: Box<Ready<'a>>, lane: Lane) -> Done<'a>
         hook_id = %ready.task.delivery.hook_id,
         delivery_id = %ready.task.delivery.delivery_id
     );
-    let budget = w.settings.budget(lane);
     let req = DeliveryRequest {
         hook: &ready.hook,
         secrets: &ready.secrets,
