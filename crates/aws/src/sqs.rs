@@ -42,6 +42,12 @@ fn whole_seconds(d: Duration) -> i32 {
     d.as_millis().div_ceil(1000).min(i32::MAX as u128) as i32
 }
 
+/// A message's delay in whole seconds: rounded up, but within the time it may come early
+/// (with a second's allowance, it comes in the second before its delay ends, never after).
+fn delay_seconds(m: &OutgoingMessage) -> i32 {
+    whole_seconds(m.delay.saturating_sub(m.early))
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     fn name(&self) -> &str {
@@ -169,7 +175,7 @@ impl SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(&m.body)
-                        .delay_seconds(whole_seconds(m.delay))
+                        .delay_seconds(delay_seconds(m))
                         // On a standard queue, the group makes it a fair queue: a group
                         // with a backlog does not delay other groups' messages.
                         .set_message_group_id(m.group.clone())
@@ -300,6 +306,20 @@ mod tests {
 
     fn sizes(messages: &[OutgoingMessage]) -> Vec<usize> {
         batches(messages).iter().map(|b| b.len()).collect()
+    }
+
+    #[test]
+    fn delays_round_up_unless_the_message_may_come_early() {
+        let at = |ms: u64, early_ms: u64| {
+            delay_seconds(&OutgoingMessage {
+                delay: Duration::from_millis(ms),
+                early: Duration::from_millis(early_ms),
+                ..OutgoingMessage::now(String::new())
+            })
+        };
+        assert_eq!([at(0, 0), at(1, 0), at(2_300, 0), at(3_000, 0)], [0, 1, 3, 3]);
+        // Up to a second early: received in the second before the delay ends.
+        assert_eq!([at(2_300, 1_000), at(3_000, 1_000), at(3_999, 1_000), at(400, 1_000)], [2, 2, 3, 0]);
     }
 
     #[test]

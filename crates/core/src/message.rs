@@ -4,6 +4,8 @@
 //! worker that meets a tag it does not know fails the record, which then reaches the DLQ
 //! instead of being acknowledged unread.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -89,6 +91,11 @@ enum V1 {
     V1,
 }
 
+/// How much before its rate-limit slot a delivery waiting for it may come back (and wait
+/// out the rest in the worker): a queue that counts delays in whole seconds then rounds
+/// into this second rather than past the slot.
+pub const SLOT_EARLY: Duration = Duration::from_secs(1);
+
 /// Envelopes up to this size ride inside the delivery message. Larger ones would make a
 /// fan-out to thousands of hooks copy the event thousands of times through the queue.
 pub const INLINE_BODY_MAX: usize = 16 * 1024;
@@ -164,6 +171,9 @@ impl Task {
         crate::ports::OutgoingMessage {
             body: self.to_json(),
             delay: wait.min(crate::ports::MAX_SEND_DELAY),
+            // A delivery waiting for its rate-limit slot may come back in the second before
+            // it and wait in the worker; later than a second after it, the slot is lost.
+            early: if self.slot && !wait.is_zero() { SLOT_EARLY } else { Duration::ZERO },
             // Per hook: a hook with a backlog does not hold back other hooks' deliveries.
             group: Some(self.delivery.hook_id.to_string()),
         }
@@ -291,5 +301,18 @@ mod tests {
         assert_eq!(t.message(now).delay, crate::ports::MAX_SEND_DELAY);
         t.not_before = Some(now - chrono::Duration::seconds(5));
         assert_eq!(t.message(now).delay, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn only_a_delivery_waiting_for_its_rate_limit_slot_may_come_early() {
+        let now = Utc::now();
+        let mut t = Task::new(key(), 0, "{}");
+        t.not_before = Some(now + chrono::Duration::milliseconds(2_300));
+        assert_eq!(t.message(now).early, Duration::ZERO, "a retry is never early");
+        t.slot = true;
+        let m = t.message(now);
+        assert_eq!((m.delay, m.early), (Duration::from_millis(2_300), SLOT_EARLY));
+        t.not_before = Some(now);
+        assert_eq!(t.message(now).early, Duration::ZERO, "due now: nothing to round");
     }
 }

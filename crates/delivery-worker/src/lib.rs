@@ -409,4 +409,34 @@ mod tests {
         let back = fast.receive(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(back.len(), 1, "the other was handed back to its lane");
     }
+
+    /// A delivery back for its rate-limit slot up to a second early (SQS rounds its delay
+    /// to whole seconds, and rounds into the second before the slot) waits for the slot in
+    /// the worker and is sent at it: handed back again, it would come after the slot and
+    /// lose it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_back_early_for_its_slot_waits_for_it_and_is_sent() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "paced").await;
+        hook.config.url = receiver.url("/paced");
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1 });
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = worker_on(h.backend());
+        let start = tokio::time::Instant::now();
+        let mut task = Task::parse(&task_of(&hook).body, 1).unwrap();
+        task.slot = true;
+        task.not_before = Some(Utc::now() + chrono::Duration::milliseconds(800));
+        // As SQS hands it back: in the second before its slot.
+        let early = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[early]).await.unwrap();
+        let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        let arrived = receiver.arrivals();
+        assert_eq!(arrived.len(), 1, "sent, not handed back");
+        assert!(arrived[0] >= start + Duration::from_millis(790), "not before its slot: {:?}", arrived[0] - start);
+        assert!(fast.receive(10, Duration::from_millis(300)).await.unwrap().is_empty());
+    }
 }

@@ -426,13 +426,8 @@ mod tests {
         };
         create(&db, &spec).await.unwrap();
         let q = EmbeddedQueue::new(db.clone(), "q");
-        let messages: Vec<OutgoingMessage> = (0..40)
-            .map(|i| OutgoingMessage {
-                body: format!("m{i}"),
-                delay: Duration::ZERO,
-                group: Some(format!("g{}", i % 3)),
-            })
-            .collect();
+        let messages: Vec<OutgoingMessage> =
+            (0..40).map(|i| OutgoingMessage::now(format!("m{i}")).in_group(format!("g{}", i % 3))).collect();
         q.send_batch(&messages).await.unwrap();
         let mut got = 0;
         for max in [1, 4, 10, 2, 7, 10] {

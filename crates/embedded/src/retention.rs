@@ -174,9 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("hb.db")).unwrap();
         let queued = 3 * BATCH as usize;
-        let messages: Vec<OutgoingMessage> = (0..queued)
-            .map(|i| OutgoingMessage { body: format!("m{i}"), delay: Duration::ZERO, group: None })
-            .collect();
+        let messages: Vec<OutgoingMessage> = (0..queued).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
         db.write(move |c| crate::queue::insert(c, "q", &messages)).await.unwrap();
         let cutoff = Utc::now().timestamp_millis() - QUEUE_RETENTION.as_millis() as i64;
         let (deleted, scanned) = db

@@ -29,6 +29,10 @@ pub struct OutgoingMessage {
     pub body: String,
     /// How long before it may be received (at most 15 minutes, as on SQS).
     pub delay: Duration,
+    /// How much sooner than `delay` it may be received, its receiver waiting out the rest.
+    /// A queue that counts delays in whole seconds (SQS) rounds into this allowance rather
+    /// than past the delay; one that keeps exact delays has no use for it.
+    pub early: Duration,
     /// Whose message it is (a hook, a tenant), for fairness: a group with a backlog does
     /// not hold back other groups' messages (SQS fair queues' `MessageGroupId`).
     pub group: Option<String>,
@@ -37,7 +41,7 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// A message receivable at once, in no group.
     pub fn now(body: String) -> Self {
-        Self { body, delay: Duration::ZERO, group: None }
+        Self { body, delay: Duration::ZERO, early: Duration::ZERO, group: None }
     }
 
     /// The message, in `group`.
