@@ -66,7 +66,8 @@ impl Topology {
             // still covers `delivery.v1` messages, which counted attempts by receives.
             delivery: q("delivery", 180, 12),
             delivery_slow: q("delivery-slow", 180, 12),
-            verify: q("verify", 180, 5),
+            // The verifier's timeout is 60 s: a challenge and then a token fetch.
+            verify: q("verify", 360, 5),
         }
     }
 

@@ -352,6 +352,12 @@ fn each_functions_permissions_are_exactly_what_its_ports_reach() {
 #[test]
 fn every_alarm_reaches_someone_and_every_failure_mode_has_one() {
     let t = template();
+    // CloudWatch cannot publish to a topic under the AWS-managed SNS key.
+    let topic = &t["Resources"]["AlarmTopic"]["Properties"];
+    assert!(
+        !topic["KmsMasterKeyId"].as_str().is_some_and(|k| k.starts_with("alias/aws/")),
+        "the alarm topic is encrypted with an AWS-managed key"
+    );
     let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
     let topic = json!([{"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}]);
     for (id, a) in &alarms {
@@ -463,6 +469,76 @@ fn make_builds_bootstraps_are_laid_out_as_sam_build_lays_them_out() {
 /// A request's timeout (or the fast lane's patience) longer than a worker invocation can
 /// give it would have every delivery that needs it handed back unattempted, for ever: the
 /// template takes none over 25 s (the worker's 30 s, less its 2 s margin and its own work).
+/// Whether `value` matches a template parameter's `pattern`, as Python's `re` reads it
+/// (what cfn-lint uses; CloudFormation's own engine agrees on these plain patterns).
+fn matches(pattern: &str, value: &str) -> bool {
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .args(["-c", "import re,sys; print(bool(re.fullmatch(sys.argv[1], sys.argv[2])))", pattern, value])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
+/// Every value a parameter's pattern lets through is one the functions accept: a value
+/// they refuse would stop them at start-up, every batch failing until the queues drained
+/// into their DLQs (a retry delay of `13h`, a network `10.0.0.0/99` got through before).
+#[test]
+fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
+    use hookbridge_core::settings::{Defaults, JWT_SECRET, Settings};
+    let t = template();
+    let env = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap().clone();
+    let candidates = [
+        "",
+        "0s",
+        "1ms",
+        "5s,5m",
+        "12h",
+        "13h",
+        "1d",
+        "720m",
+        "721m",
+        "43200s",
+        "43201s",
+        "43200000ms",
+        "43200001ms",
+        "25s",
+        "26s",
+        "24h",
+        "3d",
+        "99999999999999999999d",
+        "999999d",
+        "abc",
+        "10",
+        "10.0.0.0/8",
+        "10.0.0.1/8",
+        "10.0.0.0/99",
+        "1.2.3/8",
+        "999.0.0.0/8",
+        "fd00::/8",
+        "::1/128",
+        ":::/64",
+        "fd00::/129",
+        "10.0.0.0/8,::1/128",
+        "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+    ];
+    let mut checked = 0;
+    for (variable, value) in &env {
+        let Some(param) = value["Ref"].as_str() else { continue };
+        let Some(pattern) = t["Parameters"][param]["AllowedPattern"].as_str() else { continue };
+        for candidate in candidates.iter().filter(|c| matches(pattern, c)) {
+            let lookup = |name: &str| match name {
+                n if n == variable => Some((*candidate).to_owned()),
+                n if n == JWT_SECRET => Some("a-key-long-enough-for-hs256-0123456789abcdef".to_owned()),
+                _ => None,
+            };
+            let read = Settings::from_lookup(lookup, &Defaults::cloud());
+            assert!(read.is_ok(), "{param} lets {candidate:?} through; the functions refuse it: {:?}", read.err());
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} values checked");
+}
+
 #[test]
 fn request_timeouts_fit_in_one_worker_invocation() {
     let t = template();
@@ -471,13 +547,7 @@ fn request_timeouts_fit_in_one_worker_invocation() {
     assert_eq!(timeout, 30, "the worker's timeout changed: change the parameters' limit with it");
     for name in ["RequestTimeout", "FastLanePatience"] {
         let pattern = t["Parameters"][name]["AllowedPattern"].as_str().unwrap().to_owned();
-        let check = |value: &str| {
-            let out = std::process::Command::new(root().join(".venv/bin/python"))
-                .args(["-c", "import re,sys; print(bool(re.fullmatch(sys.argv[1], sys.argv[2])))", &pattern, value])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim() == "True"
-        };
+        let check = |value: &str| matches(&pattern, value);
         for ok in ["10s", "2s", "25s", "1500ms", "25000ms", "1ms"] {
             assert!(check(ok), "{name} refuses {ok}");
         }
@@ -485,4 +555,8 @@ fn request_timeouts_fit_in_one_worker_invocation() {
             assert!(!check(too_long), "{name} takes {too_long}");
         }
     }
+    // The verifier makes two requests one after the other: the challenge (up to 25 s) and
+    // the OAuth token fetch (up to 10 s), with a margin for the rest.
+    let verifier = &t["Resources"]["VerifierFunction"]["Properties"]["Timeout"];
+    assert!(verifier.as_u64().is_some_and(|s| s >= 25 + 10 + 5), "the verifier's timeout is {verifier}");
 }

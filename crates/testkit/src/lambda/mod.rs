@@ -183,7 +183,7 @@ impl LambdaStack {
             ("subscription-api", api_env, 2, 29),
             ("ingest", env.clone(), 1, 30),
             ("delivery-worker", env.clone(), 2, 30),
-            ("verifier", env, 1, 30),
+            ("verifier", env, 1, 60),
         ] {
             let (env, seen, task) = through_pass(name, env).await?;
             calls.push(seen);
