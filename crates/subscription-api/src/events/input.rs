@@ -35,10 +35,17 @@ struct EventIn {
 /// or names `tenant` twice, fails here, at the API, not later in ingest.
 #[derive(Deserialize)]
 struct RoutingKeys<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     tenant: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     site: Option<&'a RawValue>,
+}
+
+/// A key that is there, whatever its value: `null` too. Read as `Option`, a `null` was a
+/// key left out, so the API wrote its own beside it, and ingest refused the `detail` that
+/// named the key twice after the event had been accepted.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as Deserialize>::deserialize(d).map(Some)
 }
 
 /// A validated event: the bus entry and the producer's id, if any.
@@ -261,6 +268,24 @@ mod tests {
             let r = raw(&format!(r#"{{"detail-type":"x","source":"s","detail":{detail}}}"#));
             let errs = validate(&r, None, &t).err().unwrap_or_else(|| panic!("{detail} accepted"));
             assert_eq!(errs[0].field, "detail", "{detail}");
+        }
+        // A key given as null is a key given: refused, not doubled.
+        for (detail, field) in [(r#"{"tenant":null}"#, "detail.tenant"), (r#"{"site":null}"#, "detail.site")] {
+            let r = raw(&format!(r#"{{"detail-type":"x","source":"s","site":"hq","detail":{detail}}}"#));
+            let errs = validate(&r, None, &t).err().unwrap_or_else(|| panic!("{detail} accepted"));
+            assert_eq!(errs[0].field, field, "{detail}");
+        }
+    }
+
+    #[test]
+    fn every_accepted_detail_routes_as_ingest_reads_it() {
+        let t: TenantId = "acme".parse().unwrap();
+        for detail in [r#"{}"#, r#"{"tenant":"acme"}"#, r#"{"site":"hq","x":null}"#, r#"{"a":{"tenant":null}}"#] {
+            let r = raw(&format!(r#"{{"detail-type":"x","source":"s","site":"hq","detail":{detail}}}"#));
+            let accepted = validate(&r, None, &t).unwrap_or_else(|e| panic!("{detail}: {e:?}"));
+            let routed: hookbridge_core::envelope::Routing =
+                serde_json::from_str(accepted.entry.detail.get()).unwrap_or_else(|e| panic!("{detail}: {e}"));
+            assert_eq!((routed.tenant.as_str(), routed.site.as_deref()), ("acme", Some("hq")), "{detail}");
         }
     }
 }
