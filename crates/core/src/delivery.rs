@@ -223,6 +223,14 @@ impl Delivery {
             // what the round's attempt did.
             return;
         }
+        if u.round == self.round && self.status == DeliveryStatus::Succeeded && u.status != DeliveryStatus::Succeeded {
+            // Delivered in this round. A second chain of the same round (two retry requests
+            // at once, a replay page sent again after a crash) may record a failure later,
+            // the receiver having refused the copy it had already; the delivery stays
+            // delivered, its attempt kept.
+            self.updated_at = self.updated_at.max(u.at);
+            return;
+        }
         self.round = u.round;
         self.status = u.status;
         self.next_attempt_at = u.next_attempt_at;
@@ -358,6 +366,21 @@ mod tests {
         assert_eq!(d.attempts.len(), 1, "the attempt is kept");
         d.apply(&update(&k, DeliveryStatus::Succeeded, 2, true));
         assert_eq!(d.status, DeliveryStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_round_that_succeeded_stays_succeeded_whatever_a_second_chain_records() {
+        let k = key();
+        for later in [DeliveryStatus::Retrying, DeliveryStatus::Failed, DeliveryStatus::Cancelled] {
+            let mut d = Delivery::pending_for(&k, Utc::now());
+            d.apply(&update(&k, DeliveryStatus::Failed, 0, true));
+            d.apply(&update(&k, DeliveryStatus::Succeeded, 1, true));
+            d.apply(&update(&k, later, 1, true));
+            assert_eq!(d.status, DeliveryStatus::Succeeded, "{later:?}");
+            assert_eq!(d.attempts.len(), 3, "every attempt is kept");
+            d.apply(&update(&k, later, 2, true));
+            assert_eq!(d.status, later, "a new round is a new outcome");
+        }
     }
 
     #[test]
