@@ -78,7 +78,9 @@ pub enum InvalidSigningSecret {
     #[error("must encode between 24 and 64 bytes, found {0}")]
     Length(usize),
     /// A client-chosen secret too short or too long, or not printable.
-    #[error("must be {CLIENT_SECRET_MIN_LEN}-{CLIENT_SECRET_MAX_LEN} printable characters")]
+    #[error(
+        "must be {CLIENT_SECRET_MIN_LEN}-{CLIENT_SECRET_MAX_LEN} printable characters, not starting with \"whsec_\""
+    )]
     ClientSecret,
 }
 
@@ -103,7 +105,17 @@ impl SigningSecret {
 
     /// A secret a client chose (Keycloak's and ExtremeCloud IQ's APIs take any text): its
     /// HMAC key is its text as UTF-8 bytes, as those clients' receivers compute it.
+    /// One starting `whsec_` is refused: stored, it would be read back as a Standard
+    /// Webhooks secret and keyed with its decoded bytes instead of its text.
     pub fn client_chosen(text: &str) -> Result<Self, InvalidSigningSecret> {
+        if text.starts_with(SIGNING_SECRET_PREFIX) {
+            return Err(InvalidSigningSecret::ClientSecret);
+        }
+        Self::chosen(text)
+    }
+
+    /// A client-chosen secret as stored (one from before `whsec_` was refused included).
+    fn chosen(text: &str) -> Result<Self, InvalidSigningSecret> {
         let printable = text.chars().all(|c| c == ' ' || c.is_ascii_graphic());
         if !(CLIENT_SECRET_MIN_LEN..=CLIENT_SECRET_MAX_LEN).contains(&text.len()) || !printable {
             return Err(InvalidSigningSecret::ClientSecret);
@@ -132,7 +144,7 @@ impl TryFrom<String> for SigningSecret {
     type Error = InvalidSigningSecret;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         // Stored secrets are either kind; only a `whsec_` one that parses is Standard Webhooks'.
-        Self::parse(&s).or_else(|e| Self::client_chosen(&s).map_err(|_| e))
+        Self::parse(&s).or_else(|e| Self::chosen(&s).map_err(|_| e))
     }
 }
 
@@ -163,6 +175,10 @@ mod tests {
         assert!(SigningSecret::client_chosen("short").is_err());
         assert!(SigningSecret::client_chosen("tab\tinside").is_err());
         assert!(SigningSecret::client_chosen(&"x".repeat(257)).is_err());
+        // One that looks like ours would be keyed differently once stored: refused.
+        let looks_ours = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert!(SigningSecret::client_chosen(looks_ours).is_err());
+        assert_ne!(SigningSecret::try_from(looks_ours.to_owned()).unwrap().key(), looks_ours.as_bytes());
     }
 
     #[test]

@@ -228,6 +228,19 @@ fn whole(var: &'static str, text: &str, min: u32) -> Result<u32, SettingsError> 
     })
 }
 
+/// The longest request timeout (and fast-lane patience): a Lambda invocation's longest
+/// run. Longer ones overflowed the time arithmetic of circuits and waits.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// A duration of at most `max`.
+fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Duration, SettingsError> {
+    duration(var, text)?
+        .le(&max)
+        .then(|| parse_duration(text))
+        .flatten()
+        .ok_or_else(|| SettingsError { variable: var, message: format!("{text:?} is longer than {}s", max.as_secs()) })
+}
+
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
     parse_duration(text).ok_or_else(|| SettingsError {
         variable: var,
@@ -359,7 +372,7 @@ impl Settings {
             })?;
         }
         let request_timeout = match var(REQUEST_TIMEOUT) {
-            Some(v) => duration(REQUEST_TIMEOUT, &v)?,
+            Some(v) => duration_at_most(REQUEST_TIMEOUT, &v, MAX_REQUEST_TIMEOUT)?,
             None => Duration::from_secs(10),
         };
         let event_retention = match var(EVENT_RETENTION) {
@@ -367,7 +380,7 @@ impl Settings {
             None => Duration::from_secs(14 * 86_400),
         };
         let fast_lane_patience = match var(FAST_LANE_PATIENCE) {
-            Some(v) => duration(FAST_LANE_PATIENCE, &v)?,
+            Some(v) => duration_at_most(FAST_LANE_PATIENCE, &v, MAX_REQUEST_TIMEOUT)?,
             None => Duration::from_secs(2),
         };
         let mut quotas = Quotas::default();
@@ -506,6 +519,8 @@ mod tests {
             (ALLOW_HTTP, "maybe"),
             (DISABLE_MIN_FAILURES, "-1"),
             (RETRY_SCHEDULE, "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
+            (REQUEST_TIMEOUT, "1000000000d"),
+            (FAST_LANE_PATIENCE, "16m"),
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
             (TENANT_PUBLISH_RATE, "lots"),

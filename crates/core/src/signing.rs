@@ -82,7 +82,8 @@ pub fn verify_standard(
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    if (now - timestamp).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // A difference, not a subtraction: a timestamp from the header near i64::MIN overflowed.
+    if now.abs_diff(timestamp) > TIMESTAMP_TOLERANCE_SECS as u64 {
         return Err(VerifyError::Timestamp);
     }
     let expected = standard_signature(secret, msg_id, timestamp, body);
@@ -120,6 +121,11 @@ mod tests {
         assert_eq!(tampered, Err(VerifyError::Signature));
         let stale = verify_standard(&s, VECTOR_ID, VECTOR_TS, VECTOR_SIG, VECTOR_BODY.as_bytes(), VECTOR_TS + 301);
         assert_eq!(stale, Err(VerifyError::Timestamp));
+        // A timestamp a header can carry, however far off: refused, never an overflow.
+        for far in [i64::MIN, i64::MAX] {
+            let r = verify_standard(&s, VECTOR_ID, far, VECTOR_SIG, VECTOR_BODY.as_bytes(), VECTOR_TS);
+            assert_eq!(r, Err(VerifyError::Timestamp), "{far}");
+        }
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub const CHUNK: usize = 500;
 /// delivery in "the last N hours", so then the time the bus handed it on is used.
 pub const EVENT_TIME_TRUSTED: chrono::Duration = chrono::Duration::hours(1);
 
+/// How far ahead of the message's send time an event's own `time` may be and still date
+/// its deliveries: clocks differ a little. Further ahead, its delivery ids would lie in
+/// the future, and Read and replays (which end now) would not show them until then.
+pub const EVENT_TIME_AHEAD: chrono::Duration = chrono::Duration::seconds(5);
+
 /// What ingest needs besides the ports.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -147,7 +152,8 @@ pub fn delivery_id(at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
 /// hour later) makes the same ids; judged against the time of handling, it did not.
 pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>) -> u64 {
     let t = envelope.time;
-    let at = if (t - sent_at).abs() <= EVENT_TIME_TRUSTED { t } else { sent_at };
+    let trusted = t >= sent_at - EVENT_TIME_TRUSTED && t <= sent_at + EVENT_TIME_AHEAD;
+    let at = if trusted { t } else { sent_at };
     at.timestamp_millis().max(0) as u64
 }
 
@@ -333,5 +339,25 @@ mod tests {
         assert_ne!(delivery_id(1_000, "e1", h1), delivery_id(1_000, "e1", h2));
         assert_ne!(delivery_id(1_000, "e1", h1), delivery_id(1_000, "e2", h1));
         assert_eq!(delivery_id(1_000, "e1", h1).timestamp_ms(), 1_000);
+    }
+
+    #[test]
+    fn an_events_own_time_dates_its_deliveries_only_when_near_its_sending_and_not_ahead() {
+        let sent = Utc::now();
+        let at = |offset: chrono::Duration| {
+            let body = format!(
+                r#"{{"version":"0","id":"e","detail-type":"x","source":"s","account":"1","time":"{}","region":"r","resources":[],"detail":{{}}}}"#,
+                (sent + offset).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let envelope = Envelope::from_bus_json(&body, "1", "r").unwrap();
+            (dated(&envelope, sent), envelope.time.timestamp_millis() as u64)
+        };
+        for trusted in [chrono::Duration::minutes(-59), chrono::Duration::zero(), chrono::Duration::seconds(3)] {
+            let (dated, own) = at(trusted);
+            assert_eq!(dated, own, "{trusted}");
+        }
+        for distrusted in [chrono::Duration::minutes(-61), chrono::Duration::minutes(30)] {
+            assert_eq!(at(distrusted).0, sent.timestamp_millis() as u64, "{distrusted}");
+        }
     }
 }

@@ -152,8 +152,9 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
     let mut drafts = Vec::with_capacity(items.len());
     for (i, s) in items.iter().enumerate() {
         check(i, s)?;
-        let signing = super::client_secret(s.secret.as_deref())
-            .map_err(|_| ApiError::field(format!("[{i}].secret"), "must be 8-256 printable characters"))?;
+        let signing = super::client_secret(s.secret.as_deref()).map_err(|_| {
+            ApiError::field(format!("[{i}].secret"), "must be 8-256 printable characters, not starting with \"whsec_\"")
+        })?;
         let draft = super::draft(json!({
             "name": super::generated_name(PREFIX),
             "description": s.application,
