@@ -115,15 +115,16 @@ pub struct HealthChange {
     pub warn: bool,
     /// Disable the hook, for this reason.
     pub disable: Option<String>,
-    /// The circuit opened or closed.
-    pub circuit: Option<Transition>,
+    /// Each time the circuit opened or closed, in order (a group of results can open it
+    /// and close it again).
+    pub circuits: Vec<Transition>,
 }
 
 /// Folds observations into a hook's health; `None` when nothing worth a write changed
 /// (a healthy hook's recent success, most of all).
 pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation]) -> Option<HealthChange> {
     let mut h = start.clone();
-    let (mut changed, mut warn, mut disable, mut circuit) = (false, false, None, None);
+    let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
     let mut slow_at = None;
     for o in observations {
         match *o {
@@ -134,7 +135,7 @@ pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation])
                 }
                 if let Some((c, t)) = h.circuit.after(Reachability::of(sent), started, ended) {
                     h.circuit = c;
-                    circuit = t.or(circuit);
+                    circuits.extend(t);
                     changed = true;
                 }
                 match classify(sent) {
@@ -172,7 +173,7 @@ pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation])
             changed = true;
         }
     }
-    changed.then_some(HealthChange { health: h, warn, disable, circuit })
+    changed.then_some(HealthChange { health: h, warn, disable, circuits })
 }
 
 #[cfg(test)]
@@ -254,12 +255,18 @@ mod tests {
         let rule = DisableRule::default();
         let obs: Vec<_> = (0..5).map(|t| attempt(t, None)).collect();
         let c = observe(&rule, &Health::default(), &obs).unwrap();
-        assert_eq!(c.circuit, Some(Transition::Opened));
+        assert_eq!(c.circuits, [Transition::Opened]);
         assert_eq!(c.health.consecutive_failures, 5);
         assert_eq!(c.health.lane(at(6)), crate::hook::Lane::Slow);
         let closed = observe(&rule, &c.health, &[attempt(100, Some(204))]).unwrap();
-        assert_eq!(closed.circuit, Some(Transition::Closed));
+        assert_eq!(closed.circuits, [Transition::Closed]);
         assert_eq!(closed.health.consecutive_failures, 0);
+        // Both in one group of results: both are told, in order.
+        let mut obs: Vec<_> = (0..5).map(|t| attempt(t, None)).collect();
+        obs.push(attempt(100, Some(204)));
+        let both = observe(&rule, &Health::default(), &obs).unwrap();
+        assert_eq!(both.circuits, [Transition::Opened, Transition::Closed]);
+        assert!(both.health.circuit.is_closed());
     }
 
     #[test]

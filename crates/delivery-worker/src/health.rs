@@ -46,21 +46,22 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
         tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook failing");
         events.push(event(event_type::HOOK_FAILING, reason));
     }
-    match change.circuit {
-        Some(Transition::Opened) => {
-            let c = &next.state.health.circuit;
-            let reason = format!(
-                "the endpoint is down; next probe at {}",
-                c.next_probe_at.map(|t| t.to_rfc3339()).unwrap_or_default()
-            );
-            tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "circuit opened");
-            events.push(event(event_type::HOOK_CIRCUIT_OPENED, reason));
+    for transition in &change.circuits {
+        match transition {
+            Transition::Opened => {
+                let reason = match next.state.health.circuit.next_probe_at {
+                    Some(t) => format!("the endpoint is down; next probe at {}", t.to_rfc3339()),
+                    // Closed again by a later result of the same group (told next).
+                    None => "the endpoint was down".to_owned(),
+                };
+                tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "circuit opened");
+                events.push(event(event_type::HOOK_CIRCUIT_OPENED, reason));
+            }
+            Transition::Closed => {
+                tracing::info!(hook_id = %next.id, tenant = %next.tenant, "circuit closed");
+                events.push(event(event_type::HOOK_CIRCUIT_CLOSED, "the endpoint answered again".to_owned()));
+            }
         }
-        Some(Transition::Closed) => {
-            tracing::info!(hook_id = %next.id, tenant = %next.tenant, "circuit closed");
-            events.push(event(event_type::HOOK_CIRCUIT_CLOSED, "the endpoint answered again".to_owned()));
-        }
-        None => {}
     }
     if let Some(reason) = disabling {
         tracing::warn!(hook_id = %next.id, tenant = %next.tenant, reason, "hook disabled");
