@@ -84,6 +84,21 @@ pub async fn find(clients: &Clients, topology: &Topology) -> Result<Resources> {
     })
 }
 
+/// `found`, with the table and the key a stack adopted instead of making its own, when
+/// `get` (the environment) names them as the functions' configuration does
+/// (`HOOKBRIDGE_TABLE`, `HOOKBRIDGE_KMS_KEY`): a stack deployed with `ExistingTableName`
+/// and `ExistingKeyArn` has neither under its own prefix.
+pub fn adopted(mut found: Resources, get: impl Fn(&str) -> Option<String>) -> Resources {
+    let named = |var: &str| get(var).filter(|v| !v.trim().is_empty());
+    if let Some(table) = named(crate::config::TABLE) {
+        found.table = table;
+    }
+    if let Some(key) = named(crate::config::KMS_KEY) {
+        found.kms_key = key;
+    }
+    found
+}
+
 /// A queue's URL by name.
 pub async fn queue_url(clients: &Clients, name: &str) -> Result<String> {
     clients
@@ -293,4 +308,32 @@ async fn create_key(clients: &Clients, alias: &str) -> Result<String> {
         .await
         .map_err(|e| Error::backend("kms.CreateAlias", e))?;
     Ok(alias.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adopted_table_and_key_are_taken_from_the_functions_settings() {
+        let found = Resources {
+            table: "new-table".into(),
+            bus: "new-bus".into(),
+            ingest_queue_url: "i".into(),
+            delivery_queue_url: "d".into(),
+            slow_queue_url: "s".into(),
+            verify_queue_url: "v".into(),
+            kms_key: "alias/new-secrets".into(),
+        };
+        let env = |var: &str| match var {
+            crate::config::TABLE => Some("old-table".to_owned()),
+            crate::config::KMS_KEY => Some("arn:aws:kms:us-east-1:123456789012:key/k".to_owned()),
+            _ => None,
+        };
+        let r = adopted(found.clone(), env);
+        assert_eq!((r.table.as_str(), r.kms_key.as_str()), ("old-table", "arn:aws:kms:us-east-1:123456789012:key/k"));
+        assert_eq!(r.bus, "new-bus");
+        let r = adopted(found, |_| Some(" ".to_owned()));
+        assert_eq!((r.table.as_str(), r.kms_key.as_str()), ("new-table", "alias/new-secrets"), "blank is unset");
+    }
 }

@@ -130,7 +130,8 @@ async fn open(
             let resources = if create {
                 hookbridge_aws::init::create(&clients, &settings.topology).await
             } else {
-                hookbridge_aws::init::find(&clients, &settings.topology).await
+                let found = hookbridge_aws::init::find(&clients, &settings.topology).await;
+                found.map(|r| hookbridge_aws::init::adopted(r, |var| std::env::var(var).ok()))
             }
             .map_err(StartError::Aws)?;
             Ok((hookbridge_aws::backend(&clients, &resources), None))
