@@ -196,24 +196,130 @@ impl DeliveryStore for DynamoDeliveryStore {
         let (lo, hi) = window.id_range_in(order, cursor)?;
         let newest_first = order == Order::NewestFirst;
         let limit = limit.max(1);
-        // Each partition's first `limit + 1` deliveries in order hold the whole answer's.
-        let reads = all_pks(hook_id).into_iter().map(|pk| self.groups_of(pk, lo, hi, newest_first, limit + 1));
-        let mut merged: std::collections::BTreeMap<DeliveryId, Vec<Item>> = std::collections::BTreeMap::new();
-        for partition in futures::future::join_all(reads).await {
-            for (id, items) in partition? {
-                merged.entry(id).or_default().extend(items);
-            }
-        }
-        let ordered: Box<dyn Iterator<Item = (DeliveryId, Vec<Item>)>> =
-            if newest_first { Box::new(merged.into_iter().rev()) } else { Box::new(merged.into_iter()) };
+        // A merge of the partitions, each read a page at a time as the merge reaches it:
+        // reading every partition's first `limit + 1` deliveries at once held 33 times the
+        // page in memory (16,500 deliveries for a page of 500, more than the function has).
+        let first_page = first_page_items(limit);
+        let mut parts: Vec<Partition> = all_pks(hook_id).into_iter().map(|pk| Partition::new(pk, first_page)).collect();
+        let span = Span { lo, hi, newest_first };
+        let filled = futures::future::join_all(parts.iter_mut().map(|p| p.fill(self, span))).await;
+        filled.into_iter().collect::<Result<Vec<()>>>()?;
         let mut out = Vec::with_capacity(limit + 1);
-        for (_, mut items) in ordered.take(limit + 1) {
+        while out.len() <= limit {
+            let fronts = parts.iter().filter_map(|p| p.front());
+            let best = if newest_first { fronts.max() } else { fronts.min() };
+            let Some(best) = best else { break };
+            // The same delivery may have items in two partitions (its shard and the hook's
+            // own, from before the shards): both are at their fronts now.
+            let mut items = Vec::new();
+            let mut drawn = Vec::new();
+            for (i, p) in parts.iter_mut().enumerate().filter(|(_, p)| p.front() == Some(best)) {
+                items.extend(p.pop());
+                drawn.push(i);
+            }
             sort_by_sk(&mut items);
             if let Some(d) = fold(&items)? {
                 out.push(d);
             }
+            if out.len() <= limit {
+                for i in drawn {
+                    parts[i].fill(self, span).await?;
+                }
+            }
         }
         Ok(Page::cut(out, limit, |d| d.id.to_string()))
+    }
+}
+
+/// Items asked of each partition by its first query of a listing: about its share of the
+/// page's deliveries, a few items each. A partition the merge keeps drawing on reads
+/// pages twice as large each time, up to [`QUERY_PAGE`].
+fn first_page_items(limit: usize) -> i32 {
+    // The hook's shards and its own partition.
+    let share = (limit + 1).div_ceil(SHARDS as usize + 1) + 1;
+    (3 * share).clamp(10, QUERY_PAGE as usize) as i32
+}
+
+/// The ids a listing reads, and in which order.
+#[derive(Clone, Copy)]
+struct Span {
+    lo: DeliveryId,
+    hi: DeliveryId,
+    newest_first: bool,
+}
+
+/// One partition of a listing, read a page at a time.
+struct Partition {
+    pk: String,
+    /// Where the next page starts; `None` once read to the end (or before the first page).
+    next: Option<Item>,
+    done: bool,
+    page_items: i32,
+    /// Deliveries read whole, in order.
+    ready: std::collections::VecDeque<(DeliveryId, Vec<Item>)>,
+    /// The last delivery read, whose items may go on in the next page.
+    open: Option<(DeliveryId, Vec<Item>)>,
+}
+
+impl Partition {
+    fn new(pk: String, page_items: i32) -> Self {
+        Self { pk, next: None, done: false, page_items, ready: Default::default(), open: None }
+    }
+
+    /// The next delivery's id, if any is left.
+    fn front(&self) -> Option<DeliveryId> {
+        self.ready.front().map(|(id, _)| *id)
+    }
+
+    fn pop(&mut self) -> Vec<Item> {
+        self.ready.pop_front().map(|(_, items)| items).unwrap_or_default()
+    }
+
+    /// Reads pages until a whole delivery is ready, or the partition is read to the end.
+    async fn fill(&mut self, store: &DynamoDeliveryStore, span: Span) -> Result<()> {
+        let now = Utc::now().timestamp();
+        while self.ready.is_empty() && !self.done {
+            let page = store
+                .table
+                .client
+                .query()
+                .table_name(&store.table.name)
+                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(self.pk.clone()))
+                .expression_attribute_values(":lo", s(format!("D#{}", span.lo)))
+                .expression_attribute_values(":hi", s(format!("D#{}", span.hi)))
+                .scan_index_forward(!span.newest_first)
+                .consistent_read(true)
+                .limit(self.page_items)
+                .set_exclusive_start_key(self.next.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            self.page_items = (self.page_items * 2).min(QUERY_PAGE);
+            // Each delivery's items arrive together, in sort-key order either way.
+            for item in page.items() {
+                let id = delivery_of(item)?;
+                if id >= span.hi || id < span.lo || expired(item, now) {
+                    continue;
+                }
+                match self.open.as_mut() {
+                    Some((open, items)) if *open == id => items.push(item.clone()),
+                    _ => {
+                        if let Some(whole) = self.open.replace((id, vec![item.clone()])) {
+                            self.ready.push_back(whole);
+                        }
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) => self.next = Some(k),
+                None => {
+                    self.done = true;
+                    self.ready.extend(self.open.take());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -230,59 +336,5 @@ impl DynamoDeliveryStore {
         let mut items = self.table.query_prefix(pk, format!("D#{id}")).await?;
         items.retain(|i| !expired(i, now));
         Ok(items)
-    }
-
-    /// The first `max` deliveries of one partition with ids in `[lo, hi)`, in order, each
-    /// with its items.
-    async fn groups_of(
-        &self,
-        pk: String,
-        lo: DeliveryId,
-        hi: DeliveryId,
-        newest_first: bool,
-        max: usize,
-    ) -> Result<Vec<(DeliveryId, Vec<Item>)>> {
-        let now = Utc::now().timestamp();
-        // Each delivery's items arrive together, in sort-key order either way.
-        let mut groups: Vec<(DeliveryId, Vec<Item>)> = Vec::new();
-        let mut start: Option<Item> = None;
-        'pages: loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":lo", s(format!("D#{lo}")))
-                .expression_attribute_values(":hi", s(format!("D#{hi}")))
-                .scan_index_forward(!newest_first)
-                .consistent_read(true)
-                .limit(QUERY_PAGE)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            for item in page.items() {
-                let id = delivery_of(item)?;
-                if id >= hi || id < lo || expired(item, now) {
-                    continue;
-                }
-                match groups.last_mut() {
-                    Some((last, items)) if *last == id => items.push(item.clone()),
-                    _ => {
-                        if groups.len() == max {
-                            break 'pages;
-                        }
-                        groups.push((id, vec![item.clone()]));
-                    }
-                }
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => break,
-            }
-        }
-        Ok(groups)
     }
 }

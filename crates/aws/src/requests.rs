@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
@@ -17,6 +19,7 @@ pub struct RequestCounter {
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
     eventually_consistent: Arc<Mutex<Vec<String>>>,
+    items_queried: Arc<AtomicUsize>,
 }
 
 impl RequestCounter {
@@ -35,6 +38,12 @@ impl RequestCounter {
     /// reads what another stage just wrote, so there should be none.
     pub fn eventually_consistent_reads(&self) -> Vec<String> {
         self.eventually_consistent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The items DynamoDB queries read (their `ScannedCount`), ever: what a listing costs
+    /// in read units and holds in memory.
+    pub fn items_queried(&self) -> usize {
+        self.items_queried.load(Ordering::Relaxed)
     }
 
     /// The most requests that were under way at once since the last reset.
@@ -66,6 +75,20 @@ impl Intercept for RequestCounter {
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Ok(out) = context.output_or_error()
+            && let Some(q) = out.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>()
+        {
+            self.items_queried.fetch_add(q.scanned_count().max(0) as usize, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -131,3 +131,46 @@ async fn a_hooks_deliveries_spread_over_partitions_and_older_unsharded_ones_stil
     }
     assert!(partitions.len() >= 20, "64 deliveries over {} partitions", partitions.len());
 }
+
+/// A page of a busy hook's deliveries reads about the page from its partitions, not the
+/// page from each of them: the merge reads each partition a page at a time as it reaches
+/// it. Before, a page of 50 read the first 51 deliveries of all 33 partitions (1,683 items
+/// here), and a page of 500 of a hook with 16,500 deliveries a day held them all in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_deliveries_reads_about_the_page_not_the_page_from_every_partition() {
+    use chrono::Utc;
+    use hookbridge_core::delivery::Delivery;
+    use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
+    use hookbridge_core::ports::{Order, Window};
+    use hookbridge_testkit::Harness;
+
+    let counter = hookbridge_aws::RequestCounter::default();
+    let h = hookbridge_testkit::AwsHarness::start_counted(Some(&counter)).await;
+    let store = &h.backend().deliveries;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let hook = HookId::generate();
+    let now = Utc::now();
+    let n = 1_800;
+    let made: Vec<Delivery> = (0..n)
+        .map(|i| {
+            let at = now - chrono::Duration::milliseconds(n - i);
+            let random = u128::from_str_radix(&EventId::generate().as_str().replace('-', ""), 16).unwrap();
+            let id = DeliveryId::from_parts(at.timestamp_millis() as u64, random);
+            Delivery::pending(id, tenant.clone(), hook, EventId::generate(), "e".into(), at)
+        })
+        .collect();
+    for chunk in made.chunks(500) {
+        store.insert(chunk).await.unwrap();
+    }
+    let window = Window { since: now - chrono::Duration::hours(1), until: now + chrono::Duration::seconds(1) };
+    let mut newest: Vec<DeliveryId> = made.iter().map(|d| d.id).collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    let before = counter.items_queried();
+    let page = store.list(hook, window, Order::NewestFirst, 50, None).await.unwrap();
+    let read = counter.items_queried() - before;
+    assert_eq!(page.items.iter().map(|d| d.id).collect::<Vec<_>>(), newest[..50], "the newest 50, in order");
+    assert!(read <= 600, "{read} items read for a page of 50");
+    // The next page goes on where it stopped.
+    let next = store.list(hook, window, Order::NewestFirst, 50, page.next_cursor.as_deref()).await.unwrap();
+    assert_eq!(next.items.iter().map(|d| d.id).collect::<Vec<_>>(), newest[50..100]);
+}
