@@ -212,8 +212,24 @@ pub(crate) async fn replace_hook(
     signing: Option<SigningSecret>,
     expected: Option<u64>,
 ) -> Result<Hook, ApiError> {
-    let (api2, draft, signing) = (api, &draft, &signing);
+    replace_hook_from(api, caller, id, |_| Ok(draft.clone()), signing, expected).await
+}
+
+/// [`replace_hook`] with the replacement made from the hook as stored, afresh each time a
+/// concurrent write makes it read the hook again: an edit of some fields (another
+/// product's API changing only what its webhooks have) then keeps the others as they are
+/// now, not as they were when first read.
+pub(crate) async fn replace_hook_from(
+    api: &Api,
+    caller: &Caller,
+    id: &str,
+    draft_of: impl Fn(&Hook) -> Result<HookDraft, ApiError>,
+    signing: Option<SigningSecret>,
+    expected: Option<u64>,
+) -> Result<Hook, ApiError> {
+    let (api2, draft_of, signing) = (api, &draft_of, &signing);
     let (hook, ()) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
+        let draft = &draft_of(&existing)?;
         if let Some(name) = &draft.name
             && name != existing.config.name.as_str()
         {
@@ -304,7 +320,9 @@ where
     let r = modify(api.ports().hooks.as_ref(), existing, UPDATE_ROUNDS, |stored: Hook| {
         let changed = change(stored.clone());
         async move {
-            if stored.state.connection_state == ConnectionState::Deleting {
+            // Read again after a concurrent write, it is judged again: deleted meanwhile, or
+            // moved out of a portal session's sites, it is not this caller's to change.
+            if stored.state.connection_state == ConnectionState::Deleting || !caller.sees(&stored) {
                 return Err(ApiError::NotFound("no such hook"));
             }
             if let Edit::Config { expected_version: Some(v) } = edit

@@ -22,7 +22,7 @@ use crate::auth::{Caller, Scope};
 use crate::body::{parse, read_body};
 use crate::dto::HookOut;
 use crate::error::ApiError;
-use crate::hooks::{create_hook, delete_hook, load, replace_hook};
+use crate::hooks::{create_hook, delete_hook, load, replace_hook_from};
 use crate::{Api, Router};
 
 /// The routes, under both prefixes.
@@ -166,19 +166,24 @@ async fn update(
     let caller = authorised(caller, Scope::HooksWrite, &realm)?;
     let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
-    // The hook as it is, with the webhook's fields changed: everything else is kept.
-    let mut doc = serde_json::to_value(HookOut::from(&load(&api, &caller, &id).await?))
-        .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("keycloak.encode", e)))?;
-    if let Some(url) = w.url {
-        doc["url"] = json!(url);
-    }
-    if let Some(e) = enabled(w.enabled.as_ref())? {
-        doc["enabled"] = json!(e);
-    }
-    if let Some(types) = w.event_types {
-        doc["event_types"] = json!(types);
-    }
-    replace_hook(&api, &caller, &id, super::draft(doc)?, signing, None).await?;
+    let enabled = enabled(w.enabled.as_ref())?;
+    // The hook as it is when written, with the webhook's fields changed: everything else is
+    // kept, a change another client made meanwhile included.
+    let draft_of = |stored: &Hook| {
+        let mut doc = serde_json::to_value(HookOut::from(stored))
+            .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("keycloak.encode", e)))?;
+        if let Some(url) = &w.url {
+            doc["url"] = json!(url);
+        }
+        if let Some(e) = enabled {
+            doc["enabled"] = json!(e);
+        }
+        if let Some(types) = &w.event_types {
+            doc["event_types"] = json!(types);
+        }
+        super::draft(doc)
+    };
+    replace_hook_from(&api, &caller, &id, draft_of, signing, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
