@@ -333,9 +333,22 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     let t = stack.token("flood", ALL_SCOPES);
     let quiet = stack.token("quiet", ALL_SCOPES);
     let h = stack.create_hook(&t, &json!({"name": "h", "url": r.url("/")})).await;
-    let mut accepted = 0;
+    // One request with an idempotency key, answered before the tenant reaches its rate.
+    let auth = format!("Bearer {t}");
+    let keyed = |key: &'static str, n: usize| {
+        let headers = [("authorization", auth.clone()), ("content-type", "application/json".to_owned()), ("idempotency-key", key.to_owned())];
+        let body = serde_json::to_vec(&event("flood", n)).unwrap();
+        let stack = &stack;
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            stack.raw("POST", "/v1/events", &headers, body).await
+        }
+    };
+    let first = keyed("order-1", 0).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let mut accepted = 1;
     let mut refused = None;
-    for n in 0..20 {
+    for n in 1..20 {
         let a = stack.post("/v1/events", &t, &event("flood", n)).await;
         match a.status.as_u16() {
             202 => accepted += 1,
@@ -352,6 +365,11 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     assert_eq!(refused.body["limit"], 2);
     let wait: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(wait >= 1);
+    // At its rate, a repeat of the answered request still gets its answer (it publishes
+    // nothing, so it costs nothing); a new key is refused like any request, and stays free.
+    let repeat = keyed("order-1", 0).await;
+    assert_eq!((repeat.status.as_u16(), &repeat.body), (202, &first.body), "the first answer, not a 429");
+    assert_eq!(keyed("order-2", 98).await.status, 429);
     // Another tenant publishes as usual.
     let other = stack.post("/v1/events", &quiet, &event("quiet", 0)).await;
     assert_eq!(other.status, 202);
@@ -364,6 +382,7 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     // After the wait, the tenant may publish again.
     tokio::time::sleep(Duration::from_secs(wait)).await;
     assert_eq!(stack.post("/v1/events", &t, &event("flood", 99)).await.status, 202);
+    assert_eq!(keyed("order-2", 98).await.status, 202, "the refused key was not kept");
     stack.shutdown().await;
 }
 }

@@ -42,14 +42,21 @@ pub async fn publish(
         accepted.iter().map(|a| (a.index, a.entry.detail_type.as_str(), a.entry.detail.as_ref())).collect();
     api.schemas().check(&api, &caller.tenant, &typed).await?;
     let now = Utc::now();
-    throttle(&api, &caller.tenant, accepted.len(), now).await?;
     let store = api.ports().idempotency.as_ref();
     let fingerprint = once::fingerprint(&bytes);
+    // The key first: a repeat of an answered request gets its answer, and is not charged
+    // to the tenant's rate (at its rate, it was a 429 instead of the answer promised).
     if let Some(r) = &request
         && let Some(answer) =
             once::settle_request_claim(r.claim(store, &caller.tenant, &fingerprint, now).await?, &fingerprint)?
     {
         return Ok(answer);
+    }
+    if let Err(throttled) = throttle(&api, &caller.tenant, accepted.len(), now).await {
+        if let Some(r) = &request {
+            r.release(store, &caller.tenant).await;
+        }
+        return Err(throttled);
     }
     let result = publish_events(&api, &caller.tenant, accepted, now).await;
     if let Some(r) = &request {
