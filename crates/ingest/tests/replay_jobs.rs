@@ -266,7 +266,9 @@ async fn a_large_event_is_replayed_by_reference(h: &dyn Harness) {
         .put(&tenant, &[Envelope::from_bus_json(&body, "1", "r").unwrap()], Utc::now() + chrono::Duration::hours(1))
         .await
         .unwrap();
-    let mut d = Delivery::pending(DeliveryId::generate(), tenant.clone(), hook.id, id, "user.login".into(), at);
+    // Dated when it happened, as ingest dates ids: inside the job's window.
+    let delivery_id = DeliveryId::from_parts(at.timestamp_millis() as u64, 7);
+    let mut d = Delivery::pending(delivery_id, tenant.clone(), hook.id, id, "user.login".into(), at);
     d.status = DeliveryStatus::Failed;
     b.deliveries.insert(&[d]).await.unwrap();
     let job = ReplayJob::new(tenant, hook.id, at - chrono::Duration::minutes(1), Utc::now(), None, Utc::now());
