@@ -382,30 +382,39 @@ mod tests {
     }
 
     /// The deadline is asked again just before each request: a delivery that waited in the
-    /// worker's hands (here for its rate-limit slot, 200 ms on) until too little of the
-    /// invocation was left is handed back unsent, not started to outlive the invocation,
-    /// which would bring the whole batch back.
+    /// worker's hands (here for the rate-limit slot it came back early for, 900 ms on)
+    /// until too little of the invocation was left is handed back unsent, not started to
+    /// outlive the invocation, which would bring the whole batch back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_that_waited_past_the_time_left_is_handed_back_unsent() {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
         let (mut hook, _) = make_hook(&h, "acme", "paced").await;
         hook.config.url = receiver.url("/paced");
-        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 5 });
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1 });
         h.backend().hooks.create(&hook, 1000).await.unwrap();
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
-        fast.send_batch(&[task_of(&hook), task_of(&hook)]).await.unwrap();
+        let mut waiting = Task::parse(&task_of(&hook).body, 1).unwrap();
+        waiting.slot = true;
+        waiting.not_before = Some(Utc::now() + chrono::Duration::milliseconds(900));
+        let early = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..waiting.message(Utc::now()) };
+        fast.send_batch(&[task_of(&hook), early]).await.unwrap();
         let mut messages = Vec::new();
         while messages.len() < 2 {
             messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
         }
-        // Room for a request now, gone 150 ms on.
-        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(150);
+        // Room for a request now (the new delivery's slot is now), gone 600 ms on.
+        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(600);
         let ctx = BatchContext { deadline: Some(tokio::time::Instant::now() + left), ..BatchContext::lane(Lane::Fast) };
         let outcome = handle(&worker, &messages, ctx).await;
         assert!(outcome.failed.is_empty());
         assert_eq!(receiver.received().len(), 1, "only the delivery whose slot was now was sent");
+        assert_ne!(
+            receiver.received()[0].header("webhook-id"),
+            Some(waiting.delivery.delivery_id.to_string().as_str()),
+            "not the one that waited"
+        );
         let back = fast.receive(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(back.len(), 1, "the other was handed back to its lane");
     }
