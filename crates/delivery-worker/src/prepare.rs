@@ -36,11 +36,13 @@ const PACE_IN_PLACE: chrono::Duration = chrono::Duration::milliseconds(250);
 fn held_in_place() -> chrono::Duration {
     chrono::Duration::from_std(SLOT_EARLY).unwrap_or_default() + EARLY_OK
 }
+
 /// A rate-limit slot further in the past than this is void, and its delivery takes a new
-/// one. Queues bring a waiting delivery back after its slot, SQS up to a second after (it
-/// counts delays in whole seconds); one that comes back later than that was held up (a
-/// busy or stopped worker), and sending every such delivery at once would spend together
-/// the slots that passed while nothing was sent, a burst over the hook's rate.
+/// one. Queues bring a waiting delivery back at its slot (SQS, counting delays in whole
+/// seconds, in the second before it), and a little after it while the worker keeps up;
+/// one that comes back later than this was held up (a busy or stopped worker), and
+/// sending every such delivery at once would spend together the slots that passed while
+/// nothing was sent, a burst over the hook's rate.
 const SLOT_KEPT_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// The longest a delivery waits in the worker's hands for a place among its hook's
 /// fast-lane requests, and so the longest request time (a quarter of it) of a hook whose
