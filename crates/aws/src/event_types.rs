@@ -10,7 +10,7 @@ use hookbridge_core::ports::EventTypeStore;
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, tenant_pk, to_doc};
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, s, tenant_pk, to_doc};
 
 const DECLARED: &str = "Y#";
 const SEEN: &str = "S#";
@@ -73,18 +73,36 @@ impl EventTypeStore for DynamoEventTypeStore {
         self.query(tenant, DECLARED).await?.iter().map(|i| doc(i, "an event type")).collect()
     }
 
-    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>, max: usize) -> Result<Vec<(String, DateTime<Utc>)>> {
         let now = Utc::now().timestamp();
         let mut out = Vec::new();
-        for item in self.query(tenant, SEEN).await? {
-            if expired(&item, now) {
-                continue;
+        let mut start = None;
+        // In name order (the sort key), a page at a time, until `max` are found.
+        while out.len() < max {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":p", s(SEEN.to_owned()))
+                .consistent_read(true)
+                .limit(i32::try_from(max - out.len()).unwrap_or(i32::MAX).clamp(1, 1000))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            for item in page.items() {
+                let at = get_n(item, LAST_SEEN).and_then(DateTime::from_timestamp_millis).unwrap_or_default();
+                if !expired(item, now) && at >= since && out.len() < max {
+                    let sk = get_s(item, SK)?;
+                    out.push((sk.strip_prefix(SEEN).unwrap_or(sk).to_owned(), at));
+                }
             }
-            let at = get_n(&item, LAST_SEEN).and_then(DateTime::from_timestamp_millis).unwrap_or_default();
-            if at >= since {
-                let sk = get_s(&item, SK)?;
-                let name = sk.strip_prefix(SEEN).unwrap_or(sk).to_owned();
-                out.push((name, at));
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
             }
         }
         Ok(out)

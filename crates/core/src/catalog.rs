@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const SEEN_FOR: Duration = Duration::days(30);
 /// The most types a tenant may declare.
 pub const MAX_DECLARED: usize = 500;
+/// The most seen (not declared) types a listing names, the first by name: every distinct
+/// `detail-type` a tenant publishes is seen, so their number has no other bound.
+pub const MAX_SEEN_LISTED: usize = 1000;
 /// The largest schema accepted, as JSON text.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// The longest description.

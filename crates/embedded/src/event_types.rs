@@ -68,17 +68,18 @@ impl EventTypeStore for SqliteEventTypeStore {
         docs.iter().map(|d| serde_json::from_str(d).map_err(|e| Error::corrupt("an event type", e))).collect()
     }
 
-    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let (tenant, since) = (tenant.to_string(), since.timestamp_millis());
+    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>, max: usize) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let (tenant, since, max) = (tenant.to_string(), since.timestamp_millis(), max.min(i64::MAX as usize) as i64);
         let rows: Vec<(String, i64)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT name, last_seen FROM seen_types WHERE tenant = ?1 AND last_seen >= ?2 ORDER BY name",
+                        "SELECT name, last_seen FROM seen_types WHERE tenant = ?1 AND last_seen >= ?2
+                         ORDER BY name LIMIT ?3",
                     )
                     .map_err(sql("event_types.seen"))?;
-                stmt.query_map(params![tenant, since], |r| Ok((r.get(0)?, r.get(1)?)))
+                stmt.query_map(params![tenant, since, max], |r| Ok((r.get(0)?, r.get(1)?)))
                     .map_err(sql("event_types.seen"))?
                     .collect::<rusqlite::Result<Vec<(String, i64)>>>()
                     .map_err(sql("event_types.seen"))

@@ -904,10 +904,18 @@ pub async fn event_types_are_declared_and_seen_per_tenant(h: &dyn Harness) {
     );
     let env = Envelope::from_bus_json(&body, "x", "y").expect("envelope");
     h.backend().events.put(&t, std::slice::from_ref(&env), now + chrono::Duration::days(1)).await.expect("put");
-    let seen = store.seen(&t, now - chrono::Duration::minutes(1)).await.expect("seen");
+    let seen = store.seen(&t, now - chrono::Duration::minutes(1), 10).await.expect("seen");
     assert_eq!(seen.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["device.registered"]);
-    assert!(store.seen(&other, now - chrono::Duration::minutes(1)).await.expect("seen").is_empty());
-    assert!(store.seen(&t, now + chrono::Duration::hours(1)).await.expect("seen").is_empty(), "not seen since then");
+    assert!(store.seen(&other, now - chrono::Duration::minutes(1), 10).await.expect("seen").is_empty());
+    assert!(
+        store.seen(&t, now + chrono::Duration::hours(1), 10).await.expect("seen").is_empty(),
+        "not seen since then"
+    );
+    // At most `max`, the first by name.
+    h.backend().events.record_seen(&t, &["a.first", "b.second", "z.last"]).await.expect("record");
+    let first = store.seen(&t, now - chrono::Duration::minutes(1), 2).await.expect("seen");
+    assert_eq!(first.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a.first", "b.second"]);
+    assert_eq!(store.seen(&t, now - chrono::Duration::minutes(1), 10).await.expect("seen").len(), 4);
 }
 
 /// A portal link opens once, before it expires; a session reads back until it expires or

@@ -232,8 +232,9 @@ pub trait EventTypeStore: Send + Sync {
     /// The tenant's declared types.
     async fn declared(&self, tenant: &TenantId) -> Result<Vec<DeclaredType>>;
 
-    /// The tenant's types seen since `since`, with when each was last seen.
-    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// The tenant's types seen since `since`, with when each was last seen: the first `max`
+    /// by name. A publisher inventing types could otherwise make every listing unbounded.
+    async fn seen(&self, tenant: &TenantId, since: DateTime<Utc>, max: usize) -> Result<Vec<(String, DateTime<Utc>)>>;
 }
 
 /// Portal links and the console sessions they open, by the hash of their secret.
