@@ -34,24 +34,38 @@ impl Table {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(prefix.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key {
+            let (items, next) = self.query_prefix_page(&pk, &prefix, None, start.take()).await?;
+            out.extend(items);
+            match next {
                 Some(k) => start = Some(k),
                 None => return Ok(out),
             }
         }
+    }
+
+    /// One page of those items, in sort-key order: at most `limit` (DynamoDB's 1 MB page
+    /// when `None`) after `start`; and where the next page starts, if any is left.
+    pub(crate) async fn query_prefix_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        limit: Option<usize>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>)> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+            .expression_attribute_values(":pk", s(pk.to_owned()))
+            .expression_attribute_values(":p", s(prefix.to_owned()))
+            .consistent_read(true)
+            .set_limit(limit.map(|l| l.clamp(1, 1000) as i32))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.Query", e))?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
     }
 
     /// Puts items, 25 per request, retrying whatever DynamoDB leaves unprocessed.

@@ -10,7 +10,7 @@ use hookbridge_core::ports::EventTypeStore;
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, s, tenant_pk, to_doc};
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_n, get_s, key, n, tenant_pk, to_doc};
 
 const DECLARED: &str = "Y#";
 const SEEN: &str = "S#";
@@ -78,29 +78,17 @@ impl EventTypeStore for DynamoEventTypeStore {
         let mut out = Vec::new();
         let mut start = None;
         // In name order (the sort key), a page at a time, until `max` are found.
+        let pk = tenant_pk(tenant);
         while out.len() < max {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":p", s(SEEN.to_owned()))
-                .consistent_read(true)
-                .limit(i32::try_from(max - out.len()).unwrap_or(i32::MAX).clamp(1, 1000))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            for item in page.items() {
+            let (items, next) = self.table.query_prefix_page(&pk, SEEN, Some(max - out.len()), start.take()).await?;
+            for item in &items {
                 let at = get_n(item, LAST_SEEN).and_then(DateTime::from_timestamp_millis).unwrap_or_default();
                 if !expired(item, now) && at >= since && out.len() < max {
                     let sk = get_s(item, SK)?;
                     out.push((sk.strip_prefix(SEEN).unwrap_or(sk).to_owned(), at));
                 }
             }
-            match page.last_evaluated_key {
+            match next {
                 Some(k) => start = Some(k),
                 None => break,
             }

@@ -322,24 +322,13 @@ impl DynamoHookStore {
             if left == Some(0) {
                 return Ok(out);
             }
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :h)")
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":h", s("H#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(exclusive_start.take())
-                .limit(left.unwrap_or(1000).min(1000) as i32)
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            for item in page.items() {
+            let pk = tenant_pk(tenant);
+            let (items, next) =
+                self.table.query_prefix_page(&pk, "H#", Some(left.unwrap_or(1000)), exclusive_start.take()).await?;
+            for item in &items {
                 out.push(doc(item, "hook")?);
             }
-            match page.last_evaluated_key {
+            match next {
                 Some(k) => exclusive_start = Some(k),
                 None => return Ok(out),
             }
