@@ -36,6 +36,15 @@ impl Client {
     }
 }
 
+/// The deliveries (`POST`s) `r` got, once there are at least `n`, waiting up to [`WAIT`].
+async fn posts_at_least(r: &Receiver, n: usize) -> Option<Vec<hookbridge_testkit::Received>> {
+    eventually(WAIT, || async {
+        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
+        (posts.len() >= n).then_some(posts)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     let mut opts = LambdaOptions::local();
@@ -86,12 +95,7 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
         )
         .await;
     assert_eq!(status, 202, "{published}");
-    let got = eventually(WAIT, || async {
-        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
-        (!posts.is_empty()).then_some(posts)
-    })
-    .await
-    .expect("the delivery arrived");
+    let got = posts_at_least(&r, 1).await.expect("the delivery arrived");
     let d = &got[0];
     let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
     let signed = [
@@ -109,12 +113,7 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     assert_eq!(d.json()["detail"]["user"], "ada");
 
     // Refused, then retried by the worker on its schedule, under the same webhook-id.
-    let retried = eventually(WAIT, || async {
-        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
-        (posts.len() >= 2).then_some(posts)
-    })
-    .await
-    .expect("the worker retried");
+    let retried = posts_at_least(&r, 2).await.expect("the worker retried");
     assert_eq!(retried[1].header("webhook-id"), d.header("webhook-id"));
 
     // Read back, then retry: the same webhook-id arrives again.
@@ -127,12 +126,7 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     let did = delivery["delivery_id"].as_str().unwrap();
     let (status, _) = api.call("POST", &format!("/v1/hooks/{id}/deliveries/{did}/retry"), None).await;
     assert_eq!(status, 202);
-    let again = eventually(WAIT, || async {
-        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
-        (posts.len() >= 3).then_some(posts)
-    })
-    .await
-    .expect("the retry arrived");
+    let again = posts_at_least(&r, 3).await.expect("the retry arrived");
     assert_eq!(again[2].header("webhook-id"), d.header("webhook-id"));
 
     // A replay job: the API starts it, ingest works through it page by page.
@@ -149,12 +143,7 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
     .expect("the replay job finished");
     assert_eq!(finished["state"], "SUCCEEDED", "{finished}");
     assert_eq!(finished["queued"], 1, "{finished}");
-    let replayed = eventually(WAIT, || async {
-        let posts: Vec<_> = r.received().into_iter().filter(|g| g.method == "POST").collect();
-        (posts.len() >= 4).then_some(posts)
-    })
-    .await
-    .expect("the replayed delivery arrived");
+    let replayed = posts_at_least(&r, 4).await.expect("the replayed delivery arrived");
     assert_eq!(replayed[3].header("webhook-id"), d.header("webhook-id"));
     let (status, _) = api.call("DELETE", &format!("/v1/hooks/{id}"), None).await;
     assert_eq!(status, 204);

@@ -381,6 +381,25 @@ mod tests {
         }
     }
 
+    /// A hook limited to one delivery a second, sending to `receiver`.
+    async fn paced_hook(h: &EmbeddedHarness, receiver: &Receiver) -> Hook {
+        let (mut hook, _) = make_hook(h, "acme", "paced").await;
+        hook.config.url = receiver.url("/paced");
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1 });
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        hook
+    }
+
+    /// A delivery of `hook` holding the rate-limit slot `slot_in` from now, as SQS hands it
+    /// back: in the second before its slot (here at once).
+    fn back_early(hook: &Hook, slot_in: chrono::Duration) -> (Task, hookbridge_core::ports::OutgoingMessage) {
+        let mut task = Task::parse(&task_of(hook).body, 1).unwrap();
+        task.slot = true;
+        task.not_before = Some(Utc::now() + slot_in);
+        let message = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
+        (task, message)
+    }
+
     /// The deadline is asked again just before each request: a delivery that waited in the
     /// worker's hands (here for the rate-limit slot it came back early for, 900 ms on)
     /// until too little of the invocation was left is handed back unsent, not started to
@@ -389,16 +408,10 @@ mod tests {
     async fn a_delivery_that_waited_past_the_time_left_is_handed_back_unsent() {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
-        let (mut hook, _) = make_hook(&h, "acme", "paced").await;
-        hook.config.url = receiver.url("/paced");
-        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1 });
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let hook = paced_hook(&h, &receiver).await;
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
-        let mut waiting = Task::parse(&task_of(&hook).body, 1).unwrap();
-        waiting.slot = true;
-        waiting.not_before = Some(Utc::now() + chrono::Duration::milliseconds(900));
-        let early = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..waiting.message(Utc::now()) };
+        let (waiting, early) = back_early(&hook, chrono::Duration::milliseconds(900));
         fast.send_batch(&[task_of(&hook), early]).await.unwrap();
         let mut messages = Vec::new();
         while messages.len() < 2 {
@@ -427,17 +440,10 @@ mod tests {
     async fn a_delivery_back_early_for_its_slot_waits_for_it_and_is_sent() {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
-        let (mut hook, _) = make_hook(&h, "acme", "paced").await;
-        hook.config.url = receiver.url("/paced");
-        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1 });
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let hook = paced_hook(&h, &receiver).await;
         let worker = worker_on(h.backend());
         let start = tokio::time::Instant::now();
-        let mut task = Task::parse(&task_of(&hook).body, 1).unwrap();
-        task.slot = true;
-        task.not_before = Some(Utc::now() + chrono::Duration::milliseconds(800));
-        // As SQS hands it back: in the second before its slot.
-        let early = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
+        let (_, early) = back_early(&hook, chrono::Duration::milliseconds(800));
         let fast = &h.backend().lanes().fast;
         fast.send_batch(&[early]).await.unwrap();
         let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();

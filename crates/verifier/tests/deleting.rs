@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::time::Duration;
+mod common;
 
 use chrono::Utc;
-use hookbridge_core::hook::{ConnectionState, NetworkPolicy};
+use hookbridge_core::hook::ConnectionState;
 use hookbridge_core::ports::{Receipt, ReceivedMessage};
-use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver, Reply};
-use verifier::{Verifier, VerifierPorts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_being_deleted_is_left_alone() {
@@ -24,13 +22,7 @@ async fn a_hook_being_deleted_is_left_alone() {
     hook.config.verification.required = true;
     hook.state.connection_state = ConnectionState::Deleting;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let v = Verifier {
-        ports: VerifierPorts::of(h.backend()),
-        outbound: Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-            .unwrap(),
-        account: "123456789012".into(),
-        region: "us-east-1".into(),
-    };
+    let v = common::verifier_on(h.backend());
     // The hook.updated of a change made before the delete began.
     let body = format!(
         r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000d1","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"acme","hook_id":"{}","hook_version":1}}}}"#,

@@ -3,14 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
+mod common;
+
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use hookbridge_core::hook::{ConnectionState, NetworkPolicy, VerificationStatus};
-use hookbridge_outbound::{Outbound, OutboundSettings};
+use hookbridge_core::hook::{ConnectionState, VerificationStatus};
 use hookbridge_testkit::contract::make_hook_as;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply, events};
-use verifier::{Verifier, VerifierPorts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
@@ -22,13 +22,7 @@ async fn sample_batch_verifies_the_hook_and_fails_only_the_malformed_record() {
     hook.config.url = receiver.url("/hook");
     hook.config.verification.required = true;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let v = Verifier {
-        ports: VerifierPorts::of(h.backend()),
-        outbound: Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-            .unwrap(),
-        account: "123456789012".into(),
-        region: "us-east-1".into(),
-    };
+    let v = common::verifier_on(h.backend());
     let event: SqsEvent = serde_json::from_str(&events::load("verifier-batch")).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let resp = hookbridge_aws::lambda::invoke(event, deadline, |batch, _| async move {
