@@ -234,11 +234,11 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// A duration of at most `max`.
 fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Duration, SettingsError> {
-    duration(var, text)?
-        .le(&max)
-        .then(|| parse_duration(text))
-        .flatten()
-        .ok_or_else(|| SettingsError { variable: var, message: format!("{text:?} is longer than {}s", max.as_secs()) })
+    let d = duration(var, text)?;
+    if d <= max {
+        return Ok(d);
+    }
+    Err(SettingsError { variable: var, message: format!("{text:?} is longer than {}s", max.as_secs()) })
 }
 
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
