@@ -101,8 +101,15 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
             // The live preview, before submitting: Keycloak's access.* types are known.
             b.goto("/console/hooks/new").await;
             b.fill("event_types", "access.LOGIN*").await;
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            let preview = b.find("#preview").await.text().await.unwrap();
+            // The page asks for the preview a moment after the last keystroke.
+            let mut preview = String::new();
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                preview = b.find("#preview").await.text().await.unwrap();
+                if preview.contains("access.LOGIN_ERROR") {
+                    break;
+                }
+            }
             assert!(preview.contains("access.LOGIN") && preview.contains("access.LOGIN_ERROR"), "{preview}");
             b.screenshot("new-hook").await;
         }

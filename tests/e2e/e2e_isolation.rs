@@ -171,11 +171,17 @@ async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spend
     // Eight attempts a second apart would have failed every delivery for good by now; the
     // open circuit kept them waiting without spending their attempts.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let ds = stack.deliveries(&t, &id, 1).await;
+    // A probe may be under way between reading the deliveries and the receiver: read
+    // both again until they agree.
+    let (ds, attempts) = eventually(Duration::from_secs(10), || async {
+        let ds = stack.deliveries(&t, &id, 1).await;
+        let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+        (attempts as usize == r.received().len()).then_some((ds, attempts))
+    })
+    .await
+    .expect("every request is an attempt and nothing else is");
     assert_eq!(ds.len(), 10);
     assert!(ds.iter().all(|d| d["status"] != "FAILED"), "a delivery ran out of attempts: {ds:?}");
-    let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
-    assert_eq!(attempts as usize, r.received().len(), "every request is an attempt and nothing else is");
     assert!(attempts < 30, "{attempts} attempts: deferrals spent attempts");
 
     // The endpoint recovers: a probe closes the circuit and every delivery gets through.
@@ -199,7 +205,7 @@ async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor
     let (rate, n) = match flavor {
         Flavor::Embedded => (10, 40),
         // SQS delays count whole seconds: a low rate, a few events.
-        Flavor::Aws => (2, 8),
+        Flavor::Aws => (2, 12),
     };
     let r = Receiver::start().await;
     let other = Receiver::start().await;
@@ -262,7 +268,10 @@ fn assert_paced(at: &[tokio::time::Instant], rate: usize) {
 on_both_backends! {
 async fn deliveries_that_come_back_late_for_their_slots_are_paced_again_not_sent_at_once(flavor: Flavor) {
     let mut stack = TestStack::start(flavor).await;
-    let (rate, n) = (2, 12);
+    // At one a second, the deliveries sent before the stop (those listed while the test
+    // waits for all twelve to be, and those the worker finishes as it stops) leave well
+    // over 2N + 1 for after it, however long the listing takes on a busy emulator.
+    let (rate, n) = (1, 12);
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     let paced =
@@ -335,16 +344,16 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     let h = stack.create_hook(&t, &json!({"name": "h", "url": r.url("/")})).await;
     // One request with an idempotency key, answered before the tenant reaches its rate.
     let auth = format!("Bearer {t}");
-    let keyed = |key: &'static str, n: usize| {
+    let keyed = |key: &'static str, body: Value| {
         let headers = [("authorization", auth.clone()), ("content-type", "application/json".to_owned()), ("idempotency-key", key.to_owned())];
-        let body = serde_json::to_vec(&event("flood", n)).unwrap();
+        let body = serde_json::to_vec(&body).unwrap();
         let stack = &stack;
         async move {
             let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             stack.raw("POST", "/v1/events", &headers, body).await
         }
     };
-    let first = keyed("order-1", 0).await;
+    let first = keyed("order-1", event("flood", 0)).await;
     assert_eq!(first.status, 202, "{}", first.body);
     let mut accepted = 1;
     let mut refused = None;
@@ -367,9 +376,12 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     assert!(wait >= 1);
     // At its rate, a repeat of the answered request still gets its answer (it publishes
     // nothing, so it costs nothing); a new key is refused like any request, and stays free.
-    let repeat = keyed("order-1", 0).await;
+    let repeat = keyed("order-1", event("flood", 0)).await;
     assert_eq!((repeat.status.as_u16(), &repeat.body), (202, &first.body), "the first answer, not a 429");
-    assert_eq!(keyed("order-2", 98).await.status, 429);
+    // Five events at once, the whole burst: refused until the burst has refilled, more
+    // than two seconds after the refusal, however slowly these requests go.
+    let order_2 = || json!((90..95).map(|n| event("flood", n)).collect::<Vec<_>>());
+    assert_eq!(keyed("order-2", order_2()).await.status, 429);
     // Another tenant publishes as usual.
     let other = stack.post("/v1/events", &quiet, &event("quiet", 0)).await;
     assert_eq!(other.status, 202);
@@ -382,7 +394,13 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     // After the wait, the tenant may publish again.
     tokio::time::sleep(Duration::from_secs(wait)).await;
     assert_eq!(stack.post("/v1/events", &t, &event("flood", 99)).await.status, 202);
-    assert_eq!(keyed("order-2", 98).await.status, 202, "the refused key was not kept");
+    let again = eventually(WAIT, || async {
+        let a = keyed("order-2", order_2()).await;
+        assert!(matches!(a.status.as_u16(), 202 | 429), "the refused key was not kept: {} {}", a.status, a.body);
+        (a.status == 202).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "order-2 accepted once the burst refilled");
     stack.shutdown().await;
 }
 }

@@ -145,13 +145,19 @@ async fn a_replay_job_resends_a_window_of_many_pages_and_can_be_followed_and_can
     assert!(state == "CANCELLED" || state == "SUCCEEDED", "{}", cancelled.body);
     if state == "CANCELLED" {
         // The page under way when it was cancelled is sent, and counted; nothing after it.
+        // The page under way ends when ingest acknowledges its poke, which may take
+        // seconds on the emulator: wait for that rather than for a time.
         let queued = cancelled.body["queued"].as_u64().unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ingest = stack.queue(&stack.settings().topology.ingest.name).await;
+        let settled = || async { ingest.depth().await.map(|d| d.total() == 0).unwrap_or(false) };
+        eventually(LONG, || async { settled().await.then_some(()) }).await.expect("the page under way ends");
         let later = stack.get(&second_at, &t).await.body;
         let counted = later["queued"].as_u64().unwrap();
         assert_eq!(later["state"], "CANCELLED");
         assert!(counted <= queued + hookbridge_core::replay::PAGE as u64, "{queued} queued at the cancel, {counted} later");
+        // A page after it would need a poke of its own.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(settled().await, "no page is started after the cancel");
         assert_eq!(stack.get(&second_at, &t).await.body["queued"].as_u64(), Some(counted), "nothing more after the page under way");
     }
 

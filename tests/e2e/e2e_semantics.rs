@@ -301,7 +301,10 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
 
 on_both_backends! {
 async fn a_receiver_slower_than_the_timeout_is_retried_as_timeout(flavor: Flavor) {
-    let stack = TestStack::start_with(flavor, &[(settings::RETRY_SCHEDULE, "1s"), (settings::REQUEST_TIMEOUT, "500ms")]).await;
+    // Retries to spare: a retry held up past the timeout on a busy machine is one more
+    // timeout, not a failed test.
+    let stack =
+        TestStack::start_with(flavor, &[(settings::RETRY_SCHEDULE, "1s,1s,1s"), (settings::REQUEST_TIMEOUT, "500ms")]).await;
     let r = Receiver::start().await;
     r.script([Reply::status(200).after(Duration::from_secs(3))]);
     let t = stack.token("acme", ALL_SCOPES);
@@ -311,9 +314,14 @@ async fn a_receiver_slower_than_the_timeout_is_retried_as_timeout(flavor: Flavor
     let done = delivery_where(&stack, &t, id, |d| d["status"] == "SUCCEEDED").await.expect("the retry succeeds");
     let did = done["delivery_id"].as_str().unwrap();
     let log = stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &t).await.body["attempt_log"].clone();
-    assert_eq!(log[0]["error_class"], "timeout");
-    assert!(log[0]["status_code"].is_null());
-    assert_eq!(log[1]["status_code"], 200);
+    let log = log.as_array().unwrap();
+    let (last, before) = log.split_last().unwrap();
+    assert!(!before.is_empty(), "the first attempt timed out: {log:?}");
+    for attempt in before {
+        assert_eq!(attempt["error_class"], "timeout", "{log:?}");
+        assert!(attempt["status_code"].is_null());
+    }
+    assert_eq!(last["status_code"], 200);
     stack.shutdown().await;
 }
 }

@@ -158,22 +158,23 @@ pub async fn queue_send_each_names_the_messages_not_sent(h: &dyn Harness) {
 /// A delayed message is not receivable before its delay.
 pub async fn queue_delay_holds_messages_back(h: &dyn Harness) {
     let (q, _) = test_queue(h, 30, 5).await;
-    q.send_batch(&[OutgoingMessage { delay: 2 * SECOND, ..OutgoingMessage::now("later".into()) }]).await.expect("send");
+    // Long enough that the two calls below fit in it on a busy emulator.
+    q.send_batch(&[OutgoingMessage { delay: 5 * SECOND, ..OutgoingMessage::now("later".into()) }]).await.expect("send");
     assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "delivered before its delay");
     assert_eq!(q.depth().await.expect("depth").delayed, 1);
-    let got = receive_n(q.as_ref(), 1, 10 * SECOND).await;
+    let got = receive_n(q.as_ref(), 1, 20 * SECOND).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "later");
 }
 
 /// A received message that is not acknowledged comes back after the visibility timeout.
 pub async fn queue_visibility_timeout_redelivers_with_higher_count(h: &dyn Harness) {
-    let (q, _) = test_queue(h, 2, 5).await;
+    let (q, _) = test_queue(h, 5, 5).await;
     q.send_batch(&msgs(&["x"])).await.expect("send");
     let first = receive_n(q.as_ref(), 1, 10 * SECOND).await;
     assert_eq!(first[0].receive_count, 1);
     assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "visible while in flight");
-    let again = receive_n(q.as_ref(), 1, 10 * SECOND).await;
+    let again = receive_n(q.as_ref(), 1, 20 * SECOND).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, first[0].id);
     assert_eq!(again[0].receive_count, 2);
@@ -187,9 +188,9 @@ pub async fn queue_retry_after_postpones_and_zero_redelivers_at_once(h: &dyn Har
     q.retry_after(&m.receipt, Duration::ZERO).await.expect("retry now");
     let m2 = receive_n(q.as_ref(), 1, 5 * SECOND).await.remove(0);
     assert_eq!(m2.receive_count, 2);
-    q.retry_after(&m2.receipt, 2 * SECOND).await.expect("retry later");
+    q.retry_after(&m2.receipt, 5 * SECOND).await.expect("retry later");
     assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty(), "redelivered before its delay");
-    let m3 = receive_n(q.as_ref(), 1, 10 * SECOND).await;
+    let m3 = receive_n(q.as_ref(), 1, 20 * SECOND).await;
     assert_eq!(m3.len(), 1);
     assert_eq!(m3[0].receive_count, 3);
 }
