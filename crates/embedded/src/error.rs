@@ -22,6 +22,16 @@ pub enum InitError {
         /// What is wrong.
         reason: String,
     },
+    /// The key file is missing beside a database that holds sealed secrets: a new key
+    /// would open none of them, so none is made.
+    #[error(
+        "the key file {path} is missing, and the database holds hooks whose secrets only that key opens: \
+         restore it (a database moved or restored without it needs it beside it, named after it)"
+    )]
+    KeyFileMissing {
+        /// The file.
+        path: PathBuf,
+    },
     /// Creating a resource failed.
     #[error(transparent)]
     Port(#[from] hookbridge_core::Error),

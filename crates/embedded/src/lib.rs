@@ -86,8 +86,19 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
     for rule in t.rules() {
         bus::put_rule(&db, &rule).await?;
     }
+    if !config.key_file.exists() && holds_hooks(&db).await? {
+        return Err(InitError::KeyFileMissing { path: config.key_file.clone() });
+    }
     let sealer = LocalKeySealer::load_or_create(&config.key_file)?;
     open_with(db, config, sealer)
+}
+
+/// Whether any hook (and so any sealed secret) is stored.
+async fn holds_hooks(db: &Db) -> Result<bool, InitError> {
+    let found = db
+        .read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM hooks)", [], |r| r.get(0)).map_err(error::sql("hooks.any")))
+        .await?;
+    Ok(found)
 }
 
 /// Opens an initialised backend without creating anything.

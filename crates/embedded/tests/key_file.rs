@@ -46,3 +46,30 @@ async fn init_creates_an_owner_only_key_that_alone_opens_what_it_sealed() {
     let again = hookbridge_embedded::init(&config).await.unwrap();
     assert_eq!(again.sealer.open(owner, &sealed).await.unwrap(), s);
 }
+
+/// A database holding hooks, moved or restored without its key file: starting on it is
+/// refused, naming the file. A new key would have started, and then opened none of the
+/// hooks' secrets, so every delivery of every hook was cancelled.
+#[tokio::test]
+async fn a_database_with_hooks_whose_key_file_is_missing_is_refused_not_given_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    drop(hookbridge_embedded::init(&config).await.unwrap());
+    rusqlite::Connection::open(&config.database)
+        .unwrap()
+        .execute("INSERT INTO hooks (tenant, id, name, revision, doc) VALUES ('acme', 'h1', 'h1', 1, '{}')", [])
+        .unwrap();
+    std::fs::remove_file(&config.key_file).unwrap();
+
+    let refused = hookbridge_embedded::init(&config).await.map(drop).unwrap_err();
+    assert!(matches!(refused, hookbridge_embedded::InitError::KeyFileMissing { .. }), "{refused}");
+    assert!(refused.to_string().contains(&config.key_file.display().to_string()), "{refused}");
+    assert!(!config.key_file.exists(), "no new key was made");
+
+    // A database with no hooks yet may be given one.
+    let empty = EmbeddedConfig::at(dir.path().join("empty.db"));
+    hookbridge_embedded::init(&empty).await.unwrap();
+    std::fs::remove_file(&empty.key_file).unwrap();
+    hookbridge_embedded::init(&empty).await.unwrap();
+    assert!(empty.key_file.exists());
+}
