@@ -194,8 +194,14 @@ impl DeliveryStore for DynamoDeliveryStore {
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>> {
         let (lo, hi) = window.id_range_in(order, cursor)?;
-        let newest_first = order == Order::NewestFirst;
         let limit = limit.max(1);
+        // A cursor from outside the window (its page read before the window moved on, or
+        // from a wider window) leaves nothing between the bounds; DynamoDB refuses a
+        // `BETWEEN` whose bounds are the wrong way round.
+        if lo >= hi {
+            return Ok(Page::cut(Vec::new(), limit, |d: &Delivery| d.id.to_string()));
+        }
+        let newest_first = order == Order::NewestFirst;
         // A merge of the partitions, each read a page at a time as the merge reaches it:
         // reading every partition's first `limit + 1` deliveries at once held 33 times the
         // page in memory (16,500 deliveries for a page of 500, more than the function has).

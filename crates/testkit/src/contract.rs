@@ -587,6 +587,14 @@ pub async fn deliveries_list_a_time_window_newest_first_with_pagination(h: &dyn 
         store.list(hook, window, Order::NewestFirst, 2, Some("garbage")).await,
         Err(Error::InvalidCursor)
     ));
+    // A cursor from outside the window (a next page asked for after the window moved
+    // past it): the last page, empty.
+    let old = made[0].id.to_string();
+    let page = store.list(hook, window, Order::NewestFirst, 2, Some(&old)).await.expect("a cursor before the window");
+    assert!(page.items.is_empty() && page.next_cursor.is_none());
+    let late = DeliveryId::from_parts((now + chrono::Duration::hours(2)).timestamp_millis() as u64, 0).to_string();
+    let page = store.list(hook, window, Order::OldestFirst, 2, Some(&late)).await.expect("a cursor after the window");
+    assert!(page.items.is_empty() && page.next_cursor.is_none());
 
     // Oldest first, with an update on one of them (its items fold the same either way).
     let k = DeliveryKey {
