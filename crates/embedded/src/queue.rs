@@ -442,4 +442,33 @@ mod tests {
             .unwrap();
         assert_eq!(compiled_again, 0);
     }
+
+    /// A statement kept by the writer is still the one compiled first after dozens of
+    /// others ran between its runs, as the writer's hot paths run more than a dozen
+    /// (queues, deliveries, events, rates, the commit's own). With rusqlite's default of 16
+    /// kept, the least recently used was dropped and compiled again on every turn, and its
+    /// run count started over.
+    #[tokio::test]
+    async fn the_writer_keeps_its_statements_between_turns() {
+        const KEPT: &str = "SELECT 'kept'";
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let turns = 5;
+        for _ in 0..turns {
+            db.write(|c| {
+                let run = |c: &rusqlite::Connection, sql_text: &str| {
+                    c.prepare_cached(sql_text).map_err(sql("test"))?.query_row([], |_| Ok(())).map_err(sql("test"))
+                };
+                run(c, KEPT)?;
+                (0..40).try_for_each(|i| run(c, &format!("SELECT {i}")))
+            })
+            .await
+            .unwrap();
+        }
+        let runs = db
+            .write(|c| Ok(c.prepare_cached(KEPT).map_err(sql("test"))?.get_status(StatementStatus::Run)))
+            .await
+            .unwrap();
+        assert_eq!(runs, turns, "run by the same compiled statement every turn");
+    }
 }
