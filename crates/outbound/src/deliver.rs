@@ -62,6 +62,15 @@ impl AttemptReport {
     }
 }
 
+/// A receiver's answer, its body not read yet.
+struct Answer {
+    response: reqwest::Response,
+    status: u16,
+    retry_after: Option<std::time::Duration>,
+    at: DateTime<Utc>,
+    started: Instant,
+}
+
 enum AuthHeader {
     None,
     Static(String, String),
@@ -70,13 +79,24 @@ enum AuthHeader {
 
 impl Outbound {
     /// Sends one attempt within `budget`, everything included: the token fetch, the
-    /// request, a refresh after a 401 and the request again. What is not done by then is a
-    /// `timeout`, so a delivery never takes longer than its lane allows.
+    /// request, a refresh after a 401 and the request again. What is not answered by then
+    /// is a `timeout`, so a delivery never takes longer than its lane allows. An answer's
+    /// status is its outcome however its body goes: the body is read for the record only
+    /// until the same deadline, so a receiver that answered `200` and left its body
+    /// unfinished has its `200`, not a timeout and the event sent again.
     pub async fn deliver_within(&self, req: DeliveryRequest<'_>, budget: std::time::Duration) -> AttemptReport {
         let at = Utc::now();
         let started = Instant::now();
-        match tokio::time::timeout(budget, self.deliver(req)).await {
-            Ok(report) => report,
+        let deadline = tokio::time::Instant::now() + budget;
+        match tokio::time::timeout_at(deadline, self.answer(req)).await {
+            Ok(Ok(answer)) => {
+                let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
+                    .await
+                    .unwrap_or_else(|_| "(the body did not arrive in time)".to_owned());
+                let sent = Sent::Response { status: answer.status, retry_after: answer.retry_after };
+                AttemptReport::new(sent, answer.at, answer.started, Some(text))
+            }
+            Ok(Err(report)) => *report,
             Err(_) => AttemptReport::failed(
                 ErrorClass::Timeout,
                 at,
@@ -86,19 +106,16 @@ impl Outbound {
         }
     }
 
-    /// Sends one attempt. Never fails: every failure is an outcome to record.
-    pub async fn deliver(&self, req: DeliveryRequest<'_>) -> AttemptReport {
+    /// Sends one attempt as far as the receiver's answer (its status and headers); a
+    /// failure before any answer is the attempt's report.
+    async fn answer(&self, req: DeliveryRequest<'_>) -> Result<Answer, Box<AttemptReport>> {
         let at = Utc::now();
         let started = Instant::now();
+        let failed = |class, why: String| Box::new(AttemptReport::failed(class, at, started, why));
         let cfg = &req.hook.config;
-        let url = match url::Url::parse(&cfg.url) {
-            Ok(u) => u,
-            Err(e) => {
-                return AttemptReport::failed(ErrorClass::Connect, at, started, format!("invalid url: {e}"));
-            }
-        };
+        let url = url::Url::parse(&cfg.url).map_err(|e| failed(ErrorClass::Connect, format!("invalid url: {e}")))?;
         if let Err(refused) = crate::resolver::check_target(&self.settings.network, &url) {
-            return AttemptReport::failed(ErrorClass::SsrfBlocked, at, started, refused.to_string());
+            return Err(failed(ErrorClass::SsrfBlocked, refused.to_string()));
         }
 
         let oauth = match &cfg.auth {
@@ -108,9 +125,7 @@ impl Outbound {
         let mut auth = match (oauth, static_auth_header(&cfg.auth, req.secrets)) {
             (Some(o), _) => match self.oauth_token(req.hook.id, o, req.secrets, false).await {
                 Ok(t) => AuthHeader::Bearer(t),
-                Err(e) => {
-                    return AttemptReport::failed(ErrorClass::Auth, at, started, e.to_string());
-                }
+                Err(e) => return Err(failed(ErrorClass::Auth, e.to_string())),
             },
             (None, Some((k, v))) => AuthHeader::Static(k, v),
             (None, None) => AuthHeader::None,
@@ -118,13 +133,11 @@ impl Outbound {
 
         let mut renewed = false;
         loop {
-            let resp = match self.send_once(&req, &url, &auth).await {
+            let response = match self.send_once(&req, &url, &auth).await {
                 Ok(r) => r,
-                Err(e) => {
-                    return AttemptReport::failed(classify::error_class(&e), at, started, describe(&e));
-                }
+                Err(e) => return Err(failed(classify::error_class(&e), describe(&e))),
             };
-            let status = resp.status().as_u16();
+            let status = response.status().as_u16();
             // A 401 to a cached token: the token may have been revoked early. Fetch a new
             // one once and try again at once, within this attempt.
             if status == 401
@@ -137,18 +150,15 @@ impl Outbound {
                         auth = AuthHeader::Bearer(t);
                         continue;
                     }
-                    Err(e) => {
-                        return AttemptReport::failed(ErrorClass::Auth, at, started, e.to_string());
-                    }
+                    Err(e) => return Err(failed(ErrorClass::Auth, e.to_string())),
                 }
             }
-            let retry_after = resp
+            let retry_after = response
                 .headers()
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, Utc::now()));
-            let text = read_excerpt(resp).await;
-            return AttemptReport::new(Sent::Response { status, retry_after }, at, started, Some(text));
+            return Ok(Answer { response, status, retry_after, at, started });
         }
     }
 
@@ -214,4 +224,64 @@ pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqw
 /// recorded as far as it came, or not at all).
 async fn read_excerpt(resp: reqwest::Response) -> String {
     excerpt(&read_capped(resp, RESPONSE_EXCERPT_BYTES).await.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use std::time::Duration;
+
+    use hookbridge_core::hook::{HookDraft, HookState, NetworkPolicy, SealedSecrets, ValidationContext};
+    use hookbridge_core::ids::HookId;
+    use hookbridge_core::outcome::{Disposition, classify};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A receiver that answers `200` with its headers and the start of a body it never
+    /// finishes, holding the connection open.
+    async fn answers_and_stalls() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut request).await;
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nreceived, thank").await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        (url, task)
+    }
+
+    /// The status is the outcome: a receiver that accepted the event and left its body
+    /// unfinished has its `200` recorded, not a timeout (which sent the event again, and on
+    /// the slow lane counted the endpoint as down).
+    #[tokio::test]
+    async fn an_answer_whose_body_never_finishes_keeps_its_status() {
+        let (url, receiver) = answers_and_stalls().await;
+        let network = NetworkPolicy::local();
+        let draft: HookDraft = serde_json::from_value(serde_json::json!({"name": "h", "url": url})).unwrap();
+        let (config, secrets) = draft.validate(ValidationContext { network: &network }, None).unwrap();
+        let now = Utc::now();
+        let hook = Hook {
+            id: HookId::generate(),
+            tenant: "acme".parse().unwrap(),
+            state: HookState::new_for(&config),
+            config,
+            sealed: SealedSecrets(Vec::new()),
+            created_by: "tester".into(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            revision: 1,
+        };
+        let outbound = Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(30), network }).unwrap();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = outbound.deliver_within(req, Duration::from_millis(500)).await;
+        assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
+        assert_eq!(classify(report.sent), Disposition::Delivered);
+        assert_eq!(report.attempt.status_code, Some(200));
+        receiver.abort();
+    }
 }

@@ -27,7 +27,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Settings of the outbound client.
 #[derive(Debug, Clone)]
 pub struct OutboundSettings {
-    /// Whole-request timeout (connect, send, response head and the excerpt read).
+    /// Whole-request timeout (connect, send, response head; the excerpt is read only in what is left).
     pub timeout: Duration,
     /// Which addresses may be reached.
     pub network: NetworkPolicy,
