@@ -316,6 +316,46 @@ mod tests {
         assert_eq!(got[0].uri.path(), "/good");
     }
 
+    /// A hook whose stored document this version cannot read (written by a newer version
+    /// mid-deploy, with a value this one does not know) holds back only its own deliveries:
+    /// the batch's other hook is sent, and the unreadable one's comes back later, neither
+    /// sent nor cancelled. (The batch's one read of its hooks failed, and the whole batch
+    /// with it, until its companions went to the dead-letter queue.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_that_cannot_be_read_holds_back_only_its_own_deliveries() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut good, _) = make_hook(&h, "acme", "good").await;
+        good.config.url = receiver.url("/good");
+        let (mut unreadable, _) = make_hook(&h, "globex", "newer").await;
+        unreadable.config.url = receiver.url("/newer");
+        for hook in [&good, &unreadable] {
+            h.backend().hooks.create(hook, 1000).await.unwrap();
+        }
+        rusqlite::Connection::open(&h.config().database)
+            .unwrap()
+            .execute(
+                "UPDATE hooks SET doc = json_set(doc, '$.config.method', 'TELEPORT') WHERE id = ?1",
+                [unreadable.id.to_string()],
+            )
+            .unwrap();
+        assert!(h.backend().hooks.get(&unreadable.tenant, unreadable.id).await.is_err(), "the document is unreadable");
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&good), task_of(&unreadable)]).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let later = messages.iter().find(|m| m.body.contains(&unreadable.id.to_string())).unwrap().id.clone();
+
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert_eq!(outcome.failed, [later], "only the unreadable hook's delivery comes back");
+        let got = receiver.received();
+        assert_eq!(got.len(), 1, "the other tenant's delivery was sent");
+        assert_eq!(got[0].uri.path(), "/good");
+    }
+
     /// A busy fast hook's overflow waits for one of the hook's places as they are given
     /// back, rather than going on to the slow lane, where it waited for one of eight.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

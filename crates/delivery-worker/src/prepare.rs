@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use hookbridge_core::circuit::Gate;
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
@@ -130,8 +131,7 @@ pub(crate) async fn prepare<'a>(
         tasks.iter().filter_map(|(_, t)| t.as_ref().map(|t| (t.delivery.tenant.clone(), t.delivery.hook_id))).collect();
     wanted.sort();
     wanted.dedup();
-    let hooks: HashMap<HookId, Arc<Hook>> =
-        w.ports.hooks.get_many(&wanted).await?.into_iter().map(|h| (h.id, Arc::new(h))).collect();
+    let (hooks, unreadable) = read_hooks(w, wanted).await?;
 
     let mut plans = Vec::with_capacity(tasks.len());
     let mut candidates = Vec::new();
@@ -140,6 +140,10 @@ pub(crate) async fn prepare<'a>(
             plans.push(Plan::Done(Done::Poison(message)));
             continue;
         };
+        if unreadable.contains(&task.delivery.hook_id) {
+            plans.push(Plan::Done(Done::Later(message)));
+            continue;
+        }
         match check(w, ctx, now, message, task, &hooks) {
             Ok(c) => candidates.push(c),
             Err(plan) => plans.push(*plan),
@@ -150,6 +154,47 @@ pub(crate) async fn prepare<'a>(
     plans.extend(load(w, candidates).await);
     Ok(plans)
 }
+
+/// The batch's hooks, read together; and, when that read fails, one by one, so that a
+/// hook that cannot be read (a document this version cannot decode, written by a newer
+/// one mid-deploy) holds back only its own deliveries, which come back later, and not the
+/// batch's other hooks'. A missing hook is absent from both.
+async fn read_hooks(
+    w: &Worker,
+    wanted: Vec<(TenantId, HookId)>,
+) -> hookbridge_core::Result<(HashMap<HookId, Arc<Hook>>, HashSet<HookId>)> {
+    let together = match w.ports.hooks.get_many(&wanted).await {
+        Ok(found) => return Ok((found.into_iter().map(|h| (h.id, Arc::new(h))).collect(), HashSet::new())),
+        Err(e) => e,
+    };
+    let asked = wanted.len();
+    let one_by_one: Vec<(HookId, hookbridge_core::Result<Option<Hook>>)> = futures::stream::iter(wanted)
+        .map(|(tenant, id)| async move { (id, w.ports.hooks.get(&tenant, id).await) })
+        .buffer_unordered(HOOK_READS_IN_FLIGHT)
+        .collect()
+        .await;
+    let (mut hooks, mut unreadable) = (HashMap::new(), HashSet::new());
+    for (id, read) in one_by_one {
+        match read {
+            Ok(Some(h)) => {
+                hooks.insert(id, Arc::new(h));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(hook_id = %id, error = %e, "a hook could not be read; its deliveries come back later");
+                unreadable.insert(id);
+            }
+        }
+    }
+    if unreadable.len() == asked {
+        // Not one could be read: the store is failing, not a hook. The batch comes back.
+        return Err(together);
+    }
+    Ok((hooks, unreadable))
+}
+
+/// Hooks read at once when the batch's hooks are read one by one.
+const HOOK_READS_IN_FLIGHT: usize = 8;
 
 /// Why a delivery is handed back unsent near the end of an invocation.
 pub(crate) const TOO_LATE: &str = "too little time left in this invocation";
