@@ -174,6 +174,7 @@ mod tests {
     fn retry_after_is_honoured_through_decide() {
         let s = RetrySchedule::parse("10s").unwrap();
         let sent = Sent::Response { status: 429, retry_after: Some(Duration::from_secs(15)) };
-        assert_eq!(decide(sent, 1, &s, 0.7), Decision::RetryIn(Duration::from_secs(15)));
+        assert_eq!(decide(sent, 1, &s, 0.0), Decision::RetryIn(Duration::from_secs(15)));
+        assert_eq!(decide(sent, 1, &s, -0.5), Decision::RetryIn(Duration::from_millis(16_500)));
     }
 }

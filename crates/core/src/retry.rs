@@ -81,14 +81,17 @@ impl RetrySchedule {
     /// The wait after attempt `attempt` (1-based) failed, or `None` when it was the last.
     ///
     /// `jitter` is a random number in [-1, 1] supplied by the caller. A `Retry-After`
-    /// from the receiver replaces the jittered delay but is held within
-    /// [scheduled, 2 × scheduled]: a receiver may slow us down, not stall a delivery for
-    /// days or make us hammer it.
+    /// from the receiver replaces the scheduled delay but is held within
+    /// [scheduled, 2 × scheduled] (a receiver may slow us down, not stall a delivery for
+    /// days or make us hammer it), then spread up to 20 % later, never earlier: the
+    /// deliveries of one burst of `429`s all told the same wait would otherwise come back
+    /// together, and be refused together again.
     pub fn delay_after(&self, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
         let base = *self.delays.get(attempt.checked_sub(1)? as usize)?;
+        let jitter = jitter.clamp(-1.0, 1.0);
         let delay = match retry_after {
-            Some(ra) => ra.clamp(base, base.saturating_mul(2)),
-            None => base.mul_f64(1.0 + JITTER_FRACTION * jitter.clamp(-1.0, 1.0)),
+            Some(ra) => ra.clamp(base, base.saturating_mul(2)).mul_f64(1.0 + JITTER_FRACTION * jitter.abs()),
+            None => base.mul_f64(1.0 + JITTER_FRACTION * jitter),
         };
         Some(delay.min(MAX_QUEUE_DELAY))
     }
@@ -153,6 +156,21 @@ mod tests {
         assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(1))), Some(five_min));
         assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(99_999))), Some(five_min * 2));
         assert_eq!(s.delay_after(7, 0.0, Some(Duration::from_secs(99_999))), Some(MAX_QUEUE_DELAY));
+    }
+
+    /// Deliveries told the same `Retry-After` are spread over the 20 % after it, as the
+    /// schedule's own delays are, rather than all coming back at the same moment.
+    #[test]
+    fn a_retry_after_is_spread_later_never_earlier() {
+        let s = RetrySchedule::default();
+        let told = Some(Duration::from_secs(400));
+        assert_eq!(s.delay_after(2, 1.0, told), Some(Duration::from_secs(480)));
+        assert_eq!(s.delay_after(2, -1.0, told), Some(Duration::from_secs(480)));
+        assert_eq!(s.delay_after(2, 0.5, told), Some(Duration::from_secs(440)));
+        let spread: std::collections::BTreeSet<_> =
+            [-0.9, -0.3, 0.0, 0.25, 0.6, 1.0].into_iter().filter_map(|j| s.delay_after(2, j, told)).collect();
+        assert_eq!(spread.len(), 6, "{spread:?}");
+        assert!(spread.iter().all(|d| *d >= Duration::from_secs(400)));
     }
 
     #[test]
