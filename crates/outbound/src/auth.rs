@@ -172,15 +172,28 @@ fn param_values<'a>(
     })
 }
 
+/// Which token [`Outbound::oauth_token`] may give.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenWanted<'a> {
+    /// The cached one while it is fresh.
+    Cached,
+    /// Any but this one, which a receiver just answered `401` to: a cached one that is
+    /// the same is fetched anew, and one that another delivery fetched since is given as
+    /// it is (a receiver refusing every token for its own reasons, or many deliveries
+    /// refused one revoked token at once, cost one fetch, not one per delivery).
+    Not(&'a Secret),
+    /// A new one, whatever is cached (the verifier's check of the credentials).
+    Fresh,
+}
+
 impl Outbound {
-    /// A token for the hook, from the cache or fetched now. `renew` drops a cached one first
-    /// (after the receiver answered 401 to it).
+    /// A token for the hook, from the cache or fetched now, as `wanted` says.
     pub async fn oauth_token(
         &self,
         hook: HookId,
         oauth: &OAuthConfig,
         secrets: &HookSecrets,
-        renew: bool,
+        wanted: TokenWanted<'_>,
     ) -> Result<Secret, TokenError> {
         let budget = FETCH_TIMEOUT.min(self.settings.timeout);
         let timed_out = |what: &str| TokenError::Request {
@@ -192,7 +205,11 @@ impl Outbound {
             tokio::time::timeout(budget, slot.lock()).await.map_err(|_| timed_out("another delivery's token fetch"))?;
         let now = Instant::now();
         match cached.as_ref() {
-            Some(Cached::Token { value, renew_at }) if !renew && now < *renew_at => return Ok(value.clone()),
+            Some(Cached::Token { value, renew_at }) if now < *renew_at => match wanted {
+                TokenWanted::Cached => return Ok(value.clone()),
+                TokenWanted::Not(refused) if refused.expose() != value.expose() => return Ok(value.clone()),
+                TokenWanted::Not(_) | TokenWanted::Fresh => {}
+            },
             Some(Cached::Failed { error, until }) if now < *until => return Err(error.clone()),
             _ => {}
         }
@@ -312,12 +329,55 @@ mod tests {
             params: Default::default(),
             headers: Default::default(),
         };
-        let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, false).await.unwrap_err();
+        let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
         assert!(
             matches!(&err, TokenError::Request { class: ErrorClass::SsrfBlocked, detail } if detail.contains("plain http")),
             "{err:?}"
         );
         assert_eq!(outbound.tokens.fetches(), 1, "the refusal is the fetch's outcome");
+    }
+
+    /// Many deliveries refused the same token at once (a revoked token), or a receiver
+    /// refusing every token: each asks for any token but the refused one, and only the
+    /// first fetches; the others are given what it fetched. Every 401 fetched a new token,
+    /// one token request per delivery, each waiting behind the last.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_refused_the_same_token_share_one_new_one() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.script((1..=10).map(|n| {
+            hookbridge_testkit::Reply::body(200, format!(r#"{{"access_token": "t{n}", "expires_in": 3600}}"#))
+        }));
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+        })
+        .unwrap();
+        let oauth = OAuthConfig {
+            token_url: idp.url("/token"),
+            client_id: "c".into(),
+            http_method: TokenMethod::Post,
+            header_params: vec![],
+            query_params: vec![],
+            body_params: vec![],
+        };
+        let secrets = HookSecrets {
+            signing: hookbridge_core::secret::SigningSecret::generate(),
+            retiring: vec![],
+            auth: Some(Secret::new("client-secret")),
+            params: Default::default(),
+            headers: Default::default(),
+        };
+        let hook = HookId::generate();
+        let first = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.unwrap();
+        assert_eq!(first.expose(), "t1");
+        let again = || outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Not(&first));
+        let (a, b, c, d, e) = tokio::join!(again(), again(), again(), again(), again());
+        for t in [a, b, c, d, e] {
+            assert_eq!(t.unwrap().expose(), "t2");
+        }
+        assert_eq!(outbound.tokens.fetches(), 2, "one fetch for the five refused");
+        let fresh = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
+        assert_eq!((fresh.expose(), outbound.tokens.fetches()), ("t3", 3));
     }
 
     /// Slots of hooks that stopped sending (deleted, or their credentials changed) do not

@@ -13,7 +13,7 @@ use hookbridge_core::secret::Secret;
 use hookbridge_core::signing;
 
 use crate::Outbound;
-use crate::auth::static_auth_header;
+use crate::auth::{TokenWanted, static_auth_header};
 use crate::classify::{self, describe};
 
 /// What to send.
@@ -123,7 +123,7 @@ impl Outbound {
             _ => None,
         };
         let mut auth = match (oauth, static_auth_header(&cfg.auth, req.secrets)) {
-            (Some(o), _) => match self.oauth_token(req.hook.id, o, req.secrets, false).await {
+            (Some(o), _) => match self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Cached).await {
                 Ok(t) => AuthHeader::Bearer(t),
                 Err(e) => return Err(failed(ErrorClass::Auth, e.to_string())),
             },
@@ -145,7 +145,11 @@ impl Outbound {
                 && let Some(o) = oauth
             {
                 renewed = true;
-                match self.oauth_token(req.hook.id, o, req.secrets, true).await {
+                let refused = match &auth {
+                    AuthHeader::Bearer(t) => t.clone(),
+                    AuthHeader::None | AuthHeader::Static(..) => Secret::new(""),
+                };
+                match self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused)).await {
                     Ok(t) => {
                         auth = AuthHeader::Bearer(t);
                         continue;

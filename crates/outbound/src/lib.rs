@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hookbridge_core::hook::NetworkPolicy;
 
-pub use auth::{TokenCache, TokenError};
+pub use auth::{TokenCache, TokenError, TokenWanted};
 pub use challenge::ChallengeError;
 pub use deliver::{AttemptReport, DeliveryRequest};
 pub use fetch::FetchError;

@@ -39,9 +39,12 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
     let token = match &cfg.auth {
         AuthConfig::OauthClientCredentials(oauth) => {
             let r = match v.ports.sealer.open(SecretsOwner::of(hook), &hook.sealed).await {
-                Ok(secrets) => {
-                    v.outbound.oauth_token(hook.id, oauth, &secrets, true).await.map(|_| ()).map_err(|e| e.to_string())
-                }
+                Ok(secrets) => v
+                    .outbound
+                    .oauth_token(hook.id, oauth, &secrets, hookbridge_outbound::TokenWanted::Fresh)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot open the hook's secrets: {e}")),
             };
             tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
