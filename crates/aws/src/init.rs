@@ -131,21 +131,38 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         .await;
     match r {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
-            return Ok(());
-        }
+        // Made by an earlier run, which may have stopped before the settings below.
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(Error::backend("dynamodb.CreateTable", e)),
     }
-    clients
+    // A new table is CREATING for a while, and refuses its settings until it is ACTIVE.
+    wait_until_active(clients, name).await?;
+    let ttl = clients
         .dynamodb
-        .update_time_to_live()
+        .describe_time_to_live()
         .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder().attribute_name(EXPIRES_AT).enabled(true).build().map_err(build)?,
-        )
         .send()
         .await
-        .map_err(|e| Error::backend("dynamodb.UpdateTimeToLive", e))?;
+        .map_err(|e| Error::backend("dynamodb.DescribeTimeToLive", e))?;
+    let ttl_on = ttl.time_to_live_description().and_then(|d| d.time_to_live_status()).is_some_and(|s| {
+        matches!(
+            s,
+            aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled | aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
+        )
+    });
+    // Turning it on again is refused, so only when it is off.
+    if !ttl_on {
+        clients
+            .dynamodb
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(EXPIRES_AT).enabled(true).build().map_err(build)?,
+            )
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.UpdateTimeToLive", e))?;
+    }
     clients
         .dynamodb
         .update_continuous_backups()
@@ -157,6 +174,32 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         .await
         .map_err(|e| Error::backend("dynamodb.UpdateContinuousBackups", e))?;
     Ok(())
+}
+
+/// How long a new table may take to become usable.
+const TABLE_CREATION: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn wait_until_active(clients: &Clients, name: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + TABLE_CREATION;
+    loop {
+        let table = clients
+            .dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.DescribeTable", e))?;
+        if table.table().and_then(|t| t.table_status()) == Some(&aws_sdk_dynamodb::types::TableStatus::Active) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::backend(
+                "dynamodb.DescribeTable",
+                format!("the table {name} is not ACTIVE after 2 minutes"),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 async fn queue_arn(clients: &Clients, url: &str) -> Result<String> {

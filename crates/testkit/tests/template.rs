@@ -204,6 +204,49 @@ fn the_jwt_authorizer_guards_every_route_but_health_and_the_console_when_an_issu
     }
 }
 
+/// `init` run again on a table an earlier run made but did not finish setting up (it
+/// stopped, or DynamoDB refused the settings while the new table was still `CREATING`):
+/// expiry and point-in-time recovery are turned on. The second run returned as soon as it
+/// found the table, and the table kept every item for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_finishes_setting_up_a_table_an_earlier_run_only_made() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveStatus,
+    };
+    let prefix = format!("half{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase());
+    let topo = Topology::named(&prefix);
+    let clients = hookbridge_aws::Clients::new(&Emulator::shared().sdk_config().await);
+    let attr = |n: &str| {
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
+    };
+    let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().unwrap();
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&topo.table)
+        .attribute_definitions(attr("PK"))
+        .attribute_definitions(attr("SK"))
+        .key_schema(key("PK", KeyType::Hash))
+        .key_schema(key("SK", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    hookbridge_aws::init::create(&clients, &topo).await.unwrap();
+    let ttl = clients.dynamodb.describe_time_to_live().table_name(&topo.table).send().await.unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    let backups = clients.dynamodb.describe_continuous_backups().table_name(&topo.table).send().await.unwrap();
+    let pitr = backups.continuous_backups_description().and_then(|d| d.point_in_time_recovery_description());
+    assert_eq!(
+        pitr.and_then(|p| p.point_in_time_recovery_status()),
+        Some(&aws_sdk_dynamodb::types::PointInTimeRecoveryStatus::Enabled)
+    );
+    // And again: nothing to change, nothing refused.
+    hookbridge_aws::init::create(&clients, &topo).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_on_the_emulator_creates_what_the_template_declares() {
     let t = template();
