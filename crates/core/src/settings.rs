@@ -228,9 +228,13 @@ fn whole(var: &'static str, text: &str, min: u32) -> Result<u32, SettingsError> 
     })
 }
 
-/// The longest request timeout (and fast-lane patience): a Lambda invocation's longest
-/// run. Longer ones overflowed the time arithmetic of circuits and waits.
-pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The longest request timeout (and fast-lane patience). A delivery's handling (a wait for
+/// a place, then the request) must end well within its queue's visibility timeout (180 s),
+/// and a verification (a challenge, then a token fetch) within the verify queue's (360 s):
+/// a request still running when its message became visible again was received a second
+/// time and sent again, its retries then going on in two chains. (On AWS the template holds
+/// it to 25 s, to fit one worker invocation.)
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A duration of at most `max`.
 fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Duration, SettingsError> {
@@ -520,6 +524,9 @@ mod tests {
             (DISABLE_MIN_FAILURES, "-1"),
             (RETRY_SCHEDULE, "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
             (REQUEST_TIMEOUT, "1000000000d"),
+            // Longer than a delivery message stays hidden while it is handled.
+            (REQUEST_TIMEOUT, "5m"),
+            (REQUEST_TIMEOUT, "121s"),
             (FAST_LANE_PATIENCE, "16m"),
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
