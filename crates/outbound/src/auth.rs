@@ -275,6 +275,16 @@ impl Outbound {
         }
         let parsed: TokenResponse = serde_json::from_str(&body)
             .map_err(|_| TokenError::Rejected { status, body: "response has no access_token".to_owned() })?;
+        // Sent as `Authorization: Bearer <token>`: one that cannot be a header value
+        // (a line break, a control character) is the token endpoint's fault, not the
+        // receiver's. Left to the request, it failed as if the receiver could not be
+        // reached, and counted toward opening the receiver's circuit.
+        if http::HeaderValue::from_str(&parsed.access_token).is_err() {
+            return Err(TokenError::Rejected {
+                status,
+                body: "access_token holds characters a header cannot carry".to_owned(),
+            });
+        }
         let lifetime = parsed
             .expires_in
             .and_then(|e| e.seconds())
@@ -378,6 +388,41 @@ mod tests {
         assert_eq!(outbound.tokens.fetches(), 2, "one fetch for the five refused");
         let fresh = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
         assert_eq!((fresh.expose(), outbound.tokens.fetches()), ("t3", 3));
+    }
+
+    /// A token endpoint answering with a token no header can carry (a line break in it):
+    /// the fetch is refused as the endpoint's answer (`auth`), never sent to the receiver,
+    /// whose circuit it counted toward as a connection failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_no_header_can_carry_is_the_token_endpoints_fault() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(
+            200,
+            r#"{"access_token": "abc\r\nX-Injected: 1", "expires_in": 60}"#,
+        ));
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+        })
+        .unwrap();
+        let oauth = OAuthConfig {
+            token_url: idp.url("/token"),
+            client_id: "c".into(),
+            http_method: TokenMethod::Post,
+            header_params: vec![],
+            query_params: vec![],
+            body_params: vec![],
+        };
+        let secrets = HookSecrets {
+            signing: hookbridge_core::secret::SigningSecret::generate(),
+            retiring: vec![],
+            auth: Some(Secret::new("client-secret")),
+            params: Default::default(),
+            headers: Default::default(),
+        };
+        let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
+        assert!(matches!(&err, TokenError::Rejected { status: 200, body } if body.contains("header")), "{err:?}");
+        assert!(!err.to_string().contains("X-Injected"), "the token is not repeated: {err}");
     }
 
     /// Slots of hooks that stopped sending (deleted, or their credentials changed) do not
