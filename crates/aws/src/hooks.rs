@@ -214,15 +214,22 @@ impl HookStore for DynamoHookStore {
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
+        let item = hook_item(hook)?;
+        let written = item.get(DOC).cloned().ok_or_else(|| Error::backend("hooks.replace", "no document"))?;
+        // Or this very write, stored already: the SDK sends a request again when its answer
+        // was lost, and the repeat found the revision it had itself moved on, and answered
+        // a conflict (a `PUT` with `If-Match` got `409` for a change that was saved).
         let r = self
             .table
             .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(hook_item(hook)?))
-            .condition_expression("#v = :expected")
+            .set_item(Some(item))
+            .condition_expression("#v = :expected OR #doc = :doc")
             .expression_attribute_names("#v", REVISION)
+            .expression_attribute_names("#doc", DOC)
             .expression_attribute_values(":expected", n(expected_revision))
+            .expression_attribute_values(":doc", written)
             .send()
             .await;
         match r {

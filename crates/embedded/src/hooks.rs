@@ -140,7 +140,10 @@ impl HookStore for SqliteHookStore {
             .db
             .write(move |c| {
                 c.execute(
-                    "UPDATE hooks SET doc = ?1, revision = ?2 WHERE tenant = ?3 AND id = ?4 AND revision = ?5",
+                    // Or this very write, stored already, as the DynamoDB store answers a
+                    // write its SDK sent again.
+                    "UPDATE hooks SET doc = ?1, revision = ?2
+                     WHERE tenant = ?3 AND id = ?4 AND (revision = ?5 OR doc = ?1)",
                     params![doc, revision as i64, tenant, id, expected_revision as i64],
                 )
                 .map_err(sql("hooks.replace"))

@@ -410,6 +410,9 @@ pub async fn hooks_replace_checks_the_version(h: &dyn Harness) {
     v2.config.description = Some("second".into());
     v2.revision = 2;
     store.replace(&v2, 1).await.expect("replace revision 1 -> 2");
+    // The same write again (an SDK resending it after its answer was lost) is that write,
+    // stored, not a conflict.
+    store.replace(&v2, 1).await.expect("the same write, repeated");
     let mut stale = hook.clone();
     stale.config.description = Some("stale".into());
     stale.revision = 2;
