@@ -159,8 +159,10 @@ impl CostRig {
         while self.receiver.received().len() < target && tokio::time::Instant::now() < deadline {
             for lane in [Lane::Fast, Lane::Slow] {
                 let q = b.lane(lane);
-                // A lane holding nothing, not even delayed, is not waited on.
+                // A lane holding nothing, not even delayed, is not waited on (but looked at
+                // again a moment later, not at once).
                 if !first && q.depth().await.expect("depth").total() == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 // Everything still owed, so the retries (spread by jitter) make one batch:

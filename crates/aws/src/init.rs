@@ -136,7 +136,8 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
         Err(e) => return Err(Error::backend("dynamodb.CreateTable", e)),
     }
     // A new table is CREATING for a while, and refuses its settings until it is ACTIVE.
-    wait_until_active(clients, name).await?;
+    let deadline = tokio::time::Instant::now() + TABLE_CREATION;
+    wait_while_creating(clients, name, deadline).await?;
     let ttl = clients
         .dynamodb
         .describe_time_to_live()
@@ -163,39 +164,57 @@ async fn create_table(clients: &Clients, name: &str) -> Result<()> {
             .await
             .map_err(|e| Error::backend("dynamodb.UpdateTimeToLive", e))?;
     }
-    clients
-        .dynamodb
-        .update_continuous_backups()
-        .table_name(name)
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(true).build().map_err(build)?,
-        )
-        .send()
-        .await
-        .map_err(|e| Error::backend("dynamodb.UpdateContinuousBackups", e))?;
-    Ok(())
+    // A table just made ACTIVE may still refuse this for a while ("backups are being
+    // enabled"): asked again until the deadline.
+    loop {
+        let r = clients
+            .dynamodb
+            .update_continuous_backups()
+            .table_name(name)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_continuous_backups_unavailable_exception())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(Error::backend("dynamodb.UpdateContinuousBackups", e)),
+        }
+    }
 }
 
 /// How long a new table may take to become usable.
 const TABLE_CREATION: std::time::Duration = std::time::Duration::from_secs(120);
 
-async fn wait_until_active(clients: &Clients, name: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + TABLE_CREATION;
+/// Waits while the table is being created. Only `CREATING` is waited for: a table being
+/// updated (an index, its class) takes its settings as it is. A table just created may not
+/// be found for a moment (DynamoDB's lookup is eventually consistent), which is waited
+/// for too.
+async fn wait_while_creating(clients: &Clients, name: &str, deadline: tokio::time::Instant) -> Result<()> {
     loop {
-        let table = clients
-            .dynamodb
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| Error::backend("dynamodb.DescribeTable", e))?;
-        if table.table().and_then(|t| t.table_status()) == Some(&aws_sdk_dynamodb::types::TableStatus::Active) {
+        let status = match clients.dynamodb.describe_table().table_name(name).send().await {
+            Ok(t) => t.table().and_then(|t| t.table_status().cloned()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                Some(aws_sdk_dynamodb::types::TableStatus::Creating)
+            }
+            Err(e) => return Err(Error::backend("dynamodb.DescribeTable", e)),
+        };
+        if status != Some(aws_sdk_dynamodb::types::TableStatus::Creating) {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::backend(
                 "dynamodb.DescribeTable",
-                format!("the table {name} is not ACTIVE after 2 minutes"),
+                format!("the table {name} is still being created after 2 minutes"),
             ));
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

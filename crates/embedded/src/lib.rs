@@ -86,7 +86,9 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
     for rule in t.rules() {
         bus::put_rule(&db, &rule).await?;
     }
-    if !config.key_file.exists() && holds_hooks(&db).await? {
+    // Only a file known to be absent: one that cannot be looked at is left to the load
+    // below, which says why.
+    if matches!(config.key_file.try_exists(), Ok(false)) && holds_hooks(&db).await? {
         return Err(InitError::KeyFileMissing { path: config.key_file.clone() });
     }
     let sealer = LocalKeySealer::load_or_create(&config.key_file)?;
