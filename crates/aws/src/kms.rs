@@ -101,7 +101,18 @@ impl KmsSealer {
             .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
             .send()
             .await
-            .map_err(|e| Error::backend("kms.Decrypt", e))?;
+            .map_err(|e| {
+                // KMS says the blob itself is damaged: no retry opens it, so its deliveries
+                // are cancelled with a reason instead of coming back until the queue gives
+                // up on them unrecorded. A blob sealed under another key than the one
+                // configured (`IncorrectKeyException`) is a setting to put right, not
+                // damage, so that one is retried like any refusal.
+                if e.as_service_error().is_some_and(|s| s.is_invalid_ciphertext_exception()) {
+                    Error::corrupt("sealed secrets", e)
+                } else {
+                    Error::backend("kms.Decrypt", e)
+                }
+            })?;
         let plain: [u8; KEY_LEN] = out
             .plaintext()
             .map(Blob::as_ref)

@@ -201,3 +201,26 @@ async fn a_cursor_outside_the_window_reads_nothing_and_asks_dynamodb_nothing() {
     assert!(page.items.is_empty() && page.next_cursor.is_none());
     assert!(counter.snapshot().is_empty(), "{:?}", counter.snapshot());
 }
+
+/// A blob whose KMS-encrypted data key is damaged is refused as corrupt (so its deliveries
+/// are cancelled with a reason), not as a failure of the moment (which the worker retries
+/// until the queue gives the message up, recording nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_data_key_is_corrupt_not_a_failure_to_retry() {
+    use hookbridge_core::Error;
+    use hookbridge_core::hook::{SealedSecrets, SecretsOwner};
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let (hook, secrets) = hookbridge_testkit::contract::make_hook(&h, &h.unique("tenant"), "damaged").await;
+    let sealer = &h.backend().sealer;
+    // The blob: a format byte, the data key's length (2 bytes), the data key as KMS
+    // encrypted it, then the secrets under that key. Its last byte is KMS's own.
+    let b = &hook.sealed.0;
+    let key_len = usize::from(u16::from_be_bytes([b[1], b[2]]));
+    let mut damaged = b.clone();
+    damaged[3 + key_len - 1] ^= 0x01;
+    let opened = sealer.open(SecretsOwner::of(&hook), &SealedSecrets(damaged)).await;
+    assert!(matches!(opened, Err(Error::Corrupt { .. })), "a damaged data key: {opened:?}");
+    assert_eq!(sealer.open(SecretsOwner::of(&hook), &hook.sealed).await.unwrap(), secrets);
+}
