@@ -130,6 +130,39 @@ async fn a_new_url_sends_the_hook_back_to_pending_and_re_verifies(flavor: Flavor
 }
 
 on_both_backends! {
+async fn a_check_asked_for_after_a_failed_one_does_not_restart_deliveries(flavor: Flavor) {
+    // Long enough that the third check is still running when the event is judged.
+    let stack = TestStack::start_with(flavor, &[(settings::REQUEST_TIMEOUT, "10s")]).await;
+    let r = Receiver::start().await;
+    r.script([
+        Reply::EchoChallenge { header: "x-uid-challenge".into() },
+        Reply::body(200, r#"{"verification":"not-the-value"}"#),
+    ]);
+    r.always(Reply::status(200).after(Duration::from_secs(30)));
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = required_hook(&stack, &t, "lapsed", &r.url("/")).await;
+    let id = h["id"].as_str().unwrap();
+    watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
+    let verify = format!("/v1/hooks/{id}/verify");
+    assert_eq!(stack.post(&verify, &t, &json!({})).await.status, 202);
+    watch(&stack, &t, id, |h| h["verification"]["status"] == "FAILED").await;
+    let again = stack.post(&verify, &t, &json!({})).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.body["status"], "PENDING");
+    assert!(again.body["last_error"].as_str().unwrap().contains("wrong answer"), "{}", again.body);
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    let cancelled = eventually(WAIT, || async {
+        stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "CANCELLED")
+    })
+    .await
+    .expect("the event is recorded as cancelled");
+    assert_eq!(cancelled["reason"], "hook not verified");
+    assert!(r.received().iter().all(|g| g.method == "GET"), "a hook whose last check failed received an event");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn a_blocked_address_fails_the_challenge(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[(settings::ALLOWED_NETWORKS, "")]).await;
     let r = Receiver::start().await;

@@ -32,8 +32,9 @@ pub async fn verify(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<VerificationOut>), ApiError> {
     let (hook, ()) = update(&api, &caller, &id, Edit::State, |mut h| async move {
+        // `last_error` stays until a check passes: it is what tells a hook whose last check
+        // failed from a proven one re-checked, which keeps receiving while the check runs.
         h.state.verification.status = VerificationStatus::Pending;
-        h.state.verification.last_error = None;
         Ok((h, ()))
     })
     .await?;

@@ -178,9 +178,11 @@ impl super::model::Hook {
         }
         // A verified endpoint stays deliverable while a re-check it did not ask for runs
         // (`POST /verify`); a new URL clears `verified_at`, so it waits for its own proof.
+        // One whose last check failed keeps that failure (`last_error`) until a check
+        // passes, so asking for another check does not restart its deliveries.
         let v = &self.state.verification;
         let proven = v.status == VerificationStatus::Verified
-            || (v.status == VerificationStatus::Pending && v.verified_at.is_some());
+            || (v.status == VerificationStatus::Pending && v.verified_at.is_some() && v.last_error.is_none());
         if self.config.verification.required && !proven {
             return Err(Undeliverable::NotVerified);
         }
@@ -226,6 +228,10 @@ mod tests {
         assert_eq!(h.deliverable(), Ok(()));
         // The check failed: stopped.
         h.state.verification.status = VerificationStatus::Failed;
+        h.state.verification.last_error = Some("wrong answer".to_owned());
+        assert_eq!(h.deliverable(), Err(Undeliverable::NotVerified));
+        // POST /verify after the failure: still stopped while that check runs.
+        h.state.verification.status = VerificationStatus::Pending;
         assert_eq!(h.deliverable(), Err(Undeliverable::NotVerified));
         // A new URL clears the proof.
         h.state.verification.status = VerificationStatus::Pending;
