@@ -2,7 +2,7 @@
 //! `detail` read once — for its routing keys — then compacted with the tenant (and site)
 //! written in front, every other byte as the producer wrote it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use hookbridge_core::envelope::{BusEntry, compact_json};
 use hookbridge_core::ids::TenantId;
 use hookbridge_core::message::PLATFORM_SOURCE;
@@ -220,7 +220,14 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     }
     let time = match ev.time.as_deref().map(DateTime::parse_from_rfc3339) {
         None => None,
-        Some(Ok(t)) => Some(t.with_timezone(&Utc)),
+        // The envelope carries the time in UTC, and RFC 3339 has four-digit years: a time
+        // whose offset takes it past 9999 or before 0000 would be written as no reader
+        // (ingest's, a receiver's) parses it, and the accepted event dead-lettered.
+        Some(Ok(t)) if (0..=9999).contains(&t.with_timezone(&Utc).year()) => Some(t.with_timezone(&Utc)),
+        Some(Ok(_)) => {
+            e.push(at("time"), "must fall within the years 0000 to 9999 in UTC");
+            None
+        }
         Some(Err(_)) => {
             e.push(at("time"), "must be an RFC 3339 time");
             None
@@ -281,6 +288,28 @@ mod tests {
         assert_eq!(errs.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["detail-type"]);
         let escaped = raw(r#"{"detail-type":"x","source":"idp","detail":{"name":"a\uFFFEb"}}"#);
         assert!(validate(&escaped, None, &t).is_ok());
+    }
+
+    /// A time is accepted only when the envelope's UTC form of it reads back: one whose
+    /// offset carries it past the year 9999 (or before 0000) was answered `202` and then
+    /// dead-lettered by ingest, which could not read the year it was written with.
+    #[test]
+    fn a_time_is_accepted_only_when_its_utc_form_reads_back() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct At(#[serde(with = "hookbridge_core::envelope::bus_time")] DateTime<Utc>);
+        let t: TenantId = "acme".parse().unwrap();
+        let event = |time: &str| raw(&format!(r#"{{"detail-type":"x","source":"s","time":"{time}","detail":{{}}}}"#));
+        for time in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00"] {
+            let errs = validate(&event(time), None, &t).err().unwrap_or_else(|| panic!("{time} accepted"));
+            assert_eq!(errs.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["time"], "{time}");
+        }
+        for time in ["9999-12-31T22:59:59-01:00", "0000-01-01T00:00:00Z", "2026-12-02T10:00:00+05:30"] {
+            let accepted = validate(&event(time), None, &t).unwrap_or_else(|e| panic!("{time}: {e:?}"));
+            let written = serde_json::to_string(&At(accepted.entry.time.unwrap())).unwrap();
+            let read: At =
+                serde_json::from_str(&written).unwrap_or_else(|e| panic!("{time} written as {written}: {e}"));
+            assert_eq!(read.0, DateTime::parse_from_rfc3339(time).unwrap(), "{time}");
+        }
     }
 
     #[test]
