@@ -126,7 +126,14 @@ pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation])
     let mut h = start.clone();
     let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
     let mut slow_at = None;
-    for o in observations {
+    // In the order they happened: a group holds its batch's results in the batch's order,
+    // and the last word on a hook is its latest result.
+    let mut in_time: Vec<&Observation> = observations.iter().collect();
+    in_time.sort_by_key(|o| match **o {
+        Observation::Attempt { ended, .. } => ended,
+        Observation::Abandoned { at } => at,
+    });
+    for o in in_time {
         match *o {
             Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
             Observation::Attempt { started, ended, sent, slow } => {
@@ -140,6 +147,9 @@ pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation])
                 }
                 match classify(sent) {
                     Disposition::Delivered => {
+                        // A later success ends the run of failures an earlier result of
+                        // the group warned of or disabled for.
+                        (warn, disable) = (false, None);
                         if let Some(next) = after_success(&h, ended) {
                             h = next;
                             changed = true;
@@ -267,6 +277,28 @@ mod tests {
         let both = observe(&rule, &Health::default(), &obs).unwrap();
         assert_eq!(both.circuits, [Transition::Opened, Transition::Closed]);
         assert!(both.health.circuit.is_closed());
+    }
+
+    #[test]
+    fn a_later_success_in_the_group_undoes_its_warning_and_disable() {
+        let rule = DisableRule { failing_for: Duration::from_secs(100), min_failures: 2 };
+        let failing = Health { consecutive_failures: 5, failing_since: Some(at(0)), ..Health::default() };
+        let alone = observe(&rule, &failing, &[attempt(200, Some(500))]).unwrap();
+        assert!(alone.disable.is_some(), "the failure alone disables");
+        let then_up = observe(&rule, &failing, &[attempt(200, Some(500)), attempt(201, Some(200))]).unwrap();
+        assert_eq!((then_up.warn, then_up.disable, then_up.health.consecutive_failures), (false, None, 0));
+        // A group holds results in its batch's order, not in time's: the same outcome.
+        let told_first = observe(&rule, &failing, &[attempt(201, Some(200)), attempt(200, Some(500))]).unwrap();
+        assert_eq!((told_first.warn, told_first.disable, told_first.health.consecutive_failures), (false, None, 0));
+        // The latest result is a failure: disabled.
+        let then_down = observe(&rule, &failing, &[attempt(201, Some(200)), attempt(300, Some(500))]).unwrap();
+        assert_eq!(then_down.health.consecutive_failures, 1);
+        let gone_then_up = observe(&rule, &Health::default(), &[attempt(0, Some(410)), attempt(1, Some(200))]).unwrap();
+        assert_eq!(gone_then_up.disable, None, "an endpoint answering after a 410 is not gone");
+        let rule = DisableRule { failing_for: Duration::from_secs(100), min_failures: 4 };
+        let warned = Health { consecutive_failures: 1, failing_since: Some(at(0)), ..Health::default() };
+        assert!(observe(&rule, &warned, &[attempt(60, Some(500))]).unwrap().warn, "half of both: warned");
+        assert!(!observe(&rule, &warned, &[attempt(60, Some(500)), attempt(61, Some(200))]).unwrap().warn);
     }
 
     #[test]
