@@ -210,7 +210,11 @@ impl Outbound {
                 TokenWanted::Not(refused) if refused.expose() != value.expose() => return Ok(value.clone()),
                 TokenWanted::Not(_) | TokenWanted::Fresh => {}
             },
-            Some(Cached::Failed { error, until }) if now < *until => return Err(error.clone()),
+            // The verifier's check asks the endpoint itself: a failure remembered for the
+            // deliveries' sake would answer for an endpoint put right since.
+            Some(Cached::Failed { error, until }) if now < *until && !matches!(wanted, TokenWanted::Fresh) => {
+                return Err(error.clone());
+            }
             _ => {}
         }
         let fetched = tokio::time::timeout(budget, self.fetch_token(oauth, secrets))
@@ -388,6 +392,42 @@ mod tests {
         assert_eq!(outbound.tokens.fetches(), 2, "one fetch for the five refused");
         let fresh = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
         assert_eq!((fresh.expose(), outbound.tokens.fetches()), ("t3", 3));
+    }
+
+    /// A failed fetch is remembered for deliveries (they fail at once with its error), but
+    /// the verifier's check (`Fresh`) asks the endpoint again: it answered with that
+    /// failure for an endpoint put right since, for ten seconds after each check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_token_is_asked_for_even_after_a_remembered_failure() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.script([hookbridge_testkit::Reply::body(500, "down")]);
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#));
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+        })
+        .unwrap();
+        let oauth = OAuthConfig {
+            token_url: idp.url("/token"),
+            client_id: "c".into(),
+            http_method: TokenMethod::Post,
+            header_params: vec![],
+            query_params: vec![],
+            body_params: vec![],
+        };
+        let secrets = HookSecrets {
+            signing: hookbridge_core::secret::SigningSecret::generate(),
+            retiring: vec![],
+            auth: Some(Secret::new("client-secret")),
+            params: Default::default(),
+            headers: Default::default(),
+        };
+        let hook = HookId::generate();
+        assert!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.is_err());
+        assert!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.is_err(), "remembered");
+        assert_eq!(outbound.tokens.fetches(), 1);
+        let fresh = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
+        assert_eq!((fresh.expose(), outbound.tokens.fetches()), ("t", 2));
     }
 
     /// A token endpoint answering with a token no header can carry (a line break in it):
