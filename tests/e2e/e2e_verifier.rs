@@ -163,6 +163,60 @@ async fn a_check_asked_for_after_a_failed_one_does_not_restart_deliveries(flavor
 }
 
 on_both_backends! {
+async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let watch_bus = stack.watch_bus("hookbridge").await;
+    // The first check's token endpoint answers after 2 s; the hook is moved to another
+    // one, which refuses at once, while it waits.
+    let slow_idp = Receiver::start().await;
+    slow_idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#).after(Duration::from_secs(2)));
+    let refusing_idp = Receiver::start().await;
+    refusing_idp.always(Reply::body(401, r#"{"error":"invalid_client"}"#));
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let oauth = |idp: &Receiver| json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
+    let h = stack.create_hook(&t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&slow_idp)})).await;
+    let id = h["id"].as_str().unwrap();
+    slow_idp.wait_for(1, WAIT).await;
+    let moved = stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&refusing_idp)})).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    watch(&stack, &t, id, |h| h["connection_state"] == "DEAUTHORIZED").await;
+    // Long enough for the first check to end (2 s) and tell what it found, if it did.
+    let events = stack.bus_events(watch_bus.as_ref(), &["hook.authorized"], Duration::from_secs(6)).await;
+    let mine: Vec<&Value> = events.iter().filter(|e| e["detail"]["hook_id"] == id).collect();
+    assert!(mine.iter().any(|e| e["detail-type"] == "hook.deauthorized"), "{mine:?}");
+    assert!(!mine.iter().any(|e| e["detail-type"] == "hook.authorized"), "the overtaken check told its finding: {mine:?}");
+    let now = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
+    assert_eq!(now["connection_state"], "DEAUTHORIZED");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_check_made_with_secrets_replaced_meanwhile_is_made_again_with_the_new_ones(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    // The token endpoint refuses the first fetch, after 2 s, and the hook's secrets are
+    // replaced while it waits (a rotation: it brings no check of its own); every later
+    // fetch succeeds. What the first fetch found says nothing of the secrets now stored.
+    let idp = Receiver::start().await;
+    idp.script([Reply::body(401, r#"{"error":"invalid_client"}"#).after(Duration::from_secs(2))]);
+    idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let auth = json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
+    let h = stack.create_hook(&t, &json!({"name": "renewed", "url": r.url("/"), "auth": auth})).await;
+    let id = h["id"].as_str().unwrap();
+    idp.wait_for(1, WAIT).await;
+    let rotated = stack.post(&format!("/v1/hooks/{id}/secret/rotate"), &t, &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(idp.wait_for(2, WAIT).await.len(), 2, "the check was made again");
+    let (hook, _) = watch(&stack, &t, id, |h| h["connection_state"] == "AUTHORIZED").await;
+    assert!(hook["connection_error"].is_null(), "{hook}");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn a_blocked_address_fails_the_challenge(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[(settings::ALLOWED_NETWORKS, "")]).await;
     let r = Receiver::start().await;

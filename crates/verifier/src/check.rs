@@ -23,8 +23,10 @@ pub struct Findings {
     pub token: Option<Result<(), String>>,
 }
 
-/// Runs the checks the hook needs.
-pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Findings {
+/// Runs the checks the hook needs. Fails, for the message to be retried, when the hook's
+/// secrets cannot be opened this time (the key service failing or refusing): that says
+/// nothing about the endpoint, so it is no finding.
+pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hookbridge_core::Result<Findings> {
     let cfg = &hook.config;
     let wants_challenge = force_challenge
         || (cfg.verification.required && hook.state.verification.status != VerificationStatus::Verified);
@@ -45,14 +47,15 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> Fin
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(format!("cannot open the hook's secrets: {e}")),
+                Err(e @ hookbridge_core::Error::Corrupt { .. }) => Err(format!("cannot open the hook's secrets: {e}")),
+                Err(e) => return Err(e),
             };
             tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
             Some(r)
         }
         _ => None,
     };
-    Findings { challenge, token }
+    Ok(Findings { challenge, token })
 }
 
 impl Findings {

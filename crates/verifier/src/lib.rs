@@ -97,33 +97,67 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
         return Ok(()); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
-    let Some(hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
+    let Some(mut hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
         return Ok(());
     };
-    let findings = check::run(v, &hook, force_challenge).await;
-    let verified_config = hook.config.clone();
-    let mut events = Vec::new();
-    let stored = set_state(v, hook, |h| {
-        // A change to the hook while we checked makes these findings stale; the change's
-        // own event brings the hook back here.
-        if h.config != verified_config {
-            return;
-        }
-        events = findings.apply(h, Utc::now());
-    })
-    .await?;
-    if let Some(hook) = stored
-        && !events.is_empty()
-    {
-        let entries: Vec<BusEntry> = events
-            .into_iter()
-            .map(|(kind, reason)| PlatformDetail::about(&hook, None, reason).bus_entry(kind))
-            .collect();
-        if let Err(e) = v.ports.bus.publish(entries).await {
-            tracing::error!(hook_id = %hook.id, error = %e, "could not publish verification events");
+    for _ in 0..CHECK_ROUNDS {
+        let findings = check::run(v, &hook, force_challenge).await?;
+        let (checked_config, checked_secrets) = (hook.config.clone(), hook.sealed.clone());
+        let (mut events, mut stale) = (Vec::new(), Stale::No);
+        let stored = set_state(v, hook, |h| {
+            // Judged afresh on every round of the write: an earlier round's findings may
+            // have been applied to a hook that has changed since.
+            events.clear();
+            stale = if h.config != checked_config {
+                Stale::Config
+            } else if h.sealed != checked_secrets {
+                Stale::Secrets
+            } else {
+                events = findings.apply(h, Utc::now());
+                Stale::No
+            };
+        })
+        .await?;
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        match stale {
+            // The change's own event brings the hook back here.
+            Stale::Config => return Ok(()),
+            // New secrets (a client secret replaced, the signing secret rotated) bring no
+            // check of their own, and a token fetched with the old ones says nothing of them.
+            Stale::Secrets => hook = stored,
+            Stale::No => {
+                publish(v, &stored, events).await;
+                return Ok(());
+            }
         }
     }
+    tracing::warn!(hook_id = %d.hook_id, tenant = %d.tenant, "the hook's secrets kept changing while it was checked; left for the next check");
     Ok(())
+}
+
+/// How many times a check runs again because the hook's secrets changed while it ran.
+const CHECK_ROUNDS: usize = 3;
+
+/// Whether the hook changed while it was checked, making the findings stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    No,
+    Config,
+    Secrets,
+}
+
+/// Tells of the findings on the bus (best effort: the hook's state already says them).
+async fn publish(v: &Verifier, hook: &Hook, events: Vec<(&'static str, Option<String>)>) {
+    if events.is_empty() {
+        return;
+    }
+    let entries: Vec<BusEntry> =
+        events.into_iter().map(|(kind, reason)| PlatformDetail::about(hook, None, reason).bus_entry(kind)).collect();
+    if let Err(e) = v.ports.bus.publish(entries).await {
+        tracing::error!(hook_id = %hook.id, error = %e, "could not publish verification events");
+    }
 }
 
 /// A delete marked the hook and did not finish (or has not yet): it is as good as gone.
