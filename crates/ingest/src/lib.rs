@@ -246,9 +246,10 @@ impl Chunk {
 
 /// Whether an event's envelope is kept in the event store rather than with its delivery:
 /// when several hooks share it (one copy, not one per delivery), or when it is too large
-/// to ride in the delivery's message (the worker reads it from the store).
+/// to ride in the delivery's message (the worker reads it from the store). One no hook
+/// wants is not kept at all: nothing would ever read it.
 fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
-    hooks > 1 || envelope_len > INLINE_BODY_MAX
+    hooks > 1 || (hooks == 1 && envelope_len > INLINE_BODY_MAX)
 }
 
 async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {

@@ -1,6 +1,7 @@
 //! Where ingest keeps an event's envelope (decision 0021), on both backends: with the
 //! delivery when the event goes to one hook, so its first record is the only write; once
-//! in the event store when hooks share it or it is too large to ride in a message.
+//! in the event store when hooks share it or it is too large to ride in a message; not at
+//! all when no hook wants it.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -32,8 +33,8 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     let tenant = h.unique("tenant");
     let (mut one, _) = make_hook(h, &tenant, "logins").await;
     one.config.event_types = vec!["user.login".parse().unwrap()];
-    let (mut two, _) = make_hook(h, &tenant, "everything").await;
-    two.config.event_types = vec!["*".parse().unwrap()];
+    let (mut two, _) = make_hook(h, &tenant, "users").await;
+    two.config.event_types = vec!["user.*".parse().unwrap()];
     for hook in [&one, &two] {
         h.backend().hooks.create(hook, 1000).await.unwrap();
     }
@@ -41,7 +42,8 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     let alone = event(&tenant, "00000000-0000-4000-8000-0000000000a1", "user.created", 10);
     let shared = event(&tenant, "00000000-0000-4000-8000-0000000000a2", "user.login", 10);
     let large = event(&tenant, "00000000-0000-4000-8000-0000000000a3", "user.created", INLINE_BODY_MAX);
-    assert!(ingest::handle(&deps, &[alone, shared, large]).await.failed.is_empty());
+    let unwanted = event(&tenant, "00000000-0000-4000-8000-0000000000a4", "audit.export", INLINE_BODY_MAX);
+    assert!(ingest::handle(&deps, &[alone, shared, large, unwanted]).await.failed.is_empty());
 
     let events = &h.backend().events;
     let t: hookbridge_core::ids::TenantId = tenant.parse().unwrap();
@@ -50,6 +52,7 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     assert!(!kept("00000000-0000-4000-8000-0000000000a1").await, "one hook: kept with its delivery instead");
     assert!(kept("00000000-0000-4000-8000-0000000000a2").await, "two hooks share it: kept once, apart");
     assert!(kept("00000000-0000-4000-8000-0000000000a3").await, "too large to ride in the message: kept apart");
+    assert!(!kept("00000000-0000-4000-8000-0000000000a4").await, "no hook wants it: nothing could ever read it");
 
     let mut got = common::queued_tasks(h, 4).await;
     got.sort_by_key(|t| t.delivery.event_id.to_string());
