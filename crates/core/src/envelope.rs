@@ -224,6 +224,20 @@ mod tests {
         assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))));
     }
 
+    /// As docs/api.md says of events put on the bus by a producer: a tenant or a site that
+    /// is not a string cannot be routed (ingest dead-letters it).
+    #[test]
+    fn a_tenant_or_site_that_is_not_a_string_is_a_routing_error() {
+        for routing in
+            [r#""tenant":7,"#, r#""tenant":"mytenant","site":{"id":"hq"},"#, r#""tenant":"mytenant","site":42,"#]
+        {
+            let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, routing), "a", "r").unwrap();
+            assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))), "{routing}");
+        }
+        let sited = HYPR.replace(r#""tenant":"mytenant","#, r#""tenant":"mytenant","site":"hq","#);
+        assert_eq!(Envelope::from_bus_json(&sited, "a", "r").unwrap().routing().unwrap().site.as_deref(), Some("hq"));
+    }
+
     #[test]
     fn detail_spacing_from_the_bus_is_canonicalised() {
         let spaced = HYPR.replace(
