@@ -344,6 +344,13 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
         {"id": "dup", "detail-type": "x", "source": "p", "detail": {}}
     ])).await;
     assert_eq!(problem_fields(&twice.body), ["[1].id"]);
+    // Named by its place in the request, whatever came before it at fault.
+    let after_a_fault = stack.post("/v1/events", &t, &json!([
+        {"detail-type": "x", "source": "p", "detail": []},
+        {"id": "dup", "detail-type": "x", "source": "p", "detail": {}},
+        {"id": "dup", "detail-type": "x", "source": "p", "detail": {}}
+    ])).await;
+    assert_eq!(problem_fields(&after_a_fault.body), ["[0].detail", "[2].id"]);
     let bad = stack.post("/v1/events", &t, &json!([{"source": "p", "detail": []}])).await;
     assert_eq!(problem_fields(&bad.body), ["[0].detail-type", "[0].detail"]);
 

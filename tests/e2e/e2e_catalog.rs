@@ -47,6 +47,34 @@ async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
 }
 
 on_both_backends! {
+async fn a_repeat_gets_its_first_answer_whatever_schema_was_declared_since(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let body = r#"{"id": "login-1", "detail-type": "user.login", "source": "idp", "detail": {}}"#;
+    let bearer = format!("Bearer {t}");
+    let keyed = [("authorization", bearer.as_str()), ("content-type", "application/json"), ("idempotency-key", "k-1")];
+    let first = stack.raw("POST", "/v1/events", &keyed, body.as_bytes().to_vec()).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    // Since then, a schema the event does not meet.
+    let schema = json!({"type": "object", "required": ["user"]});
+    assert_eq!(stack.put("/v1/event-types/user.login", &t, &json!({"schema": schema})).await.status, 200);
+    // The same key and body: the first answer, not a 400 of today's schema.
+    let again = stack.raw("POST", "/v1/events", &keyed, body.as_bytes().to_vec()).await;
+    assert_eq!((again.status.as_u16(), &again.body), (202, &first.body));
+    assert_eq!(again.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    // Without the key, the event's own id: answered as published, with the id it got then.
+    let by_id = stack.post_raw("/v1/events", &t, body).await;
+    assert_eq!(by_id.status, 202, "{}", by_id.body);
+    assert_eq!(by_id.body["events"][0]["id"], first.body["events"][0]["id"]);
+    // A new event of the type is held to the schema.
+    let new = stack.post_raw("/v1/events", &t, &body.replace("login-1", "login-2")).await;
+    assert_eq!(new.status, 400, "{}", new.body);
+    assert_eq!(new.body["errors"][0]["field"], "detail");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn seen_types_catalogs_and_the_pattern_preview(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let t = stack.token("acme", ALL_SCOPES);

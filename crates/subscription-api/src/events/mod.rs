@@ -38,9 +38,6 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let request = Once::of_request(&headers)?;
     let accepted = accept(&bytes, &caller.tenant)?;
-    let typed: Vec<_> =
-        accepted.iter().map(|a| (a.index, a.entry.detail_type.as_str(), a.entry.detail.as_ref())).collect();
-    api.schemas().check(&api, &caller.tenant, &typed).await?;
     let now = Utc::now();
     let store = api.ports().idempotency.as_ref();
     let fingerprint = once::fingerprint(&bytes);
@@ -87,11 +84,12 @@ fn accept(bytes: &[u8], tenant: &TenantId) -> Result<Vec<Accepted>, ApiError> {
         }
     }
     let mut seen_ids = std::collections::HashSet::new();
-    for (i, a) in accepted.iter().enumerate() {
+    for a in &accepted {
         if let Some(pid) = &a.producer_id
             && !seen_ids.insert(pid.clone())
         {
-            let at = if array { format!("[{i}].id") } else { "id".to_owned() };
+            // Named by its place in the request (`accepted` leaves out the events at fault).
+            let at = a.index.map_or_else(|| "id".to_owned(), |i| format!("[{i}].id"));
             errors.push(FieldError::new(at, "is given to another event of this request"));
         }
     }
@@ -165,10 +163,15 @@ async fn claim_and_publish(
             }
         }
         ids.push(None);
-        to_publish.push((i, a.entry));
+        to_publish.push((i, a.index, a.entry));
     }
-    let positions: Vec<usize> = to_publish.iter().map(|(i, _)| *i).collect();
-    let published = put(api, tenant, to_publish.into_iter().map(|(_, e)| e).collect(), now).await?;
+    // Declared schemas are checked only now, on what is still to publish: they can change
+    // between a request and its repeat, and a repeat (the same key, or an event id already
+    // published) gets the answer it got then, not a 400 of today's schema.
+    let typed: Vec<_> = to_publish.iter().map(|(_, at, e)| (*at, e.detail_type.as_str(), e.detail.as_ref())).collect();
+    api.schemas().check(api, tenant, &typed).await?;
+    let positions: Vec<usize> = to_publish.iter().map(|(i, _, _)| *i).collect();
+    let published = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await?;
     for (pos, id) in positions.iter().zip(published) {
         if let Some((_, c)) = claimed.iter().find(|(i, _)| i == pos) {
             c.complete(store, tenant, StoredResponse { status: 202, body: id.to_string() }).await;
