@@ -186,16 +186,27 @@ impl IntoResponse for ApiError {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(detail = %self, "request refused: unavailable");
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
-        if let Self::Throttled { retry_after_secs, .. } = &self
+        self.set_headers(resp.headers_mut());
+        resp
+    }
+}
+
+impl ApiError {
+    /// The headers the error's status calls for, whatever shape its body takes (the other
+    /// products' APIs answer in their own): when to retry, and how to authenticate.
+    pub(crate) fn set_headers(&self, headers: &mut axum::http::HeaderMap) {
+        let status = self.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        if let Self::Throttled { retry_after_secs, .. } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
+            headers.insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        resp
     }
 }

@@ -86,7 +86,9 @@ impl IntoResponse for KeycloakError {
         if let ApiError::Internal(e) = &self.0 {
             tracing::error!(error = %e, "keycloak webhooks request failed");
         }
-        (self.0.status(), Json(json!({ "error": super::message(&self.0) }))).into_response()
+        let mut resp = (self.0.status(), Json(json!({ "error": super::message(&self.0) }))).into_response();
+        self.0.set_headers(resp.headers_mut());
+        resp
     }
 }
 

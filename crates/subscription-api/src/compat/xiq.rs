@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::hook::{ConnectionState, Hook, ValidationContext};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -105,7 +105,10 @@ impl IntoResponse for XiqError {
             tracing::error!(error = %e, "xiq subscriptions request failed");
         }
         let code = self.0.problem().kind.rsplit('/').next().unwrap_or("error").replace('-', "_").to_ascii_uppercase();
-        (self.0.status(), Json(json!({ "error_code": code, "error_message": super::message(&self.0) }))).into_response()
+        let mut resp = (self.0.status(), Json(json!({ "error_code": code, "error_message": super::message(&self.0) })))
+            .into_response();
+        self.0.set_headers(resp.headers_mut());
+        resp
     }
 }
 
@@ -162,9 +165,14 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
             "event_types": [s.message_type],
             "payload": "detail_array",
         }))?;
+        // Every subscription is checked before any is created: one at fault would
+        // otherwise make, tell of (`hook.created`) and undo those before it.
+        let ctx = ValidationContext { network: &api.settings().network };
+        draft.clone().validate(ctx, None).map_err(|e| at_index(i, ApiError::fields(e)))?;
         drafts.push((draft, signing));
     }
-    // All or nothing: a subscription that cannot be created undoes the ones before it.
+    // All or nothing: one that still cannot be created (the tenant's quota reached, the
+    // store failing) undoes the ones before it.
     let mut created: Vec<Hook> = Vec::with_capacity(drafts.len());
     for (i, (draft, signing)) in drafts.into_iter().enumerate() {
         match create_hook(&api, &caller, draft, signing).await {
