@@ -24,44 +24,74 @@ pub(crate) struct Unresolved {
     source: std::io::Error,
 }
 
-/// Resolves with the system resolver and keeps only allowed addresses.
+/// Resolves names and keeps only allowed addresses.
+///
+/// Lookups are asynchronous (hickory, configured from `/etc/resolv.conf` and `/etc/hosts`),
+/// so one given up with its request ends there. The system's `getaddrinfo` runs on tokio's
+/// blocking pool and cannot be stopped: a tenant whose names answer slowly held a pool
+/// thread per lookup long after its requests were given up, until the pool was full and
+/// every other tenant's lookups (and the embedded backend's SQLite reads, on the same pool)
+/// waited behind them.
 pub(crate) struct GuardedResolver {
     policy: NetworkPolicy,
+    /// `None` when the system's resolver configuration could not be read: lookups then go
+    /// to `getaddrinfo`, as before.
+    dns: Option<hickory_resolver::TokioResolver>,
 }
 
 impl GuardedResolver {
     pub(crate) fn new(policy: NetworkPolicy) -> Self {
-        Self { policy }
+        let dns = hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build());
+        let dns = match dns {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the system's resolver configuration; names are looked up with getaddrinfo");
+                None
+            }
+        };
+        Self { policy, dns }
+    }
+
+    /// The addresses `host` has, allowed or not.
+    async fn lookup(dns: Option<&hickory_resolver::TokioResolver>, host: &str) -> Result<Vec<IpAddr>, Unresolved> {
+        let unresolved = |source: std::io::Error| Unresolved { host: host.to_owned(), source };
+        match dns {
+            Some(r) => match r.lookup_ip(host).await {
+                Ok(found) => Ok(found.iter().collect()),
+                // No record is an answer: the name has no address.
+                Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+                Err(e) => Err(unresolved(std::io::Error::other(e.to_string()))),
+            },
+            None => Ok(tokio::net::lookup_host((host, 0)).await.map_err(unresolved)?.map(|a| a.ip()).collect()),
+        }
     }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let dns = self.dns.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|source| Unresolved { host: host.clone(), source })?
-                .collect();
+            let found = Self::lookup(dns.as_ref(), &host).await?;
             if found.is_empty() {
                 // A name with no address is a DNS failure (retried), not a refused address.
                 let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
                 return Err(Box::new(Unresolved { host, source }) as Box<dyn std::error::Error + Send + Sync>);
             }
             let (allowed, blocked): (Vec<_>, Vec<_>) =
-                found.into_iter().partition(|a| policy.check(a.ip()) == AddressVerdict::Allowed);
+                found.into_iter().partition(|ip| policy.check(*ip) == AddressVerdict::Allowed);
             if allowed.is_empty() {
                 let block = blocked
                     .first()
-                    .and_then(|a| match policy.check(a.ip()) {
+                    .and_then(|ip| match policy.check(*ip) {
                         AddressVerdict::Blocked(b) => Some(b),
                         AddressVerdict::Allowed => None,
                     })
                     .unwrap_or("none allowed");
                 return Err(Box::new(Blocked { host, block }) as Box<dyn std::error::Error + Send + Sync>);
             }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            Ok(Box::new(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0))) as Addrs)
         })
     }
 }
@@ -119,5 +149,29 @@ mod tests {
         assert!(matches!(check_target(&https_only, &url("https://169.254.169.254/")), Err(Refused::Blocked(_))));
         let local = NetworkPolicy::local();
         assert!(check_target(&local, &url("http://127.0.0.1:9000/")).is_ok());
+    }
+
+    /// A lookup needs no thread of tokio's blocking pool: with that pool held by other
+    /// work (lookups a tenant's slow names left behind, SQLite reads), a name still
+    /// resolves. `getaddrinfo` ran there, so it waited for as long as the pool was held.
+    #[test]
+    fn a_lookup_does_not_wait_for_the_blocking_pool() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resolver = GuardedResolver::new(NetworkPolicy::local());
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let holder = tokio::task::spawn_blocking(move || held.recv());
+            let name: Name = "localhost".parse().unwrap();
+            let found = tokio::time::timeout(std::time::Duration::from_secs(5), resolver.resolve(name)).await;
+            release.send(()).unwrap();
+            holder.await.unwrap().unwrap();
+            let addrs: Vec<SocketAddr> = found.expect("resolved with the blocking pool held").unwrap().collect();
+            assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+        });
     }
 }
