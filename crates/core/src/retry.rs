@@ -122,7 +122,14 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    // The HTTP-date's preferred form, then the two obsolete ones a recipient must still
+    // read (RFC 9110, 5.6.7): RFC 850's and asctime's, both in GMT.
+    let at = DateTime::parse_from_rfc2822(value).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
+        ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(value, f).ok())
+            .map(|t| t.and_utc())
+    })?;
     (at - now).to_std().ok().or(Some(Duration::ZERO))
 }
 
@@ -192,5 +199,9 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(60)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        // The obsolete forms a recipient must still read: RFC 850's and asctime's.
+        assert_eq!(parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Wed Oct 21 07:29:00 2015", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Thu Oct  1 07:29:00 2015", now), Some(Duration::ZERO));
     }
 }
