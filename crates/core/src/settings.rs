@@ -236,6 +236,11 @@ fn whole(var: &'static str, text: &str, min: u32) -> Result<u32, SettingsError> 
 /// it to 25 s, to fit one worker invocation.)
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The longest an event's envelope may be kept. Longer ones overflowed the time an
+/// envelope expires at (a panic in ingest, which stopped it for good) or were quietly
+/// replaced by the default; a delivery that outlives its envelope cannot be replayed.
+pub const MAX_EVENT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
+
 /// A duration of at most `max`.
 fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Duration, SettingsError> {
     let d = duration(var, text)?;
@@ -243,6 +248,20 @@ fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Dura
         return Ok(d);
     }
     Err(SettingsError { variable: var, message: format!("{text:?} is longer than {}s", max.as_secs()) })
+}
+
+/// The API's public base URL, without a trailing `/`: portal links and the console's
+/// sign-in are made from it, so one without a scheme or host made links that lead nowhere.
+fn public_url(text: &str) -> Result<String, SettingsError> {
+    let refused = || SettingsError {
+        variable: PUBLIC_URL,
+        message: format!("{text:?} is not an http(s) URL like https://hooks.example.com"),
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| refused())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(refused());
+    }
+    Ok(text.trim().trim_end_matches('/').to_owned())
 }
 
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
@@ -380,7 +399,7 @@ impl Settings {
             None => Duration::from_secs(10),
         };
         let event_retention = match var(EVENT_RETENTION) {
-            Some(v) => duration(EVENT_RETENTION, &v)?,
+            Some(v) => duration_at_most(EVENT_RETENTION, &v, MAX_EVENT_RETENTION)?,
             None => Duration::from_secs(14 * 86_400),
         };
         let fast_lane_patience = match var(FAST_LANE_PATIENCE) {
@@ -409,7 +428,7 @@ impl Settings {
             tokens,
             publish_to,
             console_client_id: var(CONSOLE_CLIENT_ID),
-            public_url: var(PUBLIC_URL).map(|u| u.trim_end_matches('/').to_owned()),
+            public_url: var(PUBLIC_URL).map(|u| public_url(&u)).transpose()?,
             default_network,
             account: var(ACCOUNT).unwrap_or_else(|| "000000000000".to_owned()),
             region: var(REGION).unwrap_or_else(|| "local".to_owned()),

@@ -133,7 +133,9 @@ fn ttl(text: &str) -> anyhow::Result<Duration> {
 pub fn token(settings: &Settings, tenant: &str, scopes: &[String], sub: &str, ttl: Duration) -> anyhow::Result<String> {
     tenant.parse::<hookbridge_core::ids::TenantId>().map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     let scope = if scopes.is_empty() { "hooks:read hooks:write events:publish".to_owned() } else { scopes.join(" ") };
-    let exp = chrono::Utc::now().timestamp() as u64 + ttl.as_secs();
+    let exp = (chrono::Utc::now().timestamp() as u64)
+        .checked_add(ttl.as_secs())
+        .with_context(|| format!("--ttl {}s is longer than a token can live", ttl.as_secs()))?;
     let claims = Claims { sub: sub.to_owned(), tenant: tenant.to_owned(), scope, exp };
     let key = settings.tokens.hs256.as_ref().with_context(|| {
         format!(
@@ -191,6 +193,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { backend, database, listen, delivery_concurrency, database_max_size } => {
+            anyhow::ensure!(
+                delivery_concurrency > 0,
+                "HOOKBRIDGE_DELIVERY_CONCURRENCY (--delivery-concurrency) must be at least 1"
+            );
             let s = settings()?;
             s.check_exposure(listen)?;
             // With only an issuer configured, tokens come from the issuer: there is none to print.
@@ -221,7 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn banner(addr: SocketAddr, token: Option<&str>, backend: &str) {
     let token = match token {
-        Some(t) => format!("Token      tenant \"demo\", all scopes, valid 30 days:\n\n  export HB_TOKEN={t}"),
+        Some(t) => format!(
+            "Token      tenant \"demo\", scopes hooks:read hooks:write events:publish, valid 30 days:\n\n  export HB_TOKEN={t}"
+        ),
         None => "Tokens     from your OpenID Connect issuer (HOOKBRIDGE_JWT_ISSUER): export HB_TOKEN=<one of them>"
             .to_owned(),
     };

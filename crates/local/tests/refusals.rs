@@ -46,3 +46,36 @@ fn an_issuer_that_is_not_a_url_is_refused_naming_the_variable() {
     let err = refused("127.0.0.1:0", &[("HOOKBRIDGE_JWT_ISSUER", "keycloak")]);
     assert!(err.contains("HOOKBRIDGE_JWT_ISSUER"), "{err}");
 }
+
+/// Settings whose bad values were taken quietly (and one that later stopped ingest with a
+/// panic) are refused at start, each naming its variable.
+#[test]
+fn bad_settings_are_refused_at_start_naming_their_variable() {
+    for (variable, value) in [
+        // Past chrono's last year once added to now: ingest panicked on the first shared
+        // or large envelope, and stayed stopped.
+        ("HOOKBRIDGE_EVENT_RETENTION", "100000000d"),
+        // Portal links and the console's sign-in were made from it, leading nowhere.
+        ("HOOKBRIDGE_PUBLIC_URL", "hooks.example.com"),
+        ("HOOKBRIDGE_PUBLIC_URL", "ftp://hooks.example.com"),
+        // Quietly made 1.
+        ("HOOKBRIDGE_DELIVERY_CONCURRENCY", "0"),
+    ] {
+        let err = refused("127.0.0.1:0", &[(variable, value)]);
+        assert!(err.contains(variable), "{variable}={value}: {err}");
+    }
+}
+
+/// A token lifetime that overflows the expiry is refused, not wrapped into a token that
+/// expired long ago (or a panic in a debug build).
+#[test]
+fn a_token_lifetime_past_any_expiry_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["token", "--tenant", "acme", "--ttl", "18446744073709551615s"])
+        .env("HOOKBRIDGE_JWT_SECRET", KEY)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a token was minted: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("--ttl") && !err.contains("panicked"), "{err}");
+}
