@@ -317,6 +317,31 @@ mod tests {
 
     use super::*;
 
+    /// A client allowed to reach loopback, and client credentials for `token_url`.
+    fn client_credentials(token_url: &str) -> (Outbound, OAuthConfig, HookSecrets) {
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+        })
+        .unwrap();
+        let oauth = OAuthConfig {
+            token_url: token_url.to_owned(),
+            client_id: "c".into(),
+            http_method: TokenMethod::Post,
+            header_params: vec![],
+            query_params: vec![],
+            body_params: vec![],
+        };
+        let secrets = HookSecrets {
+            signing: hookbridge_core::secret::SigningSecret::generate(),
+            retiring: vec![],
+            auth: Some(Secret::new("client-secret")),
+            params: Default::default(),
+            headers: Default::default(),
+        };
+        (outbound, oauth, secrets)
+    }
+
     fn keys(cache: &TokenCache) -> Vec<u64> {
         let mut k: Vec<u64> = cache.slots.lock().unwrap().keys().copied().collect();
         k.sort_unstable();
@@ -361,26 +386,7 @@ mod tests {
         idp.script((1..=10).map(|n| {
             hookbridge_testkit::Reply::body(200, format!(r#"{{"access_token": "t{n}", "expires_in": 3600}}"#))
         }));
-        let outbound = Outbound::new(crate::OutboundSettings {
-            timeout: Duration::from_secs(10),
-            network: hookbridge_core::hook::NetworkPolicy::local(),
-        })
-        .unwrap();
-        let oauth = OAuthConfig {
-            token_url: idp.url("/token"),
-            client_id: "c".into(),
-            http_method: TokenMethod::Post,
-            header_params: vec![],
-            query_params: vec![],
-            body_params: vec![],
-        };
-        let secrets = HookSecrets {
-            signing: hookbridge_core::secret::SigningSecret::generate(),
-            retiring: vec![],
-            auth: Some(Secret::new("client-secret")),
-            params: Default::default(),
-            headers: Default::default(),
-        };
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
         let hook = HookId::generate();
         let first = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.unwrap();
         assert_eq!(first.expose(), "t1");
@@ -402,26 +408,7 @@ mod tests {
         let idp = hookbridge_testkit::Receiver::start().await;
         idp.script([hookbridge_testkit::Reply::body(500, "down")]);
         idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#));
-        let outbound = Outbound::new(crate::OutboundSettings {
-            timeout: Duration::from_secs(10),
-            network: hookbridge_core::hook::NetworkPolicy::local(),
-        })
-        .unwrap();
-        let oauth = OAuthConfig {
-            token_url: idp.url("/token"),
-            client_id: "c".into(),
-            http_method: TokenMethod::Post,
-            header_params: vec![],
-            query_params: vec![],
-            body_params: vec![],
-        };
-        let secrets = HookSecrets {
-            signing: hookbridge_core::secret::SigningSecret::generate(),
-            retiring: vec![],
-            auth: Some(Secret::new("client-secret")),
-            params: Default::default(),
-            headers: Default::default(),
-        };
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
         let hook = HookId::generate();
         assert!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.is_err());
         assert!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.is_err(), "remembered");
@@ -440,26 +427,7 @@ mod tests {
             200,
             r#"{"access_token": "abc\r\nX-Injected: 1", "expires_in": 60}"#,
         ));
-        let outbound = Outbound::new(crate::OutboundSettings {
-            timeout: Duration::from_secs(10),
-            network: hookbridge_core::hook::NetworkPolicy::local(),
-        })
-        .unwrap();
-        let oauth = OAuthConfig {
-            token_url: idp.url("/token"),
-            client_id: "c".into(),
-            http_method: TokenMethod::Post,
-            header_params: vec![],
-            query_params: vec![],
-            body_params: vec![],
-        };
-        let secrets = HookSecrets {
-            signing: hookbridge_core::secret::SigningSecret::generate(),
-            retiring: vec![],
-            auth: Some(Secret::new("client-secret")),
-            params: Default::default(),
-            headers: Default::default(),
-        };
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
         let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
         assert!(matches!(&err, TokenError::Rejected { status: 200, body } if body.contains("header")), "{err:?}");
         assert!(!err.to_string().contains("X-Injected"), "the token is not repeated: {err}");
