@@ -300,14 +300,24 @@ pub async fn make_hook(h: &dyn Harness, tenant_id: &str, name: &str) -> (Hook, H
 
 /// The same, with the id `id` (its secrets are sealed for it: a blob is bound to its hook).
 pub async fn make_hook_as(h: &dyn Harness, tenant_id: &str, name: &str, id: HookId) -> (Hook, HookSecrets) {
-    let policy = NetworkPolicy::local();
-    let draft: HookDraft = serde_json::from_value(serde_json::json!({
+    let draft = serde_json::json!({
         "name": name,
         "url": "https://receiver.example/hook",
         "auth": {"type": "BASIC", "username": "u", "password": format!("pw-{name}-secret")},
         "headers": [{"name": "X-Hidden", "value": format!("hv-{name}-secret"), "secret": true}],
-    }))
-    .expect("draft");
+    });
+    make_hook_from(h, tenant_id, id, draft).await
+}
+
+/// A hook written as `draft` (the API's JSON), with its secrets sealed by the backend.
+pub async fn make_hook_from(
+    h: &dyn Harness,
+    tenant_id: &str,
+    id: HookId,
+    draft: serde_json::Value,
+) -> (Hook, HookSecrets) {
+    let policy = NetworkPolicy::local();
+    let draft: HookDraft = serde_json::from_value(draft).expect("draft");
     let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).expect("valid");
     let tenant = tenant(tenant_id);
     let sealed = h.backend().sealer.seal(SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.expect("seal");

@@ -6,9 +6,10 @@
 mod common;
 
 use chrono::Utc;
-use hookbridge_core::hook::{ConnectionState, HookDraft, HookState, SecretsOwner, ValidationContext};
+use hookbridge_core::hook::ConnectionState;
 use hookbridge_core::ids::HookId;
 use hookbridge_core::ports::{Receipt, ReceivedMessage};
+use hookbridge_testkit::contract::make_hook_from;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,40 +17,25 @@ async fn secrets_that_cannot_be_opened_now_are_retried_not_taken_for_a_refusal()
     let h = AwsHarness::start().await;
     let idp = Receiver::start().await;
     idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
-    let draft: HookDraft = serde_json::from_value(serde_json::json!({
+    let draft = serde_json::json!({
         "name": "locked",
         "url": "https://receiver.example/hook",
         "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"},
-    }))
-    .unwrap();
-    let policy = hookbridge_core::hook::NetworkPolicy::local();
-    let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).unwrap();
-    let (tenant, id, now) = ("acme".parse().unwrap(), HookId::generate(), Utc::now());
-    let mut sealed = h.backend().sealer.seal(SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.unwrap();
+    });
+    let (mut hook, _) = make_hook_from(&h, "acme", HookId::generate(), draft).await;
     // The sealed blob is [format, data key's length (2 bytes), the data key as KMS
     // encrypted it, ...]; the emulator's encrypted key starts with its key's id. Another id
     // names no key: Decrypt is refused, as when a key is disabled or access revoked.
-    sealed.0[3] = b'z';
-    let hook = hookbridge_core::hook::Hook {
-        id,
-        tenant,
-        state: HookState::new_for(&config),
-        config,
-        sealed,
-        created_by: "tester".into(),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-        revision: 1,
-    };
+    hook.sealed.0[3] = b'z';
     h.backend().hooks.create(&hook, 1000).await.unwrap();
     let v = common::verifier_on(h.backend());
     let body = format!(
         r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000e1","detail-type":"hook.created","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"acme","hook_id":"{}","hook_version":1}}}}"#,
-        now.format("%Y-%m-%dT%H:%M:%SZ"),
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         hook.id
     );
-    let m = ReceivedMessage { id: "m1".into(), body, receipt: Receipt("r1".into()), receive_count: 1, sent_at: now };
+    let m =
+        ReceivedMessage { id: "m1".into(), body, receipt: Receipt("r1".into()), receive_count: 1, sent_at: Utc::now() };
     assert_eq!(verifier::handle(&v, &[m]).await.failed, ["m1"], "the message comes back to be checked again");
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
     assert_ne!(stored.state.connection_state, ConnectionState::Deauthorized);
