@@ -101,17 +101,17 @@ unit: $(PYTOOLS) browser
 # The emulator (with cfn-lint, which it brings) and the OpenAPI validator, pinned, in the
 # project's own venv.
 $(PYTOOLS): scripts/requirements-dev.txt
-	python3 -m venv $(VENV)
+	scripts/make-venv.sh $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(CARGO_LAMBDA): scripts/requirements-build.txt
-	python3 -m venv .venv-build
+	scripts/make-venv.sh .venv-build
 	.venv-build/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-build.txt
 	rm -f .venv-build/.installed-* && touch $@
 
 $(SAM): scripts/requirements-deploy.txt
-	python3 -m venv .venv-sam
+	scripts/make-venv.sh .venv-sam
 	.venv-sam/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-deploy.txt
 
 .tools/bin/cargo-fuzz:
