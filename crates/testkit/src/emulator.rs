@@ -85,7 +85,13 @@ impl Emulator {
 
     /// Stops it (all its state is gone) and waits until it has.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg(self._process.id().to_string()).status();
+        // SIGTERM through bash's own `kill` (no procps needed): the watchdog's trap then
+        // stops the emulator, which a SIGKILL to the watchdog would leave running. Should
+        // that fail, the SIGKILL at least keeps `wait` from waiting forever.
+        let term = Command::new("bash").arg("-c").arg(format!("kill -TERM {}", self._process.id())).status();
+        if !term.is_ok_and(|s| s.success()) {
+            let _ = self._process.kill();
+        }
         let _ = self._process.wait();
         let port: u16 = self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
         for _ in 0..100 {
