@@ -2,7 +2,8 @@
 //! CloudWatch, a file, a pipe), readable coloured lines on a terminal, the same fields
 //! either way: those each stage attaches and those of the span it runs in (tenant,
 //! hook_id, delivery_id), so every line about a delivery names it. `RUST_LOG` filters
-//! (default `info`); `HOOKBRIDGE_LOG_FORMAT=json|pretty` overrides the choice.
+//! (default `info`; one that does not parse is refused); `HOOKBRIDGE_LOG_FORMAT=json|pretty`
+//! overrides the choice.
 
 use std::io::IsTerminal;
 
@@ -44,6 +45,21 @@ impl Format {
     }
 }
 
+/// `RUST_LOG`: which lines are written (default `info`).
+pub const LOG_FILTER: &str = "RUST_LOG";
+
+/// The filter `RUST_LOG` names, or `info` when it is unset or empty. A filter that does not
+/// parse is refused: falling back to `info` would hide the very lines someone asked for.
+pub fn filter(variable: Option<&str>) -> Result<tracing_subscriber::EnvFilter, SettingsError> {
+    match variable.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok("info".into()),
+        Some(directives) => tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| SettingsError {
+            variable: LOG_FILTER,
+            message: format!("{directives:?} is not a filter: {e}"),
+        }),
+    }
+}
+
 /// Installs the subscriber; call once at the top of `main`.
 pub fn init(output: Output) -> Result<(), SettingsError> {
     let terminal = match output {
@@ -51,7 +67,7 @@ pub fn init(output: Output) -> Result<(), SettingsError> {
         Output::Stderr => std::io::stderr().is_terminal(),
     };
     let format = Format::choose(std::env::var(LOG_FORMAT).ok().as_deref(), terminal)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = filter(std::env::var(LOG_FILTER).ok().as_deref())?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // `try_init`: a second call (tests) keeps the first subscriber.
     let _ = match (format, output) {
@@ -84,5 +100,15 @@ mod tests {
         assert_eq!(Format::choose(Some("json"), true).unwrap(), Format::Json);
         assert_eq!(Format::choose(Some("pretty"), false).unwrap(), Format::Pretty);
         assert_eq!(Format::choose(Some("xml"), false).unwrap_err().variable, LOG_FORMAT);
+    }
+
+    #[test]
+    fn a_filter_that_does_not_parse_is_refused_and_none_means_info() {
+        assert_eq!(filter(None).unwrap().to_string(), "info");
+        assert_eq!(filter(Some("  ")).unwrap().to_string(), "info");
+        assert_eq!(filter(Some("hookbridge=debug")).unwrap().to_string(), "hookbridge=debug");
+        let refused = filter(Some("hookbridge=loud")).unwrap_err();
+        assert_eq!(refused.variable, LOG_FILTER);
+        assert!(refused.message.contains("hookbridge=loud"), "{}", refused.message);
     }
 }
