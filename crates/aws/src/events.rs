@@ -37,24 +37,29 @@ impl EventStore for DynamoEventStore {
             })
             .collect();
         // Types seen, in the same batch write: no request of their own.
-        for name in self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now) {
-            items.push(crate::event_types::seen_item(tenant, &name, now));
+        let seen = self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now);
+        for name in &seen {
+            items.push(crate::event_types::seen_item(tenant, name, now));
         }
-        self.table.put_all(items).await
+        let written = self.table.put_all(items).await;
+        if written.is_err() {
+            self.seen.forget(tenant.as_str(), &seen, now);
+        }
+        written
     }
 
     async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
         let now = Utc::now();
-        let items: Vec<_> = self
-            .seen
-            .due(tenant.as_str(), types.iter().copied(), now)
-            .iter()
-            .map(|name| crate::event_types::seen_item(tenant, name, now))
-            .collect();
-        if items.is_empty() {
+        let seen = self.seen.due(tenant.as_str(), types.iter().copied(), now);
+        if seen.is_empty() {
             return Ok(());
         }
-        self.table.put_all(items).await
+        let items: Vec<_> = seen.iter().map(|name| crate::event_types::seen_item(tenant, name, now)).collect();
+        let written = self.table.put_all(items).await;
+        if written.is_err() {
+            self.seen.forget(tenant.as_str(), &seen, now);
+        }
+        written
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {

@@ -98,6 +98,18 @@ impl SeenMemo {
         }
         out
     }
+
+    /// Takes back what [`SeenMemo::due`] at `at` handed out for `names`, whose write failed:
+    /// they are due again at once, not an hour later.
+    pub fn forget(&self, tenant: &str, names: &[String], at: DateTime<Utc>) {
+        let mut memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in names {
+            let key = (tenant.to_owned(), name.clone());
+            if memo.get(&key) == Some(&at) {
+                memo.remove(&key);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +133,19 @@ mod tests {
         assert!(memo.due("acme", ["a"], now + Duration::minutes(59)).is_empty());
         assert_eq!(memo.due("globex", ["a"], now), ["a"]);
         assert_eq!(memo.due("acme", ["a"], now + SEEN_REFRESH), ["a"]);
+    }
+
+    #[test]
+    fn a_type_whose_write_failed_is_due_again_at_once() {
+        let memo = SeenMemo::default();
+        let now = Utc::now();
+        let due = memo.due("acme", ["a", "b"], now);
+        memo.forget("acme", &due[..1], now);
+        assert_eq!(memo.due("acme", ["a", "b"], now + Duration::seconds(1)), ["a"]);
+        // A later success is not taken back by an older failure.
+        let later = now + Duration::seconds(1);
+        memo.forget("acme", &due[..1], now);
+        assert!(memo.due("acme", ["a"], later + Duration::seconds(1)).is_empty());
     }
 
     #[test]

@@ -33,11 +33,14 @@ impl EventStore for SqliteEventStore {
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()> {
         let now = Utc::now();
         let seen = self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now);
+        let names = seen.clone();
+        let memo_tenant = tenant.as_str().to_owned();
         let tenant = tenant.to_string();
         let rows: Vec<(String, String)> = envelopes.iter().map(|e| (e.id.to_string(), e.to_body())).collect();
         let exp = expires_at.timestamp_millis();
         let at = now.timestamp_millis();
-        self.db
+        let written = self
+            .db
             .write(move |c| {
                 let mut stmt = c
                     .prepare_cached(
@@ -54,7 +57,11 @@ impl EventStore for SqliteEventStore {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        if written.is_err() {
+            self.seen.forget(&memo_tenant, &names, now);
+        }
+        written
     }
 
     async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
@@ -63,8 +70,11 @@ impl EventStore for SqliteEventStore {
         if seen.is_empty() {
             return Ok(());
         }
-        let (tenant, at) = (tenant.to_string(), now.timestamp_millis());
-        self.db
+        let names = seen.clone();
+        let (memo_tenant, at) = (tenant.as_str().to_owned(), now.timestamp_millis());
+        let tenant = tenant.to_string();
+        let written = self
+            .db
             .write(move |c| {
                 let mut stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
                 for name in &seen {
@@ -72,7 +82,11 @@ impl EventStore for SqliteEventStore {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        if written.is_err() {
+            self.seen.forget(&memo_tenant, &names, now);
+        }
+        written
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
