@@ -149,9 +149,13 @@ pub(crate) async fn prepare<'a>(
             Err(plan) => plans.push(*plan),
         }
     }
-    let candidates = claim_probes(w, now, candidates, &mut plans).await;
     let candidates = pace(w, now, candidates, &mut plans).await;
-    plans.extend(load(w, candidates).await);
+    // The probe is claimed last, once nothing but the request is left: a claim whose
+    // delivery was then turned away (its slot ahead, its event gone, its secrets not
+    // openable now) would hold the hook's circuit half-open, every delivery waiting for a
+    // probe that never went, for twice the request timeout.
+    let loaded = load(w, candidates).await;
+    plans.extend(claim_probes(w, now, loaded).await);
     Ok(plans)
 }
 
@@ -309,41 +313,60 @@ fn deferred_keep_slot(mut task: Task, until: DateTime<Utc>) -> Task {
 
 /// Lets one delivery per half-open circuit through as its probe: the first claims it with
 /// a conditional write; whoever loses (here or in another process) waits for the probe.
-async fn claim_probes<'a>(
-    w: &Worker,
-    now: DateTime<Utc>,
-    candidates: Vec<Candidate<'a>>,
-    plans: &mut Vec<Plan<'a>>,
-) -> Vec<Candidate<'a>> {
-    let mut claimed: HashMap<HookId, bool> = HashMap::new();
-    let mut out = Vec::with_capacity(candidates.len());
-    for mut c in candidates {
-        if !c.probe {
-            out.push(c);
-            continue;
-        }
-        let won = match claimed.get(&c.hook.id) {
-            Some(_) => false,
-            None => {
-                let won = claim(w, &c.hook, now).await;
-                claimed.insert(c.hook.id, won);
-                won
+/// When the claim finds the circuit closed meanwhile, the hook's deliveries go as usual.
+async fn claim_probes<'a>(w: &Worker, now: DateTime<Utc>, plans: Vec<Plan<'a>>) -> Vec<Plan<'a>> {
+    let mut claimed: HashMap<HookId, Claim> = HashMap::new();
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let mut ready = match plan {
+            Plan::Send(ready) if ready.probe => ready,
+            other => {
+                out.push(other);
+                continue;
             }
         };
-        if won {
-            tracing::info!(hook_id = %c.hook.id, tenant = %c.hook.tenant, "circuit half-open: sending a probe");
-            c.probe = true;
-            out.push(c);
-        } else {
-            let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
-            plans.push(hand_back(c.message, deferred(c.task, until), Lane::Slow, "its circuit's probe is under way"));
+        let claim = match claimed.get(&ready.hook.id) {
+            // One probe per circuit: the batch's other deliveries to it wait for it.
+            Some(Claim::Won) => Claim::Lost,
+            Some(other) => *other,
+            None => {
+                let claim = claim(w, &ready.hook, now).await;
+                claimed.insert(ready.hook.id, claim);
+                claim
+            }
+        };
+        match claim {
+            Claim::Won => {
+                tracing::info!(hook_id = %ready.hook.id, tenant = %ready.hook.tenant, "circuit half-open: sending a probe");
+                out.push(Plan::Send(ready));
+            }
+            Claim::Closed => {
+                ready.probe = false;
+                out.push(Plan::Send(ready));
+            }
+            Claim::Lost => {
+                let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
+                let Ready { message, task, .. } = *ready;
+                out.push(hand_back(message, deferred(task, until), Lane::Slow, "its circuit's probe is under way"));
+            }
         }
     }
     out
 }
 
-/// Claims the probe of `hook`'s circuit; whether this process got it.
-async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> bool {
+/// What claiming a circuit's probe came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// This process sends the probe.
+    Won,
+    /// Another probe succeeded meanwhile: send as usual.
+    Closed,
+    /// Another process's probe is under way, or the claim could not be written.
+    Lost,
+}
+
+/// Claims the probe of `hook`'s circuit.
+async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> Claim {
     let timeout = w.settings.timeout;
     let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
         Ok::<_, hookbridge_core::Error>(match h.state.health.circuit.gate(now, timeout) {
@@ -356,13 +379,12 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> bool {
     })
     .await;
     match r {
-        Ok(Modified::Written(..)) => true,
-        // Closed meanwhile (another probe succeeded): send as usual.
-        Ok(Modified::Unchanged(h)) => h.state.health.circuit.is_closed(),
-        Ok(Modified::Deleted) => false,
+        Ok(Modified::Written(..)) => Claim::Won,
+        Ok(Modified::Unchanged(h)) if h.state.health.circuit.is_closed() => Claim::Closed,
+        Ok(Modified::Unchanged(_)) | Ok(Modified::Deleted) => Claim::Lost,
         Err(e) => {
             tracing::warn!(hook_id = %hook.id, error = %e, "could not claim the circuit's probe");
-            false
+            Claim::Lost
         }
     }
 }
