@@ -1,7 +1,7 @@
 //! Replay as a job, through the whole stack: `POST …/replay` answers at once; the job
 //! re-sends a window of more than one page (1,000 deliveries on the emulator, 2,000 on
 //! SQLite; `make bench` replays 100,000), can be followed and cancelled, and is the
-//! caller's own.
+//! caller's own; a window must be one it can send, and a job outlives its hook.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -166,6 +166,63 @@ async fn a_replay_job_resends_a_window_of_many_pages_and_can_be_followed_and_can
     assert_eq!(stack.get(&location, &other).await.status, 404);
     assert_eq!(stack.get(&format!("/v1/hooks/{id}/replays/01J00000000000000000000000"), &t).await.status, 404);
     assert_eq!(stack.get(&format!("/v1/hooks/{id}/replays/not-an-id"), &t).await.status, 404);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack.create_hook(&t, &json!({"name": "outlived", "url": r.url("/")})).await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
+    let delivered = eventually(LONG, || async {
+        stack.deliveries(&t, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
+    })
+    .await
+    .expect("delivered");
+    let did = delivered["delivery_id"].as_str().unwrap().to_owned();
+    let replay = |body: Value| {
+        let (stack, t, id) = (&stack, &t, &id);
+        async move { stack.post(&format!("/v1/hooks/{id}/replay"), t, &body).await }
+    };
+    let now = chrono::Utc::now();
+
+    // A window that ends now must start before it; one wholly past the retention is empty.
+    let future = replay(json!({"since": (now + chrono::Duration::hours(1)).to_rfc3339()})).await;
+    assert_eq!((future.status.as_u16(), &future.body["errors"][0]["field"]), (400, &json!("since")), "{}", future.body);
+    let old = replay(json!({"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})).await;
+    assert_eq!((old.status.as_u16(), &old.body["errors"][0]["field"]), (400, &json!("until")), "{}", old.body);
+
+    // A status named many times is kept once.
+    let since = (now - chrono::Duration::hours(1)).to_rfc3339();
+    let started = replay(json!({"since": since, "status": vec!["SUCCEEDED"; 1000]})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    assert_eq!(started.body["status"], json!(["SUCCEEDED"]));
+    let location = started.headers["location"].to_str().unwrap().to_owned();
+    let done = job_until_stopped(&stack, &t, &location).await;
+    assert_eq!((done["state"].as_str(), done["queued"].as_u64()), (Some("SUCCEEDED"), Some(1)), "{done}");
+
+    // A hook that cannot receive is not sent to: the deliveries would only be cancelled.
+    let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
+    doc["enabled"] = json!(false);
+    assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await.status, 200);
+    let retried = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{did}/retry"), Some(&t), None).await;
+    let refused = replay(json!({"since": since})).await;
+    for a in [&retried, &refused] {
+        assert_eq!(a.status, 409, "{}", a.body);
+        assert_eq!(a.headers["content-type"], "application/problem+json");
+        assert!(a.body["detail"].as_str().unwrap().contains("hook disabled"), "{}", a.body);
+    }
+
+    // The job is readable after its hook is deleted, and still only to its tenant.
+    assert_eq!(stack.delete(&format!("/v1/hooks/{id}"), &t).await.status, 204);
+    let read = stack.get(&location, &t).await;
+    assert_eq!((read.status.as_u16(), read.body["state"].as_str()), (200, Some("SUCCEEDED")), "{}", read.body);
+    assert_eq!(stack.get(&location, &stack.token("globex", ALL_SCOPES)).await.status, 404);
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}/replays/01J00000000000000000000000"), &t).await.status, 404);
     stack.shutdown().await;
 }
 }

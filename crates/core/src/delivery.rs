@@ -220,7 +220,11 @@ impl Delivery {
         }
         if u.round == self.round && u.status == DeliveryStatus::Pending && self.status != DeliveryStatus::Pending {
             // The request that opened this round, stored after the worker already recorded
-            // what the round's attempt did.
+            // what the round's attempt did. Its note still says what opened the round (a
+            // replay finds what it re-sent by it), unless the outcome gave a reason of its own.
+            if matches!(self.status, DeliveryStatus::Retrying | DeliveryStatus::Succeeded) && u.note.is_some() {
+                self.note.clone_from(&u.note);
+            }
             return;
         }
         if u.round == self.round && self.status == DeliveryStatus::Succeeded && u.status != DeliveryStatus::Succeeded {
@@ -353,6 +357,22 @@ mod tests {
             assert_eq!(d.status, DeliveryStatus::Succeeded);
             assert_eq!(d.round, 1);
             assert_eq!(d.attempts.len(), 2);
+        }
+    }
+
+    #[test]
+    fn the_note_that_opened_a_round_stays_whichever_record_lands_first() {
+        let k = key();
+        let mut requeued = update(&k, DeliveryStatus::Pending, 1, false);
+        requeued.note = Some("replayed by x".into());
+        let retrying = update(&k, DeliveryStatus::Retrying, 1, true);
+        for order in [[&requeued, &retrying], [&retrying, &requeued]] {
+            let mut d = Delivery::pending_for(&k, Utc::now());
+            d.apply(&update(&k, DeliveryStatus::Failed, 0, true));
+            for u in order {
+                d.apply(u);
+            }
+            assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Retrying, Some("replayed by x")));
         }
     }
 

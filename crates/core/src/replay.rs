@@ -31,7 +31,8 @@ pub enum ReplayState {
     Succeeded,
     /// Cancelled by request; what was re-sent before stays sent.
     Cancelled,
-    /// The hook was deleted while it ran.
+    /// The hook was deleted, or stopped receiving, while it ran; or a page failed on every
+    /// try; or the job could not be started.
     Failed,
 }
 
@@ -110,6 +111,20 @@ impl ReplayJob {
     /// Whether the job re-sends `d`: finished deliveries of the statuses it asks for.
     pub fn wants(&self, d: &Delivery) -> bool {
         d.status.is_final() && self.statuses.as_ref().is_none_or(|w| w.contains(&d.status))
+    }
+
+    /// The note its re-sends leave on a delivery (the API shows it as the delivery's
+    /// `reason`), by which a page read again knows what this job re-sent already.
+    pub fn note(&self) -> String {
+        format!("replayed by {}", self.id)
+    }
+
+    /// Whether this job re-sent `d` already: its page is read again after its save was
+    /// lost (a crash between the re-send and the save, or another poke saving first), and
+    /// what it re-sent is counted, not sent a second time. Such a delivery is `PENDING`
+    /// again or under way, which [`ReplayJob::wants`] alone would pass over uncounted.
+    pub fn resent(&self, d: &Delivery) -> bool {
+        d.round > 0 && d.note.as_deref() == Some(self.note().as_str())
     }
 
     /// The job after one more page: `next` is where the following page starts, `None`

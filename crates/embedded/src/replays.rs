@@ -47,13 +47,18 @@ impl ReplayStore for SqliteReplayStore {
     }
 
     async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>> {
-        let (h, id) = (hook_id.to_string(), id.to_string());
+        let (h, id, now) = (hook_id.to_string(), id.to_string(), chrono::Utc::now().timestamp_millis());
         let doc: Option<String> = self
             .db
             .read(move |c| {
-                c.query_row("SELECT doc FROM replays WHERE hook_id = ?1 AND id = ?2", params![h, id], |r| r.get(0))
-                    .optional()
-                    .map_err(sql("replays.get"))
+                // Past its time a job is gone, whether or not the sweep has come by yet.
+                c.query_row(
+                    "SELECT doc FROM replays WHERE hook_id = ?1 AND id = ?2 AND expires_at > ?3",
+                    params![h, id, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("replays.get"))
             })
             .await?;
         doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::corrupt("a replay job", e))).transpose()

@@ -194,12 +194,20 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
         tracing::info!(replay_id = %job.id, "replay stopped: the hook was deleted");
         return Ok(());
     };
+    if let Err(why) = hook.deliverable() {
+        // What it re-sent now would only be cancelled by the worker, its status overwritten.
+        p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await?;
+        tracing::info!(replay_id = %job.id, reason = %why, "replay stopped: the hook cannot receive");
+        return Ok(());
+    }
     let window = Window { since: job.since, until: job.until };
     let page = p.deliveries.list(job.hook_id, window, Order::OldestFirst, p.page, job.cursor.as_deref()).await?;
     // The cursor moves past what was read, matching or not.
     let next = page.next_cursor;
-    let picked: Vec<Delivery> = page.items.into_iter().filter(|d| job.wants(d)).collect();
-    let resent = resend(p.events, p.deliveries, p.lanes, &hook, &picked, "replayed").await?;
+    let (already, picked): (Vec<Delivery>, Vec<Delivery>) =
+        page.items.into_iter().filter(|d| job.resent(d) || job.wants(d)).partition(|d| job.resent(d));
+    let mut resent = resend(p.events, p.deliveries, p.lanes, &hook, &picked, &job.note()).await?;
+    resent.queued += already.len() as u64;
     let saved = job.advanced(next, resent.queued, resent.skipped, now);
     if !p.replays.save(&saved, job.step).await? {
         // Cancelled, or a second poke (after a crash) saved this page first: it goes on.

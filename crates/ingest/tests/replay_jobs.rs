@@ -1,8 +1,9 @@
 //! A replay job on both backends: it works through its window a page at a time, oldest
 //! first; a poke that comes back after a crash carries on from the saved page instead of
-//! starting over; two pokes in flight merge back into one; a cancelled job and a deleted
-//! hook stop it; a page failing on every receive fails it; a page re-sent while the job
-//! was cancelled is counted.
+//! starting over; two pokes in flight merge back into one; a cancelled job, a disabled
+//! hook and a deleted hook stop it; a page failing on every receive fails it; a page
+//! re-sent while the job was cancelled is counted, and so is one whose save was lost,
+//! without being sent twice.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -192,6 +193,19 @@ async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay(h: &dyn Harness) {
     assert_eq!(b.replays.get(hook.id, job.id).await.unwrap().unwrap().queued, 0, "nothing re-sent once cancelled");
     assert!(b.delivery_queue.receive(10, Duration::from_millis(300)).await.unwrap().is_empty());
 
+    // A hook disabled under a running job: re-sent now, its deliveries would only be
+    // cancelled by the worker, their FAILED overwritten.
+    let unreceiving = ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now);
+    b.replays.create(&unreceiving).await.unwrap();
+    let mut disabled = hook.clone();
+    disabled.config.enabled = false;
+    disabled.revision += 1;
+    b.hooks.replace(&disabled, hook.revision).await.unwrap();
+    handle(&deps, &[message(ReplayPoke::of(&unreceiving).to_body(), "u")]).await;
+    let stopped = b.replays.get(hook.id, unreceiving.id).await.unwrap().unwrap();
+    assert_eq!((stopped.state, stopped.queued), (ReplayState::Failed, 0));
+    assert!(b.delivery_queue.receive(10, Duration::from_millis(300)).await.unwrap().is_empty());
+
     let orphan = ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now);
     b.replays.create(&orphan).await.unwrap();
     assert!(b.hooks.delete(&tenant, hook.id).await.unwrap());
@@ -246,6 +260,41 @@ async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     assert!(b.replays.save(&by_another_poke, other.step).await.unwrap());
     count_after_cancel(b.replays.as_ref(), &other, page, now).await.unwrap();
     assert_eq!(b.replays.get(other.hook_id, other.id).await.unwrap().unwrap(), by_another_poke);
+}
+
+/// A page re-sent and recorded whose save was lost (the poke died before it, or another
+/// poke saved first): read again, what it re-sent is counted, and not sent a second time.
+async fn a_page_whose_save_was_lost_is_counted_not_sent_again(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "lost-save").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let seeded = seed(h, &hook, 10).await;
+    let deps = common::deps(h);
+    let b = h.backend();
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant, hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    // What the poke that died did, as `step` does it: the page re-sent and recorded.
+    let p = deps.ports.job_ports();
+    let resent = ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &seeded, &job.note()).await.unwrap();
+    assert_eq!(resent.queued, 10);
+
+    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "again")]).await;
+    let done = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.queued, done.skipped), (ReplayState::Succeeded, 10, 0));
+    assert_eq!(queued(b.delivery_queue.as_ref(), 10).await.len(), 10, "each once, by the poke that died");
+    let d = b.deliveries.get(hook.id, seeded[0].id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.round, d.note), (DeliveryStatus::Pending, 1, Some(job.note())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_save_was_lost_is_counted_not_sent_again_embedded() {
+    a_page_whose_save_was_lost_is_counted_not_sent_again(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_save_was_lost_is_counted_not_sent_again_aws() {
+    a_page_whose_save_was_lost_is_counted_not_sent_again(&AwsHarness::start().await).await;
 }
 
 /// A delivery whose event is too large to ride in its task is re-sent by reference (the

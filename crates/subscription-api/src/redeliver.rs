@@ -29,6 +29,7 @@ pub async fn retry(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (hook, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
+    receiving(&hook)?;
     if !delivery.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the delivery is {:?} and will be attempted again anyway; retry a finished one",
@@ -52,6 +53,15 @@ pub async fn retry(
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, delivery_id = %delivery.id, "delivery retried");
     Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": delivery.id }))))
+}
+
+/// `409` unless the hook can receive: what is sent to one that cannot (disabled, made
+/// inactive by its failures, awaiting verification) would only be cancelled, its status
+/// overwritten, and a later replay of `FAILED` would no longer find it.
+fn receiving(hook: &Hook) -> Result<(), ApiError> {
+    hook.deliverable().map_err(|why| {
+        ApiError::Conflict(format!("the hook cannot receive deliveries ({why}); enable it (or verify it) first"))
+    })
 }
 
 /// Which deliveries a replay re-sends.
@@ -88,18 +98,17 @@ fn statuses(filter: Option<StatusFilter>) -> Result<Option<Vec<DeliveryStatus>>,
         Some(StatusFilter::Many(v)) if !v.is_empty() => v,
         Some(StatusFilter::Many(_)) => return Err(ApiError::field("status", "must list at least one status")),
     };
-    names
-        .iter()
-        .map(|n| {
-            serde_json::from_value(Value::String(n.clone())).map_err(|_| {
-                ApiError::field(
-                    "status",
-                    "must be ALL or one or more of PENDING, RETRYING, SUCCEEDED, FAILED, CANCELLED",
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    let mut wanted: Vec<DeliveryStatus> = Vec::new();
+    for name in names {
+        let status = serde_json::from_value(Value::String(name)).map_err(|_| {
+            ApiError::field("status", "must be ALL or one or more of PENDING, RETRYING, SUCCEEDED, FAILED, CANCELLED")
+        })?;
+        // Each once: the job keeps the list, and a long list of repeats would be kept whole.
+        if !wanted.contains(&status) {
+            wanted.push(status);
+        }
+    }
+    Ok(Some(wanted))
 }
 
 /// A job as the API shows it.
@@ -130,14 +139,20 @@ pub async fn replay(
     let body: ReplayIn = parse(&bytes)?;
     let now = Utc::now();
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
-    let until = time("until", body.until.as_deref())?.unwrap_or(now);
-    if since >= until {
-        return Err(ApiError::field("until", "must be later than since"));
-    }
+    let until = match time("until", body.until.as_deref())? {
+        Some(until) if since >= until => return Err(ApiError::field("until", "must be later than since")),
+        Some(until) => until,
+        None if since >= now => return Err(ApiError::field("since", "must be in the past (until is now)")),
+        None => now,
+    };
     // Nothing older than the retention is kept, so an earlier `since` means "all of it".
     let since = since.max(now - MAX_REPLAY_AGE);
+    if since >= until {
+        return Err(ApiError::field("until", "must be within the last 14 days: no older delivery is kept"));
+    }
     let wanted = statuses(body.status)?;
     let hook = load(&api, &caller, &id).await?;
+    receiving(&hook)?;
     let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
     let p = api.ports();
     p.replays.create(&job).await?;
@@ -151,11 +166,28 @@ pub async fn replay(
     Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job_out(&job))))
 }
 
-async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Result<(Hook, ReplayJob), ApiError> {
-    let hook = load(api, caller, id).await?;
+/// The caller's replay job. A job outlives its hook: one stopped because its hook was
+/// deleted stays readable, as every job does, for [`hookbridge_core::replay::JOB_KEPT`], to
+/// the callers who saw all of the tenant's hooks (a portal session held to some sites
+/// cannot tell whether the deleted hook was one of its).
+async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Result<ReplayJob, ApiError> {
     let replay_id: ReplayId = replay_id.parse().map_err(|_| ApiError::NotFound("no such replay"))?;
-    let job = api.ports().replays.get(hook.id, replay_id).await?.ok_or(ApiError::NotFound("no such replay"))?;
-    Ok((hook, job))
+    let job = match load(api, caller, id).await {
+        Ok(hook) => api.ports().replays.get(hook.id, replay_id).await?,
+        Err(ApiError::NotFound(what)) => {
+            let hook_id = crate::hooks::hook_id(id)?;
+            if !caller.sites.is_empty() {
+                return Err(ApiError::NotFound(what));
+            }
+            let job = api.ports().replays.get(hook_id, replay_id).await?.filter(|j| j.tenant == caller.tenant);
+            if job.is_none() {
+                return Err(ApiError::NotFound(what));
+            }
+            job
+        }
+        Err(e) => return Err(e),
+    };
+    job.ok_or(ApiError::NotFound("no such replay"))
 }
 
 /// `GET /v1/hooks/{id}/replays/{replay_id}`: where a replay is.
@@ -164,7 +196,7 @@ pub async fn replay_job(
     Reader(caller): Reader,
     Path((id, replay_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, job) = load_job(&api, &caller, &id, &replay_id).await?;
+    let job = load_job(&api, &caller, &id, &replay_id).await?;
     Ok(Json(job_out(&job)))
 }
 
@@ -175,7 +207,7 @@ pub async fn cancel(
     Writer(caller): Writer,
     Path((id, replay_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (hook, mut job) = load_job(&api, &caller, &id, &replay_id).await?;
+    let mut job = load_job(&api, &caller, &id, &replay_id).await?;
     // A page may be saved between the read and the save; read again and retry.
     for _ in 0..10 {
         if job.state.is_final() {
@@ -183,10 +215,10 @@ pub async fn cancel(
         }
         let cancelled = job.stopped(ReplayState::Cancelled, Utc::now());
         if api.ports().replays.save(&cancelled, job.step).await? {
-            tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay cancelled");
+            tracing::info!(tenant = %job.tenant, hook_id = %job.hook_id, replay_id = %job.id, "replay cancelled");
             return Ok(Json(job_out(&cancelled)));
         }
-        job = load_job(&api, &caller, &id, &replay_id).await?.1;
+        job = load_job(&api, &caller, &id, &replay_id).await?;
     }
     Err(ApiError::Conflict("the replay kept moving; try cancelling again".to_owned()))
 }
