@@ -130,8 +130,16 @@ fn special_block(ip: IpAddr) -> Option<&'static str> {
                 // Teredo tunnels to an IPv4 client address, obfuscated in the last 32 bits:
                 // not a receiver anyone runs, and a way round the IPv4 blocks.
                 "Teredo (2001::/32)"
+            } else if s[0] == 0x2001 && s[1] < 0x0200 {
+                // Benchmarking (2001:2::/48), ORCHID and the rest: the equivalent of
+                // 192.0.0.0/24, blocked whole as that is.
+                "IETF protocol assignments (2001::/23)"
             } else if s[0] == 0x2001 && s[1] == 0x0db8 {
                 "documentation (2001:db8::/32)"
+            } else if s[0] == 0x3fff && s[1] & 0xf000 == 0 {
+                "documentation (3fff::/20)"
+            } else if s[0] == 0x5f00 {
+                "segment routing (5f00::/16)"
             } else if s[0] == 0x0100 && s[1..4] == [0, 0, 0] {
                 "discard-only (100::/64)"
             } else {
@@ -180,12 +188,25 @@ mod tests {
             "192.88.99.1",
             "2002:c058:6301::",
             "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:20::1",
+            "2001:db8::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
         ] {
             assert!(blocked(&p, ip), "{ip} should be blocked");
         }
-        for ip in
-            ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "::ffff:0:8.8.8.8", "2001:4860::8888"]
-        {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
+            "2001:4860::8888",
+            "2001:200::1",
+            "3fff:1000::1",
+        ] {
             assert!(!blocked(&p, ip), "{ip} should be allowed");
         }
     }

@@ -12,6 +12,10 @@ use super::headers::{is_header_name, is_header_value};
 use super::url::check_url;
 use super::{AuthDraft, MAX_PARAMS, MAX_VALUE_LEN, ParamDraft, RESERVED_HEADERS, Written, written};
 
+/// Headers the token request carries of its own, beside the deliveries' reserved ones:
+/// a parameter of one of these names would be sent twice, or replace the platform's.
+const TOKEN_REQUEST_HEADERS: &[&str] = &["authorization", "accept", "user-agent"];
+
 type AuthParts = (AuthConfig, Option<Secret>, BTreeMap<String, Secret>);
 
 pub(super) fn check_auth(
@@ -188,7 +192,7 @@ fn check_params(
             Some(k)
                 if group == "header_params"
                     && (RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str())
-                        || k.eq_ignore_ascii_case("authorization")) =>
+                        || TOKEN_REQUEST_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h))) =>
             {
                 e.push(format!("{at}.key"), "is set by the platform and cannot be used");
                 continue;

@@ -616,11 +616,18 @@ mod tests {
             r#"{"name":"o","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
                 "token_url":"https://idp.example/token","client_id":"c","client_secret":"s",
                 "header_params":[{"key":"authorization","value":"a"},{"key":"Host","value":"b"},
-                    {"key":"Content-Length","value":"1"},{"key":"X-Api-Key","value":"fine"}]}}"#,
+                    {"key":"Content-Length","value":"1"},{"key":"X-Api-Key","value":"fine"},
+                    {"key":"Accept","value":"application/xml"},{"key":"user-agent","value":"u"}]}}"#,
         );
         assert_eq!(
             fields(bad.validate(ctx(&policy), None)),
-            ["auth.header_params[0].key", "auth.header_params[1].key", "auth.header_params[2].key"]
+            [
+                "auth.header_params[0].key",
+                "auth.header_params[1].key",
+                "auth.header_params[2].key",
+                "auth.header_params[4].key",
+                "auth.header_params[5].key"
+            ]
         );
     }
 
