@@ -117,12 +117,21 @@ async fn get_is_404_for_unknown_malformed_and_foreign_ids(flavor: Flavor) {
         (format!("/v1/hooks/{id}"), &other),
         ("/v1/hooks/01KAKSAMP4E000000000H00K01".to_owned(), &t),
         ("/v1/hooks/not-an-id".to_owned(), &t),
+        // Escapes that are not UTF-8 name nothing either (axum's own answer was a
+        // plain-text 400).
+        ("/v1/hooks/%FF".to_owned(), &t),
+        (format!("/v1/hooks/{id}/replays/%C3%28"), &t),
     ] {
         let a = stack.get(&path, token).await;
         assert_eq!(a.status, 404, "{path}");
         assert_eq!(a.body["status"], 404);
         assert_eq!(a.headers["content-type"], "application/problem+json");
     }
+    // Keycloak's adapter checks the caller first, and answers in Keycloak's shape.
+    let anonymous = stack.call("GET", "/realms/%FF/webhooks", None, None).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let known = stack.call("GET", "/realms/%FF/webhooks/x", Some(&t), None).await;
+    assert_eq!((known.status.as_u16(), known.body["error"].as_str()), (404, Some("no such realm")), "{}", known.body);
     stack.shutdown().await;
 }
 }

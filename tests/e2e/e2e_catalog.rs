@@ -42,6 +42,16 @@ async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
     assert_eq!(stack.delete("/v1/event-types/user.login", &t).await.status, 204);
     assert_eq!(stack.delete("/v1/event-types/user.login", &t).await.status, 404);
     assert_eq!(stack.post("/v1/events", &t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await.status, 202);
+    // A name no type could have is not one declared (DynamoDB would refuse the key).
+    assert_eq!(stack.delete(&format!("/v1/event-types/{}", "a".repeat(1100)), &t).await.status, 404);
+
+    // Types named like the routes beside them are types too.
+    for name in ["match", "catalogs"] {
+        let put = stack.put(&format!("/v1/event-types/{name}"), &t, &json!({"description": "named oddly"})).await;
+        assert_eq!((put.status.as_u16(), put.body["name"].as_str()), (200, Some(name)), "{}", put.body);
+        assert_eq!(stack.delete(&format!("/v1/event-types/{name}"), &t).await.status, 204, "{name}");
+        assert_eq!(stack.delete(&format!("/v1/event-types/{name}"), &t).await.status, 404, "{name}");
+    }
     stack.shutdown().await;
 }
 }

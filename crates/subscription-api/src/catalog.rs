@@ -137,11 +137,33 @@ pub async fn undeclare(
     Writer(caller): Writer,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
+    // A name no declaration could have is not looked up (DynamoDB refuses a key that long).
+    if catalog::check_name(&name).is_err() || !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
         return Err(ApiError::NotFound("no such declared event type"));
     }
     api.schemas().forget(&caller.tenant);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/event-types/match`: the type named `match`, whose path the router gives to
+/// `GET …/match` before `{name}`.
+pub async fn declare_match(api: State<Api>, caller: Writer, body: JsonBody) -> Result<Response, ApiError> {
+    declare(api, caller, Path("match".to_owned()), body).await
+}
+
+/// `DELETE /v1/event-types/match`.
+pub async fn undeclare_match(api: State<Api>, caller: Writer) -> Result<StatusCode, ApiError> {
+    undeclare(api, caller, Path("match".to_owned())).await
+}
+
+/// `PUT /v1/event-types/catalogs`: the type named `catalogs` (see [`declare_match`]).
+pub async fn declare_catalogs(api: State<Api>, caller: Writer, body: JsonBody) -> Result<Response, ApiError> {
+    declare(api, caller, Path("catalogs".to_owned()), body).await
+}
+
+/// `DELETE /v1/event-types/catalogs`.
+pub async fn undeclare_catalogs(api: State<Api>, caller: Writer) -> Result<StatusCode, ApiError> {
+    undeclare(api, caller, Path("catalogs".to_owned())).await
 }
 
 /// Query of `GET /v1/event-types/match`.

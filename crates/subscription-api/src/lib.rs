@@ -229,14 +229,23 @@ pub(crate) fn api_router(api: Api) -> Router {
         .route("/v1/events", post(events::publish))
         .route("/v1/portal/sessions", post(portal::create))
         .route("/v1/event-types", get(catalog::list))
-        .route("/v1/event-types/match", get(catalog::matching))
-        .route("/v1/event-types/catalogs", get(catalog::catalogs))
+        // A type may be named `match` or `catalogs`: these routes, which the router
+        // prefers to `{name}`, declare and forget it too.
+        .route(
+            "/v1/event-types/match",
+            get(catalog::matching).put(catalog::declare_match).delete(catalog::undeclare_match),
+        )
+        .route(
+            "/v1/event-types/catalogs",
+            get(catalog::catalogs).put(catalog::declare_catalogs).delete(catalog::undeclare_catalogs),
+        )
         .route("/v1/event-types/catalogs/{catalog}", post(catalog::load_catalog))
         .route("/v1/event-types/{name}", axum::routing::put(catalog::declare).delete(catalog::undeclare))
         .merge(compat::keycloak::routes())
         .merge(compat::xiq::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(path_is_text))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(api)
 }
@@ -270,6 +279,17 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 async fn openapi() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// A path whose percent-escapes are not UTF-8 names nothing: `404` as an unknown route is,
+/// before any handler's `Path` would refuse it with axum's own plain-text `400`. The other
+/// products' adapters answer it themselves, in their shape and after the caller is checked.
+async fn path_is_text(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let path = req.uri().path();
+    if !compat::owns(path) && percent_encoding::percent_decode_str(path).decode_utf8().is_err() {
+        return axum::response::IntoResponse::into_response(ApiError::NotFound("no such route"));
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

@@ -10,6 +10,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -95,10 +96,10 @@ impl IntoResponse for KeycloakError {
 type Answer = Result<Response, KeycloakError>;
 
 /// The caller, with `scope`, acting in its own realm.
-fn authorised(caller: Result<Caller, ApiError>, scope: Scope, realm: &str) -> Result<Caller, ApiError> {
+fn authorised(caller: Result<Caller, ApiError>, scope: Scope, realm: Option<&str>) -> Result<Caller, ApiError> {
     let caller = caller?;
     caller.require(scope)?;
-    if realm != caller.tenant.as_str() {
+    if realm != Some(caller.tenant.as_str()) {
         return Err(ApiError::NotFound("no such realm"));
     }
     Ok(caller)
@@ -116,8 +117,12 @@ fn enabled(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
     }
 }
 
-async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(realm): Path<String>) -> Answer {
-    let caller = authorised(caller, Scope::HooksRead, &realm)?;
+async fn list(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksRead, super::segments(path).as_deref())?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
     let out: Vec<WebhookOut> = hooks
         .iter()
@@ -130,11 +135,11 @@ async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(rea
 async fn create(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
-    Path(realm): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Answer {
-    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    let caller = authorised(caller, Scope::HooksWrite, super::segments(path).as_deref())?;
     let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
     let draft = super::draft(json!({
@@ -153,19 +158,23 @@ async fn create(
 async fn read(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
-    Path((realm, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Answer {
-    let caller = authorised(caller, Scope::HooksRead, &realm)?;
+    let (realm, id) = super::segments(path).unzip();
+    let caller = authorised(caller, Scope::HooksRead, realm.as_deref())?;
+    let id = id.unwrap_or_default();
     Ok(Json(WebhookOut::from(&load(&api, &caller, &id).await?)).into_response())
 }
 
 async fn update(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
-    Path((realm, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Answer {
-    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    let (realm, id) = super::segments(path).unzip();
+    let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
+    let id = id.unwrap_or_default();
     let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
     let enabled = enabled(w.enabled.as_ref())?;
@@ -192,9 +201,11 @@ async fn update(
 async fn remove(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
-    Path((realm, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Answer {
-    let caller = authorised(caller, Scope::HooksWrite, &realm)?;
+    let (realm, id) = super::segments(path).unzip();
+    let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
+    let id = id.unwrap_or_default();
     delete_hook(&api, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

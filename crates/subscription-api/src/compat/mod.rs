@@ -12,6 +12,18 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// Whether `path` is one of the adapters': they answer a path whose escapes are not UTF-8
+/// themselves, after the caller is checked and in their own error shape.
+pub(crate) fn owns(path: &str) -> bool {
+    path.starts_with("/realms/") || path.starts_with("/auth/realms/") || path.starts_with("/subscriptions/")
+}
+
+/// A path's parameters, or `None` when their escapes are not UTF-8: no realm, webhook or
+/// subscription has such a name.
+fn segments<T>(path: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>) -> Option<T> {
+    path.ok().map(|axum::extract::Path(t)| t)
+}
+
 /// A hook name no client chose: `{prefix}-` and a fresh ULID, lower-cased.
 fn generated_name(prefix: &str) -> String {
     format!("{prefix}-{}", hookbridge_core::ids::HookId::generate().to_string().to_lowercase())

@@ -13,6 +13,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -205,8 +206,13 @@ fn at_index(i: usize, e: ApiError) -> ApiError {
     }
 }
 
-async fn remove(State(api): State<Api>, caller: Result<Caller, ApiError>, Path(id): Path<String>) -> Answer {
+async fn remove(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
+    let id = super::segments(path).unwrap_or_default();
     let wanted: i64 = id.parse().map_err(|_| ApiError::NotFound("no such subscription"))?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
     let hook = hooks
