@@ -67,17 +67,23 @@ impl Issuer {
 
     /// The key for `kid` (or the issuer's only keys, when the token names none).
     pub(super) async fn key(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, KeyMissing> {
-        {
+        let known = {
             let cache = self.cache.read().await;
             let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < KEYS_KEPT_FOR);
-            if fresh && let Some(found) = lookup(&cache, kid) {
-                return found;
+            match lookup(&cache, kid) {
+                Some(found) if fresh => return found,
+                found => found.is_some(),
             }
-        }
+        };
         {
             // One fetch at a time; the cache stays readable meanwhile, so tokens under known
-            // keys are not held up by an issuer that is slow to answer.
-            let mut last_try = self.fetching.lock().await;
+            // keys are not held up by an issuer that is slow to answer. A key known from
+            // the last fetch, due to be read again, is used while another request reads it.
+            let mut last_try = match self.fetching.try_lock() {
+                Ok(held) => held,
+                Err(_) if known => return self.cached(kid).await,
+                Err(_) => self.fetching.lock().await,
+            };
             // Another request may have fetched (or tried to) while this one waited; a
             // failed try counts too, or an issuer that is down would be asked on every
             // token.
@@ -85,10 +91,22 @@ impl Issuer {
             if !recent {
                 *last_try = Some(Instant::now());
                 let jwks_url = self.cache.read().await.jwks_url.clone();
-                let fetched = self.fetch(jwks_url).await?;
-                *self.cache.write().await = fetched;
+                match self.fetch(jwks_url).await {
+                    Ok(fetched) => *self.cache.write().await = fetched,
+                    // An issuer that cannot be reached does not make its known keys bad:
+                    // they stay in use until a fetch succeeds (and drops a withdrawn one).
+                    Err(e) if known => {
+                        tracing::warn!(issuer = %self.issuer, error = %e, "the issuer's keys could not be read again; the known ones stay in use");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
+        self.cached(kid).await
+    }
+
+    /// The cached keys for `kid`, as they are.
+    async fn cached(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, KeyMissing> {
         let cache = self.cache.read().await;
         lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
     }
@@ -165,5 +183,41 @@ fn lookup(cache: &Cache, kid: Option<&str>) -> Option<Result<Vec<DecodingKey>, K
                 Ok(usable)
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::hook::NetworkPolicy;
+    use hookbridge_outbound::OutboundSettings;
+    use hookbridge_testkit::oidc::IdentityProvider;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn known_keys_stay_in_use_while_the_issuer_cannot_be_read_again() {
+        let idp = IdentityProvider::start().await;
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap();
+        let issuer = Issuer::new(idp.issuer().to_owned(), None, None, outbound);
+        assert!(issuer.key(Some("rsa-1")).await.is_ok());
+        let fetched = idp.jwks_fetches();
+
+        // As after KEYS_KEPT_FOR: the keys are due to be read again, and the issuer fails.
+        issuer.cache.write().await.fetched_at = None;
+        *issuer.fetching.lock().await = None;
+        idp.fail_keys(true);
+        assert!(issuer.key(Some("rsa-1")).await.is_ok(), "a known key is not refused for the issuer's outage");
+        assert_eq!(idp.jwks_fetches(), fetched + 1, "it was read again");
+        assert!(matches!(issuer.key(Some("rsa-9")).await, Err(KeyMissing::Unknown(_))), "an unknown one is");
+
+        // Back, and the key withdrawn: the next read drops it.
+        idp.fail_keys(false);
+        idp.withdraw_key("rsa-1");
+        *issuer.fetching.lock().await = None;
+        assert!(matches!(issuer.key(Some("rsa-1")).await, Err(KeyMissing::Unknown(_))));
     }
 }
