@@ -144,6 +144,11 @@ impl Circuit {
         Self { state: CircuitState::HalfOpen, probe_started_at: Some(now), ..self.clone() }
     }
 
+    /// The circuit once a claimed probe was handed back unsent: open, its probe due now.
+    pub fn released(&self, now: DateTime<Utc>) -> Self {
+        Self { state: CircuitState::Open, next_probe_at: Some(now), probe_started_at: None, ..self.clone() }
+    }
+
     /// The circuit after an attempt that started at `started` ended saying `reach`.
     /// `None` when nothing changed.
     pub fn after(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use hookbridge_core::circuit::Gate;
+use hookbridge_core::circuit::{CircuitState, Gate};
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::{SLOT_EARLY, Task};
@@ -389,6 +389,30 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> Claim {
     }
 }
 
+/// Gives back the probe `ready` claimed when it is handed back unsent after all (no place
+/// among its hook's requests came free, or the invocation's time ran out): the next
+/// delivery may probe at once, rather than every one waiting out twice the request
+/// timeout for a probe that never went.
+pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>) {
+    if !ready.probe {
+        return;
+    }
+    let now = Utc::now();
+    let r = modify(w.ports.hooks.as_ref(), (*ready.hook).clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
+        Ok::<_, hookbridge_core::Error>(if h.state.health.circuit.state == CircuitState::HalfOpen {
+            h.state.health.circuit = h.state.health.circuit.released(now);
+            Some((h, ()))
+        } else {
+            None
+        })
+    })
+    .await;
+    if let Err(e) = r {
+        // The claim then runs out by itself, after twice the request timeout.
+        tracing::warn!(hook_id = %ready.hook.id, error = %e, "could not give back the circuit's probe");
+    }
+}
+
 /// Reserves rate-limit slots for hooks that have a limit: one reservation per hook per
 /// batch. A delivery whose slot lies further ahead is handed back to go at its slot; one
 /// that comes back more than [`SLOT_KEPT_FOR`] after its slot takes a new one.
@@ -560,5 +584,132 @@ mod tests {
         assert_eq!(place_free_in(Some(Duration::from_millis(300)), budget), Duration::from_millis(1_200));
         assert_eq!(place_free_in(Some(Duration::from_secs(10)), budget), budget, "a black hole waits it all");
         assert_eq!(place_free_in(Some(Duration::from_millis(5)), Duration::from_millis(50)), Duration::from_millis(50));
+    }
+
+    /// The batch read the hook while its circuit was open; by the claim, another process's
+    /// probe had closed it. Every delivery of the hook goes, none waits for a probe.
+    #[tokio::test]
+    async fn a_claim_that_finds_the_circuit_closed_lets_every_delivery_go() {
+        use hookbridge_core::circuit::Circuit;
+        use hookbridge_core::delivery::DeliveryKey;
+        use hookbridge_core::ids::DeliveryId;
+        use hookbridge_core::ports::Receipt;
+        use hookbridge_testkit::Harness;
+
+        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let (mut read, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "closed").await;
+        let now = Utc::now();
+        read.state.health.circuit = Circuit {
+            state: CircuitState::Open,
+            next_probe_at: Some(now - chrono::Duration::seconds(1)),
+            ..Circuit::default()
+        };
+        h.backend().hooks.create(&read, 1000).await.expect("create");
+        let mut closed = read.clone();
+        closed.state.health.circuit = Circuit::default();
+        closed.revision += 1;
+        h.backend().hooks.replace(&closed, read.revision).await.expect("closed by another probe");
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
+        let hook = read.clone();
+        let (read, secrets) = (Arc::new(read), Arc::new(secrets));
+        let messages: Vec<ReceivedMessage> = (0..3)
+            .map(|i| ReceivedMessage {
+                id: format!("m{i}"),
+                body: String::new(),
+                receipt: Receipt(format!("r{i}")),
+                receive_count: 1,
+                sent_at: now,
+            })
+            .collect();
+        let plans = messages
+            .iter()
+            .enumerate()
+            .map(|(i, message)| {
+                let key = DeliveryKey {
+                    tenant: hook.tenant.clone(),
+                    hook_id: hook.id,
+                    delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, i as u128 + 1),
+                    event_id: EventId::generate(),
+                    event_type: "user.login".into(),
+                };
+                Plan::Send(Box::new(Ready {
+                    message,
+                    task: Task::new(key, 0, "{}"),
+                    hook: read.clone(),
+                    secrets: secrets.clone(),
+                    body: "{}".into(),
+                    probe: true,
+                    at: None,
+                    place: Place::Awaited,
+                }))
+            })
+            .collect();
+        let out = claim_probes(&worker, now, plans).await;
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|p| matches!(p, Plan::Send(r) if !r.probe)), "every one sent, none as a probe");
+    }
+
+    /// A claimed probe handed back unsent (no place came free, the invocation's time ran
+    /// out) gives the probe back: the next delivery may probe at once.
+    #[tokio::test]
+    async fn a_probe_handed_back_unsent_gives_the_probe_back() {
+        use hookbridge_core::circuit::Circuit;
+        use hookbridge_core::delivery::DeliveryKey;
+        use hookbridge_core::ids::DeliveryId;
+        use hookbridge_core::ports::Receipt;
+        use hookbridge_testkit::Harness;
+
+        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "released").await;
+        let now = Utc::now();
+        let open = Circuit {
+            state: CircuitState::Open,
+            next_probe_at: Some(now - chrono::Duration::seconds(1)),
+            cooldown_ms: 5_000,
+            ..Circuit::default()
+        };
+        hook.state.health.circuit = open.claimed(now);
+        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
+        let message = ReceivedMessage {
+            id: "m".into(),
+            body: String::new(),
+            receipt: Receipt("r".into()),
+            receive_count: 1,
+            sent_at: now,
+        };
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
+        let mut ready = Ready {
+            message: &message,
+            task: Task::new(key, 0, "{}"),
+            hook: Arc::new(hook.clone()),
+            secrets: Arc::new(secrets),
+            body: "{}".into(),
+            probe: false,
+            at: None,
+            place: Place::Awaited,
+        };
+        release_probe(&worker, &ready).await;
+        assert_eq!(
+            stored().await.state.health.circuit.state,
+            CircuitState::HalfOpen,
+            "not a probe: nothing given back"
+        );
+        ready.probe = true;
+        release_probe(&worker, &ready).await;
+        let circuit = stored().await.state.health.circuit;
+        assert_eq!(circuit.gate(Utc::now(), Duration::from_secs(10)), Gate::Probe, "{circuit:?}");
+        assert_eq!((circuit.state, circuit.cooldown_ms), (CircuitState::Open, 5_000));
     }
 }

@@ -16,7 +16,7 @@ use hookbridge_outbound::DeliveryRequest;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, too_late};
+use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, release_probe, too_late};
 use crate::record::Done;
 use crate::{Worker, hook_cap};
 
@@ -58,6 +58,7 @@ async fn send<'a>(
         match w.local.wait_for_place(ready.hook.id, lane, hook_cap(lane), PLACE_IN_PLACE).await {
             Some(place) => ready.place = Place::Held(place),
             None => {
+                release_probe(w, &ready).await;
                 let Ready { message, task, .. } = *ready;
                 return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why: AT_CAP };
             }
@@ -71,6 +72,7 @@ async fn send<'a>(
     let budget = w.settings.budget(lane);
     if too_late(deadline, budget) {
         // The waits above took the time: handed back as planning would have, unsent.
+        release_probe(w, &ready).await;
         let Ready { message, task, .. } = *ready;
         return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE };
     }
