@@ -432,3 +432,38 @@ async fn a_failing_token_endpoint_is_asked_once_not_once_per_delivery(flavor: Fl
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn a_hook_moved_to_a_new_url_starts_its_health_over_and_says_its_circuit_closed(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    old.always(Reply::status(503));
+    let t = stack.token("acme", ALL_SCOPES);
+    let bus = stack.watch_bus("hookbridge").await;
+    let h = stack.create_hook(&t, &json!({"name": "moving", "url": old.url("/")})).await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    stack.publish(&t, &json!((0..10).map(|n| event("acme", n)).collect::<Vec<_>>())).await;
+    stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], WAIT).await;
+    let failing = hook_health(&stack, &t, &id).await;
+    assert_eq!(failing["circuit"]["state"], "open", "{failing}");
+
+    // The old endpoint's failures are not the new one's: they would count towards
+    // disabling it, with no warning of its own first.
+    let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
+    doc["url"] = json!(new.url("/"));
+    let moved = stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let health = &moved.body["health"];
+    assert_eq!((health["consecutive_failures"].as_u64(), &health["circuit"]["state"]), (Some(0), &json!("closed")), "{health}");
+    assert_eq!(health["lane"], "fast");
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], WAIT).await;
+    let closed = seen.iter().find(|e| e["detail-type"] == "hook.circuit.closed").expect("hook.circuit.closed");
+    assert_eq!(closed["detail"]["hook_id"], id.as_str());
+    assert!(closed["detail"]["reason"].as_str().unwrap().contains("URL changed"), "{closed}");
+
+    stack.publish(&t, &json!(event("acme", 10))).await;
+    let got = new.wait_until(WAIT, |got| got.iter().any(|g| g.json()["detail"]["n"] == 10)).await;
+    assert!(got.iter().any(|g| g.json()["detail"]["n"] == 10), "a new event reaches the new URL");
+    stack.shutdown().await;
+}
+}

@@ -228,7 +228,7 @@ pub(crate) async fn replace_hook_from(
     expected: Option<u64>,
 ) -> Result<Hook, ApiError> {
     let (api2, draft_of, signing) = (api, &draft_of, &signing);
-    let (hook, ()) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
+    let (hook, reset) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
         let draft = &draft_of(&existing)?;
         if let Some(name) = &draft.name
             && name != existing.config.name.as_str()
@@ -249,13 +249,26 @@ pub(crate) async fn replace_hook_from(
         let state = replaced_state(&existing, &config);
         let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
         let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
+        // Which circuit it closed by starting the health over, if one was open: told below,
+        // as the worker tells one it closes, so an `opened` is always followed by a `closed`.
+        let reset = (!existing.state.health.circuit.is_closed() && state.health.circuit.is_closed())
+            .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
         let hook = Hook { config, state, sealed, ..existing };
         hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
-        Ok((hook, ()))
+        Ok((hook, reset))
     })
     .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
     lifecycle::emit(api, event_type::HOOK_UPDATED, &hook, None).await;
+    if let Some(why) = reset {
+        lifecycle::emit(
+            api,
+            event_type::HOOK_CIRCUIT_CLOSED,
+            &hook,
+            Some(format!("the hook's health started over: {why}")),
+        )
+        .await;
+    }
     Ok(hook)
 }
 
@@ -263,18 +276,21 @@ pub(crate) async fn replace_hook_from(
 fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     let mut state = existing.state.clone();
     state.connection_state = ConnectionState::Updating;
-    // Replacing a hook is how its owner re-enables it after the failure rule disabled it.
+    let url_changed = config.url != existing.config.url;
+    // Replacing a hook is how its owner re-enables it after the failure rule disabled it;
+    // and a new URL is a new endpoint. Either way the failures, the breaker and the slow
+    // lane were about what it was, and start over: a new endpoint's first failures would
+    // otherwise count towards the old one's disabling, without its own warning.
+    if url_changed || (config.enabled && state.destination_state == DestinationState::Inactive) {
+        state.health = Health::default();
+    }
     if config.enabled {
-        if state.destination_state == DestinationState::Inactive {
-            state.health = Health::default();
-        }
         state.destination_state = DestinationState::Active;
         state.disabled_reason = None;
     } else {
         state.destination_state = DestinationState::Inactive;
         state.disabled_reason = Some("disabled by the tenant".to_owned());
     }
-    let url_changed = config.url != existing.config.url;
     let newly_required = config.verification.required && !existing.config.verification.required;
     if config.verification.required && (url_changed || newly_required) {
         state.verification.status = VerificationStatus::Pending;
