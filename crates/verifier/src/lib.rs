@@ -97,11 +97,25 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
         return Ok(()); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
+    let before = hook.state.connection_state;
     let Some(mut hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
         return Ok(());
     };
     for _ in 0..CHECK_ROUNDS {
-        let findings = check::run(v, &hook, force_challenge).await?;
+        let findings = match check::run(v, &hook, force_challenge).await {
+            Ok(findings) => findings,
+            Err(e) => {
+                // Not run (the key service would not open the secrets now): nothing was
+                // found, so the hook reads as it did, not AUTHORIZING until someone asks.
+                let _ = set_state(v, hook, |h| {
+                    if h.state.connection_state == ConnectionState::Authorizing {
+                        h.state.connection_state = before;
+                    }
+                })
+                .await;
+                return Err(e);
+            }
+        };
         let (checked_config, checked_secrets) = (hook.config.clone(), hook.sealed.clone());
         let (mut events, mut stale) = (Vec::new(), Stale::No);
         let stored = set_state(v, hook, |h| {

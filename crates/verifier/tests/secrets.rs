@@ -1,5 +1,6 @@
 //! An OAuth hook whose secrets the key service will not open this time is checked again
-//! later: that says nothing about its token endpoint, so it is no finding.
+//! later: that says nothing about its token endpoint, so it is no finding, and the hook
+//! reads as it did meanwhile.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -27,6 +28,7 @@ async fn secrets_that_cannot_be_opened_now_are_retried_not_taken_for_a_refusal()
     // encrypted it, ...]; the emulator's encrypted key starts with its key's id. Another id
     // names no key: Decrypt is refused, as when a key is disabled or access revoked.
     hook.sealed.0[3] = b'z';
+    hook.state.connection_state = ConnectionState::Authorized;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
     let v = common::verifier_on(h.backend());
     let body = format!(
@@ -38,7 +40,7 @@ async fn secrets_that_cannot_be_opened_now_are_retried_not_taken_for_a_refusal()
         ReceivedMessage { id: "m1".into(), body, receipt: Receipt("r1".into()), receive_count: 1, sent_at: Utc::now() };
     assert_eq!(verifier::handle(&v, &[m]).await.failed, ["m1"], "the message comes back to be checked again");
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
-    assert_ne!(stored.state.connection_state, ConnectionState::Deauthorized);
+    assert_eq!(stored.state.connection_state, ConnectionState::Authorized, "as it was: nothing was found");
     assert_eq!(stored.state.connection_error, None);
     assert!(idp.received().is_empty(), "no token was asked for without the secret");
 }
