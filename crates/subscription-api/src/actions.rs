@@ -114,8 +114,11 @@ pub async fn test_event(
     let retention = Duration::from_std(settings.event_retention).unwrap_or(Duration::days(14));
     let b = api.ports();
     b.events.put(&hook.tenant, std::slice::from_ref(&envelope), now + retention).await?;
-    b.deliveries.insert(&[Delivery::pending_for(&key, now)]).await?;
+    // Queued before it is recorded: a record with nothing queued behind it would stay
+    // PENDING, which a retry refuses. The worker's own record makes it, should this
+    // insert fail, and an insert after the worker's outcome changes nothing.
     let task = Task::new(key.clone(), 0, &envelope.to_body());
     b.lanes.get(hook.state.health.lane(now)).send_batch(&[task.message(now)]).await?;
+    b.deliveries.insert(&[Delivery::pending_for(&key, now)]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": key.delivery_id, "event_id": key.event_id }))))
 }
