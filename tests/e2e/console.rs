@@ -200,6 +200,16 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     b.press("Save").await;
     assert!(b.text().await.contains("Saved."), "{}", b.text().await);
     b.screenshot("edit-saved").await;
+    // Someone changes the hook while the form is open: saving it does not undo that.
+    b.goto(&format!("/console/hooks/{basic_id}/edit")).await;
+    let mut theirs = stack.get(&format!("/v1/hooks/{basic_id}"), &t).await.body;
+    theirs["description"] = json!("changed through the API");
+    assert_eq!(stack.put(&format!("/v1/hooks/{basic_id}"), &t, &theirs).await.status, 200);
+    b.fill("description", "changed in the console").await;
+    b.press("Save").await;
+    assert!(b.text().await.contains("read it again and retry"), "{}", b.text().await);
+    let kept = stack.get(&format!("/v1/hooks/{basic_id}"), &t).await.body;
+    assert_eq!(kept["description"], "changed through the API");
 
     // Delete, confirmed.
     b.goto(&format!("/console/hooks/{basic_id}")).await;

@@ -92,6 +92,9 @@ fn document(fields: &[(String, String)]) -> Value {
         // Not a number: let the API say so, naming the field.
         Err(_) => json!({"per_second": get("rate_limit.per_second")}),
     };
+    if let Ok(version) = get("version").parse::<u64>() {
+        doc["version"] = json!(version);
+    }
     form::compact(&mut doc);
     // compact drops an empty sites or event-types list as a blank row would; they mean "all".
     if doc.get("sites").is_none() {
@@ -180,6 +183,9 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
         @for (f, m) in &unplaced { (notice("error", &format!("{f}: {m}"))) }
         form.hook method="post" action=(action) novalidate {
             input type="hidden" name="_csrf" value=(s.csrf());
+            // The version the form was filled from: a save over someone else's change
+            // since is refused, as the API refuses it, rather than undoing theirs.
+            @if edit { @if let Some(v) = doc["version"].as_u64() { input type="hidden" name="version" value=(v); } }
             fieldset { legend { "Hook" }
                 (field("Name", "name", Some(if edit { "A hook's name cannot change." } else { "Letters, digits, '.', '_' and '-'; unique among your hooks." }), errors, html! {
                     input #name name="name" type="text" value=(st(doc, "name")) readonly[edit] required autocomplete="off";
@@ -257,8 +263,9 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
     }
 }
 
-/// Fields the form has inputs for (others' errors show at the top).
-const FIELDS: [&str; 13] = [
+/// Fields the form has inputs for (others' errors show at the top: `version`, when the hook
+/// changed since the form was filled, among them).
+const FIELDS: [&str; 12] = [
     "name",
     "description",
     "url",
@@ -271,7 +278,6 @@ const FIELDS: [&str; 13] = [
     "enabled",
     "verification.required",
     "signature_formats",
-    "version",
 ];
 
 /// `GET /console/hooks/new`.
@@ -391,6 +397,8 @@ mod tests {
         assert_eq!(doc["sites"], json!([]));
         assert_eq!(doc["headers"], json!([{"name": "X-A", "value": "1", "secret": true}]));
         assert_eq!((doc["enabled"].clone(), doc["rate_limit"].clone()), (json!(true), json!({"per_second": 5})));
+        assert_eq!(doc.get("version"), None, "none in the form, none in the document");
+        assert_eq!(document(&f(&[("name", "h"), ("version", "3")]))["version"], json!(3));
         let off = document(&f(&[("name", "h"), ("scope", "sites"), ("sites", "hq\nlab")]));
         assert_eq!((off["enabled"].clone(), off["sites"].clone()), (json!(false), json!(["hq", "lab"])));
     }

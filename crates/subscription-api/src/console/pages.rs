@@ -244,16 +244,7 @@ pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                             (action(&s, &format!("{base}/verify"), "Verify", ""))
                             (action(&s, &format!("{base}/test"), "Send test", ""))
                             (action(&s, &format!("{base}/rotate"), "Rotate secret", ""))
-                            form.inline method="post" action=(format!("{base}/enabled")) {
-                                input type="hidden" name="_csrf" value=(s.csrf());
-                                @if h["enabled"] == true {
-                                    input type="hidden" name="enabled" value="false";
-                                    button type="submit" { "Disable" }
-                                } @else {
-                                    input type="hidden" name="enabled" value="true";
-                                    button.primary type="submit" { "Enable" }
-                                }
-                            }
+                            (enable_toggle(&s.csrf(), &base, &h))
                             a.button.danger href=(format!("{base}/delete")) { "Delete" }
                         }
                     }
@@ -633,4 +624,37 @@ pub async fn preview(State(api): State<Api>, headers: HeaderMap, RawQuery(q): Ra
     }
     matches.sort();
     axum::Json(json!({"matches": matches, "errors": errors})).into_response()
+}
+
+/// The hook page's Enable or Disable button. A hook the failure rule made `INACTIVE` is
+/// still `enabled`; what its owner wants then is to enable it again, which starts its
+/// health over, not to disable it first.
+fn enable_toggle(csrf: &str, base: &str, h: &Value) -> Markup {
+    let receiving = h["enabled"] == true && h["destination_state"] != "INACTIVE";
+    html! {
+        form.inline method="post" action=(format!("{base}/enabled")) {
+            input type="hidden" name="_csrf" value=(csrf);
+            @if receiving {
+                input type="hidden" name="enabled" value="false";
+                button type="submit" { "Disable" }
+            } @else {
+                input type="hidden" name="enabled" value="true";
+                button.primary type="submit" { "Enable" }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_the_failure_rule_disabled_is_offered_enable() {
+        let button = |h: Value| enable_toggle("c", "/console/hooks/x", &h).into_string();
+        assert!(button(json!({"enabled": true, "destination_state": "ACTIVE"})).contains("Disable"));
+        assert!(button(json!({"enabled": false, "destination_state": "INACTIVE"})).contains("Enable"));
+        let failed = button(json!({"enabled": true, "destination_state": "INACTIVE"}));
+        assert!(failed.contains("Enable") && !failed.contains("Disable"), "{failed}");
+    }
 }
