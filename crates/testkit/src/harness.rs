@@ -97,6 +97,11 @@ impl EmbeddedHarness {
         Self { backend, db, bus, config, _dir: dir }
     }
 
+    /// Its database, for tests that hold its writer busy.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The configuration it was opened with.
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config

@@ -36,8 +36,22 @@ pub async fn publish(
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    // Run to its end on a task of its own: a caller that goes away mid-request (a client's
+    // timeout) drops this future, and with it a claim half made would stay unanswered,
+    // every repeat of the request a `409` until the claim ran out, then published again.
+    tokio::spawn(publish_whole(api, caller.tenant, headers, bytes))
+        .await
+        .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("publish", e)))?
+}
+
+async fn publish_whole(
+    api: Api,
+    tenant: TenantId,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let request = Once::of_request(&headers)?;
-    let accepted = accept(&bytes, &caller.tenant)?;
+    let accepted = accept(&bytes, &tenant)?;
     let now = Utc::now();
     let store = api.ports().idempotency.as_ref();
     let fingerprint = once::fingerprint(&bytes);
@@ -45,21 +59,21 @@ pub async fn publish(
     // to the tenant's rate (at its rate, it was a 429 instead of the answer promised).
     if let Some(r) = &request
         && let Some(answer) =
-            once::settle_request_claim(r.claim(store, &caller.tenant, &fingerprint, now).await?, &fingerprint)?
+            once::settle_request_claim(r.claim(store, &tenant, &fingerprint, now).await?, &fingerprint)?
     {
         return Ok(answer);
     }
-    if let Err(throttled) = throttle(&api, &caller.tenant, accepted.len(), now).await {
+    if let Err(throttled) = throttle(&api, &tenant, accepted.len(), now).await {
         if let Some(r) = &request {
-            r.release(store, &caller.tenant).await;
+            r.release(store, &tenant).await;
         }
         return Err(throttled);
     }
-    let result = publish_events(&api, &caller.tenant, accepted, now).await;
+    let result = publish_events(&api, &tenant, accepted, now).await;
     if let Some(r) = &request {
         match &result {
-            Ok(body) => r.complete(store, &caller.tenant, StoredResponse { status: 202, body: body.to_string() }).await,
-            Err(_) => r.release(store, &caller.tenant).await,
+            Ok(body) => r.complete(store, &tenant, StoredResponse { status: 202, body: body.to_string() }).await,
+            Err(_) => r.release(store, &tenant).await,
         }
     }
     Ok((StatusCode::ACCEPTED, Json(result?)).into_response())
