@@ -74,6 +74,50 @@ fn queueable(s: &str) -> bool {
     !s.contains(UNQUEUEABLE)
 }
 
+/// How deep `detail` may nest: EventBridge takes up to 1,000 levels, but every reader of
+/// an envelope that parses it whole (a declared schema's check, a `detail` payload) stops
+/// at 128, so a deeper event would be accepted here and then fail there.
+const MAX_DETAIL_DEPTH: usize = 100;
+
+/// Why `detail` is not what EventBridge's `PutEvents` takes (it refuses an entry nested
+/// too deep, or with an integer outside 64 bits, and the API must refuse it first rather
+/// than answer `500` on every try), if it is not. `detail` is valid JSON already: this
+/// only walks its tokens, outside strings.
+fn bus_shape(detail: &str) -> Option<String> {
+    let bytes = detail.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DETAIL_DEPTH {
+                    return Some(format!("must nest at most {MAX_DETAIL_DEPTH} levels"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < bytes.len() && matches!(bytes[i + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let number = &detail[start..=i];
+                if !number.contains(['.', 'e', 'E']) && number.parse::<i64>().is_err() {
+                    return Some(format!("holds the integer {number}, outside the 64-bit range the bus takes"));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Splits the body into its events without re-encoding them (their `detail` must reach
 /// receivers byte for byte); whether it was an array (field names then say `[i].`).
 pub(crate) fn split(bytes: &[u8]) -> Result<(Vec<Box<RawValue>>, bool), ApiError> {
@@ -140,6 +184,10 @@ fn detail(
     }
     if !queueable(raw.get()) {
         e.push(at("detail"), "holds U+FFFE or U+FFFF, which a queue cannot carry: write it escaped (\\uFFFE)");
+        return None;
+    }
+    if let Some(why) = bus_shape(raw.get()) {
+        e.push(at("detail"), why);
         return None;
     }
     let keys: RoutingKeys<'_> = match serde_json::from_str(raw.get()) {
@@ -272,6 +320,33 @@ mod tests {
         );
         assert_eq!(route_detail(&raw("{ }"), &t, Some("s1"), (false, false)).get(), r#"{"tenant":"acme","site":"s1"}"#);
         assert_eq!(route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, (true, false)).get(), r#"{"tenant":"acme"}"#);
+    }
+
+    /// What EventBridge's `PutEvents` refuses is refused here, naming `detail`: too deep
+    /// a nesting, an integer outside 64 bits. Strings that look like either are data.
+    #[test]
+    fn a_detail_the_bus_would_refuse_is_refused_with_its_field() {
+        let t: TenantId = "acme".parse().unwrap();
+        let event = |detail: &str| raw(&format!(r#"{{"detail-type":"x","source":"idp","detail":{detail}}}"#));
+        let fields = |detail: &str| {
+            validate(&event(detail), None, &t)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+        assert!(fields(&deep(MAX_DETAIL_DEPTH)).is_empty());
+        assert_eq!(fields(&deep(MAX_DETAIL_DEPTH + 1)), ["detail"]);
+        assert_eq!(fields(r#"{"n":18446744073709551616}"#), ["detail"]);
+        assert_eq!(fields(r#"{"n":[1,-9223372036854775809]}"#), ["detail"]);
+        for fine in [
+            r#"{"n":9223372036854775807,"m":-9223372036854775808,"f":1.8446744073709552e19,"g":-0.5}"#,
+            r#"{"s":"18446744073709551616 [[[[ \" {{{{","t":"\\"}"#,
+        ] {
+            assert!(fields(fine).is_empty(), "{fine}");
+        }
     }
 
     /// U+FFFE and U+FFFF are valid JSON that SQS refuses: an event holding one, written
