@@ -11,11 +11,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use hookbridge_core::delivery::Attempt;
-use hookbridge_core::delivery::{
-    DELIVERY_RETENTION_DAYS, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, Opening,
-};
+use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, Opening};
 use hookbridge_core::ids::{DeliveryId, HookId, monotonic_ulid};
 use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
@@ -106,8 +104,8 @@ impl DynamoDeliveryStore {
     }
 }
 
-fn expiry(at: DateTime<Utc>) -> AttributeValue {
-    n((at + Duration::days(DELIVERY_RETENTION_DAYS)).timestamp())
+fn expiry(id: DeliveryId) -> AttributeValue {
+    n(hookbridge_core::delivery::expires_at(id).timestamp())
 }
 
 /// The delivery id an item belongs to (`D#{id}` or `D#{id}#U#…`).
@@ -149,7 +147,7 @@ impl DeliveryStore for DynamoDeliveryStore {
             .map(|d| {
                 let mut item = key(shard_pk(d.hook_id, d.id), format!("D#{}", d.id));
                 item.insert(DOC.to_owned(), to_doc(d)?);
-                item.insert(EXPIRES_AT.to_owned(), expiry(d.updated_at));
+                item.insert(EXPIRES_AT.to_owned(), expiry(d.id));
                 Ok(item)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -170,7 +168,7 @@ impl DeliveryStore for DynamoDeliveryStore {
                     item.insert(ENVELOPE.to_owned(), s(envelope));
                 }
                 item.insert(DOC.to_owned(), to_doc(&stored)?);
-                item.insert(EXPIRES_AT.to_owned(), expiry(u.at));
+                item.insert(EXPIRES_AT.to_owned(), expiry(k.delivery_id));
                 Ok(item)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -75,9 +75,19 @@ impl ErrorClass {
     }
 }
 
-/// How long a delivery and its attempts are kept after their last change (at least the
-/// 7 days a tenant may want to look back, with room for a retry schedule to finish).
+/// How long a delivery and its attempts are kept after the delivery was created (at least
+/// the 7 days a tenant may want to look back, with room for a retry schedule to finish).
 pub const DELIVERY_RETENTION_DAYS: i64 = 14;
+
+/// When every record of the delivery `id` is dropped: [`DELIVERY_RETENTION_DAYS`] after
+/// its id's time, all of them alike. Dated from each record instead, DynamoDB dropped a
+/// delivery's first records (its opening, envelope and first attempts) days before its
+/// last, while SQLite kept the whole row: the two showed different deliveries.
+pub fn expires_at(id: DeliveryId) -> DateTime<Utc> {
+    let created = DateTime::<Utc>::from_timestamp_millis(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    created.checked_add_signed(chrono::Duration::days(DELIVERY_RETENTION_DAYS)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// The most of a response body kept on an attempt.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;

@@ -2,8 +2,7 @@
 //! key range), with their attempts inline.
 
 use async_trait::async_trait;
-use chrono::Duration;
-use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery, DeliveryUpdate};
+use hookbridge_core::delivery::{Delivery, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId};
 use hookbridge_core::ports::{DeliveryStore, Order, Page, Window};
 use hookbridge_core::{Error, Result};
@@ -31,7 +30,7 @@ fn to_doc(d: &Delivery) -> Result<String> {
 }
 
 fn expiry(d: &Delivery) -> i64 {
-    (d.updated_at + Duration::days(DELIVERY_RETENTION_DAYS)).timestamp_millis()
+    hookbridge_core::delivery::expires_at(d.id).timestamp_millis()
 }
 
 /// Applies `updates` inside an open transaction (shared with a settlement's sends and

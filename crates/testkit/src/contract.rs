@@ -45,6 +45,7 @@ macro_rules! contract_tests {
             deliveries_list_a_time_window_newest_first_with_pagination,
             deliveries_record_recreates_a_missing_delivery,
             deliveries_an_opening_record_is_the_whole_delivery,
+            deliveries_are_kept_whole_for_14_days_from_their_creation,
             events_put_get_and_isolation,
             idempotency_claims_completes_and_releases,
             hooks_create_stops_at_the_tenant_quota,
@@ -668,6 +669,46 @@ pub async fn deliveries_record_recreates_a_missing_delivery(h: &dyn Harness) {
 /// The first record of a delivery ingest queued without writing down (decision 0021)
 /// makes the whole delivery: dated when ingest queued it, with its envelope, and later
 /// records change its status without losing either.
+/// Every record of a delivery is kept for 14 days from its creation (its id's time), all
+/// alike: one whose records span days is shown whole until then, then not at all.
+pub async fn deliveries_are_kept_whole_for_14_days_from_their_creation(h: &dyn Harness) {
+    let t = tenant(&h.unique("tenant"));
+    let hook = HookId::generate();
+    let store = &h.backend().deliveries;
+    let now = Utc::now();
+    let record = |k: &DeliveryKey, status, code: u16, at, opening: Option<Opening>| DeliveryUpdate {
+        delivery: k.clone(),
+        attempt: Some(attempt(code)),
+        status,
+        next_attempt_at: None,
+        note: None,
+        round: 0,
+        at,
+        opening,
+    };
+    let mut ids = Vec::new();
+    for (n, created_days_ago) in [(1u128, 13), (2, 15)] {
+        let created = now - chrono::Duration::days(created_days_ago);
+        let k = key(&t, hook, DeliveryId::from_parts(created.timestamp_millis() as u64, n));
+        let opening = Opening { created_at: created, envelope: Some(format!(r#"{{"id":"{}"}}"#, k.event_id)) };
+        // Its first attempt when it was created, its last a day ago (a replay), in one call.
+        store
+            .record(&[
+                record(&k, DeliveryStatus::Retrying, 503, created, Some(opening)),
+                record(&k, DeliveryStatus::Failed, 500, now - chrono::Duration::days(1), None),
+            ])
+            .await
+            .expect("record");
+        ids.push((k, created));
+    }
+    let (kept, created) = &ids[0];
+    let got = store.get(hook, kept.delivery_id).await.expect("get").expect("13 days old: kept");
+    assert_eq!(got.attempts.len(), 2, "its first record too");
+    assert_eq!(got.created_at.timestamp_millis(), created.timestamp_millis());
+    assert!(got.envelope.is_some(), "the envelope its first record carried");
+    assert!(store.get(hook, ids[1].0.delivery_id).await.expect("get").is_none(), "15 days old: gone, whole");
+}
+
 pub async fn deliveries_an_opening_record_is_the_whole_delivery(h: &dyn Harness) {
     let t = tenant(&h.unique("tenant"));
     let hook = HookId::generate();
