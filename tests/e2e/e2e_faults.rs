@@ -159,7 +159,11 @@ async fn ten_thousand_events_across_fifty_hooks_and_five_tenants_all_arrive_wher
 /// accept is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_refuses_loudly_and_loses_nothing_it_accepted() {
-    let mut stack = TestStack::start_with(Flavor::Embedded, &[(settings::VISIBILITY_TIMEOUT, "1s")]).await;
+    let mut stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[(settings::VISIBILITY_TIMEOUT, "1s"), (settings::REQUEST_TIMEOUT, "500ms")],
+    )
+    .await;
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     stack.create_hook(&t, &json!({"name": "sink", "url": r.url("/")})).await;

@@ -250,6 +250,22 @@ fn duration_at_most(var: &'static str, text: &str, max: Duration) -> Result<Dura
     Err(SettingsError { variable: var, message: format!("{text:?} is longer than {}s", max.as_secs()) })
 }
 
+/// A duration above zero and of at most `max`: a timeout of `0` (often meant as "none")
+/// made every request time out at once.
+fn timeout_at_most(var: &'static str, text: &str, max: Duration) -> Result<Duration, SettingsError> {
+    let d = duration_at_most(var, text, max)?;
+    if d.is_zero() {
+        return Err(SettingsError { variable: var, message: format!("{text:?} is no time at all: at least 1ms") });
+    }
+    Ok(d)
+}
+
+/// The longest a delivery's attempts can span under `schedule`: every delay at its most
+/// (each is spread up to a fifth later).
+fn schedule_span(schedule: &RetrySchedule) -> Duration {
+    schedule.delays().iter().map(|d| d.mul_f64(1.2)).sum()
+}
+
 /// The API's public base URL, without a trailing `/`: portal links and the console's
 /// sign-in are made from it, so one without a scheme or host made links that lead nowhere.
 fn public_url(text: &str) -> Result<String, SettingsError> {
@@ -302,6 +318,14 @@ impl Settings {
     /// Reads settings through `get` (normally `std::env::var`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, defaults: &Defaults) -> Result<Self, SettingsError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        // Set, but to nothing: most often a command substitution that failed. Taken as
+        // unset, it was the development key, whose text is in this repository.
+        if get(JWT_SECRET).is_some_and(|v| v.trim().is_empty()) {
+            return Err(SettingsError {
+                variable: JWT_SECRET,
+                message: "is set but empty: give it a key of at least 32 bytes, or unset it".to_owned(),
+            });
+        }
         let mut tokens = TokenSettings {
             hs256: var(JWT_SECRET).map(Secret::new),
             hs256_secret_name: var(JWT_SECRET_NAME),
@@ -395,15 +419,44 @@ impl Settings {
             })?;
         }
         let request_timeout = match var(REQUEST_TIMEOUT) {
-            Some(v) => duration_at_most(REQUEST_TIMEOUT, &v, MAX_REQUEST_TIMEOUT)?,
+            Some(v) => timeout_at_most(REQUEST_TIMEOUT, &v, MAX_REQUEST_TIMEOUT)?,
             None => Duration::from_secs(10),
         };
+        // Each queue's message must stay hidden while a request for it runs: one that
+        // became visible mid-request was received a second time and sent again, its
+        // retries then going on in two chains.
+        if let Some(v) = var(VISIBILITY_TIMEOUT)
+            && topology.delivery.visibility_timeout <= request_timeout
+        {
+            return Err(SettingsError {
+                variable: VISIBILITY_TIMEOUT,
+                message: format!(
+                    "{v:?} is not longer than the request timeout ({}ms, {REQUEST_TIMEOUT})",
+                    request_timeout.as_millis()
+                ),
+            });
+        }
         let event_retention = match var(EVENT_RETENTION) {
-            Some(v) => duration_at_most(EVENT_RETENTION, &v, MAX_EVENT_RETENTION)?,
+            Some(v) => {
+                let kept = duration_at_most(EVENT_RETENTION, &v, MAX_EVENT_RETENTION)?;
+                // A large event's attempts read it from the event store, each time: kept for
+                // less than they can span, its last attempts found it gone and were cancelled.
+                let span = schedule_span(&schedule);
+                if kept < span {
+                    return Err(SettingsError {
+                        variable: EVENT_RETENTION,
+                        message: format!(
+                            "{v:?} is shorter than the retry schedule's span ({}s, {RETRY_SCHEDULE}): a large event's later attempts would find it gone",
+                            span.as_secs()
+                        ),
+                    });
+                }
+                kept
+            }
             None => Duration::from_secs(14 * 86_400),
         };
         let fast_lane_patience = match var(FAST_LANE_PATIENCE) {
-            Some(v) => duration_at_most(FAST_LANE_PATIENCE, &v, MAX_REQUEST_TIMEOUT)?,
+            Some(v) => timeout_at_most(FAST_LANE_PATIENCE, &v, MAX_REQUEST_TIMEOUT)?,
             None => Duration::from_secs(2),
         };
         let mut quotas = Quotas::default();
@@ -550,10 +603,24 @@ mod tests {
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
             (TENANT_PUBLISH_RATE, "lots"),
+            (REQUEST_TIMEOUT, "0"),
+            (FAST_LANE_PATIENCE, "0s"),
+            (JWT_SECRET, " "),
+            // Shorter than the default schedule's 28 hours and more.
+            (EVENT_RETENTION, "1d"),
+            // Not longer than the default request timeout (10 s).
+            (VISIBILITY_TIMEOUT, "10s"),
         ] {
             let e = Settings::from_lookup(lookup(&[(var, value)]), &Defaults::local()).unwrap_err();
             assert_eq!(e.variable, var, "{value}");
         }
+        // Judged against the schedule and the timeout they come with.
+        let short =
+            [(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "3s"), (REQUEST_TIMEOUT, "1s"), (VISIBILITY_TIMEOUT, "2s")];
+        assert!(Settings::from_lookup(lookup(&short), &Defaults::local()).is_ok());
+        let e =
+            Settings::from_lookup(lookup(&[(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "2s")]), &Defaults::local());
+        assert_eq!(e.unwrap_err().variable, EVENT_RETENTION);
     }
 
     #[test]

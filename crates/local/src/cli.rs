@@ -37,8 +37,34 @@ fn size(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
         .unwrap_or((t, 1));
-    let not_a_size = || format!("{text:?} is not a size like 512MB or 2GB");
+    let not_a_size = || format!("{text:?} is not a size like 512MB or 2GB (HOOKBRIDGE_DATABASE_MAX_SIZE)");
     num.trim().parse::<u64>().map_err(|_| not_a_size())?.checked_mul(mult).ok_or_else(not_a_size)
+}
+
+/// `hookbridge receive --secret`: a platform secret (`whsec_…`), or one a client chose
+/// through the Keycloak or ExtremeCloud IQ API, which signs with its text as it is.
+fn receiver_secret(
+    text: &str,
+) -> Result<hookbridge_core::secret::SigningSecret, hookbridge_core::secret::InvalidSigningSecret> {
+    use hookbridge_core::secret::SigningSecret;
+    if text.starts_with("whsec_") { SigningSecret::parse(text) } else { SigningSecret::client_chosen(text) }
+}
+
+/// The most deliveries a lane may hold at once: far past what one process sends, and
+/// within what a semaphore can count (a larger number stopped the lane with a panic).
+const MAX_DELIVERY_CONCURRENCY: usize = 100_000;
+
+/// `--delivery-concurrency` / `HOOKBRIDGE_DELIVERY_CONCURRENCY`: its error names both, as
+/// clap's own names only the flag.
+fn concurrency(text: &str) -> Result<usize, String> {
+    text.trim().parse::<usize>().ok().filter(|n| (1..=MAX_DELIVERY_CONCURRENCY).contains(n)).ok_or_else(|| {
+        format!("{text:?} is not a whole number from 1 to {MAX_DELIVERY_CONCURRENCY} (HOOKBRIDGE_DELIVERY_CONCURRENCY)")
+    })
+}
+
+/// `--listen` / `HOOKBRIDGE_LISTEN`.
+fn address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:3000 (HOOKBRIDGE_LISTEN)"))
 }
 
 impl BackendKind {
@@ -64,10 +90,10 @@ pub enum Command {
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
         database: PathBuf,
         /// Where the API listens.
-        #[arg(long, default_value = "127.0.0.1:3000", env = "HOOKBRIDGE_LISTEN")]
+        #[arg(long, default_value = "127.0.0.1:3000", value_parser = address, env = "HOOKBRIDGE_LISTEN")]
         listen: SocketAddr,
         /// Deliveries in progress at once on the fast lane (a quarter as many on the slow one).
-        #[arg(long, default_value_t = crate::stack::DEFAULT_DELIVERY_CONCURRENCY, env = "HOOKBRIDGE_DELIVERY_CONCURRENCY")]
+        #[arg(long, default_value_t = crate::stack::DEFAULT_DELIVERY_CONCURRENCY, value_parser = concurrency, env = "HOOKBRIDGE_DELIVERY_CONCURRENCY")]
         delivery_concurrency: usize,
         /// The most the database may grow to (e.g. 2GB); when full, the API answers 503 and
         /// nothing is accepted, rather than the disk filling up. Its log beside it can take
@@ -154,10 +180,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Receive { listen, secret } => {
-            let secret = secret
-                .map(|s| hookbridge_core::secret::SigningSecret::parse(&s))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+            let secret =
+                secret.map(|s| receiver_secret(&s)).transpose().map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
             crate::receive::run(listen, secret).await
         }
         Command::Migrate { backend, database } => {
@@ -193,10 +217,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { backend, database, listen, delivery_concurrency, database_max_size } => {
-            anyhow::ensure!(
-                delivery_concurrency > 0,
-                "HOOKBRIDGE_DELIVERY_CONCURRENCY (--delivery-concurrency) must be at least 1"
-            );
             let s = settings()?;
             s.check_exposure(listen)?;
             // With only an issuer configured, tokens come from the issuer: there is none to print.
@@ -274,7 +294,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use super::{receiver_secret, size};
+
+    #[test]
+    fn the_receiver_checks_platform_and_client_chosen_secrets_alike() {
+        use hookbridge_core::signing::{standard_signature, verify_standard};
+        for text in ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "ofj09saP4-a-keycloak-client-secret"] {
+            let secret = receiver_secret(text).unwrap();
+            let signed = standard_signature(&secret, "msg_1", 1_700_000_000, b"{}");
+            assert!(verify_standard(&secret, "msg_1", 1_700_000_000, &signed, b"{}", 1_700_000_000).is_ok(), "{text}");
+        }
+        assert!(receiver_secret("whsec_not base64").is_err());
+    }
 
     #[test]
     fn sizes_read_as_bytes_and_too_large_ones_are_refused() {

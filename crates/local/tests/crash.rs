@@ -144,7 +144,11 @@ async fn killed_mid_batch_and_restarted(serve_args: Vec<String>, env: Vec<(Strin
 async fn sigkill_mid_batch_on_the_embedded_backend_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hb.db").display().to_string();
-    let env = vec![("HOOKBRIDGE_VISIBILITY_TIMEOUT".to_owned(), "2s".to_owned())];
+    // Visible again soon after the kill; a request's timeout must be shorter still.
+    let env = vec![
+        ("HOOKBRIDGE_VISIBILITY_TIMEOUT".to_owned(), "2s".to_owned()),
+        ("HOOKBRIDGE_REQUEST_TIMEOUT".to_owned(), "1s".to_owned()),
+    ];
     killed_mid_batch_and_restarted(vec!["--database".into(), db], env, 60).await;
 }
 
@@ -152,6 +156,7 @@ async fn sigkill_mid_batch_on_the_embedded_backend_loses_nothing() {
 async fn sigkill_mid_batch_on_the_aws_backend_loses_nothing() {
     let mut env: Vec<(String, String)> = Emulator::shared().env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.push(("HOOKBRIDGE_VISIBILITY_TIMEOUT".into(), "2s".into()));
+    env.push(("HOOKBRIDGE_REQUEST_TIMEOUT".into(), "1s".into()));
     env.push((
         "HOOKBRIDGE_PREFIX".into(),
         format!("k{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase()),
@@ -183,6 +188,7 @@ async fn an_emulator_restarted_while_idle_fails_loudly_then_recovers_after_init(
     let port = emulator.port();
     let mut env: Vec<(String, String)> = emulator.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.push(("HOOKBRIDGE_VISIBILITY_TIMEOUT".into(), "2s".into()));
+    env.push(("HOOKBRIDGE_REQUEST_TIMEOUT".into(), "1s".into()));
     let init = |env: &[(String, String)]| {
         let mut i = hookbridge(&["init", "--backend", "aws"], env);
         assert!(i.wait().unwrap().success(), "hookbridge init --backend aws failed");

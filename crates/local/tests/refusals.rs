@@ -60,6 +60,20 @@ fn bad_settings_are_refused_at_start_naming_their_variable() {
         ("HOOKBRIDGE_PUBLIC_URL", "ftp://hooks.example.com"),
         // Quietly made 1.
         ("HOOKBRIDGE_DELIVERY_CONCURRENCY", "0"),
+        // clap's own error named only the flag; the second stopped the lane with a panic.
+        ("HOOKBRIDGE_DELIVERY_CONCURRENCY", "lots"),
+        ("HOOKBRIDGE_DELIVERY_CONCURRENCY", "4611686018427387904"),
+        ("HOOKBRIDGE_DATABASE_MAX_SIZE", "lots"),
+        // Every request would time out at once.
+        ("HOOKBRIDGE_REQUEST_TIMEOUT", "0"),
+        ("HOOKBRIDGE_FAST_LANE_PATIENCE", "0s"),
+        // Shorter than the retry schedule: a large event's later attempts found it gone.
+        ("HOOKBRIDGE_EVENT_RETENTION", "1h"),
+        // Shorter than a request: one still under way was received and sent again.
+        ("HOOKBRIDGE_VISIBILITY_TIMEOUT", "5s"),
+        // Set, but to nothing (a command substitution that failed): it was the public
+        // development key.
+        ("HOOKBRIDGE_JWT_SECRET", ""),
     ] {
         let err = refused("127.0.0.1:0", &[(variable, value)]);
         assert!(err.contains(variable), "{variable}={value}: {err}");
