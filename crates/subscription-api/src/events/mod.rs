@@ -185,34 +185,47 @@ async fn claim_and_publish(
     let typed: Vec<_> = to_publish.iter().map(|(_, at, e)| (*at, e.detail_type.as_str(), e.detail.as_ref())).collect();
     api.schemas().check(api, tenant, &typed).await?;
     let positions: Vec<usize> = to_publish.iter().map(|(i, _, _)| *i).collect();
-    let published = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await?;
+    let (published, failed) = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await;
     for (pos, id) in positions.iter().zip(published) {
-        if let Some((_, c)) = claimed.iter().find(|(i, _)| i == pos) {
+        // Out already, even when others of the request were not: its producer id answers
+        // with it from now on, so the retry a failure calls for does not publish it twice.
+        let Some(id) = id else { continue };
+        if let Some(at) = claimed.iter().position(|(i, _)| i == pos) {
+            let (_, c) = claimed.remove(at);
             c.complete(store, tenant, StoredResponse { status: 202, body: id.to_string() }).await;
         }
         ids[*pos] = Some(id);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     tracing::info!(tenant = %tenant, count = ids.len(), "events published");
     let events: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "events": events }))
 }
 
-/// Puts the entries where ingest reads them; their event ids, in order. Small events go
-/// straight onto the ingest queue (in the tenant's group, as the bus's rule puts them),
-/// larger ones and all of them when the deployment asks for it through the bus.
+/// Puts the entries where ingest reads them: the event id of each that went out, in order,
+/// and what stopped the others. Small events go straight onto the ingest queue (in the
+/// tenant's group, as the bus's rule puts them), larger ones and all of them when the
+/// deployment asks for it through the bus. The queue says which of its messages it sent;
+/// the bus, all or none.
 async fn put(
     api: &Api,
     tenant: &TenantId,
     entries: Vec<BusEntry>,
     now: DateTime<Utc>,
-) -> Result<Vec<EventId>, ApiError> {
+) -> (Vec<Option<EventId>>, Option<ApiError>) {
     let ports = api.ports();
     let settings = api.settings();
+    let count = entries.len();
     if settings.publish_to == PublishTo::Bus {
-        return Ok(ports.bus.publish(entries).await?);
+        return match ports.bus.publish(entries).await {
+            Ok(ids) => (ids.into_iter().map(Some).collect(), None),
+            Err(e) => (vec![None; count], Some(e.into())),
+        };
     }
-    let mut ids: Vec<Option<EventId>> = vec![None; entries.len()];
-    let mut direct = Vec::new();
+    let mut ids: Vec<Option<EventId>> = vec![None; count];
+    let (mut direct, mut direct_at) = (Vec::new(), Vec::new());
     let (mut large, mut large_at) = (Vec::new(), Vec::new());
     for (i, entry) in entries.into_iter().enumerate() {
         if entry.size() > DIRECT_MAX_BYTES {
@@ -221,17 +234,33 @@ async fn put(
             continue;
         }
         let envelope = entry.into_envelope(EventId::generate(), &settings.account, &settings.region, now);
-        ids[i] = Some(envelope.id.clone());
+        direct_at.push((i, envelope.id.clone()));
         direct.push(OutgoingMessage::now(envelope.to_body()).in_group(tenant.to_string()));
     }
+    let mut failed = None;
     if !direct.is_empty() {
-        ports.ingest.send_batch(&direct).await?;
-    }
-    if !large.is_empty() {
-        for (i, id) in large_at.into_iter().zip(ports.bus.publish(large).await?) {
-            ids[i] = Some(id);
+        let unsent = match ports.ingest.send_each(&direct).await {
+            Ok(()) => Vec::new(),
+            Err(unsent) => {
+                failed = Some(unsent.error.into());
+                unsent.indices
+            }
+        };
+        for (n, (i, id)) in direct_at.into_iter().enumerate() {
+            if !unsent.contains(&n) {
+                ids[i] = Some(id);
+            }
         }
     }
-    // Every position was filled above: a direct id, or one the bus returned per entry.
-    Ok(ids.into_iter().flatten().collect())
+    if !large.is_empty() && failed.is_none() {
+        match ports.bus.publish(large).await {
+            Ok(published) => {
+                for (i, id) in large_at.into_iter().zip(published) {
+                    ids[i] = Some(id);
+                }
+            }
+            Err(e) => failed = Some(e.into()),
+        }
+    }
+    (ids, failed)
 }
