@@ -242,19 +242,41 @@ type Validators = Arc<HashMap<String, Arc<jsonschema::Validator>>>;
 /// The declared schemas of each tenant, as compiled validators, kept for
 /// [`SCHEMAS_KEPT_FOR`] so a publish costs no read in the steady state.
 #[derive(Default)]
-pub(crate) struct Schemas(Mutex<HashMap<TenantId, (Instant, Validators)>>);
+pub(crate) struct Schemas {
+    cache: Mutex<HashMap<TenantId, (Instant, Validators)>>,
+    /// Bumped by every [`Schemas::forget`]: a read that began before one is not kept, or
+    /// the set it read (from before a declaration changed) would be served for another
+    /// [`SCHEMAS_KEPT_FOR`] by the very process that changed it.
+    forgotten: std::sync::atomic::AtomicU64,
+}
 
 impl Schemas {
     fn forget(&self, tenant: &TenantId) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant);
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant);
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps `v`, read from `started` on, unless a [`Schemas::forget`] came after
+    /// `generation` (taken before the read).
+    fn remember(&self, generation: u64, tenant: &TenantId, started: Instant, v: &Validators) {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return;
+        }
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.clone(), (started, v.clone()));
     }
 
     async fn of(&self, api: &Api, tenant: &TenantId) -> Result<Validators, ApiError> {
-        if let Some((at, v)) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant)
+        if let Some((at, v)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant)
             && at.elapsed() < SCHEMAS_KEPT_FOR
         {
             return Ok(v.clone());
         }
+        let generation = self.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
         let mut compiled = HashMap::new();
         for d in api.ports().event_types.declared(tenant).await? {
             if let Some(schema) = &d.schema {
@@ -270,11 +292,7 @@ impl Schemas {
             }
         }
         let v: Validators = Arc::new(compiled);
-        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(tenant.clone(), (Instant::now(), v.clone()));
+        self.remember(generation, tenant, started, &v);
         Ok(v)
     }
 
@@ -293,12 +311,23 @@ impl Schemas {
         let mut errors = Vec::new();
         for (index, detail_type, detail) in events {
             let Some(v) = validators.get(*detail_type) else { continue };
-            let detail = hookbridge_core::payload::without_routing_keys(detail)
-                .ok()
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                .unwrap_or(Value::Null);
+            let prefix = index.map(|i| format!("[{i}].")).unwrap_or_default();
+            // Checked as it is, or refused: read as `null` instead, it passed schemas that
+            // say nothing of `null` and failed others with a misleading message.
+            let parsed = hookbridge_core::payload::without_routing_keys(detail)
+                .map_err(|e| e.to_string())
+                .and_then(|d| serde_json::from_str::<Value>(&d).map_err(|e| e.to_string()));
+            let detail = match parsed {
+                Ok(d) => d,
+                Err(why) => {
+                    errors.push(FieldError::new(
+                        format!("{prefix}detail"),
+                        format!("cannot be checked against its schema: {why}"),
+                    ));
+                    continue;
+                }
+            };
             for e in v.iter_errors(&detail) {
-                let prefix = index.map(|i| format!("[{i}].")).unwrap_or_default();
                 errors.push(FieldError::new(
                     format!("{prefix}detail{}", dotted(&e.instance_path().to_string())),
                     e.to_string(),
@@ -338,6 +367,22 @@ mod tests {
                 assert!(catalog::check_name(&t.name).is_ok(), "{name}: {}", t.name);
             }
         }
+    }
+
+    /// A read that began before a declaration changed (and its `forget`) is not kept: the
+    /// process that changed it would have served the old schemas for another 10 seconds.
+    #[test]
+    fn a_read_from_before_a_change_is_not_kept() {
+        let schemas = Schemas::default();
+        let tenant: TenantId = "acme".parse().unwrap_or_else(|_| unreachable!());
+        let read: Validators = Arc::new(HashMap::new());
+        let before = schemas.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+        schemas.forget(&tenant);
+        schemas.remember(before, &tenant, Instant::now(), &read);
+        assert!(schemas.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&tenant).is_none());
+        let now = schemas.forgotten.load(std::sync::atomic::Ordering::SeqCst);
+        schemas.remember(now, &tenant, Instant::now(), &read);
+        assert!(schemas.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&tenant).is_some());
     }
 
     #[test]

@@ -91,6 +91,12 @@ fn bus_shape(detail: &str) -> Option<String> {
             b'"' => {
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\'
+                        && bytes.get(i + 1) == Some(&b'u')
+                        && let Some(why) = lone_surrogate(bytes, i)
+                    {
+                        return Some(why);
+                    }
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
@@ -110,12 +116,34 @@ fn bus_shape(detail: &str) -> Option<String> {
                 if !number.contains(['.', 'e', 'E']) && number.parse::<i64>().is_err() {
                     return Some(format!("holds the integer {number}, outside the 64-bit range the bus takes"));
                 }
+                if number.parse::<f64>().map_or(true, |f| !f.is_finite()) {
+                    return Some(format!("holds the number {number}, past what a 64-bit float holds"));
+                }
             }
             _ => {}
         }
         i += 1;
     }
     None
+}
+
+/// Why the `\u` escape at `at` stands for half a character (a surrogate not paired), if
+/// it does: valid JSON text, but no reader that decodes it (ours, a receiver's) takes it.
+fn lone_surrogate(bytes: &[u8], at: usize) -> Option<String> {
+    let unit = |i: usize| {
+        let hex = bytes.get(i + 2..i + 6)?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let is_escape = |i: usize| bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u');
+    let lone = match unit(at)? {
+        0xD800..=0xDBFF => !(is_escape(at + 6) && unit(at + 6).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u))),
+        // A low half is lone unless a high half came just before.
+        0xDC00..=0xDFFF => {
+            !(at >= 6 && is_escape(at - 6) && unit(at - 6).is_some_and(|u| (0xD800..=0xDBFF).contains(&u)))
+        }
+        _ => false,
+    };
+    lone.then(|| r"holds a \u escape of half a character (a surrogate without its pair)".to_owned())
 }
 
 /// Splits the body into its events without re-encoding them (their `detail` must reach
@@ -341,6 +369,11 @@ mod tests {
         assert_eq!(fields(&deep(MAX_DETAIL_DEPTH + 1)), ["detail"]);
         assert_eq!(fields(r#"{"n":18446744073709551616}"#), ["detail"]);
         assert_eq!(fields(r#"{"n":[1,-9223372036854775809]}"#), ["detail"]);
+        // Valid JSON no reader decodes: refused rather than checked against a schema as null.
+        assert_eq!(fields(r#"{"n":1e400}"#), ["detail"]);
+        assert_eq!(fields(r#"{"s":"\ud800"}"#), ["detail"]);
+        assert_eq!(fields(r#"{"s":"a\udc00b"}"#), ["detail"]);
+        assert!(fields(r#"{"s":"\ud83d\ude00 \\ud800"}"#).is_empty(), "a pair, and an escaped backslash");
         for fine in [
             r#"{"n":9223372036854775807,"m":-9223372036854775808,"f":1.8446744073709552e19,"g":-0.5}"#,
             r#"{"s":"18446744073709551616 [[[[ \" {{{{","t":"\\"}"#,
