@@ -1,6 +1,8 @@
 //! A request whose caller goes away mid-way (a client's timeout) still finishes what it
 //! started: a publish's idempotency claim is answered, so a repeat of the request gets
-//! the first answer, not minutes of `409` and then a second publish.
+//! the first answer, not minutes of `409` and then a second publish; ExtremeCloud IQ's
+//! subscriptions are all made, not some. And a delete interrupted half way is finished
+//! by the retry.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -14,6 +16,43 @@ use hookbridge_testkit::{EmbeddedHarness, Harness};
 use http_body_util::BodyExt;
 use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token, router};
 use tower::ServiceExt;
+
+fn api_and_token(h: &EmbeddedHarness, scope: &str) -> (Api, String) {
+    let api = Api::new(
+        ApiPorts::of(h.backend()),
+        ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()),
+    );
+    let exp = chrono::Utc::now().timestamp() as u64 + 600;
+    let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: scope.into(), exp };
+    (api, mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap())
+}
+
+/// Holds the database's one writer for `for_ms`, so a request waits inside its first write.
+fn hold_the_writer(h: &EmbeddedHarness, for_ms: u64) -> tokio::task::JoinHandle<()> {
+    let db = h.db().clone();
+    tokio::spawn(async move {
+        db.write(move |_| {
+            std::thread::sleep(Duration::from_millis(for_ms));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    })
+}
+
+async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let resp = router(api.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
 
 fn publish(token: &str) -> Request<Body> {
     Request::post("/v1/events")
@@ -66,4 +105,55 @@ async fn a_publish_whose_caller_went_away_still_answers_its_claim() {
     }
     let (status, replayed, body) = answers.last().unwrap();
     assert_eq!((*status, *replayed), (202, true), "after {} tries, the last: {body}", answers.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xiq_subscriptions_whose_caller_went_away_are_all_made() {
+    let h = EmbeddedHarness::start().await;
+    let (api, token) = api_and_token(&h, "hooks:read hooks:write");
+    let sub = |n: u32| serde_json::json!({"application": format!("app-{n}"), "url": "https://receiver.example/xiq", "message_type": "AUDIT_LOG_ALL"});
+    let body = serde_json::json!([sub(1), sub(2)]).to_string();
+    let busy = hold_the_writer(&h, 800);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = Request::post("/subscriptions/webhook")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let gone = tokio::time::timeout(Duration::from_millis(200), router(api.clone()).oneshot(req)).await;
+    assert!(gone.is_err(), "the caller gave up first");
+    busy.await.unwrap();
+    let mut listed = 0;
+    for _ in 0..50 {
+        let (status, list) = call(&api, "GET", "/subscriptions/webhook", &token, "").await;
+        assert_eq!(status, 200, "{list}");
+        listed = list.as_array().map_or(0, Vec::len);
+        if listed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, 2, "all of them, not the first alone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xiq_delete_interrupted_half_way_is_finished_by_the_retry() {
+    use hookbridge_core::hook::ConnectionState;
+    let h = EmbeddedHarness::start().await;
+    let (api, token) = api_and_token(&h, "hooks:read hooks:write");
+    let body = r#"[{"application":"a","url":"https://receiver.example/xiq","message_type":"AUDIT_LOG_ALL"}]"#;
+    let (status, made) = call(&api, "POST", "/subscriptions/webhook", &token, body).await;
+    assert_eq!(status, 202, "{made}");
+    let id = made[0]["id"].as_i64().unwrap();
+    // The first delete marked the hook and failed before removing it.
+    let tenant = "acme".parse().unwrap();
+    let hooks = h.backend().hooks.list_all(&tenant).await.unwrap();
+    let mut marked = hooks[0].clone();
+    marked.state.connection_state = ConnectionState::Deleting;
+    marked.revision += 1;
+    h.backend().hooks.replace(&marked, hooks[0].revision).await.unwrap();
+
+    let (status, answer) = call(&api, "DELETE", &format!("/subscriptions/webhook/{id}"), &token, "").await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(h.backend().hooks.get(&tenant, marked.id).await.unwrap().is_none(), "the hook is gone");
 }

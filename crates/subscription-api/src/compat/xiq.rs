@@ -88,7 +88,13 @@ impl From<&Hook> for SubscriptionOut {
 }
 
 fn is_subscription(h: &Hook) -> bool {
-    h.config.name.as_str().starts_with(&format!("{PREFIX}-")) && h.state.connection_state != ConnectionState::Deleting
+    made_here(h) && h.state.connection_state != ConnectionState::Deleting
+}
+
+/// Whether this API made `h`, whatever its state: a delete interrupted after marking the
+/// hook `DELETING` is finished by the client's retry, as `/v1` and Keycloak's finish it.
+fn made_here(h: &Hook) -> bool {
+    h.config.name.as_str().starts_with(&format!("{PREFIX}-"))
 }
 
 /// An error as XIQ clients read it.
@@ -149,7 +155,16 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
 
 async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Body) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
-    let items: Vec<SubscriptionIn> = parse(&read_body(body).await?)?;
+    let bytes = read_body(body).await?;
+    // All or nothing holds only if the request runs to its end: a client that goes away
+    // mid-way (its timeout) would drop it between two creates, and keep some.
+    tokio::spawn(create_all(api, caller, bytes))
+        .await
+        .map_err(|e| XiqError(ApiError::Internal(hookbridge_core::Error::backend("xiq.create", e))))?
+}
+
+async fn create_all(api: Api, caller: Caller, bytes: axum::body::Bytes) -> Answer {
+    let items: Vec<SubscriptionIn> = parse(&bytes)?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
     }
@@ -217,7 +232,7 @@ async fn remove(
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
     let hook = hooks
         .iter()
-        .find(|h| is_subscription(h) && h.id.low_bits() == wanted)
+        .find(|h| made_here(h) && h.id.low_bits() == wanted)
         .ok_or(ApiError::NotFound("no such subscription"))?;
     delete_hook(&api, &caller, &hook.id.to_string()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
