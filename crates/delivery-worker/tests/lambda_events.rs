@@ -13,6 +13,21 @@ use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook_as;
 use hookbridge_testkit::{AwsHarness, Harness, Receiver, events};
 
+/// The delivery ids of the sample event, but for their last two characters.
+const SAMPLE_DELIVERIES: &str = "01KAKSAMP4E00000000DE11V";
+
+/// [`SAMPLE_DELIVERIES`] with its time (the first ten characters) that of this test
+/// process's start, the same at every call.
+fn delivery_prefix() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            let now = hookbridge_core::ids::DeliveryId::from_parts(chrono::Utc::now().timestamp_millis() as u64, 0);
+            format!("{}{}", &now.to_string()[..10], &SAMPLE_DELIVERIES[10..])
+        })
+        .clone()
+}
+
 /// The sample event's hook, pointing at a real receiver, and a worker over the emulator.
 async fn sample() -> (AwsHarness, Receiver, Hook, Worker, SqsEvent) {
     let h = AwsHarness::start().await;
@@ -26,7 +41,10 @@ async fn sample() -> (AwsHarness, Receiver, Hook, Worker, SqsEvent) {
         Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
         WorkerSettings::default(),
     );
-    let event: SqsEvent = serde_json::from_str(&events::load("delivery-worker-batch")).unwrap();
+    // The sample's deliveries are dated now: a delivery's records are kept 14 days from
+    // its id's time, and the file's ids are from when it was written.
+    let sample = events::load("delivery-worker-batch").replace(SAMPLE_DELIVERIES, &delivery_prefix());
+    let event: SqsEvent = serde_json::from_str(&sample).unwrap();
     (h, receiver, hook, worker, event)
 }
 
@@ -47,7 +65,8 @@ async fn sample_batch_is_delivered_and_only_the_malformed_record_fails() {
     assert_eq!(got.len(), 2);
     let mut ids: Vec<_> = got.iter().map(|r| r.header("webhook-id").unwrap().to_owned()).collect();
     ids.sort();
-    assert_eq!(ids, ["01KAKSAMP4E00000000DE11V01", "01KAKSAMP4E00000000DE11V02"]);
+    let prefix = delivery_prefix();
+    assert_eq!(ids, [format!("{prefix}01"), format!("{prefix}02")]);
     assert!(got.iter().all(|r| r.header("authorization").is_some_and(|a| a.starts_with("Basic "))));
     let d = h.backend().deliveries.get(hook.id, ids[0].parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Succeeded);
@@ -68,7 +87,8 @@ async fn an_invocation_near_its_deadline_hands_its_deliveries_back_unattempted()
     let failed: Vec<_> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["7c1d2e3f-0003-4a5b-9c8d-0000000000b3"], "only the malformed record fails");
     assert!(receiver.received().is_empty(), "no request was started");
-    let d = h.backend().deliveries.get(hook.id, "01KAKSAMP4E00000000DE11V01".parse().unwrap()).await.unwrap();
+    let first = format!("{}01", delivery_prefix());
+    let d = h.backend().deliveries.get(hook.id, first.parse().unwrap()).await.unwrap();
     assert!(d.is_none_or(|d| d.attempts.is_empty()), "nothing was recorded as an attempt");
     // Both deliveries are back on the queue, as not yet attempted.
     let mut back = Vec::new();
