@@ -259,9 +259,14 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
     let path = url.trim_start_matches(stack.base_url()).to_owned();
     assert!(path.starts_with("/console/portal/"), "{url}");
 
+    // Fetched by something that is not the person (a mail scanner, a chat preview): the
+    // link is not spent by it.
+    let fetched = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert!(fetched.headers().get("set-cookie").is_none(), "a visit signs no one in");
     let b = Browser::start(stack.base_url(), 1280, 1000).await;
     b.goto(&path).await;
-    b.find("h1").await;
+    b.press("Open the console").await;
     b.until("the hooks page", |t| t.contains("hq-hook")).await;
     let text = b.text().await;
     assert!(text.contains("hq-hook") && !text.contains("lab-hook") && !text.contains("theirs"), "{text}");
@@ -287,6 +292,7 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
     // Once: the same link again is gone.
     let again = Browser::start(stack.base_url(), 1280, 1000).await;
     again.goto(&path).await;
+    again.press("Open the console").await;
     assert!(again.text().await.contains("This link has expired"));
     // An expired one too.
     let short = stack.post("/v1/portal/sessions", &maker, &json!({"expires_in": 30, "read_only": true})).await;
@@ -300,9 +306,11 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
     let stale = hookbridge_core::portal::fresh_code();
     stack.stack().backend().portal.put_link(&hookbridge_core::portal::hashed(&stale), &grant).await.unwrap();
     again.goto(&format!("/console/portal/{stale}")).await;
+    again.press("Open the console").await;
     assert!(again.text().await.contains("This link has expired"));
     // The read-only one works once, read-only.
     again.goto(&format!("/console/portal/{code}")).await;
+    again.press("Open the console").await;
     again.until("the hooks page", |t| t.contains("read-only")).await;
     assert!(!again.text().await.contains("New hook"));
     again.close().await;
@@ -345,7 +353,42 @@ async fn forms_posted_from_elsewhere_change_nothing() {
     b.press("Delete the hook").await;
     assert!(b.text().await.contains("did not come from this console"), "{}", b.text().await);
     assert_eq!(stack.get(&format!("/v1/hooks/{id}"), &t).await.status, 200, "the hook is still there");
+
+    // A page elsewhere signing the visitor out, or opening a portal link of its own in the
+    // visitor's browser (signing them in to its tenant): refused, and nothing changes.
+    let posting = |action: String| {
+        format!(
+            r#"<!doctype html><form method="post" action="{action}"></form><script>document.forms[0].submit()</script>"#
+        )
+    };
+    elsewhere.always(
+        Reply::body(200, posting(format!("{}/console/logout", stack.base_url())))
+            .with_header("content-type", "text/html"),
+    );
+    b.visit(&elsewhere.url("/")).await;
+    b.find("header.top").await;
+    assert!(b.text().await.contains("Sign out from the console's own pages"), "{}", b.text().await);
+    b.goto("/console/hooks").await;
+    assert_eq!(b.path().await, "/console/hooks", "still signed in");
+    let link = stack.post("/v1/portal/sessions", &stack.token("mallory", "portal:create"), &json!({})).await;
+    let link = link.body["url"].as_str().unwrap().to_owned();
+    elsewhere.always(Reply::body(200, posting(link.clone())).with_header("content-type", "text/html"));
+    b.visit(&elsewhere.url("/")).await;
+    b.find("header.top").await;
+    assert!(b.text().await.contains("Open a portal link from its own page"), "{}", b.text().await);
+    b.goto("/console/hooks").await;
+    assert!(b.text().await.contains("kept"), "still in its own tenant: {}", b.text().await);
     b.close().await;
+    // Nor was the link spent.
+    let opened = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(&link)
+        .send()
+        .await
+        .unwrap();
+    assert!(opened.headers().get("set-cookie").is_some(), "{}", opened.status());
     stack.shutdown().await;
 }
 

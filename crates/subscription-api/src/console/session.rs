@@ -98,8 +98,19 @@ fn loopback_http(headers: &HeaderMap) -> bool {
 }
 
 /// The `Set-Cookie` of a session cookie with this value, for `max_age` seconds (0 clears it).
-pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64, same_site: &str) -> HeaderValue {
-    let secure = if loopback_http(headers) { "" } else { "; Secure" };
+/// `Secure` unless over plain http to a loopback address, and always when the public URL
+/// (`HOOKBRIDGE_PUBLIC_URL`) is https: a proxy that hides the host may forward to the API
+/// on 127.0.0.1 without saying the browser's request was https.
+pub fn set_cookie(
+    public_url: Option<&str>,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: &str,
+) -> HeaderValue {
+    let https_public = public_url.is_some_and(|u| u.starts_with("https://"));
+    let secure = if loopback_http(headers) && !https_public { "" } else { "; Secure" };
     let text = format!("{name}={value}; Path=/console; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hb_session=; Path=/console; Max-Age=0"))
 }
@@ -151,14 +162,19 @@ mod tests {
 
     #[test]
     fn the_cookie_is_secure_except_over_loopback_http() {
-        let c =
-            |h: &HeaderMap| set_cookie(h, COOKIE, "v", 60, "Strict").to_str().map(str::to_owned).unwrap_or_default();
+        let c = |h: &HeaderMap| {
+            set_cookie(None, h, COOKIE, "v", 60, "Strict").to_str().map(str::to_owned).unwrap_or_default()
+        };
         assert!(!c(&headers("127.0.0.1:3000", None)).contains("Secure"));
         assert!(!c(&headers("localhost:3000", None)).contains("Secure"));
         assert!(c(&headers("api.example.com", None)).contains("; Secure"));
         assert!(c(&headers("127.0.0.1:3000", Some("https"))).contains("; Secure"));
         let text = c(&headers("api.example.com", None));
         assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict") && text.contains("Path=/console"));
+        // Behind a proxy that forwards to 127.0.0.1 and says nothing of https.
+        let proxied =
+            set_cookie(Some("https://hooks.example.com"), &headers("127.0.0.1:8080", None), COOKIE, "v", 60, "Strict");
+        assert!(proxied.to_str().unwrap_or_default().contains("; Secure"));
     }
 
     #[test]

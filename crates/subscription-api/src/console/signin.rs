@@ -94,8 +94,17 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
             let mut resp = see_other("/console/hooks");
-            resp.headers_mut()
-                .append(header::SET_COOKIE, set_cookie(&headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(
+                    api.settings().public_url.as_deref(),
+                    &headers,
+                    COOKIE,
+                    &format!("t.{token}"),
+                    secs,
+                    "Strict",
+                ),
+            );
             resp
         }
         Err(e) => html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(&e.to_string()))),
@@ -104,6 +113,14 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
 
 /// `POST /console/logout`.
 pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    // A page elsewhere posts without the session cookie (`SameSite=Strict`), so the form's
+    // token below is never asked for: the origin is what refuses it.
+    if super::session::from_another_origin(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            page("Forbidden", None, notice("error", "Sign out from the console's own pages.")),
+        );
+    }
     let fields = form::parse(&body);
     if let Some(s) = Session::of(&api, &headers).await {
         if !s.csrf_ok(form::value(&fields, "_csrf")) {
@@ -119,7 +136,10 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body
         }
     }
     let mut resp = see_other("/console/login");
-    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, COOKIE, "", 0, "Strict"));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(api.settings().public_url.as_deref(), &headers, COOKIE, "", 0, "Strict"),
+    );
     resp
 }
 
@@ -163,8 +183,17 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response 
         .append_pair("code_challenge_method", "S256");
     let mut resp = see_other(url.as_str());
     // Lax: the issuer sends the browser back with a top-level GET, which must carry it.
-    resp.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&headers, FLOW_COOKIE, &format!("{state}.{verifier}"), 600, "Lax"));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            api.settings().public_url.as_deref(),
+            &headers,
+            FLOW_COOKIE,
+            &format!("{state}.{verifier}"),
+            600,
+            "Lax",
+        ),
+    );
     resp
 }
 
@@ -221,13 +250,44 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         return fail(&e.to_string());
     }
     let secs = token_session_secs(token_exp(&token));
-    let mut resp = continue_to("/console/hooks", set_cookie(&headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
-    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, FLOW_COOKIE, "", 0, "Lax"));
+    let mut resp = continue_to(
+        "/console/hooks",
+        set_cookie(api.settings().public_url.as_deref(), &headers, COOKIE, &format!("t.{token}"), secs, "Strict"),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(api.settings().public_url.as_deref(), &headers, FLOW_COOKIE, "", 0, "Lax"),
+    );
     resp
 }
 
-/// `GET /console/portal/{code}`: a portal link, opened once.
+/// `GET /console/portal/{code}`: a portal link, opened by a button, not by the visit: a
+/// mail scanner's or chat preview's fetch would spend it, and a page elsewhere could open
+/// its own link in the visitor's browser to sign them in to its tenant.
+pub async fn portal_page(Path(code): Path<String>) -> Response {
+    let action = format!("/console/portal/{code}");
+    html(
+        StatusCode::OK,
+        page(
+            "Open the console",
+            None,
+            html! { section.card.narrow {
+                h1 { "Open the console" }
+                p { "This link opens the console once, for the hooks it was made for." }
+                form method="post" action=(action) { button.primary type="submit" { "Open the console" } }
+            } },
+        ),
+    )
+}
+
+/// `POST /console/portal/{code}`: the portal link opened, once, from its own page.
 pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+    if super::session::from_another_origin(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            page("Forbidden", None, notice("error", "Open a portal link from its own page.")),
+        );
+    }
     let now = Utc::now();
     let grant = match api.ports().portal.redeem_link(&hashed(&code), now).await {
         Ok(Some(g)) => g,
@@ -255,7 +315,14 @@ pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path
     tracing::info!(tenant = %grant.tenant, read_only = grant.read_only, "portal session opened");
     continue_to(
         "/console/hooks",
-        set_cookie(&headers, COOKIE, &format!("p.{id}"), SESSION_LASTS.num_seconds(), "Strict"),
+        set_cookie(
+            api.settings().public_url.as_deref(),
+            &headers,
+            COOKIE,
+            &format!("p.{id}"),
+            SESSION_LASTS.num_seconds(),
+            "Strict",
+        ),
     )
 }
 
