@@ -213,6 +213,15 @@ async fn the_other_products_apis_answer_errors_with_the_headers_they_call_for(fl
         let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok());
         assert_eq!(challenge, Some("Bearer"), "{path}: a 401 says how to authenticate");
     }
+    // A method or route the product does not have is answered in its shape too.
+    let t = stack.token("acme", ALL_SCOPES);
+    let (status, body, _) = send(&stack, "GET", "/subscriptions/webhook/1", &t, None).await;
+    assert_eq!((status, body["error_code"].as_str()), (405, Some("METHOD_NOT_ALLOWED")), "{body}");
+    let (status, body, _) = send(&stack, "GET", "/subscriptions/nothing", &t, None).await;
+    assert_eq!((status, body["error_code"].as_str()), (404, Some("NOT_FOUND")), "{body}");
+    let (status, body, _) = send(&stack, "PATCH", "/auth/realms/acme/webhooks/x", &t, Some("{}")).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"].is_string() && body.get("type").is_none(), "Keycloak's shape: {body}");
     stack.shutdown().await;
 }
 }

@@ -292,10 +292,10 @@ async fn path_is_text(req: axum::extract::Request, next: axum::middleware::Next)
     next.run(req).await
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route")
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    compat::error_at(uri.path(), ApiError::NotFound("no such route"))
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+async fn method_not_allowed(uri: axum::http::Uri) -> axum::response::Response {
+    compat::error_at(uri.path(), ApiError::MethodNotAllowed)
 }

@@ -74,7 +74,7 @@ impl From<&Hook> for WebhookOut {
 }
 
 /// An error as Keycloak clients read it.
-struct KeycloakError(ApiError);
+pub(super) struct KeycloakError(pub(super) ApiError);
 
 impl From<ApiError> for KeycloakError {
     fn from(e: ApiError) -> Self {

@@ -15,7 +15,35 @@ use crate::error::ApiError;
 /// Whether `path` is one of the adapters': they answer a path whose escapes are not UTF-8
 /// themselves, after the caller is checked and in their own error shape.
 pub(crate) fn owns(path: &str) -> bool {
-    path.starts_with("/realms/") || path.starts_with("/auth/realms/") || path.starts_with("/subscriptions/")
+    product(path).is_some()
+}
+
+/// The products whose APIs are served here.
+enum Product {
+    Keycloak,
+    Xiq,
+}
+
+/// Whose API `path` is under, if another product's.
+fn product(path: &str) -> Option<Product> {
+    if path.starts_with("/realms/") || path.starts_with("/auth/realms/") {
+        Some(Product::Keycloak)
+    } else if path.starts_with("/subscriptions/") {
+        Some(Product::Xiq)
+    } else {
+        None
+    }
+}
+
+/// `e` answered on `path` as its product answers: in Keycloak's or ExtremeCloud IQ's shape
+/// on their paths (a route or method they do not have included), problem+json elsewhere.
+pub(crate) fn error_at(path: &str, e: ApiError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match product(path) {
+        Some(Product::Keycloak) => keycloak::KeycloakError(e).into_response(),
+        Some(Product::Xiq) => xiq::XiqError(e).into_response(),
+        None => e.into_response(),
+    }
 }
 
 /// A path's parameters, or `None` when their escapes are not UTF-8: no realm, webhook or

@@ -98,7 +98,7 @@ fn made_here(h: &Hook) -> bool {
 }
 
 /// An error as XIQ clients read it.
-struct XiqError(ApiError);
+pub(super) struct XiqError(pub(super) ApiError);
 
 impl From<ApiError> for XiqError {
     fn from(e: ApiError) -> Self {
