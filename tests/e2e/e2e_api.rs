@@ -344,6 +344,11 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
     let too_big = stack.post("/v1/events", &t, &big).await;
     assert_eq!(too_big.status, 413, "{}", too_big.body);
     assert!(too_big.body["detail"].as_str().unwrap().contains("262144"));
+    // Within the bus's limit, but not once in its envelope, which the ingest queue carries.
+    let edge = json!({"detail-type": "x", "source": "p", "detail": {"pad": "x".repeat(256 * 1024 - 60)}});
+    let refused = stack.post("/v1/events", &t, &edge).await;
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("envelope"), "{}", refused.body);
     let doubled = stack
         .post_raw("/v1/events", &t, r#"{"detail-type": "x", "source": "p", "detail": {"tenant": "other", "tenant": "acme"}}"#)
         .await;

@@ -9,7 +9,9 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use futures::{FutureExt, StreamExt};
-use hookbridge_core::ports::{MAX_BATCH, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent};
+use hookbridge_core::ports::{
+    MAX_BATCH, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent,
+};
 use hookbridge_core::{Error, Result};
 
 /// Rounds of sending (or deleting) the entries of a batch that SQS failed on its side.
@@ -55,6 +57,16 @@ impl Queue for SqsQueue {
     }
 
     async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
+        // A body past the size limit is refused here, as SQS would refuse it (the emulator
+        // takes any size): the same on both backends, and no request spent on it.
+        let (fitting, too_large): (Vec<usize>, Vec<usize>) =
+            (0..messages.len()).partition(|&i| messages[i].body.len() <= MAX_MESSAGE_BYTES);
+        let sendable: std::borrow::Cow<'_, [OutgoingMessage]> = if too_large.is_empty() {
+            std::borrow::Cow::Borrowed(messages)
+        } else {
+            std::borrow::Cow::Owned(fitting.iter().map(|&i| messages[i].clone()).collect())
+        };
+        let messages = &sendable[..];
         // Futures start when polled, so making them all first starts none of them.
         let sends: Vec<_> = batches(messages)
             .into_iter()
@@ -65,11 +77,15 @@ impl Queue for SqsQueue {
             .collect();
         let sent: Vec<(usize, Result<(), Unsent>)> =
             futures::stream::iter(sends).buffer_unordered(crate::REQUESTS_IN_FLIGHT).collect().await;
-        let mut unsent: Option<Unsent> = None;
+        let mut unsent: Option<Unsent> = (!too_large.is_empty()).then(|| Unsent {
+            indices: too_large,
+            error: Error::TooLarge(format!("a message body is longer than {MAX_MESSAGE_BYTES} bytes")),
+        });
         for (start, r) in sent {
             if let Err(u) = r {
                 let all = unsent.get_or_insert(Unsent { indices: Vec::new(), error: u.error });
-                all.indices.extend(u.indices.into_iter().map(|i| start + i));
+                // Back to the caller's places: `messages` left the too-large ones out.
+                all.indices.extend(u.indices.into_iter().map(|i| fitting[start + i]));
             }
         }
         match unsent {

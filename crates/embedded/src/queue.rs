@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hookbridge_core::ports::{
-    MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent,
+    MAX_BATCH, MAX_MESSAGE_BYTES, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent,
 };
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::{Error, Result};
@@ -296,9 +296,15 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
-        let (valid, refused): (Vec<usize>, Vec<usize>) =
-            (0..messages.len()).partition(|&i| messages[i].delay <= MAX_SEND_DELAY);
-        let too_long = || Error::TooLarge("a send delay is longer than 15 minutes".to_owned());
+        // What SQS refuses, message by message: a delay past 15 minutes, a body past
+        // its size limit.
+        let (valid, refused): (Vec<usize>, Vec<usize>) = (0..messages.len())
+            .partition(|&i| messages[i].delay <= MAX_SEND_DELAY && messages[i].body.len() <= MAX_MESSAGE_BYTES);
+        let too_long = || {
+            Error::TooLarge(format!(
+                "a send delay is longer than 15 minutes, or a body longer than {MAX_MESSAGE_BYTES} bytes"
+            ))
+        };
         if !valid.is_empty() {
             let queue = self.name.clone();
             let batch: Vec<OutgoingMessage> = valid.iter().map(|&i| messages[i].clone()).collect();

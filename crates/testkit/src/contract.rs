@@ -144,16 +144,21 @@ pub async fn queue_send_each_names_the_messages_not_sent(h: &dyn Harness) {
     let out: Vec<OutgoingMessage> = (0..12)
         .map(|i| {
             let m = OutgoingMessage::now(format!("m{i}"));
-            if i == 3 || i == 11 { OutgoingMessage { delay: too_long, ..m } } else { m }
+            match i {
+                3 | 11 => OutgoingMessage { delay: too_long, ..m },
+                // One byte over what a queue takes.
+                7 => OutgoingMessage::now("x".repeat(hookbridge_core::ports::MAX_MESSAGE_BYTES + 1)),
+                _ => m,
+            }
         })
         .collect();
-    let unsent = q.send_each(&out).await.expect_err("two cannot be sent");
-    assert_eq!(unsent.indices, [3, 11]);
-    let got = receive_n(q.as_ref(), 10, 20 * SECOND).await;
+    let unsent = q.send_each(&out).await.expect_err("three cannot be sent");
+    assert_eq!(unsent.indices, [3, 7, 11]);
+    let got = receive_n(q.as_ref(), 9, 20 * SECOND).await;
     let mut seen: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
     seen.sort_unstable();
-    assert_eq!(seen, ["m0", "m1", "m10", "m2", "m4", "m5", "m6", "m7", "m8", "m9"]);
-    assert_eq!(q.depth().await.expect("depth").total(), 10, "nothing else was queued");
+    assert_eq!(seen, ["m0", "m1", "m10", "m2", "m4", "m5", "m6", "m8", "m9"]);
+    assert_eq!(q.depth().await.expect("depth").total(), 9, "nothing else was queued");
 }
 
 /// A delayed message is not receivable before its delay.

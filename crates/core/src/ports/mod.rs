@@ -14,8 +14,8 @@ pub use bus::{Bus, Rule, RulePattern, SourceMatch};
 pub use key::KeySource;
 pub use limiter::{Admission, RateLimiter, Step};
 pub use queue::{
-    BatchOutcome, MAX_BATCH, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt, ReceivedMessage,
-    Unsent,
+    BatchOutcome, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_SEND_DELAY, OutgoingMessage, Queue, QueueDepth, QueueRole, Receipt,
+    ReceivedMessage, Unsent,
 };
 pub use sealer::Sealer;
 pub use settlement::{Settled, Settlement};

@@ -11,6 +11,9 @@ use crate::Result;
 /// The most messages one send, receive or delete call handles (SQS's batch limit).
 pub const MAX_BATCH: usize = 10;
 
+/// The largest message body a queue takes, as an SQS queue by default (256 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// The three queues the stages consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueueRole {
