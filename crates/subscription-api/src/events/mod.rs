@@ -227,7 +227,7 @@ async fn claim_and_publish(
 /// and what stopped the others. Small events go straight onto the ingest queue (in the
 /// tenant's group, as the bus's rule puts them), larger ones and all of them when the
 /// deployment asks for it through the bus. The queue says which of its messages it sent;
-/// the bus, all or none.
+/// the bus's port says only whether all went (a failure counts every one of them unsent).
 async fn put(
     api: &Api,
     tenant: &TenantId,
