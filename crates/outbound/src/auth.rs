@@ -352,22 +352,8 @@ mod tests {
     /// (the client secret would cross the network in the clear); nothing is sent.
     #[tokio::test]
     async fn a_stored_http_token_url_is_refused_where_http_is_not_allowed() {
+        let (_, oauth, secrets) = client_credentials("http://idp.example/token");
         let outbound = Outbound::new(crate::OutboundSettings::default()).unwrap();
-        let oauth = OAuthConfig {
-            token_url: "http://idp.example/token".into(),
-            client_id: "c".into(),
-            http_method: TokenMethod::Post,
-            header_params: vec![],
-            query_params: vec![],
-            body_params: vec![],
-        };
-        let secrets = HookSecrets {
-            signing: hookbridge_core::secret::SigningSecret::generate(),
-            retiring: vec![],
-            auth: Some(Secret::new("client-secret")),
-            params: Default::default(),
-            headers: Default::default(),
-        };
         let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
         assert!(
             matches!(&err, TokenError::Request { class: ErrorClass::SsrfBlocked, detail } if detail.contains("plain http")),

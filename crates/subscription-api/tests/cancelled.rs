@@ -10,22 +10,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use hookbridge_core::hook::NetworkPolicy;
-use hookbridge_core::settings::LOCAL_DEV_SECRET;
+use common::api_and_token;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
 use http_body_util::BodyExt;
-use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token, router};
+use subscription_api::{Api, router};
 use tower::ServiceExt;
 
-fn api_and_token(h: &EmbeddedHarness, scope: &str) -> (Api, String) {
-    let api = Api::new(
-        ApiPorts::of(h.backend()),
-        ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()),
-    );
-    let exp = chrono::Utc::now().timestamp() as u64 + 600;
-    let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: scope.into(), exp };
-    (api, mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap())
-}
+mod common;
 
 /// Holds the database's one writer for `for_ms`, so a request waits inside its first write.
 fn hold_the_writer(h: &EmbeddedHarness, for_ms: u64) -> tokio::task::JoinHandle<()> {
@@ -66,28 +57,15 @@ fn publish(token: &str) -> Request<Body> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_caller_went_away_still_answers_its_claim() {
     let h = EmbeddedHarness::start().await;
-    let api = Api::new(
-        ApiPorts::of(h.backend()),
-        ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()),
-    );
-    let exp = chrono::Utc::now().timestamp() as u64 + 600;
-    let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp };
-    let token = mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap();
+    let (api, token) = api_and_token(&h, "events:publish");
 
     // The writer is busy for a moment, so the request waits inside its claim; the caller
     // gives up before it is answered.
-    let db = h.db().clone();
-    let busy = tokio::spawn(async move {
-        db.write(|_| {
-            std::thread::sleep(Duration::from_millis(800));
-            Ok(())
-        })
-        .await
-    });
+    let busy = hold_the_writer(&h, 800);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let gone = tokio::time::timeout(Duration::from_millis(200), router(api.clone()).oneshot(publish(&token))).await;
     assert!(gone.is_err(), "the caller gave up first");
-    busy.await.unwrap().unwrap();
+    busy.await.unwrap();
 
     // The repeat gets the first request's answer once it is in, not "in progress" until
     // the claim runs out.

@@ -8,23 +8,18 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use hookbridge_core::hook::NetworkPolicy;
-use hookbridge_core::settings::LOCAL_DEV_SECRET;
+use common::api_and_token;
 use hookbridge_testkit::{AwsHarness, Harness};
 use serde_json::json;
-use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token, router};
+use subscription_api::router;
 use tower::ServiceExt;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_out_before_a_failure_are_not_published_again_by_the_retry() {
     let h = AwsHarness::start().await;
-    let api = Api::new(
-        ApiPorts::of(h.backend()),
-        ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()),
-    );
-    let exp = chrono::Utc::now().timestamp() as u64 + 600;
-    let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "events:publish".into(), exp };
-    let token = mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap();
+    let (api, token) = api_and_token(&h, "events:publish");
     // The small event goes straight onto the ingest queue; the large one (over 64 KiB)
     // through the bus, which is gone.
     h.clients().eventbridge.delete_event_bus().name(&h.resources().bus).send().await.unwrap();

@@ -82,10 +82,7 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
         // another tenant, where what the user then types (a receiver's credentials) is
         // theirs to read.
         tracing::warn!("console sign-in posted from another origin; refused");
-        return html(
-            StatusCode::FORBIDDEN,
-            page("Forbidden", None, notice("error", "Sign in from the console's own sign-in page.")),
-        );
+        return forbidden("Sign in from the console's own sign-in page.");
     }
     let fields = form::parse(&body);
     let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
@@ -116,18 +113,12 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body
     // A page elsewhere posts without the session cookie (`SameSite=Strict`), so the form's
     // token below is never asked for: the origin is what refuses it.
     if super::session::from_another_origin(&headers) {
-        return html(
-            StatusCode::FORBIDDEN,
-            page("Forbidden", None, notice("error", "Sign out from the console's own pages.")),
-        );
+        return forbidden("Sign out from the console's own pages.");
     }
     let fields = form::parse(&body);
     if let Some(s) = Session::of(&api, &headers).await {
         if !s.csrf_ok(form::value(&fields, "_csrf")) {
-            return html(
-                StatusCode::FORBIDDEN,
-                page("Forbidden", None, notice("error", "The form has expired; go back and try again.")),
-            );
+            return forbidden("The form has expired; go back and try again.");
         }
         if let Some(id) = s.cookie.strip_prefix("p.")
             && let Err(e) = api.ports().portal.end_session(&hashed(id)).await
@@ -141,6 +132,11 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body
         set_cookie(api.settings().public_url.as_deref(), &headers, COOKIE, "", 0, "Strict"),
     );
     resp
+}
+
+/// A `403` page saying why.
+fn forbidden(why: &str) -> Response {
+    html(StatusCode::FORBIDDEN, page("Forbidden", None, notice("error", why)))
 }
 
 fn challenge_of(verifier: &str) -> String {
@@ -283,10 +279,7 @@ pub async fn portal_page(Path(code): Path<String>) -> Response {
 /// `POST /console/portal/{code}`: the portal link opened, once, from its own page.
 pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path<String>) -> Response {
     if super::session::from_another_origin(&headers) {
-        return html(
-            StatusCode::FORBIDDEN,
-            page("Forbidden", None, notice("error", "Open a portal link from its own page.")),
-        );
+        return forbidden("Open a portal link from its own page.");
     }
     let now = Utc::now();
     let grant = match api.ports().portal.redeem_link(&hashed(&code), now).await {
