@@ -6,10 +6,5 @@ set -euo pipefail
 if command -v chromedriver > /dev/null 2>&1 && command -v chromium > /dev/null 2>&1; then
     exit 0
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-fi
 echo "hookbridge: installing chromium and chromium-driver for the console's browser tests" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver > /dev/null
+"$(dirname "$0")/apt-install.sh" chromium chromium-driver

@@ -13,11 +13,6 @@ if ! command -v apt-get > /dev/null 2>&1; then
     python3 -m venv "$dir"
     exit 1
 fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-fi
 echo "hookbridge: installing python3-venv to make $dir" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv > /dev/null
+"$(dirname "$0")/apt-install.sh" python3-venv
 python3 -m venv "$dir"
