@@ -247,7 +247,21 @@ pub(crate) fn api_router(api: Api) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(path_is_text))
         .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(run_to_end))
         .with_state(api)
+}
+
+/// Runs each request to its end on a task of its own. A caller that goes away mid-request
+/// (a client's timeout) drops the future serving it, and with it whatever was half done:
+/// a publish's idempotency claims left unanswered (a repeat was `409` for minutes, then
+/// published again), some of a batch of ExtremeCloud IQ subscriptions made and not others.
+async fn run_to_end(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => axum::response::IntoResponse::into_response(ApiError::Internal(hookbridge_core::Error::backend(
+            "request", e,
+        ))),
+    }
 }
 
 /// One log line per request: method, route, status, duration. Never the body or headers,

@@ -155,16 +155,7 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
 
 async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Body) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
-    let bytes = read_body(body).await?;
-    // All or nothing holds only if the request runs to its end: a client that goes away
-    // mid-way (its timeout) would drop it between two creates, and keep some.
-    tokio::spawn(create_all(api, caller, bytes))
-        .await
-        .map_err(|e| XiqError(ApiError::Internal(hookbridge_core::Error::backend("xiq.create", e))))?
-}
-
-async fn create_all(api: Api, caller: Caller, bytes: axum::body::Bytes) -> Answer {
-    let items: Vec<SubscriptionIn> = parse(&bytes)?;
+    let items: Vec<SubscriptionIn> = parse(&read_body(body).await?)?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
     }

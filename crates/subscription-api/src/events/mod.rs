@@ -36,20 +36,7 @@ pub async fn publish(
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
-    // Run to its end on a task of its own: a caller that goes away mid-request (a client's
-    // timeout) drops this future, and with it a claim half made would stay unanswered,
-    // every repeat of the request a `409` until the claim ran out, then published again.
-    tokio::spawn(publish_whole(api, caller.tenant, headers, bytes))
-        .await
-        .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("publish", e)))?
-}
-
-async fn publish_whole(
-    api: Api,
-    tenant: TenantId,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+    let tenant = caller.tenant;
     let request = Once::of_request(&headers)?;
     let accepted = accept(&api, &bytes, &tenant)?;
     let now = Utc::now();
