@@ -2,7 +2,7 @@
 //! portal link.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -91,17 +91,8 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
             let mut resp = see_other("/console/hooks");
-            resp.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(
-                    api.settings().public_url.as_deref(),
-                    &headers,
-                    COOKIE,
-                    &format!("t.{token}"),
-                    secs,
-                    "Strict",
-                ),
-            );
+            resp.headers_mut()
+                .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
             resp
         }
         Err(e) => html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(&e.to_string()))),
@@ -127,11 +118,14 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body
         }
     }
     let mut resp = see_other("/console/login");
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(api.settings().public_url.as_deref(), &headers, COOKIE, "", 0, "Strict"),
-    );
+    resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, "", 0, "Strict"));
     resp
+}
+
+/// The `Set-Cookie` of a console cookie, `Secure` by the rules of [`set_cookie`] for this
+/// deployment's public URL.
+fn cookie_for(api: &Api, headers: &HeaderMap, name: &str, value: &str, max_age: i64, same_site: &str) -> HeaderValue {
+    set_cookie(api.settings().public_url.as_deref(), headers, name, value, max_age, same_site)
 }
 
 /// A `403` page saying why.
@@ -181,14 +175,7 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response 
     // Lax: the issuer sends the browser back with a top-level GET, which must carry it.
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(
-            api.settings().public_url.as_deref(),
-            &headers,
-            FLOW_COOKIE,
-            &format!("{state}.{verifier}"),
-            600,
-            "Lax",
-        ),
+        cookie_for(&api, &headers, FLOW_COOKIE, &format!("{state}.{verifier}"), 600, "Lax"),
     );
     resp
 }
@@ -246,14 +233,9 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         return fail(&e.to_string());
     }
     let secs = token_session_secs(token_exp(&token));
-    let mut resp = continue_to(
-        "/console/hooks",
-        set_cookie(api.settings().public_url.as_deref(), &headers, COOKIE, &format!("t.{token}"), secs, "Strict"),
-    );
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(api.settings().public_url.as_deref(), &headers, FLOW_COOKIE, "", 0, "Lax"),
-    );
+    let mut resp =
+        continue_to("/console/hooks", cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+    resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, FLOW_COOKIE, "", 0, "Lax"));
     resp
 }
 
@@ -308,14 +290,7 @@ pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path
     tracing::info!(tenant = %grant.tenant, read_only = grant.read_only, "portal session opened");
     continue_to(
         "/console/hooks",
-        set_cookie(
-            api.settings().public_url.as_deref(),
-            &headers,
-            COOKIE,
-            &format!("p.{id}"),
-            SESSION_LASTS.num_seconds(),
-            "Strict",
-        ),
+        cookie_for(&api, &headers, COOKIE, &format!("p.{id}"), SESSION_LASTS.num_seconds(), "Strict"),
     )
 }
 
