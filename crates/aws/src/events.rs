@@ -42,10 +42,7 @@ impl EventStore for DynamoEventStore {
             items.push(crate::event_types::seen_item(tenant, name, now));
         }
         let written = self.table.put_all(items).await;
-        if written.is_err() {
-            self.seen.forget(tenant.as_str(), &seen, now);
-        }
-        written
+        self.seen.settled(tenant.as_str(), &seen, now, written)
     }
 
     async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
@@ -56,10 +53,7 @@ impl EventStore for DynamoEventStore {
         }
         let items: Vec<_> = seen.iter().map(|name| crate::event_types::seen_item(tenant, name, now)).collect();
         let written = self.table.put_all(items).await;
-        if written.is_err() {
-            self.seen.forget(tenant.as_str(), &seen, now);
-        }
-        written
+        self.seen.settled(tenant.as_str(), &seen, now, written)
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {

@@ -99,6 +99,21 @@ impl SeenMemo {
         out
     }
 
+    /// `written`, the outcome of writing `names` (handed out by [`SeenMemo::due`] at `at`),
+    /// after taking them back when it failed.
+    pub fn settled<T, E>(
+        &self,
+        tenant: &str,
+        names: &[String],
+        at: DateTime<Utc>,
+        written: Result<T, E>,
+    ) -> Result<T, E> {
+        if written.is_err() {
+            self.forget(tenant, names, at);
+        }
+        written
+    }
+
     /// Takes back what [`SeenMemo::due`] at `at` handed out for `names`, whose write failed:
     /// they are due again at once, not an hour later.
     pub fn forget(&self, tenant: &str, names: &[String], at: DateTime<Utc>) {

@@ -34,8 +34,7 @@ impl EventStore for SqliteEventStore {
         let now = Utc::now();
         let seen = self.seen.due(tenant.as_str(), envelopes.iter().map(|e| e.detail_type.as_str()), now);
         let names = seen.clone();
-        let memo_tenant = tenant.as_str().to_owned();
-        let tenant = tenant.to_string();
+        let owner = tenant.to_string();
         let rows: Vec<(String, String)> = envelopes.iter().map(|e| (e.id.to_string(), e.to_body())).collect();
         let exp = expires_at.timestamp_millis();
         let at = now.timestamp_millis();
@@ -49,19 +48,16 @@ impl EventStore for SqliteEventStore {
                     )
                     .map_err(sql("events.put"))?;
                 for (id, doc) in &rows {
-                    stmt.execute(params![tenant, id, doc, exp]).map_err(sql("events.put"))?;
+                    stmt.execute(params![owner, id, doc, exp]).map_err(sql("events.put"))?;
                 }
                 let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
                 for name in &seen {
-                    seen_stmt.execute(params![tenant, name, at]).map_err(sql("events.put"))?;
+                    seen_stmt.execute(params![owner, name, at]).map_err(sql("events.put"))?;
                 }
                 Ok(())
             })
             .await;
-        if written.is_err() {
-            self.seen.forget(&memo_tenant, &names, now);
-        }
-        written
+        self.seen.settled(tenant.as_str(), &names, now, written)
     }
 
     async fn record_seen(&self, tenant: &TenantId, types: &[&str]) -> Result<()> {
@@ -71,22 +67,18 @@ impl EventStore for SqliteEventStore {
             return Ok(());
         }
         let names = seen.clone();
-        let (memo_tenant, at) = (tenant.as_str().to_owned(), now.timestamp_millis());
-        let tenant = tenant.to_string();
+        let (owner, at) = (tenant.to_string(), now.timestamp_millis());
         let written = self
             .db
             .write(move |c| {
                 let mut stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.seen"))?;
                 for name in &seen {
-                    stmt.execute(params![tenant, name, at]).map_err(sql("events.seen"))?;
+                    stmt.execute(params![owner, name, at]).map_err(sql("events.seen"))?;
                 }
                 Ok(())
             })
             .await;
-        if written.is_err() {
-            self.seen.forget(&memo_tenant, &names, now);
-        }
-        written
+        self.seen.settled(tenant.as_str(), &names, now, written)
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
