@@ -9,7 +9,7 @@ PYTOOLS := $(VENV)/.installed-$(shell sha1sum scripts/requirements-dev.txt | cut
 CARGO_LAMBDA := .venv-build/.installed-$(shell sha1sum scripts/requirements-build.txt | cut -c1-12)
 SAM := .venv-sam/bin/sam
 
-.PHONY: run run-aws run-lambda browser test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint unit
+.PHONY: run run-aws run-lambda browser test lint build deploy bench fuzz fuzz-api reliability fmt-check clippy layering template-lint cited-tests unit
 
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
@@ -30,8 +30,9 @@ run-lambda: $(PYTOOLS)
 ## test: formatting, lints, the layering rules, and every test (both backends)
 test: lint layering unit
 
-## lint: rustfmt, clippy (warnings are errors), cfn-lint and `sam validate --lint` on template.yaml
-lint: fmt-check clippy template-lint
+## lint: rustfmt, clippy (warnings are errors), cfn-lint and `sam validate --lint` on template.yaml,
+## and that every test RELIABILITY.md names exists
+lint: fmt-check clippy template-lint cited-tests
 
 ## build: the four Lambda functions (release, arm64 where possible) under target/lambda/
 build: $(CARGO_LAMBDA)
@@ -52,20 +53,11 @@ fuzz-api: $(PYTOOLS) $(VENV)/bin/schemathesis
 	$(CARGO) build -p hookbridge-local --bin hookbridge
 	./scripts/fuzz-api.sh
 
-## reliability: the suites RELIABILITY.md cites, and only those (all also part of make test)
-reliability: $(PYTOOLS)
-	$(CARGO) test -p hookbridge-local --test crash --test refusals --test one_writer -- --nocapture
-	$(CARGO) test -p hookbridge-e2e --test e2e -- e2e_faults e2e_tenancy e2e_poison e2e_isolation \
-		e2e_identity e2e_replay e2e_trust e2e_semantics e2e_api --nocapture
-	$(CARGO) test -p hookbridge-e2e --test secrets
-	$(CARGO) test -p delivery-worker --test lambda_events
-	$(CARGO) test -p subscription-api --test lambda_events
-	$(CARGO) test -p ingest --test duplicates --test envelopes --test replay_jobs
-	$(CARGO) test -p hookbridge-embedded --lib --test retention --test sqs_limits
-	$(CARGO) test -p hookbridge-testkit --test bounded_requests --test template --test contract_embedded \
-		--test contract_embedded_older --test contract_aws
-	$(CARGO) test -p hookbridge-core --lib properties
-	$(CARGO) test -p hookbridge-aws -p hookbridge-outbound -p delivery-worker -p subscription-api -p hookbridge-core --lib
+## reliability: every test RELIABILITY.md names, and every test in a file it names (all
+## also part of make test)
+reliability: $(PYTOOLS) browser
+	$(CARGO) build --workspace --bins
+	CARGO=$(CARGO) ./scripts/reliability.sh
 
 ## deploy: build, then `sam deploy --guided` of those binaries (the .aws-sam/build layout
 ## `make build` writes, as `sam build` would)
@@ -89,6 +81,10 @@ layering:
 ## browser: Debian's chromium and chromium-driver, for the console's browser tests
 browser:
 	./scripts/install-browser.sh
+
+## cited-tests: every test RELIABILITY.md names still exists
+cited-tests:
+	./scripts/reliability.sh --check
 
 template-lint: $(PYTOOLS) $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml

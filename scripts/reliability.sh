@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The tests RELIABILITY.md names, and only those: every test named in backticks, and every
+# test in a file it names. `--check` only verifies that each named test still exists (part
+# of `make test`, so a renamed or deleted test cannot leave a row that cites nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+doc=RELIABILITY.md
+# Test names are snake_case with three words or more; shorter backticked words in the
+# document are fields, statuses and commands.
+mapfile -t named < <(grep -o '`[a-z0-9_]*`' "$doc" | tr -d '`' | grep -E '^[a-z0-9]+(_[a-z0-9]+){2,}$' | sort -u)
+mapfile -t files < <(grep -oE '`(crates|tests)/[A-Za-z0-9_/-]+\.rs`' "$doc" | tr -d '`' | sort -u)
+
+missing=0
+for name in "${named[@]}"; do
+    if ! grep -rqE "fn ${name}\b" crates tests; then
+        echo "$doc names \`$name\`, which is no test" >&2
+        missing=1
+    fi
+done
+for file in "${files[@]}"; do
+    if [ ! -f "$file" ]; then
+        echo "$doc names \`$file\`, which does not exist" >&2
+        missing=1
+    fi
+done
+[ "$missing" = 0 ] || exit 1
+
+if [ "${1:-}" = "--check" ]; then
+    echo "$doc: ${#named[@]} tests and ${#files[@]} files named, all present"
+    exit 0
+fi
+
+filters=("${named[@]}")
+for file in "${files[@]}"; do
+    # Every test function of a named file (the attribute, then its `fn` within a few lines).
+    mapfile -t -O "${#filters[@]}" filters < <(grep -A4 -E '^\s*#\[(tokio::)?test' "$file" |
+        grep -oE '\bfn [a-z0-9_]+' | cut -d' ' -f2)
+done
+mapfile -t filters < <(printf '%s\n' "${filters[@]}" | sort -u)
+
+echo "running ${#filters[@]} tests named by $doc"
+# A filter matches every test whose path contains it; libtest takes any number of them.
+exec "${CARGO:-cargo}" test --workspace --no-fail-fast -- "${filters[@]}"
