@@ -189,12 +189,17 @@ fn the_jwt_authorizer_guards_every_route_but_health_and_the_console_when_an_issu
         (Some("JwtIssuer"), Some("JwtAudience"))
     );
     let routes = resources_of_type(&t, "AWS::ApiGatewayV2::Route");
-    assert_eq!(routes.len(), 4);
+    let keys: Vec<&str> = routes.iter().map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap()).collect();
+    // docs/api.md: health and the OpenAPI document need no token, whoever issues tokens.
+    assert!(keys.contains(&"GET /v1/health") && keys.contains(&"GET /v1/openapi.json"), "{keys:?}");
+    assert_eq!(routes.len(), 5);
     for (_, r) in routes {
         let p = &r["Properties"];
         match p["RouteKey"].as_str().unwrap() {
             // The console's pages check their own session cookie.
-            "GET /v1/health" | "GET /console" | "ANY /console/{proxy+}" => assert_eq!(p["AuthorizationType"], "NONE"),
+            "GET /v1/health" | "GET /v1/openapi.json" | "GET /console" | "ANY /console/{proxy+}" => {
+                assert_eq!(p["AuthorizationType"], "NONE")
+            }
             "ANY /{proxy+}" => {
                 assert_eq!(p["AuthorizationType"]["Fn::If"], json!(["HasJwtAuthorizer", "JWT", "NONE"]));
                 assert_eq!(p["AuthorizerId"]["Fn::If"][1]["Ref"], "ApiJwtAuthorizer");
