@@ -349,6 +349,14 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
     let refused = stack.post("/v1/events", &t, &edge).await;
     assert_eq!(refused.status, 413, "{}", refused.body);
     assert!(refused.body["detail"].as_str().unwrap().contains("envelope"), "{}", refused.body);
+    // Well within the bus's count, but every `"` of its resources is two bytes once escaped
+    // in the envelope: 20 KiB more than the bus counts.
+    let quotes: Vec<String> = (0..10).map(|_| "\"".repeat(2048)).collect();
+    let escaped = json!({"detail-type": "x", "source": "p", "resources": quotes,
+        "detail": {"pad": "x".repeat(239_500)}});
+    let refused = stack.post("/v1/events", &t, &escaped).await;
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("envelope"), "{}", refused.body);
     let doubled = stack
         .post_raw("/v1/events", &t, r#"{"detail-type": "x", "source": "p", "detail": {"tenant": "other", "tenant": "acme"}}"#)
         .await;

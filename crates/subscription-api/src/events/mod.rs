@@ -69,9 +69,12 @@ pub async fn publish(
 /// The size of the envelope the bus would deliver for `entry`, when it is past what a queue
 /// takes: the bus's limit counts the entry alone, and the envelope's own fields (its id,
 /// account, region, time) could take an event at that limit past the ingest queue's, where
-/// the bus's rule could never put it. Measured only near the limit.
+/// the bus's rule could never put it. Measured only where it could be: near the limit, or
+/// with strings long enough that escaping them (each `"` and `\` written as two bytes in
+/// the envelope, which the bus does not count) could take it there.
 fn over_a_queue(api: &Api, entry: &BusEntry) -> Option<usize> {
-    if entry.size() + 1024 < MAX_MESSAGE_BYTES {
+    let strings = entry.detail_type.len() + entry.source.len() + entry.resources.iter().map(String::len).sum::<usize>();
+    if entry.size() + strings + 1024 < MAX_MESSAGE_BYTES {
         return None;
     }
     let s = api.settings();
