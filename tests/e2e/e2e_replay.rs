@@ -193,14 +193,22 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     // A window that ends now must start before it; one wholly past the retention is empty.
     let future = replay(json!({"since": (now + chrono::Duration::hours(1)).to_rfc3339()})).await;
     assert_eq!((future.status.as_u16(), &future.body["errors"][0]["field"]), (400, &json!("since")), "{}", future.body);
+    let ahead = replay(json!({"since": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "until": (now + chrono::Duration::hours(2)).to_rfc3339()}))
+    .await;
+    assert_eq!((ahead.status.as_u16(), &ahead.body["errors"][0]["field"]), (400, &json!("since")), "{}", ahead.body);
     let old = replay(json!({"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})).await;
     assert_eq!((old.status.as_u16(), &old.body["errors"][0]["field"]), (400, &json!("until")), "{}", old.body);
 
-    // A status named many times is kept once.
+    // A status named many times is kept once; an `until` past now is now (the job takes in
+    // no delivery made after it was asked for, and says so in a time RFC 3339 can write).
     let since = (now - chrono::Duration::hours(1)).to_rfc3339();
-    let started = replay(json!({"since": since, "status": vec!["SUCCEEDED"; 1000]})).await;
+    let started =
+        replay(json!({"since": since, "until": "9999-12-31T23:59:59-01:00", "status": vec!["SUCCEEDED"; 1000]})).await;
     assert_eq!(started.status, 202, "{}", started.body);
     assert_eq!(started.body["status"], json!(["SUCCEEDED"]));
+    let until = chrono::DateTime::parse_from_rfc3339(started.body["until"].as_str().unwrap()).expect("RFC 3339");
+    assert!(until <= chrono::Utc::now(), "{}", started.body);
     let location = started.headers["location"].to_str().unwrap().to_owned();
     let done = job_until_stopped(&stack, &t, &location).await;
     assert_eq!((done["state"].as_str(), done["queued"].as_u64()), (Some("SUCCEEDED"), Some(1)), "{done}");

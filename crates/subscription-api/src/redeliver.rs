@@ -141,10 +141,14 @@ pub async fn replay(
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
     let until = match time("until", body.until.as_deref())? {
         Some(until) if since >= until => return Err(ApiError::field("until", "must be later than since")),
-        Some(until) => until,
-        None if since >= now => return Err(ApiError::field("since", "must be in the past (until is now)")),
+        // No delivery is later than now, and the job must not take in ones made after it
+        // was asked for: a later `until` means now.
+        Some(until) => until.min(now),
         None => now,
     };
+    if since >= now {
+        return Err(ApiError::field("since", "must be in the past"));
+    }
     // Nothing older than the retention is kept, so an earlier `since` means "all of it".
     let since = since.max(now - MAX_REPLAY_AGE);
     if since >= until {
