@@ -371,6 +371,14 @@ impl Settings {
             if d < Duration::from_secs(1) {
                 return Err(SettingsError { variable: VISIBILITY_TIMEOUT, message: "must be at least 1s".to_owned() });
             }
+            // SQS refuses more; on SQLite a longer one outlived the queue's retention, so a
+            // message hidden by a crash was swept away unhandled (or wrapped negative).
+            if d > crate::retry::MAX_QUEUE_DELAY {
+                return Err(SettingsError {
+                    variable: VISIBILITY_TIMEOUT,
+                    message: format!("must be at most {}s, as on SQS", crate::retry::MAX_QUEUE_DELAY.as_secs()),
+                });
+            }
             topology.ingest.visibility_timeout = d;
             topology.delivery.visibility_timeout = d;
             topology.delivery_slow.visibility_timeout = d;
@@ -610,6 +618,9 @@ mod tests {
             (EVENT_RETENTION, "1d"),
             // Not longer than the default request timeout (10 s).
             (VISIBILITY_TIMEOUT, "10s"),
+            // Past SQS's 12 hours; the second wrapped negative on SQLite.
+            (VISIBILITY_TIMEOUT, "43201s"),
+            (VISIBILITY_TIMEOUT, "200000000000d"),
         ] {
             let e = Settings::from_lookup(lookup(&[(var, value)]), &Defaults::local()).unwrap_err();
             assert_eq!(e.variable, var, "{value}");

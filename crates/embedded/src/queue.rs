@@ -143,7 +143,7 @@ const _: () = assert!(2 * MAX_BATCH <= 20);
 
 /// The longest a received message can be kept invisible, counted from its receive, as
 /// on SQS (whose `ChangeMessageVisibility` refuses more).
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+pub const MAX_VISIBILITY: Duration = hookbridge_core::retry::MAX_QUEUE_DELAY;
 
 /// How often the in-flight count is read again: counting is a range scan, too dear for
 /// every receive, and SQS's own count is approximate too.
