@@ -113,6 +113,38 @@ async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migr
 }
 }
 
+/// A hook whose stored document this version cannot read (a newer version's value, left by
+/// a rollback, or an edit by hand) does not stop `hookbridge serve` from starting: the
+/// migration it runs at start leaves that hook as it is. It refused to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_this_version_cannot_read_does_not_stop_the_start() {
+    let mut stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let r = Receiver::start().await;
+    let good = stack.create_hook(&t, &json!({"name": "good", "url": r.url("/good")})).await;
+    let newer = stack.create_hook(&t, &json!({"name": "newer", "url": r.url("/newer")})).await;
+    let changed = rusqlite::Connection::open(stack.database_path())
+        .unwrap()
+        .execute(
+            // A new revision, so that a stage's write of what it read before loses to it.
+            "UPDATE hooks SET doc = json_set(doc, '$.config.method', 'TELEPORT'), revision = revision + 1
+             WHERE id = ?1",
+            [newer["id"].as_str().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let (tenant, id): (TenantId, HookId) = ("acme".parse().unwrap(), newer["id"].as_str().unwrap().parse().unwrap());
+    assert!(stack.stack().backend().hooks.get(&tenant, id).await.is_err(), "the document is unreadable");
+
+    stack.restart().await;
+    let b = stack.stack().backend().clone();
+    let done = hookbridge_local::migrate::reseal_secrets(&b).await.unwrap();
+    assert_eq!(done.hooks, 1, "the readable hook is migrated, the other left out: {done:?}");
+    let read = stack.get(&format!("/v1/hooks/{}", good["id"].as_str().unwrap()), &t).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn a_put_moving_the_hook_to_another_host_must_carry_its_credentials_again(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;

@@ -293,7 +293,18 @@ impl HookStore for DynamoHookStore {
             .send()
             .await
             .map_err(|e| Error::backend("dynamodb.Scan", e))?;
-        let items = page.items().iter().map(|item| doc(item, "hook")).collect::<Result<Vec<Hook>>>()?;
+        let items = page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                doc::<Hook>(item, "hook")
+                    .inspect_err(|e| {
+                        let key = (get_s(item, PK).unwrap_or_default(), get_s(item, SK).unwrap_or_default());
+                        tracing::error!(pk = %key.0, sk = %key.1, error = %e, "cannot read this hook; the scan leaves it out");
+                    })
+                    .ok()
+            })
+            .collect();
         let next_cursor = match &page.last_evaluated_key {
             Some(k) => Some(format!("{}\n{}", get_s(k, PK)?, get_s(k, SK)?)),
             None => None,

@@ -25,6 +25,15 @@ fn to_doc(hook: &Hook) -> Result<String> {
     serde_json::to_string(hook).map_err(|e| Error::backend("hooks.encode", e))
 }
 
+/// The hook a scan found, or `None` (logged) when this version cannot read it.
+fn readable(tenant: &str, id: &str, doc: &str) -> Option<Hook> {
+    from_doc(doc)
+        .inspect_err(
+            |e| tracing::error!(tenant, hook_id = id, error = %e, "cannot read this hook; the scan leaves it out"),
+        )
+        .ok()
+}
+
 fn from_doc(doc: &str) -> Result<Hook> {
     serde_json::from_str(doc).map_err(|e| Error::corrupt("a hook", e))
 }
@@ -170,20 +179,24 @@ impl HookStore for SqliteHookStore {
             None => (String::new(), String::new()),
         };
         let limit = limit.max(1);
-        let docs: Vec<String> = self
+        let rows: Vec<(String, String, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached("SELECT doc FROM hooks WHERE (tenant, id) > (?1, ?2) ORDER BY tenant, id LIMIT ?3")
+                    .prepare_cached(
+                        "SELECT tenant, id, doc FROM hooks WHERE (tenant, id) > (?1, ?2) ORDER BY tenant, id LIMIT ?3",
+                    )
                     .map_err(sql("hooks.scan"))?;
-                stmt.query_map(params![tenant, id, limit as i64 + 1], |r| r.get(0))
+                stmt.query_map(params![tenant, id, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .map_err(sql("hooks.scan"))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(sql("hooks.scan"))
             })
             .await?;
-        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
-        Ok(Page::cut(items, limit, |x| format!("{}\n{}", x.tenant, x.id)))
+        // Cut by rows, not by readable hooks, so one left out cannot end the scan early.
+        let page = Page::cut(rows, limit, |(tenant, id, _)| format!("{tenant}\n{id}"));
+        let items = page.items.iter().filter_map(|(tenant, id, doc)| readable(tenant, id, doc)).collect();
+        Ok(Page { items, next_cursor: page.next_cursor })
     }
 }
 

@@ -124,7 +124,8 @@ pub trait HookStore: Send + Sync {
 
     /// A page of up to `limit` hooks of every tenant, in no meaningful order, for
     /// maintenance (re-sealing secrets after a format change). Not for requests: it reads
-    /// the whole store.
+    /// the whole store. A hook this version cannot read is left out (and logged): one such
+    /// hook must not stop the maintenance of the others, nor a start that runs it.
     async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Hook>>;
 }
 
