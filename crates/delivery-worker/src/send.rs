@@ -94,8 +94,13 @@ async fn send<'a>(
     // Given up for the lane's sake, not the endpoint's: the slow lane tries again at once
     // with the whole timeout.
     let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
-    let slow = abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64;
-    w.local.took(ready.hook.id, Duration::from_millis(report.attempt.duration_ms));
+    // An attempt that never had its token did not reach the receiver: its time is the
+    // token endpoint's, not the endpoint's pace.
+    let reached = report.attempt.error_class != Some(ErrorClass::Auth);
+    let slow = reached && (abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64);
+    if reached {
+        w.local.took(ready.hook.id, Duration::from_millis(report.attempt.duration_ms));
+    }
     if slow {
         let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
         w.local.mark_slow(ready.hook.id, until);

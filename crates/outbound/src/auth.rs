@@ -56,6 +56,13 @@ pub enum TokenError {
     },
 }
 
+fn timed_out(what: &str, budget: Duration) -> TokenError {
+    TokenError::Request {
+        class: ErrorClass::Timeout,
+        detail: format!("{what} took longer than {} ms", budget.as_millis()),
+    }
+}
+
 /// What a hook's slot holds.
 #[derive(Clone)]
 enum Cached {
@@ -141,19 +148,23 @@ struct TokenResponse {
     expires_in: Option<ExpiresIn>,
 }
 
-/// `expires_in` as a number, or as a string some identity providers send.
+/// `expires_in` as a number (some identity providers write `3600.0`), or as a string
+/// others send.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ExpiresIn {
     Seconds(u64),
+    Fractional(f64),
     Text(String),
 }
 
 impl ExpiresIn {
     fn seconds(&self) -> Option<u64> {
+        let whole = |f: f64| (f.is_finite() && f >= 0.0).then_some(f as u64);
         match self {
             Self::Seconds(s) => Some(*s),
-            Self::Text(t) => t.trim().parse().ok(),
+            Self::Fractional(f) => whole(*f),
+            Self::Text(t) => t.trim().parse().ok().or_else(|| t.trim().parse().ok().and_then(whole)),
         }
     }
 }
@@ -196,13 +207,10 @@ impl Outbound {
         wanted: TokenWanted<'_>,
     ) -> Result<Secret, TokenError> {
         let budget = FETCH_TIMEOUT.min(self.settings.timeout);
-        let timed_out = |what: &str| TokenError::Request {
-            class: ErrorClass::Timeout,
-            detail: format!("{what} took longer than {} ms", budget.as_millis()),
-        };
         let slot = self.tokens.slot(cache_key(hook, oauth, secrets));
-        let mut cached =
-            tokio::time::timeout(budget, slot.lock()).await.map_err(|_| timed_out("another delivery's token fetch"))?;
+        let mut cached = tokio::time::timeout(budget, slot.lock_owned())
+            .await
+            .map_err(|_| timed_out("another delivery's token fetch", budget))?;
         let now = Instant::now();
         match cached.as_ref() {
             Some(Cached::Token { value, renew_at }) if now < *renew_at => match wanted {
@@ -217,22 +225,32 @@ impl Outbound {
             }
             _ => {}
         }
-        let fetched = tokio::time::timeout(budget, self.fetch_token(oauth, secrets))
-            .await
-            .unwrap_or_else(|_| Err(timed_out("the token fetch")));
-        self.tokens.fetches.fetch_add(1, Ordering::Relaxed);
-        match fetched {
-            Ok((value, lifetime)) => {
-                let margin = REFRESH_MARGIN.min(lifetime / 10);
-                let renew_at = Instant::now() + lifetime.saturating_sub(margin);
-                *cached = Some(Cached::Token { value: value.clone(), renew_at });
-                Ok(value)
+        // The fetch runs on a task of its own, holding the slot: an attempt that gives up
+        // waiting (the fast lane's budget is shorter than a fetch's) leaves what the fetch
+        // brings cached for the next one, rather than throwing a slow provider's token
+        // away and fetching again every time.
+        let (this, oauth, secrets) = (self.clone(), oauth.clone(), secrets.clone());
+        let fetch = tokio::spawn(async move {
+            let fetched = tokio::time::timeout(budget, this.fetch_token(&oauth, &secrets))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("the token fetch", budget)));
+            this.tokens.fetches.fetch_add(1, Ordering::Relaxed);
+            match fetched {
+                Ok((value, lifetime)) => {
+                    let margin = REFRESH_MARGIN.min(lifetime / 10);
+                    let renew_at = Instant::now() + lifetime.saturating_sub(margin);
+                    *cached = Some(Cached::Token { value: value.clone(), renew_at });
+                    Ok(value)
+                }
+                Err(error) => {
+                    *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
+                    Err(error)
+                }
             }
-            Err(error) => {
-                *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
-                Err(error)
-            }
-        }
+        });
+        fetch.await.unwrap_or_else(|e| {
+            Err(TokenError::Request { class: ErrorClass::Auth, detail: format!("the token fetch stopped: {e}") })
+        })
     }
 
     async fn fetch_token(&self, oauth: &OAuthConfig, secrets: &HookSecrets) -> Result<(Secret, Duration), TokenError> {
@@ -417,6 +435,23 @@ mod tests {
         let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
         assert!(matches!(&err, TokenError::Rejected { status: 200, body } if body.contains("header")), "{err:?}");
         assert!(!err.to_string().contains("X-Injected"), "the token is not repeated: {err}");
+    }
+
+    /// `expires_in` written as a float (`3600.0`) is a lifetime, as the docs say a number
+    /// is; the whole answer was refused ("no access_token") and every delivery failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fractional_lifetime_is_a_lifetime() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600.0}"#));
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
+        let hook = HookId::generate();
+        for _ in 0..2 {
+            let token = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.unwrap();
+            assert_eq!(token.expose(), "t");
+        }
+        assert_eq!(outbound.tokens.fetches(), 1, "cached for its lifetime");
+        assert_eq!(ExpiresIn::Text("60.5".into()).seconds(), Some(60));
+        assert_eq!(ExpiresIn::Fractional(-1.0).seconds(), None);
     }
 
     /// Slots of hooks that stopped sending (deleted, or their credentials changed) do not

@@ -1,6 +1,7 @@
 //! One delivery attempt: build the request (auth, headers, signatures over the exact
 //! body), send it, and report the outcome.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use hookbridge_core::secret::Secret;
 use hookbridge_core::signing;
 
 use crate::Outbound;
-use crate::auth::{TokenWanted, static_auth_header};
+use crate::auth::{TokenError, TokenWanted, static_auth_header};
 use crate::classify::{self, describe};
 
 /// What to send.
@@ -88,7 +89,8 @@ impl Outbound {
         let at = Utc::now();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + budget;
-        match tokio::time::timeout_at(deadline, self.answer(req)).await {
+        let fetching = AtomicBool::new(false);
+        match tokio::time::timeout_at(deadline, self.answer(req, &fetching)).await {
             Ok(Ok(answer)) => {
                 let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
                     .await
@@ -97,6 +99,17 @@ impl Outbound {
                 AttemptReport::new(sent, answer.at, answer.started, Some(text))
             }
             Ok(Err(report)) => *report,
+            // Nothing reached the receiver: it is the token endpoint's slowness, not the
+            // endpoint's (whose pace and circuit it must not touch).
+            Err(_) if fetching.load(Ordering::Relaxed) => AttemptReport::failed(
+                ErrorClass::Auth,
+                at,
+                started,
+                format!(
+                    "the token fetch did not end within the attempt's {} ms (it goes on, for the next attempt)",
+                    budget.as_millis()
+                ),
+            ),
             Err(_) => AttemptReport::failed(
                 ErrorClass::Timeout,
                 at,
@@ -108,7 +121,8 @@ impl Outbound {
 
     /// Sends one attempt as far as the receiver's answer (its status and headers); a
     /// failure before any answer is the attempt's report.
-    async fn answer(&self, req: DeliveryRequest<'_>) -> Result<Answer, Box<AttemptReport>> {
+    /// `fetching` is true while it waits for a token.
+    async fn answer(&self, req: DeliveryRequest<'_>, fetching: &AtomicBool) -> Result<Answer, Box<AttemptReport>> {
         let at = Utc::now();
         let started = Instant::now();
         let failed = |class, why: String| Box::new(AttemptReport::failed(class, at, started, why));
@@ -123,10 +137,15 @@ impl Outbound {
             _ => None,
         };
         let mut auth = match (oauth, static_auth_header(&cfg.auth, req.secrets)) {
-            (Some(o), _) => match self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Cached).await {
-                Ok(t) => AuthHeader::Bearer(t),
-                Err(e) => return Err(failed(ErrorClass::Auth, e.to_string())),
-            },
+            (Some(o), _) => {
+                fetching.store(true, Ordering::Relaxed);
+                let token = self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Cached).await;
+                fetching.store(false, Ordering::Relaxed);
+                match token {
+                    Ok(t) => AuthHeader::Bearer(t),
+                    Err(e) => return Err(failed(token_failure(&e), e.to_string())),
+                }
+            }
             (None, Some((k, v))) => AuthHeader::Static(k, v),
             (None, None) => AuthHeader::None,
         };
@@ -149,12 +168,15 @@ impl Outbound {
                     AuthHeader::Bearer(t) => t.clone(),
                     AuthHeader::None | AuthHeader::Static(..) => Secret::new(""),
                 };
-                match self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused)).await {
+                fetching.store(true, Ordering::Relaxed);
+                let token = self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused)).await;
+                fetching.store(false, Ordering::Relaxed);
+                match token {
                     Ok(t) => {
                         auth = AuthHeader::Bearer(t);
                         continue;
                     }
-                    Err(e) => return Err(failed(ErrorClass::Auth, e.to_string())),
+                    Err(e) => return Err(failed(token_failure(&e), e.to_string())),
                 }
             }
             let retry_after = response
@@ -212,6 +234,16 @@ impl Outbound {
 
 /// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint
 /// answering with megabytes costs us nothing.
+/// The class of an attempt that could not have its token: a token URL at an address the
+/// deployment does not allow is `ssrf_blocked`, failed at once as for `url`; any other
+/// failure is `auth`, tried again.
+fn token_failure(e: &TokenError) -> ErrorClass {
+    match e {
+        TokenError::Request { class: ErrorClass::SsrfBlocked, .. } => ErrorClass::SsrfBlocked,
+        TokenError::Request { .. } | TokenError::Rejected { .. } => ErrorClass::Auth,
+    }
+}
+
 pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqwest::Result<String> {
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < max {
@@ -265,7 +297,20 @@ mod tests {
     async fn an_answer_whose_body_never_finishes_keeps_its_status() {
         let (url, receiver) = answers_and_stalls().await;
         let network = NetworkPolicy::local();
-        let draft: HookDraft = serde_json::from_value(serde_json::json!({"name": "h", "url": url})).unwrap();
+        let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
+        let outbound = Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(30), network }).unwrap();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = outbound.deliver_within(req, Duration::from_millis(500)).await;
+        assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
+        assert_eq!(classify(report.sent), Disposition::Delivered);
+        assert_eq!(report.attempt.status_code, Some(200));
+        receiver.abort();
+    }
+
+    /// A hook as the API would store it from `draft`, validated for loopback.
+    fn hook_of(draft: serde_json::Value) -> (Hook, HookSecrets) {
+        let network = NetworkPolicy::local();
+        let draft: HookDraft = serde_json::from_value(draft).unwrap();
         let (config, secrets) = draft.validate(ValidationContext { network: &network }, None).unwrap();
         let now = Utc::now();
         let hook = Hook {
@@ -280,12 +325,55 @@ mod tests {
             version: 1,
             revision: 1,
         };
-        let outbound = Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(30), network }).unwrap();
+        (hook, secrets)
+    }
+
+    fn oauth_hook(url: &str, token_url: &str) -> (Hook, HookSecrets) {
+        hook_of(serde_json::json!({"name": "h", "url": url, "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+            "token_url": token_url, "client_id": "c", "client_secret": "s"}}))
+    }
+
+    /// A token endpoint slower than the attempt's budget (the fast lane's 2 s against a
+    /// fetch's 10 s): the attempt is `auth`, not the receiver's `timeout`, nothing is
+    /// sent, and the fetch goes on, so the next attempt has its token. It was thrown away
+    /// with the attempt, each attempt asked again, and the receiver was marked slow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_fetch_slower_than_the_attempt_is_kept_for_the_next() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(
+            hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#)
+                .after(Duration::from_millis(700)),
+        );
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: NetworkPolicy::local(),
+        })
+        .unwrap();
         let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
-        let report = outbound.deliver_within(req, Duration::from_millis(500)).await;
-        assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
-        assert_eq!(classify(report.sent), Disposition::Delivered);
-        assert_eq!(report.attempt.status_code, Some(200));
-        receiver.abort();
+        let first = outbound.deliver_within(req, Duration::from_millis(200)).await;
+        assert_eq!(first.attempt.error_class, Some(ErrorClass::Auth), "{:?}", first.attempt);
+        assert!(receiver.received().is_empty());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let second = outbound.deliver_within(req, Duration::from_millis(200)).await;
+        assert_eq!(second.attempt.status_code, Some(200), "{:?}", second.attempt);
+        assert_eq!(idp.received().len(), 1, "one fetch");
+        assert_eq!(receiver.received()[0].header("authorization"), Some("Bearer t"));
+    }
+
+    /// A token URL at an address the deployment does not allow fails the attempt at once as
+    /// `ssrf_blocked`, as a `url` there does; it was `auth`, tried again for a day.
+    #[tokio::test]
+    async fn a_token_url_at_an_address_not_allowed_is_ssrf_blocked() {
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        let (hook, secrets) = oauth_hook(&receiver.url("/"), "http://127.0.0.2:9/token");
+        let network = NetworkPolicy { allow_http: true, allowed_networks: vec!["127.0.0.1/32".parse().unwrap()] };
+        let outbound = Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(10), network }).unwrap();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = outbound.deliver_within(req, Duration::from_secs(2)).await;
+        assert_eq!(report.attempt.error_class, Some(ErrorClass::SsrfBlocked), "{:?}", report.attempt);
+        assert_eq!(classify(report.sent), Disposition::Permanent(ErrorClass::SsrfBlocked));
+        assert!(receiver.received().is_empty());
     }
 }
