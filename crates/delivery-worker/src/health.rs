@@ -14,11 +14,15 @@ use hookbridge_core::message::{PlatformDetail, event_type};
 use crate::Worker;
 
 /// Writes the hook's new health (and disables it when the rule says so); returns the
-/// operational events the change calls for.
+/// operational events the change calls for. `hook` is the hook as the requests were sent:
+/// if its URL has changed since, they tell nothing about the new endpoint, whose health
+/// starts afresh (the API resets it), and are dropped.
 pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now: DateTime<Utc>) -> Vec<BusEntry> {
     let rule = w.settings.disable_rule;
+    let sent_to = hook.config.url.clone();
     let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
-        let changed = observe(&rule, &h.state.health, obs).map(|change| {
+        let moved = h.config.url != sent_to;
+        let changed = observe(&rule, &h.state.health, obs).filter(|_| !moved).map(|change| {
             h.state.health = change.health.clone();
             let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
             if let Some(reason) = &disabling {

@@ -285,6 +285,40 @@ mod tests {
     /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
     /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough
     /// receives its companions went to the dead-letter queue with it.)
+    /// Results of requests to a hook's old URL that end after a `PUT` moved it (a
+    /// black-holed endpoint's timeouts, a 410) do not count against the new endpoint: they
+    /// opened its circuit, put it on the slow lane and, with a 410, disabled it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_from_a_hooks_old_url_do_not_count_against_its_new_one() {
+        use hookbridge_core::delivery::ErrorClass;
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::hook::{DestinationState, Health};
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (hook, _) = make_hook(&h, "acme", "moved").await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let mut moved = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        let as_sent = moved.clone();
+        moved.config.url = "http://127.0.0.1:9/new".to_owned();
+        moved.revision += 1;
+        h.backend().hooks.replace(&moved, as_sent.revision).await.unwrap();
+
+        let worker = worker_on(h.backend());
+        let now = Utc::now();
+        let attempt = |sent| Observation::Attempt { started: now, ended: now, sent, slow: true };
+        let mut obs: Vec<_> = (0..5).map(|_| attempt(Sent::NoResponse(ErrorClass::Timeout))).collect();
+        obs.push(attempt(Sent::Response { status: 410, retry_after: None }));
+        let events = health::record(&worker, std::sync::Arc::new(as_sent.clone()), &obs, now).await;
+        assert!(events.is_empty(), "{events:?}");
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        assert_eq!(stored.state.health, Health::default());
+        assert_eq!(stored.state.destination_state, DestinationState::Active);
+
+        // The same results for the URL they were sent to count as before.
+        let events = health::record(&worker, std::sync::Arc::new(stored), &obs, now).await;
+        assert!(!events.is_empty(), "the circuit opened and the hook was disabled");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hook_whose_secrets_cannot_be_opened_now_holds_back_only_its_own_deliveries() {
         let h = AwsHarness::start().await;
