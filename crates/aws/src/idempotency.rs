@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hookbridge_core::ids::TenantId;
+use hookbridge_core::ids::{DeliveryId, TenantId};
 use hookbridge_core::ports::{Claim, IdempotencyStore, StoredResponse};
 use hookbridge_core::{Error, Result};
 
@@ -19,6 +19,9 @@ impl DynamoIdempotencyStore {
         Self { table }
     }
 }
+
+/// The attribute naming the call that made a claim.
+const CLAIMED_BY: &str = "claimed_by";
 
 fn item_key(tenant: &TenantId, k: &str) -> Item {
     key(tenant_pk(tenant), format!("I#{k}"))
@@ -37,15 +40,22 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         let mut item = item_key(tenant, k);
         item.insert("fingerprint".to_owned(), s(fingerprint));
         item.insert(EXPIRES_AT.to_owned(), n(expires_at.timestamp()));
+        // This call's own mark: when DynamoDB applied the put and its answer was lost, the
+        // SDK sends it again, and the repeat must find the claim its own, not another
+        // request's (which answered the only caller there was `409` for five minutes).
+        let mine = DeliveryId::generate().to_string();
+        item.insert(CLAIMED_BY.to_owned(), s(mine.clone()));
         let r = self
             .table
             .client
             .put_item()
             .table_name(&self.table.name)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK) OR #e <= :now")
+            .condition_expression("attribute_not_exists(PK) OR #e <= :now OR #c = :mine")
             .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#c", CLAIMED_BY)
             .expression_attribute_values(":now", n(now.timestamp()))
+            .expression_attribute_values(":mine", s(mine))
             .send()
             .await;
         match r {

@@ -224,3 +224,105 @@ async fn a_damaged_data_key_is_corrupt_not_a_failure_to_retry() {
     assert!(matches!(opened, Err(Error::Corrupt { .. })), "a damaged data key: {opened:?}");
     assert_eq!(sealer.open(SecretsOwner::of(&hook), &hook.sealed).await.unwrap(), secrets);
 }
+
+/// Turns the first successful answer of an operation into a `500`, as a connection reset
+/// after DynamoDB applied the request would look: the SDK sends it again.
+#[derive(Debug)]
+struct LoseFirstAnswer {
+    operation: &'static str,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for LoseFirstAnswer {
+    fn name(&self) -> &'static str {
+        "LoseFirstAnswer"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering;
+        let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map(|m| m.name());
+        if operation == Some(self.operation)
+            && context.response().status().is_success()
+            && !self.lost.swap(true, Ordering::SeqCst)
+        {
+            *context.response_mut().status_mut() = 500u16.try_into()?;
+            *context.response_mut().body_mut() = aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"the answer was lost"}"#,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An idempotency claim DynamoDB applied whose answer was lost, sent again by the SDK, is
+/// still this call's claim. The repeat found the claim it had itself made and took it for
+/// another request's: the publish was answered `409` ("still in progress"), and so was
+/// every retry of it for five minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_claim_applied_and_sent_again_is_still_this_calls() {
+    use hookbridge_core::ids::TenantId;
+    use hookbridge_core::ports::Claim;
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = h.clients().clone();
+    let config = clients
+        .dynamodb
+        .config()
+        .to_builder()
+        .interceptor(LoseFirstAnswer { operation: "PutItem", lost: lost.clone() })
+        .build();
+    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
+    let backend = hookbridge_aws::backend(&clients, h.resources());
+
+    let tenant: TenantId = "acme".parse().unwrap();
+    let now = chrono::Utc::now();
+    let expires = now + chrono::Duration::hours(24);
+    let claim = backend.idempotency.claim(&tenant, "key:k1", "fp", now, expires).await.unwrap();
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst), "the first answer was lost");
+    assert!(matches!(claim, Claim::Claimed), "{claim:?}");
+    let other = h.backend().idempotency.claim(&tenant, "key:k1", "fp", now, expires).await.unwrap();
+    assert!(matches!(other, Claim::Existing { response: None, .. }), "another request still finds it: {other:?}");
+}
+
+/// A portal link's redemption DynamoDB applied whose answer was lost, sent again by the
+/// SDK, still opens the link for this visitor, and for no one after. The redemption was a
+/// delete returning the item, whose repeat returned nothing: the link was spent and its
+/// visitor told it was not valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_link_redeemed_and_sent_again_still_opens_once() {
+    use hookbridge_core::portal::{PortalGrant, fresh_code, hashed};
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = h.clients().clone();
+    let config = clients
+        .dynamodb
+        .config()
+        .to_builder()
+        .interceptor(LoseFirstAnswer { operation: "UpdateItem", lost: lost.clone() })
+        .build();
+    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
+    let backend = hookbridge_aws::backend(&clients, h.resources());
+
+    let now = chrono::Utc::now();
+    let grant = PortalGrant {
+        tenant: "acme".parse().unwrap(),
+        sites: vec![],
+        read_only: false,
+        expires_at: now + chrono::Duration::minutes(5),
+    };
+    let code = hashed(&fresh_code());
+    h.backend().portal.put_link(&code, &grant).await.unwrap();
+    let redeemed = backend.portal.redeem_link(&code, now).await.unwrap();
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst), "the first answer was lost");
+    assert_eq!(redeemed, Some(grant));
+    assert_eq!(h.backend().portal.redeem_link(&code, now).await.unwrap(), None, "spent");
+}
