@@ -60,7 +60,13 @@ pub(crate) fn record_in(c: &rusqlite::Connection, updates: &[DeliveryUpdate]) ->
             .prepare_cached("SELECT doc FROM deliveries WHERE hook_id = ?1 AND id = ?2")
             .and_then(|mut stmt| stmt.query_row([&h, &id], |r| r.get(0)))
             .map_err(sql("deliveries.record"))?;
-        let mut d = from_doc(&doc)?;
+        // A record this version cannot read must not fail the group it is written with (the
+        // others' requests were sent; failing would send them again, round after round): it
+        // starts again from this update, which keeps what this attempt did.
+        let mut d = from_doc(&doc).unwrap_or_else(|e| {
+            tracing::error!(hook_id = %h, delivery_id = %id, error = %e, "cannot read the stored delivery; recorded afresh");
+            Delivery::opened_by(u)
+        });
         d.apply(u);
         let doc = to_doc(&d)?;
         c.prepare_cached("UPDATE deliveries SET doc = ?3, expires_at = ?4 WHERE hook_id = ?1 AND id = ?2")

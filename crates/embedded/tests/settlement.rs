@@ -55,21 +55,52 @@ async fn a_settlement_that_fails_writes_nothing_and_the_message_stays() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig::at(dir.path().join("hb.db"));
     let (b, receipt) = one_received(&config).await;
-    let (hook, good, bad) = (HookId::generate(), DeliveryId::generate(), DeliveryId::generate());
-    // A stored record that cannot be read makes its update fail.
+    let (hook, good) = (HookId::generate(), DeliveryId::generate());
+    // The second send fails, after the record and the first send were written.
+    rusqlite::Connection::open(&config.database)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.body = 'refused'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let sends = [(
+        b.slow_queue.name(),
+        vec![OutgoingMessage::now("carried on".into()), OutgoingMessage::now("refused".into())],
+    )];
+    let updates = [cancelled(hook, good)];
+    let settled = Settled { updates: &updates, sends: &sends, acks: &[receipt] };
+    assert!(b.settlement.as_ref().unwrap().settle(settled).await.is_err());
+
+    assert!(b.deliveries.get(hook, good).await.unwrap().is_none(), "the record was written");
+    assert_eq!(depth(b.slow_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+    assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 1, delayed: 0 });
+}
+
+/// A stored record this version cannot read (a newer version's, an edit by hand) does not
+/// fail its group: its update is recorded afresh, and the group's other records, sends and
+/// deletions are written. The whole group failed every time it came back, so deliveries
+/// already sent were sent again until they went to the dead-letter queue, never recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_record_that_cannot_be_read_does_not_fail_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let (b, receipt) = one_received(&config).await;
+    let (hook, good, unreadable) = (HookId::generate(), DeliveryId::generate(), DeliveryId::generate());
     rusqlite::Connection::open(&config.database)
         .unwrap()
         .execute(
             "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, 'not json', ?3)",
-            rusqlite::params![hook.to_string(), bad.to_string(), i64::MAX],
+            rusqlite::params![hook.to_string(), unreadable.to_string(), i64::MAX],
         )
         .unwrap();
-    let sends = [(b.slow_queue.name(), vec![OutgoingMessage::now("carried on".into())])];
-    let updates = [cancelled(hook, good), cancelled(hook, bad)];
-    let settled = Settled { updates: &updates, sends: &sends, acks: &[receipt] };
-    assert!(b.settlement.as_ref().unwrap().settle(settled).await.is_err());
+    let updates = [cancelled(hook, good), cancelled(hook, unreadable)];
+    let settled = Settled { updates: &updates, sends: &[], acks: &[receipt] };
+    b.settlement.as_ref().unwrap().settle(settled).await.unwrap();
 
-    assert!(b.deliveries.get(hook, good).await.unwrap().is_none(), "the good record was written");
-    assert_eq!(depth(b.slow_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
-    assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 1, delayed: 0 });
+    for id in [good, unreadable] {
+        let d = b.deliveries.get(hook, id).await.unwrap().expect("recorded");
+        assert_eq!(d.status, DeliveryStatus::Cancelled);
+    }
+    assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
 }
