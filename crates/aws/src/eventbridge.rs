@@ -11,7 +11,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use futures::StreamExt;
 use hookbridge_core::envelope::{BusEntry, MAX_EVENT_BYTES};
 use hookbridge_core::ids::EventId;
-use hookbridge_core::ports::{Bus, MAX_BATCH};
+use hookbridge_core::ports::{Bus, MAX_BATCH, PartlyPublished};
 use hookbridge_core::{Error, Result};
 
 /// Rounds of retrying entries EventBridge refused (throttling, internal failures).
@@ -62,7 +62,10 @@ impl EventBridgeBus {
             .build()
     }
 
-    async fn put_chunk(&self, chunk: &[BusEntry]) -> Result<Vec<EventId>> {
+    /// Puts one request's entries, retrying those refused for the moment: the id of each
+    /// that went out, and what stopped the others. An entry that went out is never put
+    /// again, whatever happens to the rest.
+    async fn put_chunk(&self, chunk: &[BusEntry]) -> (Vec<Option<EventId>>, Option<Error>) {
         let mut ids: Vec<Option<EventId>> = vec![None; chunk.len()];
         for round in 0..PUT_ROUNDS {
             let pending: Vec<usize> = (0..chunk.len()).filter(|i| ids[*i].is_none()).collect();
@@ -72,52 +75,73 @@ impl EventBridgeBus {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << round)).await;
             }
-            let out = self
+            let out = match self
                 .client
                 .put_events()
                 .set_entries(Some(pending.iter().map(|i| self.entry(&chunk[*i])).collect()))
                 .send()
                 .await
-                .map_err(|e| Error::backend("eventbridge.PutEvents", e))?;
+            {
+                Ok(out) => out,
+                Err(e) => return (ids, Some(Error::backend("eventbridge.PutEvents", e))),
+            };
+            let mut refused = None;
             for (i, result) in pending.iter().zip(out.entries()) {
                 match (result.event_id(), result.error_code()) {
-                    (Some(id), None) => {
-                        ids[*i] = Some(id.parse().map_err(|e| Error::backend("eventbridge.PutEvents", e))?);
-                    }
+                    (Some(id), None) => match id.parse() {
+                        Ok(id) => ids[*i] = Some(id),
+                        // It went out; only its id is unreadable. Not put again.
+                        Err(e) => refused = refused.or(Some(Error::backend("eventbridge.PutEvents", e))),
+                    },
                     (_, code) => {
                         let code = code.unwrap_or("unknown");
                         // Malformed entries never succeed; only transient failures are retried.
                         if code.contains("Malformed") || code.contains("Validation") || code.contains("Invalid") {
-                            return Err(Error::backend(
+                            refused = refused.or(Some(Error::backend(
                                 "eventbridge.PutEvents",
                                 format!("entry refused: {code}: {}", result.error_message().unwrap_or("")),
-                            ));
+                            )));
+                        } else {
+                            tracing::warn!(code, "an event was refused by the bus; retrying it");
                         }
-                        tracing::warn!(code, "an event was refused by the bus; retrying it");
                     }
                 }
             }
+            if refused.is_some() {
+                return (ids, refused);
+            }
         }
-        ids.into_iter()
-            .map(|id| id.ok_or_else(|| Error::backend("eventbridge.PutEvents", "an event was refused on every retry")))
-            .collect()
+        let all = ids.iter().all(Option::is_some);
+        let error = (!all).then(|| Error::backend("eventbridge.PutEvents", "an event was refused on every retry"));
+        (ids, error)
     }
 }
 
 #[async_trait]
 impl Bus for EventBridgeBus {
     async fn publish(&self, entries: Vec<BusEntry>) -> Result<Vec<EventId>> {
-        entries.iter().try_for_each(BusEntry::fits)?;
+        self.publish_each(entries).await.map_err(|p| p.error)
+    }
+
+    async fn publish_each(&self, entries: Vec<BusEntry>) -> std::result::Result<Vec<EventId>, PartlyPublished> {
+        if let Err(error) = entries.iter().try_for_each(BusEntry::fits) {
+            return Err(PartlyPublished { ids: vec![None; entries.len()], error });
+        }
         // In order (ids answer entries one for one), a bounded number at a time.
         // Futures start when polled, so making them all first starts none of them.
         let puts: Vec<_> = requests(&entries).into_iter().map(|r| self.put_chunk(&entries[r])).collect();
-        let chunks: Vec<Result<Vec<EventId>>> =
+        let chunks: Vec<(Vec<Option<EventId>>, Option<Error>)> =
             futures::stream::iter(puts).buffered(crate::REQUESTS_IN_FLIGHT).collect().await;
         let mut ids = Vec::with_capacity(entries.len());
-        for r in chunks {
-            ids.extend(r?);
+        let mut error = None;
+        for (chunk_ids, chunk_error) in chunks {
+            ids.extend(chunk_ids);
+            error = error.or(chunk_error);
         }
-        Ok(ids)
+        match error {
+            None => Ok(ids.into_iter().flatten().collect()),
+            Some(error) => Err(PartlyPublished { ids, error }),
+        }
     }
 }
 

@@ -60,6 +60,15 @@ pub struct Rule {
     pub target_queue: String,
 }
 
+/// What a publish that did not put every entry on the bus did put.
+#[derive(Debug)]
+pub struct PartlyPublished {
+    /// The id of each entry that went out, in the order given; `None` for the others.
+    pub ids: Vec<Option<EventId>>,
+    /// Why the others did not: the first error met.
+    pub error: crate::Error,
+}
+
 /// The bus.
 #[async_trait]
 pub trait Bus: Send + Sync {
@@ -67,6 +76,15 @@ pub trait Bus: Send + Sync {
     /// assigned, in order. Each entry must be at most 256 KiB; a larger one fails the
     /// call with [`crate::Error::TooLarge`] before anything is sent.
     async fn publish(&self, entries: Vec<BusEntry>) -> Result<Vec<EventId>>;
+
+    /// As [`Bus::publish`], and on failure which entries went out all the same (a bus
+    /// that takes entries in several requests can take some and refuse the rest), so
+    /// that a caller can tell its producer which events not to publish again. The
+    /// default is for a bus that takes all or none.
+    async fn publish_each(&self, entries: Vec<BusEntry>) -> std::result::Result<Vec<EventId>, PartlyPublished> {
+        let count = entries.len();
+        self.publish(entries).await.map_err(|error| PartlyPublished { ids: vec![None; count], error })
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod sealer;
 mod settlement;
 mod store;
 
-pub use bus::{Bus, Rule, RulePattern, SourceMatch};
+pub use bus::{Bus, PartlyPublished, Rule, RulePattern, SourceMatch};
 pub use key::KeySource;
 pub use limiter::{Admission, RateLimiter, Step};
 pub use queue::{

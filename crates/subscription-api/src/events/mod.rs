@@ -216,8 +216,8 @@ async fn claim_and_publish(
 /// Puts the entries where ingest reads them: the event id of each that went out, in order,
 /// and what stopped the others. Small events go straight onto the ingest queue (in the
 /// tenant's group, as the bus's rule puts them), larger ones and all of them when the
-/// deployment asks for it through the bus. The queue says which of its messages it sent;
-/// the bus's port says only whether all went (a failure counts every one of them unsent).
+/// deployment asks for it through the bus. The queue and the bus each say which of what
+/// they were given went out.
 async fn put(
     api: &Api,
     tenant: &TenantId,
@@ -228,9 +228,9 @@ async fn put(
     let settings = api.settings();
     let count = entries.len();
     if settings.publish_to == PublishTo::Bus {
-        return match ports.bus.publish(entries).await {
+        return match ports.bus.publish_each(entries).await {
             Ok(ids) => (ids.into_iter().map(Some).collect(), None),
-            Err(e) => (vec![None; count], Some(e.into())),
+            Err(partly) => (partly.ids, Some(partly.error.into())),
         };
     }
     let mut ids: Vec<Option<EventId>> = vec![None; count];
@@ -262,13 +262,15 @@ async fn put(
         }
     }
     if !large.is_empty() && failed.is_none() {
-        match ports.bus.publish(large).await {
-            Ok(published) => {
-                for (i, id) in large_at.into_iter().zip(published) {
-                    ids[i] = Some(id);
-                }
+        let published = match ports.bus.publish_each(large).await {
+            Ok(published) => published.into_iter().map(Some).collect(),
+            Err(partly) => {
+                failed = Some(partly.error.into());
+                partly.ids
             }
-            Err(e) => failed = Some(e.into()),
+        };
+        for (i, id) in large_at.into_iter().zip(published) {
+            ids[i] = id;
         }
     }
     (ids, failed)
