@@ -1,5 +1,6 @@
 //! Hooks on DynamoDB: the hook item and its name guard written in one transaction, the
-//! version checked on every replace.
+//! version checked on every replace, and every change marked on the tenant's counter item
+//! so that a big tenant's list can be kept between reads ([`crate::hook_lists`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,13 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 use hookbridge_core::hook::Hook;
-use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::ports::{HookStore, Page};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
+use crate::hook_lists::HookLists;
 use crate::keys::{DOC, Item, PK, REVISION, SK, doc, get_s, key, n, s, tenant_pk, to_doc};
 
 /// BatchGetItem's limit.
@@ -21,11 +23,12 @@ const BATCH_GET_MAX: usize = 100;
 
 pub(crate) struct DynamoHookStore {
     table: Table,
+    lists: HookLists,
 }
 
 impl DynamoHookStore {
     pub(crate) fn new(table: Table) -> Self {
-        Self { table }
+        Self { table, lists: HookLists::default() }
     }
 }
 
@@ -45,14 +48,23 @@ fn counter_key(tenant: &TenantId) -> Item {
 
 /// The counter's attribute.
 const HOOK_COUNT: &str = "hooks";
+/// The counter item's attribute changed with every change to one of the tenant's hooks.
+const HOOKS_MARKER: &str = "marker";
+
+/// A marker no other change has written.
+fn new_marker() -> String {
+    DeliveryId::generate().to_string()
+}
 
 fn count_by(table: &str, tenant: &TenantId, by: i64, max: Option<u32>) -> Result<TransactWriteItem> {
     let mut u = Update::builder()
         .table_name(table)
         .set_key(Some(counter_key(tenant)))
-        .update_expression("ADD #c :by")
+        .update_expression("ADD #c :by SET #m = :m")
         .expression_attribute_names("#c", HOOK_COUNT)
-        .expression_attribute_values(":by", n(by));
+        .expression_attribute_names("#m", HOOKS_MARKER)
+        .expression_attribute_values(":by", n(by))
+        .expression_attribute_values(":m", s(new_marker()));
     if let Some(max) = max {
         u = u.condition_expression("attribute_not_exists(#c) OR #c < :max").expression_attribute_values(":max", n(max));
     }
@@ -213,6 +225,23 @@ impl HookStore for DynamoHookStore {
         self.query_hooks(tenant, None, None).await
     }
 
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
+        if !self.lists.keeps(tenant) {
+            let hooks = self.query_hooks(tenant, None, None).await?;
+            // Kept with no marker: the next read reads one first, then the list again.
+            self.lists.read(tenant, None, &hooks);
+            return Ok(hooks);
+        }
+        // The marker first: a change stored before it was read is in the list read after.
+        let marker = self.marker(tenant).await?;
+        if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
+            return Ok(hooks);
+        }
+        let hooks = self.query_hooks(tenant, None, None).await?;
+        self.lists.read(tenant, marker, &hooks);
+        Ok(hooks)
+    }
+
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
         let item = hook_item(hook)?;
         let written = item.get(DOC).cloned().ok_or_else(|| Error::backend("hooks.replace", "no document"))?;
@@ -229,11 +258,24 @@ impl HookStore for DynamoHookStore {
             .expression_attribute_names("#v", REVISION)
             .expression_attribute_names("#doc", DOC)
             .expression_attribute_values(":expected", n(expected_revision))
-            .expression_attribute_values(":doc", written)
+            .expression_attribute_values(":doc", written.clone())
+            // The hook as it was (at no cost in capacity), to tell whether ingest's view of it changed.
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match r {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                let before = out.attributes.as_ref().filter(|old| old.get(DOC) != Some(&written));
+                // A repeat of this very write (its answer lost) cannot tell what the first
+                // replaced, nor can an unreadable old document: marked either way.
+                let same_routing = before
+                    .and_then(|old| doc::<Hook>(old, "hook").ok())
+                    .is_some_and(|old| old.routing() == hook.routing());
+                if !same_routing {
+                    mark_changed(&self.table, &hook.tenant).await;
+                }
+                Ok(())
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 Err(Error::VersionConflict)
             }
@@ -313,7 +355,44 @@ impl HookStore for DynamoHookStore {
     }
 }
 
+/// Writes a new hooks marker for `tenant`, after a change to one of its hooks stored
+/// apart from the counter item. The change is stored already, so a failure is logged, not
+/// answered: lists kept elsewhere miss it for at most [`crate::hook_lists::KEPT_FOR`].
+async fn mark_changed(table: &Table, tenant: &TenantId) {
+    let r = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .set_key(Some(counter_key(tenant)))
+        .update_expression("SET #m = :m")
+        .expression_attribute_names("#m", HOOKS_MARKER)
+        .expression_attribute_values(":m", s(new_marker()))
+        .send()
+        .await;
+    if let Err(e) = r {
+        let e = Error::backend("dynamodb.UpdateItem", e);
+        tracing::warn!(tenant = %tenant, error = %e, "a hook changed, but its tenant's hooks marker was not");
+    }
+}
+
 impl DynamoHookStore {
+    /// The tenant's hooks marker (none before its first hook).
+    async fn marker(&self, tenant: &TenantId) -> Result<Option<String>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(counter_key(tenant)))
+            .projection_expression("#m")
+            .expression_attribute_names("#m", HOOKS_MARKER)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, HOOKS_MARKER).ok()).map(str::to_owned))
+    }
+
     /// Writes a hook, its name guard and the tenant's hook count together, or none.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), SdkError<TransactWriteItemsError>> {
         let mut round = 0;
@@ -380,7 +459,12 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
         items.push(hook_item(h)?);
         items.push(guard_item(h));
     }
-    table.put_all(items).await
+    table.put_all(items).await?;
+    let tenants: std::collections::BTreeSet<&TenantId> = hooks.iter().map(|h| &h.tenant).collect();
+    for tenant in tenants {
+        mark_changed(table, tenant).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod dynamo;
 mod event_types;
 mod eventbridge;
 mod events;
+mod hook_lists;
 mod hooks;
 mod idempotency;
 pub mod init;

@@ -259,7 +259,7 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     // refuses a batch write that names one envelope twice.
     let mut seen = std::collections::HashSet::new();
     let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
-    let hooks = p.hooks.list_all(tenant).await?;
+    let hooks = p.hooks.list_for_routing(tenant).await?;
     let now = Utc::now();
     let routed: Vec<(&Parsed<'_>, String, Vec<&Hook>)> = events
         .iter()

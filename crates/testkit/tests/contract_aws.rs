@@ -326,3 +326,77 @@ async fn a_portal_link_redeemed_and_sent_again_still_opens_once() {
     assert_eq!(redeemed, Some(grant));
     assert_eq!(h.backend().portal.redeem_link(&code, now).await.unwrap(), None, "spent");
 }
+
+/// A tenant with many hooks has its list kept between reads (each a strongly consistent
+/// query of the tenant's one partition key: hundreds of read units for a big tenant, for
+/// every ingest batch), and every change to one of its hooks is in the next read: a
+/// create, a replace and a delete each write the tenant's hooks marker, read before the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
+    use hookbridge_testkit::Harness;
+    use hookbridge_testkit::contract::make_hook;
+
+    let counter = hookbridge_aws::RequestCounter::default();
+    let h = hookbridge_testkit::AwsHarness::start_counted(Some(&counter)).await;
+    let store = &h.backend().hooks;
+    let name = h.unique("big");
+    let mut made = Vec::new();
+    for i in 0..20 {
+        let (hook, _) = make_hook(&h, &name, &format!("hook-{i}")).await;
+        store.create(&hook, 1000).await.unwrap();
+        made.push(hook);
+    }
+    let tenant = made[0].tenant.clone();
+    let queries = || counter.snapshot().get(&("DynamoDB".to_owned(), "Query".to_owned())).copied().unwrap_or(0);
+    let urls = |hooks: &[hookbridge_core::hook::Hook]| {
+        let mut u: Vec<String> = hooks.iter().map(|h| h.config.url.clone()).collect();
+        u.sort();
+        u
+    };
+
+    // Read, then read under a marker, then kept.
+    for _ in 0..2 {
+        assert_eq!(store.list_for_routing(&tenant).await.unwrap().len(), 20);
+    }
+    let before = queries();
+    for _ in 0..3 {
+        assert_eq!(store.list_for_routing(&tenant).await.unwrap().len(), 20);
+    }
+    assert_eq!(queries(), before, "kept: no query while nothing changed");
+
+    // A replace is in the next read.
+    let mut moved = store.get(&tenant, made[3].id).await.unwrap().unwrap();
+    let revision = moved.revision;
+    moved.config.url = "https://moved.example/hook".to_owned();
+    moved.revision += 1;
+    store.replace(&moved, revision).await.unwrap();
+    let read = store.list_for_routing(&tenant).await.unwrap();
+    assert!(urls(&read).contains(&"https://moved.example/hook".to_owned()), "the replace is read");
+    assert_eq!(queries(), before + 1);
+
+    // A delete and a create too.
+    assert!(store.delete(&tenant, made[5].id).await.unwrap());
+    let read = store.list_for_routing(&tenant).await.unwrap();
+    assert_eq!(read.len(), 19);
+    assert!(!read.iter().any(|h| h.id == made[5].id), "the deleted hook is gone");
+    let (new, _) = make_hook(&h, &name, "hook-new").await;
+    store.create(&new, 1000).await.unwrap();
+    let read = store.list_for_routing(&tenant).await.unwrap();
+    assert!(read.iter().any(|h| h.id == new.id), "the created hook is read");
+    assert_eq!(queries(), before + 3);
+    assert_eq!(store.list_for_routing(&tenant).await.unwrap().len(), 20);
+    assert_eq!(queries(), before + 3, "kept again");
+
+    // A change routing does not read (a failure counted) leaves the list kept; a read of
+    // every hook as stored has it.
+    let mut counted = store.get(&tenant, made[7].id).await.unwrap().unwrap();
+    let revision = counted.revision;
+    counted.state.health.consecutive_failures += 1;
+    counted.revision += 1;
+    store.replace(&counted, revision).await.unwrap();
+    assert_eq!(store.list_for_routing(&tenant).await.unwrap().len(), 20);
+    assert_eq!(queries(), before + 3, "no new marker for a failure counted");
+    let all = store.list_all(&tenant).await.unwrap();
+    let stored = all.iter().find(|h| h.id == made[7].id).unwrap();
+    assert_eq!(stored.state.health.consecutive_failures, counted.state.health.consecutive_failures);
+}

@@ -18,6 +18,7 @@ pub use model::{
 };
 pub use network::{AddressVerdict, Network, NetworkPolicy};
 pub use state::{
-    ConnectionState, DestinationState, Health, HookState, Lane, Undeliverable, VerificationState, VerificationStatus,
+    ConnectionState, DestinationState, Health, HookState, Lane, Routing, Undeliverable, VerificationState,
+    VerificationStatus,
 };
 pub use update::{Modified, UPDATE_ROUNDS, modify};

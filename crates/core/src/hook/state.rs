@@ -164,7 +164,32 @@ pub enum Undeliverable {
     NotVerified,
 }
 
+/// What ingest reads of a hook: which events it wants, and whether and on which lane it
+/// gets them. A change to nothing but the rest (failure counts, times of success) need not
+/// reach a list of hooks ingest keeps.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Routing<'a> {
+    config: &'a HookConfig,
+    connection_state: ConnectionState,
+    destination_state: DestinationState,
+    verification: &'a VerificationState,
+    circuit_closed: bool,
+    slow_until: Option<DateTime<Utc>>,
+}
+
 impl super::model::Hook {
+    /// What ingest reads of it.
+    pub fn routing(&self) -> Routing<'_> {
+        Routing {
+            config: &self.config,
+            connection_state: self.state.connection_state,
+            destination_state: self.state.destination_state,
+            verification: &self.state.verification,
+            circuit_closed: self.state.health.circuit.is_closed(),
+            slow_until: self.state.health.slow_until,
+        }
+    }
+
     /// Whether a delivery may be sent to this hook now, and why not.
     pub fn deliverable(&self) -> Result<(), Undeliverable> {
         if self.state.connection_state == ConnectionState::Deleting {

@@ -112,8 +112,15 @@ pub trait HookStore: Send + Sync {
     /// A page of the tenant's hooks, oldest first.
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>>;
 
-    /// Every hook of the tenant, for matching an event.
+    /// Every hook of the tenant, as stored.
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>>;
+
+    /// Every hook of the tenant, for routing events to them: current in all that
+    /// [`Hook::routing`] covers, and possibly up to a minute old in the rest (a store may
+    /// keep a big tenant's list between reads). The default is [`HookStore::list_all`].
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
+        self.list_all(tenant).await
+    }
 
     /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
     /// new revision. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
