@@ -12,7 +12,8 @@ use crate::keys::{Item, s};
 
 /// BatchWriteItem's limit.
 const BATCH_WRITE_MAX: usize = 25;
-/// Rounds of `UnprocessedItems` retries before giving up (with backoff, about 6 s in all).
+/// Rounds of `UnprocessedItems` retries before giving up (with backoff, about 9.5 s of
+/// waiting in all: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 and 3.2 s).
 const UNPROCESSED_ROUNDS: u32 = 8;
 
 /// The table and its client.
