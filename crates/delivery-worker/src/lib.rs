@@ -281,10 +281,47 @@ mod tests {
         h.backend().lanes().slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
     }
 
-    /// A hook whose secrets the key service will not open this time holds back only its
-    /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
-    /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough
-    /// receives its companions went to the dead-letter queue with it.)
+    /// A fast-lane attempt whose budget runs out while its hook's token is still being
+    /// fetched (a slow identity provider) goes to the slow lane at once, counted as no
+    /// attempt, and the receiver, which was never asked, is not marked slow: before, the
+    /// attempt was recorded as the receiver's timeout and the hook put on the slow lane.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_token_fetch_on_the_fast_lane_does_not_make_the_receiver_slow() {
+        use hookbridge_testkit::Reply;
+        use hookbridge_testkit::contract::make_hook_from;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let idp = Receiver::start().await;
+        idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(Duration::from_millis(700)));
+        let (hook, _) = make_hook_from(
+            &h,
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "oauth", "url": receiver.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+                "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"}}),
+        )
+        .await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap();
+        let settings = WorkerSettings {
+            patience: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            ..WorkerSettings::default()
+        };
+        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let messages = a_delivery(&h, &hook).await;
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(on_the_slow_lane(&h).await, 1, "sent again at once on the slow lane");
+        assert!(receiver.received().is_empty());
+        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver was never asked");
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        assert_eq!(stored.state.health.slow_until, None);
+        assert_eq!(stored.state.health.consecutive_failures, 0);
+    }
+
     /// Results of requests to a hook's old URL that end after a `PUT` moved it (a
     /// black-holed endpoint's timeouts, a 410) do not count against the new endpoint: they
     /// opened its circuit, put it on the slow lane and, with a 410, disabled it.
@@ -319,6 +356,10 @@ mod tests {
         assert!(!events.is_empty(), "the circuit opened and the hook was disabled");
     }
 
+    /// A hook whose secrets the key service will not open this time holds back only its
+    /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
+    /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough
+    /// receives its companions went to the dead-letter queue with it.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hook_whose_secrets_cannot_be_opened_now_holds_back_only_its_own_deliveries() {
         let h = AwsHarness::start().await;

@@ -17,6 +17,8 @@ struct Entry {
     fast: u32,
     slow: u32,
     slow_until: Option<DateTime<Utc>>,
+    /// The URL found slow: a hook moved to another since is not slow for it.
+    slow_url: String,
     /// A moving average of the hook's recent request times, in milliseconds, and when the
     /// last of them ended.
     lately: Option<(f64, tokio::time::Instant)>,
@@ -45,13 +47,13 @@ impl Local {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether this process found the hook slow and the mark has not run out.
-    pub(crate) fn is_slow(&self, hook: HookId, now: DateTime<Utc>) -> bool {
-        self.lock().get(&hook).and_then(|e| e.slow_until).is_some_and(|t| t > now)
+    /// Whether this process found the hook slow at `url` and the mark has not run out.
+    pub(crate) fn is_slow(&self, hook: HookId, url: &str, now: DateTime<Utc>) -> bool {
+        self.lock().get(&hook).filter(|e| e.slow_url == url).and_then(|e| e.slow_until).is_some_and(|t| t > now)
     }
 
-    /// Sends the hook's deliveries to the slow lane until `until`.
-    pub(crate) fn mark_slow(&self, hook: HookId, until: DateTime<Utc>) {
+    /// Sends the hook's deliveries to the slow lane until `until`, while it is at `url`.
+    pub(crate) fn mark_slow(&self, hook: HookId, url: &str, until: DateTime<Utc>) {
         let mut hooks = self.lock();
         // A mark outlives the hook's last request, so an entry whose mark ran out while
         // the hook had no traffic here was never forgotten (a deleted or quiet hook's).
@@ -59,6 +61,10 @@ impl Local {
         let now = Utc::now();
         hooks.retain(|_, e| !e.idle(now));
         let e = hooks.entry(hook).or_default();
+        if e.slow_url != url {
+            url.clone_into(&mut e.slow_url);
+            e.slow_until = None;
+        }
         e.slow_until = e.slow_until.max(Some(until));
     }
 
@@ -256,9 +262,11 @@ mod tests {
         let local = Local::default();
         let h = HookId::generate();
         let now = Utc::now();
-        local.mark_slow(h, now + chrono::Duration::seconds(10));
-        assert!(local.is_slow(h, now));
-        assert!(!local.is_slow(h, now + chrono::Duration::seconds(10)));
+        local.mark_slow(h, "https://a.example/", now + chrono::Duration::seconds(10));
+        assert!(local.is_slow(h, "https://a.example/", now));
+        assert!(!local.is_slow(h, "https://a.example/", now + chrono::Duration::seconds(10)));
+        // A hook moved to another URL is not slow there for what its old one did.
+        assert!(!local.is_slow(h, "https://b.example/", now));
     }
 
     /// A hook marked slow whose traffic here then stopped (deleted, disabled, quiet) is not
@@ -268,10 +276,11 @@ mod tests {
         let local = Arc::new(Local::default());
         let (quiet, busy, next) = (HookId::generate(), HookId::generate(), HookId::generate());
         let ran_out = Utc::now() - chrono::Duration::seconds(1);
-        local.mark_slow(quiet, ran_out);
+        let url = "https://a.example/";
+        local.mark_slow(quiet, url, ran_out);
         let _place = local.acquire(busy, Lane::Slow, 1).unwrap();
-        local.mark_slow(busy, ran_out);
-        local.mark_slow(next, Utc::now() + chrono::Duration::minutes(10));
+        local.mark_slow(busy, url, ran_out);
+        local.mark_slow(next, url, Utc::now() + chrono::Duration::minutes(10));
         let mut kept: Vec<HookId> = local.lock().keys().copied().collect();
         kept.sort_unstable();
         let mut want = vec![busy, next];

@@ -139,14 +139,24 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                     }
                     None => handled.push(ready.message),
                 }
-                let observation = if *abandoned {
-                    Observation::Abandoned { at: now }
-                } else {
-                    let started = report.attempt.at;
-                    let ended = started + chrono::Duration::milliseconds(report.attempt.duration_ms as i64);
-                    Observation::Attempt { started, ended, sent: report.sent, slow: *slow }
+                let observation = match (*abandoned, report.reached) {
+                    // Given up before its request began (its token still being fetched):
+                    // nothing of the endpoint was seen.
+                    (true, false) => None,
+                    (true, true) => Some(Observation::Abandoned { at: now }),
+                    (false, _) => {
+                        let started = report.attempt.at;
+                        let ended = started + chrono::Duration::milliseconds(report.attempt.duration_ms as i64);
+                        Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow })
+                    }
                 };
-                observed.entry(ready.hook.id).or_insert_with(|| (ready.hook.clone(), Vec::new())).1.push(observation);
+                if let Some(observation) = observation {
+                    observed
+                        .entry(ready.hook.id)
+                        .or_insert_with(|| (ready.hook.clone(), Vec::new()))
+                        .1
+                        .push(observation);
+                }
             }
         }
     }

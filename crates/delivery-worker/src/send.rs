@@ -94,16 +94,15 @@ async fn send<'a>(
     // Given up for the lane's sake, not the endpoint's: the slow lane tries again at once
     // with the whole timeout.
     let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
-    // An attempt that never had its token did not reach the receiver: its time is the
-    // token endpoint's, not the endpoint's pace.
-    let reached = report.attempt.error_class != Some(ErrorClass::Auth);
-    let slow = reached && (abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64);
-    if reached {
+    // An attempt that ended before a request to the receiver began (its token still being
+    // fetched, or refused) says nothing of the receiver's pace.
+    let slow = report.reached && (abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64);
+    if report.reached {
         w.local.took(ready.hook.id, Duration::from_millis(report.attempt.duration_ms));
     }
     if slow {
         let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
-        w.local.mark_slow(ready.hook.id, until);
+        w.local.mark_slow(ready.hook.id, &ready.hook.config.url, until);
     }
     Done::Attempted { ready, report, abandoned, slow }
 }

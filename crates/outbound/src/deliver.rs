@@ -37,6 +37,10 @@ pub struct AttemptReport {
     pub sent: Sent,
     /// The attempt to record (its number is assigned by the store).
     pub attempt: Attempt,
+    /// Whether it got as far as the receiver (a request to it was begun). One that ended
+    /// before, waiting for its token or refused its address, says nothing of the
+    /// receiver's pace.
+    pub reached: bool,
 }
 
 impl AttemptReport {
@@ -55,6 +59,7 @@ impl AttemptReport {
                 error_class: error_class(sent),
                 response_excerpt: excerpt_text,
             },
+            reached: true,
         }
     }
 
@@ -89,8 +94,8 @@ impl Outbound {
         let at = Utc::now();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + budget;
-        let fetching = AtomicBool::new(false);
-        match tokio::time::timeout_at(deadline, self.answer(req, &fetching)).await {
+        let (fetching, reached) = (AtomicBool::new(false), AtomicBool::new(false));
+        let mut report = match tokio::time::timeout_at(deadline, self.answer(req, &fetching, &reached)).await {
             Ok(Ok(answer)) => {
                 let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
                     .await
@@ -99,10 +104,10 @@ impl Outbound {
                 AttemptReport::new(sent, answer.at, answer.started, Some(text))
             }
             Ok(Err(report)) => *report,
-            // Nothing reached the receiver: it is the token endpoint's slowness, not the
-            // endpoint's (whose pace and circuit it must not touch).
+            // The token endpoint's slowness, not the receiver's (`reached` says whether a
+            // request to it had been made before).
             Err(_) if fetching.load(Ordering::Relaxed) => AttemptReport::failed(
-                ErrorClass::Auth,
+                ErrorClass::Timeout,
                 at,
                 started,
                 format!(
@@ -116,13 +121,21 @@ impl Outbound {
                 started,
                 format!("no answer within {} ms", budget.as_millis()),
             ),
-        }
+        };
+        report.reached = reached.load(Ordering::Relaxed);
+        report
     }
 
     /// Sends one attempt as far as the receiver's answer (its status and headers); a
     /// failure before any answer is the attempt's report.
-    /// `fetching` is true while it waits for a token.
-    async fn answer(&self, req: DeliveryRequest<'_>, fetching: &AtomicBool) -> Result<Answer, Box<AttemptReport>> {
+    /// `fetching` is true while it waits for a token; `reached` turns true when a request
+    /// to the receiver begins.
+    async fn answer(
+        &self,
+        req: DeliveryRequest<'_>,
+        fetching: &AtomicBool,
+        reached: &AtomicBool,
+    ) -> Result<Answer, Box<AttemptReport>> {
         let at = Utc::now();
         let started = Instant::now();
         let failed = |class, why: String| Box::new(AttemptReport::failed(class, at, started, why));
@@ -152,6 +165,7 @@ impl Outbound {
 
         let mut renewed = false;
         loop {
+            reached.store(true, Ordering::Relaxed);
             let response = match self.send_once(&req, &url, &auth).await {
                 Ok(r) => r,
                 Err(e) => return Err(failed(classify::error_class(&e), describe(&e))),
@@ -334,9 +348,9 @@ mod tests {
     }
 
     /// A token endpoint slower than the attempt's budget (the fast lane's 2 s against a
-    /// fetch's 10 s): the attempt is `auth`, not the receiver's `timeout`, nothing is
-    /// sent, and the fetch goes on, so the next attempt has its token. It was thrown away
-    /// with the attempt, each attempt asked again, and the receiver was marked slow.
+    /// fetch's 10 s): the attempt times out without reaching the receiver (which the
+    /// worker then does not take for slow), and the fetch goes on, so the next attempt has
+    /// its token. It was thrown away with the attempt, and each attempt asked again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_token_fetch_slower_than_the_attempt_is_kept_for_the_next() {
         let idp = hookbridge_testkit::Receiver::start().await;
@@ -353,7 +367,8 @@ mod tests {
         .unwrap();
         let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
         let first = outbound.deliver_within(req, Duration::from_millis(200)).await;
-        assert_eq!(first.attempt.error_class, Some(ErrorClass::Auth), "{:?}", first.attempt);
+        assert_eq!(first.attempt.error_class, Some(ErrorClass::Timeout), "{:?}", first.attempt);
+        assert!(!first.reached, "the receiver was not asked");
         assert!(receiver.received().is_empty());
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let second = outbound.deliver_within(req, Duration::from_millis(200)).await;
