@@ -232,8 +232,17 @@ impl HookStore for DynamoHookStore {
             self.lists.read(tenant, None, &hooks);
             return Ok(hooks);
         }
-        // The marker first: a change stored before it was read is in the list read after.
-        let marker = self.marker(tenant).await?;
+        // The marker first: a change whose marker was written before it was read is in the
+        // list read after. (A replace writes its marker just after the hook, before it
+        // returns: a batch between the two routes as if it had come just before.)
+        let marker = match self.marker(tenant).await? {
+            Some(m) => Some(m),
+            // A counter item from before markers: given one, so the list can be kept.
+            None => {
+                mark_changed(&self.table, tenant).await?;
+                self.marker(tenant).await?
+            }
+        };
         if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
             return Ok(hooks);
         }
@@ -271,8 +280,10 @@ impl HookStore for DynamoHookStore {
                 let same_routing = before
                     .and_then(|old| doc::<Hook>(old, "hook").ok())
                     .is_some_and(|old| old.routing() == hook.routing());
-                if !same_routing {
-                    mark_changed(&self.table, &hook.tenant).await;
+                if !same_routing && let Err(e) = mark_changed(&self.table, &hook.tenant).await {
+                    // Stored already, so not answered as a failure: lists kept elsewhere
+                    // miss the change for at most `hook_lists::KEPT_FOR`.
+                    tracing::warn!(tenant = %hook.tenant, error = %e, "a hook changed, but its tenant's hooks marker was not");
                 }
                 Ok(())
             }
@@ -356,10 +367,9 @@ impl HookStore for DynamoHookStore {
 }
 
 /// Writes a new hooks marker for `tenant`, after a change to one of its hooks stored
-/// apart from the counter item. The change is stored already, so a failure is logged, not
-/// answered: lists kept elsewhere miss it for at most [`crate::hook_lists::KEPT_FOR`].
-async fn mark_changed(table: &Table, tenant: &TenantId) {
-    let r = table
+/// apart from the counter item.
+async fn mark_changed(table: &Table, tenant: &TenantId) -> Result<()> {
+    table
         .client
         .update_item()
         .table_name(&table.name)
@@ -368,11 +378,9 @@ async fn mark_changed(table: &Table, tenant: &TenantId) {
         .expression_attribute_names("#m", HOOKS_MARKER)
         .expression_attribute_values(":m", s(new_marker()))
         .send()
-        .await;
-    if let Err(e) = r {
-        let e = Error::backend("dynamodb.UpdateItem", e);
-        tracing::warn!(tenant = %tenant, error = %e, "a hook changed, but its tenant's hooks marker was not");
-    }
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::backend("dynamodb.UpdateItem", e))
 }
 
 impl DynamoHookStore {
@@ -459,12 +467,13 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
         items.push(hook_item(h)?);
         items.push(guard_item(h));
     }
-    table.put_all(items).await?;
+    let stored = table.put_all(items).await;
+    // Marked even when only some were stored: those are stored all the same.
     let tenants: std::collections::BTreeSet<&TenantId> = hooks.iter().map(|h| &h.tenant).collect();
     for tenant in tenants {
-        mark_changed(table, tenant).await;
+        mark_changed(table, tenant).await?;
     }
-    Ok(())
+    stored
 }
 
 #[cfg(test)]

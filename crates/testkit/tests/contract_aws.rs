@@ -399,4 +399,21 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     let all = store.list_all(&tenant).await.unwrap();
     let stored = all.iter().find(|h| h.id == made[7].id).unwrap();
     assert_eq!(stored.state.health.consecutive_failures, counted.state.health.consecutive_failures);
+
+    // A counter item from before markers (none on it) is given one, and the list is kept.
+    h.clients()
+        .dynamodb
+        .update_item()
+        .table_name(&h.resources().table)
+        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant}")))
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("C#hooks".to_owned()))
+        .update_expression("REMOVE marker")
+        .send()
+        .await
+        .unwrap();
+    let before = queries();
+    for _ in 0..4 {
+        assert_eq!(store.list_for_routing(&tenant).await.unwrap().len(), 20);
+    }
+    assert_eq!(queries(), before + 1, "read once under the new marker, then kept");
 }
