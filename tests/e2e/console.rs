@@ -111,6 +111,9 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
                 }
             }
             assert!(preview.contains("access.LOGIN") && preview.contains("access.LOGIN_ERROR"), "{preview}");
+            // The tenant's event types, at a URL every tenant shares: no cache keeps them.
+            let cache = b.fetched_header("/console/preview?pattern=*", "cache-control").await;
+            assert_eq!(cache.as_deref(), Some("no-store"));
             b.screenshot("new-hook").await;
         }
         create_hook(&b, name, &r.url(&format!("/{name}")), &auth).await;
@@ -440,5 +443,65 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     let text = b.text().await;
     assert!(text.contains("refused the sign-in.") && !text.contains("locked"), "{text}");
     b.close().await;
+    stack.shutdown().await;
+}
+
+/// A hook with more deliveries in the window than a Read page holds: each page links to
+/// the older ones, and following the links reaches every delivery once. Read showed the
+/// newest 100 as if they were all there was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_pages_through_every_delivery_of_a_busy_hook() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let hook = stack.create_hook(&t, &json!({"name": "busy", "url": r.url("/")})).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    for call in 0..11 {
+        let events: Vec<_> = (0..10)
+            .map(|n| json!({"detail-type": "user.login", "source": "idp", "detail": {"n": call * 10 + n}}))
+            .collect();
+        stack.publish(&t, &json!(events)).await;
+    }
+    r.wait_for(110, WAIT).await;
+
+    let http = reqwest::Client::new();
+    let cookie = format!("hb_session=t.{t}");
+    let link = format!("href=\"/console/hooks/{id}/deliveries/");
+    // Every delivery's link, page after page, and how many pages.
+    let read_all = || async {
+        let (mut seen, mut pages) = (Vec::new(), 0);
+        let mut path = Some(format!("/console/hooks/{id}/read?hours=24"));
+        while let Some(p) = path.take() {
+            let page = http
+                .get(format!("{}{p}", stack.base_url()))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            pages += 1;
+            for (at, _) in page.match_indices(&link) {
+                let rest = &page[at + link.len()..];
+                seen.push(rest[..rest.find('"').unwrap()].to_owned());
+            }
+            if let Some(at) = page.find("\">Older deliveries") {
+                let start = page[..at].rfind("href=\"").unwrap() + "href=\"".len();
+                path = Some(page[start..at].replace("&amp;", "&"));
+            }
+        }
+        (seen, pages)
+    };
+    let (seen, pages) = hookbridge_e2e::eventually(WAIT, || async {
+        let (seen, pages) = read_all().await;
+        (seen.len() >= 110).then_some((seen, pages))
+    })
+    .await
+    .expect("every delivery recorded and listed");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len(), pages), (110, 110, 2), "each delivery once, over two pages");
     stack.shutdown().await;
 }

@@ -139,6 +139,14 @@ impl Browser {
         panic!("no button {label:?} on {}", self.path().await);
     }
 
+    /// The header `name` of the answer to a `GET` of `path` from the page (its cookies sent).
+    pub async fn fetched_header(&self, path: &str, name: &str) -> Option<String> {
+        let script = "const [path, name, done] = arguments; \
+                      fetch(path, {credentials: 'same-origin'}).then(r => done(r.headers.get(name)), () => done(null));";
+        let got = self.client.execute_async(script, vec![path.into(), name.into()]).await.expect("script");
+        got.as_str().map(str::to_owned)
+    }
+
     /// Runs `script` in the page.
     pub async fn run(&self, script: &str) {
         self.client.execute(script, vec![]).await.expect("script");

@@ -103,7 +103,10 @@ fn is_blank(v: &Value) -> bool {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
         Value::Bool(b) => !b,
-        Value::Object(m) => m.values().all(is_blank),
+        // A row's Secret box says how to keep its value, not that the row is wanted: a
+        // secret row emptied of its name and value is removed, not posted as
+        // `{"secret": true}` (which the API refuses for want of a name).
+        Value::Object(m) => m.iter().all(|(k, v)| k == "secret" || is_blank(v)),
         Value::Array(a) => a.iter().all(is_blank),
         Value::Number(_) => false,
     }

@@ -301,6 +301,7 @@ pub async fn create(State(api): State<Api>, Posted(s, fields): Posted) -> Respon
         if errors.is_empty() {
             errors.push(("name".to_owned(), a.detail()));
         }
+        retype_secrets(&doc, &mut errors);
         return html(
             a.status,
             page(
@@ -339,6 +340,19 @@ pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String
     )
 }
 
+/// The authentication secrets typed into a form that was not saved: the form comes back
+/// with those boxes empty (a secret is never written into a page), so each says it must be
+/// typed again. Left empty, an edit would keep the old secret and say "Saved."
+fn retype_secrets(doc: &Value, errors: &mut Vec<(String, String)>) {
+    for key in ["password", "key_value", "value", "client_secret"] {
+        let field = format!("auth.{key}");
+        let typed = doc.get("auth").and_then(|a| a.get(key)).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        if typed && !errors.iter().any(|(f, _)| *f == field) {
+            errors.push((field, "not saved: type it again (a secret is never shown back)".to_owned()));
+        }
+    }
+}
+
 /// `POST /console/hooks/{id}/edit`.
 pub async fn replace(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
     let doc = document(&fields);
@@ -348,6 +362,7 @@ pub async fn replace(State(api): State<Api>, Path(id): Path<String>, Posted(s, f
         if errors.is_empty() {
             errors.push(("version".to_owned(), a.detail()));
         }
+        retype_secrets(&doc, &mut errors);
         let action = format!("/console/hooks/{id}/edit");
         return html(
             a.status,
@@ -370,6 +385,49 @@ mod tests {
 
     fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// A secret header or OAuth parameter row is removed by emptying it, Secret box still
+    /// ticked (there is no remove button); it was posted as `{"secret": true}` and refused.
+    /// A secret row that keeps its name keeps its stored value.
+    #[test]
+    fn an_emptied_secret_row_is_removed() {
+        let doc = document(&f(&[
+            ("name", "h"),
+            ("auth.type", "OAUTH_CLIENT_CREDENTIALS"),
+            ("auth.body_params[0].key", ""),
+            ("auth.body_params[0].value", ""),
+            ("auth.body_params[0].secret", "true"),
+            ("headers[0].name", ""),
+            ("headers[0].value", ""),
+            ("headers[0].secret", "true"),
+            ("headers[1].name", "X-Kept"),
+            ("headers[1].value", ""),
+            ("headers[1].secret", "true"),
+        ]));
+        assert_eq!(doc["headers"], json!([{"name": "X-Kept", "secret": true}]));
+        assert!(doc["auth"].get("body_params").is_none_or(|p| *p == json!([])), "{doc}");
+    }
+
+    /// A form that was not saved says which secrets must be typed again: they come back
+    /// empty, and an edit saved with them empty keeps the old ones ("Saved.").
+    #[test]
+    fn secrets_typed_into_a_refused_form_are_asked_for_again() {
+        let doc =
+            document(&f(&[("name", "h"), ("auth.type", "BASIC"), ("auth.username", "u"), ("auth.password", "pw-2")]));
+        let mut errors = vec![("url".to_owned(), "is required".to_owned())];
+        retype_secrets(&doc, &mut errors);
+        assert_eq!(errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["url", "auth.password"]);
+        let caller = crate::auth::Caller {
+            tenant: "acme".parse().unwrap(),
+            sub: "s".into(),
+            scopes: Vec::new(),
+            sites: Vec::new(),
+        };
+        let session = Session { caller, cookie: "t.x".into() };
+        let page = hook_form(&session, "/console/hooks/new", &doc, &errors, true).into_string();
+        assert!(page.contains("type it again"), "the page says so");
+        assert!(!page.contains("pw-2"), "the secret is not written into the page");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -389,10 +389,19 @@ pub async fn delete(State(api): State<Api>, Path(id): Path<String>, Posted(s, _)
     see_other("/console/hooks")
 }
 
-/// `GET /console/hooks/{id}/read?hours=N`.
+/// `GET /console/hooks/{id}/read?hours=N&cursor=…`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ReadQuery {
     hours: Option<u32>,
+    /// Where the page starts: the `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// Deliveries on one Read page.
+const READ_PAGE: usize = 100;
+
+fn encoded(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// `GET /console/hooks/{id}/read`: what the hook processed in the last N ≤ 24 hours.
@@ -402,11 +411,17 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
         Err(r) => return r,
     };
     let hours = q.hours.unwrap_or(24).clamp(1, 24);
-    let a = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}/events?hours={hours}&limit=100"), None).await;
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    let mut path = format!("/v1/hooks/{id}/events?hours={hours}&limit={READ_PAGE}");
+    if let Some(c) = cursor {
+        path.push_str(&format!("&cursor={}", encoded(c)));
+    }
+    let a = call(&api, &s.caller, Method::GET, &path, None).await;
     if !a.ok() {
         return refused(&s, "Read", &a);
     }
     let deliveries = a.body["deliveries"].as_array().cloned().unwrap_or_default();
+    let next = a.body["next_cursor"].as_str().map(encoded);
     let base = format!("/console/hooks/{id}");
     html(
         StatusCode::OK,
@@ -447,6 +462,14 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                             td data-label="Updated" { (time(&d["updated_at"])) }
                         } } }
                     } }
+                }
+                // A busy hook has more than a page in the window: the rest are a link away,
+                // not silently left out.
+                @if next.is_some() || cursor.is_some() {
+                    nav.pager {
+                        @if cursor.is_some() { a href=(format!("{base}/read?hours={hours}")) { "Newest" } " " }
+                        @if let Some(n) = &next { a href=(format!("{base}/read?hours={hours}&cursor={n}")) { "Older deliveries" } }
+                    }
                 }
                 @if s.can_write() {
                     section.card {
@@ -623,7 +646,8 @@ pub async fn preview(State(api): State<Api>, headers: HeaderMap, RawQuery(q): Ra
         }
     }
     matches.sort();
-    axum::Json(json!({"matches": matches, "errors": errors})).into_response()
+    // The tenant's own event types, at a URL every tenant shares: no cache may keep them.
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(json!({"matches": matches, "errors": errors}))).into_response()
 }
 
 /// The hook page's Enable or Disable button. A hook the failure rule made `INACTIVE` is
