@@ -77,7 +77,9 @@ impl Findings {
             }
             None => {}
         }
-        let ownership_ok = !hook.config.verification.required || v.status == VerificationStatus::Verified;
+        // Proven as delivery judges it: a proven endpoint being checked again on request
+        // (`POST /verify`) is still proven while the check runs.
+        let ownership_ok = !hook.config.verification.required || v.proven();
         let token_ok = !matches!(self.token, Some(Err(_)));
         hook.state.connection_error = match &self.token {
             Some(Err(why)) => Some(why.clone()),
@@ -99,5 +101,51 @@ impl Findings {
             _ => {}
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::hook::{HookDraft, HookState, NetworkPolicy, SealedSecrets, ValidationContext};
+    use hookbridge_core::ids::HookId;
+
+    use super::*;
+
+    /// A hook that must prove ownership, proven once, being checked again on request
+    /// (`POST /verify` leaves it `PENDING` with its `verified_at`): a check that did not run
+    /// the challenge (one asked for by a change of its headers, say) finds it still
+    /// authorized, as delivery does. It wrote `DEAUTHORIZED` and told `hook.deauthorized`
+    /// ("ownership not verified") while its deliveries went on.
+    #[test]
+    fn a_proven_hook_checked_again_on_request_stays_authorized() {
+        let network = NetworkPolicy::local();
+        let draft: HookDraft = serde_json::from_value(serde_json::json!(
+            {"name": "h", "url": "http://127.0.0.1:9/", "verification": {"required": true}}
+        ))
+        .unwrap();
+        let (config, _) = draft.validate(ValidationContext { network: &network }, None).unwrap();
+        let now = Utc::now();
+        let mut hook = Hook {
+            id: HookId::generate(),
+            tenant: "acme".parse().unwrap(),
+            state: HookState::new_for(&config),
+            config,
+            sealed: SealedSecrets(Vec::new()),
+            created_by: "tester".into(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            revision: 1,
+        };
+        hook.state.connection_state = ConnectionState::Authorized;
+        let v = &mut hook.state.verification;
+        (v.status, v.verified_at, v.last_error) = (VerificationStatus::Pending, Some(now), None);
+        assert!(hook.deliverable().is_ok(), "delivery holds it proven");
+
+        let events = Findings { challenge: None, token: Some(Ok(())) }.apply(&mut hook, now);
+        assert_eq!(hook.state.connection_state, ConnectionState::Authorized);
+        assert!(events.is_empty(), "{events:?}");
     }
 }

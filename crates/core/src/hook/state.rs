@@ -63,6 +63,18 @@ pub struct VerificationState {
     pub last_error: Option<String>,
 }
 
+impl VerificationState {
+    /// Whether the endpoint's ownership stands proven. A verified endpoint stays proven
+    /// while a re-check it did not ask for runs (`POST /verify`); a new URL clears
+    /// `verified_at`, so it waits for its own proof. One whose last check failed keeps that
+    /// failure (`last_error`) until a check passes, so asking for another check does not
+    /// restart its deliveries.
+    pub fn proven(&self) -> bool {
+        self.status == VerificationStatus::Verified
+            || (self.status == VerificationStatus::Pending && self.verified_at.is_some() && self.last_error.is_none())
+    }
+}
+
 /// Delivery health, kept so a persistently failing hook can be disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Health {
@@ -201,14 +213,7 @@ impl super::model::Hook {
         if self.state.destination_state == DestinationState::Inactive {
             return Err(Undeliverable::Inactive);
         }
-        // A verified endpoint stays deliverable while a re-check it did not ask for runs
-        // (`POST /verify`); a new URL clears `verified_at`, so it waits for its own proof.
-        // One whose last check failed keeps that failure (`last_error`) until a check
-        // passes, so asking for another check does not restart its deliveries.
-        let v = &self.state.verification;
-        let proven = v.status == VerificationStatus::Verified
-            || (v.status == VerificationStatus::Pending && v.verified_at.is_some() && v.last_error.is_none());
-        if self.config.verification.required && !proven {
+        if self.config.verification.required && !self.state.verification.proven() {
             return Err(Undeliverable::NotVerified);
         }
         Ok(())
