@@ -254,3 +254,48 @@ async fn oauth_credentials_are_authorized_or_deauthorized_with_the_token_endpoin
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn a_challenge_is_not_made_again_for_a_secret_it_never_read(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    // The challenge is the URL and its header: the signing secret rotated while the
+    // endpoint answers it (after 1 s) changes nothing it found. It was made again, up to
+    // three times, and then left the hook PENDING with no check to come.
+    let r = Receiver::start().await;
+    r.always(Reply::EchoChallenge { header: "x-uid-challenge".into() }.after(Duration::from_secs(1)));
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = required_hook(&stack, &t, "rotated", &r.url("/")).await;
+    let id = h["id"].as_str().unwrap();
+    r.wait_for(1, WAIT).await;
+    let rotated = stack.post(&format!("/v1/hooks/{id}/secret/rotate"), &t, &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.received().len(), 1, "one challenge");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn a_check_asked_for_is_made_even_when_the_hook_changes_meanwhile(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    // A hook that does not require verification, checked on request (`POST /verify`); its
+    // description changes while the endpoint answers the challenge (after 2 s). The check
+    // was dropped as overtaken, and the change's own check runs no challenge: the status
+    // stayed UNVERIFIED though the endpoint had answered.
+    let r = Receiver::start().await;
+    r.always(Reply::EchoChallenge { header: "x-uid-challenge".into() }.after(Duration::from_secs(2)));
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack.create_hook(&t, &json!({"name": "asked", "url": r.url("/")})).await;
+    let id = h["id"].as_str().unwrap();
+    watch(&stack, &t, id, |h| h["connection_state"] == "AUTHORIZED").await;
+    assert_eq!(stack.post(&format!("/v1/hooks/{id}/verify"), &t, &json!({})).await.status, 202);
+    r.wait_for(1, WAIT).await;
+    let changed = stack
+        .put(&format!("/v1/hooks/{id}"), &t, &json!({"name": "asked", "url": r.url("/"), "description": "changed"}))
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
+    stack.shutdown().await;
+}
+}

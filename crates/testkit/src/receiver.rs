@@ -62,6 +62,8 @@ pub enum Reply {
     /// answers 503. An endpoint that goes dark mid-stream, whose held requests end when the
     /// test does (a delayed [`Reply::Status`] would outlive the receiver).
     Hold,
+    /// Another reply, after a delay (for the replies that carry none of their own).
+    Delayed(Box<Reply>, Duration),
 }
 
 impl Reply {
@@ -87,8 +89,9 @@ impl Reply {
     pub fn after(mut self, d: Duration) -> Self {
         if let Self::Status { delay, .. } = &mut self {
             *delay = d;
+            return self;
         }
-        self
+        Self::Delayed(Box::new(self), d)
     }
 }
 
@@ -140,6 +143,11 @@ async fn handle(
         inner.script.pop_front().or_else(|| inner.default.clone()).unwrap_or_else(|| Reply::status(200))
     };
     shared.arrived.notify_waiters();
+    let mut reply = reply;
+    while let Reply::Delayed(inner, delay) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
     match reply {
         Reply::Status { status, body, headers: extra, delay } => {
             tokio::time::sleep(delay).await;
@@ -161,6 +169,8 @@ async fn handle(
             let _ = shared.open.clone().changed().await;
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+        // Taken apart above.
+        Reply::Delayed(..) => unreachable!("delays are waited out before the match"),
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
+use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookStore, Queue, ReceivedMessage, Resource, Sealer};
 use hookbridge_outbound::Outbound;
@@ -117,6 +117,8 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
             }
         };
         let (checked_config, checked_secrets) = (hook.config.clone(), hook.sealed.clone());
+        // Only the token fetch reads a secret: the challenge is the URL and its header.
+        let secrets_read = matches!(checked_config.auth, AuthConfig::OauthClientCredentials(_));
         let (mut events, mut stale) = (Vec::new(), Stale::No);
         let stored = set_state(v, hook, |h| {
             // Judged afresh on every round of the write: an earlier round's findings may
@@ -124,7 +126,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
             events.clear();
             stale = if h.config != checked_config {
                 Stale::Config
-            } else if h.sealed != checked_secrets {
+            } else if secrets_read && h.sealed != checked_secrets {
                 Stale::Secrets
             } else {
                 events = findings.apply(h, Utc::now());
@@ -136,6 +138,10 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
             return Ok(());
         };
         match stale {
+            // A check asked for (`POST /verify`) is made again on the hook as it is now:
+            // the change's own check runs no challenge unless the hook requires one, and
+            // the one asked for would be lost.
+            Stale::Config if force_challenge => hook = stored,
             // The change's own event brings the hook back here.
             Stale::Config => return Ok(()),
             // New secrets (a client secret replaced, the signing secret rotated) bring no
