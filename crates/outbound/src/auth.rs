@@ -228,8 +228,12 @@ impl Outbound {
         // The fetch runs on a task of its own, holding the slot: an attempt that gives up
         // waiting (the fast lane's budget is shorter than a fetch's) leaves what the fetch
         // brings cached for the next one, rather than throwing a slow provider's token
-        // away and fetching again every time.
+        // away and fetching again every time. A failure is remembered only while someone
+        // still waits for it: one that outlived every asker (a Lambda frozen and thawed
+        // mid-fetch, say) would fail the next deliveries for what may be the freeze's doing.
         let (this, oauth, secrets) = (self.clone(), oauth.clone(), secrets.clone());
+        let waiting = Arc::new(());
+        let asker = Arc::downgrade(&waiting);
         let fetch = tokio::spawn(async move {
             let fetched = tokio::time::timeout(budget, this.fetch_token(&oauth, &secrets))
                 .await
@@ -243,12 +247,16 @@ impl Outbound {
                     Ok(value)
                 }
                 Err(error) => {
-                    *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
+                    if asker.upgrade().is_some() {
+                        *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
+                    }
                     Err(error)
                 }
             }
         });
-        fetch.await.unwrap_or_else(|e| {
+        let fetched = fetch.await;
+        drop(waiting);
+        fetched.unwrap_or_else(|e| {
             Err(TokenError::Request { class: ErrorClass::Auth, detail: format!("the token fetch stopped: {e}") })
         })
     }

@@ -377,6 +377,31 @@ mod tests {
         assert_eq!(receiver.received()[0].header("authorization"), Some("Bearer t"));
     }
 
+    /// A token fetch that fails after every attempt waiting for it gave up is not
+    /// remembered: no one was told of it, and it may be the doing of what stopped them (a
+    /// Lambda frozen mid-fetch). The next attempt asks the endpoint again rather than
+    /// failing at once on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_failure_no_one_waited_for_is_not_remembered() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(500, "down").after(Duration::from_millis(400)));
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
+        let outbound = Outbound::new(crate::OutboundSettings {
+            timeout: Duration::from_secs(10),
+            network: NetworkPolicy::local(),
+        })
+        .unwrap();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let first = outbound.deliver_within(req, Duration::from_millis(100)).await;
+        assert!(!first.reached);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(idp.received().len(), 1, "the first fetch ended");
+        let second = outbound.deliver_within(req, Duration::from_secs(2)).await;
+        assert_eq!(second.attempt.error_class, Some(ErrorClass::Auth), "{:?}", second.attempt);
+        assert_eq!(idp.received().len(), 2, "asked again, not failed on a failure no one waited for");
+    }
+
     /// A token URL at an address the deployment does not allow fails the attempt at once as
     /// `ssrf_blocked`, as a `url` there does; it was `auth`, tried again for a day.
     #[tokio::test]
