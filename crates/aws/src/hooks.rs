@@ -237,11 +237,15 @@ impl HookStore for DynamoHookStore {
         // returns: a batch between the two routes as if it had come just before.)
         let marker = match self.marker(tenant).await? {
             Some(m) => Some(m),
-            // A counter item from before markers: given one, so the list can be kept.
-            None => {
-                mark_changed(&self.table, tenant).await?;
-                self.marker(tenant).await?
-            }
+            // A counter item from before markers: given one, so the list can be kept. Best
+            // effort: without one, the list is read afresh, as it always was.
+            None => match mark_changed(&self.table, tenant).await {
+                Ok(()) => self.marker(tenant).await?,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "could not give the tenant a hooks marker");
+                    None
+                }
+            },
         };
         if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
             return Ok(hooks);

@@ -397,6 +397,21 @@ fn each_functions_permissions_are_exactly_what_its_ports_reach() {
     }
 }
 
+/// Every function that writes a hook (a replace writes the tenant's hooks marker too) or
+/// reads a tenant's hooks for routing (it gives an old counter item a marker) may update
+/// an item: the emulator checks no permission, so nothing else would show it missing.
+#[test]
+fn the_functions_that_write_hooks_markers_may_update_items() {
+    let t = template();
+    for function in ["SubscriptionApiFunction", "IngestFunction", "DeliveryWorkerFunction", "VerifierFunction"] {
+        let statements = t["Resources"][function]["Properties"]["Policies"][0]["Statement"].as_array().unwrap();
+        let may = statements
+            .iter()
+            .any(|st| st["Action"].as_array().is_some_and(|a| a.contains(&json!("dynamodb:UpdateItem"))));
+        assert!(may, "{function} cannot update an item");
+    }
+}
+
 #[test]
 fn every_alarm_reaches_someone_and_every_failure_mode_has_one() {
     let t = template();
