@@ -282,7 +282,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use hookbridge_core::hook::{HookDraft, HookState, NetworkPolicy, SealedSecrets, ValidationContext};
+    use hookbridge_core::hook::NetworkPolicy;
     use hookbridge_core::ids::HookId;
     use hookbridge_core::outcome::{Disposition, classify};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,25 +321,14 @@ mod tests {
         receiver.abort();
     }
 
-    /// A hook as the API would store it from `draft`, validated for loopback.
     fn hook_of(draft: serde_json::Value) -> (Hook, HookSecrets) {
-        let network = NetworkPolicy::local();
-        let draft: HookDraft = serde_json::from_value(draft).unwrap();
-        let (config, secrets) = draft.validate(ValidationContext { network: &network }, None).unwrap();
-        let now = Utc::now();
-        let hook = Hook {
-            id: HookId::generate(),
-            tenant: "acme".parse().unwrap(),
-            state: HookState::new_for(&config),
-            config,
-            sealed: SealedSecrets(Vec::new()),
-            created_by: "tester".into(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            revision: 1,
-        };
-        (hook, secrets)
+        hookbridge_testkit::contract::unsealed_hook("acme", HookId::generate(), draft)
+    }
+
+    /// A client allowed to reach loopback.
+    fn local_outbound() -> Outbound {
+        Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() })
+            .unwrap()
     }
 
     fn oauth_hook(url: &str, token_url: &str) -> (Hook, HookSecrets) {
@@ -360,11 +349,7 @@ mod tests {
         );
         let receiver = hookbridge_testkit::Receiver::start().await;
         let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
-        let outbound = Outbound::new(crate::OutboundSettings {
-            timeout: Duration::from_secs(10),
-            network: NetworkPolicy::local(),
-        })
-        .unwrap();
+        let outbound = local_outbound();
         let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
         let first = outbound.deliver_within(req, Duration::from_millis(200)).await;
         assert_eq!(first.attempt.error_class, Some(ErrorClass::Timeout), "{:?}", first.attempt);
@@ -387,11 +372,7 @@ mod tests {
         idp.always(hookbridge_testkit::Reply::body(500, "down").after(Duration::from_millis(400)));
         let receiver = hookbridge_testkit::Receiver::start().await;
         let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
-        let outbound = Outbound::new(crate::OutboundSettings {
-            timeout: Duration::from_secs(10),
-            network: NetworkPolicy::local(),
-        })
-        .unwrap();
+        let outbound = local_outbound();
         let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
         let first = outbound.deliver_within(req, Duration::from_millis(100)).await;
         assert!(!first.reached);

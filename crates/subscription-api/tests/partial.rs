@@ -16,6 +16,20 @@ use tower::ServiceExt;
 
 mod common;
 
+/// Publishes `body` twice, the second time as the retry the first's failure calls for;
+/// both fail.
+async fn publish_failing_twice(api: &subscription_api::Api, token: &str, body: &str) {
+    for _ in 0..2 {
+        let request = Request::post("/v1/events")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let resp = router(api.clone()).oneshot(request).await.unwrap();
+        assert!(resp.status().is_server_error(), "{}", resp.status());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_out_before_a_failure_are_not_published_again_by_the_retry() {
     let h = AwsHarness::start().await;
@@ -28,17 +42,7 @@ async fn events_out_before_a_failure_are_not_published_again_by_the_retry() {
         {"id": "large-1", "detail-type": "user.login", "source": "idp", "detail": {"pad": "x".repeat(70_000)}},
     ])
     .to_string();
-    let publish = || {
-        Request::post("/v1/events")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.clone()))
-            .unwrap()
-    };
-    for _ in 0..2 {
-        let resp = router(api.clone()).oneshot(publish()).await.unwrap();
-        assert!(resp.status().is_server_error(), "{}", resp.status());
-    }
+    publish_failing_twice(&api, &token, &body).await;
 
     let mut bodies = Vec::new();
     for _ in 0..5 {
@@ -103,17 +107,7 @@ async fn events_the_bus_took_before_it_failed_the_rest_are_not_published_again()
                "detail": {"marker": format!("{marker}-{id}"), "pad": "x".repeat(70_000)}})
     };
     let body = json!([event("a", "went"), event("b", "went"), event("c", "went"), event("d", "refuse-me")]).to_string();
-    let publish = || {
-        Request::post("/v1/events")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.clone()))
-            .unwrap()
-    };
-    for _ in 0..2 {
-        let resp = router(api.clone()).oneshot(publish()).await.unwrap();
-        assert!(resp.status().is_server_error(), "{}", resp.status());
-    }
+    publish_failing_twice(&api, &token, &body).await;
 
     let mut bodies = Vec::new();
     for _ in 0..10 {

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use hookbridge_core::Error;
 use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass, Opening};
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SecretsOwner, ValidationContext};
+use hookbridge_core::hook::{
+    Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SealedSecrets, SecretsOwner, ValidationContext,
+};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
 use hookbridge_core::ports::{
     Claim, Order, OutgoingMessage, Queue, Rule, RulePattern, SourceMatch, StoredResponse, Window,
@@ -322,18 +324,24 @@ pub async fn make_hook_from(
     id: HookId,
     draft: serde_json::Value,
 ) -> (Hook, HookSecrets) {
+    let (mut hook, secrets) = unsealed_hook(tenant_id, id, draft);
+    hook.sealed = h.backend().sealer.seal(SecretsOwner::of(&hook), &secrets).await.expect("seal");
+    (hook, secrets)
+}
+
+/// The hook the API would make of `draft` (validated for loopback), its secrets not sealed
+/// (for code that is handed them opened, as the worker and the verifier are).
+pub fn unsealed_hook(tenant_id: &str, id: HookId, draft: serde_json::Value) -> (Hook, HookSecrets) {
     let policy = NetworkPolicy::local();
     let draft: HookDraft = serde_json::from_value(draft).expect("draft");
     let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).expect("valid");
-    let tenant = tenant(tenant_id);
-    let sealed = h.backend().sealer.seal(SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.expect("seal");
     let now = Utc::now();
     let hook = Hook {
         id,
-        tenant,
+        tenant: tenant(tenant_id),
         state: HookState::new_for(&config),
         config,
-        sealed,
+        sealed: SealedSecrets(Vec::new()),
         created_by: "tester".into(),
         created_at: now,
         updated_at: now,

@@ -259,6 +259,20 @@ impl aws_sdk_dynamodb::config::Intercept for LoseFirstAnswer {
     }
 }
 
+/// A backend on `h`'s resources whose first successful `operation` has its answer lost,
+/// and whether that happened yet.
+fn losing_first_answer(
+    h: &hookbridge_testkit::AwsHarness,
+    operation: &'static str,
+) -> (hookbridge_core::ports::Backend, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = h.clients().clone();
+    let config =
+        clients.dynamodb.config().to_builder().interceptor(LoseFirstAnswer { operation, lost: lost.clone() }).build();
+    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
+    (hookbridge_aws::backend(&clients, h.resources()), lost)
+}
+
 /// An idempotency claim DynamoDB applied whose answer was lost, sent again by the SDK, is
 /// still this call's claim. The repeat found the claim it had itself made and took it for
 /// another request's: the publish was answered `409` ("still in progress"), and so was
@@ -270,16 +284,7 @@ async fn an_idempotency_claim_applied_and_sent_again_is_still_this_calls() {
     use hookbridge_testkit::Harness;
 
     let h = hookbridge_testkit::AwsHarness::start().await;
-    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = h.clients().clone();
-    let config = clients
-        .dynamodb
-        .config()
-        .to_builder()
-        .interceptor(LoseFirstAnswer { operation: "PutItem", lost: lost.clone() })
-        .build();
-    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
-    let backend = hookbridge_aws::backend(&clients, h.resources());
+    let (backend, lost) = losing_first_answer(&h, "PutItem");
 
     let tenant: TenantId = "acme".parse().unwrap();
     let now = chrono::Utc::now();
@@ -301,16 +306,7 @@ async fn a_portal_link_redeemed_and_sent_again_still_opens_once() {
     use hookbridge_testkit::Harness;
 
     let h = hookbridge_testkit::AwsHarness::start().await;
-    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = h.clients().clone();
-    let config = clients
-        .dynamodb
-        .config()
-        .to_builder()
-        .interceptor(LoseFirstAnswer { operation: "UpdateItem", lost: lost.clone() })
-        .build();
-    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
-    let backend = hookbridge_aws::backend(&clients, h.resources());
+    let (backend, lost) = losing_first_answer(&h, "UpdateItem");
 
     let now = chrono::Utc::now();
     let grant = PortalGrant {

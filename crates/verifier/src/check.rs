@@ -108,7 +108,6 @@ impl Findings {
 mod tests {
     #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-    use hookbridge_core::hook::{HookDraft, HookState, NetworkPolicy, SealedSecrets, ValidationContext};
     use hookbridge_core::ids::HookId;
 
     use super::*;
@@ -120,25 +119,12 @@ mod tests {
     /// ("ownership not verified") while its deliveries went on.
     #[test]
     fn a_proven_hook_checked_again_on_request_stays_authorized() {
-        let network = NetworkPolicy::local();
-        let draft: HookDraft = serde_json::from_value(serde_json::json!(
-            {"name": "h", "url": "http://127.0.0.1:9/", "verification": {"required": true}}
-        ))
-        .unwrap();
-        let (config, _) = draft.validate(ValidationContext { network: &network }, None).unwrap();
+        let (mut hook, _) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            HookId::generate(),
+            serde_json::json!({"name": "h", "url": "http://127.0.0.1:9/", "verification": {"required": true}}),
+        );
         let now = Utc::now();
-        let mut hook = Hook {
-            id: HookId::generate(),
-            tenant: "acme".parse().unwrap(),
-            state: HookState::new_for(&config),
-            config,
-            sealed: SealedSecrets(Vec::new()),
-            created_by: "tester".into(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            revision: 1,
-        };
         hook.state.connection_state = ConnectionState::Authorized;
         let v = &mut hook.state.verification;
         (v.status, v.verified_at, v.last_error) = (VerificationStatus::Pending, Some(now), None);
