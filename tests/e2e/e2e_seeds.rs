@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use hookbridge_e2e::{ALL_SCOPES, TestStack, on_both_backends};
-use hookbridge_testkit::{Received, Receiver};
+use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -148,9 +148,12 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     let (status, created, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(&fixture("xiq-create-subscription.json"))).await;
     assert_eq!(status, 202, "{created}");
     let sub = &created[0];
-    assert!(sub["id"].is_i64(), "{sub}");
+    // Exact in any JSON reader: JavaScript's and jq's numbers are doubles.
+    assert!(sub["id"].as_i64().is_some_and(|id| (0..=(1i64 << 53) - 1).contains(&id)), "{sub}");
     assert_eq!((sub["application"].as_str(), sub["message_type"].as_str()), (Some("example-app-audits"), Some("AUDIT_LOG_ALL")));
-    assert!(sub.get("secret").is_none());
+    // Every field XIQ's SDK requires of a subscription; its secret only as a mask.
+    assert_eq!((sub["data_type"].as_str(), sub["secret"].as_str()), (Some("AUDIT_LOG"), Some("********")), "{sub}");
+    assert_eq!(sub["status"], "ENABLED");
     let (status, list, _) = send(&stack, "GET", "/subscriptions/webhook", &t, None).await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -183,6 +186,71 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     assert_eq!(send(&stack, "DELETE", &format!("/subscriptions/webhook/{id}"), &t, None).await.0, 202);
     assert_eq!(send(&stack, "DELETE", &format!("/subscriptions/webhook/{id}"), &t, None).await.0, 404);
     assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
+
+    // An id as it was once given (the low 63 bits of the hook's id) still names it.
+    let left = &send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1[0];
+    let hooks = stack.get("/v1/hooks", &t).await.body;
+    let hook = hooks["hooks"].as_array().unwrap().iter().find(|h| h["description"] == "example-app-audits").unwrap();
+    let ulid: hookbridge_core::ids::HookId = hook["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ulid.integer(), left["id"].as_i64().unwrap());
+    assert_eq!(send(&stack, "DELETE", &format!("/subscriptions/webhook/{}", ulid.low_bits()), &t, None).await.0, 202);
+    assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1, json!([]));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_products_apis(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    r.always(Reply::status(410));
+    let t = stack.token("test", ALL_SCOPES);
+    let kc = fixture("keycloak-create-webhook.json").replace("https://exxxxxxxxxxxxxx.m.pipedream.net", &r.url("/kc"));
+    assert_eq!(send(&stack, "POST", "/realms/test/webhooks", &t, Some(&kc)).await.0, 201);
+    let xiq = fixture("xiq-create-subscription.json").replace("https://webhook-endpoint-example-audits", &r.url("/xiq"));
+    assert_eq!(send(&stack, "POST", "/subscriptions/webhook", &t, Some(&xiq)).await.0, 202);
+    stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": {"code": 1}})).await;
+    // Both answered 410: the worker disabled them.
+    let inactive = eventually(WAIT, || async {
+        let hooks = stack.get("/v1/hooks", &t).await.body["hooks"].clone();
+        let all = hooks.as_array().unwrap();
+        (all.len() == 2 && all.iter().all(|h| h["destination_state"] == "INACTIVE")).then_some(())
+    })
+    .await;
+    assert!(inactive.is_some(), "both disabled by their 410");
+    let (_, webhooks, _) = send(&stack, "GET", "/realms/test/webhooks", &t, None).await;
+    let keycloak = webhooks.as_array().unwrap().iter().find(|w| w["url"].as_str().unwrap().ends_with("/kc")).unwrap().clone();
+    assert_eq!(keycloak["enabled"], false, "{keycloak}");
+    let (_, subs, _) = send(&stack, "GET", "/subscriptions/webhook", &t, None).await;
+    assert_eq!(subs[0]["status"], "DISABLED", "{subs}");
+    // Keycloak's way to turn it on again: a PUT with `enabled`.
+    let id = keycloak["id"].as_str().unwrap();
+    let on = send(&stack, "PUT", &format!("/realms/test/webhooks/{id}"), &t, Some(r#"{"enabled":"true"}"#)).await;
+    assert_eq!(on.0, 204);
+    assert_eq!(send(&stack, "GET", &format!("/realms/test/webhooks/{id}"), &t, None).await.1["enabled"], true);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+async fn keycloak_signs_only_with_a_secret_the_client_set(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+    // No secret: no `X-Keycloak-Signature` keyed with one the client never saw.
+    let body = json!({"url": r.url("/none"), "eventTypes": ["access.LOGIN"]}).to_string();
+    assert_eq!(send(&stack, "POST", "/realms/test/webhooks", &t, Some(&body)).await.0, 201);
+    // A hook made through `/v1`, given a secret through Keycloak's API: signed with it.
+    let v1 = stack.create_hook(&t, &json!({"name": "made-by-v1", "url": r.url("/v1"), "event_types": ["access.LOGIN"], "payload": "detail"})).await;
+    let put = send(&stack, "PUT", &format!("/realms/test/webhooks/{}", v1["id"].as_str().unwrap()), &t, Some(r#"{"secret":"A3jt6D8lz"}"#)).await;
+    assert_eq!(put.0, 204);
+    stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
+    let got = r.wait_for_paths(&["/none", "/v1"], WAIT).await;
+    let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap_or_else(|| panic!("nothing at {p}"));
+    assert_eq!(at("/none").header("x-keycloak-signature"), None);
+    assert!(at("/none").header("webhook-signature").is_some(), "still signed the standard way");
+    let expected = hex::encode(hmac_sha256(b"A3jt6D8lz", &at("/v1").body));
+    assert_eq!(at("/v1").header("x-keycloak-signature"), Some(expected.as_str()));
     stack.shutdown().await;
 }
 }

@@ -51,9 +51,16 @@ macro_rules! ulid_id {
                 Self(Ulid::from_parts(timestamp_ms, 0))
             }
 
-            /// The id's low 63 bits as a positive integer, for APIs whose ids are 64-bit
-            /// integers (ExtremeCloud IQ's). They are random bits, or a count within one
-            /// millisecond, so two of a tenant's ids share them only by a 2^-63 chance.
+            /// The id's low 53 bits as a positive integer, for APIs whose ids are integers
+            /// (ExtremeCloud IQ's): a JSON reader that holds numbers as doubles
+            /// (JavaScript, jq) keeps it exact. They are random bits, or a count within one
+            /// millisecond, so two of a tenant's ids share them only by a 2^-53 chance.
+            pub fn integer(&self) -> i64 {
+                (self.0.0 & ((1u128 << 53) - 1)) as i64
+            }
+
+            /// The id's low 63 bits as a positive integer: the integer ids were before
+            /// [`Self::integer`], still accepted from clients that kept one.
             pub fn low_bits(&self) -> i64 {
                 (self.0.0 & u128::from(i64::MAX as u64)) as i64
             }

@@ -64,7 +64,7 @@ impl From<&Hook> for WebhookOut {
     fn from(h: &Hook) -> Self {
         Self {
             id: h.id.to_string(),
-            enabled: h.config.enabled,
+            enabled: super::switched_on(h),
             url: h.config.url.clone(),
             event_types: h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect(),
             created_by: h.created_by.clone(),
@@ -148,7 +148,9 @@ async fn create(
         "enabled": enabled(w.enabled.as_ref())?.unwrap_or(true),
         "event_types": w.event_types.unwrap_or_else(|| vec!["*".to_owned()]),
         "payload": "detail",
-        "signature_formats": ["keycloak"],
+        // Keycloak signs only with a secret the client set: with one it never saw, the
+        // header would fail every receiver that checks it.
+        "signature_formats": if signing.is_some() { json!(["keycloak"]) } else { json!([]) },
     }))?;
     let (hook, _) = create_hook(&api, &caller, draft, signing).await?;
     let location = format!("{}/{}", uri.path().trim_end_matches('/'), hook.id);
@@ -177,6 +179,7 @@ async fn update(
     let id = id.unwrap_or_default();
     let w: WebhookIn = parse(&read_body(body).await?)?;
     let signing = super::client_secret(w.secret.as_deref())?;
+    let sets_secret = signing.is_some();
     let enabled = enabled(w.enabled.as_ref())?;
     // The hook as it is when written, with the webhook's fields changed: everything else is
     // kept, a change another client made meanwhile included.
@@ -191,6 +194,14 @@ async fn update(
         }
         if let Some(types) = &w.event_types {
             doc["event_types"] = json!(types);
+        }
+        // A client that sets a secret here expects Keycloak's signature with it, whichever
+        // API made the hook.
+        if sets_secret
+            && let Some(formats) = doc["signature_formats"].as_array_mut()
+            && !formats.iter().any(|f| f == "keycloak")
+        {
+            formats.push(json!("keycloak"));
         }
         super::draft(doc)
     };

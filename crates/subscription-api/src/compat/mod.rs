@@ -6,7 +6,7 @@
 pub mod keycloak;
 pub mod xiq;
 
-use hookbridge_core::hook::HookDraft;
+use hookbridge_core::hook::{DestinationState, Hook, HookDraft};
 use hookbridge_core::secret::SigningSecret;
 use serde_json::Value;
 
@@ -50,6 +50,12 @@ pub(crate) fn error_at(path: &str, e: ApiError) -> axum::response::Response {
 /// subscription has such a name.
 fn segments<T>(path: Result<axum::extract::Path<T>, axum::extract::rejection::PathRejection>) -> Option<T> {
     path.ok().map(|axum::extract::Path(t)| t)
+}
+
+/// Whether `h` is switched on as these products mean it: enabled, and not disabled since
+/// by the failure rule or a `410` (which a client of theirs can only see here).
+fn switched_on(h: &Hook) -> bool {
+    h.config.enabled && h.state.destination_state != DestinationState::Inactive
 }
 
 /// A hook name no client chose: `{prefix}-` and a fresh ULID, lower-cased.

@@ -4,8 +4,8 @@
 //! A subscription is a hook named `xiq-…` (the listing shows only those), its
 //! `application` kept as the hook's description, its `message_type` the one event type it
 //! matches, its deliveries the event's record in an array (`detail_array`), as XIQ sends
-//! its log records. Ids are 64-bit integers, as XIQ's SDKs expect: the low bits of the
-//! hook's id. XIQ's published SDK calls `secret` "the basic auth secret for the webhook
+//! its log records. Ids are integers, as XIQ's SDKs expect: the low 53 bits of the hook's
+//! id, exact in any JSON reader (the low 63 bits, as they were once, are still accepted). XIQ's published SDK calls `secret` "the basic auth secret for the webhook
 //! endpoint" without saying how it is sent; we sign each delivery with it (Standard
 //! Webhooks, keyed with the secret's text) rather than guess a username. Status codes are
 //! XIQ's: `202` for create and delete, `200` for the list; errors are
@@ -69,20 +69,44 @@ struct SubscriptionOut {
     update_time: String,
     application: String,
     url: String,
+    /// Never the secret: XIQ's SDK refuses a subscription without one, so a mask.
+    secret: &'static str,
+    data_type: &'static str,
     message_type: String,
     status: &'static str,
 }
 
+/// What XIQ's SDKs put in `secret` on reads: the secret itself is never returned.
+const SECRET_MASK: &str = "********";
+
+/// The kind of data a message type carries (XIQ's `data_type`): `LOCATION` for both
+/// location types, else the type without its `_ALL`.
+fn data_type(message_type: &str) -> &'static str {
+    match message_type {
+        "LOCATION_AP_CENTRIC" | "LOCATION_CLIENT_CENTRIC" => "LOCATION",
+        "AUDIT_LOG_ALL" => "AUDIT_LOG",
+        "GDPR_LOG_ALL" => "GDPR_LOG",
+        "CREDENTIAL_LOG_ALL" => "CREDENTIAL_LOG",
+        "ACCOUNTING_LOG_ALL" => "ACCOUNTING_LOG",
+        "AUTHENTICATION_LOG_ALL" => "AUTHENTICATION_LOG",
+        "EMAIL_LOG_ALL" => "EMAIL_LOG",
+        _ => "SMS_LOG",
+    }
+}
+
 impl From<&Hook> for SubscriptionOut {
     fn from(h: &Hook) -> Self {
+        let message_type = h.config.event_types.first().map(|p| p.as_str().to_owned()).unwrap_or_default();
         Self {
-            id: h.id.low_bits(),
+            id: h.id.integer(),
             create_time: h.created_at.to_rfc3339(),
             update_time: h.updated_at.to_rfc3339(),
             application: h.config.description.clone().unwrap_or_default(),
             url: h.config.url.clone(),
-            message_type: h.config.event_types.first().map(|p| p.as_str().to_owned()).unwrap_or_default(),
-            status: if h.config.enabled { "ENABLED" } else { "DISABLED" },
+            secret: SECRET_MASK,
+            data_type: data_type(&message_type),
+            message_type,
+            status: if super::switched_on(h) { "ENABLED" } else { "DISABLED" },
         }
     }
 }
@@ -223,7 +247,7 @@ async fn remove(
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
     let hook = hooks
         .iter()
-        .find(|h| made_here(h) && h.id.low_bits() == wanted)
+        .find(|h| made_here(h) && (h.id.integer() == wanted || h.id.low_bits() == wanted))
         .ok_or(ApiError::NotFound("no such subscription"))?;
     delete_hook(&api, &caller, &hook.id.to_string()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
