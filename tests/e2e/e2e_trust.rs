@@ -1,5 +1,5 @@
 //! Stored trust stays where it was given: sealed secrets open only for their own hook (and
-//! older blobs are re-sealed so), a hook moved to another host must be given its credentials
+//! older blobs are re-sealed so), a hook moved to another origin must be given its credentials
 //! again, and the limits of what is stored (a hook's size, rotated-out secrets, unanswered
 //! idempotency claims) are clear errors or bounded, alike on both backends.
 
@@ -146,7 +146,7 @@ async fn a_hook_this_version_cannot_read_does_not_stop_the_start() {
 }
 
 on_both_backends! {
-async fn a_put_moving_the_hook_to_another_host_must_carry_its_credentials_again(flavor: Flavor) {
+async fn a_put_moving_the_hook_to_another_origin_must_carry_its_credentials_again(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
@@ -169,6 +169,13 @@ async fn a_put_moving_the_hook_to_another_host_must_carry_its_credentials_again(
     assert_eq!(fields, ["auth.password", "headers[0].value"]);
     assert!(moved.body["errors"][0]["message"].as_str().unwrap().contains("given again"), "{}", moved.body);
     assert_eq!(stack.get(&path, &t).await.body["url"], r.url("/a"), "nothing changed");
+
+    // The same host, another port (one a tunnel could give another party): the same.
+    let other_port = Receiver::start().await;
+    let moved = stack.put(&path, &t, &without(other_port.url("/a"))).await;
+    assert_eq!(moved.status, 400, "{}", moved.body);
+    assert_eq!(moved.body["errors"].as_array().unwrap().len(), 2, "{}", moved.body);
+    assert!(moved.body["errors"][0]["message"].as_str().unwrap().contains(":"), "{}", moved.body);
 
     // The same host, another path: the stored credentials are kept.
     assert_eq!(stack.put(&path, &t, &without(r.url("/c"))).await.status, 200);

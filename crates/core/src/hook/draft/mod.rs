@@ -18,7 +18,7 @@ mod url;
 
 use auth::check_auth;
 use headers::{check_headers, is_header_name};
-use url::{check_url, host_of};
+use url::{check_url, origin_of};
 
 /// Longest description.
 const MAX_DESCRIPTION_LEN: usize = 1024;
@@ -250,7 +250,7 @@ impl HookDraft {
     ///
     /// On replace, `name` may be left out (it cannot change; the caller answers `409` if a
     /// different one is given), and every secret value left out keeps its stored value —
-    /// unless the replace moves the hook's `url` or its `auth.token_url` to another host:
+    /// unless the replace moves the hook's `url` or its `auth.token_url` to another origin:
     /// stored credentials were given for the old host and do not follow the hook, so each
     /// one must be given again (an error names each that is not).
     pub fn validate(
@@ -280,9 +280,9 @@ impl HookDraft {
         })
     }
 
-    /// How a replace moves the hook to another host, if it does.
+    /// How a replace moves the hook to another origin (scheme, host or port), if it does.
     fn moves(&self, old: &HookConfig) -> Option<String> {
-        let moved = |what: &str, from: &str, to: &str| match (host_of(from), host_of(to)) {
+        let moved = |what: &str, from: &str, to: &str| match (origin_of(from), origin_of(to)) {
             (Some(a), Some(b)) if a != b => Some(format!("{what} moves from {a} to {b}")),
             _ => None,
         };
@@ -659,7 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replace_to_another_host_must_resend_every_stored_credential() {
+    fn a_replace_to_another_origin_must_resend_every_stored_credential() {
         let p = NetworkPolicy::default();
         let (cfg, sec) = draft(
             r#"{"name":"h","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
@@ -680,6 +680,9 @@ mod tests {
         for (url, token_url, says) in [
             ("https://evil.example/", "https://idp.example/token", "evil.example"),
             ("https://r.example/", "https://evil.example/token", "token endpoint"),
+            // Another port on the same name, or the same host over http: another origin.
+            ("https://r.example:8443/", "https://idp.example/token", "https://r.example:8443"),
+            ("https://r.example/", "https://idp.example:444/token", "token endpoint"),
         ] {
             let errors = moved(&body(url, token_url)).unwrap_err();
             let fields: Vec<&str> = errors.iter().map(|f| f.field.as_str()).collect();

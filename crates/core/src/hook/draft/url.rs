@@ -59,7 +59,12 @@ pub(super) fn check_url(raw: &str, policy: &NetworkPolicy, field: &str, e: &mut 
     Some(url.to_string())
 }
 
-/// The host of a URL, lower-cased; `None` when it does not parse or has none.
-pub(super) fn host_of(raw: &str) -> Option<String> {
-    url::Url::parse(raw).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+/// The origin of a URL (scheme, host and port, the default port left out), as credentials
+/// are given for it: another port on a shared host can be another party's (tunnels hand out
+/// one port each on one name), and `http` sends them in the clear. `None` when it does not
+/// parse or has no host.
+pub(super) fn origin_of(raw: &str) -> Option<String> {
+    let u = url::Url::parse(raw).ok()?;
+    u.host_str()?;
+    Some(u.origin().ascii_serialization())
 }
