@@ -322,6 +322,54 @@ mod tests {
         assert_eq!(stored.state.health.consecutive_failures, 0);
     }
 
+    /// Slow-lane attempts whose token endpoint never answers are `auth` attempts, and the
+    /// receiver, never asked, is not counted down: they were recorded as its `timeout`,
+    /// and five of them opened its circuit. The fetch gives up within the attempt, so its
+    /// failure is remembered and the next attempts do not each wait the whole timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_endpoint_that_never_answers_does_not_open_the_receivers_circuit() {
+        use hookbridge_core::circuit::CircuitState;
+        use hookbridge_core::delivery::ErrorClass;
+        use hookbridge_testkit::Reply;
+        use hookbridge_testkit::contract::make_hook_from;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let idp = Receiver::start().await;
+        idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(Duration::from_secs(60)));
+        let (hook, _) = make_hook_from(
+            &h,
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "oauth", "url": receiver.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+                "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"}}),
+        )
+        .await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let timeout = Duration::from_millis(800);
+        let outbound = Outbound::new(OutboundSettings { timeout, network: NetworkPolicy::local() }).unwrap();
+        let settings = WorkerSettings { patience: timeout, timeout, ..WorkerSettings::default() };
+        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let slow = &h.backend().lanes().slow;
+        let tasks: Vec<_> = (0..5).map(|_| task_of(&hook)).collect();
+        for task in &tasks {
+            slow.send_batch(std::slice::from_ref(task)).await.unwrap();
+            let messages = slow.receive(10, Duration::from_secs(5)).await.unwrap();
+            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await;
+            assert!(outcome.failed.is_empty());
+        }
+        for task in &tasks {
+            let k = Task::parse(&task.body, 1).unwrap().delivery;
+            let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
+            let classes: Vec<_> = d.attempts.iter().map(|a| a.error_class).collect();
+            assert_eq!(classes, [Some(ErrorClass::Auth)], "{d:?}");
+        }
+        assert!(receiver.received().is_empty());
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        let circuit = &stored.state.health.circuit;
+        assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{:?}", stored.state.health);
+        assert_eq!(idp.received().len(), 1, "the failure was remembered for the next attempts");
+    }
+
     /// Results of requests to a hook's old URL that end after a `PUT` moved it (a
     /// black-holed endpoint's timeouts, a 410) do not count against the new endpoint: they
     /// opened its circuit, put it on the slow lane and, with a 410, disabled it.

@@ -89,11 +89,16 @@ async fn send<'a>(
         delivery_id: ready.task.delivery.delivery_id,
         body: &ready.body,
     };
-    let report = w.outbound.deliver_within(req, budget).instrument(span).await;
+    let mut report = w.outbound.deliver_within(req, budget).instrument(span).await;
     let timed_out = report.sent == Sent::NoResponse(ErrorClass::Timeout);
     // Given up for the lane's sake, not the endpoint's: the slow lane tries again at once
     // with the whole timeout.
     let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
+    if !abandoned && report.timed_out_waiting_for_its_token() {
+        // The whole budget went on the token: an attempt without one, not the receiver's
+        // timeout (which would open its circuit though it was never asked).
+        report = report.counted_as_tokenless();
+    }
     // An attempt that ended before a request to the receiver began (its token still being
     // fetched, or refused) says nothing of the receiver's pace.
     let slow = report.reached && (abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64);

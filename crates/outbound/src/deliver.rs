@@ -63,6 +63,21 @@ impl AttemptReport {
         }
     }
 
+    /// Whether the attempt ran out of time before its request began: its token was still
+    /// being fetched when the budget ended.
+    pub fn timed_out_waiting_for_its_token(&self) -> bool {
+        !self.reached && self.sent == Sent::NoResponse(ErrorClass::Timeout)
+    }
+
+    /// Reads such an attempt as what it is when it counts: no token, so `auth`, which
+    /// says nothing of whether the receiver is up (a timeout would count towards opening
+    /// its circuit).
+    pub fn counted_as_tokenless(mut self) -> Self {
+        self.sent = Sent::NoResponse(ErrorClass::Auth);
+        self.attempt.error_class = error_class(self.sent);
+        self
+    }
+
     fn failed(class: ErrorClass, at: DateTime<Utc>, started: Instant, why: String) -> Self {
         Self::new(Sent::NoResponse(class), at, started, Some(excerpt(&why)))
     }
