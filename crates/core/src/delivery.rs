@@ -288,6 +288,12 @@ pub struct Opening {
 }
 
 impl DeliveryUpdate {
+    /// The platform gave the delivery up unsent, for `reason` (what it needed could not be
+    /// had on any receive of its message): `FAILED`, so a retry or replay sends it again.
+    pub fn given_up(delivery: DeliveryKey, round: u32, reason: String, at: DateTime<Utc>) -> Self {
+        Self { status: DeliveryStatus::Failed, ..Self::cancelled(delivery, round, reason, at) }
+    }
+
     /// The delivery was not sent, for `reason`.
     pub fn cancelled(delivery: DeliveryKey, round: u32, reason: String, at: DateTime<Utc>) -> Self {
         Self {

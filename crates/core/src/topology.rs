@@ -46,6 +46,12 @@ pub struct Topology {
 /// How many times an ingest message is received before it goes to the dead-letter queue.
 pub const INGEST_RECEIVES: u32 = 5;
 
+/// How many times a delivery lane's message is received before it goes to the dead-letter
+/// queue. Tasks count their own attempts, so a message is received about once; twelve
+/// still covers `delivery.v1` messages, which counted attempts by receives. On the last,
+/// a delivery that could not be handled is recorded `FAILED` rather than left to go.
+pub const LANE_RECEIVES: u32 = 12;
+
 impl Topology {
     /// The resources of a stack whose names start with `prefix` (default `hookbridge`).
     pub fn named(prefix: &str) -> Self {
@@ -62,10 +68,8 @@ impl Topology {
             // Six times the function timeouts (AWS's advice for SQS event sources), so a
             // slow batch is never handed to a second invocation while the first still runs.
             ingest: q("ingest", 180, INGEST_RECEIVES),
-            // Tasks count their own attempts, so a message is received about once; twelve
-            // still covers `delivery.v1` messages, which counted attempts by receives.
-            delivery: q("delivery", 180, 12),
-            delivery_slow: q("delivery-slow", 180, 12),
+            delivery: q("delivery", 180, LANE_RECEIVES),
+            delivery_slow: q("delivery-slow", 180, LANE_RECEIVES),
             // The verifier's timeout is 60 s: a challenge and then a token fetch.
             verify: q("verify", 360, 5),
         }

@@ -204,11 +204,10 @@ pub async fn handle(worker: &Worker, messages: &[ReceivedMessage], ctx: BatchCon
     let plans = match prepare::prepare(worker, messages, &ctx).await {
         Ok(plans) => plans,
         Err(e) => {
-            tracing::error!(error = %e, "cannot load what the batch needs; it will be retried");
-            if let Some(s) = ctx.settle {
-                s.settled(Vec::new(), messages.len()).await;
-            }
-            return BatchOutcome { failed: messages.iter().map(|m| m.id.clone()).collect() };
+            tracing::error!(error = %e, "cannot read the batch's hooks; it will be retried");
+            // Every delivery comes back later, as one whose hook alone could not be read:
+            // on its last receive it is recorded as given up, if the store takes that.
+            messages.iter().map(|m| prepare::Plan::Done(record::Done::later(m, "its hook could not be read"))).collect()
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -477,6 +476,48 @@ mod tests {
         let got = receiver.received();
         assert_eq!(got.len(), 1, "the other tenant's delivery was sent");
         assert_eq!(got[0].uri.path(), "/good");
+    }
+
+    /// On its message's last receive, a delivery that still cannot be handled (its hook
+    /// unreadable here) is recorded `FAILED` with why, its envelope kept, and its message
+    /// done with. It went to the dead-letter queue, never recorded (Read did not show it)
+    /// or left `RETRYING` for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_that_cannot_be_handled_by_its_last_receive_is_recorded_failed() {
+        use hookbridge_core::delivery::DeliveryStatus;
+        use hookbridge_core::topology::LANE_RECEIVES;
+        let h = EmbeddedHarness::start().await;
+        let (hook, _) = make_hook(&h, "acme", "newer").await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        rusqlite::Connection::open(&h.config().database)
+            .unwrap()
+            .execute(
+                "UPDATE hooks SET doc = json_set(doc, '$.config.method', 'TELEPORT') WHERE id = ?1",
+                [hook.id.to_string()],
+            )
+            .unwrap();
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
+        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        let mut messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+
+        // Before the last receive: it comes back, nothing recorded.
+        messages[0].receive_count = LANE_RECEIVES - 1;
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert_eq!(outcome.failed.len(), 1);
+        assert!(h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().is_none());
+
+        messages[0].receive_count = LANE_RECEIVES;
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty(), "done with, not left for the dead-letter queue");
+        let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().expect("recorded");
+        assert_eq!(d.status, DeliveryStatus::Failed);
+        assert!(d.note.as_deref().is_some_and(|n| n.contains("its hook could not be read")), "{d:?}");
+        assert!(d.attempts.is_empty());
+        assert_eq!(d.envelope.as_deref(), Some(body), "kept, for a retry");
     }
 
     /// A busy fast hook's overflow waits for one of the hook's places as they are given

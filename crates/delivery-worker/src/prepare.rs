@@ -141,7 +141,7 @@ pub(crate) async fn prepare<'a>(
             continue;
         };
         if unreadable.contains(&task.delivery.hook_id) {
-            plans.push(Plan::Done(Done::Later(message)));
+            plans.push(Plan::Done(Done::Later { message, task: Box::new(task), why: "its hook could not be read" }));
             continue;
         }
         match check(w, ctx, now, message, task, &hooks) {
@@ -446,7 +446,8 @@ async fn pace<'a>(
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         if unpaced.contains(&c.hook.id) && needs_slot(&c) {
-            plans.push(Plan::Done(Done::Later(c.message)));
+            let why = "its hook's rate-limit slot could not be reserved";
+            plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
             continue;
         }
         let (slot, in_place) = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
@@ -517,7 +518,8 @@ async fn load<'a>(w: &Worker, candidates: Vec<(Candidate<'a>, Option<DateTime<Ut
                 continue;
             }
             Opened::NotNow => {
-                plans.push(Plan::Done(Done::Later(c.message)));
+                let why = "its hook's secrets could not be opened";
+                plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
                 continue;
             }
         };
@@ -535,7 +537,8 @@ async fn load<'a>(w: &Worker, candidates: Vec<(Candidate<'a>, Option<DateTime<Ut
                         }
                         Err(e) => {
                             tracing::error!(hook_id = %c.hook.id, event_id = %id, error = %e, "cannot read the delivery's envelope now; it will be retried");
-                            plans.push(Plan::Done(Done::Later(c.message)));
+                            let why = "its envelope could not be read";
+                            plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
                             continue;
                         }
                     },

@@ -26,6 +26,7 @@ use hookbridge_core::ids::HookId;
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, decide};
 use hookbridge_core::ports::{BatchOutcome, OutgoingMessage, Receipt, ReceivedMessage, Settled};
+use hookbridge_core::topology::LANE_RECEIVES;
 use hookbridge_outbound::AttemptReport;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -41,14 +42,25 @@ pub(crate) enum Done<'a> {
     Poison(&'a ReceivedMessage),
     /// Not handled now: something its hook needs (its secrets, its rate state, its
     /// envelope) could not be had for a reason that may pass. Left to come back on the
-    /// queue's schedule, alone: the batch's other deliveries go on.
-    Later(&'a ReceivedMessage),
+    /// queue's schedule, alone: the batch's other deliveries go on. On the queue's last
+    /// receive it is recorded `FAILED` with `why` instead.
+    Later { message: &'a ReceivedMessage, task: Box<Task>, why: &'static str },
     /// Not sent, for good: recorded `CANCELLED`.
     Cancel { message: &'a ReceivedMessage, task: Box<Task>, reason: String },
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
     Requeue { message: &'a ReceivedMessage, task: Box<Task>, lane: Lane, why: &'static str },
     /// Sent.
     Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool },
+}
+
+impl<'a> Done<'a> {
+    /// `message` not handled now, for `why`; poison if it is not a delivery task.
+    pub(crate) fn later(message: &'a ReceivedMessage, why: &'static str) -> Self {
+        match Task::parse(&message.body, message.receive_count) {
+            Some(task) => Done::Later { message, task: Box::new(task), why },
+            None => Done::Poison(message),
+        }
+    }
 }
 
 /// Uniform in [-1, 1], for the schedule's jitter.
@@ -107,7 +119,19 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 w.ports.lanes.get(ctx.lane).reject(m).await;
                 failed.push(m);
             }
-            Done::Later(m) => failed.push(m),
+            Done::Later { message, task, why } if message.receive_count >= LANE_RECEIVES => {
+                // Failed again, it would go to the dead-letter queue and its delivery stay
+                // as it was: never recorded, or `RETRYING` for ever. Recorded as given up
+                // on instead, so Read shows it and a retry or replay sends it again.
+                let k = &task.delivery;
+                let note = format!("not sent: {why} on any of its {LANE_RECEIVES} receives");
+                tracing::error!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, note, "delivery given up");
+                let mut update = DeliveryUpdate::given_up(k.clone(), task.round, note, now);
+                update.opening = task.opening();
+                updates.push(update);
+                handled.push(message);
+            }
+            Done::Later { message, .. } => failed.push(message),
             Done::Cancel { message, task, reason } => {
                 let k = &task.delivery;
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
@@ -251,8 +275,8 @@ async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {
 
 fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
     match d {
-        Done::Poison(m) | Done::Later(m) => Some(m),
-        Done::Cancel { message, .. } | Done::Requeue { message, .. } => Some(message),
+        Done::Poison(m) => Some(m),
+        Done::Later { message, .. } | Done::Cancel { message, .. } | Done::Requeue { message, .. } => Some(message),
         Done::Attempted { ready, .. } => Some(ready.message),
     }
 }
