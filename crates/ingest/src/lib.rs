@@ -163,27 +163,16 @@ struct Parsed<'a> {
     site: Option<String>,
 }
 
-/// Handles a batch from the ingest queue.
+/// Handles a batch from the ingest queue. Each tenant's events, and each replay page, are
+/// handled side by side: one tenant's wide fan-out or replay page does not hold up another
+/// tenant's events that came in the same batch.
 pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
+    let mut pokes = Vec::new();
     for m in messages {
         if let Some(poked) = ReplayPoke::parse(&m.body) {
-            let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
-            if let Err(e) = replay::step(deps.ports.job_ports(), &poked, Utc::now()).instrument(span.clone()).await {
-                if m.receive_count >= INGEST_RECEIVES {
-                    // The poke goes to the dead-letter queue now; the job must not read
-                    // RUNNING for ever with nothing left to move it.
-                    tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed for the last time; the job has failed");
-                    let given_up = replay::give_up(deps.ports.job_ports(), &poked, Utc::now()).instrument(span).await;
-                    if let Err(e) = given_up {
-                        tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
-                    }
-                } else {
-                    tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
-                }
-                outcome.failed.push(m.id.clone());
-            }
+            pokes.push((m, poked));
             continue;
         }
         let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
@@ -200,14 +189,41 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
             }
         }
     }
-    for (tenant, events) in by_tenant {
+    let pages = pokes.iter().map(|(m, poked)| async move { replay_page(deps, m, poked).await.err() });
+    let tenants = by_tenant.iter().map(|(tenant, events)| async move {
         let span = tracing::info_span!("ingest", tenant = %tenant);
-        if let Err(e) = ingest_tenant(deps, &tenant, &events).instrument(span).await {
-            tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
-            outcome.failed.extend(events.iter().map(|p| p.message.id.clone()));
+        match ingest_tenant(deps, tenant, events).instrument(span).await {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
+                events.iter().map(|p| p.message.id.clone()).collect()
+            }
         }
-    }
+    });
+    let (pages, tenants) = futures::join!(futures::future::join_all(pages), futures::future::join_all(tenants));
+    outcome.failed.extend(pages.into_iter().flatten());
+    outcome.failed.extend(tenants.into_iter().flatten());
     outcome
+}
+
+/// Re-sends the page a replay poke asks for; the poke's id if it must come back.
+async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
+    let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
+    let Err(e) = replay::step(deps.ports.job_ports(), poked, Utc::now()).instrument(span.clone()).await else {
+        return Ok(());
+    };
+    if m.receive_count >= INGEST_RECEIVES {
+        // The poke goes to the dead-letter queue now; the job must not read RUNNING for
+        // ever with nothing left to move it.
+        tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed for the last time; the job has failed");
+        let given_up = replay::give_up(deps.ports.job_ports(), poked, Utc::now()).instrument(span).await;
+        if let Err(e) = given_up {
+            tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
+        }
+    } else {
+        tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
+    }
+    Err(m.id.clone())
 }
 
 /// Deliveries on their way to the store and the lanes, written a chunk at a time.

@@ -340,6 +340,52 @@ async fn a_large_event_is_replayed_by_reference_aws() {
     a_large_event_is_replayed_by_reference(&AwsHarness::start().await).await;
 }
 
+/// A replay page and another tenant's event in one ingest batch: the event's delivery is
+/// queued while the page is still being worked through. Before, the batch's pokes were
+/// handled one after another ahead of any event, and its tenants one after another, so a
+/// page (500 deliveries: reads, sends, writes) held up every other tenant's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_page_does_not_hold_up_another_tenants_events_in_the_same_batch() {
+    let h = AwsHarness::start().await;
+    let b = h.backend();
+    let replaying: TenantId = h.unique("replaying").parse().unwrap();
+    let (replayed, _) = make_hook(&h, replaying.as_str(), "replayed").await;
+    b.hooks.create(&replayed, 1000).await.unwrap();
+    seed(&h, &replayed, hookbridge_core::replay::PAGE).await;
+    let now = Utc::now();
+    let job = ReplayJob::new(replaying, replayed.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+
+    let other: TenantId = h.unique("other").parse().unwrap();
+    let (hook, _) = make_hook(&h, other.as_str(), "waiting").await;
+    b.hooks.create(&hook, 1000).await.unwrap();
+    let event = format!(
+        r#"{{"version":"0","id":"{}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{other}"}}}}"#,
+        EventId::generate(),
+        Utc::now().to_rfc3339()
+    );
+    let batch = vec![message(ReplayPoke::of(&job).to_body(), "poke"), message(event, "event")];
+    let deps = common::deps(&h);
+    let handling = tokio::spawn(async move { ingest::handle(&deps, &batch).await });
+
+    let lane = b.delivery_queue.as_ref();
+    let mut waited = 0;
+    let still_handling = loop {
+        let got = lane.receive(10, Duration::from_millis(100)).await.unwrap();
+        lane.ack(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+        let tasks: Vec<Task> = got.iter().map(|m| Task::parse(&m.body, m.receive_count).unwrap()).collect();
+        if tasks.iter().any(|t| t.delivery.hook_id == hook.id) {
+            break !handling.is_finished();
+        }
+        waited += 1;
+        assert!(waited < 600, "the other tenant's delivery never came");
+    };
+    assert!(still_handling, "queued only once the replay page was done");
+    assert!(handling.await.unwrap().failed.is_empty());
+    let done = b.replays.get(replayed.id, job.id).await.unwrap().unwrap();
+    assert_eq!(done.queued, hookbridge_core::replay::PAGE as u64);
+}
+
 fn hook_id() -> hookbridge_core::ids::HookId {
     hookbridge_core::ids::HookId::generate()
 }
