@@ -395,6 +395,37 @@ async fn forms_posted_from_elsewhere_change_nothing() {
     stack.shutdown().await;
 }
 
+/// Behind https the session cookie is `__Host-hb_session` (Path `/`, `Secure`), and a
+/// cookie of the plain name, which a page on a sibling subdomain can set for the whole
+/// domain, signs no one in: with it, a visitor was signed in to the planter's tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_https_the_session_cookie_is_one_only_this_host_can_set() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let url = |p: &str| format!("{}{p}", stack.base_url());
+    let signed_in = http
+        .post(url("/console/login"))
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let set = signed_in.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with(&format!("__Host-hb_session=t.{t}; Path=/; Secure;")), "{set}");
+    let page = |cookie: String| {
+        let req = http.get(url("/console/hooks")).header("x-forwarded-proto", "https").header("cookie", cookie);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(page(format!("__Host-hb_session=t.{t}")).await, 200);
+    let planted = stack.token("mallory", ALL_SCOPES);
+    assert_eq!(page(format!("hb_session=t.{planted}")).await, 303, "to the sign-in page");
+    assert_eq!(page(format!("hb_session=t.{planted}; __Host-hb_session=t.{t}")).await, 200);
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_works_on_the_aws_backend_too() {
     let stack = TestStack::start(Flavor::Aws).await;

@@ -1,5 +1,5 @@
 //! Who is signed in to the console. The session is a cookie (`HttpOnly`, `SameSite=Strict`,
-//! `Secure` except over plain http to a loopback address) holding either the caller's own
+//! `Secure` and named `__Host-hb_session` except over plain http to a loopback address) holding either the caller's own
 //! API token (pasted, or got from the issuer with the authorization-code flow and PKCE) or
 //! the id of a portal session kept server-side. Every state-changing form carries a CSRF
 //! token derived from the cookie, which a page on another site cannot read.
@@ -29,7 +29,7 @@ pub struct Session {
 impl Session {
     /// The session of a request, if it has a valid one.
     pub async fn of(api: &Api, headers: &HeaderMap) -> Option<Self> {
-        let cookie = cookie(headers, COOKIE)?;
+        let cookie = console_cookie(api.settings().public_url.as_deref(), headers, COOKIE)?;
         let caller = if let Some(token) = cookie.strip_prefix("t.") {
             api.settings().tokens.check(token).await.ok()?
         } else if let Some(id) = cookie.strip_prefix("p.") {
@@ -76,7 +76,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A cookie's value.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -97,10 +97,26 @@ fn loopback_http(headers: &HeaderMap) -> bool {
     !forwarded_https && matches!(name, "127.0.0.1" | "localhost" | "[::1]")
 }
 
-/// The `Set-Cookie` of a session cookie with this value, for `max_age` seconds (0 clears it).
-/// `Secure` unless over plain http to a loopback address, and always when the public URL
-/// (`HOOKBRIDGE_PUBLIC_URL`) is https: a proxy that hides the host may forward to the API
-/// on 127.0.0.1 without saying the browser's request was https.
+/// Whether the console's cookies are `Secure` for this request: unless over plain http to
+/// a loopback address, and always when the public URL (`HOOKBRIDGE_PUBLIC_URL`) is https
+/// (a proxy that hides the host may forward to the API on 127.0.0.1 without saying the
+/// browser's request was https).
+fn secure_cookies(public_url: Option<&str>, headers: &HeaderMap) -> bool {
+    let https_public = public_url.is_some_and(|u| u.starts_with("https://"));
+    https_public || !loopback_http(headers)
+}
+
+/// The name a console cookie goes by for this request. Where cookies are `Secure` it is
+/// `__Host-{name}`: a browser takes such a cookie only from this very host, over https,
+/// for the whole site, so a page on a sibling subdomain cannot plant one (a planted
+/// session would sign the visitor in as someone else, and every form would work). Over
+/// plain http to a loopback address, where no sibling can be, it is `{name}`.
+fn cookie_name(secure: bool, name: &str) -> String {
+    if secure { format!("__Host-{name}") } else { name.to_owned() }
+}
+
+/// The `Set-Cookie` of a console cookie with this value, for `max_age` seconds (0 clears
+/// it), named and `Secure` by the rules above.
 pub fn set_cookie(
     public_url: Option<&str>,
     headers: &HeaderMap,
@@ -109,10 +125,17 @@ pub fn set_cookie(
     max_age: i64,
     same_site: &str,
 ) -> HeaderValue {
-    let https_public = public_url.is_some_and(|u| u.starts_with("https://"));
-    let secure = if loopback_http(headers) && !https_public { "" } else { "; Secure" };
-    let text = format!("{name}={value}; Path=/console; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}");
+    let secure = secure_cookies(public_url, headers);
+    let attributes = if secure { "Path=/; Secure" } else { "Path=/console" };
+    let name = cookie_name(secure, name);
+    let text = format!("{name}={value}; {attributes}; HttpOnly; SameSite={same_site}; Max-Age={max_age}");
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hb_session=; Path=/console; Max-Age=0"))
+}
+
+/// A console cookie's value, read by the name it goes by for this request: over https, a
+/// cookie of the plain name (which a sibling subdomain could have set) is not read.
+pub fn console_cookie(public_url: Option<&str>, headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie(headers, &cookie_name(secure_cookies(public_url, headers), name))
 }
 
 /// Whether a form was posted from a page of another origin. The browser says so itself in
@@ -165,16 +188,36 @@ mod tests {
         let c = |h: &HeaderMap| {
             set_cookie(None, h, COOKIE, "v", 60, "Strict").to_str().map(str::to_owned).unwrap_or_default()
         };
-        assert!(!c(&headers("127.0.0.1:3000", None)).contains("Secure"));
+        let local = c(&headers("127.0.0.1:3000", None));
+        assert!(local.starts_with("hb_session=v; Path=/console;") && !local.contains("Secure"), "{local}");
         assert!(!c(&headers("localhost:3000", None)).contains("Secure"));
-        assert!(c(&headers("api.example.com", None)).contains("; Secure"));
-        assert!(c(&headers("127.0.0.1:3000", Some("https"))).contains("; Secure"));
+        // Secure, and named so that only this host can set it, for the whole site.
         let text = c(&headers("api.example.com", None));
-        assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict") && text.contains("Path=/console"));
+        assert!(text.starts_with("__Host-hb_session=v; Path=/; Secure;"), "{text}");
+        assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict") && !text.contains("Domain"));
+        assert!(c(&headers("127.0.0.1:3000", Some("https"))).starts_with("__Host-hb_session=v; Path=/; Secure;"));
         // Behind a proxy that forwards to 127.0.0.1 and says nothing of https.
         let proxied =
             set_cookie(Some("https://hooks.example.com"), &headers("127.0.0.1:8080", None), COOKIE, "v", 60, "Strict");
-        assert!(proxied.to_str().unwrap_or_default().contains("; Secure"));
+        assert!(proxied.to_str().unwrap_or_default().starts_with("__Host-hb_session=v; Path=/; Secure;"));
+    }
+
+    /// Over https only the `__Host-` cookie is read: a page on a sibling subdomain can set
+    /// `hb_session` for the whole domain (with a longer path, sent first) and so sign the
+    /// visitor in as its own tenant, but cannot set a `__Host-` cookie for this host.
+    #[test]
+    fn over_https_a_cookie_a_sibling_could_plant_is_not_read() {
+        let with = |host: &str, proto: Option<&str>, cookies: &'static str| {
+            let mut h = headers(host, proto);
+            h.insert(header::COOKIE, HeaderValue::from_static(cookies));
+            console_cookie(None, &h, COOKIE)
+        };
+        let planted = "hb_session=t.planted; __Host-hb_session=t.mine";
+        assert_eq!(with("hooks.example.com", None, planted).as_deref(), Some("t.mine"));
+        assert_eq!(with("hooks.example.com", None, "hb_session=t.planted"), None);
+        assert_eq!(with("127.0.0.1:3000", Some("https"), "hb_session=t.planted"), None);
+        // Plain http to a loopback address: the plain name, as set there.
+        assert_eq!(with("127.0.0.1:3000", None, "hb_session=t.mine").as_deref(), Some("t.mine"));
     }
 
     #[test]

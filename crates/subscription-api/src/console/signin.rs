@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::layout::{notice, page};
-use super::session::{COOKIE, Session, cookie, origin, set_cookie, token_session_secs};
+use super::session::{COOKIE, Session, console_cookie, origin, set_cookie, token_session_secs};
 use super::{form, html, see_other};
 use crate::Api;
 
@@ -202,7 +202,7 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
             None => "The identity provider refused the sign-in.".to_owned(),
         });
     }
-    let flow = cookie(&headers, FLOW_COOKIE).unwrap_or_default();
+    let flow = console_cookie(api.settings().public_url.as_deref(), &headers, FLOW_COOKIE).unwrap_or_default();
     let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, flow.split_once('.')) else {
         return fail("The sign-in was not started here, or took too long; try again.");
     };
