@@ -42,6 +42,7 @@ struct Shared {
     issuer: String,
     keys: Mutex<Vec<Key>>,
     jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
     /// How the key set is answered: after this long, and with a 500 when failing.
     jwks_answer: Mutex<(Duration, bool)>,
     /// Who "signs in" at the authorization endpoint: the claims of the tokens it issues.
@@ -151,6 +152,7 @@ fn generate(kind: KeyKind, kid: &str) -> Key {
 }
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
+    s.discovery_fetches.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "issuer": s.issuer,
         "jwks_uri": format!("{}/jwks", s.issuer),
@@ -246,6 +248,7 @@ impl IdentityProvider {
             issuer,
             keys: Mutex::new(keys),
             jwks_fetches: AtomicUsize::new(0),
+            discovery_fetches: AtomicUsize::new(0),
             jwks_answer: Mutex::new((Duration::ZERO, false)),
             user: Mutex::new(json!({})),
             codes: Mutex::new(Vec::new()),
@@ -294,6 +297,11 @@ impl IdentityProvider {
     /// Answers the key set with a 500 from now on, or again with the keys.
     pub fn fail_keys(&self, failing: bool) {
         self.shared.jwks_answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = failing;
+    }
+
+    /// How many times the discovery document was asked for.
+    pub fn discovery_fetches(&self) -> usize {
+        self.shared.discovery_fetches.load(Ordering::Relaxed)
     }
 
     /// How many times the key set was asked for.

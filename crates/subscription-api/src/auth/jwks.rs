@@ -38,6 +38,9 @@ pub(super) struct Issuer {
     /// When the keys were last fetched or tried; held while they are, so only one fetch
     /// runs.
     fetching: Mutex<Option<Instant>>,
+    /// The sign-in endpoints as last read from the discovery document, or why they could
+    /// not be, and until when that stands; held while they are read, so only one read runs.
+    login: Mutex<Option<(Instant, Result<(String, String), String>)>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -58,11 +61,22 @@ pub(super) enum KeyMissing {
     /// They were read but are not what OpenID Connect says.
     #[error("{0}")]
     Malformed(String),
+    /// A failure to read them a moment ago, which stands for a while.
+    #[error("{0}")]
+    Remembered(String),
 }
 
 impl Issuer {
     pub(super) fn new(issuer: String, jwks_url: Option<String>, audience: Option<String>, outbound: Outbound) -> Self {
-        Self { issuer, audience, jwks_url, outbound, cache: RwLock::default(), fetching: Mutex::new(None) }
+        Self {
+            issuer,
+            audience,
+            jwks_url,
+            outbound,
+            cache: RwLock::default(),
+            fetching: Mutex::new(None),
+            login: Mutex::new(None),
+        }
     }
 
     /// The key for `kid` (or the issuer's only keys, when the token names none).
@@ -111,8 +125,24 @@ impl Issuer {
         lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
     }
 
-    /// The issuer's authorization and token endpoints, from its discovery document.
+    /// The issuer's authorization and token endpoints, from its discovery document, read
+    /// once for [`KEYS_KEPT_FOR`] (a failure stands for [`REFRESH_AT_MOST_EVERY`]): anyone
+    /// can open the console's sign-in, and each read was a request to the issuer, so a
+    /// stream of them made the API hammer it.
     pub(super) async fn login_endpoints(&self) -> Result<(String, String), KeyMissing> {
+        let mut login = self.login.lock().await;
+        if let Some((until, known)) = login.as_ref()
+            && Instant::now() < *until
+        {
+            return known.clone().map_err(KeyMissing::Remembered);
+        }
+        let read = self.read_login_endpoints().await;
+        let kept_for = if read.is_ok() { KEYS_KEPT_FOR } else { REFRESH_AT_MOST_EVERY };
+        *login = Some((Instant::now() + kept_for, read.as_ref().map_err(ToString::to_string).cloned()));
+        read
+    }
+
+    async fn read_login_endpoints(&self) -> Result<(String, String), KeyMissing> {
         let doc = self.outbound.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
         let field = |name: &str| {
             doc[name]
@@ -219,5 +249,21 @@ mod tests {
         idp.withdraw_key("rsa-1");
         *issuer.fetching.lock().await = None;
         assert!(matches!(issuer.key(Some("rsa-1")).await, Err(KeyMissing::Unknown(_))));
+    }
+
+    /// The console's sign-in endpoints are read from the discovery document once, not on
+    /// every visit to the sign-in (which anyone can make): twenty sign-ins started, one read.
+    #[tokio::test]
+    async fn the_sign_in_endpoints_are_read_once_not_on_every_sign_in() {
+        let idp = IdentityProvider::start().await;
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap();
+        let issuer = Issuer::new(idp.issuer().to_owned(), Some(format!("{}/jwks", idp.issuer())), None, outbound);
+        let reads = futures::future::join_all((0..20).map(|_| issuer.login_endpoints())).await;
+        for read in reads {
+            assert_eq!(read.unwrap(), (format!("{}/authorize", idp.issuer()), format!("{}/token", idp.issuer())));
+        }
+        assert_eq!(idp.discovery_fetches(), 1);
     }
 }
