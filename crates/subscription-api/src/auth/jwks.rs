@@ -40,8 +40,11 @@ pub(super) struct Issuer {
     fetching: Mutex<Option<Instant>>,
     /// The sign-in endpoints as last read from the discovery document, or why they could
     /// not be, and until when that stands; held while they are read, so only one read runs.
-    login: Mutex<Option<(Instant, Result<(String, String), String>)>>,
+    login: Mutex<Option<(Instant, LoginRead)>>,
 }
+
+/// A read of the sign-in endpoints (authorization, token), or why it failed.
+type LoginRead = Result<(String, String), String>;
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
