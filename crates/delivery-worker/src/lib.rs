@@ -321,22 +321,21 @@ mod tests {
         assert_eq!(stored.state.health.consecutive_failures, 0);
     }
 
-    /// Slow-lane attempts whose token endpoint never answers are `auth` attempts, and the
-    /// receiver, never asked, is not counted down: they were recorded as its `timeout`,
-    /// and five of them opened its circuit. The fetch gives up within the attempt, so its
-    /// failure is remembered and the next attempts do not each wait the whole timeout.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_token_endpoint_that_never_answers_does_not_open_the_receivers_circuit() {
-        use hookbridge_core::circuit::CircuitState;
-        use hookbridge_core::delivery::ErrorClass;
+    /// A worker whose hook's token endpoint never answers, with this patience and
+    /// timeout (the outbound client's own timeout `fetch_timeout`), and the hook.
+    async fn tokenless(
+        h: &EmbeddedHarness,
+        patience: Duration,
+        timeout: Duration,
+        fetch_timeout: Duration,
+    ) -> (Worker, Hook, Receiver, Receiver) {
         use hookbridge_testkit::Reply;
         use hookbridge_testkit::contract::make_hook_from;
-        let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
         let idp = Receiver::start().await;
         idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(Duration::from_secs(60)));
         let (hook, _) = make_hook_from(
-            &h,
+            h,
             "acme",
             hookbridge_core::ids::HookId::generate(),
             serde_json::json!({"name": "oauth", "url": receiver.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
@@ -344,29 +343,84 @@ mod tests {
         )
         .await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: fetch_timeout, network: NetworkPolicy::local() }).unwrap();
+        let settings = WorkerSettings { patience, timeout, ..WorkerSettings::default() };
+        (Worker::new(WorkerPorts::of(h.backend()), outbound, settings), hook, receiver, idp)
+    }
+
+    /// The error classes of each delivery's attempts, and the hook's circuit.
+    async fn attempts_and_circuit(
+        h: &EmbeddedHarness,
+        hook: &Hook,
+        tasks: &[hookbridge_core::ports::OutgoingMessage],
+    ) -> (Vec<Vec<Option<hookbridge_core::delivery::ErrorClass>>>, hookbridge_core::circuit::Circuit) {
+        let mut classes = Vec::new();
+        for task in tasks {
+            let k = Task::parse(&task.body, 1).unwrap().delivery;
+            let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
+            classes.push(d.attempts.iter().map(|a| a.error_class).collect());
+        }
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        (classes, stored.state.health.circuit)
+    }
+
+    /// With the usual lanes (a fast-lane attempt gives up on the token fetch it began and
+    /// the slow lane tries at once), a token endpoint that never answers costs one fetch,
+    /// not one per delivery: the slow-lane attempt waiting for the hook's token when the
+    /// fetch fails asks for it too, so the failure is remembered and the next deliveries
+    /// fail at once, `auth`. It was forgotten (its fast-lane asker had gone), and every
+    /// delivery waited on both lanes and asked the endpoint again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_endpoint_that_never_answers_is_asked_once_not_for_every_delivery() {
+        use hookbridge_core::circuit::CircuitState;
+        use hookbridge_core::delivery::ErrorClass;
+        let h = EmbeddedHarness::start().await;
         let timeout = Duration::from_millis(800);
-        let outbound = Outbound::new(OutboundSettings { timeout, network: NetworkPolicy::local() }).unwrap();
-        let settings = WorkerSettings { patience: timeout, timeout, ..WorkerSettings::default() };
-        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let (worker, hook, receiver, idp) = tokenless(&h, Duration::from_millis(200), timeout, timeout).await;
+        let tasks: Vec<_> = (0..3).map(|_| task_of(&hook)).collect();
+        let (fast, slow) = (&h.backend().lanes().fast, &h.backend().lanes().slow);
+        for task in &tasks {
+            fast.send_batch(std::slice::from_ref(task)).await.unwrap();
+            let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+            assert!(handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await.failed.is_empty());
+            let moved = slow.receive(10, Duration::from_millis(100)).await.unwrap();
+            if !moved.is_empty() {
+                assert!(handle(&worker, &moved, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
+            }
+        }
+        assert_eq!(idp.received().len(), 1, "the failure was remembered for the next deliveries");
+        let (classes, circuit) = attempts_and_circuit(&h, &hook, &tasks).await;
+        // The first: the fast lane's give-up (recorded, not counted), then the slow lane's
+        // attempt, failed by the fetch it waited for. The next two: failed at once.
+        let (auth, gave_up) = (Some(ErrorClass::Auth), Some(ErrorClass::Timeout));
+        assert_eq!(classes, [vec![gave_up, auth], vec![auth], vec![auth]]);
+        assert!(receiver.received().is_empty());
+        assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{circuit:?}");
+    }
+
+    /// Slow-lane attempts whose budget runs out while their token is still coming are
+    /// `auth` attempts, and the receiver, never asked, is not counted down: they were
+    /// recorded as its `timeout`, and five of them opened its circuit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_lane_attempt_out_of_time_for_its_token_is_auth_not_the_receivers_timeout() {
+        use hookbridge_core::circuit::CircuitState;
+        use hookbridge_core::delivery::ErrorClass;
+        let h = EmbeddedHarness::start().await;
+        let timeout = Duration::from_millis(400);
+        // The fetch may take longer than the attempt: the attempt's deadline comes first.
+        let (worker, hook, receiver, _idp) = tokenless(&h, timeout, timeout, Duration::from_secs(30)).await;
+        let tasks: Vec<_> = (0..3).map(|_| task_of(&hook)).collect();
         let slow = &h.backend().lanes().slow;
-        let tasks: Vec<_> = (0..5).map(|_| task_of(&hook)).collect();
         for task in &tasks {
             slow.send_batch(std::slice::from_ref(task)).await.unwrap();
             let messages = slow.receive(10, Duration::from_secs(5)).await.unwrap();
-            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await;
-            assert!(outcome.failed.is_empty());
+            assert!(handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
         }
-        for task in &tasks {
-            let k = Task::parse(&task.body, 1).unwrap().delivery;
-            let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
-            let classes: Vec<_> = d.attempts.iter().map(|a| a.error_class).collect();
-            assert_eq!(classes, [Some(ErrorClass::Auth)], "{d:?}");
-        }
+        let (classes, circuit) = attempts_and_circuit(&h, &hook, &tasks).await;
+        assert_eq!(classes, vec![vec![Some(ErrorClass::Auth)]; 3]);
         assert!(receiver.received().is_empty());
-        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
-        let circuit = &stored.state.health.circuit;
-        assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{:?}", stored.state.health);
-        assert_eq!(idp.received().len(), 1, "the failure was remembered for the next attempts");
+        assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{circuit:?}");
     }
 
     /// Results of requests to a hook's old URL that end after a `PUT` moved it (a

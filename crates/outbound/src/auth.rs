@@ -234,6 +234,8 @@ impl Outbound {
         // away and fetching again every time. A failure is remembered only while someone
         // still waits for it: one that outlived every asker (a Lambda frozen and thawed
         // mid-fetch, say) would fail the next deliveries for what may be the freeze's doing.
+        // An attempt waiting for the slot's lock when it fails asks for it as much as the
+        // one that began it.
         let (this, oauth, secrets) = (self.clone(), oauth.clone(), secrets.clone());
         let waiting = Arc::new(());
         let asker = Arc::downgrade(&waiting);
@@ -250,7 +252,11 @@ impl Outbound {
                     Ok(value)
                 }
                 Err(error) => {
-                    if asker.upgrade().is_some() {
+                    // Besides the cache's own and this guard's, each reference to the slot
+                    // is an attempt waiting for it: the slow lane's, say, after the fast
+                    // lane's attempt that began this fetch gave up on it. It asks too.
+                    let waited_for = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&cached)) > 2;
+                    if asker.upgrade().is_some() || waited_for {
                         *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
                     }
                     Err(error)
