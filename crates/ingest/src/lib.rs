@@ -40,8 +40,12 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 /// Deliveries written and enqueued at a time: 500 tasks of at most 16 KiB each keep a
-/// batch within about 8 MB however widely one event fans out.
+/// tenant's part of a batch within about 8 MB however widely one event fans out.
 pub const CHUNK: usize = 500;
+
+/// Tenants of one batch handled at once. With one replay page at a time beside them (a
+/// page holds up to 500 envelopes of at most 16 KiB), a batch stays within about 40 MB.
+pub const TENANTS_AT_ONCE: usize = 4;
 
 /// How far an event's own `time` may be from the moment ingest handles it and still date
 /// its deliveries. The bus sets it, and a duplicate of the event carries the same one, so
@@ -163,16 +167,24 @@ struct Parsed<'a> {
     site: Option<String>,
 }
 
-/// Handles a batch from the ingest queue. Each tenant's events, and each replay page, are
-/// handled side by side: one tenant's wide fan-out or replay page does not hold up another
-/// tenant's events that came in the same batch.
+/// Handles a batch from the ingest queue. Its replay pages (one after another) and its
+/// tenants' events ([`TENANTS_AT_ONCE`] tenants at a time) are handled side by side: one
+/// tenant's wide fan-out or replay page does not hold up another tenant's events that came
+/// in the same batch.
 pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome {
+    use futures::StreamExt as _;
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
     let mut pokes = Vec::new();
+    let mut jobs = std::collections::HashSet::new();
     for m in messages {
         if let Some(poked) = ReplayPoke::parse(&m.body) {
-            pokes.push((m, poked));
+            // Two pokes of one job (a queue's duplicate) would both re-send the page the
+            // job is at before either saved it. One does the page and sends the next poke;
+            // the other is done with.
+            if jobs.insert(poked.replay_id) {
+                pokes.push((m, poked));
+            }
             continue;
         }
         let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
@@ -189,21 +201,36 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
             }
         }
     }
-    let pages = pokes.iter().map(|(m, poked)| async move { replay_page(deps, m, poked).await.err() });
-    let tenants = by_tenant.iter().map(|(tenant, events)| async move {
-        let span = tracing::info_span!("ingest", tenant = %tenant);
-        match ingest_tenant(deps, tenant, events).instrument(span).await {
-            Ok(()) => Vec::new(),
-            Err(e) => {
-                tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
-                events.iter().map(|p| p.message.id.clone()).collect()
-            }
+    let pages = async {
+        let mut failed = Vec::new();
+        for (m, poked) in &pokes {
+            failed.extend(replay_page(deps, m, poked).await.err());
         }
-    });
-    let (pages, tenants) = futures::join!(futures::future::join_all(pages), futures::future::join_all(tenants));
-    outcome.failed.extend(pages.into_iter().flatten());
+        failed
+    };
+    // Futures made in a loop, not by a closure, so the batch's future stays `Send`.
+    let mut per_tenant = Vec::with_capacity(by_tenant.len());
+    for (tenant, events) in &by_tenant {
+        per_tenant.push(ingest_events(deps, tenant, events));
+    }
+    let tenants = futures::stream::iter(per_tenant);
+    let tenants = tenants.buffer_unordered(TENANTS_AT_ONCE).collect::<Vec<Vec<String>>>();
+    let (pages, tenants) = futures::join!(pages, tenants);
+    outcome.failed.extend(pages);
     outcome.failed.extend(tenants.into_iter().flatten());
     outcome
+}
+
+/// Routes one tenant's events; the ids of its messages that must come back.
+async fn ingest_events(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> Vec<String> {
+    let span = tracing::info_span!("ingest", tenant = %tenant);
+    match ingest_tenant(deps, tenant, events).instrument(span).await {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
+            events.iter().map(|p| p.message.id.clone()).collect()
+        }
+    }
 }
 
 /// Re-sends the page a replay poke asks for; the poke's id if it must come back.

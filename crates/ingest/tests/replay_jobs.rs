@@ -386,6 +386,27 @@ async fn a_replay_page_does_not_hold_up_another_tenants_events_in_the_same_batch
     assert_eq!(done.queued, hookbridge_core::replay::PAGE as u64);
 }
 
+/// Two copies of one job's poke in one batch (a queue's duplicate) re-send its page once:
+/// handled side by side, both re-sent the page before either saved it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_a_poke_in_one_batch_send_its_page_once() {
+    let h = EmbeddedHarness::start().await;
+    let b = h.backend();
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(&h, tenant.as_str(), "replayed").await;
+    b.hooks.create(&hook, 1000).await.unwrap();
+    let n = hookbridge_core::replay::PAGE;
+    seed(&h, &hook, n).await;
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant, hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    let poke = ReplayPoke::of(&job).to_body();
+    let outcome = ingest::handle(&common::deps(&h), &[message(poke.clone(), "one"), message(poke, "two")]).await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(queued(b.delivery_queue.as_ref(), n).await.len(), n, "each delivery once");
+    assert_eq!(b.replays.get(hook.id, job.id).await.unwrap().unwrap().queued, n as u64);
+}
+
 fn hook_id() -> hookbridge_core::ids::HookId {
     hookbridge_core::ids::HookId::generate()
 }
