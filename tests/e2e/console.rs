@@ -395,6 +395,70 @@ async fn forms_posted_from_elsewhere_change_nothing() {
     stack.shutdown().await;
 }
 
+/// A hook moved to a portal session's site shows that session only what it got since: the
+/// deliveries from before, for the sites it had then (perhaps another customer's), are not
+/// listed, not readable one by one, and not replayed. They were all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let hook = stack.create_hook(&t, &json!({"name": "moved", "url": r.url("/"), "sites": ["b"]})).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    stack
+        .publish(&t, &json!({"detail-type": "user.login", "source": "idp", "site": "b", "detail": {"who": "b's user"}}))
+        .await;
+    r.wait_for(1, WAIT).await;
+    let before = hookbridge_e2e::eventually(WAIT, || async {
+        let list = stack.get(&format!("/v1/hooks/{id}/events"), &t).await.body;
+        list["deliveries"][0]["delivery_id"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("the site-b delivery, recorded");
+    assert_eq!(
+        stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"url": r.url("/"), "sites": ["a"]})).await.status,
+        200
+    );
+
+    let link = stack.post("/v1/portal/sessions", &stack.token("acme", "portal:create"), &json!({"sites": ["a"]})).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let opened = http.post(link.body["url"].as_str().unwrap()).send().await.unwrap();
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = |path: String| {
+        let req = http.get(format!("{}{path}", stack.base_url())).header("cookie", &cookie);
+        async move {
+            let a = req.send().await.unwrap();
+            (a.status().as_u16(), a.text().await.unwrap())
+        }
+    };
+    let (status, read) = page(format!("/console/hooks/{id}/read")).await;
+    assert_eq!(status, 200);
+    assert!(!read.contains(&before), "listed: {read}");
+    let (status, one) = page(format!("/console/hooks/{id}/deliveries/{before}")).await;
+    assert!(status == 404 || one.contains("no such delivery"), "{status}: {one}");
+    assert!(!one.contains("b's user"));
+
+    // A replay of the last hours, asked for by the session, re-sends nothing from before.
+    let (_, hook_page) = page(format!("/console/hooks/{id}")).await;
+    let at = hook_page.find("name=\"_csrf\" value=\"").unwrap() + "name=\"_csrf\" value=\"".len();
+    let csrf = &hook_page[at..at + hook_page[at..].find('"').unwrap()];
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    let replayed = http
+        .post(format!("{}/console/hooks/{id}/replay", stack.base_url()))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&since={since}&status=SUCCEEDED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 303, "{}", replayed.text().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.received().len(), 1, "nothing from before was re-sent to the session's hook");
+    // The tenant itself still reads it all.
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}/deliveries/{before}"), &t).await.status, 200);
+    stack.shutdown().await;
+}
+
 /// Behind https the session cookie is `__Host-hb_session` (Path `/`, `Secure`), and a
 /// cookie of the plain name, which a page on a sibling subdomain can set for the whole
 /// domain, signs no one in: with it, a visitor was signed in to the planter's tenant.

@@ -50,7 +50,9 @@ pub async fn list(
     let hook = load(&api, &caller, &id).await?;
     let now = Utc::now();
     // The window ends a moment after now, so a delivery created in this millisecond is in it.
-    let window = Window { since: now - Duration::hours(hours), until: now + Duration::milliseconds(1) };
+    let since = now - Duration::hours(hours);
+    let since = caller.history_since(&hook).map_or(since, |from| since.max(from));
+    let window = Window { since, until: now + Duration::milliseconds(1) };
     let page = api.ports().deliveries.list(hook.id, window, Order::NewestFirst, limit, q.cursor.as_deref()).await?;
     let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))
@@ -72,6 +74,9 @@ pub(crate) async fn load_delivery(
         .get(hook.id, delivery_id)
         .await?
         .filter(|d| d.tenant == caller.tenant)
+        .filter(|d| {
+            caller.history_since(&hook).is_none_or(|from| d.id.timestamp_ms() >= from.timestamp_millis().max(0) as u64)
+        })
         .ok_or(ApiError::NotFound("no such delivery"))?;
     Ok((hook, delivery))
 }

@@ -276,6 +276,9 @@ pub(crate) async fn replace_hook_from(
 fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     let mut state = existing.state.clone();
     state.connection_state = ConnectionState::Updating;
+    if config.sites != existing.config.sites {
+        state.sites_since = Some(chrono::Utc::now());
+    }
     let url_changed = config.url != existing.config.url;
     // Replacing a hook is how its owner re-enables it after the failure rule disabled it;
     // and a new URL is a new endpoint. Either way the failures, the breaker and the slow

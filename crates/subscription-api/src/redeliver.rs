@@ -157,6 +157,13 @@ pub async fn replay(
     let wanted = statuses(body.status)?;
     let hook = load(&api, &caller, &id).await?;
     receiving(&hook)?;
+    let since = match caller.history_since(&hook) {
+        Some(from) if from >= until => {
+            return Err(ApiError::field("since", "must be after the hook's sites last changed: it has nothing later"));
+        }
+        Some(from) => since.max(from),
+        None => since,
+    };
     let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
     let p = api.ports();
     p.replays.create(&job).await?;

@@ -135,6 +135,11 @@ pub struct HookState {
     /// Delivery health.
     #[serde(default)]
     pub health: Health,
+    /// When its `sites` last changed: the deliveries before were for the sites it had
+    /// then, which a caller held to its present sites (a portal session) must not read or
+    /// replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites_since: Option<DateTime<Utc>>,
 }
 
 impl HookState {
@@ -155,6 +160,7 @@ impl HookState {
                 last_error: None,
             },
             health: Health::default(),
+            sites_since: None,
         }
     }
 }

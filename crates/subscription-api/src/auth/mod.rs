@@ -69,6 +69,13 @@ impl Caller {
             || (!hook.config.sites.is_empty() && hook.config.sites.iter().all(|s| self.sites.contains(s)))
     }
 
+    /// From when the caller may read and replay `hook`'s deliveries: a caller held to some
+    /// sites, only since the hook's `sites` last changed (before, its deliveries were for
+    /// other sites, perhaps another customer's); any other caller, all of them.
+    pub(crate) fn history_since(&self, hook: &hookbridge_core::hook::Hook) -> Option<chrono::DateTime<chrono::Utc>> {
+        if self.sites.is_empty() { None } else { hook.state.sites_since }
+    }
+
     /// `403` unless the token has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.iter().any(|s| s == scope.as_str()) { Ok(()) } else { Err(ApiError::Forbidden(scope.as_str())) }
