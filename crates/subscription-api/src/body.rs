@@ -38,7 +38,15 @@ pub async fn read_body(mut body: axum::body::Body) -> Result<axum::body::Bytes, 
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            if seen > MAX_BODY_BYTES {
+                break;
+            }
+            // Cut off mid-upload (the client went away): what arrived is not what was sent,
+            // and none of it would read as no body at all, which some requests take as
+            // "the defaults" (a rotation without a body makes a new secret).
+            return Err(ApiError::field("body", "was cut off before its end"));
+        };
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= MAX_BODY_BYTES {
@@ -123,4 +131,32 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, at: &str) -> Re
         };
         ApiError::field(field, e.inner().to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    fn cut_off(sent: &'static [u8]) -> Request {
+        let chunks: Vec<Result<&'static [u8], std::io::Error>> =
+            vec![Ok(sent), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "gone"))];
+        let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+        Request::builder().header(header::CONTENT_TYPE, "application/json").body(body).unwrap()
+    }
+
+    /// A body cut off before its end is an error, not the part that came: before, nothing
+    /// at all read as no body, and `POST …/secret/rotate` made and installed a secret no
+    /// one ever saw.
+    #[tokio::test]
+    async fn a_body_cut_off_mid_upload_is_an_error_not_an_empty_body() {
+        for sent in [&b""[..], &b"{\"secret\": \"whsec_"[..]] {
+            match OptionalJsonBody::from_request(cut_off(sent), &()).await {
+                Err(ApiError::Invalid { errors, .. }) => assert_eq!(errors[0].field, "body"),
+                other => panic!("{sent:?}: {other:?}"),
+            }
+            assert!(JsonBody::from_request(cut_off(sent), &()).await.is_err());
+        }
+    }
 }

@@ -257,10 +257,16 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        vec![FieldError::new(
-            if path == "." { at("").trim_end_matches('.').to_owned() } else { at(&path) },
-            e.inner().to_string(),
-        )]
+        let message = e.inner().to_string();
+        let field = if path != "." {
+            at(&path)
+        } else if let Some((key, _)) = message.strip_prefix("duplicate field `").and_then(|r| r.split_once('`')) {
+            // Found at the event's own level, but it is that key's fault.
+            at(key)
+        } else {
+            index.map_or_else(|| "body".to_owned(), |i| format!("[{i}]"))
+        };
+        vec![FieldError::new(field, message)]
     })?;
     let mut e = Errors::default();
     let detail_type = match ev.detail_type {
@@ -380,6 +386,21 @@ mod tests {
         ] {
             assert!(fields(fine).is_empty(), "{fine}");
         }
+    }
+
+    /// A key given twice at an event's own level is named, in a lone event as in an array
+    /// (a lone event's was named `""`); other faults at that level name the event.
+    #[test]
+    fn a_duplicated_key_of_an_event_is_named() {
+        let t: TenantId = "acme".parse().unwrap();
+        let fields = |body: &str, index| {
+            validate(&raw(body), index, &t).err().unwrap().into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        let twice = r#"{"detail-type":"a","source":"s","detail":{},"source":"t"}"#;
+        assert_eq!(fields(twice, None), ["source"]);
+        assert_eq!(fields(twice, Some(3)), ["[3].source"]);
+        assert_eq!(fields("[]", None), ["body"]);
+        assert_eq!(fields("[]", Some(1)), ["[1]"]);
     }
 
     /// U+FFFE and U+FFFF are valid JSON that SQS refuses: an event holding one, written

@@ -208,7 +208,10 @@ fn check_params(
                 continue;
             }
         };
-        if out.iter().any(|o: &ParamConfig| o.key == key) {
+        // Header names are one name whatever their case: two would both be sent.
+        let same =
+            |o: &ParamConfig| if group == "header_params" { o.key.eq_ignore_ascii_case(&key) } else { o.key == key };
+        if out.iter().any(same) {
             e.push(format!("{at}.key"), "is listed twice");
             continue;
         }

@@ -658,6 +658,28 @@ mod tests {
         assert_eq!(secrets.headers.get("x-a").map(|s| s.expose().to_owned()), Some("v".to_owned()));
     }
 
+    /// OAuth header parameters are header names, one name whatever its case: two spellings
+    /// were both accepted and the token request carried the header twice.
+    #[test]
+    fn an_oauth_header_parameter_listed_twice_in_two_cases_is_refused() {
+        let p = NetworkPolicy::default();
+        let hook = |params: &str| {
+            draft(&format!(
+                r#"{{"name":"h","url":"https://r.example/","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS",
+                    "token_url":"https://idp.example/token","client_id":"c","client_secret":"cs","header_params":{params}}}}}"#
+            ))
+        };
+        let twice = hook(r#"[{"key":"X-Tenant","value":"a"},{"key":"x-tenant","value":"b"}]"#);
+        assert_eq!(fields(twice.validate(ctx(&p), None)), ["auth.header_params[1].key"]);
+        // Body and query parameters are case-sensitive names: both kept.
+        let body = draft(
+            r#"{"name":"h","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"c","client_secret":"cs",
+                "body_params":[{"key":"Aud","value":"a"},{"key":"aud","value":"b"}]}}"#,
+        );
+        assert!(body.validate(ctx(&p), None).is_ok());
+    }
+
     #[test]
     fn a_replace_to_another_origin_must_resend_every_stored_credential() {
         let p = NetworkPolicy::default();
