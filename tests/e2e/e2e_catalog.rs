@@ -31,6 +31,14 @@ async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
     let missing = stack.post("/v1/events", &t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
     assert_eq!(missing.status, 400);
     assert_eq!(missing.body["errors"][0]["field"], "detail");
+    // A key given twice: the schema would check the last, a receiver may read the first.
+    let twice = br#"{"detail-type": "user.login", "source": "idp", "detail": {"user": {"id": 7, "id": "u-1"}}}"#;
+    let auth = format!("Bearer {t}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let refused = stack.raw("POST", "/v1/events", &headers, twice.to_vec()).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["errors"][0]["field"], "detail");
+    assert!(refused.body["errors"][0]["message"].as_str().unwrap().contains("`id` is given twice"), "{}", refused.body);
 
     // A schema that is not one is refused, naming the field; another tenant is unaffected.
     let invalid = stack.put("/v1/event-types/x", &t, &json!({"schema": {"type": 12}})).await;
