@@ -161,14 +161,29 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let page = api.ports().hooks.list(&caller.tenant, limit, q.cursor.as_deref()).await?;
-    let hooks: Vec<HookOut> = page
-        .items
-        .iter()
-        .filter(|h| h.state.connection_state != ConnectionState::Deleting && caller.sees(h))
-        .map(HookOut::from)
-        .collect();
-    Ok(Json(json!({ "hooks": hooks, "next_cursor": page.next_cursor })))
+    let mut next_cursor = page.next_cursor;
+    let (mut hooks, mut size) = (Vec::new(), 0);
+    for (i, h) in page.items.iter().enumerate() {
+        if h.state.connection_state == ConnectionState::Deleting || !caller.sees(h) {
+            continue;
+        }
+        let out = HookOut::from(h);
+        let len = serde_json::to_vec(&out).map_or(0, |v| v.len());
+        if !hooks.is_empty() && size + len > MAX_PAGE_BYTES {
+            // The rest on the next page, which starts after the last hook looked at here.
+            next_cursor = i.checked_sub(1).and_then(|j| page.items.get(j)).map(|h| h.id.to_string());
+            break;
+        }
+        size += len;
+        hooks.push(out);
+    }
+    Ok(Json(json!({ "hooks": hooks, "next_cursor": next_cursor })))
 }
+
+/// The most a page of hooks holds, encoded, however many `limit` allows: a Lambda function
+/// answers at most 6 MB (API Gateway turns more into a `500`), and one hook may be up to
+/// 350 KiB as written.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// `GET /v1/hooks/{id}`.
 pub async fn get(
