@@ -16,6 +16,10 @@ use crate::keys::{Item, get_n, key, n};
 
 /// The state's attribute: when the key's next unit may go, in microseconds.
 const NEXT: &str = "next_us";
+/// The mark of the write that stored the state: a write the SDK sent again (its answer
+/// lost after DynamoDB applied it) finds its own mark, and is this call's, not a change
+/// made underneath to be stepped again (which charged a tenant twice, and refused it).
+const BY: &str = "by";
 /// Conditional writes tried before giving up on a contended key. Many API instances
 /// publishing for one tenant at once contend on its key; with jittered waits between
 /// rounds they spread out instead of colliding again.
@@ -30,6 +34,10 @@ pub(crate) struct DynamoRateLimiter {
 impl DynamoRateLimiter {
     pub(crate) fn new(table: Table) -> Self {
         Self { table, seen: Mutex::new(HashMap::new()) }
+    }
+
+    fn remember(&self, key_name: &str, state: Option<i64>) {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key_name.to_owned(), state);
     }
 
     fn item_key(key_name: &str) -> Item {
@@ -50,20 +58,27 @@ impl DynamoRateLimiter {
         Ok(out.item.as_ref().and_then(|i| get_n(i, NEXT)))
     }
 
-    /// Writes `new` if the stored state is still `old`; whether it was.
+    /// Writes `new` if the stored state is still `old` (or is this very write, stored
+    /// already); whether it was.
     async fn swap(&self, key_name: &str, old: Option<i64>, new: i64) -> Result<bool> {
+        let mark = format!("{:032x}", rand::random::<u128>());
         let mut req = self
             .table
             .client
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(Self::item_key(key_name)))
-            .update_expression("SET #n = :new")
+            .update_expression("SET #n = :new, #by = :by")
             .expression_attribute_names("#n", NEXT)
-            .expression_attribute_values(":new", n(new));
+            .expression_attribute_names("#by", BY)
+            .expression_attribute_values(":new", n(new))
+            .expression_attribute_values(":by", crate::keys::s(mark));
+        let mine = "(#n = :new AND #by = :by)";
         req = match old {
-            None => req.condition_expression("attribute_not_exists(#n)"),
-            Some(o) => req.condition_expression("#n = :old").expression_attribute_values(":old", n(o)),
+            None => req.condition_expression(format!("attribute_not_exists(#n) OR {mine}")),
+            Some(o) => {
+                req.condition_expression(format!("#n = :old OR {mine}")).expression_attribute_values(":old", n(o))
+            }
         };
         match req.send().await {
             Ok(_) => Ok(true),
@@ -77,19 +92,26 @@ impl DynamoRateLimiter {
 impl RateLimiter for DynamoRateLimiter {
     async fn update(&self, key_name: &str, step: Step) -> Result<Option<i64>> {
         let guess = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key_name).copied();
+        let mut guessed = guess.is_some();
         let mut current = match guess {
             Some(g) => g,
             None => self.read(key_name).await?,
         };
         for round in 0..ROUNDS {
             let Some(new) = step(current) else {
+                if guessed {
+                    // Refused on what this process saw last: the key may have moved on
+                    // since, and the wait is to be told from where it is.
+                    guessed = false;
+                    current = self.read(key_name).await?;
+                    self.remember(key_name, current);
+                    continue;
+                }
                 return Ok(current);
             };
+            guessed = false;
             if self.swap(key_name, current, new).await? {
-                self.seen
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(key_name.to_owned(), Some(new));
+                self.remember(key_name, Some(new));
                 return Ok(current);
             }
             // Full jitter: contenders that collided wait different times.

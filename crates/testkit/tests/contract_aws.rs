@@ -296,6 +296,38 @@ async fn an_idempotency_claim_applied_and_sent_again_is_still_this_calls() {
     assert!(matches!(other, Claim::Existing { response: None, .. }), "another request still finds it: {other:?}");
 }
 
+/// A rate-limit write DynamoDB applied whose answer was lost, sent again by the SDK, is
+/// this call's: the publish is admitted and charged once. The repeat failed its condition,
+/// the state it read back was its own write, and the step ran again: charged twice and,
+/// at the burst, refused (`429`) with its units used up. And a refusal on this process's
+/// last sight of the key tells the wait from the key as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_write_applied_and_sent_again_is_charged_once() {
+    use hookbridge_core::ports::Admission;
+    use hookbridge_core::rate::Rate;
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let (backend, lost) = losing_first_answer(&h, "UpdateItem");
+    let now = chrono::Utc::now();
+    let admitted = backend.limiter.admit("publish:acme", Rate::per_second(1), 1, 1, now).await.unwrap();
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst), "the first answer was lost");
+    assert_eq!(admitted, Admission::Admitted);
+    // Charged once: a second unit is due a second later, not two.
+    let next = h.backend().limiter.admit("publish:acme", Rate::per_second(1), 1, 1, now).await.unwrap();
+    match next {
+        Admission::RetryAfter(wait) => assert!(wait <= std::time::Duration::from_secs(1), "{wait:?}"),
+        Admission::Admitted => panic!("a burst of one admits one"),
+    }
+    // Another process takes ten seconds' worth; a refusal here, on what this one saw
+    // last, tells the wait from where the key is now, not from the old guess.
+    h.backend().limiter.pace("publish:acme", Rate::per_second(1), 10, now).await.unwrap();
+    match backend.limiter.admit("publish:acme", Rate::per_second(1), 1, 1, now).await.unwrap() {
+        Admission::RetryAfter(wait) => assert!(wait >= std::time::Duration::from_secs(10), "{wait:?}"),
+        Admission::Admitted => panic!("the key is ten seconds ahead"),
+    }
+}
+
 /// A portal link's redemption DynamoDB applied whose answer was lost, sent again by the
 /// SDK, still opens the link for this visitor, and for no one after. The redemption was a
 /// delete returning the item, whose repeat returned nothing: the link was spent and its
