@@ -65,6 +65,31 @@ async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
 }
 
 on_both_backends! {
+async fn a_tenants_declared_schemas_are_bounded_together(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    // Schemas of about 63 KiB: sixty-five fit in 4 MiB, the sixty-sixth does not.
+    let schema = |i: usize| json!({"type": "object", "description": format!("{i:03}{}", "d".repeat(63 * 1024))});
+    let per = schema(0).to_string().len();
+    let fit = 4 * 1024 * 1024 / per;
+    for i in 0..fit {
+        let put = stack.put(&format!("/v1/event-types/t.{i}"), &t, &json!({"schema": schema(i)})).await;
+        assert_eq!(put.status, 200, "{i}: {}", put.body);
+    }
+    let over = stack.put(&format!("/v1/event-types/t.{fit}"), &t, &json!({"schema": schema(fit)})).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert!(over.body["detail"].as_str().unwrap().contains("together"), "{}", over.body);
+    // A type declared again is counted once; one without a schema costs nothing.
+    assert_eq!(stack.put("/v1/event-types/t.0", &t, &json!({"schema": schema(0)})).await.status, 200);
+    assert_eq!(stack.put("/v1/event-types/plain", &t, &json!({"description": "no schema"})).await.status, 200);
+    let listed = stack.get("/v1/event-types", &t).await;
+    assert_eq!(listed.status, 200);
+    assert!(listed.body.to_string().len() < 5 * 1024 * 1024);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn a_repeat_gets_its_first_answer_whatever_schema_was_declared_since(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let t = stack.token("acme", ALL_SCOPES);

@@ -123,6 +123,17 @@ pub async fn declare(
     if declared.len() >= catalog::MAX_DECLARED && !declared.iter().any(|t| t.name == name) {
         return Err(declared_quota());
     }
+    let size = |schema: &Option<Value>| schema.as_ref().map_or(0, |s| s.to_string().len());
+    let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.schema)).sum();
+    if others + size(&d.schema) > catalog::MAX_SCHEMAS_BYTES {
+        return Err(ApiError::QuotaReached {
+            detail: format!(
+                "a tenant's declared schemas may come to at most {} bytes together; {others} are declared",
+                catalog::MAX_SCHEMAS_BYTES
+            ),
+            limit: catalog::MAX_SCHEMAS_BYTES as u32,
+        });
+    }
     let t = DeclaredType { name, description: d.description, schema: d.schema, updated_at: Utc::now() };
     store.declare(&caller.tenant, &t).await?;
     api.schemas().forget(&caller.tenant);
