@@ -286,30 +286,10 @@ mod tests {
     /// attempt was recorded as the receiver's timeout and the hook put on the slow lane.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_token_fetch_on_the_fast_lane_does_not_make_the_receiver_slow() {
-        use hookbridge_testkit::Reply;
-        use hookbridge_testkit::contract::make_hook_from;
         let h = EmbeddedHarness::start().await;
-        let receiver = Receiver::start().await;
-        let idp = Receiver::start().await;
-        idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(Duration::from_millis(700)));
-        let (hook, _) = make_hook_from(
-            &h,
-            "acme",
-            hookbridge_core::ids::HookId::generate(),
-            serde_json::json!({"name": "oauth", "url": receiver.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
-                "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"}}),
-        )
-        .await;
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
-        let outbound =
-            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-                .unwrap();
-        let settings = WorkerSettings {
-            patience: Duration::from_millis(200),
-            timeout: Duration::from_secs(5),
-            ..WorkerSettings::default()
-        };
-        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let (patience, timeout) = (Duration::from_millis(200), Duration::from_secs(5));
+        let token_after = Duration::from_millis(700);
+        let (worker, hook, receiver, _idp) = oauth_hook(&h, token_after, patience, timeout, timeout).await;
         let messages = a_delivery(&h, &hook).await;
         let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
         assert!(outcome.failed.is_empty());
@@ -321,10 +301,15 @@ mod tests {
         assert_eq!(stored.state.health.consecutive_failures, 0);
     }
 
-    /// A worker whose hook's token endpoint never answers, with this patience and
-    /// timeout (the outbound client's own timeout `fetch_timeout`), and the hook.
-    async fn tokenless(
+    /// Longer than any test waits: a token endpoint that never answers.
+    const NEVER: Duration = Duration::from_secs(60);
+
+    /// A worker whose hook's token endpoint answers after `token_after`, with this
+    /// patience and timeout (the outbound client's own timeout `fetch_timeout`), and the
+    /// hook, its receiver and its token endpoint.
+    async fn oauth_hook(
         h: &EmbeddedHarness,
+        token_after: Duration,
         patience: Duration,
         timeout: Duration,
         fetch_timeout: Duration,
@@ -333,7 +318,7 @@ mod tests {
         use hookbridge_testkit::contract::make_hook_from;
         let receiver = Receiver::start().await;
         let idp = Receiver::start().await;
-        idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(Duration::from_secs(60)));
+        idp.always(Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#).after(token_after));
         let (hook, _) = make_hook_from(
             h,
             "acme",
@@ -377,7 +362,7 @@ mod tests {
         use hookbridge_core::delivery::ErrorClass;
         let h = EmbeddedHarness::start().await;
         let timeout = Duration::from_millis(800);
-        let (worker, hook, receiver, idp) = tokenless(&h, Duration::from_millis(200), timeout, timeout).await;
+        let (worker, hook, receiver, idp) = oauth_hook(&h, NEVER, Duration::from_millis(200), timeout, timeout).await;
         let tasks: Vec<_> = (0..3).map(|_| task_of(&hook)).collect();
         let (fast, slow) = (&h.backend().lanes().fast, &h.backend().lanes().slow);
         for task in &tasks {
@@ -409,7 +394,7 @@ mod tests {
         let h = EmbeddedHarness::start().await;
         let timeout = Duration::from_millis(400);
         // The fetch may take longer than the attempt: the attempt's deadline comes first.
-        let (worker, hook, receiver, _idp) = tokenless(&h, timeout, timeout, Duration::from_secs(30)).await;
+        let (worker, hook, receiver, _idp) = oauth_hook(&h, NEVER, timeout, timeout, Duration::from_secs(30)).await;
         let tasks: Vec<_> = (0..3).map(|_| task_of(&hook)).collect();
         let slow = &h.backend().lanes().slow;
         for task in &tasks {
