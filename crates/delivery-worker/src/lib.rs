@@ -711,4 +711,66 @@ mod tests {
         assert!(arrived[0] >= start + Duration::from_millis(790), "not before its slot: {:?}", arrived[0] - start);
         assert!(fast.receive(10, Duration::from_millis(300)).await.unwrap().is_empty());
     }
+
+    /// A limiter that holds one key's changes until told to let them go: a hook whose rate
+    /// state is contended, as when many workers pace it at once on AWS.
+    struct HoldingOne {
+        inner: Arc<dyn hookbridge_core::ports::RateLimiter>,
+        key: String,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl hookbridge_core::ports::RateLimiter for HoldingOne {
+        async fn update(&self, key: &str, step: hookbridge_core::ports::Step) -> hookbridge_core::Result<Option<i64>> {
+            if key == self.key {
+                self.release.notified().await;
+            }
+            self.inner.update(key, step).await
+        }
+    }
+
+    /// One hook's rate-limit reservation that does not come back holds up only that hook's
+    /// deliveries: the batch's other hook is sent meanwhile, and the held hook's delivery
+    /// is handed back to come again soon, neither sent nor failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_whose_rate_slots_cannot_be_reserved_does_not_hold_up_the_batch() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let held = paced_hook(&h, &receiver).await;
+        let (mut free, _) = make_hook(&h, "globex", "free").await;
+        free.config.url = receiver.url("/free");
+        free.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 100 });
+        h.backend().hooks.create(&free, 1000).await.unwrap();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut backend = h.backend().clone();
+        backend.limiter = Arc::new(HoldingOne {
+            inner: backend.limiter.clone(),
+            key: format!("hook:{}", held.id),
+            release: release.clone(),
+        });
+        let worker = worker_on(&backend);
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&held), task_of(&free)]).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let batch = tokio::spawn(async move { handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await });
+        let mut waited = Duration::ZERO;
+        while receiver.received().is_empty() && waited < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+        let sent: Vec<String> = receiver.received().iter().map(|r| r.uri.path().to_owned()).collect();
+        release.notify_waiters();
+        let outcome = batch.await.unwrap();
+        assert_eq!(sent, vec!["/free".to_owned()], "the other hook's delivery went while the held one waited");
+        assert!(outcome.failed.is_empty(), "handed back, not failed: {:?}", outcome.failed);
+        let back = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(back.len(), 1, "the held hook's delivery comes back");
+        let task = Task::parse(&back[0].body, back[0].receive_count).unwrap();
+        assert_eq!(task.delivery.hook_id, held.id);
+        assert_eq!(receiver.received().len(), 1, "and was not sent");
+    }
 }

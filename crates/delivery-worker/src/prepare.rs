@@ -413,8 +413,17 @@ pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>) {
     }
 }
 
+/// The longest a batch waits for one hook's rate-limit reservation. Past it, that hook's
+/// deliveries are handed back to come again in one to two seconds, and the rest of the
+/// batch goes on without them. A
+/// reservation given up on may still be stored; its slots then go unused, so the hook is
+/// sent to below its rate for a moment, never above it.
+pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_millis(500);
+/// Hooks whose rate-limit slots are reserved at once.
+const RESERVATIONS_IN_FLIGHT: usize = 16;
+
 /// Reserves rate-limit slots for hooks that have a limit: one reservation per hook per
-/// batch. A delivery whose slot lies further ahead is handed back to go at its slot; one
+/// batch, all at once, each bounded by [`RESERVE_PATIENCE`]. A delivery whose slot lies further ahead is handed back to go at its slot; one
 /// that comes back more than [`SLOT_KEPT_FOR`] after its slot takes a new one.
 async fn pace<'a>(
     w: &Worker,
@@ -430,16 +439,33 @@ async fn pace<'a>(
             wanting.entry(c.hook.id).or_insert((Rate::per_second(limit.per_second), 0)).1 += 1;
         }
     }
+    // Every hook's reservation at once, each bounded: one after another, a hook whose key
+    // is contended (many workers pacing it at once, each conditional write lost and tried
+    // again) held up every other hook's deliveries in the batch.
+    let reserved = futures::stream::iter(wanting)
+        .map(|(hook, (rate, count))| async move {
+            let key = format!("hook:{hook}");
+            let reservation = w.ports.limiter.pace(&key, rate, count, now);
+            (hook, rate, tokio::time::timeout(RESERVE_PATIENCE, reservation).await)
+        })
+        .buffer_unordered(RESERVATIONS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
     let mut next_slot: HashMap<HookId, (DateTime<Utc>, Rate)> = HashMap::new();
     let mut unpaced: HashSet<HookId> = HashSet::new();
-    for (hook, (rate, count)) in wanting {
-        match w.ports.limiter.pace(&format!("hook:{hook}"), rate, count, now).await {
-            Ok(first) => {
+    let mut contended: HashSet<HookId> = HashSet::new();
+    for (hook, rate, reservation) in reserved {
+        match reservation {
+            Ok(Ok(first)) => {
                 next_slot.insert(hook, (first, rate));
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::error!(hook_id = %hook, error = %e, "cannot reserve the hook's rate-limit slots; its deliveries will be retried");
                 unpaced.insert(hook);
+            }
+            Err(_) => {
+                tracing::warn!(hook_id = %hook, "the hook's rate-limit slots took too long to reserve; its deliveries come back in a second or two");
+                contended.insert(hook);
             }
         }
     }
@@ -448,6 +474,19 @@ async fn pace<'a>(
         if unpaced.contains(&c.hook.id) && needs_slot(&c) {
             let why = "its hook's rate-limit slot could not be reserved";
             plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
+            continue;
+        }
+        if contended.contains(&c.hook.id) && needs_slot(&c) {
+            // Contention, not a failure: back soon (each at its own moment), not after the
+            // queue's visibility timeout, and without using up one of the lane's receives.
+            let until = later(now, (RESERVE_PATIENCE * 2).mul_f64(1.0 + unit()));
+            let lane = c.hook.state.health.lane(now);
+            plans.push(hand_back(
+                c.message,
+                deferred(c.task, until),
+                lane,
+                "its hook's rate-limit slots were contended",
+            ));
             continue;
         }
         let (slot, in_place) = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
