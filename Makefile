@@ -41,7 +41,9 @@ build: $(CARGO_LAMBDA)
 ## bench: measure throughput, latency, CPU, memory, AWS requests and cost, fan-out and the
 ## Lambda binaries; writes BENCHMARKS.md (release builds; no test asserts a time)
 bench: $(PYTOOLS)
-	$(CARGO) build --release -p hookbridge-local -p subscription-api -p ingest -p delivery-worker -p verifier -p hookbridge-bench
+	$(CARGO) build --release -p hookbridge-local -p hookbridge-bench
+	@# The Lambda functions one at a time, as `make build` builds them (their sizes are measured)
+	for f in subscription-api ingest delivery-worker verifier; do $(CARGO) build --release -p $$f || exit 1; done
 	./target/release/hookbridge-bench run $(BENCH_ARGS)
 
 ## fuzz: each cargo-fuzz target (envelopes, patterns, hook validation, tokens) for FUZZ_SECONDS
