@@ -108,9 +108,14 @@ impl ReplayJob {
         }
     }
 
-    /// Whether the job re-sends `d`: finished deliveries of the statuses it asks for.
+    /// Whether the job re-sends `d`: finished deliveries of the statuses it asks for, made
+    /// before the job was asked for. A delivery's id is dated by its event's own `time`,
+    /// which a producer may set up to an hour back, so a delivery made after the request
+    /// can have an id inside the window; re-sent, its receiver would get a new event twice.
     pub fn wants(&self, d: &Delivery) -> bool {
-        d.status.is_final() && self.statuses.as_ref().is_none_or(|w| w.contains(&d.status))
+        d.status.is_final()
+            && d.created_at < self.created_at
+            && self.statuses.as_ref().is_none_or(|w| w.contains(&d.status))
     }
 
     /// The note its re-sends leave on a delivery (the API shows it as the delivery's

@@ -297,6 +297,52 @@ async fn a_page_whose_save_was_lost_is_counted_not_sent_again_aws() {
     a_page_whose_save_was_lost_is_counted_not_sent_again(&AwsHarness::start().await).await;
 }
 
+/// A delivery made after the replay was asked for is not re-sent, even when its id falls
+/// inside the window: ids are dated by the event's own `time`, which a producer may set in
+/// the past. Its receiver got it once already, as a new event.
+async fn a_delivery_made_after_the_replay_was_asked_for_is_not_resent(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "made-after").await;
+    let b = h.backend();
+    b.hooks.create(&hook, 1000).await.unwrap();
+    let before = seed(h, &hook, 2).await;
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    // Published after the request, its `time` twenty minutes back.
+    let at = now - chrono::Duration::minutes(20);
+    let event = EventId::generate();
+    let body = format!(
+        r#"{{"version":"0","id":"{event}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#,
+        at.format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    b.events
+        .put(&tenant, &[Envelope::from_bus_json(&body, "1", "r").unwrap()], Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let late = DeliveryId::from_parts(at.timestamp_millis() as u64, 99);
+    let mut d =
+        Delivery::pending(late, tenant, hook.id, event, "user.login".into(), now + chrono::Duration::seconds(1));
+    d.status = DeliveryStatus::Succeeded;
+    b.deliveries.insert(&[d]).await.unwrap();
+
+    handle(&common::deps(h), &[message(ReplayPoke::of(&job).to_body(), "made-after")]).await;
+    let done = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.queued, done.skipped), (ReplayState::Succeeded, 2, 0));
+    let sent: BTreeSet<DeliveryId> = queued(b.delivery_queue.as_ref(), 2).await.into_iter().collect();
+    assert_eq!(sent, before.iter().map(|d| d.id).collect::<BTreeSet<_>>(), "not the delivery made after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_made_after_the_replay_was_asked_for_is_not_resent_embedded() {
+    a_delivery_made_after_the_replay_was_asked_for_is_not_resent(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_made_after_the_replay_was_asked_for_is_not_resent_aws() {
+    a_delivery_made_after_the_replay_was_asked_for_is_not_resent(&AwsHarness::start().await).await;
+}
+
 /// A delivery whose event is too large to ride in its task is re-sent by reference (the
 /// worker reads the event from the store), and counted as queued, not skipped.
 async fn a_large_event_is_replayed_by_reference(h: &dyn Harness) {
