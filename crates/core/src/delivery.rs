@@ -232,7 +232,9 @@ impl Delivery {
             // The request that opened this round, stored after the worker already recorded
             // what the round's attempt did. Its note still says what opened the round (a
             // replay finds what it re-sent by it), unless the outcome gave a reason of its own.
-            if matches!(self.status, DeliveryStatus::Retrying | DeliveryStatus::Succeeded) && u.note.is_some() {
+            if u.note.is_some()
+                && (self.note.is_none() || matches!(self.status, DeliveryStatus::Retrying | DeliveryStatus::Succeeded))
+            {
                 self.note.clone_from(&u.note);
             }
             return;
@@ -245,12 +247,15 @@ impl Delivery {
             self.updated_at = self.updated_at.max(u.at);
             return;
         }
+        if u.round > self.round || u.note.is_some() {
+            // A new round's note is its own: the last round's reason (a cancellation, say)
+            // does not describe it, and left in place it would hide the note of the request
+            // that opened this round when that lands after the outcome.
+            self.note.clone_from(&u.note);
+        }
         self.round = u.round;
         self.status = u.status;
         self.next_attempt_at = u.next_attempt_at;
-        if u.note.is_some() {
-            self.note.clone_from(&u.note);
-        }
         self.updated_at = u.at;
     }
 }
@@ -389,6 +394,29 @@ mod tests {
                 d.apply(u);
             }
             assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Retrying, Some("replayed by x")));
+        }
+    }
+
+    /// A replayed delivery that fails again: the worker's `FAILED` for the new round often
+    /// lands before the replay's `PENDING` (a page queues its tasks before recording them).
+    /// The note is the replay's either way, so a page read again knows it re-sent it; and an
+    /// outcome with a reason of its own keeps that reason either way.
+    #[test]
+    fn a_replayed_delivery_that_fails_again_keeps_the_replays_note_whichever_record_lands_first() {
+        let k = key();
+        let mut requeued = update(&k, DeliveryStatus::Pending, 1, false);
+        requeued.note = Some("replayed by x".into());
+        let failed = update(&k, DeliveryStatus::Failed, 1, true);
+        let given_up = DeliveryUpdate::given_up(k.clone(), 1, "not sent: no secrets".into(), Utc::now());
+        for (outcome, note) in [(&failed, "replayed by x"), (&given_up, "not sent: no secrets")] {
+            for order in [[&requeued, outcome], [outcome, &requeued]] {
+                let mut d = Delivery::pending_for(&k, Utc::now());
+                d.apply(&DeliveryUpdate::cancelled(k.clone(), 0, "hook disabled".into(), Utc::now()));
+                for u in order {
+                    d.apply(u);
+                }
+                assert_eq!((d.status, d.round, d.note.as_deref()), (DeliveryStatus::Failed, 1, Some(note)));
+            }
         }
     }
 
