@@ -55,6 +55,40 @@ async fn rs256_es256_and_eddsa_tokens_work_and_a_rotated_key_is_fetched_by_its_n
 }
 
 on_both_backends! {
+/// The tokens API Gateway's JWT check lets through, the function takes too: an issuer whose
+/// identifier ends in `/` (Auth0's `https://<tenant>.auth0.com/`) configured as it is, and
+/// a Cognito access token, which names its audience in `client_id` and has no `aud`.
+async fn tokens_api_gateway_accepts_are_accepted_auth0_issuers_and_cognito_access_tokens(flavor: Flavor) {
+    let idp = IdentityProvider::start().await;
+    let issuer = format!("{}/", idp.issuer());
+    let stack = hookbridge_e2e::TestStack::start_with(
+        flavor,
+        &[("HOOKBRIDGE_JWT_ISSUER", issuer.as_str()), ("HOOKBRIDGE_JWT_AUDIENCE", OIDC_AUDIENCE)],
+    )
+    .await;
+    let auth0 = with(claims("acme"), "iss", json!(issuer));
+    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &auth0)).await;
+    assert_eq!(a.status, 200, "iss with its trailing slash: {}", a.body);
+    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &claims("acme"))).await;
+    assert_eq!(a.status, 200, "iss without it: {}", a.body);
+
+    let cognito = with(without(claims("acme"), "aud"), "client_id", json!(OIDC_AUDIENCE));
+    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &cognito)).await;
+    assert_eq!(a.status, 200, "client_id as the audience: {}", a.body);
+    for (what, token) in [
+        ("another client", with(without(claims("acme"), "aud"), "client_id", json!("someone-else"))),
+        ("client_id beside another aud", with(with(claims("acme"), "aud", json!("other")), "client_id", json!(OIDC_AUDIENCE))),
+        ("neither", without(claims("acme"), "aud")),
+    ] {
+        let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &token)).await;
+        assert_eq!(a.status, 401, "{what}: {}", a.body);
+        assert!(a.body["detail"].as_str().unwrap_or_default().contains("audience"), "{what}: {}", a.body);
+    }
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn a_token_naming_no_key_is_tried_against_each_of_the_issuers_keys(flavor: Flavor) {
     let stack = TestStack::start_oidc(flavor).await;
     let idp = stack.idp();

@@ -181,6 +181,12 @@ fn the_jwt_authorizer_guards_every_route_but_health_and_the_console_when_an_issu
     let cond = &t["Conditions"]["HasJwtAuthorizer"]["Fn::And"];
     assert_eq!(cond[0]["Fn::Not"][0]["Fn::Equals"][0]["Ref"], "JwtIssuer");
     assert_eq!(cond[1]["Fn::Not"][0]["Fn::Equals"][0]["Ref"], "JwtAudience");
+    // API Gateway's JWT authorizer passes RSA-signed issuer tokens only: in front of an API
+    // that also takes HS256 tokens (`hookbridge token`), or an issuer signing with ES256 or
+    // EdDSA, it refused every token the function was set up to accept.
+    assert_eq!(cond[2]["Fn::Equals"], json!([{"Ref": "JwtSecretName"}, ""]));
+    assert_eq!(cond[3]["Fn::Equals"], json!([{"Ref": "GatewayTokenCheck"}, "true"]));
+    assert_eq!(cond.as_array().map(Vec::len), Some(4));
     let authorizer = &t["Resources"]["ApiJwtAuthorizer"];
     assert_eq!(authorizer["Condition"], "HasJwtAuthorizer");
     let jwt = &authorizer["Properties"]["JwtConfiguration"];

@@ -120,17 +120,19 @@ impl Tokens {
                     ApiError::Unauthorized("the token is not signed by a key of the issuer")
                 })?;
                 let mut v = validation(header.alg);
-                v.set_issuer(&[&issuer.issuer]);
+                // The identifier is kept without its trailing `/` (the discovery document's
+                // address is built on it), but an issuer whose identifier has one (Auth0's)
+                // puts it in `iss`, and API Gateway's JWT check compares as configured.
+                v.set_issuer(&[issuer.issuer.clone(), format!("{}/", issuer.issuer)]);
                 v.required_spec_claims.insert("iss".to_owned());
-                match &issuer.audience {
-                    Some(aud) => {
-                        v.set_audience(&[aud]);
-                        // Otherwise a token naming no audience at all would pass.
-                        v.required_spec_claims.insert("aud".to_owned());
-                    }
-                    None => v.validate_aud = false,
+                // The audience is checked below: API Gateway's rule, which Cognito's access
+                // tokens (no `aud`, a `client_id`) need.
+                v.validate_aud = false;
+                let claims = decode(token, &keys, &v)?;
+                if let Some(aud) = &issuer.audience {
+                    for_audience(&claims, aud)?;
                 }
-                decode(token, &keys, &v)?
+                claims
             }
             _ => return Err(ApiError::Unauthorized("the token's algorithm is not accepted")),
         };
@@ -161,6 +163,21 @@ fn validation(alg: Algorithm) -> Validation {
     v.validate_nbf = true;
     v.required_spec_claims = HashSet::from(["exp".to_owned()]);
     v
+}
+
+/// Whether an issuer's token is for `audience`, as API Gateway's JWT check decides: its
+/// `aud` (one or a list) names it, or, in a token with no `aud`, its `client_id` is it.
+fn for_audience(claims: &Map<String, Value>, audience: &str) -> Result<(), ApiError> {
+    let named = match claims.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(audience)),
+        Some(_) => false,
+        None => match claims.get("client_id") {
+            Some(c) => c.as_str() == Some(audience),
+            None => return Err(ApiError::Unauthorized("the token names no audience (aud)")),
+        },
+    };
+    if named { Ok(()) } else { Err(ApiError::Unauthorized("the token is for another audience")) }
 }
 
 /// Decodes with the first of `keys` that verifies the signature.
