@@ -29,6 +29,13 @@ pub enum FetchError {
 /// The most of a document read.
 const MAX_DOCUMENT: usize = 256 * 1024;
 
+/// The longest one document may take, whatever the delivery timeout. A token under a key
+/// not seen yet makes an API request read two (the issuer's discovery document, then its
+/// key set) and still answer within the API function's timeout (10 s); at the delivery
+/// timeout each (10 s by default, up to 25 s), a slow issuer ran such requests into
+/// Lambda's timeout, which also discards the keys the process knew.
+pub const DOCUMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Outbound {
     /// `GET`s `url` and parses its body as JSON.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
@@ -56,13 +63,47 @@ impl Outbound {
                     .body(body)
             }
         };
-        let resp =
-            req.header(http::header::ACCEPT, "application/json").send().await.map_err(|e| failed(describe(&e)))?;
+        let resp = req
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(DOCUMENT_TIMEOUT.min(self.settings.timeout))
+            .send()
+            .await
+            .map_err(|e| failed(describe(&e)))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(failed(format!("answered {status}")));
         }
         let body = crate::deliver::read_capped(resp, MAX_DOCUMENT).await.map_err(|e| failed(describe(&e)))?;
         serde_json::from_str(&body).map_err(|e| failed(format!("not JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use std::time::Duration;
+
+    use hookbridge_core::hook::NetworkPolicy;
+    use hookbridge_testkit::{Receiver, Reply};
+
+    use super::*;
+    use crate::OutboundSettings;
+
+    /// A document slower than [`DOCUMENT_TIMEOUT`] is given up on, though deliveries may
+    /// wait longer: the request that needed it answers instead of outliving its function.
+    #[tokio::test]
+    async fn a_document_slower_than_its_own_bound_is_given_up_on() {
+        let issuer = Receiver::start().await;
+        issuer.always(Reply::body(200, "{}").after(DOCUMENT_TIMEOUT + Duration::from_secs(2)));
+        let settings = OutboundSettings { timeout: Duration::from_secs(20), network: NetworkPolicy::local() };
+        let outbound = Outbound::new(settings).unwrap();
+        let got = outbound.get_json(&issuer.url("/jwks")).await;
+        assert!(
+            matches!(&got, Err(FetchError::Failed { why, .. }) if why.contains("timed out") || why.contains("timeout")),
+            "{got:?}"
+        );
+        issuer.always(Reply::body(200, r#"{"keys":[]}"#));
+        assert_eq!(outbound.get_json(&issuer.url("/jwks")).await.unwrap(), serde_json::json!({"keys": []}));
     }
 }

@@ -18,7 +18,7 @@ use hookbridge_core::hook::NetworkPolicy;
 pub use auth::{TokenCache, TokenError, TokenWanted};
 pub use challenge::ChallengeError;
 pub use deliver::{AttemptReport, DeliveryRequest};
-pub use fetch::FetchError;
+pub use fetch::{DOCUMENT_TIMEOUT, FetchError};
 
 /// The default request timeout: long enough for a slow receiver, short enough that one
 /// dead endpoint does not hold a worker batch for long.

@@ -628,4 +628,10 @@ fn request_timeouts_fit_in_one_worker_invocation() {
     // the OAuth token fetch (up to 10 s), with a margin for the rest.
     let verifier = &t["Resources"]["VerifierFunction"]["Properties"]["Timeout"];
     assert!(verifier.as_u64().is_some_and(|s| s >= 25 + 10 + 5), "the verifier's timeout is {verifier}");
+    // An API request under a key not seen yet reads the issuer's discovery document and
+    // then its key set, each bounded by DOCUMENT_TIMEOUT, and must answer before Lambda
+    // ends it (a timeout also discards what the process knew of the issuer's keys).
+    let api = &t["Resources"]["SubscriptionApiFunction"]["Properties"]["Timeout"];
+    let documents = 2 * hookbridge_outbound::DOCUMENT_TIMEOUT.as_secs();
+    assert!(api.as_u64().is_some_and(|s| s >= documents + 2), "the API's timeout is {api}");
 }
