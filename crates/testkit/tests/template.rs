@@ -635,3 +635,19 @@ fn request_timeouts_fit_in_one_worker_invocation() {
     let documents = 2 * hookbridge_outbound::DOCUMENT_TIMEOUT.as_secs();
     assert!(api.as_u64().is_some_and(|s| s >= documents + 2), "the API's timeout is {api}");
 }
+
+/// A tenant's hooks are all read, and an event sent to each, within one ingest invocation:
+/// the template may not allow more hooks per tenant than the fan-out the benchmark measured
+/// (one event to 10,000 hooks). It allowed a million, far past what one invocation can hold
+/// in memory or send in its time, and a batch that outlives its invocation is sent again
+/// from the start.
+#[test]
+fn a_tenants_hooks_are_bounded_by_the_fan_out_one_ingest_invocation_was_measured_to_handle() {
+    let t = template();
+    let most = &t["Parameters"]["MaxHooksPerTenant"]["MaxValue"];
+    assert!(most.as_u64().is_some_and(|n| n <= 10_000), "MaxHooksPerTenant allows {most}");
+    let ingest = &t["Resources"]["IngestFunction"]["Properties"];
+    let memory = ingest.get("MemorySize").unwrap_or(&t["Globals"]["Function"]["MemorySize"]);
+    let timeout = ingest.get("Timeout").unwrap_or(&t["Globals"]["Function"]["Timeout"]);
+    assert_eq!((memory, timeout), (&json!(256), &json!(30)), "ingest's size changed: measure the fan-out again");
+}
