@@ -237,9 +237,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             banner(stack.addr(), demo.as_deref(), &place);
             shutdown_signal().await;
-            eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued");
-            stack.shutdown().await;
-            eprintln!("hookbridge: stopped");
+            eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued (again to stop at once)");
+            tokio::select! {
+                () = stack.shutdown() => eprintln!("hookbridge: stopped"),
+                // Nothing is lost stopping now: what was not finished comes back from its
+                // queue after its visibility timeout, as after a crash.
+                () = shutdown_signal() => eprintln!("hookbridge: stopped at once; unfinished work comes back from its queue"),
+            }
             Ok(())
         }
     }

@@ -2,10 +2,13 @@
 //! hand it to the handler, delete what succeeded, leave the failures to the queue.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use delivery_worker::{BatchContext, Settle, Worker};
+use futures::FutureExt;
 use hookbridge_core::hook::Lane;
 use hookbridge_core::ports::{BatchOutcome, MAX_BATCH, Queue, Receipt, ReceivedMessage};
 use tokio::sync::{Semaphore, watch};
@@ -42,7 +45,19 @@ where
         }
         let receipts: Vec<(String, hookbridge_core::ports::Receipt)> =
             batch.iter().map(|m| (m.id.clone(), m.receipt.clone())).collect();
-        let outcome = handler(batch).await;
+        // A panic fails the batch, as a crashed Lambda invocation does: its messages come
+        // back after their visibility timeout, and the loop goes on. Unwinding out of this
+        // task would have stopped the stage for good while the API kept accepting.
+        let outcome = match AssertUnwindSafe(handler(batch)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::error!(
+                    queue = queue.name(),
+                    "the batch's handler panicked; its messages will be handled again"
+                );
+                BatchOutcome { failed: receipts.iter().map(|(id, _)| id.clone()).collect() }
+            }
+        };
         let done: Vec<_> =
             receipts.into_iter().filter(|(id, _)| !outcome.failed.contains(id)).map(|(_, r)| r).collect();
         if !done.is_empty()
@@ -70,6 +85,21 @@ impl Settle for Settler {
             tracing::error!(queue = self.queue.name(), error = %e, "delete failed; the messages will be handled again");
         }
         self.places.add_permits(count);
+    }
+}
+
+/// A batch's view of the settler, counting what it settled, so that a batch that panics
+/// gives back the places of the messages it did not.
+struct Counted {
+    inner: Arc<Settler>,
+    settled: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Settle for Counted {
+    async fn settled(&self, done: Vec<Receipt>, count: usize) {
+        self.inner.settled(done, count).await;
+        self.settled.fetch_add(count, Ordering::Relaxed);
     }
 }
 
@@ -127,11 +157,63 @@ pub(crate) async fn pump(
     while let Some(batch) = batch_rx.recv().await {
         let (worker, settler) = (worker.clone(), settler.clone());
         batches.spawn(async move {
-            let ctx = BatchContext { lane, deadline: None, settle: Some(settler.as_ref()) };
-            delivery_worker::handle(&worker, &batch, ctx).await;
+            let counted = Counted { inner: settler, settled: AtomicUsize::new(0) };
+            let ctx = BatchContext { lane, deadline: None, settle: Some(&counted) };
+            if AssertUnwindSafe(delivery_worker::handle(&worker, &batch, ctx)).catch_unwind().await.is_err() {
+                // Its unsettled messages come back after their visibility timeout; their
+                // places are the lane's again now, or each panic would shrink the lane.
+                let unsettled = batch.len().saturating_sub(counted.settled.load(Ordering::Relaxed));
+                tracing::error!(
+                    queue = counted.inner.queue.name(),
+                    unsettled,
+                    "a delivery batch panicked; its unsettled messages will be handled again"
+                );
+                counted.inner.places.add_permits(unsettled);
+            }
         });
         while batches.try_join_next().is_some() {}
     }
     while receivers.join_next().await.is_some() {}
     while batches.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::ports::OutgoingMessage;
+    use hookbridge_testkit::{EmbeddedHarness, Harness};
+
+    use super::*;
+
+    /// A handler that panics fails its batch, and the loop goes on with the next: the
+    /// message after it is handled, and the one it panicked on comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_panics_fails_its_batch_and_the_stage_goes_on() {
+        let h = EmbeddedHarness::start().await;
+        let queue = h.backend().verify_queue.clone();
+        queue.send_batch(&[OutgoingMessage::now("boom".to_owned())]).await.unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let loop_ = tokio::spawn(drive(queue.clone(), stopped, move |batch: Vec<ReceivedMessage>| {
+            let handled_tx = handled_tx.clone();
+            async move {
+                for m in &batch {
+                    assert_ne!(m.body, "boom", "a handler that panics");
+                    handled_tx.send(m.body.clone()).unwrap();
+                }
+                BatchOutcome::default()
+            }
+        }));
+        // Sent once the panic's batch was received, so the two do not share a batch.
+        while queue.depth().await.unwrap().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        queue.send_batch(&[OutgoingMessage::now("ok".to_owned())]).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(10), handled.recv()).await;
+        let _ = stop.send(true);
+        loop_.await.unwrap();
+        assert_eq!(next.ok().flatten().as_deref(), Some("ok"), "the stage stopped at the panic");
+        assert_eq!(queue.depth().await.unwrap().in_flight, 1, "the message it panicked on was not deleted");
+    }
 }

@@ -1,5 +1,6 @@
 //! The whole platform in one process.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,10 @@ use tokio::task::JoinSet;
 use verifier::{Verifier, VerifierPorts};
 
 use crate::consumer::{drive, pump};
+
+/// How long a shutdown waits for the API's open requests. An API request is answered in
+/// milliseconds, or within seconds when it reads an identity provider's documents.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which backend to run on.
 #[derive(Debug, Clone)]
@@ -167,14 +172,28 @@ impl RunningStack {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let mut api_stop = stopped.clone();
+        let (mut api_stop, mut drain_stop) = (stopped.clone(), stopped.clone());
         tasks.spawn(async move {
             let app = subscription_api::router(api);
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = api_stop.wait_for(|s| *s).await;
             });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "API server failed");
+            // A graceful shutdown waits for every open request, and one whose client went
+            // away mid-request (half a head or body sent, the host gone) is never finished:
+            // the process would not stop.
+            let drained = async move {
+                let _ = drain_stop.wait_for(|s| *s).await;
+                tokio::time::sleep(API_DRAIN).await;
+            };
+            tokio::select! {
+                served = serve.into_future() => {
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "API server failed");
+                    }
+                }
+                () = drained => {
+                    tracing::warn!(after = ?API_DRAIN, "API requests still open at shutdown were closed unanswered");
+                }
             }
         });
 

@@ -1,0 +1,86 @@
+//! `hookbridge serve` stopped by SIGTERM while a client holds a request half sent (its host
+//! gone mid-request, here half its head): the process still stops, and a second signal
+//! stops it at once.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookbridge_testkit::Receiver;
+
+fn serve(db: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", db])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hookbridge")
+}
+
+async fn healthy(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("hookbridge serve did not come up at {base}");
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// Whether `child` exited within `limit`; killed if it did not.
+fn exits_within(child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// A half-sent request at shutdown: before, a graceful shutdown waited for it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_does_not_keep_serve_from_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hb.db").display().to_string();
+    let port = Receiver::free_addr().port();
+    let mut child = serve(&db, port);
+    healthy(&format!("http://127.0.0.1:{port}")).await;
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "TERM");
+    assert!(exits_within(&mut child, Duration::from_secs(60)), "serve did not stop with a request half sent");
+    drop(held);
+}
+
+/// A second signal stops it at once, whatever is still finishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_serve_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hb.db").display().to_string();
+    let port = Receiver::free_addr().port();
+    let mut child = serve(&db, port);
+    healthy(&format!("http://127.0.0.1:{port}")).await;
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "INT");
+    // Well inside the ten seconds the first signal gives open requests.
+    assert!(exits_within(&mut child, Duration::from_secs(5)), "the second signal did not stop it");
+    drop(held);
+}
