@@ -414,11 +414,12 @@ pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>) {
 }
 
 /// The longest a batch waits for one hook's rate-limit reservation. Past it, that hook's
-/// deliveries are handed back to come again in one to two seconds, and the rest of the
-/// batch goes on without them. A
-/// reservation given up on may still be stored; its slots then go unused, so the hook is
-/// sent to below its rate for a moment, never above it.
-pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_millis(500);
+/// deliveries come back later, as when the reservation fails, and the rest of the batch
+/// goes on without them. A reservation given up on may still be stored (on SQLite it
+/// always is); its slots then go unused, so the hook is sent to below its rate for a
+/// while, never above it. Uncontended, a reservation takes milliseconds, and contended
+/// on DynamoDB most succeed within a few of the limiter's rounds.
+pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_secs(1);
 /// Hooks whose rate-limit slots are reserved at once.
 const RESERVATIONS_IN_FLIGHT: usize = 16;
 
@@ -453,7 +454,6 @@ async fn pace<'a>(
         .await;
     let mut next_slot: HashMap<HookId, (DateTime<Utc>, Rate)> = HashMap::new();
     let mut unpaced: HashSet<HookId> = HashSet::new();
-    let mut contended: HashSet<HookId> = HashSet::new();
     for (hook, rate, reservation) in reserved {
         match reservation {
             Ok(Ok(first)) => {
@@ -464,29 +464,19 @@ async fn pace<'a>(
                 unpaced.insert(hook);
             }
             Err(_) => {
-                tracing::warn!(hook_id = %hook, "the hook's rate-limit slots took too long to reserve; its deliveries come back in a second or two");
-                contended.insert(hook);
+                tracing::warn!(hook_id = %hook, patience = ?RESERVE_PATIENCE, "the hook's rate-limit slots took too long to reserve; its deliveries will be retried");
+                unpaced.insert(hook);
             }
         }
     }
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         if unpaced.contains(&c.hook.id) && needs_slot(&c) {
+            // Back after the visibility timeout, a receive used up: a hook whose slots
+            // cannot be had on any of its receives has its delivery recorded `FAILED`
+            // with why, and a reservation given up on is not tried again every second.
             let why = "its hook's rate-limit slot could not be reserved";
             plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
-            continue;
-        }
-        if contended.contains(&c.hook.id) && needs_slot(&c) {
-            // Contention, not a failure: back soon (each at its own moment), not after the
-            // queue's visibility timeout, and without using up one of the lane's receives.
-            let until = later(now, (RESERVE_PATIENCE * 2).mul_f64(1.0 + unit()));
-            let lane = c.hook.state.health.lane(now);
-            plans.push(hand_back(
-                c.message,
-                deferred(c.task, until),
-                lane,
-                "its hook's rate-limit slots were contended",
-            ));
             continue;
         }
         let (slot, in_place) = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
