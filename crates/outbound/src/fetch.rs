@@ -29,12 +29,14 @@ pub enum FetchError {
 /// The most of a document read.
 const MAX_DOCUMENT: usize = 256 * 1024;
 
-/// The longest one document may take, whatever the delivery timeout. A token under a key
-/// not seen yet makes an API request read two (the issuer's discovery document, then its
-/// key set) and still answer within the API function's timeout (10 s); at the delivery
-/// timeout each (10 s by default, up to 25 s), a slow issuer ran such requests into
-/// Lambda's timeout, which also discards the keys the process knew.
-pub const DOCUMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// The longest one document may take (a `GET`, or the console's code exchange), whatever
+/// the delivery timeout. An API request reads at most four in a row (the console's sign-in
+/// callback on a fresh process: the discovery document for the token endpoint, the code
+/// exchange, then the discovery document and the key set to check the token it got) and
+/// must still answer within the API function's timeout (10 s); at the delivery timeout
+/// each (10 s by default, up to 25 s), a slow issuer ran such requests into Lambda's
+/// timeout, which also discards the keys the process knew.
+pub const DOCUMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Outbound {
     /// `GET`s `url` and parses its body as JSON.
