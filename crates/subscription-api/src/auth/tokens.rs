@@ -2,7 +2,8 @@
 //!
 //! Both kinds must carry `exp` (a token without one is refused) and are refused before
 //! `nbf`, each with 30 s of leeway for clocks. An issuer's tokens must also name it in
-//! `iss`, and the configured audience in `aud` when there is one. The tenant comes from
+//! `iss`, and the configured audience, when there is one, in `aud` (or, with no `aud`, in
+//! `client_id`, as API Gateway allows). The tenant comes from
 //! the configured claim (`tenant` by default), the scopes from `scope` (space-separated)
 //! or `scp` (a list, as Entra ID and Okta write it).
 
