@@ -424,8 +424,9 @@ pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_secs(1);
 const RESERVATIONS_IN_FLIGHT: usize = 16;
 
 /// Reserves rate-limit slots for hooks that have a limit: one reservation per hook per
-/// batch, all at once, each bounded by [`RESERVE_PATIENCE`]. A delivery whose slot lies further ahead is handed back to go at its slot; one
-/// that comes back more than [`SLOT_KEPT_FOR`] after its slot takes a new one.
+/// batch, all at once, each bounded by [`RESERVE_PATIENCE`]. A delivery whose slot lies
+/// further ahead is handed back to go at its slot; one that comes back more than
+/// [`SLOT_KEPT_FOR`] after its slot takes a new one.
 async fn pace<'a>(
     w: &Worker,
     now: DateTime<Utc>,
