@@ -417,9 +417,12 @@ pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>) {
 /// deliveries come back later, as when the reservation fails, and the rest of the batch
 /// goes on without them. A reservation given up on may still be stored (on SQLite it
 /// always is); its slots then go unused, so the hook is sent to below its rate for a
-/// while, never above it. Uncontended, a reservation takes milliseconds, and contended
-/// on DynamoDB most succeed within a few of the limiter's rounds.
-pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_secs(1);
+/// while, never above it. Longer than the DynamoDB limiter's own sixteen rounds take
+/// (about 2 s of backoff), so contention alone ends in its answer or its error; a key
+/// whose writes are throttled or stuck is what this bounds. At 1 s, the emulator under a
+/// full test run was slow enough that paced deliveries went round their visibility
+/// timeout instead of waiting.
+pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_secs(3);
 /// Hooks whose rate-limit slots are reserved at once.
 const RESERVATIONS_IN_FLIGHT: usize = 16;
 

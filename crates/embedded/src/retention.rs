@@ -134,11 +134,18 @@ async fn drain(db: &Db, statement: &'static str, cutoff: i64) -> Result<usize> {
     }
 }
 
-/// Sweeps every [`SWEEP_EVERY`] until `stop` says so. A failed sweep is logged and tried
-/// again next time.
+/// Sweeps every [`SWEEP_EVERY`] until `stop` says so, even in the middle of a sweep (after
+/// a long time stopped, the first one may have millions of rows to delete, a batch per
+/// transaction; what it leaves, the next start's sweep deletes). A failed sweep is logged
+/// and tried again next time.
 pub async fn run(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        match sweep(&db, Utc::now()).await {
+        let swept = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            swept = sweep(&db, Utc::now()) => swept,
+        };
+        match swept {
             Ok(s) if s.total() > 0 => tracing::info!(
                 deliveries = s.deliveries,
                 events = s.events,
@@ -153,7 +160,7 @@ pub async fn run(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
@@ -187,5 +194,30 @@ mod tests {
             .unwrap();
         assert_eq!(deleted, 0);
         assert!(scanned <= BATCH as i32, "read {scanned} of {queued} queued messages");
+    }
+
+    /// A stop asked for in the middle of a sweep ends it there: the first sweep after a
+    /// long time stopped may have millions of rows to delete, and shutdown waited for all.
+    #[tokio::test]
+    async fn a_stop_ends_a_sweep_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let expired = 20 * BATCH as usize;
+        let messages: Vec<OutgoingMessage> = (0..expired).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
+        db.write(move |c| crate::queue::insert(c, "q", &messages)).await.unwrap();
+        db.write(|c| c.execute("UPDATE messages SET sent_at = 0", []).map_err(sql("test"))).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(run(db.clone(), stopped));
+        // Stopped once the sweep has begun deleting, well before it is done.
+        let left = || {
+            db.read(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0)).map_err(sql("test")))
+        };
+        while left().await.unwrap() == expired as i64 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(true).unwrap();
+        sweeper.await.unwrap();
+        let remaining = left().await.unwrap();
+        assert!(remaining > 0, "the sweep went on to the end after the stop");
     }
 }
