@@ -50,37 +50,34 @@ fn exits_within(child: &mut Child, limit: Duration) -> bool {
     false
 }
 
-/// A half-sent request at shutdown: before, a graceful shutdown waited for it for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_sent_request_does_not_keep_serve_from_stopping() {
+/// A running `serve`, a client holding half a request's head open on it, and SIGTERM sent:
+/// the process, the held connection, and the database's directory (kept until the end).
+async fn told_to_stop_with_half_a_request_open() -> (Child, std::net::TcpStream, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hb.db").display().to_string();
     let port = Receiver::free_addr().port();
-    let mut child = serve(&db, port);
+    let child = serve(&db, port);
     healthy(&format!("http://127.0.0.1:{port}")).await;
     let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     held.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     signal(&child, "TERM");
+    (child, held, dir)
+}
+
+/// A half-sent request at shutdown: before, a graceful shutdown waited for it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_does_not_keep_serve_from_stopping() {
+    let (mut child, _held, _dir) = told_to_stop_with_half_a_request_open().await;
     assert!(exits_within(&mut child, Duration::from_secs(60)), "serve did not stop with a request half sent");
-    drop(held);
 }
 
 /// A second signal stops it at once, whatever is still finishing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_serve_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hb.db").display().to_string();
-    let port = Receiver::free_addr().port();
-    let mut child = serve(&db, port);
-    healthy(&format!("http://127.0.0.1:{port}")).await;
-    let mut held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    held.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    signal(&child, "TERM");
+    let (mut child, _held, _dir) = told_to_stop_with_half_a_request_open().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&child, "INT");
     // Well inside the ten seconds the first signal gives open requests.
     assert!(exits_within(&mut child, Duration::from_secs(5)), "the second signal did not stop it");
-    drop(held);
 }
