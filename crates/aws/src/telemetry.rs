@@ -8,6 +8,9 @@
 use std::io::IsTerminal;
 
 use hookbridge_core::settings::SettingsError;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// `HOOKBRIDGE_LOG_FORMAT`: `json` or `pretty` (default: `pretty` on a terminal, else `json`).
 pub const LOG_FORMAT: &str = "HOOKBRIDGE_LOG_FORMAT";
@@ -50,10 +53,14 @@ pub const LOG_FILTER: &str = "RUST_LOG";
 
 /// The filter `RUST_LOG` names, or `info` when it is unset or empty. A filter that does not
 /// parse is refused: falling back to `info` would hide the very lines someone asked for.
-pub fn filter(variable: Option<&str>) -> Result<tracing_subscriber::EnvFilter, SettingsError> {
+///
+/// The directives are levels by target prefix (`warn,hookbridge_outbound=debug`), not
+/// `EnvFilter`'s span and field matches: those need a regular-expression engine, about
+/// 0.4 MB of each Lambda binary, for a filter nobody sets on a function.
+pub fn filter(variable: Option<&str>) -> Result<Targets, SettingsError> {
     match variable.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok("info".into()),
-        Some(directives) => tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| SettingsError {
+        None => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        Some(directives) => directives.parse::<Targets>().map_err(|e| SettingsError {
             variable: LOG_FILTER,
             message: format!("{directives:?} is not a filter: {e}"),
         }),
@@ -68,22 +75,26 @@ pub fn init(output: Output) -> Result<(), SettingsError> {
     };
     let format = Format::choose(std::env::var(LOG_FORMAT).ok().as_deref(), terminal)?;
     let filter = filter(std::env::var(LOG_FILTER).ok().as_deref())?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let subscriber = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer();
     // `try_init`: a second call (tests) keeps the first subscriber.
     let _ = match (format, output) {
         (Format::Json, Output::Stdout) => {
-            builder.json().with_ansi(false).with_current_span(true).with_span_list(false).try_init()
+            subscriber.with(layer.json().with_ansi(false).with_current_span(true).with_span_list(false)).try_init()
         }
-        (Format::Json, Output::Stderr) => builder
-            .json()
-            .with_ansi(false)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
+        (Format::Json, Output::Stderr) => subscriber
+            .with(
+                layer
+                    .json()
+                    .with_ansi(false)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        (Format::Pretty, Output::Stdout) => builder.with_ansi(terminal).with_target(false).try_init(),
+        (Format::Pretty, Output::Stdout) => subscriber.with(layer.with_ansi(terminal).with_target(false)).try_init(),
         (Format::Pretty, Output::Stderr) => {
-            builder.with_ansi(terminal).with_target(false).with_writer(std::io::stderr).try_init()
+            subscriber.with(layer.with_ansi(terminal).with_target(false).with_writer(std::io::stderr)).try_init()
         }
     };
     Ok(())
@@ -110,5 +121,18 @@ mod tests {
         let refused = filter(Some("hookbridge=loud")).unwrap_err();
         assert_eq!(refused.variable, LOG_FILTER);
         assert!(refused.message.contains("hookbridge=loud"), "{}", refused.message);
+    }
+
+    #[test]
+    fn a_filter_sets_levels_by_target_prefix() {
+        use tracing::Level;
+        let targets = filter(Some("warn,hookbridge_outbound=debug")).unwrap();
+        assert!(targets.would_enable("hookbridge_outbound::send", &Level::DEBUG));
+        assert!(!targets.would_enable("hookbridge_outbound::send", &Level::TRACE));
+        assert!(targets.would_enable("delivery_worker", &Level::WARN));
+        assert!(!targets.would_enable("delivery_worker", &Level::INFO));
+        let default = filter(None).unwrap();
+        assert!(default.would_enable("delivery_worker", &Level::INFO));
+        assert!(!default.would_enable("delivery_worker", &Level::DEBUG));
     }
 }
