@@ -5,8 +5,10 @@
 
 pub mod cli;
 mod consumer;
+mod database_lock;
 pub mod migrate;
 mod receive;
 mod stack;
 
+pub use database_lock::LockError;
 pub use stack::{BackendChoice, DEFAULT_DELIVERY_CONCURRENCY, RunningStack, StackOptions, StartError, open_backend};

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use verifier::{Verifier, VerifierPorts};
 
 use crate::consumer::{drive, pump};
+use crate::database_lock::DatabaseLock;
 
 /// How long a shutdown waits for the API's open requests. An API request is answered in
 /// milliseconds, or within seconds when it reads an identity provider's documents.
@@ -62,6 +63,9 @@ pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 256;
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Another `hookbridge serve` holds the database.
+    #[error(transparent)]
+    Lock(#[from] crate::database_lock::LockError),
     /// The backend could not be opened or initialised.
     #[error("cannot open the embedded backend: {0}")]
     Embedded(#[from] hookbridge_embedded::InitError),
@@ -99,6 +103,8 @@ pub struct RunningStack {
     backend: Backend,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The embedded database's hold, let go once the stack has stopped.
+    _database: Option<DatabaseLock>,
 }
 
 impl std::fmt::Debug for RunningStack {
@@ -148,6 +154,10 @@ impl RunningStack {
     /// Starts the API and the three consumers.
     pub async fn start(opts: StackOptions) -> Result<Self, StartError> {
         let s = &opts.settings;
+        let held = match &opts.backend {
+            BackendChoice::Embedded { database, .. } => Some(DatabaseLock::take(database)?),
+            BackendChoice::Aws { .. } => None,
+        };
         let (backend, database) = open(&opts.backend, s, false).await?;
         // The embedded backend is this machine's own: nobody else runs `hookbridge migrate` for it.
         if let BackendChoice::Embedded { .. } = &opts.backend {
@@ -229,7 +239,7 @@ impl RunningStack {
             tasks.spawn(hookbridge_embedded::retention::run(db, stopped.clone()));
         }
         tracing::info!(%addr, "hookbridge is serving");
-        Ok(Self { addr, backend, stop, tasks })
+        Ok(Self { addr, backend, stop, tasks, _database: held })
     }
 
     /// Where the API listens.

@@ -1,0 +1,88 @@
+//! One `hookbridge serve` per database file. SQLite would let a second process on the same
+//! file go on, but not well: its writer takes SQLite's write lock from under the first
+//! one's (whose commits then wait in the busy handler), each process is woken only by its
+//! own sends (the other's messages wait for a poll), and two retention sweeps delete side
+//! by side. A second `serve` is almost always a mistake, so it is refused at start.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+/// An exclusive hold on a database file, for as long as it is kept. The operating system
+/// lets go of it when the process ends, however it ends, so a crash leaves nothing stale.
+#[derive(Debug)]
+pub(crate) struct DatabaseLock {
+    _file: File,
+}
+
+/// Why the hold could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error(
+        "another `hookbridge serve` is running on {database} (it holds {lock}); stop it, or give this one its own --database"
+    )]
+    InUse {
+        /// The database file.
+        database: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {lock}: {source}")]
+    Io {
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The lock file beside `database`: `hb.db` → `hb.db.lock`. It is left in place when the
+/// hold ends; deleting it could let two processes each lock a different file of that name.
+pub(crate) fn lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl DatabaseLock {
+    /// Takes the hold on `database`, or says who has it. Does not wait.
+    pub(crate) fn take(database: &Path) -> Result<Self, LockError> {
+        let lock = lock_path(database);
+        let io = |source| LockError::Io { lock: lock.clone(), source };
+        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockError::InUse { database: database.to_path_buf(), lock }),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_second_hold_on_the_same_database_is_refused_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("hb.db");
+        let first = DatabaseLock::take(&database).unwrap();
+        match DatabaseLock::take(&database) {
+            Err(LockError::InUse { database: d, lock }) => {
+                assert_eq!(d, database);
+                assert_eq!(lock, dir.path().join("hb.db.lock"));
+            }
+            other => panic!("a second hold was not refused: {other:?}"),
+        }
+        // Another database beside it is its own.
+        DatabaseLock::take(&dir.path().join("other.db")).unwrap();
+        drop(first);
+        DatabaseLock::take(&database).unwrap();
+    }
+}
