@@ -121,6 +121,8 @@ mod tests {
         let refused = filter(Some("hookbridge=loud")).unwrap_err();
         assert_eq!(refused.variable, LOG_FILTER);
         assert!(refused.message.contains("hookbridge=loud"), "{}", refused.message);
+        // `EnvFilter`'s span and field directives are not levels by target.
+        assert_eq!(filter(Some("[deliver{hook_id=h1}]=debug")).unwrap_err().variable, LOG_FILTER);
     }
 
     #[test]
