@@ -89,6 +89,20 @@ pub fn expires_at(id: DeliveryId) -> DateTime<Utc> {
     created.checked_add_signed(chrono::Duration::days(DELIVERY_RETENTION_DAYS)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Whether an attempt at `at` would come once the delivery `id`'s records are dropped
+/// ([`expires_at`]): such an attempt is not made, for its receiver would get a request
+/// its tenant could no longer see (a delivery re-sent in its last day, say).
+pub fn past_retention(id: DeliveryId, at: DateTime<Utc>) -> bool {
+    at >= expires_at(id)
+}
+
+/// The note on a delivery whose next attempt would have come after its records are dropped.
+pub const NOT_RETRIED_PAST_RETENTION: &str =
+    "not tried again: its next attempt was due after its records are dropped, 14 days after it was made";
+
+/// The note on a delivery that came due once its records were dropped.
+pub const NOT_SENT_PAST_RETENTION: &str = "not sent: its 14 days were over, and its records with them";
+
 /// The most of a response body kept on an attempt.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
 

@@ -559,6 +559,75 @@ mod tests {
         assert_eq!(d.envelope.as_deref(), Some(body), "kept, for a retry");
     }
 
+    /// A delivery re-sent in its last hours (a retry or a replay on its fourteenth day) gets
+    /// the attempts that come before its records are dropped, and no more: one whose next
+    /// attempt would come later ends `FAILED` with why, and one that comes due after is not
+    /// sent. Its attempts went on past the day Read stopped showing it, so its receiver got
+    /// requests its tenant could no longer see, and a large event's found it gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_attempt_is_made_once_a_deliverys_records_are_dropped() {
+        use hookbridge_core::delivery::{DeliveryStatus, NOT_RETRIED_PAST_RETENTION};
+        use hookbridge_core::retry::RetrySchedule;
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        receiver.always(Reply::status(503));
+        let (mut hook, _) = make_hook(&h, "acme", "ending").await;
+        hook.config.url = receiver.url("/hook");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let settings = WorkerSettings {
+            schedule: RetrySchedule::new(vec![Duration::from_secs(3600)]).unwrap(),
+            ..WorkerSettings::default()
+        };
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap();
+        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let lanes = h.backend().lanes();
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        // A delivery made `age` ago, handled once on the fast lane.
+        let handled = async |age: chrono::Duration| {
+            let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
+            let key = DeliveryKey {
+                tenant: hook.tenant.clone(),
+                hook_id: hook.id,
+                delivery_id: DeliveryId::from_parts(made, rand::random()),
+                event_id: EventId::generate(),
+                event_type: "user.login".into(),
+            };
+            let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
+            lanes.fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+            let messages = lanes.fast.receive(10, Duration::from_secs(5)).await.unwrap();
+            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+            assert!(outcome.failed.is_empty(), "done with");
+            key
+        };
+        let follow_ups = async || {
+            let fast = lanes.fast.receive(10, Duration::from_millis(200)).await.unwrap().len();
+            fast + lanes.slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
+        };
+
+        // Made today: retried an hour on, as the schedule says.
+        let today = handled(chrono::Duration::zero()).await;
+        let d = h.backend().deliveries.get(hook.id, today.delivery_id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Retrying, "{d:?}");
+        assert!(d.next_attempt_at.is_some());
+        assert_eq!(receiver.received().len(), 1);
+        assert_eq!(follow_ups().await, 0, "not due for an hour, so not received yet");
+
+        // Made fourteen days less ten minutes ago: sent, and not tried again an hour on.
+        let ending = handled(chrono::Duration::days(14) - chrono::Duration::minutes(10)).await;
+        assert_eq!(receiver.received().len(), 2, "its last chance was taken");
+        let d = h.backend().deliveries.get(hook.id, ending.delivery_id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Failed, Some(NOT_RETRIED_PAST_RETENTION)));
+        assert_eq!((d.attempts.len(), d.next_attempt_at), (1, None));
+
+        // Made fourteen days and a minute ago: its records are gone, and it is not sent.
+        handled(chrono::Duration::days(14) + chrono::Duration::minutes(1)).await;
+        assert_eq!(receiver.received().len(), 2, "nothing sent once its records were dropped");
+        assert_eq!(follow_ups().await, 0, "and nothing comes back: the retried one is due an hour on");
+    }
+
     /// A busy fast hook's overflow waits for one of the hook's places as they are given
     /// back, rather than going on to the slow lane, where it waited for one of eight.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hookbridge_core::circuit::{CircuitState, Gate};
+use hookbridge_core::delivery::{NOT_SENT_PAST_RETENTION, past_retention};
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::{SLOT_EARLY, Task};
@@ -233,6 +234,12 @@ fn check<'a>(
     };
     if let Err(why) = hook.deliverable() {
         return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason: why.to_string() })));
+    }
+    // Come due once its records were dropped (queued in its last moments, behind a rate
+    // limit or an open circuit): Read no longer shows it, so its receiver gets nothing.
+    if past_retention(key.delivery_id, now) {
+        let reason = NOT_SENT_PAST_RETENTION.to_owned();
+        return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason })));
     }
     let health = &hook.state.health;
     let lane = if w.local.is_slow(hook.id, &hook.config.url, now) { Lane::Slow } else { health.lane(now) };

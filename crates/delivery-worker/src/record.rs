@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Reachability;
-use hookbridge_core::delivery::{DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::delivery::{DeliveryStatus, DeliveryUpdate, NOT_RETRIED_PAST_RETENTION, past_retention};
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::Observation;
 use hookbridge_core::hook::{Hook, Lane};
@@ -316,6 +316,7 @@ fn attempted(
     let k = &task.delivery;
     metrics.latencies_ms.push(report.attempt.duration_ms);
     let mut attempt = report.attempt.clone();
+    let mut note = None;
     let (status, next_at, follow_up) = if abandoned {
         // The same attempt number again, at once, with the slow lane's whole timeout: the
         // receiver may have got this request, but giving up on it was ours, not its fault.
@@ -336,18 +337,32 @@ fn attempted(
                 (DeliveryStatus::Succeeded, None, None)
             }
             Decision::RetryIn(delay) => {
-                metrics.retried += 1;
                 let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                let mut next = recorded(task);
-                next.attempt = number;
-                next.not_before = Some(at);
-                next.slot = false;
-                let lane = if Reachability::of(report.sent) == Reachability::Down {
-                    Lane::Slow
+                if past_retention(k.delivery_id, at) {
+                    metrics.failed += 1;
+                    events.push(
+                        PlatformDetail::about(
+                            &ready.hook,
+                            Some(k.delivery_id),
+                            Some(NOT_RETRIED_PAST_RETENTION.into()),
+                        )
+                        .bus_entry(event_type::DELIVERY_EXHAUSTED),
+                    );
+                    note = Some(NOT_RETRIED_PAST_RETENTION.to_owned());
+                    (DeliveryStatus::Failed, None, None)
                 } else {
-                    ready.hook.state.health.lane(now)
-                };
-                (DeliveryStatus::Retrying, Some(at), Some((lane, next.message(now))))
+                    metrics.retried += 1;
+                    let mut next = recorded(task);
+                    next.attempt = number;
+                    next.not_before = Some(at);
+                    next.slot = false;
+                    let lane = if Reachability::of(report.sent) == Reachability::Down {
+                        Lane::Slow
+                    } else {
+                        ready.hook.state.health.lane(now)
+                    };
+                    (DeliveryStatus::Retrying, Some(at), Some((lane, next.message(now))))
+                }
             }
             Decision::Failed { exhausted } => {
                 metrics.failed += 1;
@@ -383,7 +398,7 @@ fn attempted(
         attempt: Some(attempt),
         status,
         next_attempt_at: next_at,
-        note: None,
+        note,
         round: task.round,
         at: now,
         opening: task.opening(),
