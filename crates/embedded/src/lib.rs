@@ -9,6 +9,7 @@
 
 mod bus;
 mod db;
+pub mod dead_letters;
 mod deliveries;
 mod error;
 mod event_types;

@@ -284,7 +284,11 @@ fn take(
         None
     };
     if dead > 0 {
-        tracing::warn!(queue, count = dead, "messages moved to the dead-letter queue");
+        tracing::warn!(
+            queue,
+            count = dead,
+            "messages moved to the dead-letter queue; `hookbridge dead-letters` lists them and sends them back"
+        );
     }
     Ok((out, next))
 }

@@ -120,6 +120,20 @@ pub enum Command {
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
         database: PathBuf,
     },
+    /// What the embedded backend's dead-letter queues hold (messages received as often as
+    /// their queue allows, never handled), and with `--redrive`, send them back to the
+    /// queue each came from. On AWS, use SQS's own redrive.
+    DeadLetters {
+        /// The SQLite database.
+        #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
+        database: PathBuf,
+        /// How many of each queue's oldest messages to print.
+        #[arg(long, default_value_t = 5)]
+        show: usize,
+        /// Send every dead letter back to its queue (as new messages, received afresh).
+        #[arg(long)]
+        redrive: bool,
+    },
     /// Run a receiver on this machine that prints deliveries and checks their signatures.
     Receive {
         /// Where it listens.
@@ -144,6 +158,32 @@ pub enum Command {
         #[arg(long, default_value = "30d")]
         ttl: String,
     },
+}
+
+/// The most of a dead letter's body printed: enough to see what it is about.
+const BODY_SHOWN: usize = 300;
+
+async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) -> anyhow::Result<()> {
+    // Opening creates a database that is not there: say so instead of listing a new one.
+    if !database.try_exists().with_context(|| format!("cannot look at {}", database.display()))? {
+        anyhow::bail!("there is no database at {} (--database, HOOKBRIDGE_DATABASE)", database.display());
+    }
+    let db = hookbridge_embedded::Db::open(database)?;
+    if redrive {
+        for (queue, n) in hookbridge_embedded::dead_letters::redrive(&db).await? {
+            println!("{queue}: {n} sent back");
+        }
+        return Ok(());
+    }
+    for q in hookbridge_embedded::dead_letters::list(&db, show).await? {
+        println!("{} ({}): {} messages", q.queue, q.dlq, q.count);
+        for m in &q.oldest {
+            let body: String = m.body.chars().take(BODY_SHOWN).collect();
+            let more = if body.len() < m.body.len() { " …" } else { "" };
+            println!("  {} sent {}  {body}{more}", m.id, m.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+    }
+    Ok(())
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -194,6 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::DeadLetters { database, show, redrive } => dead_letters(&database, show, redrive).await,
         Command::Init { backend, database } => {
             let s = settings()?;
             let b = crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, true).await?;

@@ -1,0 +1,151 @@
+//! The dead-letter queues, for an operator: what each holds, and sending it back to the
+//! queue it came from once the cause is fixed. On AWS the SQS console and
+//! `StartMessageMoveTask` do this; on the embedded backend a message that went to a
+//! dead-letter queue was only logged, and the retention sweep deleted it after 14 days.
+
+use chrono::{DateTime, Utc};
+use hookbridge_core::Result;
+use rusqlite::params;
+
+use crate::db::{Db, now_ms};
+use crate::error::sql;
+
+/// One queue's dead-letter queue and the messages in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetters {
+    /// The queue the messages came from.
+    pub queue: String,
+    /// Its dead-letter queue.
+    pub dlq: String,
+    /// How many messages the dead-letter queue holds.
+    pub count: u64,
+    /// The oldest of them, up to the number asked for, oldest first.
+    pub oldest: Vec<DeadLetter>,
+}
+
+/// A message in a dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message's id.
+    pub id: String,
+    /// When it was first sent to its queue.
+    pub sent_at: DateTime<Utc>,
+    /// Its body, as sent.
+    pub body: String,
+}
+
+/// Every queue that has a dead-letter queue, in name order, with its count and up to
+/// `show` of its oldest messages.
+pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
+    let show = i64::try_from(show).unwrap_or(i64::MAX);
+    db.read(move |c| {
+        let pairs = c
+            .prepare("SELECT name, dlq FROM queues WHERE dlq IS NOT NULL ORDER BY name")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql("dead_letters.queues"))?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (queue, dlq) in pairs {
+            let count: i64 = c
+                .query_row("SELECT COUNT(*) FROM messages WHERE queue = ?1", [&dlq], |r| r.get(0))
+                .map_err(sql("dead_letters.count"))?;
+            let oldest = c
+                .prepare("SELECT id, sent_at, body FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![dlq, show], |r| {
+                        Ok(DeadLetter {
+                            id: r.get(0)?,
+                            sent_at: DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default(),
+                            body: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(sql("dead_letters.list"))?;
+            out.push(DeadLetters { queue, dlq, count: u64::try_from(count).unwrap_or(0), oldest });
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Sends every dead letter back to the queue it came from, as new messages there (visible
+/// now, never received, kept another 14 days), and answers how many each queue got back,
+/// in name order. Consumers of a running `hookbridge serve` find them on their next poll.
+pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
+    db.write(|c| {
+        let now = now_ms();
+        let pairs = c
+            .prepare_cached("SELECT name, dlq FROM queues WHERE dlq IS NOT NULL ORDER BY name")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql("dead_letters.queues"))?;
+        let mut moved = Vec::with_capacity(pairs.len());
+        for (queue, dlq) in pairs {
+            let n = c
+                .prepare_cached(
+                    "UPDATE messages SET queue = ?1, visible_at = ?3, sent_at = ?3, receive_count = 0,
+                         receipt = NULL, received_at = NULL
+                     WHERE queue = ?2",
+                )
+                .and_then(|mut stmt| stmt.execute(params![queue, dlq, now]))
+                .map_err(sql("dead_letters.redrive"))?;
+            moved.push((queue, n as u64));
+        }
+        Ok(moved)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use std::time::Duration;
+
+    use hookbridge_core::ports::{OutgoingMessage, Queue};
+    use hookbridge_core::topology::QueueSpec;
+
+    use super::*;
+    use crate::EmbeddedQueue;
+
+    /// A message received as often as its queue allows goes to the dead-letter queue,
+    /// where it is listed (with its body) and, sent back, is received again from the start.
+    #[tokio::test]
+    async fn a_dead_letter_is_listed_and_sent_back_to_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        for name in ["q", "other"] {
+            let spec = QueueSpec {
+                name: name.into(),
+                dlq: format!("{name}-dlq"),
+                visibility_timeout: Duration::ZERO,
+                max_receive_count: 2,
+            };
+            crate::queue::create(&db, &spec).await.unwrap();
+        }
+        let q = EmbeddedQueue::new(db.clone(), "q");
+        q.send_batch(&[OutgoingMessage::now("poisoned".to_owned())]).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        }
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "the third receive moved it");
+
+        let listed = list(&db, 5).await.unwrap();
+        assert_eq!(listed.iter().map(|d| (d.queue.as_str(), d.count)).collect::<Vec<_>>(), [("other", 0), ("q", 1)]);
+        assert_eq!(listed[1].dlq, "q-dlq");
+        assert_eq!(listed[1].oldest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["poisoned"]);
+        assert!(list(&db, 0).await.unwrap()[1].oldest.is_empty(), "counted, none shown");
+
+        assert_eq!(redrive(&db).await.unwrap(), [("other".to_owned(), 0), ("q".to_owned(), 1)]);
+        assert_eq!(list(&db, 5).await.unwrap()[1].count, 0);
+        let back = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].body.as_str(), back[0].receive_count), ("poisoned", 1), "received from the start");
+        assert_eq!(redrive(&db).await.unwrap(), [("other".to_owned(), 0), ("q".to_owned(), 0)], "nothing twice");
+    }
+}

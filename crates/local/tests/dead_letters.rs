@@ -1,0 +1,63 @@
+//! `hookbridge dead-letters`: what the embedded backend's dead-letter queues hold, and
+//! `--redrive` sending it back. A message that went there was only logged, and deleted by
+//! the retention sweep 14 days later, with no way to see or recover it.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use hookbridge_core::ports::{OutgoingMessage, Queue};
+use hookbridge_embedded::{Db, EmbeddedQueue};
+
+fn hookbridge(args: &[&str], db: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(args)
+        .arg("--database")
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_sent_back_to_their_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("hb.db");
+    let missing = hookbridge(&["dead-letters"], &db_path);
+    assert!(!missing.status.success());
+    assert!(said(&missing).contains("there is no database at"), "{}", said(&missing));
+    assert!(!db_path.exists(), "looking did not make one");
+
+    let init = hookbridge(&["init"], &db_path);
+    assert!(init.status.success(), "{}", said(&init));
+    let event = r#"{"id":"e-1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+    {
+        let db = Db::open(&db_path).unwrap();
+        let dlq = EmbeddedQueue::new(db, "hookbridge-ingest-dlq");
+        dlq.send_batch(&[OutgoingMessage::now(event.to_owned())]).await.unwrap();
+    }
+
+    let listed = hookbridge(&["dead-letters"], &db_path);
+    let text = String::from_utf8(listed.stdout.clone()).unwrap();
+    assert!(listed.status.success(), "{}", said(&listed));
+    assert!(text.contains("hookbridge-ingest (hookbridge-ingest-dlq): 1 messages"), "{text}");
+    assert!(text.contains(event), "the body is shown: {text}");
+    assert!(text.contains("hookbridge-verify (hookbridge-verify-dlq): 0 messages"), "{text}");
+
+    let redriven = hookbridge(&["dead-letters", "--redrive"], &db_path);
+    let text = String::from_utf8(redriven.stdout.clone()).unwrap();
+    assert!(redriven.status.success(), "{}", said(&redriven));
+    assert!(text.contains("hookbridge-ingest: 1 sent back"), "{text}");
+
+    let after = String::from_utf8(hookbridge(&["dead-letters"], &db_path).stdout).unwrap();
+    assert!(after.contains("hookbridge-ingest (hookbridge-ingest-dlq): 0 messages"), "{after}");
+    let db = Db::open(&db_path).unwrap();
+    let back = EmbeddedQueue::new(db, "hookbridge-ingest").receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(back.iter().map(|m| (m.body.as_str(), m.receive_count)).collect::<Vec<_>>(), [(event, 1)]);
+}
