@@ -100,6 +100,14 @@ pub fn past_retention(id: DeliveryId, at: DateTime<Utc>) -> bool {
 pub const NOT_RETRIED_PAST_RETENTION: &str =
     "not tried again: its next attempt was due after its records are dropped, 14 days after it was made";
 
+/// The note a delivery ended for [`NOT_RETRIED_PAST_RETENTION`] is left with: that reason
+/// on its first round. A later round keeps the note that opened it ("retry requested",
+/// "replayed by …"): a replay's page read again goes by that note to count what it re-sent
+/// instead of sending it twice. The reason then goes with `delivery.exhausted`.
+pub fn past_retention_note(round: u32) -> Option<String> {
+    (round == 0).then(|| NOT_RETRIED_PAST_RETENTION.to_owned())
+}
+
 /// The note on a delivery that came due once its records were dropped.
 pub const NOT_SENT_PAST_RETENTION: &str = "not sent: its 14 days were over, and its records with them";
 
@@ -432,6 +440,28 @@ mod tests {
                 assert_eq!((d.status, d.round, d.note.as_deref()), (DeliveryStatus::Failed, 1, Some(note)));
             }
         }
+    }
+
+    /// A replayed delivery whose next attempt would come after its records are dropped
+    /// ends `FAILED` after the attempt it made, and keeps the replay's note whichever record
+    /// lands first: a page read again counts it instead of sending it a second time. Its
+    /// first round, which no request opened, carries the reason itself.
+    #[test]
+    fn a_replayed_delivery_out_of_time_keeps_the_replays_note_whichever_record_lands_first() {
+        let k = key();
+        let mut requeued = update(&k, DeliveryStatus::Pending, 1, false);
+        requeued.note = Some("replayed by x".into());
+        let mut out_of_time = update(&k, DeliveryStatus::Failed, 1, true);
+        out_of_time.note = past_retention_note(1);
+        for order in [[&requeued, &out_of_time], [&out_of_time, &requeued]] {
+            let mut d = Delivery::pending_for(&k, Utc::now());
+            d.apply(&update(&k, DeliveryStatus::Failed, 0, true));
+            for u in order {
+                d.apply(u);
+            }
+            assert_eq!((d.status, d.round, d.note.as_deref()), (DeliveryStatus::Failed, 1, Some("replayed by x")));
+        }
+        assert_eq!(past_retention_note(0).as_deref(), Some(NOT_RETRIED_PAST_RETENTION));
     }
 
     #[test]

@@ -585,8 +585,8 @@ mod tests {
         let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
         let lanes = h.backend().lanes();
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
-        // A delivery made `age` ago, handled once on the fast lane.
-        let handled = async |age: chrono::Duration| {
+        // A delivery made `age` ago, due `due_in` from now, handled once on the fast lane.
+        let handled_due = async |age: chrono::Duration, due_in: Option<chrono::Duration>| {
             let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
             let key = DeliveryKey {
                 tenant: hook.tenant.clone(),
@@ -595,13 +595,17 @@ mod tests {
                 event_id: EventId::generate(),
                 event_type: "user.login".into(),
             };
-            let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
-            lanes.fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+            let mut task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
+            task.not_before = due_in.map(|d| Utc::now() + d);
+            // Received now, as after a queue's longest delay (15 minutes) for a longer wait.
+            let message = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
+            lanes.fast.send_batch(&[message]).await.unwrap();
             let messages = lanes.fast.receive(10, Duration::from_secs(5)).await.unwrap();
             let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
             assert!(outcome.failed.is_empty(), "done with");
             key
         };
+        let handled = async |age: chrono::Duration| handled_due(age, None).await;
         let follow_ups = async || {
             let fast = lanes.fast.receive(10, Duration::from_millis(200)).await.unwrap().len();
             fast + lanes.slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
@@ -621,6 +625,17 @@ mod tests {
         let d = h.backend().deliveries.get(hook.id, ending.delivery_id).await.unwrap().unwrap();
         assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Failed, Some(NOT_RETRIED_PAST_RETENTION)));
         assert_eq!((d.attempts.len(), d.next_attempt_at), (1, None));
+
+        // Made fourteen days less ten minutes ago, and waiting an hour (for a rate-limit
+        // slot, an open circuit, a retry's delay longer than a queue's): ended now.
+        let waiting =
+            handled_due(chrono::Duration::days(14) - chrono::Duration::minutes(10), Some(chrono::Duration::hours(1)))
+                .await;
+        assert_eq!(receiver.received().len(), 2, "not sent");
+        let d = h.backend().deliveries.get(hook.id, waiting.delivery_id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Failed, Some(NOT_RETRIED_PAST_RETENTION)));
+        assert_eq!((d.attempts.len(), d.next_attempt_at), (0, None));
+        assert_eq!(follow_ups().await, 0, "not handed back to wait");
 
         // Made fourteen days and a minute ago: its records are gone, and it is not sent.
         handled(chrono::Duration::days(14) + chrono::Duration::minutes(1)).await;

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Reachability;
-use hookbridge_core::delivery::{DeliveryStatus, DeliveryUpdate, NOT_RETRIED_PAST_RETENTION, past_retention};
+use hookbridge_core::delivery::{
+    DeliveryStatus, DeliveryUpdate, NOT_RETRIED_PAST_RETENTION, past_retention, past_retention_note,
+};
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::Observation;
 use hookbridge_core::hook::{Hook, Lane};
@@ -137,6 +139,22 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
                 metrics.cancelled += 1;
                 let mut update = DeliveryUpdate::cancelled(k.clone(), task.round, reason.clone(), now);
+                update.opening = task.opening();
+                updates.push(update);
+                handled.push(message);
+            }
+            Done::Requeue { message, task, .. }
+                if task.not_before.is_some_and(|t| past_retention(task.delivery.delivery_id, t)) =>
+            {
+                // Its wait (a rate-limit slot days ahead, an open circuit) ends after its
+                // records are dropped: it would vanish from Read unsent. It ends now, as a
+                // retry due then does.
+                let k = &task.delivery;
+                tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, "delivery out of time");
+                metrics.failed += 1;
+                events.push(out_of_time_event(task));
+                let mut update = DeliveryUpdate::given_up(k.clone(), task.round, String::new(), now);
+                update.note = past_retention_note(task.round);
                 update.opening = task.opening();
                 updates.push(update);
                 handled.push(message);
@@ -273,6 +291,20 @@ async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {
     }
 }
 
+/// `delivery.exhausted` for a delivery whose next attempt would come after its records are
+/// dropped.
+fn out_of_time_event(task: &Task) -> BusEntry {
+    let k = &task.delivery;
+    PlatformDetail {
+        tenant: k.tenant.clone(),
+        hook_id: k.hook_id,
+        hook_version: None,
+        delivery_id: Some(k.delivery_id),
+        reason: Some(NOT_RETRIED_PAST_RETENTION.to_owned()),
+    }
+    .bus_entry(event_type::DELIVERY_EXHAUSTED)
+}
+
 fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
     match d {
         Done::Poison(m) => Some(m),
@@ -340,15 +372,8 @@ fn attempted(
                 let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 if past_retention(k.delivery_id, at) {
                     metrics.failed += 1;
-                    events.push(
-                        PlatformDetail::about(
-                            &ready.hook,
-                            Some(k.delivery_id),
-                            Some(NOT_RETRIED_PAST_RETENTION.into()),
-                        )
-                        .bus_entry(event_type::DELIVERY_EXHAUSTED),
-                    );
-                    note = Some(NOT_RETRIED_PAST_RETENTION.to_owned());
+                    events.push(out_of_time_event(task));
+                    note = past_retention_note(task.round);
                     (DeliveryStatus::Failed, None, None)
                 } else {
                     metrics.retried += 1;
