@@ -28,7 +28,7 @@ pub struct DeadLetters {
 pub struct DeadLetter {
     /// The message's id.
     pub id: String,
-    /// When it was first sent to its queue.
+    /// When it was first sent to its queue (a redrive keeps it).
     pub sent_at: DateTime<Utc>,
     /// Its body, as sent.
     pub body: String,
@@ -71,9 +71,15 @@ pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
     .await
 }
 
-/// Sends every dead letter back to the queue it came from, as new messages there (visible
-/// now, never received, kept another 14 days), and answers how many each queue got back,
-/// in name order. Consumers of a running `hookbridge serve` find them on their next poll.
+/// Sends every dead letter back to the queue it came from (visible now, never received),
+/// and answers how many each queue got back, in name order. Consumers of a running
+/// `hookbridge serve` find them on their next poll.
+///
+/// Each keeps the time it was first sent: ingest dates an event's delivery ids by it, so
+/// an event handled in part before it went to the dead-letter queue makes the same
+/// deliveries again, not a second set with new ids its receivers could not tell apart.
+/// It is also what the retention sweep goes by, as SQS counts a message's 14 days from
+/// when it was first sent.
 pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
     db.write(|c| {
         let now = now_ms();
@@ -88,7 +94,7 @@ pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
         for (queue, dlq) in pairs {
             let n = c
                 .prepare_cached(
-                    "UPDATE messages SET queue = ?1, visible_at = ?3, sent_at = ?3, receive_count = 0,
+                    "UPDATE messages SET queue = ?1, visible_at = ?3, receive_count = 0,
                          receipt = NULL, received_at = NULL
                      WHERE queue = ?2",
                 )
@@ -130,9 +136,8 @@ mod tests {
         }
         let q = EmbeddedQueue::new(db.clone(), "q");
         q.send_batch(&[OutgoingMessage::now("poisoned".to_owned())]).await.unwrap();
-        for _ in 0..2 {
-            assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
-        }
+        let first = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
         assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "the third receive moved it");
 
         let listed = list(&db, 5).await.unwrap();
@@ -146,6 +151,7 @@ mod tests {
         let back = q.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].body.as_str(), back[0].receive_count), ("poisoned", 1), "received from the start");
+        assert_eq!(back[0].sent_at, first[0].sent_at, "sent when it first was: ingest dates its deliveries by it");
         assert_eq!(redrive(&db).await.unwrap(), [("other".to_owned(), 0), ("q".to_owned(), 0)], "nothing twice");
     }
 }

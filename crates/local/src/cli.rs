@@ -130,7 +130,7 @@ pub enum Command {
         /// How many of each queue's oldest messages to print.
         #[arg(long, default_value_t = 5)]
         show: usize,
-        /// Send every dead letter back to its queue (as new messages, received afresh).
+        /// Send every dead letter back to its queue, to be received afresh.
         #[arg(long)]
         redrive: bool,
     },
