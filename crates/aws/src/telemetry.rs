@@ -60,11 +60,26 @@ pub const LOG_FILTER: &str = "RUST_LOG";
 pub fn filter(variable: Option<&str>) -> Result<Targets, SettingsError> {
     match variable.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(Targets::new().with_default(LevelFilter::INFO)),
-        Some(directives) => directives.parse::<Targets>().map_err(|e| SettingsError {
+        Some(directives) => targets(directives).map_err(|e| SettingsError {
             variable: LOG_FILTER,
             message: format!("{directives:?} is not a filter: {e}"),
         }),
     }
+}
+
+/// `Targets` as `EnvFilter` read them: blanks around a directive ignored and an empty one
+/// skipped (`Targets` read `info,` as `info,error`, so everything but errors went unseen),
+/// and a span directive refused (`Targets` took `[deliver]=debug` as a target that never
+/// matches).
+fn targets(directives: &str) -> Result<Targets, String> {
+    let kept: Vec<&str> = directives.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    if let Some(span) = kept.iter().find(|d| d.contains(['[', ']', '{', '}'])) {
+        return Err(format!("{span:?} filters by span or field, which is not supported: levels by target only"));
+    }
+    if kept.is_empty() {
+        return Ok(Targets::new().with_default(LevelFilter::INFO));
+    }
+    kept.join(",").parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Installs the subscriber; call once at the top of `main`.
@@ -122,7 +137,23 @@ mod tests {
         assert_eq!(refused.variable, LOG_FILTER);
         assert!(refused.message.contains("hookbridge=loud"), "{}", refused.message);
         // `EnvFilter`'s span and field directives are not levels by target.
-        assert_eq!(filter(Some("[deliver{hook_id=h1}]=debug")).unwrap_err().variable, LOG_FILTER);
+        for span in ["[deliver{hook_id=h1}]=debug", "[deliver]=debug", "delivery_worker[deliver]=debug"] {
+            assert_eq!(filter(Some(span)).unwrap_err().variable, LOG_FILTER, "{span}");
+        }
+    }
+
+    /// Written by hand or put together by a script: a trailing comma and blanks after the
+    /// commas mean what they seem to. `Targets` alone read `info,` as errors only.
+    #[test]
+    fn blanks_and_empty_directives_are_ignored() {
+        use tracing::Level;
+        let trailing = filter(Some("info,")).unwrap();
+        assert!(trailing.would_enable("delivery_worker", &Level::INFO));
+        let spaced = filter(Some("warn, hookbridge_outbound=debug ,")).unwrap();
+        assert!(spaced.would_enable("hookbridge_outbound::send", &Level::DEBUG));
+        assert!(!spaced.would_enable("delivery_worker", &Level::INFO));
+        assert!(spaced.would_enable("delivery_worker", &Level::WARN));
+        assert!(filter(Some(" , ")).unwrap().would_enable("delivery_worker", &Level::INFO), "nothing set: info");
     }
 
     #[test]
