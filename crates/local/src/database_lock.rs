@@ -46,14 +46,31 @@ pub(crate) fn lock_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `database` with every link and relative step resolved, as SQLite resolves it; one not
+/// made yet is its resolved directory and its name.
+fn real_path(database: &Path) -> std::io::Result<PathBuf> {
+    match database.canonicalize() {
+        Ok(real) => Ok(real),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let name = database.file_name().ok_or_else(|| std::io::Error::other("names no file"))?;
+            Ok(dir.canonicalize()?.join(name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl DatabaseLock {
     /// Takes the hold on `database`, or says who has it. Does not wait.
     pub(crate) fn take(database: &Path) -> Result<Self, LockError> {
-        let lock = lock_path(database);
-        let io = |source| LockError::Io { lock: lock.clone(), source };
-        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let io = |source| LockError::Io { lock: lock_path(database), source };
+        if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        // Beside the file SQLite opens: a database reached through a link (or by another
+        // relative path) is the same database, and must find the same lock.
+        let lock = lock_path(&real_path(database).map_err(io)?);
+        let io = |source| LockError::Io { lock: lock.clone(), source };
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io)?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
@@ -76,7 +93,7 @@ mod tests {
         match DatabaseLock::take(&database) {
             Err(LockError::InUse { database: d, lock }) => {
                 assert_eq!(d, database);
-                assert_eq!(lock, dir.path().join("hb.db.lock"));
+                assert_eq!(lock, dir.path().canonicalize().unwrap().join("hb.db.lock"));
             }
             other => panic!("a second hold was not refused: {other:?}"),
         }
@@ -84,5 +101,19 @@ mod tests {
         DatabaseLock::take(&dir.path().join("other.db")).unwrap();
         drop(first);
         DatabaseLock::take(&database).unwrap();
+    }
+
+    /// A link to the database, or another way to the same directory, is the same database.
+    #[test]
+    fn the_same_database_by_another_path_is_the_same_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("hb.db");
+        std::fs::write(&database, b"").unwrap();
+        std::os::unix::fs::symlink(&database, dir.path().join("alias.db")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let _held = DatabaseLock::take(&database).unwrap();
+        for other in [dir.path().join("alias.db"), dir.path().join("sub/../hb.db")] {
+            assert!(matches!(DatabaseLock::take(&other), Err(LockError::InUse { .. })), "{}", other.display());
+        }
     }
 }
