@@ -23,7 +23,7 @@ pub mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::delivery::{DeliveryKey, DeliveryUpdate, Opening};
@@ -32,7 +32,8 @@ use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::{INLINE_BODY_MAX, Task};
 use hookbridge_core::ports::{
-    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, Queue, ReceivedMessage, ReplayStore, Resource,
+    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, OutgoingMessage, Queue, ReceivedMessage,
+    ReplayStore, Resource,
 };
 use hookbridge_core::replay::ReplayPoke;
 use hookbridge_core::topology::INGEST_RECEIVES;
@@ -167,11 +168,34 @@ struct Parsed<'a> {
     site: Option<String>,
 }
 
+/// The least time an invocation must have left to start a tenant's events, a fan-out's next
+/// chunk or a replay page. Started later, the work could be cut off by Lambda's timeout,
+/// which fails the whole batch: every tenant's events in it, finished or not, would come
+/// back and be fanned out again, each using up one of its five receives.
+pub const TIME_TO_START: Duration = Duration::from_secs(5);
+
+/// Why work was not started: [`TIME_TO_START`] was not left.
+const TOO_LATE: &str = "too little time left in this invocation";
+
+fn too_late(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() + TIME_TO_START > d)
+}
+
+/// [`handle_within`] with no deadline (the local runner's consumers have none).
+pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome {
+    handle_within(deps, messages, None).await
+}
+
 /// Handles a batch from the ingest queue. Its replay pages (one after another) and its
 /// tenants' events ([`TENANTS_AT_ONCE`] tenants at a time) are handled side by side: one
 /// tenant's wide fan-out or replay page does not hold up another tenant's events that came
 /// in the same batch.
-pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome {
+///
+/// Near the invocation's `deadline` nothing more is started: a tenant's events not begun,
+/// or not fanned out in full, come back alone (what was queued of them is queued again
+/// with the same delivery ids), and a replay page not begun is handed on in a new poke,
+/// using up none of the job's receives.
+pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline: Option<Instant>) -> BatchOutcome {
     use futures::StreamExt as _;
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
@@ -204,14 +228,16 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
     let pages = async {
         let mut failed = Vec::new();
         for (m, poked) in &pokes {
-            failed.extend(replay_page(deps, m, poked).await.err());
+            let page =
+                if too_late(deadline) { hand_on(deps, m, poked).await } else { replay_page(deps, m, poked).await };
+            failed.extend(page.err());
         }
         failed
     };
     // Futures made in a loop, not by a closure, so the batch's future stays `Send`.
     let mut per_tenant = Vec::with_capacity(by_tenant.len());
     for (tenant, events) in &by_tenant {
-        per_tenant.push(ingest_events(deps, tenant, events));
+        per_tenant.push(ingest_events(deps, tenant, events, deadline));
     }
     let tenants = futures::stream::iter(per_tenant);
     let tenants = tenants.buffer_unordered(TENANTS_AT_ONCE).collect::<Vec<Vec<String>>>();
@@ -222,9 +248,14 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
 }
 
 /// Routes one tenant's events; the ids of its messages that must come back.
-async fn ingest_events(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> Vec<String> {
+async fn ingest_events(
+    deps: &Ingest,
+    tenant: &TenantId,
+    events: &[Parsed<'_>],
+    deadline: Option<Instant>,
+) -> Vec<String> {
     let span = tracing::info_span!("ingest", tenant = %tenant);
-    match ingest_tenant(deps, tenant, events).instrument(span).await {
+    match ingest_tenant(deps, tenant, events, deadline).instrument(span).await {
         Ok(()) => Vec::new(),
         Err(e) => {
             tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
@@ -253,12 +284,25 @@ async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> 
     Err(m.id.clone())
 }
 
+/// A replay page not begun for want of time: its poke is sent again as a new message and
+/// this one is done with, so the job goes on in the next invocation with all its receives.
+/// (Failed instead, the poke would use one up each time, and after five the job would be
+/// left `RUNNING` with nothing to move it.)
+async fn hand_on(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
+    tracing::info!(replay_id = %poked.replay_id, why = TOO_LATE, "replay page handed on to the next invocation");
+    let again = OutgoingMessage::now(poked.to_body()).in_group(poked.tenant.to_string());
+    deps.ports.ingest.send_batch(std::slice::from_ref(&again)).await.map_err(|e| {
+        tracing::error!(replay_id = %poked.replay_id, error = %e, "could not hand the replay page on; it will be retried");
+        m.id.clone()
+    })
+}
+
 /// Deliveries on their way to the store and the lanes, written a chunk at a time.
 #[derive(Default)]
 struct Chunk {
     cancelled: Vec<DeliveryUpdate>,
-    fast: Vec<hookbridge_core::ports::OutgoingMessage>,
-    slow: Vec<hookbridge_core::ports::OutgoingMessage>,
+    fast: Vec<OutgoingMessage>,
+    slow: Vec<OutgoingMessage>,
     sent: usize,
     cancelled_total: usize,
 }
@@ -295,8 +339,17 @@ fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
     hooks > 1 || (hooks == 1 && envelope_len > INLINE_BODY_MAX)
 }
 
-async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
+async fn ingest_tenant(
+    deps: &Ingest,
+    tenant: &TenantId,
+    events: &[Parsed<'_>],
+    deadline: Option<Instant>,
+) -> hookbridge_core::Result<()> {
     let p = &deps.ports;
+    let in_time = || {
+        if too_late(deadline) { Err(hookbridge_core::Error::backend("ingest", TOO_LATE)) } else { Ok(()) }
+    };
+    in_time()?;
     // A queue's at-least-once delivery can put two copies of one event in one batch. Once
     // is enough (the copies' deliveries would share their ids anyway), and DynamoDB
     // refuses a batch write that names one envelope twice.
@@ -352,10 +405,12 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
                 }
             }
             if chunk.len() >= CHUNK {
+                in_time()?;
                 chunk.flush(p).await?;
             }
         }
     }
+    in_time()?;
     chunk.flush(p).await?;
     tracing::info!(
         tenant = %tenant,

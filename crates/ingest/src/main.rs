@@ -10,9 +10,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ports: IngestPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
         settings: IngestSettings::from_settings(&config.settings),
     };
-    hookbridge_aws::lambda::run_sqs(|records, _deadline| {
+    hookbridge_aws::lambda::run_sqs(|records, deadline| {
         let deps = &deps;
-        async move { ingest::handle(deps, &records.messages).await }
+        async move { ingest::handle_within(deps, &records.messages, Some(deadline.into_std())).await }
     })
     .await
 }
