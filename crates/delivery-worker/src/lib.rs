@@ -585,6 +585,24 @@ mod tests {
         let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
         let lanes = h.backend().lanes();
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        // The platform's events, as a customer's rule on the bus gets them.
+        let watch = hookbridge_core::topology::QueueSpec {
+            name: "watch".into(),
+            dlq: "watch-dlq".into(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        hookbridge_embedded::create_queue(h.db(), &watch).await.unwrap();
+        let bus = hookbridge_embedded::EmbeddedBus::new(h.db().clone(), "1", "r");
+        let rule = hookbridge_core::ports::Rule {
+            name: "watch-rule".into(),
+            pattern: hookbridge_core::ports::RulePattern {
+                source: hookbridge_core::ports::SourceMatch::Exactly("hookbridge".into()),
+                detail_types: vec!["delivery.exhausted".into()],
+            },
+            target_queue: "watch".into(),
+        };
+        bus.put_rule(&rule).await.unwrap();
         // A delivery made `age` ago, due `due_in` from now, handled once on the fast lane.
         let handled_due = async |age: chrono::Duration, due_in: Option<chrono::Duration>| {
             let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
@@ -636,6 +654,28 @@ mod tests {
         assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Failed, Some(NOT_RETRIED_PAST_RETENTION)));
         assert_eq!((d.attempts.len(), d.next_attempt_at), (0, None));
         assert_eq!(follow_ups().await, 0, "not handed back to wait");
+
+        // Each of the two is told of on the bus, naming its hook as every platform event does.
+        use hookbridge_core::ports::Queue as _;
+        let told = hookbridge_embedded::EmbeddedQueue::new(h.db().clone(), "watch");
+        let mut exhausted: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..20 {
+            for m in told.receive(10, Duration::from_millis(100)).await.unwrap() {
+                exhausted.push(serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["detail"].clone());
+            }
+            if exhausted.len() >= 2 {
+                break;
+            }
+        }
+        let mut about: Vec<String> = exhausted.iter().map(|d| d["delivery_id"].as_str().unwrap().to_owned()).collect();
+        about.sort();
+        let mut expected = vec![ending.delivery_id.to_string(), waiting.delivery_id.to_string()];
+        expected.sort();
+        assert_eq!(about, expected);
+        for d in &exhausted {
+            assert_eq!(d["hook_version"], hook.version, "{d}");
+            assert_eq!(d["reason"], NOT_RETRIED_PAST_RETENTION, "{d}");
+        }
 
         // Made fourteen days and a minute ago: its records are gone, and it is not sent.
         handled(chrono::Duration::days(14) + chrono::Duration::minutes(1)).await;

@@ -109,8 +109,8 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str) -> Plan<'a> {
-    Plan::Done(Done::Requeue { message, task: Box::new(task), lane, why })
+fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str, hook: &Hook) -> Plan<'a> {
+    Plan::Done(Done::Requeue { message, task: Box::new(task), lane, why, hook_version: hook.version })
 }
 
 fn deferred(mut task: Task, until: DateTime<Utc>) -> Task {
@@ -248,10 +248,10 @@ fn check<'a>(
     let early_ok = if task.slot { held_in_place() } else { EARLY_OK };
     if let Some(t) = task.not_before.filter(|t| *t > now + early_ok) {
         let why = if task.slot { "waiting for its rate-limit slot" } else { "not due yet" };
-        return Err(Box::new(hand_back(message, deferred_keep_slot(task, t), lane, why)));
+        return Err(Box::new(hand_back(message, deferred_keep_slot(task, t), lane, why, hook)));
     }
     if ctx.lane == Lane::Fast && lane == Lane::Slow {
-        return Err(Box::new(hand_back(message, task, Lane::Slow, "its endpoint was slow or down lately")));
+        return Err(Box::new(hand_back(message, task, Lane::Slow, "its endpoint was slow or down lately", hook)));
     }
     let mut probe = false;
     match health.circuit.gate(now, w.settings.timeout) {
@@ -266,23 +266,24 @@ fn check<'a>(
                 deferred(task, later(t, spread)),
                 Lane::Slow,
                 "its circuit is open",
+                hook,
             )));
         }
     }
     let budget = w.settings.budget(ctx.lane);
     if too_late(ctx.deadline, budget) {
-        return Err(Box::new(hand_back(message, task, ctx.lane, TOO_LATE)));
+        return Err(Box::new(hand_back(message, task, ctx.lane, TOO_LATE, hook)));
     }
     let Some(place) = w.local.acquire(hook.id, ctx.lane, hook_cap(ctx.lane)) else {
         if ctx.lane == Lane::Fast && waits_in_place(hook, w.local.pace(hook.id)) {
             return Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Awaited });
         }
         return Err(Box::new(match ctx.lane {
-            Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP),
+            Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP, hook),
             // About when one of the hook's requests will have ended.
             Lane::Slow => {
                 let until = later(now, place_free_in(w.local.pace(hook.id), budget).mul_f64(0.5 + unit()));
-                hand_back(message, deferred(task, until), Lane::Slow, AT_CAP)
+                hand_back(message, deferred(task, until), Lane::Slow, AT_CAP, hook)
             }
         }));
     };
@@ -353,8 +354,14 @@ async fn claim_probes<'a>(w: &Worker, now: DateTime<Utc>, plans: Vec<Plan<'a>>) 
             }
             Claim::Lost => {
                 let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
-                let Ready { message, task, .. } = *ready;
-                out.push(hand_back(message, deferred(task, until), Lane::Slow, "its circuit's probe is under way"));
+                let Ready { message, task, hook, .. } = *ready;
+                out.push(hand_back(
+                    message,
+                    deferred(task, until),
+                    Lane::Slow,
+                    "its circuit's probe is under way",
+                    &hook,
+                ));
             }
         }
     }
@@ -504,7 +511,7 @@ async fn pace<'a>(
                 task.not_before = Some(at);
                 task.slot = true;
                 let lane = c.hook.state.health.lane(now);
-                plans.push(hand_back(c.message, task, lane, "waiting for its rate-limit slot"));
+                plans.push(hand_back(c.message, task, lane, "waiting for its rate-limit slot", &c.hook));
             }
             at => out.push((c, at.filter(|t| *t > now))),
         }

@@ -50,7 +50,8 @@ pub(crate) enum Done<'a> {
     /// Not sent, for good: recorded `CANCELLED`.
     Cancel { message: &'a ReceivedMessage, task: Box<Task>, reason: String },
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
-    Requeue { message: &'a ReceivedMessage, task: Box<Task>, lane: Lane, why: &'static str },
+    /// `hook_version` is the hook's as read, for the event should its wait outlast it.
+    Requeue { message: &'a ReceivedMessage, task: Box<Task>, lane: Lane, why: &'static str, hook_version: u64 },
     /// Sent.
     Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool },
 }
@@ -143,7 +144,7 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 updates.push(update);
                 handled.push(message);
             }
-            Done::Requeue { message, task, .. }
+            Done::Requeue { message, task, hook_version, .. }
                 if task.not_before.is_some_and(|t| past_retention(task.delivery.delivery_id, t)) =>
             {
                 // Its wait (a rate-limit slot days ahead, an open circuit) ends after its
@@ -152,14 +153,14 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
                 let k = &task.delivery;
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, "delivery out of time");
                 metrics.failed += 1;
-                events.push(out_of_time_event(task));
+                events.push(out_of_time_event(task, *hook_version));
                 let mut update = DeliveryUpdate::given_up(k.clone(), task.round, String::new(), now);
                 update.note = past_retention_note(task.round);
                 update.opening = task.opening();
                 updates.push(update);
                 handled.push(message);
             }
-            Done::Requeue { message, task, lane, why } => {
+            Done::Requeue { message, task, lane, why, .. } => {
                 let k = &task.delivery;
                 tracing::debug!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, lane = ?lane, why, "delivery handed back");
                 metrics.deferred += 1;
@@ -293,12 +294,12 @@ async fn settle(ctx: &BatchContext<'_>, done: Vec<Receipt>, count: usize) {
 
 /// `delivery.exhausted` for a delivery whose next attempt would come after its records are
 /// dropped.
-fn out_of_time_event(task: &Task) -> BusEntry {
+fn out_of_time_event(task: &Task, hook_version: u64) -> BusEntry {
     let k = &task.delivery;
     PlatformDetail {
         tenant: k.tenant.clone(),
         hook_id: k.hook_id,
-        hook_version: None,
+        hook_version: Some(hook_version),
         delivery_id: Some(k.delivery_id),
         reason: Some(NOT_RETRIED_PAST_RETENTION.to_owned()),
     }
@@ -372,7 +373,7 @@ fn attempted(
                 let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 if past_retention(k.delivery_id, at) {
                     metrics.failed += 1;
-                    events.push(out_of_time_event(task));
+                    events.push(out_of_time_event(task, ready.hook.version));
                     note = past_retention_note(task.round);
                     (DeliveryStatus::Failed, None, None)
                 } else {

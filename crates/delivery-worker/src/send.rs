@@ -59,8 +59,9 @@ async fn send<'a>(
             Some(place) => ready.place = Place::Held(place),
             None => {
                 release_probe(w, &ready).await;
-                let Ready { message, task, .. } = *ready;
-                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why: AT_CAP };
+                let Ready { message, task, hook, .. } = *ready;
+                let hook_version = hook.version;
+                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why: AT_CAP, hook_version };
             }
         }
     }
@@ -73,8 +74,8 @@ async fn send<'a>(
     if too_late(deadline, budget) {
         // The waits above took the time: handed back as planning would have, unsent.
         release_probe(w, &ready).await;
-        let Ready { message, task, .. } = *ready;
-        return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE };
+        let Ready { message, task, hook, .. } = *ready;
+        return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE, hook_version: hook.version };
     }
     // Every line logged while sending (the client's included) carries the ids.
     let span = tracing::info_span!(
