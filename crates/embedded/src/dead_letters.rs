@@ -78,8 +78,10 @@ pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
 /// Each keeps the time it was first sent: ingest dates an event's delivery ids by it, so
 /// an event handled in part before it went to the dead-letter queue makes the same
 /// deliveries again, not a second set with new ids its receivers could not tell apart.
-/// It is also what the retention sweep goes by, as SQS counts a message's 14 days from
-/// when it was first sent.
+/// (SQS's redrive sends moved messages as new ones, with a new send time: there, an event
+/// redriven more than an hour after its own `time` gets new delivery ids.) The retention
+/// sweep goes by it too, so a redriven message is kept 14 days from its first sending,
+/// and the deliveries it makes 14 days from then.
 pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
     db.write(|c| {
         let now = now_ms();

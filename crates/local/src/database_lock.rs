@@ -47,17 +47,27 @@ pub(crate) fn lock_path(database: &Path) -> PathBuf {
 }
 
 /// `database` with every link and relative step resolved, as SQLite resolves it; one not
-/// made yet is its resolved directory and its name.
+/// made yet is its resolved directory and its name, followed through a link that names
+/// it (a link into a fresh volume: SQLite creates the file the link points at).
 fn real_path(database: &Path) -> std::io::Result<PathBuf> {
-    match database.canonicalize() {
-        Ok(real) => Ok(real),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let name = database.file_name().ok_or_else(|| std::io::Error::other("names no file"))?;
-            Ok(dir.canonicalize()?.join(name))
+    let mut path = database.to_path_buf();
+    // As many links as Linux follows in one path.
+    for _ in 0..40 {
+        match path.canonicalize() {
+            Ok(real) => return Ok(real),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        match std::fs::read_link(&path) {
+            Ok(target) => path = dir.join(target),
+            Err(_) => {
+                let name = path.file_name().ok_or_else(|| std::io::Error::other("names no file"))?;
+                return Ok(dir.canonicalize()?.join(name));
+            }
+        }
     }
+    Err(std::io::Error::other("too many links"))
 }
 
 impl DatabaseLock {
@@ -114,6 +124,22 @@ mod tests {
         let _held = DatabaseLock::take(&database).unwrap();
         for other in [dir.path().join("alias.db"), dir.path().join("sub/../hb.db")] {
             assert!(matches!(DatabaseLock::take(&other), Err(LockError::InUse { .. })), "{}", other.display());
+        }
+    }
+
+    /// A link to a database not made yet (a link into a fresh volume) is that database,
+    /// before SQLite creates it and after.
+    #[test]
+    fn a_link_to_a_database_not_made_yet_is_that_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (database, alias) = (dir.path().join("hb.db"), dir.path().join("alias.db"));
+        std::os::unix::fs::symlink("hb.db", &alias).unwrap();
+        let _held = DatabaseLock::take(&alias).unwrap();
+        assert!(matches!(DatabaseLock::take(&database), Err(LockError::InUse { .. })));
+        std::fs::write(&alias, b"").unwrap();
+        assert!(database.exists(), "written through the link");
+        for other in [&alias, &database] {
+            assert!(matches!(DatabaseLock::take(other), Err(LockError::InUse { .. })), "{}", other.display());
         }
     }
 }
