@@ -168,10 +168,12 @@ struct Parsed<'a> {
     site: Option<String>,
 }
 
-/// The least time an invocation must have left to start a tenant's events, a fan-out's next
-/// chunk or a replay page. Started later, the work could be cut off by Lambda's timeout,
-/// which fails the whole batch: every tenant's events in it, finished or not, would come
-/// back and be fanned out again, each using up one of its five receives.
+/// The least time an invocation must have left to start a tenant's events or a replay page.
+/// Started later, the work could be cut off by Lambda's timeout, which fails the whole
+/// batch: every tenant's events in it, finished or not, would come back and be fanned out
+/// again, each using up one of its five receives. Work once started is not stopped half
+/// way: a fan-out that takes most of the invocation still finishes, where stopping it would
+/// start it again from the top next time and never let it finish.
 pub const TIME_TO_START: Duration = Duration::from_secs(5);
 
 /// Why work was not started: [`TIME_TO_START`] was not left.
@@ -191,10 +193,9 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
 /// tenant's wide fan-out or replay page does not hold up another tenant's events that came
 /// in the same batch.
 ///
-/// Near the invocation's `deadline` nothing more is started: a tenant's events not begun,
-/// or not fanned out in full, come back alone (what was queued of them is queued again
-/// with the same delivery ids), and a replay page not begun is handed on in a new poke,
-/// using up none of the job's receives.
+/// Near the invocation's `deadline` nothing more is started: a tenant's events not begun
+/// come back alone, and a replay page not begun is handed on in a new poke, using up none
+/// of the job's receives.
 pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline: Option<Instant>) -> BatchOutcome {
     use futures::StreamExt as _;
     let mut outcome = BatchOutcome::default();
@@ -270,18 +271,7 @@ async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> 
     let Err(e) = replay::step(deps.ports.job_ports(), poked, Utc::now()).instrument(span.clone()).await else {
         return Ok(());
     };
-    if m.receive_count >= INGEST_RECEIVES {
-        // The poke goes to the dead-letter queue now; the job must not read RUNNING for
-        // ever with nothing left to move it.
-        tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed for the last time; the job has failed");
-        let given_up = replay::give_up(deps.ports.job_ports(), poked, Utc::now()).instrument(span).await;
-        if let Err(e) = given_up {
-            tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
-        }
-    } else {
-        tracing::error!(replay_id = %poked.replay_id, error = %e, "replay page failed; it will be retried");
-    }
-    Err(m.id.clone())
+    poke_failed(deps, m, poked, "replay page failed", &e).instrument(span).await
 }
 
 /// A replay page not begun for want of time: its poke is sent again as a new message and
@@ -291,10 +281,31 @@ async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> 
 async fn hand_on(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
     tracing::info!(replay_id = %poked.replay_id, why = TOO_LATE, "replay page handed on to the next invocation");
     let again = OutgoingMessage::now(poked.to_body()).in_group(poked.tenant.to_string());
-    deps.ports.ingest.send_batch(std::slice::from_ref(&again)).await.map_err(|e| {
-        tracing::error!(replay_id = %poked.replay_id, error = %e, "could not hand the replay page on; it will be retried");
-        m.id.clone()
-    })
+    let Err(e) = deps.ports.ingest.send_batch(std::slice::from_ref(&again)).await else {
+        return Ok(());
+    };
+    poke_failed(deps, m, poked, "could not hand the replay page on", &e).await
+}
+
+/// A poke that failed comes back; on the last receive the queue allows, it goes to the
+/// dead-letter queue instead, so its job is failed: it must not read `RUNNING` for ever
+/// with nothing left to move it.
+async fn poke_failed(
+    deps: &Ingest,
+    m: &ReceivedMessage,
+    poked: &ReplayPoke,
+    what: &str,
+    e: &hookbridge_core::Error,
+) -> Result<(), String> {
+    if m.receive_count >= INGEST_RECEIVES {
+        tracing::error!(replay_id = %poked.replay_id, error = %e, "{what} for the last time; the job has failed");
+        if let Err(e) = replay::give_up(deps.ports.job_ports(), poked, Utc::now()).await {
+            tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
+        }
+    } else {
+        tracing::error!(replay_id = %poked.replay_id, error = %e, "{what}; it will be retried");
+    }
+    Err(m.id.clone())
 }
 
 /// Deliveries on their way to the store and the lanes, written a chunk at a time.
@@ -346,10 +357,9 @@ async fn ingest_tenant(
     deadline: Option<Instant>,
 ) -> hookbridge_core::Result<()> {
     let p = &deps.ports;
-    let in_time = || {
-        if too_late(deadline) { Err(hookbridge_core::Error::backend("ingest", TOO_LATE)) } else { Ok(()) }
-    };
-    in_time()?;
+    if too_late(deadline) {
+        return Err(hookbridge_core::Error::backend("ingest", TOO_LATE));
+    }
     // A queue's at-least-once delivery can put two copies of one event in one batch. Once
     // is enough (the copies' deliveries would share their ids anyway), and DynamoDB
     // refuses a batch write that names one envelope twice.
@@ -405,12 +415,10 @@ async fn ingest_tenant(
                 }
             }
             if chunk.len() >= CHUNK {
-                in_time()?;
                 chunk.flush(p).await?;
             }
         }
     }
-    in_time()?;
     chunk.flush(p).await?;
     tracing::info!(
         tenant = %tenant,
