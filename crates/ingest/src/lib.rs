@@ -173,7 +173,8 @@ struct Parsed<'a> {
 /// batch: every tenant's events in it, finished or not, would come back and be fanned out
 /// again, each using up one of its five receives. Work once started is not stopped half
 /// way: a fan-out that takes most of the invocation still finishes, where stopping it would
-/// start it again from the top next time and never let it finish.
+/// start it again from the top next time and never let it finish. (One begun in time that
+/// needs longer than is left still meets the timeout, and its whole batch comes back.)
 pub const TIME_TO_START: Duration = Duration::from_secs(5);
 
 /// Why work was not started: [`TIME_TO_START`] was not left.
@@ -255,8 +256,12 @@ async fn ingest_events(
     events: &[Parsed<'_>],
     deadline: Option<Instant>,
 ) -> Vec<String> {
+    if too_late(deadline) {
+        tracing::info!(tenant = %tenant, events = events.len(), why = TOO_LATE, "events not begun; they come back");
+        return events.iter().map(|p| p.message.id.clone()).collect();
+    }
     let span = tracing::info_span!("ingest", tenant = %tenant);
-    match ingest_tenant(deps, tenant, events, deadline).instrument(span).await {
+    match ingest_tenant(deps, tenant, events).instrument(span).await {
         Ok(()) => Vec::new(),
         Err(e) => {
             tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
@@ -276,15 +281,16 @@ async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> 
 
 /// A replay page not begun for want of time: its poke is sent again as a new message and
 /// this one is done with, so the job goes on in the next invocation with all its receives.
-/// (Failed instead, the poke would use one up each time, and after five the job would be
-/// left `RUNNING` with nothing to move it.)
+/// (Failed instead, the poke would use one up each time, and a job reached late in every
+/// invocation would fail after five.)
 async fn hand_on(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
-    tracing::info!(replay_id = %poked.replay_id, why = TOO_LATE, "replay page handed on to the next invocation");
+    let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
+    tracing::info!(parent: &span, why = TOO_LATE, "replay page handed on to the next invocation");
     let again = OutgoingMessage::now(poked.to_body()).in_group(poked.tenant.to_string());
-    let Err(e) = deps.ports.ingest.send_batch(std::slice::from_ref(&again)).await else {
+    let Err(e) = deps.ports.ingest.send_batch(std::slice::from_ref(&again)).instrument(span.clone()).await else {
         return Ok(());
     };
-    poke_failed(deps, m, poked, "could not hand the replay page on", &e).await
+    poke_failed(deps, m, poked, "could not hand the replay page on", &e).instrument(span).await
 }
 
 /// A poke that failed comes back; on the last receive the queue allows, it goes to the
@@ -350,16 +356,8 @@ fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
     hooks > 1 || (hooks == 1 && envelope_len > INLINE_BODY_MAX)
 }
 
-async fn ingest_tenant(
-    deps: &Ingest,
-    tenant: &TenantId,
-    events: &[Parsed<'_>],
-    deadline: Option<Instant>,
-) -> hookbridge_core::Result<()> {
+async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
     let p = &deps.ports;
-    if too_late(deadline) {
-        return Err(hookbridge_core::Error::backend("ingest", TOO_LATE));
-    }
     // A queue's at-least-once delivery can put two copies of one event in one batch. Once
     // is enough (the copies' deliveries would share their ids anyway), and DynamoDB
     // refuses a batch write that names one envelope twice.

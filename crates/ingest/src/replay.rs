@@ -163,7 +163,8 @@ pub async fn count_after_cancel(
     replays.save(&counted, stored.step).await.map(|_| ())
 }
 
-/// Marks the poked job `FAILED`: its page failed on every receive the queue allows.
+/// Marks the poked job `FAILED`: its poke failed (its page, or handing the page on) on the
+/// last receive the queue allows.
 pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Result<()> {
     let Some(job) = p.replays.get(poked.hook_id, poked.replay_id).await? else { return Ok(()) };
     if job.state.is_final() || job.tenant != poked.tenant {

@@ -1,16 +1,18 @@
 //! Near its invocation's deadline ingest starts nothing more: a tenant's events come back
 //! alone and a replay page is handed on in a new poke. Cut off by Lambda's timeout instead,
 //! the whole batch came back (every tenant's events fanned out again, each using up one of
-//! its five receives), and a replay poke used up one of its job's.
+//! its five receives), and a replay poke used up one of its job's. What it has begun, it
+//! finishes: a fan-out stopped half way would start from the top next time, and never end.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hookbridge_core::ids::ReplayId;
+use hookbridge_core::ids::{ReplayId, TenantId};
 use hookbridge_core::ports::{Receipt, ReceivedMessage};
-use hookbridge_core::replay::{PokeFormat, ReplayPoke};
+use hookbridge_core::replay::{PokeFormat, ReplayJob, ReplayPoke, ReplayState};
+use hookbridge_core::topology::INGEST_RECEIVES;
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
 
@@ -64,4 +66,84 @@ async fn near_its_deadline_ingest_starts_nothing_and_hands_replay_pages_on() {
     let out = ingest::handle_within(&deps, &events, Some(Instant::now() + Duration::from_secs(60))).await;
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert_eq!(common::queued_tasks(&h, 2).await.len(), 2);
+}
+
+/// Holds the database's one writer for `for_ms`, so every write behind it waits.
+fn hold_the_writer(h: &EmbeddedHarness, for_ms: u64) -> tokio::task::JoinHandle<()> {
+    let db = h.db().clone();
+    tokio::spawn(async move {
+        db.write(move |_| {
+            std::thread::sleep(Duration::from_millis(for_ms));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    })
+}
+
+/// Begun with time to spare, a fan-out of more than one chunk finishes though its writes
+/// wait past the point where nothing new would be started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
+    let h = EmbeddedHarness::start().await;
+    let deps = common::deps(&h);
+    let (hook, _) = make_hook(&h, "acme", "hook").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let events: Vec<_> = (0..=ingest::CHUNK).map(|i| message(&format!("e{i}"), event("acme"))).collect();
+    let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
+
+    // Every write of the fan-out waits until less than the time to start is left.
+    let held = hold_the_writer(&h, 2_000);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let out = ingest::handle_within(&deps, &events, Some(deadline)).await;
+    held.await.unwrap();
+
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert!(Instant::now() + ingest::TIME_TO_START > deadline, "the writes waited past the time to start");
+    let mut queued = 0;
+    loop {
+        let got = h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        queued += got.len();
+    }
+    assert_eq!(queued, events.len(), "every delivery queued");
+}
+
+/// A replay page handed on whose new poke cannot be sent comes back; on the last receive
+/// the queue allows, it fails its job rather than leave it `RUNNING` in the dead-letter
+/// queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_cannot_be_handed_on_fails_its_job_on_its_last_receive() {
+    let h = EmbeddedHarness::start().await;
+    let deps = common::deps(&h);
+    let tenant: TenantId = "acme".parse().unwrap();
+    let (hook, _) = make_hook(&h, tenant.as_str(), "hook").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant, hook.id, now - chrono::Duration::hours(1), now, None, now);
+    h.backend().replays.create(&job).await.unwrap();
+    // The queue refuses the new poke, as a full disk or an unreachable SQS would.
+    let refuse = format!(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.body LIKE '%{}%'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        job.id
+    );
+    h.db()
+        .write(move |c| c.execute_batch(&refuse).map_err(|e| hookbridge_core::Error::backend("test", e)))
+        .await
+        .unwrap();
+    let poke = |receive_count| ReceivedMessage { receive_count, ..message("poke", ReplayPoke::of(&job).to_body()) };
+    let too_late = || Some(Instant::now() + ingest::TIME_TO_START / 2);
+
+    assert_eq!(ingest::handle_within(&deps, &[poke(1)], too_late()).await.failed, ["poke"]);
+    let state = h.backend().replays.get(hook.id, job.id).await.unwrap().unwrap().state;
+    assert_eq!(state, ReplayState::Running, "tried again");
+
+    let last = ingest::handle_within(&deps, &[poke(INGEST_RECEIVES)], too_late()).await;
+    assert_eq!(last.failed, ["poke"], "to the dead-letter queue");
+    let failed = h.backend().replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, ReplayState::Failed);
+    assert!(failed.finished_at.is_some());
 }
