@@ -592,8 +592,7 @@ mod tests {
             visibility_timeout: Duration::from_secs(30),
             max_receive_count: 5,
         };
-        hookbridge_embedded::create_queue(h.db(), &watch).await.unwrap();
-        let bus = hookbridge_embedded::EmbeddedBus::new(h.db().clone(), "1", "r");
+        let (told, _) = h.queue(&watch).await;
         let rule = hookbridge_core::ports::Rule {
             name: "watch-rule".into(),
             pattern: hookbridge_core::ports::RulePattern {
@@ -602,7 +601,7 @@ mod tests {
             },
             target_queue: "watch".into(),
         };
-        bus.put_rule(&rule).await.unwrap();
+        h.rule(&rule).await;
         // A delivery made `age` ago, due `due_in` from now, handled once on the fast lane.
         let handled_due = async |age: chrono::Duration, due_in: Option<chrono::Duration>| {
             let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
@@ -656,8 +655,6 @@ mod tests {
         assert_eq!(follow_ups().await, 0, "not handed back to wait");
 
         // Each of the two is told of on the bus, naming its hook as every platform event does.
-        use hookbridge_core::ports::Queue as _;
-        let told = hookbridge_embedded::EmbeddedQueue::new(h.db().clone(), "watch");
         let mut exhausted: Vec<serde_json::Value> = Vec::new();
         for _ in 0..20 {
             for m in told.receive(10, Duration::from_millis(100)).await.unwrap() {
