@@ -34,18 +34,21 @@ pub struct DeadLetter {
     pub body: String,
 }
 
+/// Each queue that has a dead-letter queue, and that queue's name, in name order.
+fn with_dead_letters(c: &rusqlite::Connection) -> Result<Vec<(String, String)>> {
+    c.prepare_cached("SELECT name, dlq FROM queues WHERE dlq IS NOT NULL ORDER BY name")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql("dead_letters.queues"))
+}
+
 /// Every queue that has a dead-letter queue, in name order, with its count and up to
 /// `show` of its oldest messages.
 pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
     let show = i64::try_from(show).unwrap_or(i64::MAX);
     db.read(move |c| {
-        let pairs = c
-            .prepare("SELECT name, dlq FROM queues WHERE dlq IS NOT NULL ORDER BY name")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql("dead_letters.queues"))?;
+        let pairs = with_dead_letters(c)?;
         let mut out = Vec::with_capacity(pairs.len());
         for (queue, dlq) in pairs {
             let count: i64 = c
@@ -85,13 +88,7 @@ pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
 pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
     db.write(|c| {
         let now = now_ms();
-        let pairs = c
-            .prepare_cached("SELECT name, dlq FROM queues WHERE dlq IS NOT NULL ORDER BY name")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql("dead_letters.queues"))?;
+        let pairs = with_dead_letters(c)?;
         let mut moved = Vec::with_capacity(pairs.len());
         for (queue, dlq) in pairs {
             let n = c

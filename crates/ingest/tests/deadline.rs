@@ -68,19 +68,6 @@ async fn near_its_deadline_ingest_starts_nothing_and_hands_replay_pages_on() {
     assert_eq!(common::queued_tasks(&h, 2).await.len(), 2);
 }
 
-/// Holds the database's one writer for `for_ms`, so every write behind it waits.
-fn hold_the_writer(h: &EmbeddedHarness, for_ms: u64) -> tokio::task::JoinHandle<()> {
-    let db = h.db().clone();
-    tokio::spawn(async move {
-        db.write(move |_| {
-            std::thread::sleep(Duration::from_millis(for_ms));
-            Ok(())
-        })
-        .await
-        .unwrap();
-    })
-}
-
 /// Begun with time to spare, a fan-out of more than one chunk finishes though its writes
 /// wait past the point where nothing new would be started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +80,7 @@ async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
     let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
 
     // Every write of the fan-out waits until less than the time to start is left.
-    let held = hold_the_writer(&h, 2_000);
+    let held = h.hold_the_writer(Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let out = ingest::handle_within(&deps, &events, Some(deadline)).await;
     held.await.unwrap();

@@ -18,19 +18,6 @@ use tower::ServiceExt;
 
 mod common;
 
-/// Holds the database's one writer for `for_ms`, so a request waits inside its first write.
-fn hold_the_writer(h: &EmbeddedHarness, for_ms: u64) -> tokio::task::JoinHandle<()> {
-    let db = h.db().clone();
-    tokio::spawn(async move {
-        db.write(move |_| {
-            std::thread::sleep(Duration::from_millis(for_ms));
-            Ok(())
-        })
-        .await
-        .unwrap();
-    })
-}
-
 async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
     let req = Request::builder()
         .method(method)
@@ -61,7 +48,7 @@ async fn a_publish_whose_caller_went_away_still_answers_its_claim() {
 
     // The writer is busy for a moment, so the request waits inside its claim; the caller
     // gives up before it is answered.
-    let busy = hold_the_writer(&h, 800);
+    let busy = h.hold_the_writer(Duration::from_millis(800));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let gone = tokio::time::timeout(Duration::from_millis(200), router(api.clone()).oneshot(publish(&token))).await;
     assert!(gone.is_err(), "the caller gave up first");
@@ -91,7 +78,7 @@ async fn xiq_subscriptions_whose_caller_went_away_are_all_made() {
     let (api, token) = api_and_token(&h, "hooks:read hooks:write");
     let sub = |n: u32| serde_json::json!({"application": format!("app-{n}"), "url": "https://receiver.example/xiq", "message_type": "AUDIT_LOG_ALL"});
     let body = serde_json::json!([sub(1), sub(2)]).to_string();
-    let busy = hold_the_writer(&h, 800);
+    let busy = h.hold_the_writer(Duration::from_millis(800));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let req = Request::post("/subscriptions/webhook")
         .header("authorization", format!("Bearer {token}"))

@@ -102,6 +102,20 @@ impl EmbeddedHarness {
         &self.db
     }
 
+    /// Holds the database's one writer for `held_for`, so every write behind it waits (inside
+    /// a request's first write, say, or past an invocation's time to start).
+    pub fn hold_the_writer(&self, held_for: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            db.write(move |_| {
+                std::thread::sleep(held_for);
+                Ok(())
+            })
+            .await
+            .expect("hold the writer");
+        })
+    }
+
     /// The configuration it was opened with.
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config
