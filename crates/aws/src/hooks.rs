@@ -3,6 +3,7 @@
 //! so that a big tenant's list can be kept between reads ([`crate::hook_lists`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -172,7 +173,7 @@ impl HookStore for DynamoHookStore {
         out.item.as_ref().map(|i| doc(i, "hook")).transpose()
     }
 
-    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>> {
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Arc<Hook>>> {
         let mut hooks = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_GET_MAX) {
             let mut pending: Vec<Item> = chunk.iter().map(|(t, h)| hook_key(t, *h)).collect();
@@ -199,7 +200,7 @@ impl HookStore for DynamoHookStore {
                     .await
                     .map_err(|e| Error::backend("dynamodb.BatchGetItem", e))?;
                 for item in out.responses.and_then(|mut r| r.remove(&self.table.name)).unwrap_or_default() {
-                    hooks.push(doc(&item, "hook")?);
+                    hooks.push(Arc::new(doc(&item, "hook")?));
                 }
                 pending = out
                     .unprocessed_keys

@@ -169,7 +169,7 @@ async fn read_hooks(
     wanted: Vec<(TenantId, HookId)>,
 ) -> hookbridge_core::Result<(HashMap<HookId, Arc<Hook>>, HashSet<HookId>)> {
     let together = match w.ports.hooks.get_many(&wanted).await {
-        Ok(found) => return Ok((found.into_iter().map(|h| (h.id, Arc::new(h))).collect(), HashSet::new())),
+        Ok(found) => return Ok((found.into_iter().map(|h| (h.id, h)).collect(), HashSet::new())),
         Err(e) => e,
     };
     let asked = wanted.len();

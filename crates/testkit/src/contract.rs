@@ -42,6 +42,7 @@ macro_rules! contract_tests {
             hooks_replace_checks_the_version,
             hooks_list_paginates_in_creation_order,
             hooks_get_many_returns_what_exists,
+            hooks_get_many_sees_every_change,
             hooks_store_no_secret_in_clear,
             deliveries_insert_record_and_get,
             deliveries_list_a_time_window_newest_first_with_pagination,
@@ -488,6 +489,33 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
         .expect("get many");
     got.sort_by_key(|h| h.id);
     assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), vec![a.id, b.id]);
+}
+
+/// `get_many`, asked again and again (the worker's batches), returns each hook as it is
+/// stored now: every change shows at the next read, a deleted hook is gone, and a hook
+/// asked for by another tenant is not found.
+pub async fn hooks_get_many_sees_every_change(h: &dyn Harness) {
+    let t = h.unique("tenant");
+    let store = &h.backend().hooks;
+    let (hook, _) = make_hook(h, &t, "changing").await;
+    store.create(&hook, ANY).await.expect("create");
+    let key = [(hook.tenant.clone(), hook.id)];
+    let read = || async { store.get_many(&key).await.expect("get many") };
+    assert_eq!(read().await.iter().map(|h| h.revision).collect::<Vec<_>>(), vec![1]);
+    let mut changed = hook.clone();
+    for (revision, description) in [(2, "second"), (3, "third")] {
+        changed.config.description = Some(description.into());
+        changed.revision = revision;
+        store.replace(&changed, revision - 1).await.expect("replace");
+        let got = read().await;
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].revision, got[0].config.description.as_deref()), (revision, Some(description)));
+        assert_eq!(*got[0], changed, "the whole hook as stored");
+    }
+    let other = tenant(&h.unique("tenant"));
+    assert!(store.get_many(&[(other, hook.id)]).await.expect("another tenant's key").is_empty());
+    store.delete(&hook.tenant, hook.id).await.expect("delete");
+    assert!(read().await.is_empty(), "a deleted hook is not returned");
 }
 
 /// The stored form of a hook holds no secret value in clear.

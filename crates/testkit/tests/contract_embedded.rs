@@ -3,3 +3,71 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 hookbridge_testkit::contract_tests!(hookbridge_testkit::EmbeddedHarness::start());
+
+use hookbridge_core::ids::HookId;
+use hookbridge_testkit::Harness;
+use hookbridge_testkit::contract::make_hook;
+
+/// Sets every stored hook's description to `description` in the database itself, leaving
+/// each revision as it was (a write the store's own code never makes).
+async fn describe_every_hook_in_place(h: &hookbridge_testkit::EmbeddedHarness, description: &str) {
+    let description = description.to_owned();
+    h.db()
+        .write(move |c| {
+            c.execute("UPDATE hooks SET doc = json_set(doc, '$.config.description', ?1)", [&description])
+                .map_err(|e| hookbridge_core::Error::backend("test", e))
+        })
+        .await
+        .unwrap();
+}
+
+/// The worker's reads keep hooks parsed between batches: a stored document changed in
+/// any way, even under the same revision, is read as changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let (hook, _) = make_hook(&h, "tenant-a", "kept").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let key = [(hook.tenant.clone(), hook.id)];
+    let first = h.backend().hooks.get_many(&key).await.unwrap();
+    assert_eq!(first[0].config.description, None);
+    describe_every_hook_in_place(&h, "changed in place").await;
+    let second = h.backend().hooks.get_many(&key).await.unwrap();
+    assert_eq!((second[0].revision, second[0].config.description.as_deref()), (1, Some("changed in place")));
+}
+
+/// More hooks than are kept parsed: every read, in the worker's batches of ten, returns the
+/// hooks asked for as stored, the second time round (when the first ones read are no longer
+/// kept) and after each of them has changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let mut keys = Vec::new();
+    for i in 0..1_100 {
+        let tenant = format!("tenant-{}", i % 2);
+        let (hook, _) = make_hook(&h, &tenant, &format!("hook-{i}")).await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        keys.push((hook.tenant.clone(), hook.id));
+    }
+    let read_all = |description: Option<&'static str>| {
+        let (h, keys) = (&h, &keys);
+        async move {
+            for batch in keys.chunks(10) {
+                let got = h.backend().hooks.get_many(batch).await.unwrap();
+                let mut ids: Vec<HookId> = got.iter().map(|hook| hook.id).collect();
+                ids.sort();
+                let mut asked: Vec<HookId> = batch.iter().map(|(_, id)| *id).collect();
+                asked.sort();
+                assert_eq!(ids, asked);
+                for (hook, (tenant, _)) in got.iter().zip(batch) {
+                    assert_eq!(&hook.tenant, tenant);
+                    assert_eq!(hook.config.description.as_deref(), description, "hook {}", hook.config.name);
+                }
+            }
+        }
+    };
+    read_all(None).await;
+    read_all(None).await;
+    describe_every_hook_in_place(&h, "second").await;
+    read_all(Some("second")).await;
+}

@@ -107,7 +107,9 @@ pub trait HookStore: Send + Sync {
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>>;
 
     /// Several hooks at once (the worker's batch), in any order; missing ones are left out.
-    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Hook>>;
+    /// Shared, not owned: a store may hand the same parsed hook to batch after batch for as
+    /// long as its stored document is unchanged.
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<std::sync::Arc<Hook>>>;
 
     /// A page of the tenant's hooks, oldest first.
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>>;
