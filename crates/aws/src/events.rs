@@ -1,5 +1,5 @@
 //! Envelopes kept in the event store (large ones, and ones several hooks share), one item
-//! each; and the event types seen.
+//! each, each in a partition of its own; and the event types seen.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,7 +30,7 @@ impl EventStore for DynamoEventStore {
         let mut items: Vec<_> = envelopes
             .iter()
             .map(|e| {
-                let mut item = key(tenant_pk(tenant), format!("E#{}", e.id));
+                let mut item = envelope_key(tenant, &e.id);
                 item.insert(DOC.to_owned(), s(e.to_body()));
                 item.insert(EXPIRES_AT.to_owned(), n(expires_at.timestamp()));
                 item
@@ -57,21 +57,40 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
+        let found = match self.read(envelope_key(tenant, id)).await? {
+            Some(item) => Some(item),
+            // Kept before envelopes had partitions of their own (until its TTL, 14 days).
+            None => self.read(key(tenant_pk(tenant), format!("E#{id}"))).await?,
+        };
+        let Some(item) = found else {
+            return Ok(None);
+        };
+        serde_json::from_str(get_s(&item, DOC)?).map(Some).map_err(|e| Error::corrupt("an event", e))
+    }
+}
+
+impl DynamoEventStore {
+    /// The item at `key`, unless absent or past its time.
+    async fn read(&self, key: crate::keys::Item) -> Result<Option<crate::keys::Item>> {
         let out = self
             .table
             .client
             .get_item()
             .table_name(&self.table.name)
-            .set_key(Some(key(tenant_pk(tenant), format!("E#{id}"))))
+            .set_key(Some(key))
             // The worker reads it right after ingest wrote it: an eventually consistent read
             // could miss it and cancel the delivery.
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
-        let Some(item) = out.item.filter(|i| !expired(i, Utc::now().timestamp())) else {
-            return Ok(None);
-        };
-        serde_json::from_str(get_s(&item, DOC)?).map(Some).map_err(|e| Error::corrupt("an event", e))
+        Ok(out.item.filter(|i| !expired(i, Utc::now().timestamp())))
     }
+}
+
+/// An envelope's key: a partition of its own, so that a tenant's envelopes spread over the
+/// table however many it publishes (one partition takes at most 1,000 write units a second,
+/// and an envelope kept because it is large takes up to 256 of them).
+fn envelope_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
+    key(format!("E#{tenant}#{id}"), "E".to_owned())
 }

@@ -445,3 +445,67 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     }
     assert_eq!(queries(), before + 1, "read once under the new marker, then kept");
 }
+
+/// Each envelope is kept in a partition of its own, so a tenant publishing many (or large)
+/// envelopes spreads its writes over the table; one kept under the tenant's partition
+/// before that still reads, until its time is past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_have_partitions_of_their_own_and_older_ones_still_read() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chrono::Utc;
+    use hookbridge_core::envelope::Envelope;
+    use hookbridge_core::ids::{EventId, TenantId};
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let envelope = |id: &EventId| {
+        let body = format!(
+            r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"2026-11-22T10:00:00Z","region":"r","resources":[],"detail":{{"tenant":"acme"}}}}"#
+        );
+        (Envelope::from_bus_json(&body, "x", "y").unwrap(), body)
+    };
+    let item = |pk: String, sk: String| async {
+        h.clients()
+            .dynamodb
+            .get_item()
+            .table_name(&h.resources().table)
+            .key("PK", AttributeValue::S(pk))
+            .key("SK", AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    };
+    let events = &h.backend().events;
+    let (new, new_body) = envelope(&EventId::generate());
+    events.put(&tenant, std::slice::from_ref(&new), Utc::now() + chrono::Duration::days(1)).await.unwrap();
+    let own = item(format!("E#acme#{}", new.id), "E".into()).await.expect("the envelope in its own partition");
+    assert_eq!(own.get("doc").and_then(|d| d.as_s().ok()), Some(&new_body));
+    assert!(item("T#acme".into(), format!("E#{}", new.id)).await.is_none(), "nothing in the tenant's partition");
+    assert_eq!(events.get(&tenant, &new.id).await.unwrap().map(|e| e.to_body()), Some(new_body));
+
+    // Kept before: one still in its time, one past it.
+    let h = &h;
+    let put_old = |id: EventId, body: String, expires_at: i64| async move {
+        h.clients()
+            .dynamodb
+            .put_item()
+            .table_name(&h.resources().table)
+            .item("PK", AttributeValue::S("T#acme".into()))
+            .item("SK", AttributeValue::S(format!("E#{id}")))
+            .item("doc", AttributeValue::S(body))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .unwrap();
+    };
+    let (kept, kept_body) = envelope(&EventId::generate());
+    put_old(kept.id.clone(), kept_body.clone(), Utc::now().timestamp() + 86_400).await;
+    assert_eq!(events.get(&tenant, &kept.id).await.unwrap().map(|e| e.to_body()), Some(kept_body));
+    let (gone, gone_body) = envelope(&EventId::generate());
+    put_old(gone.id.clone(), gone_body, Utc::now().timestamp() - 1).await;
+    assert!(events.get(&tenant, &gone.id).await.unwrap().is_none(), "past its time");
+    assert!(events.get(&"other".parse().unwrap(), &kept.id).await.unwrap().is_none(), "another tenant's");
+}
