@@ -148,7 +148,8 @@ impl Rig {
     /// Creates a hook for `tenant` from `hook` (a JSON object).
     pub async fn create_hook(&self, tenant: &str, hook: &Value) -> anyhow::Result<()> {
         let r = self.http.post(format!("{}/v1/hooks", self.api)).bearer_auth(token(tenant)?).json(hook).send().await?;
-        anyhow::ensure!(r.status() == 201, "create hook: {}", r.text().await?);
+        let status = r.status();
+        anyhow::ensure!(status == 201, "create hook: {status} {}", r.text().await?);
         Ok(())
     }
 
@@ -184,7 +185,8 @@ impl Rig {
                 .json(&json!({"name": format!("h{i}"), "url": self.receiver_url()}))
                 .send()
                 .await?;
-            anyhow::ensure!(r.status() == 201, "create hook: {}", r.text().await?);
+            let status = r.status();
+            anyhow::ensure!(status == 201, "create hook: {status} {}", r.text().await?);
         }
         Ok(())
     }
