@@ -29,7 +29,7 @@ struct Kept {
     /// The marker the list was read under; `None` until one was read before the list.
     marker: Option<String>,
     read_at: Instant,
-    hooks: Arc<Vec<Hook>>,
+    hooks: Vec<Arc<Hook>>,
 }
 
 /// The lists kept, by tenant.
@@ -49,21 +49,21 @@ impl HookLists {
     }
 
     /// The list kept for `tenant`, if it was read under `marker` and not too long ago.
-    pub(crate) fn under(&self, tenant: &TenantId, marker: &str) -> Option<Vec<Hook>> {
+    pub(crate) fn under(&self, tenant: &TenantId, marker: &str) -> Option<Vec<Arc<Hook>>> {
         let kept = self.lock();
         let k = kept.get(tenant)?;
-        (k.marker.as_deref() == Some(marker) && k.read_at.elapsed() < KEPT_FOR).then(|| k.hooks.as_ref().clone())
+        (k.marker.as_deref() == Some(marker) && k.read_at.elapsed() < KEPT_FOR).then(|| k.hooks.clone())
     }
 
     /// Keeps what a query read under `marker` (read before it), or forgets the tenant's
     /// list when it is short.
-    pub(crate) fn read(&self, tenant: &TenantId, marker: Option<String>, hooks: &[Hook]) {
+    pub(crate) fn read(&self, tenant: &TenantId, marker: Option<String>, hooks: &[Arc<Hook>]) {
         let mut kept = self.lock();
         if hooks.len() < KEPT_FROM {
             kept.remove(tenant);
             return;
         }
-        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: Arc::new(hooks.to_vec()) });
+        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: hooks.to_vec() });
         // The oldest lists go first when all of them together are too many hooks.
         while kept.values().map(|k| k.hooks.len()).sum::<usize>() > MOST_HOOKS_KEPT && kept.len() > 1 {
             let oldest = kept.iter().min_by_key(|(_, k)| k.read_at).map(|(t, _)| t.clone());

@@ -226,9 +226,9 @@ impl HookStore for DynamoHookStore {
         self.query_hooks(tenant, None, None).await
     }
 
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
         if !self.lists.keeps(tenant) {
-            let hooks = self.query_hooks(tenant, None, None).await?;
+            let hooks = self.query_shared(tenant).await?;
             // Kept with no marker: the next read reads one first, then the list again.
             self.lists.read(tenant, None, &hooks);
             return Ok(hooks);
@@ -251,7 +251,7 @@ impl HookStore for DynamoHookStore {
         if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
             return Ok(hooks);
         }
-        let hooks = self.query_hooks(tenant, None, None).await?;
+        let hooks = self.query_shared(tenant).await?;
         self.lists.read(tenant, marker, &hooks);
         Ok(hooks)
     }
@@ -421,6 +421,11 @@ impl DynamoHookStore {
                 r => return r.map(|_| ()),
             }
         }
+    }
+
+    /// Every hook of the tenant, shared (for routing, and the lists kept for it).
+    async fn query_shared(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
+        Ok(self.query_hooks(tenant, None, None).await?.into_iter().map(Arc::new).collect())
     }
 
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).

@@ -16,7 +16,7 @@ use crate::error::sql;
 
 pub(crate) struct SqliteHookStore {
     db: Db,
-    parsed: Arc<Parsed>,
+    parsed: Arc<ParsedHooks>,
 }
 
 impl SqliteHookStore {
@@ -25,7 +25,7 @@ impl SqliteHookStore {
     }
 }
 
-/// The most hooks [`Parsed`] keeps: every hook of a small deployment, and a bound on the
+/// The most hooks [`ParsedHooks`] keeps: every hook of a small deployment, and a bound on the
 /// memory (two copies of each document) for a large one.
 const PARSED_HOOKS: usize = 1024;
 
@@ -36,21 +36,24 @@ const PARSED_HOOKS: usize = 1024;
 /// text is unchanged is the same hook, whoever wrote it and however. A hook deleted since
 /// is never found here, because the row is read first.
 #[derive(Default)]
-struct Parsed(Mutex<HashMap<HookId, Kept>>);
+struct ParsedHooks(Mutex<HashMap<HookId, Kept>>);
 
 /// A hook's stored document and the hook parsed from it.
 type Kept = (Box<str>, Arc<Hook>);
 
-impl Parsed {
+impl ParsedHooks {
     /// The hook stored as `doc`: the one parsed before when the document is the same,
-    /// otherwise parsed now and kept.
-    fn hook(&self, id: HookId, doc: &str) -> Result<Arc<Hook>> {
+    /// otherwise parsed now, and kept if `keep`.
+    fn hook(&self, id: HookId, doc: &str, keep: bool) -> Result<Arc<Hook>> {
         if let Some((kept, hook)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&id)
             && **kept == *doc
         {
             return Ok(hook.clone());
         }
         let hook = Arc::new(from_doc(doc)?);
+        if !keep {
+            return Ok(hook);
+        }
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if kept.len() >= PARSED_HOOKS
             && !kept.contains_key(&id)
@@ -139,7 +142,7 @@ impl HookStore for SqliteHookStore {
                     if let Some(row) = rows.next().map_err(sql("hooks.get_many"))? {
                         // Borrowed from the row: an unchanged hook is neither copied nor parsed.
                         let doc = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.get_many"))?;
-                        out.push(parsed.hook(*id, doc)?);
+                        out.push(parsed.hook(*id, doc, true)?);
                     }
                 }
                 Ok(out)
@@ -185,6 +188,30 @@ impl HookStore for SqliteHookStore {
             })
             .await?;
         docs.iter().map(|d| from_doc(d)).collect()
+    }
+
+    /// As [`HookStore::list_all`], read afresh for every batch ingest routes; the hooks
+    /// whose documents are unchanged come from those parsed before. A tenant's first
+    /// half-[`PARSED_HOOKS`] are kept, so a tenant with thousands of hooks cannot push out
+    /// the hooks the worker is reading.
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
+        let tenant = tenant.to_string();
+        let parsed = self.parsed.clone();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 ORDER BY id")
+                    .map_err(sql("hooks.list_for_routing"))?;
+                let mut rows = stmt.query([tenant]).map_err(sql("hooks.list_for_routing"))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(sql("hooks.list_for_routing"))? {
+                    let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.list_for_routing"));
+                    let id: HookId = text(0)?.parse().map_err(|e| Error::corrupt("a hook's id", e))?;
+                    out.push(parsed.hook(id, text(1)?, out.len() < PARSED_HOOKS / 2)?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {

@@ -369,7 +369,11 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
         .iter()
         .copied()
         .map(|e| {
-            let wanted = hooks.iter().filter(|h| h.config.wants(&e.envelope.detail_type, e.site.as_deref())).collect();
+            let wanted = hooks
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|h: &&Hook| h.config.wants(&e.envelope.detail_type, e.site.as_deref()))
+                .collect();
             (e, e.envelope.to_body(), wanted)
         })
         .collect();

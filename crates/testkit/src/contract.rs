@@ -491,9 +491,9 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
     assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), vec![a.id, b.id]);
 }
 
-/// `get_many`, asked again and again (the worker's batches), returns each hook as it is
-/// stored now: every change shows at the next read, a deleted hook is gone, and a hook
-/// asked for by another tenant is not found.
+/// `get_many` and `list_for_routing`, asked again and again (the worker's and ingest's
+/// batches), return each hook as it is stored now: every change shows at the next read, a
+/// deleted hook is gone, and a hook asked for by another tenant is not found.
 pub async fn hooks_get_many_sees_every_change(h: &dyn Harness) {
     let t = h.unique("tenant");
     let store = &h.backend().hooks;
@@ -511,11 +511,14 @@ pub async fn hooks_get_many_sees_every_change(h: &dyn Harness) {
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].revision, got[0].config.description.as_deref()), (revision, Some(description)));
         assert_eq!(*got[0], changed, "the whole hook as stored");
+        let routed = store.list_for_routing(&hook.tenant).await.expect("list for routing");
+        assert_eq!(routed.iter().map(|h| h.as_ref()).collect::<Vec<_>>(), vec![&changed], "routed as stored");
     }
     let other = tenant(&h.unique("tenant"));
     assert!(store.get_many(&[(other, hook.id)]).await.expect("another tenant's key").is_empty());
     store.delete(&hook.tenant, hook.id).await.expect("delete");
     assert!(read().await.is_empty(), "a deleted hook is not returned");
+    assert!(store.list_for_routing(&hook.tenant).await.expect("list for routing").is_empty(), "nor routed to");
 }
 
 /// The stored form of a hook holds no secret value in clear.

@@ -376,7 +376,7 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     }
     let tenant = made[0].tenant.clone();
     let queries = || counter.snapshot().get(&("DynamoDB".to_owned(), "Query".to_owned())).copied().unwrap_or(0);
-    let urls = |hooks: &[hookbridge_core::hook::Hook]| {
+    let urls = |hooks: &[std::sync::Arc<hookbridge_core::hook::Hook>]| {
         let mut u: Vec<String> = hooks.iter().map(|h| h.config.url.clone()).collect();
         u.sort();
         u

@@ -31,14 +31,18 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     let key = [(hook.tenant.clone(), hook.id)];
     let first = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!(first[0].config.description, None);
+    assert_eq!(h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap()[0].config.description, None);
     describe_every_hook_in_place(&h, "changed in place").await;
     let second = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!((second[0].revision, second[0].config.description.as_deref()), (1, Some("changed in place")));
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap();
+    assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
 }
 
-/// More hooks than are kept parsed: every read, in the worker's batches of ten, returns the
-/// hooks asked for as stored, the second time round (when the first ones read are no longer
-/// kept) and after each of them has changed.
+/// More hooks than are kept parsed: every read, in the worker's batches of ten and in
+/// ingest's lists of a tenant's hooks (each tenant has more than are kept of one), returns
+/// the hooks asked for as stored, the second time round (when the first ones read are no
+/// longer kept) and after each of them has changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
     let h = hookbridge_testkit::EmbeddedHarness::start().await;
@@ -63,6 +67,12 @@ async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
                     assert_eq!(&hook.tenant, tenant);
                     assert_eq!(hook.config.description.as_deref(), description, "hook {}", hook.config.name);
                 }
+            }
+            for tenant in ["tenant-0", "tenant-1"] {
+                let routed = h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap();
+                assert_eq!(routed.len(), 550);
+                assert!(routed.iter().all(|hook| hook.tenant.as_str() == tenant));
+                assert!(routed.iter().all(|hook| hook.config.description.as_deref() == description));
             }
         }
     };

@@ -119,9 +119,10 @@ pub trait HookStore: Send + Sync {
 
     /// Every hook of the tenant, for routing events to them: current in all that
     /// [`Hook::routing`] covers, and possibly up to a minute old in the rest (a store may
-    /// keep a big tenant's list between reads). The default is [`HookStore::list_all`].
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
-        self.list_all(tenant).await
+    /// keep a big tenant's list between reads). Shared, as [`HookStore::get_many`]'s are.
+    /// The default is [`HookStore::list_all`].
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<std::sync::Arc<Hook>>> {
+        Ok(self.list_all(tenant).await?.into_iter().map(std::sync::Arc::new).collect())
     }
 
     /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
