@@ -31,8 +31,12 @@ impl Drop for Rig {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Two ports free now and different from each other: both listeners are held until both
+/// are known (one after the other, the second could be the first again).
+fn two_free_ports() -> anyhow::Result<(u16, u16)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 pub fn token(tenant: &str) -> anyhow::Result<String> {
@@ -95,7 +99,7 @@ impl Rig {
     /// Starts `bin_dir/hookbridge serve` on a fresh database and a receiver process.
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (api_port, recv_port) = (free_port()?, free_port()?);
+        let (api_port, recv_port) = two_free_ports()?;
         let receiver = Command::new(std::env::current_exe()?)
             .args(["receiver", "--listen", &format!("127.0.0.1:{recv_port}")])
             .stdout(Stdio::null())
@@ -113,7 +117,7 @@ impl Rig {
             .stdout(Stdio::null())
             .stderr(serve_log()?)
             .spawn()?;
-        let rig = Self {
+        let mut rig = Self {
             serve,
             receiver,
             api: format!("http://127.0.0.1:{api_port}"),
@@ -125,6 +129,11 @@ impl Rig {
         while rig.http.get(format!("{}/v1/health", rig.api)).send().await.is_err()
             || rig.http.get(format!("{}/stats", rig.recv)).send().await.is_err()
         {
+            // A port taken by someone else in the meantime: said at once, not as a strange
+            // answer to the first request.
+            if let Some(status) = rig.serve.try_wait()? {
+                anyhow::bail!("hookbridge serve exited at start ({status}); set HOOKBRIDGE_BENCH_SERVE_LOG to see why");
+            }
             anyhow::ensure!(Instant::now() < deadline, "hookbridge serve or the receiver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
