@@ -1,5 +1,5 @@
 //! Envelopes kept in the event store (large ones, and ones several hooks share), one item
-//! each, each in a partition of its own; and the event types seen.
+//! each; and the event types seen.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,7 +30,7 @@ impl EventStore for DynamoEventStore {
         let mut items: Vec<_> = envelopes
             .iter()
             .map(|e| {
-                let mut item = envelope_key(tenant, &e.id);
+                let mut item = written_key(tenant, &e.id);
                 item.insert(DOC.to_owned(), s(e.to_body()));
                 item.insert(EXPIRES_AT.to_owned(), n(expires_at.timestamp()));
                 item
@@ -57,10 +57,11 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn get(&self, tenant: &TenantId, id: &EventId) -> Result<Option<Envelope>> {
-        let found = match self.read(envelope_key(tenant, id)).await? {
+        let found = match self.read(written_key(tenant, id)).await? {
             Some(item) => Some(item),
-            // Kept before envelopes had partitions of their own (until its TTL, 14 days).
-            None => self.read(key(tenant_pk(tenant), format!("E#{id}"))).await?,
+            // Written by a release on the other side of the move (decision 0020): read until
+            // the item's TTL (`HOOKBRIDGE_EVENT_RETENTION`). Never on the happy path.
+            None => self.read(other_key(tenant, id)).await?,
         };
         let Some(item) = found else {
             return Ok(None);
@@ -88,9 +89,31 @@ impl DynamoEventStore {
     }
 }
 
-/// An envelope's key: a partition of its own, so that a tenant's envelopes spread over the
-/// table however many it publishes (one partition takes at most 1,000 write units a second,
-/// and an envelope kept because it is large takes up to 256 of them).
-fn envelope_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
+/// Whether envelopes are written in partitions of their own, `E#{tenant}#{event_id}`,
+/// rather than under their tenant's, `T#{tenant}`. Moved in two releases, so that every
+/// release can read what the one before and the one after it write (CloudFormation updates
+/// the functions one by one, and a rollback runs the older release on newer items): this
+/// one reads both and still writes under the tenant; the next one flips this to `true`.
+const OWN_PARTITIONS: bool = false;
+
+/// Where this release writes an envelope, and reads it first.
+fn written_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
+    if OWN_PARTITIONS { own_key(tenant, id) } else { tenant_key(tenant, id) }
+}
+
+/// Where the release on the other side of the move writes it.
+fn other_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
+    if OWN_PARTITIONS { tenant_key(tenant, id) } else { own_key(tenant, id) }
+}
+
+/// An envelope in a partition of its own: a tenant's envelopes spread over the table
+/// however many it publishes (one partition takes at most 1,000 write units a second, and
+/// an envelope kept because it is large takes up to 256 of them).
+fn own_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
     key(format!("E#{tenant}#{id}"), "E".to_owned())
+}
+
+/// An envelope under its tenant's partition, beside the tenant's hooks and keys.
+fn tenant_key(tenant: &TenantId, id: &EventId) -> crate::keys::Item {
+    key(tenant_pk(tenant), format!("E#{id}"))
 }

@@ -9,7 +9,7 @@
 //! | delivery        | `H#{hook_id}#{shard}` | `D#{delivery_id}`  |
 //! | delivery update | `H#{hook_id}#{shard}` | `D#{delivery_id}#U#{ulid}` |
 //! | replay job      | `H#{hook_id}` | `R#{replay_id}`            |
-//! | event           | `E#{tenant}#{event_id}` | `E`              |
+//! | event           | `T#{tenant}`  | `E#{event_id}`             |
 //! | idempotency key | `T#{tenant}`  | `I#{key}`                  |
 //! | rate state      | `R#{key}`     | `R`                        |
 //! | declared type   | `T#{tenant}`  | `Y#{event_type}`           |
@@ -20,8 +20,8 @@
 //! A hook's deliveries spread over 32 shards (`{shard}` from the delivery id's random
 //! bits) so one busy hook never meets DynamoDB's per-partition write limit; deliveries
 //! written before sharding stay under `H#{hook_id}` until they expire, and reads include it.
-//! Each envelope has a partition of its own; one written before that is under
-//! `T#{tenant}`/`E#{event_id}` until it expires, and a read that misses looks there.
+//! Envelopes are moving to partitions of their own, `E#{tenant}#{event_id}`/`E`, over two
+//! releases (decision 0020): this one writes them under the tenant and reads both.
 
 use std::collections::HashMap;
 

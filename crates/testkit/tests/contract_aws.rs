@@ -446,11 +446,12 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     assert_eq!(queries(), before + 1, "read once under the new marker, then kept");
 }
 
-/// Each envelope is kept in a partition of its own, so a tenant publishing many (or large)
-/// envelopes spreads its writes over the table; one kept under the tenant's partition
-/// before that still reads, until its time is past.
+/// Envelopes move to partitions of their own over two releases (decision 0020). This one
+/// writes them under the tenant's partition and reads both places, so it reads what the
+/// next release writes (a rollback, or functions updated one by one); nothing is read that
+/// is past its time or another tenant's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envelopes_have_partitions_of_their_own_and_older_ones_still_read() {
+async fn envelopes_are_read_from_either_partition_while_they_move() {
     use aws_sdk_dynamodb::types::AttributeValue;
     use chrono::Utc;
     use hookbridge_core::envelope::Envelope;
@@ -479,22 +480,22 @@ async fn envelopes_have_partitions_of_their_own_and_older_ones_still_read() {
             .item
     };
     let events = &h.backend().events;
-    let (new, new_body) = envelope(&EventId::generate());
-    events.put(&tenant, std::slice::from_ref(&new), Utc::now() + chrono::Duration::days(1)).await.unwrap();
-    let own = item(format!("E#acme#{}", new.id), "E".into()).await.expect("the envelope in its own partition");
-    assert_eq!(own.get("doc").and_then(|d| d.as_s().ok()), Some(&new_body));
-    assert!(item("T#acme".into(), format!("E#{}", new.id)).await.is_none(), "nothing in the tenant's partition");
-    assert_eq!(events.get(&tenant, &new.id).await.unwrap().map(|e| e.to_body()), Some(new_body));
+    let (written, written_body) = envelope(&EventId::generate());
+    events.put(&tenant, std::slice::from_ref(&written), Utc::now() + chrono::Duration::days(1)).await.unwrap();
+    let under_tenant = item("T#acme".into(), format!("E#{}", written.id)).await.expect("under the tenant");
+    assert_eq!(under_tenant.get("doc").and_then(|d| d.as_s().ok()), Some(&written_body));
+    assert!(item(format!("E#acme#{}", written.id), "E".into()).await.is_none(), "not yet in a partition of its own");
+    assert_eq!(events.get(&tenant, &written.id).await.unwrap().map(|e| e.to_body()), Some(written_body));
 
-    // Kept before: one still in its time, one past it.
+    // Written by the next release, in partitions of their own: one in its time, one past it.
     let h = &h;
-    let put_old = |id: EventId, body: String, expires_at: i64| async move {
+    let put_own = |id: EventId, body: String, expires_at: i64| async move {
         h.clients()
             .dynamodb
             .put_item()
             .table_name(&h.resources().table)
-            .item("PK", AttributeValue::S("T#acme".into()))
-            .item("SK", AttributeValue::S(format!("E#{id}")))
+            .item("PK", AttributeValue::S(format!("E#acme#{id}")))
+            .item("SK", AttributeValue::S("E".into()))
             .item("doc", AttributeValue::S(body))
             .item("expires_at", AttributeValue::N(expires_at.to_string()))
             .send()
@@ -502,10 +503,10 @@ async fn envelopes_have_partitions_of_their_own_and_older_ones_still_read() {
             .unwrap();
     };
     let (kept, kept_body) = envelope(&EventId::generate());
-    put_old(kept.id.clone(), kept_body.clone(), Utc::now().timestamp() + 86_400).await;
+    put_own(kept.id.clone(), kept_body.clone(), Utc::now().timestamp() + 86_400).await;
     assert_eq!(events.get(&tenant, &kept.id).await.unwrap().map(|e| e.to_body()), Some(kept_body));
     let (gone, gone_body) = envelope(&EventId::generate());
-    put_old(gone.id.clone(), gone_body, Utc::now().timestamp() - 1).await;
+    put_own(gone.id.clone(), gone_body, Utc::now().timestamp() - 1).await;
     assert!(events.get(&tenant, &gone.id).await.unwrap().is_none(), "past its time");
     assert!(events.get(&"other".parse().unwrap(), &kept.id).await.unwrap().is_none(), "another tenant's");
 }
