@@ -29,40 +29,75 @@ impl SqliteHookStore {
 /// memory (two copies of each document) for a large one.
 const PARSED_HOOKS: usize = 1024;
 
-/// The hooks the worker's batches read, as last parsed, each beside the document it was
-/// parsed from. Parsing a hook's JSON was about 3.5 % of the server's CPU at saturation
-/// (the same hook read for batch after batch); comparing the stored document with the one
-/// kept is a `memcmp`. Keyed by the document itself, not the revision: a hook whose stored
-/// text is unchanged is the same hook, whoever wrote it and however. A hook deleted since
-/// is never found here, because the row is read first.
+/// The hooks the worker's batches and ingest's routing read, as last parsed, each beside
+/// the document it was parsed from. Parsing a hook's JSON was about 4 % of the server's CPU
+/// at saturation (the same hooks parsed for batch after batch); comparing the stored
+/// document with the one kept is a `memcmp`. Keyed by the document itself, not the
+/// revision: a hook whose stored text is unchanged is the same hook, whoever wrote it and
+/// however. A hook deleted since is never found here, because its row is read first.
 #[derive(Default)]
 struct ParsedHooks(Mutex<HashMap<HookId, Kept>>);
 
 /// A hook's stored document and the hook parsed from it.
 type Kept = (Box<str>, Arc<Hook>);
 
+/// A row read: its hook as parsed before, or its document, to be parsed once the reader
+/// connection is free again.
+enum Found {
+    Parsed(Arc<Hook>),
+    Doc(HookId, String),
+}
+
+/// Who may push a kept hook out to make room for a new one: the worker, whose hooks are
+/// few per batch and read again soon; not ingest's routing, so that a tenant with
+/// thousands of hooks cannot push out the hooks the worker reads (it keeps new ones only
+/// while there is room).
+#[derive(Clone, Copy, PartialEq)]
+enum Room {
+    Make,
+    IfAny,
+}
+
 impl ParsedHooks {
-    /// The hook stored as `doc`: the one parsed before when the document is the same,
-    /// otherwise parsed now, and kept if `keep`.
-    fn hook(&self, id: HookId, doc: &str, keep: bool) -> Result<Arc<Hook>> {
-        if let Some((kept, hook)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&id)
-            && **kept == *doc
-        {
-            return Ok(hook.clone());
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HookId, Kept>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The row `id` stored as `doc`: the hook parsed before when the document is the same.
+    fn find(&self, id: HookId, doc: &str) -> Found {
+        match self.lock().get(&id) {
+            Some((kept, hook)) if **kept == *doc => Found::Parsed(hook.clone()),
+            _ => Found::Doc(id, doc.to_owned()),
         }
-        let hook = Arc::new(from_doc(doc)?);
-        if !keep {
-            return Ok(hook);
-        }
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() >= PARSED_HOOKS
-            && !kept.contains_key(&id)
-            && let Some(any) = kept.keys().next().copied()
-        {
-            kept.remove(&any);
+    }
+
+    /// The hooks of `found`, in order, parsing the documents and keeping them as `room` lets.
+    fn hooks(&self, found: Vec<Found>, room: Room) -> Result<Vec<Arc<Hook>>> {
+        found
+            .into_iter()
+            .map(|f| match f {
+                Found::Parsed(hook) => Ok(hook),
+                Found::Doc(id, doc) => {
+                    let hook = Arc::new(from_doc(&doc)?);
+                    self.keep(id, doc, &hook, room);
+                    Ok(hook)
+                }
+            })
+            .collect()
+    }
+
+    fn keep(&self, id: HookId, doc: String, hook: &Arc<Hook>, room: Room) {
+        let mut kept = self.lock();
+        if kept.len() >= PARSED_HOOKS && !kept.contains_key(&id) {
+            if room == Room::IfAny {
+                return;
+            }
+            // Any one: a hook pushed out is only parsed again when next read.
+            if let Some(any) = kept.keys().next().copied() {
+                kept.remove(&any);
+            }
         }
         kept.insert(id, (doc.into(), hook.clone()));
-        Ok(hook)
     }
 }
 
@@ -131,7 +166,8 @@ impl HookStore for SqliteHookStore {
         let keys: Vec<(String, String, HookId)> =
             keys.iter().map(|(t, h)| (t.to_string(), h.to_string(), *h)).collect();
         let parsed = self.parsed.clone();
-        self.db
+        let found = self
+            .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id = ?2")
@@ -142,12 +178,13 @@ impl HookStore for SqliteHookStore {
                     if let Some(row) = rows.next().map_err(sql("hooks.get_many"))? {
                         // Borrowed from the row: an unchanged hook is neither copied nor parsed.
                         let doc = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.get_many"))?;
-                        out.push(parsed.hook(*id, doc, true)?);
+                        out.push(parsed.find(*id, doc));
                     }
                 }
                 Ok(out)
             })
-            .await
+            .await?;
+        self.parsed.hooks(found, Room::Make)
     }
 
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
@@ -191,13 +228,12 @@ impl HookStore for SqliteHookStore {
     }
 
     /// As [`HookStore::list_all`], read afresh for every batch ingest routes; the hooks
-    /// whose documents are unchanged come from those parsed before. A tenant's first
-    /// half-[`PARSED_HOOKS`] are kept, so a tenant with thousands of hooks cannot push out
-    /// the hooks the worker is reading.
+    /// whose documents are unchanged come from those parsed before.
     async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
         let tenant = tenant.to_string();
         let parsed = self.parsed.clone();
-        self.db
+        let found = self
+            .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 ORDER BY id")
@@ -207,11 +243,12 @@ impl HookStore for SqliteHookStore {
                 while let Some(row) = rows.next().map_err(sql("hooks.list_for_routing"))? {
                     let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.list_for_routing"));
                     let id: HookId = text(0)?.parse().map_err(|e| Error::corrupt("a hook's id", e))?;
-                    out.push(parsed.hook(id, text(1)?, out.len() < PARSED_HOOKS / 2)?);
+                    out.push(parsed.find(id, text(1)?));
                 }
                 Ok(out)
             })
-            .await
+            .await?;
+        self.parsed.hooks(found, Room::IfAny)
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {

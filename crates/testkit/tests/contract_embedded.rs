@@ -4,6 +4,8 @@
 
 hookbridge_testkit::contract_tests!(hookbridge_testkit::EmbeddedHarness::start());
 
+use std::sync::Arc;
+
 use hookbridge_core::ids::HookId;
 use hookbridge_testkit::Harness;
 use hookbridge_testkit::contract::make_hook;
@@ -31,12 +33,40 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     let key = [(hook.tenant.clone(), hook.id)];
     let first = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!(first[0].config.description, None);
-    assert_eq!(h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap()[0].config.description, None);
+    let again = h.backend().hooks.get_many(&key).await.unwrap();
+    assert!(Arc::ptr_eq(&first[0], &again[0]), "unchanged, the hook parsed before");
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap();
+    assert!(Arc::ptr_eq(&first[0], &routed[0]), "routed as parsed before");
     describe_every_hook_in_place(&h, "changed in place").await;
     let second = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!((second[0].revision, second[0].config.description.as_deref()), (1, Some("changed in place")));
+    assert!(!Arc::ptr_eq(&first[0], &second[0]));
     let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap();
     assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
+}
+
+/// Ingest's routing of tenants with more hooks than are kept parsed does not push out the
+/// hooks the worker reads (it keeps new ones only while there is room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_big_tenants_leaves_the_workers_hooks_kept() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let (worked, _) = make_hook(&h, "tenant-w", "worked").await;
+    h.backend().hooks.create(&worked, 1000).await.unwrap();
+    let key = [(worked.tenant.clone(), worked.id)];
+    let first = h.backend().hooks.get_many(&key).await.unwrap();
+    // Three times as many as are kept, routed three times: were routing to push kept hooks
+    // out, thousands would go, the worker's almost surely among them.
+    for i in 0..3_000 {
+        let (hook, _) = make_hook(&h, &format!("tenant-{}", i % 3), &format!("hook-{i}")).await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+    }
+    for _ in 0..3 {
+        for tenant in ["tenant-0", "tenant-1", "tenant-2"] {
+            assert_eq!(h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap().len(), 1000);
+        }
+    }
+    let after = h.backend().hooks.get_many(&key).await.unwrap();
+    assert!(Arc::ptr_eq(&first[0], &after[0]), "still the hook parsed before");
 }
 
 /// More hooks than are kept parsed: every read, in the worker's batches of ten and in
