@@ -48,14 +48,13 @@ enum Found {
     Doc(HookId, String),
 }
 
-/// Who may push a kept hook out to make room for a new one: the worker, whose hooks are
-/// few per batch and read again soon; not ingest's routing, so that a tenant with
-/// thousands of hooks cannot push out the hooks the worker reads (it keeps new ones only
-/// while there is room).
+/// Whether a new hook may push out a kept one when there is no room: the worker's may
+/// (its hooks are few per batch and read again soon); ingest's routing's may not, so that
+/// a tenant with thousands of hooks cannot push out the hooks the worker reads.
 #[derive(Clone, Copy, PartialEq)]
 enum Room {
-    Make,
-    IfAny,
+    Evict,
+    OnlyIfFree,
 }
 
 impl ParsedHooks {
@@ -65,10 +64,8 @@ impl ParsedHooks {
 
     /// The row `id` stored as `doc`: the hook parsed before when the document is the same.
     fn find(&self, id: HookId, doc: &str) -> Found {
-        match self.lock().get(&id) {
-            Some((kept, hook)) if **kept == *doc => Found::Parsed(hook.clone()),
-            _ => Found::Doc(id, doc.to_owned()),
-        }
+        let kept = self.lock().get(&id).filter(|(kept, _)| **kept == *doc).map(|(_, hook)| hook.clone());
+        kept.map_or_else(|| Found::Doc(id, doc.to_owned()), Found::Parsed)
     }
 
     /// The hooks of `found`, in order, parsing the documents and keeping them as `room` lets.
@@ -86,13 +83,14 @@ impl ParsedHooks {
             .collect()
     }
 
+    /// Keeps `hook`, parsed from `doc`, when there is room or `room` lets it make some.
     fn keep(&self, id: HookId, doc: String, hook: &Arc<Hook>, room: Room) {
         let mut kept = self.lock();
         if kept.len() >= PARSED_HOOKS && !kept.contains_key(&id) {
-            if room == Room::IfAny {
+            if room == Room::OnlyIfFree {
                 return;
             }
-            // Any one: a hook pushed out is only parsed again when next read.
+            // An arbitrary one: a hook pushed out costs only a parse when next read.
             if let Some(any) = kept.keys().next().copied() {
                 kept.remove(&any);
             }
@@ -184,7 +182,7 @@ impl HookStore for SqliteHookStore {
                 Ok(out)
             })
             .await?;
-        self.parsed.hooks(found, Room::Make)
+        self.parsed.hooks(found, Room::Evict)
     }
 
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
@@ -248,7 +246,7 @@ impl HookStore for SqliteHookStore {
                 Ok(out)
             })
             .await?;
-        self.parsed.hooks(found, Room::IfAny)
+        self.parsed.hooks(found, Room::OnlyIfFree)
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {

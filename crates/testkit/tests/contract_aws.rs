@@ -458,7 +458,9 @@ async fn envelopes_are_read_from_either_partition_while_they_move() {
     use hookbridge_core::ids::{EventId, TenantId};
     use hookbridge_testkit::Harness;
 
-    let h = hookbridge_testkit::AwsHarness::start().await;
+    let counter = hookbridge_aws::RequestCounter::default();
+    let h = hookbridge_testkit::AwsHarness::start_counted(Some(&counter)).await;
+    let get_items = || counter.snapshot().get(&("DynamoDB".to_owned(), "GetItem".to_owned())).copied().unwrap_or(0);
     let tenant: TenantId = "acme".parse().unwrap();
     let envelope = |id: &EventId| {
         let body = format!(
@@ -485,7 +487,9 @@ async fn envelopes_are_read_from_either_partition_while_they_move() {
     let under_tenant = item("T#acme".into(), format!("E#{}", written.id)).await.expect("under the tenant");
     assert_eq!(under_tenant.get("doc").and_then(|d| d.as_s().ok()), Some(&written_body));
     assert!(item(format!("E#acme#{}", written.id), "E".into()).await.is_none(), "not yet in a partition of its own");
+    let before = get_items();
     assert_eq!(events.get(&tenant, &written.id).await.unwrap().map(|e| e.to_body()), Some(written_body));
+    assert_eq!(get_items(), before + 1, "the written place is read first, and only it");
 
     // Written by the next release, in partitions of their own: one in its time, one past it.
     let h = &h;

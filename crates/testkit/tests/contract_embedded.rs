@@ -45,28 +45,44 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
 }
 
-/// Ingest's routing of tenants with more hooks than are kept parsed does not push out the
-/// hooks the worker reads (it keeps new ones only while there is room).
+/// Ingest's routing keeps the hooks it parses while there is room, and once the kept hooks
+/// are full it pushes none of them out: every hook the worker read is still the one it got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routing_big_tenants_leaves_the_workers_hooks_kept() {
+async fn routing_keeps_hooks_only_while_there_is_room() {
     let h = hookbridge_testkit::EmbeddedHarness::start().await;
-    let (worked, _) = make_hook(&h, "tenant-w", "worked").await;
-    h.backend().hooks.create(&worked, 1000).await.unwrap();
-    let key = [(worked.tenant.clone(), worked.id)];
-    let first = h.backend().hooks.get_many(&key).await.unwrap();
-    // Three times as many as are kept, routed three times: were routing to push kept hooks
-    // out, thousands would go, the worker's almost surely among them.
-    for i in 0..3_000 {
-        let (hook, _) = make_hook(&h, &format!("tenant-{}", i % 3), &format!("hook-{i}")).await;
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let hooks = &h.backend().hooks;
+    let (small, _) = make_hook(&h, "tenant-s", "small").await;
+    hooks.create(&small, 1000).await.unwrap();
+    let routed = hooks.list_for_routing(&small.tenant).await.unwrap();
+    assert!(Arc::ptr_eq(&routed[0], &hooks.list_for_routing(&small.tenant).await.unwrap()[0]), "kept while room");
+
+    // The worker's hooks fill every place (1,024, one of them the small tenant's).
+    let mut worked = vec![(small.tenant.clone(), small.id)];
+    for i in 0..1_023 {
+        let (hook, _) = make_hook(&h, &format!("tenant-w{}", i % 2), &format!("w-{i}")).await;
+        hooks.create(&hook, 1000).await.unwrap();
+        worked.push((hook.tenant.clone(), hook.id));
     }
-    for _ in 0..3 {
-        for tenant in ["tenant-0", "tenant-1", "tenant-2"] {
-            assert_eq!(h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap().len(), 1000);
-        }
+    let mut first = Vec::new();
+    for batch in worked.chunks(10) {
+        first.extend(hooks.get_many(batch).await.unwrap());
     }
-    let after = h.backend().hooks.get_many(&key).await.unwrap();
-    assert!(Arc::ptr_eq(&first[0], &after[0]), "still the hook parsed before");
+    // A tenant of 1,000 new hooks routed twice: were routing to push kept hooks out, it
+    // would push out a thousand of the worker's.
+    for i in 0..1_000 {
+        let (hook, _) = make_hook(&h, "tenant-big", &format!("b-{i}")).await;
+        hooks.create(&hook, 1000).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(hooks.list_for_routing(&"tenant-big".parse().unwrap()).await.unwrap().len(), 1_000);
+    }
+    let mut again = Vec::new();
+    for batch in worked.chunks(10) {
+        again.extend(hooks.get_many(batch).await.unwrap());
+    }
+    assert_eq!(first.len(), 1_024);
+    let kept = |hook: &Arc<hookbridge_core::hook::Hook>| first.iter().any(|f| Arc::ptr_eq(f, hook));
+    assert_eq!(again.iter().filter(|hook| !kept(hook)).count(), 0, "every one of the worker's hooks still kept");
 }
 
 /// More hooks than are kept parsed: every read, in the worker's batches of ten and in
