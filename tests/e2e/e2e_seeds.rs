@@ -116,6 +116,77 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
 }
 }
 
+on_both_backends! {
+/// Phase Two pages its list (`first`, `max`, 100 at most and by default) and counts it at
+/// `…/webhooks/count`; a client that pages until a short page ends, and sees every webhook
+/// once, oldest first.
+async fn keycloak_lists_page_and_count_as_phase_two_does(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("test", ALL_SCOPES);
+    let create = |i: usize| {
+        let (stack, t) = (&stack, &t);
+        async move {
+            let doc = json!({"url": format!("https://kc{i}.example/"), "eventTypes": ["*"]}).to_string();
+            let (status, body, headers) = send(stack, "POST", "/realms/test/webhooks", t, Some(&doc)).await;
+            assert_eq!(status, 201, "{body}");
+            headers["location"].to_str().unwrap().rsplit('/').next().unwrap().to_owned()
+        }
+    };
+    // One at a time, so that oldest first is an order this test knows.
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(create(i).await);
+    }
+    let page = |query: &str| {
+        let (stack, t) = (&stack, &t);
+        let path = format!("/auth/realms/test/webhooks{query}");
+        async move {
+            let (status, body, _) = send(stack, "GET", &path, t, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body.as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let mut paged = Vec::new();
+    for first in (0..).step_by(3) {
+        let ids = page(&format!("?first={first}&max=3")).await;
+        assert!(ids.len() <= 3, "{ids:?}");
+        let short = ids.len() < 3;
+        paged.extend(ids);
+        if short {
+            break;
+        }
+    }
+    assert_eq!(paged, made, "every webhook once, oldest first");
+    assert_eq!(page("?first=7").await, Vec::<String>::new());
+    assert_eq!(page("?max=0").await, Vec::<String>::new());
+    assert_eq!(page("?first=5&max=1000").await, made[5..].to_vec());
+    let (_, one, _) = send(&stack, "GET", "/realms/test/webhooks?max=1", &t, None).await;
+    assert_eq!(one[0]["realm"], "test");
+
+    let reader = stack.token("test", "hooks:read");
+    let count = |stack| send(stack, "GET", "/realms/test/webhooks/count", &reader, None);
+    let (status, n, _) = count(&stack).await;
+    assert_eq!((status, n), (200, json!(7)));
+    assert_eq!(send(&stack, "DELETE", &format!("/realms/test/webhooks/{}", made[0]), &t, None).await.0, 204);
+    assert_eq!(count(&stack).await.1, json!(6));
+    assert_eq!(page("").await, made[1..].to_vec());
+
+    // A page holds 100 at most, asked for more or not asked at all.
+    futures::future::join_all((7..102).map(create)).await;
+    assert_eq!(page("").await.len(), 100);
+    assert_eq!(page("?max=101").await.len(), 100);
+    assert_eq!(page("?first=100").await.len(), 1);
+    assert_eq!(count(&stack).await.1, json!(101));
+
+    for (query, field) in [("?first=-1", "first"), ("?max=many", "max")] {
+        let (status, err, _) = send(&stack, "GET", &format!("/realms/test/webhooks{query}"), &t, None).await;
+        assert_eq!(status, 400, "{query}: {err}");
+        assert!(err["error"].as_str().unwrap().contains(field), "{query}: {err}");
+    }
+    stack.shutdown().await;
+}
+}
+
 /// The answer to a request's head alone: it announces a body of `len` bytes and waits to
 /// be told to send it (`Expect: 100-continue`), so a server that checks the caller before
 /// reading the body answers without any of it. (Sending the body too made the test a race:

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
-use crate::body::{parse, read_body};
+use crate::body::{ApiQuery, parse, read_body};
 use crate::dto::HookOut;
 use crate::error::ApiError;
 use crate::hooks::{create_hook, delete_hook, load, replace_hook_from};
@@ -32,6 +32,7 @@ pub fn routes() -> Router<Api> {
     for prefix in ["/auth/realms", "/realms"] {
         r = r
             .route(&format!("{prefix}/{{realm}}/webhooks"), get(list).post(create))
+            .route(&format!("{prefix}/{{realm}}/webhooks/count"), get(count))
             .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}"), get(read).put(update).delete(remove));
     }
     r
@@ -58,12 +59,14 @@ struct WebhookOut {
     event_types: Vec<String>,
     created_by: String,
     created_at: String,
+    realm: String,
 }
 
 impl From<&Hook> for WebhookOut {
     fn from(h: &Hook) -> Self {
         Self {
             id: h.id.to_string(),
+            realm: h.tenant.to_string(),
             enabled: super::switched_on(h),
             url: h.config.url.clone(),
             event_types: h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect(),
@@ -117,19 +120,67 @@ fn enabled(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
     }
 }
 
+/// The most webhooks a page holds, and how many one holds when `max` is not given: Phase
+/// Two's own limit. A client that pages until a page comes back short (or empty) ends.
+const MAX_RESULTS: usize = 100;
+
+/// `first` and `max`, as Phase Two's list takes them; anything else is ignored.
+#[derive(Debug, Deserialize)]
+struct Paging {
+    first: Option<String>,
+    max: Option<String>,
+}
+
+/// A whole number of 0 or more, or `default` when absent.
+fn count_param(name: &str, v: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    v.map_or(Ok(default), |v| v.trim().parse().map_err(|_| ApiError::field(name, "must be a whole number, 0 or more")))
+}
+
+/// Whether the caller is shown `h` in the list and the count.
+fn listed(caller: &Caller, h: &Hook) -> bool {
+    h.state.connection_state != ConnectionState::Deleting && caller.sees(h)
+}
+
 async fn list(
+    State(api): State<Api>,
+    caller: Result<Caller, ApiError>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<ApiQuery<Paging>, ApiError>,
+) -> Answer {
+    let caller = authorised(caller, Scope::HooksRead, super::segments(path).as_deref())?;
+    let ApiQuery(paging) = query?;
+    let first = count_param("first", paging.first.as_deref(), 0)?;
+    let max = count_param("max", paging.max.as_deref(), MAX_RESULTS)?.min(MAX_RESULTS);
+    // Read oldest first only as far as the page reaches: the webhooks before it are
+    // counted, not kept.
+    let (mut skipped, mut out, mut cursor) = (0, Vec::with_capacity(max), None::<String>);
+    while out.len() < max {
+        let page =
+            api.ports().hooks.list(&caller.tenant, MAX_RESULTS, cursor.as_deref()).await.map_err(ApiError::from)?;
+        for h in page.items.iter().filter(|h| listed(&caller, h)) {
+            if skipped < first {
+                skipped += 1;
+            } else if out.len() < max {
+                out.push(WebhookOut::from(h));
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(out).into_response())
+}
+
+/// `…/webhooks/count`: how many webhooks the list holds, as a bare number.
+async fn count(
     State(api): State<Api>,
     caller: Result<Caller, ApiError>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksRead, super::segments(path).as_deref())?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
-    let out: Vec<WebhookOut> = hooks
-        .iter()
-        .filter(|h| h.state.connection_state != ConnectionState::Deleting && caller.sees(h))
-        .map(WebhookOut::from)
-        .collect();
-    Ok(Json(out).into_response())
+    Ok(Json(hooks.iter().filter(|h| listed(&caller, h)).count()).into_response())
 }
 
 async fn create(
