@@ -29,6 +29,7 @@ async fn it_is_served_and_names_exactly_the_routes_the_service_has() {
         let path = template
             .replace("{id}", id)
             .replace("{delivery_id}", id)
+            .replace("{sid}", id)
             .replace("{realm}", "acme")
             .replace("{name}", "user.login");
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {

@@ -187,6 +187,86 @@ async fn keycloak_lists_page_and_count_as_phase_two_does(flavor: Flavor) {
 }
 }
 
+on_both_backends! {
+/// A webhook's sends are its deliveries as Phase Two shows them: newest first and paged,
+/// one with the body it carried, and a resend that sends the same delivery again.
+async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+    let doc = fixture("keycloak-create-webhook.json").replace("https://exxxxxxxxxxxxxx.m.pipedream.net", &r.url("/kc"));
+    let (status, _, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc)).await;
+    assert_eq!(status, 201);
+    let webhook = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+    let events: Vec<Value> = (0..3).map(|i| json!({"type": "LOGIN", "realmId": "test", "userId": format!("u-{i}")})).collect();
+    let mut ids = Vec::new();
+    for e in &events {
+        ids.extend(stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": e})).await);
+    }
+    r.wait_for(3, WAIT).await;
+    let sends = |query: &'static str| {
+        let (stack, t, path) = (&stack, &t, format!("{webhook}/sends{query}"));
+        async move {
+            let (status, body, _) = send(stack, "GET", &path, t, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body.as_array().unwrap().clone()
+        }
+    };
+    let all = eventually(WAIT, || async {
+        let all = sends("").await;
+        (all.len() == 3 && all.iter().all(|s| s["status"] == 200)).then_some(all)
+    })
+    .await
+    .expect("three sends, each answered 200");
+    // Newest first: by delivery id, which is time-ordered to the event's time (a second,
+    // as EventBridge gives it), so these three may share one.
+    let sends_ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(sends_ids.windows(2).all(|w| w[0] > w[1]), "{sends_ids:?}");
+    let mut sent_events: Vec<String> = all.iter().map(|s| s["eventId"].as_str().unwrap().to_owned()).collect();
+    sent_events.sort();
+    ids.sort();
+    assert_eq!(sent_events, ids);
+    let webhook_id = webhook.rsplit('/').next().unwrap();
+    for s in &all {
+        assert_eq!((s["eventType"].as_str(), s["keycloakEventType"].as_str()), (Some("access.LOGIN"), Some("USER")));
+        assert_eq!((s["statusMessage"].as_str(), s["retries"].as_u64()), (Some("HTTP 200 OK"), Some(0)));
+        assert_eq!(s["webhook"]["id"], webhook_id);
+        assert!(s["sentAt"].is_string() && s.get("payload").is_none(), "{s}");
+    }
+    assert_eq!(sends("?first=1&max=1").await, vec![all[1].clone()]);
+    assert_eq!(sends("?first=3").await, Vec::<Value>::new());
+
+    // One send: the body the receiver got, and the delivery's id is the `webhook-id` it got.
+    let oldest = all[2]["id"].as_str().unwrap().to_owned();
+    let (status, one, _) = send(&stack, "GET", &format!("{webhook}/sends/{oldest}"), &t, None).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["eventId"], all[2]["eventId"]);
+    let got = r.received();
+    let received = got.iter().find(|g| g.header("webhook-id") == Some(oldest.as_str())).expect("the send's id is the delivery's");
+    assert_eq!(one["payload"].as_str().unwrap().as_bytes(), &received.body[..], "the body sent, byte for byte");
+
+    // Resend: 202, and the same delivery arrives again.
+    let (status, _, headers) = send(&stack, "POST", &format!("{webhook}/sends/{oldest}/resend"), &t, None).await;
+    assert_eq!(status, 202);
+    assert_eq!(headers["content-type"], "text/plain");
+    let got = r.wait_for(4, WAIT).await;
+    assert_eq!(got.iter().filter(|g| g.header("webhook-id") == Some(oldest.as_str())).count(), 2);
+
+    // Another webhook's send, an unknown one, and a reader resending: Keycloak's errors.
+    let other = fixture("keycloak-create-webhook.json");
+    let (_, _, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&other)).await;
+    let other = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+    for path in [format!("{other}/sends/{oldest}"), format!("{webhook}/sends/01KAKSAMP4E000000000H00K01"), format!("{webhook}/sends/nope")] {
+        let (status, err, _) = send(&stack, "GET", &path, &t, None).await;
+        assert_eq!(status, 404, "{path}: {err}");
+        assert!(err["error"].is_string(), "{err}");
+    }
+    let reader = stack.token("test", "hooks:read");
+    assert_eq!(send(&stack, "POST", &format!("{webhook}/sends/{oldest}/resend"), &reader, None).await.0, 403);
+    stack.shutdown().await;
+}
+}
+
 /// The answer to a request's head alone: it announces a body of `len` bytes and waits to
 /// be told to send it (`Expect: 100-continue`), so a server that checks the caller before
 /// reading the body answers without any of it. (Sending the body too made the test a race:

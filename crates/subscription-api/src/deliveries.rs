@@ -88,10 +88,14 @@ pub async fn get(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
     let (_, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
-    let body = match &delivery.envelope {
-        Some(kept) => Some(kept.clone()),
-        None => api.ports().events.get(&caller.tenant, &delivery.event_id).await?.map(|e| e.to_body()),
-    };
-    let envelope = body.and_then(|b| serde_json::value::RawValue::from_string(b).ok());
+    let envelope = envelope_of(&api, &delivery).await?.and_then(|b| serde_json::value::RawValue::from_string(b).ok());
     Ok(Json(DeliveryDetailOut { delivery: (&delivery).into(), envelope, attempt_log: delivery.attempts.clone() }))
+}
+
+/// The delivery's envelope: kept with it, or in the event store while the event is kept.
+pub(crate) async fn envelope_of(api: &Api, delivery: &Delivery) -> Result<Option<String>, ApiError> {
+    Ok(match &delivery.envelope {
+        Some(kept) => Some(kept.clone()),
+        None => api.ports().events.get(&delivery.tenant, &delivery.event_id).await?.map(|e| e.to_body()),
+    })
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use hookbridge_core::delivery::DeliveryStatus;
 use hookbridge_core::hook::Hook;
-use hookbridge_core::ids::ReplayId;
+use hookbridge_core::ids::{DeliveryId, ReplayId};
 use hookbridge_core::replay::{ReplayJob, ReplayState};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,7 +28,20 @@ pub async fn retry(
     Writer(caller): Writer,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (hook, delivery) = crate::deliveries::load_delivery(&api, &caller, &id, &delivery_id).await?;
+    let delivery_id = retry_one(&api, &caller, &id, &delivery_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": delivery_id }))))
+}
+
+/// Sends the caller's finished delivery again now, as a new round; its id. `404` if the
+/// hook or delivery is not the caller's, `409` if it is not finished, the hook cannot
+/// receive, or its event is no longer kept.
+pub(crate) async fn retry_one(
+    api: &Api,
+    caller: &Caller,
+    hook_id: &str,
+    delivery_id: &str,
+) -> Result<DeliveryId, ApiError> {
+    let (hook, delivery) = crate::deliveries::load_delivery(api, caller, hook_id, delivery_id).await?;
     receiving(&hook)?;
     if !delivery.status.is_final() {
         return Err(ApiError::Conflict(format!(
@@ -52,7 +65,7 @@ pub async fn retry(
         ));
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, delivery_id = %delivery.id, "delivery retried");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "delivery_id": delivery.id }))))
+    Ok(delivery.id)
 }
 
 /// `409` unless the hook can receive: what is sent to one that cannot (disabled, made

@@ -14,11 +14,13 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::ports::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::keycloak_sends as sends;
 use crate::auth::{Caller, Scope};
 use crate::body::{ApiQuery, parse, read_body};
 use crate::dto::HookOut;
@@ -33,7 +35,10 @@ pub fn routes() -> Router<Api> {
         r = r
             .route(&format!("{prefix}/{{realm}}/webhooks"), get(list).post(create))
             .route(&format!("{prefix}/{{realm}}/webhooks/count"), get(count))
-            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}"), get(read).put(update).delete(remove));
+            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}"), get(read).put(update).delete(remove))
+            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}/sends"), get(sends::list))
+            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}/sends/{{sid}}"), get(sends::read))
+            .route(&format!("{prefix}/{{realm}}/webhooks/{{id}}/sends/{{sid}}/resend"), post(sends::resend));
     }
     r
 }
@@ -96,10 +101,14 @@ impl IntoResponse for KeycloakError {
     }
 }
 
-type Answer = Result<Response, KeycloakError>;
+pub(super) type Answer = Result<Response, KeycloakError>;
 
 /// The caller, with `scope`, acting in its own realm.
-fn authorised(caller: Result<Caller, ApiError>, scope: Scope, realm: Option<&str>) -> Result<Caller, ApiError> {
+pub(super) fn authorised(
+    caller: Result<Caller, ApiError>,
+    scope: Scope,
+    realm: Option<&str>,
+) -> Result<Caller, ApiError> {
     let caller = caller?;
     caller.require(scope)?;
     if realm != Some(caller.tenant.as_str()) {
@@ -120,20 +129,61 @@ fn enabled(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
     }
 }
 
-/// The most webhooks a page holds, and how many one holds when `max` is not given: Phase
-/// Two's own limit. A client that pages until a page comes back short (or empty) ends.
+/// The most a page of webhooks or sends holds, and how many one holds when `max` is not
+/// given: Phase Two's own limit. A client that pages until a page comes back short ends.
 const MAX_RESULTS: usize = 100;
 
-/// `first` and `max`, as Phase Two's list takes them; anything else is ignored.
+/// `first` and `max`, as Phase Two's lists take them; anything else is ignored.
 #[derive(Debug, Deserialize)]
-struct Paging {
+pub(super) struct Paging {
     first: Option<String>,
     max: Option<String>,
+}
+
+impl Paging {
+    /// How many to pass over and how many to return, checked.
+    fn bounds(&self) -> Result<(usize, usize), ApiError> {
+        let first = count_param("first", self.first.as_deref(), 0)?;
+        let max = count_param("max", self.max.as_deref(), MAX_RESULTS)?.min(MAX_RESULTS);
+        Ok((first, max))
+    }
 }
 
 /// A whole number of 0 or more, or `default` when absent.
 fn count_param(name: &str, v: Option<&str>, default: usize) -> Result<usize, ApiError> {
     v.map_or(Ok(default), |v| v.trim().parse().map_err(|_| ApiError::field(name, "must be a whole number, 0 or more")))
+}
+
+/// The page `paging` asks for, of the items `read` lists a store page at a time (each
+/// page after the cursor the last one gave) and `shown` turns into what is shown (or
+/// leaves out). Stores page by cursor, Phase Two by offset: the store is read only as far
+/// as the page reaches, the items before it counted, not kept.
+pub(super) async fn offset_page<T, O, F, Fut>(
+    paging: &Paging,
+    mut read: F,
+    mut shown: impl FnMut(&T) -> Option<O>,
+) -> Result<Vec<O>, ApiError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = hookbridge_core::Result<Page<T>>>,
+{
+    let (first, max) = paging.bounds()?;
+    let (mut skipped, mut out, mut cursor) = (0, Vec::with_capacity(max), None);
+    while out.len() < max {
+        let page = read(cursor.take()).await?;
+        for o in page.items.iter().filter_map(&mut shown) {
+            if skipped < first {
+                skipped += 1;
+            } else if out.len() < max {
+                out.push(o);
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the caller is shown `h` in the list and the count.
@@ -149,26 +199,12 @@ async fn list(
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksRead, super::segments(path).as_deref())?;
     let ApiQuery(paging) = query?;
-    let first = count_param("first", paging.first.as_deref(), 0)?;
-    let max = count_param("max", paging.max.as_deref(), MAX_RESULTS)?.min(MAX_RESULTS);
-    // Read oldest first only as far as the page reaches: the webhooks before it are
-    // counted, not kept.
-    let (mut skipped, mut out, mut cursor) = (0, Vec::with_capacity(max), None::<String>);
-    while out.len() < max {
-        let page =
-            api.ports().hooks.list(&caller.tenant, MAX_RESULTS, cursor.as_deref()).await.map_err(ApiError::from)?;
-        for h in page.items.iter().filter(|h| listed(&caller, h)) {
-            if skipped < first {
-                skipped += 1;
-            } else if out.len() < max {
-                out.push(WebhookOut::from(h));
-            }
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let hooks = &api.ports().hooks;
+    let read = |cursor: Option<String>| {
+        let tenant = &caller.tenant;
+        async move { hooks.list(tenant, MAX_RESULTS, cursor.as_deref()).await }
+    };
+    let out = offset_page(&paging, read, |h| listed(&caller, h).then(|| WebhookOut::from(h))).await?;
     Ok(Json(out).into_response())
 }
 

@@ -4,6 +4,7 @@
 //! as `/v1/hooks`, with that product's field names, status codes and error bodies.
 
 pub mod keycloak;
+mod keycloak_sends;
 pub mod xiq;
 
 use hookbridge_core::hook::{DestinationState, Hook, HookDraft};
