@@ -4,9 +4,12 @@
 //! `{realm}` is the token's tenant (any other realm is `404`); `hooks:read` stands for
 //! `view-events` and `hooks:write` for `manage-events`. A webhook is a hook: created with
 //! the client's own secret as its signing key, the event's `detail` as the body and
-//! `X-Keycloak-Signature` beside Standard Webhooks' headers. Listing shows every hook of
-//! the tenant; an update changes only the fields a webhook has (`enabled`, `url`,
-//! `secret`, `eventTypes`) and keeps the rest. Errors are `{"error": "…"}` with the status.
+//! `X-Keycloak-Signature` beside Standard Webhooks' headers. Listing shows the tenant's
+//! hooks oldest first, paged as Phase Two pages (`first`, `max`: 100 at most), and
+//! `…/webhooks/count` counts them; a webhook's sends are its deliveries
+//! (`compat::keycloak_sends`). An update changes only the fields a webhook has (`enabled`,
+//! `url`, `secret`, `eventTypes`) and keeps the rest. Errors are `{"error": "…"}` with the
+//! status.
 
 use axum::Json;
 use axum::body::Body;
@@ -140,10 +143,18 @@ pub(super) struct Paging {
     max: Option<String>,
 }
 
+/// The most a page may pass over. Phase Two's database skips rows itself; here the store is
+/// read up to the page, so a `first` of millions would read a hook's whole history (on
+/// DynamoDB, every shard's) for one answer.
+const MAX_FIRST: usize = 10_000;
+
 impl Paging {
     /// How many to pass over and how many to return, checked.
     fn bounds(&self) -> Result<(usize, usize), ApiError> {
         let first = count_param("first", self.first.as_deref(), 0)?;
+        if first > MAX_FIRST {
+            return Err(ApiError::field("first", format!("must be at most {MAX_FIRST}")));
+        }
         let max = count_param("max", self.max.as_deref(), MAX_RESULTS)?.min(MAX_RESULTS);
         Ok((first, max))
     }
@@ -215,8 +226,18 @@ async fn count(
     path: Result<Path<String>, PathRejection>,
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksRead, super::segments(path).as_deref())?;
-    let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
-    Ok(Json(hooks.iter().filter(|h| listed(&caller, h)).count()).into_response())
+    // A page at a time: only the count is kept.
+    let (mut n, mut cursor) = (0usize, None::<String>);
+    loop {
+        let page =
+            api.ports().hooks.list(&caller.tenant, MAX_RESULTS, cursor.as_deref()).await.map_err(ApiError::from)?;
+        n += page.items.iter().filter(|h| listed(&caller, h)).count();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(n).into_response())
 }
 
 async fn create(

@@ -2,7 +2,7 @@
 //! `…/webhooks/{id}/sends` lists them newest first, paged as the webhook list is;
 //! `…/sends/{sid}` is one with the body it carried; `…/sends/{sid}/resend` is a retry. A
 //! send is a delivery: its id is the delivery's (the `webhook-id` the receiver got), and
-//! `retries` counts its attempts after the first.
+//! `retries` counts its attempts, as Phase Two counts every send it made.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -24,8 +24,8 @@ use crate::deliveries::{envelope_of, load_delivery};
 use crate::error::ApiError;
 use crate::hooks::load;
 
-/// Deliveries read from the store at a time while paging.
-const STORE_PAGE: usize = 100;
+/// Deliveries read from the store at a time while paging: Read's largest page.
+const STORE_PAGE: usize = 500;
 
 /// The webhook a send belongs to, briefly, as Phase Two shows it.
 #[derive(Debug, Serialize)]
@@ -35,27 +35,29 @@ struct SendWebhook {
     url: String,
 }
 
-/// A send as Phase Two shows it; absent fields are left out, as Keycloak leaves out nulls.
+/// A send as Phase Two shows it, with its field names; absent fields are left out, as
+/// Keycloak leaves out nulls.
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
 struct SendOut {
     id: String,
-    event_id: String,
+    #[serde(rename = "type")]
     event_type: String,
     webhook: SendWebhook,
     /// The last attempt's HTTP status, if it got one.
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     status_message: String,
+    /// Attempts made.
     retries: usize,
     /// When the last attempt was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     sent_at: Option<String>,
+    event_id: String,
     /// `USER` for Keycloak's `access.*` events, `ADMIN` for its `admin.*` ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     keycloak_event_type: Option<&'static str>,
     keycloak_event_id: String,
-    /// The body sent, on a send read alone.
+    /// The body, on a send read alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<String>,
 }
@@ -91,7 +93,7 @@ impl SendOut {
             },
             status,
             status_message: status_message(status),
-            retries: d.attempts.len().saturating_sub(1),
+            retries: d.attempts.len(),
             sent_at: last.map(|a| a.at.to_rfc3339()),
             keycloak_event_type,
             keycloak_event_id: d.event_id.to_string(),
