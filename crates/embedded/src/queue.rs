@@ -55,11 +55,24 @@ pub(crate) fn insert(c: &rusqlite::Connection, queue: &str, messages: &[Outgoing
     Ok(())
 }
 
+/// The message a receipt was given for, while it still holds that receipt: `?1` is the
+/// seq the receipt begins with ([`seq_of`]), `?2` the receipt. Found by the table's key,
+/// so no index by receipt is kept up on every receive and delete.
+pub(crate) const HELD: &str = "WHERE seq = ?1 AND receipt = ?2";
+
+/// The seq a receipt begins with (`{seq}.{ulid}`, as [`take`] makes them); `None` for a
+/// receipt never given, which holds nothing.
+fn seq_of(receipt: &str) -> Option<i64> {
+    receipt.split_once('.').and_then(|(seq, _)| seq.parse().ok())
+}
+
 /// Deletes received messages inside an open transaction; a stale receipt deletes nothing.
 pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<()> {
-    let mut del = c.prepare_cached("DELETE FROM messages WHERE receipt = ?1").map_err(sql("messages.delete"))?;
+    let mut del = c.prepare_cached(&format!("DELETE FROM messages {HELD}")).map_err(sql("messages.delete"))?;
     for r in receipts {
-        del.execute([&r.0]).map_err(sql("messages.delete"))?;
+        if let Some(seq) = seq_of(&r.0) {
+            del.execute(params![seq, r.0]).map_err(sql("messages.delete"))?;
+        }
     }
     Ok(())
 }
@@ -376,8 +389,9 @@ impl Queue for EmbeddedQueue {
         self.db
             .write(move |c| {
                 let now = now_ms();
+                let seq = seq_of(&receipt);
                 let received: Option<Option<i64>> = c
-                    .query_row("SELECT received_at FROM messages WHERE receipt = ?1", [&receipt], |r| r.get(0))
+                    .query_row(&format!("SELECT received_at FROM messages {HELD}"), params![seq, receipt], |r| r.get(0))
                     .optional()
                     .map_err(sql("messages.change_visibility"))?;
                 let since = now - received.flatten().unwrap_or(now);
@@ -386,7 +400,7 @@ impl Queue for EmbeddedQueue {
                         "a visibility timeout may not reach more than 12 hours past the message's receive".to_owned(),
                     ));
                 }
-                c.execute("UPDATE messages SET visible_at = ?1 WHERE receipt = ?2", params![now + delay_ms, receipt])
+                c.execute(&format!("UPDATE messages SET visible_at = ?3 {HELD}"), params![seq, receipt, now + delay_ms])
                     .map_err(sql("messages.change_visibility"))
             })
             .await?;
@@ -451,6 +465,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(compiled_again, 0);
+    }
+
+    /// A receipt finds its message by the seq it begins with, and only while the message
+    /// holds it: an earlier receive's receipt, or one never given, deletes and postpones
+    /// nothing.
+    #[tokio::test]
+    async fn only_the_latest_receipt_acts_on_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let spec = QueueSpec {
+            name: "q".into(),
+            dlq: "q-dlq".into(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        create(&db, &spec).await.unwrap();
+        let q = EmbeddedQueue::new(db.clone(), "q");
+        q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
+        let first = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        q.retry_after(&first.receipt, Duration::ZERO).await.unwrap();
+        let second = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        assert_eq!((second.id.as_str(), second.receive_count), (first.id.as_str(), 2));
+        let seq = first.receipt.0.split_once('.').unwrap().0.to_owned();
+        for stale in [first.receipt.clone(), Receipt(format!("{seq}.not-given")), Receipt("not-given".into())] {
+            q.retry_after(&stale, Duration::ZERO).await.unwrap();
+            q.ack(std::slice::from_ref(&stale)).await.unwrap();
+        }
+        assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty(), "still held by the second receive");
+        q.ack(std::slice::from_ref(&second.receipt)).await.unwrap();
+        let left: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(sql("test")))
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     /// A statement kept by the writer is still the one compiled first after dozens of
