@@ -158,6 +158,14 @@ const _: () = assert!(2 * MAX_BATCH <= 20);
 /// on SQS (whose `ChangeMessageVisibility` refuses more).
 pub const MAX_VISIBILITY: Duration = hookbridge_core::retry::MAX_QUEUE_DELAY;
 
+/// Whether a queue (`?1`) holds as many messages in flight at `?2` as it allows. In flight
+/// is received and not visible again; `received_at` is set exactly while a message holds a
+/// receipt, and is in the index the count reads, so the count reads no message's row
+/// however many are delayed.
+pub(crate) const IN_FLIGHT_OVER_LIMIT: &str = "SELECT (SELECT COUNT(*) FROM messages
+         WHERE queue = ?1 AND visible_at > ?2 AND received_at IS NOT NULL)
+      >= (SELECT max_in_flight FROM queues WHERE name = ?1)";
+
 /// How often the in-flight count is read again: counting is a range scan, too dear for
 /// every receive, and SQS's own count is approximate too.
 const IN_FLIGHT_RECOUNT: Duration = Duration::from_secs(1);
@@ -204,14 +212,8 @@ impl EmbeddedQueue {
         let over = self
             .db
             .read(move |c| {
-                c.query_row(
-                    "SELECT (SELECT COUNT(*) FROM messages
-                             WHERE queue = ?1 AND visible_at > ?2 AND receipt IS NOT NULL)
-                          >= (SELECT max_in_flight FROM queues WHERE name = ?1)",
-                    params![queue, now_ms()],
-                    |r| r.get::<_, Option<bool>>(0),
-                )
-                .map_err(sql("messages.in_flight"))
+                c.query_row(IN_FLIGHT_OVER_LIMIT, params![queue, now_ms()], |r| r.get::<_, Option<bool>>(0))
+                    .map_err(sql("messages.in_flight"))
             })
             .await?
             .unwrap_or(false);
@@ -262,7 +264,8 @@ fn take(
                 // As on SQS: received maxReceiveCount times, the next receive moves it.
                 Some(dlq) if s.max_receive > 0 && count >= s.max_receive => {
                     c.prepare_cached(
-                        "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL
+                        "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL,
+                             received_at = NULL
                          WHERE seq = ?3",
                     )
                     .and_then(|mut stmt| stmt.execute(params![dlq, now, seq]))
@@ -416,8 +419,8 @@ impl Queue for EmbeddedQueue {
                 c.query_row(
                     "SELECT
                         COALESCE(SUM(visible_at <= ?2), 0),
-                        COALESCE(SUM(visible_at > ?2 AND receipt IS NOT NULL), 0),
-                        COALESCE(SUM(visible_at > ?2 AND receipt IS NULL), 0)
+                        COALESCE(SUM(visible_at > ?2 AND received_at IS NOT NULL), 0),
+                        COALESCE(SUM(visible_at > ?2 AND received_at IS NULL), 0)
                      FROM messages WHERE queue = ?1",
                     params![queue, now],
                     |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)?, delayed: r.get(2)? }),
@@ -465,6 +468,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(compiled_again, 0);
+    }
+
+    /// The in-flight count reads the index alone, so a queue holding many delayed messages
+    /// (a dead endpoint's retries) costs each recount no row reads; and a receive still
+    /// finds the oldest visible message through the same index.
+    #[tokio::test]
+    async fn the_in_flight_count_reads_no_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let plans = db
+            .read(|c| {
+                let plan = |sql_text: &str| -> rusqlite::Result<String> {
+                    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql_text}"))?;
+                    let rows = stmt.query_map(params!["q", 0], |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+                };
+                Ok((plan(IN_FLIGHT_OVER_LIMIT).map_err(sql("test"))?, plan(OLDEST_VISIBLE).map_err(sql("test"))?))
+            })
+            .await
+            .unwrap();
+        assert!(plans.0.contains("COVERING INDEX messages_due"), "{}", plans.0);
+        assert!(plans.1.contains("messages_due"), "{}", plans.1);
     }
 
     /// A receipt finds its message by the seq it begins with, and only while the message
