@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS messages (
     grp           TEXT NOT NULL DEFAULT ''
 );
 -- No index by receipt: a receipt begins with its message's seq, so a message is found by
--- its rowid and the receipt checked on the row (see queue::held).
+-- its rowid and the receipt checked on the row (see `queue::HELD`).
 
 -- Rate state: when the key's next unit may go, in microseconds since the epoch.
 CREATE TABLE IF NOT EXISTS rates (
@@ -228,17 +228,20 @@ CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, s
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+-- Messages were found by receipt through these; they are found by seq now, and every
+-- receive and delete (and, for the first, every send) moved an entry in one of them.
+-- Dropped before the index below is made, so that a database at its size cap has the
+-- pages they free to make it with.
+DROP INDEX IF EXISTS messages_receipt;
+DROP INDEX IF EXISTS messages_held;
+DROP INDEX IF EXISTS messages_visible;
 -- What a receive looks for (the oldest visible), and what the in-flight count and the
 -- depth count without reading a row: `received_at` is set while a message holds a
 -- receipt. A receive changes `visible_at`, which moves the entry anyway, so carrying
--- `received_at` costs no write of its own. It replaces `messages_visible`, the same
--- without `received_at`, which made each count read every delayed message's row.
+-- `received_at` (a few bytes more per entry) moves no entry of its own. It replaces
+-- `messages_visible`, the same without `received_at`, which made each count read every
+-- delayed message's row.
 CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, visible_at, seq, received_at);
-DROP INDEX IF EXISTS messages_visible;
--- Messages were found by receipt through these; they are found by seq now, and each
--- receive and delete moved an entry in one of them.
-DROP INDEX IF EXISTS messages_receipt;
-DROP INDEX IF EXISTS messages_held;
 ";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
@@ -246,6 +249,12 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
         let mut stmt = c.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
         if !stmt.exists([column])? {
             c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            if (*table, *column) == ("messages", "received_at") {
+                // Messages in flight when the column came are in flight by it too (the
+                // in-flight count reads it); when they were received is not known, and
+                // their send is no later.
+                c.execute_batch("UPDATE messages SET received_at = sent_at WHERE receipt IS NOT NULL")?;
+            }
         }
     }
     c.execute_batch(ADDED_INDEXES)
@@ -663,7 +672,8 @@ mod tests {
     }
 
     /// A database from before keeps no index by receipt (the full one, or the partial one
-    /// that replaced it): opening it drops them, and a message is found by its receipt
+    /// that replaced it) and its visible-time index becomes the one that carries
+    /// `received_at`: opening it drops the old ones, and a message is found by its receipt
     /// through the table's own key.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_receipt_index_is_kept_and_receipts_find_messages_by_their_key() {
@@ -681,7 +691,9 @@ mod tests {
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(
-                "CREATE INDEX messages_receipt ON messages (receipt);
+                "DROP INDEX messages_due;
+                 CREATE INDEX messages_visible ON messages (queue, visible_at, seq);
+                 CREATE INDEX messages_receipt ON messages (receipt);
                  CREATE INDEX messages_held ON messages (receipt) WHERE receipt IS NOT NULL;",
             )
             .unwrap();
@@ -697,6 +709,32 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    }
+
+    /// A message in flight in a database from before `received_at` is in flight by it once
+    /// the column is added: the in-flight count reads nothing else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_in_flight_before_received_at_count_as_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE messages (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, id TEXT NOT NULL,
+                    body TEXT NOT NULL, visible_at INTEGER NOT NULL,
+                    receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT, sent_at INTEGER NOT NULL);
+                 INSERT INTO messages (queue, id, body, visible_at, receive_count, receipt, sent_at)
+                     VALUES ('q', 'held', '', 9000000000000, 1, '1.r', 5), ('q', 'waiting', '', 0, 0, NULL, 6);",
+            )
+            .unwrap();
+        }
+        drop(Db::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        let mut stmt = c.prepare("SELECT id, received_at FROM messages ORDER BY seq").unwrap();
+        let rows: Vec<(String, Option<i64>)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, [("held".to_owned(), Some(5)), ("waiting".to_owned(), None)]);
     }
 
     fn insert_event(c: &Connection, id: &str, size: usize) -> Result<()> {

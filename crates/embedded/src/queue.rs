@@ -166,6 +166,14 @@ pub(crate) const IN_FLIGHT_OVER_LIMIT: &str = "SELECT (SELECT COUNT(*) FROM mess
          WHERE queue = ?1 AND visible_at > ?2 AND received_at IS NOT NULL)
       >= (SELECT max_in_flight FROM queues WHERE name = ?1)";
 
+/// A queue's (`?1`) messages at `?2`: visible, in flight, delayed. Read from the index
+/// alone, as [`IN_FLIGHT_OVER_LIMIT`] is.
+const DEPTH: &str = "SELECT
+        COALESCE(SUM(visible_at <= ?2), 0),
+        COALESCE(SUM(visible_at > ?2 AND received_at IS NOT NULL), 0),
+        COALESCE(SUM(visible_at > ?2 AND received_at IS NULL), 0)
+     FROM messages WHERE queue = ?1";
+
 /// How often the in-flight count is read again: counting is a range scan, too dear for
 /// every receive, and SQS's own count is approximate too.
 const IN_FLIGHT_RECOUNT: Duration = Duration::from_secs(1);
@@ -416,15 +424,9 @@ impl Queue for EmbeddedQueue {
         self.db
             .read(move |c| {
                 let now = now_ms();
-                c.query_row(
-                    "SELECT
-                        COALESCE(SUM(visible_at <= ?2), 0),
-                        COALESCE(SUM(visible_at > ?2 AND received_at IS NOT NULL), 0),
-                        COALESCE(SUM(visible_at > ?2 AND received_at IS NULL), 0)
-                     FROM messages WHERE queue = ?1",
-                    params![queue, now],
-                    |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)?, delayed: r.get(2)? }),
-                )
+                c.query_row(DEPTH, params![queue, now], |r| {
+                    Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)?, delayed: r.get(2)? })
+                })
                 .map_err(sql("messages.depth"))
             })
             .await
@@ -470,9 +472,9 @@ mod tests {
         assert_eq!(compiled_again, 0);
     }
 
-    /// The in-flight count reads the index alone, so a queue holding many delayed messages
-    /// (a dead endpoint's retries) costs each recount no row reads; and a receive still
-    /// finds the oldest visible message through the same index.
+    /// The in-flight count and the depth read the index alone, so a queue holding many
+    /// delayed messages (a dead endpoint's retries) costs each recount no row reads; and a
+    /// receive still finds the oldest visible message through the same index.
     #[tokio::test]
     async fn the_in_flight_count_reads_no_message() {
         let dir = tempfile::tempdir().unwrap();
@@ -484,12 +486,17 @@ mod tests {
                     let rows = stmt.query_map(params!["q", 0], |r| r.get::<_, String>(3))?;
                     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
                 };
-                Ok((plan(IN_FLIGHT_OVER_LIMIT).map_err(sql("test"))?, plan(OLDEST_VISIBLE).map_err(sql("test"))?))
+                [IN_FLIGHT_OVER_LIMIT, DEPTH, OLDEST_VISIBLE]
+                    .map(plan)
+                    .into_iter()
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql("test"))
             })
             .await
             .unwrap();
-        assert!(plans.0.contains("COVERING INDEX messages_due"), "{}", plans.0);
-        assert!(plans.1.contains("messages_due"), "{}", plans.1);
+        assert!(plans[0].contains("COVERING INDEX messages_due"), "{}", plans[0]);
+        assert!(plans[1].contains("COVERING INDEX messages_due"), "{}", plans[1]);
+        assert!(plans[2].contains("messages_due"), "{}", plans[2]);
     }
 
     /// A receipt finds its message by the seq it begins with, and only while the message
@@ -518,12 +525,10 @@ mod tests {
             q.ack(std::slice::from_ref(&stale)).await.unwrap();
         }
         assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty(), "still held by the second receive");
+        let held = QueueDepth { visible: 0, in_flight: 1, delayed: 0 };
+        assert_eq!(q.depth().await.unwrap(), held, "neither deleted nor postponed");
         q.ack(std::slice::from_ref(&second.receipt)).await.unwrap();
-        let left: i64 = db
-            .read(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(sql("test")))
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
+        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
     }
 
     /// A statement kept by the writer is still the one compiled first after dozens of
