@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS messages (
     grp           TEXT NOT NULL DEFAULT ''
 );
 -- No index by receipt: a receipt begins with its message's seq, so a message is found by
--- its rowid and the receipt checked on the row (see `queue::HELD`).
+-- its rowid and the receipt checked on the row (see `queue::held!`).
 
 -- Rate state: when the key's next unit may go, in microseconds since the epoch.
 CREATE TABLE IF NOT EXISTS rates (
@@ -702,11 +702,7 @@ mod tests {
         assert_eq!(indexes(), ["messages_due", "messages_group"]);
         let c = Connection::open(&path).unwrap();
         let plan: String = c
-            .query_row(
-                &format!("EXPLAIN QUERY PLAN DELETE FROM messages {}", crate::queue::HELD),
-                params![1, "r"],
-                |r| r.get(3),
-            )
+            .query_row(&format!("EXPLAIN QUERY PLAN {}", crate::queue::DELETE_HELD), params![1, "r"], |r| r.get(3))
             .unwrap();
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
     }

@@ -55,10 +55,18 @@ pub(crate) fn insert(c: &rusqlite::Connection, queue: &str, messages: &[Outgoing
     Ok(())
 }
 
-/// The message a receipt was given for, while it still holds that receipt: `?1` is the
-/// seq the receipt begins with ([`seq_of`]), `?2` the receipt. Found by the table's key,
-/// so no index by receipt is kept up on every receive and delete.
-pub(crate) const HELD: &str = "WHERE seq = ?1 AND receipt = ?2";
+/// `$statement` on the message a receipt was given for, while it still holds that receipt:
+/// `?1` is the seq the receipt begins with ([`seq_of`]), `?2` the receipt. Found by the
+/// table's key, so no index by receipt is kept up on every receive and delete. A literal,
+/// so the hot statements are not formatted again on every call.
+macro_rules! held {
+    ($statement:literal) => {
+        concat!($statement, " WHERE seq = ?1 AND receipt = ?2")
+    };
+}
+
+/// Deletes the message a receipt holds ([`held!`]).
+pub(crate) const DELETE_HELD: &str = held!("DELETE FROM messages");
 
 /// The seq a receipt begins with (`{seq}.{ulid}`, as [`take`] makes them); `None` for a
 /// receipt never given, which holds nothing.
@@ -68,7 +76,7 @@ fn seq_of(receipt: &str) -> Option<i64> {
 
 /// Deletes received messages inside an open transaction; a stale receipt deletes nothing.
 pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<()> {
-    let mut del = c.prepare_cached(&format!("DELETE FROM messages {HELD}")).map_err(sql("messages.delete"))?;
+    let mut del = c.prepare_cached(DELETE_HELD).map_err(sql("messages.delete"))?;
     for r in receipts {
         if let Some(seq) = seq_of(&r.0) {
             del.execute(params![seq, r.0]).map_err(sql("messages.delete"))?;
@@ -402,7 +410,7 @@ impl Queue for EmbeddedQueue {
                 let now = now_ms();
                 let seq = seq_of(&receipt);
                 let received: Option<Option<i64>> = c
-                    .query_row(&format!("SELECT received_at FROM messages {HELD}"), params![seq, receipt], |r| r.get(0))
+                    .query_row(held!("SELECT received_at FROM messages"), params![seq, receipt], |r| r.get(0))
                     .optional()
                     .map_err(sql("messages.change_visibility"))?;
                 let since = now - received.flatten().unwrap_or(now);
@@ -411,7 +419,7 @@ impl Queue for EmbeddedQueue {
                         "a visibility timeout may not reach more than 12 hours past the message's receive".to_owned(),
                     ));
                 }
-                c.execute(&format!("UPDATE messages SET visible_at = ?3 {HELD}"), params![seq, receipt, now + delay_ms])
+                c.execute(held!("UPDATE messages SET visible_at = ?3"), params![seq, receipt, now + delay_ms])
                     .map_err(sql("messages.change_visibility"))
             })
             .await?;
@@ -441,11 +449,8 @@ mod tests {
 
     use super::*;
 
-    /// Receives of different sizes, some finding a message already chosen, run the
-    /// oldest-visible query with the statement compiled once.
-    #[tokio::test]
-    async fn receives_of_any_size_never_compile_the_oldest_visible_query_again() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A database in `dir` and its queue `q` (30 s visibility, five receives).
+    async fn queue_q(dir: &tempfile::TempDir) -> (Db, EmbeddedQueue) {
         let db = Db::open(&dir.path().join("hb.db")).unwrap();
         let spec = QueueSpec {
             name: "q".into(),
@@ -455,6 +460,15 @@ mod tests {
         };
         create(&db, &spec).await.unwrap();
         let q = EmbeddedQueue::new(db.clone(), "q");
+        (db, q)
+    }
+
+    /// Receives of different sizes, some finding a message already chosen, run the
+    /// oldest-visible query with the statement compiled once.
+    #[tokio::test]
+    async fn receives_of_any_size_never_compile_the_oldest_visible_query_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, q) = queue_q(&dir).await;
         let messages: Vec<OutgoingMessage> =
             (0..40).map(|i| OutgoingMessage::now(format!("m{i}")).in_group(format!("g{}", i % 3))).collect();
         q.send_batch(&messages).await.unwrap();
@@ -505,15 +519,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_latest_receipt_acts_on_its_message() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("hb.db")).unwrap();
-        let spec = QueueSpec {
-            name: "q".into(),
-            dlq: "q-dlq".into(),
-            visibility_timeout: Duration::from_secs(30),
-            max_receive_count: 5,
-        };
-        create(&db, &spec).await.unwrap();
-        let q = EmbeddedQueue::new(db.clone(), "q");
+        let (_db, q) = queue_q(&dir).await;
         q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
         let first = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
         q.retry_after(&first.receipt, Duration::ZERO).await.unwrap();

@@ -166,13 +166,14 @@ fn count_param(name: &str, v: Option<&str>, default: usize) -> Result<usize, Api
 }
 
 /// The page `paging` asks for, of the items `read` lists a store page at a time (each
-/// page after the cursor the last one gave) and `shown` turns into what is shown (or
-/// leaves out). Stores page by cursor, Phase Two by offset: the store is read only as far
-/// as the page reaches, the items before it counted, not kept.
+/// page after the cursor the last one gave) that `listed` keeps, each as `show` shows it.
+/// Stores page by cursor, Phase Two by offset: the store is read only as far as the page
+/// reaches, the items before it counted, not shown.
 pub(super) async fn offset_page<T, O, F, Fut>(
     paging: &Paging,
     mut read: F,
-    mut shown: impl FnMut(&T) -> Option<O>,
+    mut listed: impl FnMut(&T) -> bool,
+    mut show: impl FnMut(&T) -> O,
 ) -> Result<Vec<O>, ApiError>
 where
     F: FnMut(Option<String>) -> Fut,
@@ -182,11 +183,11 @@ where
     let (mut skipped, mut out, mut cursor) = (0, Vec::with_capacity(max), None);
     while out.len() < max {
         let page = read(cursor.take()).await?;
-        for o in page.items.iter().filter_map(&mut shown) {
+        for item in page.items.iter().filter(|t| listed(t)) {
             if skipped < first {
                 skipped += 1;
             } else if out.len() < max {
-                out.push(o);
+                out.push(show(item));
             }
         }
         match page.next_cursor {
@@ -215,7 +216,7 @@ async fn list(
         let tenant = &caller.tenant;
         async move { hooks.list(tenant, MAX_RESULTS, cursor.as_deref()).await }
     };
-    let out = offset_page(&paging, read, |h| listed(&caller, h).then(|| WebhookOut::from(h))).await?;
+    let out = offset_page(&paging, read, |h: &Hook| listed(&caller, h), |h: &Hook| WebhookOut::from(h)).await?;
     Ok(Json(out).into_response())
 }
 

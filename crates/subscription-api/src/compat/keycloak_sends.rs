@@ -122,8 +122,17 @@ pub(super) async fn list(
     let read = |cursor: Option<String>| async move {
         deliveries.list(hook.id, window, Order::NewestFirst, STORE_PAGE, cursor.as_deref()).await
     };
-    let out = offset_page(&paging, read, |d| Some(SendOut::of(&hook, d))).await?;
+    let out = offset_page(&paging, read, |_| true, |d| SendOut::of(&hook, d)).await?;
     Ok(Json(out).into_response())
+}
+
+/// A send's path: its realm (`None` when the path's escapes are not UTF-8, which no realm
+/// matches), webhook and send.
+fn send_path(path: Result<Path<(String, String, String)>, PathRejection>) -> (Option<String>, String, String) {
+    match super::segments(path) {
+        Some((realm, id, sid)) => (Some(realm), id, sid),
+        None => (None, String::new(), String::new()),
+    }
 }
 
 /// `…/webhooks/{id}/sends/{sid}`: one send, with the body it carried while its event is
@@ -133,10 +142,7 @@ pub(super) async fn read(
     caller: Result<Caller, ApiError>,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Answer {
-    let (realm, id, sid) = match super::segments(path) {
-        Some((realm, id, sid)) => (Some(realm), id, sid),
-        None => (None, String::new(), String::new()),
-    };
+    let (realm, id, sid) = send_path(path);
     let caller = authorised(caller, Scope::HooksRead, realm.as_deref())?;
     let (hook, delivery) = load_delivery(&api, &caller, &id, &sid).await?;
     let envelope = envelope_of(&api, &delivery).await?;
@@ -152,10 +158,7 @@ pub(super) async fn resend(
     caller: Result<Caller, ApiError>,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Answer {
-    let (realm, id, sid) = match super::segments(path) {
-        Some((realm, id, sid)) => (Some(realm), id, sid),
-        None => (None, String::new(), String::new()),
-    };
+    let (realm, id, sid) = send_path(path);
     let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
     crate::redeliver::retry_one(&api, &caller, &id, &sid).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "text/plain")]).into_response())
