@@ -1,7 +1,8 @@
 //! Replay as a job, through the whole stack: `POST …/replay` answers at once; the job
 //! re-sends a window of more than one page (1,000 deliveries on the emulator, 2,000 on
 //! SQLite; `make bench` replays 100,000), can be followed and cancelled, and is the
-//! caller's own; a window must be one it can send, and a job outlives its hook.
+//! caller's own; a window must be one it can send, a hook's jobs are listed newest first,
+//! and a job outlives its hook.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -213,6 +214,31 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     let done = job_until_stopped(&stack, &t, &location).await;
     assert_eq!((done["state"].as_str(), done["queued"].as_u64()), (Some("SUCCEEDED"), Some(1)), "{done}");
 
+    // The hook's jobs are listed newest first, a page at a time, as they now stand.
+    let second = replay(json!({"since": since, "status": "ALL"})).await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    let second_at = second.headers["location"].to_str().unwrap().to_owned();
+    let stopped = job_until_stopped(&stack, &t, &second_at).await;
+    let list = |query: &str| {
+        let (stack, t, id) = (&stack, &t, &id);
+        let path = format!("/v1/hooks/{id}/replays{query}");
+        async move { stack.get(&path, t).await }
+    };
+    let all = list("").await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert_eq!((&all.body["replays"], &all.body["next_cursor"]), (&json!([stopped, done]), &Value::Null));
+    let first = list("?limit=1").await.body;
+    assert_eq!(first["replays"], json!([stopped]));
+    let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
+    let rest = list(&format!("?limit=1&cursor={cursor}")).await.body;
+    assert_eq!((&rest["replays"], &rest["next_cursor"]), (&json!([done]), &Value::Null));
+    for (query, field) in [("?limit=0", "limit"), ("?limit=101", "limit"), ("?cursor=not-a-cursor", "cursor")] {
+        let refused = list(query).await;
+        assert_eq!((refused.status.as_u16(), &refused.body["errors"][0]["field"]), (400, &json!(field)), "{query}");
+    }
+    let theirs = stack.get(&format!("/v1/hooks/{id}/replays"), &stack.token("globex", ALL_SCOPES)).await;
+    assert_eq!(theirs.status, 404, "another tenant's hook: {}", theirs.body);
+
     // A hook that cannot receive is not sent to: the deliveries would only be cancelled.
     let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
     doc["enabled"] = json!(false);
@@ -231,6 +257,8 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     assert_eq!((read.status.as_u16(), read.body["state"].as_str()), (200, Some("SUCCEEDED")), "{}", read.body);
     assert_eq!(stack.get(&location, &stack.token("globex", ALL_SCOPES)).await.status, 404);
     assert_eq!(stack.get(&format!("/v1/hooks/{id}/replays/01J00000000000000000000000"), &t).await.status, 404);
+    // Its jobs are no longer listed: the hook is gone.
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}/replays"), &t).await.status, 404);
     stack.shutdown().await;
 }
 }

@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use hookbridge_core::ids::{HookId, ReplayId};
-use hookbridge_core::ports::ReplayStore;
-use hookbridge_core::replay::ReplayJob;
+use hookbridge_core::ports::{Page, ReplayStore};
+use hookbridge_core::replay::{ReplayJob, listed_after};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, EXPIRES_AT, Item, doc, expired, hook_pk, key, n, to_doc};
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, n, s, to_doc};
 
 const STEP: &str = "step";
 
@@ -68,6 +68,47 @@ impl ReplayStore for DynamoReplayStore {
             .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
         // DynamoDB deletes late (the emulator never): past its time a job is gone, as on SQLite.
         out.item.filter(|i| !expired(i, chrono::Utc::now().timestamp())).map(|i| doc(&i, "a replay job")).transpose()
+    }
+
+    async fn list(&self, hook_id: HookId, limit: usize, cursor: Option<&str>) -> Result<Page<ReplayJob>> {
+        // Newest first, down from the cursor's job (itself left out) or from the top of the
+        // hook's `R#` keys (`$` sorts just above `#`). A range, not an exclusive start key:
+        // the cursor's job may be gone by TTL, and the range needs no item to start from.
+        let top = listed_after(cursor)?.map_or_else(|| "R$".to_owned(), |id| format!("R#{id}"));
+        let now = chrono::Utc::now().timestamp();
+        let mut jobs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
+                .expression_attribute_values(":lo", s("R#"))
+                .expression_attribute_values(":hi", s(top.clone()))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                // One more than the page, and the cursor's own job.
+                .limit((limit + 2).min(1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                // DynamoDB deletes late (the emulator never): past its time a job is gone.
+                if get_s(&item, SK)? == top || expired(&item, now) {
+                    continue;
+                }
+                jobs.push(doc(&item, "a replay job")?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if jobs.len() <= limit => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(Page::cut(jobs, limit, |j| j.id.to_string()))
     }
 
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {

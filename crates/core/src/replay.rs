@@ -21,6 +21,12 @@ pub const PAGE: usize = 500;
 /// How long a job stays readable after it was asked for.
 pub const JOB_KEPT: Duration = Duration::days(7);
 
+/// The job a listing of a hook's jobs (newest first) continues below: the `cursor` it
+/// was given, which is the last job id of the page before.
+pub fn listed_after(cursor: Option<&str>) -> crate::Result<Option<ReplayId>> {
+    cursor.map(|c| c.parse::<ReplayId>().map_err(|_| crate::Error::InvalidCursor)).transpose()
+}
+
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use hookbridge_core::ids::{HookId, ReplayId};
-use hookbridge_core::ports::ReplayStore;
-use hookbridge_core::replay::ReplayJob;
+use hookbridge_core::ports::{Page, ReplayStore};
+use hookbridge_core::replay::{ReplayJob, listed_after};
 use hookbridge_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
 
@@ -62,6 +62,33 @@ impl ReplayStore for SqliteReplayStore {
             })
             .await?;
         doc.map(|d| serde_json::from_str(&d).map_err(|e| Error::corrupt("a replay job", e))).transpose()
+    }
+
+    async fn list(&self, hook_id: HookId, limit: usize, cursor: Option<&str>) -> Result<Page<ReplayJob>> {
+        // Ids are ULIDs, so their text sorts as the times they were asked for; `~` sorts
+        // above every one.
+        let below = listed_after(cursor)?.map_or_else(|| "~".to_owned(), |id| id.to_string());
+        let (h, now) = (hook_id.to_string(), chrono::Utc::now().timestamp_millis());
+        let docs: Vec<String> = self
+            .db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM replays WHERE hook_id = ?1 AND id < ?2 AND expires_at > ?3
+                         ORDER BY id DESC LIMIT ?4",
+                    )
+                    .map_err(sql("replays.list"))?;
+                let rows = stmt
+                    .query_map(params![h, below, now, limit as i64 + 1], |r| r.get(0))
+                    .map_err(sql("replays.list"))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>().map_err(sql("replays.list"))
+            })
+            .await?;
+        let jobs = docs
+            .iter()
+            .map(|d| serde_json::from_str(d).map_err(|e| Error::corrupt("a replay job", e)))
+            .collect::<Result<Vec<ReplayJob>>>()?;
+        Ok(Page::cut(jobs, limit, |j| j.id.to_string()))
     }
 
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {

@@ -135,11 +135,11 @@ pub(crate) async fn create_hook(
     Ok((hook, secrets))
 }
 
-/// Query of `GET /v1/hooks`.
+/// Query of a listing by cursor: `GET /v1/hooks`, `GET /v1/hooks/{id}/replays`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Parses a `limit` query parameter.

@@ -224,6 +224,7 @@ pub(crate) fn api_router(api: Api) -> Router {
         .route("/v1/hooks/{id}/deliveries/{delivery_id}", get(deliveries::get))
         .route("/v1/hooks/{id}/deliveries/{delivery_id}/retry", post(redeliver::retry))
         .route("/v1/hooks/{id}/replay", post(redeliver::replay))
+        .route("/v1/hooks/{id}/replays", get(redeliver::replay_jobs))
         .route("/v1/hooks/{id}/replays/{replay_id}", get(redeliver::replay_job))
         .route("/v1/hooks/{id}/replays/{replay_id}/cancel", post(redeliver::cancel))
         .route("/v1/events", post(events::publish))

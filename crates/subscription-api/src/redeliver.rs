@@ -15,12 +15,15 @@ use serde_json::{Value, json};
 
 use crate::Api;
 use crate::auth::{Caller, Reader, Writer};
-use crate::body::{JsonBody, parse};
+use crate::body::{ApiQuery, JsonBody, parse};
 use crate::error::ApiError;
-use crate::hooks::load;
+use crate::hooks::{ListQuery, limit, load};
 
 /// Deliveries are kept this long, so a replay cannot reach further back.
 const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIVERY_RETENTION_DAYS);
+/// Replay jobs listed per page, by default and at most.
+const JOBS_PAGE: usize = 20;
+const MAX_JOBS_PAGE: usize = 100;
 
 /// `POST /v1/hooks/{id}/deliveries/{delivery_id}/retry`: sent again now.
 pub async fn retry(
@@ -222,6 +225,21 @@ pub async fn replay_job(
 ) -> Result<Json<Value>, ApiError> {
     let job = load_job(&api, &caller, &id, &replay_id).await?;
     Ok(Json(job_out(&job)))
+}
+
+/// `GET /v1/hooks/{id}/replays`: the hook's replay jobs still kept, newest first, so one
+/// whose id was not kept can be found, followed and cancelled.
+pub async fn replay_jobs(
+    State(api): State<Api>,
+    Reader(caller): Reader,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit(q.limit.as_deref(), JOBS_PAGE, MAX_JOBS_PAGE)?;
+    let hook = load(&api, &caller, &id).await?;
+    let page = api.ports().replays.list(hook.id, limit, q.cursor.as_deref()).await?;
+    let replays: Vec<Value> = page.items.iter().map(job_out).collect();
+    Ok(Json(json!({ "replays": replays, "next_cursor": page.next_cursor })))
 }
 
 /// `POST /v1/hooks/{id}/replays/{replay_id}/cancel`: stops a running replay after the page

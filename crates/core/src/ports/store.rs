@@ -277,6 +277,10 @@ pub trait ReplayStore: Send + Sync {
     /// A job of a hook.
     async fn get(&self, hook_id: HookId, id: ReplayId) -> Result<Option<ReplayJob>>;
 
+    /// A hook's jobs still kept, newest first: at most `limit`, after `cursor` (the last id
+    /// of the page before; [`crate::Error::InvalidCursor`] if it is not a job id).
+    async fn list(&self, hook_id: HookId, limit: usize, cursor: Option<&str>) -> Result<Page<ReplayJob>>;
+
     /// Stores `job` if the stored one is still at step `read_step` (the step it was read
     /// at); `false`, and nothing written, if someone saved it since. The same save made
     /// again (a request sent again after its answer was lost) is `true`: the stored job is
