@@ -1,6 +1,6 @@
 //! The console in a real headless Chromium: sign in, create a hook of each auth type
 //! against a real receiver, verify it, send a test, publish and read the delivery with its
-//! attempts, retry it, rotate the secret, disable and enable, delete; a read-only session;
+//! attempts, retry it, replay a window and follow and cancel replays, rotate the secret, disable and enable, delete; a read-only session;
 //! the phone width; portal links (once, expiring, one tenant); forged forms and sign-ins posted from another origin refused; and a smoke pass on the AWS
 //! backend. Its own binary: it owns the browser. With `HOOKBRIDGE_SCREENSHOTS=docs/console`
 //! it saves the screenshots the README shows.
@@ -39,6 +39,31 @@ async fn create_hook(b: &Browser, name: &str, url: &str, auth: &[(&str, &str)]) 
         }
     }
     b.press("Create hook").await;
+}
+
+/// The text of each row of a hook page's Replays table, newest first.
+async fn replay_rows(b: &Browser) -> Vec<String> {
+    let mut rows = Vec::new();
+    for r in b.all("tr.replay").await {
+        rows.push(r.text().await.unwrap_or_default());
+    }
+    rows
+}
+
+/// A replay job of `hook` stored as running and never poked: it runs until cancelled.
+async fn running_replay(stack: &TestStack, hook: &str) -> String {
+    use hookbridge_core::replay::ReplayJob;
+    let now = chrono::Utc::now();
+    let job = ReplayJob::new(
+        "acme".parse().unwrap(),
+        hook.parse().unwrap(),
+        now - chrono::Duration::hours(1),
+        now,
+        None,
+        now,
+    );
+    stack.stack().backend().replays.create(&job).await.unwrap();
+    job.id.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -181,6 +206,35 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     b.until("the retry's attempt", |t| t.matches("200").count() >= 2).await;
     assert!(r.received().len() > before, "the receiver got it again");
 
+    // Replay from Read: the job shows on the hook's page, and runs to its end there.
+    b.goto(&format!("/console/hooks/{basic_id}/read")).await;
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M");
+    b.run(&format!("document.querySelector('[name=since]').value = '{since}'")).await;
+    b.press("Replay").await;
+    assert!(b.text().await.contains("Replay started"), "{}", b.text().await);
+    let mut rows = Vec::new();
+    for _ in 0..150 {
+        rows = replay_rows(&b).await;
+        if rows.first().is_some_and(|r| r.contains("SUCCEEDED")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.client.refresh().await.unwrap();
+    }
+    assert!(rows.len() == 1 && rows[0].contains("SUCCEEDED"), "{rows:?}");
+    // A job still running has a Cancel button (this one has no poke, so it runs until then).
+    let running = running_replay(&stack, &basic_id).await;
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    let rows = replay_rows(&b).await;
+    assert!(rows.len() == 2 && rows[0].contains("RUNNING") && rows[1].contains("SUCCEEDED"), "newest first: {rows:?}");
+    assert_eq!(b.all("form[action$='/cancel']").await.len(), 1, "only the running job can be cancelled");
+    b.press("Cancel replay").await;
+    assert!(b.text().await.contains("Replay cancelled"), "{}", b.text().await);
+    assert!(replay_rows(&b).await[0].contains("CANCELLED"));
+    assert!(b.all("form[action$='/cancel']").await.is_empty());
+    let job = stack.get(&format!("/v1/hooks/{basic_id}/replays/{running}"), &t).await;
+    assert_eq!(job.body["state"], "CANCELLED", "{}", job.body);
+
     // Rotate: the new secret, once.
     b.goto(&format!("/console/hooks/{basic_id}")).await;
     b.press("Rotate secret").await;
@@ -236,8 +290,11 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     let text = reader.text().await;
     assert!(text.contains("read-only") && !text.contains("New hook"));
     let any = stack.get("/v1/hooks", &t).await.body["hooks"][0]["id"].as_str().unwrap().to_owned();
+    running_replay(&stack, &any).await;
     reader.goto(&format!("/console/hooks/{any}")).await;
     assert!(reader.all("form[action$='/verify']").await.is_empty() && !reader.text().await.contains("Edit"));
+    assert!(replay_rows(&reader).await[0].contains("RUNNING"), "a reader sees the replays");
+    assert!(reader.all("form[action$='/cancel']").await.is_empty(), "and cannot cancel one");
     reader.close().await;
     stack.shutdown().await;
 }

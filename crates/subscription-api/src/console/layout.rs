@@ -60,7 +60,7 @@ pub fn badge(state: &str) -> Markup {
     let kind = match state {
         "ACTIVE" | "AUTHORIZED" | "SUCCEEDED" | "VERIFIED" | "closed" | "fast" => "good",
         "INACTIVE" | "DEAUTHORIZED" | "FAILED" | "open" | "CANCELLED" => "bad",
-        "half_open" | "RETRYING" | "PENDING" | "AUTHORIZING" | "UPDATING" | "CREATING" | "slow" => "warn",
+        "half_open" | "RETRYING" | "PENDING" | "AUTHORIZING" | "UPDATING" | "CREATING" | "RUNNING" | "slow" => "warn",
         _ => "muted",
     };
     html! { span class=(format!("badge {kind}")) { (state) } }

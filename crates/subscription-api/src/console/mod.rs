@@ -10,6 +10,7 @@ mod form;
 mod hookform;
 mod layout;
 mod pages;
+mod replays;
 mod session;
 mod signin;
 
@@ -49,7 +50,8 @@ pub fn routes() -> Router<Api> {
         .route("/console/hooks/{id}/enabled", post(pages::set_enabled))
         .route("/console/hooks/{id}/delete", get(pages::delete_confirm).post(pages::delete))
         .route("/console/hooks/{id}/read", get(pages::read))
-        .route("/console/hooks/{id}/replay", post(pages::replay))
+        .route("/console/hooks/{id}/replay", post(replays::replay))
+        .route("/console/hooks/{id}/replays/{replay_id}/cancel", post(replays::cancel))
         .route("/console/hooks/{id}/deliveries/{delivery_id}", get(pages::delivery))
         .route("/console/hooks/{id}/deliveries/{delivery_id}/retry", post(pages::retry))
 }

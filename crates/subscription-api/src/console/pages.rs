@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::call::{Answer, call};
 use super::layout::{action, badge, notice, page, st, time};
 use super::session::Session;
-use super::{form, html, see_other};
+use super::{form, html, replays, see_other};
 use crate::Api;
 
 impl FromRequestParts<Api> for Session {
@@ -216,6 +216,7 @@ pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
     };
     let v = &h["verification"];
     let base = format!("/console/hooks/{id}");
+    let replays = replays::section(&api, &s, &id).await;
     let done = match d.done.as_deref() {
         Some("verify") => {
             Some("The ownership challenge is on its way; its outcome shows below in a moment (reload to see it).")
@@ -224,8 +225,12 @@ pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
         Some("disabled") => Some("Disabled: its events are recorded as cancelled until it is enabled again."),
         Some("saved") => Some("Saved."),
         Some("replay") => Some(
-            "Replay started: it works through the window in the background, and Read shows each delivery as it goes again.",
+            "Replay started: it works through the window in the background (below), and Read shows each delivery as it goes again.",
         ),
+        Some("replay-cancelled") => {
+            Some("Replay cancelled: it stops after the page under way, and what it re-sent stays sent.")
+        }
+        Some("replay-finished") => Some("That replay had already finished; nothing was cancelled."),
         _ => None,
     };
     html(
@@ -277,6 +282,7 @@ pub async fn hook(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                         dt { "Updated" } dd { (time(&h["updated_at"])) " · version " (h["version"]) }
                     }
                 }
+                (replays)
             },
         ),
     )
@@ -490,28 +496,6 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
             },
         ),
     )
-}
-
-/// `POST /console/hooks/{id}/replay`.
-pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
-    let as_utc =
-        |v: &str| if v.is_empty() { None } else { Some(format!("{}{}Z", v, if v.len() == 16 { ":00" } else { "" })) };
-    let mut doc = json!({});
-    if let Some(since) = form::value(&fields, "since").and_then(as_utc) {
-        doc["since"] = json!(since);
-    }
-    if let Some(until) = form::value(&fields, "until").and_then(as_utc) {
-        doc["until"] = json!(until);
-    }
-    let statuses: Vec<&str> = fields.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
-    if !statuses.is_empty() {
-        doc["status"] = json!(statuses);
-    }
-    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc)).await;
-    if !a.ok() {
-        return refused(&s, "Replay", &a);
-    }
-    see_other(&format!("/console/hooks/{id}?done=replay"))
 }
 
 /// What the receiver was sent, reconstructed from the hook (secret values masked).

@@ -1,0 +1,116 @@
+//! A hook's replays in the console: asking for one (from Read), following the hook's
+//! recent jobs on its page, and cancelling one that runs.
+
+use axum::extract::{Path, State};
+use axum::http::Method;
+use axum::response::Response;
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::call::call;
+use super::form;
+use super::layout::{action, badge, time};
+use super::pages::{Posted, refused};
+use super::see_other;
+use super::session::Session;
+use crate::Api;
+
+/// Jobs the hook's page shows: the newest, which is what someone who just asked for one
+/// is looking for. The API lists the rest.
+const SHOWN: usize = 10;
+
+/// The hook's newest replay jobs, as a section of its page; nothing when it has none.
+pub(super) async fn section(api: &Api, s: &Session, id: &str) -> Markup {
+    let a = call(api, &s.caller, Method::GET, &format!("/v1/hooks/{id}/replays?limit={SHOWN}"), None).await;
+    if !a.ok() {
+        // The hook itself was read a moment ago; its page is still worth showing.
+        return html! { section.card { h2 { "Replays" } p.muted { "The hook's replays could not be read just now." } } };
+    }
+    let jobs = a.body["replays"].as_array().cloned().unwrap_or_default();
+    if jobs.is_empty() {
+        return html! {};
+    }
+    let base = format!("/console/hooks/{id}");
+    html! {
+        section.card.replays {
+            h2 { "Replays" }
+            div.table-wrap { table {
+                caption.visually-hidden { "Replays, newest first" }
+                thead { tr { th scope="col" { "Asked for" } th scope="col" { "Window" } th scope="col" { "Deliveries" }
+                    th scope="col" { "State" } th scope="col" { "Re-sent" } th scope="col" { "Not kept" } th scope="col" { "Finished" }
+                    @if s.can_write() { th scope="col" { span.visually-hidden { "Action" } } } } }
+                tbody { @for j in &jobs { tr.replay {
+                    td data-label="Asked for" { (time(&j["created_at"])) }
+                    td data-label="Window" { (time(&j["since"])) " – " (time(&j["until"])) }
+                    td data-label="Deliveries" { (statuses(&j["status"])) }
+                    td data-label="State" { (badge(j["state"].as_str().unwrap_or(""))) }
+                    td data-label="Re-sent" { (j["queued"]) }
+                    td data-label="Not kept" { (j["skipped"]) }
+                    td data-label="Finished" { (time(&j["finished_at"])) }
+                    @if s.can_write() { td data-label="Action" {
+                        @if j["state"] == "RUNNING" {
+                            (action(s, &format!("{base}/replays/{}/cancel", j["id"].as_str().unwrap_or("")), "Cancel replay", "danger"))
+                        }
+                    } }
+                } } }
+            } }
+        }
+    }
+}
+
+/// A job's status filter: `ALL` or the statuses it re-sends.
+fn statuses(v: &Value) -> String {
+    match v {
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+        other => other.as_str().unwrap_or("ALL").to_owned(),
+    }
+}
+
+/// `POST /console/hooks/{id}/replay`.
+pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
+    let as_utc =
+        |v: &str| if v.is_empty() { None } else { Some(format!("{}{}Z", v, if v.len() == 16 { ":00" } else { "" })) };
+    let mut doc = json!({});
+    if let Some(since) = form::value(&fields, "since").and_then(as_utc) {
+        doc["since"] = json!(since);
+    }
+    if let Some(until) = form::value(&fields, "until").and_then(as_utc) {
+        doc["until"] = json!(until);
+    }
+    let statuses: Vec<&str> = fields.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
+    if !statuses.is_empty() {
+        doc["status"] = json!(statuses);
+    }
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc)).await;
+    if !a.ok() {
+        return refused(&s, "Replay", &a);
+    }
+    see_other(&format!("/console/hooks/{id}?done=replay"))
+}
+
+/// `POST /console/hooks/{id}/replays/{replay_id}/cancel`.
+pub async fn cancel(
+    State(api): State<Api>,
+    Path((id, replay_id)): Path<(String, String)>,
+    Posted(s, _): Posted,
+) -> Response {
+    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replays/{replay_id}/cancel"), None).await;
+    if !a.ok() {
+        return refused(&s, "Cancel replay", &a);
+    }
+    // A job that finished before the cancel came is shown as it finished.
+    let done = if a.body["state"] == "CANCELLED" { "replay-cancelled" } else { "replay-finished" };
+    see_other(&format!("/console/hooks/{id}?done={done}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_filter_reads_as_its_statuses_or_all() {
+        assert_eq!(statuses(&json!("ALL")), "ALL");
+        assert_eq!(statuses(&json!(["FAILED", "CANCELLED"])), "FAILED, CANCELLED");
+        assert_eq!(statuses(&Value::Null), "ALL");
+    }
+}
