@@ -892,4 +892,65 @@ mod tests {
         assert_eq!(outcome.failed, vec![held_message], "the held hook's delivery comes back later");
         assert_eq!(receiver.received().len(), 1, "and was not sent");
     }
+    /// A store whose record writes never answer, as a table that stalls.
+    struct RecordsNeverAnswer {
+        inner: Arc<dyn DeliveryStore>,
+    }
+
+    #[async_trait::async_trait]
+    impl DeliveryStore for RecordsNeverAnswer {
+        async fn insert(&self, deliveries: &[hookbridge_core::delivery::Delivery]) -> hookbridge_core::Result<()> {
+            self.inner.insert(deliveries).await
+        }
+        async fn record(&self, _: &[hookbridge_core::delivery::DeliveryUpdate]) -> hookbridge_core::Result<()> {
+            std::future::pending().await
+        }
+        async fn get(
+            &self,
+            hook_id: hookbridge_core::ids::HookId,
+            id: DeliveryId,
+        ) -> hookbridge_core::Result<Option<hookbridge_core::delivery::Delivery>> {
+            self.inner.get(hook_id, id).await
+        }
+        async fn list(
+            &self,
+            hook_id: hookbridge_core::ids::HookId,
+            window: hookbridge_core::ports::Window,
+            order: hookbridge_core::ports::Order,
+            limit: usize,
+            cursor: Option<&str>,
+        ) -> hookbridge_core::Result<hookbridge_core::ports::Page<hookbridge_core::delivery::Delivery>> {
+            self.inner.list(hook_id, window, order, limit, cursor).await
+        }
+    }
+
+    /// On Lambda, recording that does not end is given up just before the invocation's
+    /// deadline: the invocation answers, and the message whose record was not written comes
+    /// back (reported failed). Left to Lambda's timeout, the invocation would fail and every
+    /// message of the batch would come back, those already recorded too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recording_that_does_not_end_is_given_up_before_the_invocations_deadline() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "stalled-store").await;
+        hook.config.url = receiver.url("/stalled");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let mut backend = h.backend().clone();
+        backend.deliveries = Arc::new(RecordsNeverAnswer { inner: backend.deliveries.clone() });
+        let worker = worker_on(&backend);
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&hook)]).await.unwrap();
+        let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(messages.len(), 1);
+        // Room for the request, with the margin recording is given after it.
+        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
+        let deadline = tokio::time::Instant::now() + left;
+        let ctx = BatchContext { deadline: Some(deadline), ..BatchContext::lane(Lane::Fast) };
+        // Without the stop the batch never ends; the slack only spares a slow machine.
+        let outcome = tokio::time::timeout_at(deadline + Duration::from_secs(30), handle(&worker, &messages, ctx))
+            .await
+            .expect("the batch ends although its record never does");
+        assert_eq!(receiver.received().len(), 1, "sent before its record stalled");
+        assert_eq!(outcome.failed, vec![messages[0].id.clone()], "its message comes back");
+    }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Reachability;
@@ -37,6 +38,12 @@ use crate::{BatchContext, Worker};
 
 /// Results written in one group at most: one `BatchWriteItem` takes 25 items.
 const GROUP_MAX: usize = 25;
+
+/// How long before a Lambda invocation's deadline its recording stops, leaving what it
+/// has not written to come back: time to answer the runtime with the batch's failures.
+/// Past the deadline Lambda ends the invocation, and then every message of the batch comes
+/// back, those already recorded too, to be sent again.
+pub(crate) const RECORDING_STOPS: Duration = Duration::from_millis(250);
 
 /// What became of one message.
 pub(crate) enum Done<'a> {
@@ -81,7 +88,7 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
         }
         while !all.is_empty() {
             let rest = all.split_off(all.len().min(GROUP_MAX));
-            outcome.failed.extend(flush(w, ctx, std::mem::replace(&mut all, rest)).await);
+            outcome.failed.extend(flush_in_time(w, ctx, std::mem::replace(&mut all, rest)).await);
         }
         return outcome;
     }
@@ -96,6 +103,26 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
         outcome.failed.extend(flush(w, ctx, group).await);
     }
     outcome
+}
+
+/// [`flush`], given up [`RECORDING_STOPS`] before the invocation's deadline (if it has one):
+/// then the group's messages come back, as after a crash in the middle of its writes.
+async fn flush_in_time(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<String> {
+    let Some(deadline) = ctx.deadline else {
+        return flush(w, ctx, group).await;
+    };
+    let ids: Vec<String> = group.iter().filter_map(message_of).map(|m| m.id.clone()).collect();
+    let stop = deadline.checked_sub(RECORDING_STOPS).unwrap_or(deadline);
+    match tokio::time::timeout_at(stop, flush(w, ctx, group)).await {
+        Ok(failed) => failed,
+        Err(_) => {
+            tracing::error!(
+                messages = ids.len(),
+                "recording ran out of the invocation's time; these messages come back"
+            );
+            ids
+        }
+    }
 }
 
 /// A follow-up message and the message it replaces.
