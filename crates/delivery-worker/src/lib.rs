@@ -892,6 +892,7 @@ mod tests {
         assert_eq!(outcome.failed, vec![held_message], "the held hook's delivery comes back later");
         assert_eq!(receiver.received().len(), 1, "and was not sent");
     }
+
     /// A store whose record writes never answer, as a table that stalls.
     struct RecordsNeverAnswer {
         inner: Arc<dyn DeliveryStore>,
@@ -924,10 +925,11 @@ mod tests {
         }
     }
 
-    /// On Lambda, recording that does not end is given up just before the invocation's
+    /// On Lambda, a record write that does not end is given up just before the invocation's
     /// deadline: the invocation answers, and the message whose record was not written comes
-    /// back (reported failed). Left to Lambda's timeout, the invocation would fail and every
-    /// message of the batch would come back, those already recorded too.
+    /// back (reported failed), no follow-up sent for it. Left to Lambda's timeout, the
+    /// invocation would fail and every message of the batch would come back, those already
+    /// recorded too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recording_that_does_not_end_is_given_up_before_the_invocations_deadline() {
         let h = EmbeddedHarness::start().await;

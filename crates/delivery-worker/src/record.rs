@@ -39,11 +39,12 @@ use crate::{BatchContext, Worker};
 /// Results written in one group at most: one `BatchWriteItem` takes 25 items.
 const GROUP_MAX: usize = 25;
 
-/// How long before a Lambda invocation's deadline its recording stops, leaving what it
-/// has not written to come back: time to answer the runtime with the batch's failures.
-/// Past the deadline Lambda ends the invocation, and then every message of the batch comes
-/// back, those already recorded too, to be sent again.
-pub(crate) const RECORDING_STOPS: Duration = Duration::from_millis(250);
+/// How long before a Lambda invocation's deadline its recording gives up: a record write
+/// not done by then, and any group not begun, leave their messages to come back, and the
+/// invocation answers the runtime with those failures. Past the deadline Lambda ends the
+/// invocation instead, and every message of the batch comes back, the recorded ones too,
+/// to be sent again.
+pub(crate) const RECORDING_MARGIN: Duration = Duration::from_millis(250);
 
 /// What became of one message.
 pub(crate) enum Done<'a> {
@@ -86,9 +87,20 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
         while let Some(d) = results.recv().await {
             all.push(d);
         }
+        let stop = ctx.deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
         while !all.is_empty() {
             let rest = all.split_off(all.len().min(GROUP_MAX));
-            outcome.failed.extend(flush_in_time(w, ctx, std::mem::replace(&mut all, rest)).await);
+            let group = std::mem::replace(&mut all, rest);
+            if stop.is_some_and(|s| tokio::time::Instant::now() >= s) {
+                // Not begun: its messages come back, as after a crash before it.
+                tracing::error!(
+                    messages = group.len(),
+                    "no time left in the invocation to record these; they come back"
+                );
+                outcome.failed.extend(group.iter().filter_map(message_of).map(|m| m.id.clone()));
+                continue;
+            }
+            outcome.failed.extend(flush(w, ctx, group, stop).await);
         }
         return outcome;
     }
@@ -100,29 +112,9 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
                 Err(_) => break,
             }
         }
-        outcome.failed.extend(flush(w, ctx, group).await);
+        outcome.failed.extend(flush(w, ctx, group, None).await);
     }
     outcome
-}
-
-/// [`flush`], given up [`RECORDING_STOPS`] before the invocation's deadline (if it has one):
-/// then the group's messages come back, as after a crash in the middle of its writes.
-async fn flush_in_time(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<String> {
-    let Some(deadline) = ctx.deadline else {
-        return flush(w, ctx, group).await;
-    };
-    let ids: Vec<String> = group.iter().filter_map(message_of).map(|m| m.id.clone()).collect();
-    let stop = deadline.checked_sub(RECORDING_STOPS).unwrap_or(deadline);
-    match tokio::time::timeout_at(stop, flush(w, ctx, group)).await {
-        Ok(failed) => failed,
-        Err(_) => {
-            tracing::error!(
-                messages = ids.len(),
-                "recording ran out of the invocation's time; these messages come back"
-            );
-            ids
-        }
-    }
 }
 
 /// A follow-up message and the message it replaces.
@@ -131,8 +123,16 @@ struct FollowUp<'a> {
     message: OutgoingMessage,
 }
 
-/// Writes one group; returns the ids of the messages that must come back.
-async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<String> {
+/// Writes one group; returns the ids of the messages that must come back. A record write
+/// not done by `stop` is given up, as one that failed: then no follow-up is sent and the
+/// group's messages come back. What comes after a written record is not cut short, since
+/// an original whose follow-up was sent must not come back.
+async fn flush(
+    w: &Worker,
+    ctx: &BatchContext<'_>,
+    group: Vec<Done<'_>>,
+    stop: Option<tokio::time::Instant>,
+) -> Vec<String> {
     let now = Utc::now();
     let mut failed: Vec<&ReceivedMessage> = Vec::new();
     let mut handled: Vec<&ReceivedMessage> = Vec::new();
@@ -257,7 +257,7 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
     }
 
     if !updates.is_empty()
-        && let Err(e) = w.ports.deliveries.record(&updates).await
+        && let Err(e) = record_by(w, &updates, stop).await
     {
         // Nothing is settled: the group's messages come back and are handled again (at
         // least once); their follow-ups are not sent, or they would be doubled.
@@ -287,6 +287,20 @@ async fn flush(w: &Worker, ctx: &BatchContext<'_>, group: Vec<Done<'_>>) -> Vec<
     report(w, observed, events, &metrics, now).await;
     settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
     failed.into_iter().map(|m| m.id.clone()).collect()
+}
+
+/// Records `updates`, given up at `stop`.
+async fn record_by(
+    w: &Worker,
+    updates: &[DeliveryUpdate],
+    stop: Option<tokio::time::Instant>,
+) -> hookbridge_core::Result<()> {
+    let Some(stop) = stop else {
+        return w.ports.deliveries.record(updates).await;
+    };
+    tokio::time::timeout_at(stop, w.ports.deliveries.record(updates)).await.unwrap_or_else(|_| {
+        Err(hookbridge_core::Error::backend("deliveries.record", "the invocation's time ran out before it was written"))
+    })
 }
 
 /// The group's metrics line, each hook's health, and the operational events.
