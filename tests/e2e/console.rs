@@ -1,6 +1,6 @@
 //! The console in a real headless Chromium: sign in, create a hook of each auth type
 //! against a real receiver, verify it, send a test, publish and read the delivery with its
-//! attempts, retry it, replay a window and follow and cancel replays, rotate the secret, disable and enable, delete; a read-only session;
+//! attempts, retry it, replay a window, follow replays and cancel one, rotate the secret, disable and enable, delete; a read-only session;
 //! the phone width; portal links (once, expiring, one tenant); forged forms and sign-ins posted from another origin refused; and a smoke pass on the AWS
 //! backend. Its own binary: it owns the browser. With `HOOKBRIDGE_SCREENSHOTS=docs/console`
 //! it saves the screenshots the README shows.
@@ -472,6 +472,12 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     })
     .await
     .expect("the site-b delivery, recorded");
+    // A replay the tenant asked for while the hook was site b's (it matches nothing, so
+    // sends nothing): its window and counts are about site b's deliveries.
+    let earlier = stack
+        .post(&format!("/v1/hooks/{id}/replay"), &t, &json!({"since": chrono::Utc::now() - chrono::Duration::hours(1)}))
+        .await;
+    assert_eq!(earlier.status, 202, "{}", earlier.body);
     assert_eq!(
         stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"url": r.url("/"), "sites": ["a"]})).await.status,
         200
@@ -511,6 +517,11 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     assert_eq!(replayed.status(), 303, "{}", replayed.text().await.unwrap());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(r.received().len(), 1, "nothing from before was re-sent to the session's hook");
+    // The session's hook page lists its own replay, not the tenant's from before.
+    let (_, hook_page) = page(format!("/console/hooks/{id}")).await;
+    assert_eq!(hook_page.matches("<tr class=\"replay\"").count(), 1, "{hook_page}");
+    let listed = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await.body;
+    assert_eq!(listed["replays"].as_array().unwrap().len(), 2, "the tenant sees both: {listed}");
     // The tenant itself still reads it all.
     assert_eq!(stack.get(&format!("/v1/hooks/{id}/deliveries/{before}"), &t).await.status, 200);
     stack.shutdown().await;

@@ -193,6 +193,13 @@ pub async fn replay(
     Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job_out(&job))))
 }
 
+/// Whether `caller` may see `job` of `hook`: a caller held to some sites, only a job whose
+/// window begins after the hook's sites last changed. An earlier window re-sent, and
+/// counts, deliveries for the sites the hook had then, perhaps another customer's.
+fn shown(caller: &Caller, hook: &Hook, job: &ReplayJob) -> bool {
+    caller.history_since(hook).is_none_or(|from| job.since >= from)
+}
+
 /// The caller's replay job. A job outlives its hook: one stopped because its hook was
 /// deleted stays readable, as every job does, for [`hookbridge_core::replay::JOB_KEPT`], to
 /// the callers who saw all of the tenant's hooks (a portal session held to some sites
@@ -200,7 +207,7 @@ pub async fn replay(
 async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Result<ReplayJob, ApiError> {
     let replay_id: ReplayId = replay_id.parse().map_err(|_| ApiError::NotFound("no such replay"))?;
     let job = match load(api, caller, id).await {
-        Ok(hook) => api.ports().replays.get(hook.id, replay_id).await?,
+        Ok(hook) => api.ports().replays.get(hook.id, replay_id).await?.filter(|j| shown(caller, &hook, j)),
         Err(ApiError::NotFound(what)) => {
             let hook_id = crate::hooks::hook_id(id)?;
             if !caller.sites.is_empty() {
@@ -238,7 +245,7 @@ pub async fn replay_jobs(
     let limit = limit(q.limit.as_deref(), JOBS_PAGE, MAX_JOBS_PAGE)?;
     let hook = load(&api, &caller, &id).await?;
     let page = api.ports().replays.list(hook.id, limit, q.cursor.as_deref()).await?;
-    let replays: Vec<Value> = page.items.iter().map(job_out).collect();
+    let replays: Vec<Value> = page.items.iter().filter(|j| shown(&caller, &hook, j)).map(job_out).collect();
     Ok(Json(json!({ "replays": replays, "next_cursor": page.next_cursor })))
 }
 
