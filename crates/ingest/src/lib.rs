@@ -180,6 +180,13 @@ pub const TIME_TO_START: Duration = Duration::from_secs(5);
 /// Why work was not started: [`TIME_TO_START`] was not left.
 const TOO_LATE: &str = "too little time left in this invocation";
 
+/// How long before the invocation's deadline a replay page still under way is given up.
+/// Its poke then comes back, as after a crash, on the receive's own schedule (and fails the
+/// job on the last receive the queue allows). Cut off by Lambda's timeout instead, the
+/// page's poke reached the dead-letter queue on its last receive with no one to fail the
+/// job, which read `RUNNING` for ever.
+pub const PAGE_MARGIN: Duration = Duration::from_secs(1);
+
 fn too_late(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() + TIME_TO_START > d)
 }
@@ -230,8 +237,11 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
     let pages = async {
         let mut failed = Vec::new();
         for (m, poked) in &pokes {
-            let page =
-                if too_late(deadline) { hand_on(deps, m, poked).await } else { replay_page(deps, m, poked).await };
+            let page = if too_late(deadline) {
+                hand_on(deps, m, poked).await
+            } else {
+                replay_page(deps, m, poked, deadline).await
+            };
             failed.extend(page.err());
         }
         failed
@@ -270,10 +280,32 @@ async fn ingest_events(
     }
 }
 
-/// Re-sends the page a replay poke asks for; the poke's id if it must come back.
-async fn replay_page(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
+/// Re-sends the page a replay poke asks for, given up [`PAGE_MARGIN`] before the
+/// invocation's `deadline`; the poke's id if it must come back. A poke back after a failed
+/// page reads a smaller one ([`replay::page_on_receive`]).
+async fn replay_page(
+    deps: &Ingest,
+    m: &ReceivedMessage,
+    poked: &ReplayPoke,
+    deadline: Option<Instant>,
+) -> Result<(), String> {
     let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
-    let Err(e) = replay::step(deps.ports.job_ports(), poked, Utc::now()).instrument(span.clone()).await else {
+    let mut ports = deps.ports.job_ports();
+    ports.page = replay::page_on_receive(ports.page, m.receive_count);
+    let page = replay::step(ports, poked, Utc::now()).instrument(span.clone());
+    let done = match deadline {
+        None => page.await,
+        Some(d) => {
+            let stop = tokio::time::Instant::from_std(d.checked_sub(PAGE_MARGIN).unwrap_or(d));
+            tokio::time::timeout_at(stop, page).await.unwrap_or_else(|_| {
+                Err(hookbridge_core::Error::backend(
+                    "replay.page",
+                    "the invocation's time ran out before the page was done",
+                ))
+            })
+        }
+    };
+    let Err(e) = done else {
         return Ok(());
     };
     poke_failed(deps, m, poked, "replay page failed", &e).instrument(span).await

@@ -173,6 +173,13 @@ pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) ->
     p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await.map(|_| ())
 }
 
+/// The deliveries a poke's page reads: `page` on the poke's first receive, half as many on
+/// each receive after. A poke comes back when its page failed, perhaps for want of time
+/// (a throttled table, a slow queue), and a smaller page is likelier to fit. At least one.
+pub fn page_on_receive(page: usize, receive_count: u32) -> usize {
+    (page >> receive_count.saturating_sub(1).min(usize::BITS - 1)).max(1)
+}
+
 /// Puts the poke that makes ingest do `job`'s next page.
 pub async fn poke(ingest: &dyn Queue, job: &ReplayJob) -> Result<()> {
     let message = OutgoingMessage::now(ReplayPoke::of(job).to_body()).in_group(job.tenant.to_string());
@@ -226,4 +233,17 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
         poke(p.ingest, &saved).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_on_receive;
+
+    #[test]
+    fn a_page_tried_again_is_half_the_last_and_never_empty() {
+        let pages: Vec<usize> = (1..=5).map(|n| page_on_receive(500, n)).collect();
+        assert_eq!(pages, [500, 250, 125, 62, 31]);
+        assert_eq!(page_on_receive(500, 0), 500, "a count of 0 (no queue gives one) is a first receive");
+        assert_eq!(page_on_receive(3, 40), 1);
+    }
 }

@@ -3,20 +3,22 @@
 //! starting over; two pokes in flight merge back into one; a cancelled job, a disabled
 //! hook and a deleted hook stop it; a page failing on every receive fails it; a page
 //! re-sent while the job was cancelled is counted, and so is one whose save was lost,
-//! without being sent twice.
+//! without being sent twice; a page that outlasts its invocation is given up, tried again
+//! smaller, and fails its job on the last receive.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hookbridge_core::delivery::{Delivery, DeliveryStatus};
 use hookbridge_core::envelope::Envelope;
 use hookbridge_core::hook::Hook;
-use hookbridge_core::ids::{DeliveryId, EventId, TenantId};
+use hookbridge_core::ids::{DeliveryId, EventId, HookId, TenantId};
 use hookbridge_core::message::Task;
-use hookbridge_core::ports::{Queue, Receipt, ReceivedMessage};
+use hookbridge_core::ports::{DeliveryStore, Order, Page, Queue, Receipt, ReceivedMessage, Window};
 use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness};
@@ -236,6 +238,91 @@ async fn a_page_failing_on_every_receive_fails_its_job(h: &dyn Harness) {
     let failed = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
     assert_eq!(failed.state, ReplayState::Failed);
     assert!(failed.finished_at.is_some());
+}
+
+/// A store whose listings never answer, as a throttled table that keeps a page waiting.
+struct ListsNeverAnswer {
+    inner: Arc<dyn DeliveryStore>,
+}
+
+#[async_trait::async_trait]
+impl DeliveryStore for ListsNeverAnswer {
+    async fn insert(&self, deliveries: &[Delivery]) -> hookbridge_core::Result<()> {
+        self.inner.insert(deliveries).await
+    }
+    async fn record(&self, updates: &[hookbridge_core::delivery::DeliveryUpdate]) -> hookbridge_core::Result<()> {
+        self.inner.record(updates).await
+    }
+    async fn get(&self, hook_id: HookId, id: DeliveryId) -> hookbridge_core::Result<Option<Delivery>> {
+        self.inner.get(hook_id, id).await
+    }
+    async fn list(
+        &self,
+        _: HookId,
+        _: Window,
+        _: Order,
+        _: usize,
+        _: Option<&str>,
+    ) -> hookbridge_core::Result<Page<Delivery>> {
+        std::future::pending().await
+    }
+}
+
+/// A page still under way when its invocation's time runs short is given up: its poke
+/// comes back and the job runs on; on the last receive the queue allows, the job fails.
+/// Cut off by Lambda's timeout instead, the poke reached the dead-letter queue with no one
+/// to fail the job, which read `RUNNING` for ever.
+async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "stalled").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let b = h.backend();
+    let now = Utc::now();
+    let job = || ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now);
+    let (early, last) = (job(), job());
+    b.replays.create(&early).await.unwrap();
+    b.replays.create(&last).await.unwrap();
+    let mut deps = common::deps(h);
+    deps.ports.deliveries = Arc::new(ListsNeverAnswer { inner: deps.ports.deliveries.clone() });
+    let poke = |job: &ReplayJob, id: &str, receive_count| ReceivedMessage {
+        receive_count,
+        ..message(ReplayPoke::of(job).to_body(), id)
+    };
+    // Time to begin a page, not to finish one: the two at once, in invocations of their own.
+    let deadline = Instant::now() + ingest::TIME_TO_START + ingest::PAGE_MARGIN / 2;
+    let receives = hookbridge_core::topology::INGEST_RECEIVES;
+    let (first, final_one) = ([poke(&early, "early", 1)], [poke(&last, "last", receives)]);
+    let (a, z) = futures::join!(
+        ingest::handle_within(&deps, &first, Some(deadline)),
+        ingest::handle_within(&deps, &final_one, Some(deadline)),
+    );
+    assert_eq!((a.failed, z.failed), (vec!["early".to_owned()], vec!["last".to_owned()]), "both pokes come back");
+    let early = b.replays.get(hook.id, early.id).await.unwrap().unwrap();
+    assert_eq!((early.state, early.step), (ReplayState::Running, 0), "tried again from where it was");
+    let last = b.replays.get(hook.id, last.id).await.unwrap().unwrap();
+    assert_eq!(last.state, ReplayState::Failed, "not left running with its poke dead-lettered");
+    assert!(last.finished_at.is_some());
+}
+
+/// A poke back after its page failed reads half the page it read before, and so on, so a
+/// page too large for the time an invocation has gets through on a later receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poke_back_after_a_failed_page_reads_a_smaller_one() {
+    let h = EmbeddedHarness::start().await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let (hook, _) = make_hook(&h, tenant.as_str(), "smaller").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let full = hookbridge_core::replay::PAGE;
+    seed(&h, &hook, full).await;
+    let deps = common::deps(&h);
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant, hook.id, now - chrono::Duration::hours(1), now, None, now);
+    h.backend().replays.create(&job).await.unwrap();
+    let again = ReceivedMessage { receive_count: 2, ..message(ReplayPoke::of(&job).to_body(), "again") };
+    assert!(ingest::handle(&deps, &[again]).await.failed.is_empty());
+    let job = h.backend().replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.queued), (ReplayState::Running, (full / 2) as u64), "half a page, and more to come");
+    assert_eq!(pokes(h.backend().ingest_queue.as_ref()).await.len(), 1, "the next page poked, from a first receive");
 }
 
 /// A page re-sent while the job was being cancelled: its save loses to the cancel, but its
@@ -495,4 +582,14 @@ async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_and_a_deleted_hook_stop_a_replay_aws() {
     a_cancelled_job_and_a_deleted_hook_stop_a_replay(&AwsHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last_embedded() {
+    a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last_aws() {
+    a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last(&AwsHarness::start().await).await;
 }
