@@ -125,8 +125,10 @@ struct FollowUp<'a> {
 
 /// Writes one group; returns the ids of the messages that must come back. A record write
 /// not done by `stop` is given up, as one that failed: then no follow-up is sent and the
-/// group's messages come back. What comes after a written record is not cut short, since
-/// an original whose follow-up was sent must not come back.
+/// group's messages come back. Once the record is written the follow-ups are sent whatever
+/// the time (an original whose follow-up was sent must not come back, and a send cut short
+/// cannot say which were sent); the hooks' health and the operational events, written as
+/// well as they can be, are given up half the margin later than `stop`.
 async fn flush(
     w: &Worker,
     ctx: &BatchContext<'_>,
@@ -284,7 +286,15 @@ async fn flush(
         }
     }
 
-    report(w, observed, events, &metrics, now).await;
+    let reported = report(w, observed, events, &metrics, now);
+    match stop {
+        None => reported.await,
+        Some(s) => {
+            if tokio::time::timeout_at(s + RECORDING_MARGIN / 2, reported).await.is_err() {
+                tracing::error!("no time left in the invocation to write the hooks' health and the operational events");
+            }
+        }
+    }
     settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
     failed.into_iter().map(|m| m.id.clone()).collect()
 }
