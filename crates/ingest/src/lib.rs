@@ -187,6 +187,31 @@ const TOO_LATE: &str = "too little time left in this invocation";
 /// job, which read `RUNNING` for ever.
 pub const PAGE_MARGIN: Duration = Duration::from_secs(1);
 
+/// On a poke's last receive, the time its page leaves, besides [`PAGE_MARGIN`], to mark
+/// the job failed should the page not be done: the table the page found slow is the one
+/// the job is saved in.
+pub const GIVE_UP_TIME: Duration = Duration::from_secs(3);
+
+/// How long before the deadline the writes that end a poke (handing it on, failing its
+/// job) are given up, so that the invocation still answers.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
+
+/// `work`, given up `margin` before `deadline` (if there is one) as a failure of `what`.
+async fn before<T>(
+    deadline: Option<Instant>,
+    margin: Duration,
+    what: &'static str,
+    work: impl std::future::Future<Output = hookbridge_core::Result<T>>,
+) -> hookbridge_core::Result<T> {
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    let stop = tokio::time::Instant::from_std(d.checked_sub(margin).unwrap_or(d));
+    tokio::time::timeout_at(stop, work).await.unwrap_or_else(|_| {
+        Err(hookbridge_core::Error::backend(what, "the invocation's time ran out before it was done"))
+    })
+}
+
 fn too_late(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() + TIME_TO_START > d)
 }
@@ -238,7 +263,7 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
         let mut failed = Vec::new();
         for (m, poked) in &pokes {
             let page = if too_late(deadline) {
-                hand_on(deps, m, poked).await
+                hand_on(deps, m, poked, deadline).await
             } else {
                 replay_page(deps, m, poked, deadline).await
             };
@@ -281,8 +306,9 @@ async fn ingest_events(
 }
 
 /// Re-sends the page a replay poke asks for, given up [`PAGE_MARGIN`] before the
-/// invocation's `deadline`; the poke's id if it must come back. A poke back after a failed
-/// page reads a smaller one ([`replay::page_on_receive`]).
+/// invocation's `deadline` (and [`GIVE_UP_TIME`] more on the poke's last receive); the
+/// poke's id if it must come back. A poke back after a failed page reads a smaller one
+/// ([`replay::page_on_receive`]).
 async fn replay_page(
     deps: &Ingest,
     m: &ReceivedMessage,
@@ -292,37 +318,32 @@ async fn replay_page(
     let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
     let mut ports = deps.ports.job_ports();
     ports.page = replay::page_on_receive(ports.page, m.receive_count);
+    let margin = if m.receive_count >= INGEST_RECEIVES { PAGE_MARGIN + GIVE_UP_TIME } else { PAGE_MARGIN };
     let page = replay::step(ports, poked, Utc::now()).instrument(span.clone());
-    let done = match deadline {
-        None => page.await,
-        Some(d) => {
-            let stop = tokio::time::Instant::from_std(d.checked_sub(PAGE_MARGIN).unwrap_or(d));
-            tokio::time::timeout_at(stop, page).await.unwrap_or_else(|_| {
-                Err(hookbridge_core::Error::backend(
-                    "replay.page",
-                    "the invocation's time ran out before the page was done",
-                ))
-            })
-        }
-    };
-    let Err(e) = done else {
+    let Err(e) = before(deadline, margin, "replay.page", page).await else {
         return Ok(());
     };
-    poke_failed(deps, m, poked, "replay page failed", &e).instrument(span).await
+    poke_failed(deps, m, poked, "replay page failed", &e, deadline).instrument(span).await
 }
 
 /// A replay page not begun for want of time: its poke is sent again as a new message and
 /// this one is done with, so the job goes on in the next invocation with all its receives.
 /// (Failed instead, the poke would use one up each time, and a job reached late in every
 /// invocation would fail after five.)
-async fn hand_on(deps: &Ingest, m: &ReceivedMessage, poked: &ReplayPoke) -> Result<(), String> {
+async fn hand_on(
+    deps: &Ingest,
+    m: &ReceivedMessage,
+    poked: &ReplayPoke,
+    deadline: Option<Instant>,
+) -> Result<(), String> {
     let span = tracing::info_span!("replay", tenant = %poked.tenant, replay_id = %poked.replay_id);
     tracing::info!(parent: &span, why = TOO_LATE, "replay page handed on to the next invocation");
     let again = OutgoingMessage::now(poked.to_body()).in_group(poked.tenant.to_string());
-    let Err(e) = deps.ports.ingest.send_batch(std::slice::from_ref(&again)).instrument(span.clone()).await else {
+    let sent = deps.ports.ingest.send_batch(std::slice::from_ref(&again)).instrument(span.clone());
+    let Err(e) = before(deadline, ANSWER_MARGIN, "replay.hand_on", sent).await else {
         return Ok(());
     };
-    poke_failed(deps, m, poked, "could not hand the replay page on", &e).instrument(span).await
+    poke_failed(deps, m, poked, "could not hand the replay page on", &e, deadline).instrument(span).await
 }
 
 /// A poke that failed comes back; on the last receive the queue allows, it goes to the
@@ -334,10 +355,12 @@ async fn poke_failed(
     poked: &ReplayPoke,
     what: &str,
     e: &hookbridge_core::Error,
+    deadline: Option<Instant>,
 ) -> Result<(), String> {
     if m.receive_count >= INGEST_RECEIVES {
         tracing::error!(replay_id = %poked.replay_id, error = %e, "{what} for the last time; the job has failed");
-        if let Err(e) = replay::give_up(deps.ports.job_ports(), poked, Utc::now()).await {
+        let failed = replay::give_up(deps.ports.job_ports(), poked, Utc::now());
+        if let Err(e) = before(deadline, ANSWER_MARGIN, "replay.give_up", failed).await {
             tracing::error!(replay_id = %poked.replay_id, error = %e, "could not mark the replay job failed");
         }
     } else {

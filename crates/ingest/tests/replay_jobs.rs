@@ -292,10 +292,16 @@ async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_la
     let deadline = Instant::now() + ingest::TIME_TO_START + ingest::PAGE_MARGIN / 2;
     let receives = hookbridge_core::topology::INGEST_RECEIVES;
     let (first, final_one) = ([poke(&early, "early", 1)], [poke(&last, "last", receives)]);
-    let (a, z) = futures::join!(
-        ingest::handle_within(&deps, &first, Some(deadline)),
-        ingest::handle_within(&deps, &final_one, Some(deadline)),
-    );
+    // Without the stop neither ever ends; the slack only spares a slow machine.
+    let (a, z) = tokio::time::timeout(
+        ingest::TIME_TO_START + Duration::from_secs(30),
+        futures::future::join(
+            ingest::handle_within(&deps, &first, Some(deadline)),
+            ingest::handle_within(&deps, &final_one, Some(deadline)),
+        ),
+    )
+    .await
+    .expect("both invocations answer although their pages never end");
     assert_eq!((a.failed, z.failed), (vec!["early".to_owned()], vec!["last".to_owned()]), "both pokes come back");
     let early = b.replays.get(hook.id, early.id).await.unwrap().unwrap();
     assert_eq!((early.state, early.step), (ReplayState::Running, 0), "tried again from where it was");
