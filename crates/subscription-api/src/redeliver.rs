@@ -24,6 +24,8 @@ const MAX_REPLAY_AGE: Duration = Duration::days(hookbridge_core::delivery::DELIV
 /// Replay jobs listed per page, by default and at most.
 const JOBS_PAGE: usize = 20;
 const MAX_JOBS_PAGE: usize = 100;
+/// Store pages one listing reads at most, passing over jobs the caller may not see.
+const PASSED_OVER_PAGES: usize = 10;
 
 /// `POST /v1/hooks/{id}/deliveries/{delivery_id}/retry`: sent again now.
 pub async fn retry(
@@ -244,9 +246,20 @@ pub async fn replay_jobs(
 ) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.limit.as_deref(), JOBS_PAGE, MAX_JOBS_PAGE)?;
     let hook = load(&api, &caller, &id).await?;
-    let page = api.ports().replays.list(hook.id, limit, q.cursor.as_deref()).await?;
-    let replays: Vec<Value> = page.items.iter().filter(|j| shown(&caller, &hook, j)).map(job_out).collect();
-    Ok(Json(json!({ "replays": replays, "next_cursor": page.next_cursor })))
+    // Jobs a caller held to some sites may not see are passed over, reading on (a few store
+    // pages at most) so that they do not crowd out the ones it may.
+    let mut jobs = Vec::new();
+    let mut cursor = q.cursor.clone();
+    for _ in 0..PASSED_OVER_PAGES {
+        let page = api.ports().replays.list(hook.id, limit - jobs.len(), cursor.as_deref()).await?;
+        jobs.extend(page.items.into_iter().filter(|j| shown(&caller, &hook, j)));
+        cursor = page.next_cursor;
+        if cursor.is_none() || jobs.len() == limit {
+            break;
+        }
+    }
+    let replays: Vec<Value> = jobs.iter().map(job_out).collect();
+    Ok(Json(json!({ "replays": replays, "next_cursor": cursor })))
 }
 
 /// `POST /v1/hooks/{id}/replays/{replay_id}/cancel`: stops a running replay after the page
