@@ -934,6 +934,8 @@ mod tests {
     async fn recording_that_does_not_end_is_given_up_before_the_invocations_deadline() {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
+        // A failed attempt, whose retry is a follow-up message, sent only once it is recorded.
+        receiver.always(hookbridge_testkit::Reply::status(503));
         let (mut hook, _) = make_hook(&h, "acme", "stalled-store").await;
         hook.config.url = receiver.url("/stalled");
         h.backend().hooks.create(&hook, 1000).await.unwrap();
@@ -954,5 +956,8 @@ mod tests {
             .expect("the batch ends although its record never does");
         assert_eq!(receiver.received().len(), 1, "sent before its record stalled");
         assert_eq!(outcome.failed, vec![messages[0].id.clone()], "its message comes back");
+        let lanes = h.backend().lanes();
+        let (fast, slow) = (lanes.fast.depth().await.unwrap(), lanes.slow.depth().await.unwrap());
+        assert_eq!((fast.visible, fast.delayed, slow.total()), (0, 0, 0), "no retry queued beside it");
     }
 }
