@@ -283,25 +283,14 @@ impl Partition {
     async fn fill(&mut self, store: &DynamoDeliveryStore, span: Span) -> Result<()> {
         let now = Utc::now().timestamp();
         while self.ready.is_empty() && !self.done {
-            let page = store
+            let range = (format!("D#{}", span.lo), format!("D#{}", span.hi));
+            let (items, next) = store
                 .table
-                .client
-                .query()
-                .table_name(&store.table.name)
-                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(self.pk.clone()))
-                .expression_attribute_values(":lo", s(format!("D#{}", span.lo)))
-                .expression_attribute_values(":hi", s(format!("D#{}", span.hi)))
-                .scan_index_forward(!span.newest_first)
-                .consistent_read(true)
-                .limit(self.page_items)
-                .set_exclusive_start_key(self.next.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
+                .query_range_page(&self.pk, range, span.newest_first, self.page_items, self.next.take())
+                .await?;
             self.page_items = (self.page_items * 2).min(QUERY_PAGE);
             // Each delivery's items arrive together, in sort-key order either way.
-            for item in page.items() {
+            for item in &items {
                 let id = delivery_of(item)?;
                 if id >= span.hi || id < span.lo || expired(item, now) {
                     continue;
@@ -315,7 +304,7 @@ impl Partition {
                     }
                 }
             }
-            match page.last_evaluated_key {
+            match next {
                 Some(k) => self.next = Some(k),
                 None => {
                     self.done = true;

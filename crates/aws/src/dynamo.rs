@@ -69,6 +69,35 @@ impl Table {
         Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
     }
 
+    /// One page of partition `pk`'s items whose sort key lies in `lo..=hi` (`BETWEEN` takes
+    /// both ends), read consistently, highest key first when `descending`: at most `limit`
+    /// after `start`; and where the next page starts, if any is left.
+    pub(crate) async fn query_range_page(
+        &self,
+        pk: &str,
+        (lo, hi): (String, String),
+        descending: bool,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>)> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(pk.to_owned()))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(!descending)
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.Query", e))?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+    }
+
     /// Puts items, 25 per request, retrying whatever DynamoDB leaves unprocessed.
     pub(crate) async fn put_all(&self, items: Vec<Item>) -> Result<()> {
         let mut chunks: Vec<Vec<WriteRequest>> = Vec::new();

@@ -9,7 +9,7 @@ use hookbridge_core::replay::{ReplayJob, listed_after};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, n, s, to_doc};
+use crate::keys::{DOC, EXPIRES_AT, Item, SK, doc, expired, get_s, hook_pk, key, n, to_doc};
 
 const STEP: &str = "step";
 
@@ -79,31 +79,19 @@ impl ReplayStore for DynamoReplayStore {
         let mut jobs = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("PK = :pk AND SK BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(hook_pk(&hook_id)))
-                .expression_attribute_values(":lo", s("R#"))
-                .expression_attribute_values(":hi", s(top.clone()))
-                .scan_index_forward(false)
-                .consistent_read(true)
-                // One more than the page, and the cursor's own job.
-                .limit((limit + 2).min(1000) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::backend("dynamodb.Query", e))?;
-            for item in page.items.unwrap_or_default() {
+            // One more than the page, and the cursor's own job.
+            let read = (limit + 2).min(1000) as i32;
+            let range = ("R#".to_owned(), top.clone());
+            let (items, next) =
+                self.table.query_range_page(&hook_pk(&hook_id), range, true, read, start.take()).await?;
+            for item in items {
                 // DynamoDB deletes late (the emulator never): past its time a job is gone.
                 if get_s(&item, SK)? == top || expired(&item, now) {
                     continue;
                 }
                 jobs.push(doc(&item, "a replay job")?);
             }
-            match page.last_evaluated_key {
+            match next {
                 Some(k) if jobs.len() <= limit => start = Some(k),
                 _ => break,
             }
