@@ -72,6 +72,10 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# Each function's library as another crate uses it, without its Lambda feature: the
+	@# workspace build unifies features and hid an undeclared dependency that broke
+	@# `make build`.
+	$(CARGO) clippy --lib --no-default-features -p ingest -p delivery-worker -p verifier -p subscription-api -- -D warnings
 
 ## layering: the core without I/O, the backends apart, stages reaching a backend only from
 ## main.rs; and the check's own test on a workspace that breaks every rule
