@@ -28,7 +28,7 @@ use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, decide};
-use hookbridge_core::ports::{BatchOutcome, OutgoingMessage, Receipt, ReceivedMessage, Settled};
+use hookbridge_core::ports::{BatchOutcome, CarriedOn, OutgoingMessage, Receipt, ReceivedMessage, Settled};
 use hookbridge_core::topology::LANE_RECEIVES;
 use hookbridge_outbound::AttemptReport;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -238,11 +238,11 @@ async fn flush(
         // Health and operational events first: they tell of requests already made, and if
         // the write below fails the messages come back to be handled again.
         report(w, observed, events, &metrics, now).await;
-        let mut sends: Vec<(&str, Vec<OutgoingMessage>)> = Vec::with_capacity(follow_ups.len());
+        let mut sends: Vec<(&str, Vec<CarriedOn>)> = Vec::with_capacity(follow_ups.len());
         for (lane, items) in follow_ups {
             let messages = items.into_iter().map(|f| {
                 handled.push(f.replaces);
-                f.message
+                CarriedOn { message: f.message, replaces: f.replaces.receipt.clone() }
             });
             sends.push((w.ports.lanes.get(lane).name(), messages.collect()));
         }

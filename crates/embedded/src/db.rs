@@ -248,13 +248,17 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     for (table, column, decl) in ADDED_COLUMNS {
         let mut stmt = c.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
         if !stmt.exists([column])? {
-            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            // The column and what fills it in one transaction: a crash between them left
+            // the column there, so the fill was never run again.
+            let tx = c.unchecked_transaction()?;
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
             if (*table, *column) == ("messages", "received_at") {
                 // Messages in flight when the column came are in flight by it too (the
                 // in-flight count reads it); when they were received is not known, and
                 // their send is no later.
-                c.execute_batch("UPDATE messages SET received_at = sent_at WHERE receipt IS NOT NULL")?;
+                tx.execute_batch("UPDATE messages SET received_at = sent_at WHERE receipt IS NOT NULL")?;
             }
+            tx.commit()?;
         }
     }
     c.execute_batch(ADDED_INDEXES)
@@ -708,7 +712,9 @@ mod tests {
     }
 
     /// A message in flight in a database from before `received_at` is in flight by it once
-    /// the column is added: the in-flight count reads nothing else.
+    /// the column is added: the in-flight count reads nothing else. An open that fails
+    /// between adding the column and filling it (here a trigger refusing the fill; a crash
+    /// in life) adds neither, and the next open does both.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_in_flight_before_received_at_count_as_in_flight() {
         let dir = tempfile::tempdir().unwrap();
@@ -721,10 +727,14 @@ mod tests {
                     body TEXT NOT NULL, visible_at INTEGER NOT NULL,
                     receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT, sent_at INTEGER NOT NULL);
                  INSERT INTO messages (queue, id, body, visible_at, receive_count, receipt, sent_at)
-                     VALUES ('q', 'held', '', 9000000000000, 1, '1.r', 5), ('q', 'waiting', '', 0, 0, NULL, 6);",
+                     VALUES ('q', 'held', '', 9000000000000, 1, '1.r', 5), ('q', 'waiting', '', 0, 0, NULL, 6);
+                 CREATE TRIGGER refuse_fill BEFORE UPDATE ON messages
+                     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
             )
             .unwrap();
         }
+        assert!(Db::open(&path).is_err(), "the fill was refused");
+        Connection::open(&path).unwrap().execute_batch("DROP TRIGGER refuse_fill").unwrap();
         drop(Db::open(&path).unwrap());
         let c = Connection::open(&path).unwrap();
         let mut stmt = c.prepare("SELECT id, received_at FROM messages ORDER BY seq").unwrap();

@@ -38,7 +38,11 @@ pub(crate) async fn create(db: &Db, spec: &QueueSpec) -> Result<()> {
 
 /// Inserts messages into a queue inside an open transaction (shared with the bus, which
 /// routes an event to its queues in the same transaction that accepts it).
-pub(crate) fn insert(c: &rusqlite::Connection, queue: &str, messages: &[OutgoingMessage]) -> Result<()> {
+pub(crate) fn insert<'m>(
+    c: &rusqlite::Connection,
+    queue: &str,
+    messages: impl IntoIterator<Item = &'m OutgoingMessage>,
+) -> Result<()> {
     let now = now_ms();
     let mut stmt = c
         .prepare_cached(
@@ -75,14 +79,18 @@ fn seq_of(receipt: &str) -> Option<i64> {
 }
 
 /// Deletes received messages inside an open transaction; a stale receipt deletes nothing.
-pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<()> {
+/// Whether each receipt still held its message, in order.
+pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<Vec<bool>> {
     let mut del = c.prepare_cached(DELETE_HELD).map_err(sql("messages.delete"))?;
+    let mut held = Vec::with_capacity(receipts.len());
     for r in receipts {
-        if let Some(seq) = seq_of(&r.0) {
-            del.execute(params![seq, r.0]).map_err(sql("messages.delete"))?;
-        }
+        let deleted = match seq_of(&r.0) {
+            Some(seq) => del.execute(params![seq, r.0]).map_err(sql("messages.delete"))?,
+            None => 0,
+        };
+        held.push(deleted > 0);
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Groups looked at per receive, taking turns. Enough that a handful of busy groups are
@@ -399,7 +407,7 @@ impl Queue for EmbeddedQueue {
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
         let receipts = receipts.to_vec();
-        self.db.write(move |c| delete(c, &receipts)).await
+        self.db.write(move |c| delete(c, &receipts).map(drop)).await
     }
 
     async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {

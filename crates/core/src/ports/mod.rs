@@ -18,7 +18,7 @@ pub use queue::{
     ReceivedMessage, Unsent,
 };
 pub use sealer::Sealer;
-pub use settlement::{Settled, Settlement};
+pub use settlement::{CarriedOn, Settled, Settlement};
 pub use store::{
     Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Order, Page, PortalStore,
     ReplayStore, StoredResponse, Window,

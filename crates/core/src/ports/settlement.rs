@@ -13,10 +13,23 @@ use crate::delivery::DeliveryUpdate;
 pub struct Settled<'a> {
     /// Attempts and statuses, as [`super::DeliveryStore::record`] takes them.
     pub updates: &'a [DeliveryUpdate],
-    /// Messages to send, by queue name.
-    pub sends: &'a [(&'a str, Vec<OutgoingMessage>)],
+    /// Messages to send, by queue name, each carrying on a received message.
+    pub sends: &'a [(&'a str, Vec<CarriedOn>)],
     /// The received messages to delete.
     pub acks: &'a [Receipt],
+}
+
+/// A message that carries a delivery on from a received message (its retry, or the same
+/// task handed back). It is sent only if that message was still held, so deleted by the
+/// same settlement: a message whose visibility timeout ran out while it was worked on
+/// may have been received again, and the second holder carries the delivery on itself.
+/// Sent by both, the delivery would go on in two chains of retries.
+#[derive(Debug, Clone)]
+pub struct CarriedOn {
+    /// The message to send.
+    pub message: OutgoingMessage,
+    /// The receipt of the message it carries on; also among the settlement's `acks`.
+    pub replaces: Receipt,
 }
 
 /// Records, sends and deletes a group's outcome as one: all of it or none. Only a backend
