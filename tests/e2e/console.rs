@@ -454,7 +454,9 @@ async fn forms_posted_from_elsewhere_change_nothing() {
 
 /// A hook moved to a portal session's site shows that session only what it got since: the
 /// deliveries from before, for the sites it had then (perhaps another customer's), are not
-/// listed, not readable one by one, and not replayed. They were all three.
+/// listed, not readable one by one, and not replayed. They were all three. The delivery
+/// here is dated by its event's own time, 4 s after it was published and so after the
+/// move: it was shown too, until the history began that much later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites() {
     let stack = TestStack::start(Flavor::Embedded).await;
@@ -462,16 +464,16 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     let t = stack.token("acme", ALL_SCOPES);
     let hook = stack.create_hook(&t, &json!({"name": "moved", "url": r.url("/"), "sites": ["b"]})).await;
     let id = hook["id"].as_str().unwrap().to_owned();
+    // Whole seconds, as the envelope keeps them.
+    let ahead = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() + chrono::Duration::seconds(4), 0);
     stack
-        .publish(&t, &json!({"detail-type": "user.login", "source": "idp", "site": "b", "detail": {"who": "b's user"}}))
+        .publish(
+            &t,
+            &json!({"detail-type": "user.login", "source": "idp", "site": "b", "time": ahead,
+                    "detail": {"who": "b's user"}}),
+        )
         .await;
     r.wait_for(1, WAIT).await;
-    let before = hookbridge_e2e::eventually(WAIT, || async {
-        let list = stack.get(&format!("/v1/hooks/{id}/events"), &t).await.body;
-        list["deliveries"][0]["delivery_id"].as_str().map(str::to_owned)
-    })
-    .await
-    .expect("the site-b delivery, recorded");
     // A replay the tenant asked for while the hook was site b's (it matches nothing, so
     // sends nothing): its window and counts are about site b's deliveries.
     let earlier = stack
@@ -482,6 +484,14 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
         stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"url": r.url("/"), "sites": ["a"]})).await.status,
         200
     );
+    let moved = chrono::Utc::now();
+    assert!(moved < ahead, "the move came before the delivery's date");
+    let before = hookbridge_e2e::eventually(WAIT, || async {
+        let list = stack.get(&format!("/v1/hooks/{id}/events"), &t).await.body;
+        list["deliveries"][0]["delivery_id"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("the site-b delivery, recorded");
 
     let link = stack.post("/v1/portal/sessions", &stack.token("acme", "portal:create"), &json!({"sites": ["a"]})).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -502,6 +512,9 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     assert!(!one.contains("b's user"));
 
     // A replay of the last hours, asked for by the session, re-sends nothing from before.
+    // (Its history begins 5 s after the move; before then it has nothing to replay.)
+    let history = moved + chrono::Duration::seconds(6);
+    tokio::time::sleep((history - chrono::Utc::now()).to_std().unwrap_or_default()).await;
     let (_, hook_page) = page(format!("/console/hooks/{id}")).await;
     let at = hook_page.find("name=\"_csrf\" value=\"").unwrap() + "name=\"_csrf\" value=\"".len();
     let csrf = &hook_page[at..at + hook_page[at..].find('"').unwrap()];

@@ -177,7 +177,11 @@ pub async fn replay(
     receiving(&hook)?;
     let since = match caller.history_since(&hook) {
         Some(from) if from >= until => {
-            return Err(ApiError::field("since", "must be after the hook's sites last changed: it has nothing later"));
+            let why = format!(
+                "this session sees the hook's deliveries only from {} (5 s after its sites last changed): it has none to replay before then",
+                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            return Err(ApiError::field("since", why));
         }
         Some(from) => since.max(from),
         None => since,
@@ -196,8 +200,9 @@ pub async fn replay(
 }
 
 /// Whether `caller` may see `job` of `hook`: a caller held to some sites, only a job whose
-/// window begins after the hook's sites last changed. An earlier window re-sent, and
-/// counts, deliveries for the sites the hook had then, perhaps another customer's.
+/// window begins where its history of the hook begins ([`Caller::history_since`]). An
+/// earlier window re-sent, and counts, deliveries for the sites the hook had then, perhaps
+/// another customer's.
 fn shown(caller: &Caller, hook: &Hook, job: &ReplayJob) -> bool {
     caller.history_since(hook).is_none_or(|from| job.since >= from)
 }

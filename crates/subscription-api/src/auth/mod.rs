@@ -72,8 +72,13 @@ impl Caller {
     /// From when the caller may read and replay `hook`'s deliveries: a caller held to some
     /// sites, only since the hook's `sites` last changed (before, its deliveries were for
     /// other sites, perhaps another customer's); any other caller, all of them.
+    ///
+    /// A delivery is dated by its event's own time, which may be up to
+    /// [`ingest::EVENT_TIME_AHEAD`] after it was published: one routed under the old sites
+    /// just before the change can be dated just after it. So the history begins that much
+    /// later than the change.
     pub(crate) fn history_since(&self, hook: &hookbridge_core::hook::Hook) -> Option<chrono::DateTime<chrono::Utc>> {
-        if self.sites.is_empty() { None } else { hook.state.sites_since }
+        if self.sites.is_empty() { None } else { hook.state.sites_since.map(|t| t + ingest::EVENT_TIME_AHEAD) }
     }
 
     /// `403` unless the token has `scope`.
