@@ -178,8 +178,9 @@ pub async fn replay(
     let since = match caller.history_since(&hook) {
         Some(from) if from >= until => {
             let why = format!(
-                "this session sees the hook's deliveries only from {} (5 s after its sites last changed): it has none to replay before then",
-                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                "this session sees the hook's deliveries only from {} ({} s after its sites last changed): it has none to replay before then",
+                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ingest::EVENT_TIME_AHEAD.num_seconds()
             );
             return Err(ApiError::field("since", why));
         }
