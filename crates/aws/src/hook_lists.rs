@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::TenantId;
+use hookbridge_core::ports::RoutingList;
 
 /// A tenant with at least this many hooks has its list kept.
 pub(crate) const KEPT_FROM: usize = 16;
@@ -56,14 +57,16 @@ impl HookLists {
     }
 
     /// Keeps what a query read under `marker` (read before it), or forgets the tenant's
-    /// list when it is short.
-    pub(crate) fn read(&self, tenant: &TenantId, marker: Option<String>, hooks: &[Arc<Hook>]) {
+    /// list when it is short or names a hook that could not be read.
+    pub(crate) fn read(&self, tenant: &TenantId, marker: Option<String>, list: &RoutingList) {
         let mut kept = self.lock();
-        if hooks.len() < KEPT_FROM {
+        // A list with a hook this version cannot read is not kept: read afresh, it is routed
+        // the same way, and kept, it would also need its unreadable hooks remembered.
+        if list.hooks.len() < KEPT_FROM || !list.unreadable.is_empty() {
             kept.remove(tenant);
             return;
         }
-        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: hooks.to_vec() });
+        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: list.hooks.clone() });
         // The oldest lists go first when all of them together are too many hooks.
         while kept.values().map(|k| k.hooks.len()).sum::<usize>() > MOST_HOOKS_KEPT && kept.len() > 1 {
             let oldest = kept.iter().min_by_key(|(_, k)| k.read_at).map(|(t, _)| t.clone());

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
-use hookbridge_core::ports::{HookStore, Page};
+use hookbridge_core::ports::{HookStore, Page, RoutingList};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
@@ -226,12 +226,12 @@ impl HookStore for DynamoHookStore {
         self.query_hooks(tenant, None, None).await
     }
 
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
         if !self.lists.keeps(tenant) {
-            let hooks = self.query_shared(tenant).await?;
+            let list = self.query_shared(tenant).await?;
             // Kept with no marker: the next read reads one first, then the list again.
-            self.lists.read(tenant, None, &hooks);
-            return Ok(hooks);
+            self.lists.read(tenant, None, &list);
+            return Ok(list);
         }
         // The marker first: a change whose marker was written before it was read is in the
         // list read after. (A replace writes its marker just after the hook, before it
@@ -249,11 +249,11 @@ impl HookStore for DynamoHookStore {
             },
         };
         if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
-            return Ok(hooks);
+            return Ok(RoutingList { hooks, unreadable: Vec::new() });
         }
-        let hooks = self.query_shared(tenant).await?;
-        self.lists.read(tenant, marker, &hooks);
-        Ok(hooks)
+        let list = self.query_shared(tenant).await?;
+        self.lists.read(tenant, marker, &list);
+        Ok(list)
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
@@ -423,29 +423,64 @@ impl DynamoHookStore {
         }
     }
 
-    /// Every hook of the tenant, shared (for routing, and the lists kept for it).
-    async fn query_shared(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
-        Ok(self.query_hooks(tenant, None, None).await?.into_iter().map(Arc::new).collect())
+    /// Every hook of the tenant, shared (for routing, and the lists kept for it). A
+    /// document this version cannot decode is named in the list's `unreadable`, not a
+    /// failure of the whole list.
+    async fn query_shared(&self, tenant: &TenantId) -> Result<RoutingList> {
+        let mut list = RoutingList::default();
+        self.each_hook_item(tenant, None, None, |item| {
+            match doc::<Hook>(item, "hook") {
+                Ok(hook) => list.hooks.push(Arc::new(hook)),
+                Err(e) => {
+                    let id = get_s(item, SK)?.strip_prefix("H#").and_then(|id| id.parse::<HookId>().ok());
+                    let id = id.ok_or_else(|| Error::corrupt_as("a hook's key"))?;
+                    tracing::error!(tenant = %tenant, hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
+                    list.unreadable.push(id);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(list)
     }
 
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).
     async fn query_hooks(&self, tenant: &TenantId, start: Option<HookId>, max: Option<usize>) -> Result<Vec<Hook>> {
         let mut out = Vec::new();
+        self.each_hook_item(tenant, start, max, |item| {
+            out.push(doc(item, "hook")?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `each` on the items of a tenant's hooks in id order, after `start`, at most `max`
+    /// (all if `None`).
+    async fn each_hook_item(
+        &self,
+        tenant: &TenantId,
+        start: Option<HookId>,
+        max: Option<usize>,
+        mut each: impl FnMut(&Item) -> Result<()> + Send,
+    ) -> Result<()> {
+        let mut seen = 0;
         let mut exclusive_start: Option<Item> = start.map(|h| hook_key(tenant, h));
         loop {
-            let left = max.map(|m| m.saturating_sub(out.len()));
+            let left = max.map(|m| m.saturating_sub(seen));
             if left == Some(0) {
-                return Ok(out);
+                return Ok(());
             }
             let pk = tenant_pk(tenant);
             let (items, next) =
                 self.table.query_prefix_page(&pk, "H#", Some(left.unwrap_or(1000)), exclusive_start.take()).await?;
             for item in &items {
-                out.push(doc(item, "hook")?);
+                each(item)?;
             }
+            seen += items.len();
             match next {
                 Some(k) => exclusive_start = Some(k),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }

@@ -60,6 +60,20 @@ pub struct Task {
     /// writing it down, and the worker's first record of it makes it (decision 0021).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrecorded: Option<Unrecorded>,
+    /// Set when ingest could not read the hook (its document written by a newer version
+    /// during a deploy) and so could not tell whether it wants the event: the worker, once
+    /// it can read the hook, sends the delivery only if it does, and otherwise drops the
+    /// task with nothing recorded (decision 0026).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrouted: Option<Unrouted>,
+}
+
+/// What the worker needs to route a task ingest could not ([`Task::unrouted`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrouted {
+    /// The event's site, for a hook held to some sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What the first record of a delivery ingest did not write down needs from its task.
@@ -119,6 +133,7 @@ impl Task {
             slot: false,
             envelope: None,
             unrecorded: None,
+            unrouted: None,
         }
     }
 
@@ -127,6 +142,12 @@ impl Task {
     pub fn unrecorded(mut self, created_at: DateTime<Utc>, keep_envelope: bool) -> Self {
         let keep_envelope = keep_envelope && self.envelope.is_some();
         self.unrecorded = Some(Unrecorded { created_at, keep_envelope });
+        self
+    }
+
+    /// The same task, for a hook ingest could not read: the worker routes it.
+    pub fn unrouted(mut self, site: Option<String>) -> Self {
+        self.unrouted = Some(Unrouted { site });
         self
     }
 
@@ -155,6 +176,7 @@ impl Task {
             slot: false,
             envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
             unrecorded: None,
+            unrouted: None,
         })
     }
 

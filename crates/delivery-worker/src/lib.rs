@@ -493,13 +493,7 @@ mod tests {
         for hook in [&good, &unreadable] {
             h.backend().hooks.create(hook, 1000).await.unwrap();
         }
-        rusqlite::Connection::open(&h.config().database)
-            .unwrap()
-            .execute(
-                "UPDATE hooks SET doc = json_set(doc, '$.config.method', 'TELEPORT') WHERE id = ?1",
-                [unreadable.id.to_string()],
-            )
-            .unwrap();
+        h.make_unreadable(&unreadable.tenant, unreadable.id).await;
         assert!(h.backend().hooks.get(&unreadable.tenant, unreadable.id).await.is_err(), "the document is unreadable");
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
@@ -517,6 +511,60 @@ mod tests {
         assert_eq!(got[0].uri.path(), "/good");
     }
 
+    /// A task ingest queued unrouted (it could not read the hook) is routed here, as
+    /// ingest would have: sent if the hook wants the event, and otherwise (another event
+    /// type, another site, the hook gone) done with, with nothing sent or recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unrouted_delivery_is_sent_only_if_its_hook_wants_the_event() {
+        use hookbridge_testkit::contract::make_hook_from;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let mut hooks = Vec::new();
+        for (name, extra) in [
+            ("all", serde_json::json!({})),
+            ("devices", serde_json::json!({"event_types": ["device.*"]})),
+            ("site2", serde_json::json!({"sites": ["s2"]})),
+        ] {
+            let mut draft = serde_json::json!({"name": name, "url": receiver.url(&format!("/{name}"))});
+            draft.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let (hook, _) = make_hook_from(&h, "acme", hookbridge_core::ids::HookId::generate(), draft).await;
+            h.backend().hooks.create(&hook, 1000).await.unwrap();
+            hooks.push(hook);
+        }
+        let (gone, _) = make_hook(&h, "acme", "gone").await;
+        hooks.push(gone);
+        let worker = worker_on(h.backend());
+        let slow = &h.backend().lanes().slow;
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"tenant":"acme","site":"s1"}}"#;
+        let tasks: Vec<Task> = hooks
+            .iter()
+            .map(|hook| {
+                let key = Task::parse(&task_of(hook).body, 1).unwrap().delivery;
+                Task::new(key, 0, body).unrecorded(Utc::now(), false).unrouted(Some("s1".into()))
+            })
+            .collect();
+        slow.send_batch(&tasks.iter().map(|t| t.message(Utc::now())).collect::<Vec<_>>()).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < tasks.len() {
+            messages.extend(slow.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await;
+        assert!(outcome.failed.is_empty(), "every one is done with: {outcome:?}");
+        let got = receiver.received();
+        assert_eq!(got.iter().map(|r| r.uri.path()).collect::<Vec<_>>(), ["/all"], "only the hook that wants it");
+        for (hook, task) in hooks.iter().zip(&tasks) {
+            let recorded = h.backend().deliveries.get(hook.id, task.delivery.delivery_id).await.unwrap();
+            assert_eq!(
+                recorded.is_some(),
+                hook.config.name.as_str() == "all",
+                "{}: recorded only if sent",
+                hook.config.name
+            );
+        }
+        assert!(slow.receive(10, Duration::from_millis(200)).await.unwrap().is_empty(), "and none comes back");
+    }
+
     /// On its message's last receive, a delivery that still cannot be handled (its hook
     /// unreadable here) is recorded `FAILED` with why, its envelope kept, and its message
     /// done with. It went to the dead-letter queue, never recorded (Read did not show it)
@@ -528,13 +576,7 @@ mod tests {
         let h = EmbeddedHarness::start().await;
         let (hook, _) = make_hook(&h, "acme", "newer").await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
-        rusqlite::Connection::open(&h.config().database)
-            .unwrap()
-            .execute(
-                "UPDATE hooks SET doc = json_set(doc, '$.config.method', 'TELEPORT') WHERE id = ?1",
-                [hook.id.to_string()],
-            )
-            .unwrap();
+        h.make_unreadable(&hook.tenant, hook.id).await;
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
         let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;

@@ -221,11 +221,20 @@ fn check<'a>(
     ctx: &BatchContext<'_>,
     now: DateTime<Utc>,
     message: &'a ReceivedMessage,
-    task: Task,
+    mut task: Task,
     hooks: &HashMap<HookId, Arc<Hook>>,
 ) -> Result<Candidate<'a>, Box<Plan<'a>>> {
+    let hook = hooks.get(&task.delivery.hook_id).filter(|h| h.tenant == task.delivery.tenant);
+    if let Some(unrouted) = task.unrouted.take() {
+        // Queued by an ingest that could not read the hook: routed here, as ingest would
+        // have, and from here on a delivery like any other.
+        let wanted = hook.is_some_and(|h| h.config.wants(&task.delivery.event_type, unrouted.site.as_deref()));
+        if !wanted {
+            return Err(Box::new(Plan::Done(Done::Unwanted { message, task: Box::new(task) })));
+        }
+    }
     let key = &task.delivery;
-    let Some(hook) = hooks.get(&key.hook_id).filter(|h| h.tenant == key.tenant) else {
+    let Some(hook) = hook else {
         return Err(Box::new(Plan::Done(Done::Cancel {
             message,
             task: Box::new(task),

@@ -55,6 +55,9 @@ pub(crate) enum Done<'a> {
     /// queue's schedule, alone: the batch's other deliveries go on. On the queue's last
     /// receive it is recorded `FAILED` with `why` instead.
     Later { message: &'a ReceivedMessage, task: Box<Task>, why: &'static str },
+    /// Queued unrouted to a hook that, read now, does not want its event (or is gone):
+    /// done with, nothing recorded, as ingest would have queued nothing.
+    Unwanted { message: &'a ReceivedMessage, task: Box<Task> },
     /// Not sent, for good: recorded `CANCELLED`.
     Cancel { message: &'a ReceivedMessage, task: Box<Task>, reason: String },
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
@@ -164,6 +167,11 @@ async fn flush(
                 handled.push(message);
             }
             Done::Later { message, .. } => failed.push(message),
+            Done::Unwanted { message, task } => {
+                let k = &task.delivery;
+                tracing::debug!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, "unrouted delivery not wanted by its hook");
+                handled.push(message);
+            }
             Done::Cancel { message, task, reason } => {
                 let k = &task.delivery;
                 tracing::info!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, reason, "delivery cancelled");
@@ -360,7 +368,10 @@ fn out_of_time_event(task: &Task, hook_version: u64) -> BusEntry {
 fn message_of<'a>(d: &Done<'a>) -> Option<&'a ReceivedMessage> {
     match d {
         Done::Poison(m) => Some(m),
-        Done::Later { message, .. } | Done::Cancel { message, .. } | Done::Requeue { message, .. } => Some(message),
+        Done::Later { message, .. }
+        | Done::Unwanted { message, .. }
+        | Done::Cancel { message, .. }
+        | Done::Requeue { message, .. } => Some(message),
         Done::Attempted { ready, .. } => Some(ready.message),
     }
 }

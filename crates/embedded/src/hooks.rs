@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{HookId, TenantId};
-use hookbridge_core::ports::{HookStore, Page};
+use hookbridge_core::ports::{HookStore, Page, RoutingList};
 use hookbridge_core::{Error, Result};
 use rusqlite::{ErrorCode, OptionalExtension, params};
 
@@ -81,6 +81,29 @@ impl ParsedHooks {
                 }
             })
             .collect()
+    }
+
+    /// As [`ParsedHooks::hooks`] for ingest's routing (which makes no room): a document this
+    /// version cannot decode is named, not a failure of the whole list.
+    fn routing(&self, found: Vec<Found>) -> RoutingList {
+        let mut list = RoutingList::default();
+        for f in found {
+            match f {
+                Found::Parsed(hook) => list.hooks.push(hook),
+                Found::Doc(id, doc) => match from_doc(&doc) {
+                    Ok(hook) => {
+                        let hook = Arc::new(hook);
+                        self.keep(id, doc, &hook, Room::OnlyIfFree);
+                        list.hooks.push(hook);
+                    }
+                    Err(e) => {
+                        tracing::error!(hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
+                        list.unreadable.push(id);
+                    }
+                },
+            }
+        }
+        list
     }
 
     /// Keeps `hook`, parsed from `doc`, when there is room or `room` lets it make some.
@@ -227,7 +250,7 @@ impl HookStore for SqliteHookStore {
 
     /// As [`HookStore::list_all`], read afresh for every batch ingest routes; the hooks
     /// whose documents are unchanged come from those parsed before.
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<Arc<Hook>>> {
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
         let tenant = tenant.to_string();
         let parsed = self.parsed.clone();
         let found = self
@@ -246,7 +269,7 @@ impl HookStore for SqliteHookStore {
                 Ok(out)
             })
             .await?;
-        self.parsed.hooks(found, Room::OnlyIfFree)
+        Ok(self.parsed.routing(found))
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {

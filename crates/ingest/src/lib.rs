@@ -8,6 +8,10 @@
 //! delivery sent once costs one write (decision 0021). Envelopes several hooks share, and
 //! ones too large to ride in a message, are kept once in the event store instead.
 //!
+//! A hook whose document this version cannot read (a newer version's, mid-deploy) holds
+//! up none of its tenant's events: each event goes to it as an `unrouted` task, which the
+//! worker routes once it can read the hook (decision 0026).
+//!
 //! Idempotent per event: delivery ids are derived from the event and the hook, so a
 //! redelivered ingest message, or the same event delivered twice by the bus, records the
 //! same deliveries and the receiver sees the same `webhook-id` on any duplicate.
@@ -33,7 +37,7 @@ use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::{INLINE_BODY_MAX, Task};
 use hookbridge_core::ports::{
     Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, OutgoingMessage, Queue, ReceivedMessage,
-    ReplayStore, Resource,
+    ReplayStore, Resource, RoutingList,
 };
 use hookbridge_core::replay::ReplayPoke;
 use hookbridge_core::topology::INGEST_RECEIVES;
@@ -418,7 +422,7 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     // refuses a batch write that names one envelope twice.
     let mut seen = std::collections::HashSet::new();
     let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
-    let hooks = p.hooks.list_for_routing(tenant).await?;
+    let RoutingList { hooks, unreadable } = p.hooks.list_for_routing(tenant).await?;
     let now = Utc::now();
     let routed: Vec<(&Parsed<'_>, String, Vec<&Hook>)> = events
         .iter()
@@ -433,10 +437,13 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
         })
         .collect();
     let retention = chrono::Duration::from_std(deps.settings.event_retention).unwrap_or(chrono::Duration::days(14));
+    // A hook this version cannot read may want any event: each goes to it, and the worker,
+    // once it can read the hook, sends only what it wants (decision 0026).
+    let reach = |wanted: &[&Hook]| wanted.len() + unreadable.len();
     // Kept before any delivery is enqueued: a worker reading a large envelope finds it.
     let apart: Vec<Envelope> = routed
         .iter()
-        .filter(|(_, body, wanted)| kept_apart(body.len(), wanted.len()))
+        .filter(|(_, body, wanted)| kept_apart(body.len(), reach(wanted)))
         .map(|(e, _, _)| e.envelope.clone())
         .collect();
     if !apart.is_empty() {
@@ -447,15 +454,24 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     let mut chunk = Chunk::default();
     for (e, body, wanted) in &routed {
         let at = dated(&e.envelope, e.message.sent_at);
-        let with_delivery = !kept_apart(body.len(), wanted.len());
+        let with_delivery = !kept_apart(body.len(), reach(wanted));
+        let key = |hook_id: HookId| DeliveryKey {
+            tenant: tenant.clone(),
+            hook_id,
+            delivery_id: delivery_id(at, e.envelope.id.as_str(), hook_id),
+            event_id: e.envelope.id.clone(),
+            event_type: e.envelope.detail_type.clone(),
+        };
+        for &hook_id in &unreadable {
+            // On the slow lane: its message comes back until a worker can read the hook.
+            let task = Task::new(key(hook_id), 0, body).unrecorded(now, with_delivery).unrouted(e.site.clone());
+            chunk.slow.push(task.message(now));
+            if chunk.len() >= CHUNK {
+                chunk.flush(p).await?;
+            }
+        }
         for hook in wanted {
-            let key = DeliveryKey {
-                tenant: tenant.clone(),
-                hook_id: hook.id,
-                delivery_id: delivery_id(at, e.envelope.id.as_str(), hook.id),
-                event_id: e.envelope.id.clone(),
-                event_type: e.envelope.detail_type.clone(),
-            };
+            let key = key(hook.id);
             match deliverable(hook) {
                 Ok(()) => {
                     // Nothing is written for it here: the worker's first record makes it.
@@ -481,6 +497,7 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
         tenant = %tenant,
         events = events.len(),
         deliveries = chunk.sent,
+        unreadable_hooks = unreadable.len(),
         cancelled = chunk.cancelled_total,
         "events ingested"
     );

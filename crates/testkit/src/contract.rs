@@ -512,14 +512,14 @@ pub async fn hooks_get_many_sees_every_change(h: &dyn Harness) {
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].revision, got[0].config.description.as_deref()), (revision, Some(description)));
         assert_eq!(*got[0], changed, "the whole hook as stored");
-        let routed = store.list_for_routing(&hook.tenant).await.expect("list for routing");
+        let routed = store.list_for_routing(&hook.tenant).await.expect("list for routing").hooks;
         assert_eq!(routed.iter().map(|h| h.as_ref()).collect::<Vec<_>>(), vec![&changed], "routed as stored");
     }
     let other = tenant(&h.unique("tenant"));
     assert!(store.get_many(&[(other, hook.id)]).await.expect("another tenant's key").is_empty());
     store.delete(&hook.tenant, hook.id).await.expect("delete");
     assert!(read().await.is_empty(), "a deleted hook is not returned");
-    assert!(store.list_for_routing(&hook.tenant).await.expect("list for routing").is_empty(), "nor routed to");
+    assert!(store.list_for_routing(&hook.tenant).await.expect("list for routing").hooks.is_empty(), "nor routed to");
 }
 
 /// The stored form of a hook holds no secret value in clear.

@@ -36,7 +36,14 @@ pub trait Harness: Send + Sync {
     /// `secrets` sealed in the format from before blobs were bound to their hook, as a
     /// store written by an older version holds them.
     async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets;
+
+    /// Rewrites the hook's stored document as a newer version might write it (a method this
+    /// version does not know), so that this version can no longer read it.
+    async fn make_unreadable(&self, tenant: &TenantId, id: HookId);
 }
+
+/// The method [`Harness::make_unreadable`] writes.
+const UNKNOWN_METHOD: &str = "TELEPORT";
 
 /// The database file's name in the harness's temporary directory.
 const DATABASE: &str = "hookbridge.db";
@@ -152,6 +159,17 @@ impl Harness for EmbeddedHarness {
         let sealer = hookbridge_embedded::LocalKeySealer::load(&self.config.key_file).expect("key file");
         sealer.seal_unbound(secrets).expect("seal")
     }
+
+    async fn make_unreadable(&self, tenant: &TenantId, id: HookId) {
+        let changed = rusqlite::Connection::open(&self.config.database)
+            .expect("open database")
+            .execute(
+                "UPDATE hooks SET doc = json_set(doc, '$.config.method', ?1) WHERE tenant = ?2 AND id = ?3",
+                [UNKNOWN_METHOD, &tenant.to_string(), &id.to_string()],
+            )
+            .expect("rewrite hook");
+        assert_eq!(changed, 1, "no such hook");
+    }
 }
 
 /// The AWS backend on the emulator, with resources of its own (a unique name prefix).
@@ -229,5 +247,25 @@ impl Harness for AwsHarness {
     async fn seal_unbound(&self, secrets: &HookSecrets) -> SealedSecrets {
         let sealer = hookbridge_aws::KmsSealer::new(self.clients.kms.clone(), self.resources.kms_key.clone());
         sealer.seal_unbound(secrets).await.expect("seal")
+    }
+
+    async fn make_unreadable(&self, tenant: &TenantId, id: HookId) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let key = [("PK", format!("T#{tenant}")), ("SK", format!("H#{id}"))]
+            .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
+        let db = &self.clients.dynamodb;
+        let table = &self.resources.table;
+        let item = db.get_item().table_name(table).set_key(Some(key.clone().into())).send().await.expect("get hook");
+        let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such hook");
+        let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("hook JSON");
+        doc["config"]["method"] = UNKNOWN_METHOD.into();
+        db.update_item()
+            .table_name(table)
+            .set_key(Some(key.into()))
+            .update_expression("SET doc = :doc")
+            .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
+            .send()
+            .await
+            .expect("rewrite hook");
     }
 }

@@ -35,13 +35,13 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     assert_eq!(first[0].config.description, None);
     let again = h.backend().hooks.get_many(&key).await.unwrap();
     assert!(Arc::ptr_eq(&first[0], &again[0]), "unchanged, the hook parsed before");
-    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap();
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
     assert!(Arc::ptr_eq(&first[0], &routed[0]), "routed as parsed before");
     describe_every_hook_in_place(&h, "changed in place").await;
     let second = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!((second[0].revision, second[0].config.description.as_deref()), (1, Some("changed in place")));
     assert!(!Arc::ptr_eq(&first[0], &second[0]));
-    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap();
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
     assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
 }
 
@@ -53,8 +53,8 @@ async fn routing_keeps_hooks_only_while_there_is_room() {
     let hooks = &h.backend().hooks;
     let (small, _) = make_hook(&h, "tenant-s", "small").await;
     hooks.create(&small, 1000).await.unwrap();
-    let routed = hooks.list_for_routing(&small.tenant).await.unwrap();
-    assert!(Arc::ptr_eq(&routed[0], &hooks.list_for_routing(&small.tenant).await.unwrap()[0]), "kept while room");
+    let routed = hooks.list_for_routing(&small.tenant).await.unwrap().hooks;
+    assert!(Arc::ptr_eq(&routed[0], &hooks.list_for_routing(&small.tenant).await.unwrap().hooks[0]), "kept while room");
 
     // The worker's hooks fill every place (1,024, one of them the small tenant's).
     let mut worked = vec![(small.tenant.clone(), small.id)];
@@ -74,7 +74,7 @@ async fn routing_keeps_hooks_only_while_there_is_room() {
         hooks.create(&hook, 1000).await.unwrap();
     }
     for _ in 0..2 {
-        assert_eq!(hooks.list_for_routing(&"tenant-big".parse().unwrap()).await.unwrap().len(), 1_000);
+        assert_eq!(hooks.list_for_routing(&"tenant-big".parse().unwrap()).await.unwrap().hooks.len(), 1_000);
     }
     let mut again = Vec::new();
     for batch in worked.chunks(10) {
@@ -115,7 +115,7 @@ async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
                 }
             }
             for tenant in ["tenant-0", "tenant-1"] {
-                let routed = h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap();
+                let routed = h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap().hooks;
                 assert_eq!(routed.len(), 550);
                 assert!(routed.iter().all(|hook| hook.tenant.as_str() == tenant));
                 assert!(routed.iter().all(|hook| hook.config.description.as_deref() == description));

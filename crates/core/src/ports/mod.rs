@@ -21,7 +21,7 @@ pub use sealer::Sealer;
 pub use settlement::{CarriedOn, Settled, Settlement};
 pub use store::{
     Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Order, Page, PortalStore,
-    ReplayStore, StoredResponse, Window,
+    ReplayStore, RoutingList, StoredResponse, Window,
 };
 
 use std::sync::Arc;

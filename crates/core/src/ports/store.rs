@@ -95,6 +95,18 @@ pub enum Order {
     OldestFirst,
 }
 
+/// A tenant's hooks as ingest routes events to them.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingList {
+    /// The hooks this version can read.
+    pub hooks: Vec<std::sync::Arc<Hook>>,
+    /// Hooks whose stored documents this version cannot decode: written by a newer
+    /// version during a deploy, or damaged. Ingest cannot tell which events they want, so it
+    /// queues every event to them and the worker, once it can read them, decides
+    /// (docs/decisions/0026); a tenant's other hooks are not held up by them.
+    pub unreadable: Vec<HookId>,
+}
+
 /// Hooks, with names unique per tenant and optimistic locking.
 #[async_trait]
 pub trait HookStore: Send + Sync {
@@ -120,9 +132,12 @@ pub trait HookStore: Send + Sync {
     /// Every hook of the tenant, for routing events to them: current in all that
     /// [`Hook::routing`] covers, and possibly up to a minute old in the rest (a store may
     /// keep a big tenant's list between reads). Shared, as [`HookStore::get_many`]'s are.
-    /// The default is [`HookStore::list_all`].
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<Vec<std::sync::Arc<Hook>>> {
-        Ok(self.list_all(tenant).await?.into_iter().map(std::sync::Arc::new).collect())
+    /// A hook whose document this version cannot decode is named in
+    /// [`RoutingList::unreadable`] rather than failing the whole list. The default is
+    /// [`HookStore::list_all`], which fails instead.
+    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
+        let hooks = self.list_all(tenant).await?.into_iter().map(std::sync::Arc::new).collect();
+        Ok(RoutingList { hooks, unreadable: Vec::new() })
     }
 
     /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
