@@ -2,6 +2,7 @@
 //! the AWS SDK. The endpoint is overridden only by the SDK's standard `AWS_ENDPOINT_URL`,
 //! so the same code runs in a real account and against the emulator.
 
+mod adapters;
 pub mod config;
 mod deliveries;
 mod dynamo;
@@ -23,10 +24,9 @@ mod sqs;
 pub mod telemetry;
 mod token_key;
 
-use std::sync::Arc;
-
 use hookbridge_core::ports::Backend;
 
+pub use adapters::Adapters;
 pub use config::Config;
 pub use dynamo::Table;
 pub use eventbridge::EventBridgeBus;
@@ -78,23 +78,5 @@ impl Clients {
 
 /// The ports over these resources.
 pub fn backend(clients: &Clients, r: &Resources) -> Backend {
-    let table = Table::new(clients.dynamodb.clone(), r.table.clone());
-    Backend {
-        hooks: Arc::new(hooks::DynamoHookStore::new(table.clone())),
-        deliveries: Arc::new(deliveries::DynamoDeliveryStore::new(table.clone())),
-        events: Arc::new(events::DynamoEventStore::new(table.clone())),
-        idempotency: Arc::new(idempotency::DynamoIdempotencyStore::new(table.clone())),
-        event_types: Arc::new(event_types::DynamoEventTypeStore::new(table.clone())),
-        portal: Arc::new(portal::DynamoPortalStore::new(table.clone())),
-        replays: Arc::new(replays::DynamoReplayStore::new(table.clone())),
-        limiter: Arc::new(limiter::DynamoRateLimiter::new(table)),
-        bus: Arc::new(EventBridgeBus::new(clients.eventbridge.clone(), r.bus.clone())),
-        ingest_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.ingest_queue_url.clone())),
-        delivery_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.delivery_queue_url.clone())),
-        slow_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.slow_queue_url.clone())),
-        verify_queue: Arc::new(SqsQueue::new(clients.sqs.clone(), r.verify_queue_url.clone())),
-        sealer: Arc::new(KmsSealer::new(clients.kms.clone(), r.kms_key.clone())),
-        // DynamoDB and SQS share no transaction: the worker writes in turn.
-        settlement: None,
-    }
+    Adapters::of_clients(clients, r).backend()
 }

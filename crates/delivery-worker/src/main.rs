@@ -1,5 +1,5 @@
 use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
-use hookbridge_aws::{Clients, Config};
+use hookbridge_aws::{Adapters, Config};
 use hookbridge_core::hook::Lane;
 use hookbridge_outbound::{Outbound, OutboundSettings};
 
@@ -7,9 +7,21 @@ use hookbridge_outbound::{Outbound, OutboundSettings};
 async fn main() -> Result<(), lambda_runtime::Error> {
     hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
-    let clients = Clients::from_env().await;
+    // Only the ports it uses: a whole backend would bring every store's code.
+    let aws = Adapters::from_env(config.resources.clone()).await;
+    let ports = WorkerPorts {
+        hooks: aws.hooks(),
+        deliveries: aws.deliveries(),
+        events: aws.events(),
+        lanes: aws.lanes(),
+        bus: aws.bus(),
+        sealer: aws.sealer(),
+        limiter: aws.limiter(),
+        // DynamoDB and SQS share no transaction: the worker writes in turn.
+        settlement: None,
+    };
     let worker = Worker::new(
-        WorkerPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
+        ports,
         Outbound::new(OutboundSettings::from_settings(&config.settings))?,
         WorkerSettings {
             emf_stack: Some(config.settings.topology.prefix.clone()),

@@ -1,13 +1,21 @@
-use hookbridge_aws::{Clients, Config};
+use hookbridge_aws::{Adapters, Config};
 use ingest::{Ingest, IngestPorts, IngestSettings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
-    let clients = Clients::from_env().await;
+    // Only the ports it uses: a whole backend would bring every store's code.
+    let aws = Adapters::from_env(config.resources.clone()).await;
     let deps = Ingest {
-        ports: IngestPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
+        ports: IngestPorts {
+            hooks: aws.hooks(),
+            deliveries: aws.deliveries(),
+            events: aws.events(),
+            ingest: aws.ingest_queue(),
+            replays: aws.replays(),
+            lanes: aws.lanes(),
+        },
         settings: IngestSettings::from_settings(&config.settings),
     };
     hookbridge_aws::lambda::run_sqs(|records, deadline| {

@@ -1,4 +1,4 @@
-use hookbridge_aws::{Clients, Config};
+use hookbridge_aws::{Adapters, Config};
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use verifier::{Verifier, VerifierPorts};
 
@@ -6,9 +6,10 @@ use verifier::{Verifier, VerifierPorts};
 async fn main() -> Result<(), lambda_runtime::Error> {
     hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
-    let clients = Clients::from_env().await;
+    // Only the ports it uses: a whole backend would bring every store's code.
+    let aws = Adapters::from_env(config.resources.clone()).await;
     let verifier = Verifier {
-        ports: VerifierPorts::of(&hookbridge_aws::backend(&clients, &config.resources)),
+        ports: VerifierPorts { hooks: aws.hooks(), sealer: aws.sealer(), bus: aws.bus(), verify: aws.verify_queue() },
         outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
         account: config.settings.account.clone(),
         region: config.settings.region.clone(),
