@@ -565,6 +565,37 @@ mod tests {
         assert!(slow.receive(10, Duration::from_millis(200)).await.unwrap().is_empty(), "and none comes back");
     }
 
+    /// An unrouted task whose hook the worker cannot read either comes back, and on its
+    /// last receive is left for the dead-letter queue with nothing recorded: whether the
+    /// hook wants the event is not known, and a record would show the event (perhaps
+    /// another site's) to whoever reads the hook.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unrouted_delivery_whose_hook_cannot_be_read_is_never_recorded() {
+        use hookbridge_core::topology::LANE_RECEIVES;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "newer").await;
+        hook.config.url = receiver.url("/newer");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        h.make_unreadable(&hook.tenant, hook.id).await;
+        let worker = worker_on(h.backend());
+        let slow = &h.backend().lanes().slow;
+        let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"tenant":"acme","site":"s1"}}"#;
+        let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true).unrouted(Some("s1".into()));
+        slow.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        let mut messages = slow.receive(10, Duration::from_secs(5)).await.unwrap();
+
+        for receive_count in [1, LANE_RECEIVES] {
+            messages[0].receive_count = receive_count;
+            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await;
+            assert_eq!(outcome.failed, [messages[0].id.clone()], "receive {receive_count}: it comes back");
+            let recorded = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap();
+            assert!(recorded.is_none(), "receive {receive_count}: nothing recorded: {recorded:?}");
+        }
+        assert!(receiver.received().is_empty(), "nothing sent");
+    }
+
     /// On its message's last receive, a delivery that still cannot be handled (its hook
     /// unreadable here) is recorded `FAILED` with why, its envelope kept, and its message
     /// done with. It went to the dead-letter queue, never recorded (Read did not show it)

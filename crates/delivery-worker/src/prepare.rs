@@ -179,6 +179,7 @@ async fn read_hooks(
         .collect()
         .await;
     let (mut hooks, mut unreadable) = (HashMap::new(), HashSet::new());
+    let mut store_failing = false;
     for (id, read) in one_by_one {
         match read {
             Ok(Some(h)) => {
@@ -186,13 +187,16 @@ async fn read_hooks(
             }
             Ok(None) => {}
             Err(e) => {
+                store_failing |= !matches!(e, hookbridge_core::Error::Corrupt { .. });
                 tracing::warn!(hook_id = %id, error = %e, "a hook could not be read; its deliveries come back later");
                 unreadable.insert(id);
             }
         }
     }
-    if unreadable.len() == asked {
-        // Not one could be read: the store is failing, not a hook. The batch comes back.
+    if unreadable.len() == asked && store_failing {
+        // Not one could be read, and not for its document: the store is failing, not a
+        // hook. The batch comes back. (A batch of one unreadable hook's deliveries, as a
+        // slow-lane batch of tasks ingest could not route often is, is that hook's trouble.)
         return Err(together);
     }
     Ok((hooks, unreadable))

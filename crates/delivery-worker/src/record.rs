@@ -154,6 +154,14 @@ async fn flush(
                 w.ports.lanes.get(ctx.lane).reject(m).await;
                 failed.push(m);
             }
+            Done::Later { message, task, .. } if task.unrouted.is_some() && message.receive_count >= LANE_RECEIVES => {
+                // Never routed: whether its hook wants the event is not known, so nothing
+                // is recorded (a record would show the event, perhaps another site's, to
+                // whoever reads the hook). It goes to the dead-letter queue.
+                let k = &task.delivery;
+                tracing::error!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, "an unrouted delivery's hook could not be read on any of its receives; it goes to the dead-letter queue");
+                failed.push(message);
+            }
             Done::Later { message, task, why } if message.receive_count >= LANE_RECEIVES => {
                 // Failed again, it would go to the dead-letter queue and its delivery stay
                 // as it was: never recorded, or `RETRYING` for ever. Recorded as given up

@@ -85,7 +85,7 @@ impl ParsedHooks {
 
     /// As [`ParsedHooks::hooks`] for ingest's routing (which makes no room): a document this
     /// version cannot decode is named, not a failure of the whole list.
-    fn routing(&self, found: Vec<Found>) -> RoutingList {
+    fn routing(&self, tenant: &str, found: Vec<Found>) -> RoutingList {
         let mut list = RoutingList::default();
         for f in found {
             match f {
@@ -97,7 +97,7 @@ impl ParsedHooks {
                         list.hooks.push(hook);
                     }
                     Err(e) => {
-                        tracing::error!(hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
+                        tracing::error!(tenant, hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
                         list.unreadable.push(id);
                     }
                 },
@@ -251,7 +251,8 @@ impl HookStore for SqliteHookStore {
     /// As [`HookStore::list_all`], read afresh for every batch ingest routes; the hooks
     /// whose documents are unchanged come from those parsed before.
     async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
-        let tenant = tenant.to_string();
+        let name = tenant.to_string();
+        let tenant = name.clone();
         let parsed = self.parsed.clone();
         let found = self
             .db
@@ -269,7 +270,7 @@ impl HookStore for SqliteHookStore {
                 Ok(out)
             })
             .await?;
-        Ok(self.parsed.routing(found))
+        Ok(self.parsed.routing(&name, found))
     }
 
     async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {

@@ -63,6 +63,13 @@ pub const EVENT_TIME_TRUSTED: chrono::Duration = chrono::Duration::hours(1);
 /// the future, and Read and replays (which end now) would not show them until then.
 pub const EVENT_TIME_AHEAD: chrono::Duration = chrono::Duration::seconds(5);
 
+/// The most hooks of a tenant this version cannot read whose events ingest queues to them
+/// unrouted (decision 0026). Each costs a message per event whether the hook wants it or
+/// not; a tenant with more (its documents rewritten by a newer version, a deploy under way)
+/// has its events fail and come back, as they all did before, until a version that reads
+/// them routes them.
+pub const UNROUTED_HOOKS_MOST: usize = 16;
+
 /// What ingest needs besides the ports.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -423,6 +430,12 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     let mut seen = std::collections::HashSet::new();
     let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
     let RoutingList { hooks, unreadable } = p.hooks.list_for_routing(tenant).await?;
+    if unreadable.len() > UNROUTED_HOOKS_MOST {
+        return Err(hookbridge_core::Error::backend(
+            "ingest.route",
+            format!("{} of the tenant's hooks cannot be read by this version", unreadable.len()),
+        ));
+    }
     let now = Utc::now();
     let routed: Vec<(&Parsed<'_>, String, Vec<&Hook>)> = events
         .iter()

@@ -66,3 +66,27 @@ async fn a_hook_that_cannot_be_read_holds_up_none_of_its_tenants_events_embedded
 async fn a_hook_that_cannot_be_read_holds_up_none_of_its_tenants_events_aws() {
     a_hook_that_cannot_be_read_holds_up_none_of_its_tenants_events(&AwsHarness::start().await).await;
 }
+
+/// More unreadable hooks than ingest queues unrouted events to (a tenant whose documents a
+/// newer version rewrote, mid-deploy): the tenant's events fail and come back, as they all
+/// did before, rather than cost a message per hook per event whether wanted or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_many_hooks_that_cannot_be_read_has_its_events_come_back() {
+    let h = EmbeddedHarness::start().await;
+    let tenant = h.unique("tenant");
+    for i in 0..=ingest::UNROUTED_HOOKS_MOST {
+        let (hook, _) = make_hook(&h, &tenant, &format!("newer-{i}")).await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        h.make_unreadable(&hook.tenant, hook.id).await;
+    }
+    let sent_at = Utc::now();
+    let time = sent_at.format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        r#"{{"version":"0","id":"e-many","detail-type":"user.login","source":"idp","account":"1","time":"{time}","region":"r","resources":[],"detail":{{"tenant":"{tenant}"}}}}"#
+    );
+    let message = ReceivedMessage { id: "m1".into(), body, receipt: Receipt("r-m1".into()), receive_count: 1, sent_at };
+    let outcome = ingest::handle(&common::deps(&h), &[message]).await;
+    assert_eq!(outcome.failed, ["m1"], "the event comes back");
+    let queued = h.backend().lanes().slow.receive(10, std::time::Duration::from_millis(300)).await.unwrap();
+    assert!(queued.is_empty(), "nothing queued unrouted");
+}
