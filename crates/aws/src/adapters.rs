@@ -10,8 +10,8 @@
 use std::sync::{Arc, OnceLock};
 
 use hookbridge_core::ports::{
-    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Lanes, PortalStore, Queue,
-    RateLimiter, ReplayStore, Sealer,
+    Backend, Bus, DeliveryStore, EventStore, EventTypeStore, HookAccess, HookStore, IdempotencyStore, Lanes,
+    PortalStore, Queue, RateLimiter, ReplayStore, Sealer,
 };
 
 use crate::dynamo::Table;
@@ -81,6 +81,12 @@ impl Adapters {
 
     /// Hooks.
     pub fn hooks(&self) -> Arc<dyn HookStore> {
+        Arc::new(crate::hooks::DynamoHookStore::new(self.table()))
+    }
+
+    /// Hooks, as the worker and the verifier use them: made as such, not from a whole
+    /// [`HookStore`], so that the rest of the store's code is not in their binaries.
+    pub fn hook_access(&self) -> Arc<dyn HookAccess> {
         Arc::new(crate::hooks::DynamoHookStore::new(self.table()))
     }
 

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
-use hookbridge_core::ports::{HookStore, Page, RoutingList};
+use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
@@ -124,41 +124,7 @@ fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>>
 }
 
 #[async_trait]
-impl HookStore for DynamoHookStore {
-    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()> {
-        let guard = guard_item(hook);
-        let put_hook = Put::builder()
-            .table_name(&self.table.name)
-            .set_item(Some(hook_item(hook)?))
-            .condition_expression("attribute_not_exists(PK)")
-            .build()
-            .map_err(build_err)?;
-        let put_guard = Put::builder()
-            .table_name(&self.table.name)
-            .set_item(Some(guard))
-            .condition_expression("attribute_not_exists(PK)")
-            .build()
-            .map_err(build_err)?;
-        let r = self
-            .transact(vec![
-                TransactWriteItem::builder().put(put_hook).build(),
-                TransactWriteItem::builder().put(put_guard).build(),
-                count_by(&self.table.name, &hook.tenant, 1, Some(max_hooks))?,
-            ])
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => match failed_conditions(&e) {
-                Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
-                Some(failed) if failed.get(2) == Some(&true) => Err(Error::QuotaReached { limit: max_hooks }),
-                Some(failed) if failed.first() == Some(&true) => {
-                    Err(Error::corrupt_as("a hook id (it collided with a stored one)"))
-                }
-                _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
-            },
-        }
-    }
-
+impl HookAccess for DynamoHookStore {
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>> {
         let out = self
             .table
@@ -212,6 +178,86 @@ impl HookStore for DynamoHookStore {
         Ok(hooks)
     }
 
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
+        let item = hook_item(hook)?;
+        let written = item.get(DOC).cloned().ok_or_else(|| Error::backend("hooks.replace", "no document"))?;
+        // Or this very write, stored already: the SDK sends a request again when its answer
+        // was lost, and the repeat found the revision it had itself moved on, and answered
+        // a conflict (a `PUT` with `If-Match` got `409` for a change that was saved).
+        let r = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .condition_expression("#v = :expected OR #doc = :doc")
+            .expression_attribute_names("#v", REVISION)
+            .expression_attribute_names("#doc", DOC)
+            .expression_attribute_values(":expected", n(expected_revision))
+            .expression_attribute_values(":doc", written.clone())
+            // The hook as it was (at no cost in capacity), to tell whether ingest's view of it changed.
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                let before = out.attributes.as_ref().filter(|old| old.get(DOC) != Some(&written));
+                // A repeat of this very write (its answer lost) cannot tell what the first
+                // replaced, nor can an unreadable old document: marked either way.
+                let same_routing = before
+                    .and_then(|old| doc::<Hook>(old, "hook").ok())
+                    .is_some_and(|old| old.routing() == hook.routing());
+                if !same_routing && let Err(e) = mark_changed(&self.table, &hook.tenant).await {
+                    // Stored already, so not answered as a failure: lists kept elsewhere
+                    // miss the change for at most `hook_lists::KEPT_FOR`.
+                    tracing::warn!(tenant = %hook.tenant, error = %e, "a hook changed, but its tenant's hooks marker was not");
+                }
+                Ok(())
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Err(Error::VersionConflict)
+            }
+            Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl HookStore for DynamoHookStore {
+    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()> {
+        let guard = guard_item(hook);
+        let put_hook = Put::builder()
+            .table_name(&self.table.name)
+            .set_item(Some(hook_item(hook)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(build_err)?;
+        let put_guard = Put::builder()
+            .table_name(&self.table.name)
+            .set_item(Some(guard))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(build_err)?;
+        let r = self
+            .transact(vec![
+                TransactWriteItem::builder().put(put_hook).build(),
+                TransactWriteItem::builder().put(put_guard).build(),
+                count_by(&self.table.name, &hook.tenant, 1, Some(max_hooks))?,
+            ])
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => match failed_conditions(&e) {
+                Some(failed) if failed.get(1) == Some(&true) => Err(Error::NameTaken),
+                Some(failed) if failed.get(2) == Some(&true) => Err(Error::QuotaReached { limit: max_hooks }),
+                Some(failed) if failed.first() == Some(&true) => {
+                    Err(Error::corrupt_as("a hook id (it collided with a stored one)"))
+                }
+                _ => Err(Error::backend("dynamodb.TransactWriteItems", e)),
+            },
+        }
+    }
+
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
         let start = match cursor {
             Some(c) => Some(c.parse::<HookId>().map_err(|_| Error::InvalidCursor)?),
@@ -254,49 +300,6 @@ impl HookStore for DynamoHookStore {
         let list = self.query_shared(tenant).await?;
         self.lists.read(tenant, marker, &list);
         Ok(list)
-    }
-
-    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
-        let item = hook_item(hook)?;
-        let written = item.get(DOC).cloned().ok_or_else(|| Error::backend("hooks.replace", "no document"))?;
-        // Or this very write, stored already: the SDK sends a request again when its answer
-        // was lost, and the repeat found the revision it had itself moved on, and answered
-        // a conflict (a `PUT` with `If-Match` got `409` for a change that was saved).
-        let r = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("#v = :expected OR #doc = :doc")
-            .expression_attribute_names("#v", REVISION)
-            .expression_attribute_names("#doc", DOC)
-            .expression_attribute_values(":expected", n(expected_revision))
-            .expression_attribute_values(":doc", written.clone())
-            // The hook as it was (at no cost in capacity), to tell whether ingest's view of it changed.
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match r {
-            Ok(out) => {
-                let before = out.attributes.as_ref().filter(|old| old.get(DOC) != Some(&written));
-                // A repeat of this very write (its answer lost) cannot tell what the first
-                // replaced, nor can an unreadable old document: marked either way.
-                let same_routing = before
-                    .and_then(|old| doc::<Hook>(old, "hook").ok())
-                    .is_some_and(|old| old.routing() == hook.routing());
-                if !same_routing && let Err(e) = mark_changed(&self.table, &hook.tenant).await {
-                    // Stored already, so not answered as a failure: lists kept elsewhere
-                    // miss the change for at most `hook_lists::KEPT_FOR`.
-                    tracing::warn!(tenant = %hook.tenant, error = %e, "a hook changed, but its tenant's hooks marker was not");
-                }
-                Ok(())
-            }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                Err(Error::VersionConflict)
-            }
-            Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
-        }
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {

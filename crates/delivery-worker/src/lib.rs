@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use hookbridge_core::health::DisableRule;
 use hookbridge_core::hook::Lane;
 use hookbridge_core::ports::{
-    Backend, BatchOutcome, Bus, DeliveryStore, EventStore, HookStore, Lanes, RateLimiter, Receipt, ReceivedMessage,
+    Backend, BatchOutcome, Bus, DeliveryStore, EventStore, HookAccess, Lanes, RateLimiter, Receipt, ReceivedMessage,
     Resource, Sealer, Settlement,
 };
 use hookbridge_core::retry::RetrySchedule;
@@ -34,7 +34,7 @@ use hookbridge_outbound::Outbound;
 #[derive(Clone)]
 pub struct WorkerPorts {
     /// Hooks: read per batch; health, circuit and probe claims written.
-    pub hooks: Arc<dyn HookStore>,
+    pub hooks: Arc<dyn HookAccess>,
     /// Attempts and statuses.
     pub deliveries: Arc<dyn DeliveryStore>,
     /// Envelopes too large to ride in the message.

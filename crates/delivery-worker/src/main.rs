@@ -10,7 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Only the ports it uses: a whole backend would bring every store's code.
     let aws = Adapters::from_env(config.resources.clone()).await;
     let ports = WorkerPorts {
-        hooks: aws.hooks(),
+        hooks: aws.hook_access(),
         deliveries: aws.deliveries(),
         events: aws.events(),
         lanes: aws.lanes(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{HookId, TenantId};
-use hookbridge_core::ports::{HookStore, Page, RoutingList};
+use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList};
 use hookbridge_core::{Error, Result};
 use rusqlite::{ErrorCode, OptionalExtension, params};
 
@@ -144,32 +144,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 #[async_trait]
-impl HookStore for SqliteHookStore {
-    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()> {
-        let doc = to_doc(hook)?;
-        let (tenant, id, name, revision) =
-            (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.revision);
-        self.db
-            .write(move |c| {
-                let count: i64 = c
-                    .query_row("SELECT COUNT(*) FROM hooks WHERE tenant = ?1", [&tenant], |r| r.get(0))
-                    .map_err(sql("hooks.create"))?;
-                if count >= i64::from(max_hooks) {
-                    return Err(Error::QuotaReached { limit: max_hooks });
-                }
-                match c.execute(
-                    "INSERT INTO hooks (tenant, id, name, revision, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![tenant, id, name, revision as i64, doc],
-                ) {
-                    Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => return Err(Error::NameTaken),
-                    Err(e) => return Err(sql("hooks.create")(e)),
-                }
-                Ok(())
-            })
-            .await
-    }
-
+impl HookAccess for SqliteHookStore {
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let doc: Option<String> = self
@@ -206,6 +181,53 @@ impl HookStore for SqliteHookStore {
             })
             .await?;
         self.parsed.hooks(found, Room::Evict)
+    }
+
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
+        let doc = to_doc(hook)?;
+        let (tenant, id, revision) = (hook.tenant.to_string(), hook.id.to_string(), hook.revision);
+        let changed = self
+            .db
+            .write(move |c| {
+                c.execute(
+                    // Or this very write, stored already, as the DynamoDB store answers a
+                    // write its SDK sent again.
+                    "UPDATE hooks SET doc = ?1, revision = ?2
+                     WHERE tenant = ?3 AND id = ?4 AND (revision = ?5 OR doc = ?1)",
+                    params![doc, revision as i64, tenant, id, expected_revision as i64],
+                )
+                .map_err(sql("hooks.replace"))
+            })
+            .await?;
+        if changed == 1 { Ok(()) } else { Err(Error::VersionConflict) }
+    }
+}
+
+#[async_trait]
+impl HookStore for SqliteHookStore {
+    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()> {
+        let doc = to_doc(hook)?;
+        let (tenant, id, name, revision) =
+            (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.revision);
+        self.db
+            .write(move |c| {
+                let count: i64 = c
+                    .query_row("SELECT COUNT(*) FROM hooks WHERE tenant = ?1", [&tenant], |r| r.get(0))
+                    .map_err(sql("hooks.create"))?;
+                if count >= i64::from(max_hooks) {
+                    return Err(Error::QuotaReached { limit: max_hooks });
+                }
+                match c.execute(
+                    "INSERT INTO hooks (tenant, id, name, revision, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![tenant, id, name, revision as i64, doc],
+                ) {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => return Err(Error::NameTaken),
+                    Err(e) => return Err(sql("hooks.create")(e)),
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>> {
@@ -271,25 +293,6 @@ impl HookStore for SqliteHookStore {
             })
             .await?;
         Ok(self.parsed.routing(&name, found))
-    }
-
-    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()> {
-        let doc = to_doc(hook)?;
-        let (tenant, id, revision) = (hook.tenant.to_string(), hook.id.to_string(), hook.revision);
-        let changed = self
-            .db
-            .write(move |c| {
-                c.execute(
-                    // Or this very write, stored already, as the DynamoDB store answers a
-                    // write its SDK sent again.
-                    "UPDATE hooks SET doc = ?1, revision = ?2
-                     WHERE tenant = ?3 AND id = ?4 AND (revision = ?5 OR doc = ?1)",
-                    params![doc, revision as i64, tenant, id, expected_revision as i64],
-                )
-                .map_err(sql("hooks.replace"))
-            })
-            .await?;
-        if changed == 1 { Ok(()) } else { Err(Error::VersionConflict) }
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {

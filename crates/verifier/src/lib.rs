@@ -12,7 +12,7 @@ use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
-use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookStore, Queue, ReceivedMessage, Resource, Sealer};
+use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookAccess, Queue, ReceivedMessage, Resource, Sealer};
 use hookbridge_outbound::Outbound;
 use tracing::Instrument;
 
@@ -22,7 +22,7 @@ pub use check::{Findings, challenge_value};
 #[derive(Clone)]
 pub struct VerifierPorts {
     /// Hooks: read, and their connection state written.
-    pub hooks: Arc<dyn HookStore>,
+    pub hooks: Arc<dyn HookAccess>,
     /// Opens hook secrets (OAuth client secrets).
     pub sealer: Arc<dyn Sealer>,
     /// Verification outcomes as operational events.

@@ -9,7 +9,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Only the ports it uses: a whole backend would bring every store's code.
     let aws = Adapters::from_env(config.resources.clone()).await;
     let verifier = Verifier {
-        ports: VerifierPorts { hooks: aws.hooks(), sealer: aws.sealer(), bus: aws.bus(), verify: aws.verify_queue() },
+        ports: VerifierPorts {
+            hooks: aws.hook_access(),
+            sealer: aws.sealer(),
+            bus: aws.bus(),
+            verify: aws.verify_queue(),
+        },
         outbound: Outbound::new(OutboundSettings::from_settings(&config.settings))?,
         account: config.settings.account.clone(),
         region: config.settings.region.clone(),

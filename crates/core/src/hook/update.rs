@@ -2,7 +2,7 @@
 //! read, and read again when someone else wrote in between.
 
 use crate::Error;
-use crate::ports::HookStore;
+use crate::ports::HookAccess;
 
 use super::model::Hook;
 
@@ -31,7 +31,7 @@ pub enum Modified<T> {
 /// may await (to open or seal secrets). The successor's revision is set here; everything
 /// else about it (`version`, `updated_at`) is the caller's to decide.
 pub async fn modify<T, E, F, Fut>(
-    store: &dyn HookStore,
+    store: &dyn HookAccess,
     first: Hook,
     rounds: u32,
     mut change: F,

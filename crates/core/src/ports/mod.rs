@@ -20,8 +20,8 @@ pub use queue::{
 pub use sealer::Sealer;
 pub use settlement::{CarriedOn, Settled, Settlement};
 pub use store::{
-    Claim, DeliveryStore, EventStore, EventTypeStore, HookStore, IdempotencyStore, Order, Page, PortalStore,
-    ReplayStore, RoutingList, StoredResponse, Window,
+    Claim, DeliveryStore, EventStore, EventTypeStore, HookAccess, HookStore, IdempotencyStore, Order, Page,
+    PortalStore, ReplayStore, RoutingList, StoredResponse, Window,
 };
 
 use std::sync::Arc;

@@ -107,14 +107,12 @@ pub struct RoutingList {
     pub unreadable: Vec<HookId>,
 }
 
-/// Hooks, with names unique per tenant and optimistic locking.
+/// What the delivery worker and the verifier need of hooks: a hook read, several read
+/// together, and one written back (its health, its connection state). Apart from
+/// [`HookStore`] so that a function holding only this carries none of the rest of a
+/// store's code: a trait object keeps every method of its implementation in the binary.
 #[async_trait]
-pub trait HookStore: Send + Sync {
-    /// Stores a new hook and claims its name in the same transaction.
-    /// [`crate::Error::NameTaken`] if the tenant has a hook of that name,
-    /// [`crate::Error::QuotaReached`] if it has `max_hooks` hooks already.
-    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()>;
-
+pub trait HookAccess: Send + Sync {
     /// A hook of the tenant; `None` if absent or another tenant's.
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>>;
 
@@ -122,6 +120,19 @@ pub trait HookStore: Send + Sync {
     /// Shared, not owned: a store may hand the same parsed hook to batch after batch for as
     /// long as its stored document is unchanged.
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<std::sync::Arc<Hook>>>;
+
+    /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
+    /// new revision. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()>;
+}
+
+/// Hooks, with names unique per tenant and optimistic locking.
+#[async_trait]
+pub trait HookStore: HookAccess {
+    /// Stores a new hook and claims its name in the same transaction.
+    /// [`crate::Error::NameTaken`] if the tenant has a hook of that name,
+    /// [`crate::Error::QuotaReached`] if it has `max_hooks` hooks already.
+    async fn create(&self, hook: &Hook, max_hooks: u32) -> Result<()>;
 
     /// A page of the tenant's hooks, oldest first.
     async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Hook>>;
@@ -131,7 +142,7 @@ pub trait HookStore: Send + Sync {
 
     /// Every hook of the tenant, for routing events to them: current in all that
     /// [`Hook::routing`] covers, and possibly up to a minute old in the rest (a store may
-    /// keep a big tenant's list between reads). Shared, as [`HookStore::get_many`]'s are.
+    /// keep a big tenant's list between reads). Shared, as [`HookAccess::get_many`]'s are.
     /// A hook whose document this version cannot decode is named in
     /// [`RoutingList::unreadable`] rather than failing the whole list. The default is
     /// [`HookStore::list_all`], which fails instead.
@@ -139,10 +150,6 @@ pub trait HookStore: Send + Sync {
         let hooks = self.list_all(tenant).await?.into_iter().map(std::sync::Arc::new).collect();
         Ok(RoutingList { hooks, unreadable: Vec::new() })
     }
-
-    /// Replaces a hook if its stored revision is `expected_revision`; `hook.revision` is the
-    /// new revision. [`crate::Error::VersionConflict`] otherwise, or if it was deleted.
-    async fn replace(&self, hook: &Hook, expected_revision: u64) -> Result<()>;
 
     /// Deletes a hook and frees its name. Whether it existed.
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool>;
