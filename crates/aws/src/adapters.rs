@@ -22,8 +22,8 @@ use crate::{Clients, EventBridgeBus, KmsSealer, SqsQueue};
 /// port needs it.
 #[derive(Debug)]
 pub struct Adapters {
-    /// What clients not made yet are made from.
-    sdk: aws_config::SdkConfig,
+    /// What clients not made yet are made from; `None` when every client was given.
+    sdk: Option<aws_config::SdkConfig>,
     resources: Resources,
     dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
     sqs: OnceLock<aws_sdk_sqs::Client>,
@@ -32,8 +32,13 @@ pub struct Adapters {
 }
 
 /// The client in `cell`, made from `sdk` the first time.
-fn client<C: Clone>(cell: &OnceLock<C>, sdk: &aws_config::SdkConfig, make: fn(&aws_config::SdkConfig) -> C) -> C {
-    cell.get_or_init(|| make(sdk)).clone()
+fn client<C: Clone>(
+    cell: &OnceLock<C>,
+    sdk: Option<&aws_config::SdkConfig>,
+    make: fn(&aws_config::SdkConfig) -> C,
+) -> C {
+    // A client slot `of_clients` left empty is a bug here, not a configuration to guess.
+    cell.get_or_init(|| make(sdk.expect("Adapters::of_clients fills every client slot"))).clone()
 }
 
 impl Adapters {
@@ -47,7 +52,7 @@ impl Adapters {
     /// Ports made from an SDK configuration.
     pub fn new(sdk: aws_config::SdkConfig, resources: Resources) -> Self {
         Self {
-            sdk,
+            sdk: Some(sdk),
             resources,
             dynamodb: OnceLock::new(),
             sqs: OnceLock::new(),
@@ -59,8 +64,7 @@ impl Adapters {
     /// Ports over clients already made.
     pub fn of_clients(clients: &Clients, resources: &Resources) -> Self {
         Self {
-            // Every client is given, so none is made from this.
-            sdk: aws_config::SdkConfig::builder().build(),
+            sdk: None,
             resources: resources.clone(),
             dynamodb: clients.dynamodb.clone().into(),
             sqs: clients.sqs.clone().into(),
@@ -70,12 +74,12 @@ impl Adapters {
     }
 
     fn table(&self) -> Table {
-        let dynamodb = client(&self.dynamodb, &self.sdk, aws_sdk_dynamodb::Client::new);
+        let dynamodb = client(&self.dynamodb, self.sdk.as_ref(), aws_sdk_dynamodb::Client::new);
         Table::new(dynamodb, self.resources.table.clone())
     }
 
     fn queue(&self, url: &str) -> Arc<dyn Queue> {
-        let sqs = client(&self.sqs, &self.sdk, aws_sdk_sqs::Client::new);
+        let sqs = client(&self.sqs, self.sdk.as_ref(), aws_sdk_sqs::Client::new);
         Arc::new(SqsQueue::new(sqs, url.to_owned()))
     }
 
@@ -112,13 +116,13 @@ impl Adapters {
 
     /// The bus.
     pub fn bus(&self) -> Arc<dyn Bus> {
-        let eventbridge = client(&self.eventbridge, &self.sdk, aws_sdk_eventbridge::Client::new);
+        let eventbridge = client(&self.eventbridge, self.sdk.as_ref(), aws_sdk_eventbridge::Client::new);
         Arc::new(EventBridgeBus::new(eventbridge, self.resources.bus.clone()))
     }
 
     /// The sealer of hooks' secrets.
     pub fn sealer(&self) -> Arc<dyn Sealer> {
-        let kms = client(&self.kms, &self.sdk, aws_sdk_kms::Client::new);
+        let kms = client(&self.kms, self.sdk.as_ref(), aws_sdk_kms::Client::new);
         Arc::new(KmsSealer::new(kms, self.resources.kms_key.clone()))
     }
 

@@ -57,6 +57,10 @@ impl WorkerPorts {
         &[Resource::Table, Resource::Bus, Resource::DeliveryQueue, Resource::SlowQueue, Resource::Key];
 
     /// The worker's ports of a backend.
+    ///
+    /// The deployed function makes the same ports one at a time
+    /// (`crates/delivery-worker/src/main.rs`), so that its binary carries no other
+    /// port's code: a port added here goes there too.
     pub fn of(b: &Backend) -> Self {
         Self {
             hooks: b.hooks.clone(),

@@ -111,6 +111,10 @@ impl IngestPorts {
         &[Resource::Table, Resource::IngestQueue, Resource::DeliveryQueue, Resource::SlowQueue];
 
     /// Ingest's ports of a backend.
+    ///
+    /// The deployed function makes the same ports one at a time
+    /// (`crates/ingest/src/main.rs`), so that its binary carries no other
+    /// port's code: a port added here goes there too.
     pub fn of(b: &Backend) -> Self {
         Self {
             hooks: b.hooks.clone(),

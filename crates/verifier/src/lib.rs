@@ -36,6 +36,10 @@ impl VerifierPorts {
     pub const RESOURCES: &'static [Resource] = &[Resource::Table, Resource::Bus, Resource::VerifyQueue, Resource::Key];
 
     /// The verifier's ports of a backend.
+    ///
+    /// The deployed function makes the same ports one at a time
+    /// (`crates/verifier/src/main.rs`), so that its binary carries no other
+    /// port's code: a port added here goes there too.
     pub fn of(b: &Backend) -> Self {
         Self { hooks: b.hooks.clone(), sealer: b.sealer.clone(), bus: b.bus.clone(), verify: b.verify_queue.clone() }
     }
