@@ -83,15 +83,19 @@ impl Adapters {
         Arc::new(SqsQueue::new(sqs, url.to_owned()))
     }
 
+    fn hook_store(&self) -> Arc<crate::hooks::DynamoHookStore> {
+        Arc::new(crate::hooks::DynamoHookStore::new(self.table()))
+    }
+
     /// Hooks.
     pub fn hooks(&self) -> Arc<dyn HookStore> {
-        Arc::new(crate::hooks::DynamoHookStore::new(self.table()))
+        self.hook_store()
     }
 
     /// Hooks, as the worker and the verifier use them: made as such, not from a whole
     /// [`HookStore`], so that the rest of the store's code is not in their binaries.
     pub fn hook_access(&self) -> Arc<dyn HookAccess> {
-        Arc::new(crate::hooks::DynamoHookStore::new(self.table()))
+        self.hook_store()
     }
 
     /// Deliveries.

@@ -68,19 +68,22 @@ impl ParsedHooks {
         kept.map_or_else(|| Found::Doc(id, doc.to_owned()), Found::Parsed)
     }
 
-    /// The hooks of `found`, in order, parsing the documents and keeping them as `room` lets.
+    /// The hook of a row found: parsed from its document (and kept as `room` lets) unless it
+    /// was before; the hook's id with the error when this version cannot decode it.
+    fn parse(&self, f: Found, room: Room) -> std::result::Result<Arc<Hook>, (HookId, Error)> {
+        match f {
+            Found::Parsed(hook) => Ok(hook),
+            Found::Doc(id, doc) => {
+                let hook = Arc::new(from_doc(&doc).map_err(|e| (id, e))?);
+                self.keep(id, doc, &hook, room);
+                Ok(hook)
+            }
+        }
+    }
+
+    /// The hooks of `found`, in order.
     fn hooks(&self, found: Vec<Found>, room: Room) -> Result<Vec<Arc<Hook>>> {
-        found
-            .into_iter()
-            .map(|f| match f {
-                Found::Parsed(hook) => Ok(hook),
-                Found::Doc(id, doc) => {
-                    let hook = Arc::new(from_doc(&doc)?);
-                    self.keep(id, doc, &hook, room);
-                    Ok(hook)
-                }
-            })
-            .collect()
+        found.into_iter().map(|f| self.parse(f, room).map_err(|(_, e)| e)).collect()
     }
 
     /// As [`ParsedHooks::hooks`] for ingest's routing (which makes no room): a document this
@@ -88,19 +91,12 @@ impl ParsedHooks {
     fn routing(&self, tenant: &str, found: Vec<Found>) -> RoutingList {
         let mut list = RoutingList::default();
         for f in found {
-            match f {
-                Found::Parsed(hook) => list.hooks.push(hook),
-                Found::Doc(id, doc) => match from_doc(&doc) {
-                    Ok(hook) => {
-                        let hook = Arc::new(hook);
-                        self.keep(id, doc, &hook, Room::OnlyIfFree);
-                        list.hooks.push(hook);
-                    }
-                    Err(e) => {
-                        tracing::error!(tenant, hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
-                        list.unreadable.push(id);
-                    }
-                },
+            match self.parse(f, Room::OnlyIfFree) {
+                Ok(hook) => list.hooks.push(hook),
+                Err((id, e)) => {
+                    tracing::error!(tenant, hook_id = %id, error = %e, "cannot read this hook; its events are queued to it unrouted");
+                    list.unreadable.push(id);
+                }
             }
         }
         list
