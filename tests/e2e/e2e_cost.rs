@@ -68,3 +68,61 @@ async fn a_retry_costs_a_tenth_of_a_send_per_delivery_and_batched_writes() {
         ])
     );
 }
+
+/// An `Idempotency-Key`, or a producer's event id, costs its claim, a look at the other side
+/// of the claims' move (decision 0027) and its answer: the look is the one request the move
+/// adds, and only to calls that ask not to publish twice. A repeat is answered from the
+/// claim and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_or_a_producer_id_costs_a_claim_a_look_and_an_answer() {
+    let rig = CostRig::new().await;
+    rig.round(false).await;
+    // The declared event types are kept 10 s, so whether a call reads them again depends
+    // on how long the emulator took so far: left out.
+    let publish = |headers: &'static [(&'static str, &'static str)], events: serde_json::Value| {
+        let rig = &rig;
+        async move {
+            let (status, mut counts) = rig.publish(headers, &events).await;
+            counts.remove("DynamoDB.Query");
+            (status, counts)
+        }
+    };
+    let one = serde_json::json!([{"detail-type": "user.login", "source": "idp", "detail": {}}]);
+
+    // The claim, the look, the answer, beside the publish lease and the send.
+    let (status, counts) = publish(&[("idempotency-key", "k-1")], one.clone()).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        counts,
+        counts_of(&[
+            ("DynamoDB.GetItem", 1),
+            ("DynamoDB.PutItem", 1),
+            ("DynamoDB.UpdateItem", 2),
+            ("SQS.SendMessageBatch", 1)
+        ])
+    );
+
+    // The repeat: the claim is refused and read, and the first answer given again.
+    let (status, counts) = publish(&[("idempotency-key", "k-1")], one).await;
+    assert_eq!(status, 202);
+    assert_eq!(counts.get("SQS.SendMessageBatch"), None, "nothing published again: {counts:?}");
+    assert_eq!(counts.get("DynamoDB.PutItem"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&1), "{counts:?}");
+
+    // Producer ids: each event's claim, look and answer.
+    let two = serde_json::json!([
+        {"id": "p-1", "detail-type": "user.login", "source": "idp", "detail": {}},
+        {"id": "p-2", "detail-type": "user.login", "source": "idp", "detail": {}}
+    ]);
+    let (status, counts) = publish(&[], two).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        counts,
+        counts_of(&[
+            ("DynamoDB.GetItem", 2),
+            ("DynamoDB.PutItem", 2),
+            ("DynamoDB.UpdateItem", 3),
+            ("SQS.SendMessageBatch", 1)
+        ])
+    );
+}

@@ -191,6 +191,23 @@ impl CostRig {
         Round { stage_cpu, publish, ingest: ingested, worker }
     }
 
+    /// Publishes `events` in one call with `headers` added, after the tenant's publish lease
+    /// ran out (as [`Self::round`] does): its status and the call's requests. Nothing is
+    /// taken further; the ingest queue keeps what it put there.
+    pub async fn publish(&self, headers: &[(&str, &str)], events: &serde_json::Value) -> (u16, Counts) {
+        tokio::time::sleep(subscription_api::meter::LEASE_LIFETIME).await;
+        self.counter.reset();
+        let mut req = axum::http::Request::post("/v1/events")
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Body::from(serde_json::to_vec(events).expect("json"))).expect("request");
+        let status = router(self.api.clone()).oneshot(req).await.expect("router").status();
+        (status.as_u16(), self.take())
+    }
+
     /// The size of every item stored under the hook's deliveries, as DynamoDB counts it
     /// for write units (attribute names and values; a number counted by its digits, which
     /// is never less than DynamoDB's count).

@@ -145,11 +145,16 @@ impl Adapters {
         Lanes { fast: self.queue(&self.resources.delivery_queue_url), slow: self.queue(&self.resources.slow_queue_url) }
     }
 
+    /// The idempotency store, claiming in `place`: [`crate::ClaimPlace::this_release`] in
+    /// every function; the other place only in tests of the move (decision 0027).
+    pub fn idempotency_claiming_in(&self, place: crate::ClaimPlace) -> Arc<dyn IdempotencyStore> {
+        Arc::new(crate::idempotency::DynamoIdempotencyStore::claiming_in(self.table(), place))
+    }
+
     /// Every port.
     pub fn backend(&self) -> Backend {
         let table = self.table();
-        let idempotency: Arc<dyn IdempotencyStore> =
-            Arc::new(crate::idempotency::DynamoIdempotencyStore::new(table.clone()));
+        let idempotency = self.idempotency_claiming_in(crate::ClaimPlace::this_release());
         let event_types: Arc<dyn EventTypeStore> =
             Arc::new(crate::event_types::DynamoEventTypeStore::new(table.clone()));
         let portal: Arc<dyn PortalStore> = Arc::new(crate::portal::DynamoPortalStore::new(table));

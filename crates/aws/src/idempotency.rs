@@ -1,5 +1,14 @@
 //! Publish de-duplication keys: a conditional put claims a key unless an unexpired claim
 //! exists.
+//!
+//! Claims are moving out of their tenant's partition, `T#{tenant}`/`I#{key}`, into
+//! partitions of their own, `I#{tenant}#{key}`/`I` (decision 0027). Every claim is two
+//! writes (the claim, then its answer), so under the tenant a tenant publishing more than
+//! about 500 keyed calls, or events with their own ids, a second met the partition's limit of
+//! 1,000 write units a second. The move takes two releases, as the envelopes' did
+//! (decision 0020): each release claims in its own place and then looks in the other, so
+//! the release before and the release after it see its claims, during a stack update and
+//! after a rollback.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,23 +17,110 @@ use hookbridge_core::ports::{Claim, IdempotencyStore, StoredResponse};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{EXPIRES_AT, Item, get_n, get_s, key, n, s, tenant_pk};
+use crate::keys::{EXPIRES_AT, Item, expired, get_n, get_s, key, n, s, tenant_pk};
+
+/// Where a release claims. This release claims under the tenant, as every release before
+/// it did; the next one flips this to `true`. Once a release claiming in their own
+/// partitions has run for a day (`IDEMPOTENCY_WINDOW`), no claim under the tenant can still
+/// be live and the look at the other place can go.
+const OWN_PARTITIONS: bool = false;
+
+/// Where claims are made, and where the release on the other side of the move makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimPlace {
+    /// Under the tenant's partition: `T#{tenant}`, `I#{key}` (every release until the move).
+    Tenant,
+    /// In a partition of its own: `I#{tenant}#{key}`, `I` (tenant ids hold no `#`, so the
+    /// key is unambiguous).
+    Own,
+}
+
+impl ClaimPlace {
+    /// Where this release claims.
+    pub const fn this_release() -> Self {
+        if OWN_PARTITIONS { Self::Own } else { Self::Tenant }
+    }
+
+    /// The other side of the move.
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Tenant => Self::Own,
+            Self::Own => Self::Tenant,
+        }
+    }
+
+    /// The item's key for `tenant`'s claim of `k` here.
+    pub fn key(self, tenant: &TenantId, k: &str) -> Item {
+        match self {
+            Self::Tenant => key(tenant_pk(tenant), format!("I#{k}")),
+            Self::Own => key(format!("I#{tenant}#{k}"), "I".to_owned()),
+        }
+    }
+}
 
 pub(crate) struct DynamoIdempotencyStore {
     table: Table,
+    place: ClaimPlace,
 }
 
 impl DynamoIdempotencyStore {
-    pub(crate) fn new(table: Table) -> Self {
-        Self { table }
+    /// Claims in `place`: [`ClaimPlace::this_release`], but for tests, which run both
+    /// sides of the move against one table.
+    pub(crate) fn claiming_in(table: Table, place: ClaimPlace) -> Self {
+        Self { table, place }
+    }
+
+    fn item_key(&self, tenant: &TenantId, k: &str) -> Item {
+        self.place.key(tenant, k)
+    }
+
+    /// The claim stored at `at`, read strongly: a claim made a moment ago by a request on
+    /// the other release must be seen.
+    async fn read(&self, at: Item) -> Result<Option<Item>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(at))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Takes back a claim this call made, and only that one.
+    async fn withdraw(&self, tenant: &TenantId, k: &str, mine: &str) -> Result<()> {
+        let r = self
+            .table
+            .client
+            .delete_item()
+            .table_name(&self.table.name)
+            .set_key(Some(self.item_key(tenant, k)))
+            .condition_expression("#c = :mine")
+            .expression_attribute_names("#c", CLAIMED_BY)
+            .expression_attribute_values(":mine", s(mine))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(Error::backend("dynamodb.DeleteItem", e)),
+        }
     }
 }
 
 /// The attribute naming the call that made a claim.
 const CLAIMED_BY: &str = "claimed_by";
 
-fn item_key(tenant: &TenantId, k: &str) -> Item {
-    key(tenant_pk(tenant), format!("I#{k}"))
+/// A stored claim as a [`Claim::Existing`].
+fn existing(item: &Item) -> Result<Claim> {
+    let response = match (get_n(item, "status"), get_s(item, "body")) {
+        (Some(status), Ok(body)) => Some(StoredResponse { status: status as u16, body: body.to_owned() }),
+        _ => None,
+    };
+    Ok(Claim::Existing { fingerprint: get_s(item, "fingerprint")?.to_owned(), response })
 }
 
 #[async_trait]
@@ -37,7 +133,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Claim> {
-        let mut item = item_key(tenant, k);
+        let mut item = self.item_key(tenant, k);
         item.insert("fingerprint".to_owned(), s(fingerprint));
         item.insert(EXPIRES_AT.to_owned(), n(expires_at.timestamp()));
         // This call's own mark: when DynamoDB applied the put and its answer was lost, the
@@ -55,31 +151,37 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_names("#c", CLAIMED_BY)
             .expression_attribute_values(":now", n(now.timestamp()))
-            .expression_attribute_values(":mine", s(mine))
+            .expression_attribute_values(":mine", s(mine.clone()))
             .send()
             .await;
         match r {
-            Ok(_) => Ok(Claim::Claimed),
+            Ok(_) => {
+                // Then the other side of the move. Claiming first and looking second, on
+                // both sides, means two requests racing across it cannot both miss the
+                // other: at worst both see each other, step back, and are answered `409`.
+                let other = match self.read(self.place.other().key(tenant, k)).await {
+                    Ok(other) => other.filter(|i| !expired(i, now.timestamp())),
+                    Err(e) => {
+                        if let Err(w) = self.withdraw(tenant, k, &mine).await {
+                            tracing::warn!(error = %w, "could not take back an idempotency claim; it holds its key until it expires");
+                        }
+                        return Err(e);
+                    }
+                };
+                match other {
+                    None => Ok(Claim::Claimed),
+                    Some(theirs) => {
+                        self.withdraw(tenant, k, &mine).await?;
+                        existing(&theirs)
+                    }
+                }
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                let out = self
-                    .table
-                    .client
-                    .get_item()
-                    .table_name(&self.table.name)
-                    .set_key(Some(item_key(tenant, k)))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
-                let Some(existing) = out.item else {
+                let Some(found) = self.read(self.item_key(tenant, k)).await? else {
                     // Released between our put and our read: try once more.
                     return Box::pin(self.claim(tenant, k, fingerprint, now, expires_at)).await;
                 };
-                let response = match (get_n(&existing, "status"), get_s(&existing, "body")) {
-                    (Some(status), Ok(body)) => Some(StoredResponse { status: status as u16, body: body.to_owned() }),
-                    _ => None,
-                };
-                Ok(Claim::Existing { fingerprint: get_s(&existing, "fingerprint")?.to_owned(), response })
+                existing(&found)
             }
             Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
         }
@@ -96,7 +198,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .client
             .update_item()
             .table_name(&self.table.name)
-            .set_key(Some(item_key(tenant, k)))
+            .set_key(Some(self.item_key(tenant, k)))
             .update_expression("SET #s = :s, #b = :b, #e = :e")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#b", "body")
@@ -116,7 +218,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .client
             .delete_item()
             .table_name(&self.table.name)
-            .set_key(Some(item_key(tenant, k)))
+            .set_key(Some(self.item_key(tenant, k)))
             .condition_expression("attribute_not_exists(#s)")
             .expression_attribute_names("#s", "status")
             .send()

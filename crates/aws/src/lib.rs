@@ -31,6 +31,7 @@ pub use config::Config;
 pub use dynamo::Table;
 pub use eventbridge::EventBridgeBus;
 pub use hooks::{bulk_load_hooks, raw_hook_item};
+pub use idempotency::ClaimPlace;
 pub use init::Resources;
 pub use kms::KmsSealer;
 pub use requests::RequestCounter;

@@ -526,3 +526,132 @@ async fn envelopes_are_read_from_either_partition_while_they_move() {
     assert!(events.get(&tenant, &gone.id).await.unwrap().is_none(), "past its time");
     assert!(events.get(&"other".parse().unwrap(), &kept.id).await.unwrap().is_none(), "another tenant's");
 }
+
+/// Idempotency claims move from the tenant's partition to partitions of their own over two
+/// releases (decision 0027). This release claims under the tenant, where the release before
+/// it looks; a claim made on either side of the move is seen from the other, answered or
+/// not; a request that sees the other side's claim leaves nothing of its own behind; and
+/// two requests racing across the move never both claim one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_claims_are_seen_across_the_move_to_partitions_of_their_own() {
+    use hookbridge_aws::{Adapters, ClaimPlace};
+    use hookbridge_core::ids::TenantId;
+    use hookbridge_core::ports::{Claim, StoredResponse};
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let adapters = Adapters::of_clients(h.clients(), h.resources());
+    let this = adapters.idempotency_claiming_in(ClaimPlace::this_release());
+    let next = adapters.idempotency_claiming_in(ClaimPlace::this_release().other());
+    let tenant: TenantId = "acme".parse().unwrap();
+    let stored = |place: ClaimPlace, k: &'static str| {
+        let tenant = tenant.clone();
+        let h = &h;
+        async move {
+            h.clients()
+                .dynamodb
+                .get_item()
+                .table_name(&h.resources().table)
+                .set_key(Some(place.key(&tenant, k)))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .is_some()
+        }
+    };
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::minutes(5);
+    let day = now + chrono::Duration::hours(24);
+    let answer = StoredResponse { status: 202, body: r#"{"events":[]}"#.into() };
+
+    // This release still claims where every release before it claimed and looked.
+    assert_eq!(ClaimPlace::this_release(), ClaimPlace::Tenant);
+    assert_eq!(this.claim(&tenant, "key:a", "fp", now, soon).await.unwrap(), Claim::Claimed);
+    assert!(stored(ClaimPlace::Tenant, "key:a").await, "under the tenant, where the release before looks");
+    assert!(!stored(ClaimPlace::Own, "key:a").await);
+
+    // Each side sees the other's claims, pending and answered, and keeps nothing of its own.
+    assert_eq!(next.claim(&tenant, "key:b", "fp", now, soon).await.unwrap(), Claim::Claimed);
+    for (first, then, then_place, k) in
+        [(&this, &next, ClaimPlace::Own, "key:a"), (&next, &this, ClaimPlace::Tenant, "key:b")]
+    {
+        assert_eq!(
+            then.claim(&tenant, k, "other", now, soon).await.unwrap(),
+            Claim::Existing { fingerprint: "fp".into(), response: None },
+            "{k}: pending on the other side"
+        );
+        assert!(!stored(then_place, k).await, "{k}: the claim that saw another is taken back");
+        first.complete(&tenant, k, &answer, day).await.unwrap();
+        assert_eq!(
+            then.claim(&tenant, k, "other", now, soon).await.unwrap(),
+            Claim::Existing { fingerprint: "fp".into(), response: Some(answer.clone()) },
+            "{k}: answered on the other side"
+        );
+        assert!(!stored(then_place, k).await, "{k}");
+    }
+
+    // An expired claim on the other side holds nothing up.
+    let past = now - chrono::Duration::seconds(1);
+    assert_eq!(next.claim(&tenant, "key:c", "fp", now, past).await.unwrap(), Claim::Claimed);
+    assert_eq!(this.claim(&tenant, "key:c", "fp", now, soon).await.unwrap(), Claim::Claimed);
+
+    // Racing across the move: at most one of each pair claims.
+    for i in 0..20 {
+        let k = format!("race:{i}");
+        let (a, b) = tokio::join!(this.claim(&tenant, &k, "fp", now, soon), next.claim(&tenant, &k, "fp", now, soon));
+        let claimed = [a.unwrap(), b.unwrap()].iter().filter(|c| **c == Claim::Claimed).count();
+        assert!(claimed <= 1, "{k}: both sides claimed it");
+    }
+}
+
+/// Answers every `GetItem` with a refusal the SDK does not retry, as a DynamoDB that keeps
+/// failing the look would end.
+#[derive(Debug)]
+struct RefuseGetItem;
+
+impl aws_sdk_dynamodb::config::Intercept for RefuseGetItem {
+    fn name(&self) -> &'static str {
+        "RefuseGetItem"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map(|m| m.name());
+        if operation == Some("GetItem") {
+            *context.response_mut().status_mut() = 400u16.try_into()?;
+            *context.response_mut().body_mut() = aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"refused by the test"}"#,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A claim whose look at the other side of the move fails is taken back before the call
+/// fails: left, it would answer every retry `409` for its five pending minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_look_across_the_move_fails_is_taken_back() {
+    use hookbridge_core::ids::TenantId;
+    use hookbridge_core::ports::Claim;
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let mut clients = h.clients().clone();
+    clients.dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(clients.dynamodb.config().to_builder().interceptor(RefuseGetItem).build());
+    let failing = hookbridge_aws::backend(&clients, h.resources());
+    let tenant: TenantId = "acme".parse().unwrap();
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::minutes(5);
+    assert!(failing.idempotency.claim(&tenant, "key:k", "fp", now, soon).await.is_err(), "the look failed");
+    assert_eq!(
+        h.backend().idempotency.claim(&tenant, "key:k", "fp", now, soon).await.unwrap(),
+        Claim::Claimed,
+        "the retry claims at once"
+    );
+}
