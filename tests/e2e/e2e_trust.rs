@@ -303,6 +303,32 @@ async fn an_idempotency_claim_a_crash_left_unanswered_frees_its_key_within_minut
 }
 }
 
+on_both_backends! {
+/// A call whose events carry ids of their own claims them side by side; when one is held by
+/// another request the call is answered `409`, and the ids it did claim are free again at
+/// once, so its retry publishes them rather than waiting out their pending minutes.
+async fn a_call_refused_for_one_events_id_frees_the_ids_it_claimed(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let store = stack.stack().backend().idempotency.clone();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let now = chrono::Utc::now();
+    let held = store.claim(&tenant, "event:held", "held", now, now + subscription_api::CLAIM_PENDING_FOR).await.unwrap();
+    assert_eq!(held, hookbridge_core::ports::Claim::Claimed);
+    let event = |id: &str| json!({"id": id, "detail-type": "user.login", "source": "idp", "detail": {}});
+    let refused = stack.post("/v1/events", &t, &json!([event("a"), event("held"), event("b")])).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("held"), "{}", refused.body);
+    let retried = stack.post("/v1/events", &t, &json!([event("a"), event("b")])).await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
+    let again = stack.post("/v1/events", &t, &json!([event("b"), event("a")])).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.body["events"][0], retried.body["events"][1], "each id answers with what it published");
+    assert_eq!(again.body["events"][1], retried.body["events"][0]);
+    stack.shutdown().await;
+}
+}
+
 /// The embedded stack sweeps what expired as it runs (DynamoDB's TTL and SQS's retention do
 /// it on AWS, where reads also skip expired items; see the contract cases).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,22 +171,40 @@ async fn claim_and_publish(
     let store = api.ports().idempotency.as_ref();
     let mut ids: Vec<Option<EventId>> = Vec::with_capacity(events.len());
     let mut to_publish = Vec::new();
-    for (i, a) in events.into_iter().enumerate() {
-        if let Some(pid) = &a.producer_id {
-            let c = Once::Event(pid.clone());
-            match c.claim(store, tenant, pid, now).await? {
-                Claim::Claimed => claimed.push((i, c)),
-                Claim::Existing { response: Some(r), .. } => {
+    // The events' claims are made side by side: each is a round trip or two to the store
+    // (decision 0027), and one after another they added up across a call's events. Every
+    // claim made is noted before any refusal is answered, so all of them are released.
+    let claims = futures::future::join_all(events.iter().map(|a| async move {
+        let pid = a.producer_id.as_ref()?;
+        let c = Once::Event(pid.clone());
+        Some((c.claim(store, tenant, pid, now).await, c))
+    }))
+    .await;
+    let mut refused: Option<ApiError> = None;
+    for ((i, a), claim) in events.into_iter().enumerate().zip(claims) {
+        if let Some((claim, c)) = claim {
+            let pid = a.producer_id.as_deref().unwrap_or_default();
+            match claim {
+                Ok(Claim::Claimed) => claimed.push((i, c)),
+                Ok(Claim::Existing { response: Some(r), .. }) => {
                     ids.push(r.body.parse().ok());
                     continue;
                 }
-                Claim::Existing { response: None, .. } => {
-                    return Err(ApiError::Conflict(format!("event {pid} is being published by another request")));
+                Ok(Claim::Existing { response: None, .. }) => {
+                    refused.get_or_insert_with(|| {
+                        ApiError::Conflict(format!("event {pid} is being published by another request"))
+                    });
+                }
+                Err(e) => {
+                    refused.get_or_insert(e);
                 }
             }
         }
         ids.push(None);
         to_publish.push((i, a.index, a.entry));
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     // Declared schemas are checked only now, on what is still to publish: they can change
     // between a request and its repeat, and a repeat (the same key, or an event id already
@@ -195,16 +213,23 @@ async fn claim_and_publish(
     api.schemas().check(api, tenant, &typed).await?;
     let positions: Vec<usize> = to_publish.iter().map(|(i, _, _)| *i).collect();
     let (published, failed) = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await;
+    let mut answered = Vec::new();
     for (pos, id) in positions.iter().zip(published) {
         // Out already, even when others of the request were not: its producer id answers
         // with it from now on, so the retry a failure calls for does not publish it twice.
         let Some(id) = id else { continue };
         if let Some(at) = claimed.iter().position(|(i, _)| i == pos) {
             let (_, c) = claimed.remove(at);
-            c.complete(store, tenant, StoredResponse { status: 202, body: id.to_string() }).await;
+            answered.push((c, id.to_string()));
         }
         ids[*pos] = Some(id);
     }
+    futures::future::join_all(
+        answered
+            .into_iter()
+            .map(|(c, body)| async move { c.complete(store, tenant, StoredResponse { status: 202, body }).await }),
+    )
+    .await;
     if let Some(e) = failed {
         return Err(e);
     }
