@@ -113,10 +113,15 @@ impl Queue for SqsQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
+        // Every chunk is tried: one refused must not leave the chunks after it to come back
+        // and be handled again. The first failure is the answer.
+        let mut first_failure = None;
         for chunk in receipts.chunks(MAX_BATCH) {
-            self.delete_chunk(chunk).await?;
+            if let Err(e) = self.delete_chunk(chunk).await {
+                first_failure.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_failure.map_or(Ok(()), Err)
     }
 
     async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> Result<()> {

@@ -655,3 +655,66 @@ async fn a_claim_whose_look_across_the_move_fails_is_taken_back() {
         "the retry claims at once"
     );
 }
+
+/// Fails the first `DeleteMessageBatch` before it is sent, with an error the SDK does not
+/// retry, as a call SQS refused past the SDK's retries would end.
+#[derive(Debug)]
+struct RefuseFirstDelete {
+    refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_sqs::config::Intercept for RefuseFirstDelete {
+    fn name(&self) -> &'static str {
+        "RefuseFirstDelete"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_sqs::config::RuntimeComponents,
+        cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map(|m| m.name());
+        if operation == Some("DeleteMessageBatch") && !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err("refused by the test".into());
+        }
+        Ok(())
+    }
+}
+
+/// An acknowledgement of more than ten messages is several `DeleteMessageBatch` calls; one
+/// refused still lets the others delete their messages, and the acknowledgement fails.
+/// It stopped at the first refusal: every message after it came back and was handled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_whose_first_delete_call_is_refused_still_deletes_the_rest() {
+    use hookbridge_core::ports::{OutgoingMessage, Queue};
+    use hookbridge_core::topology::QueueSpec;
+    use hookbridge_testkit::Harness;
+    use std::time::Duration;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let name = h.unique("acked");
+    let spec = QueueSpec {
+        name: name.clone(),
+        dlq: format!("{name}-dlq"),
+        visibility_timeout: Duration::from_secs(300),
+        max_receive_count: 5,
+    };
+    let (queue, _) = h.queue(&spec).await;
+    let messages: Vec<_> = (0..15).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
+    queue.send_batch(&messages).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 15 {
+        got.extend(queue.receive(10, Duration::from_secs(1)).await.unwrap());
+    }
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config =
+        h.clients().sqs.config().to_builder().interceptor(RefuseFirstDelete { refused: refused.clone() }).build();
+    let url = hookbridge_aws::init::queue_url(h.clients(), &name).await.unwrap();
+    let refusing = hookbridge_aws::SqsQueue::new(aws_sdk_sqs::Client::from_conf(config), url);
+    let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+    assert!(refusing.ack(&receipts).await.is_err(), "the refusal is reported");
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst));
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(depth.in_flight, 10, "the refused call's ten are still held, the other five deleted: {depth:?}");
+}
