@@ -20,9 +20,10 @@ use crate::dynamo::Table;
 use crate::keys::{EXPIRES_AT, Item, expired, get_n, get_s, key, n, s, tenant_pk};
 
 /// Where a release claims. This release claims under the tenant, as every release before
-/// it did; the next one flips this to `true`. Once a release claiming in their own
-/// partitions has run for a day (`IDEMPOTENCY_WINDOW`), no claim under the tenant can still
-/// be live and the look at the other place can go.
+/// it did; the next one flips this to `true`. A day (`IDEMPOTENCY_WINDOW`) after that
+/// release's update has finished, plus the API's timeout (a request still running on the
+/// release before can store its answer late), no claim under the tenant can still be live,
+/// and the look at the other place can go.
 const OWN_PARTITIONS: bool = false;
 
 /// Where claims are made, and where the release on the other side of the move makes them.
@@ -171,7 +172,11 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 match other {
                     None => Ok(Claim::Claimed),
                     Some(theirs) => {
-                        self.withdraw(tenant, k, &mine).await?;
+                        // Theirs is the answer even when ours cannot be taken back; ours
+                        // then holds its own place until it expires.
+                        if let Err(w) = self.withdraw(tenant, k, &mine).await {
+                            tracing::warn!(error = %w, "could not take back an idempotency claim; it holds its key until it expires");
+                        }
                         existing(&theirs)
                     }
                 }

@@ -11,7 +11,7 @@
 //! | replay job      | `H#{hook_id}` | `R#{replay_id}`            |
 //! | event           | `T#{tenant}`  | `E#{event_id}`             |
 //! | idempotency key | `T#{tenant}`  | `I#{key}`                  |
-//! | idempotency key, after the move | `I#{tenant}#{key}` | `I`       |
+//! | idempotency key (moving) | `I#{tenant}#{key}` | `I`         |
 //! | rate state      | `R#{key}`     | `R`                        |
 //! | declared type   | `T#{tenant}`  | `Y#{event_type}`           |
 //! | seen type       | `T#{tenant}`  | `S#{event_type}`           |
@@ -24,8 +24,8 @@
 //! Envelopes are moving to partitions of their own, `E#{tenant}#{event_id}`/`E`, over two
 //! releases (decision 0020): this one writes them under the tenant and reads both.
 //! Idempotency keys (and producers' event ids) are moving the same way to
-//! `I#{tenant}#{key}`/`I` (decision 0027): this release claims under the tenant and looks
-//! in both places.
+//! `I#{tenant}#{key}`/`I` (decision 0027): this release claims under the tenant, and after
+//! a claim looks for one made in the new place.
 
 use std::collections::HashMap;
 

@@ -591,10 +591,13 @@ async fn idempotency_claims_are_seen_across_the_move_to_partitions_of_their_own(
         assert!(!stored(then_place, k).await, "{k}");
     }
 
-    // An expired claim on the other side holds nothing up.
+    // An expired claim on the other side holds nothing up, as on its own side: one that
+    // expires at this very second is expired, as the claim's condition has it.
     let past = now - chrono::Duration::seconds(1);
     assert_eq!(next.claim(&tenant, "key:c", "fp", now, past).await.unwrap(), Claim::Claimed);
     assert_eq!(this.claim(&tenant, "key:c", "fp", now, soon).await.unwrap(), Claim::Claimed);
+    assert_eq!(next.claim(&tenant, "key:d", "fp", now, now).await.unwrap(), Claim::Claimed);
+    assert_eq!(this.claim(&tenant, "key:d", "fp", now, soon).await.unwrap(), Claim::Claimed);
 
     // Racing across the move: at most one of each pair claims.
     for i in 0..20 {
@@ -605,14 +608,14 @@ async fn idempotency_claims_are_seen_across_the_move_to_partitions_of_their_own(
     }
 }
 
-/// Answers every `GetItem` with a refusal the SDK does not retry, as a DynamoDB that keeps
-/// failing the look would end.
+/// Answers every call of one DynamoDB operation with a refusal the SDK does not retry, as
+/// a DynamoDB that keeps failing it would end.
 #[derive(Debug)]
-struct RefuseGetItem;
+struct Refuse(&'static str);
 
-impl aws_sdk_dynamodb::config::Intercept for RefuseGetItem {
+impl aws_sdk_dynamodb::config::Intercept for Refuse {
     fn name(&self) -> &'static str {
-        "RefuseGetItem"
+        "Refuse"
     }
 
     fn modify_before_deserialization(
@@ -622,7 +625,7 @@ impl aws_sdk_dynamodb::config::Intercept for RefuseGetItem {
         cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map(|m| m.name());
-        if operation == Some("GetItem") {
+        if operation == Some(self.0) {
             *context.response_mut().status_mut() = 400u16.try_into()?;
             *context.response_mut().body_mut() = aws_smithy_types::body::SdkBody::from(
                 r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"refused by the test"}"#,
@@ -630,6 +633,15 @@ impl aws_sdk_dynamodb::config::Intercept for RefuseGetItem {
         }
         Ok(())
     }
+}
+
+/// A backend on `h`'s resources whose every `operation` is refused.
+fn refusing(h: &hookbridge_testkit::AwsHarness, operation: &'static str) -> hookbridge_core::ports::Backend {
+    let mut clients = h.clients().clone();
+    clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        clients.dynamodb.config().to_builder().interceptor(Refuse(operation)).build(),
+    );
+    hookbridge_aws::backend(&clients, h.resources())
 }
 
 /// A claim whose look at the other side of the move fails is taken back before the call
@@ -641,10 +653,7 @@ async fn a_claim_whose_look_across_the_move_fails_is_taken_back() {
     use hookbridge_testkit::Harness;
 
     let h = hookbridge_testkit::AwsHarness::start().await;
-    let mut clients = h.clients().clone();
-    clients.dynamodb =
-        aws_sdk_dynamodb::Client::from_conf(clients.dynamodb.config().to_builder().interceptor(RefuseGetItem).build());
-    let failing = hookbridge_aws::backend(&clients, h.resources());
+    let failing = refusing(&h, "GetItem");
     let tenant: TenantId = "acme".parse().unwrap();
     let now = chrono::Utc::now();
     let soon = now + chrono::Duration::minutes(5);
@@ -717,4 +726,29 @@ async fn an_ack_whose_first_delete_call_is_refused_still_deletes_the_rest() {
     assert!(refused.load(std::sync::atomic::Ordering::SeqCst));
     let depth = queue.depth().await.unwrap();
     assert_eq!(depth.in_flight, 10, "the refused call's ten are still held, the other five deleted: {depth:?}");
+}
+
+/// A claim that finds the other side's claim answers from it even when its own cannot be
+/// taken back: the request is told the key is in use (or given the first answer), not
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_finds_the_other_sides_answers_from_it_even_if_its_own_stays() {
+    use hookbridge_aws::{Adapters, ClaimPlace};
+    use hookbridge_core::ids::TenantId;
+    use hookbridge_core::ports::{Claim, StoredResponse};
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let next =
+        Adapters::of_clients(h.clients(), h.resources()).idempotency_claiming_in(ClaimPlace::this_release().other());
+    let failing = refusing(&h, "DeleteItem");
+    let tenant: TenantId = "acme".parse().unwrap();
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::minutes(5);
+    assert_eq!(next.claim(&tenant, "key:k", "fp", now, soon).await.unwrap(), Claim::Claimed);
+    let answer = StoredResponse { status: 202, body: "{}".into() };
+    next.complete(&tenant, "key:k", &answer, soon).await.unwrap();
+    assert_eq!(
+        failing.idempotency.claim(&tenant, "key:k", "other", now, soon).await.unwrap(),
+        Claim::Existing { fingerprint: "fp".into(), response: Some(answer) }
+    );
 }
