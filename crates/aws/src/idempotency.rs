@@ -3,9 +3,9 @@
 //!
 //! Claims are moving out of their tenant's partition, `T#{tenant}`/`I#{key}`, into
 //! partitions of their own, `I#{tenant}#{key}`/`I` (decision 0027). Every claim is two
-//! writes (the claim, then its answer), so under the tenant a tenant publishing more than
-//! about 500 keyed calls, or events with their own ids, a second met the partition's limit of
-//! 1,000 write units a second. The move takes two releases, as the envelopes' did
+//! writes (the claim, then its answer), so a tenant making more than about 500 claims a
+//! second (keyed calls, or events with their own ids) met its partition's limit of 1,000
+//! write units a second. The move takes two releases, as the envelopes' did
 //! (decision 0020): each release claims in its own place and then looks in the other, so
 //! the release before and the release after it see its claims, during a stack update and
 //! after a rollback.
