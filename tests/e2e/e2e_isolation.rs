@@ -355,9 +355,19 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     };
     let first = keyed("order-1", event("flood", 0)).await;
     assert_eq!(first.status, 202, "{}", first.body);
-    let mut accepted = 1;
+    // And four events with ids of their own: with the key's, the whole burst.
+    let own_ids = || {
+        json!((1..5).map(|n| {
+            let mut e = event("flood", n);
+            e["id"] = json!(format!("own-{n}"));
+            e
+        }).collect::<Vec<_>>())
+    };
+    let with_ids = stack.post("/v1/events", &t, &own_ids()).await;
+    assert_eq!(with_ids.status, 202, "{}", with_ids.body);
+    let mut accepted = 5;
     let mut refused = None;
-    for n in 1..20 {
+    for n in 5..25 {
         let a = stack.post("/v1/events", &t, &event("flood", n)).await;
         match a.status.as_u16() {
             202 => accepted += 1,
@@ -378,6 +388,10 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     // nothing, so it costs nothing); a new key is refused like any request, and stays free.
     let repeat = keyed("order-1", event("flood", 0)).await;
     assert_eq!((repeat.status.as_u16(), &repeat.body), (202, &first.body), "the first answer, not a 429");
+    // So do events whose own ids went out before: they publish nothing again, so they
+    // are charged nothing (they were charged four events, two seconds at this rate).
+    let repeat = stack.post("/v1/events", &t, &own_ids()).await;
+    assert_eq!((repeat.status.as_u16(), &repeat.body), (202, &with_ids.body), "their first ids, not a 429");
     // Five events at once, the whole burst: refused until the burst has refilled, more
     // than two seconds after the refusal, however slowly these requests go.
     let order_2 = || json!((90..95).map(|n| event("flood", n)).collect::<Vec<_>>());

@@ -50,12 +50,8 @@ pub async fn publish(
     {
         return Ok(answer);
     }
-    if let Err(throttled) = throttle(&api, &tenant, accepted.len(), now).await {
-        if let Some(r) = &request {
-            r.release(store, &tenant).await;
-        }
-        return Err(throttled);
-    }
+    // The tenant's rate is charged further in, once the events' own ids are claimed: a
+    // repeat of one already published publishes nothing, so it costs nothing either.
     let result = publish_events(&api, &tenant, accepted, now).await;
     if let Some(r) = &request {
         match &result {
@@ -122,7 +118,7 @@ fn accept(api: &Api, bytes: &[u8], tenant: &TenantId) -> Result<Vec<Accepted>, A
     Ok(accepted)
 }
 
-/// Holds a tenant to its publish rate: every event through the API counts, so no one
+/// Holds a tenant to its publish rate: every event the API publishes counts, so no one
 /// tenant can queue more work for ingest than ingest clears, which is what would delay
 /// everyone else's events.
 async fn throttle(api: &Api, tenant: &TenantId, events: usize, now: DateTime<Utc>) -> Result<(), ApiError> {
@@ -205,6 +201,10 @@ async fn claim_and_publish(
     }
     if let Some(e) = refused {
         return Err(e);
+    }
+    // Charged only for what will be published (a throttled call's claims are released).
+    if !to_publish.is_empty() {
+        throttle(api, tenant, to_publish.len(), now).await?;
     }
     // Declared schemas are checked only now, on what is still to publish: they can change
     // between a request and its repeat, and a repeat (the same key, or an event id already
