@@ -91,11 +91,14 @@ fn bus_shape(detail: &str) -> Option<String> {
             b'"' => {
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\'
-                        && bytes.get(i + 1) == Some(&b'u')
-                        && let Some(why) = lone_surrogate(bytes, i)
-                    {
-                        return Some(why);
+                    if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'u') {
+                        match unicode_escape(bytes, i) {
+                            Ok(length) => {
+                                i += length;
+                                continue;
+                            }
+                            Err(why) => return Some(why),
+                        }
                     }
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
@@ -127,23 +130,28 @@ fn bus_shape(detail: &str) -> Option<String> {
     None
 }
 
-/// Why the `\u` escape at `at` stands for half a character (a surrogate not paired), if
-/// it does: valid JSON text, but no reader that decodes it (ours, a receiver's) takes it.
-fn lone_surrogate(bytes: &[u8], at: usize) -> Option<String> {
+/// How many bytes the `\u` escape at `at` takes, with the low half that pairs it when it is
+/// a high one; or why it stands for half a character (a surrogate not paired): valid JSON
+/// text, but no reader that decodes it (ours, a receiver's) takes it. A pair is passed over
+/// whole, so a low half the scan reaches has no high half before it: looking back instead
+/// took the `\\` of an escaped backslash and the text after it for a high half.
+fn unicode_escape(bytes: &[u8], at: usize) -> Result<usize, String> {
     let unit = |i: usize| {
         let hex = bytes.get(i + 2..i + 6)?;
         u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     };
     let is_escape = |i: usize| bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u');
-    let lone = match unit(at)? {
-        0xD800..=0xDBFF => !(is_escape(at + 6) && unit(at + 6).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u))),
-        // A low half is lone unless a high half came just before.
-        0xDC00..=0xDFFF => {
-            !(at >= 6 && is_escape(at - 6) && unit(at - 6).is_some_and(|u| (0xD800..=0xDBFF).contains(&u)))
+    let lone = || Err(r"holds a \u escape of half a character (a surrogate without its pair)".to_owned());
+    match unit(at) {
+        Some(0xD800..=0xDBFF) if is_escape(at + 6) && unit(at + 6).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u)) => {
+            Ok(12)
         }
-        _ => false,
-    };
-    lone.then(|| r"holds a \u escape of half a character (a surrogate without its pair)".to_owned())
+        Some(0xD800..=0xDFFF) => lone(),
+        Some(_) => Ok(6),
+        // Not four hex digits: not valid JSON, which `detail` is by now; stepped over as
+        // any escape.
+        None => Ok(2),
+    }
 }
 
 /// Splits the body into its events without re-encoding them (their `detail` must reach
@@ -380,6 +388,10 @@ mod tests {
         assert_eq!(fields(r#"{"s":"\ud800"}"#), ["detail"]);
         assert_eq!(fields(r#"{"s":"a\udc00b"}"#), ["detail"]);
         assert!(fields(r#"{"s":"\ud83d\ude00 \\ud800"}"#).is_empty(), "a pair, and an escaped backslash");
+        // An escaped backslash and the text `ud83d` are not a high half before a lone low one.
+        assert_eq!(fields(r#"{"s":"\\ud83d\ude00"}"#), ["detail"]);
+        assert_eq!(fields(r#"{"\\ud83d\ude00":1}"#), ["detail"], "keys are strings too");
+        assert!(fields(r#"{"s":"\\\ud83d\ude00"}"#).is_empty(), "a backslash, then a pair");
         for fine in [
             r#"{"n":9223372036854775807,"m":-9223372036854775808,"f":1.8446744073709552e19,"g":-0.5}"#,
             r#"{"s":"18446744073709551616 [[[[ \" {{{{","t":"\\"}"#,
