@@ -85,8 +85,11 @@ impl Meter {
         now: DateTime<Utc>,
     ) -> hookbridge_core::Result<Option<Duration>> {
         let key = format!("publish:{tenant}");
-        let lease = (quotas.publish_rate.get() / LEASE_DIVISOR).max(events);
         let (rate, burst) = (quotas.publish_rate, quotas.publish_burst);
+        // Never more than the burst at once: the limiter admits a request over the burst
+        // when its bucket is full (so a call larger than the burst can ever go), and a lease
+        // of a twentieth of a second over it let one process publish that much at once.
+        let lease = (rate.get() / LEASE_DIVISOR).min(burst).max(events);
         let got = match limiter.admit(&key, rate, burst, lease, now).await? {
             Admission::Admitted => lease,
             // Not room for a whole lease: perhaps for just these events.
@@ -162,5 +165,25 @@ mod tests {
         }
         assert_eq!(admitted, 40, "admitted beyond the first 60");
         assert!(meter.renewing.lock().unwrap().is_empty(), "a tenant's gate outlived its renewals");
+    }
+
+    /// A lease is never more than the burst: at 1,000 events a second with a burst of 10,
+    /// a twentieth of a second is 50 events, and one process could publish 50 at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_is_never_more_than_the_burst() {
+        let h = EmbeddedHarness::start().await;
+        let limiter = h.backend().limiter.clone();
+        let meter = Meter::default();
+        let tenant: TenantId = "bursty".parse().unwrap();
+        let now = Utc::now();
+        let q = quotas(1000, 10);
+        let mut admitted = 0;
+        for _ in 0..30 {
+            admitted += usize::from(meter.take(limiter.as_ref(), q, &tenant, 1, now).await.unwrap().is_none());
+        }
+        assert_eq!(admitted, 10, "one event at a time, at one instant, up to the burst");
+        // A call larger than the burst still goes once the bucket is full again.
+        let later = now + chrono::Duration::seconds(1);
+        assert_eq!(Meter::default().take(limiter.as_ref(), q, &tenant, 12, later).await.unwrap(), None);
     }
 }
