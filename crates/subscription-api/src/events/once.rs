@@ -43,9 +43,14 @@ impl Once {
     pub(crate) fn of_request(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
         match headers.get("idempotency-key") {
             None => Ok(None),
-            Some(v) => match v.to_str() {
+            // UTF-8, not only ASCII (`to_str`): the contract is bytes without control
+            // characters, and a key in a customer's language is one.
+            Some(v) => match std::str::from_utf8(v.as_bytes()) {
                 Ok(k) if printable(k, MAX_KEY_LEN) => Ok(Some(Self::Request(k.to_owned()))),
-                _ => Err(ApiError::field("Idempotency-Key", format!("must be 1-{MAX_KEY_LEN} printable characters"))),
+                _ => Err(ApiError::field(
+                    "Idempotency-Key",
+                    format!("must be 1-{MAX_KEY_LEN} bytes of UTF-8 without control characters"),
+                )),
             },
         }
     }
@@ -116,4 +121,33 @@ fn replayed(r: StoredResponse) -> Response {
 /// request that crashed would have left it).
 pub fn request_claim_key(header: &str) -> String {
     Once::Request(header.to_owned()).key()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    fn key(bytes: &[u8]) -> Result<Option<Once>, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", HeaderValue::from_bytes(bytes).unwrap());
+        Once::of_request(&headers)
+    }
+
+    /// Any UTF-8 key of 1-255 bytes without control characters, as the contract says; HTTP
+    /// carries a header's bytes as they are, and a key in a customer's language is one.
+    #[test]
+    fn an_idempotency_key_is_utf8_without_control_characters() {
+        assert_eq!(key(b"order-42").unwrap(), Some(Once::Request("order-42".into())));
+        assert_eq!(key("commande-é".as_bytes()).unwrap(), Some(Once::Request("commande-é".into())));
+        assert!(key(&[b'a'; 255]).unwrap().is_some());
+        assert_eq!(Once::of_request(&HeaderMap::new()).unwrap(), None);
+        for refused in [&[b'a'; 256][..], b"a\tb", b"\xff\xfe"] {
+            match key(refused) {
+                Err(ApiError::Invalid { errors, .. }) => assert_eq!(errors[0].field, "Idempotency-Key"),
+                other => panic!("{refused:?}: {other:?}"),
+            }
+        }
+    }
 }
