@@ -324,8 +324,10 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
         }
     };
     let resources = ev.resources.unwrap_or_default();
-    if resources.len() > 10 || resources.iter().any(|r| !printable(r, 2048)) {
-        e.push(at("resources"), "must list at most 10 non-empty strings");
+    if resources.len() > 10 {
+        e.push(at("resources"), "must list at most 10 strings");
+    } else if let Some(i) = resources.iter().position(|r| !printable(r, 2048)) {
+        e.push(at(&format!("resources[{i}]")), "must be 1-2048 bytes without control characters");
     }
     if let Some(id) = &ev.id
         && !printable(id, 128)
@@ -362,6 +364,29 @@ mod tests {
         );
         assert_eq!(route_detail(&raw("{ }"), &t, Some("s1"), (false, false)).get(), r#"{"tenant":"acme","site":"s1"}"#);
         assert_eq!(route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, (true, false)).get(), r#"{"tenant":"acme"}"#);
+    }
+
+    /// Too many resources, and one resource too long or holding a control character, are
+    /// told apart and named where they are: the message named the count for both.
+    #[test]
+    fn a_resource_at_fault_is_named_with_its_place_and_its_rule() {
+        let t: TenantId = "acme".parse().unwrap();
+        let errors = |resources: Vec<String>, index: Option<usize>| {
+            let event = serde_json::json!({"detail-type": "x", "source": "idp", "detail": {}, "resources": resources});
+            validate(&raw(&event.to_string()), index, &t)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.field, e.message))
+                .collect::<Vec<_>>()
+        };
+        let eleven = vec!["r".to_owned(); 11];
+        assert_eq!(errors(eleven, None), [("resources".to_owned(), "must list at most 10 strings".to_owned())]);
+        let long = vec!["r".to_owned(), "x".repeat(2049)];
+        let bad = [("[3].resources[1]".to_owned(), "must be 1-2048 bytes without control characters".to_owned())];
+        assert_eq!(errors(long, Some(3)), bad);
+        assert_eq!(errors(vec!["a\tb".to_owned(), "r".to_owned()], None)[0].0, "resources[0]");
+        assert!(errors(vec!["x".repeat(2048); 10], None).is_empty());
     }
 
     /// What EventBridge's `PutEvents` refuses is refused here, naming `detail`: too deep
