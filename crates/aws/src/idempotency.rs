@@ -199,12 +199,17 @@ impl IdempotencyStore for DynamoIdempotencyStore {
         response: &StoredResponse,
         expires_at: DateTime<Utc>,
     ) -> Result<()> {
-        self.table
+        let r = self
+            .table
             .client
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(self.item_key(tenant, k)))
             .update_expression("SET #s = :s, #b = :b, #e = :e")
+            // Only a claim that is still there: an update creates what it does not find,
+            // and an answer without its claim's fingerprint would fail every later claim
+            // of the key. (SQLite's `UPDATE` finds nothing and does nothing.)
+            .condition_expression("attribute_exists(PK)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#b", "body")
             .expression_attribute_names("#e", EXPIRES_AT)
@@ -212,9 +217,15 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .expression_attribute_values(":b", s(response.body.clone()))
             .expression_attribute_values(":e", n(expires_at.timestamp()))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::backend("dynamodb.UpdateItem", e))
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                tracing::warn!("an idempotency claim was gone when its answer came; the answer is not kept");
+                Ok(())
+            }
+            Err(e) => Err(Error::backend("dynamodb.UpdateItem", e)),
+        }
     }
 
     async fn release(&self, tenant: &TenantId, k: &str) -> Result<()> {

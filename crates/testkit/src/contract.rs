@@ -857,6 +857,11 @@ pub async fn idempotency_claims_completes_and_releases(h: &dyn Harness) {
         Claim::Existing { fingerprint: "fp".into(), response: Some(resp) },
         "the answer outlives the claim's own expiry"
     );
+
+    // An answer whose claim is gone (released, or never made) is not kept: the key stays
+    // free, not held by an answer no claim made.
+    store.complete(&t, "k5", &StoredResponse { status: 202, body: "{}".into() }, day).await.expect("complete");
+    assert_eq!(store.claim(&t, "k5", "fp", now, day).await.expect("claim"), Claim::Claimed);
 }
 
 /// A tenant cannot have more hooks than its quota; deleting one makes room again.
