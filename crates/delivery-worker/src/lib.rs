@@ -305,6 +305,41 @@ mod tests {
         assert_eq!(stored.state.health.consecutive_failures, 0);
     }
 
+    /// The time an attempt spends getting its token is not the receiver's: a fast receiver
+    /// behind a slow identity provider is not marked slow, whether the fast lane's budget
+    /// ran out with the receiver just asked or the answer came quickly after a long fetch.
+    /// Both marked the hook slow, and its deliveries went on the slow lane for ten minutes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_time_spent_getting_a_token_is_not_the_receivers() {
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let timeout = Duration::from_secs(5);
+
+        // The fast lane: the token takes most of the patience, the receiver the rest and more.
+        let patience = Duration::from_millis(400);
+        let (worker, hook, receiver, _idp) =
+            oauth_hook(&h, Duration::from_millis(300), patience, timeout, timeout).await;
+        receiver.always(Reply::status(200).after(Duration::from_millis(300)));
+        let messages = a_delivery(&h, &hook).await;
+        assert!(handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await.failed.is_empty());
+        assert_eq!(on_the_slow_lane(&h).await, 1, "given up on the fast lane, sent again on the slow one");
+        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver had 100 ms of 400");
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        assert_eq!(stored.state.health.slow_until, None);
+
+        // The slow lane: the token takes longer than the patience, the receiver answers at once.
+        let h = EmbeddedHarness::start().await;
+        let patience = Duration::from_millis(300);
+        let (worker, hook, receiver, _idp) =
+            oauth_hook(&h, Duration::from_millis(600), patience, timeout, timeout).await;
+        let messages = a_delivery(&h, &hook).await;
+        assert!(handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
+        assert_eq!(receiver.received().len(), 1, "delivered");
+        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver answered at once");
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        assert_eq!(stored.state.health.slow_until, None);
+    }
+
     /// Longer than any test waits: a token endpoint that never answers.
     const NEVER: Duration = Duration::from_secs(60);
 

@@ -227,9 +227,9 @@ async fn flush(
                     }
                     None => handled.push(ready.message),
                 }
-                let observation = match (*abandoned, report.reached) {
-                    // Given up before its request began (its token still being fetched):
-                    // nothing of the endpoint was seen.
+                let observation = match (*abandoned, *slow) {
+                    // Given up before the receiver had the lane's patience (its token still
+                    // being fetched, or fetched late): nothing of its pace was seen.
                     (true, false) => None,
                     (true, true) => Some(Observation::Abandoned { at: now }),
                     (false, _) => {

@@ -101,10 +101,13 @@ async fn send<'a>(
         report = report.counted_as_tokenless();
     }
     // An attempt that ended before a request to the receiver began (its token still being
-    // fetched, or refused) says nothing of the receiver's pace.
-    let slow = report.reached && (abandoned || report.attempt.duration_ms > w.settings.patience.as_millis() as u64);
+    // fetched, or refused) says nothing of the receiver's pace, and the time one spent
+    // getting its token is not the receiver's: a slow identity provider in front of a
+    // fast receiver put the hook on the slow lane for ten minutes.
+    let patience = w.settings.patience.as_millis() as u64;
+    let slow = report.reached && if abandoned { report.receiver_ms >= patience } else { report.receiver_ms > patience };
     if report.reached {
-        w.local.took(ready.hook.id, Duration::from_millis(report.attempt.duration_ms));
+        w.local.took(ready.hook.id, Duration::from_millis(report.receiver_ms));
     }
     if slow {
         let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! One delivery attempt: build the request (auth, headers, signatures over the exact
 //! body), send it, and report the outcome.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -41,6 +41,10 @@ pub struct AttemptReport {
     /// before, waiting for its token or refused its address, says nothing of the
     /// receiver's pace.
     pub reached: bool,
+    /// How much of the attempt's duration was the receiver's: the whole of it less the
+    /// time spent getting a token (before the request, or after a `401`). A slow identity
+    /// provider is not the receiver's pace.
+    pub receiver_ms: u64,
 }
 
 impl AttemptReport {
@@ -49,12 +53,14 @@ impl AttemptReport {
             Sent::Response { status, .. } => Some(status),
             Sent::NoResponse(_) => None,
         };
+        let duration_ms = started.elapsed().as_millis() as u64;
         Self {
             sent,
+            receiver_ms: duration_ms,
             attempt: Attempt {
                 attempt: 0,
                 at,
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms,
                 status_code,
                 error_class: error_class(sent),
                 response_excerpt: excerpt_text,
@@ -80,6 +86,37 @@ impl AttemptReport {
 
     fn failed(class: ErrorClass, at: DateTime<Utc>, started: Instant, why: String) -> Self {
         Self::new(Sent::NoResponse(class), at, started, Some(excerpt(&why)))
+    }
+}
+
+/// An attempt's waits for its token: when the one under way began, and how long the
+/// ended ones took.
+#[derive(Default)]
+struct TokenWait {
+    began: std::sync::Mutex<Option<Instant>>,
+    ended_us: AtomicU64,
+}
+
+impl TokenWait {
+    /// Runs a token fetch, counting it as waiting for the token.
+    async fn timed<T>(&self, fetch: impl std::future::Future<Output = T>) -> T {
+        *self.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        let out = fetch.await;
+        if let Some(began) = self.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            self.ended_us.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Whether a fetch is under way (the attempt is waiting for its token).
+    fn fetching(&self) -> bool {
+        self.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    /// The whole wait, in milliseconds: a fetch cut off by the deadline counts until now.
+    fn total_ms(&self) -> u64 {
+        let running = self.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map(|b| b.elapsed());
+        (self.ended_us.load(Ordering::Relaxed) + running.map_or(0, |r| r.as_micros() as u64)) / 1000
     }
 }
 
@@ -109,8 +146,8 @@ impl Outbound {
         let at = Utc::now();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + budget;
-        let (fetching, reached) = (AtomicBool::new(false), AtomicBool::new(false));
-        let mut report = match tokio::time::timeout_at(deadline, self.answer(req, &fetching, &reached)).await {
+        let (wait, reached) = (TokenWait::default(), AtomicBool::new(false));
+        let mut report = match tokio::time::timeout_at(deadline, self.answer(req, &wait, &reached)).await {
             Ok(Ok(answer)) => {
                 let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
                     .await
@@ -121,7 +158,7 @@ impl Outbound {
             Ok(Err(report)) => *report,
             // The token endpoint's slowness, not the receiver's (`reached` says whether a
             // request to it had been made before).
-            Err(_) if fetching.load(Ordering::Relaxed) => AttemptReport::failed(
+            Err(_) if wait.fetching() => AttemptReport::failed(
                 ErrorClass::Timeout,
                 at,
                 started,
@@ -138,17 +175,18 @@ impl Outbound {
             ),
         };
         report.reached = reached.load(Ordering::Relaxed);
+        report.receiver_ms = report.attempt.duration_ms.saturating_sub(wait.total_ms());
         report
     }
 
     /// Sends one attempt as far as the receiver's answer (its status and headers); a
     /// failure before any answer is the attempt's report.
-    /// `fetching` is true while it waits for a token; `reached` turns true when a request
-    /// to the receiver begins.
+    /// `wait` times its waits for a token; `reached` turns true when a request to the
+    /// receiver begins.
     async fn answer(
         &self,
         req: DeliveryRequest<'_>,
-        fetching: &AtomicBool,
+        wait: &TokenWait,
         reached: &AtomicBool,
     ) -> Result<Answer, Box<AttemptReport>> {
         let at = Utc::now();
@@ -166,9 +204,7 @@ impl Outbound {
         };
         let mut auth = match (oauth, static_auth_header(&cfg.auth, req.secrets)) {
             (Some(o), _) => {
-                fetching.store(true, Ordering::Relaxed);
-                let token = self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Cached).await;
-                fetching.store(false, Ordering::Relaxed);
+                let token = wait.timed(self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Cached)).await;
                 match token {
                     Ok(t) => AuthHeader::Bearer(t),
                     Err(e) => return Err(failed(token_failure(&e), e.to_string())),
@@ -197,9 +233,7 @@ impl Outbound {
                     AuthHeader::Bearer(t) => t.clone(),
                     AuthHeader::None | AuthHeader::Static(..) => Secret::new(""),
                 };
-                fetching.store(true, Ordering::Relaxed);
-                let token = self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused)).await;
-                fetching.store(false, Ordering::Relaxed);
+                let token = wait.timed(self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused))).await;
                 match token {
                     Ok(t) => {
                         auth = AuthHeader::Bearer(t);
