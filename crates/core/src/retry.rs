@@ -119,8 +119,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Parses a `Retry-After` header: delay-seconds or an HTTP-date (RFC 9110).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    // Delay-seconds is digits only (no sign); more of them than a u64 holds is still a
+    // wait, the longest there is (it is held to twice the scheduled delay anyway).
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
     // The HTTP-date's preferred form, then the two obsolete ones a recipient must still
     // read (RFC 9110, 5.6.7): RFC 850's and asctime's, both in GMT.
@@ -199,6 +201,9 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(60)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        // Past what a u64 holds: the longest wait, not none (which fell back to the schedule).
+        assert_eq!(parse_retry_after("99999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(parse_retry_after("+120", now), None, "delay-seconds has no sign");
         // The obsolete forms a recipient must still read: RFC 850's and asctime's.
         assert_eq!(parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", now), Some(Duration::from_secs(60)));
         assert_eq!(parse_retry_after("Wed Oct 21 07:29:00 2015", now), Some(Duration::from_secs(120)));

@@ -303,6 +303,11 @@ mod tests {
         let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         assert_eq!(stored.state.health.slow_until, None);
         assert_eq!(stored.state.health.consecutive_failures, 0);
+        // And the record says so, rather than blaming the receiver for not answering.
+        let k = Task::parse(&messages[0].body, 1).unwrap().delivery;
+        let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
+        let said = d.attempts[0].response_excerpt.clone().unwrap_or_default();
+        assert!(said.contains("the receiver was not asked"), "{said}");
     }
 
     /// The time an attempt spends getting its token is not the receiver's: a fast receiver

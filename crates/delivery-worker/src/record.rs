@@ -424,10 +424,19 @@ fn attempted(
         // The same attempt number again, at once, with the slow lane's whole timeout: the
         // receiver may have got this request, but giving up on it was ours, not its fault.
         metrics.moved += 1;
-        attempt.response_excerpt = Some(format!(
-            "no answer within the fast lane's {} ms; sent again at once on the slow lane",
-            w.settings.patience.as_millis()
-        ));
+        // Said as it was: a request the fast lane's budget ran out on while its token was
+        // still being fetched never reached the receiver.
+        attempt.response_excerpt = Some(if report.reached {
+            format!(
+                "no answer within the fast lane's {} ms; sent again at once on the slow lane",
+                w.settings.patience.as_millis()
+            )
+        } else {
+            format!(
+                "its token was not fetched within the fast lane's {} ms, so the receiver was not asked; sent again at once on the slow lane",
+                w.settings.patience.as_millis()
+            )
+        });
         let mut next = recorded(task);
         next.not_before = None;
         next.slot = false;
