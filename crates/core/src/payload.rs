@@ -39,21 +39,47 @@ pub fn render(format: PayloadFormat, envelope: &str) -> Result<Cow<'_, str>, Pay
 
 /// `detail` (a JSON object) without [`ROUTING_KEYS`], the rest as it was.
 pub fn without_routing_keys(detail: &RawValue) -> Result<String, PayloadError> {
-    let mut de = serde_json::Deserializer::from_str(detail.get());
+    let text = detail.get();
+    let mut de = serde_json::Deserializer::from_str(text);
     let entries = de.deserialize_map(Entries).map_err(|e| PayloadError(e.to_string()))?;
-    let mut out = String::with_capacity(detail.get().len());
+    let mut out = String::with_capacity(text.len());
     out.push('{');
-    for (key, value) in entries.iter().filter(|(k, _)| !ROUTING_KEYS.contains(&k.as_str())) {
+    // Where the text before each entry's value begins: after the previous value.
+    let mut after_previous = 0;
+    for (key, value) in &entries {
+        let at = offset_in(text, value.get());
+        let before = at.map(|at| &text[after_previous.min(at)..at]);
+        after_previous = at.map_or(after_previous, |at| at + value.get().len());
+        if ROUTING_KEYS.contains(&key.as_str()) {
+            continue;
+        }
         if out.len() > 1 {
             out.push(',');
         }
-        // A key read from JSON always serialises back.
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        match before.and_then(raw_key) {
+            // The key as the producer spelled it (`"caf\u00e9"` stays so, not `"café"`).
+            Some(raw) => out.push_str(raw),
+            // A key read from JSON always serialises back.
+            None => out.push_str(&serde_json::to_string(key).unwrap_or_default()),
+        }
         out.push(':');
         out.push_str(value.get());
     }
     out.push('}');
     Ok(out)
+}
+
+/// Where `part`, a slice of `whole`, begins in it.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (at + part.len() <= whole.len()).then_some(at)
+}
+
+/// The quoted key in the text between one entry's value and the next (`,"key":`): the only
+/// string there, from its first quote to its last.
+fn raw_key(between: &str) -> Option<&str> {
+    let (first, last) = (between.find('"')?, between.rfind('"')?);
+    (last > first).then(|| &between[first..=last])
 }
 
 /// An object's entries in order, values untouched.
@@ -96,6 +122,10 @@ mod tests {
         assert_eq!(render(PayloadFormat::Detail, only_routing).unwrap(), "{}");
         let escaped = r#"{"detail":{"tenant":"acme","say \"hi\"":"\u00e9"}}"#;
         assert_eq!(render(PayloadFormat::Detail, escaped).unwrap(), r#"{"say \"hi\"":"\u00e9"}"#);
+        // Keys as the producer spelled them, escapes and spaces between tokens too; a routing
+        // key spelled with an escape is still one.
+        let spelled = r#"{"detail":{"caf\u00e9":1, "a\/b" : [ "x" ] ,"ten\u0061nt":"acme","z":{"k":"}"}}}"#;
+        assert_eq!(render(PayloadFormat::Detail, spelled).unwrap(), r#"{"caf\u00e9":1,"a\/b":[ "x" ],"z":{"k":"}"}}"#);
     }
 
     #[test]
