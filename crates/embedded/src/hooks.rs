@@ -207,6 +207,15 @@ impl HookStore for SqliteHookStore {
             (hook.tenant.to_string(), hook.id.to_string(), hook.config.name.to_string(), hook.revision);
         self.db
             .write(move |c| {
+                // A taken name first, as on DynamoDB: at the quota, a name already in use
+                // is still `409 name taken`, not the quota.
+                let taken = c
+                    .prepare_cached("SELECT 1 FROM hooks WHERE tenant = ?1 AND name = ?2")
+                    .and_then(|mut s| s.exists(params![tenant, name]))
+                    .map_err(sql("hooks.create"))?;
+                if taken {
+                    return Err(Error::NameTaken);
+                }
                 let count: i64 = c
                     .query_row("SELECT COUNT(*) FROM hooks WHERE tenant = ?1", [&tenant], |r| r.get(0))
                     .map_err(sql("hooks.create"))?;

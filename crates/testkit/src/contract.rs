@@ -875,6 +875,9 @@ pub async fn hooks_create_stops_at_the_tenant_quota(h: &dyn Harness) {
     store.create(&b, 2).await.expect("b");
     assert!(matches!(store.create(&c, 2).await, Err(Error::QuotaReached { limit: 2 })));
     assert_eq!(store.get(&c.tenant, c.id).await.expect("get"), None, "nothing of a refused hook is stored");
+    // At the quota, a name in use is still that: the same answer on every backend.
+    let (again, _) = make_hook(h, &t, "a").await;
+    assert!(matches!(store.create(&again, 2).await, Err(Error::NameTaken)));
     let (other, _) = make_hook(h, &h.unique("tenant"), "c").await;
     store.create(&other, 2).await.expect("another tenant has its own quota");
     assert!(store.delete(&a.tenant, a.id).await.expect("delete"));
