@@ -91,26 +91,41 @@ impl DynamoIdempotencyStore {
         Ok(out.item)
     }
 
-    /// Takes back a claim this call made, and only that one.
-    async fn withdraw(&self, tenant: &TenantId, k: &str, mine: &str) -> Result<()> {
+    /// Takes back a claim this call made, and only that one. A claim that cannot be taken
+    /// back holds its own place until it expires; the caller's answer stands either way.
+    async fn withdraw(&self, tenant: &TenantId, k: &str, mine: &str) {
         let r = self
-            .table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .set_key(Some(self.item_key(tenant, k)))
-            .condition_expression("#c = :mine")
-            .expression_attribute_names("#c", CLAIMED_BY)
-            .expression_attribute_values(":mine", s(mine))
-            .send()
+            .delete_if(tenant, k, |d| {
+                d.condition_expression("#c = :mine")
+                    .expression_attribute_names("#c", CLAIMED_BY)
+                    .expression_attribute_values(":mine", s(mine))
+            })
             .await;
-        match r {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not take back an idempotency claim; it holds its key until it expires");
+        }
+    }
+
+    /// Deletes the claim of `k` if `condition` holds; one that does not hold leaves it, and
+    /// is no error.
+    async fn delete_if(
+        &self,
+        tenant: &TenantId,
+        k: &str,
+        condition: impl FnOnce(DeleteItem) -> DeleteItem,
+    ) -> Result<()> {
+        let delete =
+            self.table.client.delete_item().table_name(&self.table.name).set_key(Some(self.item_key(tenant, k)));
+        match condition(delete).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(Error::backend("dynamodb.DeleteItem", e)),
         }
     }
 }
+
+/// A `DeleteItem` call being built.
+type DeleteItem = aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
 
 /// The attribute naming the call that made a claim.
 const CLAIMED_BY: &str = "claimed_by";
@@ -163,20 +178,14 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 let other = match self.read(self.place.other().key(tenant, k)).await {
                     Ok(other) => other.filter(|i| !expired(i, now.timestamp())),
                     Err(e) => {
-                        if let Err(w) = self.withdraw(tenant, k, &mine).await {
-                            tracing::warn!(error = %w, "could not take back an idempotency claim; it holds its key until it expires");
-                        }
+                        self.withdraw(tenant, k, &mine).await;
                         return Err(e);
                     }
                 };
                 match other {
                     None => Ok(Claim::Claimed),
                     Some(theirs) => {
-                        // Theirs is the answer even when ours cannot be taken back; ours
-                        // then holds its own place until it expires.
-                        if let Err(w) = self.withdraw(tenant, k, &mine).await {
-                            tracing::warn!(error = %w, "could not take back an idempotency claim; it holds its key until it expires");
-                        }
+                        self.withdraw(tenant, k, &mine).await;
                         existing(&theirs)
                     }
                 }
@@ -229,20 +238,10 @@ impl IdempotencyStore for DynamoIdempotencyStore {
     }
 
     async fn release(&self, tenant: &TenantId, k: &str) -> Result<()> {
-        let r = self
-            .table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .set_key(Some(self.item_key(tenant, k)))
-            .condition_expression("attribute_not_exists(#s)")
-            .expression_attribute_names("#s", "status")
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(Error::backend("dynamodb.DeleteItem", e)),
-        }
+        // Only while unanswered: an answered claim is the key's memory for the day.
+        self.delete_if(tenant, k, |d| {
+            d.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "status")
+        })
+        .await
     }
 }
