@@ -177,6 +177,13 @@ async fn replace_keeps_left_out_secrets_refuses_a_new_name_and_stale_versions(fl
     assert_eq!(got[0].header("x-key"), Some("hv-secret-1"), "the auth secret left out kept its value");
     let (mid, ts, sig) = (got[0].header("webhook-id").unwrap(), got[0].header("webhook-timestamp").unwrap().parse().unwrap(), got[0].header("webhook-signature").unwrap());
     assert_eq!(verify_standard(&secret, mid, ts, sig, &got[0].body, chrono::Utc::now().timestamp()), Ok(()));
+
+    // `If-Match: *` asks only that the hook exist (RFC 9110).
+    let any = stack
+        .raw("PUT", &path, &[("authorization", &format!("Bearer {t}")), ("content-type", "application/json"), ("if-match", "*")], serde_json::to_vec(&json!({"url": r.url("/c")})).unwrap())
+        .await;
+    assert_eq!(any.status, 200, "{}", any.body);
+    assert_eq!(any.body["version"], 3);
     stack.shutdown().await;
 }
 }

@@ -382,10 +382,12 @@ where
     }
 }
 
-/// The version in an `If-Match` header (`"3"` or `3`).
+/// The version in an `If-Match` header (`"3"` or `3`); `*` asks only that the hook exist
+/// (RFC 9110), which every replace does, so it locks nothing.
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
+        Some(v) if v.as_bytes().trim_ascii() == b"*" => Ok(None),
         Some(v) => v
             .to_str()
             .ok()
