@@ -331,6 +331,19 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     assert!(err["error_message"].as_str().unwrap().contains("[1].message_type"), "{err}");
     assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
 
+    // A subscription read and sent back to make it again (XIQ has no update) carries the
+    // read's mask, not a secret: refused rather than signed with a key anyone can read.
+    let again = json!([{"application": "a", "url": "https://x.example/", "secret": list[0]["secret"], "message_type": "AUDIT_LOG_ALL"}]);
+    let (status, err, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(again.to_string().as_str())).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error_message"].as_str().unwrap().contains("[0].secret"), "{err}");
+    // A hook named like a subscription whose event types are not one message type (made,
+    // or edited, through `/v1`) is not listed: XIQ's SDKs read the type into their enum.
+    stack.create_hook(&t, &json!({"name": "xiq-forwarder", "url": "https://x.example/", "event_types": ["user.*"]})).await;
+    let (_, list, _) = send(&stack, "GET", "/subscriptions/webhook", &t, None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], sub["id"]);
+
     // Delivery: the example pointed at a real receiver; the log record as XIQ sends it,
     // signed with the subscription's secret.
     let doc = fixture("xiq-create-subscription.json").replace("https://webhook-endpoint-example-audits", &r.url("/xiq"));

@@ -1,7 +1,8 @@
 //! ExtremeCloud IQ's webhook subscriptions: `POST /subscriptions/webhook` with an array of
 //! `{application, url, secret, message_type}`, `GET` the list, `DELETE …/{id}`.
 //!
-//! A subscription is a hook named `xiq-…` (the listing shows only those), its
+//! A subscription is a hook named `xiq-…` matching one message type XIQ offers (the
+//! listing shows only those: an edit elsewhere can make one match others), its
 //! `application` kept as the hook's description, its `message_type` the one event type it
 //! matches, its deliveries the event's record in an array (`detail_array`), as XIQ sends
 //! its log records. Ids are integers, as XIQ's SDKs expect: the low 53 bits of the hook's
@@ -80,9 +81,9 @@ struct SubscriptionOut {
 const SECRET_MASK: &str = "********";
 
 /// The kind of data a message type carries (XIQ's `data_type`): `LOCATION` for both
-/// location types, else the type without its `_ALL`.
-fn data_type(message_type: &str) -> &'static str {
-    match message_type {
+/// location types, else the type without its `_ALL`; none for a type XIQ does not offer.
+fn data_type(message_type: &str) -> Option<&'static str> {
+    Some(match message_type {
         "LOCATION_AP_CENTRIC" | "LOCATION_CLIENT_CENTRIC" => "LOCATION",
         "AUDIT_LOG_ALL" => "AUDIT_LOG",
         "GDPR_LOG_ALL" => "GDPR_LOG",
@@ -90,24 +91,30 @@ fn data_type(message_type: &str) -> &'static str {
         "ACCOUNTING_LOG_ALL" => "ACCOUNTING_LOG",
         "AUTHENTICATION_LOG_ALL" => "AUTHENTICATION_LOG",
         "EMAIL_LOG_ALL" => "EMAIL_LOG",
-        _ => "SMS_LOG",
-    }
+        "SMS_LOG_ALL" => "SMS_LOG",
+        _ => return None,
+    })
 }
 
-impl From<&Hook> for SubscriptionOut {
-    fn from(h: &Hook) -> Self {
-        let message_type = h.config.event_types.first().map(|p| p.as_str().to_owned()).unwrap_or_default();
-        Self {
+impl SubscriptionOut {
+    /// `h` as XIQ shows a subscription, if it is one XIQ can show: its one event type a
+    /// message type XIQ offers (an edit through `/v1` or the console can make it match
+    /// others, which XIQ's SDKs, reading the field into their enum, would refuse the whole
+    /// list over).
+    fn of(h: &Hook) -> Option<Self> {
+        let [message_type] = h.config.event_types.as_slice() else { return None };
+        let message_type = message_type.as_str().to_owned();
+        Some(Self {
             id: h.id.integer(),
             create_time: h.created_at.to_rfc3339(),
             update_time: h.updated_at.to_rfc3339(),
             application: h.config.description.clone().unwrap_or_default(),
             url: h.config.url.clone(),
             secret: SECRET_MASK,
-            data_type: data_type(&message_type),
+            data_type: data_type(&message_type)?,
             message_type,
             status: if super::switched_on(h) { "ENABLED" } else { "DISABLED" },
-        }
+        })
     }
 }
 
@@ -155,7 +162,7 @@ async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>) -> Answe
     let caller = authorised(caller, Scope::HooksRead)?;
     let hooks = api.ports().hooks.list_all(&caller.tenant).await.map_err(ApiError::from)?;
     let out: Vec<SubscriptionOut> =
-        hooks.iter().filter(|h| is_subscription(h) && caller.sees(h)).map(SubscriptionOut::from).collect();
+        hooks.iter().filter(|h| is_subscription(h) && caller.sees(h)).filter_map(SubscriptionOut::of).collect();
     Ok(Json(out).into_response())
 }
 
@@ -170,6 +177,15 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
                 format!("must be 1-{MAX_APPLICATION_LEN} printable characters"),
             ));
         }
+    }
+    if s.secret.as_deref().is_some_and(|x| !x.is_empty() && x.bytes().all(|b| b == b'*')) {
+        // What a read shows in place of the secret, sent back by a client that deletes and
+        // creates again to change a subscription (XIQ has no update): signing with it
+        // would sign with a key anyone can read.
+        return Err(ApiError::field(
+            at("secret"),
+            "is the mask reads show in place of the secret: send the secret itself",
+        ));
     }
     match s.message_type.as_deref() {
         Some(t) if MESSAGE_TYPES.contains(&t) => Ok(()),
@@ -218,7 +234,8 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
             }
         }
     }
-    let out: Vec<SubscriptionOut> = created.iter().map(SubscriptionOut::from).collect();
+    // Made from checked message types, so each shows.
+    let out: Vec<SubscriptionOut> = created.iter().filter_map(SubscriptionOut::of).collect();
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
