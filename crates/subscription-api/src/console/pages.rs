@@ -6,6 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawQuery, Reques
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hookbridge_core::hook::PayloadFormat;
+use hookbridge_core::payload::render;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -498,6 +500,15 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
     )
 }
 
+/// The body the receiver was sent: the envelope in the hook's payload format (a hook made
+/// through Keycloak's or XIQ's API is sent the event's `detail`, not the envelope).
+fn body_sent(h: &Value, envelope: &Value) -> String {
+    let format: PayloadFormat = serde_json::from_value(h["payload"].clone()).unwrap_or_default();
+    let envelope_text = envelope.to_string();
+    let sent = render(format, &envelope_text).ok().and_then(|b| serde_json::from_str::<Value>(&b).ok());
+    serde_json::to_string_pretty(sent.as_ref().unwrap_or(envelope)).unwrap_or_default()
+}
+
 /// What the receiver was sent, reconstructed from the hook (secret values masked).
 fn headers_sent(h: &Value, d: &Value) -> Vec<(String, String)> {
     let mut out = vec![
@@ -560,7 +571,7 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
                     p { code { (st(&h, "method")) " " (st(&h, "url")) } }
                     table.kv { tbody { @for (k, v) in headers_sent(&h, d) { tr { th scope="row" { code { (k) } } td { code { (v) } } } } } }
                     @if !d["envelope"].is_null() {
-                        details { summary { "Body" } pre { (serde_json::to_string_pretty(&d["envelope"]).unwrap_or_default()) } }
+                        details { summary { "Body" } pre { (body_sent(&h, &d["envelope"])) } }
                     }
                 }
                 section.card {
@@ -656,6 +667,16 @@ fn enable_toggle(csrf: &str, base: &str, h: &Value) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_shown_is_the_body_the_hooks_payload_format_sends() {
+        let envelope = json!({"detail-type": "user.login", "source": "idp", "detail": {"tenant": "acme", "site": "a", "who": "ada"}});
+        let shown =
+            |payload: &str| serde_json::from_str::<Value>(&body_sent(&json!({"payload": payload}), &envelope)).ok();
+        assert_eq!(shown("envelope"), Some(envelope.clone()));
+        assert_eq!(shown("detail"), Some(json!({"who": "ada"})));
+        assert_eq!(shown("detail_array"), Some(json!([{"who": "ada"}])));
+    }
 
     #[test]
     fn a_hook_the_failure_rule_disabled_is_offered_enable() {
