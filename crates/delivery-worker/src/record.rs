@@ -426,7 +426,12 @@ fn attempted(
         metrics.moved += 1;
         // Said as it was: a request the fast lane's budget ran out on while its token was
         // still being fetched never reached the receiver.
-        attempt.response_excerpt = Some(if report.reached {
+        attempt.response_excerpt = Some(if report.reached && report.token_pending {
+            format!(
+                "the receiver refused its token (401) and a new one was not fetched within the fast lane's {} ms; sent again at once on the slow lane",
+                w.settings.patience.as_millis()
+            )
+        } else if report.reached {
             format!(
                 "no answer within the fast lane's {} ms; sent again at once on the slow lane",
                 w.settings.patience.as_millis()

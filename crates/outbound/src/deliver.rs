@@ -45,6 +45,9 @@ pub struct AttemptReport {
     /// time spent getting a token (before the request, or after a `401`). A slow identity
     /// provider is not the receiver's pace.
     pub receiver_ms: u64,
+    /// Whether the budget ran out while a token was being fetched: before the request, or
+    /// after the receiver refused the cached token with a `401` (it answered, so it is up).
+    pub token_pending: bool,
 }
 
 impl AttemptReport {
@@ -66,13 +69,14 @@ impl AttemptReport {
                 response_excerpt: excerpt_text,
             },
             reached: true,
+            token_pending: false,
         }
     }
 
-    /// Whether the attempt ran out of time before its request began: its token was still
-    /// being fetched when the budget ended.
+    /// Whether the attempt ran out of time waiting for a token: the first, before its
+    /// request began, or a new one after the receiver refused the cached one.
     pub fn timed_out_waiting_for_its_token(&self) -> bool {
-        !self.reached && self.sent == Sent::NoResponse(ErrorClass::Timeout)
+        self.token_pending && self.sent == Sent::NoResponse(ErrorClass::Timeout)
     }
 
     /// Reads such an attempt as what it is when it counts: no token, so `auth`, which
@@ -175,6 +179,7 @@ impl Outbound {
             ),
         };
         report.reached = reached.load(Ordering::Relaxed);
+        report.token_pending = wait.fetching();
         report.receiver_ms = report.attempt.duration_ms.saturating_sub(wait.total_ms());
         report
     }
@@ -409,6 +414,40 @@ mod tests {
         assert_eq!(second.attempt.status_code, Some(200), "{:?}", second.attempt);
         assert_eq!(idp.received().len(), 1, "one fetch");
         assert_eq!(receiver.received()[0].header("authorization"), Some("Bearer t"));
+    }
+
+    /// A receiver that refuses the cached token (`401`) while a new one takes longer than
+    /// the attempt has left: the attempt ran out waiting for its token, which the worker
+    /// records as `auth`. It was a `timeout` of a receiver that had answered, opening its
+    /// circuit after five.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_after_a_401_that_outlasts_the_attempt_is_waiting_for_a_token() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.script([hookbridge_testkit::Reply::body(200, r#"{"access_token": "t1", "expires_in": 3600}"#)]);
+        idp.always(
+            hookbridge_testkit::Reply::body(200, r#"{"access_token": "t2", "expires_in": 3600}"#)
+                .after(Duration::from_secs(5)),
+        );
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        receiver.always(hookbridge_testkit::Reply::status(401).after(Duration::from_millis(200)));
+        let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
+        let outbound = local_outbound();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = outbound.deliver_within(req, Duration::from_secs(1)).await;
+        assert_eq!(receiver.received().len(), 1, "the receiver answered the first token");
+        assert!(report.reached);
+        assert!(report.timed_out_waiting_for_its_token(), "{report:?}");
+        assert_eq!(report.counted_as_tokenless().attempt.error_class, Some(ErrorClass::Auth));
+        // A receiver that does not answer in time is still its own timeout.
+        let quick_idp = hookbridge_testkit::Receiver::start().await;
+        quick_idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#));
+        let silent = hookbridge_testkit::Receiver::start().await;
+        silent.always(hookbridge_testkit::Reply::status(200).after(Duration::from_secs(5)));
+        let (hook, secrets) = oauth_hook(&silent.url("/"), &quick_idp.url("/token"));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = outbound.deliver_within(req, Duration::from_millis(500)).await;
+        assert_eq!(report.attempt.error_class, Some(ErrorClass::Timeout));
+        assert!(!report.timed_out_waiting_for_its_token(), "{report:?}");
     }
 
     /// A token fetch that fails after every attempt waiting for it gave up is not
