@@ -237,6 +237,9 @@ impl Outbound {
         // An attempt waiting for the slot's lock when it fails asks for it as much as the
         // one that began it.
         let (this, oauth, secrets) = (self.clone(), oauth.clone(), secrets.clone());
+        // The verifier's check failing says nothing against a live token the deliveries
+        // hold (it was not refused): they keep it rather than fail on the check's error.
+        let checking = matches!(wanted, TokenWanted::Fresh);
         let waiting = Arc::new(());
         let asker = Arc::downgrade(&waiting);
         let fetch = tokio::spawn(async move {
@@ -256,7 +259,9 @@ impl Outbound {
                     // is an attempt waiting for it: the slow lane's, say, after the fast
                     // lane's attempt that began this fetch gave up on it. It asks too.
                     let waited_for = Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&cached)) > 2;
-                    if asker.upgrade().is_some() || waited_for {
+                    let live =
+                        matches!(cached.as_ref(), Some(Cached::Token { renew_at, .. }) if Instant::now() < *renew_at);
+                    if (asker.upgrade().is_some() || waited_for) && !(checking && live) {
                         *cached = Some(Cached::Failed { error: error.clone(), until: Instant::now() + FAILURE_MEMORY });
                     }
                     Err(error)
@@ -436,6 +441,26 @@ mod tests {
         assert_eq!(outbound.tokens.fetches(), 1);
         let fresh = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
         assert_eq!((fresh.expose(), outbound.tokens.fetches()), ("t", 2));
+    }
+
+    /// The verifier's check (`Fresh`) failing does not take the deliveries' live token
+    /// from them: under `hookbridge serve` the worker and the verifier share one cache, and
+    /// for ten seconds after a check that met a blip every delivery failed `auth`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_check_leaves_the_live_token_to_the_deliveries() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.script([
+            hookbridge_testkit::Reply::body(200, r#"{"access_token": "t1", "expires_in": 3600}"#),
+            hookbridge_testkit::Reply::body(503, "blip"),
+        ]);
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t2", "expires_in": 3600}"#));
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
+        let hook = HookId::generate();
+        assert_eq!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await.unwrap().expose(), "t1");
+        assert!(outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Fresh).await.is_err());
+        let after = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await;
+        assert_eq!(after.map(|t| t.expose().to_owned()).ok().as_deref(), Some("t1"));
+        assert_eq!(outbound.tokens.fetches(), 2, "the live token was given, not fetched again");
     }
 
     /// A token endpoint answering with a token no header can carry (a line break in it):
