@@ -96,6 +96,10 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","secret":"short"}"#)).await;
     assert_eq!(status, 400);
     assert!(err["error"].as_str().unwrap().contains("secret"), "{err}");
+    // Named as the client wrote it.
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","eventTypes":["bad type"]}"#)).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().starts_with("eventTypes[0]: "), "{err}");
 
     // Delivery: the example pointed at a real receiver; the event itself as the body,
     // signed with the secret the client chose.

@@ -88,8 +88,24 @@ impl From<&Hook> for WebhookOut {
 pub(super) struct KeycloakError(pub(super) ApiError);
 
 impl From<ApiError> for KeycloakError {
+    /// Fields are named as the client wrote them: `eventTypes[0]`, not the hook's
+    /// `event_types[0]`.
     fn from(e: ApiError) -> Self {
-        Self(e)
+        Self(match e {
+            ApiError::Invalid { detail, errors } => ApiError::Invalid {
+                detail,
+                errors: errors
+                    .into_iter()
+                    .map(|f| match f.field.strip_prefix("event_types") {
+                        Some(rest) => {
+                            hookbridge_core::validation::FieldError::new(format!("eventTypes{rest}"), f.message)
+                        }
+                        None => f,
+                    })
+                    .collect(),
+            },
+            other => other,
+        })
     }
 }
 
