@@ -174,6 +174,9 @@ const _: () = assert!(2 * MAX_BATCH <= 20);
 /// on SQS (whose `ChangeMessageVisibility` refuses more).
 pub const MAX_VISIBILITY: Duration = hookbridge_core::retry::MAX_QUEUE_DELAY;
 
+/// The longest a receive waits for a message, as on SQS (whose long poll is 20 s at most).
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
 /// Whether a queue (`?1`) holds as many messages in flight at `?2` as it allows. In flight
 /// is received and not visible again; `received_at` is set exactly while a message holds a
 /// receipt, and is in the index the count reads, so the count reads no message's row
@@ -363,7 +366,7 @@ impl Queue for EmbeddedQueue {
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         let max = max.clamp(1, MAX_BATCH);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let waker = self.db.waker(&self.name);
         if self.over_limit().await? {
             // As SQS answers `OverLimit`: nothing more is handed out until some in-flight
@@ -519,6 +522,21 @@ mod tests {
         assert!(plans[0].contains("COVERING INDEX messages_due"), "{}", plans[0]);
         assert!(plans[1].contains("COVERING INDEX messages_due"), "{}", plans[1]);
         assert!(plans[2].contains("messages_due"), "{}", plans[2]);
+    }
+
+    /// A receive asked to wait longer than SQS would (up to forever) waits as SQS would,
+    /// and gets what is sent meanwhile: its deadline overflowed the clock and panicked the
+    /// receiving task.
+    #[tokio::test]
+    async fn a_receive_may_ask_to_wait_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, q) = queue_q(&dir).await;
+        let q = std::sync::Arc::new(q);
+        let receiver = q.clone();
+        let waited = tokio::spawn(async move { receiver.receive(1, Duration::MAX).await.map(|got| got.len()) });
+        tokio::task::yield_now().await;
+        q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
+        assert_eq!(waited.await.unwrap().unwrap(), 1);
     }
 
     /// A receipt finds its message by the seq it begins with, and only while the message
