@@ -143,6 +143,12 @@ pub fn excerpt(text: &str) -> String {
     text[..end].to_owned()
 }
 
+/// The most attempts a delivery keeps: the latest, its first ones dropped as more are
+/// made. Every retry and replay opens a round of up to the schedule's attempts, so a
+/// delivery sent again by request thousands of times held thousands of attempts (each with
+/// up to 2 KiB of the answer), past what one response can carry.
+pub const KEPT_ATTEMPTS: usize = 100;
+
 /// One event on its way to one hook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -158,7 +164,8 @@ pub struct Delivery {
     pub event_type: String,
     /// Where it stands.
     pub status: DeliveryStatus,
-    /// Every attempt, oldest first.
+    /// The latest attempts (at most [`KEPT_ATTEMPTS`]), oldest first, each numbered among
+    /// all the delivery's attempts.
     pub attempts: Vec<Attempt>,
     /// When the next attempt is due, while `RETRYING` or `PENDING`.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -228,6 +235,11 @@ impl Delivery {
         self.attempts.last()
     }
 
+    /// How many attempts were made, those no longer kept included.
+    pub fn attempts_made(&self) -> u32 {
+        self.attempts.last().map_or(0, |a| a.attempt)
+    }
+
     /// Applies an update as every store must: append the attempt, and set the status
     /// unless the update belongs to an older round than the delivery is in.
     ///
@@ -243,8 +255,10 @@ impl Delivery {
         }
         if let Some(a) = &u.attempt {
             let mut a = a.clone();
-            a.attempt = self.attempts.len() as u32 + 1;
+            a.attempt = self.attempts_made() + 1;
             self.attempts.push(a);
+            let over = self.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+            self.attempts.drain(..over);
         }
         if u.round < self.round {
             self.updated_at = self.updated_at.max(u.at);
@@ -384,6 +398,23 @@ mod tests {
             at: now,
             opening: None,
         }
+    }
+
+    #[test]
+    fn a_delivery_keeps_its_latest_attempts_numbered_among_all() {
+        let k = key();
+        let mut d = Delivery::pending_for(&k, Utc::now());
+        for round in 0..30 {
+            for _ in 0..5 {
+                d.apply(&update(&k, DeliveryStatus::Retrying, round, true));
+            }
+        }
+        assert_eq!(d.attempts.len(), KEPT_ATTEMPTS);
+        assert_eq!(d.attempts_made(), 150);
+        let numbers: Vec<u32> = d.attempts.iter().map(|a| a.attempt).collect();
+        assert_eq!(numbers, (51..=150).collect::<Vec<_>>());
+        d.apply(&update(&k, DeliveryStatus::Succeeded, 30, true));
+        assert_eq!((d.attempts[0].attempt, d.attempts_made()), (52, 151));
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl From<&Delivery> for DeliveryOut {
             event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
             status: d.status,
-            attempts: d.attempts.len() as u32,
+            attempts: d.attempts_made(),
             last_status_code: last.and_then(|a| a.status_code),
             last_error_class: last.and_then(|a| a.error_class),
             next_attempt_at: d.next_attempt_at,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::Error;
-use hookbridge_core::delivery::{Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass, Opening};
+use hookbridge_core::delivery::{
+    Attempt, Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate, ErrorClass, KEPT_ATTEMPTS, Opening,
+};
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{
     Hook, HookDraft, HookSecrets, HookState, NetworkPolicy, SealedSecrets, SecretsOwner, ValidationContext,
@@ -49,6 +51,7 @@ macro_rules! contract_tests {
             deliveries_record_recreates_a_missing_delivery,
             deliveries_an_opening_record_is_the_whole_delivery,
             deliveries_are_kept_whole_for_14_days_from_their_creation,
+            deliveries_keep_their_latest_attempts,
             events_put_get_and_isolation,
             idempotency_claims_completes_and_releases,
             hooks_create_stops_at_the_tenant_quota,
@@ -798,6 +801,37 @@ pub async fn deliveries_an_opening_record_is_the_whole_delivery(h: &dyn Harness)
         )
         .await
         .expect("list");
+    assert_eq!(listed.items, vec![got], "a listing folds it the same way");
+}
+
+/// A delivery sent again and again keeps its latest [`KEPT_ATTEMPTS`], numbered among all
+/// it made, read and listed alike.
+pub async fn deliveries_keep_their_latest_attempts(h: &dyn Harness) {
+    let t = tenant(&h.unique("tenant"));
+    let hook = HookId::generate();
+    let k = key(&t, hook, DeliveryId::generate());
+    let store = &h.backend().deliveries;
+    let made = KEPT_ATTEMPTS as u32 + 5;
+    let updates: Vec<DeliveryUpdate> = (0..made)
+        .map(|n| DeliveryUpdate {
+            delivery: k.clone(),
+            attempt: Some(attempt(if n + 1 == made { 200 } else { 503 })),
+            status: if n + 1 == made { DeliveryStatus::Succeeded } else { DeliveryStatus::Failed },
+            next_attempt_at: None,
+            note: None,
+            round: n,
+            at: Utc::now(),
+            opening: None,
+        })
+        .collect();
+    store.record(&updates).await.expect("record");
+    let got = store.get(hook, k.delivery_id).await.expect("get").expect("present");
+    assert_eq!(got.attempts.len(), KEPT_ATTEMPTS);
+    assert_eq!(got.attempts_made(), made);
+    assert_eq!(got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), (6..=made).collect::<Vec<_>>());
+    assert_eq!((got.status, got.last_attempt().and_then(|a| a.status_code)), (DeliveryStatus::Succeeded, Some(200)));
+    let window = Window { since: Utc::now() - chrono::Duration::minutes(5), until: Utc::now() };
+    let listed = store.list(hook, window, Order::NewestFirst, 10, None).await.expect("list");
     assert_eq!(listed.items, vec![got], "a listing folds it the same way");
 }
 

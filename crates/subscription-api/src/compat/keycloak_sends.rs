@@ -48,7 +48,7 @@ struct SendOut {
     status: Option<u16>,
     status_message: String,
     /// Attempts made.
-    retries: usize,
+    retries: u32,
     /// When the last attempt was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     sent_at: Option<String>,
@@ -93,7 +93,7 @@ impl SendOut {
             },
             status,
             status_message: status_message(status),
-            retries: d.attempts.len(),
+            retries: d.attempts_made(),
             sent_at: last.map(|a| a.at.to_rfc3339()),
             keycloak_event_type,
             keycloak_event_id: d.event_id.to_string(),
