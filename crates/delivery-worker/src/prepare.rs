@@ -351,7 +351,14 @@ async fn claim_probes<'a>(w: &Worker, now: DateTime<Utc>, plans: Vec<Plan<'a>>) 
             Some(Claim::Won) => Claim::Lost,
             Some(other) => *other,
             None => {
-                let claim = claim(w, &ready.hook, now).await;
+                let (claim, claimed_hook) = claim(w, &ready.hook, now).await;
+                if let Some(hook) = claimed_hook {
+                    // The hook as the claim left it (half-open, at its new revision): what
+                    // gives the probe back if it goes unsent, and what its outcome is
+                    // written over. The batch's copy still said open, so giving it back
+                    // found nothing to do and left the circuit claimed for twice the timeout.
+                    ready.hook = Arc::new(hook);
+                }
                 claimed.insert(ready.hook.id, claim);
                 claim
             }
@@ -392,8 +399,8 @@ enum Claim {
     Lost,
 }
 
-/// Claims the probe of `hook`'s circuit.
-async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> Claim {
+/// Claims the probe of `hook`'s circuit; a won claim comes with the hook as written.
+async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> (Claim, Option<Hook>) {
     let timeout = w.settings.timeout;
     let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
         Ok::<_, hookbridge_core::Error>(match h.state.health.circuit.gate(now, timeout) {
@@ -406,12 +413,12 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> Claim {
     })
     .await;
     match r {
-        Ok(Modified::Written(..)) => Claim::Won,
-        Ok(Modified::Unchanged(h)) if h.state.health.circuit.is_closed() => Claim::Closed,
-        Ok(Modified::Unchanged(_)) | Ok(Modified::Deleted) => Claim::Lost,
+        Ok(Modified::Written(h, ())) => (Claim::Won, Some(h)),
+        Ok(Modified::Unchanged(h)) if h.state.health.circuit.is_closed() => (Claim::Closed, None),
+        Ok(Modified::Unchanged(_)) | Ok(Modified::Deleted) => (Claim::Lost, None),
         Err(e) => {
             tracing::warn!(hook_id = %hook.id, error = %e, "could not claim the circuit's probe");
-            Claim::Lost
+            (Claim::Lost, None)
         }
     }
 }
@@ -774,5 +781,63 @@ mod tests {
         let circuit = stored().await.state.health.circuit;
         assert_eq!(circuit.gate(Utc::now(), Duration::from_secs(10)), Gate::Probe, "{circuit:?}");
         assert_eq!((circuit.state, circuit.cooldown_ms), (CircuitState::Open, 5_000));
+    }
+
+    /// The probe this batch claimed, from its copy of the hook that still said open, is
+    /// given back when it goes unsent: the copy was the one compared, and finding it open it
+    /// gave nothing back, so every delivery waited twice the request timeout.
+    #[tokio::test]
+    async fn a_probe_claimed_here_and_handed_back_unsent_is_given_back() {
+        use hookbridge_core::circuit::Circuit;
+        use hookbridge_core::delivery::DeliveryKey;
+        use hookbridge_core::ids::DeliveryId;
+        use hookbridge_core::ports::Receipt;
+        use hookbridge_testkit::Harness;
+
+        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "claimed").await;
+        let now = Utc::now();
+        hook.state.health.circuit = Circuit {
+            state: CircuitState::Open,
+            next_probe_at: Some(now - chrono::Duration::seconds(1)),
+            cooldown_ms: 5_000,
+            ..Circuit::default()
+        };
+        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
+        let message = ReceivedMessage {
+            id: "m".into(),
+            body: String::new(),
+            receipt: Receipt("r".into()),
+            receive_count: 1,
+            sent_at: now,
+        };
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let plan = Plan::Send(Box::new(Ready {
+            message: &message,
+            task: Task::new(key, 0, "{}"),
+            hook: Arc::new(hook.clone()),
+            secrets: Arc::new(secrets),
+            body: "{}".into(),
+            probe: true,
+            at: None,
+            place: Place::Awaited,
+        }));
+        let mut out = claim_probes(&worker, now, vec![plan]).await;
+        let Some(Plan::Send(ready)) = out.pop() else { panic!("the probe is sent") };
+        assert!(ready.probe);
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
+        assert_eq!(stored().await.state.health.circuit.state, CircuitState::HalfOpen, "claimed");
+        release_probe(&worker, &ready).await;
+        let circuit = stored().await.state.health.circuit;
+        assert_eq!(circuit.gate(Utc::now(), Duration::from_secs(10)), Gate::Probe, "{circuit:?}");
     }
 }
