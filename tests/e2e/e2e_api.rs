@@ -539,7 +539,7 @@ async fn published_events_go_straight_to_ingest_unless_large_or_the_bus_is_asked
 }
 
 /// `POST /v1/portal/sessions` takes no body at all (every field is optional, as the OpenAPI
-/// document says), and no more sites than a hook may have.
+/// document says), and no more sites than a hook may have, nor none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
     let stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
@@ -552,5 +552,9 @@ async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
     assert_eq!(many.status, 400, "{}", many.body);
     assert_eq!(problem_fields(&many.body), ["sites"]);
     assert_eq!(stack.post("/v1/portal/sessions", &maker, &json!({ "sites": &sites[..100] })).await.status, 201);
+    // An empty list holds the session to no site, which is the whole tenant: refused.
+    let none = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": [] })).await;
+    assert_eq!(none.status, 400, "{}", none.body);
+    assert_eq!(problem_fields(&none.body), ["sites"]);
     stack.shutdown().await;
 }

@@ -47,6 +47,11 @@ pub async fn create(
             ));
         }
     };
+    if p.sites.as_ref().is_some_and(Vec::is_empty) {
+        // A session with no sites is held to none, so it sees the whole tenant: asked for
+        // with a list, it was meant to be held to one (a customer with no sites yet).
+        return Err(ApiError::field("sites", "must list at least one site, or be left out for the whole tenant"));
+    }
     let sites = p.sites.unwrap_or_default();
     if sites.len() > MAX_SITES {
         // Each page of the console shows them.
