@@ -247,6 +247,12 @@ fn detail(
             e.push(at("detail.site"), "differs from site");
             true
         }
+        // The event's site as much as a top-level `site` is: it routes the event and
+        // scopes who sees it, so it is held to the same rule.
+        (Some(Ok(a)), _) if !printable(&a, 128) => {
+            e.push(at("detail.site"), "must be 1-128 printable characters");
+            true
+        }
         (Some(Ok(_)), _) => true,
         (Some(Err(_)), _) => {
             e.push(at("detail.site"), "must be a string");
@@ -494,6 +500,12 @@ mod tests {
             let r = raw(&format!(r#"{{"detail-type":"x","source":"s","detail":{detail}}}"#));
             let errs = validate(&r, None, &t).err().unwrap_or_else(|| panic!("{detail} accepted"));
             assert_eq!(errs[0].field, "detail", "{detail}");
+        }
+        // A site in the detail is held to the rule a top-level one is.
+        for site in [r#""""#, r#""\u0007""#, &format!(r#""{}""#, "s".repeat(129))] {
+            let r = raw(&format!(r#"{{"detail-type":"x","source":"s","detail":{{"site":{site}}}}}"#));
+            let errs = validate(&r, None, &t).err().unwrap_or_else(|| panic!("{site} accepted"));
+            assert_eq!(errs[0].field, "detail.site", "{site}");
         }
         // A key given as null is a key given: refused, not doubled.
         for (detail, field) in [(r#"{"tenant":null}"#, "detail.tenant"), (r#"{"site":null}"#, "detail.site")] {
