@@ -90,9 +90,15 @@ macro_rules! ulid_id {
         impl FromStr for $name {
             type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
+                // A first character above 7 is past the largest ULID: the decoder drops its
+                // high bits, so `81ARZ…` read as `01ARZ…`, one id answering to several
+                // paths and cursors.
+                let in_range = s.as_bytes().first().is_some_and(|b| (b'0'..=b'7').contains(b));
                 Ulid::from_string(s)
+                    .ok()
+                    .filter(|_| in_range)
                     .map(Self)
-                    .map_err(|_| InvalidId { kind: $kind, rule: "a 26-character ULID" })
+                    .ok_or(InvalidId { kind: $kind, rule: "a 26-character ULID" })
             }
         }
 
@@ -249,6 +255,18 @@ mod tests {
         assert!(early < late);
         assert!(DeliveryId::min_at(2_000) <= late && late <= DeliveryId::max_at(2_000));
         assert_eq!(early.to_string().parse::<DeliveryId>().unwrap(), early);
+    }
+
+    #[test]
+    fn an_id_is_read_only_in_its_own_spelling() {
+        let id = HookId::generate();
+        let text = id.to_string();
+        assert_eq!(text.to_lowercase().parse::<HookId>().unwrap(), id, "either case");
+        for first in ['8', 'G', 'R', 'Z'] {
+            let alias = format!("{first}{}", &text[1..]);
+            assert!(alias.parse::<HookId>().is_err(), "{alias} read as {text}");
+        }
+        assert!("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<DeliveryId>().is_ok(), "the largest ULID");
     }
 
     #[test]
