@@ -13,6 +13,7 @@ use hookbridge_core::hook::{
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
 use hookbridge_core::secret::SigningSecret;
+use hookbridge_core::validation::FieldError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -49,10 +50,25 @@ async fn load_any(api: &Api, caller: &Caller, raw_id: &str) -> Result<Option<Hoo
 
 /// `400` unless `config` stays within the sites a site-held caller (a portal session) may use.
 fn within_sites(caller: &Caller, config: &HookConfig) -> Result<(), ApiError> {
-    if caller.sites.is_empty() || (!config.sites.is_empty() && config.sites.iter().all(|s| caller.sites.contains(s))) {
-        return Ok(());
+    outside_sites(caller, &config.sites).map_or(Ok(()), |e| Err(ApiError::fields(vec![e])))
+}
+
+/// Why `sites` is not for a site-held caller (a portal session), if it is not.
+fn outside_sites(caller: &Caller, sites: &[String]) -> Option<FieldError> {
+    let within = caller.sites.is_empty() || (!sites.is_empty() && sites.iter().all(|s| caller.sites.contains(s)));
+    (!within)
+        .then(|| FieldError::new("sites", format!("must list only some of these sites: {}", caller.sites.join(", "))))
+}
+
+/// A draft's validation errors, and its `sites` error for a site-held caller among them:
+/// every field at fault at once, not the sites only once the rest is put right.
+fn invalid_draft(caller: &Caller, sites: Option<&[String]>, mut errors: Vec<FieldError>) -> ApiError {
+    if !errors.iter().any(|e| e.field == "sites")
+        && let Some(e) = outside_sites(caller, sites.unwrap_or_default())
+    {
+        errors.push(e);
     }
-    Err(ApiError::field("sites", format!("must list only some of these sites: {}", caller.sites.join(", "))))
+    ApiError::fields(errors)
 }
 
 /// `POST /v1/hooks`: one hook (`201`) or an array of up to 100 (`200`, one result each).
@@ -108,7 +124,9 @@ pub(crate) async fn create_hook(
 ) -> Result<(Hook, HookSecrets), ApiError> {
     let now = Utc::now();
     let ctx = ValidationContext { network: &api.settings().network };
-    let (config, mut secrets) = draft.validate(ctx, None).map_err(ApiError::fields)?;
+    let sites = draft.sites.clone();
+    let (config, mut secrets) =
+        draft.validate(ctx, None).map_err(|errors| invalid_draft(caller, sites.as_deref(), errors))?;
     within_sites(caller, &config)?;
     if let Some(s) = signing {
         secrets.signing = s;
@@ -254,8 +272,10 @@ pub(crate) async fn replace_hook_from(
         let owner = SecretsOwner::of(&existing);
         let old_secrets = sealer.open(owner, &existing.sealed).await?;
         let ctx = ValidationContext { network: &api2.settings().network };
-        let (config, mut secrets) =
-            draft.clone().validate(ctx, Some((&existing.config, &old_secrets))).map_err(ApiError::fields)?;
+        let (config, mut secrets) = draft
+            .clone()
+            .validate(ctx, Some((&existing.config, &old_secrets)))
+            .map_err(|errors| invalid_draft(caller, draft.sites.as_deref(), errors))?;
         within_sites(caller, &config)?;
         if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
             secrets.signing = s.clone();
@@ -431,4 +451,28 @@ pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");
     lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site-held caller (a portal session) hears of its hook's `sites` with the draft's
+    /// other faults, in one answer: it heard only once the rest was put right.
+    #[test]
+    fn a_site_held_callers_sites_are_named_with_the_drafts_other_faults() {
+        let caller = Caller {
+            tenant: "acme".parse().expect("tenant"),
+            sub: "portal".into(),
+            scopes: vec![],
+            sites: vec!["a".into()],
+        };
+        let url = vec![FieldError::new("url", "must be an https URL")];
+        let fields = |e: ApiError| e.problem().errors.into_iter().map(|f| f.field).collect::<Vec<_>>();
+        assert_eq!(fields(invalid_draft(&caller, Some(&["b".to_owned()]), url.clone())), ["url", "sites"]);
+        assert_eq!(fields(invalid_draft(&caller, None, url.clone())), ["url", "sites"], "left out is no site");
+        assert_eq!(fields(invalid_draft(&caller, Some(&["a".to_owned()]), url.clone())), ["url"]);
+        let unrestricted = Caller { sites: vec![], ..caller };
+        assert_eq!(fields(invalid_draft(&unrestricted, Some(&["b".to_owned()]), url)), ["url"]);
+    }
 }

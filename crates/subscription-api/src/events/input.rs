@@ -332,8 +332,10 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     let resources = ev.resources.unwrap_or_default();
     if resources.len() > 10 {
         e.push(at("resources"), "must list at most 10 strings");
-    } else if let Some(i) = resources.iter().position(|r| !printable(r, 2048)) {
-        e.push(at(&format!("resources[{i}]")), "must be 1-2048 bytes without control characters");
+    } else {
+        for (i, _) in resources.iter().enumerate().filter(|(_, r)| !printable(r, 2048)) {
+            e.push(at(&format!("resources[{i}]")), "must be 1-2048 bytes without control characters");
+        }
     }
     if let Some(id) = &ev.id
         && !printable(id, 128)
@@ -392,6 +394,9 @@ mod tests {
         let bad = [("[3].resources[1]".to_owned(), "must be 1-2048 bytes without control characters".to_owned())];
         assert_eq!(errors(long, Some(3)), bad);
         assert_eq!(errors(vec!["a\tb".to_owned(), "r".to_owned()], None)[0].0, "resources[0]");
+        let named: Vec<String> =
+            errors(vec![String::new(), "r".to_owned(), "\u{1}".to_owned()], None).into_iter().map(|e| e.0).collect();
+        assert_eq!(named, ["resources[0]", "resources[2]"], "every one at fault at once");
         assert!(errors(vec!["x".repeat(2048); 10], None).is_empty());
     }
 
