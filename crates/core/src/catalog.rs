@@ -60,17 +60,30 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Declared and seen types merged by name, sorted by name.
+/// Declared and seen types merged by name, sorted by name: every declared one, and of the
+/// types only seen the first [`MAX_SEEN_LISTED`] by name. `seen` is read in name order,
+/// [`seen_to_read`] of them, so that declared types seen too cannot crowd out the others.
 pub fn merge(declared: Vec<DeclaredType>, seen: Vec<(String, DateTime<Utc>)>) -> Vec<KnownType> {
     let mut by_name: std::collections::BTreeMap<String, KnownType> = std::collections::BTreeMap::new();
     for d in declared {
         by_name.insert(d.name.clone(), KnownType { name: d.name.clone(), declared: Some(d), last_seen: None });
     }
+    let mut seen_only = 0;
     for (name, at) in seen {
-        let entry = by_name.entry(name.clone()).or_insert_with(|| KnownType { name, declared: None, last_seen: None });
-        entry.last_seen = entry.last_seen.max(Some(at));
+        if let Some(entry) = by_name.get_mut(&name) {
+            entry.last_seen = entry.last_seen.max(Some(at));
+        } else if seen_only < MAX_SEEN_LISTED {
+            seen_only += 1;
+            by_name.insert(name.clone(), KnownType { name, declared: None, last_seen: Some(at) });
+        }
     }
     by_name.into_values().collect()
+}
+
+/// How many seen types to read (in name order) to list [`MAX_SEEN_LISTED`] that are only
+/// seen, when `declared` types are declared: each may be among them.
+pub fn seen_to_read(declared: usize) -> usize {
+    MAX_SEEN_LISTED + declared
 }
 
 /// How often one process records a type as seen again: the last-seen time is then at most
@@ -172,6 +185,12 @@ mod tests {
         let now = Utc::now();
         let d = DeclaredType { name: "b".into(), description: Some("B".into()), schema: None, updated_at: now };
         let merged = merge(vec![d.clone()], vec![("a".into(), now), ("b".into(), now)]);
+        let many: Vec<(String, DateTime<Utc>)> = (0..seen_to_read(1)).map(|i| (format!("t{i:04}"), now)).collect();
+        let first = DeclaredType { name: "t0000".into(), ..d.clone() };
+        let listed = merge(vec![first], many.clone());
+        assert_eq!(listed.len(), 1 + MAX_SEEN_LISTED, "the declared one and a thousand only seen");
+        assert_eq!(listed.iter().filter(|k| k.declared.is_none()).count(), MAX_SEEN_LISTED);
+        assert_eq!(merge(vec![], many).len(), MAX_SEEN_LISTED, "of those only seen, the first thousand");
         assert_eq!(merged.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!((merged[0].declared.is_none(), merged[1].declared.as_ref()), (true, Some(&d)));
         assert_eq!(merged[1].last_seen, Some(now));

@@ -74,7 +74,7 @@ impl From<KnownType> for TypeOut {
 async fn known(api: &Api, tenant: &TenantId) -> Result<Vec<KnownType>, ApiError> {
     let store = &api.ports().event_types;
     let declared = store.declared(tenant).await?;
-    let seen = store.seen(tenant, Utc::now() - catalog::SEEN_FOR, catalog::MAX_SEEN_LISTED).await?;
+    let seen = store.seen(tenant, Utc::now() - catalog::SEEN_FOR, catalog::seen_to_read(declared.len())).await?;
     Ok(catalog::merge(declared, seen))
 }
 
