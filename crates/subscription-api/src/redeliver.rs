@@ -192,7 +192,10 @@ pub async fn replay(
     p.replays.create(&job).await?;
     if let Err(e) = ingest::replay::poke(p.ingest.as_ref(), &job).await {
         // Nothing will work on it: it must not read as running. The caller may ask again.
-        let _ = p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await;
+        if let Err(unsaved) = p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await {
+            tracing::error!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, error = %unsaved,
+                "a replay that could not start could not be marked failed: it reads as running until it expires");
+        }
         return Err(e.into());
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay started");
