@@ -140,7 +140,7 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
         /// The hook's signing secret (`whsec_…`), to verify signatures.
-        #[arg(long, env = "HOOKBRIDGE_RECEIVER_SECRET")]
+        #[arg(long, env = "HOOKBRIDGE_RECEIVER_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
     /// Print an API token signed with the configured key.
@@ -260,8 +260,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { backend, database, listen, delivery_concurrency, database_max_size } => {
             let s = settings()?;
             s.check_exposure(listen)?;
-            // With only an issuer configured, tokens come from the issuer: there is none to print.
-            let demo = token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400)).ok();
+            // Only under the development key, whose tokens anyone can make anyway: under an
+            // operator's key it was a working 30-day token in the service's log, for whoever
+            // reads it. With only an issuer configured, tokens come from the issuer.
+            let demo = if s.tokens.default_key {
+                Demo::Token(token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?)
+            } else if s.tokens.hs256.is_some() {
+                Demo::Make
+            } else {
+                Demo::Issuer
+            };
             let place = match backend {
                 BackendKind::Embedded => format!("embedded backend, data in {}", database.display()),
                 BackendKind::Aws => format!(
@@ -276,7 +284,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 delivery_concurrency,
             })
             .await?;
-            banner(stack.addr(), demo.as_deref(), &place);
+            banner(stack.addr(), &demo, &place);
             shutdown_signal().await;
             eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued (again to stop at once)");
             tokio::select! {
@@ -290,13 +298,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn banner(addr: SocketAddr, token: Option<&str>, backend: &str) {
-    let token = match token {
-        Some(t) => format!(
+/// The token the banner offers.
+enum Demo {
+    /// One made with the development key.
+    Token(String),
+    /// None printed: the operator's key makes them (`hookbridge token`).
+    Make,
+    /// None: they come from the issuer.
+    Issuer,
+}
+
+fn banner(addr: SocketAddr, demo: &Demo, backend: &str) {
+    let token = match demo {
+        Demo::Token(t) => format!(
             "Token      tenant \"demo\", scopes hooks:read hooks:write events:publish, valid 30 days:\n\n  export HB_TOKEN={t}"
         ),
-        None => "Tokens     from your OpenID Connect issuer (HOOKBRIDGE_JWT_ISSUER): export HB_TOKEN=<one of them>"
-            .to_owned(),
+        Demo::Make => {
+            "Tokens     signed with your HOOKBRIDGE_JWT_SECRET: export HB_TOKEN=$(hookbridge token --tenant <tenant>)"
+                .to_owned()
+        }
+        Demo::Issuer => {
+            "Tokens     from your OpenID Connect issuer (HOOKBRIDGE_JWT_ISSUER): export HB_TOKEN=<one of them>"
+                .to_owned()
+        }
     };
     eprintln!(
         r#"
