@@ -1,4 +1,4 @@
-//! What `hookbridge serve` prints when it is up: a ready-to-paste token only under the
+//! What the CLI prints. `serve`, when it is up: a ready-to-paste token only under the
 //! development key, whose tokens anyone can make. Under an operator's key it printed a
 //! working 30-day token into the service's log, for whoever reads the log.
 
@@ -48,4 +48,18 @@ fn a_token_is_printed_only_under_the_development_key() {
     let operators = banner(&[("HOOKBRIDGE_JWT_SECRET", "an-operator-chosen-key-of-at-least-32-bytes")]);
     assert!(!operators.contains("HB_TOKEN=ey"), "{operators}");
     assert!(operators.contains("hookbridge token"), "how to make one: {operators}");
+}
+
+/// `receive --help` names the variable its secret may come from, not the secret in it.
+#[test]
+fn help_never_shows_the_receivers_secret() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let out = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["receive", "--help"])
+        .env("HOOKBRIDGE_RECEIVER_SECRET", secret)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("HOOKBRIDGE_RECEIVER_SECRET"), "{help}");
+    assert!(!help.contains(secret), "{help}");
 }
