@@ -260,10 +260,13 @@ fn timeout_at_most(var: &'static str, text: &str, max: Duration) -> Result<Durat
     Ok(d)
 }
 
-/// The longest a delivery's attempts can span under `schedule`: every delay at its most
-/// (each is spread up to a fifth later).
+/// The longest a delivery's attempts can span under `schedule`: every delay at its most, a
+/// receiver's `Retry-After` having doubled it and the spread a fifth more, within what a
+/// queue can delay ([`RetrySchedule::delay_after`]). Counting the spread alone, a
+/// retention the check allowed was outlasted by a receiver asking for more time.
 fn schedule_span(schedule: &RetrySchedule) -> Duration {
-    schedule.delays().iter().map(|d| d.mul_f64(1.2)).sum()
+    let longest = |d: &Duration| d.saturating_mul(2).mul_f64(1.2).min(crate::retry::MAX_QUEUE_DELAY);
+    schedule.delays().iter().map(longest).sum()
 }
 
 /// The API's public base URL, without a trailing `/`: portal links and the console's
@@ -627,11 +630,24 @@ mod tests {
         }
         // Judged against the schedule and the timeout they come with.
         let short =
-            [(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "3s"), (REQUEST_TIMEOUT, "1s"), (VISIBILITY_TIMEOUT, "2s")];
+            [(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "5s"), (REQUEST_TIMEOUT, "1s"), (VISIBILITY_TIMEOUT, "2s")];
         assert!(Settings::from_lookup(lookup(&short), &Defaults::local()).is_ok());
+        // Two 1 s delays a receiver's `Retry-After` doubles, then spread: 4.8 s.
         let e =
-            Settings::from_lookup(lookup(&[(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "2s")]), &Defaults::local());
+            Settings::from_lookup(lookup(&[(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "4s")]), &Defaults::local());
         assert_eq!(e.unwrap_err().variable, EVENT_RETENTION);
+        // Whatever settings are accepted, no run of delays outlasts the retention.
+        for (schedule, retention) in [("1m,1m,1m", "8m"), ("5s,5m,30m,2h,5h,10h,10h", "2d")] {
+            let s = Settings::from_lookup(
+                lookup(&[(RETRY_SCHEDULE, schedule), (EVENT_RETENTION, retention)]),
+                &Defaults::local(),
+            )
+            .unwrap_or_else(|e| panic!("{schedule} {retention}: {e:?}"));
+            let longest: Duration = (1..s.schedule.max_attempts())
+                .filter_map(|n| s.schedule.delay_after(n, 1.0, Some(Duration::MAX)))
+                .sum();
+            assert!(longest <= s.event_retention, "{schedule}: {longest:?} past {retention}");
+        }
     }
 
     #[test]
