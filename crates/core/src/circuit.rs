@@ -132,10 +132,13 @@ impl Circuit {
                 Some(at) if at > now => Gate::WaitUntil(at),
                 _ => Gate::Probe,
             },
-            CircuitState::HalfOpen => {
-                let ends = add(self.probe_started_at.unwrap_or(now), probe_budget.saturating_mul(2));
-                if ends > now { Gate::WaitUntil(ends) } else { Gate::Probe }
-            }
+            // One stored without its probe's start (written by hand, or by an older
+            // version) has lost its prober as surely as one past its budget: taken as
+            // started now, it was waited on for ever, each delivery told to come back later.
+            CircuitState::HalfOpen => match self.probe_started_at.map(|t| add(t, probe_budget.saturating_mul(2))) {
+                Some(ends) if ends > now => Gate::WaitUntil(ends),
+                _ => Gate::Probe,
+            },
         }
     }
 
@@ -243,6 +246,9 @@ mod tests {
         assert_eq!(probing.gate(at(7), BUDGET), Gate::WaitUntil(at(26)));
         // A prober that never reported (a crash) does not hold the circuit forever.
         assert_eq!(probing.gate(at(26), BUDGET), Gate::Probe);
+        // Nor one whose start is not known.
+        let unknown = Circuit { probe_started_at: None, ..probing };
+        assert_eq!(unknown.gate(at(7), BUDGET), Gate::Probe);
     }
 
     #[test]
