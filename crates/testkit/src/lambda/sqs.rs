@@ -71,15 +71,15 @@ pub async fn poll(
         let payload = serde_json::to_vec(&event).unwrap_or_default();
         let failed: Option<Vec<String>> = match function.invoke(payload).await {
             Outcome::Response(body) => {
-                let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                Some(
-                    doc["batchItemFailures"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-                        .collect(),
-                )
+                let ids: Vec<&str> = messages.iter().filter_map(|m| m.message_id.as_deref()).collect();
+                let reported = failures_reported(&body, &ids);
+                if reported.is_none() {
+                    tracing::warn!(
+                        function = function.name(),
+                        "the batch response does not parse; the batch comes back"
+                    );
+                }
+                reported
             }
             Outcome::Error(e) => {
                 tracing::warn!(function = function.name(), error = e, "the invocation failed; the batch comes back");
@@ -107,6 +107,55 @@ pub async fn poll(
             && let Err(e) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await
         {
             tracing::warn!(queue = %queue_url, error = %e, "the event source could not delete a batch");
+        }
+    }
+}
+
+/// The messages a function's answer reports as failed, read as Lambda reads them: nothing
+/// (no body, `null`, no or an empty `batchItemFailures`) is success; an answer that does not
+/// parse, or names a message by an empty, missing or unknown id, fails the whole batch
+/// (`None`). Read leniently, such an answer deleted every message: a handler's fault
+/// passed here as success, where Lambda would have brought the batch back.
+fn failures_reported(body: &[u8], batch: &[&str]) -> Option<Vec<String>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(Vec::new());
+    }
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    match &doc {
+        Value::Null => return Some(Vec::new()),
+        Value::Object(_) => {}
+        _ => return None,
+    }
+    let failures = match &doc["batchItemFailures"] {
+        Value::Null => return Some(Vec::new()),
+        Value::Array(failures) => failures,
+        _ => return None,
+    };
+    failures.iter().map(|f| f["itemIdentifier"].as_str().filter(|id| batch.contains(id)).map(str::to_owned)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failures_reported;
+
+    #[test]
+    fn a_batch_response_is_read_as_lambda_reads_it() {
+        let batch = ["m1", "m2"];
+        let read = |body: &str| failures_reported(body.as_bytes(), &batch);
+        for success in ["", "null", "{}", r#"{"batchItemFailures":[]}"#, r#"{"batchItemFailures":null}"#] {
+            assert_eq!(read(success), Some(vec![]), "{success:?}");
+        }
+        assert_eq!(read(r#"{"batchItemFailures":[{"itemIdentifier":"m2"}]}"#), Some(vec!["m2".to_owned()]));
+        for whole_batch in [
+            "oops",
+            "[]",
+            r#"{"batchItemFailures":"m1"}"#,
+            r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+            r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+            r#"{"batchItemFailures":[{"id":"m1"}]}"#,
+            r#"{"batchItemFailures":[{"itemIdentifier":"m1"},{"itemIdentifier":"m9"}]}"#,
+        ] {
+            assert_eq!(read(whole_batch), None, "{whole_batch}");
         }
     }
 }
