@@ -34,7 +34,9 @@ pub enum Outcome {
 struct Pending {
     id: String,
     payload: Vec<u8>,
-    deadline_ms: i64,
+    /// How long the invocation may run once a process takes it: Lambda dates the deadline
+    /// from the start, not from when the invocation was asked for.
+    timeout: Duration,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -60,10 +62,11 @@ async fn next(State(s): State<Arc<Shared>>) -> Response {
         waiting.await;
     };
     lock(&s.in_flight).insert(p.id.clone(), p.reply);
+    let deadline_ms = chrono::Utc::now().timestamp_millis() + p.timeout.as_millis() as i64;
     let mut headers = HeaderMap::new();
     let h = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
     headers.insert("lambda-runtime-aws-request-id", h(&p.id));
-    headers.insert("lambda-runtime-deadline-ms", h(&p.deadline_ms.to_string()));
+    headers.insert("lambda-runtime-deadline-ms", h(&deadline_ms.to_string()));
     headers.insert("lambda-runtime-invoked-function-arn", h(&s.arn));
     headers
         .insert("lambda-runtime-trace-id", h(&format!("Root=1-00000000-{}", p.id.replace('-', "")[..24].to_owned())));
@@ -189,12 +192,15 @@ impl Function {
     pub async fn invoke(&self, payload: Vec<u8>) -> Outcome {
         let (tx, rx) = oneshot::channel();
         let id = hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase();
-        let deadline_ms = chrono::Utc::now().timestamp_millis() + self.timeout.as_millis() as i64;
-        lock(&self.shared.queue).push_back(Pending { id: id.clone(), payload, deadline_ms, reply: tx });
+        lock(&self.shared.queue).push_back(Pending { id: id.clone(), payload, timeout: self.timeout, reply: tx });
         self.shared.ready.notify_one();
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(outcome)) => outcome,
             _ => {
+                // One no process took yet is not run later: its caller (a gateway that
+                // answered 503, an event source that will receive the batch again) has
+                // given up on it, and its work done afterwards would be a surprise.
+                lock(&self.shared.queue).retain(|p| p.id != id);
                 lock(&self.shared.in_flight).remove(&id);
                 Outcome::TimedOut
             }
@@ -225,4 +231,45 @@ fn either_out(s: tokio::process::ChildStdout) -> Stream {
 
 fn either_err(s: tokio::process::ChildStderr) -> Stream {
     Box::new(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use super::*;
+
+    /// No process here: the test takes invocations from the Runtime API itself.
+    async fn function(timeout: Duration) -> Arc<Function> {
+        Arc::new(Function::start("f", Path::new("/bin/true"), &[], 0, timeout).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_invocation_given_up_on_before_it_started_never_starts() {
+        let f = function(Duration::from_millis(200)).await;
+        assert!(matches!(f.invoke(b"{}".to_vec()).await, Outcome::TimedOut));
+        assert!(lock(&f.shared.queue).is_empty(), "still queued for the next process");
+    }
+
+    #[tokio::test]
+    async fn an_invocations_deadline_counts_from_when_it_starts() {
+        let f = function(Duration::from_secs(10)).await;
+        let invoking = tokio::spawn({
+            let f = f.clone();
+            async move { f.invoke(b"{}".to_vec()).await }
+        });
+        // Waiting a second for a process, as behind a busy function's other invocations.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let taken = next(State(f.shared.clone())).await;
+        let header = |name: &str| taken.headers()[name].to_str().unwrap().to_owned();
+        let deadline_ms: i64 = header("lambda-runtime-deadline-ms").parse().unwrap();
+        let left = deadline_ms - chrono::Utc::now().timestamp_millis();
+        assert!(left > 9_500, "{left} ms left of 10 s, a second after it was asked for");
+        let id = header("lambda-runtime-aws-request-id");
+        assert_eq!(
+            respond(State(f.shared.clone()), UrlPath(id), Bytes::from_static(b"ok")).await,
+            StatusCode::ACCEPTED
+        );
+        assert!(matches!(invoking.await.unwrap(), Outcome::Response(body) if body == b"ok"));
+    }
 }
