@@ -20,6 +20,21 @@ use crate::Worker;
 pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now: DateTime<Utc>) -> Vec<BusEntry> {
     let rule = w.settings.disable_rule;
     let sent_to = hook.config.url.clone();
+    // A copy older than this process's own last write (another batch opened the circuit
+    // meanwhile, say) is read again: judged against the copy, a success that finds nothing
+    // to change there is written nowhere, and the circuit it should close stays open.
+    let hook = if w.local.behind(hook.id, hook.revision) {
+        match w.ports.hooks.get(&hook.tenant, hook.id).await {
+            Ok(Some(fresh)) => Arc::new(fresh),
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not read the hook again");
+                hook
+            }
+        }
+    } else {
+        hook
+    };
     let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
         let moved = h.config.url != sent_to;
         let changed = observe(&rule, &h.state.health, obs).filter(|_| !moved).map(|change| {
@@ -36,7 +51,10 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
     })
     .await;
     let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {
-        Ok(Modified::Written(next, (change, disabling))) => (next, change, disabling),
+        Ok(Modified::Written(next, (change, disabling))) => {
+            w.local.wrote(next.id, next.revision);
+            (next, change, disabling)
+        }
         Ok(Modified::Unchanged(_) | Modified::Deleted) => return Vec::new(),
         Err(e) => {
             tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not record the hook's health");

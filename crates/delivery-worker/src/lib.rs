@@ -486,6 +486,40 @@ mod tests {
         assert!(!events.is_empty(), "the circuit opened and the hook was disabled");
     }
 
+    /// Two batches of one process with the same copy of a healthy hook: one's five
+    /// timeouts open the circuit; the other's answer, judged afterwards against its copy
+    /// (healthy: nothing to change), was written nowhere, and the circuit an answer closes
+    /// stayed open until the next probe. Its copy is read again, and the answer closes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_judged_against_a_copy_older_than_this_processs_write_closes_the_circuit() {
+        use hookbridge_core::circuit::CircuitState;
+        use hookbridge_core::delivery::ErrorClass;
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "raced").await;
+        let now = Utc::now();
+        // Healthy, and a success moments ago: another success changes nothing worth a write.
+        hook.state.health.last_success_at = Some(now);
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let copy = std::sync::Arc::new(h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap());
+        let worker = worker_on(h.backend());
+        let attempt = |sent| Observation::Attempt { started: now, ended: now, sent, slow: false };
+        let down: Vec<_> = (0..5).map(|_| attempt(Sent::NoResponse(ErrorClass::Timeout))).collect();
+        health::record(&worker, copy.clone(), &down, now).await;
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+        assert_eq!(stored().await.state.health.circuit.state, CircuitState::Open);
+
+        let up = [attempt(Sent::Response { status: 200, retry_after: None })];
+        let events = health::record(&worker, copy, &up, Utc::now()).await;
+        let health = stored().await.state.health;
+        assert_eq!((health.circuit.state, health.consecutive_failures), (CircuitState::Closed, 0), "{health:?}");
+        assert!(
+            events.iter().any(|e| e.detail_type == hookbridge_core::message::event_type::HOOK_CIRCUIT_CLOSED),
+            "{events:?}"
+        );
+    }
+
     /// A hook whose secrets the key service will not open this time holds back only its
     /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
     /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough

@@ -40,7 +40,15 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     hooks: Mutex<HashMap<HookId, Entry>>,
+    /// The revision each hook was at after this process last wrote its health or claimed
+    /// its probe: a batch holding an older copy reads the hook again before judging its
+    /// results against it.
+    written: Mutex<HashMap<HookId, u64>>,
 }
+
+/// Revisions remembered before the memory starts over (a stale copy then goes unnoticed
+/// only until the hook's next health write).
+const WRITTEN_KEPT: usize = 10_000;
 
 impl Local {
     fn lock(&self) -> MutexGuard<'_, HashMap<HookId, Entry>> {
@@ -143,6 +151,22 @@ impl Local {
     #[cfg(test)]
     pub(crate) fn is_waited_on(&self, hook: HookId) -> bool {
         self.lock().get(&hook).is_some_and(|e| Arc::strong_count(&e.freed) > 1)
+    }
+
+    /// Notes that this process left `hook` at `revision`.
+    pub(crate) fn wrote(&self, hook: HookId, revision: u64) {
+        let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if written.len() >= WRITTEN_KEPT {
+            written.clear();
+        }
+        let at = written.entry(hook).or_default();
+        *at = (*at).max(revision);
+    }
+
+    /// Whether a copy of `hook` at `revision` is older than what this process wrote.
+    pub(crate) fn behind(&self, hook: HookId, revision: u64) -> bool {
+        let written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        written.get(&hook).is_some_and(|&at| at > revision)
     }
 
     /// Forgets the hook when nothing of it is left here.

@@ -413,7 +413,10 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> (Claim, Option<Ho
     })
     .await;
     match r {
-        Ok(Modified::Written(h, ())) => (Claim::Won, Some(h)),
+        Ok(Modified::Written(h, ())) => {
+            w.local.wrote(h.id, h.revision);
+            (Claim::Won, Some(h))
+        }
         Ok(Modified::Unchanged(h)) if h.state.health.circuit.is_closed() => (Claim::Closed, None),
         Ok(Modified::Unchanged(_)) | Ok(Modified::Deleted) => (Claim::Lost, None),
         Err(e) => {
