@@ -1,7 +1,8 @@
 //! The API's HS256 token key, read from Secrets Manager instead of the function's
 //! environment (where anyone allowed `lambda:GetFunctionConfiguration` could read it). It
 //! is read at cold start and again when [`REREAD_AFTER`] has passed, so a rotated secret is
-//! picked up within minutes; if a re-read fails, the key already held is used meanwhile.
+//! picked up within minutes; if a re-read fails, the key already held is used until the next
+//! re-read is due.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -77,7 +78,12 @@ impl KeySource for SecretsManagerKey {
                 }
                 Err(e) => match held {
                     Some((key, _)) => {
+                        // Held as if read now: left dated as it was, every request after
+                        // one failed re-read waited on Secrets Manager again (its retries
+                        // and timeouts too), during the very outage that failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
+                        *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some((key.clone(), Instant::now()));
                         Ok(key)
                     }
                     None => Err(e),

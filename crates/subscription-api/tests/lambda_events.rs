@@ -102,6 +102,31 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
     assert!(tokens.check(&token(first)).await.is_err(), "the old key no longer signs");
 }
 
+/// A re-read that fails keeps the key held until the next re-read is due: after one failure
+/// every request read Secrets Manager again, waiting on the outage that failed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reread_of_the_token_key_is_not_tried_on_every_request() {
+    use std::time::Duration;
+
+    let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
+    let counter = hookbridge_aws::RequestCounter::default();
+    let clients = hookbridge_aws::Clients::counted(&sdk, &counter);
+    let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
+    let key = "the-held-key-0123456789abcdef0123456789";
+    clients.secretsmanager.create_secret().name(&name).secret_string(key).send().await.unwrap();
+    let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
+        .reread_after(Duration::from_secs(1));
+    assert_eq!(hookbridge_core::ports::KeySource::key(&source).await.unwrap().expose(), key);
+    clients.secretsmanager.delete_secret().secret_id(&name).force_delete_without_recovery(true).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    counter.reset();
+    for _ in 0..10 {
+        assert_eq!(hookbridge_core::ports::KeySource::key(&source).await.unwrap().expose(), key, "the key held");
+    }
+    let reads: u64 = counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum();
+    assert_eq!(reads, 1, "one failed re-read, then the held key until the next is due: {:?}", counter.snapshot());
+}
+
 #[test]
 fn every_sample_event_file_is_used_by_a_handler_test() {
     let sources = [
