@@ -659,65 +659,88 @@ mod tests {
         assert_eq!(place_free_in(Some(Duration::from_millis(5)), Duration::from_millis(50)), Duration::from_millis(50));
     }
 
+    use hookbridge_core::circuit::Circuit;
+    use hookbridge_core::delivery::DeliveryKey;
+    use hookbridge_core::ids::DeliveryId;
+    use hookbridge_core::ports::Receipt;
+    use hookbridge_testkit::{EmbeddedHarness, Harness};
+
+    /// An open circuit whose probe was due a second before `now`.
+    fn probe_due(now: DateTime<Utc>, cooldown_ms: u64) -> Circuit {
+        Circuit {
+            state: CircuitState::Open,
+            next_probe_at: Some(now - chrono::Duration::seconds(1)),
+            cooldown_ms,
+            ..Circuit::default()
+        }
+    }
+
+    /// A worker over `h`'s ports, with the default settings.
+    fn worker_over(h: &EmbeddedHarness) -> Worker {
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default())
+    }
+
+    /// Message `i` of a batch received at `now`.
+    fn message(i: usize, now: DateTime<Utc>) -> ReceivedMessage {
+        ReceivedMessage {
+            id: format!("m{i}"),
+            body: String::new(),
+            receipt: Receipt(format!("r{i}")),
+            receive_count: 1,
+            sent_at: now,
+        }
+    }
+
+    /// A delivery of `hook` (the `n`-th of the millisecond `now`) ready to go on `message`.
+    fn ready<'m>(
+        message: &'m ReceivedMessage,
+        hook: &Arc<Hook>,
+        secrets: &Arc<HookSecrets>,
+        n: u128,
+        probe: bool,
+        now: DateTime<Utc>,
+    ) -> Ready<'m> {
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, n),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        Ready {
+            message,
+            task: Task::new(key, 0, "{}"),
+            hook: hook.clone(),
+            secrets: secrets.clone(),
+            body: "{}".into(),
+            probe,
+            at: None,
+            place: Place::Awaited,
+        }
+    }
+
     /// The batch read the hook while its circuit was open; by the claim, another process's
     /// probe had closed it. Every delivery of the hook goes, none waits for a probe.
     #[tokio::test]
     async fn a_claim_that_finds_the_circuit_closed_lets_every_delivery_go() {
-        use hookbridge_core::circuit::Circuit;
-        use hookbridge_core::delivery::DeliveryKey;
-        use hookbridge_core::ids::DeliveryId;
-        use hookbridge_core::ports::Receipt;
-        use hookbridge_testkit::Harness;
-
-        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let h = EmbeddedHarness::start().await;
         let (mut read, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "closed").await;
         let now = Utc::now();
-        read.state.health.circuit = Circuit {
-            state: CircuitState::Open,
-            next_probe_at: Some(now - chrono::Duration::seconds(1)),
-            ..Circuit::default()
-        };
+        read.state.health.circuit = probe_due(now, 0);
         h.backend().hooks.create(&read, 1000).await.expect("create");
         let mut closed = read.clone();
         closed.state.health.circuit = Circuit::default();
         closed.revision += 1;
         h.backend().hooks.replace(&closed, read.revision).await.expect("closed by another probe");
-        let outbound =
-            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
-        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
-        let hook = read.clone();
+        let worker = worker_over(&h);
         let (read, secrets) = (Arc::new(read), Arc::new(secrets));
-        let messages: Vec<ReceivedMessage> = (0..3)
-            .map(|i| ReceivedMessage {
-                id: format!("m{i}"),
-                body: String::new(),
-                receipt: Receipt(format!("r{i}")),
-                receive_count: 1,
-                sent_at: now,
-            })
-            .collect();
+        let messages: Vec<ReceivedMessage> = (0..3).map(|i| message(i, now)).collect();
         let plans = messages
             .iter()
             .enumerate()
-            .map(|(i, message)| {
-                let key = DeliveryKey {
-                    tenant: hook.tenant.clone(),
-                    hook_id: hook.id,
-                    delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, i as u128 + 1),
-                    event_id: EventId::generate(),
-                    event_type: "user.login".into(),
-                };
-                Plan::Send(Box::new(Ready {
-                    message,
-                    task: Task::new(key, 0, "{}"),
-                    hook: read.clone(),
-                    secrets: secrets.clone(),
-                    body: "{}".into(),
-                    probe: true,
-                    at: None,
-                    place: Place::Awaited,
-                }))
-            })
+            .map(|(i, m)| Plan::Send(Box::new(ready(m, &read, &secrets, i as u128 + 1, true, now))))
             .collect();
         let out = claim_probes(&worker, now, plans).await;
         assert_eq!(out.len(), 3);
@@ -728,51 +751,15 @@ mod tests {
     /// out) gives the probe back: the next delivery may probe at once.
     #[tokio::test]
     async fn a_probe_handed_back_unsent_gives_the_probe_back() {
-        use hookbridge_core::circuit::Circuit;
-        use hookbridge_core::delivery::DeliveryKey;
-        use hookbridge_core::ids::DeliveryId;
-        use hookbridge_core::ports::Receipt;
-        use hookbridge_testkit::Harness;
-
-        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let h = EmbeddedHarness::start().await;
         let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "released").await;
         let now = Utc::now();
-        let open = Circuit {
-            state: CircuitState::Open,
-            next_probe_at: Some(now - chrono::Duration::seconds(1)),
-            cooldown_ms: 5_000,
-            ..Circuit::default()
-        };
-        hook.state.health.circuit = open.claimed(now);
+        hook.state.health.circuit = probe_due(now, 5_000).claimed(now);
         h.backend().hooks.create(&hook, 1000).await.expect("create");
-        let outbound =
-            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
-        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
-        let message = ReceivedMessage {
-            id: "m".into(),
-            body: String::new(),
-            receipt: Receipt("r".into()),
-            receive_count: 1,
-            sent_at: now,
-        };
-        let key = DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
-            event_id: EventId::generate(),
-            event_type: "user.login".into(),
-        };
+        let worker = worker_over(&h);
+        let message = message(0, now);
         let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
-        let mut ready = Ready {
-            message: &message,
-            task: Task::new(key, 0, "{}"),
-            hook: Arc::new(hook.clone()),
-            secrets: Arc::new(secrets),
-            body: "{}".into(),
-            probe: false,
-            at: None,
-            place: Place::Awaited,
-        };
+        let mut ready = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, false, now);
         release_probe(&worker, &ready).await;
         assert_eq!(
             stored().await.state.health.circuit.state,
@@ -791,49 +778,14 @@ mod tests {
     /// gave nothing back, so every delivery waited twice the request timeout.
     #[tokio::test]
     async fn a_probe_claimed_here_and_handed_back_unsent_is_given_back() {
-        use hookbridge_core::circuit::Circuit;
-        use hookbridge_core::delivery::DeliveryKey;
-        use hookbridge_core::ids::DeliveryId;
-        use hookbridge_core::ports::Receipt;
-        use hookbridge_testkit::Harness;
-
-        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let h = EmbeddedHarness::start().await;
         let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "claimed").await;
         let now = Utc::now();
-        hook.state.health.circuit = Circuit {
-            state: CircuitState::Open,
-            next_probe_at: Some(now - chrono::Duration::seconds(1)),
-            cooldown_ms: 5_000,
-            ..Circuit::default()
-        };
+        hook.state.health.circuit = probe_due(now, 5_000);
         h.backend().hooks.create(&hook, 1000).await.expect("create");
-        let outbound =
-            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
-        let worker = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, crate::WorkerSettings::default());
-        let message = ReceivedMessage {
-            id: "m".into(),
-            body: String::new(),
-            receipt: Receipt("r".into()),
-            receive_count: 1,
-            sent_at: now,
-        };
-        let key = DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
-            event_id: EventId::generate(),
-            event_type: "user.login".into(),
-        };
-        let plan = Plan::Send(Box::new(Ready {
-            message: &message,
-            task: Task::new(key, 0, "{}"),
-            hook: Arc::new(hook.clone()),
-            secrets: Arc::new(secrets),
-            body: "{}".into(),
-            probe: true,
-            at: None,
-            place: Place::Awaited,
-        }));
+        let worker = worker_over(&h);
+        let message = message(0, now);
+        let plan = Plan::Send(Box::new(ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, true, now)));
         let mut out = claim_probes(&worker, now, vec![plan]).await;
         let Some(Plan::Send(ready)) = out.pop() else { panic!("the probe is sent") };
         assert!(ready.probe);
