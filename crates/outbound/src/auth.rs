@@ -206,10 +206,8 @@ impl Outbound {
         secrets: &HookSecrets,
         wanted: TokenWanted<'_>,
     ) -> Result<Secret, TokenError> {
-        // Within the slow lane's attempt (the request timeout), which began a little
-        // earlier: a fetch that fails then fails while its attempt still waits, so the
-        // attempt records why, and the failure is remembered for the hook's next ones.
-        let budget = FETCH_TIMEOUT.min(self.settings.timeout.saturating_sub(self.settings.timeout / 10));
+        // The failure is remembered for the hook's next attempts.
+        let budget = self.settings.token_budget();
         let slot = self.tokens.slot(cache_key(hook, oauth, secrets));
         let mut cached = tokio::time::timeout(budget, slot.lock_owned())
             .await

@@ -44,6 +44,14 @@ impl OutboundSettings {
     pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
         Self { timeout: s.request_timeout, network: s.network.clone() }
     }
+
+    /// How long an OAuth token fetch may take: within the slow lane's attempt (the request
+    /// timeout), which began a little earlier, so that a fetch that fails does so while its
+    /// attempt still waits, and the attempt records why. A fetch may first wait as long
+    /// for another's fetch of the same token.
+    pub fn token_budget(&self) -> Duration {
+        auth::FETCH_TIMEOUT.min(self.timeout.saturating_sub(self.timeout / 10))
+    }
 }
 
 /// Why the client could not be built.

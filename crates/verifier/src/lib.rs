@@ -7,13 +7,14 @@
 mod check;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
 use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookAccess, Queue, ReceivedMessage, Resource, Sealer};
-use hookbridge_outbound::Outbound;
+use hookbridge_outbound::{Outbound, OutboundSettings};
 use tracing::Instrument;
 
 pub use check::{Findings, challenge_value};
@@ -64,16 +65,24 @@ pub struct Verifier {
     pub region: String,
 }
 
-/// Handles a batch from the verify queue.
+/// [`handle_within`] with no deadline (the local runner's consumers have none).
 pub async fn handle(v: &Verifier, messages: &[ReceivedMessage]) -> BatchOutcome {
+    handle_within(v, messages, None).await
+}
+
+/// Handles a batch from the verify queue. A check's round that could not end before the
+/// invocation's `deadline` is not begun: its message is handed back, to be checked in an
+/// invocation of its own. Cut off by Lambda's timeout instead, the whole batch came back
+/// (its hooks challenged again, their outcomes published again).
+pub async fn handle_within(v: &Verifier, messages: &[ReceivedMessage], deadline: Option<Instant>) -> BatchOutcome {
     // Each message may wait on a slow endpoint (challenge) and token endpoint: handle them
     // all at once, so a batch takes as long as its slowest check, not the sum of them.
-    let failed = futures::future::join_all(messages.iter().map(|m| handle_one(v, m))).await;
+    let failed = futures::future::join_all(messages.iter().map(|m| handle_one(v, m, deadline))).await;
     BatchOutcome { failed: failed.into_iter().flatten().collect() }
 }
 
 /// Handles one message; the message id when it failed.
-async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
+async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>) -> Option<String> {
     let parsed = Envelope::from_bus_json(&m.body, &v.account, &v.region)
         .ok()
         .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
@@ -83,8 +92,17 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
         return Some(m.id.clone());
     };
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
-    match verify(v, &kind, &detail).instrument(span).await {
-        Ok(()) => None,
+    match verify(v, &kind, &detail, deadline).instrument(span).await {
+        Ok(Checked::Done) => None,
+        Ok(Checked::OutOfTime) => {
+            tracing::info!(hook_id = %detail.hook_id, tenant = %detail.tenant, "too little time left for the check; handed back");
+            // Back at once, not after the queue's visibility timeout: nothing is wrong
+            // with the hook, and it reads as it did until it is checked.
+            if let Err(e) = v.ports.verify.retry_after(&m.receipt, Duration::ZERO).await {
+                tracing::warn!(message_id = %m.id, error = %e, "could not hand the check back early; it comes back after the visibility timeout");
+            }
+            Some(m.id.clone())
+        }
         Err(e) => {
             tracing::error!(hook_id = %detail.hook_id, tenant = %detail.tenant, error = %e, "verification failed to run; it will be retried");
             Some(m.id.clone())
@@ -92,31 +110,62 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage) -> Option<String> {
     }
 }
 
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Its outcome is recorded (or there was nothing to check).
+    Done,
+    /// Not begun, or not begun again: a round would not have ended before the deadline.
+    OutOfTime,
+}
+
+/// The longest a round of checks takes under `settings`: the challenge (one request), the
+/// token fetch (which may first wait as long for another fetch of the same token), and the
+/// writes around them. An invocation shorter than this checks nothing.
+pub fn round_time(settings: &OutboundSettings) -> Duration {
+    settings.timeout + 2 * settings.token_budget() + WRITE_TIME
+}
+
+/// Whether a round of checks begun now ends before `deadline`.
+fn round_fits(v: &Verifier, deadline: Option<Instant>) -> bool {
+    deadline.is_none_or(|d| Instant::now() + round_time(v.outbound.settings()) <= d)
+}
+
+/// What a round leaves for reading and writing the hook's state.
+const WRITE_TIME: Duration = Duration::from_secs(3);
+
 /// Runs what the hook needs and records the outcome.
-async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core::Result<()> {
+async fn verify(
+    v: &Verifier,
+    kind: &str,
+    d: &PlatformDetail,
+    deadline: Option<Instant>,
+) -> hookbridge_core::Result<Checked> {
     if !event_type::VERIFIER_TRIGGERS.contains(&kind) {
-        return Ok(());
+        return Ok(Checked::Done);
+    }
+    if !round_fits(v, deadline) {
+        return Ok(Checked::OutOfTime);
     }
     let Some(hook) = v.ports.hooks.get(&d.tenant, d.hook_id).await?.filter(|h| !being_deleted(h)) else {
-        return Ok(()); // Deleted since (or being deleted): nothing to verify.
+        return Ok(Checked::Done); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
     let before = hook.state.connection_state;
     let Some(mut hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
-        return Ok(());
+        return Ok(Checked::Done);
     };
-    for _ in 0..CHECK_ROUNDS {
+    for round in 0..CHECK_ROUNDS {
+        // Nothing was found: the hook reads as it did, not AUTHORIZING until someone asks.
+        if round > 0 && !round_fits(v, deadline) {
+            put_back(v, hook, before).await;
+            return Ok(Checked::OutOfTime);
+        }
         let findings = match check::run(v, &hook, force_challenge).await {
             Ok(findings) => findings,
             Err(e) => {
-                // Not run (the key service would not open the secrets now): nothing was
-                // found, so the hook reads as it did, not AUTHORIZING until someone asks.
-                let _ = set_state(v, hook, |h| {
-                    if h.state.connection_state == ConnectionState::Authorizing {
-                        h.state.connection_state = before;
-                    }
-                })
-                .await;
+                // Not run: the key service would not open the secrets now.
+                put_back(v, hook, before).await;
                 return Err(e);
             }
         };
@@ -139,7 +188,7 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
         })
         .await?;
         let Some(stored) = stored else {
-            return Ok(());
+            return Ok(Checked::Done);
         };
         match stale {
             // A check asked for (`POST /verify`) is made again on the hook as it is now:
@@ -147,18 +196,29 @@ async fn verify(v: &Verifier, kind: &str, d: &PlatformDetail) -> hookbridge_core
             // the one asked for would be lost.
             Stale::Config if force_challenge => hook = stored,
             // The change's own event brings the hook back here.
-            Stale::Config => return Ok(()),
+            Stale::Config => return Ok(Checked::Done),
             // New secrets (a client secret replaced, the signing secret rotated) bring no
             // check of their own, and a token fetched with the old ones says nothing of them.
             Stale::Secrets => hook = stored,
             Stale::No => {
                 publish(v, &stored, events).await;
-                return Ok(());
+                return Ok(Checked::Done);
             }
         }
     }
     tracing::warn!(hook_id = %d.hook_id, tenant = %d.tenant, "the hook's secrets kept changing while it was checked; left for the next check");
-    Ok(())
+    Ok(Checked::Done)
+}
+
+/// The hook's connection state as it was before its check, if the check left it
+/// AUTHORIZING (best effort: the check comes back either way).
+async fn put_back(v: &Verifier, hook: Hook, before: ConnectionState) {
+    let _ = set_state(v, hook, |h| {
+        if h.state.connection_state == ConnectionState::Authorizing {
+            h.state.connection_state = before;
+        }
+    })
+    .await;
 }
 
 /// How many times a check runs again because the hook's secrets changed while it ran.

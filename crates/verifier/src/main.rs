@@ -19,9 +19,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         account: config.settings.account.clone(),
         region: config.settings.region.clone(),
     };
-    hookbridge_aws::lambda::run_sqs(|records, _deadline| {
+    hookbridge_aws::lambda::run_sqs(|records, deadline| {
         let deps = &verifier;
-        async move { verifier::handle(deps, &records.messages).await }
+        async move { verifier::handle_within(deps, &records.messages, Some(deadline.into_std())).await }
     })
     .await
 }
