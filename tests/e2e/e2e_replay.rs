@@ -262,3 +262,58 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+/// A job stored but never poked (the API stopped between the two), or whose poke was lost
+/// with the save that would have failed it, read `RUNNING` for its seven days with nothing
+/// working on it. Read once it has stalled, it is poked again and finishes; one that has
+/// not stalled is left to its poke.
+async fn a_stalled_replay_is_poked_again_when_it_is_read(flavor: Flavor) {
+    use hookbridge_core::replay::{ReplayJob, STALLED_AFTER};
+
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack.create_hook(&t, &json!({"name": "stalled", "url": r.url("/")})).await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    let now = chrono::Utc::now();
+    stack.publish(&t, &events(0)).await;
+    r.wait_for(10, LONG).await;
+    eventually(LONG, || async { (count(&stack, &t, &id, "SUCCEEDED").await == 10).then_some(()) })
+        .await
+        .expect("every delivery recorded");
+
+    // Stored as the API stores a job, and never poked; `idle` is how long ago it was last
+    // saved (it is asked for now, after the deliveries it re-sends).
+    let stored = |idle: chrono::Duration| {
+        let asked_at = chrono::Utc::now();
+        let mut job =
+            ReplayJob::new("acme".parse().unwrap(), id.parse().unwrap(), now - chrono::Duration::hours(1), asked_at, None, asked_at);
+        job.updated_at = asked_at - idle;
+        let (stack, location) = (&stack, format!("/v1/hooks/{id}/replays/{}", job.id));
+        async move {
+            stack.stack().backend().replays.create(&job).await.unwrap();
+            location
+        }
+    };
+    let recent = stored(chrono::Duration::minutes(1)).await;
+    let stalled = stored(STALLED_AFTER + chrono::Duration::minutes(1)).await;
+
+    let read = stack.get(&stalled, &t).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let updated = chrono::DateTime::parse_from_rfc3339(read.body["updated_at"].as_str().unwrap()).unwrap();
+    assert!(updated > now, "its updated_at moves on when it is poked again: {}", read.body);
+    let done = job_until_stopped(&stack, &t, &stalled).await;
+    assert_eq!((done["state"].as_str(), done["queued"].as_u64()), (Some("SUCCEEDED"), Some(10)), "{done}");
+    r.wait_for(20, LONG).await;
+
+    // Not stalled: read, listed, it stays as its poke (here, none) leaves it.
+    let listed = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left = stack.get(&recent, &t).await.body;
+    assert_eq!((left["state"].as_str(), left["queued"].as_u64()), (Some("RUNNING"), Some(0)), "{left}");
+    assert_eq!(r.received().len(), 20, "only the stalled job re-sent anything");
+    stack.shutdown().await;
+}
+}

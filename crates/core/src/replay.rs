@@ -21,6 +21,13 @@ pub const PAGE: usize = 500;
 /// How long a job stays readable after it was asked for.
 pub const JOB_KEPT: Duration = Duration::days(7);
 
+/// How long a running job may go with no page saved before it counts as stalled: its poke
+/// lost (the API stopped between storing the job and poking it, or a poke failed and so
+/// did the save that would have failed the job). A page takes seconds, and a poke that
+/// keeps failing fails its job on its last receive, within five receives of the ingest
+/// queue's three-minute visibility: half an hour is well past either.
+pub const STALLED_AFTER: Duration = Duration::minutes(30);
+
 /// The job a listing of a hook's jobs (newest first) continues below: the `cursor` it
 /// was given, which is the last job id of the page before.
 pub fn listed_after(cursor: Option<&str>) -> crate::Result<Option<ReplayId>> {
@@ -162,6 +169,12 @@ impl ReplayJob {
         job.updated_at = now;
         job.finished_at = Some(now);
         job
+    }
+
+    /// Whether it is running with no page saved for [`STALLED_AFTER`]: nothing is
+    /// working on it, and it must be poked again.
+    pub fn stalled(&self, now: DateTime<Utc>) -> bool {
+        self.state == ReplayState::Running && now - self.updated_at > STALLED_AFTER
     }
 
     /// When its record may be dropped.

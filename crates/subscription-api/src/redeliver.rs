@@ -235,6 +235,35 @@ async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Resu
     job.ok_or(ApiError::NotFound("no such replay"))
 }
 
+/// `job` poked again if it has stalled ([`ReplayJob::stalled`]): read, it would say
+/// `RUNNING` for its seven days with nothing working on it. Its `updated_at` moves on
+/// first, so that the reads meanwhile do not poke it again. A poke of it still on its way
+/// (a queue backed up for that long) costs one page read twice: what the job re-sent is
+/// passed over, and of two saves of one page the second gives way.
+async fn revive(api: &Api, job: ReplayJob) -> ReplayJob {
+    let now = Utc::now();
+    if !job.stalled(now) {
+        return job;
+    }
+    let p = api.ports();
+    let touched = ReplayJob { updated_at: now, ..job.clone() };
+    match p.replays.save(&touched, job.step).await {
+        Ok(true) => {}
+        // A page was saved meanwhile: it is moving after all.
+        Ok(false) => return job,
+        Err(e) => {
+            tracing::warn!(replay_id = %job.id, error = %e, "could not mark a stalled replay to poke it again");
+            return job;
+        }
+    }
+    match ingest::replay::poke(p.ingest.as_ref(), &touched).await {
+        Ok(()) => tracing::warn!(tenant = %job.tenant, hook_id = %job.hook_id, replay_id = %job.id,
+            "a replay with no page saved for a while was poked again"),
+        Err(e) => tracing::error!(replay_id = %job.id, error = %e, "could not poke a stalled replay again"),
+    }
+    touched
+}
+
 /// `GET /v1/hooks/{id}/replays/{replay_id}`: where a replay is.
 pub async fn replay_job(
     State(api): State<Api>,
@@ -242,7 +271,7 @@ pub async fn replay_job(
     Path((id, replay_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let job = load_job(&api, &caller, &id, &replay_id).await?;
-    Ok(Json(job_out(&job)))
+    Ok(Json(job_out(&revive(&api, job).await)))
 }
 
 /// `GET /v1/hooks/{id}/replays`: the hook's replay jobs still kept, newest first, so one
@@ -267,7 +296,10 @@ pub async fn replay_jobs(
             break;
         }
     }
-    let replays: Vec<Value> = jobs.iter().map(job_out).collect();
+    let mut replays = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replays.push(job_out(&revive(&api, job).await));
+    }
     Ok(Json(json!({ "replays": replays, "next_cursor": cursor })))
 }
 
