@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hookbridge_core::delivery::{ErrorClass, excerpt};
-use hookbridge_core::hook::{AuthConfig, HookSecrets, OAuthConfig, ParamConfig, TokenMethod};
+use hookbridge_core::hook::{AuthConfig, HookSecrets, OAuthConfig, ParamConfig, TokenBody, TokenMethod};
 use hookbridge_core::ids::HookId;
 use hookbridge_core::secret::Secret;
 use serde::Deserialize;
@@ -183,6 +183,32 @@ fn param_values<'a>(
     })
 }
 
+/// Whether the hook's token requests carry the header parameter `name`.
+fn has_header(oauth: &OAuthConfig, name: &str) -> bool {
+    oauth.header_params.iter().any(|p| p.key.eq_ignore_ascii_case(name))
+}
+
+/// The body of a `POST` token request: its fields as a form, or as a JSON object of
+/// strings, gzip-compressed if asked.
+fn token_body(fields: &[(&str, &str)], body: TokenBody) -> Result<Vec<u8>, TokenError> {
+    let written = if body.json {
+        let object: serde_json::Map<String, serde_json::Value> =
+            fields.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
+        serde_json::Value::Object(object).to_string().into_bytes()
+    } else {
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish().into_bytes()
+    };
+    if !body.gzip {
+        return Ok(written);
+    }
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&written).and_then(|()| encoder.finish()).map_err(|e| TokenError::Request {
+        class: ErrorClass::Auth,
+        detail: format!("cannot compress the token request: {e}"),
+    })
+}
+
 /// Which token [`Outbound::oauth_token`] may give.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenWanted<'a> {
@@ -278,8 +304,10 @@ impl Outbound {
             .map_err(|e| TokenError::Request { class: ErrorClass::Connect, detail: e.to_string() })?;
         crate::resolver::check_target(&self.settings.network, &url)
             .map_err(|r| TokenError::Request { class: ErrorClass::SsrfBlocked, detail: r.to_string() })?;
+        // The default `grant_type` gives way to one the hook sends itself, in the body or
+        // the query: sent twice, it is a parameter repeated, which RFC 6749 refuses.
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-        form.retain(|(k, _)| !oauth.body_params.iter().any(|p| p.key == *k));
+        form.retain(|(k, _)| !oauth.body_params.iter().chain(&oauth.query_params).any(|p| p.key == *k));
         form.extend(param_values("body_params", &oauth.body_params, secrets));
         {
             let mut q = url.query_pairs_mut();
@@ -298,12 +326,19 @@ impl Outbound {
         let client_secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
         let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
         let mut req = match oauth.http_method {
-            TokenMethod::Post => self.client.post(url).form(&form),
+            TokenMethod::Post => self.client.post(url).body(token_body(&form, TokenBody::of(oauth))?),
             TokenMethod::Get => self.client.get(url),
         }
         .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
         .header(http::header::ACCEPT, "application/json");
+        if oauth.http_method == TokenMethod::Post && !has_header(oauth, "content-type") {
+            req = req.header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
         for (k, v) in param_values("header_params", &oauth.header_params, secrets) {
+            // A GET has no body to describe.
+            if oauth.http_method == TokenMethod::Get && TokenBody::values_of(k).is_some() {
+                continue;
+            }
             req = req.header(k, v);
         }
         let resp =
@@ -384,6 +419,44 @@ mod tests {
         let mut k: Vec<u64> = cache.slots.lock().unwrap().keys().copied().collect();
         k.sort_unstable();
         k
+    }
+
+    /// HYPR's example token request: `Content-Type: application/json` and `Content-Encoding:
+    /// gzip` among the header parameters, `grant_type` among the query's. The body is written
+    /// as those headers say (they are sent once, not beside a form's own), and `grant_type`
+    /// is sent once: the default gives way to the hook's own, as it does to a body field.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_token_body_is_written_as_its_header_parameters_say() {
+        use std::io::Read as _;
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#));
+        let (outbound, mut oauth, secrets) = client_credentials(&idp.url("/token"));
+        let param = |key: &str, value: &str| ParamConfig { key: key.into(), value: Some(value.into()), secret: false };
+        oauth.header_params = vec![param("Content-Type", "application/json"), param("Content-Encoding", "gzip")];
+        oauth.query_params = vec![param("scope", "api://x/.default"), param("grant_type", "client_credentials")];
+        oauth.body_params = vec![param("audience", "events")];
+        outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
+
+        let got = &idp.received()[0];
+        let one =
+            |name: &str| got.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(one("content-type"), ["application/json"]);
+        assert_eq!(one("content-encoding"), ["gzip"]);
+        assert_eq!(got.uri.query(), Some("scope=api%3A%2F%2Fx%2F.default&grant_type=client_credentials"));
+        let mut body = String::new();
+        flate2::read::GzDecoder::new(&got.body[..]).read_to_string(&mut body).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"audience": "events"})
+        );
+
+        // With none of them, a form, as before.
+        let (outbound, oauth, secrets) = client_credentials(&idp.url("/token"));
+        outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Fresh).await.unwrap();
+        let got = &idp.received()[1];
+        let types: Vec<_> = got.headers.get_all("content-type").iter().collect();
+        assert_eq!(types, ["application/x-www-form-urlencoded"]);
+        assert_eq!(&got.body[..], b"grant_type=client_credentials");
     }
 
     /// A token URL stored as `http` is not fetched once the deployment allows only `https`

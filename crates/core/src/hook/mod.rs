@@ -14,7 +14,7 @@ pub use draft::{
 pub use model::{
     AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,
     MAX_RETIRING_SECRETS, MAX_STORED_HOOK_BYTES, MAX_URL_LEN, OAuthConfig, ParamConfig, PayloadFormat, RateLimit,
-    RetiringSecret, SealedSecrets, SecretsOwner, SignatureFormat, TokenMethod, VerificationConfig,
+    RetiringSecret, SealedSecrets, SecretsOwner, SignatureFormat, TokenBody, TokenMethod, VerificationConfig,
 };
 pub use network::{AddressVerdict, Network, NetworkPolicy};
 pub use state::{

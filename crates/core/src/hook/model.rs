@@ -109,6 +109,58 @@ pub struct OAuthConfig {
     pub body_params: Vec<ParamConfig>,
 }
 
+/// How the body of a `POST` token request is written: a form unless the hook's
+/// `header_params` say otherwise. Some token endpoints take JSON, or a compressed body
+/// (HYPR's own example sets `Content-Type: application/json` and `Content-Encoding: gzip`);
+/// the platform writes the body as those headers say, so they take only values it can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenBody {
+    /// A JSON object of the fields, not a form.
+    pub json: bool,
+    /// Compressed with gzip.
+    pub gzip: bool,
+}
+
+impl TokenBody {
+    /// The header parameters that describe the body, with the values each may take.
+    pub const HEADERS: [(&'static str, &'static [&'static str]); 2] = [
+        ("content-type", &["application/x-www-form-urlencoded", "application/json"]),
+        ("content-encoding", &["identity", "gzip"]),
+    ];
+
+    /// The values `header` may take, if it describes the body.
+    pub fn values_of(header: &str) -> Option<&'static [&'static str]> {
+        Self::HEADERS.iter().find(|(name, _)| header.eq_ignore_ascii_case(name)).map(|(_, values)| *values)
+    }
+
+    /// Whether `value` is one `header` may take, in any case; a media type may carry
+    /// parameters (`; charset=utf-8`).
+    pub fn takes(header: &str, value: &str) -> bool {
+        Self::values_of(header).is_some_and(|values| values.iter().any(|v| v.eq_ignore_ascii_case(named(value))))
+    }
+
+    /// The body `oauth`'s header parameters ask for (they are never secret).
+    pub fn of(oauth: &OAuthConfig) -> Self {
+        let value = |name: &str| {
+            oauth
+                .header_params
+                .iter()
+                .find(|p| p.key.eq_ignore_ascii_case(name))
+                .and_then(|p| p.value.as_deref())
+                .map(named)
+        };
+        Self {
+            json: value("content-type").is_some_and(|v| v.eq_ignore_ascii_case("application/json")),
+            gzip: value("content-encoding").is_some_and(|v| v.eq_ignore_ascii_case("gzip")),
+        }
+    }
+}
+
+/// A media type or coding without its parameters.
+fn named(value: &str) -> &str {
+    value.split(';').next().unwrap_or_default().trim()
+}
+
 /// How requests authenticate, without secret values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]

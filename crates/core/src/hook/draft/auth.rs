@@ -187,6 +187,8 @@ fn check_params(
         // Header parameters are sent as headers of the token request, so their keys must
         // be header names, or every token fetch would fail after the hook was accepted.
         let key = match p.key {
+            // Said how the body is written, not sent beside the platform's own.
+            Some(k) if group == "header_params" && TokenBody::values_of(&k).is_some() => k,
             // The token request's own headers (its Basic authorization, its framing) are
             // the platform's: a parameter of the same name would be sent beside them.
             Some(k)
@@ -217,6 +219,25 @@ fn check_params(
         }
         let is_secret = p.secret.unwrap_or(false);
         let slot = format!("{group}.{key}");
+        if let Some(values) = TokenBody::values_of(&key).filter(|_| group == "header_params") {
+            match written(p.value, is_secret, old.and_then(|o| o.get(&slot)), &at, e) {
+                Some(Written::Plain(v)) if TokenBody::takes(&key, &v) => {
+                    out.push(ParamConfig { key, value: Some(v), secret: false });
+                }
+                Some(Written::Plain(_)) => e.push(
+                    format!("{at}.value"),
+                    format!(
+                        "must be one of {}: the platform writes the token request's body as it says",
+                        values.join(", ")
+                    ),
+                ),
+                Some(Written::Secret(_)) => {
+                    e.push(format!("{at}.secret"), "must be false: it says how the body is written")
+                }
+                None => {}
+            }
+            continue;
+        }
         match written(p.value, is_secret, old.and_then(|o| o.get(&slot)), &at, e) {
             Some(Written::Plain(v)) => out.push(ParamConfig { key, value: Some(v), secret: false }),
             Some(Written::Secret(s)) => {

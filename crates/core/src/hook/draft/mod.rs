@@ -631,6 +631,37 @@ mod tests {
         );
     }
 
+    /// HYPR's own example sets `Content-Type: application/json` and `Content-Encoding:
+    /// gzip` as header parameters of the token request: they say how its body is written,
+    /// so only what the platform can write is taken, and never as a secret.
+    #[test]
+    fn oauth_header_params_may_say_how_the_token_requests_body_is_written() {
+        let policy = NetworkPolicy::default();
+        let with = |params: &str| {
+            draft(&format!(
+                r#"{{"name":"o","url":"https://r.example/","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS",
+                    "token_url":"https://idp.example/token","client_id":"c","client_secret":"s",
+                    "header_params":{params}}}}}"#
+            ))
+            .validate(ctx(&policy), None)
+        };
+        let hypr =
+            with(r#"[{"key":"Content-Type","value":"application/json"},{"key":"Content-Encoding","value":"gzip"}]"#);
+        let (config, _) = hypr.expect("HYPR's example is taken");
+        let AuthConfig::OauthClientCredentials(oauth) = &config.auth else { panic!("{:?}", config.auth) };
+        assert_eq!(TokenBody::of(oauth), TokenBody { json: true, gzip: true });
+        let form = with(r#"[{"key":"content-type","value":"Application/X-WWW-Form-Urlencoded; charset=utf-8"}]"#);
+        assert!(form.is_ok(), "{form:?}");
+        let bad = with(
+            r#"[{"key":"Content-Type","value":"text/plain"},{"key":"Content-Encoding","value":"br"},
+                {"key":"Content-Type","value":"application/json","secret":true}]"#,
+        );
+        assert_eq!(
+            fields(bad),
+            ["auth.header_params[0].value", "auth.header_params[1].value", "auth.header_params[2].secret"]
+        );
+    }
+
     #[test]
     fn the_challenge_header_may_not_be_one_the_platform_sets() {
         let policy = NetworkPolicy::default();
