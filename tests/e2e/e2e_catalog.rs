@@ -157,3 +157,28 @@ async fn seen_types_catalogs_and_the_pattern_preview(flavor: Flavor) {
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+/// Events a declared schema refuses are answered `400` and charged nothing: only events
+/// that would be published count against the tenant's rate. Charged first, a producer's
+/// bad events used up its burst, and the 400 that says what is wrong became a 429.
+async fn events_a_schema_refuses_are_not_charged_to_the_publish_rate(flavor: Flavor) {
+    let stack = TestStack::start_with(
+        flavor,
+        &[("HOOKBRIDGE_TENANT_PUBLISH_RATE", "1"), ("HOOKBRIDGE_TENANT_PUBLISH_BURST", "3")],
+    )
+    .await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let schema = json!({"type": "object", "required": ["user"]});
+    assert_eq!(stack.put("/v1/event-types/user.login", &t, &json!({"schema": schema})).await.status, 200);
+    let event = |detail: Value| json!({"detail-type": "user.login", "source": "idp", "detail": detail});
+    for _ in 0..6 {
+        let refused = stack.post("/v1/events", &t, &event(json!({}))).await;
+        assert_eq!((refused.status.as_u16(), &refused.body["errors"][0]["field"]), (400, &json!("detail")), "{}", refused.body);
+    }
+    let burst = json!([event(json!({"user": 1})), event(json!({"user": 2})), event(json!({"user": 3}))]);
+    let published = stack.post("/v1/events", &t, &burst).await;
+    assert_eq!(published.status, 202, "the whole burst is left: {}", published.body);
+    stack.shutdown().await;
+}
+}

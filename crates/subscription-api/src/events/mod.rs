@@ -202,15 +202,16 @@ async fn claim_and_publish(
     if let Some(e) = refused {
         return Err(e);
     }
-    // Charged only for what will be published (a throttled call's claims are released).
-    if !to_publish.is_empty() {
-        throttle(api, tenant, to_publish.len(), now).await?;
-    }
     // Declared schemas are checked only now, on what is still to publish: they can change
     // between a request and its repeat, and a repeat (the same key, or an event id already
     // published) gets the answer it got then, not a 400 of today's schema.
     let typed: Vec<_> = to_publish.iter().map(|(_, at, e)| (*at, e.detail_type.as_str(), e.detail.as_ref())).collect();
     api.schemas().check(api, tenant, &typed).await?;
+    // Charged only for what will be published (a throttled call's claims are released):
+    // not for a repeat, nor for events a schema refuses.
+    if !to_publish.is_empty() {
+        throttle(api, tenant, to_publish.len(), now).await?;
+    }
     let positions: Vec<usize> = to_publish.iter().map(|(i, _, _)| *i).collect();
     let (published, failed) = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await;
     let mut answered = Vec::new();
