@@ -542,7 +542,7 @@ async fn published_events_go_straight_to_ingest_unless_large_or_the_bus_is_asked
 }
 
 /// `POST /v1/portal/sessions` takes no body at all (every field is optional, as the OpenAPI
-/// document says), and no more sites than a hook may have, nor none.
+/// document says), and no more sites than a hook may have, nor none, each one a hook could have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
     let stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
@@ -559,5 +559,9 @@ async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
     let none = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": [] })).await;
     assert_eq!(none.status, 400, "{}", none.body);
     assert_eq!(problem_fields(&none.body), ["sites"]);
+    // Each site at fault is named, as a hook's are.
+    let bad = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": ["a", "", "b", "x".repeat(129)] })).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(problem_fields(&bad.body), ["sites[1]", "sites[3]"]);
     stack.shutdown().await;
 }

@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
-use hookbridge_core::hook::MAX_SITES;
+use hookbridge_core::hook::{MAX_SITES, SITE_RULE, is_site};
 use hookbridge_core::portal::{LINK_VALID_AT_MOST, LINK_VALID_FOR, PortalGrant, fresh_code, hashed};
+use hookbridge_core::validation::FieldError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -57,8 +58,14 @@ pub async fn create(
         // Each page of the console shows them.
         return Err(ApiError::field("sites", format!("must list at most {MAX_SITES} sites, as a hook may")));
     }
-    if sites.iter().any(|s| s.is_empty() || s.len() > 128 || s.chars().any(char::is_control)) {
-        return Err(ApiError::field("sites", "must be 1-128 characters each, without control characters"));
+    let bad: Vec<FieldError> = sites
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !is_site(s))
+        .map(|(i, _)| FieldError::new(format!("sites[{i}]"), SITE_RULE))
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::fields(bad));
     }
     let expires_at = Utc::now() + ttl;
     let grant =

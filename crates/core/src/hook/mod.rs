@@ -8,8 +8,8 @@ mod state;
 mod update;
 
 pub use draft::{
-    AuthDraft, HeaderDraft, HookDraft, MAX_RATE_LIMIT, MAX_SITES, ParamDraft, RateLimitDraft, ValidationContext,
-    VerificationDraft,
+    AuthDraft, HeaderDraft, HookDraft, MAX_RATE_LIMIT, MAX_SITES, ParamDraft, RateLimitDraft, SITE_RULE,
+    ValidationContext, VerificationDraft, is_site,
 };
 pub use model::{
     AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,

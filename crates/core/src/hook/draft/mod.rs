@@ -27,6 +27,14 @@ const MAX_DESCRIPTION_LEN: usize = 1024;
 pub const MAX_SITES: usize = 100;
 /// Longest site id.
 const MAX_SITE_LEN: usize = 128;
+
+/// What a site must be, as an error says it.
+pub const SITE_RULE: &str = "must be 1-128 printable characters";
+
+/// Whether `s` can be a site (of a hook, or of a portal session held to some).
+pub fn is_site(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_SITE_LEN && !s.chars().any(char::is_control)
+}
 /// Longest header value or parameter value.
 pub(super) const MAX_VALUE_LEN: usize = 4096;
 /// Most parameters in each OAuth parameter list.
@@ -370,8 +378,8 @@ impl HookDraft {
             e.push("sites", format!("must list at most {MAX_SITES} sites"));
         }
         for (i, s) in sites.iter().enumerate() {
-            if s.is_empty() || s.len() > MAX_SITE_LEN || s.chars().any(char::is_control) {
-                e.push(format!("sites[{i}]"), format!("must be 1-{MAX_SITE_LEN} printable characters"));
+            if !is_site(s) {
+                e.push(format!("sites[{i}]"), SITE_RULE);
             }
         }
 
