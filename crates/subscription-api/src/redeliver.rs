@@ -236,20 +236,21 @@ async fn load_job(api: &Api, caller: &Caller, id: &str, replay_id: &str) -> Resu
 }
 
 /// `job` poked again if it has stalled ([`ReplayJob::stalled`]): read, it would say
-/// `RUNNING` for its seven days with nothing working on it. Its `updated_at` moves on
-/// first, so that the reads meanwhile do not poke it again. A poke of it still on its way
-/// (a queue backed up for that long) costs one page read twice: what the job re-sent is
-/// passed over, and of two saves of one page the second gives way.
+/// `RUNNING` for its seven days with nothing working on it. It is saved a step on first,
+/// so that of two reads at once only one pokes it, and the reads after it do not. A poke
+/// of it still on its way (a queue backed up for that long) then finds its page saved by
+/// someone else and stops; the new poke reads that page again, counting what was re-sent
+/// rather than sending it twice.
 async fn revive(api: &Api, job: ReplayJob) -> ReplayJob {
     let now = Utc::now();
     if !job.stalled(now) {
         return job;
     }
     let p = api.ports();
-    let touched = ReplayJob { updated_at: now, ..job.clone() };
+    let touched = ReplayJob { updated_at: now, step: job.step + 1, ..job.clone() };
     match p.replays.save(&touched, job.step).await {
         Ok(true) => {}
-        // A page was saved meanwhile: it is moving after all.
+        // A page was saved meanwhile (it is moving after all), or another read poked it.
         Ok(false) => return job,
         Err(e) => {
             tracing::warn!(replay_id = %job.id, error = %e, "could not mark a stalled replay to poke it again");
