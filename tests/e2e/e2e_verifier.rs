@@ -67,6 +67,34 @@ async fn an_endpoint_answering_the_challenge_is_verified_and_receives_events(fla
 }
 
 on_both_backends! {
+/// UniFi's auth header "secures the communication channel": a receiver may refuse every
+/// request without it, the challenge too. The challenge carries the hook's credential and
+/// its own headers, as deliveries do, and an answer with keys of the receiver's own beside
+/// the value passes (UniFi asks only for "a JSON object named verification").
+async fn the_challenge_carries_the_hooks_credential_and_its_answer_may_say_more(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    r.always(Reply::GuardedChallenge {
+        header: "x-uid-challenge".into(),
+        credential: ("x-unifi-auth".into(), "channel-secret".into()),
+    });
+    let t = stack.token("acme", ALL_SCOPES);
+    let h = stack
+        .create_hook(&t, &json!({"name": "unifi", "url": r.url("/hook"), "verification": {"required": true},
+            "auth": {"type": "HEADER", "name": "X-Unifi-Auth", "value": "channel-secret"},
+            "headers": [{"name": "X-Context", "value": "lab"}, {"name": "X-Key", "value": "k-1", "secret": true}]}))
+        .await;
+    let id = h["id"].as_str().unwrap();
+    let (hook, _) = watch(&stack, &t, id, |h| h["verification"]["status"] != "PENDING").await;
+    assert_eq!((&hook["verification"]["status"], &hook["connection_state"]), (&json!("VERIFIED"), &json!("AUTHORIZED")), "{hook}");
+    let challenge = &r.received()[0];
+    assert_eq!(challenge.method, "GET");
+    assert_eq!((challenge.header("x-context"), challenge.header("x-key")), (Some("lab"), Some("k-1")));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn wrong_answers_fail_verification_with_the_reason_and_nothing_is_delivered(flavor: Flavor) {
     // A timeout long enough that no quick answer is taken for a slow one on a busy machine.
     let stack = TestStack::start_with(flavor, &[(settings::REQUEST_TIMEOUT, "3s")]).await;

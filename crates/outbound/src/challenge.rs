@@ -2,6 +2,7 @@
 //! is the hook owner's by echoing the value as `{"verification": "<value>"}`.
 
 use hookbridge_core::delivery::excerpt;
+use hookbridge_core::hook::{AuthConfig, HookConfig, HookSecrets};
 
 use crate::Outbound;
 use crate::classify::{describe, error_class};
@@ -28,21 +29,43 @@ pub enum ChallengeError {
     WrongValue(String),
 }
 
+/// Whether the hook's challenge carries a secret value (a static credential, a secret
+/// header), so its secrets must be opened for it.
+pub fn challenge_needs_secrets(cfg: &HookConfig) -> bool {
+    matches!(cfg.auth, AuthConfig::Basic { .. } | AuthConfig::ApiKey { .. } | AuthConfig::Header { .. })
+        || cfg.headers.iter().any(|h| h.value.is_none())
+}
+
 /// The most of a challenge answer read.
 const MAX_CHALLENGE_ANSWER: usize = 16 * 1024;
 
 impl Outbound {
-    /// Runs the challenge against `url`, sending `value` in `header`.
-    pub async fn challenge(&self, url: &str, header: &str, value: &str) -> Result<(), ChallengeError> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| ChallengeError::NoResponse { class: "connect", detail: e.to_string() })?;
+    /// Runs the hook's challenge against its URL, sending `value` in its challenge header.
+    /// The request carries the hook's own headers and static credential (`secrets`, opened,
+    /// when it has any that are secret), as its deliveries do: UniFi's auth header secures
+    /// the channel to the receiver, which may refuse every request without it. Not an OAuth
+    /// token, which is fetched only once the hook is authorized.
+    pub async fn challenge(
+        &self,
+        cfg: &HookConfig,
+        secrets: Option<&HookSecrets>,
+        value: &str,
+    ) -> Result<(), ChallengeError> {
+        let parsed = url::Url::parse(&cfg.url)
+            .map_err(|e| ChallengeError::NoResponse { class: "connect", detail: e.to_string() })?;
         crate::resolver::check_target(&self.settings.network, &parsed)
             .map_err(|r| ChallengeError::NoResponse { class: "ssrf_blocked", detail: r.to_string() })?;
-        let resp = self
-            .client
-            .get(parsed)
-            .header(header, value)
-            .header(http::header::ACCEPT, "application/json")
+        let header = cfg.verification.header.as_str();
+        let mut req = self.client.get(parsed).header(header, value).header(http::header::ACCEPT, "application/json");
+        for (name, v) in crate::deliver::custom_headers(cfg, secrets) {
+            if !name.eq_ignore_ascii_case(header) {
+                req = req.header(name, v);
+            }
+        }
+        if let Some((name, v)) = secrets.and_then(|s| crate::auth::static_auth_header(&cfg.auth, s)) {
+            req = req.header(name, v);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
@@ -56,10 +79,9 @@ impl Outbound {
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
         let json: serde_json::Value = serde_json::from_str(&body)
             .map_err(|_| ChallengeError::NotJson(excerpt(&body).chars().take(200).collect()))?;
-        let exact = json
-            .as_object()
-            .is_some_and(|o| o.len() == 1 && o.get("verification").and_then(|v| v.as_str()) == Some(value));
-        if exact {
+        // Other keys beside it are the endpoint's own business: the value alone proves it.
+        let echoed = json.as_object().is_some_and(|o| o.get("verification").and_then(|v| v.as_str()) == Some(value));
+        if echoed {
             Ok(())
         } else {
             Err(ChallengeError::WrongValue(excerpt(&json.to_string()).chars().take(200).collect()))
@@ -78,7 +100,13 @@ mod tests {
     #[tokio::test]
     async fn a_stored_http_url_is_not_challenged_where_http_is_not_allowed() {
         let outbound = Outbound::new(crate::OutboundSettings::default()).unwrap();
-        let err = outbound.challenge("http://receiver.example/hook", "x-challenge", "v").await.unwrap_err();
+        let (hook, _) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "h", "url": "https://receiver.example/hook"}),
+        );
+        let cfg = HookConfig { url: "http://receiver.example/hook".into(), ..hook.config };
+        let err = outbound.challenge(&cfg, None, "v").await.unwrap_err();
         assert!(
             matches!(&err, ChallengeError::NoResponse { class: "ssrf_blocked", detail } if detail.contains("plain http")),
             "{err:?}"

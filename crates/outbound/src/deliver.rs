@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use hookbridge_core::delivery::{Attempt, ErrorClass, RESPONSE_EXCERPT_BYTES, excerpt};
-use hookbridge_core::hook::{AuthConfig, Hook, HookSecrets, SignatureFormat};
+use hookbridge_core::hook::{AuthConfig, Hook, HookConfig, HookSecrets, SignatureFormat};
 use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::outcome::{Sent, error_class};
 use hookbridge_core::retry::parse_retry_after;
@@ -281,15 +281,8 @@ impl Outbound {
         if cfg.signature_formats.contains(&SignatureFormat::Keycloak) {
             r = r.header(signing::HEADER_KEYCLOAK, signing::keycloak_signature(&req.secrets.signing, body));
         }
-        for h in &cfg.headers {
-            let value = match &h.value {
-                Some(v) => v.as_str(),
-                None => match req.secrets.headers.get(&h.name.to_ascii_lowercase()) {
-                    Some(s) => s.expose(),
-                    None => continue,
-                },
-            };
-            r = r.header(h.name.as_str(), value);
+        for (name, value) in custom_headers(cfg, Some(req.secrets)) {
+            r = r.header(name, value);
         }
         r = match auth {
             AuthHeader::None => r,
@@ -298,6 +291,21 @@ impl Outbound {
         };
         r.body(req.body.to_owned()).send().await
     }
+}
+
+/// The hook's own headers with their values: the plain ones, and the secret ones when
+/// `secrets` are open.
+pub(crate) fn custom_headers<'a>(
+    cfg: &'a HookConfig,
+    secrets: Option<&'a HookSecrets>,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    cfg.headers.iter().filter_map(move |h| {
+        let value = match &h.value {
+            Some(v) => v.as_str(),
+            None => secrets?.headers.get(&h.name.to_ascii_lowercase())?.expose(),
+        };
+        Some((h.name.as_str(), value))
+    })
 }
 
 /// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint

@@ -16,7 +16,7 @@ use std::time::Duration;
 use hookbridge_core::hook::NetworkPolicy;
 
 pub use auth::{TokenCache, TokenError, TokenWanted};
-pub use challenge::ChallengeError;
+pub use challenge::{ChallengeError, challenge_needs_secrets};
 pub use deliver::{AttemptReport, DeliveryRequest};
 pub use fetch::{DOCUMENT_TIMEOUT, FetchError};
 

@@ -58,6 +58,15 @@ pub enum Reply {
         /// The challenge header.
         header: String,
     },
+    /// A receiver that guards every request with a credential header (UniFi's auth header)
+    /// and answers the challenge with a key of its own beside the value; `401` to a request
+    /// without the credential.
+    GuardedChallenge {
+        /// The challenge header.
+        header: String,
+        /// The credential header's name and the value it must have.
+        credential: (String, String),
+    },
     /// Holds the request open, answering nothing, until the receiver is dropped; then
     /// answers 503. An endpoint that goes dark mid-stream, whose held requests end when the
     /// test does (a delayed [`Reply::Status`] would outlive the receiver).
@@ -163,6 +172,13 @@ async fn handle(
         Reply::EchoChallenge { header } => {
             let value = headers.get(&header).and_then(|v| v.to_str().ok()).unwrap_or_default();
             axum::Json(serde_json::json!({ "verification": value })).into_response()
+        }
+        Reply::GuardedChallenge { header, credential: (name, expected) } => {
+            if headers.get(&name).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            let value = headers.get(&header).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            axum::Json(serde_json::json!({ "verification": value, "status": "ok" })).into_response()
         }
         Reply::Hold => {
             // Nothing is ever sent on it: this ends only when the sender is dropped.

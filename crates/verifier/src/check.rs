@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, SecretsOwner, VerificationStatus};
+use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, HookConfig, SecretsOwner, VerificationStatus};
 use hookbridge_core::message::event_type;
 
 use crate::Verifier;
@@ -30,25 +30,48 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hoo
     let cfg = &hook.config;
     let wants_challenge = force_challenge
         || (cfg.verification.required && hook.state.verification.status != VerificationStatus::Verified);
+    let oauth = match &cfg.auth {
+        AuthConfig::OauthClientCredentials(oauth) => Some(oauth),
+        _ => None,
+    };
+    // Opened once, only if a check sends one of them. Unreadable (`Corrupt`) is a finding
+    // of each check that needed them; the key service failing is none.
+    let secrets = if reads_secrets(cfg, wants_challenge) {
+        match v.ports.sealer.open(SecretsOwner::of(hook), &hook.sealed).await {
+            Ok(secrets) => Some(Ok(secrets)),
+            Err(e @ hookbridge_core::Error::Corrupt { .. }) => {
+                Some(Err(format!("cannot open the hook's secrets: {e}")))
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
     let challenge = if wants_challenge {
         let value = challenge_value();
-        let r = v.outbound.challenge(&cfg.url, &cfg.verification.header, &value).await.map_err(|e| e.to_string());
+        let r = match &secrets {
+            Some(Err(unreadable)) if hookbridge_outbound::challenge_needs_secrets(cfg) => Err(unreadable.clone()),
+            opened => v
+                .outbound
+                .challenge(cfg, opened.as_ref().and_then(|s| s.as_ref().ok()), &value)
+                .await
+                .map_err(|e| e.to_string()),
+        };
         tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, passed = r.is_ok(), "ownership challenge");
         Some(r)
     } else {
         None
     };
-    let token = match &cfg.auth {
-        AuthConfig::OauthClientCredentials(oauth) => {
-            let r = match v.ports.sealer.open(SecretsOwner::of(hook), &hook.sealed).await {
+    let token = match (oauth, &secrets) {
+        (Some(oauth), Some(opened)) => {
+            let r = match opened {
                 Ok(secrets) => v
                     .outbound
-                    .oauth_token(hook.id, oauth, &secrets, hookbridge_outbound::TokenWanted::Fresh)
+                    .oauth_token(hook.id, oauth, secrets, hookbridge_outbound::TokenWanted::Fresh)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                Err(e @ hookbridge_core::Error::Corrupt { .. }) => Err(format!("cannot open the hook's secrets: {e}")),
-                Err(e) => return Err(e),
+                Err(unreadable) => Err(unreadable.clone()),
             };
             tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
             Some(r)
@@ -56,6 +79,14 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hoo
         _ => None,
     };
     Ok(Findings { challenge, token })
+}
+
+/// Whether a check of the hook sends one of its secrets: the token fetch always, the
+/// challenge (when `challenged`) if the hook's requests carry a static credential or a
+/// secret header.
+pub(crate) fn reads_secrets(cfg: &HookConfig, challenged: bool) -> bool {
+    matches!(cfg.auth, AuthConfig::OauthClientCredentials(_))
+        || (challenged && hookbridge_outbound::challenge_needs_secrets(cfg))
 }
 
 impl Findings {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hookbridge_core::envelope::{BusEntry, Envelope};
-use hookbridge_core::hook::{AuthConfig, ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
+use hookbridge_core::hook::{ConnectionState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::ports::{Backend, BatchOutcome, Bus, HookAccess, Queue, ReceivedMessage, Resource, Sealer};
 use hookbridge_outbound::{Outbound, OutboundSettings};
@@ -170,8 +170,7 @@ async fn verify(
             }
         };
         let (checked_config, checked_secrets) = (hook.config.clone(), hook.sealed.clone());
-        // Only the token fetch reads a secret: the challenge is the URL and its header.
-        let secrets_read = matches!(checked_config.auth, AuthConfig::OauthClientCredentials(_));
+        let secrets_read = check::reads_secrets(&checked_config, findings.challenge.is_some());
         let (mut events, mut stale) = (Vec::new(), Stale::No);
         let stored = set_state(v, hook, |h| {
             // Judged afresh on every round of the write: an earlier round's findings may
