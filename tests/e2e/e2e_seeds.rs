@@ -70,7 +70,12 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
         assert_eq!(one["url"], "https://exxxxxxxxxxxxxx.m.pipedream.net/");
         assert_eq!((one["enabled"].clone(), one["eventTypes"].clone()), (json!(true), json!(["*"])));
         assert_eq!(one["createdBy"], "test-tester");
-        assert!(one["id"].is_string() && one["createdAt"].is_string());
+        assert!(one["id"].is_string());
+        // Shaped as the seed's `"2021-04-21T18:25:43-05:00"`: whole seconds and an offset,
+        // which strict parsers (Python's `fromisoformat` before 3.11) read; nanoseconds and
+        // `Z` they refuse.
+        let created = one["createdAt"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_str(created, "%Y-%m-%dT%H:%M:%S%:z").is_ok(), "{created}");
         assert!(one.get("secret").is_none(), "the secret is never sent on reads: {one}");
     }
     let (status, list, _) = send(&stack, "GET", "/auth/realms/test/webhooks", &t, None).await;
@@ -322,6 +327,10 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     // Every field XIQ's SDK requires of a subscription; its secret only as a mask.
     assert_eq!((sub["data_type"].as_str(), sub["secret"].as_str()), (Some("AUDIT_LOG"), Some("********")), "{sub}");
     assert_eq!(sub["status"], "ENABLED");
+    for field in ["create_time", "update_time"] {
+        let at = sub[field].as_str().unwrap();
+        assert!(chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.3fZ").is_ok() && at.len() == 24, "{field}: {at}");
+    }
     let (status, list, _) = send(&stack, "GET", "/subscriptions/webhook", &t, None).await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);

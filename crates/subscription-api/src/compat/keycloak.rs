@@ -18,6 +18,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::SecondsFormat;
 use hookbridge_core::hook::{ConnectionState, Hook};
 use hookbridge_core::ports::Page;
 use serde::{Deserialize, Serialize};
@@ -79,7 +80,7 @@ impl From<&Hook> for WebhookOut {
             url: h.config.url.clone(),
             event_types: h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect(),
             created_by: h.created_by.clone(),
-            created_at: h.created_at.to_rfc3339(),
+            created_at: h.created_at.to_rfc3339_opts(SecondsFormat::Secs, false),
         }
     }
 }

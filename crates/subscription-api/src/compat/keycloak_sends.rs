@@ -9,7 +9,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use chrono::{Duration, Utc};
+use chrono::{Duration, SecondsFormat, Utc};
 use hookbridge_core::delivery::{DELIVERY_RETENTION_DAYS, Delivery};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::payload::render;
@@ -94,7 +94,7 @@ impl SendOut {
             status,
             status_message: status_message(status),
             retries: d.attempts_made(),
-            sent_at: last.map(|a| a.at.to_rfc3339()),
+            sent_at: last.map(|a| a.at.to_rfc3339_opts(SecondsFormat::Secs, false)),
             keycloak_event_type,
             keycloak_event_id: d.event_id.to_string(),
             payload: None,

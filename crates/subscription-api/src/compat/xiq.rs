@@ -19,6 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use chrono::SecondsFormat;
 use hookbridge_core::hook::{ConnectionState, Hook, ValidationContext};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -106,8 +107,8 @@ impl SubscriptionOut {
         let message_type = message_type.as_str().to_owned();
         Some(Self {
             id: h.id.integer(),
-            create_time: h.created_at.to_rfc3339(),
-            update_time: h.updated_at.to_rfc3339(),
+            create_time: h.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            update_time: h.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             application: h.config.description.clone().unwrap_or_default(),
             url: h.config.url.clone(),
             secret: SECRET_MASK,
