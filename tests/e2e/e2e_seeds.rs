@@ -446,6 +446,31 @@ async fn keycloak_signs_only_with_a_secret_the_client_set(flavor: Flavor) {
 }
 
 on_both_backends! {
+/// Phase Two's documentation spells a specific admin type `admin-USER-CREATE` beside
+/// `admin.CLIENT-*`; its events are `admin.…`. A webhook written with the dash gets them,
+/// and reads back as they are named. It was stored as written and matched nothing.
+async fn keycloak_event_types_written_with_a_dash_get_their_events(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+    let body = json!({"url": r.url("/kc"), "eventTypes": ["admin-USER-CREATE", "access-LOG*"]}).to_string();
+    let (status, _, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&body)).await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+    let (_, read, _) = send(&stack, "GET", &location, &t, None).await;
+    assert_eq!(read["eventTypes"], json!(["admin.USER-CREATE", "access.LOG*"]), "{read}");
+    for kind in ["admin.USER-CREATE", "access.LOGIN", "admin.USER-DELETE"] {
+        stack.publish(&t, &json!({"detail-type": kind, "source": "keycloak", "detail": {"type": kind}})).await;
+    }
+    let got = r.wait_for(2, WAIT).await;
+    let mut kinds: Vec<String> = got.iter().map(|g| g.json()["type"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["access.LOGIN", "admin.USER-CREATE"]);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn extremecloud_iq_subscriptions_are_all_checked_before_any_is_made(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let watch_bus = stack.watch_bus("hookbridge").await;
