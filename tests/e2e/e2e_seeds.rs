@@ -471,6 +471,37 @@ async fn keycloak_event_types_written_with_a_dash_get_their_events(flavor: Flavo
 }
 
 on_both_backends! {
+/// "Webhooks are sent using an automatic exponential backoff if there is not a 2xx
+/// response": a webhook made through Keycloak's API tries a `404` again (a receiver not yet
+/// deployed), where a hook made through `/v1` gives up on it at once.
+async fn keycloak_webhooks_retry_every_answer_that_is_not_2xx(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+    let body = json!({"url": r.url("/kc"), "eventTypes": ["access.LOGIN"]}).to_string();
+    let (status, _, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&body)).await;
+    assert_eq!(status, 201);
+    let id = headers["location"].to_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}"), &t).await.body["retry_non_2xx"], true);
+    let v1 = stack.create_hook(&t, &json!({"name": "v1", "url": r.url("/v1"), "event_types": ["access.LOGIN"]})).await;
+    assert_eq!(v1["retry_non_2xx"], false);
+    r.script([Reply::status(404), Reply::status(404)]);
+    r.always(Reply::status(200));
+    stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
+    let got = r.wait_until(WAIT, |got| got.iter().filter(|g| g.uri.path() == "/kc").count() == 2).await;
+    assert_eq!(got.iter().filter(|g| g.uri.path() == "/v1").count(), 1, "the /v1 hook gave up on its 404");
+    let delivered = eventually(WAIT, || async {
+        stack.deliveries(&t, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
+    })
+    .await;
+    assert!(delivered.is_some(), "the Keycloak webhook's delivery succeeded on its second attempt");
+    let failed = stack.deliveries(&t, v1["id"].as_str().unwrap(), 1).await;
+    assert_eq!(failed[0]["status"], "FAILED", "{failed:?}");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn extremecloud_iq_subscriptions_are_all_checked_before_any_is_made(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let watch_bus = stack.watch_bus("hookbridge").await;

@@ -78,10 +78,33 @@ pub enum Decision {
     FailedAndDisable,
 }
 
+/// Which failures are tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryRule {
+    /// Those [`classify`] says may pass: no answer, 408, 429, 5xx.
+    #[default]
+    Transient,
+    /// Every answer that is not 2xx too (Keycloak's rule); a 410 then disables nothing.
+    /// A request the platform refused to send (a blocked address) still fails at once.
+    Non2xx,
+}
+
+impl RetryRule {
+    /// The rule a hook asks for.
+    pub fn of(config: &crate::hook::HookConfig) -> Self {
+        if config.retry_non_2xx { Self::Non2xx } else { Self::Transient }
+    }
+}
+
 /// Combines an attempt's disposition with the schedule. `attempt` is 1-based within the
 /// current round (a retry or replay starts a new round); `jitter` is uniform in [-1, 1].
-pub fn decide(sent: Sent, attempt: u32, schedule: &RetrySchedule, jitter: f64) -> Decision {
-    match classify(sent) {
+pub fn decide(sent: Sent, attempt: u32, schedule: &RetrySchedule, jitter: f64, rule: RetryRule) -> Decision {
+    let disposition = match (classify(sent), rule, sent) {
+        (Disposition::Permanent(class), RetryRule::Non2xx, Sent::Response { .. }) => Disposition::Retryable(class),
+        (Disposition::Gone, RetryRule::Non2xx, _) => Disposition::Retryable(ErrorClass::Http4xx),
+        (d, _, _) => d,
+    };
+    match disposition {
         Disposition::Delivered => Decision::Succeeded,
         Disposition::Gone => Decision::FailedAndDisable,
         Disposition::Permanent(_) => Decision::Failed { exhausted: false },
@@ -144,7 +167,10 @@ mod tests {
             assert_eq!(classify(status(s)), Disposition::Permanent(ErrorClass::Http4xx));
         }
         assert_eq!(classify(status(410)), Disposition::Gone);
-        assert_eq!(decide(status(410), 1, &RetrySchedule::default(), 0.0), Decision::FailedAndDisable);
+        assert_eq!(
+            decide(status(410), 1, &RetrySchedule::default(), 0.0, RetryRule::Transient),
+            Decision::FailedAndDisable
+        );
         assert_eq!(error_class(status(410)), Some(ErrorClass::Http4xx));
     }
 
@@ -163,18 +189,34 @@ mod tests {
     fn schedule_runs_out_into_exhausted_failure() {
         let s = RetrySchedule::parse("1s,2s").unwrap();
         let fail = status(503);
-        assert_eq!(decide(fail, 1, &s, 0.0), Decision::RetryIn(Duration::from_secs(1)));
-        assert_eq!(decide(fail, 2, &s, 0.0), Decision::RetryIn(Duration::from_secs(2)));
-        assert_eq!(decide(fail, 3, &s, 0.0), Decision::Failed { exhausted: true });
-        assert_eq!(decide(status(400), 1, &s, 0.0), Decision::Failed { exhausted: false });
-        assert_eq!(decide(status(204), 3, &s, 0.0), Decision::Succeeded);
+        assert_eq!(decide(fail, 1, &s, 0.0, RetryRule::Transient), Decision::RetryIn(Duration::from_secs(1)));
+        assert_eq!(decide(fail, 2, &s, 0.0, RetryRule::Transient), Decision::RetryIn(Duration::from_secs(2)));
+        assert_eq!(decide(fail, 3, &s, 0.0, RetryRule::Transient), Decision::Failed { exhausted: true });
+        assert_eq!(decide(status(400), 1, &s, 0.0, RetryRule::Transient), Decision::Failed { exhausted: false });
+        assert_eq!(decide(status(204), 3, &s, 0.0, RetryRule::Transient), Decision::Succeeded);
+    }
+
+    /// Keycloak retries whatever is not 2xx: a 4xx, a 3xx and a 410 are tried again on
+    /// the schedule (a 410 disabling nothing), a 2xx still succeeds, and a request the
+    /// platform would not send still fails at once.
+    #[test]
+    fn a_hook_that_retries_every_non_2xx_answer_retries_4xx_3xx_and_410() {
+        let s = RetrySchedule::parse("1s").unwrap();
+        let rule = RetryRule::Non2xx;
+        for code in [400, 401, 404, 301, 410, 503] {
+            assert_eq!(decide(status(code), 1, &s, 0.0, rule), Decision::RetryIn(Duration::from_secs(1)), "{code}");
+            assert_eq!(decide(status(code), 2, &s, 0.0, rule), Decision::Failed { exhausted: true }, "{code}");
+        }
+        assert_eq!(decide(status(200), 1, &s, 0.0, rule), Decision::Succeeded);
+        let blocked = Sent::NoResponse(ErrorClass::SsrfBlocked);
+        assert_eq!(decide(blocked, 1, &s, 0.0, rule), Decision::Failed { exhausted: false });
     }
 
     #[test]
     fn retry_after_is_honoured_through_decide() {
         let s = RetrySchedule::parse("10s").unwrap();
         let sent = Sent::Response { status: 429, retry_after: Some(Duration::from_secs(15)) };
-        assert_eq!(decide(sent, 1, &s, 0.0), Decision::RetryIn(Duration::from_secs(15)));
-        assert_eq!(decide(sent, 1, &s, -0.5), Decision::RetryIn(Duration::from_millis(16_500)));
+        assert_eq!(decide(sent, 1, &s, 0.0, RetryRule::Transient), Decision::RetryIn(Duration::from_secs(15)));
+        assert_eq!(decide(sent, 1, &s, -0.5, RetryRule::Transient), Decision::RetryIn(Duration::from_millis(16_500)));
     }
 }

@@ -27,7 +27,7 @@ use hookbridge_core::health::Observation;
 use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
-use hookbridge_core::outcome::{Decision, decide};
+use hookbridge_core::outcome::{Decision, RetryRule, decide};
 use hookbridge_core::ports::{BatchOutcome, CarriedOn, OutgoingMessage, Receipt, ReceivedMessage, Settled};
 use hookbridge_core::topology::LANE_RECEIVES;
 use hookbridge_outbound::AttemptReport;
@@ -448,7 +448,7 @@ fn attempted(
         (DeliveryStatus::Retrying, Some(now), Some((Lane::Slow, next.message(now))))
     } else {
         let number = task.attempt + 1;
-        match decide(report.sent, number, &w.settings.schedule, jitter()) {
+        match decide(report.sent, number, &w.settings.schedule, jitter(), RetryRule::of(&ready.hook.config)) {
             Decision::Succeeded => {
                 metrics.succeeded += 1;
                 (DeliveryStatus::Succeeded, None, None)

@@ -70,6 +70,8 @@ pub struct HookOut {
     pub rate_limit: Option<RateLimit>,
     /// What a delivery's body is.
     pub payload: PayloadFormat,
+    /// Whether every non-2xx answer is tried again (Keycloak's rule).
+    pub retry_non_2xx: bool,
     /// HYPR's connection state.
     pub connection_state: ConnectionState,
     /// HYPR's destination state.
@@ -150,6 +152,7 @@ impl From<&Hook> for HookOut {
             verification: VerificationOut::from(h),
             rate_limit: c.rate_limit,
             payload: c.payload,
+            retry_non_2xx: c.retry_non_2xx,
             connection_state: h.state.connection_state,
             destination_state: h.state.destination_state,
             disabled_reason: h.state.disabled_reason.clone(),

@@ -302,6 +302,10 @@ pub struct HookConfig {
     /// What the body of its deliveries is.
     #[serde(default, skip_serializing_if = "PayloadFormat::is_envelope")]
     pub payload: PayloadFormat,
+    /// Every answer that is not 2xx is tried again, as Keycloak does, where by default a
+    /// 3xx or 4xx (but 408 and 429) fails at once and a 410 disables the hook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_non_2xx: bool,
 }
 
 /// A per-hook delivery rate limit: the receiver never gets more than `per_second`

@@ -288,6 +288,9 @@ async fn create(
         "enabled": enabled(w.enabled.as_ref())?.unwrap_or(true),
         "event_types": w.event_types.as_deref().map_or_else(|| vec!["*".to_owned()], keycloak_types),
         "payload": "detail",
+        // "Webhooks are sent using an automatic exponential backoff if there is not a 2xx
+        // response": a 404 while the receiver is deployed is tried again, not given up.
+        "retry_non_2xx": true,
         // Keycloak signs only with a secret the client set: with one it never saw, the
         // header would fail every receiver that checks it.
         "signature_formats": if signing.is_some() { json!(["keycloak"]) } else { json!([]) },

@@ -84,6 +84,7 @@ fn document(fields: &[(String, String)]) -> Value {
     if !get("verification.header").is_empty() {
         doc["verification"]["header"] = json!(get("verification.header").to_ascii_lowercase());
     }
+    doc["retry_non_2xx"] = json!(form::value(fields, "retry_non_2xx").is_some());
     let keycloak = fields.iter().any(|(k, v)| k == "signature_formats" && v == "keycloak");
     doc["signature_formats"] = json!(if keycloak { vec!["keycloak"] } else { Vec::new() });
     doc["rate_limit"] = match get("rate_limit.per_second").trim().parse::<u64>() {
@@ -251,6 +252,7 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
                 div.field { label.check { input type="checkbox" name="verification.required" value="true" checked[doc["verification"]["required"] == true]; " Deliver only after the endpoint answers the ownership challenge" } }
                 (field("Challenge header", "verification.header", None, errors, text("verification.header", doc["verification"]["header"].as_str().unwrap_or("x-uid-challenge"), errors, "")))
                 div.field { label.check { input type="checkbox" name="signature_formats" value="keycloak" checked[doc["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak"))]; " Also sign with X-Keycloak-Signature" } }
+                div.field { label.check { input type="checkbox" name="retry_non_2xx" value="true" checked[doc["retry_non_2xx"] == true]; " Retry every answer that is not 2xx, as Keycloak does (by default a 3xx or 4xx fails at once)" } }
                 (field("Rate limit (deliveries a second)", "rate_limit.per_second", Some("Empty for none."), errors,
                     text("rate_limit.per_second", &doc["rate_limit"]["per_second"].as_u64().map(|n| n.to_string()).unwrap_or_default(), errors, "")))
             }
@@ -265,7 +267,7 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
 
 /// Fields the form has inputs for (others' errors show at the top: `version`, when the hook
 /// changed since the form was filled, among them).
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "name",
     "description",
     "url",
@@ -278,6 +280,7 @@ const FIELDS: [&str; 12] = [
     "enabled",
     "verification.required",
     "signature_formats",
+    "retry_non_2xx",
 ];
 
 /// `GET /console/hooks/new`.
@@ -449,6 +452,7 @@ mod tests {
             ("headers[1].name", ""),
             ("headers[1].value", ""),
             ("rate_limit.per_second", "5"),
+            ("retry_non_2xx", "true"),
         ]));
         assert_eq!(doc["auth"], json!({"type": "BASIC", "username": "u", "password": "p"}));
         assert_eq!(doc["event_types"], json!(["user.*", "admin.CLIENT-*"]));
@@ -459,5 +463,7 @@ mod tests {
         assert_eq!(document(&f(&[("name", "h"), ("version", "3")]))["version"], json!(3));
         let off = document(&f(&[("name", "h"), ("scope", "sites"), ("sites", "hq\nlab")]));
         assert_eq!((off["enabled"].clone(), off["sites"].clone()), (json!(false), json!(["hq", "lab"])));
+        // Unchecked says false.
+        assert_eq!((doc["retry_non_2xx"].clone(), off["retry_non_2xx"].clone()), (json!(true), json!(false)));
     }
 }

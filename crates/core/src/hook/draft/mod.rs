@@ -91,6 +91,8 @@ pub struct HookDraft {
     pub rate_limit: Option<RateLimitDraft>,
     /// `envelope` (default), `detail` or `detail_array`: what a delivery's body is.
     pub payload: Option<String>,
+    /// Whether every non-2xx answer is tried again (Keycloak's rule); `false` when absent.
+    pub retry_non_2xx: Option<bool>,
     /// The version a replace expects to overwrite (optimistic locking).
     pub version: Option<u64>,
     /// Read-only; ignored.
@@ -468,6 +470,7 @@ impl HookDraft {
                     verification,
                     rate_limit,
                     payload,
+                    retry_non_2xx: self.retry_non_2xx.unwrap_or(false),
                 },
                 HookSecrets { signing, retiring, auth: auth_secret, params, headers: header_secrets },
             )),
