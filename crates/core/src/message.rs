@@ -66,6 +66,12 @@ pub struct Task {
     /// task with nothing recorded (decision 0026).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrouted: Option<Unrouted>,
+    /// What opened this round (`replayed by …`, a retry's request), as the request's own
+    /// `PENDING` record says it. The worker's records carry it too: that record may land
+    /// after them, or not at all (a replay page failing between its send and its record),
+    /// and a replay finds what it re-sent by this note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the worker needs to route a task ingest could not ([`Task::unrouted`]).
@@ -134,6 +140,7 @@ impl Task {
             envelope: None,
             unrecorded: None,
             unrouted: None,
+            note: None,
         }
     }
 
@@ -177,6 +184,7 @@ impl Task {
             envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
             unrecorded: None,
             unrouted: None,
+            note: None,
         })
     }
 

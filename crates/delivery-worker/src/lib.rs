@@ -284,6 +284,42 @@ mod tests {
         h.backend().lanes().slow.receive(10, Duration::from_millis(200)).await.unwrap().len()
     }
 
+    /// A delivery re-sent by a replay whose own `PENDING` record never landed (the page
+    /// failed between its send and its record): the worker's record of the new round says
+    /// what opened it, as that record would have. It said nothing, so the page, read again,
+    /// did not know the delivery as its own: uncounted, or sent a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_re_sent_deliverys_record_says_what_opened_its_round() {
+        use hookbridge_core::delivery::{Delivery, DeliveryStatus};
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "replayed").await;
+        hook.config.url = receiver.url("/hook");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
+        let mut failed = Delivery::pending(
+            key.delivery_id,
+            hook.tenant.clone(),
+            hook.id,
+            key.event_id.clone(),
+            key.event_type.clone(),
+            Utc::now(),
+        );
+        failed.status = DeliveryStatus::Failed;
+        h.backend().deliveries.insert(&[failed]).await.unwrap();
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        let mut task = Task::new(key.clone(), 1, body);
+        task.note = Some("replayed by 01JD5X4W8Q2T3V9Z6B7C8D9E0F".into());
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+
+        let outcome = handle(&worker_on(h.backend()), &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.round, d.note), (DeliveryStatus::Succeeded, 1, task.note));
+    }
+
     /// A fast-lane attempt whose budget runs out while its hook's token is still being
     /// fetched (a slow identity provider) goes to the slow lane at once, counted as no
     /// attempt, and the receiver, which was never asked, is not marked slow: before, the

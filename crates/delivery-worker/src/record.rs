@@ -393,7 +393,7 @@ fn waiting(task: &Task, now: DateTime<Utc>) -> Option<DeliveryUpdate> {
         attempt: None,
         status: DeliveryStatus::Pending,
         next_attempt_at: task.not_before.or(Some(now)),
-        note: None,
+        note: task.note.clone(),
         round: task.round,
         at: now,
         opening: Some(opening),
@@ -508,7 +508,8 @@ fn attempted(
         attempt: Some(attempt),
         status,
         next_attempt_at: next_at,
-        note,
+        // An outcome's own reason, or what opened the round.
+        note: note.or_else(|| task.note.clone()),
         round: task.round,
         at: now,
         opening: task.opening(),

@@ -100,10 +100,11 @@ pub async fn resend(
             at: now,
             opening: None,
         });
-        let task = match body {
+        let mut task = match body {
             Some(body) => Task::new(key, round, body),
             None => Task::by_reference(key, round),
         };
+        task.note = Some(note.to_owned());
         tasks.push(task.message(now));
     }
     if !tasks.is_empty() {

@@ -72,7 +72,8 @@ fn message(body: String, id: &str) -> ReceivedMessage {
     ReceivedMessage { id: id.into(), body, receipt: Receipt(format!("r-{id}")), receive_count: 1, sent_at: Utc::now() }
 }
 
-/// The delivery ids on the fast lane, in the order they were queued.
+/// The delivery ids on the fast lane, in the order they were queued (each re-sent by a
+/// replay, its task saying so).
 async fn queued(q: &dyn Queue, expected: usize) -> Vec<DeliveryId> {
     let mut ids = Vec::new();
     for _ in 0..200 {
@@ -81,7 +82,10 @@ async fn queued(q: &dyn Queue, expected: usize) -> Vec<DeliveryId> {
             break;
         }
         for m in &got {
-            ids.push(Task::parse(&m.body, m.receive_count).unwrap().delivery.delivery_id);
+            let task = Task::parse(&m.body, m.receive_count).unwrap();
+            // The worker's records carry it, should the re-send's own record be lost.
+            assert!(task.note.as_deref().is_some_and(|n| n.starts_with("replayed by ")), "{task:?}");
+            ids.push(task.delivery.delivery_id);
         }
         q.ack(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
     }
