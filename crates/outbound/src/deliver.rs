@@ -308,8 +308,6 @@ pub(crate) fn custom_headers<'a>(
     })
 }
 
-/// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint
-/// answering with megabytes costs us nothing.
 /// The class of an attempt that could not have its token: a token URL at an address the
 /// deployment does not allow is `ssrf_blocked`, failed at once as for `url`; any other
 /// failure is `auth`, tried again.
@@ -320,6 +318,8 @@ fn token_failure(e: &TokenError) -> ErrorClass {
     }
 }
 
+/// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint
+/// answering with megabytes costs us nothing.
 pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqwest::Result<String> {
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < max {
