@@ -73,6 +73,7 @@ pub async fn create(
     let code = fresh_code();
     api.ports().portal.put_link(&hashed(&code), &grant).await?;
     tracing::info!(tenant = %caller.tenant, sub = %caller.sub, read_only = grant.read_only, "portal link made");
-    let url = format!("{}/console/portal/{code}", crate::console::origin(&api, &headers));
+    // The code in the query, never the path, which access logs write (the code is URL-safe).
+    let url = format!("{}/console/portal?code={code}", crate::console::origin(&api, &headers));
     Ok((StatusCode::CREATED, Json(json!({ "url": url, "expires_at": expires_at }))).into_response())
 }

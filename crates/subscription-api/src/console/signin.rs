@@ -239,11 +239,41 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
     resp
 }
 
-/// `GET /console/portal/{code}`: a portal link, opened by a button, not by the visit: a
+/// What a portal link carries.
+#[derive(Debug, Deserialize)]
+pub struct PortalLink {
+    code: Option<String>,
+}
+
+/// `GET /console/portal?code=…`: a portal link, opened by a button, not by the visit: a
 /// mail scanner's or chat preview's fetch would spend it, and a page elsewhere could open
-/// its own link in the visitor's browser to sign them in to its tenant.
-pub async fn portal_page(Path(code): Path<String>) -> Response {
-    let action = format!("/console/portal/{code}");
+/// its own link in the visitor's browser to sign them in to its tenant. The code rides in
+/// the query, not the path: API Gateway's access log writes every path, and a code logged
+/// there could be redeemed by whoever reads the log until the link expires.
+pub async fn portal_page(Query(link): Query<PortalLink>) -> Response {
+    match link.code {
+        Some(code) if !code.is_empty() => portal_form(&code),
+        _ => html(
+            StatusCode::BAD_REQUEST,
+            page(
+                "Incomplete link",
+                None,
+                html! { section.card.narrow {
+                    h1 { "This link is incomplete" }
+                    p { "Open the whole link you were given, or ask for a new one." }
+                } },
+            ),
+        ),
+    }
+}
+
+/// `GET /console/portal/{code}`: a link made before the code moved to the query.
+pub async fn portal_page_at(Path(code): Path<String>) -> Response {
+    portal_form(&code)
+}
+
+/// The page whose button opens the link, posting its code.
+fn portal_form(code: &str) -> Response {
     html(
         StatusCode::OK,
         page(
@@ -252,19 +282,30 @@ pub async fn portal_page(Path(code): Path<String>) -> Response {
             html! { section.card.narrow {
                 h1 { "Open the console" }
                 p { "This link opens the console once, for the hooks it was made for." }
-                form method="post" action=(action) { button.primary type="submit" { "Open the console" } }
+                form method="post" action="/console/portal" {
+                    input type="hidden" name="code" value=(code);
+                    button.primary type="submit" { "Open the console" }
+                }
             } },
         ),
     )
 }
 
-/// `POST /console/portal/{code}`: the portal link opened, once, from its own page.
-pub async fn portal(State(api): State<Api>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+/// `POST /console/portal` with the link's `code` (in the form, or the link's own query):
+/// the portal link opened, once, from its own page.
+pub async fn portal(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(link): Query<PortalLink>,
+    body: axum::body::Bytes,
+) -> Response {
     if super::session::from_another_origin(&headers) {
         return forbidden("Open a portal link from its own page.");
     }
+    let fields = form::parse(&body);
+    let code = form::value(&fields, "code").or(link.code.as_deref()).unwrap_or_default();
     let now = Utc::now();
-    let grant = match api.ports().portal.redeem_link(&hashed(&code), now).await {
+    let grant = match api.ports().portal.redeem_link(&hashed(code), now).await {
         Ok(Some(g)) => g,
         Ok(None) => {
             return html(
