@@ -159,7 +159,8 @@ fn kv_rows(prefix: &str, rows: &[Value], spare: usize, errors: &[(String, String
                     (field(if key == "name" { "Name" } else { "Key" }, &format!("{prefix}[{i}].{key}"), None, errors,
                         text(&format!("{prefix}[{i}].{key}"), st(&row, key), errors, "")))
                     (field("Value", &format!("{prefix}[{i}].value"), None, errors,
-                        text(&format!("{prefix}[{i}].value"), st(&row, "value"), errors, if secret && edit { "secret-kept" } else { "" })))
+                        // A secret value is never written into a page, even one typed into a refused form.
+                        text(&format!("{prefix}[{i}].value"), if secret { "" } else { st(&row, "value") }, errors, if secret && edit { "secret-kept" } else { "" })))
                     label.check { input type="checkbox" name=(format!("{prefix}[{i}].secret")) value="true" checked[secret]; " Secret" }
                 }
             }
@@ -347,10 +348,24 @@ pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String
 /// with those boxes empty (a secret is never written into a page), so each says it must be
 /// typed again. Left empty, an edit would keep the old secret and say "Saved."
 fn retype_secrets(doc: &Value, errors: &mut Vec<(String, String)>) {
-    for key in ["password", "key_value", "value", "client_secret"] {
-        let field = format!("auth.{key}");
-        let typed = doc.get("auth").and_then(|a| a.get(key)).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
-        if typed && !errors.iter().any(|(f, _)| *f == field) {
+    let typed = |v: &Value| v.as_str().is_some_and(|v| !v.is_empty());
+    let mut fields: Vec<String> =
+        ["password", "key_value", "value", "client_secret"].iter().map(|key| format!("auth.{key}")).collect();
+    fields.retain(|field| field.strip_prefix("auth.").is_some_and(|key| typed(&doc["auth"][key])));
+    // Secret header and OAuth parameter rows, whose values come back empty too.
+    for (prefix, path) in PARAM_LISTS
+        .iter()
+        .map(|(list, _)| (format!("auth.{list}"), vec!["auth", *list]))
+        .chain([("headers".to_owned(), vec!["headers"])])
+    {
+        for (i, row) in rows_of(doc, &path).iter().enumerate() {
+            if row["secret"] == true && typed(&row["value"]) {
+                fields.push(format!("{prefix}[{i}].value"));
+            }
+        }
+    }
+    for field in fields {
+        if !errors.iter().any(|(f, _)| *f == field) {
             errors.push((field, "not saved: type it again (a secret is never shown back)".to_owned()));
         }
     }
@@ -416,11 +431,23 @@ mod tests {
     /// empty, and an edit saved with them empty keeps the old ones ("Saved.").
     #[test]
     fn secrets_typed_into_a_refused_form_are_asked_for_again() {
-        let doc =
-            document(&f(&[("name", "h"), ("auth.type", "BASIC"), ("auth.username", "u"), ("auth.password", "pw-2")]));
+        let doc = document(&f(&[
+            ("name", "h"),
+            ("auth.type", "BASIC"),
+            ("auth.username", "u"),
+            ("auth.password", "pw-2"),
+            ("headers[0].name", "X-Plain"),
+            ("headers[0].value", "shown"),
+            ("headers[1].name", "X-Key"),
+            ("headers[1].value", "hv-9"),
+            ("headers[1].secret", "true"),
+        ]));
         let mut errors = vec![("url".to_owned(), "is required".to_owned())];
         retype_secrets(&doc, &mut errors);
-        assert_eq!(errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["url", "auth.password"]);
+        assert_eq!(
+            errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            ["url", "auth.password", "headers[1].value"]
+        );
         let caller = crate::auth::Caller {
             tenant: "acme".parse().unwrap(),
             sub: "s".into(),
@@ -430,7 +457,8 @@ mod tests {
         let session = Session { caller, cookie: "t.x".into() };
         let page = hook_form(&session, "/console/hooks/new", &doc, &errors, true).into_string();
         assert!(page.contains("type it again"), "the page says so");
-        assert!(!page.contains("pw-2"), "the secret is not written into the page");
+        assert!(!page.contains("pw-2") && !page.contains("hv-9"), "no secret is written into the page");
+        assert!(page.contains("shown"), "a plain header's value is");
     }
 
     #[test]
