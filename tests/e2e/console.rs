@@ -691,3 +691,36 @@ async fn read_pages_through_every_delivery_of_a_busy_hook() {
     assert_eq!((seen.len(), unique.len(), pages), (110, 110, 2), "each delivery once, over two pages");
     stack.shutdown().await;
 }
+
+/// The hooks list shows a page of hooks at a time, filters kept from page to page. The
+/// whole tenant in one page could pass Lambda's 6 MB response limit (a row can be some
+/// 50 KB) and fail the console's landing page for everyone in the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hooks_list_is_shown_a_page_at_a_time() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    for n in 0..60 {
+        stack.create_hook(&t, &json!({"name": format!("h-{n:02}"), "url": format!("https://r{n}.example/")})).await;
+    }
+    let link = stack.post("/v1/portal/sessions", &stack.token("acme", "portal:create"), &json!({})).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let opened = http.post(link.body["url"].as_str().unwrap()).send().await.unwrap();
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = |query: &str| {
+        let req = http.get(format!("{}/console/hooks{query}", stack.base_url())).header("cookie", &cookie);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let rows = |html: &str| html.matches("data-label=\"Name\"").count();
+
+    let first = page("").await;
+    assert_eq!(rows(&first), 50, "{first}");
+    assert!(first.contains("1–50 of 60 matching hooks") && first.contains("page=2"), "{first}");
+    let second = page("?page=2").await;
+    assert_eq!(rows(&second), 10);
+    assert!(second.contains("h-59") && !second.contains("page=3"));
+    // A filter holds across pages; a page past the last shows the last.
+    let filtered = page("?name=h-5&page=9").await;
+    assert_eq!(rows(&filtered), 10, "h-50 to h-59");
+    assert!(filtered.contains("10 of 60 hooks"), "{filtered}");
+    stack.shutdown().await;
+}

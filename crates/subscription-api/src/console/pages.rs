@@ -90,7 +90,14 @@ pub async fn home(State(api): State<Api>, headers: HeaderMap) -> Response {
 pub struct ListFilter {
     name: Option<String>,
     state: Option<String>,
+    /// The page of the matching hooks shown, from 1.
+    page: Option<usize>,
 }
+
+/// Hooks shown on one page of the list. A hook's row can be some 50 KB of HTML (50
+/// patterns of 128 characters and a 2 KB URL, escaped), so a tenant's whole list in one
+/// page could pass Lambda's 6 MB response limit and fail the page for everyone in it.
+const HOOKS_PAGE: usize = 50;
 
 fn auth_type(h: &Value) -> &str {
     h["auth"]["type"].as_str().unwrap_or("NONE")
@@ -137,6 +144,18 @@ pub async fn list(State(api): State<Api>, s: Session, Query(f): Query<ListFilter
             && (state.is_empty() || st(h, "destination_state") == state || st(h, "connection_state") == state)
     });
     let states = ["ACTIVE", "INACTIVE", "AUTHORIZED", "AUTHORIZING", "CREATING", "DEAUTHORIZED", "UPDATING"];
+    let matching = hooks.len();
+    let pages = matching.div_ceil(HOOKS_PAGE).max(1);
+    let at = f.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<Value> = hooks.into_iter().skip((at - 1) * HOOKS_PAGE).take(HOOKS_PAGE).collect();
+    let first = (at - 1) * HOOKS_PAGE + 1;
+    let page_link = |n: usize| {
+        format!(
+            "/console/hooks?name={}&state={}&page={n}",
+            encoded(&f.name.clone().unwrap_or_default()),
+            encoded(&state)
+        )
+    };
     html(
         StatusCode::OK,
         page(
@@ -164,7 +183,7 @@ pub async fn list(State(api): State<Api>, s: Session, Query(f): Query<ListFilter
                         }
                         button type="submit" { "Filter" }
                     }
-                    @if hooks.is_empty() {
+                    @if shown.is_empty() {
                         p.muted { "No hook matches. " a href="/console/hooks" { "Clear the filters" } }
                     } @else {
                         div.table-wrap {
@@ -176,7 +195,7 @@ pub async fn list(State(api): State<Api>, s: Session, Query(f): Query<ListFilter
                                     th scope="col" { "Destination" } th scope="col" { "Health" }
                                 } }
                                 tbody {
-                                    @for h in &hooks {
+                                    @for h in &shown {
                                         tr {
                                             td data-label="Name" { a href=(format!("/console/hooks/{}", st(h, "id"))) { (st(h, "name")) } }
                                             td data-label="Event types" { @for p in h["event_types"].as_array().into_iter().flatten() { code { (p.as_str().unwrap_or("")) } " " } }
@@ -191,7 +210,20 @@ pub async fn list(State(api): State<Api>, s: Session, Query(f): Query<ListFilter
                                 }
                             }
                         }
-                        p.muted { (hooks.len()) " of " (total) " hooks" }
+                        p.muted {
+                            @if pages > 1 {
+                                (first) "–" (first + shown.len() - 1) " of " (matching) " matching hooks (" (total) " in all)"
+                            } @else {
+                                (matching) " of " (total) " hooks"
+                            }
+                        }
+                        @if pages > 1 {
+                            nav.pager aria-label="Pages of hooks" {
+                                @if at > 1 { a href=(page_link(at - 1)) rel="prev" { "Previous" } " " }
+                                span.muted { "Page " (at) " of " (pages) }
+                                @if at < pages { " " a href=(page_link(at + 1)) rel="next" { "Next" } }
+                            }
+                        }
                     }
                 }
             },
