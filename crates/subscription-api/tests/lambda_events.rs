@@ -127,6 +127,47 @@ async fn a_failed_reread_of_the_token_key_is_not_tried_on_every_request() {
     assert_eq!(reads, 1, "one failed re-read, then the held key until the next is due: {:?}", counter.snapshot());
 }
 
+/// A console session that cannot be checked now (the token key unreadable) is not taken
+/// for "signed out": the page says to try again, `503`, and a posted form is not sent on
+/// to the sign-in page, where it was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_that_cannot_be_checked_now_is_not_signed_out() {
+    use std::sync::Arc;
+
+    let h = AwsHarness::start().await;
+    let clients = hookbridge_aws::Clients::new(&hookbridge_testkit::Emulator::shared().sdk_config().await);
+    let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
+    let missing = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name);
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let mut api_settings =
+        ApiSettings::local(JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), NetworkPolicy::default());
+    api_settings.tokens =
+        subscription_api::Tokens::from_settings(&settings, Some(Arc::new(missing)), &outbound).unwrap();
+    let api = Api::new(subscription_api::ApiPorts::of(h.backend()), api_settings);
+    let claims = subscription_api::Claims {
+        sub: "s".into(),
+        tenant: "acme".into(),
+        scope: "hooks:read hooks:write".into(),
+        exp: chrono::Utc::now().timestamp() as u64 + 600,
+    };
+    let token =
+        subscription_api::mint_token(&JwtKey::new("a-key-nobody-can-read-now-0123456789abcdef"), &claims).unwrap();
+    for (method, path) in [("GET", "/console/hooks"), ("POST", "/console/hooks/new"), ("GET", "/console")] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1:8080")
+            .header("cookie", format!("hb_session=t.{token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("name=kept&_csrf=x"))
+            .unwrap();
+        let resp = router(api.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 503, "{method} {path}: {:?}", resp.headers().get("location"));
+        assert_eq!(resp.headers()["retry-after"], "30");
+    }
+}
+
 #[test]
 fn every_sample_event_file_is_used_by_a_handler_test() {
     let sources = [

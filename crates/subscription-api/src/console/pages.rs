@@ -17,14 +17,38 @@ use super::layout::{action, badge, notice, page, st, time};
 use super::session::Session;
 use super::{form, html, replays, see_other};
 use crate::Api;
+use crate::error::ApiError;
 
 impl FromRequestParts<Api> for Session {
     /// No session: the sign-in page.
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Response> {
-        Session::of(api, &parts.headers).await.ok_or_else(|| see_other("/console/login"))
+        match Session::checked(api, &parts.headers).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(see_other("/console/login")),
+            Err(e) => Err(unavailable(&e)),
+        }
     }
+}
+
+/// The page for a session that could not be checked now: the request is not taken for
+/// signed out (a form posted would be lost on the way to the sign-in page).
+fn unavailable(e: &ApiError) -> Response {
+    tracing::error!(error = %e, "a console session could not be checked");
+    let mut resp = html(
+        e.status(),
+        page(
+            "Try again",
+            None,
+            notice(
+                "error",
+                "The console cannot check your session just now; nothing was done. Go back and try again in a moment.",
+            ),
+        ),
+    );
+    e.set_headers(resp.headers_mut());
+    resp
 }
 
 /// A posted form: the session and the form's fields, its CSRF token checked.
@@ -79,9 +103,10 @@ pub(super) fn refused(s: &Session, what: &str, a: &Answer) -> Response {
 
 /// `GET /console`.
 pub async fn home(State(api): State<Api>, headers: HeaderMap) -> Response {
-    match Session::of(&api, &headers).await {
-        Some(_) => see_other("/console/hooks"),
-        None => see_other("/console/login"),
+    match Session::checked(&api, &headers).await {
+        Ok(Some(_)) => see_other("/console/hooks"),
+        Ok(None) => see_other("/console/login"),
+        Err(e) => unavailable(&e),
     }
 }
 

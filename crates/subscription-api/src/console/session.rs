@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Api;
 use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
 
 /// The session cookie.
 pub const COOKIE: &str = "hb_session";
@@ -29,16 +30,31 @@ pub struct Session {
 impl Session {
     /// The session of a request, if it has a valid one.
     pub async fn of(api: &Api, headers: &HeaderMap) -> Option<Self> {
-        let cookie = console_cookie(api.settings().public_url.as_deref(), headers, COOKIE)?;
-        let caller = if let Some(token) = cookie.strip_prefix("t.") {
-            api.settings().tokens.check(token).await.ok()?
-        } else if let Some(id) = cookie.strip_prefix("p.") {
-            let grant = api.ports().portal.session(&hashed(id), Utc::now()).await.ok()??;
-            portal_caller(&grant)
-        } else {
-            return None;
+        Self::checked(api, headers).await.ok().flatten()
+    }
+
+    /// The session of a request: `None` when it has no valid one, an error when that
+    /// cannot be told now (the token key or the session store unreachable). Taken for
+    /// "signed out", such a moment sent the user to the sign-in page, a posted form lost.
+    pub async fn checked(api: &Api, headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(cookie) = console_cookie(api.settings().public_url.as_deref(), headers, COOKIE) else {
+            return Ok(None);
         };
-        Some(Self { caller, cookie })
+        let caller = if let Some(token) = cookie.strip_prefix("t.") {
+            match api.settings().tokens.check(token).await {
+                Ok(caller) => caller,
+                Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        } else if let Some(id) = cookie.strip_prefix("p.") {
+            match api.ports().portal.session(&hashed(id), Utc::now()).await? {
+                Some(grant) => portal_caller(&grant),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Self { caller, cookie }))
     }
 
     /// The CSRF token its forms carry.
