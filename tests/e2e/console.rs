@@ -724,3 +724,30 @@ async fn the_hooks_list_is_shown_a_page_at_a_time() {
     assert!(filtered.contains("10 of 60 hooks"), "{filtered}");
     stack.shutdown().await;
 }
+
+/// A token too large for a browser to keep as a cookie (many roles or group claims) is
+/// refused at sign-in, saying why. It was set as the session cookie, which the browser
+/// dropped silently, and the sign-in looped back to the sign-in page with no word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_too_large_for_a_cookie_is_refused_at_sign_in_saying_why() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |token: String| {
+        let req = http
+            .post(format!("{}/console/login", stack.base_url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"));
+        async move {
+            let a = req.send().await.unwrap();
+            (a.status().as_u16(), a.headers().get("set-cookie").is_some(), a.text().await.unwrap())
+        }
+    };
+    let (status, cookie, _) = sign_in(stack.token("acme", ALL_SCOPES)).await;
+    assert_eq!((status, cookie), (303, true), "an ordinary token signs in");
+    let large = stack.token("acme", &format!("{ALL_SCOPES} {}", "role:reader ".repeat(400)));
+    assert!(large.len() > 4096);
+    let (status, cookie, page) = sign_in(large).await;
+    assert_eq!((status, cookie), (400, false));
+    assert!(page.contains("too large for a browser to keep as a cookie"), "{page}");
+    stack.shutdown().await;
+}

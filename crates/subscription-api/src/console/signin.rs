@@ -75,6 +75,22 @@ fn continue_to(to: &str, set: axum::http::HeaderValue) -> Response {
     resp
 }
 
+/// The longest token a session cookie holds: browsers drop a cookie whose name and value
+/// pass 4,096 bytes, silently, and the sign-in then loops back to the sign-in page with
+/// no word of why (tokens with many roles or group claims get there).
+const MAX_COOKIE_TOKEN: usize = 4096 - "__Host-hb_session=t.".len();
+
+/// Why `token` cannot be a session cookie, if it cannot.
+fn fits_a_cookie(token: &str) -> Result<(), String> {
+    if token.len() <= MAX_COOKIE_TOKEN {
+        return Ok(());
+    }
+    Err(format!(
+        "this token is {} bytes, too large for a browser to keep as a cookie (at most {MAX_COOKIE_TOKEN}): sign in with a token that carries fewer claims, or use the API with it directly",
+        token.len()
+    ))
+}
+
 /// `POST /console/login`: a pasted token.
 pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if super::session::from_another_origin(&headers) {
@@ -86,6 +102,9 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
     }
     let fields = form::parse(&body);
     let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
+    if let Err(why) = fits_a_cookie(&token) {
+        return html(StatusCode::BAD_REQUEST, login_markup(&api, Some(&why)));
+    }
     match api.settings().tokens.check(&token).await {
         Ok(caller) => {
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
@@ -231,6 +250,9 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
     };
     if let Err(e) = api.settings().tokens.check(&token).await {
         return fail(&e.to_string());
+    }
+    if let Err(why) = fits_a_cookie(&token) {
+        return fail(&why);
     }
     let secs = token_session_secs(token_exp(&token));
     let mut resp =
