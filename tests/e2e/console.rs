@@ -610,6 +610,7 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
             ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
             ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
             ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
+            ("HOOKBRIDGE_CONSOLE_SCOPES", "openid  hooks:read"),
         ],
     )
     .await;
@@ -618,6 +619,11 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     b.press("Sign in with your identity provider").await;
     b.until("signed in through the issuer", |t| t.contains("acme") && t.contains("No hooks yet")).await;
     assert_eq!(b.path().await, "/console/hooks");
+    // Asked for the scopes configured and the audience the API checks: issuers such as
+    // Auth0 and Okta put only the scopes asked for in the token, and Auth0 gives no JWT
+    // without an audience.
+    let asked = &idp.authorize_requests()[0];
+    assert_eq!((asked["scope"].as_str(), asked["audience"].as_str()), ("openid hooks:read", "hookbridge-api"));
     assert!(b.text().await.contains("read-only"), "the issuer's token carried hooks:read only");
     // A code is good once: replaying the callback does not sign anyone in.
     b.goto("/console/callback?code=code-0&state=forged").await;

@@ -29,6 +29,11 @@ pub const TENANT_CLAIM: &str = "HOOKBRIDGE_TENANT_CLAIM";
 /// `HOOKBRIDGE_CONSOLE_CLIENT_ID`: the OpenID Connect client the console signs people in
 /// with (authorization code with PKCE), when an issuer is configured.
 pub const CONSOLE_CLIENT_ID: &str = "HOOKBRIDGE_CONSOLE_CLIENT_ID";
+/// `HOOKBRIDGE_CONSOLE_SCOPES`: the scopes the console asks the identity provider for,
+/// space-separated (default `openid`). Providers such as Auth0, Okta and Cognito put in
+/// the access token only the scopes asked for, so a console whose users need
+/// `hooks:write` names it here.
+pub const CONSOLE_SCOPES: &str = "HOOKBRIDGE_CONSOLE_SCOPES";
 /// `HOOKBRIDGE_PUBLIC_URL`: the API's public base URL (for portal links and the console's
 /// sign-in redirect), when the request's own `Host` is not it (behind a proxy).
 pub const PUBLIC_URL: &str = "HOOKBRIDGE_PUBLIC_URL";
@@ -173,6 +178,8 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// The console's OpenID Connect client, if it signs people in through the issuer.
     pub console_client_id: Option<String>,
+    /// The scopes the console asks the identity provider for, space-separated.
+    pub console_scopes: String,
     /// The API's public base URL, if set.
     pub public_url: Option<String>,
     /// The allow-list of private networks is the default one (loopback, locally), not one
@@ -281,6 +288,19 @@ fn public_url(text: &str) -> Result<String, SettingsError> {
         return Err(refused());
     }
     Ok(text.trim().trim_end_matches('/').to_owned())
+}
+
+/// Scopes as an authorization request sends them: printable ASCII, one space between.
+fn scopes(text: &str) -> Result<String, SettingsError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.iter().all(|w| w.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')) {
+        Ok(words.join(" "))
+    } else {
+        Err(SettingsError {
+            variable: CONSOLE_SCOPES,
+            message: format!("{text:?} is not a list of scopes like \"openid hooks:read hooks:write\""),
+        })
+    }
 }
 
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
@@ -492,6 +512,7 @@ impl Settings {
             tokens,
             publish_to,
             console_client_id: var(CONSOLE_CLIENT_ID),
+            console_scopes: var(CONSOLE_SCOPES).map_or_else(|| Ok("openid".to_owned()), |v| scopes(&v))?,
             public_url: var(PUBLIC_URL).map(|u| public_url(&u)).transpose()?,
             default_network,
             account: var(ACCOUNT).unwrap_or_else(|| "000000000000".to_owned()),
@@ -617,6 +638,8 @@ mod tests {
             (REQUEST_TIMEOUT, "0"),
             (FAST_LANE_PATIENCE, "0s"),
             (JWT_SECRET, " "),
+            // RFC 6749's scope tokens leave out `"` and `\`.
+            (CONSOLE_SCOPES, "openid \"all\""),
             // Shorter than the default schedule's 28 hours and more.
             (EVENT_RETENTION, "1d"),
             // Not longer than the default request timeout (10 s).

@@ -51,6 +51,11 @@ pub struct ApiSettings {
     pub quotas: hookbridge_core::settings::Quotas,
     /// The console's OpenID Connect client, when it signs people in through the issuer.
     pub console_client_id: Option<String>,
+    /// The scopes the console asks the issuer for, space-separated.
+    pub console_scopes: String,
+    /// The audience the issuer's tokens must name, which the console asks for too (some
+    /// issuers give a token for their own API unless asked for another).
+    pub console_audience: Option<String>,
     /// The API's public base URL, when requests' own `Host` is not it.
     pub public_url: Option<String>,
     /// Where published events go.
@@ -68,6 +73,8 @@ impl ApiSettings {
             region: s.region.clone(),
             quotas: s.quotas,
             console_client_id: s.console_client_id.clone(),
+            console_scopes: s.console_scopes.clone(),
+            console_audience: s.tokens.audience.clone(),
             public_url: s.public_url.clone(),
             publish_to: s.publish_to,
         }
@@ -84,6 +91,8 @@ impl ApiSettings {
             region: "local".to_owned(),
             quotas: hookbridge_core::settings::Quotas::default(),
             console_client_id: None,
+            console_scopes: "openid".to_owned(),
+            console_audience: None,
             public_url: None,
             publish_to: hookbridge_core::settings::PublishTo::Queue,
         }

@@ -49,6 +49,8 @@ struct Shared {
     user: Mutex<Value>,
     /// Codes given out, with the PKCE challenge and redirect each must be redeemed with.
     codes: Mutex<Vec<(String, String, String)>>,
+    /// The query of each request to the authorization endpoint.
+    authorized: Mutex<Vec<std::collections::HashMap<String, String>>>,
 }
 
 /// A running issuer. Stops when dropped.
@@ -168,6 +170,7 @@ async fn authorize(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    s.authorized.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(q.clone());
     let (Some(redirect), Some(state), Some(challenge)) =
         (q.get("redirect_uri"), q.get("state"), q.get("code_challenge"))
     else {
@@ -252,6 +255,7 @@ impl IdentityProvider {
             jwks_answer: Mutex::new((Duration::ZERO, false)),
             user: Mutex::new(json!({})),
             codes: Mutex::new(Vec::new()),
+            authorized: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -297,6 +301,11 @@ impl IdentityProvider {
     /// Answers the key set with a 500 from now on, or again with the keys.
     pub fn fail_keys(&self, failing: bool) {
         self.shared.jwks_answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = failing;
+    }
+
+    /// The query of each request to the authorization endpoint, in order.
+    pub fn authorize_requests(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.shared.authorized.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// How many times the discovery document was asked for.

@@ -186,10 +186,15 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response 
         .append_pair("response_type", "code")
         .append_pair("client_id", &client_id)
         .append_pair("redirect_uri", &redirect)
-        .append_pair("scope", "openid")
+        .append_pair("scope", &api.settings().console_scopes)
         .append_pair("state", &state)
         .append_pair("code_challenge", &challenge_of(&verifier))
         .append_pair("code_challenge_method", "S256");
+    // The audience the API checks for: without it, Auth0 gives a token that is no JWT, and
+    // others one for their own API. Issuers that do not know the parameter ignore it.
+    if let Some(audience) = &api.settings().console_audience {
+        url.query_pairs_mut().append_pair("audience", audience);
+    }
     let mut resp = see_other(url.as_str());
     // Lax: the issuer sends the browser back with a top-level GET, which must carry it.
     resp.headers_mut().append(
