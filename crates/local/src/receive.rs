@@ -13,7 +13,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-/// Serves until Ctrl-C, answering 200 to deliveries and the ownership challenge.
+/// Serves until Ctrl-C, answering the ownership challenge, and 200 to deliveries (`401` to
+/// one whose signature does not check, when it has the secret).
 pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("hookbridge receive: listening on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
@@ -25,7 +26,10 @@ pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::R
                 return (StatusCode::OK, axum::Json(serde_json::json!({ "verification": challenge }))).into_response();
             }
             let id = header(&headers, HEADER_ID);
-            let verdict = match (&secret, header(&headers, HEADER_TIMESTAMP).parse::<i64>()) {
+            // A delivery whose signature does not check is refused, as a real receiver would
+            // refuse it: answered 200, the platform recorded it delivered, and a rotation
+            // that broke the receiver's check went unseen.
+            let (status, verdict) = match (&secret, header(&headers, HEADER_TIMESTAMP).parse::<i64>()) {
                 (Some(s), Ok(ts)) => {
                     match verify_standard(
                         s,
@@ -35,15 +39,15 @@ pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::R
                         &body,
                         chrono::Utc::now().timestamp(),
                     ) {
-                        Ok(()) => "signature valid".to_owned(),
-                        Err(e) => format!("SIGNATURE INVALID: {e}"),
+                        Ok(()) => (StatusCode::OK, "signature valid".to_owned()),
+                        Err(e) => (StatusCode::UNAUTHORIZED, format!("SIGNATURE INVALID: {e}")),
                     }
                 }
-                (Some(_), Err(_)) => "no webhook-timestamp".to_owned(),
-                (None, _) => "signature not checked (pass --secret)".to_owned(),
+                (Some(_), Err(_)) => (StatusCode::UNAUTHORIZED, "no webhook-timestamp".to_owned()),
+                (None, _) => (StatusCode::OK, "signature not checked (pass --secret)".to_owned()),
             };
             println!("{method} {uri}  webhook-id={id}  {verdict}\n{}\n", String::from_utf8_lossy(&body));
-            (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
+            (status, axum::Json(serde_json::json!({}))).into_response()
         }
     });
     axum::serve(listener, app)

@@ -396,10 +396,15 @@ pub async fn rotate(State(api): State<Api>, Path(id): Path<String>, Posted(s, _)
     if !a.ok() {
         return refused(&s, "Rotate secret", &a);
     }
-    let note = format!(
+    let mut note = format!(
         "The previous secret keeps signing too until {}, so receivers can switch without a gap.",
         s_of(&a.body, "previous_valid_until")
     );
+    // One signature, keyed with the current secret alone: it changed just now.
+    let hook = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}"), None).await;
+    if hook.body["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak")) {
+        note.push_str(" X-Keycloak-Signature is made with the new secret from now on: give it to receivers that check that header.");
+    }
     secret_page(&s, &id, "Secret rotated", s_of(&a.body, "secret"), &note)
 }
 

@@ -45,6 +45,8 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "content-type",
+    // The body is sent as it is, never compressed: a receiver told otherwise fails to read it.
+    "content-encoding",
     "transfer-encoding",
     "connection",
     "te",
@@ -393,7 +395,13 @@ impl HookDraft {
 
         // The signing secret stays wherever the hook goes: it is never sent, only used to sign.
         let (signing, retiring) = match (self.secret, existing.map(|(_, s)| s)) {
-            (Some(s), _) => match SigningSecret::parse(&s) {
+            (Some(s), old) => match SigningSecret::parse(&s) {
+                // The secret as read back (a document stored after a rotation, sent again):
+                // no change, so the rotation's overlap goes on. Cleared, receivers still on
+                // the previous secret began refusing at once.
+                Ok(s) if old.is_some_and(|o| o.signing == s) => {
+                    (Some(s), old.map(|o| o.retiring.clone()).unwrap_or_default())
+                }
                 Ok(s) => (Some(s), Vec::new()),
                 Err(err) => {
                     e.push("secret", err.to_string());
@@ -698,6 +706,37 @@ mod tests {
         let kept = draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"X-A","secret":true}]}"#);
         let (_, secrets) = kept.validate(ctx(&policy), Some((&cfg, &stored))).unwrap();
         assert_eq!(secrets.headers.get("x-a").map(|s| s.expose().to_owned()), Some("v".to_owned()));
+    }
+
+    /// A replace that sends back the secret the hook signs with now (a document stored
+    /// after a rotation, sent again) changes nothing: the rotation's previous secret keeps
+    /// signing until its time. A different secret ends the overlap, as a new one should.
+    #[test]
+    fn sending_back_the_current_secret_keeps_a_rotations_overlap() {
+        let policy = NetworkPolicy::default();
+        let (cfg, mut stored) =
+            draft(r#"{"name":"h","url":"https://r.example/"}"#).validate(ctx(&policy), None).unwrap();
+        let previous = SigningSecret::generate();
+        stored.retiring =
+            vec![RetiringSecret { secret: previous, until: chrono::Utc::now() + chrono::Duration::hours(24) }];
+        let current = stored.signing.expose().to_owned();
+        let same = draft(&format!(r#"{{"name":"h","url":"https://r.example/","secret":"{current}"}}"#));
+        let (_, kept) = same.validate(ctx(&policy), Some((&cfg, &stored))).unwrap();
+        assert_eq!(kept.retiring, stored.retiring);
+        let other = SigningSecret::generate();
+        let new = draft(&format!(r#"{{"name":"h","url":"https://r.example/","secret":"{}"}}"#, other.expose()));
+        let (_, replaced) = new.validate(ctx(&policy), Some((&cfg, &stored))).unwrap();
+        assert!(replaced.retiring.is_empty());
+    }
+
+    /// A hook's requests are never compressed: a `Content-Encoding` header would tell its
+    /// receiver to inflate a plain body, which it then fails to read.
+    #[test]
+    fn a_hook_header_may_not_say_the_body_is_compressed() {
+        let policy = NetworkPolicy::default();
+        let d =
+            draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"Content-Encoding","value":"gzip"}]}"#);
+        assert_eq!(fields(d.validate(ctx(&policy), None)), ["headers[0].name"]);
     }
 
     /// OAuth header parameters are header names, one name whatever its case: two spellings
