@@ -123,7 +123,7 @@ pub struct TokenBody {
 
 impl TokenBody {
     /// The header parameters that describe the body, with the values each may take.
-    pub const HEADERS: [(&'static str, &'static [&'static str]); 2] = [
+    const HEADERS: [(&'static str, &'static [&'static str]); 2] = [
         ("content-type", &["application/x-www-form-urlencoded", "application/json"]),
         ("content-encoding", &["identity", "gzip"]),
     ];

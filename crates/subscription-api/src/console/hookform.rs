@@ -349,9 +349,11 @@ pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String
 /// typed again. Left empty, an edit would keep the old secret and say "Saved."
 fn retype_secrets(doc: &Value, errors: &mut Vec<(String, String)>) {
     let typed = |v: &Value| v.as_str().is_some_and(|v| !v.is_empty());
-    let mut fields: Vec<String> =
-        ["password", "key_value", "value", "client_secret"].iter().map(|key| format!("auth.{key}")).collect();
-    fields.retain(|field| field.strip_prefix("auth.").is_some_and(|key| typed(&doc["auth"][key])));
+    let mut fields: Vec<String> = ["password", "key_value", "value", "client_secret"]
+        .iter()
+        .filter(|key| typed(&doc["auth"][**key]))
+        .map(|key| format!("auth.{key}"))
+        .collect();
     // Secret header and OAuth parameter rows, whose values come back empty too.
     for (prefix, path) in PARAM_LISTS
         .iter()

@@ -499,6 +499,14 @@ mod tests {
         ValidationContext { network: policy }
     }
 
+    /// An OAuth hook's draft whose token requests carry `params` (JSON) as header parameters.
+    fn oauth_with_header_params(params: &str) -> HookDraft {
+        draft(&format!(
+            r#"{{"name":"o","url":"https://r.example/","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"c","client_secret":"s","header_params":{params}}}}}"#
+        ))
+    }
+
     fn fields(r: Result<(HookConfig, HookSecrets), Vec<FieldError>>) -> Vec<String> {
         r.err().unwrap_or_default().into_iter().map(|f| f.field).collect()
     }
@@ -656,14 +664,7 @@ mod tests {
     #[test]
     fn oauth_header_params_may_say_how_the_token_requests_body_is_written() {
         let policy = NetworkPolicy::default();
-        let with = |params: &str| {
-            draft(&format!(
-                r#"{{"name":"o","url":"https://r.example/","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS",
-                    "token_url":"https://idp.example/token","client_id":"c","client_secret":"s",
-                    "header_params":{params}}}}}"#
-            ))
-            .validate(ctx(&policy), None)
-        };
+        let with = |params: &str| oauth_with_header_params(params).validate(ctx(&policy), None);
         let hypr =
             with(r#"[{"key":"Content-Type","value":"application/json"},{"key":"Content-Encoding","value":"gzip"}]"#);
         let (config, _) = hypr.expect("HYPR's example is taken");
@@ -744,13 +745,7 @@ mod tests {
     #[test]
     fn an_oauth_header_parameter_listed_twice_in_two_cases_is_refused() {
         let p = NetworkPolicy::default();
-        let hook = |params: &str| {
-            draft(&format!(
-                r#"{{"name":"h","url":"https://r.example/","auth":{{"type":"OAUTH_CLIENT_CREDENTIALS",
-                    "token_url":"https://idp.example/token","client_id":"c","client_secret":"cs","header_params":{params}}}}}"#
-            ))
-        };
-        let twice = hook(r#"[{"key":"X-Tenant","value":"a"},{"key":"x-tenant","value":"b"}]"#);
+        let twice = oauth_with_header_params(r#"[{"key":"X-Tenant","value":"a"},{"key":"x-tenant","value":"b"}]"#);
         assert_eq!(fields(twice.validate(ctx(&p), None)), ["auth.header_params[1].key"]);
         // Body and query parameters are case-sensitive names: both kept.
         let body = draft(
