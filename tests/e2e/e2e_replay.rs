@@ -239,6 +239,27 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     let theirs = stack.get(&format!("/v1/hooks/{id}/replays"), &stack.token("globex", ALL_SCOPES)).await;
     assert_eq!(theirs.status, 404, "another tenant's hook: {}", theirs.body);
 
+    // With an Idempotency-Key, a repeat (a double submit, a retry after a timeout) gets the
+    // first job back, and no second job sends the window again.
+    let bearer = format!("Bearer {t}");
+    let keyed = |key: &'static str, body: Value| {
+        let (stack, bearer, id) = (&stack, &bearer, &id);
+        async move {
+            let headers = [("authorization", bearer.as_str()), ("content-type", "application/json"), ("idempotency-key", key)];
+            stack.raw("POST", &format!("/v1/hooks/{id}/replay"), &headers, serde_json::to_vec(&body).unwrap()).await
+        }
+    };
+    let once = keyed("replay-1", json!({"since": since, "status": "ALL"})).await;
+    let again = keyed("replay-1", json!({"since": since, "status": "ALL"})).await;
+    assert_eq!((once.status.as_u16(), again.status.as_u16()), (202, 202), "{} {}", once.body, again.body);
+    assert_eq!(again.body, once.body, "the repeat is answered with the first job");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.headers["location"], once.headers["location"]);
+    let other = keyed("replay-1", json!({"since": since, "status": "FAILED"})).await;
+    assert_eq!(other.status, 409, "the key names another request: {}", other.body);
+    let keyed_job = job_until_stopped(&stack, &t, once.headers["location"].to_str().unwrap()).await;
+    assert_eq!(list("").await.body["replays"], json!([keyed_job, stopped, done]), "one job for the two requests");
+
     // A hook that cannot receive is not sent to: the deliveries would only be cancelled.
     let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
     doc["enabled"] = json!(false);

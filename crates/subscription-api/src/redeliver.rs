@@ -4,11 +4,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use hookbridge_core::delivery::DeliveryStatus;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, ReplayId};
+use hookbridge_core::ports::StoredResponse;
 use hookbridge_core::replay::{ReplayJob, ReplayState};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,6 +19,7 @@ use crate::Api;
 use crate::auth::{Caller, Reader, Writer};
 use crate::body::{ApiQuery, JsonBody, parse};
 use crate::error::ApiError;
+use crate::events::once::{self, Once};
 use crate::hooks::{ListQuery, limit, load};
 
 /// Deliveries are kept this long, so a replay cannot reach further back.
@@ -147,13 +150,17 @@ fn job_out(job: &ReplayJob) -> Value {
 }
 
 /// `POST /v1/hooks/{id}/replay`: starts a job that re-sends the window's finished
-/// deliveries, oldest first, and answers at once with it.
+/// deliveries, oldest first, and answers at once with it. With an `Idempotency-Key`, a
+/// repeat of the request (a double submit, a client's retry after a timeout) gets the first
+/// job back instead of starting a second that would send every delivery again.
 pub async fn replay(
     State(api): State<Api>,
     Writer(caller): Writer,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(bytes): JsonBody,
-) -> Result<(StatusCode, [(axum::http::HeaderName, String); 1], Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
+    let request = Once::of_request(&headers)?;
     let body: ReplayIn = parse(&bytes)?;
     let now = Utc::now();
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
@@ -187,10 +194,52 @@ pub async fn replay(
         Some(from) => since.max(from),
         None => since,
     };
+    let store = api.ports().idempotency.as_ref();
+    // The same body to another hook, or from a caller that sees another part of the
+    // hook's history (a portal session), is another request.
+    let mut request_bytes =
+        format!("POST /v1/hooks/{}/replay {:?}\n", hook.id, caller.history_since(&hook)).into_bytes();
+    request_bytes.extend_from_slice(&bytes);
+    let fingerprint = once::fingerprint(&request_bytes);
+    if let Some(r) = &request
+        && let Some(first) =
+            once::settle_request_claim(r.claim(store, &hook.tenant, &fingerprint, now).await?, &fingerprint)?
+    {
+        let job_id = serde_json::from_str::<Value>(&first.body).ok().and_then(|j| j["id"].as_str().map(str::to_owned));
+        let mut answer = once::replayed(first);
+        if let Some(location) = job_id.and_then(|j| HeaderValue::try_from(location(&hook, &j)).ok()) {
+            answer.headers_mut().insert(header::LOCATION, location);
+        }
+        return Ok(answer);
+    }
     let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
+    let started = start(&api, &hook, &job).await;
+    if let Some(r) = &request {
+        match &started {
+            Ok(()) => {
+                r.complete(store, &hook.tenant, StoredResponse { status: 202, body: job_out(&job).to_string() }).await
+            }
+            Err(_) => r.release(store, &hook.tenant).await,
+        }
+    }
+    started?;
+    let mut answer = (StatusCode::ACCEPTED, Json(job_out(&job))).into_response();
+    if let Ok(location) = HeaderValue::try_from(location(&hook, &job.id.to_string())) {
+        answer.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(answer)
+}
+
+/// Where a replay job of `hook` is read.
+fn location(hook: &Hook, job_id: &str) -> String {
+    format!("/v1/hooks/{}/replays/{job_id}", hook.id)
+}
+
+/// Stores `job` and pokes ingest to work on it.
+async fn start(api: &Api, hook: &Hook, job: &ReplayJob) -> Result<(), ApiError> {
     let p = api.ports();
-    p.replays.create(&job).await?;
-    if let Err(e) = ingest::replay::poke(p.ingest.as_ref(), &job).await {
+    p.replays.create(job).await?;
+    if let Err(e) = ingest::replay::poke(p.ingest.as_ref(), job).await {
         // Nothing will work on it: it must not read as running. The caller may ask again.
         if let Err(unsaved) = p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await {
             tracing::error!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, error = %unsaved,
@@ -199,8 +248,7 @@ pub async fn replay(
         return Err(e.into());
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, "replay started");
-    let location = format!("/v1/hooks/{}/replays/{}", hook.id, job.id);
-    Ok((StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job_out(&job))))
+    Ok(())
 }
 
 /// Whether `caller` may see `job` of `hook`: a caller held to some sites, only a job whose

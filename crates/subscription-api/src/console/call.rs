@@ -44,7 +44,23 @@ impl Answer {
 
 /// `method path` with `body`, as `caller`.
 pub async fn call(api: &Api, caller: &Caller, method: Method, path: &str, body: Option<&Value>) -> Answer {
+    call_keyed(api, caller, method, path, body, None).await
+}
+
+/// [`call`] with an `Idempotency-Key`: a form that carries one (made when the page was)
+/// does what it asks once, however many times it is submitted.
+pub async fn call_keyed(
+    api: &Api,
+    caller: &Caller,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    key: Option<&str>,
+) -> Answer {
     let mut req = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
     let bytes = match body {
         Some(b) => {
             req = req.header("content-type", "application/json");

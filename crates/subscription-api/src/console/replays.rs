@@ -7,7 +7,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::call::call;
+use super::call::{call, call_keyed};
 use super::form;
 use super::layout::{action, badge, time};
 use super::pages::{Posted, refused};
@@ -81,7 +81,10 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
     if !statuses.is_empty() {
         doc["status"] = json!(statuses);
     }
-    let a = call(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc)).await;
+    // The form's own key: a second click, or the browser posting the form again, gets the
+    // first job rather than a second one sending every delivery again.
+    let key = form::value(&fields, "once").filter(|k| !k.is_empty());
+    let a = call_keyed(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc), key).await;
     if !a.ok() {
         return refused(&s, "Replay", &a);
     }

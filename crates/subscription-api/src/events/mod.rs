@@ -6,7 +6,7 @@
 //! docs/decisions/0019 has the arithmetic.
 
 mod input;
-mod once;
+pub(crate) mod once;
 
 pub use once::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
 
@@ -48,7 +48,7 @@ pub async fn publish(
         && let Some(answer) =
             once::settle_request_claim(r.claim(store, &tenant, &fingerprint, now).await?, &fingerprint)?
     {
-        return Ok(answer);
+        return Ok(once::replayed(answer));
     }
     // The tenant's rate is charged further in, once the events' own ids are claimed: a
     // repeat of one already published publishes nothing, so it costs nothing either.

@@ -95,11 +95,12 @@ pub(crate) fn fingerprint(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// What an `Idempotency-Key` claim says to do: go on, or answer now.
-pub(crate) fn settle_request_claim(claim: Claim, fingerprint: &str) -> Result<Option<Response>, ApiError> {
+/// What an `Idempotency-Key` claim says to do: go on (`None`), or give the first answer
+/// again ([`replayed`]).
+pub(crate) fn settle_request_claim(claim: Claim, fingerprint: &str) -> Result<Option<StoredResponse>, ApiError> {
     match claim {
         Claim::Claimed => Ok(None),
-        Claim::Existing { fingerprint: fp, response: Some(r) } if fp == fingerprint => Ok(Some(replayed(r))),
+        Claim::Existing { fingerprint: fp, response: Some(r) } if fp == fingerprint => Ok(Some(r)),
         Claim::Existing { response: Some(_), .. } => Err(ApiError::Conflict(
             "this Idempotency-Key was used for a different request in the last 24 hours".to_owned(),
         )),
@@ -109,7 +110,8 @@ pub(crate) fn settle_request_claim(claim: Claim, fingerprint: &str) -> Result<Op
     }
 }
 
-fn replayed(r: StoredResponse) -> Response {
+/// The first answer to a request, given again to its repeat.
+pub(crate) fn replayed(r: StoredResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::ACCEPTED);
     let mut resp = (status, r.body).into_response();
     resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
