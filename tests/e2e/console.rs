@@ -240,6 +240,18 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     b.press("Rotate secret").await;
     assert!(b.find("#secret").await.prop("value").await.unwrap().unwrap_or_default().starts_with("whsec_"));
     assert!(b.text().await.contains("keeps signing too until"));
+    assert!(!b.text().await.contains("X-Keycloak-Signature"), "the hook does not send it");
+    // X-Keycloak-Signature is one signature, with the current secret: the page says so.
+    let mut doc = stack.get(&format!("/v1/hooks/{basic_id}"), &t).await.body;
+    doc["signature_formats"] = json!(["standard-webhooks", "keycloak"]);
+    assert_eq!(stack.put(&format!("/v1/hooks/{basic_id}"), &t, &doc).await.status, 200);
+    b.goto(&format!("/console/hooks/{basic_id}")).await;
+    b.press("Rotate secret").await;
+    assert!(
+        b.text().await.contains("X-Keycloak-Signature is made with the new secret from now on"),
+        "{}",
+        b.text().await
+    );
 
     // Disable, enable; edit keeps the stored password (left blank).
     b.goto(&format!("/console/hooks/{basic_id}")).await;
