@@ -508,7 +508,8 @@ pub async fn raw_hook_item(table: &Table, tenant: &TenantId, id: HookId) -> Resu
 
 /// Writes hooks and their name guards with `BatchWriteItem`, without the create
 /// transaction's conditions: for loading many hooks at once (benchmarks, migrations from
-/// another store) into a table known not to hold them.
+/// another store) into a table known not to hold them. Each tenant's count of hooks is then
+/// set to the hooks it has, so its quota holds for the hooks it creates after.
 pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
     let mut items = Vec::with_capacity(hooks.len() * 2);
     for h in hooks {
@@ -516,10 +517,24 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
         items.push(guard_item(h));
     }
     let stored = table.put_all(items).await;
-    // Marked even when only some were stored: those are stored all the same.
+    // Counted and marked even when only some were stored: those are stored all the same.
+    // Counted, not added to, so that loading again after a failure counts each hook once.
     let tenants: std::collections::BTreeSet<&TenantId> = hooks.iter().map(|h| &h.tenant).collect();
     for tenant in tenants {
-        mark_changed(table, tenant).await?;
+        let count = table.query_prefix(tenant_pk(tenant), "H#".to_owned()).await?.len();
+        table
+            .client
+            .update_item()
+            .table_name(&table.name)
+            .set_key(Some(counter_key(tenant)))
+            .update_expression("SET #c = :n, #m = :m")
+            .expression_attribute_names("#c", HOOK_COUNT)
+            .expression_attribute_names("#m", HOOKS_MARKER)
+            .expression_attribute_values(":n", n(count as i64))
+            .expression_attribute_values(":m", s(new_marker()))
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.UpdateItem", e))?;
     }
     stored
 }

@@ -752,3 +752,31 @@ async fn a_claim_that_finds_the_other_sides_answers_from_it_even_if_its_own_stay
         Claim::Existing { fingerprint: "fp".into(), response: Some(answer) }
     );
 }
+
+/// Hooks loaded in bulk (a migration, the fan-out benchmark) count toward the tenant's
+/// quota like hooks created one by one, and loading them again counts each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_loaded_in_bulk_count_toward_the_quota() {
+    use hookbridge_testkit::Harness;
+    use hookbridge_testkit::contract::make_hook;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let store = &h.backend().hooks;
+    let tenant = h.unique("bulk");
+    let mut loaded = Vec::new();
+    for i in 0..3 {
+        loaded.push(make_hook(&h, &tenant, &format!("loaded-{i}")).await.0);
+    }
+    let table = hookbridge_aws::Table::new(h.clients().dynamodb.clone(), h.resources().table.clone());
+    hookbridge_aws::bulk_load_hooks(&table, &loaded).await.unwrap();
+    hookbridge_aws::bulk_load_hooks(&table, &loaded).await.unwrap();
+    let (more, _) = make_hook(&h, &tenant, "created").await;
+    assert!(
+        matches!(store.create(&more, 3).await, Err(hookbridge_core::Error::QuotaReached { limit: 3 })),
+        "three loaded fill a quota of three"
+    );
+    store.create(&more, 4).await.expect("a fourth fits a quota of four");
+    assert!(store.delete(&loaded[0].tenant, loaded[0].id).await.unwrap());
+    let (last, _) = make_hook(&h, &tenant, "last").await;
+    store.create(&last, 4).await.expect("a deleted loaded hook frees its slot");
+}
