@@ -286,9 +286,12 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
         }
         failed
     };
-    // Futures made in a loop, not by a closure, so the batch's future stays `Send`.
+    // Futures made in a loop, not by a closure, so the batch's future stays `Send`. The
+    // tenants are begun from a random one on: in name order, the same tenants would be the
+    // ones left when time runs short, batch after batch.
     let mut per_tenant = Vec::with_capacity(by_tenant.len());
-    for (tenant, events) in &by_tenant {
+    let first = rand::random::<u32>() as usize % by_tenant.len().max(1);
+    for (tenant, events) in by_tenant.iter().cycle().skip(first).take(by_tenant.len()) {
         per_tenant.push(ingest_events(deps, tenant, events, deadline));
     }
     let tenants = futures::stream::iter(per_tenant);
@@ -308,6 +311,18 @@ async fn ingest_events(
 ) -> Vec<String> {
     if too_late(deadline) {
         tracing::info!(tenant = %tenant, events = events.len(), why = TOO_LATE, "events not begun; they come back");
+        // At once, not after the queue's visibility timeout: nothing failed, this
+        // invocation only had no time for them.
+        let back = futures::future::join_all(
+            events.iter().map(|p| deps.ports.ingest.retry_after(&p.message.receipt, Duration::ZERO)),
+        );
+        if let Err(e) = before(deadline, ANSWER_MARGIN, "ingest.retry_after", async {
+            back.await.into_iter().collect::<hookbridge_core::Result<Vec<()>>>()
+        })
+        .await
+        {
+            tracing::warn!(tenant = %tenant, error = %e, "events not begun could not be made receivable at once");
+        }
         return events.iter().map(|p| p.message.id.clone()).collect();
     }
     let span = tracing::info_span!("ingest", tenant = %tenant);
@@ -467,7 +482,11 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
         p.events.put(tenant, &apart, now + retention).await?;
     }
     let types: Vec<&str> = events.iter().map(|e| e.envelope.detail_type.as_str()).collect();
-    p.events.record_seen(tenant, &types).await?;
+    // Bookkeeping for the event-type listing's `last_seen_at`: a failure to write it (a
+    // throttled partition) must not hold up the deliveries, and it is written again later.
+    if let Err(e) = p.events.record_seen(tenant, &types).await {
+        tracing::warn!(tenant = %tenant, error = %e, "could not record the event types seen; deliveries go on");
+    }
     let mut chunk = Chunk::default();
     for (e, body, wanted) in &routed {
         let at = dated(&e.envelope, e.message.sent_at);

@@ -86,3 +86,26 @@ async fn envelopes_are_kept_once_embedded() {
 async fn envelopes_are_kept_once_aws() {
     envelopes_are_kept_once(&AwsHarness::start().await).await;
 }
+
+/// The types seen feed only the event-type listing's `last_seen_at`: a failure to record
+/// them (a throttled partition, a full disk) delays no delivery.
+#[tokio::test]
+async fn a_failure_to_record_the_types_seen_delays_no_delivery() {
+    let h = EmbeddedHarness::start().await;
+    let tenant = h.unique("tenant");
+    let (hook, _) = make_hook(&h, &tenant, "logins").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    h.db()
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON seen_types BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .map_err(|e| hookbridge_core::Error::backend("test", e))
+        })
+        .await
+        .unwrap();
+    let deps = common::deps(&h);
+    let out = ingest::handle(&deps, &[event(&tenant, "00000000-0000-4000-8000-0000000000b1", "user.login", 10)]).await;
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(common::queued_tasks(&h, 1).await.len(), 1, "the delivery is queued");
+}
