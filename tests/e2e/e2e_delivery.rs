@@ -123,3 +123,43 @@ async fn site_scoped_hooks_receive_only_their_sites(flavor: Flavor) {
     stack.shutdown().await;
 }
 }
+
+on_both_backends! {
+async fn a_delivery_waiting_to_be_retried_goes_only_where_the_hook_still_wants_it(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[(hookbridge_core::settings::RETRY_SCHEDULE, "2s,2s,2s")]).await;
+    let (before, after) = (Receiver::start().await, Receiver::start().await);
+    before.always(hookbridge_testkit::Reply::status(503));
+    let token = stack.token("acme", ALL_SCOPES);
+    let h = stack.create_hook(&token, &json!({"name": "moves", "url": before.url("/"), "sites": ["hq"]})).await;
+    let id = h["id"].as_str().unwrap().to_owned();
+    stack.publish(&token, &json!({"detail-type": "user.login", "source": "idp", "site": "hq", "detail": {"n": 1}})).await;
+    let retrying = eventually(WAIT, || async {
+        stack.deliveries(&token, &id, 1).await.into_iter().find(|d| d["status"] == "RETRYING")
+    })
+    .await
+    .expect("the first attempt failed and waits for its retry");
+    let did = retrying["delivery_id"].as_str().unwrap().to_owned();
+
+    // The hook moves to another site, at another URL (another customer's, say): hq's
+    // event waiting for its retry is not theirs to get.
+    let mut doc = stack.get(&format!("/v1/hooks/{id}"), &token).await.body;
+    doc["sites"] = json!(["branch"]);
+    doc["url"] = json!(after.url("/"));
+    assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &token, &doc).await.status, 200);
+    let cancelled = eventually(WAIT, || async {
+        let d = stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &token).await.body;
+        (d["status"] == "CANCELLED").then_some(d)
+    })
+    .await
+    .expect("cancelled when it came due");
+    assert_eq!(cancelled["reason"], hookbridge_core::delivery::NOT_SENT_NO_LONGER_WANTED, "{cancelled}");
+
+    // The hook's own site's events still arrive, and only they.
+    stack.publish(&token, &json!({"detail-type": "user.login", "source": "idp", "site": "branch", "detail": {"n": 2}})).await;
+    let got = after.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let numbers: Vec<_> = after.received().iter().map(|g| g.json()["detail"]["n"].clone()).collect();
+    assert_eq!(numbers, [json!(2)], "{got:?}");
+    stack.shutdown().await;
+}
+}

@@ -111,6 +111,10 @@ pub fn past_retention_note(round: u32) -> Option<String> {
 /// The note on a delivery that came due once its records were dropped.
 pub const NOT_SENT_PAST_RETENTION: &str = "not sent: its 14 days were over, and its records with them";
 
+/// The note on a delivery whose hook stopped wanting its event (its `event_types` or
+/// `sites` changed) while the delivery waited.
+pub const NOT_SENT_NO_LONGER_WANTED: &str = "hook no longer subscribed: its event_types or sites changed";
+
 /// The most of a response body kept on an attempt.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
 

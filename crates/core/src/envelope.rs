@@ -53,6 +53,18 @@ pub struct Routing {
     pub site: Option<String>,
 }
 
+impl Routing {
+    /// The routing of an envelope's JSON, as a delivery keeps it: only `detail`'s `tenant`
+    /// and `site` are read.
+    pub fn of_body(envelope: &str) -> Result<Self, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct Detail {
+            detail: Routing,
+        }
+        serde_json::from_str::<Detail>(envelope).map(|d| d.detail).map_err(EnvelopeError::Routing)
+    }
+}
+
 /// Why an envelope could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -201,6 +213,15 @@ mod tests {
     use super::*;
 
     const HYPR: &str = r#"{"version":"0","id":"e0932981-65a5-1344-f27e-bcc395837a59","detail-type":"log","source":"hypr_event_hooks","account":"527127228484","time":"2024-07-23T16:01:04Z","region":"us-east-1","resources":[],"detail":{"tenant":"mytenant","data":{"z":1,"a":2}}}"#;
+
+    #[test]
+    fn an_envelopes_routing_reads_from_its_json_alone() {
+        let sited = HYPR.replace(r#""tenant":"mytenant","#, r#""tenant":"mytenant","site":"hq","#);
+        let r = Routing::of_body(&sited).unwrap();
+        assert_eq!((r.tenant.as_str(), r.site.as_deref()), ("mytenant", Some("hq")));
+        assert_eq!(Routing::of_body(HYPR).unwrap().site, None);
+        assert!(Routing::of_body(r#"{"detail":{"site":"hq"}}"#).is_err(), "no tenant");
+    }
 
     #[test]
     fn hypr_envelope_round_trips_byte_for_byte() {

@@ -66,12 +66,29 @@ pub struct Task {
     /// task with nothing recorded (decision 0026).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unrouted: Option<Unrouted>,
+    /// Set when the event was routed to the hook (by ingest, or again by a retry or a
+    /// replay): the event's site. The hook may change while its delivery waits (a retry's
+    /// delay, a rate limit, an open circuit): the worker sends it only if the hook still
+    /// wants the event, so a hook moved to other sites (another customer's, perhaps at a
+    /// new URL) is not sent the events of the sites it had. Absent from a test event's
+    /// task, which goes whatever the hook subscribes to, and from older versions' tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed: Option<Routed>,
     /// What opened this round (`replayed by …`, a retry's request), as the request's own
     /// `PENDING` record says it. The worker's records carry it too: that record may land
     /// after them, or not at all (a replay page failing between its send and its record),
     /// and a replay finds what it re-sent by this note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// What the worker needs to check a routed task against the hook as it is now
+/// ([`Task::routed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    /// The event's site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What the worker needs to route a task ingest could not ([`Task::unrouted`]).
@@ -140,6 +157,7 @@ impl Task {
             envelope: None,
             unrecorded: None,
             unrouted: None,
+            routed: None,
             note: None,
         }
     }
@@ -155,6 +173,12 @@ impl Task {
     /// The same task, for a hook ingest could not read: the worker routes it.
     pub fn unrouted(mut self, site: Option<String>) -> Self {
         self.unrouted = Some(Unrouted { site });
+        self
+    }
+
+    /// The same task, routed to its hook for an event of `site`.
+    pub fn routed(mut self, site: Option<String>) -> Self {
+        self.routed = Some(Routed { site });
         self
     }
 
@@ -184,6 +208,7 @@ impl Task {
             envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
             unrecorded: None,
             unrouted: None,
+            routed: None,
             note: None,
         })
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hookbridge_core::circuit::{CircuitState, Gate};
-use hookbridge_core::delivery::{NOT_SENT_PAST_RETENTION, past_retention};
+use hookbridge_core::delivery::{NOT_SENT_NO_LONGER_WANTED, NOT_SENT_PAST_RETENTION, past_retention};
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::{SLOT_EARLY, Task};
@@ -247,6 +247,14 @@ fn check<'a>(
     };
     if let Err(why) = hook.deliverable() {
         return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason: why.to_string() })));
+    }
+    // Routed when the hook wanted it; the hook may have changed since (a site moved to
+    // another customer, a type it no longer takes).
+    if let Some(routed) = &task.routed
+        && !hook.config.wants(&key.event_type, routed.site.as_deref())
+    {
+        let reason = NOT_SENT_NO_LONGER_WANTED.to_owned();
+        return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason })));
     }
     // Come due once its records were dropped (queued in its last moments, behind a rate
     // limit or an open circuit): Read no longer shows it, so its receiver gets nothing.

@@ -511,7 +511,8 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
             match deliverable(hook) {
                 Ok(()) => {
                     // Nothing is written for it here: the worker's first record makes it.
-                    let message = Task::new(key, 0, body).unrecorded(now, with_delivery).message(now);
+                    let task = Task::new(key, 0, body).unrecorded(now, with_delivery).routed(e.site.clone());
+                    let message = task.message(now);
                     match hook.state.health.lane(now) {
                         Lane::Fast => chunk.fast.push(message),
                         Lane::Slow => chunk.slow.push(message),

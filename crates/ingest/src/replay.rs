@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::Result;
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::envelope::{Envelope, Routing};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
-use hookbridge_core::message::{INLINE_BODY_MAX, Task};
+use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task};
 use hookbridge_core::ports::{
     DeliveryStore, EventStore, HookStore, Lanes, Order, OutgoingMessage, Queue, ReplayStore, Window,
 };
@@ -21,12 +22,24 @@ use hookbridge_core::replay::{ReplayJob, ReplayPoke, ReplayState};
 /// Reads the events' envelopes, a few at a time (a page may span hundreds of events).
 const EVENT_READS_IN_FLIGHT: usize = 16;
 
+/// An event read from the event store: how it is kept, and how it was routed.
+struct Found {
+    kept: Kept,
+    routed: Option<Routed>,
+}
+
 /// An event still kept, as a re-send needs it.
 enum Kept {
     /// Small enough to ride in the task.
     Inline(String),
     /// Read from the event store by the worker.
     Apart,
+}
+
+/// How ingest routed `envelope`'s event (its site); `None` if its routing does not read,
+/// and then the worker sends it without checking it against the hook again.
+fn routed(envelope: &Envelope) -> Option<Routed> {
+    envelope.routing().ok().map(|r| Routed { site: r.site })
 }
 
 /// What a re-send did.
@@ -61,25 +74,27 @@ pub async fn resend(
     // Only a small envelope is kept once read: the task carries it. A larger one was read
     // only to learn the event is still kept (the worker reads it again), and a page of
     // 500 events of 256 KiB held at once would be 125 MB in a 256 MB function.
-    let read: Vec<(EventId, Option<Kept>)> = futures::stream::iter(wanted)
+    let read: Vec<(EventId, Option<Found>)> = futures::stream::iter(wanted)
         .map(|id: EventId| async move {
             let env = events.get(tenant, &id).await?;
-            let kept = env
-                .map(|e| e.to_body())
-                .map(|b| if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart });
+            let kept = env.map(|e| {
+                let routed = routed(&e);
+                let b = e.to_body();
+                Found { kept: if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart }, routed }
+            });
             Ok::<_, hookbridge_core::Error>((id, kept))
         })
         .buffer_unordered(EVENT_READS_IN_FLIGHT)
         .try_collect()
         .await?;
-    let bodies: HashMap<EventId, Option<Kept>> = read.into_iter().collect();
+    let bodies: HashMap<EventId, Option<Found>> = read.into_iter().collect();
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
     for d in deliveries {
-        let body = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => Some(kept.as_str()),
-            (None, Some(Some(Kept::Inline(read)))) => Some(read.as_str()),
-            (None, Some(Some(Kept::Apart))) => None,
+        let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
+            (Some(kept), _) => (Some(kept.as_str()), Routing::of_body(kept).ok().map(|r| Routed { site: r.site })),
+            (None, Some(Some(Found { kept: Kept::Inline(read), routed }))) => (Some(read.as_str()), routed.clone()),
+            (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
             (None, _) => continue,
         };
         let key = DeliveryKey {
@@ -105,6 +120,8 @@ pub async fn resend(
             None => Task::by_reference(key, round),
         };
         task.note = Some(note.to_owned());
+        // Checked by the worker against the hook as it is then, as ingest's tasks are.
+        task.routed = routed;
         tasks.push(task.message(now));
     }
     if !tasks.is_empty() {

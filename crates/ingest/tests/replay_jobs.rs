@@ -450,7 +450,7 @@ async fn a_large_event_is_replayed_by_reference(h: &dyn Harness) {
     let at = Utc::now() - chrono::Duration::minutes(5);
     let id = EventId::generate();
     let body = format!(
-        r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{tenant}","pad":"{}"}}}}"#,
+        r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"{tenant}","site":"hq","pad":"{}"}}}}"#,
         at.format("%Y-%m-%dT%H:%M:%SZ"),
         "x".repeat(hookbridge_core::message::INLINE_BODY_MAX)
     );
@@ -471,6 +471,8 @@ async fn a_large_event_is_replayed_by_reference(h: &dyn Harness) {
     let tasks = common::queued_tasks(h, 1).await;
     assert_eq!(tasks.len(), 1);
     assert!(tasks[0].envelope.is_none(), "the worker reads it from the event store");
+    let routed = tasks[0].routed.as_ref().expect("routed: the worker checks it against the hook as it is then");
+    assert_eq!(routed.site.as_deref(), Some("hq"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
