@@ -176,7 +176,11 @@ async fn the_tenant_claim_is_configurable_and_scopes_may_come_as_scp(flavor: Fla
     let idp = IdentityProvider::start().await;
     let stack = TestStack::start_with(
         flavor,
-        &[("HOOKBRIDGE_JWT_ISSUER", idp.issuer()), ("HOOKBRIDGE_TENANT_CLAIM", "org_id")],
+        &[
+            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_TENANT_CLAIM", "org_id"),
+            ("HOOKBRIDGE_JWT_SECRET", "an operator key of at least 32 bytes, for hookbridge token"),
+        ],
     )
     .await;
     let r = Receiver::start().await;
@@ -195,6 +199,9 @@ async fn the_tenant_claim_is_configurable_and_scopes_may_come_as_scp(flavor: Fla
     // No audience is configured: none is required.
     let tenant_claim = idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600, "scope": ALL_SCOPES}));
     assert_eq!(stack.get("/v1/hooks", &tenant_claim).await.status, 401, "the tenant is read from org_id only");
+    // The deployment's own tokens (`hookbridge token`, HS256) name it `tenant`, and still work.
+    let own = stack.get("/v1/hooks", &stack.token("acme", ALL_SCOPES)).await;
+    assert_eq!((own.status.as_u16(), own.body["hooks"].as_array().map(Vec::len)), (200, Some(1)), "{}", own.body);
     stack.shutdown().await;
 }
 }

@@ -101,7 +101,12 @@ impl Tokens {
                 })?;
                 let mut v = validation(Algorithm::HS256);
                 v.validate_aud = false;
-                decode(token, &[DecodingKey::from_secret(key.expose().as_bytes())], &v)?
+                let claims = decode(token, &[DecodingKey::from_secret(key.expose().as_bytes())], &v)?;
+                // The deployment's own tokens (`hookbridge token`) name the tenant `tenant`
+                // whatever claim the issuer's tokens use: read there when the configured
+                // claim is absent. Only for these: an issuer's token could carry a
+                // `tenant` its user may set.
+                return self.caller(&claims, Some(DEFAULT_TENANT_CLAIM));
             }
             Algorithm::RS256
             | Algorithm::RS384
@@ -137,12 +142,15 @@ impl Tokens {
             }
             _ => return Err(ApiError::Unauthorized("the token's algorithm is not accepted")),
         };
-        self.caller(&claims)
+        self.caller(&claims, None)
     }
 
-    fn caller(&self, claims: &Map<String, Value>) -> Result<Caller, ApiError> {
+    /// Who the checked `claims` stand for: the tenant from the configured claim, or else
+    /// from `or_claim`.
+    fn caller(&self, claims: &Map<String, Value>, or_claim: Option<&str>) -> Result<Caller, ApiError> {
         let tenant = claims
             .get(&*self.tenant_claim)
+            .or_else(|| or_claim.and_then(|c| claims.get(c)))
             .and_then(Value::as_str)
             .and_then(|t| t.parse().ok())
             .ok_or(ApiError::Unauthorized("the token's tenant claim is missing or not a valid tenant"))?;
