@@ -63,6 +63,14 @@ fn concurrency(text: &str) -> Result<usize, String> {
 }
 
 /// `--listen` / `HOOKBRIDGE_LISTEN`.
+fn backend(text: &str) -> Result<BackendKind, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "embedded" => Ok(BackendKind::Embedded),
+        "aws" => Ok(BackendKind::Aws),
+        _ => Err(format!("{text:?} is not a backend: embedded or aws (HOOKBRIDGE_BACKEND)")),
+    }
+}
+
 fn address(text: &str) -> Result<SocketAddr, String> {
     text.trim().parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:3000 (HOOKBRIDGE_LISTEN)"))
 }
@@ -83,8 +91,8 @@ impl BackendKind {
 pub enum Command {
     /// Run the API and every stage on this machine.
     Serve {
-        /// The backend.
-        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        /// The backend: embedded (SQLite) or aws.
+        #[arg(long, value_parser = backend, default_value = "embedded", env = "HOOKBRIDGE_BACKEND")]
         backend: BackendKind,
         /// The SQLite database (embedded backend).
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
@@ -103,8 +111,8 @@ pub enum Command {
     },
     /// Create the backend's resources (idempotent).
     Init {
-        /// The backend.
-        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        /// The backend: embedded (SQLite) or aws.
+        #[arg(long, value_parser = backend, default_value = "embedded", env = "HOOKBRIDGE_BACKEND")]
         backend: BackendKind,
         /// The SQLite database (embedded backend).
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
@@ -113,8 +121,8 @@ pub enum Command {
     /// Bring stored data up to the current formats (idempotent; `init` does it too): today,
     /// re-seal hook secrets so each blob is bound to its hook.
     Migrate {
-        /// The backend.
-        #[arg(long, value_enum, default_value_t = BackendKind::Embedded, env = "HOOKBRIDGE_BACKEND")]
+        /// The backend: embedded (SQLite) or aws.
+        #[arg(long, value_parser = backend, default_value = "embedded", env = "HOOKBRIDGE_BACKEND")]
         backend: BackendKind,
         /// The SQLite database (embedded backend).
         #[arg(long, default_value = ".hookbridge/hookbridge.db", env = "HOOKBRIDGE_DATABASE")]
@@ -163,11 +171,18 @@ pub enum Command {
 /// The most of a dead letter's body printed: enough to see what it is about.
 const BODY_SHOWN: usize = 300;
 
-async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) -> anyhow::Result<()> {
-    // Opening creates a database that is not there: say so instead of listing a new one.
+/// Refuses a database that is not there: opening would create an empty one, and the
+/// command would then report on it (a mistyped path, the wrong directory) as if it were the
+/// real one.
+fn existing(database: &std::path::Path) -> anyhow::Result<()> {
     if !database.try_exists().with_context(|| format!("cannot look at {}", database.display()))? {
         anyhow::bail!("there is no database at {} (--database, HOOKBRIDGE_DATABASE)", database.display());
     }
+    Ok(())
+}
+
+async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) -> anyhow::Result<()> {
+    existing(database)?;
     let db = hookbridge_embedded::Db::open(database)?;
     if redrive {
         for (queue, n) in hookbridge_embedded::dead_letters::redrive(&db).await? {
@@ -225,6 +240,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::receive::run(listen, secret).await
         }
         Command::Migrate { backend, database } => {
+            if matches!(backend, BackendKind::Embedded) {
+                existing(&database)?;
+            }
             let s = settings()?;
             let b = crate::stack::open_backend(&backend.choice(database, None).await, &s, false).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;

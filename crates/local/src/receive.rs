@@ -1,6 +1,7 @@
 //! `hookbridge receive`: a small receiver that prints each delivery and checks its
 //! signature, for trying the platform out and for debugging an integration.
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
@@ -16,7 +17,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 /// Serves until Ctrl-C, answering the ownership challenge, and 200 to deliveries (`401` to
 /// one whose signature does not check, when it has the secret).
 pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (--listen)"))?;
     eprintln!("hookbridge receive: listening on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
         let secret = secret.clone();

@@ -61,3 +61,18 @@ async fn dead_letters_are_listed_and_sent_back_to_their_queue() {
     let back = EmbeddedQueue::new(db, "hookbridge-ingest").receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(back.iter().map(|m| (m.body.as_str(), m.receive_count)).collect::<Vec<_>>(), [(event, 1)]);
 }
+
+/// `migrate` on a database that is not there (a mistyped path, the wrong directory) says
+/// so. It made an empty one and reported "0 hooks read", as if the real one were migrated.
+#[test]
+fn migrate_refuses_a_database_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("typo.db");
+    let missing = hookbridge(&["migrate"], &db_path);
+    assert!(!missing.status.success());
+    assert!(said(&missing).contains("there is no database at"), "{}", said(&missing));
+    assert!(!db_path.exists(), "migrating did not make one");
+    assert!(hookbridge(&["init"], &db_path).status.success());
+    let migrated = hookbridge(&["migrate"], &db_path);
+    assert!(migrated.status.success(), "{}", said(&migrated));
+}

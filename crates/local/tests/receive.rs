@@ -48,3 +48,14 @@ async fn the_receiver_refuses_a_delivery_whose_signature_does_not_check() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// An address already taken is named in the error, with the flag that sets it.
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookbridge")).args(["receive", "--listen", &addr]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr} (--listen)")), "{err}");
+}

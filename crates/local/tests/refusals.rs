@@ -74,6 +74,8 @@ fn bad_settings_are_refused_at_start_naming_their_variable() {
         // Set, but to nothing (a command substitution that failed): it was the public
         // development key.
         ("HOOKBRIDGE_JWT_SECRET", ""),
+        // clap's own error named only the flag.
+        ("HOOKBRIDGE_BACKEND", "sqlite"),
     ] {
         let err = refused("127.0.0.1:0", &[(variable, value)]);
         assert!(err.contains(variable), "{variable}={value}: {err}");
