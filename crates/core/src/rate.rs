@@ -12,10 +12,16 @@ pub struct Rate {
     per_second: u32,
 }
 
+/// The fastest rate: one unit a microsecond, the unit rate state is kept in. A faster one
+/// would space its units 0 µs apart, which is no limit at all. (Between 100,000 and
+/// 1,000,000 a second the spacing is rounded down to whole microseconds, so such a rate
+/// admits somewhat more than it says.)
+pub const MAX_PER_SECOND: u32 = 1_000_000;
+
 impl Rate {
-    /// A rate of `per_second` (at least 1).
+    /// A rate of `per_second`, held to 1 ..= [`MAX_PER_SECOND`].
     pub fn per_second(per_second: u32) -> Self {
-        Self { per_second: per_second.max(1) }
+        Self { per_second: per_second.clamp(1, MAX_PER_SECOND) }
     }
 
     /// Units a second.
@@ -23,7 +29,7 @@ impl Rate {
         self.per_second
     }
 
-    /// The time between two units, in microseconds (precise enough for 1,000,000 a second).
+    /// The time between two units, in whole microseconds (at least 1).
     pub fn interval_us(self) -> i64 {
         1_000_000 / i64::from(self.per_second)
     }
@@ -60,6 +66,17 @@ pub fn admit(next: Option<i64>, now: i64, rate: Rate, burst: u32, count: u32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_past_one_a_microsecond_is_held_to_it_not_made_unlimited() {
+        let r = Rate::per_second(u32::MAX);
+        assert_eq!((r.get(), r.interval_us()), (MAX_PER_SECOND, 1));
+        let mut next = None;
+        for _ in 0..10 {
+            next = Some(admit(next, 0, r, 10, 1).unwrap());
+        }
+        assert!(admit(next, 0, r, 10, 1).is_err(), "the burst is held to");
+    }
 
     #[test]
     fn pacing_spaces_slots_evenly_and_does_not_bank_idle_time() {

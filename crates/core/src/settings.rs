@@ -495,7 +495,14 @@ impl Settings {
             quotas.max_hooks = whole(MAX_HOOKS_PER_TENANT, &v, 1)?;
         }
         if let Some(v) = var(TENANT_PUBLISH_RATE) {
-            quotas.publish_rate = crate::rate::Rate::per_second(whole(TENANT_PUBLISH_RATE, &v, 1)?);
+            let rate = whole(TENANT_PUBLISH_RATE, &v, 1)?;
+            if rate > crate::rate::MAX_PER_SECOND {
+                return Err(SettingsError {
+                    variable: TENANT_PUBLISH_RATE,
+                    message: format!("{rate} is more than {} a second", crate::rate::MAX_PER_SECOND),
+                });
+            }
+            quotas.publish_rate = crate::rate::Rate::per_second(rate);
         }
         if let Some(v) = var(TENANT_PUBLISH_BURST) {
             quotas.publish_burst = whole(TENANT_PUBLISH_BURST, &v, 1)?;

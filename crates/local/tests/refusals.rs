@@ -76,6 +76,8 @@ fn bad_settings_are_refused_at_start_naming_their_variable() {
         ("HOOKBRIDGE_JWT_SECRET", ""),
         // clap's own error named only the flag.
         ("HOOKBRIDGE_BACKEND", "sqlite"),
+        // Spaced 0 µs apart: no limit at all, the burst ignored.
+        ("HOOKBRIDGE_TENANT_PUBLISH_RATE", "2000000"),
     ] {
         let err = refused("127.0.0.1:0", &[(variable, value)]);
         assert!(err.contains(variable), "{variable}={value}: {err}");
