@@ -242,8 +242,8 @@ async fn claim_and_publish(
 /// Puts the entries where ingest reads them: the event id of each that went out, in order,
 /// and what stopped the others. Small events go straight onto the ingest queue (as the
 /// bus's rule puts them, and in the tenant's group, which the rule cannot set), larger
-/// ones, and all of them when the deployment asks for it, through the bus. The queue and the bus each say which of what
-/// they were given went out.
+/// ones, and all of them when the deployment asks for it, through the bus. The queue and
+/// the bus each say which of what they were given went out.
 async fn put(
     api: &Api,
     tenant: &TenantId,
