@@ -14,7 +14,7 @@ SAM := .venv-sam/bin/sam
 ## run: build and start the whole platform on the embedded (SQLite) backend at 127.0.0.1:3000
 run:
 	$(CARGO) build -p hookbridge-local --bin hookbridge
-	./target/debug/hookbridge serve
+	$${CARGO_TARGET_DIR:-target}/debug/hookbridge serve
 
 ## run-aws: the same on the AWS backend, against the emulator on 127.0.0.1:4566
 run-aws: $(PYTOOLS)
@@ -25,7 +25,7 @@ run-aws: $(PYTOOLS)
 ## API, SQS event sources, an HTTP API front) against the emulator, on 127.0.0.1:3000
 run-lambda: $(PYTOOLS)
 	$(CARGO) build -p subscription-api -p ingest -p delivery-worker -p verifier -p hookbridge-testkit --bins
-	./target/debug/hookbridge-lambda --listen 127.0.0.1:3000
+	$${CARGO_TARGET_DIR:-target}/debug/hookbridge-lambda --listen 127.0.0.1:3000
 
 ## test: formatting, lints, the layering rules, and every test (both backends)
 test: lint layering unit

@@ -9,14 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-./target/debug/hookbridge serve --database "$dir/hb.db" --listen "127.0.0.1:$port" > "$dir/serve.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/hookbridge" serve --database "$dir/hb.db" --listen "127.0.0.1:$port" > "$dir/serve.log" 2>&1 &
 serve=$!
 trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/v1/health" > /dev/null 2>&1 && break
     sleep 0.2
 done
-token=$(./target/debug/hookbridge token --tenant fuzz)
+token=$("${CARGO_TARGET_DIR:-target}/debug/hookbridge" token --tenant fuzz)
 .venv/bin/schemathesis run "http://127.0.0.1:$port/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,unsupported_method,ignored_auth \

@@ -17,5 +17,5 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-./target/debug/hookbridge init --backend aws
-./target/debug/hookbridge serve --backend aws
+"${CARGO_TARGET_DIR:-target}/debug/hookbridge" init --backend aws
+"${CARGO_TARGET_DIR:-target}/debug/hookbridge" serve --backend aws

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use hookbridge_core::settings::{Defaults, Settings};
+use hookbridge_core::settings::{Defaults, JWT_SECRET, JWT_SECRET_NAME, Settings};
 use subscription_api::{Claims, JwtKey, mint_token};
 
 use crate::{BackendChoice, RunningStack, StackOptions};
@@ -285,6 +285,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Demo::Token(token(&s, "demo", &[], "local-operator", Duration::from_secs(30 * 86_400))?)
             } else if s.tokens.hs256.is_some() {
                 Demo::Make
+            } else if let Some(name) = &s.tokens.hs256_secret_name {
+                Demo::FromSecret(name.clone())
             } else {
                 Demo::Issuer
             };
@@ -322,8 +324,16 @@ enum Demo {
     Token(String),
     /// None printed: the operator's key makes them (`hookbridge token`).
     Make,
+    /// None printed: the key in this Secrets Manager secret makes them.
+    FromSecret(String),
     /// None: they come from the issuer.
     Issuer,
+}
+
+/// How to run this binary again: its path as started (`hookbridge` is not on the PATH
+/// after `make run`).
+fn this_binary() -> String {
+    std::env::current_exe().map_or_else(|_| "hookbridge".to_owned(), |p| p.display().to_string())
 }
 
 fn banner(addr: SocketAddr, demo: &Demo, backend: &str) {
@@ -331,10 +341,14 @@ fn banner(addr: SocketAddr, demo: &Demo, backend: &str) {
         Demo::Token(t) => format!(
             "Token      tenant \"demo\", scopes hooks:read hooks:write events:publish, valid 30 days:\n\n  export HB_TOKEN={t}"
         ),
-        Demo::Make => {
-            "Tokens     signed with your HOOKBRIDGE_JWT_SECRET: export HB_TOKEN=$(hookbridge token --tenant <tenant>)"
-                .to_owned()
-        }
+        Demo::Make => format!(
+            "Tokens     signed with your HOOKBRIDGE_JWT_SECRET; with it set in your shell too:\n\n  export HB_TOKEN=$({} token --tenant <tenant>)",
+            this_binary()
+        ),
+        Demo::FromSecret(name) => format!(
+            "Tokens     signed with the key in Secrets Manager ({JWT_SECRET_NAME}={name}):\n\n  export HB_TOKEN=$({JWT_SECRET}=\"$(aws secretsmanager get-secret-value --secret-id {name} --query SecretString --output text)\" {} token --tenant <tenant>)",
+            this_binary()
+        ),
         Demo::Issuer => {
             "Tokens     from your OpenID Connect issuer (HOOKBRIDGE_JWT_ISSUER): export HB_TOKEN=<one of them>"
                 .to_owned()
