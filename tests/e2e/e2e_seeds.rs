@@ -546,17 +546,27 @@ async fn unifi_and_hypr_events_arrive_in_their_own_shapes(flavor: Flavor) {
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     stack.create_hook(&t, &json!({"name": "unifi", "url": r.url("/unifi"), "event_types": ["user.session.*"], "payload": "detail"})).await;
-    let hypr = stack.create_hook(&t, &json!({"name": "hypr", "url": r.url("/hypr"), "event_types": ["log"]})).await;
+    // A HYPR hook forwards one category (its "Event Type"): published as the event type,
+    // as the catalog names them, so the hook can choose it.
+    let hypr = stack.create_hook(&t, &json!({"name": "hypr", "url": r.url("/hypr"), "event_types": ["REGISTRATION"]})).await;
     assert_eq!(hypr["payload"], "envelope", "the default");
     let unifi: Value = serde_json::from_str(&fixture("unifi-event.json")).unwrap();
     stack.publish(&t, &json!({"detail-type": "user.session.start", "source": "uid", "detail": unifi})).await;
-    stack.publish(&t, &json!({"detail-type": "log", "source": "hypr_event_hooks", "detail": {"data": {"eventName": "FIDO2_DEVICE_REG"}}})).await;
+    let hypr_event = |category: &str, name: &str| {
+        json!({"detail-type": category, "source": "hypr_event_hooks", "detail": {"data": {"eventName": name, "eventTags": category}}})
+    };
+    stack.publish(&t, &hypr_event("AUTHENTICATION", "FIDO2_AUTH")).await;
+    stack.publish(&t, &hypr_event("REGISTRATION", "FIDO2_DEVICE_REG")).await;
     let got = r.wait_for_paths(&["/unifi", "/hypr"], WAIT).await;
     let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap_or_else(|| panic!("nothing at {p}"));
     assert_eq!(serde_json::from_slice::<Value>(&at("/unifi").body).unwrap(), unifi, "UniFi's event as it is");
     let envelope: Value = serde_json::from_slice(&at("/hypr").body).unwrap();
-    assert_eq!((envelope["detail-type"].as_str(), envelope["source"].as_str()), (Some("log"), Some("hypr_event_hooks")));
-    assert_eq!(envelope["detail"]["data"]["eventName"], "FIDO2_DEVICE_REG");
+    assert_eq!(
+        (envelope["detail-type"].as_str(), envelope["source"].as_str()),
+        (Some("REGISTRATION"), Some("hypr_event_hooks"))
+    );
+    assert_eq!(envelope["detail"]["data"]["eventName"], "FIDO2_DEVICE_REG", "only the hook's category");
+    assert_eq!(r.received().iter().filter(|g| g.uri.path() == "/hypr").count(), 1, "{:?}", r.received());
     for g in &got {
         assert!(g.header("webhook-signature").is_some(), "every format is signed");
     }
