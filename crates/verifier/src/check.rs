@@ -90,8 +90,14 @@ pub(crate) fn reads_secrets(cfg: &HookConfig, challenged: bool) -> bool {
 }
 
 impl Findings {
-    /// Writes the findings into the hook's state; returns the events to publish.
-    pub fn apply(&self, hook: &mut Hook, now: DateTime<Utc>) -> Vec<(&'static str, Option<String>)> {
+    /// Writes the findings into the hook's state, which was `was` before the check (it
+    /// reads AUTHORIZING while the check runs); returns the events to publish.
+    pub fn apply(
+        &self,
+        hook: &mut Hook,
+        was: ConnectionState,
+        now: DateTime<Utc>,
+    ) -> Vec<(&'static str, Option<String>)> {
         let mut events = Vec::new();
         let v = &mut hook.state.verification;
         match &self.challenge {
@@ -116,7 +122,6 @@ impl Findings {
             Some(Err(why)) => Some(why.clone()),
             _ => None,
         };
-        let was = hook.state.connection_state;
         hook.state.connection_state =
             if ownership_ok && token_ok { ConnectionState::Authorized } else { ConnectionState::Deauthorized };
         match (hook.state.connection_state, &self.token) {
@@ -161,8 +166,15 @@ mod tests {
         (v.status, v.verified_at, v.last_error) = (VerificationStatus::Pending, Some(now), None);
         assert!(hook.deliverable().is_ok(), "delivery holds it proven");
 
-        let events = Findings { challenge: None, token: Some(Ok(())) }.apply(&mut hook, now);
+        // It reads AUTHORIZING while the check runs, as the verifier writes it.
+        hook.state.connection_state = ConnectionState::Authorizing;
+        let found = Findings { challenge: None, token: Some(Ok(())) };
+        let events = found.apply(&mut hook, ConnectionState::Authorized, now);
         assert_eq!(hook.state.connection_state, ConnectionState::Authorized);
-        assert!(events.is_empty(), "{events:?}");
+        assert!(events.is_empty(), "no news, though it read AUTHORIZING meanwhile: {events:?}");
+        // From another state, it is news.
+        hook.state.connection_state = ConnectionState::Authorizing;
+        let events = found.apply(&mut hook, ConnectionState::Updating, now);
+        assert_eq!(events, [(event_type::HOOK_AUTHORIZED, None)]);
     }
 }

@@ -151,7 +151,12 @@ async fn verify(
         return Ok(Checked::Done); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
-    let before = hook.state.connection_state;
+    // What it reads as again if the check finds nothing. AUTHORIZING is what an earlier
+    // check left when it could not write its results: a check is due, as after a change.
+    let before = match hook.state.connection_state {
+        ConnectionState::Authorizing => ConnectionState::Updating,
+        state => state,
+    };
     let Some(mut hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
         return Ok(Checked::Done);
     };
@@ -172,6 +177,7 @@ async fn verify(
         let (checked_config, checked_secrets) = (hook.config.clone(), hook.sealed.clone());
         let secrets_read = check::reads_secrets(&checked_config, findings.challenge.is_some());
         let (mut events, mut stale) = (Vec::new(), Stale::No);
+        let checked = hook.clone();
         let stored = set_state(v, hook, |h| {
             // Judged afresh on every round of the write: an earlier round's findings may
             // have been applied to a hook that has changed since.
@@ -181,11 +187,20 @@ async fn verify(
             } else if secrets_read && h.sealed != checked_secrets {
                 Stale::Secrets
             } else {
-                events = findings.apply(h, Utc::now());
+                events = findings.apply(h, before, Utc::now());
                 Stale::No
             };
         })
-        .await?;
+        .await;
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                // The results are lost with the write; the check comes back. Left AUTHORIZING,
+                // the hook would read so for good if it never did.
+                put_back(v, checked, before).await;
+                return Err(e);
+            }
+        };
         let Some(stored) = stored else {
             return Ok(Checked::Done);
         };

@@ -1,0 +1,92 @@
+//! A check whose results cannot be written (the store refusing, or five version conflicts
+//! in a row) comes back, and the hook reads as it did meanwhile. It was left AUTHORIZING,
+//! and the check that came back "put back" that AUTHORIZING whenever it found nothing
+//! either: after its last receive the hook read AUTHORIZING for good.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ports::{HookAccess, Receipt, ReceivedMessage};
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{EmbeddedHarness, Harness};
+
+/// The store, refusing the next `refusals` writes of a hook that does not read AUTHORIZING
+/// (the check's results, and putting the hook back).
+struct Refusing {
+    inner: Arc<dyn HookAccess>,
+    refusals: AtomicUsize,
+}
+
+#[async_trait]
+impl HookAccess for Refusing {
+    async fn get(&self, tenant: &TenantId, id: HookId) -> hookbridge_core::Result<Option<Hook>> {
+        self.inner.get(tenant, id).await
+    }
+
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> hookbridge_core::Result<Vec<Arc<Hook>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> hookbridge_core::Result<()> {
+        let refused = hook.state.connection_state != ConnectionState::Authorizing
+            && self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if refused {
+            return Err(hookbridge_core::Error::backend("hooks.replace", "refused by the test"));
+        }
+        self.inner.replace(hook, expected_revision).await
+    }
+}
+
+fn updated(hook: &Hook, n: u32) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000{n:02}","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        hook.tenant,
+        hook.id
+    );
+    ReceivedMessage {
+        id: format!("m{n}"),
+        body,
+        receipt: Receipt(format!("r{n}")),
+        receive_count: 1,
+        sent_at: Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_whose_results_are_not_written_leaves_the_hook_as_it_was() {
+    let h = EmbeddedHarness::start().await;
+    let (mut hook, _) = make_hook(&h, "acme", "checked").await;
+    hook.state.connection_state = ConnectionState::Authorized;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let refusing = Arc::new(Refusing { inner: h.backend().hooks.clone(), refusals: AtomicUsize::new(1) });
+    let mut v = common::verifier_on(h.backend());
+    v.ports.hooks = refusing.clone();
+    let state =
+        || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap().state.connection_state };
+
+    // The results are refused: the check comes back, and the hook reads as it did.
+    assert_eq!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed, ["m1"]);
+    assert_eq!(state().await, ConnectionState::Authorized, "not AUTHORIZING");
+
+    // Refused twice over (the results, then putting it back): AUTHORIZING is left. The next
+    // check whose results are refused reads it as a check being due, not as AUTHORIZING.
+    refusing.refusals.store(2, Ordering::SeqCst);
+    assert_eq!(verifier::handle(&v, &[updated(&hook, 2)]).await.failed, ["m2"]);
+    assert_eq!(state().await, ConnectionState::Authorizing);
+    refusing.refusals.store(1, Ordering::SeqCst);
+    assert_eq!(verifier::handle(&v, &[updated(&hook, 3)]).await.failed, ["m3"]);
+    assert_eq!(state().await, ConnectionState::Updating, "a check is due");
+
+    // And the next whose results are written ends it.
+    assert!(verifier::handle(&v, &[updated(&hook, 4)]).await.failed.is_empty());
+    assert_eq!(state().await, ConnectionState::Authorized);
+}
