@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use hookbridge_core::settings;
 use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
 use hookbridge_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
@@ -391,7 +392,11 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
 
 on_both_backends! {
 async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_products_apis(flavor: Flavor) {
-    let stack = TestStack::start(flavor).await;
+    let stack = TestStack::start_with(
+        flavor,
+        &[(settings::RETRY_SCHEDULE, "1s,1s,1s"), (settings::DISABLE_AFTER, "2s"), (settings::DISABLE_MIN_FAILURES, "3")],
+    )
+    .await;
     let r = Receiver::start().await;
     r.always(Reply::status(410));
     let t = stack.token("test", ALL_SCOPES);
@@ -400,14 +405,22 @@ async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_prod
     let xiq = fixture("xiq-create-subscription.json").replace("https://webhook-endpoint-example-audits", &r.url("/xiq"));
     assert_eq!(send(&stack, "POST", "/subscriptions/webhook", &t, Some(&xiq)).await.0, 202);
     stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": {"code": 1}})).await;
-    // Both answered 410: the worker disabled them.
+    // Both answered 410: XIQ's was disabled by it at once. Keycloak's tries a 410 again,
+    // as Keycloak does, so the failure rule disabled it, not the 410.
     let inactive = eventually(WAIT, || async {
         let hooks = stack.get("/v1/hooks", &t).await.body["hooks"].clone();
-        let all = hooks.as_array().unwrap();
-        (all.len() == 2 && all.iter().all(|h| h["destination_state"] == "INACTIVE")).then_some(())
+        let all = hooks.as_array().unwrap().clone();
+        (all.len() == 2 && all.iter().all(|h| h["destination_state"] == "INACTIVE")).then_some(all)
     })
-    .await;
-    assert!(inactive.is_some(), "both disabled by their 410");
+    .await
+    .expect("both disabled");
+    let reason = |path: &str| {
+        let h = inactive.iter().find(|h| h["url"].as_str().unwrap().ends_with(path)).unwrap();
+        h["disabled_reason"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(reason("/xiq").contains("410"), "{inactive:?}");
+    assert!(reason("/kc").starts_with("failing since"), "{inactive:?}");
+    assert!(r.received().iter().filter(|g| g.uri.path() == "/kc").count() >= 3, "Keycloak's tried again");
     let (_, webhooks, _) = send(&stack, "GET", "/realms/test/webhooks", &t, None).await;
     let keycloak = webhooks.as_array().unwrap().iter().find(|w| w["url"].as_str().unwrap().ends_with("/kc")).unwrap().clone();
     assert_eq!(keycloak["enabled"], false, "{keycloak}");

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::circuit::{Reachability, Transition};
 use crate::hook::Health;
-use crate::outcome::{Disposition, Sent, classify};
+use crate::outcome::{Disposition, RetryRule, Sent, classify};
 
 /// When a failing hook is warned about and then disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +121,14 @@ pub struct HealthChange {
 }
 
 /// Folds observations into a hook's health; `None` when nothing worth a write changed
-/// (a healthy hook's recent success, most of all).
-pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation]) -> Option<HealthChange> {
+/// (a healthy hook's recent success, most of all). Under `retry`'s [`RetryRule::Non2xx`]
+/// (Keycloak's), a 410 is a failure like another, and disables nothing by itself.
+pub fn observe(
+    rule: &DisableRule,
+    retry: RetryRule,
+    start: &Health,
+    observations: &[Observation],
+) -> Option<HealthChange> {
     let mut h = start.clone();
     let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
     let mut slow_at = None;
@@ -158,7 +164,7 @@ pub fn observe(rule: &DisableRule, start: &Health, observations: &[Observation])
                     d => {
                         let r = rule.after_failure(&h, ended);
                         warn |= r.warn;
-                        if d == Disposition::Gone {
+                        if d == Disposition::Gone && retry == RetryRule::Transient {
                             disable = Some("the endpoint answered 410 Gone".to_owned());
                         } else if r.disable {
                             disable = Some(format!(
@@ -264,17 +270,17 @@ mod tests {
     fn timeouts_open_the_circuit_and_count_toward_disabling() {
         let rule = DisableRule::default();
         let obs: Vec<_> = (0..5).map(|t| attempt(t, None)).collect();
-        let c = observe(&rule, &Health::default(), &obs).unwrap();
+        let c = observe(&rule, RetryRule::Transient, &Health::default(), &obs).unwrap();
         assert_eq!(c.circuits, [Transition::Opened]);
         assert_eq!(c.health.consecutive_failures, 5);
         assert_eq!(c.health.lane(at(6)), crate::hook::Lane::Slow);
-        let closed = observe(&rule, &c.health, &[attempt(100, Some(204))]).unwrap();
+        let closed = observe(&rule, RetryRule::Transient, &c.health, &[attempt(100, Some(204))]).unwrap();
         assert_eq!(closed.circuits, [Transition::Closed]);
         assert_eq!(closed.health.consecutive_failures, 0);
         // Both in one group of results: both are told, in order.
         let mut obs: Vec<_> = (0..5).map(|t| attempt(t, None)).collect();
         obs.push(attempt(100, Some(204)));
-        let both = observe(&rule, &Health::default(), &obs).unwrap();
+        let both = observe(&rule, RetryRule::Transient, &Health::default(), &obs).unwrap();
         assert_eq!(both.circuits, [Transition::Opened, Transition::Closed]);
         assert!(both.health.circuit.is_closed());
     }
@@ -283,42 +289,85 @@ mod tests {
     fn a_later_success_in_the_group_undoes_its_warning_and_disable() {
         let rule = DisableRule { failing_for: Duration::from_secs(100), min_failures: 2 };
         let failing = Health { consecutive_failures: 5, failing_since: Some(at(0)), ..Health::default() };
-        let alone = observe(&rule, &failing, &[attempt(200, Some(500))]).unwrap();
+        let alone = observe(&rule, RetryRule::Transient, &failing, &[attempt(200, Some(500))]).unwrap();
         assert!(alone.disable.is_some(), "the failure alone disables");
-        let then_up = observe(&rule, &failing, &[attempt(200, Some(500)), attempt(201, Some(200))]).unwrap();
+        let then_up =
+            observe(&rule, RetryRule::Transient, &failing, &[attempt(200, Some(500)), attempt(201, Some(200))])
+                .unwrap();
         assert_eq!((then_up.warn, then_up.disable, then_up.health.consecutive_failures), (false, None, 0));
         // A group holds results in its batch's order, not in time's: the same outcome.
-        let told_first = observe(&rule, &failing, &[attempt(201, Some(200)), attempt(200, Some(500))]).unwrap();
+        let told_first =
+            observe(&rule, RetryRule::Transient, &failing, &[attempt(201, Some(200)), attempt(200, Some(500))])
+                .unwrap();
         assert_eq!((told_first.warn, told_first.disable, told_first.health.consecutive_failures), (false, None, 0));
         // The latest result is a failure: disabled.
-        let then_down = observe(&rule, &failing, &[attempt(201, Some(200)), attempt(300, Some(500))]).unwrap();
+        let then_down =
+            observe(&rule, RetryRule::Transient, &failing, &[attempt(201, Some(200)), attempt(300, Some(500))])
+                .unwrap();
         assert_eq!(then_down.health.consecutive_failures, 1);
-        let gone_then_up = observe(&rule, &Health::default(), &[attempt(0, Some(410)), attempt(1, Some(200))]).unwrap();
+        let gone_then_up =
+            observe(&rule, RetryRule::Transient, &Health::default(), &[attempt(0, Some(410)), attempt(1, Some(200))])
+                .unwrap();
         assert_eq!(gone_then_up.disable, None, "an endpoint answering after a 410 is not gone");
         let rule = DisableRule { failing_for: Duration::from_secs(100), min_failures: 4 };
         let warned = Health { consecutive_failures: 1, failing_since: Some(at(0)), ..Health::default() };
-        assert!(observe(&rule, &warned, &[attempt(60, Some(500))]).unwrap().warn, "half of both: warned");
-        assert!(!observe(&rule, &warned, &[attempt(60, Some(500)), attempt(61, Some(200))]).unwrap().warn);
+        assert!(
+            observe(&rule, RetryRule::Transient, &warned, &[attempt(60, Some(500))]).unwrap().warn,
+            "half of both: warned"
+        );
+        assert!(
+            !observe(&rule, RetryRule::Transient, &warned, &[attempt(60, Some(500)), attempt(61, Some(200))])
+                .unwrap()
+                .warn
+        );
     }
 
     #[test]
     fn an_abandoned_request_makes_the_hook_slow_for_a_while_and_nothing_else() {
-        let c = observe(&DisableRule::default(), &Health::default(), &[Observation::Abandoned { at: at(0) }]).unwrap();
+        let c = observe(
+            &DisableRule::default(),
+            RetryRule::Transient,
+            &Health::default(),
+            &[Observation::Abandoned { at: at(0) }],
+        )
+        .unwrap();
         assert_eq!(c.health.consecutive_failures, 0);
         assert!(c.health.circuit.is_closed());
         assert_eq!(c.health.lane(at(599)), crate::hook::Lane::Slow);
         assert_eq!(c.health.lane(at(600)), crate::hook::Lane::Fast);
         // Renewing a fresh mark is not worth a write.
-        assert_eq!(observe(&DisableRule::default(), &c.health, &[Observation::Abandoned { at: at(10) }]), None);
-        assert!(observe(&DisableRule::default(), &c.health, &[Observation::Abandoned { at: at(400) }]).is_some());
+        assert_eq!(
+            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(10) }]),
+            None
+        );
+        assert!(
+            observe(
+                &DisableRule::default(),
+                RetryRule::Transient,
+                &c.health,
+                &[Observation::Abandoned { at: at(400) }]
+            )
+            .is_some()
+        );
     }
 
     #[test]
     fn a_4xx_is_a_failure_for_the_disable_rule_but_the_endpoint_is_up() {
-        let c = observe(&DisableRule::default(), &Health::default(), &[attempt(0, Some(400))]).unwrap();
+        let rule = DisableRule::default();
+        let c = observe(&rule, RetryRule::Transient, &Health::default(), &[attempt(0, Some(400))]).unwrap();
         assert_eq!(c.health.consecutive_failures, 1);
         assert_eq!(c.health.circuit.down_streak, 0);
-        let gone = observe(&DisableRule::default(), &Health::default(), &[attempt(0, Some(410))]).unwrap();
+        let gone = observe(&rule, RetryRule::Transient, &Health::default(), &[attempt(0, Some(410))]).unwrap();
         assert!(gone.disable.is_some());
+    }
+
+    /// Keycloak's rule tries a 410 again like any answer that is not 2xx: it is a failure
+    /// toward the disable rule, and disables nothing by itself. It disabled the hook, so the
+    /// retry just scheduled, and every later delivery, was cancelled.
+    #[test]
+    fn under_keycloaks_rule_a_410_disables_nothing_by_itself() {
+        let gone = observe(&DisableRule::default(), RetryRule::Non2xx, &Health::default(), &[attempt(0, Some(410))]);
+        let gone = gone.unwrap();
+        assert_eq!((gone.disable, gone.health.consecutive_failures), (None, 1));
     }
 }

@@ -10,6 +10,7 @@ use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::{HealthChange, Observation, observe};
 use hookbridge_core::hook::{DestinationState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
+use hookbridge_core::outcome::RetryRule;
 
 use crate::Worker;
 
@@ -37,7 +38,8 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
     };
     let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
         let moved = h.config.url != sent_to;
-        let changed = observe(&rule, &h.state.health, obs).filter(|_| !moved).map(|change| {
+        let retry = RetryRule::of(&h.config);
+        let changed = observe(&rule, retry, &h.state.health, obs).filter(|_| !moved).map(|change| {
             h.state.health = change.health.clone();
             let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
             if let Some(reason) = &disabling {
