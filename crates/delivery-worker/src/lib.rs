@@ -679,6 +679,65 @@ mod tests {
         assert!(slow.receive(10, Duration::from_millis(200)).await.unwrap().is_empty(), "and none comes back");
     }
 
+    /// A task the worker routed itself (ingest could not read the hook) is matched again
+    /// when its retry comes due, as ingest's are: the hook moved to another site meanwhile,
+    /// so the retry is cancelled, not sent. Routed here, its follow-ups lost the event's
+    /// site and went to the hook whatever it had become.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_the_worker_routed_is_matched_again_when_its_retry_comes_due() {
+        use hookbridge_core::delivery::{DeliveryStatus, NOT_SENT_NO_LONGER_WANTED};
+        use hookbridge_core::retry::RetrySchedule;
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        receiver.always(Reply::status(503));
+        let draft = serde_json::json!({"name": "site1", "url": receiver.url("/site1"), "sites": ["s1"]});
+        let (hook, _) =
+            hookbridge_testkit::contract::make_hook_from(&h, "acme", hookbridge_core::ids::HookId::generate(), draft)
+                .await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let settings = WorkerSettings {
+            schedule: RetrySchedule::new(vec![Duration::from_secs(1)]).unwrap(),
+            ..WorkerSettings::default()
+        };
+        let outbound =
+            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
+                .unwrap();
+        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let lanes = h.backend().lanes();
+        let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"tenant":"acme","site":"s1"}}"#;
+        let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), false).unrouted(Some("s1".into()));
+        lanes.slow.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        let first = lanes.slow.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert!(handle(&worker, &first, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
+        assert_eq!(receiver.received().len(), 1, "sent once, answered 503");
+
+        let mut moved = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        moved.config.sites = vec!["s2".parse().unwrap()];
+        let expected = moved.revision;
+        moved.revision += 1;
+        h.backend().hooks.replace(&moved, expected).await.unwrap();
+        let mut retry = Vec::new();
+        for _ in 0..20 {
+            for (lane, queue) in [(Lane::Fast, &lanes.fast), (Lane::Slow, &lanes.slow)] {
+                let got = queue.receive(10, Duration::from_millis(250)).await.unwrap();
+                if !got.is_empty() {
+                    retry.push((lane, got));
+                }
+            }
+            if !retry.is_empty() {
+                break;
+            }
+        }
+        let (lane, messages) = retry.pop().expect("the retry comes due");
+        assert!(handle(&worker, &messages, BatchContext::lane(lane)).await.failed.is_empty());
+        assert_eq!(receiver.received().len(), 1, "the retry was not sent");
+        let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().expect("recorded");
+        assert_eq!(d.status, DeliveryStatus::Cancelled);
+        assert_eq!(d.note.as_deref(), Some(NOT_SENT_NO_LONGER_WANTED));
+    }
+
     /// An unrouted task whose hook the worker cannot read either comes back, and on its
     /// last receive is left for the dead-letter queue with nothing recorded: whether the
     /// hook wants the event is not known, and a record would show the event (perhaps

@@ -14,7 +14,7 @@ use hookbridge_core::circuit::{CircuitState, Gate};
 use hookbridge_core::delivery::{NOT_SENT_NO_LONGER_WANTED, NOT_SENT_PAST_RETENTION, past_retention};
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
-use hookbridge_core::message::{SLOT_EARLY, Task};
+use hookbridge_core::message::{Routed, SLOT_EARLY, Task};
 use hookbridge_core::ports::ReceivedMessage;
 use hookbridge_core::rate::Rate;
 
@@ -236,6 +236,8 @@ fn check<'a>(
         if !wanted {
             return Err(Box::new(Plan::Done(Done::Unwanted { message, task: Box::new(task) })));
         }
+        // Its follow-ups are matched again when they come due, as ingest's tasks are.
+        task.routed = Some(Routed { site: unrouted.site });
     }
     let key = &task.delivery;
     let Some(hook) = hook else {
