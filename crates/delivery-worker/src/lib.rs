@@ -773,11 +773,33 @@ mod tests {
     /// unreadable here) is recorded `FAILED` with why, its envelope kept, and its message
     /// done with. It went to the dead-letter queue, never recorded (Read did not show it)
     /// or left `RETRYING` for ever.
+    /// `delivery.exhausted` as a customer's rule on the bus gets it.
+    async fn watching_exhausted(h: &EmbeddedHarness) -> Arc<dyn hookbridge_core::ports::Queue> {
+        let watch = hookbridge_core::topology::QueueSpec {
+            name: "watch".into(),
+            dlq: "watch-dlq".into(),
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        let (told, _) = h.queue(&watch).await;
+        let rule = hookbridge_core::ports::Rule {
+            name: "watch-rule".into(),
+            pattern: hookbridge_core::ports::RulePattern {
+                source: hookbridge_core::ports::SourceMatch::Exactly("hookbridge".into()),
+                detail_types: vec!["delivery.exhausted".into()],
+            },
+            target_queue: "watch".into(),
+        };
+        h.rule(&rule).await;
+        told
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_that_cannot_be_handled_by_its_last_receive_is_recorded_failed() {
         use hookbridge_core::delivery::DeliveryStatus;
         use hookbridge_core::topology::LANE_RECEIVES;
         let h = EmbeddedHarness::start().await;
+        let told = watching_exhausted(&h).await;
         let (hook, _) = make_hook(&h, "acme", "newer").await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
         h.make_unreadable(&hook.tenant, hook.id).await;
@@ -803,6 +825,13 @@ mod tests {
         assert!(d.note.as_deref().is_some_and(|n| n.contains("its hook could not be read")), "{d:?}");
         assert!(d.attempts.is_empty());
         assert_eq!(d.envelope.as_deref(), Some(body), "kept, for a retry");
+        // Failed for good, as an exhausted schedule is: told of on the bus, as it was by
+        // the dead-letter queue's alarm before it was recorded instead.
+        let told = told.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        let detail = &serde_json::from_str::<serde_json::Value>(&told[0].body).unwrap()["detail"];
+        assert_eq!(detail["delivery_id"], key.delivery_id.to_string());
+        assert!(detail["reason"].as_str().is_some_and(|r| r.contains("its hook could not be read")), "{detail}");
     }
 
     /// A delivery re-sent in its last hours (a retry or a replay on its fourteenth day) gets
@@ -831,23 +860,7 @@ mod tests {
         let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
         let lanes = h.backend().lanes();
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
-        // The platform's events, as a customer's rule on the bus gets them.
-        let watch = hookbridge_core::topology::QueueSpec {
-            name: "watch".into(),
-            dlq: "watch-dlq".into(),
-            visibility_timeout: Duration::from_secs(30),
-            max_receive_count: 5,
-        };
-        let (told, _) = h.queue(&watch).await;
-        let rule = hookbridge_core::ports::Rule {
-            name: "watch-rule".into(),
-            pattern: hookbridge_core::ports::RulePattern {
-                source: hookbridge_core::ports::SourceMatch::Exactly("hookbridge".into()),
-                detail_types: vec!["delivery.exhausted".into()],
-            },
-            target_queue: "watch".into(),
-        };
-        h.rule(&rule).await;
+        let told = watching_exhausted(&h).await;
         // A delivery made `age` ago, due `due_in` from now, handled once on the fast lane.
         let handled_due = async |age: chrono::Duration, due_in: Option<chrono::Duration>| {
             let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();

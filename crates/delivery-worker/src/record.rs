@@ -169,6 +169,19 @@ async fn flush(
                 let k = &task.delivery;
                 let note = format!("not sent: {why} on any of its {LANE_RECEIVES} receives");
                 tracing::error!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, note, "delivery given up");
+                // Failed for good, as an exhausted schedule is, and told of so: it went to
+                // the dead-letter queue, whose alarm said so.
+                metrics.failed += 1;
+                events.push(
+                    PlatformDetail {
+                        tenant: k.tenant.clone(),
+                        hook_id: k.hook_id,
+                        hook_version: None,
+                        delivery_id: Some(k.delivery_id),
+                        reason: Some(note.clone()),
+                    }
+                    .bus_entry(event_type::DELIVERY_EXHAUSTED),
+                );
                 let mut update = DeliveryUpdate::given_up(k.clone(), task.round, note, now);
                 update.opening = task.opening();
                 updates.push(update);
