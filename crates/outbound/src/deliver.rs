@@ -329,7 +329,29 @@ pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqw
         }
     }
     buf.truncate(max);
+    drop_cut_char(&mut buf);
     Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Drops a UTF-8 character the cap cut in two: shown, it would end the excerpt with a
+/// U+FFFD the receiver never sent.
+fn drop_cut_char(buf: &mut Vec<u8>) {
+    let len = buf.len();
+    for back in 1..=len.min(4) {
+        let b = buf[len - back];
+        if b & 0xC0 != 0x80 {
+            let needs = match b {
+                0xF0..=0xF7 => 4,
+                0xE0..=0xEF => 3,
+                0xC0..=0xDF => 2,
+                _ => 1,
+            };
+            if needs > back {
+                buf.truncate(len - back);
+            }
+            return;
+        }
+    }
 }
 
 /// The start of a response body for the attempt record (a body cut short by an error is
@@ -348,6 +370,17 @@ mod tests {
     use hookbridge_core::ids::HookId;
     use hookbridge_core::outcome::{Disposition, classify};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A character the cap cuts in two is left out, not shown as U+FFFD.
+    #[test]
+    fn a_character_cut_by_the_cap_is_dropped() {
+        for (text, cut_at, kept) in [("ab😀", 5, "ab"), ("ab😀", 6, "ab😀"), ("abé", 3, "ab"), ("abc", 3, "abc")]
+        {
+            let mut buf = text.as_bytes()[..cut_at.min(text.len())].to_vec();
+            super::drop_cut_char(&mut buf);
+            assert_eq!(String::from_utf8(buf).unwrap(), kept, "{text} cut at {cut_at}");
+        }
+    }
 
     use super::*;
 
