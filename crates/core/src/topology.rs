@@ -52,6 +52,9 @@ pub const INGEST_RECEIVES: u32 = 5;
 /// a delivery that could not be handled is recorded `FAILED` rather than left to go.
 pub const LANE_RECEIVES: u32 = 12;
 
+/// How many times the verify queue hands a check out before its dead-letter queue takes it.
+pub const VERIFY_RECEIVES: u32 = 5;
+
 impl Topology {
     /// The resources of a stack whose names start with `prefix` (default `hookbridge`).
     pub fn named(prefix: &str) -> Self {
@@ -71,7 +74,7 @@ impl Topology {
             delivery: q("delivery", 180, LANE_RECEIVES),
             delivery_slow: q("delivery-slow", 180, LANE_RECEIVES),
             // The verifier's timeout is 60 s: a challenge and then a token fetch.
-            verify: q("verify", 360, 5),
+            verify: q("verify", 360, VERIFY_RECEIVES),
         }
     }
 

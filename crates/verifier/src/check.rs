@@ -24,9 +24,15 @@ pub struct Findings {
 }
 
 /// Runs the checks the hook needs. Fails, for the message to be retried, when the hook's
-/// secrets cannot be opened this time (the key service failing or refusing): that says
-/// nothing about the endpoint, so it is no finding.
-pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hookbridge_core::Result<Findings> {
+/// secrets cannot be opened this time (the key service failing or refusing), or the token
+/// endpoint gave no answer or had trouble of its own (a 5xx, a 429) before the `last_try`:
+/// that says nothing about the credentials, so it is no finding.
+pub(crate) async fn run(
+    v: &Verifier,
+    hook: &Hook,
+    force_challenge: bool,
+    last_try: bool,
+) -> hookbridge_core::Result<Findings> {
     let cfg = &hook.config;
     let wants_challenge = force_challenge
         || (cfg.verification.required && hook.state.verification.status != VerificationStatus::Verified);
@@ -65,12 +71,16 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hoo
     let token = match (oauth, &secrets) {
         (Some(oauth), Some(opened)) => {
             let r = match opened {
-                Ok(secrets) => v
-                    .outbound
-                    .oauth_token(hook.id, oauth, secrets, hookbridge_outbound::TokenWanted::Fresh)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
+                Ok(secrets) => {
+                    match v.outbound.oauth_token(hook.id, oauth, secrets, hookbridge_outbound::TokenWanted::Fresh).await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(e) if passing(&e) && !last_try => {
+                            return Err(hookbridge_core::Error::backend("oauth.token", e.to_string()));
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Err(unreadable) => Err(unreadable.clone()),
             };
             tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
@@ -79,6 +89,18 @@ pub(crate) async fn run(v: &Verifier, hook: &Hook, force_challenge: bool) -> hoo
         _ => None,
     };
     Ok(Findings { challenge, token })
+}
+
+/// Whether a token fetch's failure may pass: no answer (a timeout, a refused connection),
+/// or the token endpoint's own trouble (5xx, 429, 408). A refusal of the credentials
+/// (`invalid_client`, any other 4xx) or an address the deployment does not allow may not.
+fn passing(e: &hookbridge_outbound::TokenError) -> bool {
+    match e {
+        hookbridge_outbound::TokenError::Request { class, .. } => {
+            *class != hookbridge_core::delivery::ErrorClass::SsrfBlocked
+        }
+        hookbridge_outbound::TokenError::Rejected { status, .. } => matches!(status, 408 | 429 | 500..=599),
+    }
 }
 
 /// Whether a check of the hook sends one of its secrets: the token fetch always, the

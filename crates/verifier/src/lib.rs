@@ -92,7 +92,9 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>
         return Some(m.id.clone());
     };
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
-    match verify(v, &kind, &detail, deadline).instrument(span).await {
+    // On the queue's last receive, a token endpoint still without an answer is the finding.
+    let last_try = m.receive_count >= hookbridge_core::topology::VERIFY_RECEIVES;
+    match verify(v, &kind, &detail, deadline, last_try).instrument(span).await {
         Ok(Checked::Done) => None,
         Ok(Checked::OutOfTime) => {
             tracing::info!(hook_id = %detail.hook_id, tenant = %detail.tenant, "too little time left for the check; handed back");
@@ -140,6 +142,7 @@ async fn verify(
     kind: &str,
     d: &PlatformDetail,
     deadline: Option<Instant>,
+    last_try: bool,
 ) -> hookbridge_core::Result<Checked> {
     if !event_type::VERIFIER_TRIGGERS.contains(&kind) {
         return Ok(Checked::Done);
@@ -166,10 +169,11 @@ async fn verify(
             put_back(v, hook, before).await;
             return Ok(Checked::OutOfTime);
         }
-        let findings = match check::run(v, &hook, force_challenge).await {
+        let findings = match check::run(v, &hook, force_challenge, last_try).await {
             Ok(findings) => findings,
             Err(e) => {
-                // Not run: the key service would not open the secrets now.
+                // Not run, or nothing found: the key service would not open the secrets
+                // now, or the token endpoint had no answer.
                 put_back(v, hook, before).await;
                 return Err(e);
             }

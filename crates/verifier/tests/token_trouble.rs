@@ -1,0 +1,67 @@
+//! A token endpoint that gives no answer, or has trouble of its own (a 5xx, a 429), says
+//! nothing about the hook's credentials: the check comes back and the hook reads as it
+//! did. It was written DEAUTHORIZED, told as `hook.deauthorized`, and nothing set it back
+//! while its deliveries went on getting tokens. On the queue's last receive the trouble is
+//! the finding; a refusal of the credentials is one at once.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod common;
+
+use chrono::Utc;
+use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::ids::HookId;
+use hookbridge_core::ports::{Receipt, ReceivedMessage};
+use hookbridge_core::topology::VERIFY_RECEIVES;
+use hookbridge_testkit::contract::make_hook_from;
+use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver, Reply};
+
+fn updated(hook: &Hook, receive_count: u32) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000c1","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        hook.tenant,
+        hook.id
+    );
+    ReceivedMessage { id: "m".into(), body, receipt: Receipt("r".into()), receive_count, sent_at: Utc::now() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoints_own_trouble_is_checked_again_not_taken_for_a_refusal() {
+    let h = EmbeddedHarness::start().await;
+    let idp = Receiver::start().await;
+    let draft = serde_json::json!({
+        "name": "oauth",
+        "url": "https://receiver.example/hook",
+        "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"},
+    });
+    let (mut hook, _) = make_hook_from(&h, "acme", HookId::generate(), draft).await;
+    hook.state.connection_state = ConnectionState::Authorized;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let v = common::verifier_on(h.backend());
+    let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap().state };
+
+    for trouble in [Reply::body(503, "maintenance"), Reply::body(429, "slow down")] {
+        idp.always(trouble);
+        assert_eq!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed, ["m"], "it comes back");
+        let state = stored().await;
+        assert_eq!((state.connection_state, state.connection_error), (ConnectionState::Authorized, None));
+    }
+
+    // Still in trouble on the last receive: that is the finding.
+    let last = verifier::handle(&v, &[updated(&hook, VERIFY_RECEIVES)]).await;
+    assert!(last.failed.is_empty(), "{last:?}");
+    let state = stored().await;
+    assert_eq!(state.connection_state, ConnectionState::Deauthorized);
+    assert!(state.connection_error.is_some_and(|e| e.contains("429")));
+
+    // The endpoint back: the next check finds it so.
+    idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
+    assert!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed.is_empty());
+    assert_eq!(stored().await.connection_state, ConnectionState::Authorized);
+
+    // A refusal of the credentials is a finding on the first receive.
+    idp.always(Reply::body(401, r#"{"error":"invalid_client"}"#));
+    assert!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed.is_empty());
+    assert_eq!(stored().await.connection_state, ConnectionState::Deauthorized);
+}
