@@ -66,8 +66,9 @@ fn timed_out(what: &str, budget: Duration) -> TokenError {
 /// What a hook's slot holds.
 #[derive(Clone)]
 enum Cached {
-    /// A token, good until `renew_at`.
-    Token { value: Secret, renew_at: Instant },
+    /// A token, good until `renew_at`; `renewed_after_401` when it was fetched because a
+    /// receiver answered `401` to the one before.
+    Token { value: Secret, renew_at: Instant, renewed_after_401: Option<Instant> },
     /// The last fetch failed; its error stands until `until`.
     Failed { error: TokenError, until: Instant },
 }
@@ -209,6 +210,11 @@ fn token_body(fields: &[(&str, &str)], body: TokenBody) -> Result<Vec<u8>, Token
     })
 }
 
+/// How long a token fetched because a receiver refused the one before is not fetched anew
+/// when refused in turn: a receiver refusing every token costs one fetch a minute, not one
+/// per delivery.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
+
 /// Which token [`Outbound::oauth_token`] may give.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenWanted<'a> {
@@ -216,8 +222,9 @@ pub enum TokenWanted<'a> {
     Cached,
     /// Any but this one, which a receiver just answered `401` to: a cached one that is
     /// the same is fetched anew, and one that another delivery fetched since is given as
-    /// it is (a receiver refusing every token for its own reasons, or many deliveries
-    /// refused one revoked token at once, cost one fetch, not one per delivery).
+    /// it is (many deliveries refused one revoked token at once cost one fetch, not one
+    /// per delivery). The same one comes back when it was itself fetched in the last
+    /// minute after a refusal ([`REFUSAL_MEMORY`]): there is no newer one to try.
     Not(&'a Secret),
     /// A new one, whatever is cached (the verifier's check of the credentials).
     Fresh,
@@ -240,9 +247,16 @@ impl Outbound {
             .map_err(|_| timed_out("another delivery's token fetch", budget))?;
         let now = Instant::now();
         match cached.as_ref() {
-            Some(Cached::Token { value, renew_at }) if now < *renew_at => match wanted {
+            Some(Cached::Token { value, renew_at, renewed_after_401 }) if now < *renew_at => match wanted {
                 TokenWanted::Cached => return Ok(value.clone()),
                 TokenWanted::Not(refused) if refused.expose() != value.expose() => return Ok(value.clone()),
+                // Itself fetched lately because the one before was refused, and refused too:
+                // the receiver refuses tokens for its own reasons (an audience it does not
+                // take, say), and a new one each delivery would only spend the identity
+                // provider's rate and quota. The same one is given back: no newer to try.
+                TokenWanted::Not(_) if renewed_after_401.is_some_and(|at| now < at + REFUSAL_MEMORY) => {
+                    return Ok(value.clone());
+                }
                 TokenWanted::Not(_) | TokenWanted::Fresh => {}
             },
             // The verifier's check asks the endpoint itself: a failure remembered for the
@@ -264,6 +278,7 @@ impl Outbound {
         // The verifier's check failing says nothing against a live token the deliveries
         // hold (it was not refused): they keep it rather than fail on the check's error.
         let checking = matches!(wanted, TokenWanted::Fresh);
+        let after_401 = matches!(wanted, TokenWanted::Not(_));
         let waiting = Arc::new(());
         let asker = Arc::downgrade(&waiting);
         let fetch = tokio::spawn(async move {
@@ -275,7 +290,8 @@ impl Outbound {
                 Ok((value, lifetime)) => {
                     let margin = REFRESH_MARGIN.min(lifetime / 10);
                     let renew_at = Instant::now() + lifetime.saturating_sub(margin);
-                    *cached = Some(Cached::Token { value: value.clone(), renew_at });
+                    let renewed_after_401 = after_401.then(Instant::now);
+                    *cached = Some(Cached::Token { value: value.clone(), renew_at, renewed_after_401 });
                     Ok(value)
                 }
                 Err(error) => {
@@ -572,7 +588,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_key_clears_the_slots_of_no_more_use() {
         let cache = TokenCache::default();
-        let token = |renew_at| Cached::Token { value: Secret::new("t"), renew_at };
+        let token = |renew_at| Cached::Token { value: Secret::new("t"), renew_at, renewed_after_401: None };
         let failed = |until| Cached::Failed { error: TokenError::Rejected { status: 500, body: String::new() }, until };
         let hour = Duration::from_secs(3600);
         *cache.slot(1).lock().await = Some(token(Instant::now() + hour));

@@ -240,6 +240,8 @@ impl Outbound {
                 };
                 let token = wait.timed(self.oauth_token(req.hook.id, o, req.secrets, TokenWanted::Not(&refused))).await;
                 match token {
+                    // No newer token to try: the refusal stands.
+                    Ok(t) if t.expose() == refused.expose() => {}
                     Ok(t) => {
                         auth = AuthHeader::Bearer(t);
                         continue;
@@ -455,6 +457,28 @@ mod tests {
         assert_eq!(second.attempt.status_code, Some(200), "{:?}", second.attempt);
         assert_eq!(idp.received().len(), 1, "one fetch");
         assert_eq!(receiver.received()[0].header("authorization"), Some("Bearer t"));
+    }
+
+    /// A receiver that refuses every token (an audience it does not take, say): the first
+    /// delivery fetches a new token after the `401` and tries it; the next ones, within the
+    /// minute, get the `401` with the token they have. Each fetched anew and was refused
+    /// again, spending the identity provider's rate and quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_refusing_every_token_costs_one_fetch_not_one_per_delivery() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.script([hookbridge_testkit::Reply::body(200, r#"{"access_token": "t1", "expires_in": 3600}"#)]);
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t2", "expires_in": 3600}"#));
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        receiver.always(hookbridge_testkit::Reply::status(401));
+        let (hook, secrets) = oauth_hook(&receiver.url("/"), &idp.url("/token"));
+        let outbound = local_outbound();
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        for _ in 0..5 {
+            let report = outbound.deliver_within(req, Duration::from_secs(5)).await;
+            assert_eq!(report.attempt.status_code, Some(401), "{:?}", report.attempt);
+        }
+        assert_eq!(idp.received().len(), 2, "the first token, and one more after its refusal");
+        assert_eq!(receiver.received().len(), 6, "the first delivery tried both tokens, the rest one");
     }
 
     /// A receiver that refuses the cached token (`401`) while a new one takes longer than
