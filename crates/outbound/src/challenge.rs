@@ -56,11 +56,17 @@ impl Outbound {
         crate::resolver::check_target(&self.settings.network, &parsed)
             .map_err(|r| ChallengeError::NoResponse { class: "ssrf_blocked", detail: r.to_string() })?;
         let header = cfg.verification.header.as_str();
-        let mut req = self.client.get(parsed).header(header, value).header(http::header::ACCEPT, "application/json");
+        let mut req = self.client.get(parsed).header(header, value);
+        let mut accept = true;
         for (name, v) in crate::deliver::custom_headers(cfg, secrets) {
             if !name.eq_ignore_ascii_case(header) {
+                // The hook's own `Accept` is sent instead of ours, not beside it.
+                accept &= !name.eq_ignore_ascii_case("accept");
                 req = req.header(name, v);
             }
+        }
+        if accept {
+            req = req.header(http::header::ACCEPT, "application/json");
         }
         if let Some((name, v)) = secrets.and_then(|s| crate::auth::static_auth_header(&cfg.auth, s)) {
             req = req.header(name, v);
@@ -111,5 +117,26 @@ mod tests {
             matches!(&err, ChallengeError::NoResponse { class: "ssrf_blocked", detail } if detail.contains("plain http")),
             "{err:?}"
         );
+    }
+
+    /// A hook's own `Accept` header is sent instead of the challenge's, not beside it: a
+    /// receiver reading the first of two values might not get the one it asked for.
+    #[tokio::test]
+    async fn a_hooks_own_accept_header_is_sent_once() {
+        let receiver = hookbridge_testkit::Receiver::start().await;
+        let outbound = Outbound::new(crate::OutboundSettings {
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+            ..crate::OutboundSettings::default()
+        })
+        .unwrap();
+        let (hook, secrets) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "h", "url": receiver.url("/"), "headers": [{"name": "Accept", "value": "application/vnd.acme+json"}]}),
+        );
+        let _ = outbound.challenge(&hook.config, Some(&secrets), "v").await;
+        let got = receiver.received();
+        let accepts: Vec<_> = got[0].headers.get_all("accept").iter().collect();
+        assert_eq!(accepts, ["application/vnd.acme+json"]);
     }
 }

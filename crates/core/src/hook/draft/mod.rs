@@ -435,6 +435,12 @@ impl HookDraft {
                             e.push("verification.header", "must be a valid HTTP header name");
                         } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
                             e.push("verification.header", "is a header the platform sets itself; choose another");
+                        } else if ["authorization", "accept"].iter().any(|x| h.eq_ignore_ascii_case(x))
+                            || matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&h))
+                        {
+                            // Sent twice, a receiver reading the first value would fail either
+                            // the credential or the challenge.
+                            e.push("verification.header", "is a header the challenge carries already; choose another");
                         }
                         h.to_ascii_lowercase()
                     }
@@ -691,6 +697,16 @@ mod tests {
         }
         let ok = draft(r#"{"name":"v","url":"https://r.example/","verification":{"header":"X-Challenge"}}"#);
         assert!(ok.validate(ctx(&policy), None).is_ok());
+        // Nor one the challenge carries already: sent twice, a receiver reading the first
+        // value fails either the credential or the challenge.
+        for h in ["Authorization", "accept"] {
+            let d = draft(&format!(r#"{{"name":"v","url":"https://r.example/","verification":{{"header":"{h}"}}}}"#));
+            assert_eq!(fields(d.validate(ctx(&policy), None)), ["verification.header"], "{h}");
+        }
+        let same_as_auth = draft(
+            r#"{"name":"v","url":"https://r.example/","auth":{"type":"HEADER","name":"X-Token","value":"v"},"verification":{"header":"x-token"}}"#,
+        );
+        assert_eq!(fields(same_as_auth.validate(ctx(&policy), None)), ["verification.header"]);
     }
 
     #[test]
