@@ -377,18 +377,23 @@ impl HookStore for DynamoHookStore {
 /// Writes a new hooks marker for `tenant`, after a change to one of its hooks stored
 /// apart from the counter item.
 async fn mark_changed(table: &Table, tenant: &TenantId) -> Result<()> {
-    table
+    write_counter(table, tenant, None).await
+}
+
+/// Writes a new hooks marker for `tenant` and, when given, its count of hooks.
+async fn write_counter(table: &Table, tenant: &TenantId, hooks: Option<usize>) -> Result<()> {
+    let mut update = table
         .client
         .update_item()
         .table_name(&table.name)
         .set_key(Some(counter_key(tenant)))
-        .update_expression("SET #m = :m")
+        .update_expression(if hooks.is_some() { "SET #c = :n, #m = :m" } else { "SET #m = :m" })
         .expression_attribute_names("#m", HOOKS_MARKER)
-        .expression_attribute_values(":m", s(new_marker()))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::backend("dynamodb.UpdateItem", e))
+        .expression_attribute_values(":m", s(new_marker()));
+    if let Some(count) = hooks {
+        update = update.expression_attribute_names("#c", HOOK_COUNT).expression_attribute_values(":n", n(count as i64));
+    }
+    update.send().await.map(|_| ()).map_err(|e| Error::backend("dynamodb.UpdateItem", e))
 }
 
 impl DynamoHookStore {
@@ -522,19 +527,7 @@ pub async fn bulk_load_hooks(table: &Table, hooks: &[Hook]) -> Result<()> {
     let tenants: std::collections::BTreeSet<&TenantId> = hooks.iter().map(|h| &h.tenant).collect();
     for tenant in tenants {
         let count = table.query_prefix(tenant_pk(tenant), "H#".to_owned()).await?.len();
-        table
-            .client
-            .update_item()
-            .table_name(&table.name)
-            .set_key(Some(counter_key(tenant)))
-            .update_expression("SET #c = :n, #m = :m")
-            .expression_attribute_names("#c", HOOK_COUNT)
-            .expression_attribute_names("#m", HOOKS_MARKER)
-            .expression_attribute_values(":n", n(count as i64))
-            .expression_attribute_values(":m", s(new_marker()))
-            .send()
-            .await
-            .map_err(|e| Error::backend("dynamodb.UpdateItem", e))?;
+        write_counter(table, tenant, Some(count)).await?;
     }
     stored
 }

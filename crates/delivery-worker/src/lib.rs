@@ -239,10 +239,20 @@ mod tests {
 
     /// A worker over `backend`, sending to local receivers.
     fn worker_on(backend: &hookbridge_core::ports::Backend) -> Worker {
+        worker_with(backend, WorkerSettings::default())
+    }
+
+    /// A worker over `backend` whose retry schedule is one retry `after`.
+    fn worker_retrying_once(backend: &hookbridge_core::ports::Backend, after: Duration) -> Worker {
+        let schedule = RetrySchedule::new(vec![after]).unwrap();
+        worker_with(backend, WorkerSettings { schedule, ..WorkerSettings::default() })
+    }
+
+    fn worker_with(backend: &hookbridge_core::ports::Backend, settings: WorkerSettings) -> Worker {
         let outbound =
             Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
                 .unwrap();
-        Worker::new(WorkerPorts::of(backend), outbound, WorkerSettings::default())
+        Worker::new(WorkerPorts::of(backend), outbound, settings)
     }
 
     /// A delivery task of `hook`, as ingest enqueues it.
@@ -686,7 +696,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_the_worker_routed_is_matched_again_when_its_retry_comes_due() {
         use hookbridge_core::delivery::{DeliveryStatus, NOT_SENT_NO_LONGER_WANTED};
-        use hookbridge_core::retry::RetrySchedule;
         use hookbridge_testkit::Reply;
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
@@ -696,14 +705,7 @@ mod tests {
             hookbridge_testkit::contract::make_hook_from(&h, "acme", hookbridge_core::ids::HookId::generate(), draft)
                 .await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
-        let settings = WorkerSettings {
-            schedule: RetrySchedule::new(vec![Duration::from_secs(1)]).unwrap(),
-            ..WorkerSettings::default()
-        };
-        let outbound =
-            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-                .unwrap();
-        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let worker = worker_retrying_once(h.backend(), Duration::from_secs(1));
         let lanes = h.backend().lanes();
         let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"tenant":"acme","site":"s1"}}"#;
@@ -842,7 +844,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_attempt_is_made_once_a_deliverys_records_are_dropped() {
         use hookbridge_core::delivery::{DeliveryStatus, NOT_RETRIED_PAST_RETENTION};
-        use hookbridge_core::retry::RetrySchedule;
         use hookbridge_testkit::Reply;
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
@@ -850,14 +851,7 @@ mod tests {
         let (mut hook, _) = make_hook(&h, "acme", "ending").await;
         hook.config.url = receiver.url("/hook");
         h.backend().hooks.create(&hook, 1000).await.unwrap();
-        let settings = WorkerSettings {
-            schedule: RetrySchedule::new(vec![Duration::from_secs(3600)]).unwrap(),
-            ..WorkerSettings::default()
-        };
-        let outbound =
-            Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
-                .unwrap();
-        let worker = Worker::new(WorkerPorts::of(h.backend()), outbound, settings);
+        let worker = worker_retrying_once(h.backend(), Duration::from_secs(3600));
         let lanes = h.backend().lanes();
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
         let told = watching_exhausted(&h).await;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::Result;
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
-use hookbridge_core::envelope::{Envelope, Routing};
+use hookbridge_core::envelope::{EnvelopeError, Routing};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
 use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task};
@@ -36,10 +36,10 @@ enum Kept {
     Apart,
 }
 
-/// How ingest routed `envelope`'s event (its site); `None` if its routing does not read,
-/// and then the worker sends it without checking it against the hook again.
-fn routed(envelope: &Envelope) -> Option<Routed> {
-    envelope.routing().ok().map(|r| Routed { site: r.site })
+/// How ingest routed an envelope's event (its site), from the envelope's `routing`; `None`
+/// if that does not read, and then the worker sends it without checking it again.
+fn routed(routing: Result<Routing, EnvelopeError>) -> Option<Routed> {
+    routing.ok().map(|r| Routed { site: r.site })
 }
 
 /// What a re-send did.
@@ -78,7 +78,7 @@ pub async fn resend(
         .map(|id: EventId| async move {
             let env = events.get(tenant, &id).await?;
             let kept = env.map(|e| {
-                let routed = routed(&e);
+                let routed = routed(e.routing());
                 let b = e.to_body();
                 Found { kept: if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart }, routed }
             });
@@ -92,7 +92,7 @@ pub async fn resend(
     let mut tasks = Vec::new();
     for d in deliveries {
         let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => (Some(kept.as_str()), Routing::of_body(kept).ok().map(|r| Routed { site: r.site })),
+            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept))),
             (None, Some(Some(Found { kept: Kept::Inline(read), routed }))) => (Some(read.as_str()), routed.clone()),
             (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
             (None, _) => continue,

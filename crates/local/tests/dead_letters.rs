@@ -21,6 +21,14 @@ fn hookbridge(args: &[&str], db: &Path) -> Output {
         .unwrap()
 }
 
+/// Asserts that `command` on `db`, which is not there, refuses saying so and makes none.
+fn refuses_a_missing_database(command: &str, db: &Path) {
+    let missing = hookbridge(&[command], db);
+    assert!(!missing.status.success(), "{command}");
+    assert!(said(&missing).contains("there is no database at"), "{command}: {}", said(&missing));
+    assert!(!db.exists(), "{command} made one");
+}
+
 fn said(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -29,10 +37,7 @@ fn said(out: &Output) -> String {
 async fn dead_letters_are_listed_and_sent_back_to_their_queue() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("hb.db");
-    let missing = hookbridge(&["dead-letters"], &db_path);
-    assert!(!missing.status.success());
-    assert!(said(&missing).contains("there is no database at"), "{}", said(&missing));
-    assert!(!db_path.exists(), "looking did not make one");
+    refuses_a_missing_database("dead-letters", &db_path);
 
     let init = hookbridge(&["init"], &db_path);
     assert!(init.status.success(), "{}", said(&init));
@@ -68,10 +73,7 @@ async fn dead_letters_are_listed_and_sent_back_to_their_queue() {
 fn migrate_refuses_a_database_that_is_not_there() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("typo.db");
-    let missing = hookbridge(&["migrate"], &db_path);
-    assert!(!missing.status.success());
-    assert!(said(&missing).contains("there is no database at"), "{}", said(&missing));
-    assert!(!db_path.exists(), "migrating did not make one");
+    refuses_a_missing_database("migrate", &db_path);
     assert!(hookbridge(&["init"], &db_path).status.success());
     let migrated = hookbridge(&["migrate"], &db_path);
     assert!(migrated.status.success(), "{}", said(&migrated));

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use hookbridge_core::hook::{ConnectionState, Hook};
 use hookbridge_core::ids::{HookId, TenantId};
-use hookbridge_core::ports::{HookAccess, Receipt, ReceivedMessage};
+use hookbridge_core::ports::HookAccess;
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
 
@@ -45,22 +44,6 @@ impl HookAccess for Refusing {
     }
 }
 
-fn updated(hook: &Hook, n: u32) -> ReceivedMessage {
-    let body = format!(
-        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000{n:02}","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
-        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
-        hook.tenant,
-        hook.id
-    );
-    ReceivedMessage {
-        id: format!("m{n}"),
-        body,
-        receipt: Receipt(format!("r{n}")),
-        receive_count: 1,
-        sent_at: Utc::now(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_whose_results_are_not_written_leaves_the_hook_as_it_was() {
     let h = EmbeddedHarness::start().await;
@@ -74,19 +57,19 @@ async fn a_check_whose_results_are_not_written_leaves_the_hook_as_it_was() {
         || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap().state.connection_state };
 
     // The results are refused: the check comes back, and the hook reads as it did.
-    assert_eq!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed, ["m1"]);
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m1", 1)]).await.failed, ["m1"]);
     assert_eq!(state().await, ConnectionState::Authorized, "not AUTHORIZING");
 
     // Refused twice over (the results, then putting it back): AUTHORIZING is left. The next
     // check whose results are refused reads it as a check being due, not as AUTHORIZING.
     refusing.refusals.store(2, Ordering::SeqCst);
-    assert_eq!(verifier::handle(&v, &[updated(&hook, 2)]).await.failed, ["m2"]);
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m2", 1)]).await.failed, ["m2"]);
     assert_eq!(state().await, ConnectionState::Authorizing);
     refusing.refusals.store(1, Ordering::SeqCst);
-    assert_eq!(verifier::handle(&v, &[updated(&hook, 3)]).await.failed, ["m3"]);
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m3", 1)]).await.failed, ["m3"]);
     assert_eq!(state().await, ConnectionState::Updating, "a check is due");
 
     // And the next whose results are written ends it.
-    assert!(verifier::handle(&v, &[updated(&hook, 4)]).await.failed.is_empty());
+    assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m4", 1)]).await.failed.is_empty());
     assert_eq!(state().await, ConnectionState::Authorized);
 }

@@ -8,23 +8,11 @@
 
 mod common;
 
-use chrono::Utc;
-use hookbridge_core::hook::{ConnectionState, Hook};
+use hookbridge_core::hook::ConnectionState;
 use hookbridge_core::ids::HookId;
-use hookbridge_core::ports::{Receipt, ReceivedMessage};
 use hookbridge_core::topology::VERIFY_RECEIVES;
 use hookbridge_testkit::contract::make_hook_from;
 use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver, Reply};
-
-fn updated(hook: &Hook, receive_count: u32) -> ReceivedMessage {
-    let body = format!(
-        r#"{{"version":"0","id":"9b1c2d3e-0000-4000-8000-0000000000c1","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
-        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
-        hook.tenant,
-        hook.id
-    );
-    ReceivedMessage { id: "m".into(), body, receipt: Receipt("r".into()), receive_count, sent_at: Utc::now() }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_endpoints_own_trouble_is_checked_again_not_taken_for_a_refusal() {
@@ -43,13 +31,13 @@ async fn a_token_endpoints_own_trouble_is_checked_again_not_taken_for_a_refusal(
 
     for trouble in [Reply::body(503, "maintenance"), Reply::body(429, "slow down")] {
         idp.always(trouble);
-        assert_eq!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed, ["m"], "it comes back");
+        assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 1)]).await.failed, ["m"], "it comes back");
         let state = stored().await;
         assert_eq!((state.connection_state, state.connection_error), (ConnectionState::Authorized, None));
     }
 
     // Still in trouble on the last receive: that is the finding.
-    let last = verifier::handle(&v, &[updated(&hook, VERIFY_RECEIVES)]).await;
+    let last = verifier::handle(&v, &[common::hook_updated(&hook, "m", VERIFY_RECEIVES)]).await;
     assert!(last.failed.is_empty(), "{last:?}");
     let state = stored().await;
     assert_eq!(state.connection_state, ConnectionState::Deauthorized);
@@ -57,11 +45,11 @@ async fn a_token_endpoints_own_trouble_is_checked_again_not_taken_for_a_refusal(
 
     // The endpoint back: the next check finds it so.
     idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
-    assert!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed.is_empty());
+    assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 1)]).await.failed.is_empty());
     assert_eq!(stored().await.connection_state, ConnectionState::Authorized);
 
     // A refusal of the credentials is a finding on the first receive.
     idp.always(Reply::body(401, r#"{"error":"invalid_client"}"#));
-    assert!(verifier::handle(&v, &[updated(&hook, 1)]).await.failed.is_empty());
+    assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 1)]).await.failed.is_empty());
     assert_eq!(stored().await.connection_state, ConnectionState::Deauthorized);
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use hookbridge_core::hook::NetworkPolicy;
-use hookbridge_core::ports::Backend;
+use chrono::Utc;
+use hookbridge_core::hook::{Hook, NetworkPolicy};
+use hookbridge_core::ids::EventId;
+use hookbridge_core::ports::{Backend, Receipt, ReceivedMessage};
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use verifier::{Verifier, VerifierPorts};
 
@@ -18,4 +20,18 @@ pub fn verifier_on(backend: &Backend) -> Verifier {
         account: "123456789012".into(),
         region: "us-east-1".into(),
     }
+}
+
+/// `hook.updated` for `hook`, as the verify queue hands it out for the `receive_count`th
+/// time, as the message `id`.
+#[allow(dead_code)] // each test binary uses part of it
+pub fn hook_updated(hook: &Hook, id: &str, receive_count: u32) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"{}","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
+        EventId::generate(),
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        hook.tenant,
+        hook.id
+    );
+    ReceivedMessage { id: id.into(), body, receipt: Receipt(format!("r-{id}")), receive_count, sent_at: Utc::now() }
 }
