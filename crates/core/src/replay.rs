@@ -82,7 +82,8 @@ pub struct ReplayJob {
     pub step: u64,
     /// Deliveries re-sent.
     pub queued: u64,
-    /// Matching deliveries whose event is no longer kept, so they could not be re-sent.
+    /// Matching deliveries not re-sent: their event is no longer kept, or the hook no
+    /// longer subscribes to it (its `event_types` or `sites` changed since).
     pub skipped: u64,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,

@@ -11,7 +11,7 @@ use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryU
 use hookbridge_core::envelope::{EnvelopeError, Routing};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
-use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task};
+use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task, event_type};
 use hookbridge_core::ports::{
     DeliveryStore, EventStore, HookStore, Lanes, Order, OutgoingMessage, Queue, ReplayStore, Window,
 };
@@ -49,13 +49,24 @@ pub struct Resent {
     pub queued: u64,
     /// Deliveries whose event is no longer kept, so they could not be.
     pub skipped: u64,
+    /// Deliveries of events the hook no longer subscribes to (its `event_types` or
+    /// `sites` changed), left as they were: the worker would only cancel them, their
+    /// status overwritten.
+    pub unwanted: u64,
+}
+
+impl Resent {
+    /// What a replay job counts as skipped: not re-sent, for either reason.
+    pub fn not_resent(&self) -> u64 {
+        self.skipped + self.unwanted
+    }
 }
 
 /// Queues the deliveries again as a new round, in the order given, then records them as
 /// `PENDING`. Sending first means a failure cannot leave a delivery `PENDING` with nothing
 /// queued for it; the round means the worker's outcome stands even when it is stored
 /// before this `PENDING` (see [`Delivery::apply`]). Deliveries whose event is no longer
-/// kept are skipped.
+/// kept, or that the hook no longer wants, are skipped.
 pub async fn resend(
     events: &dyn EventStore,
     store: &dyn DeliveryStore,
@@ -90,6 +101,7 @@ pub async fn resend(
     let bodies: HashMap<EventId, Option<Found>> = read.into_iter().collect();
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
+    let mut unwanted = 0;
     for d in deliveries {
         let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
             (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept))),
@@ -97,6 +109,13 @@ pub async fn resend(
             (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
             (None, _) => continue,
         };
+        // The test event goes to its one hook whatever the hook subscribes to, as it did
+        // the first time; a platform event cannot be published with its source.
+        let routed = routed.filter(|_| d.event_type != event_type::HOOK_TEST);
+        if routed.as_ref().is_some_and(|r| !hook.config.wants(&d.event_type, r.site.as_deref())) {
+            unwanted += 1;
+            continue;
+        }
         let key = DeliveryKey {
             tenant: hook.tenant.clone(),
             hook_id: hook.id,
@@ -129,7 +148,7 @@ pub async fn resend(
         store.record(&updates).await?;
     }
     let queued = tasks.len() as u64;
-    Ok(Resent { queued, skipped: deliveries.len() as u64 - queued })
+    Ok(Resent { queued, skipped: deliveries.len() as u64 - queued - unwanted, unwanted })
 }
 
 /// What a replay job's page needs.
@@ -175,7 +194,7 @@ pub async fn count_after_cancel(
     let mut counted = stored.clone();
     counted.step += 1;
     counted.queued += resent.queued;
-    counted.skipped += resent.skipped;
+    counted.skipped += resent.not_resent();
     counted.updated_at = now;
     // Lost again only to a later save of the cancelled job, which nothing makes.
     replays.save(&counted, stored.step).await.map(|_| ())
@@ -234,7 +253,7 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
         page.items.into_iter().filter(|d| job.resent(d) || job.wants(d)).partition(|d| job.resent(d));
     let mut resent = resend(p.events, p.deliveries, p.lanes, &hook, &picked, &job.note()).await?;
     resent.queued += already.len() as u64;
-    let saved = job.advanced(next, resent.queued, resent.skipped, now);
+    let saved = job.advanced(next, resent.queued, resent.not_resent(), now);
     if !p.replays.save(&saved, job.step).await? {
         // Cancelled, or a second poke (after a crash) saved this page first: it goes on.
         tracing::info!(replay_id = %job.id, "replay page saved elsewhere; this poke stops here");

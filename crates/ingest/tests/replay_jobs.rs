@@ -346,7 +346,7 @@ async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     let job = ReplayJob::new(tenant.clone(), hook_id(), now - chrono::Duration::hours(1), now, None, now);
     b.replays.create(&job).await.unwrap();
     assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
-    let page = Resent { queued: 3, skipped: 1 };
+    let page = Resent { queued: 3, skipped: 1, unwanted: 0 };
     count_after_cancel(b.replays.as_ref(), &job, page, now).await.unwrap();
     let counted = b.replays.get(job.hook_id, job.id).await.unwrap().unwrap();
     assert_eq!((counted.state, counted.queued, counted.skipped), (ReplayState::Cancelled, 3, 1));

@@ -42,7 +42,7 @@ pub async fn retry(
 
 /// Sends the caller's finished delivery again now, as a new round; its id. `404` if the
 /// hook or delivery is not the caller's, `409` if it is not finished, the hook cannot
-/// receive, or its event is no longer kept.
+/// receive, its event is no longer kept, or the hook no longer subscribes to it.
 pub(crate) async fn retry_one(
     api: &Api,
     caller: &Caller,
@@ -67,6 +67,12 @@ pub(crate) async fn retry_one(
         "retry requested",
     )
     .await?;
+    if resent.unwanted > 0 {
+        return Err(ApiError::Conflict(
+            "the hook no longer subscribes to the delivery's event (its event_types or sites changed), so it is not sent again"
+                .to_owned(),
+        ));
+    }
     if resent.queued == 0 {
         return Err(ApiError::Conflict(
             "the delivery's event is no longer kept, so it cannot be sent again".to_owned(),

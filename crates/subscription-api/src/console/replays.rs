@@ -37,7 +37,7 @@ pub(super) async fn section(api: &Api, s: &Session, id: &str) -> Markup {
             div.table-wrap { table {
                 caption.visually-hidden { "Replays, newest first" }
                 thead { tr { th scope="col" { "Asked for" } th scope="col" { "Window" } th scope="col" { "Deliveries" }
-                    th scope="col" { "State" } th scope="col" { "Re-sent" } th scope="col" { "Not kept" } th scope="col" { "Finished" }
+                    th scope="col" { "State" } th scope="col" { "Re-sent" } th scope="col" { "Not re-sent" } th scope="col" { "Finished" }
                     @if s.can_write() { th scope="col" { span.visually-hidden { "Action" } } } } }
                 tbody { @for j in &jobs { tr.replay {
                     td data-label="Asked for" { (time(&j["created_at"])) }
@@ -45,7 +45,7 @@ pub(super) async fn section(api: &Api, s: &Session, id: &str) -> Markup {
                     td data-label="Deliveries" { (statuses(&j["status"])) }
                     td data-label="State" { (badge(j["state"].as_str().unwrap_or(""))) }
                     td data-label="Re-sent" { (j["queued"]) }
-                    td data-label="Not kept" { (j["skipped"]) }
+                    td data-label="Not re-sent" { (j["skipped"]) }
                     td data-label="Finished" { (time(&j["finished_at"])) }
                     @if s.can_write() { td data-label="Action" {
                         @if j["state"] == "RUNNING" {
