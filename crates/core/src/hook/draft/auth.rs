@@ -130,6 +130,11 @@ pub(super) fn check_auth(
                 }
             };
             let client_id = required(d.client_id, "client_id", e);
+            // It goes in HTTP Basic before a `:` and the secret; one of its own would move the
+            // split, and the token endpoint would refuse every request.
+            if client_id.contains(':') {
+                e.push("auth.client_id", "must not contain ':'");
+            }
             let client_secret = secret(d.client_secret, "client_secret", e);
             let http_method = match d.http_method.as_deref() {
                 None | Some("POST") => TokenMethod::Post,

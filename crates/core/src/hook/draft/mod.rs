@@ -22,7 +22,6 @@ use url::{check_url, origin_of};
 
 /// Longest description.
 const MAX_DESCRIPTION_LEN: usize = 1024;
-/// Most sites a hook may list.
 /// The most sites a hook (or a portal link) may be held to.
 pub const MAX_SITES: usize = 100;
 /// Longest site id.
@@ -30,6 +29,10 @@ const MAX_SITE_LEN: usize = 128;
 
 /// What a site must be, as an error says it.
 pub const SITE_RULE: &str = "must be 1-128 printable characters";
+
+/// Why a challenge header is refused that the challenge request carries already: sent
+/// twice, a receiver reading the first value fails either the credential or the challenge.
+const CHALLENGE_CARRIES_IT: &str = "is a header the challenge carries already; choose another";
 
 /// Whether `s` can be a site (of a hook, or of a portal session held to some).
 pub fn is_site(s: &str) -> bool {
@@ -425,29 +428,28 @@ impl HookDraft {
             }
         }
 
-        let verification = match self.verification {
-            None => VerificationConfig::default(),
-            Some(v) => {
-                let header = match v.header {
-                    None => VerificationConfig::default().header,
-                    Some(h) => {
-                        if !is_header_name(&h) {
-                            e.push("verification.header", "must be a valid HTTP header name");
-                        } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
-                            e.push("verification.header", "is a header the platform sets itself; choose another");
-                        } else if ["authorization", "accept"].iter().any(|x| h.eq_ignore_ascii_case(x))
-                            || matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&h))
-                        {
-                            // Sent twice, a receiver reading the first value would fail either
-                            // the credential or the challenge.
-                            e.push("verification.header", "is a header the challenge carries already; choose another");
-                        }
-                        h.to_ascii_lowercase()
-                    }
-                };
-                VerificationConfig { required: v.required.unwrap_or(false), header }
+        let (required, given) = match self.verification {
+            None => (false, None),
+            Some(v) => (v.required.unwrap_or(false), v.header),
+        };
+        let header = match given {
+            None => VerificationConfig::default().header,
+            Some(h) => {
+                if !is_header_name(&h) {
+                    e.push("verification.header", "must be a valid HTTP header name");
+                } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                    e.push("verification.header", "is a header the platform sets itself; choose another");
+                } else if ["authorization", "accept"].iter().any(|x| h.eq_ignore_ascii_case(x)) {
+                    e.push("verification.header", CHALLENGE_CARRIES_IT);
+                }
+                h.to_ascii_lowercase()
             }
         };
+        // The default header too: a `HEADER` auth named like it would be sent twice.
+        if matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&header)) {
+            e.push("verification.header", format!("is `{header}`, the HEADER auth's name: {CHALLENGE_CARRIES_IT}"));
+        }
+        let verification = VerificationConfig { required, header };
 
         let rate_limit = match self.rate_limit.map(|r| r.per_second) {
             None => None,
@@ -631,6 +633,29 @@ mod tests {
     }
 
     #[test]
+    fn an_oauth_client_id_may_not_contain_a_colon() {
+        let p = NetworkPolicy::default();
+        let d = draft(
+            r#"{"name":"o","url":"https://r.example/","auth":{"type":"OAUTH_CLIENT_CREDENTIALS",
+                "token_url":"https://idp.example/token","client_id":"urn:acme:client","client_secret":"s"}}"#,
+        );
+        assert_eq!(fields(d.validate(ctx(&p), None)), ["auth.client_id"]);
+    }
+
+    #[test]
+    fn a_url_is_held_to_its_length_as_stored() {
+        let p = NetworkPolicy::default();
+        // 2,018 bytes as sent, 6,018 once each `é` is percent-encoded.
+        let long = format!("https://r.example/{}", "é".repeat(1000));
+        assert!(long.len() <= MAX_URL_LEN);
+        let d = draft(&format!(r#"{{"name":"u","url":"{long}"}}"#));
+        assert_eq!(fields(d.validate(ctx(&p), None)), ["url"]);
+        let fits = format!("https://r.example/{}", "é".repeat(300));
+        let (cfg, _) = draft(&format!(r#"{{"name":"u","url":"{fits}"}}"#)).validate(ctx(&p), None).unwrap();
+        assert!(cfg.url.len() <= MAX_URL_LEN && cfg.url.contains("%C3%A9"), "{}", cfg.url);
+    }
+
+    #[test]
     fn oauth_header_param_keys_must_be_header_names() {
         let policy = NetworkPolicy::default();
         let bad = draft(
@@ -707,6 +732,11 @@ mod tests {
             r#"{"name":"v","url":"https://r.example/","auth":{"type":"HEADER","name":"X-Token","value":"v"},"verification":{"header":"x-token"}}"#,
         );
         assert_eq!(fields(same_as_auth.validate(ctx(&policy), None)), ["verification.header"]);
+        // The default header (`x-uid-challenge`) is held to that too.
+        let default_as_auth = draft(
+            r#"{"name":"v","url":"https://r.example/","auth":{"type":"HEADER","name":"X-UID-Challenge","value":"v"},"verification":{"required":true}}"#,
+        );
+        assert_eq!(fields(default_as_auth.validate(ctx(&policy), None)), ["verification.header"]);
     }
 
     #[test]

@@ -56,7 +56,14 @@ pub(super) fn check_url(raw: &str, policy: &NetworkPolicy, field: &str, e: &mut 
         e.push(field, format!("must not point at a {block} address"));
         return None;
     }
-    Some(url.to_string())
+    // Stored as parsed, which percent-encodes what was sent raw (an `é` is six bytes), so
+    // the stored form is held to the limit too: a hook read back must be writable as read.
+    let stored = url.to_string();
+    if stored.len() > MAX_URL_LEN {
+        e.push(field, format!("must be at most {MAX_URL_LEN} characters once percent-encoded ({})", stored.len()));
+        return None;
+    }
+    Some(stored)
 }
 
 /// The origin of a URL (scheme, host and port, the default port left out), as credentials
