@@ -431,6 +431,12 @@ async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_prod
     let on = send(&stack, "PUT", &format!("/realms/test/webhooks/{id}"), &t, Some(r#"{"enabled":"true"}"#)).await;
     assert_eq!(on.0, 204);
     assert_eq!(send(&stack, "GET", &format!("/realms/test/webhooks/{id}"), &t, None).await.1["enabled"], true);
+    // A hook awaiting its challenge has its deliveries cancelled, so it reads off too.
+    let waiting = stack
+        .create_hook(&t, &json!({"name": "unproven", "url": r.url("/unproven"), "verification": {"required": true}}))
+        .await;
+    let read = send(&stack, "GET", &format!("/realms/test/webhooks/{}", waiting["id"].as_str().unwrap()), &t, None).await;
+    assert_eq!(read.1["enabled"], false, "{}", read.1);
     stack.shutdown().await;
 }
 }

@@ -3,8 +3,8 @@
 //!
 //! `{realm}` is the token's tenant (any other realm is `404`); `hooks:read` stands for
 //! `view-events` and `hooks:write` for `manage-events`. A webhook is a hook: created with
-//! the client's own secret as its signing key, the event's `detail` as the body and
-//! `X-Keycloak-Signature` beside Standard Webhooks' headers. Listing shows the tenant's
+//! the client's own secret as its signing key, the event's `detail` as the body, and
+//! `X-Keycloak-Signature` beside Standard Webhooks' headers when the client gave a secret. Listing shows the tenant's
 //! hooks oldest first, paged as Phase Two pages (`first`, `max`: 100 at most), and
 //! `…/webhooks/count` counts them; a webhook's sends are its deliveries
 //! (`compat::keycloak_sends`). An update changes only the fields a webhook has (`enabled`,

@@ -7,7 +7,7 @@ pub mod keycloak;
 mod keycloak_sends;
 pub mod xiq;
 
-use hookbridge_core::hook::{DestinationState, Hook, HookDraft};
+use hookbridge_core::hook::{Hook, HookDraft};
 use hookbridge_core::secret::SigningSecret;
 use serde_json::Value;
 
@@ -53,10 +53,11 @@ fn segments<T>(path: Result<axum::extract::Path<T>, axum::extract::rejection::Pa
     path.ok().map(|axum::extract::Path(t)| t)
 }
 
-/// Whether `h` is switched on as these products mean it: enabled, and not disabled since
-/// by the failure rule or a `410` (which a client of theirs can only see here).
+/// Whether `h` is switched on as these products mean it: sent to. Not when disabled since
+/// by the failure rule or a `410`, nor while a challenge it requires has not passed (a
+/// client of theirs can see either only here).
 fn switched_on(h: &Hook) -> bool {
-    h.config.enabled && h.state.destination_state != DestinationState::Inactive
+    h.deliverable().is_ok()
 }
 
 /// A hook name no client chose: `{prefix}-` and a fresh ULID, lower-cased.

@@ -171,7 +171,9 @@ async fn list(State(api): State<Api>, caller: Result<Caller, ApiError>) -> Answe
 fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
     let at = |f: &str| format!("[{i}].{f}");
     match s.application.as_deref() {
-        Some(a) if !a.trim().is_empty() && a.len() <= MAX_APPLICATION_LEN && !a.chars().any(char::is_control) => {}
+        Some(a)
+            if !a.trim().is_empty() && a.chars().count() <= MAX_APPLICATION_LEN && !a.chars().any(char::is_control) => {
+        }
         _ => {
             return Err(ApiError::field(
                 at("application"),
@@ -269,4 +271,25 @@ async fn remove(
         .ok_or(ApiError::NotFound("no such subscription"))?;
     delete_hook(&api, &caller, &hook.id.to_string()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(application: String) -> SubscriptionIn {
+        SubscriptionIn {
+            application: Some(application),
+            url: None,
+            secret: None,
+            message_type: Some("AUDIT_LOG_ALL".into()),
+        }
+    }
+
+    #[test]
+    fn an_application_is_held_to_255_characters_not_bytes() {
+        // 255 characters of three bytes each: the rule says characters.
+        assert!(check(0, &named("監".repeat(MAX_APPLICATION_LEN))).is_ok());
+        assert!(check(0, &named("a".repeat(MAX_APPLICATION_LEN + 1))).is_err());
+    }
 }
