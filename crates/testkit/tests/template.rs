@@ -449,7 +449,9 @@ fn every_alarm_reaches_someone_and_every_failure_mode_has_one() {
         assert!(watched("AWS/Lambda", "Throttles", "FunctionName").contains(&r), "no throttles alarm on {f}");
     }
     let ages = watched("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName");
-    for q in ["IngestQueue", "DeliveryQueue"] {
+    // A queue trigger at its maximum concurrency throttles nothing, so only its queue's age
+    // shows a backlog; the slow lane and the verifier have the smallest caps.
+    for q in ["IngestQueue", "DeliveryQueue", "SlowDeliveryQueue", "VerifyQueue"] {
         assert!(ages.iter().any(|v| v.contains(q)), "no age alarm on {q}");
     }
     assert_eq!(watched("AWS/Events", "FailedInvocations", "RuleName").len(), 2);
@@ -556,7 +558,10 @@ fn matches(pattern: &str, value: &str) -> bool {
 fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
     use hookbridge_core::settings::{Defaults, JWT_SECRET, Settings};
     let t = template();
-    let env = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap().clone();
+    // What every function reads, and what the API reads alone (its token settings).
+    let mut env = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap().clone();
+    let api = &t["Resources"]["SubscriptionApiFunction"]["Properties"]["Environment"]["Variables"];
+    env.extend(api.as_object().unwrap().clone());
     let candidates = [
         "",
         "0s",
@@ -590,11 +595,37 @@ fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
         "fd00::/129",
         "10.0.0.0/8,::1/128",
         "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+        "0",
+        "1",
+        "10.5",
+        "1.0",
+        "1e3",
+        "100000",
+        "1000000",
+        "1000001",
+        "10000000",
+        "99999999999",
+        "https://idp.example.com/realms/acme",
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123",
+        "https://idp.example.com:8443/",
+        "https://a:b",
+        "https:///",
+        "https://a:99999",
+        "https://a b",
     ];
     let mut checked = 0;
     for (variable, value) in &env {
-        let Some(param) = value["Ref"].as_str() else { continue };
-        let Some(pattern) = t["Parameters"][param]["AllowedPattern"].as_str() else { continue };
+        // Parameters only: a resource's name or a pseudo parameter is no one's to type.
+        let Some(param) = value["Ref"].as_str().filter(|p| t["Parameters"][p].is_object()) else { continue };
+        // A Number lets `10.5` through; a list of values is checked where it is written.
+        assert_ne!(
+            t["Parameters"][param]["Type"], "Number",
+            "{param}: the functions read it, so a String with a pattern"
+        );
+        let Some(pattern) = t["Parameters"][param]["AllowedPattern"].as_str() else {
+            assert!(t["Parameters"][param]["AllowedValues"].is_array(), "{param} lets anything through");
+            continue;
+        };
         for candidate in candidates.iter().filter(|c| matches(pattern, c)) {
             let lookup = |name: &str| match name {
                 n if n == variable => Some((*candidate).to_owned()),
@@ -652,10 +683,65 @@ fn request_timeouts_fit_in_one_worker_invocation() {
 #[test]
 fn a_tenants_hooks_are_bounded_by_the_largest_fan_out_measured() {
     let t = template();
-    let most = &t["Parameters"]["MaxHooksPerTenant"]["MaxValue"];
-    assert!(most.as_u64().is_some_and(|n| n <= 10_000), "MaxHooksPerTenant allows {most}");
+    let pattern = t["Parameters"]["MaxHooksPerTenant"]["AllowedPattern"].as_str().unwrap().to_owned();
+    assert!(matches(&pattern, "10000"), "MaxHooksPerTenant refuses the fan-out measured");
+    for past in ["10001", "20000", "100000", "1000000"] {
+        assert!(!matches(&pattern, past), "MaxHooksPerTenant allows {past}");
+    }
     let ingest = &t["Resources"]["IngestFunction"]["Properties"];
     let memory = ingest.get("MemorySize").unwrap_or(&t["Globals"]["Function"]["MemorySize"]);
     let timeout = ingest.get("Timeout").unwrap_or(&t["Globals"]["Function"]["Timeout"]);
     assert_eq!((memory, timeout), (&json!(256), &json!(30)), "ingest's size changed: measure the fan-out again");
+}
+
+/// A rule's condition over the parameters' values (`Fn::Or`, `Fn::And`, `Fn::Not`,
+/// `Fn::Equals` and `Ref`, what the template's rules use).
+fn holds(c: &Value, params: &HashMap<&str, &str>) -> bool {
+    let all = |k: &str| c[k].as_array().unwrap().iter().map(|x| holds(x, params)).collect::<Vec<_>>();
+    if c.get("Fn::Or").is_some() {
+        all("Fn::Or").into_iter().any(|b| b)
+    } else if c.get("Fn::And").is_some() {
+        all("Fn::And").into_iter().all(|b| b)
+    } else if c.get("Fn::Not").is_some() {
+        !all("Fn::Not")[0]
+    } else {
+        let value = |v: &Value| match v.get("Ref") {
+            Some(r) => params.get(r.as_str().unwrap()).copied().unwrap_or("").to_owned(),
+            None => v.as_str().unwrap().to_owned(),
+        };
+        let eq = c["Fn::Equals"].as_array().unwrap_or_else(|| panic!("a condition the test cannot read: {c}"));
+        value(&eq[0]) == value(&eq[1])
+    }
+}
+
+/// Parameter combinations the functions cannot run with are refused at deploy: no way to
+/// check tokens (the API answering every request with an error), an adopted table with a
+/// new key (its hooks' secrets unreadable), a domain without its certificate.
+#[test]
+fn parameters_the_functions_cannot_run_with_together_are_refused() {
+    let t = template();
+    let rules = t["Rules"].as_object().expect("the template has rules");
+    let refused = |set: &[(&str, &str)]| {
+        let mut params: HashMap<&str, &str> = HashMap::new();
+        for (name, p) in t["Parameters"].as_object().unwrap() {
+            params.insert(name.as_str(), p["Default"].as_str().unwrap_or(""));
+        }
+        params.extend(set.iter().copied());
+        rules
+            .iter()
+            .filter(|(_, r)| r["Assertions"].as_array().unwrap().iter().any(|a| !holds(&a["Assert"], &params)))
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    let cert = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
+    assert_eq!(refused(&[]), Vec::<String>::new(), "the defaults deploy");
+    assert_eq!(refused(&[("JwtSecretName", "")]), ["TokensCanBeChecked"]);
+    assert!(refused(&[("JwtSecretName", ""), ("JwtIssuer", "https://idp.example.com")]).is_empty());
+    assert_eq!(refused(&[("ExistingTableName", "hookbridge")]), ["AdoptedTableKeepsItsKey"]);
+    assert_eq!(refused(&[("ExistingKeyArn", key)]), ["AdoptedTableKeepsItsKey"]);
+    assert!(refused(&[("ExistingTableName", "hookbridge"), ("ExistingKeyArn", key)]).is_empty());
+    assert_eq!(refused(&[("DomainName", "hooks.example.com")]), ["DomainHasItsCertificate"]);
+    assert_eq!(refused(&[("CertificateArn", cert)]), ["DomainHasItsCertificate"]);
+    assert!(refused(&[("DomainName", "hooks.example.com"), ("CertificateArn", cert)]).is_empty());
 }
