@@ -206,9 +206,22 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     b.until("the retry's attempt", |t| t.matches("200").count() >= 2).await;
     assert!(r.received().len() > before, "the receiver got it again");
 
-    // Replay from Read: the job shows on the hook's page, and runs to its end there.
+    // Replay from Read: the job shows on the hook's page, and runs to its end there. With
+    // every status unticked it is refused, not started for FAILED (what none means to the API).
     b.goto(&format!("/console/hooks/{basic_id}/read")).await;
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M");
+    b.run(&format!(
+        "document.querySelector('[name=since]').value = '{since}'; document.querySelectorAll('[name=status]').forEach(c => c.checked = false)"
+    ))
+    .await;
+    b.press("Replay").await;
+    assert!(b.text().await.contains("must list at least one status"), "{}", b.text().await);
+    assert_eq!(
+        stack.get(&format!("/v1/hooks/{basic_id}/replays"), &t).await.body["replays"],
+        json!([]),
+        "no job started"
+    );
+    b.goto(&format!("/console/hooks/{basic_id}/read")).await;
     b.run(&format!("document.querySelector('[name=since]').value = '{since}'")).await;
     b.press("Replay").await;
     assert!(b.text().await.contains("Replay started"), "{}", b.text().await);

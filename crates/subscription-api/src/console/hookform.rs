@@ -68,14 +68,22 @@ fn document(fields: &[(String, String)]) -> Value {
     let ty = if get("auth.type").is_empty() { "NONE" } else { get("auth.type") };
     doc["auth"] = json!({"type": ty});
     let allowed = auth_fields(ty);
+    // A row's value is sent even when empty (the API takes `""`), unless the row is secret,
+    // where empty means "keep the stored one".
+    let sent = |k: &str, v: &str| {
+        !v.is_empty()
+            || (k.contains('[')
+                && k.ends_with(".value")
+                && k.rsplit_once('.').is_some_and(|(row, _)| form::value(fields, &format!("{row}.secret")).is_none()))
+    };
     for (k, v) in fields {
         if let Some(rest) = k.strip_prefix("auth.") {
             let top = rest.split(['.', '[']).next().unwrap_or("");
-            if allowed.contains(&top) && !v.is_empty() {
+            if allowed.contains(&top) && sent(k, v) {
                 let value = if rest.ends_with(".secret") { json!(true) } else { json!(v) };
                 form::set(&mut doc, k, value);
             }
-        } else if k.starts_with("headers[") && !v.is_empty() {
+        } else if k.starts_with("headers[") && sent(k, v) {
             let value = if k.ends_with(".secret") { json!(true) } else { json!(v) };
             form::set(&mut doc, k, value);
         }
@@ -175,10 +183,7 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
     let ty = auth["type"].as_str().unwrap_or("NONE");
     let sites: Vec<&str> = doc["sites"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let types: Vec<&str> = doc["event_types"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let unplaced: Vec<&(String, String)> = errors
-        .iter()
-        .filter(|(f, _)| !f.starts_with("auth.") && !f.starts_with("headers[") && !FIELDS.contains(&f.as_str()))
-        .collect();
+    let unplaced: Vec<&(String, String)> = errors.iter().filter(|(f, _)| !has_input(f)).collect();
     let secret_hint = if edit { "secret-kept" } else { "secret" };
     html! {
         @if !errors.is_empty() { (notice("error", "Some fields need attention; each says why below.")) }
@@ -255,7 +260,9 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
                 div.field { label.check { input type="checkbox" name="signature_formats" value="keycloak" checked[doc["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak"))]; " Also sign with X-Keycloak-Signature" } }
                 div.field { label.check { input type="checkbox" name="retry_non_2xx" value="true" checked[doc["retry_non_2xx"] == true]; " Retry every answer that is not 2xx, as Keycloak does (by default a 3xx or 4xx fails at once)" } }
                 (field("Rate limit (deliveries a second)", "rate_limit.per_second", Some("Empty for none."), errors,
-                    text("rate_limit.per_second", &doc["rate_limit"]["per_second"].as_u64().map(|n| n.to_string()).unwrap_or_default(), errors, "")))
+                    // As typed, when the API refused it (`abc`, `1.5`): the reader sees what to fix.
+                    text("rate_limit.per_second", &doc["rate_limit"]["per_second"].as_u64().map(|n| n.to_string())
+                        .or_else(|| doc["rate_limit"]["per_second"].as_str().map(str::to_owned)).unwrap_or_default(), errors, "")))
             }
             div.buttons {
                 button.primary type="submit" { @if edit { "Save" } @else { "Create hook" } }
@@ -283,6 +290,37 @@ const FIELDS: [&str; 13] = [
     "signature_formats",
     "retry_non_2xx",
 ];
+
+/// The authentication fields the form has inputs for.
+const AUTH_INPUTS: [&str; 10] = [
+    "auth.type",
+    "auth.username",
+    "auth.password",
+    "auth.key_name",
+    "auth.key_value",
+    "auth.name",
+    "auth.value",
+    "auth.token_url",
+    "auth.client_id",
+    "auth.client_secret",
+];
+
+/// Whether the form shows `field`'s errors beside an input of its own; the rest show at
+/// the top (a row's Secret box, a list as a whole), or nothing would say what to fix.
+fn has_input(field: &str) -> bool {
+    if FIELDS.contains(&field) || AUTH_INPUTS.contains(&field) || field == "auth.http_method" {
+        return true;
+    }
+    let rows =
+        [("headers", "name"), ("auth.header_params", "key"), ("auth.query_params", "key"), ("auth.body_params", "key")];
+    rows.iter().any(|(list, key)| {
+        field
+            .strip_prefix(list)
+            .and_then(|r| r.strip_prefix('['))
+            .and_then(|r| r.split_once("]."))
+            .is_some_and(|(i, f)| i.parse::<usize>().is_ok() && (f == *key || f == "value"))
+    })
+}
 
 /// `GET /console/hooks/new`.
 pub async fn new_form(s: Session) -> Response {
@@ -450,17 +488,64 @@ mod tests {
             errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
             ["url", "auth.password", "headers[1].value"]
         );
+        let page = hook_form(&session(), "/console/hooks/new", &doc, &errors, true).into_string();
+        assert!(page.contains("type it again"), "the page says so");
+        assert!(!page.contains("pw-2") && !page.contains("hv-9"), "no secret is written into the page");
+        assert!(page.contains("shown"), "a plain header's value is");
+    }
+
+    fn session() -> Session {
         let caller = crate::auth::Caller {
             tenant: "acme".parse().unwrap(),
             sub: "s".into(),
             scopes: Vec::new(),
             sites: Vec::new(),
         };
-        let session = Session { caller, cookie: "t.x".into() };
-        let page = hook_form(&session, "/console/hooks/new", &doc, &errors, true).into_string();
-        assert!(page.contains("type it again"), "the page says so");
-        assert!(!page.contains("pw-2") && !page.contains("hv-9"), "no secret is written into the page");
-        assert!(page.contains("shown"), "a plain header's value is");
+        Session { caller, cookie: "t.x".into() }
+    }
+
+    /// A header or parameter the API took with an empty value is sent back so: dropped, the
+    /// row was refused for want of a value, and no edit of the hook could be saved.
+    #[test]
+    fn an_empty_value_the_api_takes_is_sent_as_empty() {
+        let doc = document(&f(&[
+            ("name", "h"),
+            ("auth.type", "OAUTH_CLIENT_CREDENTIALS"),
+            ("auth.query_params[0].key", "audience"),
+            ("auth.query_params[0].value", ""),
+            ("headers[0].name", "X-Flag"),
+            ("headers[0].value", ""),
+            ("headers[1].name", ""),
+            ("headers[1].value", ""),
+        ]));
+        assert_eq!(doc["headers"], json!([{"name": "X-Flag", "value": ""}]));
+        assert_eq!(doc["auth"]["query_params"], json!([{"key": "audience", "value": ""}]));
+    }
+
+    /// An error with no input of its own (a row's Secret box, a list as a whole) shows at
+    /// the top; before, the page said "each says why below" and nothing below did.
+    #[test]
+    fn an_error_without_an_input_of_its_own_shows_at_the_top() {
+        let doc = json!({"name": "h", "auth": {"type": "OAUTH_CLIENT_CREDENTIALS"}});
+        let errors = vec![
+            ("auth.header_params[0].secret".to_owned(), "must be false".to_owned()),
+            ("auth.body_params".to_owned(), "at most 20".to_owned()),
+            ("headers[0].value".to_owned(), "is required".to_owned()),
+        ];
+        let page = hook_form(&session(), "/console/hooks/new", &doc, &errors, false).into_string();
+        assert!(page.contains("auth.header_params[0].secret: must be false"), "{page}");
+        assert!(page.contains("auth.body_params: at most 20"), "{page}");
+        assert!(!page.contains("headers[0].value: is required"), "shown beside its input instead");
+        assert!(page.contains("is required"));
+    }
+
+    /// A rate limit the API refused comes back as typed, so the reader sees what to fix.
+    #[test]
+    fn a_refused_rate_limit_is_shown_as_typed() {
+        let doc = document(&f(&[("name", "h"), ("rate_limit.per_second", "1.5")]));
+        let errors = vec![("rate_limit.per_second".to_owned(), "must be a whole number".to_owned())];
+        let page = hook_form(&session(), "/console/hooks/new", &doc, &errors, false).into_string();
+        assert!(page.contains(r#"value="1.5""#), "{page}");
     }
 
     #[test]

@@ -609,6 +609,8 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
     }
     let d = &a.body;
     let pending = matches!(st(d, "status"), "PENDING");
+    // Only a finished delivery can be retried; the API refuses the others.
+    let finished = matches!(st(d, "status"), "SUCCEEDED" | "FAILED" | "CANCELLED");
     let base = format!("/console/hooks/{id}");
     let mut resp = html(
         StatusCode::OK,
@@ -619,7 +621,7 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
                 p.crumbs { a href="/console/hooks" { "Hooks" } " / " a href=(base) { (st(&h, "name")) } " / " a href=(format!("{base}/read")) { "Read" } " / delivery" }
                 div.title-row {
                     h1 { "Delivery " code { (st(d, "delivery_id")) } }
-                    @if s.can_write() { (action(&s, &format!("{base}/deliveries/{did}/retry"), "Retry", "primary")) }
+                    @if s.can_write() && finished { (action(&s, &format!("{base}/deliveries/{did}/retry"), "Retry", "primary")) }
                 }
                 section.card {
                     dl.grid {
@@ -659,11 +661,21 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
             },
         ),
     );
-    if pending {
+    if pending && let Some(after) = refresh_after(&d["next_attempt_at"], chrono::Utc::now()) {
         // No script needed: the page reloads itself until the first attempt is recorded.
-        resp.headers_mut().insert("refresh", axum::http::HeaderValue::from_static("1"));
+        resp.headers_mut().insert("refresh", axum::http::HeaderValue::from(after));
     }
     resp
+}
+
+/// How many seconds a page showing a `PENDING` delivery waits before it reloads: a second
+/// while its attempt is due, else until it is (at most a minute). A delivery waiting for
+/// an open circuit or a rate-limit slot can wait a quarter of an hour, and a page reloading
+/// every second for that long closes what the reader opened and loses their place.
+fn refresh_after(next_attempt_at: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    let due = next_attempt_at.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let wait = due.map_or(0, |t| (t.with_timezone(&chrono::Utc) - now).num_seconds());
+    Some(wait.clamp(1, 60) as u64)
 }
 
 /// `POST …/deliveries/{delivery_id}/retry`.
@@ -740,6 +752,16 @@ mod tests {
         assert_eq!(shown("envelope"), Some(envelope.clone()));
         assert_eq!(shown("detail"), Some(json!({"who": "ada"})));
         assert_eq!(shown("detail_array"), Some(json!([{"who": "ada"}])));
+    }
+
+    #[test]
+    fn a_waiting_delivery_reloads_when_it_is_due_not_every_second() {
+        let now = chrono::Utc::now();
+        let at = |secs: i64| json!((now + chrono::Duration::seconds(secs)).to_rfc3339());
+        assert_eq!(refresh_after(&Value::Null, now), Some(1), "no time yet: the attempt is under way");
+        assert_eq!(refresh_after(&at(-5), now), Some(1), "due");
+        assert_eq!(refresh_after(&at(20), now), Some(20));
+        assert_eq!(refresh_after(&at(900), now), Some(60), "an open circuit's wait");
     }
 
     #[test]

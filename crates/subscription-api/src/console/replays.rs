@@ -77,10 +77,9 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
     if let Some(until) = form::value(&fields, "until").and_then(as_utc) {
         doc["until"] = json!(until);
     }
+    // None ticked is sent as none, for the API to refuse: left out, it would mean `FAILED`.
     let statuses: Vec<&str> = fields.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
-    if !statuses.is_empty() {
-        doc["status"] = json!(statuses);
-    }
+    doc["status"] = json!(statuses);
     // The form's own key: a second click, or the browser posting the form again, gets the
     // first job rather than a second one sending every delivery again.
     let key = form::value(&fields, "once").filter(|k| !k.is_empty());
