@@ -559,6 +559,14 @@ async fn a_portal_link_needs_no_body_and_at_most_a_hooks_sites() {
     let none = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": [] })).await;
     assert_eq!(none.status, 400, "{}", none.body);
     assert_eq!(problem_fields(&none.body), ["sites"]);
+    // A `null` (a Go client's nil slice, an unset flag) is not "left out": read so, it
+    // opened the whole tenant, for writing.
+    for (body, field) in [(json!({"sites": null}), "sites"), (json!({"sites": ["a"], "read_only": null}), "read_only")]
+    {
+        let null = stack.post("/v1/portal/sessions", &maker, &body).await;
+        assert_eq!(null.status, 400, "{body}: {}", null.body);
+        assert_eq!(problem_fields(&null.body), [field]);
+    }
     // Each site at fault is named, as a hook's are.
     let bad = stack.post("/v1/portal/sessions", &maker, &json!({ "sites": ["a", "", "b", "x".repeat(129)] })).await;
     assert_eq!(bad.status, 400, "{}", bad.body);

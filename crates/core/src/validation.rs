@@ -44,3 +44,12 @@ impl Errors {
         self.0
     }
 }
+
+/// Tells a field that is present (even as `null`) from one left out, which `Option` alone
+/// cannot: left out is `None` (through `#[serde(default)]`), `null` is `Some(None)`. For
+/// `#[serde(default, deserialize_with = "…::present")]`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -22,8 +22,11 @@ use crate::error::ApiError;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PortalIn {
-    sites: Option<Vec<String>>,
-    read_only: Option<bool>,
+    /// Left out is the whole tenant; `null` is refused (below), not read as left out.
+    #[serde(default, deserialize_with = "hookbridge_core::validation::present")]
+    sites: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "hookbridge_core::validation::present")]
+    read_only: Option<Option<bool>>,
     expires_in: Option<i64>,
 }
 
@@ -48,12 +51,24 @@ pub async fn create(
             ));
         }
     };
-    if p.sites.as_ref().is_some_and(Vec::is_empty) {
-        // A session with no sites is held to none, so it sees the whole tenant: asked for
-        // with a list, it was meant to be held to one (a customer with no sites yet).
-        return Err(ApiError::field("sites", "must list at least one site, or be left out for the whole tenant"));
-    }
-    let sites = p.sites.unwrap_or_default();
+    // A `null` is how a client writes an empty list (Go's nil slice) or an unset flag: read
+    // as left out, it would open the whole tenant, or open it for writing.
+    let null = |field: &str| ApiError::field(field, "must not be null: leave it out, or give a value");
+    let sites = match p.sites {
+        None => Vec::new(),
+        Some(None) => return Err(null("sites")),
+        Some(Some(s)) if s.is_empty() => {
+            // A session with no sites is held to none, so it sees the whole tenant: asked
+            // for with a list, it was meant to be held to one (a customer with no sites yet).
+            return Err(ApiError::field("sites", "must list at least one site, or be left out for the whole tenant"));
+        }
+        Some(Some(s)) => s,
+    };
+    let read_only = match p.read_only {
+        None => false,
+        Some(None) => return Err(null("read_only")),
+        Some(Some(r)) => r,
+    };
     if sites.len() > MAX_SITES {
         // Each page of the console shows them.
         return Err(ApiError::field("sites", format!("must list at most {MAX_SITES} sites, as a hook may")));
@@ -68,8 +83,7 @@ pub async fn create(
         return Err(ApiError::fields(bad));
     }
     let expires_at = Utc::now() + ttl;
-    let grant =
-        PortalGrant { tenant: caller.tenant.clone(), sites, read_only: p.read_only.unwrap_or(false), expires_at };
+    let grant = PortalGrant { tenant: caller.tenant.clone(), sites, read_only, expires_at };
     let code = fresh_code();
     api.ports().portal.put_link(&hashed(&code), &grant).await?;
     tracing::info!(tenant = %caller.tenant, sub = %caller.sub, read_only = grant.read_only, "portal link made");

@@ -175,7 +175,7 @@ pub struct ParamDraft {
     pub key: Option<String>,
     /// The value; may be left out on replace to keep a secret value (`Some(None)` is an
     /// explicit `null`, which is refused: a value is a string or absent).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     pub value: Option<Option<String>>,
     /// Whether the value is write-only.
     pub secret: Option<bool>,
@@ -189,16 +189,10 @@ pub struct HeaderDraft {
     pub name: Option<String>,
     /// The value; may be left out on replace to keep a secret value (`Some(None)` is an
     /// explicit `null`, which is refused: a value is a string or absent).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     pub value: Option<Option<String>>,
     /// Whether the value is write-only.
     pub secret: Option<bool>,
-}
-
-/// Tells a field that is present (even as `null`) from one left out, which `Option` alone
-/// cannot: left out is `None` (through `default`), `null` is `Some(None)`.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A header's or OAuth parameter's value, as validated.
