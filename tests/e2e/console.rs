@@ -369,10 +369,19 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
             assert!(page.contains("no such hook"), "{page}");
         }
     }
-    // A hook made here must keep to the session's sites.
+    // A hook made here keeps to the session's sites: the form starts there, so one made
+    // without touching the scope is made; one moved to the whole workspace is refused.
+    b.goto("/console/hooks/new").await;
+    b.fill("name", "made-here").await;
+    b.fill("url", &r.url("/m")).await;
+    b.press("Create hook").await;
+    let made = stack.get("/v1/hooks", &t).await.body["hooks"].as_array().unwrap().clone();
+    let made = made.iter().find(|h| h["name"] == "made-here").expect("made");
+    assert_eq!(made["sites"], json!(["hq"]));
     b.goto("/console/hooks/new").await;
     b.fill("name", "outside").await;
     b.fill("url", &r.url("/o")).await;
+    b.click("input[name=scope][value=workspace]").await;
     b.press("Create hook").await;
     assert!(b.find("#err-sites").await.text().await.unwrap().contains("hq"));
     b.close().await;

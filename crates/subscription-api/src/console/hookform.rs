@@ -324,7 +324,11 @@ fn has_input(field: &str) -> bool {
 
 /// `GET /console/hooks/new`.
 pub async fn new_form(s: Session) -> Response {
-    let doc = json!({"enabled": true, "method": "POST", "payload": "envelope", "auth": {"type": "NONE"}});
+    // A session held to sites may only make hooks within them: the form starts there, not
+    // at "the entire workspace", which it would refuse.
+    let sites = &s.caller.sites;
+    let doc =
+        json!({"enabled": true, "method": "POST", "payload": "envelope", "auth": {"type": "NONE"}, "sites": sites});
     html(
         StatusCode::OK,
         page("New hook", Some(&s), html! { h1 { "New hook" } (hook_form(&s, "/console/hooks/new", &doc, &[], false)) }),

@@ -7,7 +7,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookbridge_core::hook::PayloadFormat;
-use hookbridge_core::ids::ReplayId;
 use hookbridge_core::payload::render;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -547,7 +546,7 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                         h2 { "Replay a window" }
                         form.replay method="post" action=(format!("{base}/replay")) {
                             input type="hidden" name="_csrf" value=(s.csrf());
-                            input type="hidden" name="once" value=(format!("console-replay-{}", ReplayId::generate()));
+                            input type="hidden" name="once" value=(super::replays::once_key());
                             label { "Since (UTC) " input type="datetime-local" name="since" required; }
                             label { "Until (UTC, optional) " input type="datetime-local" name="until"; }
                             fieldset { legend { "Only deliveries that" }

@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::Response;
+use hookbridge_core::ids::ReplayId;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
@@ -66,6 +67,22 @@ fn statuses(v: &Value) -> String {
     }
 }
 
+/// What the replay form's key starts with; a fresh [`ReplayId`] follows.
+pub(super) const ONCE_PREFIX: &str = "console-replay-";
+
+/// A fresh key for a replay form.
+pub(super) fn once_key() -> String {
+    format!("{ONCE_PREFIX}{}", ReplayId::generate())
+}
+
+/// The form's own key: a second click, or the browser posting the form again, gets the
+/// first job rather than a second one sending every delivery again. Only a key the form
+/// makes counts: the keys are the tenant's, and a portal user choosing one could claim a
+/// key the operator publishes with (their publishes `409` for a day) or learn it was used.
+fn form_key(fields: &[(String, String)]) -> Option<&str> {
+    form::value(fields, "once").filter(|k| k.strip_prefix(ONCE_PREFIX).is_some_and(|id| id.parse::<ReplayId>().is_ok()))
+}
+
 /// `POST /console/hooks/{id}/replay`.
 pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
     let as_utc =
@@ -80,9 +97,7 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
     // None ticked is sent as none, for the API to refuse: left out, it would mean `FAILED`.
     let statuses: Vec<&str> = fields.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
     doc["status"] = json!(statuses);
-    // The form's own key: a second click, or the browser posting the form again, gets the
-    // first job rather than a second one sending every delivery again.
-    let key = form::value(&fields, "once").filter(|k| !k.is_empty());
+    let key = form_key(&fields);
     let a = call_keyed(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc), key).await;
     if !a.ok() {
         return refused(&s, "Replay", &a);
@@ -108,6 +123,17 @@ pub async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_key_the_form_made_is_sent() {
+        let with = |once: &str| vec![("once".to_owned(), once.to_owned())];
+        let made = once_key();
+        assert_eq!(form_key(&with(&made)), Some(made.as_str()));
+        for chosen in ["order-1234", "console-replay-", "console-replay-order-1234", ""] {
+            assert_eq!(form_key(&with(chosen)), None, "{chosen}");
+        }
+        assert_eq!(form_key(&[]), None);
+    }
 
     #[test]
     fn a_jobs_filter_reads_as_its_statuses_or_all() {
