@@ -343,53 +343,64 @@ on_both_backends! {
 /// A hook narrowed since (its `event_types` changed) is not sent, by a retry or a replay,
 /// the deliveries it no longer wants: the worker would only cancel them, overwriting how
 /// they ended. Its test event is sent again, as it was sent the first time, whatever the
-/// hook subscribes to.
+/// hook subscribes to; a producer's event that names the test event's type is not.
 async fn a_resend_leaves_what_the_hook_no_longer_wants_and_sends_its_test_event(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
-    let h = stack.create_hook(&t, &json!({"name": "narrowed", "url": r.url("/"), "event_types": ["user.*"]})).await;
+    let h = stack
+        .create_hook(&t, &json!({"name": "narrowed", "url": r.url("/"), "event_types": ["user.*", "hook.test"]}))
+        .await;
     let id = h["id"].as_str().unwrap().to_owned();
     let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
+    stack.publish(&t, &json!({"detail-type": "hook.test", "source": "crm", "detail": {"n": 2}})).await;
     let tested = stack.call("POST", &format!("/v1/hooks/{id}/test"), Some(&t), None).await;
     assert_eq!(tested.status, 202, "{}", tested.body);
+    let test = tested.body["delivery_id"].as_str().unwrap().to_owned();
     let done = eventually(LONG, || async {
         let ds = stack.deliveries(&t, &id, 1).await;
-        (ds.len() == 2 && ds.iter().all(|d| d["status"] == "SUCCEEDED")).then_some(ds)
+        (ds.len() == 3 && ds.iter().all(|d| d["status"] == "SUCCEEDED")).then_some(ds)
     })
     .await
-    .expect("both delivered");
-    let of = |kind: &str| done.iter().find(|d| d["event_type"] == kind).unwrap()["delivery_id"].as_str().unwrap().to_owned();
-    let (login, test) = (of("user.login"), of("hook.test"));
+    .expect("all three delivered");
+    let login = done.iter().find(|d| d["event_type"] == "user.login").unwrap()["delivery_id"].as_str().unwrap().to_owned();
+    let theirs = done.iter().find(|d| d["event_type"] == "hook.test" && d["delivery_id"] != test.as_str()).unwrap();
+    let theirs = theirs["delivery_id"].as_str().unwrap().to_owned();
 
     let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
     doc["event_types"] = json!(["device.*"]);
     let narrowed = stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await;
     assert_eq!(narrowed.status, 200, "{}", narrowed.body);
 
-    let refused = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{login}/retry"), Some(&t), None).await;
-    assert_eq!(refused.status, 409, "{}", refused.body);
-    assert!(refused.body["detail"].as_str().unwrap().contains("no longer subscribes"), "{}", refused.body);
+    for unwanted in [&login, &theirs] {
+        let refused = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{unwanted}/retry"), Some(&t), None).await;
+        assert_eq!(refused.status, 409, "{}", refused.body);
+        assert!(refused.body["detail"].as_str().unwrap().contains("no longer subscribes"), "{}", refused.body);
+    }
     let retried = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{test}/retry"), Some(&t), None).await;
     assert_eq!(retried.status, 202, "{}", retried.body);
-    r.wait_for(3, LONG).await;
+    r.wait_for(4, LONG).await;
 
     let started = stack.post(&format!("/v1/hooks/{id}/replay"), &t, &json!({"since": since, "status": "ALL"})).await;
     assert_eq!(started.status, 202, "{}", started.body);
     let job = job_until_stopped(&stack, &t, started.headers["location"].to_str().unwrap()).await;
-    assert_eq!((job["state"].as_str(), job["queued"].as_u64(), job["skipped"].as_u64()), (Some("SUCCEEDED"), Some(1), Some(1)), "{job}");
-    let received = r.wait_for(4, LONG).await;
-    let kinds: Vec<String> = received.iter().map(|m| m.json()["detail-type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "hook.test").count(), 3, "sent, retried, replayed: {kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| *k == "user.login").count(), 1, "{kinds:?}");
+    assert_eq!((job["state"].as_str(), job["queued"].as_u64(), job["skipped"].as_u64()), (Some("SUCCEEDED"), Some(1), Some(2)), "{job}");
+    let received = r.wait_for(5, LONG).await;
+    let kinds: Vec<String> = received
+        .iter()
+        .map(|m| format!("{} from {}", m.json()["detail-type"].as_str().unwrap(), m.json()["source"].as_str().unwrap()))
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(count("hook.test from hookbridge"), 3, "sent, retried, replayed: {kinds:?}");
+    assert_eq!((count("user.login from idp"), count("hook.test from crm")), (1, 1), "{kinds:?}");
     let settled = eventually(LONG, || async {
         let ds = stack.deliveries(&t, &id, 1).await;
         ds.iter().all(|d| d["status"] == "SUCCEEDED").then_some(ds)
     })
     .await
     .expect("the test event's re-send ends");
-    assert_eq!(settled.len(), 2, "{settled:?}");
+    assert_eq!(settled.len(), 3, "{settled:?}");
     stack.shutdown().await;
 }
 }

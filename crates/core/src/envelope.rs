@@ -76,6 +76,10 @@ pub enum EnvelopeError {
     Routing(#[source] serde_json::Error),
 }
 
+fn is_test(source: &str, detail_type: &str) -> bool {
+    source == crate::message::PLATFORM_SOURCE && detail_type == crate::message::event_type::HOOK_TEST
+}
+
 /// The largest event (as the bus measures it, [`BusEntry::size`]) the API puts straight on
 /// the ingest queue; larger ones go through the bus, which takes up to 256 KiB, so a batch
 /// of them never exceeds what one SQS request carries.
@@ -99,6 +103,23 @@ impl Envelope {
             default_region.clone_into(&mut env.region);
         }
         Ok(env)
+    }
+
+    /// Whether this is the platform's test event (`POST /v1/hooks/{id}/test`), which goes to
+    /// its one hook whatever the hook subscribes to. Producers cannot publish its source.
+    pub fn is_test(&self) -> bool {
+        is_test(&self.source, &self.detail_type)
+    }
+
+    /// [`Envelope::is_test`] of an envelope's JSON, as a delivery keeps it.
+    pub fn body_is_test(envelope: &str) -> bool {
+        #[derive(Deserialize)]
+        struct Head {
+            source: String,
+            #[serde(rename = "detail-type")]
+            detail_type: String,
+        }
+        serde_json::from_str::<Head>(envelope).is_ok_and(|h| is_test(&h.source, &h.detail_type))
     }
 
     /// `tenant` and `site` from `detail`.
@@ -213,6 +234,20 @@ mod tests {
     use super::*;
 
     const HYPR: &str = r#"{"version":"0","id":"e0932981-65a5-1344-f27e-bcc395837a59","detail-type":"log","source":"hypr_event_hooks","account":"527127228484","time":"2024-07-23T16:01:04Z","region":"us-east-1","resources":[],"detail":{"tenant":"mytenant","data":{"z":1,"a":2}}}"#;
+
+    #[test]
+    fn only_the_platforms_test_event_is_the_test_event() {
+        let body = |source: &str| {
+            format!(
+                r#"{{"version":"0","id":"e","detail-type":"hook.test","source":"{source}","account":"1","time":"2026-01-01T00:00:00Z","region":"r","resources":[],"detail":{{"tenant":"t"}}}}"#
+            )
+        };
+        assert!(Envelope::body_is_test(&body("hookbridge")));
+        assert!(!Envelope::body_is_test(&body("crm")), "a producer's event of that type");
+        let parsed = Envelope::from_bus_json(&body("hookbridge"), "1", "r").unwrap();
+        assert!(parsed.is_test());
+        assert!(!Envelope::body_is_test("not json"));
+    }
 
     #[test]
     fn an_envelopes_routing_reads_from_its_json_alone() {

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::Result;
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
-use hookbridge_core::envelope::{EnvelopeError, Routing};
+use hookbridge_core::envelope::{Envelope, EnvelopeError, Routing};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
-use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task, event_type};
+use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task};
 use hookbridge_core::ports::{
     DeliveryStore, EventStore, HookStore, Lanes, Order, OutgoingMessage, Queue, ReplayStore, Window,
 };
@@ -26,6 +26,8 @@ const EVENT_READS_IN_FLIGHT: usize = 16;
 struct Found {
     kept: Kept,
     routed: Option<Routed>,
+    /// The platform's test event, sent whatever the hook subscribes to.
+    test: bool,
 }
 
 /// An event still kept, as a re-send needs it.
@@ -91,7 +93,8 @@ pub async fn resend(
             let kept = env.map(|e| {
                 let routed = routed(e.routing());
                 let b = e.to_body();
-                Found { kept: if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart }, routed }
+                let kept = if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart };
+                Found { kept, routed, test: e.is_test() }
             });
             Ok::<_, hookbridge_core::Error>((id, kept))
         })
@@ -103,15 +106,17 @@ pub async fn resend(
     let mut tasks = Vec::new();
     let mut unwanted = 0;
     for d in deliveries {
-        let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept))),
-            (None, Some(Some(Found { kept: Kept::Inline(read), routed }))) => (Some(read.as_str()), routed.clone()),
-            (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
+        let (body, routed, test) = match (&d.envelope, bodies.get(&d.event_id)) {
+            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept)), Envelope::body_is_test(kept)),
+            (None, Some(Some(Found { kept: Kept::Inline(read), routed, test }))) => {
+                (Some(read.as_str()), routed.clone(), *test)
+            }
+            (None, Some(Some(Found { kept: Kept::Apart, routed, test }))) => (None, routed.clone(), *test),
             (None, _) => continue,
         };
         // The test event goes to its one hook whatever the hook subscribes to, as it did
-        // the first time; a platform event cannot be published with its source.
-        let routed = routed.filter(|_| d.event_type != event_type::HOOK_TEST);
+        // the first time.
+        let routed = routed.filter(|_| !test);
         if routed.as_ref().is_some_and(|r| !hook.config.wants(&d.event_type, r.site.as_deref())) {
             unwanted += 1;
             continue;
