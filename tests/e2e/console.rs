@@ -149,6 +149,32 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
             b.screenshot("secret").await;
         }
     }
+    // A double click on Create posts once: a second post would be refused as the name
+    // taken, and its page, not the one with the secret, would be the one shown.
+    b.goto("/console/hooks/new").await;
+    b.fill("name", "twice").await;
+    b.fill("url", &r.url("/twice")).await;
+    b.run(
+        "const s = document.querySelector('form.hook button[type=submit]'); s.click(); setTimeout(() => s.click(), 0);",
+    )
+    .await;
+    b.until("the answer", |t| t.contains("Hook created") || t.contains("already")).await;
+    assert!(b.text().await.contains("Hook created"), "{}", b.text().await);
+    let twice = stack.get("/v1/hooks", &t).await.body["hooks"].clone();
+    assert_eq!(twice.as_array().unwrap().iter().filter(|h| h["name"] == "twice").count(), 1);
+    assert_eq!(
+        stack
+            .delete(
+                &format!(
+                    "/v1/hooks/{}",
+                    twice.as_array().unwrap().iter().find(|h| h["name"] == "twice").unwrap()["id"].as_str().unwrap()
+                ),
+                &t
+            )
+            .await
+            .status,
+        204
+    );
     b.goto("/console/hooks").await;
     assert_eq!(b.all("tbody tr").await.len(), 5);
     let table = b.text().await;

@@ -8,6 +8,20 @@
     if (!isNaN(d)) { t.textContent = d.toLocaleString(); }
   });
 
+  // A form posts once: a second click while the first post is on its way would create,
+  // rotate or send again, and the page shown would be the second's (a new hook's secret
+  // lost behind "name taken"). A page brought back from the history may post again.
+  document.querySelectorAll("form[method=post]").forEach(function (f) {
+    f.addEventListener("submit", function (e) {
+      if (f.dataset.posted) { e.preventDefault(); } else { f.dataset.posted = "1"; }
+    });
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) {
+      document.querySelectorAll("form[data-posted]").forEach(function (f) { delete f.dataset.posted; });
+    }
+  });
+
   // Only the chosen auth type's fields (the others are disabled, so they are not sent).
   var authSelect = document.querySelector("[data-auth-select]");
   function showAuth() {

@@ -55,11 +55,13 @@ fn lines(v: &str) -> Vec<String> {
 fn document(fields: &[(String, String)]) -> Value {
     let get = |k: &str| form::value(fields, k).unwrap_or("");
     let mut doc = json!({});
-    for key in ["name", "description", "url", "method", "payload"] {
-        if !get(key).is_empty() || key == "description" {
+    for key in ["name", "url", "method", "payload"] {
+        if !get(key).is_empty() {
             doc[key] = json!(get(key));
         }
     }
+    // A browser posts a textarea's line breaks as CRLF; the API's (and a producer's) are LF.
+    doc["description"] = json!(get("description").replace("\r\n", "\n"));
     doc["enabled"] = json!(form::value(fields, "enabled").is_some());
     // None listed: every event (the API's default).
     let types = lines(get("event_types"));
@@ -197,7 +199,11 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
                 (field("Name", "name", Some(if edit { "A hook's name cannot change." } else { "Letters, digits, '.', '_' and '-'; unique among your hooks." }), errors, html! {
                     input #name name="name" type="text" value=(st(doc, "name")) readonly[edit] required autocomplete="off";
                 }))
-                (field("Description", "description", None, errors, text("description", st(doc, "description"), errors, "")))
+                // A textarea: a one-line input drops a description's line breaks, and any save
+                // of the hook would then rewrite it.
+                (field("Description", "description", None, errors, html! {
+                    textarea #description name="description" rows="2" { (st(doc, "description")) }
+                }))
                 (field("Endpoint URL", "url", Some("Where events are sent (https)."), errors, text("url", st(doc, "url"), errors, "url")))
                 (field("HTTP method", "method", None, errors, html! {
                     select #method name="method" { @for m in METHODS { option value=(m) selected[st(doc, "method") == m || (m == "POST" && st(doc, "method").is_empty())] { (m) } } }
@@ -541,6 +547,16 @@ mod tests {
         assert!(page.contains("auth.body_params: at most 20"), "{page}");
         assert!(!page.contains("headers[0].value: is required"), "shown beside its input instead");
         assert!(page.contains("is required"));
+    }
+
+    /// A description with line breaks is kept as it is when the hook is edited and saved.
+    #[test]
+    fn a_description_keeps_its_line_breaks() {
+        let doc = json!({"name": "h", "description": "first line\nsecond line", "auth": {"type": "NONE"}});
+        let page = hook_form(&session(), "/console/hooks/h/edit", &doc, &[], true).into_string();
+        assert!(page.contains("first line\nsecond line</textarea>"), "{page}");
+        let posted = document(&f(&[("name", "h"), ("description", "first line\r\nsecond line")]));
+        assert_eq!(posted["description"], "first line\nsecond line", "as the browser posts it");
     }
 
     /// A rate limit the API refused comes back as typed, so the reader sees what to fix.
