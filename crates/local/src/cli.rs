@@ -342,11 +342,11 @@ fn banner(addr: SocketAddr, demo: &Demo, backend: &str) {
             "Token      tenant \"demo\", scopes hooks:read hooks:write events:publish, valid 30 days:\n\n  export HB_TOKEN={t}"
         ),
         Demo::Make => format!(
-            "Tokens     signed with your HOOKBRIDGE_JWT_SECRET; with it set in your shell too:\n\n  export HB_TOKEN=$({} token --tenant <tenant>)",
+            "Tokens     signed with your HOOKBRIDGE_JWT_SECRET; with it set in your shell too:\n\n  export HB_TOKEN=$({} token --tenant demo)",
             this_binary()
         ),
         Demo::FromSecret(name) => format!(
-            "Tokens     signed with the key in Secrets Manager ({JWT_SECRET_NAME}={name}):\n\n  export HB_TOKEN=$({JWT_SECRET}=\"$(aws secretsmanager get-secret-value --secret-id {name} --query SecretString --output text)\" {} token --tenant <tenant>)",
+            "Tokens     signed with the key in Secrets Manager ({JWT_SECRET_NAME}={name}):\n\n  export HB_TOKEN=$({JWT_SECRET}=\"$(aws secretsmanager get-secret-value --secret-id {name} --query SecretString --output text)\" {} token --tenant demo)",
             this_binary()
         ),
         Demo::Issuer => {

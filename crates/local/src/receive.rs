@@ -48,7 +48,11 @@ pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::R
                 (Some(_), Err(_)) => (StatusCode::UNAUTHORIZED, "no webhook-timestamp".to_owned()),
                 (None, _) => (StatusCode::OK, "signature not checked (pass --secret)".to_owned()),
             };
-            println!("{method} {uri}  webhook-id={id}  {verdict}\n{}\n", String::from_utf8_lossy(&body));
+            let (ts, sig) = (header(&headers, HEADER_TIMESTAMP), header(&headers, HEADER_SIGNATURE));
+            println!(
+                "{method} {uri}  webhook-id={id}  webhook-timestamp={ts}  webhook-signature={sig}  {verdict}\n{}\n",
+                String::from_utf8_lossy(&body)
+            );
             (status, axum::Json(serde_json::json!({}))).into_response()
         }
     });

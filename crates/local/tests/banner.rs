@@ -48,7 +48,7 @@ fn a_token_is_printed_only_under_the_development_key() {
     let operators = banner(&[("HOOKBRIDGE_JWT_SECRET", "an-operator-chosen-key-of-at-least-32-bytes")]);
     assert!(!operators.contains("HB_TOKEN=ey"), "{operators}");
     // By this binary's path: `hookbridge` is not on the PATH after `make run`.
-    let make = format!("export HB_TOKEN=$({} token --tenant <tenant>)", env!("CARGO_BIN_EXE_hookbridge"));
+    let make = format!("export HB_TOKEN=$({} token --tenant demo)", env!("CARGO_BIN_EXE_hookbridge"));
     assert!(operators.contains(&make), "how to make one: {operators}");
 }
 

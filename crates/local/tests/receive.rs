@@ -1,7 +1,8 @@
 //! `hookbridge receive` with the hook's secret answers as a receiver that checks
 //! signatures would: `200` to a delivery signed with it, `401` to one that is not (it
 //! answered 200 to both, so the platform recorded a delivery the receiver's own check would
-//! have refused, and a rotation that broke that check went unseen).
+//! have refused, and a rotation that broke that check went unseen). It prints the
+//! Standard Webhooks headers the README says the walkthrough shows.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -18,10 +19,11 @@ async fn the_receiver_refuses_a_delivery_whose_signature_does_not_check() {
     let addr = hookbridge_testkit::Receiver::free_addr();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
         .args(["receive", "--listen", &addr.to_string(), "--secret", secret.expose()])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut printed = BufReader::new(child.stdout.take().unwrap());
     let mut started = String::new();
     BufReader::new(child.stderr.take().unwrap()).read_line(&mut started).unwrap();
     assert!(started.contains("listening"), "{started}");
@@ -40,6 +42,10 @@ async fn the_receiver_refuses_a_delivery_whose_signature_does_not_check() {
             .send()
     };
     assert_eq!(send(&secret, body).await.unwrap().status(), 200);
+    let mut line = String::new();
+    printed.read_line(&mut line).unwrap();
+    assert!(line.starts_with("POST /hook  webhook-id=msg_1  webhook-timestamp="), "{line}");
+    assert!(line.contains("webhook-signature=v1,") && line.contains("signature valid"), "{line}");
     assert_eq!(send(&SigningSecret::generate(), body).await.unwrap().status(), 401, "another secret");
     let unstamped = http.post(format!("http://{addr}/hook")).body(body).send().await.unwrap();
     assert_eq!(unstamped.status(), 401, "no signature at all");
