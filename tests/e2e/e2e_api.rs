@@ -335,9 +335,18 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
     .await
     .expect("the retry succeeds");
     assert_eq!(done["attempts"], 2);
-    for bad in ["hours=0", "hours=25", "hours=x"] {
+    for bad in ["hours=0", "hours=337", "hours=x"] {
         assert_eq!(problem_fields(&stack.get(&format!("/v1/hooks/{id}/events?{bad}"), &t).await.body), ["hours"]);
     }
+    // As far back as deliveries are kept, so one replayed days later can be followed.
+    assert_eq!(stack.get(&format!("/v1/hooks/{id}/events?hours=336"), &t).await.status, 200);
+    // A parameter the route does not take is refused, not ignored: `status` would seem to
+    // filter, and a bulk retry of "the failed ones" would re-send every delivery.
+    for unknown in ["status=FAILED", "hour=1"] {
+        let refused = stack.get(&format!("/v1/hooks/{id}/events?{unknown}"), &t).await;
+        assert_eq!(problem_fields(&refused.body), ["query"], "{unknown}: {}", refused.body);
+    }
+    assert_eq!(problem_fields(&stack.get("/v1/hooks?status=FAILED", &t).await.body), ["query"]);
     stack.shutdown().await;
 }
 }

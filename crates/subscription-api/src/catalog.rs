@@ -179,6 +179,7 @@ pub async fn undeclare_catalogs(api: State<Api>, caller: Writer) -> Result<Statu
 
 /// Query of `GET /v1/event-types/match`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MatchQuery {
     pattern: Option<String>,
 }

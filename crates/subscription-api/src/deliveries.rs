@@ -17,13 +17,17 @@ use crate::dto::{DeliveryDetailOut, DeliveryOut};
 use crate::error::ApiError;
 use crate::hooks::{limit, load};
 
-/// The longest look-back, HYPR's 24 hours.
-pub const MAX_HOURS: i64 = 24;
+/// The longest look-back: the deliveries' 14 days, so a delivery replayed days after it
+/// was made can be followed (a replay reaches back that far).
+pub const MAX_HOURS: i64 = 14 * 24;
+/// The look-back when none is asked for, HYPR's 24 hours.
+const DEFAULT_HOURS: i64 = 24;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 500;
 
 /// Query of `GET /v1/hooks/{id}/events`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     hours: Option<String>,
     limit: Option<String>,
@@ -38,7 +42,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let hours = match q.hours.as_deref() {
-        None => MAX_HOURS,
+        None => DEFAULT_HOURS,
         Some(h) => match h.parse::<i64>() {
             Ok(n) if (1..=MAX_HOURS).contains(&n) => n,
             _ => {

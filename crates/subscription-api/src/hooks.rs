@@ -155,6 +155,7 @@ pub(crate) async fn create_hook(
 
 /// Query of a listing by cursor: `GET /v1/hooks`, `GET /v1/hooks/{id}/replays`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub(crate) limit: Option<String>,
     pub(crate) cursor: Option<String>,

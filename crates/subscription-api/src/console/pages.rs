@@ -474,13 +474,19 @@ fn encoded(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// `GET /console/hooks/{id}/read`: what the hook processed in the last N ≤ 24 hours.
+/// A look-back as the Read page's choice names it: hours up to a day, then days.
+fn hours_label(n: u32) -> String {
+    if n > 24 && n.is_multiple_of(24) { format!("{} days", n / 24) } else { format!("{n} h") }
+}
+
+/// `GET /console/hooks/{id}/read`: what the hook processed in the last N hours (up to the
+/// deliveries' 14 days).
 pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Query(q): Query<ReadQuery>) -> Response {
     let h = match load_hook(&api, &s, &id).await {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let hours = q.hours.unwrap_or(24).clamp(1, 24);
+    let hours = q.hours.unwrap_or(24).clamp(1, crate::deliveries::MAX_HOURS as u32);
     let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
     let mut path = format!("/v1/hooks/{id}/events?hours={hours}&limit={READ_PAGE}");
     if let Some(c) = cursor {
@@ -504,7 +510,7 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                     h1 { "Read: " (st(&h, "name")) }
                     form.filters method="get" action=(format!("{base}/read")) {
                         label { "Last "
-                            select name="hours" { @for n in [1u32, 2, 4, 8, 12, 24] { option value=(n) selected[n == hours] { (n) " h" } } }
+                            select name="hours" { @for n in [1u32, 2, 4, 8, 12, 24, 72, 168, 336] { option value=(n) selected[n == hours] { (hours_label(n)) } } }
                         }
                         button type="submit" { "Read" }
                     }
@@ -668,13 +674,14 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
 }
 
 /// How many seconds a page showing a `PENDING` delivery waits before it reloads: a second
-/// while its attempt is due, else until it is (at most a minute). A delivery waiting for
-/// an open circuit or a rate-limit slot can wait a quarter of an hour, and a page reloading
-/// every second for that long closes what the reader opened and loses their place.
+/// while its attempt is due, else until it is (at most a minute), and every 10 s once it is
+/// overdue by more than a few seconds (waiting for an open circuit or a rate-limit slot,
+/// which its record does not show). Such a wait can last a quarter of an hour, and a page
+/// reloading every second for that long closes what the reader opened and loses their place.
 fn refresh_after(next_attempt_at: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
     let due = next_attempt_at.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     let wait = due.map_or(0, |t| (t.with_timezone(&chrono::Utc) - now).num_seconds());
-    Some(wait.clamp(1, 60) as u64)
+    Some(if wait < -5 { 10 } else { wait.clamp(1, 60) as u64 })
 }
 
 /// `POST …/deliveries/{delivery_id}/retry`.
@@ -754,11 +761,20 @@ mod tests {
     }
 
     #[test]
+    fn a_look_back_is_named_in_hours_then_days() {
+        assert_eq!(
+            (hours_label(1), hours_label(24), hours_label(72), hours_label(336)),
+            ("1 h".into(), "24 h".into(), "3 days".into(), "14 days".into())
+        );
+    }
+
+    #[test]
     fn a_waiting_delivery_reloads_when_it_is_due_not_every_second() {
         let now = chrono::Utc::now();
         let at = |secs: i64| json!((now + chrono::Duration::seconds(secs)).to_rfc3339());
         assert_eq!(refresh_after(&Value::Null, now), Some(1), "no time yet: the attempt is under way");
-        assert_eq!(refresh_after(&at(-5), now), Some(1), "due");
+        assert_eq!(refresh_after(&at(-2), now), Some(1), "due");
+        assert_eq!(refresh_after(&at(-120), now), Some(10), "overdue: waiting for something its record does not show");
         assert_eq!(refresh_after(&at(20), now), Some(20));
         assert_eq!(refresh_after(&at(900), now), Some(60), "an open circuit's wait");
     }
