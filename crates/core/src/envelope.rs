@@ -54,14 +54,21 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// The routing of an envelope's JSON, as a delivery keeps it: only `detail`'s `tenant`
-    /// and `site` are read.
-    pub fn of_body(envelope: &str) -> Result<Self, EnvelopeError> {
+    /// The routing of an envelope's JSON, as a delivery keeps it (only `detail`'s `tenant`
+    /// and `site` are read), and whether it is the platform's test event
+    /// ([`Envelope::is_test`]): one read for both.
+    pub fn of_body(envelope: &str) -> Result<(Self, bool), EnvelopeError> {
         #[derive(Deserialize)]
-        struct Detail {
+        struct Head {
+            #[serde(default)]
+            source: String,
+            #[serde(default, rename = "detail-type")]
+            detail_type: String,
             detail: Routing,
         }
-        serde_json::from_str::<Detail>(envelope).map(|d| d.detail).map_err(EnvelopeError::Routing)
+        serde_json::from_str::<Head>(envelope)
+            .map(|h| (h.detail, is_test(&h.source, &h.detail_type)))
+            .map_err(EnvelopeError::Routing)
     }
 }
 
@@ -109,17 +116,6 @@ impl Envelope {
     /// its one hook whatever the hook subscribes to. Producers cannot publish its source.
     pub fn is_test(&self) -> bool {
         is_test(&self.source, &self.detail_type)
-    }
-
-    /// [`Envelope::is_test`] of an envelope's JSON, as a delivery keeps it.
-    pub fn body_is_test(envelope: &str) -> bool {
-        #[derive(Deserialize)]
-        struct Head {
-            source: String,
-            #[serde(rename = "detail-type")]
-            detail_type: String,
-        }
-        serde_json::from_str::<Head>(envelope).is_ok_and(|h| is_test(&h.source, &h.detail_type))
     }
 
     /// `tenant` and `site` from `detail`.
@@ -242,19 +238,18 @@ mod tests {
                 r#"{{"version":"0","id":"e","detail-type":"hook.test","source":"{source}","account":"1","time":"2026-01-01T00:00:00Z","region":"r","resources":[],"detail":{{"tenant":"t"}}}}"#
             )
         };
-        assert!(Envelope::body_is_test(&body("hookbridge")));
-        assert!(!Envelope::body_is_test(&body("crm")), "a producer's event of that type");
+        assert!(Routing::of_body(&body("hookbridge")).unwrap().1);
+        assert!(!Routing::of_body(&body("crm")).unwrap().1, "a producer's event of that type");
         let parsed = Envelope::from_bus_json(&body("hookbridge"), "1", "r").unwrap();
         assert!(parsed.is_test());
-        assert!(!Envelope::body_is_test("not json"));
     }
 
     #[test]
     fn an_envelopes_routing_reads_from_its_json_alone() {
         let sited = HYPR.replace(r#""tenant":"mytenant","#, r#""tenant":"mytenant","site":"hq","#);
-        let r = Routing::of_body(&sited).unwrap();
+        let (r, _) = Routing::of_body(&sited).unwrap();
         assert_eq!((r.tenant.as_str(), r.site.as_deref()), ("mytenant", Some("hq")));
-        assert_eq!(Routing::of_body(HYPR).unwrap().site, None);
+        assert_eq!(Routing::of_body(HYPR).unwrap().0.site, None);
         assert!(Routing::of_body(r#"{"detail":{"site":"hq"}}"#).is_err(), "no tenant");
     }
 

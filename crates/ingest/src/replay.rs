@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hookbridge_core::Result;
 use hookbridge_core::delivery::{Delivery, DeliveryKey, DeliveryStatus, DeliveryUpdate};
-use hookbridge_core::envelope::{Envelope, EnvelopeError, Routing};
+use hookbridge_core::envelope::{EnvelopeError, Routing};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::EventId;
 use hookbridge_core::message::{INLINE_BODY_MAX, Routed, Task};
@@ -107,7 +107,11 @@ pub async fn resend(
     let mut unwanted = 0;
     for d in deliveries {
         let (body, routed, test) = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept)), Envelope::body_is_test(kept)),
+            (Some(kept), _) => {
+                let head = Routing::of_body(kept);
+                let test = head.as_ref().is_ok_and(|(_, test)| *test);
+                (Some(kept.as_str()), routed(head.map(|(r, _)| r)), test)
+            }
             (None, Some(Some(Found { kept: Kept::Inline(read), routed, test }))) => {
                 (Some(read.as_str()), routed.clone(), *test)
             }
