@@ -576,8 +576,8 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     assert!(!one.contains("b's user"));
 
     // A replay of the last hours, asked for by the session, re-sends nothing from before.
-    // (Its history begins 5 s after the move; before then it has nothing to replay.)
-    let history = moved + chrono::Duration::seconds(6);
+    // (Its history begins 15 s after the move; before then it has nothing to replay.)
+    let history = moved + chrono::Duration::seconds(16);
     tokio::time::sleep((history - chrono::Utc::now()).to_std().unwrap_or_default()).await;
     let (_, hook_page) = page(format!("/console/hooks/{id}")).await;
     let at = hook_page.find("name=\"_csrf\" value=\"").unwrap() + "name=\"_csrf\" value=\"".len();

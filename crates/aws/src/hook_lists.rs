@@ -22,7 +22,7 @@ pub(crate) const KEPT_FROM: usize = 16;
 /// How long a list is trusted without a new marker: the bound on how stale a list can be
 /// when a marker's write failed after its hook's (or the table was changed by hand). A
 /// query every 10 s is a few hundred read units, against one a batch.
-pub(crate) const KEPT_FOR: Duration = Duration::from_secs(10);
+pub(crate) const KEPT_FOR: Duration = hookbridge_core::ports::ROUTING_LIST_STALE_AT_MOST;
 /// The most hooks kept, of all tenants together (about 2 KB each in memory).
 const MOST_HOOKS_KEPT: usize = 20_000;
 

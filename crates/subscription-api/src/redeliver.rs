@@ -193,7 +193,7 @@ pub async fn replay(
             let why = format!(
                 "this session sees the hook's deliveries only from {} ({} s after its sites last changed): it has none to replay before then",
                 from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                ingest::EVENT_TIME_AHEAD.num_seconds()
+                crate::auth::HISTORY_AFTER_CHANGE.num_seconds()
             );
             return Err(ApiError::field("since", why));
         }

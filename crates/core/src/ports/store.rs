@@ -95,6 +95,11 @@ pub enum Order {
     OldestFirst,
 }
 
+/// How long a [`RoutingList`] may be older than a change to the tenant's hooks: a backend
+/// that keeps lists between batches (DynamoDB's, for tenants with many hooks) trusts one no
+/// longer than this when the change's marker could not be written.
+pub const ROUTING_LIST_STALE_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A tenant's hooks as ingest routes events to them.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingList {

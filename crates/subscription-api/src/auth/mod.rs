@@ -10,6 +10,7 @@ mod tokens;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use hookbridge_core::ids::TenantId;
+use hookbridge_core::ports::ROUTING_LIST_STALE_AT_MOST;
 
 use crate::Api;
 use crate::error::ApiError;
@@ -62,6 +63,16 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub(crate) struct ConsoleCaller(pub(crate) Caller);
 
+/// How long after a hook's `sites` change a caller held to sites begins to see its
+/// deliveries. A delivery is dated by its event's own time, which may be up to
+/// [`ingest::EVENT_TIME_AHEAD`] after it was published, and ingest may route by a list of
+/// the tenant's hooks up to [`ROUTING_LIST_STALE_AT_MOST`] older than the change (when the
+/// change's marker could not be written): a delivery routed under the old sites, perhaps
+/// another customer's, can be dated that much after the change.
+pub(crate) const HISTORY_AFTER_CHANGE: chrono::Duration = ingest::EVENT_TIME_AHEAD
+    .checked_add(&chrono::Duration::seconds(ROUTING_LIST_STALE_AT_MOST.as_secs() as i64))
+    .expect("seconds");
+
 impl Caller {
     /// Whether the caller may see `hook` (always, unless it is held to some sites).
     pub(crate) fn sees(&self, hook: &hookbridge_core::hook::Hook) -> bool {
@@ -73,12 +84,9 @@ impl Caller {
     /// sites, only since the hook's `sites` last changed (before, its deliveries were for
     /// other sites, perhaps another customer's); any other caller, all of them.
     ///
-    /// A delivery is dated by its event's own time, which may be up to
-    /// [`ingest::EVENT_TIME_AHEAD`] after it was published: one routed under the old sites
-    /// just before the change can be dated just after it. So the history begins that much
-    /// later than the change.
+    /// The history begins [`HISTORY_AFTER_CHANGE`] after the change.
     pub(crate) fn history_since(&self, hook: &hookbridge_core::hook::Hook) -> Option<chrono::DateTime<chrono::Utc>> {
-        if self.sites.is_empty() { None } else { hook.state.sites_since.map(|t| t + ingest::EVENT_TIME_AHEAD) }
+        if self.sites.is_empty() { None } else { hook.state.sites_since.map(|t| t + HISTORY_AFTER_CHANGE) }
     }
 
     /// `403` unless the token has `scope`.
@@ -147,3 +155,17 @@ scoped!(
     PortalMaker,
     Scope::PortalCreate
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery routed under a hook's old sites can be dated as late as its event may
+    /// run ahead of its publishing plus how stale ingest's list of hooks may be: a caller
+    /// held to the new sites must not see it (it may be another customer's).
+    #[test]
+    fn a_site_held_history_begins_after_anything_routed_under_the_old_sites() {
+        let stale = chrono::Duration::from_std(ROUTING_LIST_STALE_AT_MOST).unwrap();
+        assert!(HISTORY_AFTER_CHANGE >= ingest::EVENT_TIME_AHEAD + stale);
+    }
+}
