@@ -79,9 +79,23 @@ async fn a_tenants_declared_schemas_are_bounded_together(flavor: Flavor) {
     let over = stack.put(&format!("/v1/event-types/t.{fit}"), &t, &json!({"schema": schema(fit)})).await;
     assert_eq!(over.status, 422, "{}", over.body);
     assert!(over.body["detail"].as_str().unwrap().contains("together"), "{}", over.body);
-    // A type declared again is counted once; one without a schema costs nothing.
+    // A type declared again is counted once; one without a schema costs little.
     assert_eq!(stack.put("/v1/event-types/t.0", &t, &json!({"schema": schema(0)})).await.status, 200);
     assert_eq!(stack.put("/v1/event-types/plain", &t, &json!({"description": "no schema"})).await.status, 200);
+    // Descriptions count as the listing writes them: 1,024 control characters are 6 KiB
+    // there, and the 61 KiB left hold about ten of them, not twenty.
+    let wordy = json!({"description": "\u{1}".repeat(1024)});
+    let mut declared = 0;
+    for i in 0..20 {
+        let put = stack.put(&format!("/v1/event-types/wordy.{i}"), &t, &wordy).await;
+        if put.status == 422 {
+            assert!(put.body["detail"].as_str().unwrap().contains("descriptions"), "{}", put.body);
+            break;
+        }
+        assert_eq!(put.status, 200, "{}", put.body);
+        declared += 1;
+    }
+    assert!((1..20).contains(&declared), "{declared} descriptions of 6 KiB fitted in what the schemas left");
     let listed = stack.get("/v1/event-types", &t).await;
     assert_eq!(listed.status, 200);
     assert!(listed.body.to_string().len() < 5 * 1024 * 1024);

@@ -123,12 +123,16 @@ pub async fn declare(
     if declared.len() >= catalog::MAX_DECLARED && !declared.iter().any(|t| t.name == name) {
         return Err(declared_quota());
     }
-    let size = |schema: &Option<Value>| schema.as_ref().map_or(0, |s| s.to_string().len());
-    let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.schema)).sum();
-    if others + size(&d.schema) > catalog::MAX_SCHEMAS_BYTES {
+    // As the listing writes them: a description's characters can take six bytes each there
+    // (`\u0001`), so 500 of them would be 3 MB beside the schemas.
+    let size = |description: &Option<String>, schema: &Option<Value>| {
+        json!({ "description": description, "schema": schema }).to_string().len()
+    };
+    let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.description, &t.schema)).sum();
+    if others + size(&d.description, &d.schema) > catalog::MAX_SCHEMAS_BYTES {
         return Err(ApiError::QuotaReached {
             detail: format!(
-                "a tenant's declared schemas may come to at most {} bytes together; {others} are declared",
+                "a tenant's declared schemas and descriptions may come to at most {} bytes together, as JSON; {others} are declared",
                 catalog::MAX_SCHEMAS_BYTES
             ),
             limit: catalog::MAX_SCHEMAS_BYTES as u32,
