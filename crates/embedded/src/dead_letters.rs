@@ -74,9 +74,15 @@ pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
     .await
 }
 
+/// Dead letters moved back in one write: a backlog of hundreds of thousands moved in one
+/// transaction held the database's one writer past a running `serve`'s 10 s wait for it
+/// (its receives, acks and records failing meanwhile), and grew the log by all of it. A
+/// redrive stopped between batches leaves the rest where they were, to move on a re-run.
+const REDRIVE_BATCH: i64 = 500;
+
 /// Sends every dead letter back to the queue it came from (visible now, never received),
-/// and answers how many each queue got back, in name order. Consumers of a running
-/// `hookbridge serve` find them on their next poll.
+/// and answers how many each queue got back, in name order, [`REDRIVE_BATCH`] at a time.
+/// Consumers of a running `hookbridge serve` find them on their next poll.
 ///
 /// Each keeps the time it was first sent: ingest dates an event's delivery ids by it, so
 /// an event handled in part before it went to the dead-letter queue makes the same
@@ -86,24 +92,32 @@ pub async fn list(db: &Db, show: usize) -> Result<Vec<DeadLetters>> {
 /// sweep goes by it too, so a redriven message is kept 14 days from its first sending,
 /// and the deliveries it makes 14 days from then.
 pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
-    db.write(|c| {
-        let now = now_ms();
-        let pairs = with_dead_letters(c)?;
-        let mut moved = Vec::with_capacity(pairs.len());
-        for (queue, dlq) in pairs {
-            let n = c
-                .prepare_cached(
-                    "UPDATE messages SET queue = ?1, visible_at = ?3, receive_count = 0,
-                         receipt = NULL, received_at = NULL
-                     WHERE queue = ?2",
-                )
-                .and_then(|mut stmt| stmt.execute(params![queue, dlq, now]))
-                .map_err(sql("dead_letters.redrive"))?;
-            moved.push((queue, n as u64));
+    let now = now_ms();
+    let pairs = db.read(with_dead_letters).await?;
+    let mut moved = Vec::with_capacity(pairs.len());
+    for (queue, dlq) in pairs {
+        let mut total = 0;
+        loop {
+            let (q, d) = (queue.clone(), dlq.clone());
+            let n = db
+                .write(move |c| {
+                    c.prepare_cached(
+                        "UPDATE messages SET queue = ?1, visible_at = ?3, receive_count = 0,
+                             receipt = NULL, received_at = NULL
+                         WHERE seq IN (SELECT seq FROM messages WHERE queue = ?2 LIMIT ?4)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![q, d, now, REDRIVE_BATCH]))
+                    .map_err(sql("dead_letters.redrive"))
+                })
+                .await?;
+            total += n as u64;
+            if n < REDRIVE_BATCH as usize {
+                break;
+            }
         }
-        Ok(moved)
-    })
-    .await
+        moved.push((queue, total));
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -152,5 +166,40 @@ mod tests {
         assert_eq!((back[0].body.as_str(), back[0].receive_count), ("poisoned", 1), "received from the start");
         assert_eq!(back[0].sent_at, first[0].sent_at, "sent when it first was: ingest dates its deliveries by it");
         assert_eq!(redrive(&db).await.unwrap(), [("other".to_owned(), 0), ("q".to_owned(), 0)], "nothing twice");
+    }
+
+    /// More dead letters than one write moves all go back, a batch at a time, each once.
+    #[tokio::test]
+    async fn a_large_backlog_goes_back_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let spec = QueueSpec {
+            name: "q".into(),
+            dlq: "q-dlq".into(),
+            visibility_timeout: Duration::ZERO,
+            max_receive_count: 1,
+        };
+        crate::queue::create(&db, &spec).await.unwrap();
+        let q = EmbeddedQueue::new(db.clone(), "q");
+        let n = 2 * REDRIVE_BATCH as usize + 7;
+        let bodies: Vec<OutgoingMessage> = (0..n).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
+        for chunk in bodies.chunks(10) {
+            q.send_batch(chunk).await.unwrap();
+        }
+        db.write(|c| c.execute("UPDATE messages SET queue = 'q-dlq' WHERE queue = 'q'", []).map_err(sql("test")))
+            .await
+            .unwrap();
+        assert_eq!(list(&db, 0).await.unwrap()[0].count, n as u64);
+        assert_eq!(redrive(&db).await.unwrap(), [("q".to_owned(), n as u64)]);
+        assert_eq!(list(&db, 0).await.unwrap()[0].count, 0);
+        let mut back = std::collections::BTreeSet::new();
+        loop {
+            let got = q.receive(10, Duration::ZERO).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            back.extend(got.into_iter().map(|m| m.body));
+        }
+        assert_eq!(back.len(), n, "each back once");
     }
 }

@@ -67,6 +67,12 @@ impl Swept {
 const EXPIRED_MESSAGES: &str = "DELETE FROM messages WHERE seq IN
     (SELECT seq FROM (SELECT seq, sent_at FROM messages ORDER BY seq LIMIT ?2) WHERE sent_at <= ?1)";
 
+/// Event types not seen for [`SEEN_FOR`], found through their own index: a tenant whose
+/// producer puts ids in `detail-type` has millions, and without it every sweep read them all
+/// while holding the writer.
+const EXPIRED_SEEN_TYPES: &str = "DELETE FROM seen_types WHERE (tenant, name) IN
+    (SELECT tenant, name FROM seen_types WHERE last_seen <= ?1 LIMIT ?2)";
+
 /// Deletes everything expired at `now`.
 pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
     let ms = now.timestamp_millis();
@@ -100,13 +106,7 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
             idle_rates,
         )
         .await?,
-        seen_types: drain(
-            db,
-            "DELETE FROM seen_types WHERE (tenant, name) IN
-               (SELECT tenant, name FROM seen_types WHERE last_seen <= ?1 LIMIT ?2)",
-            (now - SEEN_FOR).timestamp_millis(),
-        )
-        .await?,
+        seen_types: drain(db, EXPIRED_SEEN_TYPES, (now - SEEN_FOR).timestamp_millis()).await?,
         portal: drain(
             db,
             "DELETE FROM portal WHERE (kind, hash) IN (SELECT kind, hash FROM portal WHERE expires_at <= ?1 LIMIT ?2)",
@@ -194,6 +194,37 @@ mod tests {
             .unwrap();
         assert_eq!(deleted, 0);
         assert!(scanned <= BATCH as i32, "read {scanned} of {queued} queued messages");
+    }
+
+    #[tokio::test]
+    async fn looking_for_event_types_not_seen_lately_reads_no_recent_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let seen = 3 * BATCH;
+        let now = Utc::now().timestamp_millis();
+        db.write(move |c| {
+            for i in 0..seen {
+                c.execute(
+                    "INSERT INTO seen_types (tenant, name, last_seen) VALUES ('t', ?1, ?2)",
+                    params![format!("type.{i}"), now],
+                )
+                .map_err(sql("test"))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let cutoff = (Utc::now() - SEEN_FOR).timestamp_millis();
+        let (deleted, scanned) = db
+            .write(move |c| {
+                let mut stmt = c.prepare(EXPIRED_SEEN_TYPES).map_err(sql("test"))?;
+                let n = stmt.execute(params![cutoff, BATCH]).map_err(sql("test"))?;
+                Ok((n, stmt.get_status(StatementStatus::FullscanStep)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(deleted, 0);
+        assert_eq!(scanned, 0, "read {scanned} of {seen} event types seen just now");
     }
 
     /// A stop asked for in the middle of a sweep ends it there: the first sweep after a
