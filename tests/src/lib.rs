@@ -270,7 +270,7 @@ impl TestStack {
             Some(sdk) => {
                 let clients = hookbridge_aws::Clients::new(sdk);
                 let url = hookbridge_aws::init::create_queue(&clients, &spec).await.expect("create queue");
-                hookbridge_aws::init::put_rule(&clients, &self.settings.topology.bus, &rule, &url)
+                hookbridge_aws::init::put_rule(&clients, &self.settings.topology.bus, &rule, &url, None)
                     .await
                     .expect("put rule");
             }

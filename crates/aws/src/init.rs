@@ -7,9 +7,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
     SseSpecification, TimeToLiveSpecification,
 };
-use aws_sdk_eventbridge::types::{RuleState, Target};
+use aws_sdk_eventbridge::types::{DeadLetterConfig, RetryPolicy, RuleState, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
-use hookbridge_core::topology::{QUEUE_RETENTION, QueueSpec, Topology};
+use hookbridge_core::topology::{QUEUE_RETENTION, QueueSpec, RULE_EVENT_AGE, RULE_RETRY_ATTEMPTS, Topology};
 use hookbridge_core::{Error, Result};
 use serde_json::json;
 
@@ -52,12 +52,15 @@ pub async fn create(clients: &Clients, topology: &Topology) -> Result<Resources>
         urls.insert(q.name.clone(), create_queue(clients, q).await?);
     }
     create_bus(clients, &topology.bus).await?;
+    let rules_dlq = create_rules_dlq(clients, &topology.rules_dlq).await?;
+    let mut rule_arns = Vec::new();
     for rule in topology.rules() {
         let url = urls
             .get(&rule.target_queue)
             .ok_or_else(|| Error::backend("init", format!("rule targets unknown queue {}", rule.target_queue)))?;
-        put_rule(clients, &topology.bus, &rule, url).await?;
+        rule_arns.push(put_rule(clients, &topology.bus, &rule, url, Some(&rules_dlq.arn)).await?);
     }
+    allow_rules(clients, &rules_dlq, &rule_arns).await?;
     let kms_key = create_key(clients, &key_alias(topology)).await?;
     let url = |q: &QueueSpec| urls.get(&q.name).cloned().unwrap_or_default();
     Ok(Resources {
@@ -290,14 +293,57 @@ async fn create_bus(clients: &Clients, name: &str) -> Result<()> {
     }
 }
 
+/// A queue by its URL and ARN.
+struct QueueRef {
+    url: String,
+    arn: String,
+}
+
+/// The rules' dead-letter queue, as the template declares it.
+async fn create_rules_dlq(clients: &Clients, name: &str) -> Result<QueueRef> {
+    let attributes = HashMap::from([
+        (QueueAttributeName::MessageRetentionPeriod, QUEUE_RETENTION.as_secs().to_string()),
+        (QueueAttributeName::SqsManagedSseEnabled, "true".to_owned()),
+    ]);
+    let url = ensure_queue(clients, name, attributes).await?;
+    let arn = queue_arn(clients, &url).await?;
+    Ok(QueueRef { url, arn })
+}
+
+/// Lets the rules put what they could not deliver on their dead-letter queue.
+async fn allow_rules(clients: &Clients, dlq: &QueueRef, rule_arns: &[String]) -> Result<()> {
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "rules-to-dlq",
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": dlq.arn,
+            "Condition": { "ArnEquals": { "aws:SourceArn": rule_arns } }
+        }]
+    });
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&dlq.url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| Error::backend("sqs.SetQueueAttributes", e))?;
+    Ok(())
+}
+
 /// Adds a rule sending matching events to a queue, with the queue policy AWS requires
-/// (the emulator does not check it).
+/// (the emulator does not check it), and answers its ARN. With `dead_letters` (a queue's
+/// ARN), the rule tries as long as EventBridge allows, then puts the event there.
 pub async fn put_rule(
     clients: &Clients,
     bus: &str,
     rule: &hookbridge_core::ports::Rule,
     queue_url: &str,
-) -> Result<()> {
+    dead_letters: Option<&str>,
+) -> Result<String> {
     let rule_arn = clients
         .eventbridge
         .put_rule()
@@ -316,7 +362,7 @@ pub async fn put_rule(
         .put_targets()
         .rule(&rule.name)
         .event_bus_name(bus)
-        .targets(Target::builder().id("queue").arn(&arn).build().map_err(build)?)
+        .targets(target(&arn, dead_letters)?)
         .send()
         .await
         .map_err(|e| Error::backend("eventbridge.PutTargets", e))?;
@@ -342,7 +388,24 @@ pub async fn put_rule(
         .send()
         .await
         .map_err(|e| Error::backend("sqs.SetQueueAttributes", e))?;
-    Ok(())
+    Ok(rule_arn)
+}
+
+/// A rule's target: the queue, and with `dead_letters`, the template's retry policy and
+/// dead-letter queue (without them, an event the queue refused was dropped after 24 hours).
+fn target(queue_arn: &str, dead_letters: Option<&str>) -> Result<Target> {
+    let mut t = Target::builder().id("queue").arn(queue_arn);
+    if let Some(dlq) = dead_letters {
+        t = t
+            .retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(RULE_RETRY_ATTEMPTS)
+                    .maximum_event_age_in_seconds(RULE_EVENT_AGE.as_secs() as i32)
+                    .build(),
+            )
+            .dead_letter_config(DeadLetterConfig::builder().arn(dlq).build());
+    }
+    t.build().map_err(build)
 }
 
 async fn create_key(clients: &Clients, alias: &str) -> Result<String> {

@@ -41,7 +41,16 @@ pub struct Topology {
     pub delivery_slow: QueueSpec,
     /// Lifecycle events for the verifier.
     pub verify: QueueSpec,
+    /// Where the bus's rules put an event they could not hand to their queue after
+    /// [`RULE_RETRY_ATTEMPTS`] tries over [`RULE_EVENT_AGE`] (a missing permission, a
+    /// deleted queue), rather than drop it.
+    pub rules_dlq: String,
 }
+
+/// How many times a rule tries again to hand an event to its queue (EventBridge's most).
+pub const RULE_RETRY_ATTEMPTS: i32 = 185;
+/// How long a rule tries to hand an event to its queue (EventBridge's most, 24 hours).
+pub const RULE_EVENT_AGE: Duration = Duration::from_secs(86_400);
 
 /// How many times an ingest message is received before it goes to the dead-letter queue.
 pub const INGEST_RECEIVES: u32 = 5;
@@ -75,6 +84,7 @@ impl Topology {
             delivery_slow: q("delivery-slow", 180, LANE_RECEIVES),
             // The verifier's timeout is 60 s: a challenge and then a token fetch.
             verify: q("verify", 360, VERIFY_RECEIVES),
+            rules_dlq: format!("{prefix}-rules-dlq"),
         }
     }
 

@@ -265,12 +265,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
                 }
                 BackendKind::Aws => eprintln!(
-                    "hookbridge: table {}, bus {}, queues {}, {}, {} (each with its DLQ), rules and KMS key are ready",
+                    "hookbridge: table {}, bus {}, queues {}, {}, {}, {} (each with its DLQ), rules (with {}) and KMS key are ready",
                     s.topology.table,
                     s.topology.bus,
                     s.topology.ingest.name,
                     s.topology.delivery.name,
-                    s.topology.verify.name
+                    s.topology.delivery_slow.name,
+                    s.topology.verify.name,
+                    s.topology.rules_dlq
                 ),
             }
             Ok(())

@@ -236,7 +236,7 @@ impl Harness for AwsHarness {
 
     async fn rule(&self, rule: &Rule) {
         let url = hookbridge_aws::init::queue_url(&self.clients, &rule.target_queue).await.expect("target queue");
-        hookbridge_aws::init::put_rule(&self.clients, &self.resources.bus, rule, &url).await.expect("put rule");
+        hookbridge_aws::init::put_rule(&self.clients, &self.resources.bus, rule, &url, None).await.expect("put rule");
     }
 
     async fn raw_hook(&self, tenant: &TenantId, id: HookId) -> String {

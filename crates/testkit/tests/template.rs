@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use hookbridge_core::topology::{QUEUE_RETENTION, Topology};
+use hookbridge_core::topology::{QUEUE_RETENTION, RULE_EVENT_AGE, RULE_RETRY_ATTEMPTS, Topology};
 use hookbridge_testkit::Emulator;
 use serde_json::{Value, json};
 
@@ -80,6 +80,17 @@ fn template_names_and_settings_match_the_topology_init_creates() {
         assert_eq!(p["EventPattern"], expected, "{}", rule.name);
         let target = p["Targets"][0]["Arn"]["Fn::GetAtt"][0].as_str().unwrap();
         assert_eq!(name(&t["Resources"][target]["Properties"]["QueueName"], prefix), rule.target_queue);
+        // What the bus could not hand on waits in the rules' DLQ, after as many tries as
+        // init's rules make.
+        let retry = &p["Targets"][0]["RetryPolicy"];
+        assert_eq!(
+            (&retry["MaximumRetryAttempts"], &retry["MaximumEventAgeInSeconds"]),
+            (&json!(RULE_RETRY_ATTEMPTS), &json!(RULE_EVENT_AGE.as_secs())),
+            "{}",
+            rule.name
+        );
+        let dlq = p["Targets"][0]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert_eq!(name(&t["Resources"][dlq]["Properties"]["QueueName"], prefix), topo.rules_dlq);
         // AWS requires a queue policy letting the rule send; the emulator does not check it.
         let allowed = resources_of_type(&t, "AWS::SQS::QueuePolicy").iter().any(|(_, pol)| {
             pol["Properties"]["Queues"][0]["Ref"] == target
@@ -292,6 +303,22 @@ async fn init_on_the_emulator_creates_what_the_template_declares() {
             declared["Properties"]["RedrivePolicy"]["maxReceiveCount"].to_string()
         );
         assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(&format!(":{}", q.dlq)));
+    }
+    // The rules put what their queue refused on the rules' DLQ, as the template's do: run
+    // against a deployed stack, init replaces the template's targets with its own.
+    hookbridge_aws::init::queue_url(&clients, &topo.rules_dlq).await.expect("the rules' DLQ");
+    for rule in topo.rules() {
+        let targets =
+            clients.eventbridge.list_targets_by_rule().rule(&rule.name).event_bus_name(&topo.bus).send().await;
+        let targets = targets.unwrap().targets.unwrap_or_default();
+        assert_eq!(targets.len(), 1, "{}", rule.name);
+        let dlq = targets[0].dead_letter_config().and_then(|d| d.arn()).unwrap_or_default();
+        assert!(dlq.ends_with(&format!(":{}", topo.rules_dlq)), "{}: {dlq:?}", rule.name);
+        let retry = targets[0].retry_policy().expect("a retry policy");
+        assert_eq!(
+            (retry.maximum_retry_attempts(), retry.maximum_event_age_in_seconds()),
+            (Some(RULE_RETRY_ATTEMPTS), Some(RULE_EVENT_AGE.as_secs() as i32))
+        );
     }
 }
 
