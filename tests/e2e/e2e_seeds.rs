@@ -431,12 +431,16 @@ async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_prod
     let on = send(&stack, "PUT", &format!("/realms/test/webhooks/{id}"), &t, Some(r#"{"enabled":"true"}"#)).await;
     assert_eq!(on.0, 204);
     assert_eq!(send(&stack, "GET", &format!("/realms/test/webhooks/{id}"), &t, None).await.1["enabled"], true);
-    // A hook awaiting its challenge has its deliveries cancelled, so it reads off too.
+    // A hook awaiting its challenge reads on: a client sending back what it read (as
+    // Keycloak's admin console does) would otherwise switch it off for good.
     let waiting = stack
         .create_hook(&t, &json!({"name": "unproven", "url": r.url("/unproven"), "verification": {"required": true}}))
         .await;
-    let read = send(&stack, "GET", &format!("/realms/test/webhooks/{}", waiting["id"].as_str().unwrap()), &t, None).await;
-    assert_eq!(read.1["enabled"], false, "{}", read.1);
+    let path = format!("/realms/test/webhooks/{}", waiting["id"].as_str().unwrap());
+    let read = send(&stack, "GET", &path, &t, None).await;
+    assert_eq!(read.1["enabled"], true, "{}", read.1);
+    assert_eq!(send(&stack, "PUT", &path, &t, Some(&read.1.to_string())).await.0, 204);
+    assert_eq!(stack.get(&format!("/v1/hooks/{}", waiting["id"].as_str().unwrap()), &t).await.body["enabled"], true);
     stack.shutdown().await;
 }
 }

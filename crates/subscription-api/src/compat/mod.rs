@@ -7,7 +7,7 @@ pub mod keycloak;
 mod keycloak_sends;
 pub mod xiq;
 
-use hookbridge_core::hook::{Hook, HookDraft};
+use hookbridge_core::hook::{Hook, HookDraft, Undeliverable};
 use hookbridge_core::secret::SigningSecret;
 use serde_json::Value;
 
@@ -53,11 +53,12 @@ fn segments<T>(path: Result<axum::extract::Path<T>, axum::extract::rejection::Pa
     path.ok().map(|axum::extract::Path(t)| t)
 }
 
-/// Whether `h` is switched on as these products mean it: sent to. Not when disabled since
-/// by the failure rule or a `410`, nor while a challenge it requires has not passed (a
-/// client of theirs can see either only here).
+/// Whether `h` is switched on as these products mean it: enabled, and not disabled since
+/// by the failure rule or a `410` (which a client of theirs can only see here). A hook
+/// awaiting a challenge it requires reads on: these clients send back what they read, and
+/// an `enabled: false` written back would keep it off once the challenge passes.
 fn switched_on(h: &Hook) -> bool {
-    h.deliverable().is_ok()
+    matches!(h.deliverable(), Ok(()) | Err(Undeliverable::NotVerified))
 }
 
 /// A hook name no client chose: `{prefix}-` and a fresh ULID, lower-cased.
