@@ -228,7 +228,6 @@ CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, s
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
-CREATE INDEX IF NOT EXISTS seen_types_expiry ON seen_types (last_seen);
 -- Messages were found by receipt through these; they are found by seq now, and every
 -- receive and delete (and, for the first, every send) moved an entry in one of them.
 -- Dropped before the index below is made, so that a database at its size cap has the
@@ -243,6 +242,8 @@ DROP INDEX IF EXISTS messages_visible;
 -- `messages_visible`, the same without `received_at`, which made each count read every
 -- delayed message's row.
 CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, visible_at, seq, received_at);
+-- Event types not seen lately, for the sweep (after the drops above, for the same reason).
+CREATE INDEX IF NOT EXISTS seen_types_expiry ON seen_types (last_seen);
 ";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
