@@ -129,7 +129,11 @@ pub async fn declare(
         json!({ "description": description, "schema": schema }).to_string().len()
     };
     let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.description, &t.schema)).sum();
-    if others + size(&d.description, &d.schema) > catalog::MAX_SCHEMAS_BYTES {
+    let now = declared.iter().find(|t| t.name == name).map_or(0, |t| size(&t.description, &t.schema));
+    let new = size(&d.description, &d.schema);
+    // A tenant over the budget (descriptions counted since it declared them) may still
+    // shrink a declaration.
+    if others + new > catalog::MAX_SCHEMAS_BYTES && new > now {
         return Err(ApiError::QuotaReached {
             detail: format!(
                 "a tenant's declared schemas and descriptions may come to at most {} bytes together, as JSON; {others} are declared",

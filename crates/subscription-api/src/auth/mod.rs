@@ -73,6 +73,11 @@ pub(crate) const HISTORY_AFTER_CHANGE: chrono::Duration = ingest::EVENT_TIME_AHE
     .checked_add(&chrono::Duration::seconds(ROUTING_LIST_STALE_AT_MOST.as_secs() as i64))
     .expect("seconds");
 
+/// Where a site-held caller's history of a hook begins, given when its `sites` last changed.
+fn history_begins(sites_since: Option<chrono::DateTime<chrono::Utc>>) -> Option<chrono::DateTime<chrono::Utc>> {
+    sites_since.map(|t| t + HISTORY_AFTER_CHANGE)
+}
+
 impl Caller {
     /// Whether the caller may see `hook` (always, unless it is held to some sites).
     pub(crate) fn sees(&self, hook: &hookbridge_core::hook::Hook) -> bool {
@@ -86,7 +91,7 @@ impl Caller {
     ///
     /// The history begins [`HISTORY_AFTER_CHANGE`] after the change.
     pub(crate) fn history_since(&self, hook: &hookbridge_core::hook::Hook) -> Option<chrono::DateTime<chrono::Utc>> {
-        if self.sites.is_empty() { None } else { hook.state.sites_since.map(|t| t + HISTORY_AFTER_CHANGE) }
+        if self.sites.is_empty() { None } else { history_begins(hook.state.sites_since) }
     }
 
     /// `403` unless the token has `scope`.
@@ -165,7 +170,14 @@ mod tests {
     /// held to the new sites must not see it (it may be another customer's).
     #[test]
     fn a_site_held_history_begins_after_anything_routed_under_the_old_sites() {
+        let changed = chrono::Utc::now();
+        let begins = history_begins(Some(changed)).unwrap();
+        assert_eq!(begins - changed, chrono::Duration::seconds(15), "as the docs say");
+        // The latest a delivery routed under the old sites can be dated: published just
+        // before the list ingest kept stops being trusted, its time as far ahead as allowed.
         let stale = chrono::Duration::from_std(ROUTING_LIST_STALE_AT_MOST).unwrap();
-        assert!(HISTORY_AFTER_CHANGE >= ingest::EVENT_TIME_AHEAD + stale);
+        let latest_old = changed + stale + ingest::EVENT_TIME_AHEAD - chrono::Duration::milliseconds(1);
+        assert!(latest_old < begins);
+        assert_eq!(history_begins(None), None, "sites never changed: all of it");
     }
 }

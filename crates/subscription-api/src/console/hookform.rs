@@ -202,7 +202,8 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
                 // A textarea: a one-line input drops a description's line breaks, and any save
                 // of the hook would then rewrite it.
                 (field("Description", "description", None, errors, html! {
-                    textarea #description name="description" rows="2" { (st(doc, "description")) }
+                    // HTML drops a line break just after `<textarea>`: this one, not the description's.
+                    textarea #description name="description" rows="2" { "\n" (st(doc, "description")) }
                 }))
                 (field("Endpoint URL", "url", Some("Where events are sent (https)."), errors, text("url", st(doc, "url"), errors, "url")))
                 (field("HTTP method", "method", None, errors, html! {
@@ -554,7 +555,10 @@ mod tests {
     fn a_description_keeps_its_line_breaks() {
         let doc = json!({"name": "h", "description": "first line\nsecond line", "auth": {"type": "NONE"}});
         let page = hook_form(&session(), "/console/hooks/h/edit", &doc, &[], true).into_string();
-        assert!(page.contains("first line\nsecond line</textarea>"), "{page}");
+        assert!(page.contains(">\nfirst line\nsecond line</textarea>"), "{page}");
+        let leading = json!({"name": "h", "description": "\nindented", "auth": {"type": "NONE"}});
+        let page = hook_form(&session(), "/console/hooks/h/edit", &leading, &[], true).into_string();
+        assert!(page.contains(">\n\nindented</textarea>"), "a leading line break survives the parser: {page}");
         let posted = document(&f(&[("name", "h"), ("description", "first line\r\nsecond line")]));
         assert_eq!(posted["description"], "first line\nsecond line", "as the browser posts it");
     }

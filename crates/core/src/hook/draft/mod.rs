@@ -439,8 +439,13 @@ impl HookDraft {
                 h.to_ascii_lowercase()
             }
         };
-        // The default header too: a `HEADER` auth named like it would be sent twice.
-        if matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&header)) {
+        // The default header too: a `HEADER` auth named like it would be sent twice. A hook
+        // stored so before this rule keeps saving as it was (its owner may not know why).
+        let stored_so = existing.is_some_and(|(old, _)| {
+            old.verification.header == header
+                && matches!(&old.auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&header))
+        });
+        if !stored_so && matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&header)) {
             e.push("verification.header", format!("is `{header}`, the HEADER auth's name: {CHALLENGE_CARRIES_IT}"));
         }
         let verification = VerificationConfig { required, header };
@@ -731,6 +736,18 @@ mod tests {
             r#"{"name":"v","url":"https://r.example/","auth":{"type":"HEADER","name":"X-UID-Challenge","value":"v"},"verification":{"required":true}}"#,
         );
         assert_eq!(fields(default_as_auth.validate(ctx(&policy), None)), ["verification.header"]);
+        // A hook stored so before the rule still saves as it was, and can move off it.
+        let (mut cfg, sec) =
+            draft(r#"{"name":"v","url":"https://r.example/","auth":{"type":"HEADER","name":"X-Token","value":"v"}}"#)
+                .validate(ctx(&policy), None)
+                .unwrap();
+        cfg.auth = AuthConfig::Header { name: "X-UID-Challenge".into() };
+        let as_read = draft(r#"{"url":"https://r.example/","auth":{"type":"HEADER","name":"X-UID-Challenge"}}"#);
+        assert!(as_read.validate(ctx(&policy), Some((&cfg, &sec))).is_ok());
+        let moved_off = draft(
+            r#"{"url":"https://r.example/","auth":{"type":"HEADER","name":"X-UID-Challenge"},"verification":{"header":"x-other"}}"#,
+        );
+        assert!(moved_off.validate(ctx(&policy), Some((&cfg, &sec))).is_ok());
     }
 
     #[test]
