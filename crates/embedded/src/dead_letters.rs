@@ -96,9 +96,9 @@ pub async fn redrive(db: &Db) -> Result<Vec<(String, u64)>> {
     let pairs = db.read(with_dead_letters).await?;
     let mut moved = Vec::with_capacity(pairs.len());
     for (queue, dlq) in pairs.into_iter().filter(|(q, d)| q != d) {
-        // As many as were there when it began: with `serve` running, a message its
-        // consumer fails again can come back to the dead-letter queue meanwhile, and is
-        // left there rather than sent round again.
+        // No more than were there when it began: with `serve` running, a message its
+        // consumer fails again can come back to the dead-letter queue meanwhile, and would
+        // otherwise keep the loop going.
         let d = dlq.clone();
         let there: i64 = db
             .read(move |c| {
