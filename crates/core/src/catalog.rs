@@ -15,9 +15,9 @@ pub const MAX_SEEN_LISTED: usize = 1000;
 /// The largest schema accepted, as JSON text.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// The most a tenant's declared schemas and descriptions may come to together, as JSON
-/// text: the listing
-/// of its types carries them all, and a Lambda function answers at most 6 MB (500 of the
-/// largest would be 32 MB, and as many compiled in every API process that checks them).
+/// text: the listing of its types carries them all, and a Lambda function answers at most
+/// 6 MB (500 of the largest schemas would be 32 MB, and as many compiled in every API
+/// process that checks them).
 pub const MAX_SCHEMAS_BYTES: usize = 4 * 1024 * 1024;
 /// The longest description.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;

@@ -174,6 +174,18 @@ mod tests {
 
     use super::*;
 
+    /// One batch of a sweep's `statement` with `cutoff`: what it deleted, and how many rows
+    /// it stepped through in full scans.
+    async fn one_batch(db: &Db, statement: &'static str, cutoff: i64) -> (usize, i32) {
+        db.write(move |c| {
+            let mut stmt = c.prepare(statement).map_err(sql("test"))?;
+            let n = stmt.execute(params![cutoff, BATCH]).map_err(sql("test"))?;
+            Ok((n, stmt.get_status(StatementStatus::FullscanStep)))
+        })
+        .await
+        .unwrap()
+    }
+
     /// With a long queue and nothing in it expired, the sweep reads a batch of messages,
     /// not the whole queue.
     #[tokio::test]
@@ -184,14 +196,7 @@ mod tests {
         let messages: Vec<OutgoingMessage> = (0..queued).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
         db.write(move |c| crate::queue::insert(c, "q", &messages)).await.unwrap();
         let cutoff = Utc::now().timestamp_millis() - QUEUE_RETENTION.as_millis() as i64;
-        let (deleted, scanned) = db
-            .write(move |c| {
-                let mut stmt = c.prepare(EXPIRED_MESSAGES).map_err(sql("test"))?;
-                let n = stmt.execute(params![cutoff, BATCH]).map_err(sql("test"))?;
-                Ok((n, stmt.get_status(StatementStatus::FullscanStep)))
-            })
-            .await
-            .unwrap();
+        let (deleted, scanned) = one_batch(&db, EXPIRED_MESSAGES, cutoff).await;
         assert_eq!(deleted, 0);
         assert!(scanned <= BATCH as i32, "read {scanned} of {queued} queued messages");
     }
@@ -214,15 +219,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let cutoff = (Utc::now() - SEEN_FOR).timestamp_millis();
-        let (deleted, scanned) = db
-            .write(move |c| {
-                let mut stmt = c.prepare(EXPIRED_SEEN_TYPES).map_err(sql("test"))?;
-                let n = stmt.execute(params![cutoff, BATCH]).map_err(sql("test"))?;
-                Ok((n, stmt.get_status(StatementStatus::FullscanStep)))
-            })
-            .await
-            .unwrap();
+        let (deleted, scanned) = one_batch(&db, EXPIRED_SEEN_TYPES, (Utc::now() - SEEN_FOR).timestamp_millis()).await;
         assert_eq!(deleted, 0);
         assert_eq!(scanned, 0, "read {scanned} of {seen} event types seen just now");
     }

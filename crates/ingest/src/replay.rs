@@ -26,8 +26,6 @@ const EVENT_READS_IN_FLIGHT: usize = 16;
 struct Found {
     kept: Kept,
     routed: Option<Routed>,
-    /// The platform's test event, sent whatever the hook subscribes to.
-    test: bool,
 }
 
 /// An event still kept, as a re-send needs it.
@@ -38,10 +36,12 @@ enum Kept {
     Apart,
 }
 
-/// How ingest routed an envelope's event (its site), from the envelope's `routing`; `None`
-/// if that does not read, and then the worker sends it without checking it again.
-fn routed(routing: Result<Routing, EnvelopeError>) -> Option<Routed> {
-    routing.ok().map(|r| Routed { site: r.site })
+/// How ingest routed an envelope's event (its site), from the envelope's routing and
+/// whether it is the platform's test event; `None`, so the worker sends it without checking
+/// it again, for the test event (it goes to its one hook whatever the hook subscribes to,
+/// as it did the first time) and when the routing does not read.
+fn routed(head: Result<(Routing, bool), EnvelopeError>) -> Option<Routed> {
+    head.ok().filter(|(_, test)| !test).map(|(r, _)| Routed { site: r.site })
 }
 
 /// What a re-send did.
@@ -91,10 +91,10 @@ pub async fn resend(
         .map(|id: EventId| async move {
             let env = events.get(tenant, &id).await?;
             let kept = env.map(|e| {
-                let routed = routed(e.routing());
+                let routed = routed(e.routing().map(|r| (r, e.is_test())));
                 let b = e.to_body();
                 let kept = if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart };
-                Found { kept, routed, test: e.is_test() }
+                Found { kept, routed }
             });
             Ok::<_, hookbridge_core::Error>((id, kept))
         })
@@ -106,21 +106,12 @@ pub async fn resend(
     let mut tasks = Vec::new();
     let mut unwanted = 0;
     for d in deliveries {
-        let (body, routed, test) = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => {
-                let head = Routing::of_body(kept);
-                let test = head.as_ref().is_ok_and(|(_, test)| *test);
-                (Some(kept.as_str()), routed(head.map(|(r, _)| r)), test)
-            }
-            (None, Some(Some(Found { kept: Kept::Inline(read), routed, test }))) => {
-                (Some(read.as_str()), routed.clone(), *test)
-            }
-            (None, Some(Some(Found { kept: Kept::Apart, routed, test }))) => (None, routed.clone(), *test),
+        let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
+            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept))),
+            (None, Some(Some(Found { kept: Kept::Inline(read), routed }))) => (Some(read.as_str()), routed.clone()),
+            (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
             (None, _) => continue,
         };
-        // The test event goes to its one hook whatever the hook subscribes to, as it did
-        // the first time.
-        let routed = routed.filter(|_| !test);
         if routed.as_ref().is_some_and(|r| !hook.config.wants(&d.event_type, r.site.as_deref())) {
             unwanted += 1;
             continue;

@@ -298,35 +298,28 @@ const FIELDS: [&str; 13] = [
     "retry_non_2xx",
 ];
 
-/// The authentication fields the form has inputs for.
-const AUTH_INPUTS: [&str; 10] = [
-    "auth.type",
-    "auth.username",
-    "auth.password",
-    "auth.key_name",
-    "auth.key_value",
-    "auth.name",
-    "auth.value",
-    "auth.token_url",
-    "auth.client_id",
-    "auth.client_secret",
-];
+/// Whether `field` is one input of a row of `list`: its `key` (or name), or its value.
+fn is_row_input(field: &str, list: &str, key: &str) -> bool {
+    field
+        .strip_prefix(list)
+        .and_then(|r| r.strip_prefix('['))
+        .and_then(|r| r.split_once("]."))
+        .is_some_and(|(i, f)| i.parse::<usize>().is_ok() && (f == key || f == "value"))
+}
 
 /// Whether the form shows `field`'s errors beside an input of its own; the rest show at
 /// the top (a row's Secret box, a list as a whole), or nothing would say what to fix.
 fn has_input(field: &str) -> bool {
-    if FIELDS.contains(&field) || AUTH_INPUTS.contains(&field) || field == "auth.http_method" {
+    if FIELDS.contains(&field) || field == "auth.type" || is_row_input(field, "headers", "name") {
         return true;
     }
-    let rows =
-        [("headers", "name"), ("auth.header_params", "key"), ("auth.query_params", "key"), ("auth.body_params", "key")];
-    rows.iter().any(|(list, key)| {
-        field
-            .strip_prefix(list)
-            .and_then(|r| r.strip_prefix('['))
-            .and_then(|r| r.split_once("]."))
-            .is_some_and(|(i, f)| i.parse::<usize>().is_ok() && (f == *key || f == "value"))
-    })
+    let Some(rest) = field.strip_prefix("auth.") else { return false };
+    let lists = PARAM_LISTS.map(|(list, _)| list);
+    if lists.iter().any(|list| is_row_input(rest, list, "key")) {
+        return true;
+    }
+    // A parameter list as a whole has no input; every other field of a type does.
+    !lists.contains(&rest) && AUTH_TYPES.iter().any(|(ty, _)| auth_fields(ty).contains(&rest))
 }
 
 /// `GET /console/hooks/new`.
