@@ -222,8 +222,11 @@ impl DeliveryStore for DynamoDeliveryStore {
                 drawn.push(i);
             }
             sort_by_sk(&mut items);
-            if let Some(d) = fold(&items)? {
-                out.push(d);
+            match fold(&items) {
+                Ok(d) => out.extend(d),
+                Err(e) => {
+                    tracing::error!(hook_id = %hook_id, delivery_id = %best, error = %e, "cannot read the stored delivery; left out of the listing");
+                }
             }
             if out.len() <= limit {
                 for i in drawn {

@@ -133,30 +133,42 @@ impl DeliveryStore for SqliteDeliveryStore {
         let (lo, hi) = (lo.to_string(), hi.to_string());
         let h = hook_id.to_string();
         let limit = limit.max(1);
-        let docs: Vec<String> = self
+        let rows: Vec<(String, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(match order {
                         Order::NewestFirst => {
-                            "SELECT doc FROM deliveries
+                            "SELECT id, doc FROM deliveries
                              WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
                              ORDER BY id DESC LIMIT ?5"
                         }
                         Order::OldestFirst => {
-                            "SELECT doc FROM deliveries
+                            "SELECT id, doc FROM deliveries
                              WHERE hook_id = ?1 AND id >= ?2 AND id < ?3 AND expires_at > ?4
                              ORDER BY id ASC LIMIT ?5"
                         }
                     })
                     .map_err(sql("deliveries.list"))?;
-                stmt.query_map(params![h, lo, hi, now_ms(), limit as i64 + 1], |r| r.get(0))
+                stmt.query_map(params![h, lo, hi, now_ms(), limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))
                     .map_err(sql("deliveries.list"))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<rusqlite::Result<Vec<(String, String)>>>()
                     .map_err(sql("deliveries.list"))
             })
             .await?;
-        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
-        Ok(Page::cut(items, limit, |x| x.id.to_string()))
+        // Cut by the rows' ids, so that the cursor moves past a record left out below.
+        let page = Page::cut(rows, limit, |(id, _)| id.clone());
+        let items = page
+            .items
+            .iter()
+            .filter_map(|(id, doc)| {
+                from_doc(doc)
+                    .inspect_err(|e| {
+                        tracing::error!(hook_id = %hook_id, delivery_id = %id, error = %e, "cannot read the stored delivery; left out of the listing");
+                    })
+                    .ok()
+            })
+            .collect();
+        Ok(Page { items, next_cursor: page.next_cursor })
     }
 }

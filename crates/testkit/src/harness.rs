@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hookbridge_aws::{Clients, Resources, SqsQueue};
 use hookbridge_core::hook::{HookSecrets, SealedSecrets};
-use hookbridge_core::ids::{HookId, TenantId};
+use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::ports::{Backend, Queue, Rule};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::topology::Topology;
@@ -40,7 +40,14 @@ pub trait Harness: Send + Sync {
     /// Rewrites the hook's stored document as a newer version might write it (a method this
     /// version does not know), so that this version can no longer read it.
     async fn make_unreadable(&self, tenant: &TenantId, id: HookId);
+
+    /// Rewrites every stored record of a delivery with a status this version does not
+    /// know, as a newer version might write it.
+    async fn make_delivery_unreadable(&self, hook: HookId, id: DeliveryId);
 }
+
+/// The status [`Harness::make_delivery_unreadable`] writes.
+const UNKNOWN_STATUS: &str = "ARCHIVED";
 
 /// The method [`Harness::make_unreadable`] writes.
 const UNKNOWN_METHOD: &str = "TELEPORT";
@@ -170,6 +177,17 @@ impl Harness for EmbeddedHarness {
             .expect("rewrite hook");
         assert_eq!(changed, 1, "no such hook");
     }
+
+    async fn make_delivery_unreadable(&self, hook: HookId, id: DeliveryId) {
+        let changed = rusqlite::Connection::open(&self.config.database)
+            .expect("open database")
+            .execute(
+                "UPDATE deliveries SET doc = json_set(doc, '$.status', ?1) WHERE hook_id = ?2 AND id = ?3",
+                [UNKNOWN_STATUS, &hook.to_string(), &id.to_string()],
+            )
+            .expect("rewrite delivery");
+        assert_eq!(changed, 1, "no such delivery");
+    }
 }
 
 /// The AWS backend on the emulator, with resources of its own (a unique name prefix).
@@ -267,5 +285,39 @@ impl Harness for AwsHarness {
             .send()
             .await
             .expect("rewrite hook");
+    }
+
+    async fn make_delivery_unreadable(&self, _hook: HookId, id: DeliveryId) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let db = &self.clients.dynamodb;
+        let table = &self.resources.table;
+        // The table is this harness's own and small: a scan finds the delivery's items in
+        // whichever partitions they are.
+        let items: Vec<_> = db
+            .scan()
+            .table_name(table)
+            .filter_expression("begins_with(SK, :d)")
+            .expression_attribute_values(":d", AttributeValue::S(format!("D#{id}")))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("scan");
+        assert!(!items.is_empty(), "no such delivery");
+        for item in items {
+            let doc = item.get("doc").and_then(|d| d.as_s().ok()).expect("a document");
+            let mut doc: serde_json::Value = serde_json::from_str(doc).expect("delivery JSON");
+            doc["status"] = UNKNOWN_STATUS.into();
+            let key = ["PK", "SK"].map(|k| (k.to_owned(), item[k].clone()));
+            db.update_item()
+                .table_name(table)
+                .set_key(Some(key.into()))
+                .update_expression("SET doc = :doc")
+                .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
+                .send()
+                .await
+                .expect("rewrite delivery");
+        }
     }
 }

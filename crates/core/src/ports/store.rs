@@ -180,7 +180,10 @@ pub trait DeliveryStore: Send + Sync {
     /// One delivery of a hook.
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>>;
 
-    /// The hook's deliveries created in `window`, in `order`.
+    /// The hook's deliveries created in `window`, in `order`. A delivery whose record this
+    /// version cannot read (one a newer release wrote, read during a rollback) is left out
+    /// and logged, and the page's cursor still moves past it: one such record must not make
+    /// every listing of the hook's days fail. [`DeliveryStore::get`] of it is the error.
     async fn list(
         &self,
         hook_id: HookId,
