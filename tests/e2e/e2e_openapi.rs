@@ -48,3 +48,44 @@ async fn it_is_served_and_names_exactly_the_routes_the_service_has() {
     }
     stack.shutdown().await;
 }
+
+/// Every operation behind a token names the scope it needs (`x-required-scope`), and it is
+/// the one the route checks: a token with every other scope is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_names_the_scope_its_route_checks() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let doc = Spec::get().doc();
+    let id = "01KAKSAMP4E000000000H00K01";
+    let every = ["hooks:read", "hooks:write", "events:publish", "portal:create"];
+    let mut checked = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            let Some(security) = op.get("security").or(doc.get("security")) else { continue };
+            if security.as_array().is_none_or(|s| s.iter().all(|x| x.as_object().is_none_or(|o| o.is_empty()))) {
+                continue;
+            }
+            let scope = op["x-required-scope"].as_str().unwrap_or_else(|| panic!("{method} {template} names no scope"));
+            assert!(every.contains(&scope), "{method} {template}: unknown scope {scope}");
+            let others = every.iter().filter(|s| **s != scope).copied().collect::<Vec<_>>().join(" ");
+            let t = stack.token("acme", &others);
+            let path = template
+                .replace("{id}", id)
+                .replace("{delivery_id}", id)
+                .replace("{replay_id}", id)
+                .replace("{sid}", id)
+                .replace("{realm}", "acme")
+                .replace("{catalog}", "hypr")
+                .replace("{name}", "user.login");
+            let headers = [("authorization", format!("Bearer {t}")), ("content-type", "application/json".into())];
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let a = stack.raw(&method.to_uppercase(), &path, &headers, b"{}".to_vec()).await;
+            assert_eq!(a.status, 403, "{method} {template} without {scope}: {}", a.body);
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} operations checked");
+    stack.shutdown().await;
+}
