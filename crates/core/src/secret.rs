@@ -154,9 +154,59 @@ impl From<SigningSecret> for String {
     }
 }
 
+/// What stands in a text for a secret value [`redact`] took out of it.
+pub const REDACTED: &str = "[redacted]";
+
+/// The shortest value [`redact`] looks for: a shorter one would blank ordinary words.
+const REDACT_MIN_LEN: usize = 4;
+
+/// The shortest start of a value [`redact`] cuts from the end of a text: a shorter one
+/// would as likely be the text's own.
+const REDACT_MIN_START: usize = 6;
+
+/// `text` with every occurrence of each of `values` replaced by [`REDACTED`], and cut
+/// before a trailing start of one (a value the text's cap cut in two). For what a receiver
+/// answers, which is kept and shown to everyone who may read the hook: an endpoint that
+/// echoes its request (an echo service, a debug endpoint, "invalid key: …") would otherwise
+/// hand them the hook's credentials, and store them in clear.
+pub fn redact(text: &str, values: &[&str]) -> String {
+    let mut values: Vec<&str> = values.iter().copied().filter(|v| v.len() >= REDACT_MIN_LEN).collect();
+    // The longest first, so a value inside another (a password inside its Basic form's
+    // plain text) does not leave the rest of the longer one.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for v in &values {
+        if out.contains(v) {
+            out = out.replace(v, REDACTED);
+        }
+    }
+    for v in &values {
+        let cut = (REDACT_MIN_START..v.len()).rev().find(|&k| v.is_char_boundary(k) && out.ends_with(&v[..k]));
+        if let Some(k) = cut {
+            out.truncate(out.len() - k);
+            out.push_str(REDACTED);
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_takes_out_every_value_and_a_start_of_one_cut_at_the_end() {
+        let values = ["s3cret-key", "pw", "dXNlcjpzM2NyZXQta2V5", "key"];
+        assert_eq!(
+            redact("bad key s3cret-key; got Basic dXNlcjpzM2NyZXQta2V5 and s3cret-key", &values),
+            "bad key [redacted]; got Basic [redacted] and [redacted]"
+        );
+        assert_eq!(redact("pw is too short to look for", &values), "pw is too short to look for");
+        assert_eq!(redact("cut at the cap: s3cret-", &values), "cut at the cap: [redacted]");
+        assert_eq!(redact("ends in s3cre", &values), "ends in s3cre", "too little of it to tell");
+        assert_eq!(redact("nothing here", &[]), "nothing here");
+    }
 
     #[test]
     fn debug_never_shows_the_value() {

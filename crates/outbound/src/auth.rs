@@ -364,6 +364,12 @@ impl Outbound {
             .await
             .map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
         if !(200..300).contains(&status) {
+            // Kept and shown as the hook's connection error: without the credentials an
+            // endpoint that echoes its request would show (the client secret as sent, or
+            // encoded in Basic).
+            let mut values = secrets.all_values();
+            values.push(&basic);
+            let body = hookbridge_core::secret::redact(&excerpt(&body), &values);
             return Err(TokenError::Rejected { status, body: excerpt(&body) });
         }
         let parsed: TokenResponse = serde_json::from_str(&body)
@@ -548,6 +554,19 @@ mod tests {
         let after = outbound.oauth_token(hook, &oauth, &secrets, TokenWanted::Cached).await;
         assert_eq!(after.map(|t| t.expose().to_owned()).ok().as_deref(), Some("t1"));
         assert_eq!(outbound.tokens.fetches(), 2, "the live token was given, not fetched again");
+    }
+
+    /// A token endpoint that refuses by echoing the request: its answer, kept as the hook's
+    /// connection error, shows neither the client secret nor its Basic form.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusal_echoing_the_request_keeps_no_credential() {
+        let (url, idp) = crate::deliver::tests::echoes(401).await;
+        let (outbound, oauth, secrets) = client_credentials(&url);
+        let err = outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap_err();
+        let TokenError::Rejected { status: 401, body } = &err else { panic!("{err:?}") };
+        assert!(body.contains("authorization: Basic [redacted]"), "the request was echoed: {body}");
+        assert!(!body.contains("client-secret") && !body.contains(&STANDARD.encode("c:client-secret")), "{body}");
+        idp.abort();
     }
 
     /// A token endpoint answering with a token no header can carry (a line break in it):

@@ -83,15 +83,19 @@ impl Outbound {
         let body = crate::deliver::read_capped(resp, MAX_CHALLENGE_ANSWER)
             .await
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
-        let json: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|_| ChallengeError::NotJson(excerpt(&body).chars().take(200).collect()))?;
+        // What is kept of a wrong answer is shown to the hook's readers: without the
+        // credentials an endpoint that echoes its request would show them.
+        let shown = |text: &str| -> String {
+            let text: String = excerpt(text).chars().take(200).collect();
+            match secrets {
+                Some(s) => crate::deliver::without_secrets(&text, cfg, s, None),
+                None => text,
+            }
+        };
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|_| ChallengeError::NotJson(shown(&body)))?;
         // Other keys beside it are the endpoint's own business: the value alone proves it.
         let echoed = json.as_object().is_some_and(|o| o.get("verification").and_then(|v| v.as_str()) == Some(value));
-        if echoed {
-            Ok(())
-        } else {
-            Err(ChallengeError::WrongValue(excerpt(&json.to_string()).chars().take(200).collect()))
-        }
+        if echoed { Ok(()) } else { Err(ChallengeError::WrongValue(shown(&json.to_string()))) }
     }
 }
 
@@ -117,6 +121,29 @@ mod tests {
             matches!(&err, ChallengeError::NoResponse { class: "ssrf_blocked", detail } if detail.contains("plain http")),
             "{err:?}"
         );
+    }
+
+    /// A wrong answer is kept (and shown to the hook's readers) without the credentials an
+    /// endpoint that echoes its request would show.
+    #[tokio::test]
+    async fn an_echoed_challenge_keeps_no_credential_in_its_error() {
+        let (url, receiver) = crate::deliver::tests::echoes(200).await;
+        let outbound = Outbound::new(crate::OutboundSettings {
+            network: hookbridge_core::hook::NetworkPolicy::local(),
+            ..crate::OutboundSettings::default()
+        })
+        .unwrap();
+        let (hook, secrets) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "h", "url": url,
+                "headers": [{"name": "X-Token", "value": "header-secret-456", "secret": true}]}),
+        );
+        let err = outbound.challenge(&hook.config, Some(&secrets), "v").await.unwrap_err();
+        let ChallengeError::NotJson(text) = &err else { panic!("{err:?}") };
+        assert!(text.contains("x-token: [redacted]"), "the request was echoed: {text}");
+        assert!(!text.contains("header-secret"), "{text}");
+        receiver.abort();
     }
 
     /// A hook's own `Accept` header is sent instead of the challenge's, not beside it: a

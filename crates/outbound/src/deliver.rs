@@ -10,7 +10,7 @@ use hookbridge_core::hook::{AuthConfig, Hook, HookConfig, HookSecrets, Signature
 use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::outcome::{Sent, error_class};
 use hookbridge_core::retry::parse_retry_after;
-use hookbridge_core::secret::Secret;
+use hookbridge_core::secret::{Secret, redact};
 use hookbridge_core::signing;
 
 use crate::Outbound;
@@ -127,6 +127,8 @@ impl TokenWait {
 /// A receiver's answer, its body not read yet.
 struct Answer {
     response: reqwest::Response,
+    /// The bearer token the answered request carried, if any.
+    token: Option<Secret>,
     status: u16,
     retry_after: Option<std::time::Duration>,
     at: DateTime<Utc>,
@@ -155,6 +157,7 @@ impl Outbound {
             Ok(Ok(answer)) => {
                 let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
                     .await
+                    .map(|t| excerpt(&without_secrets(&t, &req.hook.config, req.secrets, answer.token.as_ref())))
                     .unwrap_or_else(|_| "(the body did not arrive in time)".to_owned());
                 let sent = Sent::Response { status: answer.status, retry_after: answer.retry_after };
                 AttemptReport::new(sent, answer.at, answer.started, Some(text))
@@ -254,7 +257,11 @@ impl Outbound {
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, Utc::now()));
-            return Ok(Answer { response, status, retry_after, at, started });
+            let token = match auth {
+                AuthHeader::Bearer(t) => Some(t),
+                AuthHeader::None | AuthHeader::Static(..) => None,
+            };
+            return Ok(Answer { response, token, status, retry_after, at, started });
         }
     }
 
@@ -310,6 +317,20 @@ pub(crate) fn custom_headers<'a>(
     })
 }
 
+/// `text` (a receiver's answer) without any secret value the hook's requests carry
+/// ([`redact`]): its secrets as stored, a Basic credential as encoded, and `token`, the
+/// bearer token the request carried.
+pub(crate) fn without_secrets(text: &str, cfg: &HookConfig, secrets: &HookSecrets, token: Option<&Secret>) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    let basic = static_auth_header(&cfg.auth, secrets).and_then(|(_, v)| v.strip_prefix("Basic ").map(str::to_owned));
+    let mut values = secrets.all_values();
+    values.extend(basic.as_deref());
+    values.extend(token.map(Secret::expose));
+    redact(text, &values)
+}
+
 /// The class of an attempt that could not have its token: a token URL at an address the
 /// deployment does not allow is `ssrf_blocked`, failed at once as for `url`; any other
 /// failure is `auth`, tried again.
@@ -363,7 +384,7 @@ async fn read_excerpt(resp: reqwest::Response) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
     use std::time::Duration;
@@ -415,6 +436,59 @@ mod tests {
         assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
         assert_eq!(classify(report.sent), Disposition::Delivered);
         assert_eq!(report.attempt.status_code, Some(200));
+        receiver.abort();
+    }
+
+    /// A receiver that answers each request `status` with the request itself (its head and
+    /// body) as the body, as echo services and debug endpoints do.
+    pub(crate) async fn echoes(status: u16) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut request = vec![0u8; 64 * 1024];
+                let n = conn.read(&mut request).await.unwrap_or(0);
+                let head = format!("HTTP/1.1 {status} Echo\r\nconnection: close\r\ncontent-length: {n}\r\n\r\n");
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&request[..n]).await;
+            }
+        });
+        (url, task)
+    }
+
+    /// A receiver that echoes the request shows none of the hook's credentials in the
+    /// attempt's excerpt (kept in clear and shown to the hook's readers): not a secret
+    /// header's value, not a Basic password, nor its encoded form.
+    #[tokio::test]
+    async fn an_echoed_request_keeps_no_credential_in_the_excerpt() {
+        let (url, receiver) = echoes(401).await;
+        let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url,
+            "auth": {"type": "BASIC", "username": "svc", "password": "pw-secret-123"},
+            "headers": [{"name": "X-Token", "value": "header-secret-456", "secret": true}]}));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = local_outbound().deliver_within(req, Duration::from_secs(5)).await;
+        let text = report.attempt.response_excerpt.unwrap();
+        assert!(text.contains("x-token: [redacted]"), "the request was echoed: {text}");
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "svc:pw-secret-123");
+        for secret in ["pw-secret-123", "header-secret-456", basic.as_str()] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        receiver.abort();
+    }
+
+    /// Nor the bearer token an OAuth hook's request carried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_echoed_request_keeps_no_bearer_token_in_the_excerpt() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "tok-789-abc", "expires_in": 3600}"#));
+        let (url, receiver) = echoes(200).await;
+        let (hook, secrets) = oauth_hook(&url, &idp.url("/token"));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = local_outbound().deliver_within(req, Duration::from_secs(5)).await;
+        let text = report.attempt.response_excerpt.unwrap();
+        assert!(text.contains("authorization: Bearer [redacted]"), "the request was echoed: {text}");
+        assert!(!text.contains("tok-789-abc"), "{text}");
         receiver.abort();
     }
 
