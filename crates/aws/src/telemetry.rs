@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 
 use hookbridge_core::settings::SettingsError;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -82,6 +82,13 @@ fn targets(directives: &str) -> Result<Targets, String> {
     kept.join(",").parse::<Targets>().map_err(|e| e.to_string())
 }
 
+/// Whether a line may be written whatever `RUST_LOG` asks: not the Lambda runtime's
+/// `trace` lines, which carry whole invocation events (an API request's `authorization`
+/// header, its cookies, a portal link's code, a body with passwords and secrets).
+fn not_the_runtimes_trace(meta: &tracing::Metadata<'_>) -> bool {
+    !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("lambda_runtime"))
+}
+
 /// Installs the subscriber; call once at the top of `main`.
 pub fn init(output: Output) -> Result<(), SettingsError> {
     let terminal = match output {
@@ -90,7 +97,7 @@ pub fn init(output: Output) -> Result<(), SettingsError> {
     };
     let format = Format::choose(std::env::var(LOG_FORMAT).ok().as_deref(), terminal)?;
     let filter = filter(std::env::var(LOG_FILTER).ok().as_deref())?;
-    let subscriber = tracing_subscriber::registry().with(filter);
+    let subscriber = tracing_subscriber::registry().with(filter).with(filter_fn(not_the_runtimes_trace));
     let layer = tracing_subscriber::fmt::layer();
     // `try_init`: a second call (tests) keeps the first subscriber.
     let _ = match (format, output) {
@@ -126,6 +133,41 @@ mod tests {
         assert_eq!(Format::choose(Some("json"), true).unwrap(), Format::Json);
         assert_eq!(Format::choose(Some("pretty"), false).unwrap(), Format::Pretty);
         assert_eq!(Format::choose(Some("xml"), false).unwrap_err().variable, LOG_FORMAT);
+    }
+
+    /// `RUST_LOG=trace` writes everyone's `trace` lines but the Lambda runtime's, which
+    /// hold whole requests, tokens included.
+    #[test]
+    fn the_runtimes_trace_lines_are_never_written() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for asked in ["trace", "lambda_runtime=trace", "lambda_runtime::layers::api_response=trace,lambda=trace"] {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber = tracing_subscriber::registry()
+                .with(filter(Some(asked)).unwrap_or_else(|e| panic!("{e:?}")))
+                .with(filter_fn(not_the_runtimes_trace))
+                .with(tracing_subscriber::fmt::layer().with_writer(move || writer.clone()));
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "lambda_runtime::layers::api_response", "Bearer eyJ-secret");
+                tracing::debug!(target: "lambda_runtime::layers::api_response", "a debug line");
+                tracing::trace!(target: "hookbridge_outbound", "an outbound trace");
+            });
+            let written = String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .into_owned();
+            assert!(!written.contains("eyJ-secret"), "{asked}: {written}");
+            assert!(written.contains("a debug line"), "{asked}: {written}");
+            assert_eq!(written.contains("an outbound trace"), asked == "trace", "{asked}: {written}");
+        }
     }
 
     #[test]
