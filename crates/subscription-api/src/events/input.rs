@@ -2,7 +2,7 @@
 //! `detail` read once — for its routing keys — then compacted with the tenant (and site)
 //! written in front, every other byte as the producer wrote it.
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use hookbridge_core::envelope::{BusEntry, compact_json};
 use hookbridge_core::ids::TenantId;
 use hookbridge_core::message::PLATFORM_SOURCE;
@@ -56,6 +56,11 @@ pub(crate) struct Accepted {
     pub(crate) producer_id: Option<String>,
     /// Its place in the request's array, when the body was one.
     pub(crate) index: Option<usize>,
+}
+
+/// What [`printable`] asks of a field, as its refusal says it.
+fn text_rule(max: usize) -> String {
+    format!("must be 1-{max} bytes without control characters, U+FFFE or U+FFFF")
 }
 
 /// Whether `s` is 1 to `max` bytes without control characters, and queueable.
@@ -250,7 +255,7 @@ fn detail(
         // The event's site as much as a top-level `site` is: it routes the event and
         // scopes who sees it, so it is held to the same rule.
         (Some(Ok(a)), _) if !printable(&a, 128) => {
-            e.push(at("detail.site"), "must be 1-128 printable characters");
+            e.push(at("detail.site"), text_rule(128));
             true
         }
         (Some(Ok(_)), _) => true,
@@ -268,6 +273,12 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
         Some(i) => format!("[{i}].{f}"),
         None => f.to_owned(),
     };
+    let whole = || index.map_or_else(|| "body".to_owned(), |i| format!("[{i}]"));
+    // serde reads a struct from an array too, by position: an event is an object, its
+    // fields named, or unknown ones could not be refused.
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(vec![FieldError::new(whole(), "must be a JSON object")]);
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -278,7 +289,7 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
             // Found at the event's own level, but it is that key's fault.
             at(key)
         } else {
-            index.map_or_else(|| "body".to_owned(), |i| format!("[{i}]"))
+            whole()
         };
         vec![FieldError::new(field, message)]
     })?;
@@ -286,7 +297,7 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     let detail_type = match ev.detail_type {
         Some(d) if printable(&d, 128) => d,
         Some(_) => {
-            e.push(at("detail-type"), "must be 1-128 printable characters");
+            e.push(at("detail-type"), text_rule(128));
             String::new()
         }
         None => {
@@ -301,7 +312,7 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
         }
         Some(s) if printable(&s, 256) => s,
         Some(_) => {
-            e.push(at("source"), "must be 1-256 printable characters");
+            e.push(at("source"), text_rule(256));
             String::new()
         }
         None => {
@@ -312,13 +323,19 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     if let Some(site) = &ev.site
         && !printable(site, 128)
     {
-        e.push(at("site"), "must be 1-128 printable characters");
+        e.push(at("site"), text_rule(128));
     }
     let time = match ev.time.as_deref().map(DateTime::parse_from_rfc3339) {
         None => None,
         // The envelope carries the time in UTC, and RFC 3339 has four-digit years: a time
         // whose offset takes it past 9999 or before 0000 would be written as no reader
         // (ingest's, a receiver's) parses it, and the accepted event dead-lettered.
+        // A second 60 (which chrono reads at any minute) would be written back as `:60`,
+        // which most receivers' parsers refuse, and through the bus as `:59`.
+        Some(Ok(t)) if t.nanosecond() >= 1_000_000_000 => {
+            e.push(at("time"), "must name a second that exists (0-59)");
+            None
+        }
         Some(Ok(t)) if (0..=9999).contains(&t.with_timezone(&Utc).year()) => Some(t.with_timezone(&Utc)),
         Some(Ok(_)) => {
             e.push(at("time"), "must fall within the years 0000 to 9999 in UTC");
@@ -334,13 +351,13 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
         e.push(at("resources"), "must list at most 10 strings");
     } else {
         for (i, _) in resources.iter().enumerate().filter(|(_, r)| !printable(r, 2048)) {
-            e.push(at(&format!("resources[{i}]")), "must be 1-2048 bytes without control characters");
+            e.push(at(&format!("resources[{i}]")), text_rule(2048));
         }
     }
     if let Some(id) = &ev.id
         && !printable(id, 128)
     {
-        e.push(at("id"), "must be 1-128 printable characters");
+        e.push(at("id"), text_rule(128));
     }
     let detail = match &ev.detail {
         None => {
@@ -374,6 +391,27 @@ mod tests {
         assert_eq!(route_detail(&raw(r#"{"tenant":"acme"}"#), &t, None, (true, false)).get(), r#"{"tenant":"acme"}"#);
     }
 
+    /// An event written as an array (which serde reads by position) is refused as not an
+    /// object, and so is a second 60, which chrono reads at any minute and would write
+    /// back as `:60` (through the bus, as `:59`).
+    #[test]
+    fn an_event_is_an_object_and_its_time_a_second_that_exists() {
+        let t: TenantId = "acme".parse().unwrap();
+        let fields = |body: &str, index: Option<usize>| {
+            validate(&raw(body), index, &t).err().unwrap_or_default().into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert_eq!(fields(r#"["x","src",{},null,null,null,null]"#, Some(0)), ["[0]"]);
+        assert_eq!(fields(r#"["x","src",{},null,null,null,null]"#, None), ["body"]);
+        let at =
+            |time: &str| serde_json::json!({"detail-type": "x", "source": "s", "detail": {}, "time": time}).to_string();
+        assert_eq!(fields(&at("2026-05-01T10:00:60Z"), None), ["time"]);
+        assert_eq!(fields(&at("2026-05-01T10:00:59.999Z"), None), Vec::<String>::new());
+        // The byte count is what the refusal names: 100 two-byte characters are 200 bytes.
+        let long = serde_json::json!({"detail-type": "é".repeat(100), "source": "s", "detail": {}}).to_string();
+        let refused = validate(&raw(&long), None, &t).err().unwrap();
+        assert_eq!((refused[0].field.as_str(), refused[0].message.contains("1-128 bytes")), ("detail-type", true));
+    }
+
     /// Too many resources, and one resource too long or holding a control character, are
     /// told apart and named where they are: the message named the count for both.
     #[test]
@@ -391,7 +429,7 @@ mod tests {
         let eleven = vec!["r".to_owned(); 11];
         assert_eq!(errors(eleven, None), [("resources".to_owned(), "must list at most 10 strings".to_owned())]);
         let long = vec!["r".to_owned(), "x".repeat(2049)];
-        let bad = [("[3].resources[1]".to_owned(), "must be 1-2048 bytes without control characters".to_owned())];
+        let bad = [("[3].resources[1]".to_owned(), text_rule(2048))];
         assert_eq!(errors(long, Some(3)), bad);
         assert_eq!(errors(vec!["a\tb".to_owned(), "r".to_owned()], None)[0].0, "resources[0]");
         let named: Vec<String> =
