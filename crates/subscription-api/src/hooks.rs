@@ -312,6 +312,7 @@ pub(crate) async fn replace_hook_from(
 fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     let mut state = existing.state.clone();
     state.connection_state = ConnectionState::Updating;
+    state.checked_from = None;
     if config.sites != existing.config.sites {
         state.sites_since = Some(chrono::Utc::now());
     }

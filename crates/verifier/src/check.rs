@@ -21,6 +21,8 @@ pub struct Findings {
     pub challenge: Option<Result<(), String>>,
     /// The OAuth token fetch: worked, or the token endpoint's error.
     pub token: Option<Result<(), String>>,
+    /// When the checks began (the challenge was sent then).
+    pub began: DateTime<Utc>,
 }
 
 /// Runs the checks the hook needs. Fails, for the message to be retried, when the hook's
@@ -33,6 +35,7 @@ pub(crate) async fn run(
     force_challenge: bool,
     last_try: bool,
 ) -> hookbridge_core::Result<Findings> {
+    let began = Utc::now();
     let cfg = &hook.config;
     let wants_challenge = force_challenge
         || (cfg.verification.required && hook.state.verification.status != VerificationStatus::Verified);
@@ -88,7 +91,7 @@ pub(crate) async fn run(
         }
         _ => None,
     };
-    Ok(Findings { challenge, token })
+    Ok(Findings { challenge, token, began })
 }
 
 /// Whether a token fetch's failure may pass: no answer (a timeout, a refused connection),
@@ -114,15 +117,27 @@ pub(crate) fn reads_secrets(cfg: &HookConfig, challenged: bool) -> bool {
 impl Findings {
     /// Writes the findings into the hook's state, which was `was` before the check (it
     /// reads AUTHORIZING while the check runs); returns the events to publish.
+    ///
+    /// Another check may have ended while this one ran (a change's, and one asked for):
+    /// what it wrote is then what this one changes, and the outcome of a challenge sent
+    /// before the one stored is left out, so a slow failure cannot overwrite a newer pass.
     pub fn apply(
         &self,
         hook: &mut Hook,
         was: ConnectionState,
         now: DateTime<Utc>,
     ) -> Vec<(&'static str, Option<String>)> {
+        let was = match hook.state.connection_state {
+            ConnectionState::Authorizing => was,
+            written_meanwhile => written_meanwhile,
+        };
         let mut events = Vec::new();
         let v = &mut hook.state.verification;
-        match &self.challenge {
+        let challenge = self.challenge.as_ref().filter(|_| v.challenged_at.is_none_or(|at| at <= self.began));
+        if challenge.is_some() {
+            v.challenged_at = Some(self.began);
+        }
+        match challenge {
             Some(Ok(())) => {
                 v.status = VerificationStatus::Verified;
                 v.verified_at = Some(now);
@@ -146,6 +161,7 @@ impl Findings {
         };
         hook.state.connection_state =
             if ownership_ok && token_ok { ConnectionState::Authorized } else { ConnectionState::Deauthorized };
+        hook.state.checked_from = None;
         match (hook.state.connection_state, &self.token) {
             (ConnectionState::Authorized, _) if was != ConnectionState::Authorized => {
                 events.push((event_type::HOOK_AUTHORIZED, None));
@@ -190,7 +206,7 @@ mod tests {
 
         // It reads AUTHORIZING while the check runs, as the verifier writes it.
         hook.state.connection_state = ConnectionState::Authorizing;
-        let found = Findings { challenge: None, token: Some(Ok(())) };
+        let found = Findings { challenge: None, token: Some(Ok(())), began: now };
         let events = found.apply(&mut hook, ConnectionState::Authorized, now);
         assert_eq!(hook.state.connection_state, ConnectionState::Authorized);
         assert!(events.is_empty(), "no news, though it read AUTHORIZING meanwhile: {events:?}");

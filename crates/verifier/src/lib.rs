@@ -154,13 +154,20 @@ async fn verify(
         return Ok(Checked::Done); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
-    // What it reads as again if the check finds nothing. AUTHORIZING is what an earlier
-    // check left when it could not write its results: a check is due, as after a change.
+    // What it reads as again if the check finds nothing. AUTHORIZING is another check
+    // running, which noted what the hook was before it; or one from before that note that
+    // could not write its results: a check is due, as after a change.
     let before = match hook.state.connection_state {
-        ConnectionState::Authorizing => ConnectionState::Updating,
+        ConnectionState::Authorizing => hook.state.checked_from.unwrap_or(ConnectionState::Updating),
         state => state,
     };
-    let Some(mut hook) = set_state(v, hook, |h| h.state.connection_state = ConnectionState::Authorizing).await? else {
+    let began = set_state(v, hook, |h| {
+        if h.state.connection_state != ConnectionState::Authorizing {
+            h.state.checked_from = Some(h.state.connection_state);
+        }
+        h.state.connection_state = ConnectionState::Authorizing;
+    });
+    let Some(mut hook) = began.await? else {
         return Ok(Checked::Done);
     };
     for round in 0..CHECK_ROUNDS {
@@ -234,6 +241,7 @@ async fn put_back(v: &Verifier, hook: Hook, before: ConnectionState) {
     let _ = set_state(v, hook, |h| {
         if h.state.connection_state == ConnectionState::Authorizing {
             h.state.connection_state = before;
+            h.state.checked_from = None;
         }
     })
     .await;

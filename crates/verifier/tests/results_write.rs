@@ -61,12 +61,23 @@ async fn a_check_whose_results_are_not_written_leaves_the_hook_as_it_was() {
     assert_eq!(state().await, ConnectionState::Authorized, "not AUTHORIZING");
 
     // Refused twice over (the results, then putting it back): AUTHORIZING is left. The next
-    // check whose results are refused reads it as a check being due, not as AUTHORIZING.
+    // check whose results are refused puts back what the hook was before the check that
+    // left it (noted beside it), not AUTHORIZING.
     refusing.refusals.store(2, Ordering::SeqCst);
     assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m2", 1)]).await.failed, ["m2"]);
     assert_eq!(state().await, ConnectionState::Authorizing);
     refusing.refusals.store(1, Ordering::SeqCst);
     assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m3", 1)]).await.failed, ["m3"]);
+    assert_eq!(state().await, ConnectionState::Authorized, "as before the check that left it");
+
+    // One left AUTHORIZING by a version that noted nothing beside it reads as a check
+    // being due.
+    let mut older = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    older.state.connection_state = ConnectionState::Authorizing;
+    older.state.checked_from = None;
+    h.backend().hooks.replace(&older, older.revision).await.unwrap();
+    refusing.refusals.store(1, Ordering::SeqCst);
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m3b", 1)]).await.failed, ["m3b"]);
     assert_eq!(state().await, ConnectionState::Updating, "a check is due");
 
     // And the next whose results are written ends it.

@@ -61,6 +61,11 @@ pub struct VerificationState {
     /// Why it last failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// When the challenge whose outcome this is was sent. Two checks may run at once (a
+    /// change's, then one asked for); the outcome of a challenge sent before this one's is
+    /// stale, and is not written over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenged_at: Option<DateTime<Utc>>,
 }
 
 impl VerificationState {
@@ -140,6 +145,10 @@ pub struct HookState {
     /// replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sites_since: Option<DateTime<Utc>>,
+    /// While a check runs (`AUTHORIZING`): the state the hook was in before it, which a
+    /// check's outcome is news against, also for a second check begun meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_from: Option<ConnectionState>,
 }
 
 impl HookState {
@@ -158,9 +167,11 @@ impl HookState {
                 },
                 verified_at: None,
                 last_error: None,
+                challenged_at: None,
             },
             health: Health::default(),
             sites_since: None,
+            checked_from: None,
         }
     }
 }

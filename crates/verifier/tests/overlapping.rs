@@ -1,0 +1,135 @@
+//! Two checks of one hook at once: a change's, then one asked for (`POST /verify`) while
+//! the first waits on a slow endpoint. The later challenge's outcome stands, and the
+//! hook's news is told once.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_core::hook::{ConnectionState, Hook, VerificationStatus};
+use hookbridge_core::ids::EventId;
+use hookbridge_core::ports::{Queue, Receipt, ReceivedMessage, Rule, RulePattern, SourceMatch};
+use hookbridge_core::topology::QueueSpec;
+use hookbridge_testkit::contract::make_hook;
+use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver, Reply};
+
+/// A lifecycle event of `kind` for `hook`, as the verify queue hands it out.
+fn lifecycle(kind: &str, hook: &Hook, id: &str) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"{}","detail-type":"{kind}","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
+        EventId::generate(),
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        hook.tenant,
+        hook.id
+    );
+    ReceivedMessage { id: id.into(), body, receipt: Receipt(format!("r-{id}")), receive_count: 1, sent_at: Utc::now() }
+}
+
+/// A queue that gets the verifier's news about hooks.
+async fn watching(h: &EmbeddedHarness) -> std::sync::Arc<dyn Queue> {
+    let spec = QueueSpec {
+        name: "news".into(),
+        dlq: "news-dlq".into(),
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 5,
+    };
+    let (news, _) = h.queue(&spec).await;
+    let kinds = ["hook.verified", "hook.verification.failed", "hook.authorized", "hook.deauthorized"];
+    let pattern = RulePattern {
+        source: SourceMatch::Exactly("hookbridge".into()),
+        detail_types: kinds.map(str::to_owned).to_vec(),
+    };
+    h.rule(&Rule { name: "news-rule".into(), pattern, target_queue: "news".into() }).await;
+    news
+}
+
+/// The kinds of news on `q` now.
+async fn news(q: &dyn Queue) -> Vec<String> {
+    let got = q.receive(10, Duration::from_millis(300)).await.unwrap();
+    let mut kinds: Vec<String> = got
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["detail-type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// A hook that must prove ownership, stored, at `receiver`.
+async fn required_hook(h: &EmbeddedHarness, receiver: &Receiver) -> Hook {
+    let (mut hook, _) = make_hook(h, "acme", "overlap").await;
+    hook.config.url = receiver.url("/hook");
+    hook.config.verification.required = true;
+    hook.state.verification.status = VerificationStatus::Pending;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    hook
+}
+
+/// The change's challenge meets a slow 503; the one asked for after it passes first. The
+/// slow failure, arriving last, was written over the pass: the hook read `FAILED` and its
+/// deliveries were cancelled though its latest check had passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_failure_does_not_overwrite_a_later_pass() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let header = "x-uid-challenge";
+    receiver.script([Reply::status(503).after(Duration::from_millis(1500))]);
+    receiver.always(Reply::EchoChallenge { header: header.into() });
+    let news_q = watching(&h).await;
+    let hook = required_hook(&h, &receiver).await;
+    let v = common::verifier_on(h.backend());
+
+    let created = [lifecycle("hook.created", &hook, "m1")];
+    let slow = verifier::handle(&v, &created);
+    let asked = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        verifier::handle(&v, &[lifecycle("hook.verification.requested", &hook, "m2")]).await
+    };
+    let (a, b) = tokio::join!(slow, asked);
+    assert!(a.failed.is_empty() && b.failed.is_empty());
+    assert_eq!(receiver.received().len(), 2, "both challenges were sent");
+
+    let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.verification.status, VerificationStatus::Verified, "{:?}", stored.state);
+    assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
+    assert!(stored.deliverable().is_ok());
+    assert_eq!(news(news_q.as_ref()).await, ["hook.authorized", "hook.verified"], "the stale failure tells nothing");
+}
+
+/// Two checks asked for at once of an authorized hook: the second finds it AUTHORIZING
+/// (the first running). Whichever ends last wrote `hook.authorized` again, for a hook
+/// that had been authorized all along; now the news is that of the checks' outcome only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_of_two_checks_tells_no_news_the_first_told() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let header = "x-uid-challenge";
+    let echo = Reply::EchoChallenge { header: header.into() };
+    receiver.script([Reply::Delayed(Box::new(echo.clone()), Duration::from_millis(1500))]);
+    receiver.always(echo);
+    let news_q = watching(&h).await;
+    let mut hook = required_hook(&h, &receiver).await;
+    hook.state.connection_state = ConnectionState::Authorized;
+    hook.state.verification.status = VerificationStatus::Verified;
+    hook.state.verification.verified_at = Some(Utc::now());
+    let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    h.backend().hooks.replace(&hook, stored.revision).await.unwrap();
+    let v = common::verifier_on(h.backend());
+
+    let asked_first = [lifecycle("hook.verification.requested", &hook, "m1")];
+    let first = verifier::handle(&v, &asked_first);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        verifier::handle(&v, &[lifecycle("hook.verification.requested", &hook, "m2")]).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    assert!(a.failed.is_empty() && b.failed.is_empty());
+    let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
+    let told = news(news_q.as_ref()).await;
+    assert!(!told.contains(&"hook.authorized".to_owned()), "it was authorized all along: {told:?}");
+}
