@@ -6,6 +6,7 @@ use chrono::Utc;
 use hookbridge_core::Result;
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::ids::EventId;
+use hookbridge_core::message::PLATFORM_SOURCE;
 use hookbridge_core::ports::{Bus, OutgoingMessage, Rule, RulePattern, SourceMatch};
 use rusqlite::params;
 use serde_json::Value;
@@ -96,29 +97,103 @@ impl Bus for EmbeddedBus {
                         .map_err(sql("bus.rules"))?;
                     rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
                 };
-                let mut touched = Vec::new();
+                let (mut touched, mut untaken) = (Vec::new(), Vec::new());
                 for (source, detail_type, body, tenant) in &routed {
+                    let mut taken = false;
                     for (pattern, target) in &rules {
                         if pattern.matches(source, detail_type) {
                             let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
                             queue::insert(c, target, &[m])?;
                             touched.push(target.clone());
+                            taken = true;
                         }
                     }
+                    if !taken && source == PLATFORM_SOURCE {
+                        untaken.push((detail_type.clone(), body.clone()));
+                    }
                 }
-                Ok(touched)
+                Ok((touched, untaken))
             })
             .await?;
+        let (targets, untaken) = targets;
         for t in targets {
             queues.waker(&t).notify_waiters();
+        }
+        for (detail_type, body) in untaken {
+            told_to_the_log(&detail_type, &body);
         }
         Ok(ids)
     }
 }
 
+/// A platform event (`hook.disabled`, `delivery.exhausted`, …) that no rule takes: on AWS
+/// an operator's EventBridge rule may want it, and the embedded bus has no such rules, so
+/// it is written to the log, where an operator of `hookbridge serve` can see and watch for it.
+fn told_to_the_log(detail_type: &str, body: &str) {
+    let detail = serde_json::from_str::<serde_json::Value>(body).ok().map(|e| e["detail"].to_string());
+    tracing::info!(detail_type, detail = detail.as_deref().unwrap_or(body), "platform event");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The platform's events no rule takes (`hook.deleted`, `hook.disabled`, …) are
+    /// written to the log on the embedded bus, which has no operator's rules to take them;
+    /// one a rule takes, and a producer's, are not.
+    #[tokio::test]
+    async fn a_platform_event_no_rule_takes_is_written_to_the_log() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(move || writer.clone()));
+        let _log = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(&dir.path().join("hb.db")).unwrap_or_else(|e| panic!("{e}"));
+        let bus = EmbeddedBus::new(db, "123456789012", "us-east-1");
+        let taken = RulePattern {
+            source: SourceMatch::Exactly(PLATFORM_SOURCE.into()),
+            detail_types: vec!["hook.created".into()],
+        };
+        bus.put_rule(&Rule { name: "verify".into(), pattern: taken, target_queue: "verify".into() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let entry = |source: &str, detail_type: &str| BusEntry {
+            detail_type: detail_type.into(),
+            source: source.into(),
+            time: None,
+            resources: Vec::new(),
+            detail: serde_json::value::RawValue::from_string(format!(
+                r#"{{"tenant":"acme","hook_id":"{detail_type}-hook"}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{e}")),
+        };
+        let entries = vec![
+            entry(PLATFORM_SOURCE, "hook.deleted"),
+            entry(PLATFORM_SOURCE, "hook.created"),
+            entry("idp", "user.login"),
+        ];
+        bus.publish(entries).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let written =
+            String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        assert!(written.contains("platform event") && written.contains("hook.deleted-hook"), "{written}");
+        assert!(!written.contains("hook.created-hook"), "taken by a rule: {written}");
+        assert!(!written.contains("user.login-hook"), "a producer's: {written}");
+    }
 
     #[test]
     fn stored_patterns_read_back() {
