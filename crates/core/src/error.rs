@@ -38,8 +38,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// The backend failed (I/O, throttling, a service error).
-    #[error("backend error in {operation}")]
+    /// The backend failed (I/O, throttling, a service error). Shown with its causes, as
+    /// every log line that writes it needs them (an AWS SDK error alone says only
+    /// "service error"); the API answers `500` without it.
+    #[error("backend error in {operation}: {}", Causes(source.as_ref()))]
     Backend {
         /// What we were doing, e.g. `dynamodb.PutItem`.
         operation: &'static str,
@@ -47,6 +49,27 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+/// An error and its sources, each once, joined by `: ` (an error that repeats its
+/// source's text in its own is shown as its own).
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -68,3 +91,28 @@ impl Error {
 
 /// Results of port operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("service error")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("AccessDeniedException: not authorized to perform kms:Decrypt")]
+    struct Inner;
+
+    /// A backend error says what failed and why, all the way down: the SDK's own text is
+    /// "service error", and the log lines that wrote only it told nothing.
+    #[test]
+    fn a_backend_error_shows_its_causes() {
+        let e = Error::backend("kms.Decrypt", Outer(Inner));
+        assert_eq!(
+            e.to_string(),
+            "backend error in kms.Decrypt: service error: AccessDeniedException: not authorized to perform kms:Decrypt"
+        );
+        assert_eq!(Error::backend("sqlite", "disk I/O error").to_string(), "backend error in sqlite: disk I/O error");
+    }
+}
