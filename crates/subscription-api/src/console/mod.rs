@@ -37,8 +37,6 @@ pub fn routes() -> Router<Api> {
         .route("/console/callback", get(signin::oidc_callback))
         .route("/console/logout", post(signin::logout))
         .route("/console/portal", get(signin::portal_page).post(signin::portal))
-        // Links made before the code moved out of the path (they last at most an hour).
-        .route("/console/portal/{code}", get(signin::portal_page_at))
         .route("/console/assets/console.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
         .route("/console/preview", get(pages::preview))

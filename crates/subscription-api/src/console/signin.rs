@@ -1,7 +1,7 @@
 //! Signing in and out: a pasted token, the issuer's authorization-code flow with PKCE, or a
 //! portal link.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -292,11 +292,6 @@ pub async fn portal_page(Query(link): Query<PortalLink>) -> Response {
             ),
         ),
     }
-}
-
-/// `GET /console/portal/{code}`: a link made before the code moved to the query.
-pub async fn portal_page_at(Path(code): Path<String>) -> Response {
-    portal_form(&code)
 }
 
 /// The page whose button opens the link, posting its code.
