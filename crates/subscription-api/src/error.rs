@@ -57,7 +57,8 @@ pub enum ApiError {
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     /// Nothing can be done now, for this reason (the store is full, the token key cannot be
-    /// read); nothing was accepted; retry later.
+    /// read); retry later. Nothing was changed, but a publish may have put some of its
+    /// events out before the failure (docs/api.md, "What neither covers").
     #[error("{0}")]
     Unavailable(&'static str),
     /// A backend failure: logged, never echoed.
@@ -142,7 +143,7 @@ impl From<hookbridge_core::Error> for ApiError {
             }
             E::InvalidCursor => Self::field("cursor", "is not a cursor this API issued"),
             E::TooLarge(what) => Self::TooLarge(what),
-            E::StorageFull => Self::Unavailable("storage is full; nothing was accepted, retry later"),
+            E::StorageFull => Self::Unavailable("storage is full; retry later"),
             E::QuotaReached { limit } => Self::QuotaReached {
                 detail: format!(
                     "the tenant has {limit} hooks, the most it may have; delete one, or raise \
