@@ -231,8 +231,10 @@ async fn verify(
             }
         }
     }
-    tracing::warn!(hook_id = %d.hook_id, tenant = %d.tenant, "the hook's secrets kept changing while it was checked; left for the next check");
-    Ok(Checked::Done)
+    // Handed back, to be checked again once they rest: a rotation brings no event of its
+    // own, so nothing else would check it, and left AUTHORIZING it would read so for good.
+    put_back(v, hook, before).await;
+    Err(hookbridge_core::Error::backend("verifier.check", "the hook's secrets kept changing while it was checked"))
 }
 
 /// The hook's connection state as it was before its check, if the check left it

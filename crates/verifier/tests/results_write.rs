@@ -84,3 +84,60 @@ async fn a_check_whose_results_are_not_written_leaves_the_hook_as_it_was() {
     assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m4", 1)]).await.failed.is_empty());
     assert_eq!(state().await, ConnectionState::Authorized);
 }
+
+/// The store, with the hook's secrets rotated just before each of the next `rotations`
+/// writes of its check's results (which then meet a newer revision, and read it).
+struct Rotating {
+    inner: Arc<dyn HookAccess>,
+    rotations: AtomicUsize,
+}
+
+#[async_trait]
+impl HookAccess for Rotating {
+    async fn get(&self, tenant: &TenantId, id: HookId) -> hookbridge_core::Result<Option<Hook>> {
+        self.inner.get(tenant, id).await
+    }
+
+    async fn get_many(&self, keys: &[(TenantId, HookId)]) -> hookbridge_core::Result<Vec<Arc<Hook>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> hookbridge_core::Result<()> {
+        let rotate = hook.state.connection_state != ConnectionState::Authorizing
+            && self.rotations.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if rotate {
+            let mut stored = self.inner.get(&hook.tenant, hook.id).await?.unwrap();
+            stored.sealed.0.push(0);
+            stored.revision += 1;
+            self.inner.replace(&stored, stored.revision - 1).await?;
+        }
+        self.inner.replace(hook, expected_revision).await
+    }
+}
+
+/// An OAuth hook whose secrets change on every round of its check: the check gives up
+/// and comes back (its message fails), and the hook reads as it did. It was acknowledged
+/// and left AUTHORIZING, with no event to bring a check again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_whose_secrets_keep_changing_comes_back_and_leaves_the_hook_as_it_was() {
+    let h = EmbeddedHarness::start().await;
+    // A refusal is a finding, so each round gets as far as writing its results.
+    let idp = hookbridge_testkit::Receiver::start().await;
+    idp.always(hookbridge_testkit::Reply::body(401, r#"{"error": "invalid_client"}"#));
+    let (mut hook, _) = hookbridge_testkit::contract::make_hook_from(
+        &h,
+        "acme",
+        HookId::generate(),
+        serde_json::json!({"name": "rotating", "url": "http://127.0.0.1:9/hook", "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
+            "token_url": idp.url("/token"), "client_id": "c", "client_secret": "client-secret"}}),
+    )
+    .await;
+    hook.state.connection_state = ConnectionState::Authorized;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let mut v = common::verifier_on(h.backend());
+    v.ports.hooks = Arc::new(Rotating { inner: h.backend().hooks.clone(), rotations: AtomicUsize::new(3) });
+
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m1", 1)]).await.failed, ["m1"]);
+    let state = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap().state.connection_state;
+    assert_eq!(state, ConnectionState::Authorized, "not AUTHORIZING");
+}
