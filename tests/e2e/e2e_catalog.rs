@@ -99,6 +99,26 @@ async fn a_tenants_declared_schemas_are_bounded_together(flavor: Flavor) {
     let listed = stack.get("/v1/event-types", &t).await;
     assert_eq!(listed.status, 200);
     assert!(listed.body.to_string().len() < 5 * 1024 * 1024);
+
+    // Counted as Lambda answers them too, where the listing is a JSON string: a schema of
+    // quotes (each `\"` in the listing) takes four bytes a quote there, and 64 of the
+    // largest would have been 8 MiB, past the 6 MB a function may answer.
+    let q = stack.token("quoted", ALL_SCOPES);
+    let quotes = |i: usize| json!({"const": format!("{i:03}{}", "\"".repeat(32 * 1024 - 16))});
+    let mut fitted = 0;
+    for i in 0..64 {
+        let put = stack.put(&format!("/v1/event-types/q.{i}"), &q, &json!({"schema": quotes(i)})).await;
+        if put.status == 422 {
+            break;
+        }
+        assert_eq!(put.status, 200, "{i}: {}", put.body);
+        fitted += 1;
+    }
+    assert!((1..64).contains(&fitted), "{fitted} schemas of 64 KiB of quotes fitted");
+    let listed = stack.get("/v1/event-types", &q).await;
+    assert_eq!(listed.status, 200);
+    let answered = serde_json::to_string(&listed.body.to_string()).unwrap().len();
+    assert!(answered <= 6_000_000, "the listing takes {answered} bytes in Lambda's answer");
     stack.shutdown().await;
 }
 }

@@ -10,6 +10,14 @@ use crate::error::ApiError;
 /// The largest body accepted: ten events of 256 KiB each, with room for the framing.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
+/// The bytes a JSON response body of this text takes in the function's answer to API
+/// Gateway, whose 6 MB limit counts it as a JSON string: each `"` and `\` in it (every
+/// key's quotes, every escape) written twice. A listing held to a size measured as sent
+/// could still be refused by Lambda, as a 500.
+pub fn as_answered(json: &str) -> usize {
+    json.len() + json.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+}
+
 /// The raw JSON body of a request.
 #[derive(Debug)]
 pub struct JsonBody(pub axum::body::Bytes);
@@ -143,6 +151,15 @@ mod tests {
     #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
     use super::*;
+
+    /// Measured as Lambda's answer carries it: the body as a JSON string.
+    #[test]
+    fn a_body_is_measured_as_lambdas_answer_carries_it() {
+        for body in [r#"{"a":"\"\\x"}"#, "[]", r#"{"d":"\u0001"}"#, "{\"é\":1}"] {
+            let carried = serde_json::to_string(body).unwrap().len() - 2;
+            assert_eq!(as_answered(body), carried, "{body}");
+        }
+    }
 
     fn cut_off(sent: &'static [u8]) -> Request {
         let chunks: Vec<Result<&'static [u8], std::io::Error>> =

@@ -123,10 +123,11 @@ pub async fn declare(
     if declared.len() >= catalog::MAX_DECLARED && !declared.iter().any(|t| t.name == name) {
         return Err(declared_quota());
     }
-    // As the listing writes them: a description's characters can take six bytes each there
-    // (`\u0001`), so 500 of them would be 3 MB beside the schemas.
+    // As the listing answers them: a description's characters can take six bytes each there
+    // (`\u0001`), so 500 of them would be 3 MB beside the schemas; and the whole answer is
+    // escaped once more in Lambda's, where a schema of quotes takes four bytes for each.
     let size = |description: &Option<String>, schema: &Option<Value>| {
-        json!({ "description": description, "schema": schema }).to_string().len()
+        crate::body::as_answered(&json!({ "description": description, "schema": schema }).to_string())
     };
     let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.description, &t.schema)).sum();
     let now = declared.iter().find(|t| t.name == name).map_or(0, |t| size(&t.description, &t.schema));

@@ -187,7 +187,7 @@ pub async fn list(
             continue;
         }
         let out = HookOut::from(h);
-        let len = serde_json::to_vec(&out).map_or(0, |v| v.len());
+        let len = serde_json::to_string(&out).map_or(0, |v| crate::body::as_answered(&v));
         if !hooks.is_empty() && size + len > MAX_PAGE_BYTES {
             // The rest on the next page, which starts after the last hook looked at here.
             next_cursor = i.checked_sub(1).and_then(|j| page.items.get(j)).map(|h| h.id.to_string());
@@ -199,9 +199,9 @@ pub async fn list(
     Ok(Json(json!({ "hooks": hooks, "next_cursor": next_cursor })))
 }
 
-/// The most a page of hooks holds, encoded, however many `limit` allows: a Lambda function
-/// answers at most 6 MB (API Gateway turns more into a `500`), and one hook may be up to
-/// 350 KiB as written.
+/// The most a page of hooks holds, as answered ([`crate::body::as_answered`]), however
+/// many `limit` allows: a Lambda function answers at most 6 MB (API Gateway turns more into
+/// a `500`), and one hook may be up to 350 KiB as written.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// `GET /v1/hooks/{id}`.
