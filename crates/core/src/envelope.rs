@@ -48,9 +48,16 @@ pub struct Envelope {
 pub struct Routing {
     /// Whose event it is; only that tenant's hooks can match it.
     pub tenant: TenantId,
-    /// The site it happened in, for hooks scoped to sites.
-    #[serde(default)]
+    /// The site it happened in, for hooks scoped to sites. Left out, it has none; `null`
+    /// is not a site and cannot be routed, as the API refuses it (routed as none, it went
+    /// to every unscoped hook and skipped the scoped ones).
+    #[serde(default, deserialize_with = "a_string")]
     pub site: Option<String>,
+}
+
+/// A field that, when present, is a string.
+fn a_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 impl Routing {
@@ -279,9 +286,12 @@ mod tests {
     /// is not a string cannot be routed (ingest dead-letters it).
     #[test]
     fn a_tenant_or_site_that_is_not_a_string_is_a_routing_error() {
-        for routing in
-            [r#""tenant":7,"#, r#""tenant":"mytenant","site":{"id":"hq"},"#, r#""tenant":"mytenant","site":42,"#]
-        {
+        for routing in [
+            r#""tenant":7,"#,
+            r#""tenant":"mytenant","site":{"id":"hq"},"#,
+            r#""tenant":"mytenant","site":42,"#,
+            r#""tenant":"mytenant","site":null,"#,
+        ] {
             let env = Envelope::from_bus_json(&HYPR.replace(r#""tenant":"mytenant","#, routing), "a", "r").unwrap();
             assert!(matches!(env.routing(), Err(EnvelopeError::Routing(_))), "{routing}");
         }
