@@ -1008,6 +1008,51 @@ mod tests {
         }
     }
 
+    /// A rate limiter whose changes are applied late (a busy writer, a contended key).
+    struct LateLimiter {
+        inner: Arc<dyn hookbridge_core::ports::RateLimiter>,
+        late_by: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl hookbridge_core::ports::RateLimiter for LateLimiter {
+        async fn update(&self, key: &str, step: hookbridge_core::ports::Step) -> hookbridge_core::Result<Option<i64>> {
+            tokio::time::sleep(self.late_by).await;
+            self.inner.update(key, step).await
+        }
+    }
+
+    /// A hook limited to ten a second, its slots reserved half a second after they were
+    /// asked for: slots start at the clock as they are reserved, so the batch sends in
+    /// place only those due within the wait it allows (three, 100 ms apart). They started
+    /// at the batch's start, so the first half-second's slots were past, and eight went
+    /// out, five of them at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_reserved_late_are_not_spent_at_once() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "paced10").await;
+        hook.config.url = receiver.url("/paced");
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 10 });
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let mut worker = worker_on(h.backend());
+        let late = LateLimiter { inner: worker.ports.limiter.clone(), late_by: Duration::from_millis(500) };
+        worker.ports.limiter = Arc::new(late);
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&(0..10).map(|_| task_of(&hook)).collect::<Vec<_>>()).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 10 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        let arrivals = receiver.arrivals();
+        assert!(arrivals.len() <= 3, "{} sent in place, more than 250 ms at ten a second holds", arrivals.len());
+        if let [first, .., last] = arrivals.as_slice() {
+            assert!(*last - *first >= Duration::from_millis(150), "spaced at the rate: {:?}", *last - *first);
+        }
+    }
+
     /// A hook limited to one delivery a second, sending to `receiver`.
     async fn paced_hook(h: &EmbeddedHarness, receiver: &Receiver) -> Hook {
         let (mut hook, _) = make_hook(h, "acme", "paced").await;

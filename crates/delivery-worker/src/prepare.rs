@@ -361,7 +361,9 @@ async fn claim_probes<'a>(w: &Worker, now: DateTime<Utc>, plans: Vec<Plan<'a>>) 
             Some(Claim::Won) => Claim::Lost,
             Some(other) => *other,
             None => {
-                let (claim, claimed_hook) = claim(w, &ready.hook, now).await;
+                // Claimed as of now: backdated to the batch's start, a claim would lapse
+                // early, letting a second probe through.
+                let (claim, claimed_hook) = claim(w, &ready.hook, Utc::now()).await;
                 if let Some(hook) = claimed_hook {
                     // The hook as the claim left it (half-open, at its new revision): what
                     // gives the probe back if it goes unsent, and what its outcome is
@@ -520,6 +522,9 @@ async fn pace<'a>(
             }
         }
     }
+    // The slots were reserved against the clock as they were (`RateLimiter::pace`); they
+    // are judged against it too, not against the batch's start.
+    let now = Utc::now();
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         if unpaced.contains(&c.hook.id) && needs_slot(&c) {

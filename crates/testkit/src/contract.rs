@@ -1016,7 +1016,7 @@ pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     let now = hookbridge_core::rate::from_micros(hookbridge_core::rate::micros(Utc::now()));
     let rate = Rate::per_second(10);
     let first = limiter.pace(&key, rate, 3, now).await.expect("pace");
-    assert_eq!(first, now, "an idle key starts now");
+    assert!(first >= now && first <= Utc::now(), "an idle key starts as it is paced: {first} against {now}");
     let second = limiter.pace(&key, rate, 2, now).await.expect("pace");
     assert_eq!((second - first).num_milliseconds(), 300, "after the three slots reserved before");
     let later = now + chrono::Duration::seconds(60);

@@ -35,11 +35,23 @@ pub trait RateLimiter: Send + Sync {
 
     /// Reserves `count` consecutive slots under `rate` for `key` and returns the first;
     /// slot `i` is `first + i / rate`. Never refuses: a busy key's slots lie in the future.
+    ///
+    /// An idle key's slots start at the clock as the change is applied (never before
+    /// `now`), not as it was asked for: a change applied late (behind other writes, or a
+    /// batch's hooks read first) would hand out slots already past, all sent at once, past
+    /// the rate.
     async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-        let now = micros(now);
-        let seen =
-            self.update(key, std::sync::Arc::new(move |next| Some(rate::pace(next, now, rate, count).1))).await?;
-        Ok(from_micros(rate::pace(seen, now, rate, count).0))
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let floor = micros(now);
+        let applied_at = std::sync::Arc::new(AtomicI64::new(floor));
+        let noted = applied_at.clone();
+        let step = move |next| {
+            let now = micros(Utc::now()).max(floor);
+            noted.store(now, Ordering::Relaxed);
+            Some(rate::pace(next, now, rate, count).1)
+        };
+        let seen = self.update(key, std::sync::Arc::new(step)).await?;
+        Ok(from_micros(rate::pace(seen, applied_at.load(Ordering::Relaxed), rate, count).0))
     }
 
     /// Admits `count` units under `rate` with room for a burst of `burst`, or says how long
