@@ -40,10 +40,25 @@ pub struct AfterFailure {
     pub disable: bool,
 }
 
+/// The shortest wait between two failures that ends a run of them: about the default
+/// schedule's longest wait with its jitter (10 h, up to 12 h), so a dead endpoint with one
+/// event a day keeps its run.
+pub const RUN_GAP_AT_LEAST: Duration = Duration::from_secs(12 * 60 * 60);
+
 impl DisableRule {
     /// The hook's health after another failed attempt at `now`.
+    ///
+    /// A failure longer than the rule's span (and at least [`RUN_GAP_AT_LEAST`]) after the
+    /// one before starts a new run: nothing was tried in between, so the hook was not seen
+    /// failing all that time, and one old failure and a burst two days later are not a
+    /// day of failing.
     pub fn after_failure(&self, health: &Health, now: DateTime<Utc>) -> AfterFailure {
         let mut h = health.clone();
+        let gap = h.last_failed_at.and_then(|t| (now - t).to_std().ok()).unwrap_or(Duration::ZERO);
+        if gap > self.failing_for.max(RUN_GAP_AT_LEAST) {
+            (h.consecutive_failures, h.failing_since, h.warned) = (0, None, false);
+        }
+        h.last_failed_at = Some(now);
         h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         let since = *h.failing_since.get_or_insert(now);
         let failing = (now - since).to_std().unwrap_or(Duration::ZERO);
@@ -73,6 +88,7 @@ pub fn after_success(health: &Health, now: DateTime<Utc>) -> Option<Health> {
     Some(Health {
         consecutive_failures: 0,
         failing_since: None,
+        last_failed_at: None,
         last_success_at: Some(now),
         warned: false,
         ..health.clone()
@@ -232,6 +248,32 @@ mod tests {
         let h = rule.after_failure(&Health::default(), at(0)).health;
         let r = rule.after_failure(&h, at(20));
         assert!(r.warn && r.disable);
+    }
+
+    /// One failure, then nothing tried for two days, then a minute's outage: not a day of
+    /// failing, so not disabled; the burst starts a run of its own (and may be warned of
+    /// again). A dead endpoint whose retries come hours apart keeps its run.
+    #[test]
+    fn an_old_failure_and_a_burst_days_later_are_not_a_day_of_failing() {
+        let rule = DisableRule::default();
+        let h = rule.after_failure(&Health::default(), at(0)).health;
+        let mut h = Health { warned: true, ..h };
+        let days = 48 * 3600;
+        for i in 0..9 {
+            let r = rule.after_failure(&h, at(days + i));
+            assert!(!r.disable, "failure {i} of the burst");
+            h = r.health;
+        }
+        assert_eq!((h.consecutive_failures, h.failing_since, h.warned), (9, Some(at(days)), false));
+        let mut dead = Health::default();
+        let mut disabled = false;
+        for (i, t) in (0..12).map(|i| (i, i * 10 * 3600)) {
+            let r = rule.after_failure(&dead, at(t));
+            disabled |= r.disable;
+            assert_eq!(r.health.consecutive_failures, i as u32 + 1, "10 h apart: one run");
+            dead = r.health;
+        }
+        assert!(disabled, "failing for days, ten times and more in a row");
     }
 
     #[test]

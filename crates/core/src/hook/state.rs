@@ -88,6 +88,9 @@ pub struct Health {
     /// When the current run of failures began.
     #[serde(default)]
     pub failing_since: Option<DateTime<Utc>>,
+    /// When an attempt last failed (see [`crate::health::DisableRule::after_failure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_at: Option<DateTime<Utc>>,
     /// When a delivery last succeeded.
     #[serde(default)]
     pub last_success_at: Option<DateTime<Utc>>,
