@@ -345,7 +345,7 @@ mod tests {
         assert!(outcome.failed.is_empty());
         assert_eq!(on_the_slow_lane(&h).await, 1, "sent again at once on the slow lane");
         assert!(receiver.received().is_empty());
-        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver was never asked");
+        assert!(!worker.local.is_slow(&hook, Utc::now()), "the receiver was never asked");
         let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         assert_eq!(stored.state.health.slow_until, None);
         assert_eq!(stored.state.health.consecutive_failures, 0);
@@ -374,7 +374,7 @@ mod tests {
         let messages = a_delivery(&h, &hook).await;
         assert!(handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await.failed.is_empty());
         assert_eq!(on_the_slow_lane(&h).await, 1, "given up on the fast lane, sent again on the slow one");
-        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver had 100 ms of 400");
+        assert!(!worker.local.is_slow(&hook, Utc::now()), "the receiver had 100 ms of 400");
         let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         assert_eq!(stored.state.health.slow_until, None);
 
@@ -386,7 +386,7 @@ mod tests {
         let messages = a_delivery(&h, &hook).await;
         assert!(handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
         assert_eq!(receiver.received().len(), 1, "delivered");
-        assert!(!worker.local.is_slow(hook.id, &hook.config.url, Utc::now()), "the receiver answered at once");
+        assert!(!worker.local.is_slow(&hook, Utc::now()), "the receiver answered at once");
         let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         assert_eq!(stored.state.health.slow_until, None);
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookbridge_core::hook::Lane;
+use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use tokio::sync::Notify;
 
@@ -17,6 +17,8 @@ struct Entry {
     fast: u32,
     slow: u32,
     slow_until: Option<DateTime<Utc>>,
+    /// When it was last found slow.
+    slow_marked_at: Option<DateTime<Utc>>,
     /// The URL found slow: a hook moved to another since is not slow for it.
     slow_url: String,
     /// A moving average of the hook's recent request times, in milliseconds, and when the
@@ -55,9 +57,16 @@ impl Local {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether this process found the hook slow at `url` and the mark has not run out.
-    pub(crate) fn is_slow(&self, hook: HookId, url: &str, now: DateTime<Utc>) -> bool {
-        self.lock().get(&hook).filter(|e| e.slow_url == url).and_then(|e| e.slow_until).is_some_and(|t| t > now)
+    /// Whether this process found the hook slow at its URL and the mark has not run out.
+    /// A mark older than the hook's last change, which left it not slow, no longer holds:
+    /// its owner re-enabled it or gave it new health since (the API starts its health over).
+    pub(crate) fn is_slow(&self, hook: &Hook, now: DateTime<Utc>) -> bool {
+        let reset_since = |marked: DateTime<Utc>| hook.state.health.slow_until.is_none() && hook.updated_at > marked;
+        self.lock()
+            .get(&hook.id)
+            .filter(|e| e.slow_url == hook.config.url && !e.slow_marked_at.is_some_and(reset_since))
+            .and_then(|e| e.slow_until)
+            .is_some_and(|t| t > now)
     }
 
     /// Sends the hook's deliveries to the slow lane until `until`, while it is at `url`.
@@ -74,6 +83,7 @@ impl Local {
             e.slow_until = None;
         }
         e.slow_until = e.slow_until.max(Some(until));
+        e.slow_marked_at = Some(now);
     }
 
     /// Notes how long a request to `hook` took.
@@ -284,13 +294,30 @@ mod tests {
     #[test]
     fn slow_marks_run_out() {
         let local = Local::default();
-        let h = HookId::generate();
+        let (mut hook, _) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            HookId::generate(),
+            serde_json::json!({"name": "h", "url": "https://a.example/"}),
+        );
+        hook.updated_at = Utc::now() - chrono::Duration::seconds(1);
         let now = Utc::now();
-        local.mark_slow(h, "https://a.example/", now + chrono::Duration::seconds(10));
-        assert!(local.is_slow(h, "https://a.example/", now));
-        assert!(!local.is_slow(h, "https://a.example/", now + chrono::Duration::seconds(10)));
+        local.mark_slow(hook.id, "https://a.example/", now + chrono::Duration::seconds(10));
+        assert!(local.is_slow(&hook, now));
+        assert!(!local.is_slow(&hook, now + chrono::Duration::seconds(10)));
         // A hook moved to another URL is not slow there for what its old one did.
-        assert!(!local.is_slow(h, "https://b.example/", now));
+        let moved = Hook {
+            config: hookbridge_core::hook::HookConfig { url: "https://b.example/".into(), ..hook.config.clone() },
+            ..hook.clone()
+        };
+        assert!(!local.is_slow(&moved, now));
+        // Its own health write, saying it slow, keeps the mark; its owner's re-enable,
+        // which starts its health over, ends it: it went on to the slow lane for ten minutes.
+        let mut written = hook.clone();
+        written.state.health.slow_until = Some(now + chrono::Duration::seconds(10));
+        written.updated_at = Utc::now() + chrono::Duration::milliseconds(1);
+        assert!(local.is_slow(&written, now));
+        let reset = Hook { updated_at: written.updated_at, ..hook.clone() };
+        assert!(!local.is_slow(&reset, now));
     }
 
     /// A hook marked slow whose traffic here then stopped (deleted, disabled, quiet) is not

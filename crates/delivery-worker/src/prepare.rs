@@ -265,7 +265,7 @@ fn check<'a>(
         return Err(Box::new(Plan::Done(Done::Cancel { message, task: Box::new(task), reason })));
     }
     let health = &hook.state.health;
-    let lane = if w.local.is_slow(hook.id, &hook.config.url, now) { Lane::Slow } else { health.lane(now) };
+    let lane = if w.local.is_slow(hook, now) { Lane::Slow } else { health.lane(now) };
     // A delivery back for its rate-limit slot may come a second early (`SLOT_EARLY`) and
     // waits for it here (in `pace`), rather than be handed back to come late.
     let early_ok = if task.slot { held_in_place() } else { EARLY_OK };
