@@ -305,7 +305,7 @@ fn check<'a>(
             Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP, hook),
             // About when one of the hook's requests will have ended.
             Lane::Slow => {
-                let until = later(now, place_free_in(w.local.pace(hook.id), budget).mul_f64(0.5 + unit()));
+                let until = later(now, spread_place_wait(place_free_in(w.local.pace(hook.id), budget), budget, unit()));
                 hand_back(message, deferred(task, until), Lane::Slow, AT_CAP, hook)
             }
         }));
@@ -334,6 +334,13 @@ const MIN_PLACE_WAIT: Duration = Duration::from_millis(100);
 /// longer each time its deliveries come back, not every 100 ms until a request ends.
 fn place_free_in(pace: Option<Duration>, budget: Duration) -> Duration {
     pace.map_or(budget, |t| (t * 4).clamp(MIN_PLACE_WAIT.min(budget), budget))
+}
+
+/// A slow-lane wait for a place, spread by `unit` (0 to 1) over half to one and a half of
+/// `wait` so a full lane's overflow does not all come back at once, held to the bounds the
+/// wait itself keeps (at least [`MIN_PLACE_WAIT`], at most `budget`).
+fn spread_place_wait(wait: Duration, budget: Duration, unit: f64) -> Duration {
+    wait.mul_f64(0.5 + unit).clamp(MIN_PLACE_WAIT.min(budget), budget)
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.
@@ -672,6 +679,24 @@ mod tests {
         assert_eq!(place_free_in(Some(Duration::from_millis(300)), budget), Duration::from_millis(1_200));
         assert_eq!(place_free_in(Some(Duration::from_secs(10)), budget), budget, "a black hole waits it all");
         assert_eq!(place_free_in(Some(Duration::from_millis(5)), Duration::from_millis(50)), Duration::from_millis(50));
+    }
+
+    /// Spread, the wait keeps its bounds: a fast hook's overflow came back after 50 ms
+    /// (half the least), a black hole's after one and a half times the timeout.
+    #[test]
+    fn a_spread_place_wait_keeps_its_bounds() {
+        let budget = Duration::from_secs(10);
+        for unit in [0.0, 0.25, 0.5, 0.999] {
+            for wait in [MIN_PLACE_WAIT, Duration::from_millis(1_200), budget] {
+                let spread = spread_place_wait(wait, budget, unit);
+                assert!((MIN_PLACE_WAIT..=budget).contains(&spread), "{wait:?} spread by {unit}: {spread:?}");
+            }
+        }
+        assert_eq!(
+            spread_place_wait(Duration::from_millis(1_200), budget, 0.0),
+            Duration::from_millis(600),
+            "still spread"
+        );
     }
 
     use hookbridge_core::circuit::Circuit;
