@@ -499,6 +499,11 @@ fn logs_expire_parameters_cannot_break_a_stack_and_a_failed_create_can_be_retrie
     for (id, g) in resources_of_type(&t, "AWS::Logs::LogGroup") {
         assert_eq!(g["Properties"]["RetentionInDays"]["Ref"], "LogRetentionDays", "{id}");
     }
+    // A flood of requests is refused at the stage, before it takes the account's Lambda
+    // concurrency from the queue consumers.
+    let throttled = &resources_of_type(&t, "AWS::ApiGatewayV2::Stage")[0].1["Properties"]["DefaultRouteSettings"];
+    assert_eq!(throttled["ThrottlingRateLimit"]["Ref"], "ApiThrottleRate");
+    assert_eq!(throttled["ThrottlingBurstLimit"]["Ref"], "ApiThrottleBurst");
     let stage = &resources_of_type(&t, "AWS::ApiGatewayV2::Stage")[0].1["Properties"]["AccessLogSettings"];
     let format = stage["Format"].as_str().unwrap();
     assert!(serde_json::from_str::<Value>(format).is_ok(), "access logs are JSON lines");
