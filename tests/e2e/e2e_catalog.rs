@@ -53,6 +53,17 @@ async fn a_declared_schema_holds_every_publish_of_its_type(flavor: Flavor) {
     // A name no type could have is not one declared (DynamoDB would refuse the key).
     assert_eq!(stack.delete(&format!("/v1/event-types/{}", "a".repeat(1100)), &t).await.status, 404);
 
+    // A name is a path segment, which API Gateway decodes before the API sees it: one that
+    // would not arrive as written cannot be declared, and a query (what `a%3Fb` arrives as)
+    // is refused rather than the shorter name forgotten.
+    let odd = stack.put("/v1/event-types/a%2Fb", &t, &json!({"description": "slashed"})).await;
+    assert_eq!((odd.status.as_u16(), &odd.body["errors"][0]["field"]), (400, &json!("name")), "{}", odd.body);
+    assert_eq!(stack.put("/v1/event-types/a", &t, &json!({"description": "kept"})).await.status, 200);
+    let bearer = format!("Bearer {t}");
+    let queried = stack.raw("DELETE", "/v1/event-types/a?b", &[("authorization", &bearer)], Vec::new()).await;
+    assert_eq!((queried.status.as_u16(), &queried.body["errors"][0]["field"]), (400, &json!("query")));
+    assert_eq!(stack.delete("/v1/event-types/a", &t).await.status, 204, "a was kept");
+
     // Types named like the routes beside them are types too.
     for name in ["match", "catalogs"] {
         let put = stack.put(&format!("/v1/event-types/{name}"), &t, &json!({"description": "named oddly"})).await;

@@ -58,6 +58,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.contains('*') || !name.chars().all(|c| c.is_ascii_graphic()) {
         return Err("must be printable ASCII without spaces or `*`".to_owned());
     }
+    // It is a path segment (`/v1/event-types/{name}`), which API Gateway decodes before the
+    // API sees it: these would not arrive as written.
+    if name.contains(['/', '?', '#', '%']) {
+        return Err("must not hold `/`, `?`, `#` or `%`: it is a path segment".to_owned());
+    }
     Ok(())
 }
 
@@ -154,6 +159,9 @@ mod tests {
         assert!(check_name("admin.USER-CREATE").is_ok());
         assert!(check_name("access.*").is_err());
         assert!(check_name("a b").is_err());
+        for addressed_otherwise in ["a/b", "a?b", "a#b", "a%3Fb"] {
+            assert!(check_name(addressed_otherwise).is_err(), "{addressed_otherwise}");
+        }
         assert!(check_name("").is_err());
         assert!(check_name(&"x".repeat(129)).is_err());
     }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Api;
 use crate::auth::{Reader, Writer};
-use crate::body::{ApiQuery, JsonBody, parse};
+use crate::body::{ApiQuery, JsonBody, NoQuery, parse};
 use crate::error::ApiError;
 
 /// The catalogs shipped with the platform: the seed products' event types.
@@ -97,6 +97,7 @@ pub async fn declare(
     State(api): State<Api>,
     Writer(caller): Writer,
     Path(name): Path<String>,
+    _: ApiQuery<NoQuery>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     catalog::check_name(&name).map_err(|m| ApiError::field("name", m))?;
@@ -156,9 +157,13 @@ pub async fn undeclare(
     State(api): State<Api>,
     Writer(caller): Writer,
     Path(name): Path<String>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<StatusCode, ApiError> {
     // A name no declaration could have is not looked up (DynamoDB refuses a key that long).
-    if catalog::check_name(&name).is_err() || !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
+    // Held to the length only: one declared before `/`, `?`, `#` and `%` were refused can
+    // still be forgotten.
+    let unheld = name.is_empty() || name.len() > catalog::MAX_NAME_LEN;
+    if unheld || !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
         return Err(ApiError::NotFound("no such declared event type"));
     }
     api.schemas().forget(&caller.tenant);
@@ -167,23 +172,41 @@ pub async fn undeclare(
 
 /// `PUT /v1/event-types/match`: the type named `match`, whose path the router gives to
 /// `GET …/match` before `{name}`.
-pub async fn declare_match(api: State<Api>, caller: Writer, body: JsonBody) -> Result<Response, ApiError> {
-    declare(api, caller, Path("match".to_owned()), body).await
+pub async fn declare_match(
+    api: State<Api>,
+    caller: Writer,
+    query: ApiQuery<NoQuery>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    declare(api, caller, Path("match".to_owned()), query, body).await
 }
 
 /// `DELETE /v1/event-types/match`.
-pub async fn undeclare_match(api: State<Api>, caller: Writer) -> Result<StatusCode, ApiError> {
-    undeclare(api, caller, Path("match".to_owned())).await
+pub async fn undeclare_match(
+    api: State<Api>,
+    caller: Writer,
+    query: ApiQuery<NoQuery>,
+) -> Result<StatusCode, ApiError> {
+    undeclare(api, caller, Path("match".to_owned()), query).await
 }
 
 /// `PUT /v1/event-types/catalogs`: the type named `catalogs` (see [`declare_match`]).
-pub async fn declare_catalogs(api: State<Api>, caller: Writer, body: JsonBody) -> Result<Response, ApiError> {
-    declare(api, caller, Path("catalogs".to_owned()), body).await
+pub async fn declare_catalogs(
+    api: State<Api>,
+    caller: Writer,
+    query: ApiQuery<NoQuery>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    declare(api, caller, Path("catalogs".to_owned()), query, body).await
 }
 
 /// `DELETE /v1/event-types/catalogs`.
-pub async fn undeclare_catalogs(api: State<Api>, caller: Writer) -> Result<StatusCode, ApiError> {
-    undeclare(api, caller, Path("catalogs".to_owned())).await
+pub async fn undeclare_catalogs(
+    api: State<Api>,
+    caller: Writer,
+    query: ApiQuery<NoQuery>,
+) -> Result<StatusCode, ApiError> {
+    undeclare(api, caller, Path("catalogs".to_owned()), query).await
 }
 
 /// Query of `GET /v1/event-types/match`.
