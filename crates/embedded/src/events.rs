@@ -43,12 +43,16 @@ impl EventStore for SqliteEventStore {
             .write(move |c| {
                 let mut stmt = c
                     .prepare_cached(
+                        // A row past its expiry the sweep has not reached yet is gone as
+                        // far as every read is concerned: it is replaced, not kept in the
+                        // way (the new envelope was dropped, then swept with the old row).
                         "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT DO NOTHING",
+                         ON CONFLICT DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at
+                         WHERE events.expires_at <= ?5",
                     )
                     .map_err(sql("events.put"))?;
                 for (id, doc) in &rows {
-                    stmt.execute(params![owner, id, doc, exp]).map_err(sql("events.put"))?;
+                    stmt.execute(params![owner, id, doc, exp, at]).map_err(sql("events.put"))?;
                 }
                 let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
                 for name in &seen {
