@@ -208,7 +208,10 @@ impl DeliveryStore for DynamoDeliveryStore {
         let span = Span { lo, hi, newest_first };
         let filled = futures::future::join_all(parts.iter_mut().map(|p| p.fill(self, span))).await;
         filled.into_iter().collect::<Result<Vec<()>>>()?;
-        let mut out = Vec::with_capacity(limit + 1);
+        // Every delivery drawn counts towards the page, read or not, and the page is cut by
+        // their ids: a window of records this version cannot read (after a rollback) is
+        // left out a page at a time, not walked whole in one request.
+        let mut out: Vec<(DeliveryId, Option<Delivery>)> = Vec::with_capacity(limit + 1);
         while out.len() <= limit {
             let fronts = parts.iter().filter_map(|p| p.front());
             let best = if newest_first { fronts.max() } else { fronts.min() };
@@ -223,9 +226,11 @@ impl DeliveryStore for DynamoDeliveryStore {
             }
             sort_by_sk(&mut items);
             match fold(&items) {
-                Ok(d) => out.extend(d),
+                Ok(Some(d)) => out.push((best, Some(d))),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::error!(hook_id = %hook_id, delivery_id = %best, error = %e, "cannot read the stored delivery; left out of the listing");
+                    out.push((best, None));
                 }
             }
             if out.len() <= limit {
@@ -234,7 +239,8 @@ impl DeliveryStore for DynamoDeliveryStore {
                 }
             }
         }
-        Ok(Page::cut(out, limit, |d| d.id.to_string()))
+        let page = Page::cut(out, limit, |(id, _)| id.to_string());
+        Ok(Page { items: page.items.into_iter().filter_map(|(_, d)| d).collect(), next_cursor: page.next_cursor })
     }
 }
 

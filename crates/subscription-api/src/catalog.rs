@@ -138,7 +138,7 @@ pub async fn declare(
     if others + new > catalog::MAX_SCHEMAS_BYTES && new > now {
         return Err(ApiError::QuotaReached {
             detail: format!(
-                "a tenant's declared schemas and descriptions may come to at most {} bytes together, as JSON; {others} are declared",
+                "a tenant's declared schemas and descriptions may come to at most {} bytes together, as the listing answers them (a JSON string in Lambda's answer); {others} are declared",
                 catalog::MAX_SCHEMAS_BYTES
             ),
             limit: catalog::MAX_SCHEMAS_BYTES as u32,
@@ -161,7 +161,8 @@ pub async fn undeclare(
 ) -> Result<StatusCode, ApiError> {
     // A name no declaration could have is not looked up (DynamoDB refuses a key that long).
     // Held to the length only: one declared before `/`, `?`, `#` and `%` were refused can
-    // still be forgotten.
+    // still be forgotten where the path arrives as sent (the embedded backend, the function
+    // URL); behind API Gateway, which decodes it, such a name never arrives as written.
     let unheld = name.is_empty() || name.len() > catalog::MAX_NAME_LEN;
     if unheld || !api.ports().event_types.undeclare(&caller.tenant, &name).await? {
         return Err(ApiError::NotFound("no such declared event type"));
