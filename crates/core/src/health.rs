@@ -40,10 +40,10 @@ pub struct AfterFailure {
     pub disable: bool,
 }
 
-/// The shortest wait between two failures that ends a run of them: about the default
-/// schedule's longest wait with its jitter (10 h, up to 12 h), so a dead endpoint with one
-/// event a day keeps its run.
-pub const RUN_GAP_AT_LEAST: Duration = Duration::from_secs(12 * 60 * 60);
+/// The shortest wait between two failures that ends a run of them: the longest wait any
+/// schedule may have ([`crate::retry::MAX_QUEUE_DELAY`], 12 h) with its jitter (20 %), and
+/// an hour to spare, so a dead endpoint's own retries never end its run.
+pub const RUN_GAP_AT_LEAST: Duration = Duration::from_secs(crate::retry::MAX_QUEUE_DELAY.as_secs() * 6 / 5 + 3600);
 
 impl DisableRule {
     /// The hook's health after another failed attempt at `now`.
@@ -58,7 +58,8 @@ impl DisableRule {
         if gap > self.failing_for.max(RUN_GAP_AT_LEAST) {
             (h.consecutive_failures, h.failing_since, h.warned) = (0, None, false);
         }
-        h.last_failed_at = Some(now);
+        // Results of several workers may be judged out of their order: the latest stands.
+        h.last_failed_at = h.last_failed_at.max(Some(now));
         h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         let since = *h.failing_since.get_or_insert(now);
         let failing = (now - since).to_std().unwrap_or(Duration::ZERO);
@@ -267,13 +268,23 @@ mod tests {
         assert_eq!((h.consecutive_failures, h.failing_since, h.warned), (9, Some(at(days)), false));
         let mut dead = Health::default();
         let mut disabled = false;
-        for (i, t) in (0..12).map(|i| (i, i * 10 * 3600)) {
+        for (i, t) in (0..12).map(|i| (i, i * 14 * 3600 + i * 1440)) {
             let r = rule.after_failure(&dead, at(t));
             disabled |= r.disable;
-            assert_eq!(r.health.consecutive_failures, i as u32 + 1, "10 h apart: one run");
+            assert_eq!(r.health.consecutive_failures, i as u32 + 1, "14.4 h apart (12 h and its jitter): one run");
             dead = r.health;
         }
         assert!(disabled, "failing for days, ten times and more in a row");
+        // A rule of an hour still keeps a run whose retries wait the longest a schedule may.
+        let hourly = DisableRule { failing_for: Duration::from_secs(3600), min_failures: 3 };
+        let mut dead = Health::default();
+        for t in [0, 14 * 3600 + 1440, 2 * (14 * 3600 + 1440)] {
+            dead = hourly.after_failure(&dead, at(t)).health;
+        }
+        assert_eq!(dead.consecutive_failures, 3, "a schedule's own waits end no run");
+        // Judged out of their order, results keep the latest failure.
+        let later = hourly.after_failure(&dead, at(100)).health;
+        assert_eq!(later.last_failed_at, dead.last_failed_at);
     }
 
     #[test]

@@ -83,7 +83,8 @@ impl VerificationState {
 /// Delivery health, kept so a persistently failing hook can be disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Health {
-    /// Failed attempts since the last success.
+    /// Failed attempts in the current run: since the last success, or since a failure that
+    /// came longer than the disable span (at least about 15 h) after the one before.
     pub consecutive_failures: u32,
     /// When the current run of failures began.
     #[serde(default)]
