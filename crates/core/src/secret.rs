@@ -170,7 +170,28 @@ const REDACT_MIN_START: usize = 6;
 /// echoes its request (an echo service, a debug endpoint, "invalid key: …") would otherwise
 /// hand them the hook's credentials, and store them in clear.
 pub fn redact(text: &str, values: &[&str]) -> String {
-    let mut values: Vec<&str> = values.iter().copied().filter(|v| v.len() >= REDACT_MIN_LEN).collect();
+    if text.len() < REDACT_MIN_LEN {
+        return text.to_owned();
+    }
+    // As an echo may show them: as sent in a form or a query (percent-encoded), and as a
+    // JSON echo writes them (escaped, `/` too by some).
+    let encoded: Vec<String> = values
+        .iter()
+        .filter(|v| v.len() >= REDACT_MIN_LEN)
+        .flat_map(|v| {
+            let json = serde_json::to_string(v).unwrap_or_default();
+            let json = json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned();
+            [form_encoded(v), json.replace('/', "\\/"), json]
+        })
+        .filter(|e| !values.contains(&e.as_str()))
+        .collect();
+    let mut values: Vec<&str> = values
+        .iter()
+        .copied()
+        .chain(encoded.iter().map(String::as_str))
+        .filter(|v| v.len() >= REDACT_MIN_LEN)
+        .collect();
+    values.dedup();
     // The longest first, so a value inside another (a password inside its Basic form's
     // plain text) does not leave the rest of the longer one.
     values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -191,6 +212,20 @@ pub fn redact(text: &str, values: &[&str]) -> String {
     out
 }
 
+/// `value` as `application/x-www-form-urlencoded` writes it (what a token request's form
+/// and query carry).
+fn form_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +241,11 @@ mod tests {
         assert_eq!(redact("cut at the cap: s3cret-", &values), "cut at the cap: [redacted]");
         assert_eq!(redact("ends in s3cre", &values), "ends in s3cre", "too little of it to tell");
         assert_eq!(redact("nothing here", &[]), "nothing here");
+        // As a form, a query or a JSON echo writes them.
+        let values = ["a+b/c d\"e"];
+        for echoed in ["a%2Bb%2Fc+d%22e", r#"a+b/c d\"e"#, r#"a+b\/c d\"e"#] {
+            assert_eq!(redact(&format!("got {echoed}."), &values), "got [redacted].", "{echoed}");
+        }
     }
 
     #[test]
