@@ -43,16 +43,21 @@ impl EventStore for SqliteEventStore {
             .write(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        // A row past its expiry the sweep has not reached yet is gone as
-                        // far as every read is concerned: it is replaced, not kept in the
-                        // way (the new envelope was dropped, then swept with the old row).
+                        // Stored again, an envelope is kept until the later expiry: one
+                        // kept until the earlier (dropped behind a row about to expire, or
+                        // past it and not yet swept) was swept with the old row, and its
+                        // deliveries cancelled. A row already past its expiry is gone as far
+                        // as every read is concerned, so its document is the new one.
                         "INSERT INTO events (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at
-                         WHERE events.expires_at <= ?5",
+                         ON CONFLICT DO UPDATE SET
+                             doc = CASE WHEN events.expires_at <= ?5 THEN excluded.doc ELSE events.doc END,
+                             expires_at = max(events.expires_at, excluded.expires_at)",
                     )
                     .map_err(sql("events.put"))?;
+                // As the write is made, not as it was queued behind others.
+                let cutoff = crate::db::now_ms();
                 for (id, doc) in &rows {
-                    stmt.execute(params![owner, id, doc, exp, at]).map_err(sql("events.put"))?;
+                    stmt.execute(params![owner, id, doc, exp, cutoff]).map_err(sql("events.put"))?;
                 }
                 let mut seen_stmt = c.prepare_cached(SEEN_UPSERT).map_err(sql("events.put"))?;
                 for name in &seen {

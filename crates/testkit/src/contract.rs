@@ -909,6 +909,12 @@ pub async fn events_put_get_and_isolation(h: &dyn Harness) {
     // retention): kept anew, not dropped behind the old record and swept with it.
     store.put(&t, std::slice::from_ref(&old), Utc::now() + chrono::Duration::days(1)).await.expect("put again");
     assert!(store.get(&t, &old.id).await.expect("get").is_some(), "an expired record does not stand in the way");
+    // Nor one about to expire: stored again, it is kept until the later expiry.
+    let soon = Envelope::from_bus_json(&body.replace(env.id.as_str(), "expiring-event"), "x", "y").expect("envelope");
+    store.put(&t, std::slice::from_ref(&soon), Utc::now() + chrono::Duration::seconds(2)).await.expect("put");
+    store.put(&t, std::slice::from_ref(&soon), Utc::now() + chrono::Duration::days(1)).await.expect("put again");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(store.get(&t, &soon.id).await.expect("get").is_some(), "kept until the later expiry");
 }
 
 /// A key is claimed once; repeats see the first answer; a released key is free again.
@@ -1027,6 +1033,12 @@ pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     assert_eq!((second - first).num_milliseconds(), 300, "after the three slots reserved before");
     let later = now + chrono::Duration::seconds(60);
     assert_eq!(limiter.pace(&key, rate, 1, later).await.expect("pace"), later, "idle time is not banked");
+    // Paced as of a time already past, an idle key starts at the clock as the change is
+    // made: slots before it would all be sent at once.
+    let past = Utc::now() - chrono::Duration::seconds(5);
+    let fresh_key = h.unique("hook");
+    let first = limiter.pace(&fresh_key, rate, 1, past).await.expect("pace");
+    assert!(first > past + chrono::Duration::seconds(4) && first <= Utc::now(), "{first} paced as of {past}");
 
     let tenant_key = h.unique("tenant");
     assert_eq!(limiter.admit(&tenant_key, rate, 5, 5, now).await.expect("admit"), Admission::Admitted);

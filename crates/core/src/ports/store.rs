@@ -197,7 +197,9 @@ pub trait DeliveryStore: Send + Sync {
 /// Envelopes kept for replay and for delivery detail.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Stores envelopes of a tenant until `expires_at`. Storing an id again is a no-op.
+    /// Stores envelopes of a tenant until `expires_at`. Storing an id again keeps it until
+    /// the later of the two expiries (one kept until the earlier was lost with the old
+    /// record); what is read is either envelope (the same event's, normally the same).
     /// Their event types are recorded as seen in the same write (see [`EventTypeStore`]).
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()>;
 
