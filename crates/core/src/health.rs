@@ -41,9 +41,9 @@ pub struct AfterFailure {
 }
 
 /// The shortest wait between two failures that ends a run of them: the longest wait any
-/// schedule may have ([`crate::retry::MAX_QUEUE_DELAY`], 12 h) with its jitter (20 %), and
-/// an hour to spare, so a dead endpoint's own retries never end its run.
-pub const RUN_GAP_AT_LEAST: Duration = Duration::from_secs(crate::retry::MAX_QUEUE_DELAY.as_secs() * 6 / 5 + 3600);
+/// schedule may have ([`crate::retry::MAX_QUEUE_DELAY`], 12 h, its jitter included) and
+/// four hours to spare, so a dead endpoint's own retries never end its run.
+pub const RUN_GAP_AT_LEAST: Duration = Duration::from_secs(crate::retry::MAX_QUEUE_DELAY.as_secs() + 4 * 3600);
 
 impl DisableRule {
     /// The hook's health after another failed attempt at `now`.
@@ -268,17 +268,17 @@ mod tests {
         assert_eq!((h.consecutive_failures, h.failing_since, h.warned), (9, Some(at(days)), false));
         let mut dead = Health::default();
         let mut disabled = false;
-        for (i, t) in (0..12).map(|i| (i, i * 14 * 3600 + i * 1440)) {
+        for (i, t) in (0..12).map(|i| (i, i * 12 * 3600)) {
             let r = rule.after_failure(&dead, at(t));
             disabled |= r.disable;
-            assert_eq!(r.health.consecutive_failures, i as u32 + 1, "14.4 h apart (12 h and its jitter): one run");
+            assert_eq!(r.health.consecutive_failures, i as u32 + 1, "12 h apart, the longest wait: one run");
             dead = r.health;
         }
         assert!(disabled, "failing for days, ten times and more in a row");
         // A rule of an hour still keeps a run whose retries wait the longest a schedule may.
         let hourly = DisableRule { failing_for: Duration::from_secs(3600), min_failures: 3 };
         let mut dead = Health::default();
-        for t in [0, 14 * 3600 + 1440, 2 * (14 * 3600 + 1440)] {
+        for t in [0, 12 * 3600, 24 * 3600] {
             dead = hourly.after_failure(&dead, at(t)).health;
         }
         assert_eq!(dead.consecutive_failures, 3, "a schedule's own waits end no run");

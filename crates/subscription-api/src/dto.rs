@@ -99,7 +99,7 @@ pub struct HookOut {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthOut {
     /// Failed attempts in the current run: since the last success, or since a failure that
-    /// came longer than the disable span (at least about 15 h) after the one before.
+    /// came longer than the disable span (at least 16 h) after the one before.
     pub consecutive_failures: u32,
     /// When the current failures began.
     pub failing_since: Option<DateTime<Utc>>,

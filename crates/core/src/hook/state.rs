@@ -84,7 +84,7 @@ impl VerificationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Health {
     /// Failed attempts in the current run: since the last success, or since a failure that
-    /// came longer than the disable span (at least about 15 h) after the one before.
+    /// came longer than the disable span (at least 16 h) after the one before.
     pub consecutive_failures: u32,
     /// When the current run of failures began.
     #[serde(default)]
