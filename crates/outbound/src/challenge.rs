@@ -128,11 +128,7 @@ mod tests {
     #[tokio::test]
     async fn an_echoed_challenge_keeps_no_credential_in_its_error() {
         let (url, receiver) = crate::deliver::tests::echoes(200).await;
-        let outbound = Outbound::new(crate::OutboundSettings {
-            network: hookbridge_core::hook::NetworkPolicy::local(),
-            ..crate::OutboundSettings::default()
-        })
-        .unwrap();
+        let outbound = crate::deliver::tests::local_outbound();
         let (hook, secrets) = hookbridge_testkit::contract::unsealed_hook(
             "acme",
             hookbridge_core::ids::HookId::generate(),
@@ -151,11 +147,7 @@ mod tests {
     #[tokio::test]
     async fn a_hooks_own_accept_header_is_sent_once() {
         let receiver = hookbridge_testkit::Receiver::start().await;
-        let outbound = Outbound::new(crate::OutboundSettings {
-            network: hookbridge_core::hook::NetworkPolicy::local(),
-            ..crate::OutboundSettings::default()
-        })
-        .unwrap();
+        let outbound = crate::deliver::tests::local_outbound();
         let (hook, secrets) = hookbridge_testkit::contract::unsealed_hook(
             "acme",
             hookbridge_core::ids::HookId::generate(),

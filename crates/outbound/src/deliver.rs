@@ -497,7 +497,7 @@ pub(crate) mod tests {
     }
 
     /// A client allowed to reach loopback.
-    fn local_outbound() -> Outbound {
+    pub(crate) fn local_outbound() -> Outbound {
         Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() })
             .unwrap()
     }

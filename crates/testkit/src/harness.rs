@@ -134,6 +134,14 @@ impl EmbeddedHarness {
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config
     }
+    /// Runs `update` on the database file, which must change exactly one row.
+    fn rewrite_one(&self, update: &str, params: [&str; 3]) {
+        let changed = rusqlite::Connection::open(&self.config.database)
+            .expect("open database")
+            .execute(update, params)
+            .expect("rewrite a stored row");
+        assert_eq!(changed, 1, "no such row: {update}");
+    }
 }
 
 #[async_trait]
@@ -168,25 +176,17 @@ impl Harness for EmbeddedHarness {
     }
 
     async fn make_unreadable(&self, tenant: &TenantId, id: HookId) {
-        let changed = rusqlite::Connection::open(&self.config.database)
-            .expect("open database")
-            .execute(
-                "UPDATE hooks SET doc = json_set(doc, '$.config.method', ?1) WHERE tenant = ?2 AND id = ?3",
-                [UNKNOWN_METHOD, &tenant.to_string(), &id.to_string()],
-            )
-            .expect("rewrite hook");
-        assert_eq!(changed, 1, "no such hook");
+        self.rewrite_one(
+            "UPDATE hooks SET doc = json_set(doc, '$.config.method', ?1) WHERE tenant = ?2 AND id = ?3",
+            [UNKNOWN_METHOD, &tenant.to_string(), &id.to_string()],
+        );
     }
 
     async fn make_delivery_unreadable(&self, hook: HookId, id: DeliveryId) {
-        let changed = rusqlite::Connection::open(&self.config.database)
-            .expect("open database")
-            .execute(
-                "UPDATE deliveries SET doc = json_set(doc, '$.status', ?1) WHERE hook_id = ?2 AND id = ?3",
-                [UNKNOWN_STATUS, &hook.to_string(), &id.to_string()],
-            )
-            .expect("rewrite delivery");
-        assert_eq!(changed, 1, "no such delivery");
+        self.rewrite_one(
+            "UPDATE deliveries SET doc = json_set(doc, '$.status', ?1) WHERE hook_id = ?2 AND id = ?3",
+            [UNKNOWN_STATUS, &hook.to_string(), &id.to_string()],
+        );
     }
 }
 

@@ -59,6 +59,18 @@ async fn news(q: &dyn Queue) -> Vec<String> {
     kinds
 }
 
+/// Checks `hook` for the lifecycle event `first`, and for `then` 300 ms later while the
+/// first waits on its endpoint; both must end without handing their messages back.
+async fn two_checks_at_once(v: &verifier::Verifier, hook: &Hook, first: &str, then: &str) {
+    let first = [lifecycle(first, hook, "m1")];
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        verifier::handle(v, &[lifecycle(then, hook, "m2")]).await
+    };
+    let (a, b) = tokio::join!(verifier::handle(v, &first), second);
+    assert!(a.failed.is_empty() && b.failed.is_empty());
+}
+
 /// A hook that must prove ownership, stored, at `receiver`.
 async fn required_hook(h: &EmbeddedHarness, receiver: &Receiver) -> Hook {
     let (mut hook, _) = make_hook(h, "acme", "overlap").await;
@@ -83,14 +95,7 @@ async fn a_slow_failure_does_not_overwrite_a_later_pass() {
     let hook = required_hook(&h, &receiver).await;
     let v = common::verifier_on(h.backend());
 
-    let created = [lifecycle("hook.created", &hook, "m1")];
-    let slow = verifier::handle(&v, &created);
-    let asked = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        verifier::handle(&v, &[lifecycle("hook.verification.requested", &hook, "m2")]).await
-    };
-    let (a, b) = tokio::join!(slow, asked);
-    assert!(a.failed.is_empty() && b.failed.is_empty());
+    two_checks_at_once(&v, &hook, "hook.created", "hook.verification.requested").await;
     assert_eq!(receiver.received().len(), 2, "both challenges were sent");
 
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
@@ -120,14 +125,7 @@ async fn the_second_of_two_checks_tells_no_news_the_first_told() {
     h.backend().hooks.replace(&hook, stored.revision).await.unwrap();
     let v = common::verifier_on(h.backend());
 
-    let asked_first = [lifecycle("hook.verification.requested", &hook, "m1")];
-    let first = verifier::handle(&v, &asked_first);
-    let second = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        verifier::handle(&v, &[lifecycle("hook.verification.requested", &hook, "m2")]).await
-    };
-    let (a, b) = tokio::join!(first, second);
-    assert!(a.failed.is_empty() && b.failed.is_empty());
+    two_checks_at_once(&v, &hook, "hook.verification.requested", "hook.verification.requested").await;
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
     assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
     let told = news(news_q.as_ref()).await;
