@@ -44,7 +44,7 @@ pub async fn verify(
 }
 
 /// Body of a rotation: a new secret of the caller's choosing, or none to have one made.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateIn {
     secret: Option<String>,

@@ -49,7 +49,7 @@ pub fn routes() -> Router<Api> {
 
 /// A webhook as Keycloak clients send it; `id`, `createdBy`, `createdAt` and anything else
 /// are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WebhookIn {
     enabled: Option<Value>,

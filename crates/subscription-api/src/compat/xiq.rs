@@ -56,7 +56,7 @@ pub fn routes() -> Router<Api> {
         .route("/subscriptions/webhook/{id}", delete(remove))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct SubscriptionIn {
     application: Option<String>,
     url: Option<String>,

@@ -19,7 +19,7 @@ pub const COOKIE: &str = "hb_session";
 const TOKEN_SESSION_SECS: i64 = 12 * 3600;
 
 /// A signed-in console user.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     /// Who the API sees.
     pub caller: Caller,

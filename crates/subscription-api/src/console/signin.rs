@@ -205,7 +205,7 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response 
 }
 
 /// The issuer's answer.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct Callback {
     code: Option<String>,
     state: Option<String>,
@@ -267,7 +267,7 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
 }
 
 /// What a portal link carries.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct PortalLink {
     code: Option<String>,
 }

@@ -13,6 +13,7 @@ use super::model::*;
 use super::network::NetworkPolicy;
 
 mod auth;
+mod debug;
 mod headers;
 mod url;
 
@@ -65,7 +66,7 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
 /// Fields are loose (`Option<String>`) so validation, not the JSON parser, names what is
 /// wrong. Read-only fields of a hook as read are accepted and ignored, so a client can
 /// `GET`, edit and `PUT` the same document.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookDraft {
     /// Unique in the tenant, 1-64 of `[A-Za-z0-9._-]`; required on create, immutable after.
@@ -133,7 +134,7 @@ pub struct RateLimitDraft {
 pub const MAX_RATE_LIMIT: u64 = 1000;
 
 /// `auth` as written; which fields apply depends on `type`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthDraft {
     /// `NONE`, `BASIC`, `API_KEY`, `HEADER`, `OAUTH_CLIENT_CREDENTIALS`.
@@ -168,7 +169,7 @@ pub struct AuthDraft {
 }
 
 /// An OAuth parameter as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamDraft {
     /// The parameter's name (a header name, for `header_params`).
@@ -182,7 +183,7 @@ pub struct ParamDraft {
 }
 
 /// An extra header as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderDraft {
     /// The header name.
