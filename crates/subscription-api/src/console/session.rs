@@ -113,13 +113,17 @@ fn loopback_http(headers: &HeaderMap) -> bool {
     !forwarded_https && matches!(name, "127.0.0.1" | "localhost" | "[::1]")
 }
 
-/// Whether the console's cookies are `Secure` for this request: unless over plain http to
-/// a loopback address, and always when the public URL (`HOOKBRIDGE_PUBLIC_URL`) is https
-/// (a proxy that hides the host may forward to the API on 127.0.0.1 without saying the
-/// browser's request was https).
+/// Whether the console's cookies are `Secure` for this request. The public URL
+/// (`HOOKBRIDGE_PUBLIC_URL`) decides when set: always when it is https (a proxy that hides
+/// the host may forward to the API on 127.0.0.1 without saying the browser's request was
+/// https), never when it is plain http (the operator serves the console that way on
+/// another address, and a browser drops a `Secure` cookie set over http, so no one could
+/// sign in). Unset: unless over plain http to a loopback address.
 fn secure_cookies(public_url: Option<&str>, headers: &HeaderMap) -> bool {
-    let https_public = public_url.is_some_and(|u| u.starts_with("https://"));
-    https_public || !loopback_http(headers)
+    match public_url {
+        Some(u) => !u.starts_with("http://"),
+        None => !loopback_http(headers),
+    }
 }
 
 /// The name a console cookie goes by for this request. Where cookies are `Secure` it is
@@ -216,6 +220,14 @@ mod tests {
         let proxied =
             set_cookie(Some("https://hooks.example.com"), &headers("127.0.0.1:8080", None), COOKIE, "v", 60, "Strict");
         assert!(proxied.to_str().unwrap_or_default().starts_with("__Host-hb_session=v; Path=/; Secure;"));
+        // Served plain http on another address, as the operator says: a browser would drop
+        // a `Secure` (or `__Host-`) cookie set over http, and sign-in would loop.
+        let lan = set_cookie(Some("http://10.0.0.5:3000"), &headers("10.0.0.5:3000", None), COOKIE, "v", 60, "Strict");
+        let lan = lan.to_str().unwrap_or_default();
+        assert!(lan.starts_with("hb_session=v; Path=/console;") && !lan.contains("Secure"), "{lan}");
+        let mut h = headers("10.0.0.5:3000", None);
+        h.insert(header::COOKIE, HeaderValue::from_static("hb_session=t.mine"));
+        assert_eq!(console_cookie(Some("http://10.0.0.5:3000"), &h, COOKIE).as_deref(), Some("t.mine"));
     }
 
     /// Over https only the `__Host-` cookie is read: a page on a sibling subdomain can set
