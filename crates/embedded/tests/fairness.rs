@@ -33,3 +33,36 @@ async fn a_groups_backlog_does_not_hold_back_another_groups_message() {
     let got = q.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(got.len(), 10);
 }
+
+/// Groups with nothing receivable (a failing hook's retries, waiting out their delay) do
+/// not use up a receive's turns: a quiet group's new message comes with the next receive
+/// after the backlog's, not one receive per 32 waiting groups later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_with_only_waiting_messages_do_not_hide_a_quiet_groups_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    config.topology = Topology::named("fair");
+    hookbridge_embedded::init(&config).await.unwrap();
+    let q = EmbeddedQueue::new(Db::open(&config.database).unwrap(), &config.topology.delivery.name);
+
+    let mut waiting: Vec<_> = (0..200)
+        .map(|i| {
+            let mut m = OutgoingMessage::now(format!("retry-{i}")).in_group(format!("m{i:03}"));
+            m.delay = Duration::from_secs(600);
+            m
+        })
+        .collect();
+    waiting.extend((0..100).map(|i| OutgoingMessage::now(format!("noisy-{i}")).in_group("a")));
+    for chunk in waiting.chunks(10) {
+        q.send_batch(chunk).await.unwrap();
+    }
+    q.send_batch(&[OutgoingMessage::now("calm-0".into()).in_group("z")]).await.unwrap();
+
+    // Groups sort `a`, `m000`…`m199`, `z`: the first receive serves `a`, the next must
+    // look past the 200 waiting groups to find `z`.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.extend(q.receive(1, Duration::from_secs(1)).await.unwrap().into_iter().map(|m| m.body));
+    }
+    assert!(got.contains(&"calm-0".to_owned()), "{got:?}");
+}
