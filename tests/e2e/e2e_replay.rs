@@ -273,6 +273,20 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
         assert_eq!(a.headers["content-type"], "application/problem+json");
         assert!(a.body["detail"].as_str().unwrap().contains("hook disabled"), "{}", a.body);
     }
+    // A repeat of an answered request is still answered as the first time: the client
+    // whose answer was lost learns its job started.
+    let repeated = keyed("replay-1", json!({"since": since, "status": "ALL"})).await;
+    assert_eq!((repeated.status.as_u16(), &repeated.body), (202, &once.body), "{}", repeated.body);
+    assert_eq!(repeated.headers["idempotent-replayed"], "true");
+    // A new key refused here is given back, so the request can be made again once the hook
+    // receives (held, it would answer "in progress" for five minutes).
+    assert_eq!(keyed("replay-2", json!({"since": since})).await.status, 409);
+    doc["enabled"] = json!(true);
+    doc["version"] = stack.get(&format!("/v1/hooks/{id}"), &t).await.body["version"].clone();
+    assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await.status, 200);
+    let after = keyed("replay-2", json!({"since": since})).await;
+    assert_eq!(after.status, 202, "{}", after.body);
+    job_until_stopped(&stack, &t, after.headers["location"].to_str().unwrap()).await;
 
     // The job is readable after its hook is deleted, and still only to its tenant.
     assert_eq!(stack.delete(&format!("/v1/hooks/{id}"), &t).await.status, 204);

@@ -187,19 +187,6 @@ pub async fn replay(
     }
     let wanted = statuses(body.status)?;
     let hook = load(&api, &caller, &id).await?;
-    receiving(&hook)?;
-    let since = match caller.history_since(&hook) {
-        Some(from) if from >= until => {
-            let why = format!(
-                "this session sees the hook's deliveries only from {} ({} s after its sites last changed): it has none to replay before then",
-                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                crate::auth::HISTORY_AFTER_CHANGE.num_seconds()
-            );
-            return Err(ApiError::field("since", why));
-        }
-        Some(from) => since.max(from),
-        None => since,
-    };
     let store = api.ports().idempotency.as_ref();
     // The same body to another hook, or from a caller that sees another part of the
     // hook's history (a portal session), is another request.
@@ -218,6 +205,17 @@ pub async fn replay(
         }
         return Ok(answer);
     }
+    // The key first: a repeat of an answered request gets its answer, though the hook may
+    // have stopped receiving since (the first job's own failures can disable it).
+    let since = match receiving(&hook).and_then(|()| window_seen(&caller, &hook, since, until)) {
+        Ok(since) => since,
+        Err(refused) => {
+            if let Some(r) = &request {
+                r.release(store, &hook.tenant).await;
+            }
+            return Err(refused);
+        }
+    };
     let job = ReplayJob::new(hook.tenant.clone(), hook.id, since, until, wanted, now);
     let started = start(&api, &hook, &job).await;
     if let Some(r) = &request {
@@ -234,6 +232,29 @@ pub async fn replay(
         answer.headers_mut().insert(header::LOCATION, location);
     }
     Ok(answer)
+}
+
+/// Where the replay's window begins for `caller`: no earlier than the part of the hook's
+/// history it sees ([`Caller::history_since`]); refused when that part begins after
+/// `until`.
+fn window_seen(
+    caller: &Caller,
+    hook: &Hook,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
+    match caller.history_since(hook) {
+        Some(from) if from >= until => {
+            let why = format!(
+                "this session sees the hook's deliveries only from {} ({} s after its sites last changed): it has none to replay before then",
+                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                crate::auth::HISTORY_AFTER_CHANGE.num_seconds()
+            );
+            Err(ApiError::field("since", why))
+        }
+        Some(from) => Ok(since.max(from)),
+        None => Ok(since),
+    }
 }
 
 /// Where a replay job of `hook` is read.
