@@ -252,6 +252,37 @@ async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor
 }
 }
 
+on_both_backends! {
+/// A limit raised to catch up takes effect for what comes next: the slots reserved at the
+/// old limit (here 90 s of them, at one a second) do not stand in front of a new event.
+async fn a_raised_rate_limit_is_not_held_to_the_old_limits_schedule(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let hook = stack.create_hook(&t, &json!({"name": "paced", "url": r.url("/"), "rate_limit": {"per_second": 1}})).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let n = 90;
+    let events: Vec<Value> = (0..n).map(|i| event("acme", i)).collect();
+    for chunk in events.chunks(10) {
+        stack.publish(&t, &json!(chunk)).await;
+    }
+    // Each listed delivery was handed back holding its slot, up to 90 s ahead.
+    eventually(WAIT, || async { (stack.deliveries(&t, &id, 1).await.len() == n).then_some(()) })
+        .await
+        .expect("every delivery listed, its slot reserved");
+    let mut doc = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
+    doc["rate_limit"] = json!({"per_second": 1000});
+    assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await.status, 200);
+    stack.publish(&t, &json!([event("fresh", n)])).await;
+    let fresh = eventually(WAIT, || async {
+        r.received().iter().any(|g| g.json()["detail"]["who"] == "fresh").then_some(())
+    })
+    .await;
+    assert!(fresh.is_some(), "the new event waited behind the old limit's slots ({} delivered)", r.received().len());
+    stack.shutdown().await;
+}
+}
+
 /// No second holds more deliveries than the documented bound (docs/api.md, `rate_limit`):
 /// the rate, one more for a second that straddles two slots, and the rate again for
 /// deliveries that come back up to a second after their slots and go at once (SQS counts

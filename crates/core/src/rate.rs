@@ -35,6 +35,11 @@ impl Rate {
     }
 }
 
+/// The key of a hook's delivery pace in the shared rate state.
+pub fn hook_key(hook: crate::ids::HookId) -> String {
+    format!("hook:{hook}")
+}
+
 /// Microseconds since the Unix epoch, the unit rate state is kept in.
 pub fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

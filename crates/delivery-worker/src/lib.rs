@@ -1072,6 +1072,67 @@ mod tests {
         (task, message)
     }
 
+    /// A slot reserved under a limit the hook no longer has does not hold its delivery back:
+    /// with the limit removed it goes at once, with the limit changed it takes a slot at
+    /// the new limit (here at once, the schedule started over as the API does). A slot
+    /// reserved under the limit the hook still has, or by an older version that did not
+    /// say under which (`slot_rate` absent), still holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_reserved_under_an_old_rate_limit_no_longer_holds() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let hook = paced_hook(&h, &receiver).await;
+        let key = hookbridge_core::rate::hook_key(hook.id);
+        let rate = hookbridge_core::rate::Rate::per_second(1);
+        let ahead = h.backend().limiter.pace(&key, rate, 600, Utc::now()).await.unwrap();
+        assert!(ahead >= Utc::now() - chrono::Duration::seconds(1), "a busy schedule: {ahead}");
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let waiting = |slot_rate: Option<u32>| {
+            let (mut task, _) = back_early(&hook, chrono::Duration::seconds(600));
+            task.slot_rate = slot_rate;
+            task.message(Utc::now())
+        };
+        let run = |message: hookbridge_core::ports::OutgoingMessage| {
+            let worker = &worker;
+            async move {
+                fast.send_batch(&[hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..message }])
+                    .await
+                    .unwrap();
+                let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(messages.len(), 1);
+                let outcome = handle(worker, &messages, BatchContext::lane(Lane::Fast)).await;
+                assert!(outcome.failed.is_empty());
+                let back = fast.receive(10, Duration::ZERO).await.unwrap();
+                let slot = back.first().and_then(|m| Task::parse(&m.body, 1)).and_then(|t| t.not_before);
+                fast.ack(&back.into_iter().map(|m| m.receipt).collect::<Vec<_>>()).await.unwrap();
+                slot
+            }
+        };
+        // Under the limit it still has, and from an older version: held, nothing sent.
+        for slot_rate in [Some(1), None] {
+            assert!(run(waiting(slot_rate)).await.is_none(), "handed back to the queue's delay");
+        }
+        assert!(receiver.received().is_empty(), "{} sent", receiver.received().len());
+
+        let mut raised = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        raised.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 100 });
+        let expected = raised.revision;
+        raised.revision += 1;
+        h.backend().hooks.replace(&raised, expected).await.unwrap();
+        h.backend().limiter.restart(&key, Utc::now()).await.unwrap();
+        assert_eq!(run(waiting(Some(1))).await, None);
+        assert_eq!(receiver.received().len(), 1, "sent at once, in the new schedule");
+
+        let mut unlimited = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        unlimited.config.rate_limit = None;
+        let expected = unlimited.revision;
+        unlimited.revision += 1;
+        h.backend().hooks.replace(&unlimited, expected).await.unwrap();
+        assert_eq!(run(waiting(Some(100))).await, None);
+        assert_eq!(receiver.received().len(), 2, "sent at once: the hook has no limit now");
+    }
+
     /// The deadline is asked again just before each request: a delivery that waited in the
     /// worker's hands (here for the rate-limit slot it came back early for, 900 ms on)
     /// until too little of the invocation was left is handed back unsent, not started to

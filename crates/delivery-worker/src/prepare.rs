@@ -266,6 +266,10 @@ fn check<'a>(
     }
     let health = &hook.state.health;
     let lane = if w.local.is_slow(hook, now) { Lane::Slow } else { health.lane(now) };
+    if task.slot && !slot_holds(&task, hook) {
+        task.slot = false;
+        task.not_before = None;
+    }
     // A delivery back for its rate-limit slot may come a second early (`SLOT_EARLY`) and
     // waits for it here (in `pace`), rather than be handed back to come late.
     let early_ok = if task.slot { held_in_place() } else { EARLY_OK };
@@ -344,6 +348,17 @@ fn spread_place_wait(wait: Duration, budget: Duration, unit: f64) -> Duration {
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.
+/// Whether a delivery's rate-limit slot still paces its hook: not once the hook's limit
+/// was removed or changed (the API then starts the hook's schedule over, and the delivery
+/// takes a slot in it).
+fn slot_holds(task: &Task, hook: &Hook) -> bool {
+    match (hook.config.rate_limit, task.slot_rate) {
+        (None, _) => false,
+        (Some(limit), Some(rate)) => limit.per_second == rate,
+        (Some(_), None) => true,
+    }
+}
+
 fn deferred_keep_slot(mut task: Task, until: DateTime<Utc>) -> Task {
     task.not_before = Some(until);
     task
@@ -505,7 +520,7 @@ async fn pace<'a>(
     // again) held up every other hook's deliveries in the batch.
     let reserved = futures::stream::iter(wanting)
         .map(|(hook, (rate, count))| async move {
-            let key = format!("hook:{hook}");
+            let key = hookbridge_core::rate::hook_key(hook);
             let reservation = w.ports.limiter.pace(&key, rate, count, now);
             (hook, rate, tokio::time::timeout(RESERVE_PATIENCE, reservation).await)
         })
@@ -555,6 +570,7 @@ async fn pace<'a>(
                 let mut task = c.task;
                 task.not_before = Some(at);
                 task.slot = true;
+                task.slot_rate = c.hook.config.rate_limit.map(|l| l.per_second);
                 let lane = c.hook.state.health.lane(now);
                 plans.push(hand_back(c.message, task, lane, "waiting for its rate-limit slot", &c.hook));
             }

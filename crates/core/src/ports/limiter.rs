@@ -54,6 +54,14 @@ pub trait RateLimiter: Send + Sync {
         Ok(from_micros(rate::pace(seen, applied_at.load(Ordering::Relaxed), rate, count).0))
     }
 
+    /// Starts `key`'s schedule over at `now`: slots reserved ahead under an old rate no
+    /// longer stand before the new rate's (a hook's limit was changed). At most one slot
+    /// already given out and one of the new schedule fall within one interval.
+    async fn restart(&self, key: &str, now: DateTime<Utc>) -> Result<()> {
+        let now = micros(now);
+        self.update(key, std::sync::Arc::new(move |next| next.filter(|n| *n > now).map(|_| now))).await.map(|_| ())
+    }
+
     /// Admits `count` units under `rate` with room for a burst of `burst`, or says how long
     /// to wait; a refusal uses nothing up.
     async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission> {
