@@ -648,6 +648,27 @@ async fn behind_https_the_session_cookie_is_one_only_this_host_can_set() {
     stack.shutdown().await;
 }
 
+/// A token that cannot read hooks does not sign in: every console page reads hooks, and
+/// signed in, its first page was a `403` whose only link led back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_hooks_read_does_not_sign_in() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |token: String| {
+        let req = http
+            .post(format!("{}/console/login", stack.base_url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"));
+        async move { req.send().await.unwrap() }
+    };
+    let refused = sign_in(stack.token("acme", "events:publish portal:create")).await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get("set-cookie").is_none(), "no session");
+    assert!(refused.text().await.unwrap().contains("hooks:read"), "says which scope it needs");
+    assert_eq!(sign_in(stack.token("acme", "hooks:read")).await.status(), 303, "reading is enough");
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_works_on_the_aws_backend_too() {
     let stack = TestStack::start(Flavor::Aws).await;

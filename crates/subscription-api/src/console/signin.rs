@@ -16,6 +16,8 @@ use super::layout::{notice, page};
 use super::session::{COOKIE, Session, console_cookie, origin, set_cookie, token_session_secs};
 use super::{form, html, see_other};
 use crate::Api;
+use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
 
 /// The cookie that carries the authorization-code flow's state and PKCE verifier.
 const FLOW_COOKIE: &str = "hb_signin";
@@ -106,6 +108,7 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
         return html(StatusCode::BAD_REQUEST, login_markup(&api, Some(&why)));
     }
     match api.settings().tokens.check(&token).await {
+        Ok(caller) if !reads_hooks(&caller) => html(StatusCode::FORBIDDEN, login_markup(&api, Some(NO_HOOKS_READ))),
         Ok(caller) => {
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
@@ -114,8 +117,20 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
             resp
         }
+        // A token that cannot be checked now (its key or the issuer's keys out of reach) is
+        // not a wrong token: `503`, as the API answers it.
+        Err(e @ ApiError::Unavailable(_)) => html(e.status(), login_markup(&api, Some(&e.to_string()))),
         Err(e) => html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(&e.to_string()))),
     }
+}
+
+/// Why a token without `hooks:read` does not sign in.
+const NO_HOOKS_READ: &str = "This token cannot read hooks (it has no hooks:read scope), and every console page does. Sign in with one that has it.";
+
+/// Whether `caller` may use the console: every page reads hooks, and signed in without the
+/// scope, the first page was a refusal whose only link led back to it.
+fn reads_hooks(caller: &Caller) -> bool {
+    caller.require(Scope::HooksRead).is_ok()
 }
 
 /// `POST /console/logout`.
@@ -253,8 +268,10 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
             return fail("The identity provider did not give a token.");
         }
     };
-    if let Err(e) = api.settings().tokens.check(&token).await {
-        return fail(&e.to_string());
+    match api.settings().tokens.check(&token).await {
+        Ok(caller) if !reads_hooks(&caller) => return fail(NO_HOOKS_READ),
+        Ok(_) => {}
+        Err(e) => return fail(&e.to_string()),
     }
     if let Err(why) = fits_a_cookie(&token) {
         return fail(&why);
