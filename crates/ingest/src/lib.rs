@@ -311,10 +311,11 @@ async fn ingest_events(
 ) -> Vec<String> {
     if too_late(deadline) {
         tracing::info!(tenant = %tenant, events = events.len(), why = TOO_LATE, "events not begun; they come back");
+        let returning = hand_on_unseen(deps, tenant, events, deadline).await;
         // At once, not after the queue's visibility timeout: nothing failed, this
         // invocation only had no time for them.
         let back = futures::future::join_all(
-            events.iter().map(|p| deps.ports.ingest.retry_after(&p.message.receipt, Duration::ZERO)),
+            returning.iter().map(|p| deps.ports.ingest.retry_after(&p.message.receipt, Duration::ZERO)),
         );
         if let Err(e) = before(deadline, ANSWER_MARGIN, "ingest.retry_after", async {
             back.await.into_iter().collect::<hookbridge_core::Result<Vec<()>>>()
@@ -323,7 +324,7 @@ async fn ingest_events(
         {
             tracing::warn!(tenant = %tenant, error = %e, "events not begun could not be made receivable at once");
         }
-        return events.iter().map(|p| p.message.id.clone()).collect();
+        return returning.iter().map(|p| p.message.id.clone()).collect();
     }
     let span = tracing::info_span!("ingest", tenant = %tenant);
     match ingest_tenant(deps, tenant, events).instrument(span).await {
@@ -333,6 +334,41 @@ async fn ingest_events(
             events.iter().map(|p| p.message.id.clone()).collect()
         }
     }
+}
+
+/// Hands on, as new messages, the events not begun that are on their first receive; the
+/// others, to come back as they are. Came back, each would use up a receive, and an event
+/// reached late in five invocations went to the dead-letter queue unrouted. An event on its
+/// first receive has begun nothing anywhere; one received before may have been fanned out
+/// part way, and a new message's send time could date its delivery ids anew ([`dated`]),
+/// sending its receivers what they had under other ids.
+async fn hand_on_unseen<'p, 'm>(
+    deps: &Ingest,
+    tenant: &TenantId,
+    events: &'p [Parsed<'m>],
+    deadline: Option<Instant>,
+) -> Vec<&'p Parsed<'m>> {
+    let (unseen, mut back): (Vec<_>, Vec<_>) = events.iter().partition(|p| p.message.receive_count <= 1);
+    if unseen.is_empty() {
+        return back;
+    }
+    let again: Vec<_> =
+        unseen.iter().map(|p| OutgoingMessage::now(p.message.body.clone()).in_group(tenant.to_string())).collect();
+    let sent = async { Ok(deps.ports.ingest.send_each(&again).await) };
+    let unsent = match before(deadline, ANSWER_MARGIN, "ingest.hand_on", sent).await {
+        Ok(Ok(())) => Vec::new(),
+        Ok(Err(unsent)) => {
+            tracing::warn!(tenant = %tenant, error = %unsent.error, "events not begun could not all be handed on; they come back");
+            unsent.indices
+        }
+        // Perhaps sent, perhaps not: back as well, at least once.
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "events not begun could not be handed on; they come back");
+            (0..unseen.len()).collect()
+        }
+    };
+    back.extend(unsent.into_iter().filter_map(|i| unseen.get(i).copied()));
+    back
 }
 
 /// Re-sends the page a replay poke asks for, given up [`PAGE_MARGIN`] before the
