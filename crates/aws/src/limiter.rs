@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hookbridge_core::ports::{RateLimiter, Step};
+use hookbridge_core::rate::STATE_KEPT;
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
-use crate::keys::{Item, get_n, key, n};
+use crate::keys::{EXPIRES_AT, Item, get_n, key, n};
 
 /// The state's attribute: when the key's next unit may go, in microseconds.
 const NEXT: &str = "next_us";
@@ -24,6 +25,13 @@ const BY: &str = "by";
 /// publishing for one tenant at once contend on its key; with jittered waits between
 /// rounds they spread out instead of colliding again.
 const ROUNDS: u32 = 16;
+
+/// When the table's TTL may delete a key's state `next_us`: [`STATE_KEPT`] after its next
+/// unit is due (a state in the past is the same as none), so the keys of deleted hooks and
+/// of tenants no longer publishing do not stay for ever.
+fn expires_at(next_us: i64) -> i64 {
+    next_us.div_euclid(1_000_000).max(chrono::Utc::now().timestamp()) + STATE_KEPT.as_secs() as i64
+}
 
 pub(crate) struct DynamoRateLimiter {
     table: Table,
@@ -68,10 +76,12 @@ impl DynamoRateLimiter {
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(Self::item_key(key_name)))
-            .update_expression("SET #n = :new, #by = :by")
+            .update_expression("SET #n = :new, #by = :by, #e = :e")
             .expression_attribute_names("#n", NEXT)
             .expression_attribute_names("#by", BY)
+            .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_values(":new", n(new))
+            .expression_attribute_values(":e", n(expires_at(new)))
             .expression_attribute_values(":by", crate::keys::s(mark));
         let mine = "(#n = :new AND #by = :by)";
         req = match old {
@@ -120,5 +130,19 @@ impl RateLimiter for DynamoRateLimiter {
             current = self.read(key_name).await?;
         }
         Err(Error::backend("dynamodb.UpdateItem", format!("rate state of {key_name} kept changing underneath")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_state_expires_an_hour_after_it_is_due() {
+        let now = chrono::Utc::now().timestamp();
+        let ahead = (now + 600) * 1_000_000 + 999_999;
+        assert_eq!(expires_at(ahead), now + 600 + 3600, "an hour after the last slot reserved");
+        let t = expires_at((now - 7200) * 1_000_000);
+        assert!((now + 3600..=now + 3601).contains(&t), "never already expired when written: {t}");
     }
 }

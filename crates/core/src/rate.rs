@@ -35,6 +35,10 @@ impl Rate {
     }
 }
 
+/// How long rate state is kept once its key's next unit is due: forgotten then, the key
+/// starts afresh, which is the same as idle (unused time is not banked).
+pub const STATE_KEPT: Duration = Duration::from_secs(3600);
+
 /// The key of a hook's delivery pace in the shared rate state.
 pub fn hook_key(hook: crate::ids::HookId) -> String {
     format!("hook:{hook}")

@@ -20,7 +20,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement: small enough that other writes wait only briefly.
 const BATCH: i64 = 2000;
 /// Rate state unused this long is forgotten (a limiter starts afresh, which is safe).
-const RATE_STATE_KEPT: Duration = Duration::from_secs(3600);
+const RATE_STATE_KEPT: Duration = hookbridge_core::rate::STATE_KEPT;
 
 /// What one sweep deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
