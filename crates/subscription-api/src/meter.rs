@@ -1,7 +1,7 @@
-//! The per-tenant publish rate, kept cheap: each API process takes a lease of several
-//! events' worth of the tenant's rate from the shared limiter at a time and counts
-//! against it locally, so a tenant publishing one event per call costs a limiter write
-//! per [`LEASE_DIVISOR`]th of a second of its rate, not per call.
+//! The per-tenant publish rate, kept cheap: an API process publishing for a tenant often
+//! takes a lease of several events' worth of the tenant's rate from the shared limiter at
+//! a time and counts against it locally, so a tenant publishing one event per call costs
+//! a limiter write per [`LEASE_DIVISOR`]th of a second of its rate, not per call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,10 +86,16 @@ impl Meter {
     ) -> hookbridge_core::Result<Option<Duration>> {
         let key = format!("publish:{tenant}");
         let (rate, burst) = (quotas.publish_rate, quotas.publish_burst);
+        // More than the call's events only for a process that used up its last lease within
+        // its lifetime. The rest of a lease is charged to the tenant and unusable elsewhere:
+        // had every process that saw a call taken a whole lease, a tenant whose calls were
+        // spread over many API processes (Lambda instances) had its burst spent on leases
+        // no call used, and was answered `429` well under its rate.
+        let hot = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(tenant);
         // Never more than the burst at once: the limiter admits a request over the burst
         // when its bucket is full (so a call larger than the burst can ever go), and a lease
         // of a twentieth of a second over it let one process publish that much at once.
-        let lease = (rate.get() / LEASE_DIVISOR).min(burst).max(events);
+        let lease = if hot { (rate.get() / LEASE_DIVISOR).min(burst).max(events) } else { events };
         let got = match limiter.admit(&key, rate, burst, lease, now).await? {
             Admission::Admitted => lease,
             // Not room for a whole lease: perhaps for just these events.
@@ -165,6 +171,31 @@ mod tests {
         }
         assert_eq!(admitted, 40, "admitted beyond the first 60");
         assert!(meter.renewing.lock().unwrap().is_empty(), "a tenant's gate outlived its renewals");
+    }
+
+    /// A call on a process that has no lease of the tenant's takes only its own events from
+    /// the limiter: forty processes, one call each, all go within a burst of 100 (with a
+    /// lease of 5 each, the first twenty spent the burst and the other twenty were refused).
+    /// A process that uses its lease up takes a whole one next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_spread_over_many_processes_do_not_strand_the_burst_in_leases() {
+        let h = EmbeddedHarness::start().await;
+        let limiter = h.backend().limiter.clone();
+        let tenant: TenantId = "spread".parse().unwrap();
+        let now = Utc::now();
+        let q = quotas(100, 100);
+        let mut admitted = 0;
+        for _ in 0..40 {
+            let process = Meter::default();
+            admitted += usize::from(process.take(limiter.as_ref(), q, &tenant, 1, now).await.unwrap().is_none());
+        }
+        assert_eq!(admitted, 40, "40 events within a burst of 100");
+
+        let hot = Meter::default();
+        for _ in 0..2 {
+            assert_eq!(hot.take(limiter.as_ref(), q, &tenant, 1, now).await.unwrap(), None);
+        }
+        assert_eq!(hot.leases.lock().unwrap()[&tenant].left, 4, "the second call leased 5 events and used one");
     }
 
     /// A lease is never more than the burst: at 1,000 events a second with a burst of 10,
