@@ -8,7 +8,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::call::call;
+use super::call::{Answer, call};
 use super::layout::{notice, page, st};
 use super::pages::{Posted, refused, secret_page};
 use super::session::Session;
@@ -188,8 +188,8 @@ fn hook_form(s: &Session, action: &str, doc: &Value, errors: &[(String, String)]
     let unplaced: Vec<&(String, String)> = errors.iter().filter(|(f, _)| !has_input(f)).collect();
     let secret_hint = if edit { "secret-kept" } else { "secret" };
     html! {
-        @if !errors.is_empty() { (notice("error", "Some fields need attention; each says why below.")) }
-        @for (f, m) in &unplaced { (notice("error", &format!("{f}: {m}"))) }
+        @if errors.iter().any(|(f, _)| !f.is_empty()) { (notice("error", "Some fields need attention; each says why below.")) }
+        @for (f, m) in &unplaced { (notice("error", &if f.is_empty() { m.clone() } else { format!("{f}: {m}") })) }
         form.hook method="post" action=(action) novalidate {
             input type="hidden" name="_csrf" value=(s.csrf());
             // The version the form was filled from: a save over someone else's change
@@ -339,11 +339,7 @@ pub async fn new_form(s: Session) -> Response {
 pub async fn create(State(api): State<Api>, Posted(s, fields): Posted) -> Response {
     let doc = document(&fields);
     let a = call(&api, &s.caller, Method::POST, "/v1/hooks", Some(&doc)).await;
-    if a.status == StatusCode::BAD_REQUEST
-        || a.status == StatusCode::CONFLICT
-        || a.status == StatusCode::UNPROCESSABLE_ENTITY
-    {
-        let mut errors = a.field_errors();
+    if let Some(mut errors) = not_saved(&a) {
         if errors.is_empty() {
             errors.push(("name".to_owned(), a.detail()));
         }
@@ -386,6 +382,22 @@ pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String
     )
 }
 
+/// The errors to show beside a form the API did not save, which comes back as typed:
+/// what was wrong with it (`400`, `409`, `422`), or — when the service could not take it
+/// now (`429`, a `5xx`) — why, above the form. `None` for a refusal the form cannot mend
+/// (no such hook, not allowed), shown as a page of its own. A form thrown away on a
+/// moment's outage lost everything typed into it, secrets included.
+fn not_saved(a: &Answer) -> Option<Vec<(String, String)>> {
+    match a.status {
+        StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => Some(a.field_errors()),
+        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Some(vec![(
+            String::new(),
+            format!("Not saved: {} Try again in a moment; what you typed is kept below.", a.detail()),
+        )]),
+        _ => None,
+    }
+}
+
 /// The authentication secrets typed into a form that was not saved: the form comes back
 /// with those boxes empty (a secret is never written into a page), so each says it must be
 /// typed again. Left empty, an edit would keep the old secret and say "Saved."
@@ -419,8 +431,7 @@ fn retype_secrets(doc: &Value, errors: &mut Vec<(String, String)>) {
 pub async fn replace(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
     let doc = document(&fields);
     let a = call(&api, &s.caller, Method::PUT, &format!("/v1/hooks/{id}"), Some(&doc)).await;
-    if a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::CONFLICT {
-        let mut errors = a.field_errors();
+    if let Some(mut errors) = not_saved(&a) {
         if errors.is_empty() {
             errors.push(("version".to_owned(), a.detail()));
         }
@@ -541,6 +552,37 @@ mod tests {
         assert!(page.contains("auth.body_params: at most 20"), "{page}");
         assert!(!page.contains("headers[0].value: is required"), "shown beside its input instead");
         assert!(page.contains("is required"));
+    }
+
+    /// A form the service could not take now (`503`, `429`) comes back as typed with why
+    /// above it, its secrets asked for again; it was a page with only a link away, and
+    /// everything typed was lost. One it cannot mend (`404`, `403`) is still a page of its
+    /// own.
+    #[test]
+    fn a_form_the_service_could_not_take_now_comes_back_as_typed() {
+        let answer = |status: StatusCode| Answer {
+            status,
+            body: json!({"status": status.as_u16(), "detail": "the key service is out of reach; retry later"}),
+        };
+        for status in
+            [StatusCode::SERVICE_UNAVAILABLE, StatusCode::TOO_MANY_REQUESTS, StatusCode::INTERNAL_SERVER_ERROR]
+        {
+            let doc = document(&f(&[
+                ("name", "h"),
+                ("url", "https://typed.example/in"),
+                ("auth.type", "BASIC"),
+                ("auth.password", "pw-7"),
+            ]));
+            let mut errors = not_saved(&answer(status)).expect("the form again");
+            retype_secrets(&doc, &mut errors);
+            let page = hook_form(&session(), "/console/hooks/new", &doc, &errors, false).into_string();
+            assert!(page.contains("Not saved: the key service is out of reach"), "{page}");
+            assert!(page.contains("https://typed.example/in"), "what was typed is kept");
+            assert!(page.contains("type it again") && !page.contains("pw-7"), "the secret is asked for again");
+        }
+        for status in [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN] {
+            assert!(not_saved(&answer(status)).is_none(), "{status}");
+        }
     }
 
     /// A description with line breaks is kept as it is when the hook is edited and saved.
