@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
@@ -163,6 +163,24 @@ fn cookie_for(api: &Api, headers: &HeaderMap, name: &str, value: &str, max_age: 
 }
 
 /// A `403` page saying why.
+/// The page of a portal link that could not be opened now (the store out of reach): a
+/// page, not the API's problem document, since a person opened it.
+fn portal_unavailable() -> Response {
+    let mut resp = html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        page(
+            "Try again",
+            None,
+            html! { section.card.narrow {
+                h1 { "The console could not be opened just now" }
+                p { "Open the link again in a moment. If it has expired by then, ask for a new one where you got it." }
+            } },
+        ),
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
 fn forbidden(why: &str) -> Response {
     html(StatusCode::FORBIDDEN, page("Forbidden", None, notice("error", why)))
 }
@@ -359,14 +377,24 @@ pub async fn portal(
                 ),
             );
         }
-        Err(e) => return crate::error::ApiError::from(e).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a portal link could not be read");
+            return portal_unavailable();
+        }
     };
-    let mut grant = grant;
-    grant.expires_at = now + SESSION_LASTS;
+    let mut session = grant.clone();
+    session.expires_at = now + SESSION_LASTS;
     let id = fresh_code();
-    if let Err(e) = api.ports().portal.put_session(&hashed(&id), &grant).await {
-        return crate::error::ApiError::from(e).into_response();
+    if let Err(e) = api.ports().portal.put_session(&hashed(&id), &session).await {
+        // The link was spent on a session that was not made: put back, it opens on the
+        // next try, as the page says, rather than leave the customer to ask for another.
+        tracing::error!(error = %e, "a portal session could not be stored; its link is put back");
+        if let Err(e) = api.ports().portal.put_link(&hashed(code), &grant).await {
+            tracing::error!(error = %e, "a portal link spent on no session could not be put back");
+        }
+        return portal_unavailable();
     }
+    let grant = session;
     tracing::info!(tenant = %grant.tenant, read_only = grant.read_only, "portal session opened");
     continue_to(
         "/console/hooks",
