@@ -268,9 +268,20 @@ async fn start(api: &Api, hook: &Hook, job: &ReplayJob) -> Result<(), ApiError> 
     p.replays.create(job).await?;
     if let Err(e) = ingest::replay::poke(p.ingest.as_ref(), job).await {
         // Nothing will work on it: it must not read as running. The caller may ask again.
-        if let Err(unsaved) = p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await {
-            tracing::error!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, error = %unsaved,
-                "a replay that could not start could not be marked failed: it reads as running until it expires");
+        match p.replays.save(&job.stopped(ReplayState::Failed, Utc::now()), job.step).await {
+            Ok(true) => {}
+            // A page was saved meanwhile: the poke went after all (its answer was lost), and
+            // the job runs. Answered `500`, the caller would ask again and have the window
+            // sent twice.
+            Ok(false) => {
+                tracing::warn!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, error = %e,
+                    "a replay's poke seemed to fail, but the job is moving: it started");
+                return Ok(());
+            }
+            Err(unsaved) => {
+                tracing::error!(tenant = %hook.tenant, hook_id = %hook.id, replay_id = %job.id, error = %unsaved,
+                    "a replay that could not start could not be marked failed: it reads as running until it stalls");
+            }
         }
         return Err(e.into());
     }
