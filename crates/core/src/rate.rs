@@ -39,9 +39,14 @@ impl Rate {
 /// starts afresh, which is the same as idle (unused time is not banked).
 pub const STATE_KEPT: Duration = Duration::from_secs(3600);
 
-/// The key of a hook's delivery pace in the shared rate state.
-pub fn hook_key(hook: crate::ids::HookId) -> String {
-    format!("hook:{hook}")
+/// The key of a hook's delivery pace under a limit of `per_second` in the shared rate
+/// state. Each limit has a schedule of its own: a changed limit starts on its own, not
+/// behind the slots the old one reserved (perhaps hours of them), and a limit changed and
+/// changed back finds its own schedule again, so slots reserved under it still hold and
+/// no two schedules pace the hook at once. (Before slots said their limit, one key,
+/// `hook:{id}`, held every limit's slots.)
+pub fn hook_key(hook: crate::ids::HookId, per_second: u32) -> String {
+    format!("hook:{hook}:{per_second}")
 }
 
 /// Microseconds since the Unix epoch, the unit rate state is kept in.

@@ -1067,29 +1067,27 @@ mod tests {
     fn back_early(hook: &Hook, slot_in: chrono::Duration) -> (Task, hookbridge_core::ports::OutgoingMessage) {
         let mut task = Task::parse(&task_of(hook).body, 1).unwrap();
         task.slot = true;
+        task.slot_rate = hook.config.rate_limit.map(|l| l.per_second);
         task.not_before = Some(Utc::now() + slot_in);
         let message = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
         (task, message)
     }
 
-    /// A slot reserved under a limit the hook no longer has does not hold its delivery back:
-    /// with the limit removed it goes at once, with the limit changed it takes a slot at
-    /// the new limit (here at once, the schedule started over as the API does). A slot
-    /// reserved under the limit the hook still has, or by an older version that did not
-    /// say under which (`slot_rate` absent), still holds.
+    /// A delivery's rate-limit slot holds only under the limit it was reserved under: with
+    /// the limit removed the delivery goes at once; with the limit changed it takes a slot
+    /// in the new limit's own schedule (here idle, so at once), not behind the old one's;
+    /// with the limit changed back, a slot reserved under it holds again. A slot from an
+    /// older version, which does not say its limit, takes a new one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slot_reserved_under_an_old_rate_limit_no_longer_holds() {
+    async fn a_slot_holds_only_under_the_limit_it_was_reserved_under() {
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
         let hook = paced_hook(&h, &receiver).await;
-        let key = hookbridge_core::rate::hook_key(hook.id);
-        let rate = hookbridge_core::rate::Rate::per_second(1);
-        let ahead = h.backend().limiter.pace(&key, rate, 600, Utc::now()).await.unwrap();
-        assert!(ahead >= Utc::now() - chrono::Duration::seconds(1), "a busy schedule: {ahead}");
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
+        let (h, hook) = (&h, &hook);
         let waiting = |slot_rate: Option<u32>| {
-            let (mut task, _) = back_early(&hook, chrono::Duration::seconds(600));
+            let (mut task, _) = back_early(hook, chrono::Duration::seconds(600));
             task.slot_rate = slot_rate;
             task.message(Utc::now())
         };
@@ -1103,34 +1101,33 @@ mod tests {
                 assert_eq!(messages.len(), 1);
                 let outcome = handle(worker, &messages, BatchContext::lane(Lane::Fast)).await;
                 assert!(outcome.failed.is_empty());
-                let back = fast.receive(10, Duration::ZERO).await.unwrap();
-                let slot = back.first().and_then(|m| Task::parse(&m.body, 1)).and_then(|t| t.not_before);
-                fast.ack(&back.into_iter().map(|m| m.receipt).collect::<Vec<_>>()).await.unwrap();
-                slot
             }
         };
-        // Under the limit it still has, and from an older version: held, nothing sent.
-        for slot_rate in [Some(1), None] {
-            assert!(run(waiting(slot_rate)).await.is_none(), "handed back to the queue's delay");
-        }
-        assert!(receiver.received().is_empty(), "{} sent", receiver.received().len());
+        let set_limit = |per_second: Option<u32>| async move {
+            let mut changed = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+            changed.config.rate_limit = per_second.map(|per_second| hookbridge_core::hook::RateLimit { per_second });
+            let expected = changed.revision;
+            changed.revision += 1;
+            h.backend().hooks.replace(&changed, expected).await.unwrap();
+        };
+        let sent = || receiver.received().len();
 
-        let mut raised = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
-        raised.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 100 });
-        let expected = raised.revision;
-        raised.revision += 1;
-        h.backend().hooks.replace(&raised, expected).await.unwrap();
-        h.backend().limiter.restart(&key, Utc::now()).await.unwrap();
-        assert_eq!(run(waiting(Some(1))).await, None);
-        assert_eq!(receiver.received().len(), 1, "sent at once, in the new schedule");
+        // From an older version: a new slot, here at once (the schedule is idle).
+        run(waiting(None)).await;
+        assert_eq!(sent(), 1, "an older version's slot does not hold");
+        // Under the limit it has: held, handed back to wait out the queue's delay.
+        run(waiting(Some(1))).await;
+        assert_eq!(sent(), 1, "held");
 
-        let mut unlimited = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
-        unlimited.config.rate_limit = None;
-        let expected = unlimited.revision;
-        unlimited.revision += 1;
-        h.backend().hooks.replace(&unlimited, expected).await.unwrap();
-        assert_eq!(run(waiting(Some(100))).await, None);
-        assert_eq!(receiver.received().len(), 2, "sent at once: the hook has no limit now");
+        set_limit(Some(100)).await;
+        run(waiting(Some(1))).await;
+        assert_eq!(sent(), 2, "the new limit's own schedule, not the old one's");
+        set_limit(Some(1)).await;
+        run(waiting(Some(1))).await;
+        assert_eq!(sent(), 2, "changed back, a slot reserved under it holds again");
+        set_limit(None).await;
+        run(waiting(Some(1))).await;
+        assert_eq!(sent(), 3, "no limit: at once");
     }
 
     /// The deadline is asked again just before each request: a delivery that waited in the
@@ -1226,7 +1223,7 @@ mod tests {
         let mut backend = h.backend().clone();
         backend.limiter = Arc::new(HoldingOne {
             inner: backend.limiter.clone(),
-            key: format!("hook:{}", held.id),
+            key: hookbridge_core::rate::hook_key(held.id, 1),
             release: release.clone(),
         });
         let worker = worker_on(&backend);

@@ -458,6 +458,7 @@ fn attempted(
         let mut next = recorded(task);
         next.not_before = None;
         next.slot = false;
+        next.slot_rate = None;
         (DeliveryStatus::Retrying, Some(now), Some((Lane::Slow, next.message(now))))
     } else {
         let number = task.attempt + 1;
@@ -479,6 +480,7 @@ fn attempted(
                     next.attempt = number;
                     next.not_before = Some(at);
                     next.slot = false;
+                    next.slot_rate = None;
                     let lane = if Reachability::of(report.sent) == Reachability::Down {
                         Lane::Slow
                     } else {

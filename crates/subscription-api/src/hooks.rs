@@ -262,51 +262,39 @@ pub(crate) async fn replace_hook_from(
     expected: Option<u64>,
 ) -> Result<Hook, ApiError> {
     let (api2, draft_of, signing) = (api, &draft_of, &signing);
-    let (hook, (reset, repaced)) =
-        update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
-            let draft = &draft_of(&existing)?;
-            if let Some(name) = &draft.name
-                && name != existing.config.name.as_str()
-            {
-                return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
-            }
-            let sealer = &api2.ports().sealer;
-            let owner = SecretsOwner::of(&existing);
-            let old_secrets = sealer.open(owner, &existing.sealed).await?;
-            let ctx = ValidationContext { network: &api2.settings().network };
-            let (config, mut secrets) = draft
-                .clone()
-                .validate(ctx, Some((&existing.config, &old_secrets)))
-                .map_err(|errors| invalid_draft(caller, draft.sites.as_deref(), errors))?;
-            within_sites(caller, &config)?;
-            if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
-                secrets.signing = s.clone();
-                secrets.retiring.clear();
-            }
-            let state = replaced_state(&existing, &config);
-            let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
-            let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
-            // Which circuit it closed by starting the health over, if one was open: told below,
-            // as the worker tells one it closes, so an `opened` is always followed by a `closed`.
-            let reset = (!existing.state.health.circuit.is_closed() && state.health.circuit.is_closed())
-                .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
-            let repaced = config.rate_limit != existing.config.rate_limit && config.rate_limit.is_some();
-            let hook = Hook { config, state, sealed, ..existing };
-            hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
-            Ok((hook, (reset, repaced)))
-        })
-        .await?;
-    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
-    if repaced {
-        // Its deliveries' slots were reserved at the old limit, perhaps hours ahead: they no
-        // longer hold (the worker reads the slot's limit), and the schedule starts over, so
-        // a limit raised to drain a backlog takes effect at once.
-        let key = hookbridge_core::rate::hook_key(hook.id);
-        if let Err(e) = api.ports().limiter.restart(&key, Utc::now()).await {
-            tracing::error!(tenant = %hook.tenant, hook_id = %hook.id, error = %e,
-                "could not start the hook's rate-limit schedule over: new deliveries wait behind the old limit's slots");
+    let (hook, reset) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
+        let draft = &draft_of(&existing)?;
+        if let Some(name) = &draft.name
+            && name != existing.config.name.as_str()
+        {
+            return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
         }
-    }
+        let sealer = &api2.ports().sealer;
+        let owner = SecretsOwner::of(&existing);
+        let old_secrets = sealer.open(owner, &existing.sealed).await?;
+        let ctx = ValidationContext { network: &api2.settings().network };
+        let (config, mut secrets) = draft
+            .clone()
+            .validate(ctx, Some((&existing.config, &old_secrets)))
+            .map_err(|errors| invalid_draft(caller, draft.sites.as_deref(), errors))?;
+        within_sites(caller, &config)?;
+        if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
+            secrets.signing = s.clone();
+            secrets.retiring.clear();
+        }
+        let state = replaced_state(&existing, &config);
+        let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
+        let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
+        // Which circuit it closed by starting the health over, if one was open: told below,
+        // as the worker tells one it closes, so an `opened` is always followed by a `closed`.
+        let reset = (!existing.state.health.circuit.is_closed() && state.health.circuit.is_closed())
+            .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
+        let hook = Hook { config, state, sealed, ..existing };
+        hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
+        Ok((hook, reset))
+    })
+    .await?;
+    tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
     lifecycle::emit(api, event_type::HOOK_UPDATED, &hook, None).await;
     if let Some(why) = reset {
         lifecycle::emit(

@@ -23,7 +23,7 @@ pub enum Admission {
 /// to a fresher state.
 pub type Step = std::sync::Arc<dyn Fn(Option<i64>) -> Option<i64> + Send + Sync>;
 
-/// Rate state per key (`hook:{id}`, `publish:{tenant}`): the time, in microseconds since
+/// Rate state per key (`hook:{id}:{per_second}`, `publish:{tenant}`): the time, in microseconds since
 /// the epoch, its next unit may go. A backend stores it; the arithmetic is
 /// [`crate::rate`]'s, here once for both backends.
 #[async_trait]
@@ -52,14 +52,6 @@ pub trait RateLimiter: Send + Sync {
         };
         let seen = self.update(key, std::sync::Arc::new(step)).await?;
         Ok(from_micros(rate::pace(seen, applied_at.load(Ordering::Relaxed), rate, count).0))
-    }
-
-    /// Starts `key`'s schedule over at `now`: slots reserved ahead under an old rate no
-    /// longer stand before the new rate's (a hook's limit was changed). At most one slot
-    /// already given out and one of the new schedule fall within one interval.
-    async fn restart(&self, key: &str, now: DateTime<Utc>) -> Result<()> {
-        let now = micros(now);
-        self.update(key, std::sync::Arc::new(move |next| next.filter(|n| *n > now).map(|_| now))).await.map(|_| ())
     }
 
     /// Admits `count` units under `rate` with room for a burst of `burst`, or says how long
