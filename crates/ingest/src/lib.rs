@@ -336,19 +336,28 @@ async fn ingest_events(
     }
 }
 
-/// Hands on, as new messages, the events not begun that are on their first receive; the
-/// others, to come back as they are. Came back, each would use up a receive, and an event
-/// reached late in five invocations went to the dead-letter queue unrouted. An event on its
-/// first receive has begun nothing anywhere; one received before may have been fanned out
-/// part way, and a new message's send time could date its delivery ids anew ([`dated`]),
-/// sending its receivers what they had under other ids.
+/// Hands on, as new messages, the events not begun that are on their first receive and
+/// whose delivery ids the new message dates as the old one does; the others, to come back
+/// as they are. Came back, each would use up a receive, and an event reached late in five
+/// invocations went to the dead-letter queue unrouted. An event received before may have
+/// been fanned out part way; and the original may come back after its copy was sent (the
+/// invocation failing after all, or the send's answer not come in time), so both are
+/// fanned out: that is harmless only where both date the ids by the event's own `time`
+/// ([`dated`]), not by their send times, which would send receivers one event under two
+/// sets of ids.
 async fn hand_on_unseen<'p, 'm>(
     deps: &Ingest,
     tenant: &TenantId,
     events: &'p [Parsed<'m>],
     deadline: Option<Instant>,
 ) -> Vec<&'p Parsed<'m>> {
-    let (unseen, mut back): (Vec<_>, Vec<_>) = events.iter().partition(|p| p.message.receive_count <= 1);
+    // The copy is sent a moment after `now`: a minute's margin for its send time.
+    let now = Utc::now();
+    let same_ids = |p: &Parsed<'_>| {
+        let own = p.envelope.time.timestamp_millis().max(0) as u64;
+        [p.message.sent_at, now, now + chrono::Duration::minutes(1)].iter().all(|at| dated(&p.envelope, *at) == own)
+    };
+    let (unseen, mut back): (Vec<_>, Vec<_>) = events.iter().partition(|p| p.message.receive_count <= 1 && same_ids(p));
     if unseen.is_empty() {
         return back;
     }
