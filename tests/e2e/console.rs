@@ -723,6 +723,15 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     let text = b.text().await;
     assert!(text.contains("refused the sign-in.") && !text.contains("locked"), "{text}");
     b.close().await;
+    // A token the issuer gives without hooks:read does not sign in: every page reads hooks.
+    idp.sign_in_as(json!({"sub": "bob", "tenant": "acme", "scope": "events:publish", "aud": "hookbridge-api",
+                          "exp": chrono::Utc::now().timestamp() + 3600}));
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto("/console/login").await;
+    b.press("Sign in with your identity provider").await;
+    b.until("refused for want of hooks:read", |t| t.contains("no hooks:read scope")).await;
+    assert!(b.path().await.starts_with("/console/callback"), "not signed in: {}", b.path().await);
+    b.close().await;
     stack.shutdown().await;
 }
 

@@ -108,7 +108,7 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
         return html(StatusCode::BAD_REQUEST, login_markup(&api, Some(&why)));
     }
     match api.settings().tokens.check(&token).await {
-        Ok(caller) if !reads_hooks(&caller) => html(StatusCode::FORBIDDEN, login_markup(&api, Some(NO_HOOKS_READ))),
+        Ok(caller) if !reads_hooks(&caller) => not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
         Ok(caller) => {
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
@@ -117,11 +117,24 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
             resp
         }
-        // A token that cannot be checked now (its key or the issuer's keys out of reach) is
-        // not a wrong token: `503`, as the API answers it.
-        Err(e @ ApiError::Unavailable(_)) => html(e.status(), login_markup(&api, Some(&e.to_string()))),
-        Err(e) => html(StatusCode::UNAUTHORIZED, login_markup(&api, Some(&e.to_string()))),
+        Err(e) => not_signed_in(&api, refused_status(&e), &e.to_string()),
     }
+}
+
+/// The sign-in page again, saying why the token did not sign in; `Retry-After` when it is
+/// worth trying again soon (`503`).
+fn not_signed_in(api: &Api, status: StatusCode, why: &str) -> Response {
+    let mut resp = html(status, login_markup(api, Some(why)));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+/// The status of a token refused: `401`, but `503` for one that cannot be checked now
+/// (its key or the issuer's keys out of reach), which is not a wrong token.
+fn refused_status(e: &ApiError) -> StatusCode {
+    if matches!(e, ApiError::Unavailable(_)) { e.status() } else { StatusCode::UNAUTHORIZED }
 }
 
 /// Why a token without `hooks:read` does not sign in.
@@ -162,7 +175,6 @@ fn cookie_for(api: &Api, headers: &HeaderMap, name: &str, value: &str, max_age: 
     set_cookie(api.settings().public_url.as_deref(), headers, name, value, max_age, same_site)
 }
 
-/// A `403` page saying why.
 /// The page of a portal link that could not be opened now (the store out of reach): a
 /// page, not the API's problem document, since a person opened it.
 fn portal_unavailable() -> Response {
@@ -181,6 +193,7 @@ fn portal_unavailable() -> Response {
     resp
 }
 
+/// A `403` page saying why.
 fn forbidden(why: &str) -> Response {
     html(StatusCode::FORBIDDEN, page("Forbidden", None, notice("error", why)))
 }
@@ -287,9 +300,9 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         }
     };
     match api.settings().tokens.check(&token).await {
-        Ok(caller) if !reads_hooks(&caller) => return fail(NO_HOOKS_READ),
+        Ok(caller) if !reads_hooks(&caller) => return not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
         Ok(_) => {}
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return not_signed_in(&api, refused_status(&e), &e.to_string()),
     }
     if let Err(why) = fits_a_cookie(&token) {
         return fail(&why);
