@@ -32,6 +32,17 @@ pub enum InitError {
         /// The file.
         path: PathBuf,
     },
+    /// The key file opens none of the secrets the database holds: it is another
+    /// database's key (a database restored or copied beside a key made since). Started,
+    /// every hook's deliveries would be cancelled as undeliverable.
+    #[error(
+        "the key file {path} opens none of the hook secrets in this database: it is not the key they were sealed with; \
+         put that key back beside the database (named after it)"
+    )]
+    KeyMismatch {
+        /// The file.
+        path: PathBuf,
+    },
     /// Creating a resource failed.
     #[error(transparent)]
     Port(#[from] hookbridge_core::Error),

@@ -89,11 +89,43 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
     }
     // Only a file known to be absent: one that cannot be looked at is left to the load
     // below, which says why.
-    if matches!(config.key_file.try_exists(), Ok(false)) && holds_hooks(&db).await? {
+    let holds_hooks = holds_hooks(&db).await?;
+    if matches!(config.key_file.try_exists(), Ok(false)) && holds_hooks {
         return Err(InitError::KeyFileMissing { path: config.key_file.clone() });
     }
     let sealer = LocalKeySealer::load_or_create(&config.key_file)?;
-    open_with(db, config, sealer)
+    let backend = open_with(db.clone(), config, sealer)?;
+    if holds_hooks && !key_opens_a_hook(&db, &backend).await? {
+        return Err(InitError::KeyMismatch { path: config.key_file.clone() });
+    }
+    Ok(backend)
+}
+
+/// Hooks whose secrets are tried with the key at start: one opening is enough; none of a
+/// few opening is another key, not a damaged hook.
+const KEY_CHECKED_ON: i64 = 5;
+
+/// Whether the key opens the secrets of any of a few stored hooks (or none could be read
+/// to tell: a hook this version cannot read says nothing about the key).
+async fn key_opens_a_hook(db: &Db, backend: &Backend) -> Result<bool, InitError> {
+    let ids: Vec<(String, String)> = db
+        .read(|c| {
+            let mut stmt = c.prepare("SELECT tenant, id FROM hooks LIMIT ?1").map_err(error::sql("hooks.sample"))?;
+            let rows =
+                stmt.query_map([KEY_CHECKED_ON], |r| Ok((r.get(0)?, r.get(1)?))).map_err(error::sql("hooks.sample"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(error::sql("hooks.sample"))
+        })
+        .await?;
+    let mut tried = false;
+    for (tenant, id) in ids {
+        let (Ok(tenant), Ok(id)) = (tenant.parse(), id.parse()) else { continue };
+        let Ok(Some(hook)) = backend.hooks.get(&tenant, id).await else { continue };
+        tried = true;
+        if backend.sealer.open(hookbridge_core::hook::SecretsOwner::of(&hook), &hook.sealed).await.is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(!tried)
 }
 
 /// Whether any hook (and so any sealed secret) is stored.

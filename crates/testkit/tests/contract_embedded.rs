@@ -127,3 +127,26 @@ async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
     describe_every_hook_in_place(&h, "second").await;
     read_all(Some("second")).await;
 }
+
+/// A database started beside another database's key file (restored from a backup next to
+/// a key made since, or copied alone to a machine that has one) is refused, naming the
+/// file: started, it opened none of the hooks' secrets, and every delivery of every hook
+/// was cancelled for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_beside_another_databases_key_is_refused() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    for (tenant, name) in [("acme", "first"), ("globex", "second")] {
+        let (hook, _) = make_hook(&h, tenant, name).await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+    }
+    let key_file = h.config().key_file.clone();
+    let ours = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+
+    let refused = hookbridge_embedded::init(h.config()).await.map(drop).unwrap_err();
+    assert!(matches!(refused, hookbridge_embedded::InitError::KeyMismatch { .. }), "{refused}");
+    assert!(refused.to_string().contains(&key_file.display().to_string()), "{refused}");
+
+    std::fs::write(&key_file, ours).unwrap();
+    hookbridge_embedded::init(h.config()).await.unwrap();
+}
