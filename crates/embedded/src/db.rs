@@ -282,14 +282,16 @@ impl Db {
     /// [`hookbridge_core::Error::StorageFull`] instead of filling the disk).
     pub fn open_capped(path: &Path, max_bytes: Option<u64>) -> Result<Self, InitError> {
         let err = |source| InitError::Database { path: path.to_path_buf(), source };
+        let cannot_open = |e: std::io::Error| {
+            err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(e.to_string()),
+            ))
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(e.to_string()),
-                ))
-            })?;
+            crate::files::owner_only_dir(dir).map_err(cannot_open)?;
         }
+        crate::files::owner_only_file(path).map_err(cannot_open)?;
         let writer = connect(path, max_bytes).map_err(err)?;
         // In place of SQLite's own auto-checkpoint, which this hook replaces.
         writer.wal_hook(Some(after_commit));

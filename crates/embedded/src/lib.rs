@@ -14,6 +14,7 @@ mod deliveries;
 mod error;
 mod event_types;
 mod events;
+mod files;
 mod hooks;
 mod idempotency;
 mod limiter;
@@ -33,6 +34,7 @@ use hookbridge_core::topology::Topology;
 pub use bus::EmbeddedBus;
 pub use db::Db;
 pub use error::InitError;
+pub use files::owner_only_dir;
 pub use queue::EmbeddedQueue;
 pub use sealer::LocalKeySealer;
 

@@ -1,6 +1,5 @@
 //! Hook secrets sealed with AES-256-GCM under a local key file.
 
-use std::io::Write;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -46,20 +45,11 @@ impl LocalKeySealer {
         if !path.exists() {
             let err = |e: std::io::Error| InitError::KeyFile { path: path.to_path_buf(), reason: e.to_string() };
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(err)?;
+                crate::files::owner_only_dir(dir).map_err(err)?;
             }
             let mut key = [0u8; KEY_LEN];
             rand::fill(&mut key);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(path).map_err(err)?;
-            f.write_all(&key).map_err(err)?;
-            f.sync_all().map_err(err)?;
+            crate::files::write_new_whole(path, &key).map_err(err)?;
         }
         Self::load(path)
     }

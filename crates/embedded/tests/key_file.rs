@@ -21,13 +21,21 @@ fn secrets() -> HookSecrets {
 #[tokio::test]
 async fn init_creates_an_owner_only_key_that_alone_opens_what_it_sealed() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let config = EmbeddedConfig::at(dir.path().join("state").join("hb.db"));
     let backend = hookbridge_embedded::init(&config).await.unwrap();
     let meta = std::fs::metadata(&config.key_file).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the key file must be readable by its owner only");
+        // The database and its log hold payloads, receivers' answers and hook URLs: the
+        // owner's only too, whatever the umask.
+        let log = dir.path().join("state").join("hb.db-wal");
+        assert_eq!((mode(&config.database), mode(&log)), (0o600, 0o600));
+        assert_eq!(mode(&dir.path().join("state")), 0o700, "the directory made for them");
+        let leftovers = std::fs::read_dir(dir.path().join("state")).unwrap().filter_map(Result::ok);
+        assert!(!leftovers.map(|e| e.file_name()).any(|n| n.to_string_lossy().contains(".partial-")));
     }
     assert_eq!(meta.len(), 32);
 

@@ -75,7 +75,7 @@ impl DatabaseLock {
     pub(crate) fn take(database: &Path) -> Result<Self, LockError> {
         let io = |source| LockError::Io { lock: lock_path(database), source };
         if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            hookbridge_embedded::owner_only_dir(dir).map_err(io)?;
         }
         // Beside the file SQLite opens: a database reached through a link (or by another
         // relative path) is the same database, and must find the same lock.

@@ -1,0 +1,58 @@
+//! The backend's files on disk, readable by their owner only: the database and its log
+//! hold event payloads, receivers' answers and hook URLs (some of which are credentials
+//! themselves), and the key file opens every hook's secrets.
+
+use std::io::Write as _;
+use std::path::Path;
+
+/// Creates `dir` and any missing parents, those it creates with mode 0700. A directory
+/// that exists keeps its mode: its owner chose it.
+pub fn owner_only_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates `path`, empty, with mode 0600, unless it exists. SQLite then opens it as a new
+/// database, and makes its log and shared-memory files with the same mode.
+pub(crate) fn owner_only_file(path: &Path) -> std::io::Result<()> {
+    match new_file(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` as a new file with mode 0600, whole or not at all: written
+/// beside it, synced, then linked into place, which fails if `path` exists meanwhile.
+/// Written in place, a full disk or a crash between creating and writing left an empty
+/// key file that every later start refused.
+pub(crate) fn write_new_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".partial-{:016x}", rand::random::<u64>()));
+    let partial = std::path::PathBuf::from(partial);
+    let written = new_file(&partial).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&partial, path) {
+        // A file system without links: moved into place instead.
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => std::fs::rename(&partial, path),
+        linked => linked,
+    });
+    let _ = std::fs::remove_file(&partial);
+    linked
+}
+
+fn new_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
