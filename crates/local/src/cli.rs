@@ -231,7 +231,17 @@ pub fn token(settings: &Settings, tenant: &str, scopes: &[String], sub: &str, tt
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { tenant, scopes, sub, ttl: t } => {
-            println!("{}", token(&settings()?, &tenant, &scopes, &sub, ttl(&t)?)?);
+            let settings = settings()?;
+            if settings.tokens.hs256.as_ref().is_some_and(|k| k.expose() == hookbridge_core::settings::LOCAL_DEV_SECRET)
+            {
+                // Said on stderr, so a script reading the token still gets it alone: a
+                // shell without serve's key signs a token serve refuses, with no other sign.
+                eprintln!(
+                    "note: signed with the built-in development key ({} is not set): only a `hookbridge serve` on it takes this token",
+                    hookbridge_core::settings::JWT_SECRET
+                );
+            }
+            println!("{}", token(&settings, &tenant, &scopes, &sub, ttl(&t)?)?);
             Ok(())
         }
         Command::Receive { listen, secret } => {

@@ -97,3 +97,25 @@ fn a_token_lifetime_past_any_expiry_is_refused() {
     assert!(!out.status.success(), "a token was minted: {}", String::from_utf8_lossy(&out.stdout));
     assert!(err.contains("--ttl") && !err.contains("panicked"), "{err}");
 }
+
+/// A token signed with the built-in development key (no key set in this shell, though the
+/// `serve` it is for may have one) says so on stderr, the token alone on stdout; signed
+/// with a key that is set, it says nothing.
+#[test]
+fn a_token_signed_with_the_development_key_says_so() {
+    let mint = |key: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookbridge"));
+        cmd.args(["token", "--tenant", "acme"]).env_remove("HOOKBRIDGE_JWT_SECRET");
+        if let Some(key) = key {
+            cmd.env("HOOKBRIDGE_JWT_SECRET", key);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (token, note) = mint(None);
+    assert!(note.contains("development key") && note.contains("HOOKBRIDGE_JWT_SECRET"), "{note}");
+    assert_eq!(token.trim().split('.').count(), 3, "stdout is the token alone: {token}");
+    let (_, quiet) = mint(Some(KEY));
+    assert!(quiet.is_empty(), "{quiet}");
+}
