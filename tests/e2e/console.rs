@@ -648,6 +648,33 @@ async fn behind_https_the_session_cookie_is_one_only_this_host_can_set() {
     stack.shutdown().await;
 }
 
+/// The replay form asks for times as the page shows them, in the viewer's zone, and
+/// sends the instant they name: a viewer in Tokyo typing a time copied from Read (shown
+/// in Tokyo time) got a window nine hours off, refused as in the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_window_is_read_in_the_viewers_time_zone() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let r = Receiver::start().await;
+    let hook = stack.create_hook(&t, &json!({"name": "zoned", "url": r.url("/")})).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let b = Browser::start_in_zone(stack.base_url(), 1280, 1000, Some("Asia/Tokyo")).await;
+    sign_in(&b, &t).await;
+    b.goto(&format!("/console/hooks/{id}/read")).await;
+    assert!(b.text().await.contains("Since (your time)"), "{}", b.text().await);
+    // Half an hour ago, as a clock in Tokyo (UTC+9, no daylight saving) reads it.
+    let wanted = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let tokyo = (wanted + chrono::Duration::hours(9)).format("%Y-%m-%dT%H:%M");
+    b.run(&format!("document.querySelector('[name=since]').value = '{tokyo}'")).await;
+    b.press("Replay").await;
+    assert!(b.text().await.contains("Replay started"), "{}", b.text().await);
+    let jobs = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await.body;
+    let since: chrono::DateTime<chrono::Utc> = jobs["replays"][0]["since"].as_str().unwrap().parse().unwrap();
+    assert!((since - wanted).num_seconds().abs() < 60, "{since}, not half an hour ago ({wanted})");
+    b.close().await;
+    stack.shutdown().await;
+}
+
 /// A token that cannot read hooks does not sign in: every console page reads hooks, and
 /// signed in, its first page was a `403` whose only link led back to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,8 +37,17 @@ fn driver_binary() -> String {
 impl Browser {
     /// A fresh headless Chromium, `width`×`height`, on pages under `base`.
     pub async fn start(base: &str, width: u32, height: u32) -> Self {
+        Self::start_in_zone(base, width, height, None).await
+    }
+
+    /// [`Browser::start`], with the browser's clock in time zone `zone` (`Asia/Tokyo`).
+    pub async fn start_in_zone(base: &str, width: u32, height: u32, zone: Option<&str>) -> Self {
         let port = hookbridge_testkit::Receiver::free_addr().port();
-        let driver = Command::new(driver_binary())
+        let mut driver = Command::new(driver_binary());
+        if let Some(zone) = zone {
+            driver.env("TZ", zone);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -8,6 +8,31 @@
     if (!isNaN(d)) { t.textContent = d.toLocaleString(); }
   });
 
+  // The replay window in the viewer's zone, as the times on the page are shown: without
+  // this script the form asks for UTC. Each time is sent as the UTC instant it names (a
+  // hidden copy; the typed box is left out of the post), so a time copied from a row
+  // above means what it says.
+  document.querySelectorAll("form.replay").forEach(function (f) {
+    f.querySelectorAll("label").forEach(function (l) {
+      l.childNodes.forEach(function (n) {
+        if (n.nodeType === 3) { n.textContent = n.textContent.replace("(UTC", "(your time"); }
+      });
+    });
+    f.addEventListener("submit", function () {
+      f.querySelectorAll("input[type=datetime-local]").forEach(function (i) {
+        var d = new Date(i.value);
+        if (!i.value || isNaN(d)) { return; }
+        var utc = document.createElement("input");
+        utc.type = "hidden";
+        utc.name = i.name;
+        utc.value = d.toISOString();
+        utc.dataset.utc = "1";
+        f.appendChild(utc);
+        i.disabled = true;
+      });
+    });
+  });
+
   // A form posts once: a second click while the first post is on its way would create,
   // rotate or send again, and the page shown would be the second's (a new hook's secret
   // lost behind "name taken"). A page brought back from the history may post again.
@@ -19,6 +44,8 @@
   window.addEventListener("pageshow", function (e) {
     if (e.persisted) {
       document.querySelectorAll("form[data-posted]").forEach(function (f) { delete f.dataset.posted; });
+      document.querySelectorAll("input[data-utc]").forEach(function (i) { i.remove(); });
+      document.querySelectorAll("form.replay input[type=datetime-local]").forEach(function (i) { i.disabled = false; });
     }
   });
 

@@ -85,8 +85,13 @@ fn form_key(fields: &[(String, String)]) -> Option<&str> {
 
 /// `POST /console/hooks/{id}/replay`.
 pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fields): Posted) -> Response {
-    let as_utc =
-        |v: &str| if v.is_empty() { None } else { Some(format!("{}{}Z", v, if v.len() == 16 { ":00" } else { "" })) };
+    // As the script sends it (the instant the viewer's local time names, `…Z`), or as typed
+    // into the form without it, in UTC.
+    let as_utc = |v: &str| match v {
+        "" => None,
+        v if v.ends_with('Z') => Some(v.to_owned()),
+        v => Some(format!("{}{}Z", v, if v.len() == 16 { ":00" } else { "" })),
+    };
     let mut doc = json!({});
     if let Some(since) = form::value(&fields, "since").and_then(as_utc) {
         doc["since"] = json!(since);
