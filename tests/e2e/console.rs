@@ -203,6 +203,7 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     let page = b.text().await;
     assert!(page.contains("authorization") && page.contains("Basic ada:••••"), "the headers sent, secrets masked");
     assert!(page.contains("webhook-signature"));
+    assert!(page.contains("As the hook sends it now"), "not passed off as what an older attempt sent");
     assert_eq!(b.all("tr.attempt").await.len(), 1);
     b.screenshot("test-delivery").await;
     let got = r.wait_for(2, WAIT).await;

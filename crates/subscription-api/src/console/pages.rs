@@ -639,6 +639,9 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
                 }
                 section.card {
                     h2 { "Request" }
+                    // Made from the hook as it is now: attempts keep no copy of what was
+                    // sent, and one made before an edit went as the hook was then.
+                    p.muted { "As the hook sends it now; attempts made before its last change went as it was then." }
                     p { code { (st(&h, "method")) " " (st(&h, "url")) } }
                     table.kv { tbody { @for (k, v) in headers_sent(&h, d) { tr { th scope="row" { code { (k) } } td { code { (v) } } } } } }
                     @if !d["envelope"].is_null() {
