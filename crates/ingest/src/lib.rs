@@ -248,15 +248,17 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
     use futures::StreamExt as _;
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
-    let mut pokes = Vec::new();
-    let mut jobs = std::collections::HashSet::new();
+    let mut pokes: Vec<(&ReceivedMessage, ReplayPoke)> = Vec::new();
     for m in messages {
         if let Some(poked) = ReplayPoke::parse(&m.body) {
             // Two pokes of one job (a queue's duplicate) would both re-send the page the
             // job is at before either saved it. One does the page and sends the next poke;
-            // the other is done with.
-            if jobs.insert(poked.replay_id) {
-                pokes.push((m, poked));
+            // the other is done with. The one kept is the one with more receives left: a
+            // page failing on a poke's last receive fails its job.
+            match pokes.iter_mut().find(|(_, p)| p.replay_id == poked.replay_id) {
+                Some(kept) if m.receive_count < kept.0.receive_count => *kept = (m, poked),
+                Some(_) => {}
+                None => pokes.push((m, poked)),
             }
             continue;
         }
