@@ -51,12 +51,13 @@ pub struct Task {
     /// delivery goes without reserving again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slot: bool,
-    /// The rate limit (deliveries a second) the slot was reserved under. A slot reserved
-    /// under another limit than the hook's now no longer holds: a limit raised to drain a
-    /// backlog would otherwise do nothing until the old pace reached it. Absent from older
-    /// versions' tasks, whose slots hold while the hook has a limit.
+    /// The schedule the slot was reserved in ([`crate::rate::schedule_of`]). A slot of
+    /// another schedule than the hook's now (its limit changed or removed since) no longer
+    /// holds: a limit raised to drain a backlog would otherwise do nothing until the old
+    /// pace reached it. Absent from older versions' tasks, whose slots were reserved on a
+    /// key nothing paces by now, and so do not hold either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot_rate: Option<u32>,
+    pub slot_schedule: Option<i64>,
     /// The envelope, exactly the bytes to send and sign; left out when larger than
     /// [`INLINE_BODY_MAX`], in which case the worker reads it from the event store (one
     /// read per event, not per hook, when one event fans out widely).
@@ -160,7 +161,7 @@ impl Task {
             attempt: 0,
             not_before: None,
             slot: false,
-            slot_rate: None,
+            slot_schedule: None,
             envelope: None,
             unrecorded: None,
             unrouted: None,
@@ -212,7 +213,7 @@ impl Task {
             attempt: receive_count.saturating_sub(1),
             not_before: None,
             slot: false,
-            slot_rate: None,
+            slot_schedule: None,
             envelope: v1.body.and_then(|b| RawValue::from_string(b).ok()),
             unrecorded: None,
             unrouted: None,

@@ -39,14 +39,20 @@ impl Rate {
 /// starts afresh, which is the same as idle (unused time is not banked).
 pub const STATE_KEPT: Duration = Duration::from_secs(3600);
 
-/// The key of a hook's delivery pace under a limit of `per_second` in the shared rate
-/// state. Each limit has a schedule of its own: a changed limit starts on its own, not
-/// behind the slots the old one reserved (perhaps hours of them), and a limit changed and
-/// changed back finds its own schedule again, so slots reserved under it still hold and
-/// no two schedules pace the hook at once. (Before slots said their limit, one key,
-/// `hook:{id}`, held every limit's slots.)
-pub fn hook_key(hook: crate::ids::HookId, per_second: u32) -> String {
-    format!("hook:{hook}:{per_second}")
+/// Which schedule paces `hook` under its present limit: the time its limit was last set,
+/// in microseconds (0 for a limit it was created with).
+pub fn schedule_of(hook: &crate::hook::Hook) -> i64 {
+    hook.state.paced_since.map_or(0, micros)
+}
+
+/// The key of a hook's delivery pace in the shared rate state, for the schedule that
+/// began at `schedule` ([`schedule_of`]). Each setting of the limit has a schedule of its
+/// own: a changed limit (or one set back to an earlier value) starts afresh, not behind
+/// the turns the old one gave out, perhaps hours of them, which the deliveries holding
+/// them give up as they come up. (Before slots said their schedule, one key, `hook:{id}`,
+/// held every limit's slots.)
+pub fn hook_key(hook: crate::ids::HookId, schedule: i64) -> String {
+    format!("hook:{hook}:{schedule}")
 }
 
 /// Microseconds since the Unix epoch, the unit rate state is kept in.

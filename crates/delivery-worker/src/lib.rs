@@ -1067,30 +1067,38 @@ mod tests {
     fn back_early(hook: &Hook, slot_in: chrono::Duration) -> (Task, hookbridge_core::ports::OutgoingMessage) {
         let mut task = Task::parse(&task_of(hook).body, 1).unwrap();
         task.slot = true;
-        task.slot_rate = hook.config.rate_limit.map(|l| l.per_second);
+        task.slot_schedule = Some(hookbridge_core::rate::schedule_of(hook));
         task.not_before = Some(Utc::now() + slot_in);
         let message = hookbridge_core::ports::OutgoingMessage { delay: Duration::ZERO, ..task.message(Utc::now()) };
         (task, message)
     }
 
-    /// A delivery's rate-limit slot holds only under the limit it was reserved under: with
-    /// the limit removed the delivery goes at once; with the limit changed it takes a slot
-    /// in the new limit's own schedule (here idle, so at once), not behind the old one's;
-    /// with the limit changed back, a slot reserved under it holds again. A slot from an
-    /// older version, which does not say its limit, takes a new one.
+    /// A delivery's rate-limit slot holds only in the schedule it was reserved in: with the
+    /// limit removed the delivery goes at once; with the limit set again (changed, or back
+    /// to an earlier value) it takes a slot in the new setting's own schedule (here idle,
+    /// so at once), not behind the turns the old one gave out. A slot from an older
+    /// version, which does not say its schedule, takes a new one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slot_holds_only_under_the_limit_it_was_reserved_under() {
+    async fn a_slot_holds_only_in_the_schedule_it_was_reserved_in() {
+        use hookbridge_core::rate::{Rate, hook_key, schedule_of};
         let h = EmbeddedHarness::start().await;
         let receiver = Receiver::start().await;
         let hook = paced_hook(&h, &receiver).await;
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
         let (h, hook) = (&h, &hook);
-        let waiting = |slot_rate: Option<u32>| {
+        // The schedule's next ten minutes are taken.
+        h.backend()
+            .limiter
+            .pace(&hook_key(hook.id, schedule_of(hook)), Rate::per_second(1), 600, Utc::now())
+            .await
+            .unwrap();
+        let waiting = |schedule: Option<i64>| {
             let (mut task, _) = back_early(hook, chrono::Duration::seconds(600));
-            task.slot_rate = slot_rate;
+            task.slot_schedule = schedule;
             task.message(Utc::now())
         };
+        let fresh = || task_of(hook);
         let run = |message: hookbridge_core::ports::OutgoingMessage| {
             let worker = &worker;
             async move {
@@ -1103,31 +1111,37 @@ mod tests {
                 assert!(outcome.failed.is_empty());
             }
         };
+        // As the API sets it: the limit, and a schedule of its own from now.
         let set_limit = |per_second: Option<u32>| async move {
             let mut changed = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
             changed.config.rate_limit = per_second.map(|per_second| hookbridge_core::hook::RateLimit { per_second });
+            changed.state.paced_since = Some(Utc::now());
             let expected = changed.revision;
             changed.revision += 1;
             h.backend().hooks.replace(&changed, expected).await.unwrap();
+            schedule_of(&changed)
         };
         let sent = || receiver.received().len();
 
-        // From an older version: a new slot, here at once (the schedule is idle).
-        run(waiting(None)).await;
-        assert_eq!(sent(), 1, "an older version's slot does not hold");
-        // Under the limit it has: held, handed back to wait out the queue's delay.
-        run(waiting(Some(1))).await;
-        assert_eq!(sent(), 1, "held");
+        run(waiting(Some(schedule_of(hook)))).await;
+        assert_eq!(sent(), 0, "held in its schedule");
+        run(fresh()).await;
+        assert_eq!(sent(), 0, "a new delivery waits behind the schedule's ten minutes");
 
-        set_limit(Some(100)).await;
-        run(waiting(Some(1))).await;
-        assert_eq!(sent(), 2, "the new limit's own schedule, not the old one's");
+        let raised = set_limit(Some(100)).await;
+        run(waiting(Some(schedule_of(hook)))).await;
+        assert_eq!(sent(), 1, "the new setting's own schedule, not the old one's");
+        run(waiting(None)).await;
+        assert_eq!(sent(), 2, "an older version's slot does not hold");
+        run(waiting(Some(raised))).await;
+        assert_eq!(sent(), 2, "a slot of the present schedule holds");
+
         set_limit(Some(1)).await;
-        run(waiting(Some(1))).await;
-        assert_eq!(sent(), 2, "changed back, a slot reserved under it holds again");
+        run(fresh()).await;
+        assert_eq!(sent(), 3, "set back to one a second: not behind the turns given out before");
         set_limit(None).await;
-        run(waiting(Some(1))).await;
-        assert_eq!(sent(), 3, "no limit: at once");
+        run(waiting(Some(raised))).await;
+        assert_eq!(sent(), 4, "no limit: at once");
     }
 
     /// The deadline is asked again just before each request: a delivery that waited in the
@@ -1223,7 +1237,7 @@ mod tests {
         let mut backend = h.backend().clone();
         backend.limiter = Arc::new(HoldingOne {
             inner: backend.limiter.clone(),
-            key: hookbridge_core::rate::hook_key(held.id, 1),
+            key: hookbridge_core::rate::hook_key(held.id, hookbridge_core::rate::schedule_of(&held)),
             release: release.clone(),
         });
         let worker = worker_on(&backend);

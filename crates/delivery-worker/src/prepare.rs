@@ -16,7 +16,7 @@ use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPD
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::{Routed, SLOT_EARLY, Task};
 use hookbridge_core::ports::ReceivedMessage;
-use hookbridge_core::rate::{Rate, hook_key};
+use hookbridge_core::rate::{Rate, hook_key, schedule_of};
 
 use crate::local::InFlight;
 use crate::record::Done;
@@ -116,7 +116,7 @@ fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'st
 fn deferred(mut task: Task, until: DateTime<Utc>) -> Task {
     task.not_before = Some(until);
     task.slot = false;
-    task.slot_rate = None;
+    task.slot_schedule = None;
     task
 }
 
@@ -269,7 +269,7 @@ fn check<'a>(
     let lane = if w.local.is_slow(hook, now) { Lane::Slow } else { health.lane(now) };
     if task.slot && !slot_holds(&task, hook) {
         task.slot = false;
-        task.slot_rate = None;
+        task.slot_schedule = None;
         task.not_before = None;
     }
     // A delivery back for its rate-limit slot may come a second early (`SLOT_EARLY`) and
@@ -349,14 +349,14 @@ fn spread_place_wait(wait: Duration, budget: Duration, unit: f64) -> Duration {
     wait.mul_f64(0.5 + unit).clamp(MIN_PLACE_WAIT.min(budget), budget)
 }
 
-/// Whether a delivery's rate-limit slot still paces its hook: only a slot reserved under
-/// the limit the hook has now ([`hook_key`]'s schedule of it). Once the limit is removed
-/// the delivery goes; once it is changed, it takes a slot under the new one. A slot that
-/// does not say its limit was reserved by an older version on the one key all limits
-/// shared, which nothing paces by now: it takes a slot too, so that schedule and the new
-/// one never pace the hook at once.
+/// Whether a delivery's rate-limit slot still paces its hook: only a slot of the schedule
+/// the hook's limit has now ([`schedule_of`]). Once the limit is removed the delivery
+/// goes; once it is set again (changed, or back to an earlier value), it takes a slot in
+/// the new schedule. A slot that does not say its schedule was reserved by an older
+/// version on the one key all limits shared, which nothing paces by now: it takes a slot
+/// too, so that no two schedules pace the hook at once.
 fn slot_holds(task: &Task, hook: &Hook) -> bool {
-    matches!((hook.config.rate_limit, task.slot_rate), (Some(limit), Some(rate)) if limit.per_second == rate)
+    hook.config.rate_limit.is_some() && task.slot_schedule == Some(schedule_of(hook))
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.
@@ -508,20 +508,20 @@ async fn pace<'a>(
     candidates: Vec<Candidate<'a>>,
     plans: &mut Vec<Plan<'a>>,
 ) -> Vec<(Candidate<'a>, Option<DateTime<Utc>>)> {
-    let mut wanting: HashMap<HookId, (u32, u32)> = HashMap::new();
+    let mut wanting: HashMap<HookId, (u32, i64, u32)> = HashMap::new();
     let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
     let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();
     for c in candidates.iter().filter(|c| needs_slot(c)) {
         if let Some(limit) = c.hook.config.rate_limit {
-            wanting.entry(c.hook.id).or_insert((limit.per_second, 0)).1 += 1;
+            wanting.entry(c.hook.id).or_insert((limit.per_second, schedule_of(&c.hook), 0)).2 += 1;
         }
     }
     // Every hook's reservation at once, each bounded: one after another, a hook whose key
     // is contended (many workers pacing it at once, each conditional write lost and tried
     // again) held up every other hook's deliveries in the batch.
     let reserved = futures::stream::iter(wanting)
-        .map(|(hook, (per_second, count))| async move {
-            let (key, rate) = (hook_key(hook, per_second), Rate::per_second(per_second));
+        .map(|(hook, (per_second, schedule, count))| async move {
+            let (key, rate) = (hook_key(hook, schedule), Rate::per_second(per_second));
             let reservation = w.ports.limiter.pace(&key, rate, count, now);
             (hook, rate, tokio::time::timeout(RESERVE_PATIENCE, reservation).await)
         })
@@ -571,7 +571,7 @@ async fn pace<'a>(
                 let mut task = c.task;
                 task.not_before = Some(at);
                 task.slot = true;
-                task.slot_rate = c.hook.config.rate_limit.map(|l| l.per_second);
+                task.slot_schedule = Some(schedule_of(&c.hook));
                 let lane = c.hook.state.health.lane(now);
                 plans.push(hand_back(c.message, task, lane, "waiting for its rate-limit slot", &c.hook));
             }

@@ -458,7 +458,7 @@ fn attempted(
         let mut next = recorded(task);
         next.not_before = None;
         next.slot = false;
-        next.slot_rate = None;
+        next.slot_schedule = None;
         (DeliveryStatus::Retrying, Some(now), Some((Lane::Slow, next.message(now))))
     } else {
         let number = task.attempt + 1;
@@ -480,7 +480,7 @@ fn attempted(
                     next.attempt = number;
                     next.not_before = Some(at);
                     next.slot = false;
-                    next.slot_rate = None;
+                    next.slot_schedule = None;
                     let lane = if Reachability::of(report.sent) == Reachability::Down {
                         Lane::Slow
                     } else {

@@ -316,6 +316,10 @@ fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     if config.sites != existing.config.sites {
         state.sites_since = Some(chrono::Utc::now());
     }
+    if config.rate_limit != existing.config.rate_limit {
+        // A schedule of its own: not behind the turns the old setting gave out.
+        state.paced_since = Some(chrono::Utc::now());
+    }
     let url_changed = config.url != existing.config.url;
     // Replacing a hook is how its owner re-enables it after the failure rule disabled it;
     // and a new URL is a new endpoint. Either way the failures, the breaker and the slow

@@ -153,6 +153,10 @@ pub struct HookState {
     /// check's outcome is news against, also for a second check begun meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_from: Option<ConnectionState>,
+    /// When its `rate_limit` was last set or changed (absent: as created). Each setting of
+    /// the limit paces the hook in a schedule of its own ([`crate::rate::hook_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced_since: Option<DateTime<Utc>>,
 }
 
 impl HookState {
@@ -176,6 +180,7 @@ impl HookState {
             health: Health::default(),
             sites_since: None,
             checked_from: None,
+            paced_since: None,
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum Admission {
 /// to a fresher state.
 pub type Step = std::sync::Arc<dyn Fn(Option<i64>) -> Option<i64> + Send + Sync>;
 
-/// Rate state per key (`hook:{id}:{per_second}`, `publish:{tenant}`): the time, in microseconds since
+/// Rate state per key (`hook:{id}:{schedule}`, `publish:{tenant}`): the time, in microseconds since
 /// the epoch, its next unit may go. A backend stores it; the arithmetic is
 /// [`crate::rate`]'s, here once for both backends.
 #[async_trait]
