@@ -26,6 +26,22 @@ fn without(mut c: Value, key: &str) -> Value {
     c
 }
 
+/// A key set that also lists a key of a kind the API cannot read (an Ed448 key, which
+/// Keycloak's EdDSA provider can publish) still verifies tokens under its other keys: the
+/// set was read whole, and one such key refused every token of the issuer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_an_unreadable_kind_in_the_set_does_not_stop_the_others() {
+    let stack = TestStack::start_oidc(hookbridge_e2e::Flavor::Embedded).await;
+    let idp = stack.idp();
+    idp.list_key(json!({"kty": "OKP", "crv": "Ed448", "kid": "ed448-1", "x": "AAAA"}));
+    idp.list_key(json!({"kty": "XYZ", "kid": "unknown-kind"}));
+    for kid in ["rsa-1", "ec-1"] {
+        let listed = stack.get("/v1/hooks", &idp.sign(kid, &claims("acme"))).await;
+        assert_eq!(listed.status, 200, "{kid}: {}", listed.body);
+    }
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn rs256_es256_and_eddsa_tokens_work_and_a_rotated_key_is_fetched_by_its_new_kid(flavor: Flavor) {
     let stack = TestStack::start_oidc(flavor).await;

@@ -51,6 +51,8 @@ struct Shared {
     codes: Mutex<Vec<(String, String, String)>>,
     /// The query of each request to the authorization endpoint.
     authorized: Mutex<Vec<std::collections::HashMap<String, String>>>,
+    /// Keys listed as they are, which it never signs with (of kinds a verifier may not read).
+    listed_only: Mutex<Vec<Value>>,
 }
 
 /// A running issuer. Stops when dropped.
@@ -234,8 +236,10 @@ async fn jwks(State(s): State<Arc<Shared>>) -> axum::response::Response {
         return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(json!({ "keys": keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect::<Vec<_>>() }))
-        .into_response()
+    let listed_only = s.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let keys: Vec<Value> =
+        listed_only.iter().cloned().chain(keys.iter().filter(|k| k.published).map(|k| k.jwk.clone())).collect();
+    Json(json!({ "keys": keys })).into_response()
 }
 
 impl IdentityProvider {
@@ -256,6 +260,7 @@ impl IdentityProvider {
             user: Mutex::new(json!({})),
             codes: Mutex::new(Vec::new()),
             authorized: Mutex::new(Vec::new()),
+            listed_only: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -278,6 +283,12 @@ impl IdentityProvider {
     pub fn add_key(&self, kind: KeyKind, kid: &str) {
         let key = generate(kind, kid);
         self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key);
+    }
+
+    /// Lists `jwk` in its key set, first, as it is (a key of a kind a verifier may not
+    /// read, such as Ed448); it never signs with it.
+    pub fn list_key(&self, jwk: Value) {
+        self.shared.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(jwk);
     }
 
     /// Stops publishing the key `kid` (it keeps signing with it, as a stolen key would).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hookbridge_outbound::Outbound;
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::jwk::Jwk;
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
@@ -179,10 +179,23 @@ impl Issuer {
                     .to_owned()
             }
         };
-        let set: JwkSet = serde_json::from_value(self.outbound.get_json(&url).await?)
-            .map_err(|e| KeyMissing::Malformed(format!("the JWKS does not parse: {e}")))?;
+        let doc = self.outbound.get_json(&url).await?;
+        let Some(listed) = doc["keys"].as_array() else {
+            return Err(KeyMissing::Malformed("the JWKS has no list of keys".to_owned()));
+        };
+        // Key by key: a set parsed whole failed on one key of a kind this library does not
+        // read (an Ed448 or X25519 key, an encryption key of another type), and then no
+        // token of the issuer's was accepted, though it signs with another of its keys.
+        let mut usable = Vec::with_capacity(listed.len());
+        for key in listed {
+            match serde_json::from_value::<Jwk>(key.clone()) {
+                Ok(k) => usable.push(k),
+                Err(e) => tracing::warn!(issuer = %self.issuer, kid = ?key["kid"].as_str(), error = %e,
+                    "a key in the issuer's JWKS is of a kind that cannot be read; passed over"),
+            }
+        }
         let mut cache = Cache { jwks_url: Some(url), ..Cache::default() };
-        for k in set.keys {
+        for k in usable {
             match k.common.key_id.clone() {
                 Some(kid) => {
                     cache.keys.insert(kid, k);
