@@ -35,9 +35,9 @@ pub(super) struct Issuer {
     jwks_url: Option<String>,
     outbound: Outbound,
     cache: RwLock<Cache>,
-    /// When the keys were last fetched or tried; held while they are, so only one fetch
-    /// runs.
-    fetching: Mutex<Option<Instant>>,
+    /// When the keys were last fetched or tried, and why that try failed, if it did; held
+    /// while they are, so only one fetch runs.
+    fetching: Mutex<Option<(Instant, Option<String>)>>,
     /// The sign-in endpoints as last read from the discovery document, or why they could
     /// not be, and until when that stands; held while they are read, so only one read runs.
     login: Mutex<Option<(Instant, LoginRead)>>,
@@ -67,6 +67,10 @@ pub(super) enum KeyMissing {
     /// A failure to read them a moment ago, which stands for a while.
     #[error("{0}")]
     Remembered(String),
+    /// The key a token names could not be looked for: the issuer's keys could not be read
+    /// (now, or a moment ago). Not the token's fault.
+    #[error("the issuer's keys cannot be read now: {0}")]
+    Unreachable(String),
 }
 
 impl Issuer {
@@ -104,19 +108,25 @@ impl Issuer {
             // Another request may have fetched (or tried to) while this one waited; a
             // failed try counts too, or an issuer that is down would be asked on every
             // token.
-            let recent = last_try.is_some_and(|t| t.elapsed() < REFRESH_AT_MOST_EVERY);
+            let recent = last_try.as_ref().is_some_and(|(t, _)| t.elapsed() < REFRESH_AT_MOST_EVERY);
             if !recent {
-                *last_try = Some(Instant::now());
                 let jwks_url = self.cache.read().await.jwks_url.clone();
-                match self.fetch(jwks_url).await {
+                let fetched = self.fetch(jwks_url).await;
+                *last_try = Some((Instant::now(), fetched.as_ref().err().map(ToString::to_string)));
+                match fetched {
                     Ok(fetched) => *self.cache.write().await = fetched,
                     // An issuer that cannot be reached does not make its known keys bad:
                     // they stay in use until a fetch succeeds (and drops a withdrawn one).
                     Err(e) if known => {
                         tracing::warn!(issuer = %self.issuer, error = %e, "the issuer's keys could not be read again; the known ones stay in use");
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(KeyMissing::Unreachable(e.to_string())),
                 }
+            } else if let Some((_, Some(failed))) = last_try.as_ref()
+                && !known
+            {
+                // The last try failed a moment ago: whether the key exists cannot be told.
+                return Err(KeyMissing::Unreachable(failed.clone()));
             }
         }
         self.cached(kid).await

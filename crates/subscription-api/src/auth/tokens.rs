@@ -123,7 +123,14 @@ impl Tokens {
                     .ok_or(ApiError::Unauthorized("tokens from an issuer are not accepted here"))?;
                 let keys = issuer.key(header.kid.as_deref()).await.map_err(|e| {
                     tracing::warn!(issuer = %issuer.issuer, error = %e, "no key for a token");
-                    ApiError::Unauthorized("the token is not signed by a key of the issuer")
+                    match e {
+                        // Not the caller's fault: a 401 would tell a client to get a new
+                        // token, which would be refused the same way.
+                        super::jwks::KeyMissing::Unreachable(_) => {
+                            ApiError::Unavailable("the token cannot be checked now; nothing was done, retry later")
+                        }
+                        _ => ApiError::Unauthorized("the token is not signed by a key of the issuer"),
+                    }
                 })?;
                 let mut v = validation(header.alg);
                 // The identifier is kept without its trailing `/` (the discovery document's
