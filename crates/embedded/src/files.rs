@@ -38,11 +38,20 @@ pub(crate) fn write_new_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
     let partial = std::path::PathBuf::from(partial);
     let written = new_file(&partial).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
     let linked = written.and_then(|()| match std::fs::hard_link(&partial, path) {
-        // A file system without links: moved into place instead.
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => std::fs::rename(&partial, path),
+        // A file system without links: written in place, as new (a rename would replace a
+        // key another process made meanwhile, and sealed with).
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            new_file(path).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        }
         linked => linked,
     });
     let _ = std::fs::remove_file(&partial);
+    // The link itself lasts only once the directory is synced (where that can be done).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
     linked
 }
 

@@ -96,20 +96,20 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
         return Err(InitError::KeyFileMissing { path: config.key_file.clone() });
     }
     let sealer = LocalKeySealer::load_or_create(&config.key_file)?;
-    let backend = open_with(db.clone(), config, sealer)?;
-    if holds_hooks && !key_opens_a_hook(&db, &backend).await? {
+    if holds_hooks && !key_opens_a_hook(&db, &sealer).await? {
         return Err(InitError::KeyMismatch { path: config.key_file.clone() });
     }
-    Ok(backend)
+    open_with(db, config, sealer)
 }
 
 /// Hooks whose secrets are tried with the key at start: one opening is enough; none of a
 /// few opening is another key, not a damaged hook.
 const KEY_CHECKED_ON: i64 = 5;
 
-/// Whether the key opens the secrets of any of a few stored hooks (or none could be read
-/// to tell: a hook this version cannot read says nothing about the key).
-async fn key_opens_a_hook(db: &Db, backend: &Backend) -> Result<bool, InitError> {
+/// Whether the key may be the database's: it sealed the secrets of one of a few stored
+/// hooks, or none of them tells (a hook this version cannot read, a blob of a format it
+/// does not know). Only a blob this key demonstrably did not seal counts against it.
+async fn key_opens_a_hook(db: &Db, sealer: &LocalKeySealer) -> Result<bool, InitError> {
     let ids: Vec<(String, String)> = db
         .read(|c| {
             let mut stmt = c.prepare("SELECT tenant, id FROM hooks LIMIT ?1").map_err(error::sql("hooks.sample"))?;
@@ -118,16 +118,22 @@ async fn key_opens_a_hook(db: &Db, backend: &Backend) -> Result<bool, InitError>
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(error::sql("hooks.sample"))
         })
         .await?;
-    let mut tried = false;
+    let hooks = hooks::SqliteHookStore::new(db.clone());
+    let mut refused = false;
     for (tenant, id) in ids {
         let (Ok(tenant), Ok(id)) = (tenant.parse(), id.parse()) else { continue };
-        let Ok(Some(hook)) = backend.hooks.get(&tenant, id).await else { continue };
-        tried = true;
-        if backend.sealer.open(hookbridge_core::hook::SecretsOwner::of(&hook), &hook.sealed).await.is_ok() {
-            return Ok(true);
+        let Ok(Some(hook)) =
+            <hooks::SqliteHookStore as hookbridge_core::ports::HookAccess>::get(&hooks, &tenant, id).await
+        else {
+            continue;
+        };
+        match sealer.sealed_with_this_key(hookbridge_core::hook::SecretsOwner::of(&hook), &hook.sealed) {
+            Some(true) => return Ok(true),
+            Some(false) => refused = true,
+            None => {}
         }
     }
-    Ok(!tried)
+    Ok(!refused)
 }
 
 /// Whether any hook (and so any sealed secret) is stored.

@@ -56,6 +56,19 @@ impl LocalKeySealer {
 }
 
 impl LocalKeySealer {
+    /// Whether this key sealed `sealed`: `Some(false)` only when the blob is of a format
+    /// this version knows and its authentication fails under this key; `None` when that
+    /// cannot be told (an unknown format, a newer release's).
+    pub(crate) fn sealed_with_this_key(&self, owner: SecretsOwner<'_>, sealed: &SealedSecrets) -> Option<bool> {
+        let (format, body) = sealed.0.split_first()?;
+        let aad = match *format {
+            FORMAT_BOUND => owner.associated_data(),
+            FORMAT_UNBOUND => UNBOUND_AAD.to_vec(),
+            _ => return None,
+        };
+        Some(aead::open(&self.key, &aad, body).is_ok())
+    }
+
     /// Seals in the format before secrets were bound to their hook. Kept only so the
     /// migration that re-seals such blobs can be tested.
     #[doc(hidden)]

@@ -232,8 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { tenant, scopes, sub, ttl: t } => {
             let settings = settings()?;
-            if settings.tokens.hs256.as_ref().is_some_and(|k| k.expose() == hookbridge_core::settings::LOCAL_DEV_SECRET)
-            {
+            if settings.tokens.default_key {
                 // Said on stderr, so a script reading the token still gets it alone: a
                 // shell without serve's key signs a token serve refuses, with no other sign.
                 eprintln!(

@@ -13,6 +13,10 @@
   // hidden copy; the typed box is left out of the post), so a time copied from a row
   // above means what it says.
   document.querySelectorAll("form.replay").forEach(function (f) {
+    // A browser without the date-and-time box shows a text box, whose text is sent as it
+    // is: UTC, as the form says without this script.
+    var since = f.querySelector("input[name=since]");
+    if (!since || since.type !== "datetime-local") { return; }
     f.querySelectorAll("label").forEach(function (l) {
       l.childNodes.forEach(function (n) {
         if (n.nodeType === 3) { n.textContent = n.textContent.replace("(UTC", "(your time"); }

@@ -302,7 +302,8 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
     match api.settings().tokens.check(&token).await {
         Ok(caller) if !reads_hooks(&caller) => return not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
         Ok(_) => {}
-        Err(e) => return not_signed_in(&api, refused_status(&e), &e.to_string()),
+        // The code is spent: trying again is signing in again, not reloading this page.
+        Err(e) => return html(refused_status(&e), login_markup(&api, Some(&e.to_string()))),
     }
     if let Err(why) = fits_a_cookie(&token) {
         return fail(&why);
