@@ -119,6 +119,20 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     let expected = hex::encode(hmac_sha256(b"A3jt6D8lz", &got[0].body));
     assert_eq!(got[0].header("x-keycloak-signature"), Some(expected.as_str()));
 
+    // An empty secret is none, as Phase Two reads it (it was `400`, "8-256 characters"):
+    // on create, nothing is signed; on update, the secret stays as it was.
+    let unsigned = Receiver::start().await;
+    let mut doc: Value = serde_json::from_str(&fixture("keycloak-create-webhook.json")).unwrap();
+    doc["url"] = json!(unsigned.url("/none"));
+    doc["secret"] = json!("");
+    let (status, body, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc.to_string())).await;
+    assert_eq!(status, 201, "{body}");
+    let at = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+    assert_eq!(send(&stack, "PUT", &at, &t, Some(&doc.to_string())).await.0, 204, "an update with an empty secret");
+    stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": event})).await;
+    let got = unsigned.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-keycloak-signature"), None, "no secret, no signature");
+
     // Delete: 204, then 404.
     assert_eq!(send(&stack, "DELETE", &format!("/realms/test/webhooks/{id}"), &t, None).await.0, 204);
     assert_eq!(send(&stack, "GET", &format!("/realms/test/webhooks/{id}"), &t, None).await.0, 404);

@@ -61,15 +61,28 @@ struct WebhookIn {
 /// Event types as Keycloak's events are named on the bus. Phase Two's own documentation
 /// spells a specific admin type both `admin.CLIENT-*` and `admin-USER-CREATE`; events
 /// are published as `admin.…` (and `access.…`), so a type written with the dash would
-/// match nothing, silently. It is read as written with the dot.
+/// match nothing, silently. It is read as written with the dot, when what follows the
+/// dash is a Keycloak name (`USER-CREATE`, `LOGIN_ERROR`, `CLIENT-*`): another type that
+/// begins so (`access-point.*`, a hook's own) is kept as it is, or a client's read, edit
+/// and write back of the webhook would move it to types that never come.
 fn keycloak_types(types: &[String]) -> Vec<String> {
+    let keycloak_name = |rest: &str| {
+        rest.starts_with(|c: char| c.is_ascii_uppercase() || c == '*')
+            && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*'))
+    };
     types
         .iter()
-        .map(|t| match ["admin-", "access-"].iter().find(|p| t.starts_with(**p)) {
+        .map(|t| match ["admin-", "access-"].iter().find(|p| t.starts_with(**p) && keycloak_name(&t[p.len()..])) {
             Some(p) => format!("{}.{}", &p[..p.len() - 1], &t[p.len()..]),
             None => t.clone(),
         })
         .collect()
+}
+
+/// The webhook's secret: Phase Two takes an empty one as none (on create) or as the
+/// one it has (on update), where a Hookbridge secret must be 8 characters or more.
+fn secret_of(w: &WebhookIn) -> Result<Option<hookbridge_core::secret::SigningSecret>, ApiError> {
+    super::client_secret(w.secret.as_deref().filter(|s| !s.is_empty()))
 }
 
 /// A webhook as Keycloak returns it: never its secret.
@@ -281,7 +294,7 @@ async fn create(
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite, super::segments(path).as_deref())?;
     let w: WebhookIn = parse(&read_body(body).await?)?;
-    let signing = super::client_secret(w.secret.as_deref())?;
+    let signing = secret_of(&w)?;
     let draft = super::draft(json!({
         "name": super::generated_name("keycloak"),
         "url": w.url,
@@ -321,7 +334,7 @@ async fn update(
     let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
     let id = id.unwrap_or_default();
     let w: WebhookIn = parse(&read_body(body).await?)?;
-    let signing = super::client_secret(w.secret.as_deref())?;
+    let signing = secret_of(&w)?;
     let sets_secret = signing.is_some();
     let enabled = enabled(w.enabled.as_ref())?;
     // The hook as it is when written, with the webhook's fields changed: everything else is
@@ -362,4 +375,35 @@ async fn remove(
     let id = id.unwrap_or_default();
     delete_hook(&api, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keycloak_types;
+
+    /// Keycloak's names written with a dash are read with the dot; another type that only
+    /// begins so is kept as it is.
+    #[test]
+    fn only_keycloak_names_written_with_a_dash_are_read_with_the_dot() {
+        let types = [
+            "admin-USER-CREATE",
+            "access-LOGIN_ERROR",
+            "admin-CLIENT-*",
+            "access-*",
+            "access-point.*",
+            "admin-user.created",
+        ];
+        let read = keycloak_types(&types.map(str::to_owned));
+        assert_eq!(
+            read,
+            [
+                "admin.USER-CREATE",
+                "access.LOGIN_ERROR",
+                "admin.CLIENT-*",
+                "access.*",
+                "access-point.*",
+                "admin-user.created"
+            ]
+        );
+    }
 }
