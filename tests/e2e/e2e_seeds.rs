@@ -106,6 +106,14 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","eventTypes":["bad type"]}"#)).await;
     assert_eq!(status, 400);
     assert!(err["error"].as_str().unwrap().starts_with("eventTypes[0]: "), "{err}");
+    // A regular expression, which Phase Two would match as one, is refused, not taken to
+    // match nothing.
+    for regex in [r#"["access.*", "admin.USER-.*"]"#, r#"["access.*", "access.(LOGIN|LOGOUT)"]"#] {
+        let doc = format!(r#"{{"url":"https://x.example/","eventTypes":{regex}}}"#);
+        let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc)).await;
+        assert_eq!(status, 400, "{regex}: {err}");
+        assert!(err["error"].as_str().unwrap().starts_with("eventTypes[1]: is a regular expression"), "{err}");
+    }
 
     // Delivery: the example pointed at a real receiver; the event itself as the body,
     // signed with the secret the client chose.

@@ -79,6 +79,25 @@ fn keycloak_types(types: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Refuses an event type written as a regular expression, which Phase Two matches as one
+/// (`admin.USER-.*`, `access.(LOGIN|LOGOUT)`): here types are globs, and such a pattern
+/// was taken and then matched nothing, silently.
+fn no_regex(types: Option<&[String]>) -> Result<(), ApiError> {
+    // Keycloak's names never have a dot after `-` or `_`: there, `.*` is a regex's.
+    let regex = |t: &str| {
+        t.contains(['(', ')', '|', '[', ']', '+', '?', '\\', '^', '$', '{', '}'])
+            || t.contains("-.*")
+            || t.contains("_.*")
+    };
+    match types.into_iter().flatten().position(|t| regex(t)) {
+        Some(i) => Err(ApiError::field(
+            format!("eventTypes[{i}]"),
+            "is a regular expression; event types here are matched as globs: * stands for any run of characters (admin.USER-*, access.*)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The webhook's secret: Phase Two takes an empty one as none (on create) or as the
 /// one it has (on update), where a Hookbridge secret must be 8 characters or more.
 fn secret_of(w: &WebhookIn) -> Result<Option<hookbridge_core::secret::SigningSecret>, ApiError> {
@@ -294,6 +313,7 @@ async fn create(
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite, super::segments(path).as_deref())?;
     let w: WebhookIn = parse(&read_body(body).await?)?;
+    no_regex(w.event_types.as_deref())?;
     let signing = secret_of(&w)?;
     let draft = super::draft(json!({
         "name": super::generated_name("keycloak"),
@@ -334,6 +354,7 @@ async fn update(
     let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
     let id = id.unwrap_or_default();
     let w: WebhookIn = parse(&read_body(body).await?)?;
+    no_regex(w.event_types.as_deref())?;
     let signing = secret_of(&w)?;
     let sets_secret = signing.is_some();
     let enabled = enabled(w.enabled.as_ref())?;
