@@ -30,7 +30,11 @@ pub enum BackendKind {
     Aws,
 }
 
-/// Parses a size like `512MB`, `2GB` or a number of bytes.
+/// The smallest cap on the database: below it, a new database cannot even hold its
+/// tables, and opening it failed with SQLite's "database or disk is full".
+const MIN_DATABASE_SIZE: u64 = 1 << 20;
+
+/// Parses a size like `512MB`, `2GB` or a number of bytes, at least [`MIN_DATABASE_SIZE`].
 fn size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (num, mult) = [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
@@ -38,7 +42,11 @@ fn size(text: &str) -> Result<u64, String> {
         .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
         .unwrap_or((t, 1));
     let not_a_size = || format!("{text:?} is not a size like 512MB or 2GB (HOOKBRIDGE_DATABASE_MAX_SIZE)");
-    num.trim().parse::<u64>().map_err(|_| not_a_size())?.checked_mul(mult).ok_or_else(not_a_size)
+    let bytes = num.trim().parse::<u64>().map_err(|_| not_a_size())?.checked_mul(mult).ok_or_else(not_a_size)?;
+    if bytes < MIN_DATABASE_SIZE {
+        return Err(format!("{text:?} is too small for a database: at least 1MB (HOOKBRIDGE_DATABASE_MAX_SIZE)"));
+    }
+    Ok(bytes)
 }
 
 /// `hookbridge receive --secret`: a platform secret (`whsec_…`), or one a client chose
@@ -423,7 +431,10 @@ mod tests {
     fn sizes_read_as_bytes_and_too_large_ones_are_refused() {
         assert_eq!(size("512MB"), Ok(512 << 20));
         assert_eq!(size(" 2GB "), Ok(2 << 30));
-        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        // Too small to hold the tables: said so, naming the variable.
+        assert!(size("4096").is_err_and(|e| e.contains("at least 1MB") && e.contains("HOOKBRIDGE_DATABASE_MAX_SIZE")));
+        assert!(size("64KB").is_err());
         assert!(size("lots").is_err());
         // 2^34 GB is 2^64 bytes: it wrapped to a cap of 0 before.
         assert!(size("17179869184GB").is_err());
