@@ -54,8 +54,8 @@ pub struct Task {
     /// The schedule the slot was reserved in ([`crate::rate::schedule_of`]). A slot of
     /// another schedule than the hook's now (its limit changed or removed since) no longer
     /// holds: a limit raised to drain a backlog would otherwise do nothing until the old
-    /// pace reached it. Absent from older versions' tasks, whose slots were reserved on a
-    /// key nothing paces by now, and so do not hold either.
+    /// pace reached it. Absent from older versions' tasks: theirs is the schedule of the
+    /// limit a hook was created with (0), the one key every limit shared then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_schedule: Option<i64>,
     /// The envelope, exactly the bytes to send and sign; left out when larger than

@@ -49,10 +49,11 @@ pub fn schedule_of(hook: &crate::hook::Hook) -> i64 {
 /// began at `schedule` ([`schedule_of`]). Each setting of the limit has a schedule of its
 /// own: a changed limit (or one set back to an earlier value) starts afresh, not behind
 /// the turns the old one gave out, perhaps hours of them, which the deliveries holding
-/// them give up as they come up. (Before slots said their schedule, one key, `hook:{id}`,
-/// held every limit's slots.)
+/// them give up as they come up. The schedule of a limit the hook was created with keeps
+/// the key every limit shared before (`hook:{id}`), so that a release before this one,
+/// running beside it in a deploy or after a rollback, paces such a hook in the same one.
 pub fn hook_key(hook: crate::ids::HookId, schedule: i64) -> String {
-    format!("hook:{hook}:{schedule}")
+    if schedule == 0 { format!("hook:{hook}") } else { format!("hook:{hook}:{schedule}") }
 }
 
 /// Microseconds since the Unix epoch, the unit rate state is kept in.

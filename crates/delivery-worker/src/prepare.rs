@@ -353,10 +353,10 @@ fn spread_place_wait(wait: Duration, budget: Duration, unit: f64) -> Duration {
 /// the hook's limit has now ([`schedule_of`]). Once the limit is removed the delivery
 /// goes; once it is set again (changed, or back to an earlier value), it takes a slot in
 /// the new schedule. A slot that does not say its schedule was reserved by an older
-/// version on the one key all limits shared, which nothing paces by now: it takes a slot
-/// too, so that no two schedules pace the hook at once.
+/// version on the key all limits shared then, the schedule (0) of a limit the hook was
+/// created with.
 fn slot_holds(task: &Task, hook: &Hook) -> bool {
-    hook.config.rate_limit.is_some() && task.slot_schedule == Some(schedule_of(hook))
+    hook.config.rate_limit.is_some() && task.slot_schedule.unwrap_or(0) == schedule_of(hook)
 }
 
 /// A task held until `until`, keeping a rate-limit slot it has.

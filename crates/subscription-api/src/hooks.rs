@@ -12,6 +12,7 @@ use hookbridge_core::hook::{
 };
 use hookbridge_core::ids::HookId;
 use hookbridge_core::message::event_type;
+use hookbridge_core::rate::{hook_key, schedule_of};
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::validation::FieldError;
 use serde::Deserialize;
@@ -262,39 +263,51 @@ pub(crate) async fn replace_hook_from(
     expected: Option<u64>,
 ) -> Result<Hook, ApiError> {
     let (api2, draft_of, signing) = (api, &draft_of, &signing);
-    let (hook, reset) = update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
-        let draft = &draft_of(&existing)?;
-        if let Some(name) = &draft.name
-            && name != existing.config.name.as_str()
-        {
-            return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
-        }
-        let sealer = &api2.ports().sealer;
-        let owner = SecretsOwner::of(&existing);
-        let old_secrets = sealer.open(owner, &existing.sealed).await?;
-        let ctx = ValidationContext { network: &api2.settings().network };
-        let (config, mut secrets) = draft
-            .clone()
-            .validate(ctx, Some((&existing.config, &old_secrets)))
-            .map_err(|errors| invalid_draft(caller, draft.sites.as_deref(), errors))?;
-        within_sites(caller, &config)?;
-        if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
-            secrets.signing = s.clone();
-            secrets.retiring.clear();
-        }
-        let state = replaced_state(&existing, &config);
-        let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
-        let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
-        // Which circuit it closed by starting the health over, if one was open: told below,
-        // as the worker tells one it closes, so an `opened` is always followed by a `closed`.
-        let reset = (!existing.state.health.circuit.is_closed() && state.health.circuit.is_closed())
-            .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
-        let hook = Hook { config, state, sealed, ..existing };
-        hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
-        Ok((hook, reset))
-    })
-    .await?;
+    let (hook, (reset, left)) =
+        update(api, caller, id, Edit::Config { expected_version: expected }, |existing| async move {
+            let draft = &draft_of(&existing)?;
+            if let Some(name) = &draft.name
+                && name != existing.config.name.as_str()
+            {
+                return Err(ApiError::Conflict("a hook's name cannot be changed".to_owned()));
+            }
+            let sealer = &api2.ports().sealer;
+            let owner = SecretsOwner::of(&existing);
+            let old_secrets = sealer.open(owner, &existing.sealed).await?;
+            let ctx = ValidationContext { network: &api2.settings().network };
+            let (config, mut secrets) = draft
+                .clone()
+                .validate(ctx, Some((&existing.config, &old_secrets)))
+                .map_err(|errors| invalid_draft(caller, draft.sites.as_deref(), errors))?;
+            within_sites(caller, &config)?;
+            if let Some(s) = signing.as_ref().filter(|s| **s != secrets.signing) {
+                secrets.signing = s.clone();
+                secrets.retiring.clear();
+            }
+            let state = replaced_state(&existing, &config);
+            let unchanged = secrets == old_secrets && sealer.is_current(&existing.sealed);
+            let sealed = if unchanged { existing.sealed.clone() } else { sealer.seal(owner, &secrets).await? };
+            // Which circuit it closed by starting the health over, if one was open: told below,
+            // as the worker tells one it closes, so an `opened` is always followed by a `closed`.
+            let reset = (!existing.state.health.circuit.is_closed() && state.health.circuit.is_closed())
+                .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
+            // The schedule its limit had, when the limit is set again (a new one begins).
+            let left = (state.paced_since != existing.state.paced_since).then(|| schedule_of(&existing));
+            let hook = Hook { config, state, sealed, ..existing };
+            hook.check_stored_size().map_err(|e| ApiError::fields(vec![e]))?;
+            Ok((hook, (reset, left)))
+        })
+        .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, version = hook.version, "hook replaced");
+    if let Some(schedule) = left {
+        // Nothing paces by it now. Forgotten, its turns (perhaps days of them) do not come
+        // back into force if the hook falls back to it: a release before this one, beside
+        // it in a deploy or after a rollback, writes hooks without their schedule.
+        let key = hook_key(hook.id, schedule);
+        if let Err(e) = api.ports().limiter.forget(&key, Utc::now()).await {
+            tracing::warn!(tenant = %hook.tenant, hook_id = %hook.id, error = %e, "the hook's old rate-limit schedule could not be forgotten");
+        }
+    }
     lifecycle::emit(api, event_type::HOOK_UPDATED, &hook, None).await;
     if let Some(why) = reset {
         lifecycle::emit(

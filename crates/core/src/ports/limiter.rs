@@ -54,6 +54,14 @@ pub trait RateLimiter: Send + Sync {
         Ok(from_micros(rate::pace(seen, applied_at.load(Ordering::Relaxed), rate, count).0))
     }
 
+    /// Forgets the turns given out on `key` past `now`: the schedule is left as an idle one
+    /// (a hook's limit was set again, and the deliveries that held them take turns in the
+    /// new schedule as they come up).
+    async fn forget(&self, key: &str, now: DateTime<Utc>) -> Result<()> {
+        let now = micros(now);
+        self.update(key, std::sync::Arc::new(move |next| next.filter(|n| *n > now).map(|_| now))).await.map(|_| ())
+    }
+
     /// Admits `count` units under `rate` with room for a burst of `burst`, or says how long
     /// to wait; a refusal uses nothing up.
     async fn admit(&self, key: &str, rate: Rate, burst: u32, count: u32, now: DateTime<Utc>) -> Result<Admission> {

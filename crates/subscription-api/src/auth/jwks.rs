@@ -110,6 +110,9 @@ impl Issuer {
             // token.
             let recent = last_try.as_ref().is_some_and(|(t, _)| t.elapsed() < REFRESH_AT_MOST_EVERY);
             if !recent {
+                // Marked before the fetch: one cut off half way (its request dropped) counts
+                // as a try too, or each dropped request would let the next fetch at once.
+                *last_try = Some((Instant::now(), Some("a fetch of the issuer's keys did not finish".to_owned())));
                 let jwks_url = self.cache.read().await.jwks_url.clone();
                 let fetched = self.fetch(jwks_url).await;
                 *last_try = Some((Instant::now(), fetched.as_ref().err().map(ToString::to_string)));
@@ -268,7 +271,8 @@ mod tests {
         idp.fail_keys(true);
         assert!(issuer.key(Some("rsa-1")).await.is_ok(), "a known key is not refused for the issuer's outage");
         assert_eq!(idp.jwks_fetches(), fetched + 1, "it was read again");
-        assert!(matches!(issuer.key(Some("rsa-9")).await, Err(KeyMissing::Unknown(_))), "an unknown one is");
+        // An unknown one cannot be told from a new key the issuer has: not refused as bad.
+        assert!(matches!(issuer.key(Some("rsa-9")).await, Err(KeyMissing::Unreachable(_))), "not known, not told");
 
         // Back, and the key withdrawn: the next read drops it.
         idp.fail_keys(false);
