@@ -41,12 +41,15 @@ pub(crate) fn write_new_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
         // A file system without links: written in place, as new (a rename would replace a
         // key another process made meanwhile, and sealed with).
         Err(e) if matches!(e.kind(), std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied) => {
-            let written = new_file(path).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-            if written.is_err() {
-                // Not left half written: an empty key file is refused by every start.
-                let _ = std::fs::remove_file(path);
-            }
-            written
+            new_file(path).and_then(|mut f| {
+                let written = f.write_all(bytes).and_then(|()| f.sync_all());
+                if written.is_err() {
+                    // Ours, and not left half written: an empty key file is refused by
+                    // every start. (One another process made first is not touched.)
+                    let _ = std::fs::remove_file(path);
+                }
+                written
+            })
         }
         linked => linked,
     });

@@ -102,8 +102,7 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
     open_with(db, config, sealer)
 }
 
-/// Hooks whose secrets are tried with the key at start: one opening is enough; none of a
-/// few opening is another key, not a damaged hook.
+/// Hooks whose secrets are tried with the key at start: one sealed with it is enough.
 const KEY_CHECKED_ON: i64 = 5;
 
 /// Whether the key may be the database's: it sealed the secrets of one of a few stored
