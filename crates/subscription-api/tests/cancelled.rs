@@ -10,27 +10,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::api_and_token;
+use common::{api_and_token, call};
 use hookbridge_testkit::{EmbeddedHarness, Harness};
 use http_body_util::BodyExt;
-use subscription_api::{Api, router};
+use subscription_api::router;
 use tower::ServiceExt;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
-
-async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let resp = router(api.clone()).oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-}
 
 fn publish(token: &str) -> Request<Body> {
     Request::post("/v1/events")

@@ -14,6 +14,7 @@ use serde_json::json;
 use subscription_api::router;
 use tower::ServiceExt;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 /// Publishes `body` twice, the second time as the retry the first's failure calls for;

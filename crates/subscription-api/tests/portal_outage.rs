@@ -11,15 +11,14 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Utc};
-use common::api_and_token;
-use hookbridge_core::hook::NetworkPolicy;
+use common::{api_on, call, token};
 use hookbridge_core::portal::PortalGrant;
 use hookbridge_core::ports::PortalStore;
-use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
-use subscription_api::{Api, ApiPorts, ApiSettings, JwtKey, router};
+use subscription_api::{Api, ApiPorts, router};
 use tower::ServiceExt;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 /// The backend's portal store, whose sessions cannot be stored while `down`.
@@ -67,21 +66,14 @@ async fn open(api: &Api, code: &str) -> (StatusCode, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_opened_while_sessions_cannot_be_stored_is_not_spent() {
     let h = EmbeddedHarness::start().await;
-    let (_, token) = api_and_token(&h, "portal:create");
     let store = Arc::new(SessionsDown { inner: h.backend().portal.clone(), down: AtomicBool::new(true) });
     let mut ports = ApiPorts::of(h.backend());
     ports.portal = store.clone();
-    let api = Api::new(ports, ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()));
+    let api = api_on(ports);
 
-    let made = Request::post("/v1/portal/sessions")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from("{}"))
-        .unwrap();
-    let made = router(api.clone()).oneshot(made).await.unwrap();
-    assert_eq!(made.status(), StatusCode::CREATED);
-    let made: serde_json::Value =
-        serde_json::from_slice(&axum::body::to_bytes(made.into_body(), 1 << 20).await.unwrap()).unwrap();
+    let (status, made) = call(&api, "POST", "/v1/portal/sessions", &token("portal:create"), "{}").await;
+    assert_eq!(status, 201, "{made}");
+
     let url = made["url"].as_str().unwrap();
     let code = url.split_once("code=").unwrap().1.to_owned();
 

@@ -5,36 +5,26 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use axum::body::Body;
-use axum::http::Request;
 use chrono::Utc;
-use common::api_and_token;
+use common::{api_and_token, call};
 use hookbridge_core::rate::{Rate, hook_key, schedule_of};
 use hookbridge_testkit::{EmbeddedHarness, Harness};
-use http_body_util::BodyExt;
-use subscription_api::router;
-use tower::ServiceExt;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-async fn call(api: &subscription_api::Api, method: &str, path: &str, token: &str, body: &str) -> serde_json::Value {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let resp = router(api.clone()).oneshot(req).await.unwrap();
-    assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
-    serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default()
+/// `call`, which must succeed; the body.
+async fn ok(api: &subscription_api::Api, method: &str, path: &str, token: &str, body: &str) -> serde_json::Value {
+    let (status, answer) = call(api, method, path, token, body).await;
+    assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_set_again_begins_a_schedule_and_forgets_the_old_one() {
     let h = EmbeddedHarness::start().await;
     let (api, token) = api_and_token(&h, "hooks:read hooks:write");
-    let made = call(
+    let made = ok(
         &api,
         "POST",
         "/v1/hooks",
@@ -49,9 +39,9 @@ async fn a_limit_set_again_begins_a_schedule_and_forgets_the_old_one() {
     let limiter = &h.backend().limiter;
     limiter.pace(&old, Rate::per_second(1), 600, Utc::now()).await.unwrap();
 
-    let mut doc = call(&api, "GET", &format!("/v1/hooks/{id}"), &token, "").await;
+    let mut doc = ok(&api, "GET", &format!("/v1/hooks/{id}"), &token, "").await;
     doc["rate_limit"] = serde_json::json!({"per_second": 100});
-    call(&api, "PUT", &format!("/v1/hooks/{id}"), &token, &doc.to_string()).await;
+    ok(&api, "PUT", &format!("/v1/hooks/{id}"), &token, &doc.to_string()).await;
 
     let changed = h.backend().hooks.get(&tenant, id).await.unwrap().unwrap();
     assert_ne!(schedule_of(&changed), schedule_of(&hook), "a schedule of its own");

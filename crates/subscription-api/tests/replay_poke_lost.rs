@@ -8,16 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::Request;
-use hookbridge_core::hook::NetworkPolicy;
+use common::{api_on, call, token};
 use hookbridge_core::ports::{OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, ReplayStore, Unsent};
 use hookbridge_core::replay::ReplayPoke;
-use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
-use http_body_util::BodyExt;
-use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token, router};
-use tower::ServiceExt;
+use subscription_api::ApiPorts;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
 /// The ingest queue, whose sends go and whose jobs then move (as ingest saving a page
 /// would), but whose answers are lost.
@@ -57,29 +55,12 @@ impl Queue for AnswerLost {
     }
 }
 
-async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let resp = router(api.clone()).oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_whose_poke_went_though_its_answer_was_lost_is_started() {
     let h = EmbeddedHarness::start().await;
     let mut ports = ApiPorts::of(h.backend());
     ports.ingest = Arc::new(AnswerLost { inner: ports.ingest.clone(), replays: h.backend().replays.clone() });
-    let api = Api::new(ports, ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()));
-    let exp = chrono::Utc::now().timestamp() as u64 + 600;
-    let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read hooks:write".into(), exp };
-    let token = mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap();
+    let (api, token) = (api_on(ports), token("hooks:read hooks:write"));
 
     let (status, hook) =
         call(&api, "POST", "/v1/hooks", &token, r#"{"name": "h", "url": "https://example.com/in"}"#).await;

@@ -1,17 +1,44 @@
-//! What these tests share: the API over a backend, and a token for tenant `acme`.
+//! What these tests share: the API over a backend (or over ports some of which a test
+//! replaces), a token for tenant `acme`, and a call through the router.
 
+use axum::body::Body;
+use axum::http::Request;
 use hookbridge_core::hook::NetworkPolicy;
 use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::Harness;
-use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token};
+use http_body_util::BodyExt;
+use subscription_api::{Api, ApiPorts, ApiSettings, Claims, JwtKey, mint_token, router};
+use tower::ServiceExt;
 
 /// The API over `h`'s backend, and a token of tenant `acme` with `scope`.
 pub fn api_and_token(h: &dyn Harness, scope: &str) -> (Api, String) {
-    let api = Api::new(
-        ApiPorts::of(h.backend()),
-        ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()),
-    );
+    (api_on(ApiPorts::of(h.backend())), token(scope))
+}
+
+/// The API over `ports`, with the local settings.
+pub fn api_on(ports: ApiPorts) -> Api {
+    Api::new(ports, ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()))
+}
+
+/// A token of tenant `acme` with `scope`, for ten minutes.
+pub fn token(scope: &str) -> String {
     let exp = chrono::Utc::now().timestamp() as u64 + 600;
     let claims = Claims { sub: "s".into(), tenant: "acme".into(), scope: scope.into(), exp };
-    (api, mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).expect("a token"))
+    mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).expect("a token")
+}
+
+/// Calls `method path` with `token` and a JSON `body`: the status and the body as JSON
+/// (`Null` when it is not JSON).
+pub async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("a request");
+    let resp = router(api.clone()).oneshot(req).await.expect("an answer");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
