@@ -26,9 +26,10 @@ pub struct Findings {
 }
 
 /// Runs the checks the hook needs. Fails, for the message to be retried, when the hook's
-/// secrets cannot be opened this time (the key service failing or refusing), or the token
-/// endpoint gave no answer or had trouble of its own (a 5xx, a 429) before the `last_try`:
-/// that says nothing about the credentials, so it is no finding.
+/// secrets cannot be opened this time (the key service failing or refusing), or, before the
+/// `last_try`, the token endpoint gave no answer or had trouble of its own (a 5xx, a 429),
+/// or a proven endpoint did so to its challenge: that says nothing about the credentials
+/// or the owner, so it is no finding.
 pub(crate) async fn run(
     v: &Verifier,
     hook: &Hook,
@@ -60,11 +61,18 @@ pub(crate) async fn run(
         let value = challenge_value();
         let r = match &secrets {
             Some(Err(unreadable)) if hookbridge_outbound::challenge_needs_secrets(cfg) => Err(unreadable.clone()),
-            opened => v
-                .outbound
-                .challenge(cfg, opened.as_ref().and_then(|s| s.as_ref().ok()), &value)
-                .await
-                .map_err(|e| e.to_string()),
+            opened => match v.outbound.challenge(cfg, opened.as_ref().and_then(|s| s.as_ref().ok()), &value).await {
+                Ok(()) => Ok(()),
+                // A proven endpoint checked again on request keeps receiving while the
+                // check runs; a moment's outage is no answer about its owner, and taken
+                // for one it cancelled every delivery until someone asked again. An
+                // endpoint never proven is told at once: nothing is delivered to it
+                // meanwhile, and a wrong URL is best seen early.
+                Err(e) if challenge_passing(&e) && hook.state.verification.proven() && !last_try => {
+                    return Err(hookbridge_core::Error::backend("verifier.challenge", e.to_string()));
+                }
+                Err(e) => Err(e.to_string()),
+            },
         };
         tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, passed = r.is_ok(), "ownership challenge");
         Some(r)
@@ -103,6 +111,16 @@ fn passing(e: &hookbridge_outbound::TokenError) -> bool {
             *class != hookbridge_core::delivery::ErrorClass::SsrfBlocked
         }
         hookbridge_outbound::TokenError::Rejected { status, .. } => matches!(status, 408 | 429 | 500..=599),
+    }
+}
+
+/// Whether a challenge's failure may pass, as a token fetch's may: no answer (not an
+/// address the deployment refuses), or the endpoint's own trouble (5xx, 429, 408).
+fn challenge_passing(e: &hookbridge_outbound::ChallengeError) -> bool {
+    match e {
+        hookbridge_outbound::ChallengeError::NoResponse { class, .. } => *class != "ssrf_blocked",
+        hookbridge_outbound::ChallengeError::Status(status) => matches!(status, 408 | 429 | 500..=599),
+        _ => false,
     }
 }
 

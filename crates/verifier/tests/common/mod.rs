@@ -26,8 +26,15 @@ pub fn verifier_on(backend: &Backend) -> Verifier {
 /// time, as the message `id`.
 #[allow(dead_code)] // each test binary uses part of it
 pub fn hook_updated(hook: &Hook, id: &str, receive_count: u32) -> ReceivedMessage {
+    lifecycle(hook, "hook.updated", id, receive_count)
+}
+
+/// The lifecycle event `kind` about `hook`, as the verify queue hands it out for the
+/// `receive_count`th time, as the message `id`.
+#[allow(dead_code)] // each test binary uses part of it
+pub fn lifecycle(hook: &Hook, kind: &str, id: &str, receive_count: u32) -> ReceivedMessage {
     let body = format!(
-        r#"{{"version":"0","id":"{}","detail-type":"hook.updated","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
+        r#"{{"version":"0","id":"{}","detail-type":"{kind}","source":"hookbridge","account":"123456789012","time":"{}","region":"us-east-1","resources":[],"detail":{{"tenant":"{}","hook_id":"{}","hook_version":1}}}}"#,
         EventId::generate(),
         Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         hook.tenant,
