@@ -353,6 +353,12 @@ fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
         state.verification.status = VerificationStatus::Pending;
         state.verification.verified_at = None;
         state.verification.last_error = None;
+    } else if url_changed {
+        // A new endpoint, not challenged: what the old one proved (or failed) is not
+        // about it. A hook that does not require proof read `VERIFIED` for the new URL.
+        state.verification.status = VerificationStatus::Unverified;
+        state.verification.verified_at = None;
+        state.verification.last_error = None;
     } else if !config.verification.required && state.verification.status == VerificationStatus::Pending {
         state.verification.status = VerificationStatus::Unverified;
     }
@@ -475,6 +481,27 @@ pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new URL is a new endpoint: a hook that does not require proof does not read
+    /// `VERIFIED` for it (with the old endpoint's `verified_at`), nor `FAILED` with the old
+    /// one's error. A change that keeps the URL keeps what was found.
+    #[test]
+    fn a_new_url_is_not_proven_by_the_old_ones_challenge() {
+        let (mut existing, _) = hookbridge_testkit::contract::unsealed_hook(
+            "acme",
+            hookbridge_core::ids::HookId::generate(),
+            serde_json::json!({"name": "h", "url": "https://old.example/hook"}),
+        );
+        existing.state.verification.status = VerificationStatus::Verified;
+        existing.state.verification.verified_at = Some(chrono::Utc::now());
+        let moved = HookConfig { url: "https://new.example/hook".into(), ..existing.config.clone() };
+        let state = replaced_state(&existing, &moved);
+        assert_eq!(state.verification.status, VerificationStatus::Unverified);
+        assert_eq!((state.verification.verified_at, state.verification.last_error), (None, None));
+
+        let renamed = HookConfig { description: Some("renamed".into()), ..existing.config.clone() };
+        assert_eq!(replaced_state(&existing, &renamed).verification, existing.state.verification);
+    }
 
     /// A site-held caller (a portal session) hears of its hook's `sites` with the draft's
     /// other faults, in one answer: it heard only once the rest was put right.
