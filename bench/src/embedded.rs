@@ -58,6 +58,22 @@ pub struct Latency {
     pub answered: Vec<f64>,
     /// KiB the server wrote per delivery.
     pub kib_written: f64,
+    /// Deliveries received more than once.
+    pub duplicates: u64,
+}
+
+/// What one saturation run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Saturation {
+    /// Deliveries per second, from the first publish to the last arrival.
+    pub per_second: f64,
+    /// The server's CPU per delivery, in µs.
+    pub cpu_us: f64,
+    pub deliveries: u64,
+    /// The server's context switches per delivery.
+    pub switches: f64,
+    /// Deliveries received more than once.
+    pub duplicates: u64,
 }
 
 /// What the embedded run measured.
@@ -75,7 +91,15 @@ pub struct Figures {
     /// Publish → `202` at 200 and 1,000 events a second (ms, sorted).
     pub answered_200: Vec<f64>,
     pub answered_1000: Vec<f64>,
+    /// CPU per delivery publishing to one hook: one event, one delivery, as the floor and
+    /// Svix's figure are.
     pub cpu_us_per_delivery: f64,
+    /// CPU per delivery publishing to ten hooks: publishing and routing each event are
+    /// shared by its ten deliveries.
+    pub cpu_us_fanout_10: f64,
+    /// Deliveries the receiver had twice or more (the same `webhook-id`) in these runs;
+    /// counted once in every other figure.
+    pub duplicates: u64,
     /// The server's threads' context switches per delivery in the saturation runs: the
     /// hand-offs between threads that the CPU figure pays for.
     pub context_switches_per_delivery: f64,
@@ -214,9 +238,8 @@ impl Rig {
     }
 
     /// Publishes `events` events (ten per call, a few calls in flight) to a tenant with
-    /// `hooks` hooks; returns deliveries per second, the platform's CPU per delivery, the
-    /// deliveries and the server's context switches per delivery.
-    pub async fn saturation(&self, hooks: usize, events: usize) -> anyhow::Result<(f64, f64, u64, f64)> {
+    /// `hooks` hooks.
+    pub async fn saturation(&self, hooks: usize, events: usize) -> anyhow::Result<Saturation> {
         let tenant = format!("sat{hooks}");
         self.create_hooks(&tenant, hooks).await?;
         // Let the verifier finish with the new hooks before measuring.
@@ -253,7 +276,13 @@ impl Rig {
         let switches = proc::context_switches(pid)?.saturating_sub(switches0);
         let elapsed_ns = s["last_arrival_ns"].as_u64().unwrap_or(start).saturating_sub(start).max(1);
         let rate = expected as f64 / (elapsed_ns as f64 / 1e9);
-        Ok((rate, cpu.as_secs_f64() * 1e6 / expected as f64, expected, switches as f64 / expected as f64))
+        Ok(Saturation {
+            per_second: rate,
+            cpu_us: cpu.as_secs_f64() * 1e6 / expected as f64,
+            deliveries: expected,
+            switches: switches as f64 / expected as f64,
+            duplicates: s["duplicates"].as_u64().unwrap_or(0),
+        })
     }
 
     /// Publishes one event at a time at `rate` per second for `seconds`.
@@ -297,8 +326,16 @@ impl Rig {
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
             .unwrap_or_default();
+        // Every event's first arrival, no more and no fewer: a missing one would cut the
+        // tail short.
+        anyhow::ensure!(ms.len() == total, "{} latency samples for {total} events", ms.len());
         ms.sort_by(f64::total_cmp);
-        Ok(Latency { received: ms, answered, kib_written: written as f64 / 1024.0 / total as f64 })
+        Ok(Latency {
+            received: ms,
+            answered,
+            kib_written: written as f64 / 1024.0 / total as f64,
+            duplicates: s["duplicates"].as_u64().unwrap_or(0),
+        })
     }
 
     /// `GET` an API path as `tenant_token`.
@@ -360,23 +397,25 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub async fn run(bin_dir: &Path, quick: bool) -> anyhow::Result<Figures> {
     let rig = Rig::start(bin_dir).await?;
     let n = if quick { 2_000 } else { 20_000 };
-    let (sat1, cpu1, d1, sw1) = rig.saturation(1, n).await?;
-    let (sat10, cpu10, d10, sw10) = rig.saturation(10, n / 10).await?;
+    let one = rig.saturation(1, n).await?;
+    let ten = rig.saturation(10, n / 10).await?;
     let at_200 = rig.latency(200, if quick { 3 } else { 10 }).await?;
     let at_1000 = rig.latency(1_000, if quick { 2 } else { 10 }).await?;
     let (lat, lat_1000) = (at_200.received, at_1000.received);
-    let cpu = (cpu1 * d1 as f64 + cpu10 * d10 as f64) / (d1 + d10) as f64;
-    let switches = (sw1 * d1 as f64 + sw10 * d10 as f64) / (d1 + d10) as f64;
+    let (d1, d10) = (one.deliveries, ten.deliveries);
+    let switches = (one.switches * d1 as f64 + ten.switches * d10 as f64) / (d1 + d10) as f64;
     Ok(Figures {
-        saturation_1: sat1,
-        saturation_10: sat10,
+        saturation_1: one.per_second,
+        saturation_10: ten.per_second,
         p50_ms: quantile(&lat, 0.50),
         p95_ms: quantile(&lat, 0.95),
         p99_ms: quantile(&lat, 0.99),
         latency_200: lat.clone(),
         latency_events: lat.len() + lat_1000.len(),
         latency_1000: lat_1000,
-        cpu_us_per_delivery: cpu,
+        cpu_us_per_delivery: one.cpu_us,
+        cpu_us_fanout_10: ten.cpu_us,
+        duplicates: one.duplicates + ten.duplicates + at_200.duplicates + at_1000.duplicates,
         context_switches_per_delivery: switches,
         kib_written_per_delivery: (at_200.kib_written, at_1000.kib_written),
         answered_200: at_200.answered,

@@ -43,3 +43,14 @@ pub async fn cpu_us_per_request(receiver_url: &str, n: usize, concurrency: usize
     let cpu = proc::cpu_time(proc::me())? - cpu0;
     Ok(cpu.as_secs_f64() * 1e6 / n as f64)
 }
+
+/// The median of `runs` floor measurements: one run swings with the machine's moment as
+/// much as the server's figure does, and the ratio between them carries both swings.
+pub async fn median_cpu_us(receiver_url: &str, n: usize, concurrency: usize, runs: usize) -> anyhow::Result<f64> {
+    let mut each = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        each.push(cpu_us_per_request(receiver_url, n, concurrency).await?);
+    }
+    each.sort_by(f64::total_cmp);
+    Ok(each[each.len() / 2])
+}

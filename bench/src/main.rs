@@ -111,8 +111,13 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Receiver { listen } => receiver::run(listen).await,
         Command::Embedded { bin_dir } => {
+            let embedded = Some(embedded::run(&bin_dir, false).await?);
+            let rig = embedded::Rig::start(&bin_dir).await?;
+            let floor_cpu_us = Some(floor::median_cpu_us(&rig.receiver_url(), 20_000, 40, 3).await?);
+            drop(rig);
             let r = report::Results {
-                embedded: Some(embedded::run(&bin_dir, false).await?),
+                embedded,
+                floor_cpu_us,
                 noisy: noisy::run(&bin_dir, &[2_000, 20_000]).await?,
                 ..report::Results::default()
             };
@@ -182,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench: the floor");
             let rig = embedded::Rig::start(&bin_dir).await?;
             r.floor_cpu_us =
-                Some(floor::cpu_us_per_request(&rig.receiver_url(), if quick { 2_000 } else { 20_000 }, 40).await?);
+                Some(floor::median_cpu_us(&rig.receiver_url(), if quick { 2_000 } else { 20_000 }, 40, 3).await?);
             drop(rig);
             eprintln!("bench: AWS backend on the emulator");
             r.aws = Some(aws::run(if quick { 3 } else { 10 }).await?);

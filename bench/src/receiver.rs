@@ -1,19 +1,27 @@
 //! A fast receiver, run as its own process so its CPU is not counted as the platform's.
-//! It answers 200 at once and records, per request, the time from the `sent_ns` the load
-//! generator put in the event to its arrival.
+//! It answers 200 at once and records, per delivery, the time from the `sent_ns` the load
+//! generator put in the event to its arrival. A delivery sent again (the same `webhook-id`,
+//! which at-least-once allows) is counted as a duplicate, not as another delivery, so a
+//! wait for n deliveries is not ended by copies while one is missing.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 #[derive(Default)]
 struct Stats {
+    /// Distinct deliveries (by `webhook-id`).
     count: u64,
+    /// Requests repeating a `webhook-id` already received.
+    duplicates: u64,
+    seen: HashSet<String>,
     latencies_ns: Vec<u64>,
     last_arrival_ns: u64,
     arrivals_ns: Vec<u64>,
@@ -24,11 +32,16 @@ pub fn now_ns() -> u64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64
 }
 
-async fn receive(State(s): State<Arc<Mutex<Stats>>>, body: Bytes) -> &'static str {
+async fn receive(State(s): State<Arc<Mutex<Stats>>>, headers: HeaderMap, body: Bytes) -> &'static str {
     let arrived = now_ns();
     // Only the events of the latency run carry a send time; parse just enough to find it.
     let sent = find_sent_ns(&body);
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !st.seen.insert(id) {
+        st.duplicates += 1;
+        return "";
+    }
     st.count += 1;
     st.last_arrival_ns = arrived;
     st.arrivals_ns.push(arrived);
@@ -48,6 +61,7 @@ async fn stats(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
     let st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(json!({
         "count": st.count,
+        "duplicates": st.duplicates,
         "last_arrival_ns": st.last_arrival_ns,
         "latencies_ns": st.latencies_ns,
         "arrivals_ns": st.arrivals_ns,

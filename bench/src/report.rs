@@ -102,8 +102,13 @@ pub fn render(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| CPU per delivery, `hookbridge serve` (SQLite included) | {:.0} µs | ≤ 250 µs | 2,365 µs (svix + Postgres + Redis) |",
+            "| CPU per delivery, `hookbridge serve` (SQLite included), 1 hook | {:.0} µs | ≤ 250 µs | 2,365 µs (svix + Postgres + Redis) |",
             e.cpu_us_per_delivery
+        );
+        let _ = writeln!(
+            s,
+            "| CPU per delivery, one event to 10 hooks (publishing and routing shared) | {:.0} µs | | |",
+            e.cpu_us_fanout_10
         );
         if let Some(f) = r.floor_cpu_us {
             let _ = writeln!(
@@ -125,8 +130,8 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "| peak RSS | {:.1} MiB | ≤ 50 MB | 44.6–52.6 MB |\n", e.peak_rss_mb);
         let _ = writeln!(
             s,
-            "{} deliveries in the saturation runs; {} latency samples. Svix: {SVIX}.\n",
-            e.deliveries_measured, e.latency_events
+            "{} deliveries in the saturation runs; {} latency samples; {} deliveries received twice or more (counted once). Svix: {SVIX}.\n",
+            e.deliveries_measured, e.latency_events, e.duplicates
         );
         let _ = writeln!(s, "![Publish → receive latency, embedded, at 200 and 1,000 events/s]({LATENCY_PLOT})\n");
     }
