@@ -28,8 +28,9 @@ pub struct Findings {
 /// Runs the checks the hook needs. Fails, for the message to be retried, when the hook's
 /// secrets cannot be opened this time (the key service failing or refusing), or, before the
 /// `last_try`, the token endpoint gave no answer or had trouble of its own (a 5xx, a 429),
-/// or a proven endpoint did so to its challenge: that says nothing about the credentials
-/// or the owner, so it is no finding.
+/// or a proven endpoint of a hook that requires proof did so to its challenge (and the
+/// token endpoint did not refuse the credentials): that says nothing about the
+/// credentials or the owner, so it is no finding.
 pub(crate) async fn run(
     v: &Verifier,
     hook: &Hook,
@@ -57,25 +58,40 @@ pub(crate) async fn run(
     } else {
         None
     };
+    // A challenge put off: its endpoint's trouble is no finding this time.
+    let mut put_off = None;
     let challenge = if wants_challenge {
         let value = challenge_value();
-        let r = match &secrets {
-            Some(Err(unreadable)) if hookbridge_outbound::challenge_needs_secrets(cfg) => Err(unreadable.clone()),
+        let found = match &secrets {
+            Some(Err(unreadable)) if hookbridge_outbound::challenge_needs_secrets(cfg) => Some(Err(unreadable.clone())),
             opened => match v.outbound.challenge(cfg, opened.as_ref().and_then(|s| s.as_ref().ok()), &value).await {
-                Ok(()) => Ok(()),
-                // A proven endpoint checked again on request keeps receiving while the
-                // check runs; a moment's outage is no answer about its owner, and taken
-                // for one it cancelled every delivery until someone asked again. An
-                // endpoint never proven is told at once: nothing is delivered to it
-                // meanwhile, and a wrong URL is best seen early.
-                Err(e) if challenge_passing(&e) && hook.state.verification.proven() && !last_try => {
-                    return Err(hookbridge_core::Error::backend("verifier.challenge", e.to_string()));
+                Ok(()) => Some(Ok(())),
+                // A proven endpoint of a hook that requires proof keeps receiving while
+                // it is checked again; a moment's outage is no answer about its owner,
+                // and taken for one it cancelled every delivery until someone asked
+                // again. Any other endpoint is told at once: nothing hangs on the answer
+                // (an unproven one gets nothing meanwhile), and a wrong URL is best seen
+                // early.
+                Err(e)
+                    if challenge_passing(&e)
+                        && cfg.verification.required
+                        && hook.state.verification.proven()
+                        && !last_try =>
+                {
+                    put_off = Some(e.to_string());
+                    None
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Some(Err(e.to_string())),
             },
         };
-        tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, passed = r.is_ok(), "ownership challenge");
-        Some(r)
+        tracing::info!(
+            hook_id = %hook.id,
+            tenant = %hook.tenant,
+            passed = matches!(found, Some(Ok(()))),
+            put_off = put_off.is_some(),
+            "ownership challenge"
+        );
+        found
     } else {
         None
     };
@@ -99,7 +115,13 @@ pub(crate) async fn run(
         }
         _ => None,
     };
-    Ok(Findings { challenge, token, began })
+    // The challenge comes back with the message, unless the token endpoint refused the
+    // credentials: that is a finding now, and the hook, still `PENDING`, is challenged
+    // again at its next check.
+    match put_off {
+        Some(why) if !matches!(token, Some(Err(_))) => Err(hookbridge_core::Error::backend("verifier.challenge", why)),
+        _ => Ok(Findings { challenge, token, began }),
+    }
 }
 
 /// Whether a token fetch's failure may pass: no answer (a timeout, a refused connection),

@@ -126,6 +126,7 @@ async fn the_second_of_two_checks_tells_no_news_the_first_told() {
     let v = common::verifier_on(h.backend());
 
     two_checks_at_once(&v, &hook, "hook.verification.requested", "hook.verification.requested").await;
+    assert_eq!(receiver.received().len(), 2, "both checks were made");
     let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
     assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
     let told = news(news_q.as_ref()).await;
