@@ -14,13 +14,16 @@ pub async fn cpu_us_per_request(receiver_url: &str, n: usize, concurrency: usize
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(10)).build()?;
     let secret = SigningSecret::generate();
+    let run = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let body = r#"{"version":"0","id":"9b1c2d3e-0000-4000-8000-000000000001","detail-type":"bench.load","source":"bench","account":"000000000000","time":"2026-11-23T10:00:00Z","region":"local","resources":[],"detail":{"tenant":"sat1","n":1}}"#;
     let cpu0 = proc::cpu_time(proc::me())?;
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
         .map(|i| {
             let (client, secret) = (&client, &secret);
             async move {
-                let id = format!("01KAKSAMP4E00000000{i:07}");
+                // Unique across runs, as a platform's would be: the receiver counts an
+                // id seen before as a copy.
+                let id = format!("msg_{run}_{i}");
                 let ts = chrono::Utc::now().timestamp();
                 let sig = signing::standard_signature_header([secret], &id, ts, body.as_bytes());
                 let r = client

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 struct Stats {
     /// Distinct deliveries (by `webhook-id`).
     count: u64,
-    /// Requests repeating a `webhook-id` already received.
+    /// Requests repeating a `webhook-id` already received: the extra copies.
     duplicates: u64,
     seen: HashSet<String>,
     latencies_ns: Vec<u64>,
@@ -36,9 +36,12 @@ async fn receive(State(s): State<Arc<Mutex<Stats>>>, headers: HeaderMap, body: B
     let arrived = now_ns();
     // Only the events of the latency run carry a send time; parse just enough to find it.
     let sent = find_sent_ns(&body);
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !st.seen.insert(id) {
+    // A request without an id (none of ours) is counted as it comes.
+    if let Some(id) = id
+        && !st.seen.insert(id)
+    {
         st.duplicates += 1;
         return "";
     }
@@ -73,7 +76,7 @@ async fn stats(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
 /// parsing them at each poll loaded the machine beside the server being measured.
 async fn count(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
     let st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(json!({ "count": st.count, "last_arrival_ns": st.last_arrival_ns }))
+    Json(json!({ "count": st.count, "samples": st.latencies_ns.len(), "last_arrival_ns": st.last_arrival_ns }))
 }
 
 async fn reset(State(s): State<Arc<Mutex<Stats>>>) -> &'static str {

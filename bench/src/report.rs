@@ -119,7 +119,7 @@ pub fn render(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| context switches per delivery, threads of `hookbridge serve` | {:.1} | | |",
+            "| context switches per delivery, threads of `hookbridge serve`, 1 hook | {:.1} | | |",
             e.context_switches_per_delivery
         );
         let _ = writeln!(
@@ -130,7 +130,7 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "| peak RSS | {:.1} MiB | ≤ 50 MB | 44.6–52.6 MB |\n", e.peak_rss_mb);
         let _ = writeln!(
             s,
-            "{} deliveries in the saturation runs; {} latency samples; {} deliveries received twice or more (counted once). Svix: {SVIX}.\n",
+            "{} deliveries in the saturation runs; {} latency samples; {} extra copies of deliveries (each delivery counted once). Svix: {SVIX}.\n",
             e.deliveries_measured, e.latency_events, e.duplicates
         );
         let _ = writeln!(s, "![Publish → receive latency, embedded, at 200 and 1,000 events/s]({LATENCY_PLOT})\n");
