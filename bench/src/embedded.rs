@@ -324,8 +324,8 @@ impl Rig {
             answered.push(ms);
         }
         answered.sort_by(f64::total_cmp);
-        // Waited for by samples: a stray copy of an earlier run's delivery, arriving
-        // after the reset, is a delivery without one.
+        // Waited for by samples: a stray copy of an earlier run's delivery is no sample
+        // (the receiver keeps the ids it saw across resets).
         let s = self.wait_for_count("samples", total as u64, Duration::from_secs(120)).await?;
         // Let the last attempts be recorded and their messages deleted.
         tokio::time::sleep(Duration::from_millis(300)).await;

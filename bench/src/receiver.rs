@@ -79,8 +79,12 @@ async fn count(State(s): State<Arc<Mutex<Stats>>>) -> Json<Value> {
     Json(json!({ "count": st.count, "samples": st.latencies_ns.len(), "last_arrival_ns": st.last_arrival_ns }))
 }
 
+/// Starts the counts over; the ids seen are kept, so a late copy of an earlier run's
+/// delivery is a copy, not a delivery (nor a latency sample) of the next run.
 async fn reset(State(s): State<Arc<Mutex<Stats>>>) -> &'static str {
-    *s.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stats::default();
+    let mut st = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = std::mem::take(&mut st.seen);
+    *st = Stats { seen, ..Stats::default() };
     ""
 }
 

