@@ -49,6 +49,11 @@ async fn the_receiver_refuses_a_delivery_whose_signature_does_not_check() {
     assert_eq!(send(&SigningSecret::generate(), body).await.unwrap().status(), 401, "another secret");
     let unstamped = http.post(format!("http://{addr}/hook")).body(body).send().await.unwrap();
     assert_eq!(unstamped.status(), 401, "no signature at all");
+    // A delivery carrying the challenge's header is still a delivery: it was answered
+    // 200 unchecked.
+    let posing =
+        http.post(format!("http://{addr}/hook")).header("x-uid-challenge", "v-0").body(body).send().await.unwrap();
+    assert_eq!(posing.status(), 401, "a POST with the challenge header is checked");
     let challenge = http.get(format!("http://{addr}/hook")).header("x-uid-challenge", "v-1").send().await.unwrap();
     assert_eq!(challenge.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"verification": "v-1"}));
     let _ = child.kill();

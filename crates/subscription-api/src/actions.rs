@@ -69,16 +69,17 @@ pub async fn rotate_secret(
     };
     let now = Utc::now();
     let (api2, new2) = (&api, &new);
-    let (hook, ()) = update(&api, &caller, &id, Edit::Config { expected_version: None }, |mut h| async move {
-        let sealer = &api2.ports().sealer;
-        let mut secrets = sealer.open(SecretsOwner::of(&h), &h.sealed).await?;
-        secrets.rotate(new2.clone(), now + ROTATION_OVERLAP, now);
-        h.sealed = sealer.seal(SecretsOwner::of(&h), &secrets).await?;
-        Ok((h, ()))
-    })
-    .await?;
+    let (hook, previous_until) =
+        update(&api, &caller, &id, Edit::Config { expected_version: None }, |mut h| async move {
+            let sealer = &api2.ports().sealer;
+            let mut secrets = sealer.open(SecretsOwner::of(&h), &h.sealed).await?;
+            let previous_until = secrets.rotate(new2.clone(), now + ROTATION_OVERLAP, now);
+            h.sealed = sealer.seal(SecretsOwner::of(&h), &secrets).await?;
+            Ok((h, previous_until))
+        })
+        .await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "signing secret rotated");
-    Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": now + ROTATION_OVERLAP })))
+    Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": previous_until })))
 }
 
 /// `POST /v1/hooks/{id}/test`: a `hook.test` event to this hook only.

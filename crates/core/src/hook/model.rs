@@ -364,12 +364,23 @@ pub struct HookSecrets {
 impl HookSecrets {
     /// Makes `new` the signing secret; the one it replaces keeps signing until `until`.
     /// Expired retiring secrets are dropped, and the oldest beyond [`MAX_RETIRING_SECRETS`].
-    pub fn rotate(&mut self, new: SigningSecret, until: DateTime<Utc>, now: DateTime<Utc>) {
+    /// Returns until when the secret signing before it still signs.
+    ///
+    /// A rotation to the current secret changes nothing (a client repeating a rotation
+    /// whose answer it lost gets the first one's time): it signed every request twice and
+    /// pushed a genuine previous secret out before its time. One back to a retiring secret
+    /// makes it current, and no longer retiring.
+    pub fn rotate(&mut self, new: SigningSecret, until: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
         self.retiring.retain(|r| r.until > now);
+        if new == self.signing {
+            return self.retiring.iter().map(|r| r.until).max().unwrap_or(now);
+        }
+        self.retiring.retain(|r| r.secret != new);
         let old = std::mem::replace(&mut self.signing, new);
         self.retiring.push(RetiringSecret { secret: old, until });
         let over = self.retiring.len().saturating_sub(MAX_RETIRING_SECRETS);
         self.retiring.drain(..over);
+        until
     }
 
     /// Secrets that sign at `now`: the current one first, then retiring ones still valid.
@@ -524,5 +535,28 @@ mod tests {
         let later = now + chrono::Duration::hours(25);
         s.rotate(SigningSecret::generate(), later + chrono::Duration::hours(24), later);
         assert_eq!(s.retiring.len(), 1, "the expired ones were dropped");
+    }
+
+    /// A rotation to the secret already signing changes nothing, and answers the time the
+    /// rotation that made it gave; one back to a retiring secret does not sign twice.
+    #[test]
+    fn a_rotation_to_the_current_or_a_retiring_secret_signs_each_once() {
+        let now = Utc::now();
+        let (first, second) = (SigningSecret::generate(), SigningSecret::generate());
+        let mut s = HookSecrets {
+            signing: first.clone(),
+            retiring: Vec::new(),
+            auth: None,
+            params: BTreeMap::new(),
+            headers: BTreeMap::new(),
+        };
+        let until = now + chrono::Duration::hours(24);
+        assert_eq!(s.rotate(second.clone(), until, now), until);
+        let repeated = s.rotate(second.clone(), now + chrono::Duration::hours(25), now + chrono::Duration::hours(1));
+        assert_eq!(repeated, until, "the repeat answers the first rotation's time");
+        assert_eq!(s.signing_at(now).collect::<Vec<_>>(), [&second, &first], "each secret signs once");
+
+        s.rotate(first.clone(), until, now);
+        assert_eq!(s.signing_at(now).collect::<Vec<_>>(), [&first, &second], "back to the first: each once");
     }
 }

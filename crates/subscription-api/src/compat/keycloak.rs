@@ -56,6 +56,20 @@ struct WebhookIn {
     url: Option<String>,
     secret: Option<String>,
     event_types: Option<Vec<String>>,
+    algorithm: Option<String>,
+}
+
+/// The one signing algorithm here: Phase Two's default, `HmacSHA256`. Another (its
+/// `HmacSHA1`, kept for older receivers) was taken and ignored, and the receiver, checking
+/// 40 hex characters of SHA-1 against 64 of SHA-256, refused every delivery.
+fn only_sha256(w: &WebhookIn) -> Result<(), ApiError> {
+    match w.algorithm.as_deref() {
+        None | Some("") | Some("HmacSHA256") => Ok(()),
+        Some(_) => Err(ApiError::field(
+            "algorithm",
+            "must be HmacSHA256: X-Keycloak-Signature is the hex HMAC-SHA256 of the body",
+        )),
+    }
 }
 
 /// Event types as Keycloak's events are named on the bus. Phase Two's own documentation
@@ -317,6 +331,7 @@ async fn create(
     let caller = authorised(caller, Scope::HooksWrite, super::segments(path).as_deref())?;
     let w: WebhookIn = parse(&read_body(body).await?)?;
     no_regex(w.event_types.as_deref())?;
+    only_sha256(&w)?;
     let signing = secret_of(&w)?;
     let draft = super::draft(json!({
         "name": super::generated_name("keycloak"),
@@ -358,6 +373,7 @@ async fn update(
     let id = id.unwrap_or_default();
     let w: WebhookIn = parse(&read_body(body).await?)?;
     no_regex(w.event_types.as_deref())?;
+    only_sha256(&w)?;
     let signing = secret_of(&w)?;
     let sets_secret = signing.is_some();
     let enabled = enabled(w.enabled.as_ref())?;

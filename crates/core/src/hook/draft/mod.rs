@@ -55,6 +55,12 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "te",
     "upgrade",
+    // Hop-by-hop, or about the connection and not the request: `Expect` made receivers
+    // answer 417 to every delivery, and the rest are for the client to send, or no one.
+    "expect",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -796,6 +802,19 @@ mod tests {
         let d =
             draft(r#"{"name":"h","url":"https://r.example/","headers":[{"name":"Content-Encoding","value":"gzip"}]}"#);
         assert_eq!(fields(d.validate(ctx(&policy), None)), ["headers[0].name"]);
+    }
+
+    /// Headers about the connection, not the request, are refused: `Expect: foo` made an
+    /// HTTP/1.1 receiver answer `417` to every delivery, which failed at once.
+    #[test]
+    fn a_hook_header_may_not_be_one_about_the_connection() {
+        let policy = NetworkPolicy::default();
+        for name in ["Expect", "Keep-Alive", "Proxy-Connection", "Trailer"] {
+            let d = draft(&format!(
+                r#"{{"name":"h","url":"https://r.example/","headers":[{{"name":"{name}","value":"x"}}]}}"#
+            ));
+            assert_eq!(fields(d.validate(ctx(&policy), None)), ["headers[0].name"], "{name}");
+        }
     }
 
     /// OAuth header parameters are header names, one name whatever its case: two spellings
