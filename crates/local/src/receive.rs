@@ -50,7 +50,10 @@ pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::R
                     }
                 }
                 (Some(_), Err(_)) => (StatusCode::UNAUTHORIZED, "no webhook-timestamp".to_owned()),
-                (None, _) => (StatusCode::OK, "signature not checked (pass --secret)".to_owned()),
+                (None, _) => (
+                    StatusCode::OK,
+                    "signature not checked (set HOOKBRIDGE_RECEIVER_SECRET to the hook's secret)".to_owned(),
+                ),
             };
             let (ts, sig) = (header(&headers, HEADER_TIMESTAMP), header(&headers, HEADER_SIGNATURE));
             println!(
