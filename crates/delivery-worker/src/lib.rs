@@ -1047,10 +1047,11 @@ mod tests {
         let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
         assert!(outcome.failed.is_empty());
         let arrivals = receiver.arrivals();
-        // Three are due within the wait; four if the machine stalls 50 ms between
-        // reserving and sending. None would be a batch that sends nothing in place.
+        // Three are due within the wait; one more for each 100 ms the machine stalls
+        // between reserving and sending (allowed up to 250 ms). Spent at once, as before,
+        // eight went; none would be a batch that sends nothing in place.
         assert!(
-            (3..=4).contains(&arrivals.len()),
+            (3..=5).contains(&arrivals.len()),
             "{} sent in place: those due within 250 ms at ten a second",
             arrivals.len()
         );

@@ -23,9 +23,11 @@ pub async fn run(listen: SocketAddr, secret: Option<SigningSecret>) -> anyhow::R
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
         let secret = secret.clone();
         async move {
-            // The challenge is a `GET`; a delivery carrying a header of that name (a hook's
-            // own) is a delivery, checked like any other.
+            // The challenge is a `GET` without a `webhook-id`; a delivery carrying a header
+            // of that name (a hook's own, whatever its method) is a delivery, checked like
+            // any other.
             if method == Method::GET
+                && !headers.contains_key(HEADER_ID)
                 && let Some(challenge) = headers.get("x-uid-challenge").and_then(|v| v.to_str().ok())
             {
                 println!("ownership challenge {method} {uri}: answering");

@@ -63,8 +63,10 @@ struct WebhookIn {
 /// `HmacSHA1`, kept for older receivers) was taken and ignored, and the receiver, checking
 /// 40 hex characters of SHA-1 against 64 of SHA-256, refused every delivery.
 fn only_sha256(w: &WebhookIn) -> Result<(), ApiError> {
+    // Phase Two hands the name to Java's `Mac.getInstance`, which reads it in any case.
     match w.algorithm.as_deref() {
-        None | Some("") | Some("HmacSHA256") => Ok(()),
+        None | Some("") => Ok(()),
+        Some(a) if a.eq_ignore_ascii_case("HmacSHA256") => Ok(()),
         Some(_) => Err(ApiError::field(
             "algorithm",
             "must be HmacSHA256: X-Keycloak-Signature is the hex HMAC-SHA256 of the body",

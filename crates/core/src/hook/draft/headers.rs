@@ -6,7 +6,7 @@ use crate::secret::Secret;
 use crate::validation::Errors;
 
 use super::super::model::*;
-use super::{HeaderDraft, MAX_VALUE_LEN, RESERVED_HEADERS, Written, written};
+use super::{CONNECTION_HEADERS, HeaderDraft, MAX_VALUE_LEN, RESERVED_HEADERS, Written, written};
 
 /// RFC 9110 token characters.
 pub(super) fn is_header_name(s: &str) -> bool {
@@ -21,9 +21,12 @@ pub(super) fn is_header_value(s: &str) -> bool {
 pub(super) fn check_headers(
     list: Vec<HeaderDraft>,
     auth: &AuthConfig,
-    old: Option<&HookSecrets>,
+    existing: Option<(&HookConfig, &HookSecrets)>,
     e: &mut Errors,
 ) -> (Vec<HeaderConfig>, BTreeMap<String, Secret>) {
+    let old = existing.map(|(_, s)| s);
+    let stored =
+        |name: &str| existing.is_some_and(|(c, _)| c.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)));
     if list.len() > MAX_HEADERS {
         e.push("headers", format!("must list at most {MAX_HEADERS} headers"));
     }
@@ -41,6 +44,10 @@ pub(super) fn check_headers(
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) || (lower == "authorization" && *auth != AuthConfig::None) {
             e.push(format!("{at}.name"), "is set by the platform and cannot be used");
+            continue;
+        }
+        if CONNECTION_HEADERS.contains(&lower.as_str()) && !stored(&lower) {
+            e.push(format!("{at}.name"), "is about the connection, not the request, and cannot be used");
             continue;
         }
         if let AuthConfig::Header { name: auth_name } = auth

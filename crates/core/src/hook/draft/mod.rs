@@ -55,17 +55,16 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "te",
     "upgrade",
-    // Hop-by-hop, or about the connection and not the request: `Expect` made receivers
-    // answer 417 to every delivery, and the rest are for the client to send, or no one.
-    "expect",
-    "keep-alive",
-    "proxy-connection",
-    "trailer",
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
     "x-keycloak-signature",
 ];
+
+/// Headers about the connection, not the request, refused as a hook's own headers:
+/// `Expect` made receivers answer 417 to every delivery, and the rest are for the client
+/// to send, or no one. A hook stored with one before keeps saving as it was.
+pub(super) const CONNECTION_HEADERS: &[&str] = &["expect", "keep-alive", "proxy-connection", "trailer"];
 
 /// A hook as a client writes it (`POST /v1/hooks`, `PUT /v1/hooks/{id}`).
 ///
@@ -394,8 +393,7 @@ impl HookDraft {
         let old_auth = keep.map(|(c, s)| (&c.auth, s));
         let (auth, auth_secret, params) = check_auth(self.auth, ctx.network, old_auth, &mut e);
 
-        let (headers, header_secrets) =
-            check_headers(self.headers.unwrap_or_default(), &auth, keep.map(|(_, s)| s), &mut e);
+        let (headers, header_secrets) = check_headers(self.headers.unwrap_or_default(), &auth, keep, &mut e);
 
         // The signing secret stays wherever the hook goes: it is never sent, only used to sign.
         let (signing, retiring) = match (self.secret, existing.map(|(_, s)| s)) {
@@ -805,15 +803,22 @@ mod tests {
     }
 
     /// Headers about the connection, not the request, are refused: `Expect: foo` made an
-    /// HTTP/1.1 receiver answer `417` to every delivery, which failed at once.
+    /// HTTP/1.1 receiver answer `417` to every delivery, which failed at once. A hook
+    /// stored with one keeps saving as it was, or it could not be written back.
     #[test]
     fn a_hook_header_may_not_be_one_about_the_connection() {
         let policy = NetworkPolicy::default();
         for name in ["Expect", "Keep-Alive", "Proxy-Connection", "Trailer"] {
-            let d = draft(&format!(
-                r#"{{"name":"h","url":"https://r.example/","headers":[{{"name":"{name}","value":"x"}}]}}"#
-            ));
-            assert_eq!(fields(d.validate(ctx(&policy), None)), ["headers[0].name"], "{name}");
+            let text =
+                format!(r#"{{"name":"h","url":"https://r.example/","headers":[{{"name":"{name}","value":"x"}}]}}"#);
+            assert_eq!(fields(draft(&text).validate(ctx(&policy), None)), ["headers[0].name"], "{name}");
+            let (stored, secrets) =
+                draft(r#"{"name":"h","url":"https://r.example/"}"#).validate(ctx(&policy), None).unwrap();
+            let stored = HookConfig {
+                headers: vec![HeaderConfig { name: name.into(), value: Some("x".into()), secret: false }],
+                ..stored
+            };
+            assert!(draft(&text).validate(ctx(&policy), Some((&stored, &secrets))).is_ok(), "{name} stored before");
         }
     }
 
