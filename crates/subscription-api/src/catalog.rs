@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::{Reader, Writer};
+use crate::auth::{Caller, Reader, Writer};
 use crate::body::{ApiQuery, JsonBody, NoQuery, parse};
 use crate::error::ApiError;
 
@@ -71,16 +71,28 @@ impl From<KnownType> for TypeOut {
     }
 }
 
-async fn known(api: &Api, tenant: &TenantId) -> Result<Vec<KnownType>, ApiError> {
+async fn known(api: &Api, caller: &Caller) -> Result<Vec<KnownType>, ApiError> {
     let store = &api.ports().event_types;
+    let tenant = &caller.tenant;
     let declared = store.declared(tenant).await?;
     let seen = store.seen(tenant, Utc::now() - catalog::SEEN_FOR, catalog::seen_to_read(declared.len())).await?;
-    Ok(catalog::merge(declared, seen))
+    Ok(visible_to(caller, catalog::merge(declared, seen)))
+}
+
+/// The types `caller` may know of. A caller held to some sites (a portal session of one
+/// of the tenant's customers) sees the tenant's declared types, without when they were
+/// last seen: which types went through, and when, is about every site's events, and a
+/// session for one customer listed another's (`custB.invoice`).
+fn visible_to(caller: &Caller, known: Vec<KnownType>) -> Vec<KnownType> {
+    if caller.sites.is_empty() {
+        return known;
+    }
+    known.into_iter().filter(|k| k.declared.is_some()).map(|k| KnownType { last_seen: None, ..k }).collect()
 }
 
 /// `GET /v1/event-types`.
 pub async fn list(State(api): State<Api>, Reader(caller): Reader) -> Result<Json<Value>, ApiError> {
-    let types: Vec<TypeOut> = known(&api, &caller.tenant).await?.into_iter().map(TypeOut::from).collect();
+    let types: Vec<TypeOut> = known(&api, &caller).await?.into_iter().map(TypeOut::from).collect();
     Ok(Json(json!({ "event_types": types })))
 }
 
@@ -227,7 +239,7 @@ pub async fn matching(
     let pattern: EventTypePattern =
         raw.parse().map_err(|e: hookbridge_core::pattern::InvalidPattern| ApiError::field("pattern", e.to_string()))?;
     let matches: Vec<String> =
-        known(&api, &caller.tenant).await?.into_iter().map(|k| k.name).filter(|n| pattern.matches(n)).collect();
+        known(&api, &caller).await?.into_iter().map(|k| k.name).filter(|n| pattern.matches(n)).collect();
     Ok(Json(json!({ "pattern": raw, "matches": matches })))
 }
 
@@ -470,6 +482,28 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A portal session held to some sites sees the tenant's declared types, and not
+    /// which types went through lately, nor when: those are every site's events.
+    #[test]
+    fn a_caller_held_to_sites_sees_declared_types_only() {
+        let now = Utc::now();
+        let declared = DeclaredType { name: "order.paid".into(), description: None, schema: None, updated_at: now };
+        let known = catalog::merge(vec![declared], vec![("order.paid".into(), now), ("custB.invoice".into(), now)]);
+        let caller = |sites: Vec<String>| Caller {
+            tenant: "acme".parse().expect("tenant"),
+            sub: "s".into(),
+            scopes: vec![],
+            sites,
+        };
+        let names = |v: &[KnownType]| v.iter().map(|k| k.name.clone()).collect::<Vec<_>>();
+        let whole = visible_to(&caller(vec![]), known.clone());
+        assert_eq!(names(&whole), ["custB.invoice", "order.paid"]);
+        assert!(whole.iter().all(|k| k.last_seen.is_some()));
+        let held = visible_to(&caller(vec!["a".into()]), known);
+        assert_eq!(names(&held), ["order.paid"]);
+        assert_eq!(held[0].last_seen, None);
+    }
 
     #[test]
     fn every_shipped_catalog_parses_and_names_valid_types() {
