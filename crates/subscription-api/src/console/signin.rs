@@ -362,6 +362,30 @@ fn portal_form(code: &str) -> Response {
     )
 }
 
+/// The page asking a visitor signed in to `current` whether to open a link to `other`,
+/// which ends their session.
+fn switch_form(code: &str, current: &str, other: &str) -> Response {
+    html(
+        StatusCode::OK,
+        page(
+            "Switch tenants?",
+            None,
+            html! { section.card.narrow {
+                h1 { "This link is for another tenant" }
+                p { "You are signed in to " strong { (current) } ". This link opens the console for "
+                    strong { (other) } " instead, and ends your session. Open it only if you expected a link to "
+                    (other) " from someone you trust." }
+                form method="post" action="/console/portal" {
+                    input type="hidden" name="code" value=(code);
+                    input type="hidden" name="switch" value="yes";
+                    button.primary type="submit" { "Open " (other) }
+                }
+                p { a href="/console/hooks" { "Stay in " (current) } }
+            } },
+        ),
+    )
+}
+
 /// `POST /console/portal` with the link's `code` (in the form, or the link's own query):
 /// the portal link opened, once, from its own page.
 pub async fn portal(
@@ -375,6 +399,7 @@ pub async fn portal(
     }
     let fields = form::parse(&body);
     let code = form::value(&fields, "code").or(link.code.as_deref()).unwrap_or_default();
+    let switching = form::value(&fields, "switch") == Some("yes");
     let now = Utc::now();
     let grant = match api.ports().portal.redeem_link(&hashed(code), now).await {
         Ok(Some(g)) => g,
@@ -396,6 +421,20 @@ pub async fn portal(
             return portal_unavailable();
         }
     };
+    // Signed in to another tenant: a link someone sent would otherwise replace that
+    // session with one of theirs in one click, and what the visitor then set up (a hook
+    // with their own receiver's credentials) would be the sender's. Asked first, the link
+    // put back until the answer.
+    if !switching
+        && let Ok(Some(current)) = super::session::Session::checked(&api, &headers).await
+        && current.caller.tenant != grant.tenant
+    {
+        if let Err(e) = api.ports().portal.put_link(&hashed(code), &grant).await {
+            tracing::error!(error = %e, "a portal link held for the visitor's answer could not be put back");
+            return portal_unavailable();
+        }
+        return switch_form(code, current.caller.tenant.as_str(), grant.tenant.as_str());
+    }
     let mut session = grant.clone();
     session.expires_at = now + SESSION_LASTS;
     let id = fresh_code();

@@ -1,0 +1,70 @@
+//! A portal link opened by someone signed in to another tenant asks before it replaces
+//! their session: a link someone sent switched the visitor to the sender's tenant in one
+//! click, and a hook they then set up, with their own receiver's credentials, was the
+//! sender's to point elsewhere.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{api_and_token, call, token};
+use hookbridge_core::settings::LOCAL_DEV_SECRET;
+use hookbridge_testkit::EmbeddedHarness;
+use subscription_api::{Api, Claims, JwtKey, mint_token, router};
+use tower::ServiceExt;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+/// A portal link of `tenant`'s: its code.
+async fn link_of(api: &Api, tenant: &str) -> String {
+    let exp = chrono::Utc::now().timestamp() as u64 + 600;
+    let claims = Claims { sub: "s".into(), tenant: tenant.into(), scope: "portal:create".into(), exp };
+    let t = mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap();
+    let (status, made) = call(api, "POST", "/v1/portal/sessions", &t, "{}").await;
+    assert_eq!(status, 201, "{made}");
+    made["url"].as_str().unwrap().split_once("code=").unwrap().1.to_owned()
+}
+
+/// Posts the link's page form, signed in with `session` (a cookie value) if any: the
+/// status, the session cookie set (if one was), and the page.
+async fn open(api: &Api, form: &str, session: Option<&str>) -> (StatusCode, Option<String>, String) {
+    let mut request = Request::post("/console/portal")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .header("host", "127.0.0.1:3000");
+    if let Some(s) = session {
+        request = request.header("cookie", format!("hb_session={s}"));
+    }
+    let resp = router(api.clone()).oneshot(request.body(Body::from(form.to_owned())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let set = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, set, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read");
+    let acme = format!("t.{}", token("hooks:read"));
+
+    let code = link_of(&api, "mallory").await;
+    for _ in 0..2 {
+        let (status, set, page) = open(&api, &format!("code={code}"), Some(&acme)).await;
+        assert_eq!((status, set), (StatusCode::OK, None), "asked, signed in as before: {page}");
+        assert!(page.contains("another tenant") && page.contains("mallory") && page.contains("acme"), "{page}");
+        assert!(page.contains(r#"name="switch" value="yes""#), "{page}");
+    }
+    // The answer: the link, kept meanwhile, opens.
+    let (status, set, page) = open(&api, &format!("code={code}&switch=yes"), Some(&acme)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "a portal session");
+
+    // A link of the tenant signed in to, or opened signed out, opens at once.
+    for (tenant, session) in [("acme", Some(acme.as_str())), ("mallory", None)] {
+        let code = link_of(&api, tenant).await;
+        let (_, set, page) = open(&api, &format!("code={code}"), session).await;
+        assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "{tenant}: {page}");
+    }
+}
