@@ -645,7 +645,12 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
                     p { code { (st(&h, "method")) " " (st(&h, "url")) } }
                     table.kv { tbody { @for (k, v) in headers_sent(&h, d) { tr { th scope="row" { code { (k) } } td { code { (v) } } } } } }
                     @if !d["envelope"].is_null() {
-                        details { summary { "Body" } pre { (body_sent(&h, &d["envelope"])) } }
+                        details {
+                            summary { "Body" }
+                            // Its signature is over the bytes sent, which this is not.
+                            p.muted { "Laid out for reading: the receiver got it on one line, its keys in the event's own order." }
+                            pre { (body_sent(&h, &d["envelope"])) }
+                        }
                     }
                 }
                 section.card {
