@@ -18,10 +18,15 @@ mod common;
 
 /// A portal link of `tenant`'s: its code.
 async fn link_of(api: &Api, tenant: &str) -> String {
+    link_to(api, tenant, "{}").await
+}
+
+/// A portal link of `tenant`'s, asked for with `body`: its code.
+async fn link_to(api: &Api, tenant: &str, body: &str) -> String {
     let exp = chrono::Utc::now().timestamp() as u64 + 600;
     let claims = Claims { sub: "s".into(), tenant: tenant.into(), scope: "portal:create".into(), exp };
     let t = mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap();
-    let (status, made) = call(api, "POST", "/v1/portal/sessions", &t, "{}").await;
+    let (status, made) = call(api, "POST", "/v1/portal/sessions", &t, body).await;
     assert_eq!(status, 201, "{made}");
     made["url"].as_str().unwrap().split_once("code=").unwrap().1.to_owned()
 }
@@ -53,13 +58,22 @@ async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
     for _ in 0..2 {
         let (status, set, page) = open(&api, &format!("code={code}"), Some(&acme)).await;
         assert_eq!((status, set), (StatusCode::OK, None), "asked, signed in as before: {page}");
-        assert!(page.contains("another tenant") && page.contains("mallory") && page.contains("acme"), "{page}");
+        assert!(page.contains("someone else") && page.contains("mallory") && page.contains("acme"), "{page}");
         assert!(page.contains(r#"name="switch" value="yes""#), "{page}");
     }
     // The answer: the link, kept meanwhile, opens.
     let (status, set, page) = open(&api, &format!("code={code}&switch=yes"), Some(&acme)).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "a portal session");
+
+    // One site's session is held apart from another's as another tenant's is.
+    let site_a = link_to(&api, "acme", r#"{"sites": ["a"]}"#).await;
+    let (_, set, _) = open(&api, &format!("code={site_a}"), None).await;
+    let session_a = set.unwrap().split(';').next().unwrap().trim_start_matches("hb_session=").to_owned();
+    let site_b = link_to(&api, "acme", r#"{"sites": ["b"]}"#).await;
+    let (status, set, page) = open(&api, &format!("code={site_b}"), Some(&session_a)).await;
+    assert_eq!((status, set), (StatusCode::OK, None), "asked: {page}");
+    assert!(page.contains("acme (sites a)") && page.contains("acme (sites b)"), "{page}");
 
     // A link of the tenant signed in to, or opened signed out, opens at once.
     for (tenant, session) in [("acme", Some(acme.as_str())), ("mallory", None)] {

@@ -362,6 +362,14 @@ fn portal_form(code: &str) -> Response {
     )
 }
 
+/// Whose a session is, as the visitor is told: the tenant, and the sites it is held to.
+fn whose(tenant: &hookbridge_core::ids::TenantId, sites: &[String]) -> String {
+    let mut sites = sites.to_vec();
+    sites.sort();
+    sites.dedup();
+    if sites.is_empty() { tenant.to_string() } else { format!("{tenant} (sites {})", sites.join(", ")) }
+}
+
 /// The page asking a visitor signed in to `current` whether to open a link to `other`,
 /// which ends their session.
 fn switch_form(code: &str, current: &str, other: &str) -> Response {
@@ -371,7 +379,7 @@ fn switch_form(code: &str, current: &str, other: &str) -> Response {
             "Switch tenants?",
             None,
             html! { section.card.narrow {
-                h1 { "This link is for another tenant" }
+                h1 { "This link is for someone else's console" }
                 p { "You are signed in to " strong { (current) } ". This link opens the console for "
                     strong { (other) } " instead, and ends your session. Open it only if you expected a link to "
                     (other) " from someone you trust." }
@@ -421,19 +429,31 @@ pub async fn portal(
             return portal_unavailable();
         }
     };
-    // Signed in to another tenant: a link someone sent would otherwise replace that
+    // Signed in to another tenant, or to other sites of this one (a site's session is
+    // held apart as another tenant is): a link someone sent would otherwise replace that
     // session with one of theirs in one click, and what the visitor then set up (a hook
     // with their own receiver's credentials) would be the sender's. Asked first, the link
-    // put back until the answer.
-    if !switching
-        && let Ok(Some(current)) = super::session::Session::checked(&api, &headers).await
-        && current.caller.tenant != grant.tenant
-    {
-        if let Err(e) = api.ports().portal.put_link(&hashed(code), &grant).await {
-            tracing::error!(error = %e, "a portal link held for the visitor's answer could not be put back");
-            return portal_unavailable();
+    // put back until the answer; and put back if the session cannot be told now.
+    if !switching {
+        let asked = match super::session::Session::checked(&api, &headers).await {
+            Ok(Some(current)) => {
+                let (now_in, link_to) =
+                    (whose(&current.caller.tenant, &current.caller.sites), whose(&grant.tenant, &grant.sites));
+                (now_in != link_to).then(|| switch_form(code, &now_in, &link_to))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "the session beside a portal link could not be checked");
+                Some(portal_unavailable())
+            }
+        };
+        if let Some(page) = asked {
+            if let Err(e) = api.ports().portal.put_link(&hashed(code), &grant).await {
+                tracing::error!(error = %e, "a portal link held for the visitor's answer could not be put back");
+                return portal_unavailable();
+            }
+            return page;
         }
-        return switch_form(code, current.caller.tenant.as_str(), grant.tenant.as_str());
     }
     let mut session = grant.clone();
     session.expires_at = now + SESSION_LASTS;

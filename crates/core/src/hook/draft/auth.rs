@@ -10,7 +10,7 @@ use super::super::model::*;
 use super::super::network::NetworkPolicy;
 use super::headers::{is_header_name, is_header_value};
 use super::url::check_url;
-use super::{AuthDraft, MAX_PARAMS, MAX_VALUE_LEN, ParamDraft, RESERVED_HEADERS, Written, written};
+use super::{AuthDraft, MAX_PARAMS, MAX_VALUE_LEN, ParamDraft, Written, refused_header, written};
 
 /// Headers the token request carries of its own, beside the deliveries' reserved ones:
 /// a parameter of one of these names would be sent twice, or replace the platform's.
@@ -115,7 +115,7 @@ pub(super) fn check_auth(
             let name = required(d.name, "name", e);
             if !name.is_empty() && !is_header_name(&name) {
                 e.push("auth.name", "must be a valid HTTP header name");
-            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            } else if refused_header(&name) {
                 e.push("auth.name", "is set by the platform and cannot be used");
             }
             let value = secret(d.value, "value", e);
@@ -198,8 +198,7 @@ fn check_params(
             // the platform's: a parameter of the same name would be sent beside them.
             Some(k)
                 if group == "header_params"
-                    && (RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str())
-                        || TOKEN_REQUEST_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h))) =>
+                    && (refused_header(&k) || TOKEN_REQUEST_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h))) =>
             {
                 e.push(format!("{at}.key"), "is set by the platform and cannot be used");
                 continue;

@@ -21,12 +21,14 @@ pub(super) fn is_header_value(s: &str) -> bool {
 pub(super) fn check_headers(
     list: Vec<HeaderDraft>,
     auth: &AuthConfig,
-    existing: Option<(&HookConfig, &HookSecrets)>,
+    keep: Option<(&HookConfig, &HookSecrets)>,
+    stored_config: Option<&HookConfig>,
     e: &mut Errors,
 ) -> (Vec<HeaderConfig>, BTreeMap<String, Secret>) {
-    let old = existing.map(|(_, s)| s);
+    let old = keep.map(|(_, s)| s);
+    // Whether the stored hook has a header of this name, wherever the hook now goes.
     let stored =
-        |name: &str| existing.is_some_and(|(c, _)| c.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)));
+        |name: &str| stored_config.is_some_and(|c| c.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)));
     if list.len() > MAX_HEADERS {
         e.push("headers", format!("must list at most {MAX_HEADERS} headers"));
     }

@@ -66,6 +66,13 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
 /// to send, or no one. A hook stored with one before keeps saving as it was.
 pub(super) const CONNECTION_HEADERS: &[&str] = &["expect", "keep-alive", "proxy-connection", "trailer"];
 
+/// Whether `name` may not be sent as a hook's auth header, its challenge header or an
+/// OAuth header parameter: one the platform sets, or one about the connection.
+pub(super) fn refused_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str()) || CONNECTION_HEADERS.contains(&lower.as_str())
+}
+
 /// A hook as a client writes it (`POST /v1/hooks`, `PUT /v1/hooks/{id}`).
 ///
 /// Fields are loose (`Option<String>`) so validation, not the JSON parser, names what is
@@ -393,7 +400,8 @@ impl HookDraft {
         let old_auth = keep.map(|(c, s)| (&c.auth, s));
         let (auth, auth_secret, params) = check_auth(self.auth, ctx.network, old_auth, &mut e);
 
-        let (headers, header_secrets) = check_headers(self.headers.unwrap_or_default(), &auth, keep, &mut e);
+        let (headers, header_secrets) =
+            check_headers(self.headers.unwrap_or_default(), &auth, keep, existing.map(|(c, _)| c), &mut e);
 
         // The signing secret stays wherever the hook goes: it is never sent, only used to sign.
         let (signing, retiring) = match (self.secret, existing.map(|(_, s)| s)) {
@@ -436,7 +444,7 @@ impl HookDraft {
             Some(h) => {
                 if !is_header_name(&h) {
                     e.push("verification.header", "must be a valid HTTP header name");
-                } else if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                } else if refused_header(&h) {
                     e.push("verification.header", "is a header the platform sets itself; choose another");
                 } else if ["authorization", "accept"].iter().any(|x| h.eq_ignore_ascii_case(x)) {
                     e.push("verification.header", CHALLENGE_CARRIES_IT);
@@ -819,6 +827,18 @@ mod tests {
                 ..stored
             };
             assert!(draft(&text).validate(ctx(&policy), Some((&stored, &secrets))).is_ok(), "{name} stored before");
+            let moved = text.replace("r.example", "elsewhere.example");
+            assert!(draft(&moved).validate(ctx(&policy), Some((&stored, &secrets))).is_ok(), "{name}, moved");
+            // Nor as the auth header, the challenge header or a token request's header.
+            let auth = format!(
+                r#"{{"name":"h","url":"https://r.example/","auth":{{"type":"HEADER","name":"{name}","value":"v"}}}}"#
+            );
+            assert_eq!(fields(draft(&auth).validate(ctx(&policy), None)), ["auth.name"], "{name}");
+            let challenge =
+                format!(r#"{{"name":"h","url":"https://r.example/","verification":{{"header":"{name}"}}}}"#);
+            assert_eq!(fields(draft(&challenge).validate(ctx(&policy), None)), ["verification.header"], "{name}");
+            let param = oauth_with_header_params(&format!(r#"[{{"key":"{name}","value":"v"}}]"#));
+            assert_eq!(fields(param.validate(ctx(&policy), None)), ["auth.header_params[0].key"], "{name}");
         }
     }
 
