@@ -54,6 +54,14 @@ async fn the_receiver_refuses_a_delivery_whose_signature_does_not_check() {
     let posing =
         http.post(format!("http://{addr}/hook")).header("x-uid-challenge", "v-0").body(body).send().await.unwrap();
     assert_eq!(posing.status(), 401, "a POST with the challenge header is checked");
+    let get_delivery = http
+        .get(format!("http://{addr}/hook"))
+        .header("x-uid-challenge", "v-0")
+        .header(HEADER_ID, "msg_2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_delivery.status(), 401, "a GET delivery (it has a webhook-id) is checked");
     let challenge = http.get(format!("http://{addr}/hook")).header("x-uid-challenge", "v-1").send().await.unwrap();
     assert_eq!(challenge.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"verification": "v-1"}));
     let _ = child.kill();

@@ -63,18 +63,22 @@ pub async fn rotate_secret(
         Some(b) => parse(&b)?,
         None => RotateIn::default(),
     };
+    let chosen = wanted.secret.is_some();
     let new = match wanted.secret {
         Some(s) => SigningSecret::parse(&s).map_err(|e| ApiError::field("secret", e.to_string()))?,
         None => SigningSecret::generate(),
     };
     let now = Utc::now();
     // A rotation to the secret already signing writes nothing: a client repeating one whose
-    // answer it lost gets the first answer, and no one's version moves under them.
-    let current = load(&api, &caller, &id).await?;
-    let mut secrets = api.ports().sealer.open(SecretsOwner::of(&current), &current.sealed).await?;
-    if secrets.signing == new {
-        let previous_until = secrets.rotate(new.clone(), now + ROTATION_OVERLAP, now);
-        return Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": previous_until })));
+    // answer it lost gets the first answer, and no one's version moves under them. (A
+    // generated secret is never the current one: no need to open the secrets for it.)
+    if chosen {
+        let current = load(&api, &caller, &id).await?;
+        let mut secrets = api.ports().sealer.open(SecretsOwner::of(&current), &current.sealed).await?;
+        if secrets.signing == new {
+            let previous_until = secrets.rotate(new.clone(), now + ROTATION_OVERLAP, now);
+            return Ok(Json(json!({ "secret": new.expose(), "previous_valid_until": previous_until })));
+        }
     }
     let (api2, new2) = (&api, &new);
     let (hook, previous_until) =

@@ -1,7 +1,8 @@
-//! A portal link opened by someone signed in to another tenant asks before it replaces
-//! their session: a link someone sent switched the visitor to the sender's tenant in one
-//! click, and a hook they then set up, with their own receiver's credentials, was the
-//! sender's to point elsewhere.
+//! Portal sessions held apart. A portal link opened by someone signed in to another
+//! tenant asks before it replaces their session: a link someone sent switched the visitor
+//! to the sender's tenant in one click, and a hook they then set up, with their own
+//! receiver's credentials, was the sender's to point elsewhere. And a session held to
+//! some sites learns nothing of other sites' event types from the console's preview.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -81,4 +82,31 @@ async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
         let (_, set, page) = open(&api, &format!("code={code}"), session).await;
         assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "{tenant}: {page}");
     }
+}
+
+/// `GET path` in the console with the session `cookie`: the body.
+async fn console_get(api: &Api, path: &str, cookie: &str) -> String {
+    let request = Request::get(path).header("host", "127.0.0.1:3000").header("cookie", format!("hb_session={cookie}"));
+    let resp = router(api.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    String::from_utf8_lossy(&axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_held_to_sites_previews_only_declared_event_types() {
+    let h = EmbeddedHarness::start().await;
+    let (api, writer) = api_and_token(&h, "hooks:read hooks:write");
+    let (status, body) = call(&api, "PUT", "/v1/event-types/order.paid", &writer, "{}").await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    // Another customer's events went through.
+    let tenant = "acme".parse().unwrap();
+    hookbridge_testkit::Harness::backend(&h).events.record_seen(&tenant, &["custB.invoice"]).await.unwrap();
+
+    let whole = console_get(&api, "/console/preview?pattern=*", &format!("t.{writer}")).await;
+    assert!(whole.contains("order.paid") && whole.contains("custB.invoice"), "{whole}");
+    let code = link_to(&api, "acme", r#"{"sites": ["a"]}"#).await;
+    let (_, set, _) = open(&api, &format!("code={code}"), None).await;
+    let session = set.unwrap().split(';').next().unwrap().trim_start_matches("hb_session=").to_owned();
+    let held = console_get(&api, "/console/preview?pattern=*", &session).await;
+    assert!(held.contains("order.paid") && !held.contains("custB.invoice"), "{held}");
 }

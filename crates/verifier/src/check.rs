@@ -8,6 +8,13 @@ use hookbridge_core::message::event_type;
 
 use crate::Verifier;
 
+/// The operation of the error a check returns when the hook's endpoint had trouble
+/// answering its challenge: no finding, the check comes back.
+pub(crate) const ENDPOINT_TROUBLE: &str = "verifier.challenge";
+
+/// Likewise when its token endpoint had trouble.
+pub(crate) const TOKEN_TROUBLE: &str = "oauth.token";
+
 /// A fresh, unguessable challenge value (256 random bits).
 pub fn challenge_value() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -73,7 +80,7 @@ pub(crate) async fn run(
                 // (an unproven one gets nothing meanwhile), and a wrong URL is best seen
                 // early.
                 Err(e)
-                    if challenge_passing(&e)
+                    if endpoints_own_trouble(&e)
                         && cfg.verification.required
                         && hook.state.verification.proven()
                         && !last_try =>
@@ -103,7 +110,7 @@ pub(crate) async fn run(
                     {
                         Ok(_) => Ok(()),
                         Err(e) if passing(&e) && !last_try => {
-                            return Err(hookbridge_core::Error::backend("oauth.token", e.to_string()));
+                            return Err(hookbridge_core::Error::backend(TOKEN_TROUBLE, e.to_string()));
                         }
                         Err(e) => Err(e.to_string()),
                     }
@@ -119,7 +126,7 @@ pub(crate) async fn run(
     // credentials: that is a finding now, and the hook, still `PENDING`, is challenged
     // again at its next check.
     match put_off {
-        Some(why) if !matches!(token, Some(Err(_))) => Err(hookbridge_core::Error::backend("verifier.challenge", why)),
+        Some(why) if !matches!(token, Some(Err(_))) => Err(hookbridge_core::Error::backend(ENDPOINT_TROUBLE, why)),
         _ => Ok(Findings { challenge, token, began }),
     }
 }
@@ -136,9 +143,9 @@ fn passing(e: &hookbridge_outbound::TokenError) -> bool {
     }
 }
 
-/// Whether a challenge's failure may pass, as a token fetch's may: no answer (not an
-/// address the deployment refuses), or the endpoint's own trouble (5xx, 429, 408).
-fn challenge_passing(e: &hookbridge_outbound::ChallengeError) -> bool {
+/// Whether a challenge's failure is the endpoint's own trouble, which may pass as a token
+/// fetch's may: no answer (not an address the deployment refuses), or a 5xx, 429 or 408.
+fn endpoints_own_trouble(e: &hookbridge_outbound::ChallengeError) -> bool {
     match e {
         hookbridge_outbound::ChallengeError::NoResponse { class, .. } => *class != "ssrf_blocked",
         hookbridge_outbound::ChallengeError::Status(status) => matches!(status, 408 | 429 | 500..=599),

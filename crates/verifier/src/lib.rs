@@ -105,6 +105,12 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>
             }
             Some(m.id.clone())
         }
+        // The hook's own endpoint in trouble (a challenge or token fetch put off) is the
+        // customer's outage, not the platform's: no error to page anyone about.
+        Err(e @ hookbridge_core::Error::Backend { operation: check::ENDPOINT_TROUBLE | check::TOKEN_TROUBLE, .. }) => {
+            tracing::info!(hook_id = %detail.hook_id, tenant = %detail.tenant, reason = %e, "the hook's endpoint had trouble; checked again later");
+            Some(m.id.clone())
+        }
         Err(e) => {
             tracing::error!(hook_id = %detail.hook_id, tenant = %detail.tenant, error = %e, "verification failed to run; it will be retried");
             Some(m.id.clone())

@@ -6,7 +6,7 @@ use crate::secret::Secret;
 use crate::validation::Errors;
 
 use super::super::model::*;
-use super::{CONNECTION_HEADERS, HeaderDraft, MAX_VALUE_LEN, RESERVED_HEADERS, Written, written};
+use super::{HeaderDraft, MAX_VALUE_LEN, RESERVED_HEADERS, TRANSPORT_HEADERS, Written, written};
 
 /// RFC 9110 token characters.
 pub(super) fn is_header_name(s: &str) -> bool {
@@ -48,8 +48,8 @@ pub(super) fn check_headers(
             e.push(format!("{at}.name"), "is set by the platform and cannot be used");
             continue;
         }
-        if CONNECTION_HEADERS.contains(&lower.as_str()) && !stored(&lower) {
-            e.push(format!("{at}.name"), "is about the connection, not the request, and cannot be used");
+        if TRANSPORT_HEADERS.contains(&lower.as_str()) && !stored(&lower) {
+            e.push(format!("{at}.name"), "is a hop-by-hop or request-control header and cannot be used");
             continue;
         }
         if let AuthConfig::Header { name: auth_name } = auth

@@ -61,16 +61,16 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
     "x-keycloak-signature",
 ];
 
-/// Headers about the connection, not the request, refused as a hook's own headers:
+/// Hop-by-hop and request-control headers, refused as a hook's own headers:
 /// `Expect` made receivers answer 417 to every delivery, and the rest are for the client
 /// to send, or no one. A hook stored with one before keeps saving as it was.
-pub(super) const CONNECTION_HEADERS: &[&str] = &["expect", "keep-alive", "proxy-connection", "trailer"];
+pub(super) const TRANSPORT_HEADERS: &[&str] = &["expect", "keep-alive", "proxy-connection", "trailer"];
 
 /// Whether `name` may not be sent as a hook's auth header, its challenge header or an
-/// OAuth header parameter: one the platform sets, or one about the connection.
+/// OAuth header parameter: one the platform sets, or a hop-by-hop or request-control one.
 pub(super) fn refused_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    RESERVED_HEADERS.contains(&lower.as_str()) || CONNECTION_HEADERS.contains(&lower.as_str())
+    RESERVED_HEADERS.contains(&lower.as_str()) || TRANSPORT_HEADERS.contains(&lower.as_str())
 }
 
 /// A hook as a client writes it (`POST /v1/hooks`, `PUT /v1/hooks/{id}`).
@@ -810,7 +810,7 @@ mod tests {
         assert_eq!(fields(d.validate(ctx(&policy), None)), ["headers[0].name"]);
     }
 
-    /// Headers about the connection, not the request, are refused: `Expect: foo` made an
+    /// Hop-by-hop and request-control headers are refused: `Expect: foo` made an
     /// HTTP/1.1 receiver answer `417` to every delivery, which failed at once. A hook
     /// stored with one keeps saving as it was, or it could not be written back.
     #[test]
