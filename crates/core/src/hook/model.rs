@@ -509,17 +509,16 @@ impl Hook {
 mod tests {
     use super::*;
 
+    /// Secrets of a hook that has only its signing secret, `signing`.
+    fn signing_only(signing: SigningSecret) -> HookSecrets {
+        HookSecrets { signing, retiring: Vec::new(), auth: None, params: BTreeMap::new(), headers: BTreeMap::new() }
+    }
+
     #[test]
     fn rotations_keep_at_most_four_retiring_secrets_and_drop_expired_ones() {
         let now = Utc::now();
         let first = SigningSecret::generate();
-        let mut s = HookSecrets {
-            signing: first.clone(),
-            retiring: Vec::new(),
-            auth: None,
-            params: BTreeMap::new(),
-            headers: BTreeMap::new(),
-        };
+        let mut s = signing_only(first.clone());
         let mut all = vec![first];
         for _ in 0..10 {
             let next = SigningSecret::generate();
@@ -543,13 +542,7 @@ mod tests {
     fn a_rotation_to_the_current_or_a_retiring_secret_signs_each_once() {
         let now = Utc::now();
         let (first, second) = (SigningSecret::generate(), SigningSecret::generate());
-        let mut s = HookSecrets {
-            signing: first.clone(),
-            retiring: Vec::new(),
-            auth: None,
-            params: BTreeMap::new(),
-            headers: BTreeMap::new(),
-        };
+        let mut s = signing_only(first.clone());
         let until = now + chrono::Duration::hours(24);
         assert_eq!(s.rotate(second.clone(), until, now), until);
         let repeated = s.rotate(second.clone(), now + chrono::Duration::hours(25), now + chrono::Duration::hours(1));
