@@ -328,7 +328,7 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
     })
     .await
     .expect("a 400 fails at once");
-    assert_eq!(failed["attempts"], 1);
+    stack.assert_attempts(&t, id, &failed, 1).await;
     assert_eq!(failed["last_status_code"], 400);
     assert_eq!(failed["last_error_class"], "http_4xx");
     let did = failed["delivery_id"].as_str().unwrap();
