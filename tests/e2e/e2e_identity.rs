@@ -42,6 +42,47 @@ async fn a_key_of_an_unreadable_kind_in_the_set_does_not_stop_the_others() {
     stack.shutdown().await;
 }
 
+/// A key signs only what its issuer published it for (RFC 7517): not a token when it is
+/// for encryption (`use`) or not for verifying (`key_ops`), nor one under an algorithm
+/// other than its `alg`. Each of these tokens was accepted: an RSA key's signature checks
+/// out whatever its set says, and under PS256 as well as RS256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_verifies_only_what_its_issuer_published_it_for() {
+    let stack = TestStack::start_oidc(hookbridge_e2e::Flavor::Embedded).await;
+    let idp = stack.idp();
+    idp.add_key(KeyKind::Rs256, "rsa-enc");
+    idp.describe_key("rsa-enc", "use", json!("enc"));
+    idp.add_key(KeyKind::Rs256, "rsa-wrap");
+    idp.describe_key("rsa-wrap", "key_ops", json!(["wrapKey"]));
+    idp.add_key(KeyKind::Rs256, "rsa-ops");
+    idp.describe_key("rsa-ops", "key_ops", json!(["verify"]));
+    idp.add_key(KeyKind::Rs256, "rsa-any");
+    idp.describe_key("rsa-any", "alg", Value::Null);
+    let refused = [
+        ("for encryption", idp.sign("rsa-enc", &claims("acme"))),
+        ("for encryption, named by no kid", idp.sign_unnamed("rsa-enc", &claims("acme"))),
+        ("not for verifying", idp.sign("rsa-wrap", &claims("acme"))),
+        (
+            "under PS256, its alg RS256",
+            idp.sign_with_algorithm("rsa-1", jsonwebtoken::Algorithm::PS256, &claims("acme")),
+        ),
+    ];
+    for (why, token) in refused {
+        let a = stack.get("/v1/hooks", &token).await;
+        assert_eq!(a.status, 401, "a key {why}: {}", a.body);
+    }
+    for kid in ["rsa-1", "rsa-ops"] {
+        let a = stack.get("/v1/hooks", &idp.sign(kid, &claims("acme"))).await;
+        assert_eq!(a.status, 200, "{kid}: {}", a.body);
+    }
+    // A key whose set names no alg takes any its kind allows.
+    let a = stack
+        .get("/v1/hooks", &idp.sign_with_algorithm("rsa-any", jsonwebtoken::Algorithm::PS256, &claims("acme")))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn rs256_es256_and_eddsa_tokens_work_and_a_rotated_key_is_fetched_by_its_new_kid(flavor: Flavor) {
     let stack = TestStack::start_oidc(flavor).await;

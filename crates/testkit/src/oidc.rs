@@ -291,6 +291,14 @@ impl IdentityProvider {
         self.shared.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(jwk);
     }
 
+    /// Sets `field` of the key `kid` as its key set lists it (its `use`, `key_ops` or `alg`).
+    pub fn describe_key(&self, kid: &str, field: &str, value: Value) {
+        let mut keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in keys.iter_mut().filter(|k| k.kid == kid) {
+            k.jwk[field] = value.clone();
+        }
+    }
+
     /// Stops publishing the key `kid` (it keeps signing with it, as a stolen key would).
     pub fn withdraw_key(&self, kid: &str) {
         let mut keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -340,14 +348,24 @@ impl IdentityProvider {
         self.sign_as(kid, claims, false)
     }
 
+    /// A token signed with the key `kid` under another algorithm its kind allows (an RSA
+    /// key's PS256 in place of its RS256).
+    pub fn sign_with_algorithm(&self, kid: &str, alg: Algorithm, claims: &Value) -> String {
+        self.sign_under(kid, Some(alg), claims, true)
+    }
+
     fn sign_as(&self, kid: &str, claims: &Value, named: bool) -> String {
+        self.sign_under(kid, None, claims, named)
+    }
+
+    fn sign_under(&self, kid: &str, alg: Option<Algorithm>, claims: &Value, named: bool) -> String {
         let keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.iter().find(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"));
         let mut claims = claims.clone();
         if claims.get("iss").is_none() {
             claims["iss"] = json!(self.shared.issuer);
         }
-        let mut header = Header::new(key.alg);
+        let mut header = Header::new(alg.unwrap_or(key.alg));
         header.kid = named.then(|| kid.to_owned());
         jsonwebtoken::encode(&header, &claims, &key.signing).expect("sign a token")
     }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hookbridge_outbound::Outbound;
-use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
@@ -86,12 +86,13 @@ impl Issuer {
         }
     }
 
-    /// The key for `kid` (or the issuer's only keys, when the token names none).
-    pub(super) async fn key(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, KeyMissing> {
+    /// The key for `kid` (or the issuer's only keys, when the token names none), fit to
+    /// verify a token signed with `alg`.
+    pub(super) async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<DecodingKey>, KeyMissing> {
         let known = {
             let cache = self.cache.read().await;
             let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < KEYS_KEPT_FOR);
-            match lookup(&cache, kid) {
+            match lookup(&cache, kid, alg) {
                 Some(found) if fresh => return found,
                 found => found.is_some(),
             }
@@ -102,7 +103,7 @@ impl Issuer {
             // the last fetch, due to be read again, is used while another request reads it.
             let mut last_try = match self.fetching.try_lock() {
                 Ok(held) => held,
-                Err(_) if known => return self.cached(kid).await,
+                Err(_) if known => return self.cached(kid, alg).await,
                 Err(_) => self.fetching.lock().await,
             };
             // Another request may have fetched (or tried to) while this one waited; a
@@ -132,13 +133,13 @@ impl Issuer {
                 return Err(KeyMissing::Unreachable(failed.clone()));
             }
         }
-        self.cached(kid).await
+        self.cached(kid, alg).await
     }
 
     /// The cached keys for `kid`, as they are.
-    async fn cached(&self, kid: Option<&str>) -> Result<Vec<DecodingKey>, KeyMissing> {
+    async fn cached(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<DecodingKey>, KeyMissing> {
         let cache = self.cache.read().await;
-        lookup(&cache, kid).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
+        lookup(&cache, kid, alg).unwrap_or_else(|| Err(KeyMissing::Unknown(kid.unwrap_or_default().to_owned())))
     }
 
     /// The issuer's authorization and token endpoints, from its discovery document, read
@@ -222,20 +223,40 @@ impl Issuer {
     }
 }
 
-fn decoding(jwk: &Jwk) -> Result<DecodingKey, KeyMissing> {
+/// `jwk` as a key to verify a token signed with `alg`, if the issuer published it for that
+/// (RFC 7517 §4.2-4.4): not for encryption (`use`), for verifying among its `key_ops`, and
+/// for `alg` when it names one. Unchecked, an RS256 key also took PS256 tokens, and a key
+/// the issuer set aside for encrypting verified tokens.
+fn decoding(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, KeyMissing> {
+    let unfit = |why: String| KeyMissing::Malformed(format!("the issuer's key {:?} {why}", jwk.common.key_id));
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(other) => return Err(unfit(format!("is for {other:?}, not for signatures"))),
+    }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return Err(unfit("is not for verifying (key_ops)".to_owned()));
+    }
+    if let Some(for_alg) = jwk.common.key_algorithm
+        && for_alg.to_string() != format!("{alg:?}")
+    {
+        return Err(unfit(format!("is for {for_alg}, not for the token's {alg:?}")));
+    }
     DecodingKey::from_jwk(jwk).map_err(|e| KeyMissing::Malformed(format!("a JWKS key cannot be used: {e}")))
 }
 
-/// The keys the cache holds for `kid`; `None` when it holds none (fetch and look again).
-fn lookup(cache: &Cache, kid: Option<&str>) -> Option<Result<Vec<DecodingKey>, KeyMissing>> {
+/// The keys the cache holds for `kid`, fit for `alg`; `None` when it holds none (fetch and
+/// look again).
+fn lookup(cache: &Cache, kid: Option<&str>, alg: Algorithm) -> Option<Result<Vec<DecodingKey>, KeyMissing>> {
     match kid {
-        Some(k) => cache.keys.get(k).map(|jwk| decoding(jwk).map(|d| vec![d])),
+        Some(k) => cache.keys.get(k).map(|jwk| decoding(jwk, alg).map(|d| vec![d])),
         None if cache.unnamed.is_empty() && cache.keys.is_empty() => None,
         // Keys this library cannot use are passed over, so one odd key in the set does
         // not stop every token naming no key.
         None => {
             let usable: Vec<DecodingKey> =
-                cache.unnamed.iter().chain(cache.keys.values()).filter_map(|k| decoding(k).ok()).collect();
+                cache.unnamed.iter().chain(cache.keys.values()).filter_map(|k| decoding(k, alg).ok()).collect();
             Some(if usable.is_empty() {
                 Err(KeyMissing::Malformed("no key in the issuer's JWKS can be used".to_owned()))
             } else {
@@ -262,23 +283,29 @@ mod tests {
             Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() })
                 .unwrap();
         let issuer = Issuer::new(idp.issuer().to_owned(), None, None, outbound);
-        assert!(issuer.key(Some("rsa-1")).await.is_ok());
+        assert!(issuer.key(Some("rsa-1"), Algorithm::RS256).await.is_ok());
         let fetched = idp.jwks_fetches();
 
         // As after KEYS_KEPT_FOR: the keys are due to be read again, and the issuer fails.
         issuer.cache.write().await.fetched_at = None;
         *issuer.fetching.lock().await = None;
         idp.fail_keys(true);
-        assert!(issuer.key(Some("rsa-1")).await.is_ok(), "a known key is not refused for the issuer's outage");
+        assert!(
+            issuer.key(Some("rsa-1"), Algorithm::RS256).await.is_ok(),
+            "a known key is not refused for the issuer's outage"
+        );
         assert_eq!(idp.jwks_fetches(), fetched + 1, "it was read again");
         // An unknown one cannot be told from a new key the issuer has: not refused as bad.
-        assert!(matches!(issuer.key(Some("rsa-9")).await, Err(KeyMissing::Unreachable(_))), "not known, not told");
+        assert!(
+            matches!(issuer.key(Some("rsa-9"), Algorithm::RS256).await, Err(KeyMissing::Unreachable(_))),
+            "not known, not told"
+        );
 
         // Back, and the key withdrawn: the next read drops it.
         idp.fail_keys(false);
         idp.withdraw_key("rsa-1");
         *issuer.fetching.lock().await = None;
-        assert!(matches!(issuer.key(Some("rsa-1")).await, Err(KeyMissing::Unknown(_))));
+        assert!(matches!(issuer.key(Some("rsa-1"), Algorithm::RS256).await, Err(KeyMissing::Unknown(_))));
     }
 
     /// The console's sign-in endpoints are read from the discovery document once, not on

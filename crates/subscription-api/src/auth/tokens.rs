@@ -121,7 +121,7 @@ impl Tokens {
                     .issuer
                     .as_ref()
                     .ok_or(ApiError::Unauthorized("tokens from an issuer are not accepted here"))?;
-                let keys = issuer.key(header.kid.as_deref()).await.map_err(|e| {
+                let keys = issuer.key(header.kid.as_deref(), header.alg).await.map_err(|e| {
                     tracing::warn!(issuer = %issuer.issuer, error = %e, "no key for a token");
                     match e {
                         // Not the caller's fault: a 401 would tell a client to get a new
