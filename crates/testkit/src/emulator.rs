@@ -1,5 +1,5 @@
 //! The AWS emulator (moto from `.venv`, installed by the Makefile, started through
-//! `scripts/emulator.py`, which makes its DynamoDB transactions atomic), one per test
+//! `scripts/emulator.py`, which makes its DynamoDB transactions and SQS receives atomic), one per test
 //! process on a free port, stopped when the process ends.
 
 use std::path::PathBuf;
