@@ -39,21 +39,28 @@ def _call_action_in_turn(self):
 
 DynamoHandler.call_action = _call_action_in_turn
 
-_taking = threading.Lock()
+# Re-entrant: a pass that moves a message to a dead-letter queue adds it there, and adding
+# to a queue with an event source mapping receives from it on the same thread.
+_taking = threading.RLock()
 _receive_message = SQSBackend.receive_message
 
 
 def _receive_message_atomically(
     self, queue_name, count, wait_seconds_timeout, visibility_timeout, message_attribute_names=None
 ):
+    # A missing queue is refused before any wait.
+    queue = self.get_queue(queue_name)
     polling_end = unix_time() + wait_seconds_timeout
     while True:
         # With no wait, moto's own receive makes one pass over the queue and returns.
         with _taking:
             taken = _receive_message(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
-        if taken or unix_time() >= polling_end:
+        left = polling_end - unix_time()
+        if taken or left <= 0:
             return taken
-        self.get_queue(queue_name).wait_for_messages(1)
+        # Woken by a message sent; one that turns visible again wakes nobody, so at most a
+        # second between passes, as in moto's loop, and never past the poll's end.
+        queue.wait_for_messages(min(1, left))
 
 
 SQSBackend.receive_message = _receive_message_atomically

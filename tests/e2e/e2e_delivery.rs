@@ -66,7 +66,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded(f
     assert_eq!(delivery["delivery_id"], msg_id);
     assert_eq!(delivery["event_id"], ids[0]);
     assert_eq!(delivery["event_type"], "user.session.start");
-    stack.assert_attempts(&token, hook_id, &delivery, 1).await;
+    stack.assert_attempted_once(&token, hook_id, &delivery).await;
     assert_eq!(delivery["last_status_code"], 200);
 
     let detail = stack.get(&format!("/v1/hooks/{hook_id}/deliveries/{msg_id}"), &token).await;

@@ -42,7 +42,7 @@ async fn a_key_of_an_unreadable_kind_in_the_set_does_not_stop_the_others() {
     stack.shutdown().await;
 }
 
-/// A key signs only what its issuer published it for (RFC 7517): not a token when it is
+/// A key verifies only what its issuer published it for (RFC 7517): not a token when it is
 /// for encryption (`use`) or not for verifying (`key_ops`), nor one under an algorithm
 /// other than its `alg`. Each of these tokens was accepted: an RSA key's signature checks
 /// out whatever its set says, and under PS256 as well as RS256.
@@ -58,6 +58,10 @@ async fn a_key_verifies_only_what_its_issuer_published_it_for() {
     idp.describe_key("rsa-ops", "key_ops", json!(["verify"]));
     idp.add_key(KeyKind::Rs256, "rsa-any");
     idp.describe_key("rsa-any", "alg", Value::Null);
+    // An encryption key under a signing key's kid, listed after it (RFC 7517 allows a kid
+    // for two keys): it took the kid's place, and the signing key's tokens were refused.
+    idp.add_key(KeyKind::Es256, "ec-shared");
+    idp.list_key(json!({"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "ec-shared", "n": "AQAB", "e": "AQAB"}));
     let refused = [
         ("for encryption", idp.sign("rsa-enc", &claims("acme"))),
         ("for encryption, named by no kid", idp.sign_unnamed("rsa-enc", &claims("acme"))),
@@ -71,7 +75,7 @@ async fn a_key_verifies_only_what_its_issuer_published_it_for() {
         let a = stack.get("/v1/hooks", &token).await;
         assert_eq!(a.status, 401, "a key {why}: {}", a.body);
     }
-    for kid in ["rsa-1", "rsa-ops"] {
+    for kid in ["rsa-1", "rsa-ops", "ec-shared"] {
         let a = stack.get("/v1/hooks", &idp.sign(kid, &claims("acme"))).await;
         assert_eq!(a.status, 200, "{kid}: {}", a.body);
     }

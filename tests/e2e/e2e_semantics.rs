@@ -123,7 +123,7 @@ async fn oauth_fetches_one_token_for_many_deliveries_and_refreshes_after_a_401(f
     assert_eq!(idp.received().len(), fetched_before + 1, "one refresh after the 401");
     let did = sent[0].header("webhook-id").unwrap();
     let d = delivery_where(&stack, &t, id, |d| d["delivery_id"] == did && d["status"] == "SUCCEEDED").await.expect("succeeded");
-    stack.assert_attempts(&t, id, &d, 1).await;
+    stack.assert_attempted_once(&t, id, &d).await;
     stack.shutdown().await;
 }
 }
@@ -206,7 +206,7 @@ async fn gone_410_disables_the_hook_and_later_events_are_cancelled(flavor: Flavo
     let id = h["id"].as_str().unwrap();
     stack.publish(&t, &event(1)).await;
     let failed = delivery_where(&stack, &t, id, |d| d["status"] == "FAILED").await.expect("failed at once");
-    stack.assert_attempts(&t, id, &failed, 1).await;
+    stack.assert_attempted_once(&t, id, &failed).await;
     let hook = eventually(WAIT, || async {
         let h = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
         (h["destination_state"] == "INACTIVE").then_some(h)
@@ -381,7 +381,7 @@ async fn private_and_metadata_addresses_are_blocked_and_recorded(flavor: Flavor)
     for id in &ids {
         let d = delivery_where(&stack, &t, id, |d| d["status"] == "FAILED").await.unwrap_or_else(|| panic!("{id} not blocked"));
         assert_eq!(d["last_error_class"], "ssrf_blocked", "{id}");
-        stack.assert_attempts(&t, id, &d, 1).await;
+        stack.assert_attempted_once(&t, id, &d).await;
     }
     assert!(r.received().is_empty(), "the loopback receiver was reached");
     stack.shutdown().await;

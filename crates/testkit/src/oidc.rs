@@ -238,7 +238,7 @@ async fn jwks(State(s): State<Arc<Shared>>) -> axum::response::Response {
     let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let listed_only = s.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let keys: Vec<Value> =
-        listed_only.iter().cloned().chain(keys.iter().filter(|k| k.published).map(|k| k.jwk.clone())).collect();
+        keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).chain(listed_only.iter().cloned()).collect();
     Json(json!({ "keys": keys })).into_response()
 }
 
@@ -285,8 +285,9 @@ impl IdentityProvider {
         self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key);
     }
 
-    /// Lists `jwk` in its key set, first, as it is (a key of a kind a verifier may not
-    /// read, such as Ed448); it never signs with it.
+    /// Lists `jwk` in its key set, after the keys it signs with, as it is (a key of a kind
+    /// a verifier may not read, such as Ed448, or one for encryption); it never signs with
+    /// it.
     pub fn list_key(&self, jwk: Value) {
         self.shared.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(jwk);
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hookbridge_outbound::Outbound;
-use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
@@ -21,7 +21,9 @@ pub const KEYS_KEPT_FOR: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<String, Jwk>,
+    /// Keys by `kid`: more than one when the set gives a `kid` to several (a signing key
+    /// and an encryption key, which RFC 7517 allows), the one fit for a token then chosen.
+    keys: HashMap<String, Vec<Jwk>>,
     /// Keys without a `kid`, tried in turn.
     unnamed: Vec<Jwk>,
     jwks_url: Option<String>,
@@ -211,14 +213,12 @@ impl Issuer {
         let mut cache = Cache { jwks_url: Some(url), ..Cache::default() };
         for k in usable {
             match k.common.key_id.clone() {
-                Some(kid) => {
-                    cache.keys.insert(kid, k);
-                }
+                Some(kid) => cache.keys.entry(kid).or_default().push(k),
                 None => cache.unnamed.push(k),
             }
         }
         cache.fetched_at = Some(Instant::now());
-        tracing::info!(issuer = %self.issuer, keys = cache.keys.len() + cache.unnamed.len(), "issuer keys fetched");
+        tracing::info!(issuer = %self.issuer, keys = cache.keys.values().map(Vec::len).sum::<usize>() + cache.unnamed.len(), "issuer keys fetched");
         Ok(cache)
     }
 }
@@ -239,26 +239,56 @@ fn decoding(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, KeyMissing> {
         return Err(unfit("is not for verifying (key_ops)".to_owned()));
     }
     if let Some(for_alg) = jwk.common.key_algorithm
-        && for_alg.to_string() != format!("{alg:?}")
+        && for_alg != key_algorithm(alg)
     {
         return Err(unfit(format!("is for {for_alg}, not for the token's {alg:?}")));
     }
     DecodingKey::from_jwk(jwk).map_err(|e| KeyMissing::Malformed(format!("a JWKS key cannot be used: {e}")))
 }
 
+/// How a key set names `alg`.
+fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
+    match alg {
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::RS384 => KeyAlgorithm::RS384,
+        Algorithm::RS512 => KeyAlgorithm::RS512,
+        Algorithm::PS256 => KeyAlgorithm::PS256,
+        Algorithm::PS384 => KeyAlgorithm::PS384,
+        Algorithm::PS512 => KeyAlgorithm::PS512,
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::ES384 => KeyAlgorithm::ES384,
+        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+        Algorithm::HS256 => KeyAlgorithm::HS256,
+        Algorithm::HS384 => KeyAlgorithm::HS384,
+        Algorithm::HS512 => KeyAlgorithm::HS512,
+    }
+}
+
 /// The keys the cache holds for `kid`, fit for `alg`; `None` when it holds none (fetch and
 /// look again).
 fn lookup(cache: &Cache, kid: Option<&str>, alg: Algorithm) -> Option<Result<Vec<DecodingKey>, KeyMissing>> {
     match kid {
-        Some(k) => cache.keys.get(k).map(|jwk| decoding(jwk, alg).map(|d| vec![d])),
+        Some(k) => cache.keys.get(k).map(|named| {
+            // The first fit key; when none is, why the first is not.
+            let mut tried = named.iter().map(|jwk| decoding(jwk, alg));
+            let first = tried.next().unwrap_or_else(|| Err(KeyMissing::Unknown(k.to_owned())));
+            match first {
+                Ok(d) => Ok(vec![d]),
+                Err(why) => tried.find_map(Result::ok).map(|d| vec![d]).ok_or(why),
+            }
+        }),
         None if cache.unnamed.is_empty() && cache.keys.is_empty() => None,
         // Keys this library cannot use are passed over, so one odd key in the set does
         // not stop every token naming no key.
         None => {
-            let usable: Vec<DecodingKey> =
-                cache.unnamed.iter().chain(cache.keys.values()).filter_map(|k| decoding(k, alg).ok()).collect();
+            let usable: Vec<DecodingKey> = cache
+                .unnamed
+                .iter()
+                .chain(cache.keys.values().flatten())
+                .filter_map(|k| decoding(k, alg).ok())
+                .collect();
             Some(if usable.is_empty() {
-                Err(KeyMissing::Malformed("no key in the issuer's JWKS can be used".to_owned()))
+                Err(KeyMissing::Malformed(format!("no key in the issuer's JWKS can verify a {alg:?} token")))
             } else {
                 Ok(usable)
             })
