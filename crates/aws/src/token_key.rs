@@ -2,7 +2,9 @@
 //! environment (where anyone allowed `lambda:GetFunctionConfiguration` could read it). It
 //! is read at cold start and again when [`REREAD_AFTER`] has passed, so a rotated secret is
 //! picked up within minutes; if a re-read fails, the key already held is used until the next
-//! re-read is due.
+//! re-read is due. A token the held key refuses has it read again at once, at most every
+//! [`REREAD_ON_REFUSAL_AT_MOST_EVERY`], so a token signed with a key just rotated in is not
+//! refused by an instance for minutes while another takes it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,13 +19,20 @@ use tokio::time::Instant;
 
 /// How long a key read is used before the secret is read again.
 pub const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
+/// The shortest time between two reads for a refused token, so a stream of badly signed
+/// tokens cannot make the API read the secret on every request.
+pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 /// The key in a Secrets Manager secret (its `SecretString`).
 pub struct SecretsManagerKey {
     client: Client,
     secret_id: String,
     reread_after: Duration,
+    reread_on_refusal_every: Duration,
     held: Mutex<Option<(Secret, Instant)>>,
+    /// When a refused token last had the secret read (or tried); held during that read, so
+    /// tokens refused meanwhile wait for its key rather than being refused by the old one.
+    refusal_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for SecretsManagerKey {
@@ -35,13 +44,31 @@ impl std::fmt::Debug for SecretsManagerKey {
 impl SecretsManagerKey {
     /// The key in the secret `secret_id` (a name or an ARN).
     pub fn new(client: Client, secret_id: impl Into<String>) -> Self {
-        Self { client, secret_id: secret_id.into(), reread_after: REREAD_AFTER, held: Mutex::new(None) }
+        Self {
+            client,
+            secret_id: secret_id.into(),
+            reread_after: REREAD_AFTER,
+            reread_on_refusal_every: REREAD_ON_REFUSAL_AT_MOST_EVERY,
+            held: Mutex::new(None),
+            refusal_read: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The same, read again after `after` instead of [`REREAD_AFTER`] (tests).
     pub fn reread_after(mut self, after: Duration) -> Self {
         self.reread_after = after;
         self
+    }
+
+    /// The same, read for a refused token at most every `every` instead of
+    /// [`REREAD_ON_REFUSAL_AT_MOST_EVERY`] (tests).
+    pub fn reread_on_refusal_at_most_every(mut self, every: Duration) -> Self {
+        self.reread_on_refusal_every = every;
+        self
+    }
+
+    fn hold(&self, key: &Secret) {
+        *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key.clone(), Instant::now()));
     }
 
     async fn read(&self) -> Result<Secret> {
@@ -72,8 +99,7 @@ impl KeySource for SecretsManagerKey {
             Some((key, at)) if at.elapsed() < self.reread_after => Ok(key),
             held => match self.read().await {
                 Ok(key) => {
-                    *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some((key.clone(), Instant::now()));
+                    self.hold(&key);
                     Ok(key)
                 }
                 Err(e) => match held {
@@ -82,13 +108,41 @@ impl KeySource for SecretsManagerKey {
                         // one failed re-read waited on Secrets Manager again (its retries
                         // and timeouts too), during the very outage that failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
-                        *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some((key.clone(), Instant::now()));
+                        self.hold(&key);
                         Ok(key)
                     }
                     None => Err(e),
                 },
             },
+        }
+    }
+
+    async fn key_after_refusal(&self) -> Result<Secret> {
+        // Held across the read: tokens refused while it runs wait, then take the key it read
+        // (one read for them all, and none refused by the old key meanwhile).
+        let mut last = self.refusal_read.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.reread_on_refusal_every) {
+            drop(last);
+            return self.key().await;
+        }
+        *last = Some(Instant::now());
+        match self.read().await {
+            Ok(key) => {
+                self.hold(&key);
+                Ok(key)
+            }
+            Err(e) => {
+                // The held key stands, and is not read for again now (a due periodic read
+                // would wait on the same outage twice in one request).
+                let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                match held {
+                    Some((key, _)) => {
+                        tracing::warn!(error = %e, "could not read the token key again for a refused token; using the one held");
+                        Ok(key)
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 }

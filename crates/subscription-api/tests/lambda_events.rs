@@ -102,6 +102,60 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
     assert!(tokens.check(&token(first)).await.is_err(), "the old key no longer signs");
 }
 
+/// A token signed with a key rotated in since the held key was read is taken at once, not
+/// after the periodic re-read (5 minutes, during which one instance took the new key's
+/// tokens and another refused them); tokens no key signs read the secret once between them,
+/// however many come at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_secret_once_a_while() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
+    let counter = hookbridge_aws::RequestCounter::default();
+    let clients = hookbridge_aws::Clients::counted(&sdk, &counter);
+    let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
+    let (first, second) = ("the-first-key-0123456789abcdef0123456789", "the-second-key-0123456789abcdef0123456789");
+    clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    // Re-read periodically only after an hour, and for refused tokens once a minute.
+    let tokens = || {
+        let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
+            .reread_after(Duration::from_secs(3600))
+            .reread_on_refusal_at_most_every(Duration::from_secs(60));
+        subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap()
+    };
+    let token = |key: &str| {
+        let exp = chrono::Utc::now().timestamp() as u64 + 600;
+        let claims =
+            subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
+        subscription_api::mint_token(&JwtKey::new(key), &claims).unwrap()
+    };
+    let reads =
+        || -> u64 { counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum() };
+
+    let rotated = tokens();
+    assert!(rotated.check(&token(first)).await.is_ok());
+    clients.secretsmanager.put_secret_value().secret_id(&name).secret_string(second).send().await.unwrap();
+    let new_key = token(second);
+    let checks = futures::future::join_all((0..10).map(|_| rotated.check(&new_key))).await;
+    assert!(checks.iter().all(Result::is_ok), "every new key's token, at once: {checks:?}");
+    assert!(rotated.check(&token(first)).await.is_err(), "the old key no longer signs");
+
+    let forged_at = tokens();
+    assert!(forged_at.check(&new_key).await.is_ok());
+    counter.reset();
+    let forged = token("a-key-no-one-was-given-0123456789abcdef");
+    let checks = futures::future::join_all((0..20).map(|_| forged_at.check(&forged))).await;
+    for refused in checks {
+        let refused = refused.expect_err("a forged token");
+        assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 401);
+    }
+    assert_eq!(reads(), 1, "{:?}", counter.snapshot());
+    assert!(forged_at.check(&new_key).await.is_ok(), "the held key still signs");
+}
+
 /// A re-read that fails keeps the key held until the next re-read is due: after one failure
 /// every request read Secrets Manager again, waiting on the outage that failed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

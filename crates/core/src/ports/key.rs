@@ -12,6 +12,13 @@ use crate::secret::Secret;
 pub trait KeySource: Send + Sync + std::fmt::Debug {
     /// The key as it is now (a source may cache it for a few minutes).
     async fn key(&self) -> Result<Secret>;
+
+    /// The key once more after it refused a token's signature: read afresh by a source that
+    /// caches it, if it has not been lately, for the token may be signed with a key rotated
+    /// in since. The same as [`KeySource::key`] for a source that does not cache.
+    async fn key_after_refusal(&self) -> Result<Secret> {
+        self.key().await
+    }
 }
 
 #[async_trait]

@@ -94,14 +94,25 @@ impl Tokens {
         let claims = match header.alg {
             Algorithm::HS256 => {
                 let source = self.hs256.as_ref().ok_or(ApiError::Unauthorized("HS256 tokens are not accepted here"))?;
-                let key = source.key().await.map_err(|e| {
+                let unreadable = |e: hookbridge_core::Error| {
                     // Not the caller's fault: a 401 would tell a client to get a new token.
                     tracing::error!(error = %e, "the HS256 key could not be read");
                     ApiError::Unavailable("the token cannot be checked now; nothing was done, retry later")
-                })?;
+                };
+                let key = source.key().await.map_err(unreadable)?;
                 let mut v = validation(Algorithm::HS256);
                 v.validate_aud = false;
-                let claims = decode(token, &[DecodingKey::from_secret(key.expose().as_bytes())], &v)?;
+                let claims = match decode(token, &[DecodingKey::from_secret(key.expose().as_bytes())], &v) {
+                    // Perhaps signed with a key rotated in since this one was read.
+                    Err(refused) if is_unsigned(&refused) => {
+                        let again = source.key_after_refusal().await.map_err(unreadable)?;
+                        if again == key {
+                            return Err(refused);
+                        }
+                        decode(token, &[DecodingKey::from_secret(again.expose().as_bytes())], &v)?
+                    }
+                    checked => checked?,
+                };
                 // The deployment's own tokens (`hookbridge token`) name the tenant `tenant`
                 // whatever claim the issuer's tokens use: read there when the configured
                 // claim is absent. Only for these: an issuer's token could carry a
@@ -129,7 +140,7 @@ impl Tokens {
                         super::jwks::KeyMissing::Unreachable(_) => {
                             ApiError::Unavailable("the token cannot be checked now; nothing was done, retry later")
                         }
-                        _ => ApiError::Unauthorized("the token is not signed by a key of the issuer"),
+                        _ => ApiError::Unauthorized(UNSIGNED),
                     }
                 })?;
                 let mut v = validation(header.alg);
@@ -196,9 +207,17 @@ fn for_audience(claims: &Map<String, Value>, audience: &str) -> Result<(), ApiEr
     if named { Ok(()) } else { Err(ApiError::Unauthorized("the token is for another audience")) }
 }
 
+/// Why a token none of the keys verifies is refused.
+const UNSIGNED: &str = "the token is not signed by a key of the issuer";
+
+/// Whether `e` refused a token because no key verified its signature.
+fn is_unsigned(e: &ApiError) -> bool {
+    matches!(e, ApiError::Unauthorized(why) if *why == UNSIGNED)
+}
+
 /// Decodes with the first of `keys` that verifies the signature.
 fn decode(token: &str, keys: &[DecodingKey], v: &Validation) -> Result<Map<String, Value>, ApiError> {
-    let mut last = ApiError::Unauthorized("the token is not signed by a key of the issuer");
+    let mut last = ApiError::Unauthorized(UNSIGNED);
     for key in keys {
         match jsonwebtoken::decode::<Map<String, Value>>(token, key, v) {
             Ok(d) => return Ok(d.claims),
