@@ -469,9 +469,9 @@ async fn forms_posted_from_elsewhere_change_nothing() {
     b.goto("/console/hooks").await;
     assert_eq!(b.path().await, "/console/login", "not signed in by the other page");
 
-    // No session: every console page sends you to sign in.
+    // No session: every console page sends you to sign in, and the sign-in back to it.
     b.goto(&format!("/console/hooks/{id}")).await;
-    assert_eq!(b.path().await, "/console/login");
+    assert_eq!(b.path().await, format!("/console/login?to=%2Fconsole%2Fhooks%2F{id}"));
 
     sign_in(&b, &t).await;
     b.goto(&format!("/console/hooks/{id}/delete")).await;
@@ -756,6 +756,23 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     b.goto("/console/callback?error=Your+account+is+locked%2C+call+0800+123").await;
     let text = b.text().await;
     assert!(text.contains("refused the sign-in.") && !text.contains("locked"), "{text}");
+    b.close().await;
+    // Signed out (an issuer's token lasts minutes), a page asked for is where the sign-in
+    // through the issuer returns, not the hook list.
+    let t = idp.sign(
+        "rsa-1",
+        &json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
+                "exp": chrono::Utc::now().timestamp() + 3600}),
+    );
+    let r = Receiver::start().await;
+    let made = stack.create_hook(&t, &json!({"name": "come-back-here", "url": r.url("/")})).await;
+    let page = format!("/console/hooks/{}/read", made["id"].as_str().unwrap());
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto(&page).await;
+    assert!(b.path().await.starts_with("/console/login"), "{}", b.path().await);
+    b.press("Sign in with your identity provider").await;
+    b.until("back at the page asked for", |t| t.contains("come-back-here")).await;
+    assert_eq!(b.path().await, page);
     b.close().await;
     // A token the issuer gives without hooks:read does not sign in: every page reads hooks.
     idp.sign_in_as(json!({"sub": "bob", "tenant": "acme", "scope": "events:publish", "aud": "hookbridge-api",

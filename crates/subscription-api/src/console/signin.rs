@@ -22,8 +22,49 @@ use crate::error::ApiError;
 /// The cookie that carries the authorization-code flow's state and PKCE verifier.
 const FLOW_COOKIE: &str = "hb_signin";
 
+/// Where a sign-in goes when it names no page to return to.
+const FIRST_PAGE: &str = "/console/hooks";
+
+/// The console page a sign-in returns to: `to` when it is one of the console's own pages
+/// (so a link cannot make the sign-in send the browser elsewhere), else the hook list.
+pub(super) fn return_to(to: Option<&str>) -> &str {
+    match to {
+        Some(to)
+            if to.starts_with("/console/")
+                && to.len() <= 1024
+                && !to.contains(['\\', '\r', '\n'])
+                && !["/console/login", "/console/callback", "/console/logout", "/console/portal"]
+                    .iter()
+                    .any(|p| to.starts_with(p)) =>
+        {
+            to
+        }
+        _ => FIRST_PAGE,
+    }
+}
+
+/// The sign-in page's address, returning to `to` once signed in.
+pub(super) fn login_returning_to(to: &str) -> String {
+    if to == FIRST_PAGE {
+        return "/console/login".to_owned();
+    }
+    let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", to).finish();
+    format!("/console/login?{query}")
+}
+
 fn login_markup(api: &Api, error: Option<&str>) -> Markup {
+    login_markup_to(api, error, FIRST_PAGE)
+}
+
+/// The sign-in page, returning to `to` (a page [`return_to`] allows) once signed in.
+fn login_markup_to(api: &Api, error: Option<&str>, to: &str) -> Markup {
     let oidc = api.settings().tokens.has_issuer() && api.settings().console_client_id.is_some();
+    let oidc_start = if to == FIRST_PAGE {
+        "/console/login/oidc".to_owned()
+    } else {
+        let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", to).finish();
+        format!("/console/login/oidc?{query}")
+    };
     page(
         "Sign in",
         None,
@@ -32,10 +73,11 @@ fn login_markup(api: &Api, error: Option<&str>) -> Markup {
                 h1 { "Sign in" }
                 @if let Some(e) = error { (notice("error", e)) }
                 @if oidc {
-                    p { a.button.primary href="/console/login/oidc" { "Sign in with your identity provider" } }
+                    p { a.button.primary href=(oidc_start) { "Sign in with your identity provider" } }
                     p.muted { "Or paste an API token:" }
                 }
                 form method="post" action="/console/login" {
+                    @if to != FIRST_PAGE { input type="hidden" name="to" value=(to); }
                     label for="token" { "API token" }
                     textarea #token name="token" rows="4" required autocomplete="off" spellcheck="false" placeholder="eyJ…" {}
                     p.hint { "A token with " code { "hooks:read" } " (and " code { "hooks:write" } " to make changes). "
@@ -47,9 +89,15 @@ fn login_markup(api: &Api, error: Option<&str>) -> Markup {
     )
 }
 
+/// Where a sign-in was asked to return to.
+#[derive(Deserialize)]
+pub struct ReturnTo {
+    to: Option<String>,
+}
+
 /// `GET /console/login`.
-pub async fn login_page(State(api): State<Api>) -> Response {
-    html(StatusCode::OK, login_markup(&api, None))
+pub async fn login_page(State(api): State<Api>, Query(q): Query<ReturnTo>) -> Response {
+    html(StatusCode::OK, login_markup_to(&api, None, return_to(q.to.as_deref())))
 }
 
 /// The expiry of a (checked) token, read from its payload.
@@ -104,15 +152,16 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
     }
     let fields = form::parse(&body);
     let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
+    let to = return_to(form::value(&fields, "to"));
     if let Err(why) = fits_a_cookie(&token) {
-        return html(StatusCode::BAD_REQUEST, login_markup(&api, Some(&why)));
+        return html(StatusCode::BAD_REQUEST, login_markup_to(&api, Some(&why), to));
     }
     match api.settings().tokens.check(&token).await {
         Ok(caller) if !reads_hooks(&caller) => not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
         Ok(caller) => {
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
-            let mut resp = see_other("/console/hooks");
+            let mut resp = see_other(to);
             resp.headers_mut()
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
             resp
@@ -203,7 +252,7 @@ fn challenge_of(verifier: &str) -> String {
 }
 
 /// `GET /console/login/oidc`: to the issuer's sign-in page, with PKCE.
-pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response {
+pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
     let Some(client_id) = api.settings().console_client_id.clone() else {
         return html(
             StatusCode::NOT_FOUND,
@@ -242,10 +291,12 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap) -> Response 
         url.query_pairs_mut().append_pair("audience", audience);
     }
     let mut resp = see_other(url.as_str());
-    // Lax: the issuer sends the browser back with a top-level GET, which must carry it.
+    // Lax: the issuer sends the browser back with a top-level GET, which must carry it. The
+    // page to return to rides with the state, encoded, so it cannot end the value early.
+    let to = URL_SAFE_NO_PAD.encode(return_to(q.to.as_deref()));
     resp.headers_mut().append(
         header::SET_COOKIE,
-        cookie_for(&api, &headers, FLOW_COOKIE, &format!("{state}.{verifier}"), 600, "Lax"),
+        cookie_for(&api, &headers, FLOW_COOKIE, &format!("{state}.{verifier}.{to}"), 600, "Lax"),
     );
     resp
 }
@@ -273,7 +324,11 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         });
     }
     let flow = console_cookie(api.settings().public_url.as_deref(), &headers, FLOW_COOKIE).unwrap_or_default();
-    let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, flow.split_once('.')) else {
+    let mut parts = flow.splitn(3, '.');
+    let (expected, verifier) = (parts.next().filter(|p| !p.is_empty()), parts.next());
+    let to = parts.next().and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()).and_then(|t| String::from_utf8(t).ok());
+    let to = return_to(to.as_deref()).to_owned();
+    let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, expected.zip(verifier)) else {
         return fail("The sign-in was not started here, or took too long; try again.");
     };
     if state != expected {
@@ -309,8 +364,7 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         return fail(&why);
     }
     let secs = token_session_secs(token_exp(&token));
-    let mut resp =
-        continue_to("/console/hooks", cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+    let mut resp = continue_to(&to, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, FLOW_COOKIE, "", 0, "Lax"));
     resp
 }

@@ -1,0 +1,88 @@
+//! A console page asked for without a session (its session ended under it: an identity
+//! provider's tokens last five minutes) sends the browser to the sign-in, and the sign-in
+//! brings it back to that page, not to the hook list; only to a page of the console's own.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{api_and_token, token};
+use hookbridge_testkit::EmbeddedHarness;
+use subscription_api::{Api, router};
+use tower::ServiceExt;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+/// The status, `Location` and page of `method path` with `form`, signed in with `session`.
+async fn ask(api: &Api, method: &str, path: &str, form: &str, session: Option<&str>) -> (u16, String, String) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .header("host", "127.0.0.1:3000");
+    if let Some(s) = session {
+        request = request.header("cookie", format!("hb_session={s}"));
+    }
+    let resp = router(api.clone()).oneshot(request.body(Body::from(form.to_owned())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, location, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_asked_for_signed_out_is_where_the_sign_in_returns() {
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read");
+    let page = "/console/hooks/hk_01/read?after=x&limit=5";
+
+    let (status, location, _) = ask(&api, "GET", page, "", Some("t.expired-or-forged")).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/console/login?to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5")
+    );
+    let (status, _, login) = ask(&api, "GET", &location, "", None).await;
+    assert_eq!(status, 200);
+    assert!(login.contains(r#"name="to" value="/console/hooks/hk_01/read?after=x&amp;limit=5""#), "{login}");
+
+    let form = format!("token={}&to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5", token("hooks:read"));
+    let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
+    assert_eq!((status, location.as_str()), (303, page), "back to the page asked for");
+
+    // With nowhere to return to, the hook list, as before.
+    let (status, location, _) = ask(&api, "GET", "/console/hooks", "", None).await;
+    assert_eq!((status, location.as_str()), (303, "/console/login"));
+    let (status, location, _) =
+        ask(&api, "POST", "/console/login", &format!("token={}", token("hooks:read")), None).await;
+    assert_eq!((status, location.as_str()), (303, "/console/hooks"));
+    // A form posted signed out is not carried through the sign-in.
+    let (status, location, _) = ask(&api, "POST", "/console/hooks/new", "name=x", None).await;
+    assert_eq!((status, location.as_str()), (303, "/console/login"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_returns_only_to_the_consoles_own_pages() {
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read");
+    for to in [
+        "https://elsewhere.example/",
+        "//elsewhere.example/console/hooks",
+        "/v1/hooks",
+        "/console",
+        "/console/logout",
+        "/console/login?to=%2Fconsole%2Fhooks",
+        "/console/callback?code=x",
+        "/console/portal",
+        "/console/hooks\r\nLocation: https://elsewhere.example/",
+    ] {
+        let form = format!("token={}&to={}", token("hooks:read"), url_encoded(to));
+        let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
+        assert_eq!((status, location.as_str()), (303, "/console/hooks"), "{to}");
+    }
+}
+
+fn url_encoded(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
