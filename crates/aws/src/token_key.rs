@@ -67,8 +67,18 @@ impl SecretsManagerKey {
         self
     }
 
-    fn hold(&self, key: &Secret) {
-        *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key.clone(), Instant::now()));
+    /// Holds `key`, read by a read begun at `started`, unless a read begun later already
+    /// put its key there (a slow periodic read begun before a rotation, ending after the
+    /// read for a refused token, put the old key back); the key held after.
+    fn hold(&self, key: Secret, started: Instant) -> Secret {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_ref() {
+            Some((newer, at)) if *at > started => newer.clone(),
+            _ => {
+                *held = Some((key.clone(), started));
+                key
+            }
+        }
     }
 
     async fn read(&self) -> Result<Secret> {
@@ -95,21 +105,19 @@ impl SecretsManagerKey {
 impl KeySource for SecretsManagerKey {
     async fn key(&self) -> Result<Secret> {
         let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let started = Instant::now();
         match held {
             Some((key, at)) if at.elapsed() < self.reread_after => Ok(key),
             held => match self.read().await {
-                Ok(key) => {
-                    self.hold(&key);
-                    Ok(key)
-                }
+                Ok(key) => Ok(self.hold(key, started)),
                 Err(e) => match held {
                     Some((key, _)) => {
-                        // Held as if read now: left dated as it was, every request after
-                        // one failed re-read waited on Secrets Manager again (its retries
-                        // and timeouts too), during the very outage that failed it.
+                        // Held as if read when this re-read began: left dated as it was,
+                        // every request after one failed re-read waited on Secrets Manager
+                        // again (its retries and timeouts too), during the very outage that
+                        // failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
-                        self.hold(&key);
-                        Ok(key)
+                        Ok(self.hold(key, started))
                     }
                     None => Err(e),
                 },
@@ -125,12 +133,10 @@ impl KeySource for SecretsManagerKey {
             drop(last);
             return self.key().await;
         }
-        *last = Some(Instant::now());
+        let started = Instant::now();
+        *last = Some(started);
         match self.read().await {
-            Ok(key) => {
-                self.hold(&key);
-                Ok(key)
-            }
+            Ok(key) => Ok(self.hold(key, started)),
             Err(e) => {
                 // The held key stands, and is not read for again now (a due periodic read
                 // would wait on the same outage twice in one request).
@@ -144,5 +150,32 @@ impl KeySource for SecretsManagerKey {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read begun before another, and ending after it, does not put its older key back.
+    #[tokio::test]
+    async fn a_key_read_earlier_does_not_replace_one_read_later() {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        let source = SecretsManagerKey::new(Client::from_conf(config), "unused");
+        let (before, after) = (Instant::now(), Instant::now() + Duration::from_millis(5));
+        let new = Secret::new("the-key-read-later-0123456789abcdef0123");
+        let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
+        assert!(source.hold(new.clone(), after) == new);
+        assert!(source.hold(old, before) == new, "the later read's key is kept and given");
+        assert!(
+            source
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|(k, _)| *k == new)
+        );
     }
 }

@@ -7,8 +7,9 @@
 use axum::body::Body;
 use axum::http::Request;
 use common::{api_and_token, token};
+use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::EmbeddedHarness;
-use subscription_api::{Api, router};
+use subscription_api::{Api, Claims, JwtKey, mint_token, router};
 use tower::ServiceExt;
 
 #[allow(dead_code)] // each test binary uses part of it
@@ -38,18 +39,37 @@ async fn a_page_asked_for_signed_out_is_where_the_sign_in_returns() {
     let (api, _) = api_and_token(&h, "hooks:read");
     let page = "/console/hooks/hk_01/read?after=x&limit=5";
 
-    let (status, location, _) = ask(&api, "GET", page, "", Some("t.expired-or-forged")).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (303, "/console/login?to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5")
-    );
+    // A session whose token has expired.
+    let claims = Claims {
+        sub: "s".into(),
+        tenant: "acme".into(),
+        scope: "hooks:read".into(),
+        exp: chrono::Utc::now().timestamp() as u64 - 120,
+    };
+    let expired = format!("t.{}", mint_token(&JwtKey::new(LOCAL_DEV_SECRET), &claims).unwrap());
+    let back = "/console/login?to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5";
+    for method in ["GET", "HEAD"] {
+        let (status, location, _) = ask(&api, method, page, "", Some(&expired)).await;
+        assert_eq!((status, location.as_str()), (303, back), "{method}");
+    }
+    let location = back.to_owned();
     let (status, _, login) = ask(&api, "GET", &location, "", None).await;
     assert_eq!(status, 200);
     assert!(login.contains(r#"name="to" value="/console/hooks/hk_01/read?after=x&amp;limit=5""#), "{login}");
 
     let form = format!("token={}&to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5", token("hooks:read"));
+    // A token refused first: the page asked for is still where the next sign-in returns.
+    let refused = "token=not-a-token&to=%2Fconsole%2Fhooks%2Fhk_01%2Fread%3Fafter%3Dx%26limit%3D5";
+    let (status, _, again) = ask(&api, "POST", "/console/login", refused, None).await;
+    assert_eq!(status, 401);
+    assert!(again.contains(r#"name="to" value="/console/hooks/hk_01/read?after=x&amp;limit=5""#), "{again}");
     let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
     assert_eq!((status, location.as_str()), (303, page), "back to the page asked for");
+    // The sign-in page names its page once; a query naming two is not refused.
+    let (status, _, twice) =
+        ask(&api, "GET", "/console/login?to=%2Fconsole%2Fhooks%2Fa&to=%2Fconsole%2Fhooks%2Fb", "", None).await;
+    assert_eq!(status, 200);
+    assert!(twice.contains(r#"name="to" value="/console/hooks/a""#), "{twice}");
 
     // With nowhere to return to, the hook list, as before.
     let (status, location, _) = ask(&api, "GET", "/console/hooks", "", None).await;
@@ -76,6 +96,13 @@ async fn the_sign_in_returns_only_to_the_consoles_own_pages() {
         "/console/callback?code=x",
         "/console/portal",
         "/console/hooks\r\nLocation: https://elsewhere.example/",
+        "/console/hooks\u{1}",
+        "/console/hooks\tx",
+        "/console/../v1/hooks",
+        "/console/%2e%2e/v1/hooks",
+        "/console/%2E%2E/console/login?to=%2Fconsole%2Fhooks%2Fx",
+        "/console/./portal?code=theirs",
+        "/console/hooks/../callback",
     ] {
         let form = format!("token={}&to={}", token("hooks:read"), url_encoded(to));
         let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
@@ -85,4 +112,14 @@ async fn the_sign_in_returns_only_to_the_consoles_own_pages() {
 
 fn url_encoded(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A path with steps the browser takes is followed to where it leads, within the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_path_is_resolved_as_the_browser_would() {
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read");
+    let form = format!("token={}&to={}", token("hooks:read"), url_encoded("/console/hooks/x/../hk_01/read?a=1"));
+    let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
+    assert_eq!((status, location.as_str()), (303, "/console/hooks/hk_01/read?a=1"));
 }

@@ -29,9 +29,9 @@ impl FromRequestParts<Api> for Session {
             // Signed in again, a page asked for comes back (its session ended under it, the
             // five minutes of an identity provider's token, say); a form posted is not
             // taken on a trip through the sign-in.
-            Ok(None) if parts.method == axum::http::Method::GET => {
+            Ok(None) if matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) => {
                 let asked = parts.uri.path_and_query().map_or("", |p| p.as_str());
-                Err(see_other(&super::signin::login_returning_to(super::signin::return_to(Some(asked)))))
+                Err(see_other(&super::signin::login_returning_to(&super::signin::return_to(Some(asked)))))
             }
             Ok(None) => Err(see_other("/console/login")),
             Err(e) => Err(unavailable(&e)),

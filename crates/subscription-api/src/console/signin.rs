@@ -1,7 +1,7 @@
 //! Signing in and out: a pasted token, the issuer's authorization-code flow with PKCE, or a
 //! portal link.
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
@@ -25,22 +25,38 @@ const FLOW_COOKIE: &str = "hb_signin";
 /// Where a sign-in goes when it names no page to return to.
 const FIRST_PAGE: &str = "/console/hooks";
 
-/// The console page a sign-in returns to: `to` when it is one of the console's own pages
-/// (so a link cannot make the sign-in send the browser elsewhere), else the hook list.
-pub(super) fn return_to(to: Option<&str>) -> &str {
-    match to {
+/// The console page a sign-in returns to: `to` resolved as the browser would resolve it
+/// (`..` and `%2e%2e` steps taken), when that is one of the console's own pages, so a link
+/// cannot make the sign-in send the browser elsewhere, or back to the sign-in; else the
+/// hook list.
+pub(super) fn return_to(to: Option<&str>) -> String {
+    const HOST: &str = "console.invalid";
+    let resolved = to
+        // Printable ASCII only: a control character in a `Location` is refused when the
+        // answer is built, after the sign-in.
+        .filter(|to| to.starts_with('/') && to.len() <= 1024 && to.bytes().all(|b| b.is_ascii_graphic()))
+        .and_then(|to| url::Url::parse(&format!("http://{HOST}/")).ok()?.join(to).ok())
+        .filter(|u| u.host_str() == Some(HOST))
+        .map(|u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        });
+    match resolved {
         Some(to)
             if to.starts_with("/console/")
-                && to.len() <= 1024
-                && !to.contains(['\\', '\r', '\n'])
                 && !["/console/login", "/console/callback", "/console/logout", "/console/portal"]
                     .iter()
                     .any(|p| to.starts_with(p)) =>
         {
             to
         }
-        _ => FIRST_PAGE,
+        _ => FIRST_PAGE.to_owned(),
     }
+}
+
+/// The `to` of a query or form.
+pub(super) fn asked_to(raw: Option<&str>) -> String {
+    return_to(form::value(&form::parse(raw.unwrap_or_default().as_bytes()), "to"))
 }
 
 /// The sign-in page's address, returning to `to` once signed in.
@@ -89,15 +105,9 @@ fn login_markup_to(api: &Api, error: Option<&str>, to: &str) -> Markup {
     )
 }
 
-/// Where a sign-in was asked to return to.
-#[derive(Deserialize)]
-pub struct ReturnTo {
-    to: Option<String>,
-}
-
 /// `GET /console/login`.
-pub async fn login_page(State(api): State<Api>, Query(q): Query<ReturnTo>) -> Response {
-    html(StatusCode::OK, login_markup_to(&api, None, return_to(q.to.as_deref())))
+pub async fn login_page(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
+    html(StatusCode::OK, login_markup_to(&api, None, &asked_to(q.as_deref())))
 }
 
 /// The expiry of a (checked) token, read from its payload.
@@ -154,26 +164,31 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
     let token = form::value(&fields, "token").unwrap_or("").trim().to_owned();
     let to = return_to(form::value(&fields, "to"));
     if let Err(why) = fits_a_cookie(&token) {
-        return html(StatusCode::BAD_REQUEST, login_markup_to(&api, Some(&why), to));
+        return html(StatusCode::BAD_REQUEST, login_markup_to(&api, Some(&why), &to));
     }
     match api.settings().tokens.check(&token).await {
-        Ok(caller) if !reads_hooks(&caller) => not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
+        Ok(caller) if !reads_hooks(&caller) => not_signed_in_to(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ, &to),
         Ok(caller) => {
             tracing::info!(tenant = %caller.tenant, sub = %caller.sub, "console sign-in");
             let secs = token_session_secs(token_exp(&token));
-            let mut resp = see_other(to);
+            let mut resp = see_other(&to);
             resp.headers_mut()
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
             resp
         }
-        Err(e) => not_signed_in(&api, refused_status(&e), &e.to_string()),
+        Err(e) => not_signed_in_to(&api, refused_status(&e), &e.to_string(), &to),
     }
 }
 
 /// The sign-in page again, saying why the token did not sign in; `Retry-After` when it is
 /// worth trying again soon (`503`).
 fn not_signed_in(api: &Api, status: StatusCode, why: &str) -> Response {
-    let mut resp = html(status, login_markup(api, Some(why)));
+    not_signed_in_to(api, status, why, FIRST_PAGE)
+}
+
+/// The same, the sign-in page still returning to `to` once signed in.
+fn not_signed_in_to(api: &Api, status: StatusCode, why: &str, to: &str) -> Response {
+    let mut resp = html(status, login_markup_to(api, Some(why), to));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
@@ -252,7 +267,7 @@ fn challenge_of(verifier: &str) -> String {
 }
 
 /// `GET /console/login/oidc`: to the issuer's sign-in page, with PKCE.
-pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ReturnTo>) -> Response {
+pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let Some(client_id) = api.settings().console_client_id.clone() else {
         return html(
             StatusCode::NOT_FOUND,
@@ -293,7 +308,7 @@ pub async fn oidc_start(State(api): State<Api>, headers: HeaderMap, Query(q): Qu
     let mut resp = see_other(url.as_str());
     // Lax: the issuer sends the browser back with a top-level GET, which must carry it. The
     // page to return to rides with the state, encoded, so it cannot end the value early.
-    let to = URL_SAFE_NO_PAD.encode(return_to(q.to.as_deref()));
+    let to = URL_SAFE_NO_PAD.encode(asked_to(q.as_deref()));
     resp.headers_mut().append(
         header::SET_COOKIE,
         cookie_for(&api, &headers, FLOW_COOKIE, &format!("{state}.{verifier}.{to}"), 600, "Lax"),
@@ -327,7 +342,7 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
     let mut parts = flow.splitn(3, '.');
     let (expected, verifier) = (parts.next().filter(|p| !p.is_empty()), parts.next());
     let to = parts.next().and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()).and_then(|t| String::from_utf8(t).ok());
-    let to = return_to(to.as_deref()).to_owned();
+    let to = return_to(to.as_deref());
     let (Some(code), Some(state), Some((expected, verifier))) = (cb.code, cb.state, expected.zip(verifier)) else {
         return fail("The sign-in was not started here, or took too long; try again.");
     };
