@@ -103,3 +103,61 @@ async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
     assert_eq!(theirs.received().len(), 1, "tenant A's calls and events reached tenant B's hook");
     stack.shutdown().await;
 }
+
+on_both_backends! {
+/// The seeds' own routes (Keycloak Phase Two's and ExtremeCloud IQ's) reach no other
+/// tenant's hook either: with tenant A's token, under A's realm or B's, every call on B's
+/// hook, its sends and its subscription is 404, and B's hook stays as it was.
+async fn the_seed_routes_reach_no_other_tenants_hook(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let theirs = Receiver::start().await;
+    let a = stack.token("tenant-a", ALL_SCOPES);
+    let b = stack.token("tenant-b", ALL_SCOPES);
+    let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
+    let id = b_hook["id"].as_str().unwrap();
+    stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
+    let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
+        stack.deliveries(&b, id, 1).await.into_iter().next()
+    })
+    .await
+    .expect("B's delivery");
+    let did = delivery["delivery_id"].as_str().unwrap();
+    let subscription = json!([{"application": "b-app", "url": "https://b.example/hook", "secret": "00000000",
+                               "message_type": "AUDIT_LOG_ALL"}]);
+    let made = stack.call("POST", "/subscriptions/webhook", Some(&b), Some(&subscription)).await;
+    assert_eq!(made.status, 202, "{}", made.body);
+    let sid = made.body[0]["id"].as_i64().unwrap();
+
+    let keycloak_doc = json!({"url": "https://evil.example/", "enabled": true, "eventTypes": ["*"]});
+    for realm in ["/realms/tenant-a", "/auth/realms/tenant-b"] {
+        let calls: Vec<(&str, String, Option<&serde_json::Value>)> = vec![
+            ("GET", format!("{realm}/webhooks/{id}"), None),
+            ("PUT", format!("{realm}/webhooks/{id}"), Some(&keycloak_doc)),
+            ("DELETE", format!("{realm}/webhooks/{id}"), None),
+            ("GET", format!("{realm}/webhooks/{id}/sends"), None),
+            ("GET", format!("{realm}/webhooks/{id}/sends/{did}"), None),
+            ("POST", format!("{realm}/webhooks/{id}/sends/{did}/resend"), None),
+        ];
+        for (method, path, body) in &calls {
+            let r = stack.call(method, path, Some(&a), *body).await;
+            assert_eq!(r.status, 404, "{method} {path} with another tenant's token: {}", r.body);
+        }
+    }
+    for path in ["/realms/tenant-b/webhooks", "/realms/tenant-b/webhooks/count"] {
+        assert_eq!(stack.get(path, &a).await.status, 404, "{path}");
+    }
+    let own_realm = stack.get("/realms/tenant-a/webhooks", &a).await;
+    assert_eq!(own_realm.body, json!([]), "A's realm lists none of B's hooks");
+    let r = stack.call("DELETE", &format!("/subscriptions/webhook/{sid}"), Some(&a), None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(stack.get("/subscriptions/webhook", &a).await.body, json!([]), "A lists none of B's subscriptions");
+
+    let still = stack.get(&format!("/v1/hooks/{id}"), &b).await;
+    assert_eq!((still.status.as_u16(), &still.body["version"], &still.body["url"]), (200, &json!(1), &json!(theirs.url("/"))));
+    let listed = stack.get("/subscriptions/webhook", &b).await.body;
+    assert!(listed.as_array().unwrap().iter().any(|s| s["id"] == sid), "B's subscription is kept: {listed}");
+    let deliveries = stack.deliveries(&b, id, 10).await;
+    assert_eq!(deliveries.len(), 1, "no delivery added: {deliveries:?}");
+    stack.shutdown().await;
+}
+}
