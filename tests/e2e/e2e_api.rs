@@ -341,6 +341,7 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
 
     r.always(Reply::status(200));
     let before = r.received().len();
+    let asked_at = chrono::Utc::now() - chrono::Duration::milliseconds(5);
     let a = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{did}/retry"), Some(&t), None).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let got = r.wait_until(WAIT, |got| got.len() > before).await;
@@ -356,6 +357,11 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
         hookbridge_e2e::Flavor::Embedded => assert_eq!(done["attempts"], 2, "{done}"),
         hookbridge_e2e::Flavor::Aws => assert!(done["attempts"].as_u64() > failed["attempts"].as_u64(), "{done}"),
     }
+    // The success is the retry's: made after it was asked for (not a late copy of the 400's).
+    let detail = stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &t).await.body;
+    let last = detail["attempt_log"].as_array().and_then(|l| l.last()).cloned().unwrap_or_default();
+    let at = last["at"].as_str().and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok()).expect("its time");
+    assert!(last["status_code"] == 200 && at >= asked_at, "{detail}");
     for bad in ["hours=0", "hours=337", "hours=x"] {
         assert_eq!(problem_fields(&stack.get(&format!("/v1/hooks/{id}/events?{bad}"), &t).await.body), ["hours"]);
     }

@@ -61,7 +61,14 @@ async fn a_key_verifies_only_what_its_issuer_published_it_for() {
     // An encryption key under a signing key's kid, listed after it (RFC 7517 allows a kid
     // for two keys): it took the kid's place, and the signing key's tokens were refused.
     idp.add_key(KeyKind::Es256, "ec-shared");
-    idp.list_key(json!({"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "ec-shared", "n": "AQAB", "e": "AQAB"}));
+    idp.list_key_last(
+        json!({"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "ec-shared", "n": "AQAB", "e": "AQAB"}),
+    );
+    // Two signing keys of different kinds under one kid, neither naming its alg: the EC
+    // one's tokens are checked with it, not only with the RSA key listed first.
+    idp.add_key(KeyKind::Rs256, "mixed");
+    idp.add_key(KeyKind::Es256, "mixed");
+    idp.describe_key("mixed", "alg", Value::Null);
     let refused = [
         ("for encryption", idp.sign("rsa-enc", &claims("acme"))),
         ("for encryption, named by no kid", idp.sign_unnamed("rsa-enc", &claims("acme"))),
@@ -75,7 +82,7 @@ async fn a_key_verifies_only_what_its_issuer_published_it_for() {
         let a = stack.get("/v1/hooks", &token).await;
         assert_eq!(a.status, 401, "a key {why}: {}", a.body);
     }
-    for kid in ["rsa-1", "rsa-ops", "ec-shared"] {
+    for kid in ["rsa-1", "rsa-ops", "ec-shared", "mixed"] {
         let a = stack.get("/v1/hooks", &idp.sign(kid, &claims("acme"))).await;
         assert_eq!(a.status, 200, "{kid}: {}", a.body);
     }

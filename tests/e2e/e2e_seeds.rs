@@ -273,8 +273,8 @@ async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
         assert_eq!((s["type"].as_str(), s["keycloak_event_type"].as_str()), (Some("access.LOGIN"), Some("USER")));
         assert_eq!(s["status_message"], "HTTP 200 OK");
         assert_eq!(s["keycloak_event_id"], s["event_id"]);
-        // Every attempt counts, as Phase Two counts every send (the emulator's SQS may hand
-        // a message out twice, and each is an attempt).
+        // Every attempt counts, as Phase Two counts every send (delivery is at least once: a
+        // message handed out twice is two attempts).
         let retries = s["retries"].as_u64().unwrap();
         assert!(retries >= 1 && (flavor != hookbridge_e2e::Flavor::Embedded || retries == 1), "{s}");
         assert_eq!(s["webhook"]["id"], webhook_id);
@@ -297,7 +297,7 @@ async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
     assert_eq!(one["payload"].as_str().unwrap().as_bytes(), &received.body[..], "the body sent, byte for byte");
 
     // Resend: 202, and the same delivery arrives again (counted from what arrived before,
-    // which the emulator's SQS may have made two).
+    // which a duplicate may have made two).
     let arrivals = |got: &[hookbridge_testkit::Received]| got.iter().filter(|g| g.header("webhook-id") == Some(oldest.as_str())).count();
     let before = arrivals(&r.received());
     let (status, _, headers) = send(&stack, "POST", &format!("{webhook}/sends/{oldest}/resend"), &t, None).await;

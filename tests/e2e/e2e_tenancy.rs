@@ -117,11 +117,12 @@ async fn the_seed_routes_reach_no_other_tenants_hook(flavor: Flavor) {
     let id = b_hook["id"].as_str().unwrap();
     stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
     let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
-        stack.deliveries(&b, id, 1).await.into_iter().next()
+        stack.deliveries(&b, id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await
     .expect("B's delivery");
     let did = delivery["delivery_id"].as_str().unwrap();
+    let sent = theirs.received().len();
     let subscription = json!([{"application": "b-app", "url": "https://b.example/hook", "secret": "00000000",
                                "message_type": "AUDIT_LOG_ALL"}]);
     let made = stack.call("POST", "/subscriptions/webhook", Some(&b), Some(&subscription)).await;
@@ -158,6 +159,11 @@ async fn the_seed_routes_reach_no_other_tenants_hook(flavor: Flavor) {
     assert!(listed.as_array().unwrap().iter().any(|s| s["id"] == sid), "B's subscription is kept: {listed}");
     let deliveries = stack.deliveries(&b, id, 10).await;
     assert_eq!(deliveries.len(), 1, "no delivery added: {deliveries:?}");
+    // Nor sent again: no attempt added, nothing more at B's receiver.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &b).await.body;
+    assert_eq!(now["attempts"], delivery["attempts"], "{now}");
+    assert_eq!(theirs.received().len(), sent, "B's receiver got nothing more");
     stack.shutdown().await;
 }
 }

@@ -67,6 +67,24 @@ impl SecretsManagerKey {
         self
     }
 
+    /// Dates the held key as read at `started` (a failed re-read begun then), if it is still
+    /// `copied`, the key that re-read began with; the key held after. A key another read put
+    /// there meanwhile (a rotation's) stays, and is not replaced by the copy.
+    fn redate(&self, copied: Secret, started: Instant) -> Secret {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some((current, at)) if *current == copied => {
+                *at = (*at).max(started);
+                current.clone()
+            }
+            Some((current, _)) => current.clone(),
+            None => {
+                *held = Some((copied.clone(), started));
+                copied
+            }
+        }
+    }
+
     /// Holds `key`, read by a read begun at `started`, unless a read begun later already
     /// put its key there (a slow periodic read begun before a rotation, ending after the
     /// read for a refused token, put the old key back); the key held after.
@@ -117,7 +135,7 @@ impl KeySource for SecretsManagerKey {
                         // again (its retries and timeouts too), during the very outage that
                         // failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
-                        Ok(self.hold(key, started))
+                        Ok(self.redate(key, started))
                     }
                     None => Err(e),
                 },
@@ -177,5 +195,10 @@ mod tests {
                 .as_ref()
                 .is_some_and(|(k, _)| *k == new)
         );
+        // A re-read begun with the old key, later still, that failed: the new key stays.
+        let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
+        assert!(source.redate(old, after + Duration::from_millis(5)) == new, "the new key is given");
+        let held = source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        assert!(held.is_some_and(|(k, at)| k == new && at == after), "the new key is held, dated as read");
     }
 }

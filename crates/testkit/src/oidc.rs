@@ -53,6 +53,8 @@ struct Shared {
     authorized: Mutex<Vec<std::collections::HashMap<String, String>>>,
     /// Keys listed as they are, which it never signs with (of kinds a verifier may not read).
     listed_only: Mutex<Vec<Value>>,
+    /// The same, listed after the keys it signs with.
+    listed_last: Mutex<Vec<Value>>,
 }
 
 /// A running issuer. Stops when dropped.
@@ -237,8 +239,13 @@ async fn jwks(State(s): State<Arc<Shared>>) -> axum::response::Response {
     }
     let keys = s.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let listed_only = s.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let keys: Vec<Value> =
-        keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).chain(listed_only.iter().cloned()).collect();
+    let listed_last = s.listed_last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let keys: Vec<Value> = listed_only
+        .iter()
+        .cloned()
+        .chain(keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()))
+        .chain(listed_last.iter().cloned())
+        .collect();
     Json(json!({ "keys": keys })).into_response()
 }
 
@@ -261,6 +268,7 @@ impl IdentityProvider {
             codes: Mutex::new(Vec::new()),
             authorized: Mutex::new(Vec::new()),
             listed_only: Mutex::new(Vec::new()),
+            listed_last: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -285,11 +293,16 @@ impl IdentityProvider {
         self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key);
     }
 
-    /// Lists `jwk` in its key set, after the keys it signs with, as it is (a key of a kind
-    /// a verifier may not read, such as Ed448, or one for encryption); it never signs with
-    /// it.
+    /// Lists `jwk` in its key set, first, as it is (a key of a kind a verifier may not
+    /// read, such as Ed448); it never signs with it.
     pub fn list_key(&self, jwk: Value) {
         self.shared.listed_only.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(jwk);
+    }
+
+    /// The same, listed last, after the keys it signs with (an encryption key under one
+    /// of their kids, say).
+    pub fn list_key_last(&self, jwk: Value) {
+        self.shared.listed_last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(jwk);
     }
 
     /// Sets `field` of the key `kid` as its key set lists it (its `use`, `key_ops` or `alg`).
@@ -361,7 +374,8 @@ impl IdentityProvider {
 
     fn sign_under(&self, kid: &str, alg: Option<Algorithm>, claims: &Value, named: bool) -> String {
         let keys = self.shared.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = keys.iter().find(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"));
+        // The key added last under `kid`, when several share it.
+        let key = keys.iter().rfind(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"));
         let mut claims = claims.clone();
         if claims.get("iss").is_none() {
             claims["iss"] = json!(self.shared.issuer);

@@ -253,9 +253,10 @@ impl Receiver {
     }
 
     /// Waits until a request arrived at each of `paths` or `timeout` passed; returns all
-    /// received. Delivery is at least once (the emulator's SQS can hand one message to two
-    /// receivers), so a test expecting one delivery per path waits for the paths, not for
-    /// a count that a duplicate would reach early.
+    /// received. Delivery is at least once (SQS can hand one message to two receivers, and
+    /// the SDK sends a `PutEvents` again when its answer is late), so a test expecting one
+    /// delivery per path waits for the paths, not for a count that a duplicate would reach
+    /// early.
     pub async fn wait_for_paths(&self, paths: &[&str], timeout: Duration) -> Vec<Received> {
         self.wait_until(timeout, |got| paths.iter().all(|p| got.iter().any(|g| g.uri.path() == *p))).await
     }

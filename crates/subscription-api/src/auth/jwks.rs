@@ -269,12 +269,15 @@ fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
 fn lookup(cache: &Cache, kid: Option<&str>, alg: Algorithm) -> Option<Result<Vec<DecodingKey>, KeyMissing>> {
     match kid {
         Some(k) => cache.keys.get(k).map(|named| {
-            // The first fit key; when none is, why the first is not.
-            let mut tried = named.iter().map(|jwk| decoding(jwk, alg));
-            let first = tried.next().unwrap_or_else(|| Err(KeyMissing::Unknown(k.to_owned())));
-            match first {
-                Ok(d) => Ok(vec![d]),
-                Err(why) => tried.find_map(Result::ok).map(|d| vec![d]).ok_or(why),
+            // Every fit key (two of different kinds may share a kid, each tried); when none
+            // is, why the first is not.
+            let mut why = None;
+            let fit: Vec<DecodingKey> =
+                named.iter().filter_map(|jwk| decoding(jwk, alg).map_err(|e| why.get_or_insert(e)).ok()).collect();
+            match why {
+                Some(why) if fit.is_empty() => Err(why),
+                _ if fit.is_empty() => Err(KeyMissing::Unknown(k.to_owned())),
+                _ => Ok(fit),
             }
         }),
         None if cache.unnamed.is_empty() && cache.keys.is_empty() => None,
