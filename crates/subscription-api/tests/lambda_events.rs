@@ -55,6 +55,13 @@ async fn every_sample_request_gets_its_answer() {
     assert_eq!(fields, ["name", "url"]);
 }
 
+/// A `hooks:read` token of tenant `acme`'s, signed with `key`, for ten minutes.
+fn token(key: &str) -> String {
+    let exp = chrono::Utc::now().timestamp() as u64 + 600;
+    let claims = subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
+    subscription_api::mint_token(&JwtKey::new(key), &claims).expect("a token")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up() {
     use std::sync::Arc;
@@ -71,28 +78,12 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
     let settings = hookbridge_core::settings::TokenSettings::default();
     let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
     let unreadable = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(missing)), &outbound).unwrap();
-    let any = subscription_api::mint_token(
-        &JwtKey::new(first),
-        &subscription_api::Claims {
-            sub: "s".into(),
-            tenant: "acme".into(),
-            scope: "hooks:read".into(),
-            exp: chrono::Utc::now().timestamp() as u64 + 600,
-        },
-    )
-    .unwrap();
-    let refused = unreadable.check(&any).await.unwrap_err();
+    let refused = unreadable.check(&token(first)).await.unwrap_err();
     assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
     clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
     let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
         .reread_after(Duration::from_millis(200));
     let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
-    let token = |key: &str| {
-        let exp = chrono::Utc::now().timestamp() as u64 + 600;
-        let claims =
-            subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
-        subscription_api::mint_token(&JwtKey::new(key), &claims).unwrap()
-    };
     assert!(tokens.check(&token(first)).await.is_ok());
     assert!(tokens.check(&token(second)).await.is_err());
 
@@ -125,12 +116,6 @@ async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_s
             .reread_after(Duration::from_secs(3600))
             .reread_on_refusal_at_most_every(Duration::from_secs(60));
         subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap()
-    };
-    let token = |key: &str| {
-        let exp = chrono::Utc::now().timestamp() as u64 + 600;
-        let claims =
-            subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
-        subscription_api::mint_token(&JwtKey::new(key), &claims).unwrap()
     };
     let reads =
         || -> u64 { counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum() };

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use common::{api_on, call, token};
+use common::{api_on, call, console, token};
 use hookbridge_core::portal::PortalGrant;
 use hookbridge_core::ports::PortalStore;
 use hookbridge_testkit::{EmbeddedHarness, Harness};
-use subscription_api::{Api, ApiPorts, router};
-use tower::ServiceExt;
+use subscription_api::{Api, ApiPorts};
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
@@ -50,17 +48,8 @@ impl PortalStore for SessionsDown {
 }
 
 async fn open(api: &Api, code: &str) -> (StatusCode, String, String) {
-    let request = Request::post("/console/portal")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("sec-fetch-site", "same-origin")
-        .header("host", "127.0.0.1:3000")
-        .body(Body::from(format!("code={code}")))
-        .unwrap();
-    let resp = router(api.clone()).oneshot(request).await.unwrap();
-    let status = resp.status();
-    let kind = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, kind, String::from_utf8_lossy(&body).into_owned())
+    let page = console(api, "POST", "/console/portal", &format!("code={code}"), None).await;
+    (page.status, page.header("content-type").unwrap_or_default(), page.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

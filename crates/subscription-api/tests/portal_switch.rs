@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use common::{api_and_token, call, token};
+use axum::http::StatusCode;
+use common::{api_and_token, call, console, token};
 use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::EmbeddedHarness;
-use subscription_api::{Api, Claims, JwtKey, mint_token, router};
-use tower::ServiceExt;
+use subscription_api::{Api, Claims, JwtKey, mint_token};
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
@@ -35,18 +33,8 @@ async fn link_to(api: &Api, tenant: &str, body: &str) -> String {
 /// Posts the link's page form, signed in with `session` (a cookie value) if any: the
 /// status, the session cookie set (if one was), and the page.
 async fn open(api: &Api, form: &str, session: Option<&str>) -> (StatusCode, Option<String>, String) {
-    let mut request = Request::post("/console/portal")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("sec-fetch-site", "same-origin")
-        .header("host", "127.0.0.1:3000");
-    if let Some(s) = session {
-        request = request.header("cookie", format!("hb_session={s}"));
-    }
-    let resp = router(api.clone()).oneshot(request.body(Body::from(form.to_owned())).unwrap()).await.unwrap();
-    let status = resp.status();
-    let set = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, set, String::from_utf8_lossy(&body).into_owned())
+    let page = console(api, "POST", "/console/portal", form, session).await;
+    (page.status, page.header("set-cookie"), page.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,10 +74,9 @@ async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
 
 /// `GET path` in the console with the session `cookie`: the body.
 async fn console_get(api: &Api, path: &str, cookie: &str) -> String {
-    let request = Request::get(path).header("host", "127.0.0.1:3000").header("cookie", format!("hb_session={cookie}"));
-    let resp = router(api.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    String::from_utf8_lossy(&axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap()).into_owned()
+    let page = console(api, "GET", path, "", Some(cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,33 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use axum::body::Body;
-use axum::http::Request;
-use common::{api_and_token, token};
+use common::{api_and_token, console, token};
 use hookbridge_core::settings::LOCAL_DEV_SECRET;
 use hookbridge_testkit::EmbeddedHarness;
-use subscription_api::{Api, Claims, JwtKey, mint_token, router};
-use tower::ServiceExt;
+use subscription_api::{Api, Claims, JwtKey, mint_token};
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 /// The status, `Location` and page of `method path` with `form`, signed in with `session`.
 async fn ask(api: &Api, method: &str, path: &str, form: &str, session: Option<&str>) -> (u16, String, String) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("sec-fetch-site", "same-origin")
-        .header("host", "127.0.0.1:3000");
-    if let Some(s) = session {
-        request = request.header("cookie", format!("hb_session={s}"));
-    }
-    let resp = router(api.clone()).oneshot(request.body(Body::from(form.to_owned())).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, location, String::from_utf8_lossy(&body).into_owned())
+    let page = console(api, method, path, form, session).await;
+    (page.status.as_u16(), page.header("location").unwrap_or_default(), page.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,11 +61,16 @@ pub(super) fn asked_to(raw: Option<&str>) -> String {
 
 /// The sign-in page's address, returning to `to` once signed in.
 pub(super) fn login_returning_to(to: &str) -> String {
+    returning_to("/console/login", to)
+}
+
+/// `path`, naming `to` as the page to return to unless it is the hook list.
+fn returning_to(path: &str, to: &str) -> String {
     if to == FIRST_PAGE {
-        return "/console/login".to_owned();
+        return path.to_owned();
     }
     let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", to).finish();
-    format!("/console/login?{query}")
+    format!("{path}?{query}")
 }
 
 fn login_markup(api: &Api, error: Option<&str>) -> Markup {
@@ -75,12 +80,7 @@ fn login_markup(api: &Api, error: Option<&str>) -> Markup {
 /// The sign-in page, returning to `to` (a page [`return_to`] allows) once signed in.
 fn login_markup_to(api: &Api, error: Option<&str>, to: &str) -> Markup {
     let oidc = api.settings().tokens.has_issuer() && api.settings().console_client_id.is_some();
-    let oidc_start = if to == FIRST_PAGE {
-        "/console/login/oidc".to_owned()
-    } else {
-        let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", to).finish();
-        format!("/console/login/oidc?{query}")
-    };
+    let oidc_start = returning_to("/console/login/oidc", to);
     page(
         "Sign in",
         None,

@@ -1,5 +1,5 @@
 //! What these tests share: the API over a backend (or over ports some of which a test
-//! replaces), a token for tenant `acme`, and a call through the router.
+//! replaces), a token for tenant `acme`, and a call (or a console form) through the router.
 
 use axum::body::Body;
 use axum::http::Request;
@@ -41,4 +41,40 @@ pub async fn call(api: &Api, method: &str, path: &str, token: &str, body: &str) 
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// What a console request got.
+pub struct Page {
+    /// Its status.
+    pub status: axum::http::StatusCode,
+    /// Its headers.
+    pub headers: axum::http::HeaderMap,
+    /// The page.
+    pub body: String,
+}
+
+impl Page {
+    /// The header `name`, if it came.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().expect("a text header").to_owned())
+    }
+}
+
+/// Sends `method path` with `form` as a console form does (from the console's own page on
+/// 127.0.0.1:3000), signed in with `session` (a session cookie's value) if any.
+pub async fn console(api: &Api, method: &str, path: &str, form: &str, session: Option<&str>) -> Page {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .header("host", "127.0.0.1:3000");
+    if let Some(s) = session {
+        request = request.header("cookie", format!("hb_session={s}"));
+    }
+    let req = request.body(Body::from(form.to_owned())).expect("a request");
+    let resp = router(api.clone()).oneshot(req).await.expect("an answer");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+    Page { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
 }
