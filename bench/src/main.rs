@@ -69,6 +69,19 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// Only the one-hook saturation run, on a fresh server each time, printed: the quick
+    /// way to compare two binaries' CPU per delivery.
+    Cpu {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Runs, each on a fresh server and database.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Events published in each run (one delivery each).
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
     /// Only the embedded database's size under traffic with retention, printed.
     Retention {
         /// Events an hour.
@@ -122,6 +135,16 @@ async fn main() -> anyhow::Result<()> {
                 ..report::Results::default()
             };
             println!("{}", report::render(&r));
+            Ok(())
+        }
+        Command::Cpu { bin_dir, runs, events } => {
+            for _ in 0..runs {
+                let s = embedded::Rig::start(&bin_dir).await?.saturation(1, events).await?;
+                println!(
+                    "{:.0} µs CPU per delivery, {:.0} deliveries/s, {:.2} context switches per delivery",
+                    s.cpu_us, s.per_second, s.switches
+                );
+            }
             Ok(())
         }
         Command::Latency { bin_dir, rates, seconds } => {
