@@ -180,6 +180,11 @@ async fn an_issuer_token_with_any_claim_wrong_is_401_with_the_reason(flavor: Fla
     let idp = stack.idp();
     let good = claims("acme");
     assert_eq!(stack.get("/v1/hooks", &idp.sign("rsa-1", &good)).await.status, 200);
+    // Access tokens that say so, as Keycloak's and Cognito's do.
+    for (claim, kind) in [("typ", "Bearer"), ("token_use", "access")] {
+        let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &with(good.clone(), claim, json!(kind)))).await;
+        assert_eq!(a.status, 200, "{claim} {kind}: {}", a.body);
+    }
 
     let other = IdentityProvider::start().await;
     let local_key = hookbridge_core::settings::LOCAL_DEV_SECRET;
@@ -198,6 +203,9 @@ async fn an_issuer_token_with_any_claim_wrong_is_401_with_the_reason(flavor: Fla
         ("expired", idp.sign("ec-1", &with(good.clone(), "exp", json!(now() - 3600))), "expired"),
         ("not yet valid", idp.sign("ed-1", &with(good.clone(), "nbf", json!(now() + 600))), "nbf"),
         ("no tenant", idp.sign("rsa-1", &without(good.clone(), "tenant")), "tenant"),
+        ("a Cognito ID token", idp.sign("rsa-1", &with(good.clone(), "token_use", json!("id"))), "access token"),
+        ("a Keycloak ID token", idp.sign("rsa-1", &with(good.clone(), "typ", json!("ID"))), "access token"),
+        ("a Keycloak logout token", idp.sign("ec-1", &with(good.clone(), "typ", json!("Logout"))), "access token"),
         ("HS256 with the development key", hs256, "HS256"),
     ];
     for (what, token, reason) in &cases {

@@ -3,7 +3,8 @@
 //! Both kinds must carry `exp` (a token without one is refused) and are refused before
 //! `nbf`, each with 30 s of leeway for clocks. An issuer's tokens must also name it in
 //! `iss`, and the configured audience, when there is one, in `aud` (or, with no `aud`, in
-//! `client_id`, as API Gateway allows). The tenant comes from
+//! `client_id`, as API Gateway allows), and must not say it is another kind of token than an
+//! access token (an ID token, by Cognito's `token_use` or Keycloak's `typ`). The tenant comes from
 //! the configured claim (`tenant` by default), the scopes from `scope` (space-separated)
 //! or `scp` (a list, as Entra ID and Okta write it).
 
@@ -156,6 +157,7 @@ impl Tokens {
                 if let Some(aud) = &issuer.audience {
                     for_audience(&claims, aud)?;
                 }
+                an_access_token(&claims)?;
                 claims
             }
             _ => return Err(ApiError::Unauthorized("the token's algorithm is not accepted")),
@@ -205,6 +207,29 @@ fn for_audience(claims: &Map<String, Value>, audience: &str) -> Result<(), ApiEr
         },
     };
     if named { Ok(()) } else { Err(ApiError::Unauthorized("the token is for another audience")) }
+}
+
+/// Refuses an issuer's token that says it is not an access token. An ID token is the
+/// client's proof of who signed in, not a grant to call an API, and it is signed by the same
+/// keys and often for the same audience (Cognito's names the app client, as its access
+/// tokens' `client_id` does), so without this an ID token leaked from a browser app would
+/// work as an access token. Providers that mark neither kind are unaffected.
+fn an_access_token(claims: &Map<String, Value>) -> Result<(), ApiError> {
+    const NOT_ACCESS: ApiError =
+        ApiError::Unauthorized("the token is not an access token (an ID token?); send the access token");
+    // Cognito: `access` or `id`.
+    if let Some(used) = claims.get("token_use")
+        && used.as_str() != Some("access")
+    {
+        return Err(NOT_ACCESS);
+    }
+    // Keycloak: `Bearer` for access tokens; `ID`, `Refresh`, `Logout` for the others.
+    if let Some(kind) = claims.get("typ")
+        && !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(NOT_ACCESS);
+    }
+    Ok(())
 }
 
 /// Why a token none of the keys verifies is refused.
