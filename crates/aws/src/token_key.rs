@@ -23,13 +23,25 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
 /// tokens cannot make the API read the secret on every request.
 pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
+/// The key held, and two times that a failed re-read must not confuse: when the read that
+/// got it began (a key from a read begun earlier never replaces it), and when it was last
+/// vouched for (a failed re-read vouches for it until the next re-read is due). One time for
+/// both let a failed periodic re-read date the old key past a refusal's read of a rotated
+/// key begun before it, which then kept the old key and refused the token it was read for.
+#[derive(Clone)]
+struct Held {
+    key: Secret,
+    read_began: Instant,
+    vouched_at: Instant,
+}
+
 /// The key in a Secrets Manager secret (its `SecretString`).
 pub struct SecretsManagerKey {
     client: Client,
     secret_id: String,
     reread_after: Duration,
     reread_on_refusal_every: Duration,
-    held: Mutex<Option<(Secret, Instant)>>,
+    held: Mutex<Option<Held>>,
     /// When a refused token last had the secret read (or tried); held during that read, so
     /// tokens refused meanwhile wait for its key rather than being refused by the old one.
     refusal_read: tokio::sync::Mutex<Option<Instant>>,
@@ -67,19 +79,19 @@ impl SecretsManagerKey {
         self
     }
 
-    /// Dates the held key as read at `started` (a failed re-read begun then), if it is still
+    /// Vouches for the held key from `started` (a failed re-read begun then), if it is still
     /// `copied`, the key that re-read began with; the key held after. A key another read put
     /// there meanwhile (a rotation's) stays, and is not replaced by the copy.
-    fn redate(&self, copied: Secret, started: Instant) -> Secret {
+    fn vouch_for(&self, copied: Secret, started: Instant) -> Secret {
         let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match held.as_mut() {
-            Some((current, at)) if *current == copied => {
-                *at = (*at).max(started);
-                current.clone()
+            Some(h) if h.key == copied => {
+                h.vouched_at = h.vouched_at.max(started);
+                h.key.clone()
             }
-            Some((current, _)) => current.clone(),
+            Some(h) => h.key.clone(),
             None => {
-                *held = Some((copied.clone(), started));
+                *held = Some(Held { key: copied.clone(), read_began: started, vouched_at: started });
                 copied
             }
         }
@@ -91,9 +103,9 @@ impl SecretsManagerKey {
     fn hold(&self, key: Secret, started: Instant) -> Secret {
         let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match held.as_ref() {
-            Some((newer, at)) if *at > started => newer.clone(),
+            Some(newer) if newer.read_began > started => newer.key.clone(),
             _ => {
-                *held = Some((key.clone(), started));
+                *held = Some(Held { key: key.clone(), read_began: started, vouched_at: started });
                 key
             }
         }
@@ -125,17 +137,17 @@ impl KeySource for SecretsManagerKey {
         let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let started = Instant::now();
         match held {
-            Some((key, at)) if at.elapsed() < self.reread_after => Ok(key),
+            Some(h) if h.vouched_at.elapsed() < self.reread_after => Ok(h.key),
             held => match self.read().await {
                 Ok(key) => Ok(self.hold(key, started)),
                 Err(e) => match held {
-                    Some((key, _)) => {
+                    Some(Held { key, .. }) => {
                         // Held as if read when this re-read began: left dated as it was,
                         // every request after one failed re-read waited on Secrets Manager
                         // again (its retries and timeouts too), during the very outage that
                         // failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
-                        Ok(self.redate(key, started))
+                        Ok(self.vouch_for(key, started))
                     }
                     None => Err(e),
                 },
@@ -160,7 +172,7 @@ impl KeySource for SecretsManagerKey {
                 // would wait on the same outage twice in one request).
                 let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 match held {
-                    Some((key, _)) => {
+                    Some(Held { key, .. }) => {
                         tracing::warn!(error = %e, "could not read the token key again for a refused token; using the one held");
                         Ok(key)
                     }
@@ -193,12 +205,33 @@ mod tests {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_ref()
-                .is_some_and(|(k, _)| *k == new)
+                .is_some_and(|h| h.key == new)
         );
         // A re-read begun with the old key, later still, that failed: the new key stays.
         let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
-        assert!(source.redate(old, after + Duration::from_millis(5)) == new, "the new key is given");
+        assert!(source.vouch_for(old, after + Duration::from_millis(5)) == new, "the new key is given");
         let held = source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        assert!(held.is_some_and(|(k, at)| k == new && at == after), "the new key is held, dated as read");
+        assert!(held.is_some_and(|h| h.key == new && h.read_began == after), "the new key is held, dated as read");
+    }
+
+    /// A failed periodic re-read vouches for the old key a while longer, but does not make
+    /// it newer than a rotated key read for a refused token by a read begun before it.
+    #[tokio::test]
+    async fn a_failed_re_read_does_not_outrank_a_rotated_key_read_before_it_began() {
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        let source = SecretsManagerKey::new(Client::from_conf(config), "unused");
+        let t0 = Instant::now();
+        let (refusal_began, periodic_began) = (t0 + Duration::from_millis(5), t0 + Duration::from_millis(10));
+        let old = Secret::new("the-key-before-rotation-0123456789abcdef");
+        let new = Secret::new("the-key-after-rotation-0123456789abcdef0");
+        assert!(source.hold(old.clone(), t0) == old);
+        // The periodic re-read, begun after the refusal's read, fails first...
+        assert!(source.vouch_for(old.clone(), periodic_began) == old);
+        // ...then the refusal's read ends with the rotated key: it is the one held and given.
+        assert!(source.hold(new.clone(), refusal_began) == new, "the rotated key is given to the refused token");
+        let held = source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        assert!(held.is_some_and(|h| h.key == new), "the rotated key is held");
     }
 }
