@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use hookbridge_core::ports::KeySource;
 use hookbridge_core::secret::Secret;
-use hookbridge_core::settings::{DEFAULT_TENANT_CLAIM, JWT_ISSUER, JWT_SECRET, JWT_SECRET_NAME, TokenSettings};
+use hookbridge_core::settings::{
+    DEFAULT_TENANT_CLAIM, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, JWT_SECRET_NAME, TokenSettings,
+};
 use hookbridge_outbound::Outbound;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -67,6 +69,14 @@ impl Tokens {
             .map(|i| Arc::new(Issuer::new(i.clone(), t.jwks_url.clone(), t.audience.clone(), outbound.clone())));
         if hs256.is_none() && issuer.is_none() {
             return Err(TokensError::Unconfigured);
+        }
+        if let (Some(issuer), None) = (&issuer, &t.audience) {
+            // Said at every start: any application the issuer signs tokens for (another
+            // client of the same Keycloak realm or Cognito pool) gets in with them.
+            tracing::warn!(
+                issuer = %issuer.issuer,
+                "{JWT_ISSUER} is set without {JWT_AUDIENCE}: tokens the issuer signs for any of its clients are accepted; set {JWT_AUDIENCE} to this API's audience"
+            );
         }
         Ok(Self { hs256, issuer, tenant_claim: t.tenant_claim.as_str().into() })
     }
