@@ -257,23 +257,7 @@ impl Rig {
         let switches0 = proc::context_switches(pid)?;
         let start = now_ns();
         let calls = events.div_ceil(10);
-        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..calls)
-            .map(|c| {
-                let t = t.clone();
-                async move {
-                    let batch: Vec<Value> = (0..10)
-                        .map(|i| json!({"detail-type": "bench.load", "source": "bench", "detail": {"n": c * 10 + i}}))
-                        .collect();
-                    let r =
-                        self.http.post(format!("{}/v1/events", self.api)).bearer_auth(&t).json(&batch).send().await?;
-                    anyhow::ensure!(r.status() == 202, "publish: {}", r.status());
-                    Ok(())
-                }
-            })
-            .buffer_unordered(4)
-            .collect()
-            .await;
-        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        self.flood(&t, calls).await?;
         let expected = (calls * 10 * hooks) as u64;
         let s = self.wait_for(expected, Duration::from_secs(300)).await?;
         // Let the last batch's attempts be recorded before reading the CPU counter.
@@ -289,6 +273,45 @@ impl Rig {
             switches: switches as f64 / expected as f64,
             duplicates: s["duplicates"].as_u64().unwrap_or(0),
         })
+    }
+
+    /// Publishes `calls` calls of ten events each, four calls in flight.
+    async fn flood(&self, token: &str, calls: usize) -> anyhow::Result<()> {
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..calls)
+            .map(|c| async move {
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| json!({"detail-type": "bench.load", "source": "bench", "detail": {"n": c * 10 + i}}))
+                    .collect();
+                let r =
+                    self.http.post(format!("{}/v1/events", self.api)).bearer_auth(token).json(&batch).send().await?;
+                anyhow::ensure!(r.status() == 202, "publish: {}", r.status());
+                Ok(())
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    /// The server's CPU per event, in µs, for `events` published as the saturation run
+    /// publishes them to a tenant with no hooks: publishing and ingest (the event routed to
+    /// nobody) without any delivery, the share of a delivery's CPU spent before it is queued.
+    pub async fn unrouted(&self, events: usize) -> anyhow::Result<f64> {
+        let t = token("unrouted")?;
+        let pid = self.serve.id();
+        let cpu0 = proc::cpu_time(pid)?;
+        self.flood(&t, events.div_ceil(10)).await?;
+        // Ingest is done when the server goes quiet: no route to wait for at a receiver.
+        let mut last = proc::cpu_time(pid)?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = proc::cpu_time(pid)?;
+            if now - last < Duration::from_millis(5) {
+                return Ok((last - cpu0).as_secs_f64() * 1e6 / (events.div_ceil(10) * 10) as f64);
+            }
+            last = now;
+        }
     }
 
     /// Publishes one event at a time at `rate` per second for `seconds`.

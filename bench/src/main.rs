@@ -81,6 +81,10 @@ enum Command {
         /// Events published in each run (one delivery each).
         #[arg(long, default_value_t = 20_000)]
         events: usize,
+        /// Also publish as many events to a tenant with no hooks in each run: the CPU of
+        /// publishing and ingest alone, before any delivery is queued.
+        #[arg(long)]
+        unrouted: bool,
     },
     /// Only the embedded database's size under traffic with retention, printed.
     Retention {
@@ -137,13 +141,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
-        Command::Cpu { bin_dir, runs, events } => {
+        Command::Cpu { bin_dir, runs, events, unrouted } => {
             for _ in 0..runs {
-                let s = embedded::Rig::start(&bin_dir).await?.saturation(1, events).await?;
+                let rig = embedded::Rig::start(&bin_dir).await?;
+                let s = rig.saturation(1, events).await?;
                 println!(
                     "{:.0} µs CPU per delivery, {:.0} deliveries/s, {:.2} context switches per delivery",
                     s.cpu_us, s.per_second, s.switches
                 );
+                if unrouted {
+                    println!("{:.0} µs CPU per event routed to no hook", rig.unrouted(events).await?);
+                }
             }
             Ok(())
         }
