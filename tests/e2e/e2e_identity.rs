@@ -181,7 +181,7 @@ async fn an_issuer_token_with_any_claim_wrong_is_401_with_the_reason(flavor: Fla
     let good = claims("acme");
     assert_eq!(stack.get("/v1/hooks", &idp.sign("rsa-1", &good)).await.status, 200);
     // Access tokens that say so, as Keycloak's and Cognito's do.
-    for (claim, kind) in [("typ", "Bearer"), ("token_use", "access")] {
+    for (claim, kind) in [("typ", "Bearer"), ("token_use", "access"), ("typ", "at+jwt")] {
         let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &with(good.clone(), claim, json!(kind)))).await;
         assert_eq!(a.status, 200, "{claim} {kind}: {}", a.body);
     }

@@ -233,9 +233,10 @@ fn an_access_token(claims: &Map<String, Value>) -> Result<(), ApiError> {
     {
         return Err(NOT_ACCESS);
     }
-    // Keycloak: `Bearer` for access tokens; `ID`, `Refresh`, `Logout` for the others.
-    if let Some(kind) = claims.get("typ")
-        && !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+    // Keycloak: `Bearer` for access tokens; `ID`, `Refresh`, `Offline` and `Logout` for the
+    // others. Only those are refused: another issuer's `typ` may mean something else.
+    if let Some(kind) = claims.get("typ").and_then(Value::as_str)
+        && ["id", "refresh", "offline", "logout"].iter().any(|other| kind.eq_ignore_ascii_case(other))
     {
         return Err(NOT_ACCESS);
     }
