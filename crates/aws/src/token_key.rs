@@ -142,10 +142,10 @@ impl KeySource for SecretsManagerKey {
                 Ok(key) => Ok(self.hold(key, started)),
                 Err(e) => match held {
                     Some(Held { key, .. }) => {
-                        // Held as if read when this re-read began: left dated as it was,
-                        // every request after one failed re-read waited on Secrets Manager
-                        // again (its retries and timeouts too), during the very outage that
-                        // failed it.
+                        // Vouched for from when this re-read began (not dated as read then):
+                        // left as it was, every request after one failed re-read waited on
+                        // Secrets Manager again (its retries and timeouts too), during the
+                        // very outage that failed it.
                         tracing::warn!(error = %e, "could not re-read the token key; using the one held");
                         Ok(self.vouch_for(key, started))
                     }
