@@ -863,7 +863,9 @@ pub async fn deliveries_an_opening_record_is_the_whole_delivery(h: &dyn Harness)
     let listed = store
         .list(
             hook,
-            Window { since: queued - chrono::Duration::minutes(1), until: Utc::now() },
+            // Past now: the window's end is exclusive to the millisecond, and on a fast
+            // machine the delivery's id was made in the very millisecond this reads now.
+            Window { since: queued - chrono::Duration::minutes(1), until: Utc::now() + chrono::Duration::seconds(1) },
             Order::NewestFirst,
             10,
             None,
@@ -899,7 +901,9 @@ pub async fn deliveries_keep_their_latest_attempts(h: &dyn Harness) {
     assert_eq!(got.attempts_made(), made);
     assert_eq!(got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), (6..=made).collect::<Vec<_>>());
     assert_eq!((got.status, got.last_attempt().and_then(|a| a.status_code)), (DeliveryStatus::Succeeded, Some(200)));
-    let window = Window { since: Utc::now() - chrono::Duration::minutes(5), until: Utc::now() };
+    // Past now, as above: the id may be of this very millisecond.
+    let until = Utc::now() + chrono::Duration::seconds(1);
+    let window = Window { since: Utc::now() - chrono::Duration::minutes(5), until };
     let listed = store.list(hook, window, Order::NewestFirst, 10, None).await.expect("list");
     assert_eq!(listed.items, vec![got], "a listing folds it the same way");
 }
