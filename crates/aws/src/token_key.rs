@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use hookbridge_core::ports::KeySource;
 use hookbridge_core::secret::Secret;
 use hookbridge_core::settings::MIN_HS256_KEY_BYTES;
@@ -22,6 +23,14 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
 /// The shortest time between two reads for a refused token, so a stream of badly signed
 /// tokens cannot make the API read the secret on every request.
 pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+
+/// The longest one try at reading the secret may take. The SDK bounds only the connection
+/// (3.1 s): a Secrets Manager endpoint that took the request and never answered held every
+/// request the key was needed for, and those waiting behind a refused token's read, until
+/// the function timed out.
+pub const READ_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a read may take with the SDK's retries.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key held, and two times that a failed re-read must not confuse: when the read that
 /// got it began (a key from a read begun earlier never replaces it), and when it was last
@@ -116,6 +125,15 @@ impl SecretsManagerKey {
             .client
             .get_secret_value()
             .secret_id(&self.secret_id)
+            .customize()
+            .config_override(
+                aws_sdk_secretsmanager::config::Builder::default().timeout_config(
+                    TimeoutConfig::builder()
+                        .operation_attempt_timeout(READ_ATTEMPT_TIMEOUT)
+                        .operation_timeout(READ_TIMEOUT)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| Error::backend("secretsmanager.GetSecretValue", e))?;

@@ -141,6 +141,39 @@ async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_s
     assert!(forged_at.check(&new_key).await.is_ok(), "the held key still signs");
 }
 
+/// A Secrets Manager that takes the request and never answers is a `503` in bounded time
+/// (a refused token's re-read goes through the same read): the SDK bounds only the
+/// connection, and such a read held every request that needed the key until the function
+/// timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    // Takes connections and reads nothing from them, never answering.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
+    let config = aws_sdk_secretsmanager::config::Builder::from(&sdk).endpoint_url(format!("http://{addr}")).build();
+    let source = hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::from_conf(config), "any");
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
+    // A guard against hanging, far past the read's own bound, not a timing.
+    let checked =
+        tokio::time::timeout(Duration::from_secs(60), tokens.check(&token("a-key-0123456789abcdef0123456789ab")))
+            .await
+            .expect("the check ended");
+    let refused = checked.expect_err("no key could be read");
+    assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
+}
+
 /// A re-read that fails keeps the key held until the next re-read is due: after one failure
 /// every request read Secrets Manager again, waiting on the outage that failed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
