@@ -29,8 +29,10 @@ pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 /// request the key was needed for, and those waiting behind a refused token's read, until
 /// the function timed out.
 pub const READ_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest a read may take with the SDK's retries.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a read may take with the SDK's retries. One request may wait on two reads (a
+/// periodic re-read that fails, then a refused token's), and both must end inside the API
+/// function's 10 s, so that it answers `503` rather than timing out.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The key held, and two times that a failed re-read must not confuse: when the read that
 /// got it began (a key from a read begun earlier never replaces it), and when it was last

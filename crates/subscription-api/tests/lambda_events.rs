@@ -153,9 +153,12 @@ async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
     // Takes connections and reads nothing from them, never answering.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in silent.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held.push(conn);
         }
     });
@@ -172,6 +175,7 @@ async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
             .expect("the check ended");
     let refused = checked.expect_err("no key could be read");
     assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
+    assert!(taken.load(std::sync::atomic::Ordering::SeqCst) > 0, "the read reached the endpoint that never answers");
 }
 
 /// A re-read that fails keeps the key held until the next re-read is due: after one failure
