@@ -207,41 +207,42 @@ impl KeySource for SecretsManagerKey {
 mod tests {
     use super::*;
 
-    /// A read begun before another, and ending after it, does not put its older key back.
-    #[tokio::test]
-    async fn a_key_read_earlier_does_not_replace_one_read_later() {
+    /// A source that is never read: these tests hand it keys as its reads would.
+    fn unread() -> SecretsManagerKey {
         let config = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
             .build();
-        let source = SecretsManagerKey::new(Client::from_conf(config), "unused");
+        SecretsManagerKey::new(Client::from_conf(config), "unused")
+    }
+
+    fn held(source: &SecretsManagerKey) -> Option<Held> {
+        source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A read begun before another, and ending after it, does not put its older key back.
+    #[tokio::test]
+    async fn a_key_read_earlier_does_not_replace_one_read_later() {
+        let source = unread();
         let (before, after) = (Instant::now(), Instant::now() + Duration::from_millis(5));
         let new = Secret::new("the-key-read-later-0123456789abcdef0123");
         let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
         assert!(source.hold(new.clone(), after) == new);
         assert!(source.hold(old, before) == new, "the later read's key is kept and given");
-        assert!(
-            source
-                .held
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|h| h.key == new)
-        );
+        assert!(held(&source).is_some_and(|h| h.key == new));
         // A re-read begun with the old key, later still, that failed: the new key stays.
         let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
         assert!(source.vouch_for(old, after + Duration::from_millis(5)) == new, "the new key is given");
-        let held = source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        assert!(held.is_some_and(|h| h.key == new && h.read_began == after), "the new key is held, dated as read");
+        assert!(
+            held(&source).is_some_and(|h| h.key == new && h.read_began == after),
+            "the new key is held, dated as read"
+        );
     }
 
     /// A failed periodic re-read vouches for the old key a while longer, but does not make
     /// it newer than a rotated key read for a refused token by a read begun before it.
     #[tokio::test]
     async fn a_failed_re_read_does_not_outrank_a_rotated_key_read_before_it_began() {
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .build();
-        let source = SecretsManagerKey::new(Client::from_conf(config), "unused");
+        let source = unread();
         let t0 = Instant::now();
         let (refusal_began, periodic_began) = (t0 + Duration::from_millis(5), t0 + Duration::from_millis(10));
         let old = Secret::new("the-key-before-rotation-0123456789abcdef");
@@ -251,7 +252,6 @@ mod tests {
         assert!(source.vouch_for(old.clone(), periodic_began) == old);
         // ...then the refusal's read ends with the rotated key: it is the one held and given.
         assert!(source.hold(new.clone(), refusal_began) == new, "the rotated key is given to the refused token");
-        let held = source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        assert!(held.is_some_and(|h| h.key == new), "the rotated key is held");
+        assert!(held(&source).is_some_and(|h| h.key == new), "the rotated key is held");
     }
 }
