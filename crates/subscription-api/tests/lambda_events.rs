@@ -62,9 +62,20 @@ fn token(key: &str) -> String {
     subscription_api::mint_token(&JwtKey::new(key), &claims).expect("a token")
 }
 
+/// Tokens checked with the HS256 key from `source`, the rest as by default.
+fn tokens_over(source: hookbridge_aws::SecretsManagerKey) -> subscription_api::Tokens {
+    let settings = hookbridge_core::settings::TokenSettings::default();
+    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+    subscription_api::Tokens::from_settings(&settings, Some(std::sync::Arc::new(source)), &outbound).unwrap()
+}
+
+/// The reads of a secret `counter` has seen.
+fn secret_reads(counter: &hookbridge_aws::RequestCounter) -> u64 {
+    counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up() {
-    use std::sync::Arc;
     use std::time::Duration;
 
     let clients = hookbridge_aws::Clients::new(&hookbridge_testkit::Emulator::shared().sdk_config().await);
@@ -75,15 +86,13 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
     assert!(hookbridge_core::ports::KeySource::key(&missing).await.is_err(), "a missing secret is an error");
     // A key that cannot be read is the platform's trouble, not the caller's: 503, not a
     // 401 that would send the client for a new token.
-    let settings = hookbridge_core::settings::TokenSettings::default();
-    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
-    let unreadable = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(missing)), &outbound).unwrap();
+    let unreadable = tokens_over(missing);
     let refused = unreadable.check(&token(first)).await.unwrap_err();
     assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
     clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
     let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
         .reread_after(Duration::from_millis(200));
-    let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
+    let tokens = tokens_over(source);
     assert!(tokens.check(&token(first)).await.is_ok());
     assert!(tokens.check(&token(second)).await.is_err());
 
@@ -99,7 +108,6 @@ async fn the_token_key_is_read_from_secrets_manager_and_a_rotation_is_picked_up(
 /// however many come at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_secret_once_a_while() {
-    use std::sync::Arc;
     use std::time::Duration;
 
     let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
@@ -108,17 +116,13 @@ async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_s
     let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
     let (first, second) = ("the-first-key-0123456789abcdef0123456789", "the-second-key-0123456789abcdef0123456789");
     clients.secretsmanager.create_secret().name(&name).secret_string(first).send().await.unwrap();
-    let settings = hookbridge_core::settings::TokenSettings::default();
-    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
     // Re-read periodically only after an hour, and for refused tokens once a minute.
     let tokens = || {
         let source = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
             .reread_after(Duration::from_secs(3600))
             .reread_on_refusal_at_most_every(Duration::from_secs(60));
-        subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap()
+        tokens_over(source)
     };
-    let reads =
-        || -> u64 { counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum() };
 
     let rotated = tokens();
     assert!(rotated.check(&token(first)).await.is_ok());
@@ -137,7 +141,7 @@ async fn a_token_under_a_key_rotated_in_is_taken_at_once_and_bad_ones_read_the_s
         let refused = refused.expect_err("a forged token");
         assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 401);
     }
-    assert_eq!(reads(), 1, "{:?}", counter.snapshot());
+    assert_eq!(secret_reads(&counter), 1, "{:?}", counter.snapshot());
     assert!(forged_at.check(&new_key).await.is_ok(), "the held key still signs");
 }
 
@@ -165,9 +169,7 @@ async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
     let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
     let config = aws_sdk_secretsmanager::config::Builder::from(&sdk).endpoint_url(format!("http://{addr}")).build();
     let source = hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::from_conf(config), "any");
-    let settings = hookbridge_core::settings::TokenSettings::default();
-    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
-    let tokens = subscription_api::Tokens::from_settings(&settings, Some(Arc::new(source)), &outbound).unwrap();
+    let tokens = tokens_over(source);
     // A guard against hanging, far past the read's own bound, not a timing.
     let checked =
         tokio::time::timeout(Duration::from_secs(60), tokens.check(&token("a-key-0123456789abcdef0123456789ab")))
@@ -199,8 +201,12 @@ async fn a_failed_reread_of_the_token_key_is_not_tried_on_every_request() {
     for _ in 0..10 {
         assert_eq!(hookbridge_core::ports::KeySource::key(&source).await.unwrap().expose(), key, "the key held");
     }
-    let reads: u64 = counter.snapshot().iter().filter(|((_, op), _)| op == "GetSecretValue").map(|(_, n)| n).sum();
-    assert_eq!(reads, 1, "one failed re-read, then the held key until the next is due: {:?}", counter.snapshot());
+    assert_eq!(
+        secret_reads(&counter),
+        1,
+        "one failed re-read, then the held key until the next is due: {:?}",
+        counter.snapshot()
+    );
 }
 
 /// A console session that cannot be checked now (the token key unreadable) is not taken
@@ -208,18 +214,13 @@ async fn a_failed_reread_of_the_token_key_is_not_tried_on_every_request() {
 /// to the sign-in page, where it was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_session_that_cannot_be_checked_now_is_not_signed_out() {
-    use std::sync::Arc;
-
     let h = AwsHarness::start().await;
     let clients = hookbridge_aws::Clients::new(&hookbridge_testkit::Emulator::shared().sdk_config().await);
     let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
     let missing = hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name);
-    let outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
-    let settings = hookbridge_core::settings::TokenSettings::default();
     let mut api_settings =
         ApiSettings::local(JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), NetworkPolicy::default());
-    api_settings.tokens =
-        subscription_api::Tokens::from_settings(&settings, Some(Arc::new(missing)), &outbound).unwrap();
+    api_settings.tokens = tokens_over(missing);
     let api = Api::new(subscription_api::ApiPorts::of(h.backend()), api_settings);
     let claims = subscription_api::Claims {
         sub: "s".into(),
