@@ -53,21 +53,42 @@ async fn every_call_with_one_tenants_oidc_token_on_anothers_hook_is_404(flavor: 
 }
 }
 
-/// The matrix: every call on tenant B's hook with tenant A's token (of the stack's kind).
-async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
-    let theirs = Receiver::start().await;
+/// Tenant A's and tenant B's tokens, and B's hook with one delivery sent and recorded.
+struct Two {
+    a: String,
+    b: String,
+    id: String,
+    delivery: serde_json::Value,
+}
+
+/// Two tenants; B's hook sends to `theirs`, and has delivered one event.
+async fn two_tenants(stack: &TestStack, theirs: &Receiver) -> Two {
     let a = stack.token("tenant-a", ALL_SCOPES);
     let b = stack.token("tenant-b", ALL_SCOPES);
     let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
-    let id = b_hook["id"].as_str().unwrap();
+    let id = b_hook["id"].as_str().unwrap().to_owned();
     stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    theirs.wait_for(1, Duration::from_secs(20)).await;
     let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
-        stack.deliveries(&b, id, 1).await.into_iter().next()
+        stack.deliveries(&b, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await
     .expect("B's delivery");
-    let did = delivery["delivery_id"].as_str().unwrap();
+    Two { a, b, id, delivery }
+}
+
+/// Each of `calls` made with `token` is 404.
+async fn each_is_404(stack: &TestStack, token: &str, calls: &[(&str, String, Option<&serde_json::Value>)]) {
+    for (method, path, body) in calls {
+        let r = stack.call(method, path, Some(token), *body).await;
+        assert_eq!(r.status, 404, "{method} {path} with another tenant's token: {}", r.body);
+    }
+}
+
+/// The matrix: every call on tenant B's hook with tenant A's token (of the stack's kind).
+async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
+    let theirs = Receiver::start().await;
+    let Two { a, b, id, delivery } = two_tenants(&stack, &theirs).await;
+    let (id, did) = (id.as_str(), delivery["delivery_id"].as_str().unwrap());
 
     let hook_doc = json!({"url": "https://evil.example/"});
     let replay = json!({"since": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()});
@@ -89,10 +110,7 @@ async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
         ("GET", format!("/v1/hooks/{id}/replays/{rid}"), None),
         ("POST", format!("/v1/hooks/{id}/replays/{rid}/cancel"), None),
     ];
-    for (method, path, body) in &calls {
-        let r = stack.call(method, path, Some(&a), *body).await;
-        assert_eq!(r.status, 404, "{method} {path} with another tenant's token: {}", r.body);
-    }
+    each_is_404(&stack, &a, &calls).await;
     // B's hook is untouched and received nothing more.
     let still = stack.get(&format!("/v1/hooks/{id}"), &b).await;
     assert_eq!(still.status, 200);
@@ -111,17 +129,8 @@ on_both_backends! {
 async fn the_seed_routes_reach_no_other_tenants_hook(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let theirs = Receiver::start().await;
-    let a = stack.token("tenant-a", ALL_SCOPES);
-    let b = stack.token("tenant-b", ALL_SCOPES);
-    let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
-    let id = b_hook["id"].as_str().unwrap();
-    stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
-        stack.deliveries(&b, id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
-    })
-    .await
-    .expect("B's delivery");
-    let did = delivery["delivery_id"].as_str().unwrap();
+    let Two { a, b, id, delivery } = two_tenants(&stack, &theirs).await;
+    let (id, did) = (id.as_str(), delivery["delivery_id"].as_str().unwrap());
     let sent = theirs.received().len();
     let subscription = json!([{"application": "b-app", "url": "https://b.example/hook", "secret": "00000000",
                                "message_type": "AUDIT_LOG_ALL"}]);
@@ -139,10 +148,7 @@ async fn the_seed_routes_reach_no_other_tenants_hook(flavor: Flavor) {
             ("GET", format!("{realm}/webhooks/{id}/sends/{did}"), None),
             ("POST", format!("{realm}/webhooks/{id}/sends/{did}/resend"), None),
         ];
-        for (method, path, body) in &calls {
-            let r = stack.call(method, path, Some(&a), *body).await;
-            assert_eq!(r.status, 404, "{method} {path} with another tenant's token: {}", r.body);
-        }
+        each_is_404(&stack, &a, &calls).await;
     }
     for path in ["/realms/tenant-b/webhooks", "/realms/tenant-b/webhooks/count"] {
         assert_eq!(stack.get(path, &a).await.status, 404, "{path}");
