@@ -175,6 +175,7 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    waiting: Mutex<HashMap<String, Arc<crate::handoff::Waiting>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -323,6 +324,7 @@ impl Db {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 wakers: Mutex::new(HashMap::new()),
+                waiting: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -340,10 +342,24 @@ impl Db {
         T: Send + 'static,
         F: Fn(&mut Connection) -> Result<T> + Send + 'static,
     {
+        self.write_then(f, |out| out).await
+    }
+
+    /// As [`Db::write`], and once the write is committed, `then` is run on its result on
+    /// the writer thread, before the caller is answered with what it returns: what must
+    /// follow a write that stands even if the caller has gone meanwhile. Not run if the
+    /// write fails. It must be quick and must not panic: the writer waits for it.
+    pub(crate) async fn write_then<T, U, F, G>(&self, f: F, then: G) -> Result<U>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        F: Fn(&mut Connection) -> Result<T> + Send + 'static,
+        G: FnOnce(T) -> U + Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.inner
             .writes
-            .send(Box::new(Job { f, out: None, answer }))
+            .send(Box::new(Job { f, out: None, then, answer }))
             .map_err(|_| Error::backend("sqlite.write", "the writer thread has stopped"))?;
         answered.await.map_err(|_| Error::backend("sqlite.write", "the writer thread stopped before answering"))?
     }
@@ -368,14 +384,20 @@ impl Db {
         let mut w = self.inner.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.entry(queue.to_owned()).or_default().clone()
     }
+
+    /// The receives waiting on `queue` for a send to hand them messages.
+    pub(crate) fn waiting(&self, queue: &str) -> Arc<crate::handoff::Waiting> {
+        let mut w = self.inner.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.entry(queue.to_owned()).or_default().clone()
+    }
 }
 
 /// A write waiting for the writer thread.
 trait Write: Send {
     /// Runs the write in the open transaction and keeps its result for [`Write::answer`].
     fn run(&mut self, c: &mut Connection) -> Outcome;
-    /// Answers the caller: with its last run's result, or with why the commit carrying
-    /// it was lost.
+    /// Answers the caller: with its last run's result (passed through what follows it,
+    /// see [`Db::write_then`]), or with why the commit carrying it was lost.
     fn answer(self: Box<Self>, lost: Option<Error>);
 }
 
@@ -386,16 +408,19 @@ enum Outcome {
     Failed,
 }
 
-struct Job<F, T> {
+struct Job<F, T, G, U> {
     f: F,
     out: Option<Result<T>>,
-    answer: tokio::sync::oneshot::Sender<Result<T>>,
+    then: G,
+    answer: tokio::sync::oneshot::Sender<Result<U>>,
 }
 
-impl<F, T> Write for Job<F, T>
+impl<F, T, G, U> Write for Job<F, T, G, U>
 where
     T: Send + 'static,
+    U: Send + 'static,
     F: Fn(&mut Connection) -> Result<T> + Send + 'static,
+    G: FnOnce(T) -> U + Send + 'static,
 {
     fn run(&mut self, c: &mut Connection) -> Outcome {
         let out = catch_unwind(AssertUnwindSafe(|| (self.f)(c)))
@@ -411,6 +436,11 @@ where
             (Some(e), _) => Err(e),
             (None, None) => Err(Error::backend("sqlite.write", "the write never ran")),
         };
+        let then = self.then;
+        let out = out.and_then(|out| {
+            catch_unwind(AssertUnwindSafe(|| then(out)))
+                .map_err(|_| Error::backend("sqlite.write", "what follows the write panicked; the write stands"))
+        });
         // The caller may have gone (its request was cancelled); the write stands.
         let _ = self.answer.send(out);
     }

@@ -15,6 +15,7 @@ mod error;
 mod event_types;
 mod events;
 mod files;
+mod handoff;
 mod hooks;
 mod idempotency;
 mod limiter;
