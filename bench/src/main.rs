@@ -17,6 +17,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The server's allocator (decision 0029), so that the floor's client, measured in this
+/// process, allocates as the server does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "hookbridge-bench")]
 struct Cli {

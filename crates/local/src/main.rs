@@ -1,5 +1,13 @@
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc (decision 0029): the server's threads free much of
+/// what others allocated (the writer thread frees what the tokio workers built, and the
+/// other way round), and glibc takes the owning arena's lock for such a free whenever its
+/// per-thread cache is full. Waiting on those locks was 7 % of a saturation run's samples;
+/// mimalloc frees across threads without a lock, and a delivery costs about 12 % less CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stderr)?;
