@@ -17,8 +17,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// The server's allocator (decision 0029), so that the floor's client, measured in this
-/// process, allocates as the server does.
+/// The server's allocator (decision 0029) for the whole bench: the floor's client
+/// allocates as the server does; so do the AWS stages and the fan-out run here (the Lambda
+/// functions use the system allocator), the load generator and the receiver process.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
