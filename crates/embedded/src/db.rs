@@ -347,8 +347,11 @@ impl Db {
 
     /// As [`Db::write`], and once the write is committed, `then` is run on its result on
     /// the writer thread, before the caller is answered with what it returns: what must
-    /// follow a write that stands even if the caller has gone meanwhile. Not run if the
-    /// write fails. It must be quick and must not panic: the writer waits for it.
+    /// follow a write that stands even if the caller has gone meanwhile. If the write or
+    /// its commit fails, `then` is dropped unrun (a send's claimed receives learn of the
+    /// failure that way). It must be quick and must not panic: the writer waits for it,
+    /// and a release build aborts on a panic; where it unwinds, the caller is answered
+    /// with an error though the write stands.
     pub(crate) async fn write_then<T, U, F, G>(&self, f: F, then: G) -> Result<U>
     where
         T: Send + 'static,

@@ -25,13 +25,17 @@ struct Offer {
 
 /// A waiting receive's side of its offer.
 pub(crate) struct Offered {
+    /// Names the offer to [`Waiting::withdraw`].
     pub(crate) ticket: u64,
+    /// Where a send that claims the offer hands its messages; closed unanswered if the
+    /// send's write fails.
     pub(crate) handed: oneshot::Receiver<Vec<ReceivedMessage>>,
 }
 
 /// The offers one send took: it hands each its messages once they are committed.
 #[derive(Debug, Default)]
 pub(crate) struct Claim {
+    /// What each claimed receive is waiting on; dropped, they send it looking again.
     hands: Vec<oneshot::Sender<Vec<ReceivedMessage>>>,
     /// How many messages each offer takes, in the order of `hands`.
     pub(crate) maxes: Vec<usize>,

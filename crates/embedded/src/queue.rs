@@ -302,9 +302,11 @@ pub struct EmbeddedQueue {
     /// The group served last, so the next receive starts after it.
     cursor: Arc<Mutex<Option<String>>>,
     /// Woken whenever a message may have become receivable (the database's, for this
-    /// queue: every handle to the queue shares it).
+    /// queue: every handle to the queue shares it). Kept on the handle, so that every
+    /// send and receive does not look it up in the database's map, under its lock.
     waker: Arc<tokio::sync::Notify>,
-    /// The receives waiting for a send to hand them messages (shared as `waker` is).
+    /// The receives waiting for a send to hand them messages (shared and kept as `waker`
+    /// is).
     waiting: Arc<crate::handoff::Waiting>,
 }
 
@@ -612,9 +614,12 @@ mod tests {
 
     /// Waits until `n` receives are waiting on `q` for a send to hand them messages.
     async fn until_offered(db: &Db, n: usize) {
-        while db.waiting("q").offers() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let offered = async {
+            while db.waiting("q").offers() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), offered).await.expect("the receives never waited");
     }
 
     /// How often the writer has looked for the first group of a queue: once per receive's
@@ -645,6 +650,8 @@ mod tests {
         let got = waited.await.unwrap().unwrap();
         let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["m0", "m1", "m2"]);
+        // Time for the receive beside it to look, had it been woken.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(got.iter().all(|m| m.receive_count == 1));
         assert_eq!(looks(&db).await, looked, "a receive looked for messages again");
         beside.abort();
@@ -692,9 +699,20 @@ mod tests {
         let receiver = q.clone();
         let waited = tokio::spawn(async move { receiver.receive(1, Duration::from_secs(30)).await });
         until_offered(&db, 1).await;
+        // The writer held on a gate, so the send cannot be answered while it is polled.
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let closed = gate.lock().unwrap();
+        let held = gate.clone();
+        let mut holding = Box::pin(db.write(move |_| {
+            drop(held.lock());
+            Ok(())
+        }));
+        assert!((&mut holding).now_or_never().is_none());
         // Polled once, which claims the receive and hands the write to the writer thread,
         // then dropped.
         assert!(q.send_batch(&[OutgoingMessage::now("m".to_owned())]).now_or_never().is_none());
+        drop(closed);
+        holding.await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), waited).await;
         let got = got.expect("the receive was left waiting").unwrap().unwrap();
         assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m"]);
@@ -705,12 +723,25 @@ mod tests {
     async fn a_receive_claimed_by_a_failed_send_looks_again() {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
-        let waited = tokio::spawn(async move { q.receive(1, Duration::from_secs(30)).await });
+        let q = std::sync::Arc::new(q);
+        let receiver = q.clone();
+        let waited = tokio::spawn(async move { receiver.receive(1, Duration::from_secs(30)).await });
         until_offered(&db, 1).await;
-        let claim = db.waiting("q").claim(1);
-        // Sent without waking anyone, so only the dropped claim can send it looking.
-        db.write(|c| insert(c, "q", &[OutgoingMessage::now("m".to_owned())])).await.unwrap();
-        drop(claim);
+        let refuse = "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'refused'); END";
+        db.write(move |c| c.execute_batch(refuse).map_err(sql("test"))).await.unwrap();
+        let looked = looks(&db).await;
+        assert!(q.send_batch(&[OutgoingMessage::now("refused".to_owned())]).await.is_err());
+        // The failed send woke no one; its claim, dropped, is what sends the receive
+        // looking again, and then waiting anew.
+        let looked_again = async {
+            while looks(&db).await == looked {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), looked_again).await.expect("the receive never looked again");
+        until_offered(&db, 1).await;
+        db.write(|c| c.execute_batch("DROP TRIGGER temp.refuse").map_err(sql("test"))).await.unwrap();
+        q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), waited).await;
         let got = got.expect("the receive kept waiting").unwrap().unwrap();
         assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m"]);
