@@ -104,12 +104,6 @@ pub(crate) fn insert_handing(
         to[i] = Some(r);
     }
     let visibility_ms = settings(c, queue)?.visibility_ms;
-    let mut plain = c
-        .prepare_cached(
-            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-        )
-        .map_err(sql("messages.insert"))?;
     let mut received = c
         .prepare_cached(
             "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp, received_at)
@@ -119,14 +113,12 @@ pub(crate) fn insert_handing(
     let mut receipted =
         c.prepare_cached("UPDATE messages SET receipt = ?2 WHERE seq = ?1").map_err(sql("messages.insert"))?;
     for (m, to) in messages.iter().zip(to) {
-        let id = ulid::Ulid::new().to_string();
-        let grp = m.group.as_deref().unwrap_or_default();
         let Some(r) = to else {
-            plain
-                .execute(params![queue, id, m.body, now + m.delay.as_millis() as i64, now, grp])
-                .map_err(sql("messages.insert"))?;
+            insert(c, queue, std::iter::once(m))?;
             continue;
         };
+        let id = ulid::Ulid::new().to_string();
+        let grp = m.group.as_deref().unwrap_or_default();
         received.execute(params![queue, id, m.body, now + visibility_ms, now, grp]).map_err(sql("messages.insert"))?;
         // The receipt begins with the seq, which exists only once the row does.
         let seq = c.last_insert_rowid();
