@@ -614,6 +614,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), offered).await.expect("the receives never waited");
     }
 
+    /// A receive of up to `max` messages on `q`, spawned and left waiting, as the `nth` of
+    /// the receives waiting there.
+    async fn waiting_receive(
+        db: &Db,
+        q: &std::sync::Arc<EmbeddedQueue>,
+        max: usize,
+        nth: usize,
+    ) -> tokio::task::JoinHandle<Result<Vec<ReceivedMessage>>> {
+        let receiver = q.clone();
+        let waited = tokio::spawn(async move { receiver.receive(max, Duration::from_secs(30)).await });
+        until_offered(db, nth).await;
+        waited
+    }
+
+    /// The bodies a spawned receive got; `stuck` says why if it did not finish within 10 s
+    /// (a hang guard: it waits 30 s).
+    async fn bodies_got(waited: tokio::task::JoinHandle<Result<Vec<ReceivedMessage>>>, stuck: &str) -> Vec<String> {
+        let got = tokio::time::timeout(Duration::from_secs(10), waited).await.expect(stuck);
+        got.unwrap().unwrap().into_iter().map(|m| m.body).collect()
+    }
+
     /// How often the writer has looked for the first group of a queue: once per receive's
     /// own look for messages.
     async fn looks(db: &Db) -> i32 {
@@ -630,12 +651,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
         let q = std::sync::Arc::new(q);
-        let receiver = q.clone();
-        let waited = tokio::spawn(async move { receiver.receive(10, Duration::from_secs(30)).await });
-        until_offered(&db, 1).await;
-        let beside = q.clone();
-        let beside = tokio::spawn(async move { beside.receive(10, Duration::from_secs(30)).await });
-        until_offered(&db, 2).await;
+        let waited = waiting_receive(&db, &q, 10, 1).await;
+        let beside = waiting_receive(&db, &q, 10, 2).await;
         let looked = looks(&db).await;
         let sent: Vec<OutgoingMessage> = (0..3).map(|i| OutgoingMessage::now(format!("m{i}"))).collect();
         q.send_batch(&sent).await.unwrap();
@@ -665,8 +682,7 @@ mod tests {
     async fn a_claimed_receive_woken_meanwhile_waits_for_its_messages() {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
-        let waited = tokio::spawn(async move { q.receive(1, Duration::from_secs(30)).await });
-        until_offered(&db, 1).await;
+        let waited = waiting_receive(&db, &std::sync::Arc::new(q), 1, 1).await;
         let claim = db.waiting("q").claim(1);
         db.waker("q").notify_waiters();
         let messages = written_received(&db).await;
@@ -688,9 +704,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
         let q = std::sync::Arc::new(q);
-        let receiver = q.clone();
-        let waited = tokio::spawn(async move { receiver.receive(1, Duration::from_secs(30)).await });
-        until_offered(&db, 1).await;
+        let waited = waiting_receive(&db, &q, 1, 1).await;
         // The writer held on a gate, so the send cannot be answered while it is polled.
         let gate = std::sync::Arc::new(std::sync::Mutex::new(()));
         let closed = gate.lock().unwrap();
@@ -705,9 +719,7 @@ mod tests {
         assert!(q.send_batch(&[OutgoingMessage::now("m".to_owned())]).now_or_never().is_none());
         drop(closed);
         holding.await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(10), waited).await;
-        let got = got.expect("the receive was left waiting").unwrap().unwrap();
-        assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m"]);
+        assert_eq!(bodies_got(waited, "the receive was left waiting").await, ["m"]);
     }
 
     /// A receive claimed by a send whose write failed looks for messages itself again.
@@ -716,9 +728,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
         let q = std::sync::Arc::new(q);
-        let receiver = q.clone();
-        let waited = tokio::spawn(async move { receiver.receive(1, Duration::from_secs(30)).await });
-        until_offered(&db, 1).await;
+        let waited = waiting_receive(&db, &q, 1, 1).await;
         let refuse = "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'refused'); END";
         db.write(move |c| c.execute_batch(refuse).map_err(sql("test"))).await.unwrap();
         let looked = looks(&db).await;
@@ -734,9 +744,7 @@ mod tests {
         until_offered(&db, 1).await;
         db.write(|c| c.execute_batch("DROP TRIGGER temp.refuse").map_err(sql("test"))).await.unwrap();
         q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(10), waited).await;
-        let got = got.expect("the receive kept waiting").unwrap().unwrap();
-        assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m"]);
+        assert_eq!(bodies_got(waited, "the receive kept waiting").await, ["m"]);
     }
 
     /// A receive that went away while waiting is passed over: the send's message waits
@@ -746,9 +754,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, q) = queue_q(&dir).await;
         let q = std::sync::Arc::new(q);
-        let receiver = q.clone();
-        let waited = tokio::spawn(async move { receiver.receive(1, Duration::from_secs(30)).await });
-        until_offered(&db, 1).await;
+        let waited = waiting_receive(&db, &q, 1, 1).await;
         waited.abort();
         let _ = waited.await;
         q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
