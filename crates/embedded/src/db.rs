@@ -172,10 +172,40 @@ pub struct Db {
 
 struct Inner {
     writes: Sender<Box<dyn Write>>,
+    hook_writes: Option<Arc<HookWrites>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: Mutex<HashMap<String, Arc<crate::handoff::Waiting>>>,
+}
+
+/// The commits that changed the hooks table, counted, so that the hooks read from it can be
+/// kept in memory until the next one (`hooks.rs`). Counted on the writer connection, which
+/// every write of this process goes through; a database is written by one process at a
+/// time (`hookbridge serve` holds its lock).
+#[derive(Default)]
+struct HookWrites {
+    /// Whether the transaction under way has changed a hook (SQLite's update hook says).
+    touched: std::sync::atomic::AtomicBool,
+    /// How many commits have changed one.
+    committed: std::sync::atomic::AtomicU64,
+}
+
+impl HookWrites {
+    /// Called once a transaction is over, before any write it carried is answered: a
+    /// hook read after the answer is never one kept from before the write.
+    fn ended(&self) {
+        if self.touched.swap(false, Ordering::SeqCst) {
+            self.committed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether `c`'s hooks table can be counted by SQLite's update hook, which says nothing of
+/// a `WITHOUT ROWID` table's rows (the kind some databases made before 0.1 have).
+fn hooks_have_rowids(c: &Connection) -> bool {
+    // Asked of the table itself, not of its SQL's spelling: only a rowid table has one.
+    c.prepare("SELECT rowid FROM main.hooks LIMIT 0").is_ok()
 }
 
 impl std::fmt::Debug for Db {
@@ -298,6 +328,21 @@ impl Db {
         writer.wal_hook(Some(after_commit));
         writer.execute_batch(SCHEMA).map_err(err)?;
         migrate(&writer).map_err(err)?;
+        let hook_writes = hooks_have_rowids(&writer).then(|| Arc::new(HookWrites::default()));
+        if let Some(counted) = hook_writes.clone() {
+            writer.update_hook(Some(move |_, _: &str, table: &str, _| {
+                if table == "hooks" {
+                    counted.touched.store(true, Ordering::SeqCst);
+                }
+            }));
+            // A `DELETE` of every row empties the table at once (SQLite's truncate
+            // optimization), telling the update hook nothing; a table with a trigger is
+            // emptied row by row. The trigger is this connection's alone, not the file's.
+            writer
+                .execute_batch("CREATE TEMP TRIGGER hooks_deleted AFTER DELETE ON main.hooks BEGIN SELECT 1; END;")
+                .map_err(err)?;
+        }
+        let counted = hook_writes.clone();
         let readers = (0..READERS)
             .map(|_| connect(path, max_bytes).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -317,10 +362,14 @@ impl Db {
         let checkpointing = Arc::new(Mutex::new(()));
         let behind = checkpointing.clone();
         spawn("sqlite-checkpointer", Box::new(move || checkpoint_behind(&checkpointer, &kicked, &behind)))?;
-        spawn("sqlite-writer", Box::new(move || write_groups(writer, &queued, &kick, &checkpointing)))?;
+        spawn(
+            "sqlite-writer",
+            Box::new(move || write_groups(writer, &queued, &kick, &checkpointing, counted.as_deref())),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writes,
+                hook_writes,
                 readers,
                 next_reader: AtomicUsize::new(0),
                 wakers: Mutex::new(HashMap::new()),
@@ -365,6 +414,13 @@ impl Db {
             .send(Box::new(Job { f, out: None, then, answer }))
             .map_err(|_| Error::backend("sqlite.write", "the writer thread has stopped"))?;
         answered.await.map_err(|_| Error::backend("sqlite.write", "the writer thread stopped before answering"))?
+    }
+
+    /// How many commits of this process have changed the hooks table: a hook read while
+    /// it stays the same is still current. `None` when the changes cannot be counted (a
+    /// `WITHOUT ROWID` hooks table), so every read must go to the table.
+    pub(crate) fn hook_writes(&self) -> Option<u64> {
+        self.inner.hook_writes.as_ref().map(|w| w.committed.load(Ordering::SeqCst))
     }
 
     /// Runs `f` on a reader connection.
@@ -458,6 +514,7 @@ fn write_groups(
     queued: &Receiver<Box<dyn Write>>,
     checkpointer: &SyncSender<()>,
     checkpointing: &Mutex<()>,
+    hook_writes: Option<&HookWrites>,
 ) {
     while let Ok(first) = queued.recv() {
         let mut group = vec![first];
@@ -467,7 +524,7 @@ fn write_groups(
                 Err(_) => break,
             }
         }
-        commit_group(&mut c, group);
+        commit_group(&mut c, group, hook_writes);
         if i64::from(LOG_PAGES.get()) >= LOG_CHECKPOINT_PAGES {
             checkpoint_to_start_over(&c, checkpointing);
         } else {
@@ -533,9 +590,15 @@ fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>, checkpointing: &Mute
 /// tenth of the writer's time (BENCHMARKS.md), paid by every write for the rare one that
 /// fails. Now the writes run bare; when one fails, the transaction is rolled back, the
 /// failed write is answered with its error, and the others run again without it.
-fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>) {
+fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes: Option<&HookWrites>) {
+    let ended = || {
+        if let Some(w) = hook_writes {
+            w.ended();
+        }
+    };
     'run: while !group.is_empty() {
         if let Err(e) = run(c, "BEGIN IMMEDIATE") {
+            ended();
             group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
             return;
         }
@@ -551,6 +614,9 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>) {
                 let _ = run(c, "ROLLBACK");
             }
             let failed = group.remove(i);
+            // Rolled back, or (undone by SQLite) perhaps committed by the write's later
+            // statements on their own: counted either way, before the answer.
+            ended();
             match outcome {
                 Outcome::Failed => failed.answer(None),
                 Outcome::Wrote => failed.answer(Some(Error::backend(
@@ -560,7 +626,9 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>) {
             }
             continue 'run;
         }
-        match run(c, "COMMIT") {
+        let committed = run(c, "COMMIT");
+        ended();
+        match committed {
             Ok(()) => group.into_iter().for_each(|w| w.answer(None)),
             Err(e) => {
                 let _ = run(c, "ROLLBACK");
@@ -883,5 +951,49 @@ mod tests {
         assert!(outcomes.iter().any(|o| matches!(o, Err(Error::StorageFull))), "the cap was reached and said so");
         assert!(!ok.is_empty(), "writes before the cap succeeded");
         assert_eq!(stored_ids(&path), ok, "exactly the writes answered Ok are stored");
+    }
+
+    fn hook_write(sql: &'static str) -> impl Fn(&mut Connection) -> Result<usize> + Send + 'static {
+        move |c| c.execute(sql, []).map_err(|e| Error::backend("test", e))
+    }
+
+    #[tokio::test]
+    async fn the_commits_that_change_a_hook_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        assert_eq!(db.hook_writes(), Some(0));
+        db.write(hook_write("INSERT INTO hooks (tenant, id, name, revision, doc) VALUES ('t', 'h', 'h', 1, '{}')"))
+            .await
+            .unwrap();
+        assert_eq!(db.hook_writes(), Some(1), "a hook added");
+        db.write(hook_write("INSERT INTO rules (name, pattern, target) VALUES ('r', '{}', 'q')")).await.unwrap();
+        assert_eq!(db.hook_writes(), Some(1), "another table's row");
+        db.write(hook_write("UPDATE hooks SET doc = '{\"a\":1}' WHERE id = 'none'")).await.unwrap();
+        assert_eq!(db.hook_writes(), Some(1), "no hook changed");
+        db.write(hook_write("UPDATE hooks SET doc = '{\"a\":1}' WHERE id = 'h'")).await.unwrap();
+        assert_eq!(db.hook_writes(), Some(2), "a hook changed");
+        db.write(hook_write("DELETE FROM hooks")).await.unwrap();
+        assert_eq!(db.hook_writes(), Some(3), "a hook deleted");
+    }
+
+    #[tokio::test]
+    async fn a_hooks_table_without_rowids_is_not_counted() {
+        // SQLite's update hook is not called for such a table's rows, so its changes cannot
+        // be counted, and no hook may be kept in memory on the strength of the count.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE hooks (tenant TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL,
+                 revision INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;",
+            )
+            .unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.hook_writes(), None);
+        db.write(hook_write("INSERT INTO hooks (tenant, id, name, revision, doc) VALUES ('t', 'h', 'h', 1, '{}')"))
+            .await
+            .unwrap();
+        assert_eq!(db.hook_writes(), None);
     }
 }

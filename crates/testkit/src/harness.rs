@@ -134,11 +134,18 @@ impl EmbeddedHarness {
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config
     }
-    /// Runs `update` on the database file, which must change exactly one row.
-    fn rewrite_one(&self, update: &str, params: [&str; 3]) {
-        let changed = rusqlite::Connection::open(&self.config.database)
-            .expect("open database")
-            .execute(update, params)
+    /// Runs `update` through the database's writer, as this process's every write goes (the
+    /// hooks it keeps in memory are kept until its writer changes one); it must change
+    /// exactly one row.
+    async fn rewrite_one(&self, update: &str, params: [&str; 3]) {
+        let (sql, params) = (update.to_owned(), params.map(str::to_owned));
+        let changed = self
+            .db
+            .write(move |c| {
+                c.execute(&sql, rusqlite::params_from_iter(&params))
+                    .map_err(|e| hookbridge_core::Error::backend("test", e))
+            })
+            .await
             .expect("rewrite a stored row");
         assert_eq!(changed, 1, "no such row: {update}");
     }
@@ -179,14 +186,16 @@ impl Harness for EmbeddedHarness {
         self.rewrite_one(
             "UPDATE hooks SET doc = json_set(doc, '$.config.method', ?1) WHERE tenant = ?2 AND id = ?3",
             [UNKNOWN_METHOD, &tenant.to_string(), &id.to_string()],
-        );
+        )
+        .await;
     }
 
     async fn make_delivery_unreadable(&self, hook: HookId, id: DeliveryId) {
         self.rewrite_one(
             "UPDATE deliveries SET doc = json_set(doc, '$.status', ?1) WHERE hook_id = ?2 AND id = ?3",
             [UNKNOWN_STATUS, &hook.to_string(), &id.to_string()],
-        );
+        )
+        .await;
     }
 }
 

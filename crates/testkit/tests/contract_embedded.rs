@@ -150,3 +150,76 @@ async fn a_database_beside_another_databases_key_is_refused() {
     std::fs::write(&key_file, ours).unwrap();
     hookbridge_embedded::init(h.config()).await.unwrap();
 }
+
+/// The hooks the worker's batches and ingest's routing read are kept in memory until this
+/// process's writer changes a hook (for a second at most), so a delivery makes no read of
+/// them. Shown by a change made behind the writer (another connection to the file, as
+/// `hookbridge migrate` or an edit by hand would make): the kept hooks are served until a
+/// hook is written through the writer, or the second is up. Every change made through the
+/// writer, of whatever hook, is seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_read_for_deliveries_are_kept_until_a_hook_is_written() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let hooks = &h.backend().hooks;
+    let behind = |description: &str| {
+        rusqlite::Connection::open(&h.config().database)
+            .unwrap()
+            .execute("UPDATE hooks SET doc = json_set(doc, '$.config.description', ?1)", [description])
+            .unwrap();
+    };
+    let described = |hooks: &[Arc<hookbridge_core::hook::Hook>]| {
+        hooks.iter().map(|h| h.config.description.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    let (hook, _) = make_hook(&h, "tenant-k", "kept").await;
+    hooks.create(&hook, 1000).await.unwrap();
+    let key = [(hook.tenant.clone(), hook.id)];
+    // Checked only when quick enough that the second cannot have run out (a busy machine
+    // may stall the test); each try starts afresh, after a hook written.
+    let mut checked = false;
+    for attempt in 0..5 {
+        let (other, _) = make_hook(&h, "tenant-other", &format!("other-{attempt}")).await;
+        hooks.create(&other, 1000).await.unwrap();
+        let began = std::time::Instant::now();
+        let first = hooks.get_many(&key).await.unwrap();
+        let routed = hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+        behind(&format!("behind-{attempt}"));
+        let again = hooks.get_many(&key).await.unwrap();
+        let routed_again = hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+        if began.elapsed() < std::time::Duration::from_millis(500) {
+            assert!(Arc::ptr_eq(&first[0], &again[0]), "kept: not read again");
+            assert!(Arc::ptr_eq(&routed[0], &routed_again[0]), "kept: not read again");
+            checked = true;
+            break;
+        }
+    }
+    assert!(checked, "every try was too slow to check");
+
+    // Another tenant's hook written: every kept hook is read again.
+    let (other, _) = make_hook(&h, "tenant-other", "last").await;
+    hooks.create(&other, 1000).await.unwrap();
+    let now = described(&hooks.get_many(&key).await.unwrap());
+    assert!(now[0].starts_with("behind-"), "{now:?}");
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), now);
+
+    // Nothing written through the writer: seen once the second is up.
+    behind("after a second");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(described(&hooks.get_many(&key).await.unwrap()), ["after a second"]);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), ["after a second"]);
+
+    // A hook added to the tenant is routed to at once, a deleted one is gone at once, and
+    // a replaced one is read as replaced.
+    let (added, _) = make_hook(&h, "tenant-k", "added").await;
+    hooks.create(&added, 1000).await.unwrap();
+    assert_eq!(hooks.list_for_routing(&hook.tenant).await.unwrap().hooks.len(), 2);
+    assert!(hooks.delete(&hook.tenant, hook.id).await.unwrap());
+    assert!(hooks.get_many(&key).await.unwrap().is_empty());
+    let added_key = [(added.tenant.clone(), added.id)];
+    let mut replaced = (*hooks.get_many(&added_key).await.unwrap()[0]).clone();
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), [""]);
+    replaced.config.description = Some("replaced".to_owned());
+    replaced.revision += 1;
+    hooks.replace(&replaced, replaced.revision - 1).await.unwrap();
+    assert_eq!(described(&hooks.get_many(&added_key).await.unwrap()), ["replaced"]);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), ["replaced"]);
+}
