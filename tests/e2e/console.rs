@@ -786,6 +786,106 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     stack.shutdown().await;
 }
 
+/// A session signed in through the issuer, once it ends (an issuer's token lasts minutes),
+/// is renewed through the issuer by the next page asked for, with no click, while the
+/// browser is still signed in there; not after signing out, and not round and round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_from_the_issuer_is_renewed_through_it_when_it_ends() {
+    let idp = hookbridge_testkit::IdentityProvider::start().await;
+    let claims = |lasts: i64| {
+        json!({"sub": "alice", "tenant": "acme", "scope": "hooks:read", "aud": "hookbridge-api",
+               "exp": chrono::Utc::now().timestamp() + lasts})
+    };
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[
+            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
+            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
+        ],
+    )
+    .await;
+    let t = idp.sign(
+        "rsa-1",
+        &json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
+                                      "exp": chrono::Utc::now().timestamp() + 3600}),
+    );
+    let r = Receiver::start().await;
+    let made = stack.create_hook(&t, &json!({"name": "renewed-here", "url": r.url("/")})).await;
+    let page = format!("/console/hooks/{}/read", made["id"].as_str().unwrap());
+
+    idp.sign_in_as(claims(3600));
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto("/console/login").await;
+    b.press("Sign in with your identity provider").await;
+    b.until("signed in through the issuer", |t| t.contains("renewed-here")).await;
+    // The session ends, as the cookie's `Max-Age` (the token's lifetime) ends it.
+    b.client.delete_cookie("hb_session").await.unwrap();
+    b.goto(&page).await;
+    b.until("back at the page, signed in again", |t| t.contains("renewed-here") && t.contains("Sign out")).await;
+    assert_eq!(b.path().await, page);
+    assert_eq!(idp.authorize_requests().len(), 2, "renewed through the issuer");
+    // Signed out on purpose: the next page asked for stops at the sign-in page.
+    b.press("Sign out").await;
+    b.goto(&page).await;
+    assert!(b.path().await.starts_with("/console/login?"), "{}", b.path().await);
+    assert_eq!(idp.authorize_requests().len(), 2, "not signed in again by itself");
+    // Refused by the API on the way back (the issuer's token lacks hooks:read): the trip
+    // is not made by itself again.
+    b.goto("/console/login").await;
+    b.press("Sign in with your identity provider").await;
+    b.until("signed in again", |t| t.contains("renewed-here")).await;
+    idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": "events:publish", "aud": "hookbridge-api",
+                          "exp": chrono::Utc::now().timestamp() + 3600}));
+    b.client.delete_cookie("hb_session").await.unwrap();
+    b.goto(&page).await;
+    b.until("refused for want of hooks:read", |t| t.contains("no hooks:read scope")).await;
+    assert_eq!(idp.authorize_requests().len(), 4);
+    assert!(b.client.get_named_cookie("hb_issuer").await.is_err(), "cleared");
+    b.goto(&page).await;
+    assert!(b.path().await.starts_with("/console/login?"), "{}", b.path().await);
+    assert_eq!(idp.authorize_requests().len(), 4);
+    b.close().await;
+
+    // Sent there by itself within the last half minute: the sign-in page instead, so a
+    // session the browser does not keep cannot send it round again and again.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_out = |issuer: Option<String>| {
+        let mut req = http.get(format!("{}/console/hooks", stack.base_url()));
+        if let Some(v) = issuer {
+            req = req.header("cookie", format!("hb_issuer={v}"));
+        }
+        async move {
+            let a = req.send().await.unwrap();
+            assert_eq!(a.status(), 303);
+            let set = a.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+            (a.headers()["location"].to_str().unwrap().to_owned(), set)
+        }
+    };
+    let (to, set) = signed_out(Some("0".to_owned())).await;
+    assert_eq!(to, "/console/login/oidc");
+    assert!(set.is_some_and(|c| c.starts_with("hb_issuer=") && !c.contains("Max-Age=0")), "when, kept");
+    let just_now = chrono::Utc::now().timestamp().to_string();
+    assert_eq!(signed_out(Some(just_now)).await.0, "/console/login");
+    assert_eq!(signed_out(None).await.0, "/console/login", "never signed in through the issuer");
+    let ahead = (chrono::Utc::now().timestamp() + 3600).to_string();
+    assert_eq!(signed_out(Some(ahead)).await.0, "/console/login", "a time ahead of the clock counts as just now");
+    assert_eq!(signed_out(Some(i64::MIN.to_string())).await.0, "/console/login/oidc", "long ago, and no overflow");
+    // Signed in with a pasted token instead: a session the issuer does not renew.
+    let pasted = http
+        .post(format!("{}/console/login", stack.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", "hb_issuer=0")
+        .body(format!("token={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pasted.status(), 303);
+    let cleared = pasted.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned());
+    assert!(cleared.into_iter().any(|c| c.starts_with("hb_issuer=;") && c.contains("Max-Age=0")), "cleared");
+    stack.shutdown().await;
+}
+
 /// A hook with more deliveries in the window than a Read page holds: each page links to
 /// the older ones, and following the links reaches every delivery once. Read showed the
 /// newest 100 as if they were all there was.

@@ -27,11 +27,12 @@ impl FromRequestParts<Api> for Session {
         match Session::checked(api, &parts.headers).await {
             Ok(Some(s)) => Ok(s),
             // Signed in again, a page asked for comes back (its session ended under it, the
-            // five minutes of an identity provider's token, say); a form posted is not
-            // taken on a trip through the sign-in.
+            // five minutes of an identity provider's token, say): by itself through the
+            // issuer when it signed in that way. A form posted is not taken on a trip
+            // through the sign-in.
             Ok(None) if matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) => {
                 let asked = parts.uri.path_and_query().map_or("", |p| p.as_str());
-                Err(see_other(&super::signin::login_returning_to(&super::signin::return_to(Some(asked)))))
+                Err(super::signin::signed_out(api, &parts.headers, &super::signin::return_to(Some(asked))))
             }
             Ok(None) => Err(see_other("/console/login")),
             Err(e) => Err(unavailable(&e)),

@@ -22,6 +22,22 @@ use crate::error::ApiError;
 /// The cookie that carries the authorization-code flow's state and PKCE verifier.
 const FLOW_COOKIE: &str = "hb_signin";
 
+/// The cookie that says this browser signed in through the issuer, holding when the console
+/// last sent it back there by itself (`0`: never). A page asked for once the session has
+/// ended (an issuer's token lasts minutes: Keycloak's five by default) goes through the
+/// issuer's sign-in again, which answers at once while the browser is still signed in
+/// there, instead of stopping at the console's sign-in page for a click. Not a credential:
+/// it only chooses where a signed-out request is sent.
+const ISSUER_COOKIE: &str = "hb_issuer";
+
+/// How long [`ISSUER_COOKIE`] lasts after the console last set it: as long as a session.
+const ISSUER_COOKIE_SECS: i64 = 12 * 3600;
+
+/// How soon after sending a browser back through the issuer by itself the console does not
+/// again: a sign-in that came back without a session (a cookie the browser would not keep)
+/// stops at the sign-in page rather than going round and round.
+const AGAIN_AFTER_SECS: i64 = 30;
+
 /// Where a sign-in goes when it names no page to return to.
 const FIRST_PAGE: &str = "/console/hooks";
 
@@ -62,6 +78,33 @@ pub(super) fn asked_to(raw: Option<&str>) -> String {
 /// The sign-in page's address, returning to `to` once signed in.
 pub(super) fn login_returning_to(to: &str) -> String {
     returning_to("/console/login", to)
+}
+
+/// Where a request for the console page `to` (a page [`return_to`] allows) goes without a
+/// session: back through the issuer's sign-in when this browser signed in that way (see
+/// [`ISSUER_COOKIE`]), else to the sign-in page.
+pub(super) fn signed_out(api: &Api, headers: &HeaderMap, to: &str) -> Response {
+    let through_issuer = api.settings().tokens.has_issuer() && api.settings().console_client_id.is_some();
+    let sent_at = console_cookie(api.settings().public_url.as_deref(), headers, ISSUER_COOKIE)
+        .and_then(|v| v.parse::<i64>().ok());
+    let now = Utc::now().timestamp();
+    match sent_at {
+        // A time ahead of this clock (another instance's, a clock stepped back) counts as
+        // just now.
+        Some(at) if through_issuer && now.saturating_sub(at) >= AGAIN_AFTER_SECS => {
+            let mut resp = see_other(&returning_to("/console/login/oidc", to));
+            resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(api, headers, &now.to_string()));
+            resp
+        }
+        _ => see_other(&login_returning_to(to)),
+    }
+}
+
+/// The `Set-Cookie` of [`ISSUER_COOKIE`] with this value; `Lax`, so that a link to a
+/// console page followed from elsewhere (a mail, a chat) carries it. Empty clears it.
+fn issuer_cookie(api: &Api, headers: &HeaderMap, value: &str) -> HeaderValue {
+    let max_age = if value.is_empty() { 0 } else { ISSUER_COOKIE_SECS };
+    cookie_for(api, headers, ISSUER_COOKIE, value, max_age, "Lax")
 }
 
 /// `path`, naming `to` as the page to return to unless it is the hook list.
@@ -174,6 +217,8 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
             let mut resp = see_other(&to);
             resp.headers_mut()
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+            // Signed in with a pasted token: a session that ends is not the issuer's to renew.
+            resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
             resp
         }
         Err(e) => not_signed_in_to(&api, refused_status(&e), &e.to_string(), &to),
@@ -230,6 +275,8 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body
     }
     let mut resp = see_other("/console/login");
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, "", 0, "Strict"));
+    // Signed out on purpose: the next page asked for must not sign in again by itself.
+    resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
     resp
 }
 
@@ -369,18 +416,31 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
             return fail("The identity provider did not give a token.");
         }
     };
+    // Refused, the issuer's token will not sign this browser in by itself next time either.
+    let refused = |mut resp: Response| {
+        resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
+        resp
+    };
     match api.settings().tokens.check(&token).await {
-        Ok(caller) if !reads_hooks(&caller) => return not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ),
+        Ok(caller) if !reads_hooks(&caller) => {
+            return refused(not_signed_in(&api, StatusCode::FORBIDDEN, NO_HOOKS_READ));
+        }
         Ok(_) => {}
         // The code is spent: trying again is signing in again, not reloading this page.
-        Err(e) => return html(refused_status(&e), login_markup(&api, Some(&e.to_string()))),
+        Err(e) => return refused(html(refused_status(&e), login_markup(&api, Some(&e.to_string())))),
     }
     if let Err(why) = fits_a_cookie(&token) {
-        return fail(&why);
+        return refused(fail(&why));
     }
     let secs = token_session_secs(token_exp(&token));
     let mut resp = continue_to(&to, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, FLOW_COOKIE, "", 0, "Lax"));
+    // When the console last sent this browser here by itself is kept: were the session
+    // not kept, the next page would otherwise send it round again at once.
+    let sent_at = console_cookie(api.settings().public_url.as_deref(), &headers, ISSUER_COOKIE)
+        .filter(|v| v.parse::<i64>().is_ok())
+        .unwrap_or_else(|| "0".to_owned());
+    resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, &sent_at));
     resp
 }
 
@@ -538,10 +598,13 @@ pub async fn portal(
     }
     let grant = session;
     tracing::info!(tenant = %grant.tenant, read_only = grant.read_only, "portal session opened");
-    continue_to(
+    let mut resp = continue_to(
         "/console/hooks",
         cookie_for(&api, &headers, COOKIE, &format!("p.{id}"), SESSION_LASTS.num_seconds(), "Strict"),
-    )
+    );
+    // A portal session that ends is the product's to open again, not the issuer's.
+    resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
+    resp
 }
 
 #[cfg(test)]
