@@ -8,6 +8,7 @@ mod consumer;
 mod database_lock;
 pub mod migrate;
 mod receive;
+pub mod runtime;
 mod stack;
 
 pub use database_lock::LockError;

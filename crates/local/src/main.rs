@@ -10,8 +10,9 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stderr)?;
-    hookbridge_local::cli::run(hookbridge_local::cli::Cli::parse()).await
+fn main() -> anyhow::Result<()> {
+    hookbridge_local::runtime::build()?.block_on(async {
+        hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stderr)?;
+        hookbridge_local::cli::run(hookbridge_local::cli::Cli::parse()).await
+    })
 }
