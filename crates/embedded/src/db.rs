@@ -181,8 +181,9 @@ struct Inner {
 
 /// The commits that changed the hooks table, counted, so that the hooks read from it can be
 /// kept in memory until the next one (`hooks.rs`). Counted on the writer connection, which
-/// every write of this process goes through; a database is written by one process at a
-/// time (`hookbridge serve` holds its lock).
+/// every write of this process goes through. Another process's writes (`hookbridge
+/// migrate` run beside `serve`, an edit by hand) are not counted: `hooks.rs` keeps nothing
+/// longer than a second for them.
 #[derive(Default)]
 struct HookWrites {
     /// Whether the transaction under way has changed a hook (SQLite's update hook says).

@@ -427,7 +427,13 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
         }
         Ok(_) => {}
         // The code is spent: trying again is signing in again, not reloading this page.
-        Err(e) => return refused(html(refused_status(&e), login_markup(&api, Some(&e.to_string())))),
+        Err(e) => {
+            let status = refused_status(&e);
+            let resp = html(status, login_markup(&api, Some(&e.to_string())));
+            // Not refused, only not checkable now (the issuer's keys out of reach): the
+            // next session that ends may go round again.
+            return if status == StatusCode::SERVICE_UNAVAILABLE { resp } else { refused(resp) };
+        }
     }
     if let Err(why) = fits_a_cookie(&token) {
         return refused(fail(&why));
