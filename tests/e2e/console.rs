@@ -759,14 +759,7 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     b.close().await;
     // Signed out (an issuer's token lasts minutes), a page asked for is where the sign-in
     // through the issuer returns, not the hook list.
-    let t = idp.sign(
-        "rsa-1",
-        &json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
-                "exp": chrono::Utc::now().timestamp() + 3600}),
-    );
-    let r = Receiver::start().await;
-    let made = stack.create_hook(&t, &json!({"name": "come-back-here", "url": r.url("/")})).await;
-    let page = format!("/console/hooks/{}/read", made["id"].as_str().unwrap());
+    let (_r, page, _) = issuer_hook_read_page(&stack, &idp, "come-back-here").await;
     let b = Browser::start(stack.base_url(), 1280, 1000).await;
     b.goto(&page).await;
     assert!(b.path().await.starts_with("/console/login"), "{}", b.path().await);
@@ -784,6 +777,24 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     assert!(b.path().await.starts_with("/console/callback"), "not signed in: {}", b.path().await);
     b.close().await;
     stack.shutdown().await;
+}
+
+/// A hook named `name` of tenant `acme`, made with a token `idp` signed: its receiver (kept
+/// while the test runs), the path of its Read page, and the token.
+async fn issuer_hook_read_page(
+    stack: &TestStack,
+    idp: &hookbridge_testkit::IdentityProvider,
+    name: &str,
+) -> (Receiver, String, String) {
+    let t = idp.sign(
+        "rsa-1",
+        &json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
+                "exp": chrono::Utc::now().timestamp() + 3600}),
+    );
+    let r = Receiver::start().await;
+    let made = stack.create_hook(&t, &json!({"name": name, "url": r.url("/")})).await;
+    let page = format!("/console/hooks/{}/read", made["id"].as_str().unwrap());
+    (r, page, t)
 }
 
 /// A session signed in through the issuer, once it ends (an issuer's token lasts minutes),
@@ -805,14 +816,7 @@ async fn a_session_from_the_issuer_is_renewed_through_it_when_it_ends() {
         ],
     )
     .await;
-    let t = idp.sign(
-        "rsa-1",
-        &json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
-                                      "exp": chrono::Utc::now().timestamp() + 3600}),
-    );
-    let r = Receiver::start().await;
-    let made = stack.create_hook(&t, &json!({"name": "renewed-here", "url": r.url("/")})).await;
-    let page = format!("/console/hooks/{}/read", made["id"].as_str().unwrap());
+    let (_r, page, t) = issuer_hook_read_page(&stack, &idp, "renewed-here").await;
 
     idp.sign_in_as(claims(3600));
     let b = Browser::start(stack.base_url(), 1280, 1000).await;

@@ -395,9 +395,8 @@ impl HookStore for SqliteHookStore {
         if let Some(hooks) = self.current.routing(at, tenant) {
             return Ok(RoutingList { hooks, unreadable: Vec::new() });
         }
-        let asked = tenant;
         let name = tenant.to_string();
-        let tenant = name.clone();
+        let read_for = name.clone();
         let parsed = self.parsed.clone();
         let found = self
             .db
@@ -405,7 +404,7 @@ impl HookStore for SqliteHookStore {
                 let mut stmt = c
                     .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 ORDER BY id")
                     .map_err(sql("hooks.list_for_routing"))?;
-                let mut rows = stmt.query([tenant]).map_err(sql("hooks.list_for_routing"))?;
+                let mut rows = stmt.query([read_for]).map_err(sql("hooks.list_for_routing"))?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(sql("hooks.list_for_routing"))? {
                     let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.list_for_routing"));
@@ -416,7 +415,7 @@ impl HookStore for SqliteHookStore {
             })
             .await?;
         let list = self.parsed.routing(&name, found);
-        self.current.keep_routing(at, asked, &list);
+        self.current.keep_routing(at, tenant, &list);
         Ok(list)
     }
 
