@@ -341,9 +341,10 @@ impl Outbound {
         }
         let client_secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
         let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
+        let client = self.client_for(&url);
         let mut req = match oauth.http_method {
-            TokenMethod::Post => self.client.post(url).body(token_body(&form, TokenBody::of(oauth))?),
-            TokenMethod::Get => self.client.get(url),
+            TokenMethod::Post => client.post(url).body(token_body(&form, TokenBody::of(oauth))?),
+            TokenMethod::Get => client.get(url),
         }
         .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
         .header(http::header::ACCEPT, "application/json");

@@ -56,7 +56,7 @@ impl Outbound {
         crate::resolver::check_target(&self.settings.network, &parsed)
             .map_err(|r| ChallengeError::NoResponse { class: "ssrf_blocked", detail: r.to_string() })?;
         let header = cfg.verification.header.as_str();
-        let mut req = self.client.get(parsed).header(header, value);
+        let mut req = self.client_for(&parsed).get(parsed).header(header, value);
         let mut accept = true;
         for (name, v) in crate::deliver::custom_headers(cfg, secrets) {
             if !name.eq_ignore_ascii_case(header) {

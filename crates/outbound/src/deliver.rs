@@ -278,7 +278,7 @@ impl Outbound {
         let now = Utc::now();
         let body = req.body.as_bytes();
         let mut r = self
-            .client
+            .client_for(url)
             .request(method, url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(signing::HEADER_ID, &id)
@@ -387,6 +387,8 @@ async fn read_excerpt(resp: reqwest::Response) -> String {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use hookbridge_core::hook::NetworkPolicy;
@@ -500,6 +502,71 @@ pub(crate) mod tests {
     pub(crate) fn local_outbound() -> Outbound {
         Outbound::new(crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() })
             .unwrap()
+    }
+
+    /// A receiver that answers every request `200` and keeps its connections open, counting
+    /// the connections it accepted and those still open.
+    async fn keeps_connections() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 64 * 1024];
+                    // A request's head and its two-byte body come in one read.
+                    while conn.read(&mut request).await.is_ok_and(|n| n > 0) {
+                        if conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                            break;
+                        }
+                    }
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, accepted, open)
+    }
+
+    /// Connections are kept open for at most so many receivers: past them, each request's
+    /// connection is closed when it is done, while the kept receivers' connections are
+    /// reused. (Unbounded, a worker reaching a thousand endpoints held a thousand sockets.)
+    #[tokio::test]
+    async fn connections_are_kept_open_for_at_most_so_many_receivers() {
+        let settings = crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() };
+        let outbound = Outbound::keeping(settings, 2).unwrap();
+        let mut receivers = Vec::new();
+        for _ in 0..5 {
+            receivers.push(keeps_connections().await);
+        }
+        let send = |url: &str| {
+            let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
+            let outbound = outbound.clone();
+            async move {
+                let req =
+                    DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+                outbound.deliver_within(req, Duration::from_secs(5)).await.sent
+            }
+        };
+        for _ in 0..2 {
+            for (url, _, _) in &receivers {
+                assert_eq!(send(url).await, Sent::Response { status: 200, retry_after: None });
+            }
+        }
+        let open = || receivers.iter().map(|(_, _, open)| open.load(Ordering::SeqCst)).collect::<Vec<_>>();
+        for _ in 0..100 {
+            if open() == [1, 1, 0, 0, 0] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(open(), [1, 1, 0, 0, 0], "only the first two receivers' connections are kept open");
+        let accepted: Vec<usize> = receivers.iter().map(|(_, accepted, _)| accepted.load(Ordering::SeqCst)).collect();
+        assert_eq!(accepted, [1, 1, 2, 2, 2], "a kept receiver's second request reused its connection");
     }
 
     fn oauth_hook(url: &str, token_url: &str) -> (Hook, HookSecrets) {

@@ -56,10 +56,10 @@ impl Outbound {
         let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
         crate::resolver::check_target(&self.settings.network, &parsed).map_err(|r| refused(r.to_string()))?;
         let req = match form {
-            None => self.client.get(parsed),
+            None => self.client_for(&parsed).get(parsed),
             Some(f) => {
                 let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish();
-                self.client
+                self.client_for(&parsed)
                     .post(parsed)
                     .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(body)

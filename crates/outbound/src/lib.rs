@@ -8,6 +8,7 @@ mod challenge;
 mod classify;
 mod deliver;
 mod fetch;
+mod pool;
 mod resolver;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use auth::{TokenCache, TokenError, TokenWanted};
 pub use challenge::{ChallengeError, challenge_needs_secrets};
 pub use deliver::{AttemptReport, DeliveryRequest};
 pub use fetch::{DOCUMENT_TIMEOUT, FetchError};
+pub use pool::KEPT_HOSTS_MOST;
 
 /// The default request timeout: long enough for a slow receiver, short enough that one
 /// dead endpoint does not hold a worker batch for long.
@@ -64,6 +66,11 @@ pub struct BuildError(#[source] reqwest::Error);
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
+    /// The same client, keeping no connection open after its request: for receivers past
+    /// those whose connections are kept ([`pool`]).
+    unpooled: Arc<std::sync::OnceLock<reqwest::Client>>,
+    resolver: Arc<resolver::GuardedResolver>,
+    kept: Arc<pool::KeptHosts>,
     settings: Arc<OutboundSettings>,
     tokens: TokenCache,
 }
@@ -77,18 +84,43 @@ impl std::fmt::Debug for Outbound {
 impl Outbound {
     /// Builds the client.
     pub fn new(settings: OutboundSettings) -> Result<Self, BuildError> {
+        Self::keeping(settings, KEPT_HOSTS_MOST)
+    }
+
+    /// Builds the client, keeping open the connections of at most `most` receivers.
+    fn keeping(settings: OutboundSettings, most: usize) -> Result<Self, BuildError> {
         let resolver = Arc::new(resolver::GuardedResolver::new(settings.network.clone()));
-        let client = reqwest::Client::builder()
-            .dns_resolver(resolver)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("Hookbridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(BuildError)?;
-        Ok(Self { client, settings: Arc::new(settings), tokens: TokenCache::default() })
+        let client = build_client(&settings, &resolver, usize::MAX)?;
+        let kept = Arc::new(pool::KeptHosts::new(most, settings.timeout));
+        Ok(Self {
+            client,
+            unpooled: Arc::new(std::sync::OnceLock::new()),
+            resolver,
+            kept,
+            settings: Arc::new(settings),
+            tokens: TokenCache::default(),
+        })
+    }
+
+    /// The client for a request to `url`: the pooled one while its receiver's connections
+    /// may be kept open, else one that closes its connection after the request (built when
+    /// first needed: most deployments never reach that many receivers, and a Lambda's cold
+    /// start would load the TLS roots twice).
+    pub(crate) fn client_for(&self, url: &url::Url) -> &reqwest::Client {
+        if self.kept.keep(url) {
+            return &self.client;
+        }
+        if let Some(c) = self.unpooled.get() {
+            return c;
+        }
+        match build_client(&self.settings, &self.resolver, 0) {
+            Ok(c) => self.unpooled.get_or_init(|| c),
+            Err(e) => {
+                // It was built once with the same settings; should it fail now, kept open.
+                tracing::error!(error = %e, "cannot build the client that keeps no connection open");
+                &self.client
+            }
+        }
     }
 
     /// The settings it was built with.
@@ -100,4 +132,24 @@ impl Outbound {
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
     }
+}
+
+/// The outbound client as [`Outbound`] builds it, keeping at most `kept_idle` idle
+/// connections to each receiver.
+fn build_client(
+    settings: &OutboundSettings,
+    resolver: &Arc<resolver::GuardedResolver>,
+    kept_idle: usize,
+) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .dns_resolver(resolver.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .pool_idle_timeout(pool::POOL_IDLE)
+        .pool_max_idle_per_host(kept_idle)
+        .user_agent(concat!("Hookbridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(BuildError)
 }
