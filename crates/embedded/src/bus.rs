@@ -72,7 +72,7 @@ impl Bus for EmbeddedBus {
         let now = Utc::now();
         let envelopes: Vec<_> = entries
             .into_iter()
-            .map(|e| e.into_envelope(EventId::generate(), &self.account, &self.region, now))
+            .map(|e| e.into_envelope(EventId::generate_at(now), &self.account, &self.region, now))
             .collect();
         let ids: Vec<EventId> = envelopes.iter().map(|e| e.id.clone()).collect();
         // Each event in its tenant's group, so one tenant's backlog in a queue does not hold

@@ -170,11 +170,24 @@ pub fn delivery_id(at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
 /// the bus handed it on (always, for events the bus timed), else `sent_at`. Both are the
 /// same on every receive of the message, so a message handled again (after a failure, an
 /// hour later) makes the same ids; judged against the time of handling, it did not.
+///
+/// An event's `time` names a second. Within it, the event is dated to the millisecond its
+/// id was made, when the id says ([`EventId::made_at_ms`]: the API's ids do) and that
+/// falls in the second: still a function of the event alone, so copies of it date alike.
+/// Dated by the second, the deliveries of a second's events sorted at random (their ids'
+/// other bits are a digest), and each delivery record went into a page of the index of
+/// its own: a fifth of the bytes the embedded backend wrote (BENCHMARKS.md).
+///
+/// [`EventId::made_at_ms`]: hookbridge_core::ids::EventId::made_at_ms
 pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>) -> u64 {
     let t = envelope.time;
     let trusted = t >= sent_at - EVENT_TIME_TRUSTED && t <= sent_at + EVENT_TIME_AHEAD;
     let at = if trusted { t } else { sent_at };
-    at.timestamp_millis().max(0) as u64
+    let at_ms = at.timestamp_millis().max(0) as u64;
+    match envelope.id.made_at_ms() {
+        Some(made) if trusted && (at_ms..at_ms + 1_000).contains(&made) => made,
+        _ => at_ms,
+    }
 }
 
 struct Parsed<'a> {
@@ -356,8 +369,8 @@ async fn hand_on_unseen<'p, 'm>(
     // The copy is sent a moment after `now`: a minute's margin for its send time.
     let now = Utc::now();
     let same_ids = |p: &Parsed<'_>| {
-        let own = p.envelope.time.timestamp_millis().max(0) as u64;
-        [p.message.sent_at, now, now + chrono::Duration::minutes(1)].iter().all(|at| dated(&p.envelope, *at) == own)
+        let own = dated(&p.envelope, p.message.sent_at);
+        [now, now + chrono::Duration::minutes(1)].iter().all(|at| dated(&p.envelope, *at) == own)
     };
     let (unseen, mut back): (Vec<_>, Vec<_>) = events.iter().partition(|p| p.message.receive_count <= 1 && same_ids(p));
     if unseen.is_empty() {
@@ -624,5 +637,38 @@ mod tests {
         for distrusted in [chrono::Duration::minutes(-61), chrono::Duration::minutes(30)] {
             assert_eq!(at(distrusted).0, sent.timestamp_millis() as u64, "{distrusted}");
         }
+    }
+
+    /// An event whose id says when it was made, within the second its `time` names, is
+    /// dated to that millisecond, however its message was sent (copies date alike); any
+    /// other id, or one made outside that second, leaves the event dated by its `time`.
+    #[test]
+    fn within_its_second_an_event_is_dated_by_when_its_id_was_made() {
+        let second = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:07Z").unwrap().with_timezone(&Utc);
+        let ms = second.timestamp_millis() as u64;
+        let v7 = |made: u64| format!("{:08x}-{:04x}-7abc-9def-0123456789ab", made >> 16, made & 0xffff);
+        let dated_as = |id: &str, sent_at: DateTime<Utc>| {
+            let body = format!(
+                r#"{{"version":"0","id":"{id}","detail-type":"x","source":"s","account":"1","time":"2026-12-05T10:00:07Z","region":"r","resources":[],"detail":{{}}}}"#
+            );
+            dated(&Envelope::from_bus_json(&body, "1", "r").unwrap(), sent_at)
+        };
+        let sent = second + chrono::Duration::milliseconds(480);
+        for made in [ms, ms + 417, ms + 999] {
+            assert_eq!(dated_as(&v7(made), sent), made);
+            // A copy sent later (a bus duplicate) dates alike.
+            assert_eq!(dated_as(&v7(made), sent + chrono::Duration::seconds(2)), made);
+        }
+        for (id, why) in [
+            (v7(ms - 1), "made before the event's second"),
+            (v7(ms + 1_000), "made after it"),
+            ("01936f3b-1d40-4abc-9def-0123456789ab".to_owned(), "a version 4 UUID"),
+            ("order-7".to_owned(), "a producer's own id"),
+        ] {
+            assert_eq!(dated_as(&id, sent), ms, "{why}");
+        }
+        // An event whose time is not trusted is dated by its sending, as before.
+        let late = second + chrono::Duration::hours(2);
+        assert_eq!(dated_as(&v7(ms + 417), late), late.timestamp_millis() as u64);
     }
 }

@@ -116,7 +116,7 @@ pub async fn test_event(
             .map_err(|e| ApiError::Internal(hookbridge_core::Error::backend("encode", e)))?,
     };
     let settings = api.settings();
-    let envelope = entry.into_envelope(EventId::generate(), &settings.account, &settings.region, now);
+    let envelope = entry.into_envelope(EventId::generate_at(now), &settings.account, &settings.region, now);
     let key = DeliveryKey {
         tenant: hook.tenant.clone(),
         hook_id: hook.id,

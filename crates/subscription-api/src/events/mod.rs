@@ -268,7 +268,7 @@ async fn put(
             large_at.push(i);
             continue;
         }
-        let envelope = entry.into_envelope(EventId::generate(), &settings.account, &settings.region, now);
+        let envelope = entry.into_envelope(EventId::generate_at(now), &settings.account, &settings.region, now);
         direct_at.push((i, envelope.id.clone()));
         direct.push(OutgoingMessage::now(envelope.to_body()).in_group(tenant.to_string()));
     }
