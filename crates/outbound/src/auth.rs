@@ -341,7 +341,8 @@ impl Outbound {
         }
         let client_secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
         let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
-        let client = self.client_for(&url);
+        // Counted against the pool until the answer is read, at the end of this function.
+        let (client, mut in_use) = self.client_for(&url);
         let mut req = match oauth.http_method {
             TokenMethod::Post => client.post(url).body(token_body(&form, TokenBody::of(oauth))?),
             TokenMethod::Get => client.get(url),
@@ -360,6 +361,7 @@ impl Outbound {
         }
         let resp =
             req.send().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
+        in_use.iter_mut().for_each(crate::pool::InUse::answered);
         let status = resp.status().as_u16();
         let body = crate::deliver::read_capped(resp, MAX_TOKEN_RESPONSE)
             .await

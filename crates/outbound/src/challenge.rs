@@ -56,7 +56,9 @@ impl Outbound {
         crate::resolver::check_target(&self.settings.network, &parsed)
             .map_err(|r| ChallengeError::NoResponse { class: "ssrf_blocked", detail: r.to_string() })?;
         let header = cfg.verification.header.as_str();
-        let mut req = self.client_for(&parsed).get(parsed).header(header, value);
+        // Counted against the pool until the answer is read, at the end of this function.
+        let (client, mut in_use) = self.client_for(&parsed);
+        let mut req = client.get(parsed).header(header, value);
         let mut accept = true;
         for (name, v) in crate::deliver::custom_headers(cfg, secrets) {
             if !name.eq_ignore_ascii_case(header) {
@@ -75,6 +77,7 @@ impl Outbound {
             .send()
             .await
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
+        in_use.iter_mut().for_each(crate::pool::InUse::answered);
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(ChallengeError::Status(status));

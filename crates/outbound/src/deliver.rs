@@ -127,6 +127,8 @@ impl TokenWait {
 /// A receiver's answer, its body not read yet.
 struct Answer {
     response: reqwest::Response,
+    /// The request counted against the pool until its answer is read.
+    _in_use: Option<crate::pool::InUse>,
     /// The bearer token the answered request carried, if any.
     token: Option<Secret>,
     status: u16,
@@ -225,7 +227,7 @@ impl Outbound {
         let mut renewed = false;
         loop {
             reached.store(true, Ordering::Relaxed);
-            let response = match self.send_once(&req, &url, &auth).await {
+            let (response, in_use) = match self.send_once(&req, &url, &auth).await {
                 Ok(r) => r,
                 Err(e) => return Err(failed(classify::error_class(&e), describe(&e))),
             };
@@ -261,7 +263,7 @@ impl Outbound {
                 AuthHeader::Bearer(t) => Some(t),
                 AuthHeader::None | AuthHeader::Static(..) => None,
             };
-            return Ok(Answer { response, token, status, retry_after, at, started });
+            return Ok(Answer { response, _in_use: in_use, token, status, retry_after, at, started });
         }
     }
 
@@ -270,15 +272,15 @@ impl Outbound {
         req: &DeliveryRequest<'_>,
         url: &url::Url,
         auth: &AuthHeader,
-    ) -> reqwest::Result<reqwest::Response> {
+    ) -> reqwest::Result<(reqwest::Response, Option<crate::pool::InUse>)> {
         let cfg = &req.hook.config;
         let method = reqwest::Method::from_bytes(cfg.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
         let id = req.delivery_id.to_string();
         // Signed at send time, so a retry carries a fresh timestamp within the receiver's tolerance.
         let now = Utc::now();
         let body = req.body.as_bytes();
-        let mut r = self
-            .client_for(url)
+        let (client, in_use) = self.client_for(url);
+        let mut r = client
             .request(method, url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(signing::HEADER_ID, &id)
@@ -298,7 +300,14 @@ impl Outbound {
             AuthHeader::Static(k, v) => r.header(k.as_str(), v.as_str()),
             AuthHeader::Bearer(t) => r.header(http::header::AUTHORIZATION, format!("Bearer {}", t.expose())),
         };
-        r.body(req.body.to_owned()).send().await
+        let resp = r.body(req.body.to_owned()).send().await?;
+        Ok((
+            resp,
+            in_use.map(|mut u| {
+                u.answered();
+                u
+            }),
+        ))
     }
 }
 
@@ -504,9 +513,9 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    /// A receiver that answers every request `200` and keeps its connections open, counting
-    /// the connections it accepted and those still open.
-    async fn keeps_connections() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// A receiver that answers every request `200` after `delay` and keeps its connections
+    /// open, counting the connections it accepted and those still open.
+    async fn keeps_connections(delay: Duration) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -521,6 +530,7 @@ pub(crate) mod tests {
                     let mut request = vec![0u8; 64 * 1024];
                     // A request's head and its two-byte body come in one read.
                     while conn.read(&mut request).await.is_ok_and(|n| n > 0) {
+                        tokio::time::sleep(delay).await;
                         if conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
                             break;
                         }
@@ -532,16 +542,16 @@ pub(crate) mod tests {
         (url, accepted, open)
     }
 
-    /// Connections are kept open for at most so many receivers: past them, each request's
-    /// connection is closed when it is done, while the kept receivers' connections are
-    /// reused. (Unbounded, a worker reaching a thousand endpoints held a thousand sockets.)
+    /// At most so many connections are kept open between requests: past them, each
+    /// request's connection is closed when it is done, while the kept ones are reused.
+    /// (Unbounded, a worker reaching a thousand endpoints would hold a thousand sockets.)
     #[tokio::test]
-    async fn connections_are_kept_open_for_at_most_so_many_receivers() {
+    async fn connections_are_kept_open_up_to_the_budget_across_receivers() {
         let settings = crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() };
         let outbound = Outbound::keeping(settings, 2).unwrap();
         let mut receivers = Vec::new();
         for _ in 0..5 {
-            receivers.push(keeps_connections().await);
+            receivers.push(keeps_connections(Duration::ZERO).await);
         }
         let send = |url: &str| {
             let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
@@ -567,6 +577,35 @@ pub(crate) mod tests {
         assert_eq!(open(), [1, 1, 0, 0, 0], "only the first two receivers' connections are kept open");
         let accepted: Vec<usize> = receivers.iter().map(|(_, accepted, _)| accepted.load(Ordering::SeqCst)).collect();
         assert_eq!(accepted, [1, 1, 2, 2, 2], "a kept receiver's second request reused its connection");
+    }
+
+    /// One receiver sent three requests at once holds a connection for each while they
+    /// last; with two in the budget, the third is closed when it is done.
+    #[tokio::test]
+    async fn requests_at_once_past_the_budget_leave_no_connection_open() {
+        let settings = crate::OutboundSettings { timeout: Duration::from_secs(10), network: NetworkPolicy::local() };
+        let outbound = Outbound::keeping(settings, 2).unwrap();
+        let (url, accepted, open) = keeps_connections(Duration::from_millis(300)).await;
+        let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
+        let send = || {
+            let req =
+                DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+            outbound.deliver_within(req, Duration::from_secs(5))
+        };
+        let (a, b, c) = tokio::join!(send(), send(), send());
+        assert!([a, b, c].iter().all(|r| r.sent == Sent::Response { status: 200, retry_after: None }));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "three requests at once, three connections");
+        for _ in 0..100 {
+            if open.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(open.load(Ordering::SeqCst), 2, "two kept open, the third closed");
+        // The next two reuse the kept ones.
+        let (a, b) = tokio::join!(send(), send());
+        assert!([a, b].iter().all(|r| r.sent == Sent::Response { status: 200, retry_after: None }));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     fn oauth_hook(url: &str, token_url: &str) -> (Hook, HookSecrets) {

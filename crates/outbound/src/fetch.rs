@@ -55,14 +55,13 @@ impl Outbound {
         let failed = |why: String| FetchError::Failed { url: url.to_owned(), why };
         let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
         crate::resolver::check_target(&self.settings.network, &parsed).map_err(|r| refused(r.to_string()))?;
+        // Counted against the pool until the answer is read, at the end of this function.
+        let (client, mut in_use) = self.client_for(&parsed);
         let req = match form {
-            None => self.client_for(&parsed).get(parsed),
+            None => client.get(parsed),
             Some(f) => {
                 let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(f).finish();
-                self.client_for(&parsed)
-                    .post(parsed)
-                    .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(body)
+                client.post(parsed).header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
             }
         };
         let resp = req
@@ -71,6 +70,7 @@ impl Outbound {
             .send()
             .await
             .map_err(|e| failed(describe(&e)))?;
+        in_use.iter_mut().for_each(crate::pool::InUse::answered);
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(failed(format!("answered {status}")));

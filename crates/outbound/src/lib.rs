@@ -20,7 +20,7 @@ pub use auth::{TokenCache, TokenError, TokenWanted};
 pub use challenge::{ChallengeError, challenge_needs_secrets};
 pub use deliver::{AttemptReport, DeliveryRequest};
 pub use fetch::{DOCUMENT_TIMEOUT, FetchError};
-pub use pool::KEPT_HOSTS_MOST;
+pub use pool::KEPT_CONNECTIONS_MOST;
 
 /// The default request timeout: long enough for a slow receiver, short enough that one
 /// dead endpoint does not hold a worker batch for long.
@@ -66,11 +66,11 @@ pub struct BuildError(#[source] reqwest::Error);
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
-    /// The same client, keeping no connection open after its request: for receivers past
-    /// those whose connections are kept ([`pool`]).
+    /// The same client, keeping no connection open after its request: for requests past
+    /// the connections the pool may keep ([`pool`]).
     unpooled: Arc<std::sync::OnceLock<reqwest::Client>>,
     resolver: Arc<resolver::GuardedResolver>,
-    kept: Arc<pool::KeptHosts>,
+    kept: Arc<pool::KeptConnections>,
     settings: Arc<OutboundSettings>,
     tokens: TokenCache,
 }
@@ -84,14 +84,14 @@ impl std::fmt::Debug for Outbound {
 impl Outbound {
     /// Builds the client.
     pub fn new(settings: OutboundSettings) -> Result<Self, BuildError> {
-        Self::keeping(settings, KEPT_HOSTS_MOST)
+        Self::keeping(settings, KEPT_CONNECTIONS_MOST)
     }
 
-    /// Builds the client, keeping open the connections of at most `most` receivers.
+    /// Builds the client, keeping at most `most` connections open between requests.
     fn keeping(settings: OutboundSettings, most: usize) -> Result<Self, BuildError> {
         let resolver = Arc::new(resolver::GuardedResolver::new(settings.network.clone()));
         let client = build_client(&settings, &resolver, usize::MAX)?;
-        let kept = Arc::new(pool::KeptHosts::new(most, settings.timeout));
+        let kept = pool::KeptConnections::new(most);
         Ok(Self {
             client,
             unpooled: Arc::new(std::sync::OnceLock::new()),
@@ -102,23 +102,24 @@ impl Outbound {
         })
     }
 
-    /// The client for a request to `url`: the pooled one while its receiver's connections
-    /// may be kept open, else one that closes its connection after the request (built when
-    /// first needed: most deployments never reach that many receivers, and a Lambda's cold
-    /// start would load the TLS roots twice).
-    pub(crate) fn client_for(&self, url: &url::Url) -> &reqwest::Client {
-        if self.kept.keep(url) {
-            return &self.client;
+    /// The client for a request to `url`, and the request counted against the pool until
+    /// dropped (keep it until the answer is read): the pooled client while the request's
+    /// connection may be kept open, else one that closes its connection after the request
+    /// (built when first needed: most deployments never keep that many, and a Lambda's
+    /// cold start would load the TLS roots twice).
+    pub(crate) fn client_for(&self, url: &url::Url) -> (&reqwest::Client, Option<pool::InUse>) {
+        if let Some(in_use) = self.kept.begin(url) {
+            return (&self.client, Some(in_use));
         }
         if let Some(c) = self.unpooled.get() {
-            return c;
+            return (c, None);
         }
         match build_client(&self.settings, &self.resolver, 0) {
-            Ok(c) => self.unpooled.get_or_init(|| c),
+            Ok(c) => (self.unpooled.get_or_init(|| c), None),
             Err(e) => {
                 // It was built once with the same settings; should it fail now, kept open.
                 tracing::error!(error = %e, "cannot build the client that keeps no connection open");
-                &self.client
+                (&self.client, None)
             }
         }
     }
