@@ -361,7 +361,7 @@ impl Outbound {
         }
         let resp =
             req.send().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
-        in_use.iter_mut().for_each(crate::pool::InUse::answered);
+        in_use.iter_mut().for_each(|u| u.answered(resp.version()));
         let status = resp.status().as_u16();
         let body = crate::deliver::read_capped(resp, MAX_TOKEN_RESPONSE)
             .await

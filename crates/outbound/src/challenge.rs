@@ -77,7 +77,7 @@ impl Outbound {
             .send()
             .await
             .map_err(|e| ChallengeError::NoResponse { class: error_class(&e).as_str(), detail: describe(&e) })?;
-        in_use.iter_mut().for_each(crate::pool::InUse::answered);
+        in_use.iter_mut().for_each(|u| u.answered(resp.version()));
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(ChallengeError::Status(status));

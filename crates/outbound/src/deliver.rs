@@ -301,10 +301,11 @@ impl Outbound {
             AuthHeader::Bearer(t) => r.header(http::header::AUTHORIZATION, format!("Bearer {}", t.expose())),
         };
         let resp = r.body(req.body.to_owned()).send().await?;
+        let version = resp.version();
         Ok((
             resp,
             in_use.map(|mut u| {
-                u.answered();
+                u.answered(version);
                 u
             }),
         ))

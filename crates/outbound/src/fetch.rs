@@ -70,7 +70,7 @@ impl Outbound {
             .send()
             .await
             .map_err(|e| failed(describe(&e)))?;
-        in_use.iter_mut().for_each(crate::pool::InUse::answered);
+        in_use.iter_mut().for_each(|u| u.answered(resp.version()));
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(failed(format!("answered {status}")));

@@ -5,8 +5,9 @@
 //! that reaches a thousand endpoints within that time would hold a thousand sockets: past
 //! the open-file limit (1,024 on Lambda, and often the soft limit on a server), every new
 //! connection, every accepted API request and every database file open would fail, and
-//! the deliveries failed so would count against healthy endpoints' circuits. So at most
-//! [`KEPT_CONNECTIONS_MOST`] connections are kept: a receiver's requests go through the
+//! the deliveries failed so would count against healthy endpoints' circuits. So about
+//! [`KEPT_CONNECTIONS_MOST`] connections at most are kept (the count is of requests at
+//! once; in a race the HTTP client may keep one more): a receiver's requests go through the
 //! pooled client while they can reuse its kept connections or a new one fits in the
 //! budget, and otherwise through a client that keeps nothing, whose connection is closed
 //! when the request is done.
@@ -37,6 +38,9 @@ struct Receiver {
     in_flight: usize,
     most_at_once: usize,
     idle_since: Instant,
+    /// It has answered over HTTP/2, where a request given up leaves its connection open
+    /// (the other requests on it go on).
+    multiplexed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,7 +63,8 @@ impl State {
                 self.kept += 1;
             }
             None if room => {
-                self.receivers.insert(key.to_owned(), Receiver { in_flight: 1, most_at_once: 1, idle_since: now });
+                let r = Receiver { in_flight: 1, most_at_once: 1, idle_since: now, multiplexed: false };
+                self.receivers.insert(key.to_owned(), r);
                 self.kept += 1;
             }
             _ => return false,
@@ -94,16 +99,17 @@ pub(crate) struct KeptConnections {
 pub(crate) struct InUse {
     kept: Arc<KeptConnections>,
     key: String,
-    answered: bool,
+    answered: Option<http::Version>,
 }
 
 impl InUse {
-    /// The receiver answered: its connection may go back to the pool. One dropped without
-    /// an answer (refused, timed out, given up) had its connection closed, and gives its
-    /// place in the budget back: a receiver that never answers, with many requests
-    /// waiting on it, holds places only while they wait.
-    pub(crate) fn answered(&mut self) {
-        self.answered = true;
+    /// The receiver answered, over `version`: its connection may go back to the pool. One
+    /// dropped without an answer (refused, timed out, given up) had its HTTP/1 connection
+    /// closed, and gives its place in the budget back: a receiver that never answers, with
+    /// many requests waiting on it, holds places only while they wait. (Not a receiver
+    /// that has answered over HTTP/2: its connection outlives a request given up.)
+    pub(crate) fn answered(&mut self, version: http::Version) {
+        self.answered = Some(version);
     }
 }
 
@@ -111,13 +117,18 @@ impl Drop for InUse {
     fn drop(&mut self) {
         let mut state = self.kept.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State { receivers, kept } = &mut *state;
-        if let Some(r) = receivers.get_mut(&self.key) {
-            r.in_flight = r.in_flight.saturating_sub(1);
-            r.idle_since = Instant::now();
-            if !self.answered && r.most_at_once > r.in_flight {
-                r.most_at_once -= 1;
-                *kept -= 1;
-            }
+        let Some(r) = receivers.get_mut(&self.key) else { return };
+        r.in_flight = r.in_flight.saturating_sub(1);
+        r.idle_since = Instant::now();
+        r.multiplexed |= self.answered == Some(http::Version::HTTP_2);
+        if self.answered.is_none() && !r.multiplexed && r.most_at_once > r.in_flight {
+            r.most_at_once -= 1;
+            *kept -= 1;
+        }
+        if r.most_at_once == 0 {
+            // Nothing of it left open: forgotten at once, so that receivers that never
+            // answered do not pile up in the map while the budget has room.
+            receivers.remove(&self.key);
         }
     }
 }
@@ -143,7 +154,7 @@ impl KeptConnections {
             state.take(&key, self.most, now)
         };
         drop(state);
-        counted.then(|| InUse { kept: self.clone(), key, answered: false })
+        counted.then(|| InUse { kept: self.clone(), key, answered: None })
     }
 }
 
@@ -162,7 +173,7 @@ mod tests {
         let kept = KeptConnections::new(3);
         let answered = |u: &str| {
             let mut in_use = kept.begin(&url(u)).unwrap();
-            in_use.answered();
+            in_use.answered(http::Version::HTTP_11);
             in_use
         };
         let a1 = answered("https://a.example/x");
@@ -197,8 +208,21 @@ mod tests {
         // ...only while they wait: given up, their connections are closed.
         drop(waiting);
         let mut calm = kept.begin(&url("https://calm.example/")).unwrap();
-        calm.answered();
+        calm.answered(http::Version::HTTP_11);
         drop(calm);
         assert_eq!(kept.state.lock().unwrap().kept, 1, "calm's connection, kept");
+        assert!(!kept.state.lock().unwrap().receivers.contains_key("https://hole.example:443"), "nothing of hole left");
+    }
+
+    #[test]
+    fn over_http2_a_request_given_up_leaves_its_place_taken() {
+        let kept = KeptConnections::new(2);
+        let mut first = kept.begin(&url("https://h2.example/")).unwrap();
+        first.answered(http::Version::HTTP_2);
+        drop(first);
+        let waiting = kept.begin(&url("https://h2.example/")).unwrap();
+        drop(waiting);
+        // The connection it was sent on is still open (and kept): its place is still taken.
+        assert_eq!(kept.state.lock().unwrap().kept, 1);
     }
 }
