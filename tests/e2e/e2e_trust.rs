@@ -272,6 +272,71 @@ async fn rotated_out_secrets_are_bounded(flavor: Flavor) {
 }
 }
 
+/// A hook whose stored size grows with `n`, by about 4/3 bytes a unit: `n` characters of
+/// secret OAuth query and body parameters (sealed, then base64), beside headers and header
+/// parameters as long as the largest hooks' above.
+fn hook_padded(name: &str, n: usize) -> Value {
+    let value = "v".repeat(4000);
+    let headers: Vec<Value> = (0..20).map(|i| json!({"name": format!("X-H{i}"), "value": value})).collect();
+    let plain: Vec<Value> = (0..20).map(|i| json!({"key": format!("p{i}"), "value": value})).collect();
+    let lengths: Vec<usize> = (0..40).map(|i| n.saturating_sub(4000 * i).min(4000)).collect();
+    let secret = |group: &[usize]| -> Vec<Value> {
+        group
+            .iter()
+            .enumerate()
+            .filter(|(_, len)| **len > 0)
+            .map(|(i, len)| json!({"key": format!("s{i}"), "value": "s".repeat(*len), "secret": true}))
+            .collect()
+    };
+    json!({
+        "name": name, "url": "https://receiver.example/", "headers": headers,
+        "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": "https://idp.example/token", "client_id": "c",
+                 "client_secret": "s", "header_params": plain, "query_params": secret(&lengths[..20]),
+                 "body_params": secret(&lengths[20..])},
+    })
+}
+
+on_both_backends! {
+async fn a_hook_at_the_size_limit_can_still_be_written_back_as_read_after_rotations(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    // The largest hook the API accepts, found as a client would: by its answers.
+    let (mut fits, mut too_large) = (0, 160_000);
+    assert_eq!(stack.post("/v1/hooks", &t, &hook_padded("probe", too_large)).await.status, 400);
+    while too_large - fits > 1 {
+        let n = (fits + too_large) / 2;
+        let a = stack.post("/v1/hooks", &t, &hook_padded("probe", n)).await;
+        match a.status.as_u16() {
+            201 => {
+                fits = n;
+                let id = a.body["id"].as_str().unwrap();
+                assert_eq!(stack.delete(&format!("/v1/hooks/{id}"), &t).await.status, 204);
+            }
+            400 => too_large = n,
+            other => panic!("{other}: {}", a.body),
+        }
+    }
+    let created = stack.post("/v1/hooks", &t, &hook_padded("full", fits)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let before = stored(&stack, "acme", &id).await.stored_size();
+    assert!(before > hookbridge_core::hook::MAX_STORED_HOOK_BYTES - 100, "{before} bytes: not at the limit");
+    // Each rotation keeps the secret it replaces for a day, in the sealed secrets.
+    for _ in 0..hookbridge_core::hook::MAX_RETIRING_SECRETS {
+        let rotated = stack.call("POST", &format!("/v1/hooks/{id}/secret/rotate"), Some(&t), None).await;
+        assert_eq!(rotated.status, 200, "{}", rotated.body);
+    }
+    let after = stored(&stack, "acme", &id).await.stored_size();
+    assert!(after > hookbridge_core::hook::MAX_STORED_HOOK_BYTES, "{after} bytes: the rotations added too little to test");
+    let read = stack.get(&format!("/v1/hooks/{id}"), &t).await;
+    assert_eq!(read.status, 200);
+    let written = stack.put(&format!("/v1/hooks/{id}"), &t, &read.body).await;
+    assert_eq!(written.status, 200, "the hook as read was refused: {}", written.body);
+    assert_eq!(written.body["headers"], read.body["headers"]);
+    stack.shutdown().await;
+}
+}
+
 on_both_backends! {
 async fn an_idempotency_claim_a_crash_left_unanswered_frees_its_key_within_minutes(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;

@@ -333,6 +333,13 @@ pub const MAX_STORED_HOOK_BYTES: usize = 350 * 1024;
 /// the oldest, so neither the stored item nor the signature header grows with rotations.
 pub const MAX_RETIRING_SECRETS: usize = 4;
 
+/// The most one retiring secret adds to a hook's stored size, sealed: a client-chosen
+/// secret of the most characters, every one escaped, with its time, in base64 (a test
+/// holds it to that). A hook is allowed this much more for each it holds, so that the
+/// rotations a hook at the limit goes through never make it too large to be written back
+/// as read; at [`MAX_RETIRING_SECRETS`] of them the stored item stays within DynamoDB's.
+pub const RETIRING_SECRET_STORED_BYTES: usize = 1024;
+
 /// A previous signing secret that still signs until `until` (24 h after a rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiringSecret {
@@ -488,10 +495,12 @@ impl Hook {
         serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
     }
 
-    /// Whether it fits [`MAX_STORED_HOOK_BYTES`]; the error says by how much it does not.
-    pub fn check_stored_size(&self) -> Result<(), crate::validation::FieldError> {
+    /// Whether it fits [`MAX_STORED_HOOK_BYTES`], beside the `retiring` secrets its sealed
+    /// secrets hold ([`RETIRING_SECRET_STORED_BYTES`] each); the error says by how much it
+    /// does not.
+    pub fn check_stored_size(&self, retiring: usize) -> Result<(), crate::validation::FieldError> {
         let size = self.stored_size();
-        if size <= MAX_STORED_HOOK_BYTES {
+        if size <= MAX_STORED_HOOK_BYTES + retiring.min(MAX_RETIRING_SECRETS) * RETIRING_SECRET_STORED_BYTES {
             return Ok(());
         }
         Err(crate::validation::FieldError::new(
@@ -512,6 +521,18 @@ mod tests {
     /// Secrets of a hook that has only its signing secret, `signing`.
     fn signing_only(signing: SigningSecret) -> HookSecrets {
         HookSecrets { signing, retiring: Vec::new(), auth: None, params: BTreeMap::new(), headers: BTreeMap::new() }
+    }
+
+    #[test]
+    fn a_retiring_secret_adds_at_most_its_allowance_to_the_stored_hook() {
+        // The widest a rotation can keep: a client-chosen secret of the most characters,
+        // each escaped in the sealed JSON.
+        let widest = SigningSecret::client_chosen(&"\"".repeat(crate::secret::CLIENT_SECRET_MAX_LEN)).unwrap();
+        let retiring = RetiringSecret { secret: widest, until: Utc::now() };
+        // With the comma between two, sealed (the cipher adds nothing per byte) and then
+        // stored as base64.
+        let plain = serde_json::to_vec(&retiring).unwrap().len() + 1;
+        assert!(plain.div_ceil(3) * 4 <= RETIRING_SECRET_STORED_BYTES, "{plain} bytes before base64");
     }
 
     #[test]
