@@ -71,6 +71,18 @@ async fn bulk_create_succeeds_or_fails_item_by_item(flavor: Flavor) {
     assert!(results[0]["hook"]["secret"].as_str().is_some());
     let listed = stack.get("/v1/hooks", &t).await.body;
     assert_eq!(listed["hooks"].as_array().unwrap().len(), 2);
+    // Items that are not objects: a hook's 24 fields by position would otherwise be read
+    // as one.
+    let mut by_position = vec![json!("by-position"), Value::Null, json!("https://r.example/6")];
+    by_position.resize(24, Value::Null);
+    let a = stack.post("/v1/hooks", &t, &json!([by_position, "good-4", 7])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for result in a.body["results"].as_array().unwrap() {
+        assert_eq!(result["status"], 400, "{result}");
+        assert_eq!(problem_fields(&result["error"]), ["body"]);
+        assert_eq!(result["error"]["errors"][0]["message"], "must be a hook object");
+    }
+    assert_eq!(stack.get("/v1/hooks", &t).await.body["hooks"].as_array().unwrap().len(), 2);
     let too_many: Vec<Value> = (0..101).map(|i| json!({"name": format!("h{i}"), "url": "https://r.example/"})).collect();
     let a = stack.post("/v1/hooks", &t, &Value::Array(too_many)).await;
     assert_eq!(a.status, 400);

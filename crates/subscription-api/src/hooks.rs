@@ -108,6 +108,11 @@ pub async fn create(
 }
 
 async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
+    // serde reads a struct from an array too, by position: a hook is an object, its fields
+    // named, as `PUT` holds it to.
+    if !item.is_object() {
+        return Err(ApiError::field("body", "must be a hook object"));
+    }
     let draft: HookDraft = from_value(item, at)?;
     let (hook, secrets) = create_hook(api, caller, draft, None).await?;
     let mut out = HookOut::from(&hook);
