@@ -836,6 +836,37 @@ mod tests {
         assert!(detail["reason"].as_str().is_some_and(|r| r.contains("its hook could not be read")), "{detail}");
     }
 
+    /// Given up on for what it could not have with its hook read (here its envelope, kept in
+    /// the event store), a delivery is told of with the hook's version, as every other
+    /// `delivery.exhausted` is: a rule matching on it missed these.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_given_up_on_with_its_hook_read_is_told_of_with_the_hooks_version() {
+        use hookbridge_core::delivery::DeliveryStatus;
+        use hookbridge_core::topology::LANE_RECEIVES;
+        let h = EmbeddedHarness::start().await;
+        let told = watching_exhausted(&h).await;
+        let (hook, _) = make_hook(&h, "acme", "read").await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        h.break_the_event_store().await;
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
+        let task = Task::by_reference(key.clone(), 0).unrecorded(Utc::now(), false);
+        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        let mut messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        messages[0].receive_count = LANE_RECEIVES;
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty(), "done with");
+        let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().expect("recorded");
+        assert_eq!(d.status, DeliveryStatus::Failed);
+        assert!(d.note.as_deref().is_some_and(|n| n.contains("its envelope could not be read")), "{d:?}");
+        let told = told.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        let detail = &serde_json::from_str::<serde_json::Value>(&told[0].body).unwrap()["detail"];
+        assert_eq!(detail["hook_version"], hook.version, "{detail}");
+        assert_eq!(detail["delivery_id"], key.delivery_id.to_string());
+    }
+
     /// A delivery re-sent in its last hours (a retry or a replay on its fourteenth day) gets
     /// the attempts that come before its records are dropped, and no more: one whose next
     /// attempt would come later ends `FAILED` with why, and one that comes due after is not

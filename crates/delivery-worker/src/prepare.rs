@@ -143,7 +143,12 @@ pub(crate) async fn prepare<'a>(
             continue;
         };
         if unreadable.contains(&task.delivery.hook_id) {
-            plans.push(Plan::Done(Done::Later { message, task: Box::new(task), why: "its hook could not be read" }));
+            plans.push(Plan::Done(Done::Later {
+                message,
+                task: Box::new(task),
+                why: "its hook could not be read",
+                hook_version: None,
+            }));
             continue;
         }
         match check(w, ctx, now, message, task, &hooks) {
@@ -555,7 +560,12 @@ async fn pace<'a>(
             // cannot be had on any of its receives has its delivery recorded `FAILED`
             // with why, and a reservation given up on is not tried again every second.
             let why = "its hook's rate-limit slot could not be reserved";
-            plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
+            plans.push(Plan::Done(Done::Later {
+                message: c.message,
+                task: Box::new(c.task),
+                why,
+                hook_version: Some(c.hook.version),
+            }));
             continue;
         }
         let (slot, in_place) = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
@@ -628,7 +638,12 @@ async fn load<'a>(w: &Worker, candidates: Vec<(Candidate<'a>, Option<DateTime<Ut
             }
             Opened::NotNow => {
                 let why = "its hook's secrets could not be opened";
-                plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
+                plans.push(Plan::Done(Done::Later {
+                    message: c.message,
+                    task: Box::new(c.task),
+                    why,
+                    hook_version: Some(c.hook.version),
+                }));
                 continue;
             }
         };
@@ -647,7 +662,12 @@ async fn load<'a>(w: &Worker, candidates: Vec<(Candidate<'a>, Option<DateTime<Ut
                         Err(e) => {
                             tracing::error!(hook_id = %c.hook.id, event_id = %id, error = %e, "cannot read the delivery's envelope now; it will be retried");
                             let why = "its envelope could not be read";
-                            plans.push(Plan::Done(Done::Later { message: c.message, task: Box::new(c.task), why }));
+                            plans.push(Plan::Done(Done::Later {
+                                message: c.message,
+                                task: Box::new(c.task),
+                                why,
+                                hook_version: Some(c.hook.version),
+                            }));
                             continue;
                         }
                     },

@@ -53,8 +53,9 @@ pub(crate) enum Done<'a> {
     /// Not handled now: something its hook needs (its secrets, its rate state, its
     /// envelope) could not be had for a reason that may pass. Left to come back on the
     /// queue's schedule, alone: the batch's other deliveries go on. On the queue's last
-    /// receive it is recorded `FAILED` with `why` instead.
-    Later { message: &'a ReceivedMessage, task: Box<Task>, why: &'static str },
+    /// receive it is recorded `FAILED` with `why` instead. `hook_version` is the hook's
+    /// as read, when it was, for the event that tells of it then.
+    Later { message: &'a ReceivedMessage, task: Box<Task>, why: &'static str, hook_version: Option<u64> },
     /// Queued unrouted to a hook that, read now, does not want its event (or is gone):
     /// done with, nothing recorded, as ingest would have queued nothing.
     Unwanted { message: &'a ReceivedMessage, task: Box<Task> },
@@ -71,7 +72,7 @@ impl<'a> Done<'a> {
     /// `message` not handled now, for `why`; poison if it is not a delivery task.
     pub(crate) fn later(message: &'a ReceivedMessage, why: &'static str) -> Self {
         match Task::parse(&message.body, message.receive_count) {
-            Some(task) => Done::Later { message, task: Box::new(task), why },
+            Some(task) => Done::Later { message, task: Box::new(task), why, hook_version: None },
             None => Done::Poison(message),
         }
     }
@@ -162,7 +163,7 @@ async fn flush(
                 tracing::error!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, tenant = %k.tenant, "an unrouted delivery's hook could not be read on any of its receives; it goes to the dead-letter queue");
                 failed.push(message);
             }
-            Done::Later { message, task, why } if message.receive_count >= LANE_RECEIVES => {
+            Done::Later { message, task, why, hook_version } if message.receive_count >= LANE_RECEIVES => {
                 // Failed again, it would go to the dead-letter queue and its delivery stay
                 // as it was: never recorded, or `RETRYING` for ever. Recorded as given up
                 // on instead, so Read shows it and a retry or replay sends it again.
@@ -176,7 +177,7 @@ async fn flush(
                     PlatformDetail {
                         tenant: k.tenant.clone(),
                         hook_id: k.hook_id,
-                        hook_version: None,
+                        hook_version: *hook_version,
                         delivery_id: Some(k.delivery_id),
                         reason: Some(note.clone()),
                     }

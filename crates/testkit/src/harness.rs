@@ -130,6 +130,15 @@ impl EmbeddedHarness {
         })
     }
 
+    /// Takes the event store's table away, so that every read of a stored envelope fails,
+    /// as one does while the store cannot be reached.
+    pub async fn break_the_event_store(&self) {
+        self.db
+            .write(|c| c.execute_batch("DROP TABLE events").map_err(|e| hookbridge_core::Error::backend("test", e)))
+            .await
+            .expect("drop the events table");
+    }
+
     /// The configuration it was opened with.
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config
