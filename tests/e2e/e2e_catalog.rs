@@ -107,6 +107,12 @@ async fn a_tenants_declared_schemas_are_bounded_together(flavor: Flavor) {
         declared += 1;
     }
     assert!((1..20).contains(&declared), "{declared} descriptions of 6 KiB fitted in what the schemas left");
+    // A catalog's descriptions count too: with the budget taken, none of its types is declared.
+    let before = stack.get("/v1/event-types", &t).await.body["event_types"].as_array().unwrap().len();
+    let loaded = stack.post("/v1/event-types/catalogs/keycloak", &t, &json!({})).await;
+    assert_eq!(loaded.status, 422, "{}", loaded.body);
+    assert!(loaded.body["detail"].as_str().unwrap().contains("together"), "{}", loaded.body);
+    assert_eq!(stack.get("/v1/event-types", &t).await.body["event_types"].as_array().unwrap().len(), before);
     let listed = stack.get("/v1/event-types", &t).await;
     assert_eq!(listed.status, 200);
     assert!(listed.body.to_string().len() < 5 * 1024 * 1024);

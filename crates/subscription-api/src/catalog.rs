@@ -136,25 +136,14 @@ pub async fn declare(
     if declared.len() >= catalog::MAX_DECLARED && !declared.iter().any(|t| t.name == name) {
         return Err(declared_quota());
     }
-    // As the listing answers them: a description's characters can take six bytes each there
-    // (`\u0001`), so 500 of them would be 3 MB beside the schemas; and the whole answer is
-    // escaped once more in Lambda's, where a schema of quotes takes four bytes for each.
-    let size = |description: &Option<String>, schema: &Option<Value>| {
-        crate::body::as_answered(&json!({ "description": description, "schema": schema }).to_string())
-    };
-    let others: usize = declared.iter().filter(|t| t.name != name).map(|t| size(&t.description, &t.schema)).sum();
-    let now = declared.iter().find(|t| t.name == name).map_or(0, |t| size(&t.description, &t.schema));
-    let new = size(&d.description, &d.schema);
+    let others: usize =
+        declared.iter().filter(|t| t.name != name).map(|t| answered_size(&t.description, &t.schema)).sum();
+    let now = declared.iter().find(|t| t.name == name).map_or(0, |t| answered_size(&t.description, &t.schema));
+    let new = answered_size(&d.description, &d.schema);
     // A tenant over the budget (descriptions counted since it declared them) may still
     // shrink a declaration.
     if others + new > catalog::MAX_SCHEMAS_BYTES && new > now {
-        return Err(ApiError::QuotaReached {
-            detail: format!(
-                "a tenant's declared schemas and descriptions may come to at most {} bytes together, as the listing answers them (a JSON string in Lambda's answer); {others} are declared",
-                catalog::MAX_SCHEMAS_BYTES
-            ),
-            limit: catalog::MAX_SCHEMAS_BYTES as u32,
-        });
+        return Err(schemas_quota(others));
     }
     let t = DeclaredType { name, description: d.description, schema: d.schema, updated_at: Utc::now() };
     store.declare(&caller.tenant, &t).await?;
@@ -268,6 +257,12 @@ pub async fn load_catalog(
     if existing.len() + new.len() > catalog::MAX_DECLARED {
         return Err(declared_quota());
     }
+    // The catalog's descriptions count toward the budget as a declaration's do.
+    let declared: usize = existing.iter().map(|t| answered_size(&t.description, &t.schema)).sum();
+    let adding: usize = new.iter().map(|t| answered_size(&Some(t.description.clone()), &None)).sum();
+    if adding > 0 && declared + adding > catalog::MAX_SCHEMAS_BYTES {
+        return Err(schemas_quota(declared));
+    }
     let now = Utc::now();
     for t in &new {
         let d = DeclaredType {
@@ -281,6 +276,25 @@ pub async fn load_catalog(
     api.schemas().forget(&caller.tenant);
     tracing::info!(tenant = %caller.tenant, catalog = %name, declared = new.len(), "catalog loaded");
     Ok(Json(json!({ "catalog": name, "declared": new.len(), "already_declared": c.types.len() - new.len() })))
+}
+
+/// A declaration's size as the listing answers it: a description's characters can take six
+/// bytes each there (`\u0001`), so 500 of them would be 3 MB beside the schemas; and the
+/// whole answer is escaped once more in Lambda's, where a schema of quotes takes four bytes
+/// for each.
+fn answered_size(description: &Option<String>, schema: &Option<Value>) -> usize {
+    crate::body::as_answered(&json!({ "description": description, "schema": schema }).to_string())
+}
+
+/// The budget of a tenant's declarations together is reached, `declared` bytes of it taken.
+fn schemas_quota(declared: usize) -> ApiError {
+    ApiError::QuotaReached {
+        detail: format!(
+            "a tenant's declared schemas and descriptions may come to at most {} bytes together, as the listing answers them (a JSON string in Lambda's answer); {declared} are declared",
+            catalog::MAX_SCHEMAS_BYTES
+        ),
+        limit: catalog::MAX_SCHEMAS_BYTES as u32,
+    }
 }
 
 fn declared_quota() -> ApiError {
