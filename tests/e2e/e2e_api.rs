@@ -476,6 +476,16 @@ async fn bodies_must_be_json_known_fields_and_not_too_large(flavor: Flavor) {
     assert_eq!(a.status, 413);
     let a = stack.raw("POST", "/v1/hooks", &[("authorization", &auth), ("content-type", "application/json")], b"{not json".to_vec()).await;
     assert_eq!(a.status, 400);
+    // The same order where the query is checked too: the body's type and size before it.
+    for path in ["/v1/event-types/a.b?x=1", "/v1/event-types/match?x=1", "/v1/event-types/catalogs?x=1"] {
+        let a = stack.raw("PUT", path, &[("authorization", &auth), ("content-type", "text/plain")], b"{}".to_vec()).await;
+        assert_eq!(a.status, 415, "{path}");
+        let json = ("content-type", "application/json");
+        let a = stack.raw("PUT", path, &[("authorization", &auth), json], vec![b' '; 4 * 1024 * 1024]).await;
+        assert_eq!(a.status, 413, "{path}");
+        let a = stack.raw("PUT", path, &[("authorization", &auth), json], b"{}".to_vec()).await;
+        assert_eq!((a.status.as_u16(), problem_fields(&a.body)), (400, vec!["query".to_owned()]), "{path}");
+    }
     let a = stack.post("/v1/hooks", &t, &json!({"name": "x", "url": "https://r.example/", "auth": {"type": "BASIC", "username": "u", "password": "p", "token": 1}})).await;
     assert_eq!(problem_fields(&a.body), ["auth.token"]);
     let a = stack.post("/v1/hooks", &t, &json!({"name": 5, "url": "https://r.example/"})).await;

@@ -109,9 +109,12 @@ pub async fn declare(
     State(api): State<Api>,
     Writer(caller): Writer,
     Path(name): Path<String>,
-    _: ApiQuery<NoQuery>,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    // The body's type and size are answered first (`415`, `413`), as on every route; its
+    // query is part of what it says (`400`).
+    query?;
     catalog::check_name(&name).map_err(|m| ApiError::field("name", m))?;
     let d: DeclareIn = parse(&bytes)?;
     let mut errors = Vec::new();
@@ -177,7 +180,7 @@ pub async fn undeclare(
 pub async fn declare_match(
     api: State<Api>,
     caller: Writer,
-    query: ApiQuery<NoQuery>,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     declare(api, caller, Path("match".to_owned()), query, body).await
@@ -196,7 +199,7 @@ pub async fn undeclare_match(
 pub async fn declare_catalogs(
     api: State<Api>,
     caller: Writer,
-    query: ApiQuery<NoQuery>,
+    query: Result<ApiQuery<NoQuery>, ApiError>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     declare(api, caller, Path("catalogs".to_owned()), query, body).await
