@@ -292,6 +292,12 @@ impl Delivery {
             // does not describe it, and left in place it would hide the note of the request
             // that opened this round when that lands after the outcome.
             self.note.clone_from(&u.note);
+        } else if u.round == 0 && u.status != self.status {
+            // No request opened the first round, so each of its notes is the reason for the
+            // status it came with (a cancellation, a give-up) and goes with that status: a
+            // copy of the event routed again after its hook was re-enabled, delivered, is
+            // not "hook disabled".
+            self.note = None;
         }
         self.round = u.round;
         self.status = u.status;
@@ -435,6 +441,26 @@ mod tests {
             assert_eq!(d.status, DeliveryStatus::Succeeded);
             assert_eq!(d.round, 1);
             assert_eq!(d.attempts.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_first_rounds_reason_goes_with_the_status_it_came_with() {
+        let k = key();
+        let cancelled = DeliveryUpdate::cancelled(k.clone(), 0, "hook disabled".into(), Utc::now());
+        let given_up = DeliveryUpdate::given_up(k.clone(), 0, "not sent: no secrets".into(), Utc::now());
+        for reason in [&cancelled, &given_up] {
+            for then in [DeliveryStatus::Succeeded, DeliveryStatus::Retrying] {
+                let mut d = Delivery::pending_for(&k, Utc::now());
+                d.apply(reason);
+                d.apply(&update(&k, then, 0, true));
+                assert_eq!((d.status, d.note.as_deref()), (then, None), "{:?}", reason.note);
+            }
+            // A record of the same status keeps it.
+            let mut d = Delivery::pending_for(&k, Utc::now());
+            d.apply(reason);
+            d.apply(&update(&k, reason.status, 0, false));
+            assert_eq!(d.note, reason.note);
         }
     }
 
