@@ -436,6 +436,7 @@ async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_prod
     let xiq = fixture("xiq-create-subscription.json").replace("https://webhook-endpoint-example-audits", &r.url("/xiq"));
     assert_eq!(send(&stack, "POST", "/subscriptions/webhook", &t, Some(&xiq)).await.0, 202);
     stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": {"code": 1}})).await;
+    stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
     // Both answered 410: XIQ's was disabled by it at once. Keycloak's tries a 410 again,
     // as Keycloak does, so the failure rule disabled it, not the 410.
     let inactive = eventually(WAIT, || async {
@@ -495,6 +496,45 @@ async fn keycloak_signs_only_with_a_secret_the_client_set(flavor: Flavor) {
     assert!(at("/none").header("webhook-signature").is_some(), "still signed the standard way");
     let expected = hex::encode(hmac_sha256(b"A3jt6D8lz", &at("/v1").body));
     assert_eq!(at("/v1").header("x-keycloak-signature"), Some(expected.as_str()));
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
+/// "`*` (send all events)" is all of Keycloak's events, not every product's: a webhook
+/// made with it (or with no `eventTypes`) got the tenant's ExtremeCloud IQ log records too,
+/// signed as Keycloak's.
+async fn a_keycloak_webhook_for_all_events_gets_keycloaks_events_only(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let r = Receiver::start().await;
+    let t = stack.token("test", ALL_SCOPES);
+    for (path, doc) in [("/all", json!({"eventTypes": ["*"]})), ("/unsaid", json!({}))] {
+        let mut doc = doc;
+        doc["url"] = json!(r.url(path));
+        let (status, _, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc.to_string())).await;
+        assert_eq!(status, 201);
+        let location = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+        let (_, read, _) = send(&stack, "GET", &location, &t, None).await;
+        assert_eq!(read["eventTypes"], json!(["*"]), "{read}");
+        let id = location.rsplit('/').next().unwrap();
+        let hook = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
+        assert_eq!(hook["event_types"], json!(["access.*", "admin.*"]), "{hook}");
+    }
+    stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": {"code": 1}})).await;
+    for kind in ["access.LOGIN", "admin.USER-CREATE"] {
+        stack.publish(&t, &json!({"detail-type": kind, "source": "keycloak", "detail": {"type": kind}})).await;
+    }
+    r.wait_for(4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = r.received();
+    let mut kinds: Vec<(String, String)> =
+        got.iter().map(|g| (g.uri.path().to_owned(), g.json()["type"].as_str().unwrap_or("not keycloak's").to_owned())).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [("/all", "access.LOGIN"), ("/all", "admin.USER-CREATE"), ("/unsaid", "access.LOGIN"), ("/unsaid", "admin.USER-CREATE")]
+            .map(|(p, k)| (p.to_owned(), k.to_owned()))
+    );
     stack.shutdown().await;
 }
 }

@@ -81,18 +81,39 @@ fn only_sha256(w: &WebhookIn) -> Result<(), ApiError> {
 /// dash is a Keycloak name (`USER-CREATE`, `LOGIN_ERROR`, `CLIENT-*`): another type that
 /// begins so (`access-point.*`, a hook's own) is kept as it is, or a client's read, edit
 /// and write back of the webhook would move it to types that never come.
+///
+/// `*` is "send all events" of Keycloak's, its user and admin events (`access.*`,
+/// `admin.*`): as a glob it was every type the tenant publishes, and another product's
+/// events reached the receiver signed as Keycloak's. Left out, the types are the same.
 fn keycloak_types(types: &[String]) -> Vec<String> {
     let keycloak_name = |rest: &str| {
         rest.starts_with(|c: char| c.is_ascii_uppercase())
             && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*'))
     };
-    types
-        .iter()
-        .map(|t| match ["admin-", "access-"].iter().find(|p| t.starts_with(**p) && keycloak_name(&t[p.len()..])) {
-            Some(p) => format!("{}.{}", &p[..p.len() - 1], &t[p.len()..]),
-            None => t.clone(),
-        })
-        .collect()
+    let mut out: Vec<String> = Vec::with_capacity(types.len() + 1);
+    for t in types {
+        let named = match ["admin-", "access-"].iter().find(|p| t.starts_with(**p) && keycloak_name(&t[p.len()..])) {
+            Some(p) => vec![format!("{}.{}", &p[..p.len() - 1], &t[p.len()..])],
+            None if t == "*" => KEYCLOAK_EVENTS.map(str::to_owned).to_vec(),
+            None => vec![t.clone()],
+        };
+        for n in named {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// Every event of Keycloak's: what its `*` stands for.
+const KEYCLOAK_EVENTS: [&str; 2] = ["access.*", "admin.*"];
+
+/// A hook's event types as a Keycloak client reads them: Keycloak's every event is its `*`.
+fn as_keycloak_reads(patterns: &[String]) -> Vec<String> {
+    let all =
+        patterns.len() == KEYCLOAK_EVENTS.len() && KEYCLOAK_EVENTS.iter().all(|k| patterns.iter().any(|p| p == k));
+    if all { vec!["*".to_owned()] } else { patterns.to_vec() }
 }
 
 /// Refuses an event type of Keycloak's (`admin…`, `access…`) written as a regular
@@ -143,7 +164,9 @@ impl From<&Hook> for WebhookOut {
             realm: h.tenant.to_string(),
             enabled: super::switched_on(h),
             url: h.config.url.clone(),
-            event_types: h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect(),
+            event_types: as_keycloak_reads(
+                &h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>(),
+            ),
             created_by: h.created_by.clone(),
             created_at: h.created_at.to_rfc3339_opts(SecondsFormat::Secs, false),
         }
@@ -339,7 +362,7 @@ async fn create(
         "name": super::generated_name("keycloak"),
         "url": w.url,
         "enabled": enabled(w.enabled.as_ref())?.unwrap_or(true),
-        "event_types": w.event_types.as_deref().map_or_else(|| vec!["*".to_owned()], keycloak_types),
+        "event_types": keycloak_types(w.event_types.as_deref().unwrap_or(&["*".to_owned()])),
         "payload": "detail",
         // "Webhooks are sent using an automatic exponential backoff if there is not a 2xx
         // response": a 404 while the receiver is deployed is tried again, not given up.
