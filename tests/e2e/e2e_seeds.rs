@@ -540,6 +540,27 @@ async fn a_keycloak_webhook_for_all_events_gets_keycloaks_events_only(flavor: Fl
 }
 
 on_both_backends! {
+/// A client that lists Keycloak's types one by one: its user events' errors alone are 56
+/// (`access.LOGIN_ERROR`, …), past the 50 patterns a hook could list.
+async fn a_keycloak_webhook_may_list_every_type_keycloak_names(flavor: Flavor) {
+    let stack = TestStack::start(flavor).await;
+    let t = stack.token("test", ALL_SCOPES);
+    let types: Vec<String> = (0..112).map(|i| format!("access.TYPE_{i}_ERROR")).collect();
+    let body = json!({"url": "https://kc.example/", "eventTypes": types}).to_string();
+    let (status, err, headers) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&body)).await;
+    assert_eq!(status, 201, "{err}");
+    let location = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
+    assert_eq!(send(&stack, "GET", &location, &t, None).await.1["eventTypes"], json!(types));
+    let too_many: Vec<String> = (0..=hookbridge_core::hook::MAX_EVENT_TYPES).map(|i| format!("access.T{i}")).collect();
+    let body = json!({"url": "https://kc.example/", "eventTypes": too_many}).to_string();
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(&body)).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().starts_with("eventTypes: must list 1-"), "{err}");
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 /// Phase Two's documentation spells a specific admin type `admin-USER-CREATE` beside
 /// `admin.CLIENT-*`; its events are `admin.…`. A webhook written with the dash gets them,
 /// and reads back as they are named. It was stored as written and matched nothing.
