@@ -347,6 +347,14 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     assert!(reader.all("form[action$='/verify']").await.is_empty() && !reader.text().await.contains("Edit"));
     assert!(replay_rows(&reader).await[0].contains("RUNNING"), "a reader sees the replays");
     assert!(reader.all("form[action$='/cancel']").await.is_empty(), "and cannot cancel one");
+    // Nor a form that changes a hook, reached by its address: no form to type into and lose.
+    for path in
+        ["/console/hooks/new".to_owned(), format!("/console/hooks/{any}/edit"), format!("/console/hooks/{any}/delete")]
+    {
+        reader.goto(&path).await;
+        assert!(reader.text().await.contains("This session is read-only"), "{path}");
+        assert!(reader.all("form.hook, main form").await.is_empty(), "{path}");
+    }
     reader.close().await;
     stack.shutdown().await;
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::call::{Answer, call};
 use super::layout::{notice, page, st};
-use super::pages::{Posted, refused, secret_page};
+use super::pages::{Posted, read_only, refused, secret_page};
 use super::session::Session;
 use super::{form, html, see_other};
 use crate::Api;
@@ -324,6 +324,9 @@ fn has_input(field: &str) -> bool {
 
 /// `GET /console/hooks/new`.
 pub async fn new_form(s: Session) -> Response {
+    if let Some(refused) = read_only(&s, "New hook") {
+        return refused;
+    }
     // A session held to sites may only make hooks within them: the form starts there, not
     // at "the entire workspace", which it would refuse.
     let sites = &s.caller.sites;
@@ -367,6 +370,9 @@ pub async fn create(State(api): State<Api>, Posted(s, fields): Posted) -> Respon
 
 /// `GET /console/hooks/{id}/edit`.
 pub async fn edit_form(State(api): State<Api>, s: Session, Path(id): Path<String>) -> Response {
+    if let Some(refused) = read_only(&s, "Edit hook") {
+        return refused;
+    }
     let a = call(&api, &s.caller, Method::GET, &format!("/v1/hooks/{id}"), None).await;
     if !a.ok() {
         return refused(&s, "Edit hook", &a);

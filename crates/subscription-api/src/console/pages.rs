@@ -88,6 +88,21 @@ impl FromRequest<Api> for Posted {
     }
 }
 
+/// A page that changes hooks, asked for by a read-only session (from a bookmark, a link
+/// kept from a writer's session): refused before a form is shown, rather than on its
+/// submit with everything typed lost.
+pub(super) fn read_only(s: &Session, what: &str) -> Option<Response> {
+    if s.can_write() {
+        return None;
+    }
+    let body = html! {
+        h1 { (what) }
+        (notice("error", "This session is read-only: it can look at hooks and deliveries, not change them."))
+        p { a href="/console/hooks" { "Back to the hooks" } }
+    };
+    Some(html(StatusCode::FORBIDDEN, page(what, Some(s), body)))
+}
+
 /// What the API refused, as a page.
 pub(super) fn refused(s: &Session, what: &str, a: &Answer) -> Response {
     let status = StatusCode::from_u16(a.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -433,6 +448,9 @@ pub async fn set_enabled(State(api): State<Api>, Path(id): Path<String>, Posted(
 
 /// `GET /console/hooks/{id}/delete`: are you sure?
 pub async fn delete_confirm(State(api): State<Api>, s: Session, Path(id): Path<String>) -> Response {
+    if let Some(refused) = read_only(&s, "Delete hook") {
+        return refused;
+    }
     let h = match load_hook(&api, &s, &id).await {
         Ok(h) => h,
         Err(r) => return r,
