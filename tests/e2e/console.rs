@@ -698,6 +698,46 @@ async fn post_sign_in(stack: &TestStack, token: &str) -> (u16, bool, String) {
     (a.status().as_u16(), a.headers().get("set-cookie").is_some(), a.text().await.unwrap())
 }
 
+/// Signing out from a page older than the session (signed in again in another tab since):
+/// the form carries the token of the session before, and the sign-out still happens. It
+/// was refused as an expired form, and the browser stayed signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_from_a_page_older_than_the_session_signs_out() {
+    let stack = TestStack::start(Flavor::Embedded).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = stack.base_url().to_owned();
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let signed_in = async |token: String| -> String {
+        let a = http.post(format!("{base}/console/login")).header(form.0, form.1).body(format!("token={token}")).send();
+        let a = a.await.unwrap();
+        assert_eq!(a.status(), 303);
+        a.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    };
+    let first = signed_in(stack.token("acme", ALL_SCOPES)).await;
+    let page = http.get(format!("{base}/console/hooks")).header("cookie", &first).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    let old_csrf = page.split(r#"name="_csrf" value=""#).nth(1).expect("a form").split('"').next().unwrap().to_owned();
+    let second = signed_in(stack.token("acme", "hooks:read")).await;
+    assert_ne!(first, second);
+    let out = http
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &second)
+        .header("sec-fetch-site", "same-origin")
+        .header(form.0, form.1)
+        .body(format!("_csrf={old_csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303, "{}", out.text().await.unwrap());
+    assert_eq!(out.headers()["location"], "/console/login");
+    let cleared = out.headers().get_all("set-cookie").iter().any(|c| {
+        let c = c.to_str().unwrap();
+        c.starts_with(&format!("{}=;", second.split('=').next().unwrap())) && c.contains("Max-Age=0")
+    });
+    assert!(cleared, "the session cookie is cleared: {:?}", out.headers().get_all("set-cookie"));
+    stack.shutdown().await;
+}
+
 /// A token that cannot read hooks does not sign in: every console page reads hooks, and
 /// signed in, its first page was a `403` whose only link led back to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

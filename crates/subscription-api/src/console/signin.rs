@@ -256,22 +256,20 @@ fn reads_hooks(caller: &Caller) -> bool {
 }
 
 /// `POST /console/logout`.
-pub async fn logout(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
     // A page elsewhere posts without the session cookie (`SameSite=Strict`), so the form's
     // token below is never asked for: the origin is what refuses it.
     if super::session::from_another_origin(&headers) {
         return forbidden("Sign out from the console's own pages.");
     }
-    let fields = form::parse(&body);
-    if let Some(s) = Session::of(&api, &headers).await {
-        if !s.csrf_ok(form::value(&fields, "_csrf")) {
-            return forbidden("The form has expired; go back and try again.");
-        }
-        if let Some(id) = s.cookie.strip_prefix("p.")
-            && let Err(e) = api.ports().portal.end_session(&hashed(id)).await
-        {
-            tracing::warn!(error = %e, "could not end a portal session");
-        }
+    // The form's token is not asked for either: a page older than the session (signed in
+    // again in another tab) carries the one before, and its sign-out was refused while the
+    // session stayed. Past the origin check, a sign-out can only be the visitor's own.
+    if let Some(s) = Session::of(&api, &headers).await
+        && let Some(id) = s.cookie.strip_prefix("p.")
+        && let Err(e) = api.ports().portal.end_session(&hashed(id)).await
+    {
+        tracing::warn!(error = %e, "could not end a portal session");
     }
     let mut resp = see_other("/console/login");
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, "", 0, "Strict"));
