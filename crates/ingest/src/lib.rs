@@ -36,8 +36,8 @@ use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
 use hookbridge_core::message::{INLINE_BODY_MAX, Task};
 use hookbridge_core::ports::{
-    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, OutgoingMessage, Queue, ReceivedMessage,
-    ReplayStore, Resource, RoutingList,
+    Backend, BatchOutcome, DeliveryStore, EventStore, HookStore, Lanes, MAX_MESSAGE_BYTES, OutgoingMessage, Queue,
+    ReceivedMessage, ReplayStore, Resource, RoutingList,
 };
 use hookbridge_core::replay::ReplayPoke;
 use hookbridge_core::topology::INGEST_RECEIVES;
@@ -273,6 +273,16 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
                 Some(_) => {}
                 None => pokes.push((m, poked)),
             }
+            continue;
+        }
+        if m.body.len() > MAX_MESSAGE_BYTES {
+            // Past any event the API lets through: only a producer's own `PutEvents` makes
+            // one (the bus takes 1 MiB). Its envelope, kept apart, was past what an item of
+            // the event store holds (400 KB on DynamoDB), and the refused write failed the
+            // tenant's other events with it, batch after batch.
+            tracing::error!(message_id = %m.id, bytes = m.body.len(), most = MAX_MESSAGE_BYTES, "event too large to route; it will reach the dead-letter queue");
+            deps.ports.ingest.reject(m).await;
+            outcome.failed.push(m.id.clone());
             continue;
         }
         let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)

@@ -77,6 +77,34 @@ async fn envelopes_are_kept_once(h: &dyn Harness) {
     }
 }
 
+/// An event past what the API lets through, put on the bus by a producer (it takes 1 MiB):
+/// not routed, and it goes to the dead-letter queue alone. Kept apart, its envelope was past
+/// a DynamoDB item's 400 KB, and the refused write failed the tenant's other events too.
+async fn an_event_too_large_to_route_fails_alone(h: &dyn Harness) {
+    let tenant = h.unique("tenant");
+    let (mut hook, _) = make_hook(h, &tenant, "users").await;
+    hook.config.event_types = vec!["user.*".parse().unwrap()];
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let deps = common::deps(h);
+    let small = event(&tenant, "00000000-0000-4000-8000-0000000000b1", "user.created", 10);
+    let huge = event(&tenant, "00000000-0000-4000-8000-0000000000b2", "user.created", 420 * 1024);
+    assert!(huge.body.len() > hookbridge_core::ports::MAX_MESSAGE_BYTES);
+    let outcome = ingest::handle(&deps, &[small, huge.clone()]).await;
+    assert_eq!(outcome.failed, [huge.id], "only the large one failed");
+    let got = common::queued_tasks(h, 1).await;
+    assert_eq!(got[0].delivery.event_id.to_string(), "00000000-0000-4000-8000-0000000000b1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_to_route_fails_alone_embedded() {
+    an_event_too_large_to_route_fails_alone(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_to_route_fails_alone_aws() {
+    an_event_too_large_to_route_fails_alone(&AwsHarness::start().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_are_kept_once_embedded() {
     envelopes_are_kept_once(&EmbeddedHarness::start().await).await;
