@@ -23,14 +23,18 @@ pub(crate) const KEPT_FROM: usize = 16;
 /// when a marker's write failed after its hook's (or the table was changed by hand). A
 /// query every 10 s is a few hundred read units, against one a batch.
 pub(crate) const KEPT_FOR: Duration = hookbridge_core::ports::ROUTING_LIST_STALE_AT_MOST;
-/// The most hooks kept, of all tenants together (about 2 KB each in memory).
-const MOST_HOOKS_KEPT: usize = 20_000;
+/// The most the lists kept may take, of all tenants together, counted as their hooks take
+/// stored. Counted in hooks (20,000, "about 2 KB each") it let a warm function keep
+/// gigabytes: a hook may take 350 KiB, and the functions have 256 MB.
+const MOST_BYTES_KEPT: usize = 32 * 1024 * 1024;
 
 struct Kept {
     /// The marker the list was read under; `None` until one was read before the list.
     marker: Option<String>,
     read_at: Instant,
     hooks: Vec<Arc<Hook>>,
+    /// What its hooks take stored.
+    bytes: usize,
 }
 
 /// The lists kept, by tenant.
@@ -66,13 +70,75 @@ impl HookLists {
             kept.remove(tenant);
             return;
         }
-        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: list.hooks.clone() });
-        // The oldest lists go first when all of them together are too many hooks.
-        while kept.values().map(|k| k.hooks.len()).sum::<usize>() > MOST_HOOKS_KEPT && kept.len() > 1 {
+        let bytes = list.hooks.iter().map(|h| h.stored_size()).sum();
+        // A list past the whole budget alone is read afresh every time instead.
+        if bytes > MOST_BYTES_KEPT {
+            kept.remove(tenant);
+            return;
+        }
+        kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: list.hooks.clone(), bytes });
+        // The oldest lists go first when all of them together take too much.
+        while kept.values().map(|k| k.bytes).sum::<usize>() > MOST_BYTES_KEPT && kept.len() > 1 {
             let oldest = kept.iter().min_by_key(|(_, k)| k.read_at).map(|(t, _)| t.clone());
             if let Some(t) = oldest {
                 kept.remove(&t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use hookbridge_core::hook::{HookDraft, HookState, NetworkPolicy, SealedSecrets, ValidationContext};
+
+    use super::*;
+
+    /// A list of `n` hooks of `tenant`, each taking about `bytes` stored.
+    fn list_of(tenant: &TenantId, n: usize, bytes: usize) -> RoutingList {
+        let draft: HookDraft = serde_json::from_str(r#"{"name":"h","url":"https://r.example/"}"#).unwrap();
+        let (config, _) = draft.validate(ValidationContext { network: &NetworkPolicy::default() }, None).unwrap();
+        let now = chrono::Utc::now();
+        let hook = |_| {
+            Arc::new(Hook {
+                id: hookbridge_core::ids::HookId::generate(),
+                tenant: tenant.clone(),
+                state: HookState::new_for(&config),
+                config: config.clone(),
+                // Sealed secrets are stored as base64: three bytes take four.
+                sealed: SealedSecrets(vec![0; bytes * 3 / 4]),
+                created_by: "t".into(),
+                created_at: now,
+                updated_at: now,
+                version: 1,
+                revision: 1,
+            })
+        };
+        RoutingList { hooks: (0..n).map(hook).collect(), unreadable: Vec::new() }
+    }
+
+    #[test]
+    fn the_lists_kept_are_bounded_by_what_their_hooks_take() {
+        let lists = HookLists::default();
+        let tenants: Vec<TenantId> = (0..4).map(|i| format!("t{i}").parse().unwrap()).collect();
+        // Sixteen hooks of about 800 KiB: two fifths of the budget each.
+        let large = MOST_BYTES_KEPT * 2 / 5 / KEPT_FROM;
+        for t in &tenants[..2] {
+            lists.read(t, Some("m".into()), &list_of(t, KEPT_FROM, large));
+        }
+        assert!(lists.keeps(&tenants[0]) && lists.keeps(&tenants[1]));
+        lists.read(&tenants[2], Some("m".into()), &list_of(&tenants[2], KEPT_FROM, large));
+        assert!(!lists.keeps(&tenants[0]), "the oldest list made room");
+        assert!(lists.keeps(&tenants[1]) && lists.keeps(&tenants[2]));
+        let kept: usize = lists.lock().values().map(|k| k.bytes).sum();
+        assert!(kept <= MOST_BYTES_KEPT, "{kept}");
+        // A list past the whole budget is not kept, and leaves the others be.
+        lists.read(&tenants[3], Some("m".into()), &list_of(&tenants[3], KEPT_FROM, MOST_BYTES_KEPT / KEPT_FROM + 1024));
+        assert!(!lists.keeps(&tenants[3]));
+        assert!(lists.keeps(&tenants[1]) && lists.keeps(&tenants[2]));
+        // Small hooks, as most are: a list of two thousand is kept.
+        lists.read(&tenants[0], Some("m".into()), &list_of(&tenants[0], 2000, 2048));
+        assert!(lists.keeps(&tenants[0]));
     }
 }
