@@ -334,12 +334,15 @@ pub const MAX_STORED_HOOK_BYTES: usize = 350 * 1024;
 /// the oldest, so neither the stored item nor the signature header grows with rotations.
 pub const MAX_RETIRING_SECRETS: usize = 4;
 
-/// The most one retiring secret adds to a hook's stored size, sealed: a client-chosen
-/// secret of the most characters, every one escaped, with its time, in base64 (a test
-/// holds it to that). A hook is allowed this much more for each it holds, so that the
-/// rotations a hook at the limit goes through never make it too large to be written back
-/// as read; at [`MAX_RETIRING_SECRETS`] of them the stored item stays within DynamoDB's.
-pub const RETIRING_SECRET_STORED_BYTES: usize = 1024;
+/// What `retiring` secrets add at most to a hook's stored size, sealed: their JSON, in
+/// base64 (the cipher adds nothing per byte), and a base64 group's rounding. A hook is
+/// allowed this much past [`MAX_STORED_HOOK_BYTES`], so that the rotations a hook at the
+/// limit goes through never make it too large to be written back as read; the most
+/// [`MAX_RETIRING_SECRETS`] of the longest secrets add keeps the item within DynamoDB's.
+pub fn retiring_stored_bytes(retiring: &[RetiringSecret]) -> usize {
+    let json = serde_json::to_vec(retiring).map_or(0, |v| v.len());
+    json.div_ceil(3) * 4 + 4
+}
 
 /// A previous signing secret that still signs until `until` (24 h after a rotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -496,19 +499,19 @@ impl Hook {
         serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
     }
 
-    /// Whether it fits [`MAX_STORED_HOOK_BYTES`], beside the `retiring` secrets its sealed
-    /// secrets hold ([`RETIRING_SECRET_STORED_BYTES`] each); the error says by how much it
-    /// does not.
-    pub fn check_stored_size(&self, retiring: usize) -> Result<(), crate::validation::FieldError> {
-        let size = self.stored_size();
-        if size <= MAX_STORED_HOOK_BYTES + retiring.min(MAX_RETIRING_SECRETS) * RETIRING_SECRET_STORED_BYTES {
+    /// Whether it fits [`MAX_STORED_HOOK_BYTES`] beside the `retiring` secrets its sealed
+    /// secrets hold ([`retiring_stored_bytes`]); the error says by how much it does not.
+    pub fn check_stored_size(&self, retiring: &[RetiringSecret]) -> Result<(), crate::validation::FieldError> {
+        // Counted without its rotated-out secrets, which the client can neither see nor shed.
+        let counted = self.stored_size().saturating_sub(retiring_stored_bytes(retiring));
+        if counted <= MAX_STORED_HOOK_BYTES {
             return Ok(());
         }
         Err(crate::validation::FieldError::new(
             "body",
             format!(
                 "the hook takes {} KiB stored, secrets sealed; at most {} KiB: use fewer or shorter headers, parameters and event types",
-                size.div_ceil(1024),
+                counted.div_ceil(1024),
                 MAX_STORED_HOOK_BYTES / 1024
             ),
         ))
@@ -525,15 +528,14 @@ mod tests {
     }
 
     #[test]
-    fn a_retiring_secret_adds_at_most_its_allowance_to_the_stored_hook() {
-        // The widest a rotation can keep: a client-chosen secret of the most characters,
+    fn the_most_retiring_secrets_keep_a_hook_within_a_dynamodb_item() {
+        // The widest a rotation can keep: client-chosen secrets of the most characters,
         // each escaped in the sealed JSON.
         let widest = SigningSecret::client_chosen(&"\"".repeat(crate::secret::CLIENT_SECRET_MAX_LEN)).unwrap();
-        let retiring = RetiringSecret { secret: widest, until: Utc::now() };
-        // With the comma between two, sealed (the cipher adds nothing per byte) and then
-        // stored as base64.
-        let plain = serde_json::to_vec(&retiring).unwrap().len() + 1;
-        assert!(plain.div_ceil(3) * 4 <= RETIRING_SECRET_STORED_BYTES, "{plain} bytes before base64");
+        let retiring = vec![RetiringSecret { secret: widest, until: Utc::now() }; MAX_RETIRING_SECRETS];
+        // DynamoDB's 400 KB, less the item's other attributes (a few hundred bytes).
+        assert!(MAX_STORED_HOOK_BYTES + retiring_stored_bytes(&retiring) < 399_000);
+        assert!(retiring_stored_bytes(&[]) < 16, "a hook without them is allowed nothing more");
     }
 
     #[test]
