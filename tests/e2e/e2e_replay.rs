@@ -202,6 +202,9 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     assert_eq!((ahead.status.as_u16(), &ahead.body["errors"][0]["field"]), (400, &json!("since")), "{}", ahead.body);
     let old = replay(json!({"since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})).await;
     assert_eq!((old.status.as_u16(), &old.body["errors"][0]["field"]), (400, &json!("until")), "{}", old.body);
+    // A window written as an array is not read by position (as `since`, `until`, `status`).
+    let listed = replay(json!([(now - chrono::Duration::hours(1)).to_rfc3339(), null, "ALL"])).await;
+    assert_eq!((listed.status.as_u16(), &listed.body["errors"][0]["field"]), (400, &json!("body")), "{}", listed.body);
 
     // A status named many times is kept once; an `until` past now is now (the job takes in
     // no delivery made after it was asked for, and says so in a time RFC 3339 can write).

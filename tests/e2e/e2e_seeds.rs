@@ -102,6 +102,10 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","secret":"short"}"#)).await;
     assert_eq!(status, 400);
     assert!(err["error"].as_str().unwrap().contains("secret"), "{err}");
+    // A webhook written as an array of its fields is not read by position.
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"[true,"https://x.example/",null,null,null]"#)).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"], "body: must be a JSON object");
     // Named as the client wrote it.
     let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","eventTypes":["bad type"]}"#)).await;
     assert_eq!(status, 400);
@@ -374,6 +378,12 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     let (status, err, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(bad)).await;
     assert_eq!(status, 400);
     assert!(err["error_message"].as_str().unwrap().contains("[1].message_type"), "{err}");
+    assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
+    // A subscription written as an array of its fields is not read by position.
+    let by_position = r#"[["app","https://z.example/","sekret-1","AUDIT_LOG_ALL"]]"#;
+    let (status, err, _) = send(&stack, "POST", "/subscriptions/webhook", &t, Some(by_position)).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error_message"].as_str().unwrap().contains("[0]: must be a JSON object"), "{err}");
     assert_eq!(send(&stack, "GET", "/subscriptions/webhook", &t, None).await.1.as_array().unwrap().len(), 1);
 
     // A subscription read and sent back to make it again (XIQ has no update) carries the

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Writer;
-use crate::body::{OptionalJsonBody, parse};
+use crate::body::{OptionalJsonBody, parse_object};
 use crate::dto::VerificationOut;
 use crate::error::ApiError;
 use crate::hooks::{Edit, load, update};
@@ -60,7 +60,7 @@ pub async fn rotate_secret(
 ) -> Result<Json<Value>, ApiError> {
     // The body is optional: none asks for a generated secret.
     let wanted: RotateIn = match body {
-        Some(b) => parse(&b)?,
+        Some(b) => parse_object(&b)?,
         None => RotateIn::default(),
     };
     let chosen = wanted.secret.is_some();

@@ -127,6 +127,31 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
 #[serde(deny_unknown_fields)]
 pub struct NoQuery {}
 
+/// [`parse`] for a body that is one object: serde reads a struct from an array too, by
+/// position, so `[true, "https://…"]` was taken as a webhook's fields in order.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
+    parse(bytes)
+}
+
+/// [`parse`] for a body that is an array of objects (see [`parse_object`]), each item's
+/// fields named from its place (`[1].url`).
+pub fn parse_objects<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, ApiError> {
+    let items: Vec<serde_json::Value> = parse(bytes)?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if !item.is_object() {
+                return Err(ApiError::field(format!("[{i}]"), "must be a JSON object"));
+            }
+            from_value(item, &format!("[{i}]"))
+        })
+        .collect()
+}
+
 /// Parses `T`, naming the path of the first field that does not fit.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);

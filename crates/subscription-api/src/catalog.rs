@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Api;
 use crate::auth::{Caller, Reader, Writer};
-use crate::body::{ApiQuery, JsonBody, NoQuery, parse};
+use crate::body::{ApiQuery, JsonBody, NoQuery, parse_object};
 use crate::error::ApiError;
 
 /// The catalogs shipped with the platform: the seed products' event types.
@@ -116,7 +116,7 @@ pub async fn declare(
     // query is part of what it says (`400`).
     query?;
     catalog::check_name(&name).map_err(|m| ApiError::field("name", m))?;
-    let d: DeclareIn = parse(&bytes)?;
+    let d: DeclareIn = parse_object(&bytes)?;
     let mut errors = Vec::new();
     if d.description.as_ref().is_some_and(|t| t.chars().count() > catalog::MAX_DESCRIPTION_LEN) {
         errors.push(FieldError::new(

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::Api;
 use crate::auth::PortalMaker;
-use crate::body::{OptionalJsonBody, parse};
+use crate::body::{OptionalJsonBody, parse_object};
 use crate::error::ApiError;
 
 /// The request.
@@ -39,7 +39,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let p: PortalIn = match bytes {
         None => PortalIn::default(),
-        Some(b) => parse(&b)?,
+        Some(b) => parse_object(&b)?,
     };
     let ttl = match p.expires_in {
         None => LINK_VALID_FOR,

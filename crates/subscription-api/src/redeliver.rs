@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Api;
 use crate::auth::{Caller, Reader, Writer};
-use crate::body::{ApiQuery, JsonBody, parse};
+use crate::body::{ApiQuery, JsonBody, parse_object};
 use crate::error::ApiError;
 use crate::events::once::{self, Once};
 use crate::hooks::{ListQuery, limit, load};
@@ -167,7 +167,7 @@ pub async fn replay(
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = Once::of_request(&headers)?;
-    let body: ReplayIn = parse(&bytes)?;
+    let body: ReplayIn = parse_object(&bytes)?;
     let now = Utc::now();
     let since = time("since", body.since.as_deref())?.ok_or_else(|| ApiError::field("since", "is required"))?;
     let until = match time("until", body.until.as_deref())? {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::keycloak_sends as sends;
 use crate::auth::{Caller, Scope};
-use crate::body::{ApiQuery, parse, read_body};
+use crate::body::{ApiQuery, parse_object, read_body};
 use crate::dto::HookOut;
 use crate::error::ApiError;
 use crate::hooks::{create_hook, delete_hook, load, replace_hook_from};
@@ -354,7 +354,7 @@ async fn create(
     body: Body,
 ) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite, super::segments(path).as_deref())?;
-    let w: WebhookIn = parse(&read_body(body).await?)?;
+    let w: WebhookIn = parse_object(&read_body(body).await?)?;
     no_regex(w.event_types.as_deref())?;
     only_sha256(&w)?;
     let signing = secret_of(&w)?;
@@ -396,7 +396,7 @@ async fn update(
     let (realm, id) = super::segments(path).unzip();
     let caller = authorised(caller, Scope::HooksWrite, realm.as_deref())?;
     let id = id.unwrap_or_default();
-    let w: WebhookIn = parse(&read_body(body).await?)?;
+    let w: WebhookIn = parse_object(&read_body(body).await?)?;
     no_regex(w.event_types.as_deref())?;
     only_sha256(&w)?;
     let signing = secret_of(&w)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{Caller, Scope};
-use crate::body::{parse, read_body};
+use crate::body::{parse_objects, read_body};
 use crate::error::ApiError;
 use crate::hooks::{create_hook, delete_hook};
 use crate::{Api, Router};
@@ -198,7 +198,7 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
 
 async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Body) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
-    let items: Vec<SubscriptionIn> = parse(&read_body(body).await?)?;
+    let items: Vec<SubscriptionIn> = parse_objects(&read_body(body).await?)?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
     }
