@@ -63,22 +63,22 @@ impl HookLists {
     /// Keeps what a query read under `marker` (read before it), or forgets the tenant's
     /// list when it is short or names a hook that could not be read.
     pub(crate) fn read(&self, tenant: &TenantId, marker: Option<String>, list: &RoutingList) {
-        let mut kept = self.lock();
         // A list with a hook this version cannot read is not kept: read afresh, it is routed
         // the same way, and kept, it would also need its unreadable hooks remembered.
-        if list.hooks.len() < KEPT_FROM || !list.unreadable.is_empty() {
-            kept.remove(tenant);
-            return;
-        }
-        let bytes = list.hooks.iter().map(|h| h.stored_size()).sum();
+        let keepable = list.hooks.len() >= KEPT_FROM && list.unreadable.is_empty();
+        // Measured before the lock: it writes each hook out again, and other tenants'
+        // batches ask for their lists meanwhile.
+        let bytes =
+            if keepable { list.hooks.iter().fold(0, |n: usize, h| n.saturating_add(h.stored_size())) } else { 0 };
+        let mut kept = self.lock();
         // A list past the whole budget alone is read afresh every time instead.
-        if bytes > MOST_BYTES_KEPT {
+        if !keepable || bytes > MOST_BYTES_KEPT {
             kept.remove(tenant);
             return;
         }
         kept.insert(tenant.clone(), Kept { marker, read_at: Instant::now(), hooks: list.hooks.clone(), bytes });
         // The oldest lists go first when all of them together take too much.
-        while kept.values().map(|k| k.bytes).sum::<usize>() > MOST_BYTES_KEPT && kept.len() > 1 {
+        while kept.values().fold(0, |n: usize, k| n.saturating_add(k.bytes)) > MOST_BYTES_KEPT && kept.len() > 1 {
             let oldest = kept.iter().min_by_key(|(_, k)| k.read_at).map(|(t, _)| t.clone());
             if let Some(t) = oldest {
                 kept.remove(&t);
