@@ -107,7 +107,18 @@ async fn a_tenants_declared_schemas_are_bounded_together(flavor: Flavor) {
         declared += 1;
     }
     assert!((1..20).contains(&declared), "{declared} descriptions of 6 KiB fitted in what the schemas left");
-    // A catalog's descriptions count too: with the budget taken, none of its types is declared.
+    // A catalog's descriptions count too. Filled to the last few bytes (with shorter and
+    // shorter descriptions, each refused once it no longer fits), none of its types is
+    // declared, whatever its descriptions come to.
+    for len in [1000, 100, 10] {
+        for i in 0.. {
+            let put = stack.put(&format!("/v1/event-types/fill.{len}.{i}"), &t, &json!({"description": "x".repeat(len)})).await;
+            if put.status == 422 {
+                break;
+            }
+            assert_eq!(put.status, 200, "{}", put.body);
+        }
+    }
     let before = stack.get("/v1/event-types", &t).await.body["event_types"].as_array().unwrap().len();
     let loaded = stack.post("/v1/event-types/catalogs/keycloak", &t, &json!({})).await;
     assert_eq!(loaded.status, 422, "{}", loaded.body);

@@ -257,14 +257,13 @@ fn reads_hooks(caller: &Caller) -> bool {
 
 /// `POST /console/logout`.
 pub async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
-    // A page elsewhere posts without the session cookie (`SameSite=Strict`), so the form's
-    // token below is never asked for: the origin is what refuses it.
+    // A page elsewhere posts without the session cookie (`SameSite=Strict`): the origin is
+    // what refuses it. The form's token is not asked for: a page older than the session
+    // (signed in again in another tab) carries the one before, and its sign-out was refused
+    // while the session stayed. Past the origin check, a sign-out is the visitor's own.
     if super::session::from_another_origin(&headers) {
         return forbidden("Sign out from the console's own pages.");
     }
-    // The form's token is not asked for either: a page older than the session (signed in
-    // again in another tab) carries the one before, and its sign-out was refused while the
-    // session stayed. Past the origin check, a sign-out can only be the visitor's own.
     if let Some(s) = Session::of(&api, &headers).await
         && let Some(id) = s.cookie.strip_prefix("p.")
         && let Err(e) = api.ports().portal.end_session(&hashed(id)).await
