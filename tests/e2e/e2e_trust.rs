@@ -321,9 +321,12 @@ async fn a_hook_at_the_size_limit_can_still_be_written_back_as_read_after_rotati
     let id = created.body["id"].as_str().unwrap().to_owned();
     let before = stored(&stack, "acme", &id).await.stored_size();
     assert!(before > hookbridge_core::hook::MAX_STORED_HOOK_BYTES - 100, "{before} bytes: not at the limit");
-    // Each rotation keeps the secret it replaces for a day, in the sealed secrets.
-    for _ in 0..hookbridge_core::hook::MAX_RETIRING_SECRETS {
-        let rotated = stack.call("POST", &format!("/v1/hooks/{id}/secret/rotate"), Some(&t), None).await;
+    // Each rotation keeps the secret it replaces for a day, in the sealed secrets; the last
+    // chooses the longest secret there is.
+    let longest = json!({"secret": format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([7u8; 64]))});
+    for i in 0..hookbridge_core::hook::MAX_RETIRING_SECRETS {
+        let body = (i + 1 == hookbridge_core::hook::MAX_RETIRING_SECRETS).then_some(&longest);
+        let rotated = stack.call("POST", &format!("/v1/hooks/{id}/secret/rotate"), Some(&t), body).await;
         assert_eq!(rotated.status, 200, "{}", rotated.body);
     }
     let after = stored(&stack, "acme", &id).await.stored_size();

@@ -152,7 +152,7 @@ pub(crate) async fn create_hook(
         version: 1,
         revision: 1,
     };
-    hook.check_stored_size(&secrets.retiring).map_err(|e| ApiError::fields(vec![e]))?;
+    hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
     api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
@@ -299,7 +299,7 @@ pub(crate) async fn replace_hook_from(
             // The schedule its limit had, when the limit is set again (a new one begins).
             let left = (state.paced_since != existing.state.paced_since).then(|| schedule_of(&existing));
             let hook = Hook { config, state, sealed, ..existing };
-            hook.check_stored_size(&secrets.retiring).map_err(|e| ApiError::fields(vec![e]))?;
+            hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
             Ok((hook, (reset, left)))
         })
         .await?;

@@ -334,14 +334,14 @@ pub const MAX_STORED_HOOK_BYTES: usize = 350 * 1024;
 /// the oldest, so neither the stored item nor the signature header grows with rotations.
 pub const MAX_RETIRING_SECRETS: usize = 4;
 
-/// What `retiring` secrets add at most to a hook's stored size, sealed: their JSON, in
-/// base64 (the cipher adds nothing per byte), and a base64 group's rounding. A hook is
-/// allowed this much past [`MAX_STORED_HOOK_BYTES`], so that the rotations a hook at the
-/// limit goes through never make it too large to be written back as read; the most
-/// [`MAX_RETIRING_SECRETS`] of the longest secrets add keeps the item within DynamoDB's.
-pub fn retiring_stored_bytes(retiring: &[RetiringSecret]) -> usize {
-    let json = serde_json::to_vec(retiring).map_or(0, |v| v.len());
-    json.div_ceil(3) * 4 + 4
+/// The bytes of a hook's sealed secrets that hold its signing secrets: the current one's
+/// JSON and the rotated-out ones'. Rotations change them under the client (a rotated-out
+/// secret is kept sealed for a day, and a rotation may choose a longer secret), so a hook's
+/// size is counted as if they took nothing ([`Hook::counted_size`]). At their most, the
+/// longest secrets a client may choose, they keep the item within DynamoDB's.
+pub fn signing_share(secrets: &HookSecrets) -> usize {
+    let len = |v: serde_json::Result<Vec<u8>>| v.map_or(0, |v| v.len());
+    len(serde_json::to_vec(&secrets.signing)) + len(serde_json::to_vec(&secrets.retiring))
 }
 
 /// A previous signing secret that still signs until `until` (24 h after a rotation).
@@ -499,11 +499,21 @@ impl Hook {
         serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
     }
 
-    /// Whether it fits [`MAX_STORED_HOOK_BYTES`] beside the `retiring` secrets its sealed
-    /// secrets hold ([`retiring_stored_bytes`]); the error says by how much it does not.
-    pub fn check_stored_size(&self, retiring: &[RetiringSecret]) -> Result<(), crate::validation::FieldError> {
-        // Counted without its rotated-out secrets, which the client can neither see nor shed.
-        let counted = self.stored_size().saturating_sub(retiring_stored_bytes(retiring));
+    /// Its stored size as held to [`MAX_STORED_HOOK_BYTES`]: with `secrets` (its sealed
+    /// secrets, open) stored without their [`signing_share`]. It depends on nothing a
+    /// rotation changes: the sealed bytes less the share are the same whatever the secrets.
+    pub fn counted_size(&self, secrets: &HookSecrets) -> usize {
+        let base64 = |n: usize| n.div_ceil(3) * 4;
+        let sealed = self.sealed.0.len();
+        self.stored_size()
+            .saturating_sub(base64(sealed))
+            .saturating_add(base64(sealed.saturating_sub(signing_share(secrets))))
+    }
+
+    /// Whether it fits [`MAX_STORED_HOOK_BYTES`], counted as [`Hook::counted_size`] does; the
+    /// error says by how much it does not.
+    pub fn check_stored_size(&self, secrets: &HookSecrets) -> Result<(), crate::validation::FieldError> {
+        let counted = self.counted_size(secrets);
         if counted <= MAX_STORED_HOOK_BYTES {
             return Ok(());
         }
@@ -527,15 +537,49 @@ mod tests {
         HookSecrets { signing, retiring: Vec::new(), auth: None, params: BTreeMap::new(), headers: BTreeMap::new() }
     }
 
+    /// A hook as a store would hold it, its secrets sealed into as many bytes as a sealer
+    /// would make of them (a fixed overhead beside their JSON).
+    fn sealed_hook(secrets: &HookSecrets) -> Hook {
+        let draft: crate::hook::HookDraft = serde_json::from_str(r#"{"name":"h","url":"https://r.example/"}"#).unwrap();
+        let policy = crate::hook::NetworkPolicy::default();
+        let (config, _) = draft.validate(crate::hook::ValidationContext { network: &policy }, None).unwrap();
+        let now = Utc::now();
+        Hook {
+            id: crate::ids::HookId::generate(),
+            tenant: "t".parse().unwrap(),
+            state: crate::hook::HookState::new_for(&config),
+            config,
+            sealed: SealedSecrets(vec![7; 61 + serde_json::to_vec(secrets).unwrap().len()]),
+            created_by: "x".into(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            revision: 1,
+        }
+    }
+
     #[test]
-    fn the_most_retiring_secrets_keep_a_hook_within_a_dynamodb_item() {
-        // The widest a rotation can keep: client-chosen secrets of the most characters,
-        // each escaped in the sealed JSON.
-        let widest = SigningSecret::client_chosen(&"\"".repeat(crate::secret::CLIENT_SECRET_MAX_LEN)).unwrap();
-        let retiring = vec![RetiringSecret { secret: widest, until: Utc::now() }; MAX_RETIRING_SECRETS];
-        // DynamoDB's 400 KB, less the item's other attributes (a few hundred bytes).
-        assert!(MAX_STORED_HOOK_BYTES + retiring_stored_bytes(&retiring) < 399_000);
-        assert!(retiring_stored_bytes(&[]) < 16, "a hook without them is allowed nothing more");
+    fn rotations_never_change_a_hooks_counted_size() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let now = Utc::now();
+        let mut s = signing_only(SigningSecret::generate());
+        let counted = sealed_hook(&s).counted_size(&s);
+        // Rotated to generated secrets, to the longest a client may choose, past the most
+        // kept: the size counted stays as it was.
+        let longest = SigningSecret::parse(&format!("whsec_{}", STANDARD.encode([1u8; 64]))).unwrap();
+        let chosen = SigningSecret::client_chosen(&"\"".repeat(crate::secret::CLIENT_SECRET_MAX_LEN)).unwrap();
+        for next in [SigningSecret::generate(), longest, chosen.clone(), SigningSecret::generate(), chosen] {
+            s.rotate(next, now + chrono::Duration::hours(24), now);
+            assert_eq!(sealed_hook(&s).counted_size(&s), counted, "{} retiring", s.retiring.len());
+        }
+        // What they take at their most keeps the item within DynamoDB's 400 KB (less the
+        // item's other attributes, a few hundred bytes).
+        let share = signing_share(&s).div_ceil(3) * 4;
+        assert!(MAX_STORED_HOOK_BYTES + share < 399_000, "{share}");
+        // Anything else sealed counts.
+        s.headers.insert("x-key".into(), Secret::new("v".repeat(100)));
+        assert!(sealed_hook(&s).counted_size(&s) > counted + 100);
     }
 
     #[test]
