@@ -490,6 +490,13 @@ async fn bodies_must_be_json_known_fields_and_not_too_large(flavor: Flavor) {
     assert_eq!(problem_fields(&a.body), ["auth.token"]);
     let a = stack.post("/v1/hooks", &t, &json!({"name": 5, "url": "https://r.example/"})).await;
     assert_eq!(problem_fields(&a.body), ["name"]);
+    // Objects within the hook written as arrays are not read by position either.
+    let by_position = json!({"name": "x", "url": "https://r.example/", "rate_limit": [5],
+        "headers": [["X-A", "v"]], "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": "https://idp.example/t",
+        "client_id": "c", "client_secret": "s", "body_params": [{"key": "a", "value": "b"}, ["c", "d"]]}});
+    let a = stack.post("/v1/hooks", &t, &by_position).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(problem_fields(&a.body), ["rate_limit", "headers[0]", "auth.body_params[1]"]);
     stack.shutdown().await;
 }
 }

@@ -113,11 +113,39 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result
     if !item.is_object() {
         return Err(ApiError::field("body", "must be a hook object"));
     }
+    objects_where_structs(&item)?;
     let draft: HookDraft = from_value(item, at)?;
     let (hook, secrets) = create_hook(api, caller, draft, None).await?;
     let mut out = HookOut::from(&hook);
     out.secret = Some(secrets.signing.expose().to_owned());
     Ok(out)
+}
+
+/// Refuses an array where a hook holds an object (its auth, verification and rate limit,
+/// each header and OAuth parameter): serde reads a struct from one by position, so
+/// `"rate_limit": [5]` was a limit of 5 a second. Each such place is named.
+fn objects_where_structs(hook: &Value) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for field in ["auth", "verification", "rate_limit"] {
+        if hook.get(field).is_some_and(|v| !v.is_object() && !v.is_null()) {
+            errors.push(FieldError::new(field, "must be an object"));
+        }
+    }
+    let auth = &hook["auth"];
+    let lists = [
+        ("headers", &hook["headers"]),
+        ("auth.header_params", &auth["header_params"]),
+        ("auth.query_params", &auth["query_params"]),
+        ("auth.body_params", &auth["body_params"]),
+    ];
+    for (name, list) in lists {
+        for (i, item) in list.as_array().into_iter().flatten().enumerate() {
+            if !item.is_object() {
+                errors.push(FieldError::new(format!("{name}[{i}]"), "must be an object"));
+            }
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::fields(errors)) }
 }
 
 /// Validates and stores a new hook of the caller's, signing with `signing` when given (a
@@ -231,6 +259,7 @@ pub async fn replace(
     if !value.is_object() {
         return Err(ApiError::field("body", "must be a hook object"));
     }
+    objects_where_structs(&value)?;
     let draft: HookDraft = from_value(value, "")?;
     let expected = match (draft.version, if_match(&headers)?) {
         (Some(a), Some(b)) if a != b => {
