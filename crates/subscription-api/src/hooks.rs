@@ -108,23 +108,21 @@ pub async fn create(
 }
 
 async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
-    // serde reads a struct from an array too, by position: a hook is an object, its fields
-    // named, as `PUT` holds it to.
-    if !item.is_object() {
-        return Err(ApiError::field("body", "must be a hook object"));
-    }
-    objects_where_structs(&item)?;
-    let draft: HookDraft = from_value(item, at)?;
+    let draft = hook_draft(item, at)?;
     let (hook, secrets) = create_hook(api, caller, draft, None).await?;
     let mut out = HookOut::from(&hook);
     out.secret = Some(secrets.signing.expose().to_owned());
     Ok(out)
 }
 
-/// Refuses an array where a hook holds an object (its auth, verification and rate limit,
-/// each header and OAuth parameter): serde reads a struct from one by position, so
-/// `"rate_limit": [5]` was a limit of 5 a second. Each such place is named.
-fn objects_where_structs(hook: &Value) -> Result<(), ApiError> {
+/// A hook as written, read into its draft. serde reads a struct from an array too, by
+/// position, so an array is refused wherever a hook is or holds an object (its auth,
+/// verification and rate limit, each header and OAuth parameter): `"rate_limit": [5]` was a
+/// limit of 5 a second. Each such place is named.
+fn hook_draft(hook: Value, at: &str) -> Result<HookDraft, ApiError> {
+    if !hook.is_object() {
+        return Err(ApiError::field("body", "must be a hook object"));
+    }
     let mut errors = Vec::new();
     for field in ["auth", "verification", "rate_limit"] {
         if hook.get(field).is_some_and(|v| !v.is_object() && !v.is_null()) {
@@ -145,7 +143,10 @@ fn objects_where_structs(hook: &Value) -> Result<(), ApiError> {
             }
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::fields(errors)) }
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    from_value(hook, at)
 }
 
 /// Validates and stores a new hook of the caller's, signing with `signing` when given (a
@@ -255,12 +256,7 @@ pub async fn replace(
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Json<HookOut>, ApiError> {
-    let value: Value = parse(&bytes)?;
-    if !value.is_object() {
-        return Err(ApiError::field("body", "must be a hook object"));
-    }
-    objects_where_structs(&value)?;
-    let draft: HookDraft = from_value(value, "")?;
+    let draft = hook_draft(parse(&bytes)?, "")?;
     let expected = match (draft.version, if_match(&headers)?) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::field("version", "differs from the If-Match header"));

@@ -528,6 +528,29 @@ impl Hook {
     }
 }
 
+/// A hook made from `draft` (a hook as a client writes it) as the API makes one, its
+/// secrets sealed into `sealed`: for tests of what a hook decides from its own fields.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+pub(crate) fn test_hook(draft: &str, sealed: SealedSecrets) -> Hook {
+    let draft: super::HookDraft = serde_json::from_str(draft).unwrap();
+    let policy = super::NetworkPolicy::default();
+    let (config, _) = draft.validate(super::ValidationContext { network: &policy }, None).unwrap();
+    let now = Utc::now();
+    Hook {
+        id: HookId::generate(),
+        tenant: "t".parse().unwrap(),
+        state: HookState::new_for(&config),
+        config,
+        sealed,
+        created_by: "x".into(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+        revision: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,22 +563,8 @@ mod tests {
     /// A hook as a store would hold it, its secrets sealed into as many bytes as a sealer
     /// would make of them (a fixed overhead beside their JSON).
     fn sealed_hook(secrets: &HookSecrets) -> Hook {
-        let draft: crate::hook::HookDraft = serde_json::from_str(r#"{"name":"h","url":"https://r.example/"}"#).unwrap();
-        let policy = crate::hook::NetworkPolicy::default();
-        let (config, _) = draft.validate(crate::hook::ValidationContext { network: &policy }, None).unwrap();
-        let now = Utc::now();
-        Hook {
-            id: crate::ids::HookId::generate(),
-            tenant: "t".parse().unwrap(),
-            state: crate::hook::HookState::new_for(&config),
-            config,
-            sealed: SealedSecrets(vec![7; 61 + serde_json::to_vec(secrets).unwrap().len()]),
-            created_by: "x".into(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            revision: 1,
-        }
+        let sealed = SealedSecrets(vec![7; 61 + serde_json::to_vec(secrets).unwrap().len()]);
+        test_hook(r#"{"name":"h","url":"https://r.example/"}"#, sealed)
     }
 
     #[test]

@@ -249,27 +249,10 @@ impl super::model::Hook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hook::{HookDraft, NetworkPolicy, ValidationContext};
 
     fn required_hook() -> super::super::model::Hook {
-        let draft: HookDraft =
-            serde_json::from_str(r#"{"name":"v","url":"https://r.example/","verification":{"required":true}}"#)
-                .unwrap();
-        let policy = NetworkPolicy::default();
-        let (config, _) = draft.validate(ValidationContext { network: &policy }, None).unwrap();
-        let now = chrono::Utc::now();
-        super::super::model::Hook {
-            id: crate::ids::HookId::generate(),
-            tenant: "t".parse().unwrap(),
-            state: HookState::new_for(&config),
-            config,
-            sealed: super::super::model::SealedSecrets(vec![]),
-            created_by: "x".into(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-            revision: 1,
-        }
+        let draft = r#"{"name":"v","url":"https://r.example/","verification":{"required":true}}"#;
+        super::super::model::test_hook(draft, super::super::model::SealedSecrets(vec![]))
     }
 
     #[test]

@@ -110,10 +110,10 @@ fn keycloak_types(types: &[String]) -> Vec<String> {
 const KEYCLOAK_EVENTS: [&str; 2] = ["access.*", "admin.*"];
 
 /// A hook's event types as a Keycloak client reads them: Keycloak's every event is its `*`.
-fn as_keycloak_reads(patterns: &[String]) -> Vec<String> {
+fn as_keycloak_reads(patterns: Vec<String>) -> Vec<String> {
     let all =
         patterns.len() == KEYCLOAK_EVENTS.len() && KEYCLOAK_EVENTS.iter().all(|k| patterns.iter().any(|p| p == k));
-    if all { vec!["*".to_owned()] } else { patterns.to_vec() }
+    if all { vec!["*".to_owned()] } else { patterns }
 }
 
 /// Refuses an event type of Keycloak's (`admin…`, `access…`) written as a regular
@@ -164,9 +164,7 @@ impl From<&Hook> for WebhookOut {
             realm: h.tenant.to_string(),
             enabled: super::switched_on(h),
             url: h.config.url.clone(),
-            event_types: as_keycloak_reads(
-                &h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>(),
-            ),
+            event_types: as_keycloak_reads(h.config.event_types.iter().map(|p| p.as_str().to_owned()).collect()),
             created_by: h.created_by.clone(),
             created_at: h.created_at.to_rfc3339_opts(SecondsFormat::Secs, false),
         }
