@@ -63,6 +63,7 @@ async fn measure(backend: &Backend, tenant: &TenantId) -> anyhow::Result<Duratio
             account: "1".into(),
             region: "r".into(),
             event_retention: Duration::from_secs(3600),
+            routing_most_bytes: hookbridge_core::settings::Quotas::default().routing_most_bytes(),
         },
     };
     let started = Instant::now();

@@ -364,6 +364,58 @@ async fn a_tenant_at_its_hook_quota_gets_422_naming_the_limit(flavor: Flavor) {
 }
 
 on_both_backends! {
+async fn a_tenant_at_its_quota_of_hook_bytes_gets_422_and_can_still_edit_hooks_down(flavor: Flavor) {
+    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT", "1")]).await;
+    let t = stack.token("acme", ALL_SCOPES);
+    let other = stack.token("other", ALL_SCOPES);
+    let url = "http://127.0.0.1:9/";
+    // About 100 KiB stored: twenty long headers and two hundred long event types.
+    let big = |name: &str| {
+        let headers: Vec<Value> =
+            (0..20).map(|i| json!({"name": format!("X-Big-{i}"), "value": "v".repeat(4000)})).collect();
+        let types: Vec<String> = (0..200).map(|i| format!("type.{i}.{}", "x".repeat(100))).collect();
+        json!({"name": name, "url": url, "headers": headers, "event_types": types})
+    };
+    let small = stack.create_hook(&t, &json!({"name": "small", "url": url})).await;
+    let bulk: Vec<Value> = (0..12).map(|i| big(&format!("big-{i}"))).collect();
+    let made = stack.post("/v1/hooks", &t, &json!(bulk)).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let results = made.body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    let fitted = statuses.iter().take_while(|s| **s == 201).count();
+    assert!((5..12).contains(&fitted) && statuses[fitted..].iter().all(|s| *s == 422), "{statuses:?}");
+    let refused = &results[fitted]["error"];
+    assert_eq!(refused["type"], "https://hookbridge.dev/problems/quota-reached", "{refused}");
+    assert_eq!(refused["limit"], 1024 * 1024);
+    assert!(refused["detail"].as_str().unwrap().contains("HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT"), "{refused}");
+    let listed = stack.get("/v1/hooks?limit=100", &t).await;
+    assert_eq!(listed.body["hooks"].as_array().unwrap().len(), fitted + 1, "nothing of a refused hook is stored");
+
+    // A replacement that grows a hook is refused; one that does not is not, over the quota
+    // or not.
+    let small_path = format!("/v1/hooks/{}", small["id"].as_str().unwrap());
+    let grown = stack.put(&small_path, &t, &big("small")).await;
+    assert_eq!(grown.status, 422, "{}", grown.body);
+    assert_eq!(grown.body["type"], "https://hookbridge.dev/problems/quota-reached");
+    let edited = stack.put(&small_path, &t, &json!({"url": "http://127.0.0.1:10/"})).await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    let first_big = results[0]["hook"]["id"].as_str().map(|id| format!("/v1/hooks/{id}")).unwrap();
+    let mut shrunk = big("big-0");
+    shrunk["headers"] = json!([]);
+    assert_eq!(stack.put(&first_big, &t, &shrunk).await.status, 200);
+
+    // Another tenant has its own quota; a delete makes room.
+    let theirs = stack.post("/v1/hooks", &other, &big("theirs")).await;
+    assert_eq!(theirs.status, 201, "{}", theirs.body);
+    let second_big = results[1]["hook"]["id"].as_str().map(|id| format!("/v1/hooks/{id}")).unwrap();
+    assert_eq!(stack.delete(&second_big, &t).await.status, 204);
+    let again = stack.post("/v1/hooks", &t, &big("again")).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    stack.shutdown().await;
+}
+}
+
+on_both_backends! {
 async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of_it_is_published(flavor: Flavor) {
     let stack = TestStack::start_with(
         flavor,

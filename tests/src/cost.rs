@@ -96,6 +96,7 @@ impl CostRig {
                 account: "1".into(),
                 region: "r".into(),
                 event_retention: Duration::from_secs(3600),
+                routing_most_bytes: hookbridge_core::settings::Quotas::default().routing_most_bytes(),
             },
         };
         let worker = Worker::new(

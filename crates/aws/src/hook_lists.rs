@@ -53,11 +53,12 @@ impl HookLists {
         self.lock().contains_key(tenant)
     }
 
-    /// The list kept for `tenant`, if it was read under `marker` and not too long ago.
-    pub(crate) fn under(&self, tenant: &TenantId, marker: &str) -> Option<Vec<Arc<Hook>>> {
+    /// The list kept for `tenant` and what its hooks take stored, if it was read under
+    /// `marker` and not too long ago.
+    pub(crate) fn under(&self, tenant: &TenantId, marker: &str) -> Option<(Vec<Arc<Hook>>, usize)> {
         let kept = self.lock();
         let k = kept.get(tenant)?;
-        (k.marker.as_deref() == Some(marker) && k.read_at.elapsed() < KEPT_FOR).then(|| k.hooks.clone())
+        (k.marker.as_deref() == Some(marker) && k.read_at.elapsed() < KEPT_FOR).then(|| (k.hooks.clone(), k.bytes))
     }
 
     /// Keeps what a query read under `marker` (read before it), or forgets the tenant's

@@ -272,9 +272,9 @@ impl HookStore for DynamoHookStore {
         self.query_hooks(tenant, None, None).await
     }
 
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
+    async fn list_for_routing(&self, tenant: &TenantId, most_bytes: usize) -> Result<RoutingList> {
         if !self.lists.keeps(tenant) {
-            let list = self.query_shared(tenant).await?;
+            let list = self.query_shared(tenant, most_bytes).await?;
             // Kept with no marker: the next read reads one first, then the list again.
             self.lists.read(tenant, None, &list);
             return Ok(list);
@@ -294,12 +294,19 @@ impl HookStore for DynamoHookStore {
                 }
             },
         };
-        if let Some(hooks) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
+        if let Some((hooks, bytes)) = marker.as_deref().and_then(|m| self.lists.under(tenant, m)) {
+            if bytes > most_bytes {
+                return Err(hookbridge_core::ports::routing_too_large(tenant, most_bytes));
+            }
             return Ok(RoutingList { hooks, unreadable: Vec::new() });
         }
-        let list = self.query_shared(tenant).await?;
+        let list = self.query_shared(tenant, most_bytes).await?;
         self.lists.read(tenant, marker, &list);
         Ok(list)
+    }
+
+    async fn stored_bytes(&self, tenant: &TenantId, except: Option<HookId>, most: usize) -> Result<usize> {
+        self.count_bytes(tenant, except, most).await
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {
@@ -433,10 +440,16 @@ impl DynamoHookStore {
 
     /// Every hook of the tenant, shared (for routing, and the lists kept for it). A
     /// document this version cannot decode is named in the list's `unreadable`, not a
-    /// failure of the whole list.
-    async fn query_shared(&self, tenant: &TenantId) -> Result<RoutingList> {
+    /// failure of the whole list. Past `most_bytes` of documents, a failure, found page by
+    /// page: no more than a page beyond it is held.
+    async fn query_shared(&self, tenant: &TenantId, most_bytes: usize) -> Result<RoutingList> {
         let mut list = RoutingList::default();
+        let mut bytes = 0usize;
         self.each_hook_item(tenant, None, None, |item| {
+            bytes = bytes.saturating_add(item.get(DOC).and_then(|d| d.as_s().ok()).map_or(0, String::len));
+            if bytes > most_bytes {
+                return Err(hookbridge_core::ports::routing_too_large(tenant, most_bytes));
+            }
             match doc::<Hook>(item, "hook") {
                 Ok(hook) => list.hooks.push(Arc::new(hook)),
                 Err(e) => {
@@ -450,6 +463,27 @@ impl DynamoHookStore {
         })
         .await?;
         Ok(list)
+    }
+
+    /// The bytes of the tenant's hooks' documents, leaving out `except`'s; counting stops
+    /// once past `most`, at the end of a page.
+    async fn count_bytes(&self, tenant: &TenantId, except: Option<HookId>, most: usize) -> Result<usize> {
+        let except = except.map(|id| format!("H#{id}"));
+        let pk = tenant_pk(tenant);
+        let (mut bytes, mut start) = (0usize, None);
+        loop {
+            let (items, next) = self.table.query_prefix_page(&pk, "H#", None, start).await?;
+            for item in &items {
+                if except.is_some() && item.get(SK).and_then(|k| k.as_s().ok()) == except.as_ref() {
+                    continue;
+                }
+                bytes = bytes.saturating_add(item.get(DOC).and_then(|d| d.as_s().ok()).map_or(0, String::len));
+            }
+            match next {
+                Some(k) if bytes <= most => start = Some(k),
+                _ => return Ok(bytes),
+            }
+        }
     }
 
     /// Hooks of a tenant in id order, after `start`, at most `max` (all if `None`).

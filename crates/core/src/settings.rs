@@ -85,6 +85,9 @@ pub const EVENT_RETENTION: &str = "HOOKBRIDGE_EVENT_RETENTION";
 pub const FAST_LANE_PATIENCE: &str = "HOOKBRIDGE_FAST_LANE_PATIENCE";
 /// `HOOKBRIDGE_MAX_HOOKS_PER_TENANT`: the most hooks one tenant may have (default `1000`).
 pub const MAX_HOOKS_PER_TENANT: &str = "HOOKBRIDGE_MAX_HOOKS_PER_TENANT";
+/// `HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT`: the most one tenant's hooks may take stored
+/// together, in MiB (default `16`).
+pub const MAX_HOOK_MIB_PER_TENANT: &str = "HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT";
 /// `HOOKBRIDGE_TENANT_PUBLISH_RATE`: events a second one tenant may publish through the
 /// API (default `1000`).
 pub const TENANT_PUBLISH_RATE: &str = "HOOKBRIDGE_TENANT_PUBLISH_RATE";
@@ -212,6 +215,10 @@ pub struct Settings {
 pub struct Quotas {
     /// Hooks per tenant.
     pub max_hooks: u32,
+    /// Bytes a tenant's hooks may take stored together (their documents, secrets sealed).
+    /// Ingest holds all of a tenant's hooks in memory to route its events, so this bounds
+    /// what one tenant's configuration costs a batch that carries other tenants' events too.
+    pub max_hook_bytes: usize,
     /// Events a second through `POST /v1/events`.
     pub publish_rate: crate::rate::Rate,
     /// Events above the rate a tenant may publish at once.
@@ -219,12 +226,36 @@ pub struct Quotas {
 }
 
 impl Default for Quotas {
-    /// A thousand hooks (far above what any seed product's customers configure) and a
+    /// A thousand hooks (far above what any seed product's customers configure) taking
+    /// 16 MiB together (16 KiB each on average, where a typical hook takes 1-2 KiB), and a
     /// thousand events a second with a burst of five thousand: generous for any one
     /// tenant, and well inside what one ingest consumer handles, so no tenant can queue
     /// up work that delays the others.
     fn default() -> Self {
-        Self { max_hooks: 1000, publish_rate: crate::rate::Rate::per_second(1000), publish_burst: 5000 }
+        Self {
+            max_hooks: 1000,
+            max_hook_bytes: 16 * MIB,
+            publish_rate: crate::rate::Rate::per_second(1000),
+            publish_burst: 5000,
+        }
+    }
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// The most `HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT` may be: ingest reads a tenant's hooks
+/// whole, and its function has 256 MB.
+pub const MAX_HOOK_MIB_PER_TENANT_MOST: u32 = 64;
+
+impl Quotas {
+    /// The most a tenant's hooks may take when ingest reads them to route its events:
+    /// twice the quota. The quota is checked before each write, so two writes at once can
+    /// both pass it, and a rotation (which the quota does not count, as a hook's own limit
+    /// does not) adds a little; a tenant past this (the quota lowered under it, or many
+    /// racing writes) has its events fail and come back rather than take the memory of a
+    /// batch that other tenants' events share.
+    pub fn routing_most_bytes(&self) -> usize {
+        self.max_hook_bytes.saturating_mul(2)
     }
 }
 
@@ -494,6 +525,18 @@ impl Settings {
         if let Some(v) = var(MAX_HOOKS_PER_TENANT) {
             quotas.max_hooks = whole(MAX_HOOKS_PER_TENANT, &v, 1)?;
         }
+        if let Some(v) = var(MAX_HOOK_MIB_PER_TENANT) {
+            let mib = whole(MAX_HOOK_MIB_PER_TENANT, &v, 1)?;
+            if mib > MAX_HOOK_MIB_PER_TENANT_MOST {
+                return Err(SettingsError {
+                    variable: MAX_HOOK_MIB_PER_TENANT,
+                    message: format!(
+                        "{mib} is more than {MAX_HOOK_MIB_PER_TENANT_MOST}: ingest holds a tenant's hooks in memory"
+                    ),
+                });
+            }
+            quotas.max_hook_bytes = mib as usize * MIB;
+        }
         if let Some(v) = var(TENANT_PUBLISH_RATE) {
             let rate = whole(TENANT_PUBLISH_RATE, &v, 1)?;
             if rate > crate::rate::MAX_PER_SECOND {
@@ -641,6 +684,8 @@ mod tests {
             (FAST_LANE_PATIENCE, "16m"),
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
+            (MAX_HOOK_MIB_PER_TENANT, "0"),
+            (MAX_HOOK_MIB_PER_TENANT, "65"),
             (TENANT_PUBLISH_RATE, "lots"),
             (REQUEST_TIMEOUT, "0"),
             (FAST_LANE_PATIENCE, "0s"),

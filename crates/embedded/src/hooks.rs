@@ -56,7 +56,8 @@ struct Known {
     /// When the first of them was kept.
     since: std::time::Instant,
     by_id: HashMap<HookId, Arc<Hook>>,
-    routing: HashMap<TenantId, Vec<Arc<Hook>>>,
+    /// Each list with the bytes its hooks' documents take.
+    routing: HashMap<TenantId, (Vec<Arc<Hook>>, usize)>,
     /// The hooks of `routing`'s lists, together.
     routed: usize,
 }
@@ -84,8 +85,9 @@ impl Current {
         keys.iter().map(|(t, id)| known.by_id.get(id).filter(|h| h.tenant == *t).cloned()).collect()
     }
 
-    /// The tenant's routing list, when known and still current at `at`.
-    fn routing(&self, at: Option<u64>, tenant: &TenantId) -> Option<Vec<Arc<Hook>>> {
+    /// The tenant's routing list and the bytes its documents take, when known and still
+    /// current at `at`.
+    fn routing(&self, at: Option<u64>, tenant: &TenantId) -> Option<(Vec<Arc<Hook>>, usize)> {
         let known = self.lock();
         known.current(at).then_some(())?;
         known.routing.get(tenant).cloned()
@@ -116,17 +118,17 @@ impl Current {
         });
     }
 
-    fn keep_routing(&self, at: Option<u64>, tenant: &TenantId, list: &RoutingList) {
+    fn keep_routing(&self, at: Option<u64>, tenant: &TenantId, list: &RoutingList, bytes: usize) {
         // A list naming a hook this version cannot read is read again each time, as
         // before, so that the hook is routed to as soon as it can be read.
         if list.hooks.len() > ROUTED_HOOKS || !list.unreadable.is_empty() {
             return;
         }
         self.keep(at, |known| {
-            let held = known.routing.get(tenant).map_or(0, Vec::len);
+            let held = known.routing.get(tenant).map_or(0, |(hooks, _)| hooks.len());
             if known.routed - held + list.hooks.len() <= PARSED_HOOKS {
                 known.routed = known.routed - held + list.hooks.len();
-                known.routing.insert(tenant.clone(), list.hooks.clone());
+                known.routing.insert(tenant.clone(), (list.hooks.clone(), bytes));
             }
         });
     }
@@ -390,33 +392,63 @@ impl HookStore for SqliteHookStore {
 
     /// As [`HookStore::list_all`]: a small tenant's list as kept (see [`Current`]), else read
     /// afresh, the hooks whose documents are unchanged coming from those parsed before.
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
+    async fn list_for_routing(&self, tenant: &TenantId, most_bytes: usize) -> Result<RoutingList> {
         let at = self.db.hook_writes();
-        if let Some(hooks) = self.current.routing(at, tenant) {
+        if let Some((hooks, bytes)) = self.current.routing(at, tenant) {
+            if bytes > most_bytes {
+                return Err(hookbridge_core::ports::routing_too_large(tenant, most_bytes));
+            }
             return Ok(RoutingList { hooks, unreadable: Vec::new() });
         }
         let name = tenant.to_string();
         let read_for = name.clone();
         let parsed = self.parsed.clone();
-        let found = self
+        let too_large = tenant.clone();
+        let (found, bytes) = self
             .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 ORDER BY id")
                     .map_err(sql("hooks.list_for_routing"))?;
                 let mut rows = stmt.query([read_for]).map_err(sql("hooks.list_for_routing"))?;
-                let mut out = Vec::new();
+                let (mut out, mut bytes) = (Vec::new(), 0usize);
                 while let Some(row) = rows.next().map_err(sql("hooks.list_for_routing"))? {
                     let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql("hooks.list_for_routing"));
                     let id: HookId = text(0)?.parse().map_err(|e| Error::corrupt("a hook's id", e))?;
-                    out.push(parsed.find(id, text(1)?));
+                    let doc = text(1)?;
+                    bytes = bytes.saturating_add(doc.len());
+                    // Before the rest are copied out of the database: the bound is on memory.
+                    if bytes > most_bytes {
+                        return Err(hookbridge_core::ports::routing_too_large(&too_large, most_bytes));
+                    }
+                    out.push(parsed.find(id, doc));
                 }
-                Ok(out)
+                Ok((out, bytes))
             })
             .await?;
         let list = self.parsed.routing(&name, found);
-        self.current.keep_routing(at, tenant, &list);
+        self.current.keep_routing(at, tenant, &list, bytes);
         Ok(list)
+    }
+
+    async fn stored_bytes(&self, tenant: &TenantId, except: Option<HookId>, most: usize) -> Result<usize> {
+        let (tenant, except) = (tenant.to_string(), except.map(|id| id.to_string()).unwrap_or_default());
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT length(CAST(doc AS BLOB)) FROM hooks WHERE tenant = ?1 AND id <> ?2")
+                    .map_err(sql("hooks.stored_bytes"))?;
+                let mut rows = stmt.query([tenant, except]).map_err(sql("hooks.stored_bytes"))?;
+                let mut bytes = 0usize;
+                while bytes <= most
+                    && let Some(row) = rows.next().map_err(sql("hooks.stored_bytes"))?
+                {
+                    let len: i64 = row.get(0).map_err(sql("hooks.stored_bytes"))?;
+                    bytes = bytes.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                }
+                Ok(bytes)
+            })
+            .await
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {

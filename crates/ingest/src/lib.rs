@@ -79,12 +79,21 @@ pub struct IngestSettings {
     pub region: String,
     /// How long envelopes are kept for replay.
     pub event_retention: Duration,
+    /// The most a tenant's hooks may take stored when read to route its events
+    /// ([`hookbridge_core::settings::Quotas::routing_most_bytes`]); a tenant past it has its
+    /// events fail and come back, alone.
+    pub routing_most_bytes: usize,
 }
 
 impl IngestSettings {
     /// Ingest's part of the deployment settings.
     pub fn from_settings(s: &hookbridge_core::settings::Settings) -> Self {
-        Self { account: s.account.clone(), region: s.region.clone(), event_retention: s.event_retention }
+        Self {
+            account: s.account.clone(),
+            region: s.region.clone(),
+            event_retention: s.event_retention,
+            routing_most_bytes: s.quotas.routing_most_bytes(),
+        }
     }
 }
 
@@ -518,7 +527,7 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     // refuses a batch write that names one envelope twice.
     let mut seen = std::collections::HashSet::new();
     let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
-    let RoutingList { hooks, unreadable } = p.hooks.list_for_routing(tenant).await?;
+    let RoutingList { hooks, unreadable } = p.hooks.list_for_routing(tenant, deps.settings.routing_most_bytes).await?;
     if unreadable.len() > UNROUTED_HOOKS_MOST {
         return Err(hookbridge_core::Error::backend(
             "ingest.route",

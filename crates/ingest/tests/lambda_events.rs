@@ -23,6 +23,7 @@ async fn sample_batch_queues_deliveries_and_fails_only_the_malformed_record() {
             account: "123456789012".into(),
             region: "us-east-1".into(),
             event_retention: Duration::from_secs(86_400),
+            routing_most_bytes: hookbridge_core::settings::Quotas::default().routing_most_bytes(),
         },
     };
     let event: SqsEvent = serde_json::from_str(&events::load("ingest-batch")).unwrap();

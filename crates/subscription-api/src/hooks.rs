@@ -182,10 +182,41 @@ pub(crate) async fn create_hook(
         revision: 1,
     };
     hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
+    within_tenant_bytes(api, &hook, None).await?;
     api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
     Ok((hook, secrets))
+}
+
+/// Refuses a hook that would take its tenant's hooks together past their quota of stored
+/// bytes (`HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT`); `replacing`, the stored size of the hook it
+/// replaces. A replacement no larger than the hook it replaces is never refused, so a tenant
+/// over the quota (lowered since its hooks were written) can still edit them down.
+///
+/// Checked before the write, not in its transaction, so two writes at once may both pass:
+/// ingest reads up to twice the quota ([`Quotas::routing_most_bytes`]), which covers that.
+///
+/// [`Quotas::routing_most_bytes`]: hookbridge_core::settings::Quotas::routing_most_bytes
+async fn within_tenant_bytes(api: &Api, hook: &Hook, replacing: Option<usize>) -> Result<(), ApiError> {
+    let size = hook.stored_size();
+    if replacing.is_some_and(|before| size <= before) {
+        return Ok(());
+    }
+    let most = api.settings().quotas.max_hook_bytes;
+    let others = api.ports().hooks.stored_bytes(&hook.tenant, replacing.map(|_| hook.id), most).await?;
+    if others.saturating_add(size) <= most {
+        return Ok(());
+    }
+    Err(ApiError::QuotaReached {
+        detail: format!(
+            "the tenant's hooks would take more than {} KiB stored together, the most they may (this one {} KiB, the others at least {} KiB); make hooks smaller, delete one, or raise HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT",
+            most / 1024,
+            size.div_ceil(1024),
+            others / 1024,
+        ),
+        limit: u32::try_from(most).unwrap_or(u32::MAX),
+    })
 }
 
 /// Query of a listing by cursor: `GET /v1/hooks`, `GET /v1/hooks/{id}/replays`.
@@ -323,8 +354,10 @@ pub(crate) async fn replace_hook_from(
                 .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
             // The schedule its limit had, when the limit is set again (a new one begins).
             let left = (state.paced_since != existing.state.paced_since).then(|| schedule_of(&existing));
+            let before = existing.stored_size();
             let hook = Hook { config, state, sealed, ..existing };
             hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
+            within_tenant_bytes(api2, &hook, Some(before)).await?;
             Ok((hook, (reset, left)))
         })
         .await?;

@@ -55,6 +55,7 @@ macro_rules! contract_tests {
             events_put_get_and_isolation,
             idempotency_claims_completes_and_releases,
             hooks_create_stops_at_the_tenant_quota,
+            hooks_stored_bytes_are_counted_per_tenant_and_bound_routing,
             deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome,
             limiter_paces_and_admits_across_handles,
             sealed_secrets_open_only_for_their_hook,
@@ -515,14 +516,17 @@ pub async fn hooks_get_many_sees_every_change(h: &dyn Harness) {
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].revision, got[0].config.description.as_deref()), (revision, Some(description)));
         assert_eq!(*got[0], changed, "the whole hook as stored");
-        let routed = store.list_for_routing(&hook.tenant).await.expect("list for routing").hooks;
+        let routed = store.list_for_routing(&hook.tenant, usize::MAX).await.expect("list for routing").hooks;
         assert_eq!(routed.iter().map(|h| h.as_ref()).collect::<Vec<_>>(), vec![&changed], "routed as stored");
     }
     let other = tenant(&h.unique("tenant"));
     assert!(store.get_many(&[(other, hook.id)]).await.expect("another tenant's key").is_empty());
     store.delete(&hook.tenant, hook.id).await.expect("delete");
     assert!(read().await.is_empty(), "a deleted hook is not returned");
-    assert!(store.list_for_routing(&hook.tenant).await.expect("list for routing").hooks.is_empty(), "nor routed to");
+    assert!(
+        store.list_for_routing(&hook.tenant, usize::MAX).await.expect("list for routing").hooks.is_empty(),
+        "nor routed to"
+    );
 }
 
 /// The stored form of a hook holds no secret value in clear.
@@ -999,6 +1003,43 @@ pub async fn hooks_create_stops_at_the_tenant_quota(h: &dyn Harness) {
     store.create(&other, 2).await.expect("another tenant has its own quota");
     assert!(store.delete(&a.tenant, a.id).await.expect("delete"));
     store.create(&c, 2).await.expect("room after a delete");
+}
+
+/// A tenant's hooks' stored bytes are counted (one hook left out when asked) apart from
+/// other tenants', and a routing list past its bound is refused rather than read whole,
+/// while other tenants' lists are read as ever.
+pub async fn hooks_stored_bytes_are_counted_per_tenant_and_bound_routing(h: &dyn Harness) {
+    let t = h.unique("tenant");
+    let store = &h.backend().hooks;
+    let types: Vec<String> = (0..50).map(|i| format!("type.{i}.{}", "x".repeat(100))).collect();
+    let draft = |name: &str| serde_json::json!({"name": name, "url": "https://r.example/", "event_types": types});
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (hook, _) = make_hook_from(h, &t, HookId::generate(), draft(name)).await;
+        store.create(&hook, 10).await.expect("create");
+        sizes.push(hook.stored_size());
+        ids.push(hook.id);
+    }
+    let (small, _) = make_hook(h, &h.unique("tenant"), "small").await;
+    store.create(&small, 10).await.expect("create");
+    let all: usize = sizes.iter().sum();
+    let tenant_id = tenant(&t);
+    assert_eq!(store.stored_bytes(&tenant_id, None, usize::MAX).await.expect("count"), all);
+    assert_eq!(store.stored_bytes(&tenant_id, Some(ids[1]), usize::MAX).await.expect("count"), all - sizes[1]);
+    assert_eq!(store.stored_bytes(&small.tenant, None, usize::MAX).await.expect("count"), small.stored_size());
+    assert_eq!(store.stored_bytes(&tenant(&h.unique("none")), None, 0).await.expect("count"), 0);
+    assert!(
+        store.stored_bytes(&tenant_id, None, 1).await.expect("count") > 1,
+        "past the most it may stop, but past it"
+    );
+
+    let routed = store.list_for_routing(&tenant_id, all).await.expect("at the bound, read");
+    assert_eq!(routed.hooks.len(), 3);
+    let over = store.list_for_routing(&tenant_id, all - 1).await;
+    assert!(matches!(&over, Err(Error::TooLarge(why)) if why.contains(&t)), "past it, refused: {over:?}");
+    let other = store.list_for_routing(&small.tenant, all - 1).await.expect("another tenant's list is read");
+    assert_eq!(other.hooks.len(), 1);
 }
 
 /// The API opens a new round (`PENDING`) and the worker records the round's outcome; the

@@ -384,11 +384,11 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
 
     // Read, then read under a marker, then kept.
     for _ in 0..2 {
-        assert_eq!(store.list_for_routing(&tenant).await.unwrap().hooks.len(), 20);
+        assert_eq!(store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks.len(), 20);
     }
     let before = queries();
     for _ in 0..3 {
-        assert_eq!(store.list_for_routing(&tenant).await.unwrap().hooks.len(), 20);
+        assert_eq!(store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks.len(), 20);
     }
     assert_eq!(queries(), before, "kept: no query while nothing changed");
 
@@ -398,21 +398,21 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     moved.config.url = "https://moved.example/hook".to_owned();
     moved.revision += 1;
     store.replace(&moved, revision).await.unwrap();
-    let read = store.list_for_routing(&tenant).await.unwrap().hooks;
+    let read = store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks;
     assert!(urls(&read).contains(&"https://moved.example/hook".to_owned()), "the replace is read");
     assert_eq!(queries(), before + 1);
 
     // A delete and a create too.
     assert!(store.delete(&tenant, made[5].id).await.unwrap());
-    let read = store.list_for_routing(&tenant).await.unwrap().hooks;
+    let read = store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks;
     assert_eq!(read.len(), 19);
     assert!(!read.iter().any(|h| h.id == made[5].id), "the deleted hook is gone");
     let (new, _) = make_hook(&h, &name, "hook-new").await;
     store.create(&new, 1000).await.unwrap();
-    let read = store.list_for_routing(&tenant).await.unwrap().hooks;
+    let read = store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks;
     assert!(read.iter().any(|h| h.id == new.id), "the created hook is read");
     assert_eq!(queries(), before + 3);
-    assert_eq!(store.list_for_routing(&tenant).await.unwrap().hooks.len(), 20);
+    assert_eq!(store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks.len(), 20);
     assert_eq!(queries(), before + 3, "kept again");
 
     // A change routing does not read (a failure counted) leaves the list kept; a read of
@@ -422,7 +422,7 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     counted.state.health.consecutive_failures += 1;
     counted.revision += 1;
     store.replace(&counted, revision).await.unwrap();
-    assert_eq!(store.list_for_routing(&tenant).await.unwrap().hooks.len(), 20);
+    assert_eq!(store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks.len(), 20);
     assert_eq!(queries(), before + 3, "no new marker for a failure counted");
     let all = store.list_all(&tenant).await.unwrap();
     let stored = all.iter().find(|h| h.id == made[7].id).unwrap();
@@ -441,7 +441,7 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
         .unwrap();
     let before = queries();
     for _ in 0..4 {
-        assert_eq!(store.list_for_routing(&tenant).await.unwrap().hooks.len(), 20);
+        assert_eq!(store.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks.len(), 20);
     }
     assert_eq!(queries(), before + 1, "read once under the new marker, then kept");
 
@@ -451,7 +451,7 @@ async fn a_big_tenants_hooks_are_read_again_only_after_a_change() {
     assert!(store.delete(&tenant, made[11].id).await.unwrap(), "a change, so the next read queries");
     let before = queries();
     for i in 1..=2 {
-        let list = store.list_for_routing(&tenant).await.unwrap();
+        let list = store.list_for_routing(&tenant, usize::MAX).await.unwrap();
         assert_eq!(list.unreadable, [made[9].id]);
         assert_eq!(list.hooks.len(), 18, "the others are routed");
         assert_eq!(queries(), before + i, "not kept");

@@ -35,13 +35,13 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     assert_eq!(first[0].config.description, None);
     let again = h.backend().hooks.get_many(&key).await.unwrap();
     assert!(Arc::ptr_eq(&first[0], &again[0]), "unchanged, the hook parsed before");
-    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks;
     assert!(Arc::ptr_eq(&first[0], &routed[0]), "routed as parsed before");
     describe_every_hook_in_place(&h, "changed in place").await;
     let second = h.backend().hooks.get_many(&key).await.unwrap();
     assert_eq!((second[0].revision, second[0].config.description.as_deref()), (1, Some("changed in place")));
     assert!(!Arc::ptr_eq(&first[0], &second[0]));
-    let routed = h.backend().hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+    let routed = h.backend().hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks;
     assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
 }
 
@@ -53,8 +53,11 @@ async fn routing_keeps_hooks_only_while_there_is_room() {
     let hooks = &h.backend().hooks;
     let (small, _) = make_hook(&h, "tenant-s", "small").await;
     hooks.create(&small, 1000).await.unwrap();
-    let routed = hooks.list_for_routing(&small.tenant).await.unwrap().hooks;
-    assert!(Arc::ptr_eq(&routed[0], &hooks.list_for_routing(&small.tenant).await.unwrap().hooks[0]), "kept while room");
+    let routed = hooks.list_for_routing(&small.tenant, usize::MAX).await.unwrap().hooks;
+    assert!(
+        Arc::ptr_eq(&routed[0], &hooks.list_for_routing(&small.tenant, usize::MAX).await.unwrap().hooks[0]),
+        "kept while room"
+    );
 
     // The worker's hooks fill every place (1,024, one of them the small tenant's).
     let mut worked = vec![(small.tenant.clone(), small.id)];
@@ -74,7 +77,10 @@ async fn routing_keeps_hooks_only_while_there_is_room() {
         hooks.create(&hook, 1000).await.unwrap();
     }
     for _ in 0..2 {
-        assert_eq!(hooks.list_for_routing(&"tenant-big".parse().unwrap()).await.unwrap().hooks.len(), 1_000);
+        assert_eq!(
+            hooks.list_for_routing(&"tenant-big".parse().unwrap(), usize::MAX).await.unwrap().hooks.len(),
+            1_000
+        );
     }
     let mut again = Vec::new();
     for batch in worked.chunks(10) {
@@ -115,7 +121,8 @@ async fn more_hooks_than_are_kept_parsed_each_read_as_stored() {
                 }
             }
             for tenant in ["tenant-0", "tenant-1"] {
-                let routed = h.backend().hooks.list_for_routing(&tenant.parse().unwrap()).await.unwrap().hooks;
+                let routed =
+                    h.backend().hooks.list_for_routing(&tenant.parse().unwrap(), usize::MAX).await.unwrap().hooks;
                 assert_eq!(routed.len(), 550);
                 assert!(routed.iter().all(|hook| hook.tenant.as_str() == tenant));
                 assert!(routed.iter().all(|hook| hook.config.description.as_deref() == description));
@@ -181,10 +188,10 @@ async fn hooks_read_for_deliveries_are_kept_until_a_hook_is_written() {
         hooks.create(&other, 1000).await.unwrap();
         let began = std::time::Instant::now();
         let first = hooks.get_many(&key).await.unwrap();
-        let routed = hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+        let routed = hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks;
         behind(&format!("behind-{attempt}"));
         let again = hooks.get_many(&key).await.unwrap();
-        let routed_again = hooks.list_for_routing(&hook.tenant).await.unwrap().hooks;
+        let routed_again = hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks;
         if began.elapsed() < std::time::Duration::from_millis(500) {
             assert!(Arc::ptr_eq(&first[0], &again[0]), "kept: not read again");
             assert!(Arc::ptr_eq(&routed[0], &routed_again[0]), "kept: not read again");
@@ -199,27 +206,27 @@ async fn hooks_read_for_deliveries_are_kept_until_a_hook_is_written() {
     hooks.create(&other, 1000).await.unwrap();
     let now = described(&hooks.get_many(&key).await.unwrap());
     assert!(now[0].starts_with("behind-"), "{now:?}");
-    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), now);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks), now);
 
     // Nothing written through the writer: seen once the second is up.
     behind("after a second");
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(described(&hooks.get_many(&key).await.unwrap()), ["after a second"]);
-    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), ["after a second"]);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks), ["after a second"]);
 
     // A hook added to the tenant is routed to at once, a deleted one is gone at once, and
     // a replaced one is read as replaced.
     let (added, _) = make_hook(&h, "tenant-k", "added").await;
     hooks.create(&added, 1000).await.unwrap();
-    assert_eq!(hooks.list_for_routing(&hook.tenant).await.unwrap().hooks.len(), 2);
+    assert_eq!(hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks.len(), 2);
     assert!(hooks.delete(&hook.tenant, hook.id).await.unwrap());
     assert!(hooks.get_many(&key).await.unwrap().is_empty());
     let added_key = [(added.tenant.clone(), added.id)];
     let mut replaced = (*hooks.get_many(&added_key).await.unwrap()[0]).clone();
-    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), [""]);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks), [""]);
     replaced.config.description = Some("replaced".to_owned());
     replaced.revision += 1;
     hooks.replace(&replaced, replaced.revision - 1).await.unwrap();
     assert_eq!(described(&hooks.get_many(&added_key).await.unwrap()), ["replaced"]);
-    assert_eq!(described(&hooks.list_for_routing(&hook.tenant).await.unwrap().hooks), ["replaced"]);
+    assert_eq!(described(&hooks.list_for_routing(&hook.tenant, usize::MAX).await.unwrap().hooks), ["replaced"]);
 }

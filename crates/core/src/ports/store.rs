@@ -151,10 +151,24 @@ pub trait HookStore: HookAccess {
     /// A hook whose document this version cannot decode is named in
     /// [`RoutingList::unreadable`] rather than failing the whole list. The default is
     /// [`HookStore::list_all`], which fails instead.
-    async fn list_for_routing(&self, tenant: &TenantId) -> Result<RoutingList> {
-        let hooks = self.list_all(tenant).await?.into_iter().map(std::sync::Arc::new).collect();
-        Ok(RoutingList { hooks, unreadable: Vec::new() })
+    ///
+    /// [`crate::Error::TooLarge`] when the hooks' stored documents take more than
+    /// `most_bytes` together, found out while reading, before they are all held: what one
+    /// tenant's hooks cost a batch shared with other tenants' events is bounded.
+    async fn list_for_routing(&self, tenant: &TenantId, most_bytes: usize) -> Result<RoutingList> {
+        let hooks = self.list_all(tenant).await?;
+        let bytes = hooks.iter().fold(0, |n: usize, h| n.saturating_add(h.stored_size()));
+        if bytes > most_bytes {
+            return Err(routing_too_large(tenant, most_bytes));
+        }
+        Ok(RoutingList { hooks: hooks.into_iter().map(std::sync::Arc::new).collect(), unreadable: Vec::new() })
     }
+
+    /// The bytes the tenant's hooks take stored (their documents, as [`Hook::stored_size`]
+    /// counts), leaving out `except`'s: for the tenant's quota, checked before a hook is
+    /// written. Counting stops once past `most` (the answer is then more than `most`, but
+    /// not necessarily the whole), so a tenant far over it costs no more to check.
+    async fn stored_bytes(&self, tenant: &TenantId, except: Option<HookId>, most: usize) -> Result<usize>;
 
     /// Deletes a hook and frees its name. Whether it existed.
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool>;
@@ -318,4 +332,12 @@ pub trait ReplayStore: Send + Sync {
     /// again (a request sent again after its answer was lost) is `true`: the stored job is
     /// already `job`.
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool>;
+}
+
+/// The error of a routing list past its `most_bytes` ([`HookStore::list_for_routing`]).
+pub fn routing_too_large(tenant: &TenantId, most_bytes: usize) -> crate::Error {
+    crate::Error::TooLarge(format!(
+        "tenant {tenant}'s hooks take more than {} KiB stored together, more than ingest reads to route its events; they come back until its hooks are made smaller or fewer",
+        most_bytes / 1024
+    ))
 }

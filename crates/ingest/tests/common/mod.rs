@@ -15,6 +15,7 @@ pub fn deps(h: &dyn Harness) -> Ingest {
             account: "1".into(),
             region: "r".into(),
             event_retention: Duration::from_secs(3600),
+            routing_most_bytes: hookbridge_core::settings::Quotas::default().routing_most_bytes(),
         },
     }
 }
