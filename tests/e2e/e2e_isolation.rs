@@ -365,7 +365,7 @@ async fn a_tenant_at_its_hook_quota_gets_422_naming_the_limit(flavor: Flavor) {
 
 on_both_backends! {
 async fn a_tenant_at_its_quota_of_hook_bytes_gets_422_and_can_still_edit_hooks_down(flavor: Flavor) {
-    let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT", "1")]).await;
+    let mut stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT", "1")]).await;
     let t = stack.token("acme", ALL_SCOPES);
     let other = stack.token("other", ALL_SCOPES);
     let url = "http://127.0.0.1:9/";
@@ -391,26 +391,36 @@ async fn a_tenant_at_its_quota_of_hook_bytes_gets_422_and_can_still_edit_hooks_d
     let listed = stack.get("/v1/hooks?limit=100", &t).await;
     assert_eq!(listed.body["hooks"].as_array().unwrap().len(), fitted + 1, "nothing of a refused hook is stored");
 
-    // A replacement that grows a hook is refused; one that does not is not, over the quota
-    // or not.
+    // A replacement that grows a hook's configuration past the quota is refused.
     let small_path = format!("/v1/hooks/{}", small["id"].as_str().unwrap());
     let grown = stack.put(&small_path, &t, &big("small")).await;
     assert_eq!(grown.status, 422, "{}", grown.body);
     assert_eq!(grown.body["type"], "https://hookbridge.dev/problems/quota-reached");
-    let edited = stack.put(&small_path, &t, &json!({"url": "http://127.0.0.1:10/"})).await;
-    assert_eq!(edited.status, 200, "{}", edited.body);
-    let first_big = results[0]["hook"]["id"].as_str().map(|id| format!("/v1/hooks/{id}")).unwrap();
-    let mut shrunk = big("big-0");
-    shrunk["headers"] = json!([]);
-    assert_eq!(stack.put(&first_big, &t, &shrunk).await.status, 200);
 
     // Another tenant has its own quota; a delete makes room.
     let theirs = stack.post("/v1/hooks", &other, &big("theirs")).await;
     assert_eq!(theirs.status, 201, "{}", theirs.body);
-    let second_big = results[1]["hook"]["id"].as_str().map(|id| format!("/v1/hooks/{id}")).unwrap();
-    assert_eq!(stack.delete(&second_big, &t).await.status, 204);
+    let hook_path = |i: usize| results[i]["hook"]["id"].as_str().map(|id| format!("/v1/hooks/{id}")).unwrap();
+    assert_eq!(stack.delete(&hook_path(1), &t).await.status, 204);
     let again = stack.post("/v1/hooks", &t, &big("again")).await;
     assert_eq!(again.status, 201, "{}", again.body);
+
+    // The quota lowered under the tenant's hooks: each can still be written back as read,
+    // or smaller, but not larger.
+    let mut quotas = stack.settings().quotas;
+    quotas.max_hook_bytes = 256 * 1024;
+    stack.restart_with_quotas(quotas).await;
+    let as_read = stack.get(&hook_path(0), &t).await.body;
+    let written_back = stack.put(&hook_path(0), &t, &as_read).await;
+    assert_eq!(written_back.status, 200, "{}", written_back.body);
+    let mut shrunk = big("big-0");
+    shrunk["headers"] = json!([]);
+    let smaller = stack.put(&hook_path(0), &t, &shrunk).await;
+    assert_eq!(smaller.status, 200, "{}", smaller.body);
+    shrunk["description"] = json!("a little longer");
+    let larger = stack.put(&hook_path(0), &t, &shrunk).await;
+    assert_eq!(larger.status, 422, "{}", larger.body);
+    assert_eq!(larger.body["limit"], 256 * 1024);
     stack.shutdown().await;
 }
 }

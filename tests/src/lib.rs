@@ -175,6 +175,12 @@ impl TestStack {
         self.restart().await;
     }
 
+    /// Restarts the stack on the same data with `quotas` (an operator changing them).
+    pub async fn restart_with_quotas(&mut self, quotas: hookbridge_core::settings::Quotas) {
+        self.settings.quotas = quotas;
+        self.restart().await;
+    }
+
     /// Stops the stack cleanly and starts it again on the same data.
     pub async fn restart(&mut self) {
         self.pause(Duration::ZERO).await;

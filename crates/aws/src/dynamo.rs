@@ -53,6 +53,19 @@ impl Table {
         limit: Option<usize>,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>)> {
+        self.query_prefix_page_read(pk, prefix, limit, start, true).await
+    }
+
+    /// [`Table::query_prefix_page`], read `consistent`ly or not: an eventually consistent
+    /// read costs half the read units, for a count that is only a check.
+    pub(crate) async fn query_prefix_page_read(
+        &self,
+        pk: &str,
+        prefix: &str,
+        limit: Option<usize>,
+        start: Option<Item>,
+        consistent: bool,
+    ) -> Result<(Vec<Item>, Option<Item>)> {
         let page = self
             .client
             .query()
@@ -60,7 +73,7 @@ impl Table {
             .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
             .expression_attribute_values(":pk", s(pk.to_owned()))
             .expression_attribute_values(":p", s(prefix.to_owned()))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .set_limit(limit.map(|l| l.clamp(1, 1000) as i32))
             .set_exclusive_start_key(start)
             .send()

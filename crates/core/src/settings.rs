@@ -243,9 +243,10 @@ impl Default for Quotas {
 
 const MIB: usize = 1024 * 1024;
 
-/// The most `HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT` may be: ingest reads a tenant's hooks
-/// whole, and its function has 256 MB.
-pub const MAX_HOOK_MIB_PER_TENANT_MOST: u32 = 64;
+/// The most `HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT` may be, the default: ingest reads up to
+/// twice it for each of four tenants at once ([`Quotas::routing_most_bytes`]), 128 MiB,
+/// beside the lists it keeps (32 MiB), in a function of 256 MB.
+pub const MAX_HOOK_MIB_PER_TENANT_MOST: u32 = 16;
 
 impl Quotas {
     /// The most a tenant's hooks may take when ingest reads them to route its events:
@@ -685,7 +686,7 @@ mod tests {
             (FAST_LANE_PATIENCE, "quick"),
             (MAX_HOOKS_PER_TENANT, "0"),
             (MAX_HOOK_MIB_PER_TENANT, "0"),
-            (MAX_HOOK_MIB_PER_TENANT, "65"),
+            (MAX_HOOK_MIB_PER_TENANT, "17"),
             (TENANT_PUBLISH_RATE, "lots"),
             (REQUEST_TIMEOUT, "0"),
             (FAST_LANE_PATIENCE, "0s"),

@@ -10,7 +10,7 @@ use hookbridge_core::hook::{
     ConnectionState, DestinationState, Health, Hook, HookConfig, HookDraft, HookState, Modified, SecretsOwner,
     UPDATE_ROUNDS, ValidationContext, VerificationStatus, modify,
 };
-use hookbridge_core::ids::HookId;
+use hookbridge_core::ids::{HookId, TenantId};
 use hookbridge_core::message::event_type;
 use hookbridge_core::rate::{hook_key, schedule_of};
 use hookbridge_core::secret::SigningSecret;
@@ -84,8 +84,9 @@ pub async fn create(
                 return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
             }
             let mut results = Vec::with_capacity(items.len());
+            let mut counted = TenantBytes::default();
             for item in items {
-                results.push(match create_one(&api, &caller, item, "").await {
+                results.push(match create_one(&api, &caller, item, &mut counted).await {
                     Ok(out) => json!({ "status": 201, "hook": out }),
                     Err(e) => {
                         if let ApiError::Internal(cause) = &e {
@@ -99,7 +100,7 @@ pub async fn create(
             Ok(Json(json!({ "results": results })).into_response())
         }
         item @ Value::Object(_) => {
-            let out = create_one(&api, &caller, item, "").await?;
+            let out = create_one(&api, &caller, item, &mut TenantBytes::default()).await?;
             let location = format!("/v1/hooks/{}", out.id);
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(out)).into_response())
         }
@@ -107,9 +108,9 @@ pub async fn create(
     }
 }
 
-async fn create_one(api: &Api, caller: &Caller, item: Value, at: &str) -> Result<HookOut, ApiError> {
-    let draft = hook_draft(item, at)?;
-    let (hook, secrets) = create_hook(api, caller, draft, None).await?;
+async fn create_one(api: &Api, caller: &Caller, item: Value, counted: &mut TenantBytes) -> Result<HookOut, ApiError> {
+    let draft = hook_draft(item, "")?;
+    let (hook, secrets) = create_hook(api, caller, draft, None, counted).await?;
     let mut out = HookOut::from(&hook);
     out.secret = Some(secrets.signing.expose().to_owned());
     Ok(out)
@@ -156,6 +157,7 @@ pub(crate) async fn create_hook(
     caller: &Caller,
     draft: HookDraft,
     signing: Option<SigningSecret>,
+    counted: &mut TenantBytes,
 ) -> Result<(Hook, HookSecrets), ApiError> {
     let now = Utc::now();
     let ctx = ValidationContext { network: &api.settings().network };
@@ -182,29 +184,57 @@ pub(crate) async fn create_hook(
         revision: 1,
     };
     hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
-    within_tenant_bytes(api, &hook, None).await?;
+    let size = hook.stored_size();
+    let others = counted.read(api, &hook.tenant).await?;
+    within_tenant_bytes(api, size, others)?;
     api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
+    counted.add(size);
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
     Ok((hook, secrets))
 }
 
-/// Refuses a hook that would take its tenant's hooks together past their quota of stored
-/// bytes (`HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT`); `replacing`, the stored size of the hook it
-/// replaces. A replacement no larger than the hook it replaces is never refused, so a tenant
-/// over the quota (lowered since its hooks were written) can still edit them down.
+/// What the tenant's other hooks take stored, as a request that creates hooks counts it:
+/// read from the store for its first hook, then added to as it creates each, so a bulk
+/// create reads the tenant's hooks once, not once an item.
+#[derive(Debug, Default)]
+pub(crate) struct TenantBytes(Option<usize>);
+
+impl TenantBytes {
+    async fn read(&mut self, api: &Api, tenant: &TenantId) -> Result<usize, ApiError> {
+        if let Some(bytes) = self.0 {
+            return Ok(bytes);
+        }
+        let bytes = api.ports().hooks.stored_bytes(tenant, None, quota(api)).await?;
+        self.0 = Some(bytes);
+        Ok(bytes)
+    }
+
+    fn add(&mut self, size: usize) {
+        self.0 = self.0.map(|b| b.saturating_add(size));
+    }
+}
+
+/// The most a tenant's hooks may take stored together (`HOOKBRIDGE_MAX_HOOK_MIB_PER_TENANT`).
+fn quota(api: &Api) -> usize {
+    api.settings().quotas.max_hook_bytes
+}
+
+/// What the tenant configured of a hook, as stored: its configuration and sealed secrets,
+/// not the platform's state.
+fn configured_size(hook: &Hook) -> usize {
+    serde_json::to_vec(&hook.config).map_or(usize::MAX, |v| v.len()).saturating_add(hook.sealed.0.len())
+}
+
+/// Refuses a hook taking `size` stored beside `others` (what the tenant's other hooks take,
+/// or more when counting stopped past the quota) past the tenant's quota of stored bytes.
 ///
 /// Checked before the write, not in its transaction, so two writes at once may both pass:
-/// ingest reads up to twice the quota ([`Quotas::routing_most_bytes`]), which covers that.
+/// ingest reads up to twice the quota ([`Quotas::routing_most_bytes`]), which covers a few.
 ///
 /// [`Quotas::routing_most_bytes`]: hookbridge_core::settings::Quotas::routing_most_bytes
-async fn within_tenant_bytes(api: &Api, hook: &Hook, replacing: Option<usize>) -> Result<(), ApiError> {
-    let size = hook.stored_size();
-    if replacing.is_some_and(|before| size <= before) {
-        return Ok(());
-    }
-    let most = api.settings().quotas.max_hook_bytes;
-    let others = api.ports().hooks.stored_bytes(&hook.tenant, replacing.map(|_| hook.id), most).await?;
+fn within_tenant_bytes(api: &Api, size: usize, others: usize) -> Result<(), ApiError> {
+    let most = quota(api);
     if others.saturating_add(size) <= most {
         return Ok(());
     }
@@ -354,10 +384,16 @@ pub(crate) async fn replace_hook_from(
                 .then(|| if config.url != existing.config.url { "its URL changed" } else { "it was re-enabled" });
             // The schedule its limit had, when the limit is set again (a new one begins).
             let left = (state.paced_since != existing.state.paced_since).then(|| schedule_of(&existing));
-            let before = existing.stored_size();
+            let before = configured_size(&existing);
             let hook = Hook { config, state, sealed, ..existing };
             hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
-            within_tenant_bytes(api2, &hook, Some(before)).await?;
+            // Only a replacement that grows what the tenant configured is held to the
+            // quota: one over it (the quota lowered since) can still edit its hooks, and
+            // down, whatever the platform's state in them (a health reset) did meanwhile.
+            if configured_size(&hook) > before {
+                let others = api2.ports().hooks.stored_bytes(&hook.tenant, Some(hook.id), quota(api2)).await?;
+                within_tenant_bytes(api2, hook.stored_size(), others)?;
+            }
             Ok((hook, (reset, left)))
         })
         .await?;

@@ -29,7 +29,7 @@ use crate::auth::{Caller, Scope};
 use crate::body::{ApiQuery, parse_object, read_body};
 use crate::dto::HookOut;
 use crate::error::ApiError;
-use crate::hooks::{create_hook, delete_hook, load, replace_hook_from};
+use crate::hooks::{TenantBytes, create_hook, delete_hook, load, replace_hook_from};
 use crate::{Api, Router};
 
 /// The routes, under both prefixes.
@@ -369,7 +369,7 @@ async fn create(
         // header would fail every receiver that checks it.
         "signature_formats": if signing.is_some() { json!(["keycloak"]) } else { json!([]) },
     }))?;
-    let (hook, _) = create_hook(&api, &caller, draft, signing).await?;
+    let (hook, _) = create_hook(&api, &caller, draft, signing, &mut TenantBytes::default()).await?;
     let location = format!("{}/{}", uri.path().trim_end_matches('/'), hook.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }

@@ -27,7 +27,7 @@ use serde_json::json;
 use crate::auth::{Caller, Scope};
 use crate::body::{parse_objects, read_body};
 use crate::error::ApiError;
-use crate::hooks::{create_hook, delete_hook};
+use crate::hooks::{TenantBytes, create_hook, delete_hook};
 use crate::{Api, Router};
 
 /// The message types XIQ's webhooks offer.
@@ -224,8 +224,9 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
     // All or nothing: one that still cannot be created (the tenant's quota reached, the
     // store failing) undoes the ones before it.
     let mut created: Vec<Hook> = Vec::with_capacity(drafts.len());
+    let mut counted = TenantBytes::default();
     for (i, (draft, signing)) in drafts.into_iter().enumerate() {
-        match create_hook(&api, &caller, draft, signing).await {
+        match create_hook(&api, &caller, draft, signing, &mut counted).await {
             Ok((hook, _)) => created.push(hook),
             Err(e) => {
                 for h in &created {
