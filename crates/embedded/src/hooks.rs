@@ -35,6 +35,10 @@ const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// every batch, as before, so that one tenant's thousands of hooks are not held in memory.
 const ROUTED_HOOKS: usize = 64;
 
+/// The most a routing list [`Current`] keeps may take, its hooks' documents together: 64
+/// hooks of 350 KiB would be 22 MiB held for one tenant.
+const ROUTED_BYTES: usize = 1024 * 1024;
+
 /// Hooks as read when the database had seen a given number of hook writes
 /// ([`Db::hook_writes`]): until the next one, each is what the table holds, so the worker's
 /// batches and ingest's routing take them from here without a read. Those reads (a hop to
@@ -121,7 +125,7 @@ impl Current {
     fn keep_routing(&self, at: Option<u64>, tenant: &TenantId, list: &RoutingList, bytes: usize) {
         // A list naming a hook this version cannot read is read again each time, as
         // before, so that the hook is routed to as soon as it can be read.
-        if list.hooks.len() > ROUTED_HOOKS || !list.unreadable.is_empty() {
+        if list.hooks.len() > ROUTED_HOOKS || bytes > ROUTED_BYTES || !list.unreadable.is_empty() {
             return;
         }
         self.keep(at, |known| {
@@ -138,6 +142,11 @@ impl Current {
 /// memory (two copies of each document) for a large one.
 const PARSED_HOOKS: usize = 1024;
 
+/// The most the documents [`ParsedHooks`] keeps may take together (and about as much again
+/// parsed): 1,024 hooks of a typical 1-2 KiB fit many times over, 1,024 of 350 KiB would
+/// have been 700 MiB.
+const PARSED_BYTES: usize = 16 * 1024 * 1024;
+
 /// The hooks the worker's batches and ingest's routing read, as last parsed, each beside
 /// the document it was parsed from. Parsing a hook's JSON was about 4 % of the server's CPU
 /// at saturation (the same hooks parsed for batch after batch); comparing the stored
@@ -145,7 +154,14 @@ const PARSED_HOOKS: usize = 1024;
 /// revision: a hook whose stored text is unchanged is the same hook, whoever wrote it and
 /// however. A hook deleted since is never found here, because its row is read first.
 #[derive(Default)]
-struct ParsedHooks(Mutex<HashMap<HookId, Kept>>);
+struct ParsedHooks(Mutex<KeptHooks>);
+
+/// The hooks [`ParsedHooks`] keeps, and what their documents take together.
+#[derive(Default)]
+struct KeptHooks {
+    by_id: HashMap<HookId, Kept>,
+    bytes: usize,
+}
 
 /// A hook's stored document and the hook parsed from it.
 type Kept = (Box<str>, Arc<Hook>);
@@ -167,13 +183,13 @@ enum Room {
 }
 
 impl ParsedHooks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HookId, Kept>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptHooks> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The row `id` stored as `doc`: the hook parsed before when the document is the same.
     fn find(&self, id: HookId, doc: &str) -> Found {
-        let kept = self.lock().get(&id).filter(|(kept, _)| **kept == *doc).map(|(_, hook)| hook.clone());
+        let kept = self.lock().by_id.get(&id).filter(|(kept, _)| **kept == *doc).map(|(_, hook)| hook.clone());
         kept.map_or_else(|| Found::Doc(id, doc.to_owned()), Found::Parsed)
     }
 
@@ -214,16 +230,26 @@ impl ParsedHooks {
     /// Keeps `hook`, parsed from `doc`, when there is room or `room` lets it make some.
     fn keep(&self, id: HookId, doc: String, hook: &Arc<Hook>, room: Room) {
         let mut kept = self.lock();
-        if kept.len() >= PARSED_HOOKS && !kept.contains_key(&id) {
-            if room == Room::OnlyIfFree {
-                return;
-            }
-            // An arbitrary one: a hook pushed out costs only a parse when next read.
-            if let Some(any) = kept.keys().next().copied() {
-                kept.remove(&any);
+        let kept = &mut *kept;
+        // In place of the one kept for this hook, if any.
+        if let Some((old, _)) = kept.by_id.remove(&id) {
+            kept.bytes -= old.len();
+        }
+        let full = |k: &KeptHooks| k.by_id.len() >= PARSED_HOOKS || k.bytes + doc.len() > PARSED_BYTES;
+        if full(kept) && room == Room::OnlyIfFree {
+            return;
+        }
+        // Arbitrary ones: a hook pushed out costs only a parse when next read.
+        while full(kept) {
+            let Some(any) = kept.by_id.keys().next().copied() else { break };
+            if let Some((old, _)) = kept.by_id.remove(&any) {
+                kept.bytes -= old.len();
             }
         }
-        kept.insert(id, (doc.into(), hook.clone()));
+        if !full(kept) {
+            kept.bytes += doc.len();
+            kept.by_id.insert(id, (doc.into(), hook.clone()));
+        }
     }
 }
 

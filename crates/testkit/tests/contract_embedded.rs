@@ -45,6 +45,27 @@ async fn a_hook_changed_under_the_same_revision_is_read_as_changed() {
     assert_eq!((routed[0].revision, routed[0].config.description.as_deref()), (1, Some("changed in place")));
 }
 
+/// The hooks kept parsed are bounded in bytes as well as in number: a tenant of 60 large
+/// hooks (20 MB of documents) is routed from fresh parses past the bound, not held whole,
+/// and its list is not kept between batches. Held to the count alone, every one was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_kept_parsed_are_bounded_in_bytes() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let hooks = &h.backend().hooks;
+    for i in 0..60 {
+        let (mut hook, _) = make_hook(&h, "tenant-large", &format!("large-{i}")).await;
+        // Stored as base64: about 333 KB, within a hook's 350 KiB.
+        hook.sealed = hookbridge_core::hook::SealedSecrets(vec![7; 250_000]);
+        hooks.create(&hook, 1000).await.unwrap();
+    }
+    let tenant = "tenant-large".parse().unwrap();
+    let first = hooks.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks;
+    let again = hooks.list_for_routing(&tenant, usize::MAX).await.unwrap().hooks;
+    assert_eq!((first.len(), again.len()), (60, 60));
+    let kept = first.iter().zip(&again).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+    assert!((40..60).contains(&kept), "{kept} of 60 kept parsed: about 16 MiB of them");
+}
+
 /// Ingest's routing keeps the hooks it parses while there is room, and once the kept hooks
 /// are full it pushes none of them out: every hook the worker read is still the one it got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
