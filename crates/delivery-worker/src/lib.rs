@@ -354,6 +354,8 @@ mod tests {
         let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
         let said = d.attempts[0].response_excerpt.clone().unwrap_or_default();
         assert!(said.contains("the receiver was not asked"), "{said}");
+        let class = d.attempts[0].error_class;
+        assert_eq!(class, Some(hookbridge_core::delivery::ErrorClass::Auth), "not the receiver's timeout");
     }
 
     /// The time an attempt spends getting its token is not the receiver's: a fast receiver
@@ -466,10 +468,11 @@ mod tests {
         }
         assert_eq!(idp.received().len(), 1, "the failure was remembered for the next deliveries");
         let (classes, circuit) = attempts_and_circuit(&h, &hook, &tasks).await;
-        // The first: the fast lane's give-up (recorded, not counted), then the slow lane's
-        // attempt, failed by the fetch it waited for. The next two: failed at once.
-        let (auth, gave_up) = (Some(ErrorClass::Auth), Some(ErrorClass::Timeout));
-        assert_eq!(classes, [vec![gave_up, auth], vec![auth], vec![auth]]);
+        // The first: the fast lane's give-up (recorded, not counted; `auth`, as its token never
+        // came), then the slow lane's attempt, failed by the fetch it waited for. The next
+        // two: failed at once.
+        let auth = Some(ErrorClass::Auth);
+        assert_eq!(classes, [vec![auth, auth], vec![auth], vec![auth]]);
         assert!(receiver.received().is_empty());
         assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{circuit:?}");
     }

@@ -95,9 +95,10 @@ async fn send<'a>(
     // Given up for the lane's sake, not the endpoint's: the slow lane tries again at once
     // with the whole timeout.
     let abandoned = lane == Lane::Fast && timed_out && w.settings.patience < w.settings.timeout;
-    if !abandoned && report.timed_out_waiting_for_its_token() {
+    if report.timed_out_waiting_for_its_token() {
         // The whole budget went on the token: an attempt without one, not the receiver's
-        // timeout (which would open its circuit though it was never asked).
+        // timeout (which would open its circuit though it was never asked). Recorded so
+        // on the fast lane too, where it is given up and sent again on the slow lane.
         report = report.counted_as_tokenless();
     }
     // An attempt that ended before a request to the receiver began (its token still being
