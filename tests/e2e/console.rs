@@ -365,7 +365,7 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     let hq = stack.create_hook(&t, &json!({"name": "hq-hook", "url": r.url("/hq"), "sites": ["hq"]})).await;
-    stack.create_hook(&t, &json!({"name": "lab-hook", "url": r.url("/lab"), "sites": ["lab"]})).await;
+    let lab = stack.create_hook(&t, &json!({"name": "lab-hook", "url": r.url("/lab"), "sites": ["lab"]})).await;
     let other =
         stack.create_hook(&stack.token("globex", ALL_SCOPES), &json!({"name": "theirs", "url": r.url("/g")})).await;
 
@@ -394,8 +394,8 @@ async fn a_portal_link_opens_once_for_one_tenant_and_its_sites() {
     let text = b.text().await;
     assert!(text.contains("hq-hook") && !text.contains("lab-hook") && !text.contains("theirs"), "{text}");
     b.screenshot("portal").await;
-    // Another tenant's hook, and a hook of another site, are not there.
-    for id in [other["id"].as_str().unwrap(), hq["id"].as_str().unwrap()] {
+    // Another tenant's hook, and a hook of another site, are not there; the session's own is.
+    for id in [other["id"].as_str().unwrap(), lab["id"].as_str().unwrap(), hq["id"].as_str().unwrap()] {
         b.goto(&format!("/console/hooks/{id}")).await;
         let page = b.text().await;
         if id == hq["id"] {
@@ -590,6 +590,24 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     // (Its history begins 15 s after the move; before then it has nothing to replay.)
     let history = moved + chrono::Duration::seconds(16);
     tokio::time::sleep((history - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    // What the hook got since is the session's: listed, and replayed.
+    stack
+        .publish(&t, &json!({"detail-type": "user.login", "source": "idp", "site": "a", "detail": {"who": "a's user"}}))
+        .await;
+    r.wait_for(2, WAIT).await;
+    let since_move = hookbridge_e2e::eventually(WAIT, || async {
+        let list = stack.get(&format!("/v1/hooks/{id}/events"), &t).await.body;
+        let ids: Vec<String> = list["deliveries"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d["delivery_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.into_iter().find(|d| *d != before)
+    })
+    .await
+    .expect("the site-a delivery, recorded");
+    let (_, read) = page(format!("/console/hooks/{id}/read")).await;
+    assert!(read.contains(&since_move) && !read.contains(&before), "{read}");
     let (_, hook_page) = page(format!("/console/hooks/{id}")).await;
     let at = hook_page.find("name=\"_csrf\" value=\"").unwrap() + "name=\"_csrf\" value=\"".len();
     let csrf = &hook_page[at..at + hook_page[at..].find('"').unwrap()];
@@ -608,8 +626,18 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
             .unwrap();
         assert_eq!(replayed.status(), 303, "{}", replayed.text().await.unwrap());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(r.received().len(), 1, "nothing from before was re-sent to the session's hook");
+    let job = hookbridge_e2e::eventually(WAIT, || async {
+        let listed = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await.body;
+        let newest = listed["replays"][0].clone();
+        (newest["state"] == "SUCCEEDED").then_some(newest)
+    })
+    .await
+    .expect("the session's replay job, done");
+    assert_eq!(job["queued"], 1, "only the delivery since the move: {job}");
+    r.wait_for(3, WAIT).await;
+    let got = r.received();
+    assert_eq!(got.len(), 3, "nothing from before was re-sent to the session's hook");
+    assert_eq!(got[2].json()["detail"]["who"], "a's user", "the re-sent one is the site-a event");
     // The session's hook page lists its own replay, not the tenant's whose windows reach
     // back before the move: the one from before, nor ten since, which a page of ten newest
     // jobs would hold alone.

@@ -91,8 +91,7 @@ async fn a_hook_whose_event_types_do_not_match_receives_nothing(flavor: Flavor) 
     stack.publish(&token, &json!([{"detail-type": "admin.CLIENT-CREATE", "source": "kc", "detail": {}}])).await;
     assert_eq!(matching.wait_for(1, WAIT).await.len(), 1);
     // Give a wrong delivery every chance to happen before asserting it did not.
-    let list = eventually(Duration::from_secs(2), || async { None::<()> }).await;
-    assert!(list.is_none());
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(other.received().is_empty(), "the non-matching hook received something");
     assert!(stack.deliveries(&token, silent["id"].as_str().unwrap(), 1).await.is_empty());
     stack.shutdown().await;

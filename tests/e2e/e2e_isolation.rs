@@ -57,20 +57,14 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
     stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
 
     // The flood first, then the healthy tenant's events while the flood is in the queues.
+    // Order: everything healthy arrives sooner after the flood than the black hole's
+    // request timeout (`LONG_TIMEOUT`), so while no request to it could have run out its
+    // timeout: none of it waited behind the dead endpoint.
+    let flooded_at = tokio::time::Instant::now();
     publish_noisy(&stack, &noisy, 0..flooded).await;
     calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
+    assert!(flooded_at.elapsed() < Duration::from_secs(120), "the healthy deliveries came before any timeout");
     assert!(hole.accepted() > 0, "the dead endpoint was tried");
-
-    // Order: everything healthy arrived while no request to the black hole had yet run
-    // out its timeout, so none of it waited behind the dead endpoint.
-    let dead_deliveries = stack.deliveries(&noisy, &dead_id, 1).await;
-    let long = Duration::from_secs(120).as_millis() as u64;
-    for d in &dead_deliveries {
-        let detail = stack.get(&format!("/v1/hooks/{dead_id}/deliveries/{}", d["delivery_id"].as_str().unwrap()), &noisy).await;
-        for a in detail.body["attempt_log"].as_array().unwrap() {
-            assert!(a["duration_ms"].as_u64().unwrap() < long, "a request to the black hole timed out first: {a}");
-        }
-    }
     // The dead hook is moved out of the fast lane once its first requests outwait the lane's
     // patience (which may be after the healthy deliveries all arrived).
     let moved = eventually(WAIT, || async { (hook_health(&stack, &noisy, &dead_id).await["lane"] == "slow").then_some(()) });
@@ -536,7 +530,8 @@ async fn a_failing_token_endpoint_is_asked_once_not_once_per_delivery(flavor: Fl
     assert!(r.received().is_empty(), "nothing was sent without a token");
     // The verifier's check and the deliveries share one remembered failure: two fetches at
     // most (one may fall just after the failure is forgotten), not one per delivery.
-    assert!(idp.received().len() <= 2, "{} token requests for ten deliveries", idp.received().len());
+    let asked = idp.received().len();
+    assert!((1..=2).contains(&asked), "{asked} token requests for ten deliveries");
     stack.shutdown().await;
 }
 }

@@ -110,6 +110,11 @@ async fn every_call_on_anothers_hook_is_404(stack: TestStack) {
         ("GET", format!("/v1/hooks/{id}/replays/{rid}"), None),
         ("POST", format!("/v1/hooks/{id}/replays/{rid}/cancel"), None),
     ];
+    // The reads among them answer B: a 404 below is about the caller, not the call.
+    for (_, path, _) in calls.iter().filter(|(method, _, _)| *method == "GET") {
+        let own = stack.get(path, &b).await;
+        assert_eq!(own.status, 200, "{path}: {}", own.body);
+    }
     each_is_404(&stack, &a, &calls).await;
     // B's hook is untouched and received nothing more.
     let still = stack.get(&format!("/v1/hooks/{id}"), &b).await;

@@ -205,7 +205,7 @@ async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor)
     let oauth = |idp: &Receiver| json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
     let h = stack.create_hook(&t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&slow_idp)})).await;
     let id = h["id"].as_str().unwrap();
-    slow_idp.wait_for(1, WAIT).await;
+    assert_eq!(slow_idp.wait_for(1, WAIT).await.len(), 1, "the first check began");
     let moved = stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&refusing_idp)})).await;
     assert_eq!(moved.status, 200, "{}", moved.body);
     watch(&stack, &t, id, |h| h["connection_state"] == "DEAUTHORIZED").await;

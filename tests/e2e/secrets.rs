@@ -63,6 +63,12 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
     ];
     let mut all_secrets: Vec<String> = secret_values.iter().map(|s| (*s).to_owned()).collect();
     all_secrets.push("tok-s3cret-access".to_owned());
+    // The BASIC password and the OAuth client secret travel only as Basic credentials: a
+    // line logging the request's headers would show them so.
+    use base64::Engine as _;
+    let basic = |user: &str, secret: &str| base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+    let (basic_hook, basic_client) = (basic("u", secret_values[0]), basic("c", secret_values[3]));
+    all_secrets.extend([basic_hook.clone(), basic_client.clone()]);
     // The caller's bearer token is a credential too: its signature never appears anywhere.
     all_secrets.push(t.rsplit('.').next().unwrap().to_owned());
     let mut responses: Vec<Value> = Vec::new();
@@ -140,6 +146,11 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
     // The receivers did get them, where they belong.
     let got = r.received();
     assert!(got.iter().any(|g| g.header("x-hidden") == Some(secret_values[5])));
+    let basic_hook = format!("Basic {basic_hook}");
+    assert!(got.iter().any(|g| g.header("authorization") == Some(basic_hook.as_str())), "the BASIC hook's credential");
+    let basic_client = format!("Basic {basic_client}");
+    let asked = idp.received();
+    assert!(asked.iter().any(|g| g.header("authorization") == Some(basic_client.as_str())), "the client's credential");
 }
 
 /// One test (and its own binary), so the process-wide subscriber sees every line of the
