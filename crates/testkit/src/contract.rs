@@ -234,7 +234,7 @@ pub async fn queue_long_poll_returns_a_message_sent_while_waiting(h: &dyn Harnes
     });
     let got = q.receive(10, 5 * SECOND).await.expect("receive");
     send.await.expect("sender");
-    let got = if got.is_empty() { receive_n(q.as_ref(), 1, 5 * SECOND).await } else { got };
+    // From the receive that was waiting, not a later one.
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "late");
 }
