@@ -105,6 +105,12 @@ pub(super) fn read_only(s: &Session, what: &str) -> Option<Response> {
 
 /// What the API refused, as a page.
 pub(super) fn refused(s: &Session, what: &str, a: &Answer) -> Response {
+    refused_then(s, what, a, html! { p { a href="/console/hooks" { "Back to the hooks" } } })
+}
+
+/// What the API refused, as a page, with `then` below it: the form again, as it was
+/// filled in, so that what was typed is not lost with the refusal.
+pub(super) fn refused_then(s: &Session, what: &str, a: &Answer, then: Markup) -> Response {
     let status = StatusCode::from_u16(a.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let errors = a.field_errors();
     html(
@@ -118,7 +124,7 @@ pub(super) fn refused(s: &Session, what: &str, a: &Answer) -> Response {
                 @if !errors.is_empty() {
                     ul.errors { @for (f, m) in &errors { li { code { (f) } " " (m) } } }
                 }
-                p { a href="/console/hooks" { "Back to the hooks" } }
+                (then)
             },
         ),
     )
@@ -576,18 +582,7 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                 @if s.can_write() {
                     section.card {
                         h2 { "Replay a window" }
-                        form.replay method="post" action=(format!("{base}/replay")) {
-                            input type="hidden" name="_csrf" value=(s.csrf());
-                            input type="hidden" name="once" value=(super::replays::once_key());
-                            label { "Since (UTC) " input type="datetime-local" name="since" required; }
-                            label { "Until (UTC, optional) " input type="datetime-local" name="until"; }
-                            fieldset { legend { "Only deliveries that" }
-                                @for st in ["FAILED", "CANCELLED", "SUCCEEDED"] {
-                                    label.check { input type="checkbox" name="status" value=(st) checked[st != "SUCCEEDED"]; " " (st) }
-                                }
-                            }
-                            button type="submit" { "Replay" }
-                        }
+                        (super::replays::replay_form(&s, &base, None))
                     }
                 }
             },

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::call::{call, call_keyed};
 use super::form;
 use super::layout::{action, badge, time};
-use super::pages::{Posted, refused};
+use super::pages::{Posted, refused, refused_then};
 use super::see_other;
 use super::session::Session;
 use crate::Api;
@@ -105,9 +105,43 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
     let key = form_key(&fields);
     let a = call_keyed(&api, &s.caller, Method::POST, &format!("/v1/hooks/{id}/replay"), Some(&doc), key).await;
     if !a.ok() {
-        return refused(&s, "Replay", &a);
+        let base = format!("/console/hooks/{id}");
+        let again = html! {
+            (replay_form(&s, &base, Some(&fields)))
+            p { a href=(format!("{base}/read")) { "Back to the hook's deliveries" } }
+        };
+        return refused_then(&s, "Replay", &a, again);
     }
     see_other(&format!("/console/hooks/{id}?done=replay"))
+}
+
+/// The form asking for a replay of the hook at `base`: empty, or as `typed` (a refused
+/// one, shown again). A fresh key each time: the refused request's answer is kept under
+/// its key, and the form sent again under it would be answered the same refusal.
+pub(super) fn replay_form(s: &Session, base: &str, typed: Option<&[(String, String)]>) -> Markup {
+    // As a `datetime-local` input takes it: to the minute, without a zone.
+    let value = |name: &str| {
+        let v = typed.and_then(|t| form::value(t, name)).unwrap_or_default();
+        v.trim_end_matches('Z').get(..16).unwrap_or(v).to_owned()
+    };
+    let ticked = |status: &str| match typed {
+        Some(t) => t.iter().any(|(k, v)| k == "status" && v == status),
+        None => status != "SUCCEEDED",
+    };
+    html! {
+        form.replay method="post" action=(format!("{base}/replay")) {
+            input type="hidden" name="_csrf" value=(s.csrf());
+            input type="hidden" name="once" value=(once_key());
+            label { "Since (UTC) " input type="datetime-local" name="since" value=(value("since")) required; }
+            label { "Until (UTC, optional) " input type="datetime-local" name="until" value=(value("until")); }
+            fieldset { legend { "Only deliveries that" }
+                @for st in ["FAILED", "CANCELLED", "SUCCEEDED"] {
+                    label.check { input type="checkbox" name="status" value=(st) checked[ticked(st)]; " " (st) }
+                }
+            }
+            button type="submit" { "Replay" }
+        }
+    }
 }
 
 /// `POST /console/hooks/{id}/replays/{replay_id}/cancel`.
