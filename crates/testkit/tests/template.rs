@@ -353,6 +353,10 @@ fn the_api_function_url_is_opt_in_and_reaches_the_api_alone() {
         );
     }
     assert_eq!(t["Outputs"]["FunctionUrl"]["Condition"], "HasApiFunctionUrl");
+    // Nothing but the function's reserved concurrency bounds it: required with it.
+    let bounded = &t["Rules"]["FunctionUrlIsBounded"]["Assertions"][0]["Assert"]["Fn::Or"];
+    assert_eq!(bounded[0]["Fn::Equals"], json!([{"Ref": "ApiFunctionUrl"}, "false"]));
+    assert_eq!(bounded[1]["Fn::Not"][0]["Fn::Equals"], json!([{"Ref": "ApiReservedConcurrency"}, 0]));
 }
 
 #[test]
@@ -728,7 +732,7 @@ fn a_tenants_hooks_are_bounded_by_the_largest_fan_out_measured() {
 
 /// A rule's condition over the parameters' values (`Fn::Or`, `Fn::And`, `Fn::Not`,
 /// `Fn::Equals` and `Ref`, what the template's rules use).
-fn holds(c: &Value, params: &HashMap<&str, &str>) -> bool {
+fn holds(c: &Value, params: &HashMap<&str, String>) -> bool {
     let all = |k: &str| c[k].as_array().unwrap().iter().map(|x| holds(x, params)).collect::<Vec<_>>();
     if c.get("Fn::Or").is_some() {
         all("Fn::Or").into_iter().any(|b| b)
@@ -737,9 +741,10 @@ fn holds(c: &Value, params: &HashMap<&str, &str>) -> bool {
     } else if c.get("Fn::Not").is_some() {
         !all("Fn::Not")[0]
     } else {
+        // CloudFormation compares as strings: a number parameter's `0` equals `0`.
         let value = |v: &Value| match v.get("Ref") {
-            Some(r) => params.get(r.as_str().unwrap()).copied().unwrap_or("").to_owned(),
-            None => v.as_str().unwrap().to_owned(),
+            Some(r) => params.get(r.as_str().unwrap()).cloned().unwrap_or_default(),
+            None => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
         };
         let eq = c["Fn::Equals"].as_array().unwrap_or_else(|| panic!("a condition the test cannot read: {c}"));
         value(&eq[0]) == value(&eq[1])
@@ -748,17 +753,23 @@ fn holds(c: &Value, params: &HashMap<&str, &str>) -> bool {
 
 /// Parameter combinations the functions cannot run with are refused at deploy: no way to
 /// check tokens (the API answering every request with an error), an adopted table with a
-/// new key (its hooks' secrets unreadable), a domain without its certificate.
+/// new key (its hooks' secrets unreadable), a domain without its certificate, a function
+/// URL with nothing to bound it.
 #[test]
 fn parameters_the_functions_cannot_run_with_together_are_refused() {
     let t = template();
     let rules = t["Rules"].as_object().expect("the template has rules");
     let refused = |set: &[(&str, &str)]| {
-        let mut params: HashMap<&str, &str> = HashMap::new();
+        let mut params: HashMap<&str, String> = HashMap::new();
         for (name, p) in t["Parameters"].as_object().unwrap() {
-            params.insert(name.as_str(), p["Default"].as_str().unwrap_or(""));
+            let default = match &p["Default"] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                number => number.to_string(),
+            };
+            params.insert(name.as_str(), default);
         }
-        params.extend(set.iter().copied());
+        params.extend(set.iter().map(|(k, v)| (*k, (*v).to_owned())));
         rules
             .iter()
             .filter(|(_, r)| r["Assertions"].as_array().unwrap().iter().any(|a| !holds(&a["Assert"], &params)))
@@ -776,4 +787,6 @@ fn parameters_the_functions_cannot_run_with_together_are_refused() {
     assert_eq!(refused(&[("DomainName", "hooks.example.com")]), ["DomainHasItsCertificate"]);
     assert_eq!(refused(&[("CertificateArn", cert)]), ["DomainHasItsCertificate"]);
     assert!(refused(&[("DomainName", "hooks.example.com"), ("CertificateArn", cert)]).is_empty());
+    assert_eq!(refused(&[("ApiFunctionUrl", "true")]), ["FunctionUrlIsBounded"]);
+    assert!(refused(&[("ApiFunctionUrl", "true"), ("ApiReservedConcurrency", "50")]).is_empty());
 }
