@@ -143,19 +143,10 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         let log_group =
             p["LoggingConfig"]["LogGroup"]["Ref"].as_str().unwrap_or_else(|| panic!("{id} has no log group"));
         assert_eq!(t["Resources"][log_group]["Properties"]["RetentionInDays"]["Ref"], "LogRetentionDays", "{id}");
-        for (_, ev) in p["Events"].as_object().into_iter().flatten() {
-            if ev["Type"] == "SQS" {
-                assert_eq!(ev["Properties"]["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
-                // A flood never scales a consumer into the account's whole concurrency.
-                assert!(
-                    ev["Properties"]["ScalingConfig"]["MaximumConcurrency"]["Ref"].is_string(),
-                    "{id} is unbounded"
-                );
-                let queue = ev["Properties"]["Queue"]["Fn::GetAtt"][0].as_str().unwrap();
-                let vis = t["Resources"][queue]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
-                let fn_timeout = p["Timeout"].as_u64().unwrap_or(timeout);
-                assert!(vis >= 6 * fn_timeout, "{queue}'s visibility timeout is under six times {id}'s timeout");
-            }
+        // SAM's `Events: SQS` attaches AWSLambdaSQSQueueExecutionRole, receive and delete on
+        // every queue in the account: the consumers are mappings of their own (below).
+        for (name, ev) in p["Events"].as_object().into_iter().flatten() {
+            assert_ne!(ev["Type"], "SQS", "{id}'s event {name} gives its role every queue");
         }
         for st in p["Policies"][0]["Statement"].as_array().unwrap() {
             let text = st.to_string();
@@ -163,6 +154,42 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         }
     }
     assert_eq!(resources_of_type(&t, "AWS::Serverless::Function").len(), 4);
+
+    // Each queue's consumer, and what its function's own policy grants the mapping.
+    let mut consumed = Vec::new();
+    for (id, m) in resources_of_type(&t, "AWS::Lambda::EventSourceMapping") {
+        let m = &m["Properties"];
+        let function = m["FunctionName"]["Ref"].as_str().unwrap_or_else(|| panic!("{id} names no function"));
+        let queue = m["EventSourceArn"]["Fn::GetAtt"][0].as_str().unwrap();
+        consumed.push((function.to_owned(), queue.to_owned()));
+        assert_eq!(m["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
+        // A flood never scales a consumer into the account's whole concurrency.
+        assert!(m["ScalingConfig"]["MaximumConcurrency"]["Ref"].is_string(), "{id} is unbounded");
+        let vis = t["Resources"][queue]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
+        let fn_timeout = t["Resources"][function]["Properties"]["Timeout"].as_u64().unwrap_or(timeout);
+        assert!(vis >= 6 * fn_timeout, "{queue}'s visibility timeout is under six times {function}'s timeout");
+        let statements = t["Resources"][function]["Properties"]["Policies"][0]["Statement"].as_array().unwrap();
+        let grants = |action: &str| {
+            statements.iter().any(|st| {
+                st["Action"].as_array().is_some_and(|a| a.iter().any(|x| x == action))
+                    && st["Resource"].to_string().contains(&format!("\"{queue}\""))
+            })
+        };
+        for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+            assert!(grants(action), "{function} is not granted {action} on {queue}, which {id} needs");
+        }
+    }
+    consumed.sort();
+    assert_eq!(
+        consumed,
+        [
+            ("DeliveryWorkerFunction", "DeliveryQueue"),
+            ("DeliveryWorkerFunction", "SlowDeliveryQueue"),
+            ("IngestFunction", "IngestQueue"),
+            ("VerifierFunction", "VerifyQueue"),
+        ]
+        .map(|(f, q)| (f.to_owned(), q.to_owned()))
+    );
 }
 
 #[test]
