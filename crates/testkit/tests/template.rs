@@ -161,7 +161,7 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         let m = &m["Properties"];
         let function = m["FunctionName"]["Ref"].as_str().unwrap_or_else(|| panic!("{id} names no function"));
         let queue = m["EventSourceArn"]["Fn::GetAtt"][0].as_str().unwrap();
-        consumed.push((function.to_owned(), queue.to_owned()));
+        consumed.push((id.clone(), function.to_owned(), queue.to_owned()));
         assert_eq!(m["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]), "{id}");
         // A flood never scales a consumer into the account's whole concurrency.
         assert!(m["ScalingConfig"]["MaximumConcurrency"]["Ref"].is_string(), "{id} is unbounded");
@@ -180,15 +180,18 @@ fn functions_are_wired_as_designed_with_least_privilege() {
         }
     }
     consumed.sort();
+    // Named as SAM named the mappings it made from `Events` (function, then event): renamed,
+    // an existing stack's upgrade would create a second mapping of a queue and function,
+    // which Lambda refuses, and roll back.
     assert_eq!(
         consumed,
         [
-            ("DeliveryWorkerFunction", "DeliveryQueue"),
-            ("DeliveryWorkerFunction", "SlowDeliveryQueue"),
-            ("IngestFunction", "IngestQueue"),
-            ("VerifierFunction", "VerifyQueue"),
+            ("DeliveryWorkerFunctionQueue", "DeliveryWorkerFunction", "DeliveryQueue"),
+            ("DeliveryWorkerFunctionSlowQueue", "DeliveryWorkerFunction", "SlowDeliveryQueue"),
+            ("IngestFunctionQueue", "IngestFunction", "IngestQueue"),
+            ("VerifierFunctionQueue", "VerifierFunction", "VerifyQueue"),
         ]
-        .map(|(f, q)| (f.to_owned(), q.to_owned()))
+        .map(|(m, f, q)| (m.to_owned(), f.to_owned(), q.to_owned()))
     );
 }
 
