@@ -707,7 +707,17 @@ async fn the_replay_window_is_read_in_the_viewers_time_zone() {
     // Half an hour ago, as a clock in Tokyo (UTC+9, no daylight saving) reads it.
     let wanted = chrono::Utc::now() - chrono::Duration::minutes(30);
     let tokyo = (wanted + chrono::Duration::hours(9)).format("%Y-%m-%dT%H:%M");
-    b.run(&format!("document.querySelector('[name=since]').value = '{tokyo}'")).await;
+    // Refused first (no status ticked): the form comes back with the time as it was typed,
+    // in Tokyo time, not the UTC instant it was sent as.
+    b.run(&format!(
+        "document.querySelector('[name=since]').value = '{tokyo}'; document.querySelectorAll('[name=status]').forEach(c => c.checked = false)"
+    ))
+    .await;
+    b.press("Replay").await;
+    assert!(b.text().await.contains("must list at least one status"), "{}", b.text().await);
+    let kept = b.find("form.replay [name=since]").await.prop("value").await.unwrap();
+    assert_eq!(kept.as_deref(), Some(tokyo.to_string().as_str()), "shown in the viewer's zone again");
+    b.run("document.querySelector('[name=status][value=FAILED]').checked = true").await;
     b.press("Replay").await;
     assert!(b.text().await.contains("Replay started"), "{}", b.text().await);
     let jobs = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await.body;

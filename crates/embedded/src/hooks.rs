@@ -64,11 +64,20 @@ struct Known {
     routing: HashMap<TenantId, (Vec<Arc<Hook>>, usize)>,
     /// The hooks of `routing`'s lists, together.
     routed: usize,
+    /// What their documents take, together.
+    routed_bytes: usize,
 }
 
 impl Known {
     fn new(at: u64) -> Self {
-        Self { at, since: std::time::Instant::now(), by_id: HashMap::new(), routing: HashMap::new(), routed: 0 }
+        Self {
+            at,
+            since: std::time::Instant::now(),
+            by_id: HashMap::new(),
+            routing: HashMap::new(),
+            routed: 0,
+            routed_bytes: 0,
+        }
     }
 
     /// Whether what it holds is current when the count of hook writes is `at`.
@@ -129,9 +138,11 @@ impl Current {
             return;
         }
         self.keep(at, |known| {
-            let held = known.routing.get(tenant).map_or(0, |(hooks, _)| hooks.len());
-            if known.routed - held + list.hooks.len() <= PARSED_HOOKS {
-                known.routed = known.routed - held + list.hooks.len();
+            let (held, held_bytes) = known.routing.get(tenant).map_or((0, 0), |(hooks, b)| (hooks.len(), *b));
+            let routed = known.routed - held + list.hooks.len();
+            let routed_bytes = known.routed_bytes - held_bytes + bytes;
+            if routed <= PARSED_HOOKS && routed_bytes <= PARSED_BYTES {
+                (known.routed, known.routed_bytes) = (routed, routed_bytes);
                 known.routing.insert(tenant.clone(), (list.hooks.clone(), bytes));
             }
         });
@@ -204,6 +215,12 @@ impl ParsedHooks {
                 Ok(hook)
             }
         }
+    }
+
+    /// Those of `hooks` it holds (the very ones, not older parses of the same hooks).
+    fn holding(&self, hooks: &[Arc<Hook>]) -> Vec<Arc<Hook>> {
+        let kept = self.lock();
+        hooks.iter().filter(|h| kept.by_id.get(&h.id).is_some_and(|(_, k)| Arc::ptr_eq(k, h))).cloned().collect()
     }
 
     /// The hooks of `found`, in order.
@@ -316,7 +333,8 @@ impl HookAccess for SqliteHookStore {
             })
             .await?;
         let hooks = self.parsed.hooks(found, Room::Evict)?;
-        self.current.keep_many(at, &hooks);
+        // Only those `ParsedHooks` holds: it is what bounds their bytes.
+        self.current.keep_many(at, &self.parsed.holding(&hooks));
         Ok(hooks)
     }
 

@@ -22,6 +22,14 @@
         if (n.nodeType === 3) { n.textContent = n.textContent.replace("(UTC", "(your time"); }
       });
     });
+    // A refused form shown again: the instants it sent, in the viewer's zone again.
+    f.querySelectorAll("input[data-instant]").forEach(function (i) {
+      var d = new Date(i.dataset.instant);
+      if (isNaN(d)) { return; }
+      var two = function (n) { return String(n).padStart(2, "0"); };
+      i.value = d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) +
+        "T" + two(d.getHours()) + ":" + two(d.getMinutes());
+    });
     f.addEventListener("submit", function () {
       f.querySelectorAll("input[type=datetime-local]").forEach(function (i) {
         var d = new Date(i.value);

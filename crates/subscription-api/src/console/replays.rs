@@ -107,7 +107,7 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
     if !a.ok() {
         let base = format!("/console/hooks/{id}");
         let again = html! {
-            (replay_form(&s, &base, Some(&fields)))
+            @if s.can_write() { (replay_form(&s, &base, Some(&fields))) }
             p { a href=(format!("{base}/read")) { "Back to the hook's deliveries" } }
         };
         return refused_then(&s, "Replay", &a, again);
@@ -118,12 +118,19 @@ pub async fn replay(State(api): State<Api>, Path(id): Path<String>, Posted(s, fi
 /// The form asking for a replay of the hook at `base`: empty, or as `typed` (a refused
 /// one, shown again). A fresh key each time: the refused request's answer is kept under
 /// its key, and the form sent again under it would be answered the same refusal.
+///
+/// A time the script sent is the UTC instant the viewer's local time named (`…Z`): the box
+/// shows it in UTC, as the form says without the script, and carries the instant in
+/// `data-instant` for the script to show in the viewer's zone again. Shown as UTC under
+/// "(your time)", it was sent back nine hours early from Tokyo.
 pub(super) fn replay_form(s: &Session, base: &str, typed: Option<&[(String, String)]>) -> Markup {
+    let posted = |name: &str| typed.and_then(|t| form::value(t, name)).unwrap_or_default();
     // As a `datetime-local` input takes it: to the minute, without a zone.
     let value = |name: &str| {
-        let v = typed.and_then(|t| form::value(t, name)).unwrap_or_default();
+        let v = posted(name);
         v.trim_end_matches('Z').get(..16).unwrap_or(v).to_owned()
     };
+    let instant = |name: &str| Some(posted(name)).filter(|v| v.ends_with('Z'));
     let ticked = |status: &str| match typed {
         Some(t) => t.iter().any(|(k, v)| k == "status" && v == status),
         None => status != "SUCCEEDED",
@@ -132,8 +139,8 @@ pub(super) fn replay_form(s: &Session, base: &str, typed: Option<&[(String, Stri
         form.replay method="post" action=(format!("{base}/replay")) {
             input type="hidden" name="_csrf" value=(s.csrf());
             input type="hidden" name="once" value=(once_key());
-            label { "Since (UTC) " input type="datetime-local" name="since" value=(value("since")) required; }
-            label { "Until (UTC, optional) " input type="datetime-local" name="until" value=(value("until")); }
+            label { "Since (UTC) " input type="datetime-local" name="since" value=(value("since")) data-instant=[instant("since")] required; }
+            label { "Until (UTC, optional) " input type="datetime-local" name="until" value=(value("until")) data-instant=[instant("until")]; }
             fieldset { legend { "Only deliveries that" }
                 @for st in ["FAILED", "CANCELLED", "SUCCEEDED"] {
                     label.check { input type="checkbox" name="status" value=(st) checked[ticked(st)]; " " (st) }
