@@ -133,32 +133,33 @@ pub async fn sweep(db: &Db, now: DateTime<Utc>) -> Result<Swept> {
 
 /// [`EXPIRED_MESSAGES`] until it deletes nothing, or the oldest message is not expired.
 async fn drain_messages(db: &Db, cutoff: i64) -> Result<usize> {
-    let mut total = 0;
-    loop {
-        let n = db
-            .write(move |c| {
-                let oldest: Option<i64> = c
-                    .prepare_cached(OLDEST_MESSAGE_SENT)
-                    .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-                    .map_err(sql("retention.sweep"))?;
-                if oldest.is_none_or(|sent| sent > cutoff) {
-                    return Ok(0);
-                }
-                c.execute(EXPIRED_MESSAGES, params![cutoff, BATCH]).map_err(sql("retention.sweep"))
-            })
-            .await?;
-        total += n;
-        if (n as i64) < BATCH {
-            return Ok(total);
-        }
-    }
+    drain_past(db, Some(OLDEST_MESSAGE_SENT), EXPIRED_MESSAGES, cutoff).await
 }
 
 /// Runs `statement` (bound to the cut-off and the batch size) until it deletes nothing.
 async fn drain(db: &Db, statement: &'static str, cutoff: i64) -> Result<usize> {
+    drain_past(db, None, statement, cutoff).await
+}
+
+/// [`drain`], each batch only while `oldest` (a statement answering the oldest row's time,
+/// if any) says some row is past the cut-off.
+async fn drain_past(db: &Db, oldest: Option<&'static str>, statement: &'static str, cutoff: i64) -> Result<usize> {
     let mut total = 0;
     loop {
-        let n = db.write(move |c| c.execute(statement, params![cutoff, BATCH]).map_err(sql("retention.sweep"))).await?;
+        let n = db
+            .write(move |c| {
+                if let Some(oldest) = oldest {
+                    let at: Option<i64> = c
+                        .prepare_cached(oldest)
+                        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                        .map_err(sql("retention.sweep"))?;
+                    if at.is_none_or(|at| at > cutoff) {
+                        return Ok(0);
+                    }
+                }
+                c.execute(statement, params![cutoff, BATCH]).map_err(sql("retention.sweep"))
+            })
+            .await?;
         total += n;
         if (n as i64) < BATCH {
             return Ok(total);
