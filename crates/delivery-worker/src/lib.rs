@@ -799,6 +799,20 @@ mod tests {
         told
     }
 
+    /// `task` sent on the fast lane and received from it.
+    async fn received_on_the_fast_lane(h: &EmbeddedHarness, task: &Task) -> Vec<ReceivedMessage> {
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
+        fast.receive(10, Duration::from_secs(5)).await.unwrap()
+    }
+
+    /// The detail of the one `delivery.exhausted` `told` (from [`watching_exhausted`]) got.
+    async fn exhausted_detail(told: &dyn hookbridge_core::ports::Queue) -> serde_json::Value {
+        let told = told.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        serde_json::from_str::<serde_json::Value>(&told[0].body).unwrap()["detail"].take()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_that_cannot_be_handled_by_its_last_receive_is_recorded_failed() {
         use hookbridge_core::delivery::DeliveryStatus;
@@ -809,12 +823,10 @@ mod tests {
         h.backend().hooks.create(&hook, 1000).await.unwrap();
         h.make_unreadable(&hook.tenant, hook.id).await;
         let worker = worker_on(h.backend());
-        let fast = &h.backend().lanes().fast;
         let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
         let task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
-        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
-        let mut messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        let mut messages = received_on_the_fast_lane(&h, &task).await;
 
         // Before the last receive: it comes back, nothing recorded.
         messages[0].receive_count = LANE_RECEIVES - 1;
@@ -832,9 +844,7 @@ mod tests {
         assert_eq!(d.envelope.as_deref(), Some(body), "kept, for a retry");
         // Failed for good, as an exhausted schedule is: told of on the bus, as it was by
         // the dead-letter queue's alarm before it was recorded instead.
-        let told = told.receive(10, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(told.len(), 1, "{told:?}");
-        let detail = &serde_json::from_str::<serde_json::Value>(&told[0].body).unwrap()["detail"];
+        let detail = exhausted_detail(told.as_ref()).await;
         assert_eq!(detail["delivery_id"], key.delivery_id.to_string());
         assert!(detail["reason"].as_str().is_some_and(|r| r.contains("its hook could not be read")), "{detail}");
     }
@@ -852,20 +862,16 @@ mod tests {
         h.backend().hooks.create(&hook, 1000).await.unwrap();
         h.break_the_event_store().await;
         let worker = worker_on(h.backend());
-        let fast = &h.backend().lanes().fast;
         let key = Task::parse(&task_of(&hook).body, 1).unwrap().delivery;
         let task = Task::by_reference(key.clone(), 0).unrecorded(Utc::now(), false);
-        fast.send_batch(&[task.message(Utc::now())]).await.unwrap();
-        let mut messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        let mut messages = received_on_the_fast_lane(&h, &task).await;
         messages[0].receive_count = LANE_RECEIVES;
         let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
         assert!(outcome.failed.is_empty(), "done with");
         let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().expect("recorded");
         assert_eq!(d.status, DeliveryStatus::Failed);
         assert!(d.note.as_deref().is_some_and(|n| n.contains("its envelope could not be read")), "{d:?}");
-        let told = told.receive(10, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(told.len(), 1, "{told:?}");
-        let detail = &serde_json::from_str::<serde_json::Value>(&told[0].body).unwrap()["detail"];
+        let detail = exhausted_detail(told.as_ref()).await;
         assert_eq!(detail["hook_version"], hook.version, "{detail}");
         assert_eq!(detail["delivery_id"], key.delivery_id.to_string());
     }
