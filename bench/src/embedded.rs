@@ -54,7 +54,8 @@ pub struct Latency {
     /// Publish → receive, in milliseconds, sorted.
     pub received: Vec<f64>,
     /// Publish → the API's `202`, in milliseconds, sorted: the API's share of the above
-    /// (it answers once the event is in the ingest queue).
+    /// (it answers once the event's delivery is queued: the embedded backend routes it in
+    /// the request).
     pub answered: Vec<f64>,
     /// KiB the server wrote per delivery.
     pub kib_written: f64,

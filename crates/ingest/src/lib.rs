@@ -190,13 +190,19 @@ pub fn delivery_id(at_ms: u64, event_id: &str, hook: HookId) -> DeliveryId {
 /// [`EventId::made_at_ms`]: hookbridge_core::ids::EventId::made_at_ms
 pub fn dated(envelope: &Envelope, sent_at: DateTime<Utc>) -> u64 {
     let t = envelope.time;
-    let trusted = t >= sent_at - EVENT_TIME_TRUSTED && t <= sent_at + EVENT_TIME_AHEAD;
+    let trusted = time_trusted(t, sent_at);
     let at = if trusted { t } else { sent_at };
     let at_ms = at.timestamp_millis().max(0) as u64;
     match envelope.id.made_at_ms() {
         Some(made) if trusted && (at_ms..at_ms + 1_000).contains(&made) => made,
         _ => at_ms,
     }
+}
+
+/// Whether an event's own `time` dates its deliveries ([`dated`]) when its message was
+/// sent at `sent_at`, rather than `sent_at` itself.
+pub fn time_trusted(time: DateTime<Utc>, sent_at: DateTime<Utc>) -> bool {
+    time >= sent_at - EVENT_TIME_TRUSTED && time <= sent_at + EVENT_TIME_AHEAD
 }
 
 struct Parsed<'a> {

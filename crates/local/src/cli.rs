@@ -328,8 +328,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued (again to stop at once)");
             tokio::select! {
                 () = stack.shutdown() => eprintln!("hookbridge: stopped"),
-                // Nothing is lost stopping now: what was not finished comes back from its
-                // queue after its visibility timeout, as after a crash.
+                // What was not finished comes back from its queue after its visibility
+                // timeout, as after a crash; an event being routed as it was published, whose
+                // publish was not answered, is published again by its producer.
                 () = shutdown_signal() => eprintln!("hookbridge: stopped at once; unfinished work comes back from its queue"),
             }
             Ok(())

@@ -6,6 +6,7 @@
 pub mod cli;
 mod consumer;
 mod database_lock;
+mod ingest_at_publish;
 pub mod migrate;
 mod receive;
 pub mod runtime;

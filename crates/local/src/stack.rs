@@ -19,9 +19,11 @@ use verifier::{Verifier, VerifierPorts};
 
 use crate::consumer::{drive, pump};
 use crate::database_lock::DatabaseLock;
+use crate::ingest_at_publish::{IngestAtPublish, ROUTING_AT_ONCE};
 
 /// How long a shutdown waits for the API's open requests. An API request is answered in
-/// milliseconds, or within seconds when it reads an identity provider's documents.
+/// milliseconds, or within seconds when it reads an identity provider's documents or
+/// routes an event to thousands of hooks.
 const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which backend to run on.
@@ -103,6 +105,8 @@ pub struct RunningStack {
     backend: Backend,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Where the API's events are routed as they are published, on the embedded backend.
+    routing: Option<Arc<IngestAtPublish>>,
     /// The embedded database's hold, let go once the stack has stopped.
     _database: Option<DatabaseLock>,
 }
@@ -173,7 +177,22 @@ impl RunningStack {
             (_, None) => None,
         };
         let tokens = Tokens::from_settings(&s.tokens, key, &outbound)?;
-        let api = Api::new(ApiPorts::of(&backend), ApiSettings::from_settings(s, tokens));
+        let ingest = Arc::new(Ingest { ports: IngestPorts::of(&backend), settings: IngestSettings::from_settings(s) });
+        let mut api_ports = ApiPorts::of(&backend);
+        // The API's events routed as it publishes them (decision 0033); on the AWS backend
+        // the runner keeps to what the deployed functions do, which is to queue them.
+        let routing = match &opts.backend {
+            BackendChoice::Embedded { .. } => {
+                let at_publish =
+                    IngestAtPublish::new(backend.ingest_queue.clone(), Arc::clone(&ingest), ROUTING_AT_ONCE);
+                Some(Arc::new(at_publish))
+            }
+            BackendChoice::Aws { .. } => None,
+        };
+        if let Some(r) = &routing {
+            api_ports.ingest = r.clone();
+        }
+        let api = Api::new(api_ports, ApiSettings::from_settings(s, tokens));
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Listen { addr: opts.listen, source })?;
@@ -207,7 +226,6 @@ impl RunningStack {
             }
         });
 
-        let ingest = Arc::new(Ingest { ports: IngestPorts::of(&backend), settings: IngestSettings::from_settings(s) });
         let worker =
             Arc::new(Worker::new(WorkerPorts::of(&backend), outbound.clone(), WorkerSettings::from_settings(s)));
         let verifier = Arc::new(Verifier {
@@ -239,7 +257,7 @@ impl RunningStack {
             tasks.spawn(hookbridge_embedded::retention::run(db, stopped.clone()));
         }
         tracing::info!(%addr, "hookbridge is serving");
-        Ok(Self { addr, backend, stop, tasks, _database: held })
+        Ok(Self { addr, backend, stop, tasks, routing, _database: held })
     }
 
     /// Where the API listens.
@@ -257,5 +275,12 @@ impl RunningStack {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // A request whose client went away is not one the API's shutdown waits for, and an
+        // event it was routing is on no queue yet.
+        if let Some(r) = &self.routing
+            && tokio::time::timeout(API_DRAIN, r.finished()).await.is_err()
+        {
+            tracing::warn!(after = ?API_DRAIN, "events still being routed at shutdown were left part way");
+        }
     }
 }
