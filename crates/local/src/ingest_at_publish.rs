@@ -41,17 +41,17 @@ impl IngestAtPublish {
         Self { queue, ingest, room: Semaphore::new(at_once as usize), at_once }
     }
 
-    /// Once no publish is routing: a shutdown waits for it, since what a routing request
-    /// has begun is on no queue to come back from.
+    /// Once no publish is routing, or queueing what its routing left: a shutdown waits for
+    /// it, since what a routing request has begun is on no queue to come back from. Any
+    /// publish after it queues its events.
     pub(crate) async fn finished(&self) {
-        // The semaphore is never closed.
-        let _all = self.room.acquire_many(self.at_once).await;
+        let all = self.room.acquire_many(self.at_once).await;
+        self.room.close();
+        drop(all);
     }
 
-    /// The places in `messages` of those ingest did not route; `None` when there was no
-    /// room to route them.
-    async fn route(&self, messages: &[OutgoingMessage], now: DateTime<Utc>) -> Option<Vec<usize>> {
-        let _room = self.room.try_acquire().ok()?;
+    /// The places in `messages` of those ingest did not route.
+    async fn route(&self, messages: &[OutgoingMessage], now: DateTime<Utc>) -> Vec<usize> {
         // Ids of their places: ingest names what failed by message id.
         let received: Vec<ReceivedMessage> = messages
             .iter()
@@ -65,7 +65,9 @@ impl IngestAtPublish {
             })
             .collect();
         let outcome = ingest::handle(&self.ingest, &received).await;
-        Some(outcome.failed.iter().filter_map(|id| id.parse().ok()).collect())
+        let mut failed: Vec<usize> = outcome.failed.iter().filter_map(|id| id.parse().ok()).collect();
+        failed.sort_unstable();
+        failed
     }
 }
 
@@ -97,9 +99,11 @@ impl Queue for IngestAtPublish {
         if messages.is_empty() || !messages.iter().all(|m| routable(m, now)) {
             return self.queue.send_each(messages).await;
         }
-        let Some(unrouted) = self.route(messages, now).await else {
+        // Held until what the routing left is queued too.
+        let Ok(_room) = self.room.try_acquire() else {
             return self.queue.send_each(messages).await;
         };
+        let unrouted = self.route(messages, now).await;
         if unrouted.is_empty() {
             return Ok(());
         }
@@ -187,6 +191,24 @@ mod tests {
         queued.into_iter().map(|m| m.body).collect()
     }
 
+    #[test]
+    fn the_apis_envelopes_are_routable() {
+        let now = Utc::now();
+        let entry = |time| hookbridge_core::envelope::BusEntry {
+            detail_type: "user.login".into(),
+            source: "idp".into(),
+            time,
+            resources: Vec::new(),
+            detail: serde_json::value::RawValue::from_string(r#"{"tenant":"acme"}"#.into()).unwrap(),
+        };
+        let body = |time| entry(time).into_envelope(EventId::generate_at(now), "1", "r", now).to_body();
+        assert!(routable(&OutgoingMessage::now(body(None)), now), "{}", body(None));
+        let recent = Some(now - chrono::Duration::minutes(58));
+        assert!(routable(&OutgoingMessage::now(body(recent)), now), "{}", body(recent));
+        let old = Some(now - chrono::Duration::minutes(60));
+        assert!(!routable(&OutgoingMessage::now(body(old)), now), "{}", body(old));
+    }
+
     #[tokio::test]
     async fn a_published_event_is_routed_without_the_ingest_queue() {
         let h = EmbeddedHarness::start().await;
@@ -198,7 +220,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_events_ingest_cannot_route_are_queued() {
+    async fn what_ingest_cannot_route_is_queued_tenant_by_tenant() {
         let h = EmbeddedHarness::start().await;
         // Shared by two hooks, the second tenant's envelope goes to the event store, which
         // is gone; the first tenant's rides in its one task.
@@ -261,5 +283,9 @@ mod tests {
         assert_eq!(depths(&h).await.1.visible, 1, "finished before the routing was");
         routing.await.unwrap().unwrap();
         held.await.unwrap();
+        // Finished, it routes no more: a publish then is queued.
+        at_publish.send_each(&[event(&tenant)]).await.unwrap();
+        let (ingest_queue, lane) = depths(&h).await;
+        assert_eq!((ingest_queue.visible, lane.visible), (1, 1), "{ingest_queue:?} {lane:?}");
     }
 }
