@@ -24,6 +24,12 @@ struct Entry {
     /// A moving average of the hook's recent request times, in milliseconds, and when the
     /// last of them ended.
     lately: Option<(f64, tokio::time::Instant)>,
+    /// When the hook's places here went from none taken to one: until one of its requests
+    /// ends having reached the receiver (what `took` is told of), the least any of them
+    /// takes.
+    began: Option<tokio::time::Instant>,
+    /// Its deliveries that have a turn to wait for one of its places ([`Turn`]).
+    turns: u32,
     /// Told each time one of the hook's places is given back; whoever waits for a place
     /// holds a clone.
     freed: Arc<Notify>,
@@ -33,6 +39,7 @@ impl Entry {
     fn idle(&self, now: DateTime<Utc>) -> bool {
         self.fast == 0
             && self.slow == 0
+            && self.turns == 0
             && self.slow_until.is_none_or(|t| t <= now)
             && Arc::strong_count(&self.freed) == 1
     }
@@ -112,10 +119,31 @@ impl Local {
         Some(Duration::from_secs_f64(ms / 1e3).max(last_ended.elapsed()))
     }
 
+    /// How long ago the first of the hook's requests here began, while none of them has
+    /// ended (so it has no [`Self::pace`] yet): the least its requests take.
+    pub(crate) fn unanswered_for(&self, hook: HookId) -> Option<Duration> {
+        let hooks = self.lock();
+        let e = hooks.get(&hook).filter(|e| e.lately.is_none() && e.fast + e.slow > 0)?;
+        e.began.map(|t| t.elapsed())
+    }
+
+    /// A turn to wait for one of the hook's places, or `None` when `most` of its
+    /// deliveries (if bounded) have one already.
+    pub(crate) fn turn_to_wait(self: &Arc<Self>, hook: HookId, most: Option<u32>) -> Option<Turn> {
+        let mut hooks = self.lock();
+        let e = hooks.entry(hook).or_default();
+        if most.is_some_and(|most| e.turns >= most) {
+            return None;
+        }
+        e.turns += 1;
+        Some(Turn { local: self.clone(), hook })
+    }
+
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
     pub(crate) fn acquire(self: &Arc<Self>, hook: HookId, lane: Lane, cap: u32) -> Option<InFlight> {
         let mut hooks = self.lock();
         let e = hooks.entry(hook).or_default();
+        let none_taken = e.fast + e.slow == 0;
         let n = match lane {
             Lane::Fast => &mut e.fast,
             Lane::Slow => &mut e.slow,
@@ -124,6 +152,9 @@ impl Local {
             return None;
         }
         *n += 1;
+        if none_taken {
+            e.began = Some(tokio::time::Instant::now());
+        }
         Some(InFlight { local: self.clone(), hook, lane })
     }
 
@@ -163,6 +194,12 @@ impl Local {
         self.lock().get(&hook).is_some_and(|e| Arc::strong_count(&e.freed) > 1)
     }
 
+    /// How many deliveries wait for one of the hook's places.
+    #[cfg(test)]
+    pub(crate) fn waiters(&self, hook: HookId) -> usize {
+        self.lock().get(&hook).map_or(0, |e| Arc::strong_count(&e.freed) - 1)
+    }
+
     /// Notes that this process left `hook` at `revision`.
     pub(crate) fn wrote(&self, hook: HookId, revision: u64) {
         let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -184,6 +221,26 @@ impl Local {
         let mut hooks = self.lock();
         if hooks.get(&hook).is_some_and(|e| e.idle(Utc::now())) {
             hooks.remove(&hook);
+        }
+    }
+}
+
+/// A delivery's turn among those waiting for one of its hook's places; given back when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    local: Arc<Local>,
+    hook: HookId,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut hooks = self.local.lock();
+        if let Some(e) = hooks.get_mut(&self.hook) {
+            e.turns = e.turns.saturating_sub(1);
+            if e.idle(Utc::now()) {
+                hooks.remove(&self.hook);
+            }
         }
     }
 }
@@ -260,6 +317,43 @@ mod tests {
         assert!(local.pace(h).unwrap() >= Duration::from_millis(300), "slow once silent: {:?}", local.pace(h));
         local.took(h, Duration::from_millis(2));
         assert!(local.pace(h).unwrap() < Duration::from_millis(200), "fast again once it answers");
+    }
+
+    /// Before any of its requests has ended, a hook has no pace, and how long its first has
+    /// gone unanswered is the least its requests take.
+    #[tokio::test]
+    async fn a_hook_yet_to_answer_is_known_by_how_long_its_first_request_has_gone_unanswered() {
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        assert_eq!(local.unanswered_for(h), None, "no requests here");
+        let first = local.acquire(h, Lane::Fast, 2).unwrap();
+        assert_eq!(local.pace(h), None, "nothing measured yet");
+        assert!(local.unanswered_for(h).unwrap() < Duration::from_millis(100), "{:?}", local.unanswered_for(h));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second = local.acquire(h, Lane::Slow, 1).unwrap();
+        let since = local.unanswered_for(h).unwrap();
+        assert!(since >= Duration::from_millis(150), "from the first, not the last: {since:?}");
+        local.took(h, Duration::from_millis(2));
+        assert_eq!(local.unanswered_for(h), None, "answered once one ends");
+        assert!(local.pace(h).unwrap() < Duration::from_millis(100), "and measured");
+        drop((first, second));
+        let again = local.acquire(h, Lane::Fast, 1).unwrap();
+        assert!(local.unanswered_for(h).unwrap() < Duration::from_millis(100), "counted afresh after a quiet spell");
+        drop(again);
+        assert_eq!(local.unanswered_for(h), None, "nothing kept once its requests have ended");
+    }
+
+    #[test]
+    fn turns_to_wait_are_bounded_per_hook_and_given_back() {
+        let local = Arc::new(Local::default());
+        let (a, b) = (HookId::generate(), HookId::generate());
+        let turns: Vec<_> = (0..2).map(|_| local.turn_to_wait(a, Some(2)).unwrap()).collect();
+        assert!(local.turn_to_wait(a, Some(2)).is_none(), "no third turn");
+        assert!(local.turn_to_wait(a, Some(3)).is_some(), "the bound is the caller's");
+        assert!(local.turn_to_wait(b, Some(2)).is_some(), "other hooks are not affected");
+        drop(turns);
+        assert!(local.turn_to_wait(a, Some(2)).is_some());
+        assert_eq!(local.lock().len(), 0, "forgotten once no turn is held");
     }
 
     #[tokio::test]

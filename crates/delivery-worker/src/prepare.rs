@@ -18,7 +18,7 @@ use hookbridge_core::message::{Routed, SLOT_EARLY, Task};
 use hookbridge_core::ports::ReceivedMessage;
 use hookbridge_core::rate::{Rate, hook_key, schedule_of};
 
-use crate::local::InFlight;
+use crate::local::{InFlight, Turn};
 use crate::record::Done;
 use crate::{BatchContext, Worker, hook_cap};
 
@@ -51,8 +51,9 @@ const SLOT_KEPT_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// deliveries wait so. A busy fast hook gives places back every few milliseconds; sent on
 /// to the slow lane instead, its overflow waited there for one of eight places, in steps of
 /// 100 ms, and a replay of 20,000 deliveries took 24 s to arrive where 3 s queued them.
-/// A hook with no request time measured here (a black hole, at first) is never waited for,
-/// nor one that has not answered for a quarter of this.
+/// A hook that has not answered for a quarter of this is not waited for: one that went
+/// dark, or a new one whose first request began that long ago and has not ended (a black
+/// hole, at first).
 pub(crate) const PLACE_IN_PLACE: Duration = Duration::from_millis(100);
 /// Why a delivery over its hook's cap is handed on or back.
 pub(crate) const AT_CAP: &str = "its hook has as many requests in flight as it may";
@@ -87,8 +88,9 @@ pub(crate) struct Ready<'a> {
 pub(crate) enum Place {
     /// Taken; given back when dropped, with the delivery.
     Held(#[allow(dead_code)] InFlight), // read by no one: held for its drop
-    /// To be waited for when it is sent, for at most [`PLACE_IN_PLACE`].
-    Awaited,
+    /// To be waited for when it is sent, for at most [`PLACE_IN_PLACE`], with the turn
+    /// that lets it.
+    Awaited(#[allow(dead_code)] Turn), // read by no one: held for its drop
 }
 
 /// A message that passed the checks that need no I/O.
@@ -309,29 +311,88 @@ fn check<'a>(
         return Err(Box::new(hand_back(message, task, ctx.lane, TOO_LATE, hook)));
     }
     let Some(place) = w.local.acquire(hook.id, ctx.lane, hook_cap(ctx.lane)) else {
-        if ctx.lane == Lane::Fast && waits_in_place(hook, w.local.pace(hook.id)) {
-            return Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Awaited });
-        }
-        return Err(Box::new(match ctx.lane {
-            Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP, hook),
-            // About when one of the hook's requests will have ended.
-            Lane::Slow => {
-                let until = later(now, spread_place_wait(place_free_in(w.local.pace(hook.id), budget), budget, unit()));
-                hand_back(message, deferred(task, until), Lane::Slow, AT_CAP, hook)
+        let wait = if ctx.lane == Lane::Fast { fast_overflow(w, hook) } else { Wait::No };
+        return match wait {
+            Wait::Turn(turn) => Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Awaited(turn) }),
+            // Back when the hook's first answers will have said what it is (spread, so the
+            // overflow does not all come back in one instant).
+            Wait::Later => {
+                let until = later(now, PLACE_IN_PLACE.mul_f64(1.0 + unit() / 2.0));
+                Err(Box::new(hand_back(message, deferred(task, until), Lane::Fast, AT_CAP, hook)))
             }
-        }));
+            Wait::No => Err(Box::new(match ctx.lane {
+                Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP, hook),
+                // About when one of the hook's requests will have ended.
+                Lane::Slow => {
+                    let until =
+                        later(now, spread_place_wait(place_free_in(w.local.pace(hook.id), budget), budget, unit()));
+                    hand_back(message, deferred(task, until), Lane::Slow, AT_CAP, hook)
+                }
+            })),
+        };
     };
     Ok(Candidate { message, task, hook: hook.clone(), probe, place: Place::Held(place) })
 }
 
-/// Whether a delivery that finds its hook's fast-lane places all taken waits for one in
-/// place: when the hook's requests lately took at most a quarter of [`PLACE_IN_PLACE`]
-/// here and one ended no longer ago than that (its pace, `Local::pace`), so one ends well
-/// within the wait, and the hook has no rate limit (whose slot, taken for the delivery, a
-/// wait in vain would waste). A fast hook that stops answering is waited for no more once
-/// it has not answered for a quarter of the wait.
-fn waits_in_place(hook: &Hook, pace: Option<Duration>) -> bool {
-    hook.config.rate_limit.is_none() && pace.is_some_and(|t| t * 4 <= PLACE_IN_PLACE)
+/// Whether a delivery that finds its hook's fast-lane places all taken may wait for one in
+/// place: when its `request_time` is at most a quarter of [`PLACE_IN_PLACE`], so one of
+/// its requests ends well within the wait, and the hook has no rate limit (whose slot,
+/// taken for the delivery, a wait in vain would waste). The request time is the hook's
+/// pace (`Local::pace`: how long its requests took lately here, or how long since one
+/// ended when that is longer), or, while none has ended yet, how long the first has gone
+/// unanswered (`Local::unanswered_for`). A hook that stops answering, or has not answered
+/// yet, is waited for no more once it has been silent for a quarter of the wait.
+fn waits_in_place(hook: &Hook, request_time: Duration) -> bool {
+    hook.config.rate_limit.is_none() && request_time * 4 <= PLACE_IN_PLACE
+}
+
+/// How many of a hook's deliveries may wait in place at once while none of its requests
+/// here has ended yet. The first moments of a burst to a hook nothing is known of are
+/// judged as a fast hook's silence is (how long its first request has gone unanswered),
+/// so a healthy hook's overflow is not sent to wait out the whole timeout on the slow lane
+/// while its first answers come. But a hook whose requests end slowly, or never, looks
+/// just as new at the start of each of its bursts, so its waiting deliveries, which hold
+/// places of the lane, are held to a few: with its 96 in flight, half the local runner's
+/// 256 fast-lane places stay free for every other hook. The bound is per hook: two such
+/// hooks bursting at once can fill the lane for as long as a wait lasts (100 ms), as three
+/// black holes could always fill it with requests for the patience (2 s).
+pub(crate) const WAITING_UNANSWERED: u32 = 32;
+
+/// What a fast-lane delivery over its hook's cap does.
+#[derive(Debug)]
+enum Wait {
+    /// Waits in place for the next place the hook gives back.
+    Turn(Turn),
+    /// Comes back on the fast lane in 100–150 ms, holding no place meanwhile: the hook has
+    /// not answered yet, its first request began less than 25 ms ago, and as many of its
+    /// deliveries wait in place as may. By then its first answers have said whether it is
+    /// fast, and it is judged again: a black hole's, still unanswered, go on to the slow
+    /// lane; a hook whose requests have all ended meanwhile starts a new burst with it.
+    Later,
+    /// Goes on to the slow lane, as any delivery over its hook's cap did before.
+    No,
+}
+
+/// What a fast-lane delivery over its hook's cap does: it waits in place when the hook is
+/// fast enough ([`waits_in_place`], by its pace), or, while none of the hook's requests
+/// has ended here, when the first began no longer ago than a fast pace would allow, and
+/// then only while fewer than [`WAITING_UNANSWERED`] of its deliveries wait already; past
+/// that bound it comes back [`Wait::Later`].
+fn fast_overflow(w: &Worker, hook: &Hook) -> Wait {
+    let (request_time, most) = match w.local.pace(hook.id) {
+        Some(pace) => (pace, None),
+        None => match w.local.unanswered_for(hook.id) {
+            Some(silent) => (silent, Some(WAITING_UNANSWERED)),
+            None => return Wait::No,
+        },
+    };
+    if !waits_in_place(hook, request_time) {
+        return Wait::No;
+    }
+    match w.local.turn_to_wait(hook.id, most) {
+        Some(turn) => Wait::Turn(turn),
+        None => Wait::Later,
+    }
 }
 
 /// The least wait for a place among a hook's slow-lane requests. It keeps the deliveries
@@ -794,8 +855,39 @@ mod tests {
             body: "{}".into(),
             probe,
             at: None,
-            place: Place::Awaited,
+            place: Place::Awaited(Arc::new(crate::local::Local::default()).turn_to_wait(hook.id, None).unwrap()),
         }
+    }
+
+    /// A burst to a hook none of whose requests has ended: in its first moments, 32 of its
+    /// overflow wait in place and the next comes back later on the fast lane; once its
+    /// first request has gone unanswered for a quarter of the wait, none waits or comes
+    /// back, and the overflow goes on to the slow lane, as a black hole's always did.
+    #[tokio::test]
+    async fn a_new_hooks_overflow_waits_a_few_in_place_then_comes_back_and_not_past_its_first_moments() {
+        let h = EmbeddedHarness::start().await;
+        let w = worker_over(&h);
+        let (hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "new").await;
+        let cap = crate::FAST_LANE_HOOK_CAP;
+        // Decided without a pause (nothing here awaits), so within the first 25 ms unless
+        // the machine stops the test that long; then it tries again.
+        for _ in 0..5 {
+            let held: Vec<_> = (0..cap).map(|_| w.local.acquire(hook.id, Lane::Fast, cap).unwrap()).collect();
+            let began = std::time::Instant::now();
+            let decided: Vec<Wait> = (0..=WAITING_UNANSWERED).map(|_| fast_overflow(&w, &hook)).collect();
+            if began.elapsed() * 4 > PLACE_IN_PLACE {
+                continue;
+            }
+            let (waiting, last) = decided.split_at(WAITING_UNANSWERED as usize);
+            assert!(waiting.iter().all(|d| matches!(d, Wait::Turn(_))), "{waiting:?}");
+            assert!(matches!(last, [Wait::Later]), "past the bound: {last:?}");
+            drop(decided);
+            tokio::time::sleep(PLACE_IN_PLACE / 4 + Duration::from_millis(5)).await;
+            assert!(matches!(fast_overflow(&w, &hook), Wait::No), "unanswered past its first moments");
+            drop(held);
+            return;
+        }
+        panic!("the machine never left the test 25 ms to decide in");
     }
 
     /// The batch read the hook while its circuit was open; by the claim, another process's

@@ -54,7 +54,7 @@ async fn send<'a>(
     lane: Lane,
     deadline: Option<tokio::time::Instant>,
 ) -> Done<'a> {
-    if matches!(ready.place, Place::Awaited) {
+    if matches!(ready.place, Place::Awaited(_)) {
         match w.local.wait_for_place(ready.hook.id, lane, hook_cap(lane), PLACE_IN_PLACE).await {
             Some(place) => ready.place = Place::Held(place),
             None => {
