@@ -43,6 +43,20 @@ impl Entry {
             && self.slow_until.is_none_or(|t| t <= now)
             && Arc::strong_count(&self.freed) == 1
     }
+
+    /// See [`Local::pace`].
+    fn pace(&self) -> Option<Duration> {
+        let (ms, last_ended) = self.lately?;
+        Some(Duration::from_secs_f64(ms / 1e3).max(last_ended.elapsed()))
+    }
+
+    /// See [`Local::unanswered_for`].
+    fn unanswered_for(&self) -> Option<Duration> {
+        if self.lately.is_some() || self.fast + self.slow == 0 {
+            return None;
+        }
+        self.began.map(|t| t.elapsed())
+    }
 }
 
 /// Per-hook state of this process.
@@ -115,16 +129,24 @@ impl Local {
     /// A hook that stops answering stops looking fast at once, not when its first
     /// unanswered request reaches the patience.
     pub(crate) fn pace(&self, hook: HookId) -> Option<Duration> {
-        let (ms, last_ended) = self.lock().get(&hook)?.lately?;
-        Some(Duration::from_secs_f64(ms / 1e3).max(last_ended.elapsed()))
+        self.lock().get(&hook)?.pace()
     }
 
     /// How long ago the first of the hook's requests here began, while none of them has
-    /// ended (so it has no [`Self::pace`] yet): the least its requests take.
+    /// ended having reached its receiver (so it has no [`Self::pace`] yet): the least its
+    /// requests take.
+    #[cfg(test)]
     pub(crate) fn unanswered_for(&self, hook: HookId) -> Option<Duration> {
+        self.lock().get(&hook)?.unanswered_for()
+    }
+
+    /// The hook's [`Self::pace`], or, while it has none, how long its first request has
+    /// gone unanswered ([`Self::unanswered_for`]) and `true`: read together, so an answer
+    /// arriving between the two reads leaves the hook neither.
+    pub(crate) fn request_time(&self, hook: HookId) -> Option<(Duration, bool)> {
         let hooks = self.lock();
-        let e = hooks.get(&hook).filter(|e| e.lately.is_none() && e.fast + e.slow > 0)?;
-        e.began.map(|t| t.elapsed())
+        let e = hooks.get(&hook)?;
+        e.pace().map(|pace| (pace, false)).or_else(|| e.unanswered_for().map(|silent| (silent, true)))
     }
 
     /// A turn to wait for one of the hook's places, or `None` when `most` of its
@@ -328,17 +350,19 @@ mod tests {
         assert_eq!(local.unanswered_for(h), None, "no requests here");
         let first = local.acquire(h, Lane::Fast, 2).unwrap();
         assert_eq!(local.pace(h), None, "nothing measured yet");
-        assert!(local.unanswered_for(h).unwrap() < Duration::from_millis(100), "{:?}", local.unanswered_for(h));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let at_first = local.unanswered_for(h).unwrap();
+        assert_eq!(local.request_time(h).map(|(_, unanswered)| unanswered), Some(true));
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let second = local.acquire(h, Lane::Slow, 1).unwrap();
         let since = local.unanswered_for(h).unwrap();
-        assert!(since >= Duration::from_millis(150), "from the first, not the last: {since:?}");
+        assert!(since >= at_first + Duration::from_millis(400), "from the first, not the last: {since:?}");
         local.took(h, Duration::from_millis(2));
         assert_eq!(local.unanswered_for(h), None, "answered once one ends");
-        assert!(local.pace(h).unwrap() < Duration::from_millis(100), "and measured");
+        assert!(local.pace(h).unwrap() < Duration::from_millis(400), "and measured");
+        assert_eq!(local.request_time(h).map(|(_, unanswered)| unanswered), Some(false));
         drop((first, second));
         let again = local.acquire(h, Lane::Fast, 1).unwrap();
-        assert!(local.unanswered_for(h).unwrap() < Duration::from_millis(100), "counted afresh after a quiet spell");
+        assert!(local.unanswered_for(h).unwrap() < since, "counted afresh after a quiet spell");
         drop(again);
         assert_eq!(local.unanswered_for(h), None, "nothing kept once its requests have ended");
     }

@@ -379,13 +379,10 @@ enum Wait {
 /// then only while fewer than [`WAITING_UNANSWERED`] of its deliveries wait already; past
 /// that bound it comes back [`Wait::Later`].
 fn fast_overflow(w: &Worker, hook: &Hook) -> Wait {
-    let (request_time, most) = match w.local.pace(hook.id) {
-        Some(pace) => (pace, None),
-        None => match w.local.unanswered_for(hook.id) {
-            Some(silent) => (silent, Some(WAITING_UNANSWERED)),
-            None => return Wait::No,
-        },
+    let Some((request_time, unanswered)) = w.local.request_time(hook.id) else {
+        return Wait::No;
     };
+    let most = unanswered.then_some(WAITING_UNANSWERED);
     if !waits_in_place(hook, request_time) {
         return Wait::No;
     }
@@ -872,8 +869,8 @@ mod tests {
         // Decided without a pause (nothing here awaits), so within the first 25 ms unless
         // the machine stops the test that long; then it tries again.
         for _ in 0..5 {
-            let held: Vec<_> = (0..cap).map(|_| w.local.acquire(hook.id, Lane::Fast, cap).unwrap()).collect();
             let began = std::time::Instant::now();
+            let held: Vec<_> = (0..cap).map(|_| w.local.acquire(hook.id, Lane::Fast, cap).unwrap()).collect();
             let decided: Vec<Wait> = (0..=WAITING_UNANSWERED).map(|_| fast_overflow(&w, &hook)).collect();
             if began.elapsed() * 4 > PLACE_IN_PLACE {
                 continue;
