@@ -277,10 +277,15 @@ mod tests {
         hook.config.url = receiver.url("/hook");
         h.backend().hooks.create(&hook, 1000).await.unwrap();
         let worker = worker_on(h.backend());
-        let held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
-            .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
-            .collect();
+        let held = every_fast_place(&worker, &hook);
         (h, receiver, hook, worker, held)
+    }
+
+    /// Every one of `hook`'s fast-lane places, taken now: its first requests begin.
+    fn every_fast_place(worker: &Worker, hook: &Hook) -> Vec<InFlight> {
+        (0..FAST_LANE_HOOK_CAP)
+            .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
+            .collect()
     }
 
     /// One delivery of `hook`, as the fast lane hands it to the worker.
@@ -984,7 +989,7 @@ mod tests {
             // Once the delivery waits for a place (or, if it never does, after a while),
             // the hook answering every millisecond meanwhile, as a busy fast hook does.
             let waits = async {
-                while !worker.local.is_waited_on(hook.id) {
+                while worker.local.waiters(hook.id) == 0 {
                     worker.local.took(hook.id, Duration::from_millis(5));
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -1011,13 +1016,11 @@ mod tests {
         // made again; a decision made within them without waiting is the failure.
         for _ in 0..5 {
             let messages = a_delivery(&h, &hook).await;
-            let mut held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
-                .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
-                .collect();
+            let mut held = every_fast_place(&worker, &hook);
             let handling = handle(&worker, &messages, BatchContext::lane(Lane::Fast));
             tokio::pin!(handling);
             let waits = async {
-                while !worker.local.is_waited_on(hook.id) {
+                while worker.local.waiters(hook.id) == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             };
@@ -1061,9 +1064,7 @@ mod tests {
             while messages.len() < n {
                 messages.extend(lanes.fast.receive(10, Duration::from_secs(5)).await.unwrap());
             }
-            let mut held: Vec<_> = (0..FAST_LANE_HOOK_CAP)
-                .map(|_| worker.local.acquire(hook.id, Lane::Fast, FAST_LANE_HOOK_CAP).unwrap())
-                .collect();
+            let mut held = every_fast_place(&worker, &hook);
             let handling = handle(&worker, &messages, BatchContext::lane(Lane::Fast));
             tokio::pin!(handling);
             let all_wait = async {
@@ -1128,7 +1129,7 @@ mod tests {
         tokio::pin!(handling);
         let waits = async {
             let waited_on = async {
-                while !worker.local.is_waited_on(hook.id) {
+                while worker.local.waiters(hook.id) == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             };

@@ -210,12 +210,6 @@ impl Local {
         place
     }
 
-    /// Whether a delivery waits for one of the hook's places.
-    #[cfg(test)]
-    pub(crate) fn is_waited_on(&self, hook: HookId) -> bool {
-        self.lock().get(&hook).is_some_and(|e| Arc::strong_count(&e.freed) > 1)
-    }
-
     /// How many deliveries wait for one of the hook's places.
     #[cfg(test)]
     pub(crate) fn waiters(&self, hook: HookId) -> usize {
@@ -389,7 +383,7 @@ mod tests {
             let local = local.clone();
             tokio::spawn(async move { local.wait_for_place(h, Lane::Fast, 2, Duration::from_secs(30)).await })
         };
-        while !local.is_waited_on(h) {
+        while local.waiters(h) == 0 {
             tokio::task::yield_now().await;
         }
         held.pop();
