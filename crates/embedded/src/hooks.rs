@@ -2,7 +2,7 @@
 //! tenant by index and the version checked on every replace.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_trait::async_trait;
 use hookbridge_core::hook::Hook;
@@ -44,8 +44,9 @@ const ROUTED_BYTES: usize = 1024 * 1024;
 /// batches and ingest's routing take them from here without a read. Those reads (a hop to
 /// the blocking pool, and a reader whose pages the writer had just made stale) were about
 /// 8 % of the server's CPU per delivery at saturation, and 40 % of its context switches.
-/// At most [`PARSED_HOOKS`] by id and as many in routing lists, most of them the very hooks
-/// [`ParsedHooks`] keeps.
+/// At most [`PARSED_HOOKS`] by id and as many in routing lists. Those by id are weak: only
+/// [`ParsedHooks`] (bounded in bytes) and the batches reading them keep them alive, so a
+/// hook pushed out of it is not held here as well.
 struct Current(Mutex<Known>);
 
 impl Default for Current {
@@ -59,7 +60,7 @@ struct Known {
     at: u64,
     /// When the first of them was kept.
     since: std::time::Instant,
-    by_id: HashMap<HookId, Arc<Hook>>,
+    by_id: HashMap<HookId, Weak<Hook>>,
     /// Each list with the bytes its hooks' documents take.
     routing: HashMap<TenantId, (Vec<Arc<Hook>>, usize)>,
     /// The hooks of `routing`'s lists, together.
@@ -91,11 +92,11 @@ impl Current {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The hooks of `keys`, when every one is known and still current at `at`.
+    /// The hooks of `keys`, when every one is known, still current at `at`, and still alive.
     fn many(&self, at: Option<u64>, keys: &[(TenantId, HookId)]) -> Option<Vec<Arc<Hook>>> {
         let known = self.lock();
         known.current(at).then_some(())?;
-        keys.iter().map(|(t, id)| known.by_id.get(id).filter(|h| h.tenant == *t).cloned()).collect()
+        keys.iter().map(|(t, id)| known.by_id.get(id).and_then(Weak::upgrade).filter(|h| h.tenant == *t)).collect()
     }
 
     /// The tenant's routing list and the bytes its documents take, when known and still
@@ -125,7 +126,7 @@ impl Current {
         self.keep(at, |known| {
             for h in hooks {
                 if known.by_id.len() < PARSED_HOOKS || known.by_id.contains_key(&h.id) {
-                    known.by_id.insert(h.id, h.clone());
+                    known.by_id.insert(h.id, Arc::downgrade(h));
                 }
             }
         });
@@ -215,12 +216,6 @@ impl ParsedHooks {
                 Ok(hook)
             }
         }
-    }
-
-    /// Those of `hooks` it holds (the very ones, not older parses of the same hooks).
-    fn holding(&self, hooks: &[Arc<Hook>]) -> Vec<Arc<Hook>> {
-        let kept = self.lock();
-        hooks.iter().filter(|h| kept.by_id.get(&h.id).is_some_and(|(_, k)| Arc::ptr_eq(k, h))).cloned().collect()
     }
 
     /// The hooks of `found`, in order.
@@ -333,8 +328,7 @@ impl HookAccess for SqliteHookStore {
             })
             .await?;
         let hooks = self.parsed.hooks(found, Room::Evict)?;
-        // Only those `ParsedHooks` holds: it is what bounds their bytes.
-        self.current.keep_many(at, &self.parsed.holding(&hooks));
+        self.current.keep_many(at, &hooks);
         Ok(hooks)
     }
 
