@@ -112,6 +112,9 @@ enum Command {
         /// Also draw the replay's course (SVG) here.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// How late the receiver answers each delivery, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        receiver_delay_ms: u64,
     },
     /// Only the fan-out of one event to many hooks, on both backends, printed.
     Fanout {
@@ -184,8 +187,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
-        Command::Replay { bin_dir, deliveries, plot } => {
-            let figures = replay::run(&bin_dir, deliveries).await?;
+        Command::Replay { bin_dir, deliveries, plot, receiver_delay_ms } => {
+            let figures = replay::run(&bin_dir, deliveries, receiver_delay_ms).await?;
             if let Some(path) = plot {
                 report::replay_plot(&path, &figures)?;
             }
@@ -232,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
             r.fanout.push(("embedded", fanout::embedded(if quick { 1_000 } else { 10_000 }).await?));
             r.fanout.push(("aws (emulator)", fanout::aws(if quick { 1_000 } else { 10_000 }).await?));
             eprintln!("bench: replay");
-            r.replay = Some(replay::run(&bin_dir, if quick { 5_000 } else { 100_000 }).await?);
+            r.replay = Some(replay::run(&bin_dir, if quick { 5_000 } else { 100_000 }, 0).await?);
             eprintln!("bench: embedded database size with retention");
             r.retention = Some(retention::run(if quick { 50 } else { 500 }, if quick { 3 } else { 4 }).await?);
             eprintln!("bench: Lambda binaries");

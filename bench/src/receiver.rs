@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -54,6 +54,17 @@ async fn receive(State(s): State<Arc<Mutex<Stats>>>, headers: HeaderMap, body: B
     ""
 }
 
+/// As [`receive`], answering `ms` milliseconds late: an endpoint across the internet.
+async fn receive_late(
+    Path(ms): Path<u64>,
+    state: State<Arc<Mutex<Stats>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    receive(state, headers, body).await
+}
+
 fn find_sent_ns(body: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(body).ok()?;
     let at = text.find("\"sent_ns\":")? + "\"sent_ns\":".len();
@@ -93,6 +104,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let state = Arc::new(Mutex::new(Stats::default()));
     let app = axum::Router::new()
         .route("/hook", post(receive))
+        .route("/hook/late/{ms}", post(receive_late))
         .route("/stats", get(stats))
         .route("/count", get(count))
         .route("/reset", post(reset))

@@ -27,11 +27,13 @@ pub struct Figures {
     pub received_at_secs: Vec<f64>,
 }
 
-pub async fn run(bin_dir: &Path, n: usize) -> anyhow::Result<Figures> {
+/// Replays `n` deliveries to a receiver that answers each `delay_ms` late.
+pub async fn run(bin_dir: &Path, n: usize, delay_ms: u64) -> anyhow::Result<Figures> {
     let rig = Rig::start(bin_dir).await?;
     let tenant = "replay";
     let t = token(tenant)?;
-    rig.create_hook(tenant, &json!({"name": "later", "url": rig.receiver_url(), "enabled": false})).await?;
+    let url = if delay_ms == 0 { rig.receiver_url() } else { format!("{}/late/{delay_ms}", rig.receiver_url()) };
+    rig.create_hook(tenant, &json!({"name": "later", "url": url, "enabled": false})).await?;
     let hooks = rig.get(&t, "/v1/hooks").await?;
     let id = hooks["hooks"][0]["id"].as_str().unwrap_or_default().to_owned();
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
