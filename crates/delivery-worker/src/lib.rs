@@ -1107,7 +1107,8 @@ mod tests {
 
     /// A fast hook that has not answered for a quarter of the wait may have gone dark: its
     /// overflow goes on to the slow lane at once, even though a place would be given back.
-    /// So does a new hook's whose first request began that long ago and has not ended.
+    /// A new hook's whose first request began that long ago and has not ended does not wait
+    /// either: it may be slow, not dark, so it is booked back on the fast lane.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fast_hook_gone_quiet_is_not_waited_for() {
         for answered in [true, false] {
@@ -1144,15 +1145,20 @@ mod tests {
         };
         assert!(outcome.failed.is_empty());
         assert!(receiver.received().is_empty(), "answered before: {answered}; waited for a place and sent");
-        assert_eq!(on_the_slow_lane(&h).await, 1, "answered before: {answered}; handed on to the slow lane");
+        let back = h.backend().lanes().fast.receive(10, Duration::from_secs(1)).await.unwrap().len();
+        assert_eq!(
+            (on_the_slow_lane(&h).await, back),
+            if answered { (1, 0) } else { (0, 1) },
+            "answered before: {answered}; handed on to the slow lane, booked back on the fast lane"
+        );
     }
 
-    /// No place given back within the wait: the delivery goes on to the slow lane, as does
-    /// one whose hook's requests lately took more than a quarter of it. Whether a new hook
-    /// (none of its requests ended yet) waits at all, it goes on when none is given back.
+    /// No place given back within the wait: the delivery goes on to the slow lane. Whether
+    /// a new hook (none of its requests ended yet) waits at all, it goes on when none is
+    /// given back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hook_at_its_cap_with_no_place_given_back_or_a_slow_pace_goes_to_the_slow_lane() {
-        for took in [Some(Duration::from_millis(5)), None, Some(Duration::from_millis(200))] {
+    async fn a_hook_at_its_cap_with_no_place_given_back_goes_to_the_slow_lane() {
+        for took in [Some(Duration::from_millis(5)), None] {
             let (h, receiver, hook, worker, _held) = busy_hook().await;
             let messages = a_delivery(&h, &hook).await;
             if let Some(t) = took {
@@ -1163,6 +1169,88 @@ mod tests {
             assert!(receiver.received().is_empty(), "{took:?}: nothing sent");
             assert_eq!(on_the_slow_lane(&h).await, 1, "{took:?}: handed on to the slow lane");
         }
+    }
+
+    /// A hook that answers, too slowly to be waited for in place, has its overflow booked
+    /// back on the fast lane one after another, a place's worth of its pace apart (1 s over
+    /// 96 places), rather than sent on to the slow lane's 8 places: a replay of
+    /// thousands to a 75 ms endpoint drained there at about a hundred a second. A hook with
+    /// a rate limit, or slower than the patience, or yet to answer for longer than it, goes
+    /// on to the slow lane (as does one gone quiet: `a_fast_hook_gone_quiet_is_not_waited_for`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_answering_hooks_overflow_is_booked_back_on_the_fast_lane_one_after_another() {
+        let (h, receiver, hook, worker, held) = busy_hook().await;
+        // Slow, within the patience (2 s), and taken as quiet only after 2 s of silence.
+        let typical = Duration::from_secs(1);
+        worker.local.took(hook.id, typical);
+        let lanes = h.backend().lanes();
+        let n = 10;
+        lanes.fast.send_batch(&(0..n).map(|_| task_of(&hook)).collect::<Vec<_>>()).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < n {
+            messages.extend(lanes.fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert!(receiver.received().is_empty(), "nothing sent: every place is taken");
+        assert_eq!(on_the_slow_lane(&h).await, 0, "none handed on to the slow lane");
+        let mut returned = Vec::new();
+        while returned.len() < n {
+            let more = lanes.fast.receive(10, Duration::from_secs(2)).await.unwrap();
+            assert!(!more.is_empty(), "{} of {n} back on the fast lane", returned.len());
+            returned.extend(more);
+        }
+        let mut back: Vec<_> =
+            returned.iter().map(|m| Task::parse(&m.body, m.receive_count).unwrap().not_before.unwrap()).collect();
+        back.sort_unstable();
+        // Booked apart on the clock, each written as from the batch's start: a pause
+        // between two bookings brings the later one closer, never further.
+        let span = chrono::Duration::from_std(typical / FAST_LANE_HOOK_CAP * (n as u32 - 1)).unwrap();
+        let (first, last) = (back[0], back[n - 1]);
+        assert!(
+            last - first <= span && last - first > span - chrono::Duration::milliseconds(50),
+            "booked over {}, not {span}",
+            last - first
+        );
+        // Back with places free, each is sent.
+        drop(held);
+        let outcome = handle(&worker, &returned, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(receiver.received().len(), n, "every booked delivery sent once back");
+
+        // A rate limit paces the hook already; requests slower than the patience are the
+        // slow lane's.
+        let patient = worker_with(
+            h.backend(),
+            WorkerSettings { patience: Duration::from_millis(150), ..WorkerSettings::default() },
+        );
+        let _held = every_fast_place(&patient, &hook);
+        patient.local.took(hook.id, Duration::from_millis(200));
+        let outcome = handle(&patient, &a_delivery(&h, &hook).await, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(on_the_slow_lane(&h).await, 1, "slower than the patience: handed on to the slow lane");
+        let (silent, _) = make_hook(&h, "acme", "silent").await;
+        h.backend().hooks.create(&silent, 1000).await.unwrap();
+        let _silent_held = every_fast_place(&patient, &silent);
+        let messages = a_delivery(&h, &silent).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let outcome = handle(&patient, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(on_the_slow_lane(&h).await, 1, "yet to answer past the patience: handed on to the slow lane");
+        // As its deliveries left it (their health written).
+        let current = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        let mut limited = current.clone();
+        limited.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 1000 });
+        limited.revision += 1;
+        h.backend().hooks.replace(&limited, current.revision).await.unwrap();
+        let messages = a_delivery(&h, &hook).await;
+        // At its cap and answering as usual, just now: only its rate limit keeps it from
+        // being booked.
+        let _held_again = every_fast_place(&worker, &hook);
+        worker.local.took(hook.id, typical);
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        assert_eq!(on_the_slow_lane(&h).await, 1, "rate-limited: handed on to the slow lane");
     }
 
     /// A rate limiter whose changes are applied late (a busy writer, a contended key).

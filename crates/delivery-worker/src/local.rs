@@ -30,6 +30,8 @@ struct Entry {
     began: Option<tokio::time::Instant>,
     /// Its deliveries that have a turn to wait for one of its places ([`Turn`]).
     turns: u32,
+    /// When the last of its overflow booked to come back is due ([`Local::book`]).
+    booked_until: Option<tokio::time::Instant>,
     /// Told each time one of the hook's places is given back; whoever waits for a place
     /// holds a clone.
     freed: Arc<Notify>,
@@ -99,6 +101,9 @@ impl Local {
         let now = Utc::now();
         hooks.retain(|_, e| !e.idle(now));
         let e = hooks.entry(hook).or_default();
+        // What was booked comes back to find it slow and goes on to the slow lane; once the
+        // mark runs out, its overflow is booked from the clock, not behind those.
+        e.booked_until = None;
         if e.slow_url != url {
             url.clone_into(&mut e.slow_url);
             e.slow_until = None;
@@ -159,6 +164,37 @@ impl Local {
         }
         e.turns += 1;
         Some(Turn { local: self.clone(), hook })
+    }
+
+    /// How long until one more of the hook's overflow comes back, judged by how long the
+    /// hook's requests take: their typical time lately, while one ended within twice that
+    /// (with its places all taken, one ends every few milliseconds; a hook silent for longer
+    /// may have gone dark); or, while none of them has ended yet, how long the first has
+    /// gone unanswered. `None` when that is longer than `most`, or the hook is quiet. The
+    /// delivery comes back a place's worth of that time (over `places`) after the last one
+    /// booked, or after now once that one is due. Booked one after another, a backlog comes
+    /// back about as fast as the hook's places free up, each delivery about once, rather
+    /// than all of it at once or on a lane that drains it a few at a time; a hook yet to
+    /// answer has its overflow booked further apart the longer it stays silent. Forgotten
+    /// with the hook's entry: by then its places are all free, and nothing booked needs
+    /// pacing.
+    pub(crate) fn book(&self, hook: HookId, places: u32, most: Duration) -> Option<Duration> {
+        let mut hooks = self.lock();
+        let e = hooks.get_mut(&hook)?;
+        let typical = match e.lately {
+            Some((ms, last_ended)) => {
+                let typical = Duration::from_secs_f64(ms / 1e3);
+                (last_ended.elapsed() <= typical * 2).then_some(typical)?
+            }
+            None => e.unanswered_for()?,
+        };
+        if typical > most {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let at = e.booked_until.filter(|t| *t > now).unwrap_or(now) + typical / places.max(1);
+        e.booked_until = Some(at);
+        Some(at - now)
     }
 
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
@@ -390,6 +426,56 @@ mod tests {
         let place = waiting.await.unwrap();
         assert!(place.is_some(), "the place given back was taken");
         assert!(local.acquire(h, Lane::Fast, 2).is_none(), "the cap still holds");
+    }
+
+    /// A hook's overflow is booked to come back one after another, a place's worth of its
+    /// typical request time apart, each hook on its own; once the last booked is due,
+    /// booking starts from the clock again. Only a hook that answers as usual is booked.
+    #[tokio::test]
+    async fn overflow_is_booked_one_after_another_and_afresh_once_due() {
+        let local = Arc::new(Local::default());
+        let (a, b) = (HookId::generate(), HookId::generate());
+        let _held = (local.acquire(a, Lane::Fast, 1).unwrap(), local.acquire(b, Lane::Fast, 1).unwrap());
+        let (typical, most) = (Duration::from_secs(4), Duration::from_secs(10));
+        local.took(a, typical);
+        local.took(b, typical);
+        let every = typical / 4;
+        assert_eq!(local.book(a, 4, most), Some(every), "the first, from the clock");
+        // Each counted from the last booked, so the clock's run since only shortens it.
+        let (second, third) = (local.book(a, 4, most).unwrap(), local.book(a, 4, most).unwrap());
+        assert!(second > every && second <= 2 * every, "{second:?}: behind the first");
+        assert!(third > 2 * every && third <= 3 * every, "{third:?}: behind the second");
+        assert_eq!(local.book(b, 4, most), Some(every), "other hooks are booked apart");
+        assert_eq!(local.book(b, 4, typical / 2), None, "slower than `most`: not booked");
+
+        // Due after 100 ms; quiet after 800 ms: a pause of the test between the two does
+        // not turn one into the other.
+        let (c, soon) = (HookId::generate(), Duration::from_millis(400));
+        let _c_held = local.acquire(c, Lane::Fast, 1).unwrap();
+        local.took(c, soon);
+        assert_eq!(local.book(c, 4, most), Some(soon / 4));
+        tokio::time::sleep(soon / 4 + Duration::from_millis(50)).await;
+        assert_eq!(local.book(c, 4, most), Some(soon / 4), "from the clock again once all booked are due");
+        tokio::time::sleep(2 * soon).await;
+        assert_eq!(local.book(c, 4, most), None, "silent for twice its typical time: not booked");
+        // A slow mark (its requests outlived the patience) starts its bookings over: those
+        // booked before go on to the slow lane as they come back, and once the mark runs out
+        // its overflow is not booked behind them.
+        let e = HookId::generate();
+        let _e_held = local.acquire(e, Lane::Fast, 1).unwrap();
+        local.took(e, typical);
+        assert_eq!(local.book(e, 4, most), Some(every));
+        local.mark_slow(e, "https://a.example/", Utc::now());
+        local.took(e, typical);
+        assert_eq!(local.book(e, 4, most), Some(every), "booked afresh after a slow mark");
+
+        // Yet to answer: judged by how long its first request has gone unanswered.
+        let d = HookId::generate();
+        let _d_held = local.acquire(d, Lane::Fast, 1).unwrap();
+        tokio::time::sleep(soon).await;
+        let booked = local.book(d, 4, most).unwrap();
+        assert!(booked >= soon / 4 && booked < most / 4, "{booked:?}: a quarter of its silence");
+        assert_eq!(local.book(d, 4, soon / 2), None, "silent for longer than `most`: not booked");
     }
 
     #[tokio::test]

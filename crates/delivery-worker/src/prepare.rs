@@ -320,6 +320,9 @@ fn check<'a>(
                 let until = later(now, PLACE_IN_PLACE.mul_f64(1.0 + unit() / 2.0));
                 Err(Box::new(hand_back(message, deferred(task, until), Lane::Fast, AT_CAP, hook)))
             }
+            Wait::Booked(after) => {
+                Err(Box::new(hand_back(message, deferred(task, later(now, after)), Lane::Fast, AT_CAP, hook)))
+            }
             Wait::No => Err(Box::new(match ctx.lane {
                 Lane::Fast => hand_back(message, task, Lane::Slow, AT_CAP, hook),
                 // About when one of the hook's requests will have ended.
@@ -346,6 +349,20 @@ fn waits_in_place(hook: &Hook, request_time: Duration) -> bool {
     hook.config.rate_limit.is_none() && request_time * 4 <= PLACE_IN_PLACE
 }
 
+/// Whether a delivery that finds its hook's fast-lane places all taken, and may not wait
+/// in place for one, may be booked to come back on the fast lane ([`Wait::Booked`]): when
+/// the hook has no rate limit (whose slots pace it already). Then
+/// [`Local::book`](crate::local::Local::book) books it if the hook answers as usual, more
+/// slowly than a wait in place allows but within the lane's patience, or has yet to answer
+/// and its first request has gone unanswered no longer than the patience. Such a hook is
+/// healthy, as most endpoints across the internet are at 50-500 ms. Its overflow went on
+/// to the slow lane, where it has 8 places, not 96: a burst or a replay of thousands to a
+/// 75 ms endpoint drained at about a hundred a second, its fast-lane places idle. A hook
+/// that has gone quiet, or stays silent past the patience, goes on as before.
+fn books_overflow(hook: &Hook) -> bool {
+    hook.config.rate_limit.is_none()
+}
+
 /// How many of a hook's deliveries may wait in place at once while none of its requests
 /// here has ended yet. The first moments of a burst to a hook nothing is known of are
 /// judged as a fast hook's silence is (how long its first request has gone unanswered),
@@ -366,9 +383,14 @@ enum Wait {
     /// Comes back on the fast lane in 100–150 ms, holding no place meanwhile: the hook has
     /// not answered yet, its first request began less than 25 ms ago, and as many of its
     /// deliveries wait in place as may. By then its first answers have said whether it is
-    /// fast, and it is judged again: a black hole's, still unanswered, go on to the slow
-    /// lane; a hook whose requests have all ended meanwhile starts a new burst with it.
+    /// fast, and it is judged again: a fast hook's wait in place; a slower hook's, or one
+    /// still unanswered, are booked ([`Wait::Booked`]); a hook whose requests have all ended
+    /// meanwhile starts a new burst with it.
     Later,
+    /// Comes back on the fast lane after this long, holding no place meanwhile: booked
+    /// behind the hook's other overflow ([`Local::book`](crate::local::Local::book)), a
+    /// place's worth of its pace apart.
+    Booked(Duration),
     /// Goes on to the slow lane, as any delivery over its hook's cap did before.
     No,
 }
@@ -377,14 +399,17 @@ enum Wait {
 /// fast enough ([`waits_in_place`], by its pace), or, while none of the hook's requests
 /// has ended here, when the first began no longer ago than a fast pace would allow, and
 /// then only while fewer than [`WAITING_UNANSWERED`] of its deliveries wait already; past
-/// that bound it comes back [`Wait::Later`].
+/// that bound it comes back [`Wait::Later`]. A hook that answers, but too slowly to be
+/// waited for in place, has it booked to come back ([`books_overflow`]).
 fn fast_overflow(w: &Worker, hook: &Hook) -> Wait {
     let Some((request_time, unanswered)) = w.local.request_time(hook.id) else {
         return Wait::No;
     };
     let most = unanswered.then_some(WAITING_UNANSWERED);
     if !waits_in_place(hook, request_time) {
-        return Wait::No;
+        let booked =
+            books_overflow(hook).then(|| w.local.book(hook.id, hook_cap(Lane::Fast), w.settings.patience)).flatten();
+        return booked.map_or(Wait::No, Wait::Booked);
     }
     match w.local.turn_to_wait(hook.id, most) {
         Some(turn) => Wait::Turn(turn),
@@ -858,10 +883,10 @@ mod tests {
 
     /// A burst to a hook none of whose requests has ended: in its first moments, 32 of its
     /// overflow wait in place and the next comes back later on the fast lane; once its
-    /// first request has gone unanswered for a quarter of the wait, none waits or comes
-    /// back, and the overflow goes on to the slow lane, as a black hole's always did.
+    /// first request has gone unanswered for a quarter of the wait, none waits, and the
+    /// overflow is booked back on the fast lane, a place's worth of that silence apart.
     #[tokio::test]
-    async fn a_new_hooks_overflow_waits_a_few_in_place_then_comes_back_and_not_past_its_first_moments() {
+    async fn a_new_hooks_overflow_waits_a_few_in_place_then_comes_back_then_is_booked() {
         let h = EmbeddedHarness::start().await;
         let w = worker_over(&h);
         let (hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "new").await;
@@ -880,7 +905,11 @@ mod tests {
             assert!(matches!(last, [Wait::Later]), "past the bound: {last:?}");
             drop(decided);
             tokio::time::sleep(PLACE_IN_PLACE / 4 + Duration::from_millis(5)).await;
-            assert!(matches!(fast_overflow(&w, &hook), Wait::No), "unanswered past its first moments");
+            let booked = fast_overflow(&w, &hook);
+            assert!(
+                matches!(booked, Wait::Booked(after) if after * cap >= PLACE_IN_PLACE / 4),
+                "unanswered past its first moments: {booked:?}"
+            );
             drop(held);
             return;
         }
