@@ -236,6 +236,8 @@ async fn main() -> anyhow::Result<()> {
             r.fanout.push(("aws (emulator)", fanout::aws(if quick { 1_000 } else { 10_000 }).await?));
             eprintln!("bench: replay");
             r.replay = Some(replay::run(&bin_dir, if quick { 5_000 } else { 100_000 }, 0).await?);
+            eprintln!("bench: replay to a receiver answering 75 ms late");
+            r.replay_late = Some((75, replay::run(&bin_dir, if quick { 1_000 } else { 5_000 }, 75).await?));
             eprintln!("bench: embedded database size with retention");
             r.retention = Some(retention::run(if quick { 50 } else { 500 }, if quick { 3 } else { 4 }).await?);
             eprintln!("bench: Lambda binaries");

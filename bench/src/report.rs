@@ -22,6 +22,8 @@ pub struct Results {
     pub rate: Option<noisy::RateFigures>,
     pub retention: Option<crate::retention::Figures>,
     pub replay: Option<crate::replay::Figures>,
+    /// A replay to a receiver answering late, and how late (ms).
+    pub replay_late: Option<(u64, crate::replay::Figures)>,
 }
 
 /// Where the Svix figures come from.
@@ -257,6 +259,17 @@ pub fn render(r: &Results) -> String {
             rp.delivered_secs,
             rp.deliveries as f64 / rp.delivered_secs
         );
+        if let Some((late_ms, late)) = &r.replay_late {
+            // What the hook's 96 fast-lane places allow at that answer time.
+            let allowed = f64::from(delivery_worker::FAST_LANE_HOOK_CAP) * 1000.0 / *late_ms as f64;
+            let _ = writeln!(
+                s,
+                "| {} deliveries replayed to a receiver answering {late_ms} ms late, every one received | {:.1} s ({:.0}/s; its fast-lane places allow {allowed:.0}/s) |",
+                late.deliveries,
+                late.delivered_secs,
+                late.deliveries as f64 / late.delivered_secs
+            );
+        }
         let _ = writeln!(
             s,
             "| server peak memory, before → after the replay | {:.0} → {:.0} MiB |\n",
