@@ -272,8 +272,8 @@ pub fn render(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| server peak memory, before → after the replay | {:.0} → {:.0} MiB |\n",
-            rp.peak_rss_before_mb, rp.peak_rss_after_mb
+            "| server peak memory, before → after the replay of {} | {:.0} → {:.0} MiB |\n",
+            rp.deliveries, rp.peak_rss_before_mb, rp.peak_rss_after_mb
         );
         let _ = writeln!(
             s,

@@ -1029,10 +1029,13 @@ mod tests {
                 () = waits => None,
             };
             // Not waited for: decided too late on a busy machine (the decision itself is
-            // `prepare`'s test), or not at all. Either way, tried again.
+            // `prepare`'s test), or not at all. Either way, tried again, once the delivery
+            // booked back on the fast lane is off it.
             if let Some(outcome) = decided_at_once {
                 assert!(outcome.failed.is_empty());
-                assert_eq!(on_the_slow_lane(&h).await, 1, "handed on to the slow lane");
+                // (Or, were the machine stopped past the patience, handed on.)
+                let back = h.backend().lanes().fast.receive(10, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(back.len() + on_the_slow_lane(&h).await, 1, "booked back on the fast lane");
                 continue;
             }
             held.pop();
@@ -1153,21 +1156,35 @@ mod tests {
         );
     }
 
-    /// No place given back within the wait: the delivery goes on to the slow lane. Whether
-    /// a new hook (none of its requests ended yet) waits at all, it goes on when none is
-    /// given back.
+    /// No place given back within the wait: the delivery goes on to the slow lane, a fast
+    /// hook's, and a new hook's (none of its requests ended yet) that waited in its first
+    /// moments.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hook_at_its_cap_with_no_place_given_back_goes_to_the_slow_lane() {
         for took in [Some(Duration::from_millis(5)), None] {
-            let (h, receiver, hook, worker, _held) = busy_hook().await;
-            let messages = a_delivery(&h, &hook).await;
-            if let Some(t) = took {
-                worker.local.took(hook.id, t);
+            for attempt in 0..5 {
+                let (h, receiver, hook, worker, held) = busy_hook().await;
+                drop(held);
+                let messages = a_delivery(&h, &hook).await;
+                // Its first requests begin now.
+                let _held = every_fast_place(&worker, &hook);
+                if let Some(t) = took {
+                    worker.local.took(hook.id, t);
+                }
+                let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+                assert!(outcome.failed.is_empty());
+                assert!(receiver.received().is_empty(), "{took:?}: nothing sent");
+                let slow = on_the_slow_lane(&h).await;
+                // A new hook decided on after its first moments (a busy machine) is booked
+                // back on the fast lane without waiting: tried again.
+                if took.is_none() && slow == 0 && attempt < 4 {
+                    let back = h.backend().lanes().fast.receive(10, Duration::from_secs(5)).await.unwrap();
+                    assert_eq!(back.len(), 1, "booked back on the fast lane");
+                    continue;
+                }
+                assert_eq!(slow, 1, "{took:?}: handed on to the slow lane");
+                break;
             }
-            let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
-            assert!(outcome.failed.is_empty());
-            assert!(receiver.received().is_empty(), "{took:?}: nothing sent");
-            assert_eq!(on_the_slow_lane(&h).await, 1, "{took:?}: handed on to the slow lane");
         }
     }
 

@@ -173,26 +173,30 @@ impl Local {
     /// gone unanswered. `None` when that is longer than `most`, or the hook is quiet. The
     /// delivery comes back a place's worth of that time (over `places`) after the last one
     /// booked, or after now once that one is due. Booked one after another, a backlog comes
-    /// back about as fast as the hook's places free up, each delivery about once, rather
-    /// than all of it at once or on a lane that drains it a few at a time; a hook yet to
-    /// answer has its overflow booked further apart the longer it stays silent. Forgotten
-    /// with the hook's entry: by then its places are all free, and nothing booked needs
-    /// pacing.
+    /// back about as fast as the hook's places free up, most deliveries once or twice,
+    /// rather than all of it at once or on a lane that drains it a few at a time. A hook yet
+    /// to answer has its overflow booked no sooner than its silence so far, so one of its
+    /// deliveries that comes back to it still silent waits at least twice as long the next
+    /// time: a few bookings until `most`, however small its backlog. Forgotten with the
+    /// hook's entry: by then its places are all free, and nothing booked needs pacing.
     pub(crate) fn book(&self, hook: HookId, places: u32, most: Duration) -> Option<Duration> {
         let mut hooks = self.lock();
         let e = hooks.get_mut(&hook)?;
-        let typical = match e.lately {
+        let (typical, unanswered) = match e.lately {
             Some((ms, last_ended)) => {
                 let typical = Duration::from_secs_f64(ms / 1e3);
-                (last_ended.elapsed() <= typical * 2).then_some(typical)?
+                ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false)
             }
-            None => e.unanswered_for()?,
+            None => (e.unanswered_for()?, true),
         };
         if typical > most {
             return None;
         }
         let now = tokio::time::Instant::now();
-        let at = e.booked_until.filter(|t| *t > now).unwrap_or(now) + typical / places.max(1);
+        let mut at = e.booked_until.filter(|t| *t > now).unwrap_or(now) + typical / places.max(1);
+        if unanswered {
+            at = at.max(now + typical);
+        }
         e.booked_until = Some(at);
         Some(at - now)
     }
@@ -474,7 +478,9 @@ mod tests {
         let _d_held = local.acquire(d, Lane::Fast, 1).unwrap();
         tokio::time::sleep(soon).await;
         let booked = local.book(d, 4, most).unwrap();
-        assert!(booked >= soon / 4 && booked < most / 4, "{booked:?}: a quarter of its silence");
+        assert!(booked >= soon && booked < most, "{booked:?}: no sooner than its silence so far");
+        let behind = local.book(d, 4, most).unwrap();
+        assert!(behind > booked && behind <= booked + booked / 4, "{behind:?}: behind the first, by a quarter of it");
         assert_eq!(local.book(d, 4, soon / 2), None, "silent for longer than `most`: not booked");
     }
 
