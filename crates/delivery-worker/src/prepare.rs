@@ -389,7 +389,8 @@ enum Wait {
     Later,
     /// Comes back on the fast lane after this long, holding no place meanwhile: booked
     /// behind the hook's other overflow ([`Local::book`](crate::local::Local::book)), a
-    /// place's worth of its pace apart.
+    /// place's worth of its request time apart, and for a hook yet to answer no sooner than
+    /// its silence so far.
     Booked(Duration),
     /// Goes on to the slow lane, as any delivery over its hook's cap did before.
     No,
