@@ -288,6 +288,13 @@ mod tests {
             .collect()
     }
 
+    /// Returns once `n` of `hook`'s deliveries wait for one of its places.
+    async fn waiting_for_places(worker: &Worker, hook: &Hook, n: usize) {
+        while worker.local.waiters(hook.id) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// One delivery of `hook`, as the fast lane hands it to the worker.
     async fn a_delivery(h: &EmbeddedHarness, hook: &Hook) -> Vec<ReceivedMessage> {
         let fast = &h.backend().lanes().fast;
@@ -1019,11 +1026,7 @@ mod tests {
             let mut held = every_fast_place(&worker, &hook);
             let handling = handle(&worker, &messages, BatchContext::lane(Lane::Fast));
             tokio::pin!(handling);
-            let waits = async {
-                while worker.local.waiters(hook.id) == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            };
+            let waits = waiting_for_places(&worker, &hook, 1);
             let decided_at_once = tokio::select! {
                 outcome = &mut handling => Some(outcome),
                 () = waits => None,
@@ -1070,11 +1073,7 @@ mod tests {
             let mut held = every_fast_place(&worker, &hook);
             let handling = handle(&worker, &messages, BatchContext::lane(Lane::Fast));
             tokio::pin!(handling);
-            let all_wait = async {
-                while worker.local.waiters(hook.id) < n - 1 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            };
+            let all_wait = waiting_for_places(&worker, &hook, n - 1);
             let outcome = tokio::select! {
                 outcome = &mut handling => outcome,
                 () = all_wait => {
@@ -1132,12 +1131,7 @@ mod tests {
         let handling = handle(&worker, &messages, BatchContext::lane(Lane::Fast));
         tokio::pin!(handling);
         let waits = async {
-            let waited_on = async {
-                while worker.local.waiters(hook.id) == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), waited_on).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), waiting_for_places(&worker, &hook, 1)).await;
         };
         let outcome = tokio::select! {
             outcome = &mut handling => outcome,

@@ -46,10 +46,15 @@ impl Entry {
             && Arc::strong_count(&self.freed) == 1
     }
 
+    /// How long its requests have taken lately, and when the last of them ended.
+    fn typical(&self) -> Option<(Duration, tokio::time::Instant)> {
+        self.lately.map(|(ms, last_ended)| (Duration::from_secs_f64(ms / 1e3), last_ended))
+    }
+
     /// See [`Local::pace`].
     fn pace(&self) -> Option<Duration> {
-        let (ms, last_ended) = self.lately?;
-        Some(Duration::from_secs_f64(ms / 1e3).max(last_ended.elapsed()))
+        let (typical, last_ended) = self.typical()?;
+        Some(typical.max(last_ended.elapsed()))
     }
 
     /// See [`Local::unanswered_for`].
@@ -126,7 +131,7 @@ impl Local {
     /// How long the hook's requests have taken lately, if this process has seen some.
     #[cfg(test)]
     pub(crate) fn typical(&self, hook: HookId) -> Option<Duration> {
-        self.lock().get(&hook).and_then(|e| e.lately).map(|(ms, _)| Duration::from_secs_f64(ms / 1e3))
+        self.lock().get(&hook).and_then(Entry::typical).map(|(typical, _)| typical)
     }
 
     /// How long until one of the hook's requests ends, as far as this process can tell:
@@ -182,11 +187,8 @@ impl Local {
     pub(crate) fn book(&self, hook: HookId, places: u32, most: Duration) -> Option<Duration> {
         let mut hooks = self.lock();
         let e = hooks.get_mut(&hook)?;
-        let (typical, unanswered) = match e.lately {
-            Some((ms, last_ended)) => {
-                let typical = Duration::from_secs_f64(ms / 1e3);
-                ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false)
-            }
+        let (typical, unanswered) = match e.typical() {
+            Some((typical, last_ended)) => ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false),
             None => (e.unanswered_for()?, true),
         };
         if typical > most {
