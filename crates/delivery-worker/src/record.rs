@@ -20,7 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Reachability;
 use hookbridge_core::delivery::{
-    DeliveryStatus, DeliveryUpdate, NOT_RETRIED_PAST_RETENTION, past_retention, past_retention_note,
+    Attempt, DeliveryKey, DeliveryStatus, DeliveryUpdate, NOT_RETRIED_PAST_RETENTION, past_retention,
+    past_retention_note,
 };
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::Observation;
@@ -419,6 +420,37 @@ fn recorded(task: &Task) -> Task {
     Task { unrecorded: None, ..task.clone() }
 }
 
+/// The attempt's log line, "delivery attempted". A success is a `debug` line: at the
+/// volume the platform is for it would be most of the log, and say nothing its record
+/// (Read, the console) does not; on AWS every line is paid for too (CloudWatch Logs, about
+/// $0.20 a million deliveries). Any other outcome is an `info` line: what an operator
+/// looks for (README: the failing-deliveries alarm).
+fn log_attempt(k: &DeliveryKey, number: u32, probe: bool, attempt: &Attempt, status: DeliveryStatus) {
+    // A macro, since an event's level is part of its call site and must be a constant.
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                hook_id = %k.hook_id,
+                delivery_id = %k.delivery_id,
+                tenant = %k.tenant,
+                attempt = number,
+                probe,
+                status_code = attempt.status_code,
+                error_class = attempt.error_class.map(|c| c.as_str()),
+                duration_ms = attempt.duration_ms,
+                outcome = ?status,
+                "delivery attempted"
+            )
+        };
+    }
+    if status == DeliveryStatus::Succeeded {
+        line!(tracing::Level::DEBUG);
+    } else {
+        line!(tracing::Level::INFO);
+    }
+}
+
 /// The record of one attempt and the message that carries the delivery on, if any.
 fn attempted(
     w: &Worker,
@@ -507,18 +539,7 @@ fn attempted(
             }
         }
     };
-    tracing::info!(
-        hook_id = %k.hook_id,
-        delivery_id = %k.delivery_id,
-        tenant = %k.tenant,
-        attempt = task.attempt + 1,
-        probe = ready.probe,
-        status_code = report.attempt.status_code,
-        error_class = report.attempt.error_class.map(|c| c.as_str()),
-        duration_ms = report.attempt.duration_ms,
-        outcome = ?status,
-        "delivery attempted"
-    );
+    log_attempt(k, task.attempt + 1, ready.probe, &report.attempt, status);
     let update = DeliveryUpdate {
         delivery: k.clone(),
         attempt: Some(attempt),
@@ -531,4 +552,68 @@ fn attempted(
         opening: task.opening(),
     };
     (update, follow_up)
+}
+
+#[cfg(test)]
+mod tests {
+    use hookbridge_core::ids::{DeliveryId, EventId};
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+
+    use super::*;
+
+    /// The lines written at `level` while `log` runs.
+    fn lines_at(level: tracing::Level, log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(move || writer.clone())
+                .with_filter(tracing_subscriber::filter::LevelFilter::from_level(level)),
+        );
+        tracing::subscriber::with_default(subscriber, log);
+        let written = lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        String::from_utf8_lossy(&written).into_owned()
+    }
+
+    /// At `info` (the default), a failed attempt is logged and a successful one is not; at
+    /// `debug` both are, with the delivery's ids and the attempt's number.
+    #[test]
+    fn a_success_is_a_debug_line_and_any_other_outcome_an_info_line() {
+        let k = DeliveryKey {
+            tenant: "acme".parse().unwrap_or_else(|e| panic!("{e}")),
+            hook_id: HookId::generate(),
+            delivery_id: DeliveryId::generate(),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let attempt = |status_code| Attempt {
+            attempt: 3,
+            at: Utc::now(),
+            duration_ms: 12,
+            status_code: Some(status_code),
+            error_class: None,
+            response_excerpt: None,
+        };
+        let succeeded = || log_attempt(&k, 3, false, &attempt(200), DeliveryStatus::Succeeded);
+        let retrying = || log_attempt(&k, 3, false, &attempt(503), DeliveryStatus::Retrying);
+        assert_eq!(lines_at(tracing::Level::INFO, succeeded), "");
+        let failed = lines_at(tracing::Level::INFO, retrying);
+        assert!(failed.contains("delivery attempted") && failed.contains("\"status_code\":503"), "{failed}");
+        let debug = lines_at(tracing::Level::DEBUG, succeeded);
+        for said in ["delivery attempted", &k.delivery_id.to_string(), &k.hook_id.to_string(), "\"attempt\":3"] {
+            assert!(debug.contains(said), "{said} in {debug}");
+        }
+    }
 }
