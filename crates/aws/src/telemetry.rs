@@ -1,7 +1,8 @@
 //! Logs, set up once for every binary: JSON lines where a machine reads them (Lambda's
 //! CloudWatch, a file, a pipe), readable coloured lines on a terminal, the same fields
 //! either way: those each stage attaches and those of the span it runs in (tenant,
-//! hook_id, delivery_id), so every line about a delivery names it. `RUST_LOG` filters
+//! hook_id, delivery_id), so every line a stage writes about a delivery names it (the
+//! HTTP client's too while the worker's `delivery` span is on: README). `RUST_LOG` filters
 //! (default `info`; one that does not parse is refused); `HOOKBRIDGE_LOG_FORMAT=json|pretty`
 //! overrides the choice.
 

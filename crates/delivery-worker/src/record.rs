@@ -561,7 +561,7 @@ mod tests {
 
     use super::*;
 
-    /// The lines written at `level` while `log` runs.
+    /// The lines written at `level` and above while `log` runs.
     fn lines_at(level: tracing::Level, log: impl FnOnce()) -> String {
         #[derive(Clone, Default)]
         struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -587,8 +587,9 @@ mod tests {
         String::from_utf8_lossy(&written).into_owned()
     }
 
-    /// At `info` (the default), a failed attempt is logged and a successful one is not; at
-    /// `debug` both are, with the delivery's ids and the attempt's number.
+    /// At `info` (the default), an attempt that did not succeed (here one to be retried) is
+    /// logged and a successful one is not; at `debug` both are, with the delivery's ids
+    /// and the attempt's number (the one passed, not the report's own).
     #[test]
     fn a_success_is_a_debug_line_and_any_other_outcome_an_info_line() {
         let k = DeliveryKey {
@@ -599,7 +600,7 @@ mod tests {
             event_type: "user.login".into(),
         };
         let attempt = |status_code| Attempt {
-            attempt: 3,
+            attempt: 9,
             at: Utc::now(),
             duration_ms: 12,
             status_code: Some(status_code),

@@ -77,9 +77,10 @@ async fn send<'a>(
         let Ready { message, task, hook, .. } = *ready;
         return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE, hook_version: hook.version };
     }
-    // Every line the client logs while sending (at `debug` and below) carries the ids. A
-    // `debug` span: at `info` nothing is logged inside it, and an `info` span was formatted
-    // (its three ids, for the JSON lines) for every request all the same.
+    // The ids on every line the HTTP client logs while sending. A `debug` span (on with
+    // `delivery_worker::send=debug`, README): at `info` nothing is logged inside it, and an
+    // `info` span's three ids were formatted, for the JSON lines, for every request all
+    // the same.
     let span = tracing::debug_span!(
         "delivery",
         tenant = %ready.task.delivery.tenant,
