@@ -112,11 +112,23 @@ pub struct WorkerSettings {
     /// Write delivery metrics to stdout as CloudWatch Embedded Metric Format, with this
     /// stack's prefix as a dimension (the Lambda function does; the local runner does not).
     pub emf_stack: Option<String>,
+    /// How long a long-running consumer's recording waits, after a result, for more of
+    /// its batch's before writing them (decision 0035). A batch's requests go out together
+    /// and their answers come back within a moment of one another; written as each came,
+    /// they took two or three writes a batch, each its own commit on the embedded backend.
+    /// The wait ends when the batch's last result is in, and a request slower than it is
+    /// recorded in a write of its own, later. A Lambda invocation writes its whole batch
+    /// at its end and does not wait.
+    pub gather: Duration,
 }
+
+/// [`WorkerSettings::gather`]'s default: about as long as a nearby receiver takes to
+/// answer, and one tick of tokio's timer.
+pub const GATHER: Duration = Duration::from_millis(1);
 
 impl Default for WorkerSettings {
     /// The deployment defaults: the default schedule and disable rule, 2 s of patience on
-    /// the fast lane, 10 s on the slow one.
+    /// the fast lane, 10 s on the slow one, 1 ms of [`WorkerSettings::gather`].
     fn default() -> Self {
         Self {
             schedule: RetrySchedule::default(),
@@ -124,6 +136,7 @@ impl Default for WorkerSettings {
             patience: Duration::from_secs(2),
             timeout: hookbridge_outbound::DEFAULT_TIMEOUT,
             emf_stack: None,
+            gather: GATHER,
         }
     }
 }
@@ -137,6 +150,7 @@ impl WorkerSettings {
             patience: s.fast_lane_patience.min(s.request_timeout),
             timeout: s.request_timeout,
             emf_stack: None,
+            gather: GATHER,
         }
     }
 
@@ -340,6 +354,77 @@ mod tests {
         assert!(outcome.failed.is_empty());
         let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap().unwrap();
         assert_eq!((d.status, d.round, d.note), (DeliveryStatus::Succeeded, 1, task.note));
+    }
+
+    /// What a long-running consumer is told, one entry per settlement: how many messages
+    /// it settled.
+    #[derive(Default)]
+    struct Settlements(std::sync::Mutex<Vec<usize>>);
+
+    #[async_trait]
+    impl Settle for Settlements {
+        async fn settled(&self, _: Vec<Receipt>, count: usize) {
+            self.0.lock().unwrap().push(count);
+        }
+    }
+
+    /// Answers that come back within the gathering wait of one another are recorded and
+    /// settled in one write, a later one in a write of its own once it comes; a batch
+    /// whose last answer is in is written at once, without waiting out the rest of the
+    /// wait. Each answer was written as it came, and each write was a commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_close_together_are_settled_in_one_write_and_a_slower_one_later() {
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "gathered").await;
+        hook.config.url = receiver.url("/hook");
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let fast = &h.backend().lanes().fast;
+        let received = |n| async move {
+            let got = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(got.len(), n);
+            got
+        };
+        let settled_in = |messages: Vec<ReceivedMessage>, gather| {
+            let worker = worker_with(
+                h.backend(),
+                WorkerSettings { gather, patience: Duration::from_secs(30), ..WorkerSettings::default() },
+            );
+            async move {
+                let settlements = Settlements::default();
+                let ctx = BatchContext { lane: Lane::Fast, deadline: None, settle: Some(&settlements) };
+                let outcome = tokio::time::timeout(Duration::from_secs(20), handle(&worker, &messages, ctx))
+                    .await
+                    .expect("the batch was done with");
+                assert!(outcome.failed.is_empty());
+                settlements.0.into_inner().unwrap()
+            }
+        };
+
+        // The first answer at once, the second 200 ms after it, the third 3 s after.
+        receiver.script([
+            Reply::status(200),
+            Reply::status(200).after(Duration::from_millis(200)),
+            Reply::status(200).after(Duration::from_secs(3)),
+        ]);
+        fast.send_batch(&[task_of(&hook), task_of(&hook), task_of(&hook)]).await.unwrap();
+        let mut batch = received(3).await;
+        assert_eq!(settled_in(batch.clone(), Duration::from_secs(1)).await, vec![2, 1]);
+
+        // A wait far longer than the test's own limit: the batch's end ends it.
+        receiver.always(Reply::status(200));
+        fast.send_batch(&[task_of(&hook)]).await.unwrap();
+        let last = received(1).await;
+        assert_eq!(settled_in(last.clone(), Duration::from_secs(3600)).await, vec![1]);
+
+        batch.extend(last);
+        for m in &batch {
+            let k = Task::parse(&m.body, 1).unwrap().delivery;
+            let d = h.backend().deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap();
+            assert_eq!(d.status, hookbridge_core::delivery::DeliveryStatus::Succeeded);
+        }
+        assert_eq!(fast.depth().await.unwrap().in_flight, 0, "every message was deleted");
     }
 
     /// A fast-lane attempt whose budget runs out while its hook's token is still being

@@ -1,7 +1,8 @@
 //! Phase three: what each message came to, written down. For a long-running consumer
-//! (the local runner) results are written as they arrive: whatever is waiting when a write
-//! ends goes into the next one, so a busy worker writes in batches, an idle one at once,
-//! and no message waits for the batch's slowest request to be settled. A Lambda
+//! (the local runner) results are written as they arrive: a group is what has come in
+//! when the last write ended and what comes within [`crate::WorkerSettings::gather`] after it,
+//! so a busy worker writes in batches, an idle one at once, and no message waits for the
+//! batch's slowest request to be settled. A Lambda
 //! invocation's messages are deleted by the event source mapping only when it returns, so
 //! there the whole batch is written together, in the fewest requests.
 //!
@@ -33,6 +34,7 @@ use hookbridge_core::ports::{BatchOutcome, CarriedOn, OutgoingMessage, Receipt, 
 use hookbridge_core::topology::LANE_RECEIVES;
 use hookbridge_outbound::AttemptReport;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::prepare::Ready;
 use crate::{BatchContext, Worker};
@@ -111,10 +113,17 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
     }
     while let Some(first) = results.recv().await {
         let mut group = vec![first];
+        // What has come in, then what comes before the wait is over. The channel closes
+        // once the batch's last request is done, which ends the wait at once.
+        let until = tokio::time::Instant::now() + w.settings.gather;
         while group.len() < GROUP_MAX {
             match results.try_recv() {
                 Ok(d) => group.push(d),
-                Err(_) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => match tokio::time::timeout_at(until, results.recv()).await {
+                    Ok(Some(d)) => group.push(d),
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         outcome.failed.extend(flush(w, ctx, group, None).await);
