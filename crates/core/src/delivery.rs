@@ -183,9 +183,24 @@ pub struct Delivery {
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// The envelope, when it is kept with the delivery instead of in the event store
-    /// (decision 0021); never shown as a delivery's field, only as its envelope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (decision 0021); never shown as a delivery's field, only as its envelope. Written as
+    /// a string of its JSON, and read either so or as the JSON itself ([`kept_envelope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "kept_envelope")]
     pub envelope: Option<String>,
+}
+
+/// Reads a delivery's kept envelope written as a string of its JSON (as a delivery writes
+/// itself) or as the JSON itself (as the embedded store writes it, which spares escaping
+/// each of its quotes), to the same text.
+fn kept_envelope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(raw) = Option::<Box<serde_json::value::RawValue>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if raw.get().starts_with('"') {
+        serde_json::from_str(raw.get()).map(Some).map_err(serde::de::Error::custom)
+    } else {
+        Ok(Some(raw.get().to_owned()))
+    }
 }
 
 impl Delivery {
@@ -378,6 +393,39 @@ pub struct DeliveryKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kept envelope reads back as the same text whether it was written as a string of
+    /// its JSON (as a delivery serializes itself, and as every record was written before
+    /// the embedded store wrote it as JSON) or as the JSON itself, spaces and escapes and
+    /// all: it is what a replay sends and signs again.
+    #[test]
+    fn a_kept_envelope_reads_the_same_from_a_string_or_from_its_json() {
+        let envelope = r#"{"id": "e-1", "detail":{"say":"a \"quoted\" word","name":"Jos\u00e9"}}"#;
+        let mut d = Delivery::pending(
+            DeliveryId::generate(),
+            "t".parse().unwrap(),
+            HookId::generate(),
+            "e".parse().unwrap(),
+            "x".into(),
+            Utc::now(),
+        );
+        d.envelope = Some(envelope.to_owned());
+        let as_string = serde_json::to_string(&d).unwrap();
+        assert!(as_string.contains(r#""envelope":"{\"id\""#), "{as_string}");
+        let as_json = format!(
+            r#"{},"envelope":{envelope}}}"#,
+            serde_json::to_string(&Delivery { envelope: None, ..d.clone() }).unwrap().trim_end_matches('}')
+        );
+        for doc in [&as_string, &as_json] {
+            let back: Delivery = serde_json::from_str(doc).unwrap();
+            assert_eq!(back, d, "{doc}");
+        }
+        let without: Delivery =
+            serde_json::from_str(&serde_json::to_string(&Delivery { envelope: None, ..d.clone() }).unwrap()).unwrap();
+        assert_eq!(without.envelope, None);
+        let null = as_string.replace(&serde_json::to_string(envelope).unwrap(), "null");
+        assert_eq!(serde_json::from_str::<Delivery>(&null).unwrap().envelope, None);
+    }
 
     fn key() -> DeliveryKey {
         DeliveryKey {
