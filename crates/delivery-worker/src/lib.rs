@@ -113,7 +113,8 @@ pub struct WorkerSettings {
     /// stack's prefix as a dimension (the Lambda function does; the local runner does not).
     pub emf_stack: Option<String>,
     /// How long a long-running consumer's recording waits, after a result, for more of
-    /// its batch's before writing them (decision 0035). A batch's requests go out together
+    /// its batch's before writing them (decision 0035); tokio's timer rounds it up to its
+    /// next millisecond tick, and zero is no wait. A batch's requests go out together
     /// and their answers come back within a moment of one another; written as each came,
     /// they took two or three writes a batch, each its own commit on the embedded backend.
     /// The wait ends when the batch's last result is in, and a request slower than it is

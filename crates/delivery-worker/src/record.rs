@@ -120,6 +120,9 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
             match results.try_recv() {
                 Ok(d) => group.push(d),
                 Err(TryRecvError::Disconnected) => break,
+                // tokio's timer rounds a deadline up to its next millisecond: no wait at
+                // all is none.
+                Err(TryRecvError::Empty) if w.settings.gather.is_zero() => break,
                 Err(TryRecvError::Empty) => match tokio::time::timeout_at(until, results.recv()).await {
                     Ok(Some(d)) => group.push(d),
                     Ok(None) | Err(_) => break,

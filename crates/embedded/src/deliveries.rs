@@ -25,13 +25,28 @@ fn from_doc(doc: &str) -> Result<Delivery> {
     serde_json::from_str(doc).map_err(|e| Error::corrupt("a delivery", e))
 }
 
-/// A delivery as stored: its JSON, with a kept envelope written as the JSON it is rather
-/// than as a string of it. Escaping each of the envelope's quotes was most of what encoding
-/// a record cost, on the one writer (BENCHMARKS.md); `Delivery` reads either way. An
-/// envelope that is not JSON (none is, but the record must stay readable) stays a string.
-fn to_doc(mut d: Delivery) -> Result<String> {
+/// Whether a kept envelope is written into its delivery's row as the JSON it is, rather
+/// than as a string of it (decision 0036). Not in this release: the release before it
+/// reads the envelope only as a string, and an older release must open the database again
+/// (README). This release reads both; the next one turns this on.
+const ENVELOPE_AS_JSON: bool = false;
+
+/// A delivery as stored, as this release writes it ([`ENVELOPE_AS_JSON`]).
+fn to_doc(d: Delivery) -> Result<String> {
+    doc_of(d, ENVELOPE_AS_JSON)
+}
+
+/// A delivery's JSON; with `envelope_as_json`, a kept envelope goes into it as the JSON it
+/// is. Escaping each of the envelope's quotes was most of what encoding a record cost, on
+/// the one writer (BENCHMARKS.md); `Delivery` reads either form to the same text. An
+/// envelope that is not a JSON object (none is, but the record must read back as it was
+/// written) stays a string.
+fn doc_of(mut d: Delivery, envelope_as_json: bool) -> Result<String> {
+    let object = |e: &str| {
+        e.starts_with('{') && e.ends_with('}') && serde_json::from_str::<&serde_json::value::RawValue>(e).is_ok()
+    };
     let kept = match d.envelope.take() {
-        Some(e) if serde_json::from_str::<&serde_json::value::RawValue>(&e).is_ok() => Some(e),
+        Some(e) if envelope_as_json && object(&e) => Some(e),
         not_json => {
             d.envelope = not_json;
             None
@@ -203,36 +218,81 @@ mod tests {
 
     use super::*;
 
-    /// A record's kept envelope is stored as the JSON it is, not as a string of it that
-    /// escapes each quote, and reads back as the same text, as `get` and the next record
-    /// of the same delivery see it.
-    #[tokio::test]
-    async fn a_kept_envelope_is_stored_as_its_json_and_reads_back_as_the_same_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("hb.db")).unwrap();
-        let store = SqliteDeliveryStore::new(db.clone());
-        let envelope = r#"{"id": "e-1", "detail":{"say":"a \"quoted\" word","name":"Jos\u00e9"}}"#;
-        let key = DeliveryKey {
+    fn key() -> DeliveryKey {
+        DeliveryKey {
             tenant: "acme".parse().unwrap(),
             hook_id: HookId::generate(),
             delivery_id: DeliveryId::generate(),
             event_id: "e-1".parse().unwrap(),
             event_type: "user.login".into(),
-        };
-        let mut opened = DeliveryUpdate::cancelled(key.clone(), 0, "for the test".into(), Utc::now());
-        opened.opening = Some(Opening { created_at: Utc::now(), envelope: Some(envelope.to_owned()) });
+        }
+    }
+
+    const ENVELOPE: &str = r#"{"id": "e-1", "detail":{"say":"a \"quoted\" word","name":"Jos\u00e9"}}"#;
+
+    /// The delivery `key` opened by a record that keeps [`ENVELOPE`].
+    fn opened(key: &DeliveryKey) -> DeliveryUpdate {
+        let mut u = DeliveryUpdate::cancelled(key.clone(), 0, "for the test".into(), Utc::now());
+        u.opening = Some(Opening { created_at: Utc::now(), envelope: Some(ENVELOPE.to_owned()) });
+        u
+    }
+
+    async fn stored_doc(db: &Db) -> String {
+        db.write(|c| c.query_row("SELECT doc FROM deliveries", [], |r| r.get(0)).map_err(crate::error::sql("test")))
+            .await
+            .unwrap()
+    }
+
+    /// This release writes a kept envelope as a string of its JSON, which the release
+    /// before it reads (decision 0036); it reads back as the same text.
+    #[tokio::test]
+    async fn this_release_writes_a_kept_envelope_as_the_release_before_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let store = SqliteDeliveryStore::new(db.clone());
+        let key = key();
+        let u = opened(&key);
+        db.write(move |c| record_in(c, std::slice::from_ref(&u))).await.unwrap();
+        let doc = stored_doc(&db).await;
+        assert!(doc.contains(&format!(r#""envelope":{}"#, serde_json::to_string(ENVELOPE).unwrap())), "{doc}");
+        let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!(read.envelope.as_deref(), Some(ENVELOPE));
+    }
+
+    /// A row whose kept envelope is the JSON it is (as the next release writes it) reads
+    /// back as the same text, spaces and escapes and all, through `get` and through the
+    /// next record of the same delivery; and the envelope is written so only as an object.
+    #[tokio::test]
+    async fn a_kept_envelope_written_as_its_json_reads_back_as_the_same_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("hb.db")).unwrap();
+        let store = SqliteDeliveryStore::new(db.clone());
+        let key = key();
+        let mut d = Delivery::opened_by(&opened(&key));
+        d.apply(&opened(&key));
+        let doc = doc_of(d.clone(), true).unwrap();
+        assert!(doc.contains(&format!(r#""envelope":{ENVELOPE}}}"#)), "{doc}");
+        let (h, id, exp) = (key.hook_id.to_string(), key.delivery_id.to_string(), expiry(&d));
+        db.write(move |c| {
+            c.execute(
+                "INSERT INTO deliveries (hook_id, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![h, id, doc, exp],
+            )
+            .map_err(crate::error::sql("test"))
+        })
+        .await
+        .unwrap();
+        let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!(read.envelope.as_deref(), Some(ENVELOPE));
         let again = DeliveryUpdate::cancelled(key.clone(), 1, "again".into(), Utc::now());
-        for u in [opened, again] {
-            db.write(move |c| record_in(c, std::slice::from_ref(&u))).await.unwrap();
-            let doc: String = db
-                .write(|c| {
-                    c.query_row("SELECT doc FROM deliveries", [], |r| r.get(0)).map_err(crate::error::sql("test"))
-                })
-                .await
-                .unwrap();
-            assert!(doc.contains(&format!(r#""envelope":{envelope}"#)), "{doc}");
-            let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
-            assert_eq!(read.envelope.as_deref(), Some(envelope));
+        db.write(move |c| record_in(c, std::slice::from_ref(&again))).await.unwrap();
+        let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
+        assert_eq!((read.round, read.envelope.as_deref()), (1, Some(ENVELOPE)));
+
+        for not_an_object in [r#""a string""#, "null", " {\"padded\": 1} "] {
+            d.envelope = Some(not_an_object.to_owned());
+            let back = from_doc(&doc_of(d.clone(), true).unwrap()).unwrap();
+            assert_eq!(back.envelope.as_deref(), Some(not_an_object));
         }
     }
 }
