@@ -190,8 +190,8 @@ pub struct Delivery {
 }
 
 /// Reads a delivery's kept envelope written as a string of its JSON (as a delivery writes
-/// itself) or as the JSON itself (as the embedded store writes it, which spares escaping
-/// each of its quotes), to the same text.
+/// itself) or as the JSON itself (as the embedded store's next release writes it, which
+/// spares escaping each of its quotes: decision 0036), to the same text.
 fn kept_envelope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let Some(raw) = Option::<Box<serde_json::value::RawValue>>::deserialize(d)? else {
         return Ok(None);

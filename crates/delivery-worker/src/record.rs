@@ -1,10 +1,10 @@
 //! Phase three: what each message came to, written down. For a long-running consumer
 //! (the local runner) results are written as they arrive: a group is what has come in
-//! when the last write ended and what comes within [`crate::WorkerSettings::gather`] after it,
-//! so a busy worker writes in batches, an idle one at once, and no message waits for the
-//! batch's slowest request to be settled. A Lambda
-//! invocation's messages are deleted by the event source mapping only when it returns, so
-//! there the whole batch is written together, in the fewest requests.
+//! when the last write ended and what comes within [`crate::WorkerSettings::gather`]
+//! after it, so a busy worker writes in batches, an idle one at once, and no message waits
+//! for the batch's slowest request to be settled. A Lambda invocation's messages are
+//! deleted by the event source mapping only when it returns, so there the whole batch is
+//! written together, in the fewest requests.
 //!
 //! For each group: one store call records every attempt and status; follow-up messages
 //! (retries, deferrals, moves to the slow lane) are sent to their lanes; each hook's
