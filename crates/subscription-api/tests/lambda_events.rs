@@ -55,10 +55,15 @@ async fn every_sample_request_gets_its_answer() {
     assert_eq!(fields, ["name", "url"]);
 }
 
-/// A `hooks:read` token of tenant `acme`'s, signed with `key`, for ten minutes.
+/// A `hooks:read` token of tenant `acme`'s, signed with `key`, for ten minutes. Each is a
+/// token not seen before (its own `sub`), so its check is never one the API kept from an
+/// earlier call (decision 0037): what a key signs is checked afresh.
 fn token(key: &str) -> String {
+    static MINTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let exp = chrono::Utc::now().timestamp() as u64 + 600;
-    let claims = subscription_api::Claims { sub: "s".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp };
+    let claims =
+        subscription_api::Claims { sub: format!("s-{n}"), tenant: "acme".into(), scope: "hooks:read".into(), exp };
     subscription_api::mint_token(&JwtKey::new(key), &claims).expect("a token")
 }
 

@@ -7,9 +7,13 @@
 //! access token (an ID token, by Cognito's `token_use` or Keycloak's `typ`). The tenant comes from
 //! the configured claim (`tenant` by default), the scopes from `scope` (space-separated)
 //! or `scp` (a list, as Entra ID and Okta write it).
+//!
+//! A token once checked is taken again without checking it for up to
+//! [`CHECKED_KEPT_FOR`], never past its own `exp`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use hookbridge_core::ports::KeySource;
 use hookbridge_core::secret::Secret;
@@ -29,12 +33,72 @@ use crate::error::ApiError;
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
 
+/// How long a token, once checked, is taken again without checking its signature and
+/// claims. A producer publishes call after call with one token, and each check (decoding,
+/// the signature, the claims as JSON) was about 1 % of the embedded server's CPU at
+/// saturation. Either key source already lets a token signed with a key just rotated out
+/// through for longer than this: the HS256 key is read again every 5 minutes, an issuer's
+/// keys are kept for an hour.
+pub const CHECKED_KEPT_FOR: Duration = Duration::from_secs(60);
+
+/// The most tokens kept checked: a deployment's producers and console users each hold one
+/// or a few at a time. One evicted is checked afresh on its next call.
+const CHECKED_AT_MOST: u64 = 1024;
+
 /// What the API checks tokens with.
 #[derive(Clone, Debug)]
 pub struct Tokens {
     hs256: Option<Arc<dyn KeySource>>,
     issuer: Option<Arc<Issuer>>,
     tenant_claim: Arc<str>,
+    checked: Checked,
+}
+
+/// Tokens lately checked, and until when each is taken unchecked: [`CHECKED_KEPT_FOR`]
+/// after its check, or its `exp` if sooner. Only a token accepted is kept.
+#[derive(Clone)]
+struct Checked {
+    callers: moka::sync::Cache<Box<str>, (Caller, SystemTime)>,
+    kept_for: Duration,
+}
+
+impl Checked {
+    fn new(kept_for: Duration) -> Self {
+        let callers = moka::sync::Cache::builder().max_capacity(CHECKED_AT_MOST).time_to_live(kept_for).build();
+        Self { callers, kept_for }
+    }
+
+    /// The caller `token` was checked for, if it is still taken unchecked.
+    fn get(&self, token: &str) -> Option<Caller> {
+        let (caller, until) = self.callers.get(token)?;
+        (SystemTime::now() < until).then_some(caller)
+    }
+
+    /// Keeps `token`, checked now for `caller`, until `kept_for` from now or `exp` (seconds
+    /// since the epoch, from the token), whichever is sooner.
+    fn keep(&self, token: &str, caller: &Caller, exp: Option<f64>) {
+        let now = SystemTime::now();
+        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else { return };
+        // What is left of the token's life, as far as `kept_for`: an `exp` too far ahead
+        // for a `SystemTime` (as a `hookbridge token` for good may be) is kept for
+        // `kept_for`, one with none (which the check refuses) or past not at all.
+        let left = match exp {
+            Some(e) if e.is_finite() => e - since_epoch.as_secs_f64(),
+            _ => return,
+        };
+        if left <= 0.0 {
+            return;
+        }
+        let kept = Duration::try_from_secs_f64(left).map_or(self.kept_for, |left| left.min(self.kept_for));
+        self.callers.insert(token.into(), (caller.clone(), now + kept));
+    }
+}
+
+/// Never the tokens: they are bearer credentials.
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked").field("kept_for", &self.kept_for).finish_non_exhaustive()
+    }
 }
 
 /// Why the API cannot check tokens as configured.
@@ -51,7 +115,12 @@ impl Tokens {
     /// HS256 tokens signed with `key`, the tenant in `tenant` (local runs and tests).
     pub fn hs256(key: JwtKey) -> Self {
         let key = Secret::new(String::from_utf8_lossy(key.bytes()).into_owned());
-        Self { hs256: Some(Arc::new(key)), issuer: None, tenant_claim: DEFAULT_TENANT_CLAIM.into() }
+        Self {
+            hs256: Some(Arc::new(key)),
+            issuer: None,
+            tenant_claim: DEFAULT_TENANT_CLAIM.into(),
+            checked: Checked::new(CHECKED_KEPT_FOR),
+        }
     }
 
     /// As the deployment says: the HS256 key given, or from `key_source` (Secrets Manager,
@@ -78,7 +147,12 @@ impl Tokens {
                 "{JWT_ISSUER} is set without {JWT_AUDIENCE}: tokens the issuer signs for any of its clients are accepted; set {JWT_AUDIENCE} to this API's audience"
             );
         }
-        Ok(Self { hs256, issuer, tenant_claim: t.tenant_claim.as_str().into() })
+        Ok(Self {
+            hs256,
+            issuer,
+            tenant_claim: t.tenant_claim.as_str().into(),
+            checked: Checked::new(CHECKED_KEPT_FOR),
+        })
     }
 
     /// Whether tokens may come from an issuer.
@@ -98,8 +172,19 @@ impl Tokens {
         issuer.exchange(token_endpoint, form).await.map_err(|e| e.to_string())
     }
 
-    /// Checks a token and says who calls.
+    /// Checks a token and says who calls: at once for a token accepted lately
+    /// ([`CHECKED_KEPT_FOR`]).
     pub async fn check(&self, token: &str) -> Result<Caller, ApiError> {
+        if let Some(caller) = self.checked.get(token) {
+            return Ok(caller);
+        }
+        let (caller, exp) = self.check_afresh(token).await?;
+        self.checked.keep(token, &caller, exp);
+        Ok(caller)
+    }
+
+    /// Checks a token's signature and claims: the caller, and the token's `exp`.
+    async fn check_afresh(&self, token: &str) -> Result<(Caller, Option<f64>), ApiError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not valid"))?;
         let claims = match header.alg {
@@ -128,7 +213,7 @@ impl Tokens {
                 // whatever claim the issuer's tokens use: read there when the configured
                 // claim is absent. Only for these: an issuer's token could carry a
                 // `tenant` its user may set.
-                return self.caller(&claims, Some(DEFAULT_TENANT_CLAIM));
+                return Ok((self.caller(&claims, Some(DEFAULT_TENANT_CLAIM))?, expiry(&claims)));
             }
             Algorithm::RS256
             | Algorithm::RS384
@@ -172,7 +257,7 @@ impl Tokens {
             }
             _ => return Err(ApiError::Unauthorized("the token's algorithm is not accepted")),
         };
-        self.caller(&claims, None)
+        Ok((self.caller(&claims, None)?, expiry(&claims)))
     }
 
     /// Who the checked `claims` stand for: the tenant from the configured claim, or else
@@ -194,6 +279,11 @@ impl Tokens {
         };
         Ok(Caller { tenant, sub, scopes, sites: Vec::new() })
     }
+}
+
+/// A checked token's `exp`, in seconds since the epoch.
+fn expiry(claims: &Map<String, Value>) -> Option<f64> {
+    claims.get("exp").and_then(Value::as_f64)
 }
 
 fn validation(alg: Algorithm) -> Validation {
@@ -287,6 +377,98 @@ fn decode(token: &str, keys: &[DecodingKey], v: &Validation) -> Result<Map<Strin
 mod tests {
     use super::super::hs256::{Claims, mint_token};
     use super::*;
+
+    /// The HS256 key of a deployment that rotates it: a real key source, as Secrets
+    /// Manager's is, that hands out whichever key is current.
+    #[derive(Debug)]
+    struct Rotating(std::sync::Mutex<Secret>);
+
+    #[async_trait::async_trait]
+    impl KeySource for Rotating {
+        async fn key(&self) -> hookbridge_core::Result<Secret> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    /// HS256 tokens from a rotating key, each checked token taken unchecked for `kept_for`.
+    fn rotating(key: &JwtKey, kept_for: Duration) -> (Tokens, Arc<Rotating>) {
+        let source =
+            Arc::new(Rotating(std::sync::Mutex::new(Secret::new(String::from_utf8_lossy(key.bytes()).into_owned()))));
+        let tokens = Tokens {
+            hs256: Some(source.clone()),
+            issuer: None,
+            tenant_claim: DEFAULT_TENANT_CLAIM.into(),
+            checked: Checked::new(kept_for),
+        };
+        (tokens, source)
+    }
+
+    fn rotate(source: &Rotating, to: &str) {
+        *source.0.lock().unwrap() = Secret::new(to.to_owned());
+    }
+
+    /// A token accepted is taken again without a check only for a while: after its key is
+    /// rotated out it still passes at once (it was checked moments ago), and is refused
+    /// once that while is over.
+    #[tokio::test]
+    async fn a_checked_token_is_taken_unchecked_only_for_a_while() {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let (tokens, source) = rotating(&key, Duration::from_millis(300));
+        let now = chrono::Utc::now().timestamp() as u64;
+        let token = mint_token(&key, &claims(now + 3600)).unwrap();
+        assert_eq!(tokens.check(&token).await.unwrap().sub, "u");
+        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
+        assert_eq!(tokens.check(&token).await.unwrap().sub, "u", "checked moments ago");
+        let forged = format!("{}AAAA", &token[..token.len() - 4]);
+        assert!(tokens.check(&forged).await.is_err(), "only the very token checked is taken");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))),
+            "checked afresh, against the key now in use"
+        );
+    }
+
+    /// Never past the token's own `exp`, however long checked tokens are kept.
+    #[tokio::test]
+    async fn a_checked_token_is_not_taken_unchecked_past_its_expiry() {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let (tokens, source) = rotating(&key, Duration::from_secs(3600));
+        let now = chrono::Utc::now().timestamp() as u64;
+        // Two to three seconds left (`now` is whole seconds).
+        let token = mint_token(&key, &claims(now + 3)).unwrap();
+        tokens.check(&token).await.unwrap();
+        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
+        assert!(tokens.check(&token).await.is_ok(), "taken unchecked before its exp");
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        // Within the leeway, so only the key rotated out refuses it: checked afresh.
+        assert!(matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))));
+    }
+
+    /// A token that expires too far ahead to be a time (a `hookbridge token` for good) is
+    /// kept too, for the while any other is.
+    #[tokio::test]
+    async fn a_token_that_expires_far_ahead_is_kept_for_the_usual_while() {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let (tokens, source) = rotating(&key, Duration::from_millis(300));
+        let token = mint_token(&key, &claims(u64::MAX / 2)).unwrap();
+        tokens.check(&token).await.unwrap();
+        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
+        assert!(tokens.check(&token).await.is_ok(), "kept");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))));
+    }
+
+    /// The tokens kept are bearer credentials: never in what `Tokens` prints.
+    #[tokio::test]
+    async fn the_tokens_kept_are_not_printed() {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let tokens = Tokens::hs256(key.clone());
+        let token = mint_token(&key, &claims(chrono::Utc::now().timestamp() as u64 + 60)).unwrap();
+        tokens.check(&token).await.unwrap();
+        let printed = format!("{tokens:?}");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!printed.contains(signature), "{printed}");
+    }
 
     fn claims(exp: u64) -> Claims {
         Claims { sub: "u".into(), tenant: "acme".into(), scope: "hooks:read".into(), exp }
