@@ -116,7 +116,8 @@ CREATE TABLE IF NOT EXISTS messages (
     grp           TEXT NOT NULL DEFAULT ''
 );
 -- No index by receipt: a receipt begins with its message's seq, so a message is found by
--- its rowid and the receipt checked on the row (see `queue::held!`).
+-- its rowid and the rest of the receipt, which `receipt` keeps, checked on the row (see
+-- `queue::held!`).
 
 -- Rate state: when the key's next unit may go, in microseconds since the epoch.
 CREATE TABLE IF NOT EXISTS rates (

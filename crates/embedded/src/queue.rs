@@ -106,12 +106,10 @@ pub(crate) fn insert_handing(
     let visibility_ms = settings(c, queue)?.visibility_ms;
     let mut received = c
         .prepare_cached(
-            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp, received_at)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?5)",
+            "INSERT INTO messages (queue, id, body, visible_at, receive_count, sent_at, grp, received_at, receipt)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?5, ?7)",
         )
         .map_err(sql("messages.insert"))?;
-    let mut receipted =
-        c.prepare_cached("UPDATE messages SET receipt = ?2 WHERE seq = ?1").map_err(sql("messages.insert"))?;
     for (m, to) in messages.iter().zip(to) {
         let Some(r) = to else {
             insert(c, queue, std::iter::once(m))?;
@@ -119,11 +117,13 @@ pub(crate) fn insert_handing(
         };
         let id = ulid::Ulid::new().to_string();
         let grp = m.group.as_deref().unwrap_or_default();
-        received.execute(params![queue, id, m.body, now + visibility_ms, now, grp]).map_err(sql("messages.insert"))?;
-        // The receipt begins with the seq, which exists only once the row does.
-        let seq = c.last_insert_rowid();
-        let receipt = format!("{seq}.{}", ulid::Ulid::new());
-        receipted.execute(params![seq, receipt]).map_err(sql("messages.insert"))?;
+        // The row keeps the receipt's own part; the whole receipt begins with the seq,
+        // known once the row is in (one statement, not an insert and an update).
+        let own = ulid::Ulid::new().to_string();
+        received
+            .execute(params![queue, id, m.body, now + visibility_ms, now, grp, own])
+            .map_err(sql("messages.insert"))?;
+        let receipt = receipt_of(c.last_insert_rowid(), &own);
         handed[r].push(ReceivedMessage {
             id,
             body: m.body.clone(),
@@ -136,9 +136,10 @@ pub(crate) fn insert_handing(
 }
 
 /// `$statement` on the message a receipt was given for, while it still holds that receipt:
-/// `?1` is the seq the receipt begins with ([`seq_of`]), `?2` the receipt. Found by the
-/// table's key, so no index by receipt is kept up on every receive and delete. A literal,
-/// so the hot statements are not formatted again on every call.
+/// `?1` is the seq the receipt begins with and `?2` the receipt's own part, which the row
+/// keeps ([`held_by`]). Found by the table's key, so no index by receipt is kept up on
+/// every receive and delete. A literal, so the hot statements are not formatted again on
+/// every call.
 macro_rules! held {
     ($statement:literal) => {
         concat!($statement, " WHERE seq = ?1 AND receipt = ?2")
@@ -148,10 +149,17 @@ macro_rules! held {
 /// Deletes the message a receipt holds ([`held!`]).
 pub(crate) const DELETE_HELD: &str = held!("DELETE FROM messages");
 
-/// The seq a receipt begins with (`{seq}.{ulid}`, as [`take`] makes them); `None` for a
-/// receipt never given, which holds nothing.
-fn seq_of(receipt: &str) -> Option<i64> {
-    receipt.split_once('.').and_then(|(seq, _)| seq.parse().ok())
+/// A receipt: its message's seq, then its own part (a ULID), which the message's row keeps
+/// while the receipt holds it. A row written by a release before kept the whole receipt;
+/// no receipt outlives the process that gave it, so none of those is ever presented.
+fn receipt_of(seq: i64, own: &str) -> String {
+    format!("{seq}.{own}")
+}
+
+/// The seq a receipt begins with and its own part ([`receipt_of`]); `None` for a receipt
+/// never given, which holds nothing.
+fn held_by(receipt: &str) -> Option<(i64, &str)> {
+    receipt.split_once('.').and_then(|(seq, own)| Some((seq.parse().ok()?, own)))
 }
 
 /// Deletes received messages inside an open transaction; a stale receipt deletes nothing.
@@ -160,8 +168,8 @@ pub(crate) fn delete(c: &rusqlite::Connection, receipts: &[Receipt]) -> Result<V
     let mut del = c.prepare_cached(DELETE_HELD).map_err(sql("messages.delete"))?;
     let mut held = Vec::with_capacity(receipts.len());
     for r in receipts {
-        let deleted = match seq_of(&r.0) {
-            Some(seq) => del.execute(params![seq, r.0]).map_err(sql("messages.delete"))?,
+        let deleted = match held_by(&r.0) {
+            Some((seq, own)) => del.execute(params![seq, own]).map_err(sql("messages.delete"))?,
             None => 0,
         };
         held.push(deleted > 0);
@@ -402,14 +410,15 @@ fn take(
                     dead += 1;
                 }
                 _ => {
-                    let receipt = format!("{seq}.{}", ulid::Ulid::new());
+                    let own = ulid::Ulid::new().to_string();
                     c.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, receipt = ?2,
                              received_at = ?4
                          WHERE seq = ?3",
                     )
-                    .and_then(|mut stmt| stmt.execute(params![now + s.visibility_ms, receipt, seq, now]))
+                    .and_then(|mut stmt| stmt.execute(params![now + s.visibility_ms, own, seq, now]))
                     .map_err(sql("messages.receive"))?;
+                    let receipt = receipt_of(seq, &own);
                     out.push(ReceivedMessage {
                         id,
                         body,
@@ -549,9 +558,11 @@ impl Queue for EmbeddedQueue {
         self.db
             .write(move |c| {
                 let now = now_ms();
-                let seq = seq_of(&receipt);
+                // A receipt never given holds nothing (NULL matches no row), but the delay is
+                // still checked.
+                let (seq, own) = held_by(&receipt).map_or((None, None), |(seq, own)| (Some(seq), Some(own)));
                 let received: Option<Option<i64>> = c
-                    .query_row(held!("SELECT received_at FROM messages"), params![seq, receipt], |r| r.get(0))
+                    .query_row(held!("SELECT received_at FROM messages"), params![seq, own], |r| r.get(0))
                     .optional()
                     .map_err(sql("messages.change_visibility"))?;
                 let since = now - received.flatten().unwrap_or(now);
@@ -560,7 +571,7 @@ impl Queue for EmbeddedQueue {
                         "a visibility timeout may not reach more than 12 hours past the message's receive".to_owned(),
                     ));
                 }
-                c.execute(held!("UPDATE messages SET visible_at = ?3"), params![seq, receipt, now + delay_ms])
+                c.execute(held!("UPDATE messages SET visible_at = ?3"), params![seq, own, now + delay_ms])
                     .map_err(sql("messages.change_visibility"))
             })
             .await?;
@@ -666,6 +677,32 @@ mod tests {
         beside.abort();
         assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 3, delayed: 0 });
         q.ack(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+    }
+
+    /// A message handed to a waiting receive is written received in one statement, never
+    /// updated after, and its receipt acts on it as any receipt does: it puts the message
+    /// back, and once the message is received again it no longer holds it.
+    #[tokio::test]
+    async fn a_handed_message_is_written_in_one_statement_and_its_receipt_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, q) = queue_q(&dir).await;
+        let q = std::sync::Arc::new(q);
+        let waited = waiting_receive(&db, &q, 1, 1).await;
+        let no_update =
+            "CREATE TEMP TRIGGER no_update BEFORE UPDATE ON messages BEGIN SELECT RAISE(ABORT, 'updated'); END";
+        db.write(move |c| c.execute_batch(no_update).map_err(sql("test"))).await.unwrap();
+        q.send_batch(&[OutgoingMessage::now("m".to_owned())]).await.unwrap();
+        let handed = tokio::time::timeout(Duration::from_secs(10), waited).await.unwrap().unwrap().unwrap().remove(0);
+        db.write(|c| c.execute_batch("DROP TRIGGER temp.no_update").map_err(sql("test"))).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1, delayed: 0 });
+        q.retry_after(&handed.receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 0, delayed: 0 }, "put back");
+        let again = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        assert_eq!((again.body.as_str(), again.receive_count), ("m", 2));
+        q.ack(std::slice::from_ref(&handed.receipt)).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().in_flight, 1, "the handed receipt no longer holds it");
+        q.ack(std::slice::from_ref(&again.receipt)).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
     }
 
