@@ -41,9 +41,11 @@ const LEEWAY_SECS: u64 = 30;
 /// keys are kept for an hour.
 pub const CHECKED_KEPT_FOR: Duration = Duration::from_secs(60);
 
-/// The most tokens kept checked: a deployment's producers and console users each hold one
-/// or a few at a time. One evicted is checked afresh on its next call.
-const CHECKED_AT_MOST: u64 = 1024;
+/// The most bytes of tokens kept checked (a token is often 300 bytes to 2 KiB, and a
+/// deployment's producers and console users each hold one or a few at a time), so that
+/// many large tokens cannot take much memory. One evicted is checked afresh on its next
+/// call.
+const CHECKED_BYTES_AT_MOST: u64 = 1024 * 1024;
 
 /// What the API checks tokens with.
 #[derive(Clone, Debug)]
@@ -64,7 +66,11 @@ struct Checked {
 
 impl Checked {
     fn new(kept_for: Duration) -> Self {
-        let callers = moka::sync::Cache::builder().max_capacity(CHECKED_AT_MOST).time_to_live(kept_for).build();
+        let callers = moka::sync::Cache::<Box<str>, (Caller, SystemTime)>::builder()
+            .weigher(|token, _| u32::try_from(token.len()).unwrap_or(u32::MAX))
+            .max_capacity(CHECKED_BYTES_AT_MOST)
+            .time_to_live(kept_for)
+            .build();
         Self { callers, kept_for }
     }
 
@@ -413,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_checked_token_is_taken_unchecked_only_for_a_while() {
         let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
-        let (tokens, source) = rotating(&key, Duration::from_millis(300));
+        let (tokens, source) = rotating(&key, Duration::from_secs(1));
         let now = chrono::Utc::now().timestamp() as u64;
         let token = mint_token(&key, &claims(now + 3600)).unwrap();
         assert_eq!(tokens.check(&token).await.unwrap().sub, "u");
@@ -421,7 +427,7 @@ mod tests {
         assert_eq!(tokens.check(&token).await.unwrap().sub, "u", "checked moments ago");
         let forged = format!("{}AAAA", &token[..token.len() - 4]);
         assert!(tokens.check(&forged).await.is_err(), "only the very token checked is taken");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))),
             "checked afresh, against the key now in use"
@@ -449,12 +455,13 @@ mod tests {
     #[tokio::test]
     async fn a_token_that_expires_far_ahead_is_kept_for_the_usual_while() {
         let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
-        let (tokens, source) = rotating(&key, Duration::from_millis(300));
-        let token = mint_token(&key, &claims(u64::MAX / 2)).unwrap();
+        let (tokens, source) = rotating(&key, Duration::from_secs(1));
+        // 2^64 seconds as a float: more than any `Duration` holds.
+        let token = mint_token(&key, &claims(u64::MAX)).unwrap();
         tokens.check(&token).await.unwrap();
         rotate(&source, "k2-0123456789abcdef0123456789abcdef");
         assert!(tokens.check(&token).await.is_ok(), "kept");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))));
     }
 
