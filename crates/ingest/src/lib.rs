@@ -273,7 +273,6 @@ pub async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) -> BatchOutcome
 /// come back alone, and a replay page not begun is handed on in a new poke, using up none
 /// of the job's receives.
 pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline: Option<Instant>) -> BatchOutcome {
-    use futures::StreamExt as _;
     let mut outcome = BatchOutcome::default();
     let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
     let mut pokes: Vec<(&ReceivedMessage, ReplayPoke)> = Vec::new();
@@ -300,20 +299,56 @@ pub async fn handle_within(deps: &Ingest, messages: &[ReceivedMessage], deadline
             outcome.failed.push(m.id.clone());
             continue;
         }
-        let parsed = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region)
-            .and_then(|envelope| envelope.routing().map(|r| (envelope, r)));
-        match parsed {
-            Ok((envelope, routing)) => {
-                by_tenant.entry(routing.tenant).or_default().push(Parsed { message: m, envelope, site: routing.site })
-            }
-            Err(e) => {
-                // Never acknowledged unread: it fails until the queue moves it to the DLQ.
-                tracing::error!(message_id = %m.id, error = %e, "malformed event; it will reach the dead-letter queue");
-                deps.ports.ingest.reject(m).await;
-                outcome.failed.push(m.id.clone());
-            }
+        let read = Envelope::from_bus_json(&m.body, &deps.settings.account, &deps.settings.region);
+        by_routing(deps, m, read, &mut by_tenant, &mut outcome).await;
+    }
+    route_batch(deps, by_tenant, pokes, outcome, deadline).await
+}
+
+/// [`handle`] for events already read from their messages (`read`, in the same order):
+/// the embedded backend's publishing reads each to decide whether to route it in the
+/// request, and each is read once, not again here.
+pub async fn handle_read(deps: &Ingest, messages: &[ReceivedMessage], read: Vec<Envelope>) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    let mut by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>> = BTreeMap::new();
+    for (m, envelope) in messages.iter().zip(read) {
+        by_routing(deps, m, Ok(envelope), &mut by_tenant, &mut outcome).await;
+    }
+    route_batch(deps, by_tenant, Vec::new(), outcome, None).await
+}
+
+/// Files the event `read` from `m` under its tenant; one that cannot be read or routed is
+/// rejected and fails.
+async fn by_routing<'a>(
+    deps: &Ingest,
+    m: &'a ReceivedMessage,
+    read: Result<Envelope, hookbridge_core::envelope::EnvelopeError>,
+    by_tenant: &mut BTreeMap<TenantId, Vec<Parsed<'a>>>,
+    outcome: &mut BatchOutcome,
+) {
+    match read.and_then(|envelope| envelope.routing().map(|r| (envelope, r))) {
+        Ok((envelope, routing)) => {
+            by_tenant.entry(routing.tenant).or_default().push(Parsed { message: m, envelope, site: routing.site })
+        }
+        Err(e) => {
+            // Never acknowledged unread: it fails until the queue moves it to the DLQ.
+            tracing::error!(message_id = %m.id, error = %e, "malformed event; it will reach the dead-letter queue");
+            deps.ports.ingest.reject(m).await;
+            outcome.failed.push(m.id.clone());
         }
     }
+}
+
+/// Works through a batch's replay pages and its tenants' events, side by side
+/// ([`handle_within`]).
+async fn route_batch(
+    deps: &Ingest,
+    by_tenant: BTreeMap<TenantId, Vec<Parsed<'_>>>,
+    pokes: Vec<(&ReceivedMessage, ReplayPoke)>,
+    mut outcome: BatchOutcome,
+    deadline: Option<Instant>,
+) -> BatchOutcome {
+    use futures::StreamExt as _;
     let pages = async {
         let mut failed = Vec::new();
         for (m, poked) in &pokes {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hookbridge_core::envelope::Envelope;
 use hookbridge_core::ports::{OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Unsent};
 use hookbridge_core::replay::ReplayPoke;
 use ingest::Ingest;
@@ -50,8 +51,8 @@ impl IngestAtPublish {
         drop(all);
     }
 
-    /// The places in `messages` of those ingest did not route.
-    async fn route(&self, messages: &[OutgoingMessage], now: DateTime<Utc>) -> Vec<usize> {
+    /// The places in `messages` of those ingest did not route; `read` are their events.
+    async fn route(&self, messages: &[OutgoingMessage], read: Vec<Envelope>, now: DateTime<Utc>) -> Vec<usize> {
         // Ids of their places: ingest names what failed by message id.
         let received: Vec<ReceivedMessage> = messages
             .iter()
@@ -64,28 +65,24 @@ impl IngestAtPublish {
                 sent_at: now,
             })
             .collect();
-        let outcome = ingest::handle(&self.ingest, &received).await;
+        let outcome = ingest::handle_read(&self.ingest, &received, read).await;
         let mut failed: Vec<usize> = outcome.failed.iter().filter_map(|id| id.parse().ok()).collect();
         failed.sort_unstable();
         failed
     }
 }
 
-/// The part of an event's envelope that dates its deliveries.
-#[derive(serde::Deserialize)]
-struct Timed {
-    time: DateTime<Utc>,
-}
-
-/// Whether `m` is an event sent now that ingest may route here: not a replay job's poke
-/// (a page of a replay is the ingest consumer's work, not a request's), and dated by its
-/// own `time`, so that if its routing fails part way, the copy queued (sent at the
-/// queue's own time) makes the same delivery ids, not a second set.
-fn routable(m: &OutgoingMessage, now: DateTime<Utc>) -> bool {
-    m.delay.is_zero()
-        && ReplayPoke::parse(&m.body).is_none()
-        && serde_json::from_str::<Timed>(&m.body)
-            .is_ok_and(|e| ingest::time_trusted(e.time, now) && ingest::time_trusted(e.time, now + QUEUED_WITHIN))
+/// The event `m` carries, read as ingest reads it, if it is one sent now that ingest may
+/// route here: not a replay job's poke (a page of a replay is the ingest consumer's work,
+/// not a request's), and dated by its own `time`, so that if its routing fails part way,
+/// the copy queued (sent at the queue's own time) makes the same delivery ids, not a
+/// second set. Read once: ingest routes the event as read here.
+fn routable(m: &OutgoingMessage, ingest: &Ingest, now: DateTime<Utc>) -> Option<Envelope> {
+    if !m.delay.is_zero() || ReplayPoke::parse(&m.body).is_some() {
+        return None;
+    }
+    let e = Envelope::from_bus_json(&m.body, &ingest.settings.account, &ingest.settings.region).ok()?;
+    (ingest::time_trusted(e.time, now) && ingest::time_trusted(e.time, now + QUEUED_WITHIN)).then_some(e)
 }
 
 #[async_trait]
@@ -96,14 +93,15 @@ impl Queue for IngestAtPublish {
 
     async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
         let now = Utc::now();
-        if messages.is_empty() || !messages.iter().all(|m| routable(m, now)) {
+        let read: Option<Vec<Envelope>> = messages.iter().map(|m| routable(m, &self.ingest, now)).collect();
+        let Some(read) = read.filter(|r| !r.is_empty()) else {
             return self.queue.send_each(messages).await;
-        }
+        };
         // Held until what the routing left is queued too.
         let Ok(_room) = self.room.try_acquire() else {
             return self.queue.send_each(messages).await;
         };
-        let unrouted = self.route(messages, now).await;
+        let unrouted = self.route(messages, read, now).await;
         if unrouted.is_empty() {
             return Ok(());
         }
@@ -191,8 +189,11 @@ mod tests {
         queued.into_iter().map(|m| m.body).collect()
     }
 
-    #[test]
-    fn the_apis_envelopes_are_routable() {
+    #[tokio::test]
+    async fn the_apis_envelopes_are_routable() {
+        let h = EmbeddedHarness::start().await;
+        let ingest = ingest(&h);
+        let routable = |m: &OutgoingMessage, now| routable(m, &ingest, now).is_some();
         let now = Utc::now();
         let entry = |time| hookbridge_core::envelope::BusEntry {
             detail_type: "user.login".into(),
