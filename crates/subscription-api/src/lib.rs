@@ -17,6 +17,7 @@ pub mod meter;
 mod portal;
 pub mod properties;
 mod redeliver;
+mod request_log;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,7 +257,7 @@ pub(crate) fn api_router(api: Api) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(path_is_text))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(request_log::log_request))
         .layer(axum::middleware::from_fn(run_to_end))
         .with_state(api)
 }
@@ -272,26 +273,6 @@ async fn run_to_end(req: axum::extract::Request, next: axum::middleware::Next) -
             "request", e,
         ))),
     }
-}
-
-/// One log line per request: method, route, status, duration. Never the body or headers,
-/// which may carry secrets.
-async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    tracing::info!(
-        %method,
-        route,
-        status = resp.status().as_u16(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    resp
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -14,6 +14,7 @@ use hookbridge_core::ports::ROUTING_LIST_STALE_AT_MOST;
 
 use crate::Api;
 use crate::error::ApiError;
+use crate::request_log::LogNote;
 
 pub use hs256::{Claims, JwtKey, mint_token};
 pub use jwks::REFRESH_AT_MOST_EVERY;
@@ -104,6 +105,17 @@ impl FromRequestParts<Api> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        let caller = Self::authenticate(parts, api).await?;
+        if let Some(note) = parts.extensions.get::<LogNote>() {
+            note.tenant(&caller.tenant);
+        }
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    /// The console's caller, or the one the bearer token stands for.
+    async fn authenticate(parts: &Parts, api: &Api) -> Result<Self, ApiError> {
         if let Some(ConsoleCaller(c)) = parts.extensions.get::<ConsoleCaller>() {
             return Ok(c.clone());
         }

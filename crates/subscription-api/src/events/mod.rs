@@ -10,10 +10,10 @@ pub(crate) mod once;
 
 pub use once::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookbridge_core::envelope::{BusEntry, DIRECT_MAX_BYTES};
 use hookbridge_core::ids::{EventId, TenantId};
@@ -26,6 +26,7 @@ use crate::Api;
 use crate::auth::Publisher;
 use crate::body::JsonBody;
 use crate::error::ApiError;
+use crate::request_log::LogNote;
 use input::Accepted;
 use once::Once;
 
@@ -33,6 +34,7 @@ use once::Once;
 pub async fn publish(
     State(api): State<Api>,
     Publisher(caller): Publisher,
+    note: Option<Extension<LogNote>>,
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -59,7 +61,11 @@ pub async fn publish(
             Err(_) => r.release(store, &tenant).await,
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(result?)).into_response())
+    let result = result?;
+    if let (Some(Extension(note)), Some(events)) = (note, result["events"].as_array()) {
+        note.events(events.len());
+    }
+    Ok((StatusCode::ACCEPTED, Json(result)).into_response())
 }
 
 /// The size of the envelope the bus would deliver for `entry`, when it is past what a queue
@@ -234,7 +240,8 @@ async fn claim_and_publish(
     if let Some(e) = failed {
         return Err(e);
     }
-    tracing::info!(tenant = %tenant, count = ids.len(), "events published");
+    // The request's own line says it at `info`, with the tenant and the count.
+    tracing::debug!(tenant = %tenant, count = ids.len(), "events published");
     let events: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "events": events }))
 }
