@@ -5,37 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually};
-use hookbridge_testkit::{Receiver, Reply};
+use hookbridge_testkit::{CapturedLogs, Receiver, Reply};
 use serde_json::{Value, json};
 
-/// Every log line written on this thread, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
-    logs.0.lock().unwrap().clear();
+async fn full_run(flavor: Flavor, oidc: bool, logs: CapturedLogs) {
+    logs.clear();
 
     let stack = if oidc { TestStack::start_oidc(flavor).await } else { TestStack::start(flavor).await };
     let watch = stack.watch_bus("hookbridge").await;
@@ -130,7 +107,7 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
     }
     stack.shutdown().await;
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.lines().count() > 50, "the run was logged ({} lines)", logs.lines().count());
     // The capture sees the stages' own lines (so a leak there would be seen too).
     for line in ["hook created", "events ingested", "delivery attempted", "signing secret rotated"] {
@@ -157,7 +134,8 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: Captured) {
 /// run and nothing from other tests.
 #[test]
 fn no_secret_in_responses_logs_or_bus_events_on_either_backend_with_either_kind_of_token() {
-    let logs = Captured::default();
+    // Every log line written, at every level.
+    let logs = CapturedLogs::default();
     let subscriber =
         tracing_subscriber::fmt().json().with_max_level(tracing::Level::TRACE).with_writer(logs.clone()).finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this process");

@@ -568,35 +568,14 @@ fn attempted(
 
 #[cfg(test)]
 mod tests {
-    use hookbridge_core::ids::{DeliveryId, EventId};
-    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
-
     use super::*;
+    use hookbridge_core::ids::{DeliveryId, EventId};
 
     /// The lines written at `level` and above while `log` runs.
     fn lines_at(level: tracing::Level, log: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(move || writer.clone())
-                .with_filter(tracing_subscriber::filter::LevelFilter::from_level(level)),
-        );
-        tracing::subscriber::with_default(subscriber, log);
-        let written = lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        String::from_utf8_lossy(&written).into_owned()
+        let logs = hookbridge_testkit::CapturedLogs::default();
+        tracing::subscriber::with_default(logs.json_at(level), log);
+        logs.text()
     }
 
     /// At `info` (the default), an attempt that did not succeed (here one to be retried) is

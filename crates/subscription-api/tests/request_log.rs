@@ -6,41 +6,15 @@
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{api_and_token, call};
-use hookbridge_testkit::EmbeddedHarness;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt;
-
-/// Lines written, as a writer the JSON layer can clone.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use hookbridge_testkit::{CapturedLogs, EmbeddedHarness};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_publish_is_one_info_line_naming_its_tenant_and_its_events() {
     let h = EmbeddedHarness::start().await;
     let (api, token) = api_and_token(&h, "events:publish hooks:read");
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(move || writer.clone())
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-    );
-    let _default = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::default();
+    let _default = tracing::subscriber::set_default(logs.json_at(tracing::Level::INFO));
     let events = r#"[{"detail-type":"user.login","source":"idp","detail":{"n":1}},
                      {"detail-type":"user.login","source":"idp","detail":{"n":2}}]"#;
     let (status, body) = call(&api, "POST", "/v1/events", &token, events).await;
@@ -50,7 +24,7 @@ async fn a_publish_is_one_info_line_naming_its_tenant_and_its_events() {
     let (status, _) = call(&api, "GET", "/v1/hooks", "not-a-token", "").await;
     assert_eq!(status, 401);
 
-    let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let written = logs.text();
     let lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let requests: Vec<&serde_json::Value> = lines.iter().filter(|l| l["fields"]["message"] == "request").collect();
     assert_eq!(requests.len(), 3, "{written}");

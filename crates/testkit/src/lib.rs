@@ -8,11 +8,13 @@ pub mod emulator;
 pub mod events;
 pub mod harness;
 pub mod lambda;
+pub mod logs;
 pub mod oidc;
 pub mod receiver;
 pub mod template;
 
 pub use emulator::Emulator;
 pub use harness::{AwsHarness, EmbeddedHarness, Harness};
+pub use logs::CapturedLogs;
 pub use oidc::{IdentityProvider, KeyKind};
 pub use receiver::{BlackHole, Received, Receiver, Reply};
