@@ -413,56 +413,57 @@ mod tests {
         *source.0.lock().unwrap() = Secret::new(to.to_owned());
     }
 
+    /// Tokens keeping what they check for `kept_for`, and a token of theirs expiring at
+    /// `exp` (seconds since the epoch) that they checked, then took again without a check
+    /// once its key was rotated out.
+    async fn taken_after_rotation(kept_for: Duration, exp: u64) -> (Tokens, String) {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let (tokens, source) = rotating(&key, kept_for);
+        let token = mint_token(&key, &claims(exp)).unwrap();
+        assert_eq!(tokens.check(&token).await.unwrap().sub, "u");
+        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
+        assert_eq!(tokens.check(&token).await.unwrap().sub, "u", "checked moments ago");
+        (tokens, token)
+    }
+
+    /// Whether `tokens` refuse `token` as signed by no key of theirs: checked afresh,
+    /// against the key now in use.
+    async fn refused_as_unsigned(tokens: &Tokens, token: &str) -> bool {
+        matches!(tokens.check(token).await, Err(ApiError::Unauthorized(UNSIGNED)))
+    }
+
     /// A token accepted is taken again without a check only for a while: after its key is
     /// rotated out it still passes at once (it was checked moments ago), and is refused
     /// once that while is over.
     #[tokio::test]
     async fn a_checked_token_is_taken_unchecked_only_for_a_while() {
-        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
-        let (tokens, source) = rotating(&key, Duration::from_secs(1));
         let now = chrono::Utc::now().timestamp() as u64;
-        let token = mint_token(&key, &claims(now + 3600)).unwrap();
-        assert_eq!(tokens.check(&token).await.unwrap().sub, "u");
-        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
-        assert_eq!(tokens.check(&token).await.unwrap().sub, "u", "checked moments ago");
+        let (tokens, token) = taken_after_rotation(Duration::from_secs(1), now + 3600).await;
         let forged = format!("{}AAAA", &token[..token.len() - 4]);
         assert!(tokens.check(&forged).await.is_err(), "only the very token checked is taken");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))),
-            "checked afresh, against the key now in use"
-        );
+        assert!(refused_as_unsigned(&tokens, &token).await);
     }
 
     /// Never past the token's own `exp`, however long checked tokens are kept.
     #[tokio::test]
     async fn a_checked_token_is_not_taken_unchecked_past_its_expiry() {
-        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
-        let (tokens, source) = rotating(&key, Duration::from_secs(3600));
         let now = chrono::Utc::now().timestamp() as u64;
         // Two to three seconds left (`now` is whole seconds).
-        let token = mint_token(&key, &claims(now + 3)).unwrap();
-        tokens.check(&token).await.unwrap();
-        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
-        assert!(tokens.check(&token).await.is_ok(), "taken unchecked before its exp");
+        let (tokens, token) = taken_after_rotation(Duration::from_secs(3600), now + 3).await;
         tokio::time::sleep(Duration::from_millis(3100)).await;
-        // Within the leeway, so only the key rotated out refuses it: checked afresh.
-        assert!(matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))));
+        // Within the leeway, so only the key rotated out refuses it.
+        assert!(refused_as_unsigned(&tokens, &token).await);
     }
 
     /// A token that expires too far ahead to be a time (a `hookbridge token` for good) is
     /// kept too, for the while any other is.
     #[tokio::test]
     async fn a_token_that_expires_far_ahead_is_kept_for_the_usual_while() {
-        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
-        let (tokens, source) = rotating(&key, Duration::from_secs(1));
         // 2^64 seconds as a float: more than any `Duration` holds.
-        let token = mint_token(&key, &claims(u64::MAX)).unwrap();
-        tokens.check(&token).await.unwrap();
-        rotate(&source, "k2-0123456789abcdef0123456789abcdef");
-        assert!(tokens.check(&token).await.is_ok(), "kept");
+        let (tokens, token) = taken_after_rotation(Duration::from_secs(1), u64::MAX).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(matches!(tokens.check(&token).await, Err(ApiError::Unauthorized(UNSIGNED))));
+        assert!(refused_as_unsigned(&tokens, &token).await);
     }
 
     /// The tokens kept are bearer credentials: never in what `Tokens` prints.
