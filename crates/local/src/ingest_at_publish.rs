@@ -92,13 +92,15 @@ impl Queue for IngestAtPublish {
     }
 
     async fn send_each(&self, messages: &[OutgoingMessage]) -> Result<(), Unsent> {
+        // Held until what the routing left is queued too; taken first, so that events no
+        // routing has room for are not read for nothing.
+        let Ok(room) = self.room.try_acquire() else {
+            return self.queue.send_each(messages).await;
+        };
         let now = Utc::now();
         let read: Option<Vec<Envelope>> = messages.iter().map(|m| routable(m, &self.ingest, now)).collect();
         let Some(read) = read.filter(|r| !r.is_empty()) else {
-            return self.queue.send_each(messages).await;
-        };
-        // Held until what the routing left is queued too.
-        let Ok(_room) = self.room.try_acquire() else {
+            drop(room);
             return self.queue.send_each(messages).await;
         };
         let unrouted = self.route(messages, read, now).await;
