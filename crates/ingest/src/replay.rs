@@ -200,6 +200,60 @@ pub async fn count_after_cancel(
     replays.save(&counted, stored.step).await.map(|_| ())
 }
 
+/// How many of the deliveries at `job`'s cursor the job re-sent already: what a page
+/// re-sent when its save never came (its poke failed after re-sending, and comes back).
+async fn resent_at_cursor(p: JobPorts<'_>, job: &ReplayJob) -> Result<u64> {
+    let window = Window { since: job.since, until: job.until };
+    let page = p.deliveries.list(job.hook_id, window, Order::OldestFirst, p.page, job.cursor.as_deref()).await?;
+    Ok(page.items.iter().filter(|d| job.resent(d)).count() as u64)
+}
+
+/// The running `job` stopped `FAILED` by its poke (its hook deleted, or unable to
+/// receive), counting what the page at its cursor re-sent already: a poke that re-sent the
+/// page and failed before saving it comes back to find the hook gone. Stopped all the same
+/// when the page cannot be read.
+async fn stopped_counted(p: JobPorts<'_>, job: &ReplayJob, now: DateTime<Utc>) -> ReplayJob {
+    let mut stopped = job.stopped(ReplayState::Failed, now);
+    match resent_at_cursor(p, job).await {
+        Ok(n) => stopped.queued += n,
+        Err(e) => {
+            tracing::warn!(replay_id = %job.id, error = %e, "cannot count what a stopped replay's last page re-sent")
+        }
+    }
+    stopped
+}
+
+/// Counts, on a cancelled job, what its last page re-sent when that page's save never
+/// came: the poke re-sent the page and failed (saving, or poking again), and the job was
+/// cancelled before the poke came back. The page is read again from the cursor the cancel
+/// kept, and the deliveries the job's note marks are added to `queued`. Only while nothing
+/// has been counted since the cancel (its `updated_at` is still the cancel's), so a second
+/// copy of the poke counts nothing more; a page whose own poke counted it after losing to
+/// the cancel ([`count_after_cancel`]) is not counted twice. The page's skipped deliveries
+/// left no mark, and stay uncounted. A failure is only logged: the job has stopped, and
+/// its poke must not come back for it again and again.
+async fn count_when_cancelled(p: JobPorts<'_>, job: &ReplayJob, now: DateTime<Utc>) -> Result<()> {
+    if job.state != ReplayState::Cancelled || job.finished_at != Some(job.updated_at) {
+        return Ok(());
+    }
+    let counted = match resent_at_cursor(p, job).await {
+        Ok(0) => return Ok(()),
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(replay_id = %job.id, error = %e, "cannot count what a cancelled replay's last page re-sent");
+            return Ok(());
+        }
+    };
+    let mut job_counted = job.clone();
+    job_counted.step += 1;
+    job_counted.queued += counted;
+    job_counted.updated_at = now;
+    if let Err(e) = p.replays.save(&job_counted, job.step).await {
+        tracing::warn!(replay_id = %job.id, error = %e, "cannot count what a cancelled replay's last page re-sent");
+    }
+    Ok(())
+}
+
 /// Marks the poked job `FAILED`: its poke failed (its page, or handing the page on) on the
 /// last receive the queue allows.
 pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Result<()> {
@@ -231,17 +285,20 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
         tracing::warn!(replay_id = %poked.replay_id, "poke for an unknown replay job; dropped");
         return Ok(());
     };
-    if job.state.is_final() || job.tenant != poked.tenant {
+    if job.tenant != poked.tenant {
         return Ok(());
     }
+    if job.state.is_final() {
+        return count_when_cancelled(p, &job, now).await;
+    }
     let Some(hook) = p.hooks.get(&job.tenant, job.hook_id).await? else {
-        p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await?;
+        p.replays.save(&stopped_counted(p, &job, now).await, job.step).await?;
         tracing::info!(replay_id = %job.id, "replay stopped: the hook was deleted");
         return Ok(());
     };
     if let Err(why) = hook.deliverable() {
         // What it re-sent now would only be cancelled by the worker, its status overwritten.
-        p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await?;
+        p.replays.save(&stopped_counted(p, &job, now).await, job.step).await?;
         tracing::info!(replay_id = %job.id, reason = %why, "replay stopped: the hook cannot receive");
         return Ok(());
     }

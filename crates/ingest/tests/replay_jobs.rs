@@ -3,7 +3,8 @@
 //! starting over; two pokes in flight merge back into one; a cancelled job, a disabled
 //! hook and a deleted hook stop it; a page failing on every receive fails it; a page
 //! re-sent while the job was cancelled is counted, and so is one whose save was lost,
-//! without being sent twice; a page that outlasts its invocation is given up, tried again
+//! without being sent twice, even when the job stopped before its poke came back; a page
+//! that outlasts its invocation is given up, tried again
 //! smaller, and fails its job on the last receive.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
@@ -400,6 +401,59 @@ async fn a_page_whose_save_was_lost_is_counted_not_sent_again_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_save_was_lost_is_counted_not_sent_again_aws() {
     a_page_whose_save_was_lost_is_counted_not_sent_again(&AwsHarness::start().await).await;
+}
+
+/// A page re-sent whose save never came (its poke failed after re-sending), and the job
+/// cancelled before the poke came back: the poke back counts what the page re-sent, once
+/// however many copies come, and sends nothing. So does a poke back that finds the hook
+/// deleted, as it stops the job.
+async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(h: &dyn Harness) {
+    let tenant: TenantId = h.unique("tenant").parse().unwrap();
+    let (hook, _) = make_hook(h, tenant.as_str(), "stopped-meanwhile").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let seeded = seed(h, &hook, 10).await;
+    let deps = common::deps(h);
+    let b = h.backend();
+    let now = Utc::now();
+    let p = deps.ports.job_ports();
+    // What the poke that failed did before it failed: the page re-sent and recorded.
+    let resent_by = |job: ReplayJob| {
+        let (hook, seeded) = (hook.clone(), seeded.clone());
+        async move {
+            b.replays.create(&job).await.unwrap();
+            let resent = ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &seeded, &job.note()).await;
+            assert_eq!(resent.unwrap().queued, 10);
+            job
+        }
+    };
+
+    let job =
+        resent_by(ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now)).await;
+    assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
+    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "back")]).await;
+    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "copy")]).await;
+    let cancelled = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((cancelled.state, cancelled.queued), (ReplayState::Cancelled, 10));
+    assert_eq!(queued(b.delivery_queue.as_ref(), 10).await.len(), 10, "each once, by the poke that failed");
+
+    let orphan = resent_by(ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now)).await;
+    assert!(b.hooks.delete(&tenant, hook.id).await.unwrap());
+    handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "orphan")]).await;
+    handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "orphan-copy")]).await;
+    let failed = b.replays.get(hook.id, orphan.id).await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.queued), (ReplayState::Failed, 10));
+    assert_eq!(queued(b.delivery_queue.as_ref(), 10).await.len(), 10, "each once, by the poke that failed");
+    assert!(pokes(b.ingest_queue.as_ref()).await.is_empty(), "a stopped job pokes no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back_embedded() {
+    a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(&EmbeddedHarness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back_aws() {
+    a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(&AwsHarness::start().await).await;
 }
 
 /// A delivery made after the replay was asked for is not re-sent, even when its id falls
