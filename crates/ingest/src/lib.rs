@@ -147,6 +147,7 @@ impl IngestPorts {
             ingest: self.ingest.as_ref(),
             lanes: &self.lanes,
             page: hookbridge_core::replay::PAGE,
+            first_page: hookbridge_core::replay::PAGE,
         }
     }
 }

@@ -166,8 +166,12 @@ pub struct JobPorts<'a> {
     pub ingest: &'a dyn Queue,
     /// Where re-sent deliveries go.
     pub lanes: &'a Lanes,
-    /// Deliveries read per page ([`PAGE`]; tests use fewer).
+    /// Deliveries read per page ([`PAGE`]; tests use fewer). A poke back reads fewer
+    /// ([`page_on_receive`]).
     pub page: usize,
+    /// Deliveries a poke's first receive reads: as many as a page that failed after
+    /// re-sending may have re-sent, which a poke back for a stopped job counts.
+    pub first_page: usize,
 }
 
 impl std::fmt::Debug for JobPorts<'_> {
@@ -204,7 +208,8 @@ pub async fn count_after_cancel(
 /// re-sent when its save never came (its poke failed after re-sending, and comes back).
 async fn resent_at_cursor(p: JobPorts<'_>, job: &ReplayJob) -> Result<u64> {
     let window = Window { since: job.since, until: job.until };
-    let page = p.deliveries.list(job.hook_id, window, Order::OldestFirst, p.page, job.cursor.as_deref()).await?;
+    let most = p.page.max(p.first_page);
+    let page = p.deliveries.list(job.hook_id, window, Order::OldestFirst, most, job.cursor.as_deref()).await?;
     Ok(page.items.iter().filter(|d| job.resent(d)).count() as u64)
 }
 

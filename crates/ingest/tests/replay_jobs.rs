@@ -64,7 +64,8 @@ const PAGE: usize = 50;
 async fn handle(deps: &Ingest, messages: &[ReceivedMessage]) {
     for m in messages {
         let poked = ReplayPoke::parse(&m.body).expect("a poke");
-        let ports = ingest::replay::JobPorts { page: PAGE, ..deps.ports.job_ports() };
+        let page = ingest::replay::page_on_receive(PAGE, m.receive_count);
+        let ports = ingest::replay::JobPorts { page, first_page: PAGE, ..deps.ports.job_ports() };
         ingest::replay::step(ports, &poked, Utc::now()).await.unwrap();
     }
 }
@@ -411,18 +412,22 @@ async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(h: &dy
     let tenant: TenantId = h.unique("tenant").parse().unwrap();
     let (hook, _) = make_hook(h, tenant.as_str(), "stopped-meanwhile").await;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let seeded = seed(h, &hook, 10).await;
+    // More than the poke back's own page (a quarter, on its third receive) reads.
+    let n = PAGE / 2;
+    let seeded = seed(h, &hook, n).await;
     let deps = common::deps(h);
     let b = h.backend();
     let now = Utc::now();
     let p = deps.ports.job_ports();
+    let back =
+        |id: &str, job: &ReplayJob| ReceivedMessage { receive_count: 3, ..message(ReplayPoke::of(job).to_body(), id) };
     // What the poke that failed did before it failed: the page re-sent and recorded.
     let resent_by = |job: ReplayJob| {
         let (hook, seeded) = (hook.clone(), seeded.clone());
         async move {
             b.replays.create(&job).await.unwrap();
             let resent = ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &seeded, &job.note()).await;
-            assert_eq!(resent.unwrap().queued, 10);
+            assert_eq!(resent.unwrap().queued, n as u64);
             job
         }
     };
@@ -430,19 +435,19 @@ async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(h: &dy
     let job =
         resent_by(ReplayJob::new(tenant.clone(), hook.id, now - chrono::Duration::hours(1), now, None, now)).await;
     assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
-    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "back")]).await;
-    handle(&deps, &[message(ReplayPoke::of(&job).to_body(), "copy")]).await;
+    handle(&deps, &[back("back", &job)]).await;
+    handle(&deps, &[back("copy", &job)]).await;
     let cancelled = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
-    assert_eq!((cancelled.state, cancelled.queued), (ReplayState::Cancelled, 10));
-    assert_eq!(queued(b.delivery_queue.as_ref(), 10).await.len(), 10, "each once, by the poke that failed");
+    assert_eq!((cancelled.state, cancelled.queued), (ReplayState::Cancelled, n as u64));
+    assert_eq!(queued(b.delivery_queue.as_ref(), n).await.len(), n, "each once, by the poke that failed");
 
     let orphan = resent_by(ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now)).await;
     assert!(b.hooks.delete(&tenant, hook.id).await.unwrap());
-    handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "orphan")]).await;
-    handle(&deps, &[message(ReplayPoke::of(&orphan).to_body(), "orphan-copy")]).await;
+    handle(&deps, &[back("orphan", &orphan)]).await;
+    handle(&deps, &[back("orphan-copy", &orphan)]).await;
     let failed = b.replays.get(hook.id, orphan.id).await.unwrap().unwrap();
-    assert_eq!((failed.state, failed.queued), (ReplayState::Failed, 10));
-    assert_eq!(queued(b.delivery_queue.as_ref(), 10).await.len(), 10, "each once, by the poke that failed");
+    assert_eq!((failed.state, failed.queued), (ReplayState::Failed, n as u64));
+    assert_eq!(queued(b.delivery_queue.as_ref(), n).await.len(), n, "each once, by the poke that failed");
     assert!(pokes(b.ingest_queue.as_ref()).await.is_empty(), "a stopped job pokes no more");
 }
 
