@@ -52,9 +52,13 @@ enum Command {
         /// Where the release binaries are.
         #[arg(long, default_value = "target/release")]
         bin_dir: PathBuf,
-        /// Flood sizes.
+        /// Flood sizes, each one tenant's to a black hole.
         #[arg(long, value_delimiter = ',', default_value = "200,2000,20000")]
         floods: Vec<usize>,
+        /// Tenants flooding hooks that answer a second late, [`SLOW_EVENTS`] events each,
+        /// measured after the black holes (0: none).
+        #[arg(long, default_value_t = SLOW_TENANTS)]
+        slow_tenants: usize,
     },
     /// Only the embedded end-to-end and noisy-neighbour runs, printed.
     Embedded {
@@ -132,6 +136,19 @@ enum Command {
     },
 }
 
+/// Tenants in the run beside several slow hooks' backlogs.
+const SLOW_TENANTS: usize = 4;
+/// Events each of them publishes at once.
+const SLOW_EVENTS: usize = 5_000;
+/// How late their hooks answer.
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `tenants` tenants, each with [`SLOW_EVENTS`] events for a hook answering [`SLOW_ANSWER`]
+/// late: backlogs that drain, slowly, beside the healthy tenant.
+fn slow_floods(tenants: usize) -> noisy::Flood {
+    noisy::Flood { events: SLOW_EVENTS, tenants, endpoint: noisy::Endpoint::Slow(SLOW_ANSWER) }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -144,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
             let r = report::Results {
                 embedded,
                 floor_cpu_us,
-                noisy: noisy::run(&bin_dir, &[2_000, 20_000]).await?,
+                noisy: noisy::run(&bin_dir, &[2_000, 20_000].map(noisy::Flood::black_hole)).await?,
                 ..report::Results::default()
             };
             println!("{}", report::render(&r));
@@ -207,7 +224,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
-        Command::Noisy { bin_dir, floods } => {
+        Command::Noisy { bin_dir, floods, slow_tenants } => {
+            let mut floods: Vec<noisy::Flood> = floods.into_iter().map(noisy::Flood::black_hole).collect();
+            if slow_tenants > 0 {
+                floods.push(slow_floods(slow_tenants));
+            }
             let r = report::Results {
                 noisy: noisy::run(&bin_dir, &floods).await?,
                 rate: Some(noisy::rate_limit(&bin_dir, 50, 1_000).await?),
@@ -221,7 +242,14 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("bench: embedded backend, end to end");
             r.embedded = Some(embedded::run(&bin_dir, quick).await?);
             eprintln!("bench: noisy neighbour");
-            r.noisy = noisy::run(&bin_dir, if quick { &[200] } else { &[200, 2_000, 20_000] }).await?;
+            let floods: Vec<noisy::Flood> = if quick {
+                vec![noisy::Flood::black_hole(200)]
+            } else {
+                let mut f: Vec<noisy::Flood> = [200, 2_000, 20_000].map(noisy::Flood::black_hole).to_vec();
+                f.push(slow_floods(SLOW_TENANTS));
+                f
+            };
+            r.noisy = noisy::run(&bin_dir, &floods).await?;
             eprintln!("bench: per-hook rate limit");
             r.rate = Some(noisy::rate_limit(&bin_dir, 50, if quick { 300 } else { 1_000 }).await?);
             eprintln!("bench: the floor");

@@ -1,6 +1,7 @@
-//! Noisy neighbour: a healthy tenant's latency alone, and beside another tenant flooding a
-//! hook whose endpoint accepts connections and never answers (the scenario Svix stalls
-//! on); and a rate-limited hook's measured rate.
+//! Noisy neighbour: a healthy tenant's latency alone, beside another tenant flooding a hook
+//! whose endpoint accepts connections and never answers (the scenario Svix stalls on), and
+//! beside several tenants each flooding a hook that answers, slowly; and a rate-limited
+//! hook's measured rate.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,10 +14,38 @@ use serde_json::{Value, json};
 use crate::embedded::{Rig, quantile, token};
 use crate::receiver::now_ns;
 
-/// One healthy tenant's latencies, next to a flood of `flood` events (0: alone).
+/// What a flooding tenant's hook does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Accepts the connection and never answers.
+    BlackHole,
+    /// Answers `200` this long after the request came.
+    Slow(Duration),
+}
+
+/// The flood a healthy tenant is measured beside: `tenants` tenants, each publishing
+/// `events` events at once to a hook of its own, on an endpoint of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub events: usize,
+    pub tenants: usize,
+    pub endpoint: Endpoint,
+}
+
+impl Flood {
+    /// No flood: the healthy tenant alone.
+    pub const NONE: Flood = Flood { events: 0, tenants: 0, endpoint: Endpoint::BlackHole };
+
+    /// One tenant flooding a black hole with `events` events.
+    pub fn black_hole(events: usize) -> Self {
+        Self { events, tenants: 1, endpoint: Endpoint::BlackHole }
+    }
+}
+
+/// One healthy tenant's latencies, next to a flood (or alone).
 #[derive(Debug, Clone)]
 pub struct Figures {
-    pub flood: usize,
+    pub flood: Flood,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -46,35 +75,64 @@ async fn black_hole() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     Ok((url, task))
 }
 
-async fn scenario(bin_dir: &Path, flood: usize) -> anyhow::Result<Figures> {
+/// An endpoint that answers `200` to every request `after` it came.
+async fn slow(after: Duration) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(after).await;
+        "ok"
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, task))
+}
+
+/// `events` events published by `tenant`, ten per call, four calls at a time.
+async fn publish_flood(rig: Arc<Rig>, tenant: String, events: usize) -> anyhow::Result<()> {
+    let noisy = token(&tenant)?;
+    futures::stream::iter(0..events.div_ceil(10))
+        .map(|c| {
+            let (rig, noisy) = (rig.clone(), noisy.clone());
+            async move {
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| json!({"detail-type": "bench.flood", "source": "bench", "detail": {"n": c * 10 + i}}))
+                    .collect();
+                rig.publish(&noisy, &json!(batch)).await
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()
+        .map(|_| ())
+}
+
+async fn scenario(bin_dir: &Path, flood: Flood) -> anyhow::Result<Figures> {
     let rig = Arc::new(Rig::start(bin_dir).await?);
-    let (hole, hole_task) = black_hole().await?;
     rig.create_hook("calm", &json!({"name": "fine", "url": rig.receiver_url()})).await?;
-    rig.create_hook("noisy", &json!({"name": "dead", "url": hole})).await?;
+    let mut endpoints = Vec::new();
+    for t in 0..flood.tenants {
+        let (url, task) = match flood.endpoint {
+            Endpoint::BlackHole => black_hole().await?,
+            Endpoint::Slow(after) => slow(after).await?,
+        };
+        rig.create_hook(&format!("noisy{t}"), &json!({"name": "struggling", "url": url})).await?;
+        endpoints.push(task);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     rig.reset().await?;
-    let (calm, noisy) = (token("calm")?, token("noisy")?);
-    let flood_done = Arc::new(AtomicBool::new(flood == 0));
+    let calm = token("calm")?;
+    let flood_done = Arc::new(AtomicBool::new(flood.events == 0));
 
     let started = Instant::now();
     let flooding = {
         let (rig, done) = (rig.clone(), flood_done.clone());
         tokio::spawn(async move {
-            let r = futures::stream::iter(0..flood.div_ceil(10))
-                .map(|c| {
-                    let (rig, noisy) = (rig.clone(), noisy.clone());
-                    async move {
-                        let batch: Vec<Value> = (0..10)
-                            .map(|i| json!({"detail-type": "bench.flood", "source": "bench", "detail": {"n": c * 10 + i}}))
-                            .collect();
-                        rig.publish(&noisy, &json!(batch)).await
-                    }
-                })
-                .buffer_unordered(4)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<anyhow::Result<Vec<()>>>();
+            let tenants = (0..flood.tenants).map(|t| publish_flood(rig.clone(), format!("noisy{t}"), flood.events));
+            let r = futures::future::try_join_all(tenants).await;
             done.store(true, Ordering::Relaxed);
             r.map(|_| started.elapsed())
         })
@@ -108,7 +166,7 @@ async fn scenario(bin_dir: &Path, flood: usize) -> anyhow::Result<Figures> {
         .map(|a| a.iter().filter_map(Value::as_u64).map(|ns| ns as f64 / 1e6).collect())
         .unwrap_or_default();
     ms.sort_by(f64::total_cmp);
-    hole_task.abort();
+    endpoints.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(Figures {
         flood,
         p50_ms: quantile(&ms, 0.50),
@@ -121,13 +179,42 @@ async fn scenario(bin_dir: &Path, flood: usize) -> anyhow::Result<Figures> {
 }
 
 /// The healthy tenant alone, then beside each flood; a fresh platform for each.
-pub async fn run(bin_dir: &Path, floods: &[usize]) -> anyhow::Result<Vec<Figures>> {
-    let mut out = vec![scenario(bin_dir, 0).await?];
+pub async fn run(bin_dir: &Path, floods: &[Flood]) -> anyhow::Result<Vec<Figures>> {
+    let mut out = vec![scenario(bin_dir, Flood::NONE).await?];
     for &f in floods {
-        eprintln!("bench: noisy neighbour, {f} events to a black hole");
+        eprintln!("bench: noisy neighbour, {}", f.label());
         out.push(scenario(bin_dir, f).await?);
     }
     Ok(out)
+}
+
+impl Flood {
+    /// What the report calls it.
+    pub fn label(&self) -> String {
+        let to = match self.endpoint {
+            Endpoint::BlackHole if self.tenants == 1 => "a black hole".to_owned(),
+            Endpoint::BlackHole => "black holes".to_owned(),
+            Endpoint::Slow(after) if self.tenants == 1 => format!("a hook answering in {} s", after.as_secs_f64()),
+            Endpoint::Slow(after) => format!("hooks answering in {} s", after.as_secs_f64()),
+        };
+        match self.tenants {
+            0 => "none (alone)".to_owned(),
+            1 => format!("{} events to {to}", thousands(self.events)),
+            n => format!("{n} tenants × {} events to {to}", thousands(self.events)),
+        }
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A rate-limited hook's measured rate.
