@@ -131,6 +131,55 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
     stack.shutdown().await;
 }
 
+/// Several hooks, each of another tenant, whose endpoints hold every request. Each may
+/// have its cap (96) in flight, and three at their caps are more than the runner's fast
+/// lane has places (256). The lane's last quarter is kept for hooks with few requests in
+/// flight, so the healthy tenant's deliveries all arrive while every dark hook is still on
+/// the fast lane, none of their requests given up (the patience outlasts the test).
+/// Without that the dark hooks' requests took every place, and the healthy deliveries
+/// waited for the patience (as they waited a second for hooks answering in a second:
+/// BENCHMARKS.md). Embedded only: a Lambda invocation takes one batch at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_dark_hooks_together_never_delay_another_tenants_deliveries() {
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "100s")],
+    )
+    .await;
+    let (dark_hooks, flooded, healthy) = (4, 150, 30);
+    let calm_receiver = Receiver::start().await;
+    let calm = stack.token("calm", ALL_SCOPES);
+    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+    let mut dark = Vec::new();
+    for t in 0..dark_hooks {
+        let receiver = Receiver::start().await;
+        receiver.always(Reply::Hold);
+        let token = stack.token(&format!("dark{t}"), ALL_SCOPES);
+        let hook = stack.create_hook(&token, &json!({"name": "dark", "url": receiver.url("/")})).await;
+        let id = hook["id"].as_str().unwrap().to_owned();
+        dark.push((receiver, token, id));
+    }
+    for (_, token, _) in &dark {
+        publish_noisy(&stack, token, 0..flooded).await;
+    }
+    // Three quarters of the lane's places held by the dark hooks' requests (all of them,
+    // without the bound).
+    let held = || dark.iter().map(|(receiver, _, _)| receiver.received().len()).sum::<usize>();
+    let filled = eventually(WAIT, || async { (held() >= 192).then_some(()) }).await;
+    assert!(filled.is_some(), "the dark hooks' requests did not fill the lane: {}", held());
+
+    calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
+    // Order: every dark hook still held its places and had given none up, so the healthy
+    // deliveries did not wait for any of their requests to end.
+    for (_, token, id) in &dark {
+        let health = hook_health(&stack, token, id).await;
+        assert_eq!(health["lane"], "fast", "a request to a dark hook was given up first: {health}");
+    }
+    // Dropping the receivers answers their held requests, so the stack stops at once.
+    drop(dark);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spending_attempts(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;

@@ -121,6 +121,11 @@ pub struct WorkerSettings {
     /// recorded in a write of its own, later. A Lambda invocation writes its whole batch
     /// at its end and does not wait.
     pub gather: Duration,
+    /// The fast lane's places in this process, when its consumer has a fixed number (the
+    /// local runner's): once three quarters are taken, a hook with 8 or more in flight
+    /// takes no more, so several slow hooks cannot fill the lane. `None` (a Lambda
+    /// invocation, one batch at a time): no such bound.
+    pub fast_lane_places: Option<u32>,
 }
 
 /// [`WorkerSettings::gather`]'s default: about as long as a nearby receiver takes to
@@ -138,6 +143,7 @@ impl Default for WorkerSettings {
             timeout: hookbridge_outbound::DEFAULT_TIMEOUT,
             emf_stack: None,
             gather: GATHER,
+            fast_lane_places: None,
         }
     }
 }
@@ -152,6 +158,7 @@ impl WorkerSettings {
             timeout: s.request_timeout,
             emf_stack: None,
             gather: GATHER,
+            fast_lane_places: None,
         }
     }
 
@@ -181,7 +188,8 @@ pub struct Worker {
 impl Worker {
     /// A worker.
     pub fn new(ports: WorkerPorts, outbound: Outbound, settings: WorkerSettings) -> Self {
-        Self { ports, outbound, settings, local: Arc::default() }
+        let local = Arc::new(local::Local::with_fast_places(settings.fast_lane_places));
+        Self { ports, outbound, settings, local }
     }
 }
 

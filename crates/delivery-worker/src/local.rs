@@ -4,6 +4,7 @@
 //! and ingest) with the hook's next health write.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,10 +67,21 @@ impl Entry {
     }
 }
 
+/// The places on the fast lane a hook may always take, however full the lane: a hook
+/// with fewer in flight here (a tenant's usual traffic, a healthy tenant's one event in
+/// a while) never waits behind other hooks' requests for a place.
+pub(crate) const FAST_SHARE_ALWAYS: u32 = 8;
+
 /// Per-hook state of this process.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     hooks: Mutex<HashMap<HookId, Entry>>,
+    /// The fast lane's places in this process, when its consumer has a fixed number (the
+    /// local runner's); `None` for a Lambda invocation, which takes one batch at a time.
+    fast_places: Option<u32>,
+    /// Requests in flight on the fast lane here, all hooks together. Changed only under
+    /// `hooks`' lock, with the hook's own count.
+    fast_in_flight: AtomicU32,
     /// The revision each hook was at after this process last wrote its health or claimed
     /// its probe: a batch holding an older copy reads the hook again before judging its
     /// results against it.
@@ -81,8 +93,31 @@ pub(crate) struct Local {
 const WRITTEN_KEPT: usize = 10_000;
 
 impl Local {
+    /// A process whose fast lane has `fast_places` places, if a fixed number.
+    pub(crate) fn with_fast_places(fast_places: Option<u32>) -> Self {
+        Self { fast_places, ..Self::default() }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<HookId, Entry>> {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a hook holding `own` fast-lane places here must leave the lane's last
+    /// quarter to others: only hooks with fewer than [`FAST_SHARE_ALWAYS`] in flight take
+    /// a place once three quarters of the lane's are taken. Each hook's cap (96) bounds
+    /// one slow hook; this bounds several. Three hooks answering in a second, or never,
+    /// each at its cap took more places than the local runner has (256), and every other
+    /// tenant's deliveries waited for their requests to end: a second, or the patience.
+    fn crowded(&self, own: u32) -> bool {
+        let Some(places) = self.fast_places else { return false };
+        own >= FAST_SHARE_ALWAYS && u64::from(self.fast_in_flight.load(Ordering::Relaxed)) * 4 >= u64::from(places) * 3
+    }
+
+    /// Whether `hook` may take no more of the fast lane's places here for now because the
+    /// lane is crowded ([`Self::crowded`]), whatever its own cap.
+    pub(crate) fn crowded_for(&self, hook: HookId) -> bool {
+        let own = self.lock().get(&hook).map_or(0, |e| e.fast);
+        self.crowded(own)
     }
 
     /// Whether this process found the hook slow at its URL and the mark has not run out.
@@ -187,6 +222,8 @@ impl Local {
     pub(crate) fn book(&self, hook: HookId, places: u32, most: Duration) -> Option<Duration> {
         let mut hooks = self.lock();
         let e = hooks.get_mut(&hook)?;
+        // On a crowded lane, the places it holds: the lane holds it below its cap.
+        let places = if self.crowded(e.fast) { places.min(e.fast.max(1)) } else { places };
         let (typical, unanswered) = match e.typical() {
             Some((typical, last_ended)) => ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false),
             None => (e.unanswered_for()?, true),
@@ -203,11 +240,15 @@ impl Local {
         Some(at - now)
     }
 
-    /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already.
+    /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already,
+    /// or the fast lane is crowded for it ([`Self::crowded`]).
     pub(crate) fn acquire(self: &Arc<Self>, hook: HookId, lane: Lane, cap: u32) -> Option<InFlight> {
         let mut hooks = self.lock();
         let e = hooks.entry(hook).or_default();
         let none_taken = e.fast + e.slow == 0;
+        if lane == Lane::Fast && self.crowded(e.fast) {
+            return None;
+        }
         let n = match lane {
             Lane::Fast => &mut e.fast,
             Lane::Slow => &mut e.slow,
@@ -216,6 +257,9 @@ impl Local {
             return None;
         }
         *n += 1;
+        if lane == Lane::Fast {
+            self.fast_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         if none_taken {
             e.began = Some(tokio::time::Instant::now());
         }
@@ -316,7 +360,13 @@ impl Drop for InFlight {
         let mut hooks = self.local.lock();
         if let Some(e) = hooks.get_mut(&self.hook) {
             match self.lane {
-                Lane::Fast => e.fast = e.fast.saturating_sub(1),
+                Lane::Fast => {
+                    e.fast = e.fast.saturating_sub(1);
+                    let _ = self
+                        .local
+                        .fast_in_flight
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                }
                 Lane::Slow => e.slow = e.slow.saturating_sub(1),
             }
             e.freed.notify_one();
@@ -330,6 +380,39 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crowded_fast_lane_keeps_its_last_quarter_for_hooks_with_few_in_flight() {
+        let local = Arc::new(Local::with_fast_places(Some(256)));
+        let heavy: Vec<HookId> = (0..4).map(|_| HookId::generate()).collect();
+        let mut held = Vec::new();
+        for &h in &heavy {
+            while let Some(place) = local.acquire(h, Lane::Fast, 96) {
+                held.push(place);
+            }
+        }
+        // Two at their cap make three quarters; the other two take only their own few.
+        assert_eq!(held.len(), 96 + 96 + 2 * FAST_SHARE_ALWAYS as usize);
+        assert!(local.crowded_for(heavy[0]) && local.crowded_for(heavy[3]));
+        let light = HookId::generate();
+        assert!(!local.crowded_for(light));
+        let few: Vec<_> = (0..FAST_SHARE_ALWAYS).map(|_| local.acquire(light, Lane::Fast, 96).unwrap()).collect();
+        assert!(local.acquire(light, Lane::Fast, 96).is_none(), "past its few, the light hook is crowded out too");
+        assert!(local.acquire(heavy[3], Lane::Slow, 8).is_some(), "the slow lane counts apart");
+        // Its overflow is booked a place's worth of its request time apart, by the places
+        // the lane leaves it rather than its cap.
+        local.took(heavy[3], Duration::from_millis(800));
+        assert_eq!(local.book(heavy[3], 96, Duration::from_secs(2)), Some(Duration::from_millis(100)));
+        drop(held);
+        assert!(local.acquire(heavy[3], Lane::Fast, 96).is_some(), "places given back make room again");
+        drop(few);
+
+        // A Lambda invocation's worker has no fixed number of places: only the caps hold.
+        let lambda = Arc::new(Local::default());
+        let all: Vec<_> =
+            heavy.iter().flat_map(|&h| (0..96).map(move |_| h)).map(|h| lambda.acquire(h, Lane::Fast, 96)).collect();
+        assert!(all.iter().all(Option::is_some));
+    }
 
     #[test]
     fn places_are_capped_per_hook_and_lane_and_given_back() {

@@ -370,9 +370,9 @@ fn books_overflow(hook: &Hook) -> bool {
 /// while its first answers come. But a hook whose requests end slowly, or never, looks
 /// just as new at the start of each of its bursts, so its waiting deliveries, which hold
 /// places of the lane, are held to a few: with its 96 in flight, half the local runner's
-/// 256 fast-lane places stay free for every other hook. The bound is per hook: two such
-/// hooks bursting at once can fill the lane for as long as a wait lasts (100 ms), as three
-/// black holes could always fill it with requests for the patience (2 s).
+/// 256 fast-lane places stay free for every other hook. The bound is per hook; several
+/// such hooks together are bounded by the lane's crowding (`Local::crowded_for`): none
+/// waits in place once three quarters of the lane's places are taken.
 pub(crate) const WAITING_UNANSWERED: u32 = 32;
 
 /// What a fast-lane delivery over its hook's cap does.
@@ -401,7 +401,9 @@ enum Wait {
 /// has ended here, when the first began no longer ago than a fast pace would allow, and
 /// then only while fewer than [`WAITING_UNANSWERED`] of its deliveries wait already; past
 /// that bound it comes back [`Wait::Later`]. A hook that answers, but too slowly to be
-/// waited for in place, has it booked to come back ([`books_overflow`]).
+/// waited for in place, has it booked to come back ([`books_overflow`]). On a crowded
+/// lane (`Local::crowded_for`) none waits in place, holding one of the lane's places: it
+/// comes back [`Wait::Later`], so the places left are for hooks with few in flight.
 fn fast_overflow(w: &Worker, hook: &Hook) -> Wait {
     let Some((request_time, unanswered)) = w.local.request_time(hook.id) else {
         return Wait::No;
@@ -411,6 +413,9 @@ fn fast_overflow(w: &Worker, hook: &Hook) -> Wait {
         let booked =
             books_overflow(hook).then(|| w.local.book(hook.id, hook_cap(Lane::Fast), w.settings.patience)).flatten();
         return booked.map_or(Wait::No, Wait::Booked);
+    }
+    if w.local.crowded_for(hook.id) {
+        return Wait::Later;
     }
     match w.local.turn_to_wait(hook.id, most) {
         Some(turn) => Wait::Turn(turn),

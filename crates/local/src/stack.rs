@@ -226,8 +226,12 @@ impl RunningStack {
             }
         });
 
-        let worker =
-            Arc::new(Worker::new(WorkerPorts::of(&backend), outbound.clone(), WorkerSettings::from_settings(s)));
+        let fast = opts.delivery_concurrency.max(1);
+        let worker_settings = WorkerSettings {
+            fast_lane_places: Some(u32::try_from(fast).unwrap_or(u32::MAX)),
+            ..WorkerSettings::from_settings(s)
+        };
+        let worker = Arc::new(Worker::new(WorkerPorts::of(&backend), outbound.clone(), worker_settings));
         let verifier = Arc::new(Verifier {
             ports: VerifierPorts::of(&backend),
             outbound,
@@ -242,7 +246,6 @@ impl RunningStack {
                 async move { ingest::handle(&deps, &batch).await }
             }));
         }
-        let fast = opts.delivery_concurrency.max(1);
         tasks.spawn(pump(backend.delivery_queue.clone(), stopped.clone(), worker.clone(), Lane::Fast, fast));
         tasks.spawn(pump(backend.slow_queue.clone(), stopped.clone(), worker, Lane::Slow, fast.div_ceil(4)));
         {
