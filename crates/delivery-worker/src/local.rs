@@ -72,6 +72,11 @@ impl Entry {
 /// a while) never waits behind other hooks' requests for a place.
 pub(crate) const FAST_SHARE_ALWAYS: u32 = 8;
 
+/// A hook whose requests take at most this (its [`Local::pace`]) gives each place back
+/// within moments, so it is never what crowds the fast lane, and is never crowded out of
+/// it: the pace at which its overflow waits in hand for its places (decision 0012).
+pub(crate) const BRIEF: Duration = Duration::from_millis(25);
+
 /// Per-hook state of this process.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
@@ -102,22 +107,25 @@ impl Local {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a hook holding `own` fast-lane places here must leave the lane's last
-    /// quarter to others: only hooks with fewer than [`FAST_SHARE_ALWAYS`] in flight take
-    /// a place once three quarters of the lane's are taken. Each hook's cap (96) bounds
-    /// one slow hook; this bounds several. Three hooks answering in a second, or never,
-    /// each at its cap took more places than the local runner has (256), and every other
-    /// tenant's deliveries waited for their requests to end: a second, or the patience.
-    fn crowded(&self, own: u32) -> bool {
+    /// Whether the hook of `e` must leave the fast lane's last quarter to others: once
+    /// three quarters of the lane's places here are taken, a hook with
+    /// [`FAST_SHARE_ALWAYS`] or more in flight takes no more, unless it is [`BRIEF`]. Each
+    /// hook's cap (96) bounds one slow hook; this bounds several. Three hooks answering in
+    /// a second, or never, each at its cap took more places than the local runner has
+    /// (256), and every other tenant's deliveries waited for their requests to end: a
+    /// second, or the patience. The lane's own count includes the hook's, so a lane
+    /// smaller than a hook's cap holds even a lone slow hook to three quarters of it.
+    fn crowded(&self, e: &Entry) -> bool {
         let Some(places) = self.fast_places else { return false };
-        own >= FAST_SHARE_ALWAYS && u64::from(self.fast_in_flight.load(Ordering::Relaxed)) * 4 >= u64::from(places) * 3
+        e.fast >= FAST_SHARE_ALWAYS
+            && e.pace().is_none_or(|pace| pace > BRIEF)
+            && u64::from(self.fast_in_flight.load(Ordering::Relaxed)) * 4 >= u64::from(places) * 3
     }
 
     /// Whether `hook` may take no more of the fast lane's places here for now because the
     /// lane is crowded ([`Self::crowded`]), whatever its own cap.
     pub(crate) fn crowded_for(&self, hook: HookId) -> bool {
-        let own = self.lock().get(&hook).map_or(0, |e| e.fast);
-        self.crowded(own)
+        self.lock().get(&hook).is_some_and(|e| self.crowded(e))
     }
 
     /// Whether this process found the hook slow at its URL and the mark has not run out.
@@ -223,7 +231,7 @@ impl Local {
         let mut hooks = self.lock();
         let e = hooks.get_mut(&hook)?;
         // On a crowded lane, the places it holds: the lane holds it below its cap.
-        let places = if self.crowded(e.fast) { places.min(e.fast.max(1)) } else { places };
+        let places = if self.crowded(e) { places.min(e.fast.max(1)) } else { places };
         let (typical, unanswered) = match e.typical() {
             Some((typical, last_ended)) => ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false),
             None => (e.unanswered_for()?, true),
@@ -246,7 +254,7 @@ impl Local {
         let mut hooks = self.lock();
         let e = hooks.entry(hook).or_default();
         let none_taken = e.fast + e.slow == 0;
-        if lane == Lane::Fast && self.crowded(e.fast) {
+        if lane == Lane::Fast && self.crowded(e) {
             return None;
         }
         let n = match lane {
@@ -403,9 +411,17 @@ mod tests {
         // the lane leaves it rather than its cap.
         local.took(heavy[3], Duration::from_millis(800));
         assert_eq!(local.book(heavy[3], 96, Duration::from_secs(2)), Some(Duration::from_millis(100)));
+        // A hook whose requests end within moments is never what crowds the lane.
+        let brief = HookId::generate();
+        let mut brief_held: Vec<_> =
+            (0..FAST_SHARE_ALWAYS).map(|_| local.acquire(brief, Lane::Fast, 96).unwrap()).collect();
+        local.took(brief, Duration::from_millis(5));
+        brief_held
+            .extend((0..16).map(|_| local.acquire(brief, Lane::Fast, 96).expect("a brief hook takes its places")));
+        assert!(!local.crowded_for(brief));
         drop(held);
         assert!(local.acquire(heavy[3], Lane::Fast, 96).is_some(), "places given back make room again");
-        drop(few);
+        drop((few, brief_held));
 
         // A Lambda invocation's worker has no fixed number of places: only the caps hold.
         let lambda = Arc::new(Local::default());

@@ -372,7 +372,8 @@ fn books_overflow(hook: &Hook) -> bool {
 /// places of the lane, are held to a few: with its 96 in flight, half the local runner's
 /// 256 fast-lane places stay free for every other hook. The bound is per hook; several
 /// such hooks together are bounded by the lane's crowding (`Local::crowded_for`): none
-/// waits in place once three quarters of the lane's places are taken.
+/// begins a wait in place once three quarters of the lane's places are taken, and a wait
+/// begun that the crowding ends comes back on the fast lane.
 pub(crate) const WAITING_UNANSWERED: u32 = 32;
 
 /// What a fast-lane delivery over its hook's cap does.

@@ -59,9 +59,18 @@ async fn send<'a>(
             Some(place) => ready.place = Place::Held(place),
             None => {
                 release_probe(w, &ready).await;
-                let Ready { message, task, hook, .. } = *ready;
+                // Kept out by a crowded lane rather than by its own places: back on the
+                // fast lane in a moment, holding no place, as planning would have done.
+                let crowded = w.local.crowded_for(ready.hook.id);
+                let Ready { message, mut task, hook, .. } = *ready;
                 let hook_version = hook.version;
-                return Done::Requeue { message, task: Box::new(task), lane: Lane::Slow, why: AT_CAP, hook_version };
+                let lane = if crowded {
+                    task.not_before = Some(Utc::now() + PLACE_IN_PLACE.mul_f64(1.0 + rand::random::<f64>() / 2.0));
+                    Lane::Fast
+                } else {
+                    Lane::Slow
+                };
+                return Done::Requeue { message, task: Box::new(task), lane, why: AT_CAP, hook_version };
             }
         }
     }
