@@ -923,6 +923,45 @@ mod tests {
         panic!("the machine never left the test 25 ms to decide in");
     }
 
+    /// On a crowded fast lane (three quarters of its places taken) a hook with 8 requests
+    /// in flight that is not known to be brief waits in no place: its overflow comes back
+    /// on the fast lane, holding none. A delivery already waiting in place when the lane
+    /// became crowded, kept out by it, comes back on the fast lane too, not the slow one.
+    #[tokio::test]
+    async fn on_a_crowded_lane_overflow_waits_in_no_place_and_comes_back_on_the_fast_lane() {
+        let h = EmbeddedHarness::start().await;
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let settings = crate::WorkerSettings { fast_lane_places: Some(32), ..crate::WorkerSettings::default() };
+        let w = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, settings);
+        let (hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "crowded").await;
+        let now = Utc::now();
+        // A delivery waiting in place since before the crowding.
+        let message = message(0, now);
+        let mut waiting = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, false, now);
+        waiting.place = Place::Awaited(w.local.turn_to_wait(hook.id, None).expect("a turn"));
+        // Three other hooks' 8 each, and the hook's own 8: the lane's 32 all taken.
+        let others: Vec<HookId> = (0..3).map(|_| HookId::generate()).collect();
+        let held: Vec<_> = others
+            .iter()
+            .chain(std::iter::once(&hook.id))
+            .flat_map(|&h| std::iter::repeat_n(h, 8))
+            .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
+            .collect();
+        assert!(w.local.crowded_for(hook.id));
+        let overflow = fast_overflow(&w, &hook);
+        assert!(matches!(overflow, Wait::Later | Wait::Booked(_)), "no wait in place: {overflow:?}");
+
+        match crate::send::send(&w, Box::new(waiting), Lane::Fast, None).await {
+            Done::Requeue { lane, task, why, .. } => {
+                assert_eq!((lane, why), (Lane::Fast, AT_CAP));
+                assert!(task.not_before.is_some_and(|t| t > now), "back in a moment: {:?}", task.not_before);
+            }
+            _ => panic!("not handed back"),
+        }
+        drop(held);
+    }
+
     /// The batch read the hook while its circuit was open; by the claim, another process's
     /// probe had closed it. Every delivery of the hook goes, none waits for a probe.
     #[tokio::test]

@@ -48,7 +48,7 @@ pub(crate) async fn send_all<'a>(
     .await;
 }
 
-async fn send<'a>(
+pub(crate) async fn send<'a>(
     w: &Worker,
     mut ready: Box<Ready<'a>>,
     lane: Lane,
