@@ -123,8 +123,9 @@ pub struct WorkerSettings {
     pub gather: Duration,
     /// The fast lane's places in this process, when its consumer has a fixed number (the
     /// local runner's): once three quarters are taken, a hook with 8 or more in flight
-    /// takes no more, so several slow hooks cannot fill the lane. `None` (a Lambda
-    /// invocation, one batch at a time): no such bound.
+    /// takes no more unless its requests end within 25 ms, so several slow hooks cannot
+    /// fill the lane (decision 0038). `None` (a Lambda invocation, one batch at a time): no
+    /// such bound.
     pub fast_lane_places: Option<u32>,
 }
 
