@@ -75,6 +75,16 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
 }
 }
 
+/// An embedded stack whose fast lane is patient beyond any test: no request held open is
+/// given up (or moved to the slow lane) while a test runs.
+async fn patient_embedded_stack() -> TestStack {
+    TestStack::start_with(
+        Flavor::Embedded,
+        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "100s")],
+    )
+    .await
+}
+
 /// A hook that answered fast goes dark with a flood behind it. A fast hook's deliveries
 /// over its fast-lane cap wait in the worker's hands for its places (decision 0012); this
 /// one's must not keep the runner's places while no place comes back. They are not waited
@@ -86,11 +96,7 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
 /// one process, which a Lambda invocation's batch never reaches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
-    let stack = TestStack::start_with(
-        Flavor::Embedded,
-        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "100s")],
-    )
-    .await;
+    let stack = patient_embedded_stack().await;
     // More than the runner's places (256) besides the hook's own, so that waiting without
     // a bound would take every one of them.
     let (answered, flooded, healthy) = (100, 600, 50);
@@ -141,11 +147,7 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
 /// BENCHMARKS.md). Embedded only: a Lambda invocation takes one batch at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_dark_hooks_together_never_delay_another_tenants_deliveries() {
-    let stack = TestStack::start_with(
-        Flavor::Embedded,
-        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "100s")],
-    )
-    .await;
+    let stack = patient_embedded_stack().await;
     let (dark_hooks, flooded, healthy) = (4, 150, 30);
     let calm_receiver = Receiver::start().await;
     let calm = stack.token("calm", ALL_SCOPES);

@@ -117,9 +117,10 @@ impl Local {
     /// smaller than a hook's cap holds even a lone slow hook to three quarters of it.
     fn crowded(&self, e: &Entry) -> bool {
         let Some(places) = self.fast_places else { return false };
+        // The pace last: it reads the clock, on every place a busy hook takes.
         e.fast >= FAST_SHARE_ALWAYS
-            && e.pace().is_none_or(|pace| pace > BRIEF)
             && u64::from(self.fast_in_flight.load(Ordering::Relaxed)) * 4 >= u64::from(places) * 3
+            && e.pace().is_none_or(|pace| pace > BRIEF)
     }
 
     /// Whether `hook` may take no more of the fast lane's places here for now because the

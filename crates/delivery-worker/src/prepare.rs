@@ -111,6 +111,12 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// When a delivery handed back [`Wait::Later`] comes back on the fast lane: 100–150 ms
+/// after `now`, spread so the overflow does not all come back in one instant.
+pub(crate) fn back_shortly(now: DateTime<Utc>) -> DateTime<Utc> {
+    later(now, PLACE_IN_PLACE.mul_f64(1.0 + unit() / 2.0))
+}
+
 fn hand_back<'a>(message: &'a ReceivedMessage, task: Task, lane: Lane, why: &'static str, hook: &Hook) -> Plan<'a> {
     Plan::Done(Done::Requeue { message, task: Box::new(task), lane, why, hook_version: hook.version })
 }
@@ -317,8 +323,7 @@ fn check<'a>(
             // Back when the hook's first answers will have said what it is (spread, so the
             // overflow does not all come back in one instant).
             Wait::Later => {
-                let until = later(now, PLACE_IN_PLACE.mul_f64(1.0 + unit() / 2.0));
-                Err(Box::new(hand_back(message, deferred(task, until), Lane::Fast, AT_CAP, hook)))
+                Err(Box::new(hand_back(message, deferred(task, back_shortly(now)), Lane::Fast, AT_CAP, hook)))
             }
             Wait::Booked(after) => {
                 Err(Box::new(hand_back(message, deferred(task, later(now, after)), Lane::Fast, AT_CAP, hook)))

@@ -16,7 +16,7 @@ use hookbridge_outbound::DeliveryRequest;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, release_probe, too_late};
+use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, back_shortly, release_probe, too_late};
 use crate::record::Done;
 use crate::{Worker, hook_cap};
 
@@ -65,7 +65,7 @@ pub(crate) async fn send<'a>(
                 let Ready { message, mut task, hook, .. } = *ready;
                 let hook_version = hook.version;
                 let lane = if crowded {
-                    task.not_before = Some(Utc::now() + PLACE_IN_PLACE.mul_f64(1.0 + rand::random::<f64>() / 2.0));
+                    task.not_before = Some(back_shortly(Utc::now()));
                     Lane::Fast
                 } else {
                     Lane::Slow

@@ -195,13 +195,20 @@ pub async fn count_after_cancel(
     if !cancelled_over_this_page || resent == Resent::default() {
         return Ok(());
     }
-    let mut counted = stored.clone();
-    counted.step += 1;
-    counted.queued += resent.queued;
-    counted.skipped += resent.not_resent();
-    counted.updated_at = now;
+    let counted = with_page_counted(&stored, resent.queued, resent.not_resent(), now);
     // Lost again only to a later save of the cancelled job, which nothing makes.
     replays.save(&counted, stored.step).await.map(|_| ())
+}
+
+/// A stopped `job` with one more page counted: `queued` re-sent and `skipped`, saved as a
+/// step of its own.
+fn with_page_counted(job: &ReplayJob, queued: u64, skipped: u64, now: DateTime<Utc>) -> ReplayJob {
+    let mut counted = job.clone();
+    counted.step += 1;
+    counted.queued += queued;
+    counted.skipped += skipped;
+    counted.updated_at = now;
+    counted
 }
 
 /// How many of the deliveries at `job`'s cursor the job re-sent already: what a page
@@ -249,11 +256,7 @@ async fn count_when_cancelled(p: JobPorts<'_>, job: &ReplayJob, now: DateTime<Ut
             return Ok(());
         }
     };
-    let mut job_counted = job.clone();
-    job_counted.step += 1;
-    job_counted.queued += counted;
-    job_counted.updated_at = now;
-    if let Err(e) = p.replays.save(&job_counted, job.step).await {
+    if let Err(e) = p.replays.save(&with_page_counted(job, counted, 0, now), job.step).await {
         tracing::warn!(replay_id = %job.id, error = %e, "cannot count what a cancelled replay's last page re-sent");
     }
     Ok(())
