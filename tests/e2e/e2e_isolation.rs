@@ -182,6 +182,42 @@ async fn several_dark_hooks_together_never_delay_another_tenants_deliveries() {
     stack.shutdown().await;
 }
 
+/// Many hooks of one tenant, each held under the share a crowded fast lane leaves every
+/// hook: forty hooks on an endpoint that holds every request, seven deliveries each, more
+/// than the runner's 256 places together. With a fixed share of 8 each of them took
+/// places until none was left, and the healthy tenant's deliveries waited for the
+/// patience. The share halves as the lane's free places do, so the dark hooks stop while
+/// some are free, and the healthy deliveries all arrive while every dark request is still
+/// held (the patience outlasts the test). Embedded only, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_dark_hooks_with_few_requests_each_never_delay_another_tenants_deliveries() {
+    let stack = patient_embedded_stack().await;
+    let (dark_hooks, events, healthy) = (40, 7, 30);
+    let calm_receiver = Receiver::start().await;
+    let calm = stack.token("calm", ALL_SCOPES);
+    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+    let dark_receiver = Receiver::start().await;
+    dark_receiver.always(Reply::Hold);
+    let noisy = stack.token("noisy", ALL_SCOPES);
+    for h in 0..dark_hooks {
+        stack
+            .create_hook(&noisy, &json!({"name": format!("dark{h}"), "url": dark_receiver.url(&format!("/{h}"))}))
+            .await;
+    }
+    publish_noisy(&stack, &noisy, 0..events).await;
+    // Seven eighths of the lane's places held by the dark hooks' requests (all of them,
+    // with a fixed share).
+    let held = || dark_receiver.received().len();
+    let filled = eventually(WAIT, || async { (held() >= 224).then_some(()) }).await;
+    assert!(filled.is_some(), "the dark hooks' requests did not fill the lane: {}", held());
+
+    calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
+    // Order: no dark request had ended, so the healthy deliveries had places of their own.
+    assert!(held() < 256, "the dark hooks took every place: {}", held());
+    drop(dark_receiver);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spending_attempts(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;

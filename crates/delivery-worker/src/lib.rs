@@ -124,7 +124,8 @@ pub struct WorkerSettings {
     /// The fast lane's places in this process, when its consumer has a fixed number (the
     /// local runner's): once three quarters are taken, a hook with 8 or more in flight
     /// takes no more unless its requests end within 25 ms, so several slow hooks cannot
-    /// fill the lane (decision 0038). `None` (a Lambda invocation, one batch at a time): no
+    /// fill the lane (decision 0038), and that share halves as the free places do, so many
+    /// cannot either (decision 0039). `None` (a Lambda invocation, one batch at a time): no
     /// such bound.
     pub fast_lane_places: Option<u32>,
 }

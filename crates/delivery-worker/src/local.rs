@@ -67,10 +67,31 @@ impl Entry {
     }
 }
 
-/// The places on the fast lane a hook may always take, however full the lane: a hook
-/// with fewer in flight here (a tenant's usual traffic, a healthy tenant's one event in
-/// a while) never waits behind other hooks' requests for a place.
+/// The places on the fast lane a hook may still take once three quarters of the lane are
+/// taken: a hook with fewer in flight here (a tenant's usual traffic, a healthy tenant's
+/// one event in a while) does not wait behind other hooks' requests for a place. The share
+/// halves each time the lane's free places do ([`fast_share`]), down to one place.
 pub(crate) const FAST_SHARE_ALWAYS: u32 = 8;
+
+/// The places a hook may still take on a fast lane of `places` with `in_flight` taken, if
+/// it is crowded ([`Local::crowded`]): none while more than a quarter is free, then
+/// [`FAST_SHARE_ALWAYS`], halved each time the free places halve again (4 once an eighth
+/// is free, 2 at a sixteenth, 1 at a thirty-second). A fixed share bounds few hooks, not
+/// many: forty hooks with seven requests each held open took all of the local runner's
+/// 256 places, each below the share of 8. With the share halving, hooks that have places
+/// stop taking more while some are still free, and a hook with none always finds one.
+fn fast_share(places: u32, in_flight: u32) -> Option<u32> {
+    let (places, free) = (u64::from(places), u64::from(places.saturating_sub(in_flight)));
+    if free * 4 > places {
+        return None;
+    }
+    let (mut share, mut over) = (FAST_SHARE_ALWAYS, 8);
+    while share > 1 && free * over <= places {
+        share /= 2;
+        over *= 2;
+    }
+    Some(share)
+}
 
 /// A hook whose requests take at most this (its [`Local::pace`]) gives each place back
 /// within moments, so it is never what crowds the fast lane, and is never crowded out of
@@ -107,20 +128,20 @@ impl Local {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the hook of `e` must leave the fast lane's last quarter to others: once
-    /// three quarters of the lane's places here are taken, a hook with
-    /// [`FAST_SHARE_ALWAYS`] or more in flight takes no more, unless it is [`BRIEF`]. Each
-    /// hook's cap (96) bounds one slow hook; this bounds several. Three hooks answering in
-    /// a second, or never, each at its cap took more places than the local runner has
-    /// (256), and every other tenant's deliveries waited for their requests to end: a
-    /// second, or the patience. The lane's own count includes the hook's, so a lane
-    /// smaller than a hook's cap holds even a lone slow hook to three quarters of it.
+    /// Whether the hook of `e` must leave the fast lane's last places to others: once
+    /// three quarters of the lane's places here are taken, a hook with its share
+    /// ([`fast_share`]: [`FAST_SHARE_ALWAYS`], less as the lane fills) or more in flight
+    /// takes no more, unless it is [`BRIEF`]. Each hook's cap (96) bounds one slow hook;
+    /// this bounds several. Three hooks answering in a second, or never, each at its cap
+    /// took more places than the local runner has (256), and every other tenant's
+    /// deliveries waited for their requests to end: a second, or the patience. The lane's
+    /// own count includes the hook's, so a lane smaller than a hook's cap holds even a lone
+    /// slow hook to three quarters of it.
     fn crowded(&self, e: &Entry) -> bool {
         let Some(places) = self.fast_places else { return false };
+        let Some(share) = fast_share(places, self.fast_in_flight.load(Ordering::Relaxed)) else { return false };
         // The pace last: it reads the clock, on every place a busy hook takes.
-        e.fast >= FAST_SHARE_ALWAYS
-            && u64::from(self.fast_in_flight.load(Ordering::Relaxed)) * 4 >= u64::from(places) * 3
-            && e.pace().is_none_or(|pace| pace > BRIEF)
+        e.fast >= share && e.pace().is_none_or(|pace| pace > BRIEF)
     }
 
     /// Whether `hook` may take no more of the fast lane's places here for now because the
@@ -429,6 +450,31 @@ mod tests {
         let all: Vec<_> =
             heavy.iter().flat_map(|&h| (0..96).map(move |_| h)).map(|h| lambda.acquire(h, Lane::Fast, 96)).collect();
         assert!(all.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn the_share_a_crowded_fast_lane_leaves_each_hook_halves_as_its_free_places_do() {
+        let shares: Vec<_> = [0, 191, 192, 223, 224, 239, 240, 247, 248, 256, 300]
+            .into_iter()
+            .map(|taken| fast_share(256, taken))
+            .collect();
+        let expected = [None, None, Some(8), Some(8), Some(4), Some(4), Some(2), Some(2), Some(1), Some(1), Some(1)];
+        assert_eq!(shares, expected);
+
+        // Forty hooks whose requests never end, each with seven wanted: below a fixed share
+        // of 8 every one of them, they took all 256 places. Taking turns, they stop where the
+        // share falls below what each holds, and a hook with none still finds places.
+        let local = Arc::new(Local::with_fast_places(Some(256)));
+        let dark: Vec<HookId> = (0..40).map(|_| HookId::generate()).collect();
+        let mut held = Vec::new();
+        for _ in 0..7 {
+            held.extend(dark.iter().filter_map(|&h| local.acquire(h, Lane::Fast, 96)));
+        }
+        assert_eq!(held.len(), 224, "the dark hooks stop once an eighth of the lane is free");
+        let fresh = HookId::generate();
+        let got: Vec<_> = (0..8).map_while(|_| local.acquire(fresh, Lane::Fast, 96)).collect();
+        assert_eq!(got.len(), 4, "a hook with none takes the share the lane leaves");
+        assert!(local.acquire(HookId::generate(), Lane::Fast, 96).is_some());
     }
 
     #[test]

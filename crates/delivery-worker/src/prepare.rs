@@ -377,8 +377,9 @@ fn books_overflow(hook: &Hook) -> bool {
 /// places of the lane, are held to a few: with its 96 in flight, half the local runner's
 /// 256 fast-lane places stay free for every other hook. The bound is per hook; several
 /// such hooks together are bounded by the lane's crowding (`Local::crowded_for`): none
-/// begins a wait in place once three quarters of the lane's places are taken, and a wait
-/// begun that the crowding ends comes back on the fast lane.
+/// begins a wait in place once three quarters of the lane's places are taken (it is over
+/// any share the lane leaves it), and a wait begun that the crowding ends comes back on
+/// the fast lane.
 pub(crate) const WAITING_UNANSWERED: u32 = 32;
 
 /// What a fast-lane delivery over its hook's cap does.
@@ -928,8 +929,8 @@ mod tests {
         panic!("the machine never left the test 25 ms to decide in");
     }
 
-    /// On a crowded fast lane (three quarters of its places taken) a hook with 8 requests
-    /// in flight that is not known to be brief waits in no place: its overflow comes back
+    /// On a crowded fast lane (three quarters of its places taken, or more) a hook with its
+    /// share in flight that is not known to be brief waits in no place: its overflow comes back
     /// on the fast lane, holding none. A delivery already waiting in place when the lane
     /// became crowded, kept out by it, comes back on the fast lane too, not the slow one.
     #[tokio::test]
@@ -945,12 +946,13 @@ mod tests {
         let message = message(0, now);
         let mut waiting = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, false, now);
         waiting.place = Place::Awaited(w.local.turn_to_wait(hook.id, None).expect("a turn"));
-        // Three other hooks' 8 each, and the hook's own 8: the lane's 32 all taken.
+        // Three other hooks' 8 each, and the hook's own 4: seven eighths of the lane's 32
+        // taken, where each hook's share is 4.
         let others: Vec<HookId> = (0..3).map(|_| HookId::generate()).collect();
         let held: Vec<_> = others
             .iter()
-            .chain(std::iter::once(&hook.id))
             .flat_map(|&h| std::iter::repeat_n(h, 8))
+            .chain(std::iter::repeat_n(hook.id, 4))
             .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
             .collect();
         assert!(w.local.crowded_for(hook.id));
