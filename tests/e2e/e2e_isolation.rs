@@ -218,6 +218,58 @@ async fn many_dark_hooks_with_few_requests_each_never_delay_another_tenants_deli
     stack.shutdown().await;
 }
 
+/// Eight hooks, each of another tenant, found slow (their first requests outlived the
+/// fast lane's patience) and holding every request since, on the slow lane with a share of
+/// its places each. At their caps (8) they took all of the runner's 64 slow-lane places,
+/// and a hook found slow once, answering at once ever since, waited on the slow lane with
+/// nothing received for it until one of theirs ended (here: never within the test). Once
+/// three quarters of the lane are taken a hook holding 4 takes no more, so the dark hooks
+/// stop at 48 and the other hook's deliveries all arrive while every dark request is still
+/// held. Embedded only, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_hooks_holding_every_request_never_stall_a_hook_found_slow_once() {
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[("HOOKBRIDGE_REQUEST_TIMEOUT", LONG_TIMEOUT), ("HOOKBRIDGE_FAST_LANE_PATIENCE", "1s")],
+    )
+    .await;
+    let (dark_hooks, flooded, healthy) = (8, 12, 30);
+    // Its first request outlives the patience, so the hook is on the slow lane for ten
+    // minutes; every later one is answered at once.
+    let calm_receiver = Receiver::start().await;
+    calm_receiver.script([Reply::status(200).after(Duration::from_secs(2))]);
+    let calm = stack.token("calm", ALL_SCOPES);
+    let hook = stack.create_hook(&calm, &json!({"name": "blipped", "url": calm_receiver.url("/")})).await;
+    let calm_id = hook["id"].as_str().unwrap().to_owned();
+    stack.publish(&calm, &json!({"detail-type": "user.login", "source": "idp", "detail": {"warm": true}})).await;
+    let slow = eventually(WAIT, || async {
+        let health = hook_health(&stack, &calm, &calm_id).await;
+        (health["lane"] == "slow" && calm_receiver.received().len() >= 2).then_some(())
+    })
+    .await;
+    assert!(slow.is_some(), "the hook was not found slow");
+
+    let dark_receiver = Receiver::start().await;
+    dark_receiver.always(Reply::Hold);
+    for t in 0..dark_hooks {
+        let token = stack.token(&format!("dark{t}"), ALL_SCOPES);
+        stack.create_hook(&token, &json!({"name": "dark", "url": dark_receiver.url(&format!("/{t}"))})).await;
+        publish_noisy(&stack, &token, 0..flooded).await;
+    }
+    // Each dark request given up on the fast lane, and three quarters of the slow lane's
+    // places held by the dark hooks' requests there (all of them, with no share).
+    let held = || dark_receiver.received().len();
+    let filled = eventually(WAIT, || async { (held() >= dark_hooks * flooded + 48).then_some(()) }).await;
+    assert!(filled.is_some(), "the dark hooks' requests did not fill the slow lane: {}", held());
+
+    calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
+    // Order: the calm hook was still on the slow lane, and no dark request had ended.
+    assert_eq!(hook_health(&stack, &calm, &calm_id).await["lane"], "slow");
+    assert!(held() < dark_hooks * flooded + 64, "the dark hooks took every slow-lane place: {}", held());
+    drop(dark_receiver);
+    stack.shutdown().await;
+}
+
 on_both_backends! {
 async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spending_attempts(flavor: Flavor) {
     let stack = TestStack::start_with(flavor, &[("HOOKBRIDGE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s")]).await;

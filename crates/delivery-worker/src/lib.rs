@@ -128,6 +128,10 @@ pub struct WorkerSettings {
     /// cannot either (decision 0039). `None` (a Lambda invocation, one batch at a time): no
     /// such bound.
     pub fast_lane_places: Option<u32>,
+    /// The slow lane's places in this process, bounded as the fast lane's are, with a
+    /// share of 4 (half a hook's cap there) at three quarters, so slow hooks at their caps
+    /// cannot fill it either (decision 0039). `None` as for the fast lane.
+    pub slow_lane_places: Option<u32>,
 }
 
 /// [`WorkerSettings::gather`]'s default: about as long as a nearby receiver takes to
@@ -146,6 +150,7 @@ impl Default for WorkerSettings {
             emf_stack: None,
             gather: GATHER,
             fast_lane_places: None,
+            slow_lane_places: None,
         }
     }
 }
@@ -161,6 +166,7 @@ impl WorkerSettings {
             emf_stack: None,
             gather: GATHER,
             fast_lane_places: None,
+            slow_lane_places: None,
         }
     }
 
@@ -190,7 +196,7 @@ pub struct Worker {
 impl Worker {
     /// A worker.
     pub fn new(ports: WorkerPorts, outbound: Outbound, settings: WorkerSettings) -> Self {
-        let local = Arc::new(local::Local::with_fast_places(settings.fast_lane_places));
+        let local = Arc::new(local::Local::with_places(settings.fast_lane_places, settings.slow_lane_places));
         Self { ports, outbound, settings, local }
     }
 }

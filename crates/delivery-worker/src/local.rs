@@ -70,27 +70,43 @@ impl Entry {
 /// The places on the fast lane a hook may still take once three quarters of the lane are
 /// taken: a hook with fewer in flight here (a tenant's usual traffic, a healthy tenant's
 /// one event in a while) does not wait behind other hooks' requests for a place. The share
-/// halves each time the lane's free places do ([`fast_share`]), down to one place.
+/// halves each time the lane's free places do ([`share`]), down to one place.
 pub(crate) const FAST_SHARE_ALWAYS: u32 = 8;
 
-/// The places a hook may still take on a fast lane of `places` with `in_flight` taken, if
-/// it is crowded ([`Local::crowded`]): none while more than a quarter is free, then
-/// [`FAST_SHARE_ALWAYS`], halved each time the free places halve again (4 once an eighth
-/// is free, 2 at a sixteenth, 1 at a thirty-second). A fixed share bounds few hooks, not
+/// [`FAST_SHARE_ALWAYS`] for the slow lane, half its per-hook cap (8) as the fast lane's is
+/// a twelfth of its 96: eight slow hooks at their caps took all of the local runner's 64
+/// slow-lane places, and a hook found slow once, answering at once since, got none.
+pub(crate) const SLOW_SHARE_ALWAYS: u32 = 4;
+
+/// The places a hook may still take on a lane of `places` with `taken` taken, if it is
+/// crowded ([`Local::crowded`]): none while more than a quarter is free, then `first`,
+/// halved each time the free places halve again (a half of it once an eighth is free, a
+/// quarter at a sixteenth, and so on), down to 1. A fixed share bounds few hooks, not
 /// many: forty hooks with seven requests each held open took all of the local runner's
-/// 256 places, each below the share of 8. With the share halving, hooks that have places
-/// stop taking more while some are still free, and a hook with none always finds one.
-fn fast_share(places: u32, in_flight: u32) -> Option<u32> {
-    let (places, free) = (u64::from(places), u64::from(places.saturating_sub(in_flight)));
+/// 256 fast-lane places, each below the share of 8. With the share halving, hooks that
+/// have places stop taking more while some are still free, and a hook with none always
+/// finds one.
+fn share(places: u32, taken: u32, first: u32) -> Option<u32> {
+    let (places, free) = (u64::from(places), u64::from(places.saturating_sub(taken)));
     if free * 4 > places {
         return None;
     }
-    let (mut share, mut over) = (FAST_SHARE_ALWAYS, 8);
+    let (mut share, mut over) = (first, 8);
     while share > 1 && free * over <= places {
         share /= 2;
         over *= 2;
     }
     Some(share)
+}
+
+/// One lane's places in this process, when its consumer has a fixed number (the local
+/// runner's); `None` for a Lambda invocation, which takes one batch at a time.
+#[derive(Debug, Default)]
+struct LanePlaces {
+    places: Option<u32>,
+    /// Requests in flight on the lane here, all hooks together. Changed only under the
+    /// hooks' lock, with the hook's own count.
+    taken: AtomicU32,
 }
 
 /// A hook whose requests take at most this (its [`Local::pace`]) gives each place back
@@ -102,12 +118,8 @@ pub(crate) const BRIEF: Duration = Duration::from_millis(25);
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     hooks: Mutex<HashMap<HookId, Entry>>,
-    /// The fast lane's places in this process, when its consumer has a fixed number (the
-    /// local runner's); `None` for a Lambda invocation, which takes one batch at a time.
-    fast_places: Option<u32>,
-    /// Requests in flight on the fast lane here, all hooks together. Changed only under
-    /// `hooks`' lock, with the hook's own count.
-    fast_in_flight: AtomicU32,
+    fast: LanePlaces,
+    slow: LanePlaces,
     /// The revision each hook was at after this process last wrote its health or claimed
     /// its probe: a batch holding an older copy reads the hook again before judging its
     /// results against it.
@@ -119,35 +131,50 @@ pub(crate) struct Local {
 const WRITTEN_KEPT: usize = 10_000;
 
 impl Local {
-    /// A process whose fast lane has `fast_places` places, if a fixed number.
-    pub(crate) fn with_fast_places(fast_places: Option<u32>) -> Self {
-        Self { fast_places, ..Self::default() }
+    /// A process whose lanes have `fast` and `slow` places, if a fixed number.
+    pub(crate) fn with_places(fast: Option<u32>, slow: Option<u32>) -> Self {
+        Self {
+            fast: LanePlaces { places: fast, ..LanePlaces::default() },
+            slow: LanePlaces { places: slow, ..LanePlaces::default() },
+            ..Self::default()
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> &LanePlaces {
+        match lane {
+            Lane::Fast => &self.fast,
+            Lane::Slow => &self.slow,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<HookId, Entry>> {
         self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the hook of `e` must leave the fast lane's last places to others: once
-    /// three quarters of the lane's places here are taken, a hook with its share
-    /// ([`fast_share`]: [`FAST_SHARE_ALWAYS`], less as the lane fills) or more in flight
-    /// takes no more, unless it is [`BRIEF`]. Each hook's cap (96) bounds one slow hook;
-    /// this bounds several. Three hooks answering in a second, or never, each at its cap
-    /// took more places than the local runner has (256), and every other tenant's
-    /// deliveries waited for their requests to end: a second, or the patience. The lane's
-    /// own count includes the hook's, so a lane smaller than a hook's cap holds even a lone
-    /// slow hook to three quarters of it.
-    fn crowded(&self, e: &Entry) -> bool {
-        let Some(places) = self.fast_places else { return false };
-        let Some(share) = fast_share(places, self.fast_in_flight.load(Ordering::Relaxed)) else { return false };
+    /// Whether the hook of `e` must leave `lane`'s last places to others: once three
+    /// quarters of the lane's places here are taken, a hook with its share ([`share`]:
+    /// [`FAST_SHARE_ALWAYS`] or [`SLOW_SHARE_ALWAYS`], less as the lane fills) or more in
+    /// flight takes no more, unless it is [`BRIEF`]. Each hook's cap (96 fast, 8 slow)
+    /// bounds one slow hook; this bounds several. Three hooks answering in a second, or
+    /// never, each at its cap took more fast-lane places than the local runner has (256),
+    /// and every other tenant's deliveries waited for their requests to end: a second, or
+    /// the patience. The lane's own count includes the hook's, so a lane smaller than a
+    /// hook's cap holds even a lone slow hook to three quarters of it.
+    fn crowded(&self, e: &Entry, lane: Lane) -> bool {
+        let (places, first, held) = match lane {
+            Lane::Fast => (&self.fast, FAST_SHARE_ALWAYS, e.fast),
+            Lane::Slow => (&self.slow, SLOW_SHARE_ALWAYS, e.slow),
+        };
+        let Some(n) = places.places else { return false };
+        let Some(share) = share(n, places.taken.load(Ordering::Relaxed), first) else { return false };
         // The pace last: it reads the clock, on every place a busy hook takes.
-        e.fast >= share && e.pace().is_none_or(|pace| pace > BRIEF)
+        held >= share && e.pace().is_none_or(|pace| pace > BRIEF)
     }
 
     /// Whether `hook` may take no more of the fast lane's places here for now because the
     /// lane is crowded ([`Self::crowded`]), whatever its own cap.
     pub(crate) fn crowded_for(&self, hook: HookId) -> bool {
-        self.lock().get(&hook).is_some_and(|e| self.crowded(e))
+        self.lock().get(&hook).is_some_and(|e| self.crowded(e, Lane::Fast))
     }
 
     /// Whether this process found the hook slow at its URL and the mark has not run out.
@@ -253,7 +280,7 @@ impl Local {
         let mut hooks = self.lock();
         let e = hooks.get_mut(&hook)?;
         // On a crowded lane, the places it holds: the lane holds it below its cap.
-        let places = if self.crowded(e) { places.min(e.fast.max(1)) } else { places };
+        let places = if self.crowded(e, Lane::Fast) { places.min(e.fast.max(1)) } else { places };
         let (typical, unanswered) = match e.typical() {
             Some((typical, last_ended)) => ((last_ended.elapsed() <= typical * 2).then_some(typical)?, false),
             None => (e.unanswered_for()?, true),
@@ -271,12 +298,12 @@ impl Local {
     }
 
     /// A place for one more request to `hook` on `lane`, or `None` when it has `cap` already,
-    /// or the fast lane is crowded for it ([`Self::crowded`]).
+    /// or the lane is crowded for it ([`Self::crowded`]).
     pub(crate) fn acquire(self: &Arc<Self>, hook: HookId, lane: Lane, cap: u32) -> Option<InFlight> {
         let mut hooks = self.lock();
         let e = hooks.entry(hook).or_default();
         let none_taken = e.fast + e.slow == 0;
-        if lane == Lane::Fast && self.crowded(e) {
+        if self.crowded(e, lane) {
             return None;
         }
         let n = match lane {
@@ -287,9 +314,7 @@ impl Local {
             return None;
         }
         *n += 1;
-        if lane == Lane::Fast {
-            self.fast_in_flight.fetch_add(1, Ordering::Relaxed);
-        }
+        self.lane(lane).taken.fetch_add(1, Ordering::Relaxed);
         if none_taken {
             e.began = Some(tokio::time::Instant::now());
         }
@@ -390,15 +415,11 @@ impl Drop for InFlight {
         let mut hooks = self.local.lock();
         if let Some(e) = hooks.get_mut(&self.hook) {
             match self.lane {
-                Lane::Fast => {
-                    e.fast = e.fast.saturating_sub(1);
-                    let _ = self
-                        .local
-                        .fast_in_flight
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-                }
+                Lane::Fast => e.fast = e.fast.saturating_sub(1),
                 Lane::Slow => e.slow = e.slow.saturating_sub(1),
             }
+            let taken = &self.local.lane(self.lane).taken;
+            let _ = taken.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             e.freed.notify_one();
             if e.idle(Utc::now()) {
                 hooks.remove(&self.hook);
@@ -413,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_crowded_fast_lane_keeps_its_last_quarter_for_hooks_with_few_in_flight() {
-        let local = Arc::new(Local::with_fast_places(Some(256)));
+        let local = Arc::new(Local::with_places(Some(256), None));
         let heavy: Vec<HookId> = (0..4).map(|_| HookId::generate()).collect();
         let mut held = Vec::new();
         for &h in &heavy {
@@ -456,7 +477,7 @@ mod tests {
     fn the_share_a_crowded_fast_lane_leaves_each_hook_halves_as_its_free_places_do() {
         let shares: Vec<_> = [0, 191, 192, 223, 224, 239, 240, 247, 248, 256, 300]
             .into_iter()
-            .map(|taken| fast_share(256, taken))
+            .map(|taken| share(256, taken, FAST_SHARE_ALWAYS))
             .collect();
         let expected = [None, None, Some(8), Some(8), Some(4), Some(4), Some(2), Some(2), Some(1), Some(1), Some(1)];
         assert_eq!(shares, expected);
@@ -464,7 +485,7 @@ mod tests {
         // Forty hooks whose requests never end, each with seven wanted: below a fixed share
         // of 8 every one of them, they took all 256 places. Taking turns, they stop where the
         // share falls below what each holds, and a hook with none still finds places.
-        let local = Arc::new(Local::with_fast_places(Some(256)));
+        let local = Arc::new(Local::with_places(Some(256), None));
         let dark: Vec<HookId> = (0..40).map(|_| HookId::generate()).collect();
         let mut held = Vec::new();
         for _ in 0..7 {
@@ -475,6 +496,25 @@ mod tests {
         let got: Vec<_> = (0..8).map_while(|_| local.acquire(fresh, Lane::Fast, 96)).collect();
         assert_eq!(got.len(), 4, "a hook with none takes the share the lane leaves");
         assert!(local.acquire(HookId::generate(), Lane::Fast, 96).is_some());
+    }
+
+    #[test]
+    fn slow_hooks_at_their_caps_leave_the_slow_lanes_last_quarter_to_others() {
+        let local = Arc::new(Local::with_places(None, Some(64)));
+        let slow: Vec<HookId> = (0..8).map(|_| HookId::generate()).collect();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.extend(slow.iter().filter_map(|&h| local.acquire(h, Lane::Slow, 8)));
+        }
+        // Eight at their caps were all 64; taking turns, they stop at six each.
+        assert_eq!(held.len(), 48);
+        let recovered = HookId::generate();
+        let got: Vec<_> = (0..8).map_while(|_| local.acquire(recovered, Lane::Slow, 8)).collect();
+        assert_eq!(got.len(), SLOW_SHARE_ALWAYS as usize);
+        // One whose requests end at once is never held back.
+        local.took(recovered, Duration::from_millis(3));
+        assert!(local.acquire(recovered, Lane::Slow, 8).is_some());
+        assert!(local.acquire(slow[0], Lane::Fast, 96).is_some(), "the fast lane counts apart");
     }
 
     #[test]

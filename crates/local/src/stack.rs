@@ -226,9 +226,11 @@ impl RunningStack {
             }
         });
 
-        let fast = opts.delivery_concurrency.max(1);
+        let (fast, slow) = (opts.delivery_concurrency.max(1), opts.delivery_concurrency.max(1).div_ceil(4));
+        let places = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));
         let worker_settings = WorkerSettings {
-            fast_lane_places: Some(u32::try_from(fast).unwrap_or(u32::MAX)),
+            fast_lane_places: places(fast),
+            slow_lane_places: places(slow),
             ..WorkerSettings::from_settings(s)
         };
         let worker = Arc::new(Worker::new(WorkerPorts::of(&backend), outbound.clone(), worker_settings));
@@ -247,7 +249,7 @@ impl RunningStack {
             }));
         }
         tasks.spawn(pump(backend.delivery_queue.clone(), stopped.clone(), worker.clone(), Lane::Fast, fast));
-        tasks.spawn(pump(backend.slow_queue.clone(), stopped.clone(), worker, Lane::Slow, fast.div_ceil(4)));
+        tasks.spawn(pump(backend.slow_queue.clone(), stopped.clone(), worker, Lane::Slow, slow));
         {
             let (q, st, deps) = (backend.verify_queue.clone(), stopped.clone(), verifier.clone());
             tasks.spawn(drive(q, st, move |batch| {
