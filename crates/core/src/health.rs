@@ -101,6 +101,15 @@ pub fn after_success(health: &Health, now: DateTime<Utc>) -> Option<Health> {
 /// tried on the fast lane again and again, short enough that a recovered one returns soon.
 pub const SLOW_FOR: Duration = Duration::from_secs(10 * 60);
 
+/// Answers in a row, each within a quarter of the fast lane's patience, that return a hook
+/// found slow to the fast lane before [`SLOW_FOR`] runs out ([`Observation::Recovered`]).
+pub const RECOVERED_AFTER: u32 = 32;
+
+/// The least a hook stays on the slow lane after it was last found slow, however quickly
+/// it answers there: an endpoint that is slow now and then is tried on the fast lane (and
+/// given up on there, its request sent twice) at most about once a minute.
+pub const SLOW_AT_LEAST: Duration = Duration::from_secs(60);
+
 /// What one request told about its hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observation {
@@ -119,6 +128,15 @@ pub enum Observation {
     /// says the endpoint is slow, not that it is down: the slow lane's full timeout decides that.
     Abandoned {
         /// When it was given up.
+        at: DateTime<Utc>,
+    },
+    /// A hook found slow answered quickly [`RECOVERED_AFTER`] times in a row on the slow
+    /// lane, at least [`SLOW_AT_LEAST`] after it was last found slow: it is back on the fast
+    /// lane. One blip (a receiver's long pause) put a hook on the slow lane for ten
+    /// minutes, where it may have 8 requests in flight rather than 96: a busy hook that
+    /// answers in 50 ms could take 160 deliveries a second there, not 1,900.
+    Recovered {
+        /// When its last quick answer came.
         at: DateTime<Utc>,
     },
 }
@@ -148,17 +166,19 @@ pub fn observe(
 ) -> Option<HealthChange> {
     let mut h = start.clone();
     let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
-    let mut slow_at = None;
+    let (mut slow_at, mut recovered) = (None, false);
     // In the order they happened: a group holds its batch's results in the batch's order,
     // and the last word on a hook is its latest result.
     let mut in_time: Vec<&Observation> = observations.iter().collect();
     in_time.sort_by_key(|o| match **o {
         Observation::Attempt { ended, .. } => ended,
-        Observation::Abandoned { at } => at,
+        Observation::Abandoned { at } | Observation::Recovered { at } => at,
     });
     for o in in_time {
         match *o {
             Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
+            // Found slow again later in the group, it stays slow.
+            Observation::Recovered { .. } => (slow_at, recovered) = (None, true),
             Observation::Attempt { started, ended, sent, slow } => {
                 if slow {
                     slow_at = slow_at.max(Some(ended));
@@ -205,6 +225,9 @@ pub fn observe(
             h.slow_until = Some(until);
             changed = true;
         }
+    } else if recovered && h.slow_until.is_some() {
+        h.slow_until = None;
+        changed = true;
     }
     changed.then_some(HealthChange { health: h, warn, disable, circuits })
 }
@@ -402,6 +425,25 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn a_recovered_hook_leaves_the_slow_lane_unless_found_slow_again_after() {
+        let observe =
+            |start: &Health, o: &[Observation]| observe(&DisableRule::default(), RetryRule::Transient, start, o);
+        let slow = observe(&Health::default(), &[Observation::Abandoned { at: at(0) }]).unwrap().health;
+        let ok = Sent::Response { status: 200, retry_after: None };
+        let quick = Observation::Attempt { started: at(90), ended: at(90), sent: ok, slow: false };
+        let back = observe(&slow, &[quick, Observation::Recovered { at: at(90) }]).unwrap();
+        assert_eq!(back.health.slow_until, None);
+        assert_eq!(back.health.lane(at(91)), crate::hook::Lane::Fast);
+        // Found slow again after it recovered, in the same group: still slow.
+        let again = Observation::Attempt { started: at(91), ended: at(95), sent: ok, slow: true };
+        let still = observe(&slow, &[Observation::Recovered { at: at(90) }, again]);
+        assert!(still.is_none_or(|c| c.health.lane(at(96)) == crate::hook::Lane::Slow));
+        assert_eq!(slow.lane(at(96)), crate::hook::Lane::Slow);
+        // A hook not marked slow in the table has nothing to write.
+        assert_eq!(observe(&Health::default(), &[Observation::Recovered { at: at(90) }]), None);
     }
 
     #[test]

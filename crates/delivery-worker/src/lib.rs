@@ -444,6 +444,45 @@ mod tests {
         assert_eq!(fast.depth().await.unwrap().in_flight, 0, "every message was deleted");
     }
 
+    /// A hook found slow two minutes ago (one request outlived the fast lane's patience)
+    /// that answers at once on the slow lane goes back to the fast lane after 32 quick
+    /// answers in a row; before, it stayed on the slow lane, at 8 requests in flight, for
+    /// the whole ten minutes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_found_slow_that_answers_quickly_again_goes_back_to_the_fast_lane() {
+        use hookbridge_core::health::{RECOVERED_AFTER, SLOW_FOR};
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "blipped").await;
+        hook.config.url = receiver.url("/hook");
+        let marked = Utc::now() - chrono::Duration::minutes(2);
+        hook.state.health.slow_until = Some(marked + chrono::Duration::from_std(SLOW_FOR).unwrap());
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = worker_on(h.backend());
+        let slow = &h.backend().lanes().slow;
+        let deliver = |n: usize| {
+            let (worker, hook) = (&worker, &hook);
+            async move {
+                slow.send_batch(&vec![task_of(hook); n]).await.unwrap();
+                let batch = slow.receive(10, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(batch.len(), n);
+                assert!(handle(worker, &batch, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
+            }
+        };
+        let lane = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap().state.health };
+        // In batches the hook's slow-lane places take whole.
+        let (all, cap) = (RECOVERED_AFTER as usize, SLOW_LANE_HOOK_CAP as usize);
+        for _ in 0..(all - 1) / cap {
+            deliver(cap).await;
+        }
+        deliver((all - 1) % cap).await;
+        assert_eq!(lane().await.lane(Utc::now()), Lane::Slow, "one quick answer short");
+        deliver(1).await;
+        let health = lane().await;
+        assert_eq!((health.slow_until, health.lane(Utc::now())), (None, Lane::Fast));
+        assert_eq!(receiver.received().len(), all);
+    }
+
     /// A fast-lane attempt whose budget runs out while its hook's token is still being
     /// fetched (a slow identity provider) goes to the slow lane at once, counted as no
     /// attempt, and the receiver, which was never asked, is not marked slow: before, the

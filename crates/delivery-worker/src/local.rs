@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hookbridge_core::health::{RECOVERED_AFTER, SLOW_AT_LEAST, SLOW_FOR};
 use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use tokio::sync::Notify;
@@ -31,6 +32,11 @@ struct Entry {
     began: Option<tokio::time::Instant>,
     /// Its deliveries that have a turn to wait for one of its places ([`Turn`]).
     turns: u32,
+    /// Its slow-lane answers in a row, while found slow, that came quickly, and until when
+    /// it is found slow: the count keeps the entry until then, so that a hook whose
+    /// requests here all end between batches does not start it over each time
+    /// ([`Local::answered_on_slow_lane`]).
+    quick_in_a_row: (u32, Option<DateTime<Utc>>),
     /// When the last of its overflow booked to come back is due ([`Local::book`]).
     booked_until: Option<tokio::time::Instant>,
     /// Told each time one of the hook's places is given back; whoever waits for a place
@@ -44,6 +50,7 @@ impl Entry {
             && self.slow == 0
             && self.turns == 0
             && self.slow_until.is_none_or(|t| t <= now)
+            && (self.quick_in_a_row.0 == 0 || self.quick_in_a_row.1.is_none_or(|t| t <= now))
             && Arc::strong_count(&self.freed) == 1
     }
 
@@ -207,6 +214,39 @@ impl Local {
         }
         e.slow_until = e.slow_until.max(Some(until));
         e.slow_marked_at = Some(now);
+        e.quick_in_a_row = (0, None);
+    }
+
+    /// Counts an answer of `hook` on the slow lane while it is found slow (`quick`: within a
+    /// quarter of the fast lane's patience), and whether it makes [`RECOVERED_AFTER`] quick
+    /// answers in a row, the hook last found slow (here, or as the table's mark says: it
+    /// runs to `slow_in_table`) at least [`SLOW_AT_LEAST`] ago. Then the hook's mark here
+    /// is lifted and the count starts over; the caller tells the table
+    /// ([`hookbridge_core::health::Observation::Recovered`]).
+    pub(crate) fn answered_on_slow_lane(
+        &self,
+        hook: HookId,
+        quick: bool,
+        slow_in_table: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut hooks = self.lock();
+        let e = hooks.entry(hook).or_default();
+        if !quick {
+            e.quick_in_a_row = (0, None);
+            return false;
+        }
+        let slow_for = chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
+        let at_least = chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default();
+        let slow_until = e.slow_until.max(slow_in_table);
+        e.quick_in_a_row = (e.quick_in_a_row.0.saturating_add(1), slow_until);
+        let marked = e.slow_marked_at.max(slow_in_table.map(|t| t - slow_for));
+        if e.quick_in_a_row.0 < RECOVERED_AFTER || marked.is_some_and(|m| now - m < at_least) {
+            return false;
+        }
+        e.quick_in_a_row = (0, None);
+        e.slow_until = None;
+        true
     }
 
     /// Notes how long a request to `hook` took.
@@ -515,6 +555,35 @@ mod tests {
         local.took(recovered, Duration::from_millis(3));
         assert!(local.acquire(recovered, Lane::Slow, 8).is_some());
         assert!(local.acquire(slow[0], Lane::Fast, 96).is_some(), "the fast lane counts apart");
+    }
+
+    #[test]
+    fn a_hook_found_slow_recovers_after_quick_answers_in_a_row_and_a_minute() {
+        use hookbridge_core::health::{RECOVERED_AFTER, SLOW_AT_LEAST, SLOW_FOR};
+        let local = Arc::new(Local::default());
+        let h = HookId::generate();
+        let place = local.acquire(h, Lane::Slow, 8).unwrap();
+        let now = Utc::now();
+        local.mark_slow(h, "https://example.com/", now + chrono::Duration::minutes(10));
+        let later = now + chrono::Duration::from_std(SLOW_AT_LEAST).unwrap() + chrono::Duration::seconds(1);
+        let answers =
+            |quick: bool, n: u32, at| (0..n).fold(None, |_, _| Some(local.answered_on_slow_lane(h, quick, None, at)));
+        // A slow answer starts the count over.
+        assert_eq!(answers(true, RECOVERED_AFTER - 1, later), Some(false));
+        assert_eq!(answers(false, 1, later), Some(false));
+        assert_eq!(answers(true, RECOVERED_AFTER - 1, later), Some(false));
+        // Within a minute of the mark, however many quick answers: still slow.
+        assert_eq!(answers(true, 1, now), Some(false));
+        // The table's mark counts as this process's does.
+        let in_table = Some(later + chrono::Duration::from_std(SLOW_FOR).unwrap());
+        assert!(!local.answered_on_slow_lane(h, true, in_table, later));
+        assert!(local.answered_on_slow_lane(h, true, None, later));
+        assert_eq!(local.lock()[&h].slow_until, None, "its mark here is lifted");
+        assert!(!local.answered_on_slow_lane(h, true, in_table, later), "and the count starts over");
+        // The count keeps the entry while the hook is found slow, its places all given back.
+        drop(place);
+        local.forget_if_idle(h);
+        assert_eq!(local.lock()[&h].quick_in_a_row.0, 1);
     }
 
     #[test]

@@ -67,8 +67,9 @@ pub(crate) enum Done<'a> {
     /// Not sent now: handed back to `lane` as a new message (its wait in the task).
     /// `hook_version` is the hook's as read, for the event should its wait outlast it.
     Requeue { message: &'a ReceivedMessage, task: Box<Task>, lane: Lane, why: &'static str, hook_version: u64 },
-    /// Sent.
-    Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool },
+    /// Sent. `slow`: it showed the hook slow; `recovered`: it made the hook, found slow,
+    /// quick enough for long enough to go back to the fast lane (`Local::answered_on_slow_lane`).
+    Attempted { ready: Box<Ready<'a>>, report: AttemptReport, abandoned: bool, slow: bool, recovered: bool },
 }
 
 impl<'a> Done<'a> {
@@ -245,7 +246,7 @@ async fn flush(
                     .or_default()
                     .push(FollowUp { replaces: message, message: recorded(task).message(now) });
             }
-            Done::Attempted { ready, report, abandoned, slow } => {
+            Done::Attempted { ready, report, abandoned, slow, recovered } => {
                 let (update, follow_up) = attempted(w, ready, report, *abandoned, now, &mut events, &mut metrics);
                 updates.push(update);
                 match follow_up {
@@ -265,7 +266,8 @@ async fn flush(
                         Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow })
                     }
                 };
-                if let Some(observation) = observation {
+                let recovery = recovered.then_some(Observation::Recovered { at: now });
+                for observation in observation.into_iter().chain(recovery) {
                     observed
                         .entry(ready.hook.id)
                         .or_insert_with(|| (ready.hook.clone(), Vec::new()))

@@ -20,6 +20,11 @@ use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, back_
 use crate::record::Done;
 use crate::{Worker, hook_cap};
 
+/// [`SLOW_FOR`] as the clock counts it.
+fn slow_for() -> chrono::Duration {
+    chrono::Duration::from_std(SLOW_FOR).unwrap_or_default()
+}
+
 pub(crate) async fn send_all<'a>(
     w: &Worker,
     plans: Vec<Plan<'a>>,
@@ -123,8 +128,17 @@ pub(crate) async fn send<'a>(
         w.local.took(ready.hook.id, Duration::from_millis(report.receiver_ms));
     }
     if slow {
-        let until = Utc::now() + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
+        let until = Utc::now() + slow_for();
         w.local.mark_slow(ready.hook.id, &ready.hook.config.url, until);
     }
-    Done::Attempted { ready, report, abandoned, slow }
+    let recovered = lane == Lane::Slow && report.reached && !slow && {
+        let now = Utc::now();
+        let health = &ready.hook.state.health;
+        let in_table = health.slow_until.filter(|t| *t > now);
+        let quick = matches!(report.sent, Sent::Response { .. }) && report.receiver_ms.saturating_mul(4) <= patience;
+        // Only a hook on this lane for being slow; one whose circuit is open is there for that.
+        (in_table.is_some() || w.local.is_slow(&ready.hook, now))
+            && w.local.answered_on_slow_lane(ready.hook.id, quick, in_table, now)
+    };
+    Done::Attempted { ready, report, abandoned, slow, recovered }
 }
