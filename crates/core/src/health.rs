@@ -166,7 +166,7 @@ pub fn observe(
 ) -> Option<HealthChange> {
     let mut h = start.clone();
     let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
-    let (mut slow_at, mut recovered) = (None, false);
+    let (mut slow_at, mut recovered_at) = (None, None);
     // In the order they happened: a group holds its batch's results in the batch's order,
     // and the last word on a hook is its latest result.
     let mut in_time: Vec<&Observation> = observations.iter().collect();
@@ -177,8 +177,7 @@ pub fn observe(
     for o in in_time {
         match *o {
             Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
-            // Found slow again later in the group, it stays slow.
-            Observation::Recovered { .. } => (slow_at, recovered) = (None, true),
+            Observation::Recovered { at } => recovered_at = recovered_at.max(Some(at)),
             Observation::Attempt { started, ended, sent, slow } => {
                 if slow {
                     slow_at = slow_at.max(Some(ended));
@@ -217,17 +216,26 @@ pub fn observe(
             }
         }
     }
-    if let Some(at) = slow_at {
-        let until = at + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
-        // Renewed only when half of it has passed: one write per five minutes at most.
-        let renew_after = until - chrono::Duration::from_std(SLOW_FOR / 2).unwrap_or_default();
-        if h.slow_until.is_none_or(|t| t < renew_after) {
+    let (slow_for, at_least) = (
+        chrono::Duration::from_std(SLOW_FOR).unwrap_or_default(),
+        chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default(),
+    );
+    // A recovery holds only if the hook was last found slow, as the table says or this
+    // group does (before it, or after it in the same group), at least `SLOW_AT_LEAST`
+    // before: the process that counted the quick answers may have read an older mark than
+    // another process wrote since.
+    let last_slow = h.slow_until.map(|t| t - slow_for).max(slow_at);
+    if h.slow_until.is_some() && recovered_at.is_some_and(|r| last_slow.is_none_or(|m| r - m >= at_least)) {
+        h.slow_until = None;
+        changed = true;
+    } else if let Some(at) = slow_at {
+        let until = at + slow_for;
+        // Renewed only when the mark is a minute behind: one write a minute at most, and
+        // the mark says within a minute when the hook was last found slow.
+        if h.slow_until.is_none_or(|t| t < until - at_least) {
             h.slow_until = Some(until);
             changed = true;
         }
-    } else if recovered && h.slow_until.is_some() {
-        h.slow_until = None;
-        changed = true;
     }
     changed.then_some(HealthChange { health: h, warn, disable, circuits })
 }
@@ -428,20 +436,28 @@ mod tests {
     }
 
     #[test]
-    fn a_recovered_hook_leaves_the_slow_lane_unless_found_slow_again_after() {
+    fn a_recovered_hook_leaves_the_slow_lane_unless_found_slow_within_a_minute_of_it() {
+        use crate::hook::Lane;
         let observe =
             |start: &Health, o: &[Observation]| observe(&DisableRule::default(), RetryRule::Transient, start, o);
         let slow = observe(&Health::default(), &[Observation::Abandoned { at: at(0) }]).unwrap().health;
         let ok = Sent::Response { status: 200, retry_after: None };
-        let quick = Observation::Attempt { started: at(90), ended: at(90), sent: ok, slow: false };
-        let back = observe(&slow, &[quick, Observation::Recovered { at: at(90) }]).unwrap();
+        let quick = |t| Observation::Attempt { started: at(t), ended: at(t), sent: ok, slow: false };
+        let back = observe(&slow, &[quick(90), Observation::Recovered { at: at(90) }]).unwrap();
         assert_eq!(back.health.slow_until, None);
-        assert_eq!(back.health.lane(at(91)), crate::hook::Lane::Fast);
-        // Found slow again after it recovered, in the same group: still slow.
+        assert_eq!(back.health.lane(at(91)), Lane::Fast);
+        // Found slow again after the quick answer that recovered it, in the same group: it
+        // stays slow (the mark is renewed, being more than a minute old).
         let again = Observation::Attempt { started: at(91), ended: at(95), sent: ok, slow: true };
-        let still = observe(&slow, &[Observation::Recovered { at: at(90) }, again]);
-        assert!(still.is_none_or(|c| c.health.lane(at(96)) == crate::hook::Lane::Slow));
-        assert_eq!(slow.lane(at(96)), crate::hook::Lane::Slow);
+        let still = observe(&slow, &[quick(90), Observation::Recovered { at: at(90) }, again]).unwrap();
+        assert_eq!(still.health.lane(at(96)), Lane::Slow);
+        // Or before it, within a minute.
+        let before = Observation::Attempt { started: at(60), ended: at(62), sent: ok, slow: true };
+        let still = observe(&slow, &[before, Observation::Recovered { at: at(90) }]);
+        assert!(still.is_none_or(|c| c.health.lane(at(96)) == Lane::Slow));
+        // The table's mark less than a minute old (another process found it slow since the
+        // one that counted read it): no recovery.
+        assert_eq!(observe(&slow, &[Observation::Recovered { at: at(50) }]), None);
         // A hook not marked slow in the table has nothing to write.
         assert_eq!(observe(&Health::default(), &[Observation::Recovered { at: at(90) }]), None);
     }

@@ -255,18 +255,17 @@ async fn flush(
                     }
                     None => handled.push(ready.message),
                 }
+                let started = report.attempt.at;
+                let ended = started + chrono::Duration::milliseconds(report.attempt.duration_ms as i64);
                 let observation = match (*abandoned, *slow) {
                     // Given up before the receiver had the lane's patience (its token still
                     // being fetched, or fetched late): nothing of its pace was seen.
                     (true, false) => None,
                     (true, true) => Some(Observation::Abandoned { at: now }),
-                    (false, _) => {
-                        let started = report.attempt.at;
-                        let ended = started + chrono::Duration::milliseconds(report.attempt.duration_ms as i64);
-                        Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow })
-                    }
+                    (false, _) => Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow }),
                 };
-                let recovery = recovered.then_some(Observation::Recovered { at: now });
+                // When its answer came, so a slower answer of the group after it counts.
+                let recovery = recovered.then_some(Observation::Recovered { at: ended });
                 for observation in observation.into_iter().chain(recovery) {
                     observed
                         .entry(ready.hook.id)

@@ -136,7 +136,8 @@ pub(crate) async fn send<'a>(
         let health = &ready.hook.state.health;
         let in_table = health.slow_until.filter(|t| *t > now);
         let quick = matches!(report.sent, Sent::Response { .. }) && report.receiver_ms.saturating_mul(4) <= patience;
-        // Only a hook on this lane for being slow; one whose circuit is open is there for that.
+        // Only a hook found slow counts; one here only because its circuit is open has no
+        // mark to lift.
         (in_table.is_some() || w.local.is_slow(&ready.hook, now))
             && w.local.answered_on_slow_lane(ready.hook.id, quick, in_table, now)
     };
