@@ -59,6 +59,10 @@ enum Command {
         /// measured after the black holes (0: none).
         #[arg(long, default_value_t = SLOW_TENANTS)]
         slow_tenants: usize,
+        /// Hooks of one tenant on a black hole, [`MANY_HOOKS_EVENTS`] events for each,
+        /// measured last (0: none).
+        #[arg(long, default_value_t = MANY_HOOKS)]
+        many_hooks: usize,
     },
     /// Only the embedded end-to-end and noisy-neighbour runs, printed.
     Embedded {
@@ -145,8 +149,15 @@ const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `tenants` tenants, each with [`SLOW_EVENTS`] events for a hook answering [`SLOW_ANSWER`]
 /// late: backlogs that drain, slowly, beside the healthy tenant.
+/// The hooks of the many-hooks flood: with [`MANY_HOOKS_EVENTS`] each, more requests than
+/// the local runner's 256 fast-lane places, each hook below the share of 8 a crowded lane
+/// leaves it (decision 0039).
+const MANY_HOOKS: usize = 40;
+/// Events for each of [`MANY_HOOKS`] (one call of ten).
+const MANY_HOOKS_EVENTS: usize = 10;
+
 fn slow_floods(tenants: usize) -> noisy::Flood {
-    noisy::Flood { events: SLOW_EVENTS, tenants, endpoint: noisy::Endpoint::Slow(SLOW_ANSWER) }
+    noisy::Flood { events: SLOW_EVENTS, tenants, hooks: 1, endpoint: noisy::Endpoint::Slow(SLOW_ANSWER) }
 }
 
 #[tokio::main]
@@ -224,10 +235,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report::render(&r));
             Ok(())
         }
-        Command::Noisy { bin_dir, floods, slow_tenants } => {
+        Command::Noisy { bin_dir, floods, slow_tenants, many_hooks } => {
             let mut floods: Vec<noisy::Flood> = floods.into_iter().map(noisy::Flood::black_hole).collect();
             if slow_tenants > 0 {
                 floods.push(slow_floods(slow_tenants));
+            }
+            if many_hooks > 0 {
+                floods.push(noisy::Flood::many_hooks(many_hooks, MANY_HOOKS_EVENTS));
             }
             let r = report::Results {
                 noisy: noisy::run(&bin_dir, &floods).await?,
@@ -247,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 let mut f: Vec<noisy::Flood> = [200, 2_000, 20_000].map(noisy::Flood::black_hole).to_vec();
                 f.push(slow_floods(SLOW_TENANTS));
+                f.push(noisy::Flood::many_hooks(MANY_HOOKS, MANY_HOOKS_EVENTS));
                 f
             };
             r.noisy = noisy::run(&bin_dir, &floods).await?;

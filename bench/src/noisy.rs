@@ -24,21 +24,29 @@ pub enum Endpoint {
 }
 
 /// The flood a healthy tenant is measured beside: `tenants` tenants, each publishing
-/// `events` events at once to a hook of its own, on an endpoint of its own.
+/// `events` events at once to `hooks` hooks of its own (each event to every one of them),
+/// on an endpoint of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flood {
     pub events: usize,
     pub tenants: usize,
+    pub hooks: usize,
     pub endpoint: Endpoint,
 }
 
 impl Flood {
     /// No flood: the healthy tenant alone.
-    pub const NONE: Flood = Flood { events: 0, tenants: 0, endpoint: Endpoint::BlackHole };
+    pub const NONE: Flood = Flood { events: 0, tenants: 0, hooks: 1, endpoint: Endpoint::BlackHole };
 
     /// One tenant flooding a black hole with `events` events.
     pub fn black_hole(events: usize) -> Self {
-        Self { events, tenants: 1, endpoint: Endpoint::BlackHole }
+        Self { events, tenants: 1, hooks: 1, endpoint: Endpoint::BlackHole }
+    }
+
+    /// One tenant with `hooks` hooks on a black hole, `events` events for each: many hooks
+    /// with a few requests each rather than one with many (decision 0039).
+    pub fn many_hooks(hooks: usize, events: usize) -> Self {
+        Self { events, tenants: 1, hooks, endpoint: Endpoint::BlackHole }
     }
 }
 
@@ -119,7 +127,9 @@ async fn scenario(bin_dir: &Path, flood: Flood) -> anyhow::Result<Figures> {
             Endpoint::BlackHole => black_hole().await?,
             Endpoint::Slow(after) => slow(after).await?,
         };
-        rig.create_hook(&format!("noisy{t}"), &json!({"name": "struggling", "url": url})).await?;
+        for h in 0..flood.hooks {
+            rig.create_hook(&format!("noisy{t}"), &json!({"name": format!("struggling{h}"), "url": url})).await?;
+        }
         endpoints.push(task);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -199,6 +209,7 @@ impl Flood {
         };
         match self.tenants {
             0 => "none (alone)".to_owned(),
+            1 if self.hooks > 1 => format!("{} events to each of {} hooks on {to}", thousands(self.events), self.hooks),
             1 => format!("{} events to {to}", thousands(self.events)),
             n => format!("{n} tenants × {} events to {to}", thousands(self.events)),
         }

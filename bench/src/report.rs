@@ -150,6 +150,7 @@ pub fn render(r: &Results) -> String {
         );
         let svix = |flood: &noisy::Flood| match (flood.tenants, flood.endpoint, flood.events) {
             (0, _, _) => "p50 2.4 / p99 6.0 ms (at 200/s)",
+            _ if flood.hooks > 1 => "not measured",
             (1, noisy::Endpoint::BlackHole, 200) => "p99 8.1 ms, all delivered",
             (1, noisy::Endpoint::BlackHole, 2_000) => "p50 84 s; none within 30 s of the last send",
             (1, noisy::Endpoint::BlackHole, _) => "stalls (already at 600: p99 29.8 s)",
