@@ -228,7 +228,9 @@ pub fn observe(
     if h.slow_until.is_some() && recovered_at.is_some_and(|r| last_slow.is_none_or(|m| r - m >= at_least)) {
         h.slow_until = None;
         changed = true;
-    } else if let Some(at) = slow_at {
+    } else if let Some(at) = slow_at.filter(|s| recovered_at.is_none_or(|r| r - *s < at_least)) {
+        // (A slow result a minute or more before a recovery of the same group, with no mark
+        // in the row to clear, leaves the hook as it is.)
         let until = at + slow_for;
         // Renewed only when the mark is a minute behind: one write a minute at most, and
         // the mark says within a minute when the hook was last found slow.
@@ -419,11 +421,18 @@ mod tests {
         assert!(c.health.circuit.is_closed());
         assert_eq!(c.health.lane(at(599)), crate::hook::Lane::Slow);
         assert_eq!(c.health.lane(at(600)), crate::hook::Lane::Fast);
-        // Renewing a fresh mark is not worth a write.
+        // Renewing a fresh mark is not worth a write; one a minute behind is renewed.
         assert_eq!(
             observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(10) }]),
             None
         );
+        assert_eq!(
+            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(59) }]),
+            None
+        );
+        let renewed =
+            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(61) }]);
+        assert_eq!(renewed.and_then(|c| c.health.slow_until), Some(at(661)));
         assert!(
             observe(
                 &DisableRule::default(),
@@ -455,6 +464,13 @@ mod tests {
         let before = Observation::Attempt { started: at(60), ended: at(62), sent: ok, slow: true };
         let still = observe(&slow, &[before, Observation::Recovered { at: at(90) }]);
         assert!(still.is_none_or(|c| c.health.lane(at(96)) == Lane::Slow));
+        // A slow result a minute or more before it: the recovery holds, with a mark in the
+        // row to clear or without one.
+        let long_before = Observation::Attempt { started: at(10), ended: at(20), sent: ok, slow: true };
+        let back = observe(&slow, &[long_before, Observation::Recovered { at: at(90) }]).unwrap();
+        assert_eq!(back.health.slow_until, None);
+        let unmarked = observe(&Health::default(), &[long_before, Observation::Recovered { at: at(90) }]);
+        assert_eq!(unmarked.and_then(|c| c.health.slow_until), None);
         // The table's mark less than a minute old (another process found it slow since the
         // one that counted read it): no recovery.
         assert_eq!(observe(&slow, &[Observation::Recovered { at: at(50) }]), None);

@@ -261,7 +261,8 @@ async fn flush(
                     // Given up before the receiver had the lane's patience (its token still
                     // being fetched, or fetched late): nothing of its pace was seen.
                     (true, false) => None,
-                    (true, true) => Some(Observation::Abandoned { at: now }),
+                    // When it was given up, as the worker's own mark dates it.
+                    (true, true) => Some(Observation::Abandoned { at: ended }),
                     (false, _) => Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow }),
                 };
                 // When its answer came, so a slower answer of the group after it counts.
