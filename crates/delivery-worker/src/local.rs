@@ -80,9 +80,10 @@ impl Entry {
 /// halves each time the lane's free places do ([`share`]), down to one place.
 pub(crate) const FAST_SHARE_ALWAYS: u32 = 8;
 
-/// [`FAST_SHARE_ALWAYS`] for the slow lane, half its per-hook cap (8) as the fast lane's is
-/// a twelfth of its 96: eight slow hooks at their caps took all of the local runner's 64
-/// slow-lane places, and a hook found slow once, answering at once since, got none.
+/// [`FAST_SHARE_ALWAYS`] for the slow lane: half a hook's cap there (8), so that hooks at
+/// their caps are held back too. Eight slow hooks at their caps took all of the local
+/// runner's 64 slow-lane places, and a hook found slow once, answering at once since, got
+/// none.
 pub(crate) const SLOW_SHARE_ALWAYS: u32 = 4;
 
 /// The places a hook may still take on a lane of `places` with `taken` taken, if it is
