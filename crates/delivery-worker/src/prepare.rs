@@ -969,6 +969,51 @@ mod tests {
         drop(held);
     }
 
+    /// A rate-limited hook crowded out of the fast lane (over the share it leaves) sends its
+    /// delivery on to the slow lane with the rate-limit slot it was given, as at its cap: a
+    /// booking or a wait would pace it a second time, and the slot is its place in the
+    /// hook's schedule.
+    #[tokio::test]
+    async fn a_rate_limited_hook_crowded_out_goes_to_the_slow_lane_with_its_slot() {
+        let h = EmbeddedHarness::start().await;
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let settings = crate::WorkerSettings { fast_lane_places: Some(32), ..crate::WorkerSettings::default() };
+        let w = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, settings);
+        let (mut hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "limited").await;
+        hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 10 });
+        let now = Utc::now();
+        let key = DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let mut task = Task::new(key, 0, "{}");
+        (task.slot, task.slot_schedule, task.not_before) = (true, Some(schedule_of(&hook)), Some(now));
+        // Three other hooks' 8 each, and the hook's own 4: its share of the lane's 32.
+        let others: Vec<HookId> = (0..3).map(|_| HookId::generate()).collect();
+        let held: Vec<_> = others
+            .iter()
+            .flat_map(|&h| std::iter::repeat_n(h, 8))
+            .chain(std::iter::repeat_n(hook.id, 4))
+            .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
+            .collect();
+        assert!(w.local.crowded_for(hook.id));
+        let message = message(0, now);
+        let hooks = HashMap::from([(hook.id, Arc::new(hook.clone()))]);
+        match check(&w, &BatchContext::lane(Lane::Fast), now, &message, task, &hooks).map(|_| ()).map_err(|p| *p) {
+            Err(Plan::Done(Done::Requeue { lane, task, why, .. })) => {
+                assert_eq!((lane, why), (Lane::Slow, AT_CAP));
+                assert!(task.slot && task.slot_schedule == Some(schedule_of(&hook)), "its slot kept");
+                assert_eq!(task.not_before, Some(now));
+            }
+            _ => panic!("not sent on to the slow lane"),
+        }
+        drop(held);
+    }
+
     /// The batch read the hook while its circuit was open; by the claim, another process's
     /// probe had closed it. Every delivery of the hook goes, none waits for a probe.
     #[tokio::test]
