@@ -30,6 +30,14 @@ async fn publish_noisy(stack: &TestStack, noisy: &str, range: std::ops::Range<us
     }
 }
 
+/// Tenant `calm`'s token, and the receiver its one hook (`fine`) points at.
+async fn calm_tenant(stack: &TestStack) -> (Receiver, String) {
+    let receiver = Receiver::start().await;
+    let calm = stack.token("calm", ALL_SCOPES);
+    stack.create_hook(&calm, &json!({"name": "fine", "url": receiver.url("/")})).await;
+    (receiver, calm)
+}
+
 /// Tenant `calm` publishes `healthy` events, one every 20 ms, and every one arrives.
 async fn calm_gets_everything(stack: &TestStack, calm: &str, receiver: &Receiver, healthy: usize) {
     for n in 0..healthy {
@@ -49,12 +57,10 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
         Flavor::Aws => (40, 8),
     };
     let hole = BlackHole::start().await;
-    let calm_receiver = Receiver::start().await;
+    let (calm_receiver, calm) = calm_tenant(&stack).await;
     let noisy = stack.token("noisy", ALL_SCOPES);
-    let calm = stack.token("calm", ALL_SCOPES);
     let dead = stack.create_hook(&noisy, &json!({"name": "dead", "url": hole.url("/")})).await;
     let dead_id = dead["id"].as_str().unwrap().to_owned();
-    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
 
     // The flood first, then the healthy tenant's events while the flood is in the queues.
     // Order: everything healthy arrives sooner after the flood than the black hole's
@@ -106,12 +112,10 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
     // worker keeps what it learns of the hook's request times (it forgets an idle hook's).
     dark_receiver.script(std::iter::once(Reply::Hold).chain(vec![Reply::status(200); answered]));
     dark_receiver.always(Reply::Hold);
-    let calm_receiver = Receiver::start().await;
+    let (calm_receiver, calm) = calm_tenant(&stack).await;
     let noisy = stack.token("noisy", ALL_SCOPES);
-    let calm = stack.token("calm", ALL_SCOPES);
     let dark = stack.create_hook(&noisy, &json!({"name": "dark", "url": dark_receiver.url("/")})).await;
     let dark_id = dark["id"].as_str().unwrap().to_owned();
-    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
 
     publish_noisy(&stack, &noisy, 0..1).await;
     assert_eq!(dark_receiver.wait_for(1, WAIT).await.len(), 1, "the dark hook's first request");
@@ -149,9 +153,7 @@ async fn a_fast_hook_that_goes_dark_never_delays_another_tenants_deliveries() {
 async fn several_dark_hooks_together_never_delay_another_tenants_deliveries() {
     let stack = patient_embedded_stack().await;
     let (dark_hooks, flooded, healthy) = (4, 150, 30);
-    let calm_receiver = Receiver::start().await;
-    let calm = stack.token("calm", ALL_SCOPES);
-    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+    let (calm_receiver, calm) = calm_tenant(&stack).await;
     let mut dark = Vec::new();
     for t in 0..dark_hooks {
         let receiver = Receiver::start().await;
@@ -193,9 +195,7 @@ async fn several_dark_hooks_together_never_delay_another_tenants_deliveries() {
 async fn many_dark_hooks_with_few_requests_each_never_delay_another_tenants_deliveries() {
     let stack = patient_embedded_stack().await;
     let (dark_hooks, events, healthy) = (40, 7, 30);
-    let calm_receiver = Receiver::start().await;
-    let calm = stack.token("calm", ALL_SCOPES);
-    stack.create_hook(&calm, &json!({"name": "fine", "url": calm_receiver.url("/")})).await;
+    let (calm_receiver, calm) = calm_tenant(&stack).await;
     let dark_receiver = Receiver::start().await;
     dark_receiver.always(Reply::Hold);
     let noisy = stack.token("noisy", ALL_SCOPES);

@@ -866,6 +866,34 @@ mod tests {
         }
     }
 
+    /// The key of a delivery of `hook`, the `n`-th of the millisecond `now`.
+    fn key_of(hook: &Hook, n: u128, now: DateTime<Utc>) -> DeliveryKey {
+        DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, n),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        }
+    }
+
+    /// A worker whose fast lane has 32 places, and places for three other hooks' 8 each and
+    /// `hook`'s 4: seven eighths of the lane taken, where each hook's share is 4, so the
+    /// lane is crowded for `hook`. The places are held while the second is.
+    fn crowded_for(h: &EmbeddedHarness, hook: HookId) -> (Worker, Vec<InFlight>) {
+        let outbound =
+            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
+        let settings = crate::WorkerSettings { fast_lane_places: Some(32), ..crate::WorkerSettings::default() };
+        let w = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, settings);
+        let held: Vec<_> = (0..3)
+            .flat_map(|_| std::iter::repeat_n(HookId::generate(), 8))
+            .chain(std::iter::repeat_n(hook, 4))
+            .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
+            .collect();
+        assert!(w.local.crowded_for(hook));
+        (w, held)
+    }
+
     /// A delivery of `hook` (the `n`-th of the millisecond `now`) ready to go on `message`.
     fn ready<'m>(
         message: &'m ReceivedMessage,
@@ -875,16 +903,9 @@ mod tests {
         probe: bool,
         now: DateTime<Utc>,
     ) -> Ready<'m> {
-        let key = DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, n),
-            event_id: EventId::generate(),
-            event_type: "user.login".into(),
-        };
         Ready {
             message,
-            task: Task::new(key, 0, "{}"),
+            task: Task::new(key_of(hook, n, now), 0, "{}"),
             hook: hook.clone(),
             secrets: secrets.clone(),
             body: "{}".into(),
@@ -936,26 +957,13 @@ mod tests {
     #[tokio::test]
     async fn on_a_crowded_lane_overflow_waits_in_no_place_and_comes_back_on_the_fast_lane() {
         let h = EmbeddedHarness::start().await;
-        let outbound =
-            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
-        let settings = crate::WorkerSettings { fast_lane_places: Some(32), ..crate::WorkerSettings::default() };
-        let w = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, settings);
         let (hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "crowded").await;
+        let (w, held) = crowded_for(&h, hook.id);
         let now = Utc::now();
-        // A delivery waiting in place since before the crowding.
+        // A delivery waiting in place, as it was before the crowding.
         let message = message(0, now);
         let mut waiting = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, false, now);
         waiting.place = Place::Awaited(w.local.turn_to_wait(hook.id, None).expect("a turn"));
-        // Three other hooks' 8 each, and the hook's own 4: seven eighths of the lane's 32
-        // taken, where each hook's share is 4.
-        let others: Vec<HookId> = (0..3).map(|_| HookId::generate()).collect();
-        let held: Vec<_> = others
-            .iter()
-            .flat_map(|&h| std::iter::repeat_n(h, 8))
-            .chain(std::iter::repeat_n(hook.id, 4))
-            .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
-            .collect();
-        assert!(w.local.crowded_for(hook.id));
         let overflow = fast_overflow(&w, &hook);
         assert!(matches!(overflow, Wait::Later | Wait::Booked(_)), "no wait in place: {overflow:?}");
 
@@ -976,31 +984,12 @@ mod tests {
     #[tokio::test]
     async fn a_rate_limited_hook_crowded_out_goes_to_the_slow_lane_with_its_slot() {
         let h = EmbeddedHarness::start().await;
-        let outbound =
-            hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings::default()).expect("client");
-        let settings = crate::WorkerSettings { fast_lane_places: Some(32), ..crate::WorkerSettings::default() };
-        let w = Worker::new(crate::WorkerPorts::of(h.backend()), outbound, settings);
         let (mut hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "limited").await;
         hook.config.rate_limit = Some(hookbridge_core::hook::RateLimit { per_second: 10 });
+        let (w, held) = crowded_for(&h, hook.id);
         let now = Utc::now();
-        let key = DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, 1),
-            event_id: EventId::generate(),
-            event_type: "user.login".into(),
-        };
-        let mut task = Task::new(key, 0, "{}");
+        let mut task = Task::new(key_of(&hook, 1, now), 0, "{}");
         (task.slot, task.slot_schedule, task.not_before) = (true, Some(schedule_of(&hook)), Some(now));
-        // Three other hooks' 8 each, and the hook's own 4: its share of the lane's 32.
-        let others: Vec<HookId> = (0..3).map(|_| HookId::generate()).collect();
-        let held: Vec<_> = others
-            .iter()
-            .flat_map(|&h| std::iter::repeat_n(h, 8))
-            .chain(std::iter::repeat_n(hook.id, 4))
-            .map(|h| w.local.acquire(h, Lane::Fast, crate::FAST_LANE_HOOK_CAP).expect("a place"))
-            .collect();
-        assert!(w.local.crowded_for(hook.id));
         let message = message(0, now);
         let hooks = HashMap::from([(hook.id, Arc::new(hook.clone()))]);
         match check(&w, &BatchContext::lane(Lane::Fast), now, &message, task, &hooks).map(|_| ()).map_err(|p| *p) {
