@@ -110,6 +110,22 @@ pub const RECOVERED_AFTER: u32 = 32;
 /// given up on there, its request sent twice) at most about once a minute.
 pub const SLOW_AT_LEAST: Duration = Duration::from_secs(60);
 
+/// Until when a hook found slow at `found` stays slow ([`SLOW_FOR`]).
+pub fn slow_until(found: DateTime<Utc>) -> DateTime<Utc> {
+    found + chrono::Duration::from_std(SLOW_FOR).unwrap_or_default()
+}
+
+/// When a hook whose slow mark runs to `until` was found slow ([`slow_until`]'s inverse).
+pub fn found_slow_at(until: DateTime<Utc>) -> DateTime<Utc> {
+    until - chrono::Duration::from_std(SLOW_FOR).unwrap_or_default()
+}
+
+/// Whether a hook last found slow at `last` (if ever) may go back to the fast lane at `at`:
+/// [`SLOW_AT_LEAST`] later or more.
+pub fn may_recover(last: Option<DateTime<Utc>>, at: DateTime<Utc>) -> bool {
+    last.is_none_or(|m| at - m >= chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default())
+}
+
 /// What one request told about its hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observation {
@@ -216,25 +232,22 @@ pub fn observe(
             }
         }
     }
-    let (slow_for, at_least) = (
-        chrono::Duration::from_std(SLOW_FOR).unwrap_or_default(),
-        chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default(),
-    );
     // A recovery holds only if the hook was last found slow, as the table says or this
     // group does (before it, or after it in the same group), at least `SLOW_AT_LEAST`
     // before: the process that counted the quick answers may have read an older mark than
     // another process wrote since.
-    let last_slow = h.slow_until.map(|t| t - slow_for).max(slow_at);
-    if h.slow_until.is_some() && recovered_at.is_some_and(|r| last_slow.is_none_or(|m| r - m >= at_least)) {
+    let last_slow = h.slow_until.map(found_slow_at).max(slow_at);
+    if h.slow_until.is_some() && recovered_at.is_some_and(|r| may_recover(last_slow, r)) {
         h.slow_until = None;
         changed = true;
-    } else if let Some(at) = slow_at.filter(|s| recovered_at.is_none_or(|r| r - *s < at_least)) {
+    } else if let Some(at) = slow_at.filter(|s| recovered_at.is_none_or(|r| !may_recover(Some(*s), r))) {
         // (A slow result a minute or more before a recovery of the same group, with no mark
         // in the row to clear, leaves the hook as it is.)
-        let until = at + slow_for;
+        let until = slow_until(at);
         // Renewed only when the mark is a minute behind: one write a minute at most, and
         // the mark says within a minute when the hook was last found slow.
-        if h.slow_until.is_none_or(|t| t < until - at_least) {
+        let a_minute = chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default();
+        if h.slow_until.is_none_or(|t| t < until - a_minute) {
             h.slow_until = Some(until);
             changed = true;
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookbridge_core::health::{RECOVERED_AFTER, SLOW_AT_LEAST, SLOW_FOR};
+use hookbridge_core::health::{RECOVERED_AFTER, found_slow_at, may_recover};
 use hookbridge_core::hook::{Hook, Lane};
 use hookbridge_core::ids::HookId;
 use tokio::sync::Notify;
@@ -221,7 +221,7 @@ impl Local {
     /// Counts an answer of `hook` on the slow lane while it is found slow (`quick`: within a
     /// quarter of the fast lane's patience), and whether it makes [`RECOVERED_AFTER`] quick
     /// answers in a row, the hook last found slow (here, or as the table's mark says: it
-    /// runs to `slow_in_table`) at least [`SLOW_AT_LEAST`] ago. Then the hook's mark here
+    /// runs to `slow_in_table`) at least [`SLOW_AT_LEAST`](hookbridge_core::health::SLOW_AT_LEAST) ago. Then the hook's mark here
     /// is lifted and the count starts over; the caller tells the table
     /// ([`hookbridge_core::health::Observation::Recovered`]).
     pub(crate) fn answered_on_slow_lane(
@@ -237,12 +237,9 @@ impl Local {
             e.quick_in_a_row = (0, None);
             return false;
         }
-        let slow_for = chrono::Duration::from_std(SLOW_FOR).unwrap_or_default();
-        let at_least = chrono::Duration::from_std(SLOW_AT_LEAST).unwrap_or_default();
-        let slow_until = e.slow_until.max(slow_in_table);
-        e.quick_in_a_row = (e.quick_in_a_row.0.saturating_add(1), slow_until);
-        let marked = e.slow_marked_at.max(slow_in_table.map(|t| t - slow_for));
-        if e.quick_in_a_row.0 < RECOVERED_AFTER || marked.is_some_and(|m| now - m < at_least) {
+        e.quick_in_a_row = (e.quick_in_a_row.0.saturating_add(1), e.slow_until.max(slow_in_table));
+        let marked = e.slow_marked_at.max(slow_in_table.map(found_slow_at));
+        if e.quick_in_a_row.0 < RECOVERED_AFTER || !may_recover(marked, now) {
             return false;
         }
         e.quick_in_a_row = (0, None);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::join_all;
 use hookbridge_core::delivery::ErrorClass;
-use hookbridge_core::health::SLOW_FOR;
+use hookbridge_core::health::slow_until;
 use hookbridge_core::hook::Lane;
 use hookbridge_core::outcome::Sent;
 use hookbridge_outbound::DeliveryRequest;
@@ -19,11 +19,6 @@ use tracing::Instrument;
 use crate::prepare::{AT_CAP, PLACE_IN_PLACE, Place, Plan, Ready, TOO_LATE, back_shortly, release_probe, too_late};
 use crate::record::Done;
 use crate::{Worker, hook_cap};
-
-/// [`SLOW_FOR`] as the clock counts it.
-fn slow_for() -> chrono::Duration {
-    chrono::Duration::from_std(SLOW_FOR).unwrap_or_default()
-}
 
 pub(crate) async fn send_all<'a>(
     w: &Worker,
@@ -128,7 +123,7 @@ pub(crate) async fn send<'a>(
         w.local.took(ready.hook.id, Duration::from_millis(report.receiver_ms));
     }
     if slow {
-        let until = Utc::now() + slow_for();
+        let until = slow_until(Utc::now());
         w.local.mark_slow(ready.hook.id, &ready.hook.config.url, until);
     }
     let recovered = lane == Lane::Slow && report.reached && !slow && {
