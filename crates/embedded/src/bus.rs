@@ -85,45 +85,57 @@ impl Bus for EmbeddedBus {
             })
             .collect();
         let queues = self.db.clone();
-        let targets = self
-            .db
-            .write(move |c| {
-                let rules: Vec<(RulePattern, String)> = {
-                    let mut stmt = c.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
-                    let rows = stmt
-                        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                        .map_err(sql("bus.rules"))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                        .map_err(sql("bus.rules"))?;
-                    rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
-                };
-                let (mut touched, mut untaken) = (Vec::new(), Vec::new());
-                for (source, detail_type, body, tenant) in &routed {
-                    let mut taken = false;
-                    for (pattern, target) in &rules {
-                        if pattern.matches(source, detail_type) {
-                            let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
-                            queue::insert(c, target, &[m])?;
-                            touched.push(target.clone());
-                            taken = true;
-                        }
-                    }
-                    if !taken && source == PLATFORM_SOURCE {
-                        untaken.push((detail_type.clone(), body.clone()));
-                    }
-                }
-                Ok((touched, untaken))
-            })
-            .await?;
-        let (targets, untaken) = targets;
-        for t in targets {
-            queues.waker(&t).notify_waiters();
-        }
+        // Woken on the writer, once committed: a publisher gone away meanwhile (a cancelled
+        // request) still wakes the receives its events are for.
+        let wake = move |(targets, untaken): (Vec<String>, Untaken)| {
+            for t in targets {
+                queues.waker(&t).notify_waiters();
+            }
+            untaken
+        };
+        let untaken = self.db.write_then(move |c| route(c, &routed), wake).await?;
         for (detail_type, body) in untaken {
             told_to_the_log(&detail_type, &body);
         }
         Ok(ids)
     }
+}
+
+/// The platform's events no rule takes, by detail type and body, for the log.
+type Untaken = Vec<(String, String)>;
+
+/// Puts each event, `(source, detail type, body, tenant)`, on the queue of every rule that
+/// matches it, in its tenant's group: the queues written to, and the platform's events no
+/// rule took.
+fn route(
+    c: &mut rusqlite::Connection,
+    routed: &[(String, String, String, Option<String>)],
+) -> Result<(Vec<String>, Untaken)> {
+    let rules: Vec<(RulePattern, String)> = {
+        let mut stmt = c.prepare_cached("SELECT pattern, target FROM rules").map_err(sql("bus.rules"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("bus.rules"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql("bus.rules"))?;
+        rows.into_iter().filter_map(|(p, t)| parse_pattern(&p).map(|p| (p, t))).collect()
+    };
+    let (mut touched, mut untaken) = (Vec::new(), Vec::new());
+    for (source, detail_type, body, tenant) in routed {
+        let mut taken = false;
+        for (pattern, target) in &rules {
+            if pattern.matches(source, detail_type) {
+                let m = OutgoingMessage { group: tenant.clone(), ..OutgoingMessage::now(body.clone()) };
+                queue::insert(c, target, &[m])?;
+                touched.push(target.clone());
+                taken = true;
+            }
+        }
+        if !taken && source == PLATFORM_SOURCE {
+            untaken.push((detail_type.clone(), body.clone()));
+        }
+    }
+    Ok((touched, untaken))
 }
 
 /// A platform event (`hook.disabled`, `delivery.exhausted`, …) that no rule takes: on AWS
@@ -193,6 +205,59 @@ mod tests {
         assert!(written.contains("platform event") && written.contains("hook.deleted-hook"), "{written}");
         assert!(!written.contains("hook.created-hook"), "taken by a rule: {written}");
         assert!(!written.contains("user.login-hook"), "a producer's: {written}");
+    }
+
+    /// A publish whose caller goes away once its write is on its way (a cancelled request)
+    /// still wakes the receive waiting for its event, which gets it at once rather than
+    /// at the end of its long poll.
+    #[tokio::test]
+    async fn an_event_published_by_a_caller_gone_meanwhile_still_wakes_its_receive() {
+        use futures::FutureExt as _;
+        use hookbridge_core::ports::Queue as _;
+        use hookbridge_core::topology::QueueSpec;
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(&dir.path().join("hb.db")).unwrap_or_else(|e| panic!("{e}"));
+        let spec = QueueSpec {
+            name: "ingest".into(),
+            dlq: "ingest-dlq".into(),
+            visibility_timeout: std::time::Duration::from_secs(30),
+            max_receive_count: 5,
+        };
+        crate::queue::create(&db, &spec).await.unwrap_or_else(|e| panic!("{e}"));
+        let bus = EmbeddedBus::new(db.clone(), "123456789012", "us-east-1");
+        let pattern = RulePattern { source: SourceMatch::Exactly("idp".into()), detail_types: Vec::new() };
+        bus.put_rule(&Rule { name: "ingest".into(), pattern, target_queue: "ingest".into() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let queue = crate::queue::EmbeddedQueue::new(db.clone(), "ingest");
+        // Waits up to 20 s: far past the hang guard below.
+        let waited = tokio::spawn(async move { queue.receive(10, std::time::Duration::from_secs(20)).await });
+        let offered = async {
+            while db.waiting("ingest").offers() < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), offered).await.expect("the receive never waited");
+
+        let entry = BusEntry {
+            detail_type: "user.login".into(),
+            source: "idp".into(),
+            time: None,
+            resources: Vec::new(),
+            detail: serde_json::value::RawValue::from_string(r#"{"tenant":"acme"}"#.into())
+                .unwrap_or_else(|e| panic!("{e}")),
+        };
+        // Polled once, which hands the write to the writer, and dropped.
+        assert!(bus.publish(vec![entry]).now_or_never().is_none(), "answered before its commit");
+
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waited)
+            .await
+            .expect("the receive was not woken for the event")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].body.contains("user.login"), "{}", got[0].body);
     }
 
     #[test]
