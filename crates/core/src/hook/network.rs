@@ -39,9 +39,15 @@ impl NetworkPolicy {
         }
     }
 
-    /// Classifies one resolved address.
+    /// Classifies one resolved address. The clouds' metadata services are blocked even
+    /// inside an allowed network: an operator who lets hooks reach `169.254.0.0/16` or
+    /// `fc00::/7` for a service of theirs has not meant to hand every tenant the host's
+    /// credentials.
     pub fn check(&self, ip: IpAddr) -> AddressVerdict {
         let ip = canonical(ip);
+        if let Some(block) = metadata_service(ip) {
+            return AddressVerdict::Blocked(block);
+        }
         if self.allowed_networks.iter().any(|n| n.contains(&ip)) {
             return AddressVerdict::Allowed;
         }
@@ -86,6 +92,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
 fn embedded_v4(v6: &Ipv6Addr, at: usize) -> Ipv4Addr {
     let o = v6.octets();
     Ipv4Addr::new(o[at], o[at + 1], o[at + 2], o[at + 3])
+}
+
+/// The addresses that hand out a machine's or a task's cloud credentials.
+fn metadata_service(ip: IpAddr) -> Option<&'static str> {
+    const EC2_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    const EKS_POD_IDENTITY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
+    Some(match ip {
+        // EC2, Azure, GCP and most others.
+        IpAddr::V4(v4) if v4 == Ipv4Addr::new(169, 254, 169, 254) => "instance metadata (169.254.169.254)",
+        IpAddr::V4(v4) if v4 == Ipv4Addr::new(169, 254, 170, 2) => "ECS task metadata (169.254.170.2)",
+        IpAddr::V4(v4) if v4 == Ipv4Addr::new(169, 254, 170, 23) => "EKS pod identity (169.254.170.23)",
+        IpAddr::V4(v4) if v4 == Ipv4Addr::new(100, 100, 100, 200) => "instance metadata (100.100.100.200)",
+        IpAddr::V6(v6) if v6 == EC2_V6 => "instance metadata (fd00:ec2::254)",
+        IpAddr::V6(v6) if v6 == EKS_POD_IDENTITY_V6 => "EKS pod identity (fd00:ec2::23)",
+        _ => return None,
+    })
 }
 
 fn special_block(ip: IpAddr) -> Option<&'static str> {
@@ -208,6 +230,34 @@ mod tests {
             "3fff:1000::1",
         ] {
             assert!(!blocked(&p, ip), "{ip} should be allowed");
+        }
+    }
+
+    /// An allow-list that covers a cloud's metadata service does not open it: every
+    /// form of its address stays blocked, and the rest of the allowed block is reachable.
+    #[test]
+    fn metadata_services_stay_blocked_inside_an_allowed_network() {
+        let p = NetworkPolicy {
+            allow_http: false,
+            allowed_networks: ["169.254.0.0/16", "fc00::/7", "100.64.0.0/10", "0.0.0.0/0"]
+                .iter()
+                .map(|n| n.parse().unwrap())
+                .collect(),
+        };
+        for ip in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "169.254.170.2",
+            "169.254.170.23",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+        ] {
+            assert!(blocked(&p, ip), "{ip} should be blocked");
+        }
+        for ip in ["169.254.1.1", "169.254.169.253", "fd00:ec2::1", "100.64.0.1", "10.0.0.1"] {
+            assert!(!blocked(&p, ip), "{ip} is in an allowed network");
         }
     }
 
