@@ -96,11 +96,18 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+        // Read as bytes: another cookie of the site may hold UTF-8, which browsers send
+        // raw, and a line read as text would be dropped whole, ours with it, signing the
+        // user out on every page.
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|c| {
+            let c = c.trim_ascii();
+            let at = c.iter().position(|&b| b == b'=')?;
+            Some((&c[..at], &c[at + 1..]))
+        })
+        .find(|(k, _)| *k == name.as_bytes())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
 }
 
 /// Whether the request came over plain http to a loopback address (the only place a
@@ -280,5 +287,16 @@ mod tests {
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; hb_session=t.x.y.z; b=2"));
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("t.x.y.z"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    /// Another cookie holding UTF-8 (sent raw by browsers), on the same line as the
+    /// session's, leaves the session's readable.
+    #[test]
+    fn a_cookie_beside_ours_holding_utf8_does_not_hide_ours() {
+        let mut h = HeaderMap::new();
+        let line = "city=Z\u{fc}rich; hb_session=t.x.y.z; b=2".as_bytes();
+        h.insert(header::COOKIE, HeaderValue::from_bytes(line).unwrap());
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("t.x.y.z"));
+        assert_eq!(cookie(&h, "city"), Some("Z\u{fc}rich".to_owned()));
     }
 }
