@@ -213,7 +213,10 @@ pub trait DeliveryStore: Send + Sync {
 pub trait EventStore: Send + Sync {
     /// Stores envelopes of a tenant until `expires_at`. Storing an id again keeps it until
     /// the later of the two expiries (one kept until the earlier was lost with the old
-    /// record); what is read is either envelope (the same event's, normally the same).
+    /// record); what is read is either envelope (the same event's, normally the same). On
+    /// DynamoDB, whose batch writes take no condition, the second store's expiry stands:
+    /// with expiries counted from the store, it is the earlier only if the retention was
+    /// lowered between the two.
     /// Their event types are recorded as seen in the same write (see [`EventTypeStore`]).
     async fn put(&self, tenant: &TenantId, envelopes: &[Envelope], expires_at: DateTime<Utc>) -> Result<()>;
 
