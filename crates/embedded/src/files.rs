@@ -19,12 +19,49 @@ pub fn owner_only_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates `path`, empty, with mode 0600, unless it exists. SQLite then opens it as a new
-/// database, and makes its log and shared-memory files with the same mode.
+/// database, and makes its log and shared-memory files with the same mode. A link to a
+/// file not made yet (a link into a fresh volume) has the file made where it points:
+/// left to SQLite, that one was made with SQLite's own mode, 0644.
 pub(crate) fn owner_only_file(path: &Path) -> std::io::Result<()> {
     match new_file(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // `exists` follows the link: false for one that points at nothing yet.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            let mut opts = std::fs::OpenOptions::new();
+            // Without `create_new`, the open follows the link and makes its file.
+            opts.write(true).create(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            opts.open(path).map(drop)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_others_read(path);
+            Ok(())
+        }
         Err(e) => Err(e),
+    }
+}
+
+/// Says so when a database that exists can be read by other users: one made before
+/// databases were made 0600 (before 2026-12-04), or opened up since. Its mode is left as
+/// it is, since its owner may have chosen it.
+fn warn_if_others_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the database can be read by other users of this machine, and it holds event payloads, \
+                 receivers' answers and hook URLs: `chmod 600` it and its -wal and -shm files unless that is meant"
+            );
+        }
     }
 }
 
