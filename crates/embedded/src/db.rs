@@ -425,6 +425,22 @@ impl Db {
         self.inner.hook_writes.as_ref().map(|w| w.committed.load(Ordering::SeqCst))
     }
 
+    /// Copies the whole log into the database and empties it: for a stop, once nothing
+    /// writes any more, so that the database file alone holds every commit and a copy of
+    /// it (with its key) is whole. No connection is ever closed here (the writer's thread
+    /// outlives the stack), so SQLite's own fold at the last close never came, and a
+    /// cleanly stopped database kept its last commits in `-wal` only. `false` if a reader
+    /// or a writer kept part of the log.
+    pub async fn fold_log(&self) -> Result<bool> {
+        self.read(|c| {
+            let busy: i64 = c
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(crate::error::sql("db.fold_log"))?;
+            Ok(busy == 0)
+        })
+        .await
+    }
+
     /// Runs `f` on a reader connection.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where

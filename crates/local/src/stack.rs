@@ -107,6 +107,8 @@ pub struct RunningStack {
     tasks: JoinSet<()>,
     /// Where the API's events are routed as they are published, on the embedded backend.
     routing: Option<Arc<IngestAtPublish>>,
+    /// The embedded database, its log folded into it once the stack has stopped.
+    db: Option<hookbridge_embedded::Db>,
     /// The embedded database's hold, let go once the stack has stopped.
     _database: Option<DatabaseLock>,
 }
@@ -258,11 +260,11 @@ impl RunningStack {
             }));
         }
         // On AWS, DynamoDB's TTL and SQS's retention delete what expired; here, a sweeper does.
-        if let Some(db) = database {
+        if let Some(db) = database.clone() {
             tasks.spawn(hookbridge_embedded::retention::run(db, stopped.clone()));
         }
         tracing::info!(%addr, "hookbridge is serving");
-        Ok(Self { addr, backend, stop, tasks, routing, _database: held })
+        Ok(Self { addr, backend, stop, tasks, routing, db: database, _database: held })
     }
 
     /// Where the API listens.
@@ -286,6 +288,17 @@ impl RunningStack {
             && tokio::time::timeout(API_DRAIN, r.finished()).await.is_err()
         {
             tracing::warn!(after = ?API_DRAIN, "events still being routed at shutdown were left part way");
+        }
+        if let Some(db) = &self.db {
+            match db.fold_log().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("part of the database's log is still in its -wal file; keep it with the database")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database's log could not be folded into it; keep its -wal file with it")
+                }
+            }
         }
     }
 }

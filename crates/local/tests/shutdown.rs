@@ -81,3 +81,50 @@ async fn a_second_signal_stops_serve_at_once() {
     // Well inside the ten seconds the first signal gives open requests.
     assert!(exits_within(&mut child, Duration::from_secs(5)), "the second signal did not stop it");
 }
+
+/// A clean stop folds the database's log into it: the `-wal` file is left empty, and the
+/// database and its key, copied alone (as the README says to back them up), hold the hook
+/// made just before the stop. The log was never folded, since no connection is closed,
+/// so a stopped database kept its last commits in `-wal` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_every_commit_in_the_database_file() {
+    use subscription_api::{Claims, JwtKey, mint_token};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hb.db");
+    let port = Receiver::free_addr().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve(&db.display().to_string(), port);
+    healthy(&base).await;
+    let claims =
+        Claims { sub: "t".into(), tenant: "acme".into(), scope: "hooks:read hooks:write".into(), exp: u64::MAX / 2 };
+    let token = mint_token(&JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), &claims).unwrap();
+    let http = reqwest::Client::new();
+    let made = http
+        .post(format!("{base}/v1/hooks"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "kept", "url": "http://127.0.0.1:9/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let id = made.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    signal(&child, "TERM");
+    assert!(exits_within(&mut child, Duration::from_secs(60)), "serve did not stop");
+
+    let log = dir.path().join("hb.db-wal");
+    let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(log_len, 0, "the log still holds commits after a clean stop");
+
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&db, copy.path().join("hb.db")).unwrap();
+    std::fs::copy(dir.path().join("hb.db.key"), copy.path().join("hb.db.key")).unwrap();
+    let port = Receiver::free_addr().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut again = serve(&copy.path().join("hb.db").display().to_string(), port);
+    healthy(&base).await;
+    let read = http.get(format!("{base}/v1/hooks/{id}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(read.status(), 200, "the copy has lost the hook");
+    signal(&again, "TERM");
+    assert!(exits_within(&mut again, Duration::from_secs(60)));
+}
