@@ -216,6 +216,22 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Says so when the database is already larger than its cap: SQLite raises a cap below the
+/// file's size to that size, so the process starts full, every write that needs a new page
+/// refused (`503`, decision 0011), with nothing else to say why.
+fn warn_if_over_cap(c: &Connection, max_bytes: u64) {
+    let size = |pragma: &str| c.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0)).unwrap_or(0);
+    let bytes = u64::try_from(size("page_count").saturating_mul(size("page_size"))).unwrap_or(0);
+    if bytes > max_bytes {
+        tracing::warn!(
+            size = bytes,
+            cap = max_bytes,
+            "the database is already larger than its cap (HOOKBRIDGE_DATABASE_MAX_SIZE): writes that need more room \
+             are refused until retention frees some; raise the cap to take new work"
+        );
+    }
+}
+
 fn connect(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     // Only a new, empty file takes it; set first, so the size cap below counts its pages.
@@ -326,6 +342,9 @@ impl Db {
         }
         crate::files::owner_only_file(path).map_err(cannot_open)?;
         let writer = connect(path, max_bytes).map_err(err)?;
+        if let Some(max) = max_bytes {
+            warn_if_over_cap(&writer, max);
+        }
         // In place of SQLite's own auto-checkpoint, which this hook replaces.
         writer.wal_hook(Some(after_commit));
         writer.execute_batch(SCHEMA).map_err(err)?;
@@ -969,6 +988,44 @@ mod tests {
         assert!(outcomes.iter().any(|o| matches!(o, Err(Error::StorageFull))), "the cap was reached and said so");
         assert!(!ok.is_empty(), "writes before the cap succeeded");
         assert_eq!(stored_ids(&path), ok, "exactly the writes answered Ok are stored");
+    }
+
+    /// A database already larger than the cap it is opened with (SQLite takes the file's
+    /// size as the cap then): opened, with a warning naming the cap; none under the cap.
+    #[tokio::test]
+    async fn a_database_over_its_cap_is_warned_of_at_open() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish(),
+        );
+        let warned = || {
+            let written = lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            String::from_utf8_lossy(&written).contains("HOOKBRIDGE_DATABASE_MAX_SIZE")
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open(&path).unwrap();
+        for i in 0..40 {
+            db.write(move |c| insert_event(c, &format!("{i:03}"), 50_000)).await.unwrap();
+        }
+        drop(db);
+        drop(Db::open_capped(&path, Some(64 << 20)).unwrap());
+        assert!(!warned(), "under its cap: nothing to say");
+        drop(Db::open_capped(&path, Some(1 << 20)).unwrap());
+        assert!(warned(), "no warning for a database over its cap");
     }
 
     fn hook_write(sql: &'static str) -> impl Fn(&mut Connection) -> Result<usize> + Send + 'static {
