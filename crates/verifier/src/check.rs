@@ -28,6 +28,10 @@ pub struct Findings {
     pub challenge: Option<Result<(), String>>,
     /// The OAuth token fetch: worked, or the token endpoint's error.
     pub token: Option<Result<(), String>>,
+    /// The token endpoint had trouble of its own (no answer, a 5xx, a 429) after the
+    /// challenge passed: the pass is a finding, kept, and the check comes back for the
+    /// token with the hook's connection state as it was.
+    pub token_put_off: bool,
     /// When the checks began (the challenge was sent then).
     pub began: DateTime<Utc>,
 }
@@ -102,23 +106,38 @@ pub(crate) async fn run(
     } else {
         None
     };
+    let mut token_put_off = false;
     let token = match (oauth, &secrets) {
         (Some(oauth), Some(opened)) => {
             let r = match opened {
                 Ok(secrets) => {
                     match v.outbound.oauth_token(hook.id, oauth, secrets, hookbridge_outbound::TokenWanted::Fresh).await
                     {
-                        Ok(_) => Ok(()),
+                        Ok(_) => Some(Ok(())),
+                        // A challenge just passed is kept: dropped with the token, it left
+                        // an endpoint that must prove itself unproven, and every delivery
+                        // cancelled "hook not verified", for as long as the token endpoint
+                        // was down. Its deliveries now get tokens for themselves.
+                        Err(e) if passing(&e) && !last_try && matches!(challenge, Some(Ok(()))) => {
+                            token_put_off = true;
+                            None
+                        }
                         Err(e) if passing(&e) && !last_try => {
                             return Err(hookbridge_core::Error::backend(TOKEN_TROUBLE, e.to_string()));
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Some(Err(e.to_string())),
                     }
                 }
-                Err(unreadable) => Err(unreadable.clone()),
+                Err(unreadable) => Some(Err(unreadable.clone())),
             };
-            tracing::info!(hook_id = %hook.id, tenant = %hook.tenant, authorized = r.is_ok(), "oauth authorization");
-            Some(r)
+            tracing::info!(
+                hook_id = %hook.id,
+                tenant = %hook.tenant,
+                authorized = matches!(r, Some(Ok(()))),
+                put_off = token_put_off,
+                "oauth authorization"
+            );
+            r
         }
         _ => None,
     };
@@ -127,7 +146,7 @@ pub(crate) async fn run(
     // again at its next check.
     match put_off {
         Some(why) if !matches!(token, Some(Err(_))) => Err(hookbridge_core::Error::backend(ENDPOINT_TROUBLE, why)),
-        _ => Ok(Findings { challenge, token, began }),
+        _ => Ok(Findings { challenge, token, token_put_off, began }),
     }
 }
 
@@ -198,6 +217,12 @@ impl Findings {
             }
             None => {}
         }
+        if self.token_put_off {
+            // The token is still to be had: the hook reads as it did until it is.
+            hook.state.connection_state = was;
+            hook.state.checked_from = None;
+            return events;
+        }
         // Proven as delivery judges it: a proven endpoint being checked again on request
         // (`POST /verify`) is still proven while the check runs.
         let ownership_ok = !hook.config.verification.required || v.proven();
@@ -253,7 +278,7 @@ mod tests {
 
         // It reads AUTHORIZING while the check runs, as the verifier writes it.
         hook.state.connection_state = ConnectionState::Authorizing;
-        let found = Findings { challenge: None, token: Some(Ok(())), began: now };
+        let found = Findings { challenge: None, token: Some(Ok(())), token_put_off: false, began: now };
         let events = found.apply(&mut hook, ConnectionState::Authorized, now);
         assert_eq!(hook.state.connection_state, ConnectionState::Authorized);
         assert!(events.is_empty(), "no news, though it read AUTHORIZING meanwhile: {events:?}");

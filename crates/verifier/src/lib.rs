@@ -233,6 +233,14 @@ async fn verify(
             Stale::Secrets => hook = stored,
             Stale::No => {
                 publish(v, &stored, events).await;
+                if findings.token_put_off {
+                    // Its pass recorded; back for the token, as a check whose token
+                    // endpoint had trouble comes back.
+                    return Err(hookbridge_core::Error::backend(
+                        check::TOKEN_TROUBLE,
+                        "the token endpoint had trouble after the challenge passed",
+                    ));
+                }
                 return Ok(Checked::Done);
             }
         }

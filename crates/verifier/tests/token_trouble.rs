@@ -53,3 +53,46 @@ async fn a_token_endpoints_own_trouble_is_checked_again_not_taken_for_a_refusal(
     assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 1)]).await.failed.is_empty());
     assert_eq!(stored().await.connection_state, ConnectionState::Deauthorized);
 }
+
+/// A new hook that must prove ownership passes its challenge while its token endpoint is
+/// in trouble: the pass is recorded (its deliveries go out, getting tokens for
+/// themselves) and the check comes back for the token alone, the hook reading as it did
+/// until then. The pass was dropped with the token: the hook stayed unproven, its
+/// deliveries cancelled "hook not verified", and challenged again on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_passed_while_the_token_endpoint_is_in_trouble_is_kept() {
+    use hookbridge_core::hook::VerificationStatus;
+
+    let h = EmbeddedHarness::start().await;
+    let idp = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::EchoChallenge { header: "x-uid-challenge".into() });
+    let draft = serde_json::json!({
+        "name": "oauth-proven",
+        "url": receiver.url("/hook"),
+        "verification": {"required": true},
+        "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"},
+    });
+    let (mut hook, _) = make_hook_from(&h, "acme", HookId::generate(), draft).await;
+    hook.state.connection_state = ConnectionState::Creating;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    assert!(hook.deliverable().is_err(), "unproven, it gets nothing");
+    let v = common::verifier_on(h.backend());
+    let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+
+    idp.always(Reply::body(503, "maintenance"));
+    assert_eq!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 1)]).await.failed, ["m"], "it comes back");
+    let now = stored().await;
+    assert_eq!(now.state.verification.status, VerificationStatus::Verified, "{:?}", now.state);
+    assert_eq!(now.deliverable(), Ok(()));
+    assert_eq!(now.state.connection_state, ConnectionState::Creating, "as it was until the token is had");
+    assert_eq!(receiver.received().len(), 1);
+
+    // The endpoint back: the check that comes back fetches the token and challenges no more.
+    idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
+    assert!(verifier::handle(&v, &[common::hook_updated(&hook, "m", 2)]).await.failed.is_empty());
+    let now = stored().await;
+    assert_eq!(now.state.connection_state, ConnectionState::Authorized);
+    assert_eq!(now.state.verification.status, VerificationStatus::Verified);
+    assert_eq!(receiver.received().len(), 1, "challenged once");
+}
