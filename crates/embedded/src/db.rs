@@ -178,6 +178,9 @@ struct Inner {
     next_reader: AtomicUsize,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     waiting: Mutex<HashMap<String, Arc<crate::handoff::Waiting>>>,
+    /// Held by whichever checkpoint runs: SQLite answers a second one at once, copying
+    /// nothing.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 /// The commits that changed the hooks table, counted, so that the hooks read from it can be
@@ -381,12 +384,9 @@ impl Db {
         };
         // One checkpoint at a time, the writer's waiting for the background's.
         let checkpointing = Arc::new(Mutex::new(()));
-        let behind = checkpointing.clone();
+        let (behind, writers) = (checkpointing.clone(), checkpointing.clone());
         spawn("sqlite-checkpointer", Box::new(move || checkpoint_behind(&checkpointer, &kicked, &behind)))?;
-        spawn(
-            "sqlite-writer",
-            Box::new(move || write_groups(writer, &queued, &kick, &checkpointing, counted.as_deref())),
-        )?;
+        spawn("sqlite-writer", Box::new(move || write_groups(writer, &queued, &kick, &writers, counted.as_deref())))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writes,
@@ -395,6 +395,7 @@ impl Db {
                 next_reader: AtomicUsize::new(0),
                 wakers: Mutex::new(HashMap::new()),
                 waiting: Mutex::new(HashMap::new()),
+                checkpointing,
             }),
         })
     }
@@ -451,7 +452,10 @@ impl Db {
     /// cleanly stopped database kept its last commits in `-wal` only. `false` if a reader
     /// or a writer kept part of the log.
     pub async fn fold_log(&self) -> Result<bool> {
-        self.read(|c| {
+        let checkpointing = self.inner.checkpointing.clone();
+        self.read(move |c| {
+            // After the background checkpoint the last commits kicked, if it runs still.
+            let _alone = checkpointing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let busy: i64 = c
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
                 .map_err(crate::error::sql("db.fold_log"))?;

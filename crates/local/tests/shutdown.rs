@@ -84,8 +84,9 @@ async fn a_second_signal_stops_serve_at_once() {
 
 /// A clean stop folds the database's log into it: the `-wal` file is left empty, and the
 /// database and its key, copied alone (as the README says to back them up), hold the hook
-/// made just before the stop. The log was never folded, since no connection is closed,
-/// so a stopped database kept its last commits in `-wal` only.
+/// made just before the stop. The log was never folded, since no connection is closed:
+/// `-wal` was left full, and the last commits were in the database file only if the
+/// background checkpoint they kicked had run before the process ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_leaves_every_commit_in_the_database_file() {
     use subscription_api::{Claims, JwtKey, mint_token};
