@@ -28,9 +28,9 @@ pub struct Findings {
     pub challenge: Option<Result<(), String>>,
     /// The OAuth token fetch: worked, or the token endpoint's error.
     pub token: Option<Result<(), String>>,
-    /// The token endpoint had trouble of its own (no answer, a 5xx, a 429) after the
-    /// challenge passed: the pass is a finding, kept, and the check comes back for the
-    /// token with the hook's connection state as it was.
+    /// The token endpoint had trouble of its own (no answer, a 5xx, a 429) after a
+    /// change's challenge passed: the pass is a finding, kept, and the check comes back
+    /// for the token alone, with the hook's connection state as it was.
     pub token_put_off: bool,
     /// When the checks began (the challenge was sent then).
     pub began: DateTime<Utc>,
@@ -117,8 +117,10 @@ pub(crate) async fn run(
                         // A challenge just passed is kept: dropped with the token, it left
                         // an endpoint that must prove itself unproven, and every delivery
                         // cancelled "hook not verified", for as long as the token endpoint
-                        // was down. Its deliveries now get tokens for themselves.
-                        Err(e) if passing(&e) && !last_try && matches!(challenge, Some(Ok(()))) => {
+                        // was down. Its deliveries now get tokens for themselves. Not for
+                        // a check asked for (`POST /verify`): its message challenges on
+                        // every receive, and would tell `hook.verified` on each.
+                        Err(e) if passing(&e) && !last_try && !force_challenge && matches!(challenge, Some(Ok(()))) => {
                             token_put_off = true;
                             None
                         }

@@ -98,6 +98,7 @@ fn embedded_v4(v6: &Ipv6Addr, at: usize) -> Ipv4Addr {
 fn metadata_service(ip: IpAddr) -> Option<&'static str> {
     const EC2_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
     const EKS_POD_IDENTITY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
+    const GCE_V6: Ipv6Addr = Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254);
     Some(match ip {
         // EC2, Azure, GCP and most others.
         IpAddr::V4(v4) if v4 == Ipv4Addr::new(169, 254, 169, 254) => "instance metadata (169.254.169.254)",
@@ -106,6 +107,7 @@ fn metadata_service(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V4(v4) if v4 == Ipv4Addr::new(100, 100, 100, 200) => "instance metadata (100.100.100.200)",
         IpAddr::V6(v6) if v6 == EC2_V6 => "instance metadata (fd00:ec2::254)",
         IpAddr::V6(v6) if v6 == EKS_POD_IDENTITY_V6 => "EKS pod identity (fd00:ec2::23)",
+        IpAddr::V6(v6) if v6 == GCE_V6 => "instance metadata (fd20:ce::254)",
         _ => return None,
     })
 }
@@ -253,6 +255,7 @@ mod tests {
             "100.100.100.200",
             "fd00:ec2::254",
             "fd00:ec2::23",
+            "fd20:ce::254",
         ] {
             assert!(blocked(&p, ip), "{ip} should be blocked");
         }
