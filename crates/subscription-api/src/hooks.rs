@@ -187,11 +187,37 @@ pub(crate) async fn create_hook(
     let size = hook.stored_size();
     let others = counted.read(api, &hook.tenant).await?;
     within_tenant_bytes(api, size, others)?;
-    api.ports().hooks.create(&hook, api.settings().quotas.max_hooks).await?;
+    let max_hooks = api.settings().quotas.max_hooks;
+    match api.ports().hooks.create(&hook, max_hooks).await {
+        Err(hookbridge_core::Error::NameTaken | hookbridge_core::Error::QuotaReached { .. })
+            if finish_interrupted_deletes(api, &hook.tenant).await? =>
+        {
+            api.ports().hooks.create(&hook, max_hooks).await?;
+        }
+        created => created?,
+    }
     counted.add(size);
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
     lifecycle::emit(api, event_type::HOOK_CREATED, &hook, None).await;
     Ok((hook, secrets))
+}
+
+/// Finishes the tenant's deletes that were interrupted after marking their hook
+/// `DELETING` (a failed write, a timeout): such a hook reads as gone (`404`, left out of
+/// lists, so the console offers no delete to retry), yet it held its name and counted
+/// against the quota, and a create was refused `409` or `422` for good. Whether any was
+/// finished, for the create to be tried again; read only when a create is refused.
+async fn finish_interrupted_deletes(api: &Api, tenant: &TenantId) -> Result<bool, ApiError> {
+    let mut finished = false;
+    for hook in api.ports().hooks.list_all(tenant).await? {
+        if hook.state.connection_state == ConnectionState::Deleting && api.ports().hooks.delete(tenant, hook.id).await?
+        {
+            tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "an interrupted delete finished");
+            lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;
+            finished = true;
+        }
+    }
+    Ok(finished)
 }
 
 /// What the tenant's other hooks take stored, as a request that creates hooks counts it:

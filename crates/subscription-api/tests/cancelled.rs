@@ -109,3 +109,52 @@ async fn an_xiq_delete_interrupted_half_way_is_finished_by_the_retry() {
     assert_eq!(status, 202, "{answer}");
     assert!(h.backend().hooks.get(&tenant, marked.id).await.unwrap().is_none(), "the hook is gone");
 }
+
+/// A delete interrupted after marking its hook (`DELETING`) and not retried: the hook reads
+/// as gone, and the console lists no delete to retry, yet it held its name and its place
+/// in the quota. A create refused for either finishes such deletes and is made: it was
+/// `409` (the name) or `422` (the quota) for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_delete_holds_neither_the_name_nor_the_quota() {
+    use hookbridge_core::hook::ConnectionState;
+    let h = EmbeddedHarness::start().await;
+    let mut settings = subscription_api::ApiSettings::local(
+        subscription_api::JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
+        hookbridge_core::hook::NetworkPolicy::default(),
+    );
+    settings.quotas.max_hooks = 2;
+    let api = subscription_api::Api::new(subscription_api::ApiPorts::of(h.backend()), settings);
+    let token = common::token("hooks:read hooks:write");
+    let tenant = "acme".parse().unwrap();
+    let hook = |name: &str| format!(r#"{{"name":"{name}","url":"https://receiver.example/{name}"}}"#);
+    let mark_deleting = |id: String| {
+        let backend = h.backend().clone();
+        let tenant = &tenant;
+        async move {
+            let stored = backend.hooks.get(tenant, id.parse().unwrap()).await.unwrap().unwrap();
+            let mut marked = stored.clone();
+            marked.state.connection_state = ConnectionState::Deleting;
+            marked.revision += 1;
+            backend.hooks.replace(&marked, stored.revision).await.unwrap();
+        }
+    };
+
+    // The name: the marked hook is gone to the API, and its name is free.
+    let (status, made) = call(&api, "POST", "/v1/hooks", &token, &hook("a")).await;
+    assert_eq!(status, 201, "{made}");
+    let first = made["id"].as_str().unwrap().to_owned();
+    mark_deleting(first.clone()).await;
+    assert_eq!(call(&api, "GET", &format!("/v1/hooks/{first}"), &token, "").await.0, 404);
+    let (status, again) = call(&api, "POST", "/v1/hooks", &token, &hook("a")).await;
+    assert_eq!(status, 201, "{again}");
+    assert!(h.backend().hooks.get(&tenant, first.parse().unwrap()).await.unwrap().is_none(), "its delete finished");
+
+    // The quota (two hooks): one of them marked, a third is made.
+    let (status, made) = call(&api, "POST", "/v1/hooks", &token, &hook("b")).await;
+    assert_eq!(status, 201, "{made}");
+    mark_deleting(made["id"].as_str().unwrap().to_owned()).await;
+    let (status, third) = call(&api, "POST", "/v1/hooks", &token, &hook("c")).await;
+    assert_eq!(status, 201, "{third}");
+    let (status, full) = call(&api, "POST", "/v1/hooks", &token, &hook("d")).await;
+    assert_eq!(status, 422, "two live hooks are the quota: {full}");
+}
