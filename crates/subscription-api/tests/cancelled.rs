@@ -1,8 +1,9 @@
 //! A request whose caller goes away mid-way (a client's timeout) still finishes what it
 //! started: a publish's idempotency claim is answered, so a repeat of the request gets
 //! the first answer, not minutes of `409` and then a second publish; ExtremeCloud IQ's
-//! subscriptions are all made, not some. And a delete interrupted half way is finished
-//! by the retry.
+//! subscriptions are all made, not some. A delete interrupted half way is finished by the
+//! retry, or by a create it would refuse. And a request held up on its way is charged to
+//! the tenant's rate when it gets there.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -157,4 +158,32 @@ async fn an_interrupted_delete_holds_neither_the_name_nor_the_quota() {
     assert_eq!(status, 201, "{third}");
     let (status, full) = call(&api, "POST", "/v1/hooks", &token, &hook("d")).await;
     assert_eq!(status, 422, "two live hooks are the quota: {full}");
+}
+
+/// A publish that waited on its way to the rate (its idempotency claim behind a busy
+/// store) is charged at the time it gets there, not at its start: at one event a second
+/// with no burst, one sent just after another and held up for over a second finds the
+/// room the rate made meanwhile. Charged at its start, it was refused `429`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_held_up_on_its_way_is_charged_when_it_gets_there() {
+    let h = EmbeddedHarness::start().await;
+    let mut settings = subscription_api::ApiSettings::local(
+        subscription_api::JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
+        hookbridge_core::hook::NetworkPolicy::default(),
+    );
+    settings.quotas.publish_rate = hookbridge_core::rate::Rate::per_second(1);
+    settings.quotas.publish_burst = 1;
+    let api = subscription_api::Api::new(subscription_api::ApiPorts::of(h.backend()), settings);
+    let token = common::token("events:publish");
+    let event = r#"{"detail-type":"user.login","source":"idp","detail":{"n":1}}"#;
+    let (status, first) = call(&api, "POST", "/v1/events", &token, event).await;
+    assert_eq!(status, 202, "{first}");
+
+    let busy = h.hold_the_writer(Duration::from_millis(1_500));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let resp = router(api.clone()).oneshot(publish(&token)).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    busy.await.unwrap();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
 }

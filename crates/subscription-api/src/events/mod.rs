@@ -216,7 +216,11 @@ async fn claim_and_publish(
     // Charged only for what will be published (a throttled call's claims are released):
     // not for a repeat, nor for events a schema refuses.
     if !to_publish.is_empty() {
-        throttle(api, tenant, to_publish.len(), now).await?;
+        // Against the clock as it is now, not at the request's start: the claims and the
+        // schemas before it may have waited (on a busy store, on the tenant's turn), and a
+        // call charged at its start time was refused room the rate had made since, and
+        // told to wait that much longer.
+        throttle(api, tenant, to_publish.len(), Utc::now()).await?;
     }
     let positions: Vec<usize> = to_publish.iter().map(|(i, _, _)| *i).collect();
     let (published, failed) = put(api, tenant, to_publish.into_iter().map(|(_, _, e)| e).collect(), now).await;
