@@ -820,3 +820,33 @@ fn parameters_the_functions_cannot_run_with_together_are_refused() {
     assert_eq!(refused(&[("ApiFunctionUrl", "true")]), ["FunctionUrlIsBounded"]);
     assert!(refused(&[("ApiFunctionUrl", "true"), ("ApiReservedConcurrency", "50")]).is_empty());
 }
+
+/// The functions on the egress subnets wait for those subnets' default routes and their
+/// route tables: switched on in a live stack, they were moved onto the subnets as soon as
+/// the subnets existed, minutes before the NAT gateways the routes need, and reached no
+/// receiver meanwhile.
+#[test]
+fn functions_on_the_egress_subnets_wait_for_their_way_out() {
+    let t = template();
+    let mut on_subnets = Vec::new();
+    for (id, f) in resources_of_type(&t, "AWS::Serverless::Function") {
+        if f["Properties"]["VpcConfig"].is_null() {
+            continue;
+        }
+        on_subnets.push(id.as_str());
+        let waits = &f["Properties"]["Environment"]["Variables"]["EGRESS_ROUTES"]["Fn::If"];
+        assert_eq!(waits[0], "UseStaticEgress", "{id}");
+        let refs: Vec<&str> =
+            waits[1]["Fn::Join"][1].as_array().unwrap().iter().map(|r| r["Ref"].as_str().unwrap()).collect();
+        for needed in [
+            "EgressPrivateDefaultRouteA",
+            "EgressPrivateDefaultRouteB",
+            "EgressPrivateSubnetARoutes",
+            "EgressPrivateSubnetBRoutes",
+        ] {
+            assert!(refs.contains(&needed), "{id} does not wait for {needed}");
+        }
+    }
+    on_subnets.sort_unstable();
+    assert_eq!(on_subnets, ["DeliveryWorkerFunction", "VerifierFunction"]);
+}
