@@ -185,16 +185,25 @@ pub(crate) async fn create_hook(
     };
     hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
     let size = hook.stored_size();
-    let others = counted.read(api, &hook.tenant).await?;
-    within_tenant_bytes(api, size, others)?;
     let max_hooks = api.settings().quotas.max_hooks;
-    match api.ports().hooks.create(&hook, max_hooks).await {
-        Err(hookbridge_core::Error::NameTaken | hookbridge_core::Error::QuotaReached { .. })
-            if finish_interrupted_deletes(api, &hook.tenant).await? =>
-        {
-            api.ports().hooks.create(&hook, max_hooks).await?;
+    let mut finished = false;
+    loop {
+        let others = counted.read(api, &hook.tenant).await?;
+        let refused = match within_tenant_bytes(api, size, others) {
+            Err(e) => e,
+            Ok(()) => match api.ports().hooks.create(&hook, max_hooks).await {
+                Ok(()) => break,
+                Err(e @ (hookbridge_core::Error::NameTaken | hookbridge_core::Error::QuotaReached { .. })) => e.into(),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        // Refused for its name or for room: perhaps held by deletes cut off half way.
+        if finished || !finish_interrupted_deletes(api, &hook.tenant).await {
+            return Err(refused);
         }
-        created => created?,
+        finished = true;
+        // What the finished hooks took stored is the tenant's no more.
+        *counted = TenantBytes::default();
     }
     counted.add(size);
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook created");
@@ -205,19 +214,33 @@ pub(crate) async fn create_hook(
 /// Finishes the tenant's deletes that were interrupted after marking their hook
 /// `DELETING` (a failed write, a timeout): such a hook reads as gone (`404`, left out of
 /// lists, so the console offers no delete to retry), yet it held its name and counted
-/// against the quota, and a create was refused `409` or `422` for good. Whether any was
-/// finished, for the create to be tried again; read only when a create is refused.
-async fn finish_interrupted_deletes(api: &Api, tenant: &TenantId) -> Result<bool, ApiError> {
+/// against the quota (its count and its bytes), and a create was refused `409` or `422`
+/// for good. Whether any was finished, for the create to be tried again; read only when a
+/// create is refused, and a failure here leaves the refusal as it was.
+async fn finish_interrupted_deletes(api: &Api, tenant: &TenantId) -> bool {
+    let hooks = match api.ports().hooks.list_all(tenant).await {
+        Ok(hooks) => hooks,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "could not look for interrupted deletes");
+            return false;
+        }
+    };
     let mut finished = false;
-    for hook in api.ports().hooks.list_all(tenant).await? {
-        if hook.state.connection_state == ConnectionState::Deleting && api.ports().hooks.delete(tenant, hook.id).await?
-        {
-            tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "an interrupted delete finished");
-            lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;
-            finished = true;
+    for hook in hooks.iter().filter(|h| h.state.connection_state == ConnectionState::Deleting) {
+        match api.ports().hooks.delete(tenant, hook.id).await {
+            Ok(true) => {
+                tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "an interrupted delete finished");
+                lifecycle::emit(api, event_type::HOOK_DELETED, hook, None).await;
+                finished = true;
+            }
+            // Finished meanwhile by its own request.
+            Ok(false) => finished = true,
+            Err(e) => {
+                tracing::warn!(tenant = %hook.tenant, hook_id = %hook.id, error = %e, "could not finish an interrupted delete")
+            }
         }
     }
-    Ok(finished)
+    finished
 }
 
 /// What the tenant's other hooks take stored, as a request that creates hooks counts it:
@@ -596,7 +619,9 @@ pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<
         .0
     };
     if !api.ports().hooks.delete(&caller.tenant, hook.id).await? {
-        return Err(ApiError::NotFound("no such hook"));
+        // Gone meanwhile: another request finished it (a repeat of this one, or a create
+        // its name or quota refused), and told `hook.deleted`.
+        return Ok(());
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");
     lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;

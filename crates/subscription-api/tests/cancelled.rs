@@ -180,7 +180,7 @@ async fn a_publish_held_up_on_its_way_is_charged_when_it_gets_there() {
     assert_eq!(status, 202, "{first}");
 
     let busy = h.hold_the_writer(Duration::from_millis(1_500));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let resp = router(api.clone()).oneshot(publish(&token)).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

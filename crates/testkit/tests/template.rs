@@ -843,6 +843,9 @@ fn functions_on_the_egress_subnets_wait_for_their_way_out() {
             "EgressPrivateDefaultRouteB",
             "EgressPrivateSubnetARoutes",
             "EgressPrivateSubnetBRoutes",
+            "EgressPublicDefaultRoute",
+            "EgressPublicSubnetARoutes",
+            "EgressPublicSubnetBRoutes",
         ] {
             assert!(refs.contains(&needed), "{id} does not wait for {needed}");
         }
