@@ -448,9 +448,10 @@ impl Db {
     /// Copies the whole log into the database and empties it: for a stop, once nothing
     /// writes any more, so that the database file alone holds every commit and a copy of
     /// it (with its key) is whole. No connection is ever closed here (the writer's thread
-    /// outlives the stack), so SQLite's own fold at the last close never came, and a
-    /// cleanly stopped database kept its last commits in `-wal` only. `false` if a reader
-    /// or a writer kept part of the log.
+    /// outlives the stack), so SQLite's own fold at the last close never came: a cleanly
+    /// stopped database left `-wal` full, and its last commits reached the database file
+    /// only if the background checkpoint they kicked ran before the process ended. `false`
+    /// if a reader or a writer kept part of the log.
     pub async fn fold_log(&self) -> Result<bool> {
         let checkpointing = self.inner.checkpointing.clone();
         self.read(move |c| {
