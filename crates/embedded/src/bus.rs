@@ -155,23 +155,8 @@ mod tests {
     /// one a rule takes, and a producer's, are not.
     #[tokio::test]
     async fn a_platform_event_no_rule_takes_is_written_to_the_log() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(move || writer.clone()));
-        let _log = tracing::subscriber::set_default(subscriber);
+        let lines = crate::captured_logs::CapturedLogs::default();
+        let _log = lines.on_this_thread();
 
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let db = Db::open(&dir.path().join("hb.db")).unwrap_or_else(|e| panic!("{e}"));
@@ -200,8 +185,7 @@ mod tests {
         ];
         bus.publish(entries).await.unwrap_or_else(|e| panic!("{e}"));
 
-        let written =
-            String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        let written = lines.text();
         assert!(written.contains("platform event") && written.contains("hook.deleted-hook"), "{written}");
         assert!(!written.contains("hook.created-hook"), "taken by a rule: {written}");
         assert!(!written.contains("user.login-hook"), "a producer's: {written}");

@@ -999,26 +999,9 @@ mod tests {
     /// size as the cap then): opened, with a warning naming the cap; none under the cap.
     #[tokio::test]
     async fn a_database_over_its_cap_is_warned_of_at_open() {
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let _log = tracing::subscriber::set_default(
-            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish(),
-        );
-        let warned = || {
-            let written = lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            String::from_utf8_lossy(&written).contains("HOOKBRIDGE_DATABASE_MAX_SIZE")
-        };
+        let lines = crate::captured_logs::CapturedLogs::default();
+        let _log = lines.on_this_thread();
+        let warned = || lines.text().contains("HOOKBRIDGE_DATABASE_MAX_SIZE");
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hb.db");

@@ -110,3 +110,29 @@ fn new_file(path: &Path) -> std::io::Result<std::fs::File> {
     }
     opts.open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A database that others can read (made before databases were made 0600): started on
+    /// with a warning saying so, its mode left as its owner has it; none for one that is
+    /// the owner's only.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_database_others_can_read_is_warned_of_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let lines = crate::captured_logs::CapturedLogs::default();
+        let _log = lines.on_this_thread();
+        let warned = || lines.text().contains("chmod 600");
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::EmbeddedConfig::at(dir.path().join("hb.db"));
+        drop(crate::init(&config).await.unwrap());
+        drop(crate::init(&config).await.unwrap());
+        assert!(!warned(), "the owner's only: nothing to say");
+
+        std::fs::set_permissions(&config.database, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(crate::init(&config).await.unwrap());
+        assert!(warned(), "no warning for a database others can read");
+        assert_eq!(std::fs::metadata(&config.database).unwrap().permissions().mode() & 0o777, 0o644);
+    }
+}

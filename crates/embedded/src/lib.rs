@@ -8,6 +8,8 @@
 //! contract suite in `hookbridge-testkit` holds it to the same behaviour as the AWS backend.
 
 mod bus;
+#[cfg(test)]
+mod captured_logs;
 mod db;
 pub mod dead_letters;
 mod deliveries;

@@ -74,43 +74,6 @@ async fn a_database_made_through_a_link_is_the_owners_only() {
     assert_eq!(mode(&volume.join("hb.db-wal")), 0o600);
 }
 
-/// A database that others can read (made before databases were made 0600): started on
-/// with a warning saying so, its mode left as its owner has it; none for one that is the
-/// owner's only.
-#[cfg(unix)]
-#[tokio::test]
-async fn a_database_others_can_read_is_warned_of_at_start() {
-    use std::os::unix::fs::PermissionsExt;
-    #[derive(Clone, Default)]
-    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let _log = tracing::subscriber::set_default(
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish(),
-    );
-    let warned = || String::from_utf8_lossy(&lines.0.lock().unwrap()).contains("chmod 600");
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
-    drop(hookbridge_embedded::init(&config).await.unwrap());
-    drop(hookbridge_embedded::init(&config).await.unwrap());
-    assert!(!warned(), "the owner's only: nothing to say");
-
-    std::fs::set_permissions(&config.database, std::fs::Permissions::from_mode(0o644)).unwrap();
-    drop(hookbridge_embedded::init(&config).await.unwrap());
-    assert!(warned(), "no warning for a database others can read");
-    assert_eq!(std::fs::metadata(&config.database).unwrap().permissions().mode() & 0o777, 0o644);
-}
-
 /// A database holding hooks, moved or restored without its key file: starting on it is
 /// refused, naming the file. A new key would have started, and then opened none of the
 /// hooks' secrets, so every delivery of every hook was cancelled.

@@ -119,12 +119,7 @@ async fn an_xiq_delete_interrupted_half_way_is_finished_by_the_retry() {
 async fn an_interrupted_delete_holds_neither_the_name_nor_the_quota() {
     use hookbridge_core::hook::ConnectionState;
     let h = EmbeddedHarness::start().await;
-    let mut settings = subscription_api::ApiSettings::local(
-        subscription_api::JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
-        hookbridge_core::hook::NetworkPolicy::default(),
-    );
-    settings.quotas.max_hooks = 2;
-    let api = subscription_api::Api::new(subscription_api::ApiPorts::of(h.backend()), settings);
+    let api = common::api_with(subscription_api::ApiPorts::of(h.backend()), |s| s.quotas.max_hooks = 2);
     let token = common::token("hooks:read hooks:write");
     let tenant = "acme".parse().unwrap();
     let hook = |name: &str| format!(r#"{{"name":"{name}","url":"https://receiver.example/{name}"}}"#);
@@ -167,13 +162,10 @@ async fn an_interrupted_delete_holds_neither_the_name_nor_the_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_held_up_on_its_way_is_charged_when_it_gets_there() {
     let h = EmbeddedHarness::start().await;
-    let mut settings = subscription_api::ApiSettings::local(
-        subscription_api::JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
-        hookbridge_core::hook::NetworkPolicy::default(),
-    );
-    settings.quotas.publish_rate = hookbridge_core::rate::Rate::per_second(1);
-    settings.quotas.publish_burst = 1;
-    let api = subscription_api::Api::new(subscription_api::ApiPorts::of(h.backend()), settings);
+    let api = common::api_with(subscription_api::ApiPorts::of(h.backend()), |s| {
+        s.quotas.publish_rate = hookbridge_core::rate::Rate::per_second(1);
+        s.quotas.publish_burst = 1;
+    });
     let token = common::token("events:publish");
     let event = r#"{"detail-type":"user.login","source":"idp","detail":{"n":1}}"#;
     let (status, first) = call(&api, "POST", "/v1/events", &token, event).await;

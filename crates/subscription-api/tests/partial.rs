@@ -96,12 +96,9 @@ async fn events_the_bus_took_before_it_failed_the_rest_are_not_published_again()
     clients.eventbridge = aws_sdk_eventbridge::Client::from_conf(config);
     let backend = hookbridge_aws::backend(&clients, h.resources());
     let (_, token) = api_and_token(&h, "events:publish");
-    let mut settings = subscription_api::ApiSettings::local(
-        subscription_api::JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET),
-        hookbridge_core::hook::NetworkPolicy::default(),
-    );
-    settings.publish_to = hookbridge_core::settings::PublishTo::Bus;
-    let api = subscription_api::Api::new(subscription_api::ApiPorts::of(&backend), settings);
+    let api = common::api_with(subscription_api::ApiPorts::of(&backend), |s| {
+        s.publish_to = hookbridge_core::settings::PublishTo::Bus;
+    });
     // Three of 70 KB fill one request (256 KiB at most); the fourth is a request of its own.
     let event = |id: &str, marker: &str| {
         json!({"id": id, "detail-type": "user.login", "source": "idp",

@@ -17,7 +17,14 @@ pub fn api_and_token(h: &dyn Harness, scope: &str) -> (Api, String) {
 
 /// The API over `ports`, with the local settings.
 pub fn api_on(ports: ApiPorts) -> Api {
-    Api::new(ports, ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default()))
+    api_with(ports, |_| {})
+}
+
+/// The API over `ports`, with the local settings as `change` leaves them.
+pub fn api_with(ports: ApiPorts, change: impl FnOnce(&mut ApiSettings)) -> Api {
+    let mut settings = ApiSettings::local(JwtKey::new(LOCAL_DEV_SECRET), NetworkPolicy::default());
+    change(&mut settings);
+    Api::new(ports, settings)
 }
 
 /// A token of tenant `acme` with `scope`, for ten minutes.
