@@ -509,19 +509,25 @@ async fn claim_probes<'a>(w: &Worker, now: DateTime<Utc>, plans: Vec<Plan<'a>>) 
                 out.push(Plan::Send(ready));
             }
             Claim::Lost => {
-                let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
                 let Ready { message, task, hook, .. } = *ready;
-                out.push(hand_back(
-                    message,
-                    deferred(task, until),
-                    Lane::Slow,
-                    "its circuit's probe is under way",
-                    &hook,
-                ));
+                out.push(wait_for_probe(w, now, message, task, &hook));
             }
         }
     }
     out
+}
+
+/// A delivery to a half-open circuit that is not its probe, handed back until the probe
+/// will have been answered.
+fn wait_for_probe<'a>(
+    w: &Worker,
+    now: DateTime<Utc>,
+    message: &'a ReceivedMessage,
+    task: Task,
+    hook: &Hook,
+) -> Plan<'a> {
+    let until = later(now, w.settings.timeout.mul_f64(1.0 + unit()));
+    hand_back(message, deferred(task, until), Lane::Slow, "its circuit's probe is under way", hook)
 }
 
 /// What claiming a circuit's probe came to.
@@ -609,6 +615,21 @@ async fn pace<'a>(
     candidates: Vec<Candidate<'a>>,
     plans: &mut Vec<Plan<'a>>,
 ) -> Vec<(Candidate<'a>, Option<DateTime<Utc>>)> {
+    // A half-open circuit sends one probe, so a rate-limited hook's other candidates to be
+    // it wait for it now, holding no slot: each slot booked for one would go unused, the
+    // hook sent to below its rate while the slots booked meanwhile pass. (Should the
+    // probe not go after all, they come back after it would have been answered.)
+    let mut probing: HashSet<HookId> = HashSet::new();
+    let candidates: Vec<Candidate<'a>> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            if c.probe && c.hook.config.rate_limit.is_some() && !probing.insert(c.hook.id) {
+                plans.push(wait_for_probe(w, now, c.message, c.task, &c.hook));
+                return None;
+            }
+            Some(c)
+        })
+        .collect();
     let mut wanting: HashMap<HookId, (u32, i64, u32)> = HashMap::new();
     let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
     let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();

@@ -1,6 +1,7 @@
 //! A half-open circuit's probe, on the embedded backend: it is claimed only by a delivery
 //! that is then sent, so one turned away first (its event no longer kept) does not hold the
-//! hook's circuit half-open for a probe that never went.
+//! hook's circuit half-open for a probe that never went; and the deliveries that wait for it
+//! hold none of a rate-limited hook's slots.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -10,10 +11,12 @@ use chrono::Utc;
 use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
 use hookbridge_core::circuit::{Circuit, CircuitState};
 use hookbridge_core::delivery::{DeliveryKey, DeliveryStatus};
+use hookbridge_core::hook::{Hook, RateLimit};
 use hookbridge_core::hook::{Lane, NetworkPolicy};
 use hookbridge_core::ids::{DeliveryId, EventId};
 use hookbridge_core::message::Task;
 use hookbridge_core::ports::{Receipt, ReceivedMessage};
+use hookbridge_core::rate::{Rate, hook_key, schedule_of};
 use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver};
@@ -29,12 +32,34 @@ fn received(task: &Task, id: &str) -> ReceivedMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_probe_turned_away_before_its_request_leaves_the_probe_to_the_next_delivery() {
-    let h = EmbeddedHarness::start().await;
-    let receiver = Receiver::start().await;
-    let (mut hook, _) = make_hook(&h, "acme", "recovering").await;
+/// A delivery of a new event to `hook`, its body carried in the message.
+fn carried(key: &DeliveryKey, id: &str) -> ReceivedMessage {
+    let body = format!(
+        r#"{{"version":"0","id":"{}","detail-type":"user.login","source":"idp","account":"1","time":"2026-12-02T00:00:00Z","region":"r","resources":[],"detail":{{}}}}"#,
+        key.event_id
+    );
+    received(&Task::new(key.clone(), 0, &body), id)
+}
+
+fn key(hook: &Hook, n: u128) -> DeliveryKey {
+    DeliveryKey {
+        tenant: hook.tenant.clone(),
+        hook_id: hook.id,
+        delivery_id: DeliveryId::from_parts(Utc::now().timestamp_millis() as u64, n),
+        event_id: EventId::generate(),
+        event_type: "user.login".into(),
+    }
+}
+
+fn ctx() -> BatchContext<'static> {
+    BatchContext { lane: Lane::Slow, deadline: None, settle: None }
+}
+
+/// A hook to `receiver` whose circuit is due its probe, stored, and a worker for it.
+async fn recovering(h: &EmbeddedHarness, receiver: &Receiver, rate_limit: Option<RateLimit>) -> (Hook, Worker) {
+    let (mut hook, _) = make_hook(h, "acme", "recovering").await;
     hook.config.url = receiver.url("/");
+    hook.config.rate_limit = rate_limit;
     let now = Utc::now();
     hook.state.health.circuit = Circuit {
         state: CircuitState::Open,
@@ -50,17 +75,18 @@ async fn a_probe_turned_away_before_its_request_leaves_the_probe_to_the_next_del
         Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
         WorkerSettings::default(),
     );
-    let key = |n: u128| DeliveryKey {
-        tenant: hook.tenant.clone(),
-        hook_id: hook.id,
-        delivery_id: DeliveryId::from_parts(now.timestamp_millis() as u64, n),
-        event_id: EventId::generate(),
-        event_type: "user.login".into(),
-    };
-    let ctx = || BatchContext { lane: Lane::Slow, deadline: None, settle: None };
+    (hook, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_turned_away_before_its_request_leaves_the_probe_to_the_next_delivery() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let (hook, worker) = recovering(&h, &receiver, None).await;
+    let b = h.backend();
 
     // Its event is no longer kept: cancelled without a request.
-    let gone = key(1);
+    let gone = key(&hook, 1);
     let outcome =
         delivery_worker::handle(&worker, &[received(&Task::by_reference(gone.clone(), 0), "gone")], ctx()).await;
     assert!(outcome.failed.is_empty());
@@ -70,15 +96,31 @@ async fn a_probe_turned_away_before_its_request_leaves_the_probe_to_the_next_del
     assert_eq!(stored.state.health.circuit.state, CircuitState::Open, "no probe was claimed for it");
 
     // The next delivery is the probe, at once: it is sent and closes the circuit.
-    let next = key(2);
-    let body = format!(
-        r#"{{"version":"0","id":"{}","detail-type":"user.login","source":"idp","account":"1","time":"2026-12-02T00:00:00Z","region":"r","resources":[],"detail":{{}}}}"#,
-        next.event_id
-    );
-    let outcome =
-        delivery_worker::handle(&worker, &[received(&Task::new(next.clone(), 0, &body), "next")], ctx()).await;
+    let outcome = delivery_worker::handle(&worker, &[carried(&key(&hook, 2), "next")], ctx()).await;
     assert!(outcome.failed.is_empty());
     assert_eq!(receiver.received().len(), 1, "the probe went");
     let stored = b.hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
     assert!(stored.state.health.circuit.is_closed(), "{:?}", stored.state.health.circuit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_waiting_for_a_probe_hold_none_of_the_hooks_rate_limit_slots() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let (hook, worker) = recovering(&h, &receiver, Some(RateLimit { per_second: 1 })).await;
+    let b = h.backend();
+
+    // Five of the hook's deliveries in one batch: one is the probe, four wait for it.
+    let batch: Vec<ReceivedMessage> = (1..=5).map(|n| carried(&key(&hook, n), &format!("d{n}"))).collect();
+    let outcome = delivery_worker::handle(&worker, &batch, ctx()).await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(receiver.received().len(), 1, "only the probe went");
+    let stored = b.hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    assert!(stored.state.health.circuit.is_closed(), "{:?}", stored.state.health.circuit);
+
+    // The hook's next slot is the one after the probe's, not four seconds past it: the
+    // deliveries that waited booked none, so the hook is paced at its rate as it recovers.
+    let asked = Utc::now();
+    let next = b.limiter.pace(&hook_key(hook.id, schedule_of(&stored)), Rate::per_second(1), 1, asked).await.unwrap();
+    assert!(next <= asked + chrono::Duration::milliseconds(1_500), "next slot {next}, asked at {asked}");
 }
