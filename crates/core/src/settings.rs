@@ -322,6 +322,20 @@ fn public_url(text: &str) -> Result<String, SettingsError> {
     Ok(text.trim().trim_end_matches('/').to_owned())
 }
 
+/// Whether a (checked) public URL reaches only this machine: `localhost` or a loopback
+/// address.
+fn names_this_machine(public_url: &str) -> bool {
+    match url::Url::parse(public_url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Scopes as an authorization request sends them: printable ASCII, one space between.
 fn scopes(text: &str) -> Result<String, SettingsError> {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -346,16 +360,22 @@ impl Settings {
     /// Refuses what is fine on a developer's machine but open to anyone on a network: the
     /// built-in token key (anyone who reads the README can mint a token for any tenant) and
     /// the default loopback allow-list (a hook to `http://127.0.0.1:…` reaches the host).
+    /// A server on a loopback address is on a network too when its public URL names
+    /// another host: a reverse proxy on the same machine brings the network to it.
     /// `Err` names the variable to set.
     pub fn check_exposure(&self, listen: std::net::SocketAddr) -> Result<(), SettingsError> {
-        if listen.ip().is_loopback() {
+        let served = if !listen.ip().is_loopback() {
+            format!("serve on {listen}")
+        } else if let Some(url) = self.public_url.as_deref().filter(|u| !names_this_machine(u)) {
+            format!("serve as {url} ({PUBLIC_URL})")
+        } else {
             return Ok(());
-        }
+        };
         if self.tokens.default_key {
             return Err(SettingsError {
                 variable: JWT_SECRET,
                 message: format!(
-                    "must be set to serve on {listen}: the built-in development key would let anyone mint tokens for any tenant; set it to 32+ random bytes (or set {JWT_ISSUER})"
+                    "must be set to {served}: the built-in development key would let anyone mint tokens for any tenant; set it to 32+ random bytes (or set {JWT_ISSUER})"
                 ),
             });
         }
@@ -363,7 +383,7 @@ impl Settings {
             return Err(SettingsError {
                 variable: ALLOWED_NETWORKS,
                 message: format!(
-                    "must be set to serve on {listen}: the default allows hooks to reach this host's loopback addresses; set it to the private networks hooks may reach (empty for none)"
+                    "must be set to {served}: the default allows hooks to reach this host's loopback addresses; set it to the private networks hooks may reach (empty for none)"
                 ),
             });
         }
@@ -667,6 +687,27 @@ mod tests {
         )
         .unwrap();
         assert!(oidc.check_exposure(public).is_ok());
+    }
+
+    #[test]
+    fn a_loopback_server_behind_a_public_url_needs_a_real_key_and_an_explicit_allow_list() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let proxied = |more: &[(&str, &str)]| {
+            let mut vars = vec![(PUBLIC_URL, "https://hooks.example.com")];
+            vars.extend_from_slice(more);
+            Settings::from_lookup(lookup(&vars), &Defaults::local()).unwrap()
+        };
+        let e = proxied(&[]).check_exposure(loopback).unwrap_err();
+        assert_eq!(e.variable, JWT_SECRET);
+        assert!(e.message.contains("https://hooks.example.com"), "{}", e.message);
+        assert_eq!(proxied(&[(JWT_SECRET, KEY)]).check_exposure(loopback).unwrap_err().variable, ALLOWED_NETWORKS);
+        assert!(proxied(&[(JWT_SECRET, KEY), (ALLOWED_NETWORKS, "")]).check_exposure(loopback).is_ok());
+        for this_machine in
+            ["http://localhost:3000", "http://127.0.0.2:8080", "http://[::1]:3000", "http://api.localhost"]
+        {
+            let s = Settings::from_lookup(lookup(&[(PUBLIC_URL, this_machine)]), &Defaults::local()).unwrap();
+            assert!(s.check_exposure(loopback).is_ok(), "{this_machine}");
+        }
     }
 
     #[test]
