@@ -126,10 +126,17 @@ impl Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized("the Authorization header must be Bearer <token>"))?;
-        api.settings().tokens.check(token.trim()).await
+        api.settings().tokens.check(token).await
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme's case is not
+/// significant (RFC 9110 §11.1): `BEARER` is as good as `Bearer`.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Extractors that authenticate and check one scope, before the body is read: a caller
@@ -176,6 +183,16 @@ scoped!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr  abc "] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearerabc", "Bearer ", "abc", "Token abc"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
 
     /// A delivery routed under a hook's old sites can be dated as late as its event may
     /// run ahead of its publishing plus how stale ingest's list of hooks may be: a caller

@@ -5,8 +5,9 @@
 //! `iss`, and the configured audience, when there is one, in `aud` (or, with no `aud`, in
 //! `client_id`, as API Gateway allows), and must not say it is another kind of token than an
 //! access token (an ID token, by Cognito's `token_use` or Keycloak's `typ`). The tenant comes from
-//! the configured claim (`tenant` by default), the scopes from `scope` (space-separated)
-//! or `scp` (a list, as Entra ID and Okta write it).
+//! the configured claim (`tenant` by default), the scopes from `scope` or else `scp`, each
+//! either space-separated text (as RFC 8693 and Entra ID write them) or a list (as Okta and
+//! some others do).
 //!
 //! A token once checked is taken again without checking it for up to
 //! [`CHECKED_KEPT_FOR`], never past its own `exp`.
@@ -276,14 +277,19 @@ impl Tokens {
             .and_then(|t| t.parse().ok())
             .ok_or(ApiError::Unauthorized("the token's tenant claim is missing or not a valid tenant"))?;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("unknown").to_owned();
-        let scopes = match (claims.get("scope"), claims.get("scp")) {
-            (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
-                s.split_whitespace().map(str::to_owned).collect()
-            }
-            (None, Some(Value::Array(list))) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
+        let scopes = ["scope", "scp"].into_iter().find_map(|c| claims.get(c).and_then(scopes_in)).unwrap_or_default();
         Ok(Caller { tenant, sub, scopes, sites: Vec::new() })
+    }
+}
+
+/// The scopes a `scope` or `scp` claim grants, when it is text or a list of them.
+fn scopes_in(claim: &Value) -> Option<Vec<String>> {
+    match claim {
+        Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        Value::Array(list) => {
+            Some(list.iter().filter_map(Value::as_str).flat_map(str::split_whitespace).map(str::to_owned).collect())
+        }
+        _ => None,
     }
 }
 
@@ -520,5 +526,31 @@ mod tests {
         assert!(matches!(tokens.check(&later).await, Err(ApiError::Unauthorized(m)) if m.contains("nbf")));
         let scp = sign(serde_json::json!({"tenant": "acme", "exp": now + 600, "scp": ["hooks:read", "hooks:write"]}));
         assert_eq!(tokens.check(&scp).await.unwrap().scopes, ["hooks:read", "hooks:write"]);
+    }
+
+    #[tokio::test]
+    async fn scopes_are_read_as_text_or_as_a_list_in_either_claim() {
+        let key = JwtKey::new("k1-0123456789abcdef0123456789abcdef");
+        let tokens = Tokens::hs256(key.clone());
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let scopes = |claims: Value| {
+            let mut claims = claims;
+            claims["tenant"] = "acme".into();
+            claims["exp"] = exp.into();
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(key.bytes()),
+            )
+            .unwrap();
+            let tokens = tokens.clone();
+            async move { tokens.check(&token).await.unwrap().scopes }
+        };
+        let both = ["hooks:read", "hooks:write"];
+        assert_eq!(scopes(serde_json::json!({"scope": ["hooks:read", "hooks:write"]})).await, both);
+        assert_eq!(scopes(serde_json::json!({"scp": "hooks:read hooks:write"})).await, both);
+        assert_eq!(scopes(serde_json::json!({"scope": "hooks:read", "scp": ["hooks:write"]})).await, ["hooks:read"]);
+        assert_eq!(scopes(serde_json::json!({"scope": 7, "scp": ["hooks:read", "hooks:write"]})).await, both);
+        assert!(scopes(serde_json::json!({})).await.is_empty());
     }
 }
