@@ -64,6 +64,18 @@ async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
     assert_eq!((status, set), (StatusCode::OK, None), "asked: {page}");
     assert!(page.contains("acme (sites a)") && page.contains("acme (sites b)"), "{page}");
 
+    // Sites `a` and `b` are not one site named `a, b`, though the names read alike.
+    let sites_a_b = link_to(&api, "acme", r#"{"sites": ["b", "a"]}"#).await;
+    let (_, set, _) = open(&api, &format!("code={sites_a_b}"), None).await;
+    let session_a_b = set.unwrap().split(';').next().unwrap().trim_start_matches("hb_session=").to_owned();
+    let one_site = link_to(&api, "acme", r#"{"sites": ["a, b"]}"#).await;
+    let (status, set, page) = open(&api, &format!("code={one_site}"), Some(&session_a_b)).await;
+    assert_eq!((status, set), (StatusCode::OK, None), "asked: {page}");
+    assert!(page.contains("acme (sites a, b)") && page.contains("acme (sites &quot;a, b&quot;)"), "{page}");
+    let same_sites = link_to(&api, "acme", r#"{"sites": ["a", "b", "a"]}"#).await;
+    let (_, set, page) = open(&api, &format!("code={same_sites}"), Some(&session_a_b)).await;
+    assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "the same sites open at once: {page}");
+
     // A link of the tenant signed in to, or opened signed out, opens at once.
     for (tenant, session) in [("acme", Some(acme.as_str())), ("mallory", None)] {
         let code = link_of(&api, tenant).await;

@@ -494,12 +494,23 @@ fn portal_form(code: &str) -> Response {
     )
 }
 
-/// Whose a session is, as the visitor is told: the tenant, and the sites it is held to.
+/// Whose a session is, as the visitor is told: the tenant, and the sites it is held to (a
+/// site whose name holds a comma quoted, so `a, b` is not taken for two).
 fn whose(tenant: &hookbridge_core::ids::TenantId, sites: &[String]) -> String {
-    let mut sites = sites.to_vec();
-    sites.sort();
-    sites.dedup();
-    if sites.is_empty() { tenant.to_string() } else { format!("{tenant} (sites {})", sites.join(", ")) }
+    let sites = site_set(sites);
+    if sites.is_empty() {
+        return tenant.to_string();
+    }
+    let named: Vec<String> = sites
+        .iter()
+        .map(|s| if s.contains(',') || s.trim() != *s { format!("\"{s}\"") } else { (*s).to_owned() })
+        .collect();
+    format!("{tenant} (sites {})", named.join(", "))
+}
+
+/// The sites a session is held to, each once, in order.
+fn site_set(sites: &[String]) -> std::collections::BTreeSet<&str> {
+    sites.iter().map(String::as_str).collect()
 }
 
 /// The page asking a visitor signed in to `current` whether to open a link to `other`,
@@ -569,9 +580,13 @@ pub async fn portal(
     if !switching {
         let asked = match super::session::Session::checked(&api, &headers).await {
             Ok(Some(current)) => {
+                // Told apart by what they are, not by how they read: sites `a` and `b` read
+                // as one site named `a, b` did.
+                let same =
+                    current.caller.tenant == grant.tenant && site_set(&current.caller.sites) == site_set(&grant.sites);
                 let (now_in, link_to) =
                     (whose(&current.caller.tenant, &current.caller.sites), whose(&grant.tenant, &grant.sites));
-                (now_in != link_to).then(|| switch_form(code, &now_in, &link_to))
+                (!same).then(|| switch_form(code, &now_in, &link_to))
             }
             Ok(None) => None,
             Err(e) => {
