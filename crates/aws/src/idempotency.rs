@@ -197,7 +197,13 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 };
                 existing(&found)
             }
-            Err(e) => Err(Error::backend("dynamodb.PutItem", e)),
+            Err(e) => {
+                // The put may have been applied all the same (its answer lost past the SDK's
+                // retries): left, it would answer every retry `409` for its five pending
+                // minutes, though the request it stood for failed.
+                self.withdraw(tenant, k, &mine).await;
+                Err(Error::backend("dynamodb.PutItem", e))
+            }
         }
     }
 

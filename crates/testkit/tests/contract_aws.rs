@@ -665,6 +665,29 @@ async fn a_claim_whose_look_across_the_move_fails_is_taken_back() {
     );
 }
 
+/// A claim DynamoDB applied whose answer was then an error (past the SDK's retries) is
+/// taken back before the call fails: the request failed, so its key is free, where the
+/// claim left behind answered every retry `409` for its five pending minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_applied_but_answered_with_an_error_is_taken_back() {
+    use hookbridge_core::ids::TenantId;
+    use hookbridge_core::ports::Claim;
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    // The put is applied; its answer is turned into a refusal afterwards.
+    let failing = refusing(&h, "PutItem");
+    let tenant: TenantId = "acme".parse().unwrap();
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::minutes(5);
+    assert!(failing.idempotency.claim(&tenant, "key:k", "fp", now, soon).await.is_err(), "the put failed");
+    assert_eq!(
+        h.backend().idempotency.claim(&tenant, "key:k", "fp", now, soon).await.unwrap(),
+        Claim::Claimed,
+        "the retry claims at once"
+    );
+}
+
 /// Fails the first `DeleteMessageBatch` before it is sent, with an error the SDK does not
 /// retry, as a call SQS refused past the SDK's retries would end.
 #[derive(Debug)]
