@@ -35,17 +35,40 @@ fn expires_at(next_us: i64) -> i64 {
 
 pub(crate) struct DynamoRateLimiter {
     table: Table,
-    /// The state each key had when this process last wrote or read it.
-    seen: Mutex<HashMap<String, Option<i64>>>,
+    seen: Seen,
+}
+
+/// The state each key had when this process last wrote or read it: a guess that saves a
+/// read (a wrong one costs a failed conditional write and the read). A warm instance can
+/// live for hours and touch every hook and tenant of the deployment, so past
+/// [`SEEN_AT_MOST`] keys it starts over rather than grow for ever.
+#[derive(Default)]
+struct Seen(Mutex<HashMap<String, Option<i64>>>);
+
+/// Keys [`Seen`] holds before it starts over: a few megabytes.
+const SEEN_AT_MOST: usize = 50_000;
+
+impl Seen {
+    fn get(&self, key_name: &str) -> Option<Option<i64>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key_name).copied()
+    }
+
+    fn remember(&self, key_name: &str, state: Option<i64>) {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= SEEN_AT_MOST && !seen.contains_key(key_name) {
+            seen.clear();
+        }
+        seen.insert(key_name.to_owned(), state);
+    }
 }
 
 impl DynamoRateLimiter {
     pub(crate) fn new(table: Table) -> Self {
-        Self { table, seen: Mutex::new(HashMap::new()) }
+        Self { table, seen: Seen::default() }
     }
 
     fn remember(&self, key_name: &str, state: Option<i64>) {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key_name.to_owned(), state);
+        self.seen.remember(key_name, state);
     }
 
     fn item_key(key_name: &str) -> Item {
@@ -101,7 +124,7 @@ impl DynamoRateLimiter {
 #[async_trait]
 impl RateLimiter for DynamoRateLimiter {
     async fn update(&self, key_name: &str, step: Step) -> Result<Option<i64>> {
-        let guess = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key_name).copied();
+        let guess = self.seen.get(key_name);
         let mut guessed = guess.is_some();
         let mut current = match guess {
             Some(g) => g,
@@ -144,5 +167,19 @@ mod tests {
         assert_eq!(expires_at(ahead), now + 600 + 3600, "an hour after the last slot reserved");
         let t = expires_at((now - 7200) * 1_000_000);
         assert!((now + 3600..=now + 3601).contains(&t), "never already expired when written: {t}");
+    }
+
+    #[test]
+    fn the_states_seen_are_bounded() {
+        let seen = Seen::default();
+        for i in 0..SEEN_AT_MOST * 2 + 7 {
+            seen.remember(&format!("hook:{i}"), Some(i as i64));
+        }
+        let held = seen.0.lock().unwrap().len();
+        assert!(held <= SEEN_AT_MOST, "{held} keys held");
+        let last = format!("hook:{}", SEEN_AT_MOST * 2 + 6);
+        assert_eq!(seen.get(&last), Some(Some((SEEN_AT_MOST * 2 + 6) as i64)), "the latest is kept");
+        seen.remember(&last, None);
+        assert_eq!(seen.get(&last), Some(None), "a key held is written over, not a reason to start over");
     }
 }
