@@ -18,7 +18,8 @@ use crate::ids::{HookId, ReplayId, TenantId};
 
 /// Deliveries read per page of a job.
 pub const PAGE: usize = 500;
-/// How long a job stays readable after it was asked for.
+/// How long a job stays readable after it last moved: after it stopped, or, while it runs,
+/// after its last page.
 pub const JOB_KEPT: Duration = Duration::days(7);
 
 /// How long a running job may go with no page saved before it counts as stalled: its poke
@@ -178,9 +179,11 @@ impl ReplayJob {
         self.state == ReplayState::Running && now - self.updated_at > STALLED_AFTER
     }
 
-    /// When its record may be dropped.
+    /// When its record may be dropped: [`JOB_KEPT`] after it last moved. Counted from when
+    /// it was asked for, a job that was still working through a long window a week later
+    /// vanished mid-way: its next page found no job, and the rest was never sent.
     pub fn expires_at(&self) -> DateTime<Utc> {
-        self.created_at + JOB_KEPT
+        self.finished_at.unwrap_or(self.updated_at).max(self.created_at) + JOB_KEPT
     }
 }
 

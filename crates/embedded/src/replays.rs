@@ -93,14 +93,15 @@ impl ReplayStore for SqliteReplayStore {
 
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {
         let doc = encode(job)?;
-        let (h, id, step) = (job.hook_id.to_string(), job.id.to_string(), job.step as i64);
+        let (h, id, step, exp) =
+            (job.hook_id.to_string(), job.id.to_string(), job.step as i64, job.expires_at().timestamp_millis());
         self.db
             .write(move |c| {
                 c.execute(
                     // Or the very document it writes: a save sent again is the same save.
-                    "UPDATE replays SET doc = ?3, step = ?4
+                    "UPDATE replays SET doc = ?3, step = ?4, expires_at = ?6
                      WHERE hook_id = ?1 AND id = ?2 AND (step = ?5 OR doc = ?3)",
-                    params![h, id, doc, step, read_step as i64],
+                    params![h, id, doc, step, read_step as i64, exp],
                 )
                 .map(|n| n == 1)
                 .map_err(sql("replays.save"))

@@ -63,7 +63,8 @@ macro_rules! contract_tests {
             event_types_are_declared_and_seen_per_tenant,
             portal_links_open_once_and_sessions_expire,
             replay_jobs_save_only_from_the_step_they_read_or_again_the_same,
-            replay_jobs_list_newest_first_a_page_at_a_time
+            replay_jobs_list_newest_first_a_page_at_a_time,
+            a_replay_job_is_kept_a_week_after_it_last_moved
         );
     };
     (@cases $start:expr; $($case:ident),* $(,)?) => {
@@ -1265,6 +1266,34 @@ pub async fn replay_jobs_save_only_from_the_step_they_read_or_again_the_same(h: 
     let cancelled = page.stopped(ReplayState::Cancelled, now);
     assert!(store.save(&cancelled, page.step).await.expect("save"));
     assert_eq!(store.get(hook, job.id).await.expect("get").map(|j| j.state), Some(ReplayState::Cancelled));
+}
+
+/// A job is kept for a week after it last moved, not after it was asked for: one still
+/// working through a long window after a week vanished mid-way, the rest never sent.
+pub async fn a_replay_job_is_kept_a_week_after_it_last_moved(h: &dyn Harness) {
+    use hookbridge_core::replay::{ReplayJob, ReplayState};
+    let store = &h.backend().replays;
+    let now = Utc::now();
+    let asked = now - chrono::Duration::days(8);
+    let job = ReplayJob::new(
+        tenant(&h.unique("tenant")),
+        HookId::generate(),
+        asked - chrono::Duration::days(6),
+        asked,
+        None,
+        asked,
+    );
+    store.create(&job).await.expect("create");
+    assert_eq!(store.get(job.hook_id, job.id).await.expect("get"), None, "asked for and left for eight days");
+    // Its latest page, saved now: a week from now it is still readable.
+    let page = job.advanced(Some("01KA".into()), 500, 0, now - chrono::Duration::minutes(1));
+    assert!(store.save(&page, job.step).await.expect("save"));
+    assert_eq!(store.get(job.hook_id, job.id).await.expect("get"), Some(page.clone()), "moving, so kept");
+    // Stopped two days ago: kept five more.
+    let done = page.stopped(ReplayState::Succeeded, now - chrono::Duration::days(2));
+    assert!(store.save(&done, page.step).await.expect("save"));
+    assert_eq!(store.get(job.hook_id, job.id).await.expect("get"), Some(done.clone()));
+    assert_eq!(store.list(job.hook_id, 10, None).await.expect("list").items, [done], "and listed");
 }
 
 /// A hook's jobs list newest first, a page at a time, each once and as last saved; a job
