@@ -43,10 +43,9 @@ fn client<C: Clone>(
 
 impl Adapters {
     /// Ports made from the environment's standard AWS configuration (region, credentials,
-    /// `AWS_ENDPOINT_URL`).
+    /// `AWS_ENDPOINT_URL`), every call bounded ([`crate::call_timeouts`]).
     pub async fn from_env(resources: Resources) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(sdk, resources)
+        Self::new(crate::sdk_config_from_env().await, resources)
     }
 
     /// Ports made from an SDK configuration.

@@ -24,6 +24,8 @@ mod sqs;
 pub mod telemetry;
 mod token_key;
 
+use std::time::Duration;
+
 use hookbridge_core::ports::Backend;
 
 pub use adapters::Adapters;
@@ -58,6 +60,32 @@ pub struct Clients {
     pub secretsmanager: aws_sdk_secretsmanager::Client,
 }
 
+/// The longest one try of an AWS call may take. The SDK bounds only the connection: a call
+/// whose request was taken and never answered (a half-open connection) waited until the
+/// Lambda invocation timed out, and its whole batch came back, deliveries already sent
+/// included. DynamoDB, SQS, KMS and EventBridge answer in milliseconds; past this the
+/// SDK tries again on another connection.
+pub const CALL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest an AWS call may take with the SDK's retries.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(12);
+/// The SDK's own connect timeout, kept (a timeout configuration replaces it).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// Every call's bounds: [`CALL_ATTEMPT_TIMEOUT`], [`CALL_TIMEOUT`].
+pub fn call_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(CALL_ATTEMPT_TIMEOUT)
+        .operation_timeout(CALL_TIMEOUT)
+        .build()
+}
+
+/// The environment's standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`),
+/// with every call bounded ([`call_timeouts`]).
+pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(call_timeouts()).load().await
+}
+
 impl Clients {
     /// Clients from an SDK configuration.
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
@@ -71,9 +99,9 @@ impl Clients {
     }
 
     /// Clients from the environment's standard AWS configuration (region, credentials,
-    /// `AWS_ENDPOINT_URL`).
+    /// `AWS_ENDPOINT_URL`), every call bounded.
     pub async fn from_env() -> Self {
-        Self::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        Self::new(&sdk_config_from_env().await)
     }
 }
 

@@ -106,6 +106,16 @@ impl Queue for SqsQueue {
             .wait_time_seconds(whole_seconds(wait).min(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            // A long poll waits for up to `wait` by design: bounded past it.
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(wait + crate::CALL_ATTEMPT_TIMEOUT)
+                        .operation_timeout(wait + crate::CALL_TIMEOUT)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| Error::backend("sqs.ReceiveMessage", e))?;

@@ -87,9 +87,7 @@ impl BackendKind {
     async fn choice(self, database: PathBuf, max_bytes: Option<u64>) -> BackendChoice {
         match self {
             Self::Embedded => BackendChoice::Embedded { database, max_bytes },
-            Self::Aws => BackendChoice::Aws {
-                sdk: Box::new(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
-            },
+            Self::Aws => BackendChoice::Aws { sdk: Box::new(hookbridge_aws::sdk_config_from_env().await) },
         }
     }
 }

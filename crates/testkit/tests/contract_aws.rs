@@ -803,3 +803,37 @@ async fn hooks_loaded_in_bulk_count_toward_the_quota() {
     let (last, _) = make_hook(&h, &tenant, "last").await;
     store.create(&last, 4).await.expect("a deleted loaded hook frees its slot");
 }
+
+/// A call whose request is taken and never answered (a half-open connection, a stalled
+/// endpoint) ends in an error within the SDK's bounds, rather than holding its Lambda
+/// invocation until it times out and its whole batch comes back, deliveries already sent
+/// included. The functions' clients are made with these bounds (`sdk_config_from_env`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_is_never_answered_ends_in_an_error() {
+    use aws_sdk_dynamodb::config::Credentials;
+    use hookbridge_core::ids::{HookId, TenantId};
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    // Takes connections and reads requests, and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "hookbridge-tests"))
+        .timeout_config(hookbridge_aws::call_timeouts())
+        .load()
+        .await;
+    let backend = hookbridge_aws::backend(&hookbridge_aws::Clients::new(&sdk), h.resources());
+    let tenant: TenantId = "acme".parse().unwrap();
+    // Far past the bounds: without them the read waits for ever, and this fails.
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(120), backend.hooks.get(&tenant, HookId::generate())).await;
+    assert!(matches!(read, Ok(Err(_))), "{read:?}");
+}
