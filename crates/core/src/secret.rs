@@ -164,15 +164,45 @@ const REDACT_MIN_LEN: usize = 4;
 /// would as likely be the text's own.
 const REDACT_MIN_START: usize = 6;
 
+/// The shortest part of a value (see [`parts`]) [`redact`] looks for on its own.
+const REDACT_MIN_PART: usize = 8;
+
+/// The credentials inside a header-like value, which an echo may show without the rest:
+/// its words and `key=value` halves (`Bearer sk_live_…`, `sid=…; theme=…`) of at least
+/// [`REDACT_MIN_PART`] bytes, and a `Basic` credential decoded, with its password.
+fn parts(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out: Vec<String> = value
+        .split(|c: char| c.is_whitespace() || matches!(c, '=' | ':' | ';' | ','))
+        .filter(|p| p.len() >= REDACT_MIN_PART && *p != value)
+        .map(str::to_owned)
+        .collect();
+    let basic = value.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    if let Some(decoded) = basic
+        .and_then(|(_, b64)| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|d| String::from_utf8(d).ok())
+    {
+        if let Some((_, password)) = decoded.split_once(':').filter(|(_, p)| p.len() >= REDACT_MIN_PART) {
+            out.push(password.to_owned());
+        }
+        out.push(decoded);
+    }
+    out
+}
+
 /// `text` with every occurrence of each of `values` replaced by [`REDACTED`], and cut
 /// before a trailing start of one (a value the text's cap cut in two). For what a receiver
 /// answers, which is kept and shown to everyone who may read the hook: an endpoint that
 /// echoes its request (an echo service, a debug endpoint, "invalid key: …") would otherwise
-/// hand them the hook's credentials, and store them in clear.
+/// hand them the hook's credentials, and store them in clear. A value's [`parts`] are
+/// looked for too: `invalid token sk_live_…` echoes only the token of `Bearer sk_live_…`.
 pub fn redact(text: &str, values: &[&str]) -> String {
     if text.len() < REDACT_MIN_LEN {
         return text.to_owned();
     }
+    let parted: Vec<String> = values.iter().flat_map(|v| parts(v)).collect();
+    let values: Vec<&str> = values.iter().copied().chain(parted.iter().map(String::as_str)).collect();
+    let values = values.as_slice();
     // As an echo may show them: as sent in a form or a query (percent-encoded), and as a
     // JSON echo writes them (escaped, `/` too by some).
     let encoded: Vec<String> = values
@@ -246,6 +276,17 @@ mod tests {
         for echoed in ["a%2Bb%2Fc+d%22e", r#"a+b/c d\"e"#, r#"a+b\/c d\"e"#] {
             assert_eq!(redact(&format!("got {echoed}."), &values), "got [redacted].", "{echoed}");
         }
+    }
+
+    #[test]
+    fn redact_takes_out_the_credential_inside_a_header_value() {
+        let values = ["Bearer sk_live_51Hx9", "sid=a81f3c99e2; theme=dark", "Basic dXNlcjpodW50ZXIyaHVudGVy"];
+        assert_eq!(redact("invalid token sk_live_51Hx9", &values), "invalid token [redacted]");
+        assert_eq!(redact("session a81f3c99e2 expired", &values), "session [redacted] expired");
+        assert_eq!(redact("no user user:hunter2hunter", &values), "no user [redacted]");
+        assert_eq!(redact("wrong password hunter2hunter", &values), "wrong password [redacted]");
+        // Short words of a value are not looked for on their own: they would blank ordinary text.
+        assert_eq!(redact("Bearer tokens and the dark theme", &values), "Bearer tokens and the dark theme");
     }
 
     #[test]

@@ -92,7 +92,19 @@ pub struct HookOut {
     pub version: u64,
     /// The signing secret: in the create response only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<ShownOnce>,
+}
+
+/// A secret an answer shows once (a created hook's signing secret): serialized as its
+/// text, but never in what `Debug` prints, so a log line of the answer does not carry it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ShownOnce(pub String);
+
+impl std::fmt::Debug for ShownOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(hookbridge_core::secret::REDACTED)
+    }
 }
 
 /// `health` as read.
@@ -225,4 +237,16 @@ pub struct DeliveryDetailOut {
     pub envelope: Option<Box<serde_json::value::RawValue>>,
     /// Every attempt, oldest first.
     pub attempt_log: Vec<Attempt>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_shown_once_is_in_the_answer_and_never_in_debug() {
+        let secret = ShownOnce("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+        assert_eq!(serde_json::to_value(&secret).unwrap(), serde_json::json!(secret.0));
+        assert!(!format!("{:?}", Some(&secret)).contains("MfKQ9r8"));
+    }
 }

@@ -112,7 +112,7 @@ async fn create_one(api: &Api, caller: &Caller, item: Value, counted: &mut Tenan
     let draft = hook_draft(item, "")?;
     let (hook, secrets) = create_hook(api, caller, draft, None, counted).await?;
     let mut out = HookOut::from(&hook);
-    out.secret = Some(secrets.signing.expose().to_owned());
+    out.secret = Some(crate::dto::ShownOnce(secrets.signing.expose().to_owned()));
     Ok(out)
 }
 
