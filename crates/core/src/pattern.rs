@@ -23,8 +23,8 @@ pub enum InvalidPattern {
     /// Empty or longer than [`MAX_PATTERN_LEN`].
     #[error("must be 1-{MAX_PATTERN_LEN} characters")]
     Length,
-    /// Whitespace or a control character.
-    #[error("must be printable ASCII without spaces")]
+    /// A control character, or one a queue cannot carry.
+    #[error("must not hold control characters")]
     Character,
 }
 
@@ -75,7 +75,11 @@ impl FromStr for EventTypePattern {
         if s.is_empty() || s.len() > MAX_PATTERN_LEN {
             return Err(InvalidPattern::Length);
         }
-        if !s.chars().all(|c| c.is_ascii_graphic()) {
+        // Whatever an event's `detail-type` may hold, so every type published can be named
+        // exactly: EventBridge's own types have spaces ("EC2 Instance State-change
+        // Notification"), and ASCII without spaces left `Order*Created` the only way to
+        // catch `Order Created`, which catches `Order Not Created` too.
+        if s.chars().any(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
             return Err(InvalidPattern::Character);
         }
         Ok(Self(s.to_owned()))
@@ -163,9 +167,21 @@ mod tests {
     }
 
     #[test]
+    fn any_type_that_can_be_published_can_be_named_exactly() {
+        for t in ["Order Created", "EC2 Instance State-change Notification", "user.créé", "注文.作成"] {
+            let p: EventTypePattern = t.parse().unwrap();
+            assert!(p.matches(t), "{t}");
+        }
+        let p: EventTypePattern = "Order Created".parse().unwrap();
+        assert!(!p.matches("Order Not Created"));
+        assert!(m("user.cr*", "user.créé") && m("*é", "user.créé") && !m("*e", "user.créé"));
+    }
+
+    #[test]
     fn invalid_patterns() {
         assert_eq!("".parse::<EventTypePattern>(), Err(InvalidPattern::Length));
-        assert_eq!("a b".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
+        assert_eq!("a\tb".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
+        assert_eq!("a\u{FFFE}".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
         assert!("x".repeat(129).parse::<EventTypePattern>().is_err());
     }
 }
