@@ -25,7 +25,7 @@
 
 pub mod replay;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -212,13 +212,16 @@ struct Parsed<'a> {
     site: Option<String>,
 }
 
-/// The least time an invocation must have left to start a tenant's events or a replay page.
-/// Started later, the work could be cut off by Lambda's timeout, which fails the whole
-/// batch: every tenant's events in it, finished or not, would come back and be fanned out
-/// again, each using up one of its five receives. Work once started is not stopped half
-/// way: a fan-out that takes most of the invocation still finishes, where stopping it would
-/// start it again from the top next time and never let it finish. (One begun in time that
-/// needs longer than is left still meets the timeout, and its whole batch comes back.)
+/// The least time an invocation must have left to start a tenant's events, each of them
+/// after its first, or a replay page. Started later, the work could be cut off by Lambda's
+/// timeout, which fails the whole batch: every tenant's events in it, finished or not,
+/// would come back and be fanned out again, each using up one of its five receives. Work
+/// once started is not stopped half way: an event's fan-out that takes most of the
+/// invocation still finishes, where stopping it would start it again from the top next
+/// time and never let it finish. (One begun in time that needs longer than is left still
+/// meets the timeout, and its whole batch comes back.) Checked only per tenant, a batch of
+/// ten events to a tenant of 10,000 hooks (100,000 deliveries) outlasted every invocation
+/// it was given, and went to the dead-letter queue fanned out five times.
 pub const TIME_TO_START: Duration = Duration::from_secs(5);
 
 /// Why work was not started: [`TIME_TO_START`] was not left.
@@ -387,29 +390,45 @@ async fn ingest_events(
 ) -> Vec<String> {
     if too_late(deadline) {
         tracing::info!(tenant = %tenant, events = events.len(), why = TOO_LATE, "events not begun; they come back");
-        let returning = hand_on_unseen(deps, tenant, events, deadline).await;
-        // At once, not after the queue's visibility timeout: nothing failed, this
-        // invocation only had no time for them.
-        let back = futures::future::join_all(
-            returning.iter().map(|p| deps.ports.ingest.retry_after(&p.message.receipt, Duration::ZERO)),
-        );
-        if let Err(e) = before(deadline, ANSWER_MARGIN, "ingest.retry_after", async {
-            back.await.into_iter().collect::<hookbridge_core::Result<Vec<()>>>()
-        })
-        .await
-        {
-            tracing::warn!(tenant = %tenant, error = %e, "events not begun could not be made receivable at once");
-        }
-        return returning.iter().map(|p| p.message.id.clone()).collect();
+        return come_back(deps, tenant, events.iter().collect(), deadline).await;
     }
     let span = tracing::info_span!("ingest", tenant = %tenant);
-    match ingest_tenant(deps, tenant, events).instrument(span).await {
-        Ok(()) => Vec::new(),
+    match ingest_tenant(deps, tenant, events, deadline).instrument(span).await {
+        Ok(not_begun) if not_begun.is_empty() => Vec::new(),
+        Ok(not_begun) => {
+            let rest: Vec<&Parsed<'_>> = events.iter().filter(|p| not_begun.contains(p.envelope.id.as_str())).collect();
+            tracing::info!(tenant = %tenant, events = rest.len(), why = TOO_LATE, "the tenant's events not begun; they come back");
+            come_back(deps, tenant, rest, deadline).await
+        }
         Err(e) => {
             tracing::error!(tenant = %tenant, error = %e, "ingest failed; the events will be retried");
             events.iter().map(|p| p.message.id.clone()).collect()
         }
     }
+}
+
+/// Sends the events not begun back to the queue, handed on ([`hand_on_unseen`]) or
+/// receivable again at once; the ids of the messages that must come back.
+async fn come_back(
+    deps: &Ingest,
+    tenant: &TenantId,
+    events: Vec<&Parsed<'_>>,
+    deadline: Option<Instant>,
+) -> Vec<String> {
+    let returning = hand_on_unseen(deps, tenant, events, deadline).await;
+    // At once, not after the queue's visibility timeout: nothing failed, this invocation
+    // only had no time for them.
+    let back = futures::future::join_all(
+        returning.iter().map(|p| deps.ports.ingest.retry_after(&p.message.receipt, Duration::ZERO)),
+    );
+    if let Err(e) = before(deadline, ANSWER_MARGIN, "ingest.retry_after", async {
+        back.await.into_iter().collect::<hookbridge_core::Result<Vec<()>>>()
+    })
+    .await
+    {
+        tracing::warn!(tenant = %tenant, error = %e, "events not begun could not be made receivable at once");
+    }
+    returning.iter().map(|p| p.message.id.clone()).collect()
 }
 
 /// Hands on, as new messages, the events not begun that are on their first receive and
@@ -424,7 +443,7 @@ async fn ingest_events(
 async fn hand_on_unseen<'p, 'm>(
     deps: &Ingest,
     tenant: &TenantId,
-    events: &'p [Parsed<'m>],
+    events: Vec<&'p Parsed<'m>>,
     deadline: Option<Instant>,
 ) -> Vec<&'p Parsed<'m>> {
     // The copy is sent a moment after `now`: a minute's margin for its send time.
@@ -433,7 +452,8 @@ async fn hand_on_unseen<'p, 'm>(
         let own = dated(&p.envelope, p.message.sent_at);
         [now, now + chrono::Duration::minutes(1)].iter().all(|at| dated(&p.envelope, *at) == own)
     };
-    let (unseen, mut back): (Vec<_>, Vec<_>) = events.iter().partition(|p| p.message.receive_count <= 1 && same_ids(p));
+    let (unseen, mut back): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|p| p.message.receive_count <= 1 && same_ids(p));
     if unseen.is_empty() {
         return back;
     }
@@ -562,12 +582,19 @@ fn kept_apart(envelope_len: usize, hooks: usize) -> bool {
     hooks > 1 || (hooks == 1 && envelope_len > INLINE_BODY_MAX)
 }
 
-async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) -> hookbridge_core::Result<()> {
+/// Fans out one tenant's events; the ids of those not begun, for want of time (every event
+/// after the first is begun only with [`TIME_TO_START`] left).
+async fn ingest_tenant(
+    deps: &Ingest,
+    tenant: &TenantId,
+    events: &[Parsed<'_>],
+    deadline: Option<Instant>,
+) -> hookbridge_core::Result<HashSet<String>> {
     let p = &deps.ports;
     // A queue's at-least-once delivery can put two copies of one event in one batch. Once
     // is enough (the copies' deliveries would share their ids anyway), and DynamoDB
     // refuses a batch write that names one envelope twice.
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let events: Vec<&Parsed<'_>> = events.iter().filter(|e| seen.insert(e.envelope.id.as_str())).collect();
     let RoutingList { hooks, unreadable } = p.hooks.list_for_routing(tenant, deps.settings.routing_most_bytes).await?;
     if unreadable.len() > UNROUTED_HOOKS_MOST {
@@ -609,7 +636,12 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
         tracing::warn!(tenant = %tenant, error = %e, "could not record the event types seen; deliveries go on");
     }
     let mut chunk = Chunk::default();
-    for (e, body, wanted) in &routed {
+    let mut not_begun = HashSet::new();
+    for (i, (e, body, wanted)) in routed.iter().enumerate() {
+        if i > 0 && too_late(deadline) {
+            not_begun = routed[i..].iter().map(|(e, _, _)| e.envelope.id.to_string()).collect();
+            break;
+        }
         let at = dated(&e.envelope, e.message.sent_at);
         let with_delivery = !kept_apart(body.len(), reach(wanted));
         let key = |hook_id: HookId| DeliveryKey {
@@ -653,13 +685,13 @@ async fn ingest_tenant(deps: &Ingest, tenant: &TenantId, events: &[Parsed<'_>]) 
     chunk.flush(p).await?;
     tracing::info!(
         tenant = %tenant,
-        events = events.len(),
+        events = events.len() - not_begun.len(),
         deliveries = chunk.sent,
         unreadable_hooks = unreadable.len(),
         cancelled = chunk.cancelled_total,
         "events ingested"
     );
-    Ok(())
+    Ok(not_begun)
 }
 
 fn deliverable(hook: &Hook) -> Result<(), String> {

@@ -108,15 +108,29 @@ async fn near_its_deadline_ingest_starts_nothing_and_hands_replay_pages_on() {
     assert_eq!(common::queued_tasks(&h, 3).await.len(), 3);
 }
 
-/// Begun with time to spare, a fan-out of more than one chunk finishes though its writes
-/// wait past the point where nothing new would be started.
+/// Every delivery waiting on the fast lane, waiting up to 500 ms for each receive.
+async fn drain_deliveries(h: &EmbeddedHarness) -> usize {
+    let mut queued = 0;
+    loop {
+        let got = h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap();
+        if got.is_empty() {
+            return queued;
+        }
+        queued += got.len();
+    }
+}
+
+/// Begun with time to spare, an event's fan-out of more than one chunk finishes though its
+/// writes wait past the point where nothing new would be started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
     let h = EmbeddedHarness::start().await;
     let deps = common::deps(&h);
-    let (hook, _) = make_hook(&h, "acme", "hook").await;
-    h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let events: Vec<_> = (0..=ingest::CHUNK).map(|i| message(&format!("e{i}"), event("acme"))).collect();
+    for i in 0..=ingest::CHUNK {
+        let (hook, _) = make_hook(&h, "acme", &format!("hook-{i}")).await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+    }
+    let events = [message("e", event("acme"))];
     let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
 
     // Every write of the fan-out waits until less than the time to start is left.
@@ -127,15 +141,47 @@ async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
 
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert!(Instant::now() + ingest::TIME_TO_START > deadline, "the writes waited past the time to start");
-    let mut queued = 0;
+    assert_eq!(drain_deliveries(&h).await, ingest::CHUNK + 1, "every delivery queued");
+}
+
+/// A tenant's events after its first are each begun only with the time to start left: a
+/// batch of one tenant's events whose fan-outs together outlast the invocation (ten events
+/// to 10,000 hooks) is fanned out as far as time allows, and the events not begun come
+/// back alone, handed on as new messages. Checked only when the tenant was begun, such a
+/// batch met Lambda's timeout on every receive, fanned out again each time, and went to
+/// the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_events_not_begun_in_time_come_back_and_those_begun_are_fanned_out() {
+    let h = EmbeddedHarness::start().await;
+    let deps = common::deps(&h);
+    let (hook, _) = make_hook(&h, "acme", "hook").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let events: Vec<_> = (0..=ingest::CHUNK).map(|i| message(&format!("e{i}"), event("acme"))).collect();
+    let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
+
+    // The first chunk's writes wait until less than the time to start is left.
+    let held = h.hold_the_writer(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let out = ingest::handle_within(&deps, &events, Some(deadline)).await;
+    held.await.unwrap();
+
+    assert!(out.failed.is_empty(), "handed on, not failed: {:?}", out.failed);
+    // However far it got before the time ran short, it began the first, and each event it
+    // began it fanned out whole; the rest are back on the queue, each once, as new messages.
+    let begun = drain_deliveries(&h).await;
+    assert!((1..=ingest::CHUNK).contains(&begun), "{begun} of {} begun", events.len());
+    let mut back = Vec::new();
     loop {
-        let got = h.backend().delivery_queue.receive(10, Duration::from_millis(500)).await.unwrap();
+        let got = h.backend().ingest_queue.receive(10, Duration::from_millis(500)).await.unwrap();
         if got.is_empty() {
             break;
         }
-        queued += got.len();
+        back.extend(got.into_iter().map(|m| (m.body, m.receive_count)));
     }
-    assert_eq!(queued, events.len(), "every delivery queued");
+    back.sort();
+    let mut not_begun: Vec<(String, u32)> = events[begun..].iter().map(|m| (m.body.clone(), 1)).collect();
+    not_begun.sort();
+    assert_eq!(back, not_begun, "the events not begun, and only those");
 }
 
 /// A replay page handed on whose new poke cannot be sent comes back; on the last receive
