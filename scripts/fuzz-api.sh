@@ -12,10 +12,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 "${CARGO_TARGET_DIR:-target}/debug/hookbridge" serve --database "$dir/hb.db" --listen "127.0.0.1:$port" > "$dir/serve.log" 2>&1 &
 serve=$!
 trap 'kill "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/v1/health" > /dev/null 2>&1 && break
+up=""
+for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=yes; break; }
     sleep 0.2
 done
+[ -n "$up" ] || { echo "hookbridge serve did not come up; see $dir/serve.log" >&2; exit 1; }
 token=$("${CARGO_TARGET_DIR:-target}/debug/hookbridge" token --tenant fuzz)
 .venv/bin/schemathesis run "http://127.0.0.1:$port/v1/openapi.json" \
     --header "Authorization: Bearer $token" \

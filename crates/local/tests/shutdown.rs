@@ -32,7 +32,8 @@ async fn healthy(base: &str) {
 }
 
 fn signal(child: &Child, name: &str) {
-    let sent = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
+    // The shell's own `kill`: Debian's images need not have procps.
+    let sent = Command::new("bash").args(["-c", &format!("kill -s {name} {}", child.id())]).status().unwrap();
     assert!(sent.success());
 }
 
