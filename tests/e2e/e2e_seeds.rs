@@ -107,7 +107,7 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"], "body: must be a JSON object");
     // Named as the client wrote it.
-    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","eventTypes":["bad type"]}"#)).await;
+    let (status, err, _) = send(&stack, "POST", "/realms/test/webhooks", &t, Some(r#"{"url":"https://x.example/","eventTypes":["bad\ttype"]}"#)).await;
     assert_eq!(status, 400);
     assert!(err["error"].as_str().unwrap().starts_with("eventTypes[0]: "), "{err}");
     // A regular expression, which Phase Two would match as one, is refused, not taken to
