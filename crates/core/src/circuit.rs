@@ -173,10 +173,16 @@ impl Circuit {
                     Some((Self { down_streak: streak, ..self.clone() }, None))
                 }
             }
-            // Any answer means the endpoint is reachable again, the probe's or a straggler's.
-            (CircuitState::Open | CircuitState::HalfOpen, Reachability::Up) => {
+            // Any answer since it opened means the endpoint is reachable again, the probe's or
+            // a straggler's. One that came before (another worker's batch, recorded after its
+            // slowest request) says nothing new: it closed a circuit just opened on a dead
+            // endpoint, which then took requests again until it opened once more.
+            (CircuitState::Open | CircuitState::HalfOpen, Reachability::Up)
+                if self.opened_at.is_none_or(|o| now >= o) =>
+            {
                 Some((Self::default(), Some(Transition::Closed)))
             }
+            (CircuitState::Open | CircuitState::HalfOpen, Reachability::Up) => None,
             (CircuitState::HalfOpen, Reachability::Down) if self.probe_started_at.is_none_or(|p| started >= p) => {
                 let cooldown =
                     Duration::from_millis(self.cooldown_ms).saturating_mul(2).clamp(FIRST_COOLDOWN, MAX_COOLDOWN);
@@ -278,6 +284,15 @@ mod tests {
         let probing = open.claimed(at(20));
         assert_eq!(probing.after(Reachability::Down, at(5), at(21)), None, "started before the probe");
         assert_eq!(open.after(Reachability::Neither, at(0), at(11)), None);
+    }
+
+    #[test]
+    fn an_answer_from_before_the_circuit_opened_does_not_close_it() {
+        let open = Circuit::open_for(FIRST_COOLDOWN, at(10), at(10));
+        assert_eq!(open.after(Reachability::Up, at(0), at(9)), None, "answered before it opened");
+        assert_eq!(open.after(Reachability::Up, at(0), at(11)).map(|(_, t)| t), Some(Some(Transition::Closed)));
+        let probing = open.claimed(at(20));
+        assert_eq!(probing.after(Reachability::Up, at(1), at(9)), None);
     }
 
     #[test]

@@ -204,6 +204,12 @@ pub fn observe(
                     changed = true;
                 }
                 match classify(sent) {
+                    // Results of several workers come in out of their order (on AWS a
+                    // batch is recorded after its slowest request): a success older than a
+                    // failure already recorded ends no run of failures, and a failure older
+                    // than a success already recorded starts or lengthens none.
+                    Disposition::Delivered if h.last_failed_at.is_some_and(|f| ended < f) => {}
+                    d if d != Disposition::Delivered && h.last_success_at.is_some_and(|s| ended < s) => {}
                     Disposition::Delivered => {
                         // A later success ends the run of failures an earlier result of
                         // the group warned of or disabled for.
@@ -382,6 +388,25 @@ mod tests {
         let both = observe(&rule, RetryRule::Transient, &Health::default(), &obs).unwrap();
         assert_eq!(both.circuits, [Transition::Opened, Transition::Closed]);
         assert!(both.health.circuit.is_closed());
+    }
+
+    #[test]
+    fn results_recorded_after_newer_ones_change_neither_the_circuit_nor_the_run() {
+        let rule = DisableRule::default();
+        let obs: Vec<_> = (10..15).map(|t| attempt(t, None)).collect();
+        let open = observe(&rule, RetryRule::Transient, &Health::default(), &obs).unwrap().health;
+        assert!(!open.circuit.is_closed());
+        // Another worker's success from before it opened, recorded late: the circuit stays
+        // open, and the run of failures goes on.
+        let late = observe(&rule, RetryRule::Transient, &open, &[attempt(5, Some(200))]);
+        assert_eq!(late, None, "nothing changes");
+        // A failure from before a success already recorded starts no run.
+        let healthy =
+            observe(&rule, RetryRule::Transient, &Health::default(), &[attempt(100, Some(200))]).unwrap().health;
+        let stale = observe(&rule, RetryRule::Transient, &healthy, &[attempt(90, Some(410))]);
+        let h = stale.as_ref().map_or(&healthy, |c| &c.health);
+        assert_eq!((h.consecutive_failures, h.failing_since, h.last_failed_at), (0, None, None));
+        assert_eq!(stale.and_then(|c| c.disable), None, "nor does an old 410 disable it");
     }
 
     #[test]
