@@ -157,10 +157,9 @@ impl Outbound {
         let (wait, reached) = (TokenWait::default(), AtomicBool::new(false));
         let mut report = match tokio::time::timeout_at(deadline, self.answer(req, &wait, &reached)).await {
             Ok(Ok(answer)) => {
-                let text = tokio::time::timeout_at(deadline, read_excerpt(answer.response))
-                    .await
-                    .map(|t| excerpt(&without_secrets(&t, &req.hook.config, req.secrets, answer.token.as_ref())))
-                    .unwrap_or_else(|_| "(the body did not arrive in time)".to_owned());
+                let (body, cut) = read_excerpt_until(answer.response, deadline).await;
+                let body = without_secrets(&body, &req.hook.config, req.secrets, answer.token.as_ref());
+                let text = with_note(&body, cut);
                 let sent = Sent::Response { status: answer.status, retry_after: answer.retry_after };
                 AttemptReport::new(sent, answer.at, answer.started, Some(text))
             }
@@ -389,8 +388,44 @@ fn drop_cut_char(buf: &mut Vec<u8>) {
 
 /// The start of a response body for the attempt record (a body cut short by an error is
 /// recorded as far as it came, or not at all).
-async fn read_excerpt(resp: reqwest::Response) -> String {
-    excerpt(&read_capped(resp, RESPONSE_EXCERPT_BYTES).await.unwrap_or_default())
+/// The start of an answer's body, read until `deadline`, and why it stops short when it
+/// does: what came of a body cut off (the connection closed, the time ran out) is kept.
+/// Thrown away, a 503 page cut after its first kilobyte left the attempt saying nothing.
+async fn read_excerpt_until(
+    mut resp: reqwest::Response,
+    deadline: tokio::time::Instant,
+) -> (String, Option<&'static str>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let cut = loop {
+        if buf.len() >= RESPONSE_EXCERPT_BYTES {
+            break None;
+        }
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+            Ok(Ok(None)) => break None,
+            Ok(Err(_)) => break Some("(the connection closed before the body ended)"),
+            Err(_) => break Some("(the body did not arrive in time)"),
+        }
+    };
+    buf.truncate(RESPONSE_EXCERPT_BYTES);
+    drop_cut_char(&mut buf);
+    (String::from_utf8_lossy(&buf).into_owned(), cut)
+}
+
+/// The excerpt of `body` (secrets already taken out), with `cut`'s note after it, within
+/// the excerpt's bytes.
+fn with_note(body: &str, cut: Option<&str>) -> String {
+    let Some(note) = cut else {
+        return excerpt(body);
+    };
+    if body.is_empty() {
+        return note.to_owned();
+    }
+    let mut end = body.len().min(RESPONSE_EXCERPT_BYTES.saturating_sub(note.len() + 1));
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} {note}", &body[..end])
 }
 
 #[cfg(test)]
@@ -448,7 +483,39 @@ pub(crate) mod tests {
         assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
         assert_eq!(classify(report.sent), Disposition::Delivered);
         assert_eq!(report.attempt.status_code, Some(200));
+        let text = report.attempt.response_excerpt.unwrap();
+        assert_eq!(text, "received, thank (the body did not arrive in time)", "what came is kept");
         receiver.abort();
+    }
+
+    /// A body the connection cut off keeps what came of it, and says so.
+    #[tokio::test]
+    async fn a_body_cut_off_keeps_what_came_of_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let receiver = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut request).await;
+            let _ = conn.write_all(b"HTTP/1.1 503 Busy\r\ncontent-length: 5000\r\n\r\nupstream overloaded").await;
+            // Closed with most of the body unsent.
+        });
+        let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = local_outbound().deliver_within(req, Duration::from_secs(5)).await;
+        assert_eq!(report.attempt.status_code, Some(503));
+        let text = report.attempt.response_excerpt.unwrap();
+        assert_eq!(text, "upstream overloaded (the connection closed before the body ended)");
+        receiver.abort();
+    }
+
+    #[test]
+    fn a_note_fits_within_the_excerpt() {
+        let long = "é".repeat(RESPONSE_EXCERPT_BYTES);
+        let text = with_note(&long, Some("(cut)"));
+        assert!(text.len() <= RESPONSE_EXCERPT_BYTES && text.ends_with("é (cut)"), "{}", text.len());
+        assert_eq!(with_note("", Some("(cut)")), "(cut)");
+        assert_eq!(with_note("whole", None), "whole");
     }
 
     /// A receiver that answers each request `status` with the request itself (its head and
