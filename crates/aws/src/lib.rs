@@ -80,10 +80,16 @@ pub fn call_timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
-/// The environment's standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL`),
-/// with every call bounded ([`call_timeouts`]).
+/// The SDK's configuration loader as every client here is made with: the environment's
+/// standard settings (region, credentials, `AWS_ENDPOINT_URL`), every call bounded
+/// ([`call_timeouts`]).
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(call_timeouts())
+}
+
+/// The configuration [`sdk_loader`] loads.
 pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(call_timeouts()).load().await
+    sdk_loader().load().await
 }
 
 impl Clients {

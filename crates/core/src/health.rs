@@ -198,18 +198,24 @@ pub fn observe(
                 if slow {
                     slow_at = slow_at.max(Some(ended));
                 }
+                // Results of several workers come in out of their order (on AWS a batch is
+                // recorded after its slowest request): a success older than a failure
+                // already recorded, or a failure older than a success already recorded,
+                // says nothing of the endpoint now. It neither closes nor opens the circuit,
+                // and ends or lengthens no run of failures.
+                let stale = match classify(sent) {
+                    Disposition::Delivered => h.last_failed_at.is_some_and(|f| ended < f),
+                    _ => h.last_success_at.is_some_and(|s| ended < s),
+                };
+                if stale {
+                    continue;
+                }
                 if let Some((c, t)) = h.circuit.after(Reachability::of(sent), started, ended) {
                     h.circuit = c;
                     circuits.extend(t);
                     changed = true;
                 }
                 match classify(sent) {
-                    // Results of several workers come in out of their order (on AWS a
-                    // batch is recorded after its slowest request): a success older than a
-                    // failure already recorded ends no run of failures, and a failure older
-                    // than a success already recorded starts or lengthens none.
-                    Disposition::Delivered if h.last_failed_at.is_some_and(|f| ended < f) => {}
-                    d if d != Disposition::Delivered && h.last_success_at.is_some_and(|s| ended < s) => {}
                     Disposition::Delivered => {
                         // A later success ends the run of failures an earlier result of
                         // the group warned of or disabled for.
@@ -407,6 +413,14 @@ mod tests {
         let h = stale.as_ref().map_or(&healthy, |c| &c.health);
         assert_eq!((h.consecutive_failures, h.failing_since, h.last_failed_at), (0, None, None));
         assert_eq!(stale.and_then(|c| c.disable), None, "nor does an old 410 disable it");
+        // Nor do five old timeouts open its circuit.
+        let old: Vec<_> = (80..85).map(|t| attempt(t, None)).collect();
+        assert_eq!(observe(&rule, RetryRule::Transient, &healthy, &old), None);
+        // A circuit re-opened by a failed probe: a success from between is older than it.
+        let probing = Health { circuit: open.circuit.claimed(at(20)), ..open.clone() };
+        let reopened = observe(&rule, RetryRule::Transient, &probing, &[attempt(25, None)]).unwrap().health;
+        assert!(!reopened.circuit.is_closed());
+        assert_eq!(observe(&rule, RetryRule::Transient, &reopened, &[attempt(22, Some(200))]), None);
     }
 
     #[test]

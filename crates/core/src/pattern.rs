@@ -21,10 +21,10 @@ pub struct EventTypePattern(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidPattern {
     /// Empty or longer than [`MAX_PATTERN_LEN`].
-    #[error("must be 1-{MAX_PATTERN_LEN} characters")]
+    #[error("must be 1-{MAX_PATTERN_LEN} bytes")]
     Length,
-    /// A control character, or one a queue cannot carry.
-    #[error("must not hold control characters")]
+    /// A control character, one a queue cannot carry, or a space at either end.
+    #[error("must not hold control characters, nor begin or end with a space")]
     Character,
 }
 
@@ -79,7 +79,8 @@ impl FromStr for EventTypePattern {
         // exactly: EventBridge's own types have spaces ("EC2 Instance State-change
         // Notification"), and ASCII without spaces left `Order*Created` the only way to
         // catch `Order Created`, which catches `Order Not Created` too.
-        if s.chars().any(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
+        // (Not a space at either end: a console form, one pattern a line, trims its lines.)
+        if s.chars().any(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')) || s.trim() != s {
             return Err(InvalidPattern::Character);
         }
         Ok(Self(s.to_owned()))
@@ -182,6 +183,8 @@ mod tests {
         assert_eq!("".parse::<EventTypePattern>(), Err(InvalidPattern::Length));
         assert_eq!("a\tb".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
         assert_eq!("a\u{FFFE}".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
+        assert_eq!(" a".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
+        assert_eq!("   ".parse::<EventTypePattern>(), Err(InvalidPattern::Character));
         assert!("x".repeat(129).parse::<EventTypePattern>().is_err());
     }
 }

@@ -169,7 +169,8 @@ const REDACT_MIN_PART: usize = 8;
 
 /// The credentials inside a header-like value, which an echo may show without the rest:
 /// its words and `key=value` halves (`Bearer sk_live_…`, `sid=…; theme=…`) of at least
-/// [`REDACT_MIN_PART`] bytes, and a `Basic` credential decoded, with its password.
+/// [`REDACT_MIN_PART`] bytes, and a `Basic` credential decoded, with its password (of at
+/// least [`REDACT_MIN_LEN`], as any secret value).
 fn parts(value: &str) -> Vec<String> {
     use base64::Engine as _;
     let mut out: Vec<String> = value
@@ -182,7 +183,7 @@ fn parts(value: &str) -> Vec<String> {
         .and_then(|(_, b64)| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|d| String::from_utf8(d).ok())
     {
-        if let Some((_, password)) = decoded.split_once(':').filter(|(_, p)| p.len() >= REDACT_MIN_PART) {
+        if let Some((_, password)) = decoded.split_once(':').filter(|(_, p)| p.len() >= REDACT_MIN_LEN) {
             out.push(password.to_owned());
         }
         out.push(decoded);

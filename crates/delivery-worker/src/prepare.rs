@@ -619,11 +619,20 @@ async fn pace<'a>(
     // it wait for it now, holding no slot: each slot booked for one would go unused, the
     // hook sent to below its rate while the slots booked meanwhile pass. (Should the
     // probe not go after all, they come back after it would have been answered.)
-    let mut probing: HashSet<HookId> = HashSet::new();
+    // The probe is one already holding a slot, if any (it goes at once), else the first.
+    let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
+    let mut probe_of: HashMap<HookId, usize> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate().filter(|(_, c)| c.probe && c.hook.config.rate_limit.is_some()) {
+        let chosen = probe_of.entry(c.hook.id).or_insert(i);
+        if held(&candidates[*chosen]).is_none() && held(c).is_some() {
+            *chosen = i;
+        }
+    }
     let candidates: Vec<Candidate<'a>> = candidates
         .into_iter()
-        .filter_map(|c| {
-            if c.probe && c.hook.config.rate_limit.is_some() && !probing.insert(c.hook.id) {
+        .enumerate()
+        .filter_map(|(i, c)| {
+            if probe_of.get(&c.hook.id).is_some_and(|&p| p != i) && c.probe {
                 plans.push(wait_for_probe(w, now, c.message, c.task, &c.hook));
                 return None;
             }
@@ -631,7 +640,6 @@ async fn pace<'a>(
         })
         .collect();
     let mut wanting: HashMap<HookId, (u32, i64, u32)> = HashMap::new();
-    let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
     let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();
     for c in candidates.iter().filter(|c| needs_slot(c)) {
         if let Some(limit) = c.hook.config.rate_limit {

@@ -124,3 +124,27 @@ async fn deliveries_waiting_for_a_probe_hold_none_of_the_hooks_rate_limit_slots(
     let next = b.limiter.pace(&hook_key(hook.id, schedule_of(&stored)), Rate::per_second(1), 1, asked).await.unwrap();
     assert!(next <= asked + chrono::Duration::milliseconds(1_500), "next slot {next}, asked at {asked}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_of_a_rate_limited_hook_is_a_delivery_already_holding_its_slot() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let (hook, worker) = recovering(&h, &receiver, Some(RateLimit { per_second: 1 })).await;
+    let b = h.backend();
+
+    // Three of the hook's deliveries; the second came back for the slot it holds, now.
+    let keys: Vec<DeliveryKey> = (1..=3).map(|n| key(&hook, n)).collect();
+    let mut batch: Vec<ReceivedMessage> = keys.iter().enumerate().map(|(i, k)| carried(k, &format!("d{i}"))).collect();
+    let mut holding = Task::parse(&batch[1].body, 1).unwrap();
+    (holding.slot, holding.not_before, holding.slot_schedule) = (true, Some(Utc::now()), Some(schedule_of(&hook)));
+    batch[1] = received(&holding, "d1");
+    let outcome = delivery_worker::handle(&worker, &batch, ctx()).await;
+    assert!(outcome.failed.is_empty());
+    assert_eq!(receiver.received().len(), 1, "only the probe went");
+    let sent = b.deliveries.get(hook.id, keys[1].delivery_id).await.unwrap().unwrap();
+    assert_eq!(sent.attempts.len(), 1, "the probe was the delivery holding its slot: {sent:?}");
+    for waited in [&keys[0], &keys[2]] {
+        let d = b.deliveries.get(hook.id, waited.delivery_id).await.unwrap();
+        assert!(d.as_ref().is_none_or(|d| d.attempts.is_empty()), "{d:?}");
+    }
+}

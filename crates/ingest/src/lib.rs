@@ -396,7 +396,13 @@ async fn ingest_events(
     match ingest_tenant(deps, tenant, events, deadline).instrument(span).await {
         Ok(not_begun) if not_begun.is_empty() => Vec::new(),
         Ok(not_begun) => {
-            let rest: Vec<&Parsed<'_>> = events.iter().filter(|p| not_begun.contains(p.envelope.id.as_str())).collect();
+            // One copy of each (a queue may deliver an event twice in one batch): handed on
+            // twice, the copies could land in two batches and be fanned out twice.
+            let mut once = HashSet::new();
+            let rest: Vec<&Parsed<'_>> = events
+                .iter()
+                .filter(|p| not_begun.contains(p.envelope.id.as_str()) && once.insert(p.envelope.id.as_str()))
+                .collect();
             tracing::info!(tenant = %tenant, events = rest.len(), why = TOO_LATE, "the tenant's events not begun; they come back");
             come_back(deps, tenant, rest, deadline).await
         }

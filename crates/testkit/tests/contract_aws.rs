@@ -807,7 +807,7 @@ async fn hooks_loaded_in_bulk_count_toward_the_quota() {
 /// A call whose request is taken and never answered (a half-open connection, a stalled
 /// endpoint) ends in an error within the SDK's bounds, rather than holding its Lambda
 /// invocation until it times out and its whole batch comes back, deliveries already sent
-/// included. The functions' clients are made with these bounds (`sdk_config_from_env`).
+/// included. The functions' clients are made with these bounds (`sdk_loader`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_is_never_answered_ends_in_an_error() {
     use aws_sdk_dynamodb::config::Credentials;
@@ -823,11 +823,11 @@ async fn a_call_that_is_never_answered_ends_in_an_error() {
             held.push(socket);
         }
     });
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    // The loader the functions' clients come from, pointed at it.
+    let sdk = hookbridge_aws::sdk_loader()
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "hookbridge-tests"))
-        .timeout_config(hookbridge_aws::call_timeouts())
         .load()
         .await;
     let backend = hookbridge_aws::backend(&hookbridge_aws::Clients::new(&sdk), h.resources());
