@@ -232,8 +232,26 @@ mod tests {
             detail: serde_json::value::RawValue::from_string(r#"{"tenant":"acme"}"#.into())
                 .unwrap_or_else(|e| panic!("{e}")),
         };
+        // The writer busy for a moment, so the publish cannot be answered on its first poll
+        // (a free writer could commit it in that poll, and the caller would not be gone).
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let (db, started) = (db.clone(), started.clone());
+            tokio::spawn(async move {
+                db.write(move |_| {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         // Polled once, which hands the write to the writer, and dropped.
         assert!(bus.publish(vec![entry]).now_or_never().is_none(), "answered before its commit");
+        busy.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
 
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), waited)
             .await
