@@ -17,6 +17,9 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: CapturedLogs) {
     let stack = if oidc { TestStack::start_oidc(flavor).await } else { TestStack::start(flavor).await };
     let watch = stack.watch_bus("hookbridge").await;
     let r = Receiver::start().await;
+    // It answers with the request it got, credentials and all: the attempts' excerpts,
+    // read below, must show none of them.
+    r.always(Reply::Echo { status: 200 });
     let idp = Receiver::start().await;
     idp.always(Reply::body(200, r#"{"access_token":"tok-s3cret-access","expires_in":600}"#));
     let t = stack.token("acme", ALL_SCOPES);
@@ -114,6 +117,7 @@ async fn full_run(flavor: Flavor, oidc: bool, logs: CapturedLogs) {
         assert!(logs.contains(line), "the captured logs lack {line:?}");
     }
     let answers = serde_json::to_string(&responses).unwrap();
+    assert!(answers.contains("x-hidden: [redacted]"), "the receiver's echoes were read back");
     let events = serde_json::to_string(&bus).unwrap();
     for secret in &all_secrets {
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs: {secret}");

@@ -67,6 +67,13 @@ pub enum Reply {
         /// The credential header's name and the value it must have.
         credential: (String, String),
     },
+    /// Answers this status with the request's headers (`name: value` lines) and then its
+    /// body, as echo services and debug endpoints do: what a receiver repeats of a request's
+    /// credentials must be redacted from the attempt's excerpt.
+    Echo {
+        /// Status code.
+        status: u16,
+    },
     /// Holds the request open, answering nothing, until the receiver is dropped; then
     /// answers 503. An endpoint that goes dark mid-stream, whose held requests end when the
     /// test does (a delayed [`Reply::Status`] would outlive the receiver).
@@ -148,7 +155,13 @@ async fn handle(
 ) -> Response {
     let reply = {
         let mut inner = shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.received.push(Received { method, uri, headers: headers.clone(), body, at: tokio::time::Instant::now() });
+        inner.received.push(Received {
+            method,
+            uri,
+            headers: headers.clone(),
+            body: body.clone(),
+            at: tokio::time::Instant::now(),
+        });
         inner.script.pop_front().or_else(|| inner.default.clone()).unwrap_or_else(|| Reply::status(200))
     };
     shared.arrived.notify_waiters();
@@ -179,6 +192,13 @@ async fn handle(
             }
             let value = headers.get(&header).and_then(|v| v.to_str().ok()).unwrap_or_default();
             axum::Json(serde_json::json!({ "verification": value, "status": "ok" })).into_response()
+        }
+        Reply::Echo { status } => {
+            let mut text: String =
+                headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&body));
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text).into_response()
         }
         Reply::Hold => {
             // Nothing is ever sent on it: this ends only when the sender is dropped.
