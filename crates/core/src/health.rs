@@ -203,7 +203,8 @@ pub fn observe(
                 // already recorded, or a failure older than a success already recorded,
                 // says nothing of the endpoint now. It neither closes nor opens the circuit,
                 // and ends or lengthens no run of failures.
-                let stale = match classify(sent) {
+                let disposition = classify(sent);
+                let stale = match disposition {
                     Disposition::Delivered => h.last_failed_at.is_some_and(|f| ended < f),
                     _ => h.last_success_at.is_some_and(|s| ended < s),
                 };
@@ -215,7 +216,7 @@ pub fn observe(
                     circuits.extend(t);
                     changed = true;
                 }
-                match classify(sent) {
+                match disposition {
                     Disposition::Delivered => {
                         // A later success ends the run of failures an earlier result of
                         // the group warned of or disabled for.

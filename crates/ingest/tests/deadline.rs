@@ -120,24 +120,34 @@ async fn drain_deliveries(h: &EmbeddedHarness) -> usize {
     }
 }
 
+/// `events` handled with a second more than the time to start left, while the writer is
+/// held for two: its writes wait until less than the time to start is left. The outcome,
+/// and the deadline it was handled to.
+async fn handled_with_the_writer_held(
+    h: &EmbeddedHarness,
+    events: &[ReceivedMessage],
+) -> (hookbridge_core::ports::BatchOutcome, Instant) {
+    let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
+    let held = h.hold_the_writer(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let out = ingest::handle_within(&common::deps(h), events, Some(deadline)).await;
+    held.await.unwrap();
+    (out, deadline)
+}
+
 /// Begun with time to spare, an event's fan-out of more than one chunk finishes though its
 /// writes wait past the point where nothing new would be started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
     let h = EmbeddedHarness::start().await;
-    let deps = common::deps(&h);
     for i in 0..=ingest::CHUNK {
         let (hook, _) = make_hook(&h, "acme", &format!("hook-{i}")).await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
     }
     let events = [message("e", event("acme"))];
-    let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
 
     // Every write of the fan-out waits until less than the time to start is left.
-    let held = h.hold_the_writer(Duration::from_secs(2));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let out = ingest::handle_within(&deps, &events, Some(deadline)).await;
-    held.await.unwrap();
+    let (out, deadline) = handled_with_the_writer_held(&h, &events).await;
 
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     assert!(Instant::now() + ingest::TIME_TO_START > deadline, "the writes waited past the time to start");
@@ -153,17 +163,12 @@ async fn a_fan_out_begun_in_time_finishes_past_the_time_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_events_not_begun_in_time_come_back_and_those_begun_are_fanned_out() {
     let h = EmbeddedHarness::start().await;
-    let deps = common::deps(&h);
     let (hook, _) = make_hook(&h, "acme", "hook").await;
     h.backend().hooks.create(&hook, 1000).await.unwrap();
     let events: Vec<_> = (0..=ingest::CHUNK).map(|i| message(&format!("e{i}"), event("acme"))).collect();
-    let deadline = Instant::now() + ingest::TIME_TO_START + Duration::from_secs(1);
 
     // The first chunk's writes wait until less than the time to start is left.
-    let held = h.hold_the_writer(Duration::from_secs(2));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let out = ingest::handle_within(&deps, &events, Some(deadline)).await;
-    held.await.unwrap();
+    let (out, _) = handled_with_the_writer_held(&h, &events).await;
 
     assert!(out.failed.is_empty(), "handed on, not failed: {:?}", out.failed);
     // However far it got before the time ran short, it began the first, and each event it

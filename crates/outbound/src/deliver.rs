@@ -352,17 +352,47 @@ fn token_failure(e: &TokenError) -> ErrorClass {
 
 /// Reads at most `max` bytes of a body as text and drops the rest unread, so an endpoint
 /// answering with megabytes costs us nothing.
-pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> reqwest::Result<String> {
-    let mut buf: Vec<u8> = Vec::new();
-    while buf.len() < max {
-        match resp.chunk().await? {
-            Some(chunk) => buf.extend_from_slice(&chunk),
-            None => break,
-        }
+pub(crate) async fn read_capped(resp: reqwest::Response, max: usize) -> reqwest::Result<String> {
+    match read_start(resp, max, None).await {
+        (_, Some(Cut::Closed(e))) => Err(e),
+        (text, _) => Ok(text),
     }
+}
+
+/// Why a body's start was read short of its cap and its end.
+enum Cut {
+    /// The connection failed mid-body.
+    Closed(reqwest::Error),
+    /// The deadline passed first.
+    Late,
+}
+
+/// Up to `max` bytes of a body as text (a character the cap cuts in two left out), read
+/// until `deadline` if there is one, and what cut it short, if anything did.
+async fn read_start(
+    mut resp: reqwest::Response,
+    max: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> (String, Option<Cut>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let cut = loop {
+        if buf.len() >= max {
+            break None;
+        }
+        let chunk = match deadline {
+            Some(d) => tokio::time::timeout_at(d, resp.chunk()).await,
+            None => Ok(resp.chunk().await),
+        };
+        match chunk {
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+            Ok(Ok(None)) => break None,
+            Ok(Err(e)) => break Some(Cut::Closed(e)),
+            Err(_) => break Some(Cut::Late),
+        }
+    };
     buf.truncate(max);
     drop_cut_char(&mut buf);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    (String::from_utf8_lossy(&buf).into_owned(), cut)
 }
 
 /// Drops a UTF-8 character the cap cut in two: shown, it would end the excerpt with a
@@ -391,25 +421,13 @@ fn drop_cut_char(buf: &mut Vec<u8>) {
 /// The start of an answer's body, read until `deadline`, and why it stops short when it
 /// does: what came of a body cut off (the connection closed, the time ran out) is kept.
 /// Thrown away, a 503 page cut after its first kilobyte left the attempt saying nothing.
-async fn read_excerpt_until(
-    mut resp: reqwest::Response,
-    deadline: tokio::time::Instant,
-) -> (String, Option<&'static str>) {
-    let mut buf: Vec<u8> = Vec::new();
-    let cut = loop {
-        if buf.len() >= RESPONSE_EXCERPT_BYTES {
-            break None;
-        }
-        match tokio::time::timeout_at(deadline, resp.chunk()).await {
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
-            Ok(Ok(None)) => break None,
-            Ok(Err(_)) => break Some("(the connection closed before the body ended)"),
-            Err(_) => break Some("(the body did not arrive in time)"),
-        }
-    };
-    buf.truncate(RESPONSE_EXCERPT_BYTES);
-    drop_cut_char(&mut buf);
-    (String::from_utf8_lossy(&buf).into_owned(), cut)
+async fn read_excerpt_until(resp: reqwest::Response, deadline: tokio::time::Instant) -> (String, Option<&'static str>) {
+    let (text, cut) = read_start(resp, RESPONSE_EXCERPT_BYTES, Some(deadline)).await;
+    let note = cut.map(|c| match c {
+        Cut::Closed(_) => "(the connection closed before the body ended)",
+        Cut::Late => "(the body did not arrive in time)",
+    });
+    (text, note)
 }
 
 /// The excerpt of `body` (secrets already taken out), with `cut`'s note after it, within
@@ -454,19 +472,25 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// A receiver that answers `200` with its headers and the start of a body it never
-    /// finishes, holding the connection open.
-    async fn answers_and_stalls() -> (String, tokio::task::JoinHandle<()>) {
+    /// A receiver that answers one request with `answer` (a head promising more body than
+    /// it holds), then holds the connection open for `held`, then closes it.
+    async fn answers_short(answer: &'static [u8], held: Duration) -> (String, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
             let mut request = vec![0u8; 64 * 1024];
             let _ = conn.read(&mut request).await;
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nreceived, thank").await;
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            let _ = conn.write_all(answer).await;
+            tokio::time::sleep(held).await;
         });
         (url, task)
+    }
+
+    /// A receiver that answers `200` with its headers and the start of a body it never
+    /// finishes, holding the connection open.
+    async fn answers_and_stalls() -> (String, tokio::task::JoinHandle<()>) {
+        answers_short(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nreceived, thank", Duration::from_secs(60)).await
     }
 
     /// The status is the outcome: a receiver that accepted the event and left its body
@@ -491,15 +515,9 @@ pub(crate) mod tests {
     /// A body the connection cut off keeps what came of it, and says so.
     #[tokio::test]
     async fn a_body_cut_off_keeps_what_came_of_it() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let receiver = tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 64 * 1024];
-            let _ = conn.read(&mut request).await;
-            let _ = conn.write_all(b"HTTP/1.1 503 Busy\r\ncontent-length: 5000\r\n\r\nupstream overloaded").await;
-            // Closed with most of the body unsent.
-        });
+        // Closed at once, with most of the body unsent.
+        let answer = b"HTTP/1.1 503 Busy\r\ncontent-length: 5000\r\n\r\nupstream overloaded";
+        let (url, receiver) = answers_short(answer, Duration::ZERO).await;
         let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
         let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
         let report = local_outbound().deliver_within(req, Duration::from_secs(5)).await;
