@@ -67,9 +67,10 @@ pub enum Reply {
         /// The credential header's name and the value it must have.
         credential: (String, String),
     },
-    /// Answers this status with the request's headers (`name: value` lines) and then its
-    /// body, as echo services and debug endpoints do: what a receiver repeats of a request's
-    /// credentials must be redacted from the attempt's excerpt.
+    /// Answers this status with the request's line (method and target, query and all), its
+    /// headers (`name: value` lines) and then its body, as echo services and debug endpoints
+    /// do: what a receiver repeats of a request's credentials must be redacted from the
+    /// attempt's excerpt.
     Echo {
         /// Status code.
         status: u16,
@@ -156,8 +157,8 @@ async fn handle(
     let reply = {
         let mut inner = shared.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.received.push(Received {
-            method,
-            uri,
+            method: method.clone(),
+            uri: uri.clone(),
             headers: headers.clone(),
             body: body.clone(),
             at: tokio::time::Instant::now(),
@@ -194,8 +195,8 @@ async fn handle(
             axum::Json(serde_json::json!({ "verification": value, "status": "ok" })).into_response()
         }
         Reply::Echo { status } => {
-            let mut text: String =
-                headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
+            let mut text = format!("{method} {uri}\n");
+            text.extend(headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))));
             text.push('\n');
             text.push_str(&String::from_utf8_lossy(&body));
             (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text).into_response()
