@@ -201,7 +201,11 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     b.press("Send test").await;
     b.until("the test's attempt", |t| t.contains("SUCCEEDED")).await;
     let page = b.text().await;
-    assert!(page.contains("authorization") && page.contains("Basic ada:••••"), "the headers sent, secrets masked");
+    assert!(
+        page.contains("authorization") && page.contains("Basic •••• (base64 of ada:<password>)"),
+        "the headers sent as they go, secrets masked"
+    );
+    assert!(page.contains(hookbridge_outbound::USER_AGENT), "the default User-Agent is listed: {page}");
     assert!(page.contains("webhook-signature"));
     assert!(page.contains("As the hook sends it now"), "not passed off as what an older attempt sent");
     assert_eq!(b.all("tr.attempt").await.len(), 1);

@@ -25,6 +25,8 @@ pub use pool::KEPT_CONNECTIONS_MOST;
 /// The default request timeout: long enough for a slow receiver, short enough that one
 /// dead endpoint does not hold a worker batch for long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `User-Agent` every request carries unless the hook's own headers set one.
+pub const USER_AGENT: &str = concat!("Hookbridge/", env!("CARGO_PKG_VERSION"));
 
 /// Settings of the outbound client.
 #[derive(Debug, Clone)]
@@ -150,7 +152,7 @@ fn build_client(
         .connect_timeout(settings.timeout)
         .pool_idle_timeout(pool::POOL_IDLE)
         .pool_max_idle_per_host(kept_idle)
-        .user_agent(concat!("Hookbridge/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
         .map_err(BuildError)
 }

@@ -599,19 +599,29 @@ fn body_sent(h: &Value, envelope: &Value) -> String {
     serde_json::to_string_pretty(sent.as_ref().unwrap_or(envelope)).unwrap_or_default()
 }
 
-/// What the receiver was sent, reconstructed from the hook (secret values masked).
+/// What the receiver was sent, reconstructed from the hook (secret values masked), in the
+/// form it goes on the wire.
 fn headers_sent(h: &Value, d: &Value) -> Vec<(String, String)> {
-    let mut out = vec![
-        ("content-type".to_owned(), "application/json".to_owned()),
+    let own =
+        |name: &str| h["headers"].as_array().into_iter().flatten().any(|x| st(x, "name").eq_ignore_ascii_case(name));
+    let mut out = vec![("content-type".to_owned(), "application/json".to_owned())];
+    // The hook's own `User-Agent` goes instead of ours, and is listed with its headers.
+    if !own("user-agent") {
+        out.push(("user-agent".to_owned(), hookbridge_outbound::USER_AGENT.to_owned()));
+    }
+    out.extend([
         ("webhook-id".to_owned(), st(d, "delivery_id").to_owned()),
         ("webhook-timestamp".to_owned(), "the attempt's time, in seconds".to_owned()),
         ("webhook-signature".to_owned(), "v1,•••• (HMAC-SHA256 with the signing secret)".to_owned()),
-    ];
+    ]);
     if h["signature_formats"].as_array().is_some_and(|f| f.iter().any(|x| x == "keycloak")) {
         out.push(("x-keycloak-signature".to_owned(), "•••• (hex HMAC-SHA256 of the body)".to_owned()));
     }
     match auth_type(h) {
-        "BASIC" => out.push(("authorization".to_owned(), format!("Basic {}:••••", st(&h["auth"], "username")))),
+        "BASIC" => out.push((
+            "authorization".to_owned(),
+            format!("Basic •••• (base64 of {}:<password>)", st(&h["auth"], "username")),
+        )),
         "API_KEY" | "OAUTH_CLIENT_CREDENTIALS" => out.push(("authorization".to_owned(), "Bearer ••••".to_owned())),
         "HEADER" => out.push((st(&h["auth"], "name").to_ascii_lowercase(), "••••".to_owned())),
         _ => {}
@@ -778,6 +788,20 @@ fn enable_toggle(csrf: &str, base: &str, h: &Value) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The headers listed are the ones sent: a `User-Agent` of the hook's own instead of
+    /// ours, and Basic credentials as their encoding (masked), not as `user:password`.
+    #[test]
+    fn the_headers_shown_are_the_headers_sent() {
+        let names = |h: &Value| headers_sent(h, &json!({"delivery_id": "d"}));
+        let plain = names(&json!({"auth": {"type": "BASIC", "username": "ada"}}));
+        assert!(plain.contains(&("user-agent".to_owned(), hookbridge_outbound::USER_AGENT.to_owned())), "{plain:?}");
+        let basic = plain.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
+        assert_eq!(basic, Some("Basic •••• (base64 of ada:<password>)"));
+        let own = names(&json!({"headers": [{"name": "User-Agent", "value": "acme-bot"}]}));
+        let agents: Vec<&str> = own.iter().filter(|(k, _)| k == "user-agent").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(agents, ["acme-bot"], "the hook's own replaces ours: {own:?}");
+    }
 
     #[test]
     fn the_body_shown_is_the_body_the_hooks_payload_format_sends() {
