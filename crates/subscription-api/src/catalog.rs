@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::Api;
 use crate::auth::{Caller, Reader, Writer};
 use crate::body::{ApiQuery, JsonBody, NoQuery, parse_object};
+use crate::declared_schema::DeclaredSchema;
 use crate::error::ApiError;
 
 /// The catalogs shipped with the platform: the seed products' event types.
@@ -127,7 +128,7 @@ pub async fn declare(
     if let Some(schema) = &d.schema {
         if schema.to_string().len() > catalog::MAX_SCHEMA_BYTES {
             errors.push(FieldError::new("schema", format!("must be at most {} bytes", catalog::MAX_SCHEMA_BYTES)));
-        } else if let Err(e) = compile(schema) {
+        } else if let Err(e) = DeclaredSchema::compile(schema) {
             errors.push(FieldError::new("schema", format!("is not a valid JSON Schema (2020-12): {e}")));
         }
     }
@@ -307,11 +308,7 @@ fn declared_quota() -> ApiError {
     }
 }
 
-fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options().with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())
-}
-
-type Validators = Arc<HashMap<String, Arc<jsonschema::Validator>>>;
+type Validators = Arc<HashMap<String, Arc<DeclaredSchema>>>;
 
 /// The declared schemas of each tenant, as compiled validators, kept for
 /// [`SCHEMAS_KEPT_FOR`] so a publish costs no read in the steady state.
@@ -355,7 +352,7 @@ impl Schemas {
         for d in api.ports().event_types.declared(tenant).await? {
             if let Some(schema) = &d.schema {
                 // Schemas were checked when declared; one that no longer compiles checks nothing.
-                match compile(schema) {
+                match DeclaredSchema::compile(schema) {
                     Ok(v) => {
                         compiled.insert(d.name.clone(), Arc::new(v));
                     }
@@ -401,11 +398,8 @@ impl Schemas {
                     continue;
                 }
             };
-            for e in v.iter_errors(&detail) {
-                errors.push(FieldError::new(
-                    format!("{prefix}detail{}", dotted(&e.instance_path().to_string())),
-                    e.to_string(),
-                ));
+            for f in v.failures(&detail) {
+                errors.push(FieldError::new(format!("{prefix}detail{}", dotted(&f.pointer)), f.message));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(ApiError::fields(errors)) }

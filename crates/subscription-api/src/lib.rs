@@ -7,6 +7,7 @@ mod body;
 mod catalog;
 pub mod compat;
 pub mod console;
+mod declared_schema;
 mod deliveries;
 mod dto;
 mod error;
