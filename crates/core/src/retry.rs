@@ -86,14 +86,23 @@ impl RetrySchedule {
     /// days or make us hammer it), then spread up to 20 % later, never earlier: the
     /// deliveries of one burst of `429`s all told the same wait would otherwise come back
     /// together, and be refused together again.
+    ///
+    /// No wait passes [`MAX_QUEUE_DELAY`]. A spread that would pass it ends there instead,
+    /// moved earlier as a whole: cut at the limit, every delivery told 12 hours or more (or
+    /// scheduled near 12 hours) came back at the same moment.
     pub fn delay_after(&self, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
         let base = *self.delays.get(attempt.checked_sub(1)? as usize)?;
         let jitter = jitter.clamp(-1.0, 1.0);
-        let delay = match retry_after {
-            Some(ra) => ra.clamp(base, base.saturating_mul(2)).mul_f64(1.0 + JITTER_FRACTION * jitter.abs()),
-            None => base.mul_f64(1.0 + JITTER_FRACTION * jitter),
+        // The window the wait is spread over, from its start, and where in it this one falls.
+        let (start, width, at) = match retry_after {
+            Some(ra) => {
+                let told = ra.clamp(base, base.saturating_mul(2));
+                (told, told.min(MAX_QUEUE_DELAY).mul_f64(JITTER_FRACTION), jitter.abs())
+            }
+            None => (base.mul_f64(1.0 - JITTER_FRACTION), base.mul_f64(2.0 * JITTER_FRACTION), (jitter + 1.0) / 2.0),
         };
-        Some(delay.min(MAX_QUEUE_DELAY))
+        let start = start.min(MAX_QUEUE_DELAY.saturating_sub(width));
+        Some(start + width.mul_f64(at))
     }
 }
 
@@ -164,7 +173,28 @@ mod tests {
         assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(400))), Some(Duration::from_secs(400)));
         assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(1))), Some(five_min));
         assert_eq!(s.delay_after(2, 0.0, Some(Duration::from_secs(99_999))), Some(five_min * 2));
-        assert_eq!(s.delay_after(7, 0.0, Some(Duration::from_secs(99_999))), Some(MAX_QUEUE_DELAY));
+        // Twice the scheduled 10 h passes what a queue can hold: spread over its last fifth.
+        assert_eq!(s.delay_after(7, 0.0, Some(Duration::from_secs(99_999))), Some(MAX_QUEUE_DELAY.mul_f64(0.8)));
+        assert_eq!(s.delay_after(7, 1.0, Some(Duration::from_secs(99_999))), Some(MAX_QUEUE_DELAY));
+    }
+
+    /// Near the longest wait a queue holds, deliveries told the same long wait (or on a
+    /// schedule of long delays) are still spread: the window ends at the limit rather than
+    /// being cut there, where every one of them would come back at the same moment.
+    #[test]
+    fn a_spread_that_would_pass_the_queues_limit_ends_at_it() {
+        let jitters = [-0.9, -0.3, 0.0, 0.25, 0.6, 1.0];
+        let s = RetrySchedule::default();
+        let told = Some(Duration::from_secs(86_400));
+        let spread: std::collections::BTreeSet<_> = jitters.iter().filter_map(|&j| s.delay_after(6, j, told)).collect();
+        assert_eq!(spread.len(), 6, "{spread:?}");
+        let last_fifth = MAX_QUEUE_DELAY.mul_f64(0.8)..=MAX_QUEUE_DELAY;
+        assert!(spread.iter().all(|d| last_fifth.contains(d)), "{spread:?}");
+        let long = RetrySchedule::parse("12h").unwrap();
+        let spread: std::collections::BTreeSet<_> =
+            jitters.iter().filter_map(|&j| long.delay_after(1, j, None)).collect();
+        assert_eq!(spread.len(), 6, "{spread:?}");
+        assert!(spread.iter().all(|d| *d <= MAX_QUEUE_DELAY), "{spread:?}");
     }
 
     /// Deliveries told the same `Retry-After` are spread over the 20 % after it, as the
