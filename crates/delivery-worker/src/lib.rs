@@ -669,6 +669,32 @@ mod tests {
         assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{circuit:?}");
     }
 
+    /// A token that came late left the receiver less than its time: the receiver's
+    /// timeouts then are not its own, and do not open its circuit (five of them did).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_left_too_little_time_by_a_late_token_is_not_timed_out_against() {
+        use hookbridge_core::circuit::CircuitState;
+        use hookbridge_core::delivery::ErrorClass;
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let second = Duration::from_secs(1);
+        let (worker, hook, receiver, _idp) =
+            oauth_hook(&h, Duration::from_millis(600), Duration::from_millis(300), second, second).await;
+        // It answers in 600 ms, within an attempt's second, but not within the 400 ms the
+        // token leaves it.
+        receiver.always(Reply::status(200).after(Duration::from_millis(600)));
+        let tasks: Vec<_> = (0..5).map(|_| task_of(&hook)).collect();
+        let slow = &h.backend().lanes().slow;
+        slow.send_batch(&tasks).await.unwrap();
+        let messages = slow.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(messages.len(), 5);
+        assert!(handle(&worker, &messages, BatchContext::lane(Lane::Slow)).await.failed.is_empty());
+        let (classes, circuit) = attempts_and_circuit(&h, &hook, &tasks).await;
+        assert_eq!(classes, vec![vec![Some(ErrorClass::Auth)]; 5]);
+        assert_eq!(receiver.received().len(), 5, "each was sent, with its token");
+        assert_eq!((circuit.state, circuit.down_streak), (CircuitState::Closed, 0), "{circuit:?}");
+    }
+
     /// Results of requests to a hook's old URL that end after a `PUT` moved it (a
     /// black-holed endpoint's timeouts, a 410) do not count against the new endpoint: they
     /// opened its circuit, put it on the slow lane and, with a 410, disabled it.
