@@ -3,6 +3,7 @@
 //! queue consumers the way Lambda's event source mappings do (batches of up to ten,
 //! partial batch failures, delete on success).
 
+mod api_server;
 pub mod cli;
 mod consumer;
 mod database_lock;

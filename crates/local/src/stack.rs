@@ -1,6 +1,5 @@
 //! The whole platform in one process.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use verifier::{Verifier, VerifierPorts};
 
+use crate::api_server::{self, ServerLimits};
 use crate::consumer::{drive, pump};
 use crate::database_lock::DatabaseLock;
 use crate::ingest_at_publish::{IngestAtPublish, ROUTING_AT_ONCE};
@@ -203,30 +203,10 @@ impl RunningStack {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let (mut api_stop, mut drain_stop) = (stopped.clone(), stopped.clone());
-        tasks.spawn(async move {
-            let app = subscription_api::router(api);
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            });
-            // A graceful shutdown waits for every open request, and one whose client went
-            // away mid-request (half a head or body sent, the host gone) is never finished:
-            // the process would not stop.
-            let drained = async move {
-                let _ = drain_stop.wait_for(|s| *s).await;
-                tokio::time::sleep(API_DRAIN).await;
-            };
-            tokio::select! {
-                served = serve.into_future() => {
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "API server failed");
-                    }
-                }
-                () = drained => {
-                    tracing::warn!(after = ?API_DRAIN, "API requests still open at shutdown were closed unanswered");
-                }
-            }
-        });
+        // A graceful shutdown waits for the open requests, but not for ever: one whose client
+        // went away mid-request (its host gone) would hold the process (`API_DRAIN`).
+        let app = subscription_api::router(api);
+        tasks.spawn(api_server::serve(listener, app, ServerLimits::default(), stopped.clone(), API_DRAIN));
 
         let (fast, slow) = (opts.delivery_concurrency.max(1), opts.delivery_concurrency.max(1).div_ceil(4));
         let places = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));

@@ -1,0 +1,176 @@
+//! The API's HTTP/1.1 server for `hookbridge serve`, bounded as a server on a network must
+//! be.
+//!
+//! `axum::serve` gives hyper no timer, so none of hyper's timeouts apply: a client that
+//! opens a connection and sends nothing, or half a head, holds it for ever, and a thousand
+//! of them take every file descriptor the process may open. Then the API stops accepting
+//! and every outbound connection fails too, so healthy receivers are recorded as down and
+//! their hooks disabled. Here a head must arrive within [`ServerLimits::head`] (which also
+//! closes a kept-alive connection idle that long), a body within [`ServerLimits::body`],
+//! and at most [`ServerLimits::connections`] are served at once; past that, connections
+//! wait in the kernel's backlog until one ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// What one client may hold of the server, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerLimits {
+    /// The longest a request's head may take to arrive, counted from when the server
+    /// begins reading it (on a kept-alive connection, from the end of the last answer).
+    pub(crate) head: Duration,
+    /// The longest a request's body may take to arrive, once its head has.
+    pub(crate) body: Duration,
+    /// The most connections served at once.
+    pub(crate) connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        // The head's is hyper's own default once it has a timer (and how long most servers
+        // keep an idle connection). A body is at most 3 MiB (drained to 16), so 30 s allows
+        // about 100 KiB a second. 768 connections leave room under a soft limit of 1,024
+        // open files for the outbound pool (512 kept open), the database and the logs.
+        Self { head: Duration::from_secs(30), body: Duration::from_secs(30), connections: 768 }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then waits up to `drain` for the
+/// requests in progress; what is still open after that is closed unanswered.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ServerLimits,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.head);
+    let places = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        // A place first, so connections past the limit wait in the backlog, unread.
+        let place = tokio::select! {
+            place = Arc::clone(&places).acquire_owned() => place,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Ok(place) = place else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most often: accepting again at once would spin.
+                tracing::error!(error = %e, "the API could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client gone, or too slow: nothing to tell anyone.
+            let _ = connection.await;
+            drop(place);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(after = ?drain, "API requests still open at shutdown were closed unanswered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// A server answering `POST /` with the length of the body it read, with `limits`.
+    async fn started(limits: ServerLimits) -> (SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, app, limits, stopped, Duration::from_secs(1)));
+        (addr, stop)
+    }
+
+    /// Everything the server sends until it closes the connection, or `None` if it has not
+    /// closed it after 30 s (far past every limit below).
+    async fn until_closed(stream: &mut TcpStream) -> Option<String> {
+        let mut got = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    fn quick() -> ServerLimits {
+        ServerLimits { head: Duration::from_millis(300), body: Duration::from_millis(300), connections: 16 }
+    }
+
+    /// Half a head, or nothing at all, does not hold a connection open.
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_head_is_let_go() {
+        let (addr, _stop) = started(quick()).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        assert!(until_closed(&mut silent).await.is_some(), "a connection that sent nothing was held");
+        assert!(until_closed(&mut half).await.is_some(), "a connection that sent half a head was held");
+    }
+
+    /// A body that stops arriving is answered (as a body cut off) and the connection closed.
+    #[tokio::test]
+    async fn a_body_that_stops_coming_is_not_waited_for() {
+        let (addr, _stop) = started(quick()).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten..").await.unwrap();
+        let answer = until_closed(&mut stream).await.expect("held for the rest of the body");
+        assert!(answer.starts_with("HTTP/1.1 4") || answer.is_empty(), "{answer}");
+        // A whole request is answered as before.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            .await
+            .unwrap();
+        let answer = until_closed(&mut stream).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n3"), "{answer}");
+    }
+
+    /// Past the limit, a connection waits until one being served ends.
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_for_a_place() {
+        let limits = ServerLimits { head: Duration::from_secs(60), connections: 2, ..quick() };
+        let (addr, _stop) = started(limits).await;
+        let held = [TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap()];
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\na")
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+        assert!(early.is_err(), "served past the limit");
+        drop(held);
+        let answer = until_closed(&mut third).await.expect("served once a place was free");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
