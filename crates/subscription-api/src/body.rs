@@ -22,12 +22,24 @@ pub fn as_answered(json: &str) -> usize {
 #[derive(Debug)]
 pub struct JsonBody(pub axum::body::Bytes);
 
+/// Whether the body is JSON as the API reads it: `application/json` (or `…+json`), in
+/// UTF-8 (RFC 8259), not compressed. A `charset` of another encoding, or a body sent with a
+/// `Content-Encoding` (gzip), was read as it came and answered as malformed JSON at line 1,
+/// which misleads; both are `415` (RFC 9110, 15.5.16).
 fn is_json(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .is_some_and(|ct| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")))
+    let Some(content_type) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"));
+    let utf8 = parts.filter_map(|p| p.split_once('=')).all(|(name, value)| {
+        !name.trim().eq_ignore_ascii_case("charset") || value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+    });
+    let coded = req.headers().get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |codings| codings.split(',').any(|c| !c.trim().eq_ignore_ascii_case("identity")))
+    });
+    json && utf8 && !coded
 }
 
 /// How much of an oversized body is read (and dropped) before answering 413, so a client
@@ -230,5 +242,34 @@ mod tests {
         assert!(matches!(optional("text/plain", huge.clone()).await, Err(ApiError::UnsupportedMediaType)));
         assert!(matches!(optional("application/json", huge).await, Err(ApiError::TooLarge(_))));
         assert_eq!(optional("application/json", b"{}".to_vec()).await.unwrap().as_deref(), Some(&b"{}"[..]));
+    }
+
+    /// JSON as the API reads it: UTF-8, not compressed; another charset or a content coding
+    /// is `415`, not a parse error at line 1.
+    #[tokio::test]
+    async fn json_in_another_encoding_or_compressed_is_an_unsupported_media_type() {
+        let body = |content_type: &str, coding: Option<&str>| {
+            let mut req = Request::post("/").header(header::CONTENT_TYPE, content_type);
+            if let Some(c) = coding {
+                req = req.header(header::CONTENT_ENCODING, c);
+            }
+            JsonBody::from_request(req.body(axum::body::Body::from("{}")).unwrap(), &())
+        };
+        for (content_type, coding) in [
+            ("application/json; charset=utf-16", None),
+            ("application/json;charset=\"ISO-8859-1\"", None),
+            ("application/json", Some("gzip")),
+            ("application/json", Some("identity, br")),
+        ] {
+            let read = body(content_type, coding).await;
+            assert!(matches!(read, Err(ApiError::UnsupportedMediaType)), "{content_type} {coding:?}: {read:?}");
+        }
+        for (content_type, coding) in [
+            ("application/json; charset=UTF-8", None),
+            ("application/json; charset=\"utf-8\"", Some("identity")),
+            ("application/cloudevents+json", None),
+        ] {
+            assert!(body(content_type, coding).await.is_ok(), "{content_type} {coding:?}");
+        }
     }
 }

@@ -54,7 +54,7 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     /// Not JSON.
-    #[error("the body must be JSON (Content-Type: application/json)")]
+    #[error("the body must be JSON in UTF-8, not compressed (Content-Type: application/json, no Content-Encoding)")]
     UnsupportedMediaType,
     /// Nothing can be done now, for this reason (the store is full, the token key cannot be
     /// read); retry later. Nothing was changed, but a publish may have put some of its
