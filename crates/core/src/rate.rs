@@ -75,12 +75,24 @@ pub fn pace(next: Option<i64>, now: i64, rate: Rate, count: u32) -> (i64, i64) {
     (first, first + rate.interval_us() * i64::from(count))
 }
 
+/// How far past where any admission could have left it a key's state may lie before it
+/// is taken for the work of a clock since stepped back, and forgotten.
+const STEPPED_BACK_US: i64 = 60_000_000;
+
 /// Admits `count` units under `rate`, letting the key run up to `burst` units ahead:
 /// `Ok(new state)`, or `Err(wait)` with how long until they would be admitted (the state
 /// is then unchanged).
+///
+/// An admission leaves the state at most a burst's worth of slots after its `now`. One
+/// more than a minute past that was written before the clock was stepped back (an NTP
+/// correction, a fixed RTC): kept, it refused every call for as long as the step, so a
+/// tenant that had published just before a step of an hour was answered `429` for an
+/// hour. It is forgotten instead. (A minute leaves the small skews between processes'
+/// clocks on AWS to the rate as written.)
 pub fn admit(next: Option<i64>, now: i64, rate: Rate, burst: u32, count: u32) -> Result<i64, Duration> {
-    let (_, new) = pace(next, now, rate, count);
     let allowed = now + rate.interval_us() * i64::from(burst.max(count));
+    let next = next.filter(|n| *n <= allowed.saturating_add(STEPPED_BACK_US));
+    let (_, new) = pace(next, now, rate, count);
     if new <= allowed { Ok(new) } else { Err(Duration::from_micros((new - allowed).unsigned_abs())) }
 }
 
@@ -121,5 +133,19 @@ mod tests {
         assert!(admit(next, 100_000, r, 20, 1).is_ok());
         // A call larger than the burst is judged as a burst of its own size.
         assert!(admit(None, 0, r, 5, 10).is_ok());
+    }
+
+    /// A state written before the clock was stepped back an hour does not refuse every
+    /// call for that hour; one within a minute of its bound (a skew between processes) is
+    /// kept.
+    #[test]
+    fn a_state_from_before_the_clock_stepped_back_is_forgotten() {
+        let r = Rate::per_second(1000);
+        let hour = 3_600_000_000;
+        let before_the_step = admit(None, hour, r, 5000, 10).unwrap();
+        assert!(admit(Some(before_the_step), 0, r, 5000, 10).is_ok());
+        let full = admit(None, 0, r, 5000, 5000).unwrap();
+        let skewed = 30_000_000;
+        assert!(admit(Some(full + skewed), 0, r, 5000, 1).is_err(), "a small skew is kept");
     }
 }
