@@ -1499,6 +1499,33 @@ mod tests {
         assert!(spread >= Duration::from_millis(100), "spaced at the rate: {spread:?}");
     }
 
+    /// A slot that goes by while the batch's other slots are reserved (here behind a busy
+    /// writer) takes a new turn. Judged against the batch's start it was still held, and
+    /// was sent at once beside the slot reserved after it: two in one second to a hook
+    /// limited to one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_that_goes_by_while_others_are_reserved_takes_a_new_turn() {
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let hook = paced_hook(&h, &receiver).await;
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let (_, held) = back_early(&hook, chrono::Duration::milliseconds(-700));
+        fast.send_batch(&[held, task_of(&hook)]).await.unwrap();
+        let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(messages.len(), 2);
+        let writer = h.hold_the_writer(Duration::from_millis(1500));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+        writer.await.unwrap();
+        assert_eq!(receiver.received().len(), 1, "only the slot reserved went");
+        let back = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(back.len(), 1, "the other was handed back");
+        let task = Task::parse(&back[0].body, 1).unwrap();
+        assert!(!task.slot, "to take a new turn: {task:?}");
+    }
+
     /// A hook limited to one delivery a second, sending to `receiver`.
     async fn paced_hook(h: &EmbeddedHarness, receiver: &Receiver) -> Hook {
         let (mut hook, _) = make_hook(h, "acme", "paced").await;

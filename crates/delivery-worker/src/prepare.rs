@@ -620,7 +620,9 @@ async fn pace<'a>(
     // hook sent to below its rate while the slots booked meanwhile pass. (Should the
     // probe not go after all, they come back after it would have been answered.)
     // The probe is one already holding a slot, if any (it goes at once), else the first.
-    let held = |c: &Candidate<'_>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= now);
+    let held_at =
+        |c: &Candidate<'_>, t: DateTime<Utc>| c.task.not_before.filter(|at| c.task.slot && *at + SLOT_KEPT_FOR >= t);
+    let held = |c: &Candidate<'_>| held_at(c, now);
     let mut probe_of: HashMap<HookId, usize> = HashMap::new();
     for (i, c) in candidates.iter().enumerate().filter(|(_, c)| c.probe && c.hook.config.rate_limit.is_some()) {
         let chosen = probe_of.entry(c.hook.id).or_insert(i);
@@ -677,9 +679,20 @@ async fn pace<'a>(
     }
     // The slots were reserved against the clock as they were (`RateLimiter::pace`); they
     // are judged against it too, not against the batch's start.
+    let batch_start = now;
     let now = Utc::now();
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
+        if c.hook.config.rate_limit.is_some() && held_at(&c, batch_start).is_some() && held_at(&c, now).is_none() {
+            // Its slot went by (more than `SLOT_KEPT_FOR` ago) while the others' were
+            // reserved: it takes a new turn, as one that came back that late would. Sent
+            // at once, judged against the batch's start, it went in the same second as
+            // the slot after it, past the hook's rate.
+            let task = Task { slot: false, slot_schedule: None, not_before: None, ..c.task };
+            let lane = c.hook.state.health.lane(now);
+            plans.push(hand_back(c.message, task, lane, "its rate-limit slot went by", &c.hook));
+            continue;
+        }
         if unpaced.contains(&c.hook.id) && needs_slot(&c) {
             // Back after the visibility timeout, a receive used up: a hook whose slots
             // cannot be had on any of its receives has its delivery recorded `FAILED`
