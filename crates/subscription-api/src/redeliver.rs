@@ -207,7 +207,11 @@ pub async fn replay(
     }
     // The key first: a repeat of an answered request gets its answer, though the hook may
     // have stopped receiving since (the first job's own failures can disable it).
-    let since = match receiving(&hook).and_then(|()| window_seen(&caller, &hook, since, until)) {
+    let checked = match receiving(&hook).and_then(|()| window_seen(&caller, &hook, since, until)) {
+        Ok(since) => room_for_a_job(&api, &hook, now).await.map(|()| since),
+        Err(refused) => Err(refused),
+    };
+    let since = match checked {
         Ok(since) => since,
         Err(refused) => {
             if let Some(r) = &request {
@@ -232,6 +236,27 @@ pub async fn replay(
         answer.headers_mut().insert(header::LOCATION, location);
     }
     Ok(answer)
+}
+
+/// The most replay jobs of one hook running at once. Each re-sends up to 14 days of the
+/// hook's deliveries outside the tenant's publish rate, and two over one window send it
+/// twice: without a bound, a request repeated without an `Idempotency-Key` (a script's
+/// loop) sent the hook's whole history again each time.
+pub(crate) const MAX_RUNNING_REPLAYS: usize = 4;
+
+/// `409` when the hook already has [`MAX_RUNNING_REPLAYS`] jobs running (a stalled one,
+/// which nothing moves, is not counted).
+async fn room_for_a_job(api: &Api, hook: &Hook, now: DateTime<Utc>) -> Result<(), ApiError> {
+    // Running jobs are the newest: the list is newest first, and one older than the last
+    // hundred has long stalled.
+    let recent = api.ports().replays.list(hook.id, 100, None).await?;
+    let running = recent.items.iter().filter(|j| j.state == ReplayState::Running && !j.stalled(now)).count();
+    if running >= MAX_RUNNING_REPLAYS {
+        return Err(ApiError::Conflict(format!(
+            "{running} replay jobs of this hook are running, the most at once: cancel one (`POST …/replays/{{replay_id}}/cancel`) or wait for one to end"
+        )));
+    }
+    Ok(())
 }
 
 /// Where the replay's window begins for `caller`: no earlier than the part of the hook's
