@@ -258,6 +258,7 @@ pub(crate) fn api_router(api: Api) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(path_is_text))
+        .layer(axum::middleware::from_fn(path_arrived_whole))
         .layer(axum::middleware::from_fn(request_log::log_request))
         .layer(axum::middleware::from_fn(run_to_end))
         .with_state(api)
@@ -294,6 +295,30 @@ async fn path_is_text(req: axum::extract::Request, next: axum::middleware::Next)
     let path = req.uri().path();
     if !compat::owns(path) && percent_encoding::percent_decode_str(path).decode_utf8().is_err() {
         return axum::response::IntoResponse::into_response(ApiError::NotFound("no such route"));
+    }
+    next.run(req).await
+}
+
+/// A path API Gateway handed on decoded with a `#` or `?` in it (sent as `%23`, `%3F`):
+/// `lambda_http` builds the request's URI from that path, reading the `#` as the start of a
+/// fragment and the `?` as a query, and the rest of the path was cut off. So
+/// `DELETE /v1/event-types/billing%23v2` reached its route as `…/billing`, and forgot
+/// another declaration (a `PUT` replaced it). No id or name the API takes holds either, so
+/// such a path names nothing; an event type's name is refused as such. (Where the path
+/// came otherwise, locally or encoded, there is no such path and nothing to check.)
+async fn path_arrived_whole(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    #[cfg(feature = "lambda")]
+    {
+        use lambda_http::RequestExt as _;
+        let raw = req.extensions().raw_http_path();
+        if raw.contains(['#', '?']) {
+            let refused = if raw.starts_with("/v1/event-types/") {
+                ApiError::field("name", "must not hold `/`, `?`, `#` or `%`: it is a path segment")
+            } else {
+                ApiError::NotFound("no such route")
+            };
+            return compat::error_at(raw, refused);
+        }
     }
     next.run(req).await
 }

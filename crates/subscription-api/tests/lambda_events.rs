@@ -263,3 +263,48 @@ fn every_sample_event_file_is_used_by_a_handler_test() {
         assert!(sources.contains(&format!("\"{name}\"")), "events/{name}.json is not used by any handler test");
     }
 }
+
+/// API Gateway hands the function the path decoded: `DELETE /v1/event-types/billing%23v2`
+/// arrives with `billing#v2` as its path, which `lambda_http` cut at the `#`. It forgot the
+/// declaration of `billing`; a name holding `#` or `?` is now refused as such, and
+/// `billing` is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoded_path_cut_short_by_lambda_http_is_refused_not_taken_for_another() {
+    let h = hookbridge_testkit::EmbeddedHarness::start().await;
+    let api = Api::new(
+        subscription_api::ApiPorts::of(h.backend()),
+        ApiSettings::local(JwtKey::new(hookbridge_core::settings::LOCAL_DEV_SECRET), NetworkPolicy::default()),
+    );
+    // The sample's token is tenant `demo`'s, with `hooks:write`.
+    let sample: serde_json::Value = serde_json::from_str(&events::load("subscription-api-list-hooks")).unwrap();
+    let event = |method: &str, raw_path: &str, body: Option<&str>| {
+        let mut e = sample.clone();
+        e["rawPath"] = raw_path.into();
+        e["rawQueryString"] = "".into();
+        e.as_object_mut().unwrap().remove("queryStringParameters");
+        e["requestContext"]["http"]["method"] = method.into();
+        e["requestContext"]["http"]["path"] = raw_path.into();
+        if let Some(b) = body {
+            e["body"] = b.into();
+            e["headers"]["content-type"] = "application/json".into();
+        }
+        lambda_http::request::from_str(&e.to_string()).unwrap()
+    };
+    let call = |req: lambda_http::Request| async {
+        let resp = router(api.clone()).oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default())
+    };
+    let schema = r#"{"schema": {"type": "object"}}"#;
+    assert_eq!(call(event("PUT", "/v1/event-types/billing", Some(schema))).await.0, 200);
+    for (method, path) in [("DELETE", "/v1/event-types/billing#v2"), ("PUT", "/v1/event-types/billing?v2")] {
+        let (status, body) = call(event(method, path, Some(r#"{"description": "x"}"#))).await;
+        assert_eq!((status, body["errors"][0]["field"].as_str()), (400, Some("name")), "{method} {path}: {body}");
+    }
+    let (status, body) = call(event("GET", "/v1/hooks/01KB000000000000000000000#x", None)).await;
+    assert_eq!(status, 404, "{body}");
+    let (_, listed) = call(event("GET", "/v1/event-types", None)).await;
+    let billing = listed["event_types"].as_array().unwrap().iter().find(|t| t["name"] == "billing").cloned();
+    assert_eq!(billing.map(|b| b["schema"].clone()), Some(serde_json::json!({"type": "object"})), "{listed}");
+}
