@@ -526,6 +526,32 @@ pub(crate) enum Edit {
     State,
 }
 
+/// How many more times a tenant's change is tried when every round of [`modify`] found the
+/// hook written under it, and how long it waits before the first (then longer, at random).
+/// The workers write a hook's health once per batch, so a hook failing a flood of
+/// deliveries on AWS is written as often as a read and a write take: five rounds in a row
+/// lost, and the owner's fix (a `PUT`), `DELETE`, verify or rotation was `409` just when it
+/// was needed.
+const CONTENDED_TRIES: u32 = 6;
+const CONTENDED_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Why [`modify`] gave up on a tenant's change.
+enum Contended {
+    /// Every round found the hook written under it.
+    Busy,
+    /// The change itself, or the store, refused.
+    Refused(ApiError),
+}
+
+impl From<hookbridge_core::Error> for Contended {
+    fn from(e: hookbridge_core::Error) -> Self {
+        match e {
+            hookbridge_core::Error::VersionConflict => Self::Busy,
+            e => Self::Refused(e.into()),
+        }
+    }
+}
+
 /// Changes the caller's hook with `change`, which gets the hook as stored and returns its
 /// successor and a value; re-applied on the hook as stored again when the platform changed
 /// it meanwhile (the verifier recording a check, the worker recording health), so a
@@ -543,32 +569,48 @@ where
     F: FnMut(Hook) -> Fut,
     Fut: Future<Output = Result<(Hook, T), ApiError>>,
 {
-    let existing = load(api, caller, raw_id).await?;
-    let r = modify(api.ports().hooks.as_ref(), existing, UPDATE_ROUNDS, |stored: Hook| {
-        let changed = change(stored.clone());
-        async move {
-            // Read again after a concurrent write, it is judged again: deleted meanwhile, or
-            // moved out of a portal session's sites, it is not this caller's to change.
-            if stored.state.connection_state == ConnectionState::Deleting || !caller.sees(&stored) {
-                return Err(ApiError::NotFound("no such hook"));
+    let mut existing = load(api, caller, raw_id).await?;
+    let mut tries = 0;
+    let r = loop {
+        let r = modify(api.ports().hooks.as_ref(), existing, UPDATE_ROUNDS, |stored: Hook| {
+            let changed = change(stored.clone());
+            async move {
+                // Read again after a concurrent write, it is judged again: deleted meanwhile, or
+                // moved out of a portal session's sites, it is not this caller's to change.
+                if stored.state.connection_state == ConnectionState::Deleting || !caller.sees(&stored) {
+                    return Err(Contended::Refused(ApiError::NotFound("no such hook")));
+                }
+                if let Edit::Config { expected_version: Some(v) } = edit
+                    && v != stored.version
+                {
+                    return Err(Contended::Refused(ApiError::Conflict(format!(
+                        "the hook is at version {}, not {v}; read it again and retry",
+                        stored.version
+                    ))));
+                }
+                let (mut next, value) = changed.await.map_err(Contended::Refused)?;
+                next.updated_at = Utc::now();
+                if let Edit::Config { .. } = edit {
+                    next.version = stored.version + 1;
+                }
+                Ok(Some((next, value)))
             }
-            if let Edit::Config { expected_version: Some(v) } = edit
-                && v != stored.version
-            {
-                return Err(ApiError::Conflict(format!(
-                    "the hook is at version {}, not {v}; read it again and retry",
-                    stored.version
-                )));
+        })
+        .await;
+        match r {
+            Err(Contended::Busy) if tries < CONTENDED_TRIES => {
+                // The platform writing the hook as often as it is read (its health, while a
+                // flood of deliveries fails): wait a moment, at random, and read it again.
+                tries += 1;
+                let wait = CONTENDED_WAIT.mul_f64(f64::from(tries) * (0.5 + rand::random::<f64>()));
+                tokio::time::sleep(wait).await;
+                existing = load(api, caller, raw_id).await?;
             }
-            let (mut next, value) = changed.await?;
-            next.updated_at = Utc::now();
-            if let Edit::Config { .. } = edit {
-                next.version = stored.version + 1;
-            }
-            Ok(Some((next, value)))
+            Err(Contended::Busy) => return Err(hookbridge_core::Error::VersionConflict.into()),
+            Err(Contended::Refused(e)) => return Err(e),
+            Ok(r) => break r,
         }
-    })
-    .await?;
+    };
     match r {
         Modified::Written(hook, value) => Ok((hook, value)),
         Modified::Unchanged(_) | Modified::Deleted => Err(ApiError::NotFound("no such hook")),
