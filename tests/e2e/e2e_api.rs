@@ -490,6 +490,20 @@ async fn bodies_must_be_json_known_fields_and_not_too_large(flavor: Flavor) {
     assert_eq!(problem_fields(&a.body), ["auth.token"]);
     let a = stack.post("/v1/hooks", &t, &json!({"name": 5, "url": "https://r.example/"})).await;
     assert_eq!(problem_fields(&a.body), ["name"]);
+    // A key given twice: one reader would take the first, another the last.
+    let json = ("content-type", "application/json");
+    let dup = stack.create_hook(&t, &json!({"name": "dup", "url": "https://a.example/"})).await;
+    let dup_path = format!("/v1/hooks/{}", dup["id"].as_str().unwrap());
+    for (method, path, body, field) in [
+        ("POST", "/v1/hooks", &br#"{"name": "x", "url": "https://a.example/", "url": "https://b.example/"}"#[..], "body"),
+        ("POST", "/v1/hooks", br#"{"name": "x", "url": "https://a.example/", "auth": {"type": "BASIC", "username": "u", "username": "v", "password": "p"}}"#, "auth"),
+        ("POST", "/v1/hooks", br#"[{"name": "x", "url": "https://a.example/", "enabled": false, "enabled": true}]"#, "[0]"),
+        ("PUT", dup_path.as_str(), br#"{"name": "dup", "url": "https://a.example/", "url": "https://b.example/"}"#, "body"),
+    ] {
+        let a = stack.raw(method, path, &[("authorization", &auth), json], body.to_vec()).await;
+        assert_eq!((a.status.as_u16(), problem_fields(&a.body)), (400, vec![field.to_owned()]), "{method} {}", a.body);
+        assert!(a.body.to_string().contains("is given twice"), "{}", a.body);
+    }
     // Objects within the hook written as arrays are not read by position either.
     let by_position = json!({"name": "x", "url": "https://r.example/", "rate_limit": [5],
         "headers": [["X-A", "v"]], "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": "https://idp.example/t",

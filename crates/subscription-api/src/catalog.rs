@@ -387,7 +387,7 @@ impl Schemas {
             // say nothing of `null` and failed others with a misleading message.
             let parsed = hookbridge_core::payload::without_routing_keys(detail)
                 .map_err(|e| e.to_string())
-                .and_then(|d| serde_json::from_str::<Unique>(&d).map(|u| u.0).map_err(|e| e.to_string()));
+                .and_then(|d| serde_json::from_str::<crate::body::Unique>(&d).map(|u| u.0).map_err(|e| e.to_string()));
             let detail = match parsed {
                 Ok(d) => d,
                 Err(why) => {
@@ -420,74 +420,6 @@ fn dotted(pointer: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A JSON value read so that an object naming a key twice is refused: a schema would check
-/// one of the two (the last), and a receiver may read the other.
-struct Unique(Value);
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueVisitor).map(Unique)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Unique(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!("`{key}` is given twice")));
-            }
-            let Unique(v) = map.next_value()?;
-            object.insert(key, v);
-        }
-        Ok(Value::Object(object))
-    }
 }
 
 #[cfg(test)]

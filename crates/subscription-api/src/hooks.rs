@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, Reader, Writer};
-use crate::body::{ApiQuery, JsonBody, from_value, parse};
+use crate::body::{ApiQuery, JsonBody, Unique, from_value, parse};
 use crate::dto::HookOut;
 use crate::error::ApiError;
 use crate::{Api, lifecycle};
@@ -78,7 +78,7 @@ pub async fn create(
     Writer(caller): Writer,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
-    match parse::<Value>(&bytes)? {
+    match parse::<Unique>(&bytes)?.0 {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BULK {
                 return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
@@ -366,7 +366,7 @@ pub async fn replace(
     headers: HeaderMap,
     JsonBody(bytes): JsonBody,
 ) -> Result<Json<HookOut>, ApiError> {
-    let draft = hook_draft(parse(&bytes)?, "")?;
+    let draft = hook_draft(parse::<Unique>(&bytes)?.0, "")?;
     let expected = match (draft.version, if_match(&headers)?) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::field("version", "differs from the If-Match header"));
