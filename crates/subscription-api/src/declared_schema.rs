@@ -7,15 +7,28 @@
 //! through every reference, without remembering any. A recursive schema of 200 bytes with
 //! two branches per level, against a `detail` nested 30 deep, builds 2^30 failures, and one
 //! such publish held the API (on `hookbridge serve`, every tenant's) until it ran out of
-//! memory. So failures are listed one by one only for a schema whose references, unfolded,
-//! stay within [`MAX_UNFOLDED`] subschemas: there listing costs what checking a schema of
-//! that size costs. Any other fails as a whole.
+//! memory. Without references, listing costs at most the schema's subschemas times the
+//! `detail`'s values (each subschema checks each value at most once, and a failure is
+//! built per check at most); 4,000 `allOf` branches against an array of 100,000 numbers
+//! is still 4 × 10^8. So failures are listed one by one only when the schema, its
+//! references unfolded, comes to a size whose product with the `detail`'s stays within
+//! [`LISTING_BUDGET`]; any other `detail` that fails, fails as a whole, and so does one
+//! of a schema whose references cannot be unfolded here (recursive, anchors, another
+//! resource or draft nested inside).
 
 use serde_json::Value;
 
-/// The most subschemas (JSON objects, references unfolded in place) a schema may come to
-/// and still have its failures listed one by one.
+/// The most subschemas (JSON objects, arrays and booleans, references unfolded in place) a
+/// schema may come to and still have its failures listed one by one.
 pub(crate) const MAX_UNFOLDED: usize = 10_000;
+/// The most checks (subschemas times the `detail`'s values) listing a `detail`'s failures
+/// may take; past it the `detail` fails as a whole. Each check may build one failure of a
+/// few hundred bytes: this bounds that memory to tens of MB.
+pub(crate) const LISTING_BUDGET: usize = 250_000;
+/// The most failures answered for one `detail`.
+pub(crate) const MOST_FAILURES: usize = 50;
+/// How deep a schema is followed, references included; deeper fails as a whole.
+const MAX_DEPTH: usize = 128;
 
 /// One failure of a `detail`: where in it (a JSON Pointer, `""` for the whole), and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +42,9 @@ pub(crate) struct Failure {
 /// A declared schema, compiled.
 pub(crate) struct DeclaredSchema {
     validator: jsonschema::Validator,
-    /// Whether its failures are listed one by one (see the module's documentation).
-    lists_failures: bool,
+    /// Its size with references unfolded, when they can be (see the module's
+    /// documentation).
+    unfolded: Option<usize>,
 }
 
 impl DeclaredSchema {
@@ -40,7 +54,7 @@ impl DeclaredSchema {
             .with_draft(jsonschema::Draft::Draft202012)
             .build(schema)
             .map_err(|e| e.to_string())?;
-        Ok(Self { validator, lists_failures: unfolded_size(schema, MAX_UNFOLDED).is_some() })
+        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED) })
     }
 
     /// Why `detail` fails the schema: nothing when it passes.
@@ -48,65 +62,98 @@ impl DeclaredSchema {
         if self.validator.is_valid(detail) {
             return Vec::new();
         }
-        if !self.lists_failures {
+        let checks = self.unfolded.map(|size| size.saturating_mul(values_in(detail)));
+        if checks.is_none_or(|n| n > LISTING_BUDGET) {
             return vec![Failure {
                 pointer: String::new(),
-                message: format!(
-                    "does not match its declared schema (whose references unfold past {MAX_UNFOLDED} subschemas, so where it fails is not listed)"
-                ),
+                message: "does not match its declared schema (too large a check, with this schema and this detail, to list where)".to_owned(),
             }];
         }
         self.validator
             .iter_errors(detail)
+            .take(MOST_FAILURES)
             .map(|e| Failure { pointer: e.instance_path().to_string(), message: e.to_string() })
             .collect()
     }
 }
 
-/// How many subschemas `schema` comes to with each reference unfolded in place, or `None`
-/// past `cap`. A reference that is not a JSON Pointer into this document (an anchor, another
-/// resource's `$id`, `$dynamicRef`), or that leads back into itself, unfolds without end.
-fn unfolded_size(schema: &Value, cap: usize) -> Option<usize> {
-    let mut count = 0;
-    let mut unfolding = Vec::new();
-    unfold(schema, schema, true, &mut unfolding, &mut count, cap).then_some(count)
+/// How many values a `detail` holds, itself included.
+fn values_in(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(values_in).sum::<usize>(),
+        Value::Object(o) => 1 + o.values().map(values_in).sum::<usize>(),
+        _ => 1,
+    }
 }
 
-/// Counts the objects in `v` into `count`, unfolding references; false once past `cap` or
-/// at a reference that cannot be unfolded. `unfolding` holds the references being unfolded,
-/// to find one that leads back into itself.
-fn unfold(root: &Value, v: &Value, at_root: bool, unfolding: &mut Vec<String>, count: &mut usize, cap: usize) -> bool {
+/// Keywords whose values are data, not subschemas: not walked, so a `$ref` or `$id` key
+/// in an `enum` is not taken for one.
+const DATA_KEYWORDS: [&str; 4] = ["const", "enum", "default", "examples"];
+/// Keywords that start a resource or name a place by other means than a JSON Pointer into
+/// the document (`$schema` another draft's rules, under which `id` starts a resource): a
+/// schema holding one below its root is not unfolded here. (A property named so counts as
+/// one too: such a schema fails as a whole, which is only less precise.)
+const ELSEWHERE: [&str; 5] = ["$id", "$schema", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
+/// The drafts whose `$schema`, at the root, leaves `$id` the only keyword to start a
+/// resource.
+const UNFOLDED_DRAFTS: [&str; 2] =
+    ["https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema"];
+
+/// How many subschemas `schema` comes to with each reference unfolded in place, or `None`
+/// past `cap` (or [`MAX_DEPTH`] deep). A reference that is not a JSON Pointer into this
+/// document (an anchor, another resource, `$dynamicRef`), or that leads back into itself,
+/// unfolds without end.
+fn unfolded_size(schema: &Value, cap: usize) -> Option<usize> {
+    if let Some(draft) = schema.get("$schema")
+        && !draft.as_str().is_some_and(|d| UNFOLDED_DRAFTS.contains(&d.trim_end_matches('#')))
+    {
+        return None;
+    }
+    let mut count = 0;
+    let mut unfolding = Vec::new();
+    unfold(schema, schema, 0, &mut unfolding, &mut count, cap).then_some(count)
+}
+
+/// Counts the subschemas in `v` into `count`, unfolding references; false once past `cap`
+/// or [`MAX_DEPTH`], or at a reference that cannot be unfolded. `unfolding` holds the
+/// references being unfolded, to find one that leads back into itself.
+fn unfold(root: &Value, v: &Value, depth: usize, unfolding: &mut Vec<String>, count: &mut usize, cap: usize) -> bool {
+    *count += 1;
+    if *count > cap || depth > MAX_DEPTH {
+        return false;
+    }
     match v {
-        Value::Array(items) => items.iter().all(|i| unfold(root, i, false, unfolding, count, cap)),
+        Value::Array(items) => items.iter().all(|i| unfold(root, i, depth + 1, unfolding, count, cap)),
         Value::Object(o) => {
-            *count += 1;
-            if *count > cap {
-                return false;
-            }
-            // A nested `$id` starts a resource whose `#/...` references point into it, not
-            // into the document: not followed here.
-            let nested_resource = !at_root && o.contains_key("$id");
-            if nested_resource || o.contains_key("$dynamicRef") || o.contains_key("$recursiveRef") {
+            let keyword = |k: &str| o.get(k).is_some();
+            if (depth > 0 && ELSEWHERE.iter().any(|k| keyword(k))) || keyword("$dynamicRef") || keyword("$recursiveRef")
+            {
                 return false;
             }
             if let Some(reference) = o.get("$ref") {
-                let Some(target) = reference.as_str().and_then(|r| local_target(root, r)) else {
+                let Some((key, target)) = reference.as_str().and_then(|r| Some((r, local_target(root, r)?))) else {
                     return false;
                 };
-                let key = reference.as_str().unwrap_or_default().to_owned();
-                if unfolding.contains(&key) {
+                if unfolding.iter().any(|u| u == key) {
                     return false;
                 }
-                unfolding.push(key);
-                let unfolded = unfold(root, target, false, unfolding, count, cap);
+                unfolding.push(key.to_owned());
+                let unfolded = unfold(root, target, depth + 1, unfolding, count, cap);
                 unfolding.pop();
                 if !unfolded {
                     return false;
                 }
             }
-            o.iter().filter(|(k, _)| *k != "$ref").all(|(_, child)| unfold(root, child, false, unfolding, count, cap))
+            o.iter()
+                .filter(|(k, _)| *k != "$ref" && !DATA_KEYWORDS.contains(&k.as_str()))
+                .all(|(_, child)| unfold(root, child, depth + 1, unfolding, count, cap))
         }
-        _ => true,
+        // A boolean subschema is one; a string or number is a keyword's value, not one.
+        Value::Bool(_) => true,
+        _ => {
+            *count -= 1;
+            true
+        }
     }
 }
 
@@ -157,6 +204,26 @@ mod tests {
         assert!(s.failures(&json!({"a": [[[]]]})).is_empty(), "a detail that passes still passes");
     }
 
+    /// Many branches against a large `detail`, without a reference: listing would take
+    /// branches × values checks; past the budget it fails as a whole. A small one lists at
+    /// most [`MOST_FAILURES`].
+    #[test]
+    fn listing_is_bounded_by_the_schemas_size_times_the_details() {
+        let branches: Vec<Value> = (0..100).map(|i| json!({"const": i})).collect();
+        let s = DeclaredSchema::compile(&json!({"items": {"allOf": branches}})).unwrap();
+        let large = Value::Array(vec![json!(9); 5_000]);
+        let failures = s.failures(&large);
+        assert_eq!(failures.len(), 1, "as a whole");
+        assert!(failures[0].message.contains("too large a check"), "{failures:?}");
+        assert!(!s.failures(&json!([9])).is_empty() && s.failures(&json!([9])).len() > 1, "a small one is listed");
+        let numbers = DeclaredSchema::compile(&json!({"items": {"type": "number"}})).unwrap();
+        let words = Value::Array(vec![json!("x"); 200]);
+        assert_eq!(numbers.failures(&words).len(), MOST_FAILURES);
+        let booleans: Vec<Value> = vec![json!(false); 300];
+        let s = DeclaredSchema::compile(&json!({"items": {"allOf": booleans}})).unwrap();
+        assert_eq!(s.failures(&Value::Array(vec![json!(1); 1_000])).len(), 1, "booleans count as subschemas");
+    }
+
     /// References that unfold to a small schema (a definition used twice) keep their
     /// failures named.
     #[test]
@@ -172,6 +239,19 @@ mod tests {
     #[test]
     fn what_unfolds_and_what_does_not() {
         assert_eq!(unfolded_size(&json!({"type": "string"}), 10), Some(1));
+        // `id` is a property here, not a resource.
+        assert!(unfolded_size(&json!({"properties": {"id": {"type": "string"}}}), 10).is_some());
+        let draft4 =
+            json!({"properties": {"a": {"$schema": "http://json-schema.org/draft-04/schema#", "id": "urn:e"}}});
+        assert_eq!(unfolded_size(&draft4, 100), None, "another draft inside");
+        assert_eq!(unfolded_size(&json!({"$schema": "http://json-schema.org/draft-04/schema#"}), 100), None);
+        let data = json!({"enum": [{"$ref": "#/nowhere"}], "const": {"$id": "x"}});
+        assert!(unfolded_size(&data, 100).is_some(), "data is not a schema");
+        let mut deep = json!({"type": "string"});
+        for _ in 0..200 {
+            deep = json!({"items": deep});
+        }
+        assert_eq!(unfolded_size(&deep, 10_000), None, "too deep to follow");
         let shared = json!({"properties": {"a": {"$ref": "#/$defs/x"}, "b": {"$ref": "#/$defs/x"}},
                             "$defs": {"x": {"type": "string"}}});
         // The root, `properties`, a, b, `$defs` and x, with x unfolded into a and b.
