@@ -1510,7 +1510,9 @@ mod tests {
         let hook = paced_hook(&h, &receiver).await;
         let worker = worker_on(h.backend());
         let fast = &h.backend().lanes().fast;
-        let (_, held) = back_early(&hook, chrono::Duration::milliseconds(-700));
+        // 300 ms gone: held at the batch's start however slowly this test gets there, and
+        // gone by once the reservation has waited out the writer's 1.5 s.
+        let (_, held) = back_early(&hook, chrono::Duration::milliseconds(-300));
         fast.send_batch(&[held, task_of(&hook)]).await.unwrap();
         let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(messages.len(), 2);

@@ -75,13 +75,14 @@ impl AttemptReport {
 
     /// Whether the attempt ran out of time waiting for a token: the first, before its
     /// request began, or a new one after the receiver refused the cached one; or got its
-    /// token so late (after more than a tenth of the attempt) that what was left was not
-    /// the receiver's whole time. A receiver that answers in 3 s, given the last 3 s of an
-    /// attempt whose token took 7, had its circuit opened by a slow identity provider.
+    /// token so late (after more than half the attempt) that the receiver had less than
+    /// half of it. A receiver that answers in 3 s, given the last 3 s of an attempt whose
+    /// token took 7, had its circuit opened by a slow identity provider. (Less than half
+    /// the attempt spent on the token still leaves a dead receiver its timeouts, so its
+    /// circuit opens even when every attempt fetches a token.)
     pub fn timed_out_waiting_for_its_token(&self) -> bool {
-        let token_ms = self.attempt.duration_ms.saturating_sub(self.receiver_ms);
         self.sent == Sent::NoResponse(ErrorClass::Timeout)
-            && (self.token_pending || token_ms.saturating_mul(10) > self.attempt.duration_ms)
+            && (self.token_pending || self.receiver_ms.saturating_mul(2) < self.attempt.duration_ms)
     }
 
     /// Reads such an attempt as what it is when it counts: no token, so `auth`, which

@@ -34,10 +34,15 @@ fn is_json(req: &Request) -> bool {
     let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     let json = media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"));
     let utf8 = parts.filter_map(|p| p.split_once('=')).all(|(name, value)| {
-        !name.trim().eq_ignore_ascii_case("charset") || value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        let charset = value.trim().trim_matches('"');
+        !name.trim().eq_ignore_ascii_case("charset")
+            || charset.eq_ignore_ascii_case("utf-8")
+            || charset.eq_ignore_ascii_case("utf8")
     });
     let coded = req.headers().get_all(header::CONTENT_ENCODING).iter().any(|v| {
-        v.to_str().map_or(true, |codings| codings.split(',').any(|c| !c.trim().eq_ignore_ascii_case("identity")))
+        v.to_str().map_or(true, |codings| {
+            codings.split(',').map(str::trim).any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        })
     });
     json && utf8 && !coded
 }
@@ -337,6 +342,7 @@ mod tests {
             ("application/json; charset=UTF-8", None),
             ("application/json; charset=\"utf-8\"", Some("identity")),
             ("application/cloudevents+json", None),
+            ("application/json; charset=utf8", Some("")),
         ] {
             assert!(body(content_type, coding).await.is_ok(), "{content_type} {coding:?}");
         }

@@ -299,19 +299,21 @@ async fn path_is_text(req: axum::extract::Request, next: axum::middleware::Next)
     next.run(req).await
 }
 
-/// A path API Gateway handed on decoded with a `#` or `?` in it (sent as `%23`, `%3F`):
-/// `lambda_http` builds the request's URI from that path, reading the `#` as the start of a
-/// fragment and the `?` as a query, and the rest of the path was cut off. So
-/// `DELETE /v1/event-types/billing%23v2` reached its route as `…/billing`, and forgot
-/// another declaration (a `PUT` replaced it). No id or name the API takes holds either, so
-/// such a path names nothing; an event type's name is refused as such. (Where the path
-/// came otherwise, locally or encoded, there is no such path and nothing to check.)
+/// A path API Gateway handed on decoded, which `lambda_http` did not route as it came: it
+/// builds the request's URI from that path as a URL, reading a `#` as the start of a
+/// fragment and a `?` as a query (the rest of the path cut off), dropping tabs and line
+/// breaks, and resolving `..`. So `DELETE /v1/event-types/billing%23v2` reached its route
+/// as `…/billing`, and forgot another declaration (a `PUT` replaced it). A path whose
+/// routed form, decoded, is not the one handed on, decoded, names nothing here; an event
+/// type's name is refused as such. (Where no such path was handed on, locally, there is
+/// nothing to compare.)
 async fn path_arrived_whole(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     #[cfg(feature = "lambda")]
     {
         use lambda_http::RequestExt as _;
         let raw = req.extensions().raw_http_path();
-        if raw.contains(['#', '?']) {
+        let decoded = |p: &str| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned();
+        if !raw.is_empty() && decoded(raw) != decoded(req.uri().path()) {
             let refused = if raw.starts_with("/v1/event-types/") {
                 ApiError::field("name", "must not hold `/`, `?`, `#` or `%`: it is a path segment")
             } else {

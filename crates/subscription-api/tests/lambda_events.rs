@@ -298,12 +298,19 @@ async fn a_decoded_path_cut_short_by_lambda_http_is_refused_not_taken_for_anothe
     };
     let schema = r#"{"schema": {"type": "object"}}"#;
     assert_eq!(call(event("PUT", "/v1/event-types/billing", Some(schema))).await.0, 200);
-    for (method, path) in [("DELETE", "/v1/event-types/billing#v2"), ("PUT", "/v1/event-types/billing?v2")] {
+    for (method, path) in [
+        ("DELETE", "/v1/event-types/billing#v2"),
+        ("PUT", "/v1/event-types/billing?v2"),
+        ("DELETE", "/v1/event-types/x/../billing"),
+        ("DELETE", "/v1/event-types/bill\ting"),
+    ] {
         let (status, body) = call(event(method, path, Some(r#"{"description": "x"}"#))).await;
         assert_eq!((status, body["errors"][0]["field"].as_str()), (400, Some("name")), "{method} {path}: {body}");
     }
     let (status, body) = call(event("GET", "/v1/hooks/01KB000000000000000000000#x", None)).await;
     assert_eq!(status, 404, "{body}");
+    // A name that needs escaping, handed on decoded, is routed as it came.
+    assert_eq!(call(event("PUT", "/v1/event-types/a\"b", Some(r#"{"description": "x"}"#))).await.0, 200);
     let (_, listed) = call(event("GET", "/v1/event-types", None)).await;
     let billing = listed["event_types"].as_array().unwrap().iter().find(|t| t["name"] == "billing").cloned();
     assert_eq!(billing.map(|b| b["schema"].clone()), Some(serde_json::json!({"type": "object"})), "{listed}");
