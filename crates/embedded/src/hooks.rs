@@ -269,11 +269,13 @@ fn to_doc(hook: &Hook) -> Result<String> {
     serde_json::to_string(hook).map_err(|e| Error::backend("hooks.encode", e))
 }
 
-/// The hook a scan found, or `None` (logged) when this version cannot read it.
+/// The hook a scan or a listing found, or `None` (logged) when this version cannot read it
+/// (a newer version wrote it, seen after a rollback): one such hook made every listing of
+/// its tenant an error.
 fn readable(tenant: &str, id: &str, doc: &str) -> Option<Hook> {
     from_doc(doc)
         .inspect_err(
-            |e| tracing::error!(tenant, hook_id = id, error = %e, "cannot read this hook; the scan leaves it out"),
+            |e| tracing::error!(tenant, hook_id = id, error = %e, "cannot read this hook (a newer version wrote it?); it is left out"),
         )
         .ok()
 }
@@ -393,39 +395,42 @@ impl HookStore for SqliteHookStore {
             Some(c) => c.parse::<HookId>().map_err(|_| Error::InvalidCursor)?.to_string(),
             None => String::new(),
         };
-        let tenant = tenant.to_string();
+        let (tenant, listed) = (tenant.to_string(), tenant.to_string());
         let limit = limit.max(1);
-        let docs: Vec<String> = self
+        let rows: Vec<(String, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
+                    .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
                     .map_err(sql("hooks.list"))?;
-                stmt.query_map(params![tenant, after, limit as i64 + 1], |r| r.get(0))
+                stmt.query_map(params![tenant, after, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))
                     .map_err(sql("hooks.list"))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<rusqlite::Result<Vec<(String, String)>>>()
                     .map_err(sql("hooks.list"))
             })
             .await?;
-        let items = docs.iter().map(|d| from_doc(d)).collect::<Result<Vec<_>>>()?;
-        Ok(Page::cut(items, limit, |x| x.id.to_string()))
+        let rows = rows.into_iter().map(|(id, doc)| {
+            let hook = readable(&listed, &id, &doc);
+            (id, hook)
+        });
+        Ok(Page::cut_readable(rows.collect(), limit))
     }
 
     async fn list_all(&self, tenant: &TenantId) -> Result<Vec<Hook>> {
-        let tenant = tenant.to_string();
-        let docs: Vec<String> = self
+        let (tenant, listed) = (tenant.to_string(), tenant.to_string());
+        let rows: Vec<(String, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
-                    .prepare_cached("SELECT doc FROM hooks WHERE tenant = ?1 ORDER BY id")
+                    .prepare_cached("SELECT id, doc FROM hooks WHERE tenant = ?1 ORDER BY id")
                     .map_err(sql("hooks.list_all"))?;
-                stmt.query_map([tenant], |r| r.get(0))
+                stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
                     .map_err(sql("hooks.list_all"))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<rusqlite::Result<Vec<(String, String)>>>()
                     .map_err(sql("hooks.list_all"))
             })
             .await?;
-        docs.iter().map(|d| from_doc(d)).collect()
+        Ok(rows.iter().filter_map(|(id, doc)| readable(&listed, id, doc)).collect())
     }
 
     /// As [`HookStore::list_all`]: a small tenant's list as kept (see [`Current`]), else read

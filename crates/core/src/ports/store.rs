@@ -33,6 +33,19 @@ impl<T> Page<T> {
         };
         Self { items, next_cursor }
     }
+
+    /// [`Page::cut`] for rows read in order as their key and their item, `None` where this
+    /// version could not read the item: the page is cut by rows, so a row left out moves the
+    /// cursor past it as one read does, and the next page goes on after it.
+    pub fn cut_readable(mut rows: Vec<(String, Option<T>)>, limit: usize) -> Self {
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Self { items: rows.into_iter().filter_map(|(_, item)| item).collect(), next_cursor }
+    }
 }
 
 /// A time window `[since, until)`.
