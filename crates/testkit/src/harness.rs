@@ -291,7 +291,10 @@ impl Harness for AwsHarness {
             .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
         let db = &self.clients.dynamodb;
         let table = &self.resources.table;
-        let item = db.get_item().table_name(table).set_key(Some(key.clone().into())).send().await.expect("get hook");
+        // Consistently: the hook may have been written a moment ago, and the contract
+        // suite counts every read that is not.
+        let read = db.get_item().table_name(table).set_key(Some(key.clone().into())).consistent_read(true);
+        let item = read.send().await.expect("get hook");
         let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such hook");
         let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("hook JSON");
         doc["config"]["method"] = UNKNOWN_METHOD.into();
