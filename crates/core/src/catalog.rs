@@ -61,10 +61,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
     // It is a path segment (`/v1/event-types/{name}`), which API Gateway decodes before the
     // API sees it: these would not arrive as written.
     if name.contains(['/', '?', '#', '%']) {
-        return Err("must not hold `/`, `?`, `#` or `%`: it is a path segment".to_owned());
+        return Err(NOT_A_PATH_SEGMENT.to_owned());
     }
     Ok(())
 }
+
+/// Why a name holding a character that would not arrive as written in its path segment is
+/// refused (here, and by the API for a path API Gateway handed on decoded).
+pub const NOT_A_PATH_SEGMENT: &str = "must not hold `/`, `?`, `#` or `%`: it is a path segment";
 
 /// Declared and seen types merged by name, sorted by name: every declared one, and of the
 /// types only seen the first [`MAX_SEEN_LISTED`] by name. `seen` is read in name order,

@@ -679,11 +679,11 @@ async fn pace<'a>(
     }
     // The slots were reserved against the clock as they were (`RateLimiter::pace`); they
     // are judged against it too, not against the batch's start.
-    let batch_start = now;
     let now = Utc::now();
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
-        if c.hook.config.rate_limit.is_some() && held_at(&c, batch_start).is_some() && held_at(&c, now).is_none() {
+        // (`held` judges against the batch's start.)
+        if c.hook.config.rate_limit.is_some() && held(&c).is_some() && held_at(&c, now).is_none() {
             // Its slot went by (more than `SLOT_KEPT_FOR` ago) while the others' were
             // reserved: it takes a new turn, as one that came back that late would. Sent
             // at once, judged against the batch's start, it went in the same second as

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -71,6 +71,10 @@ pub(crate) async fn serve(
 ) {
     let body_limit = limits.body;
     let app = app.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+        // A request with no body (most `GET`s) has nothing to wait for: no timer for it.
+        if req.body().is_end_stream() {
+            return next.run(req);
+        }
         let (parts, body) = req.into_parts();
         let body = Body::new(Deadline { body, at: Box::pin(tokio::time::sleep(body_limit)) });
         next.run(axum::extract::Request::from_parts(parts, body))

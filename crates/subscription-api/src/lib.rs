@@ -313,9 +313,11 @@ async fn path_arrived_whole(req: axum::extract::Request, next: axum::middleware:
         use lambda_http::RequestExt as _;
         let raw = req.extensions().raw_http_path();
         let decoded = |p: &str| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned();
-        if !raw.is_empty() && decoded(raw) != decoded(req.uri().path()) {
+        let path = req.uri().path();
+        // Most paths arrive as routed: compared as they are first, decoded only if not.
+        if !raw.is_empty() && raw != path && decoded(raw) != decoded(path) {
             let refused = if raw.starts_with("/v1/event-types/") {
-                ApiError::field("name", "must not hold `/`, `?`, `#` or `%`: it is a path segment")
+                ApiError::field("name", hookbridge_core::catalog::NOT_A_PATH_SEGMENT)
             } else {
                 ApiError::NotFound("no such route")
             };

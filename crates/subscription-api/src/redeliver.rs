@@ -242,7 +242,7 @@ pub async fn replay(
 /// hook's deliveries outside the tenant's publish rate, and two over one window send it
 /// twice: without a bound, a request repeated without an `Idempotency-Key` (a script's
 /// loop) sent the hook's whole history again each time.
-pub(crate) const MAX_RUNNING_REPLAYS: usize = 4;
+const MAX_RUNNING_REPLAYS: usize = 4;
 
 /// `409` when the hook already has [`MAX_RUNNING_REPLAYS`] jobs running (a stalled one,
 /// which nothing moves, is not counted).
