@@ -96,6 +96,14 @@ pub fn after_success(health: &Health, now: DateTime<Utc>) -> Option<Health> {
     })
 }
 
+/// How far a failing hook's written `last_failed_at`, and its count of failures, may lag
+/// once the count has reached the disable rule's: a failure then changes no decision (the
+/// rule's time, checked on every failure, does), so writing each one would cost a hook
+/// write per failed attempt, and on DynamoDB would crowd out the tenant's own changes to
+/// the hook (decision 0043). The failures a process does not write are added to its next
+/// write of the hook.
+pub const FAILURE_RESOLUTION: Duration = Duration::from_secs(60);
+
 /// How long a hook that kept a request waiting past the fast lane's patience stays in
 /// the slow lane. Renewed while it stays slow; long enough that a slow endpoint is not
 /// tried on the fast lane again and again, short enough that a recovered one returns soon.
@@ -169,10 +177,15 @@ pub struct HealthChange {
     /// Each time the circuit opened or closed, in order (a group of results can open it
     /// and close it again).
     pub circuits: Vec<Transition>,
+    /// Only the run's count and its last failure moved, less than [`FAILURE_RESOLUTION`]
+    /// after the last failure written, on a run already past the rule's count: not worth a
+    /// write of its own.
+    pub quiet: bool,
 }
 
-/// Folds observations into a hook's health; `None` when nothing worth a write changed
-/// (a healthy hook's recent success, most of all). Under `retry`'s [`RetryRule::Non2xx`]
+/// Folds observations into a hook's health; `None` when nothing changed, and
+/// [`HealthChange::quiet`] when nothing worth a write did (a healthy hook's recent
+/// success, or a long-failing hook's next failure). Under `retry`'s [`RetryRule::Non2xx`]
 /// (Keycloak's), a 410 is a failure like another, and disables nothing by itself.
 pub fn observe(
     rule: &DisableRule,
@@ -182,6 +195,7 @@ pub fn observe(
 ) -> Option<HealthChange> {
     let mut h = start.clone();
     let (mut changed, mut warn, mut disable, mut circuits) = (false, false, None, Vec::new());
+    let mut failed = false;
     let (mut slow_at, mut recovered_at) = (None, None);
     // In the order they happened: a group holds its batch's results in the batch's order,
     // and the last word on a hook is its latest result.
@@ -239,7 +253,7 @@ pub fn observe(
                             ));
                         }
                         h = r.health;
-                        changed = true;
+                        failed = true;
                     }
                 }
             }
@@ -265,7 +279,14 @@ pub fn observe(
             changed = true;
         }
     }
-    changed.then_some(HealthChange { health: h, warn, disable, circuits })
+    let resolution = chrono::Duration::from_std(FAILURE_RESOLUTION).unwrap_or_default();
+    let quiet = !changed
+        && !warn
+        && disable.is_none()
+        && start.consecutive_failures >= rule.min_failures
+        && (h.failing_since, h.warned) == (start.failing_since, start.warned)
+        && h.last_failed_at.zip(start.last_failed_at).is_some_and(|(last, written)| last - written < resolution);
+    (changed || failed).then_some(HealthChange { health: h, warn, disable, circuits, quiet })
 }
 
 #[cfg(test)]
@@ -539,6 +560,43 @@ mod tests {
         assert_eq!(c.health.circuit.down_streak, 0);
         let gone = observe(&rule, RetryRule::Transient, &Health::default(), &[attempt(0, Some(410))]).unwrap();
         assert!(gone.disable.is_some());
+    }
+
+    /// Past the rule's count, a failure is written only a minute after the last written
+    /// one, or when it warns, disables, moves the circuit or starts a new run.
+    #[test]
+    fn a_long_failing_hooks_next_failures_are_written_once_a_minute() {
+        let rule = DisableRule::default();
+        let fold = |start: &Health, o: &[Observation]| observe(&rule, RetryRule::Transient, start, o).unwrap();
+        let mut stored = Health::default();
+        for t in 0..10 {
+            let c = fold(&stored, &[attempt(t, Some(400))]);
+            assert!(!c.quiet, "failure {t} counts toward the rule: written");
+            stored = c.health;
+        }
+        assert_eq!(stored.consecutive_failures, 10);
+        let quiet = fold(&stored, &[attempt(10, Some(400)), attempt(68, Some(400))]);
+        assert!(quiet.quiet, "{quiet:?}");
+        assert_eq!((quiet.health.consecutive_failures, quiet.health.last_failed_at), (12, Some(at(68))));
+        assert!(!fold(&stored, &[attempt(69, Some(400))]).quiet, "a minute after the last written");
+        // What still moves something is written at once.
+        assert!(!fold(&stored, &[attempt(10, Some(500))]).quiet, "the circuit counts a 5xx");
+        assert!(!fold(&stored, &[attempt(10, Some(410))]).quiet, "a 410 disables");
+        assert!(fold(&stored, &[attempt(10, Some(400)), attempt(11, Some(200))]).health.failing_since.is_none());
+        assert!(!fold(&stored, &[attempt(10, Some(400)), attempt(11, Some(200))]).quiet, "a success ends the run");
+        let half_a_day = 12 * 3600;
+        let warning = fold(
+            &Health { last_failed_at: Some(at(half_a_day - 1)), ..stored.clone() },
+            &[attempt(half_a_day, Some(400))],
+        );
+        assert!(warning.warn && !warning.quiet);
+        let day = 24 * 3600;
+        let warned = Health { warned: true, last_failed_at: Some(at(day - 1)), ..stored.clone() };
+        let disabling = fold(&warned, &[attempt(day, Some(400))]);
+        assert!(disabling.disable.is_some() && !disabling.quiet);
+        // Below the rule's count every failure is written.
+        let nine = Health { consecutive_failures: 9, ..stored.clone() };
+        assert!(!fold(&nine, &[attempt(10, Some(400))]).quiet);
     }
 
     /// Keycloak's rule tries a 410 again like any answer that is not 2xx: it is a failure

@@ -1,6 +1,7 @@
 //! A hook's health after a group of results: failures counted toward the disable rule,
-//! the circuit opened or closed, the slow-lane mark renewed. Written only when it changes,
-//! so a healthy hook's deliveries cost no hook write.
+//! the circuit opened or closed, the slow-lane mark renewed. Written only when it changes
+//! enough to matter, so a healthy hook's deliveries cost no hook write, and a long-failing
+//! one's about one a minute per process (decision 0043).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::outcome::RetryRule;
 
 use crate::Worker;
+use crate::local::Unwritten;
 
 /// Writes the hook's new health (and disables it when the rule says so); returns the
 /// operational events the change calls for. `hook` is the hook as the requests were sent:
@@ -36,10 +38,29 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
     } else {
         hook
     };
+    let carried = w.local.unwritten(hook.id);
+    let mut quiet = None;
     let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
         let moved = h.config.url != sent_to;
         let retry = RetryRule::of(&h.config);
-        let changed = observe(&rule, retry, &h.state.health, obs).filter(|_| !moved).map(|change| {
+        // The failures this process counted and did not write belong to the run if the row's
+        // run is the one they were counted in.
+        let mut start = h.state.health.clone();
+        if let Some(u) = carried.filter(|u| start.failing_since == Some(u.since)) {
+            start.consecutive_failures = start.consecutive_failures.saturating_add(u.failures);
+        }
+        let observed = observe(&rule, retry, &start, obs).filter(|_| !moved);
+        let observed = match observed {
+            Some(change) if change.quiet => {
+                quiet = change.health.failing_since.map(|since| Unwritten {
+                    since,
+                    failures: change.health.consecutive_failures.saturating_sub(h.state.health.consecutive_failures),
+                });
+                None
+            }
+            other => other,
+        };
+        let changed = observed.map(|change| {
             h.state.health = change.health.clone();
             let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
             if let Some(reason) = &disabling {
@@ -55,9 +76,16 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
     let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {
         Ok(Modified::Written(next, (change, disabling))) => {
             w.local.wrote(next.id, next.revision);
+            w.local.set_unwritten(next.id, None);
             (next, change, disabling)
         }
-        Ok(Modified::Unchanged(_) | Modified::Deleted) => return Vec::new(),
+        Ok(Modified::Unchanged(_)) => {
+            if quiet.is_some() {
+                w.local.set_unwritten(hook.id, quiet);
+            }
+            return Vec::new();
+        }
+        Ok(Modified::Deleted) => return Vec::new(),
         Err(e) => {
             tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not record the hook's health");
             return Vec::new();

@@ -132,6 +132,18 @@ pub(crate) struct Local {
     /// its probe: a batch holding an older copy reads the hook again before judging its
     /// results against it.
     written: Mutex<HashMap<HookId, u64>>,
+    /// Failures of a long-failing hook's run that this process judged not worth a write of
+    /// their own ([`hookbridge_core::health::HealthChange::quiet`]): added to its next write.
+    unwritten: Mutex<HashMap<HookId, Unwritten>>,
+}
+
+/// Failures counted here and not yet written, of the run that began at `since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unwritten {
+    /// When the run they belong to began (a run written since, after a success, is another).
+    pub(crate) since: DateTime<Utc>,
+    /// How many more failures the run had than the hook's row says.
+    pub(crate) failures: u32,
 }
 
 /// Revisions remembered before the memory starts over (a stale copy then goes unnoticed
@@ -403,6 +415,27 @@ impl Local {
         }
         let at = written.entry(hook).or_default();
         *at = (*at).max(revision);
+    }
+
+    /// The failures of `hook` this process has counted and not written.
+    pub(crate) fn unwritten(&self, hook: HookId) -> Option<Unwritten> {
+        self.unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hook).copied()
+    }
+
+    /// Keeps (or, with `None`, forgets: they were written) the failures of `hook` not written.
+    pub(crate) fn set_unwritten(&self, hook: HookId, failures: Option<Unwritten>) {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failures {
+            Some(u) => {
+                if unwritten.len() >= WRITTEN_KEPT && !unwritten.contains_key(&hook) {
+                    unwritten.clear();
+                }
+                unwritten.insert(hook, u);
+            }
+            None => {
+                unwritten.remove(&hook);
+            }
+        }
     }
 
     /// Whether a copy of `hook` at `revision` is older than what this process wrote.

@@ -5,55 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::time::Duration;
+mod common;
 
 use chrono::Utc;
-use delivery_worker::{BatchContext, Worker, WorkerPorts, WorkerSettings};
+use common::{carried, ctx, key, received, worker};
+use delivery_worker::Worker;
 use hookbridge_core::circuit::{Circuit, CircuitState};
 use hookbridge_core::delivery::{DeliveryKey, DeliveryStatus};
 use hookbridge_core::hook::{Hook, RateLimit};
-use hookbridge_core::hook::{Lane, NetworkPolicy};
-use hookbridge_core::ids::{DeliveryId, EventId};
 use hookbridge_core::message::Task;
-use hookbridge_core::ports::{Receipt, ReceivedMessage};
+use hookbridge_core::ports::ReceivedMessage;
 use hookbridge_core::rate::{Rate, hook_key, schedule_of};
-use hookbridge_outbound::{Outbound, OutboundSettings};
 use hookbridge_testkit::contract::make_hook;
 use hookbridge_testkit::{EmbeddedHarness, Harness, Receiver};
-
-fn received(task: &Task, id: &str) -> ReceivedMessage {
-    let now = Utc::now();
-    ReceivedMessage {
-        id: id.into(),
-        body: task.message(now).body,
-        receipt: Receipt(format!("r-{id}")),
-        receive_count: 1,
-        sent_at: now,
-    }
-}
-
-/// A delivery of a new event to `hook`, its body carried in the message.
-fn carried(key: &DeliveryKey, id: &str) -> ReceivedMessage {
-    let body = format!(
-        r#"{{"version":"0","id":"{}","detail-type":"user.login","source":"idp","account":"1","time":"2026-12-02T00:00:00Z","region":"r","resources":[],"detail":{{}}}}"#,
-        key.event_id
-    );
-    received(&Task::new(key.clone(), 0, &body), id)
-}
-
-fn key(hook: &Hook, n: u128) -> DeliveryKey {
-    DeliveryKey {
-        tenant: hook.tenant.clone(),
-        hook_id: hook.id,
-        delivery_id: DeliveryId::from_parts(Utc::now().timestamp_millis() as u64, n),
-        event_id: EventId::generate(),
-        event_type: "user.login".into(),
-    }
-}
-
-fn ctx() -> BatchContext<'static> {
-    BatchContext { lane: Lane::Slow, deadline: None, settle: None }
-}
 
 /// A hook to `receiver` whose circuit is due its probe, stored, and a worker for it.
 async fn recovering(h: &EmbeddedHarness, receiver: &Receiver, rate_limit: Option<RateLimit>) -> (Hook, Worker) {
@@ -68,14 +32,8 @@ async fn recovering(h: &EmbeddedHarness, receiver: &Receiver, rate_limit: Option
         cooldown_ms: 5_000,
         ..Circuit::default()
     };
-    let b = h.backend();
-    b.hooks.create(&hook, 1000).await.unwrap();
-    let worker = Worker::new(
-        WorkerPorts::of(b),
-        Outbound::new(OutboundSettings { timeout: Duration::from_secs(5), network: NetworkPolicy::local() }).unwrap(),
-        WorkerSettings::default(),
-    );
-    (hook, worker)
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    (hook, worker(h))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
