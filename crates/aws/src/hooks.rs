@@ -31,6 +31,44 @@ impl DynamoHookStore {
     pub(crate) fn new(table: Table) -> Self {
         Self { table, lists: HookLists::default() }
     }
+
+    /// The name a hook's guard is kept under (`None` inside if no guard names it), `None`
+    /// if there is no such hook. A hook this
+    /// version cannot read (a newer release wrote it) is still deleted whole: its name is
+    /// taken from its document read as plain JSON, or else found among the tenant's
+    /// guards by the hook id each one keeps.
+    async fn name_of(&self, tenant: &TenantId, id: HookId) -> Result<Option<Option<String>>> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(hook_key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        if let Ok(hook) = doc::<Hook>(&item, "hook") {
+            return Ok(Some(Some(hook.config.name.as_str().to_owned())));
+        }
+        let plain = get_s(&item, DOC).ok().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+        if let Some(name) = plain.as_ref().and_then(|d| d.pointer("/config/name")).and_then(|n| n.as_str()) {
+            return Ok(Some(Some(name.to_owned())));
+        }
+        let mut start = None;
+        loop {
+            let (guards, next) = self.table.query_prefix_page(&tenant_pk(tenant), "N#", None, start).await?;
+            let ours = guards.iter().find(|g| get_s(g, "hook_id").ok() == Some(id.to_string().as_str()));
+            if let Some(sk) = ours.and_then(|g| get_s(g, SK).ok()).and_then(|sk| sk.strip_prefix("N#")) {
+                return Ok(Some(Some(sk.to_owned())));
+            }
+            match next {
+                Some(n) => start = Some(n),
+                None => return Ok(Some(None)),
+            }
+        }
+    }
 }
 
 fn hook_key(tenant: &TenantId, id: HookId) -> Item {
@@ -310,7 +348,7 @@ impl HookStore for DynamoHookStore {
     }
 
     async fn delete(&self, tenant: &TenantId, id: HookId) -> Result<bool> {
-        let Some(hook) = self.get(tenant, id).await? else {
+        let Some(name) = self.name_of(tenant, id).await? else {
             return Ok(false);
         };
         let del_hook = Delete::builder()
@@ -319,18 +357,15 @@ impl HookStore for DynamoHookStore {
             .condition_expression("attribute_exists(PK)")
             .build()
             .map_err(build_err)?;
-        let del_guard = Delete::builder()
-            .table_name(&self.table.name)
-            .set_key(Some(guard_key(tenant, hook.config.name.as_str())))
-            .build()
-            .map_err(build_err)?;
-        let r = self
-            .transact(vec![
-                TransactWriteItem::builder().delete(del_hook).build(),
-                TransactWriteItem::builder().delete(del_guard).build(),
-                count_by(&self.table.name, tenant, -1, None)?,
-            ])
-            .await;
+        let mut writes = vec![TransactWriteItem::builder().delete(del_hook).build()];
+        // With no guard naming it (a damaged hook), the hook goes and no name is freed.
+        if let Some(name) = name {
+            let del_guard =
+                Delete::builder().table_name(&self.table.name).set_key(Some(guard_key(tenant, &name))).build();
+            writes.push(TransactWriteItem::builder().delete(del_guard.map_err(build_err)?).build());
+        }
+        writes.push(count_by(&self.table.name, tenant, -1, None)?);
+        let r = self.transact(writes).await;
         match r {
             Ok(_) => Ok(true),
             Err(e) if failed_conditions(&e).is_some_and(|f| f.first() == Some(&true)) => Ok(false),

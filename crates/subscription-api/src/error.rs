@@ -61,6 +61,14 @@ pub enum ApiError {
     /// events out before the failure (docs/api.md, "What neither covers").
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A hook whose stored document this version cannot read: written by a newer release
+    /// (seen after a rollback), or damaged. Only its owner's tenant-wide callers hear so;
+    /// it can still be deleted.
+    #[error(
+        "this hook was stored by a newer version of Hookbridge, or is damaged, and this version cannot read it; \
+         it can still be deleted"
+    )]
+    UnreadableHook,
     /// A backend failure: logged, never echoed.
     #[error("internal error")]
     Internal(#[source] hookbridge_core::Error),
@@ -91,7 +99,7 @@ impl ApiError {
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UnreadableHook | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -108,6 +116,7 @@ impl ApiError {
             Self::Throttled { .. } => "throttled",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Unavailable(_) => "unavailable",
+            Self::UnreadableHook => "unreadable-hook",
             Self::Internal(_) => "internal",
         }
     }

@@ -11,7 +11,7 @@ use hookbridge_core::hook::{
     UPDATE_ROUNDS, ValidationContext, VerificationStatus, modify,
 };
 use hookbridge_core::ids::{HookId, TenantId};
-use hookbridge_core::message::event_type;
+use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::rate::{hook_key, schedule_of};
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::validation::FieldError;
@@ -44,9 +44,19 @@ pub(crate) async fn load(api: &Api, caller: &Caller, raw_id: &str) -> Result<Hoo
 }
 
 /// The caller's hook, including one left `DELETING` by an interrupted delete.
+/// [`ApiError::UnreadableHook`] when this version cannot read it, to a caller who may see
+/// every hook of the tenant; to one held to some sites it is not there (its sites are
+/// unknown).
 async fn load_any(api: &Api, caller: &Caller, raw_id: &str) -> Result<Option<Hook>, ApiError> {
     let id = hook_id(raw_id)?;
-    Ok(api.ports().hooks.get(&caller.tenant, id).await?.filter(|h| caller.sees(h)))
+    match api.ports().hooks.get(&caller.tenant, id).await {
+        Ok(hook) => Ok(hook.filter(|h| caller.sees(h))),
+        Err(e @ hookbridge_core::Error::Corrupt { .. }) => {
+            tracing::error!(tenant = %caller.tenant, hook_id = %id, error = %e, "cannot read this hook (a newer version wrote it?)");
+            if caller.sites.is_empty() { Err(ApiError::UnreadableHook) } else { Ok(None) }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `400` unless `config` stays within the sites a site-held caller (a portal session) may use.
@@ -648,7 +658,10 @@ pub async fn delete(
 
 /// Deletes the caller's hook.
 pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<(), ApiError> {
-    let existing = load_any(api, caller, id).await?.ok_or(ApiError::NotFound("no such hook"))?;
+    let existing = match load_any(api, caller, id).await {
+        Err(ApiError::UnreadableHook) => return delete_unreadable(api, caller, hook_id(id)?).await,
+        found => found?.ok_or(ApiError::NotFound("no such hook"))?,
+    };
     // A delete interrupted after marking the hook finishes now.
     let hook = if existing.state.connection_state == ConnectionState::Deleting {
         existing
@@ -667,6 +680,27 @@ pub(crate) async fn delete_hook(api: &Api, caller: &Caller, id: &str) -> Result<
     }
     tracing::info!(tenant = %hook.tenant, hook_id = %hook.id, "hook deleted");
     lifecycle::emit(api, event_type::HOOK_DELETED, &hook, None).await;
+    Ok(())
+}
+
+/// Deletes a hook this version cannot read (a newer release wrote it), for a caller who
+/// may see every hook of the tenant: deleting needs nothing of its document. It is not
+/// marked `DELETING` first, which would mean writing a document this version cannot
+/// write back whole; a worker that cannot read it sends it nothing anyway, and finds it
+/// gone afterwards. `hook.deleted` carries no version (none could be read).
+async fn delete_unreadable(api: &Api, caller: &Caller, id: HookId) -> Result<(), ApiError> {
+    if !api.ports().hooks.delete(&caller.tenant, id).await? {
+        return Err(ApiError::NotFound("no such hook"));
+    }
+    tracing::warn!(tenant = %caller.tenant, hook_id = %id, "hook deleted, unread: this version could not read it");
+    let detail = PlatformDetail {
+        tenant: caller.tenant.clone(),
+        hook_id: id,
+        hook_version: None,
+        delivery_id: None,
+        reason: None,
+    };
+    lifecycle::emit_detail(api, event_type::HOOK_DELETED, detail).await;
     Ok(())
 }
 

@@ -10,14 +10,13 @@ use crate::Api;
 /// failure must not undo or fail the request: it is logged, and `POST /verify`
 /// re-triggers the verifier.
 pub async fn emit(api: &Api, event_type: &str, hook: &Hook, reason: Option<String>) {
-    let entry = PlatformDetail::about(hook, None, reason).bus_entry(event_type);
-    if let Err(e) = api.ports().bus.publish(vec![entry]).await {
-        tracing::error!(
-            error = %e,
-            event_type,
-            hook_id = %hook.id,
-            tenant = %hook.tenant,
-            "could not publish a lifecycle event"
-        );
+    emit_detail(api, event_type, PlatformDetail::about(hook, None, reason)).await;
+}
+
+/// Publishes a lifecycle event with this detail, as [`emit`] does.
+pub async fn emit_detail(api: &Api, event_type: &str, detail: PlatformDetail) {
+    let (hook_id, tenant) = (detail.hook_id, detail.tenant.clone());
+    if let Err(e) = api.ports().bus.publish(vec![detail.bus_entry(event_type)]).await {
+        tracing::error!(error = %e, event_type, %hook_id, %tenant, "could not publish a lifecycle event");
     }
 }

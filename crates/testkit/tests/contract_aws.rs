@@ -837,3 +837,34 @@ async fn a_call_that_is_never_answered_ends_in_an_error() {
         tokio::time::timeout(std::time::Duration::from_secs(120), backend.hooks.get(&tenant, HookId::generate())).await;
     assert!(matches!(read, Ok(Err(_))), "{read:?}");
 }
+
+/// A hook whose document is damaged past reading, even as JSON, is still deleted whole:
+/// its name guard is found by the hook id it keeps, and the name is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_hook_is_deleted_with_its_name_freed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use hookbridge_testkit::Harness;
+
+    let h = hookbridge_testkit::AwsHarness::start().await;
+    let store = &h.backend().hooks;
+    let (hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "damaged").await;
+    store.create(&hook, 10).await.unwrap();
+    h.clients()
+        .dynamodb
+        .update_item()
+        .table_name(&h.resources().table)
+        .key("PK", AttributeValue::S("T#acme".into()))
+        .key("SK", AttributeValue::S(format!("H#{}", hook.id)))
+        .update_expression("SET #d = :d")
+        .expression_attribute_names("#d", "doc")
+        .expression_attribute_values(":d", AttributeValue::S("{not json".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(store.get(&hook.tenant, hook.id).await.is_err(), "damaged");
+
+    assert!(store.delete(&hook.tenant, hook.id).await.unwrap());
+    assert!(!store.delete(&hook.tenant, hook.id).await.unwrap(), "deleted once");
+    let (again, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "damaged").await;
+    store.create(&again, 1).await.expect("the name is free, and the hook no longer counted");
+}
