@@ -340,7 +340,7 @@ impl Outbound {
             url.set_query(None);
         }
         let client_secret = secrets.auth.as_ref().map(Secret::expose).unwrap_or_default();
-        let basic = STANDARD.encode(format!("{}:{client_secret}", oauth.client_id));
+        let (basic, encoded_secret) = client_basic(&oauth.client_id, client_secret);
         // Counted against the pool until the answer is read, at the end of this function.
         let (client, mut in_use) = self.client_for(&url);
         let mut req = match oauth.http_method {
@@ -371,7 +371,7 @@ impl Outbound {
             // endpoint that echoes its request would show (the client secret as sent, or
             // encoded in Basic).
             let mut values = secrets.all_values();
-            values.push(&basic);
+            values.extend([basic.as_str(), encoded_secret.as_str()]);
             let body = hookbridge_core::secret::redact(&excerpt(&body), &values);
             return Err(TokenError::Rejected { status, body: excerpt(&body) });
         }
@@ -394,6 +394,18 @@ impl Outbound {
             .min(MAX_TOKEN_LIFETIME);
         Ok((Secret::new(parsed.access_token), lifetime))
     }
+}
+
+/// The client's Basic credentials for its token endpoint, and its secret as encoded in them.
+/// RFC 6749 (2.3.1) form-encodes the client id and secret before joining them: a secret
+/// holding `%`, `+` or `:` was sent as it was, and an identity provider that decodes, as
+/// the RFC asks, read another secret and refused the client. (Go's and Rust's `oauth2`
+/// clients encode too.) Unreserved characters are unchanged, so most secrets are sent as
+/// before.
+fn client_basic(client_id: &str, secret: &str) -> (String, String) {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let encoded_secret = encode(secret);
+    (STANDARD.encode(format!("{}:{encoded_secret}", encode(client_id))), encoded_secret)
 }
 
 /// The `Authorization` (or custom) header for the non-OAuth auth types.
@@ -438,6 +450,22 @@ mod tests {
             headers: Default::default(),
         };
         (outbound, oauth, secrets)
+    }
+
+    /// The client id and secret are form-encoded before they are joined (RFC 6749, 2.3.1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_client_credentials_are_form_encoded_in_basic() {
+        let idp = hookbridge_testkit::Receiver::start().await;
+        idp.always(hookbridge_testkit::Reply::body(200, r#"{"access_token": "t", "expires_in": 3600}"#));
+        let (outbound, mut oauth, mut secrets) = client_credentials(&idp.url("/token"));
+        oauth.client_id = "my client".into();
+        secrets.auth = Some(Secret::new("p@ss:w+rd%é"));
+        outbound.oauth_token(HookId::generate(), &oauth, &secrets, TokenWanted::Cached).await.unwrap();
+        let sent = idp.received()[0].header("authorization").unwrap().to_owned();
+        let decoded = String::from_utf8(STANDARD.decode(sent.strip_prefix("Basic ").unwrap()).unwrap()).unwrap();
+        assert_eq!(decoded, "my+client:p%40ss%3Aw%2Brd%25%C3%A9");
+        let plain = (STANDARD.encode("c:plain-Secret_1.0*"), client_basic("c", "plain-Secret_1.0*").0);
+        assert_eq!(plain.0, plain.1, "unreserved characters are sent as they are");
     }
 
     fn keys(cache: &TokenCache) -> Vec<u64> {
