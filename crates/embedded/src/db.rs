@@ -280,13 +280,6 @@ CREATE INDEX IF NOT EXISTS messages_group ON messages (queue, grp, visible_at, s
 CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (expires_at);
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
--- Messages were found by receipt through these; they are found by seq now, and every
--- receive and delete (and, for the first, every send) moved an entry in one of them.
--- Dropped before the index below is made, so that a database at its size cap has the
--- pages they free to make it with.
-DROP INDEX IF EXISTS messages_receipt;
-DROP INDEX IF EXISTS messages_held;
-DROP INDEX IF EXISTS messages_visible;
 -- What a receive looks for (the oldest visible), and what the in-flight count and the
 -- depth count without reading a row: `received_at` is set while a message holds a
 -- receipt. A receive changes `visible_at`, which moves the entry anyway, so carrying
@@ -294,8 +287,21 @@ DROP INDEX IF EXISTS messages_visible;
 -- `messages_visible`, the same without `received_at`, which made each count read every
 -- delayed message's row.
 CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, visible_at, seq, received_at);
--- Event types not seen lately, for the sweep (after the drops above, for the same reason).
+-- Event types not seen lately, for the sweep.
 CREATE INDEX IF NOT EXISTS seen_types_expiry ON seen_types (last_seen);
+";
+
+/// Indexes of earlier releases no longer kept. Dropped before anything is made, the
+/// schema's new tables and the indexes above included, so that a database at its size cap
+/// has the pages they free to make them with: made first, the first of them failed for
+/// want of room and the database could not be opened.
+const RETIRED_INDEXES: &str = "
+-- Messages were found by receipt through these; they are found by seq now, and every
+-- receive and delete (and, for the first, every send) moved an entry in one of them.
+-- `messages_visible` is `messages_due` without `received_at`.
+DROP INDEX IF EXISTS messages_receipt;
+DROP INDEX IF EXISTS messages_held;
+DROP INDEX IF EXISTS messages_visible;
 ";
 
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
@@ -350,6 +356,7 @@ impl Db {
         }
         // In place of SQLite's own auto-checkpoint, which this hook replaces.
         writer.wal_hook(Some(after_commit));
+        writer.execute_batch(RETIRED_INDEXES).map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
         migrate(&writer).map_err(err)?;
         let hook_writes = hooks_have_rowids(&writer).then(|| Arc::new(HookWrites::default()));
@@ -856,6 +863,43 @@ mod tests {
             .query_row(&format!("EXPLAIN QUERY PLAN {}", crate::queue::DELETE_HELD), params![1, "r"], |r| r.get(3))
             .unwrap();
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    }
+
+    /// A database from before, at its size cap: the indexes it no longer keeps are dropped
+    /// before the ones it lacks are made, in the room they free. Made first, the first of
+    /// them failed for want of room and the database could not be opened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_at_its_cap_is_opened_with_its_new_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        drop(Db::open(&path).unwrap());
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+                 INSERT INTO messages (queue, id, body, visible_at, receive_count, receipt, sent_at)
+                     SELECT 'q', 'm' || i, '', i, 1, printf('%d.%040d', i, i), i FROM n;
+                 DROP INDEX messages_due;
+                 DROP INDEX deliveries_expiry;
+                 DROP INDEX events_expiry;
+                 CREATE INDEX messages_visible ON messages (queue, visible_at, seq);
+                 CREATE INDEX messages_receipt ON messages (receipt);
+                 CREATE INDEX messages_held ON messages (receipt) WHERE receipt IS NOT NULL;
+                 VACUUM;",
+            )
+            .unwrap();
+        }
+        let full = std::fs::metadata(&path).unwrap().len();
+        let db = Db::open_capped(&path, Some(full)).expect("opened at its cap");
+        drop(db);
+        let c = Connection::open(&path).unwrap();
+        let mut stmt = c.prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").unwrap();
+        let names =
+            stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().collect::<rusqlite::Result<Vec<_>>>().unwrap();
+        for made in ["messages_due", "deliveries_expiry", "events_expiry"] {
+            assert!(names.iter().any(|n| n == made), "{made} among {names:?}");
+        }
+        assert!(!names.iter().any(|n| n == "messages_receipt"), "{names:?}");
     }
 
     /// A message in flight in a database from before `received_at` is in flight by it once
