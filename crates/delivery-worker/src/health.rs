@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use hookbridge_core::circuit::Transition;
 use hookbridge_core::envelope::BusEntry;
-use hookbridge_core::health::{HealthChange, Observation, observe};
+use hookbridge_core::health::{FAILURE_RESOLUTION, HealthChange, Observation, observe};
 use hookbridge_core::hook::{DestinationState, Hook, Modified, UPDATE_ROUNDS, modify};
 use hookbridge_core::message::{PlatformDetail, event_type};
 use hookbridge_core::outcome::RetryRule;
@@ -21,72 +21,51 @@ use crate::local::Unwritten;
 /// if its URL has changed since, they tell nothing about the new endpoint, whose health
 /// starts afresh (the API resets it), and are dropped.
 pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now: DateTime<Utc>) -> Vec<BusEntry> {
-    let rule = w.settings.disable_rule;
     let sent_to = hook.config.url.clone();
+    let mut hook = hook;
     // A copy older than this process's own last write (another batch opened the circuit
     // meanwhile, say) is read again: judged against the copy, a success that finds nothing
     // to change there is written nowhere, and the circuit it should close stays open.
-    let hook = if w.local.behind(hook.id, hook.revision) {
-        match w.ports.hooks.get(&hook.tenant, hook.id).await {
-            Ok(Some(fresh)) => Arc::new(fresh),
-            Ok(None) => return Vec::new(),
-            Err(e) => {
-                tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not read the hook again");
-                hook
+    let mut fresh = false;
+    if w.local.behind(hook.id, hook.revision) {
+        match read_again(w, &hook).await {
+            Some(Ok(h)) => (hook, fresh) = (h, true),
+            Some(Err(())) => {}
+            None => return Vec::new(),
+        }
+    }
+    // Taken while this group is judged, so that concurrent batches neither add them twice
+    // nor lose each other's; put back, with this group's own, unless written.
+    let carried = w.local.take_unwritten(hook.id);
+    let (r, quiet) = loop {
+        let (r, quiet) = judge(w, &hook, carried, obs, &sent_to, now).await;
+        // Held back on the batch's copy: the row may have moved since (another process
+        // opened the circuit this group's answers would close), so it is judged again on
+        // the row as it is. A read, not a write: it crowds out no tenant's change.
+        if quiet.is_some() && !fresh {
+            match read_again(w, &hook).await {
+                Some(Ok(h)) => {
+                    (hook, fresh) = (h, true);
+                    continue;
+                }
+                Some(Err(())) => {}
+                None => return Vec::new(),
             }
         }
-    } else {
-        hook
+        break (r, quiet);
     };
-    let carried = w.local.unwritten(hook.id);
-    let mut quiet = None;
-    let r = modify(w.ports.hooks.as_ref(), (*hook).clone(), UPDATE_ROUNDS, |mut h: Hook| {
-        let moved = h.config.url != sent_to;
-        let retry = RetryRule::of(&h.config);
-        // The failures this process counted and did not write belong to the run if the row's
-        // run is the one they were counted in.
-        let mut start = h.state.health.clone();
-        if let Some(u) = carried.filter(|u| start.failing_since == Some(u.since)) {
-            start.consecutive_failures = start.consecutive_failures.saturating_add(u.failures);
-        }
-        let observed = observe(&rule, retry, &start, obs).filter(|_| !moved);
-        let observed = match observed {
-            Some(change) if change.quiet => {
-                quiet = change.health.failing_since.map(|since| Unwritten {
-                    since,
-                    failures: change.health.consecutive_failures.saturating_sub(h.state.health.consecutive_failures),
-                });
-                None
-            }
-            other => other,
-        };
-        let changed = observed.map(|change| {
-            h.state.health = change.health.clone();
-            let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
-            if let Some(reason) = &disabling {
-                h.state.destination_state = DestinationState::Inactive;
-                h.state.disabled_reason = Some(reason.clone());
-            }
-            h.updated_at = now;
-            (h, (change, disabling))
-        });
-        std::future::ready(Ok::<_, hookbridge_core::Error>(changed))
-    })
-    .await;
     let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {
         Ok(Modified::Written(next, (change, disabling))) => {
             w.local.wrote(next.id, next.revision);
-            w.local.set_unwritten(next.id, None);
             (next, change, disabling)
         }
         Ok(Modified::Unchanged(_)) => {
-            if quiet.is_some() {
-                w.local.set_unwritten(hook.id, quiet);
-            }
+            w.local.put_unwritten(hook.id, quiet.or(carried));
             return Vec::new();
         }
         Ok(Modified::Deleted) => return Vec::new(),
         Err(e) => {
+            w.local.put_unwritten(hook.id, carried);
             tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not record the hook's health");
             return Vec::new();
         }
@@ -120,4 +99,72 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
         events.push(event(event_type::HOOK_DISABLED, reason));
     }
     events
+}
+
+/// The hook read again: `None` if it is gone, `Err` (logged) if it could not be read.
+async fn read_again(w: &Worker, hook: &Hook) -> Option<Result<Arc<Hook>, ()>> {
+    match w.ports.hooks.get(&hook.tenant, hook.id).await {
+        Ok(Some(fresh)) => Some(Ok(Arc::new(fresh))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not read the hook again");
+            Some(Err(()))
+        }
+    }
+}
+
+/// The group's observations folded into `hook`'s health and written if worth it, with the
+/// failures this process held back (`carried`) added when they belong to the row's run.
+/// Also the failures to hold back now, when the change is only the run's count
+/// ([`hookbridge_core::health::HealthChange::quiet`]) and the oldest held is less than
+/// [`FAILURE_RESOLUTION`] old: past it they are written, so that a process whose failures
+/// are always judged within a minute of another process's write still writes its own.
+async fn judge(
+    w: &Worker,
+    hook: &Hook,
+    carried: Option<Unwritten>,
+    obs: &[Observation],
+    sent_to: &str,
+    now: DateTime<Utc>,
+) -> (hookbridge_core::Result<Modified<(HealthChange, Option<String>)>>, Option<Unwritten>) {
+    let rule = w.settings.disable_rule;
+    let resolution = chrono::Duration::from_std(FAILURE_RESOLUTION).unwrap_or_default();
+    let mut quiet = None;
+    let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |mut h: Hook| {
+        let moved = h.config.url != sent_to;
+        let retry = RetryRule::of(&h.config);
+        // The failures this process counted and did not write belong to the run if the row's
+        // run is the one they were counted in.
+        let mut start = h.state.health.clone();
+        let ours = carried.filter(|u| start.failing_since == Some(u.since));
+        if let Some(u) = ours {
+            start.consecutive_failures = start.consecutive_failures.saturating_add(u.failures);
+        }
+        let overdue = ours.is_some_and(|u| now - u.held_since >= resolution);
+        quiet = None;
+        let observed = match observe(&rule, retry, &start, obs).filter(|_| !moved) {
+            Some(change) if change.quiet && !overdue => {
+                quiet = change.health.failing_since.map(|since| Unwritten {
+                    since,
+                    failures: change.health.consecutive_failures.saturating_sub(h.state.health.consecutive_failures),
+                    held_since: ours.map_or(now, |u| u.held_since),
+                });
+                None
+            }
+            other => other,
+        };
+        let changed = observed.map(|change| {
+            h.state.health = change.health.clone();
+            let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
+            if let Some(reason) = &disabling {
+                h.state.destination_state = DestinationState::Inactive;
+                h.state.disabled_reason = Some(reason.clone());
+            }
+            h.updated_at = now;
+            (h, (change, disabling))
+        });
+        std::future::ready(Ok::<_, hookbridge_core::Error>(changed))
+    })
+    .await;
+    (r, quiet)
 }

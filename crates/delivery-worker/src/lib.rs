@@ -763,6 +763,88 @@ mod tests {
         );
     }
 
+    /// A hook past the disable rule's count, on a copy a batch read before another process
+    /// opened its circuit: a 400 that would be held back on the copy is judged again on
+    /// the row, where it is an answer after the circuit opened, and closes it (decision
+    /// 0043). Held back on the copy, the circuit stayed open until its probe.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_held_back_on_a_stale_copy_is_judged_again_on_the_row() {
+        use hookbridge_core::circuit::{Circuit, CircuitState};
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "stale").await;
+        let now = Utc::now();
+        let failing_since = now - chrono::Duration::hours(1);
+        hook.state.health.consecutive_failures = 10;
+        hook.state.health.failing_since = Some(failing_since);
+        hook.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let copy = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        let mut opened = copy.clone();
+        opened.state.health.circuit = Circuit {
+            state: CircuitState::Open,
+            opened_at: Some(now - chrono::Duration::seconds(1)),
+            next_probe_at: Some(now + chrono::Duration::seconds(600)),
+            cooldown_ms: 600_000,
+            ..Circuit::default()
+        };
+        opened.revision += 1;
+        h.backend().hooks.replace(&opened, copy.revision).await.unwrap();
+
+        let worker = worker_on(h.backend());
+        let rejected = Observation::Attempt {
+            started: now,
+            ended: now,
+            sent: Sent::Response { status: 400, retry_after: None },
+            slow: false,
+        };
+        health::record(&worker, std::sync::Arc::new(copy), &[rejected], now).await;
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        assert!(stored.state.health.circuit.is_closed(), "{:?}", stored.state.health.circuit);
+        assert_eq!(stored.state.health.consecutive_failures, 11);
+    }
+
+    /// Failures held back for a minute are written with the next one even when the row's
+    /// last failure is recent (another process's write): a process whose failures always
+    /// come within a minute of another's write held its own for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_held_back_for_a_minute_are_written_with_the_next() {
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "held").await;
+        let now = Utc::now();
+        let failing_since = now - chrono::Duration::hours(1);
+        hook.state.health.consecutive_failures = 10;
+        hook.state.health.failing_since = Some(failing_since);
+        hook.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+        let worker = worker_on(h.backend());
+        let rejected = Observation::Attempt {
+            started: now,
+            ended: now,
+            sent: Sent::Response { status: 400, retry_after: None },
+            slow: false,
+        };
+        let held = |failures, ago| local::Unwritten {
+            since: failing_since,
+            failures,
+            held_since: now - chrono::Duration::seconds(ago),
+        };
+
+        worker.local.put_unwritten(hook.id, Some(held(7, 30)));
+        health::record(&worker, std::sync::Arc::new(stored().await), &[rejected], now).await;
+        assert_eq!(stored().await.state.health.consecutive_failures, 10, "held for half a minute: still held");
+        assert_eq!(worker.local.take_unwritten(hook.id).map(|u| u.failures), Some(8));
+
+        worker.local.put_unwritten(hook.id, Some(held(7, 61)));
+        health::record(&worker, std::sync::Arc::new(stored().await), &[rejected], now).await;
+        assert_eq!(stored().await.state.health.consecutive_failures, 18, "held for a minute: written");
+        assert_eq!(worker.local.take_unwritten(hook.id), None);
+    }
+
     /// A hook whose secrets the key service will not open this time holds back only its
     /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
     /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough

@@ -144,6 +144,8 @@ pub(crate) struct Unwritten {
     pub(crate) since: DateTime<Utc>,
     /// How many more failures the run had than the hook's row says.
     pub(crate) failures: u32,
+    /// When the oldest of them was held back.
+    pub(crate) held_since: DateTime<Utc>,
 }
 
 /// Revisions remembered before the memory starts over (a stale copy then goes unnoticed
@@ -417,24 +419,25 @@ impl Local {
         *at = (*at).max(revision);
     }
 
-    /// The failures of `hook` this process has counted and not written.
-    pub(crate) fn unwritten(&self, hook: HookId) -> Option<Unwritten> {
-        self.unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hook).copied()
+    /// Takes the failures of `hook` this process has counted and not written.
+    pub(crate) fn take_unwritten(&self, hook: HookId) -> Option<Unwritten> {
+        self.unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&hook)
     }
 
-    /// Keeps (or, with `None`, forgets: they were written) the failures of `hook` not written.
-    pub(crate) fn set_unwritten(&self, hook: HookId, failures: Option<Unwritten>) {
+    /// Holds `failures` of `hook` back, beside any another batch put back meanwhile: added to
+    /// them if of the same run, in place of them if of a later one.
+    pub(crate) fn put_unwritten(&self, hook: HookId, failures: Option<Unwritten>) {
+        let Some(u) = failures else { return };
         let mut unwritten = self.unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match failures {
-            Some(u) => {
-                if unwritten.len() >= WRITTEN_KEPT && !unwritten.contains_key(&hook) {
-                    unwritten.clear();
-                }
-                unwritten.insert(hook, u);
-            }
-            None => {
-                unwritten.remove(&hook);
-            }
+        if unwritten.len() >= WRITTEN_KEPT && !unwritten.contains_key(&hook) {
+            unwritten.clear();
+        }
+        let held = unwritten.entry(hook).or_insert(Unwritten { failures: 0, ..u });
+        if u.since > held.since {
+            *held = u;
+        } else if u.since == held.since {
+            held.failures = held.failures.saturating_add(u.failures);
+            held.held_since = held.held_since.min(u.held_since);
         }
     }
 
@@ -833,5 +836,25 @@ mod tests {
         let mut want = vec![busy, next];
         want.sort_unstable();
         assert_eq!(kept, want, "a quiet hook's run-out mark was kept, or a live entry dropped");
+    }
+
+    /// Batches of one process put back what they held at once: failures of the same run
+    /// add up, and a later run's replace an earlier one's (which are not added to it).
+    #[test]
+    fn failures_held_back_by_concurrent_batches_add_up_within_a_run() {
+        let local = Local::default();
+        let hook = HookId::generate();
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let held = |since, failures, held_since| Unwritten { since: at(since), failures, held_since: at(held_since) };
+        assert_eq!(local.take_unwritten(hook), None);
+        local.put_unwritten(hook, Some(held(0, 3, 20)));
+        local.put_unwritten(hook, Some(held(0, 2, 10)));
+        local.put_unwritten(hook, None);
+        assert_eq!(local.take_unwritten(hook), Some(held(0, 5, 10)));
+        assert_eq!(local.take_unwritten(hook), None, "taken");
+        local.put_unwritten(hook, Some(held(0, 3, 20)));
+        local.put_unwritten(hook, Some(held(100, 1, 120)));
+        local.put_unwritten(hook, Some(held(0, 4, 30)));
+        assert_eq!(local.take_unwritten(hook), Some(held(100, 1, 120)), "the later run's only");
     }
 }
