@@ -747,4 +747,29 @@ mod tests {
         let unrestricted = Caller { sites: vec![], ..caller };
         assert_eq!(fields(invalid_draft(&unrestricted, Some(&["b".to_owned()]), url)), ["url"]);
     }
+
+    /// A hook this version cannot read is not there for a caller held to some sites (its
+    /// sites cannot be read), who may neither read nor delete it; a caller who sees all of
+    /// the tenant's hooks hears why it cannot be read, and may delete it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_no_one_can_read_is_not_a_site_held_callers() {
+        use hookbridge_testkit::Harness;
+        let h = hookbridge_testkit::EmbeddedHarness::start().await;
+        let (hook, _) = hookbridge_testkit::contract::make_hook(&h, "acme", "unreadable").await;
+        h.backend().hooks.create(&hook, 100).await.expect("created");
+        h.make_unreadable(&hook.tenant, hook.id).await;
+        let api = Api::new(
+            crate::ApiPorts::of(h.backend()),
+            crate::ApiSettings::local(crate::JwtKey::new("k"), hookbridge_core::hook::NetworkPolicy::default()),
+        );
+        let held =
+            Caller { tenant: hook.tenant.clone(), sub: "portal".into(), scopes: vec![], sites: vec!["a".into()] };
+        let id = hook.id.to_string();
+        assert!(matches!(load(&api, &held, &id).await, Err(ApiError::NotFound(_))));
+        assert!(matches!(delete_hook(&api, &held, &id).await, Err(ApiError::NotFound(_))));
+        let everyone = Caller { sites: vec![], ..held };
+        assert!(matches!(load(&api, &everyone, &id).await, Err(ApiError::UnreadableHook)));
+        assert!(delete_hook(&api, &everyone, &id).await.is_ok());
+        assert!(h.backend().hooks.list_all(&hook.tenant).await.expect("listed").is_empty());
+    }
 }
