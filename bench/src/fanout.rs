@@ -34,6 +34,7 @@ async fn hooks(backend: &Backend, tenant: &TenantId, n: usize) -> anyhow::Result
         // Each blob is bound to its hook, so each hook's secrets are sealed on their own.
         let sealed = backend.sealer.seal(SecretsOwner { tenant, hook: id }, &secrets).await?;
         out.push(Hook {
+            newer: Default::default(),
             id,
             tenant: tenant.clone(),
             state: HookState::new_for(&config),

@@ -341,6 +341,7 @@ async fn plant_hook(stack: &TestStack, tenant: &str, name: &str, url: &str) -> H
     let sealed =
         b.sealer.seal(hookbridge_core::hook::SecretsOwner { tenant: &tenant, hook: id }, &secrets).await.unwrap();
     let hook = Hook {
+        newer: Default::default(),
         id,
         tenant,
         state: HookState::new_for(&config),

@@ -103,6 +103,7 @@ mod tests {
         let now = chrono::Utc::now();
         let hook = |_| {
             Arc::new(Hook {
+                newer: Default::default(),
                 id: hookbridge_core::ids::HookId::generate(),
                 tenant: tenant.clone(),
                 state: HookState::new_for(&config),

@@ -57,6 +57,9 @@ pub struct Circuit {
     /// When the probe under way started (half-open).
     #[serde(default)]
     pub probe_started_at: Option<DateTime<Utc>>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// What one attempt says about the endpoint.
@@ -197,6 +200,7 @@ impl Circuit {
 
     fn open_for(cooldown: Duration, opened_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
         Self {
+            newer: Default::default(),
             state: CircuitState::Open,
             down_streak: 0,
             opened_at: Some(opened_at),

@@ -14,6 +14,7 @@ pub mod health;
 pub mod hook;
 pub mod ids;
 pub mod message;
+pub mod newer;
 pub mod outcome;
 pub mod pattern;
 pub mod payload;

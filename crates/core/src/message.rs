@@ -87,6 +87,9 @@ pub struct Task {
     /// and a replay finds what it re-sent by this note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// What the worker needs to check a routed task against the hook as it is now
@@ -155,6 +158,7 @@ impl Task {
     /// event store (it is larger than [`INLINE_BODY_MAX`]).
     pub fn by_reference(delivery: DeliveryKey, round: u32) -> Self {
         Self {
+            newer: Default::default(),
             format: TaskFormat::V2,
             delivery,
             round,
@@ -207,6 +211,7 @@ impl Task {
         }
         let v1: TaskV1 = serde_json::from_str(body).ok()?;
         Some(Self {
+            newer: Default::default(),
             format: TaskFormat::V2,
             delivery: v1.delivery,
             round: 0,

@@ -93,6 +93,9 @@ pub struct ReplayJob {
     /// When it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 impl ReplayJob {
@@ -106,6 +109,7 @@ impl ReplayJob {
         now: DateTime<Utc>,
     ) -> Self {
         Self {
+            newer: Default::default(),
             id: ReplayId::generate(),
             tenant,
             hook_id,

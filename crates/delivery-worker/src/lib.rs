@@ -805,6 +805,56 @@ mod tests {
         assert_eq!(stored.state.health.consecutive_failures, 11);
     }
 
+    /// A hook a newer release wrote, with fields this one does not know (in its config and
+    /// in its health): the worker's health write keeps them, as they were (decision 0044).
+    /// It wrote the hook back without them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_health_write_keeps_the_fields_a_newer_release_wrote() {
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (hook, _) = make_hook(&h, "acme", "newer").await;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let id = hook.id.to_string();
+        h.db()
+            .write(move |c| {
+                c.execute(
+                    "UPDATE hooks SET doc = json_set(doc, '$.config.x_later', json('{\"sites\":[\"b\"]}'),
+                         '$.state.health.x_later', 7) WHERE id = ?1",
+                    [&id],
+                )
+                .map_err(|e| hookbridge_core::Error::backend("test", e))
+            })
+            .await
+            .unwrap();
+        let read = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+        let worker = worker_on(h.backend());
+        let now = Utc::now();
+        let rejected = Observation::Attempt {
+            started: now,
+            ended: now,
+            sent: Sent::Response { status: 400, retry_after: None },
+            slow: false,
+        };
+        health::record(&worker, std::sync::Arc::new(read), &[rejected], now).await;
+        let raw: serde_json::Value = serde_json::from_str(
+            &h.db()
+                .read({
+                    let id = hook.id.to_string();
+                    move |c| {
+                        c.query_row("SELECT doc FROM hooks WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
+                            .map_err(|e| hookbridge_core::Error::backend("test", e))
+                    }
+                })
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(raw["state"]["health"]["consecutive_failures"], 1, "written: {raw}");
+        assert_eq!(raw["config"]["x_later"], serde_json::json!({"sites": ["b"]}));
+        assert_eq!(raw["state"]["health"]["x_later"], 7);
+    }
+
     /// Failures held back for a minute are written with the next one even when the row's
     /// last failure is recent (another process's write): a process whose failures always
     /// come within a minute of another's write held its own for ever.

@@ -435,6 +435,7 @@ mod tests {
         })
         .unwrap();
         let oauth = OAuthConfig {
+            newer: Default::default(),
             token_url: token_url.to_owned(),
             client_id: "c".into(),
             http_method: TokenMethod::Post,

@@ -182,6 +182,7 @@ pub(crate) async fn create_hook(
     let owner = SecretsOwner { tenant: &caller.tenant, hook: id };
     let sealed = api.ports().sealer.seal(owner, &secrets).await?;
     let hook = Hook {
+        newer: Default::default(),
         id,
         tenant: caller.tenant.clone(),
         state: HookState::new_for(&config),
@@ -444,6 +445,9 @@ pub(crate) async fn replace_hook_from(
             // The schedule its limit had, when the limit is set again (a new one begins).
             let left = (state.paced_since != existing.state.paced_since).then(|| schedule_of(&existing));
             let before = configured_size(&existing);
+            // What a newer release configured that this one cannot is left as it was: a
+            // replacement here could not have said anything of it (decision 0044).
+            let config = HookConfig { newer: existing.config.newer.clone(), ..config };
             let hook = Hook { config, state, sealed, ..existing };
             hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
             // Only a replacement that grows what the tenant configured is held to the

@@ -344,6 +344,7 @@ pub fn unsealed_hook(tenant_id: &str, id: HookId, draft: serde_json::Value) -> (
     let (config, secrets) = draft.validate(ValidationContext { network: &policy }, None).expect("valid");
     let now = Utc::now();
     let hook = Hook {
+        newer: Default::default(),
         id,
         tenant: tenant(tenant_id),
         state: HookState::new_for(&config),

@@ -11,6 +11,8 @@ pub use draft::{
     AuthDraft, HeaderDraft, HookDraft, MAX_RATE_LIMIT, MAX_SITES, ParamDraft, RateLimitDraft, SITE_RULE,
     ValidationContext, VerificationDraft, is_site,
 };
+#[cfg(test)]
+pub(crate) use model::test_hook;
 pub use model::{
     AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,
     MAX_RETIRING_SECRETS, MAX_STORED_HOOK_BYTES, MAX_URL_LEN, OAuthConfig, ParamConfig, PayloadFormat, RateLimit,

@@ -108,6 +108,9 @@ pub struct OAuthConfig {
     /// Extra form fields on the token request.
     #[serde(default)]
     pub body_params: Vec<ParamConfig>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// How the body of a `POST` token request is written: a form unless the hook's
@@ -260,6 +263,9 @@ pub struct VerificationConfig {
     pub required: bool,
     /// The header carrying the challenge value.
     pub header: String,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// The default challenge header (UniFi's).
@@ -267,7 +273,7 @@ pub const DEFAULT_CHALLENGE_HEADER: &str = "x-uid-challenge";
 
 impl Default for VerificationConfig {
     fn default() -> Self {
-        Self { required: false, header: DEFAULT_CHALLENGE_HEADER.to_owned() }
+        Self { newer: Default::default(), required: false, header: DEFAULT_CHALLENGE_HEADER.to_owned() }
     }
 }
 
@@ -307,6 +313,9 @@ pub struct HookConfig {
     /// 3xx or 4xx (but 408 and 429) fails at once and a 410 disables the hook.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_non_2xx: bool,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// A per-hook delivery rate limit: the receiver never gets more than `per_second`
@@ -491,6 +500,9 @@ pub struct Hook {
     /// platform); every store write is conditional on it.
     #[serde(default)]
     pub revision: u64,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 impl Hook {
@@ -538,6 +550,7 @@ pub(crate) fn test_hook(draft: &str, sealed: SealedSecrets) -> Hook {
     let (config, _) = draft.validate(super::ValidationContext { network: &policy }, None).unwrap();
     let now = Utc::now();
     Hook {
+        newer: Default::default(),
         id: HookId::generate(),
         tenant: "t".parse().unwrap(),
         state: HookState::new_for(&config),

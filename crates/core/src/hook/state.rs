@@ -66,6 +66,9 @@ pub struct VerificationState {
     /// stale, and is not written over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenged_at: Option<DateTime<Utc>>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 impl VerificationState {
@@ -105,6 +108,9 @@ pub struct Health {
     /// the fast lane's patience).
     #[serde(default)]
     pub slow_until: Option<DateTime<Utc>>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 /// The two delivery lanes: the fast one for endpoints that answer promptly, the slow one
@@ -157,17 +163,22 @@ pub struct HookState {
     /// the limit paces the hook in a schedule of its own ([`crate::rate::hook_key`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paced_since: Option<DateTime<Utc>>,
+    /// Fields a newer release wrote, kept as they were (decision 0044).
+    #[serde(flatten)]
+    pub newer: crate::newer::NewerFields,
 }
 
 impl HookState {
     /// The state of a hook just created with `config`.
     pub fn new_for(config: &HookConfig) -> Self {
         Self {
+            newer: Default::default(),
             connection_state: ConnectionState::Creating,
             destination_state: if config.enabled { DestinationState::Active } else { DestinationState::Inactive },
             disabled_reason: (!config.enabled).then(|| "disabled by the tenant".to_owned()),
             connection_error: None,
             verification: VerificationState {
+                newer: Default::default(),
                 status: if config.verification.required {
                     VerificationStatus::Pending
                 } else {

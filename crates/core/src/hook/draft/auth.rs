@@ -151,6 +151,7 @@ pub(super) fn check_auth(
             let body_params = check_params(d.body_params, "body_params", old_params, &mut params, e);
             (
                 AuthConfig::OauthClientCredentials(OAuthConfig {
+                    newer: Default::default(),
                     token_url,
                     client_id,
                     http_method,

@@ -461,7 +461,7 @@ impl HookDraft {
         if !stored_so && matches!(&auth, AuthConfig::Header { name } if name.eq_ignore_ascii_case(&header)) {
             e.push("verification.header", format!("is `{header}`, the HEADER auth's name: {CHALLENGE_CARRIES_IT}"));
         }
-        let verification = VerificationConfig { required, header };
+        let verification = VerificationConfig { newer: Default::default(), required, header };
 
         let rate_limit = match self.rate_limit.map(|r| r.per_second) {
             None => None,
@@ -485,6 +485,7 @@ impl HookDraft {
         match (e.is_empty(), name, url, signing) {
             (true, Some(name), Some(url), Some(signing)) => Ok((
                 HookConfig {
+                    newer: Default::default(),
                     name,
                     description: self.description,
                     url,
