@@ -77,6 +77,39 @@ impl Routing {
             .map(|h| (h.detail, is_test(&h.source, &h.detail_type)))
             .map_err(EnvelopeError::Routing)
     }
+
+    /// [`Routing::of_body`] of an event kept since it was routed, read as the release that
+    /// routed it read it: before `"site": null` was refused (bda3838) it was read as no
+    /// site, and an event kept from then is routed so again rather than not at all.
+    pub fn of_kept_body(envelope: &str) -> Result<(Self, bool), EnvelopeError> {
+        Self::of_body(envelope).or_else(|e| {
+            #[derive(Deserialize)]
+            struct Head {
+                #[serde(default)]
+                source: String,
+                #[serde(default, rename = "detail-type")]
+                detail_type: String,
+                detail: AsRoutedBefore,
+            }
+            serde_json::from_str::<Head>(envelope)
+                .map(|h| (h.detail.into(), is_test(&h.source, &h.detail_type)))
+                .map_err(|_| e)
+        })
+    }
+}
+
+/// The routing fields as releases before bda3838 read them: `"site": null` as no site.
+#[derive(Deserialize)]
+struct AsRoutedBefore {
+    tenant: TenantId,
+    #[serde(default)]
+    site: Option<String>,
+}
+
+impl From<AsRoutedBefore> for Routing {
+    fn from(r: AsRoutedBefore) -> Self {
+        Self { tenant: r.tenant, site: r.site }
+    }
 }
 
 /// Why an envelope could not be used.
@@ -128,6 +161,13 @@ impl Envelope {
     /// `tenant` and `site` from `detail`.
     pub fn routing(&self) -> Result<Routing, EnvelopeError> {
         serde_json::from_str(self.detail.get()).map_err(EnvelopeError::Routing)
+    }
+
+    /// [`Envelope::routing`] of an event kept since it was routed, as
+    /// [`Routing::of_kept_body`] reads it.
+    pub fn kept_routing(&self) -> Result<Routing, EnvelopeError> {
+        self.routing()
+            .or_else(|e| serde_json::from_str::<AsRoutedBefore>(self.detail.get()).map(Routing::from).map_err(|_| e))
     }
 
     /// The exact bytes a receiver gets and the signature covers.

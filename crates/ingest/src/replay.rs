@@ -25,8 +25,13 @@ const EVENT_READS_IN_FLIGHT: usize = 16;
 /// An event read from the event store: how it is kept, and how it was routed.
 struct Found {
     kept: Kept,
-    routed: Option<Routed>,
+    routed: Result<Option<Routed>, Unroutable>,
 }
+
+/// An event whose routing cannot be read even as an earlier release read it: it cannot be
+/// checked against the hook as it is now, so it is not sent again.
+#[derive(Debug, Clone, Copy)]
+struct Unroutable;
 
 /// An event still kept, as a re-send needs it.
 enum Kept {
@@ -39,9 +44,11 @@ enum Kept {
 /// How ingest routed an envelope's event (its site), from the envelope's routing and
 /// whether it is the platform's test event; `None`, so the worker sends it without checking
 /// it again, for the test event (it goes to its one hook whatever the hook subscribes to,
-/// as it did the first time) and when the routing does not read.
-fn routed(head: Result<(Routing, bool), EnvelopeError>) -> Option<Routed> {
-    head.ok().filter(|(_, test)| !test).map(|(r, _)| Routed { site: r.site })
+/// as it did the first time). A routing that does not read is not sent unchecked: that let
+/// an event kept from before `"site": null` was refused reach a hook moved to other sites.
+fn routed(head: Result<(Routing, bool), EnvelopeError>) -> Result<Option<Routed>, Unroutable> {
+    let (routing, test) = head.map_err(|_| Unroutable)?;
+    Ok((!test).then_some(Routed { site: routing.site }))
 }
 
 /// What a re-send did.
@@ -91,7 +98,7 @@ pub async fn resend(
         .map(|id: EventId| async move {
             let env = events.get(tenant, &id).await?;
             let kept = env.map(|e| {
-                let routed = routed(e.routing().map(|r| (r, e.is_test())));
+                let routed = routed(e.kept_routing().map(|r| (r, e.is_test())));
                 let b = e.to_body();
                 let kept = if b.len() <= INLINE_BODY_MAX { Kept::Inline(b) } else { Kept::Apart };
                 Found { kept, routed }
@@ -107,10 +114,14 @@ pub async fn resend(
     let mut unwanted = 0;
     for d in deliveries {
         let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
-            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_body(kept))),
+            (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_kept_body(kept))),
             (None, Some(Some(Found { kept: Kept::Inline(read), routed }))) => (Some(read.as_str()), routed.clone()),
             (None, Some(Some(Found { kept: Kept::Apart, routed }))) => (None, routed.clone()),
             (None, _) => continue,
+        };
+        let Ok(routed) = routed else {
+            unwanted += 1;
+            continue;
         };
         if routed.as_ref().is_some_and(|r| !hook.config.wants(&d.event_type, r.site.as_deref())) {
             unwanted += 1;

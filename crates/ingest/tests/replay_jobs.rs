@@ -672,3 +672,54 @@ async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_la
 async fn a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last_aws() {
     a_page_that_outlasts_its_invocation_is_given_up_and_fails_its_job_at_last(&AwsHarness::start().await).await;
 }
+
+/// Events kept from before `"site": null` was refused (bda3838) were routed then as having
+/// no site. A re-send routes them so again: a hook moved to sites since leaves them as they
+/// were, and one without sites gets them, to be checked again by the worker. Their routing
+/// did not read, and they went unchecked to whatever the hook had become.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_kept_with_a_null_site_are_routed_as_they_were() {
+    use hookbridge_core::message::Routed;
+    let h = EmbeddedHarness::start().await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let b = h.backend();
+    let deps = common::deps(&h);
+    let p = deps.ports.job_ports();
+    for (name, sites, wanted) in [("scoped", vec!["b".to_owned()], 0), ("unscoped", vec![], 4)] {
+        let (mut hook, _) = make_hook(&h, tenant.as_str(), name).await;
+        hook.config.sites = sites;
+        b.hooks.create(&hook, 1000).await.unwrap();
+        let start = Utc::now() - chrono::Duration::minutes(30);
+        let mut deliveries = Vec::new();
+        for i in 0..4u32 {
+            let id = EventId::generate();
+            let body = format!(
+                r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":"acme","site":null}}}}"#,
+                start.format("%Y-%m-%dT%H:%M:%SZ"),
+            );
+            let at = start + chrono::Duration::milliseconds(i64::from(i));
+            let delivery_id = DeliveryId::from_parts(at.timestamp_millis() as u64, u128::from(i) + 1);
+            let mut d = Delivery::pending(delivery_id, tenant.clone(), hook.id, id, "user.login".into(), at);
+            d.status = DeliveryStatus::Failed;
+            // Half keep their envelope on the record, half in the event store.
+            if i % 2 == 0 {
+                d.envelope = Some(body);
+            } else {
+                let kept = Envelope::from_bus_json(&body, "1", "r").unwrap();
+                b.events.put(&tenant, &[kept], Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+            }
+            deliveries.push(d);
+        }
+        b.deliveries.insert(&deliveries).await.unwrap();
+        let resent = ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &deliveries, "replayed by a test")
+            .await
+            .unwrap();
+        assert_eq!((resent.queued, resent.unwanted), (wanted, 4 - wanted), "{name}");
+    }
+    let got = b.delivery_queue.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(got.len(), 4);
+    for m in got {
+        let task = Task::parse(&m.body, m.receive_count).unwrap();
+        assert_eq!(task.routed, Some(Routed { site: None }), "checked again by the worker, as having no site");
+    }
+}
