@@ -115,7 +115,8 @@ async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migr
 
 /// A hook whose stored document this version cannot read (a newer version's value, left by
 /// a rollback, or an edit by hand) does not stop `hookbridge serve` from starting: the
-/// migration it runs at start leaves that hook as it is. It refused to start.
+/// migration it runs at start leaves that hook as it is. It refused to start. Nor does a
+/// hook whose secrets a newer release sealed, in a format this one does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_this_version_cannot_read_does_not_stop_the_start() {
     let mut stack = TestStack::start(hookbridge_e2e::Flavor::Embedded).await;
@@ -135,11 +136,34 @@ async fn a_hook_this_version_cannot_read_does_not_stop_the_start() {
     assert_eq!(changed, 1);
     let (tenant, id): (TenantId, HookId) = ("acme".parse().unwrap(), newer["id"].as_str().unwrap().parse().unwrap());
     assert!(stack.stack().backend().hooks.get(&tenant, id).await.is_err(), "the document is unreadable");
+    let sealed = stack.create_hook(&t, &json!({"name": "newer-seal", "url": r.url("/sealed")})).await;
+    {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let db = rusqlite::Connection::open(stack.database_path()).unwrap();
+        let sealed_id = sealed["id"].as_str().unwrap();
+        let doc: String = db.query_row("SELECT doc FROM hooks WHERE id = ?1", [sealed_id], |row| row.get(0)).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let mut blob = b64.decode(doc["sealed"].as_str().unwrap()).unwrap();
+        blob[0] = 9;
+        doc["sealed"] = json!(b64.encode(blob));
+        let changed = db
+            .execute(
+                "UPDATE hooks SET doc = ?1, revision = revision + 1 WHERE id = ?2",
+                [doc.to_string().as_str(), sealed_id],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
 
     stack.restart().await;
     let b = stack.stack().backend().clone();
     let done = hookbridge_local::migrate::reseal_secrets(&b).await.unwrap();
-    assert_eq!(done.hooks, 1, "the readable hook is migrated, the other left out: {done:?}");
+    assert_eq!(
+        (done.hooks, done.resealed, done.unopened),
+        (2, 0, 0),
+        "the unreadable hook left out, the newer seal left as it is: {done:?}"
+    );
     let read = stack.get(&format!("/v1/hooks/{}", good["id"].as_str().unwrap()), &t).await;
     assert_eq!(read.status, 200, "{}", read.body);
     stack.shutdown().await;

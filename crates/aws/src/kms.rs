@@ -160,6 +160,8 @@ impl Sealer for KmsSealer {
         let aad = match b.first() {
             Some(&FORMAT_KMS_BOUND) => owner.associated_data(),
             Some(&FORMAT_KMS_UNBOUND) => UNBOUND_AAD.to_vec(),
+            // A format past every one this release writes is a newer release's.
+            Some(&f) if f > FORMAT_KMS_BOUND => return Err(Error::NewerFormat { what: "sealed secrets" }),
             _ => return Err(corrupt()),
         };
         if b.len() < 3 {

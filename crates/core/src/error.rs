@@ -29,6 +29,14 @@ pub enum Error {
     /// was written, and the caller must say so rather than carry on.
     #[error("storage is full")]
     StorageFull,
+    /// Stored data in a format a newer release writes (a sealed blob's format byte past
+    /// every one this release knows): not this release's to read, nor a reason to give up
+    /// on what depends on it, which the newer release can still do.
+    #[error("stored {what} is in a format of a newer release")]
+    NewerFormat {
+        /// What was being read.
+        what: &'static str,
+    },
     /// Stored data that does not parse: a bug or tampering, never a client's fault.
     #[error("stored data is corrupt: {what}")]
     Corrupt {

@@ -930,6 +930,41 @@ mod tests {
         assert_eq!(got[0].uri.path(), "/good");
     }
 
+    /// A hook whose secrets a newer release sealed, in a format this one does not know
+    /// (during a deploy, or after a rollback), holds back its deliveries for the newer
+    /// release to send: they come back, neither sent nor cancelled. They were cancelled as
+    /// if the secrets could never be opened, and a replay that does not ask for cancelled
+    /// deliveries did not send them again.
+    async fn secrets_sealed_by_a_newer_release(h: &dyn Harness) {
+        let receiver = Receiver::start().await;
+        let (mut hook, _) = make_hook(h, "acme", "newer-seal").await;
+        hook.config.url = receiver.url("/");
+        hook.sealed.0[0] = 9;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let task = task_of(&hook);
+        fast.send_batch(std::slice::from_ref(&task)).await.unwrap();
+        let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(messages.len(), 1);
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert_eq!(outcome.failed, [messages[0].id.clone()], "handed back for later");
+        assert!(receiver.received().is_empty());
+        let key = Task::parse(&task.body, 1).unwrap().delivery;
+        let d = h.backend().deliveries.get(hook.id, key.delivery_id).await.unwrap();
+        assert!(d.as_ref().is_none_or(|d| d.status != hookbridge_core::delivery::DeliveryStatus::Cancelled), "{d:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secrets_sealed_by_a_newer_release_hold_their_deliveries_back_embedded() {
+        secrets_sealed_by_a_newer_release(&EmbeddedHarness::start().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secrets_sealed_by_a_newer_release_hold_their_deliveries_back_aws() {
+        secrets_sealed_by_a_newer_release(&AwsHarness::start().await).await;
+    }
+
     /// A hook whose stored document this version cannot read (written by a newer version
     /// mid-deploy, with a value this one does not know) holds back only its own deliveries:
     /// the batch's other hook is sent, and the unreadable one's comes back later, neither

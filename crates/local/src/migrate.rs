@@ -58,7 +58,12 @@ async fn reseal_one(b: &Backend, mut hook: Hook) -> Result<bool> {
             return Ok(false);
         }
         let owner = SecretsOwner::of(&hook);
-        let secrets = b.sealer.open(owner, &hook.sealed).await?;
+        let secrets = match b.sealer.open(owner, &hook.sealed).await {
+            // A newer release's blob (after a rollback): not this release's to re-seal, and
+            // no reason to stop the migration, nor `hookbridge serve` with it.
+            Err(Error::NewerFormat { .. }) => return Ok(false),
+            opened => opened?,
+        };
         let expected = hook.revision;
         let mut next = hook.clone();
         next.sealed = b.sealer.seal(owner, &secrets).await?;
