@@ -69,26 +69,26 @@ impl ReplayStore for SqliteReplayStore {
         // above every one.
         let below = listed_after(cursor)?.map_or_else(|| "~".to_owned(), |id| id.to_string());
         let (h, now) = (hook_id.to_string(), chrono::Utc::now().timestamp_millis());
-        let docs: Vec<String> = self
+        let docs: Vec<(String, String)> = self
             .db
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT doc FROM replays WHERE hook_id = ?1 AND id < ?2 AND expires_at > ?3
+                        "SELECT id, doc FROM replays WHERE hook_id = ?1 AND id < ?2 AND expires_at > ?3
                          ORDER BY id DESC LIMIT ?4",
                     )
                     .map_err(sql("replays.list"))?;
                 let rows = stmt
-                    .query_map(params![h, below, now, limit as i64 + 1], |r| r.get(0))
+                    .query_map(params![h, below, now, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))
                     .map_err(sql("replays.list"))?;
-                rows.collect::<rusqlite::Result<Vec<String>>>().map_err(sql("replays.list"))
+                rows.collect::<rusqlite::Result<Vec<(String, String)>>>().map_err(sql("replays.list"))
             })
             .await?;
-        let jobs = docs
-            .iter()
-            .map(|d| serde_json::from_str(d).map_err(|e| Error::corrupt("a replay job", e)))
-            .collect::<Result<Vec<ReplayJob>>>()?;
-        Ok(Page::cut(jobs, limit, |j| j.id.to_string()))
+        let rows = docs.into_iter().map(|(id, doc)| {
+            let job = readable_job(&hook_id, &id, serde_json::from_str::<ReplayJob>(&doc));
+            (id, job)
+        });
+        Ok(Page::cut_readable(rows.collect(), limit))
     }
 
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool> {
@@ -108,4 +108,14 @@ impl ReplayStore for SqliteReplayStore {
             })
             .await
     }
+}
+
+/// A job a listing found, or `None` (logged) when this version cannot read it (a newer
+/// release wrote it): one such job made the hook's listing, and every replay request
+/// (which counts the running jobs), an error.
+fn readable_job(hook_id: &HookId, id: &str, read: serde_json::Result<ReplayJob>) -> Option<ReplayJob> {
+    read.inspect_err(|e| {
+        tracing::error!(%hook_id, replay_id = id, error = %e, "cannot read this replay job (a newer version wrote it?); it is left out");
+    })
+    .ok()
 }

@@ -63,6 +63,7 @@ macro_rules! contract_tests {
             event_types_are_declared_and_seen_per_tenant,
             portal_links_open_once_and_sessions_expire,
             replay_jobs_save_only_from_the_step_they_read_or_again_the_same,
+            a_replay_job_this_version_cannot_read_is_left_out_of_the_listing,
             replay_jobs_list_newest_first_a_page_at_a_time,
             a_replay_job_is_kept_a_week_after_it_last_moved
         );
@@ -1285,6 +1286,40 @@ pub async fn replay_jobs_save_only_from_the_step_they_read_or_again_the_same(h: 
     let cancelled = page.stopped(ReplayState::Cancelled, now);
     assert!(store.save(&cancelled, page.step).await.expect("save"));
     assert_eq!(store.get(hook, job.id).await.expect("get").map(|j| j.state), Some(ReplayState::Cancelled));
+}
+
+/// A replay job this version cannot read (a newer release wrote it, read after a rollback)
+/// is left out of its hook's listing, which pages on past it; it made the listing, and
+/// every replay request of the hook (which counts the running jobs), an error.
+pub async fn a_replay_job_this_version_cannot_read_is_left_out_of_the_listing(h: &dyn Harness) {
+    use hookbridge_core::replay::ReplayJob;
+    let store = &h.backend().replays;
+    let now = Utc::now();
+    let hook = HookId::generate();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let job = ReplayJob::new(tenant(&h.unique("tenant")), hook, now - chrono::Duration::hours(1), now, None, now);
+        store.create(&job).await.expect("create");
+        jobs.push(job);
+        if i < 2 {
+            // Job ids are ULIDs: a millisecond apart, they list in the order made.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    h.make_replay_unreadable(hook, jobs[1].id).await;
+    let listed = store.list(hook, 10, None).await.expect("listed");
+    assert_eq!(listed.items.iter().map(|j| j.id).collect::<Vec<_>>(), [jobs[2].id, jobs[0].id], "newest first");
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list(hook, 1, cursor.as_deref()).await.expect("a page");
+        seen.extend(page.items.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [jobs[2].id, jobs[0].id], "paged on past it");
 }
 
 /// A job is kept for a week after it last moved, not after it was asked for: one still

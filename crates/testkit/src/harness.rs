@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hookbridge_aws::{Clients, Resources, SqsQueue};
 use hookbridge_core::hook::{HookSecrets, SealedSecrets};
-use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
+use hookbridge_core::ids::{DeliveryId, HookId, ReplayId, TenantId};
 use hookbridge_core::ports::{Backend, Queue, Rule};
 use hookbridge_core::topology::QueueSpec;
 use hookbridge_core::topology::Topology;
@@ -44,6 +44,10 @@ pub trait Harness: Send + Sync {
     /// Rewrites every stored record of a delivery with a status this version does not
     /// know, as a newer version might write it.
     async fn make_delivery_unreadable(&self, hook: HookId, id: DeliveryId);
+
+    /// Rewrites a replay job with a state this version does not know, as a newer version
+    /// might write it.
+    async fn make_replay_unreadable(&self, hook: HookId, id: ReplayId);
 }
 
 /// The status [`Harness::make_delivery_unreadable`] writes.
@@ -206,6 +210,14 @@ impl Harness for EmbeddedHarness {
         )
         .await;
     }
+
+    async fn make_replay_unreadable(&self, hook: HookId, id: ReplayId) {
+        self.rewrite_one(
+            "UPDATE replays SET doc = json_set(doc, '$.state', ?1) WHERE hook_id = ?2 AND id = ?3",
+            [UNKNOWN_STATUS, &hook.to_string(), &id.to_string()],
+        )
+        .await;
+    }
 }
 
 /// The AWS backend on the emulator, with resources of its own (a unique name prefix).
@@ -306,6 +318,27 @@ impl Harness for AwsHarness {
             .send()
             .await
             .expect("rewrite hook");
+    }
+
+    async fn make_replay_unreadable(&self, hook: HookId, id: ReplayId) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let key =
+            [("PK", format!("H#{hook}")), ("SK", format!("R#{id}"))].map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
+        let db = &self.clients.dynamodb;
+        let table = &self.resources.table;
+        let read = db.get_item().table_name(table).set_key(Some(key.clone().into())).consistent_read(true);
+        let item = read.send().await.expect("get replay job");
+        let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such job");
+        let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("job JSON");
+        doc["state"] = UNKNOWN_STATUS.into();
+        db.update_item()
+            .table_name(table)
+            .set_key(Some(key.into()))
+            .update_expression("SET doc = :doc")
+            .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
+            .send()
+            .await
+            .expect("rewrite replay job");
     }
 
     async fn make_delivery_unreadable(&self, _hook: HookId, id: DeliveryId) {
