@@ -410,6 +410,15 @@ async fn a_401_after_a_slow_token_fetch_stays_within_one_attempt_budget(flavor: 
         )
         .await;
     let id = h["id"].as_str().unwrap();
+    // The verifier's check fetches a token first. A delivery published while that fetch
+    // was under way waited for it, less than the 1.6 s a fetch of its own takes, and the
+    // receiver then held more than half the attempt: its own timeout, rightly (seen once
+    // under a loaded run). Once the hook is authorized, the delivery fetches its own.
+    eventually(WAIT, || async {
+        (stack.get(&format!("/v1/hooks/{id}"), &t).await.body["connection_state"] == "AUTHORIZED").then_some(())
+    })
+    .await
+    .expect("authorized");
     stack.publish(&t, &event(1)).await;
     let d = delivery_where(&stack, &t, id, |d| d["attempts"].as_u64() >= Some(1)).await.expect("attempted");
     // Over budget: retried, not the 401 that four steps in a row would have ended on. The
