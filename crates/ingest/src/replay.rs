@@ -62,12 +62,15 @@ pub struct Resent {
     /// `sites` changed), left as they were: the worker would only cancel them, their
     /// status overwritten.
     pub unwanted: u64,
+    /// Deliveries whose kept event's routing cannot be read, even as earlier releases read
+    /// it: they cannot be checked against the hook as it is now, so they are not sent.
+    pub unroutable: u64,
 }
 
 impl Resent {
-    /// What a replay job counts as skipped: not re-sent, for either reason.
+    /// What a replay job counts as skipped: not re-sent, for any of the reasons.
     pub fn not_resent(&self) -> u64 {
-        self.skipped + self.unwanted
+        self.skipped + self.unwanted + self.unroutable
     }
 }
 
@@ -111,7 +114,7 @@ pub async fn resend(
     let bodies: HashMap<EventId, Option<Found>> = read.into_iter().collect();
     let mut updates = Vec::new();
     let mut tasks = Vec::new();
-    let mut unwanted = 0;
+    let (mut unwanted, mut unroutable) = (0, 0);
     for d in deliveries {
         let (body, routed) = match (&d.envelope, bodies.get(&d.event_id)) {
             (Some(kept), _) => (Some(kept.as_str()), routed(Routing::of_kept_body(kept))),
@@ -120,7 +123,7 @@ pub async fn resend(
             (None, _) => continue,
         };
         let Ok(routed) = routed else {
-            unwanted += 1;
+            unroutable += 1;
             continue;
         };
         if routed.as_ref().is_some_and(|r| !hook.config.wants(&d.event_type, r.site.as_deref())) {
@@ -159,7 +162,8 @@ pub async fn resend(
         store.record(&updates).await?;
     }
     let queued = tasks.len() as u64;
-    Ok(Resent { queued, skipped: deliveries.len() as u64 - queued - unwanted, unwanted })
+    let skipped = deliveries.len() as u64 - queued - unwanted - unroutable;
+    Ok(Resent { queued, skipped, unwanted, unroutable })
 }
 
 /// What a replay job's page needs.

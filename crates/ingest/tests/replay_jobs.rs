@@ -356,7 +356,7 @@ async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     let job = ReplayJob::new(tenant.clone(), hook_id(), now - chrono::Duration::hours(1), now, None, now);
     b.replays.create(&job).await.unwrap();
     assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
-    let page = Resent { queued: 3, skipped: 1, unwanted: 0 };
+    let page = Resent { queued: 3, skipped: 1, ..Resent::default() };
     count_after_cancel(b.replays.as_ref(), &job, page, now).await.unwrap();
     let counted = b.replays.get(job.hook_id, job.id).await.unwrap().unwrap();
     assert_eq!((counted.state, counted.queued, counted.skipped), (ReplayState::Cancelled, 3, 1));
@@ -722,4 +722,30 @@ async fn events_kept_with_a_null_site_are_routed_as_they_were() {
         let task = Task::parse(&m.body, m.receive_count).unwrap();
         assert_eq!(task.routed, Some(Routed { site: None }), "checked again by the worker, as having no site");
     }
+}
+
+/// A kept event whose routing cannot be read at all, even as earlier releases read it, is
+/// not sent again unchecked: counted apart (a retry says so), not as unwanted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_event_that_cannot_be_routed_is_not_sent_again() {
+    let h = EmbeddedHarness::start().await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let (hook, _) = make_hook(&h, tenant.as_str(), "unroutable").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let id = EventId::generate();
+    let body = format!(
+        r#"{{"version":"0","id":"{id}","detail-type":"user.login","source":"idp","account":"1","time":"{}","region":"r","resources":[],"detail":{{"tenant":5}}}}"#,
+        at.format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    let delivery_id = DeliveryId::from_parts(at.timestamp_millis() as u64, 1);
+    let mut d = Delivery::pending(delivery_id, tenant, hook.id, id, "user.login".into(), at);
+    (d.status, d.envelope) = (DeliveryStatus::Failed, Some(body));
+    h.backend().deliveries.insert(std::slice::from_ref(&d)).await.unwrap();
+    let deps = common::deps(&h);
+    let p = deps.ports.job_ports();
+    let resent =
+        ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &[d], "replayed by a test").await.unwrap();
+    assert_eq!((resent.queued, resent.unwanted, resent.unroutable), (0, 0, 1));
+    assert_eq!(resent.not_resent(), 1);
 }

@@ -147,6 +147,17 @@ impl From<&Health> for HealthOut {
     }
 }
 
+/// The auth settings as answered: without the fields a newer release kept in them
+/// (decision 0044), which this release's drafts refuse, so that a hook as read can still
+/// be sent back as written.
+fn answered_auth(auth: &AuthConfig) -> AuthConfig {
+    let mut auth = auth.clone();
+    if let AuthConfig::OauthClientCredentials(oauth) = &mut auth {
+        oauth.newer = Default::default();
+    }
+    auth
+}
+
 impl From<&Hook> for HookOut {
     fn from(h: &Hook) -> Self {
         let c = &h.config;
@@ -159,7 +170,7 @@ impl From<&Hook> for HookOut {
             event_types: c.event_types.clone(),
             sites: c.sites.clone(),
             enabled: c.enabled,
-            auth: c.auth.clone(),
+            auth: answered_auth(&c.auth),
             headers: c.headers.clone(),
             signature_formats: c.signature_formats.clone(),
             verification: VerificationOut::from(h),

@@ -447,7 +447,7 @@ pub(crate) async fn replace_hook_from(
             let before = configured_size(&existing);
             // What a newer release configured that this one cannot is left as it was: a
             // replacement here could not have said anything of it (decision 0044).
-            let config = HookConfig { newer: existing.config.newer.clone(), ..config };
+            let config = config.keeping_newer_of(&existing.config);
             let hook = Hook { config, state, sealed, ..existing };
             hook.check_stored_size(&secrets).map_err(|e| ApiError::fields(vec![e]))?;
             // Only a replacement that grows what the tenant configured is held to the

@@ -67,6 +67,13 @@ pub(crate) async fn retry_one(
         "retry requested",
     )
     .await?;
+    if resent.unroutable > 0 {
+        return Err(ApiError::Conflict(
+            "the delivery's kept event cannot be routed (its tenant or site do not read), so it cannot be checked \
+             against the hook and is not sent again"
+                .to_owned(),
+        ));
+    }
     if resent.unwanted > 0 {
         return Err(ApiError::Conflict(
             "the hook no longer subscribes to the delivery's event (its event_types or sites changed), so it is not sent again"

@@ -318,6 +318,22 @@ pub struct HookConfig {
     pub newer: crate::newer::NewerFields,
 }
 
+impl HookConfig {
+    /// This configuration, replacing `existing`, with the fields a newer release kept in
+    /// `existing` (decision 0044): a replacement asked of this release could not have said
+    /// anything of them. Those of the OAuth settings are kept while the hook stays OAuth.
+    pub fn keeping_newer_of(mut self, existing: &HookConfig) -> Self {
+        self.newer = existing.newer.clone();
+        self.verification.newer = existing.verification.newer.clone();
+        if let (AuthConfig::OauthClientCredentials(new), AuthConfig::OauthClientCredentials(old)) =
+            (&mut self.auth, &existing.auth)
+        {
+            new.newer = old.newer.clone();
+        }
+        self
+    }
+}
+
 /// A per-hook delivery rate limit: the receiver never gets more than `per_second`
 /// deliveries a second; the rest wait their turn, none is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
