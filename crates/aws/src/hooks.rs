@@ -32,12 +32,8 @@ impl DynamoHookStore {
         Self { table, lists: HookLists::default() }
     }
 
-    /// The name a hook's guard is kept under (`None` inside if no guard names it), `None`
-    /// if there is no such hook. A hook this
-    /// version cannot read (a newer release wrote it) is still deleted whole: its name is
-    /// taken from its document read as plain JSON, or else found among the tenant's
-    /// guards by the hook id each one keeps.
-    async fn name_of(&self, tenant: &TenantId, id: HookId) -> Result<Option<Option<String>>> {
+    /// The hook's item as stored, read consistently.
+    async fn item(&self, tenant: &TenantId, id: HookId) -> Result<Option<Item>> {
         let out = self
             .table
             .client
@@ -48,7 +44,16 @@ impl DynamoHookStore {
             .send()
             .await
             .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
-        let Some(item) = out.item else { return Ok(None) };
+        Ok(out.item)
+    }
+
+    /// The name a hook's guard is kept under (`None` inside if no guard names it), `None`
+    /// if there is no such hook. A hook this
+    /// version cannot read (a newer release wrote it) is still deleted whole: its name is
+    /// taken from its document read as plain JSON, or else found among the tenant's
+    /// guards by the hook id each one keeps.
+    async fn name_of(&self, tenant: &TenantId, id: HookId) -> Result<Option<Option<String>>> {
+        let Some(item) = self.item(tenant, id).await? else { return Ok(None) };
         if let Ok(hook) = doc::<Hook>(&item, "hook") {
             return Ok(Some(Some(hook.config.name.as_str().to_owned())));
         }
@@ -164,17 +169,7 @@ fn failed_conditions(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>>
 #[async_trait]
 impl HookAccess for DynamoHookStore {
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .set_key(Some(hook_key(tenant, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::backend("dynamodb.GetItem", e))?;
-        out.item.as_ref().map(|i| doc(i, "hook")).transpose()
+        self.item(tenant, id).await?.as_ref().map(|i| doc(i, "hook")).transpose()
     }
 
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Arc<Hook>>> {

@@ -65,37 +65,31 @@ impl Routing {
     /// and `site` are read), and whether it is the platform's test event
     /// ([`Envelope::is_test`]): one read for both.
     pub fn of_body(envelope: &str) -> Result<(Self, bool), EnvelopeError> {
-        #[derive(Deserialize)]
-        struct Head {
-            #[serde(default)]
-            source: String,
-            #[serde(default, rename = "detail-type")]
-            detail_type: String,
-            detail: Routing,
-        }
-        serde_json::from_str::<Head>(envelope)
-            .map(|h| (h.detail, is_test(&h.source, &h.detail_type)))
-            .map_err(EnvelopeError::Routing)
+        read_head::<Routing>(envelope).map_err(EnvelopeError::Routing)
     }
 
     /// [`Routing::of_body`] of an event kept since it was routed, read as the release that
     /// routed it read it: before `"site": null` was refused (bda3838) it was read as no
     /// site, and an event kept from then is routed so again rather than not at all.
     pub fn of_kept_body(envelope: &str) -> Result<(Self, bool), EnvelopeError> {
-        Self::of_body(envelope).or_else(|e| {
-            #[derive(Deserialize)]
-            struct Head {
-                #[serde(default)]
-                source: String,
-                #[serde(default, rename = "detail-type")]
-                detail_type: String,
-                detail: AsRoutedBefore,
-            }
-            serde_json::from_str::<Head>(envelope)
-                .map(|h| (h.detail.into(), is_test(&h.source, &h.detail_type)))
-                .map_err(|_| e)
-        })
+        Self::of_body(envelope).or_else(|e| read_head::<AsRoutedBefore>(envelope).map_err(|_| e))
     }
+}
+
+/// What routing reads of an envelope: its source and type, and `detail` as `D`.
+#[derive(Deserialize)]
+struct Head<D> {
+    #[serde(default)]
+    source: String,
+    #[serde(default, rename = "detail-type")]
+    detail_type: String,
+    detail: D,
+}
+
+/// The routing of an envelope's JSON, its `detail` read as `D`, and whether it is the
+/// platform's test event.
+fn read_head<D: serde::de::DeserializeOwned + Into<Routing>>(envelope: &str) -> serde_json::Result<(Routing, bool)> {
+    serde_json::from_str::<Head<D>>(envelope).map(|h| (h.detail.into(), is_test(&h.source, &h.detail_type)))
 }
 
 /// The routing fields as releases before bda3838 read them: `"site": null` as no site.

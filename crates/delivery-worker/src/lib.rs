@@ -763,6 +763,29 @@ mod tests {
         );
     }
 
+    /// A 400 answered at `at`: a failure that leaves the circuit as it is.
+    fn rejected_at(at: chrono::DateTime<Utc>) -> hookbridge_core::health::Observation {
+        let sent = hookbridge_core::outcome::Sent::Response { status: 400, retry_after: None };
+        hookbridge_core::health::Observation::Attempt { started: at, ended: at, sent, slow: false }
+    }
+
+    /// A hook named `name`, stored past the default disable rule's count: ten failures in
+    /// a run begun an hour before `now`, the last five seconds before it; and when the run
+    /// began.
+    async fn past_the_rules_count(
+        h: &EmbeddedHarness,
+        name: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> (Hook, chrono::DateTime<Utc>) {
+        let (mut hook, _) = make_hook(h, "acme", name).await;
+        let failing_since = now - chrono::Duration::hours(1);
+        hook.state.health.consecutive_failures = 10;
+        hook.state.health.failing_since = Some(failing_since);
+        hook.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        (hook, failing_since)
+    }
+
     /// A hook past the disable rule's count, on a copy a batch read before another process
     /// opened its circuit: a 400 that would be held back on the copy is judged again on
     /// the row, where it is an answer after the circuit opened, and closes it (decision
@@ -770,16 +793,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failure_held_back_on_a_stale_copy_is_judged_again_on_the_row() {
         use hookbridge_core::circuit::{Circuit, CircuitState};
-        use hookbridge_core::health::Observation;
-        use hookbridge_core::outcome::Sent;
         let h = EmbeddedHarness::start().await;
-        let (mut hook, _) = make_hook(&h, "acme", "stale").await;
         let now = Utc::now();
-        let failing_since = now - chrono::Duration::hours(1);
-        hook.state.health.consecutive_failures = 10;
-        hook.state.health.failing_since = Some(failing_since);
-        hook.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let (hook, _) = past_the_rules_count(&h, "stale", now).await;
         let copy = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         let mut opened = copy.clone();
         opened.state.health.circuit = Circuit {
@@ -793,12 +809,7 @@ mod tests {
         h.backend().hooks.replace(&opened, copy.revision).await.unwrap();
 
         let worker = worker_on(h.backend());
-        let rejected = Observation::Attempt {
-            started: now,
-            ended: now,
-            sent: Sent::Response { status: 400, retry_after: None },
-            slow: false,
-        };
+        let rejected = rejected_at(now);
         health::record(&worker, std::sync::Arc::new(copy), &[rejected], now).await;
         let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         assert!(stored.state.health.circuit.is_closed(), "{:?}", stored.state.health.circuit);
@@ -810,8 +821,6 @@ mod tests {
     /// It wrote the hook back without them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_health_write_keeps_the_fields_a_newer_release_wrote() {
-        use hookbridge_core::health::Observation;
-        use hookbridge_core::outcome::Sent;
         let h = EmbeddedHarness::start().await;
         let (hook, _) = make_hook(&h, "acme", "newer").await;
         h.backend().hooks.create(&hook, 1000).await.unwrap();
@@ -830,12 +839,7 @@ mod tests {
         let read = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
         let worker = worker_on(h.backend());
         let now = Utc::now();
-        let rejected = Observation::Attempt {
-            started: now,
-            ended: now,
-            sent: Sent::Response { status: 400, retry_after: None },
-            slow: false,
-        };
+        let rejected = rejected_at(now);
         health::record(&worker, std::sync::Arc::new(read), &[rejected], now).await;
         let raw: serde_json::Value = serde_json::from_str(
             &h.db()
@@ -860,24 +864,12 @@ mod tests {
     /// come within a minute of another's write held its own for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failures_held_back_for_a_minute_are_written_with_the_next() {
-        use hookbridge_core::health::Observation;
-        use hookbridge_core::outcome::Sent;
         let h = EmbeddedHarness::start().await;
-        let (mut hook, _) = make_hook(&h, "acme", "held").await;
         let now = Utc::now();
-        let failing_since = now - chrono::Duration::hours(1);
-        hook.state.health.consecutive_failures = 10;
-        hook.state.health.failing_since = Some(failing_since);
-        hook.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
-        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let (hook, failing_since) = past_the_rules_count(&h, "held", now).await;
         let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
         let worker = worker_on(h.backend());
-        let rejected = Observation::Attempt {
-            started: now,
-            ended: now,
-            sent: Sent::Response { status: 400, retry_after: None },
-            slow: false,
-        };
+        let rejected = rejected_at(now);
         let held = |failures, ago| local::Unwritten {
             since: failing_since,
             failures,

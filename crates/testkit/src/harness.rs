@@ -230,6 +230,28 @@ pub struct AwsHarness {
 }
 
 impl AwsHarness {
+    /// Rewrites the JSON document of the item at `pk`/`sk` as `change` says. Read
+    /// consistently: the item may have been written a moment ago, and the contract suite
+    /// counts every read that is not.
+    async fn rewrite_doc(&self, pk: String, sk: String, change: impl FnOnce(&mut serde_json::Value)) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let key = [("PK", pk), ("SK", sk)].map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
+        let (db, table) = (&self.clients.dynamodb, &self.resources.table);
+        let read = db.get_item().table_name(table).set_key(Some(key.clone().into())).consistent_read(true);
+        let item = read.send().await.expect("get item");
+        let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such item");
+        let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("a JSON document");
+        change(&mut doc);
+        db.update_item()
+            .table_name(table)
+            .set_key(Some(key.into()))
+            .update_expression("SET doc = :doc")
+            .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
+            .send()
+            .await
+            .expect("rewrite item");
+    }
+
     /// Fresh resources on the shared emulator.
     pub async fn start() -> Self {
         Self::start_counted(None).await
@@ -298,47 +320,14 @@ impl Harness for AwsHarness {
     }
 
     async fn make_unreadable(&self, tenant: &TenantId, id: HookId) {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let key = [("PK", format!("T#{tenant}")), ("SK", format!("H#{id}"))]
-            .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
-        let db = &self.clients.dynamodb;
-        let table = &self.resources.table;
-        // Consistently: the hook may have been written a moment ago, and the contract
-        // suite counts every read that is not.
-        let read = db.get_item().table_name(table).set_key(Some(key.clone().into())).consistent_read(true);
-        let item = read.send().await.expect("get hook");
-        let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such hook");
-        let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("hook JSON");
-        doc["config"]["method"] = UNKNOWN_METHOD.into();
-        db.update_item()
-            .table_name(table)
-            .set_key(Some(key.into()))
-            .update_expression("SET doc = :doc")
-            .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
-            .send()
-            .await
-            .expect("rewrite hook");
+        self.rewrite_doc(format!("T#{tenant}"), format!("H#{id}"), |doc| {
+            doc["config"]["method"] = UNKNOWN_METHOD.into()
+        })
+        .await;
     }
 
     async fn make_replay_unreadable(&self, hook: HookId, id: ReplayId) {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let key =
-            [("PK", format!("H#{hook}")), ("SK", format!("R#{id}"))].map(|(k, v)| (k.to_owned(), AttributeValue::S(v)));
-        let db = &self.clients.dynamodb;
-        let table = &self.resources.table;
-        let read = db.get_item().table_name(table).set_key(Some(key.clone().into())).consistent_read(true);
-        let item = read.send().await.expect("get replay job");
-        let doc = item.item.and_then(|i| i.get("doc").and_then(|d| d.as_s().ok()).cloned()).expect("no such job");
-        let mut doc: serde_json::Value = serde_json::from_str(&doc).expect("job JSON");
-        doc["state"] = UNKNOWN_STATUS.into();
-        db.update_item()
-            .table_name(table)
-            .set_key(Some(key.into()))
-            .update_expression("SET doc = :doc")
-            .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
-            .send()
-            .await
-            .expect("rewrite replay job");
+        self.rewrite_doc(format!("H#{hook}"), format!("R#{id}"), |doc| doc["state"] = UNKNOWN_STATUS.into()).await;
     }
 
     async fn make_delivery_unreadable(&self, _hook: HookId, id: DeliveryId) {
@@ -360,18 +349,8 @@ impl Harness for AwsHarness {
             .expect("scan");
         assert!(!items.is_empty(), "no such delivery");
         for item in items {
-            let doc = item.get("doc").and_then(|d| d.as_s().ok()).expect("a document");
-            let mut doc: serde_json::Value = serde_json::from_str(doc).expect("delivery JSON");
-            doc["status"] = UNKNOWN_STATUS.into();
-            let key = ["PK", "SK"].map(|k| (k.to_owned(), item[k].clone()));
-            db.update_item()
-                .table_name(table)
-                .set_key(Some(key.into()))
-                .update_expression("SET doc = :doc")
-                .expression_attribute_values(":doc", AttributeValue::S(doc.to_string()))
-                .send()
-                .await
-                .expect("rewrite delivery");
+            let [pk, sk] = ["PK", "SK"].map(|k| item[k].as_s().expect("a string key").clone());
+            self.rewrite_doc(pk, sk, |doc| doc["status"] = UNKNOWN_STATUS.into()).await;
         }
     }
 }
