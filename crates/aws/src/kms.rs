@@ -161,7 +161,9 @@ impl Sealer for KmsSealer {
             Some(&FORMAT_KMS_BOUND) => owner.associated_data(),
             Some(&FORMAT_KMS_UNBOUND) => UNBOUND_AAD.to_vec(),
             // A format past every one this release writes is a newer release's.
-            Some(&f) if f > FORMAT_KMS_BOUND => return Err(Error::NewerFormat { what: "sealed secrets" }),
+            Some(&f) if f > hookbridge_core::hook::NEWEST_SEALED_FORMAT => {
+                return Err(Error::NewerFormat { what: "sealed secrets" });
+            }
             _ => return Err(corrupt()),
         };
         if b.len() < 3 {

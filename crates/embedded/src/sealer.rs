@@ -18,9 +18,6 @@ const UNBOUND_AAD: &[u8] = b"hookbridge hook secrets v1";
 /// The format byte of blobs bound to their hook ([`SecretsOwner::associated_data`]).
 const FORMAT_BOUND: u8 = 3;
 
-/// The highest format byte any sealer of this release writes (the KMS sealer's bound one).
-const LAST_KNOWN_FORMAT: u8 = 4;
-
 /// Seals with a 256-bit key read from a file that only its owner can read.
 #[derive(Clone)]
 pub struct LocalKeySealer {
@@ -99,7 +96,9 @@ impl Sealer for LocalKeySealer {
             FORMAT_UNBOUND => UNBOUND_AAD.to_vec(),
             // A format past the platform's known ones (the KMS sealer's are 2 and 4) is a
             // newer release's; a known one of the other sealer's is not this key's.
-            f if f > LAST_KNOWN_FORMAT => return Err(Error::NewerFormat { what: "sealed secrets" }),
+            f if f > hookbridge_core::hook::NEWEST_SEALED_FORMAT => {
+                return Err(Error::NewerFormat { what: "sealed secrets" });
+            }
             _ => return Err(Error::corrupt("sealed secrets", "unknown format")),
         };
         let plain = aead::open(&self.key, &aad, body)

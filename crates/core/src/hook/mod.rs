@@ -15,8 +15,9 @@ pub use draft::{
 pub(crate) use model::test_hook;
 pub use model::{
     AuthConfig, AuthType, HeaderConfig, Hook, HookConfig, HookSecrets, HttpMethod, MAX_EVENT_TYPES, MAX_HEADERS,
-    MAX_RETIRING_SECRETS, MAX_STORED_HOOK_BYTES, MAX_URL_LEN, OAuthConfig, ParamConfig, PayloadFormat, RateLimit,
-    RetiringSecret, SealedSecrets, SecretsOwner, SignatureFormat, TokenBody, TokenMethod, VerificationConfig,
+    MAX_RETIRING_SECRETS, MAX_STORED_HOOK_BYTES, MAX_URL_LEN, NEWEST_SEALED_FORMAT, OAuthConfig, ParamConfig,
+    PayloadFormat, RateLimit, RetiringSecret, SealedSecrets, SecretsOwner, SignatureFormat, TokenBody, TokenMethod,
+    VerificationConfig,
 };
 pub use network::{AddressVerdict, Network, NetworkPolicy};
 pub use state::{

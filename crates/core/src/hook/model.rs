@@ -435,6 +435,11 @@ impl HookSecrets {
     }
 }
 
+/// The highest format byte a sealer of this release writes (the backends number theirs
+/// apart: the local key's 1 and 3, KMS's 2 and 4). A blob whose first byte is higher was
+/// sealed by a newer release ([`crate::Error::NewerFormat`]).
+pub const NEWEST_SEALED_FORMAT: u8 = 4;
+
 /// [`HookSecrets`] encrypted by the backend's key (KMS on AWS, a local key file on the
 /// embedded backend). Opaque to everything but the sealer that made it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
