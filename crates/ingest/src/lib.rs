@@ -396,13 +396,7 @@ async fn ingest_events(
     match ingest_tenant(deps, tenant, events, deadline).instrument(span).await {
         Ok(not_begun) if not_begun.is_empty() => Vec::new(),
         Ok(not_begun) => {
-            // One copy of each (a queue may deliver an event twice in one batch): handed on
-            // twice, the copies could land in two batches and be fanned out twice.
-            let mut once = HashSet::new();
-            let rest: Vec<&Parsed<'_>> = events
-                .iter()
-                .filter(|p| not_begun.contains(p.envelope.id.as_str()) && once.insert(p.envelope.id.as_str()))
-                .collect();
+            let rest: Vec<&Parsed<'_>> = events.iter().filter(|p| not_begun.contains(p.envelope.id.as_str())).collect();
             tracing::info!(tenant = %tenant, events = rest.len(), why = TOO_LATE, "the tenant's events not begun; they come back");
             come_back(deps, tenant, rest, deadline).await
         }
@@ -414,13 +408,17 @@ async fn ingest_events(
 }
 
 /// Sends the events not begun back to the queue, handed on ([`hand_on_unseen`]) or
-/// receivable again at once; the ids of the messages that must come back.
+/// receivable again at once, one copy of each; the ids of the messages that must come back.
 async fn come_back(
     deps: &Ingest,
     tenant: &TenantId,
     events: Vec<&Parsed<'_>>,
     deadline: Option<Instant>,
 ) -> Vec<String> {
+    // A queue may deliver an event twice in one batch: handed on twice, the copies could
+    // land in two batches and be fanned out twice. The other copies are done with.
+    let mut once = HashSet::new();
+    let events = events.into_iter().filter(|p| once.insert(p.envelope.id.as_str())).collect();
     let returning = hand_on_unseen(deps, tenant, events, deadline).await;
     // At once, not after the queue's visibility timeout: nothing failed, this invocation
     // only had no time for them.

@@ -108,6 +108,25 @@ async fn near_its_deadline_ingest_starts_nothing_and_hands_replay_pages_on() {
     assert_eq!(common::queued_tasks(&h, 3).await.len(), 3);
 }
 
+/// An event the queue delivered twice in one batch, reached with too little time to begin
+/// its tenant, is handed on once: two new messages could land in two batches and each be
+/// fanned out, sending receivers the event twice.
+#[tokio::test]
+async fn an_event_twice_in_a_batch_and_not_begun_is_handed_on_once() {
+    let h = EmbeddedHarness::start().await;
+    let (hook, _) = make_hook(&h, "acme", "hook").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let body = event("acme");
+    let batch = [message("first", body.clone()), message("copy", body.clone())];
+
+    let out = ingest::handle_within(&common::deps(&h), &batch, Some(Instant::now() + ingest::TIME_TO_START / 2)).await;
+
+    assert!(out.failed.is_empty(), "handed on, not failed: {:?}", out.failed);
+    let back = h.backend().ingest_queue.receive(10, Duration::from_secs(1)).await.unwrap();
+    let bodies: Vec<&str> = back.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, [body.as_str()], "one copy handed on");
+}
+
 /// Every delivery waiting on the fast lane, waiting up to 500 ms for each receive.
 async fn drain_deliveries(h: &EmbeddedHarness) -> usize {
     let mut queued = 0;
