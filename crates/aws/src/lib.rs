@@ -71,12 +71,35 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// The SDK's own connect timeout, kept (a timeout configuration replaces it).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// Every call's bounds: [`CALL_ATTEMPT_TIMEOUT`], [`CALL_TIMEOUT`].
+/// The API function's timeout, as `template.yaml` sets it (a test holds them equal).
+pub const API_FUNCTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one try of an AWS call may take while a caller waits on the API.
+pub const REQUEST_CALL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest an AWS call may take, with the SDK's retries, while a caller waits on the
+/// API. A request's calls come one after another, and after one that fails the request
+/// still frees what it claimed (its `Idempotency-Key`, its events' ids): both must end
+/// within [`API_FUNCTION_TIMEOUT`]. Held to [`CALL_TIMEOUT`], a request whose call hung was
+/// ended by Lambda: the caller got the gateway's own `500`, and its claims turned every
+/// retry away with `409` for five minutes.
+pub const REQUEST_CALL_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Every call's bounds in the functions that work through queues: [`CALL_ATTEMPT_TIMEOUT`],
+/// [`CALL_TIMEOUT`].
 pub fn call_timeouts() -> aws_config::timeout::TimeoutConfig {
+    bounds(CALL_ATTEMPT_TIMEOUT, CALL_TIMEOUT)
+}
+
+/// Every call's bounds in the API function: [`REQUEST_CALL_ATTEMPT_TIMEOUT`],
+/// [`REQUEST_CALL_TIMEOUT`].
+pub fn request_call_timeouts() -> aws_config::timeout::TimeoutConfig {
+    bounds(REQUEST_CALL_ATTEMPT_TIMEOUT, REQUEST_CALL_TIMEOUT)
+}
+
+fn bounds(attempt: Duration, whole: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(CALL_ATTEMPT_TIMEOUT)
-        .operation_timeout(CALL_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(whole)
         .build()
 }
 
@@ -108,6 +131,12 @@ impl Clients {
     /// `AWS_ENDPOINT_URL`), every call bounded.
     pub async fn from_env() -> Self {
         Self::new(&sdk_config_from_env().await)
+    }
+
+    /// The API function's clients: as [`Clients::from_env`], every call held to
+    /// [`request_call_timeouts`].
+    pub async fn for_requests_from_env() -> Self {
+        Self::new(&sdk_loader().timeout_config(request_call_timeouts()).load().await)
     }
 }
 

@@ -9,7 +9,7 @@ use subscription_api::{Api, ApiPorts, ApiSettings, Tokens, router};
 async fn main() -> Result<(), lambda_http::Error> {
     hookbridge_aws::telemetry::init(hookbridge_aws::telemetry::Output::Stdout)?;
     let config = Config::from_env()?;
-    let clients = Clients::from_env().await;
+    let clients = Clients::for_requests_from_env().await;
     let s = &config.settings;
     let key = s
         .tokens

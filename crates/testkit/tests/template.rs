@@ -739,6 +739,9 @@ fn request_timeouts_fit_in_one_worker_invocation() {
     let api = &t["Resources"]["SubscriptionApiFunction"]["Properties"]["Timeout"];
     let documents = 4 * hookbridge_outbound::DOCUMENT_TIMEOUT.as_secs();
     assert!(api.as_u64().is_some_and(|s| s >= documents + 2), "the API's timeout is {api}");
+    // The API's AWS calls are bounded to fit in it (subscription-api's `hung_call` test runs
+    // a request within this timeout).
+    assert_eq!(api.as_u64(), Some(hookbridge_aws::API_FUNCTION_TIMEOUT.as_secs()), "the API's timeout is {api}");
 }
 
 /// A tenant's hooks are all read, and an event sent to each, within one ingest invocation:
