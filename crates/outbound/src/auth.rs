@@ -357,7 +357,7 @@ impl Outbound {
             if oauth.http_method == TokenMethod::Get && TokenBody::values_of(k).is_some() {
                 continue;
             }
-            req = req.header(k, v);
+            req = req.header(k, crate::deliver::field_value(v));
         }
         let resp =
             req.send().await.map_err(|e| TokenError::Request { class: error_class(&e), detail: describe(&e) })?;
@@ -416,8 +416,10 @@ pub(crate) fn static_auth_header(auth: &AuthConfig, secrets: &HookSecrets) -> Op
         AuthConfig::Basic { username } => {
             Some(("authorization".to_owned(), format!("Basic {}", STANDARD.encode(format!("{username}:{secret}")))))
         }
-        AuthConfig::ApiKey { .. } => Some(("authorization".to_owned(), format!("Bearer {secret}"))),
-        AuthConfig::Header { name } => Some((name.clone(), secret.to_owned())),
+        AuthConfig::ApiKey { .. } => {
+            Some(("authorization".to_owned(), format!("Bearer {}", crate::deliver::field_value(secret))))
+        }
+        AuthConfig::Header { name } => Some((name.clone(), crate::deliver::field_value(secret).to_owned())),
     }
 }
 

@@ -334,8 +334,16 @@ pub(crate) fn custom_headers<'a>(
             Some(v) => v.as_str(),
             None => secrets?.headers.get(&h.name.to_ascii_lowercase())?.expose(),
         };
-        Some((h.name.as_str(), value))
+        Some((h.name.as_str(), field_value(value)))
     })
+}
+
+/// A header value a hook gave, as it is sent: without the spaces and tabs around it. An
+/// HTTP/1.1 receiver drops them (RFC 9110 5.5), so they were never part of the value; an
+/// HTTP/2 receiver refuses the whole request as malformed (RFC 9113 8.2.1), so a pasted
+/// key with a trailing space failed every delivery over HTTP/2 and none over HTTP/1.1.
+pub(crate) fn field_value(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
 }
 
 /// `text` (a receiver's answer) without any secret value the hook's requests carry
@@ -497,6 +505,38 @@ pub(crate) mod tests {
             tokio::time::sleep(held).await;
         });
         (url, task)
+    }
+
+    /// The spaces and tabs around a header value the hook gave are not sent: HTTP/2
+    /// receivers refuse a request whose field value begins or ends with one.
+    #[tokio::test]
+    async fn header_values_are_sent_without_the_spaces_around_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let head = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the request ended before its head");
+                request.extend_from_slice(&chunk[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let (hook, secrets) = hook_of(serde_json::json!({
+            "name": "h", "url": url,
+            "headers": [{"name": "X-Tag", "value": " plain\t"}, {"name": "X-Token", "value": "kept secret ", "secret": true}],
+            "auth": {"type": "API_KEY", "key_name": "k", "key_value": "k-123 "},
+        }));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let report = local_outbound().deliver_within(req, Duration::from_secs(5)).await;
+        assert_eq!(report.attempt.status_code, Some(204));
+        let head = head.await.unwrap().to_ascii_lowercase();
+        for sent in ["\r\nx-tag: plain\r\n", "\r\nx-token: kept secret\r\n", "\r\nauthorization: bearer k-123\r\n"] {
+            assert!(head.contains(sent), "{sent:?} not in {head}");
+        }
     }
 
     /// A receiver that answers `200` with its headers and the start of a body it never
