@@ -160,13 +160,6 @@ async fn verify(
         return Ok(Checked::Done); // Deleted since (or being deleted): nothing to verify.
     };
     let force_challenge = kind == event_type::HOOK_VERIFICATION_REQUESTED;
-    // What it reads as again if the check finds nothing. AUTHORIZING is another check
-    // running, which noted what the hook was before it; or one from before that note that
-    // could not write its results: a check is due, as after a change.
-    let before = match hook.state.connection_state {
-        ConnectionState::Authorizing => hook.state.checked_from.unwrap_or(ConnectionState::Updating),
-        state => state,
-    };
     let began = set_state(v, hook, |h| {
         if h.state.connection_state != ConnectionState::Authorizing {
             h.state.checked_from = Some(h.state.connection_state);
@@ -176,6 +169,13 @@ async fn verify(
     let Some(mut hook) = began.await? else {
         return Ok(Checked::Done);
     };
+    // What it reads as again if the check finds nothing, and what its findings are news
+    // against: as noted on the copy written, not the one first read, which a change may
+    // have replaced meanwhile (a PUT making an authorized hook UPDATING: put back, or
+    // judged, as AUTHORIZED, the change read so unchecked, or its pass told nothing). No
+    // note is a check from before notes were kept that could not write its results: a
+    // check is due, as after a change.
+    let before = hook.state.checked_from.unwrap_or(ConnectionState::Updating);
     for round in 0..CHECK_ROUNDS {
         // Nothing was found: the hook reads as it did, not AUTHORIZING until someone asks.
         if round > 0 && !round_fits(v, deadline) {

@@ -132,3 +132,71 @@ async fn the_second_of_two_checks_tells_no_news_the_first_told() {
     let told = news(news_q.as_ref()).await;
     assert!(!told.contains(&"hook.authorized".to_owned()), "it was authorized all along: {told:?}");
 }
+
+/// The store, with the hook changed by a tenant's `PUT` (UPDATING, another URL) just
+/// before the check's first write, which then meets a newer revision and reads it.
+struct ChangedMeanwhile {
+    inner: std::sync::Arc<dyn hookbridge_core::ports::HookAccess>,
+    moved_to: String,
+    changed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl hookbridge_core::ports::HookAccess for ChangedMeanwhile {
+    async fn get(
+        &self,
+        tenant: &hookbridge_core::ids::TenantId,
+        id: hookbridge_core::ids::HookId,
+    ) -> hookbridge_core::Result<Option<Hook>> {
+        self.inner.get(tenant, id).await
+    }
+
+    async fn get_many(
+        &self,
+        keys: &[(hookbridge_core::ids::TenantId, hookbridge_core::ids::HookId)],
+    ) -> hookbridge_core::Result<Vec<std::sync::Arc<Hook>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn replace(&self, hook: &Hook, expected_revision: u64) -> hookbridge_core::Result<()> {
+        if !self.changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut put = self.inner.get(&hook.tenant, hook.id).await?.unwrap();
+            put.config.url = self.moved_to.clone();
+            put.state.connection_state = ConnectionState::Updating;
+            put.revision += 1;
+            self.inner.replace(&put, put.revision - 1).await?;
+        }
+        self.inner.replace(hook, expected_revision).await
+    }
+}
+
+/// A check that began on an authorized hook, which a `PUT` made UPDATING before the check
+/// noted it was running: the check runs on the change and, passing, tells the hook is
+/// authorized again. Judged against the copy read before the change, it told nothing, and
+/// the change's own check then found the hook AUTHORIZED and told nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_judges_the_hook_as_it_was_when_the_check_began_on_it() {
+    let h = EmbeddedHarness::start().await;
+    let receiver = Receiver::start().await;
+    let news_q = watching(&h).await;
+    let (mut hook, _) = make_hook(&h, "acme", "moved").await;
+    hook.config.url = receiver.url("/hook");
+    hook.state.connection_state = ConnectionState::Authorized;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let mut v = common::verifier_on(h.backend());
+    v.ports.hooks = std::sync::Arc::new(ChangedMeanwhile {
+        inner: h.backend().hooks.clone(),
+        moved_to: receiver.url("/moved"),
+        changed: Default::default(),
+    });
+
+    let out = verifier::handle(&v, &[lifecycle("hook.updated", &hook, "m1")]).await;
+
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.config.url.as_str(), stored.state.connection_state),
+        (receiver.url("/moved").as_str(), ConnectionState::Authorized)
+    );
+    assert_eq!(news(news_q.as_ref()).await, ["hook.authorized"], "UPDATING → AUTHORIZED is news");
+}
