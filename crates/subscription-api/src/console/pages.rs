@@ -590,13 +590,25 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
     )
 }
 
+/// The most of a body the page lays out for reading. An event may be 256 KiB and 100
+/// levels deep, and laid out two spaces a level it could pass the 6 MB Lambda allows an
+/// answer: the page was then API Gateway's bare `500`, the delivery's attempts and its
+/// Retry button out of reach. Past this it is shown on one line, as it was sent.
+const LAID_OUT_AT_MOST: usize = 512 * 1024;
+
 /// The body the receiver was sent: the envelope in the hook's payload format (a hook made
-/// through Keycloak's or XIQ's API is sent the event's `detail`, not the envelope).
-fn body_sent(h: &Value, envelope: &Value) -> String {
+/// through Keycloak's or XIQ's API is sent the event's `detail`, not the envelope), laid
+/// out for reading unless that would make it larger than [`LAID_OUT_AT_MOST`]; and
+/// whether it was.
+fn body_sent(h: &Value, envelope: &Value) -> (String, bool) {
     let format: PayloadFormat = serde_json::from_value(h["payload"].clone()).unwrap_or_default();
     let envelope_text = envelope.to_string();
     let sent = render(format, &envelope_text).ok().and_then(|b| serde_json::from_str::<Value>(&b).ok());
-    serde_json::to_string_pretty(sent.as_ref().unwrap_or(envelope)).unwrap_or_default()
+    let sent = sent.as_ref().unwrap_or(envelope);
+    match serde_json::to_string_pretty(sent) {
+        Ok(laid_out) if laid_out.len() <= LAID_OUT_AT_MOST => (laid_out, true),
+        _ => (sent.to_string(), false),
+    }
 }
 
 /// What the receiver was sent, reconstructed from the hook (secret values masked), in the
@@ -676,11 +688,16 @@ pub async fn delivery(State(api): State<Api>, s: Session, Path((id, did)): Path<
                     p { code { (st(&h, "method")) " " (st(&h, "url")) } }
                     table.kv { tbody { @for (k, v) in headers_sent(&h, d) { tr { th scope="row" { code { (k) } } td { code { (v) } } } } } }
                     @if !d["envelope"].is_null() {
+                        @let (body, laid_out) = body_sent(&h, &d["envelope"]);
                         details {
                             summary { "Body" }
                             // Its signature is over the bytes sent, which this is not.
-                            p.muted { "Laid out for reading: the receiver got it on one line, its keys in the event's own order." }
-                            pre { (body_sent(&h, &d["envelope"])) }
+                            @if laid_out {
+                                p.muted { "Laid out for reading: the receiver got it on one line, its keys in the event's own order." }
+                            } @else {
+                                p.muted { "On one line, as the receiver got it (too large to lay out), its keys in the event's own order." }
+                            }
+                            pre { (body) }
                         }
                     }
                 }
@@ -807,10 +824,28 @@ mod tests {
     fn the_body_shown_is_the_body_the_hooks_payload_format_sends() {
         let envelope = json!({"detail-type": "user.login", "source": "idp", "detail": {"tenant": "acme", "site": "a", "who": "ada"}});
         let shown =
-            |payload: &str| serde_json::from_str::<Value>(&body_sent(&json!({"payload": payload}), &envelope)).ok();
+            |payload: &str| serde_json::from_str::<Value>(&body_sent(&json!({"payload": payload}), &envelope).0).ok();
         assert_eq!(shown("envelope"), Some(envelope.clone()));
         assert_eq!(shown("detail"), Some(json!({"who": "ada"})));
         assert_eq!(shown("detail_array"), Some(json!([{"who": "ada"}])));
+        assert!(body_sent(&json!({"payload": "envelope"}), &envelope).1, "laid out");
+    }
+
+    /// An event as large and deep as publishing allows is shown on one line: laid out, its
+    /// indentation alone made the page larger than Lambda lets an answer be.
+    #[test]
+    fn a_body_too_large_to_lay_out_is_shown_on_one_line() {
+        let mut deep = json!(vec![0; 120_000]);
+        for _ in 0..30 {
+            deep = json!([deep]);
+        }
+        let envelope = json!({"detail-type": "user.login", "source": "idp", "detail": {"tenant": "acme", "m": deep}});
+        for payload in ["envelope", "detail"] {
+            let (body, laid_out) = body_sent(&json!({"payload": payload}), &envelope);
+            assert!(!laid_out, "{payload}");
+            assert!(body.len() < 300 * 1024, "{payload}: {} bytes", body.len());
+            assert!(!body.contains('\n'), "{payload}");
+        }
     }
 
     #[test]
