@@ -198,21 +198,26 @@ impl std::fmt::Debug for JobPorts<'_> {
 /// Counts a page re-sent while the job was cancelled: the cancel was saved over the step
 /// the page read, so the page's save lost, but its deliveries went all the same and
 /// `queued` says what was re-sent. A page saved by another poke is counted there already.
-pub async fn count_after_cancel(
-    replays: &dyn ReplayStore,
-    read: &ReplayJob,
-    resent: Resent,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let Some(stored) = replays.get(read.hook_id, read.id).await? else { return Ok(()) };
+/// `queued` is at least what the job's note marks at the cursor: a poke back reads a
+/// smaller page ([`page_on_receive`]) than the one its failed first try re-sent, and
+/// what that one re-sent past the smaller page was counted nowhere.
+pub async fn count_after_cancel(p: JobPorts<'_>, read: &ReplayJob, resent: Resent, now: DateTime<Utc>) -> Result<()> {
+    let Some(stored) = p.replays.get(read.hook_id, read.id).await? else { return Ok(()) };
     let cancelled_over_this_page =
         stored.state == ReplayState::Cancelled && stored.step == read.step + 1 && stored.cursor == read.cursor;
     if !cancelled_over_this_page || resent == Resent::default() {
         return Ok(());
     }
-    let counted = with_page_counted(&stored, resent.queued, resent.not_resent(), now);
+    let queued = match resent_at_cursor(p, read).await {
+        Ok(marked) => resent.queued.max(marked),
+        Err(e) => {
+            tracing::warn!(replay_id = %read.id, error = %e, "cannot count what a cancelled replay's earlier try re-sent");
+            resent.queued
+        }
+    };
+    let counted = with_page_counted(&stored, queued, resent.not_resent(), now);
     // Lost again only to a later save of the cancelled job, which nothing makes.
-    replays.save(&counted, stored.step).await.map(|_| ())
+    p.replays.save(&counted, stored.step).await.map(|_| ())
 }
 
 /// A stopped `job` with one more page counted: `queued` re-sent and `skipped`, saved as a
@@ -337,7 +342,7 @@ pub async fn step(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Re
     if !p.replays.save(&saved, job.step).await? {
         // Cancelled, or a second poke (after a crash) saved this page first: it goes on.
         tracing::info!(replay_id = %job.id, "replay page saved elsewhere; this poke stops here");
-        count_after_cancel(p.replays, &job, resent, now).await?;
+        count_after_cancel(p, &job, resent, now).await?;
         return Ok(());
     }
     tracing::info!(

@@ -351,13 +351,14 @@ async fn a_poke_back_after_a_failed_page_reads_a_smaller_one() {
 async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     use ingest::replay::{Resent, count_after_cancel};
     let b = h.backend();
+    let deps = common::deps(h);
     let now = Utc::now();
     let tenant: TenantId = h.unique("tenant").parse().unwrap();
     let job = ReplayJob::new(tenant.clone(), hook_id(), now - chrono::Duration::hours(1), now, None, now);
     b.replays.create(&job).await.unwrap();
     assert!(b.replays.save(&job.stopped(ReplayState::Cancelled, now), job.step).await.unwrap());
     let page = Resent { queued: 3, skipped: 1, ..Resent::default() };
-    count_after_cancel(b.replays.as_ref(), &job, page, now).await.unwrap();
+    count_after_cancel(deps.ports.job_ports(), &job, page, now).await.unwrap();
     let counted = b.replays.get(job.hook_id, job.id).await.unwrap().unwrap();
     assert_eq!((counted.state, counted.queued, counted.skipped), (ReplayState::Cancelled, 3, 1));
 
@@ -365,8 +366,77 @@ async fn a_page_resent_while_its_job_was_cancelled_is_counted(h: &dyn Harness) {
     b.replays.create(&other).await.unwrap();
     let by_another_poke = other.advanced(Some("01KA".into()), 3, 1, now);
     assert!(b.replays.save(&by_another_poke, other.step).await.unwrap());
-    count_after_cancel(b.replays.as_ref(), &other, page, now).await.unwrap();
+    count_after_cancel(deps.ports.job_ports(), &other, page, now).await.unwrap();
     assert_eq!(b.replays.get(other.hook_id, other.id).await.unwrap().unwrap(), by_another_poke);
+}
+
+/// The jobs, with the job cancelled just before each save (as a `DELETE` landing while a
+/// page is re-sent), which the save then loses to.
+struct CancelledWhileSaving<'a>(&'a dyn hookbridge_core::ports::ReplayStore);
+
+#[async_trait::async_trait]
+impl hookbridge_core::ports::ReplayStore for CancelledWhileSaving<'_> {
+    async fn create(&self, job: &ReplayJob) -> hookbridge_core::Result<()> {
+        self.0.create(job).await
+    }
+
+    async fn get(
+        &self,
+        hook_id: HookId,
+        id: hookbridge_core::ids::ReplayId,
+    ) -> hookbridge_core::Result<Option<ReplayJob>> {
+        self.0.get(hook_id, id).await
+    }
+
+    async fn list(
+        &self,
+        hook_id: HookId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> hookbridge_core::Result<Page<ReplayJob>> {
+        self.0.list(hook_id, limit, cursor).await
+    }
+
+    async fn save(&self, job: &ReplayJob, read_step: u64) -> hookbridge_core::Result<bool> {
+        if let Some(read) = self.0.get(job.hook_id, job.id).await?.filter(|j| !j.state.is_final()) {
+            self.0.save(&read.stopped(ReplayState::Cancelled, Utc::now()), read_step).await?;
+        }
+        self.0.save(job, read_step).await
+    }
+}
+
+/// A page re-sent whose save failed, its poke back (reading half the page) cancelled while
+/// it ran: the cancelled job counts all its first try re-sent, not the half the poke back
+/// read. The other half was counted nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poke_back_that_loses_to_a_cancel_counts_all_its_first_try_resent() {
+    let h = EmbeddedHarness::start().await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let (hook, _) = make_hook(&h, tenant.as_str(), "cancelled").await;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let seeded = seed(&h, &hook, 4).await;
+    let deps = common::deps(&h);
+    let b = h.backend();
+    let now = Utc::now();
+    let job = ReplayJob::new(tenant, hook.id, now - chrono::Duration::hours(1), now, None, now);
+    b.replays.create(&job).await.unwrap();
+    // What the first try did before its save failed: the whole page re-sent and recorded.
+    let p = deps.ports.job_ports();
+    let resent = ingest::replay::resend(p.events, p.deliveries, p.lanes, &hook, &seeded, &job.note()).await.unwrap();
+    assert_eq!(resent.queued, 4);
+
+    let cancelling = CancelledWhileSaving(b.replays.as_ref());
+    let back = ingest::replay::JobPorts {
+        replays: &cancelling,
+        page: ingest::replay::page_on_receive(4, 2),
+        first_page: 4,
+        ..deps.ports.job_ports()
+    };
+    assert_eq!(back.page, 2, "the poke back reads half the page");
+    ingest::replay::step(back, &ReplayPoke::of(&job), Utc::now()).await.unwrap();
+
+    let cancelled = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
+    assert_eq!((cancelled.state, cancelled.queued), (ReplayState::Cancelled, 4));
 }
 
 /// A page re-sent and recorded whose save was lost (the poke died before it, or another
