@@ -17,6 +17,13 @@ use crate::Outbound;
 use crate::auth::{TokenError, TokenWanted, static_auth_header};
 use crate::classify::{self, describe};
 
+/// The longest an answer's body is read for the attempt's record after its status came
+/// (within the attempt's budget). The status is the outcome; read to the budget, a
+/// receiver that answered at once and left its body unfinished held its lane's place for
+/// the whole budget, and was judged as slow as one that never answered: kept on the slow
+/// lane for good, a delivery every timeout per place.
+pub const BODY_READ_AT_MOST: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What to send.
 #[derive(Debug, Clone, Copy)]
 pub struct DeliveryRequest<'a> {
@@ -154,8 +161,9 @@ impl Outbound {
     /// request, a refresh after a 401 and the request again. What is not answered by then
     /// is a `timeout`, so a delivery never takes longer than its lane allows. An answer's
     /// status is its outcome however its body goes: the body is read for the record only
-    /// until the same deadline, so a receiver that answered `200` and left its body
-    /// unfinished has its `200`, not a timeout and the event sent again.
+    /// for [`BODY_READ_AT_MOST`] more, within the same deadline, so a receiver that answered
+    /// `200` and left its body unfinished has its `200`, not a timeout and the event sent
+    /// again, and its pace is that of its answer.
     pub async fn deliver_within(&self, req: DeliveryRequest<'_>, budget: std::time::Duration) -> AttemptReport {
         let at = Utc::now();
         let started = Instant::now();
@@ -163,7 +171,8 @@ impl Outbound {
         let (wait, reached) = (TokenWait::default(), AtomicBool::new(false));
         let mut report = match tokio::time::timeout_at(deadline, self.answer(req, &wait, &reached)).await {
             Ok(Ok(answer)) => {
-                let (body, cut) = read_excerpt_until(answer.response, deadline).await;
+                let body_until = deadline.min(tokio::time::Instant::now() + BODY_READ_AT_MOST);
+                let (body, cut) = read_excerpt_until(answer.response, body_until).await;
                 let body = without_secrets(&body, &req.hook.config, req.secrets, answer.token.as_ref());
                 let text = with_note(&body, cut);
                 let sent = Sent::Response { status: answer.status, retry_after: answer.retry_after };
@@ -561,6 +570,25 @@ pub(crate) mod tests {
         assert_eq!(report.attempt.status_code, Some(200));
         let text = report.attempt.response_excerpt.unwrap();
         assert_eq!(text, "received, thank (the body did not arrive in time)", "what came is kept");
+        receiver.abort();
+    }
+
+    /// A body left unfinished is read for the record only briefly after its status: the
+    /// attempt, and the receiver's pace the lanes judge it by, are the answer's, not the
+    /// whole budget's (which kept a hook answering at once on the slow lane for good).
+    #[tokio::test]
+    async fn an_unfinished_body_is_read_briefly_not_for_the_whole_budget() {
+        let (url, receiver) = answers_and_stalls().await;
+        let (hook, secrets) = hook_of(serde_json::json!({"name": "h", "url": url}));
+        let req = DeliveryRequest { hook: &hook, secrets: &secrets, delivery_id: DeliveryId::generate(), body: "{}" };
+        let budget = Duration::from_secs(10);
+        let report = local_outbound().deliver_within(req, budget).await;
+        assert_eq!(report.sent, Sent::Response { status: 200, retry_after: None });
+        assert!(report.receiver_ms < budget.as_millis() as u64 / 2, "{} ms", report.receiver_ms);
+        assert_eq!(
+            report.attempt.response_excerpt.as_deref(),
+            Some("received, thank (the body did not arrive in time)")
+        );
         receiver.abort();
     }
 

@@ -18,7 +18,7 @@ use hookbridge_core::hook::NetworkPolicy;
 
 pub use auth::{TokenCache, TokenError, TokenWanted};
 pub use challenge::{ChallengeError, challenge_needs_secrets};
-pub use deliver::{AttemptReport, DeliveryRequest};
+pub use deliver::{AttemptReport, BODY_READ_AT_MOST, DeliveryRequest};
 pub use fetch::{DOCUMENT_TIMEOUT, FetchError};
 pub use pool::KEPT_CONNECTIONS_MOST;
 
