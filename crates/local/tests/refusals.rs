@@ -84,6 +84,17 @@ fn bad_settings_are_refused_at_start_naming_their_variable() {
     }
 }
 
+/// A worker thread count tokio cannot take is refused naming its variable, as every other
+/// setting is. tokio read it itself and panicked, before any logging; a release build
+/// (`panic = "abort"`) died of SIGABRT.
+#[test]
+fn a_bad_worker_thread_count_is_refused_not_a_panic() {
+    for value in ["0", "auto"] {
+        let err = refused("127.0.0.1:0", &[("TOKIO_WORKER_THREADS", value)]);
+        assert!(err.contains("TOKIO_WORKER_THREADS") && !err.contains("panicked"), "{value}: {err}");
+    }
+}
+
 /// A token lifetime that overflows the expiry is refused, not wrapped into a token that
 /// expired long ago (or a panic in a debug build).
 #[test]
