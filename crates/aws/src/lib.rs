@@ -144,3 +144,24 @@ impl Clients {
 pub fn backend(clients: &Clients, r: &Resources) -> Backend {
     Adapters::of_clients(clients, r).backend()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API function's clients hold each call to the request bounds, which leave a
+    /// request that met a hung call time to free its claims and answer inside the function
+    /// (subscription-api's `hung_call` test runs one); not the queue functions' bounds.
+    #[tokio::test]
+    async fn the_api_functions_calls_end_well_within_its_timeout() {
+        assert!(2 * REQUEST_CALL_TIMEOUT < API_FUNCTION_TIMEOUT, "a hung call and the release after it");
+        let clients = Clients::for_requests_from_env().await;
+        let bounds = |t: Option<&aws_config::timeout::TimeoutConfig>| {
+            t.map(|t| (t.operation_attempt_timeout(), t.operation_timeout()))
+        };
+        let wanted = Some((Some(REQUEST_CALL_ATTEMPT_TIMEOUT), Some(REQUEST_CALL_TIMEOUT)));
+        assert_eq!(bounds(clients.dynamodb.config().timeout_config()), wanted);
+        assert_eq!(bounds(clients.sqs.config().timeout_config()), wanted);
+        assert_eq!(bounds(clients.kms.config().timeout_config()), wanted);
+    }
+}

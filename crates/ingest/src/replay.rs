@@ -205,9 +205,10 @@ pub async fn count_after_cancel(p: JobPorts<'_>, read: &ReplayJob, resent: Resen
     let Some(stored) = p.replays.get(read.hook_id, read.id).await? else { return Ok(()) };
     let cancelled_over_this_page =
         stored.state == ReplayState::Cancelled && stored.step == read.step + 1 && stored.cursor == read.cursor;
-    if !cancelled_over_this_page || resent == Resent::default() {
+    if !cancelled_over_this_page {
         return Ok(());
     }
+    // Read even when this page found nothing to re-send: the earlier try's page was larger.
     let queued = match resent_at_cursor(p, read).await {
         Ok(marked) => resent.queued.max(marked),
         Err(e) => {
@@ -215,6 +216,9 @@ pub async fn count_after_cancel(p: JobPorts<'_>, read: &ReplayJob, resent: Resen
             resent.queued
         }
     };
+    if queued == 0 && resent.not_resent() == 0 {
+        return Ok(());
+    }
     let counted = with_page_counted(&stored, queued, resent.not_resent(), now);
     // Lost again only to a later save of the cancelled job, which nothing makes.
     p.replays.save(&counted, stored.step).await.map(|_| ())
