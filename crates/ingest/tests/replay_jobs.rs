@@ -31,8 +31,7 @@ mod common;
 /// `n` finished deliveries of `hook`, a millisecond apart, with their events kept: every
 /// other one `FAILED`, from the first.
 async fn seed(h: &dyn Harness, hook: &Hook, n: usize) -> Vec<Delivery> {
-    let alternating = |i: usize| if i % 2 == 0 { DeliveryStatus::Failed } else { DeliveryStatus::Succeeded };
-    seed_as(h, hook, n, alternating).await
+    seed_as(h, hook, n, |i| [DeliveryStatus::Failed, DeliveryStatus::Succeeded][i % 2]).await
 }
 
 /// `n` finished deliveries of `hook`, the `i`th ending `status(i)`, a millisecond apart,
