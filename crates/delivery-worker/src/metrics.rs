@@ -33,7 +33,7 @@ impl BatchMetrics {
         if self.succeeded + self.failed + self.retried + self.cancelled + self.deferred + self.moved == 0 {
             return None;
         }
-        Some(json!({
+        let mut doc = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
@@ -59,7 +59,21 @@ impl BatchMetrics {
             "DeliveriesDeferred": self.deferred,
             "DeliveriesMovedToSlowLane": self.moved,
             "DeliveryLatency": self.latencies_ms,
-        }))
+        });
+        // A batch that made no attempt (its deliveries all waiting, cancelled, or failed
+        // for good unsent) has no latency. The specification gives a metric a number or
+        // an array of numbers, and says nothing of an empty array; a document CloudWatch
+        // refused would lose the batch's `DeliveriesFailed` from the alarm on it. Left out
+        // instead, as a metric with no value.
+        if self.latencies_ms.is_empty() {
+            if let Some(declared) = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array_mut() {
+                declared.retain(|m| m["Name"] != "DeliveryLatency");
+            }
+            if let Some(fields) = doc.as_object_mut() {
+                fields.remove("DeliveryLatency");
+            }
+        }
+        Some(doc)
     }
 }
 
@@ -85,5 +99,24 @@ mod tests {
         assert_eq!((doc["Stack"].as_str(), doc["Function"].as_str()), (Some("hb-prod"), Some("delivery-worker")));
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Stack", "Function"]]));
         assert_eq!(BatchMetrics::default().to_emf("s", "f", 0), None);
+    }
+
+    /// A batch that made no attempt declares no latency, rather than an empty array.
+    #[test]
+    fn a_batch_with_no_attempt_carries_no_latency() {
+        let m = BatchMetrics { failed: 2, cancelled: 1, ..BatchMetrics::default() };
+        let doc = m.to_emf("hb-prod", "delivery-worker", 1_700_000_000_000).unwrap();
+        let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(!declared.contains(&"DeliveryLatency"), "{declared:?}");
+        assert!(doc.get("DeliveryLatency").is_none());
+        for name in &declared {
+            assert!(!doc[*name].is_null(), "{name} declared but not set");
+        }
+        assert_eq!(doc["DeliveriesFailed"], 2);
     }
 }
