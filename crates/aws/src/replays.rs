@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use hookbridge_core::ids::{HookId, ReplayId};
 use hookbridge_core::ports::{Page, ReplayStore};
-use hookbridge_core::replay::{ReplayJob, listed_after};
+use hookbridge_core::replay::{ReplayJob, listed_after, listed_job};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
@@ -91,14 +91,7 @@ impl ReplayStore for DynamoReplayStore {
                     continue;
                 }
                 let id = sk.strip_prefix("R#").unwrap_or(sk).to_owned();
-                // A job this version cannot read (a newer release wrote it) is left out,
-                // logged: one made the hook's listing, and every replay request (which counts
-                // the running jobs), an error.
-                let job = doc::<ReplayJob>(&item, "a replay job")
-                    .inspect_err(|e| {
-                        tracing::error!(%hook_id, replay_id = %id, error = %e, "cannot read this replay job; it is left out");
-                    })
-                    .ok();
+                let job = listed_job(&hook_id, &id, doc::<ReplayJob>(&item, "a replay job"));
                 jobs.push((id, job));
             }
             match next {

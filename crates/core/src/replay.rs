@@ -29,6 +29,17 @@ pub const JOB_KEPT: Duration = Duration::days(7);
 /// queue's three-minute visibility: half an hour is well past either.
 pub const STALLED_AFTER: Duration = Duration::minutes(30);
 
+/// A job a listing of `hook_id`'s jobs read as `id`, or `None` (logged) when this version
+/// cannot read it (a newer release wrote it): one such job made the hook's listing, and
+/// every replay request (which counts the running jobs), an error. Both stores' listings
+/// leave it out so ([`crate::ports::Page::cut_readable`]).
+pub fn listed_job<E: std::fmt::Display>(hook_id: &HookId, id: &str, read: Result<ReplayJob, E>) -> Option<ReplayJob> {
+    read.inspect_err(|e| {
+        tracing::error!(%hook_id, replay_id = id, error = %e, "cannot read this replay job (a newer version wrote it?); it is left out");
+    })
+    .ok()
+}
+
 /// The job a listing of a hook's jobs (newest first) continues below: the `cursor` it
 /// was given, which is the last job id of the page before.
 pub fn listed_after(cursor: Option<&str>) -> crate::Result<Option<ReplayId>> {

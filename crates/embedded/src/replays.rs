@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use hookbridge_core::ids::{HookId, ReplayId};
 use hookbridge_core::ports::{Page, ReplayStore};
-use hookbridge_core::replay::{ReplayJob, listed_after};
+use hookbridge_core::replay::{ReplayJob, listed_after, listed_job};
 use hookbridge_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
 
@@ -85,7 +85,7 @@ impl ReplayStore for SqliteReplayStore {
             })
             .await?;
         let rows = docs.into_iter().map(|(id, doc)| {
-            let job = readable_job(&hook_id, &id, serde_json::from_str::<ReplayJob>(&doc));
+            let job = listed_job(&hook_id, &id, serde_json::from_str::<ReplayJob>(&doc));
             (id, job)
         });
         Ok(Page::cut_readable(rows.collect(), limit))
@@ -108,14 +108,4 @@ impl ReplayStore for SqliteReplayStore {
             })
             .await
     }
-}
-
-/// A job a listing found, or `None` (logged) when this version cannot read it (a newer
-/// release wrote it): one such job made the hook's listing, and every replay request
-/// (which counts the running jobs), an error.
-fn readable_job(hook_id: &HookId, id: &str, read: serde_json::Result<ReplayJob>) -> Option<ReplayJob> {
-    read.inspect_err(|e| {
-        tracing::error!(%hook_id, replay_id = id, error = %e, "cannot read this replay job (a newer version wrote it?); it is left out");
-    })
-    .ok()
 }
