@@ -81,16 +81,17 @@ impl BatchMetrics {
 mod tests {
     use super::*;
 
+    /// The metrics `doc` declares.
+    fn declared(doc: &Value) -> Vec<&str> {
+        let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        metrics.iter().map(|m| m["Name"].as_str().unwrap()).collect()
+    }
+
     #[test]
     fn emf_document_names_every_metric_it_carries() {
         let m = BatchMetrics { succeeded: 2, failed: 1, latencies_ms: vec![12, 30, 7], ..BatchMetrics::default() };
         let doc = m.to_emf("hb-prod", "delivery-worker", 1_700_000_000_000).unwrap();
-        let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["Name"].as_str().unwrap())
-            .collect();
+        let declared = declared(&doc);
         for name in &declared {
             assert!(!doc[*name].is_null(), "{name} declared but not set");
         }
@@ -106,12 +107,7 @@ mod tests {
     fn a_batch_with_no_attempt_carries_no_latency() {
         let m = BatchMetrics { failed: 2, cancelled: 1, ..BatchMetrics::default() };
         let doc = m.to_emf("hb-prod", "delivery-worker", 1_700_000_000_000).unwrap();
-        let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["Name"].as_str().unwrap())
-            .collect();
+        let declared = declared(&doc);
         assert!(!declared.contains(&"DeliveryLatency"), "{declared:?}");
         assert!(doc.get("DeliveryLatency").is_none());
         for name in &declared {

@@ -8,7 +8,7 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use hookbridge_testkit::{AwsHarness, Emulator};
+use hookbridge_testkit::{AwsHarness, BlackHole, Emulator};
 use http_body_util::BodyExt;
 use subscription_api::router;
 use tower::ServiceExt;
@@ -38,15 +38,7 @@ async fn publish_within_the_function(api: &subscription_api::Api, token: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_queue_never_answers_fails_in_time_and_frees_its_key() {
     let h = AwsHarness::start().await;
-    // Takes connections and reads requests, and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let black_hole = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let black_hole = BlackHole::start().await;
     // The API function's clients, on the emulator, but for SQS, which hangs.
     let sdk = Emulator::shared()
         .sdk_config()
@@ -55,8 +47,9 @@ async fn a_publish_whose_queue_never_answers_fails_in_time_and_frees_its_key() {
         .timeout_config(hookbridge_aws::request_call_timeouts())
         .build();
     let mut clients = hookbridge_aws::Clients::new(&sdk);
-    clients.sqs =
-        aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(&black_hole).build());
+    clients.sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(black_hole.url("")).build(),
+    );
     let api = common::api_on(subscription_api::ApiPorts::of(&hookbridge_aws::backend(&clients, h.resources())));
     let token = common::token("events:publish");
 
