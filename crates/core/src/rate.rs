@@ -75,6 +75,28 @@ pub fn pace(next: Option<i64>, now: i64, rate: Rate, count: u32) -> (i64, i64) {
     (first, first + rate.interval_us() * i64::from(count))
 }
 
+/// Reserves one slot after `next` for each unit of `deadlines`, in order, but only for a
+/// unit whose slot would come before its deadline: returns each unit's slot (`None` for
+/// one it would not, which takes none, so the units after it lose no time) and the new
+/// state (`None` when no unit took a slot, the state then left as it is). Slots are spaced
+/// as [`pace`] spaces them.
+pub fn pace_before(next: Option<i64>, now: i64, rate: Rate, deadlines: &[i64]) -> (Vec<Option<i64>>, Option<i64>) {
+    let mut slot = next.map_or(now, |n| n.max(now));
+    let mut taken = false;
+    let slots = deadlines
+        .iter()
+        .map(|&deadline| {
+            (slot < deadline).then(|| {
+                let mine = slot;
+                slot += rate.interval_us();
+                taken = true;
+                mine
+            })
+        })
+        .collect();
+    (slots, taken.then_some(slot))
+}
+
 /// How far past where any admission could have left it a key's state may lie before it
 /// is taken for the work of a clock since stepped back, and forgotten.
 const STEPPED_BACK_US: i64 = 60_000_000;
@@ -118,6 +140,24 @@ mod tests {
         assert_eq!(pace(Some(1_750_000), 1_000_000, r, 1), (1_750_000, 2_000_000));
         // Idle since long ago: starts now, no burst of saved-up slots.
         assert_eq!(pace(Some(10), 5_000_000, r, 2), (5_000_000, 5_500_000));
+    }
+
+    /// A unit whose slot would come at or after its deadline takes none: the units after
+    /// it are not pushed back by it, and a reservation in which none fits stores nothing.
+    #[test]
+    fn a_unit_whose_slot_would_miss_its_deadline_takes_none() {
+        let r = Rate::per_second(4);
+        let never = i64::MAX;
+        let (slots, next) = pace_before(Some(2_000_000), 1_000_000, r, &[never, 2_100_000, never, 2_500_000]);
+        assert_eq!(slots, [Some(2_000_000), None, Some(2_250_000), None]);
+        assert_eq!(next, Some(2_500_000));
+        assert_eq!(pace_before(Some(2_000_000), 1_000_000, r, &[2_000_000]), (vec![None], None), "at its deadline");
+        assert_eq!(pace_before(None, 1_000_000, r, &[never, never]), pace_before(Some(10), 1_000_000, r, &[never; 2]));
+        let (first, next) = pace(None, 1_000_000, r, 2);
+        assert_eq!(
+            pace_before(None, 1_000_000, r, &[never; 2]),
+            (vec![Some(first), Some(first + 250_000)], Some(next))
+        );
     }
 
     #[test]

@@ -1778,6 +1778,60 @@ mod tests {
         assert_eq!(sent(), 4, "no limit: at once");
     }
 
+    /// A delivery whose rate-limit slot would come after its records are dropped ends out
+    /// of time and takes no slot: the deliveries after it, in its batch and later ones, go
+    /// at the turns it would have held, not that many seconds later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_out_of_time_for_its_slot_holds_no_slot() {
+        use hookbridge_core::delivery::{DeliveryStatus, NOT_RETRIED_PAST_RETENTION};
+        use hookbridge_core::rate::{Rate, hook_key, schedule_of};
+        let h = EmbeddedHarness::start().await;
+        let receiver = Receiver::start().await;
+        let hook = paced_hook(&h, &receiver).await;
+        let worker = worker_on(h.backend());
+        let fast = &h.backend().lanes().fast;
+        let (key, rate) = (hook_key(hook.id, schedule_of(&hook)), Rate::per_second(1));
+        // The schedule's next two hours are taken (a backlog).
+        let backlog = h.backend().limiter.pace(&key, rate, 7200, Utc::now()).await.unwrap();
+        let free = backlog + chrono::Duration::hours(2);
+        // Three deliveries with ten minutes left (a replay of old ones), then a new one.
+        let made = |age: chrono::Duration| DeliveryKey {
+            tenant: hook.tenant.clone(),
+            hook_id: hook.id,
+            delivery_id: DeliveryId::from_parts(
+                u64::try_from((Utc::now() - age).timestamp_millis()).unwrap(),
+                rand::random(),
+            ),
+            event_id: EventId::generate(),
+            event_type: "user.login".into(),
+        };
+        let ending = chrono::Duration::days(14) - chrono::Duration::minutes(10);
+        let keys = [made(ending), made(ending), made(ending), made(chrono::Duration::zero())];
+        let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
+        let batch: Vec<_> = keys
+            .iter()
+            .map(|k| Task::new(k.clone(), 0, body).unrecorded(Utc::now(), true).message(Utc::now()))
+            .collect();
+        fast.send_batch(&batch).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < batch.len() {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let outcome = handle(&worker, &messages, BatchContext::lane(Lane::Fast)).await;
+        assert!(outcome.failed.is_empty());
+
+        let read = |k: &DeliveryKey| h.backend().deliveries.get(hook.id, k.delivery_id);
+        for old in &keys[..3] {
+            let d = read(old).await.unwrap().unwrap();
+            assert_eq!((d.status, d.note.as_deref()), (DeliveryStatus::Failed, Some(NOT_RETRIED_PAST_RETENTION)));
+        }
+        let new = read(&keys[3]).await.unwrap().unwrap();
+        assert_eq!((new.status, new.next_attempt_at), (DeliveryStatus::Pending, Some(free)), "the first free turn");
+        let next = h.backend().limiter.pace(&key, rate, 1, Utc::now()).await.unwrap();
+        assert_eq!(next, free + chrono::Duration::seconds(1), "one turn taken, not four");
+        assert!(receiver.received().is_empty());
+    }
+
     /// The deadline is asked again just before each request: a delivery that waited in the
     /// worker's hands (here for the rate-limit slot it came back early for, 900 ms on)
     /// until too little of the invocation was left is handed back unsent, not started to

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hookbridge_core::circuit::{CircuitState, Gate};
-use hookbridge_core::delivery::{NOT_SENT_NO_LONGER_WANTED, NOT_SENT_PAST_RETENTION, past_retention};
+use hookbridge_core::delivery::{NOT_SENT_NO_LONGER_WANTED, NOT_SENT_PAST_RETENTION, expires_at, past_retention};
 use hookbridge_core::hook::{Hook, HookSecrets, Lane, Modified, SecretsOwner, UPDATE_ROUNDS, Undeliverable, modify};
 use hookbridge_core::ids::{EventId, HookId, TenantId};
 use hookbridge_core::message::{Routed, SLOT_EARLY, Task};
@@ -641,31 +641,37 @@ async fn pace<'a>(
             Some(c)
         })
         .collect();
-    let mut wanting: HashMap<HookId, (u32, i64, u32)> = HashMap::new();
+    // Each delivery takes a slot only if it comes before the delivery's records are
+    // dropped: one that would miss it is failed, and a slot it kept would leave the hook
+    // idle for that turn, pushing back every delivery after it (a replay of deliveries near
+    // their end, behind a long backlog, would push back the backlog by one turn each).
+    let mut wanting: HashMap<HookId, (u32, i64, Vec<DateTime<Utc>>)> = HashMap::new();
     let needs_slot = |c: &Candidate<'_>| c.hook.config.rate_limit.is_some() && held(c).is_none();
     for c in candidates.iter().filter(|c| needs_slot(c)) {
         if let Some(limit) = c.hook.config.rate_limit {
-            wanting.entry(c.hook.id).or_insert((limit.per_second, schedule_of(&c.hook), 0)).2 += 1;
+            let wants = wanting.entry(c.hook.id).or_insert((limit.per_second, schedule_of(&c.hook), Vec::new()));
+            wants.2.push(expires_at(c.task.delivery.delivery_id));
         }
     }
     // Every hook's reservation at once, each bounded: one after another, a hook whose key
     // is contended (many workers pacing it at once, each conditional write lost and tried
     // again) held up every other hook's deliveries in the batch.
     let reserved = futures::stream::iter(wanting)
-        .map(|(hook, (per_second, schedule, count))| async move {
+        .map(|(hook, (per_second, schedule, deadlines))| async move {
             let (key, rate) = (hook_key(hook, schedule), Rate::per_second(per_second));
-            let reservation = w.ports.limiter.pace(&key, rate, count, now);
-            (hook, rate, tokio::time::timeout(RESERVE_PATIENCE, reservation).await)
+            let reservation = w.ports.limiter.pace_before(&key, rate, &deadlines, now);
+            (hook, tokio::time::timeout(RESERVE_PATIENCE, reservation).await)
         })
         .buffer_unordered(RESERVATIONS_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
-    let mut next_slot: HashMap<HookId, (DateTime<Utc>, Rate)> = HashMap::new();
+    // Each hook's slots, one for each of its deliveries that needs one, in their order.
+    let mut slots: HashMap<HookId, std::vec::IntoIter<Option<DateTime<Utc>>>> = HashMap::new();
     let mut unpaced: HashSet<HookId> = HashSet::new();
-    for (hook, rate, reservation) in reserved {
+    for (hook, reservation) in reserved {
         match reservation {
-            Ok(Ok(first)) => {
-                next_slot.insert(hook, (first, rate));
+            Ok(Ok(reserved)) => {
+                slots.insert(hook, reserved.into_iter());
             }
             Ok(Err(e)) => {
                 tracing::error!(hook_id = %hook, error = %e, "cannot reserve the hook's rate-limit slots; its deliveries will be retried");
@@ -706,11 +712,22 @@ async fn pace<'a>(
             }));
             continue;
         }
-        let (slot, in_place) = match next_slot.get_mut(&c.hook.id).filter(|_| needs_slot(&c)) {
-            Some((slot, rate)) => {
-                let mine = *slot;
-                *slot = mine + chrono::Duration::microseconds(rate.interval_us());
-                (Some(mine), PACE_IN_PLACE)
+        let (slot, in_place) = match slots.get_mut(&c.hook.id).filter(|_| needs_slot(&c)).and_then(Iterator::next) {
+            Some(Some(mine)) => (Some(mine), PACE_IN_PLACE),
+            Some(None) => {
+                // No slot before its records are dropped: ended as out of time, as a
+                // delivery whose wait ends after then is (`record`), holding no turn.
+                let end = expires_at(c.task.delivery.delivery_id);
+                let task = deferred(c.task, end);
+                let lane = c.hook.state.health.lane(now);
+                plans.push(hand_back(
+                    c.message,
+                    task,
+                    lane,
+                    "no rate-limit slot before its records are dropped",
+                    &c.hook,
+                ));
+                continue;
             }
             None => (held(&c), held_in_place()),
         };

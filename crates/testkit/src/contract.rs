@@ -1097,8 +1097,9 @@ pub async fn deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome(h: 
     assert_eq!(got.attempts.len(), 3);
 }
 
-/// Paced slots follow each other at the rate whoever reserves them; admission refuses
-/// beyond the burst and says how long to wait.
+/// Paced slots follow each other at the rate whoever reserves them, and only a unit that
+/// can use its slot before its deadline takes one; admission refuses beyond the burst and
+/// says how long to wait.
 pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     use hookbridge_core::ports::Admission;
     use hookbridge_core::rate::Rate;
@@ -1113,6 +1114,14 @@ pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     assert_eq!(first, now, "an idle key starts at the later of now and the clock");
     let second = limiter.pace(&key, rate, 2, now).await.expect("pace");
     assert_eq!((second - first).num_milliseconds(), 300, "after the three slots reserved before");
+    // A unit whose slot would come at or after its deadline takes none.
+    let (at_500, at_800) = (first + chrono::Duration::milliseconds(500), first + chrono::Duration::milliseconds(800));
+    let slots = limiter.pace_before(&key, rate, &[at_800, at_500, at_800], now).await.expect("pace");
+    let at_600 = first + chrono::Duration::milliseconds(600);
+    assert_eq!(slots, [Some(at_500), None, Some(at_600)], "the deadlines: 800, 500, 800 ms");
+    let none_fit = limiter.pace_before(&key, rate, &[at_500], now).await.expect("pace");
+    assert_eq!(none_fit, [None]);
+    assert_eq!(limiter.pace(&key, rate, 1, now).await.expect("pace"), first + chrono::Duration::milliseconds(700));
     let later = now + chrono::Duration::seconds(60);
     assert_eq!(limiter.pace(&key, rate, 1, later).await.expect("pace"), later, "idle time is not banked");
     // Paced as of a time already past, an idle key starts at the clock as the change is

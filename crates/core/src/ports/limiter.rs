@@ -41,17 +41,38 @@ pub trait RateLimiter: Send + Sync {
     /// batch's hooks read first) would hand out slots already past, all sent at once, past
     /// the rate.
     async fn pace(&self, key: &str, rate: Rate, count: u32, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let never = vec![DateTime::<Utc>::MAX_UTC; count.try_into().unwrap_or(usize::MAX)];
+        let slots = self.pace_before(key, rate, &never, now).await?;
+        Ok(slots.first().copied().flatten().unwrap_or(now))
+    }
+
+    /// Reserves under `rate` for `key` one slot for each unit of `deadlines`, in order, as
+    /// [`RateLimiter::pace`] reserves them, but only for a unit whose slot would come
+    /// before its deadline: returns each unit's slot, `None` for one that would miss it.
+    /// A unit that could not use its slot (a delivery whose records would be dropped by
+    /// then) holds none, so the units after it, in this call or a later one, lose no time
+    /// to it.
+    async fn pace_before(
+        &self,
+        key: &str,
+        rate: Rate,
+        deadlines: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<DateTime<Utc>>>> {
         use std::sync::atomic::{AtomicI64, Ordering};
+        let deadlines: std::sync::Arc<[i64]> = deadlines.iter().map(|d| micros(*d)).collect();
         let floor = micros(now);
         let applied_at = std::sync::Arc::new(AtomicI64::new(floor));
-        let noted = applied_at.clone();
+        let (noted, asked) = (applied_at.clone(), deadlines.clone());
         let step = move |next| {
+            // As `pace`: slots start at the clock as the change is applied.
             let now = micros(Utc::now()).max(floor);
             noted.store(now, Ordering::Relaxed);
-            Some(rate::pace(next, now, rate, count).1)
+            rate::pace_before(next, now, rate, &asked).1
         };
         let seen = self.update(key, std::sync::Arc::new(step)).await?;
-        Ok(from_micros(rate::pace(seen, applied_at.load(Ordering::Relaxed), rate, count).0))
+        let (slots, _) = rate::pace_before(seen, applied_at.load(Ordering::Relaxed), rate, &deadlines);
+        Ok(slots.into_iter().map(|slot| slot.map(from_micros)).collect())
     }
 
     /// Forgets the turns given out on `key` past `now`: the schedule is left as an idle one
