@@ -204,7 +204,15 @@ pub fn observe(
         Observation::Attempt { ended, .. } => ended,
         Observation::Abandoned { at } | Observation::Recovered { at } => at,
     });
+    // Begun before the account was started over: about the endpoint as it was.
+    let before = |t: DateTime<Utc>| start.since.is_some_and(|since| t < since);
     for o in in_time {
+        if before(match *o {
+            Observation::Attempt { started, .. } => started,
+            Observation::Abandoned { at } | Observation::Recovered { at } => at,
+        }) {
+            continue;
+        }
         match *o {
             Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
             Observation::Recovered { at } => recovered_at = recovered_at.max(Some(at)),
@@ -443,6 +451,28 @@ mod tests {
         let reopened = observe(&rule, RetryRule::Transient, &probing, &[attempt(25, None)]).unwrap().health;
         assert!(!reopened.circuit.is_closed());
         assert_eq!(observe(&rule, RetryRule::Transient, &reopened, &[attempt(22, Some(200))]), None);
+    }
+
+    /// An account started over (the hook re-enabled, or moved) counts nothing begun before
+    /// it: a 410 or timeouts recorded late neither disable the hook again nor open its
+    /// circuit, nor slow it down; what begins after it counts as ever.
+    #[test]
+    fn results_begun_before_the_health_was_started_over_count_for_nothing() {
+        let rule = DisableRule::default();
+        let fresh = Health { since: Some(at(50)), ..Health::default() };
+        let mut old: Vec<_> = (40..45).map(|t| attempt(t, None)).collect();
+        old.push(Observation::Attempt {
+            started: at(49),
+            ended: at(55),
+            sent: Sent::NoResponse(crate::delivery::ErrorClass::Timeout),
+            slow: true,
+        });
+        old.push(attempt(49, Some(410)));
+        old.push(Observation::Abandoned { at: at(45) });
+        assert_eq!(observe(&rule, RetryRule::Transient, &fresh, &old), None);
+        let gone = observe(&rule, RetryRule::Transient, &fresh, &[attempt(50, Some(410))]).unwrap();
+        assert_eq!(gone.disable.as_deref(), Some("the endpoint answered 410 Gone"));
+        assert_eq!(gone.health.since, Some(at(50)), "kept");
     }
 
     #[test]

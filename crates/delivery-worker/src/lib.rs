@@ -729,6 +729,42 @@ mod tests {
         assert!(!events.is_empty(), "the circuit opened and the hook was disabled");
     }
 
+    /// A 410 (and timeouts) from requests begun before the hook was re-enabled, recorded
+    /// after it (a batch is recorded when its slowest request ends), do not disable it
+    /// again nor open its circuit; a 410 from a request begun after does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_from_before_a_hook_was_re_enabled_do_not_disable_it_again() {
+        use hookbridge_core::delivery::ErrorClass;
+        use hookbridge_core::health::Observation;
+        use hookbridge_core::hook::{DestinationState, Health};
+        use hookbridge_core::outcome::Sent;
+        let h = EmbeddedHarness::start().await;
+        let (mut hook, _) = make_hook(&h, "acme", "re-enabled").await;
+        let sent_at = Utc::now() - chrono::Duration::seconds(5);
+        // As the API leaves a hook it re-enables.
+        hook.state.health = Health { since: Some(sent_at + chrono::Duration::seconds(1)), ..Health::default() };
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+        let worker = worker_on(h.backend());
+        let now = Utc::now();
+        let attempt = |started, sent| Observation::Attempt { started, ended: now, sent, slow: false };
+        let mut obs: Vec<_> = (0..5).map(|_| attempt(sent_at, Sent::NoResponse(ErrorClass::Timeout))).collect();
+        obs.push(attempt(sent_at, Sent::Response { status: 410, retry_after: None }));
+        let events = health::record(&worker, std::sync::Arc::new(stored().await), &obs, now).await;
+        assert!(events.is_empty(), "{events:?}");
+        let kept = stored().await;
+        assert_eq!(kept.state.destination_state, DestinationState::Active);
+        assert!(kept.state.health.circuit.is_closed());
+
+        let gone = [attempt(now, Sent::Response { status: 410, retry_after: None })];
+        let events = health::record(&worker, std::sync::Arc::new(kept), &gone, now).await;
+        assert!(
+            events.iter().any(|e| e.detail_type == hookbridge_core::message::event_type::HOOK_DISABLED),
+            "{events:?}"
+        );
+        assert_eq!(stored().await.state.destination_state, DestinationState::Inactive);
+    }
+
     /// Two batches of one process with the same copy of a healthy hook: one's five
     /// timeouts open the circuit; the other's answer, judged afterwards against its copy
     /// (healthy: nothing to change), was written nowhere, and the circuit an answer closes

@@ -501,7 +501,7 @@ fn replaced_state(existing: &Hook, config: &HookConfig) -> HookState {
     // lane were about what it was, and start over: a new endpoint's first failures would
     // otherwise count towards the old one's disabling, without its own warning.
     if url_changed || (config.enabled && state.destination_state == DestinationState::Inactive) {
-        state.health = Health::default();
+        state.health = Health { since: Some(chrono::Utc::now()), ..Health::default() };
     }
     if config.enabled {
         state.destination_state = DestinationState::Active;

@@ -108,6 +108,12 @@ pub struct Health {
     /// the fast lane's patience).
     #[serde(default)]
     pub slow_until: Option<DateTime<Utc>>,
+    /// When this account of the endpoint began, if it was started over (the hook
+    /// re-enabled, or given a new URL). The results of attempts begun before it were about
+    /// the endpoint as it was, and count for nothing: a 410 from before a re-enable, recorded
+    /// late, disabled the hook again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
     /// Fields a newer release wrote, kept as they were (decision 0044).
     #[serde(flatten)]
     pub newer: crate::newer::NewerFields,
