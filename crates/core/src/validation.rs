@@ -11,22 +11,46 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The most errors a request is answered with. A list of a million bad items (3 MiB of
+/// `""`) made a problem document of tens of megabytes, past what Lambda can answer (6 MB),
+/// so the client got API Gateway's bare `500`, not the fields at fault.
+pub const MAX_REPORTED: usize = 100;
+
+/// The longest field path or message an error carries, in bytes: a message may quote what
+/// the client sent (a JSON parser's does, escaping every quote in it again).
+pub const MAX_TEXT: usize = 512;
+
+/// `text` cut to [`MAX_TEXT`] bytes, on a character boundary, `…` marking the cut.
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 impl FieldError {
-    /// An error at `field`.
+    /// An error at `field`, each held to [`MAX_TEXT`].
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self { field: bounded(field.into()), message: bounded(message.into()) }
     }
 }
 
-/// Collects every error of a request rather than stopping at the first, so a client fixes
-/// all of them in one round.
+/// Collects the errors of a request rather than stopping at the first, so a client fixes
+/// them in one round: the first [`MAX_REPORTED`].
 #[derive(Debug, Default)]
 pub struct Errors(Vec<FieldError>);
 
 impl Errors {
-    /// Records an error.
+    /// Records an error, if fewer than [`MAX_REPORTED`] are.
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError::new(field, message));
+        if self.0.len() < MAX_REPORTED {
+            self.0.push(FieldError::new(field, message));
+        }
     }
 
     /// Whether nothing was recorded.

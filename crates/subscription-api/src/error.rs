@@ -80,8 +80,9 @@ impl ApiError {
         Self::Invalid { detail: "the request is invalid".to_owned(), errors: vec![FieldError::new(field, message)] }
     }
 
-    /// A 400 about several fields.
-    pub fn fields(errors: Vec<FieldError>) -> Self {
+    /// A 400 about several fields: the first [`MAX_REPORTED`](hookbridge_core::validation::MAX_REPORTED).
+    pub fn fields(mut errors: Vec<FieldError>) -> Self {
+        errors.truncate(hookbridge_core::validation::MAX_REPORTED);
         Self::Invalid { detail: "the request is invalid".to_owned(), errors }
     }
 

@@ -91,6 +91,9 @@ fn keycloak_types(types: &[String]) -> Vec<String> {
             && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*'))
     };
     let mut out: Vec<String> = Vec::with_capacity(types.len() + 1);
+    // Told apart by a set: a list of a few hundred thousand, refused later for its length,
+    // took minutes of the CPU compared one by one with those before it.
+    let mut seen = std::collections::HashSet::new();
     for t in types {
         let named = match ["admin-", "access-"].iter().find(|p| t.starts_with(**p) && keycloak_name(&t[p.len()..])) {
             Some(p) => vec![format!("{}.{}", &p[..p.len() - 1], &t[p.len()..])],
@@ -98,7 +101,7 @@ fn keycloak_types(types: &[String]) -> Vec<String> {
             None => vec![t.clone()],
         };
         for n in named {
-            if !out.contains(&n) {
+            if seen.insert(n.clone()) {
                 out.push(n);
             }
         }

@@ -185,7 +185,9 @@ fn check_params(
 ) -> Vec<ParamConfig> {
     let list = list.unwrap_or_default();
     if list.len() > MAX_PARAMS {
+        // Refused whole, its items not looked at (each is told apart from those before it).
         e.push(format!("auth.{group}"), format!("must list at most {MAX_PARAMS} parameters"));
+        return Vec::new();
     }
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.into_iter().enumerate() {

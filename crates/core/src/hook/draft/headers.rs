@@ -30,7 +30,9 @@ pub(super) fn check_headers(
     let stored =
         |name: &str| stored_config.is_some_and(|c| c.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name)));
     if list.len() > MAX_HEADERS {
+        // Refused whole, its items not looked at (each is told apart from those before it).
         e.push("headers", format!("must list at most {MAX_HEADERS} headers"));
+        return (Vec::new(), BTreeMap::new());
     }
     let mut out: Vec<HeaderConfig> = Vec::with_capacity(list.len());
     let mut secrets = BTreeMap::new();

@@ -1,0 +1,60 @@
+//! A request's errors are bounded, however much is wrong with it: a list over its bound is
+//! refused whole, its items not looked at (told apart one by one, a few hundred thousand
+//! took minutes of the CPU); at most `MAX_REPORTED` errors are listed, and none quotes more
+//! than `MAX_TEXT` bytes of what was sent (a problem document of tens of megabytes was past
+//! what Lambda can answer, and the client got a bare `500`).
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use common::{api_and_token, call};
+use hookbridge_core::validation::{MAX_REPORTED, MAX_TEXT};
+use hookbridge_testkit::EmbeddedHarness;
+use serde_json::{Value, json};
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+/// The fields a refused hook named.
+fn fields(answer: &Value) -> Vec<&str> {
+    answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_errors_are_bounded() {
+    let h = EmbeddedHarness::start().await;
+    let (api, token) = api_and_token(&h, "hooks:write");
+    let create = |change: Value| {
+        let (api, token) = (&api, &token);
+        async move {
+            let mut hook = json!({"name": "many", "url": "https://example.com/in"});
+            for (k, v) in change.as_object().unwrap() {
+                hook[k] = v.clone();
+            }
+            let (status, answer) = call(api, "POST", "/v1/hooks", token, &hook.to_string()).await;
+            assert_eq!(status, 400, "{answer}");
+            answer
+        }
+    };
+    let many = |item: Value| Value::Array(vec![item; 1000]);
+
+    // Lists over their bounds: refused whole, their items not looked at.
+    assert_eq!(fields(&create(json!({"event_types": many(json!(""))})).await), ["event_types"]);
+    assert_eq!(fields(&create(json!({"sites": many(json!(""))})).await), ["sites"]);
+    assert_eq!(fields(&create(json!({"headers": many(json!({}))})).await), ["headers"]);
+    let params = json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": "https://example.com/token",
+        "client_id": "c", "client_secret": "a-secret-of-some-length", "body_params": many(json!({}))});
+    assert_eq!(fields(&create(json!({"auth": params})).await), ["auth.body_params"]);
+
+    // A thousand bad items of a list with no bound, or not objects: the first hundred.
+    let formats = create(json!({"signature_formats": many(json!("x"))})).await;
+    assert_eq!(fields(&formats).len(), MAX_REPORTED);
+    assert_eq!(fields(&formats)[0], "signature_formats[0]");
+    let not_objects = create(json!({"headers": many(json!(1))})).await;
+    assert_eq!(fields(&not_objects).len(), MAX_REPORTED);
+
+    // A message quoting what was sent quotes a bounded part of it.
+    let quoted = create(json!({"rate_limit": {"per_second": "\"".repeat(100_000)}})).await;
+    let message = quoted["errors"][0]["message"].as_str().unwrap();
+    assert!(message.len() <= MAX_TEXT + '…'.len_utf8() && message.ends_with('…'), "{message}");
+    assert_eq!(fields(&quoted), ["rate_limit.per_second"]);
+}
