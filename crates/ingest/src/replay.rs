@@ -244,10 +244,10 @@ async fn resent_at_cursor(p: JobPorts<'_>, job: &ReplayJob) -> Result<u64> {
     Ok(page.items.iter().filter(|d| job.resent(d)).count() as u64)
 }
 
-/// The running `job` stopped `FAILED` by its poke (its hook deleted, or unable to
-/// receive), counting what the page at its cursor re-sent already: a poke that re-sent the
-/// page and failed before saving it comes back to find the hook gone. Stopped all the same
-/// when the page cannot be read.
+/// The running `job` stopped `FAILED` (its hook deleted or unable to receive, or its poke
+/// failing on its last receive), counting what the page at its cursor re-sent already: a
+/// poke that re-sent the page and failed before saving it comes back to find the hook
+/// gone, or fails for the last time. Stopped all the same when the page cannot be read.
 async fn stopped_counted(p: JobPorts<'_>, job: &ReplayJob, now: DateTime<Utc>) -> ReplayJob {
     let mut stopped = job.stopped(ReplayState::Failed, now);
     match resent_at_cursor(p, job).await {
@@ -287,13 +287,14 @@ async fn count_when_cancelled(p: JobPorts<'_>, job: &ReplayJob, now: DateTime<Ut
 }
 
 /// Marks the poked job `FAILED`: its poke failed (its page, or handing the page on) on the
-/// last receive the queue allows.
+/// last receive the queue allows. What a try of the page re-sent before failing is counted
+/// ([`stopped_counted`]): a first try may have re-sent a whole page before its save failed.
 pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) -> Result<()> {
     let Some(job) = p.replays.get(poked.hook_id, poked.replay_id).await? else { return Ok(()) };
     if job.state.is_final() || job.tenant != poked.tenant {
         return Ok(());
     }
-    p.replays.save(&job.stopped(ReplayState::Failed, now), job.step).await.map(|_| ())
+    p.replays.save(&stopped_counted(p, &job, now).await, job.step).await.map(|_| ())
 }
 
 /// The deliveries a poke's page reads: `page` on the poke's first receive, half as many on

@@ -504,7 +504,7 @@ async fn a_page_whose_save_was_lost_is_counted_not_sent_again_aws() {
 /// A page re-sent whose save never came (its poke failed after re-sending), and the job
 /// cancelled before the poke came back: the poke back counts what the page re-sent, once
 /// however many copies come, and sends nothing. So does a poke back that finds the hook
-/// deleted, as it stops the job.
+/// deleted, as it stops the job, and a poke failing on its last receive, as it fails it.
 async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(h: &dyn Harness) {
     let tenant: TenantId = h.unique("tenant").parse().unwrap();
     let (hook, _) = make_hook(h, tenant.as_str(), "stopped-meanwhile").await;
@@ -536,6 +536,13 @@ async fn a_page_resent_before_its_job_stopped_is_counted_by_the_poke_back(h: &dy
     handle(&deps, &[back("copy", &job)]).await;
     let cancelled = b.replays.get(hook.id, job.id).await.unwrap().unwrap();
     assert_eq!((cancelled.state, cancelled.queued), (ReplayState::Cancelled, n as u64));
+    assert_eq!(queued(b.delivery_queue.as_ref(), n).await.len(), n, "each once, by the poke that failed");
+
+    // Its poke failing on its last receive instead: the job fails, counting them.
+    let given_up = resent_by(ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now)).await;
+    ingest::replay::give_up(p, &ReplayPoke::of(&given_up), now).await.unwrap();
+    let failed = b.replays.get(hook.id, given_up.id).await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.queued), (ReplayState::Failed, n as u64));
     assert_eq!(queued(b.delivery_queue.as_ref(), n).await.len(), n, "each once, by the poke that failed");
 
     let orphan = resent_by(ReplayJob::new(tenant.clone(), hook.id, job.since, job.until, None, now)).await;
