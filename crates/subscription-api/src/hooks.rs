@@ -88,27 +88,10 @@ pub async fn create(
     Writer(caller): Writer,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return create_many(&api, &caller, &bytes).await;
+    }
     match parse::<Unique>(&bytes)?.0 {
-        Value::Array(items) => {
-            if items.is_empty() || items.len() > MAX_BULK {
-                return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
-            }
-            let mut results = Vec::with_capacity(items.len());
-            let mut counted = TenantBytes::default();
-            for item in items {
-                results.push(match create_one(&api, &caller, item, &mut counted).await {
-                    Ok(out) => json!({ "status": 201, "hook": out }),
-                    Err(e) => {
-                        if let ApiError::Internal(cause) = &e {
-                            tracing::error!(error = %cause, "creating one hook of a bulk request failed");
-                        }
-                        let p = e.problem();
-                        json!({ "status": p.status, "error": p })
-                    }
-                });
-            }
-            Ok(Json(json!({ "results": results })).into_response())
-        }
         item @ Value::Object(_) => {
             let out = create_one(&api, &caller, item, &mut TenantBytes::default()).await?;
             let location = format!("/v1/hooks/{}", out.id);
@@ -116,6 +99,35 @@ pub async fn create(
         }
         _ => Err(ApiError::field("body", "must be a hook object or an array of hooks")),
     }
+}
+
+/// `POST /v1/hooks` with an array: each hook succeeds or fails on its own, one result each.
+async fn create_many(api: &Api, caller: &Caller, bytes: &[u8]) -> Result<Response, ApiError> {
+    // Each item read on its own: a key given twice in one fails that hook alone, as every
+    // other fault of an item does, not the whole request.
+    let items: Vec<Box<serde_json::value::RawValue>> = parse(bytes)?;
+    if items.is_empty() || items.len() > MAX_BULK {
+        return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
+    }
+    let mut results = Vec::with_capacity(items.len());
+    let mut counted = TenantBytes::default();
+    for item in items {
+        let made = match parse::<Unique>(item.get().as_bytes()) {
+            Ok(Unique(item)) => create_one(api, caller, item, &mut counted).await,
+            Err(e) => Err(e),
+        };
+        results.push(match made {
+            Ok(out) => json!({ "status": 201, "hook": out }),
+            Err(e) => {
+                if let ApiError::Internal(cause) = &e {
+                    tracing::error!(error = %cause, "creating one hook of a bulk request failed");
+                }
+                let p = e.problem();
+                json!({ "status": p.status, "error": p })
+            }
+        });
+    }
+    Ok(Json(json!({ "results": results })).into_response())
 }
 
 async fn create_one(api: &Api, caller: &Caller, item: Value, counted: &mut TenantBytes) -> Result<HookOut, ApiError> {
