@@ -27,6 +27,9 @@ pub(crate) const MAX_UNFOLDED: usize = 10_000;
 pub(crate) const LISTING_BUDGET: usize = 250_000;
 /// The most failures answered for one `detail`.
 pub(crate) const MOST_FAILURES: usize = 50;
+/// The most steps a backtracking match of a kept schema's `pattern` may take (see
+/// [`DeclaredSchema::compile_kept`]).
+pub(crate) const BACKTRACK_LIMIT: usize = 10_000;
 /// How deep a schema is followed, references included; deeper fails as a whole.
 const MAX_DEPTH: usize = 128;
 
@@ -48,12 +51,41 @@ pub(crate) struct DeclaredSchema {
 }
 
 impl DeclaredSchema {
-    /// Compiles `schema` as JSON Schema 2020-12; remote references are never fetched.
+    /// Compiles `schema` as JSON Schema 2020-12, as it is declared; remote references are
+    /// never fetched. Its `pattern`s are matched in linear time (the `regex` crate's
+    /// engine), so one needing look-around or back-references is refused, as the JSON
+    /// Schema specification advises for patterns meant to work everywhere. With the
+    /// validator's default engine, backtracking up to a million steps a match, a `pattern`
+    /// like `^(?:a|(?=a)a)*$` took a minute of CPU over one 256 KiB `detail` of short
+    /// strings: on `hookbridge serve`, every tenant's calls and deliveries waited.
     pub(crate) fn compile(schema: &Value) -> Result<Self, String> {
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(schema)
-            .map_err(|e| e.to_string())?;
+        Self::linear(schema).map_err(|e| match Self::backtracking(schema) {
+            Ok(_) => format!(
+                "{e}: a pattern may not use look-around or back-references (patterns are matched in linear time)"
+            ),
+            Err(_) => e,
+        })
+    }
+
+    /// [`DeclaredSchema::compile`] for a schema kept from a release that took any
+    /// `pattern`: one needing look-around or back-references is matched by a backtracking
+    /// engine held to [`BACKTRACK_LIMIT`] steps a match, rather than the schema checking
+    /// nothing.
+    pub(crate) fn compile_kept(schema: &Value) -> Result<Self, String> {
+        Self::linear(schema).or_else(|_| Self::backtracking(schema))
+    }
+
+    fn linear(schema: &Value) -> Result<Self, String> {
+        Self::built(schema, jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()))
+    }
+
+    fn backtracking(schema: &Value) -> Result<Self, String> {
+        let patterns = jsonschema::PatternOptions::fancy_regex().backtrack_limit(BACKTRACK_LIMIT);
+        Self::built(schema, jsonschema::options().with_pattern_options(patterns))
+    }
+
+    fn built(schema: &Value, options: jsonschema::ValidationOptions) -> Result<Self, String> {
+        let validator = options.with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())?;
         Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED) })
     }
 
@@ -222,6 +254,25 @@ mod tests {
         let booleans: Vec<Value> = vec![json!(false); 300];
         let s = DeclaredSchema::compile(&json!({"items": {"allOf": booleans}})).unwrap();
         assert_eq!(s.failures(&Value::Array(vec![json!(1); 1_000])).len(), 1, "booleans count as subschemas");
+    }
+
+    /// A `pattern` is matched in linear time: one needing look-around is refused as
+    /// declared. One kept from before is held to [`BACKTRACK_LIMIT`] steps a match, a value
+    /// whose match would take more failing (here 2^17 steps, under the validator's default
+    /// of a million, would have passed).
+    #[test]
+    fn patterns_are_matched_in_linear_time_or_held_to_a_limit() {
+        let lookaround = json!({"items": {"type": "string", "not": {"pattern": "^(?:a|(?=a)a)*$"}}});
+        let refused = DeclaredSchema::compile(&lookaround).err().expect("refused as declared");
+        assert!(refused.contains("may not use look-around"), "{refused}");
+        let kept = DeclaredSchema::compile_kept(&lookaround).unwrap();
+        assert!(kept.failures(&json!(["ab"])).is_empty());
+        assert!(!kept.failures(&json!(["aa"])).is_empty());
+        let costly = format!("{}!", "a".repeat(17));
+        let failures = kept.failures(&json!([costly]));
+        assert!(!failures.is_empty(), "held to the limit");
+        let linear = DeclaredSchema::compile(&json!({"items": {"pattern": "^(a+)+$"}})).unwrap();
+        assert!(!linear.failures(&json!([format!("{}!", "a".repeat(10_000))])).is_empty());
     }
 
     /// References that unfold to a small schema (a definition used twice) keep their
