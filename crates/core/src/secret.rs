@@ -202,7 +202,10 @@ pub fn redact(text: &str, values: &[&str]) -> String {
         return text.to_owned();
     }
     let parted: Vec<String> = values.iter().flat_map(|v| parts(v)).collect();
-    let values: Vec<&str> = values.iter().copied().chain(parted.iter().map(String::as_str)).collect();
+    // As sent: a header value goes without the spaces around it (a pasted key's trailing
+    // space), and a short one has no part long enough to be looked for on its own.
+    let trimmed = values.iter().map(|v| v.trim_matches([' ', '\t'])).filter(|t| !values.contains(t));
+    let values: Vec<&str> = values.iter().copied().chain(trimmed).chain(parted.iter().map(String::as_str)).collect();
     let values = values.as_slice();
     // As an echo may show them: as sent in a form or a query (percent-encoded), and as a
     // JSON echo writes them (escaped, `/` too by some).
@@ -277,6 +280,13 @@ mod tests {
         for echoed in ["a%2Bb%2Fc+d%22e", r#"a+b/c d\"e"#, r#"a+b\/c d\"e"#] {
             assert_eq!(redact(&format!("got {echoed}."), &values), "got [redacted].", "{echoed}");
         }
+    }
+
+    /// A value stored with spaces around it is sent without them, and echoed so.
+    #[test]
+    fn redact_takes_out_a_value_as_sent_without_the_spaces_around_it() {
+        assert_eq!(redact("key abc1234, invalid", &["abc1234 "]), format!("key {REDACTED}, invalid"));
+        assert_eq!(redact("k3y9x refused", &["\tk3y9x"]), format!("{REDACTED} refused"));
     }
 
     #[test]
