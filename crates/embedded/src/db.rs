@@ -539,8 +539,9 @@ where
     }
 
     fn answer(self: Box<Self>, lost: Option<Error>) {
+        // Lost, even a write that failed: its failure may have rested on the lost writes.
         let out = match (lost, self.out) {
-            (None, Some(out)) | (Some(_), Some(out @ Err(_))) => out,
+            (None, Some(out)) => out,
             (Some(e), _) => Err(e),
             (None, None) => Err(Error::backend("sqlite.write", "the write never ran")),
         };
@@ -637,18 +638,34 @@ fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>, checkpointing: &Mute
 /// A write that fails must undo only itself. Each write used to run in a savepoint of its
 /// own for that, and a savepoint copies every page it changes into its journal: about a
 /// tenth of the writer's time (BENCHMARKS.md), paid by every write for the rare one that
-/// fails. Now the writes run bare; when one fails, the transaction is rolled back, the
-/// failed write is answered with its error, and the others run again without it.
+/// fails. Now the writes run bare; when one fails, the transaction is rolled back and the
+/// others run again without it. The failed write is answered once the others are
+/// committed: its failure may rest on what they wrote (a name another create of the group
+/// took), and answered at once, it said "taken" of a name whose taker was then lost with
+/// the group's commit.
 fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes: Option<&HookWrites>) {
     let ended = || {
         if let Some(w) = hook_writes {
             w.ended();
         }
     };
+    let mut refused: Vec<(Box<dyn Write>, Outcome)> = Vec::new();
+    let answer_refused = |refused: Vec<(Box<dyn Write>, Outcome)>, lost_with: Option<&rusqlite::Error>| {
+        for (w, outcome) in refused {
+            w.answer(match (lost_with, outcome) {
+                (Some(e), _) => Some(lost(e)),
+                (None, Outcome::Failed) => None,
+                (None, Outcome::Wrote) => {
+                    Some(Error::backend("sqlite.commit", "SQLite rolled the transaction back under this write"))
+                }
+            });
+        }
+    };
     'run: while !group.is_empty() {
         if let Err(e) = run(c, "BEGIN IMMEDIATE") {
             ended();
             group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+            answer_refused(refused, Some(&e));
             return;
         }
         for i in 0..group.len() {
@@ -662,30 +679,29 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
             if !undone {
                 let _ = run(c, "ROLLBACK");
             }
-            let failed = group.remove(i);
             // Rolled back, or (undone by SQLite) perhaps committed by the write's later
             // statements on their own: counted either way, before the answer.
             ended();
-            match outcome {
-                Outcome::Failed => failed.answer(None),
-                Outcome::Wrote => failed.answer(Some(Error::backend(
-                    "sqlite.commit",
-                    "SQLite rolled the transaction back under this write",
-                ))),
-            }
+            refused.push((group.remove(i), outcome));
             continue 'run;
         }
         let committed = run(c, "COMMIT");
         ended();
         match committed {
-            Ok(()) => group.into_iter().for_each(|w| w.answer(None)),
+            Ok(()) => {
+                group.into_iter().for_each(|w| w.answer(None));
+                answer_refused(refused, None);
+            }
             Err(e) => {
                 let _ = run(c, "ROLLBACK");
                 group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+                answer_refused(refused, Some(&e));
             }
         }
         return;
     }
+    // Every write of the group failed: nothing was written that a failure could rest on.
+    answer_refused(refused, None);
 }
 
 /// Runs one of the writer's own statements, prepared once.
@@ -996,6 +1012,58 @@ mod tests {
         })
         .await;
         assert_answered_truthfully(&path, outcomes, |i| i % 6 == 0 || i % 6 == 3);
+    }
+
+    /// A write refused for what another write of its group wrote (a name that one took) is
+    /// answered only with that group's commit: when the commit fails, it is answered as lost
+    /// too, not "taken" of a name nobody holds. (A deferred foreign key fails the commit.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_refused_for_its_groups_writes_is_not_answered_before_they_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open(&path).unwrap();
+        db.write(|c: &mut Connection| {
+            c.execute_batch(
+                "CREATE TABLE parents (id TEXT PRIMARY KEY);
+                 CREATE TABLE children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .map_err(crate::error::sql("test.schema"))
+        })
+        .await
+        .unwrap();
+        // Holds the writer, so that the three after it make one group, in order (the
+        // assertions hold whatever the groups, but only that one shows the fault).
+        let holding = db.write(|_: &mut Connection| {
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            Ok(())
+        });
+        let (held, outcomes) = futures::future::join(holding, async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            futures::future::join3(
+                db.write(|c: &mut Connection| insert_event(c, "taken", 10)),
+                db.write(|c: &mut Connection| {
+                    let n: i64 = c
+                        .query_row("SELECT count(*) FROM events WHERE id = 'taken'", [], |r| r.get(0))
+                        .map_err(crate::error::sql("test.read"))?;
+                    if n > 0 { Err(Error::NameTaken) } else { insert_event(c, "taken", 10) }
+                }),
+                db.write(|c: &mut Connection| {
+                    c.execute("INSERT INTO children (parent) VALUES ('nobody')", [])
+                        .map(|_| ())
+                        .map_err(crate::error::sql("test.orphan"))
+                }),
+            )
+            .await
+        })
+        .await;
+        held.unwrap();
+        let (first, second, orphan) = outcomes;
+        let stored = stored_ids(&path);
+        assert!(orphan.is_err(), "its commit fails");
+        assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
+        if matches!(second, Err(Error::NameTaken)) {
+            assert!(stored.contains("taken"), "refused for a name nobody took");
+        }
     }
 
     /// SQLite can undo the whole transaction under a write that then answers Ok (a full
