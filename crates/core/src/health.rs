@@ -151,6 +151,8 @@ pub enum Observation {
     /// A fast-lane request was given up after the patience and moved to the slow lane. It
     /// says the endpoint is slow, not that it is down: the slow lane's full timeout decides that.
     Abandoned {
+        /// When it was sent.
+        started: DateTime<Utc>,
         /// When it was given up.
         at: DateTime<Utc>,
     },
@@ -202,19 +204,19 @@ pub fn observe(
     let mut in_time: Vec<&Observation> = observations.iter().collect();
     in_time.sort_by_key(|o| match **o {
         Observation::Attempt { ended, .. } => ended,
-        Observation::Abandoned { at } | Observation::Recovered { at } => at,
+        Observation::Abandoned { at, .. } | Observation::Recovered { at } => at,
     });
     // Begun before the account was started over: about the endpoint as it was.
     let before = |t: DateTime<Utc>| start.since.is_some_and(|since| t < since);
     for o in in_time {
         if before(match *o {
-            Observation::Attempt { started, .. } => started,
-            Observation::Abandoned { at } | Observation::Recovered { at } => at,
+            Observation::Attempt { started, .. } | Observation::Abandoned { started, .. } => started,
+            Observation::Recovered { at } => at,
         }) {
             continue;
         }
         match *o {
-            Observation::Abandoned { at } => slow_at = slow_at.max(Some(at)),
+            Observation::Abandoned { at, .. } => slow_at = slow_at.max(Some(at)),
             Observation::Recovered { at } => recovered_at = recovered_at.max(Some(at)),
             Observation::Attempt { started, ended, sent, slow } => {
                 if slow {
@@ -468,7 +470,9 @@ mod tests {
             slow: true,
         });
         old.push(attempt(49, Some(410)));
-        old.push(Observation::Abandoned { at: at(45) });
+        old.push(Observation::Abandoned { started: at(45), at: at(46) });
+        // Sent before, given up after: a request to the endpoint as it was.
+        old.push(Observation::Abandoned { started: at(49), at: at(52) });
         assert_eq!(observe(&rule, RetryRule::Transient, &fresh, &old), None);
         let gone = observe(&rule, RetryRule::Transient, &fresh, &[attempt(50, Some(410))]).unwrap();
         assert_eq!(gone.disable.as_deref(), Some("the endpoint answered 410 Gone"));
@@ -518,7 +522,7 @@ mod tests {
             &DisableRule::default(),
             RetryRule::Transient,
             &Health::default(),
-            &[Observation::Abandoned { at: at(0) }],
+            &[Observation::Abandoned { started: at(0), at: at(0) }],
         )
         .unwrap();
         assert_eq!(c.health.consecutive_failures, 0);
@@ -527,22 +531,36 @@ mod tests {
         assert_eq!(c.health.lane(at(600)), crate::hook::Lane::Fast);
         // Renewing a fresh mark is not worth a write; one a minute behind is renewed.
         assert_eq!(
-            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(10) }]),
+            observe(
+                &DisableRule::default(),
+                RetryRule::Transient,
+                &c.health,
+                &[Observation::Abandoned { started: at(10), at: at(10) }]
+            ),
             None
         );
         assert_eq!(
-            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(59) }]),
+            observe(
+                &DisableRule::default(),
+                RetryRule::Transient,
+                &c.health,
+                &[Observation::Abandoned { started: at(59), at: at(59) }]
+            ),
             None
         );
-        let renewed =
-            observe(&DisableRule::default(), RetryRule::Transient, &c.health, &[Observation::Abandoned { at: at(61) }]);
+        let renewed = observe(
+            &DisableRule::default(),
+            RetryRule::Transient,
+            &c.health,
+            &[Observation::Abandoned { started: at(61), at: at(61) }],
+        );
         assert_eq!(renewed.and_then(|c| c.health.slow_until), Some(at(661)));
         assert!(
             observe(
                 &DisableRule::default(),
                 RetryRule::Transient,
                 &c.health,
-                &[Observation::Abandoned { at: at(400) }]
+                &[Observation::Abandoned { started: at(400), at: at(400) }]
             )
             .is_some()
         );
@@ -553,7 +571,7 @@ mod tests {
         use crate::hook::Lane;
         let observe =
             |start: &Health, o: &[Observation]| observe(&DisableRule::default(), RetryRule::Transient, start, o);
-        let slow = observe(&Health::default(), &[Observation::Abandoned { at: at(0) }]).unwrap().health;
+        let slow = observe(&Health::default(), &[Observation::Abandoned { started: at(0), at: at(0) }]).unwrap().health;
         let ok = Sent::Response { status: 200, retry_after: None };
         let quick = |t| Observation::Attempt { started: at(t), ended: at(t), sent: ok, slow: false };
         let back = observe(&slow, &[quick(90), Observation::Recovered { at: at(90) }]).unwrap();

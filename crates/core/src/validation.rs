@@ -20,23 +20,42 @@ pub const MAX_REPORTED: usize = 100;
 /// the client sent (a JSON parser's does, escaping every quote in it again).
 pub const MAX_TEXT: usize = 512;
 
+/// The largest character boundary of `text` at or before `at`.
+fn boundary_before(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// `text` cut to [`MAX_TEXT`] bytes, on a character boundary, `…` marking the cut.
 fn bounded(mut text: String) -> String {
     if text.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(boundary_before(&text, MAX_TEXT));
         text.push('…');
     }
     text
 }
 
+/// A field path held to [`MAX_TEXT`] bytes by cutting its middle: its end names the
+/// field itself, which two paths through one long key differ by.
+fn bounded_path(path: String) -> String {
+    if path.len() <= MAX_TEXT {
+        return path;
+    }
+    let half = MAX_TEXT / 2;
+    let head = boundary_before(&path, half);
+    let mut tail = path.len() - half;
+    while !path.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…{}", &path[..head], &path[tail..])
+}
+
 impl FieldError {
     /// An error at `field`, each held to [`MAX_TEXT`].
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: bounded(field.into()), message: bounded(message.into()) }
+        Self { field: bounded_path(field.into()), message: bounded(message.into()) }
     }
 }
 
@@ -76,4 +95,30 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long path keeps its end, which tells two fields under one long key apart; a long
+    /// message keeps its start. Both are cut on character boundaries.
+    #[test]
+    fn long_fields_keep_their_end_and_long_messages_their_start() {
+        let key = "é".repeat(400);
+        let (id, name) =
+            (FieldError::new(format!("detail.{key}.id"), "x"), FieldError::new(format!("detail.{key}.name"), "x"));
+        assert!(id.field.len() <= MAX_TEXT + '…'.len_utf8() && id.field.ends_with(".id"), "{}", id.field);
+        assert!(name.field.ends_with(".name") && name.field.starts_with("detail.é"), "{}", name.field);
+        let long = FieldError::new("f", "ü".repeat(600));
+        assert!(
+            long.message.len() <= MAX_TEXT + '…'.len_utf8()
+                && long.message.starts_with('ü')
+                && long.message.ends_with('…')
+        );
+        assert_eq!(
+            FieldError::new("short", "message"),
+            FieldError { field: "short".into(), message: "message".into() }
+        );
+    }
 }

@@ -262,7 +262,7 @@ async fn flush(
                     // being fetched, or fetched late): nothing of its pace was seen.
                     (true, false) => None,
                     // When it was given up, as the worker's own mark dates it.
-                    (true, true) => Some(Observation::Abandoned { at: ended }),
+                    (true, true) => Some(Observation::Abandoned { started, at: ended }),
                     (false, _) => Some(Observation::Attempt { started, ended, sent: report.sent, slow: *slow }),
                 };
                 // When its answer came, so a slower answer of the group after it counts.

@@ -153,17 +153,25 @@ fn hook_draft(hook: Value, at: &str) -> Result<HookDraft, ApiError> {
         }
     }
     let auth = &hook["auth"];
+    let (headers, params) = (hookbridge_core::hook::MAX_HEADERS, hookbridge_core::hook::MAX_PARAMS);
     let lists = [
-        ("headers", &hook["headers"]),
-        ("auth.header_params", &auth["header_params"]),
-        ("auth.query_params", &auth["query_params"]),
-        ("auth.body_params", &auth["body_params"]),
+        ("headers", &hook["headers"], headers, "headers"),
+        ("auth.header_params", &auth["header_params"], params, "parameters"),
+        ("auth.query_params", &auth["query_params"], params, "parameters"),
+        ("auth.body_params", &auth["body_params"], params, "parameters"),
     ];
-    for (name, list) in lists {
-        for (i, item) in list.as_array().into_iter().flatten().enumerate() {
-            if !item.is_object() {
-                errors.push(FieldError::new(format!("{name}[{i}]"), "must be an object"));
+    for (name, list, most, what) in lists {
+        match list.as_array() {
+            // Refused whole, its items not looked at, as the draft's check would.
+            Some(items) if items.len() > most => {
+                errors.push(FieldError::new(name, format!("must list at most {most} {what}")));
             }
+            Some(items) => {
+                for (i, _) in items.iter().enumerate().filter(|(_, item)| !item.is_object()) {
+                    errors.push(FieldError::new(format!("{name}[{i}]"), "must be an object"));
+                }
+            }
+            None => {}
         }
     }
     if !errors.is_empty() {

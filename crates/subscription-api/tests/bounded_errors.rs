@@ -45,12 +45,22 @@ async fn a_requests_errors_are_bounded() {
         "client_id": "c", "client_secret": "a-secret-of-some-length", "body_params": many(json!({}))});
     assert_eq!(fields(&create(json!({"auth": params})).await), ["auth.body_params"]);
 
-    // A thousand bad items of a list with no bound, or not objects: the first hundred.
+    // A thousand bad items of a list with no bound: the first hundred.
     let formats = create(json!({"signature_formats": many(json!("x"))})).await;
     assert_eq!(fields(&formats).len(), MAX_REPORTED);
     assert_eq!(fields(&formats)[0], "signature_formats[0]");
-    let not_objects = create(json!({"headers": many(json!(1))})).await;
-    assert_eq!(fields(&not_objects).len(), MAX_REPORTED);
+    assert_eq!(fields(&create(json!({"headers": many(json!(1))})).await), ["headers"], "not looked at");
+
+    // Fifty failures of its declared schema in each of ten events: the first hundred.
+    let schema = json!({"schema": {"type": "object", "additionalProperties": {"type": "number"}}});
+    let (status, declared) = call(&api, "PUT", "/v1/event-types/counts", &token, &schema.to_string()).await;
+    assert_eq!(status, 200, "{declared}");
+    let detail: serde_json::Map<String, Value> = (0..60).map(|i| (format!("k{i}"), json!("not a number"))).collect();
+    let events = vec![json!({"detail-type": "counts", "source": "app", "detail": detail}); 10];
+    let publisher = common::token("events:publish");
+    let (status, refused) = call(&api, "POST", "/v1/events", &publisher, &Value::Array(events).to_string()).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(fields(&refused).len(), MAX_REPORTED);
 
     // A message quoting what was sent quotes a bounded part of it.
     let quoted = create(json!({"rate_limit": {"per_second": "\"".repeat(100_000)}})).await;

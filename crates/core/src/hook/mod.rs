@@ -8,7 +8,7 @@ mod state;
 mod update;
 
 pub use draft::{
-    AuthDraft, HeaderDraft, HookDraft, MAX_RATE_LIMIT, MAX_SITES, ParamDraft, RateLimitDraft, SITE_RULE,
+    AuthDraft, HeaderDraft, HookDraft, MAX_PARAMS, MAX_RATE_LIMIT, MAX_SITES, ParamDraft, RateLimitDraft, SITE_RULE,
     ValidationContext, VerificationDraft, is_site,
 };
 #[cfg(test)]

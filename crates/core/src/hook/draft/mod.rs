@@ -42,7 +42,7 @@ pub fn is_site(s: &str) -> bool {
 /// Longest header value or parameter value.
 pub(super) const MAX_VALUE_LEN: usize = 4096;
 /// Most parameters in each OAuth parameter list.
-pub(super) const MAX_PARAMS: usize = 20;
+pub const MAX_PARAMS: usize = 20;
 
 /// Headers the platform sets itself; a hook may not override them.
 pub(super) const RESERVED_HEADERS: &[&str] = &[
