@@ -755,30 +755,26 @@ pub async fn preview(State(api): State<Api>, headers: HeaderMap, RawQuery(q): Ra
     let Some(s) = Session::of(&api, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let mut matches: Vec<String> = Vec::new();
+    let mut matches = std::collections::BTreeSet::new();
     let mut errors: Vec<Value> = Vec::new();
-    let patterns: Vec<String> = form::parse(q.unwrap_or_default().as_bytes())
+    let given: Vec<String> = form::parse(q.unwrap_or_default().as_bytes())
         .into_iter()
         .filter(|(k, _)| k == "pattern")
         .map(|(_, v)| v)
         .collect();
-    for p in patterns.iter().filter(|p| !p.trim().is_empty()).take(50) {
-        let path = format!(
-            "/v1/event-types/match?pattern={}",
-            url::form_urlencoded::byte_serialize(p.trim().as_bytes()).collect::<String>()
-        );
-        let a = call(&api, &s.caller, Method::GET, &path, None).await;
-        if a.ok() {
-            for m in a.body["matches"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                if !matches.iter().any(|x| x == m) {
-                    matches.push(m.to_owned());
+    let patterns: Vec<&String> = given.iter().filter(|p| !p.trim().is_empty()).take(50).collect();
+    let trimmed: Vec<&str> = patterns.iter().map(|p| p.trim()).collect();
+    match crate::catalog::matches_of(&api, &s.caller, &trimmed).await {
+        Ok(each) => {
+            for (p, matched) in patterns.iter().zip(each) {
+                match matched {
+                    Ok(m) => matches.extend(m),
+                    Err(message) => errors.push(json!({"pattern": p, "message": message})),
                 }
             }
-        } else {
-            errors.push(json!({"pattern": p, "message": a.field_errors().first().map(|e| e.1.clone()).unwrap_or_else(|| a.detail())}));
         }
+        Err(e) => errors.extend(patterns.iter().map(|p| json!({"pattern": p, "message": e.to_string()}))),
     }
-    matches.sort();
     // The tenant's own event types, at a URL every tenant shares: no cache may keep them.
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(json!({"matches": matches, "errors": errors}))).into_response()
 }
