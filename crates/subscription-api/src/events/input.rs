@@ -295,9 +295,11 @@ pub(crate) fn validate(raw: &RawValue, index: Option<usize>, tenant: &TenantId) 
     })?;
     let mut e = Errors::default();
     let detail_type = match ev.detail_type {
-        Some(d) if printable(&d, 128) => d,
+        // Not a space at either end, as a hook's pattern: no pattern could name such a type
+        // exactly, and only a broad glob (`*`, `user.login*`) would have reached hooks.
+        Some(d) if printable(&d, 128) && d.trim() == d => d,
         Some(_) => {
-            e.push(at("detail-type"), text_rule(128));
+            e.push(at("detail-type"), format!("{}, nor a space at either end", text_rule(128)));
             String::new()
         }
         None => {
@@ -410,6 +412,27 @@ mod tests {
         let long = serde_json::json!({"detail-type": "é".repeat(100), "source": "s", "detail": {}}).to_string();
         let refused = validate(&raw(&long), None, &t).err().unwrap();
         assert_eq!((refused[0].field.as_str(), refused[0].message.contains("1-128 bytes")), ("detail-type", true));
+    }
+
+    /// A `detail-type` with a space at either end is refused: no hook's pattern could name
+    /// it. Spaces inside are fine.
+    #[test]
+    fn a_detail_type_with_a_space_at_either_end_is_refused() {
+        let t: TenantId = "acme".parse().unwrap();
+        let fields = |detail_type: &str| {
+            let event = serde_json::json!({"detail-type": detail_type, "source": "idp", "detail": {}});
+            validate(&raw(&event.to_string()), None, &t)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        for bad in ["user.login ", " user.login", "user.login\u{a0}"] {
+            assert_eq!(fields(bad), ["detail-type"], "{bad:?}");
+        }
+        assert!(fields("Order Created").is_empty());
+        assert!("Order Created".parse::<hookbridge_core::pattern::EventTypePattern>().is_ok(), "a pattern names it");
     }
 
     /// Too many resources, and one resource too long or holding a control character, are
