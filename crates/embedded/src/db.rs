@@ -642,18 +642,30 @@ fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>, checkpointing: &Mute
 /// others run again without it. The failed write is answered once the others are
 /// committed: its failure may rest on what they wrote (a name another create of the group
 /// took), and answered at once, it said "taken" of a name whose taker was then lost with
-/// the group's commit.
+/// the group's commit. Should a write that ran before it not be stored after all, it is
+/// answered with an error to try again.
 fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes: Option<&HookWrites>) {
     let ended = || {
         if let Some(w) = hook_writes {
             w.ended();
         }
     };
-    let mut refused: Vec<(Box<dyn Write>, Outcome)> = Vec::new();
-    let answer_refused = |refused: Vec<(Box<dyn Write>, Outcome)>, lost_with: Option<&rusqlite::Error>| {
-        for (w, outcome) in refused {
+    // Each refused write, with the writes that ran before it in its run (by their place in
+    // the group as it came): what its failure may rest on.
+    let mut refused: Vec<(Box<dyn Write>, Outcome, Vec<usize>)> = Vec::new();
+    let mut places: Vec<usize> = (0..group.len()).collect();
+    let answer_refused = |refused: Vec<(Box<dyn Write>, Outcome, Vec<usize>)>,
+                          lost_with: Option<&rusqlite::Error>,
+                          committed: &[usize]| {
+        for (w, outcome, before) in refused {
             w.answer(match (lost_with, outcome) {
                 (Some(e), _) => Some(lost(e)),
+                // A write it may have rested on was not stored after all (it failed when
+                // run again): its failure may not hold, and it is to be tried again.
+                _ if !before.iter().all(|b| committed.contains(b)) => Some(Error::backend(
+                    "sqlite.write",
+                    "a write of its group that it may have rested on was not stored; try again",
+                )),
                 (None, Outcome::Failed) => None,
                 (None, Outcome::Wrote) => {
                     Some(Error::backend("sqlite.commit", "SQLite rolled the transaction back under this write"))
@@ -665,7 +677,7 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
         if let Err(e) = run(c, "BEGIN IMMEDIATE") {
             ended();
             group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
-            answer_refused(refused, Some(&e));
+            answer_refused(refused, Some(&e), &[]);
             return;
         }
         for i in 0..group.len() {
@@ -682,7 +694,9 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
             // Rolled back, or (undone by SQLite) perhaps committed by the write's later
             // statements on their own: counted either way, before the answer.
             ended();
-            refused.push((group.remove(i), outcome));
+            let before = places[..i].to_vec();
+            places.remove(i);
+            refused.push((group.remove(i), outcome, before));
             continue 'run;
         }
         let committed = run(c, "COMMIT");
@@ -690,18 +704,18 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
         match committed {
             Ok(()) => {
                 group.into_iter().for_each(|w| w.answer(None));
-                answer_refused(refused, None);
+                answer_refused(refused, None, &places);
             }
             Err(e) => {
                 let _ = run(c, "ROLLBACK");
                 group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
-                answer_refused(refused, Some(&e));
+                answer_refused(refused, Some(&e), &[]);
             }
         }
         return;
     }
-    // Every write of the group failed: nothing was written that a failure could rest on.
-    answer_refused(refused, None);
+    // Every write of the group failed: nothing is stored that a failure could rest on.
+    answer_refused(refused, None, &[]);
 }
 
 /// Runs one of the writer's own statements, prepared once.
@@ -1060,6 +1074,51 @@ mod tests {
         let (first, second, orphan) = outcomes;
         let stored = stored_ids(&path);
         assert!(orphan.is_err(), "its commit fails");
+        assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
+        if matches!(second, Err(Error::NameTaken)) {
+            assert!(stored.contains("taken"), "refused for a name nobody took");
+        }
+    }
+
+    /// The same when the write it rested on fails when the group runs again (as a full disk
+    /// would fail it): it is answered with an error to try again, not "taken".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_refused_for_a_write_that_then_failed_is_not_answered_with_its_refusal() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.db");
+        let db = Db::open(&path).unwrap();
+        let runs = std::sync::Arc::new(AtomicUsize::new(0));
+        let holding = db.write(|_: &mut Connection| {
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            Ok(())
+        });
+        let (held, outcomes) = futures::future::join(holding, async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let runs = runs.clone();
+            futures::future::join3(
+                // Stores its name on its first run, fails on any other.
+                db.write(move |c: &mut Connection| {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        insert_event(c, "taken", 10)
+                    } else {
+                        Err(Error::StorageFull)
+                    }
+                }),
+                db.write(|c: &mut Connection| {
+                    let n: i64 = c
+                        .query_row("SELECT count(*) FROM events WHERE id = 'taken'", [], |r| r.get(0))
+                        .map_err(crate::error::sql("test.read"))?;
+                    if n > 0 { Err(Error::NameTaken) } else { insert_event(c, "taken", 10) }
+                }),
+                db.write(|c: &mut Connection| insert_event(c, "other", 10)),
+            )
+            .await
+        })
+        .await;
+        held.unwrap();
+        let (first, second, _) = outcomes;
+        let stored = stored_ids(&path);
         assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
         if matches!(second, Err(Error::NameTaken)) {
             assert!(stored.contains("taken"), "refused for a name nobody took");

@@ -244,12 +244,16 @@ pub(crate) async fn matches_of(
     patterns: &[&str],
 ) -> Result<Vec<Result<Vec<String>, String>>, ApiError> {
     caller.require(crate::auth::Scope::HooksRead)?;
-    let known = known(api, caller).await?;
-    Ok(patterns
+    let parsed: Vec<Result<EventTypePattern, String>> = patterns
         .iter()
-        .map(|raw| {
-            let pattern: EventTypePattern =
-                raw.parse().map_err(|e: hookbridge_core::pattern::InvalidPattern| e.to_string())?;
+        .map(|raw| raw.parse().map_err(|e: hookbridge_core::pattern::InvalidPattern| e.to_string()))
+        .collect();
+    // Read only when a pattern is to be matched: a bad one is answered without a read.
+    let known = if parsed.iter().any(Result::is_ok) { known(api, caller).await? } else { Vec::new() };
+    Ok(parsed
+        .into_iter()
+        .map(|pattern| {
+            let pattern = pattern?;
             Ok(known.iter().map(|k| &k.name).filter(|n| pattern.matches(n)).cloned().collect())
         })
         .collect())

@@ -74,6 +74,13 @@ async fn the_preview_reads_the_known_types_once_for_all_its_patterns() {
     assert_eq!(answer["errors"][0]["pattern"], "*x\u{0}", "{answer}");
     assert!(reads.load(Ordering::SeqCst) - before <= 1, "read once, not once a pattern");
 
+    // A bad pattern alone is answered without a read, by the API as by the preview.
+    let before = reads.load(Ordering::SeqCst);
+    let (status, body) = call(&api, "GET", "/v1/event-types/match?pattern=%00", &writer, "").await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (400, Some("pattern")), "{body}");
+    console(&api, "GET", "/console/preview?pattern=%00", "", Some(&format!("t.{writer}"))).await;
+    assert_eq!(reads.load(Ordering::SeqCst), before, "nothing read");
+
     // A reader without `hooks:read` is told so, for each pattern.
     let page =
         console(&api, "GET", "/console/preview?pattern=order.*", "", Some(&format!("t.{}", token("hooks:write"))))

@@ -773,7 +773,12 @@ pub async fn preview(State(api): State<Api>, headers: HeaderMap, RawQuery(q): Ra
                 }
             }
         }
-        Err(e) => errors.extend(patterns.iter().map(|p| json!({"pattern": p, "message": e.to_string()}))),
+        Err(e) => {
+            if let ApiError::Internal(cause) = &e {
+                tracing::error!(error = %cause, "the pattern preview could not read the known event types");
+            }
+            errors.extend(patterns.iter().map(|p| json!({"pattern": p, "message": e.to_string()})));
+        }
     }
     // The tenant's own event types, at a URL every tenant shares: no cache may keep them.
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(json!({"matches": matches, "errors": errors}))).into_response()
