@@ -153,6 +153,21 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     parse(bytes)
 }
 
+/// Bodies larger than this are counted before their items are read ([`more_items_than`]).
+const COUNTED_PAST: usize = 64 * 1024;
+
+/// Whether `bytes`, a JSON array, holds more than `most` items, counted without keeping
+/// any: 3 MiB of `{},` is a million and a half items, and kept before their number was
+/// checked (as values, or as their raw text), tens of MB for one request,
+/// against the API function's 256 MB. Only a body past [`COUNTED_PAST`] is counted (a
+/// smaller one cannot hold enough to matter, and publishing, the hot path, is spared the
+/// second reading); one that does not parse is left to the parse that names its fault.
+pub fn more_items_than(bytes: &[u8], most: usize) -> bool {
+    bytes.len() > COUNTED_PAST
+        && bytes.trim_ascii_start().first() == Some(&b'[')
+        && serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(bytes).is_ok_and(|items| items.len() > most)
+}
+
 /// [`parse`] for a body that is an array of objects (see [`parse_object`]), each item's
 /// fields named from its place (`[1].url`).
 pub fn parse_objects<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, ApiError> {
@@ -269,6 +284,18 @@ mod tests {
     #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
     use super::*;
+
+    /// A large array is counted without its items kept; a small one, or one that does not
+    /// parse, is left to the parse.
+    #[test]
+    fn a_large_arrays_items_are_counted_without_keeping_them() {
+        let many = format!("[{}{{}}]", "{},".repeat(100_000));
+        assert!(more_items_than(many.as_bytes(), 10));
+        assert!(!more_items_than(many.as_bytes(), 100_001));
+        assert!(!more_items_than(b"[{}, {}, {}]", 2), "small: left to the parse");
+        let broken = format!("[{}", "{},".repeat(100_000));
+        assert!(!more_items_than(broken.as_bytes(), 10), "left to the parse, which names its fault");
+    }
 
     /// Measured as Lambda's answer carries it: the body as a JSON string.
     #[test]

@@ -105,9 +105,13 @@ pub async fn create(
 async fn create_many(api: &Api, caller: &Caller, bytes: &[u8]) -> Result<Response, ApiError> {
     // Each item read on its own: a key given twice in one fails that hook alone, as every
     // other fault of an item does, not the whole request.
+    let too_many = || ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks"));
+    if crate::body::more_items_than(bytes, MAX_BULK) {
+        return Err(too_many());
+    }
     let items: Vec<Box<serde_json::value::RawValue>> = parse(bytes)?;
     if items.is_empty() || items.len() > MAX_BULK {
-        return Err(ApiError::field("body", format!("must hold 1-{MAX_BULK} hooks")));
+        return Err(too_many());
     }
     let mut results = Vec::with_capacity(items.len());
     let mut counted = TenantBytes::default();

@@ -198,9 +198,14 @@ fn check(i: usize, s: &SubscriptionIn) -> Result<(), ApiError> {
 
 async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: Body) -> Answer {
     let caller = authorised(caller, Scope::HooksWrite)?;
-    let items: Vec<SubscriptionIn> = parse_objects(&read_body(body).await?)?;
+    let bytes = read_body(body).await?;
+    let too_many = || ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions"));
+    if crate::body::more_items_than(&bytes, MAX_BATCH) {
+        return Err(too_many().into());
+    }
+    let items: Vec<SubscriptionIn> = parse_objects(&bytes)?;
     if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::field("body", format!("must be an array of 1-{MAX_BATCH} subscriptions")).into());
+        return Err(too_many().into());
     }
     let mut drafts = Vec::with_capacity(items.len());
     for (i, s) in items.iter().enumerate() {

@@ -163,6 +163,9 @@ fn unicode_escape(bytes: &[u8], at: usize) -> Result<usize, String> {
 /// receivers byte for byte); whether it was an array (field names then say `[i].`).
 pub(crate) fn split(bytes: &[u8]) -> Result<(Vec<Box<RawValue>>, bool), ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if crate::body::more_items_than(bytes, MAX_EVENTS) {
+        return Err(ApiError::field("body", format!("must hold 1-{MAX_EVENTS} events")));
+    }
     let (parsed, array) = match first {
         Some(b'[') => (serde_json::from_slice::<Vec<Box<RawValue>>>(bytes), true),
         Some(b'{') => (serde_json::from_slice::<Box<RawValue>>(bytes).map(|one| vec![one]), false),
