@@ -294,8 +294,20 @@ pub async fn give_up(p: JobPorts<'_>, poked: &ReplayPoke, now: DateTime<Utc>) ->
     if job.state.is_final() || job.tenant != poked.tenant {
         return Ok(());
     }
-    p.replays.save(&stopped_counted(p, &job, now).await, job.step).await.map(|_| ())
+    let stopped = match tokio::time::timeout(COUNT_PATIENCE, stopped_counted(p, &job, now)).await {
+        Ok(stopped) => stopped,
+        Err(_) => {
+            tracing::warn!(replay_id = %job.id, "cannot count in time what a failed replay's last page re-sent");
+            job.stopped(ReplayState::Failed, now)
+        }
+    };
+    p.replays.save(&stopped, job.step).await.map(|_| ())
 }
+
+/// The longest [`give_up`] spends counting what the job's last page re-sent, so that the
+/// job is still failed in the time its poke's last receive leaves (`GIVE_UP_TIME`): the
+/// page is read from the store that may be what held the page up.
+const COUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The deliveries a poke's page reads: `page` on the poke's first receive, half as many on
 /// each receive after. A poke comes back when its page failed, perhaps for want of time
