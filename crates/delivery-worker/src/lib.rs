@@ -286,17 +286,22 @@ mod tests {
         Worker::new(WorkerPorts::of(backend), outbound, settings)
     }
 
-    /// A delivery task of `hook`, as ingest enqueues it.
-    fn task_of(hook: &Hook) -> hookbridge_core::ports::OutgoingMessage {
-        let key = DeliveryKey {
+    /// A delivery of `hook` made `age` ago, of a `user.login` event.
+    fn key_made(hook: &Hook, age: chrono::Duration) -> DeliveryKey {
+        let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
+        DeliveryKey {
             tenant: hook.tenant.clone(),
             hook_id: hook.id,
-            delivery_id: DeliveryId::generate(),
+            delivery_id: DeliveryId::from_parts(made, rand::random()),
             event_id: EventId::generate(),
             event_type: "user.login".into(),
-        };
+        }
+    }
+
+    /// A delivery task of `hook`, as ingest enqueues it.
+    fn task_of(hook: &Hook) -> hookbridge_core::ports::OutgoingMessage {
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
-        Task::new(key, 0, body).message(Utc::now())
+        Task::new(key_made(hook, chrono::Duration::zero()), 0, body).message(Utc::now())
     }
 
     /// A worker over the embedded backend, and a hook of it sending to a real receiver whose
@@ -1286,14 +1291,7 @@ mod tests {
         let told = watching_exhausted(&h).await;
         // A delivery made `age` ago, due `due_in` from now, handled once on the fast lane.
         let handled_due = async |age: chrono::Duration, due_in: Option<chrono::Duration>| {
-            let made = u64::try_from((Utc::now() - age).timestamp_millis()).unwrap();
-            let key = DeliveryKey {
-                tenant: hook.tenant.clone(),
-                hook_id: hook.id,
-                delivery_id: DeliveryId::from_parts(made, rand::random()),
-                event_id: EventId::generate(),
-                event_type: "user.login".into(),
-            };
+            let key = key_made(&hook, age);
             let mut task = Task::new(key.clone(), 0, body).unrecorded(Utc::now(), true);
             task.not_before = due_in.map(|d| Utc::now() + d);
             // Received now, as after a queue's longest delay (15 minutes) for a longer wait.
@@ -1831,16 +1829,7 @@ mod tests {
         let backlog = h.backend().limiter.pace(&key, rate, 7200, Utc::now()).await.unwrap();
         let free = backlog + chrono::Duration::hours(2);
         // Three deliveries with ten minutes left (a replay of old ones), then a new one.
-        let made = |age: chrono::Duration| DeliveryKey {
-            tenant: hook.tenant.clone(),
-            hook_id: hook.id,
-            delivery_id: DeliveryId::from_parts(
-                u64::try_from((Utc::now() - age).timestamp_millis()).unwrap(),
-                rand::random(),
-            ),
-            event_id: EventId::generate(),
-            event_type: "user.login".into(),
-        };
+        let made = |age| key_made(&hook, age);
         let ending = chrono::Duration::days(14) - chrono::Duration::minutes(10);
         let keys = [made(ending), made(ending), made(ending), made(chrono::Duration::zero())];
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;

@@ -644,7 +644,7 @@ fn checkpoint_behind(c: &Connection, kicked: &Receiver<()>, checkpointing: &Mute
 /// took), and answered at once, it said "taken" of a name whose taker was then lost with
 /// the group's commit. Should a write that ran before it not be stored after all, it is
 /// answered with an error to try again.
-fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes: Option<&HookWrites>) {
+fn commit_group(c: &mut Connection, group: Vec<Box<dyn Write>>, hook_writes: Option<&HookWrites>) {
     let ended = || {
         if let Some(w) = hook_writes {
             w.ended();
@@ -653,7 +653,7 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
     // Each refused write, with the writes that ran before it in its run (by their place in
     // the group as it came): what its failure may rest on.
     let mut refused: Vec<(Box<dyn Write>, Outcome, Vec<usize>)> = Vec::new();
-    let mut places: Vec<usize> = (0..group.len()).collect();
+    let mut group: Vec<(usize, Box<dyn Write>)> = group.into_iter().enumerate().collect();
     let answer_refused = |refused: Vec<(Box<dyn Write>, Outcome, Vec<usize>)>,
                           lost_with: Option<&rusqlite::Error>,
                           committed: &[usize]| {
@@ -676,12 +676,12 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
     'run: while !group.is_empty() {
         if let Err(e) = run(c, "BEGIN IMMEDIATE") {
             ended();
-            group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+            group.into_iter().for_each(|(_, w)| w.answer(Some(lost(&e))));
             answer_refused(refused, Some(&e), &[]);
             return;
         }
         for i in 0..group.len() {
-            let outcome = group[i].run(c);
+            let outcome = group[i].1.run(c);
             // SQLite rolls a transaction back itself after some errors (a full disk, an I/O
             // error), even under a write that swallowed the error and answered Ok.
             let undone = c.is_autocommit();
@@ -694,21 +694,21 @@ fn commit_group(c: &mut Connection, mut group: Vec<Box<dyn Write>>, hook_writes:
             // Rolled back, or (undone by SQLite) perhaps committed by the write's later
             // statements on their own: counted either way, before the answer.
             ended();
-            let before = places[..i].to_vec();
-            places.remove(i);
-            refused.push((group.remove(i), outcome, before));
+            let before = group[..i].iter().map(|(place, _)| *place).collect();
+            refused.push((group.remove(i).1, outcome, before));
             continue 'run;
         }
         let committed = run(c, "COMMIT");
         ended();
         match committed {
             Ok(()) => {
-                group.into_iter().for_each(|w| w.answer(None));
-                answer_refused(refused, None, &places);
+                let committed: Vec<usize> = group.iter().map(|(place, _)| *place).collect();
+                group.into_iter().for_each(|(_, w)| w.answer(None));
+                answer_refused(refused, None, &committed);
             }
             Err(e) => {
                 let _ = run(c, "ROLLBACK");
-                group.into_iter().for_each(|w| w.answer(Some(lost(&e))));
+                group.into_iter().for_each(|(_, w)| w.answer(Some(lost(&e))));
                 answer_refused(refused, Some(&e), &[]);
             }
         }
@@ -1028,6 +1028,46 @@ mod tests {
         assert_answered_truthfully(&path, outcomes, |i| i % 6 == 0 || i % 6 == 3);
     }
 
+    /// Runs `a`, `b` and `c` as one group, in that order: sent while a write holds the
+    /// writer (the assertions of their tests hold whatever the groups, but only that one
+    /// shows the fault).
+    async fn in_one_group<A, B, C>(db: &Db, a: A, b: B, c: C) -> (Result<()>, Result<()>, Result<()>)
+    where
+        A: Fn(&mut Connection) -> Result<()> + Send + 'static,
+        B: Fn(&mut Connection) -> Result<()> + Send + 'static,
+        C: Fn(&mut Connection) -> Result<()> + Send + 'static,
+    {
+        let holding = db.write(|_: &mut Connection| {
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            Ok(())
+        });
+        let (held, outcomes) = futures::future::join(holding, async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            futures::future::join3(db.write(a), db.write(b), db.write(c)).await
+        })
+        .await;
+        held.unwrap();
+        outcomes
+    }
+
+    /// Stores the name "taken", or refuses it as taken when it is stored already.
+    fn take_unless_taken(c: &mut Connection) -> Result<()> {
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM events WHERE id = 'taken'", [], |r| r.get(0))
+            .map_err(crate::error::sql("test.read"))?;
+        if n > 0 { Err(Error::NameTaken) } else { insert_event(c, "taken", 10) }
+    }
+
+    /// `first` answered Ok exactly when "taken" is stored, and `second` refused as taken
+    /// only when it is.
+    fn assert_no_name_taken_by_nobody(path: &Path, first: &Result<()>, second: &Result<()>) {
+        let stored = stored_ids(path);
+        assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
+        if matches!(second, Err(Error::NameTaken)) {
+            assert!(stored.contains("taken"), "refused for a name nobody took");
+        }
+    }
+
     /// A write refused for what another write of its group wrote (a name that one took) is
     /// answered only with that group's commit: when the commit fails, it is answered as lost
     /// too, not "taken" of a name nobody holds. (A deferred foreign key fails the commit.)
@@ -1045,39 +1085,15 @@ mod tests {
         })
         .await
         .unwrap();
-        // Holds the writer, so that the three after it make one group, in order (the
-        // assertions hold whatever the groups, but only that one shows the fault).
-        let holding = db.write(|_: &mut Connection| {
-            std::thread::sleep(std::time::Duration::from_millis(1000));
-            Ok(())
-        });
-        let (held, outcomes) = futures::future::join(holding, async {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            futures::future::join3(
-                db.write(|c: &mut Connection| insert_event(c, "taken", 10)),
-                db.write(|c: &mut Connection| {
-                    let n: i64 = c
-                        .query_row("SELECT count(*) FROM events WHERE id = 'taken'", [], |r| r.get(0))
-                        .map_err(crate::error::sql("test.read"))?;
-                    if n > 0 { Err(Error::NameTaken) } else { insert_event(c, "taken", 10) }
-                }),
-                db.write(|c: &mut Connection| {
-                    c.execute("INSERT INTO children (parent) VALUES ('nobody')", [])
-                        .map(|_| ())
-                        .map_err(crate::error::sql("test.orphan"))
-                }),
-            )
-            .await
-        })
-        .await;
-        held.unwrap();
-        let (first, second, orphan) = outcomes;
-        let stored = stored_ids(&path);
+        let orphan = |c: &mut Connection| {
+            c.execute("INSERT INTO children (parent) VALUES ('nobody')", [])
+                .map(|_| ())
+                .map_err(crate::error::sql("test.orphan"))
+        };
+        let (first, second, orphan) =
+            in_one_group(&db, |c: &mut Connection| insert_event(c, "taken", 10), take_unless_taken, orphan).await;
         assert!(orphan.is_err(), "its commit fails");
-        assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
-        if matches!(second, Err(Error::NameTaken)) {
-            assert!(stored.contains("taken"), "refused for a name nobody took");
-        }
+        assert_no_name_taken_by_nobody(&path, &first, &second);
     }
 
     /// The same when the write it rested on fails when the group runs again (as a full disk
@@ -1088,41 +1104,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hb.db");
         let db = Db::open(&path).unwrap();
-        let runs = std::sync::Arc::new(AtomicUsize::new(0));
-        let holding = db.write(|_: &mut Connection| {
-            std::thread::sleep(std::time::Duration::from_millis(1000));
-            Ok(())
-        });
-        let (held, outcomes) = futures::future::join(holding, async {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            let runs = runs.clone();
-            futures::future::join3(
-                // Stores its name on its first run, fails on any other.
-                db.write(move |c: &mut Connection| {
-                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-                        insert_event(c, "taken", 10)
-                    } else {
-                        Err(Error::StorageFull)
-                    }
-                }),
-                db.write(|c: &mut Connection| {
-                    let n: i64 = c
-                        .query_row("SELECT count(*) FROM events WHERE id = 'taken'", [], |r| r.get(0))
-                        .map_err(crate::error::sql("test.read"))?;
-                    if n > 0 { Err(Error::NameTaken) } else { insert_event(c, "taken", 10) }
-                }),
-                db.write(|c: &mut Connection| insert_event(c, "other", 10)),
-            )
-            .await
-        })
-        .await;
-        held.unwrap();
-        let (first, second, _) = outcomes;
-        let stored = stored_ids(&path);
-        assert_eq!(first.is_ok(), stored.contains("taken"), "answered truthfully");
-        if matches!(second, Err(Error::NameTaken)) {
-            assert!(stored.contains("taken"), "refused for a name nobody took");
-        }
+        let runs = AtomicUsize::new(0);
+        // Stores its name on its first run, fails on any other.
+        let once = move |c: &mut Connection| {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                insert_event(c, "taken", 10)
+            } else {
+                Err(Error::StorageFull)
+            }
+        };
+        let other = |c: &mut Connection| insert_event(c, "other", 10);
+        let (first, second, _) = in_one_group(&db, once, take_unless_taken, other).await;
+        assert_no_name_taken_by_nobody(&path, &first, &second);
     }
 
     /// SQLite can undo the whole transaction under a write that then answers Ok (a full
