@@ -13,6 +13,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Longest pattern accepted; event types are short dotted names.
 pub const MAX_PATTERN_LEN: usize = 128;
 
+/// The most `*` one hook's patterns may hold in all. Every event is matched against every
+/// pattern of every hook of its tenant, and a `*` costs a search where plain text costs a
+/// comparison: 1,000 hooks of 200 patterns like `*a*a*…*b*c` (64 `*` each) took about
+/// 400 ms of CPU per event matching none of them, against about 6 ms for as many plain
+/// patterns; held to this, at most about 13 ms (measured on a 2-core AMD EPYC). Ordinary
+/// patterns hold one or two (`user.*`, `*.created`, `user.*.start`).
+pub const MAX_STARS_PER_HOOK: usize = 400;
+
 /// A validated event-type pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventTypePattern(String);
@@ -37,6 +45,11 @@ impl EventTypePattern {
     /// The pattern text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// How many `*` the pattern holds: what matching it may cost beyond a comparison.
+    pub fn stars(&self) -> usize {
+        memchr::memchr_iter(b'*', self.0.as_bytes()).count()
     }
 
     /// Whether `event_type` matches the whole pattern.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::ids::HookName;
-use crate::pattern::EventTypePattern;
+use crate::pattern::{EventTypePattern, MAX_STARS_PER_HOOK};
 use crate::secret::{Secret, SigningSecret};
 use crate::validation::{Errors, FieldError};
 
@@ -386,6 +386,14 @@ impl HookDraft {
                         Ok(_) => {}
                         Err(err) => e.push(format!("event_types[{i}]"), err.to_string()),
                     }
+                }
+                if out.iter().map(EventTypePattern::stars).sum::<usize>() > MAX_STARS_PER_HOOK {
+                    e.push(
+                        "event_types",
+                        format!(
+                            "must hold at most {MAX_STARS_PER_HOOK} `*` in all (every event is matched against them)"
+                        ),
+                    );
                 }
                 out
             }
