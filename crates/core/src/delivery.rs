@@ -267,18 +267,7 @@ impl Delivery {
     /// to `SUCCEEDED` whichever is stored last, and nothing from round 1 can overwrite
     /// round 2.
     pub fn apply(&mut self, u: &DeliveryUpdate) {
-        if self.envelope.is_none()
-            && let Some(envelope) = u.opening.as_ref().and_then(|o| o.envelope.as_ref())
-        {
-            self.envelope = Some(envelope.clone());
-        }
-        if let Some(a) = &u.attempt {
-            let mut a = a.clone();
-            a.attempt = self.attempts_made() + 1;
-            self.attempts.push(a);
-            let over = self.attempts.len().saturating_sub(KEPT_ATTEMPTS);
-            self.attempts.drain(..over);
-        }
+        self.take_attempt(u);
         if u.round < self.round {
             self.updated_at = self.updated_at.max(u.at);
             return;
@@ -318,6 +307,34 @@ impl Delivery {
         self.status = u.status;
         self.next_attempt_at = u.next_attempt_at;
         self.updated_at = u.at;
+    }
+}
+
+impl Delivery {
+    /// Keeps the attempt `u` tells of, and leaves the status to another: the record of a
+    /// holder whose message was received again by a second one (its visibility timeout ran
+    /// out). The second carries the delivery on and records where it stands; the first
+    /// sends no retry, so its `RETRYING` would say a retry is coming when none is, over the
+    /// second's `FAILED` or `CANCELLED`.
+    pub fn keep_attempt(&mut self, u: &DeliveryUpdate) {
+        self.take_attempt(u);
+        self.updated_at = self.updated_at.max(u.at);
+    }
+
+    /// The envelope `u` opened the delivery with, if none is kept, and its attempt.
+    fn take_attempt(&mut self, u: &DeliveryUpdate) {
+        if self.envelope.is_none()
+            && let Some(envelope) = u.opening.as_ref().and_then(|o| o.envelope.as_ref())
+        {
+            self.envelope = Some(envelope.clone());
+        }
+        if let Some(a) = &u.attempt {
+            let mut a = a.clone();
+            a.attempt = self.attempts_made() + 1;
+            self.attempts.push(a);
+            let over = self.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+            self.attempts.drain(..over);
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use hookbridge_core::delivery::{
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::Observation;
 use hookbridge_core::hook::{Hook, Lane};
-use hookbridge_core::ids::HookId;
+use hookbridge_core::ids::{DeliveryId, HookId};
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, RetryRule, decide};
 use hookbridge_core::ports::{BatchOutcome, CarriedOn, OutgoingMessage, Receipt, ReceivedMessage, Settled};
@@ -137,6 +137,7 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
 
 /// A follow-up message and the message it replaces.
 struct FollowUp<'a> {
+    delivery: DeliveryId,
     replaces: &'a ReceivedMessage,
     message: OutgoingMessage,
 }
@@ -241,18 +242,22 @@ async fn flush(
                     // Read shows it while it waits; its later records need no opening.
                     updates.push(update);
                 }
-                follow_ups
-                    .entry(*lane)
-                    .or_default()
-                    .push(FollowUp { replaces: message, message: recorded(task).message(now) });
+                follow_ups.entry(*lane).or_default().push(FollowUp {
+                    delivery: k.delivery_id,
+                    replaces: message,
+                    message: recorded(task).message(now),
+                });
             }
             Done::Attempted { ready, report, abandoned, slow, recovered } => {
                 let (update, follow_up) = attempted(w, ready, report, *abandoned, now, &mut events, &mut metrics);
+                let delivery = update.delivery.delivery_id;
                 updates.push(update);
                 match follow_up {
-                    Some((lane, msg)) => {
-                        follow_ups.entry(lane).or_default().push(FollowUp { replaces: ready.message, message: msg })
-                    }
+                    Some((lane, msg)) => follow_ups.entry(lane).or_default().push(FollowUp {
+                        delivery,
+                        replaces: ready.message,
+                        message: msg,
+                    }),
                     None => handled.push(ready.message),
                 }
                 let started = report.attempt.at;
@@ -287,7 +292,7 @@ async fn flush(
         for (lane, items) in follow_ups {
             let messages = items.into_iter().map(|f| {
                 handled.push(f.replaces);
-                CarriedOn { message: f.message, replaces: f.replaces.receipt.clone() }
+                CarriedOn { delivery: f.delivery, message: f.message, replaces: f.replaces.receipt.clone() }
             });
             sends.push((w.ports.lanes.get(lane).name(), messages.collect()));
         }

@@ -1,6 +1,8 @@
 //! Deliveries in SQLite, keyed by hook and delivery id (a ULID, so a time window is a
 //! key range), with their attempts inline.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use hookbridge_core::delivery::{Delivery, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, HookId};
@@ -73,12 +75,23 @@ fn expiry(d: &Delivery) -> i64 {
 /// Most updates are a delivery's first record (its first attempt, on the happy path), so
 /// each is inserted as a new delivery first and read back only when one is already there:
 /// the read before every write was a sixth of the records' cost (BENCHMARKS.md).
-pub(crate) fn record_in(c: &rusqlite::Connection, updates: &[DeliveryUpdate]) -> Result<()> {
+pub(crate) fn record_in(
+    c: &rusqlite::Connection,
+    updates: &[DeliveryUpdate],
+    carried_elsewhere: &HashSet<DeliveryId>,
+) -> Result<()> {
     for u in updates {
         let k = &u.delivery;
         let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
+        let apply = |d: &mut Delivery| {
+            if !carried_elsewhere.is_empty() && carried_elsewhere.contains(&k.delivery_id) {
+                d.keep_attempt(u)
+            } else {
+                d.apply(u)
+            }
+        };
         let mut d = Delivery::opened_by(u);
-        d.apply(u);
+        apply(&mut d);
         let expires_at = expiry(&d);
         let doc = to_doc(d)?;
         let opened = c
@@ -102,7 +115,7 @@ pub(crate) fn record_in(c: &rusqlite::Connection, updates: &[DeliveryUpdate]) ->
             tracing::error!(hook_id = %h, delivery_id = %id, error = %e, "cannot read the stored delivery; recorded afresh");
             Delivery::opened_by(u)
         });
-        d.apply(u);
+        apply(&mut d);
         let expires_at = expiry(&d);
         let doc = to_doc(d)?;
         c.prepare_cached("UPDATE deliveries SET doc = ?3, expires_at = ?4 WHERE hook_id = ?1 AND id = ?2")
@@ -137,7 +150,7 @@ impl DeliveryStore for SqliteDeliveryStore {
 
     async fn record(&self, updates: &[DeliveryUpdate]) -> Result<()> {
         let updates = updates.to_vec();
-        self.db.write(move |c| record_in(c, &updates)).await
+        self.db.write(move |c| record_in(c, &updates, &HashSet::new())).await
     }
 
     async fn get(&self, hook_id: HookId, id: DeliveryId) -> Result<Option<Delivery>> {
@@ -252,7 +265,7 @@ mod tests {
         let store = SqliteDeliveryStore::new(db.clone());
         let key = key();
         let u = opened(&key);
-        db.write(move |c| record_in(c, std::slice::from_ref(&u))).await.unwrap();
+        db.write(move |c| record_in(c, std::slice::from_ref(&u), &HashSet::new())).await.unwrap();
         let doc = stored_doc(&db).await;
         assert!(doc.contains(&format!(r#""envelope":{}"#, serde_json::to_string(ENVELOPE).unwrap())), "{doc}");
         let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
@@ -285,7 +298,7 @@ mod tests {
         let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
         assert_eq!(read.envelope.as_deref(), Some(ENVELOPE));
         let again = DeliveryUpdate::cancelled(key.clone(), 1, "again".into(), Utc::now());
-        db.write(move |c| record_in(c, std::slice::from_ref(&again))).await.unwrap();
+        db.write(move |c| record_in(c, std::slice::from_ref(&again), &HashSet::new())).await.unwrap();
         let read = store.get(key.hook_id, key.delivery_id).await.unwrap().unwrap();
         assert_eq!((read.round, read.envelope.as_deref()), (1, Some(ENVELOPE)));
 

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::ports::{CarriedOn, MAX_MESSAGE_BYTES, MAX_SEND_DELAY, Settled, Settlement};
 use hookbridge_core::{Error, Result};
 
@@ -39,11 +40,20 @@ impl Settlement for SqliteSettlement {
         let woken: Vec<String> = sends.iter().filter(|(_, m)| !m.is_empty()).map(|(q, _)| q.clone()).collect();
         self.db
             .write(move |c| {
-                deliveries::record_in(c, &updates)?;
                 // The deletions first: they say which messages this group still held.
                 let held = queue::delete(c, &acks)?;
                 let held: HashSet<&str> =
                     acks.iter().zip(held).filter(|(_, h)| *h).map(|(r, _)| r.0.as_str()).collect();
+                // A delivery whose message another holder received again is carried on by
+                // that one, which records where it stands: of this group's record only the
+                // attempt is kept (its `RETRYING` promised a retry it does not send).
+                let carried_elsewhere: HashSet<DeliveryId> = sends
+                    .iter()
+                    .flat_map(|(_, m)| m)
+                    .filter(|c| !held.contains(c.replaces.0.as_str()))
+                    .map(|c| c.delivery)
+                    .collect();
+                deliveries::record_in(c, &updates, &carried_elsewhere)?;
                 for (q, carried) in &sends {
                     let still_held = carried.iter().filter(|c| held.contains(c.replaces.0.as_str()));
                     queue::insert(c, q, still_held.map(|c| &c.message))?;

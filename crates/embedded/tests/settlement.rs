@@ -5,25 +5,44 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use hookbridge_core::delivery::{DeliveryKey, DeliveryStatus, DeliveryUpdate};
+use hookbridge_core::delivery::{Attempt, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId};
 use hookbridge_core::ports::{Backend, CarriedOn, OutgoingMessage, Queue, QueueDepth, Receipt, Settled};
 use hookbridge_embedded::EmbeddedConfig;
 
-fn cancelled(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryUpdate {
-    let key = DeliveryKey {
+fn key(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryKey {
+    DeliveryKey {
         tenant: "acme".parse().unwrap(),
         hook_id,
         delivery_id,
         event_id: EventId::generate(),
         event_type: "user.login".into(),
-    };
-    DeliveryUpdate::cancelled(key, 0, "settled by the test".into(), Utc::now())
+    }
 }
 
-/// `body`, sent on behalf of the message `receipt` holds.
+fn cancelled(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryUpdate {
+    DeliveryUpdate::cancelled(key(hook_id, delivery_id), 0, "settled by the test".into(), Utc::now())
+}
+
+/// `body`, sent on behalf of the message `receipt` holds, carrying a delivery on.
 fn carried(body: &str, receipt: &Receipt) -> CarriedOn {
-    CarriedOn { message: OutgoingMessage::now(body.into()), replaces: receipt.clone() }
+    carried_for(DeliveryId::generate(), body, receipt)
+}
+
+fn carried_for(delivery: DeliveryId, body: &str, receipt: &Receipt) -> CarriedOn {
+    CarriedOn { delivery, message: OutgoingMessage::now(body.into()), replaces: receipt.clone() }
+}
+
+/// An attempt answered `500` at `at`.
+fn failed_attempt(at: chrono::DateTime<Utc>) -> Attempt {
+    Attempt {
+        attempt: 1,
+        at,
+        duration_ms: 5,
+        status_code: Some(500),
+        error_class: None,
+        response_excerpt: Some("try later".into()),
+    }
 }
 
 async fn depth(q: &dyn Queue) -> QueueDepth {
@@ -140,6 +159,58 @@ async fn a_settlement_whose_message_was_received_again_sends_no_follow_up() {
     let carried_on = b.slow_queue.receive(10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(carried_on.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["second holder's retry"]);
     assert_eq!(depth(b.delivery_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+}
+
+/// A worker held its message past the visibility timeout; a second holder received it
+/// again, tried once more and gave the delivery up. The first holder's settlement, written
+/// after, keeps its attempt and leaves the status as the second wrote it: its `RETRYING`
+/// promised a retry it does not send, and over `FAILED` the delivery read as waiting for
+/// one for its 14 days, never retried and never failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_settlement_of_a_message_received_again_leaves_the_status_to_its_second_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::at(dir.path().join("hb.db"));
+    let (b, first) = one_received(&config).await;
+    b.delivery_queue.retry_after(&first, Duration::ZERO).await.unwrap();
+    let second = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
+    let settlement = b.settlement.as_ref().unwrap();
+    let (hook, delivery) = (HookId::generate(), DeliveryId::generate());
+    let started = Utc::now();
+
+    // The second holder's last attempt fails, and it gives the delivery up.
+    let mut gave_up = DeliveryUpdate::given_up(key(hook, delivery), 0, "gave up".into(), started);
+    gave_up.attempt = Some(failed_attempt(started));
+    let acks = std::slice::from_ref(&second.receipt);
+    settlement.settle(Settled { updates: &[gave_up.clone()], sends: &[], acks }).await.unwrap();
+
+    // The first holder's attempt, made before, is settled after: a retry in a minute.
+    let later = started + chrono::Duration::seconds(1);
+    let retrying = DeliveryUpdate {
+        attempt: Some(failed_attempt(started - chrono::Duration::seconds(200))),
+        status: DeliveryStatus::Retrying,
+        next_attempt_at: Some(later + chrono::Duration::minutes(1)),
+        note: None,
+        at: later,
+        ..gave_up
+    };
+    let sends = [(b.slow_queue.name(), vec![carried_for(delivery, "first holder's retry", &first)])];
+    settlement.settle(Settled { updates: &[retrying], sends: &sends, acks: &[first] }).await.unwrap();
+
+    let d = b.deliveries.get(hook, delivery).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt_at, d.note.as_deref()), (DeliveryStatus::Failed, None, Some("gave up")));
+    assert_eq!(d.attempts.len(), 2, "both holders' attempts are kept");
+    assert_eq!(depth(b.slow_queue.as_ref()).await, QueueDepth { visible: 0, in_flight: 0, delayed: 0 });
+
+    // A holder that still has its message records its status, as ever.
+    let other = DeliveryId::generate();
+    b.delivery_queue.send_batch(&[OutgoingMessage::now("task".into())]).await.unwrap();
+    let held = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
+    let mut retrying = DeliveryUpdate::given_up(key(hook, other), 0, String::new(), later);
+    (retrying.status, retrying.note) = (DeliveryStatus::Retrying, None);
+    let sends = [(b.slow_queue.name(), vec![carried_for(other, "a retry", &held.receipt)])];
+    let acks = std::slice::from_ref(&held.receipt);
+    settlement.settle(Settled { updates: &[retrying], sends: &sends, acks }).await.unwrap();
+    assert_eq!(b.deliveries.get(hook, other).await.unwrap().unwrap().status, DeliveryStatus::Retrying);
 }
 
 /// A follow-up is held to a queue message's size, as every send is.

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use super::{OutgoingMessage, Receipt};
 use crate::Result;
 use crate::delivery::DeliveryUpdate;
+use crate::ids::DeliveryId;
 
 /// One group's outcome: its records, the messages that carry its deliveries on, and the
 /// messages it settles.
@@ -26,6 +27,10 @@ pub struct Settled<'a> {
 /// Sent by both, the delivery would go on in two chains of retries.
 #[derive(Debug, Clone)]
 pub struct CarriedOn {
+    /// The delivery it carries on. When the message it replaces is no longer held, this
+    /// settlement's record of the delivery keeps only its attempt
+    /// ([`crate::delivery::Delivery::keep_attempt`]).
+    pub delivery: DeliveryId,
     /// The message to send.
     pub message: OutgoingMessage,
     /// The receipt of the message it carries on; also among the settlement's `acks`.
