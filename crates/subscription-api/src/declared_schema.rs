@@ -18,6 +18,8 @@
 
 use serde_json::Value;
 
+use crate::schema_cost::{CHECK_BUDGET, SchemaCost};
+
 /// The most subschemas (JSON objects, arrays and booleans, references unfolded in place) a
 /// schema may come to and still have its failures listed one by one.
 pub(crate) const MAX_UNFOLDED: usize = 10_000;
@@ -48,6 +50,8 @@ pub(crate) struct DeclaredSchema {
     /// Its size with references unfolded, when they can be (see the module's
     /// documentation).
     unfolded: Option<usize>,
+    /// What checking a `detail` against it may cost.
+    cost: SchemaCost,
 }
 
 impl DeclaredSchema {
@@ -86,11 +90,22 @@ impl DeclaredSchema {
 
     fn built(schema: &Value, options: jsonschema::ValidationOptions) -> Result<Self, String> {
         let validator = options.with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())?;
-        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED) })
+        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED), cost: SchemaCost::of(schema) })
     }
 
-    /// Why `detail` fails the schema: nothing when it passes.
+    /// Why `detail` fails the schema: nothing when it passes. One whose check would take
+    /// more than [`CHECK_BUDGET`] fails unchecked (see [`crate::schema_cost`]).
     pub(crate) fn failures(&self, detail: &Value) -> Vec<Failure> {
+        if self.cost.of_checking(detail).is_none() {
+            return vec![Failure {
+                pointer: String::new(),
+                message: format!(
+                    "is too large to check against its declared schema: the check would take more than \
+                     {CHECK_BUDGET} steps (a step is a subschema applied to a value; send fewer values, or \
+                     declare a schema that applies fewer subschemas to each)"
+                ),
+            }];
+        }
         if self.validator.is_valid(detail) {
             return Vec::new();
         }
@@ -120,12 +135,12 @@ fn values_in(v: &Value) -> usize {
 
 /// Keywords whose values are data, not subschemas: not walked, so a `$ref` or `$id` key
 /// in an `enum` is not taken for one.
-const DATA_KEYWORDS: [&str; 4] = ["const", "enum", "default", "examples"];
+pub(crate) const DATA_KEYWORDS: [&str; 4] = ["const", "enum", "default", "examples"];
 /// Keywords that start a resource or name a place by other means than a JSON Pointer into
 /// the document (`$schema` another draft's rules, under which `id` starts a resource): a
 /// schema holding one below its root is not unfolded here. (A property named so counts as
 /// one too: such a schema fails as a whole, which is only less precise.)
-const ELSEWHERE: [&str; 5] = ["$id", "$schema", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
+pub(crate) const ELSEWHERE: [&str; 5] = ["$id", "$schema", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
 /// The drafts whose `$schema`, at the root, leaves `$id` the only keyword to start a
 /// resource.
 const UNFOLDED_DRAFTS: [&str; 2] =
@@ -191,7 +206,7 @@ fn unfold(root: &Value, v: &Value, depth: usize, unfolding: &mut Vec<String>, co
 
 /// The part of `root` a `#` or `#/…` reference names (its fragment percent-decoded, as a
 /// URI's is), or `None` for any other kind.
-fn local_target<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+pub(crate) fn local_target<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     let fragment = reference.strip_prefix('#')?;
     if !fragment.is_empty() && !fragment.starts_with('/') {
         return None;

@@ -19,6 +19,7 @@ mod portal;
 pub mod properties;
 mod redeliver;
 mod request_log;
+mod schema_cost;
 
 use std::sync::Arc;
 use std::time::Duration;
