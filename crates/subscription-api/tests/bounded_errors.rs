@@ -8,7 +8,7 @@
 
 use common::{api_and_token, call};
 use hookbridge_core::validation::{MAX_REPORTED, MAX_TEXT};
-use hookbridge_testkit::EmbeddedHarness;
+use hookbridge_testkit::{EmbeddedHarness, Harness};
 use serde_json::{Value, json};
 
 #[allow(dead_code)] // each test binary uses part of it
@@ -92,6 +92,22 @@ async fn a_hooks_patterns_hold_a_bounded_number_of_stars() {
         assert_eq!(fields(&refused), ["event_types"], "{method}");
         assert!(refused["errors"][0]["message"].as_str().unwrap().contains("400 `*`"), "{refused}");
     }
+
+    // A hook stored before the bound, with more: still changed (disabled, here) as long as
+    // its `*` do not grow, so it need not be rewritten to be switched off.
+    let tenant = "acme".parse().unwrap();
+    let mut stored = h.backend().hooks.list_all(&tenant).await.unwrap().remove(0);
+    let before = stored.revision;
+    stored.config.event_types = patterns.iter().map(|p| p.parse().unwrap()).collect();
+    stored.revision += 1;
+    h.backend().hooks.replace(&stored, before).await.unwrap();
+    let mut disabled = hook("starry", &patterns);
+    disabled["enabled"] = json!(false);
+    let (status, answer) = call(&api, "PUT", &path, &token, &disabled.to_string()).await;
+    assert_eq!((status, &answer["enabled"]), (200, &json!(false)), "{answer}");
+    patterns[1] = "app.*.*start1*".to_owned();
+    let (status, refused) = call(&api, "PUT", &path, &token, &hook("starry", &patterns).to_string()).await;
+    assert_eq!((status, fields(&refused)), (400, vec!["event_types"]), "{refused}");
 
     // Many patterns of no `*` are not held to it.
     let plain: Vec<String> = (0..200).map(|i| format!("app.event{i}")).collect();

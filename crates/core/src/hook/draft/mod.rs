@@ -387,7 +387,12 @@ impl HookDraft {
                         Err(err) => e.push(format!("event_types[{i}]"), err.to_string()),
                     }
                 }
-                if out.iter().map(EventTypePattern::stars).sum::<usize>() > MAX_STARS_PER_HOOK {
+                // A hook stored before the bound keeps as many as it has, so it can still be
+                // disabled or moved (a change re-sends every field) without its patterns
+                // being rewritten.
+                let stars = |list: &[EventTypePattern]| list.iter().map(EventTypePattern::stars).sum::<usize>();
+                let had = existing.map_or(0, |(c, _)| stars(&c.event_types));
+                if stars(&out) > MAX_STARS_PER_HOOK.max(had) {
                     e.push(
                         "event_types",
                         format!(
