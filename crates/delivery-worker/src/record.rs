@@ -27,7 +27,7 @@ use hookbridge_core::delivery::{
 use hookbridge_core::envelope::BusEntry;
 use hookbridge_core::health::Observation;
 use hookbridge_core::hook::{Hook, Lane};
-use hookbridge_core::ids::{DeliveryId, HookId};
+use hookbridge_core::ids::HookId;
 use hookbridge_core::message::{PlatformDetail, Task, event_type};
 use hookbridge_core::outcome::{Decision, RetryRule, decide};
 use hookbridge_core::ports::{BatchOutcome, CarriedOn, OutgoingMessage, Receipt, ReceivedMessage, Settled};
@@ -137,7 +137,8 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
 
 /// A follow-up message and the message it replaces.
 struct FollowUp<'a> {
-    delivery: DeliveryId,
+    /// Where the record of what became of its delivery is in the group's updates.
+    record: Option<usize>,
     replaces: &'a ReceivedMessage,
     message: OutgoingMessage,
 }
@@ -238,23 +239,24 @@ async fn flush(
                 let k = &task.delivery;
                 tracing::debug!(hook_id = %k.hook_id, delivery_id = %k.delivery_id, lane = ?lane, why, "delivery handed back");
                 metrics.deferred += 1;
-                if let Some(update) = waiting(task, now) {
+                let record = waiting(task, now).map(|update| {
                     // Read shows it while it waits; its later records need no opening.
                     updates.push(update);
-                }
+                    updates.len() - 1
+                });
                 follow_ups.entry(*lane).or_default().push(FollowUp {
-                    delivery: k.delivery_id,
+                    record,
                     replaces: message,
                     message: recorded(task).message(now),
                 });
             }
             Done::Attempted { ready, report, abandoned, slow, recovered } => {
                 let (update, follow_up) = attempted(w, ready, report, *abandoned, now, &mut events, &mut metrics);
-                let delivery = update.delivery.delivery_id;
                 updates.push(update);
+                let record = Some(updates.len() - 1);
                 match follow_up {
                     Some((lane, msg)) => follow_ups.entry(lane).or_default().push(FollowUp {
-                        delivery,
+                        record,
                         replaces: ready.message,
                         message: msg,
                     }),
@@ -292,7 +294,7 @@ async fn flush(
         for (lane, items) in follow_ups {
             let messages = items.into_iter().map(|f| {
                 handled.push(f.replaces);
-                CarriedOn { delivery: f.delivery, message: f.message, replaces: f.replaces.receipt.clone() }
+                CarriedOn { record: f.record, message: f.message, replaces: f.replaces.receipt.clone() }
             });
             sends.push((w.ports.lanes.get(lane).name(), messages.collect()));
         }

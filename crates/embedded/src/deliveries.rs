@@ -78,17 +78,13 @@ fn expiry(d: &Delivery) -> i64 {
 pub(crate) fn record_in(
     c: &rusqlite::Connection,
     updates: &[DeliveryUpdate],
-    carried_elsewhere: &HashSet<DeliveryId>,
+    carried_elsewhere: &HashSet<usize>,
 ) -> Result<()> {
-    for u in updates {
+    for (i, u) in updates.iter().enumerate() {
         let k = &u.delivery;
         let (h, id) = (k.hook_id.to_string(), k.delivery_id.to_string());
         let apply = |d: &mut Delivery| {
-            if !carried_elsewhere.is_empty() && carried_elsewhere.contains(&k.delivery_id) {
-                d.keep_attempt(u)
-            } else {
-                d.apply(u)
-            }
+            if !carried_elsewhere.is_empty() && carried_elsewhere.contains(&i) { d.keep_attempt(u) } else { d.apply(u) }
         };
         let mut d = Delivery::opened_by(u);
         apply(&mut d);

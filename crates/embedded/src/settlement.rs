@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use hookbridge_core::ids::DeliveryId;
 use hookbridge_core::ports::{CarriedOn, MAX_MESSAGE_BYTES, MAX_SEND_DELAY, Settled, Settlement};
 use hookbridge_core::{Error, Result};
 
@@ -47,11 +46,11 @@ impl Settlement for SqliteSettlement {
                 // A delivery whose message another holder received again is carried on by
                 // that one, which records where it stands: of this group's record only the
                 // attempt is kept (its `RETRYING` promised a retry it does not send).
-                let carried_elsewhere: HashSet<DeliveryId> = sends
+                let carried_elsewhere: HashSet<usize> = sends
                     .iter()
                     .flat_map(|(_, m)| m)
                     .filter(|c| !held.contains(c.replaces.0.as_str()))
-                    .map(|c| c.delivery)
+                    .filter_map(|c| c.record)
                     .collect();
                 deliveries::record_in(c, &updates, &carried_elsewhere)?;
                 for (q, carried) in &sends {

@@ -24,13 +24,14 @@ fn cancelled(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryUpdate {
     DeliveryUpdate::cancelled(key(hook_id, delivery_id), 0, "settled by the test".into(), Utc::now())
 }
 
-/// `body`, sent on behalf of the message `receipt` holds, carrying a delivery on.
+/// `body`, sent on behalf of the message `receipt` holds.
 fn carried(body: &str, receipt: &Receipt) -> CarriedOn {
-    carried_for(DeliveryId::generate(), body, receipt)
+    CarriedOn { record: None, message: OutgoingMessage::now(body.into()), replaces: receipt.clone() }
 }
 
-fn carried_for(delivery: DeliveryId, body: &str, receipt: &Receipt) -> CarriedOn {
-    CarriedOn { delivery, message: OutgoingMessage::now(body.into()), replaces: receipt.clone() }
+/// [`carried`], carrying on the delivery of the settlement's update at `record`.
+fn carried_for(record: usize, body: &str, receipt: &Receipt) -> CarriedOn {
+    CarriedOn { record: Some(record), ..carried(body, receipt) }
 }
 
 /// An attempt answered `500` at `at`.
@@ -193,7 +194,7 @@ async fn a_late_settlement_of_a_message_received_again_leaves_the_status_to_its_
         at: later,
         ..gave_up
     };
-    let sends = [(b.slow_queue.name(), vec![carried_for(delivery, "first holder's retry", &first)])];
+    let sends = [(b.slow_queue.name(), vec![carried_for(0, "first holder's retry", &first)])];
     settlement.settle(Settled { updates: &[retrying], sends: &sends, acks: &[first] }).await.unwrap();
 
     let d = b.deliveries.get(hook, delivery).await.unwrap().unwrap();
@@ -207,10 +208,26 @@ async fn a_late_settlement_of_a_message_received_again_leaves_the_status_to_its_
     let held = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
     let mut retrying = DeliveryUpdate::given_up(key(hook, other), 0, String::new(), later);
     (retrying.status, retrying.note) = (DeliveryStatus::Retrying, None);
-    let sends = [(b.slow_queue.name(), vec![carried_for(other, "a retry", &held.receipt)])];
+    let sends = [(b.slow_queue.name(), vec![carried_for(0, "a retry", &held.receipt)])];
     let acks = std::slice::from_ref(&held.receipt);
     settlement.settle(Settled { updates: &[retrying], sends: &sends, acks }).await.unwrap();
     assert_eq!(b.deliveries.get(hook, other).await.unwrap().unwrap().status, DeliveryStatus::Retrying);
+
+    // Two messages of one delivery in one group (two chains of a round): the one no longer
+    // held keeps only its attempt, the other's delivered is recorded.
+    let twice = DeliveryId::generate();
+    let tasks = [OutgoingMessage::now("a".into()), OutgoingMessage::now("b".into())];
+    b.delivery_queue.send_batch(&tasks).await.unwrap();
+    let both = b.delivery_queue.receive(2, Duration::from_secs(1)).await.unwrap();
+    b.delivery_queue.retry_after(&both[0].receipt, Duration::ZERO).await.unwrap();
+    b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap();
+    let mut retrying = DeliveryUpdate::given_up(key(hook, twice), 0, String::new(), later);
+    (retrying.status, retrying.note) = (DeliveryStatus::Retrying, None);
+    let delivered = DeliveryUpdate { status: DeliveryStatus::Succeeded, ..retrying.clone() };
+    let sends = [(b.slow_queue.name(), vec![carried_for(0, "a retry", &both[0].receipt)])];
+    let acks = [both[0].receipt.clone(), both[1].receipt.clone()];
+    settlement.settle(Settled { updates: &[retrying, delivered], sends: &sends, acks: &acks }).await.unwrap();
+    assert_eq!(b.deliveries.get(hook, twice).await.unwrap().unwrap().status, DeliveryStatus::Succeeded);
 }
 
 /// A follow-up is held to a queue message's size, as every send is.

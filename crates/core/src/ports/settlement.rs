@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use super::{OutgoingMessage, Receipt};
 use crate::Result;
 use crate::delivery::DeliveryUpdate;
-use crate::ids::DeliveryId;
 
 /// One group's outcome: its records, the messages that carry its deliveries on, and the
 /// messages it settles.
@@ -27,10 +26,10 @@ pub struct Settled<'a> {
 /// Sent by both, the delivery would go on in two chains of retries.
 #[derive(Debug, Clone)]
 pub struct CarriedOn {
-    /// The delivery it carries on. When the message it replaces is no longer held, this
-    /// settlement's record of the delivery keeps only its attempt
-    /// ([`crate::delivery::Delivery::keep_attempt`]).
-    pub delivery: DeliveryId,
+    /// Where in the settlement's `updates` the record of what became of its delivery is,
+    /// if there is one. When the message it replaces is no longer held, that record keeps
+    /// only its attempt ([`crate::delivery::Delivery::keep_attempt`]).
+    pub record: Option<usize>,
     /// The message to send.
     pub message: OutgoingMessage,
     /// The receipt of the message it carries on; also among the settlement's `acks`.
