@@ -18,7 +18,7 @@
 
 use serde_json::Value;
 
-use crate::schema_cost::{CHECK_BUDGET, SchemaCost};
+use crate::schema_cost::{CHECK_BUDGET, steps_to_check};
 
 /// The most subschemas (JSON objects, arrays and booleans, references unfolded in place) a
 /// schema may come to and still have its failures listed one by one.
@@ -50,8 +50,8 @@ pub(crate) struct DeclaredSchema {
     /// Its size with references unfolded, when they can be (see the module's
     /// documentation).
     unfolded: Option<usize>,
-    /// What checking a `detail` against it may cost.
-    cost: SchemaCost,
+    /// The schema as declared, to reckon a check by before it is done.
+    schema: Value,
 }
 
 impl DeclaredSchema {
@@ -90,13 +90,13 @@ impl DeclaredSchema {
 
     fn built(schema: &Value, options: jsonschema::ValidationOptions) -> Result<Self, String> {
         let validator = options.with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())?;
-        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED), cost: SchemaCost::of(schema) })
+        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED), schema: schema.clone() })
     }
 
     /// Why `detail` fails the schema: nothing when it passes. One whose check would take
     /// more than [`CHECK_BUDGET`] fails unchecked (see [`crate::schema_cost`]).
     pub(crate) fn failures(&self, detail: &Value) -> Vec<Failure> {
-        if self.cost.of_checking(detail).is_none() {
+        if steps_to_check(&self.schema, detail).is_none() {
             return vec![Failure {
                 pointer: String::new(),
                 message: format!(
@@ -140,7 +140,7 @@ pub(crate) const DATA_KEYWORDS: [&str; 4] = ["const", "enum", "default", "exampl
 /// the document (`$schema` another draft's rules, under which `id` starts a resource): a
 /// schema holding one below its root is not unfolded here. (A property named so counts as
 /// one too: such a schema fails as a whole, which is only less precise.)
-pub(crate) const ELSEWHERE: [&str; 5] = ["$id", "$schema", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
+const ELSEWHERE: [&str; 5] = ["$id", "$schema", "$anchor", "$dynamicAnchor", "$recursiveAnchor"];
 /// The drafts whose `$schema`, at the root, leaves `$id` the only keyword to start a
 /// resource.
 const UNFOLDED_DRAFTS: [&str; 2] =
