@@ -254,13 +254,14 @@ async fn the_tenant_claim_is_configurable_and_scopes_may_come_as_scp(flavor: Fla
         flavor,
         &[
             ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_JWT_AUDIENCE", OIDC_AUDIENCE),
             ("HOOKBRIDGE_TENANT_CLAIM", "org_id"),
             ("HOOKBRIDGE_JWT_SECRET", "an operator key of at least 32 bytes, for hookbridge token"),
         ],
     )
     .await;
     let r = Receiver::start().await;
-    let base = json!({"sub": "svc", "exp": now() + 600, "org_id": "acme"});
+    let base = json!({"sub": "svc", "exp": now() + 600, "org_id": "acme", "aud": OIDC_AUDIENCE});
     let writer = idp.sign("rsa-1", &with(base.clone(), "scp", json!(["hooks:read", "hooks:write"])));
     let created = stack.post("/v1/hooks", &writer, &json!({"name": "h", "url": r.url("/")})).await;
     assert_eq!(created.status, 201, "{}", created.body);
@@ -272,8 +273,8 @@ async fn the_tenant_claim_is_configurable_and_scopes_may_come_as_scp(flavor: Fla
     assert_eq!(theirs.body["hooks"].as_array().unwrap().len(), 0, "the hook is acme's, by org_id");
     let denied = stack.post("/v1/hooks", &reader, &json!({"name": "h2", "url": r.url("/")})).await;
     assert_eq!(denied.status, 403, "{}", denied.body);
-    // No audience is configured: none is required.
-    let tenant_claim = idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600, "scope": ALL_SCOPES}));
+    let tenant_claim =
+        idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600, "scope": ALL_SCOPES, "aud": OIDC_AUDIENCE}));
     assert_eq!(stack.get("/v1/hooks", &tenant_claim).await.status, 401, "the tenant is read from org_id only");
     // The deployment's own tokens (`hookbridge token`, HS256) name it `tenant`, and still work.
     let own = stack.get("/v1/hooks", &stack.token("acme", ALL_SCOPES)).await;
@@ -287,10 +288,15 @@ async fn an_issuer_on_a_network_hooks_may_not_reach_is_not_fetched(flavor: Flavo
     let idp = IdentityProvider::start().await;
     let stack = TestStack::start_with(
         flavor,
-        &[("HOOKBRIDGE_JWT_ISSUER", idp.issuer()), ("HOOKBRIDGE_ALLOWED_NETWORKS", "")],
+        &[
+            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_JWT_AUDIENCE", OIDC_AUDIENCE),
+            ("HOOKBRIDGE_ALLOWED_NETWORKS", ""),
+        ],
     )
     .await;
-    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &json!({"tenant": "acme", "exp": now() + 600}))).await;
+    let claims = json!({"tenant": "acme", "exp": now() + 600, "aud": OIDC_AUDIENCE});
+    let a = stack.get("/v1/hooks", &idp.sign("rsa-1", &claims)).await;
     // The keys cannot be read (the deployment's mistake, which its log names): not the
     // token's fault.
     assert_eq!(a.status, 503, "{}", a.body);

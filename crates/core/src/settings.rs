@@ -22,7 +22,8 @@ pub const JWT_SECRET_NAME: &str = "HOOKBRIDGE_JWT_SECRET_NAME";
 pub const JWT_ISSUER: &str = "HOOKBRIDGE_JWT_ISSUER";
 /// `HOOKBRIDGE_JWKS_URL`: the issuer's JWKS, when it is not to be discovered.
 pub const JWKS_URL: &str = "HOOKBRIDGE_JWKS_URL";
-/// `HOOKBRIDGE_JWT_AUDIENCE`: the `aud` an issuer's tokens must carry (unchecked when unset).
+/// `HOOKBRIDGE_JWT_AUDIENCE`: the `aud` an issuer's tokens must carry (required with
+/// [`JWT_ISSUER`]).
 pub const JWT_AUDIENCE: &str = "HOOKBRIDGE_JWT_AUDIENCE";
 /// `HOOKBRIDGE_TENANT_CLAIM`: the claim naming the caller's tenant (default `tenant`).
 pub const TENANT_CLAIM: &str = "HOOKBRIDGE_TENANT_CLAIM";
@@ -428,6 +429,19 @@ impl Settings {
                 return Err(SettingsError { variable, message: format!("{v:?} is not an http(s) URL") });
             }
         }
+        // Any application the issuer signs tokens for (another client of the same Keycloak
+        // realm, Auth0 tenant or Cognito pool) would get in with its own: it was a warning
+        // at each start, which a deployment's logs kept to themselves.
+        if tokens.issuer.is_some() && tokens.audience.is_none() {
+            return Err(SettingsError {
+                variable: JWT_AUDIENCE,
+                message: format!(
+                    "is required with {JWT_ISSUER}: without it, a token the issuer signs for any of its \
+                     clients is accepted; set it to the `aud` (or, for Cognito's access tokens, the \
+                     `client_id`) of the tokens meant for this API"
+                ),
+            });
+        }
         if tokens.jwks_url.is_some() && tokens.issuer.is_none() {
             return Err(SettingsError {
                 variable: JWT_ISSUER,
@@ -682,7 +696,11 @@ mod tests {
             Settings::from_lookup(lookup(&[(JWT_SECRET, KEY), (ALLOWED_NETWORKS, "")]), &Defaults::local()).unwrap();
         assert!(ready.check_exposure(public).is_ok());
         let oidc = Settings::from_lookup(
-            lookup(&[(JWT_ISSUER, "https://idp.example"), (ALLOWED_NETWORKS, "10.0.0.0/8")]),
+            lookup(&[
+                (JWT_ISSUER, "https://idp.example"),
+                (JWT_AUDIENCE, "hookbridge"),
+                (ALLOWED_NETWORKS, "10.0.0.0/8"),
+            ]),
             &Defaults::local(),
         )
         .unwrap();
@@ -745,6 +763,11 @@ mod tests {
             let e = Settings::from_lookup(lookup(&[(var, value)]), &Defaults::local()).unwrap_err();
             assert_eq!(e.variable, var, "{value}");
         }
+        // An issuer without an audience: its tokens for every client it has would be taken.
+        let issuer = (JWT_ISSUER, "https://idp.example.com/realms/acme");
+        let e = Settings::from_lookup(lookup(&[issuer]), &Defaults::local()).unwrap_err();
+        assert_eq!(e.variable, JWT_AUDIENCE);
+        assert!(Settings::from_lookup(lookup(&[issuer, (JWT_AUDIENCE, "hookbridge")]), &Defaults::local()).is_ok());
         // Judged against the schedule and the timeout they come with.
         let short =
             [(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "5s"), (REQUEST_TIMEOUT, "1s"), (VISIBILITY_TIMEOUT, "2s")];

@@ -622,7 +622,7 @@ fn matches(pattern: &str, value: &str) -> bool {
 /// into their DLQs (a retry delay of `13h`, a network `10.0.0.0/99` got through before).
 #[test]
 fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
-    use hookbridge_core::settings::{Defaults, JWT_SECRET, Settings};
+    use hookbridge_core::settings::{Defaults, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, Settings};
     let t = template();
     // What every function reads, and what the API reads alone (its token settings).
     let mut env = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap().clone();
@@ -696,6 +696,8 @@ fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
             let lookup = |name: &str| match name {
                 n if n == variable => Some((*candidate).to_owned()),
                 n if n == JWT_SECRET => Some("a-key-long-enough-for-hs256-0123456789abcdef".to_owned()),
+                // The template's rules ask for an audience with an issuer.
+                n if n == JWT_AUDIENCE && variable == JWT_ISSUER => Some("hookbridge".to_owned()),
                 _ => None,
             };
             let read = Settings::from_lookup(lookup, &Defaults::cloud());
@@ -787,7 +789,7 @@ fn holds(c: &Value, params: &HashMap<&str, String>) -> bool {
 /// Parameter combinations the functions cannot run with are refused at deploy: no way to
 /// check tokens (the API answering every request with an error), an adopted table with a
 /// new key (its hooks' secrets unreadable), a domain without its certificate, a function
-/// URL with nothing to bound it.
+/// URL with nothing to bound it, an issuer without an audience (the API refuses to start).
 #[test]
 fn parameters_the_functions_cannot_run_with_together_are_refused() {
     let t = template();
@@ -813,7 +815,10 @@ fn parameters_the_functions_cannot_run_with_together_are_refused() {
     let cert = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
     assert_eq!(refused(&[]), Vec::<String>::new(), "the defaults deploy");
     assert_eq!(refused(&[("JwtSecretName", "")]), ["TokensCanBeChecked"]);
-    assert!(refused(&[("JwtSecretName", ""), ("JwtIssuer", "https://idp.example.com")]).is_empty());
+    let issuer = ("JwtIssuer", "https://idp.example.com");
+    assert_eq!(refused(&[("JwtSecretName", ""), issuer]), ["IssuerTokensNameTheirAudience"]);
+    assert_eq!(refused(&[issuer]), ["IssuerTokensNameTheirAudience"], "beside a secret too");
+    assert!(refused(&[("JwtSecretName", ""), issuer, ("JwtAudience", "hookbridge")]).is_empty());
     assert_eq!(refused(&[("ExistingTableName", "hookbridge")]), ["AdoptedTableKeepsItsKey"]);
     assert!(refused(&[("ExistingKeyArn", key)]).is_empty(), "a new table sealed with a key of old");
     assert!(refused(&[("ExistingTableName", "hookbridge"), ("ExistingKeyArn", key)]).is_empty());

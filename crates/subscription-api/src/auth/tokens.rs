@@ -116,6 +116,11 @@ pub enum TokensError {
         "the API has no way to check tokens: set {JWT_SECRET} (an HS256 key of at least 32 bytes), {JWT_SECRET_NAME} (a Secrets Manager secret holding one) or {JWT_ISSUER} (an OpenID Connect issuer)"
     )]
     Unconfigured,
+    /// An issuer with no audience: every client's tokens would be taken.
+    #[error(
+        "{JWT_ISSUER} is set without {JWT_AUDIENCE}: a token the issuer signs for any of its clients would be accepted"
+    )]
+    NoAudience,
 }
 
 impl Tokens {
@@ -146,13 +151,8 @@ impl Tokens {
         if hs256.is_none() && issuer.is_none() {
             return Err(TokensError::Unconfigured);
         }
-        if let (Some(issuer), None) = (&issuer, &t.audience) {
-            // Said at every start: any application the issuer signs tokens for (another
-            // client of the same Keycloak realm or Cognito pool) gets in with them.
-            tracing::warn!(
-                issuer = %issuer.issuer,
-                "{JWT_ISSUER} is set without {JWT_AUDIENCE}: tokens the issuer signs for any of its clients are accepted; set {JWT_AUDIENCE} to this API's audience"
-            );
+        if issuer.is_some() && t.audience.is_none() {
+            return Err(TokensError::NoAudience);
         }
         Ok(Self {
             hs256,
