@@ -318,6 +318,8 @@ impl Delivery {
     /// second's `FAILED` or `CANCELLED`.
     pub fn keep_attempt(&mut self, u: &DeliveryUpdate) {
         self.take_attempt(u);
+        // Its round stands, so an older round's record landing later does not change it.
+        self.round = self.round.max(u.round);
         self.updated_at = self.updated_at.max(u.at);
     }
 

@@ -376,7 +376,7 @@ impl Settings {
             return Err(SettingsError {
                 variable: JWT_SECRET,
                 message: format!(
-                    "must be set to {served}: the built-in development key would let anyone mint tokens for any tenant; set it to 32+ random bytes (or set {JWT_ISSUER})"
+                    "must be set to {served}: the built-in development key would let anyone mint tokens for any tenant; set it to 32+ random bytes (or set {JWT_ISSUER} and {JWT_AUDIENCE})"
                 ),
             });
         }

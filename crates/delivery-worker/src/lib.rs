@@ -390,6 +390,55 @@ mod tests {
         }
     }
 
+    /// A worker held two messages past their visibility timeout, and one was received again
+    /// by another holder. Its settlement records the other delivery's outcome, and of the
+    /// one received again only the attempt: the new holder writes where that one stands
+    /// (its `RETRYING` here promised a retry this worker does not send).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_settlement_leaves_a_delivery_received_again_to_its_new_holder() {
+        use hookbridge_core::delivery::DeliveryStatus;
+        use hookbridge_testkit::Reply;
+        let h = EmbeddedHarness::start().await;
+        let (ok, failing) = (Receiver::start().await, Receiver::start().await);
+        failing.always(Reply::status(500));
+        let (mut delivered, _) = make_hook(&h, "acme", "delivered").await;
+        delivered.config.url = ok.url("/hook");
+        let (mut retried, _) = make_hook(&h, "acme", "retried").await;
+        retried.config.url = failing.url("/hook");
+        for hook in [&delivered, &retried] {
+            h.backend().hooks.create(hook, 1000).await.unwrap();
+        }
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&delivered), task_of(&retried)]).await.unwrap();
+        let batch = fast.receive(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        let again = batch.iter().find(|m| Task::parse(&m.body, 1).unwrap().delivery.hook_id == retried.id).unwrap();
+        fast.retry_after(&again.receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(fast.receive(1, Duration::from_secs(5)).await.unwrap().len(), 1, "received by another holder");
+
+        let settlements = Settlements::default();
+        let ctx = BatchContext { lane: Lane::Fast, deadline: None, settle: Some(&settlements) };
+        let worker = worker_on(h.backend());
+        tokio::time::timeout(Duration::from_secs(20), handle(&worker, &batch, ctx)).await.expect("done with");
+
+        let status = |m: &ReceivedMessage| {
+            let k = Task::parse(&m.body, 1).unwrap().delivery;
+            let backend = h.backend();
+            async move { backend.deliveries.get(k.hook_id, k.delivery_id).await.unwrap().unwrap() }
+        };
+        for m in &batch {
+            let d = status(m).await;
+            if m.receipt == again.receipt {
+                assert_eq!((d.status, d.attempts.len()), (DeliveryStatus::Pending, 1), "its attempt only");
+            } else {
+                assert_eq!(d.status, DeliveryStatus::Succeeded);
+            }
+        }
+        let slow = &h.backend().lanes().slow;
+        let retries = fast.depth().await.unwrap().delayed + slow.depth().await.unwrap().delayed;
+        assert_eq!(retries, 0, "no retry sent for a message no longer held");
+    }
+
     /// Answers that come back within the gathering wait of one another are recorded and
     /// settled in one write, a later one in a write of its own once it comes; a batch
     /// whose last answer is in is written at once, without waiting out the rest of the

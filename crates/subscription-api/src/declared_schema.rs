@@ -1,9 +1,10 @@
 //! A declared event type's JSON Schema, compiled, and how a `detail` that fails it is
 //! reported at a cost bounded by the schema's size.
 //!
-//! Whether a `detail` passes is cheap whatever the schema: the validator remembers what each
-//! reference (`$ref`) decided for a part of the event. Listing *why* it fails is not: the
-//! validator builds the failures of every branch of an `anyOf` (and `oneOf`, `allOf` ...),
+//! Whether a `detail` passes is checked only when the check's cost, walked first, is within
+//! a budget ([`crate::schema_cost`]): the validator remembers few of its decisions, and a
+//! schema may apply thousands of subschemas to each value. Listing *why* it fails costs
+//! more again: the validator builds the failures of every branch of an `anyOf` (and `oneOf`, `allOf` ...),
 //! through every reference, without remembering any. A recursive schema of 200 bytes with
 //! two branches per level, against a `detail` nested 30 deep, builds 2^30 failures, and one
 //! such publish held the API (on `hookbridge serve`, every tenant's) until it ran out of
@@ -256,6 +257,10 @@ mod tests {
         // Refused before the check: the walk counts each branch where the validator
         // remembers a decision, so it takes the 2^60 at their word.
         assert!(failures[0].message.contains("too large to check"), "{failures:?}");
+        // Within the walk's budget, it is checked; it fails, and is not listed.
+        let failures = s.failures(&nested(12));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].message.contains("too large a check"), "{failures:?}");
         assert!(s.failures(&json!({"a": [[[]]]})).is_empty(), "a detail that passes still passes");
     }
 

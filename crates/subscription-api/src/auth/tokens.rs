@@ -2,7 +2,7 @@
 //!
 //! Both kinds must carry `exp` (a token without one is refused) and are refused before
 //! `nbf`, each with 30 s of leeway for clocks. An issuer's tokens must also name it in
-//! `iss`, and the configured audience, when there is one, in `aud` (or, with no `aud`, in
+//! `iss`, and the configured audience (required with an issuer) in `aud` (or, with no `aud`, in
 //! `client_id`, as API Gateway allows), and must not say it is another kind of token than an
 //! access token (an ID token, by Cognito's `token_use` or Keycloak's `typ`). The tenant comes from
 //! the configured claim (`tenant` by default), the scopes from `scope` or else `scp`, each
@@ -113,7 +113,7 @@ impl std::fmt::Debug for Checked {
 pub enum TokensError {
     /// Nothing to check them with.
     #[error(
-        "the API has no way to check tokens: set {JWT_SECRET} (an HS256 key of at least 32 bytes), {JWT_SECRET_NAME} (a Secrets Manager secret holding one) or {JWT_ISSUER} (an OpenID Connect issuer)"
+        "the API has no way to check tokens: set {JWT_SECRET} (an HS256 key of at least 32 bytes), {JWT_SECRET_NAME} (a Secrets Manager secret holding one) or {JWT_ISSUER} (an OpenID Connect issuer, with {JWT_AUDIENCE})"
     )]
     Unconfigured,
     /// An issuer with no audience: every client's tokens would be taken.
@@ -413,6 +413,17 @@ mod tests {
             checked: Checked::new(kept_for),
         };
         (tokens, source)
+    }
+
+    /// Tokens of an issuer with no audience are not made, whatever the settings were read
+    /// from: every client of the issuer would get in with its own.
+    #[test]
+    fn an_issuer_without_an_audience_is_refused() {
+        let outbound = Outbound::new(hookbridge_outbound::OutboundSettings::default()).unwrap();
+        let issuer = TokenSettings { issuer: Some("https://idp.example.com".into()), ..TokenSettings::default() };
+        assert!(matches!(Tokens::from_settings(&issuer, None, &outbound), Err(TokensError::NoAudience)));
+        let named = TokenSettings { audience: Some("hookbridge".into()), ..issuer };
+        assert!(Tokens::from_settings(&named, None, &outbound).is_ok());
     }
 
     fn rotate(source: &Rotating, to: &str) {
