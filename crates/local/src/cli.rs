@@ -325,13 +325,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal().await;
             eprintln!("hookbridge: stopping; work in progress finishes, the rest stays queued (again to stop at once)");
             tokio::select! {
-                () = stack.shutdown() => eprintln!("hookbridge: stopped"),
+                () = stack.shutdown() => {
+                    eprintln!("hookbridge: stopped");
+                    Ok(())
+                }
                 // What was not finished comes back from its queue after its visibility
                 // timeout, as after a crash; an event being routed as it was published, whose
-                // publish was not answered, is published again by its producer.
-                () = shutdown_signal() => eprintln!("hookbridge: stopped at once; unfinished work comes back from its queue"),
+                // publish was not answered, is published again by its producer. Not a clean
+                // stop, and the exit status says so to whatever supervises the process.
+                () = shutdown_signal() => {
+                    anyhow::bail!("stopped at once, before work in progress finished; it comes back from its queue")
+                }
             }
-            Ok(())
         }
     }
 }

@@ -37,18 +37,18 @@ fn signal(child: &Child, name: &str) {
     assert!(sent.success());
 }
 
-/// Whether `child` exited within `limit`; killed if it did not.
-fn exits_within(child: &mut Child, limit: Duration) -> bool {
+/// How `child` exited, if it did within `limit`; killed if it did not.
+fn exits_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return true;
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    false
+    None
 }
 
 /// A running `serve`, a client holding half a request's head open on it, and SIGTERM sent:
@@ -70,17 +70,21 @@ async fn told_to_stop_with_half_a_request_open() -> (Child, std::net::TcpStream,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_request_does_not_keep_serve_from_stopping() {
     let (mut child, _held, _dir) = told_to_stop_with_half_a_request_open().await;
-    assert!(exits_within(&mut child, Duration::from_secs(60)), "serve did not stop with a request half sent");
+    let stopped =
+        exits_within(&mut child, Duration::from_secs(60)).expect("serve did not stop with a request half sent");
+    assert!(stopped.success(), "a stop that waited is a clean one: {stopped}");
 }
 
-/// A second signal stops it at once, whatever is still finishing.
+/// A second signal stops it at once, whatever is still finishing, and its exit status says
+/// it was not a clean stop (it was 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_serve_at_once() {
     let (mut child, _held, _dir) = told_to_stop_with_half_a_request_open().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&child, "INT");
     // Well inside the ten seconds the first signal gives open requests.
-    assert!(exits_within(&mut child, Duration::from_secs(5)), "the second signal did not stop it");
+    let stopped = exits_within(&mut child, Duration::from_secs(5)).expect("the second signal did not stop it");
+    assert_eq!(stopped.code(), Some(1), "{stopped}");
 }
 
 /// A clean stop folds the database's log into it: the `-wal` file is left empty, and the
@@ -112,7 +116,8 @@ async fn a_clean_stop_leaves_every_commit_in_the_database_file() {
     assert_eq!(made.status(), 201);
     let id = made.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     signal(&child, "TERM");
-    assert!(exits_within(&mut child, Duration::from_secs(60)), "serve did not stop");
+    let stopped = exits_within(&mut child, Duration::from_secs(60)).expect("serve did not stop");
+    assert!(stopped.success(), "{stopped}");
 
     let log = dir.path().join("hb.db-wal");
     let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
@@ -128,5 +133,5 @@ async fn a_clean_stop_leaves_every_commit_in_the_database_file() {
     let read = http.get(format!("{base}/v1/hooks/{id}")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(read.status(), 200, "the copy has lost the hook");
     signal(&again, "TERM");
-    assert!(exits_within(&mut again, Duration::from_secs(60)));
+    assert!(exits_within(&mut again, Duration::from_secs(60)).is_some_and(|s| s.success()));
 }
