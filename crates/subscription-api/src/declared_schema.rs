@@ -53,6 +53,8 @@ pub(crate) struct DeclaredSchema {
     unfolded: Option<usize>,
     /// The schema as declared, to reckon a check by before it is done.
     schema: Value,
+    /// Whether its patterns are matched by the backtracking engine.
+    backtracking: bool,
 }
 
 impl DeclaredSchema {
@@ -92,18 +94,24 @@ impl DeclaredSchema {
 
     fn backtracking(schema: &Value) -> Result<Self, String> {
         let patterns = jsonschema::PatternOptions::fancy_regex().backtrack_limit(BACKTRACK_LIMIT);
-        Self::built(schema, jsonschema::options().with_pattern_options(patterns))
+        let built = Self::built(schema, jsonschema::options().with_pattern_options(patterns))?;
+        Ok(Self { backtracking: true, ..built })
     }
 
     fn built(schema: &Value, options: jsonschema::ValidationOptions) -> Result<Self, String> {
         let validator = options.with_draft(jsonschema::Draft::Draft202012).build(schema).map_err(|e| e.to_string())?;
-        Ok(Self { validator, unfolded: unfolded_size(schema, MAX_UNFOLDED), schema: schema.clone() })
+        Ok(Self {
+            validator,
+            unfolded: unfolded_size(schema, MAX_UNFOLDED),
+            schema: schema.clone(),
+            backtracking: false,
+        })
     }
 
     /// Why `detail` fails the schema: nothing when it passes. One whose check would take
     /// more than [`CHECK_BUDGET`] fails unchecked (see [`crate::schema_cost`]).
     pub(crate) fn failures(&self, detail: &Value) -> Vec<Failure> {
-        if steps_to_check(&self.schema, detail).is_none() {
+        if steps_to_check(&self.schema, detail, self.backtracking).is_none() {
             return vec![Failure {
                 pointer: String::new(),
                 message: format!(
