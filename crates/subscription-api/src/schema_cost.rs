@@ -80,7 +80,13 @@ pub(crate) fn unfollowable(schema: &Value) -> Option<String> {
                 {
                     return Some(format!("`$ref` {r} does not name a part of this schema by a `#/…` JSON Pointer"));
                 }
-                o.iter().filter(|(k, _)| !DATA_KEYWORDS.contains(&k.as_str())).find_map(|(_, c)| find(root, c, false))
+                o.iter().filter(|(k, _)| !DATA_KEYWORDS.contains(&k.as_str())).find_map(|(k, c)| match c {
+                    // Maps of names to subschemas: a property may be named `$id`.
+                    Value::Object(named) if NAMED_SUBSCHEMAS.contains(&k.as_str()) => {
+                        named.values().find_map(|s| find(root, s, false))
+                    }
+                    _ => find(root, c, false),
+                })
             }
             Value::Array(items) => items.iter().find_map(|i| find(root, i, false)),
             _ => None,
@@ -88,6 +94,9 @@ pub(crate) fn unfollowable(schema: &Value) -> Option<String> {
     }
     find(schema, schema, true)
 }
+
+/// Keywords whose value maps names (of properties, patterns, definitions) to subschemas.
+const NAMED_SUBSCHEMAS: [&str; 5] = ["properties", "patternProperties", "dependentSchemas", "$defs", "definitions"];
 
 /// One walk of a check.
 struct Walk<'a> {
@@ -389,6 +398,9 @@ mod tests {
         let named = json!({"$id": "https://example.com/s", "items": {"$ref": "#/$defs/a"}, "$defs": {"a": {}}});
         assert_eq!(unfollowable(&named), None);
         assert_eq!(unfollowable(&json!({"enum": [{"$ref": "#nowhere"}], "const": {"$anchor": "x"}})), None, "data");
+        let named = json!({"properties": {"$id": {"type": "string"}, "$anchor": {"$anchor": "a"}}});
+        assert!(unfollowable(&named).is_some_and(|why| why.contains("$anchor")), "a property's schema is looked in");
+        assert_eq!(unfollowable(&json!({"properties": {"$id": {"type": "string"}}})), None, "a property named `$id`");
     }
 
     /// `unevaluatedProperties` checks its applicators again: nested, it doubles each level.
