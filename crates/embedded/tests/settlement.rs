@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use hookbridge_core::delivery::{Attempt, DeliveryKey, DeliveryStatus, DeliveryUpdate};
 use hookbridge_core::ids::{DeliveryId, EventId, HookId};
-use hookbridge_core::ports::{Backend, CarriedOn, OutgoingMessage, Queue, QueueDepth, Receipt, Settled};
+use hookbridge_core::ports::{
+    Backend, CarriedOn, OutgoingMessage, Queue, QueueDepth, Receipt, ReceivedMessage, Settled,
+};
 use hookbridge_embedded::EmbeddedConfig;
 
 fn key(hook_id: HookId, delivery_id: DeliveryId) -> DeliveryKey {
@@ -56,6 +58,13 @@ async fn one_received(config: &EmbeddedConfig) -> (Backend, Receipt) {
     b.delivery_queue.send_batch(&[OutgoingMessage::now("task".into())]).await.unwrap();
     let m = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
     (b, m.receipt)
+}
+
+/// The message `first` holds, received a second time once its visibility timeout ran out
+/// (by another holder).
+async fn received_again(b: &Backend, first: &Receipt) -> ReceivedMessage {
+    b.delivery_queue.retry_after(first, Duration::ZERO).await.unwrap();
+    b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,9 +145,7 @@ async fn a_settlement_whose_message_was_received_again_sends_no_follow_up() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig::at(dir.path().join("hb.db"));
     let (b, first) = one_received(&config).await;
-    // Its visibility timeout runs out; the message is received a second time.
-    b.delivery_queue.retry_after(&first, Duration::ZERO).await.unwrap();
-    let second = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
+    let second = received_again(&b, &first).await;
     assert_eq!(second.receive_count, 2);
 
     let (hook, delivery) = (HookId::generate(), DeliveryId::generate());
@@ -172,8 +179,7 @@ async fn a_late_settlement_of_a_message_received_again_leaves_the_status_to_its_
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig::at(dir.path().join("hb.db"));
     let (b, first) = one_received(&config).await;
-    b.delivery_queue.retry_after(&first, Duration::ZERO).await.unwrap();
-    let second = b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap().remove(0);
+    let second = received_again(&b, &first).await;
     let settlement = b.settlement.as_ref().unwrap();
     let (hook, delivery) = (HookId::generate(), DeliveryId::generate());
     let started = Utc::now();
@@ -219,8 +225,7 @@ async fn a_late_settlement_of_a_message_received_again_leaves_the_status_to_its_
     let tasks = [OutgoingMessage::now("a".into()), OutgoingMessage::now("b".into())];
     b.delivery_queue.send_batch(&tasks).await.unwrap();
     let both = b.delivery_queue.receive(2, Duration::from_secs(1)).await.unwrap();
-    b.delivery_queue.retry_after(&both[0].receipt, Duration::ZERO).await.unwrap();
-    b.delivery_queue.receive(1, Duration::from_secs(1)).await.unwrap();
+    received_again(&b, &both[0].receipt).await;
     let mut retrying = DeliveryUpdate::given_up(key(hook, twice), 0, String::new(), later);
     (retrying.status, retrying.note) = (DeliveryStatus::Retrying, None);
     let delivered = DeliveryUpdate { status: DeliveryStatus::Succeeded, ..retrying.clone() };

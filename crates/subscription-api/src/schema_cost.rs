@@ -173,16 +173,16 @@ impl<'a> Walk<'a> {
                     self.apply(s, &at, nest, times, marking)
                 }),
                 ("patternProperties", Value::Object(patterns)) if !patterns.is_empty() => {
-                    let under = members.get_or_insert_with(|| members_of(values)).clone();
-                    patterns.values().all(|s| self.apply(s, &under, nest, times, marking))
+                    let under = members.get_or_insert_with(|| members_of(values));
+                    patterns.values().all(|s| self.apply(s, under, nest, times, marking))
                 }
                 (key, _) if EACH_ITEM.contains(&key) => {
-                    let under = items.get_or_insert_with(|| items_of(values)).clone();
-                    self.apply(child, &under, nest, times, marking)
+                    let under = items.get_or_insert_with(|| items_of(values));
+                    self.apply(child, under, nest, times, marking)
                 }
                 (key, _) if EACH_VALUE.contains(&key) => {
-                    let under = members.get_or_insert_with(|| members_of(values)).clone();
-                    self.apply(child, &under, nest, times, marking)
+                    let under = members.get_or_insert_with(|| members_of(values));
+                    self.apply(child, under, nest, times, marking)
                 }
                 ("propertyNames", _) => {
                     let keys: Vec<Value> = values
