@@ -37,12 +37,12 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
     // Taken while this group is judged, so that concurrent batches neither add them twice
     // nor lose each other's; put back, with this group's own, unless written.
     let carried = w.local.take_unwritten(hook.id);
-    let (r, quiet) = loop {
-        let (r, quiet) = judge(w, &hook, carried, obs, &sent_to, now).await;
+    let (r, held) = loop {
+        let (r, held) = judge(w, &hook, carried, obs, &sent_to, now).await;
         // Held back on the batch's copy: the row may have moved since (another process
         // opened the circuit this group's answers would close), so it is judged again on
         // the row as it is. A read, not a write: it crowds out no tenant's change.
-        if quiet.is_some() && !fresh {
+        if held.quiet.is_some() && !fresh {
             match read_again(w, &hook).await {
                 Some(Ok(h)) => {
                     (hook, fresh) = (h, true);
@@ -52,7 +52,7 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
                 None => return Vec::new(),
             }
         }
-        break (r, quiet);
+        break (r, held);
     };
     let (next, change, disabling): (Hook, HealthChange, Option<String>) = match r {
         Ok(Modified::Written(next, (change, disabling))) => {
@@ -60,12 +60,15 @@ pub(crate) async fn record(w: &Worker, hook: Arc<Hook>, obs: &[Observation], now
             (next, change, disabling)
         }
         Ok(Modified::Unchanged(_)) => {
-            w.local.put_unwritten(hook.id, quiet.or(carried));
+            w.local.put_unwritten(hook.id, held.quiet.or(carried));
             return Vec::new();
         }
         Ok(Modified::Deleted) => return Vec::new(),
         Err(e) => {
-            w.local.put_unwritten(hook.id, carried);
+            // The group's failures too: dropped, a hook whose writes fail for a while (the
+            // table throttled, say) came back counting fewer than it had, and was disabled
+            // that much later.
+            w.local.put_unwritten(hook.id, held.unwritten.unwrap_or(carried));
             tracing::warn!(hook_id = %hook.id, tenant = %hook.tenant, error = %e, "could not record the hook's health");
             return Vec::new();
         }
@@ -113,12 +116,23 @@ async fn read_again(w: &Worker, hook: &Hook) -> Option<Result<Arc<Hook>, ()>> {
     }
 }
 
+/// The failures of a run this process counted and [`judge`] did not write.
+#[derive(Debug, Default)]
+struct Held {
+    /// Held back by choice: the change is only the run's count
+    /// ([`hookbridge_core::health::HealthChange::quiet`]).
+    quiet: Option<Unwritten>,
+    /// Those the change would have written, to keep if its write fails: `Some(None)` when
+    /// the change ends the run (a success), `None` when nothing was judged.
+    unwritten: Option<Option<Unwritten>>,
+}
+
 /// The group's observations folded into `hook`'s health and written if worth it, with the
 /// failures this process held back (`carried`) added when they belong to the row's run.
-/// Also the failures to hold back now, when the change is only the run's count
-/// ([`hookbridge_core::health::HealthChange::quiet`]) and the oldest held is less than
-/// [`FAILURE_RESOLUTION`] old: past it they are written, so that a process whose failures
-/// are always judged within a minute of another process's write still writes its own.
+/// Also the failures to hold back now, when the change is only the run's count and the
+/// oldest held is less than [`FAILURE_RESOLUTION`] old: past it they are written, so that
+/// a process whose failures are always judged within a minute of another process's write
+/// still writes its own.
 async fn judge(
     w: &Worker,
     hook: &Hook,
@@ -126,10 +140,10 @@ async fn judge(
     obs: &[Observation],
     sent_to: &str,
     now: DateTime<Utc>,
-) -> (hookbridge_core::Result<Modified<(HealthChange, Option<String>)>>, Option<Unwritten>) {
+) -> (hookbridge_core::Result<Modified<(HealthChange, Option<String>)>>, Held) {
     let rule = w.settings.disable_rule;
     let resolution = chrono::Duration::from_std(FAILURE_RESOLUTION).unwrap_or_default();
-    let mut quiet = None;
+    let mut held = Held::default();
     let r = modify(w.ports.hooks.as_ref(), hook.clone(), UPDATE_ROUNDS, |mut h: Hook| {
         let moved = h.config.url != sent_to;
         let retry = RetryRule::of(&h.config);
@@ -141,18 +155,17 @@ async fn judge(
             start.consecutive_failures = start.consecutive_failures.saturating_add(u.failures);
         }
         let overdue = ours.is_some_and(|u| now - u.held_since >= resolution);
-        quiet = None;
-        let observed = match observe(&rule, retry, &start, obs).filter(|_| !moved) {
-            Some(change) if change.quiet && !overdue => {
-                quiet = change.health.failing_since.map(|since| Unwritten {
-                    since,
-                    failures: change.health.consecutive_failures.saturating_sub(h.state.health.consecutive_failures),
-                    held_since: ours.map_or(now, |u| u.held_since),
-                });
-                None
-            }
-            other => other,
-        };
+        let observed = observe(&rule, retry, &start, obs).filter(|_| !moved);
+        let unwritten = observed.as_ref().map(|change| {
+            change.health.failing_since.map(|since| Unwritten {
+                since,
+                failures: change.health.consecutive_failures.saturating_sub(h.state.health.consecutive_failures),
+                held_since: ours.map_or(now, |u| u.held_since),
+            })
+        });
+        let quiet = observed.as_ref().is_some_and(|change| change.quiet && !overdue);
+        held = Held { quiet: unwritten.flatten().filter(|_| quiet), unwritten };
+        let observed = observed.filter(|_| !quiet);
         let changed = observed.map(|change| {
             h.state.health = change.health.clone();
             let disabling = change.disable.clone().filter(|_| h.state.destination_state == DestinationState::Active);
@@ -166,5 +179,5 @@ async fn judge(
         std::future::ready(Ok::<_, hookbridge_core::Error>(changed))
     })
     .await;
-    (r, quiet)
+    (r, held)
 }

@@ -977,6 +977,56 @@ mod tests {
         assert_eq!(worker.local.take_unwritten(hook.id), None);
     }
 
+    /// A group whose health write fails keeps its failures with those held before, for the
+    /// next write: dropped, a hook whose writes failed for a while (the table throttled)
+    /// came back counting fewer failures than it had, and was disabled that much later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_whose_write_fails_are_held_for_the_next() {
+        let h = EmbeddedHarness::start().await;
+        let now = Utc::now();
+        let backend = h.backend();
+        let stored = |hook: Hook| async move { backend.hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+        let worker = worker_on(backend);
+        let rejected = rejected_at(now);
+
+        // Past the rule's count, with failures held for over a minute: written with this one.
+        let (long, failing_since) = past_the_rules_count(&h, "refused", now).await;
+        let held = |failures, ago| local::Unwritten {
+            since: failing_since,
+            failures,
+            held_since: now - chrono::Duration::seconds(ago),
+        };
+        worker.local.put_unwritten(long.id, Some(held(7, 61)));
+        // Early in its run (three failures, the rule counts ten): every failure is written.
+        let (mut early, _) = make_hook(&h, "acme", "refused-early").await;
+        early.state.health.consecutive_failures = 3;
+        early.state.health.failing_since = Some(failing_since);
+        early.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
+        h.backend().hooks.create(&early, 1000).await.unwrap();
+
+        h.refuse_hook_writes().await;
+        for hook in [&long, &early] {
+            health::record(&worker, std::sync::Arc::new(stored(hook.clone()).await), &[rejected], now).await;
+        }
+        assert_eq!(stored(long.clone()).await.state.health.consecutive_failures, 10, "refused");
+        assert_eq!(stored(early.clone()).await.state.health.consecutive_failures, 3, "refused");
+        let kept = worker.local.take_unwritten(long.id);
+        assert_eq!(kept, Some(held(8, 61)), "the group's failure kept with the others, as old as they were");
+        worker.local.put_unwritten(long.id, kept);
+        let kept = worker.local.take_unwritten(early.id);
+        assert_eq!(kept, Some(held(1, 0)), "the group's failure kept");
+        worker.local.put_unwritten(early.id, kept);
+
+        h.accept_hook_writes().await;
+        for hook in [&long, &early] {
+            health::record(&worker, std::sync::Arc::new(stored(hook.clone()).await), &[rejected], now).await;
+        }
+        assert_eq!(stored(long.clone()).await.state.health.consecutive_failures, 19);
+        assert_eq!(stored(early.clone()).await.state.health.consecutive_failures, 5);
+        assert_eq!(worker.local.take_unwritten(long.id), None, "written");
+        assert_eq!(worker.local.take_unwritten(early.id), None, "written");
+    }
+
     /// A hook whose secrets the key service will not open this time holds back only its
     /// own deliveries: another tenant's, in the same batch, is sent, and the first comes
     /// back later, neither sent nor cancelled. (It failed the whole batch, and after enough

@@ -143,6 +143,32 @@ impl EmbeddedHarness {
             .expect("drop the events table");
     }
 
+    /// Makes every write of a hook's row fail, as writes do while the store refuses them
+    /// (throttled, or its disk full), until [`Self::accept_hook_writes`]; reads still answer.
+    pub async fn refuse_hook_writes(&self) {
+        self.db
+            .write(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse_hook_writes BEFORE UPDATE ON hooks
+                     BEGIN SELECT RAISE(ABORT, 'hook writes refused'); END",
+                )
+                .map_err(|e| hookbridge_core::Error::backend("test", e))
+            })
+            .await
+            .expect("refuse hook writes");
+    }
+
+    /// Undoes [`Self::refuse_hook_writes`].
+    pub async fn accept_hook_writes(&self) {
+        self.db
+            .write(|c| {
+                c.execute_batch("DROP TRIGGER refuse_hook_writes")
+                    .map_err(|e| hookbridge_core::Error::backend("test", e))
+            })
+            .await
+            .expect("accept hook writes");
+    }
+
     /// The configuration it was opened with.
     pub fn config(&self) -> &EmbeddedConfig {
         &self.config
