@@ -84,6 +84,47 @@ async fn a_link_to_another_tenant_asks_before_it_ends_the_session() {
     }
 }
 
+/// A browser whose sign-in through the issuer lapsed with its token (its session cookie
+/// gone, the issuer's marker kept) is asked too: the console would renew that session on
+/// its next page, and the link took its place unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opened_after_a_sign_in_lapsed_asks_too() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read");
+    let code = link_of(&api, "mallory").await;
+    let open_with = |form: String, cookie: &'static str| {
+        let request = axum::http::Request::post("/console/portal")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .header("host", "127.0.0.1:3000")
+            .header("cookie", cookie)
+            .body(Body::from(form))
+            .unwrap();
+        let api = api.clone();
+        async move {
+            let resp = subscription_api::router(api).oneshot(request).await.unwrap();
+            let set = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+            let page = resp.into_body().collect().await.unwrap().to_bytes();
+            (set, String::from_utf8_lossy(&page).into_owned())
+        }
+    };
+
+    let (set, page) = open_with(format!("code={code}"), "hb_issuer=1765000000").await;
+    assert_eq!(set, None, "asked: {page}");
+    assert!(page.contains("someone else") && page.contains("mallory") && page.contains("signed in"), "{page}");
+    assert!(page.contains(r#"name="switch" value="yes""#), "{page}");
+    let (set, page) = open_with(format!("code={code}&switch=yes"), "hb_issuer=1765000000").await;
+    assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "opened when answered: {page}");
+
+    // Signed out (the marker cleared): opened at once, as before.
+    let code = link_of(&api, "mallory").await;
+    let (set, page) = open_with(format!("code={code}"), "hb_issuer=").await;
+    assert!(set.is_some_and(|c| c.starts_with("hb_session=p.")), "{page}");
+}
+
 /// `GET path` in the console with the session `cookie`: the body.
 async fn console_get(api: &Api, path: &str, cookie: &str) -> String {
     let page = console(api, "GET", path, "", Some(cookie)).await;

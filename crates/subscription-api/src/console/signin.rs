@@ -514,8 +514,9 @@ fn site_set(sites: &[String]) -> std::collections::BTreeSet<&str> {
 }
 
 /// The page asking a visitor signed in to `current` whether to open a link to `other`,
-/// which ends their session.
-fn switch_form(code: &str, current: &str, other: &str) -> Response {
+/// which ends their session; `None` when their sign-in through the issuer has lapsed, and
+/// the link would take the place of the session the console would renew.
+fn switch_form(code: &str, current: Option<&str>, other: &str) -> Response {
     html(
         StatusCode::OK,
         page(
@@ -523,15 +524,23 @@ fn switch_form(code: &str, current: &str, other: &str) -> Response {
             None,
             html! { section.card.narrow {
                 h1 { "This link is for someone else's console" }
-                p { "You are signed in to " strong { (current) } ". This link opens the console for "
-                    strong { (other) } " instead, and ends your session. Open it only if you expected a link to "
-                    (other) " from someone you trust." }
+                p {
+                    @if let Some(current) = current {
+                        "You are signed in to " strong { (current) } ". "
+                    } @else {
+                        "You signed in to the console in this browser before. "
+                    }
+                    "This link opens the console for " strong { (other) } " instead, and ends your session. "
+                    "Open it only if you expected a link to " (other) " from someone you trust."
+                }
                 form method="post" action="/console/portal" {
                     input type="hidden" name="code" value=(code);
                     input type="hidden" name="switch" value="yes";
                     button.primary type="submit" { "Open " (other) }
                 }
-                p { a href="/console/hooks" { "Stay in " (current) } }
+                p { a href="/console/hooks" {
+                    @if let Some(current) = current { "Stay in " (current) } @else { "Back to your console" }
+                } }
             } },
         ),
     )
@@ -586,7 +595,16 @@ pub async fn portal(
                     current.caller.tenant == grant.tenant && site_set(&current.caller.sites) == site_set(&grant.sites);
                 let (now_in, link_to) =
                     (whose(&current.caller.tenant, &current.caller.sites), whose(&grant.tenant, &grant.sites));
-                (!same).then(|| switch_form(code, &now_in, &link_to))
+                (!same).then(|| switch_form(code, Some(&now_in), &link_to))
+            }
+            // Signed in through the issuer before, the session lapsed with its token (five
+            // minutes, by Keycloak's default) and the console would renew it on the next
+            // page: the link would take its place unasked, as it would a live one's.
+            Ok(None)
+                if console_cookie(api.settings().public_url.as_deref(), &headers, ISSUER_COOKIE)
+                    .is_some_and(|v| !v.is_empty()) =>
+            {
+                Some(switch_form(code, None, &whose(&grant.tenant, &grant.sites)))
             }
             Ok(None) => None,
             Err(e) => {
