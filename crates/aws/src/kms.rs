@@ -174,7 +174,7 @@ impl Sealer for KmsSealer {
         let body = b.get(3 + len..).ok_or_else(corrupt)?;
         let key = self.open_key(blob).await?;
         let plain = aead::open(&key, &aad, body).map_err(|_| corrupt())?;
-        serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
+        HookSecrets::from_opened(&plain)
     }
 
     fn is_current(&self, sealed: &SealedSecrets) -> bool {

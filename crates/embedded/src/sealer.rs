@@ -103,7 +103,7 @@ impl Sealer for LocalKeySealer {
         };
         let plain = aead::open(&self.key, &aad, body)
             .map_err(|_| Error::corrupt("sealed secrets", "not sealed by this key for this hook"))?;
-        serde_json::from_slice(&plain).map_err(|e| Error::corrupt("sealed secrets", e))
+        HookSecrets::from_opened(&plain)
     }
 
     fn is_current(&self, sealed: &SealedSecrets) -> bool {

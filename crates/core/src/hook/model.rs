@@ -398,6 +398,16 @@ pub struct HookSecrets {
 }
 
 impl HookSecrets {
+    /// The secrets a sealer opened, from their JSON. What the parser said is left out of
+    /// the error but for where it stopped: it quotes the text it could not take (`invalid
+    /// type: string "…"`), which may be a secret, and the error is logged.
+    pub fn from_opened(plain: &[u8]) -> crate::Result<Self> {
+        serde_json::from_slice(plain).map_err(|e| {
+            let why = format!("not the secrets' JSON ({:?} at line {}, column {})", e.classify(), e.line(), e.column());
+            crate::Error::corrupt("sealed secrets", why)
+        })
+    }
+
     /// Makes `new` the signing secret; the one it replaces keeps signing until `until`.
     /// Expired retiring secrets are dropped, and the oldest beyond [`MAX_RETIRING_SECRETS`].
     /// Returns until when the secret signing before it still signs.
@@ -592,6 +602,34 @@ mod tests {
     /// Secrets of a hook that has only its signing secret, `signing`.
     fn signing_only(signing: SigningSecret) -> HookSecrets {
         HookSecrets { signing, retiring: Vec::new(), auth: None, params: BTreeMap::new(), headers: BTreeMap::new() }
+    }
+
+    /// Secrets that open but do not read as this release's are corrupt, and the error says
+    /// nothing of what they held: it is logged, and the parser's own quoted the value.
+    #[test]
+    fn secrets_that_do_not_read_are_corrupt_without_their_values() {
+        let whole = |e: &crate::Error| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        };
+        for plain in [
+            r#"{"signing": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "headers": "hunter2-sesame"}"#,
+            r#"{"signing": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "auth": ["hunter2-sesame"]}"#,
+            r#"{"signing": "hunter2-sesame"#,
+        ] {
+            let e = HookSecrets::from_opened(plain.as_bytes()).unwrap_err();
+            let text = whole(&e);
+            assert!(matches!(e, crate::Error::Corrupt { .. }), "{text}");
+            assert!(!text.contains("hunter2") && !text.contains("MfKQ9r8"), "{text}");
+            assert!(text.contains("line 1, column"), "{text}");
+        }
+        let fine = r#"{"signing": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+        assert!(HookSecrets::from_opened(fine.as_bytes()).is_ok());
     }
 
     /// A hook as a store would hold it, its secrets sealed into as many bytes as a sealer
