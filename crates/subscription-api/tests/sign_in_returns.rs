@@ -1,6 +1,7 @@
 //! A console page asked for without a session (its session ended under it: an identity
 //! provider's tokens last five minutes) sends the browser to the sign-in, and the sign-in
 //! brings it back to that page, not to the hook list; only to a page of the console's own.
+//! And a page's ids are ids: an escaped `?` or `/` in one named another API call.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
@@ -107,4 +108,30 @@ async fn a_return_path_is_resolved_as_the_browser_would() {
     let form = format!("token={}&to={}", token("hooks:read"), url_encoded("/console/hooks/x/../hk_01/read?a=1"));
     let (status, location, _) = ask(&api, "POST", "/console/login", &form, None).await;
     assert_eq!((status, location.as_str()), (303, "/console/hooks/hk_01/read?a=1"));
+}
+
+/// A console page's ids hold only what ids hold: one with an escaped `?` or `/` is no page.
+/// Each id is pasted into the API call the page makes, where `hk%3Fx` read the list of
+/// deliveries of a hook named `hk` with a query of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_id_is_not_an_id_is_not_found() {
+    let h = EmbeddedHarness::start().await;
+    let (api, _) = api_and_token(&h, "hooks:read hooks:write");
+    let session = format!("t.{}", token("hooks:read hooks:write"));
+    for (method, path) in [
+        ("GET", "/console/hooks/H1%3Fx/read"),
+        ("GET", "/console/hooks/H1%3Fx"),
+        ("GET", "/console/hooks/H1%2Fdeliveries/read"),
+        ("GET", "/console/hooks/H1/deliveries/D1%3Fafter%3Dx"),
+        ("POST", "/console/hooks/H1%2F..%2Fx/delete"),
+    ] {
+        let (status, _, page) = ask(&api, method, path, "", Some(&session)).await;
+        assert_eq!(status, 404, "{method} {path}: {page}");
+        assert!(page.contains("Not found"), "{page}");
+    }
+    // An id that is one, of no hook, is the API's own `404`, as before.
+    let (status, _, page) = ask(&api, "GET", "/console/hooks/hk_01-x/read", "", Some(&session)).await;
+    assert_eq!(status, 404, "{page}");
+    let (status, _, page) = ask(&api, "GET", "/console/hooks", "", Some(&session)).await;
+    assert_eq!(status, 200, "{page}");
 }

@@ -54,6 +54,40 @@ pub fn routes() -> Router<Api> {
         .route("/console/hooks/{id}/replays/{replay_id}/cancel", post(replays::cancel))
         .route("/console/hooks/{id}/deliveries/{delivery_id}", get(pages::delivery))
         .route("/console/hooks/{id}/deliveries/{delivery_id}/retry", post(pages::retry))
+        .route_layer(axum::middleware::from_fn(plain_ids))
+}
+
+/// A page's ids are hook, delivery and replay ids, which hold only letters, digits, `-` and
+/// `_`: another (an escaped `?` or `/`) is no page. Each is pasted into the path of the API
+/// call the page makes, where it would name another call.
+async fn plain_ids(
+    params: Result<axum::extract::RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::rejection::RawPathParamsRejection;
+    let plain = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let all_plain = match &params {
+        Ok(params) => params.iter().all(|(_, v)| plain(v)),
+        // A page without ids.
+        Err(RawPathParamsRejection::MissingPathParams(_)) => true,
+        // Escapes that are not UTF-8.
+        Err(_) => false,
+    };
+    if all_plain {
+        return next.run(request).await;
+    }
+    html(
+        StatusCode::NOT_FOUND,
+        layout::page(
+            "Not found",
+            None,
+            maud::html! { section.card.narrow {
+                h1 { "Not found" }
+                p { a href="/console/hooks" { "Back to the hooks" } }
+            } },
+        ),
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
