@@ -1927,14 +1927,22 @@ mod tests {
         // The schedule's next two hours are taken (a backlog).
         let backlog = h.backend().limiter.pace(&key, rate, 7200, Utc::now()).await.unwrap();
         let free = backlog + chrono::Duration::hours(2);
-        // Three deliveries with ten minutes left (a replay of old ones), then a new one.
+        // Three deliveries with ten minutes left (a replay of old ones), then a new one; and
+        // one more with ten minutes left, on a replay's round, its `PENDING` record lost.
         let made = |age| key_made(&hook, age);
         let ending = chrono::Duration::days(14) - chrono::Duration::minutes(10);
-        let keys = [made(ending), made(ending), made(ending), made(chrono::Duration::zero())];
+        let keys = [made(ending), made(ending), made(ending), made(chrono::Duration::zero()), made(ending)];
         let body = r#"{"id":"e1","detail-type":"user.login","source":"app","detail":{"user":"u1"}}"#;
         let batch: Vec<_> = keys
             .iter()
-            .map(|k| Task::new(k.clone(), 0, body).unrecorded(Utc::now(), true).message(Utc::now()))
+            .enumerate()
+            .map(|(i, k)| {
+                let mut task = Task::new(k.clone(), 0, body).unrecorded(Utc::now(), true);
+                if i == 4 {
+                    (task.round, task.note) = (1, Some("replayed by rp_1".to_owned()));
+                }
+                task.message(Utc::now())
+            })
             .collect();
         fast.send_batch(&batch).await.unwrap();
         let mut messages = Vec::new();
@@ -1951,6 +1959,10 @@ mod tests {
         }
         let new = read(&keys[3]).await.unwrap().unwrap();
         assert_eq!((new.status, new.next_attempt_at), (DeliveryStatus::Pending, Some(free)), "the first free turn");
+        // The round keeps the note that opened it: a replay's page read again finds by it
+        // what it re-sent, and would send it again otherwise.
+        let replayed = read(&keys[4]).await.unwrap().unwrap();
+        assert_eq!((replayed.status, replayed.note.as_deref()), (DeliveryStatus::Failed, Some("replayed by rp_1")));
         let next = h.backend().limiter.pace(&key, rate, 1, Utc::now()).await.unwrap();
         assert_eq!(next, free + chrono::Duration::seconds(1), "one turn taken, not four");
         assert!(receiver.received().is_empty());

@@ -230,7 +230,8 @@ async fn flush(
                 metrics.failed += 1;
                 events.push(out_of_time_event(task, *hook_version));
                 let mut update = DeliveryUpdate::given_up(k.clone(), task.round, String::new(), now);
-                update.note = past_retention_note(task.round);
+                // Or, on a later round, the note that opened it, as an attempt's record keeps.
+                update.note = past_retention_note(task.round).or_else(|| task.note.clone());
                 update.opening = task.opening();
                 updates.push(update);
                 handled.push(message);
