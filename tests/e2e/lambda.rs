@@ -191,3 +191,40 @@ async fn the_function_binaries_deliver_end_to_end_as_lambda_runs_them() {
         assert!(refused.is_empty(), "{f} needs {refused:?}, which template.yaml does not grant it");
     }
 }
+
+/// An API function whose HS256 token key cannot be read (the secret never made, its
+/// permission taken away, Secrets Manager out) still starts: `/v1/health` and an issuer's
+/// tokens are answered, and an HS256 token is `503` with `Retry-After`, not `401`. Its
+/// start failed, and every request was a bare `500`, though only HS256 tokens need the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_whose_token_key_cannot_be_read_serves_what_needs_none() {
+    let idp = hookbridge_testkit::IdentityProvider::start().await;
+    let mut opts = LambdaOptions::local();
+    opts.token_key_stored = false;
+    opts.env.push(("HOOKBRIDGE_JWT_ISSUER".into(), idp.issuer().to_owned()));
+    opts.env.push(("HOOKBRIDGE_JWT_AUDIENCE".into(), "hookbridge-tests".into()));
+    let stack = LambdaStack::start(opts).await.unwrap();
+    let base = format!("http://{}", stack.addr());
+    let http = reqwest::Client::new();
+
+    let health = http.get(format!("{base}/v1/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
+    let now = chrono::Utc::now().timestamp();
+    let claims =
+        json!({"sub": "alice", "tenant": "acme", "scope": "hooks:read", "aud": "hookbridge-tests", "exp": now + 600});
+    let listed = http.get(format!("{base}/v1/hooks")).bearer_auth(idp.sign("rsa-1", &claims)).send().await.unwrap();
+    assert_eq!(listed.status(), 200, "an issuer's token: {}", listed.text().await.unwrap());
+
+    let hs256 = subscription_api::Claims {
+        sub: "alice".into(),
+        tenant: "acme".into(),
+        scope: "hooks:read".into(),
+        exp: now as u64 + 600,
+    };
+    let hs256 =
+        subscription_api::mint_token(&subscription_api::JwtKey::new("a-key-no-one-could-read-here"), &hs256).unwrap();
+    let refused = http.get(format!("{base}/v1/hooks")).bearer_auth(hs256).send().await.unwrap();
+    assert_eq!(refused.status(), 503, "an HS256 token cannot be checked now");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(stack.function("subscription-api").unwrap().init_errors().is_empty(), "the API started");
+}

@@ -16,9 +16,15 @@ async fn main() -> Result<(), lambda_http::Error> {
         .hs256_secret_name
         .as_ref()
         .map(|name| Arc::new(SecretsManagerKey::new(clients.secretsmanager.clone(), name)) as Arc<dyn KeySource>);
-    // Read at cold start: a missing or unreadable secret fails the start, not every request.
-    if let Some(k) = &key {
-        k.key().await?;
+    // Read at cold start, so that the first requests do not wait on it. Unreadable (not
+    // made, its permission taken away, Secrets Manager out), it is said here and the function
+    // starts anyway: a failed start answered every request 500, `/v1/health` and issuer
+    // tokens too, where only an HS256 token needs the key, and is answered 503 until the key
+    // can be read.
+    if let (Some(k), Some(name)) = (&key, s.tokens.hs256_secret_name.as_deref())
+        && let Err(e) = k.key().await
+    {
+        tracing::error!(secret = name, error = %e, "the HS256 token key could not be read; HS256 tokens are answered 503 until it can be");
     }
     let tokens = Tokens::from_settings(&s.tokens, key, &Outbound::new(OutboundSettings::from_settings(s))?)?;
     let ports = ApiPorts::of(&hookbridge_aws::backend(&clients, &config.resources));

@@ -35,6 +35,9 @@ pub struct LambdaOptions {
     pub prefix: String,
     /// Settings for every function over the defaults here (e.g. `HOOKBRIDGE_RETRY_SCHEDULE`).
     pub env: Vec<(String, String)>,
+    /// Whether the API's token key is put in Secrets Manager (the API is told its name
+    /// either way).
+    pub token_key_stored: bool,
 }
 
 impl LambdaOptions {
@@ -45,6 +48,7 @@ impl LambdaOptions {
             listen: "127.0.0.1:0".parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             prefix: format!("l{}", hookbridge_core::ids::DeliveryId::generate().to_string().to_lowercase()),
             env: Vec::new(),
+            token_key_stored: true,
         }
     }
 }
@@ -128,14 +132,16 @@ impl LambdaStack {
             .map_err(|e| LambdaError::Resources(e.to_string()))?;
         let token_key = random_key();
         let secret_name = format!("{}/jwt-secret", opts.prefix);
-        clients
-            .secretsmanager
-            .create_secret()
-            .name(&secret_name)
-            .secret_string(&token_key)
-            .send()
-            .await
-            .map_err(|e| LambdaError::Resources(e.to_string()))?;
+        if opts.token_key_stored {
+            clients
+                .secretsmanager
+                .create_secret()
+                .name(&secret_name)
+                .secret_string(&token_key)
+                .send()
+                .await
+                .map_err(|e| LambdaError::Resources(e.to_string()))?;
+        }
 
         // What the template's Globals and each function's own Environment set.
         let mut env: Vec<(String, String)> = emulator.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
