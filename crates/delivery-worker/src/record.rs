@@ -547,7 +547,9 @@ fn attempted(
             Decision::Failed { exhausted } => {
                 metrics.failed += 1;
                 if exhausted {
-                    let why = format!("gave up after {number} attempts");
+                    // The schedule's, this round's: Read counts every attempt of every round, and
+                    // a fast-lane try given up and sent again on the slow lane.
+                    let why = format!("gave up after {number} attempts on its schedule");
                     events.push(
                         PlatformDetail::about(&ready.hook, Some(k.delivery_id), Some(why))
                             .bus_entry(event_type::DELIVERY_EXHAUSTED),
