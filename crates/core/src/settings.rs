@@ -585,6 +585,15 @@ impl Settings {
         if let Some(v) = var(TENANT_PUBLISH_BURST) {
             quotas.publish_burst = whole(TENANT_PUBLISH_BURST, &v, 1)?;
         }
+        let console_client_id = var(CONSOLE_CLIENT_ID);
+        // The console signs in through the issuer: without one, it offered only the token
+        // form, and nothing said the client id was set for nothing.
+        if console_client_id.is_some() && tokens.issuer.is_none() {
+            return Err(SettingsError {
+                variable: CONSOLE_CLIENT_ID,
+                message: format!("is used only with {JWT_ISSUER}: the console signs in through the issuer it names"),
+            });
+        }
         let publish_to = match var(PUBLISH_TO).as_deref().map(str::trim) {
             None | Some("queue") => PublishTo::Queue,
             Some("bus") => PublishTo::Bus,
@@ -596,7 +605,7 @@ impl Settings {
             topology,
             tokens,
             publish_to,
-            console_client_id: var(CONSOLE_CLIENT_ID),
+            console_client_id,
             console_scopes: var(CONSOLE_SCOPES).map_or_else(|| Ok("openid".to_owned()), |v| scopes(&v))?,
             public_url: var(PUBLIC_URL).map(|u| public_url(&u)).transpose()?,
             default_network,
@@ -768,6 +777,12 @@ mod tests {
         let e = Settings::from_lookup(lookup(&[issuer]), &Defaults::local()).unwrap_err();
         assert_eq!(e.variable, JWT_AUDIENCE);
         assert!(Settings::from_lookup(lookup(&[issuer, (JWT_AUDIENCE, "hookbridge")]), &Defaults::local()).is_ok());
+        // A console client without the issuer it signs in through.
+        let client = (CONSOLE_CLIENT_ID, "hookbridge-console");
+        let e = Settings::from_lookup(lookup(&[client]), &Defaults::local()).unwrap_err();
+        assert_eq!(e.variable, CONSOLE_CLIENT_ID);
+        let with_issuer = [issuer, (JWT_AUDIENCE, "hookbridge"), client];
+        assert!(Settings::from_lookup(lookup(&with_issuer), &Defaults::local()).is_ok());
         // Judged against the schedule and the timeout they come with.
         let short =
             [(RETRY_SCHEDULE, "1s,1s"), (EVENT_RETENTION, "5s"), (REQUEST_TIMEOUT, "1s"), (VISIBILITY_TIMEOUT, "2s")];

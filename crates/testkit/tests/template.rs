@@ -622,7 +622,7 @@ fn matches(pattern: &str, value: &str) -> bool {
 /// into their DLQs (a retry delay of `13h`, a network `10.0.0.0/99` got through before).
 #[test]
 fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
-    use hookbridge_core::settings::{Defaults, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, Settings};
+    use hookbridge_core::settings::{CONSOLE_CLIENT_ID, Defaults, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, Settings};
     let t = template();
     // What every function reads, and what the API reads alone (its token settings).
     let mut env = t["Globals"]["Function"]["Environment"]["Variables"].as_object().unwrap().clone();
@@ -696,8 +696,14 @@ fn every_value_a_parameter_lets_through_is_one_the_functions_accept() {
             let lookup = |name: &str| match name {
                 n if n == variable => Some((*candidate).to_owned()),
                 n if n == JWT_SECRET => Some("a-key-long-enough-for-hs256-0123456789abcdef".to_owned()),
-                // The template's rules ask for an audience with an issuer.
-                n if n == JWT_AUDIENCE && variable == JWT_ISSUER => Some("hookbridge".to_owned()),
+                // The template's rules ask for an audience with an issuer, and an issuer with
+                // a console client.
+                n if n == JWT_AUDIENCE && [JWT_ISSUER, CONSOLE_CLIENT_ID].contains(&variable.as_str()) => {
+                    Some("hookbridge".to_owned())
+                }
+                n if n == JWT_ISSUER && variable == CONSOLE_CLIENT_ID => {
+                    Some("https://idp.example.com/realms/acme".to_owned())
+                }
                 _ => None,
             };
             let read = Settings::from_lookup(lookup, &Defaults::cloud());
@@ -819,6 +825,9 @@ fn parameters_the_functions_cannot_run_with_together_are_refused() {
     assert_eq!(refused(&[("JwtSecretName", ""), issuer]), ["IssuerTokensNameTheirAudience"]);
     assert_eq!(refused(&[issuer]), ["IssuerTokensNameTheirAudience"], "beside a secret too");
     assert!(refused(&[("JwtSecretName", ""), issuer, ("JwtAudience", "hookbridge")]).is_empty());
+    let client = ("ConsoleClientId", "hookbridge-console");
+    assert_eq!(refused(&[client]), ["ConsoleSignsInThroughTheIssuer"]);
+    assert!(refused(&[client, issuer, ("JwtAudience", "hookbridge")]).is_empty());
     assert_eq!(refused(&[("ExistingTableName", "hookbridge")]), ["AdoptedTableKeepsItsKey"]);
     assert!(refused(&[("ExistingKeyArn", key)]).is_empty(), "a new table sealed with a key of old");
     assert!(refused(&[("ExistingTableName", "hookbridge"), ("ExistingKeyArn", key)]).is_empty());
