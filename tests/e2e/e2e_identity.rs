@@ -42,6 +42,40 @@ async fn a_key_of_an_unreadable_kind_in_the_set_does_not_stop_the_others() {
     stack.shutdown().await;
 }
 
+/// A Keycloak client's own token works on Keycloak's webhooks API as it did with Phase Two,
+/// which asks for the `view-events` and `manage-events` roles of the realm's
+/// `realm-management` client: they stand for `hooks:read` and `hooks:write` there, and only
+/// there. Such a token was `403`, and a client moving off Phase Two needed tokens of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloaks_event_roles_stand_for_the_scopes_on_its_webhooks_api() {
+    let stack = TestStack::start_oidc(hookbridge_e2e::Flavor::Embedded).await;
+    let idp = stack.idp();
+    let with_roles = |roles: &[&str]| {
+        let mut c = without(claims("acme"), "scope");
+        c["resource_access"] = json!({"realm-management": {"roles": roles}, "account": {"roles": ["manage-events"]}});
+        idp.sign("rsa-1", &c)
+    };
+    let webhook = json!({"url": "https://receiver.example/kc", "eventTypes": ["*"], "enabled": true});
+    let both = with_roles(&["view-events", "manage-events"]);
+    let made = stack.post("/auth/realms/acme/webhooks", &both, &webhook).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let listed = stack.get("/auth/realms/acme/webhooks", &both).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{}", listed.body);
+
+    let viewer = with_roles(&["view-events"]);
+    assert_eq!(stack.get("/auth/realms/acme/webhooks", &viewer).await.status, 200);
+    assert_eq!(stack.post("/auth/realms/acme/webhooks", &viewer, &webhook).await.status, 403);
+    // Another client's roles of the same name grant nothing.
+    let other_client = with_roles(&["view-users"]);
+    assert_eq!(stack.get("/auth/realms/acme/webhooks", &other_client).await.status, 403);
+    // Phase Two's permissions, for its API: not `/v1`'s scopes.
+    assert_eq!(stack.get("/v1/hooks", &both).await.status, 403);
+    // Another realm's webhooks stay another tenant's.
+    assert_eq!(stack.get("/auth/realms/other/webhooks", &both).await.status, 404);
+    stack.shutdown().await;
+}
+
 /// A key verifies only what its issuer published it for (RFC 7517): not a token when it is
 /// for encryption (`use`) or not for verifying (`key_ops`), nor one under an algorithm
 /// other than its `alg`. Each of these tokens was accepted: an RSA key's signature checks

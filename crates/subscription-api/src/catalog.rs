@@ -460,6 +460,7 @@ mod tests {
             tenant: "acme".parse().expect("tenant"),
             sub: "s".into(),
             scopes: vec![],
+            realm_roles: vec![],
             sites,
         };
         let names = |v: &[KnownType]| v.iter().map(|k| k.name.clone()).collect::<Vec<_>>();

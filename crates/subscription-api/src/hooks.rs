@@ -765,6 +765,7 @@ mod tests {
             tenant: "acme".parse().expect("tenant"),
             sub: "portal".into(),
             scopes: vec![],
+            realm_roles: vec![],
             sites: vec!["a".into()],
         };
         let url = vec![FieldError::new("url", "must be an https URL")];
@@ -790,8 +791,13 @@ mod tests {
             crate::ApiPorts::of(h.backend()),
             crate::ApiSettings::local(crate::JwtKey::new("k"), hookbridge_core::hook::NetworkPolicy::default()),
         );
-        let held =
-            Caller { tenant: hook.tenant.clone(), sub: "portal".into(), scopes: vec![], sites: vec!["a".into()] };
+        let held = Caller {
+            tenant: hook.tenant.clone(),
+            sub: "portal".into(),
+            scopes: vec![],
+            realm_roles: vec![],
+            sites: vec!["a".into()],
+        };
         let id = hook.id.to_string();
         assert!(matches!(load(&api, &held, &id).await, Err(ApiError::NotFound(_))));
         assert!(matches!(delete_hook(&api, &held, &id).await, Err(ApiError::NotFound(_))));

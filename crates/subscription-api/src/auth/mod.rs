@@ -53,6 +53,10 @@ pub struct Caller {
     /// The subject, for `created_by`.
     pub sub: String,
     pub(crate) scopes: Vec<String>,
+    /// Keycloak's roles of its `realm-management` client the token grants (`view-events`,
+    /// `manage-events`), which Keycloak's webhooks API takes as Phase Two does, in place of
+    /// scopes (`compat::keycloak`).
+    pub(crate) realm_roles: Vec<String>,
     /// When not empty, the caller (a portal session) sees only hooks scoped to these
     /// sites, and may only make such hooks.
     pub(crate) sites: Vec<String>,

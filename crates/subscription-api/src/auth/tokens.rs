@@ -278,8 +278,20 @@ impl Tokens {
             .ok_or(ApiError::Unauthorized("the token's tenant claim is missing or not a valid tenant"))?;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("unknown").to_owned();
         let scopes = ["scope", "scp"].into_iter().find_map(|c| claims.get(c).and_then(scopes_in)).unwrap_or_default();
-        Ok(Caller { tenant, sub, scopes, sites: Vec::new() })
+        Ok(Caller { tenant, sub, scopes, realm_roles: realm_roles(claims), sites: Vec::new() })
     }
+}
+
+/// The roles of Keycloak's `realm-management` client the claims grant, where Keycloak puts
+/// a client's roles (`resource_access.realm-management.roles`).
+fn realm_roles(claims: &Map<String, Value>) -> Vec<String> {
+    claims
+        .get("resource_access")
+        .and_then(|r| r.get("realm-management"))
+        .and_then(|c| c.get("roles"))
+        .and_then(Value::as_array)
+        .map(|roles| roles.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// The scopes a `scope` or `scp` claim grants, when it is text or a list of them.

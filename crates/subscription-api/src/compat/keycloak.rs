@@ -212,13 +212,21 @@ impl IntoResponse for KeycloakError {
 
 pub(super) type Answer = Result<Response, KeycloakError>;
 
-/// The caller, with `scope`, acting in its own realm.
+/// The caller, with `scope`, acting in its own realm. Phase Two's own permissions stand for
+/// the scopes here, granted as Keycloak grants them, as roles of the realm's
+/// `realm-management` client: `view-events` for `hooks:read`, `manage-events` for
+/// `hooks:write`. A client's token from that Keycloak works as it did with Phase Two.
 pub(super) fn authorised(
     caller: Result<Caller, ApiError>,
     scope: Scope,
     realm: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    let caller = caller?;
+    let mut caller = caller?;
+    for (role, granted) in [("view-events", Scope::HooksRead), ("manage-events", Scope::HooksWrite)] {
+        if caller.realm_roles.iter().any(|r| r == role) && caller.require(granted).is_err() {
+            caller.scopes.push(granted.as_str().to_owned());
+        }
+    }
     caller.require(scope)?;
     if realm != Some(caller.tenant.as_str()) {
         return Err(ApiError::NotFound("no such realm"));

@@ -520,6 +520,7 @@ mod tests {
             tenant: "acme".parse().unwrap(),
             sub: "s".into(),
             scopes: Vec::new(),
+            realm_roles: Vec::new(),
             sites: Vec::new(),
         };
         Session { caller, cookie: "t.x".into() }

@@ -79,7 +79,13 @@ pub fn portal_caller(grant: &PortalGrant) -> Caller {
     if !grant.read_only {
         scopes.push(Scope::HooksWrite.as_str().to_owned());
     }
-    Caller { tenant: grant.tenant.clone(), sub: "portal".to_owned(), scopes, sites: grant.sites.clone() }
+    Caller {
+        tenant: grant.tenant.clone(),
+        sub: "portal".to_owned(),
+        scopes,
+        realm_roles: Vec::new(),
+        sites: grant.sites.clone(),
+    }
 }
 
 fn csrf_of(cookie: &str) -> String {
