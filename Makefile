@@ -43,7 +43,7 @@ build: $(CARGO_LAMBDA)
 bench: $(PYTOOLS)
 	$(CARGO) build --release -p hookbridge-local -p hookbridge-bench
 	@# The Lambda functions one at a time, as `make build` builds them (their sizes are measured)
-	for f in subscription-api ingest delivery-worker verifier; do $(CARGO) build --release -p $$f || exit 1; done
+	for f in subscription-api ingest delivery-worker verifier; do CARGO_PROFILE_RELEASE_PANIC=abort $(CARGO) build --release -p $$f || exit 1; done
 	./target/release/hookbridge-bench run $(BENCH_ARGS)
 
 ## fuzz: each cargo-fuzz target (envelopes, patterns, hook validation, tokens) for FUZZ_SECONDS

@@ -216,4 +216,19 @@ mod tests {
         assert_eq!(next.ok().flatten().as_deref(), Some("ok"), "the stage stopped at the panic");
         assert_eq!(queue.depth().await.unwrap().in_flight, 1, "the message it panicked on was not deleted");
     }
+
+    /// The guard above holds in the release build a self-hoster runs, not only in the test
+    /// build: the workspace's release profile aborted on a panic, so one tenant's panic in
+    /// `hookbridge serve` stopped its API and every stage, for every tenant.
+    #[test]
+    fn the_release_build_unwinds_a_panic_to_the_guards() {
+        let manifest = include_str!("../../../Cargo.toml");
+        let release = manifest.split("\n[profile.release]\n").nth(1).expect("a release profile");
+        let release = release.split("\n[").next().unwrap_or(release);
+        let aborts = release.lines().any(|l| {
+            let l = l.split('#').next().unwrap_or_default();
+            l.trim_start().starts_with("panic") && l.contains("abort")
+        });
+        assert!(!aborts, "the release profile aborts on a panic:\n{release}");
+    }
 }
