@@ -112,11 +112,19 @@ fn keycloak_types(types: &[String]) -> Vec<String> {
 /// Every event of Keycloak's: what its `*` stands for.
 const KEYCLOAK_EVENTS: [&str; 2] = ["access.*", "admin.*"];
 
-/// A hook's event types as a Keycloak client reads them: Keycloak's every event is its `*`.
+/// A hook's event types as a Keycloak client reads them: Keycloak's every event is its `*`,
+/// in the place of the first of them, beside any other types (`["*", "access.LOGIN"]` reads
+/// back as written; only when alone were they read as `*`, and a client comparing what it
+/// wrote with what it read saw a change on every run).
 fn as_keycloak_reads(patterns: Vec<String>) -> Vec<String> {
-    let all =
-        patterns.len() == KEYCLOAK_EVENTS.len() && KEYCLOAK_EVENTS.iter().all(|k| patterns.iter().any(|p| p == k));
-    if all { vec!["*".to_owned()] } else { patterns }
+    if !KEYCLOAK_EVENTS.iter().all(|k| patterns.iter().any(|p| p == k)) {
+        return patterns;
+    }
+    let mut star = Some("*".to_owned());
+    patterns
+        .into_iter()
+        .filter_map(|p| if KEYCLOAK_EVENTS.contains(&p.as_str()) { star.take() } else { Some(p) })
+        .collect()
 }
 
 /// Refuses an event type of Keycloak's (`admin…`, `access…`) written as a regular
@@ -453,7 +461,20 @@ async fn remove(
 
 #[cfg(test)]
 mod tests {
-    use super::keycloak_types;
+    use super::{as_keycloak_reads, keycloak_types};
+
+    /// Keycloak's `*` reads back as written, beside other types too.
+    #[test]
+    fn keycloaks_every_event_reads_back_as_its_star() {
+        let round_trip = |written: &[&str]| {
+            as_keycloak_reads(keycloak_types(&written.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()))
+        };
+        assert_eq!(round_trip(&["*"]), ["*"]);
+        assert_eq!(round_trip(&["*", "access.LOGIN"]), ["*", "access.LOGIN"]);
+        assert_eq!(round_trip(&["admin.USER-CREATE", "*"]), ["admin.USER-CREATE", "*"]);
+        assert_eq!(round_trip(&["access.*"]), ["access.*"]);
+        assert_eq!(round_trip(&["access.LOGIN", "admin-USER-CREATE"]), ["access.LOGIN", "admin.USER-CREATE"]);
+    }
 
     /// Keycloak's names written with a dash are read with the dot; another type that only
     /// begins so is kept as it is.
