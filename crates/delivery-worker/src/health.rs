@@ -148,10 +148,18 @@ async fn judge(
         let moved = h.config.url != sent_to;
         let retry = RetryRule::of(&h.config);
         // The failures this process counted and did not write belong to the run if the row's
-        // run is the one they were counted in.
+        // run is the one they were counted in; or if the row has none, and nothing since
+        // they began ended it (a success, the account started over): a run this process
+        // began whose writes failed, which would otherwise begin again at each group.
         let mut start = h.state.health.clone();
-        let ours = carried.filter(|u| start.failing_since == Some(u.since));
+        let ours = carried.filter(|u| {
+            start.failing_since == Some(u.since)
+                || (start.failing_since.is_none()
+                    && start.last_success_at.is_none_or(|s| s < u.since)
+                    && start.since.is_none_or(|s| s <= u.since))
+        });
         if let Some(u) = ours {
+            start.failing_since = Some(u.since);
             start.consecutive_failures = start.consecutive_failures.saturating_add(u.failures);
         }
         let overdue = ours.is_some_and(|u| now - u.held_since >= resolution);

@@ -1003,8 +1003,18 @@ mod tests {
         early.state.health.failing_since = Some(failing_since);
         early.state.health.last_failed_at = Some(now - chrono::Duration::seconds(5));
         h.backend().hooks.create(&early, 1000).await.unwrap();
+        // Healthy: its run begins with the first refused write, and goes on through the next.
+        let (fresh, _) = make_hook(&h, "acme", "refused-fresh").await;
+        h.backend().hooks.create(&fresh, 1000).await.unwrap();
+        let began = now - chrono::Duration::seconds(10);
 
         h.refuse_hook_writes().await;
+        for at in [began, now] {
+            health::record(&worker, std::sync::Arc::new(stored(fresh.clone()).await), &[rejected_at(at)], now).await;
+        }
+        let kept = worker.local.take_unwritten(fresh.id);
+        assert_eq!(kept.map(|u| (u.since, u.failures)), Some((began, 2)), "one run, from the first");
+        worker.local.put_unwritten(fresh.id, kept);
         for hook in [&long, &early] {
             health::record(&worker, std::sync::Arc::new(stored(hook.clone()).await), &[rejected], now).await;
         }
@@ -1018,13 +1028,16 @@ mod tests {
         worker.local.put_unwritten(early.id, kept);
 
         h.accept_hook_writes().await;
-        for hook in [&long, &early] {
+        for hook in [&long, &early, &fresh] {
             health::record(&worker, std::sync::Arc::new(stored(hook.clone()).await), &[rejected], now).await;
         }
         assert_eq!(stored(long.clone()).await.state.health.consecutive_failures, 19);
         assert_eq!(stored(early.clone()).await.state.health.consecutive_failures, 5);
+        let health = stored(fresh.clone()).await.state.health;
+        assert_eq!((health.consecutive_failures, health.failing_since), (3, Some(began)));
         assert_eq!(worker.local.take_unwritten(long.id), None, "written");
         assert_eq!(worker.local.take_unwritten(early.id), None, "written");
+        assert_eq!(worker.local.take_unwritten(fresh.id), None, "written");
     }
 
     /// A hook whose secrets the key service will not open this time holds back only its
