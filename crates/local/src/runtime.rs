@@ -15,7 +15,7 @@ pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
 /// The worker threads `TOKIO_WORKER_THREADS` (as read) asks for, or else this machine's
 /// ([`worker_threads`]); set but empty, as unset, as every setting here. Read here rather
 /// than by tokio, which panicked on a value it could not take (`0`, `auto`, ` 2`): before
-/// any logging, and in a release build (`panic = "abort"`) an abort, not an error.
+/// any logging, with a panic's message rather than the setting's name.
 fn threads_from(set: Result<String, std::env::VarError>, cores: usize) -> Result<usize, String> {
     let value = match set {
         Err(std::env::VarError::NotPresent) => return Ok(worker_threads(cores)),

@@ -130,8 +130,9 @@ async fn a_page_whose_id_is_not_an_id_is_not_found() {
         assert!(page.contains("Not found"), "{page}");
     }
     // An id that is one, of no hook, is the API's own `404`, as before.
-    let (status, _, page) = ask(&api, "GET", "/console/hooks/hk_01-x/read", "", Some(&session)).await;
+    let (status, _, page) = ask(&api, "GET", "/console/hooks/hk_01-x", "", Some(&session)).await;
     assert_eq!(status, 404, "{page}");
+    assert!(page.contains("no such hook") && !page.contains("Not found"), "the hook page's own: {page}");
     let (status, _, page) = ask(&api, "GET", "/console/hooks", "", Some(&session)).await;
     assert_eq!(status, 200, "{page}");
 }

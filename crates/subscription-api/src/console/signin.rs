@@ -523,15 +523,20 @@ fn switch_form(code: &str, current: Option<&str>, other: &str) -> Response {
             "Switch tenants?",
             None,
             html! { section.card.narrow {
-                h1 { "This link is for someone else's console" }
-                p {
-                    @if let Some(current) = current {
-                        "You are signed in to " strong { (current) } ". "
-                    } @else {
-                        "You signed in to the console in this browser before. "
+                @if let Some(current) = current {
+                    h1 { "This link is for someone else's console" }
+                    p {
+                        "You are signed in to " strong { (current) } ". This link opens the console for "
+                        strong { (other) } " instead, and ends your session. Open it only if you expected a link to "
+                        (other) " from someone you trust."
                     }
-                    "This link opens the console for " strong { (other) } " instead, and ends your session. "
-                    "Open it only if you expected a link to " (other) " from someone you trust."
+                } @else {
+                    h1 { "Open this link in place of your sign-in?" }
+                    p {
+                        "You signed in to the console in this browser before. This link opens the console for "
+                        strong { (other) } " instead of the one your sign-in would bring back. Open it only if you expected a link to "
+                        (other) " from someone you trust."
+                    }
                 }
                 form method="post" action="/console/portal" {
                     input type="hidden" name="code" value=(code);
@@ -599,10 +604,11 @@ pub async fn portal(
             }
             // Signed in through the issuer before, the session lapsed with its token (five
             // minutes, by Keycloak's default) and the console would renew it on the next
-            // page: the link would take its place unasked, as it would a live one's.
+            // page: the link would take its place unasked, as it would a live one's. (A marker
+            // left from before the issuer's sign-in was switched off costs a question.)
             Ok(None)
                 if console_cookie(api.settings().public_url.as_deref(), &headers, ISSUER_COOKIE)
-                    .is_some_and(|v| !v.is_empty()) =>
+                    .is_some_and(|v| v.parse::<i64>().is_ok()) =>
             {
                 Some(switch_form(code, None, &whose(&grant.tenant, &grant.sites)))
             }
