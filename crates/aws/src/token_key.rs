@@ -4,7 +4,9 @@
 //! picked up within minutes; if a re-read fails, the key already held is used until the next
 //! re-read is due. A token the held key refuses has it read again at once, at most every
 //! [`REREAD_ON_REFUSAL_AT_MOST_EVERY`], so a token signed with a key just rotated in is not
-//! refused by an instance for minutes while another takes it.
+//! refused by an instance for minutes while another takes it. Until a key has been read at
+//! all, one read runs at a time and a failed one stands for [`RETRY_UNREAD_AT_MOST_EVERY`],
+//! so an instance whose secret cannot be read does not ask Secrets Manager on every request.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,6 +25,11 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
 /// The shortest time between two reads for a refused token, so a stream of badly signed
 /// tokens cannot make the API read the secret on every request.
 pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+/// How long a failed read stands while no key is held: tokens that come meanwhile are
+/// answered from it. Without it an instance whose secret was not made, or not readable,
+/// asked Secrets Manager on every HS256 request (each waiting on its retries and timeouts,
+/// all at once when many came together), during the very outage that failed the first.
+pub const RETRY_UNREAD_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
 /// The longest one try at reading the secret may take. The SDK bounds only the connection
 /// (3.1 s): a Secrets Manager endpoint that took the request and never answered held every
@@ -56,6 +63,10 @@ pub struct SecretsManagerKey {
     /// When a refused token last had the secret read (or tried); held during that read, so
     /// tokens refused meanwhile wait for its key rather than being refused by the old one.
     refusal_read: tokio::sync::Mutex<Option<Instant>>,
+    retry_unread_every: Duration,
+    /// While no key is held: when the last read began and, if it failed, why. Held during
+    /// that read, so requests that come meanwhile wait for it rather than read too.
+    unread: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
 
 impl std::fmt::Debug for SecretsManagerKey {
@@ -74,6 +85,8 @@ impl SecretsManagerKey {
             reread_on_refusal_every: REREAD_ON_REFUSAL_AT_MOST_EVERY,
             held: Mutex::new(None),
             refusal_read: tokio::sync::Mutex::new(None),
+            retry_unread_every: RETRY_UNREAD_AT_MOST_EVERY,
+            unread: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -88,6 +101,43 @@ impl SecretsManagerKey {
     pub fn reread_on_refusal_at_most_every(mut self, every: Duration) -> Self {
         self.reread_on_refusal_every = every;
         self
+    }
+
+    /// The same, read again while no key is held at most every `every` instead of
+    /// [`RETRY_UNREAD_AT_MOST_EVERY`] (tests).
+    pub fn retry_unread_at_most_every(mut self, every: Duration) -> Self {
+        self.retry_unread_every = every;
+        self
+    }
+
+    /// The key held, if any.
+    fn held(&self) -> Option<Held> {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The first key, read by one request at a time; a failure stands for
+    /// `retry_unread_every`, answering the requests that come meanwhile.
+    async fn first_key(&self) -> Result<Secret> {
+        let mut last = self.unread.lock().await;
+        // Read by the request this one waited for.
+        if let Some(h) = self.held() {
+            return Ok(h.key);
+        }
+        if let Some((at, Some(failed))) = last.as_ref()
+            && at.elapsed() < self.retry_unread_every
+        {
+            return Err(Error::backend(
+                "secretsmanager.GetSecretValue",
+                format!("{failed} (the last read, a moment ago)"),
+            ));
+        }
+        let started = Instant::now();
+        // Marked before the read: one cut off half way (its request dropped) counts as a
+        // try too, or each dropped request would let the next read at once.
+        *last = Some((started, Some("a read of the token key did not finish".to_owned())));
+        let read = self.read().await;
+        *last = Some((started, read.as_ref().err().map(ToString::to_string)));
+        Ok(self.hold(read?, started))
     }
 
     /// Vouches for the held key from `started` (a failed re-read begun then), if it is still
@@ -154,23 +204,20 @@ impl SecretsManagerKey {
 #[async_trait]
 impl KeySource for SecretsManagerKey {
     async fn key(&self) -> Result<Secret> {
-        let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let started = Instant::now();
-        match held {
+        match self.held() {
             Some(h) if h.vouched_at.elapsed() < self.reread_after => Ok(h.key),
-            held => match self.read().await {
+            None => self.first_key().await,
+            Some(Held { key: held, .. }) => match self.read().await {
                 Ok(key) => Ok(self.hold(key, started)),
-                Err(e) => match held {
-                    Some(Held { key, .. }) => {
-                        // Vouched for from when this re-read began (not dated as read then):
-                        // left as it was, every request after one failed re-read waited on
-                        // Secrets Manager again (its retries and timeouts too), during the
-                        // very outage that failed it.
-                        tracing::warn!(error = %e, "could not re-read the token key; using the one held");
-                        Ok(self.vouch_for(key, started))
-                    }
-                    None => Err(e),
-                },
+                Err(e) => {
+                    // Vouched for from when this re-read began (not dated as read then):
+                    // left as it was, every request after one failed re-read waited on
+                    // Secrets Manager again (its retries and timeouts too), during the very
+                    // outage that failed it.
+                    tracing::warn!(error = %e, "could not re-read the token key; using the one held");
+                    Ok(self.vouch_for(held, started))
+                }
             },
         }
     }
@@ -190,8 +237,7 @@ impl KeySource for SecretsManagerKey {
             Err(e) => {
                 // The held key stands, and is not read for again now (a due periodic read
                 // would wait on the same outage twice in one request).
-                let held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                match held {
+                match self.held() {
                     Some(Held { key, .. }) => {
                         tracing::warn!(error = %e, "could not read the token key again for a refused token; using the one held");
                         Ok(key)
@@ -215,10 +261,6 @@ mod tests {
         SecretsManagerKey::new(Client::from_conf(config), "unused")
     }
 
-    fn held(source: &SecretsManagerKey) -> Option<Held> {
-        source.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
     /// A read begun before another, and ending after it, does not put its older key back.
     #[tokio::test]
     async fn a_key_read_earlier_does_not_replace_one_read_later() {
@@ -228,12 +270,12 @@ mod tests {
         let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
         assert!(source.hold(new.clone(), after) == new);
         assert!(source.hold(old, before) == new, "the later read's key is kept and given");
-        assert!(held(&source).is_some_and(|h| h.key == new));
+        assert!(source.held().is_some_and(|h| h.key == new));
         // A re-read begun with the old key, later still, that failed: the new key stays.
         let old = Secret::new("the-key-read-earlier-0123456789abcdef01");
         assert!(source.vouch_for(old, after + Duration::from_millis(5)) == new, "the new key is given");
         assert!(
-            held(&source).is_some_and(|h| h.key == new && h.read_began == after),
+            source.held().is_some_and(|h| h.key == new && h.read_began == after),
             "the new key is held, dated as read"
         );
     }
@@ -252,6 +294,6 @@ mod tests {
         assert!(source.vouch_for(old.clone(), periodic_began) == old);
         // ...then the refusal's read ends with the rotated key: it is the one held and given.
         assert!(source.hold(new.clone(), refusal_began) == new, "the rotated key is given to the refused token");
-        assert!(held(&source).is_some_and(|h| h.key == new), "the rotated key is held");
+        assert!(source.held().is_some_and(|h| h.key == new), "the rotated key is held");
     }
 }

@@ -214,6 +214,48 @@ async fn a_failed_reread_of_the_token_key_is_not_tried_on_every_request() {
     );
 }
 
+/// While no key has been read (the secret not made, or not readable), a failed read
+/// stands a while: HS256 tokens that come meanwhile, together or one after another, are
+/// `503` from it, and the secret is read once. Every one of them read Secrets Manager again,
+/// waiting on its retries and timeouts. Once the secret can be read, the next read after
+/// that while takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_that_cannot_be_read_is_not_read_for_every_request() {
+    use std::time::Duration;
+
+    let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
+    let counter = hookbridge_aws::RequestCounter::default();
+    let clients = hookbridge_aws::Clients::counted(&sdk, &counter);
+    let name = format!("hookbridge/jwt-{}", hookbridge_core::ids::DeliveryId::generate());
+    let key = "the-key-made-late-0123456789abcdef0123456";
+    let status = |checked: Result<_, subscription_api::ApiError>| {
+        axum::response::IntoResponse::into_response(checked.expect_err("no key to check it with")).status()
+    };
+
+    let unread = tokens_over(
+        hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
+            .retry_unread_at_most_every(Duration::from_secs(3600)),
+    );
+    let signed = token(key);
+    let together = futures::future::join_all((0..20).map(|_| unread.check(&signed))).await;
+    for checked in together {
+        assert_eq!(status(checked), 503);
+    }
+    for _ in 0..10 {
+        assert_eq!(status(unread.check(&token(key)).await), 503);
+    }
+    assert_eq!(secret_reads(&counter), 1, "one read for thirty requests: {:?}", counter.snapshot());
+
+    let made_late = tokens_over(
+        hookbridge_aws::SecretsManagerKey::new(clients.secretsmanager.clone(), &name)
+            .retry_unread_at_most_every(Duration::from_millis(200)),
+    );
+    assert_eq!(status(made_late.check(&token(key)).await), 503);
+    clients.secretsmanager.create_secret().name(&name).secret_string(key).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(made_late.check(&token(key)).await.is_ok(), "the secret made since is read");
+}
+
 /// A console session that cannot be checked now (the token key unreadable) is not taken
 /// for "signed out": the page says to try again, `503`, and a posted form is not sent on
 /// to the sign-in page, where it was lost.
