@@ -985,6 +985,60 @@ async fn a_session_from_the_issuer_is_renewed_through_it_when_it_ends() {
     stack.shutdown().await;
 }
 
+/// A form open in one tab while the session is renewed through the issuer in another (the
+/// issuer's token lasts minutes) is still taken when sent: its CSRF token was made from the
+/// session cookie, which the renewal replaced, so it was refused and what was typed lost.
+/// Signing out ends what the forms are bound to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_form_open_while_another_tab_renews_the_session_is_still_taken() {
+    let idp = hookbridge_testkit::IdentityProvider::start().await;
+    let stack = TestStack::start_with(
+        Flavor::Embedded,
+        &[
+            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
+            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
+        ],
+    )
+    .await;
+    let (_r, page, t) = issuer_hook_read_page(&stack, &idp, "two-tabs").await;
+    let edit = page.replace("/read", "/edit");
+    idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
+                          "exp": chrono::Utc::now().timestamp() + 3600}));
+    let b = Browser::start(stack.base_url(), 1280, 1000).await;
+    b.goto("/console/login").await;
+    b.press("Sign in with your identity provider").await;
+    b.until("signed in through the issuer", |t| t.contains("two-tabs")).await;
+    b.goto(&edit).await;
+    b.fill("description", "typed before the renewal").await;
+    let first = b.client.window().await.unwrap();
+    let before = b.client.get_named_cookie("hb_session").await.unwrap().value().to_owned();
+
+    // Another tab: the session has ended, and the next page renews it through the issuer.
+    let second = b.client.new_window(true).await.unwrap().handle;
+    b.client.switch_to_window(second).await.unwrap();
+    b.goto("/console/hooks").await;
+    idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
+                          "exp": chrono::Utc::now().timestamp() + 3000}));
+    b.client.delete_cookie("hb_session").await.unwrap();
+    b.goto(&page).await;
+    b.until("signed in again", |t| t.contains("two-tabs") && t.contains("Sign out")).await;
+    assert_eq!(idp.authorize_requests().len(), 2, "renewed through the issuer");
+    let after = b.client.get_named_cookie("hb_session").await.unwrap().value().to_owned();
+    assert_ne!(before, after, "a new session");
+
+    b.client.switch_to_window(first).await.unwrap();
+    b.press("Save").await;
+    assert!(b.text().await.contains("Saved."), "{}", b.text().await);
+    let saved = stack.get(&format!("/v1/hooks/{}", page.split('/').nth(3).unwrap()), &t).await.body;
+    assert_eq!(saved["description"], "typed before the renewal");
+
+    b.press("Sign out").await;
+    assert!(b.client.get_named_cookie("hb_forms").await.is_err(), "cleared at sign-out");
+    b.close().await;
+    stack.shutdown().await;
+}
+
 /// A hook with more deliveries in the window than a Read page holds: each page links to
 /// the older ones, and following the links reaches every delivery once. Read showed the
 /// newest 100 as if they were all there was.

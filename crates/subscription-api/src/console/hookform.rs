@@ -523,7 +523,7 @@ mod tests {
             realm_roles: Vec::new(),
             sites: Vec::new(),
         };
-        Session { caller, cookie: "t.x".into() }
+        Session { caller, cookie: "t.x".into(), forms: "t.x".into() }
     }
 
     /// A header or parameter the API took with an empty value is sent back so: dropped, the

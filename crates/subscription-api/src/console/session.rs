@@ -2,7 +2,9 @@
 //! `Secure` and named `__Host-hb_session` except over plain http to a loopback address) holding either the caller's own
 //! API token (pasted, or got from the issuer with the authorization-code flow and PKCE) or
 //! the id of a portal session kept server-side. Every state-changing form carries a CSRF
-//! token derived from the cookie, which a page on another site cannot read.
+//! token derived from a random value in a cookie of its own ([`FORMS_COOKIE`], which a page
+//! on another site cannot read) and the caller, so that a session renewed in another tab
+//! (the issuer's token lasts minutes) does not void the forms open here.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use chrono::Utc;
@@ -17,6 +19,14 @@ use crate::error::ApiError;
 pub const COOKIE: &str = "hb_session";
 /// The longest a token session lasts, whatever the token's own expiry.
 const TOKEN_SESSION_SECS: i64 = 12 * 3600;
+/// The cookie the forms' CSRF tokens are made from: a random value set at sign-in and kept
+/// by each sign-in after it in this browser until it signs out. Made from the session
+/// cookie itself, they changed with each renewal, and a form open in another tab was
+/// refused on submit, what was typed in it lost. `SameSite=Lax`, unlike the session's, so
+/// that the issuer's redirect back (from another site) shows it and the renewal keeps it.
+pub const FORMS_COOKIE: &str = "hb_forms";
+/// How long the forms cookie is kept: as long as the longest session.
+pub const FORMS_COOKIE_SECS: i64 = TOKEN_SESSION_SECS;
 
 /// A signed-in console user.
 #[derive(Clone)]
@@ -25,6 +35,9 @@ pub struct Session {
     pub caller: Caller,
     /// The cookie's value.
     pub cookie: String,
+    /// What its forms' CSRF tokens are made from: the forms cookie's value, or the session
+    /// cookie's for a browser without one (signed in before it was set).
+    pub forms: String,
 }
 
 impl Session {
@@ -54,12 +67,13 @@ impl Session {
         } else {
             return Ok(None);
         };
-        Ok(Some(Self { caller, cookie }))
+        let forms = forms_value(api.settings().public_url.as_deref(), headers).unwrap_or_else(|| cookie.clone());
+        Ok(Some(Self { caller, cookie, forms }))
     }
 
     /// The CSRF token its forms carry.
     pub fn csrf(&self) -> String {
-        csrf_of(&self.cookie)
+        csrf_of(&self.forms, &self.caller)
     }
 
     /// Whether a submitted form's token is this session's.
@@ -88,8 +102,18 @@ pub fn portal_caller(grant: &PortalGrant) -> Caller {
     }
 }
 
-fn csrf_of(cookie: &str) -> String {
-    let digest = Sha256::digest(format!("hookbridge console csrf\0{cookie}").as_bytes());
+/// The forms cookie's value for this request, if it holds one this console made.
+pub fn forms_value(public_url: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    console_cookie(public_url, headers, FORMS_COOKIE).filter(|v| {
+        (32..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// A form's CSRF token: of the browser's forms cookie, and of who is signed in, so a form
+/// opened as one caller is refused once another has signed in in this browser.
+fn csrf_of(forms: &str, caller: &Caller) -> String {
+    let digest =
+        Sha256::digest(format!("hookbridge console csrf\0{forms}\0{}\0{}", caller.tenant, caller.sub).as_bytes());
     hex::encode(&digest[..16])
 }
 
@@ -281,9 +305,18 @@ mod tests {
     }
 
     #[test]
-    fn csrf_tokens_belong_to_one_cookie() {
-        assert_eq!(csrf_of("t.a"), csrf_of("t.a"));
-        assert_ne!(csrf_of("t.a"), csrf_of("t.b"));
+    fn csrf_tokens_belong_to_one_cookie_and_one_caller() {
+        let caller = |tenant: &str, sub: &str| Caller {
+            tenant: tenant.parse().unwrap(),
+            sub: sub.into(),
+            scopes: Vec::new(),
+            realm_roles: Vec::new(),
+            sites: Vec::new(),
+        };
+        assert_eq!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.a", &caller("acme", "alice")));
+        assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.b", &caller("acme", "alice")));
+        assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.a", &caller("acme", "bob")));
+        assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.a", &caller("globex", "alice")));
         assert!(constant_time_eq(b"ab", b"ab") && !constant_time_eq(b"ab", b"ac") && !constant_time_eq(b"a", b"ab"));
     }
 

@@ -13,7 +13,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::layout::{notice, page};
-use super::session::{COOKIE, Session, console_cookie, origin, set_cookie, token_session_secs};
+use super::session::{
+    COOKIE, FORMS_COOKIE, FORMS_COOKIE_SECS, Session, console_cookie, forms_value, origin, set_cookie,
+    token_session_secs,
+};
 use super::{form, html, see_other};
 use crate::Api;
 use crate::auth::{Caller, Scope};
@@ -217,6 +220,7 @@ pub async fn login(State(api): State<Api>, headers: HeaderMap, body: axum::body:
             let mut resp = see_other(&to);
             resp.headers_mut()
                 .append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
+            resp.headers_mut().append(header::SET_COOKIE, forms_cookie(&api, &headers));
             // Signed in with a pasted token: a session that ends is not the issuer's to renew.
             resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
             resp
@@ -272,6 +276,7 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
     }
     let mut resp = see_other("/console/login");
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, COOKIE, "", 0, "Strict"));
+    resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, FORMS_COOKIE, "", 0, "Lax"));
     // Signed out on purpose: the next page asked for must not sign in again by itself.
     resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
     resp
@@ -281,6 +286,13 @@ pub async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
 /// deployment's public URL.
 fn cookie_for(api: &Api, headers: &HeaderMap, name: &str, value: &str, max_age: i64, same_site: &str) -> HeaderValue {
     set_cookie(api.settings().public_url.as_deref(), headers, name, value, max_age, same_site)
+}
+
+/// The `Set-Cookie` of the forms cookie at a sign-in: the value the browser has, so the
+/// forms open in its other tabs stay good (a renewal is a sign-in), or a new one.
+fn forms_cookie(api: &Api, headers: &HeaderMap) -> HeaderValue {
+    let value = forms_value(api.settings().public_url.as_deref(), headers).unwrap_or_else(fresh_code);
+    cookie_for(api, headers, FORMS_COOKIE, &value, FORMS_COOKIE_SECS, "Lax")
 }
 
 /// The page of a portal link that could not be opened now (the store out of reach): a
@@ -438,6 +450,7 @@ pub async fn oidc_callback(State(api): State<Api>, headers: HeaderMap, Query(cb)
     let secs = token_session_secs(token_exp(&token));
     let mut resp = continue_to(&to, cookie_for(&api, &headers, COOKIE, &format!("t.{token}"), secs, "Strict"));
     resp.headers_mut().append(header::SET_COOKIE, cookie_for(&api, &headers, FLOW_COOKIE, "", 0, "Lax"));
+    resp.headers_mut().append(header::SET_COOKIE, forms_cookie(&api, &headers));
     // When the console last sent this browser here by itself is kept: were the session
     // not kept, the next page would otherwise send it round again at once.
     let sent_at = console_cookie(api.settings().public_url.as_deref(), &headers, ISSUER_COOKIE)
@@ -644,6 +657,7 @@ pub async fn portal(
         "/console/hooks",
         cookie_for(&api, &headers, COOKIE, &format!("p.{id}"), SESSION_LASTS.num_seconds(), "Strict"),
     );
+    resp.headers_mut().append(header::SET_COOKIE, forms_cookie(&api, &headers));
     // A portal session that ends is the product's to open again, not the issuer's.
     resp.headers_mut().append(header::SET_COOKIE, issuer_cookie(&api, &headers, ""));
     resp
