@@ -1033,6 +1033,7 @@ async fn a_form_open_while_another_tab_renews_the_session_is_still_taken() {
     let saved = stack.get(&format!("/v1/hooks/{}", page.split('/').nth(3).unwrap()), &t).await.body;
     assert_eq!(saved["description"], "typed before the renewal");
 
+    assert!(b.client.get_named_cookie("hb_forms").await.is_ok(), "the forms cookie, kept by the renewal");
     b.press("Sign out").await;
     assert!(b.client.get_named_cookie("hb_forms").await.is_err(), "cleared at sign-out");
     b.close().await;

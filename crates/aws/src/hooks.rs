@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{DeliveryId, HookId, TenantId};
-use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList};
+use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList, distinct_keys};
 use hookbridge_core::{Error, Result};
 
 use crate::dynamo::Table;
@@ -173,6 +173,7 @@ impl HookAccess for DynamoHookStore {
     }
 
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Arc<Hook>>> {
+        let keys = distinct_keys(keys);
         let mut hooks = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_GET_MAX) {
             let mut pending: Vec<Item> = chunk.iter().map(|(t, h)| hook_key(t, *h)).collect();

@@ -5,8 +5,9 @@
 //! re-read is due. A token the held key refuses has it read again at once, at most every
 //! [`REREAD_ON_REFUSAL_AT_MOST_EVERY`], so a token signed with a key just rotated in is not
 //! refused by an instance for minutes while another takes it. Until a key has been read at
-//! all, one read runs at a time and a failed one stands for [`RETRY_UNREAD_AT_MOST_EVERY`],
-//! so an instance whose secret cannot be read does not ask Secrets Manager on every request.
+//! all, one read runs at a time and a failed one stands until [`RETRY_UNREAD_AT_MOST_EVERY`]
+//! after it began, so an instance whose secret cannot be read does not ask Secrets Manager
+//! on every request.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,8 +26,8 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(5 * 60);
 /// The shortest time between two reads for a refused token, so a stream of badly signed
 /// tokens cannot make the API read the secret on every request.
 pub const REREAD_ON_REFUSAL_AT_MOST_EVERY: Duration = Duration::from_secs(30);
-/// How long a failed read stands while no key is held: tokens that come meanwhile are
-/// answered from it. Without it an instance whose secret was not made, or not readable,
+/// How long after it began a failed read stands while no key is held: tokens that come
+/// meanwhile are answered from it. Without it an instance whose secret was not made, or not readable,
 /// asked Secrets Manager on every HS256 request (each waiting on its retries and timeouts,
 /// all at once when many came together), during the very outage that failed the first.
 pub const RETRY_UNREAD_AT_MOST_EVERY: Duration = Duration::from_secs(10);
@@ -64,9 +65,9 @@ pub struct SecretsManagerKey {
     /// tokens refused meanwhile wait for its key rather than being refused by the old one.
     refusal_read: tokio::sync::Mutex<Option<Instant>>,
     retry_unread_every: Duration,
-    /// While no key is held: when the last read began and, if it failed, why. Held during
-    /// that read, so requests that come meanwhile wait for it rather than read too.
-    unread: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+    /// While no key is held: when the last failed read began, and why it failed. Held
+    /// during a read, so requests that come meanwhile wait for it rather than read too.
+    unread: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for SecretsManagerKey {
@@ -115,15 +116,15 @@ impl SecretsManagerKey {
         self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The first key, read by one request at a time; a failure stands for
-    /// `retry_unread_every`, answering the requests that come meanwhile.
+    /// The first key, read by one request at a time; a failure stands until
+    /// `retry_unread_every` after it began, answering the requests that come meanwhile.
     async fn first_key(&self) -> Result<Secret> {
         let mut last = self.unread.lock().await;
         // Read by the request this one waited for.
         if let Some(h) = self.held() {
             return Ok(h.key);
         }
-        if let Some((at, Some(failed))) = last.as_ref()
+        if let Some((at, failed)) = last.as_ref()
             && at.elapsed() < self.retry_unread_every
         {
             return Err(Error::backend(
@@ -132,12 +133,17 @@ impl SecretsManagerKey {
             ));
         }
         let started = Instant::now();
-        // Marked before the read: one cut off half way (its request dropped) counts as a
-        // try too, or each dropped request would let the next read at once.
-        *last = Some((started, Some("a read of the token key did not finish".to_owned())));
-        let read = self.read().await;
-        *last = Some((started, read.as_ref().err().map(ToString::to_string)));
-        Ok(self.hold(read?, started))
+        // Marked only once it has failed: a read cut off half way (its request dropped, a
+        // client gone) says nothing of the secret, and marked as failed it would have every
+        // HS256 request refused for a while by an instance that could read it. The lock
+        // still lets one read run at a time.
+        match self.read().await {
+            Ok(key) => Ok(self.hold(key, started)),
+            Err(e) => {
+                *last = Some((started, e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Vouches for the held key from `started` (a failed re-read begun then), if it is still

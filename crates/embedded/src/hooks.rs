@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use async_trait::async_trait;
 use hookbridge_core::hook::Hook;
 use hookbridge_core::ids::{HookId, TenantId};
-use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList};
+use hookbridge_core::ports::{HookAccess, HookStore, Page, RoutingList, distinct_keys};
 use hookbridge_core::{Error, Result};
 use rusqlite::{ErrorCode, OptionalExtension, params};
 
@@ -304,8 +304,9 @@ impl HookAccess for SqliteHookStore {
     }
 
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<Arc<Hook>>> {
+        let keys = distinct_keys(keys);
         let at = self.db.hook_writes();
-        if let Some(kept) = self.current.many(at, keys) {
+        if let Some(kept) = self.current.many(at, &keys) {
             return Ok(kept);
         }
         let keys: Vec<(String, String, HookId)> =

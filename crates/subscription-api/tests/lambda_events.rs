@@ -173,7 +173,8 @@ async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
     });
     let sdk = hookbridge_testkit::Emulator::shared().sdk_config().await;
     let config = aws_sdk_secretsmanager::config::Builder::from(&sdk).endpoint_url(format!("http://{addr}")).build();
-    let source = hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::from_conf(config), "any");
+    let source =
+        hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::from_conf(config.clone()), "any");
     let tokens = tokens_over(source);
     // A guard against hanging, far past the read's own bound, not a timing.
     let checked =
@@ -183,6 +184,17 @@ async fn a_token_key_store_that_never_answers_is_a_503_not_a_hang() {
     let refused = checked.expect_err("no key could be read");
     assert_eq!(axum::response::IntoResponse::into_response(refused).status(), 503);
     assert!(taken.load(std::sync::atomic::Ordering::SeqCst) > 0, "the read reached the endpoint that never answers");
+
+    // A first read cut off half way (its request dropped, the client gone) is not a failure
+    // that stands: the next request reads again (here, waiting on the silent endpoint once
+    // more) rather than being refused at once. Marked as failed, it had every HS256 request
+    // refused for ten seconds by an instance that could have read the key.
+    let source = hookbridge_aws::SecretsManagerKey::new(aws_sdk_secretsmanager::Client::from_conf(config), "any");
+    let read = || tokio::time::timeout(Duration::from_millis(300), hookbridge_core::ports::KeySource::key(&source));
+    assert!(read().await.is_err(), "cut off while reading");
+    let before = taken.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(read().await.is_err(), "reading again, not answered from the cut-off read");
+    assert!(taken.load(std::sync::atomic::Ordering::SeqCst) > before, "a second read reached the endpoint");
 }
 
 /// A re-read that fails keeps the key held until the next re-read is due: after one failure

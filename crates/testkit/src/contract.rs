@@ -501,7 +501,8 @@ pub async fn hooks_list_paginates_in_creation_order(h: &dyn Harness) {
     assert_eq!(all, readable);
 }
 
-/// `get_many` returns the hooks that exist and skips the rest.
+/// `get_many` returns the hooks that exist, each once, and skips the rest. A key named
+/// twice made DynamoDB refuse the whole read, where SQLite gave the hook twice.
 pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
     let t = h.unique("tenant");
     let store = &h.backend().hooks;
@@ -510,7 +511,12 @@ pub async fn hooks_get_many_returns_what_exists(h: &dyn Harness) {
     store.create(&a, ANY).await.expect("a");
     store.create(&b, ANY).await.expect("b");
     let mut got = store
-        .get_many(&[(a.tenant.clone(), a.id), (b.tenant.clone(), b.id), (a.tenant.clone(), HookId::generate())])
+        .get_many(&[
+            (a.tenant.clone(), a.id),
+            (b.tenant.clone(), b.id),
+            (a.tenant.clone(), HookId::generate()),
+            (a.tenant.clone(), a.id),
+        ])
         .await
         .expect("get many");
     got.sort_by_key(|h| h.id);

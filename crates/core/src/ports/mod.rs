@@ -21,7 +21,8 @@ pub use sealer::Sealer;
 pub use settlement::{CarriedOn, Settled, Settlement};
 pub use store::{
     Claim, DeliveryStore, EventStore, EventTypeStore, HookAccess, HookStore, IdempotencyStore, Order, Page,
-    PortalStore, ROUTING_LIST_STALE_AT_MOST, ReplayStore, RoutingList, StoredResponse, Window, routing_too_large,
+    PortalStore, ROUTING_LIST_STALE_AT_MOST, ReplayStore, RoutingList, StoredResponse, Window, distinct_keys,
+    routing_too_large,
 };
 
 use std::sync::Arc;

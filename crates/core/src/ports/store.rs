@@ -134,7 +134,8 @@ pub trait HookAccess: Send + Sync {
     /// A hook of the tenant; `None` if absent or another tenant's.
     async fn get(&self, tenant: &TenantId, id: HookId) -> Result<Option<Hook>>;
 
-    /// Several hooks at once (the worker's batch), in any order; missing ones are left out.
+    /// Several hooks at once (the worker's batch), in any order, each once however often
+    /// `keys` names it; missing ones are left out.
     /// Shared, not owned: a store may hand the same parsed hook to batch after batch for as
     /// long as its stored document is unchanged.
     async fn get_many(&self, keys: &[(TenantId, HookId)]) -> Result<Vec<std::sync::Arc<Hook>>>;
@@ -348,6 +349,19 @@ pub trait ReplayStore: Send + Sync {
     /// again (a request sent again after its answer was lost) is `true`: the stored job is
     /// already `job`.
     async fn save(&self, job: &ReplayJob, read_step: u64) -> Result<bool>;
+}
+
+/// `keys` each once, in the order first given: what [`HookAccess::get_many`] reads.
+/// DynamoDB refuses a batch read that names a key twice, where SQLite would read the hook
+/// twice; the slice itself when it has no key twice (a worker's batch, de-duplicated
+/// already), so the common case copies nothing.
+pub fn distinct_keys(keys: &[(TenantId, HookId)]) -> std::borrow::Cow<'_, [(TenantId, HookId)]> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    if keys.iter().all(|k| seen.insert(k)) {
+        return std::borrow::Cow::Borrowed(keys);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    std::borrow::Cow::Owned(keys.iter().filter(|k| seen.insert(*k)).cloned().collect())
 }
 
 /// The error of a routing list past its `most_bytes` ([`HookStore::list_for_routing`]).

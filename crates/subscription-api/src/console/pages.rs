@@ -67,6 +67,16 @@ impl FromRequest<Api> for Posted {
 
     async fn from_request(req: Request, api: &Api) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
+        // Besides the token: where cookies are not `Secure` (plain http to a loopback
+        // address, or a public URL that is plain http) a page on another port or a sibling
+        // host could plant the forms cookie, and so know the token it makes.
+        if super::session::from_another_origin(&parts.headers) {
+            tracing::warn!("a console form posted from another origin; refused");
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                page("Forbidden", None, notice("error", "This form did not come from this console.")),
+            ));
+        }
         let s = Session::from_request_parts(&mut parts, api).await?;
         let body =
             Bytes::from_request(Request::from_parts(parts, body), api).await.map_err(IntoResponse::into_response)?;

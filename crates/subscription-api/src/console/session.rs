@@ -109,12 +109,23 @@ pub fn forms_value(public_url: Option<&str>, headers: &HeaderMap) -> Option<Stri
     })
 }
 
-/// A form's CSRF token: of the browser's forms cookie, and of who is signed in, so a form
-/// opened as one caller is refused once another has signed in in this browser.
+/// A form's CSRF token: of the browser's forms cookie, and of who is signed in with what
+/// reach (a portal session's sites, read-only or not), so a form opened as one caller is
+/// refused once another has signed in in this browser.
 fn csrf_of(forms: &str, caller: &Caller) -> String {
-    let digest =
-        Sha256::digest(format!("hookbridge console csrf\0{forms}\0{}\0{}", caller.tenant, caller.sub).as_bytes());
-    hex::encode(&digest[..16])
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v.join("\u{1f}")
+    };
+    let text = format!(
+        "hookbridge console csrf\0{forms}\0{}\0{}\0{}\0{}",
+        caller.tenant,
+        caller.sub,
+        sorted(&caller.scopes),
+        sorted(&caller.sites)
+    );
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -167,7 +178,9 @@ fn secure_cookies(public_url: Option<&str>, headers: &HeaderMap) -> bool {
 /// `__Host-{name}`: a browser takes such a cookie only from this very host, over https,
 /// for the whole site, so a page on a sibling subdomain cannot plant one (a planted
 /// session would sign the visitor in as someone else, and every form would work). Over
-/// plain http to a loopback address, where no sibling can be, it is `{name}`.
+/// plain http (to a loopback address, or to a public URL that is plain http) it is `{name}`:
+/// a page on another port of the same host can set such a cookie, since cookies do not
+/// keep to ports, so forms are also refused when posted from another origin.
 fn cookie_name(secure: bool, name: &str) -> String {
     if secure { format!("__Host-{name}") } else { name.to_owned() }
 }
@@ -317,6 +330,16 @@ mod tests {
         assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.b", &caller("acme", "alice")));
         assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.a", &caller("acme", "bob")));
         assert_ne!(csrf_of("f.a", &caller("acme", "alice")), csrf_of("f.a", &caller("globex", "alice")));
+        // A portal session of other sites, or one that may write where the other read only.
+        let portal = |sites: &[&str], scopes: &[&str]| Caller {
+            sites: sites.iter().map(|s| (*s).to_owned()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ..caller("acme", "portal")
+        };
+        let (one, same) = (portal(&["a", "b"], &["hooks:read"]), portal(&["b", "a"], &["hooks:read"]));
+        assert_eq!(csrf_of("f.a", &one), csrf_of("f.a", &same), "in any order");
+        assert_ne!(csrf_of("f.a", &one), csrf_of("f.a", &portal(&["a"], &["hooks:read"])));
+        assert_ne!(csrf_of("f.a", &one), csrf_of("f.a", &portal(&["a", "b"], &["hooks:read", "hooks:write"])));
         assert!(constant_time_eq(b"ab", b"ab") && !constant_time_eq(b"ab", b"ac") && !constant_time_eq(b"a", b"ab"));
     }
 
