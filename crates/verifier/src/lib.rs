@@ -252,10 +252,14 @@ async fn verify(
 }
 
 /// The hook's connection state as it was before its check, if the check left it
-/// AUTHORIZING (best effort: the check comes back either way).
+/// AUTHORIZING and the hook is still the one checked (best effort: the check comes back
+/// either way). Changed since (a `PUT`), the AUTHORIZING is the change's own check's, whose
+/// note of what it was before this would wipe: an authorized hook given a new token
+/// endpoint read AUTHORIZED, its new credentials unchecked, once this check failed.
 async fn put_back(v: &Verifier, hook: Hook, before: ConnectionState) {
+    let checked = hook.config.clone();
     let _ = set_state(v, hook, |h| {
-        if h.state.connection_state == ConnectionState::Authorizing {
+        if h.state.connection_state == ConnectionState::Authorizing && h.config == checked {
             h.state.connection_state = before;
             h.state.checked_from = None;
         }
