@@ -221,3 +221,53 @@ impl ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every problem type the API answers is one the OpenAPI document names, so a client
+    /// built from it can tell them apart: `unreadable-hook` (a hook it may still delete)
+    /// was left out, and read as an internal error.
+    #[test]
+    fn every_problem_type_is_named_in_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).expect("the document");
+        let named = doc["components"]["schemas"]["Problem"]["properties"]["type"]["description"]
+            .as_str()
+            .expect("the problem type's description");
+        let every = [
+            ApiError::field("f", "m"),
+            ApiError::Unauthorized("u"),
+            ApiError::Forbidden("f"),
+            ApiError::NotFound("n"),
+            ApiError::MethodNotAllowed,
+            ApiError::Conflict(String::new()),
+            ApiError::TooLarge(String::new()),
+            ApiError::QuotaReached { detail: String::new(), limit: 1 },
+            ApiError::Throttled { rate: 1, burst: 1, retry_after_secs: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::Unavailable("u"),
+            ApiError::UnreadableHook,
+            ApiError::Internal(hookbridge_core::Error::corrupt_as("x")),
+        ];
+        for e in every {
+            // Written out in full, so a new kind is added here (and to the document).
+            match e {
+                ApiError::Invalid { .. }
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::Conflict(_)
+                | ApiError::TooLarge(_)
+                | ApiError::QuotaReached { .. }
+                | ApiError::Throttled { .. }
+                | ApiError::UnsupportedMediaType
+                | ApiError::Unavailable(_)
+                | ApiError::UnreadableHook
+                | ApiError::Internal(_) => {}
+            }
+            assert!(named.contains(&format!("`{}`", e.slug())), "{} is not named: {named}", e.slug());
+        }
+    }
+}
