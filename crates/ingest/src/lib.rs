@@ -63,6 +63,12 @@ pub const EVENT_TIME_TRUSTED: chrono::Duration = chrono::Duration::hours(1);
 /// the future, and Read and replays (which end now) would not show them until then.
 pub const EVENT_TIME_AHEAD: chrono::Duration = chrono::Duration::seconds(5);
 
+/// How far ahead of the moment its event was published a delivery id may be dated:
+/// [`EVENT_TIME_AHEAD`], and the second within which the event's own id may place it
+/// ([`dated`]). Read's window ends this far after now, or a delivery recorded and
+/// answered a moment ago was on no page of a Read until its date came.
+pub const DATED_AHEAD_AT_MOST: chrono::Duration = chrono::Duration::seconds(6);
+
 /// The most hooks of a tenant this version cannot read whose events ingest queues to them
 /// unrouted (decision 0026). Each costs a message per event whether the hook wants it or
 /// not; a tenant with more (its documents rewritten by a newer version, a deploy under way)

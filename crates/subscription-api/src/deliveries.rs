@@ -25,6 +25,15 @@ const DEFAULT_HOURS: i64 = 24;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 500;
 
+/// Where a listing of deliveries made by `now` ends: past any a delivery is dated by, so
+/// one recorded and answered a moment ago is on the first page. A delivery is dated by
+/// its event's own `time`, which may be a few seconds ahead of its publishing
+/// ([`ingest::DATED_AHEAD_AT_MOST`]); a window ending at now left it out of every page of
+/// a Read until that time came.
+pub(crate) fn read_until(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    now + ingest::DATED_AHEAD_AT_MOST + Duration::milliseconds(1)
+}
+
 /// Query of `GET /v1/hooks/{id}/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,10 +62,9 @@ pub async fn list(
     let limit = limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let hook = load(&api, &caller, &id).await?;
     let now = Utc::now();
-    // The window ends a moment after now, so a delivery created in this millisecond is in it.
     let since = now - Duration::hours(hours);
     let since = caller.history_since(&hook).map_or(since, |from| since.max(from));
-    let window = Window { since, until: now + Duration::milliseconds(1) };
+    let window = Window { since, until: read_until(now) };
     let page = api.ports().deliveries.list(hook.id, window, Order::NewestFirst, limit, q.cursor.as_deref()).await?;
     let deliveries: Vec<DeliveryOut> = page.items.iter().map(DeliveryOut::from).collect();
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": page.next_cursor })))

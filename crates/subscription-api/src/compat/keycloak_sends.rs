@@ -117,7 +117,7 @@ pub(super) async fn list(
     let kept_since = now - Duration::days(DELIVERY_RETENTION_DAYS);
     // As Read: a caller held to some sites sees only what was sent since they were set.
     let since = caller.history_since(&hook).map_or(kept_since, |from| kept_since.max(from));
-    let window = Window { since, until: now + Duration::milliseconds(1) };
+    let window = Window { since, until: crate::deliveries::read_until(now) };
     let deliveries = &api.ports().deliveries;
     let read = |cursor: Option<String>| async move {
         deliveries.list(hook.id, window, Order::NewestFirst, STORE_PAGE, cursor.as_deref()).await
