@@ -350,6 +350,9 @@ fn scopes(text: &str) -> Result<String, SettingsError> {
     }
 }
 
+/// The most failed attempts in a row the disable rule may ask for (the template's bound).
+pub const MAX_DISABLE_MIN_FAILURES: u32 = 100_000;
+
 fn duration(var: &'static str, text: &str) -> Result<Duration, SettingsError> {
     parse_duration(text).ok_or_else(|| SettingsError {
         variable: var,
@@ -507,13 +510,26 @@ impl Settings {
         };
         let mut disable_rule = DisableRule::default();
         if let Some(v) = var(DISABLE_AFTER) {
-            disable_rule.failing_for = duration(DISABLE_AFTER, &v)?;
+            // With its unit, and not zero, as the template's parameter takes it: `24` was
+            // 24 seconds (meant as hours) and `0` (meant as never) disabled at once, so any
+            // ten failures in a row, a receiver restarting, disabled the hook.
+            let d = duration(DISABLE_AFTER, &v)?;
+            if d.is_zero() || v.trim().bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SettingsError {
+                    variable: DISABLE_AFTER,
+                    message: format!("{v:?} must be a duration with its unit, longer than zero, like 24h or 3d"),
+                });
+            }
+            disable_rule.failing_for = d;
         }
         if let Some(v) = var(DISABLE_MIN_FAILURES) {
-            disable_rule.min_failures = v.trim().parse().map_err(|_| SettingsError {
-                variable: DISABLE_MIN_FAILURES,
-                message: format!("{v:?} is not a whole number"),
-            })?;
+            disable_rule.min_failures =
+                v.trim().parse().ok().filter(|n| (1..=MAX_DISABLE_MIN_FAILURES).contains(n)).ok_or_else(|| {
+                    SettingsError {
+                        variable: DISABLE_MIN_FAILURES,
+                        message: format!("{v:?} is not a whole number from 1 to {MAX_DISABLE_MIN_FAILURES}"),
+                    }
+                })?;
         }
         let request_timeout = match var(REQUEST_TIMEOUT) {
             Some(v) => timeout_at_most(REQUEST_TIMEOUT, &v, MAX_REQUEST_TIMEOUT)?,
@@ -745,6 +761,13 @@ mod tests {
             (ALLOWED_NETWORKS, "10.0.0.0/99"),
             (ALLOW_HTTP, "maybe"),
             (DISABLE_MIN_FAILURES, "-1"),
+            // Zero is not "never", and a bare number is not hours: both disabled hooks at
+            // the first ten failures in a row.
+            (DISABLE_AFTER, "0"),
+            (DISABLE_AFTER, "0h"),
+            (DISABLE_AFTER, "24"),
+            (DISABLE_MIN_FAILURES, "0"),
+            (DISABLE_MIN_FAILURES, "100001"),
             (RETRY_SCHEDULE, "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
             (REQUEST_TIMEOUT, "1000000000d"),
             // Longer than a delivery message stays hidden while it is handled.
