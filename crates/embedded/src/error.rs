@@ -43,6 +43,19 @@ pub enum InitError {
         /// The file.
         path: PathBuf,
     },
+    /// The database's queues were made under another `HOOKBRIDGE_PREFIX`: begun under this
+    /// one, the process would make a second set beside them, leaving what waits in the first
+    /// unread and copying every event into both.
+    #[error(
+        "this database's queues were made with HOOKBRIDGE_PREFIX={found}, not {prefix}: set HOOKBRIDGE_PREFIX={found} \
+         to use it (under another prefix, what waits in its queues would never be read)"
+    )]
+    OtherPrefix {
+        /// The prefix its queues have.
+        found: String,
+        /// The prefix this process was given.
+        prefix: String,
+    },
     /// Creating a resource failed.
     #[error(transparent)]
     Port(#[from] hookbridge_core::Error),

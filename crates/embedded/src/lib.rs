@@ -86,6 +86,9 @@ pub async fn init(config: &EmbeddedConfig) -> Result<Backend, InitError> {
 /// writer, since a second one would take SQLite's write lock from under the first.
 pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitError> {
     let t = &config.topology;
+    if let Some(found) = made_with_another_prefix(&db, t).await? {
+        return Err(InitError::OtherPrefix { found, prefix: t.prefix.clone() });
+    }
     for q in t.queues() {
         queue::create(&db, q).await?;
     }
@@ -103,6 +106,26 @@ pub async fn init_on(db: Db, config: &EmbeddedConfig) -> Result<Backend, InitErr
         return Err(InitError::KeyMismatch { path: config.key_file.clone() });
     }
     open_with(db, config, sealer)
+}
+
+/// The prefix the database's queues were made with, when it is not `t`'s. Begun with
+/// another (a `hookbridge migrate` run from a shell without the server's
+/// `HOOKBRIDGE_PREFIX`, a server restarted with a new one), the process made a second set of
+/// queues and bus rules beside the first: the bus copied every event into both, the queued
+/// retries and backlog waited in queues nothing read, and nothing said so.
+async fn made_with_another_prefix(db: &Db, t: &Topology) -> Result<Option<String>, InitError> {
+    let ingest = t.ingest.name.clone();
+    let found = db
+        .read(move |c| {
+            let mut stmt = c
+                .prepare("SELECT name FROM queues WHERE name LIKE '%-ingest' ORDER BY name")
+                .map_err(error::sql("queues.prefix"))?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(error::sql("queues.prefix"))?;
+            let names = names.collect::<rusqlite::Result<Vec<String>>>().map_err(error::sql("queues.prefix"))?;
+            Ok(if names.is_empty() || names.contains(&ingest) { None } else { names.into_iter().next() })
+        })
+        .await?;
+    Ok(found.and_then(|name| name.strip_suffix("-ingest").map(str::to_owned)))
 }
 
 /// Hooks whose secrets are tried with the key at start: one sealed with it is enough.
