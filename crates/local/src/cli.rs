@@ -187,6 +187,22 @@ fn existing(database: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Folds the database's log into it as a command ends, so that the file alone (with its
+/// key) holds what the command wrote, as the README's backup says: only `serve`'s stop
+/// folded it, and a redrive or a migration run on a stopped database could be missing from
+/// a copy of the file taken after.
+async fn fold(db: &hookbridge_embedded::Db) {
+    match db.fold_log().await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("hookbridge: part of the database's log is still in its -wal file; keep it with the database")
+        }
+        Err(e) => {
+            eprintln!("hookbridge: the database's log could not be folded into it ({e}); keep its -wal file with it")
+        }
+    }
+}
+
 async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) -> anyhow::Result<()> {
     existing(database)?;
     let db = hookbridge_embedded::Db::open(database)?;
@@ -194,6 +210,7 @@ async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) ->
         for (queue, n) in hookbridge_embedded::dead_letters::redrive(&db).await? {
             println!("{queue}: {n} sent back");
         }
+        fold(&db).await;
         return Ok(());
     }
     for q in hookbridge_embedded::dead_letters::list(&db, show).await? {
@@ -259,12 +276,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 existing(&database)?;
             }
             let s = settings()?;
-            let b = crate::stack::open_backend(&backend.choice(database, None).await, &s, false).await?;
+            let b = crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, false).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;
             eprintln!(
                 "hookbridge: {} hooks read, {} re-sealed bound to their hook, {} whose secrets cannot be opened left as they are",
                 m.hooks, m.resealed, m.unopened
             );
+            if matches!(backend, BackendKind::Embedded) {
+                drop(b);
+                fold(&hookbridge_embedded::Db::open(&database)?).await;
+            }
             Ok(())
         }
         Command::DeadLetters { database, show, redrive } => dead_letters(&database, show, redrive).await,
@@ -277,6 +298,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             match backend {
                 BackendKind::Embedded => {
+                    drop(b);
+                    fold(&hookbridge_embedded::Db::open(&database)?).await;
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
                 }
                 BackendKind::Aws => eprintln!(

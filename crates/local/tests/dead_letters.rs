@@ -29,6 +29,15 @@ fn refuses_a_missing_database(command: &str, db: &Path) {
     assert!(!db.exists(), "{command} made one");
 }
 
+/// Asserts that the database's log holds nothing: a command that ends has folded what it
+/// wrote into the database file, so a copy of that file (with its key) is whole, as the
+/// README's backup says.
+fn folded(db: &Path, after: &str) {
+    let log = db.with_file_name(format!("{}-wal", db.file_name().unwrap().to_string_lossy()));
+    let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(len, 0, "after {after}, the log still holds commits the database file lacks");
+}
+
 fn said(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -59,6 +68,7 @@ async fn dead_letters_are_listed_and_sent_back_to_their_queue() {
     let text = String::from_utf8(redriven.stdout.clone()).unwrap();
     assert!(redriven.status.success(), "{}", said(&redriven));
     assert!(text.contains("hookbridge-ingest: 1 sent back"), "{text}");
+    folded(&db_path, "dead-letters --redrive");
 
     let after = String::from_utf8(hookbridge(&["dead-letters"], &db_path).stdout).unwrap();
     assert!(after.contains("hookbridge-ingest (hookbridge-ingest-dlq): 0 messages"), "{after}");
@@ -75,6 +85,8 @@ fn migrate_refuses_a_database_that_is_not_there() {
     let db_path = dir.path().join("typo.db");
     refuses_a_missing_database("migrate", &db_path);
     assert!(hookbridge(&["init"], &db_path).status.success());
+    folded(&db_path, "init");
     let migrated = hookbridge(&["migrate"], &db_path);
     assert!(migrated.status.success(), "{}", said(&migrated));
+    folded(&db_path, "migrate");
 }
