@@ -105,7 +105,16 @@ impl DynamoDeliveryStore {
 }
 
 fn expiry(id: DeliveryId) -> AttributeValue {
-    n(hookbridge_core::delivery::expires_at(id).timestamp())
+    n(expiry_secs(id))
+}
+
+/// The second a delivery's items expire at (DynamoDB's TTL is in whole seconds), rounded
+/// up: rounded down, they read as expired up to a second before the delivery's retention
+/// ended, while the worker (which goes by the millisecond) may still send it, so an
+/// attempt's record was hidden at once where SQLite showed it.
+fn expiry_secs(id: DeliveryId) -> i64 {
+    let at = hookbridge_core::delivery::expires_at(id);
+    at.timestamp() + i64::from(at.timestamp_subsec_millis() > 0)
 }
 
 /// The delivery id an item belongs to (`D#{id}` or `D#{id}#U#…`).
@@ -338,5 +347,23 @@ impl DynamoDeliveryStore {
         let mut items = self.table.query_prefix(pk, format!("D#{id}")).await?;
         items.retain(|i| !expired(i, now));
         Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expired only once the delivery's retention has ended: at its second, or the next
+    /// one when it ends within a second.
+    #[test]
+    fn a_delivery_expires_no_sooner_than_its_retention_ends() {
+        let retention = hookbridge_core::delivery::DELIVERY_RETENTION_DAYS * 86_400;
+        let at = |ms: u64| DeliveryId::from_parts(ms, 7);
+        assert_eq!(expiry_secs(at(1_000_000_000_000)), 1_000_000_000 + retention, "on a second");
+        assert_eq!(expiry_secs(at(1_000_000_000_700)), 1_000_000_001 + retention, "within one: the next");
+        let item: Item = [(EXPIRES_AT.to_owned(), expiry(at(1_000_000_000_700)))].into_iter().collect();
+        assert!(!expired(&item, 1_000_000_000 + retention), "not while its last second runs");
+        assert!(expired(&item, 1_000_000_001 + retention));
     }
 }
