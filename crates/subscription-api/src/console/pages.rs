@@ -557,7 +557,15 @@ pub async fn read(State(api): State<Api>, s: Session, Path(id): Path<String>, Qu
                         button type="submit" { "Read" }
                     }
                 }
-                @if deliveries.is_empty() {
+                // An empty page with pages around it is not an empty window: its deliveries
+                // may be ones this version cannot show (written by a newer release), or a
+                // link to older ones followed after the window moved on.
+                @if deliveries.is_empty() && (next.is_some() || cursor.is_some()) {
+                    section.card.empty {
+                        h2 { "Nothing to show on this page" }
+                        p { "The deliveries here could not be shown, or have left the window since. The links below go on to the others." }
+                    }
+                } @else if deliveries.is_empty() {
                     section.card.empty {
                         h2 { "Nothing in the last " (hours) " hours" }
                         p { "Events this hook matches show here as they are delivered. Publish one, or send a test from the hook's page." }
