@@ -252,14 +252,18 @@ async fn verify(
 }
 
 /// The hook's connection state as it was before its check, if the check left it
-/// AUTHORIZING and the hook is still the one checked (best effort: the check comes back
-/// either way). Changed since (a `PUT`), the AUTHORIZING is the change's own check's, whose
-/// note of what it was before this would wipe: an authorized hook given a new token
-/// endpoint read AUTHORIZED, its new credentials unchecked, once this check failed.
+/// AUTHORIZING and the hook is still the one checked, under this check's note (best effort:
+/// the check comes back either way). Changed since (a `PUT`, which clears the note, of its
+/// URL or only of a client secret, which is not in its config), the AUTHORIZING is the
+/// change's own check's, whose note of what it was before this would wipe: an authorized
+/// hook given new credentials read AUTHORIZED, unchecked, once this check failed.
 async fn put_back(v: &Verifier, hook: Hook, before: ConnectionState) {
-    let checked = hook.config.clone();
+    let (checked, noted) = (hook.config.clone(), hook.state.checked_from);
     let _ = set_state(v, hook, |h| {
-        if h.state.connection_state == ConnectionState::Authorizing && h.config == checked {
+        if h.state.connection_state == ConnectionState::Authorizing
+            && h.config == checked
+            && h.state.checked_from == noted
+        {
             h.state.connection_state = before;
             h.state.checked_from = None;
         }

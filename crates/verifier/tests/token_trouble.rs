@@ -98,48 +98,55 @@ async fn a_challenge_passed_while_the_token_endpoint_is_in_trouble_is_kept() {
 }
 
 /// A check of an authorized hook waits on its token endpoint while the owner gives the hook
-/// a new one (a `PUT`: UPDATING), and the change's own check begins. The first check's
-/// trouble then puts back what it found, only on the hook it checked: it wrote AUTHORIZED
+/// new credentials (a `PUT`: UPDATING) and the change's own check begins. The first check's
+/// trouble then puts back what it found only on the hook it checked: it wrote AUTHORIZED
 /// over the change's check, whose note of UPDATING it wiped, so the hook read AUTHORIZED
-/// with credentials no check had passed, and kept reading so when that check had trouble too.
+/// with credentials no check had passed, and kept reading so when that check had trouble
+/// too. Both a new token endpoint and a new client secret alone (kept sealed, outside the
+/// hook's config) are such a change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_checks_trouble_does_not_put_back_a_hook_changed_since() {
     use std::time::Duration;
 
-    let h = EmbeddedHarness::start().await;
-    let (old_idp, new_idp) = (Receiver::start().await, Receiver::start().await);
-    old_idp.always(Reply::body(503, "maintenance").after(Duration::from_millis(1500)));
-    new_idp.always(Reply::body(503, "maintenance").after(Duration::from_millis(3000)));
-    let draft = |idp: &Receiver| {
-        serde_json::json!({
-            "name": "oauth-moved",
-            "url": "https://receiver.example/hook",
-            "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"},
-        })
-    };
-    let id = HookId::generate();
-    let (mut hook, _) = make_hook_from(&h, "acme", id, draft(&old_idp)).await;
-    hook.state.connection_state = ConnectionState::Authorized;
-    h.backend().hooks.create(&hook, 1000).await.unwrap();
-    let v = common::verifier_on(h.backend());
-    let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
+    for new_endpoint in [true, false] {
+        let h = EmbeddedHarness::start().await;
+        let (old_idp, new_idp) = (Receiver::start().await, Receiver::start().await);
+        old_idp.always(Reply::body(503, "maintenance").after(Duration::from_millis(1500)));
+        new_idp.always(Reply::body(503, "maintenance").after(Duration::from_millis(3000)));
+        let draft = |idp: &Receiver, secret: &str| {
+            serde_json::json!({
+                "name": "oauth-moved",
+                "url": "https://receiver.example/hook",
+                "auth": {"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": secret},
+            })
+        };
+        let id = HookId::generate();
+        let (mut hook, _) = make_hook_from(&h, "acme", id, draft(&old_idp, "s")).await;
+        hook.state.connection_state = ConnectionState::Authorized;
+        h.backend().hooks.create(&hook, 1000).await.unwrap();
+        let v = common::verifier_on(h.backend());
+        let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.unwrap().unwrap() };
 
-    let changed = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(stored().await.state.connection_state, ConnectionState::Authorizing, "the first check runs");
-        // What a PUT of the new token endpoint writes.
-        let (moved, _) = make_hook_from(&h, "acme", id, draft(&new_idp)).await;
-        let mut put = stored().await;
-        (put.config, put.sealed) = (moved.config, moved.sealed);
-        put.state.connection_state = ConnectionState::Updating;
-        put.revision += 1;
-        h.backend().hooks.replace(&put, put.revision - 1).await.unwrap();
-        verifier::handle(&v, &[common::hook_updated(&put, "m2", 1)]).await
-    };
-    let first = [common::hook_updated(&hook, "m1", 1)];
-    let (first, second) = tokio::join!(verifier::handle(&v, &first), changed);
-    assert_eq!((first.failed, second.failed), (vec!["m1".to_owned()], vec!["m2".to_owned()]), "both come back");
-    assert_eq!(old_idp.received().len() + new_idp.received().len(), 2, "each check asked its endpoint");
-    let state = stored().await.state;
-    assert_eq!(state.connection_state, ConnectionState::Updating, "the change is unchecked: {state:?}");
+        let changed = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(stored().await.state.connection_state, ConnectionState::Authorizing, "the first check runs");
+            // What a PUT of the new credentials writes.
+            let new = if new_endpoint { draft(&new_idp, "s") } else { draft(&old_idp, "a-new-secret") };
+            let (moved, _) = make_hook_from(&h, "acme", id, new).await;
+            let mut put = stored().await;
+            assert_eq!(put.config == moved.config, !new_endpoint, "a secret alone leaves the config as it was");
+            (put.config, put.sealed) = (moved.config, moved.sealed);
+            put.state.connection_state = ConnectionState::Updating;
+            put.state.checked_from = None;
+            put.revision += 1;
+            h.backend().hooks.replace(&put, put.revision - 1).await.unwrap();
+            verifier::handle(&v, &[common::hook_updated(&put, "m2", 1)]).await
+        };
+        let first = [common::hook_updated(&hook, "m1", 1)];
+        let (first, second) = tokio::join!(verifier::handle(&v, &first), changed);
+        assert_eq!((first.failed, second.failed), (vec!["m1".to_owned()], vec!["m2".to_owned()]), "both come back");
+        assert_eq!(old_idp.received().len() + new_idp.received().len(), 2, "each check asked its endpoint");
+        let state = stored().await.state;
+        assert_eq!(state.connection_state, ConnectionState::Updating, "new_endpoint {new_endpoint}: {state:?}");
+    }
 }
