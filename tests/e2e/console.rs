@@ -596,8 +596,8 @@ async fn a_portal_session_sees_only_what_a_hook_got_since_it_came_to_its_sites()
     assert!(!one.contains("b's user"));
 
     // A replay of the last hours, asked for by the session, re-sends nothing from before.
-    // (Its history begins 15 s after the move; before then it has nothing to replay.)
-    let history = moved + chrono::Duration::seconds(16);
+    // (Its history begins 16 s after the move; before then it has nothing to replay.)
+    let history = moved + chrono::Duration::seconds(17);
     tokio::time::sleep((history - chrono::Utc::now()).to_std().unwrap_or_default()).await;
     // What the hook got since is the session's: listed, and replayed.
     stack

@@ -773,5 +773,12 @@ mod tests {
         // An event whose time is not trusted is dated by its sending, as before.
         let late = second + chrono::Duration::hours(2);
         assert_eq!(dated_as(&v7(ms + 417), late), late.timestamp_millis() as u64);
+        // The furthest ahead a delivery can be dated: its time as far ahead of its sending
+        // as trusted, its id made at the end of that second; no further than
+        // `DATED_AHEAD_AT_MOST`, which Read's window and a site-held history allow for.
+        let sent = second - EVENT_TIME_AHEAD;
+        let furthest = dated_as(&v7(ms + 999), sent);
+        assert_eq!(furthest, ms + 999, "trusted, and dated by its id");
+        assert!(furthest as i64 <= (sent + DATED_AHEAD_AT_MOST).timestamp_millis());
     }
 }

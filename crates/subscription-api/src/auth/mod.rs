@@ -74,7 +74,7 @@ pub(crate) struct ConsoleCaller(pub(crate) Caller);
 /// the tenant's hooks up to [`ROUTING_LIST_STALE_AT_MOST`] older than the change (when the
 /// change's marker could not be written): a delivery routed under the old sites, perhaps
 /// another customer's, can be dated that much after the change.
-pub(crate) const HISTORY_AFTER_CHANGE: chrono::Duration = ingest::EVENT_TIME_AHEAD
+pub(crate) const HISTORY_AFTER_CHANGE: chrono::Duration = ingest::DATED_AHEAD_AT_MOST
     .checked_add(&chrono::Duration::seconds(ROUTING_LIST_STALE_AT_MOST.as_secs() as i64))
     .expect("seconds");
 
@@ -205,12 +205,19 @@ mod tests {
     fn a_site_held_history_begins_after_anything_routed_under_the_old_sites() {
         let changed = chrono::Utc::now();
         let begins = history_begins(Some(changed)).unwrap();
-        assert_eq!(begins - changed, chrono::Duration::seconds(15), "as the docs say");
+        assert_eq!(begins - changed, chrono::Duration::seconds(16), "as the docs say");
         // The latest a delivery routed under the old sites can be dated: published just
-        // before the list ingest kept stops being trusted, its time as far ahead as allowed.
+        // before the list ingest kept stops being trusted, its time as far ahead as allowed,
+        // and its id's own time at the end of that second (`ingest::dated`): 15 s left out
+        // that last second, and a site-held session saw up to a second of the old sites'.
         let stale = chrono::Duration::from_std(ROUTING_LIST_STALE_AT_MOST).unwrap();
-        let latest_old = changed + stale + ingest::EVENT_TIME_AHEAD - chrono::Duration::milliseconds(1);
-        assert!(latest_old < begins);
+        // Published a moment before the list stops being trusted; its `time` (whole seconds)
+        // as far ahead as trusted; its id made at the end of that second.
+        let latest_old = changed + stale - chrono::Duration::milliseconds(1)
+            + ingest::EVENT_TIME_AHEAD
+            + chrono::Duration::milliseconds(999);
+        assert!(latest_old < begins, "{latest_old} is not before {begins}");
+        assert!(ingest::EVENT_TIME_AHEAD + chrono::Duration::milliseconds(999) <= ingest::DATED_AHEAD_AT_MOST);
         assert_eq!(history_begins(None), None, "sites never changed: all of it");
     }
 }
