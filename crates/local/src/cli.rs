@@ -190,8 +190,13 @@ fn existing(database: &std::path::Path) -> anyhow::Result<()> {
 /// Folds the database's log into it as a command ends, so that the file alone (with its
 /// key) holds what the command wrote, as the README's backup says: only `serve`'s stop
 /// folded it, and a redrive or a migration run on a stopped database could be missing from
-/// a copy of the file taken after.
-async fn fold(db: &hookbridge_embedded::Db) {
+/// a copy of the file taken after. Not while a `serve` runs on it (it holds the database's
+/// lock): the fold would wait on its readers holding the log's write lock, its writes
+/// waiting meanwhile, and its own stop folds the log anyway.
+async fn fold(database: &std::path::Path, db: &hookbridge_embedded::Db) {
+    let Ok(_alone) = crate::database_lock::DatabaseLock::take(database) else {
+        return;
+    };
     match db.fold_log().await {
         Ok(true) => {}
         Ok(false) => {
@@ -210,7 +215,7 @@ async fn dead_letters(database: &std::path::Path, show: usize, redrive: bool) ->
         for (queue, n) in hookbridge_embedded::dead_letters::redrive(&db).await? {
             println!("{queue}: {n} sent back");
         }
-        fold(&db).await;
+        fold(database, &db).await;
         return Ok(());
     }
     for q in hookbridge_embedded::dead_letters::list(&db, show).await? {
@@ -284,7 +289,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if matches!(backend, BackendKind::Embedded) {
                 drop(b);
-                fold(&hookbridge_embedded::Db::open(&database)?).await;
+                fold(&database, &hookbridge_embedded::Db::open(&database)?).await;
             }
             Ok(())
         }
@@ -299,7 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match backend {
                 BackendKind::Embedded => {
                     drop(b);
-                    fold(&hookbridge_embedded::Db::open(&database)?).await;
+                    fold(&database, &hookbridge_embedded::Db::open(&database)?).await;
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
                 }
                 BackendKind::Aws => eprintln!(
