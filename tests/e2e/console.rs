@@ -255,7 +255,9 @@ async fn an_operator_runs_every_hook_screen_in_a_browser() {
     // The refusal shows the form again as it was filled in: the window typed is kept.
     let kept = b.find("form.replay [name=since]").await.prop("value").await.unwrap();
     assert_eq!(kept.as_deref(), Some(since.to_string().as_str()));
-    for status in b.all("form.replay [name=status]").await {
+    let statuses = b.all("form.replay [name=status]").await;
+    assert_eq!(statuses.len(), 3, "a box for each final status");
+    for status in statuses {
         assert_eq!(status.prop("checked").await.unwrap().as_deref(), Some("false"), "none was ticked");
     }
     b.run("document.querySelectorAll('[name=status]').forEach(c => c.checked = c.value !== 'SUCCEEDED')").await;

@@ -1,6 +1,7 @@
 //! A hook this version cannot read (a newer release wrote it, seen after a rollback), on
 //! both backends: its own routes say so in a problem of its own, not an anonymous `500`,
-//! and its owner can still delete it. A caller held to some sites does not see it.
+//! and its owner can still delete it. (That a caller held to some sites does not see it is
+//! the unit test `a_hook_no_one_can_read_is_not_a_site_held_callers` in `hooks.rs`.)
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 

@@ -393,6 +393,10 @@ mod tests {
             let ids: Vec<HookId> = (0..n).map(|_| HookId::generate()).collect();
             let keys: Vec<(TenantId, HookId)> = ids.iter().map(|id| (acme.clone(), *id)).collect();
             assert!(matches!(distinct_keys(&keys), std::borrow::Cow::Borrowed(_)), "{n}: none twice");
+            // One hook id under two tenants is two keys.
+            let mut two_tenants = keys.clone();
+            two_tenants.push((other.clone(), ids[0]));
+            assert!(matches!(distinct_keys(&two_tenants), std::borrow::Cow::Borrowed(_)), "{n}: two tenants");
             let mut twice = keys.clone();
             twice.insert(1, keys[0].clone());
             // The same hook id under another tenant is another key.
