@@ -94,7 +94,21 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
     // On the queue's last receive, a token endpoint still without an answer is the finding.
     let last_try = m.receive_count >= hookbridge_core::topology::VERIFY_RECEIVES;
-    match verify(v, &kind, &detail, deadline, last_try).instrument(span).await {
+    let check = verify(v, &kind, &detail, deadline, last_try).instrument(span);
+    let checked = match deadline {
+        None => check.await,
+        Some(d) => {
+            let stop = tokio::time::Instant::from_std(d.checked_sub(ANSWER_MARGIN).unwrap_or(d));
+            match tokio::time::timeout_at(stop, check).await {
+                Ok(checked) => checked,
+                Err(_) => {
+                    tracing::warn!(hook_id = %detail.hook_id, tenant = %detail.tenant, "the check's reads and writes outlasted the invocation; it comes back after the visibility timeout");
+                    return Some(m.id.clone());
+                }
+            }
+        }
+    };
+    match checked {
         Ok(Checked::Done) => None,
         Ok(Checked::OutOfTime) => {
             tracing::info!(hook_id = %detail.hook_id, tenant = %detail.tenant, "too little time left for the check; handed back");
@@ -139,8 +153,15 @@ fn round_fits(v: &Verifier, deadline: Option<Instant>) -> bool {
     deadline.is_none_or(|d| Instant::now() + round_time(v.outbound.settings()) <= d)
 }
 
-/// What a round leaves for reading and writing the hook's state.
+/// What a round leaves for reading and writing the hook's state: time enough when the
+/// store answers as it usually does. It can take longer (each AWS call is bounded only by
+/// the SDK's timeout, retries included), so a check is also given up [`ANSWER_MARGIN`]
+/// before the deadline: it comes back alone, where Lambda ending the invocation brought
+/// back every check in the batch, finished ones too.
 const WRITE_TIME: Duration = Duration::from_secs(3);
+
+/// What a batch keeps, after its checks are given up, to answer with its failures.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 
 /// Runs what the hook needs and records the outcome.
 async fn verify(

@@ -75,3 +75,46 @@ async fn a_round_that_would_outlast_the_invocation_is_handed_back_not_begun() {
     let stored = h.backend().hooks.get(&hook.tenant, id).await.unwrap().unwrap();
     assert_eq!(stored.state.connection_state, ConnectionState::Authorized);
 }
+
+/// The hook's writes are bounded by nothing the verifier knows (an AWS call may take its
+/// SDK's whole timeout, retries and all), so a round that fitted can still run long: the
+/// check is given up just before the deadline and comes back on its own, rather than
+/// Lambda ending the invocation and bringing back every check in the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_whose_writes_outlast_the_invocation_is_given_up_before_its_deadline() {
+    let h = EmbeddedHarness::start().await;
+    let r = Receiver::start().await;
+    r.always(Reply::status(200).after(Duration::from_millis(300)));
+    let id = HookId::generate();
+    let (mut hook, _) =
+        make_hook_from(&h, "acme", id, serde_json::json!({"name": "challenged", "url": r.url("/")})).await;
+    hook.state.connection_state = ConnectionState::Authorized;
+    h.backend().hooks.create(&hook, 1000).await.unwrap();
+    let mut v = common::verifier_on(h.backend());
+    v.outbound = hookbridge_outbound::Outbound::new(hookbridge_outbound::OutboundSettings {
+        timeout: Duration::from_secs(1),
+        network: hookbridge_core::hook::NetworkPolicy::local(),
+    })
+    .unwrap();
+    let m = common::lifecycle(&hook, "hook.verification.requested", "m1", 1);
+    let deadline = Instant::now() + verifier::round_time(v.outbound.settings()) + Duration::from_millis(500);
+    let check = verifier::handle_within(&v, std::slice::from_ref(&m), Some(deadline));
+    // While the endpoint answers the challenge, the store's writer is taken for longer than
+    // the invocation has left: the results' write waits behind it.
+    let held = async {
+        r.wait_for(1, Duration::from_secs(5)).await;
+        // A handle, not a future to wait on here: the check must answer while it holds.
+        let handle = h.hold_the_writer(verifier::round_time(v.outbound.settings()) + Duration::from_secs(3));
+        Some(handle)
+    };
+    let (outcome, held) = tokio::join!(check, held);
+    let held = held.unwrap();
+    let answered = Instant::now();
+    assert!(answered < deadline, "answered {:?} past the deadline", answered - deadline);
+    assert_eq!(outcome.failed, ["m1"], "the check comes back");
+    held.await.unwrap();
+    // Made again with the time, it ends.
+    let outcome = verifier::handle(&v, std::slice::from_ref(&m)).await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    assert_eq!(r.received().len(), 2, "challenged again");
+}
