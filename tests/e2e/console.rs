@@ -823,16 +823,7 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     let idp = hookbridge_testkit::IdentityProvider::start().await;
     idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": "hooks:read", "aud": "hookbridge-api",
                           "exp": chrono::Utc::now().timestamp() + 3600}));
-    let stack = TestStack::start_with(
-        Flavor::Embedded,
-        &[
-            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
-            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
-            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
-            ("HOOKBRIDGE_CONSOLE_SCOPES", "openid  hooks:read"),
-        ],
-    )
-    .await;
+    let stack = issuer_stack(&idp, &[("HOOKBRIDGE_CONSOLE_SCOPES", "openid  hooks:read")]).await;
     let b = Browser::start(stack.base_url(), 1280, 1000).await;
     b.goto("/console/login").await;
     b.press("Sign in with your identity provider").await;
@@ -876,6 +867,18 @@ async fn signing_in_through_the_identity_provider_uses_the_code_flow_with_pkce()
     stack.shutdown().await;
 }
 
+/// The platform on the embedded backend, trusting tokens `idp` signs for `hookbridge-api`
+/// and signing into its console through it, with `more` settings.
+async fn issuer_stack(idp: &hookbridge_testkit::IdentityProvider, more: &[(&str, &str)]) -> TestStack {
+    let mut settings = vec![
+        ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
+        ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
+        ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
+    ];
+    settings.extend_from_slice(more);
+    TestStack::start_with(Flavor::Embedded, &settings).await
+}
+
 /// A hook named `name` of tenant `acme`, made with a token `idp` signed: its receiver (kept
 /// while the test runs), the path of its Read page, and the token.
 async fn issuer_hook_read_page(
@@ -904,15 +907,7 @@ async fn a_session_from_the_issuer_is_renewed_through_it_when_it_ends() {
         json!({"sub": "alice", "tenant": "acme", "scope": "hooks:read", "aud": "hookbridge-api",
                "exp": chrono::Utc::now().timestamp() + lasts})
     };
-    let stack = TestStack::start_with(
-        Flavor::Embedded,
-        &[
-            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
-            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
-            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
-        ],
-    )
-    .await;
+    let stack = issuer_stack(&idp, &[]).await;
     let (_r, page, t) = issuer_hook_read_page(&stack, &idp, "renewed-here").await;
 
     idp.sign_in_as(claims(3600));
@@ -994,15 +989,7 @@ async fn a_session_from_the_issuer_is_renewed_through_it_when_it_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_form_open_while_another_tab_renews_the_session_is_still_taken() {
     let idp = hookbridge_testkit::IdentityProvider::start().await;
-    let stack = TestStack::start_with(
-        Flavor::Embedded,
-        &[
-            ("HOOKBRIDGE_JWT_ISSUER", idp.issuer()),
-            ("HOOKBRIDGE_JWT_AUDIENCE", "hookbridge-api"),
-            ("HOOKBRIDGE_CONSOLE_CLIENT_ID", "hookbridge-console"),
-        ],
-    )
-    .await;
+    let stack = issuer_stack(&idp, &[]).await;
     let (_r, page, t) = issuer_hook_read_page(&stack, &idp, "two-tabs").await;
     let edit = page.replace("/read", "/edit");
     idp.sign_in_as(json!({"sub": "alice", "tenant": "acme", "scope": ALL_SCOPES, "aud": "hookbridge-api",
