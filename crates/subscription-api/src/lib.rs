@@ -33,6 +33,7 @@ use hookbridge_core::ports::{
 };
 
 pub use auth::{Claims, JwtKey, REFRESH_AT_MOST_EVERY, Scope, Tokens, TokensError, mint_token};
+pub use catalog::SCHEMAS_KEPT_FOR;
 pub use dto::{DeliveryOut, HookOut};
 pub use error::ApiError;
 pub use events::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
