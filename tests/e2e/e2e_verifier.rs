@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookbridge_core::settings;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, on_both_backends};
 use hookbridge_testkit::{Receiver, Reply};
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ const HYPR_CONNECTION_STATES: [&str; 7] =
 /// Polls the hook until `done`, checking every state seen is one of HYPR's names.
 async fn watch(stack: &TestStack, t: &str, id: &str, done: impl Fn(&Value) -> bool) -> (Value, Vec<String>) {
     let mut seen: Vec<String> = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + stack.flavor().patience(WAIT);
     loop {
         let h = stack.get(&format!("/v1/hooks/{id}"), t).await.body;
         let state = h["connection_state"].as_str().unwrap_or("?").to_owned();
@@ -194,10 +194,15 @@ on_both_backends! {
 async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let watch_bus = stack.watch_bus("hookbridge").await;
-    // The first check's token endpoint answers after 2 s; the hook is moved to another
-    // one, which refuses at once, while it waits.
+    // The first check's token endpoint answers after a while; the hook is moved to another
+    // one, which refuses at once, while it waits. The emulator's calls can take seconds,
+    // and the move must land within the wait (under the 9 s a token fetch is given).
+    let hold = match flavor {
+        Flavor::Embedded => Duration::from_secs(2),
+        Flavor::Aws => Duration::from_secs(8),
+    };
     let slow_idp = Receiver::start().await;
-    slow_idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#).after(Duration::from_secs(2)));
+    slow_idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#).after(hold));
     let refusing_idp = Receiver::start().await;
     refusing_idp.always(Reply::body(401, r#"{"error":"invalid_client"}"#));
     let r = Receiver::start().await;
@@ -205,12 +210,14 @@ async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor)
     let oauth = |idp: &Receiver| json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
     let h = stack.create_hook(&t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&slow_idp)})).await;
     let id = h["id"].as_str().unwrap();
-    assert_eq!(slow_idp.wait_for(1, WAIT).await.len(), 1, "the first check began");
+    assert_eq!(slow_idp.wait_for(1, flavor.patience(WAIT)).await.len(), 1, "the first check began");
     let moved = stack.put(&format!("/v1/hooks/{id}"), &t, &json!({"name": "moved", "url": r.url("/"), "auth": oauth(&refusing_idp)})).await;
     assert_eq!(moved.status, 200, "{}", moved.body);
     watch(&stack, &t, id, |h| h["connection_state"] == "DEAUTHORIZED").await;
-    // Long enough for the first check to end (2 s) and tell what it found, if it did.
-    let events = stack.bus_events(watch_bus.as_ref(), &["hook.authorized"], Duration::from_secs(6)).await;
+    // The change's finding told, and then long enough for the first check to end and tell
+    // what it found, if it did.
+    let mut events = stack.bus_events(watch_bus.as_ref(), &["hook.deauthorized"], flavor.patience(WAIT)).await;
+    events.extend(stack.bus_events(watch_bus.as_ref(), &["hook.authorized"], hold + Duration::from_secs(4)).await);
     let mine: Vec<&Value> = events.iter().filter(|e| e["detail"]["hook_id"] == id).collect();
     assert!(mine.iter().any(|e| e["detail-type"] == "hook.deauthorized"), "{mine:?}");
     assert!(!mine.iter().any(|e| e["detail-type"] == "hook.authorized"), "the overtaken check told its finding: {mine:?}");
@@ -223,21 +230,26 @@ async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor)
 on_both_backends! {
 async fn a_check_made_with_secrets_replaced_meanwhile_is_made_again_with_the_new_ones(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
-    // The token endpoint refuses the first fetch, after 2 s, and the hook's secrets are
-    // replaced while it waits (a rotation: it brings no check of its own); every later
-    // fetch succeeds. What the first fetch found says nothing of the secrets now stored.
+    // The token endpoint refuses the first fetch, after a while (longer on the emulator,
+    // whose calls can take seconds), and the hook's secrets are replaced while it waits (a
+    // rotation: it brings no check of its own); every later fetch succeeds. What the first
+    // fetch found says nothing of the secrets now stored.
+    let hold = match flavor {
+        Flavor::Embedded => Duration::from_secs(2),
+        Flavor::Aws => Duration::from_secs(8),
+    };
     let idp = Receiver::start().await;
-    idp.script([Reply::body(401, r#"{"error":"invalid_client"}"#).after(Duration::from_secs(2))]);
+    idp.script([Reply::body(401, r#"{"error":"invalid_client"}"#).after(hold)]);
     idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     let auth = json!({"type": "OAUTH_CLIENT_CREDENTIALS", "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"});
     let h = stack.create_hook(&t, &json!({"name": "renewed", "url": r.url("/"), "auth": auth})).await;
     let id = h["id"].as_str().unwrap();
-    idp.wait_for(1, WAIT).await;
+    idp.wait_for(1, flavor.patience(WAIT)).await;
     let rotated = stack.post(&format!("/v1/hooks/{id}/secret/rotate"), &t, &json!({})).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
-    assert_eq!(idp.wait_for(2, WAIT).await.len(), 2, "the check was made again");
+    assert_eq!(idp.wait_for(2, flavor.patience(WAIT)).await.len(), 2, "the check was made again");
     let (hook, _) = watch(&stack, &t, id, |h| h["connection_state"] == "AUTHORIZED").await;
     assert!(hook["connection_error"].is_null(), "{hook}");
     stack.shutdown().await;

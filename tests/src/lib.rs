@@ -31,6 +31,23 @@ pub enum Flavor {
     Aws,
 }
 
+/// How long a test waits for what crosses the emulator's queues, however slow it gets: a
+/// receive the SDK gave up on hides what it took for the queue's visibility timeout (up to
+/// 360 s), and under the whole suite on two cores its calls take seconds.
+pub const EMULATOR_PATIENCE: Duration = Duration::from_secs(600);
+
+impl Flavor {
+    /// How long to wait for something to happen that takes `usual` at most on SQLite:
+    /// that, or [`EMULATOR_PATIENCE`] on the emulator. Only for waits that end as soon as
+    /// it happens; a wait to see that nothing happens keeps its own length.
+    pub fn patience(self, usual: Duration) -> Duration {
+        match self {
+            Flavor::Embedded => usual,
+            Flavor::Aws => EMULATOR_PATIENCE.max(usual),
+        }
+    }
+}
+
 /// Generates the test `$name` twice, as `$name::embedded` and `$name::aws`.
 #[macro_export]
 macro_rules! on_both_backends {
