@@ -81,8 +81,27 @@ pub async fn handle_within(v: &Verifier, messages: &[ReceivedMessage], deadline:
     BatchOutcome { failed: failed.into_iter().flatten().collect() }
 }
 
-/// Handles one message; the message id when it failed.
+/// Handles one message; the message id when it failed. With a `deadline`, everything it
+/// does (the check, and handing its message back) is given up [`ANSWER_MARGIN`] before it,
+/// and its rounds are judged against that.
 async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>) -> Option<String> {
+    let Some(d) = deadline else {
+        return handle_until(v, m, None).await;
+    };
+    let stop = d.checked_sub(ANSWER_MARGIN).unwrap_or(d);
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(stop), handle_until(v, m, Some(stop))).await {
+        Ok(failed) => failed,
+        Err(_) => {
+            // Its writes may have landed, and not what they told the bus; the hook may read
+            // AUTHORIZING until the check comes back (as when Lambda ended the invocation).
+            tracing::warn!(message_id = %m.id, "the check's reads and writes outlasted the invocation; it comes back after the visibility timeout");
+            Some(m.id.clone())
+        }
+    }
+}
+
+/// [`handle_one`]'s work, its rounds begun only if they can end by `stop`.
+async fn handle_until(v: &Verifier, m: &ReceivedMessage, stop: Option<Instant>) -> Option<String> {
     let parsed = Envelope::from_bus_json(&m.body, &v.account, &v.region)
         .ok()
         .and_then(|e| serde_json::from_str::<PlatformDetail>(e.detail.get()).ok().map(|d| (e.detail_type, d)));
@@ -94,20 +113,7 @@ async fn handle_one(v: &Verifier, m: &ReceivedMessage, deadline: Option<Instant>
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
     // On the queue's last receive, a token endpoint still without an answer is the finding.
     let last_try = m.receive_count >= hookbridge_core::topology::VERIFY_RECEIVES;
-    let check = verify(v, &kind, &detail, deadline, last_try).instrument(span);
-    let checked = match deadline {
-        None => check.await,
-        Some(d) => {
-            let stop = tokio::time::Instant::from_std(d.checked_sub(ANSWER_MARGIN).unwrap_or(d));
-            match tokio::time::timeout_at(stop, check).await {
-                Ok(checked) => checked,
-                Err(_) => {
-                    tracing::warn!(hook_id = %detail.hook_id, tenant = %detail.tenant, "the check's reads and writes outlasted the invocation; it comes back after the visibility timeout");
-                    return Some(m.id.clone());
-                }
-            }
-        }
-    };
+    let checked = verify(v, &kind, &detail, stop, last_try).instrument(span).await;
     match checked {
         Ok(Checked::Done) => None,
         Ok(Checked::OutOfTime) => {
