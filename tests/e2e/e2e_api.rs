@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::signing::verify_standard;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, on_both_backends};
 use hookbridge_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
 
@@ -33,7 +33,7 @@ async fn create_one_returns_201_secret_and_location_then_the_verifier_authorizes
     assert_eq!(a.body["created_by"], "acme-tester");
     assert_eq!(a.body["version"], 1);
     assert_eq!(a.body["destination_state"], "ACTIVE");
-    let authorized = eventually(WAIT, || async {
+    let authorized = eventually(flavor.patience(WAIT), || async {
         let h = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
         (h["connection_state"] == "AUTHORIZED").then_some(h)
     })
@@ -187,7 +187,7 @@ async fn replace_keeps_left_out_secrets_refuses_a_new_name_and_stale_versions(fl
     assert_eq!(with_header.status, 409);
 
     publish_one(&stack, &t, "user.login").await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!(got[0].uri.path(), "/b");
     assert_eq!(got[0].header("x-key"), Some("hv-secret-1"), "the auth secret left out kept its value");
     let (mid, ts, sig) = (got[0].header("webhook-id").unwrap(), got[0].header("webhook-timestamp").unwrap().parse().unwrap(), got[0].header("webhook-signature").unwrap());
@@ -223,7 +223,14 @@ async fn two_concurrent_replaces_of_one_version_cannot_both_win(flavor: Flavor) 
 
 on_both_backends! {
 async fn delete_stops_every_delivery_and_frees_the_name(flavor: Flavor) {
-    let stack = TestStack::start_with(flavor, &[(hookbridge_core::settings::RETRY_SCHEDULE, "5s,5s,5s")]).await;
+    // The delete must land before the waiting delivery's retry: on the emulator, whose calls
+    // can take seconds, the retry comes later.
+    let retry_in = match flavor {
+        Flavor::Embedded => 5,
+        Flavor::Aws => 30,
+    };
+    let schedule = format!("{retry_in}s,{retry_in}s,{retry_in}s");
+    let stack = TestStack::start_with(flavor, &[(hookbridge_core::settings::RETRY_SCHEDULE, &schedule)]).await;
     let (gone, kept) = (Receiver::start().await, Receiver::start().await);
     // The hook to delete has a delivery waiting on its retry; another hook of the tenant
     // receives the same events, so a later event is seen to have been routed.
@@ -232,7 +239,7 @@ async fn delete_stops_every_delivery_and_frees_the_name(flavor: Flavor) {
     let h = stack.create_hook(&t, &json!({"name": "gone", "url": gone.url("/")})).await;
     stack.create_hook(&t, &json!({"name": "kept", "url": kept.url("/")})).await;
     publish_one(&stack, &t, "user.login").await;
-    let first = gone.wait_for(1, WAIT).await[0].at;
+    let first = gone.wait_for(1, flavor.patience(WAIT)).await[0].at;
     let path = format!("/v1/hooks/{}", h["id"].as_str().unwrap());
     let a = stack.delete(&path, &t).await;
     assert_eq!(a.status, 204);
@@ -240,14 +247,15 @@ async fn delete_stops_every_delivery_and_frees_the_name(flavor: Flavor) {
     assert_eq!(stack.delete(&path, &t).await.status, 404);
     let second = publish_one(&stack, &t, "user.login").await;
     let routed = |got: &[Received]| got.iter().any(|g| g.json()["id"] == second.as_str());
-    assert!(routed(&kept.wait_until(WAIT, routed).await), "the later event reached the hook kept");
-    // Past the waiting delivery's retry (5 s after the first attempt, give or take a
+    assert!(routed(&kept.wait_until(flavor.patience(WAIT), routed).await), "the later event reached the hook kept");
+    // Past the waiting delivery's retry (`retry_in` after the first attempt, give or take a
     // fifth), with room to spare.
-    tokio::time::sleep_until(first + Duration::from_secs(8)).await;
+    tokio::time::sleep_until(first + Duration::from_secs(retry_in * 8 / 5)).await;
     for g in gone.received() {
         assert_ne!(g.json()["id"], second.as_str(), "a deleted hook was sent a new event");
-        // A copy of the first attempt (at least once) comes with it; a retry, 4 s later.
-        assert!(g.at < first + Duration::from_secs(3), "a deleted hook was sent its retry");
+        // A copy of the first attempt (at least once) comes with it; a retry, a fifth less
+        // than `retry_in` later at the soonest.
+        assert!(g.at < first + Duration::from_secs(retry_in * 3 / 5), "a deleted hook was sent its retry");
     }
     stack.create_hook(&t, &json!({"name": "gone", "url": gone.url("/")})).await;
     stack.shutdown().await;
@@ -265,7 +273,7 @@ async fn verify_runs_the_challenge_and_reports_it(flavor: Flavor) {
     let a = stack.post(&format!("/v1/hooks/{id}/verify"), &t, &json!({})).await;
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.body["status"], "PENDING");
-    let verified = eventually(WAIT, || async {
+    let verified = eventually(flavor.patience(WAIT), || async {
         let h = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
         (h["verification"]["status"] == "VERIFIED").then_some(h)
     })
@@ -292,7 +300,7 @@ async fn rotation_signs_with_both_secrets_for_a_day(flavor: Flavor) {
     assert!(stack.get(&format!("/v1/hooks/{id}"), &t).await.body.get("secret").is_none());
 
     publish_one(&stack, &t, "user.login").await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     let sig = got[0].header("webhook-signature").unwrap();
     assert_eq!(sig.split(' ').count(), 2, "{sig}");
     let (mid, ts) = (got[0].header("webhook-id").unwrap(), got[0].header("webhook-timestamp").unwrap().parse().unwrap());
@@ -316,7 +324,7 @@ async fn test_event_goes_to_this_hook_only(flavor: Flavor) {
     let id = h["id"].as_str().unwrap();
     let a = stack.call("POST", &format!("/v1/hooks/{id}/test"), Some(&t), None).await;
     assert_eq!(a.status, 202, "{}", a.body);
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!(got[0].header("webhook-id"), a.body["delivery_id"].as_str());
     assert_eq!(got[0].json()["detail-type"], "hook.test");
     assert_eq!(got[0].json()["detail"]["hook_id"], id);
@@ -336,7 +344,7 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
     let h = stack.create_hook(&t, &json!({"name": "rd", "url": r.url("/")})).await;
     let id = h["id"].as_str().unwrap();
     publish_one(&stack, &t, "user.login").await;
-    let failed = eventually(WAIT, || async {
+    let failed = eventually(flavor.patience(WAIT), || async {
         stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "FAILED")
     })
     .await
@@ -356,10 +364,10 @@ async fn read_detail_and_retry_of_a_delivery(flavor: Flavor) {
     let asked_at = chrono::Utc::now() - chrono::Duration::milliseconds(5);
     let a = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{did}/retry"), Some(&t), None).await;
     assert_eq!(a.status, 202, "{}", a.body);
-    let got = r.wait_until(WAIT, |got| got.len() > before).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| got.len() > before).await;
     assert!(got.len() > before, "the retry was sent");
     assert!(got.iter().all(|g| g.header("webhook-id") == Some(did)), "a retry keeps the webhook-id");
-    let done = eventually(WAIT, || async {
+    let done = eventually(flavor.patience(WAIT), || async {
         stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await
@@ -455,7 +463,7 @@ async fn publishing_validates_deduplicates_and_forces_the_tenant(flavor: Flavor)
     let deliveries = |got: &[Received]| -> std::collections::BTreeSet<String> {
         got.iter().filter_map(|g| g.header("webhook-id").map(str::to_owned)).collect()
     };
-    r.wait_until(WAIT, |got| deliveries(got).len() >= 2).await;
+    r.wait_until(flavor.patience(WAIT), |got| deliveries(got).len() >= 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(deliveries(&r.received()).len(), 2, "repeats published nothing");
     assert!(r.received().iter().all(|g| g.json()["detail"]["tenant"] == "acme"));
@@ -586,7 +594,7 @@ async fn hook_lifecycle_events_reach_the_bus(flavor: Flavor) {
     assert_eq!(stack.post(&format!("{path}/verify"), &t, &json!({})).await.status, 202);
     assert_eq!(stack.delete(&path, &t).await.status, 204);
     let types = ["hook.created", "hook.updated", "hook.verification.requested", "hook.deleted"];
-    let seen = stack.bus_events(watch.as_ref(), &types, WAIT).await;
+    let seen = stack.bus_events(watch.as_ref(), &types, flavor.patience(WAIT)).await;
     for ty in types {
         let e = seen.iter().find(|e| e["detail-type"] == ty).unwrap_or_else(|| panic!("no {ty} among {seen:?}"));
         assert_eq!(e["source"], "hookbridge");
@@ -613,7 +621,7 @@ async fn published_events_go_straight_to_ingest_unless_large_or_the_bus_is_asked
         let types_of = |got: &[Received]| -> std::collections::BTreeSet<String> {
             got.iter().filter_map(|g| g.json()["detail-type"].as_str().map(str::to_owned)).collect()
         };
-        let got = r.wait_until(WAIT, |got| types_of(got).len() >= 2).await;
+        let got = r.wait_until(flavor.patience(WAIT), |got| types_of(got).len() >= 2).await;
         assert_eq!(types_of(&got), ["large.one", "small.one"].map(str::to_owned).into(), "{via}: both delivered");
         assert!(got.iter().all(|g| g.json()["account"].is_string() && g.json()["region"].is_string()));
         // What the account's own rules see: the large event always, the small one only

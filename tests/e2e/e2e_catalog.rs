@@ -198,7 +198,7 @@ async fn seen_types_catalogs_and_the_pattern_preview(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
     let t = stack.token("acme", ALL_SCOPES);
     stack.publish(&t, &json!({"detail-type": "device.registered", "source": "mdm", "detail": {}})).await;
-    let seen = eventually(Duration::from_secs(20), || async {
+    let seen = eventually(flavor.patience(Duration::from_secs(20)), || async {
         let list = stack.get("/v1/event-types", &t).await.body;
         names(&list).contains(&"device.registered".to_owned()).then_some(list)
     })

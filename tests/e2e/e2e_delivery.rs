@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::signing::verify_standard;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, on_both_backends};
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, on_both_backends};
 use hookbridge_testkit::Receiver;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded(f
     assert_eq!(published.status, 202, "{}", published.body);
     let ids = [published.body["events"][0]["id"].as_str().unwrap().to_owned()];
 
-    let got = receiver.wait_for(1, WAIT).await;
+    let got = receiver.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!(got.len(), 1, "one delivery");
     let req = &got[0];
     assert_eq!(req.method, "POST");
@@ -57,7 +57,7 @@ async fn published_event_arrives_signed_byte_for_byte_and_reads_back_succeeded(f
     let now = chrono::Utc::now().timestamp();
     assert_eq!(verify_standard(&secret, msg_id, ts, sig, &req.body, now), Ok(()));
 
-    let delivery = eventually(WAIT, || async {
+    let delivery = eventually(flavor.patience(WAIT), || async {
         let list = stack.deliveries(&token, hook_id, 1).await;
         list.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
@@ -89,7 +89,7 @@ async fn a_hook_whose_event_types_do_not_match_receives_nothing(flavor: Flavor) 
     let silent =
         stack.create_hook(&token, &json!({"name": "logins", "url": other.url("/"), "event_types": ["access.*"]})).await;
     stack.publish(&token, &json!([{"detail-type": "admin.CLIENT-CREATE", "source": "kc", "detail": {}}])).await;
-    assert_eq!(matching.wait_for(1, WAIT).await.len(), 1);
+    assert_eq!(matching.wait_for(1, flavor.patience(WAIT)).await.len(), 1);
     // Give a wrong delivery every chance to happen before asserting it did not.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(other.received().is_empty(), "the non-matching hook received something");
@@ -114,7 +114,7 @@ async fn site_scoped_hooks_receive_only_their_sites(flavor: Flavor) {
             ]),
         )
         .await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = if got.len() == 1 { r.received() } else { got };
     assert_eq!(got.len(), 1);
@@ -125,14 +125,20 @@ async fn site_scoped_hooks_receive_only_their_sites(flavor: Flavor) {
 
 on_both_backends! {
 async fn a_delivery_waiting_to_be_retried_goes_only_where_the_hook_still_wants_it(flavor: Flavor) {
-    let stack = TestStack::start_with(flavor, &[(hookbridge_core::settings::RETRY_SCHEDULE, "2s,2s,2s")]).await;
+    // The move must land while the delivery waits for its retry: on the emulator, whose
+    // calls can take seconds, with room for the reads and the PUT before it.
+    let schedule = match flavor {
+        Flavor::Embedded => "2s,2s,2s",
+        Flavor::Aws => "30s,30s,30s",
+    };
+    let stack = TestStack::start_with(flavor, &[(hookbridge_core::settings::RETRY_SCHEDULE, schedule)]).await;
     let (before, after) = (Receiver::start().await, Receiver::start().await);
     before.always(hookbridge_testkit::Reply::status(503));
     let token = stack.token("acme", ALL_SCOPES);
     let h = stack.create_hook(&token, &json!({"name": "moves", "url": before.url("/"), "sites": ["hq"]})).await;
     let id = h["id"].as_str().unwrap().to_owned();
     stack.publish(&token, &json!({"detail-type": "user.login", "source": "idp", "site": "hq", "detail": {"n": 1}})).await;
-    let retrying = eventually(WAIT, || async {
+    let retrying = eventually(flavor.patience(WAIT), || async {
         stack.deliveries(&token, &id, 1).await.into_iter().find(|d| d["status"] == "RETRYING")
     })
     .await
@@ -145,7 +151,7 @@ async fn a_delivery_waiting_to_be_retried_goes_only_where_the_hook_still_wants_i
     doc["sites"] = json!(["branch"]);
     doc["url"] = json!(after.url("/"));
     assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &token, &doc).await.status, 200);
-    let cancelled = eventually(WAIT, || async {
+    let cancelled = eventually(flavor.patience(WAIT), || async {
         let d = stack.get(&format!("/v1/hooks/{id}/deliveries/{did}"), &token).await.body;
         (d["status"] == "CANCELLED").then_some(d)
     })
@@ -155,7 +161,7 @@ async fn a_delivery_waiting_to_be_retried_goes_only_where_the_hook_still_wants_i
 
     // The hook's own site's events still arrive, and only they.
     stack.publish(&token, &json!({"detail-type": "user.login", "source": "idp", "site": "branch", "detail": {"n": 2}})).await;
-    let got = after.wait_for(1, WAIT).await;
+    let got = after.wait_for(1, flavor.patience(WAIT)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let numbers: Vec<_> = after.received().iter().map(|g| g.json()["detail"]["n"].clone()).collect();
     assert_eq!(numbers, [json!(2)], "{got:?}");

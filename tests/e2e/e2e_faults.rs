@@ -19,7 +19,7 @@ async fn a_receiver_that_is_down_then_back_gets_everything_on_the_schedule(flavo
     let events: Vec<_> = (0..5).map(|n| json!({"detail-type": "user.login", "source": "idp", "detail": {"n": n}})).collect();
     stack.publish(&t, &serde_json::Value::Array(events)).await;
     // Down: every attempt is refused and retried.
-    eventually(Duration::from_secs(30), || async {
+    eventually(flavor.patience(Duration::from_secs(30)), || async {
         let list = stack.deliveries(&t, id, 1).await;
         (list.len() == 5 && list.iter().all(|d| d["status"] == "RETRYING" && d["last_error_class"] == "connect")).then_some(())
     })
@@ -27,10 +27,11 @@ async fn a_receiver_that_is_down_then_back_gets_everything_on_the_schedule(flavo
     .expect("all five retrying after connection failures");
     // Back.
     let r = Receiver::start_on(addr).await;
-    let got = r.wait_until(Duration::from_secs(30), |got| numbers(got).len() >= 5).await;
+    // The circuit the failures opened lets the next probe through after its cool-down.
+    let got = r.wait_until(flavor.patience(Duration::from_secs(30)), |got| numbers(got).len() >= 5).await;
     let ns = numbers(&got);
     assert_eq!(ns, (0..5).collect(), "every event arrived");
-    let done = eventually(Duration::from_secs(20), || async {
+    let done = eventually(flavor.patience(Duration::from_secs(20)), || async {
         let list = stack.deliveries(&t, id, 1).await;
         list.iter().all(|d| d["status"] == "SUCCEEDED").then_some(list)
     })
@@ -49,7 +50,7 @@ async fn a_redirect_towards_a_private_address_is_not_followed(flavor: Flavor) {
     let t = stack.token("acme", ALL_SCOPES);
     let h = stack.create_hook(&t, &json!({"name": "redir", "url": r.url("/")})).await;
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let d = eventually(Duration::from_secs(20), || async {
+    let d = eventually(flavor.patience(Duration::from_secs(20)), || async {
         stack.deliveries(&t, h["id"].as_str().unwrap(), 1).await.into_iter().find(|d| d["status"] == "FAILED")
     })
     .await

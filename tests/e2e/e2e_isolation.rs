@@ -44,7 +44,7 @@ async fn calm_gets_everything(stack: &TestStack, calm: &str, receiver: &Receiver
         stack.publish(calm, &event("calm", n)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = receiver.wait_until(WAIT, |got| numbers(got).len() >= healthy).await;
+    let got = receiver.wait_until(stack.flavor().patience(WAIT), |got| numbers(got).len() >= healthy).await;
     assert_eq!(numbers(&got), (0..healthy as u64).collect(), "every healthy delivery arrived");
 }
 
@@ -63,17 +63,22 @@ async fn a_black_holed_hook_never_delays_another_tenants_deliveries(flavor: Flav
     let dead_id = dead["id"].as_str().unwrap().to_owned();
 
     // The flood first, then the healthy tenant's events while the flood is in the queues.
-    // Order: everything healthy arrives sooner after the flood than the black hole's
-    // request timeout (`LONG_TIMEOUT`), so while no request to it could have run out its
-    // timeout: none of it waited behind the dead endpoint.
-    let flooded_at = tokio::time::Instant::now();
+    // Order: everything healthy arrives sooner after the black hole's first request than
+    // its request timeout (`LONG_TIMEOUT`), so while no request to it could have run out
+    // its timeout: none of it waited behind the dead endpoint. (Counted from the first
+    // request, not from the flood's publishing, which a slow emulator can make long.)
     publish_noisy(&stack, &noisy, 0..flooded).await;
     calm_gets_everything(&stack, &calm, &calm_receiver, healthy).await;
-    assert!(flooded_at.elapsed() < Duration::from_secs(120), "the healthy deliveries came before any timeout");
-    assert!(hole.accepted() > 0, "the dead endpoint was tried");
+    let first_tried = hole.first_accepted_at().expect("the dead endpoint was tried");
+    let last_healthy = calm_receiver.received().iter().map(|g| g.at).max().expect("healthy deliveries");
+    assert!(
+        last_healthy < first_tried + Duration::from_secs(120),
+        "the healthy deliveries came before any timeout: the last {:?} after the first dead request",
+        last_healthy.saturating_duration_since(first_tried)
+    );
     // The dead hook is moved out of the fast lane once its first requests outwait the lane's
     // patience (which may be after the healthy deliveries all arrived).
-    let moved = eventually(WAIT, || async { (hook_health(&stack, &noisy, &dead_id).await["lane"] == "slow").then_some(()) });
+    let moved = eventually(flavor.patience(WAIT), || async { (hook_health(&stack, &noisy, &dead_id).await["lane"] == "slow").then_some(()) });
     assert!(moved.await.is_some(), "the dead hook stayed in the fast lane");
     // Closing the black hole ends its requests, so the stack stops at once.
     drop(hole);
@@ -282,7 +287,7 @@ async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spend
     let events: Vec<Value> = (0..10).map(|n| event("acme", n)).collect();
     stack.publish(&t, &json!(events)).await;
 
-    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], WAIT).await;
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], flavor.patience(WAIT)).await;
     let opened = seen.iter().find(|e| e["detail-type"] == "hook.circuit.opened").expect("hook.circuit.opened");
     assert_eq!(opened["detail"]["hook_id"], id.as_str());
     let health = hook_health(&stack, &t, &id).await;
@@ -294,7 +299,7 @@ async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spend
     // is in flight only for the moment it takes to hand it back).
     let topology = stack.settings().topology.clone();
     let (fast, slow) = (stack.queue(&topology.delivery.name).await, stack.queue(&topology.delivery_slow.name).await);
-    let idle = eventually(Duration::from_secs(10), || async {
+    let idle = eventually(flavor.patience(Duration::from_secs(10)), || async {
         let (f, s) = (fast.depth().await.unwrap(), slow.depth().await.unwrap());
         (f.in_flight + s.in_flight == 0 && f.total() + s.total() > 0).then_some(())
     })
@@ -306,7 +311,7 @@ async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spend
     tokio::time::sleep(Duration::from_secs(10)).await;
     // A probe may be under way between reading the deliveries and the receiver: read
     // both again until they agree.
-    let (ds, attempts) = eventually(Duration::from_secs(10), || async {
+    let (ds, attempts) = eventually(flavor.patience(Duration::from_secs(10)), || async {
         let ds = stack.deliveries(&t, &id, 1).await;
         let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
         (attempts as usize == r.received().len()).then_some((ds, attempts))
@@ -319,9 +324,10 @@ async fn a_dead_endpoint_opens_its_circuit_and_its_deliveries_wait_without_spend
 
     // The endpoint recovers: a probe closes the circuit and every delivery gets through.
     r.always(Reply::status(200));
-    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], WAIT).await;
+    // At the next probe, after a cool-down that doubles each time one fails.
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], flavor.patience(WAIT)).await;
     assert!(seen.iter().any(|e| e["detail-type"] == "hook.circuit.closed"));
-    let all_done = eventually(WAIT, || async {
+    let all_done = eventually(flavor.patience(WAIT), || async {
         let ds = stack.deliveries(&t, &id, 1).await;
         ds.iter().all(|d| d["status"] == "SUCCEEDED").then_some(ds)
     })
@@ -354,10 +360,7 @@ async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor
     // On the emulator under the whole suite a slot's reservation can outwait the worker's
     // patience; its deliveries then come back after the 180 s visibility timeout (decision
     // 0013), which a minute did not cover.
-    let slots_wait = match flavor {
-        Flavor::Embedded => WAIT,
-        Flavor::Aws => Duration::from_secs(600),
-    };
+    let slots_wait = flavor.patience(WAIT);
     // Deliveries waiting for their slots are listed: ingest wrote none of them, but the
     // worker records each one it hands back to wait as PENDING (decision 0021).
     let saw_pending = std::sync::atomic::AtomicBool::new(false);
@@ -378,7 +381,7 @@ async fn a_rate_limited_hook_gets_no_more_than_its_rate_and_loses_nothing(flavor
         r.received().iter().filter_map(|g| g.header("webhook-id").map(str::to_owned)).collect::<BTreeSet<_>>().len()
     };
     assert!(
-        eventually(WAIT, || async { (distinct(&other) == n).then_some(()) }).await.is_some(),
+        eventually(flavor.patience(WAIT), || async { (distinct(&other) == n).then_some(()) }).await.is_some(),
         "the unlimited hook got {} of {n}",
         distinct(&other)
     );
@@ -421,7 +424,8 @@ async fn a_raised_rate_limit_is_not_held_to_the_old_limits_schedule(flavor: Flav
     doc["rate_limit"] = json!({"per_second": 1000});
     assert_eq!(stack.put(&format!("/v1/hooks/{id}"), &t, &doc).await.status, 200);
     stack.publish(&t, &json!([event("fresh", n)])).await;
-    let fresh = eventually(WAIT, || async {
+    // Its own slot is reserved under the new limit, through the same patience as the others.
+    let fresh = eventually(flavor.patience(WAIT), || async {
         r.received().iter().any(|g| g.json()["detail"]["who"] == "fresh").then_some(())
     })
     .await;
@@ -446,10 +450,13 @@ fn assert_paced(at: &[tokio::time::Instant], rate: usize) {
 on_both_backends! {
 async fn deliveries_that_come_back_late_for_their_slots_are_paced_again_not_sent_at_once(flavor: Flavor) {
     let mut stack = TestStack::start(flavor).await;
-    // At one a second, the deliveries sent before the stop (those listed while the test
-    // waits for all twelve to be, and those the worker finishes as it stops) leave well
-    // over 2N + 1 for after it, however long the listing takes on a busy emulator.
-    let (rate, n) = (1, 12);
+    // At one a second, the deliveries sent before the stop (those sent while the test
+    // waits, and those the worker finishes as it stops) leave well over 2N + 1 for after it.
+    let rate = 1;
+    let n = match flavor {
+        Flavor::Embedded => 12,
+        Flavor::Aws => 20,
+    };
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
     let paced =
@@ -459,16 +466,27 @@ async fn deliveries_that_come_back_late_for_their_slots_are_paced_again_not_sent
     for chunk in events.chunks(10) {
         stack.publish(&t, &json!(chunk)).await;
     }
-    eventually(WAIT, || async { (stack.deliveries(&t, &paced, 1).await.len() == n).then_some(()) })
-        .await
-        .expect("every paced delivery listed");
+    match flavor {
+        // Every delivery listed: each was handed back holding its slot.
+        Flavor::Embedded => {
+            eventually(WAIT, || async { (stack.deliveries(&t, &paced, 1).await.len() == n).then_some(()) })
+                .await
+                .expect("every paced delivery listed");
+        }
+        // On the emulator under the whole suite, listing all of them can take longer than
+        // their slots (a reservation that outwaits the worker's patience comes back after
+        // the 180 s visibility timeout), and they were all sent before the stop. The first
+        // arrival instead: the others hold later slots, or come back to reserve them after
+        // the stop, and are paced either way.
+        Flavor::Aws => assert_eq!(r.wait_for(1, flavor.patience(WAIT)).await.len(), 1, "the first paced delivery"),
+    }
     // The worker is held up while every waiting delivery's slot passes; when it is back,
     // they come back together, long after their slots.
     stack.pause(Duration::from_secs(n as u64 / rate as u64 + 2)).await;
     let back = tokio::time::Instant::now();
     let distinct = || r.received().iter().filter_map(|g| g.header("webhook-id").map(str::to_owned)).collect::<BTreeSet<_>>().len();
     assert!(
-        eventually(WAIT, || async { (distinct() == n).then_some(()) }).await.is_some(),
+        eventually(flavor.patience(WAIT), || async { (distinct() == n).then_some(()) }).await.is_some(),
         "nothing is dropped: {} of {n}",
         distinct()
     );
@@ -634,8 +652,8 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     let wait: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(wait >= 1);
     // Ten events at once (as many as a call may carry), the whole burst: refused until the
-    // burst has refilled, ten seconds after the tenant last published (wide enough for a
-    // slow emulator's calls).
+    // burst has refilled, nine to ten seconds after the refusal (wide enough for a slow
+    // emulator's calls).
     let order_2 = || json!((200..210).map(|n| event("flood", n)).collect::<Vec<_>>());
     assert_eq!(keyed("order-2", order_2()).await.status, 429);
     // At its rate, a repeat of the answered request still gets its answer (it publishes
@@ -650,11 +668,7 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     let other = stack.post("/v1/events", &quiet, &event("quiet", 0)).await;
     assert_eq!(other.status, 202);
     // What was refused was not published: exactly the accepted events are delivered.
-    let delivered_wait = match flavor {
-        Flavor::Embedded => WAIT,
-        // The emulator under the whole suite on two cores can take minutes.
-        Flavor::Aws => Duration::from_secs(600),
-    };
+    let delivered_wait = flavor.patience(WAIT);
     let got = r.wait_until(delivered_wait, |got| numbers(got).len() >= accepted.len()).await;
     assert_eq!(numbers(&got), accepted);
     // Each delivery is recorded once its attempt ends, a moment after the receiver has it.
@@ -666,8 +680,8 @@ async fn a_tenant_over_its_publish_rate_gets_429_with_retry_after_and_nothing_of
     assert_eq!(listed, Some(accepted.len()));
     // After the wait, the tenant may publish again.
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    assert_eq!(stack.post("/v1/events", &t, &event("flood", 99)).await.status, 202);
-    let again = eventually(WAIT, || async {
+    assert_eq!(stack.post("/v1/events", &t, &event("flood", 999)).await.status, 202);
+    let again = eventually(flavor.patience(WAIT), || async {
         let a = keyed("order-2", order_2()).await;
         assert!(matches!(a.status.as_u16(), 202 | 429), "the refused key was not kept: {} {}", a.status, a.body);
         (a.status == 202).then_some(())
@@ -685,6 +699,7 @@ async fn a_failing_token_endpoint_is_asked_once_not_once_per_delivery(flavor: Fl
     idp.always(Reply::status(500));
     let r = Receiver::start().await;
     let t = stack.token("acme", ALL_SCOPES);
+    let began = tokio::time::Instant::now();
     let h = stack
         .create_hook(&t, &json!({"name": "oauth", "url": r.url("/"), "auth": {"type": "OAUTH_CLIENT_CREDENTIALS",
             "token_url": idp.url("/token"), "client_id": "c", "client_secret": "s"}}))
@@ -692,17 +707,21 @@ async fn a_failing_token_endpoint_is_asked_once_not_once_per_delivery(flavor: Fl
     let id = h["id"].as_str().unwrap().to_owned();
     let events: Vec<Value> = (0..10).map(|n| event("acme", n)).collect();
     stack.publish(&t, &json!(events)).await;
-    let failed = eventually(WAIT, || async {
+    let failed = eventually(flavor.patience(WAIT), || async {
         let ds = stack.deliveries(&t, &id, 1).await;
         (ds.len() == 10 && ds.iter().all(|d| d["last_error_class"] == "auth")).then_some(ds)
     })
     .await;
+    let took = began.elapsed();
     assert!(failed.is_some(), "every delivery's attempt failed on the token");
     assert!(r.received().is_empty(), "nothing was sent without a token");
     // The verifier's check and the deliveries share one remembered failure: two fetches at
-    // most (one may fall just after the failure is forgotten), not one per delivery.
+    // most (one may fall just after the failure is forgotten), not one per delivery; and
+    // one more for each 10 s the failure is remembered, if a slow emulator spread the
+    // attempts over longer than that, and never near one per delivery.
     let asked = idp.received().len();
-    assert!((1..=2).contains(&asked), "{asked} token requests for ten deliveries");
+    let most = (2 + took.as_secs() as usize / 10).min(5);
+    assert!((1..=most).contains(&asked), "{asked} token requests for ten deliveries in {took:?}");
     stack.shutdown().await;
 }
 }
@@ -717,7 +736,7 @@ async fn a_hook_moved_to_a_new_url_starts_its_health_over_and_says_its_circuit_c
     let h = stack.create_hook(&t, &json!({"name": "moving", "url": old.url("/")})).await;
     let id = h["id"].as_str().unwrap().to_owned();
     stack.publish(&t, &json!((0..10).map(|n| event("acme", n)).collect::<Vec<_>>())).await;
-    stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], WAIT).await;
+    stack.bus_events(bus.as_ref(), &["hook.circuit.opened"], flavor.patience(WAIT)).await;
     let failing = hook_health(&stack, &t, &id).await;
     assert_eq!(failing["circuit"]["state"], "open", "{failing}");
 
@@ -730,13 +749,13 @@ async fn a_hook_moved_to_a_new_url_starts_its_health_over_and_says_its_circuit_c
     let health = &moved.body["health"];
     assert_eq!((health["consecutive_failures"].as_u64(), &health["circuit"]["state"]), (Some(0), &json!("closed")), "{health}");
     assert_eq!(health["lane"], "fast");
-    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], WAIT).await;
+    let seen = stack.bus_events(bus.as_ref(), &["hook.circuit.closed"], flavor.patience(WAIT)).await;
     let closed = seen.iter().find(|e| e["detail-type"] == "hook.circuit.closed").expect("hook.circuit.closed");
     assert_eq!(closed["detail"]["hook_id"], id.as_str());
     assert!(closed["detail"]["reason"].as_str().unwrap().contains("URL changed"), "{closed}");
 
     stack.publish(&t, &json!(event("acme", 10))).await;
-    let got = new.wait_until(WAIT, |got| got.iter().any(|g| g.json()["detail"]["n"] == 10)).await;
+    let got = new.wait_until(flavor.patience(WAIT), |got| got.iter().any(|g| g.json()["detail"]["n"] == 10)).await;
     assert!(got.iter().any(|g| g.json()["detail"]["n"] == 10), "a new event reaches the new URL");
     stack.shutdown().await;
 }

@@ -9,7 +9,7 @@ use hookbridge_e2e::{TestStack, eventually, on_both_backends};
 async fn dead_letters_garbage(stack: &TestStack, queue: &dyn Queue, dlq_name: &str) {
     queue.send_batch(&[OutgoingMessage::now("this is not json".to_owned())]).await.unwrap();
     let dlq = stack.queue(dlq_name).await;
-    let dead = eventually(Duration::from_secs(30), || async {
+    let dead = eventually(stack.flavor().patience(Duration::from_secs(30)), || async {
         let got = dlq.receive(10, Duration::from_millis(200)).await.unwrap();
         (!got.is_empty()).then_some(got)
     })

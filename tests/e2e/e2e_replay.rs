@@ -42,7 +42,7 @@ async fn count(stack: &TestStack, t: &str, id: &str, status: &str) -> usize {
 }
 
 async fn job_until_stopped(stack: &TestStack, t: &str, location: &str) -> Value {
-    eventually(LONG, || async {
+    eventually(stack.flavor().patience(LONG), || async {
         let job = stack.get(location, t).await;
         assert_eq!(job.status, 200, "{}", job.body);
         (job.body["state"] != "RUNNING").then_some(job.body)
@@ -153,7 +153,7 @@ async fn a_replay_job_resends_a_window_of_many_pages_and_can_be_followed_and_can
         let queued = cancelled.body["queued"].as_u64().unwrap();
         let ingest = stack.queue(&stack.settings().topology.ingest.name).await;
         let settled = || async { ingest.depth().await.map(|d| d.total() == 0).unwrap_or(false) };
-        eventually(LONG, || async { settled().await.then_some(()) }).await.expect("the page under way ends");
+        eventually(stack.flavor().patience(LONG), || async { settled().await.then_some(()) }).await.expect("the page under way ends");
         let later = stack.get(&second_at, &t).await.body;
         let counted = later["queued"].as_u64().unwrap();
         assert_eq!(later["state"], "CANCELLED");
@@ -181,7 +181,7 @@ async fn a_replay_asks_for_a_window_it_can_send_and_its_job_outlives_the_hook(fl
     let h = stack.create_hook(&t, &json!({"name": "outlived", "url": r.url("/")})).await;
     let id = h["id"].as_str().unwrap().to_owned();
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
-    let delivered = eventually(LONG, || async {
+    let delivered = eventually(stack.flavor().patience(LONG), || async {
         stack.deliveries(&t, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await
@@ -318,8 +318,8 @@ async fn a_stalled_replay_is_poked_again_when_it_is_read(flavor: Flavor) {
     let id = h["id"].as_str().unwrap().to_owned();
     let now = chrono::Utc::now();
     stack.publish(&t, &events(0)).await;
-    r.wait_for(10, LONG).await;
-    eventually(LONG, || async { (count(&stack, &t, &id, "SUCCEEDED").await == 10).then_some(()) })
+    r.wait_for(10, stack.flavor().patience(LONG)).await;
+    eventually(stack.flavor().patience(LONG), || async { (count(&stack, &t, &id, "SUCCEEDED").await == 10).then_some(()) })
         .await
         .expect("every delivery recorded");
 
@@ -345,7 +345,7 @@ async fn a_stalled_replay_is_poked_again_when_it_is_read(flavor: Flavor) {
     assert!(updated > now, "its updated_at moves on when it is poked again: {}", read.body);
     let done = job_until_stopped(&stack, &t, &stalled).await;
     assert_eq!((done["state"].as_str(), done["queued"].as_u64()), (Some("SUCCEEDED"), Some(10)), "{done}");
-    r.wait_for(20, LONG).await;
+    r.wait_for(20, stack.flavor().patience(LONG)).await;
 
     // Not stalled: read, listed, it stays as its poke (here, none) leaves it.
     let listed = stack.get(&format!("/v1/hooks/{id}/replays"), &t).await;
@@ -402,10 +402,10 @@ async fn a_resend_leaves_what_the_hook_no_longer_wants_and_sends_its_test_event(
     }
     let retried = stack.call("POST", &format!("/v1/hooks/{id}/deliveries/{test}/retry"), Some(&t), None).await;
     assert_eq!(retried.status, 202, "{}", retried.body);
-    r.wait_for(4, LONG).await;
+    r.wait_for(4, stack.flavor().patience(LONG)).await;
     // Recorded too: a replay passes over a delivery still under way (the receiver can have
     // it a moment before its record says so).
-    let finished = eventually(LONG, || async {
+    let finished = eventually(stack.flavor().patience(LONG), || async {
         let d = stack.get(&format!("/v1/hooks/{id}/deliveries/{test}"), &t).await.body;
         (d["status"] == "SUCCEEDED" && d["attempts"].as_u64() == Some(2)).then_some(())
     })
@@ -416,7 +416,7 @@ async fn a_resend_leaves_what_the_hook_no_longer_wants_and_sends_its_test_event(
     assert_eq!(started.status, 202, "{}", started.body);
     let job = job_until_stopped(&stack, &t, started.headers["location"].to_str().unwrap()).await;
     assert_eq!((job["state"].as_str(), job["queued"].as_u64(), job["skipped"].as_u64()), (Some("SUCCEEDED"), Some(1), Some(2)), "{job}");
-    let received = r.wait_for(5, LONG).await;
+    let received = r.wait_for(5, stack.flavor().patience(LONG)).await;
     let kinds: Vec<String> = received
         .iter()
         .map(|m| format!("{} from {}", m.json()["detail-type"].as_str().unwrap(), m.json()["source"].as_str().unwrap()))
@@ -424,7 +424,7 @@ async fn a_resend_leaves_what_the_hook_no_longer_wants_and_sends_its_test_event(
     let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
     assert_eq!(count("hook.test from hookbridge"), 3, "sent, retried, replayed: {kinds:?}");
     assert_eq!((count("user.login from idp"), count("hook.test from crm")), (1, 1), "{kinds:?}");
-    let settled = eventually(LONG, || async {
+    let settled = eventually(stack.flavor().patience(LONG), || async {
         let ds = stack.deliveries(&t, &id, 1).await;
         ds.iter().all(|d| d["status"] == "SUCCEEDED").then_some(ds)
     })

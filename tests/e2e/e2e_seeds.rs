@@ -134,7 +134,7 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     assert_eq!(send(&stack, "POST", "/realms/test/webhooks", &t, Some(&doc)).await.0, 201);
     let event = json!({"type": "access.LOGIN", "realmId": "test", "clientId": "account", "userId": "u-1", "ipAddress": "203.0.113.7", "details": {"username": "ada"}});
     stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": event})).await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body, event, "the event as submitted, nothing added");
     let expected = hex::encode(hmac_sha256(b"A3jt6D8lz", &got[0].body));
@@ -151,7 +151,7 @@ async fn keycloak_clients_work_unchanged(flavor: Flavor) {
     let at = headers["location"].to_str().unwrap().trim_start_matches(stack.base_url()).to_owned();
     assert_eq!(send(&stack, "PUT", &at, &t, Some(&doc.to_string())).await.0, 204, "an update with an empty secret");
     stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": event})).await;
-    let got = unsigned.wait_for(1, WAIT).await;
+    let got = unsigned.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!(got[0].header("x-keycloak-signature"), None, "no secret, no signature");
 
     // Delete: 204, then 404.
@@ -248,7 +248,7 @@ async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
     for e in &events {
         ids.extend(stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": e})).await);
     }
-    r.wait_for(3, WAIT).await;
+    r.wait_for(3, flavor.patience(WAIT)).await;
     let sends = |query: &'static str| {
         let (stack, t, path) = (&stack, &t, format!("{webhook}/sends{query}"));
         async move {
@@ -257,7 +257,7 @@ async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
             body.as_array().unwrap().clone()
         }
     };
-    let all = eventually(WAIT, || async {
+    let all = eventually(flavor.patience(WAIT), || async {
         let all = sends("").await;
         (all.len() == 3 && all.iter().all(|s| s["status"] == 200)).then_some(all)
     })
@@ -307,7 +307,7 @@ async fn keycloak_sends_show_and_resend_a_webhooks_deliveries(flavor: Flavor) {
     let (status, _, headers) = send(&stack, "POST", &format!("{webhook}/sends/{oldest}/resend"), &t, None).await;
     assert_eq!(status, 202);
     assert_eq!(headers["content-type"], "text/plain");
-    let got = r.wait_until(WAIT, |got| arrivals(got) > before).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| arrivals(got) > before).await;
     assert!(arrivals(&got) > before, "the resent delivery arrived");
 
     // Another webhook's send, an unknown one, and a reader resending: Keycloak's errors.
@@ -406,7 +406,7 @@ async fn extremecloud_iq_clients_work_unchanged(flavor: Flavor) {
     let records: Value = serde_json::from_str(&fixture("xiq-user-logged-in.json")).unwrap();
     stack.publish(&t, &json!({"detail-type": "AUDIT_LOG_ALL", "source": "xiq", "detail": records[0]})).await;
     stack.publish(&t, &json!({"detail-type": "SMS_LOG_ALL", "source": "xiq", "detail": records[0]})).await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body, records, "the record in an array, as XIQ sends it");
     assert!(standard_signature_verifies(&got[0], b"00000000"));
@@ -449,7 +449,7 @@ async fn hooks_the_failure_rule_disabled_read_as_disabled_through_the_other_prod
     stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
     // Both answered 410: XIQ's was disabled by it at once. Keycloak's tries a 410 again,
     // as Keycloak does, so the failure rule disabled it, not the 410.
-    let inactive = eventually(WAIT, || async {
+    let inactive = eventually(flavor.patience(WAIT), || async {
         let hooks = stack.get("/v1/hooks", &t).await.body["hooks"].clone();
         let all = hooks.as_array().unwrap().clone();
         (all.len() == 2 && all.iter().all(|h| h["destination_state"] == "INACTIVE")).then_some(all)
@@ -500,7 +500,7 @@ async fn keycloak_signs_only_with_a_secret_the_client_set(flavor: Flavor) {
     let put = send(&stack, "PUT", &format!("/realms/test/webhooks/{}", v1["id"].as_str().unwrap()), &t, Some(r#"{"secret":"A3jt6D8lz"}"#)).await;
     assert_eq!(put.0, 204);
     stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
-    let got = r.wait_for_paths(&["/none", "/v1"], WAIT).await;
+    let got = r.wait_for_paths(&["/none", "/v1"], flavor.patience(WAIT)).await;
     let at = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap_or_else(|| panic!("nothing at {p}"));
     assert_eq!(at("/none").header("x-keycloak-signature"), None);
     assert!(at("/none").header("webhook-signature").is_some(), "still signed the standard way");
@@ -534,7 +534,7 @@ async fn a_keycloak_webhook_for_all_events_gets_keycloaks_events_only(flavor: Fl
     for kind in ["access.LOGIN", "admin.USER-CREATE"] {
         stack.publish(&t, &json!({"detail-type": kind, "source": "keycloak", "detail": {"type": kind}})).await;
     }
-    r.wait_for(4, WAIT).await;
+    r.wait_for(4, flavor.patience(WAIT)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = r.received();
     let mut kinds: Vec<(String, String)> =
@@ -587,7 +587,7 @@ async fn keycloak_event_types_written_with_a_dash_get_their_events(flavor: Flavo
     for kind in ["admin.USER-CREATE", "access.LOGIN", "admin.USER-DELETE"] {
         stack.publish(&t, &json!({"detail-type": kind, "source": "keycloak", "detail": {"type": kind}})).await;
     }
-    r.wait_for(2, WAIT).await;
+    r.wait_for(2, flavor.patience(WAIT)).await;
     // Time for the one it must not get, published last, to arrive if it were sent. Each
     // delivery once, by its id: a copy (delivery is at least once) is the same one.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -620,9 +620,9 @@ async fn keycloak_webhooks_retry_every_answer_that_is_not_2xx(flavor: Flavor) {
     r.script([Reply::status(404), Reply::status(404)]);
     r.always(Reply::status(200));
     stack.publish(&t, &json!({"detail-type": "access.LOGIN", "source": "keycloak", "detail": {"type": "LOGIN"}})).await;
-    let got = r.wait_until(WAIT, |got| got.iter().filter(|g| g.uri.path() == "/kc").count() == 2).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| got.iter().filter(|g| g.uri.path() == "/kc").count() == 2).await;
     assert_eq!(got.iter().filter(|g| g.uri.path() == "/v1").count(), 1, "the /v1 hook gave up on its 404");
-    let delivered = eventually(WAIT, || async {
+    let delivered = eventually(flavor.patience(WAIT), || async {
         stack.deliveries(&t, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await;
@@ -651,7 +651,7 @@ async fn extremecloud_iq_subscriptions_are_all_checked_before_any_is_made(flavor
     assert_eq!(made.len(), 1, "{listed}");
     // Told of the one made after (told before it, any made and undone would come first),
     // and then of nothing more; a copy of its event (the bus is at least once) is the same.
-    let mut told = stack.bus_events(watch_bus.as_ref(), &["hook.created"], WAIT).await;
+    let mut told = stack.bus_events(watch_bus.as_ref(), &["hook.created"], flavor.patience(WAIT)).await;
     told.extend(stack.bus_events(watch_bus.as_ref(), &["none"], Duration::from_secs(2)).await);
     let about: std::collections::BTreeSet<&str> = told
         .iter()

@@ -8,7 +8,7 @@ use hookbridge_core::hook::{Hook, HookDraft, HookState, NetworkPolicy, Validatio
 use hookbridge_core::secret::SigningSecret;
 use hookbridge_core::settings;
 use hookbridge_core::signing::keycloak_signature;
-use hookbridge_e2e::{ALL_SCOPES, TestStack, eventually, numbers, on_both_backends};
+use hookbridge_e2e::{ALL_SCOPES, Flavor, TestStack, eventually, numbers, on_both_backends};
 use hookbridge_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
 
@@ -35,7 +35,10 @@ fn with_new_token<'a>(sent: &[&'a Received]) -> Option<&'a Received> {
 }
 
 async fn delivery_where(stack: &TestStack, t: &str, hook: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-    eventually(WAIT, || async { stack.deliveries(t, hook, 1).await.into_iter().find(|d| pred(d)) }).await
+    eventually(stack.flavor().patience(WAIT), || async {
+        stack.deliveries(t, hook, 1).await.into_iter().find(|d| pred(d))
+    })
+    .await
 }
 
 on_both_backends! {
@@ -56,7 +59,7 @@ async fn every_auth_type_reaches_the_receiver(flavor: Flavor) {
             .await;
     }
     stack.publish(&t, &event(1)).await;
-    let got = r.wait_for_paths(&["/none", "/basic", "/apikey", "/header"], WAIT).await;
+    let got = r.wait_for_paths(&["/none", "/basic", "/apikey", "/header"], flavor.patience(WAIT)).await;
     let by_path = |p: &str| got.iter().find(|g| g.uri.path() == p).unwrap_or_else(|| panic!("nothing at {p}: {}", paths(&got)));
     assert_eq!(by_path("/none").header("authorization"), None);
     assert_eq!(by_path("/basic").header("authorization"), Some("Basic YWRhOnB3LTE="));
@@ -89,7 +92,7 @@ async fn oauth_fetches_one_token_for_many_deliveries_and_refreshes_after_a_401(f
         .await;
     let id = h["id"].as_str().unwrap();
     // The verifier authorizes the hook with a token fetch.
-    eventually(WAIT, || async {
+    eventually(flavor.patience(WAIT), || async {
         (stack.get(&format!("/v1/hooks/{id}"), &t).await.body["connection_state"] == "AUTHORIZED").then_some(())
     })
     .await
@@ -105,7 +108,7 @@ async fn oauth_fetches_one_token_for_many_deliveries_and_refreshes_after_a_401(f
     for n in 0..5 {
         stack.publish(&t, &event(n)).await;
     }
-    let got = r.wait_until(WAIT, |got| numbers(got).len() == 5).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| numbers(got).len() == 5).await;
     let tokens: std::collections::BTreeSet<_> = got.iter().map(|g| g.header("authorization").unwrap().to_owned()).collect();
     assert_eq!(tokens.len(), 1, "one token for every delivery: {tokens:?}");
     assert!(idp.received().len() - fetched_before <= 1, "at most one token fetched for five deliveries");
@@ -116,7 +119,7 @@ async fn oauth_fetches_one_token_for_many_deliveries_and_refreshes_after_a_401(f
     stack.publish(&t, &event(99)).await;
     // Waits for the attempt with a new token rather than for a count of requests, which a
     // duplicate (delivery is at least once) would reach early.
-    let got = r.wait_until(WAIT, |got| with_new_token(&numbered(got, 99)).is_some()).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| with_new_token(&numbered(got, 99)).is_some()).await;
     let sent = numbered(&got, 99);
     let again = with_new_token(&sent).expect("the delivery sent again with a fresh token");
     assert_eq!(sent[0].header("webhook-id"), again.header("webhook-id"), "the same delivery");
@@ -137,7 +140,7 @@ async fn every_method_carries_the_envelope(flavor: Flavor) {
         stack.create_hook(&t, &json!({"name": m.to_lowercase(), "url": r.url(&format!("/{m}")), "method": m})).await;
     }
     stack.publish(&t, &event(1)).await;
-    let got = r.wait_for_paths(&["/POST", "/PUT", "/PATCH", "/GET", "/DELETE"], WAIT).await;
+    let got = r.wait_for_paths(&["/POST", "/PUT", "/PATCH", "/GET", "/DELETE"], flavor.patience(WAIT)).await;
     for m in ["POST", "PUT", "PATCH", "GET", "DELETE"] {
         let g = got.iter().find(|g| g.uri.path() == format!("/{m}")).unwrap_or_else(|| panic!("no {m}: {}", paths(&got)));
         assert_eq!(g.method.as_str(), m);
@@ -157,7 +160,7 @@ async fn keycloak_signature_is_added_when_asked(flavor: Flavor) {
         .await;
     let secret = SigningSecret::parse(h["secret"].as_str().unwrap()).unwrap();
     stack.publish(&t, &event(1)).await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!(got[0].header("x-keycloak-signature"), Some(keycloak_signature(&secret, &got[0].body).as_str()));
     assert!(got[0].header("webhook-signature").is_some());
     stack.shutdown().await;
@@ -166,7 +169,13 @@ async fn keycloak_signature_is_added_when_asked(flavor: Flavor) {
 
 on_both_backends! {
 async fn a_receiver_failing_twice_then_succeeding_gets_three_attempts_on_the_schedule(flavor: Flavor) {
-    let stack = TestStack::start_with(flavor, &[(settings::RETRY_SCHEDULE, "1s,1s,1s")]).await;
+    // RETRYING must be seen between attempts: on the emulator, where one read of the
+    // deliveries can take seconds, they are further apart.
+    let schedule = match flavor {
+        Flavor::Embedded => "1s,1s,1s",
+        Flavor::Aws => "10s,10s,10s",
+    };
+    let stack = TestStack::start_with(flavor, &[(settings::RETRY_SCHEDULE, schedule)]).await;
     let r = Receiver::start().await;
     r.script([Reply::body(503, "busy"), Reply::status(502)]);
     let t = stack.token("acme", ALL_SCOPES);
@@ -207,14 +216,14 @@ async fn gone_410_disables_the_hook_and_later_events_are_cancelled(flavor: Flavo
     stack.publish(&t, &event(1)).await;
     let failed = delivery_where(&stack, &t, id, |d| d["status"] == "FAILED").await.expect("failed at once");
     stack.assert_attempted_once(&t, id, &failed).await;
-    let hook = eventually(WAIT, || async {
+    let hook = eventually(flavor.patience(WAIT), || async {
         let h = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
         (h["destination_state"] == "INACTIVE").then_some(h)
     })
     .await
     .expect("disabled");
     assert!(hook["disabled_reason"].as_str().unwrap().contains("410"));
-    let seen = stack.bus_events(watch.as_ref(), &["hook.disabled"], WAIT).await;
+    let seen = stack.bus_events(watch.as_ref(), &["hook.disabled"], flavor.patience(WAIT)).await;
     assert!(seen.iter().any(|e| e["detail-type"] == "hook.disabled" && e["detail"]["hook_id"] == id));
     stack.publish(&t, &event(2)).await;
     let cancelled = delivery_where(&stack, &t, id, |d| d["status"] == "CANCELLED").await.expect("cancelled");
@@ -242,7 +251,7 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
     let failed = delivery_where(&stack, &t, id, |d| d["status"] == "FAILED").await.expect("FAILED after the schedule");
     assert_eq!(failed["attempts"], 3);
     stack.publish(&t, &event(2)).await;
-    let hook = eventually(WAIT, || async {
+    let hook = eventually(flavor.patience(WAIT), || async {
         let h = stack.get(&format!("/v1/hooks/{id}"), &t).await.body;
         (h["destination_state"] == "INACTIVE").then_some(h)
     })
@@ -250,7 +259,7 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
     .expect("the failure rule disables the hook");
     assert!(hook["disabled_reason"].as_str().unwrap().starts_with("failing since"));
     assert!(hook["health"]["consecutive_failures"].as_u64().unwrap() >= 4);
-    let seen = stack.bus_events(watch.as_ref(), &["delivery.exhausted", "hook.failing", "hook.disabled"], WAIT).await;
+    let seen = stack.bus_events(watch.as_ref(), &["delivery.exhausted", "hook.failing", "hook.disabled"], flavor.patience(WAIT)).await;
     let order: Vec<_> = seen.iter().map(|e| e["detail-type"].as_str().unwrap_or("")).collect();
     let pos = |ty: &str| order.iter().position(|t| *t == ty).unwrap_or_else(|| panic!("no {ty} in {order:?}"));
     assert!(pos("hook.failing") < pos("hook.disabled"), "the warning comes first: {order:?}");
@@ -259,7 +268,7 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
 
     // Missed while disabled; wait until every delivery has settled (FAILED or CANCELLED).
     stack.publish(&t, &event(3)).await;
-    eventually(WAIT, || async {
+    eventually(flavor.patience(WAIT), || async {
         let list = stack.deliveries(&t, id, 1).await;
         (list.len() == 3 && list.iter().all(|d| d["status"] == "FAILED" || d["status"] == "CANCELLED")).then_some(())
     })
@@ -276,7 +285,7 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
         .await;
     assert_eq!(replay.status, 202, "{}", replay.body);
     let job = replay.headers["location"].to_str().unwrap().to_owned();
-    let done = eventually(WAIT, || async {
+    let done = eventually(flavor.patience(WAIT), || async {
         let j = stack.get(&job, &t).await.body;
         (j["state"] == "SUCCEEDED").then_some(j)
     })
@@ -284,10 +293,10 @@ async fn an_always_failing_receiver_exhausts_the_schedule_gets_the_hook_disabled
     .expect("the replay finishes");
     let count = done["queued"].as_u64().unwrap();
     assert_eq!(count, 3, "{done}");
-    let got = r.wait_until(WAIT, |got| numbers(&got[before.min(got.len())..]).len() >= count as usize).await;
+    let got = r.wait_until(flavor.patience(WAIT), |got| numbers(&got[before.min(got.len())..]).len() >= count as usize).await;
     let replayed = numbers(&got[before..]);
     assert_eq!(replayed, [1, 2, 3].into_iter().collect(), "every missed event arrives");
-    let all_done = eventually(WAIT, || async {
+    let all_done = eventually(flavor.patience(WAIT), || async {
         let list = stack.deliveries(&t, id, 1).await;
         list.iter().all(|d| d["status"] == "SUCCEEDED").then_some(list)
     })
@@ -414,7 +423,7 @@ async fn a_401_after_a_slow_token_fetch_stays_within_one_attempt_budget(flavor: 
     // was under way waited for it, less than the 1.6 s a fetch of its own takes, and the
     // receiver then held more than half the attempt: its own timeout, rightly (seen once
     // under a loaded run). Once the hook is authorized, the delivery fetches its own.
-    eventually(WAIT, || async {
+    eventually(flavor.patience(WAIT), || async {
         (stack.get(&format!("/v1/hooks/{id}"), &t).await.body["connection_state"] == "AUTHORIZED").then_some(())
     })
     .await

@@ -18,7 +18,7 @@ async fn another_tenants_hook_receives_nothing_and_reads_as_404(flavor: Flavor) 
     let b_id = b_hook["id"].as_str().unwrap();
 
     stack.publish(&a, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    assert_eq!(mine.wait_for(1, Duration::from_secs(20)).await.len(), 1);
+    assert_eq!(mine.wait_for(1, flavor.patience(Duration::from_secs(20))).await.len(), 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(theirs.received().is_empty(), "tenant B received tenant A's event");
 
@@ -68,7 +68,7 @@ async fn two_tenants(stack: &TestStack, theirs: &Receiver) -> Two {
     let b_hook = stack.create_hook(&b, &json!({"name": "b-hook", "url": theirs.url("/")})).await;
     let id = b_hook["id"].as_str().unwrap().to_owned();
     stack.publish(&b, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let delivery = hookbridge_e2e::eventually(Duration::from_secs(20), || async {
+    let delivery = hookbridge_e2e::eventually(stack.flavor().patience(Duration::from_secs(20)), || async {
         stack.deliveries(&b, &id, 1).await.into_iter().find(|d| d["status"] == "SUCCEEDED")
     })
     .await

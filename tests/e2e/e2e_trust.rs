@@ -42,9 +42,11 @@ async fn overwrite(stack: &TestStack, tenant: &str, id: &str, change: impl Fn(&m
 }
 
 async fn status_of(stack: &TestStack, t: &str, hook: &str, want: &str) -> Value {
-    eventually(WAIT, || async { stack.deliveries(t, hook, 1).await.into_iter().find(|d| d["status"] == want) })
-        .await
-        .unwrap_or_else(|| panic!("no {want} delivery for {hook}"))
+    eventually(stack.flavor().patience(WAIT), || async {
+        stack.deliveries(t, hook, 1).await.into_iter().find(|d| d["status"] == want)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no {want} delivery for {hook}"))
 }
 
 on_both_backends! {
@@ -62,7 +64,7 @@ async fn a_sealed_blob_copied_to_another_hook_does_not_open_there(flavor: Flavor
     overwrite(&stack, "acme", b_id, |b| b.sealed = a_sealed.clone()).await;
 
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    assert_eq!(ra.wait_for(1, WAIT).await[0].header("authorization"), Some(basic("pw-a").as_str()));
+    assert_eq!(ra.wait_for(1, flavor.patience(WAIT)).await[0].header("authorization"), Some(basic("pw-a").as_str()));
     let cancelled = status_of(&stack, &t, b_id, "CANCELLED").await;
     assert_eq!(cancelled["reason"], "the hook's secrets cannot be opened");
     assert!(rb.received().is_empty(), "B sent something with secrets that are not its own");
@@ -88,7 +90,7 @@ async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migr
 
     // Until migrated, the old blob still opens: nothing stops delivering on upgrade.
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 1}})).await;
-    assert_eq!(r.wait_for(1, WAIT).await[0].header("authorization"), Some(basic("pw-old").as_str()));
+    assert_eq!(r.wait_for(1, flavor.patience(WAIT)).await[0].header("authorization"), Some(basic("pw-old").as_str()));
 
     // Another hook's old blob, damaged: it can never be opened, and must not stop the rest.
     let other = stack.create_hook(&t, &json!({"name": "damaged", "url": r.url("/d")})).await;
@@ -108,7 +110,7 @@ async fn secrets_sealed_before_binding_keep_working_and_are_resealed_by_the_migr
     assert_eq!(hookbridge_local::migrate::reseal_secrets(&b).await.unwrap().resealed, 0, "idempotent");
 
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {"n": 2}})).await;
-    assert_eq!(r.wait_for(2, WAIT).await[1].header("authorization"), Some(basic("pw-old").as_str()));
+    assert_eq!(r.wait_for(2, flavor.patience(WAIT)).await[1].header("authorization"), Some(basic("pw-old").as_str()));
     stack.shutdown().await;
 }
 }
@@ -210,7 +212,7 @@ async fn a_put_moving_the_hook_to_another_origin_must_carry_its_credentials_agai
     full["headers"][0]["value"] = json!("hv-2");
     assert_eq!(stack.put(&path, &t, &full).await.status, 200);
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     assert_eq!((got[0].header("authorization"), got[0].header("x-key")), (Some(basic("pw-2").as_str()), Some("hv-2")));
     stack.shutdown().await;
 }
@@ -289,7 +291,7 @@ async fn rotated_out_secrets_are_bounded(flavor: Flavor) {
         assert_eq!(rotated.status, 200);
     }
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let got = r.wait_for(1, WAIT).await;
+    let got = r.wait_for(1, flavor.patience(WAIT)).await;
     let signatures = got[0].header("webhook-signature").unwrap().split_whitespace().count();
     assert_eq!(signatures, 1 + hookbridge_core::hook::MAX_RETIRING_SECRETS, "the current secret and the newest retiring ones");
     stack.shutdown().await;

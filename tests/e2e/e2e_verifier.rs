@@ -58,7 +58,7 @@ async fn an_endpoint_answering_the_challenge_is_verified_and_receives_events(fla
     assert_eq!(challenge.method, "GET");
     assert!(challenge.header("x-okta-verification-challenge").is_some());
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let got = r.wait_for(2, WAIT).await;
+    let got = r.wait_for(2, flavor.patience(WAIT)).await;
     assert_eq!(got[1].method, "POST");
     let events = stack.bus_events(watch_bus.as_ref(), &["hook.verified", "hook.authorized"], WAIT).await;
     assert!(events.iter().any(|e| e["detail-type"] == "hook.verified" && e["detail"]["hook_id"] == id));
@@ -121,7 +121,7 @@ async fn wrong_answers_fail_verification_with_the_reason_and_nothing_is_delivere
     }
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
     for (r, id, _) in &receivers {
-        let cancelled = eventually(WAIT, || async {
+        let cancelled = eventually(flavor.patience(WAIT), || async {
             stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "CANCELLED")
         })
         .await
@@ -179,7 +179,7 @@ async fn a_check_asked_for_after_a_failed_one_does_not_restart_deliveries(flavor
     assert_eq!(again.body["status"], "PENDING");
     assert!(again.body["last_error"].as_str().unwrap().contains("wrong answer"), "{}", again.body);
     stack.publish(&t, &json!({"detail-type": "user.login", "source": "idp", "detail": {}})).await;
-    let cancelled = eventually(WAIT, || async {
+    let cancelled = eventually(flavor.patience(WAIT), || async {
         stack.deliveries(&t, id, 1).await.into_iter().find(|d| d["status"] == "CANCELLED")
     })
     .await
@@ -288,7 +288,7 @@ async fn oauth_credentials_are_authorized_or_deauthorized_with_the_token_endpoin
     let (b, _) = watch(&stack, &t, bad["id"].as_str().unwrap(), |h| h["connection_state"] == "DEAUTHORIZED").await;
     let why = b["connection_error"].as_str().unwrap();
     assert!(why.contains("401") && why.contains("invalid_client"), "{why}");
-    let events = stack.bus_events(watch_bus.as_ref(), &["hook.authorized", "hook.deauthorized"], WAIT).await;
+    let events = stack.bus_events(watch_bus.as_ref(), &["hook.authorized", "hook.deauthorized"], flavor.patience(WAIT)).await;
     assert!(events.iter().any(|e| e["detail-type"] == "hook.deauthorized" && e["detail"]["hook_id"] == bad["id"]));
     assert!(events.iter().any(|e| e["detail-type"] == "hook.authorized" && e["detail"]["hook_id"] == good["id"]));
     stack.shutdown().await;
@@ -306,7 +306,7 @@ async fn a_challenge_is_not_made_again_for_a_secret_it_never_read(flavor: Flavor
     let t = stack.token("acme", ALL_SCOPES);
     let h = required_hook(&stack, &t, "rotated", &r.url("/")).await;
     let id = h["id"].as_str().unwrap();
-    r.wait_for(1, WAIT).await;
+    r.wait_for(1, flavor.patience(WAIT)).await;
     let rotated = stack.post(&format!("/v1/hooks/{id}/secret/rotate"), &t, &json!({})).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     watch(&stack, &t, id, |h| h["verification"]["status"] == "VERIFIED").await;
@@ -330,7 +330,7 @@ async fn a_check_asked_for_is_made_even_when_the_hook_changes_meanwhile(flavor: 
     let id = h["id"].as_str().unwrap();
     watch(&stack, &t, id, |h| h["connection_state"] == "AUTHORIZED").await;
     assert_eq!(stack.post(&format!("/v1/hooks/{id}/verify"), &t, &json!({})).await.status, 202);
-    r.wait_for(1, WAIT).await;
+    r.wait_for(1, flavor.patience(WAIT)).await;
     let changed = stack
         .put(&format!("/v1/hooks/{id}"), &t, &json!({"name": "asked", "url": r.url("/"), "description": "changed"}))
         .await;

@@ -304,6 +304,7 @@ impl Receiver {
 pub struct BlackHole {
     addr: SocketAddr,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    first_accepted: Arc<std::sync::OnceLock<tokio::time::Instant>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -325,16 +326,18 @@ impl BlackHole {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind black hole");
         let addr = listener.local_addr().expect("black hole address");
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let first_accepted = Arc::new(std::sync::OnceLock::new());
+        let (count, first) = (accepted.clone(), first_accepted.clone());
         let task = tokio::spawn(async move {
             // Held, never read or written, until the task is aborted.
             let mut held = Vec::new();
             while let Ok((stream, _)) = listener.accept().await {
+                first.get_or_init(tokio::time::Instant::now);
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 held.push(stream);
             }
         });
-        Self { addr, accepted, task }
+        Self { addr, accepted, first_accepted, task }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -345,6 +348,12 @@ impl BlackHole {
     /// How many connections it has taken.
     pub fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When it took its first connection: no request to it can have run out a timeout of
+    /// `t` before this plus `t`.
+    pub fn first_accepted_at(&self) -> Option<tokio::time::Instant> {
+        self.first_accepted.get().copied()
     }
 }
 
