@@ -37,6 +37,7 @@ pub use catalog::SCHEMAS_KEPT_FOR;
 pub use dto::{DeliveryOut, HookOut};
 pub use error::ApiError;
 pub use events::{CLAIM_PENDING_FOR, IDEMPOTENCY_WINDOW, request_claim_key};
+pub use hooks::BULK_BEGUN_WITHIN;
 
 /// What the API needs to know about the deployment.
 #[derive(Debug, Clone)]

@@ -1,0 +1,48 @@
+//! A bulk create makes its hooks one after another. When the store is slow (AWS calls that
+//! take seconds), a hundred of them outlasted the API function: Lambda ended the request,
+//! the caller got the gateway's own error, and the signing secrets of the hooks made were
+//! never shown. Past its time the rest are answered `503`, not attempted.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+use std::time::Duration;
+
+use common::{api_and_token, call};
+use hookbridge_testkit::EmbeddedHarness;
+use serde_json::json;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_create_slower_than_its_time_answers_what_it_made_and_leaves_the_rest() {
+    let h = EmbeddedHarness::start().await;
+    let (api, token) = api_and_token(&h, "hooks:read hooks:write");
+    let hook = |n: u32| json!({"name": format!("h-{n}"), "url": format!("https://receiver.example/{n}")});
+    let body = json!([hook(1), hook(2), hook(3)]).to_string();
+
+    // The first hook's write waits behind the writer for longer than the request's time.
+    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, answer) = call(&api, "POST", "/v1/hooks", &token, &body).await;
+    busy.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 503, 503], "{answer}");
+    assert!(results[0]["hook"]["secret"].as_str().unwrap().starts_with("whsec_"), "the secret of the hook made");
+    for left in &results[1..] {
+        assert_eq!(left["error"]["type"], "https://hookbridge.dev/problems/unavailable", "{left}");
+        assert!(left["error"]["detail"].as_str().unwrap().contains("not attempted"), "{left}");
+    }
+    let (_, listed) = call(&api, "GET", "/v1/hooks", &token, "").await;
+    let names: Vec<&str> = listed["hooks"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["h-1"], "only the one made");
+
+    // Sent again, they are made.
+    let (status, again) = call(&api, "POST", "/v1/hooks", &token, &json!([hook(2), hook(3)]).to_string()).await;
+    assert_eq!(status, 200);
+    let statuses: Vec<u64> =
+        again["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 201], "{again}");
+}
