@@ -29,9 +29,10 @@ pub const MAX_BULK: usize = 100;
 /// How long a bulk create goes on beginning hooks. Each is made one after another, a few
 /// AWS calls each (tens of milliseconds when AWS answers as usual, up to seconds when it
 /// is slow); past this the rest are answered `503`, not attempted, so the request answers
-/// with what it made, secrets included, before the API function's 10 s timeout. Ended by
-/// Lambda instead, the caller got the gateway's own error, and the secrets of the hooks
-/// made were never shown.
+/// with what it made, secrets included, before the API function's 10 s timeout (unless
+/// the one hook begun last is slower than the rest of it: each of its calls may take 4 s).
+/// Ended by Lambda instead, the caller got the gateway's own error, and the secrets of the
+/// hooks made were never shown.
 pub const BULK_BEGUN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default and largest page sizes for listing.
 const DEFAULT_PAGE: usize = 50;
@@ -100,7 +101,7 @@ pub async fn create(
     }
     match parse::<Unique>(&bytes)?.0 {
         item @ Value::Object(_) => {
-            let out = create_one(&api, &caller, item, &mut TenantBytes::default()).await?;
+            let out = create_one(&api, &caller, hook_draft(item, "")?, &mut TenantBytes::default()).await?;
             let location = format!("/v1/hooks/{}", out.id);
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(out)).into_response())
         }
@@ -124,11 +125,12 @@ async fn create_many(api: &Api, caller: &Caller, bytes: &[u8]) -> Result<Respons
     let mut counted = TenantBytes::default();
     let began = tokio::time::Instant::now();
     for item in items {
-        let made = match parse::<Unique>(item.get().as_bytes()) {
+        // Read first: a malformed item is refused as such whenever it comes.
+        let made = match parse::<Unique>(item.get().as_bytes()).and_then(|Unique(item)| hook_draft(item, "")) {
             Ok(_) if began.elapsed() >= BULK_BEGUN_WITHIN => {
                 Err(ApiError::Unavailable("not attempted: the hooks before it took the request's time; send it again"))
             }
-            Ok(Unique(item)) => create_one(api, caller, item, &mut counted).await,
+            Ok(draft) => create_one(api, caller, draft, &mut counted).await,
             Err(e) => Err(e),
         };
         results.push(match made {
@@ -145,8 +147,12 @@ async fn create_many(api: &Api, caller: &Caller, bytes: &[u8]) -> Result<Respons
     Ok(Json(json!({ "results": results })).into_response())
 }
 
-async fn create_one(api: &Api, caller: &Caller, item: Value, counted: &mut TenantBytes) -> Result<HookOut, ApiError> {
-    let draft = hook_draft(item, "")?;
+async fn create_one(
+    api: &Api,
+    caller: &Caller,
+    draft: HookDraft,
+    counted: &mut TenantBytes,
+) -> Result<HookOut, ApiError> {
     let (hook, secrets) = create_hook(api, caller, draft, None, counted).await?;
     let mut out = HookOut::from(&hook);
     out.secret = Some(crate::dto::ShownOnce(secrets.signing.expose().to_owned()));

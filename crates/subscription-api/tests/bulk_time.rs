@@ -19,7 +19,8 @@ async fn a_bulk_create_slower_than_its_time_answers_what_it_made_and_leaves_the_
     let h = EmbeddedHarness::start().await;
     let (api, token) = api_and_token(&h, "hooks:read hooks:write");
     let hook = |n: u32| json!({"name": format!("h-{n}"), "url": format!("https://receiver.example/{n}")});
-    let body = json!([hook(1), hook(2), hook(3)]).to_string();
+    let malformed = json!({"name": "h-bad", "url": "https://receiver.example/bad", "rate_limit": [5]});
+    let body = json!([hook(1), hook(2), malformed, hook(3)]).to_string();
 
     // The first hook's write waits behind the writer for longer than the request's time.
     let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_millis(500));
@@ -29,9 +30,10 @@ async fn a_bulk_create_slower_than_its_time_answers_what_it_made_and_leaves_the_
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
     let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
-    assert_eq!(statuses, [201, 503, 503], "{answer}");
+    assert_eq!(statuses, [201, 503, 400, 503], "{answer}");
     assert!(results[0]["hook"]["secret"].as_str().unwrap().starts_with("whsec_"), "the secret of the hook made");
-    for left in &results[1..] {
+    assert_eq!(results[2]["error"]["errors"][0]["field"], "rate_limit", "refused as such, not left: {answer}");
+    for left in [&results[1], &results[3]] {
         assert_eq!(left["error"]["type"], "https://hookbridge.dev/problems/unavailable", "{left}");
         assert!(left["error"]["detail"].as_str().unwrap().contains("not attempted"), "{left}");
     }
