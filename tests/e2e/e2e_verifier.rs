@@ -32,6 +32,16 @@ async fn watch(stack: &TestStack, t: &str, id: &str, done: impl Fn(&Value) -> bo
     }
 }
 
+/// How long a token endpoint holds a check while the test changes the hook under it: the
+/// change must land within it, and the emulator's calls can take seconds (under the 9 s a
+/// token fetch is given).
+fn token_hold(flavor: Flavor) -> Duration {
+    match flavor {
+        Flavor::Embedded => Duration::from_secs(2),
+        Flavor::Aws => Duration::from_secs(8),
+    }
+}
+
 async fn required_hook(stack: &TestStack, t: &str, name: &str, url: &str) -> Value {
     let h = stack.create_hook(t, &json!({"name": name, "url": url, "verification": {"required": true}})).await;
     assert_eq!(h["verification"]["status"], "PENDING");
@@ -195,12 +205,8 @@ async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor)
     let stack = TestStack::start(flavor).await;
     let watch_bus = stack.watch_bus("hookbridge").await;
     // The first check's token endpoint answers after a while; the hook is moved to another
-    // one, which refuses at once, while it waits. The emulator's calls can take seconds,
-    // and the move must land within the wait (under the 9 s a token fetch is given).
-    let hold = match flavor {
-        Flavor::Embedded => Duration::from_secs(2),
-        Flavor::Aws => Duration::from_secs(8),
-    };
+    // one, which refuses at once, while it waits.
+    let hold = token_hold(flavor);
     let slow_idp = Receiver::start().await;
     slow_idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#).after(hold));
     let refusing_idp = Receiver::start().await;
@@ -230,14 +236,10 @@ async fn a_check_overtaken_by_a_change_of_the_hook_tells_nothing(flavor: Flavor)
 on_both_backends! {
 async fn a_check_made_with_secrets_replaced_meanwhile_is_made_again_with_the_new_ones(flavor: Flavor) {
     let stack = TestStack::start(flavor).await;
-    // The token endpoint refuses the first fetch, after a while (longer on the emulator,
-    // whose calls can take seconds), and the hook's secrets are replaced while it waits (a
-    // rotation: it brings no check of its own); every later fetch succeeds. What the first
-    // fetch found says nothing of the secrets now stored.
-    let hold = match flavor {
-        Flavor::Embedded => Duration::from_secs(2),
-        Flavor::Aws => Duration::from_secs(8),
-    };
+    // The token endpoint refuses the first fetch, after a while, and the hook's secrets are
+    // replaced while it waits (a rotation: it brings no check of its own); every later
+    // fetch succeeds. What the first fetch found says nothing of the secrets now stored.
+    let hold = token_hold(flavor);
     let idp = Receiver::start().await;
     idp.script([Reply::body(401, r#"{"error":"invalid_client"}"#).after(hold)]);
     idp.always(Reply::body(200, r#"{"access_token":"t","expires_in":60}"#));

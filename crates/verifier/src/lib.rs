@@ -113,8 +113,7 @@ async fn handle_until(v: &Verifier, m: &ReceivedMessage, stop: Option<Instant>) 
     let span = tracing::info_span!("verify", tenant = %detail.tenant, hook_id = %detail.hook_id);
     // On the queue's last receive, a token endpoint still without an answer is the finding.
     let last_try = m.receive_count >= hookbridge_core::topology::VERIFY_RECEIVES;
-    let checked = verify(v, &kind, &detail, stop, last_try).instrument(span).await;
-    match checked {
+    match verify(v, &kind, &detail, stop, last_try).instrument(span).await {
         Ok(Checked::Done) => None,
         Ok(Checked::OutOfTime) => {
             tracing::info!(hook_id = %detail.hook_id, tenant = %detail.tenant, "too little time left for the check; handed back");

@@ -98,21 +98,19 @@ async fn a_check_whose_writes_outlast_the_invocation_is_given_up_before_its_dead
     .unwrap();
     let m = common::lifecycle(&hook, "hook.verification.requested", "m1", 1);
     let deadline = Instant::now() + verifier::round_time(v.outbound.settings()) + Duration::from_millis(500);
-    let check = verifier::handle_within(&v, std::slice::from_ref(&m), Some(deadline));
+    let check = async {
+        let outcome = verifier::handle_within(&v, std::slice::from_ref(&m), Some(deadline)).await;
+        (outcome, Instant::now())
+    };
     // While the endpoint answers the challenge, the store's writer is taken for longer than
     // the invocation has left: the results' write waits behind it.
     let held = async {
         r.wait_for(1, Duration::from_secs(5)).await;
-        // A handle, not a future to wait on here: the check must answer while it holds.
-        let handle = h.hold_the_writer(verifier::round_time(v.outbound.settings()) + Duration::from_secs(3));
-        Some(handle)
+        h.hold_the_writer(verifier::round_time(v.outbound.settings()) + Duration::from_secs(3)).await.unwrap();
     };
-    let (outcome, held) = tokio::join!(check, held);
-    let held = held.unwrap();
-    let answered = Instant::now();
+    let ((outcome, answered), ()) = tokio::join!(check, held);
     assert!(answered < deadline, "answered {:?} past the deadline", answered - deadline);
     assert_eq!(outcome.failed, ["m1"], "the check comes back");
-    held.await.unwrap();
     // Made again with the time, it ends.
     let outcome = verifier::handle(&v, std::slice::from_ref(&m)).await;
     assert!(outcome.failed.is_empty(), "{outcome:?}");
