@@ -542,9 +542,21 @@ async fn a_tenant_at_its_quota_of_hook_bytes_gets_422_and_can_still_edit_hooks_d
     };
     let small = stack.create_hook(&t, &json!({"name": "small", "url": url})).await;
     let bulk: Vec<Value> = (0..12).map(|i| big(&format!("big-{i}"))).collect();
-    let made = stack.post("/v1/hooks", &t, &json!(bulk)).await;
-    assert_eq!(made.status, 200, "{}", made.body);
-    let results = made.body["results"].as_array().unwrap();
+    // In bulk; the items a slow emulator left "not attempted" (503, past the request's 5 s)
+    // are sent again, in order, until each has its own answer.
+    let mut results = vec![Value::Null; bulk.len()];
+    let mut pending: Vec<usize> = (0..bulk.len()).collect();
+    while !pending.is_empty() {
+        let made = stack.post("/v1/hooks", &t, &json!(pending.iter().map(|i| &bulk[*i]).collect::<Vec<_>>())).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let answers = made.body["results"].as_array().unwrap();
+        let left: Vec<usize> = pending.iter().zip(answers).filter(|(_, r)| r["status"] == 503).map(|(i, _)| *i).collect();
+        for (i, r) in pending.iter().zip(answers).filter(|(_, r)| r["status"] != 503) {
+            results[*i] = r.clone();
+        }
+        assert!(left.len() < pending.len(), "the first item of a request is always attempted: {}", made.body);
+        pending = left;
+    }
     let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
     let fitted = statuses.iter().take_while(|s| **s == 201).count();
     assert!((5..12).contains(&fitted) && statuses[fitted..].iter().all(|s| *s == 422), "{statuses:?}");
