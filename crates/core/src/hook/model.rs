@@ -632,11 +632,12 @@ mod tests {
         assert!(HookSecrets::from_opened(fine.as_bytes()).is_ok());
     }
 
-    /// A hook as a store would hold it, its secrets sealed into as many bytes as a sealer
-    /// would make of them (a fixed overhead beside their JSON).
-    fn sealed_hook(secrets: &HookSecrets) -> Hook {
+    /// `hook` as a store would hold it with `secrets` sealed into as many bytes as a sealer
+    /// would make of them (a fixed overhead beside their JSON). The same hook each time: a
+    /// new one's timestamps may be a few digits shorter (whole microseconds).
+    fn sealed_hook(hook: &Hook, secrets: &HookSecrets) -> Hook {
         let sealed = SealedSecrets(vec![7; 61 + serde_json::to_vec(secrets).unwrap().len()]);
-        test_hook(r#"{"name":"h","url":"https://r.example/"}"#, sealed)
+        Hook { sealed, ..hook.clone() }
     }
 
     #[test]
@@ -645,14 +646,15 @@ mod tests {
         use base64::engine::general_purpose::STANDARD;
         let now = Utc::now();
         let mut s = signing_only(SigningSecret::generate());
-        let counted = sealed_hook(&s).counted_size(&s);
+        let hook = test_hook(r#"{"name":"h","url":"https://r.example/"}"#, SealedSecrets(Vec::new()));
+        let counted = sealed_hook(&hook, &s).counted_size(&s);
         // Rotated to generated secrets, to the longest a client may choose, past the most
         // kept: the size counted stays as it was.
         let longest = SigningSecret::parse(&format!("whsec_{}", STANDARD.encode([1u8; 64]))).unwrap();
         let chosen = SigningSecret::client_chosen(&"\"".repeat(crate::secret::CLIENT_SECRET_MAX_LEN)).unwrap();
         for next in [SigningSecret::generate(), longest, chosen.clone(), SigningSecret::generate(), chosen] {
             s.rotate(next, now + chrono::Duration::hours(24), now);
-            assert_eq!(sealed_hook(&s).counted_size(&s), counted, "{} retiring", s.retiring.len());
+            assert_eq!(sealed_hook(&hook, &s).counted_size(&s), counted, "{} retiring", s.retiring.len());
         }
         // What they take at their most keeps the item within DynamoDB's 400 KB (less the
         // item's other attributes, a few hundred bytes).
@@ -660,7 +662,7 @@ mod tests {
         assert!(MAX_STORED_HOOK_BYTES + share < 399_000, "{share}");
         // Anything else sealed counts.
         s.headers.insert("x-key".into(), Secret::new("v".repeat(100)));
-        assert!(sealed_hook(&s).counted_size(&s) > counted + 100);
+        assert!(sealed_hook(&hook, &s).counted_size(&s) > counted + 100);
     }
 
     #[test]
