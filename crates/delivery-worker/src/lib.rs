@@ -261,6 +261,7 @@ mod tests {
     use hookbridge_core::hook::{Hook, NetworkPolicy};
     use hookbridge_core::ids::{DeliveryId, EventId};
     use hookbridge_core::message::Task;
+    use hookbridge_core::ports::{Queue, Unsent};
     use hookbridge_outbound::OutboundSettings;
     use hookbridge_testkit::contract::make_hook;
     use hookbridge_testkit::{AwsHarness, EmbeddedHarness, Harness, Receiver};
@@ -2166,5 +2167,83 @@ mod tests {
         let lanes = h.backend().lanes();
         let (fast, slow) = (lanes.fast.depth().await.unwrap(), lanes.slow.depth().await.unwrap());
         assert_eq!((fast.visible, fast.delayed, slow.total()), (0, 0, 0), "no retry queued beside it");
+    }
+
+    /// A queue whose sends never answer, as SQS stalling; the rest as the queue it wraps.
+    struct SendsNeverAnswer {
+        inner: Arc<dyn Queue>,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for SendsNeverAnswer {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn send_each(&self, _: &[hookbridge_core::ports::OutgoingMessage]) -> Result<(), Unsent> {
+            std::future::pending().await
+        }
+        async fn receive(&self, max: usize, wait: Duration) -> hookbridge_core::Result<Vec<ReceivedMessage>> {
+            self.inner.receive(max, wait).await
+        }
+        async fn ack(&self, receipts: &[Receipt]) -> hookbridge_core::Result<()> {
+            self.inner.ack(receipts).await
+        }
+        async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> hookbridge_core::Result<()> {
+            self.inner.retry_after(receipt, delay).await
+        }
+        async fn depth(&self) -> hookbridge_core::Result<hookbridge_core::ports::QueueDepth> {
+            self.inner.depth().await
+        }
+    }
+
+    /// On Lambda, a follow-up send that does not end is given up just before the
+    /// invocation's deadline: the invocation answers, the original of the retry that could
+    /// not be handed on comes back (reported failed), and the delivery that succeeded in the
+    /// same batch does not (it is not sent again). Left to Lambda's timeout, the invocation
+    /// would fail and both would come back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follow_up_send_that_does_not_end_is_given_up_before_the_invocations_deadline() {
+        use hookbridge_core::delivery::DeliveryStatus;
+        let h = EmbeddedHarness::start().await;
+        let (failing, fine) = (Receiver::start().await, Receiver::start().await);
+        // A failed attempt, whose retry is a follow-up message, sent once it is recorded.
+        failing.always(hookbridge_testkit::Reply::status(503));
+        let mut hooks = Vec::new();
+        for (receiver, name) in [(&failing, "failing"), (&fine, "fine")] {
+            let (mut hook, _) = make_hook(&h, "acme", name).await;
+            hook.config.url = receiver.url("/hook");
+            h.backend().hooks.create(&hook, 1000).await.unwrap();
+            hooks.push(hook);
+        }
+        let mut backend = h.backend().clone();
+        backend.delivery_queue = Arc::new(SendsNeverAnswer { inner: backend.delivery_queue.clone() });
+        backend.slow_queue = Arc::new(SendsNeverAnswer { inner: backend.slow_queue.clone() });
+        let worker = worker_on(&backend);
+        let fast = &h.backend().lanes().fast;
+        fast.send_batch(&[task_of(&hooks[0]), task_of(&hooks[1])]).await.unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
+        }
+        let of = |hook: &Hook| {
+            let m = messages.iter().find(|m| Task::parse(&m.body, 1).unwrap().delivery.hook_id == hook.id).unwrap();
+            (m.id.clone(), Task::parse(&m.body, 1).unwrap().delivery.delivery_id)
+        };
+        let ((failing_message, failing_delivery), (_, fine_delivery)) = (of(&hooks[0]), of(&hooks[1]));
+        // Room for the requests, with the margin recording is given after them.
+        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
+        let deadline = tokio::time::Instant::now() + left;
+        let ctx = BatchContext { deadline: Some(deadline), ..BatchContext::lane(Lane::Fast) };
+        // Without the stop the batch never ends; the slack only spares a slow machine.
+        let outcome = tokio::time::timeout_at(deadline + Duration::from_secs(30), handle(&worker, &messages, ctx))
+            .await
+            .expect("the batch ends although its follow-up send never does");
+        assert_eq!((failing.received().len(), fine.received().len()), (1, 1), "both were sent");
+        assert_eq!(outcome.failed, vec![failing_message], "only the original of the unsent retry comes back");
+        let read = |hook: &Hook, id| h.backend().deliveries.get(hook.id, id);
+        let failed = read(&hooks[0], failing_delivery).await.unwrap().unwrap();
+        assert_eq!(failed.status, DeliveryStatus::Retrying, "recorded before the send");
+        let succeeded = read(&hooks[1], fine_delivery).await.unwrap().unwrap();
+        assert_eq!(succeeded.status, DeliveryStatus::Succeeded);
     }
 }

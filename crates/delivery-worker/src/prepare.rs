@@ -571,24 +571,28 @@ async fn claim(w: &Worker, hook: &Hook, now: DateTime<Utc>) -> (Claim, Option<Ho
 /// Gives back the probe `ready` claimed when it is handed back unsent after all (no place
 /// among its hook's requests came free, or the invocation's time ran out): the next
 /// delivery may probe at once, rather than every one waiting out twice the request
-/// timeout for a probe that never went.
-pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>) {
+/// timeout for a probe that never went. Given up when recording would be (on Lambda, just
+/// before the invocation's `deadline`): the claim then runs out by itself.
+pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>, deadline: Option<tokio::time::Instant>) {
     if !ready.probe {
         return;
     }
     let now = Utc::now();
-    let r = modify(w.ports.hooks.as_ref(), (*ready.hook).clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
+    let release = modify(w.ports.hooks.as_ref(), (*ready.hook).clone(), UPDATE_ROUNDS, |mut h: Hook| async move {
         Ok::<_, hookbridge_core::Error>(if h.state.health.circuit.state == CircuitState::HalfOpen {
             h.state.health.circuit = h.state.health.circuit.released(now);
             Some((h, ()))
         } else {
             None
         })
-    })
-    .await;
-    if let Err(e) = r {
-        // The claim then runs out by itself, after twice the request timeout.
-        tracing::warn!(hook_id = %ready.hook.id, error = %e, "could not give back the circuit's probe");
+    });
+    // The claim then runs out by itself, after twice the request timeout.
+    match crate::record::by(crate::record::stop_of(deadline), release).await {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => tracing::warn!(hook_id = %ready.hook.id, error = %e, "could not give back the circuit's probe"),
+        None => {
+            tracing::warn!(hook_id = %ready.hook.id, "no time left in the invocation to give back the circuit's probe")
+        }
     }
 }
 
@@ -1101,14 +1105,14 @@ mod tests {
         let message = message(0, now);
         let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
         let mut ready = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, false, now);
-        release_probe(&worker, &ready).await;
+        release_probe(&worker, &ready, None).await;
         assert_eq!(
             stored().await.state.health.circuit.state,
             CircuitState::HalfOpen,
             "not a probe: nothing given back"
         );
         ready.probe = true;
-        release_probe(&worker, &ready).await;
+        release_probe(&worker, &ready, None).await;
         let circuit = stored().await.state.health.circuit;
         assert_eq!(circuit.gate(Utc::now(), Duration::from_secs(10)), Gate::Probe, "{circuit:?}");
         assert_eq!((circuit.state, circuit.cooldown_ms), (CircuitState::Open, 5_000));
@@ -1132,7 +1136,7 @@ mod tests {
         assert!(ready.probe);
         let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
         assert_eq!(stored().await.state.health.circuit.state, CircuitState::HalfOpen, "claimed");
-        release_probe(&worker, &ready).await;
+        release_probe(&worker, &ready, None).await;
         let circuit = stored().await.state.health.circuit;
         assert_eq!(circuit.gate(Utc::now(), Duration::from_secs(10)), Gate::Probe, "{circuit:?}");
     }

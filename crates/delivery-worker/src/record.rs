@@ -95,7 +95,7 @@ pub(crate) async fn run(w: &Worker, ctx: &BatchContext<'_>, mut results: Unbound
         while let Some(d) = results.recv().await {
             all.push(d);
         }
-        let stop = ctx.deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
+        let stop = stop_of(ctx.deadline);
         while !all.is_empty() {
             let rest = all.split_off(all.len().min(GROUP_MAX));
             let group = std::mem::replace(&mut all, rest);
@@ -145,10 +145,14 @@ struct FollowUp<'a> {
 
 /// Writes one group; returns the ids of the messages that must come back. A record write
 /// not done by `stop` is given up, as one that failed: then no follow-up is sent and the
-/// group's messages come back. Once the record is written the follow-ups are sent whatever
-/// the time (an original whose follow-up was sent must not come back, and a send cut short
-/// cannot say which were sent); the hooks' health and the operational events, written as
-/// well as they can be, are given up half the margin later than `stop`.
+/// group's messages come back. The follow-ups, sent once the record is written, and then
+/// the hooks' health and the operational events (written as well as they can be), are
+/// given up half the margin later than `stop`.
+///
+/// A lane's send given up cannot say which of its messages were sent, so all their
+/// originals come back: one whose follow-up was sent then goes on in two chains (sent
+/// again, same `webhook-id`). Left to run, the send would outlast the invocation, and
+/// Lambda would bring back every message of the batch, those two chains among them.
 async fn flush(
     w: &Worker,
     ctx: &BatchContext<'_>,
@@ -168,7 +172,9 @@ async fn flush(
         match d {
             Done::Poison(m) => {
                 tracing::error!(message_id = %m.id, "not a delivery task; it will reach the dead-letter queue");
-                w.ports.lanes.get(ctx.lane).reject(m).await;
+                // Only hastens it: given up, the message comes back after its visibility
+                // timeout instead.
+                let _ = by(stop, w.ports.lanes.get(ctx.lane).reject(m)).await;
                 failed.push(m);
             }
             Done::Later { message, task, .. } if task.unrouted.is_some() && message.receive_count >= LANE_RECEIVES => {
@@ -322,16 +328,21 @@ async fn flush(
         return all.into_iter().map(|m| m.id.clone()).collect();
     }
 
+    let late = stop.map(|s| s + RECORDING_MARGIN / 2);
     for (lane, items) in follow_ups {
         let messages: Vec<OutgoingMessage> = items.iter().map(|f| f.message.clone()).collect();
-        let unsent = match w.ports.lanes.get(lane).send_each(&messages).await {
-            Ok(()) => Vec::new(),
-            Err(unsent) => {
+        let unsent = match by(late, w.ports.lanes.get(lane).send_each(&messages)).await {
+            Some(Ok(())) => Vec::new(),
+            Some(Err(unsent)) => {
                 // Those originals come back after their visibility timeout instead. Only
                 // those: an original whose follow-up was sent must go, or its delivery
                 // would go on in two chains.
                 tracing::error!(error = %unsent.error, lane = ?lane, count = unsent.indices.len(), "could not hand messages back to the queue");
                 unsent.indices
+            }
+            None => {
+                tracing::error!(lane = ?lane, count = messages.len(), "no time left in the invocation to hand these messages back to the queue; their originals come back");
+                (0..messages.len()).collect()
             }
         };
         for (i, f) in items.iter().enumerate() {
@@ -339,17 +350,24 @@ async fn flush(
         }
     }
 
-    let reported = report(w, observed, events, &metrics, now);
-    match stop {
-        None => reported.await,
-        Some(s) => {
-            if tokio::time::timeout_at(s + RECORDING_MARGIN / 2, reported).await.is_err() {
-                tracing::error!("no time left in the invocation to write the hooks' health and the operational events");
-            }
-        }
+    if by(late, report(w, observed, events, &metrics, now)).await.is_none() {
+        tracing::error!("no time left in the invocation to write the hooks' health and the operational events");
     }
     settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
     failed.into_iter().map(|m| m.id.clone()).collect()
+}
+
+/// When recording gives up, for an invocation ending at `deadline`.
+pub(crate) fn stop_of(deadline: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+    deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d))
+}
+
+/// `work`'s result, or `None` when it was given up at `stop` (never without one).
+pub(crate) async fn by<T>(stop: Option<tokio::time::Instant>, work: impl Future<Output = T>) -> Option<T> {
+    match stop {
+        None => Some(work.await),
+        Some(s) => tokio::time::timeout_at(s, work).await.ok(),
+    }
 }
 
 /// Records `updates`, given up at `stop`.
@@ -358,10 +376,7 @@ async fn record_by(
     updates: &[DeliveryUpdate],
     stop: Option<tokio::time::Instant>,
 ) -> hookbridge_core::Result<()> {
-    let Some(stop) = stop else {
-        return w.ports.deliveries.record(updates).await;
-    };
-    tokio::time::timeout_at(stop, w.ports.deliveries.record(updates)).await.unwrap_or_else(|_| {
+    by(stop, w.ports.deliveries.record(updates)).await.unwrap_or_else(|| {
         Err(hookbridge_core::Error::backend("deliveries.record", "the invocation's time ran out before it was written"))
     })
 }

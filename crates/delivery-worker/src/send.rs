@@ -58,7 +58,7 @@ pub(crate) async fn send<'a>(
         match w.local.wait_for_place(ready.hook.id, lane, hook_cap(lane), PLACE_IN_PLACE).await {
             Some(place) => ready.place = Place::Held(place),
             None => {
-                release_probe(w, &ready).await;
+                release_probe(w, &ready, deadline).await;
                 // Kept out by a crowded lane rather than by its own places: back on the
                 // fast lane in a moment, holding no place, as planning would have done.
                 let crowded = w.local.crowded_for(ready.hook.id);
@@ -82,7 +82,7 @@ pub(crate) async fn send<'a>(
     let budget = w.settings.budget(lane);
     if too_late(deadline, budget) {
         // The waits above took the time: handed back as planning would have, unsent.
-        release_probe(w, &ready).await;
+        release_probe(w, &ready, deadline).await;
         let Ready { message, task, hook, .. } = *ready;
         return Done::Requeue { message, task: Box::new(task), lane, why: TOO_LATE, hook_version: hook.version };
     }
