@@ -2169,7 +2169,8 @@ mod tests {
         assert_eq!((fast.visible, fast.delayed, slow.total()), (0, 0, 0), "no retry queued beside it");
     }
 
-    /// A queue whose sends never answer, as SQS stalling; the rest as the queue it wraps.
+    /// A queue whose sends and early returns never answer, as SQS stalling; the rest as
+    /// the queue it wraps.
     struct SendsNeverAnswer {
         inner: Arc<dyn Queue>,
     }
@@ -2188,8 +2189,8 @@ mod tests {
         async fn ack(&self, receipts: &[Receipt]) -> hookbridge_core::Result<()> {
             self.inner.ack(receipts).await
         }
-        async fn retry_after(&self, receipt: &Receipt, delay: Duration) -> hookbridge_core::Result<()> {
-            self.inner.retry_after(receipt, delay).await
+        async fn retry_after(&self, _: &Receipt, _: Duration) -> hookbridge_core::Result<()> {
+            std::future::pending().await
         }
         async fn depth(&self) -> hookbridge_core::Result<hookbridge_core::ports::QueueDepth> {
             self.inner.depth().await
@@ -2198,9 +2199,11 @@ mod tests {
 
     /// On Lambda, a follow-up send that does not end is given up just before the
     /// invocation's deadline: the invocation answers, the original of the retry that could
-    /// not be handed on comes back (reported failed), and the delivery that succeeded in the
-    /// same batch does not (it is not sent again). Left to Lambda's timeout, the invocation
-    /// would fail and both would come back.
+    /// not be handed on comes back (reported failed), as does a malformed message whose
+    /// early return did not end either, and the delivery that succeeded in the same batch
+    /// does not (it is not sent again). Left to Lambda's timeout, the invocation would fail
+    /// and all three would come back; the early return awaited before the record held it
+    /// up until the record's own stop, and all three came back all the same.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_follow_up_send_that_does_not_end_is_given_up_before_the_invocations_deadline() {
         use hookbridge_core::delivery::DeliveryStatus;
@@ -2220,16 +2223,19 @@ mod tests {
         backend.slow_queue = Arc::new(SendsNeverAnswer { inner: backend.slow_queue.clone() });
         let worker = worker_on(&backend);
         let fast = &h.backend().lanes().fast;
-        fast.send_batch(&[task_of(&hooks[0]), task_of(&hooks[1])]).await.unwrap();
+        let malformed = hookbridge_core::ports::OutgoingMessage { body: "not a task".into(), ..task_of(&hooks[1]) };
+        fast.send_batch(&[task_of(&hooks[0]), task_of(&hooks[1]), malformed]).await.unwrap();
         let mut messages = Vec::new();
-        while messages.len() < 2 {
+        while messages.len() < 3 {
             messages.extend(fast.receive(10, Duration::from_secs(5)).await.unwrap());
         }
         let of = |hook: &Hook| {
-            let m = messages.iter().find(|m| Task::parse(&m.body, 1).unwrap().delivery.hook_id == hook.id).unwrap();
+            let is_its = |m: &&ReceivedMessage| Task::parse(&m.body, 1).is_some_and(|t| t.delivery.hook_id == hook.id);
+            let m = messages.iter().find(is_its).unwrap();
             (m.id.clone(), Task::parse(&m.body, 1).unwrap().delivery.delivery_id)
         };
         let ((failing_message, failing_delivery), (_, fine_delivery)) = (of(&hooks[0]), of(&hooks[1]));
+        let malformed = messages.iter().find(|m| m.body == "not a task").unwrap().id.clone();
         // Room for the requests, with the margin recording is given after them.
         let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
         let deadline = tokio::time::Instant::now() + left;
@@ -2239,7 +2245,11 @@ mod tests {
             .await
             .expect("the batch ends although its follow-up send never does");
         assert_eq!((failing.received().len(), fine.received().len()), (1, 1), "both were sent");
-        assert_eq!(outcome.failed, vec![failing_message], "only the original of the unsent retry comes back");
+        let mut failed = outcome.failed;
+        failed.sort();
+        let mut expected = vec![failing_message, malformed];
+        expected.sort();
+        assert_eq!(failed, expected, "only the original of the unsent retry and the malformed message come back");
         let read = |hook: &Hook, id| h.backend().deliveries.get(hook.id, id);
         let failed = read(&hooks[0], failing_delivery).await.unwrap().unwrap();
         assert_eq!(failed.status, DeliveryStatus::Retrying, "recorded before the send");

@@ -146,8 +146,8 @@ struct FollowUp<'a> {
 /// Writes one group; returns the ids of the messages that must come back. A record write
 /// not done by `stop` is given up, as one that failed: then no follow-up is sent and the
 /// group's messages come back. The follow-ups, sent once the record is written, and then
-/// the hooks' health and the operational events (written as well as they can be), are
-/// given up half the margin later than `stop`.
+/// the hooks' health, the operational events (written as well as they can be) and the
+/// early return of malformed messages, are given up half the margin later than `stop`.
 ///
 /// A lane's send given up cannot say which of its messages were sent, so all their
 /// originals come back: one whose follow-up was sent then goes on in two chains (sent
@@ -161,6 +161,7 @@ async fn flush(
 ) -> Vec<String> {
     let now = Utc::now();
     let mut failed: Vec<&ReceivedMessage> = Vec::new();
+    let mut poison: Vec<&ReceivedMessage> = Vec::new();
     let mut handled: Vec<&ReceivedMessage> = Vec::new();
     let mut updates = Vec::new();
     let mut follow_ups: HashMap<Lane, Vec<FollowUp<'_>>> = HashMap::new();
@@ -172,9 +173,7 @@ async fn flush(
         match d {
             Done::Poison(m) => {
                 tracing::error!(message_id = %m.id, "not a delivery task; it will reach the dead-letter queue");
-                // Only hastens it: given up, the message comes back after its visibility
-                // timeout instead.
-                let _ = by(stop, w.ports.lanes.get(ctx.lane).reject(m)).await;
+                poison.push(*m);
                 failed.push(m);
             }
             Done::Later { message, task, .. } if task.unrouted.is_some() && message.receive_count >= LANE_RECEIVES => {
@@ -296,7 +295,7 @@ async fn flush(
     if let Some(together) = w.ports.settlement.as_ref().filter(|_| ctx.settle.is_some()) {
         // Health and operational events first: they tell of requests already made, and if
         // the write below fails the messages come back to be handled again.
-        report(w, observed, events, &metrics, now).await;
+        futures::join!(report(w, observed, events, &metrics, now), reject(w, ctx, &poison));
         let mut sends: Vec<(&str, Vec<CarriedOn>)> = Vec::with_capacity(follow_ups.len());
         for (lane, items) in follow_ups {
             let messages = items.into_iter().map(|f| {
@@ -350,11 +349,22 @@ async fn flush(
         }
     }
 
-    if by(late, report(w, observed, events, &metrics, now)).await.is_none() {
-        tracing::error!("no time left in the invocation to write the hooks' health and the operational events");
+    let reported = async { futures::join!(report(w, observed, events, &metrics, now), reject(w, ctx, &poison)) };
+    if by(late, reported).await.is_none() {
+        tracing::error!(
+            "no time left in the invocation to write the hooks' health and the operational events, or to return malformed messages early"
+        );
     }
     settle(ctx, handled.iter().map(|m| m.receipt.clone()).collect(), count).await;
     failed.into_iter().map(|m| m.id.clone()).collect()
+}
+
+/// Hands `poison` (messages that are not delivery tasks) back at once, so they reach the
+/// dead-letter queue sooner. Only that: not done, they come back after their visibility
+/// timeout instead, so it waits on nothing that must be written.
+async fn reject(w: &Worker, ctx: &BatchContext<'_>, poison: &[&ReceivedMessage]) {
+    let queue = w.ports.lanes.get(ctx.lane);
+    futures::future::join_all(poison.iter().map(|m| queue.reject(m))).await;
 }
 
 /// When recording gives up, for an invocation ending at `deadline`.
