@@ -1118,6 +1118,28 @@ mod tests {
         assert_eq!((circuit.state, circuit.cooldown_ms), (CircuitState::Open, 5_000));
     }
 
+    /// On Lambda, giving a probe back is given up when recording would be: a store that
+    /// does not answer (SQLite's writer held) leaves the claim to run out by itself, rather
+    /// than holding the delivery past the invocation's deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_probe_given_back_while_the_store_stalls_is_given_up_with_recording() {
+        let h = EmbeddedHarness::start().await;
+        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "stalled").await;
+        let now = Utc::now();
+        hook.state.health.circuit = probe_due(now, 5_000).claimed(now);
+        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        let worker = worker_over(&h);
+        let message = message(0, now);
+        let ready = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, true, now);
+        let held = h.hold_the_writer(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + crate::record::RECORDING_MARGIN + Duration::from_millis(300);
+        release_probe(&worker, &ready, Some(deadline)).await;
+        assert!(!held.is_finished(), "given up while the writer was held, not after");
+        held.await.expect("the hold ends");
+        let stored = h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook");
+        assert_eq!(stored.state.health.circuit.state, CircuitState::HalfOpen, "the claim stands, to run out");
+    }
+
     /// The probe this batch claimed, from its copy of the hook that still said open, is
     /// given back when it goes unsent: the copy was the one compared, and finding it open it
     /// gave nothing back, so every delivery waited twice the request timeout.
