@@ -48,3 +48,32 @@ async fn a_bulk_create_slower_than_its_time_answers_what_it_made_and_leaves_the_
         again["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 201], "{again}");
 }
+
+/// ExtremeCloud IQ's create makes all of its subscriptions or none. Past the same time it
+/// makes no more, undoes those it made, and answers `503`: made to the end and then undone
+/// one after another, a hundred on a slow store outlasted the API function, which Lambda
+/// ends half way, some of them made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extremecloud_iq_create_slower_than_its_time_makes_none() {
+    let h = EmbeddedHarness::start().await;
+    let (api, token) = api_and_token(&h, "hooks:read hooks:write");
+    let subscription = |n: u32| json!({"application": format!("app-{n}"), "url": format!("https://receiver.example/{n}"), "secret": "s3cret-value", "message_type": "AUDIT_LOG_ALL"});
+    let body = json!([subscription(1), subscription(2), subscription(3)]).to_string();
+
+    // The first subscription's write waits behind the writer for longer than the time.
+    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, answer) = call(&api, "POST", "/subscriptions/webhook", &token, &body).await;
+    busy.await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error_code"], "UNAVAILABLE", "{answer}");
+    let (_, listed) = call(&api, "GET", "/subscriptions/webhook", &token, "").await;
+    assert_eq!(listed, json!([]), "the one made was undone");
+    let (_, hooks) = call(&api, "GET", "/v1/hooks", &token, "").await;
+    assert_eq!(hooks["hooks"], json!([]), "{hooks}");
+
+    // Sent again, all are made.
+    let (status, again) = call(&api, "POST", "/subscriptions/webhook", &token, &body).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again.as_array().unwrap().len(), 3, "{again}");
+}

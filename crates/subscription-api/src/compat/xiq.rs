@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use chrono::SecondsFormat;
+use futures::StreamExt;
 use hookbridge_core::hook::{ConnectionState, Hook, ValidationContext};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -46,6 +47,8 @@ pub const MESSAGE_TYPES: [&str; 9] = [
 const PREFIX: &str = "xiq";
 /// Most subscriptions one request may create.
 const MAX_BATCH: usize = 100;
+/// Subscriptions deleted at once when a create is undone.
+const UNDONE_AT_ONCE: usize = 10;
 /// Longest `application` name.
 const MAX_APPLICATION_LEN: usize = 255;
 
@@ -227,25 +230,46 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
         drafts.push((draft, signing));
     }
     // All or nothing: one that still cannot be created (the tenant's quota reached, the
-    // store failing) undoes the ones before it.
+    // store failing) undoes the ones before it. So does a store too slow for all of them
+    // to be made in the request's time (`/v1/hooks`' bulk time): made to the end, and
+    // undone, they could outlast the API function, which Lambda would end half way.
     let mut created: Vec<Hook> = Vec::with_capacity(drafts.len());
     let mut counted = TenantBytes::default();
+    let began = tokio::time::Instant::now();
     for (i, (draft, signing)) in drafts.into_iter().enumerate() {
-        match create_hook(&api, &caller, draft, signing, &mut counted).await {
+        let made = if began.elapsed() >= crate::hooks::BULK_BEGUN_WITHIN {
+            Err(ApiError::Unavailable("none made: the subscriptions took the request's time; send them again"))
+        } else {
+            create_hook(&api, &caller, draft, signing, &mut counted).await.map_err(|e| at_index(i, e))
+        };
+        match made {
             Ok((hook, _)) => created.push(hook),
             Err(e) => {
-                for h in &created {
-                    if let Err(undo) = delete_hook(&api, &caller, &h.id.to_string()).await {
-                        tracing::error!(hook_id = %h.id, error = %super::message(&undo), "could not undo a subscription");
-                    }
-                }
-                return Err(at_index(i, e).into());
+                undo(&api, &caller, &created).await;
+                return Err(e.into());
             }
         }
     }
     // Made from checked message types, so each shows.
     let out: Vec<SubscriptionOut> = created.iter().filter_map(SubscriptionOut::of).collect();
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+}
+
+/// Deletes the subscriptions `created`, several at once: one after another, a hundred of
+/// them on a slow store took longer than the request has.
+async fn undo(api: &Api, caller: &Caller, created: &[Hook]) {
+    let ids: Vec<String> = created.iter().map(|h| h.id.to_string()).collect();
+    // Made first (a future starts only when polled): a lazy iterator here is not `Send`
+    // for every lifetime, as axum's handlers must be.
+    let deletes: Vec<_> = ids
+        .into_iter()
+        .map(|id| async move {
+            if let Err(e) = delete_hook(api, caller, &id).await {
+                tracing::error!(hook_id = %id, error = %super::message(&e), "could not undo a subscription");
+            }
+        })
+        .collect();
+    futures::stream::iter(deletes).buffer_unordered(UNDONE_AT_ONCE).collect::<Vec<()>>().await;
 }
 
 /// The error of the `i`-th subscription, its fields prefixed with `[i].`.
