@@ -145,8 +145,8 @@ struct FollowUp<'a> {
 
 /// Writes one group; returns the ids of the messages that must come back. A record write
 /// not done by `stop` is given up, as one that failed: then no follow-up is sent and the
-/// group's messages come back. The follow-ups, sent once the record is written, and then
-/// the hooks' health, the operational events (written as well as they can be) and the
+/// group's messages come back. The follow-ups, sent once the record is written, and beside
+/// them the hooks' health, the operational events (written as well as they can be) and the
 /// early return of malformed messages, are given up half the margin later than `stop`.
 ///
 /// A lane's send given up cannot say which of its messages were sent, so all their
@@ -316,21 +316,31 @@ async fn flush(
         return failed.into_iter().map(|m| m.id.clone()).collect();
     }
 
+    let late = stop.map(|s| s + RECORDING_MARGIN / 2);
     if !updates.is_empty()
         && let Err(e) = record_by(w, &updates, stop).await
     {
         // Nothing is settled: the group's messages come back and are handled again (at
         // least once); their follow-ups are not sent, or they would be doubled.
         tracing::error!(error = %e, "cannot record the attempts; the messages will be retried");
+        let _ = by(late, reject(w, ctx, &poison)).await;
         let all: Vec<&ReceivedMessage> = group.iter().filter_map(message_of).collect();
         settle(ctx, Vec::new(), all.len()).await;
         return all.into_iter().map(|m| m.id.clone()).collect();
     }
 
-    let late = stop.map(|s| s + RECORDING_MARGIN / 2);
-    for (lane, items) in follow_ups {
+    // The lanes' sends and the writes that tell of the group, all at once: one stalled
+    // leaves the others their time.
+    let follow_ups: Vec<(Lane, Vec<FollowUp<'_>>)> = follow_ups.into_iter().collect();
+    let sends = futures::future::join_all(follow_ups.iter().map(|(lane, items)| async move {
         let messages: Vec<OutgoingMessage> = items.iter().map(|f| f.message.clone()).collect();
-        let unsent = match by(late, w.ports.lanes.get(lane).send_each(&messages)).await {
+        by(late, w.ports.lanes.get(*lane).send_each(&messages)).await
+    }));
+    let reported =
+        by(late, async { futures::join!(report(w, observed, events, &metrics, now), reject(w, ctx, &poison)) });
+    let (sent, reported) = futures::join!(sends, reported);
+    for ((lane, items), sent) in follow_ups.iter().zip(sent) {
+        let unsent = match sent {
             Some(Ok(())) => Vec::new(),
             Some(Err(unsent)) => {
                 // Those originals come back after their visibility timeout instead. Only
@@ -340,17 +350,15 @@ async fn flush(
                 unsent.indices
             }
             None => {
-                tracing::error!(lane = ?lane, count = messages.len(), "no time left in the invocation to hand these messages back to the queue; their originals come back");
-                (0..messages.len()).collect()
+                tracing::error!(lane = ?lane, count = items.len(), "no time left in the invocation to hand these messages back to the queue; their originals come back");
+                (0..items.len()).collect()
             }
         };
         for (i, f) in items.iter().enumerate() {
             if unsent.binary_search(&i).is_ok() { failed.push(f.replaces) } else { handled.push(f.replaces) }
         }
     }
-
-    let reported = async { futures::join!(report(w, observed, events, &metrics, now), reject(w, ctx, &poison)) };
-    if by(late, reported).await.is_none() {
+    if reported.is_none() {
         tracing::error!(
             "no time left in the invocation to write the hooks' health and the operational events, or to return malformed messages early"
         );
