@@ -23,7 +23,7 @@ async fn a_bulk_create_slower_than_its_time_answers_what_it_made_and_leaves_the_
     let body = json!([hook(1), hook(2), malformed, hook(3)]).to_string();
 
     // The first hook's write waits behind the writer for longer than the request's time.
-    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_millis(500));
+    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, answer) = call(&api, "POST", "/v1/hooks", &token, &body).await;
     busy.await.unwrap();
@@ -61,7 +61,7 @@ async fn an_extremecloud_iq_create_slower_than_its_time_makes_none() {
     let body = json!([subscription(1), subscription(2), subscription(3)]).to_string();
 
     // The first subscription's write waits behind the writer for longer than the time.
-    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_millis(500));
+    let busy = h.hold_the_writer(subscription_api::BULK_BEGUN_WITHIN + Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, answer) = call(&api, "POST", "/subscriptions/webhook", &token, &body).await;
     busy.await.unwrap();

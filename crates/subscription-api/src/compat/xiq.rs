@@ -47,8 +47,9 @@ pub const MESSAGE_TYPES: [&str; 9] = [
 const PREFIX: &str = "xiq";
 /// Most subscriptions one request may create.
 const MAX_BATCH: usize = 100;
-/// Subscriptions deleted at once when a create is undone.
-const UNDONE_AT_ONCE: usize = 10;
+/// Subscriptions deleted at once when a create is undone. Each delete writes the tenant's
+/// counts on DynamoDB in its transaction, whose retries are sized for two at once.
+const UNDONE_AT_ONCE: usize = 2;
 /// Longest `application` name.
 const MAX_APPLICATION_LEN: usize = 255;
 
@@ -244,9 +245,11 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
         };
         match made {
             Ok((hook, _)) => created.push(hook),
-            Err(e) => {
-                undo(&api, &caller, &created).await;
-                return Err(e.into());
+            Err(e) if undo(&api, &caller, &created).await => return Err(e.into()),
+            // Not all or nothing after all: the caller must not be told that none was made.
+            Err(_) => {
+                let e = hookbridge_core::Error::backend("xiq.create", "subscriptions made could not all be undone");
+                return Err(ApiError::Internal(e).into());
             }
         }
     }
@@ -255,21 +258,35 @@ async fn create(State(api): State<Api>, caller: Result<Caller, ApiError>, body: 
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
-/// Deletes the subscriptions `created`, several at once: one after another, a hundred of
-/// them on a slow store took longer than the request has.
-async fn undo(api: &Api, caller: &Caller, created: &[Hook]) {
-    let ids: Vec<String> = created.iter().map(|h| h.id.to_string()).collect();
+/// Deletes the subscriptions `created`, [`UNDONE_AT_ONCE`] at a time, then one at a time
+/// those that failed; says whether all are gone. One after another, a hundred of them on a
+/// slow store took longer than the request has.
+async fn undo(api: &Api, caller: &Caller, created: &[Hook]) -> bool {
     // Made first (a future starts only when polled): a lazy iterator here is not `Send`
     // for every lifetime, as axum's handlers must be.
-    let deletes: Vec<_> = ids
-        .into_iter()
+    let deletes: Vec<_> = created
+        .iter()
+        .map(|h| h.id.to_string())
         .map(|id| async move {
-            if let Err(e) = delete_hook(api, caller, &id).await {
-                tracing::error!(hook_id = %id, error = %super::message(&e), "could not undo a subscription");
-            }
+            let r = delete_hook(api, caller, &id).await;
+            (id, r)
         })
         .collect();
-    futures::stream::iter(deletes).buffer_unordered(UNDONE_AT_ONCE).collect::<Vec<()>>().await;
+    let tried: Vec<(String, Result<(), ApiError>)> =
+        futures::stream::iter(deletes).buffer_unordered(UNDONE_AT_ONCE).collect().await;
+    let mut all = true;
+    for (id, _) in tried.into_iter().filter(|(_, r)| !matches!(r, Ok(()) | Err(ApiError::NotFound(_)))) {
+        // Again alone: together they may have met on the tenant's counts and run out of
+        // rounds. A delete cut short after marking the hook finishes now.
+        match delete_hook(api, caller, &id).await {
+            Ok(()) | Err(ApiError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(hook_id = %id, error = %super::message(&e), "could not undo a subscription");
+                all = false;
+            }
+        }
+    }
+    all
 }
 
 /// The error of the `i`-th subscription, its fields prefixed with `[i].`.
