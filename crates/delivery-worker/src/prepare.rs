@@ -587,8 +587,8 @@ pub(crate) async fn release_probe(w: &Worker, ready: &Ready<'_>, deadline: Optio
             None
         })
     });
-    // The claim then runs out by itself, after twice the request timeout.
     let stop = deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d));
+    // Either way the claim runs out by itself, after twice the request timeout.
     match crate::record::by(stop, release).await {
         Some(Ok(_)) => {}
         Some(Err(e)) => tracing::warn!(hook_id = %ready.hook.id, error = %e, "could not give back the circuit's probe"),
