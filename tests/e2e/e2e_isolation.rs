@@ -549,10 +549,9 @@ async fn a_tenant_at_its_quota_of_hook_bytes_gets_422_and_can_still_edit_hooks_d
     while !pending.is_empty() {
         let made = stack.post("/v1/hooks", &t, &json!(pending.iter().map(|i| &bulk[*i]).collect::<Vec<_>>())).await;
         assert_eq!(made.status, 200, "{}", made.body);
-        let answers = made.body["results"].as_array().unwrap();
-        let left: Vec<usize> = pending.iter().zip(answers).filter(|(_, r)| r["status"] == 503).map(|(i, _)| *i).collect();
-        for (i, r) in pending.iter().zip(answers).filter(|(_, r)| r["status"] != 503) {
-            results[*i] = r.clone();
+        let mut left = Vec::new();
+        for (&i, r) in pending.iter().zip(made.body["results"].as_array().unwrap()) {
+            if r["status"] == 503 { left.push(i) } else { results[i] = r.clone() }
         }
         assert!(left.len() < pending.len(), "the first item of a request is always attempted: {}", made.body);
         pending = left;

@@ -2133,6 +2133,19 @@ mod tests {
         }
     }
 
+    /// `messages` handled as a Lambda invocation with room for the fast lane's requests and
+    /// the margin recording is given after them. Panics if the batch has not ended 30 s
+    /// past the deadline: without the stops under test it never ends, and the slack only
+    /// spares a slow machine.
+    async fn handle_near_the_deadline(worker: &Worker, messages: &[ReceivedMessage]) -> BatchOutcome {
+        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
+        let deadline = tokio::time::Instant::now() + left;
+        let ctx = BatchContext { deadline: Some(deadline), ..BatchContext::lane(Lane::Fast) };
+        tokio::time::timeout_at(deadline + Duration::from_secs(30), handle(worker, messages, ctx))
+            .await
+            .expect("the batch ends before its invocation's deadline")
+    }
+
     /// On Lambda, a record write that does not end is given up just before the invocation's
     /// deadline: the invocation answers, and the message whose record was not written comes
     /// back (reported failed), no follow-up sent for it. Left to Lambda's timeout, the
@@ -2154,14 +2167,7 @@ mod tests {
         fast.send_batch(&[task_of(&hook)]).await.unwrap();
         let messages = fast.receive(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(messages.len(), 1);
-        // Room for the request, with the margin recording is given after it.
-        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
-        let deadline = tokio::time::Instant::now() + left;
-        let ctx = BatchContext { deadline: Some(deadline), ..BatchContext::lane(Lane::Fast) };
-        // Without the stop the batch never ends; the slack only spares a slow machine.
-        let outcome = tokio::time::timeout_at(deadline + Duration::from_secs(30), handle(&worker, &messages, ctx))
-            .await
-            .expect("the batch ends although its record never does");
+        let outcome = handle_near_the_deadline(&worker, &messages).await;
         assert_eq!(receiver.received().len(), 1, "sent before its record stalled");
         assert_eq!(outcome.failed, vec![messages[0].id.clone()], "its message comes back");
         let lanes = h.backend().lanes();
@@ -2236,14 +2242,7 @@ mod tests {
         };
         let ((failing_message, failing_delivery), (_, fine_delivery)) = (of(&hooks[0]), of(&hooks[1]));
         let malformed = messages.iter().find(|m| m.body == "not a task").unwrap().id.clone();
-        // Room for the requests, with the margin recording is given after them.
-        let left = worker.settings.budget(Lane::Fast) + prepare::DEADLINE_MARGIN + Duration::from_millis(500);
-        let deadline = tokio::time::Instant::now() + left;
-        let ctx = BatchContext { deadline: Some(deadline), ..BatchContext::lane(Lane::Fast) };
-        // Without the stop the batch never ends; the slack only spares a slow machine.
-        let outcome = tokio::time::timeout_at(deadline + Duration::from_secs(30), handle(&worker, &messages, ctx))
-            .await
-            .expect("the batch ends although its follow-up send never does");
+        let outcome = handle_near_the_deadline(&worker, &messages).await;
         assert_eq!((failing.received().len(), fine.received().len()), (1, 1), "both were sent");
         let mut failed = outcome.failed;
         failed.sort();

@@ -1094,15 +1094,21 @@ mod tests {
         assert!(out.iter().all(|p| matches!(p, Plan::Send(r) if !r.probe)), "every one sent, none as a probe");
     }
 
+    /// A hook of `h` stored with its circuit's probe claimed at `now` (5 s of cooldown).
+    async fn claimed_probe(h: &EmbeddedHarness, name: &str, now: DateTime<Utc>) -> (Hook, HookSecrets) {
+        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(h, "acme", name).await;
+        hook.state.health.circuit = probe_due(now, 5_000).claimed(now);
+        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        (hook, secrets)
+    }
+
     /// A claimed probe handed back unsent (no place came free, the invocation's time ran
     /// out) gives the probe back: the next delivery may probe at once.
     #[tokio::test]
     async fn a_probe_handed_back_unsent_gives_the_probe_back() {
         let h = EmbeddedHarness::start().await;
-        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "released").await;
         let now = Utc::now();
-        hook.state.health.circuit = probe_due(now, 5_000).claimed(now);
-        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        let (hook, secrets) = claimed_probe(&h, "released", now).await;
         let worker = worker_over(&h);
         let message = message(0, now);
         let stored = || async { h.backend().hooks.get(&hook.tenant, hook.id).await.expect("get").expect("hook") };
@@ -1126,10 +1132,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_probe_given_back_while_the_store_stalls_is_given_up_before_recording() {
         let h = EmbeddedHarness::start().await;
-        let (mut hook, secrets) = hookbridge_testkit::contract::make_hook(&h, "acme", "stalled").await;
         let now = Utc::now();
-        hook.state.health.circuit = probe_due(now, 5_000).claimed(now);
-        h.backend().hooks.create(&hook, 1000).await.expect("create");
+        let (hook, secrets) = claimed_probe(&h, "stalled", now).await;
         let worker = worker_over(&h);
         let message = message(0, now);
         let ready = ready(&message, &Arc::new(hook.clone()), &Arc::new(secrets), 1, true, now);
