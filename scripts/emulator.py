@@ -17,6 +17,21 @@ across threads:
   now takes its messages under one lock; its long poll waits outside it, so other
   receives are not held up.
 
+Two changes are for speed alone; what the emulator answers is unchanged. The emulator is
+one Python process, and the AWS tests spent most of their time waiting on it: with these
+changes a replay test of a thousand deliveries took 102 s, not 427, and the end-to-end
+suite's AWS tests about 540 s less in all:
+
+- moto answers every Query by sorting the whole table, all partitions, and then keeping
+  the partition asked for; a hook's deliveries are thousands of items, and listing them
+  is a query a page. A query of the table now reads its one partition. A query of an
+  index still reads every item (moto has no index) but no longer sorts them first: it
+  sorts what it keeps by the index's and the table's keys anyway.
+- For each message a receive takes, moto checks its retention by working out every
+  attribute of its queue, three of them counts over all the queue's messages: a receive
+  of ten from a queue of a thousand looked at each message thirty times. The check now
+  reads the retention period alone.
+
 Run as `moto_server`: `python3 scripts/emulator.py -H 127.0.0.1 -p 4566`.
 """
 
@@ -24,6 +39,7 @@ import sys
 import threading
 
 from moto.core.utils import unix_time
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 from moto.sqs.models import SQSBackend
@@ -38,6 +54,41 @@ def _call_action_in_turn(self):
 
 
 DynamoHandler.call_action = _call_action_in_turn
+
+# Which query this thread is answering: the partition of a query of the table, or None
+# for a query of an index.
+_querying = threading.local()
+_query = Table.query
+_all_items = Table.all_items
+
+
+def _query_reading_what_it_needs(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    _querying.of = ("index",) if index_name else ("table", hash_key)
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        _querying.of = None
+
+
+def _items_for_the_query(self):
+    of = getattr(_querying, "of", None)
+    if of is None:
+        return _all_items(self)
+    if of[0] == "index":
+        items = []
+        for partition in self.items.values():
+            items.extend(partition.values() if self.range_key_attr else [partition])
+        return items
+    # `items` is a defaultdict: looking a partition up with [] would add an empty one.
+    partition = self.items.get(of[1])
+    if partition is None:
+        return []
+    return list(partition.values()) if self.range_key_attr else [partition]
+
+
+Table.query = _query_reading_what_it_needs
+Table.all_items = _items_for_the_query
 
 # Re-entrant: a pass that moves a message to a dead-letter queue adds it there, and adding
 # to a queue with an event source mapping receives from it on the same thread.
@@ -64,6 +115,14 @@ def _receive_message_atomically(
 
 
 SQSBackend.receive_message = _receive_message_atomically
+
+
+def _retained(self, queue_name, message):
+    retention = int(self.get_queue(queue_name).message_retention_period)
+    return retention + message.sent_timestamp / 1000 > unix_time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained
 
 if __name__ == "__main__":
     sys.exit(main())
