@@ -58,6 +58,7 @@ macro_rules! contract_tests {
             hooks_stored_bytes_are_counted_per_tenant_and_bound_routing,
             deliveries_a_resend_stored_after_its_outcome_leaves_the_outcome,
             limiter_paces_and_admits_across_handles,
+            limiter_forgets_the_turns_given_out_ahead,
             sealed_secrets_open_only_for_their_hook,
             hooks_scan_pages_through_every_tenant,
             event_types_are_declared_and_seen_per_tenant,
@@ -1145,6 +1146,36 @@ pub async fn limiter_paces_and_admits_across_handles(h: &dyn Harness) {
     }
     let soon = now + chrono::Duration::milliseconds(100);
     assert_eq!(limiter.admit(&tenant_key, rate, 5, 1, soon).await.expect("admit"), Admission::Admitted);
+}
+
+/// A schedule whose turns ahead are forgotten (a hook's limit was set again) gives its next
+/// slot at the change, not after the slots reserved ahead under the old limit; one with
+/// nothing reserved past the change, or nothing at all, is left as it was.
+pub async fn limiter_forgets_the_turns_given_out_ahead(h: &dyn Harness) {
+    use hookbridge_core::rate::Rate;
+    let limiter = &h.backend().limiter;
+    // As of a time ahead of the clock, as above, so that a slow store cannot move the slots.
+    let now =
+        hookbridge_core::rate::from_micros(hookbridge_core::rate::micros(Utc::now() + chrono::Duration::seconds(30)));
+    let seconds = chrono::Duration::seconds;
+    let key = h.unique("hook");
+    assert_eq!(limiter.pace(&key, Rate::per_second(1), 90, now).await.expect("pace"), now);
+    let change = now + seconds(5);
+    limiter.forget(&key, change).await.expect("forget");
+    assert_eq!(limiter.pace(&key, Rate::per_second(1000), 1, now).await.expect("pace"), change, "not at +90 s");
+    assert_eq!(
+        limiter.pace(&key, Rate::per_second(1000), 1, now).await.expect("pace"),
+        change + chrono::Duration::milliseconds(1),
+        "the schedule goes on from there"
+    );
+    // Reserved only up to a time before the change: nothing to start over.
+    let caught_up = h.unique("hook");
+    assert_eq!(limiter.pace(&caught_up, Rate::per_second(1), 2, now).await.expect("pace"), now);
+    limiter.forget(&caught_up, now + seconds(60)).await.expect("forget");
+    assert_eq!(limiter.pace(&caught_up, Rate::per_second(1), 1, now).await.expect("pace"), now + seconds(2));
+    let idle = h.unique("hook");
+    limiter.forget(&idle, now + seconds(60)).await.expect("forget");
+    assert_eq!(limiter.pace(&idle, Rate::per_second(1), 1, now).await.expect("pace"), now, "no schedule made");
 }
 
 /// A blob opens only for the hook it was sealed for: copied into another hook's item (even
