@@ -17,9 +17,9 @@ across threads:
   now takes its messages under one lock; its long poll waits outside it, so other
   receives are not held up.
 
-Two changes are for speed alone; what the emulator answers is unchanged. The emulator is
-one Python process, and the AWS tests spent most of their time waiting on it: with these
-changes a replay test of a thousand deliveries took 102 s, not 427, and the end-to-end
+The other changes are for speed alone; what the emulator answers is unchanged. The
+emulator is one Python process, and the AWS tests spent most of their time waiting on it:
+with them a replay test of a thousand deliveries took 92 s, not 427, and the end-to-end
 suite's AWS tests about 540 s less in all:
 
 - moto answers every Query by sorting the whole table, all partitions, and then keeping
@@ -31,6 +31,10 @@ suite's AWS tests about 540 s less in all:
   attribute of its queue, three of them counts over all the queue's messages: a receive
   of ten from a queue of a thousand looked at each message thirty times. The check now
   reads the retention period alone.
+- For each request, moto listed its own package directory (an `isdir` for each of some
+  two hundred entries) to see whether the host named a service, and ran a regular
+  expression over the whole answer, a page of a query included, to put a request id into
+  XML. The list is read once, and only an answer with a `<RequestId>` is searched.
 
 Run as `moto_server`: `python3 scripts/emulator.py -H 127.0.0.1 -p 4566`.
 """
@@ -38,6 +42,8 @@ Run as `moto_server`: `python3 scripts/emulator.py -H 127.0.0.1 -p 4566`.
 import sys
 import threading
 
+from moto import backends
+from moto.core.responses import BaseResponse
 from moto.core.utils import unix_time
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
@@ -123,6 +129,22 @@ def _retained(self, queue_name, message):
 
 
 SQSBackend.is_message_valid_based_on_retention_period = _retained
+
+_modules = tuple(backends.list_of_moto_modules())
+backends.list_of_moto_modules = lambda: _modules
+
+_enrich_response = BaseResponse._enrich_response
+
+
+def _enrich_response_with_xml_only(headers, body):
+    if isinstance(body, str) and "<RequestId>" in body:
+        return _enrich_response(headers, body)
+    # Not XML with a request id: the headers as moto makes them, the body untouched.
+    headers, _ = _enrich_response(headers, "")
+    return headers, body
+
+
+BaseResponse._enrich_response = staticmethod(_enrich_response_with_xml_only)
 
 if __name__ == "__main__":
     sys.exit(main())
