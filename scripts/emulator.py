@@ -61,8 +61,8 @@ def _call_action_in_turn(self):
 
 DynamoHandler.call_action = _call_action_in_turn
 
-# Which query this thread is answering: the partition of a query of the table, or None
-# for a query of an index.
+# Which query this thread is answering: ("table", partition) for a query of the table,
+# ("index",) for one of an index, None when it answers no query.
 _querying = threading.local()
 _query = Table.query
 _all_items = Table.all_items
