@@ -7,7 +7,8 @@ mkdir -p .hookbridge
 port=${HOOKBRIDGE_EMULATOR_PORT:-4566}
 # In its own session, so Ctrl-C reaches `hookbridge serve` first and the emulator outlives
 # its graceful stop; the trap stops the emulator afterwards.
-# scripts/emulator.py is moto_server with its DynamoDB transactions and SQS receives made atomic.
+# scripts/emulator.py is moto_server with its DynamoDB transactions and SQS receives made
+# atomic, and its queries and receives made cheap.
 setsid .venv/bin/python3 scripts/emulator.py -H 127.0.0.1 -p "$port" > .hookbridge/emulator.log 2>&1 &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true' EXIT

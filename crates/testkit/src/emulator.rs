@@ -1,6 +1,7 @@
 //! The AWS emulator (moto from `.venv`, installed by the Makefile, started through
-//! `scripts/emulator.py`, which makes its DynamoDB transactions and SQS receives atomic), one per test
-//! process on a free port, stopped when the process ends.
+//! `scripts/emulator.py`, which makes its DynamoDB transactions and SQS receives atomic and
+//! its queries and receives cheap), one per test process on a free port, stopped when the
+//! process ends.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
