@@ -9,6 +9,9 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+/// Looks, 25 ms apart, for a pressed button's page to come and to load: 30 s.
+const PAGE_WAITS: usize = 1200;
+
 /// A browser session and the driver behind it (stopped when dropped).
 pub struct Browser {
     /// The WebDriver session.
@@ -134,18 +137,33 @@ impl Browser {
         for b in buttons {
             if b.text().await.is_ok_and(|t| t.trim() == label) {
                 b.click().await.expect("click");
-                // The old page's root goes stale once the next page has replaced it.
-                for _ in 0..200 {
+                // The old page's root goes stale once the next page has replaced it, and the
+                // next page is read once it has loaded whole. Each wait ends as soon as it
+                // happens; under a whole `make test` a page once took over 5 s, and its
+                // fields were looked for on the page before it.
+                for _ in 0..PAGE_WAITS {
                     if before.tag_name().await.is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
+                self.loaded().await;
                 self.find("body").await;
                 return;
             }
         }
         panic!("no button {label:?} on {}", self.path().await);
+    }
+
+    /// Waits (up to 30 s) until the page has loaded whole.
+    async fn loaded(&self) {
+        for _ in 0..PAGE_WAITS {
+            let state = self.client.execute("return document.readyState", vec![]).await;
+            if state.is_ok_and(|s| s == "complete") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The header `name` of the answer to a `GET` of `path` from the page (its cookies sent).
