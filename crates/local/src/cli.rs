@@ -281,30 +281,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 existing(&database)?;
             }
             let s = settings()?;
-            let b = crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, false).await?;
+            let (b, db) = crate::stack::open(&backend.choice(database.clone(), None).await, &s, false).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;
             eprintln!(
                 "hookbridge: {} hooks read, {} re-sealed bound to their hook, {} whose secrets cannot be opened left as they are",
                 m.hooks, m.resealed, m.unopened
             );
-            if matches!(backend, BackendKind::Embedded) {
-                drop(b);
-                fold(&database, &hookbridge_embedded::Db::open(&database)?).await;
+            if let Some(db) = db {
+                fold(&database, &db).await;
             }
             Ok(())
         }
         Command::DeadLetters { database, show, redrive } => dead_letters(&database, show, redrive).await,
         Command::Init { backend, database } => {
             let s = settings()?;
-            let b = crate::stack::open_backend(&backend.choice(database.clone(), None).await, &s, true).await?;
+            // Folded through the database the command wrote with. One opened again beside it
+            // could meet the first one's background checkpoint still running (a dropped
+            // database's threads end on their own), and the log was left unfolded (once in CI).
+            let (b, db) = crate::stack::open(&backend.choice(database.clone(), None).await, &s, true).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;
             if m.resealed > 0 {
                 eprintln!("hookbridge: re-sealed the secrets of {} hooks, bound to their hook", m.resealed);
             }
             match backend {
                 BackendKind::Embedded => {
-                    drop(b);
-                    fold(&database, &hookbridge_embedded::Db::open(&database)?).await;
+                    if let Some(db) = &db {
+                        fold(&database, db).await;
+                    }
                     eprintln!("hookbridge: initialised the embedded backend at {}", database.display())
                 }
                 BackendKind::Aws => eprintln!(

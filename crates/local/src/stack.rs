@@ -127,7 +127,7 @@ pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: b
 
 /// [`open_backend`], and for the embedded backend the database it is on, so that the
 /// retention sweep writes through the same one writer as everything else.
-async fn open(
+pub(crate) async fn open(
     choice: &BackendChoice,
     settings: &Settings,
     create: bool,
