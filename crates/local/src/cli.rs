@@ -297,7 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings()?;
             // Folded through the database the command wrote with. One opened again beside it
             // could meet the first one's background checkpoint still running (a dropped
-            // database's threads end on their own), and the log was left unfolded (once in CI).
+            // database's threads end on their own), and the log was left unfolded (a test saw it once).
             let (b, db) = crate::stack::open(&backend.choice(database.clone(), None).await, &s, true).await?;
             let m = crate::migrate::reseal_secrets(&b).await?;
             if m.resealed > 0 {
