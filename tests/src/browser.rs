@@ -139,8 +139,8 @@ impl Browser {
                 b.click().await.expect("click");
                 // The old page's root goes stale once the next page has replaced it, and the
                 // next page is read once it has loaded whole. Each wait ends as soon as it
-                // happens; under a whole `make test` a page once took over 5 s, and its
-                // fields were looked for on the page before it.
+                // happens. The first wait was 5 s, and under a whole `make test` a page's
+                // fields were once looked for on the page before it, most likely so.
                 for _ in 0..PAGE_WAITS {
                     if before.tag_name().await.is_err() {
                         break;

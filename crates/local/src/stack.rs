@@ -126,7 +126,8 @@ pub async fn open_backend(choice: &BackendChoice, settings: &Settings, create: b
 }
 
 /// [`open_backend`], and for the embedded backend the database it is on, so that the
-/// retention sweep writes through the same one writer as everything else.
+/// retention sweep writes through the same one writer as everything else, and a command's
+/// fold of the log meets its own background checkpoint, not another database's.
 pub(crate) async fn open(
     choice: &BackendChoice,
     settings: &Settings,
